@@ -1,0 +1,53 @@
+/* Audit events: JSON lines, chained, spooled durably, shipped.
+ *
+ * Each event is one JSON object per line with: seq, time (RFC 3339 UTC with
+ * nanoseconds), vault, host, account, uid, pid, process, op, path, result
+ * ("ok", "denied" or an errno name), bytes, prev (hex SHA-256 of the previous
+ * line, all zeros for the first).  Every audit_seal_every events, and at
+ * close, a "checkpoint" event carries an RSA-PSS signature by the account
+ * key over the hash of everything before it, so deletion, insertion or
+ * editing is detected by audit_verify().
+ *
+ * audit_event() returns only after the line is durably in the spool
+ * (group commit: concurrent callers share one fdatasync).  If the spool
+ * cannot be written it returns -errno and the caller must fail the
+ * operation (fail-closed).  Several processes (the daemon, pactfs-admin)
+ * may append to one spool: appends hold flock(LOCK_EX) and re-read the
+ * chain tail if another process wrote since.  Layout: docs/format.md.
+ */
+#ifndef PACTFS_AUDIT_H
+#define PACTFS_AUDIT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <openssl/evp.h>
+
+struct audit;
+
+struct audit_ctx {          /* who did it */
+    uid_t uid;
+    pid_t pid;
+};
+
+/* Open (create) the spool; resumes the chain from its last line.
+ * signer may be NULL (then no checkpoints are signed). */
+int audit_open(const char *spool_path, const char *vault_id, const char *account,
+               EVP_PKEY *signer, struct audit **out);
+void audit_close(struct audit *a);
+
+/* result: 0 = ok, -EACCES/-EPERM = denied, other -errno = failed. */
+int audit_event(struct audit *a, const struct audit_ctx *who, const char *op,
+                const char *path, int result, uint64_t bytes);
+
+/* Verify a spool: chain continuity and checkpoint signatures.  Returns 0,
+ * or -EBADMSG with pfs_err naming the first bad line.  *events gets the
+ * count checked.  key_for returns the public key of the account that
+ * signed a checkpoint (caller keeps ownership), or NULL if unknown (that
+ * is a verification failure); key_for NULL skips signature checks. */
+int audit_verify(const char *spool_path,
+                 EVP_PKEY *(*key_for)(void *arg, const char *account), void *arg,
+                 uint64_t *events);
+
+#endif

@@ -1,0 +1,87 @@
+/* The object layer: one chunk of plaintext in, fragments on n endpoints out.
+ *
+ * put:  seal (AES-256-GCM under the file's DEK, fresh nonce, AD binds format,
+ *       algorithm, inode, chunk index and chunk version) -> split and
+ *       Reed-Solomon code into k+m fragments -> fragment i to endpoint
+ *       (rotation + i) mod n, as object "<chunk id hex>.<i>" -> SHA-256 of each
+ *       fragment recorded in the chunk_ref for the metadata store.
+ * get:  fetch fragments (data fragments first), skip missing ones and ones
+ *       whose SHA-256 differs, decode from the first k good ones, open.
+ *       Fewer than k good fragments or a failed open is -EIO, never wrong
+ *       bytes.  Fragments that need repair are reported in a bitmask.
+ * repair: rebuild bad fragments from good ones using only fragments and
+ *       checksums, never a key (so a sysadmin can heal what they cannot read).
+ *
+ * The chunk id is random, so endpoint object names reveal nothing about
+ * which file or offset they belong to.  Layouts: docs/format.md.
+ */
+#ifndef PACTFS_OBJECT_H
+#define PACTFS_OBJECT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "crypto.h"
+#include "erasure.h"
+#include "store.h"
+
+#define CHUNK_ID_LEN 16
+#define FRAG_SUM_LEN SHA256_LEN
+#define OBJECT_NAME_MAX 48
+
+/* What the metadata store records for one chunk version. */
+struct chunk_ref {
+    uint8_t chunk_id[CHUNK_ID_LEN];
+    uint64_t version;        /* increases on every rewrite of (ino, idx) */
+    uint32_t plain_len;      /* plaintext bytes in this chunk */
+    uint32_t sealed_len;     /* sealed bytes before padding */
+    uint8_t k, m;            /* coding used */
+    uint8_t rotation;        /* fragment i lives on endpoint (rotation+i) % n */
+    uint8_t sums[EC_MAX_FRAGS][FRAG_SUM_LEN];
+};
+
+struct object_layer;
+
+/* Takes ownership of nothing: stores stay the caller's.  n >= k + m. */
+int object_layer_new(struct store **stores, unsigned n, unsigned k, unsigned m,
+                     struct object_layer **out);
+void object_layer_free(struct object_layer *ol);
+unsigned object_layer_nstores(const struct object_layer *ol);
+struct store *object_layer_store(const struct object_layer *ol, unsigned i);
+
+/* "<hex chunk id>.<frag index>" into out (OBJECT_NAME_MAX bytes). */
+void object_fragment_name(const uint8_t chunk_id[CHUNK_ID_LEN], unsigned frag, char *out);
+/* Endpoint index of fragment frag of ref. */
+unsigned object_fragment_store(const struct object_layer *ol, const struct chunk_ref *ref,
+                               unsigned frag);
+
+/* Seal, code and scatter one chunk; fills *out (new random chunk id,
+ * rotation chosen from idx so parity load spreads).  Fragments are written
+ * to the n endpoints in parallel.  Durable after object_layer_sync(). */
+int object_put_chunk(struct object_layer *ol, const uint8_t dek[32], uint64_t ino,
+                     uint64_t idx, uint64_t version, const void *plain, size_t len,
+                     struct chunk_ref *out);
+
+/* Gather, decode, open.  plain must hold ref->plain_len bytes.  *bad_mask
+ * (optional) gets bit i set for each fragment missing or corrupt. */
+int object_get_chunk(struct object_layer *ol, const uint8_t dek[32], uint64_t ino,
+                     uint64_t idx, const struct chunk_ref *ref, void *plain,
+                     uint32_t *bad_mask);
+
+/* Check every fragment's presence and checksum without a key; bit i of
+ * *bad_mask set for each bad one.  Returns 0, or -EIO if fewer than k good. */
+int object_verify_chunk(struct object_layer *ol, const struct chunk_ref *ref,
+                        uint32_t *bad_mask);
+
+/* Rebuild the fragments in bad_mask from the good ones and write them back
+ * (checksums must then match the ref).  No key needed. */
+int object_repair_chunk(struct object_layer *ol, const struct chunk_ref *ref,
+                        uint32_t bad_mask);
+
+/* Delete every fragment of a chunk (missing ones are not an error). */
+int object_delete_chunk(struct object_layer *ol, const struct chunk_ref *ref);
+
+/* Durability barrier across all endpoints. */
+int object_layer_sync(struct object_layer *ol);
+
+#endif

@@ -1,0 +1,73 @@
+/* Share providers: who holds the second half of an account's unlock key.
+ *
+ * The client derives two independent values from the password-hardened key
+ * (see keyring.h): the local key half and a login authenticator.  Only the
+ * authenticator is ever given to a provider; the provider keeps a verifier of
+ * it and releases the 256-bit share only when the authenticator matches.
+ *
+ * One interface, one file per backend (like curl's vtls):
+ *   share_local.c  embedded default: a separate local key directory (0700),
+ *                  one file per account (0600)
+ *   share_keyd.c   the network key service pactfs-keyd over HTTPS
+ */
+#ifndef PACTFS_SHARE_H
+#define PACTFS_SHARE_H
+
+#include <stdint.h>
+
+#define SHARE_LEN 32
+#define SHARE_AUTH_LEN 32
+
+struct share_provider;
+
+struct share_provider_ops {
+    const char *name;
+    /* Create a fresh random share for (vault_id, account) and store it with a
+     * verifier of auth.  Fails with -EEXIST if the account already has one.
+     * The new share is written to share_out. */
+    int (*enroll)(struct share_provider *sp, const char *vault_id, const char *account,
+                  const uint8_t auth[SHARE_AUTH_LEN], uint8_t share_out[SHARE_LEN]);
+    /* Login: the share if auth matches, else -EKEYREJECTED (uniform for an
+     * unknown account).  -EBUSY with *retry_after seconds when locked out,
+     * -EPERM when the account is disabled, -EHOSTUNREACH/-ECONNREFUSED when
+     * the provider cannot be reached. */
+    int (*fetch)(struct share_provider *sp, const char *vault_id, const char *account,
+                 const uint8_t auth[SHARE_AUTH_LEN], uint8_t share_out[SHARE_LEN],
+                 unsigned *retry_after);
+    /* Replace the verifier (password change); old_auth must match. */
+    int (*change_auth)(struct share_provider *sp, const char *vault_id, const char *account,
+                       const uint8_t old_auth[SHARE_AUTH_LEN],
+                       const uint8_t new_auth[SHARE_AUTH_LEN]);
+    /* Replace the share by a fresh one (auth must match); new share out. */
+    int (*rotate)(struct share_provider *sp, const char *vault_id, const char *account,
+                  const uint8_t auth[SHARE_AUTH_LEN], uint8_t share_out[SHARE_LEN]);
+    /* Forget the account's share for good. */
+    int (*remove)(struct share_provider *sp, const char *vault_id, const char *account);
+    void (*destroy)(struct share_provider *sp);
+};
+
+struct share_provider {
+    const struct share_provider_ops *ops;
+    void *impl;
+};
+
+/* The embedded default: shares in keydir (created 0700 if missing). */
+int share_local_open(const char *keydir, struct share_provider **out);
+
+/* The network key service (share_keyd.c). */
+struct keyd_client_config {
+    const char *url;           /* https://host:port */
+    const char *ca_file;       /* CA bundle that signs the service's cert */
+    const char *cert_file;     /* optional client certificate */
+    const char *key_file;      /* optional client key */
+    long timeout_ms;           /* 0: default 10000 */
+};
+int share_keyd_open(const struct keyd_client_config *cfg, struct share_provider **out);
+
+static inline void share_provider_destroy(struct share_provider *sp)
+{
+    if (sp)
+        sp->ops->destroy(sp);
+}
+
+#endif

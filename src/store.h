@@ -1,0 +1,61 @@
+/* Storage endpoints: flat namespaces of opaque objects.
+ *
+ * One interface, one file per backend:
+ *   store_dir.c  a local directory (objects fanned out as DIR/ab/abcdef...)
+ *   store_s3.c   an S3-compatible object store over HTTPS with SigV4
+ *
+ * Object names are [0-9a-z._-]{1,128}.  A put is atomic (a reader sees the
+ * whole object or none) and durable once store_sync() returns; backends may
+ * defer directory syncs to store_sync() so a batch pays for them once.
+ */
+#ifndef PACTFS_STORE_H
+#define PACTFS_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct store;
+
+struct store_ops {
+    const char *type;
+    int (*put)(struct store *s, const char *name, const void *data, size_t len);
+    /* *data malloc'd; -ENOENT if absent. */
+    int (*get)(struct store *s, const char *name, void **data, size_t *len);
+    /* -ENOENT if absent. */
+    int (*del)(struct store *s, const char *name);
+    int (*stat)(struct store *s, const char *name, uint64_t *size);
+    /* cb returns nonzero to stop; list returns that value or 0 / -errno. */
+    int (*list)(struct store *s, int (*cb)(void *arg, const char *name, uint64_t size),
+                void *arg);
+    /* Make every completed put durable (fsync the directories touched). */
+    int (*sync)(struct store *s);
+    /* Bytes free on the endpoint (statvfs); -ENOTSUP where unknown. */
+    int (*space)(struct store *s, uint64_t *total, uint64_t *avail);
+    void (*close)(struct store *s);
+};
+
+struct store {
+    const struct store_ops *ops;
+    char *desc;   /* for messages: "dir:/path" or "s3:https://host/bucket" */
+    void *impl;
+};
+
+/* create: make the directory (0700) if missing; otherwise it must exist. */
+int store_dir_open(const char *path, int create, struct store **out);
+
+static inline int store_put(struct store *s, const char *n, const void *d, size_t l)
+{ return s->ops->put(s, n, d, l); }
+static inline int store_get(struct store *s, const char *n, void **d, size_t *l)
+{ return s->ops->get(s, n, d, l); }
+static inline int store_del(struct store *s, const char *n)
+{ return s->ops->del(s, n); }
+static inline int store_stat(struct store *s, const char *n, uint64_t *sz)
+{ return s->ops->stat(s, n, sz); }
+static inline int store_list(struct store *s, int (*cb)(void *, const char *, uint64_t), void *a)
+{ return s->ops->list(s, cb, a); }
+static inline int store_sync(struct store *s)
+{ return s->ops->sync(s); }
+static inline void store_close(struct store *s)
+{ if (s) s->ops->close(s); }
+
+#endif

@@ -1,0 +1,81 @@
+/* A vault opened by one account: the glue the daemon and the tools share.
+ *
+ * vault_open reads the configuration and opens the metadata store, the
+ * endpoints, the object layer and the share provider.  vault_unlock opens
+ * the account's private key (password + share), then every envelope the
+ * account holds, and the audit spool.  Nothing here knows about FUSE.
+ */
+#ifndef PACTFS_VAULT_H
+#define PACTFS_VAULT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <openssl/evp.h>
+
+#include "audit.h"
+#include "conf.h"
+#include "envelope.h"
+#include "meta.h"
+#include "object.h"
+#include "share.h"
+
+/* One contract folder the account holds an envelope for. */
+struct vault_folder {
+    uint64_t id;
+    uint64_t root_ino;
+    uint32_t rights;                 /* RIGHT_* */
+    uint32_t cur_version;            /* key version for new data */
+    struct folder_keys **keys;       /* index = key_version (NULL if not held) */
+    uint32_t nkeys;
+};
+
+struct vault {
+    struct pactfs_conf conf;
+    struct meta *meta;
+    struct store *stores[EC_MAX_FRAGS];
+    struct object_layer *ol;
+    struct share_provider *sp;
+    struct audit *audit;             /* NULL until unlocked */
+    struct meta_account account;     /* the unlocked account */
+    EVP_PKEY *priv;                  /* its private key (NULL until unlocked) */
+    struct vault_folder *folders;
+    size_t nfolders;
+};
+
+/* Exit-code-worthy failures come back as negative errno with pfs_err set:
+ * -ENOENT config or store missing, -EINVAL malformed config,
+ * -EKEYREJECTED wrong password, -EBUSY locked out, -EHOSTUNREACH key
+ * service unreachable, -EIO store failure. */
+int vault_open(const char *conf_path, struct vault **out);
+int vault_unlock(struct vault *v, const char *account, const char *password);
+void vault_close(struct vault *v);
+
+/* Folder lookups for the unlocked account (NULL if it holds no envelope). */
+struct vault_folder *vault_folder_by_id(struct vault *v, uint64_t folder_id);
+const struct folder_keys *vault_folder_keys(struct vault *v, uint64_t folder_id,
+                                            uint32_t key_version);
+
+/* Creation of a vault on the embedded default, for `pactfs-admin init`:
+ * DIR/pactfs.conf, DIR/meta.db, DIR/stores/{0,1,2}, DIR/keys (0700),
+ * DIR/audit.log, the first account (roles dataadmin|user) and a first
+ * folder named folder_name with read|write|manage for it.
+ * -EEXIST if DIR already holds a vault. */
+struct vault_init_opts {
+    const char *dir;
+    const char *vault_name;
+    const char *account;
+    const char *password;
+    const char *folder_name;
+    unsigned k, m;                   /* 0: defaults */
+    uint32_t chunk_size;             /* 0: default */
+    const struct pwkdf_params *kdf;  /* NULL: defaults */
+    unsigned rsa_bits;               /* 0: 3072 */
+};
+int vault_init(const struct vault_init_opts *o);
+
+/* Create a folder (dataadmin), its root directory and an envelope for the
+ * unlocked account with all rights. */
+int vault_folder_create(struct vault *v, const char *name, uint64_t *folder_id);
+
+#endif
