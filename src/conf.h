@@ -35,7 +35,8 @@ struct pactfs_conf {
     char *dir;              /* its directory */
     char *vault_name;
     char *vault_id;         /* 32 hex chars, fixed at init */
-    char *root_fingerprint; /* hex SHA-256 of the vault root public key */
+    char *root_fingerprint; /* hex SHA-256 of the vault root public key (NULL until set) */
+    char *default_account;  /* account `pactfs mount` uses without --account */
     unsigned k, m;
     uint32_t chunk_size;    /* bytes, power of two, 64 KiB .. 16 MiB */
     unsigned n_endpoints;
