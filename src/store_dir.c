@@ -1,1 +1,495 @@
 #include "config.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "error.h"
+#include "store.h"
+
+/* A local directory endpoint.  Object "abcdef" lives at DIR/ab/abcdef.  A put
+ * writes DIR/ab/.tmp.<name>.<random>, fsyncs it and renames it over the final
+ * name, so a reader sees the whole object or none.  Names starting with '.'
+ * are never valid objects, so temp files cannot collide with objects and list
+ * skips them.  Fan-out directories touched by a put or delete are fsynced in
+ * store_sync(), once per batch. */
+
+#define TMP_PREFIX ".tmp."
+#define STALE_TMP_SECONDS 3600
+#define NAME_MAX_LEN 128
+/* Fan-out dir names are two bytes of [0-9a-z._-]: index a 128 x 128 bitmap. */
+#define FANOUT_SLOTS (128 * 128)
+
+struct dir_store {
+    int rootfd;
+    pthread_mutex_t dirty_lock;
+    int root_dirty;                       /* a fan-out dir was created */
+    uint8_t dirty[FANOUT_SLOTS / 8];      /* fan-out dirs awaiting fsync */
+};
+
+static struct dir_store *impl_of(struct store *s)
+{
+    return s->impl;
+}
+
+static int valid_name_char(char ch)
+{
+    return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') || ch == '.' || ch == '_' ||
+           ch == '-';
+}
+
+static int check_name(struct store *s, const char *name)
+{
+    size_t n = strnlen(name, NAME_MAX_LEN + 1);
+
+    if (n == 0 || n > NAME_MAX_LEN || name[0] == '.')
+        goto bad;
+    for (size_t i = 0; i < n; i++)
+        if (!valid_name_char(name[i]))
+            goto bad;
+    return 0;
+bad:
+    return pfs_err(-EINVAL, "endpoint %s: invalid object name \"%.40s\" (want 1-128 of "
+                   "[0-9a-z._-], not starting with '.')", s->desc, name);
+}
+
+/* The fan-out directory of a valid name: its first two characters ('_' pads
+ * a one-character name). */
+static void fanout_of(const char *name, char dir[3])
+{
+    dir[0] = name[0];
+    dir[1] = name[1] ? name[1] : '_';
+    dir[2] = '\0';
+}
+
+static unsigned fanout_slot(const char dir[3])
+{
+    return ((unsigned)(dir[0] & 0x7f) << 7) | (unsigned)(dir[1] & 0x7f);
+}
+
+static void mark_dirty(struct dir_store *d, const char dir[3], int root_too)
+{
+    unsigned slot = fanout_slot(dir);
+
+    pthread_mutex_lock(&d->dirty_lock);
+    d->dirty[slot / 8] |= (uint8_t)(1u << (slot % 8));
+    if (root_too)
+        d->root_dirty = 1;
+    pthread_mutex_unlock(&d->dirty_lock);
+}
+
+/* Object path relative to the root: "ab/name". */
+static void object_path(const char *name, char *out, size_t outlen)
+{
+    char dir[3];
+
+    fanout_of(name, dir);
+    snprintf(out, outlen, "%s/%s", dir, name);
+}
+
+static int disk_error(struct store *s, const char *what, const char *name, int err)
+{
+    if (err == ENOSPC || err == EDQUOT)
+        return pfs_err(-err, "endpoint %s: disk full while %s object %s; free space on "
+                       "that endpoint or add capacity", s->desc, what, name);
+    return pfs_err(-err, "endpoint %s: %s object %s failed: %s", s->desc, what, name,
+                   strerror(err));
+}
+
+static int write_all(int fd, const uint8_t *p, size_t len)
+{
+    while (len > 0) {
+        ssize_t w = write(fd, p, len);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return errno;
+        }
+        if (w == 0)
+            return EIO;
+        p += w;
+        len -= (size_t)w;
+    }
+    return 0;
+}
+
+/* Create the fan-out directory if needed; *created tells whether it is new
+ * (the root then needs an fsync for the entry to be durable). */
+static int ensure_fanout(struct store *s, const char dir[3], int *created)
+{
+    struct dir_store *d = impl_of(s);
+
+    *created = 0;
+    if (mkdirat(d->rootfd, dir, 0700) == 0) {
+        *created = 1;
+        return 0;
+    }
+    if (errno == EEXIST)
+        return 0;
+    return disk_error(s, "creating directory for", dir, errno);
+}
+
+static int open_temp(struct store *s, const char *name, char *tmp, size_t tmplen)
+{
+    struct dir_store *d = impl_of(s);
+    char dir[3];
+
+    fanout_of(name, dir);
+    for (int attempt = 0; attempt < 8; attempt++) {
+        uint64_t r;
+        if (getrandom(&r, sizeof r, 0) != sizeof r)
+            r = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32) ^ (uint64_t)attempt;
+        snprintf(tmp, tmplen, "%s/" TMP_PREFIX "%s.%016llx", dir, name, (unsigned long long)r);
+        int fd = openat(d->rootfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (fd >= 0 || errno != EEXIST)
+            return fd >= 0 ? fd : -errno;
+    }
+    return -EEXIST;
+}
+
+static int dir_put(struct store *s, const char *name, const void *data, size_t len)
+{
+    struct dir_store *d = impl_of(s);
+    char dir[3], tmp[NAME_MAX_LEN + 64], final[NAME_MAX_LEN + 8];
+    int rc, created, fd, err;
+
+    rc = check_name(s, name);
+    if (rc)
+        return rc;
+    fanout_of(name, dir);
+    rc = ensure_fanout(s, dir, &created);
+    if (rc)
+        return rc;
+    fd = open_temp(s, name, tmp, sizeof tmp);
+    if (fd < 0)
+        return disk_error(s, "creating a temp file for", name, -fd);
+    err = write_all(fd, data, len);
+    if (!err && fsync(fd) != 0)
+        err = errno;
+    if (close(fd) != 0 && !err)
+        err = errno;
+    object_path(name, final, sizeof final);
+    if (!err && renameat(d->rootfd, tmp, d->rootfd, final) != 0)
+        err = errno;
+    if (err) {
+        unlinkat(d->rootfd, tmp, 0);
+        return disk_error(s, "writing", name, err);
+    }
+    mark_dirty(d, dir, created);
+    return 0;
+}
+
+static int read_all(int fd, uint8_t *p, size_t len)
+{
+    while (len > 0) {
+        ssize_t r = read(fd, p, len);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            return errno;
+        }
+        if (r == 0)
+            return EIO;   /* shrank under us: cannot happen with rename-only writers */
+        p += r;
+        len -= (size_t)r;
+    }
+    return 0;
+}
+
+static int dir_get(struct store *s, const char *name, void **data, size_t *len)
+{
+    struct dir_store *d = impl_of(s);
+    char path[NAME_MAX_LEN + 8];
+    struct stat st;
+    uint8_t *buf;
+    int rc, fd, err;
+
+    *data = NULL;
+    *len = 0;
+    rc = check_name(s, name);
+    if (rc)
+        return rc;
+    object_path(name, path, sizeof path);
+    fd = openat(d->rootfd, path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ENOENT)
+            return pfs_err(-ENOENT, "endpoint %s: object %s not found", s->desc, name);
+        return disk_error(s, "opening", name, errno);
+    }
+    if (fstat(fd, &st) != 0) {
+        err = errno;
+        close(fd);
+        return disk_error(s, "reading", name, err);
+    }
+    buf = malloc(st.st_size > 0 ? (size_t)st.st_size : 1);
+    if (!buf) {
+        close(fd);
+        return pfs_err(-ENOMEM, "endpoint %s: out of memory reading object %s", s->desc, name);
+    }
+    err = read_all(fd, buf, (size_t)st.st_size);
+    close(fd);
+    if (err) {
+        free(buf);
+        return disk_error(s, "reading", name, err);
+    }
+    *data = buf;
+    *len = (size_t)st.st_size;
+    return 0;
+}
+
+static int dir_del(struct store *s, const char *name)
+{
+    struct dir_store *d = impl_of(s);
+    char dir[3], path[NAME_MAX_LEN + 8];
+    int rc = check_name(s, name);
+
+    if (rc)
+        return rc;
+    object_path(name, path, sizeof path);
+    if (unlinkat(d->rootfd, path, 0) != 0) {
+        if (errno == ENOENT)
+            return pfs_err(-ENOENT, "endpoint %s: object %s not found", s->desc, name);
+        return disk_error(s, "deleting", name, errno);
+    }
+    fanout_of(name, dir);
+    mark_dirty(d, dir, 0);
+    return 0;
+}
+
+static int dir_stat(struct store *s, const char *name, uint64_t *size)
+{
+    struct dir_store *d = impl_of(s);
+    char path[NAME_MAX_LEN + 8];
+    struct stat st;
+    int rc = check_name(s, name);
+
+    if (rc)
+        return rc;
+    object_path(name, path, sizeof path);
+    if (fstatat(d->rootfd, path, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+        if (errno == ENOENT)
+            return pfs_err(-ENOENT, "endpoint %s: object %s not found", s->desc, name);
+        return disk_error(s, "examining", name, errno);
+    }
+    *size = (uint64_t)st.st_size;
+    return 0;
+}
+
+/* Open a directory below the root for readdir; NULL with errno on failure. */
+static DIR *open_subdir(int rootfd, const char *rel)
+{
+    int fd = openat(rootfd, rel, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    DIR *dp;
+
+    if (fd < 0)
+        return NULL;
+    dp = fdopendir(fd);
+    if (!dp)
+        close(fd);
+    return dp;
+}
+
+static int is_fanout_entry(const char *n)
+{
+    return n[0] && n[0] != '.' && n[1] && !n[2] && valid_name_char(n[0]) &&
+           valid_name_char(n[1]);
+}
+
+/* Visit the objects of one fan-out dir; also drop stale temp files when
+ * sweep is set (a crash leftover, never a visible object). */
+static int list_fanout(struct store *s, const char *dir, int sweep,
+                       int (*cb)(void *, const char *, uint64_t), void *arg)
+{
+    struct dir_store *d = impl_of(s);
+    DIR *dp = open_subdir(d->rootfd, dir);
+    struct dirent *e;
+    struct stat st;
+    int rc = 0;
+    time_t now = time(NULL);
+
+    if (!dp)
+        return errno == ENOENT ? 0 : disk_error(s, "listing directory", dir, errno);
+    while (rc == 0 && (e = readdir(dp)) != NULL) {
+        int isdotted = e->d_name[0] == '.';
+        if (isdotted && !(sweep && strncmp(e->d_name, TMP_PREFIX, strlen(TMP_PREFIX)) == 0))
+            continue;
+        if (fstatat(dirfd(dp), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode))
+            continue;
+        if (isdotted) {
+            if (now - st.st_mtime > STALE_TMP_SECONDS)
+                unlinkat(dirfd(dp), e->d_name, 0);
+            continue;
+        }
+        if (cb)
+            rc = cb(arg, e->d_name, (uint64_t)st.st_size);
+    }
+    closedir(dp);
+    return rc;
+}
+
+static int walk(struct store *s, int sweep, int (*cb)(void *, const char *, uint64_t), void *arg)
+{
+    struct dir_store *d = impl_of(s);
+    DIR *dp = open_subdir(d->rootfd, ".");
+    struct dirent *e;
+    int rc = 0;
+
+    if (!dp)
+        return disk_error(s, "listing", "directory", errno);
+    while (rc == 0 && (e = readdir(dp)) != NULL) {
+        if (is_fanout_entry(e->d_name))
+            rc = list_fanout(s, e->d_name, sweep, cb, arg);
+    }
+    closedir(dp);
+    return rc;
+}
+
+static int dir_list(struct store *s, int (*cb)(void *, const char *, uint64_t), void *arg)
+{
+    return walk(s, 0, cb, arg);
+}
+
+static int fsync_at(int rootfd, const char *rel)
+{
+    int fd = openat(rootfd, rel, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int err = 0;
+
+    if (fd < 0)
+        return errno == ENOENT ? 0 : errno;
+    if (fsync(fd) != 0)
+        err = errno;
+    close(fd);
+    return err;
+}
+
+static int dir_sync(struct store *s)
+{
+    struct dir_store *d = impl_of(s);
+    uint8_t todo[FANOUT_SLOTS / 8];
+    int root, err = 0;
+
+    /* Take the set and clear it, so puts can go on while we fsync. */
+    pthread_mutex_lock(&d->dirty_lock);
+    memcpy(todo, d->dirty, sizeof todo);
+    memset(d->dirty, 0, sizeof d->dirty);
+    root = d->root_dirty;
+    d->root_dirty = 0;
+    pthread_mutex_unlock(&d->dirty_lock);
+
+    for (unsigned slot = 0; slot < FANOUT_SLOTS; slot++) {
+        if (!(todo[slot / 8] & (1u << (slot % 8))))
+            continue;
+        char dir[3] = {(char)(slot >> 7), (char)(slot & 0x7f), '\0'};
+        int e = fsync_at(d->rootfd, dir);
+        if (e) {
+            err = e;
+            mark_dirty(d, dir, 0);   /* try again next time */
+        }
+    }
+    if (root) {
+        int e = fsync(d->rootfd) != 0 ? errno : 0;
+        if (e) {
+            err = e;
+            pthread_mutex_lock(&d->dirty_lock);
+            d->root_dirty = 1;
+            pthread_mutex_unlock(&d->dirty_lock);
+        }
+    }
+    if (err)
+        return pfs_err(-err, "endpoint %s: cannot make writes durable (fsync): %s", s->desc,
+                       strerror(err));
+    return 0;
+}
+
+static int dir_space(struct store *s, uint64_t *total, uint64_t *avail)
+{
+    struct statvfs v;
+
+    if (fstatvfs(impl_of(s)->rootfd, &v) != 0)
+        return pfs_err(-errno, "endpoint %s: cannot read free space: %s", s->desc,
+                       strerror(errno));
+    *total = (uint64_t)v.f_blocks * v.f_frsize;
+    *avail = (uint64_t)v.f_bavail * v.f_frsize;
+    return 0;
+}
+
+static void dir_close(struct store *s)
+{
+    struct dir_store *d = impl_of(s);
+
+    if (d) {
+        if (d->rootfd >= 0)
+            close(d->rootfd);
+        pthread_mutex_destroy(&d->dirty_lock);
+        free(d);
+    }
+    free(s->desc);
+    free(s);
+}
+
+static const struct store_ops dir_ops = {
+    .type = "dir",
+    .put = dir_put,
+    .get = dir_get,
+    .del = dir_del,
+    .stat = dir_stat,
+    .list = dir_list,
+    .sync = dir_sync,
+    .space = dir_space,
+    .close = dir_close,
+};
+
+static int open_root(const char *path, int create)
+{
+    int fd;
+
+    if (create && mkdir(path, 0700) != 0 && errno != EEXIST)
+        return pfs_err(-errno, "cannot create endpoint directory %s: %s", path,
+                       strerror(errno));
+    fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return pfs_err(-errno, "cannot open endpoint directory %s: %s%s", path,
+                       strerror(errno),
+                       errno == ENOENT ? " (create it, or initialise the vault)" : "");
+    return fd;
+}
+
+int store_dir_open(const char *path, int create, struct store **out)
+{
+    struct store *s;
+    struct dir_store *d;
+    int fd, rc;
+
+    *out = NULL;
+    fd = open_root(path, create);
+    if (fd < 0)
+        return fd;
+    s = calloc(1, sizeof *s);
+    d = calloc(1, sizeof *d);
+    if (!s || !d || asprintf(&s->desc, "dir:%s", path) < 0) {
+        free(s);
+        free(d);
+        close(fd);
+        return pfs_err(-ENOMEM, "out of memory opening endpoint %s", path);
+    }
+    d->rootfd = fd;
+    pthread_mutex_init(&d->dirty_lock, NULL);
+    s->ops = &dir_ops;
+    s->impl = d;
+    rc = walk(s, 1, NULL, NULL);   /* sweep crash leftovers */
+    if (rc) {
+        dir_close(s);
+        return rc;
+    }
+    *out = s;
+    return 0;
+}
