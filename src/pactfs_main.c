@@ -1,2 +1,486 @@
+/* pactfs: mount and unmount a vault.  The work is in vault.c (unlock) and
+ * fs_*.c (FUSE); this file is the command line, the password, the
+ * daemonizing and the exit codes. */
 #include "config.h"
-int main(void) { return 1; }
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <syslog.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "crypto.h"
+#include "error.h"
+#include "exitcodes.h"
+#include "fs.h"
+#include "secmem.h"
+#include "vault.h"
+
+#define PROG "pactfs"
+#define PID_DIR "/run/pactfs"
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+"Usage: pactfs mount [OPTIONS] VAULT_DIR MOUNTPOINT\n"
+"       pactfs mount [OPTIONS] --config FILE MOUNTPOINT\n"
+"       pactfs umount MOUNTPOINT\n"
+"\n"
+"Mount a pactfs vault: its contract folders appear under MOUNTPOINT as plain\n"
+"files; everything stored is encrypted and dispersed across the endpoints.\n"
+"\n"
+"Mount options:\n"
+"  --config FILE     the vault configuration (default VAULT_DIR/pactfs.conf)\n"
+"  --account NAME    the account to unlock (default: vault.default_account)\n"
+"  --passfile FILE   read the password from the first line of FILE\n"
+"  --extpass CMD     read the password from the output of CMD\n"
+"  --read-only, -r   mount read-only\n"
+"  --allow-other     let other local users use the mount (needs root)\n"
+"  -f                stay in the foreground (logs go to stderr)\n"
+"  -d                FUSE debug output (implies -f)\n"
+"  --help, --version\n"
+"\n"
+"Unmount with `pactfs umount MOUNTPOINT` or `fusermount3 -u MOUNTPOINT`;\n"
+"either flushes all data first.  Exit codes: see pactfs(1).\n");
+}
+
+struct mount_args {
+    const char *conf_path;
+    const char *mountpoint;
+    const char *account;
+    const char *passfile;
+    const char *extpass;
+    int foreground, debug, read_only, allow_other;
+};
+
+static char conf_buf[PATH_MAX];
+
+static int parse_mount_args(int argc, char **argv, struct mount_args *a)
+{
+    static const struct option opts[] = {
+        { "config", required_argument, NULL, 'c' },
+        { "account", required_argument, NULL, 'a' },
+        { "passfile", required_argument, NULL, 'p' },
+        { "extpass", required_argument, NULL, 'e' },
+        { "read-only", no_argument, NULL, 'r' },
+        { "allow-other", no_argument, NULL, 'o' },
+        { "help", no_argument, NULL, 'h' },
+        { NULL, 0, NULL, 0 },
+    };
+    int c;
+
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "+fdrh", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c': a->conf_path = optarg; break;
+        case 'a': a->account = optarg; break;
+        case 'p': a->passfile = optarg; break;
+        case 'e': a->extpass = optarg; break;
+        case 'r': a->read_only = 1; break;
+        case 'o': a->allow_other = 1; break;
+        case 'f': a->foreground = 1; break;
+        case 'd': a->debug = a->foreground = 1; break;
+        case 'h': usage(stdout); exit(EXIT_OK);
+        default: usage(stderr); return -1;
+        }
+    }
+    if (a->passfile && a->extpass) {
+        fprintf(stderr, PROG ": give either --passfile or --extpass, not both\n");
+        return -1;
+    }
+    if (!a->conf_path) {
+        if (argc - optind != 2) {
+            usage(stderr);
+            return -1;
+        }
+        snprintf(conf_buf, sizeof conf_buf, "%s/pactfs.conf", argv[optind]);
+        a->conf_path = conf_buf;
+        a->mountpoint = argv[optind + 1];
+    } else {
+        if (argc - optind != 1) {
+            usage(stderr);
+            return -1;
+        }
+        a->mountpoint = argv[optind];
+    }
+    return 0;
+}
+
+/* An empty directory that nothing is mounted on yet. */
+static int check_mountpoint(const char *mp)
+{
+    struct stat st, parent;
+    char up[PATH_MAX];
+    DIR *d;
+    struct dirent *e;
+    int entries = 0;
+
+    if (stat(mp, &st) < 0) {
+        fprintf(stderr, PROG ": the mountpoint %s does not exist: create it with mkdir -p %s\n",
+                mp, mp);
+        return EXIT_MOUNTPOINT;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        fprintf(stderr, PROG ": the mountpoint %s is not a directory\n", mp);
+        return EXIT_MOUNTPOINT;
+    }
+    snprintf(up, sizeof up, "%s/..", mp);
+    if (stat(up, &parent) == 0 && parent.st_dev != st.st_dev) {
+        fprintf(stderr, PROG ": something is already mounted on %s: unmount it first "
+                "(pactfs umount %s)\n", mp, mp);
+        return EXIT_ALREADY_MOUNTED;
+    }
+    d = opendir(mp);
+    if (!d) {
+        fprintf(stderr, PROG ": cannot open the mountpoint %s: %s\n", mp, strerror(errno));
+        return EXIT_MOUNTPOINT;
+    }
+    while ((e = readdir(d)) != NULL)
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
+            entries++;
+    closedir(d);
+    if (entries) {
+        fprintf(stderr, PROG ": the mountpoint %s is not empty: mount on an empty directory "
+                "(files there would be hidden)\n", mp);
+        return EXIT_MOUNTPOINT;
+    }
+    return EXIT_OK;
+}
+
+/* One mount per vault configuration on this machine: a lock next to the
+ * configuration, held for the life of the daemon. */
+static int lock_vault(const char *conf_path, int *fd_out)
+{
+    char path[PATH_MAX];
+    int fd;
+
+    snprintf(path, sizeof path, "%s.lock", conf_path);
+    fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        fprintf(stderr, PROG ": cannot create the lock %s: %s\n", path, strerror(errno));
+        return EXIT_STORE;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        fprintf(stderr, PROG ": this vault is already mounted on this machine (%s is held); "
+                "unmount it first\n", path);
+        close(fd);
+        return EXIT_ALREADY_MOUNTED;
+    }
+    *fd_out = fd;
+    return EXIT_OK;
+}
+
+/* The daemon's pid, by mountpoint, so `pactfs umount` can wait for the
+ * final flush. */
+static void pidfile_path(const char *mountpoint, char *out, size_t n)
+{
+    char real[PATH_MAX];
+    uint8_t h[SHA256_LEN];
+    char hex[2 * SHA256_LEN + 1];
+
+    if (!realpath(mountpoint, real))
+        snprintf(real, sizeof real, "%s", mountpoint);
+    sha256(real, strlen(real), h);
+    hex_encode(h, 8, hex);
+    snprintf(out, n, PID_DIR "/%s.pid", hex);
+}
+
+static void pidfile_write(const char *mountpoint)
+{
+    char path[PATH_MAX];
+    FILE *fp;
+
+    mkdir(PID_DIR, 0700);
+    pidfile_path(mountpoint, path, sizeof path);
+    fp = fopen(path, "we");
+    if (fp) {
+        fprintf(fp, "%ld\n", (long)getpid());
+        fclose(fp);
+    }
+}
+
+static void pidfile_remove(const char *mountpoint)
+{
+    char path[PATH_MAX];
+
+    pidfile_path(mountpoint, path, sizeof path);
+    unlink(path);
+}
+
+/* ---- logging once in the background: stderr lines go to syslog ---- */
+
+static void *stderr_to_syslog(void *arg)
+{
+    FILE *in = fdopen((int)(intptr_t)arg, "r");
+    char line[1024];
+
+    if (!in)
+        return NULL;
+    while (fgets(line, sizeof line, in)) {
+        line[strcspn(line, "\n")] = '\0';
+        syslog(LOG_NOTICE, "%s", line);
+    }
+    fclose(in);
+    return NULL;
+}
+
+struct ready_relay {
+    int from_fs;     /* the FUSE layer writes one byte here when live */
+    int to_parent;   /* the waiting parent reads one byte from here */
+};
+
+/* Once the mount is live: detach from the terminal, send logs to syslog,
+ * and release the parent, which then exits 0. */
+static void *relay_ready(void *arg)
+{
+    struct ready_relay *r = arg;
+    char b;
+    int p[2], devnull;
+    pthread_t t;
+
+    if (read(r->from_fs, &b, 1) != 1) {
+        close(r->from_fs);
+        return NULL;
+    }
+    close(r->from_fs);
+    devnull = open("/dev/null", O_RDWR);
+    if (devnull >= 0) {
+        dup2(devnull, STDIN_FILENO);
+        dup2(devnull, STDOUT_FILENO);
+        close(devnull);
+    }
+    openlog(PROG, LOG_PID, LOG_DAEMON);
+    if (pipe(p) == 0) {
+        dup2(p[1], STDERR_FILENO);
+        close(p[1]);
+        if (pthread_create(&t, NULL, stderr_to_syslog, (void *)(intptr_t)p[0]) == 0)
+            pthread_detach(t);
+    }
+    b = 0;
+    if (write(r->to_parent, &b, 1) != 1) {
+        /* The parent is gone; nothing left to tell. */
+    }
+    close(r->to_parent);
+    return NULL;
+}
+
+/* Parent side of daemonizing: wait for "live" or for the child's exit. */
+static int wait_for_child(pid_t child, int from_child)
+{
+    char b;
+    ssize_t n;
+    int status;
+
+    do
+        n = read(from_child, &b, 1);
+    while (n < 0 && errno == EINTR);
+    if (n == 1)
+        return EXIT_OK;
+    if (waitpid(child, &status, 0) < 0)
+        return EXIT_FAILURE_OTHER;
+    if (WIFEXITED(status))
+        return WEXITSTATUS(status) ? WEXITSTATUS(status) : EXIT_FAILURE_OTHER;
+    fprintf(stderr, PROG ": the daemon died (signal %d) before the mount was ready\n",
+            WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+    return EXIT_FAILURE_OTHER;
+}
+
+/* Open, unlock and serve.  Runs in the daemon (or the foreground). */
+static int serve(const struct mount_args *a, const char *password, int ready_fd)
+{
+    struct vault *v = NULL;
+    struct fs_options fo = { 0 };
+    struct audit_ctx who = { getuid(), getpid() };
+    const char *account;
+    int rc, lock_fd = -1, code;
+
+    code = lock_vault(a->conf_path, &lock_fd);
+    if (code != EXIT_OK)
+        return code;
+    rc = vault_open(a->conf_path, &v);
+    if (rc < 0) {
+        cli_report(PROG, rc);
+        return rc == -EINVAL || rc == -ENOTSUP ? EXIT_CONFIG : cli_exit_code_for(rc);
+    }
+    account = a->account ? a->account : v->conf.default_account;
+    if (!account) {
+        fprintf(stderr, PROG ": no account given and %s sets no vault.default_account: "
+                "use --account NAME\n", a->conf_path);
+        vault_close(v);
+        return EXIT_USAGE;
+    }
+    rc = vault_unlock(v, account, password);
+    if (rc < 0) {
+        cli_report(PROG, rc);
+        vault_close(v);
+        return rc == -EINVAL ? EXIT_CONFIG : cli_exit_code_for(rc);
+    }
+    if (secmem_lock_all() < 0)
+        fprintf(stderr, PROG ": warning: cannot lock memory (mlockall); plaintext could reach "
+                "swap: raise RLIMIT_MEMLOCK or disable swap\n");
+    if (v->nfolders == 0)
+        fprintf(stderr, PROG ": note: account \"%s\" holds no folder envelope yet; the mount "
+                "will be empty until a data administrator grants one\n", account);
+    fo.foreground = a->foreground;
+    fo.debug = a->debug;
+    fo.read_only = a->read_only;
+    fo.allow_other = a->allow_other;
+    fo.ready_fd = ready_fd;
+    pidfile_write(a->mountpoint);
+    audit_event(v->audit, &who, "mount", a->mountpoint, 0, 0);
+    rc = fs_mount_and_serve(v, a->mountpoint, &fo);
+    audit_event(v->audit, &who, "unmount", a->mountpoint, rc, 0);
+    pidfile_remove(a->mountpoint);
+    if (rc < 0) {
+        cli_report(PROG, rc);
+        code = EXIT_FUSE;
+    }
+    vault_close(v);
+    close(lock_fd);
+    return code;
+}
+
+static int cmd_mount(int argc, char **argv)
+{
+    struct mount_args a = { 0 };
+    char *password;
+    int code, to_parent[2], relay_pipe[2];
+    pid_t child;
+    struct stat st;
+
+    if (parse_mount_args(argc, argv, &a) < 0)
+        return EXIT_USAGE;
+    if (stat(a.conf_path, &st) < 0) {
+        fprintf(stderr, PROG ": no vault configuration at %s (%s): give the vault directory "
+                "made by `pactfs-admin init`, or --config FILE\n", a.conf_path, strerror(errno));
+        return EXIT_CONFIG;
+    }
+    code = check_mountpoint(a.mountpoint);
+    if (code != EXIT_OK)
+        return code;
+    secmem_harden_process();
+    password = cli_read_password(a.passfile, a.extpass, "Password: ", 0);
+    if (!password) {
+        fprintf(stderr, PROG ": %s\n", pfs_err_msg());
+        return EXIT_PASSWORD_INPUT;
+    }
+    if (a.foreground) {
+        code = serve(&a, password, -1);
+        secmem_free_str(password);
+        return code;
+    }
+    if (pipe(to_parent) < 0 || pipe(relay_pipe) < 0) {
+        secmem_free_str(password);
+        perror(PROG ": pipe");
+        return EXIT_FAILURE_OTHER;
+    }
+    child = fork();
+    if (child < 0) {
+        secmem_free_str(password);
+        perror(PROG ": fork");
+        return EXIT_FAILURE_OTHER;
+    }
+    if (child > 0) {
+        secmem_free_str(password);
+        close(to_parent[1]);
+        close(relay_pipe[0]);
+        close(relay_pipe[1]);
+        return wait_for_child(child, to_parent[0]);
+    }
+    /* The daemon. */
+    close(to_parent[0]);
+    setsid();
+    if (chdir("/") < 0) {
+        /* Keep going: the paths we use are absolute after conf_load. */
+    }
+    {
+        static struct ready_relay r;
+        pthread_t t;
+
+        r.from_fs = relay_pipe[0];
+        r.to_parent = to_parent[1];
+        if (pthread_create(&t, NULL, relay_ready, &r) != 0) {
+            secmem_free_str(password);
+            return EXIT_FAILURE_OTHER;
+        }
+        /* The FUSE layer gets its own copy of the write end (it may close
+         * it); ours is closed below so the relay sees EOF if the mount
+         * never became live.  The relay is not joined: a copy the FUSE
+         * layer kept open must not hang the exit. */
+        pthread_detach(t);
+        code = serve(&a, password, dup(relay_pipe[1]));
+        secmem_free_str(password);
+        close(relay_pipe[1]);
+    }
+    return code;
+}
+
+static int cmd_umount(int argc, char **argv)
+{
+    char path[PATH_MAX];
+    FILE *fp;
+    long pid = 0;
+    pid_t child;
+    int status;
+
+    if (argc != 2) {
+        fprintf(stderr, "Usage: pactfs umount MOUNTPOINT\n");
+        return EXIT_USAGE;
+    }
+    pidfile_path(argv[1], path, sizeof path);
+    fp = fopen(path, "re");
+    if (fp) {
+        if (fscanf(fp, "%ld", &pid) != 1)
+            pid = 0;
+        fclose(fp);
+    }
+    child = fork();
+    if (child == 0) {
+        execlp("fusermount3", "fusermount3", "-u", argv[1], (char *)NULL);
+        perror(PROG ": cannot run fusermount3 (install the fuse3 package)");
+        _exit(127);
+    }
+    if (child < 0 || waitpid(child, &status, 0) < 0 || !WIFEXITED(status) ||
+        WEXITSTATUS(status) != 0) {
+        fprintf(stderr, PROG ": unmounting %s failed (is it mounted? is a file still open "
+                "there?)\n", argv[1]);
+        return EXIT_FUSE;
+    }
+    /* Wait (bounded) for the daemon to finish its final flush. */
+    for (int i = 0; pid > 0 && i < 600 && kill((pid_t)pid, 0) == 0; i++)
+        usleep(100000);
+    return EXIT_OK;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return EXIT_OK;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("pactfs %s\n", PACKAGE_VERSION);
+        return EXIT_OK;
+    }
+    if (!strcmp(argv[1], "mount"))
+        return cmd_mount(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "umount") || !strcmp(argv[1], "unmount"))
+        return cmd_umount(argc - 1, argv + 1);
+    fprintf(stderr, PROG ": unknown command \"%s\"; try pactfs --help\n", argv[1]);
+    return EXIT_USAGE;
+}

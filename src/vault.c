@@ -1,1 +1,628 @@
 #include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "error.h"
+#include "secmem.h"
+#include "keyring.h"
+#include "vault.h"
+
+#define VAULT_PARAM_ID "vault_id"
+#define VAULT_PARAM_NAME "vault_name"
+#define FORMAT_VERSION "1"
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static int path_exists(const char *p)
+{
+    struct stat st;
+
+    return stat(p, &st) == 0;
+}
+
+/* ---------------------------------------------------------------- open */
+
+static int open_meta(struct vault *v)
+{
+    const struct pactfs_conf *c = &v->conf;
+
+    if (strcmp(c->meta_backend, "sqlite") == 0) {
+        if (!path_exists(c->meta_path))
+            return pfs_err(-ENOENT, "the metadata store %s does not exist: check metadata.path "
+                           "in %s or restore it from backup", c->meta_path, c->file);
+        return meta_open_sqlite(c->meta_path, 0, &v->meta);
+    }
+    return meta_open_pg(c->meta_conninfo, 0, &v->meta);
+}
+
+/* The metadata must belong to the vault the configuration names, or a
+ * mistyped path would mix two vaults' data. */
+static int check_vault_identity(struct vault *v)
+{
+    uint8_t *id = NULL;
+    size_t len = 0;
+    int rc = meta_param_get(v->meta, VAULT_PARAM_ID, &id, &len);
+
+    if (rc < 0)
+        return pfs_err(-EINVAL, "the metadata store of %s holds no vault id: it is not a pactfs vault",
+                       v->conf.file);
+    if (len != strlen(v->conf.vault_id) || memcmp(id, v->conf.vault_id, len) != 0)
+        rc = pfs_err(-EINVAL, "the metadata store belongs to another vault than %s names "
+                     "(vault.id differs): check metadata settings", v->conf.file);
+    free(id);
+    return rc;
+}
+
+static int open_stores(struct vault *v)
+{
+    const struct pactfs_conf *c = &v->conf;
+    int rc;
+
+    for (unsigned i = 0; i < c->n_endpoints; i++) {
+        const struct endpoint_conf *e = &c->endpoints[i];
+
+        if (e->type != ENDPOINT_DIR)
+            return pfs_err(-ENOTSUP, "endpoint %u in %s is of type s3, which this build cannot "
+                           "reach yet", i + 1, c->file);
+        rc = store_dir_open(e->path, 0, &v->stores[i]);
+        if (rc < 0)
+            return rc;
+    }
+    return object_layer_new(v->stores, c->n_endpoints, c->k, c->m, &v->ol);
+}
+
+static int open_share_provider(struct vault *v)
+{
+    const struct pactfs_conf *c = &v->conf;
+
+    if (strcmp(c->share_provider, "keyd") == 0) {
+        struct keyd_client_config kc = {
+            .url = c->keyd_url,
+            .ca_file = c->keyd_tls.ca_file,
+            .cert_file = c->keyd_tls.cert_file,
+            .key_file = c->keyd_tls.key_file,
+        };
+        return share_keyd_open(&kc, &v->sp);
+    }
+    return share_local_open(c->share_keydir, &v->sp);
+}
+
+int vault_open(const char *conf_path, struct vault **out)
+{
+    struct vault *v = calloc(1, sizeof *v);
+    char err[512];
+    int rc;
+
+    if (!v)
+        return -ENOMEM;
+    rc = conf_load(conf_path, &v->conf, err, sizeof err);
+    if (rc < 0) {
+        free(v);
+        return pfs_err(-EINVAL, "%s", err);
+    }
+    rc = open_meta(v);
+    if (rc == 0)
+        rc = check_vault_identity(v);
+    if (rc == 0)
+        rc = open_stores(v);
+    if (rc == 0)
+        rc = open_share_provider(v);
+    if (rc < 0) {
+        char keep[512];
+
+        snprintf(keep, sizeof keep, "%s", pfs_err_msg());
+        vault_close(v);
+        return pfs_err(rc, "%s", keep);
+    }
+    *out = v;
+    return 0;
+}
+
+/* -------------------------------------------------------------- unlock */
+
+struct envelope_walk {
+    struct vault *v;
+    int rc;
+};
+
+static struct vault_folder *folder_slot(struct vault *v, uint64_t folder_id)
+{
+    struct vault_folder *f = vault_folder_by_id(v, folder_id), *grown;
+    struct meta_folder mf;
+    int rc;
+
+    if (f)
+        return f;
+    rc = meta_folder_get(v->meta, folder_id, &mf);
+    if (rc < 0)
+        return NULL;
+    grown = realloc(v->folders, (v->nfolders + 1) * sizeof *grown);
+    if (!grown)
+        return NULL;
+    v->folders = grown;
+    f = &v->folders[v->nfolders++];
+    memset(f, 0, sizeof *f);
+    f->id = mf.id;
+    f->root_ino = mf.root_ino;
+    f->cur_version = mf.key_version;
+    return f;
+}
+
+static int add_folder_key(struct vault_folder *f, uint32_t version, const uint8_t fk[FOLDER_KEY_LEN])
+{
+    if (version >= f->nkeys) {
+        struct folder_keys **grown = realloc(f->keys, (version + 1) * sizeof *grown);
+
+        if (!grown)
+            return -ENOMEM;
+        memset(grown + f->nkeys, 0, (version + 1 - f->nkeys) * sizeof *grown);
+        f->keys = grown;
+        f->nkeys = version + 1;
+    }
+    if (f->keys[version])
+        return 0;
+    f->keys[version] = folder_keys_derive(fk, version);
+    return f->keys[version] ? 0 : -ENOMEM;
+}
+
+static int open_one_envelope(void *arg, const struct meta_envelope *e)
+{
+    struct envelope_walk *w = arg;
+    struct vault *v = w->v;
+    struct vault_folder *f;
+    uint8_t *fk = secmem_alloc(FOLDER_KEY_LEN);
+    int rc;
+
+    if (!fk) {
+        w->rc = -ENOMEM;
+        return 1;
+    }
+    rc = envelope_open(v->priv, v->conf.vault_id, e->folder_id, e->key_version,
+                       e->wrapped, e->wrapped_len, fk);
+    if (rc < 0) {
+        /* A forged or damaged envelope must not stop the mount of the rest. */
+        fprintf(stderr, "pactfs: warning: the envelope of folder %llu (key version %u) does "
+                "not open for this account and is ignored: %s\n",
+                (unsigned long long)e->folder_id, e->key_version, pfs_err_msg());
+        secmem_free(fk, FOLDER_KEY_LEN);
+        return 0;
+    }
+    f = folder_slot(v, e->folder_id);
+    if (!f) {
+        secmem_free(fk, FOLDER_KEY_LEN);
+        w->rc = -ENOMEM;
+        return 1;
+    }
+    if (e->key_version == f->cur_version)
+        f->rights = e->rights;
+    rc = add_folder_key(f, e->key_version, fk);
+    secmem_free(fk, FOLDER_KEY_LEN);
+    if (rc < 0) {
+        w->rc = rc;
+        return 1;
+    }
+    return 0;
+}
+
+static void audit_unlock_failure(struct vault *v, const char *account, int rc)
+{
+    struct audit *a = NULL;
+    struct audit_ctx who = { getuid(), getpid() };
+
+    if (audit_open(v->conf.audit_spool, v->conf.vault_id, account, NULL, &a) == 0) {
+        audit_event(a, &who, "unlock", "/", rc, 0);
+        audit_close(a);
+    }
+}
+
+int vault_unlock(struct vault *v, const char *account, const char *password)
+{
+    struct envelope_walk w = { v, 0 };
+    struct audit_ctx who = { getuid(), getpid() };
+    unsigned retry_after = 0;
+    int rc;
+
+    rc = meta_account_get_by_name(v->meta, account, &v->account);
+    if (rc == -ENOENT) {
+        rc = pfs_err(-EKEYREJECTED, "no account \"%s\" in vault %s, or a wrong password",
+                     account, v->conf.vault_name);
+        audit_unlock_failure(v, account, rc);
+        return rc;
+    }
+    if (rc < 0)
+        return rc;
+    if (v->account.disabled) {
+        rc = pfs_err(-EPERM, "the account \"%s\" is disabled: ask a system administrator",
+                     account);
+        audit_unlock_failure(v, account, rc);
+        return rc;
+    }
+    rc = keyring_unlock(v->conf.vault_id, account, password, v->account.sealed_key,
+                        v->account.sealed_key_len, v->sp, &v->priv, &retry_after);
+    if (rc < 0) {
+        char keep[512];
+
+        if (rc == -EKEYREJECTED)
+            snprintf(keep, sizeof keep, "wrong password for account \"%s\" (nothing was "
+                     "unlocked; check the password and try again)", account);
+        else if (rc == -EBUSY)
+            snprintf(keep, sizeof keep, "%s", pfs_err_msg());
+        else
+            snprintf(keep, sizeof keep, "%s", pfs_err_msg());
+        audit_unlock_failure(v, account, rc);
+        return pfs_err(rc, "%s", keep);
+    }
+    rc = meta_envelope_list_account(v->meta, v->account.id, open_one_envelope, &w);
+    if (rc == 0)
+        rc = w.rc;
+    if (rc < 0)
+        return rc;
+    rc = audit_open(v->conf.audit_spool, v->conf.vault_id, account, v->priv, &v->audit);
+    if (rc < 0)
+        return rc;
+    return audit_event(v->audit, &who, "unlock", "/", 0, 0);
+}
+
+struct vault_folder *vault_folder_by_id(struct vault *v, uint64_t folder_id)
+{
+    for (size_t i = 0; i < v->nfolders; i++)
+        if (v->folders[i].id == folder_id)
+            return &v->folders[i];
+    return NULL;
+}
+
+const struct folder_keys *vault_folder_keys(struct vault *v, uint64_t folder_id,
+                                            uint32_t key_version)
+{
+    struct vault_folder *f = vault_folder_by_id(v, folder_id);
+
+    if (!f || key_version >= f->nkeys)
+        return NULL;
+    return f->keys[key_version];
+}
+
+void vault_close(struct vault *v)
+{
+    if (!v)
+        return;
+    if (v->audit)
+        audit_close(v->audit);
+    for (size_t i = 0; i < v->nfolders; i++) {
+        for (uint32_t j = 0; j < v->folders[i].nkeys; j++)
+            folder_keys_free(v->folders[i].keys[j]);
+        free(v->folders[i].keys);
+    }
+    free(v->folders);
+    EVP_PKEY_free(v->priv);
+    meta_account_clear(&v->account);
+    share_provider_destroy(v->sp);
+    if (v->ol)
+        object_layer_free(v->ol);
+    for (unsigned i = 0; i < EC_MAX_FRAGS; i++)
+        store_close(v->stores[i]);
+    if (v->meta)
+        meta_close(v->meta);
+    conf_free(&v->conf);
+    free(v);
+}
+
+/* ------------------------------------------------------------- folders */
+
+/* Create a folder, its top directory, its first key and the member's
+ * envelope, in the caller's transaction. */
+static int folder_create(struct meta *meta, const char *vault_id, EVP_PKEY *member,
+                         uint64_t account_id, const char *name, uint32_t rights,
+                         uint64_t *folder_id)
+{
+    uint8_t *fk = secmem_alloc(FOLDER_KEY_LEN);
+    struct folder_keys *keys = NULL;
+    struct meta_folder f = { .key_version = 1, .created = time(NULL) };
+    struct meta_inode dir = { 0 };
+    struct meta_envelope e = { 0 };
+    uint8_t enc[NAME_MAX_ENC];
+    size_t enclen = sizeof enc;
+    uint64_t existing;
+    int64_t t = now_ns();
+    int rc;
+
+    if (!fk)
+        return -ENOMEM;
+    rc = folder_key_generate(fk);
+    if (rc < 0)
+        goto out;
+    keys = folder_keys_derive(fk, 1);
+    if (!keys) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    rc = name_encrypt(keys, META_ROOT_INO, name, strlen(name), enc, &enclen);
+    if (rc < 0)
+        goto out;
+    /* Folder names are unique per key, not globally: reject a name this
+     * member already sees. */
+    if (meta_dirent_lookup(meta, META_ROOT_INO, enc, enclen, &existing) == 0) {
+        rc = pfs_err(-EEXIST, "a folder named \"%s\" already exists", name);
+        goto out;
+    }
+    rc = meta_folder_add(meta, &f);
+    if (rc < 0)
+        goto out;
+    dir.folder_id = f.id;
+    dir.mode = S_IFDIR | 0755;
+    dir.uid = getuid();
+    dir.gid = getgid();
+    dir.nlink = 2;
+    dir.atime_ns = dir.mtime_ns = dir.ctime_ns = t;
+    dir.key_version = 1;
+    rc = meta_inode_create(meta, &dir);
+    if (rc < 0)
+        goto out;
+    f.root_ino = dir.ino;
+    rc = meta_folder_update(meta, &f);
+    if (rc < 0)
+        goto out;
+    /* The top directory's name is encrypted with the folder's own key under
+     * the root: only members can even see that the folder exists. */
+    rc = meta_dirent_add(meta, META_ROOT_INO, enc, enclen, dir.ino, dir.mode);
+    if (rc < 0)
+        goto out;
+    e.folder_id = f.id;
+    e.account_id = account_id;
+    e.key_version = 1;
+    e.rights = rights;
+    rc = envelope_seal(member, vault_id, f.id, 1, fk, &e.wrapped, &e.wrapped_len);
+    if (rc < 0)
+        goto out;
+    rc = meta_envelope_put(meta, &e);
+    free(e.wrapped);
+    if (rc == 0 && folder_id)
+        *folder_id = f.id;
+out:
+    folder_keys_free(keys);
+    secmem_free(fk, FOLDER_KEY_LEN);
+    return rc;
+}
+
+int vault_folder_create(struct vault *v, const char *name, uint64_t *folder_id)
+{
+    struct audit_ctx who = { getuid(), getpid() };
+    uint64_t id = 0;
+    int rc;
+
+    if (!(v->account.roles & ROLE_DATAADMIN))
+        return pfs_err(-EACCES, "creating a folder needs the dataadmin role");
+    rc = meta_begin(v->meta);
+    if (rc < 0)
+        return rc;
+    rc = folder_create(v->meta, v->conf.vault_id, v->priv, v->account.id, name,
+                       RIGHT_READ | RIGHT_WRITE | RIGHT_MANAGE, &id);
+    rc = rc < 0 ? (meta_rollback(v->meta), rc) : meta_commit(v->meta);
+    if (v->audit)
+        audit_event(v->audit, &who, "folder-create", name, rc, 0);
+    if (rc == 0 && folder_id)
+        *folder_id = id;
+    return rc;
+}
+
+/* ---------------------------------------------------------------- init */
+
+static char *join(const char *dir, const char *name)
+{
+    size_t n = strlen(dir) + strlen(name) + 2;
+    char *p = malloc(n);
+
+    if (p)
+        snprintf(p, n, "%s/%s", dir, name);
+    return p;
+}
+
+static int make_dir(const char *path, mode_t mode)
+{
+    if (mkdir(path, mode) < 0 && errno != EEXIST)
+        return pfs_err(-errno, "cannot create %s: %s", path, strerror(errno));
+    return 0;
+}
+
+static int refuse_existing_vault(const char *dir)
+{
+    static const char *const marks[] = { "pactfs.conf", "meta.db", "stores", "keys" };
+
+    for (size_t i = 0; i < sizeof marks / sizeof marks[0]; i++) {
+        char *p = join(dir, marks[i]);
+        int found = p && path_exists(p);
+
+        free(p);
+        if (found)
+            return pfs_err(-EEXIST, "%s already holds a vault (%s exists); nothing was changed. "
+                           "Choose another directory", dir, marks[i]);
+    }
+    return 0;
+}
+
+/* The configuration of a fresh embedded vault, paths relative to DIR. */
+static void init_conf(struct pactfs_conf *c, const struct vault_init_opts *o, const char *vault_id)
+{
+    static const char *const store_paths[] = { "stores/0", "stores/1", "stores/2", "stores/3",
+        "stores/4", "stores/5", "stores/6", "stores/7", "stores/8", "stores/9", "stores/10",
+        "stores/11", "stores/12", "stores/13", "stores/14", "stores/15" };
+
+    conf_defaults(c);
+    free(c->vault_name);
+    c->vault_name = strdup(o->vault_name ? o->vault_name : "pactfs");
+    free(c->vault_id);
+    c->vault_id = strdup(vault_id);
+    free(c->default_account);
+    c->default_account = strdup(o->account);
+    if (o->k)
+        c->k = o->k;
+    if (o->m || o->k)
+        c->m = o->m;
+    if (o->chunk_size)
+        c->chunk_size = o->chunk_size;
+    c->n_endpoints = c->k + c->m;
+    for (unsigned i = 0; i < c->n_endpoints; i++) {
+        c->endpoints[i].type = ENDPOINT_DIR;
+        c->endpoints[i].path = strdup(store_paths[i]);
+    }
+    free(c->meta_backend);
+    c->meta_backend = strdup("sqlite");
+    free(c->meta_path);
+    c->meta_path = strdup("meta.db");
+    free(c->share_provider);
+    c->share_provider = strdup("local");
+    free(c->share_keydir);
+    c->share_keydir = strdup("keys");
+    free(c->audit_spool);
+    c->audit_spool = strdup("audit.log");
+}
+
+static int init_root_inode(struct meta *meta)
+{
+    struct meta_inode root = { .ino = META_ROOT_INO, .mode = S_IFDIR | 0755, .nlink = 2 };
+
+    root.uid = getuid();
+    root.gid = getgid();
+    root.atime_ns = root.mtime_ns = root.ctime_ns = now_ns();
+    return meta_inode_create(meta, &root);
+}
+
+static int init_account(struct meta *meta, const struct vault_init_opts *o, const char *vault_id,
+                        struct share_provider *sp, EVP_PKEY **key, uint64_t *account_id)
+{
+    struct meta_account a = { .roles = ROLE_DATAADMIN | ROLE_USER, .created = time(NULL) };
+    int rc;
+
+    if (strlen(o->account) > META_ACCOUNT_NAME_MAX)
+        return pfs_err(-EINVAL, "the account name is longer than %d characters",
+                       META_ACCOUNT_NAME_MAX);
+    snprintf(a.name, sizeof a.name, "%s", o->account);
+    rc = keyring_create(vault_id, o->account, o->password, o->kdf, o->rsa_bits ? o->rsa_bits : 3072,
+                        sp, &a.pubkey, &a.pubkey_len, &a.sealed_key, &a.sealed_key_len, key);
+    if (rc < 0)
+        return rc;
+    rc = meta_account_add(meta, &a);
+    *account_id = a.id;
+    meta_account_clear(&a);
+    return rc;
+}
+
+int vault_init(const struct vault_init_opts *o)
+{
+    struct pactfs_conf c;
+    struct share_provider *sp = NULL;
+    struct meta *meta = NULL;
+    struct store *st = NULL;
+    struct audit *audit = NULL;
+    struct audit_ctx who = { getuid(), getpid() };
+    EVP_PKEY *key = NULL;
+    uint8_t raw_id[16];
+    char vault_id[33], *p = NULL, *conf_path = NULL;
+    uint64_t account_id = 0;
+    int rc;
+
+    memset(&c, 0, sizeof c);
+    rc = make_dir(o->dir, 0700);
+    if (rc == 0)
+        rc = refuse_existing_vault(o->dir);
+    if (rc < 0)
+        return rc;
+    rc = crypto_random(raw_id, sizeof raw_id);
+    if (rc < 0)
+        return rc;
+    hex_encode(raw_id, sizeof raw_id, vault_id);
+    init_conf(&c, o, vault_id);
+    if (c.k < 2 || c.k + c.m > EC_MAX_FRAGS) {
+        conf_free(&c);
+        return pfs_err(-EINVAL, "k must be at least 2 and k+m at most %d", EC_MAX_FRAGS);
+    }
+
+    p = join(o->dir, "stores");
+    rc = p ? make_dir(p, 0700) : -ENOMEM;
+    free(p);
+    for (unsigned i = 0; rc == 0 && i < c.n_endpoints; i++) {
+        p = join(o->dir, c.endpoints[i].path);
+        rc = p ? store_dir_open(p, 1, &st) : -ENOMEM;
+        store_close(st);
+        st = NULL;
+        free(p);
+    }
+    if (rc < 0)
+        goto out;
+    p = join(o->dir, c.share_keydir);
+    rc = p ? share_local_open(p, &sp) : -ENOMEM;
+    free(p);
+    if (rc < 0)
+        goto out;
+    p = join(o->dir, c.meta_path);
+    rc = p ? meta_open_sqlite(p, 1, &meta) : -ENOMEM;
+    free(p);
+    if (rc < 0)
+        goto out;
+
+    rc = meta_begin(meta);
+    if (rc < 0)
+        goto out;
+    rc = meta_param_set(meta, VAULT_PARAM_ID, vault_id, strlen(vault_id));
+    if (rc == 0)
+        rc = meta_param_set(meta, VAULT_PARAM_NAME, c.vault_name, strlen(c.vault_name));
+    if (rc == 0)
+        rc = meta_param_set(meta, "format_version", FORMAT_VERSION, strlen(FORMAT_VERSION));
+    if (rc == 0)
+        rc = init_root_inode(meta);
+    if (rc == 0)
+        rc = init_account(meta, o, vault_id, sp, &key, &account_id);
+    if (rc == 0)
+        rc = folder_create(meta, vault_id, key, account_id,
+                           o->folder_name ? o->folder_name : "Contracts",
+                           RIGHT_READ | RIGHT_WRITE | RIGHT_MANAGE, NULL);
+    if (rc < 0) {
+        char keep[512];
+
+        snprintf(keep, sizeof keep, "%s", pfs_err_msg());
+        meta_rollback(meta);
+        /* The share was enrolled before the failure: forget it again. */
+        sp->ops->remove(sp, vault_id, o->account);
+        pfs_err(rc, "%s", keep);
+        goto out;
+    }
+    rc = meta_commit(meta);
+    if (rc < 0)
+        goto out;
+
+    p = join(o->dir, c.audit_spool);
+    rc = p ? audit_open(p, vault_id, o->account, key, &audit) : -ENOMEM;
+    free(p);
+    if (rc == 0) {
+        audit_event(audit, &who, "vault-init", o->dir, 0, 0);
+        audit_event(audit, &who, "account-create", o->account, 0, 0);
+        audit_event(audit, &who, "folder-create", o->folder_name ? o->folder_name : "Contracts", 0, 0);
+        audit_event(audit, &who, "grant", o->folder_name ? o->folder_name : "Contracts", 0, 0);
+        audit_close(audit);
+    }
+    if (rc < 0)
+        goto out;
+    /* The configuration comes last: its presence marks a complete vault. */
+    conf_path = join(o->dir, "pactfs.conf");
+    rc = conf_path ? conf_write(conf_path, &c) : -ENOMEM;
+out:
+    free(conf_path);
+    EVP_PKEY_free(key);
+    if (meta)
+        meta_close(meta);
+    share_provider_destroy(sp);
+    conf_free(&c);
+    return rc;
+}
