@@ -1,2 +1,1570 @@
 #include "config.h"
-int main(void) { return 1; }
+
+/* pactfs-keyd: the key service.  It holds, per (vault, account), the 256-bit
+ * second share of the account's unlock key and a verifier of the login
+ * authenticator, and releases the share only to a login that presents the
+ * authenticator.  HTTPS (libmicrohttpd + GnuTLS, TLS >= 1.2), state in
+ * SQLite, configuration in a libconfig file, its own JSON-lines audit log.
+ * The protocol is documented in docs/keyd.md.
+ *
+ * What it stores:
+ *   verifier     = SHA-256(salt || auth), salt random per account
+ *   sealed_share = AES-256-GCM(master key, share), AD = vault and account,
+ *                  so a copy of the database alone yields no share.
+ */
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <netdb.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <syslog.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <gnutls/gnutls.h>
+#include <json-c/json.h>
+#include <libconfig.h>
+#include <microhttpd.h>
+#include <openssl/crypto.h>
+#include <sqlite3.h>
+
+#include "buf.h"
+#include "crypto.h"
+#include "error.h"
+#include "exitcodes.h"
+#include "secmem.h"
+#include "share.h"
+
+#define KEYD_MAX_BODY 4096
+#define KEYD_SALT_LEN 16
+#define KEYD_MASTER_KEY_LEN 32
+#define KEYD_NAME_MAX 255
+#define KEYD_TOKEN_MIN 16
+#define KEYD_DEFAULT_CONF "/etc/pactfs/keyd.conf"
+#define KEYD_SEALED_SHARE_LEN (SHARE_LEN + AEAD_OVERHEAD)
+#define KEYD_TLS_PRIORITIES "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2"
+
+struct keyd_conf {
+    char *listen_address;
+    unsigned port;
+    char *cert_file;
+    char *key_file;
+    char *client_ca_file;      /* optional: require client certificates */
+    char *database;
+    char *admin_token_file;
+    char *master_key_file;
+    char *audit_log;
+    char *debug_capture;       /* tests only: raw request bodies */
+    unsigned max_failures;
+    unsigned lockout_seconds;
+    unsigned failure_window_seconds;
+    unsigned source_max_failures;
+    unsigned source_lockout_seconds;
+};
+
+struct keyd {
+    struct keyd_conf conf;
+    sqlite3 *db;
+    int audit_fd;
+    int capture_fd;
+    uint8_t *master_key;          /* secmem, KEYD_MASTER_KEY_LEN */
+    uint8_t *admin_token_hash;    /* secmem, SHA256_LEN */
+    bool require_client_cert;
+};
+
+/* One HTTP request being received. */
+struct request {
+    char *body;                   /* secmem, KEYD_MAX_BODY + 1 */
+    size_t len;
+    bool too_big;
+};
+
+/* What a handler decided; turned into the HTTP answer and the audit line. */
+struct outcome {
+    unsigned status;
+    const char *result;           /* short word for the audit log and error */
+    unsigned retry_after;
+    uint8_t *share;               /* secmem SHARE_LEN when a share is returned */
+};
+
+/* The fields of a request body, secrets decoded into secmem. */
+struct fields {
+    const char *vault;
+    const char *account;
+    const char *source;
+    uint8_t *auth;                /* secmem SHARE_AUTH_LEN each, NULL if absent */
+    uint8_t *new_auth;
+};
+
+struct account_row {
+    bool found;
+    uint8_t salt[KEYD_SALT_LEN];
+    uint8_t verifier[SHA256_LEN];
+    uint8_t sealed_share[KEYD_SEALED_SHARE_LEN];
+    bool disabled;
+    unsigned failures;
+    int64_t first_failure;
+    int64_t locked_until;
+};
+
+static bool log_to_syslog;
+
+static void keyd_log(int prio, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void keyd_log(int prio, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    if (log_to_syslog) {
+        vsyslog(prio, fmt, ap);
+    } else {
+        char stamp[32];
+        time_t now = time(NULL);
+        struct tm tm;
+        gmtime_r(&now, &tm);
+        strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%SZ", &tm);
+        fprintf(stderr, "%s pactfs-keyd: ", stamp);
+        vfprintf(stderr, fmt, ap);
+        fputc('\n', stderr);
+    }
+    va_end(ap);
+}
+
+/* ---------------------------------------------------------------- config */
+
+static char *resolve_path(const char *dir, const char *value)
+{
+    char *out = NULL;
+
+    if (value[0] == '/')
+        return strdup(value);
+    if (asprintf(&out, "%s/%s", dir, value) < 0)
+        return NULL;
+    return out;
+}
+
+static int conf_string(config_t *cfg, const char *dir, const char *name, bool is_path,
+                       bool required, char **out)
+{
+    const char *v = NULL;
+
+    if (!config_lookup_string(cfg, name, &v)) {
+        if (required)
+            return pfs_err(-EINVAL, "setting '%s' is missing (see pactfs-keyd(8))", name);
+        return 0;
+    }
+    *out = is_path ? resolve_path(dir, v) : strdup(v);
+    return *out ? 0 : pfs_err(-ENOMEM, "out of memory reading setting '%s'", name);
+}
+
+static int conf_uint(config_t *cfg, const char *name, unsigned min, unsigned max,
+                     unsigned *out)
+{
+    int v;
+
+    if (!config_lookup_int(cfg, name, &v))
+        return 0;   /* keep the default */
+    if (v < (int)min || (unsigned)v > max)
+        return pfs_err(-EINVAL, "setting '%s' = %d is out of range %u..%u", name, v, min, max);
+    *out = (unsigned)v;
+    return 0;
+}
+
+static void keyd_conf_free(struct keyd_conf *c)
+{
+    free(c->listen_address);
+    free(c->cert_file);
+    free(c->key_file);
+    free(c->client_ca_file);
+    free(c->database);
+    free(c->admin_token_file);
+    free(c->master_key_file);
+    free(c->audit_log);
+    free(c->debug_capture);
+    memset(c, 0, sizeof *c);
+}
+
+static int keyd_conf_read(config_t *cfg, const char *dir, struct keyd_conf *c)
+{
+    int rc = 0;
+
+    rc = rc ? rc : conf_string(cfg, dir, "listen_address", false, false, &c->listen_address);
+    rc = rc ? rc : conf_uint(cfg, "port", 1, 65535, &c->port);
+    rc = rc ? rc : conf_string(cfg, dir, "cert_file", true, true, &c->cert_file);
+    rc = rc ? rc : conf_string(cfg, dir, "key_file", true, true, &c->key_file);
+    rc = rc ? rc : conf_string(cfg, dir, "client_ca_file", true, false, &c->client_ca_file);
+    rc = rc ? rc : conf_string(cfg, dir, "database", true, true, &c->database);
+    rc = rc ? rc : conf_string(cfg, dir, "admin_token_file", true, true, &c->admin_token_file);
+    rc = rc ? rc : conf_string(cfg, dir, "master_key_file", true, true, &c->master_key_file);
+    rc = rc ? rc : conf_string(cfg, dir, "audit_log", true, true, &c->audit_log);
+    rc = rc ? rc : conf_string(cfg, dir, "debug_capture", true, false, &c->debug_capture);
+    rc = rc ? rc : conf_uint(cfg, "lockout.max_failures", 1, 1000, &c->max_failures);
+    rc = rc ? rc : conf_uint(cfg, "lockout.lockout_seconds", 1, 86400 * 30, &c->lockout_seconds);
+    rc = rc ? rc : conf_uint(cfg, "lockout.failure_window_seconds", 1, 86400 * 30,
+                             &c->failure_window_seconds);
+    rc = rc ? rc : conf_uint(cfg, "lockout.source_max_failures", 1, 100000,
+                             &c->source_max_failures);
+    rc = rc ? rc : conf_uint(cfg, "lockout.source_lockout_seconds", 1, 86400 * 30,
+                             &c->source_lockout_seconds);
+    if (!rc && !c->listen_address && !(c->listen_address = strdup("127.0.0.1")))
+        rc = pfs_err(-ENOMEM, "out of memory");
+    return rc;
+}
+
+static int keyd_conf_load(const char *path, struct keyd_conf *c)
+{
+    config_t cfg;
+    char *copy = strdup(path);
+    char *slash;
+    int rc;
+
+    if (!copy)
+        return pfs_err(-ENOMEM, "out of memory");
+    memset(c, 0, sizeof *c);
+    c->port = 8443;
+    c->max_failures = 5;
+    c->lockout_seconds = 300;
+    c->failure_window_seconds = 900;
+    c->source_max_failures = 50;
+    c->source_lockout_seconds = 300;
+    slash = strrchr(copy, '/');
+    if (slash)
+        *slash = '\0';
+    config_init(&cfg);
+    if (!config_read_file(&cfg, path)) {
+        if (config_error_type(&cfg) == CONFIG_ERR_FILE_IO)
+            rc = pfs_err(-ENOENT, "cannot read configuration %s: %s", path, strerror(errno));
+        else
+            rc = pfs_err(-EINVAL, "%s:%d: %s", path, config_error_line(&cfg),
+                         config_error_text(&cfg));
+    } else {
+        rc = keyd_conf_read(&cfg, slash ? copy : ".", c);
+        if (rc)
+            pfs_err(rc, "%s: %s", path, pfs_err_msg());
+    }
+    config_destroy(&cfg);
+    free(copy);
+    if (rc)
+        keyd_conf_free(c);
+    return rc;
+}
+
+/* Read a whole secret file into secure memory (NUL-terminated), refusing
+ * files that others could read. */
+static int read_secret_file(const char *path, char **out, size_t *len)
+{
+    struct stat st;
+    char *buf;
+    size_t got = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+    if (fd < 0)
+        return pfs_err(-errno, "cannot open %s: %s", path, strerror(errno));
+    if (fstat(fd, &st) < 0 || st.st_size <= 0 || st.st_size > 65536) {
+        close(fd);
+        return pfs_err(-EINVAL, "%s is empty or too large", path);
+    }
+    if (st.st_mode & 077) {
+        close(fd);
+        return pfs_err(-EPERM, "%s is readable by others: chmod 600 it", path);
+    }
+    buf = secmem_alloc((size_t)st.st_size + 1);
+    if (!buf) {
+        close(fd);
+        return pfs_err(-ENOMEM, "out of memory reading %s", path);
+    }
+    while (got < (size_t)st.st_size) {
+        ssize_t n = read(fd, buf + got, (size_t)st.st_size - got);
+        if (n <= 0) {
+            int e = n < 0 ? errno : EIO;
+            close(fd);
+            secmem_free(buf, (size_t)st.st_size + 1);
+            return pfs_err(-e, "cannot read %s: %s", path, strerror(e));
+        }
+        got += (size_t)n;
+    }
+    close(fd);
+    *out = buf;
+    *len = got;
+    return 0;
+}
+
+/* Length of s without its trailing white space. */
+static size_t trimmed_len(const char *s, size_t n)
+{
+    while (n > 0 && (s[n - 1] == '\n' || s[n - 1] == '\r' || s[n - 1] == ' ' || s[n - 1] == '\t'))
+        n--;
+    return n;
+}
+
+static int load_master_key(struct keyd *k)
+{
+    char *text;
+    size_t len;
+    int rc = read_secret_file(k->conf.master_key_file, &text, &len);
+
+    if (rc)
+        return rc;
+    k->master_key = secmem_alloc(KEYD_MASTER_KEY_LEN);
+    if (!k->master_key)
+        rc = pfs_err(-ENOMEM, "out of memory");
+    else if (trimmed_len(text, len) != 2 * KEYD_MASTER_KEY_LEN)
+        rc = pfs_err(-EINVAL, "%s must hold 64 hex digits (make one with: "
+                     "openssl rand -hex 32 > %s)", k->conf.master_key_file,
+                     k->conf.master_key_file);
+    else {
+        text[2 * KEYD_MASTER_KEY_LEN] = '\0';
+        if (hex_decode(text, k->master_key, KEYD_MASTER_KEY_LEN) < 0)
+            rc = pfs_err(-EINVAL, "%s is not hex (make one with: openssl rand -hex 32)",
+                         k->conf.master_key_file);
+    }
+    secmem_free(text, len + 1);
+    return rc;
+}
+
+/* Keep only the hash of the admin token: comparing hashes in constant time
+ * leaks neither the token nor its length. */
+static int load_admin_token(struct keyd *k)
+{
+    char *text;
+    size_t len, tlen;
+    int rc = read_secret_file(k->conf.admin_token_file, &text, &len);
+
+    if (rc)
+        return rc;
+    tlen = trimmed_len(text, len);
+    k->admin_token_hash = secmem_alloc(SHA256_LEN);
+    if (!k->admin_token_hash)
+        rc = pfs_err(-ENOMEM, "out of memory");
+    else if (tlen < KEYD_TOKEN_MIN)
+        rc = pfs_err(-EINVAL, "the admin token in %s is shorter than %d characters "
+                     "(make one with: openssl rand -hex 32)", k->conf.admin_token_file,
+                     KEYD_TOKEN_MIN);
+    else
+        sha256(text, tlen, k->admin_token_hash);
+    secmem_free(text, len + 1);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- database */
+
+static const char keyd_schema[] =
+    "CREATE TABLE IF NOT EXISTS accounts("
+    " vault TEXT NOT NULL, account TEXT NOT NULL,"
+    " salt BLOB NOT NULL, verifier BLOB NOT NULL, sealed_share BLOB NOT NULL,"
+    " disabled INTEGER NOT NULL DEFAULT 0,"
+    " failures INTEGER NOT NULL DEFAULT 0, first_failure INTEGER NOT NULL DEFAULT 0,"
+    " locked_until INTEGER NOT NULL DEFAULT 0,"
+    " created INTEGER NOT NULL, updated INTEGER NOT NULL,"
+    " PRIMARY KEY(vault, account));"
+    "CREATE TABLE IF NOT EXISTS sources("
+    " addr TEXT PRIMARY KEY, failures INTEGER NOT NULL DEFAULT 0,"
+    " first_failure INTEGER NOT NULL DEFAULT 0, locked_until INTEGER NOT NULL DEFAULT 0);";
+
+static int db_exec(struct keyd *k, const char *sql)
+{
+    char *msg = NULL;
+
+    if (sqlite3_exec(k->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+        int rc = pfs_err(-EIO, "database %s: %s failed: %s", k->conf.database, sql,
+                         msg ? msg : "?");
+        sqlite3_free(msg);
+        return rc;
+    }
+    return 0;
+}
+
+static int db_open(struct keyd *k)
+{
+    int rc;
+
+    if (sqlite3_open_v2(k->conf.database, &k->db,
+                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
+                        NULL) != SQLITE_OK)
+        return pfs_err(-EIO, "cannot open database %s: %s", k->conf.database,
+                       k->db ? sqlite3_errmsg(k->db) : "out of memory");
+    sqlite3_busy_timeout(k->db, 5000);
+    /* FULL: a release or a lockout survives a power cut; secure_delete:
+     * replaced verifiers and shares do not linger in free pages. */
+    rc = db_exec(k, "PRAGMA journal_mode=DELETE; PRAGMA synchronous=FULL;"
+                    " PRAGMA secure_delete=ON;");
+    return rc ? rc : db_exec(k, keyd_schema);
+}
+
+static sqlite3_stmt *db_prepare(struct keyd *k, const char *sql)
+{
+    sqlite3_stmt *st = NULL;
+
+    if (sqlite3_prepare_v2(k->db, sql, -1, &st, NULL) != SQLITE_OK) {
+        pfs_err(-EIO, "database: cannot prepare %s: %s", sql, sqlite3_errmsg(k->db));
+        return NULL;
+    }
+    return st;
+}
+
+/* Step a statement that returns no row, then finalize it. */
+static int db_step_done(struct keyd *k, sqlite3_stmt *st)
+{
+    int r = sqlite3_step(st);
+
+    sqlite3_finalize(st);
+    if (r != SQLITE_DONE)
+        return pfs_err(-EIO, "database write failed: %s", sqlite3_errmsg(k->db));
+    return 0;
+}
+
+static void bind_names(sqlite3_stmt *st, int first, const char *vault, const char *account)
+{
+    sqlite3_bind_text(st, first, vault, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, first + 1, account, -1, SQLITE_STATIC);
+}
+
+static int copy_blob(sqlite3_stmt *st, int col, void *dst, size_t n)
+{
+    if ((size_t)sqlite3_column_bytes(st, col) != n)
+        return pfs_err(-EBADMSG, "database: a stored value has the wrong size");
+    memcpy(dst, sqlite3_column_blob(st, col), n);
+    return 0;
+}
+
+static int account_load(struct keyd *k, const char *vault, const char *account,
+                        struct account_row *row)
+{
+    sqlite3_stmt *st = db_prepare(k,
+        "SELECT salt, verifier, sealed_share, disabled, failures, first_failure, locked_until"
+        " FROM accounts WHERE vault = ?1 AND account = ?2");
+    int r, rc = 0;
+
+    memset(row, 0, sizeof *row);
+    if (!st)
+        return -EIO;
+    bind_names(st, 1, vault, account);
+    r = sqlite3_step(st);
+    if (r == SQLITE_ROW) {
+        row->found = true;
+        rc = copy_blob(st, 0, row->salt, sizeof row->salt);
+        rc = rc ? rc : copy_blob(st, 1, row->verifier, sizeof row->verifier);
+        rc = rc ? rc : copy_blob(st, 2, row->sealed_share, sizeof row->sealed_share);
+        row->disabled = sqlite3_column_int(st, 3) != 0;
+        row->failures = (unsigned)sqlite3_column_int(st, 4);
+        row->first_failure = sqlite3_column_int64(st, 5);
+        row->locked_until = sqlite3_column_int64(st, 6);
+    } else if (r != SQLITE_DONE) {
+        rc = pfs_err(-EIO, "database read failed: %s", sqlite3_errmsg(k->db));
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+static int account_set_failures(struct keyd *k, const char *vault, const char *account,
+                                unsigned failures, int64_t first_failure, int64_t locked_until)
+{
+    sqlite3_stmt *st = db_prepare(k,
+        "UPDATE accounts SET failures = ?3, first_failure = ?4, locked_until = ?5"
+        " WHERE vault = ?1 AND account = ?2");
+
+    if (!st)
+        return -EIO;
+    bind_names(st, 1, vault, account);
+    sqlite3_bind_int(st, 3, (int)failures);
+    sqlite3_bind_int64(st, 4, first_failure);
+    sqlite3_bind_int64(st, 5, locked_until);
+    return db_step_done(k, st);
+}
+
+struct source_row {
+    unsigned failures;
+    int64_t first_failure;
+    int64_t locked_until;
+};
+
+static int source_load(struct keyd *k, const char *addr, struct source_row *row)
+{
+    sqlite3_stmt *st = db_prepare(k,
+        "SELECT failures, first_failure, locked_until FROM sources WHERE addr = ?1");
+    int r, rc = 0;
+
+    memset(row, 0, sizeof *row);
+    if (!st)
+        return -EIO;
+    sqlite3_bind_text(st, 1, addr, -1, SQLITE_STATIC);
+    r = sqlite3_step(st);
+    if (r == SQLITE_ROW) {
+        row->failures = (unsigned)sqlite3_column_int(st, 0);
+        row->first_failure = sqlite3_column_int64(st, 1);
+        row->locked_until = sqlite3_column_int64(st, 2);
+    } else if (r != SQLITE_DONE) {
+        rc = pfs_err(-EIO, "database read failed: %s", sqlite3_errmsg(k->db));
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+static int source_store(struct keyd *k, const char *addr, const struct source_row *row)
+{
+    sqlite3_stmt *st = db_prepare(k,
+        "INSERT OR REPLACE INTO sources(addr, failures, first_failure, locked_until)"
+        " VALUES(?1, ?2, ?3, ?4)");
+
+    if (!st)
+        return -EIO;
+    sqlite3_bind_text(st, 1, addr, -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 2, (int)row->failures);
+    sqlite3_bind_int64(st, 3, row->first_failure);
+    sqlite3_bind_int64(st, 4, row->locked_until);
+    return db_step_done(k, st);
+}
+
+/* ---------------------------------------------------------------- secrets */
+
+static void make_verifier(const uint8_t salt[KEYD_SALT_LEN], const uint8_t *auth,
+                          uint8_t out[SHA256_LEN])
+{
+    uint8_t *in = secmem_alloc(KEYD_SALT_LEN + SHARE_AUTH_LEN);
+
+    if (!in) {
+        /* Out of memory: a verifier nobody can match, so the login fails. */
+        crypto_random(out, SHA256_LEN);
+        return;
+    }
+    memcpy(in, salt, KEYD_SALT_LEN);
+    memcpy(in + KEYD_SALT_LEN, auth, SHARE_AUTH_LEN);
+    sha256(in, KEYD_SALT_LEN + SHARE_AUTH_LEN, out);
+    secmem_free(in, KEYD_SALT_LEN + SHARE_AUTH_LEN);
+}
+
+/* Associated data that binds a sealed share to its vault and account. */
+static int share_ad(const char *vault, const char *account, uint8_t **ad, size_t *adlen)
+{
+    struct wbuf b;
+
+    wbuf_init(&b);
+    wbuf_put_str(&b, "pactfs-keyd v1 share");
+    wbuf_put_str(&b, vault);
+    wbuf_put_str(&b, account);
+    *ad = wbuf_steal(&b, adlen);
+    return *ad ? 0 : pfs_err(-ENOMEM, "out of memory");
+}
+
+static int share_seal(struct keyd *k, const char *vault, const char *account,
+                      const uint8_t *share, uint8_t out[KEYD_SEALED_SHARE_LEN])
+{
+    uint8_t *ad;
+    size_t adlen;
+    int rc = share_ad(vault, account, &ad, &adlen);
+
+    if (rc)
+        return rc;
+    rc = aead_seal(k->master_key, ad, adlen, share, SHARE_LEN, out);
+    free(ad);
+    return rc;
+}
+
+static int share_open(struct keyd *k, const char *vault, const char *account,
+                      const uint8_t sealed[KEYD_SEALED_SHARE_LEN], uint8_t *share)
+{
+    uint8_t *ad;
+    size_t adlen;
+    int rc = share_ad(vault, account, &ad, &adlen);
+
+    if (rc)
+        return rc;
+    rc = aead_open(k->master_key, ad, adlen, sealed, KEYD_SEALED_SHARE_LEN, share);
+    free(ad);
+    if (rc)
+        return pfs_err(rc, "a stored share does not open under the master key "
+                       "(wrong master_key_file or a tampered database)");
+    return 0;
+}
+
+/* ---------------------------------------------------------------- audit */
+
+static void audit_write(struct keyd *k, const char *remote, const char *op,
+                        const struct fields *f, const struct outcome *o)
+{
+    json_object *ev = json_object_new_object();
+    const char *line;
+    size_t len;
+
+    json_object_object_add(ev, "time", json_object_new_int64((int64_t)time(NULL)));
+    json_object_object_add(ev, "remote", json_object_new_string(remote));
+    json_object_object_add(ev, "op", json_object_new_string(op));
+    if (f->vault)
+        json_object_object_add(ev, "vault", json_object_new_string(f->vault));
+    if (f->account)
+        json_object_object_add(ev, "account", json_object_new_string(f->account));
+    if (f->source)
+        json_object_object_add(ev, "source", json_object_new_string(f->source));
+    json_object_object_add(ev, "status", json_object_new_int((int)o->status));
+    json_object_object_add(ev, "result", json_object_new_string(o->result));
+    if (o->retry_after)
+        json_object_object_add(ev, "retry_after", json_object_new_int((int)o->retry_after));
+    line = json_object_to_json_string_length(ev, JSON_C_TO_STRING_PLAIN, &len);
+    /* One write per line with O_APPEND, then fsync: a line is never torn and
+     * never lost once the answer has gone out. */
+    {
+        char *buf = malloc(len + 1);
+        if (buf) {
+            memcpy(buf, line, len);
+            buf[len] = '\n';
+            if (write(k->audit_fd, buf, len + 1) != (ssize_t)(len + 1) || fsync(k->audit_fd) < 0)
+                keyd_log(LOG_ERR, "cannot write audit log %s: %s", k->conf.audit_log,
+                         strerror(errno));
+            free(buf);
+        }
+    }
+    keyd_log(LOG_INFO, "%s %s %s/%s -> %u %s", remote, op, f->vault ? f->vault : "-",
+             f->account ? f->account : "-", o->status, o->result);
+    json_object_put(ev);
+}
+
+/* Test aid (off unless debug_capture is set): record the raw bodies the
+ * service received so a test can prove what the client sends. */
+static void capture_body(struct keyd *k, const char *url, const struct request *r)
+{
+    json_object *ev;
+    const char *line;
+    size_t len;
+
+    if (k->capture_fd < 0)
+        return;
+    ev = json_object_new_object();
+    json_object_object_add(ev, "url", json_object_new_string(url));
+    json_object_object_add(ev, "body", json_object_new_string_len(r->body, (int)r->len));
+    line = json_object_to_json_string_length(ev, JSON_C_TO_STRING_PLAIN, &len);
+    if (write(k->capture_fd, line, len) < 0 || write(k->capture_fd, "\n", 1) < 0)
+        keyd_log(LOG_ERR, "cannot write debug capture: %s", strerror(errno));
+    json_object_put(ev);
+}
+
+/* ---------------------------------------------------------------- body */
+
+/* json-c keeps parsed strings in its own heap: wipe the ones that held a
+ * secret before the object is released. */
+static void json_wipe_string(json_object *v)
+{
+    if (v && json_object_is_type(v, json_type_string))
+        secmem_wipe((char *)json_object_get_string(v), (size_t)json_object_get_string_len(v));
+}
+
+static void json_wipe_all_strings(json_object *obj)
+{
+    json_object_object_foreach(obj, key, val) {
+        (void)key;
+        json_wipe_string(val);
+    }
+}
+
+static bool name_is_valid(const char *s, size_t n)
+{
+    if (n == 0 || n > KEYD_NAME_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+            return false;
+    return true;
+}
+
+static int field_name(json_object *obj, const char *key, const char **out)
+{
+    json_object *v;
+
+    if (!json_object_object_get_ex(obj, key, &v))
+        return 0;
+    if (!json_object_is_type(v, json_type_string) ||
+        !name_is_valid(json_object_get_string(v), (size_t)json_object_get_string_len(v)) ||
+        strlen(json_object_get_string(v)) != (size_t)json_object_get_string_len(v))
+        return -EINVAL;
+    *out = json_object_get_string(v);
+    return 0;
+}
+
+static int field_auth(json_object *obj, const char *key, uint8_t **out)
+{
+    json_object *v;
+
+    if (!json_object_object_get_ex(obj, key, &v))
+        return 0;
+    if (!json_object_is_type(v, json_type_string) ||
+        json_object_get_string_len(v) != 2 * SHARE_AUTH_LEN)
+        return -EINVAL;
+    *out = secmem_alloc(SHARE_AUTH_LEN);
+    if (!*out)
+        return -ENOMEM;
+    return hex_decode(json_object_get_string(v), *out, SHARE_AUTH_LEN) < 0 ? -EINVAL : 0;
+}
+
+static void fields_free(struct fields *f)
+{
+    secmem_free(f->auth, SHARE_AUTH_LEN);
+    secmem_free(f->new_auth, SHARE_AUTH_LEN);
+    memset(f, 0, sizeof *f);
+}
+
+/* Parse the request body into a json object and decode its fields.  Every
+ * known field is optional here; handlers check what they need. */
+static int body_parse(const struct request *r, json_object **objp, struct fields *f)
+{
+    json_tokener *tok = json_tokener_new();
+    json_object *obj;
+    int rc = 0;
+
+    memset(f, 0, sizeof *f);
+    *objp = NULL;
+    if (!tok)
+        return -ENOMEM;
+    obj = json_tokener_parse_ex(tok, r->body, (int)r->len);
+    if (!obj || json_tokener_get_error(tok) != json_tokener_success ||
+        json_tokener_get_parse_end(tok) != r->len ||
+        !json_object_is_type(obj, json_type_object)) {
+        json_tokener_free(tok);
+        if (obj) {
+            json_wipe_all_strings(obj);
+            json_object_put(obj);
+        }
+        return -EINVAL;
+    }
+    json_tokener_free(tok);
+    rc = rc ? rc : field_name(obj, "vault", &f->vault);
+    rc = rc ? rc : field_name(obj, "account", &f->account);
+    rc = rc ? rc : field_name(obj, "source", &f->source);
+    rc = rc ? rc : field_auth(obj, "auth", &f->auth);
+    if (!f->auth)
+        rc = rc ? rc : field_auth(obj, "old_auth", &f->auth);
+    rc = rc ? rc : field_auth(obj, "new_auth", &f->new_auth);
+    *objp = obj;
+    return rc;
+}
+
+/* ---------------------------------------------------------------- handlers */
+
+static void set_outcome(struct outcome *o, unsigned status, const char *result)
+{
+    o->status = status;
+    o->result = result;
+}
+
+static int64_t window_start(int64_t first, int64_t now, unsigned window)
+{
+    return (first == 0 || now - first > (int64_t)window) ? 0 : first;
+}
+
+/* Count one failed proof from this source address; true if it is now locked. */
+static int source_record_failure(struct keyd *k, const char *remote, int64_t now,
+                                 unsigned *retry_after)
+{
+    struct source_row s;
+    int rc = source_load(k, remote, &s);
+
+    if (rc)
+        return rc;
+    if (!window_start(s.first_failure, now, k->conf.failure_window_seconds)) {
+        s.failures = 0;
+        s.first_failure = now;
+    }
+    if (++s.failures >= k->conf.source_max_failures) {
+        s.locked_until = now + k->conf.source_lockout_seconds;
+        s.failures = 0;
+        s.first_failure = 0;
+        *retry_after = k->conf.source_lockout_seconds;
+    }
+    return source_store(k, remote, &s);
+}
+
+static int account_record_failure(struct keyd *k, const struct fields *f,
+                                  struct account_row *row, int64_t now, unsigned *retry_after)
+{
+    unsigned failures = row->failures;
+    int64_t first = window_start(row->first_failure, now, k->conf.failure_window_seconds);
+    int64_t locked_until = 0;
+
+    if (!first) {
+        failures = 0;
+        first = now;
+    }
+    if (++failures >= k->conf.max_failures) {
+        locked_until = now + k->conf.lockout_seconds;
+        failures = 0;
+        first = 0;
+        if (k->conf.lockout_seconds > *retry_after)
+            *retry_after = k->conf.lockout_seconds;
+    }
+    return account_set_failures(k, f->vault, f->account, failures, first, locked_until);
+}
+
+/* Is this source or account locked right now?  Sets a 429 outcome if so. */
+static int check_lockouts(struct keyd *k, const char *remote, const struct account_row *row,
+                          int64_t now, struct outcome *o)
+{
+    struct source_row s;
+    int64_t until = 0;
+    int rc = source_load(k, remote, &s);
+
+    if (rc)
+        return rc;
+    if (s.locked_until > now)
+        until = s.locked_until;
+    if (row->found && row->locked_until > now && row->locked_until > until)
+        until = row->locked_until;
+    if (until) {
+        set_outcome(o, 429, "locked");
+        o->retry_after = (unsigned)(until - now);
+    }
+    return 0;
+}
+
+/* Check the authenticator of (vault, account), counting failures.  Returns
+ * 0 with o->status 0 when it matches and the account is enabled; otherwise
+ * o says why (401 uniform for unknown account or wrong auth, 429, 403). */
+static int authenticate(struct keyd *k, const char *remote, const struct fields *f,
+                        const uint8_t *auth, struct account_row *row, struct outcome *o)
+{
+    static const uint8_t dummy_salt[KEYD_SALT_LEN];
+    uint8_t computed[SHA256_LEN];
+    int64_t now = (int64_t)time(NULL);
+    unsigned retry = 0;
+    bool match;
+    int rc;
+
+    if (!f->vault || !f->account || !auth) {
+        set_outcome(o, 400, "bad-request");
+        return 0;
+    }
+    rc = account_load(k, f->vault, f->account, row);
+    rc = rc ? rc : check_lockouts(k, remote, row, now, o);
+    if (rc || o->status)
+        return rc;
+    /* Same work whether or not the account exists: the answer is uniform. */
+    make_verifier(row->found ? row->salt : dummy_salt, auth, computed);
+    match = row->found && CRYPTO_memcmp(computed, row->verifier, SHA256_LEN) == 0;
+    secmem_wipe(computed, sizeof computed);
+    if (!match) {
+        rc = source_record_failure(k, remote, now, &retry);
+        if (!rc && row->found)
+            rc = account_record_failure(k, f, row, now, &retry);
+        set_outcome(o, retry ? 429 : 401, retry ? "locked" : "rejected");
+        o->retry_after = retry;
+        return rc;
+    }
+    if (row->disabled) {
+        set_outcome(o, 403, "disabled");
+        return 0;
+    }
+    if (row->failures || row->first_failure)
+        rc = account_set_failures(k, f->vault, f->account, 0, 0, 0);
+    return rc;
+}
+
+static int new_secret_row(const uint8_t *auth, uint8_t salt[KEYD_SALT_LEN],
+                          uint8_t verifier[SHA256_LEN])
+{
+    int rc = crypto_random(salt, KEYD_SALT_LEN);
+
+    if (!rc)
+        make_verifier(salt, auth, verifier);
+    return rc;
+}
+
+/* A fresh random share in secmem, sealed for the database. */
+static int new_share(struct keyd *k, const struct fields *f, struct outcome *o,
+                     uint8_t sealed[KEYD_SEALED_SHARE_LEN])
+{
+    int rc;
+
+    o->share = secmem_alloc(SHARE_LEN);
+    if (!o->share)
+        return pfs_err(-ENOMEM, "out of memory");
+    rc = crypto_random(o->share, SHARE_LEN);
+    return rc ? rc : share_seal(k, f->vault, f->account, o->share, sealed);
+}
+
+static int handle_enroll(struct keyd *k, const char *remote, const struct fields *f,
+                         struct outcome *o)
+{
+    uint8_t salt[KEYD_SALT_LEN], verifier[SHA256_LEN], sealed[KEYD_SEALED_SHARE_LEN];
+    struct account_row row;
+    sqlite3_stmt *st;
+    int64_t now = (int64_t)time(NULL);
+    int rc;
+
+    (void)remote;
+    if (!f->vault || !f->account || !f->auth) {
+        set_outcome(o, 400, "bad-request");
+        return 0;
+    }
+    rc = account_load(k, f->vault, f->account, &row);
+    if (rc)
+        return rc;
+    if (row.found) {
+        set_outcome(o, 409, "exists");
+        return 0;
+    }
+    rc = new_secret_row(f->auth, salt, verifier);
+    rc = rc ? rc : new_share(k, f, o, sealed);
+    if (rc)
+        return rc;
+    st = db_prepare(k, "INSERT INTO accounts(vault, account, salt, verifier, sealed_share,"
+                       " created, updated) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?6)");
+    if (!st)
+        return -EIO;
+    bind_names(st, 1, f->vault, f->account);
+    sqlite3_bind_blob(st, 3, salt, sizeof salt, SQLITE_STATIC);
+    sqlite3_bind_blob(st, 4, verifier, sizeof verifier, SQLITE_STATIC);
+    sqlite3_bind_blob(st, 5, sealed, sizeof sealed, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 6, now);
+    rc = db_step_done(k, st);
+    if (!rc)
+        set_outcome(o, 200, "enrolled");
+    return rc;
+}
+
+static int handle_login(struct keyd *k, const char *remote, const struct fields *f,
+                        struct outcome *o)
+{
+    struct account_row row;
+    int rc = authenticate(k, remote, f, f->auth, &row, o);
+
+    if (rc || o->status)
+        return rc;
+    o->share = secmem_alloc(SHARE_LEN);
+    if (!o->share)
+        return pfs_err(-ENOMEM, "out of memory");
+    rc = share_open(k, f->vault, f->account, row.sealed_share, o->share);
+    if (!rc)
+        set_outcome(o, 200, "released");
+    return rc;
+}
+
+static int handle_change_auth(struct keyd *k, const char *remote, const struct fields *f,
+                              struct outcome *o)
+{
+    uint8_t salt[KEYD_SALT_LEN], verifier[SHA256_LEN];
+    struct account_row row;
+    sqlite3_stmt *st;
+    int rc;
+
+    if (!f->new_auth) {
+        set_outcome(o, 400, "bad-request");
+        return 0;
+    }
+    rc = authenticate(k, remote, f, f->auth, &row, o);
+    if (rc || o->status)
+        return rc;
+    rc = new_secret_row(f->new_auth, salt, verifier);
+    if (rc)
+        return rc;
+    st = db_prepare(k, "UPDATE accounts SET salt = ?3, verifier = ?4, updated = ?5"
+                       " WHERE vault = ?1 AND account = ?2");
+    if (!st)
+        return -EIO;
+    bind_names(st, 1, f->vault, f->account);
+    sqlite3_bind_blob(st, 3, salt, sizeof salt, SQLITE_STATIC);
+    sqlite3_bind_blob(st, 4, verifier, sizeof verifier, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 5, (int64_t)time(NULL));
+    rc = db_step_done(k, st);
+    if (!rc)
+        set_outcome(o, 200, "auth-changed");
+    return rc;
+}
+
+static int handle_rotate(struct keyd *k, const char *remote, const struct fields *f,
+                         struct outcome *o)
+{
+    uint8_t sealed[KEYD_SEALED_SHARE_LEN];
+    struct account_row row;
+    sqlite3_stmt *st;
+    int rc = authenticate(k, remote, f, f->auth, &row, o);
+
+    if (rc || o->status)
+        return rc;
+    rc = new_share(k, f, o, sealed);
+    if (rc)
+        return rc;
+    st = db_prepare(k, "UPDATE accounts SET sealed_share = ?3, updated = ?4"
+                       " WHERE vault = ?1 AND account = ?2");
+    if (!st)
+        return -EIO;
+    bind_names(st, 1, f->vault, f->account);
+    sqlite3_bind_blob(st, 3, sealed, sizeof sealed, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 4, (int64_t)time(NULL));
+    rc = db_step_done(k, st);
+    if (!rc)
+        set_outcome(o, 200, "rotated");
+    return rc;
+}
+
+/* The administrative changes are one UPDATE/DELETE each; 404 if no row. */
+static int admin_account_change(struct keyd *k, const struct fields *f, const char *sql,
+                                const char *result, struct outcome *o)
+{
+    sqlite3_stmt *st;
+    int rc;
+
+    if (!f->vault || !f->account) {
+        set_outcome(o, 400, "bad-request");
+        return 0;
+    }
+    st = db_prepare(k, sql);
+    if (!st)
+        return -EIO;
+    bind_names(st, 1, f->vault, f->account);
+    rc = db_step_done(k, st);
+    if (!rc)
+        set_outcome(o, sqlite3_changes(k->db) ? 200 : 404,
+                    sqlite3_changes(k->db) ? result : "unknown-account");
+    return rc;
+}
+
+static int handle_unlock(struct keyd *k, const char *remote, const struct fields *f,
+                         struct outcome *o)
+{
+    (void)remote;
+    if (f->source && !f->account) {
+        sqlite3_stmt *st = db_prepare(k, "DELETE FROM sources WHERE addr = ?1");
+        int rc;
+        if (!st)
+            return -EIO;
+        sqlite3_bind_text(st, 1, f->source, -1, SQLITE_STATIC);
+        rc = db_step_done(k, st);
+        if (!rc)
+            set_outcome(o, 200, "source-unlocked");
+        return rc;
+    }
+    return admin_account_change(k, f, "UPDATE accounts SET failures = 0, first_failure = 0,"
+                                " locked_until = 0 WHERE vault = ?1 AND account = ?2",
+                                "unlocked", o);
+}
+
+static int handle_disable(struct keyd *k, const char *remote, const struct fields *f,
+                          struct outcome *o)
+{
+    (void)remote;
+    return admin_account_change(k, f, "UPDATE accounts SET disabled = 1"
+                                " WHERE vault = ?1 AND account = ?2", "disabled", o);
+}
+
+static int handle_enable(struct keyd *k, const char *remote, const struct fields *f,
+                         struct outcome *o)
+{
+    (void)remote;
+    return admin_account_change(k, f, "UPDATE accounts SET disabled = 0"
+                                " WHERE vault = ?1 AND account = ?2", "enabled", o);
+}
+
+static int handle_remove(struct keyd *k, const char *remote, const struct fields *f,
+                         struct outcome *o)
+{
+    (void)remote;
+    return admin_account_change(k, f, "DELETE FROM accounts WHERE vault = ?1 AND account = ?2",
+                                "removed", o);
+}
+
+typedef int (*handler_fn)(struct keyd *, const char *, const struct fields *, struct outcome *);
+
+struct route {
+    const char *path;
+    const char *op;
+    bool admin;
+    handler_fn fn;
+};
+
+static const struct route routes[] = {
+    { "/v1/enroll", "enroll", true, handle_enroll },
+    { "/v1/login", "login", false, handle_login },
+    { "/v1/change-auth", "change-auth", false, handle_change_auth },
+    { "/v1/rotate", "rotate", false, handle_rotate },
+    { "/v1/unlock", "unlock", true, handle_unlock },
+    { "/v1/disable", "disable", true, handle_disable },
+    { "/v1/enable", "enable", true, handle_enable },
+    { "/v1/remove", "remove", true, handle_remove },
+};
+
+static const struct route *route_find(const char *url)
+{
+    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++)
+        if (strcmp(routes[i].path, url) == 0)
+            return &routes[i];
+    return NULL;
+}
+
+/* ---------------------------------------------------------------- HTTP */
+
+static void remote_address(struct MHD_Connection *c, char *out, size_t outlen)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    const struct sockaddr *sa = ci ? ci->client_addr : NULL;
+    socklen_t salen = 0;
+
+    snprintf(out, outlen, "unknown");
+    if (!sa)
+        return;
+    salen = sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    if (getnameinfo(sa, salen, out, (socklen_t)outlen, NULL, 0, NI_NUMERICHOST) != 0)
+        snprintf(out, outlen, "unknown");
+}
+
+/* Admin calls carry "Authorization: Bearer <token>". */
+static bool admin_token_ok(struct keyd *k, struct MHD_Connection *c)
+{
+    const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+    uint8_t got[SHA256_LEN];
+    bool ok;
+
+    if (!h || strncmp(h, "Bearer ", 7) != 0)
+        return false;
+    sha256(h + 7, strlen(h + 7), got);
+    ok = CRYPTO_memcmp(got, k->admin_token_hash, SHA256_LEN) == 0;
+    secmem_wipe(got, sizeof got);
+    return ok;
+}
+
+typedef int (*gnutls_verify_fn)(gnutls_session_t, unsigned int *);
+
+/* With client_ca_file set, GnuTLS asks for a client certificate but leaves
+ * the verdict to us.  libmicrohttpd already loaded GnuTLS, so look the
+ * verifier up at run time rather than link GnuTLS a second time. */
+static bool client_cert_ok(struct keyd *k, struct MHD_Connection *c)
+{
+    const union MHD_ConnectionInfo *ci;
+    gnutls_verify_fn verify;
+    unsigned status = 0;
+
+    if (!k->require_client_cert)
+        return true;
+    ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+    verify = (gnutls_verify_fn)dlsym(RTLD_DEFAULT, "gnutls_certificate_verify_peers2");
+    if (!ci || !ci->tls_session || !verify)
+        return false;
+    return verify((gnutls_session_t)ci->tls_session, &status) == 0 && status == 0;
+}
+
+struct secret_response {
+    size_t len;
+    char data[];
+};
+
+static void secret_response_free(void *cls)
+{
+    struct secret_response *sr = cls;
+
+    secmem_free(sr, sizeof *sr + sr->len);
+}
+
+/* Serialize obj into secure memory (the body may hold a share) and queue it. */
+static enum MHD_Result send_json(struct MHD_Connection *c, unsigned status, json_object *obj,
+                                 unsigned retry_after)
+{
+    size_t len;
+    const char *text = json_object_to_json_string_length(obj, JSON_C_TO_STRING_PLAIN, &len);
+    struct secret_response *sr = secmem_alloc(sizeof *sr + len);
+    struct MHD_Response *resp;
+    enum MHD_Result ret;
+
+    if (!sr)
+        return MHD_NO;
+    sr->len = len;
+    memcpy(sr->data, text, len);
+    secmem_wipe((char *)text, len);
+    resp = MHD_create_response_from_buffer_with_free_callback_cls(len, sr->data,
+                                                                  secret_response_free, sr);
+    if (!resp) {
+        secret_response_free(sr);
+        return MHD_NO;
+    }
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    if (retry_after) {
+        char v[16];
+        snprintf(v, sizeof v, "%u", retry_after);
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, v);
+    }
+    ret = MHD_queue_response(c, status, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+static enum MHD_Result answer(struct MHD_Connection *c, const struct outcome *o)
+{
+    json_object *obj = json_object_new_object();
+    enum MHD_Result ret;
+
+    if (o->status == 200) {
+        if (o->share) {
+            char hex[2 * SHARE_LEN + 1];
+            hex_encode(o->share, SHARE_LEN, hex);
+            json_object_object_add(obj, "share", json_object_new_string(hex));
+            secmem_wipe(hex, sizeof hex);
+        }
+        json_object_object_add(obj, "result", json_object_new_string(o->result));
+    } else {
+        json_object_object_add(obj, "error", json_object_new_string(o->result));
+        if (o->retry_after)
+            json_object_object_add(obj, "retry_after", json_object_new_int((int)o->retry_after));
+    }
+    ret = send_json(c, o->status, obj, o->retry_after);
+    json_wipe_all_strings(obj);
+    json_object_put(obj);
+    return ret;
+}
+
+/* Run a handler inside one IMMEDIATE transaction: a failure counter and the
+ * verdict it leads to are written together or not at all. */
+static void run_handler(struct keyd *k, const struct route *rt, const char *remote,
+                        const struct fields *f, struct outcome *o)
+{
+    int rc = db_exec(k, "BEGIN IMMEDIATE");
+
+    if (!rc)
+        rc = rt->fn(k, remote, f, o);
+    if (!rc)
+        rc = db_exec(k, "COMMIT");
+    if (rc) {
+        keyd_log(LOG_ERR, "%s %s: %s", remote, rt->op, pfs_err_msg());
+        sqlite3_exec(k->db, "ROLLBACK", NULL, NULL, NULL);
+        secmem_free(o->share, SHARE_LEN);
+        o->share = NULL;
+        o->retry_after = 0;
+        set_outcome(o, 500, "internal");
+    }
+}
+
+static enum MHD_Result dispatch(struct keyd *k, struct MHD_Connection *c, const char *url,
+                                const char *method, struct request *r)
+{
+    const struct route *rt = route_find(url);
+    struct outcome o = { 0, NULL, 0, NULL };
+    struct fields f;
+    json_object *body = NULL;
+    char remote[NI_MAXHOST];
+    enum MHD_Result ret;
+
+    memset(&f, 0, sizeof f);
+    remote_address(c, remote, sizeof remote);
+    if (!rt)
+        set_outcome(&o, 404, "not-found");
+    else if (strcmp(method, MHD_HTTP_METHOD_POST) != 0)
+        set_outcome(&o, 405, "method-not-allowed");
+    else if (r->too_big)
+        set_outcome(&o, 413, "too-large");
+    else if (!client_cert_ok(k, c))
+        set_outcome(&o, 403, "client-certificate-required");
+    else if (body_parse(r, &body, &f) < 0)
+        set_outcome(&o, 400, "bad-request");
+    else if (rt->admin && !admin_token_ok(k, c)) {
+        unsigned retry = 0;
+        /* A guessed token counts against the source like a guessed auth. */
+        if (db_exec(k, "BEGIN IMMEDIATE") == 0) {
+            source_record_failure(k, remote, (int64_t)time(NULL), &retry);
+            db_exec(k, "COMMIT");
+        }
+        set_outcome(&o, 401, "rejected");
+    } else
+        run_handler(k, rt, remote, &f, &o);
+    capture_body(k, url, r);
+    audit_write(k, remote, rt ? rt->op : "unknown", &f, &o);
+    ret = answer(c, &o);
+    secmem_free(o.share, SHARE_LEN);
+    fields_free(&f);
+    if (body) {
+        json_wipe_all_strings(body);
+        json_object_put(body);
+    }
+    return ret;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
+                                  const char *method, const char *version,
+                                  const char *upload_data, size_t *upload_size, void **con_cls)
+{
+    struct keyd *k = cls;
+    struct request *r = *con_cls;
+
+    (void)version;
+    if (!r) {
+        r = calloc(1, sizeof *r);
+        if (!r)
+            return MHD_NO;
+        r->body = secmem_alloc(KEYD_MAX_BODY + 1);
+        if (!r->body) {
+            free(r);
+            return MHD_NO;
+        }
+        *con_cls = r;
+        return MHD_YES;
+    }
+    if (*upload_size) {
+        if (r->len + *upload_size > KEYD_MAX_BODY)
+            r->too_big = true;
+        else {
+            memcpy(r->body + r->len, upload_data, *upload_size);
+            r->len += *upload_size;
+        }
+        *upload_size = 0;
+        return MHD_YES;
+    }
+    return dispatch(k, c, url, method, r);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    struct request *r = *con_cls;
+
+    (void)cls;
+    (void)c;
+    (void)toe;
+    if (!r)
+        return;
+    secmem_free(r->body, KEYD_MAX_BODY + 1);
+    free(r);
+    *con_cls = NULL;
+}
+
+static void on_mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    char msg[512];
+
+    (void)cls;
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    msg[strcspn(msg, "\n")] = '\0';
+    keyd_log(LOG_WARNING, "http: %s", msg);
+}
+
+/* ---------------------------------------------------------------- startup */
+
+static int read_public_file(const char *path, char **out)
+{
+    FILE *f = fopen(path, "re");
+    long n;
+    int rc = 0;
+
+    if (!f)
+        return pfs_err(-errno, "cannot open %s: %s", path, strerror(errno));
+    if (fseek(f, 0, SEEK_END) < 0 || (n = ftell(f)) <= 0 || n > 1 << 20 ||
+        fseek(f, 0, SEEK_SET) < 0) {
+        fclose(f);
+        return pfs_err(-EINVAL, "%s is empty or unreadable", path);
+    }
+    *out = calloc(1, (size_t)n + 1);
+    if (!*out)
+        rc = pfs_err(-ENOMEM, "out of memory");
+    else if (fread(*out, 1, (size_t)n, f) != (size_t)n) {
+        rc = pfs_err(-EIO, "cannot read %s", path);
+        free(*out);
+        *out = NULL;
+    }
+    fclose(f);
+    return rc;
+}
+
+static int open_append(const char *path, int *fd)
+{
+    *fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+    if (*fd < 0)
+        return pfs_err(-errno, "cannot open %s for appending: %s", path, strerror(errno));
+    return 0;
+}
+
+static int keyd_setup(struct keyd *k)
+{
+    int rc = load_master_key(k);
+
+    rc = rc ? rc : load_admin_token(k);
+    rc = rc ? rc : db_open(k);
+    rc = rc ? rc : open_append(k->conf.audit_log, &k->audit_fd);
+    if (!rc && k->conf.debug_capture) {
+        rc = open_append(k->conf.debug_capture, &k->capture_fd);
+        keyd_log(LOG_WARNING, "debug_capture is on: every request body, authenticators "
+                 "included, is written to %s; never use this outside tests",
+                 k->conf.debug_capture);
+    }
+    k->require_client_cert = k->conf.client_ca_file != NULL;
+    return rc;
+}
+
+static void keyd_teardown(struct keyd *k)
+{
+    if (k->db)
+        sqlite3_close(k->db);
+    if (k->audit_fd >= 0)
+        close(k->audit_fd);
+    if (k->capture_fd >= 0)
+        close(k->capture_fd);
+    secmem_free(k->master_key, KEYD_MASTER_KEY_LEN);
+    secmem_free(k->admin_token_hash, SHA256_LEN);
+    keyd_conf_free(&k->conf);
+}
+
+static struct MHD_Daemon *start_http(struct keyd *k, const char *cert, const char *key,
+                                     const char *trust)
+{
+    struct sockaddr_storage ss;
+    struct addrinfo hints, *ai = NULL;
+    struct MHD_OptionItem tls[6];
+    char port[8];
+    unsigned n = 0;
+    unsigned flags = MHD_USE_TLS | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
+
+    memset(&hints, 0, sizeof hints);
+    hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV | AI_PASSIVE;
+    hints.ai_socktype = SOCK_STREAM;
+    snprintf(port, sizeof port, "%u", k->conf.port);
+    if (getaddrinfo(k->conf.listen_address, port, &hints, &ai) != 0 || !ai) {
+        pfs_err(-EINVAL, "listen_address '%s' is not a numeric IP address",
+                k->conf.listen_address);
+        return NULL;
+    }
+    memset(&ss, 0, sizeof ss);
+    memcpy(&ss, ai->ai_addr, ai->ai_addrlen);
+    if (ai->ai_family == AF_INET6)
+        flags |= MHD_USE_IPv6;
+    freeaddrinfo(ai);
+    tls[n++] = (struct MHD_OptionItem){ MHD_OPTION_HTTPS_MEM_CERT, 0, (void *)cert };
+    tls[n++] = (struct MHD_OptionItem){ MHD_OPTION_HTTPS_MEM_KEY, 0, (void *)key };
+    tls[n++] = (struct MHD_OptionItem){ MHD_OPTION_HTTPS_PRIORITIES, 0,
+                                        (void *)KEYD_TLS_PRIORITIES };
+    if (trust)
+        tls[n++] = (struct MHD_OptionItem){ MHD_OPTION_HTTPS_MEM_TRUST, 0, (void *)trust };
+    tls[n++] = (struct MHD_OptionItem){ MHD_OPTION_END, 0, NULL };
+    return MHD_start_daemon(flags, (uint16_t)k->conf.port, NULL, NULL, on_request, k,
+                            MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, k,
+                            MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+                            MHD_OPTION_NOTIFY_COMPLETED, on_completed, k,
+                            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)15,
+                            MHD_OPTION_CONNECTION_LIMIT, (unsigned)128,
+                            MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)32,
+                            MHD_OPTION_ARRAY, tls,
+                            MHD_OPTION_END);
+}
+
+/* Load the TLS material, start listening, wait for SIGTERM/SIGINT. */
+static int serve(struct keyd *k)
+{
+    char *cert = NULL, *trust = NULL, *key = NULL;
+    size_t keylen = 0;
+    struct MHD_Daemon *d;
+    sigset_t set;
+    int sig, rc;
+
+    rc = read_public_file(k->conf.cert_file, &cert);
+    rc = rc ? rc : read_secret_file(k->conf.key_file, &key, &keylen);
+    if (!rc && k->conf.client_ca_file)
+        rc = read_public_file(k->conf.client_ca_file, &trust);
+    if (rc)
+        goto out;
+    /* Block the stop signals before MHD starts its thread so only sigwait
+     * below receives them. */
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    d = start_http(k, cert, key, trust);
+    if (!d) {
+        if (!pfs_err_msg()[0])
+            pfs_err(-EIO, "cannot listen on %s port %u with the certificate %s and key %s "
+                    "(port in use, or a certificate/key that GnuTLS cannot load)",
+                    k->conf.listen_address, k->conf.port, k->conf.cert_file, k->conf.key_file);
+        rc = -EIO;
+        goto out;
+    }
+    keyd_log(LOG_NOTICE, "listening on https://%s:%u (TLS >= 1.2%s)", k->conf.listen_address,
+             k->conf.port, trust ? ", client certificates required" : "");
+    sigwait(&set, &sig);
+    keyd_log(LOG_NOTICE, "stopping on signal %d", sig);
+    MHD_stop_daemon(d);
+out:
+    free(cert);
+    free(trust);
+    if (key)
+        secmem_free(key, keylen + 1);
+    return rc;
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+        "Usage: pactfs-keyd [-f] [-c FILE]\n"
+        "The pactfs key service: keeps the second share of each account's unlock key\n"
+        "and releases it over HTTPS only to a login that proves the password.\n\n"
+        "  -c, --config FILE  configuration (default " KEYD_DEFAULT_CONF ")\n"
+        "  -f, --foreground   stay in the foreground and log to stderr\n"
+        "                     (otherwise detach and log to syslog)\n"
+        "  -h, --help         this text\n"
+        "  -V, --version      the version\n\n"
+        "See pactfs-keyd(8) and docs/keyd.md for the settings and the protocol.\n");
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        { "config", required_argument, NULL, 'c' },
+        { "foreground", no_argument, NULL, 'f' },
+        { "help", no_argument, NULL, 'h' },
+        { "version", no_argument, NULL, 'V' },
+        { NULL, 0, NULL, 0 },
+    };
+    const char *conf_path = KEYD_DEFAULT_CONF;
+    bool foreground = false;
+    struct keyd k;
+    int opt, rc;
+
+    while ((opt = getopt_long(argc, argv, "c:fhV", longopts, NULL)) != -1) {
+        switch (opt) {
+        case 'c': conf_path = optarg; break;
+        case 'f': foreground = true; break;
+        case 'h': usage(stdout); return EXIT_OK;
+        case 'V': printf("pactfs-keyd %s\n", PACKAGE_VERSION); return EXIT_OK;
+        default: usage(stderr); return EXIT_USAGE;
+        }
+    }
+    if (optind != argc) {
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    umask(077);
+    if (secmem_harden_process() < 0)
+        keyd_log(LOG_WARNING, "cannot disable core dumps: %s", pfs_err_msg());
+    memset(&k, 0, sizeof k);
+    k.audit_fd = k.capture_fd = -1;
+    if (keyd_conf_load(conf_path, &k.conf) < 0) {
+        keyd_log(LOG_ERR, "%s", pfs_err_msg());
+        return EXIT_CONFIG;
+    }
+    if (!foreground) {
+        if (daemon(0, 0) < 0) {
+            keyd_log(LOG_ERR, "cannot detach: %s", strerror(errno));
+            keyd_conf_free(&k.conf);
+            return EXIT_FAILURE_OTHER;
+        }
+        openlog("pactfs-keyd", LOG_PID, LOG_DAEMON);
+        log_to_syslog = true;
+    }
+    rc = keyd_setup(&k);
+    if (rc) {
+        keyd_log(LOG_ERR, "%s", pfs_err_msg());
+        keyd_teardown(&k);
+        return rc == -EINVAL || rc == -ENOENT || rc == -EPERM ? EXIT_CONFIG : EXIT_STORE;
+    }
+    if (secmem_lock_failures())
+        keyd_log(LOG_WARNING, "%lu key buffers could not be locked in RAM (raise "
+                 "LimitMEMLOCK)", secmem_lock_failures());
+    rc = serve(&k);
+    if (rc)
+        keyd_log(LOG_ERR, "%s", pfs_err_msg());
+    keyd_teardown(&k);
+    return rc ? EXIT_FAILURE_OTHER : EXIT_OK;
+}
