@@ -1,0 +1,453 @@
+#!/usr/bin/env bash
+# bench/run.sh: pactfs side by side with gocryptfs and a plain FUSE
+# passthrough, same machine, same run, same workloads; prints one table with
+# the figures and the ratio of pactfs to each peer.  See bench/README.md.
+#
+#   bench/run.sh [--quick] [--only pactfs,gocryptfs,passthrough] [--keep-log]
+#
+# Needs root (drop_caches, FUSE mounts).  pactfs binaries come from
+# $PACTFS_BUILD (or ./) and are built under /tmp when missing there.
+set -euo pipefail
+shopt -s inherit_errexit
+
+BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+SRC_DIR=$(dirname "$BENCH_DIR")
+ALL_FS=(pactfs gocryptfs passthrough)
+
+# ---------------------------------------------------------------- options --
+QUICK=0
+ONLY="pactfs,gocryptfs,passthrough"
+KEEP_LOG=0
+
+usage() {
+    cat <<EOF
+usage: $0 [--quick] [--only LIST] [--keep-log]
+  --quick       smoke run: 64 MiB files, 1,000-file tree, 5 s fio runs
+  --only LIST   comma-separated subset of: pactfs gocryptfs passthrough
+  --keep-log    copy the command log next to the results file
+environment: PACTFS_BUILD=DIR  build directory holding pactfs and pactfs-admin
+EOF
+}
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --quick) QUICK=1 ;;
+        --only) [ $# -ge 2 ] || { usage >&2; exit 2; }; ONLY=$2; shift ;;
+        --only=*) ONLY=${1#--only=} ;;
+        --keep-log) KEEP_LOG=1 ;;
+        -h|--help) usage; exit 0 ;;
+        *) echo "run.sh: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
+    esac
+    shift
+done
+
+FS_LIST=()
+IFS=, read -r -a requested <<<"$ONLY"
+for fs in "${requested[@]}"; do
+    case "$fs" in
+        pactfs|gocryptfs|passthrough) FS_LIST+=("$fs") ;;
+        *) echo "run.sh: --only: unknown filesystem '$fs' (pactfs, gocryptfs, passthrough)" >&2; exit 2 ;;
+    esac
+done
+[ ${#FS_LIST[@]} -gt 0 ] || { echo "run.sh: --only: nothing to run" >&2; exit 2; }
+
+if [ "$QUICK" = 1 ]; then
+    SEQ_MIB=64; TREE_FILES=1000; FIO_MIB=64; FIO_SECONDS=5
+else
+    SEQ_MIB=512; TREE_FILES=4000; FIO_MIB=256; FIO_SECONDS=20
+fi
+
+# ---------------------------------------------------------------- helpers --
+progress() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
+die() { printf 'run.sh: error: %s\n' "$*" >&2; exit 1; }
+has() { for x in "${@:2}"; do [ "$x" = "$1" ] && return 0; done; return 1; }
+
+# All command output goes to the log so the progress lines stay readable.
+log_tail() { [ -n "${LOG:-}" ] && [ -f "$LOG" ] && tail -n 15 "$LOG" | sed 's/^/    | /' >&2; true; }
+
+# Runs "$@" with output to the log and sets ELAPSED (seconds, 3 decimals).
+ELAPSED=
+timed() {
+    local t0 t1
+    t0=$(date +%s.%N)
+    if ! "$@" >>"$LOG" 2>&1; then
+        progress "FAILED: $*"
+        log_tail
+        return 1
+    fi
+    t1=$(date +%s.%N)
+    ELAPSED=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
+}
+
+drop_caches() {
+    sync
+    echo 3 >/proc/sys/vm/drop_caches
+}
+
+# ------------------------------------------------------------ prerequisites --
+[ "$(id -u)" = 0 ] || die "run as root: cold runs write /proc/sys/vm/drop_caches and mount FUSE filesystems"
+
+ensure_packages() {
+    local missing=()
+    command -v gocryptfs >/dev/null || missing+=(gocryptfs)
+    command -v fio >/dev/null || missing+=(fio)
+    command -v fusermount3 >/dev/null || missing+=(fuse3)
+    command -v pkg-config >/dev/null || missing+=(pkg-config)
+    pkg-config --exists fuse3 2>/dev/null || missing+=(libfuse3-dev)
+    command -v jq >/dev/null || missing+=(jq)
+    command -v cc >/dev/null || missing+=(gcc)
+    [ ${#missing[@]} -eq 0 ] && return 0
+    progress "installing missing packages: ${missing[*]}"
+    apt-get update -q >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >&2
+}
+ensure_packages
+
+# ------------------------------------------------------- working directory --
+WORK=$(mktemp -d /tmp/pactfs-bench.XXXXXX)
+SHM=$(mktemp -d /dev/shm/pactfs-bench.XXXXXX)   # inputs, in RAM so reads are free
+LOG=$WORK/commands.log
+PASSFILE=$WORK/passfile
+: >"$LOG"
+declare -A MOUNT_PID=() MOUNTED=()
+
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    for mnt in "${!MOUNTED[@]}"; do
+        fusermount3 -u "$mnt" 2>/dev/null || fusermount3 -uz "$mnt" 2>/dev/null || true
+    done
+    for pid in "${MOUNT_PID[@]}"; do
+        kill -0 "$pid" 2>/dev/null && kill -TERM "$pid" 2>/dev/null
+        wait "$pid" 2>/dev/null || true
+    done
+    if [ "$rc" != 0 ] && [ "$KEEP_LOG" = 1 ]; then cp "$LOG" "$BENCH_DIR/failed-run.log" || true; fi
+    rm -rf "$WORK" "$SHM"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+printf 'bench-password-%s\n' "$RANDOM$RANDOM" >"$PASSFILE"
+chmod 600 "$PASSFILE"
+
+# ------------------------------------------------------------------ inputs --
+# A deterministic synthetic source tree: dNN/sNN/ with 20 files per leaf
+# directory, text of source-like sizes (60% 0.2-4 KiB, 30% 4-16 KiB,
+# 10% 16-64 KiB) from a fixed-seed Park-Miller generator.
+make_tree() {
+    local root=$1 nfiles=$2
+    mawk -v root="$root" -v n="$nfiles" '
+    function rnd() { seed = (seed * 16807) % 2147483647; return seed / 2147483647 }
+    function size_of(r) {
+        if (r < 0.6) return 200 + int(rnd() * 3900)
+        if (r < 0.9) return 4096 + int(rnd() * 12288)
+        return 16384 + int(rnd() * 49152)
+    }
+    BEGIN {
+        seed = 20240601
+        ext[0] = "c"; ext[1] = "h"; ext[2] = "txt"; ext[3] = "md"
+        for (f = 0; f < n; f++) {
+            leaf = int(f / 20)
+            dir = sprintf("%s/d%02d/s%02d", root, int(leaf / 10), leaf % 10)
+            if (!(dir in made)) { system("mkdir -p " dir); made[dir] = 1 }
+            path = sprintf("%s/file%05d.%s", dir, f, ext[f % 4])
+            want = size_of(rnd())
+            for (done = 0; done < want; done += length(line)) {
+                line = sprintf("/* file %d line %d: lorem ipsum dolor sit amet %08d */\n", f, done, int(rnd() * 1e8))
+                if (done + length(line) > want) line = substr(line, 1, want - done)
+                printf "%s", line > path
+            }
+            close(path)
+        }
+    }'
+}
+
+prepare_inputs() {
+    progress "inputs: ${SEQ_MIB} MiB of random data and a ${TREE_FILES}-file tree in $SHM"
+    head -c "${SEQ_MIB}M" /dev/urandom >"$SHM/random.bin"
+    make_tree "$SHM/tree" "$TREE_FILES"
+    tar cf "$SHM/tree.tar" -C "$SHM" tree
+    TREE_COUNT=$(find "$SHM/tree" -type f | wc -l)
+    TREE_DIRS=$(find "$SHM/tree" -type d | wc -l)
+    TREE_BYTES=$(du -sb "$SHM/tree" | cut -f1)
+    rm -rf "$SHM/tree"
+    [ "$TREE_COUNT" = "$TREE_FILES" ] || die "tree generator made $TREE_COUNT files, wanted $TREE_FILES"
+}
+
+# ------------------------------------------------------------------ builds --
+build_passthrough() {
+    progress "building bench/passthrough.c"
+    mkdir -p "$WORK/bin"
+    # shellcheck disable=SC2046
+    cc -O2 -std=gnu11 -Wall -Wextra -o "$WORK/bin/passthrough" "$BENCH_DIR/passthrough.c" \
+        $(pkg-config --cflags --libs fuse3) >>"$LOG" 2>&1 \
+        || { log_tail; die "bench/passthrough.c did not build"; }
+}
+
+# pactfs binaries: $PACTFS_BUILD (or ./) if they are there, otherwise an
+# optimised build of this source tree under /tmp (kept for the next run).
+PACTFS_BIN=
+find_or_build_pactfs() {
+    local dir=${PACTFS_BUILD:-.}
+    if [ -x "$dir/pactfs" ] && [ -x "$dir/pactfs-admin" ]; then
+        PACTFS_BIN=$(cd "$dir" && pwd)
+    else
+        [ -n "${PACTFS_BUILD:-}" ] && progress "no pactfs binaries in PACTFS_BUILD=$PACTFS_BUILD; building"
+        local top=/tmp/pactfs-bench-build
+        progress "building pactfs (optimised, no sanitizers) in $top"
+        mkdir -p "$top/src" "$top/obj"
+        rsync -a --delete --exclude .git --exclude autom4te.cache --exclude 'bench/results-*' \
+            "$SRC_DIR/" "$top/src/"
+        if [ ! -f "$top/obj/Makefile" ]; then
+            (cd "$top/src" && autoreconf -fi) >>"$LOG" 2>&1 || { log_tail; die "autoreconf failed"; }
+            (cd "$top/obj" && ../src/configure -q) >>"$LOG" 2>&1 || { log_tail; die "configure failed"; }
+        fi
+        make -C "$top/obj" -j"$(nproc)" pactfs pactfs-admin >>"$LOG" 2>&1 \
+            || { log_tail; die "pactfs did not build (log above; set PACTFS_BUILD to a build dir)"; }
+        PACTFS_BIN=$top/obj
+    fi
+    if ldd "$PACTFS_BIN/pactfs" 2>/dev/null | grep -q -E 'libasan|libubsan'; then
+        progress "WARNING: $PACTFS_BIN/pactfs is a sanitizer build; its figures will be far too slow"
+    fi
+}
+
+# ------------------------------------------------------------ mount/umount --
+# Every filesystem runs in the foreground under our own pid, so cleanup can
+# stop exactly what it started.  fs_setup creates the backing store once;
+# fs_mount mounts it and sets DATA[fs] to the directory the workloads use.
+declare -A DATA=()
+
+fs_setup() {
+    local fs=$1 base=$WORK/$1
+    mkdir -p "$base/mnt"
+    case "$fs" in
+        pactfs)
+            "$PACTFS_BIN/pactfs-admin" init "$base/vault" --name bench --account bench \
+                --passfile "$PASSFILE" --kdf-time 1 --kdf-memory 65536 </dev/null >>"$LOG" 2>&1 \
+                || { log_tail; die "pactfs-admin init failed"; } ;;
+        gocryptfs)
+            mkdir -p "$base/cipher"
+            gocryptfs -init -q -passfile "$PASSFILE" "$base/cipher" </dev/null >>"$LOG" 2>&1 \
+                || { log_tail; die "gocryptfs -init failed"; } ;;
+        passthrough)
+            mkdir -p "$base/backing" ;;
+    esac
+}
+
+fs_start_daemon() {
+    local fs=$1 base=$WORK/$1 mnt=$WORK/$1/mnt
+    case "$fs" in
+        pactfs)
+            "$PACTFS_BIN/pactfs" mount "$base/vault" "$mnt" --account bench \
+                --passfile "$PASSFILE" -f </dev/null >>"$LOG" 2>&1 & ;;
+        gocryptfs)
+            gocryptfs -fg -q -passfile "$PASSFILE" "$base/cipher" "$mnt" </dev/null >>"$LOG" 2>&1 & ;;
+        passthrough)
+            "$WORK/bin/passthrough" -f -o max_write=1048576 "$base/backing" "$mnt" \
+                </dev/null >>"$LOG" 2>&1 & ;;
+    esac
+    MOUNT_PID[$fs]=$!
+}
+
+fs_mount() {
+    local fs=$1 mnt=$WORK/$1/mnt i
+    fs_start_daemon "$fs"
+    local pid=${MOUNT_PID[$fs]}
+    for ((i = 0; i < 1200; i++)); do
+        if mountpoint -q "$mnt"; then break; fi
+        if ! kill -0 "$pid" 2>/dev/null; then
+            wait "$pid" 2>/dev/null || true
+            log_tail
+            die "$fs failed to mount at $mnt (daemon exited; log above)"
+        fi
+        sleep 0.1
+    done
+    mountpoint -q "$mnt" || { log_tail; die "$fs did not mount at $mnt within 120 s"; }
+    MOUNTED[$mnt]=1
+    if [ "$fs" = pactfs ]; then
+        DATA[$fs]=$mnt/Contracts   # files live inside a contract folder
+        [ -d "${DATA[$fs]}" ] || die "pactfs mounted but $mnt/Contracts is missing"
+    else
+        DATA[$fs]=$mnt
+    fi
+}
+
+# Unmount and wait until the daemon has flushed and exited.
+fs_umount() {
+    local fs=$1 mnt=$WORK/$1/mnt pid=${MOUNT_PID[$1]} i
+    for ((i = 0; i < 50; i++)); do
+        fusermount3 -u "$mnt" 2>>"$LOG" && break
+        sleep 0.2
+    done
+    mountpoint -q "$mnt" && die "$fs: cannot unmount $mnt (busy?)"
+    unset "MOUNTED[$mnt]"
+    for ((i = 0; i < 1200; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -0 "$pid" 2>/dev/null && die "$fs daemon (pid $pid) still running 120 s after unmount"
+    wait "$pid" || progress "note: $fs daemon exited with status $? after unmount"
+    unset "MOUNT_PID[$fs]"
+}
+
+# Cold = the page cache dropped AND the FUSE daemon restarted (its own caches gone).
+remount_cold() {
+    fs_umount "$1"
+    drop_caches
+    fs_mount "$1"
+}
+
+# ---------------------------------------------------------------- workloads --
+declare -A RESULT=()
+NOTES=()
+WORKLOADS=(a b c d e f g h)
+declare -A LABEL=(
+    [a]="a. seq write ${SEQ_MIB} MiB, dd bs=1M fsync"
+    [b]="b. cold seq read, dd bs=1M"
+    [c]="c. tar x, ${TREE_FILES} files"
+    [d]="d. cold ls -lR"
+    [e]="e. cold read every file"
+    [f]="f. rm -rf tree"
+    [g]="g. fio 4k randread, ${FIO_SECONDS} s"
+    [h]="h. fio 4k randwrite, ${FIO_SECONDS} s"
+)
+declare -A UNIT=([a]=MiB/s [b]=MiB/s [c]=s [d]=s [e]=s [f]=s [g]=IOPS [h]=IOPS)
+
+list_tree() { ls -lR "$1" >/dev/null; }
+read_every_file() { find "$1" -type f -exec cat {} + >/dev/null; }
+record_seconds() { RESULT[$1,$2]=$ELAPSED; }
+record_mibs() { RESULT[$1,$2]=$(awk -v m="$3" -v t="$ELAPSED" 'BEGIN { printf "%.1f", m / t }'); }
+record_failure() { RESULT[$1,$2]=FAIL; NOTES+=("$1: workload $2 failed (see progress lines)"); }
+note() { NOTES+=("$*"); progress "NOTE: $*"; }
+
+run_fio() {
+    local fs=$1 rw=$2 out=$WORK/fio-$1-$2.json
+    local extra=()
+    [ "$rw" = randwrite ] && extra=(--end_fsync=1)
+    if ! fio --name="$rw" --filename="${DATA[$fs]}/fio.dat" --size="${FIO_MIB}M" --bs=4k \
+        --rw="$rw" --ioengine=psync --iodepth=1 --direct=0 --time_based \
+        --runtime="$FIO_SECONDS" "${extra[@]}" --output-format=json --output="$out" \
+        >>"$LOG" 2>&1; then
+        progress "FAILED: fio $rw on $fs"
+        log_tail
+        return 1
+    fi
+    local side=read
+    [ "$rw" = randwrite ] && side="write"
+    jq -r ".jobs[0].$side.iops | floor" "$out"
+}
+
+bench_one() {
+    local fs=$1 d
+    progress "== $fs: setting up"
+    fs_setup "$fs"
+    fs_mount "$fs"
+    d=${DATA[$fs]}
+
+    progress "$fs: ${LABEL[a]}"
+    if timed dd if="$SHM/random.bin" of="$d/big" bs=1M conv=fsync; then
+        record_mibs "$fs" a "$SEQ_MIB"
+    else record_failure "$fs" a; fi
+
+    remount_cold "$fs"; d=${DATA[$fs]}
+    progress "$fs: ${LABEL[b]}"
+    if timed dd if="$d/big" of=/dev/null bs=1M; then
+        record_mibs "$fs" b "$SEQ_MIB"
+    else record_failure "$fs" b; fi
+    cmp -s "$SHM/random.bin" "$d/big" || note "$fs: read-back of the ${SEQ_MIB} MiB file DIFFERS from what was written"
+    rm -f "$d/big"
+
+    progress "$fs: ${LABEL[c]}"
+    if timed tar xf "$SHM/tree.tar" -C "$d"; then record_seconds "$fs" c
+    else record_failure "$fs" c; fi
+
+    remount_cold "$fs"; d=${DATA[$fs]}
+    progress "$fs: ${LABEL[d]}"
+    if timed list_tree "$d/tree"; then record_seconds "$fs" d
+    else record_failure "$fs" d; fi
+
+    remount_cold "$fs"; d=${DATA[$fs]}
+    progress "$fs: ${LABEL[e]}"
+    if timed read_every_file "$d/tree"; then record_seconds "$fs" e
+    else record_failure "$fs" e; fi
+    # Untimed check that the tree came back intact (contents and count).
+    tar df "$SHM/tree.tar" -C "$d" >>"$LOG" 2>&1 \
+        || note "$fs: extracted tree DIFFERS from the archive (tar --compare)"
+
+    progress "$fs: ${LABEL[f]}"
+    if timed rm -rf "$d/tree"; then record_seconds "$fs" f
+    else record_failure "$fs" f; fi
+
+    progress "$fs: laying out the ${FIO_MIB} MiB fio file (untimed)"
+    dd if="$SHM/random.bin" of="$d/fio.dat" bs=1M count="$FIO_MIB" conv=fsync >>"$LOG" 2>&1 \
+        || die "$fs: cannot write the fio file"
+    if [ "$FIO_MIB" -gt "$SEQ_MIB" ]; then   # random.bin is smaller: extend it
+        dd if=/dev/urandom of="$d/fio.dat" bs=1M seek="$SEQ_MIB" count=$((FIO_MIB - SEQ_MIB)) \
+            conv=fsync,notrunc >>"$LOG" 2>&1 || die "$fs: cannot write the fio file"
+    fi
+
+    remount_cold "$fs"; d=${DATA[$fs]}
+    local iops
+    progress "$fs: ${LABEL[g]} (starts cold)"
+    if iops=$(run_fio "$fs" randread); then RESULT[$fs,g]=$iops
+    else record_failure "$fs" g; fi
+    progress "$fs: ${LABEL[h]}"
+    if iops=$(run_fio "$fs" randwrite); then RESULT[$fs,h]=$iops
+    else record_failure "$fs" h; fi
+
+    rm -f "$d/fio.dat"
+    fs_umount "$fs"
+    progress "== $fs: done"
+}
+
+# ------------------------------------------------------------------- report --
+ratio() {   # pactfs / peer, or "-" when either is missing
+    local p=${RESULT[pactfs,$1]:-} q=${RESULT[$2,$1]:-}
+    case "$p$q" in *FAIL*) echo -; return ;; esac
+    if [ -z "$p" ] || [ -z "$q" ]; then echo -; return; fi
+    awk -v p="$p" -v q="$q" 'BEGIN { if (q + 0 == 0) print "-"; else printf "%.2f", p / q }'
+}
+
+print_report() {
+    local commit kernel cpu
+    commit=$(git -C "$SRC_DIR" rev-parse --short HEAD 2>/dev/null || echo unknown)
+    kernel=$(uname -r)
+    cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+    echo "pactfs benchmark, $(date '+%Y-%m-%d %H:%M %Z') on $(hostname)"
+    echo "machine: $(nproc) cores ($cpu), $(free -g | awk '/^Mem:/ { print $2 }') GiB RAM, kernel $kernel"
+    echo "backing stores: $(df -T "$WORK" | awk 'NR == 2 { print $1 " (" $2 ")" }') under $WORK; inputs in /dev/shm"
+    echo "versions: pactfs $commit, $(gocryptfs -version 2>/dev/null | cut -d';' -f1), $(fio --version), libfuse $(pkg-config --modversion fuse3)"
+    echo "mode: $([ "$QUICK" = 1 ] && echo quick || echo full); tree: $TREE_COUNT files in $TREE_DIRS dirs, $((TREE_BYTES / 1024)) KiB; fio file ${FIO_MIB} MiB, psync, iodepth 1, direct=0"
+    echo "ratio = pactfs / peer: above 1 is better for MiB/s and IOPS, worse for seconds"
+    echo
+    printf '%-36s %-6s %11s %11s %11s %10s %10s\n' workload unit pactfs gocryptfs passthrough "p/gocfs" "p/passth"
+    printf '%-36s %-6s %11s %11s %11s %10s %10s\n' "$(printf '%.0s-' {1..36})" ------ ----------- ----------- ----------- ---------- ----------
+    local w
+    for w in "${WORKLOADS[@]}"; do
+        printf '%-36s %-6s %11s %11s %11s %10s %10s\n' "${LABEL[$w]}" "${UNIT[$w]}" \
+            "${RESULT[pactfs,$w]:--}" "${RESULT[gocryptfs,$w]:--}" "${RESULT[passthrough,$w]:--}" \
+            "$(ratio "$w" gocryptfs)" "$(ratio "$w" passthrough)"
+    done
+    if [ ${#NOTES[@]} -gt 0 ]; then
+        echo
+        printf 'note: %s\n' "${NOTES[@]}"
+    fi
+}
+
+# -------------------------------------------------------------------- main --
+for fs in "${FS_LIST[@]}"; do
+    mountpoint -q "$WORK/$fs/mnt" 2>/dev/null && die "unexpected mount at $WORK/$fs/mnt"
+done
+prepare_inputs
+has passthrough "${FS_LIST[@]}" && build_passthrough
+has pactfs "${FS_LIST[@]}" && find_or_build_pactfs
+
+for fs in "${ALL_FS[@]}"; do
+    has "$fs" "${FS_LIST[@]}" && bench_one "$fs"
+done
+
+RESULTS_FILE=$BENCH_DIR/results-$(date +%Y%m%d-%H%M%S).txt
+print_report | tee "$RESULTS_FILE"
+[ "$KEEP_LOG" = 1 ] && cp "$LOG" "${RESULTS_FILE%.txt}.log"
+progress "results written to $RESULTS_FILE (not committed)"
