@@ -1,1 +1,698 @@
 #include "config.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "buf.h"
+#include "crypto.h"
+#include "erasure.h"
+#include "error.h"
+#include "object.h"
+#include "store.h"
+
+/* Sealed chunk (docs/format-objects.md):
+ *   u8 format (1) || u8 alg (1 = AES-256-GCM) || nonce(12) || ct || tag(16)
+ * AD = "pactfs v1 chunk" || u8 format || u8 alg || u64 ino || u64 idx || u64 version
+ * The sealed bytes are zero padded to k * fraglen and split into k data
+ * fragments; m parity fragments follow.  Fragment i goes to endpoint
+ * (rotation + i) % n as "<chunk id hex>.<i>". */
+
+#define CHUNK_FORMAT 1
+#define CHUNK_ALG_AES256GCM 1
+#define CHUNK_HEADER_LEN 2
+#define CHUNK_AD_LABEL "pactfs v1 chunk"
+#define CHUNK_SEAL_OVERHEAD (CHUNK_HEADER_LEN + AEAD_OVERHEAD)
+#define JOB_MSG_LEN 256
+#define POOL_MAX_THREADS 32
+
+/* ---- a small I/O pool: fragments of one chunk go to endpoints in parallel ---- */
+
+enum io_op { IO_PUT, IO_GET, IO_DEL, IO_SYNC };
+
+struct io_batch {
+    pthread_mutex_t lock;
+    pthread_cond_t done;
+    unsigned pending;
+};
+
+struct io_job {
+    enum io_op op;
+    struct store *store;
+    char name[OBJECT_NAME_MAX];
+    const uint8_t *src;       /* IO_PUT: bytes to write */
+    uint8_t *dst;             /* IO_GET: where good bytes go (NULL: check only) */
+    size_t len;               /* expected fragment length */
+    const uint8_t *want_sum;  /* IO_GET: expected SHA-256 */
+    uint8_t *sum_out;         /* IO_PUT: SHA-256 of what was written */
+    int rc;
+    char msg[JOB_MSG_LEN];    /* pfs_err text: the slot is per thread */
+    struct io_batch *batch;
+    struct io_job *next;
+};
+
+struct object_layer {
+    struct store **stores;
+    unsigned n, k, m;
+    struct ec_codec *codec;
+    pthread_mutex_t qlock;
+    pthread_cond_t qcond;
+    struct io_job *qhead, *qtail;
+    int stopping;
+    unsigned nthreads;
+    pthread_t threads[POOL_MAX_THREADS];
+};
+
+static int job_get(struct io_job *j)
+{
+    void *data = NULL;
+    size_t got = 0;
+    uint8_t sum[SHA256_LEN];
+    int rc = store_get(j->store, j->name, &data, &got);
+
+    if (rc)
+        return rc;
+    if (got != j->len) {
+        rc = pfs_err(-EBADMSG, "endpoint %s: fragment %s has %zu bytes, expected %zu",
+                     j->store->desc, j->name, got, j->len);
+    } else {
+        sha256(data, got, sum);
+        if (crypto_memcmp(sum, j->want_sum, SHA256_LEN) != 0)
+            rc = pfs_err(-EBADMSG, "endpoint %s: fragment %s fails its checksum",
+                         j->store->desc, j->name);
+        else if (j->dst)
+            memcpy(j->dst, data, got);
+    }
+    free(data);
+    return rc;
+}
+
+static void job_run(struct io_job *j)
+{
+    switch (j->op) {
+    case IO_PUT:
+        if (j->sum_out)
+            sha256(j->src, j->len, j->sum_out);
+        j->rc = store_put(j->store, j->name, j->src, j->len);
+        break;
+    case IO_GET:
+        j->rc = job_get(j);
+        break;
+    case IO_DEL:
+        j->rc = store_del(j->store, j->name);
+        if (j->rc == -ENOENT)
+            j->rc = 0;
+        break;
+    case IO_SYNC:
+        j->rc = store_sync(j->store);
+        break;
+    }
+    if (j->rc)
+        snprintf(j->msg, sizeof j->msg, "%s", pfs_err_msg());
+}
+
+static void job_finish(struct io_job *j)
+{
+    struct io_batch *b = j->batch;
+
+    pthread_mutex_lock(&b->lock);
+    if (--b->pending == 0)
+        pthread_cond_signal(&b->done);
+    pthread_mutex_unlock(&b->lock);
+}
+
+static void *pool_worker(void *arg)
+{
+    struct object_layer *ol = arg;
+
+    for (;;) {
+        struct io_job *j;
+        pthread_mutex_lock(&ol->qlock);
+        while (!ol->qhead && !ol->stopping)
+            pthread_cond_wait(&ol->qcond, &ol->qlock);
+        if (!ol->qhead) {
+            pthread_mutex_unlock(&ol->qlock);
+            return NULL;
+        }
+        j = ol->qhead;
+        ol->qhead = j->next;
+        if (!ol->qhead)
+            ol->qtail = NULL;
+        pthread_mutex_unlock(&ol->qlock);
+        job_run(j);
+        job_finish(j);
+    }
+}
+
+/* Run jobs[0..count-1] in parallel: the caller takes the first itself and
+ * the pool the rest.  Returns when all are done. */
+static void run_jobs(struct object_layer *ol, struct io_job *jobs, unsigned count)
+{
+    struct io_batch b;
+
+    if (count == 0)
+        return;
+    pthread_mutex_init(&b.lock, NULL);
+    pthread_cond_init(&b.done, NULL);
+    b.pending = count - 1;
+    if (count > 1) {
+        pthread_mutex_lock(&ol->qlock);
+        for (unsigned i = 1; i < count; i++) {
+            jobs[i].batch = &b;
+            jobs[i].next = NULL;
+            if (ol->qtail)
+                ol->qtail->next = &jobs[i];
+            else
+                ol->qhead = &jobs[i];
+            ol->qtail = &jobs[i];
+        }
+        pthread_cond_broadcast(&ol->qcond);
+        pthread_mutex_unlock(&ol->qlock);
+    }
+    job_run(&jobs[0]);
+    pthread_mutex_lock(&b.lock);
+    while (b.pending)
+        pthread_cond_wait(&b.done, &b.lock);
+    pthread_mutex_unlock(&b.lock);
+    pthread_mutex_destroy(&b.lock);
+    pthread_cond_destroy(&b.done);
+}
+
+/* ---- layer lifecycle ---- */
+
+static void pool_stop(struct object_layer *ol)
+{
+    pthread_mutex_lock(&ol->qlock);
+    ol->stopping = 1;
+    pthread_cond_broadcast(&ol->qcond);
+    pthread_mutex_unlock(&ol->qlock);
+    for (unsigned i = 0; i < ol->nthreads; i++)
+        pthread_join(ol->threads[i], NULL);
+    ol->nthreads = 0;
+}
+
+static int pool_start(struct object_layer *ol)
+{
+    unsigned want = 2 * ol->n;
+
+    if (want > POOL_MAX_THREADS)
+        want = POOL_MAX_THREADS;
+    for (unsigned i = 0; i < want; i++) {
+        int e = pthread_create(&ol->threads[i], NULL, pool_worker, ol);
+        if (e) {
+            pool_stop(ol);
+            return pfs_err(-e, "cannot start storage I/O threads: %s", strerror(e));
+        }
+        ol->nthreads++;
+    }
+    return 0;
+}
+
+int object_layer_new(struct store **stores, unsigned n, unsigned k, unsigned m,
+                     struct object_layer **out)
+{
+    struct object_layer *ol;
+    int rc;
+
+    *out = NULL;
+    if (k < 1 || n < k + m || n > 255)
+        return pfs_err(-EINVAL, "storage layout k=%u m=%u needs at least %u endpoints, "
+                       "have %u", k, m, k + m, n);
+    ol = calloc(1, sizeof *ol);
+    if (!ol)
+        return pfs_err(-ENOMEM, "out of memory creating the object layer");
+    ol->stores = calloc(n, sizeof *ol->stores);
+    if (!ol->stores) {
+        free(ol);
+        return pfs_err(-ENOMEM, "out of memory creating the object layer");
+    }
+    memcpy(ol->stores, stores, n * sizeof *stores);
+    ol->n = n;
+    ol->k = k;
+    ol->m = m;
+    rc = ec_new(k, m, &ol->codec);
+    if (rc) {
+        free(ol->stores);
+        free(ol);
+        return rc;
+    }
+    pthread_mutex_init(&ol->qlock, NULL);
+    pthread_cond_init(&ol->qcond, NULL);
+    rc = pool_start(ol);
+    if (rc) {
+        object_layer_free(ol);
+        return rc;
+    }
+    *out = ol;
+    return 0;
+}
+
+void object_layer_free(struct object_layer *ol)
+{
+    if (!ol)
+        return;
+    pool_stop(ol);
+    pthread_mutex_destroy(&ol->qlock);
+    pthread_cond_destroy(&ol->qcond);
+    ec_free(ol->codec);
+    free(ol->stores);
+    free(ol);
+}
+
+unsigned object_layer_nstores(const struct object_layer *ol)
+{
+    return ol->n;
+}
+
+struct store *object_layer_store(const struct object_layer *ol, unsigned i)
+{
+    return i < ol->n ? ol->stores[i] : NULL;
+}
+
+void object_fragment_name(const uint8_t chunk_id[CHUNK_ID_LEN], unsigned frag, char *out)
+{
+    char hex[2 * CHUNK_ID_LEN + 1];
+
+    hex_encode(chunk_id, CHUNK_ID_LEN, hex);
+    snprintf(out, OBJECT_NAME_MAX, "%s.%u", hex, frag);
+}
+
+unsigned object_fragment_store(const struct object_layer *ol, const struct chunk_ref *ref,
+                               unsigned frag)
+{
+    return (ref->rotation + frag) % ol->n;
+}
+
+/* ---- helpers shared by put and get ---- */
+
+static int chunk_ad(uint64_t ino, uint64_t idx, uint64_t version, struct wbuf *ad)
+{
+    wbuf_init(ad);
+    wbuf_put_bytes(ad, CHUNK_AD_LABEL, strlen(CHUNK_AD_LABEL));
+    wbuf_put_u8(ad, CHUNK_FORMAT);
+    wbuf_put_u8(ad, CHUNK_ALG_AES256GCM);
+    wbuf_put_u64(ad, ino);
+    wbuf_put_u64(ad, idx);
+    wbuf_put_u64(ad, version);
+    if (wbuf_status(ad)) {
+        wbuf_free(ad);
+        return pfs_err(-ENOMEM, "out of memory sealing a chunk");
+    }
+    return 0;
+}
+
+static void chunk_id_hex(const struct chunk_ref *ref, char *out)
+{
+    hex_encode(ref->chunk_id, CHUNK_ID_LEN, out);
+}
+
+/* The codec for a ref: the layer's, or a temporary one when the chunk was
+ * written under another (k, m). */
+static int codec_for(struct object_layer *ol, const struct chunk_ref *ref,
+                     struct ec_codec **c)
+{
+    if (ref->k == ol->k && ref->m == ol->m) {
+        *c = ol->codec;
+        return 0;
+    }
+    return ec_new(ref->k, ref->m, c);
+}
+
+static void codec_release(struct object_layer *ol, struct ec_codec *c)
+{
+    if (c != ol->codec)
+        ec_free(c);
+}
+
+/* The metadata store is untrusted input: check a ref before using it. */
+static int check_ref(const struct object_layer *ol, const struct chunk_ref *ref)
+{
+    char id[2 * CHUNK_ID_LEN + 1];
+
+    chunk_id_hex(ref, id);
+    if (ref->k < 1 || (unsigned)ref->k + ref->m > EC_MAX_FRAGS ||
+        (unsigned)ref->k + ref->m > ol->n || ref->rotation >= ol->n)
+        return pfs_err(-EIO, "chunk %s: bad coding in metadata (k=%u m=%u rotation=%u, "
+                       "%u endpoints)", id, ref->k, ref->m, ref->rotation, ol->n);
+    if (ref->plain_len == 0 ||
+        (uint64_t)ref->plain_len + CHUNK_SEAL_OVERHEAD != ref->sealed_len)
+        return pfs_err(-EIO, "chunk %s: inconsistent lengths in metadata (plain %u, "
+                       "sealed %u)", id, ref->plain_len, ref->sealed_len);
+    return 0;
+}
+
+static void fill_job(struct io_job *j, enum io_op op, struct object_layer *ol,
+                     const struct chunk_ref *ref, unsigned frag, size_t len)
+{
+    memset(j, 0, sizeof *j);
+    j->op = op;
+    j->store = ol->stores[object_fragment_store(ol, ref, frag)];
+    object_fragment_name(ref->chunk_id, frag, j->name);
+    j->len = len;
+}
+
+/* ---- put ---- */
+
+static int seal_into(const uint8_t dek[32], uint64_t ino, uint64_t idx, uint64_t version,
+                     const void *plain, size_t len, uint8_t *out)
+{
+    struct wbuf ad;
+    int rc = chunk_ad(ino, idx, version, &ad);
+
+    if (rc)
+        return rc;
+    out[0] = CHUNK_FORMAT;
+    out[1] = CHUNK_ALG_AES256GCM;
+    rc = aead_seal(dek, ad.data, ad.len, plain, len, out + CHUNK_HEADER_LEN);
+    wbuf_free(&ad);
+    return rc;
+}
+
+static void delete_fragments(struct object_layer *ol, const struct chunk_ref *ref,
+                             unsigned nfrags)
+{
+    struct io_job jobs[EC_MAX_FRAGS];
+
+    for (unsigned i = 0; i < nfrags; i++)
+        fill_job(&jobs[i], IO_DEL, ol, ref, i, 0);
+    run_jobs(ol, jobs, nfrags);
+}
+
+int object_put_chunk(struct object_layer *ol, const uint8_t dek[32], uint64_t ino,
+                     uint64_t idx, uint64_t version, const void *plain, size_t len,
+                     struct chunk_ref *out)
+{
+    unsigned nf = ol->k + ol->m;
+    size_t sealed_len, fraglen;
+    uint8_t *buf, *frags[EC_MAX_FRAGS];
+    struct io_job jobs[EC_MAX_FRAGS];
+    int rc;
+
+    /* A hole or an empty tail is metadata; a chunk always holds bytes. */
+    if (len == 0 || len > UINT32_MAX - CHUNK_SEAL_OVERHEAD)
+        return pfs_err(-EINVAL, "chunk of %zu bytes cannot be stored (1 to 4 GiB)", len);
+    memset(out, 0, sizeof *out);
+    sealed_len = len + CHUNK_SEAL_OVERHEAD;
+    fraglen = ec_fragment_len(ol->codec, sealed_len);
+    buf = malloc(nf * fraglen);
+    if (!buf)
+        return pfs_err(-ENOMEM, "out of memory sealing a chunk of %zu bytes", len);
+    rc = seal_into(dek, ino, idx, version, plain, len, buf);
+    if (rc == 0)
+        rc = crypto_random(out->chunk_id, CHUNK_ID_LEN);
+    if (rc) {
+        free(buf);
+        return rc;
+    }
+    memset(buf + sealed_len, 0, ol->k * fraglen - sealed_len);
+    for (unsigned i = 0; i < nf; i++)
+        frags[i] = buf + i * fraglen;
+    ec_encode(ol->codec, fraglen, frags);
+
+    out->version = version;
+    out->plain_len = (uint32_t)len;
+    out->sealed_len = (uint32_t)sealed_len;
+    out->k = (uint8_t)ol->k;
+    out->m = (uint8_t)ol->m;
+    out->rotation = (uint8_t)(idx % ol->n);
+    for (unsigned i = 0; i < nf; i++) {
+        fill_job(&jobs[i], IO_PUT, ol, out, i, fraglen);
+        jobs[i].src = frags[i];
+        jobs[i].sum_out = out->sums[i];
+    }
+    run_jobs(ol, jobs, nf);
+    free(buf);
+    for (unsigned i = 0; i < nf; i++) {
+        if (jobs[i].rc) {
+            rc = jobs[i].rc;
+            /* Leave no orphan fragments of a chunk nobody will reference. */
+            delete_fragments(ol, out, nf);
+            return pfs_err(rc, "%s", jobs[i].msg);
+        }
+    }
+    return 0;
+}
+
+/* ---- get ---- */
+
+/* Fetch fragments [from, to) into frags, checking size and sum; sets present[]
+ * and bad bits. */
+static void fetch_fragments(struct object_layer *ol, const struct chunk_ref *ref,
+                            unsigned from, unsigned to, size_t fraglen, uint8_t **frags,
+                            uint8_t *present, uint32_t *bad, char *first_msg)
+{
+    struct io_job jobs[EC_MAX_FRAGS];
+    unsigned count = to - from;
+
+    for (unsigned i = 0; i < count; i++) {
+        fill_job(&jobs[i], IO_GET, ol, ref, from + i, fraglen);
+        jobs[i].dst = frags ? frags[from + i] : NULL;
+        jobs[i].want_sum = ref->sums[from + i];
+    }
+    run_jobs(ol, jobs, count);
+    for (unsigned i = 0; i < count; i++) {
+        present[from + i] = jobs[i].rc == 0;
+        if (jobs[i].rc) {
+            *bad |= 1u << (from + i);
+            if (!first_msg[0])
+                snprintf(first_msg, JOB_MSG_LEN, "%s", jobs[i].msg);
+        }
+    }
+}
+
+static unsigned count_present(const uint8_t *present, unsigned n)
+{
+    unsigned c = 0;
+
+    for (unsigned i = 0; i < n; i++)
+        c += present[i] != 0;
+    return c;
+}
+
+/* Gather the fragments of ref into buf ((k+m) * fraglen bytes, data first)
+ * and rebuild whatever is missing.  Data fragments are fetched first; parity
+ * only when one of them is bad (or always, with all_frags). */
+static int gather_chunk(struct object_layer *ol, const struct chunk_ref *ref,
+                        struct ec_codec *codec, size_t fraglen, uint8_t *buf,
+                        int all_frags, uint32_t *bad)
+{
+    unsigned k = ref->k, nf = ref->k + ref->m, good;
+    uint8_t *frags[EC_MAX_FRAGS], present[EC_MAX_FRAGS] = {0};
+    char first_msg[JOB_MSG_LEN] = "", id[2 * CHUNK_ID_LEN + 1];
+    int rc;
+
+    for (unsigned i = 0; i < nf; i++)
+        frags[i] = buf + i * fraglen;
+    *bad = 0;
+    fetch_fragments(ol, ref, 0, all_frags ? nf : k, fraglen, frags, present, bad, first_msg);
+    if (!all_frags && *bad == 0)
+        return 0;   /* fast path: the data fragments are the sealed chunk */
+    if (!all_frags)
+        fetch_fragments(ol, ref, k, nf, fraglen, frags, present, bad, first_msg);
+    good = count_present(present, nf);
+    chunk_id_hex(ref, id);
+    if (good < k)
+        return pfs_err(-EIO, "chunk %s: only %u of %u fragments good, %u needed (first "
+                       "problem: %s); run pactfs-fsck", id, good, nf, k, first_msg);
+    rc = ec_decode(codec, fraglen, frags, present);
+    if (rc)
+        return pfs_err(rc, "chunk %s: cannot rebuild from %u good fragments: %s", id, good,
+                       pfs_err_msg());
+    return 0;
+}
+
+static int open_sealed(const uint8_t dek[32], uint64_t ino, uint64_t idx,
+                       const struct chunk_ref *ref, const uint8_t *sealed, void *plain)
+{
+    struct rbuf r;
+    uint8_t format = 0, alg = 0;
+    const uint8_t *box;
+    struct wbuf ad;
+    char id[2 * CHUNK_ID_LEN + 1];
+    int rc;
+
+    chunk_id_hex(ref, id);
+    rbuf_init(&r, sealed, ref->sealed_len);
+    rbuf_get_u8(&r, &format);
+    rbuf_get_u8(&r, &alg);
+    rbuf_get_ref(&r, &box, ref->sealed_len - CHUNK_HEADER_LEN);
+    if (rbuf_end(&r) || format != CHUNK_FORMAT || alg != CHUNK_ALG_AES256GCM)
+        return pfs_err(-EIO, "chunk %s: unknown format %u / algorithm %u; a newer pactfs "
+                       "wrote it, or it is damaged", id, format, alg);
+    rc = chunk_ad(ino, idx, ref->version, &ad);
+    if (rc)
+        return rc;
+    rc = aead_open(dek, ad.data, ad.len, box, ref->sealed_len - CHUNK_HEADER_LEN, plain);
+    wbuf_free(&ad);
+    if (rc) {
+        /* GCM may have written unauthenticated bytes: never hand them out. */
+        memset(plain, 0, ref->plain_len);
+        return pfs_err(-EIO, "chunk %s (version %llu): authentication failed: wrong key, or "
+                       "fragments of another file, offset or version", id,
+                       (unsigned long long)ref->version);
+    }
+    return 0;
+}
+
+int object_get_chunk(struct object_layer *ol, const uint8_t dek[32], uint64_t ino,
+                     uint64_t idx, const struct chunk_ref *ref, void *plain,
+                     uint32_t *bad_mask)
+{
+    struct ec_codec *codec;
+    size_t fraglen;
+    uint8_t *buf;
+    uint32_t bad = 0;
+    int rc = check_ref(ol, ref);
+
+    if (bad_mask)
+        *bad_mask = 0;
+    if (rc)
+        return rc;
+    rc = codec_for(ol, ref, &codec);
+    if (rc)
+        return rc;
+    fraglen = ec_fragment_len(codec, ref->sealed_len);
+    buf = malloc((size_t)(ref->k + ref->m) * fraglen);
+    if (!buf) {
+        codec_release(ol, codec);
+        return pfs_err(-ENOMEM, "out of memory reading a chunk");
+    }
+    rc = gather_chunk(ol, ref, codec, fraglen, buf, 0, &bad);
+    if (rc == 0)
+        rc = open_sealed(dek, ino, idx, ref, buf, plain);
+    free(buf);
+    codec_release(ol, codec);
+    if (bad_mask)
+        *bad_mask = bad;
+    return rc;
+}
+
+/* ---- verify, repair, delete, sync: no key involved ---- */
+
+int object_verify_chunk(struct object_layer *ol, const struct chunk_ref *ref,
+                        uint32_t *bad_mask)
+{
+    uint8_t present[EC_MAX_FRAGS] = {0};
+    char first_msg[JOB_MSG_LEN] = "", id[2 * CHUNK_ID_LEN + 1];
+    struct ec_codec *codec;
+    size_t fraglen;
+    unsigned nf = ref->k + ref->m, good;
+    uint32_t bad = 0;
+    int rc = check_ref(ol, ref);
+
+    *bad_mask = 0;
+    if (rc)
+        return rc;
+    rc = codec_for(ol, ref, &codec);
+    if (rc)
+        return rc;
+    fraglen = ec_fragment_len(codec, ref->sealed_len);
+    codec_release(ol, codec);
+    fetch_fragments(ol, ref, 0, nf, fraglen, NULL, present, &bad, first_msg);
+    *bad_mask = bad;
+    good = count_present(present, nf);
+    chunk_id_hex(ref, id);
+    if (good < ref->k)
+        return pfs_err(-EIO, "chunk %s: only %u of %u fragments good, %u needed (first "
+                       "problem: %s); it cannot be repaired", id, good, nf, ref->k, first_msg);
+    return 0;
+}
+
+static int write_back(struct object_layer *ol, const struct chunk_ref *ref, uint8_t **frags,
+                      size_t fraglen, uint32_t todo)
+{
+    struct io_job jobs[EC_MAX_FRAGS];
+    uint8_t sum[SHA256_LEN];
+    unsigned count = 0;
+    char id[2 * CHUNK_ID_LEN + 1];
+
+    chunk_id_hex(ref, id);
+    for (unsigned i = 0; i < (unsigned)ref->k + ref->m; i++) {
+        if (!(todo & (1u << i)))
+            continue;
+        /* A rebuilt fragment must match the recorded sum before it is written. */
+        sha256(frags[i], fraglen, sum);
+        if (crypto_memcmp(sum, ref->sums[i], SHA256_LEN) != 0)
+            return pfs_err(-EIO, "chunk %s: rebuilt fragment %u does not match its "
+                           "recorded checksum; metadata and fragments disagree", id, i);
+        fill_job(&jobs[count], IO_PUT, ol, ref, i, fraglen);
+        jobs[count++].src = frags[i];
+    }
+    run_jobs(ol, jobs, count);
+    for (unsigned i = 0; i < count; i++)
+        if (jobs[i].rc)
+            return pfs_err(jobs[i].rc, "chunk %s: repair write failed: %s", id, jobs[i].msg);
+    return 0;
+}
+
+int object_repair_chunk(struct object_layer *ol, const struct chunk_ref *ref,
+                        uint32_t bad_mask)
+{
+    struct ec_codec *codec;
+    size_t fraglen;
+    uint8_t *buf, *frags[EC_MAX_FRAGS];
+    uint32_t bad = 0, all = (1u << (ref->k + ref->m)) - 1;
+    int rc = check_ref(ol, ref);
+
+    if (rc)
+        return rc;
+    if ((bad_mask & all) == 0)
+        return 0;
+    rc = codec_for(ol, ref, &codec);
+    if (rc)
+        return rc;
+    fraglen = ec_fragment_len(codec, ref->sealed_len);
+    buf = malloc((size_t)(ref->k + ref->m) * fraglen);
+    if (!buf) {
+        codec_release(ol, codec);
+        return pfs_err(-ENOMEM, "out of memory repairing a chunk");
+    }
+    for (unsigned i = 0; i < (unsigned)ref->k + ref->m; i++)
+        frags[i] = buf + i * fraglen;
+    /* Fetch everything: a fragment thought good may have gone bad since. */
+    rc = gather_chunk(ol, ref, codec, fraglen, buf, 1, &bad);
+    if (rc == 0)
+        rc = write_back(ol, ref, frags, fraglen, (bad | bad_mask) & all);
+    free(buf);
+    codec_release(ol, codec);
+    return rc;
+}
+
+int object_delete_chunk(struct object_layer *ol, const struct chunk_ref *ref)
+{
+    struct io_job jobs[EC_MAX_FRAGS];
+    unsigned nf;
+    int rc = check_ref(ol, ref);
+
+    if (rc)
+        return rc;
+    nf = ref->k + ref->m;
+    for (unsigned i = 0; i < nf; i++)
+        fill_job(&jobs[i], IO_DEL, ol, ref, i, 0);
+    run_jobs(ol, jobs, nf);
+    for (unsigned i = 0; i < nf; i++)
+        if (jobs[i].rc)
+            return pfs_err(jobs[i].rc, "%s", jobs[i].msg);
+    return 0;
+}
+
+int object_layer_sync(struct object_layer *ol)
+{
+    struct io_job *jobs = calloc(ol->n, sizeof *jobs);
+    int rc = 0;
+
+    if (!jobs)
+        return pfs_err(-ENOMEM, "out of memory syncing endpoints");
+    for (unsigned i = 0; i < ol->n; i++) {
+        jobs[i].op = IO_SYNC;
+        jobs[i].store = ol->stores[i];
+    }
+    run_jobs(ol, jobs, ol->n);
+    for (unsigned i = 0; i < ol->n && rc == 0; i++)
+        if (jobs[i].rc)
+            rc = pfs_err(jobs[i].rc, "%s", jobs[i].msg);
+    free(jobs);
+    return rc;
+}

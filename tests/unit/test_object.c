@@ -1,2 +1,530 @@
+#include "config.h"
+
+#include <errno.h>
+#include <ftw.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "crypto.h"
+#include "error.h"
+#include "object.h"
+#include "store.h"
 #include "tap.h"
-int main(void) { return tap_done(); }
+
+#define MAX_STORES 8
+
+struct rig {
+    char root[64];
+    unsigned n, k, m;
+    struct store *stores[MAX_STORES];
+    struct object_layer *ol;
+};
+
+static const uint8_t dek[32] = "0123456789abcdef0123456789abcdef";
+
+static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(p);
+}
+
+static int rig_up(struct rig *r, unsigned n, unsigned k, unsigned m)
+{
+    char path[128];
+
+    memset(r, 0, sizeof *r);
+    strcpy(r->root, "/tmp/pactfs-object-XXXXXX");
+    if (!mkdtemp(r->root))
+        return -1;
+    r->n = n;
+    r->k = k;
+    r->m = m;
+    for (unsigned i = 0; i < n; i++) {
+        snprintf(path, sizeof path, "%s/ep%u", r->root, i);
+        if (store_dir_open(path, 1, &r->stores[i]) != 0)
+            return -1;
+    }
+    return object_layer_new(r->stores, n, k, m, &r->ol);
+}
+
+static void rig_down(struct rig *r)
+{
+    object_layer_free(r->ol);
+    for (unsigned i = 0; i < r->n; i++)
+        store_close(r->stores[i]);
+    nftw(r->root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static uint8_t *pattern(size_t n, unsigned seed)
+{
+    uint8_t *p = malloc(n ? n : 1);
+    uint32_t x = seed * 2654435761u + 7;
+
+    for (size_t i = 0; i < n; i++) {
+        x = x * 1103515245u + 12345u;
+        p[i] = (uint8_t)(x >> 16);
+    }
+    return p;
+}
+
+static struct store *frag_store(struct rig *r, const struct chunk_ref *ref, unsigned i,
+                                char *name)
+{
+    object_fragment_name(ref->chunk_id, i, name);
+    return r->stores[object_fragment_store(r->ol, ref, i)];
+}
+
+static void drop_fragment(struct rig *r, const struct chunk_ref *ref, unsigned i)
+{
+    char name[OBJECT_NAME_MAX];
+    struct store *s = frag_store(r, ref, i, name);
+
+    store_del(s, name);
+}
+
+static void corrupt_fragment(struct rig *r, const struct chunk_ref *ref, unsigned i)
+{
+    char name[OBJECT_NAME_MAX];
+    struct store *s = frag_store(r, ref, i, name);
+    void *data;
+    size_t len;
+
+    if (store_get(s, name, &data, &len) == 0) {
+        ((uint8_t *)data)[len / 2] ^= 0x01;
+        store_put(s, name, data, len);
+        free(data);
+    }
+}
+
+static int read_fragment(struct rig *r, const struct chunk_ref *ref, unsigned i, void **data,
+                         size_t *len)
+{
+    char name[OBJECT_NAME_MAX];
+    struct store *s = frag_store(r, ref, i, name);
+
+    return store_get(s, name, data, len);
+}
+
+static void check_roundtrip(unsigned n, unsigned k, unsigned m)
+{
+    static const size_t sizes[] = {1, 2, 3, 63, 64, 65, 100, 127, 129, 1000, 4095, 12345,
+                                   65536, 1048575, 1048576};
+    struct rig r;
+
+    if (rig_up(&r, n, k, m) != 0) {
+        CHECK(!"rig_up");
+        rig_down(&r);
+        return;
+    }
+    for (size_t t = 0; t < sizeof sizes / sizeof sizes[0]; t++) {
+        size_t len = sizes[t];
+        uint8_t *in = pattern(len, (unsigned)t), *out = malloc(len);
+        struct chunk_ref ref;
+        uint32_t bad = 99;
+
+        CHECK_EQ_INT(object_put_chunk(r.ol, dek, 42, t, 1, in, len, &ref), 0);
+        CHECK_EQ_INT(ref.plain_len, len);
+        CHECK_EQ_INT(ref.sealed_len, len + 2 + AEAD_OVERHEAD);
+        CHECK(ref.k == k && ref.m == m && ref.version == 1);
+        CHECK_EQ_INT(ref.rotation, t % n);
+        CHECK_EQ_INT(object_get_chunk(r.ol, dek, 42, t, &ref, out, &bad), 0);
+        CHECK_MEM(in, out, len);
+        CHECK_EQ_INT(bad, 0);
+        free(in);
+        free(out);
+    }
+    CHECK_EQ_INT(object_layer_sync(r.ol), 0);
+    rig_down(&r);
+}
+
+static void test_roundtrip_sizes(void)
+{
+    check_roundtrip(3, 2, 1);
+    check_roundtrip(5, 3, 2);
+    check_roundtrip(7, 4, 2);   /* more endpoints than fragments */
+    check_roundtrip(2, 2, 0);
+}
+
+static void test_empty_chunk_refused(void)
+{
+    struct rig r;
+    struct chunk_ref ref;
+
+    REQUIRE(rig_up(&r, 3, 2, 1) == 0);
+    CHECK_EQ_INT(object_put_chunk(r.ol, dek, 1, 0, 1, "", 0, &ref), -EINVAL);
+    rig_down(&r);
+}
+
+static void test_fragment_placement(void)
+{
+    struct rig r;
+    struct chunk_ref ref;
+    uint8_t *in = pattern(5000, 1);
+    char name[OBJECT_NAME_MAX];
+    uint64_t size;
+
+    REQUIRE(rig_up(&r, 5, 2, 1) == 0);
+    CHECK_EQ_INT(object_put_chunk(r.ol, dek, 7, 13, 1, in, 5000, &ref), 0);
+    CHECK_EQ_INT(ref.rotation, 13 % 5);
+    for (unsigned i = 0; i < 3; i++) {
+        unsigned want = (13 % 5 + i) % 5;
+        CHECK_EQ_INT(object_fragment_store(r.ol, &ref, i), want);
+        object_fragment_name(ref.chunk_id, i, name);
+        for (unsigned s = 0; s < 5; s++)
+            CHECK_EQ_INT(store_stat(r.stores[s], name, &size) == 0, s == want);
+    }
+    free(in);
+    rig_down(&r);
+}
+
+/* Every pattern of up to m missing and/or corrupt fragments still reads back
+ * the exact bytes and names the bad ones. */
+static void test_survives_m_bad_fragments(void)
+{
+    struct rig r;
+    size_t len = 300000;
+    uint8_t *in = pattern(len, 3), *out = malloc(len);
+    unsigned nf = 5;
+
+    REQUIRE(rig_up(&r, 5, 3, 2) == 0);
+    for (uint32_t mask = 0; mask < (1u << nf); mask++) {
+        if (__builtin_popcount(mask) > 2)
+            continue;
+        for (int corrupt = 0; corrupt < 2; corrupt++) {
+            struct chunk_ref ref;
+            uint32_t bad = 0;
+            REQUIRE(object_put_chunk(r.ol, dek, 9, mask, 4, in, len, &ref) == 0);
+            for (unsigned i = 0; i < nf; i++) {
+                if (mask & (1u << i)) {
+                    if (corrupt && i % 2 == 0)
+                        corrupt_fragment(&r, &ref, i);
+                    else
+                        drop_fragment(&r, &ref, i);
+                }
+            }
+            memset(out, 0, len);
+            CHECK_EQ_INT(object_get_chunk(r.ol, dek, 9, mask, &ref, out, &bad), 0);
+            CHECK_MEM(in, out, len);
+            /* all bad ones are named; when only parity is bad the fast path
+             * never looks at it */
+            if (mask & 7u)
+                CHECK_EQ_INT(bad, mask);
+            else
+                CHECK_EQ_INT(bad & 7u, 0);
+            object_delete_chunk(r.ol, &ref);
+        }
+    }
+    free(in);
+    free(out);
+    rig_down(&r);
+}
+
+static void test_beyond_m_is_eio(void)
+{
+    struct rig r;
+    size_t len = 10000;
+    uint8_t *in = pattern(len, 4), *out = malloc(len);
+    struct chunk_ref ref;
+    char id[2 * CHUNK_ID_LEN + 1];
+    uint32_t bad = 0;
+
+    REQUIRE(rig_up(&r, 3, 2, 1) == 0);
+    REQUIRE(object_put_chunk(r.ol, dek, 5, 0, 1, in, len, &ref) == 0);
+    drop_fragment(&r, &ref, 0);
+    corrupt_fragment(&r, &ref, 2);
+    memset(out, 0, len);
+    CHECK_EQ_INT(object_get_chunk(r.ol, dek, 5, 0, &ref, out, &bad), -EIO);
+    CHECK_EQ_INT(bad, 5);
+    hex_encode(ref.chunk_id, CHUNK_ID_LEN, id);
+    CHECK(strstr(pfs_err_msg(), id) != NULL);
+    CHECK(strstr(pfs_err_msg(), "1 of 3") != NULL);
+    CHECK(memcmp(in, out, len) != 0);
+    uint32_t vbad = 0;
+    CHECK_EQ_INT(object_verify_chunk(r.ol, &ref, &vbad), -EIO);
+    CHECK_EQ_INT(vbad, 5);
+    CHECK(object_repair_chunk(r.ol, &ref, vbad) != 0);
+    free(in);
+    free(out);
+    rig_down(&r);
+}
+
+static void test_wrong_binding_is_eio(void)
+{
+    struct rig r;
+    size_t len = 4096;
+    uint8_t *in = pattern(len, 5), *out = malloc(len), other[32];
+    struct chunk_ref ref;
+
+    REQUIRE(rig_up(&r, 3, 2, 1) == 0);
+    REQUIRE(object_put_chunk(r.ol, dek, 77, 3, 2, in, len, &ref) == 0);
+    memcpy(other, dek, 32);
+    other[0] ^= 1;
+    CHECK_EQ_INT(object_get_chunk(r.ol, other, 77, 3, &ref, out, NULL), -EIO);
+    CHECK(memcmp(in, out, len) != 0);
+    CHECK(strstr(pfs_err_msg(), "authentication") != NULL);
+    CHECK_EQ_INT(object_get_chunk(r.ol, dek, 78, 3, &ref, out, NULL), -EIO);
+    CHECK_EQ_INT(object_get_chunk(r.ol, dek, 77, 4, &ref, out, NULL), -EIO);
+    CHECK(memcmp(in, out, len) != 0);
+    CHECK_EQ_INT(object_get_chunk(r.ol, dek, 77, 3, &ref, out, NULL), 0);
+    CHECK_MEM(in, out, len);
+    free(in);
+    free(out);
+    rig_down(&r);
+}
+
+static void test_old_version_refused(void)
+{
+    struct rig r;
+    size_t len = 2000;
+    uint8_t *v1 = pattern(len, 6), *v2 = pattern(len, 7), *out = malloc(len);
+    struct chunk_ref ref1, ref2, forged;
+
+    REQUIRE(rig_up(&r, 3, 2, 1) == 0);
+    REQUIRE(object_put_chunk(r.ol, dek, 10, 0, 1, v1, len, &ref1) == 0);
+    REQUIRE(object_put_chunk(r.ol, dek, 10, 0, 2, v2, len, &ref2) == 0);
+    CHECK(memcmp(ref1.chunk_id, ref2.chunk_id, CHUNK_ID_LEN) != 0);
+    CHECK_EQ_INT(object_get_chunk(r.ol, dek, 10, 0, &ref2, out, NULL), 0);
+    CHECK_MEM(v2, out, len);
+    CHECK_EQ_INT(object_get_chunk(r.ol, dek, 10, 0, &ref1, out, NULL), 0);
+    CHECK_MEM(v1, out, len);
+    /* a rollback: metadata says version 2 but points at version 1's fragments */
+    forged = ref1;
+    forged.version = 2;
+    CHECK_EQ_INT(object_get_chunk(r.ol, dek, 10, 0, &forged, out, NULL), -EIO);
+    CHECK(memcmp(v1, out, len) != 0);
+    free(v1);
+    free(v2);
+    free(out);
+    rig_down(&r);
+}
+
+static void test_verify_and_repair(void)
+{
+    struct rig r;
+    size_t len = 123457;
+    uint8_t *in = pattern(len, 8), *out = malloc(len);
+    void *orig[5] = {0}, *now;
+    size_t olen[5], nlen;
+    struct chunk_ref ref;
+    uint32_t bad = 0;
+
+    REQUIRE(rig_up(&r, 5, 3, 2) == 0);
+    REQUIRE(object_put_chunk(r.ol, dek, 11, 1, 1, in, len, &ref) == 0);
+    for (unsigned i = 0; i < 5; i++)
+        CHECK_EQ_INT(read_fragment(&r, &ref, i, &orig[i], &olen[i]), 0);
+    CHECK_EQ_INT(object_verify_chunk(r.ol, &ref, &bad), 0);
+    CHECK_EQ_INT(bad, 0);
+    corrupt_fragment(&r, &ref, 0);
+    drop_fragment(&r, &ref, 4);
+    CHECK_EQ_INT(object_verify_chunk(r.ol, &ref, &bad), 0);
+    CHECK_EQ_INT(bad, (1u << 0) | (1u << 4));
+    CHECK_EQ_INT(object_repair_chunk(r.ol, &ref, bad), 0);
+    CHECK_EQ_INT(object_verify_chunk(r.ol, &ref, &bad), 0);
+    CHECK_EQ_INT(bad, 0);
+    for (unsigned i = 0; i < 5; i++) {
+        REQUIRE(read_fragment(&r, &ref, i, &now, &nlen) == 0);
+        CHECK(nlen == olen[i] && memcmp(now, orig[i], nlen) == 0);
+        free(now);
+    }
+    /* repair also heals damage it was not told about */
+    corrupt_fragment(&r, &ref, 1);
+    CHECK_EQ_INT(object_repair_chunk(r.ol, &ref, 1u << 3), 0);
+    CHECK_EQ_INT(object_verify_chunk(r.ol, &ref, &bad), 0);
+    CHECK_EQ_INT(bad, 0);
+    CHECK_EQ_INT(object_get_chunk(r.ol, dek, 11, 1, &ref, out, &bad), 0);
+    CHECK_MEM(in, out, len);
+    for (unsigned i = 0; i < 5; i++)
+        free(orig[i]);
+    free(in);
+    free(out);
+    rig_down(&r);
+}
+
+struct scan {
+    const char *marker;
+    struct store *s;
+    int hits;
+    int files;
+    int bad_names;
+    char ids[64][2 * CHUNK_ID_LEN + 1];
+    int nids;
+    int dup_chunk;
+};
+
+static int scan_cb(void *arg, const char *name, uint64_t size)
+{
+    struct scan *sc = arg;
+    void *data;
+    size_t len;
+    size_t dot = strcspn(name, ".");
+
+    (void)size;
+    sc->files++;
+    if (dot != 2 * CHUNK_ID_LEN || strspn(name, "0123456789abcdef") != dot ||
+        strspn(name + dot + 1, "0123456789") != strlen(name + dot + 1))
+        sc->bad_names++;
+    for (int i = 0; i < sc->nids; i++)
+        if (strncmp(sc->ids[i], name, dot) == 0)
+            sc->dup_chunk++;
+    if (sc->nids < 64)
+        snprintf(sc->ids[sc->nids++], sizeof sc->ids[0], "%.*s", (int)dot, name);
+    if (store_get(sc->s, name, &data, &len) == 0) {
+        if (memmem(data, len, sc->marker, strlen(sc->marker)))
+            sc->hits++;
+        free(data);
+    }
+    return 0;
+}
+
+static void test_no_plaintext_and_dispersal(void)
+{
+    static const char marker[] = "CONFIDENTIAL-CONTRACT-MARKER-4711";
+    struct rig r;
+    size_t len = 200000;
+    uint8_t *in = malloc(len);
+    struct chunk_ref ref;
+    int total = 0;
+
+    REQUIRE(rig_up(&r, 3, 2, 1) == 0);
+    for (size_t off = 0; off < len; off += sizeof marker - 1)
+        memcpy(in + off, marker, len - off < sizeof marker - 1 ? len - off : sizeof marker - 1);
+    for (uint64_t idx = 0; idx < 6; idx++)
+        REQUIRE(object_put_chunk(r.ol, dek, 0x1234, idx, 1, in, len, &ref) == 0);
+    for (unsigned s = 0; s < 3; s++) {
+        struct scan *sc = calloc(1, sizeof *sc);
+        sc->marker = marker;
+        sc->s = r.stores[s];
+        CHECK_EQ_INT(store_list(r.stores[s], scan_cb, sc), 0);
+        CHECK_EQ_INT(sc->hits, 0);         /* no plaintext on any endpoint */
+        CHECK_EQ_INT(sc->dup_chunk, 0);    /* at most one fragment of a chunk here */
+        CHECK_EQ_INT(sc->bad_names, 0);    /* names: random hex id and index only */
+        CHECK_EQ_INT(sc->files, 6);
+        total += sc->files;
+        free(sc);
+    }
+    CHECK_EQ_INT(total, 18);
+    free(in);
+    rig_down(&r);
+}
+
+static void test_bad_refs_from_metadata(void)
+{
+    struct rig r;
+    uint8_t *in = pattern(500, 9), out[600];
+    struct chunk_ref ref, t;
+    uint32_t bad;
+
+    REQUIRE(rig_up(&r, 3, 2, 1) == 0);
+    REQUIRE(object_put_chunk(r.ol, dek, 1, 1, 1, in, 500, &ref) == 0);
+    t = ref; t.k = 0;
+    CHECK_EQ_INT(object_get_chunk(r.ol, dek, 1, 1, &t, out, NULL), -EIO);
+    t = ref; t.k = 3; t.m = 1;
+    CHECK_EQ_INT(object_get_chunk(r.ol, dek, 1, 1, &t, out, NULL), -EIO);
+    t = ref; t.rotation = 3;
+    CHECK_EQ_INT(object_verify_chunk(r.ol, &t, &bad), -EIO);
+    t = ref; t.sealed_len = 100000;
+    CHECK_EQ_INT(object_get_chunk(r.ol, dek, 1, 1, &t, out, NULL), -EIO);
+    t = ref; t.plain_len = 0; t.sealed_len = 30;
+    CHECK_EQ_INT(object_get_chunk(r.ol, dek, 1, 1, &t, out, NULL), -EIO);
+    t = ref; t.sums[1][0] ^= 1;   /* a wrong recorded sum: that fragment is "bad" */
+    CHECK_EQ_INT(object_get_chunk(r.ol, dek, 1, 1, &t, out, &bad), 0);
+    CHECK_EQ_INT(bad, 2);
+    CHECK_MEM(in, out, 500);
+    free(in);
+    rig_down(&r);
+}
+
+static void test_delete_chunk(void)
+{
+    struct rig r;
+    uint8_t *in = pattern(800, 10), out[800];
+    struct chunk_ref ref;
+    char name[OBJECT_NAME_MAX];
+    uint64_t size;
+
+    REQUIRE(rig_up(&r, 3, 2, 1) == 0);
+    REQUIRE(object_put_chunk(r.ol, dek, 1, 2, 1, in, 800, &ref) == 0);
+    drop_fragment(&r, &ref, 1);
+    CHECK_EQ_INT(object_delete_chunk(r.ol, &ref), 0);
+    for (unsigned i = 0; i < 3; i++)
+        CHECK_EQ_INT(store_stat(frag_store(&r, &ref, i, name), name, &size), -ENOENT);
+    CHECK_EQ_INT(object_delete_chunk(r.ol, &ref), 0);
+    CHECK_EQ_INT(object_get_chunk(r.ol, dek, 1, 2, &ref, out, NULL), -EIO);
+    free(in);
+    rig_down(&r);
+}
+
+static void test_layout_checked(void)
+{
+    struct store *stores[2] = {NULL, NULL};
+    struct object_layer *ol = (struct object_layer *)1;
+
+    CHECK_EQ_INT(object_layer_new(stores, 2, 2, 1, &ol), -EINVAL);
+    CHECK(ol == NULL);
+}
+
+struct worker {
+    struct rig *r;
+    unsigned id;
+    int failures;
+};
+
+static void *chunk_worker(void *arg)
+{
+    struct worker *w = arg;
+    size_t len = 70000 + w->id * 999;
+    uint8_t *in = pattern(len, w->id), *out = malloc(len);
+
+    for (uint64_t idx = 0; idx < 12; idx++) {
+        struct chunk_ref ref;
+        in[0] = (uint8_t)idx;
+        if (object_put_chunk(w->r->ol, dek, w->id, idx, 1, in, len, &ref) != 0 ||
+            object_get_chunk(w->r->ol, dek, w->id, idx, &ref, out, NULL) != 0 ||
+            memcmp(in, out, len) != 0)
+            w->failures++;
+    }
+    free(in);
+    free(out);
+    return NULL;
+}
+
+static void test_concurrent_chunks(void)
+{
+    struct rig r;
+    pthread_t th[4];
+    struct worker w[4];
+
+    REQUIRE(rig_up(&r, 4, 2, 2) == 0);
+    for (unsigned i = 0; i < 4; i++) {
+        w[i] = (struct worker){&r, i + 1, 0};
+        pthread_create(&th[i], NULL, chunk_worker, &w[i]);
+    }
+    for (unsigned i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        CHECK_EQ_INT(w[i].failures, 0);
+    }
+    CHECK_EQ_INT(object_layer_sync(r.ol), 0);
+    rig_down(&r);
+}
+
+int main(void)
+{
+    RUN(test_roundtrip_sizes);
+    RUN(test_empty_chunk_refused);
+    RUN(test_fragment_placement);
+    RUN(test_survives_m_bad_fragments);
+    RUN(test_beyond_m_is_eio);
+    RUN(test_wrong_binding_is_eio);
+    RUN(test_old_version_refused);
+    RUN(test_verify_and_repair);
+    RUN(test_no_plaintext_and_dispersal);
+    RUN(test_bad_refs_from_metadata);
+    RUN(test_delete_chunk);
+    RUN(test_layout_checked);
+    RUN(test_concurrent_chunks);
+    return tap_done();
+}
