@@ -3,7 +3,7 @@
  * Each event is one JSON object per line with: seq, time (RFC 3339 UTC with
  * nanoseconds), vault, host, account, uid, pid, process, op, path, result
  * ("ok", "denied" or an errno name), bytes, prev (hex SHA-256 of the previous
- * line, all zeros for the first).  Every audit_seal_every events, and at
+ * line, all zeros for the first).  Every AUDIT_SEAL_EVERY events, and at
  * close, a "checkpoint" event carries an RSA-PSS signature by the account
  * key over the hash of everything before it, so deletion, insertion or
  * editing is detected by audit_verify().
@@ -13,7 +13,7 @@
  * cannot be written it returns -errno and the caller must fail the
  * operation (fail-closed).  Several processes (the daemon, pactfs-admin)
  * may append to one spool: appends hold flock(LOCK_EX) and re-read the
- * chain tail if another process wrote since.  Layout: docs/format.md.
+ * chain tail if another process wrote since.  Layout: docs/format-audit.md.
  */
 #ifndef PACTFS_AUDIT_H
 #define PACTFS_AUDIT_H
@@ -26,16 +26,25 @@
 
 struct audit;
 
+/* Events between two signed checkpoints written by one handle. */
+#define AUDIT_SEAL_EVERY 1024u
+/* Longest line audit_verify accepts (and audit_event writes). */
+#define AUDIT_LINE_MAX (64u * 1024u)
+
 struct audit_ctx {          /* who did it */
     uid_t uid;
     pid_t pid;
 };
 
 /* Open (create) the spool; resumes the chain from its last line.
- * signer may be NULL (then no checkpoints are signed). */
+ * signer may be NULL (then no checkpoints are signed); the handle takes its
+ * own reference, the caller keeps and frees theirs.  account may be NULL
+ * (written as ""). */
 int audit_open(const char *spool_path, const char *vault_id, const char *account,
                EVP_PKEY *signer, struct audit **out);
 void audit_close(struct audit *a);
+/* Change how many events this handle writes between checkpoints (>= 1). */
+void audit_set_seal_every(struct audit *a, unsigned n);
 
 /* result: 0 = ok, -EACCES/-EPERM = denied, other -errno = failed. */
 int audit_event(struct audit *a, const struct audit_ctx *who, const char *op,
