@@ -1,0 +1,155 @@
+#!/bin/sh
+# pactfs quick start: from a clean clone on Debian 12, build pactfs, create a
+# demo vault under ./demo, mount it at ./demo/contracts, put a few contracts
+# in it and show that the three stores hold only ciphertext fragments.
+#
+# Run from the top of the source tree:  ./quickstart.sh
+# Running it again reuses ./demo (and unmounts a stale mount first).
+set -eu
+
+cd "$(dirname "$0")"
+TOP=$(pwd)
+DEMO=$TOP/demo
+VAULT=$DEMO/vault
+MNT=$DEMO/contracts
+PASSFILE=$DEMO/demo-password.txt
+ACCOUNT=demo
+FOLDER=Contracts
+DEPS="build-essential autoconf automake pkg-config libfuse3-dev fuse3 libssl-dev
+libisal-dev libsqlite3-dev libpq-dev libconfig-dev libargon2-dev libcurl4-openssl-dev
+libjson-c-dev libmicrohttpd-dev"
+
+say() { printf '\n==> %s\n' "$*"; }
+die() { printf 'quickstart: %s\n' "$*" >&2; exit 1; }
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"
+    elif command -v sudo >/dev/null 2>&1; then sudo "$@"
+    else die "need root to run: $* (install sudo or run as root)"
+    fi
+}
+
+install_missing_deps() {
+    missing=""
+    for p in $DEPS; do
+        st=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+        case "$st" in *" installed") ;; *) missing="$missing $p" ;; esac
+    done
+    if [ -z "$missing" ]; then
+        say "Build dependencies: all installed"
+        return
+    fi
+    say "Installing missing build dependencies:$missing"
+    as_root apt-get update
+    # shellcheck disable=SC2086
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y $missing
+}
+
+build() {
+    say "Building pactfs"
+    [ -x ./configure ] || autoreconf -fi
+    [ -f Makefile ] || ./configure
+    make -j"$(nproc 2>/dev/null || echo 2)"
+    if [ ! -x ./pactfs ] || [ ! -x ./pactfs-admin ]; then
+        die "the build did not produce ./pactfs and ./pactfs-admin"
+    fi
+}
+
+is_mounted() {
+    grep -q " $1 fuse" /proc/self/mounts 2>/dev/null
+}
+
+unmount_stale() {
+    if is_mounted "$MNT"; then
+        say "Unmounting the earlier demo mount at $MNT"
+        ./pactfs umount "$MNT" 2>/dev/null || fusermount3 -u "$MNT" 2>/dev/null ||
+            fusermount3 -uz "$MNT" || die "cannot unmount $MNT: close the files open there"
+    fi
+}
+
+create_or_reuse_vault() {
+    if [ -f "$VAULT/pactfs.conf" ] && [ -f "$PASSFILE" ]; then
+        say "Reusing the demo vault in $VAULT"
+        return
+    fi
+    if [ -e "$DEMO" ] && [ -n "$(ls -A "$DEMO" 2>/dev/null)" ]; then
+        die "$DEMO exists but does not hold a demo vault made by this script; move it away and run again"
+    fi
+    say "Creating the demo vault in $VAULT"
+    mkdir -p "$DEMO"
+    umask 077
+    # A fresh random demo password, kept next to the demo for the remount.
+    head -c 18 /dev/urandom | base64 | tr -d '/+=' > "$PASSFILE"
+    umask 022
+    ./pactfs-admin init "$VAULT" --name demo --account "$ACCOUNT" --folder "$FOLDER" \
+        --passfile "$PASSFILE"
+}
+
+mount_vault() {
+    mkdir -p "$MNT"
+    say "Mounting the vault at $MNT"
+    ./pactfs mount "$VAULT" "$MNT" --account "$ACCOUNT" --passfile "$PASSFILE"
+}
+
+write_samples() {
+    say "Copying sample contracts into $MNT/$FOLDER/"
+    tmp=$(mktemp -d)
+    cat > "$tmp/supply-agreement.txt" <<'EOF'
+SUPPLY AGREEMENT between Example Widgets Ltd and Acme Retail plc.
+Clause 1. The Supplier delivers 10,000 widgets per month at EUR 4.20 each.
+Clause 2. Payment is due 30 days after delivery.
+EOF
+    cat > "$tmp/nda-mutual.txt" <<'EOF'
+MUTUAL NON-DISCLOSURE AGREEMENT.
+Each party keeps the other's Confidential Information secret for five years.
+EOF
+    cat > "$tmp/lease-office-3f.txt" <<'EOF'
+OFFICE LEASE, third floor, 12 Harbour Street.
+Rent: EUR 8,500 per month, indexed yearly. Term: 36 months.
+EOF
+    cp "$tmp"/*.txt "$MNT/$FOLDER/"
+    rm -rf "$tmp"
+    # fsync each file so its fragments are on the stores before we look.
+    sync "$MNT/$FOLDER"/*.txt
+    ls -l "$MNT/$FOLDER/"
+    say "cat $MNT/$FOLDER/supply-agreement.txt"
+    cat "$MNT/$FOLDER/supply-agreement.txt"
+}
+
+show_ciphertext_only() {
+    say "What the three stores hold (a few fragment files each)"
+    for s in "$VAULT"/stores/*; do
+        n=$(find "$s" -type f | wc -l)
+        echo "$s: $n fragment files"
+        find "$s" -type f | head -n 3 | sed 's/^/    /'
+    done
+    say "Searching the stores and the metadata for the plaintext \"Harbour Street\""
+    if grep -rl "Harbour Street" "$VAULT"/stores "$VAULT"/meta.db* 2>/dev/null; then
+        die "plaintext found in the stores: this is a bug, please report it"
+    fi
+    echo "grep found nothing: the stores and meta.db hold only ciphertext."
+    echo "(Names are encrypted too: grep for \"supply-agreement\" finds nothing either.)"
+    if grep -rl "supply-agreement" "$VAULT"/stores "$VAULT"/meta.db* 2>/dev/null; then
+        die "a plaintext file name was found in the stores or meta.db: please report it"
+    fi
+}
+
+install_missing_deps
+build
+unmount_stale
+create_or_reuse_vault
+mount_vault
+write_samples
+show_ciphertext_only
+
+cat <<EOF
+
+Done.  The demo vault is mounted at $MNT
+  demo account:   $ACCOUNT
+  demo password:  $(cat "$PASSFILE")   (also in $PASSFILE)
+  audit trail:    $VAULT/audit.log
+
+Unmount it with:   ./pactfs umount $MNT      (or: fusermount3 -u $MNT)
+Mount it again:    ./pactfs mount $VAULT $MNT --account $ACCOUNT
+Remove the demo:   unmount first, then rm -rf $DEMO
+EOF
