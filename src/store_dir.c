@@ -304,8 +304,13 @@ static int is_fanout_entry(const char *n)
            valid_name_char(n[1]);
 }
 
-/* Visit the objects of one fan-out dir; also drop stale temp files when
- * sweep is set (a crash leftover, never a visible object). */
+static int is_temp_name(const char *n)
+{
+    return strncmp(n, TMP_PREFIX, strlen(TMP_PREFIX)) == 0;
+}
+
+/* Visit the objects of one fan-out dir, or with sweep set remove its temp
+ * files older than an hour instead (crash leftovers, never visible objects). */
 static int list_fanout(struct store *s, const char *dir, int sweep,
                        int (*cb)(void *, const char *, uint64_t), void *arg)
 {
@@ -319,18 +324,14 @@ static int list_fanout(struct store *s, const char *dir, int sweep,
     if (!dp)
         return errno == ENOENT ? 0 : disk_error(s, "listing directory", dir, errno);
     while (rc == 0 && (e = readdir(dp)) != NULL) {
-        int isdotted = e->d_name[0] == '.';
-        if (isdotted && !(sweep && strncmp(e->d_name, TMP_PREFIX, strlen(TMP_PREFIX)) == 0))
+        if (sweep ? !is_temp_name(e->d_name) : e->d_name[0] == '.')
             continue;
         if (fstatat(dirfd(dp), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode))
             continue;
-        if (isdotted) {
-            if (now - st.st_mtime > STALE_TMP_SECONDS)
-                unlinkat(dirfd(dp), e->d_name, 0);
-            continue;
-        }
-        if (cb)
+        if (!sweep)
             rc = cb(arg, e->d_name, (uint64_t)st.st_size);
+        else if (now - st.st_mtime > STALE_TMP_SECONDS)
+            unlinkat(dirfd(dp), e->d_name, 0);
     }
     closedir(dp);
     return rc;
@@ -355,6 +356,8 @@ static int walk(struct store *s, int sweep, int (*cb)(void *, const char *, uint
 
 static int dir_list(struct store *s, int (*cb)(void *, const char *, uint64_t), void *arg)
 {
+    if (!cb)
+        return pfs_err(-EINVAL, "endpoint %s: list needs a callback", s->desc);
     return walk(s, 0, cb, arg);
 }
 
