@@ -1,2 +1,995 @@
+#include "config.h"
+
+/* The metadata store, one set of cases run against every backend: SQLite
+ * always, PostgreSQL when PACTFS_TEST_PG names a throwaway server (each case
+ * gets its own schema there, dropped afterwards). */
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libpq-fe.h>
+#include <sqlite3.h>
+#include <stdarg.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include "error.h"
+#include "meta.h"
 #include "tap.h"
-int main(void) { return tap_done(); }
+
+/* ---- backends under test ---- */
+
+struct backend {
+    const char *name;
+    const char *skip;                           /* non-NULL: why it is skipped */
+    int (*fresh)(struct meta **out);            /* empty store */
+    int (*reopen)(struct meta **out);           /* the same store again */
+    int (*raw_exec)(const char *sql);           /* behind the library's back */
+    long (*raw_count)(const char *sql, const void *blob, size_t len);  /* $1 = blob */
+    void (*cleanup)(void);
+};
+
+static const struct backend *B;
+
+/* -- SQLite -- */
+
+static char sq_dir[64];
+static char sq_path[128];
+
+static int sq_fresh(struct meta **out)
+{
+    snprintf(sq_dir, sizeof sq_dir, "/tmp/pactfs-meta-XXXXXX");
+    if (!mkdtemp(sq_dir))
+        return -errno;
+    snprintf(sq_path, sizeof sq_path, "%s/meta.db", sq_dir);
+    return meta_open_sqlite(sq_path, 1, out);
+}
+
+static int sq_reopen(struct meta **out)
+{
+    return meta_open_sqlite(sq_path, 0, out);
+}
+
+static int sq_raw_exec(const char *sql)
+{
+    sqlite3 *db;
+    int rc = sqlite3_open(sq_path, &db);
+
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+    if (rc != SQLITE_OK)
+        printf("# raw sqlite: %s\n", sqlite3_errmsg(db));
+    sqlite3_close(db);
+    return rc == SQLITE_OK ? 0 : -EIO;
+}
+
+static long sq_raw_count(const char *sql, const void *blob, size_t len)
+{
+    sqlite3 *db;
+    sqlite3_stmt *st = NULL;
+    long n = -1;
+
+    if (sqlite3_open(sq_path, &db) == SQLITE_OK &&
+        sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK &&
+        sqlite3_bind_blob(st, 1, blob, (int)len, SQLITE_STATIC) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW)
+        n = (long)sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return n;
+}
+
+static void sq_cleanup(void)
+{
+    char cmd[160];
+
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", sq_dir);
+    if (sq_dir[0] && system(cmd) != 0)
+        printf("# could not remove %s\n", sq_dir);
+    sq_dir[0] = '\0';
+}
+
+/* -- PostgreSQL -- */
+
+static char pg_schema[64];
+static char pg_conninfo[1024];
+static int pg_case;
+
+static PGconn *pg_raw_connect(void)
+{
+    PGconn *c = PQconnectdb(pg_conninfo[0] ? pg_conninfo : getenv("PACTFS_TEST_PG"));
+
+    if (PQstatus(c) != CONNECTION_OK)
+        printf("# raw pg: %s", PQerrorMessage(c));
+    return c;
+}
+
+static int pg_raw_exec(const char *sql)
+{
+    PGconn *c = pg_raw_connect();
+    PGresult *r = PQexec(c, sql);
+    int ok = PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK;
+
+    if (!ok)
+        printf("# raw pg: %s", PQerrorMessage(c));
+    PQclear(r);
+    PQfinish(c);
+    return ok ? 0 : -EIO;
+}
+
+static long pg_raw_count(const char *sql, const void *blob, size_t len)
+{
+    PGconn *c = pg_raw_connect();
+    const char *vals[1] = { blob };
+    int lens[1] = { (int)len }, fmts[1] = { 1 };
+    PGresult *r = PQexecParams(c, sql, 1, NULL, vals, lens, fmts, 0);
+    long n = -1;
+
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
+        n = atol(PQgetvalue(r, 0, 0));
+    else
+        printf("# raw pg: %s", PQerrorMessage(c));
+    PQclear(r);
+    PQfinish(c);
+    return n;
+}
+
+static int pg_fresh(struct meta **out)
+{
+    char sql[200];
+    int rc;
+
+    pg_conninfo[0] = '\0';
+    snprintf(pg_schema, sizeof pg_schema, "pactfs_test_%d_%d", (int)getpid(), ++pg_case);
+    snprintf(sql, sizeof sql, "DROP SCHEMA IF EXISTS %s CASCADE; CREATE SCHEMA %s",
+             pg_schema, pg_schema);
+    rc = pg_raw_exec(sql);
+    if (rc)
+        return rc;
+    snprintf(pg_conninfo, sizeof pg_conninfo, "%s options='-c search_path=%s'",
+             getenv("PACTFS_TEST_PG"), pg_schema);
+    return meta_open_pg(pg_conninfo, 1, out);
+}
+
+static int pg_reopen(struct meta **out)
+{
+    return meta_open_pg(pg_conninfo, 0, out);
+}
+
+static void pg_cleanup(void)
+{
+    char sql[128];
+
+    if (!pg_schema[0])
+        return;
+    pg_conninfo[0] = '\0';
+    snprintf(sql, sizeof sql, "DROP SCHEMA IF EXISTS %s CASCADE", pg_schema);
+    pg_raw_exec(sql);
+    pg_schema[0] = '\0';
+}
+
+static struct backend backends[] = {
+    { "sqlite", NULL, sq_fresh, sq_reopen, sq_raw_exec, sq_raw_count, sq_cleanup },
+    { "pg", NULL, pg_fresh, pg_reopen, pg_raw_exec, pg_raw_count, pg_cleanup },
+};
+
+/* ---- fixtures ---- */
+
+static struct meta *open_fresh(void)
+{
+    struct meta *m = NULL;
+    int rc = B->fresh(&m);
+
+    if (rc)
+        printf("# open %s: %d %s\n", B->name, rc, pfs_err_msg());
+    return m;
+}
+
+static void finish(struct meta *m)
+{
+    meta_close(m);
+    B->cleanup();
+}
+
+static uint64_t make_inode(struct meta *m, uint32_t mode, uint32_t nlink)
+{
+    struct meta_inode i = { .mode = mode, .nlink = nlink, .uid = 1000, .gid = 1000 };
+
+    return meta_inode_create(m, &i) == 0 ? i.ino : 0;
+}
+
+static void make_ref(struct chunk_ref *r, uint8_t tag, uint64_t version)
+{
+    memset(r, 0, sizeof *r);
+    memset(r->chunk_id, tag, CHUNK_ID_LEN);
+    r->version = version;
+    r->plain_len = 1000 + tag;
+    r->sealed_len = 1044 + tag;
+    r->k = 2;
+    r->m = 1;
+    r->rotation = tag % 3;
+    for (int f = 0; f < 3; f++)
+        memset(r->sums[f], tag + f, FRAG_SUM_LEN);
+}
+
+static int ref_equal(const struct chunk_ref *a, const struct chunk_ref *b)
+{
+    return memcmp(a->chunk_id, b->chunk_id, CHUNK_ID_LEN) == 0 && a->version == b->version &&
+           a->plain_len == b->plain_len && a->sealed_len == b->sealed_len && a->k == b->k &&
+           a->m == b->m && a->rotation == b->rotation &&
+           memcmp(a->sums, b->sums, ((size_t)a->k + a->m) * FRAG_SUM_LEN) == 0;
+}
+
+/* Collects deletion-queue entries. */
+struct gc_seen {
+    unsigned n;
+    uint64_t ids[16];
+    struct chunk_ref refs[16];
+};
+
+static int gc_collect(void *arg, uint64_t id, const struct chunk_ref *r)
+{
+    struct gc_seen *g = arg;
+
+    if (g->n < 16) {
+        g->ids[g->n] = id;
+        g->refs[g->n] = *r;
+    }
+    g->n++;
+    return 0;
+}
+
+/* ---- cases ---- */
+
+static void test_params_and_reopen(void)
+{
+    struct meta *m = open_fresh();
+    uint8_t *v = NULL;
+    size_t n = 0;
+
+    REQUIRE(m);
+    CHECK_EQ_INT(meta_param_get(m, "absent", &v, &n), -ENOENT);
+    CHECK_EQ_INT(meta_param_set(m, "salt", "abc", 3), 0);
+    CHECK_EQ_INT(meta_param_set(m, "salt", "xyz1", 4), 0);      /* replace */
+    CHECK_EQ_INT(meta_param_set(m, "empty", "", 0), 0);
+    CHECK_EQ_INT(meta_param_set(m, "", "a", 1), -EINVAL);
+    meta_close(m);
+    m = NULL;
+    REQUIRE(B->reopen(&m) == 0);
+    REQUIRE(meta_param_get(m, "salt", &v, &n) == 0);
+    CHECK(n == 4 && memcmp(v, "xyz1", 4) == 0);
+    free(v);
+    REQUIRE(meta_param_get(m, "empty", &v, &n) == 0);
+    CHECK_EQ_INT(n, 0);
+    free(v);
+    finish(m);
+}
+
+static void test_transactions(void)
+{
+    struct meta *m = open_fresh();
+    uint8_t *v = NULL;
+    size_t n;
+
+    REQUIRE(m);
+    CHECK_EQ_INT(meta_commit(m), -EINVAL);
+    CHECK_EQ_INT(meta_rollback(m), -EINVAL);
+    REQUIRE(meta_begin(m) == 0);
+    CHECK_EQ_INT(meta_begin(m), -EBUSY);                        /* no nesting */
+    CHECK_EQ_INT(meta_param_set(m, "k", "rolled", 6), 0);
+    CHECK_EQ_INT(make_inode(m, S_IFREG | 0644, 1) != 0, 1);
+    CHECK_EQ_INT(meta_rollback(m), 0);
+    CHECK_EQ_INT(meta_param_get(m, "k", &v, &n), -ENOENT);
+
+    REQUIRE(meta_begin(m) == 0);
+    CHECK_EQ_INT(meta_param_set(m, "k", "kept", 4), 0);
+    /* a failed call inside a transaction does not poison it */
+    CHECK_EQ_INT(meta_dirent_remove(m, 1, (const uint8_t *)"x", 1), -ENOENT);
+    uint64_t ino = make_inode(m, S_IFREG | 0644, 1);
+    struct chunk_ref r;
+    make_ref(&r, 1, 1);
+    CHECK_EQ_INT(meta_chunk_put(m, ino, 0, &r), 0);             /* savepoint inside txn */
+    CHECK_EQ_INT(meta_commit(m), 0);
+    meta_close(m);
+    m = NULL;
+    REQUIRE(B->reopen(&m) == 0);
+    REQUIRE(meta_param_get(m, "k", &v, &n) == 0);
+    CHECK(n == 4 && memcmp(v, "kept", 4) == 0);
+    free(v);
+    struct chunk_ref got;
+    CHECK_EQ_INT(meta_chunk_get(m, ino, 0, &got), 0);
+    CHECK(ref_equal(&got, &r));
+    finish(m);
+}
+
+static int count_accounts(void *arg, const struct meta_account *a)
+{
+    (void)a;
+    ++*(int *)arg;
+    return 0;
+}
+
+static void test_accounts(void)
+{
+    struct meta *m = open_fresh();
+    struct meta_account a = { .roles = ROLE_USER, .created = 1700000000 };
+    struct meta_account b = { .roles = ROLE_SYSADMIN };
+    struct meta_account got;
+    int n = 0;
+
+    REQUIRE(m);
+    strcpy(a.name, "alice");
+    a.pubkey = (uint8_t *)"PUBKEY";
+    a.pubkey_len = 6;
+    a.sealed_key = (uint8_t *)"SEALED!";
+    a.sealed_key_len = 7;
+    REQUIRE(meta_account_add(m, &a) == 0);
+    CHECK(a.id > 0);
+    strcpy(b.name, "alice");
+    CHECK_EQ_INT(meta_account_add(m, &b), -EEXIST);
+    strcpy(b.name, "bob");
+    CHECK_EQ_INT(meta_account_add(m, &b), 0);                   /* empty blobs */
+    CHECK(b.id != a.id);
+
+    REQUIRE(meta_account_get(m, a.id, &got) == 0);
+    CHECK(strcmp(got.name, "alice") == 0 && got.roles == ROLE_USER &&
+          got.created == 1700000000 && !got.disabled);
+    CHECK(got.pubkey_len == 6 && memcmp(got.pubkey, "PUBKEY", 6) == 0);
+    CHECK(got.sealed_key_len == 7 && memcmp(got.sealed_key, "SEALED!", 7) == 0);
+    meta_account_clear(&got);
+
+    a.disabled = 1;
+    a.roles = ROLE_USER | ROLE_AUDITOR;
+    strcpy(a.name, "alice2");
+    CHECK_EQ_INT(meta_account_update(m, &a), 0);
+    CHECK_EQ_INT(meta_account_get_by_name(m, "alice", &got), -ENOENT);
+    REQUIRE(meta_account_get_by_name(m, "alice2", &got) == 0);
+    CHECK(got.id == a.id && got.disabled && got.roles == (ROLE_USER | ROLE_AUDITOR));
+    meta_account_clear(&got);
+    strcpy(a.name, "bob");
+    CHECK_EQ_INT(meta_account_update(m, &a), -EEXIST);
+    a.id = 9999;
+    CHECK_EQ_INT(meta_account_update(m, &a), -ENOENT);
+    CHECK_EQ_INT(meta_account_get(m, 9999, &got), -ENOENT);
+    CHECK_EQ_INT(meta_account_list(m, count_accounts, &n), 0);
+    CHECK_EQ_INT(n, 2);
+    finish(m);
+}
+
+struct env_seen {
+    int n;
+    uint64_t ids[8];
+    uint32_t versions[8];
+};
+
+static int env_collect(void *arg, const struct meta_envelope *e)
+{
+    struct env_seen *s = arg;
+
+    if (s->n < 8) {
+        s->ids[s->n] = e->folder_id * 1000 + e->account_id;
+        s->versions[s->n] = e->key_version;
+    }
+    s->n++;
+    return 0;
+}
+
+static int folder_count(void *arg, const struct meta_folder *f)
+{
+    (void)f;
+    ++*(int *)arg;
+    return 0;
+}
+
+static void test_folders_envelopes(void)
+{
+    struct meta *m = open_fresh();
+    struct meta_account a = { .roles = ROLE_USER }, b = { .roles = ROLE_DATAADMIN };
+    struct meta_folder f = { .root_ino = 5, .key_version = 1, .created = 42 }, g = { 0 }, got;
+    struct meta_envelope e = { 0 }, eg;
+    struct env_seen seen = { 0 };
+    int nf = 0;
+
+    REQUIRE(m);
+    strcpy(a.name, "a");
+    strcpy(b.name, "b");
+    REQUIRE(meta_account_add(m, &a) == 0 && meta_account_add(m, &b) == 0);
+    REQUIRE(meta_folder_add(m, &f) == 0 && meta_folder_add(m, &g) == 0);
+    CHECK(f.id > 0 && g.id != f.id);
+    REQUIRE(meta_folder_get(m, f.id, &got) == 0);
+    CHECK(got.root_ino == 5 && got.key_version == 1 && got.created == 42);
+    f.key_version = 2;
+    CHECK_EQ_INT(meta_folder_update(m, &f), 0);
+    REQUIRE(meta_folder_get(m, f.id, &got) == 0);
+    CHECK_EQ_INT(got.key_version, 2);
+    CHECK_EQ_INT(meta_folder_get(m, 777, &got), -ENOENT);
+    CHECK_EQ_INT(meta_folder_list(m, folder_count, &nf), 0);
+    CHECK_EQ_INT(nf, 2);
+
+    e.folder_id = f.id;
+    e.account_id = a.id;
+    e.key_version = 1;
+    e.rights = RIGHT_READ;
+    e.granted_by = b.id;
+    e.wrapped = (uint8_t *)"ENV1";
+    e.wrapped_len = 4;
+    CHECK_EQ_INT(meta_envelope_put(m, &e), 0);
+    e.rights = RIGHT_READ | RIGHT_WRITE;                         /* replace */
+    e.wrapped = (uint8_t *)"ENV1b";
+    e.wrapped_len = 5;
+    CHECK_EQ_INT(meta_envelope_put(m, &e), 0);
+    e.key_version = 2;
+    CHECK_EQ_INT(meta_envelope_put(m, &e), 0);
+    e.folder_id = g.id;
+    e.key_version = 1;
+    CHECK_EQ_INT(meta_envelope_put(m, &e), 0);
+    e.account_id = b.id;
+    CHECK_EQ_INT(meta_envelope_put(m, &e), 0);
+    e.account_id = 4242;                                         /* unknown account */
+    CHECK(meta_envelope_put(m, &e) < 0);
+
+    REQUIRE(meta_envelope_get(m, f.id, a.id, 1, &eg) == 0);
+    CHECK(eg.rights == (RIGHT_READ | RIGHT_WRITE) && eg.granted_by == b.id);
+    CHECK(eg.wrapped_len == 5 && memcmp(eg.wrapped, "ENV1b", 5) == 0);
+    meta_envelope_clear(&eg);
+    CHECK(eg.wrapped == NULL);
+    CHECK_EQ_INT(meta_envelope_get(m, f.id, a.id, 3, &eg), -ENOENT);
+
+    CHECK_EQ_INT(meta_envelope_list_account(m, a.id, env_collect, &seen), 0);
+    CHECK_EQ_INT(seen.n, 3);
+    CHECK(seen.versions[0] == 1 && seen.versions[1] == 2);
+    memset(&seen, 0, sizeof seen);
+    CHECK_EQ_INT(meta_envelope_list_folder(m, g.id, env_collect, &seen), 0);
+    CHECK_EQ_INT(seen.n, 2);
+
+    CHECK_EQ_INT(meta_envelope_delete(m, f.id, a.id), 0);       /* all key versions */
+    CHECK_EQ_INT(meta_envelope_get(m, f.id, a.id, 2, &eg), -ENOENT);
+    CHECK_EQ_INT(meta_envelope_delete(m, f.id, a.id), -ENOENT);
+    memset(&seen, 0, sizeof seen);
+    CHECK_EQ_INT(meta_envelope_list_account(m, a.id, env_collect, &seen), 0);
+    CHECK_EQ_INT(seen.n, 1);
+    finish(m);
+}
+
+static int orphan_collect(void *arg, uint64_t ino)
+{
+    struct gc_seen *s = arg;
+
+    if (s->n < 16)
+        s->ids[s->n] = ino;
+    s->n++;
+    return 0;
+}
+
+static void test_inodes(void)
+{
+    struct meta *m = open_fresh();
+    struct meta_inode root = { .ino = META_ROOT_INO, .mode = S_IFDIR | 0755, .nlink = 2 };
+    struct meta_inode f = { .folder_id = 3, .mode = S_IFREG | 0600, .uid = 7, .gid = 8,
+                            .nlink = 1, .size = 5ull << 32, .rdev = 0, .atime_ns = -5,
+                            .mtime_ns = 1700000000123456789ll, .ctime_ns = 9,
+                            .key_version = 4, .wrapped_dek_len = 60 };
+    struct meta_inode got;
+    struct gc_seen orph = { 0 };
+    uint8_t *t = NULL;
+    size_t tl = 0;
+
+    REQUIRE(m);
+    REQUIRE(meta_inode_create(m, &root) == 0);
+    CHECK_EQ_INT(root.ino, META_ROOT_INO);
+    CHECK_EQ_INT(meta_inode_create(m, &root), -EEXIST);
+    memset(f.wrapped_dek, 0xd5, 60);
+    REQUIRE(meta_inode_create(m, &f) == 0);
+    CHECK(f.ino > META_ROOT_INO);
+    REQUIRE(meta_inode_get(m, f.ino, &got) == 0);
+    CHECK(got.folder_id == 3 && got.mode == (S_IFREG | 0600) && got.uid == 7 && got.gid == 8);
+    CHECK(got.size == 5ull << 32 && got.atime_ns == -5 &&
+          got.mtime_ns == 1700000000123456789ll && got.key_version == 4);
+    CHECK(got.wrapped_dek_len == 60 && memcmp(got.wrapped_dek, f.wrapped_dek, 60) == 0);
+    f.size = 12;
+    f.nlink = 0;
+    CHECK_EQ_INT(meta_inode_update(m, &f), 0);
+    REQUIRE(meta_inode_get(m, f.ino, &got) == 0);
+    CHECK(got.size == 12 && got.nlink == 0);
+    f.wrapped_dek_len = 97;
+    CHECK_EQ_INT(meta_inode_update(m, &f), -EINVAL);
+    got.ino = 999999;
+    CHECK_EQ_INT(meta_inode_update(m, &got), -ENOENT);
+
+    CHECK_EQ_INT(meta_inode_list_orphans(m, orphan_collect, &orph), 0);
+    CHECK(orph.n == 1 && orph.ids[0] == f.ino);
+
+    uint64_t lnk = make_inode(m, S_IFLNK | 0777, 1);
+    REQUIRE(lnk);
+    CHECK_EQ_INT(meta_symlink_get(m, lnk, &t, &tl), -ENOENT);
+    CHECK_EQ_INT(meta_symlink_set(m, lnk, (const uint8_t *)"TARGET", 6), 0);
+    REQUIRE(meta_symlink_get(m, lnk, &t, &tl) == 0);
+    CHECK(tl == 6 && memcmp(t, "TARGET", 6) == 0);
+    free(t);
+    CHECK_EQ_INT(meta_xattr_set(m, lnk, (const uint8_t *)"n", 1, (const uint8_t *)"v", 1, 0), 0);
+
+    /* deleting the highest inode must not let its number come back */
+    uint64_t deleted = lnk;
+    CHECK_EQ_INT(meta_inode_delete(m, lnk), 0);
+    CHECK_EQ_INT(meta_inode_get(m, lnk, &got), -ENOENT);
+    CHECK_EQ_INT(meta_symlink_get(m, lnk, &t, &tl), -ENOENT);
+    CHECK_EQ_INT(meta_inode_delete(m, lnk), -ENOENT);
+    meta_close(m);
+    m = NULL;
+    REQUIRE(B->reopen(&m) == 0);
+    uint64_t fresh = make_inode(m, S_IFREG | 0644, 1);
+    CHECK(fresh > deleted);
+    finish(m);
+}
+
+struct dirent_seen {
+    int n;
+    int stop_after;
+    uint64_t cookies[16];
+    char names[16][16];
+    struct meta *m;
+    int reentered;
+};
+
+static int dirent_collect(void *arg, const struct meta_dirent *d)
+{
+    struct dirent_seen *s = arg;
+
+    if (s->n < 16) {
+        s->cookies[s->n] = d->cookie;
+        snprintf(s->names[s->n], sizeof s->names[0], "%.*s", (int)d->name_len, d->name);
+    }
+    s->n++;
+    if (s->m) {     /* re-enter the store from inside the callback */
+        uint64_t ino, count;
+        struct dirent_seen inner = { 0 };
+
+        if (meta_dirent_lookup(s->m, META_ROOT_INO, d->name, d->name_len, &ino) == 0 &&
+            ino == d->ino && meta_dirent_count(s->m, META_ROOT_INO, &count) == 0 &&
+            meta_dirent_list(s->m, META_ROOT_INO, 0, dirent_collect, &inner) == 0 &&
+            inner.n == (int)count)
+            s->reentered++;
+    }
+    return s->stop_after && s->n >= s->stop_after;
+}
+
+static void test_dirents(void)
+{
+    struct meta *m = open_fresh();
+    struct meta_inode root = { .ino = META_ROOT_INO, .mode = S_IFDIR | 0755, .nlink = 2 };
+    const char *names[] = { "zeta", "alpha", "mid", "beta" };
+    uint64_t inos[4], ino, count;
+    struct dirent_seen s = { 0 };
+
+    REQUIRE(m);
+    REQUIRE(meta_inode_create(m, &root) == 0);
+    for (int i = 0; i < 4; i++) {
+        inos[i] = make_inode(m, S_IFREG | 0644, 1);
+        REQUIRE(inos[i]);
+        CHECK_EQ_INT(meta_dirent_add(m, META_ROOT_INO, (const uint8_t *)names[i],
+                                     strlen(names[i]), inos[i], S_IFREG), 0);
+    }
+    CHECK_EQ_INT(meta_dirent_add(m, META_ROOT_INO, (const uint8_t *)"mid", 3, inos[0],
+                                 S_IFREG), -EEXIST);
+    CHECK_EQ_INT(meta_dirent_add(m, META_ROOT_INO, (const uint8_t *)"ghost", 5, 987654,
+                                 S_IFREG), -ENOENT);
+    CHECK_EQ_INT(meta_dirent_add(m, META_ROOT_INO, (const uint8_t *)"", 0, inos[0], S_IFREG),
+                 -ENAMETOOLONG);
+    REQUIRE(meta_dirent_lookup(m, META_ROOT_INO, (const uint8_t *)"mid", 3, &ino) == 0);
+    CHECK_EQ_INT(ino, inos[2]);
+    CHECK_EQ_INT(meta_dirent_lookup(m, META_ROOT_INO, (const uint8_t *)"MID", 3, &ino),
+                 -ENOENT);
+    CHECK_EQ_INT(meta_dirent_lookup(m, inos[0], (const uint8_t *)"mid", 3, &ino), -ENOENT);
+
+    /* insertion (cookie) order, not name order */
+    CHECK_EQ_INT(meta_dirent_list(m, META_ROOT_INO, 0, dirent_collect, &s), 0);
+    REQUIRE(s.n == 4);
+    for (int i = 0; i < 4; i++)
+        CHECK(strcmp(s.names[i], names[i]) == 0);
+    CHECK(s.cookies[0] > 0 && s.cookies[0] < s.cookies[1] && s.cookies[2] < s.cookies[3]);
+
+    /* stop after two, resume from the second cookie */
+    struct dirent_seen part = { .stop_after = 2 };
+    CHECK_EQ_INT(meta_dirent_list(m, META_ROOT_INO, 0, dirent_collect, &part), 0);
+    CHECK_EQ_INT(part.n, 2);
+    struct dirent_seen rest = { 0 };
+    CHECK_EQ_INT(meta_dirent_list(m, META_ROOT_INO, part.cookies[1], dirent_collect, &rest), 0);
+    CHECK(rest.n == 2 && strcmp(rest.names[0], "mid") == 0 &&
+          strcmp(rest.names[1], "beta") == 0);
+
+    /* removing an entry keeps the other cookies stable */
+    CHECK_EQ_INT(meta_dirent_remove(m, META_ROOT_INO, (const uint8_t *)"alpha", 5), 0);
+    CHECK_EQ_INT(meta_dirent_remove(m, META_ROOT_INO, (const uint8_t *)"alpha", 5), -ENOENT);
+    struct dirent_seen after = { 0 };
+    CHECK_EQ_INT(meta_dirent_list(m, META_ROOT_INO, s.cookies[1], dirent_collect, &after), 0);
+    CHECK(after.n == 2 && after.cookies[0] == s.cookies[2]);
+    CHECK_EQ_INT(meta_dirent_count(m, META_ROOT_INO, &count), 0);
+    CHECK_EQ_INT(count, 3);
+
+    /* a callback may call back into the store */
+    struct dirent_seen re = { .m = m };
+    CHECK_EQ_INT(meta_dirent_list(m, META_ROOT_INO, 0, dirent_collect, &re), 0);
+    CHECK_EQ_INT(re.reentered, 3);
+
+    /* an inode still named by an entry cannot be deleted */
+    CHECK_EQ_INT(meta_inode_delete(m, inos[2]), -EBUSY);
+    REQUIRE(meta_dirent_lookup(m, META_ROOT_INO, (const uint8_t *)"mid", 3, &ino) == 0);
+    finish(m);
+}
+
+static void test_name_bytes_stored_as_given(void)
+{
+    struct meta *m = open_fresh();
+    struct meta_inode root = { .ino = META_ROOT_INO, .mode = S_IFDIR | 0755, .nlink = 2 };
+    const uint8_t marker[] = "PACTFS-MARKER\0\xff\x01binary";
+    size_t mlen = sizeof marker - 1;
+    uint64_t ino;
+
+    REQUIRE(m);
+    REQUIRE(meta_inode_create(m, &root) == 0);
+    ino = make_inode(m, S_IFREG | 0644, 1);
+    REQUIRE(meta_dirent_add(m, META_ROOT_INO, marker, mlen, ino, S_IFREG) == 0);
+    REQUIRE(meta_xattr_set(m, ino, marker, mlen, marker, mlen, 0) == 0);
+    meta_close(m);
+    /* exactly these bytes in the name columns: no transformation, no plain copy */
+    CHECK_EQ_INT(B->raw_count("SELECT count(*) FROM dirents WHERE name = $1", marker, mlen), 1);
+    CHECK_EQ_INT(B->raw_count("SELECT count(*) FROM xattrs WHERE name = $1 AND value = $1",
+                              marker, mlen), 1);
+    CHECK_EQ_INT(B->raw_count("SELECT count(*) FROM dirents WHERE name = $1", marker, 13), 0);
+    B->cleanup();
+}
+
+struct chunk_seen {
+    int n;
+    uint64_t inos[16], idxs[16];
+};
+
+static int chunk_collect(void *arg, uint64_t ino, uint64_t idx, const struct chunk_ref *r)
+{
+    struct chunk_seen *s = arg;
+
+    (void)r;
+    if (s->n < 16) {
+        s->inos[s->n] = ino;
+        s->idxs[s->n] = idx;
+    }
+    s->n++;
+    return 0;
+}
+
+static void test_chunks_and_gc(void)
+{
+    struct meta *m = open_fresh();
+    struct chunk_ref r1, r2, r3, r4, got;
+    struct gc_seen gc = { 0 };
+    uint64_t a, b, v;
+
+    REQUIRE(m);
+    a = make_inode(m, S_IFREG | 0644, 1);
+    b = make_inode(m, S_IFREG | 0644, 1);
+    REQUIRE(a && b);
+    CHECK_EQ_INT(meta_chunk_get(m, a, 0, &got), -ENOENT);
+    CHECK_EQ_INT(meta_chunk_max_version(m, a, 0, &v), 0);
+    CHECK_EQ_INT(v, 0);
+    make_ref(&r1, 1, 1);
+    make_ref(&r2, 2, 2);
+    make_ref(&r3, 3, 1);
+    make_ref(&r4, 4, 1);
+    r4.k = 4;
+    r4.m = 2;
+    for (int f = 3; f < 6; f++)
+        memset(r4.sums[f], 0x40 + f, FRAG_SUM_LEN);
+    CHECK_EQ_INT(meta_chunk_put(m, a, 0, &r1), 0);
+    CHECK_EQ_INT(meta_chunk_put(m, a, 1, &r3), 0);
+    CHECK_EQ_INT(meta_chunk_put(m, b, 7, &r4), 0);
+    CHECK_EQ_INT(meta_chunk_put(m, 999999, 0, &r1), -ENOENT);   /* no such inode */
+    REQUIRE(meta_chunk_get(m, b, 7, &got) == 0);
+    CHECK(ref_equal(&got, &r4));
+    CHECK_EQ_INT(meta_gc_list(m, 0, gc_collect, &gc), 0);
+    CHECK_EQ_INT(gc.n, 0);
+
+    /* replace: the old ref goes to the queue, the new one is served */
+    CHECK_EQ_INT(meta_chunk_put(m, a, 0, &r2), 0);
+    REQUIRE(meta_chunk_get(m, a, 0, &got) == 0);
+    CHECK(ref_equal(&got, &r2));
+    CHECK_EQ_INT(meta_gc_list(m, 0, gc_collect, &gc), 0);
+    REQUIRE(gc.n == 1);
+    CHECK(ref_equal(&gc.refs[0], &r1));
+    /* a version is never reused */
+    CHECK_EQ_INT(meta_chunk_put(m, a, 0, &r2), -EINVAL);
+    CHECK_EQ_INT(meta_chunk_max_version(m, a, 0, &v), 0);
+    CHECK_EQ_INT(v, 2);
+
+    /* truncate from 0: both chunks of a queued, max version kept */
+    CHECK_EQ_INT(meta_chunk_truncate(m, a, 0), 0);
+    CHECK_EQ_INT(meta_chunk_get(m, a, 0, &got), -ENOENT);
+    CHECK_EQ_INT(meta_chunk_get(m, a, 1, &got), -ENOENT);
+    memset(&gc, 0, sizeof gc);
+    CHECK_EQ_INT(meta_gc_list(m, 0, gc_collect, &gc), 0);
+    REQUIRE(gc.n == 3);
+    CHECK(ref_equal(&gc.refs[1], &r2) && ref_equal(&gc.refs[2], &r3));
+    CHECK_EQ_INT(meta_chunk_max_version(m, a, 0, &v), 0);
+    CHECK_EQ_INT(v, 2);
+    CHECK_EQ_INT(meta_chunk_put(m, a, 0, &r1), -EINVAL);         /* version 1 again */
+    r1.version = 3;
+    CHECK_EQ_INT(meta_chunk_put(m, a, 0, &r1), 0);
+    CHECK_EQ_INT(meta_chunk_max_version(m, a, 0, &v), 0);
+    CHECK_EQ_INT(v, 3);
+
+    /* a truncate past the end touches nothing */
+    CHECK_EQ_INT(meta_chunk_truncate(m, a, 5), 0);
+    struct chunk_seen all = { 0 }, one = { 0 };
+    CHECK_EQ_INT(meta_chunk_list(m, 0, chunk_collect, &all), 0);
+    CHECK_EQ_INT(all.n, 2);
+    CHECK(all.inos[0] == a && all.idxs[0] == 0 && all.inos[1] == b && all.idxs[1] == 7);
+    CHECK_EQ_INT(meta_chunk_list(m, b, chunk_collect, &one), 0);
+    CHECK(one.n == 1 && one.idxs[0] == 7);
+
+    /* limit, done */
+    memset(&gc, 0, sizeof gc);
+    CHECK_EQ_INT(meta_gc_list(m, 2, gc_collect, &gc), 0);
+    REQUIRE(gc.n == 2);
+    CHECK_EQ_INT(meta_gc_done(m, gc.ids[0]), 0);
+    CHECK_EQ_INT(meta_gc_done(m, gc.ids[0]), -ENOENT);
+    memset(&gc, 0, sizeof gc);
+    CHECK_EQ_INT(meta_gc_list(m, 0, gc_collect, &gc), 0);
+    CHECK_EQ_INT(gc.n, 2);
+
+    /* deleting the inode queues its chunk */
+    CHECK_EQ_INT(meta_inode_delete(m, b), 0);
+    memset(&gc, 0, sizeof gc);
+    CHECK_EQ_INT(meta_gc_list(m, 0, gc_collect, &gc), 0);
+    REQUIRE(gc.n == 3);
+    CHECK(ref_equal(&gc.refs[2], &r4));
+    CHECK_EQ_INT(meta_chunk_get(m, b, 7, &got), -ENOENT);
+
+    /* refs with impossible coding are refused before they are stored */
+    make_ref(&r1, 9, 10);
+    r1.k = 10;
+    r1.m = 7;
+    CHECK_EQ_INT(meta_chunk_put(m, a, 3, &r1), -EINVAL);
+    finish(m);
+}
+
+static int xattr_count(void *arg, const uint8_t *name, size_t nlen)
+{
+    (void)name;
+    (void)nlen;
+    ++*(int *)arg;
+    return 0;
+}
+
+static void test_xattrs(void)
+{
+    struct meta *m = open_fresh();
+    const uint8_t *n1 = (const uint8_t *)"user.a", *n2 = (const uint8_t *)"user.b";
+    uint8_t *v = NULL;
+    size_t vl = 0;
+    int count = 0;
+    uint64_t ino;
+
+    REQUIRE(m);
+    ino = make_inode(m, S_IFREG | 0644, 1);
+    CHECK_EQ_INT(meta_xattr_get(m, ino, n1, 6, &v, &vl), -ENODATA);
+    CHECK_EQ_INT(meta_xattr_set(m, ino, n1, 6, (const uint8_t *)"1", 1, XATTR_REPLACE),
+                 -ENODATA);
+    CHECK_EQ_INT(meta_xattr_set(m, ino, n1, 6, (const uint8_t *)"1", 1, XATTR_CREATE), 0);
+    CHECK_EQ_INT(meta_xattr_set(m, ino, n1, 6, (const uint8_t *)"2", 1, XATTR_CREATE),
+                 -EEXIST);
+    CHECK_EQ_INT(meta_xattr_set(m, ino, n1, 6, (const uint8_t *)"22", 2, XATTR_REPLACE), 0);
+    CHECK_EQ_INT(meta_xattr_set(m, ino, n2, 6, (const uint8_t *)"", 0, 0), 0);
+    CHECK_EQ_INT(meta_xattr_set(m, ino, n2, 6, (const uint8_t *)"x", 1,
+                                XATTR_CREATE | XATTR_REPLACE), -EINVAL);
+    REQUIRE(meta_xattr_get(m, ino, n1, 6, &v, &vl) == 0);
+    CHECK(vl == 2 && memcmp(v, "22", 2) == 0);
+    free(v);
+    CHECK_EQ_INT(meta_xattr_list(m, ino, xattr_count, &count), 0);
+    CHECK_EQ_INT(count, 2);
+    CHECK_EQ_INT(meta_xattr_remove(m, ino, n1, 6), 0);
+    CHECK_EQ_INT(meta_xattr_remove(m, ino, n1, 6), -ENODATA);
+    count = 0;
+    CHECK_EQ_INT(meta_xattr_list(m, ino, xattr_count, &count), 0);
+    CHECK_EQ_INT(count, 1);
+    CHECK_EQ_INT(meta_xattr_set(m, 999999, n1, 6, (const uint8_t *)"1", 1, 0), -ENOENT);
+    finish(m);
+}
+
+static void test_stats(void)
+{
+    struct meta *m = open_fresh();
+    struct meta_inode i = { .mode = S_IFREG | 0644, .nlink = 1, .size = 1000 };
+    uint64_t inodes = 9, bytes = 9;
+
+    REQUIRE(m);
+    CHECK_EQ_INT(meta_stats(m, &inodes, &bytes), 0);
+    CHECK(inodes == 0 && bytes == 0);
+    REQUIRE(meta_inode_create(m, &i) == 0);
+    i.ino = 0;
+    i.size = 24;
+    REQUIRE(meta_inode_create(m, &i) == 0);
+    CHECK_EQ_INT(meta_stats(m, &inodes, &bytes), 0);
+    CHECK(inodes == 2 && bytes == 1024);
+    finish(m);
+}
+
+static int corrupt_then_get(struct meta **m, const char *sql, uint64_t ino)
+{
+    struct chunk_ref got;
+
+    meta_close(*m);
+    *m = NULL;
+    if (B->raw_exec(sql) != 0 || B->reopen(m) != 0)
+        return -1;
+    return meta_chunk_get(*m, ino, 0, &got);
+}
+
+static void test_corrupt_rows(void)
+{
+    struct meta *m = open_fresh();
+    struct chunk_ref r;
+    uint64_t ino;
+    struct gc_seen gc = { 0 };
+
+    REQUIRE(m);
+    ino = make_inode(m, S_IFREG | 0644, 1);
+    make_ref(&r, 5, 1);
+    REQUIRE(meta_chunk_put(m, ino, 0, &r) == 0);
+    CHECK_EQ_INT(corrupt_then_get(&m, "UPDATE chunks SET sums = substr(sums, 1, 95)", ino),
+                 -EBADMSG);
+    CHECK(strstr(pfs_err_msg(), "altered") != NULL);
+    CHECK_EQ_INT(corrupt_then_get(&m, "UPDATE chunks SET sums = sums || sums", ino),
+                 -EBADMSG);
+    CHECK_EQ_INT(corrupt_then_get(&m, "UPDATE chunks SET sums = substr(sums, 1, 96),"
+                                  " chunk_id = substr(chunk_id, 1, 8)", ino), -EBADMSG);
+    CHECK_EQ_INT(corrupt_then_get(&m, "UPDATE chunks SET chunk_id = chunk_id || chunk_id || chunk_id,"
+                                  " k = 2", ino), -EBADMSG);
+    CHECK_EQ_INT(corrupt_then_get(&m, "UPDATE chunks SET chunk_id = substr(chunk_id, 1, 16),"
+                                  " k = 15, m = 5", ino), -EBADMSG);
+    CHECK_EQ_INT(corrupt_then_get(&m, "UPDATE chunks SET k = 2, m = 1, rotation = 300", ino),
+                 -EBADMSG);
+    CHECK_EQ_INT(corrupt_then_get(&m, "UPDATE chunks SET rotation = 0", ino), 0);
+    /* the deletion queue is read with the same checks */
+    REQUIRE(meta_chunk_truncate(m, ino, 0) == 0);
+    meta_close(m);
+    m = NULL;
+    REQUIRE(B->raw_exec("UPDATE gc_queue SET sums = substr(sums, 1, 10)") == 0);
+    REQUIRE(B->reopen(&m) == 0);
+    CHECK_EQ_INT(meta_gc_list(m, 0, gc_collect, &gc), -EBADMSG);
+    CHECK_EQ_INT(gc.n, 0);
+    finish(m);
+}
+
+static void test_refuses_future_schema(void)
+{
+    struct meta *m = open_fresh();
+    int rc;
+
+    REQUIRE(m);
+    meta_close(m);
+    m = NULL;
+    REQUIRE(B->raw_exec("UPDATE schema_version SET version = 99") == 0);
+    rc = B->reopen(&m);
+    CHECK_EQ_INT(rc, -EPROTONOSUPPORT);
+    CHECK(strstr(pfs_err_msg(), "upgrade pactfs") != NULL);
+    CHECK(m == NULL);
+    if (rc == 0)
+        meta_close(m);
+    B->cleanup();
+}
+
+/* ---- SQLite only ---- */
+
+static void test_sqlite_file_mode_and_open_flags(void)
+{
+    struct meta *m = NULL;
+    struct stat st;
+    char wal[160];
+    mode_t old = umask(0);     /* even a permissive umask gives 0600 */
+
+    REQUIRE(sq_fresh(&m) == 0);
+    umask(old);
+    CHECK_EQ_INT(meta_param_set(m, "x", "y", 1), 0);
+    REQUIRE(stat(sq_path, &st) == 0);
+    CHECK_EQ_INT(st.st_mode & 0777, 0600);
+    snprintf(wal, sizeof wal, "%s-wal", sq_path);
+    if (stat(wal, &st) == 0)
+        CHECK_EQ_INT(st.st_mode & 0777, 0600);
+    CHECK_EQ_INT(sq_raw_count("SELECT count(*) FROM pragma_journal_mode WHERE"
+                              " journal_mode = 'wal' AND $1 IS NOT NULL", "", 0), 1);
+    meta_close(m);
+    m = NULL;
+    char missing[160];
+    snprintf(missing, sizeof missing, "%s/none.db", sq_dir);
+    CHECK_EQ_INT(meta_open_sqlite(missing, 0, &m), -ENOENT);
+    CHECK(access(missing, F_OK) != 0);
+    sq_cleanup();
+}
+
+static void test_sqlite_migrates_empty_file(void)
+{
+    struct meta *m = NULL;
+    int fd;
+
+    snprintf(sq_dir, sizeof sq_dir, "/tmp/pactfs-meta-XXXXXX");
+    REQUIRE(mkdtemp(sq_dir));
+    snprintf(sq_path, sizeof sq_path, "%s/meta.db", sq_dir);
+    fd = open(sq_path, O_CREAT | O_WRONLY, 0600);
+    REQUIRE(fd >= 0);
+    close(fd);
+    REQUIRE(meta_open_sqlite(sq_path, 0, &m) == 0);
+    CHECK_EQ_INT(make_inode(m, S_IFDIR | 0755, 2) > 0, 1);
+    meta_close(m);
+    CHECK_EQ_INT(sq_raw_count("SELECT version FROM schema_version WHERE $1 IS NOT NULL",
+                              "", 0), META_SCHEMA_VERSION);
+    long tables = sq_raw_count("SELECT count(*) FROM sqlite_master WHERE type = 'table'"
+                               " AND name IN ('params', 'accounts', 'folders', 'envelopes',"
+                               " 'inodes', 'dirents', 'symlinks', 'xattrs', 'chunks',"
+                               " 'chunk_versions', 'gc_queue') AND $1 IS NOT NULL", "", 0);
+    CHECK_EQ_INT(tables, 11);
+    sq_cleanup();
+}
+
+static void test_sqlite_refuses_foreign_database(void)
+{
+    struct meta *m = NULL;
+
+    snprintf(sq_dir, sizeof sq_dir, "/tmp/pactfs-meta-XXXXXX");
+    REQUIRE(mkdtemp(sq_dir));
+    snprintf(sq_path, sizeof sq_path, "%s/other.db", sq_dir);
+    REQUIRE(sq_raw_exec("CREATE TABLE something (x)") == 0);
+    CHECK_EQ_INT(meta_open_sqlite(sq_path, 1, &m), -EINVAL);
+    CHECK(strstr(pfs_err_msg(), "not a pactfs") != NULL);
+    CHECK_EQ_INT(sq_raw_count("SELECT count(*) FROM sqlite_master WHERE $1 IS NOT NULL",
+                              "", 0), 1);    /* left untouched */
+    sq_cleanup();
+}
+
+/* ---- runner ---- */
+
+struct shared_case {
+    const char *name;
+    void (*fn)(void);
+};
+
+static const struct shared_case shared[] = {
+    { "params_and_reopen", test_params_and_reopen },
+    { "transactions", test_transactions },
+    { "accounts", test_accounts },
+    { "folders_envelopes", test_folders_envelopes },
+    { "inodes", test_inodes },
+    { "dirents", test_dirents },
+    { "name_bytes_stored_as_given", test_name_bytes_stored_as_given },
+    { "chunks_and_gc", test_chunks_and_gc },
+    { "xattrs", test_xattrs },
+    { "stats", test_stats },
+    { "corrupt_rows", test_corrupt_rows },
+    { "refuses_future_schema", test_refuses_future_schema },
+};
+
+static void run_shared(const struct backend *b)
+{
+    char name[96];
+
+    B = b;
+    for (size_t i = 0; i < sizeof shared / sizeof shared[0]; i++) {
+        snprintf(name, sizeof name, "%s_%s", b->name, shared[i].name);
+        if (b->skip) {
+            printf("ok %d - %s # SKIP %s\n", ++tap_case_no, name, b->skip);
+            continue;
+        }
+        tap_run(name, shared[i].fn);
+    }
+}
+
+int main(void)
+{
+    if (!getenv("PACTFS_TEST_PG") || !*getenv("PACTFS_TEST_PG"))
+        backends[1].skip = "no PACTFS_TEST_PG";
+    for (size_t i = 0; i < sizeof backends / sizeof backends[0]; i++)
+        run_shared(&backends[i]);
+    B = &backends[0];
+    RUN(test_sqlite_file_mode_and_open_flags);
+    RUN(test_sqlite_migrates_empty_file);
+    RUN(test_sqlite_refuses_foreign_database);
+    return tap_done();
+}
