@@ -1,1 +1,570 @@
 #include "config.h"
+
+/* Share provider "keyd": the network key service pactfs-keyd over HTTPS
+ * (protocol in docs/keyd.md).  Certificate and host name verification are
+ * always on, TLS >= 1.2, no redirects, https only.  Request and reply bodies
+ * carry authenticators and shares, so they live in secmem and are wiped;
+ * json-c's own copies of secret strings are wiped before release. */
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <curl/curl.h>
+#include <json-c/json.h>
+#include <openssl/x509_vfy.h>
+
+#include "crypto.h"
+#include "error.h"
+#include "secmem.h"
+#include "share.h"
+
+#define KEYD_REPLY_MAX 4096
+#define KEYD_DEFAULT_TIMEOUT_MS 10000L
+/* Where enroll/remove/admin calls find the admin token until
+ * keyd_client_config carries it (see docs/keyd.md). */
+#define KEYD_ADMIN_TOKEN_ENV "PACTFS_KEYD_ADMIN_TOKEN_FILE"
+
+struct keyd_client {
+    char *url;            /* without a trailing slash */
+    char *ca_file;
+    char *cert_file;
+    char *key_file;
+    long timeout_ms;
+};
+
+/* A reply body being received, in secure memory. */
+struct reply {
+    char *data;           /* KEYD_REPLY_MAX + 1 */
+    size_t len;
+    bool overflow;
+};
+
+/* What the service answered. */
+struct keyd_answer {
+    long status;
+    json_object *body;    /* NULL if not JSON */
+};
+
+static char *dup_or_null(const char *s, bool *oom)
+{
+    char *d;
+
+    if (!s)
+        return NULL;
+    d = strdup(s);
+    if (!d)
+        *oom = true;
+    return d;
+}
+
+static void keyd_client_free(struct keyd_client *kc)
+{
+    if (!kc)
+        return;
+    free(kc->url);
+    free(kc->ca_file);
+    free(kc->cert_file);
+    free(kc->key_file);
+    free(kc);
+}
+
+/* ------------------------------------------------------------- secrets */
+
+static void json_wipe_string(json_object *v)
+{
+    if (v && json_object_is_type(v, json_type_string))
+        secmem_wipe((char *)json_object_get_string(v), (size_t)json_object_get_string_len(v));
+}
+
+static void json_wipe_put(json_object *obj)
+{
+    if (!obj)
+        return;
+    if (json_object_is_type(obj, json_type_object)) {
+        json_object_object_foreach(obj, key, val) {
+            (void)key;
+            json_wipe_string(val);
+        }
+    }
+    json_object_put(obj);
+}
+
+static void add_hex(json_object *obj, const char *key, const uint8_t *p, size_t n)
+{
+    char hex[2 * 64 + 1];
+
+    hex_encode(p, n, hex);
+    json_object_object_add(obj, key, json_object_new_string(hex));
+    secmem_wipe(hex, sizeof hex);
+}
+
+static json_object *request_body(const char *vault_id, const char *account)
+{
+    json_object *obj = json_object_new_object();
+
+    if (!obj)
+        return NULL;
+    json_object_object_add(obj, "vault", json_object_new_string(vault_id));
+    json_object_object_add(obj, "account", json_object_new_string(account));
+    return obj;
+}
+
+/* The admin token file named by $PACTFS_KEYD_ADMIN_TOKEN_FILE, as an
+ * "Authorization: Bearer" header in secure memory. */
+static int admin_header(char **out, size_t *outlen)
+{
+    static const char prefix[] = "Authorization: Bearer ";
+    const char *path = getenv(KEYD_ADMIN_TOKEN_ENV);
+    FILE *f;
+    size_t cap = sizeof prefix + 512, n;
+    char *h;
+
+    if (!path || !*path)
+        return pfs_err(-EACCES, "this key-service operation needs the admin token: set %s "
+                       "to the file that holds it", KEYD_ADMIN_TOKEN_ENV);
+    f = fopen(path, "re");
+    if (!f)
+        return pfs_err(-errno, "cannot read the key-service admin token %s: %s", path,
+                       strerror(errno));
+    h = secmem_alloc(cap);
+    if (!h) {
+        fclose(f);
+        return pfs_err(-ENOMEM, "out of memory");
+    }
+    memcpy(h, prefix, sizeof prefix - 1);
+    setvbuf(f, NULL, _IONBF, 0);   /* no stdio copy of the token */
+    n = fread(h + sizeof prefix - 1, 1, cap - sizeof prefix, f);
+    fclose(f);
+    n += sizeof prefix - 1;
+    while (n > sizeof prefix - 1 && (h[n - 1] == '\n' || h[n - 1] == '\r' || h[n - 1] == ' '))
+        h[--n] = '\0';
+    if (n == sizeof prefix - 1) {
+        secmem_free(h, cap);
+        return pfs_err(-EINVAL, "the key-service admin token file %s is empty", path);
+    }
+    *out = h;
+    *outlen = cap;
+    return 0;
+}
+
+/* ------------------------------------------------------------- transport */
+
+static size_t on_reply_data(char *p, size_t size, size_t nmemb, void *cls)
+{
+    struct reply *r = cls;
+    size_t n = size * nmemb;
+
+    if (r->len + n > KEYD_REPLY_MAX) {
+        r->overflow = true;
+        return 0;   /* abort: no legitimate answer is that long */
+    }
+    memcpy(r->data + r->len, p, n);
+    r->len += n;
+    return n;
+}
+
+static int tls_failure(const struct keyd_client *kc, CURL *c, const char *errbuf)
+{
+    long vr = X509_V_OK;
+    const char *ca = kc->ca_file ? kc->ca_file : "the system CA bundle";
+
+    curl_easy_getinfo(c, CURLINFO_SSL_VERIFYRESULT, &vr);
+    /* Host name first: OpenSSL may report it as an unspecified error. */
+    if (vr == X509_V_ERR_HOSTNAME_MISMATCH || vr == X509_V_ERR_IP_ADDRESS_MISMATCH ||
+        strstr(errbuf, "subject name") || strstr(errbuf, "host name") ||
+        strstr(errbuf, "hostname"))
+        return pfs_err(-EHOSTUNREACH, "the key service's certificate does not name the host "
+                       "in %s (%s): use the name its certificate carries in keyd url, or have "
+                       "the key officer reissue the certificate", kc->url, errbuf);
+    if (vr == X509_V_ERR_CERT_HAS_EXPIRED || vr == X509_V_ERR_CERT_NOT_YET_VALID)
+        return pfs_err(-EHOSTUNREACH, "the key service's certificate at %s has expired or is "
+                       "not yet valid (%s): the key officer must renew it (docs/keyd.md, "
+                       "rotating the certificate), or check this machine's clock",
+                       kc->url, X509_verify_cert_error_string(vr));
+    if (vr != X509_V_OK)
+        return pfs_err(-EHOSTUNREACH, "the key service's certificate at %s is not signed by "
+                       "the CA in %s (%s): check keyd ca_file in the vault configuration, or "
+                       "that %s is really the key service", kc->url, ca,
+                       X509_verify_cert_error_string(vr), kc->url);
+    return pfs_err(-EHOSTUNREACH, "the key service's certificate at %s was refused (%s): "
+                   "check keyd ca_file (%s)", kc->url, errbuf, ca);
+}
+
+static int transport_error(const struct keyd_client *kc, CURL *c, CURLcode cc,
+                           const char *errbuf)
+{
+    const char *why = errbuf[0] ? errbuf : curl_easy_strerror(cc);
+
+    switch (cc) {
+    case CURLE_COULDNT_CONNECT:
+        return pfs_err(-ECONNREFUSED, "pactfs-keyd is not reachable at %s: is it running? (%s)",
+                       kc->url, why);
+    case CURLE_COULDNT_RESOLVE_HOST:
+        return pfs_err(-EHOSTUNREACH, "cannot resolve the host in the key service URL %s: "
+                       "check keyd url (%s)", kc->url, why);
+    case CURLE_OPERATION_TIMEDOUT:
+        return pfs_err(-EHOSTUNREACH, "pactfs-keyd at %s did not answer within %ld ms: check "
+                       "the network and that it is running", kc->url, kc->timeout_ms);
+    case CURLE_PEER_FAILED_VERIFICATION:
+        return tls_failure(kc, c, why);
+    case CURLE_SSL_CACERT_BADFILE:
+        return pfs_err(-EINVAL, "cannot load the key service CA bundle %s: check keyd ca_file "
+                       "(%s)", kc->ca_file ? kc->ca_file : "(system)", why);
+    case CURLE_SSL_CERTPROBLEM:
+        return pfs_err(-EINVAL, "cannot use the client certificate %s / key %s for the key "
+                       "service: check keyd cert_file and key_file (%s)",
+                       kc->cert_file ? kc->cert_file : "-", kc->key_file ? kc->key_file : "-",
+                       why);
+    case CURLE_SSL_CONNECT_ERROR:
+        return pfs_err(-EHOSTUNREACH, "the TLS handshake with pactfs-keyd at %s failed (%s): "
+                       "it needs TLS 1.2 or later%s", kc->url, why,
+                       kc->cert_file ? "" : ", and may require a client certificate "
+                       "(keyd cert_file/key_file)");
+    case CURLE_WRITE_ERROR:
+        return pfs_err(-EPROTO, "pactfs-keyd at %s sent an oversized answer", kc->url);
+    default:
+        return pfs_err(-EHOSTUNREACH, "cannot talk to pactfs-keyd at %s: %s", kc->url, why);
+    }
+}
+
+static void set_tls_options(const struct keyd_client *kc, CURL *c)
+{
+    curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 1L);
+    curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 2L);
+    curl_easy_setopt(c, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
+    if (kc->ca_file)
+        curl_easy_setopt(c, CURLOPT_CAINFO, kc->ca_file);
+    if (kc->cert_file)
+        curl_easy_setopt(c, CURLOPT_SSLCERT, kc->cert_file);
+    if (kc->key_file)
+        curl_easy_setopt(c, CURLOPT_SSLKEY, kc->key_file);
+#if LIBCURL_VERSION_NUM >= 0x075500
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "https");
+#else
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS, (long)CURLPROTO_HTTPS);
+#endif
+}
+
+/* Parse a reply body (JSON object) if there is one. */
+static json_object *reply_json(const struct reply *r)
+{
+    json_tokener *tok;
+    json_object *obj;
+
+    if (r->len == 0)
+        return NULL;
+    tok = json_tokener_new();
+    if (!tok)
+        return NULL;
+    obj = json_tokener_parse_ex(tok, r->data, (int)r->len);
+    if (obj && (json_tokener_get_error(tok) != json_tokener_success ||
+                !json_object_is_type(obj, json_type_object))) {
+        json_wipe_put(obj);
+        obj = NULL;
+    }
+    json_tokener_free(tok);
+    return obj;
+}
+
+/* POST body to url+path; the caller owns ans->body.  Transport failures are
+ * returned as errors with a message; any HTTP status is a success here. */
+static int keyd_post(const struct keyd_client *kc, const char *path, json_object *body,
+                     bool admin, struct keyd_answer *ans)
+{
+    char errbuf[CURL_ERROR_SIZE] = "";
+    char url[1024];
+    struct reply r = { NULL, 0, false };
+    struct curl_slist *hdrs = NULL;
+    char *auth_hdr = NULL, *payload = NULL;
+    size_t auth_len = 0, plen;
+    const char *text;
+    CURL *c = NULL;
+    CURLcode cc;
+    int rc = 0;
+
+    memset(ans, 0, sizeof *ans);
+    snprintf(url, sizeof url, "%s%s", kc->url, path);
+    if (admin && (rc = admin_header(&auth_hdr, &auth_len)) < 0)
+        return rc;
+    text = json_object_to_json_string_length(body, JSON_C_TO_STRING_PLAIN, &plen);
+    payload = secmem_alloc(plen + 1);
+    r.data = secmem_alloc(KEYD_REPLY_MAX + 1);
+    c = curl_easy_init();
+    if (payload)
+        memcpy(payload, text, plen);
+    secmem_wipe((char *)text, plen);
+    hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
+    if (hdrs && auth_hdr)
+        hdrs = curl_slist_append(hdrs, auth_hdr);
+    if (!payload || !r.data || !c || !hdrs) {
+        rc = pfs_err(-ENOMEM, "out of memory talking to the key service");
+        goto out;
+    }
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_POSTFIELDS, payload);
+    curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)plen);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
+    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_reply_data);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &r);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, kc->timeout_ms);
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, kc->timeout_ms);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
+    set_tls_options(kc, c);
+    cc = curl_easy_perform(c);
+    if (cc != CURLE_OK) {
+        rc = transport_error(kc, c, r.overflow ? CURLE_WRITE_ERROR : cc, errbuf);
+        goto out;
+    }
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &ans->status);
+    ans->body = reply_json(&r);
+out:
+    if (c)
+        curl_easy_cleanup(c);
+    curl_slist_free_all(hdrs);
+    secmem_free(auth_hdr, auth_len);
+    secmem_free(payload, plen + 1);
+    secmem_free(r.data, KEYD_REPLY_MAX + 1);
+    return rc;
+}
+
+/* ------------------------------------------------------------- answers */
+
+static const char *answer_error(const struct keyd_answer *ans)
+{
+    json_object *v;
+
+    if (ans->body && json_object_object_get_ex(ans->body, "error", &v) &&
+        json_object_is_type(v, json_type_string))
+        return json_object_get_string(v);
+    return "";
+}
+
+static unsigned answer_retry_after(const struct keyd_answer *ans)
+{
+    json_object *v;
+    int64_t n;
+
+    if (!ans->body || !json_object_object_get_ex(ans->body, "retry_after", &v))
+        return 0;
+    n = json_object_get_int64(v);
+    return n < 0 ? 0 : n > 86400 * 365 ? 86400 * 365 : (unsigned)n;
+}
+
+/* Turn a non-200 answer into the share.h error code and a message. */
+static int answer_status(const struct keyd_client *kc, const struct keyd_answer *ans,
+                         const char *account, bool admin, unsigned *retry_after)
+{
+    unsigned retry;
+
+    switch (ans->status) {
+    case 200:
+        return 0;
+    case 401:
+        if (admin)
+            return pfs_err(-EACCES, "the key service at %s refused the admin token in %s",
+                           kc->url, getenv(KEYD_ADMIN_TOKEN_ENV));
+        return pfs_err(-EKEYREJECTED, "the key service refused the password of %s (wrong "
+                       "password, or the account is not enrolled there)", account);
+    case 429:
+        retry = answer_retry_after(ans);
+        if (retry_after)
+            *retry_after = retry;
+        return pfs_err(-EBUSY, "%s is locked out by the key service for %u more seconds "
+                       "after repeated failed logins (from this account or this address); "
+                       "wait, or ask a key officer to lift it at once (pactfs-keyd(8), "
+                       "POST /v1/unlock)", account, retry);
+    case 403:
+        if (strcmp(answer_error(ans), "disabled") == 0)
+            return pfs_err(-EPERM, "%s is disabled at the key service: ask an administrator",
+                           account);
+        return pfs_err(-EACCES, "the key service at %s requires a client certificate it "
+                       "trusts: set keyd cert_file and key_file", kc->url);
+    case 404:
+        return pfs_err(-ENOENT, "%s is not enrolled at the key service %s", account, kc->url);
+    case 409:
+        return pfs_err(-EEXIST, "%s is already enrolled at the key service %s", account,
+                       kc->url);
+    case 400:
+    case 413:
+        return pfs_err(-EINVAL, "the key service at %s rejected the request as malformed "
+                       "(%s)", kc->url, answer_error(ans));
+    default:
+        if (ans->status >= 500)
+            return pfs_err(-EIO, "the key service at %s failed internally (HTTP %ld): see "
+                           "its log", kc->url, ans->status);
+        return pfs_err(-EPROTO, "unexpected answer HTTP %ld from the key service at %s",
+                       ans->status, kc->url);
+    }
+}
+
+/* Copy the share out of a 200 answer. */
+static int answer_share(const struct keyd_client *kc, const struct keyd_answer *ans,
+                        uint8_t share_out[SHARE_LEN])
+{
+    json_object *v;
+
+    if (!ans->body || !json_object_object_get_ex(ans->body, "share", &v) ||
+        !json_object_is_type(v, json_type_string) ||
+        json_object_get_string_len(v) != 2 * SHARE_LEN ||
+        hex_decode(json_object_get_string(v), share_out, SHARE_LEN) < 0) {
+        secmem_wipe(share_out, SHARE_LEN);
+        return pfs_err(-EPROTO, "the key service at %s answered without a valid share",
+                       kc->url);
+    }
+    return 0;
+}
+
+/* One call: build nothing, send body, check the answer, maybe read a share. */
+static int keyd_call(struct share_provider *sp, const char *path, json_object *body,
+                     const char *account, bool admin, uint8_t *share_out,
+                     unsigned *retry_after)
+{
+    const struct keyd_client *kc = sp->impl;
+    struct keyd_answer ans;
+    int rc;
+
+    if (!body)
+        return pfs_err(-ENOMEM, "out of memory");
+    rc = keyd_post(kc, path, body, admin, &ans);
+    json_wipe_put(body);
+    if (!rc)
+        rc = answer_status(kc, &ans, account, admin, retry_after);
+    if (!rc && share_out)
+        rc = answer_share(kc, &ans, share_out);
+    json_wipe_put(ans.body);
+    return rc;
+}
+
+/* ------------------------------------------------------------- ops */
+
+static int keyd_enroll(struct share_provider *sp, const char *vault_id, const char *account,
+                       const uint8_t auth[SHARE_AUTH_LEN], uint8_t share_out[SHARE_LEN])
+{
+    json_object *body = request_body(vault_id, account);
+
+    if (body)
+        add_hex(body, "auth", auth, SHARE_AUTH_LEN);
+    return keyd_call(sp, "/v1/enroll", body, account, true, share_out, NULL);
+}
+
+static int keyd_fetch(struct share_provider *sp, const char *vault_id, const char *account,
+                      const uint8_t auth[SHARE_AUTH_LEN], uint8_t share_out[SHARE_LEN],
+                      unsigned *retry_after)
+{
+    json_object *body = request_body(vault_id, account);
+
+    if (retry_after)
+        *retry_after = 0;
+    if (body)
+        add_hex(body, "auth", auth, SHARE_AUTH_LEN);
+    return keyd_call(sp, "/v1/login", body, account, false, share_out, retry_after);
+}
+
+static int keyd_change_auth(struct share_provider *sp, const char *vault_id,
+                            const char *account, const uint8_t old_auth[SHARE_AUTH_LEN],
+                            const uint8_t new_auth[SHARE_AUTH_LEN])
+{
+    json_object *body = request_body(vault_id, account);
+
+    if (body) {
+        add_hex(body, "old_auth", old_auth, SHARE_AUTH_LEN);
+        add_hex(body, "new_auth", new_auth, SHARE_AUTH_LEN);
+    }
+    return keyd_call(sp, "/v1/change-auth", body, account, false, NULL, NULL);
+}
+
+static int keyd_rotate(struct share_provider *sp, const char *vault_id, const char *account,
+                       const uint8_t auth[SHARE_AUTH_LEN], uint8_t share_out[SHARE_LEN])
+{
+    json_object *body = request_body(vault_id, account);
+
+    if (body)
+        add_hex(body, "auth", auth, SHARE_AUTH_LEN);
+    return keyd_call(sp, "/v1/rotate", body, account, false, share_out, NULL);
+}
+
+static int keyd_remove(struct share_provider *sp, const char *vault_id, const char *account)
+{
+    return keyd_call(sp, "/v1/remove", request_body(vault_id, account), account, true, NULL,
+                     NULL);
+}
+
+/* Administrative calls not in share_provider_ops: op is "unlock", "disable"
+ * or "enable".  Needs the admin token like enroll.  (To be declared in
+ * share.h; see docs/keyd.md.) */
+int share_keyd_admin(struct share_provider *sp, const char *op, const char *vault_id,
+                     const char *account);
+
+int share_keyd_admin(struct share_provider *sp, const char *op, const char *vault_id,
+                     const char *account)
+{
+    char path[32];
+
+    if (strcmp(op, "unlock") != 0 && strcmp(op, "disable") != 0 && strcmp(op, "enable") != 0)
+        return pfs_err(-EINVAL, "unknown key-service admin operation '%s' (unlock, disable, "
+                       "enable)", op);
+    snprintf(path, sizeof path, "/v1/%s", op);
+    return keyd_call(sp, path, request_body(vault_id, account), account, true, NULL, NULL);
+}
+
+static void keyd_destroy(struct share_provider *sp)
+{
+    keyd_client_free(sp->impl);
+    free(sp);
+}
+
+static const struct share_provider_ops keyd_ops = {
+    .name = "keyd",
+    .enroll = keyd_enroll,
+    .fetch = keyd_fetch,
+    .change_auth = keyd_change_auth,
+    .rotate = keyd_rotate,
+    .remove = keyd_remove,
+    .destroy = keyd_destroy,
+};
+
+int share_keyd_open(const struct keyd_client_config *cfg, struct share_provider **out)
+{
+    struct keyd_client *kc;
+    struct share_provider *sp;
+    bool oom = false;
+    size_t n;
+
+    *out = NULL;
+    if (!cfg || !cfg->url || strncmp(cfg->url, "https://", 8) != 0)
+        return pfs_err(-EINVAL, "keyd url must start with https:// (got '%s'): the key service "
+                       "is reached over TLS only", cfg && cfg->url ? cfg->url : "");
+    if (!cfg->cert_file != !cfg->key_file)
+        return pfs_err(-EINVAL, "keyd cert_file and key_file go together: set both or neither");
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+        return pfs_err(-ENOMEM, "cannot initialise libcurl");
+    kc = calloc(1, sizeof *kc);
+    sp = calloc(1, sizeof *sp);
+    if (!kc || !sp) {
+        free(kc);
+        free(sp);
+        return pfs_err(-ENOMEM, "out of memory");
+    }
+    kc->url = dup_or_null(cfg->url, &oom);
+    kc->ca_file = dup_or_null(cfg->ca_file, &oom);
+    kc->cert_file = dup_or_null(cfg->cert_file, &oom);
+    kc->key_file = dup_or_null(cfg->key_file, &oom);
+    kc->timeout_ms = cfg->timeout_ms > 0 ? cfg->timeout_ms : KEYD_DEFAULT_TIMEOUT_MS;
+    if (oom) {
+        keyd_client_free(kc);
+        free(sp);
+        return pfs_err(-ENOMEM, "out of memory");
+    }
+    n = strlen(kc->url);
+    while (n > 8 && kc->url[n - 1] == '/')
+        kc->url[--n] = '\0';
+    sp->ops = &keyd_ops;
+    sp->impl = kc;
+    *out = sp;
+    return 0;
+}
