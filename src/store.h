@@ -32,6 +32,10 @@ struct store_ops {
     /* Bytes free on the endpoint (statvfs); -ENOTSUP where unknown. */
     int (*space)(struct store *s, uint64_t *total, uint64_t *avail);
     void (*close)(struct store *s);
+    /* Optional (NULL: use get): read an object expected to hold exactly len
+     * bytes straight into buf, saving a copy on the read path.  -ENOENT if
+     * absent, -EBADMSG if its size differs; buf contents are then undefined. */
+    int (*get_into)(struct store *s, const char *name, void *buf, size_t len);
 };
 
 struct store {

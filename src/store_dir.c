@@ -246,6 +246,35 @@ static int dir_get(struct store *s, const char *name, void **data, size_t *len)
     return 0;
 }
 
+static int dir_get_into(struct store *s, const char *name, void *buf, size_t len)
+{
+    struct dir_store *d = impl_of(s);
+    char path[NAME_MAX_LEN + 8];
+    struct stat st;
+    int rc, fd, err;
+
+    rc = check_name(s, name);
+    if (rc)
+        return rc;
+    object_path(name, path, sizeof path);
+    fd = openat(d->rootfd, path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ENOENT)
+            return pfs_err(-ENOENT, "endpoint %s: object %s not found", s->desc, name);
+        return disk_error(s, "opening", name, errno);
+    }
+    err = fstat(fd, &st) != 0 ? errno : 0;
+    if (!err && (uint64_t)st.st_size != len) {
+        close(fd);
+        return pfs_err(-EBADMSG, "endpoint %s: object %s has %llu bytes, expected %zu",
+                       s->desc, name, (unsigned long long)st.st_size, len);
+    }
+    if (!err)
+        err = read_all(fd, buf, len);
+    close(fd);
+    return err ? disk_error(s, "reading", name, err) : 0;
+}
+
 static int dir_del(struct store *s, const char *name)
 {
     struct dir_store *d = impl_of(s);
@@ -449,6 +478,7 @@ static const struct store_ops dir_ops = {
     .sync = dir_sync,
     .space = dir_space,
     .close = dir_close,
+    .get_into = dir_get_into,
 };
 
 static int open_root(const char *path, int create)

@@ -83,6 +83,27 @@ static void test_put_get_roundtrip(void)
     scratch_remove();
 }
 
+static void test_get_into(void)
+{
+    struct store *s;
+    char buf[16];
+
+    scratch_new();
+    s = open_scratch_store();
+    REQUIRE(s != NULL);
+    REQUIRE(s->ops->get_into != NULL);
+    CHECK_EQ_INT(store_put(s, "frag.1", "0123456789", 10), 0);
+    memset(buf, 0, sizeof buf);
+    CHECK_EQ_INT(s->ops->get_into(s, "frag.1", buf, 10), 0);
+    CHECK_MEM(buf, "0123456789", 10);
+    CHECK_EQ_INT(s->ops->get_into(s, "frag.1", buf, 11), -EBADMSG);
+    CHECK_EQ_INT(s->ops->get_into(s, "frag.1", buf, 9), -EBADMSG);
+    CHECK_EQ_INT(s->ops->get_into(s, "frag.2", buf, 10), -ENOENT);
+    CHECK_EQ_INT(s->ops->get_into(s, "../x", buf, 10), -EINVAL);
+    store_close(s);
+    scratch_remove();
+}
+
 static void test_overwrite_and_delete(void)
 {
     struct store *s;
@@ -323,6 +344,7 @@ static void test_concurrent_puts(void)
 int main(void)
 {
     RUN(test_put_get_roundtrip);
+    RUN(test_get_into);
     RUN(test_overwrite_and_delete);
     RUN(test_bad_names_refused);
     RUN(test_list_skips_temp_files);
