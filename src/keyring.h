@@ -9,8 +9,10 @@
  *   unlock_key = HKDF(key_half || share, info "pactfs v1 unlock key")
  *   sealed     = AES-256-GCM(unlock_key, PKCS#8 DER), AD binds vault and account
  *
- * The byte layout of the sealed blob is in docs/format.md.  Every
+ * The byte layout of the sealed blob is in docs/format-keys.md.  Every
  * intermediate value lives in secmem and is wiped before return.
+ * Creating or re-sealing under a new password always draws a fresh salt:
+ * from a caller's params only the costs (alg, t, m, p) are used.
  */
 #ifndef PACTFS_KEYRING_H
 #define PACTFS_KEYRING_H

@@ -22,12 +22,8 @@ static atomic_ulong lock_failures;
  * alignment.  Key buffers are few and small, so the waste is acceptable. */
 static size_t page_size(void)
 {
-    static size_t cached;
-    if (!cached) {
-        long ps = sysconf(_SC_PAGESIZE);
-        cached = ps > 0 ? (size_t)ps : 4096;
-    }
-    return cached;
+    long ps = sysconf(_SC_PAGESIZE);   /* a constant in glibc, no syscall */
+    return ps > 0 ? (size_t)ps : 4096;
 }
 
 static size_t round_to_pages(size_t n)
