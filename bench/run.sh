@@ -185,6 +185,22 @@ build_passthrough() {
         || { log_tail; die "bench/passthrough.c did not build"; }
 }
 
+# The committed HEAD (what the report names), or the working tree when this
+# is no git checkout.  Copied by content (-c, no -t) so that only changed
+# files get a new mtime and make stays incremental across runs; no --delete,
+# so the files autoreconf generated there survive.
+export_pactfs_source() {
+    local dest=$1 from=$SRC_DIR
+    if git -C "$SRC_DIR" rev-parse --verify -q HEAD >/dev/null 2>&1; then
+        from=$WORK/export
+        mkdir -p "$from"
+        git -C "$SRC_DIR" archive HEAD | tar x -C "$from"
+        progress "pactfs source: git HEAD $(git -C "$SRC_DIR" rev-parse --short HEAD)"
+    fi
+    rsync -rlc --exclude .git --exclude autom4te.cache --exclude 'bench/results-*' \
+        "$from/" "$dest/"
+}
+
 # pactfs binaries: $PACTFS_BUILD (or ./) if they are there, otherwise an
 # optimised build of this source tree under /tmp (kept for the next run).
 PACTFS_BIN=
@@ -197,10 +213,11 @@ find_or_build_pactfs() {
         local top=/tmp/pactfs-bench-build
         progress "building pactfs (optimised, no sanitizers) in $top"
         mkdir -p "$top/src" "$top/obj"
-        rsync -a --delete --exclude .git --exclude autom4te.cache --exclude 'bench/results-*' \
-            "$SRC_DIR/" "$top/src/"
-        if [ ! -f "$top/obj/Makefile" ]; then
+        export_pactfs_source "$top/src"
+        if [ ! -x "$top/src/configure" ]; then
             (cd "$top/src" && autoreconf -fi) >>"$LOG" 2>&1 || { log_tail; die "autoreconf failed"; }
+        fi
+        if [ ! -f "$top/obj/Makefile" ]; then
             (cd "$top/obj" && ../src/configure -q) >>"$LOG" 2>&1 || { log_tail; die "configure failed"; }
         fi
         make -C "$top/obj" -j"$(nproc)" pactfs pactfs-admin >>"$LOG" 2>&1 \
