@@ -427,9 +427,11 @@ static int record(struct audit *a, json_object *o, bool force_checkpoint)
                      "until the filesystem is remounted", a->path, strerror(-a->sticky_err));
     } else {
         rc = append_locked(a, o, force_checkpoint, &ticket);
-        if (rc)
+        /* An event refused before any byte was written (too long, no
+         * memory) fails alone; anything else leaves the spool in doubt. */
+        if (rc && rc != -E2BIG && rc != -ENOMEM)
             a->sticky_err = rc;
-        else
+        if (!rc)
             rc = wait_durable(a, ticket);
     }
     pthread_mutex_unlock(&a->mu);

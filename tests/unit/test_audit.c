@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -457,6 +458,65 @@ static void test_resume_and_two_handles_one_chain(void)
     remove_scratch();
 }
 
+/* An oversized event fails alone; the spool and later events are fine. */
+static void test_oversized_event_refused(void)
+{
+    struct audit *a;
+    char path[128];
+    char *huge = malloc(AUDIT_LINE_MAX);
+    uint64_t n;
+
+    REQUIRE(huge);
+    memset(huge, 'p', AUDIT_LINE_MAX - 1);
+    huge[AUDIT_LINE_MAX - 1] = '\0';
+    make_scratch();
+    spool_path(path, sizeof path, "audit.log");
+    REQUIRE(audit_open(path, VAULT, "alice", NULL, &a) == 0);
+    CHECK_EQ_INT(audit_event(a, NULL, "open", huge, 0, 0), -E2BIG);
+    CHECK(audit_event(a, NULL, "open", "/ok", 0, 0) == 0);
+    audit_close(a);
+    CHECK(audit_verify(path, NULL, NULL, &n) == 0);
+    CHECK_EQ_INT(n, 1);
+    free(huge);
+    remove_scratch();
+}
+
+/* Two processes appending at once still make one chain. */
+static void test_two_processes_one_chain(void)
+{
+    char path[128];
+    struct audit *a;
+    uint64_t n;
+    int status = -1, failures = 0;
+    pid_t child;
+
+    make_scratch();
+    spool_path(path, sizeof path, "audit.log");
+    fflush(stdout);
+    child = fork();
+    REQUIRE(child >= 0);
+    if (child == 0) {
+        int bad = 0;
+
+        if (audit_open(path, VAULT, "admin", NULL, &a) != 0)
+            _exit(2);
+        for (int i = 0; i < 300; i++)
+            bad += audit_event(a, NULL, "grant", "/child", 0, 0) != 0;
+        audit_close(a);
+        _exit(bad ? 1 : 0);
+    }
+    REQUIRE(audit_open(path, VAULT, "alice", NULL, &a) == 0);
+    for (int i = 0; i < 300; i++)
+        failures += audit_event(a, NULL, "open", "/parent", 0, 0) != 0;
+    audit_close(a);
+    waitpid(child, &status, 0);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    CHECK_EQ_INT(failures, 0);
+    CHECK(audit_verify(path, NULL, NULL, &n) == 0);
+    CHECK_EQ_INT(n, 600);
+    remove_scratch();
+}
+
 static void test_open_refuses_torn_tail(void)
 {
     struct audit *a = NULL;
@@ -620,6 +680,8 @@ int main(void)
     RUN(test_unknown_signer_fails);
     RUN(test_tampering_detected);
     RUN(test_resume_and_two_handles_one_chain);
+    RUN(test_oversized_event_refused);
+    RUN(test_two_processes_one_chain);
     RUN(test_open_refuses_torn_tail);
     RUN(test_concurrent_events);
     RUN(test_full_spool_fails_closed);
