@@ -1,6 +1,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -333,6 +334,51 @@ static void test_sha256(void)
     CHECK_MEM(d, want, 32);
 }
 
+/* The hot path runs in FUSE worker threads: the primitives must be safe to
+ * call concurrently (shared algorithm objects, per-call contexts). */
+static void *seal_open_worker(void *arg)
+{
+    static uint8_t key[32] = { 7 }, skey[SIV_KEY_LEN] = { 8 };
+    size_t n = 64 * 1024;
+    uint8_t *pt = malloc(n), *box = malloc(n + AEAD_OVERHEAD), *back = malloc(n);
+    uint8_t sum[32], s1[20 + SIV_TAG_LEN], s2[20 + SIV_TAG_LEN];
+    long failures = 0;
+
+    (void)arg;
+    if (!pt || !box || !back) {
+        failures = 1;
+        goto out;
+    }
+    for (int i = 0; i < 40; i++) {
+        memset(pt, i, n);
+        failures += aead_seal(key, &i, sizeof i, pt, n, box) != 0;
+        failures += aead_open(key, &i, sizeof i, box, n + AEAD_OVERHEAD, back) != 0;
+        failures += memcmp(pt, back, n) != 0;
+        sha256(box, n, sum);
+        failures += siv_encrypt(skey, "ad", 2, pt, 20, s1) != 0;
+        failures += siv_encrypt(skey, "ad", 2, pt, 20, s2) != 0;
+        failures += memcmp(s1, s2, sizeof s1) != 0;
+    }
+out:
+    free(pt);
+    free(box);
+    free(back);
+    return (void *)failures;
+}
+
+static void test_threads(void)
+{
+    pthread_t th[4];
+    void *res;
+
+    for (int i = 0; i < 4; i++)
+        REQUIRE(pthread_create(&th[i], NULL, seal_open_worker, NULL) == 0);
+    for (int i = 0; i < 4; i++) {
+        CHECK(pthread_join(th[i], &res) == 0);
+        CHECK(res == NULL);
+    }
+}
+
 int main(void)
 {
     RUN(test_gcm_published_vectors);
@@ -347,6 +393,7 @@ int main(void)
     RUN(test_der_roundtrip);
     RUN(test_hex_and_memcmp);
     RUN(test_sha256);
+    RUN(test_threads);
     EVP_PKEY_free(rsa_a);
     EVP_PKEY_free(rsa_b);
     return tap_done();
