@@ -173,7 +173,8 @@ static int dir_put(struct store *s, const char *name, const void *data, size_t l
     if (fd < 0)
         return disk_error(s, "creating a temp file for", name, -fd);
     err = write_all(fd, data, len);
-    if (!err && fsync(fd) != 0)
+    /* fdatasync: the bytes and the size, not the times, must survive a crash */
+    if (!err && fdatasync(fd) != 0)
         err = errno;
     if (close(fd) != 0 && !err)
         err = errno;
