@@ -274,9 +274,11 @@ fs_mount() {
     for ((i = 0; i < 1200; i++)); do
         if mountpoint -q "$mnt"; then break; fi
         if ! kill -0 "$pid" 2>/dev/null; then
-            wait "$pid" 2>/dev/null || true
+            local status=0
+            wait "$pid" 2>/dev/null || status=$?
+            unset "MOUNT_PID[$fs]"
             log_tail
-            die "$fs failed to mount at $mnt (daemon exited; log above)"
+            die "$fs failed to mount at $mnt (it exited with status $status; its last log lines are above)"
         fi
         sleep 0.1
     done

@@ -1,1 +1,1373 @@
 #include "config.h"
+
+/* File data: chunk arithmetic, dirty chunks, write-back, the plaintext
+ * chunk cache and the worker pool.
+ *
+ * A chunk of an open file is in one of three places:
+ *   dirty     plaintext in c->buf (never written, or changed since)
+ *   pending   sealed, coded and scattered (c->pending), not yet in the
+ *             metadata; its plaintext moved to the cache
+ *   committed recorded in the metadata (meta_chunk_get)
+ * Readers look in that order, under the inode lock, so they always see the
+ * newest bytes.  A commit is: object_layer_sync (fragments durable), then
+ * one meta transaction with every pending chunk and the inode's size and
+ * mtime.  Fragments are therefore always durable before the metadata that
+ * points at them; replaced chunks go to the deletion queue and their
+ * fragments are deleted by a background job after the commit.
+ */
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "envelope.h"
+#include "error.h"
+#include "fs_internal.h"
+#include "secmem.h"
+
+#define NO_TRUNC UINT64_MAX
+#define READAHEAD_CHUNKS 4
+#define GC_BATCH 64
+
+/* ------------------------------------------------------------------ */
+/* Types                                                               */
+
+struct fs_chunk {
+    uint64_t idx;
+    uint8_t *buf;              /* dirty plaintext (chunk_size bytes) or NULL */
+    uint32_t len;              /* valid bytes in buf */
+    int loading;               /* buf being filled from the stores */
+    int writing;               /* buf being sealed and scattered */
+    int queued;                /* a put job waits in the queue */
+    int version_known;
+    uint64_t max_version;      /* highest version used for (ino, idx) */
+    int has_pending;
+    struct chunk_ref pending;  /* put, not yet committed */
+    struct fs_chunk *next;
+};
+
+struct fs_file {
+    uint8_t *dek;              /* secmem, DEK_LEN */
+    uint64_t size;
+    int64_t mtime_ns;
+    int size_dirty, mtime_dirty;
+    uint64_t attr_gen;         /* bumps on every size/mtime change */
+    struct fs_chunk **tab;
+    size_t ntab, nchunks;
+    unsigned inflight;         /* put jobs queued or running */
+    unsigned loading;          /* chunks being loaded */
+    uint64_t trunc_from;       /* chunk records >= this go at the next commit */
+    int wb_error;              /* first write-back error, for flush/fsync */
+    pthread_mutex_t commit_lock;
+    struct chunk_ref *drop;    /* uncommitted fragments to delete */
+    size_t ndrop, capdrop;
+    uint64_t seq_next;         /* sequential read detection */
+    uint64_t ra_until;         /* chunks below this were read ahead */
+};
+
+enum job_type { JOB_PUT, JOB_READAHEAD, JOB_REPAIR, JOB_GC };
+
+struct job {
+    enum job_type type;
+    struct fs_inode *in;       /* holds an op reference (PUT, READAHEAD) */
+    uint64_t idx;
+    uint32_t mask;
+    struct chunk_ref ref;
+    struct job *next;
+};
+
+struct cache_entry {
+    uint64_t ino, idx, version;
+    uint8_t *buf;
+    uint32_t len;
+    size_t cost;
+    int ready, stale;
+    unsigned refs;
+    struct cache_entry *hnext, *prev, *next;
+};
+
+struct fs_data {
+    struct fs *fs;
+    pthread_t *threads;
+    unsigned nthreads;
+    /* job queue */
+    pthread_mutex_t qlock;
+    pthread_cond_t qcond;
+    struct job *qhead, *qtail;
+    int stopping, gc_queued;
+    /* chunk cache */
+    pthread_mutex_t clock;
+    pthread_cond_t ccond;
+    struct cache_entry **cbuckets;
+    size_t cnbuckets;
+    struct cache_entry *lru_head, *lru_tail;
+    size_t cache_bytes, cache_budget;
+    /* dirty budget */
+    pthread_mutex_t dlock;
+    size_t dirty_bytes, dirty_budget;
+};
+
+static size_t chunk_sz(const struct fs *fs) { return fs->chunk_size; }
+
+/* ------------------------------------------------------------------ */
+/* Dirty accounting                                                    */
+
+static void dirty_add(struct fs_data *d, size_t n)
+{
+    pthread_mutex_lock(&d->dlock);
+    d->dirty_bytes += n;
+    pthread_mutex_unlock(&d->dlock);
+}
+
+static void dirty_sub(struct fs_data *d, size_t n)
+{
+    pthread_mutex_lock(&d->dlock);
+    d->dirty_bytes = d->dirty_bytes > n ? d->dirty_bytes - n : 0;
+    pthread_mutex_unlock(&d->dlock);
+}
+
+static int dirty_over_budget(struct fs_data *d)
+{
+    pthread_mutex_lock(&d->dlock);
+    int over = d->dirty_bytes > d->dirty_budget;
+    pthread_mutex_unlock(&d->dlock);
+    return over;
+}
+
+/* ------------------------------------------------------------------ */
+/* Chunk cache (LRU of plaintext chunks keyed by ino, idx and version)  */
+
+static size_t cache_slot(const struct fs_data *d, uint64_t ino, uint64_t idx, uint64_t ver)
+{
+    uint64_t h = ino * 0x9E3779B97F4A7C15ull ^ idx * 0xC2B2AE3D27D4EB4Full ^ ver;
+    h ^= h >> 29;
+    return (size_t)h & (d->cnbuckets - 1);
+}
+
+static struct cache_entry *cache_find(struct fs_data *d, uint64_t ino, uint64_t idx,
+                                      uint64_t ver)
+{
+    for (struct cache_entry *e = d->cbuckets[cache_slot(d, ino, idx, ver)]; e; e = e->hnext)
+        if (!e->stale && e->ino == ino && e->idx == idx && e->version == ver)
+            return e;
+    return NULL;
+}
+
+static void lru_unlink(struct fs_data *d, struct cache_entry *e)
+{
+    if (e->prev) e->prev->next = e->next; else if (d->lru_head == e) d->lru_head = e->next;
+    if (e->next) e->next->prev = e->prev; else if (d->lru_tail == e) d->lru_tail = e->prev;
+    e->prev = e->next = NULL;
+}
+
+static void lru_push_front(struct fs_data *d, struct cache_entry *e)
+{
+    e->prev = NULL;
+    e->next = d->lru_head;
+    if (d->lru_head) d->lru_head->prev = e;
+    d->lru_head = e;
+    if (!d->lru_tail) d->lru_tail = e;
+}
+
+static void cache_insert_locked(struct fs_data *d, struct cache_entry *e)
+{
+    size_t s = cache_slot(d, e->ino, e->idx, e->version);
+    e->hnext = d->cbuckets[s];
+    d->cbuckets[s] = e;
+    lru_push_front(d, e);
+}
+
+static void cache_remove_locked(struct fs_data *d, struct cache_entry *e)
+{
+    struct cache_entry **pp = &d->cbuckets[cache_slot(d, e->ino, e->idx, e->version)];
+    while (*pp && *pp != e)
+        pp = &(*pp)->hnext;
+    if (*pp)
+        *pp = e->hnext;
+    lru_unlink(d, e);
+    if (e->ready)
+        d->cache_bytes -= e->cost;
+    free(e->buf);
+    free(e);
+}
+
+/* Free unused entries from the cold end until under budget. */
+static void cache_evict_locked(struct fs_data *d)
+{
+    struct cache_entry *e = d->lru_tail;
+    while (e && d->cache_bytes > d->cache_budget) {
+        struct cache_entry *prev = e->prev;
+        if (e->ready && e->refs == 0)
+            cache_remove_locked(d, e);
+        e = prev;
+    }
+}
+
+static void cache_release(struct fs_data *d, struct cache_entry *e)
+{
+    pthread_mutex_lock(&d->clock);
+    e->refs--;
+    if (e->refs == 0 && e->stale)
+        cache_remove_locked(d, e);
+    else
+        cache_evict_locked(d);
+    pthread_mutex_unlock(&d->clock);
+}
+
+/* Hand a plaintext buffer (malloc'd) to the cache; it owns it afterwards. */
+static void cache_adopt(struct fs_data *d, uint64_t ino, uint64_t idx, uint64_t ver,
+                        uint8_t *buf, uint32_t len, size_t cap)
+{
+    struct cache_entry *e = calloc(1, sizeof *e);
+    if (!e) {
+        free(buf);
+        return;
+    }
+    if (len < cap / 2) {   /* small tail chunks should not pin a whole chunk */
+        uint8_t *shrunk = realloc(buf, len ? len : 1);
+        if (shrunk) {
+            buf = shrunk;
+            cap = len ? len : 1;
+        }
+    }
+    e->ino = ino; e->idx = idx; e->version = ver;
+    e->buf = buf; e->len = len; e->cost = cap; e->ready = 1;
+    pthread_mutex_lock(&d->clock);
+    struct cache_entry *old = cache_find(d, ino, idx, ver);
+    if (old)
+        old->stale = 1;   /* cannot happen with unique versions; be safe */
+    if (old && old->refs == 0)
+        cache_remove_locked(d, old);
+    cache_insert_locked(d, e);
+    d->cache_bytes += e->cost;
+    cache_evict_locked(d);
+    pthread_mutex_unlock(&d->clock);
+}
+
+static void cache_drop_ino(struct fs_data *d, uint64_t ino)
+{
+    pthread_mutex_lock(&d->clock);
+    struct cache_entry *e = d->lru_head;
+    while (e) {
+        struct cache_entry *next = e->next;
+        if (e->ino == ino) {
+            if (e->refs == 0 && e->ready)
+                cache_remove_locked(d, e);
+            else
+                e->stale = 1;
+        }
+        e = next;
+    }
+    pthread_mutex_unlock(&d->clock);
+}
+
+static void queue_repair(struct fs *fs, const struct chunk_ref *ref, uint32_t mask);
+
+/* The plaintext of one stored chunk version, from the cache or the stores.
+ * Concurrent readers of the same chunk share one fetch. */
+static int cache_acquire(struct fs *fs, uint64_t ino, uint64_t idx, const struct chunk_ref *ref,
+                         const uint8_t *dek, struct cache_entry **out)
+{
+    struct fs_data *d = fs->data;
+    pthread_mutex_lock(&d->clock);
+    for (;;) {
+        struct cache_entry *e = cache_find(d, ino, idx, ref->version);
+        if (!e)
+            break;
+        if (e->ready) {
+            e->refs++;
+            lru_unlink(d, e);
+            lru_push_front(d, e);
+            pthread_mutex_unlock(&d->clock);
+            *out = e;
+            return 0;
+        }
+        pthread_cond_wait(&d->ccond, &d->clock);
+    }
+    struct cache_entry *e = calloc(1, sizeof *e);
+    uint8_t *buf = malloc(ref->plain_len ? ref->plain_len : 1);
+    if (!e || !buf) {
+        pthread_mutex_unlock(&d->clock);
+        free(e);
+        free(buf);
+        return pfs_err(-ENOMEM, "out of memory for a chunk of inode %" PRIu64, ino);
+    }
+    e->ino = ino; e->idx = idx; e->version = ref->version; e->refs = 1;
+    cache_insert_locked(d, e);
+    pthread_mutex_unlock(&d->clock);
+
+    uint32_t bad = 0;
+    int r = object_get_chunk(fs->v->ol, dek, ino, idx, ref, buf, &bad);
+
+    pthread_mutex_lock(&d->clock);
+    if (r < 0) {
+        e->ready = 1;   /* so remove does not skew accounting */
+        e->cost = 0;
+        e->buf = NULL;
+        cache_remove_locked(d, e);
+        free(buf);
+    } else {
+        e->buf = buf;
+        e->len = ref->plain_len;
+        e->cost = ref->plain_len ? ref->plain_len : 1;
+        e->ready = 1;
+        d->cache_bytes += e->cost;
+        cache_evict_locked(d);
+    }
+    pthread_cond_broadcast(&d->ccond);
+    pthread_mutex_unlock(&d->clock);
+
+    if (r < 0) {
+        char *p = fs_path(fs, ino, NULL);
+        fprintf(stderr, "pactfs: cannot read chunk %" PRIu64 " of %s (inode %" PRIu64 "): %s\n",
+                idx, p ? p : "?", ino, pfs_err_msg());
+        free(p);
+        return -EIO;
+    }
+    if (bad) {
+        char *p = fs_path(fs, ino, NULL);
+        fprintf(stderr, "pactfs: chunk %" PRIu64 " of %s has bad fragments (mask 0x%x); "
+                "repairing in the background\n", idx, p ? p : "?", bad);
+        free(p);
+        queue_repair(fs, ref, bad);
+    }
+    *out = e;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Worker pool                                                         */
+
+static void job_push(struct fs_data *d, struct job *j)
+{
+    pthread_mutex_lock(&d->qlock);
+    j->next = NULL;
+    if (d->qtail) d->qtail->next = j; else d->qhead = j;
+    d->qtail = j;
+    pthread_cond_signal(&d->qcond);
+    pthread_mutex_unlock(&d->qlock);
+}
+
+static void queue_repair(struct fs *fs, const struct chunk_ref *ref, uint32_t mask)
+{
+    struct job *j = calloc(1, sizeof *j);
+    if (!j)
+        return;
+    j->type = JOB_REPAIR;
+    j->ref = *ref;
+    j->mask = mask;
+    job_push(fs->data, j);
+}
+
+void fs_data_gc_kick(struct fs *fs)
+{
+    struct fs_data *d = fs->data;
+    if (!d)
+        return;
+    pthread_mutex_lock(&d->qlock);
+    int already = d->gc_queued;
+    d->gc_queued = 1;
+    pthread_mutex_unlock(&d->qlock);
+    if (already)
+        return;
+    struct job *j = calloc(1, sizeof *j);
+    if (!j) {
+        pthread_mutex_lock(&d->qlock);
+        d->gc_queued = 0;
+        pthread_mutex_unlock(&d->qlock);
+        return;
+    }
+    j->type = JOB_GC;
+    job_push(d, j);
+}
+
+/* ------------------------------------------------------------------ */
+/* Per-file chunk table                                                */
+
+static size_t chunk_slot(const struct fs_file *f, uint64_t idx)
+{
+    return (size_t)(idx * 0x9E3779B97F4A7C15ull >> 24) & (f->ntab - 1);
+}
+
+static struct fs_chunk *chunk_find(struct fs_file *f, uint64_t idx)
+{
+    for (struct fs_chunk *c = f->tab[chunk_slot(f, idx)]; c; c = c->next)
+        if (c->idx == idx)
+            return c;
+    return NULL;
+}
+
+static void chunk_tab_grow(struct fs_file *f)
+{
+    size_t n = f->ntab * 4;
+    struct fs_chunk **t = calloc(n, sizeof *t);
+    if (!t)
+        return;
+    struct fs_chunk **old = f->tab;
+    size_t oldn = f->ntab;
+    f->tab = t;
+    f->ntab = n;
+    for (size_t i = 0; i < oldn; i++) {
+        struct fs_chunk *c = old[i];
+        while (c) {
+            struct fs_chunk *next = c->next;
+            size_t s = chunk_slot(f, c->idx);
+            c->next = t[s];
+            t[s] = c;
+            c = next;
+        }
+    }
+    free(old);
+}
+
+static struct fs_chunk *chunk_get(struct fs_file *f, uint64_t idx)
+{
+    struct fs_chunk *c = chunk_find(f, idx);
+    if (c)
+        return c;
+    c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    c->idx = idx;
+    if (f->nchunks >= f->ntab * 2)
+        chunk_tab_grow(f);
+    size_t s = chunk_slot(f, idx);
+    c->next = f->tab[s];
+    f->tab[s] = c;
+    f->nchunks++;
+    return c;
+}
+
+static int drop_add(struct fs_file *f, const struct chunk_ref *ref)
+{
+    if (f->ndrop == f->capdrop) {
+        size_t n = f->capdrop ? f->capdrop * 2 : 8;
+        struct chunk_ref *p = realloc(f->drop, n * sizeof *p);
+        if (!p)
+            return -ENOMEM;   /* leaks fragments only; fsck finds them */
+        f->drop = p;
+        f->capdrop = n;
+    }
+    f->drop[f->ndrop++] = *ref;
+    return 0;
+}
+
+/* Delete fragments that no metadata points at (superseded before commit). */
+static void drop_delete(struct fs *fs, struct chunk_ref *list, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (object_delete_chunk(fs->v->ol, &list[i]) < 0)
+            fprintf(stderr, "pactfs: cannot delete uncommitted fragments: %s\n", pfs_err_msg());
+    free(list);
+}
+
+/* ------------------------------------------------------------------ */
+/* Attach / detach                                                     */
+
+static struct fs_file *file_new(void)
+{
+    struct fs_file *f = calloc(1, sizeof *f);
+    if (!f)
+        return NULL;
+    f->dek = secmem_alloc(DEK_LEN);
+    f->ntab = 16;
+    f->tab = calloc(f->ntab, sizeof *f->tab);
+    if (!f->dek || !f->tab) {
+        secmem_free(f->dek, DEK_LEN);
+        free(f->tab);
+        free(f);
+        return NULL;
+    }
+    f->trunc_from = NO_TRUNC;
+    pthread_mutex_init(&f->commit_lock, NULL);
+    return f;
+}
+
+static int file_load(struct fs *fs, struct fs_inode *in, struct fs_file *f)
+{
+    struct meta_inode mi;
+    pthread_mutex_lock(&fs->meta_lock);
+    int r = meta_inode_get(fs->v->meta, in->ino, &mi);
+    pthread_mutex_unlock(&fs->meta_lock);
+    if (r < 0)
+        return r;
+    const struct folder_keys *k = vault_folder_keys(fs->v, mi.folder_id, mi.key_version);
+    if (!k)
+        return pfs_err(-EACCES, "inode %" PRIu64 ": folder key version %u is not held by "
+                       "this account", in->ino, mi.key_version);
+    r = dek_unwrap(k, in->ino, mi.wrapped_dek, mi.wrapped_dek_len, f->dek);
+    if (r < 0)
+        return pfs_err(-EIO, "inode %" PRIu64 ": its data key does not unwrap (%s)",
+                       in->ino, pfs_err_msg());
+    f->size = mi.size;
+    f->mtime_ns = mi.mtime_ns;
+    return 0;
+}
+
+int fs_data_attach(struct fs *fs, struct fs_inode *in, const uint8_t *dek)
+{
+    pthread_mutex_lock(&in->lock);
+    if (in->file) {
+        pthread_mutex_unlock(&in->lock);
+        return 0;
+    }
+    struct fs_file *f = file_new();
+    int r = f ? 0 : pfs_err(-ENOMEM, "out of memory opening inode %" PRIu64, in->ino);
+    if (r == 0 && dek)
+        memcpy(f->dek, dek, DEK_LEN);
+    else if (r == 0)
+        r = file_load(fs, in, f);
+    if (r == 0)
+        in->file = f;
+    pthread_mutex_unlock(&in->lock);
+    if (r < 0 && f) {
+        secmem_free(f->dek, DEK_LEN);
+        free(f->tab);
+        pthread_mutex_destroy(&f->commit_lock);
+        free(f);
+    }
+    return r;
+}
+
+void fs_data_detach(struct fs *fs, struct fs_inode *in)
+{
+    struct fs_file *f = in->file;
+    if (!f)
+        return;
+    in->file = NULL;
+    for (size_t i = 0; i < f->ntab; i++) {
+        struct fs_chunk *c = f->tab[i];
+        while (c) {
+            struct fs_chunk *next = c->next;
+            if (c->buf) {
+                free(c->buf);
+                dirty_sub(fs->data, chunk_sz(fs));
+            }
+            if (c->has_pending)
+                drop_add(f, &c->pending);
+            free(c);
+            c = next;
+        }
+    }
+    free(f->tab);
+    drop_delete(fs, f->drop, f->ndrop);
+    cache_drop_ino(fs->data, in->ino);
+    secmem_free(f->dek, DEK_LEN);
+    pthread_mutex_destroy(&f->commit_lock);
+    free(f);
+}
+
+/* ------------------------------------------------------------------ */
+/* Where the bytes of a chunk are                                       */
+
+enum chunk_src { SRC_HOLE, SRC_DIRTY, SRC_STORED };
+
+/* Under in->lock (takes meta_lock briefly). */
+static int chunk_source(struct fs *fs, struct fs_inode *in, uint64_t idx,
+                        struct chunk_ref *ref, enum chunk_src *src)
+{
+    struct fs_chunk *c = chunk_find(in->file, idx);
+    if (c && c->buf) {
+        *src = SRC_DIRTY;
+        return 0;
+    }
+    if (c && c->has_pending) {
+        *ref = c->pending;
+        *src = SRC_STORED;
+        return 0;
+    }
+    pthread_mutex_lock(&fs->meta_lock);
+    int r = meta_chunk_get(fs->v->meta, in->ino, idx, ref);
+    pthread_mutex_unlock(&fs->meta_lock);
+    if (r == -ENOENT) {
+        *src = SRC_HOLE;
+        return 0;
+    }
+    if (r < 0)
+        return r;
+    if (ref->version == 0 || ref->plain_len > fs->chunk_size)
+        return pfs_err(-EIO, "inode %" PRIu64 " chunk %" PRIu64 ": malformed chunk record",
+                       in->ino, idx);
+    *src = SRC_STORED;
+    return 0;
+}
+
+/* Wait until chunk idx is neither loading nor being written (in->lock held).
+ * Returns the (possibly re-created) chunk. */
+static struct fs_chunk *chunk_wait_idle(struct fs_inode *in, uint64_t idx)
+{
+    for (;;) {
+        struct fs_chunk *c = chunk_get(in->file, idx);
+        if (!c || (!c->loading && !c->writing))
+            return c;
+        pthread_cond_wait(&in->cond, &in->lock);
+    }
+}
+
+/* Give chunk c a dirty buffer holding its current bytes (in->lock held; it
+ * is dropped while loading from the stores).  keep_len: how many bytes of
+ * the current content matter (0 when the caller overwrites them all). */
+static int chunk_make_dirty(struct fs *fs, struct fs_inode *in, struct fs_chunk *c,
+                            uint32_t keep_len)
+{
+    size_t cs = chunk_sz(fs);
+    uint8_t *buf = malloc(cs);
+    if (!buf)
+        return pfs_err(-ENOMEM, "out of memory for a dirty chunk");
+    dirty_add(fs->data, cs);
+    uint32_t len = 0;
+    if (keep_len) {
+        struct chunk_ref ref;
+        enum chunk_src src;
+        int r = chunk_source(fs, in, c->idx, &ref, &src);
+        if (r == 0 && src == SRC_STORED) {
+            c->loading = 1;
+            in->file->loading++;
+            pthread_mutex_unlock(&in->lock);
+            struct cache_entry *e = NULL;
+            r = cache_acquire(fs, in->ino, c->idx, &ref, in->file->dek, &e);
+            if (r == 0) {
+                len = e->len < keep_len ? e->len : keep_len;
+                memcpy(buf, e->buf, len);
+                cache_release(fs->data, e);
+            }
+            pthread_mutex_lock(&in->lock);
+            c->loading = 0;
+            in->file->loading--;
+            pthread_cond_broadcast(&in->cond);
+        }
+        if (r < 0) {
+            free(buf);
+            dirty_sub(fs->data, cs);
+            return r;
+        }
+        if (len < keep_len)   /* hole or short chunk: zeros */
+            memset(buf + len, 0, keep_len - len);
+        len = keep_len;
+    }
+    c->buf = buf;
+    c->len = len;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Write-back                                                          */
+
+/* Queue a put of c (in->lock held). */
+static void chunk_queue_put(struct fs *fs, struct fs_inode *in, struct fs_chunk *c)
+{
+    if (c->queued || c->writing || !c->buf)
+        return;
+    struct job *j = calloc(1, sizeof *j);
+    if (!j)
+        return;   /* stays dirty; the next flush retries */
+    c->queued = 1;
+    in->file->inflight++;
+    fs_inode_hold(fs, in);
+    j->type = JOB_PUT;
+    j->in = in;
+    j->idx = c->idx;
+    job_push(fs->data, j);
+}
+
+static void queue_all_dirty(struct fs *fs, struct fs_inode *in)
+{
+    struct fs_file *f = in->file;
+    for (size_t i = 0; i < f->ntab; i++)
+        for (struct fs_chunk *c = f->tab[i]; c; c = c->next)
+            if (c->buf && !c->loading)
+                chunk_queue_put(fs, in, c);
+}
+
+static void job_put(struct fs *fs, struct fs_inode *in, uint64_t idx)
+{
+    struct fs_file *f = in->file;
+    size_t cs = chunk_sz(fs);
+    pthread_mutex_lock(&in->lock);
+    struct fs_chunk *c = chunk_find(f, idx);
+    if (c)
+        c->queued = 0;
+    if (!c || !c->buf || c->writing || c->loading)
+        goto done;
+    int r = 0;
+    if (!c->version_known) {
+        uint64_t v = 0;
+        pthread_mutex_lock(&fs->meta_lock);
+        r = meta_chunk_max_version(fs->v->meta, in->ino, idx, &v);
+        pthread_mutex_unlock(&fs->meta_lock);
+        if (r == 0) {
+            if (v > c->max_version)
+                c->max_version = v;
+            c->version_known = 1;
+        }
+    }
+    if (r < 0) {
+        if (!f->wb_error)
+            f->wb_error = -EIO;
+        goto done;
+    }
+    uint64_t version = c->max_version + 1;
+    uint8_t *buf = c->buf;
+    uint32_t len = c->len;
+    c->writing = 1;
+    pthread_mutex_unlock(&in->lock);
+
+    struct chunk_ref ref;
+    r = object_put_chunk(fs->v->ol, f->dek, in->ino, idx, version, buf, len, &ref);
+
+    pthread_mutex_lock(&in->lock);
+    c->writing = 0;
+    c->max_version = version;   /* never reuse a version, even a failed one */
+    if (r < 0) {
+        char *p = fs_path(fs, in->ino, NULL);
+        fprintf(stderr, "pactfs: write-back of chunk %" PRIu64 " of %s failed: %s\n",
+                idx, p ? p : "?", pfs_err_msg());
+        free(p);
+        if (!f->wb_error)
+            f->wb_error = -EIO;
+    } else {
+        if (c->has_pending)
+            drop_add(f, &c->pending);
+        c->pending = ref;
+        c->has_pending = 1;
+        c->buf = NULL;
+        cache_adopt(fs->data, in->ino, idx, version, buf, len, cs);
+        dirty_sub(fs->data, cs);
+    }
+done:
+    f->inflight--;
+    pthread_cond_broadcast(&in->cond);
+    pthread_mutex_unlock(&in->lock);
+}
+
+struct commit_item {
+    uint64_t idx;
+    struct chunk_ref ref;
+};
+
+struct commit_set {
+    struct commit_item *items;
+    size_t n;
+    uint64_t trunc_from, size, attr_gen;
+    int64_t mtime_ns;
+    int size_dirty, mtime_dirty;
+    struct chunk_ref *drop;
+    size_t ndrop;
+};
+
+/* Take what the next commit must record (in->lock held). */
+static int commit_gather(struct fs_file *f, struct commit_set *s)
+{
+    memset(s, 0, sizeof *s);
+    size_t n = 0;
+    for (size_t i = 0; i < f->ntab; i++)
+        for (struct fs_chunk *c = f->tab[i]; c; c = c->next)
+            n += c->has_pending;
+    if (n) {
+        s->items = malloc(n * sizeof *s->items);
+        if (!s->items)
+            return -ENOMEM;
+        for (size_t i = 0; i < f->ntab; i++)
+            for (struct fs_chunk *c = f->tab[i]; c; c = c->next)
+                if (c->has_pending) {
+                    s->items[s->n].idx = c->idx;
+                    s->items[s->n].ref = c->pending;
+                    s->n++;
+                }
+    }
+    s->trunc_from = f->trunc_from;
+    f->trunc_from = NO_TRUNC;
+    s->size = f->size;
+    s->mtime_ns = f->mtime_ns;
+    s->size_dirty = f->size_dirty;
+    s->mtime_dirty = f->mtime_dirty;
+    s->attr_gen = f->attr_gen;
+    s->drop = f->drop;
+    s->ndrop = f->ndrop;
+    f->drop = NULL;
+    f->ndrop = f->capdrop = 0;
+    return 0;
+}
+
+static int commit_meta(struct fs *fs, uint64_t ino, const struct commit_set *s)
+{
+    struct meta *m = fs->v->meta;
+    pthread_mutex_lock(&fs->meta_lock);
+    int r = meta_begin(m);
+    if (r < 0)
+        goto out;
+    if (s->trunc_from != NO_TRUNC)
+        r = meta_chunk_truncate(m, ino, s->trunc_from);
+    for (size_t i = 0; r == 0 && i < s->n; i++)
+        r = meta_chunk_put(m, ino, s->items[i].idx, &s->items[i].ref);
+    struct meta_inode mi;
+    if (r == 0)
+        r = meta_inode_get(m, ino, &mi);
+    if (r == 0) {
+        int64_t now = fs_now_ns();
+        mi.size = s->size;
+        if (s->mtime_dirty)
+            mi.mtime_ns = s->mtime_ns;
+        mi.ctime_ns = now;
+        r = meta_inode_update(m, &mi);
+    }
+    if (r == 0)
+        r = meta_commit(m);
+    else
+        meta_rollback(m);
+out:
+    pthread_mutex_unlock(&fs->meta_lock);
+    return r;
+}
+
+/* After a commit: chunks recorded are no longer pending (unless rewritten
+ * meanwhile); on failure put back what was taken. */
+static void commit_settle(struct fs_file *f, struct commit_set *s, int ok)
+{
+    if (ok) {
+        for (size_t i = 0; i < s->n; i++) {
+            struct fs_chunk *c = chunk_find(f, s->items[i].idx);
+            if (c && c->has_pending && c->pending.version == s->items[i].ref.version)
+                c->has_pending = 0;
+        }
+        if (f->attr_gen == s->attr_gen)
+            f->size_dirty = f->mtime_dirty = 0;
+        return;
+    }
+    if (s->trunc_from != NO_TRUNC && s->trunc_from < f->trunc_from)
+        f->trunc_from = s->trunc_from;
+    f->size_dirty |= s->size_dirty;
+    f->mtime_dirty |= s->mtime_dirty;
+    for (size_t i = 0; i < s->ndrop; i++)
+        drop_add(f, &s->drop[i]);
+    free(s->drop);
+    s->drop = NULL;
+    s->ndrop = 0;
+}
+
+static int file_commit(struct fs *fs, struct fs_inode *in)
+{
+    struct fs_file *f = in->file;
+    struct commit_set s;
+    pthread_mutex_lock(&f->commit_lock);
+    pthread_mutex_lock(&in->lock);
+    int r = commit_gather(f, &s);
+    pthread_mutex_unlock(&in->lock);
+    if (r < 0) {
+        pthread_mutex_unlock(&f->commit_lock);
+        return pfs_err(r, "out of memory committing inode %" PRIu64, in->ino);
+    }
+    int work = s.n || s.trunc_from != NO_TRUNC || s.size_dirty || s.mtime_dirty;
+    if (work && s.n)
+        r = object_layer_sync(fs->v->ol);
+    if (work && r == 0)
+        r = commit_meta(fs, in->ino, &s);
+    pthread_mutex_lock(&in->lock);
+    commit_settle(f, &s, r == 0);
+    pthread_mutex_unlock(&in->lock);
+    pthread_mutex_unlock(&f->commit_lock);
+
+    drop_delete(fs, s.drop, s.ndrop);
+    free(s.items);
+    if (r < 0) {
+        char *p = fs_path(fs, in->ino, NULL);
+        fprintf(stderr, "pactfs: cannot commit %s: %s\n", p ? p : "?", pfs_err_msg());
+        free(p);
+        return -EIO;
+    }
+    if (s.n || s.trunc_from != NO_TRUNC)
+        fs_data_gc_kick(fs);
+    return 0;
+}
+
+int fs_data_flush(struct fs *fs, struct fs_inode *in)
+{
+    pthread_mutex_lock(&in->lock);
+    struct fs_file *f = in->file;
+    if (!f) {
+        pthread_mutex_unlock(&in->lock);
+        return 0;
+    }
+    queue_all_dirty(fs, in);
+    while (f->inflight)
+        pthread_cond_wait(&in->cond, &in->lock);
+    int err = f->wb_error;
+    f->wb_error = 0;
+    pthread_mutex_unlock(&in->lock);
+    int r = file_commit(fs, in);
+    return err ? err : r;
+}
+
+static void flush_one(struct fs *fs, struct fs_inode *in)
+{
+    if (fs_data_flush(fs, in) < 0) {
+        char *p = fs_path(fs, in->ino, NULL);
+        fprintf(stderr, "pactfs: could not write back %s at unmount\n", p ? p : "?");
+        free(p);
+    }
+}
+
+void fs_data_flush_all(struct fs *fs)
+{
+    fs_itab_each_file(fs, flush_one);
+}
+
+/* ------------------------------------------------------------------ */
+/* Write                                                               */
+
+int fs_data_write(struct fs *fs, struct fs_inode *in, uint64_t off, const void *data,
+                  size_t size)
+{
+    size_t cs = chunk_sz(fs);
+    const uint8_t *src = data;
+    uint64_t end = off + size;
+    uint64_t pos = off;
+    int r = 0;
+    pthread_mutex_lock(&in->lock);
+    struct fs_file *f = in->file;
+    while (pos < end) {
+        uint64_t idx = pos / cs;
+        uint32_t coff = (uint32_t)(pos % cs);
+        uint32_t n = (uint32_t)((end - pos) < cs - coff ? (end - pos) : cs - coff);
+        struct fs_chunk *c = chunk_wait_idle(in, idx);
+        if (!c) {
+            r = pfs_err(-ENOMEM, "out of memory writing inode %" PRIu64, in->ino);
+            break;
+        }
+        if (!c->buf) {
+            uint64_t start = idx * cs;
+            uint32_t existing = f->size > start
+                ? (uint32_t)(f->size - start < cs ? f->size - start : cs) : 0;
+            uint32_t keep = (coff == 0 && n >= existing) ? 0 : existing;
+            r = chunk_make_dirty(fs, in, c, keep);
+            if (r < 0)
+                break;
+        }
+        if (coff > c->len)
+            memset(c->buf + c->len, 0, coff - c->len);
+        memcpy(c->buf + coff, src + (pos - off), n);
+        if (coff + n > c->len)
+            c->len = coff + n;
+        pos += n;
+        /* A completed chunk of a sequential write streams out now. */
+        if (c->len == cs && coff + n == cs)
+            chunk_queue_put(fs, in, c);
+    }
+    if (pos > off) {
+        if (pos > f->size)
+            f->size = pos;
+        f->mtime_ns = fs_now_ns();
+        f->size_dirty = f->mtime_dirty = 1;
+        f->attr_gen++;
+    }
+    pthread_mutex_unlock(&in->lock);
+    if (r == 0 && dirty_over_budget(fs->data)) {
+        /* Bounded memory: this writer waits for its own data to go out. */
+        pthread_mutex_lock(&in->lock);
+        queue_all_dirty(fs, in);
+        while (f->inflight)
+            pthread_cond_wait(&in->cond, &in->lock);
+        pthread_mutex_unlock(&in->lock);
+    }
+    return r;
+}
+
+/* ------------------------------------------------------------------ */
+/* Read                                                                */
+
+static void readahead_schedule(struct fs *fs, struct fs_inode *in, uint64_t last_idx)
+{
+    struct fs_file *f = in->file;
+    size_t cs = chunk_sz(fs);
+    uint64_t nchunks = (f->size + cs - 1) / cs;
+    uint64_t from = last_idx + 1 > f->ra_until ? last_idx + 1 : f->ra_until;
+    uint64_t to = last_idx + 1 + READAHEAD_CHUNKS;
+    if (to > nchunks)
+        to = nchunks;
+    for (uint64_t i = from; i < to; i++) {
+        struct job *j = calloc(1, sizeof *j);
+        if (!j)
+            break;
+        fs_inode_hold(fs, in);
+        j->type = JOB_READAHEAD;
+        j->in = in;
+        j->idx = i;
+        job_push(fs->data, j);
+        f->ra_until = i + 1;
+    }
+}
+
+static void job_readahead(struct fs *fs, struct fs_inode *in, uint64_t idx)
+{
+    struct chunk_ref ref;
+    enum chunk_src src;
+    pthread_mutex_lock(&in->lock);
+    struct fs_chunk *c = chunk_find(in->file, idx);
+    int r = (c && c->loading) ? -EBUSY : chunk_source(fs, in, idx, &ref, &src);
+    pthread_mutex_unlock(&in->lock);
+    if (r < 0 || src != SRC_STORED)
+        return;
+    struct cache_entry *e = NULL;
+    if (cache_acquire(fs, in->ino, idx, &ref, in->file->dek, &e) == 0)
+        cache_release(fs->data, e);
+}
+
+/* Copy bytes [coff, coff+n) of a chunk whose valid length is len; zeros
+ * past len (a chunk cut by truncate and extended again). */
+static void copy_from_chunk(uint8_t *dst, const uint8_t *chunk, uint32_t len, uint32_t coff,
+                            uint32_t n)
+{
+    uint32_t have = len > coff ? len - coff : 0;
+    if (have > n)
+        have = n;
+    if (have)
+        memcpy(dst, chunk + coff, have);
+    if (have < n)
+        memset(dst + have, 0, n - have);
+}
+
+int fs_data_read(struct fs *fs, struct fs_inode *in, uint64_t off, size_t size, uint8_t *out,
+                 size_t *got)
+{
+    size_t cs = chunk_sz(fs);
+    int r = 0;
+    *got = 0;
+    pthread_mutex_lock(&in->lock);
+    struct fs_file *f = in->file;
+    if (off >= f->size || size == 0) {
+        pthread_mutex_unlock(&in->lock);
+        return 0;
+    }
+    uint64_t end = off + size < f->size ? off + size : f->size;
+    if (off == f->seq_next || off / cs == f->seq_next / cs)
+        readahead_schedule(fs, in, (end - 1) / cs);
+    else
+        f->ra_until = 0;
+    f->seq_next = end;
+
+    uint64_t pos = off;
+    while (pos < end) {
+        uint64_t idx = pos / cs;
+        uint32_t coff = (uint32_t)(pos % cs);
+        uint32_t n = (uint32_t)((end - pos) < cs - coff ? (end - pos) : cs - coff);
+        uint8_t *dst = out + (pos - off);
+        struct fs_chunk *c = chunk_find(f, idx);
+        if (c && c->loading) {
+            pthread_cond_wait(&in->cond, &in->lock);
+            continue;
+        }
+        struct chunk_ref ref;
+        enum chunk_src src;
+        r = chunk_source(fs, in, idx, &ref, &src);
+        if (r < 0)
+            break;
+        if (src == SRC_DIRTY) {
+            copy_from_chunk(dst, c->buf, c->len, coff, n);
+        } else if (src == SRC_HOLE) {
+            memset(dst, 0, n);
+        } else {
+            pthread_mutex_unlock(&in->lock);
+            struct cache_entry *e = NULL;
+            r = cache_acquire(fs, in->ino, idx, &ref, f->dek, &e);
+            if (r == 0) {
+                copy_from_chunk(dst, e->buf, e->len, coff, n);
+                cache_release(fs->data, e);
+            }
+            pthread_mutex_lock(&in->lock);
+            if (r < 0)
+                break;
+        }
+        pos += n;
+    }
+    pthread_mutex_unlock(&in->lock);
+    *got = (size_t)(pos - off);
+    return r < 0 ? -EIO : 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Truncate                                                            */
+
+/* Forget dirty and pending chunks at or past chunk keep (in->lock held). */
+static void drop_chunks_from(struct fs *fs, struct fs_file *f, uint64_t keep)
+{
+    for (size_t i = 0; i < f->ntab; i++)
+        for (struct fs_chunk *c = f->tab[i]; c; c = c->next) {
+            if (c->idx < keep)
+                continue;
+            if (c->buf) {
+                free(c->buf);
+                c->buf = NULL;
+                c->len = 0;
+                dirty_sub(fs->data, chunk_sz(fs));
+            }
+            if (c->has_pending) {
+                drop_add(f, &c->pending);
+                c->has_pending = 0;
+            }
+        }
+}
+
+/* The new last chunk gets cut to tail bytes so an extension reads zeros. */
+static int cut_last_chunk(struct fs *fs, struct fs_inode *in, uint64_t idx, uint32_t tail)
+{
+    struct fs_chunk *c = chunk_get(in->file, idx);
+    if (!c)
+        return pfs_err(-ENOMEM, "out of memory truncating inode %" PRIu64, in->ino);
+    if (c->buf) {
+        if (c->len > tail)
+            c->len = tail;
+        return 0;
+    }
+    struct chunk_ref ref;
+    enum chunk_src src;
+    int r = chunk_source(fs, in, idx, &ref, &src);
+    if (r < 0 || src != SRC_STORED || ref.plain_len <= tail)
+        return r;
+    return chunk_make_dirty(fs, in, c, tail);
+}
+
+int fs_data_truncate(struct fs *fs, struct fs_inode *in, uint64_t size)
+{
+    size_t cs = chunk_sz(fs);
+    pthread_mutex_lock(&in->lock);
+    struct fs_file *f = in->file;
+    pthread_mutex_unlock(&in->lock);
+    pthread_mutex_lock(&f->commit_lock);
+    pthread_mutex_lock(&in->lock);
+    while (f->inflight || f->loading)
+        pthread_cond_wait(&in->cond, &in->lock);
+    int r = 0;
+    if (size < f->size) {
+        uint64_t keep = (size + cs - 1) / cs;
+        drop_chunks_from(fs, f, keep);
+        if (keep < f->trunc_from)
+            f->trunc_from = keep;
+        if (size % cs)
+            r = cut_last_chunk(fs, in, size / cs, (uint32_t)(size % cs));
+        if (f->ra_until > keep)
+            f->ra_until = keep;
+    }
+    if (r == 0) {
+        f->size = size;
+        f->mtime_ns = fs_now_ns();
+        f->size_dirty = f->mtime_dirty = 1;
+        f->attr_gen++;
+    }
+    pthread_mutex_unlock(&in->lock);
+    pthread_mutex_unlock(&f->commit_lock);
+    if (r < 0)
+        return r;
+    return fs_data_flush(fs, in);
+}
+
+/* ------------------------------------------------------------------ */
+/* Attributes                                                          */
+
+void fs_data_fill_attr(struct fs_inode *in, struct stat *st)
+{
+    pthread_mutex_lock(&in->lock);
+    struct fs_file *f = in->file;
+    if (f) {
+        st->st_size = (off_t)f->size;
+        st->st_blocks = (blkcnt_t)((f->size + 511) / 512);
+        if (f->mtime_dirty) {
+            st->st_mtim.tv_sec = f->mtime_ns / 1000000000;
+            st->st_mtim.tv_nsec = f->mtime_ns % 1000000000;
+            st->st_ctim = st->st_mtim;
+        }
+    }
+    pthread_mutex_unlock(&in->lock);
+}
+
+void fs_data_mtime_set(struct fs_inode *in, int64_t mtime_ns)
+{
+    pthread_mutex_lock(&in->lock);
+    if (in->file) {
+        in->file->mtime_ns = mtime_ns;
+        in->file->mtime_dirty = 0;
+    }
+    pthread_mutex_unlock(&in->lock);
+}
+
+int64_t fs_data_size(struct fs_inode *in)
+{
+    pthread_mutex_lock(&in->lock);
+    int64_t s = in->file ? (int64_t)in->file->size : -1;
+    pthread_mutex_unlock(&in->lock);
+    return s;
+}
+
+/* ------------------------------------------------------------------ */
+/* Garbage collection and repair                                       */
+
+struct gc_batch {
+    uint64_t ids[GC_BATCH];
+    struct chunk_ref refs[GC_BATCH];
+    unsigned n;
+};
+
+static int gc_collect(void *arg, uint64_t id, const struct chunk_ref *r)
+{
+    struct gc_batch *b = arg;
+    if (b->n >= GC_BATCH)
+        return 1;
+    b->ids[b->n] = id;
+    b->refs[b->n] = *r;
+    b->n++;
+    return 0;
+}
+
+int fs_data_gc_run(struct fs *fs)
+{
+    struct gc_batch *b = malloc(sizeof *b);
+    if (!b)
+        return -ENOMEM;
+    int r = 0;
+    for (;;) {
+        b->n = 0;
+        pthread_mutex_lock(&fs->meta_lock);
+        r = meta_gc_list(fs->v->meta, GC_BATCH, gc_collect, b);
+        pthread_mutex_unlock(&fs->meta_lock);
+        if (r < 0 || b->n == 0)
+            break;
+        unsigned done = 0;
+        for (unsigned i = 0; i < b->n; i++) {
+            if (object_delete_chunk(fs->v->ol, &b->refs[i]) < 0) {
+                fprintf(stderr, "pactfs: cannot delete old fragments: %s\n", pfs_err_msg());
+                continue;
+            }
+            pthread_mutex_lock(&fs->meta_lock);
+            if (meta_gc_done(fs->v->meta, b->ids[i]) == 0)
+                done++;
+            pthread_mutex_unlock(&fs->meta_lock);
+        }
+        if (done == 0)
+            break;   /* nothing progresses: try again at the next kick */
+    }
+    free(b);
+    return r;
+}
+
+static void job_repair(struct fs *fs, const struct chunk_ref *ref, uint32_t mask)
+{
+    int r = object_repair_chunk(fs->v->ol, ref, mask);
+    if (r < 0)
+        fprintf(stderr, "pactfs: repair of fragments (mask 0x%x) failed: %s\n", mask,
+                pfs_err_msg());
+    else
+        fprintf(stderr, "pactfs: repaired fragments (mask 0x%x)\n", mask);
+}
+
+static void job_run(struct fs *fs, struct job *j)
+{
+    switch (j->type) {
+    case JOB_PUT:
+        job_put(fs, j->in, j->idx);
+        break;
+    case JOB_READAHEAD:
+        job_readahead(fs, j->in, j->idx);
+        break;
+    case JOB_REPAIR:
+        job_repair(fs, &j->ref, j->mask);
+        break;
+    case JOB_GC:
+        pthread_mutex_lock(&fs->data->qlock);
+        fs->data->gc_queued = 0;
+        pthread_mutex_unlock(&fs->data->qlock);
+        fs_data_gc_run(fs);
+        break;
+    }
+    if (j->in)
+        fs_inode_put(fs, j->in, FS_REF_OP, 1);
+}
+
+static void *worker_main(void *arg)
+{
+    struct fs *fs = arg;
+    struct fs_data *d = fs->data;
+    for (;;) {
+        pthread_mutex_lock(&d->qlock);
+        while (!d->qhead && !d->stopping)
+            pthread_cond_wait(&d->qcond, &d->qlock);
+        struct job *j = d->qhead;
+        if (j) {
+            d->qhead = j->next;
+            if (!d->qhead)
+                d->qtail = NULL;
+        }
+        pthread_mutex_unlock(&d->qlock);
+        if (!j)
+            return NULL;   /* stopping and drained */
+        job_run(fs, j);
+        free(j);
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Start / stop                                                        */
+
+int fs_data_start(struct fs *fs)
+{
+    struct fs_data *d = calloc(1, sizeof *d);
+    if (!d)
+        return pfs_err(-ENOMEM, "out of memory starting the data path");
+    const struct pactfs_conf *c = &fs->v->conf;
+    d->fs = fs;
+    d->cache_budget = (size_t)(c->cache_mib ? c->cache_mib : 256) << 20;
+    d->dirty_budget = (size_t)(c->dirty_mib ? c->dirty_mib : 256) << 20;
+    d->cnbuckets = 4096;
+    d->cbuckets = calloc(d->cnbuckets, sizeof *d->cbuckets);
+    d->nthreads = c->workers ? c->workers : 4;
+    d->threads = calloc(d->nthreads, sizeof *d->threads);
+    if (!d->cbuckets || !d->threads) {
+        free(d->cbuckets);
+        free(d->threads);
+        free(d);
+        return pfs_err(-ENOMEM, "out of memory starting the data path");
+    }
+    pthread_mutex_init(&d->qlock, NULL);
+    pthread_cond_init(&d->qcond, NULL);
+    pthread_mutex_init(&d->clock, NULL);
+    pthread_cond_init(&d->ccond, NULL);
+    pthread_mutex_init(&d->dlock, NULL);
+    fs->data = d;
+    for (unsigned i = 0; i < d->nthreads; i++) {
+        int e = pthread_create(&d->threads[i], NULL, worker_main, fs);
+        if (e) {
+            d->nthreads = i;
+            fs_data_stop(fs);
+            return pfs_err(-e, "cannot start write-back threads: %s", strerror(e));
+        }
+    }
+    return 0;
+}
+
+void fs_data_stop(struct fs *fs)
+{
+    struct fs_data *d = fs->data;
+    if (!d)
+        return;
+    pthread_mutex_lock(&d->qlock);
+    d->stopping = 1;
+    pthread_cond_broadcast(&d->qcond);
+    pthread_mutex_unlock(&d->qlock);
+    for (unsigned i = 0; i < d->nthreads; i++)
+        pthread_join(d->threads[i], NULL);
+    while (d->lru_head) {
+        struct cache_entry *e = d->lru_head;
+        e->ready = 1;
+        cache_remove_locked(d, e);
+    }
+    free(d->cbuckets);
+    free(d->threads);
+    pthread_mutex_destroy(&d->qlock);
+    pthread_cond_destroy(&d->qcond);
+    pthread_mutex_destroy(&d->clock);
+    pthread_cond_destroy(&d->ccond);
+    pthread_mutex_destroy(&d->dlock);
+    free(d);
+    fs->data = NULL;
+}

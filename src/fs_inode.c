@@ -1,1 +1,309 @@
 #include "config.h"
+
+/* The in-memory inode table: which inodes the kernel holds (lookup counts),
+ * which are open, and which jobs still use them.  An inode whose link count
+ * reached zero stays in the metadata (nlink 0, data intact) until its last
+ * reference goes, then it is deleted; a crash leaves it as an orphan that
+ * the next mount deletes. */
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+#include "fs_internal.h"
+
+#define ITAB_INITIAL_BUCKETS 1024
+
+int fs_itab_init(struct fs_itab *t)
+{
+    memset(t, 0, sizeof *t);
+    t->nbuckets = ITAB_INITIAL_BUCKETS;
+    t->buckets = calloc(t->nbuckets, sizeof *t->buckets);
+    if (!t->buckets)
+        return pfs_err(-ENOMEM, "out of memory for the inode table");
+    pthread_mutex_init(&t->lock, NULL);
+    return 0;
+}
+
+static size_t itab_slot(const struct fs_itab *t, uint64_t ino)
+{
+    return (size_t)((ino * 0x9E3779B97F4A7C15ull) >> 20) & (t->nbuckets - 1);
+}
+
+static struct fs_inode *itab_lookup(struct fs_itab *t, uint64_t ino)
+{
+    for (struct fs_inode *in = t->buckets[itab_slot(t, ino)]; in; in = in->hnext)
+        if (in->ino == ino)
+            return in;
+    return NULL;
+}
+
+/* Double the bucket array when the table gets crowded (best effort). */
+static void itab_grow(struct fs_itab *t)
+{
+    size_t n = t->nbuckets * 2;
+    struct fs_inode **b = calloc(n, sizeof *b);
+    if (!b)
+        return;
+    struct fs_inode **old = t->buckets;
+    size_t oldn = t->nbuckets;
+    t->buckets = b;
+    t->nbuckets = n;
+    for (size_t i = 0; i < oldn; i++) {
+        struct fs_inode *in = old[i];
+        while (in) {
+            struct fs_inode *next = in->hnext;
+            size_t s = itab_slot(t, in->ino);
+            in->hnext = b[s];
+            b[s] = in;
+            in = next;
+        }
+    }
+    free(old);
+}
+
+static void itab_unlink(struct fs_itab *t, struct fs_inode *in)
+{
+    struct fs_inode **pp = &t->buckets[itab_slot(t, in->ino)];
+    while (*pp && *pp != in)
+        pp = &(*pp)->hnext;
+    if (*pp) {
+        *pp = in->hnext;
+        t->count--;
+    }
+}
+
+static struct fs_inode *inode_new(uint64_t ino, uint64_t folder_id, uint32_t mode)
+{
+    struct fs_inode *in = calloc(1, sizeof *in);
+    if (!in)
+        return NULL;
+    in->ino = ino;
+    in->folder_id = folder_id;
+    in->mode = mode;
+    pthread_mutex_init(&in->lock, NULL);
+    pthread_cond_init(&in->cond, NULL);
+    return in;
+}
+
+static void inode_free(struct fs_inode *in)
+{
+    pthread_mutex_destroy(&in->lock);
+    pthread_cond_destroy(&in->cond);
+    free(in->name);
+    free(in);
+}
+
+static void ref_take(struct fs_inode *in, enum fs_ref kind, uint64_t n)
+{
+    if (kind == FS_REF_LOOKUP)
+        in->nlookup += n;
+    else if (kind == FS_REF_OPEN)
+        in->nopen += (unsigned)n;
+    else
+        in->nref += (unsigned)n;
+}
+
+struct fs_inode *fs_inode_get(struct fs *fs, uint64_t ino, uint64_t folder_id, uint32_t mode,
+                              enum fs_ref kind)
+{
+    struct fs_itab *t = &fs->itab;
+    pthread_mutex_lock(&t->lock);
+    struct fs_inode *in = itab_lookup(t, ino);
+    if (!in) {
+        in = inode_new(ino, folder_id, mode);
+        if (!in) {
+            pthread_mutex_unlock(&t->lock);
+            return NULL;
+        }
+        if (t->count >= t->nbuckets)
+            itab_grow(t);
+        size_t s = itab_slot(t, ino);
+        in->hnext = t->buckets[s];
+        t->buckets[s] = in;
+        t->count++;
+    }
+    ref_take(in, kind, 1);
+    pthread_mutex_unlock(&t->lock);
+    return in;
+}
+
+void fs_inode_hold(struct fs *fs, struct fs_inode *in)
+{
+    pthread_mutex_lock(&fs->itab.lock);
+    in->nref++;
+    pthread_mutex_unlock(&fs->itab.lock);
+}
+
+struct fs_inode *fs_inode_find(struct fs *fs, uint64_t ino)
+{
+    struct fs_itab *t = &fs->itab;
+    pthread_mutex_lock(&t->lock);
+    struct fs_inode *in = itab_lookup(t, ino);
+    if (in)
+        in->nref++;
+    pthread_mutex_unlock(&t->lock);
+    return in;
+}
+
+int fs_inode_delete_now(struct fs *fs, uint64_t ino)
+{
+    pthread_mutex_lock(&fs->meta_lock);
+    int r = meta_inode_delete(fs->v->meta, ino);
+    pthread_mutex_unlock(&fs->meta_lock);
+    if (r < 0 && r != -ENOENT)
+        fprintf(stderr, "pactfs: cannot delete unlinked inode %llu: %s\n",
+                (unsigned long long)ino, pfs_err_msg());
+    else
+        fs_data_gc_kick(fs);
+    return r == -ENOENT ? 0 : r;
+}
+
+/* The last reference went: write back what is left, wipe the DEK, and
+ * delete the inode if nothing links to it any more. */
+static void inode_retire(struct fs *fs, struct fs_inode *in, int unlinked)
+{
+    if (in->file) {
+        if (!unlinked && fs_data_flush(fs, in) < 0)
+            fprintf(stderr, "pactfs: write-back of inode %llu failed at forget: %s\n",
+                    (unsigned long long)in->ino, pfs_err_msg());
+        fs_data_detach(fs, in);
+    }
+    if (unlinked)
+        fs_inode_delete_now(fs, in->ino);
+    inode_free(in);
+}
+
+void fs_inode_put(struct fs *fs, struct fs_inode *in, enum fs_ref kind, uint64_t n)
+{
+    struct fs_itab *t = &fs->itab;
+    pthread_mutex_lock(&t->lock);
+    if (kind == FS_REF_LOOKUP)
+        in->nlookup = in->nlookup > n ? in->nlookup - n : 0;
+    else if (kind == FS_REF_OPEN)
+        in->nopen = in->nopen > n ? in->nopen - (unsigned)n : 0;
+    else
+        in->nref = in->nref > n ? in->nref - (unsigned)n : 0;
+    int last = in->nlookup == 0 && in->nopen == 0 && in->nref == 0;
+    int unlinked = in->unlinked;
+    if (last) {
+        /* Keep it findable while it writes back: take an op ref again. */
+        in->nref = 1;
+    }
+    pthread_mutex_unlock(&t->lock);
+    if (!last)
+        return;
+
+    if (in->file && !unlinked && fs_data_flush(fs, in) < 0)
+        fprintf(stderr, "pactfs: write-back of inode %llu failed: %s\n",
+                (unsigned long long)in->ino, pfs_err_msg());
+
+    pthread_mutex_lock(&t->lock);
+    in->nref--;
+    last = in->nlookup == 0 && in->nopen == 0 && in->nref == 0;
+    unlinked = in->unlinked;
+    if (last)
+        itab_unlink(t, in);
+    pthread_mutex_unlock(&t->lock);
+    if (last)
+        inode_retire(fs, in, unlinked);
+}
+
+void fs_inode_forget(struct fs *fs, uint64_t ino, uint64_t nlookup)
+{
+    struct fs_itab *t = &fs->itab;
+    pthread_mutex_lock(&t->lock);
+    struct fs_inode *in = itab_lookup(t, ino);
+    pthread_mutex_unlock(&t->lock);
+    if (in)
+        fs_inode_put(fs, in, FS_REF_LOOKUP, nlookup);
+}
+
+void fs_inode_set_name(struct fs *fs, uint64_t ino, uint64_t parent, const char *name)
+{
+    struct fs_itab *t = &fs->itab;
+    char *copy = strdup(name);
+    pthread_mutex_lock(&t->lock);
+    struct fs_inode *in = itab_lookup(t, ino);
+    if (in && copy) {
+        free(in->name);
+        in->name = copy;
+        in->parent = parent;
+        copy = NULL;
+    }
+    pthread_mutex_unlock(&t->lock);
+    free(copy);
+}
+
+int fs_inode_name(struct fs *fs, uint64_t ino, uint64_t *parent, char *name, size_t cap)
+{
+    struct fs_itab *t = &fs->itab;
+    int r = -ENOENT;
+    pthread_mutex_lock(&t->lock);
+    struct fs_inode *in = itab_lookup(t, ino);
+    if (in && in->name) {
+        *parent = in->parent;
+        snprintf(name, cap, "%s", in->name);
+        r = 0;
+    }
+    pthread_mutex_unlock(&t->lock);
+    return r;
+}
+
+int fs_inode_mark_unlinked(struct fs *fs, uint64_t ino)
+{
+    struct fs_itab *t = &fs->itab;
+    pthread_mutex_lock(&t->lock);
+    struct fs_inode *in = itab_lookup(t, ino);
+    if (in)
+        in->unlinked = 1;
+    pthread_mutex_unlock(&t->lock);
+    return in != NULL;
+}
+
+void fs_itab_each_file(struct fs *fs, void (*fn)(struct fs *fs, struct fs_inode *in))
+{
+    struct fs_itab *t = &fs->itab;
+    /* Collect under the lock (with a reference each), act outside it. */
+    pthread_mutex_lock(&t->lock);
+    size_t n = 0;
+    struct fs_inode **list = malloc((t->count + 1) * sizeof *list);
+    if (list) {
+        for (size_t i = 0; i < t->nbuckets; i++)
+            for (struct fs_inode *in = t->buckets[i]; in; in = in->hnext)
+                if (in->file) {
+                    in->nref++;
+                    list[n++] = in;
+                }
+    }
+    pthread_mutex_unlock(&t->lock);
+    for (size_t i = 0; i < n; i++) {
+        fn(fs, list[i]);
+        fs_inode_put(fs, list[i], FS_REF_OP, 1);
+    }
+    free(list);
+}
+
+/* At unmount: every inode the kernel still held goes (unlinked ones are
+ * deleted now rather than left as orphans). */
+void fs_itab_destroy(struct fs *fs)
+{
+    struct fs_itab *t = &fs->itab;
+    for (;;) {
+        struct fs_inode *in = NULL;
+        pthread_mutex_lock(&t->lock);
+        for (size_t i = 0; i < t->nbuckets && !in; i++)
+            in = t->buckets[i];
+        if (in)
+            itab_unlink(t, in);
+        pthread_mutex_unlock(&t->lock);
+        if (!in)
+            break;
+        inode_retire(fs, in, in->unlinked);
+    }
+    free(t->buckets);
+    t->buckets = NULL;
+    pthread_mutex_destroy(&t->lock);
+}

@@ -1,0 +1,134 @@
+/* Shared state of the FUSE front end (fs_ops.c, fs_inode.c, fs_data.c).
+ *
+ * Lock order (never take a lock to the left while holding one to its right):
+ *
+ *     fs_file.commit_lock  ->  fs_inode.lock  ->  fs.meta_lock
+ *                                             ->  cache lock, dirty lock
+ *     fs_itab.lock is a leaf: nothing else is taken while it is held.
+ *
+ * No lock is held during object I/O (object_put_chunk / object_get_chunk /
+ * object_layer_sync) nor during audit_event, except that metadata
+ * operations audit inside their meta transaction (under meta_lock) so a
+ * failed audit rolls the operation back (fail-closed).
+ */
+#ifndef PACTFS_FS_INTERNAL_H
+#define PACTFS_FS_INTERNAL_H
+
+#define FUSE_USE_VERSION 34
+
+#include <fuse_lowlevel.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include "fs.h"
+
+struct fs_data;      /* fs_data.c: worker pool, chunk cache, dirty budget */
+struct fs_file;      /* fs_data.c: per-inode data state (DEK, dirty chunks) */
+
+/* One inode the kernel knows about (or an internal job still uses). */
+struct fs_inode {
+    uint64_t ino;
+    uint64_t folder_id;
+    uint32_t mode;             /* type bits, for quick checks */
+    /* protected by fs_itab.lock */
+    uint64_t nlookup;          /* kernel lookup count */
+    unsigned nopen;            /* open file handles */
+    unsigned nref;             /* in-flight operations and jobs */
+    int unlinked;              /* nlink reached 0: delete when unreferenced */
+    uint64_t parent;           /* last known parent and plaintext name */
+    char *name;                /* (for audit paths; best effort) */
+    struct fs_inode *hnext;
+    /* protected by lock */
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    struct fs_file *file;      /* data state of a regular file, or NULL */
+};
+
+struct fs_itab {
+    pthread_mutex_t lock;
+    struct fs_inode **buckets;
+    size_t nbuckets;
+    size_t count;
+};
+
+struct fs {
+    struct vault *v;
+    struct fs_options opt;
+    struct fuse_session *se;
+    uint32_t chunk_size;
+    int64_t mount_ns;          /* times of the virtual root */
+    uid_t uid;                 /* owner of the virtual root */
+    gid_t gid;
+    pthread_mutex_t meta_lock; /* the meta handle is not thread-safe */
+    struct fs_itab itab;
+    struct fs_data *data;
+};
+
+/* ---- fs_ops.c ---- */
+extern const struct fuse_lowlevel_ops fs_lowlevel_ops;
+int64_t fs_now_ns(void);
+/* Plaintext path of ino (+ "/" name if name != NULL) inside the mount,
+ * malloc'd; best effort ("?" for unknown ancestors). */
+char *fs_path(struct fs *fs, uint64_t ino, const char *name);
+/* Audit with the requester's uid/pid (req may be NULL: the daemon itself). */
+int fs_audit(struct fs *fs, fuse_req_t req, const char *op, const char *path, int result,
+             uint64_t bytes);
+
+/* ---- fs_inode.c ---- */
+int fs_itab_init(struct fs_itab *t);
+void fs_itab_destroy(struct fs *fs);
+/* Find or add ino (folder_id/mode set on add), take one reference of the
+ * given kind.  NULL only if out of memory. */
+enum fs_ref { FS_REF_OP, FS_REF_LOOKUP, FS_REF_OPEN };
+struct fs_inode *fs_inode_get(struct fs *fs, uint64_t ino, uint64_t folder_id, uint32_t mode,
+                              enum fs_ref kind);
+/* One more op reference on an inode the caller already holds. */
+void fs_inode_hold(struct fs *fs, struct fs_inode *in);
+/* Find ino and take an op reference, or NULL if the kernel never looked it up. */
+struct fs_inode *fs_inode_find(struct fs *fs, uint64_t ino);
+/* Drop n references of the given kind; the last one frees the inode (and
+ * deletes it from the metadata if it was unlinked). */
+void fs_inode_put(struct fs *fs, struct fs_inode *in, enum fs_ref kind, uint64_t n);
+void fs_inode_forget(struct fs *fs, uint64_t ino, uint64_t nlookup);
+/* Remember (parent, name) of ino for audit paths. */
+void fs_inode_set_name(struct fs *fs, uint64_t ino, uint64_t parent, const char *name);
+/* nlink of ino reached 0: returns 1 if it is still referenced (deleted
+ * later, at the last release/forget), 0 if the caller must delete it now. */
+int fs_inode_mark_unlinked(struct fs *fs, uint64_t ino);
+/* Copy the known parent/name of ino; 0 or -ENOENT. */
+int fs_inode_name(struct fs *fs, uint64_t ino, uint64_t *parent, char *name, size_t cap);
+/* Call fn for every inode with a data state (used by flush-all at unmount). */
+void fs_itab_each_file(struct fs *fs, void (*fn)(struct fs *fs, struct fs_inode *in));
+/* Delete inode ino from the metadata (and its data); locks meta itself. */
+int fs_inode_delete_now(struct fs *fs, uint64_t ino);
+
+/* ---- fs_data.c ---- */
+int fs_data_start(struct fs *fs);
+void fs_data_stop(struct fs *fs);
+/* Make sure in has a data state: DEK unwrapped, size loaded.  dek != NULL:
+ * a brand-new empty file whose DEK is already known. */
+int fs_data_attach(struct fs *fs, struct fs_inode *in, const uint8_t *dek);
+/* Wipe and free the data state (DEK, buffers); uncommitted fragments are
+ * deleted.  Dirty data must have been flushed. */
+void fs_data_detach(struct fs *fs, struct fs_inode *in);
+int fs_data_read(struct fs *fs, struct fs_inode *in, uint64_t off, size_t size, uint8_t *out,
+                 size_t *got);
+int fs_data_write(struct fs *fs, struct fs_inode *in, uint64_t off, const void *buf,
+                  size_t size);
+/* Write back every dirty chunk, then one meta transaction (durable). */
+int fs_data_flush(struct fs *fs, struct fs_inode *in);
+int fs_data_truncate(struct fs *fs, struct fs_inode *in, uint64_t size);
+/* Override st_size/st_mtim with in-memory values when in has a data state. */
+void fs_data_fill_attr(struct fs_inode *in, struct stat *st);
+/* A setattr wrote mtime to the metadata: stop overriding it. */
+void fs_data_mtime_set(struct fs_inode *in, int64_t mtime_ns);
+/* Current size (in-memory if attached), or -1 if no data state. */
+int64_t fs_data_size(struct fs_inode *in);
+void fs_data_flush_all(struct fs *fs);
+/* Delete fragments of chunks in the metadata deletion queue (background). */
+void fs_data_gc_kick(struct fs *fs);
+int fs_data_gc_run(struct fs *fs);
+
+#endif

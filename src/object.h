@@ -13,7 +13,7 @@
  *       checksums, never a key (so a sysadmin can heal what they cannot read).
  *
  * The chunk id is random, so endpoint object names reveal nothing about
- * which file or offset they belong to.  Layouts: docs/format.md.
+ * which file or offset they belong to.  Layouts: docs/format-objects.md.
  */
 #ifndef PACTFS_OBJECT_H
 #define PACTFS_OBJECT_H

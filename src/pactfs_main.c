@@ -337,8 +337,16 @@ static int serve(const struct mount_args *a, const char *password, int ready_fd)
     fo.read_only = a->read_only;
     fo.allow_other = a->allow_other;
     fo.ready_fd = ready_fd;
+    /* Fail closed: no mount that the audit trail does not know about. */
+    rc = audit_event(v->audit, &who, "mount", a->mountpoint, 0, 0);
+    if (rc < 0) {
+        fprintf(stderr, PROG ": cannot write the audit spool %s (%s): not mounting\n",
+                v->conf.audit_spool, strerror(-rc));
+        vault_close(v);
+        close(lock_fd);
+        return EXIT_AUDIT;
+    }
     pidfile_write(a->mountpoint);
-    audit_event(v->audit, &who, "mount", a->mountpoint, 0, 0);
     rc = fs_mount_and_serve(v, a->mountpoint, &fo);
     audit_event(v->audit, &who, "unmount", a->mountpoint, rc, 0);
     pidfile_remove(a->mountpoint);

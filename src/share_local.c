@@ -165,13 +165,17 @@ static int write_all(int fd, const uint8_t *p, size_t n)
 static int record_store(const struct share_provider *sp, const char *path,
                         const struct share_record *rec, int exclusive)
 {
-    char tmp[PATH_MAX];
-    uint8_t *data;
+    char tmp[PATH_MAX], rndhex[17];
+    uint8_t *data, rnd[8];
     struct wbuf w;
     size_t len;
     int fd, rc, n;
 
-    n = snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+    /* A random suffix: two threads or processes never share a temp file. */
+    if ((rc = crypto_random(rnd, sizeof rnd)) != 0)
+        return rc;
+    hex_encode(rnd, sizeof rnd, rndhex);
+    n = snprintf(tmp, sizeof tmp, "%s.tmp.%s", path, rndhex);
     if (n < 0 || (size_t)n >= sizeof tmp)
         return pfs_err(-ENAMETOOLONG, "key directory path too long");
     wbuf_init_secure(&w);
@@ -183,7 +187,6 @@ static int record_store(const struct share_provider *sp, const char *path,
     data = wbuf_steal(&w, &len);
     if (!data)
         return pfs_err(-ENOMEM, "out of secure memory");
-    unlink(tmp);   /* a leftover of a crashed run of this pid */
     fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0) {
         rc = pfs_err(-errno, "cannot create %s: %s", tmp, strerror(errno));
@@ -402,7 +405,8 @@ static int keydir_prepare(const char *keydir)
     if (lstat(keydir, &st) != 0)
         return pfs_err(-errno, "cannot stat key directory %s: %s", keydir, strerror(errno));
     if (!S_ISDIR(st.st_mode))
-        return pfs_err(-ENOTDIR, "key directory %s is not a directory", keydir);
+        return pfs_err(-ENOTDIR, "key directory %s is not a directory (a symbolic link is "
+                       "refused too)", keydir);
     if (st.st_uid != geteuid())
         return pfs_err(-EPERM, "key directory %s belongs to uid %u, not to this user "
                        "(uid %u)", keydir, (unsigned)st.st_uid, (unsigned)geteuid());

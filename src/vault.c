@@ -410,8 +410,12 @@ int vault_folder_create(struct vault *v, const char *name, uint64_t *folder_id)
     rc = folder_create(v->meta, v->conf.vault_id, v->priv, v->account.id, name,
                        RIGHT_READ | RIGHT_WRITE | RIGHT_MANAGE, &id);
     rc = rc < 0 ? (meta_rollback(v->meta), rc) : meta_commit(v->meta);
-    if (v->audit)
-        audit_event(v->audit, &who, "folder-create", name, rc, 0);
+    if (v->audit) {
+        int arc = audit_event(v->audit, &who, "folder-create", name, rc, 0);
+
+        if (rc == 0)
+            rc = arc;
+    }
     if (rc == 0 && folder_id)
         *folder_id = id;
     return rc;
@@ -606,10 +610,15 @@ int vault_init(const struct vault_init_opts *o)
     rc = p ? audit_open(p, vault_id, o->account, key, &audit) : -ENOMEM;
     free(p);
     if (rc == 0) {
-        audit_event(audit, &who, "vault-init", o->dir, 0, 0);
-        audit_event(audit, &who, "account-create", o->account, 0, 0);
-        audit_event(audit, &who, "folder-create", o->folder_name ? o->folder_name : "Contracts", 0, 0);
-        audit_event(audit, &who, "grant", o->folder_name ? o->folder_name : "Contracts", 0, 0);
+        const char *folder = o->folder_name ? o->folder_name : "Contracts";
+
+        rc = audit_event(audit, &who, "vault-init", o->dir, 0, 0);
+        if (rc == 0)
+            rc = audit_event(audit, &who, "account-create", o->account, 0, 0);
+        if (rc == 0)
+            rc = audit_event(audit, &who, "folder-create", folder, 0, 0);
+        if (rc == 0)
+            rc = audit_event(audit, &who, "grant", folder, 0, 0);
         audit_close(audit);
     }
     if (rc < 0)

@@ -305,6 +305,9 @@ static void test_keydir_permissions(void)
     CHECK_EQ_INT(p->ops->fetch(p, VAULT, "carol", auth, share, NULL), 0);
     auth[0] = 2;
     CHECK_EQ_INT(p->ops->fetch(p, VAULT, "carol", auth, share, NULL), -EKEYREJECTED);
+    /* a truncated (corrupt) share file is reported, not trusted */
+    REQUIRE(truncate(path, 40) == 0);
+    CHECK_EQ_INT(p->ops->fetch(p, VAULT, "carol", auth, share, NULL), -EBADMSG);
     CHECK_EQ_INT(p->ops->remove(p, VAULT, "carol"), 0);
     auth[0] = 1;
     CHECK_EQ_INT(p->ops->fetch(p, VAULT, "carol", auth, share, NULL), -EKEYREJECTED);

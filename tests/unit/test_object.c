@@ -176,6 +176,45 @@ static void test_roundtrip_without_get_into(void)
     rig_down(&r);
 }
 
+static int failing_put(struct store *s, const char *name, const void *data, size_t len)
+{
+    (void)data;
+    (void)len;
+    return pfs_err(-ENOSPC, "endpoint %s: disk full while writing object %s", s->desc, name);
+}
+
+static int count_objects(void *arg, const char *name, uint64_t size)
+{
+    (void)name;
+    (void)size;
+    ++*(int *)arg;
+    return 0;
+}
+
+/* One endpoint refusing writes fails the put, names the endpoint, and leaves
+ * no orphan fragments on the others. */
+static void test_put_failure_cleans_up(void)
+{
+    static struct store_ops broken_ops;
+    struct rig r;
+    uint8_t *in = pattern(3000, 13);
+    struct chunk_ref ref;
+    int objects = 0;
+
+    REQUIRE(rig_up(&r, 3, 2, 1) == 0);
+    broken_ops = *r.stores[1]->ops;
+    broken_ops.put = failing_put;
+    r.stores[1]->ops = &broken_ops;
+    CHECK_EQ_INT(object_put_chunk(r.ol, dek, 4, 0, 1, in, 3000, &ref), -ENOSPC);
+    CHECK(strstr(pfs_err_msg(), "disk full") != NULL);
+    CHECK(strstr(pfs_err_msg(), r.stores[1]->desc) != NULL);
+    for (unsigned i = 0; i < 3; i++)
+        CHECK_EQ_INT(store_list(r.stores[i], count_objects, &objects), 0);
+    CHECK_EQ_INT(objects, 0);
+    free(in);
+    rig_down(&r);
+}
+
 static void test_empty_chunk_refused(void)
 {
     struct rig r;
@@ -542,6 +581,7 @@ int main(void)
 {
     RUN(test_roundtrip_sizes);
     RUN(test_roundtrip_without_get_into);
+    RUN(test_put_failure_cleans_up);
     RUN(test_empty_chunk_refused);
     RUN(test_fragment_placement);
     RUN(test_survives_m_bad_fragments);
