@@ -4,6 +4,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 
 #include "buf.h"
 #include "secmem.h"
@@ -145,6 +147,16 @@ static void test_secmem_basics(void)
     secmem_free(NULL, 10);   /* no-op */
 }
 
+static void test_harden_process(void)
+{
+    struct rlimit rl;
+
+    CHECK_EQ_INT(secmem_harden_process(), 0);
+    REQUIRE(getrlimit(RLIMIT_CORE, &rl) == 0);
+    CHECK(rl.rlim_cur == 0 && rl.rlim_max == 0);
+    CHECK_EQ_INT(prctl(PR_GET_DUMPABLE, 0, 0, 0, 0), 0);
+}
+
 int main(void)
 {
     RUN(test_roundtrip_big_endian);
@@ -153,5 +165,6 @@ int main(void)
     RUN(test_trailing_bytes_rejected);
     RUN(test_secure_writer_grows);
     RUN(test_secmem_basics);
+    RUN(test_harden_process);
     return tap_done();
 }
