@@ -591,12 +591,13 @@ static int share_open(struct keyd *k, const char *vault, const char *account,
 
 /* ---------------------------------------------------------------- audit */
 
-static void audit_write(struct keyd *k, const char *remote, const char *op,
-                        const struct fields *f, const struct outcome *o)
+static int audit_write(struct keyd *k, const char *remote, const char *op,
+                       const struct fields *f, const struct outcome *o)
 {
     json_object *ev = json_object_new_object();
     const char *line;
     size_t len;
+    int rc = -EIO;
 
     json_object_object_add(ev, "time", json_object_new_int64((int64_t)time(NULL)));
     json_object_object_add(ev, "remote", json_object_new_string(remote));
@@ -622,12 +623,15 @@ static void audit_write(struct keyd *k, const char *remote, const char *op,
             if (write(k->audit_fd, buf, len + 1) != (ssize_t)(len + 1) || fsync(k->audit_fd) < 0)
                 keyd_log(LOG_ERR, "cannot write audit log %s: %s", k->conf.audit_log,
                          strerror(errno));
+            else
+                rc = 0;
             free(buf);
         }
     }
     keyd_log(LOG_INFO, "%s %s %s/%s -> %u %s", remote, op, f->vault ? f->vault : "-",
              f->account ? f->account : "-", o->status, o->result);
     json_object_put(ev);
+    return rc;
 }
 
 /* Test aid (off unless debug_capture is set): record the raw bodies the
@@ -1274,7 +1278,13 @@ static enum MHD_Result dispatch(struct keyd *k, struct MHD_Connection *c, const 
     } else
         run_handler(k, rt, remote, &f, &o);
     capture_body(k, url, r);
-    audit_write(k, remote, rt ? rt->op : "unknown", &f, &o);
+    /* Fail closed: a share is not released unless its release is on record. */
+    if (audit_write(k, remote, rt ? rt->op : "unknown", &f, &o) < 0 && rt &&
+        rt->fn == handle_login && o.share) {
+        secmem_free(o.share, SHARE_LEN);
+        o.share = NULL;
+        set_outcome(&o, 500, "audit-unavailable");
+    }
     ret = answer(c, &o);
     secmem_free(o.share, SHARE_LEN);
     fields_free(&f);
