@@ -1,1 +1,1921 @@
 #include "config.h"
+
+/* One function per FUSE low-level operation: rights, names, metadata and
+ * audit.  File bytes are fs_data.c's job, inode lifetimes fs_inode.c's.
+ *
+ * The root (ino 1) is virtual: it lists the contract folders this account
+ * holds envelopes for.  Every other inode belongs to one folder; its names
+ * are encrypted with that folder's keys (parent inode as associated data).
+ */
+
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/xattr.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "buf.h"
+#include "envelope.h"
+#include "error.h"
+#include "fs_internal.h"
+#include "secmem.h"
+
+#ifndef RENAME_NOREPLACE
+#define RENAME_NOREPLACE (1 << 0)
+#endif
+#ifndef RENAME_EXCHANGE
+#define RENAME_EXCHANGE (1 << 1)
+#endif
+
+#define ENTRY_TIMEOUT 1.0
+#define ROOT_ENTRY_TIMEOUT 60.0   /* folder list changes rarely; fewer audited lookups */
+#define PATH_DEPTH_MAX 256
+#define FS_MAX_WRITE (1u << 20)
+
+/* An open file handle: which inode, what it did (for the audit summary). */
+struct fs_handle {
+    struct fs_inode *in;
+    int writable;
+    uint64_t bytes_read;
+    uint64_t bytes_written;
+    pthread_mutex_t lock;
+};
+
+static struct fs *req_fs(fuse_req_t req)
+{
+    return fuse_req_userdata(req);
+}
+
+int64_t fs_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void ns_to_ts(int64_t ns, struct timespec *ts)
+{
+    ts->tv_sec = ns / 1000000000;
+    ts->tv_nsec = ns % 1000000000;
+}
+
+static int64_t ts_to_ns(const struct timespec *ts)
+{
+    return (int64_t)ts->tv_sec * 1000000000 + ts->tv_nsec;
+}
+
+/* ------------------------------------------------------------------ */
+/* Paths and audit                                                     */
+
+char *fs_path(struct fs *fs, uint64_t ino, const char *name)
+{
+    char *parts[PATH_DEPTH_MAX];
+    size_t n = 0;
+    char buf[NAME_MAX_PLAIN + 1];
+    uint64_t cur = ino;
+    while (cur != META_ROOT_INO && n < PATH_DEPTH_MAX) {
+        uint64_t parent;
+        if (fs_inode_name(fs, cur, &parent, buf, sizeof buf) < 0) {
+            parts[n++] = strdup("?");
+            break;
+        }
+        parts[n++] = strdup(buf);
+        cur = parent;
+    }
+    size_t len = 2 + (name ? strlen(name) + 1 : 0);
+    for (size_t i = 0; i < n; i++)
+        len += (parts[i] ? strlen(parts[i]) : 1) + 1;
+    char *p = malloc(len);
+    if (p) {
+        size_t off = 0;
+        p[0] = '\0';
+        for (size_t i = n; i-- > 0;)
+            off += (size_t)snprintf(p + off, len - off, "/%s", parts[i] ? parts[i] : "?");
+        if (name)
+            off += (size_t)snprintf(p + off, len - off, "/%s", name);
+        if (off == 0)
+            snprintf(p, len, "/");
+    }
+    for (size_t i = 0; i < n; i++)
+        free(parts[i]);
+    return p;
+}
+
+int fs_audit(struct fs *fs, fuse_req_t req, const char *op, const char *path, int result,
+             uint64_t bytes)
+{
+    struct audit_ctx who = { .uid = getuid(), .pid = getpid() };
+    if (req) {
+        const struct fuse_ctx *c = fuse_req_ctx(req);
+        who.uid = c->uid;
+        who.pid = c->pid;
+    }
+    if (!fs->v->audit)
+        return 0;
+    int r = audit_event(fs->v->audit, &who, op, path ? path : "?", result, bytes);
+    if (r < 0) {
+        fprintf(stderr, "pactfs: audit spool write failed (%s); refusing %s\n",
+                pfs_err_msg(), op);
+        return -EIO;
+    }
+    return 0;
+}
+
+/* Audit a denied operation; -EACCES, or -EIO if even that cannot be audited. */
+static int deny(struct fs *fs, fuse_req_t req, const char *op, uint64_t ino, const char *name)
+{
+    char *path = fs_path(fs, ino, name);
+    int r = fs_audit(fs, req, op, path, -EACCES, 0);
+    free(path);
+    return r < 0 ? r : -EACCES;
+}
+
+/* ------------------------------------------------------------------ */
+/* Folders, keys and names                                             */
+
+static int inode_folder_id(struct fs *fs, uint64_t ino, uint64_t *folder_id)
+{
+    struct fs_inode *in = fs_inode_find(fs, ino);
+    if (in) {
+        *folder_id = in->folder_id;
+        fs_inode_put(fs, in, FS_REF_OP, 1);
+        return 0;
+    }
+    struct meta_inode mi;
+    pthread_mutex_lock(&fs->meta_lock);
+    int r = meta_inode_get(fs->v->meta, ino, &mi);
+    pthread_mutex_unlock(&fs->meta_lock);
+    if (r == 0)
+        *folder_id = mi.folder_id;
+    return r;
+}
+
+/* The folder ino belongs to (*vf NULL for the virtual root), with the
+ * rights in need checked: -EACCES (audited), -EROFS, -EIO. */
+static int folder_check(struct fs *fs, fuse_req_t req, uint64_t ino, uint32_t need,
+                        const char *op, const char *name, struct vault_folder **vf)
+{
+    *vf = NULL;
+    if ((need & RIGHT_WRITE) && fs->opt.read_only)
+        return -EROFS;
+    if (ino == META_ROOT_INO)
+        return (need & RIGHT_WRITE) ? deny(fs, req, op, ino, name) : 0;
+    uint64_t fid = 0;
+    int r = inode_folder_id(fs, ino, &fid);
+    if (r < 0)
+        return r == -ENOENT ? -ENOENT : -EIO;
+    *vf = vault_folder_by_id(fs->v, fid);
+    if (!*vf || ((*vf)->rights & need) != need)
+        return deny(fs, req, op, ino, name);
+    return 0;
+}
+
+static const struct folder_keys *cur_keys(struct fs *fs, const struct vault_folder *vf)
+{
+    return vault_folder_keys(fs->v, vf->id, vf->cur_version);
+}
+
+/* Key versions to try for reading: the current one first, then older. */
+static size_t keys_to_try(struct fs *fs, const struct vault_folder *vf,
+                          const struct folder_keys **out, size_t cap)
+{
+    size_t n = 0;
+    const struct folder_keys *k = cur_keys(fs, vf);
+    if (k && n < cap)
+        out[n++] = k;
+    for (uint32_t i = vf->nkeys; i-- > 0 && n < cap;)
+        if (vf->keys[i] && vf->keys[i] != k)
+            out[n++] = vf->keys[i];
+    return n;
+}
+
+#define KEYS_MAX 64
+
+struct enc_name {
+    uint8_t b[NAME_MAX_ENC + 16];
+    size_t len;
+};
+
+static int name_check(const char *name)
+{
+    size_t len = strlen(name);
+    if (len == 0)
+        return -EINVAL;
+    if (len > NAME_MAX_PLAIN)
+        return -ENAMETOOLONG;
+    return 0;
+}
+
+static int enc_with(const struct folder_keys *k, uint64_t parent, const char *name,
+                    struct enc_name *e)
+{
+    int r = name_encrypt(k, parent, name, strlen(name), e->b, &e->len);
+    return r < 0 ? -EIO : 0;
+}
+
+/* Look name up in dir parent of folder vf under any held key version
+ * (meta_lock held).  *found gets the encrypted form that matched. */
+static int dir_lookup_locked(struct fs *fs, const struct vault_folder *vf, uint64_t parent,
+                             const char *name, uint64_t *ino, struct enc_name *found)
+{
+    const struct folder_keys *ks[KEYS_MAX];
+    size_t nk = keys_to_try(fs, vf, ks, KEYS_MAX);
+    int r = name_check(name);
+    if (r < 0)
+        return r;
+    for (size_t i = 0; i < nk; i++) {
+        struct enc_name e;
+        r = enc_with(ks[i], parent, name, &e);
+        if (r < 0)
+            return r;
+        r = meta_dirent_lookup(fs->v->meta, parent, e.b, e.len, ino);
+        if (r == 0) {
+            if (found)
+                *found = e;
+            return 0;
+        }
+        if (r != -ENOENT)
+            return r;
+    }
+    return -ENOENT;
+}
+
+static int dec_any(struct fs *fs, const struct vault_folder *vf, uint64_t parent,
+                   const uint8_t *in, size_t inlen, char *out, size_t *outlen)
+{
+    const struct folder_keys *ks[KEYS_MAX];
+    size_t nk = keys_to_try(fs, vf, ks, KEYS_MAX);
+    for (size_t i = 0; i < nk; i++)
+        if (name_decrypt(ks[i], parent, in, inlen, out, outlen) == 0)
+            return 0;
+    return -EBADMSG;
+}
+
+/* AD for small sealed values: label || inode number (big-endian). */
+static int owner_ad(const char *label, uint64_t ino, uint8_t *ad, size_t *adlen)
+{
+    struct wbuf w;
+    wbuf_init(&w);
+    wbuf_put_bytes(&w, label, strlen(label));
+    wbuf_put_u64(&w, ino);
+    size_t len;
+    uint8_t *p = wbuf_steal(&w, &len);
+    if (!p || len > 32) {
+        free(p);
+        return -ENOMEM;
+    }
+    memcpy(ad, p, len);
+    *adlen = len;
+    free(p);
+    return 0;
+}
+
+static int open_any(struct fs *fs, const struct vault_folder *vf, const char *label, uint64_t ino,
+                    const uint8_t *in, size_t inlen, uint8_t **out, size_t *outlen)
+{
+    uint8_t ad[32];
+    size_t adlen;
+    if (owner_ad(label, ino, ad, &adlen) < 0)
+        return -ENOMEM;
+    const struct folder_keys *ks[KEYS_MAX];
+    size_t nk = keys_to_try(fs, vf, ks, KEYS_MAX);
+    for (size_t i = 0; i < nk; i++)
+        if (folder_meta_open(ks[i], ad, adlen, in, inlen, out, outlen) == 0)
+            return 0;
+    return -EIO;
+}
+
+static int seal_cur(struct fs *fs, const struct vault_folder *vf, const char *label, uint64_t ino,
+                    const void *pt, size_t n, uint8_t **out, size_t *outlen)
+{
+    uint8_t ad[32];
+    size_t adlen;
+    const struct folder_keys *k = cur_keys(fs, vf);
+    if (!k)
+        return -EACCES;
+    if (owner_ad(label, ino, ad, &adlen) < 0)
+        return -ENOMEM;
+    return folder_meta_seal(k, ad, adlen, pt, n, out, outlen) < 0 ? -EIO : 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Attributes                                                          */
+
+static void root_stat(struct fs *fs, struct stat *st)
+{
+    memset(st, 0, sizeof *st);
+    st->st_ino = META_ROOT_INO;
+    st->st_mode = S_IFDIR | 0755;
+    st->st_nlink = 2 + fs->v->nfolders;
+    st->st_uid = fs->uid;
+    st->st_gid = fs->gid;
+    st->st_size = 4096;
+    st->st_blksize = 4096;
+    ns_to_ts(fs->mount_ns, &st->st_atim);
+    st->st_mtim = st->st_ctim = st->st_atim;
+}
+
+static void stat_from_meta(struct fs *fs, const struct meta_inode *mi, struct stat *st)
+{
+    memset(st, 0, sizeof *st);
+    st->st_ino = mi->ino;
+    st->st_mode = mi->mode;
+    st->st_nlink = mi->nlink;
+    st->st_uid = mi->uid;
+    st->st_gid = mi->gid;
+    st->st_rdev = mi->rdev;
+    st->st_size = (off_t)mi->size;
+    st->st_blksize = (blksize_t)fs->chunk_size;
+    st->st_blocks = (blkcnt_t)((mi->size + 511) / 512);
+    ns_to_ts(mi->atime_ns, &st->st_atim);
+    ns_to_ts(mi->mtime_ns, &st->st_mtim);
+    ns_to_ts(mi->ctime_ns, &st->st_ctim);
+}
+
+/* Attributes of ino with in-memory size/mtime of open files. */
+static int inode_stat(struct fs *fs, uint64_t ino, struct stat *st)
+{
+    if (ino == META_ROOT_INO) {
+        root_stat(fs, st);
+        return 0;
+    }
+    struct meta_inode mi;
+    pthread_mutex_lock(&fs->meta_lock);
+    int r = meta_inode_get(fs->v->meta, ino, &mi);
+    pthread_mutex_unlock(&fs->meta_lock);
+    if (r < 0)
+        return r == -ENOENT ? -ENOENT : -EIO;
+    stat_from_meta(fs, &mi, st);
+    struct fs_inode *in = fs_inode_find(fs, ino);
+    if (in) {
+        fs_data_fill_attr(in, st);
+        fs_inode_put(fs, in, FS_REF_OP, 1);
+    }
+    return 0;
+}
+
+/* Reply with an entry the kernel now holds one lookup reference on. */
+static void reply_entry_for(struct fs *fs, fuse_req_t req, const struct meta_inode *mi,
+                            uint64_t parent, const char *name, double timeout)
+{
+    struct fuse_entry_param e;
+    memset(&e, 0, sizeof e);
+    struct fs_inode *in = fs_inode_get(fs, mi->ino, mi->folder_id, mi->mode, FS_REF_LOOKUP);
+    if (!in) {
+        fuse_reply_err(req, ENOMEM);
+        return;
+    }
+    fs_inode_set_name(fs, mi->ino, parent, name);
+    stat_from_meta(fs, mi, &e.attr);
+    fs_data_fill_attr(in, &e.attr);
+    e.ino = mi->ino;
+    e.generation = 1;
+    e.attr_timeout = timeout;
+    e.entry_timeout = timeout;
+    if (fuse_reply_entry(req, &e) != 0)
+        fs_inode_put(fs, in, FS_REF_LOOKUP, 1);
+}
+
+static void touch_dir(struct meta_inode *dir, int64_t now, int nlink_delta)
+{
+    dir->mtime_ns = dir->ctime_ns = now;
+    if (nlink_delta < 0 && dir->nlink > 2)
+        dir->nlink--;
+    else if (nlink_delta > 0)
+        dir->nlink++;
+}
+
+/* ------------------------------------------------------------------ */
+/* lookup, forget, getattr                                             */
+
+static int root_lookup(struct fs *fs, const char *name, struct vault_folder **out,
+                       uint64_t *ino)
+{
+    int r = name_check(name);
+    if (r < 0)
+        return r;
+    pthread_mutex_lock(&fs->meta_lock);
+    r = -ENOENT;
+    for (size_t i = 0; i < fs->v->nfolders && r == -ENOENT; i++) {
+        struct vault_folder *vf = &fs->v->folders[i];
+        if (!(vf->rights & RIGHT_READ))
+            continue;
+        r = dir_lookup_locked(fs, vf, META_ROOT_INO, name, ino, NULL);
+        if (r == 0 && *ino != vf->root_ino)
+            r = -ENOENT;   /* a dirent at the root that is not this folder's */
+        if (r == 0)
+            *out = vf;
+        else if (r != -ENOENT)
+            break;
+    }
+    pthread_mutex_unlock(&fs->meta_lock);
+    return r;
+}
+
+static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+    struct fs *fs = req_fs(req);
+    struct vault_folder *vf = NULL;
+    uint64_t ino = 0;
+    int r;
+    if (parent == META_ROOT_INO) {
+        r = root_lookup(fs, name, &vf, &ino);
+    } else {
+        r = folder_check(fs, req, parent, RIGHT_READ, "lookup", name, &vf);
+        if (r == 0) {
+            pthread_mutex_lock(&fs->meta_lock);
+            r = dir_lookup_locked(fs, vf, parent, name, &ino, NULL);
+            pthread_mutex_unlock(&fs->meta_lock);
+        }
+    }
+    struct meta_inode mi;
+    if (r == 0) {
+        pthread_mutex_lock(&fs->meta_lock);
+        r = meta_inode_get(fs->v->meta, ino, &mi);
+        pthread_mutex_unlock(&fs->meta_lock);
+    }
+    if (r == 0 && parent == META_ROOT_INO) {
+        char *path = fs_path(fs, META_ROOT_INO, name);
+        r = fs_audit(fs, req, "lookup", path, 0, 0);
+        free(path);
+    }
+    if (r < 0) {
+        fuse_reply_err(req, r == -ENOENT || r == -EACCES || r == -ENAMETOOLONG ? -r : EIO);
+        return;
+    }
+    reply_entry_for(fs, req, &mi, parent, name,
+                    parent == META_ROOT_INO ? ROOT_ENTRY_TIMEOUT : ENTRY_TIMEOUT);
+}
+
+static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+    fs_inode_forget(req_fs(req), ino, nlookup);
+    fuse_reply_none(req);
+}
+
+static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
+{
+    struct fs *fs = req_fs(req);
+    for (size_t i = 0; i < count; i++)
+        fs_inode_forget(fs, forgets[i].ino, forgets[i].nlookup);
+    fuse_reply_none(req);
+}
+
+static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    (void)fi;
+    struct fs *fs = req_fs(req);
+    struct stat st;
+    int r = inode_stat(fs, ino, &st);
+    if (r < 0)
+        fuse_reply_err(req, -r);
+    else
+        fuse_reply_attr(req, &st, ino == META_ROOT_INO ? ROOT_ENTRY_TIMEOUT : ENTRY_TIMEOUT);
+}
+
+/* ------------------------------------------------------------------ */
+/* setattr                                                             */
+
+static int caller_in_group(fuse_req_t req, gid_t gid)
+{
+    const struct fuse_ctx *c = fuse_req_ctx(req);
+    if (c->gid == gid)
+        return 1;
+    gid_t groups[64];
+    int n = fuse_req_getgroups(req, 64, groups);
+    for (int i = 0; i < n && i < 64; i++)
+        if (groups[i] == gid)
+            return 1;
+    return 0;
+}
+
+/* POSIX chown rules: only root changes the owner; the owner may change the
+ * group to one of its own groups. */
+static int chown_allowed(fuse_req_t req, const struct meta_inode *mi, const struct stat *a,
+                         int valid)
+{
+    const struct fuse_ctx *c = fuse_req_ctx(req);
+    if (c->uid == 0)
+        return 0;
+    if ((valid & FUSE_SET_ATTR_UID) && a->st_uid != mi->uid)
+        return -EPERM;
+    if ((valid & FUSE_SET_ATTR_GID) && a->st_gid != mi->gid &&
+        (c->uid != mi->uid || !caller_in_group(req, a->st_gid)))
+        return -EPERM;
+    return 0;
+}
+
+static int apply_setattr(fuse_req_t req, struct meta_inode *mi, const struct stat *a, int valid)
+{
+    int64_t now = fs_now_ns();
+    if (valid & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
+        int r = chown_allowed(req, mi, a, valid);
+        if (r < 0)
+            return r;
+        if (valid & FUSE_SET_ATTR_UID)
+            mi->uid = a->st_uid;
+        if (valid & FUSE_SET_ATTR_GID)
+            mi->gid = a->st_gid;
+        if (fuse_req_ctx(req)->uid != 0 && !S_ISDIR(mi->mode))
+            mi->mode &= ~(uint32_t)(S_ISUID | S_ISGID);
+    }
+    if (valid & FUSE_SET_ATTR_MODE)
+        mi->mode = (mi->mode & S_IFMT) | (a->st_mode & 07777);
+    if (valid & FUSE_SET_ATTR_ATIME_NOW)
+        mi->atime_ns = now;
+    else if (valid & FUSE_SET_ATTR_ATIME)
+        mi->atime_ns = ts_to_ns(&a->st_atim);
+    if (valid & FUSE_SET_ATTR_MTIME_NOW)
+        mi->mtime_ns = now;
+    else if (valid & FUSE_SET_ATTR_MTIME)
+        mi->mtime_ns = ts_to_ns(&a->st_mtim);
+    mi->ctime_ns = (valid & FUSE_SET_ATTR_CTIME) ? ts_to_ns(&a->st_ctim) : now;
+    return 0;
+}
+
+static int setattr_size(struct fs *fs, fuse_req_t req, uint64_t ino, uint64_t size,
+                        const char *path)
+{
+    struct meta_inode mi;
+    pthread_mutex_lock(&fs->meta_lock);
+    int r = meta_inode_get(fs->v->meta, ino, &mi);
+    pthread_mutex_unlock(&fs->meta_lock);
+    if (r < 0)
+        return r == -ENOENT ? r : -EIO;
+    if (S_ISDIR(mi.mode))
+        return -EISDIR;
+    if (!S_ISREG(mi.mode))
+        return -EINVAL;
+    struct fs_inode *in = fs_inode_get(fs, ino, mi.folder_id, mi.mode, FS_REF_OP);
+    if (!in)
+        return -ENOMEM;
+    r = fs_data_attach(fs, in, NULL);
+    if (r == 0)
+        r = fs_data_truncate(fs, in, size);
+    fs_inode_put(fs, in, FS_REF_OP, 1);
+    int a = fs_audit(fs, req, "truncate", path, r, size);
+    return r < 0 ? (r == -EACCES ? r : -EIO) : a;
+}
+
+static int setattr_meta(struct fs *fs, fuse_req_t req, uint64_t ino, const struct stat *attr,
+                        int valid, const char *path, int64_t *mtime_out)
+{
+    struct meta *m = fs->v->meta;
+    struct meta_inode mi;
+    pthread_mutex_lock(&fs->meta_lock);
+    int r = meta_begin(m);
+    if (r == 0)
+        r = meta_inode_get(m, ino, &mi);
+    if (r == 0)
+        r = apply_setattr(req, &mi, attr, valid);
+    if (r == 0)
+        r = meta_inode_update(m, &mi);
+    if (r == 0)
+        r = fs_audit(fs, req, "setattr", path, 0, 0);
+    if (r == 0)
+        r = meta_commit(m);
+    else
+        meta_rollback(m);
+    pthread_mutex_unlock(&fs->meta_lock);
+    *mtime_out = mi.mtime_ns;
+    return r;
+}
+
+static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int valid,
+                       struct fuse_file_info *fi)
+{
+    (void)fi;
+    struct fs *fs = req_fs(req);
+    struct vault_folder *vf;
+    int r = folder_check(fs, req, ino, RIGHT_READ | RIGHT_WRITE,
+                         (valid & FUSE_SET_ATTR_SIZE) ? "truncate" : "setattr", NULL, &vf);
+    if (r == 0 && ino == META_ROOT_INO)
+        r = deny(fs, req, "setattr", ino, NULL);
+    char *path = r == 0 ? fs_path(fs, ino, NULL) : NULL;
+    if (r == 0 && (valid & FUSE_SET_ATTR_SIZE))
+        r = setattr_size(fs, req, ino, (uint64_t)attr->st_size, path);
+    int other = valid & ~(FUSE_SET_ATTR_SIZE | FUSE_SET_ATTR_FILE | FUSE_SET_ATTR_OPEN |
+                          FUSE_SET_ATTR_FORCE);
+    if (r == 0 && other) {
+        int64_t mtime = 0;
+        r = setattr_meta(fs, req, ino, attr, valid, path, &mtime);
+        if (r == 0 && (valid & (FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_MTIME_NOW))) {
+            struct fs_inode *in = fs_inode_find(fs, ino);
+            if (in) {
+                fs_data_mtime_set(in, mtime);
+                fs_inode_put(fs, in, FS_REF_OP, 1);
+            }
+        }
+    }
+    free(path);
+    struct stat st;
+    if (r == 0)
+        r = inode_stat(fs, ino, &st);
+    if (r < 0)
+        fuse_reply_err(req, -r);
+    else
+        fuse_reply_attr(req, &st, ENTRY_TIMEOUT);
+}
+
+/* ------------------------------------------------------------------ */
+/* Creating nodes                                                      */
+
+struct new_node {
+    uint32_t mode;
+    uint64_t rdev;
+    const char *link_target;   /* symlinks */
+    uint8_t *dek;              /* regular files: secmem DEK_LEN, filled */
+    const char *op;
+};
+
+/* Create the inode row, its DEK or symlink target (meta_lock held, in a
+ * transaction). */
+static int node_insert(struct fs *fs, fuse_req_t req, const struct vault_folder *vf,
+                       const struct meta_inode *dir, struct new_node *nn, struct meta_inode *mi)
+{
+    const struct fuse_ctx *c = fuse_req_ctx(req);
+    int64_t now = fs_now_ns();
+    const struct folder_keys *k = cur_keys(fs, vf);
+    if (!k)
+        return -EACCES;
+    memset(mi, 0, sizeof *mi);
+    mi->folder_id = vf->id;
+    mi->mode = nn->mode;
+    mi->uid = c->uid;
+    mi->gid = (dir->mode & S_ISGID) ? dir->gid : c->gid;
+    if (S_ISDIR(nn->mode) && (dir->mode & S_ISGID))
+        mi->mode |= S_ISGID;
+    mi->nlink = S_ISDIR(nn->mode) ? 2 : 1;
+    mi->rdev = nn->rdev;
+    mi->atime_ns = mi->mtime_ns = mi->ctime_ns = now;
+    mi->key_version = vf->cur_version;
+    if (nn->link_target)
+        mi->size = strlen(nn->link_target);
+    int r = meta_inode_create(fs->v->meta, mi);
+    if (r < 0)
+        return r;
+    if (S_ISREG(nn->mode)) {
+        uint8_t wrapped[DEK_WRAPPED_LEN];
+        r = dek_generate(nn->dek);
+        if (r == 0)
+            r = dek_wrap(k, mi->ino, nn->dek, wrapped);
+        if (r < 0)
+            return -EIO;
+        memcpy(mi->wrapped_dek, wrapped, DEK_WRAPPED_LEN);
+        mi->wrapped_dek_len = DEK_WRAPPED_LEN;
+        r = meta_inode_update(fs->v->meta, mi);
+    }
+    if (r == 0 && nn->link_target) {
+        uint8_t *sealed = NULL;
+        size_t slen = 0;
+        r = seal_cur(fs, vf, "symlink", mi->ino, nn->link_target, strlen(nn->link_target),
+                     &sealed, &slen);
+        if (r == 0)
+            r = meta_symlink_set(fs->v->meta, mi->ino, sealed, slen);
+        free(sealed);
+    }
+    return r;
+}
+
+/* mkdir, create, mknod, symlink: one meta transaction that also audits. */
+static int make_node(struct fs *fs, fuse_req_t req, uint64_t parent, const char *name,
+                     struct new_node *nn, struct meta_inode *mi)
+{
+    struct vault_folder *vf;
+    int r = folder_check(fs, req, parent, RIGHT_READ | RIGHT_WRITE, nn->op, name, &vf);
+    if (r < 0)
+        return r;
+    r = name_check(name);
+    if (r < 0)
+        return r;
+    const struct folder_keys *k = cur_keys(fs, vf);
+    struct enc_name en;
+    if (!k || enc_with(k, parent, name, &en) < 0)
+        return -EIO;
+    char *path = fs_path(fs, parent, name);
+    struct meta *m = fs->v->meta;
+    pthread_mutex_lock(&fs->meta_lock);
+    struct meta_inode dir;
+    uint64_t existing;
+    r = meta_begin(m);
+    if (r == 0)
+        r = meta_inode_get(m, parent, &dir);
+    if (r == 0 && !S_ISDIR(dir.mode))
+        r = -ENOTDIR;
+    if (r == 0) {
+        r = dir_lookup_locked(fs, vf, parent, name, &existing, NULL);
+        r = r == 0 ? -EEXIST : (r == -ENOENT ? 0 : r);
+    }
+    if (r == 0)
+        r = node_insert(fs, req, vf, &dir, nn, mi);
+    if (r == 0)
+        r = meta_dirent_add(m, parent, en.b, en.len, mi->ino, mi->mode);
+    if (r == 0) {
+        touch_dir(&dir, mi->ctime_ns, S_ISDIR(nn->mode) ? 1 : 0);
+        r = meta_inode_update(m, &dir);
+    }
+    if (r == 0)
+        r = fs_audit(fs, req, nn->op, path, 0, 0);
+    if (r == 0)
+        r = meta_commit(m);
+    else
+        meta_rollback(m);
+    pthread_mutex_unlock(&fs->meta_lock);
+    free(path);
+    if (r < 0 && r != -EEXIST && r != -ENOTDIR && r != -EACCES && r != -ENOENT)
+        r = -EIO;
+    return r;
+}
+
+static void reply_new_entry(struct fs *fs, fuse_req_t req, int r, const struct meta_inode *mi,
+                            uint64_t parent, const char *name)
+{
+    if (r < 0)
+        fuse_reply_err(req, -r);
+    else
+        reply_entry_for(fs, req, mi, parent, name, ENTRY_TIMEOUT);
+}
+
+static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+{
+    struct fs *fs = req_fs(req);
+    struct new_node nn = { .mode = S_IFDIR | (mode & 07777), .op = "mkdir" };
+    struct meta_inode mi;
+    int r = make_node(fs, req, parent, name, &nn, &mi);
+    reply_new_entry(fs, req, r, &mi, parent, name);
+}
+
+static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+                     dev_t rdev)
+{
+    struct fs *fs = req_fs(req);
+    if (!S_ISREG(mode) && !S_ISFIFO(mode) && !S_ISSOCK(mode)) {
+        fuse_reply_err(req, EPERM);   /* no device nodes inside a vault */
+        return;
+    }
+    struct new_node nn = { .mode = mode, .rdev = rdev, .op = "create" };
+    uint8_t *dek = secmem_alloc(DEK_LEN);
+    if (!dek) {
+        fuse_reply_err(req, ENOMEM);
+        return;
+    }
+    nn.dek = dek;
+    struct meta_inode mi;
+    int r = make_node(fs, req, parent, name, &nn, &mi);
+    secmem_free(dek, DEK_LEN);
+    reply_new_entry(fs, req, r, &mi, parent, name);
+}
+
+static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
+{
+    struct fs *fs = req_fs(req);
+    if (strlen(link) >= PATH_MAX) {
+        fuse_reply_err(req, ENAMETOOLONG);
+        return;
+    }
+    struct new_node nn = { .mode = S_IFLNK | 0777, .link_target = link, .op = "symlink" };
+    struct meta_inode mi;
+    int r = make_node(fs, req, parent, name, &nn, &mi);
+    reply_new_entry(fs, req, r, &mi, parent, name);
+}
+
+static struct fs_handle *handle_new(struct fs_inode *in, int writable)
+{
+    struct fs_handle *h = calloc(1, sizeof *h);
+    if (!h)
+        return NULL;
+    h->in = in;
+    h->writable = writable;
+    pthread_mutex_init(&h->lock, NULL);
+    return h;
+}
+
+static void handle_free(struct fs_handle *h)
+{
+    pthread_mutex_destroy(&h->lock);
+    free(h);
+}
+
+static int open_writable(int flags)
+{
+    return (flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC);
+}
+
+static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+                      struct fuse_file_info *fi)
+{
+    struct fs *fs = req_fs(req);
+    struct new_node nn = { .mode = S_IFREG | (mode & 07777), .op = "create" };
+    uint8_t *dek = secmem_alloc(DEK_LEN);
+    if (!dek) {
+        fuse_reply_err(req, ENOMEM);
+        return;
+    }
+    nn.dek = dek;
+    struct meta_inode mi;
+    int r = make_node(fs, req, parent, name, &nn, &mi);
+    struct fs_inode *in = NULL;
+    if (r == 0) {
+        in = fs_inode_get(fs, mi.ino, mi.folder_id, mi.mode, FS_REF_LOOKUP);
+        r = in ? fs_data_attach(fs, in, dek) : -ENOMEM;
+    }
+    secmem_free(dek, DEK_LEN);
+    struct fs_handle *h = NULL;
+    if (r == 0) {
+        h = handle_new(in, 1);
+        r = h ? 0 : -ENOMEM;
+    }
+    if (r < 0) {
+        if (in)
+            fs_inode_put(fs, in, FS_REF_LOOKUP, 1);
+        fuse_reply_err(req, -r);
+        return;
+    }
+    fs_inode_set_name(fs, mi.ino, parent, name);
+    fs_inode_get(fs, mi.ino, mi.folder_id, mi.mode, FS_REF_OPEN);
+    fi->fh = (uint64_t)(uintptr_t)h;
+    struct fuse_entry_param e;
+    memset(&e, 0, sizeof e);
+    stat_from_meta(fs, &mi, &e.attr);
+    e.ino = mi.ino;
+    e.generation = 1;
+    e.attr_timeout = e.entry_timeout = ENTRY_TIMEOUT;
+    if (fuse_reply_create(req, &e, fi) != 0) {
+        fs_inode_put(fs, in, FS_REF_OPEN, 1);
+        fs_inode_put(fs, in, FS_REF_LOOKUP, 1);
+        handle_free(h);
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Removing entries                                                    */
+
+/* After a link went: nlink 0 means delete now, or at the last reference. */
+static void maybe_delete(struct fs *fs, uint64_t ino, uint32_t nlink)
+{
+    if (nlink == 0 && !fs_inode_mark_unlinked(fs, ino))
+        fs_inode_delete_now(fs, ino);
+}
+
+/* Drop one link of victim (meta_lock held, in a transaction). */
+static int drop_link(struct meta *m, struct meta_inode *victim, int64_t now)
+{
+    if (S_ISDIR(victim->mode))
+        victim->nlink = 0;
+    else if (victim->nlink > 0)
+        victim->nlink--;
+    victim->ctime_ns = now;
+    return meta_inode_update(m, victim);
+}
+
+static int dir_is_empty(struct meta *m, uint64_t ino)
+{
+    uint64_t n = 0;
+    int r = meta_dirent_count(m, ino, &n);
+    if (r < 0)
+        return r;
+    return n == 0 ? 0 : -ENOTEMPTY;
+}
+
+static int remove_entry(struct fs *fs, fuse_req_t req, uint64_t parent, const char *name,
+                        int is_rmdir, uint64_t *ino_out, uint32_t *nlink_out)
+{
+    const char *op = is_rmdir ? "rmdir" : "unlink";
+    struct vault_folder *vf;
+    int r = folder_check(fs, req, parent, RIGHT_READ | RIGHT_WRITE, op, name, &vf);
+    if (r < 0)
+        return r;
+    char *path = fs_path(fs, parent, name);
+    struct meta *m = fs->v->meta;
+    int64_t now = fs_now_ns();
+    struct enc_name en;
+    struct meta_inode victim, dir;
+    uint64_t ino = 0;
+    pthread_mutex_lock(&fs->meta_lock);
+    r = meta_begin(m);
+    if (r == 0)
+        r = dir_lookup_locked(fs, vf, parent, name, &ino, &en);
+    if (r == 0)
+        r = meta_inode_get(m, ino, &victim);
+    if (r == 0 && is_rmdir && !S_ISDIR(victim.mode))
+        r = -ENOTDIR;
+    if (r == 0 && !is_rmdir && S_ISDIR(victim.mode))
+        r = -EISDIR;
+    if (r == 0 && is_rmdir)
+        r = dir_is_empty(m, ino);
+    if (r == 0)
+        r = meta_dirent_remove(m, parent, en.b, en.len);
+    if (r == 0)
+        r = drop_link(m, &victim, now);
+    if (r == 0)
+        r = meta_inode_get(m, parent, &dir);
+    if (r == 0) {
+        touch_dir(&dir, now, is_rmdir ? -1 : 0);
+        r = meta_inode_update(m, &dir);
+    }
+    if (r == 0)
+        r = fs_audit(fs, req, op, path, 0, 0);
+    if (r == 0)
+        r = meta_commit(m);
+    else
+        meta_rollback(m);
+    pthread_mutex_unlock(&fs->meta_lock);
+    free(path);
+    *ino_out = ino;
+    *nlink_out = victim.nlink;
+    return r;
+}
+
+static int errno_out(int r)
+{
+    switch (r) {
+    case -ENOENT: case -EEXIST: case -ENOTDIR: case -EISDIR: case -ENOTEMPTY:
+    case -EACCES: case -EPERM: case -EROFS: case -EXDEV: case -EINVAL:
+    case -ENAMETOOLONG: case -ENOMEM: case -ENODATA: case -ERANGE: case -ENOTSUP:
+    case -EMLINK:
+        return -r;
+    default:
+        return EIO;
+    }
+}
+
+static void op_unlink_common(fuse_req_t req, fuse_ino_t parent, const char *name, int is_rmdir)
+{
+    struct fs *fs = req_fs(req);
+    uint64_t ino = 0;
+    uint32_t nlink = 1;
+    int r = remove_entry(fs, req, parent, name, is_rmdir, &ino, &nlink);
+    if (r == 0)
+        maybe_delete(fs, ino, nlink);
+    fuse_reply_err(req, r < 0 ? errno_out(r) : 0);
+}
+
+static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+    op_unlink_common(req, parent, name, 0);
+}
+
+static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+    op_unlink_common(req, parent, name, 1);
+}
+
+/* ------------------------------------------------------------------ */
+/* rename and link                                                     */
+
+struct rename_ctx {
+    struct vault_folder *vf;
+    uint64_t parent, newparent;
+    const char *name, *newname;
+    unsigned flags;
+    struct enc_name src_en, dst_en_cur;   /* as stored; target under current keys */
+    struct enc_name dst_en;               /* target as stored (if it exists) */
+    struct enc_name src_en_cur;           /* source name in newparent... for exchange */
+    uint64_t src_ino, dst_ino;
+    struct meta_inode src, dst;
+    int dst_exists;
+    uint64_t victim;                      /* ino whose nlink may have reached 0 */
+    uint32_t victim_nlink;
+};
+
+/* Type rules of rename(2) for an existing target (meta_lock held). */
+static int rename_target_ok(struct meta *m, const struct rename_ctx *c)
+{
+    if (S_ISDIR(c->src.mode) && !S_ISDIR(c->dst.mode))
+        return -ENOTDIR;
+    if (!S_ISDIR(c->src.mode) && S_ISDIR(c->dst.mode))
+        return -EISDIR;
+    if (S_ISDIR(c->dst.mode))
+        return dir_is_empty(m, c->dst_ino);
+    return 0;
+}
+
+static int adjust_parents(struct meta *m, uint64_t from, uint64_t to, int moved_dir,
+                          int64_t now)
+{
+    struct meta_inode a, b;
+    int r = meta_inode_get(m, from, &a);
+    if (r < 0)
+        return r;
+    touch_dir(&a, now, (moved_dir && from != to) ? -1 : 0);
+    r = meta_inode_update(m, &a);
+    if (r < 0 || from == to)
+        return r;
+    r = meta_inode_get(m, to, &b);
+    if (r < 0)
+        return r;
+    touch_dir(&b, now, moved_dir ? 1 : 0);
+    return meta_inode_update(m, &b);
+}
+
+static int rename_exchange(struct fs *fs, struct rename_ctx *c, int64_t now)
+{
+    struct meta *m = fs->v->meta;
+    const struct folder_keys *k = cur_keys(fs, c->vf);
+    struct enc_name a_new, b_new;   /* src under newname/newparent, dst under name/parent */
+    if (!k || enc_with(k, c->newparent, c->newname, &a_new) < 0 ||
+        enc_with(k, c->parent, c->name, &b_new) < 0)
+        return -EIO;
+    int r = meta_dirent_remove(m, c->parent, c->src_en.b, c->src_en.len);
+    if (r == 0)
+        r = meta_dirent_remove(m, c->newparent, c->dst_en.b, c->dst_en.len);
+    if (r == 0)
+        r = meta_dirent_add(m, c->newparent, a_new.b, a_new.len, c->src_ino, c->src.mode);
+    if (r == 0)
+        r = meta_dirent_add(m, c->parent, b_new.b, b_new.len, c->dst_ino, c->dst.mode);
+    if (r == 0 && c->parent != c->newparent && S_ISDIR(c->src.mode) != S_ISDIR(c->dst.mode)) {
+        /* a directory moved one way, a non-directory the other */
+        int src_dir = S_ISDIR(c->src.mode);
+        r = adjust_parents(m, src_dir ? c->parent : c->newparent,
+                           src_dir ? c->newparent : c->parent, 1, now);
+    } else if (r == 0) {
+        r = adjust_parents(m, c->parent, c->newparent, 0, now);
+    }
+    c->src.ctime_ns = c->dst.ctime_ns = now;
+    if (r == 0)
+        r = meta_inode_update(m, &c->src);
+    if (r == 0)
+        r = meta_inode_update(m, &c->dst);
+    return r;
+}
+
+static int rename_move(struct fs *fs, struct rename_ctx *c, int64_t now)
+{
+    struct meta *m = fs->v->meta;
+    const struct folder_keys *k = cur_keys(fs, c->vf);
+    struct enc_name to;
+    if (!k || enc_with(k, c->newparent, c->newname, &to) < 0)
+        return -EIO;
+    int r = 0;
+    if (c->dst_exists) {
+        r = rename_target_ok(m, c);
+        if (r == 0)
+            r = meta_dirent_remove(m, c->newparent, c->dst_en.b, c->dst_en.len);
+        if (r == 0)
+            r = drop_link(m, &c->dst, now);
+        if (r == 0 && S_ISDIR(c->dst.mode)) {
+            /* the replaced directory's ".." link to newparent goes */
+            struct meta_inode np;
+            r = meta_inode_get(m, c->newparent, &np);
+            if (r == 0) {
+                touch_dir(&np, now, -1);
+                r = meta_inode_update(m, &np);
+            }
+        }
+        c->victim = c->dst_ino;
+        c->victim_nlink = c->dst.nlink;
+    }
+    if (r == 0)
+        r = meta_dirent_remove(m, c->parent, c->src_en.b, c->src_en.len);
+    if (r == 0)
+        r = meta_dirent_add(m, c->newparent, to.b, to.len, c->src_ino, c->src.mode);
+    if (r == 0)
+        r = adjust_parents(m, c->parent, c->newparent, S_ISDIR(c->src.mode), now);
+    if (r == 0) {
+        c->src.ctime_ns = now;
+        r = meta_inode_update(m, &c->src);
+    }
+    return r;
+}
+
+static int rename_locked(struct fs *fs, fuse_req_t req, struct rename_ctx *c, const char *path)
+{
+    struct meta *m = fs->v->meta;
+    int64_t now = fs_now_ns();
+    int r = meta_begin(m);
+    if (r < 0)
+        return r;
+    r = dir_lookup_locked(fs, c->vf, c->parent, c->name, &c->src_ino, &c->src_en);
+    if (r == 0)
+        r = meta_inode_get(m, c->src_ino, &c->src);
+    if (r == 0) {
+        int t = dir_lookup_locked(fs, c->vf, c->newparent, c->newname, &c->dst_ino, &c->dst_en);
+        c->dst_exists = t == 0;
+        if (t == 0)
+            r = meta_inode_get(m, c->dst_ino, &c->dst);
+        else if (t != -ENOENT)
+            r = t;
+    }
+    if (r == 0 && (c->flags & RENAME_NOREPLACE) && c->dst_exists)
+        r = -EEXIST;
+    if (r == 0 && (c->flags & RENAME_EXCHANGE) && !c->dst_exists)
+        r = -ENOENT;
+    int same = r == 0 && c->dst_exists && c->dst_ino == c->src_ino;
+    if (r == 0 && !same)
+        r = (c->flags & RENAME_EXCHANGE) ? rename_exchange(fs, c, now) : rename_move(fs, c, now);
+    if (r == 0)
+        r = fs_audit(fs, req, "rename", path, 0, 0);
+    if (r == 0)
+        r = meta_commit(m);
+    else
+        meta_rollback(m);
+    return r;
+}
+
+static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+                      const char *newname, unsigned int flags)
+{
+    struct fs *fs = req_fs(req);
+    struct rename_ctx c;
+    memset(&c, 0, sizeof c);
+    c.parent = parent;
+    c.newparent = newparent;
+    c.name = name;
+    c.newname = newname;
+    c.flags = flags;
+    int r = 0;
+    if (flags & ~(unsigned)(RENAME_NOREPLACE | RENAME_EXCHANGE))
+        r = -EINVAL;
+    struct vault_folder *vf2 = NULL;
+    if (r == 0)
+        r = folder_check(fs, req, parent, RIGHT_READ | RIGHT_WRITE, "rename", name, &c.vf);
+    if (r == 0)
+        r = folder_check(fs, req, newparent, RIGHT_READ | RIGHT_WRITE, "rename", newname, &vf2);
+    if (r == 0 && c.vf != vf2)
+        r = -EXDEV;
+    if (r == 0)
+        r = name_check(newname);
+    if (r < 0) {
+        fuse_reply_err(req, errno_out(r));
+        return;
+    }
+    char *from = fs_path(fs, parent, name);
+    char *to = fs_path(fs, newparent, newname);
+    size_t plen = (from ? strlen(from) : 1) + (to ? strlen(to) : 1) + 5;
+    char *path = malloc(plen);
+    if (path)
+        snprintf(path, plen, "%s -> %s", from ? from : "?", to ? to : "?");
+    pthread_mutex_lock(&fs->meta_lock);
+    r = rename_locked(fs, req, &c, path);
+    pthread_mutex_unlock(&fs->meta_lock);
+    free(from);
+    free(to);
+    free(path);
+    if (r == 0) {
+        if (c.victim)
+            maybe_delete(fs, c.victim, c.victim_nlink);
+        fs_inode_set_name(fs, c.src_ino, newparent, newname);
+        if (flags & RENAME_EXCHANGE)
+            fs_inode_set_name(fs, c.dst_ino, parent, name);
+    }
+    fuse_reply_err(req, r < 0 ? errno_out(r) : 0);
+}
+
+static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
+{
+    struct fs *fs = req_fs(req);
+    struct vault_folder *vf, *vf2;
+    int r = folder_check(fs, req, ino, RIGHT_READ | RIGHT_WRITE, "link", NULL, &vf);
+    if (r == 0)
+        r = folder_check(fs, req, newparent, RIGHT_READ | RIGHT_WRITE, "link", newname, &vf2);
+    if (r == 0 && vf != vf2)
+        r = -EXDEV;
+    if (r == 0)
+        r = name_check(newname);
+    const struct folder_keys *k = r == 0 ? cur_keys(fs, vf) : NULL;
+    struct enc_name en;
+    if (r == 0 && (!k || enc_with(k, newparent, newname, &en) < 0))
+        r = -EIO;
+    if (r < 0) {
+        fuse_reply_err(req, errno_out(r));
+        return;
+    }
+    char *path = fs_path(fs, newparent, newname);
+    struct meta *m = fs->v->meta;
+    int64_t now = fs_now_ns();
+    struct meta_inode mi, dir;
+    uint64_t existing;
+    pthread_mutex_lock(&fs->meta_lock);
+    r = meta_begin(m);
+    if (r == 0)
+        r = meta_inode_get(m, ino, &mi);
+    if (r == 0 && S_ISDIR(mi.mode))
+        r = -EPERM;
+    if (r == 0 && mi.nlink == 0)
+        r = -ENOENT;
+    if (r == 0) {
+        r = dir_lookup_locked(fs, vf, newparent, newname, &existing, NULL);
+        r = r == 0 ? -EEXIST : (r == -ENOENT ? 0 : r);
+    }
+    if (r == 0)
+        r = meta_dirent_add(m, newparent, en.b, en.len, ino, mi.mode);
+    if (r == 0) {
+        mi.nlink++;
+        mi.ctime_ns = now;
+        r = meta_inode_update(m, &mi);
+    }
+    if (r == 0)
+        r = meta_inode_get(m, newparent, &dir);
+    if (r == 0) {
+        touch_dir(&dir, now, 0);
+        r = meta_inode_update(m, &dir);
+    }
+    if (r == 0)
+        r = fs_audit(fs, req, "link", path, 0, 0);
+    if (r == 0)
+        r = meta_commit(m);
+    else
+        meta_rollback(m);
+    pthread_mutex_unlock(&fs->meta_lock);
+    free(path);
+    if (r < 0)
+        fuse_reply_err(req, errno_out(r));
+    else
+        reply_entry_for(fs, req, &mi, newparent, newname, ENTRY_TIMEOUT);
+}
+
+static void op_readlink(fuse_req_t req, fuse_ino_t ino)
+{
+    struct fs *fs = req_fs(req);
+    struct vault_folder *vf;
+    int r = folder_check(fs, req, ino, RIGHT_READ, "readlink", NULL, &vf);
+    uint8_t *sealed = NULL, *plain = NULL;
+    size_t slen = 0, plen = 0;
+    if (r == 0 && !vf)
+        r = -EINVAL;
+    if (r == 0) {
+        pthread_mutex_lock(&fs->meta_lock);
+        r = meta_symlink_get(fs->v->meta, ino, &sealed, &slen);
+        pthread_mutex_unlock(&fs->meta_lock);
+        if (r == -ENOENT)
+            r = -EINVAL;
+    }
+    if (r == 0)
+        r = open_any(fs, vf, "symlink", ino, sealed, slen, &plain, &plen);
+    free(sealed);
+    char *target = NULL;
+    if (r == 0) {
+        target = malloc(plen + 1);
+        if (target) {
+            memcpy(target, plain, plen);
+            target[plen] = '\0';
+        } else {
+            r = -ENOMEM;
+        }
+    }
+    free(plain);
+    if (r < 0)
+        fuse_reply_err(req, errno_out(r));
+    else
+        fuse_reply_readlink(req, target);
+    free(target);
+}
+
+/* ------------------------------------------------------------------ */
+/* open, read, write, flush, release, fsync                            */
+
+static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    struct fs *fs = req_fs(req);
+    int writable = open_writable(fi->flags);
+    struct vault_folder *vf;
+    int r = folder_check(fs, req, ino, RIGHT_READ | (writable ? RIGHT_WRITE : 0), "open", NULL,
+                         &vf);
+    if (r == 0 && !vf)
+        r = -EISDIR;
+    struct fs_inode *in = NULL;
+    if (r == 0) {
+        in = fs_inode_get(fs, ino, vf->id, S_IFREG, FS_REF_OPEN);
+        r = in ? fs_data_attach(fs, in, NULL) : -ENOMEM;
+    }
+    char *path = fs_path(fs, ino, NULL);
+    if (r == 0 && (fi->flags & O_TRUNC) && fs_data_size(in) != 0) {
+        r = fs_data_truncate(fs, in, 0);
+        if (r == 0)
+            r = fs_audit(fs, req, "truncate", path, 0, 0);
+    }
+    if (r == 0)
+        r = fs_audit(fs, req, "open", path, 0, 0);
+    free(path);
+    struct fs_handle *h = NULL;
+    if (r == 0) {
+        h = handle_new(in, writable);
+        r = h ? 0 : -ENOMEM;
+    }
+    if (r < 0) {
+        if (in)
+            fs_inode_put(fs, in, FS_REF_OPEN, 1);
+        fuse_reply_err(req, errno_out(r));
+        return;
+    }
+    fi->fh = (uint64_t)(uintptr_t)h;
+    fi->keep_cache = 0;
+    if (fuse_reply_open(req, fi) != 0) {
+        fs_inode_put(fs, in, FS_REF_OPEN, 1);
+        handle_free(h);
+    }
+}
+
+static struct fs_handle *fi_handle(struct fuse_file_info *fi)
+{
+    return (struct fs_handle *)(uintptr_t)fi->fh;
+}
+
+static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                    struct fuse_file_info *fi)
+{
+    (void)ino;
+    struct fs *fs = req_fs(req);
+    struct fs_handle *h = fi_handle(fi);
+    uint8_t *buf = malloc(size ? size : 1);
+    if (!buf) {
+        fuse_reply_err(req, ENOMEM);
+        return;
+    }
+    size_t got = 0;
+    int r = fs_data_read(fs, h->in, (uint64_t)off, size, buf, &got);
+    if (r < 0) {
+        fuse_reply_err(req, EIO);
+    } else {
+        pthread_mutex_lock(&h->lock);
+        h->bytes_read += got;
+        pthread_mutex_unlock(&h->lock);
+        fuse_reply_buf(req, (const char *)buf, got);
+    }
+    free(buf);
+}
+
+static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
+                     struct fuse_file_info *fi)
+{
+    (void)ino;
+    struct fs *fs = req_fs(req);
+    struct fs_handle *h = fi_handle(fi);
+    if (!h->writable) {
+        fuse_reply_err(req, EBADF);
+        return;
+    }
+    int r = fs_data_write(fs, h->in, (uint64_t)off, buf, size);
+    if (r < 0) {
+        fuse_reply_err(req, errno_out(r));
+        return;
+    }
+    pthread_mutex_lock(&h->lock);
+    h->bytes_written += size;
+    pthread_mutex_unlock(&h->lock);
+    fuse_reply_write(req, size);
+}
+
+static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    (void)ino;
+    struct fs_handle *h = fi_handle(fi);
+    int r = h->writable ? fs_data_flush(req_fs(req), h->in) : 0;
+    fuse_reply_err(req, r < 0 ? EIO : 0);
+}
+
+static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+    (void)ino;
+    (void)datasync;
+    struct fs_handle *h = fi_handle(fi);
+    int r = fs_data_flush(req_fs(req), h->in);
+    fuse_reply_err(req, r < 0 ? EIO : 0);
+}
+
+static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    struct fs *fs = req_fs(req);
+    struct fs_handle *h = fi_handle(fi);
+    if (h->writable && fs_data_flush(fs, h->in) < 0)
+        fprintf(stderr, "pactfs: write-back failed at close of inode %llu\n",
+                (unsigned long long)ino);
+    char *path = fs_path(fs, ino, NULL);
+    if (h->writable || h->bytes_written)
+        fs_audit(fs, req, "write", path, 0, h->bytes_written);
+    if (h->bytes_read || !h->writable)
+        fs_audit(fs, req, "read", path, 0, h->bytes_read);
+    free(path);
+    fs_inode_put(fs, h->in, FS_REF_OPEN, 1);
+    handle_free(h);
+    fuse_reply_err(req, 0);
+}
+
+/* ------------------------------------------------------------------ */
+/* Directories                                                         */
+
+static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    struct fs *fs = req_fs(req);
+    struct vault_folder *vf;
+    int r = folder_check(fs, req, ino, RIGHT_READ, "opendir", NULL, &vf);
+    if (r < 0) {
+        fuse_reply_err(req, errno_out(r));
+        return;
+    }
+    fi->fh = 0;
+    fuse_reply_open(req, fi);
+}
+
+struct readdir_ctx {
+    struct fs *fs;
+    fuse_req_t req;
+    struct vault_folder *vf;   /* NULL at the root */
+    uint64_t parent;
+    char *buf;
+    size_t size, used;
+    int full;
+};
+
+/* Offsets: 1 and 2 after "." and "..", then dirent cookie + 2. */
+#define DIRENT_OFF_BASE 2
+
+static int add_dirent(struct readdir_ctx *c, const char *name, uint64_t ino, uint32_t mode,
+                      off_t next)
+{
+    struct stat st;
+    memset(&st, 0, sizeof st);
+    st.st_ino = ino;
+    st.st_mode = mode & S_IFMT;
+    size_t need = fuse_add_direntry(c->req, NULL, 0, name, NULL, 0);
+    if (c->used + need > c->size) {
+        c->full = 1;
+        return 1;
+    }
+    fuse_add_direntry(c->req, c->buf + c->used, c->size - c->used, name, &st, next);
+    c->used += need;
+    return 0;
+}
+
+static int readdir_cb(void *arg, const struct meta_dirent *d)
+{
+    struct readdir_ctx *c = arg;
+    char name[NAME_MAX_ENC + 16];
+    size_t nlen = 0;
+    struct vault_folder *vf = c->vf;
+    if (d->name_len > NAME_MAX_ENC)
+        return 0;
+    if (!vf) {
+        for (size_t i = 0; i < c->fs->v->nfolders && !vf; i++)
+            if (c->fs->v->folders[i].root_ino == d->ino &&
+                (c->fs->v->folders[i].rights & RIGHT_READ))
+                vf = &c->fs->v->folders[i];
+        if (!vf)
+            return 0;   /* a folder this account holds no envelope for */
+    }
+    if (dec_any(c->fs, vf, c->parent, d->name, d->name_len, name, &nlen) < 0) {
+        fprintf(stderr, "pactfs: skipping an entry of directory %llu whose name does not "
+                "decrypt\n", (unsigned long long)c->parent);
+        return 0;
+    }
+    return add_dirent(c, name, d->ino, d->mode, (off_t)(d->cookie + DIRENT_OFF_BASE));
+}
+
+static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                       struct fuse_file_info *fi)
+{
+    (void)fi;
+    struct fs *fs = req_fs(req);
+    struct readdir_ctx c = { .fs = fs, .req = req, .parent = ino, .size = size };
+    int r = folder_check(fs, req, ino, RIGHT_READ, "readdir", NULL, &c.vf);
+    if (r < 0) {
+        fuse_reply_err(req, errno_out(r));
+        return;
+    }
+    c.buf = malloc(size ? size : 1);
+    if (!c.buf) {
+        fuse_reply_err(req, ENOMEM);
+        return;
+    }
+    if (off < 1)
+        add_dirent(&c, ".", ino, S_IFDIR, 1);
+    if (off < 2 && !c.full)
+        add_dirent(&c, "..", ino, S_IFDIR, 2);
+    if (!c.full) {
+        uint64_t after = off > DIRENT_OFF_BASE ? (uint64_t)off - DIRENT_OFF_BASE : 0;
+        pthread_mutex_lock(&fs->meta_lock);
+        r = meta_dirent_list(fs->v->meta, ino, after, readdir_cb, &c);
+        pthread_mutex_unlock(&fs->meta_lock);
+    }
+    if (r < 0 && c.used == 0)
+        fuse_reply_err(req, EIO);
+    else
+        fuse_reply_buf(req, c.buf, c.used);
+    free(c.buf);
+}
+
+static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    (void)ino;
+    (void)fi;
+    fuse_reply_err(req, 0);
+}
+
+static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+    (void)ino;
+    (void)datasync;
+    (void)fi;
+    fuse_reply_err(req, 0);   /* every metadata change is committed durably */
+}
+
+/* ------------------------------------------------------------------ */
+/* statfs                                                              */
+
+static void op_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+    (void)ino;
+    struct fs *fs = req_fs(req);
+    struct statvfs sv;
+    memset(&sv, 0, sizeof sv);
+    const unsigned long bsize = 4096;
+    uint64_t min_total = UINT64_MAX, min_avail = UINT64_MAX;
+    unsigned n = object_layer_nstores(fs->v->ol);
+    for (unsigned i = 0; i < n; i++) {
+        struct store *s = object_layer_store(fs->v->ol, i);
+        uint64_t total = 0, avail = 0;
+        if (s && s->ops->space && s->ops->space(s, &total, &avail) == 0) {
+            if (total < min_total) min_total = total;
+            if (avail < min_avail) min_avail = avail;
+        }
+    }
+    unsigned k = fs->v->conf.k ? fs->v->conf.k : 1;
+    if (min_total == UINT64_MAX)   /* no endpoint knows: report a large space */
+        min_total = min_avail = (uint64_t)1 << 50;
+    uint64_t inodes = 0, bytes = 0;
+    pthread_mutex_lock(&fs->meta_lock);
+    meta_stats(fs->v->meta, &inodes, &bytes);
+    pthread_mutex_unlock(&fs->meta_lock);
+    sv.f_bsize = sv.f_frsize = bsize;
+    sv.f_blocks = (fsblkcnt_t)(min_total / bsize * k);
+    sv.f_bfree = sv.f_bavail = (fsblkcnt_t)(min_avail / bsize * k);
+    if (sv.f_blocks < sv.f_bfree)
+        sv.f_blocks = sv.f_bfree;
+    sv.f_files = (fsfilcnt_t)(inodes + 1000000);
+    sv.f_ffree = sv.f_favail = 1000000;
+    sv.f_namemax = NAME_MAX_PLAIN;
+    fuse_reply_statfs(req, &sv);
+}
+
+/* ------------------------------------------------------------------ */
+/* Extended attributes ("user." only)                                  */
+
+static int xattr_prepare(struct fs *fs, fuse_req_t req, uint64_t ino, const char *name,
+                         uint32_t need, const char *op, struct vault_folder **vf,
+                         struct enc_name *en)
+{
+    if (strncmp(name, "user.", 5) != 0)
+        return -ENOTSUP;
+    int r = folder_check(fs, req, ino, need, op, NULL, vf);
+    if (r < 0)
+        return r;
+    if (!*vf)
+        return (need & RIGHT_WRITE) ? -EACCES : -ENODATA;
+    r = name_check(name);
+    if (r < 0)
+        return -ERANGE;
+    const struct folder_keys *k = cur_keys(fs, *vf);
+    if (!k)
+        return -EIO;
+    return enc_with(k, ino, name, en);
+}
+
+static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
+                        size_t size, int flags)
+{
+    struct fs *fs = req_fs(req);
+    struct vault_folder *vf = NULL;
+    struct enc_name en;
+    int r = xattr_prepare(fs, req, ino, name, RIGHT_READ | RIGHT_WRITE, "setxattr", &vf, &en);
+    uint8_t *sealed = NULL;
+    size_t slen = 0;
+    if (r == 0)
+        r = seal_cur(fs, vf, "xattr", ino, value, size, &sealed, &slen);
+    if (r == 0) {
+        char *path = fs_path(fs, ino, NULL);
+        struct meta *m = fs->v->meta;
+        pthread_mutex_lock(&fs->meta_lock);
+        r = meta_begin(m);
+        if (r == 0) {
+            r = meta_xattr_set(m, ino, en.b, en.len, sealed, slen, flags);
+            if (r == -EEXIST && !(flags & XATTR_CREATE))
+                r = -EIO;
+            if (r == -ENOENT)
+                r = -ENODATA;
+        }
+        struct meta_inode mi;
+        if (r == 0 && meta_inode_get(m, ino, &mi) == 0) {
+            mi.ctime_ns = fs_now_ns();
+            r = meta_inode_update(m, &mi);
+        }
+        if (r == 0)
+            r = fs_audit(fs, req, "setxattr", path, 0, size);
+        if (r == 0)
+            r = meta_commit(m);
+        else
+            meta_rollback(m);
+        pthread_mutex_unlock(&fs->meta_lock);
+        free(path);
+    }
+    free(sealed);
+    fuse_reply_err(req, r < 0 ? errno_out(r) : 0);
+}
+
+static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+    struct fs *fs = req_fs(req);
+    struct vault_folder *vf = NULL;
+    struct enc_name en;
+    int r = xattr_prepare(fs, req, ino, name, RIGHT_READ, "getxattr", &vf, &en);
+    uint8_t *sealed = NULL, *plain = NULL;
+    size_t slen = 0, plen = 0;
+    if (r == 0) {
+        pthread_mutex_lock(&fs->meta_lock);
+        r = meta_xattr_get(fs->v->meta, ino, en.b, en.len, &sealed, &slen);
+        pthread_mutex_unlock(&fs->meta_lock);
+        if (r == -ENOENT)
+            r = -ENODATA;
+    }
+    if (r == 0)
+        r = open_any(fs, vf, "xattr", ino, sealed, slen, &plain, &plen);
+    free(sealed);
+    if (r < 0)
+        fuse_reply_err(req, errno_out(r));
+    else if (size == 0)
+        fuse_reply_xattr(req, plen);
+    else if (plen > size)
+        fuse_reply_err(req, ERANGE);
+    else
+        fuse_reply_buf(req, (const char *)plain, plen);
+    free(plain);
+}
+
+struct xlist_ctx {
+    struct fs *fs;
+    struct vault_folder *vf;
+    uint64_t ino;
+    char *buf;
+    size_t used, cap;
+    int err;
+};
+
+static int xlist_cb(void *arg, const uint8_t *name, size_t nlen)
+{
+    struct xlist_ctx *c = arg;
+    char plain[NAME_MAX_ENC + 16];
+    size_t plen = 0;
+    if (nlen > NAME_MAX_ENC || dec_any(c->fs, c->vf, c->ino, name, nlen, plain, &plen) < 0)
+        return 0;
+    plen = strlen(plain);
+    if (c->used + plen + 1 > c->cap) {
+        size_t n = (c->cap ? c->cap * 2 : 256) + plen + 1;
+        char *p = realloc(c->buf, n);
+        if (!p) {
+            c->err = -ENOMEM;
+            return 1;
+        }
+        c->buf = p;
+        c->cap = n;
+    }
+    memcpy(c->buf + c->used, plain, plen + 1);
+    c->used += plen + 1;
+    return 0;
+}
+
+static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+    struct fs *fs = req_fs(req);
+    struct xlist_ctx c = { .fs = fs, .ino = ino };
+    int r = folder_check(fs, req, ino, RIGHT_READ, "listxattr", NULL, &c.vf);
+    if (r == 0 && c.vf) {
+        pthread_mutex_lock(&fs->meta_lock);
+        r = meta_xattr_list(fs->v->meta, ino, xlist_cb, &c);
+        pthread_mutex_unlock(&fs->meta_lock);
+        if (r == 0)
+            r = c.err;
+    }
+    if (r < 0)
+        fuse_reply_err(req, errno_out(r));
+    else if (size == 0)
+        fuse_reply_xattr(req, c.used);
+    else if (c.used > size)
+        fuse_reply_err(req, ERANGE);
+    else
+        fuse_reply_buf(req, c.buf, c.used);
+    free(c.buf);
+}
+
+static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+    struct fs *fs = req_fs(req);
+    struct vault_folder *vf = NULL;
+    struct enc_name en;
+    int r = xattr_prepare(fs, req, ino, name, RIGHT_READ | RIGHT_WRITE, "removexattr", &vf, &en);
+    if (r == 0) {
+        char *path = fs_path(fs, ino, NULL);
+        struct meta *m = fs->v->meta;
+        pthread_mutex_lock(&fs->meta_lock);
+        r = meta_begin(m);
+        if (r == 0) {
+            r = meta_xattr_remove(m, ino, en.b, en.len);
+            if (r == -ENOENT)
+                r = -ENODATA;
+        }
+        if (r == 0)
+            r = fs_audit(fs, req, "removexattr", path, 0, 0);
+        if (r == 0)
+            r = meta_commit(m);
+        else
+            meta_rollback(m);
+        pthread_mutex_unlock(&fs->meta_lock);
+        free(path);
+    }
+    fuse_reply_err(req, r < 0 ? errno_out(r) : 0);
+}
+
+/* ------------------------------------------------------------------ */
+/* init                                                                */
+
+static void op_init(void *userdata, struct fuse_conn_info *conn)
+{
+    (void)userdata;
+    conn->max_write = FS_MAX_WRITE;
+    if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC)
+        conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
+    if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
+        conn->want |= FUSE_CAP_PARALLEL_DIROPS;
+    if (conn->capable & FUSE_CAP_ASYNC_READ)
+        conn->want |= FUSE_CAP_ASYNC_READ;
+    /* Locks stay local to this kernel; no splice (buffers are sealed anyway). */
+    conn->want &= ~(unsigned)(FUSE_CAP_POSIX_LOCKS | FUSE_CAP_FLOCK_LOCKS |
+                              FUSE_CAP_SPLICE_READ | FUSE_CAP_SPLICE_WRITE |
+                              FUSE_CAP_SPLICE_MOVE | FUSE_CAP_WRITEBACK_CACHE);
+    conn->max_background = 64;
+    conn->congestion_threshold = 48;
+    conn->time_gran = 1;
+}
+
+const struct fuse_lowlevel_ops fs_lowlevel_ops = {
+    .init = op_init,
+    .lookup = op_lookup,
+    .forget = op_forget,
+    .forget_multi = op_forget_multi,
+    .getattr = op_getattr,
+    .setattr = op_setattr,
+    .readlink = op_readlink,
+    .mknod = op_mknod,
+    .mkdir = op_mkdir,
+    .unlink = op_unlink,
+    .rmdir = op_rmdir,
+    .symlink = op_symlink,
+    .rename = op_rename,
+    .link = op_link,
+    .open = op_open,
+    .read = op_read,
+    .write = op_write,
+    .flush = op_flush,
+    .release = op_release,
+    .fsync = op_fsync,
+    .opendir = op_opendir,
+    .readdir = op_readdir,
+    .releasedir = op_releasedir,
+    .fsyncdir = op_fsyncdir,
+    .statfs = op_statfs,
+    .setxattr = op_setxattr,
+    .getxattr = op_getxattr,
+    .listxattr = op_listxattr,
+    .removexattr = op_removexattr,
+    .create = op_create,
+};
+
+/* ------------------------------------------------------------------ */
+/* Mount and serve                                                     */
+
+static int orphan_collect(void *arg, uint64_t ino)
+{
+    uint64_t **list = arg;
+    size_t n = (size_t)(*list)[0];
+    uint64_t *p = realloc(*list, (n + 2) * sizeof *p);
+    if (!p)
+        return 1;
+    p[n + 1] = ino;
+    p[0] = n + 1;
+    *list = p;
+    return 0;
+}
+
+/* Inodes left with nlink 0 by a crash while open: delete them now. */
+static void delete_orphans(struct fs *fs)
+{
+    uint64_t *list = calloc(1, sizeof *list);
+    if (!list)
+        return;
+    pthread_mutex_lock(&fs->meta_lock);
+    int r = meta_inode_list_orphans(fs->v->meta, orphan_collect, &list);
+    pthread_mutex_unlock(&fs->meta_lock);
+    if (r < 0)
+        fprintf(stderr, "pactfs: cannot list orphan inodes: %s\n", pfs_err_msg());
+    for (uint64_t i = 1; i <= list[0]; i++)
+        fs_inode_delete_now(fs, list[i]);
+    free(list);
+}
+
+static int mount_options(const struct fs *fs, char *out, size_t cap)
+{
+    const char *name = fs->v->conf.vault_name ? fs->v->conf.vault_name : "vault";
+    char safe[128];
+    size_t j = 0;
+    for (size_t i = 0; name[i] && j + 1 < sizeof safe; i++)   /* no option separators */
+        safe[j++] = (name[i] == ',' || name[i] == '\\' || name[i] == ' ') ? '_' : name[i];
+    safe[j] = '\0';
+    int n = snprintf(out, cap, "fsname=pactfs:%s,subtype=pactfs,default_permissions%s%s", safe,
+                     fs->opt.allow_other ? ",allow_other" : "", fs->opt.read_only ? ",ro" : "");
+    return n < 0 || (size_t)n >= cap ? -EINVAL : 0;
+}
+
+static void signal_ready(int fd)
+{
+    if (fd < 0)
+        return;
+    char c = 1;
+    ssize_t w;
+    do
+        w = write(fd, &c, 1);
+    while (w < 0 && errno == EINTR);
+    close(fd);
+}
+
+static int fs_init_state(struct fs *fs, struct vault *v, const struct fs_options *o)
+{
+    memset(fs, 0, sizeof *fs);
+    fs->v = v;
+    fs->opt = *o;
+    fs->chunk_size = v->conf.chunk_size ? v->conf.chunk_size : (1u << 20);
+    fs->mount_ns = fs_now_ns();
+    fs->uid = getuid();
+    fs->gid = getgid();
+    int ro_only = v->nfolders > 0;
+    for (size_t i = 0; i < v->nfolders; i++)
+        if (v->folders[i].rights & RIGHT_WRITE)
+            ro_only = 0;
+    if (ro_only)
+        fs->opt.read_only = 1;   /* a read-only grant mounts read-only */
+    pthread_mutex_init(&fs->meta_lock, NULL);
+    int r = fs_itab_init(&fs->itab);
+    if (r == 0)
+        r = fs_data_start(fs);
+    return r;
+}
+
+static void fs_fini_state(struct fs *fs)
+{
+    fs_itab_destroy(fs);
+    fs_data_gc_run(fs);
+    fs_data_stop(fs);
+    pthread_mutex_destroy(&fs->meta_lock);
+}
+
+static int serve(struct fs *fs, const char *mountpoint)
+{
+    char opts[256];
+    int r = mount_options(fs, opts, sizeof opts);
+    if (r < 0)
+        return pfs_err(r, "vault name too long for the mount options");
+    char *argv[] = { "pactfs", "-o", opts, fs->opt.debug ? "-d" : NULL, NULL };
+    struct fuse_args args = FUSE_ARGS_INIT(fs->opt.debug ? 4 : 3, argv);
+    fs->se = fuse_session_new(&args, &fs_lowlevel_ops, sizeof fs_lowlevel_ops, fs);
+    fuse_opt_free_args(&args);
+    if (!fs->se)
+        return pfs_err(-EINVAL, "cannot create the FUSE session (bad mount options?)");
+    if (fuse_set_signal_handlers(fs->se) != 0) {
+        fuse_session_destroy(fs->se);
+        return pfs_err(-EIO, "cannot install signal handlers");
+    }
+    if (fuse_session_mount(fs->se, mountpoint) != 0) {
+        fuse_remove_signal_handlers(fs->se);
+        fuse_session_destroy(fs->se);
+        return pfs_err(-ENODEV, "the kernel refused to mount %s (is /dev/fuse available and "
+                       "fusermount3 installed?)", mountpoint);
+    }
+    signal_ready(fs->opt.ready_fd);
+    struct fuse_loop_config cfg = { .clone_fd = 0, .max_idle_threads = 10 };
+    r = fuse_session_loop_mt(fs->se, &cfg);
+    /* The loop ended (unmount or signal): write everything back first. */
+    fs_data_flush_all(fs);
+    fuse_session_unmount(fs->se);
+    fuse_remove_signal_handlers(fs->se);
+    fuse_session_destroy(fs->se);
+    fs->se = NULL;
+    return r < 0 ? pfs_err(-EIO, "the FUSE loop failed: %s", strerror(-r)) : 0;
+}
+
+int fs_mount_and_serve(struct vault *v, const char *mountpoint, const struct fs_options *o)
+{
+    struct fs *fs = calloc(1, sizeof *fs);
+    if (!fs)
+        return pfs_err(-ENOMEM, "out of memory");
+    int r = fs_init_state(fs, v, o);
+    if (r == 0) {
+        delete_orphans(fs);
+        fs_data_gc_kick(fs);
+        r = serve(fs, mountpoint);
+    }
+    if (fs->data)
+        fs_fini_state(fs);
+    free(fs);
+    return r;
+}
