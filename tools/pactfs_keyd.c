@@ -161,6 +161,8 @@ static int conf_string(config_t *cfg, const char *dir, const char *name, bool is
     const char *v = NULL;
 
     if (!config_lookup_string(cfg, name, &v)) {
+        if (config_lookup(cfg, name))
+            return pfs_err(-EINVAL, "setting '%s' must be a string", name);
         if (required)
             return pfs_err(-EINVAL, "setting '%s' is missing (see pactfs-keyd(8))", name);
         return 0;
@@ -174,8 +176,10 @@ static int conf_uint(config_t *cfg, const char *name, unsigned min, unsigned max
 {
     int v;
 
-    if (!config_lookup_int(cfg, name, &v))
+    if (!config_lookup(cfg, name))
         return 0;   /* keep the default */
+    if (!config_lookup_int(cfg, name, &v))
+        return pfs_err(-EINVAL, "setting '%s' must be an integer", name);
     if (v < (int)min || (unsigned)v > max)
         return pfs_err(-EINVAL, "setting '%s' = %d is out of range %u..%u", name, v, min, max);
     *out = (unsigned)v;
@@ -251,8 +255,11 @@ static int keyd_conf_load(const char *path, struct keyd_conf *c)
                          config_error_text(&cfg));
     } else {
         rc = keyd_conf_read(&cfg, slash ? copy : ".", c);
-        if (rc)
-            pfs_err(rc, "%s: %s", path, pfs_err_msg());
+        if (rc) {
+            char why[512];
+            snprintf(why, sizeof why, "%s", pfs_err_msg());
+            pfs_err(rc, "%s: %s", path, why);
+        }
     }
     config_destroy(&cfg);
     free(copy);
