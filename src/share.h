@@ -60,9 +60,15 @@ struct keyd_client_config {
     const char *ca_file;       /* CA bundle that signs the service's cert */
     const char *cert_file;     /* optional client certificate */
     const char *key_file;      /* optional client key */
+    const char *admin_token_file; /* admin bearer token (enroll, remove, admin ops);
+                                     NULL: $PACTFS_KEYD_ADMIN_TOKEN_FILE */
     long timeout_ms;           /* 0: default 10000 */
 };
 int share_keyd_open(const struct keyd_client_config *cfg, struct share_provider **out);
+/* Administrative calls on a keyd provider (need the admin token):
+ * op "unlock" (lift a lockout), "disable", "enable". */
+int share_keyd_admin(struct share_provider *sp, const char *op, const char *vault_id,
+                     const char *account);
 
 static inline void share_provider_destroy(struct share_provider *sp)
 {

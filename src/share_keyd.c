@@ -32,6 +32,7 @@ struct keyd_client {
     char *ca_file;
     char *cert_file;
     char *key_file;
+    char *admin_token_file;   /* NULL: $PACTFS_KEYD_ADMIN_TOKEN_FILE */
     long timeout_ms;
 };
 
@@ -68,6 +69,7 @@ static void keyd_client_free(struct keyd_client *kc)
     free(kc->ca_file);
     free(kc->cert_file);
     free(kc->key_file);
+    free(kc->admin_token_file);
     free(kc);
 }
 
@@ -112,19 +114,21 @@ static json_object *request_body(const char *vault_id, const char *account)
     return obj;
 }
 
-/* The admin token file named by $PACTFS_KEYD_ADMIN_TOKEN_FILE, as an
- * "Authorization: Bearer" header in secure memory. */
-static int admin_header(char **out, size_t *outlen)
+/* The admin token file (from the configuration, else named by
+ * $PACTFS_KEYD_ADMIN_TOKEN_FILE), as an "Authorization: Bearer" header in
+ * secure memory. */
+static int admin_header(const struct keyd_client *kc, char **out, size_t *outlen)
 {
     static const char prefix[] = "Authorization: Bearer ";
-    const char *path = getenv(KEYD_ADMIN_TOKEN_ENV);
+    const char *path = kc->admin_token_file ? kc->admin_token_file : getenv(KEYD_ADMIN_TOKEN_ENV);
     FILE *f;
     size_t cap = sizeof prefix + 512, n;
     char *h;
 
     if (!path || !*path)
-        return pfs_err(-EACCES, "this key-service operation needs the admin token: set %s "
-                       "to the file that holds it", KEYD_ADMIN_TOKEN_ENV);
+        return pfs_err(-EACCES, "this key-service operation needs the admin token: give "
+                       "--keyd-admin-token FILE or set %s to the file that holds it",
+                       KEYD_ADMIN_TOKEN_ENV);
     f = fopen(path, "re");
     if (!f)
         return pfs_err(-errno, "cannot read the key-service admin token %s: %s", path,
@@ -287,7 +291,7 @@ static int keyd_post(const struct keyd_client *kc, const char *path, json_object
 
     memset(ans, 0, sizeof *ans);
     snprintf(url, sizeof url, "%s%s", kc->url, path);
-    if (admin && (rc = admin_header(&auth_hdr, &auth_len)) < 0)
+    if (admin && (rc = admin_header(kc, &auth_hdr, &auth_len)) < 0)
         return rc;
     text = json_object_to_json_string_length(body, JSON_C_TO_STRING_PLAIN, &plen);
     payload = secmem_alloc(plen + 1);
@@ -494,12 +498,7 @@ static int keyd_remove(struct share_provider *sp, const char *vault_id, const ch
                      NULL);
 }
 
-/* Administrative calls not in share_provider_ops: op is "unlock", "disable"
- * or "enable".  Needs the admin token like enroll.  (To be declared in
- * share.h; see docs/keyd.md.) */
-int share_keyd_admin(struct share_provider *sp, const char *op, const char *vault_id,
-                     const char *account);
-
+/* Administrative calls not in share_provider_ops (declared in share.h). */
 int share_keyd_admin(struct share_provider *sp, const char *op, const char *vault_id,
                      const char *account)
 {
@@ -554,6 +553,7 @@ int share_keyd_open(const struct keyd_client_config *cfg, struct share_provider 
     kc->ca_file = dup_or_null(cfg->ca_file, &oom);
     kc->cert_file = dup_or_null(cfg->cert_file, &oom);
     kc->key_file = dup_or_null(cfg->key_file, &oom);
+    kc->admin_token_file = dup_or_null(cfg->admin_token_file, &oom);
     kc->timeout_ms = cfg->timeout_ms > 0 ? cfg->timeout_ms : KEYD_DEFAULT_TIMEOUT_MS;
     if (oom) {
         keyd_client_free(kc);

@@ -29,10 +29,6 @@
 #include "share.h"
 #include "tap.h"
 
-/* Implemented in share_keyd.c; to be declared in share.h. */
-int share_keyd_admin(struct share_provider *sp, const char *op, const char *vault_id,
-                     const char *account);
-
 #define VAULT "0123456789abcdef0123456789abcdef"
 #define MAX_FAILURES 3
 #define LOCKOUT_SECONDS 2
