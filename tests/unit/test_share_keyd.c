@@ -256,7 +256,7 @@ static void server_file(const struct server *s, const char *name, char *out, siz
 static struct share_provider *client_for(const char *url, const char *ca, const char *cert)
 {
     char ca_path[512], cert_path[512], key_path[512];
-    struct keyd_client_config cfg = { url, ca_path, NULL, NULL, 3000 };
+    struct keyd_client_config cfg = { .url = url, .ca_file = ca_path, .timeout_ms = 3000 };
     struct share_provider *sp = NULL;
 
     snprintf(ca_path, sizeof ca_path, "%s/%s.pem", pki, ca);
@@ -512,7 +512,7 @@ static void test_server_down_is_reported(void)
 
 static void test_http_url_refused(void)
 {
-    struct keyd_client_config cfg = { "http://127.0.0.1:1", NULL, NULL, NULL, 0 };
+    struct keyd_client_config cfg = { .url = "http://127.0.0.1:1" };
     struct share_provider *sp = NULL;
 
     CHECK_EQ_INT(share_keyd_open(&cfg, &sp), -EINVAL);
