@@ -101,6 +101,7 @@ static PGconn *pg_raw_connect(void)
 
     if (PQstatus(c) != CONNECTION_OK)
         printf("# raw pg: %s", PQerrorMessage(c));
+    PQclear(PQexec(c, "SET client_min_messages = warning"));
     return c;
 }
 
