@@ -299,7 +299,7 @@ static int write_line(struct audit *a, const char *line, size_t len)
 static int append_object(struct audit *a, json_object *o)
 {
     const char *line;
-    size_t len;
+    size_t len = 0;
 
     if (json_object_object_add(o, "seq", json_object_new_uint64(a->next_seq)) != 0 ||
         json_object_object_add(o, "prev", json_object_new_string(a->prev_hex)) != 0)
@@ -331,7 +331,7 @@ static int append_checkpoint(struct audit *a)
     json_object *o = event_object(a, NULL, "checkpoint", "", 0, 0);
     uint8_t *sig = NULL;
     char *msg = NULL, *sig_hex = NULL;
-    size_t msglen, siglen = 0;
+    size_t msglen = 0, siglen = 0;
     int rc;
 
     if (!o)
@@ -592,7 +592,7 @@ static int verify_checkpoint(const struct verifier *v, json_object *o)
     uint8_t sig[SIG_MAX];
     size_t siglen;
     char *msg;
-    size_t msglen;
+    size_t msglen = 0;
     EVP_PKEY *key;
     int rc;
 
@@ -686,7 +686,7 @@ int audit_verify(const char *spool_path,
     struct verifier v = { .path = spool_path, .key_for = key_for, .arg = arg, .next_seq = 1 };
     char *buf = malloc(AUDIT_LINE_MAX);
     FILE *f;
-    size_t len;
+    size_t len = 0;
     int rc;
 
     if (events)
