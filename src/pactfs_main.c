@@ -81,7 +81,7 @@ static int parse_mount_args(int argc, char **argv, struct mount_args *a)
     int c;
 
     optind = 1;
-    while ((c = getopt_long(argc, argv, "+fdrh", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "fdrh", opts, NULL)) != -1) {
         switch (c) {
         case 'c': a->conf_path = optarg; break;
         case 'a': a->account = optarg; break;
