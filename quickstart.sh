@@ -45,13 +45,16 @@ install_missing_deps() {
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y $missing
 }
 
+# Out of tree, in build/release, the same tree ./test.sh builds.
+BUILD=$TOP/build/release
 build() {
-    say "Building pactfs"
+    say "Building pactfs in build/release"
     [ -x ./configure ] || autoreconf -fi
-    [ -f Makefile ] || ./configure
-    make -j"$(nproc 2>/dev/null || echo 2)"
-    if [ ! -x ./pactfs ] || [ ! -x ./pactfs-admin ]; then
-        die "the build did not produce ./pactfs and ./pactfs-admin"
+    mkdir -p "$BUILD"
+    (cd "$BUILD" && { [ -f Makefile ] || "$TOP/configure" -q; } && make -s -j"$(nproc 2>/dev/null || echo 2)") \
+        || die "the build failed (see the messages above)"
+    if [ ! -x "$BUILD/pactfs" ] || [ ! -x "$BUILD/pactfs-admin" ]; then
+        die "the build did not produce build/release/pactfs and build/release/pactfs-admin"
     fi
 }
 
@@ -62,7 +65,7 @@ is_mounted() {
 unmount_stale() {
     if is_mounted "$MNT"; then
         say "Unmounting the earlier demo mount at $MNT"
-        ./pactfs umount "$MNT" 2>/dev/null || fusermount3 -u "$MNT" 2>/dev/null ||
+        "$BUILD/pactfs" umount "$MNT" 2>/dev/null || fusermount3 -u "$MNT" 2>/dev/null ||
             fusermount3 -uz "$MNT" || die "cannot unmount $MNT: close the files open there"
     fi
 }
@@ -81,14 +84,14 @@ create_or_reuse_vault() {
     # A fresh random demo password, kept next to the demo for the remount.
     head -c 18 /dev/urandom | base64 | tr -d '/+=' > "$PASSFILE"
     umask 022
-    ./pactfs-admin init "$VAULT" --name demo --account "$ACCOUNT" --folder "$FOLDER" \
+    "$BUILD/pactfs-admin" init "$VAULT" --name demo --account "$ACCOUNT" --folder "$FOLDER" \
         --passfile "$PASSFILE"
 }
 
 mount_vault() {
     mkdir -p "$MNT"
     say "Mounting the vault at $MNT"
-    ./pactfs mount "$VAULT" "$MNT" --account "$ACCOUNT" --passfile "$PASSFILE"
+    "$BUILD/pactfs" mount "$VAULT" "$MNT" --account "$ACCOUNT" --passfile "$PASSFILE"
 }
 
 write_samples() {
@@ -149,7 +152,7 @@ Done.  The demo vault is mounted at $MNT
   demo password:  $(cat "$PASSFILE")   (also in $PASSFILE)
   audit trail:    $VAULT/audit.log
 
-Unmount it with:   ./pactfs umount $MNT      (or: fusermount3 -u $MNT)
-Mount it again:    ./pactfs mount $VAULT $MNT --account $ACCOUNT
+Unmount it with:   build/release/pactfs umount $MNT      (or: fusermount3 -u $MNT)
+Mount it again:    build/release/pactfs mount $VAULT $MNT --account $ACCOUNT
 Remove the demo:   unmount first, then rm -rf $DEMO
 EOF
