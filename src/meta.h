@@ -10,7 +10,16 @@
  * -EEXIST on a unique conflict, -EIO for a backend failure with pfs_err set).
  * Calls are not thread-safe on one handle: the caller serialises them.
  * meta_begin/meta_commit group calls into one atomic, durable transaction;
- * calls outside a transaction each commit on their own.
+ * calls outside a transaction each commit on their own.  Transactions do not
+ * nest (meta_begin inside one is -EBUSY).  A failed commit leaves nothing
+ * written.  With PostgreSQL an unexpected error (lost connection, a foreign
+ * key naming a missing inode) aborts the open transaction: roll back.
+ *
+ * List callbacks: return 0 to go on, nonzero to stop; a negative value is
+ * returned by the list call, a positive one makes it return 0.  A callback
+ * may call other meta_* functions on the same handle.
+ * Extended attributes use -ENODATA (not -ENOENT) for a missing name.
+ * Schema, limits and what the database operator sees: docs/format-metadata.md.
  */
 #ifndef PACTFS_META_H
 #define PACTFS_META_H
@@ -139,7 +148,8 @@ int meta_inode_create(struct meta *m, struct meta_inode *i);
 int meta_inode_get(struct meta *m, uint64_t ino, struct meta_inode *out);
 int meta_inode_update(struct meta *m, const struct meta_inode *i);
 /* Remove the inode, its symlink target, xattrs and chunk records; every
- * chunk goes to the deletion queue. */
+ * chunk goes to the deletion queue.  -EBUSY while a directory entry names it
+ * (as target or parent). */
 int meta_inode_delete(struct meta *m, uint64_t ino);
 /* Inodes with nlink == 0 (left by a crash while open). */
 int meta_inode_list_orphans(struct meta *m,
@@ -160,7 +170,9 @@ int meta_dirent_count(struct meta *m, uint64_t parent, uint64_t *count);
 
 /* ---- chunks ---- */
 int meta_chunk_get(struct meta *m, uint64_t ino, uint64_t idx, struct chunk_ref *out);
-/* Insert or replace; a replaced chunk goes to the deletion queue. */
+/* Insert or replace; a replaced chunk goes to the deletion queue.
+ * ref->version must exceed meta_chunk_max_version (else -EINVAL): a version
+ * is never reused for (ino, idx), even after a truncate. */
 int meta_chunk_put(struct meta *m, uint64_t ino, uint64_t idx, const struct chunk_ref *ref);
 /* Remove chunk records with idx >= from_idx (to the deletion queue). */
 int meta_chunk_truncate(struct meta *m, uint64_t ino, uint64_t from_idx);

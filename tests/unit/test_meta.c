@@ -11,6 +11,7 @@
 #include <stdarg.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "error.h"
@@ -878,6 +879,65 @@ static void test_refuses_future_schema(void)
     B->cleanup();
 }
 
+static void test_error_then_rollback(void)
+{
+    struct meta *m = open_fresh();
+    struct meta_inode root = { .ino = META_ROOT_INO, .mode = S_IFDIR | 0755, .nlink = 2 };
+    uint8_t *v = NULL;
+    size_t n;
+
+    REQUIRE(m);
+    REQUIRE(meta_inode_create(m, &root) == 0);
+    REQUIRE(meta_begin(m) == 0);
+    CHECK_EQ_INT(meta_param_set(m, "half", "done", 4), 0);
+    CHECK_EQ_INT(meta_dirent_add(m, META_ROOT_INO, (const uint8_t *)"n", 1, 424242, S_IFREG),
+                 -ENOENT);
+    CHECK_EQ_INT(meta_rollback(m), 0);
+    CHECK_EQ_INT(meta_param_get(m, "half", &v, &n), -ENOENT);
+    /* the handle is usable again */
+    CHECK_EQ_INT(meta_begin(m), 0);
+    CHECK_EQ_INT(meta_param_set(m, "after", "ok", 2), 0);
+    CHECK_EQ_INT(meta_commit(m), 0);
+    REQUIRE(meta_param_get(m, "after", &v, &n) == 0);
+    free(v);
+    finish(m);
+}
+
+/* lookup + getattr is the filesystem's hot path: statements must be reused,
+ * not re-prepared (a generous bound that still catches gross slowness). */
+static void test_hot_path_speed(void)
+{
+    struct meta *m = open_fresh();
+    struct meta_inode root = { .ino = META_ROOT_INO, .mode = S_IFDIR | 0755, .nlink = 2 };
+    struct meta_inode got;
+    struct timespec t0, t1;
+    char name[16];
+    uint64_t ino;
+    int ok = 0;
+
+    REQUIRE(m);
+    REQUIRE(meta_inode_create(m, &root) == 0);
+    REQUIRE(meta_begin(m) == 0);
+    for (int i = 0; i < 100; i++) {
+        snprintf(name, sizeof name, "n%03d", i);
+        uint64_t c = make_inode(m, S_IFREG | 0644, 1);
+        REQUIRE(meta_dirent_add(m, META_ROOT_INO, (const uint8_t *)name, 4, c, S_IFREG) == 0);
+    }
+    REQUIRE(meta_commit(m) == 0);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (int i = 0; i < 5000; i++) {
+        snprintf(name, sizeof name, "n%03d", i % 100);
+        ok += meta_dirent_lookup(m, META_ROOT_INO, (const uint8_t *)name, 4, &ino) == 0 &&
+              meta_inode_get(m, ino, &got) == 0;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double secs = (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9;
+    printf("# %s: %.0f lookup+getattr per second\n", B->name, 5000 / secs);
+    CHECK_EQ_INT(ok, 5000);
+    CHECK(secs < 10.0);
+    finish(m);
+}
+
 /* ---- SQLite only ---- */
 
 static void test_sqlite_file_mode_and_open_flags(void)
@@ -965,6 +1025,8 @@ static const struct shared_case shared[] = {
     { "stats", test_stats },
     { "corrupt_rows", test_corrupt_rows },
     { "refuses_future_schema", test_refuses_future_schema },
+    { "error_then_rollback", test_error_then_rollback },
+    { "hot_path_speed", test_hot_path_speed },
 };
 
 static void run_shared(const struct backend *b)
