@@ -396,6 +396,40 @@ out:
     return rc;
 }
 
+int vault_account_store_sealed(struct vault *v, const char *account, const uint8_t *sealed,
+                               size_t sealed_len, const char *audit_op)
+{
+    struct meta_account a;
+    struct audit *audit = v->audit;
+    struct audit_ctx who = { getuid(), getpid() };
+    uint8_t *copy = malloc(sealed_len);
+    int rc, arc = 0;
+
+    if (!copy)
+        return -ENOMEM;
+    memcpy(copy, sealed, sealed_len);
+    rc = meta_account_get_by_name(v->meta, account, &a);
+    if (rc < 0) {
+        free(copy);
+        return rc;
+    }
+    free(a.sealed_key);
+    a.sealed_key = copy;
+    a.sealed_key_len = sealed_len;
+    rc = meta_account_update(v->meta, &a);
+    meta_account_clear(&a);
+    if (rc < 0)
+        return pfs_err(rc, "the key service already took the change, but the new sealed key "
+                       "could not be stored (%s): the account cannot unlock until this is "
+                       "retried; keep the new password", pfs_err_msg());
+    if (!audit && audit_open(v->conf.audit_spool, v->conf.vault_id, account, NULL, &audit) < 0)
+        return 0;
+    arc = audit_event(audit, &who, audit_op, account, 0, 0);
+    if (audit != v->audit)
+        audit_close(audit);
+    return arc;
+}
+
 int vault_folder_create(struct vault *v, const char *name, uint64_t *folder_id)
 {
     struct audit_ctx who = { getuid(), getpid() };
@@ -491,6 +525,16 @@ static void init_conf(struct pactfs_conf *c, const struct vault_init_opts *o, co
     c->share_keydir = strdup("keys");
     free(c->audit_spool);
     c->audit_spool = strdup("audit.log");
+    if (o->keyd_url) {
+        free(c->share_provider);
+        c->share_provider = strdup("keyd");
+        free(c->share_keydir);
+        c->share_keydir = NULL;
+        c->keyd_url = strdup(o->keyd_url);
+        c->keyd_tls.ca_file = o->keyd_ca_file ? realpath(o->keyd_ca_file, NULL) : NULL;
+        c->keyd_tls.cert_file = o->keyd_cert_file ? realpath(o->keyd_cert_file, NULL) : NULL;
+        c->keyd_tls.key_file = o->keyd_key_file ? realpath(o->keyd_key_file, NULL) : NULL;
+    }
 }
 
 static int init_root_inode(struct meta *meta)
@@ -565,9 +609,21 @@ int vault_init(const struct vault_init_opts *o)
     }
     if (rc < 0)
         goto out;
-    p = join(o->dir, c.share_keydir);
-    rc = p ? share_local_open(p, &sp) : -ENOMEM;
-    free(p);
+    if (o->keyd_url) {
+        struct keyd_client_config kc = {
+            .url = o->keyd_url,
+            .ca_file = o->keyd_ca_file,
+            .cert_file = o->keyd_cert_file,
+            .key_file = o->keyd_key_file,
+            .admin_token_file = o->keyd_admin_token_file,
+        };
+
+        rc = share_keyd_open(&kc, &sp);
+    } else {
+        p = join(o->dir, c.share_keydir);
+        rc = p ? share_local_open(p, &sp) : -ENOMEM;
+        free(p);
+    }
     if (rc < 0)
         goto out;
     p = join(o->dir, c.meta_path);

@@ -71,8 +71,19 @@ struct vault_init_opts {
     uint32_t chunk_size;             /* 0: default */
     const struct pwkdf_params *kdf;  /* NULL: defaults */
     unsigned rsa_bits;               /* 0: 3072 */
+    /* Key service instead of the local key directory (keyd_url != NULL). */
+    const char *keyd_url;
+    const char *keyd_ca_file;
+    const char *keyd_cert_file;
+    const char *keyd_key_file;
+    const char *keyd_admin_token_file; /* enrollment needs the admin token */
 };
 int vault_init(const struct vault_init_opts *o);
+
+/* Replace the unlocked-or-not account's sealed key (after a password
+ * change or share rotation) and audit it. */
+int vault_account_store_sealed(struct vault *v, const char *account, const uint8_t *sealed,
+                               size_t sealed_len, const char *audit_op);
 
 /* Create a folder (dataadmin), its root directory and an envelope for the
  * unlocked account with all rights. */
