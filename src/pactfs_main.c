@@ -65,6 +65,7 @@ struct mount_args {
 };
 
 static char conf_buf[PATH_MAX];
+static char conf_abs[PATH_MAX], mountpoint_abs[PATH_MAX];
 
 static int parse_mount_args(int argc, char **argv, struct mount_args *a)
 {
@@ -377,6 +378,14 @@ static int cmd_mount(int argc, char **argv)
     code = check_mountpoint(a.mountpoint);
     if (code != EXIT_OK)
         return code;
+    /* The daemon chdirs to "/", so relative paths would name other files. */
+    if (!realpath(a.conf_path, conf_abs) || !realpath(a.mountpoint, mountpoint_abs)) {
+        fprintf(stderr, PROG ": cannot resolve %s or %s: %s\n", a.conf_path, a.mountpoint,
+                strerror(errno));
+        return EXIT_CONFIG;
+    }
+    a.conf_path = conf_abs;
+    a.mountpoint = mountpoint_abs;
     secmem_harden_process();
     password = cli_read_password(a.passfile, a.extpass, "Password: ", 0);
     if (!password) {
