@@ -322,15 +322,19 @@ static int cache_acquire(struct fs *fs, uint64_t ino, uint64_t idx, const struct
 
     if (r < 0) {
         char *p = fs_path(fs, ino, NULL);
-        fprintf(stderr, "pactfs: cannot read chunk %" PRIu64 " of %s (inode %" PRIu64 "): %s\n",
-                idx, p ? p : "?", ino, pfs_err_msg());
+        char id[2 * CHUNK_ID_LEN + 1];
+        hex_encode(ref->chunk_id, CHUNK_ID_LEN, id);
+        fprintf(stderr, "pactfs: cannot read chunk %" PRIu64 " (id %s) of %s (inode %" PRIu64
+                "): %s\n", idx, id, p ? p : "?", ino, pfs_err_msg());
         free(p);
         return -EIO;
     }
     if (bad) {
         char *p = fs_path(fs, ino, NULL);
-        fprintf(stderr, "pactfs: chunk %" PRIu64 " of %s has bad fragments (mask 0x%x); "
-                "repairing in the background\n", idx, p ? p : "?", bad);
+        char id[2 * CHUNK_ID_LEN + 1];
+        hex_encode(ref->chunk_id, CHUNK_ID_LEN, id);
+        fprintf(stderr, "pactfs: chunk %" PRIu64 " (id %s) of %s has bad fragments (mask 0x%x); "
+                "repairing in the background\n", idx, id, p ? p : "?", bad);
         free(p);
         queue_repair(fs, ref, bad);
     }
@@ -1253,12 +1257,14 @@ int fs_data_gc_run(struct fs *fs)
 
 static void job_repair(struct fs *fs, const struct chunk_ref *ref, uint32_t mask)
 {
+    char id[2 * CHUNK_ID_LEN + 1];
+    hex_encode(ref->chunk_id, CHUNK_ID_LEN, id);
     int r = object_repair_chunk(fs->v->ol, ref, mask);
     if (r < 0)
-        fprintf(stderr, "pactfs: repair of fragments (mask 0x%x) failed: %s\n", mask,
-                pfs_err_msg());
+        fprintf(stderr, "pactfs: repair of chunk %s fragments (mask 0x%x) failed: %s\n", id,
+                mask, pfs_err_msg());
     else
-        fprintf(stderr, "pactfs: repaired fragments (mask 0x%x)\n", mask);
+        fprintf(stderr, "pactfs: repaired chunk %s fragments (mask 0x%x)\n", id, mask);
 }
 
 static void job_run(struct fs *fs, struct job *j)
