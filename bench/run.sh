@@ -195,7 +195,8 @@ export_pactfs_source() {
         from=$WORK/export
         mkdir -p "$from"
         git -C "$SRC_DIR" archive HEAD | tar x -C "$from"
-        progress "pactfs source: git HEAD $(git -C "$SRC_DIR" rev-parse --short HEAD)"
+        PACTFS_VERSION="commit $(git -C "$SRC_DIR" rev-parse --short HEAD)"
+        progress "pactfs source: git HEAD, $PACTFS_VERSION"
     fi
     rsync -rlc --exclude .git --exclude autom4te.cache --exclude 'bench/results-*' \
         "$from/" "$dest/"
@@ -204,13 +205,16 @@ export_pactfs_source() {
 # pactfs binaries: $PACTFS_BUILD (or ./) if they are there, otherwise an
 # optimised build of this source tree under /tmp (kept for the next run).
 PACTFS_BIN=
+PACTFS_VERSION="not run"
 find_or_build_pactfs() {
     local dir=${PACTFS_BUILD:-.}
     if [ -x "$dir/pactfs" ] && [ -x "$dir/pactfs-admin" ]; then
         PACTFS_BIN=$(cd "$dir" && pwd)
+        PACTFS_VERSION="binaries from $PACTFS_BIN"
     else
         [ -n "${PACTFS_BUILD:-}" ] && progress "no pactfs binaries in PACTFS_BUILD=$PACTFS_BUILD; building"
         local top=/tmp/pactfs-bench-build
+        PACTFS_VERSION="working tree of $SRC_DIR"
         progress "building pactfs (optimised, no sanitizers) in $top"
         mkdir -p "$top/src" "$top/obj"
         export_pactfs_source "$top/src"
@@ -429,14 +433,13 @@ ratio() {   # pactfs / peer, or "-" when either is missing
 }
 
 print_report() {
-    local commit kernel cpu
-    commit=$(git -C "$SRC_DIR" rev-parse --short HEAD 2>/dev/null || echo unknown)
+    local kernel cpu
     kernel=$(uname -r)
     cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
     echo "pactfs benchmark, $(date '+%Y-%m-%d %H:%M %Z') on $(hostname)"
     echo "machine: $(nproc) cores ($cpu), $(free -g | awk '/^Mem:/ { print $2 }') GiB RAM, kernel $kernel"
     echo "backing stores: $(df -T "$WORK" | awk 'NR == 2 { print $1 " (" $2 ")" }') under $WORK; inputs in /dev/shm"
-    echo "versions: pactfs $commit, $(gocryptfs -version 2>/dev/null | cut -d';' -f1), $(fio --version), libfuse $(pkg-config --modversion fuse3)"
+    echo "versions: pactfs ($PACTFS_VERSION), $(gocryptfs -version 2>/dev/null | cut -d';' -f1), $(fio --version), libfuse $(pkg-config --modversion fuse3)"
     echo "mode: $([ "$QUICK" = 1 ] && echo quick || echo full); tree: $TREE_COUNT files in $TREE_DIRS dirs, $((TREE_BYTES / 1024)) KiB; fio file ${FIO_MIB} MiB, psync, iodepth 1, direct=0"
     echo "ratio = pactfs / peer: above 1 is better for MiB/s and IOPS, worse for seconds"
     echo
