@@ -15,6 +15,7 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,6 +39,8 @@
 #define TTY_REFRESH_NS 100000000LL /* progress bar: 10 updates a second */
 #define LOG_REFRESH_NS 5000000000LL/* plain progress lines: every 5 seconds */
 #define BAR_WIDTH 30
+#define VERIFY_THREADS 4
+#define VERIFY_BATCH 64
 #define MIB (1024.0 * 1024.0)
 
 struct fsck_args {
@@ -509,9 +512,20 @@ struct tally {
     uint64_t bytes;
 };
 
+/* Chunks are verified VERIFY_THREADS at a time: one chunk's fragments are
+ * fetched in parallel already, but a single chunk at a time leaves the
+ * endpoints idle between round trips. */
+struct verify_batch {
+    struct object_layer *ol;
+    struct chunk_item v[VERIFY_BATCH];
+    unsigned n, next;
+    pthread_mutex_t lock;
+};
+
 struct verify_walk {
     struct fsck *f;
     struct progress prog;
+    struct verify_batch *batch;
     struct chunk_list damaged;
     struct tally t;
     int rc;
@@ -526,33 +540,83 @@ static int count_chunk(void *arg, uint64_t ino, uint64_t idx, const struct chunk
     return 0;
 }
 
-static int verify_one(void *arg, uint64_t ino, uint64_t idx, const struct chunk_ref *r)
+static void verify_item(struct object_layer *ol, struct chunk_item *it)
 {
-    struct verify_walk *w = arg;
-    struct chunk_item *it;
-    uint32_t bad = 0;
     int rc;
 
     pfs_err_clear();
-    rc = object_verify_chunk(w->f->ol, r, &bad);
-    w->t.checked++;
-    w->t.bytes += chunk_fragment_bytes(r);
-    progress_step(&w->prog, chunk_fragment_bytes(r));
-    if (rc == 0 && bad == 0)
-        return 0;
-    it = chunk_list_add(&w->damaged);
-    if (!it) {
-        w->rc = pfs_err(-ENOMEM, "out of memory");
-        return 1;
-    }
-    it->ino = ino;
-    it->idx = idx;
-    it->ref = *r;
-    it->bad = bad;
+    rc = object_verify_chunk(ol, &it->ref, &it->bad);
     it->unrecoverable = rc < 0;
     if (rc < 0)
         snprintf(it->why, sizeof it->why, "%s", pfs_err_msg());
+}
+
+static void *verify_worker(void *arg)
+{
+    struct verify_batch *b = arg;
+
+    for (;;) {
+        unsigned i;
+
+        pthread_mutex_lock(&b->lock);
+        i = b->next++;
+        pthread_mutex_unlock(&b->lock);
+        if (i >= b->n)
+            return NULL;
+        verify_item(b->ol, &b->v[i]);
+    }
+}
+
+static void verify_batch_run(struct verify_batch *b)
+{
+    pthread_t threads[VERIFY_THREADS - 1];
+    unsigned started = 0;
+
+    b->next = 0;
+    while (started < VERIFY_THREADS - 1 && started + 1 < b->n &&
+           pthread_create(&threads[started], NULL, verify_worker, b) == 0)
+        started++;
+    verify_worker(b);
+    for (unsigned i = 0; i < started; i++)
+        pthread_join(threads[i], NULL);
+}
+
+/* Verify the queued chunks and keep the damaged ones. */
+static int verify_flush(struct verify_walk *w)
+{
+    struct verify_batch *b = w->batch;
+
+    verify_batch_run(b);
+    for (unsigned i = 0; i < b->n; i++) {
+        struct chunk_item *it = &b->v[i], *keep;
+        uint64_t bytes = chunk_fragment_bytes(&it->ref);
+
+        w->t.checked++;
+        w->t.bytes += bytes;
+        progress_step(&w->prog, bytes);
+        if (!it->unrecoverable && it->bad == 0)
+            continue;
+        keep = chunk_list_add(&w->damaged);
+        if (!keep)
+            return w->rc = pfs_err(-ENOMEM, "out of memory");
+        *keep = *it;
+    }
+    b->n = 0;
     return 0;
+}
+
+static int verify_one(void *arg, uint64_t ino, uint64_t idx, const struct chunk_ref *r)
+{
+    struct verify_walk *w = arg;
+    struct chunk_item *it = &w->batch->v[w->batch->n++];
+
+    memset(it, 0, sizeof *it);
+    it->ino = ino;
+    it->idx = idx;
+    it->ref = *r;
+    if (w->batch->n < VERIFY_BATCH)
+        return 0;
+    return verify_flush(w) < 0;
 }
 
 /* A mount elsewhere may rewrite or delete a chunk while we walk: damage on
@@ -620,9 +684,19 @@ static int run_verify(struct fsck *f, struct verify_walk *w)
     rc = meta_chunk_list(f->meta, 0, count_chunk, &total);
     if (rc < 0)
         return report(EXIT_STORE, "cannot list the chunk records");
+    w->batch = calloc(1, sizeof *w->batch);
+    if (!w->batch)
+        return report(EXIT_FAILURE_OTHER, "out of memory");
+    w->batch->ol = f->ol;
+    pthread_mutex_init(&w->batch->lock, NULL);
     progress_start(&w->prog, f, "verifying", total);
     rc = meta_chunk_list(f->meta, 0, verify_one, w);
+    if (rc == 0 && w->rc == 0 && w->batch->n)
+        verify_flush(w);
     progress_end(&w->prog);
+    pthread_mutex_destroy(&w->batch->lock);
+    free(w->batch);
+    w->batch = NULL;
     if (rc < 0 || w->rc < 0)
         return report(EXIT_STORE, "cannot list the chunk records");
     for (size_t i = 0; i < w->damaged.n; i++) {
