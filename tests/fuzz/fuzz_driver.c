@@ -331,8 +331,10 @@ static int run_files(int argc, char **argv)
             fprintf(stderr, "fuzz: cannot read %s\n", argv[i]);
             return 2;
         }
-        printf("# running %s (%zu bytes)\n", argv[i], in.len);
+        unsigned long before = fuzz_accepted;
         run_one(in.data, in.len);
+        printf("# %s (%zu bytes): %s\n", argv[i], in.len,
+               fuzz_accepted > before ? "accepted" : "refused");
         free(in.data);
     }
     printf("# %d inputs ran without a crash\n", argc - 1);
