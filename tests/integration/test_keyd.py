@@ -1,0 +1,689 @@
+"""pactfs with its second key share in a real pactfs-keyd over TLS.
+
+Each test starts its own pactfs-keyd (from $PACTFS_BUILD, -f) on a free port
+of 127.0.0.1 with a throw-away PKI made by tests/keyd/mkca.sh, makes a vault
+with `pactfs-admin init --keyd-url ...` and drives it only through the real
+command line and real FUSE mounts.  The service is stopped by pid at
+teardown (SIGTERM, then SIGKILL), and every wait has a time limit.
+
+The test knows the key service's master key (it wrote it), so it can open
+the service's database and list every share and verifier, and it recomputes
+the password-derived halves (Argon2id + HKDF, docs/format-keys.md) from the
+sealed key's header, so "no secret in any log" is checked against the real
+values, not guesses.
+"""
+import ctypes
+import ctypes.util
+import glob
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import sqlite3
+import struct
+import subprocess
+import time
+
+import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+import pactfs_helpers as H
+
+SRC_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+MKCA = os.path.join(SRC_ROOT, "tests", "keyd", "mkca.sh")
+KEYD_START_S = 15               # bound on pactfs-keyd starting to listen
+KEYD_STOP_S = 15                # bound on pactfs-keyd exiting after SIGTERM
+MAX_FAILURES = 3
+SHORT_LOCKOUT_S = 3
+LONG_LOCKOUT_S = 600
+OTHER_PASSWORD = "Tr0ub4dor&3 is not the password"
+NEW_PASSWORD = "a brand new passphrase 77"
+
+EXIT_BAD_PASSWORD = 4
+EXIT_LOCKED_OUT = 5
+EXIT_KEYD_UNREACHABLE = 6
+EXIT_ACCESS = 13
+
+
+def _keyd_binary():
+    return H.binary("pactfs-keyd")
+
+
+pytestmark = pytest.mark.skipif(
+    not H.build_dir() or not os.access(_keyd_binary(), os.X_OK),
+    reason="pactfs-keyd is not built in $PACTFS_BUILD")
+
+
+# ---------------------------------------------------------------- the service
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_open(port):
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def write_secret(path, text):
+    with open(path, "w") as f:
+        f.write(text)
+    os.chmod(path, 0o600)
+
+
+class Keyd:
+    """One pactfs-keyd process with its own directory, database, master key,
+    admin token, audit log, stderr log and debug capture of request bodies."""
+
+    def __init__(self, base, pki, name="keyd", lockout_s=SHORT_LOCKOUT_S):
+        self.dir = os.path.join(str(base), name)
+        self.pki = pki
+        self.lockout_s = lockout_s
+        os.makedirs(self.dir, mode=0o700)
+        self.port = free_port()
+        self.master_key = os.urandom(32)
+        self.token = os.urandom(24).hex()
+        write_secret(self.file("master.key"), self.master_key.hex() + "\n")
+        write_secret(self.file("admin.token"), self.token + "\n")
+        self.proc = None
+        self.cert = "server"
+        self.stderr_logs = []
+
+    @property
+    def url(self):
+        return "https://127.0.0.1:%d" % self.port
+
+    def file(self, name):
+        return os.path.join(self.dir, name)
+
+    @property
+    def token_file(self):
+        return self.file("admin.token")
+
+    @property
+    def ca_file(self):
+        return os.path.join(self.pki, "ca.pem")
+
+    def write_conf(self):
+        conf = (
+            'listen_address = "127.0.0.1";\nport = %d;\n'
+            'cert_file = "%s/%s.pem";\nkey_file = "%s/%s.key";\n'
+            'database = "keyd.db";\nmaster_key_file = "master.key";\n'
+            'admin_token_file = "admin.token";\naudit_log = "audit.log";\n'
+            'debug_capture = "capture.log";\n'
+            'lockout: { max_failures = %d; lockout_seconds = %d; failure_window_seconds = 900;'
+            ' source_max_failures = 1000; source_lockout_seconds = %d; };\n'
+            % (self.port, self.pki, self.cert, self.pki, self.cert,
+               MAX_FAILURES, self.lockout_s, self.lockout_s))
+        write_secret(self.file("keyd.conf"), conf)
+
+    def start(self, cert="server"):
+        assert self.proc is None, "pactfs-keyd is already running"
+        self.cert = cert
+        self.write_conf()
+        log = self.file("stderr-%d.log" % len(self.stderr_logs))
+        self.stderr_logs.append(log)
+        env = H.sanitizer_env(self.dir)
+        with open(log, "wb") as logf:
+            self.proc = subprocess.Popen([_keyd_binary(), "-f", "-c", self.file("keyd.conf")],
+                                         stdout=logf, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + KEYD_START_S
+        while time.monotonic() < deadline:
+            if port_open(self.port):
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        rc = self.stop()
+        raise AssertionError("pactfs-keyd did not listen on %s within %ss (exit %s):\n%s"
+                             % (self.url, KEYD_START_S, rc, self.read_stderr()))
+
+    def stop(self):
+        """SIGTERM, bounded wait, SIGKILL; returns the exit status."""
+        if self.proc is None:
+            return None
+        p, self.proc = self.proc, None
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(timeout=KEYD_STOP_S)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(timeout=10)
+        return p.returncode
+
+    def restart(self, cert="server"):
+        rc = self.stop()
+        assert rc == 0, "pactfs-keyd exited with %s on SIGTERM" % rc
+        self.start(cert=cert)
+
+    def wipe_database(self):
+        """Forget every share: the service loses its database."""
+        rc = self.stop()
+        assert rc == 0, "pactfs-keyd exited with %s on SIGTERM" % rc
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            if os.path.exists(self.file("keyd.db" + suffix)):
+                os.unlink(self.file("keyd.db" + suffix))
+        self.start()
+
+    def read(self, name):
+        path = self.file(name)
+        if not os.path.exists(path):
+            return b""
+        with open(path, "rb") as f:
+            return f.read()
+
+    def read_stderr(self):
+        return b"".join(open(p, "rb").read() for p in self.stderr_logs
+                        if os.path.exists(p)).decode(errors="replace")
+
+    def audit_events(self):
+        return [json.loads(line) for line in self.read("audit.log").decode().splitlines()
+                if line.strip()]
+
+    def captured_requests(self):
+        """(url, body dict) of every request the service received."""
+        out = []
+        for line in self.read("capture.log").decode().splitlines():
+            if line.strip():
+                rec = json.loads(line)
+                out.append((rec["url"], json.loads(rec["body"])))
+        return out
+
+    def accounts(self):
+        """(vault, account, share, salt, verifier) of every account, the share
+        opened with the master key exactly as pactfs-keyd seals it."""
+        db = sqlite3.connect("file:%s?mode=ro" % self.file("keyd.db"), uri=True)
+        try:
+            rows = db.execute("SELECT vault, account, salt, verifier, sealed_share"
+                              " FROM accounts").fetchall()
+        finally:
+            db.close()
+        out = []
+        for vault, account, salt, verifier, sealed in rows:
+            ad = blob(b"pactfs-keyd v1 share") + blob(vault.encode()) + blob(account.encode())
+            share = AESGCM(self.master_key).decrypt(sealed[:12], sealed[12:], ad)
+            out.append((vault, account, share, bytes(salt), bytes(verifier)))
+        return out
+
+    def sanitizer_reports(self):
+        return H.sanitizer_reports(self.dir)
+
+
+def blob(b):
+    return struct.pack(">I", len(b)) + b
+
+
+# ---------------------------------------------------------------- password parts
+
+def sealed_key_params(vault_dir, account=H.ACCOUNT):
+    """(t_cost, m_cost_kib, parallelism, salt) from the account's sealed key
+    header in meta.db (docs/format-keys.md, "Sealed account key")."""
+    db = sqlite3.connect("file:%s?mode=ro" % os.path.join(vault_dir, "meta.db"), uri=True)
+    try:
+        (sealed,) = db.execute("SELECT sealed_key FROM accounts WHERE name = ?",
+                               (account,)).fetchone()
+    finally:
+        db.close()
+    sealed = bytes(sealed)
+    assert sealed[:4] == b"PFSK" and sealed[4] == 1, "unexpected sealed key header"
+    (n,) = struct.unpack(">I", sealed[5:9])
+    pos = 9 + n
+    alg = sealed[pos]
+    assert alg == 1, "sealed key uses KDF %d, not Argon2id" % alg
+    t, m, p = struct.unpack(">III", sealed[pos + 1:pos + 13])
+    salt = sealed[pos + 13:pos + 29]
+    return t, m, p, salt
+
+
+def argon2id(password, salt, t, m, p):
+    """Argon2id through libargon2, the library pactfs itself uses."""
+    lib = ctypes.CDLL(ctypes.util.find_library("argon2") or "libargon2.so.1")
+    fn = lib.argon2id_hash_raw
+    fn.argtypes = [ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_void_p,
+                   ctypes.c_size_t, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p,
+                   ctypes.c_size_t]
+    fn.restype = ctypes.c_int
+    out = ctypes.create_string_buffer(32)
+    rc = fn(t, m, p, password, len(password), salt, len(salt), out, 32)
+    assert rc == 0, "argon2id_hash_raw failed: %d" % rc
+    return out.raw
+
+
+def hkdf(ikm, label):
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
+                info=label.encode()).derive(ikm)
+
+
+def password_parts(password, vault_dir):
+    """(pwkey, key_half, auth) exactly as keyring.c derives them."""
+    t, m, p, salt = sealed_key_params(vault_dir)
+    pwkey = argon2id(password.encode(), salt, t, m, p)
+    return pwkey, hkdf(pwkey, "pactfs v1 unlock half"), hkdf(pwkey, "pactfs v1 share auth")
+
+
+def spellings(secret):
+    """Every way a secret could show up in a text or binary file."""
+    if isinstance(secret, str):
+        secret = secret.encode()
+    return [secret, secret.hex().encode(), secret.hex().upper().encode()]
+
+
+def find_secrets(data, secrets):
+    """Names of the secrets (dict name -> bytes/str) found in data."""
+    return sorted(name for name, s in secrets.items()
+                  if any(form in data for form in spellings(s)))
+
+
+# ---------------------------------------------------------------- fixtures
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    d = str(tmp_path_factory.mktemp("pki"))
+    H.run(["sh", MKCA, d], check=True, timeout=60)
+    return d
+
+
+def _stop_keyds(keyds):
+    problems = []
+    for k in keyds:
+        rc = k.stop()
+        if rc not in (0, None):
+            problems.append("pactfs-keyd %s exited with %s on SIGTERM:\n%s"
+                            % (k.url, rc, k.read_stderr()[-2000:]))
+        problems += k.sanitizer_reports()
+    return problems
+
+
+@pytest.fixture
+def keyd_factory(tmp_path, pki):
+    """Start pactfs-keyd processes; all are stopped (by pid) at teardown and
+    the test fails if one crashed or reported to a sanitizer."""
+    keyds = []
+
+    def make(name="keyd", lockout_s=SHORT_LOCKOUT_S, start=True):
+        k = Keyd(tmp_path, pki, name=name, lockout_s=lockout_s)
+        keyds.append(k)
+        if start:
+            k.start()
+        return k
+
+    yield make
+    problems = _stop_keyds(keyds)
+    if problems:
+        pytest.fail("\n".join(problems))
+
+
+@pytest.fixture
+def keyd(keyd_factory):
+    return keyd_factory()
+
+
+def finish_vault(v):
+    """Unmount (cleanly if possible) and fail on any sanitizer report."""
+    try:
+        if H.is_mounted(v.mnt) or v.daemon_pid or v.fg_proc:
+            v.unmount(check=True)
+    except Exception:
+        v.emergency_teardown()
+        raise
+    finally:
+        if v in H.LIVE_VAULTS:
+            v.emergency_teardown()
+    reports = H.sanitizer_reports(v.logdir)
+    if reports:
+        pytest.fail("sanitizer reports from pactfs processes:\n" + "\n".join(reports))
+
+
+@pytest.fixture
+def vault_factory(tmp_path):
+    vaults = []
+
+    def make(k, name="vault"):
+        v = H.Vault(tmp_path, name=name)
+        vaults.append(v)
+        v.init("--keyd-url", k.url, "--keyd-ca", k.ca_file, "--keyd-admin-token", k.token_file)
+        return v
+
+    yield make
+    for v in vaults:
+        finish_vault(v)
+
+
+@pytest.fixture
+def kvault(keyd, vault_factory):
+    """A vault whose shares live in `keyd`, not mounted."""
+    return vault_factory(keyd)
+
+
+# ---------------------------------------------------------------- helpers
+
+def passfile(v, name, password):
+    path = os.path.join(v.base, name)
+    write_secret(path, password + "\n")
+    return path
+
+
+def mount_refused(v, pw_file, want_codes, what):
+    """Run pactfs mount that must fail with one of want_codes; never leaves
+    a mount behind (if it mounted after all, it is unmounted and the test
+    fails).  Returns stderr."""
+    if isinstance(want_codes, int):
+        want_codes = (want_codes,)
+    p = v.pactfs(*v.mount_args(passfile=pw_file))
+    if p.returncode == 0 or H.is_mounted(v.mnt):
+        H.LIVE_VAULTS.add(v)
+        H.wait_mounted(v.mnt, timeout=5)
+        v.unmount(check=False)
+        pytest.fail("%s: pactfs mount succeeded (exit %d); it must be refused"
+                    % (what, p.returncode))
+    assert p.returncode in want_codes, (
+        "%s: pactfs mount exit %d, expected %s\nstderr: %s"
+        % (what, p.returncode, want_codes, p.stderr))
+    assert not H.is_mounted(v.mnt)
+    return p.stderr
+
+
+def admin_keyd(v, k, op, token_file=None):
+    return v.admin("keyd", op, H.ACCOUNT, v.dir, "--keyd-admin-token",
+                   token_file or k.token_file)
+
+
+def logins(k, result=None):
+    return [e for e in k.audit_events()
+            if e.get("op") == "login" and (result is None or e.get("result") == result)]
+
+
+def set_keyd_url(v, url):
+    """Point a vault's configuration at another key service URL."""
+    with open(v.conf) as f:
+        text = f.read()
+    new, n = re.subn(r'url = "https://127\.0\.0\.1:\d+";', 'url = "%s";' % url, text)
+    assert n == 1, "no keyd url line in %s" % v.conf
+    with open(v.conf, "w") as f:
+        f.write(new)
+
+
+def write_sample_files(v):
+    """A few files of awkward sizes (empty, small, across chunk borders)."""
+    want = {}
+    for i, size in enumerate((0, 1, 4097, H.CHUNK + 13, 2 * H.CHUNK)):
+        data = H.seeded_bytes(1000 + i, size)
+        H.write_file(v.path("file%d.bin" % i), data, fsync=True)
+        want["file%d.bin" % i] = data
+    return want
+
+
+def check_sample_files(v, want):
+    assert sorted(os.listdir(v.folder)) == sorted(want)
+    for name, data in want.items():
+        H.assert_same_bytes(H.read_file(v.path(name)), data, name)
+
+
+def clone_vault(v, tmp_path, name):
+    """A copy of the vault directory (sealed keys, metadata, fragments) as
+    someone who stole the metadata store and the disks would have it."""
+    c = H.Vault(tmp_path, name=name)
+    shutil.copytree(v.dir, c.dir)
+    for stale in ("pactfs.conf.lock",):
+        if os.path.exists(os.path.join(c.dir, stale)):
+            os.unlink(os.path.join(c.dir, stale))
+    return c
+
+
+# ---------------------------------------------------------------- tests
+
+def test_mount_roundtrip_through_keyd(kvault, keyd):
+    v = kvault
+    with open(v.conf) as f:
+        conf = f.read()
+    keys = re.search(r"keys\s*=\s*\{(.*?)\};", conf, re.S)
+    assert keys, "no keys section in %s" % v.conf
+    assert re.search(r'provider\s*=\s*"keyd"', keys.group(1)), keys.group(1)
+    assert ('url = "%s"' % keyd.url) in keys.group(1), keys.group(1)
+    # No local share store: nothing named keys/ or *share* in the vault dir.
+    for root, dirs, files in os.walk(v.dir):
+        for n in dirs + files:
+            assert n != "keys" and "share" not in n.lower(), \
+                "local key material %s in a keyd vault" % os.path.join(root, n)
+    assert [e["result"] for e in keyd.audit_events() if e["op"] == "enroll"] == ["enrolled"]
+
+    v.mount()
+    want = write_sample_files(v)
+    v.unmount()
+    v.mount()
+    check_sample_files(v, want)
+    assert len(logins(keyd, "released")) == 2, keyd.audit_events()
+
+
+def test_wrong_password_counted_then_lockout_expires(kvault, keyd):
+    v = kvault
+    bad = passfile(v, "bad.pass", OTHER_PASSWORD)
+    for i in range(MAX_FAILURES - 1):
+        err = mount_refused(v, bad, EXIT_BAD_PASSWORD, "wrong password #%d" % (i + 1))
+        assert "wrong password" in err, err
+        assert len(logins(keyd, "rejected")) == i + 1, "the service did not count failure %d" % (i + 1)
+    # The failure that reaches the limit already locks the account ...
+    err = mount_refused(v, bad, EXIT_LOCKED_OUT, "failure reaching the limit")
+    # ... and while locked even the right password is refused, with the wait.
+    err = mount_refused(v, v.passfile, EXIT_LOCKED_OUT, "right password while locked out")
+    m = re.search(r"locked out .*?(\d+) more seconds", err)
+    assert m, "the lockout message gives no seconds to wait: %s" % err
+    wait = int(m.group(1))
+    assert 1 <= wait <= SHORT_LOCKOUT_S, err
+    assert logins(keyd, "locked") and logins(keyd, "locked")[-1].get("retry_after", 0) >= 1
+    time.sleep(wait + 1.0)
+    v.mount()
+    assert os.path.isdir(v.folder)
+
+
+@pytest.mark.parametrize("lockout_s", [LONG_LOCKOUT_S])
+def test_lockout_lifted_by_admin_unlock(keyd_factory, vault_factory, lockout_s):
+    k = keyd_factory(lockout_s=lockout_s)
+    v = vault_factory(k)
+    bad = passfile(v, "bad.pass", OTHER_PASSWORD)
+    for _ in range(MAX_FAILURES):
+        mount_refused(v, bad, (EXIT_BAD_PASSWORD, EXIT_LOCKED_OUT), "wrong password")
+    err = mount_refused(v, v.passfile, EXIT_LOCKED_OUT, "right password while locked out")
+    m = re.search(r"(\d+) more seconds", err)
+    assert m and int(m.group(1)) > 60, err
+
+    # A wrong admin token lifts nothing.
+    wrong_token = passfile(v, "wrong.token", os.urandom(24).hex())
+    p = admin_keyd(v, k, "unlock", token_file=wrong_token)
+    assert p.returncode != 0, "unlock with a wrong admin token succeeded"
+    mount_refused(v, v.passfile, EXIT_LOCKED_OUT, "after unlock with a wrong token")
+
+    p = admin_keyd(v, k, "unlock")
+    assert p.returncode == 0, p.stderr
+    v.mount()
+    assert os.path.isdir(v.folder)
+
+
+def test_password_change_old_one_fails_at_once(kvault, keyd):
+    v = kvault
+    v.mount()
+    want = write_sample_files(v)
+    v.unmount()
+    new = passfile(v, "new.pass", NEW_PASSWORD)
+    p = v.admin("passwd", v.dir, "--passfile", v.passfile, "--new-passfile", new)
+    assert p.returncode == 0, p.stderr
+    err = mount_refused(v, v.passfile, EXIT_BAD_PASSWORD, "old password after passwd")
+    assert "wrong password" in err, err
+    assert [e["result"] for e in keyd.audit_events() if e["op"] == "change-auth"] == ["auth-changed"]
+    p = v.pactfs(*v.mount_args(passfile=new))
+    assert p.returncode == 0, p.stderr
+    H.LIVE_VAULTS.add(v)
+    assert H.wait_mounted(v.mnt)
+    check_sample_files(v, want)
+
+
+def test_rotate_share_keeps_data_readable(kvault, keyd, tmp_path):
+    v = kvault
+    v.mount()
+    want = write_sample_files(v)
+    v.unmount()
+    before = clone_vault(v, tmp_path, "before-rotation")
+    [(_, _, share_before, _, _)] = keyd.accounts()
+
+    p = v.admin("rotate-share", v.dir, "--passfile", v.passfile)
+    assert p.returncode == 0, p.stderr
+    [(_, _, share_after, _, _)] = keyd.accounts()
+    assert share_after != share_before, "rotate-share left the same share at the service"
+
+    v.mount()
+    check_sample_files(v, want)
+    v.unmount()
+    # The key sealed with the old share no longer opens with the new one.
+    mount_refused(before, before.passfile, EXIT_BAD_PASSWORD, "pre-rotation sealed key")
+
+
+def test_disable_refuses_then_enable_restores(kvault, keyd):
+    v = kvault
+    p = admin_keyd(v, keyd, "disable")
+    assert p.returncode == 0, p.stderr
+    err = mount_refused(v, v.passfile, EXIT_ACCESS, "disabled account")
+    assert "disabled" in err, err
+    p = admin_keyd(v, keyd, "enable")
+    assert p.returncode == 0, p.stderr
+    v.mount()
+    assert os.path.isdir(v.folder)
+
+
+def test_keyd_down_at_mount_time(kvault, keyd):
+    v = kvault
+    assert keyd.stop() == 0
+    err = mount_refused(v, v.passfile, EXIT_KEYD_UNREACHABLE, "key service stopped")
+    assert keyd.url in err, "the message does not name the URL: %s" % err
+    assert "not reachable" in err, err
+
+
+def test_server_certificate_from_another_ca_refused(kvault, keyd):
+    v = kvault
+    keyd.restart(cert="other-server")
+    err = mount_refused(v, v.passfile, EXIT_KEYD_UNREACHABLE, "certificate from another CA")
+    assert "certificate" in err and keyd.ca_file in err, \
+        "the message does not say the certificate is not from the CA file: %s" % err
+    assert not logins(keyd), "a login reached the impostor service"
+    keyd.restart(cert="server")
+    v.mount()
+    assert os.path.isdir(v.folder)
+
+
+def test_unlock_needs_the_share(kvault, keyd, keyd_factory, tmp_path):
+    v = kvault
+    v.mount()
+    want = write_sample_files(v)
+    v.unmount()
+    stolen = clone_vault(v, tmp_path, "stolen")
+    # The copy is complete: with the real service it opens.
+    stolen.mount()
+    check_sample_files(stolen, want)
+    stolen.unmount()
+
+    # A different key service, which never saw the share.
+    other = keyd_factory(name="other-keyd")
+    set_keyd_url(stolen, other.url)
+    mount_refused(stolen, stolen.passfile, (EXIT_BAD_PASSWORD, EXIT_KEYD_UNREACHABLE),
+                  "stolen metadata, unknown share (other keyd)")
+    assert [e["result"] for e in logins(other)] == ["rejected"]
+
+    # The real service after losing its database.
+    keyd.wipe_database()
+    for w in (v, stolen):
+        set_keyd_url(w, keyd.url)
+        mount_refused(w, w.passfile, (EXIT_BAD_PASSWORD, EXIT_KEYD_UNREACHABLE),
+                      "share forgotten by the service")
+
+
+def test_no_secret_in_any_log(kvault, keyd):
+    v = kvault
+    outputs = []
+    secrets = {"password": H.PASSWORD, "new password": NEW_PASSWORD,
+               "admin token": keyd.token}
+
+    def remember_state(tag):
+        for _, _, share, salt, verifier in keyd.accounts():
+            secrets["share " + tag] = share
+            secrets["verifier " + tag] = verifier
+        pwkey, half, auth = password_parts(
+            H.PASSWORD if tag == "before" else NEW_PASSWORD, v.dir)
+        secrets.update({"pwkey " + tag: pwkey, "key half " + tag: half, "auth " + tag: auth})
+
+    remember_state("before")
+    v.mount_foreground()
+    want = write_sample_files(v)
+    v.unmount()
+    bad = passfile(v, "bad.pass", OTHER_PASSWORD)
+    outputs.append(mount_refused(v, bad, EXIT_BAD_PASSWORD, "wrong password"))
+    new = passfile(v, "new.pass", NEW_PASSWORD)
+    p = v.admin("passwd", v.dir, "--passfile", v.passfile, "--new-passfile", new)
+    assert p.returncode == 0, p.stderr
+    outputs += [p.stdout, p.stderr]
+    p = v.admin("rotate-share", v.dir, "--passfile", new)
+    assert p.returncode == 0, p.stderr
+    outputs += [p.stdout, p.stderr]
+    remember_state("after")
+    write_secret(v.passfile, NEW_PASSWORD + "\n")
+    v.mount_foreground()
+    check_sample_files(v, want)
+    v.unmount()
+    keyd.restart()      # flush and close everything the service writes
+
+    assert len({secrets["share before"], secrets["share after"]}) == 2
+    fg_files = sorted(glob.glob(os.path.join(v.logdir, "daemon-*.log")))
+    assert len(fg_files) == 2, "stderr of the two pactfs -f daemons not captured: %s" % fg_files
+    fg_logs = b"".join(H.read_file(f) for f in fg_files)
+    sources = {
+        "keyd stderr": keyd.read_stderr().encode(),
+        "keyd audit log": keyd.read("audit.log"),
+        "pactfs -f stderr": fg_logs,
+        "vault audit.log": H.read_file(v.audit_log),
+        "command output": "".join(outputs).encode(),
+    }
+    assert sources["keyd audit log"] and sources["vault audit.log"]
+    for where, data in sources.items():
+        found = find_secrets(data, secrets)
+        assert not found, "%s holds %s" % (where, ", ".join(found))
+    # The database keeps the share only sealed and the authenticator only as
+    # a salted verifier.
+    db = b"".join(keyd.read(n) for n in ("keyd.db", "keyd.db-wal"))
+    found = find_secrets(db, {n: s for n, s in secrets.items() if not n.startswith("verifier")})
+    assert not found, "keyd.db holds %s" % ", ".join(found)
+
+
+def test_login_traffic_has_no_password_nor_key_half(kvault, keyd):
+    """What the service receives (its test-only capture of raw request
+    bodies) carries the authenticator and nothing password-derived besides."""
+    v = kvault
+    v.mount()
+    v.unmount()
+    pwkey, half, auth = password_parts(H.PASSWORD, v.dir)
+    new = passfile(v, "new.pass", NEW_PASSWORD)
+    p = v.admin("passwd", v.dir, "--passfile", v.passfile, "--new-passfile", new)
+    assert p.returncode == 0, p.stderr
+    new_pwkey, new_half, new_auth = password_parts(NEW_PASSWORD, v.dir)
+
+    reqs = keyd.captured_requests()
+    login_bodies = [b for url, b in reqs if url == "/v1/login"]
+    assert login_bodies, "no login captured: %s" % reqs
+    for b in login_bodies:
+        assert set(b) == {"vault", "account", "auth"}, b
+        # Positive control: the capture really holds what the client sent.
+        assert b["auth"] == auth.hex(), "the login did not carry auth = HKDF(pwkey, share auth)"
+    [change] = [b for url, b in reqs if url == "/v1/change-auth"]
+    assert change["old_auth"] == auth.hex() and change["new_auth"] == new_auth.hex(), change
+
+    raw = keyd.read("capture.log")
+    never = {"password": H.PASSWORD, "new password": NEW_PASSWORD,
+             "pwkey": pwkey, "key half": half,
+             "new pwkey": new_pwkey, "new key half": new_half}
+    found = find_secrets(raw, never)
+    assert not found, "the service received %s" % ", ".join(found)
