@@ -922,13 +922,18 @@ static void handle_orphan(struct fsck *f, unsigned ep, const struct orphan *o,
         printf("\n");
         return;
     }
+    if (age < 0) {
+        printf(": kept (its age cannot be told, so it may be a write in progress)\n");
+        (*kept_young)++;
+        return;
+    }
     if (age < ORPHAN_MIN_AGE_S) {
         printf(": kept (younger than %d minutes, may be a write in progress)\n",
                ORPHAN_MIN_AGE_S / 60);
         (*kept_young)++;
         return;
     }
-    if (store_del(s, o->name) < 0 ) {
+    if (store_del(s, o->name) < 0) {
         printf(": not deleted: %s\n", pfs_err_msg());
         *failed = 1;
         return;
