@@ -47,6 +47,13 @@ struct store {
 /* create: make the directory (0700) if missing; otherwise it must exist. */
 int store_dir_open(const char *path, int create, struct store **out);
 
+/* An endpoint that cannot be reached at open time (store_offline.c): every
+ * read finds nothing (so the object layer rebuilds from the other
+ * endpoints' fragments) and every write fails with -EIO and a message that
+ * names the endpoint and why.  Lets a vault with up to m endpoints lost
+ * still be read. */
+int store_offline_new(const char *desc, const char *reason, struct store **out);
+
 static inline int store_put(struct store *s, const char *n, const void *d, size_t l)
 { return s->ops->put(s, n, d, l); }
 static inline int store_get(struct store *s, const char *n, void **d, size_t *l)

@@ -66,21 +66,42 @@ static int check_vault_identity(struct vault *v)
     return rc;
 }
 
+/* Up to m endpoints may be lost: they are replaced by offline stand-ins so
+ * reads rebuild from parity (and writes fail loudly).  More than m lost
+ * means some chunks cannot be read at all: refuse to open. */
 static int open_stores(struct vault *v)
 {
     const struct pactfs_conf *c = &v->conf;
+    unsigned offline = 0;
+    char first_problem[512] = "";
     int rc;
 
     for (unsigned i = 0; i < c->n_endpoints; i++) {
         const struct endpoint_conf *e = &c->endpoints[i];
+        char desc[300];
 
         if (e->type != ENDPOINT_DIR)
             return pfs_err(-ENOTSUP, "endpoint %u in %s is of type s3, which this build cannot "
                            "reach yet", i + 1, c->file);
         rc = store_dir_open(e->path, 0, &v->stores[i]);
-        if (rc < 0)
+        if (rc == -ENOMEM)
             return rc;
+        if (rc < 0) {
+            if (!offline)
+                snprintf(first_problem, sizeof first_problem, "%s", pfs_err_msg());
+            offline++;
+            fprintf(stderr, "pactfs: warning: endpoint %u is unavailable: %s; reading with "
+                    "parity, writes will fail until it is restored\n", i + 1, pfs_err_msg());
+            snprintf(desc, sizeof desc, "dir:%s", e->path);
+            rc = store_offline_new(desc, "missing at mount time", &v->stores[i]);
+            if (rc < 0)
+                return rc;
+        }
     }
+    if (offline > c->m)
+        return pfs_err(-EIO, "%u of %u endpoints are unavailable and at most %u may be (m): "
+                       "the data cannot be read. First problem: %s", offline, c->n_endpoints,
+                       c->m, first_problem);
     return object_layer_new(v->stores, c->n_endpoints, c->k, c->m, &v->ol);
 }
 
