@@ -215,6 +215,16 @@ class Keyd:
             out.append((vault, account, share, bytes(salt), bytes(verifier)))
         return out
 
+    def failures(self, account=H.ACCOUNT):
+        """The failure count the service keeps for an account (drives lockout)."""
+        db = sqlite3.connect("file:%s?mode=ro" % self.file("keyd.db"), uri=True)
+        try:
+            (n,) = db.execute("SELECT failures FROM accounts WHERE account = ?",
+                              (account,)).fetchone()
+        finally:
+            db.close()
+        return n
+
     def sanitizer_reports(self):
         return H.sanitizer_reports(self.dir)
 
@@ -550,7 +560,8 @@ def test_wrong_password_counted_then_lockout_expires(kvault, keyd):
     for i in range(MAX_FAILURES - 1):
         err = mount_refused(v, bad, EXIT_BAD_PASSWORD, "wrong password #%d" % (i + 1))
         assert "wrong password" in err, err
-        assert len(logins(keyd, "rejected")) == i + 1, "the service did not count failure %d" % (i + 1)
+        assert len(logins(keyd, "rejected")) == i + 1, "failure %d not in the audit log" % (i + 1)
+        assert keyd.failures() == i + 1, "the service did not count failure %d" % (i + 1)
     # The failure that reaches the limit already locks the account ...
     err = mount_refused(v, bad, EXIT_LOCKED_OUT, "failure reaching the limit")
     # ... and while locked even the right password is refused, with the wait.
