@@ -380,8 +380,8 @@ static int answer_status(const struct keyd_client *kc, const struct keyd_answer 
             *retry_after = retry;
         return pfs_err(-EBUSY, "%s is locked out by the key service for %u more seconds "
                        "after repeated failed logins (from this account or this address); "
-                       "wait, or ask a key officer to lift it at once (pactfs-keyd(8), "
-                       "POST /v1/unlock)", account, retry);
+                       "wait, or ask a key officer to lift it at once "
+                       "(pactfs-admin keyd unlock %s VAULT_DIR)", account, retry, account);
     case 403:
         if (strcmp(answer_error(ans), "disabled") == 0)
             return pfs_err(-EPERM, "%s is disabled at the key service: ask an administrator",
