@@ -3,7 +3,7 @@
 # passthrough, same machine, same run, same workloads; prints one table with
 # the figures and the ratio of pactfs to each peer.  See bench/README.md.
 #
-#   bench/run.sh [--quick] [--only pactfs,gocryptfs,passthrough] [--keep-log]
+#   bench/run.sh [--quick] [--only pactfs,gocryptfs,passthrough] [--repeat N] [--keep-log]
 #
 # Needs root (drop_caches, FUSE mounts).  pactfs binaries come from
 # $PACTFS_BUILD (or ./) and are built under /tmp when missing there.
@@ -18,12 +18,15 @@ ALL_FS=(pactfs gocryptfs passthrough)
 QUICK=0
 ONLY="pactfs,gocryptfs,passthrough"
 KEEP_LOG=0
+REPEAT=1
 
 usage() {
     cat <<EOF
-usage: $0 [--quick] [--only LIST] [--keep-log]
+usage: $0 [--quick] [--only LIST] [--repeat N] [--keep-log]
   --quick       smoke run: 64 MiB files, 1,000-file tree, 5 s fio runs
   --only LIST   comma-separated subset of: pactfs gocryptfs passthrough
+  --repeat N    N rounds, filesystems interleaved in each; the table shows
+                medians and the per-round figures follow it
   --keep-log    copy the command log next to the results file
 environment: PACTFS_BUILD=DIR  build directory holding pactfs and pactfs-admin
 EOF
@@ -34,6 +37,8 @@ while [ $# -gt 0 ]; do
         --quick) QUICK=1 ;;
         --only) [ $# -ge 2 ] || { usage >&2; exit 2; }; ONLY=$2; shift ;;
         --only=*) ONLY=${1#--only=} ;;
+        --repeat) [ $# -ge 2 ] || { usage >&2; exit 2; }; REPEAT=$2; shift ;;
+        --repeat=*) REPEAT=${1#--repeat=} ;;
         --keep-log) KEEP_LOG=1 ;;
         -h|--help) usage; exit 0 ;;
         *) echo "run.sh: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
@@ -50,6 +55,9 @@ for fs in "${requested[@]}"; do
     esac
 done
 [ ${#FS_LIST[@]} -gt 0 ] || { echo "run.sh: --only: nothing to run" >&2; exit 2; }
+case "$REPEAT" in
+    ''|*[!0-9]*|0) echo "run.sh: --repeat wants a whole number >= 1, not '$REPEAT'" >&2; exit 2 ;;
+esac
 
 if [ "$QUICK" = 1 ]; then
     SEQ_MIB=64; TREE_FILES=1000; FIO_MIB=64; FIO_SECONDS=5
@@ -241,6 +249,7 @@ declare -A DATA=()
 
 fs_setup() {
     local fs=$1 base=$WORK/$1
+    rm -rf "$base"   # a fresh store each round
     mkdir -p "$base/mnt"
     case "$fs" in
         pactfs)
@@ -339,9 +348,11 @@ declare -A UNIT=([a]=MiB/s [b]=MiB/s [c]=s [d]=s [e]=s [f]=s [g]=IOPS [h]=IOPS)
 
 list_tree() { ls -lR "$1" >/dev/null; }
 read_every_file() { find "$1" -type f -exec cat {} + >/dev/null; }
-record_seconds() { RESULT[$1,$2]=$ELAPSED; }
-record_mibs() { RESULT[$1,$2]=$(awk -v m="$3" -v t="$ELAPSED" 'BEGIN { printf "%.1f", m / t }'); }
-record_failure() { RESULT[$1,$2]=FAIL; NOTES+=("$1: workload $2 failed (see progress lines)"); }
+# RESULT[fs,w] holds one figure per round, space-separated.
+add_result() { RESULT[$1,$2]="${RESULT[$1,$2]:-}${RESULT[$1,$2]:+ }$3"; }
+record_seconds() { add_result "$1" "$2" "$ELAPSED"; }
+record_mibs() { add_result "$1" "$2" "$(awk -v m="$3" -v t="$ELAPSED" 'BEGIN { printf "%.1f", m / t }')"; }
+record_failure() { add_result "$1" "$2" FAIL; NOTES+=("$1: workload $2 failed in round $ROUND (see progress lines)"); }
 note() { NOTES+=("$*"); progress "NOTE: $*"; }
 
 run_fio() {
@@ -363,7 +374,7 @@ run_fio() {
 
 bench_one() {
     local fs=$1 d
-    progress "== $fs: setting up"
+    progress "== $fs: round $ROUND of $REPEAT, setting up"
     fs_setup "$fs"
     fs_mount "$fs"
     d=${DATA[$fs]}
@@ -413,10 +424,10 @@ bench_one() {
     remount_cold "$fs"; d=${DATA[$fs]}
     local iops
     progress "$fs: ${LABEL[g]} (starts cold)"
-    if iops=$(run_fio "$fs" randread); then RESULT[$fs,g]=$iops
+    if iops=$(run_fio "$fs" randread); then add_result "$fs" g "$iops"
     else record_failure "$fs" g; fi
     progress "$fs: ${LABEL[h]}"
-    if iops=$(run_fio "$fs" randwrite); then RESULT[$fs,h]=$iops
+    if iops=$(run_fio "$fs" randwrite); then add_result "$fs" h "$iops"
     else record_failure "$fs" h; fi
 
     rm -f "$d/fio.dat"
@@ -425,10 +436,22 @@ bench_one() {
 }
 
 # ------------------------------------------------------------------- report --
-ratio() {   # pactfs / peer, or "-" when either is missing
-    local p=${RESULT[pactfs,$1]:-} q=${RESULT[$2,$1]:-}
-    case "$p$q" in *FAIL*) echo -; return ;; esac
-    if [ -z "$p" ] || [ -z "$q" ]; then echo -; return; fi
+# The median of one figure's rounds; FAIL if any round failed, - if none ran.
+median() {
+    local values=${RESULT[$1,$2]:-}
+    [ -n "$values" ] || { echo -; return; }
+    case " $values " in *" FAIL "*) echo FAIL; return ;; esac
+    local format=%.3f
+    case "${UNIT[$2]}" in MiB/s) format=%.1f ;; IOPS) format=%.0f ;; esac
+    tr ' ' '\n' <<<"$values" | sort -g | awk -v f="$format" '{ v[NR] = $1 }
+        END { printf f "\n", (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+ratio() {   # pactfs / peer on the medians, or "-" when either is missing
+    local p q
+    p=$(median pactfs "$1")
+    q=$(median "$2" "$1")
+    case "$p$q" in *FAIL*|*-*) echo -; return ;; esac
     awk -v p="$p" -v q="$q" 'BEGIN { if (q + 0 == 0) print "-"; else printf "%.2f", p / q }'
 }
 
@@ -441,6 +464,7 @@ print_report() {
     echo "backing stores: $(df -T "$WORK" | awk 'NR == 2 { print $1 " (" $2 ")" }') under $WORK; inputs in /dev/shm"
     echo "versions: pactfs ($PACTFS_VERSION), $(gocryptfs -version 2>/dev/null | cut -d';' -f1), $(fio --version), libfuse $(pkg-config --modversion fuse3)"
     echo "mode: $([ "$QUICK" = 1 ] && echo quick || echo full); tree: $TREE_COUNT files in $TREE_DIRS dirs, $((TREE_BYTES / 1024)) KiB; fio file ${FIO_MIB} MiB, psync, iodepth 1, direct=0"
+    echo "load average (1/5/15 min): $LOAD_BEFORE before, $LOAD_AFTER after; rounds: $REPEAT$([ "$REPEAT" -gt 1 ] && echo ', table shows medians')"
     echo "ratio = pactfs / peer: above 1 is better for MiB/s and IOPS, worse for seconds"
     echo
     printf '%-36s %-6s %11s %11s %11s %10s %10s\n' workload unit pactfs gocryptfs passthrough "p/gocfs" "p/passth"
@@ -448,9 +472,19 @@ print_report() {
     local w
     for w in "${WORKLOADS[@]}"; do
         printf '%-36s %-6s %11s %11s %11s %10s %10s\n' "${LABEL[$w]}" "${UNIT[$w]}" \
-            "${RESULT[pactfs,$w]:--}" "${RESULT[gocryptfs,$w]:--}" "${RESULT[passthrough,$w]:--}" \
+            "$(median pactfs "$w")" "$(median gocryptfs "$w")" "$(median passthrough "$w")" \
             "$(ratio "$w" gocryptfs)" "$(ratio "$w" passthrough)"
     done
+    if [ "$REPEAT" -gt 1 ]; then
+        echo
+        echo "per-round figures (the table shows their medians):"
+        local fs
+        for w in "${WORKLOADS[@]}"; do
+            for fs in "${ALL_FS[@]}"; do
+                [ -n "${RESULT[$fs,$w]:-}" ] && printf '  %-36s %-12s %s\n' "${LABEL[$w]}" "$fs" "${RESULT[$fs,$w]}"
+            done
+        done
+    fi
     if [ ${#NOTES[@]} -gt 0 ]; then
         echo
         printf 'note: %s\n' "${NOTES[@]}"
@@ -465,9 +499,13 @@ prepare_inputs
 has passthrough "${FS_LIST[@]}" && build_passthrough
 has pactfs "${FS_LIST[@]}" && find_or_build_pactfs
 
-for fs in "${ALL_FS[@]}"; do
-    has "$fs" "${FS_LIST[@]}" && bench_one "$fs"
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+for ((ROUND = 1; ROUND <= REPEAT; ROUND++)); do
+    for fs in "${ALL_FS[@]}"; do
+        if has "$fs" "${FS_LIST[@]}"; then bench_one "$fs"; fi
+    done
 done
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
 RESULTS_FILE=$BENCH_DIR/results-$(date +%Y%m%d-%H%M%S).txt
 print_report | tee "$RESULTS_FILE"
