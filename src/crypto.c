@@ -296,11 +296,12 @@ int siv_decrypt(const uint8_t key[SIV_KEY_LEN], const void *ad, size_t adlen,
 
 #define PWKDF_MIN_T 1u
 #define PWKDF_MIN_M_KIB 8u
-/* Upper bounds: parameters come from the (untrusted) metadata store, which
- * must not be able to make a client allocate unbounded memory. */
-#define PWKDF_MAX_T 64u
-#define PWKDF_MAX_M_KIB (4u * 1024 * 1024)
-#define PWKDF_MAX_P 64u
+/* Upper bounds: parameters come from the (untrusted) metadata store and are
+ * used before anything authenticates them, so they cap what a hostile
+ * operator can make one unlock cost (about 10 x 1 GiB of Argon2 passes). */
+#define PWKDF_MAX_T 10u
+#define PWKDF_MAX_M_KIB (1024u * 1024)
+#define PWKDF_MAX_P 8u
 
 int pwkdf_params_default(struct pwkdf_params *p)
 {

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "crypto.h"
+#include "error.h"
 #include "secmem.h"
 #include "tap.h"
 
@@ -213,6 +214,32 @@ static void test_argon2id(void)
     q = p;
     q.m_cost_kib = UINT32_MAX;                     /* hostile parameters */
     CHECK_EQ_INT(pwkdf_derive("pw", 2, &q, c), -EINVAL);
+    /* Ceilings a database operator can impose on one unlock: just above
+     * each is refused before Argon2 runs (so these return at once). */
+    q = p;
+    q.m_cost_kib = 1024u * 1024 + 1;               /* 1 GiB + 1 KiB */
+    CHECK_EQ_INT(pwkdf_derive("pw", 2, &q, c), -EINVAL);
+    CHECK(strstr(pfs_err_msg(), "out of range") != NULL);
+    q = p;
+    q.t_cost = 11;
+    CHECK_EQ_INT(pwkdf_derive("pw", 2, &q, c), -EINVAL);
+    q = p;
+    q.parallelism = 9;
+    CHECK_EQ_INT(pwkdf_derive("pw", 2, &q, c), -EINVAL);
+    /* Old ceilings are refused too. */
+    q = p;
+    q.t_cost = 64;
+    CHECK_EQ_INT(pwkdf_derive("pw", 2, &q, c), -EINVAL);
+    q = p;
+    q.parallelism = 64;
+    q.m_cost_kib = 4096;
+    CHECK_EQ_INT(pwkdf_derive("pw", 2, &q, c), -EINVAL);
+    /* At the edges that stay cheap, still accepted: t = 10, p = 8. */
+    q = p;
+    q.t_cost = 10;
+    q.m_cost_kib = 64;
+    q.parallelism = 8;
+    CHECK_EQ_INT(pwkdf_derive("pw", 2, &q, c), 0);
 }
 
 /* ---- RSA: one 3072-bit key and one other key for the whole file ---- */
