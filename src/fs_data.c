@@ -5,7 +5,7 @@
  *
  * A chunk of an open file is in one of three places:
  *   dirty     plaintext in c->buf (never written, or changed since)
- *   pending   sealed, coded and scattered (c->pending), not yet in the
+ *   pending   sealed, coded and scattered (c->ref), not yet in the
  *             metadata; its plaintext moved to the cache
  *   committed recorded in the metadata (meta_chunk_get)
  * Readers look in that order, under the inode lock, so they always see the
@@ -31,6 +31,7 @@
 #define NO_TRUNC UINT64_MAX
 #define READAHEAD_CHUNKS 4
 #define GC_BATCH 64
+#define REF_CACHE_CHUNKS 16384
 
 /* ------------------------------------------------------------------ */
 /* Types                                                               */
@@ -44,8 +45,9 @@ struct fs_chunk {
     int queued;                /* a put job waits in the queue */
     int version_known;
     uint64_t max_version;      /* highest version used for (ino, idx) */
-    int has_pending;
-    struct chunk_ref pending;  /* put, not yet committed */
+    enum { REF_UNKNOWN, REF_HOLE, REF_COMMITTED, REF_PENDING } ref_state;
+    struct chunk_ref ref;      /* PENDING: put, not yet committed;
+                                  COMMITTED: a copy of the metadata record */
     struct fs_chunk *next;
 };
 
@@ -550,8 +552,8 @@ void fs_data_detach(struct fs *fs, struct fs_inode *in)
                 free(c->buf);
                 dirty_sub(fs->data, chunk_sz(fs));
             }
-            if (c->has_pending)
-                drop_add(f, &c->pending);
+            if (c->ref_state == REF_PENDING)
+                drop_add(f, &c->ref);
             free(c);
             c = next;
         }
@@ -578,24 +580,33 @@ static int chunk_source(struct fs *fs, struct fs_inode *in, uint64_t idx,
         *src = SRC_DIRTY;
         return 0;
     }
-    if (c && c->has_pending) {
-        *ref = c->pending;
+    if (c && (c->ref_state == REF_PENDING || c->ref_state == REF_COMMITTED)) {
+        *ref = c->ref;
         *src = SRC_STORED;
+        return 0;
+    }
+    if (c && c->ref_state == REF_HOLE) {
+        *src = SRC_HOLE;
         return 0;
     }
     pthread_mutex_lock(&fs->meta_lock);
     int r = meta_chunk_get(fs->v->meta, in->ino, idx, ref);
     pthread_mutex_unlock(&fs->meta_lock);
-    if (r == -ENOENT) {
-        *src = SRC_HOLE;
-        return 0;
-    }
-    if (r < 0)
+    if (r < 0 && r != -ENOENT)
         return r;
-    if (ref->version == 0 || ref->plain_len > fs->chunk_size)
+    if (r == 0 && (ref->version == 0 || ref->plain_len > fs->chunk_size))
         return pfs_err(-EIO, "inode %" PRIu64 " chunk %" PRIu64 ": malformed chunk record",
                        in->ino, idx);
-    *src = SRC_STORED;
+    *src = r == 0 ? SRC_STORED : SRC_HOLE;
+    /* Remember the record so the next reads of this chunk skip the query
+     * (bounded: very large files fall back to asking every time). */
+    if (!c && in->file->nchunks < REF_CACHE_CHUNKS)
+        c = chunk_get(in->file, idx);
+    if (c) {
+        c->ref_state = r == 0 ? REF_COMMITTED : REF_HOLE;
+        if (r == 0)
+            c->ref = *ref;
+    }
     return 0;
 }
 
@@ -733,10 +744,10 @@ static void job_put(struct fs *fs, struct fs_inode *in, uint64_t idx)
         if (!f->wb_error)
             f->wb_error = -EIO;
     } else {
-        if (c->has_pending)
-            drop_add(f, &c->pending);
-        c->pending = ref;
-        c->has_pending = 1;
+        if (c->ref_state == REF_PENDING)
+            drop_add(f, &c->ref);
+        c->ref = ref;
+        c->ref_state = REF_PENDING;
         c->buf = NULL;
         cache_adopt(fs->data, in->ino, idx, version, buf, len, cs);
         dirty_sub(fs->data, cs);
@@ -769,16 +780,16 @@ static int commit_gather(struct fs_file *f, struct commit_set *s)
     size_t n = 0;
     for (size_t i = 0; i < f->ntab; i++)
         for (struct fs_chunk *c = f->tab[i]; c; c = c->next)
-            n += c->has_pending;
+            n += c->ref_state == REF_PENDING;
     if (n) {
         s->items = malloc(n * sizeof *s->items);
         if (!s->items)
             return -ENOMEM;
         for (size_t i = 0; i < f->ntab; i++)
             for (struct fs_chunk *c = f->tab[i]; c; c = c->next)
-                if (c->has_pending) {
+                if (c->ref_state == REF_PENDING) {
                     s->items[s->n].idx = c->idx;
-                    s->items[s->n].ref = c->pending;
+                    s->items[s->n].ref = c->ref;
                     s->n++;
                 }
     }
@@ -834,8 +845,9 @@ static void commit_settle(struct fs_file *f, struct commit_set *s, int ok)
     if (ok) {
         for (size_t i = 0; i < s->n; i++) {
             struct fs_chunk *c = chunk_find(f, s->items[i].idx);
-            if (c && c->has_pending && c->pending.version == s->items[i].ref.version)
-                c->has_pending = 0;
+            if (c && c->ref_state == REF_PENDING &&
+                c->ref.version == s->items[i].ref.version)
+                c->ref_state = REF_COMMITTED;
         }
         if (f->attr_gen == s->attr_gen)
             f->size_dirty = f->mtime_dirty = 0;
@@ -1107,10 +1119,9 @@ static void drop_chunks_from(struct fs *fs, struct fs_file *f, uint64_t keep)
                 c->len = 0;
                 dirty_sub(fs->data, chunk_sz(fs));
             }
-            if (c->has_pending) {
-                drop_add(f, &c->pending);
-                c->has_pending = 0;
-            }
+            if (c->ref_state == REF_PENDING)
+                drop_add(f, &c->ref);
+            c->ref_state = REF_HOLE;   /* the commit removes the records */
         }
 }
 
