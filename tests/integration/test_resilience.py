@@ -37,6 +37,17 @@ def test_one_store_folder_deleted_all_files_still_read(vault):
     check_all(files)
 
 
+def test_one_store_emptied_all_files_still_read(vault):
+    # Same loss as above with the directory itself kept: isolates reading
+    # from k of n fragments from opening a missing endpoint at mount time.
+    files = populate(vault)
+    vault.unmount()
+    for fp in H.fragment_files(vault.store_dir(1)):
+        os.unlink(fp)
+    vault.mount()
+    check_all(files)
+
+
 def data_fragments(store_dir):
     """(path, chunk id, index) of data fragments (index < k=2) in a store."""
     out = []
