@@ -41,10 +41,10 @@ struct audit {
     char host[256];
     EVP_PKEY *signer;
     unsigned seal_every;
-    unsigned since_checkpoint;
 
     /* chain tail, valid while known_size equals the file's size */
     uint64_t next_seq;
+    uint64_t last_cp;           /* seq of the file's last checkpoint, 0 if none */
     char prev_hex[HASH_HEX + 1];
     off_t known_size;
 
@@ -115,8 +115,8 @@ static int add_field(json_object *o, const char *key, json_object *v)
     return 0;
 }
 
-/* The event without its place in the chain: seq and prev are added first
- * as placeholders so they keep their position when set under the lock. */
+/* The event without its place in the chain: seq, cp and prev are added
+ * first as placeholders so they keep their position when set under the lock. */
 static json_object *event_object(const struct audit *a, const struct audit_ctx *who,
                                  const char *op, const char *path, int result, uint64_t bytes)
 {
@@ -140,6 +140,7 @@ static json_object *event_object(const struct audit *a, const struct audit_ctx *
         add_field(o, "path", json_object_new_string(path ? path : "")) ||
         add_field(o, "result", json_object_new_string(res)) ||
         add_field(o, "bytes", json_object_new_uint64(bytes)) ||
+        add_field(o, "cp", json_object_new_uint64(0)) ||
         add_field(o, "prev", json_object_new_string(""))) {
         json_object_put(o);
         return NULL;
@@ -181,14 +182,38 @@ static json_object *parse_line(const char *line, size_t len)
     return o;
 }
 
-static int get_seq(json_object *o, uint64_t *seq)
+static int get_uint(json_object *o, const char *key, uint64_t *out)
 {
     json_object *v;
 
-    if (!json_object_object_get_ex(o, "seq", &v) || !json_object_is_type(v, json_type_int))
+    if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_int))
         return -EBADMSG;
-    *seq = json_object_get_uint64(v);
+    *out = json_object_get_uint64(v);
     return 0;
+}
+
+static int get_seq(json_object *o, uint64_t *seq)
+{
+    return get_uint(o, "seq", seq);
+}
+
+static bool is_checkpoint(json_object *o)
+{
+    json_object *v;
+
+    return json_object_object_get_ex(o, "op", &v) && json_object_is_type(v, json_type_string) &&
+           strcmp(json_object_get_string(v), "checkpoint") == 0;
+}
+
+/* The checkpoint seq that the line after this one must carry as cp: the
+ * line's own seq if it is a checkpoint, else the cp it carries. */
+static int cp_after_line(json_object *o, uint64_t seq, uint64_t *cp)
+{
+    if (is_checkpoint(o)) {
+        *cp = seq;
+        return 0;
+    }
+    return get_uint(o, "cp", cp);
 }
 
 /* Continue the chain from the spool's last line, which must be complete. */
@@ -204,6 +229,7 @@ static int read_tail(struct audit *a, off_t size)
 
     if (size == 0) {
         a->next_seq = 1;
+        a->last_cp = 0;
         zero_hash_hex(a->prev_hex);
         a->known_size = 0;
         return 0;
@@ -233,6 +259,10 @@ static int read_tail(struct audit *a, off_t size)
     if (!o || get_seq(o, &seq) != 0) {
         rc = pfs_err(-EBADMSG, "audit spool %s: the last line is not an audit event; run "
                      "'pactfs audit verify'", a->path);
+    } else if (cp_after_line(o, seq, &a->last_cp) != 0) {
+        rc = pfs_err(-EBADMSG, "audit spool %s: the last line has no \"cp\" field (written "
+                     "by a pactfs older than spool format 2, or edited); run 'pactfs audit "
+                     "verify', then move the spool aside", a->path);
     } else {
         a->next_seq = seq + 1;
         line_hash_hex(start, (size_t)(buf + want - 1 - start), a->prev_hex);
@@ -302,6 +332,7 @@ static int append_object(struct audit *a, json_object *o)
     size_t len = 0;
 
     if (json_object_object_add(o, "seq", json_object_new_uint64(a->next_seq)) != 0 ||
+        json_object_object_add(o, "cp", json_object_new_uint64(a->last_cp)) != 0 ||
         json_object_object_add(o, "prev", json_object_new_string(a->prev_hex)) != 0)
         return pfs_err(-ENOMEM, "out of memory writing an audit event");
     line = json_object_to_json_string_length(o, JSON_C_TO_STRING_PLAIN |
@@ -329,6 +360,7 @@ static int checkpoint_message(const char *vault, const char *hash_hex, char **ms
 static int append_checkpoint(struct audit *a)
 {
     json_object *o = event_object(a, NULL, "checkpoint", "", 0, 0);
+    uint64_t seq = a->next_seq;
     uint8_t *sig = NULL;
     char *msg = NULL, *sig_hex = NULL;
     size_t msglen = 0, siglen = 0;
@@ -350,12 +382,29 @@ static int append_checkpoint(struct audit *a)
     if (!rc)
         rc = append_object(a, o);
     if (!rc)
-        a->since_checkpoint = 0;
+        a->last_cp = seq;
     free(sig_hex);
     free(sig);
     free(msg);
     json_object_put(o);
     return rc;
+}
+
+/* Events since the file's last checkpoint, whoever wrote them: the run a
+ * signing writer must close before it reaches seal_every, so crashed and
+ * signer-less writers' lines get signed too (docs/format-audit.md). */
+static uint64_t unsigned_run(const struct audit *a)
+{
+    return a->next_seq - 1 - a->last_cp;
+}
+
+static bool checkpoint_due(const struct audit *a, bool at_close)
+{
+    if (!a->signer)
+        return false;
+    if (at_close)   /* a spool already ending in a checkpoint needs no other */
+        return a->next_seq == 1 || unsigned_run(a) > 0;
+    return unsigned_run(a) >= a->seal_every;
 }
 
 /* Under the mutex: append o (and a checkpoint when due, or when forced)
@@ -371,12 +420,10 @@ static int append_locked(struct audit *a, json_object *o, bool force_checkpoint,
     rc = sync_tail(a);
     if (!rc && o) {
         rc = append_object(a, o);
-        if (!rc) {
+        if (!rc)
             a->appended++;
-            a->since_checkpoint++;
-        }
     }
-    if (!rc && a->signer && (force_checkpoint || a->since_checkpoint >= a->seal_every)) {
+    if (!rc && checkpoint_due(a, force_checkpoint)) {
         rc = append_checkpoint(a);
         if (!rc)
             a->appended++;
@@ -546,7 +593,8 @@ int audit_open(const char *spool_path, const char *vault_id, const char *account
 void audit_set_seal_every(struct audit *a, unsigned n)
 {
     pthread_mutex_lock(&a->mu);
-    a->seal_every = n ? n : 1;
+    /* Above AUDIT_SEAL_EVERY the spool would fail verification with keys. */
+    a->seal_every = n < 1 ? 1 : n > AUDIT_SEAL_EVERY ? AUDIT_SEAL_EVERY : n;
     pthread_mutex_unlock(&a->mu);
 }
 
@@ -567,6 +615,7 @@ struct verifier {
     void *arg;
     uint64_t lineno;
     uint64_t next_seq;
+    uint64_t last_cp;           /* seq (= line) of the last checkpoint, 0 if none */
     char prev_hex[HASH_HEX + 1];
 };
 
@@ -622,6 +671,24 @@ static int verify_checkpoint(const struct verifier *v, json_object *o)
     return 0;
 }
 
+/* cp must name the last checkpoint before the line: removing, inserting or
+ * forging a checkpoint shows even where the chain was recomputed. */
+static int verify_cp(const struct verifier *v, json_object *o)
+{
+    char what[200];
+    uint64_t cp;
+
+    if (get_uint(o, "cp", &cp) != 0)
+        return bad_line(v, "lacks cp (written by a pactfs older than spool format 2, or "
+                        "edited)");
+    if (cp == v->last_cp)
+        return 0;
+    snprintf(what, sizeof what, "cp %llu where the last checkpoint before this line is %llu "
+             "(a checkpoint was removed or inserted, or cp was edited)",
+             (unsigned long long)cp, (unsigned long long)v->last_cp);
+    return bad_line(v, what);
+}
+
 static int verify_line(struct verifier *v, const char *line, size_t len)
 {
     json_object *o;
@@ -648,8 +715,10 @@ static int verify_line(struct verifier *v, const char *line, size_t len)
     } else if (strcmp(prev, v->prev_hex) != 0)
         rc = bad_line(v, "prev does not match the hash of the line before (a line was edited, "
                       "deleted or inserted)");
-    else if (strcmp(op, "checkpoint") == 0)
+    else if ((rc = verify_cp(v, o)) == 0 && strcmp(op, "checkpoint") == 0)
         rc = verify_checkpoint(v, o);
+    if (!rc && strcmp(op, "checkpoint") == 0)
+        v->last_cp = seq;
     json_object_put(o);
     if (!rc) {
         v->next_seq++;
@@ -677,6 +746,27 @@ static int read_line(struct verifier *v, FILE *f, char *buf, size_t cap, size_t 
         return bad_line(v, "incomplete last line (no newline): interrupted write or truncation");
     *len = n;
     return 1;
+}
+
+/* With keys: the lines after the last checkpoint are protected by the chain
+ * alone, so there may be only as many as honest writers leave unsigned. */
+static int verify_signed_tail(const struct verifier *v)
+{
+    uint64_t last = v->next_seq - 1, run = last - v->last_cp;
+    char since[48];
+
+    if (!v->key_for || run <= (uint64_t)AUDIT_SEAL_EVERY + AUDIT_UNSIGNED_SLACK)
+        return 0;
+    if (v->last_cp)
+        snprintf(since, sizeof since, "at line %llu", (unsigned long long)v->last_cp);
+    else
+        snprintf(since, sizeof since, "none in the spool");
+    return pfs_err(-EBADMSG, "audit spool %s: line %llu: %llu events after the last signed "
+                   "checkpoint (%s), more than the %u allowed: checkpoints were removed and "
+                   "the chain rewritten, or writers without a signing key appended that many; "
+                   "compare with the audit receiver's copy", v->path,
+                   (unsigned long long)last, (unsigned long long)run, since,
+                   AUDIT_SEAL_EVERY + AUDIT_UNSIGNED_SLACK);
 }
 
 int audit_verify(const char *spool_path,
@@ -710,6 +800,8 @@ int audit_verify(const char *spool_path,
         if (events)
             (*events)++;
     }
+    if (rc == 0)
+        rc = verify_signed_tail(&v);
     fclose(f);
     free(buf);
     return rc;

@@ -2,11 +2,13 @@
  *
  * Each event is one JSON object per line with: seq, time (RFC 3339 UTC with
  * nanoseconds), vault, host, account, uid, pid, process, op, path, result
- * ("ok", "denied" or an errno name), bytes, prev (hex SHA-256 of the previous
- * line, all zeros for the first).  Every AUDIT_SEAL_EVERY events, and at
- * close, a "checkpoint" event carries an RSA-PSS signature by the account
- * key over the hash of everything before it, so deletion, insertion or
- * editing is detected by audit_verify().
+ * ("ok", "denied" or an errno name), bytes, cp (seq of the last checkpoint
+ * line before it, 0 if none), prev (hex SHA-256 of the previous line, all
+ * zeros for the first).  A "checkpoint" event carries an RSA-PSS signature
+ * by the account key over the hash of everything before it, so deletion,
+ * insertion or editing is detected by audit_verify().  A handle with a
+ * signer writes one at close and whenever the spool's run of events since
+ * its last checkpoint (whoever wrote them) reaches AUDIT_SEAL_EVERY.
  *
  * audit_event() returns only after the line is durably in the spool
  * (group commit: concurrent callers share one fdatasync).  If the spool
@@ -26,8 +28,12 @@
 
 struct audit;
 
-/* Events between two signed checkpoints written by one handle. */
+/* Most events a signing writer leaves between two checkpoints of the file. */
 #define AUDIT_SEAL_EVERY 1024u
+/* Further unsigned events audit_verify tolerates after the last checkpoint
+ * when checking signatures: signer-less writers (pactfs-admin, failed
+ * unlocks) and the tail of a writer that crashed before its closing one. */
+#define AUDIT_UNSIGNED_SLACK 256u
 /* Longest line audit_verify accepts (and audit_event writes). */
 #define AUDIT_LINE_MAX (64u * 1024u)
 
@@ -43,18 +49,21 @@ struct audit_ctx {          /* who did it */
 int audit_open(const char *spool_path, const char *vault_id, const char *account,
                EVP_PKEY *signer, struct audit **out);
 void audit_close(struct audit *a);
-/* Change how many events this handle writes between checkpoints (>= 1). */
+/* Make this handle checkpoint after n events since the file's last
+ * checkpoint (clamped to 1..AUDIT_SEAL_EVERY). */
 void audit_set_seal_every(struct audit *a, unsigned n);
 
 /* result: 0 = ok, -EACCES/-EPERM = denied, other -errno = failed. */
 int audit_event(struct audit *a, const struct audit_ctx *who, const char *op,
                 const char *path, int result, uint64_t bytes);
 
-/* Verify a spool: chain continuity and checkpoint signatures.  Returns 0,
- * or -EBADMSG with pfs_err naming the first bad line.  *events gets the
- * count checked.  key_for returns the public key of the account that
- * signed a checkpoint (caller keeps ownership), or NULL if unknown (that
- * is a verification failure); key_for NULL skips signature checks. */
+/* Verify a spool: chain continuity, cp fields and checkpoint signatures.
+ * Returns 0, or -EBADMSG with pfs_err naming the first bad line.  *events
+ * gets the count checked.  key_for returns the public key of the account
+ * that signed a checkpoint (caller keeps ownership), or NULL if unknown
+ * (that is a verification failure); key_for NULL skips signature checks.
+ * With key_for, a spool ending more than AUDIT_SEAL_EVERY +
+ * AUDIT_UNSIGNED_SLACK events after its last checkpoint is refused. */
 int audit_verify(const char *spool_path,
                  EVP_PKEY *(*key_for)(void *arg, const char *account), void *arg,
                  uint64_t *events);

@@ -190,6 +190,7 @@ static void test_events_are_json_with_every_field(void)
         CHECK_EQ_INT(field_int(o, "pid"), getpid());
         CHECK(strlen(field_str(o, "time")) == 30 && field_str(o, "time")[29] == 'Z');
         CHECK(strlen(field_str(o, "prev")) == 64);
+        CHECK_EQ_INT(field_int(o, "cp"), 0);   /* no checkpoint yet */
         if (i == 0) {
             CHECK(strcmp(field_str(o, "prev"), "0000000000000000000000000000000000000000000000000000000000000000") == 0);
             CHECK(strcmp(field_str(o, "path"), "/Sales/a \"b\"\nc.pdf") == 0);
@@ -260,6 +261,18 @@ static void test_signed_chain_verifies(void)
     }
     CHECK_EQ_INT(checkpoints, 4);
     CHECK(ls.l[3] && strstr(ls.l[3], "\"checkpoint\""));
+    /* cp names the last checkpoint line before each line */
+    {
+        static const int64_t want_cp[14] = { 0, 0, 0, 0, 4, 4, 4, 4, 8, 8, 8, 8, 12, 12 };
+
+        for (size_t i = 0; i < ls.n && i < 14; i++) {
+            json_object *o = json_tokener_parse(ls.l[i]);
+
+            REQUIRE(o);
+            CHECK_EQ_INT(field_int(o, "cp"), want_cp[i]);
+            json_object_put(o);
+        }
+    }
     CHECK(audit_verify(path, key_of_alice, NULL, &n) == 0);
     CHECK_EQ_INT(n, 14);
     /* A key that did not sign, or no key at all, fails at the first checkpoint. */
@@ -289,11 +302,12 @@ static void test_unknown_signer_fails(void)
     remove_scratch();
 }
 
-/* Recompute seq, prev and signed_hash of every line after a deletion, as a
- * forger without the signing key would; only signatures can catch it. */
-static void rechain(struct lines *ls)
+/* Recompute seq, prev, signed_hash (and cp when fix_cp) of every line after
+ * an edit, as a forger without the signing key would. */
+static void rechain_cp(struct lines *ls, int fix_cp)
 {
     char prev[65];
+    int64_t cp = 0;
 
     memset(prev, '0', 64);
     prev[64] = '\0';
@@ -302,6 +316,10 @@ static void rechain(struct lines *ls)
         uint8_t h[SHA256_LEN];
 
         json_object_object_add(o, "seq", json_object_new_int64((int64_t)i + 1));
+        if (fix_cp)
+            json_object_object_add(o, "cp", json_object_new_int64(cp));
+        if (strcmp(field_str(o, "op"), "checkpoint") == 0)
+            cp = (int64_t)i + 1;
         json_object_object_add(o, "prev", json_object_new_string(prev));
         if (json_object_object_get_ex(o, "signed_hash", NULL))
             json_object_object_add(o, "signed_hash", json_object_new_string(prev));
@@ -312,6 +330,11 @@ static void rechain(struct lines *ls)
         sha256(ls->l[i], strlen(ls->l[i]), h);
         hex_encode(h, sizeof h, prev);
     }
+}
+
+static void rechain(struct lines *ls)
+{
+    rechain_cp(ls, 1);
 }
 
 static void replace_once(char **line, const char *from, const char *to)
@@ -419,6 +442,281 @@ static void test_tampering_detected(void)
     lines_free(&ls);
 
     lines_free(&orig);
+    remove_scratch();
+}
+
+/* ---------- cp and the unsigned tail ---------- */
+
+static int64_t line_int(const struct lines *ls, size_t idx, const char *key)
+{
+    json_object *o = idx < ls->n ? json_tokener_parse(ls->l[idx]) : NULL;
+    int64_t v = o ? field_int(o, key) : -2;
+
+    json_object_put(o);
+    return v;
+}
+
+static int line_is_checkpoint(const struct lines *ls, size_t idx)
+{
+    return idx < ls->n && strstr(ls->l[idx], "\"op\":\"checkpoint\"") != NULL;
+}
+
+static void strip_checkpoints(struct lines *ls)
+{
+    for (size_t i = ls->n; i-- > 0;)
+        if (line_is_checkpoint(ls, i))
+            lines_delete(ls, i);
+}
+
+static void write_events(const char *path, const char *account, EVP_PKEY *key, int count)
+{
+    struct audit *a;
+
+    if (audit_open(path, VAULT, account, key, &a) != 0)
+        abort();
+    for (int i = 0; i < count; i++)
+        if (audit_event(a, NULL, "open", "/Sales/f", 0, (uint64_t)i) != 0)
+            abort();
+    audit_close(a);
+}
+
+/* The fuzzer's finding: strip every checkpoint, edit an event, renumber and
+ * re-chain with consistent cp fields.  No key is needed for that, so only
+ * the length of the unsigned tail can betray it. */
+static void test_stripped_checkpoints_detected(void)
+{
+    const int events = (int)(AUDIT_SEAL_EVERY + AUDIT_UNSIGNED_SLACK) + 20;
+    char good[128], bad[128], want[128];
+    struct lines orig, ls;
+    uint64_t n;
+
+    make_scratch();
+    spool_path(good, sizeof good, "audit.log");
+    spool_path(bad, sizeof bad, "forged.log");
+    write_events(good, "alice", alice_key, events);
+    lines_read(good, &orig);
+    REQUIRE(orig.n == (size_t)events + 2);   /* one periodic, one at close */
+    CHECK(line_is_checkpoint(&orig, AUDIT_SEAL_EVERY));
+    CHECK(line_is_checkpoint(&orig, orig.n - 1));
+    CHECK(audit_verify(good, key_of_alice, NULL, &n) == 0);
+
+    lines_copy(&ls, &orig);
+    strip_checkpoints(&ls);
+    REQUIRE(ls.n == (size_t)events);
+    replace_once(&ls.l[7], "\"bytes\":7", "\"bytes\":9999");
+    rechain(&ls);
+    lines_write(bad, &ls, 0);
+    CHECK(audit_verify(bad, NULL, NULL, &n) == 0);   /* the chain alone is fooled */
+    CHECK_EQ_INT(n, events);
+    snprintf(want, sizeof want, "line %d: %d events after the last signed checkpoint "
+             "(none in the spool)", events, events);
+    CHECK(verify_msg_has(bad, key_of_alice, want));
+    lines_free(&ls);
+
+    /* Keeping the first checkpoint and forging after it leaves a tail that
+     * is still too long. */
+    lines_copy(&ls, &orig);
+    lines_delete(&ls, ls.n - 1);
+    replace_once(&ls.l[AUDIT_SEAL_EVERY + 3], "\"bytes\":", "\"bytes\":1");
+    rechain(&ls);
+    lines_write(bad, &ls, 0);
+    CHECK(audit_verify(bad, NULL, NULL, &n) == 0);
+    CHECK(audit_verify(bad, key_of_alice, NULL, &n) == 0);   /* 20 after line 1025: allowed */
+    lines_free(&ls);
+
+    /* Stripping without fixing cp is caught by the chain alone. */
+    lines_copy(&ls, &orig);
+    strip_checkpoints(&ls);
+    rechain_cp(&ls, 0);
+    lines_write(bad, &ls, 0);
+    snprintf(want, sizeof want, "line %u: cp %u where the last checkpoint before this line is 0",
+             AUDIT_SEAL_EVERY + 1, AUDIT_SEAL_EVERY + 1);
+    CHECK(verify_msg_has(bad, NULL, want));
+    lines_free(&ls);
+
+    /* Documented limit: a spool shorter than the allowed tail can be
+     * rewritten whole without a key (only the receiver's copy shows it). */
+    write_signed_spool(good);      /* appends 10 events and 4 checkpoints */
+    lines_free(&orig);
+    lines_read(good, &orig);
+    lines_copy(&ls, &orig);
+    while (ls.n > 14)
+        lines_delete(&ls, 0);
+    strip_checkpoints(&ls);
+    rechain(&ls);
+    lines_write(bad, &ls, 0);
+    CHECK(audit_verify(bad, key_of_alice, NULL, &n) == 0);
+    CHECK_EQ_INT(n, 10);
+    lines_free(&ls);
+    lines_free(&orig);
+    remove_scratch();
+}
+
+static void test_cp_mismatch_detected(void)
+{
+    char good[128], bad[128];
+    struct lines orig, ls;
+
+    make_scratch();
+    spool_path(good, sizeof good, "audit.log");
+    spool_path(bad, sizeof bad, "tampered.log");
+    write_signed_spool(good);
+    lines_read(good, &orig);
+    REQUIRE(orig.n == 14);
+
+    /* an event claiming no checkpoint before it */
+    lines_copy(&ls, &orig);
+    replace_once(&ls.l[5], "\"cp\":4,", "\"cp\":0,");
+    rechain_cp(&ls, 0);
+    lines_write(bad, &ls, 0);
+    CHECK(verify_msg_has(bad, NULL, "line 6: cp 0 where the last checkpoint before this line "
+                         "is 4"));
+    lines_free(&ls);
+
+    /* a checkpoint removed (line 8), chain recomputed, cp left alone */
+    lines_copy(&ls, &orig);
+    lines_delete(&ls, 7);
+    rechain_cp(&ls, 0);
+    lines_write(bad, &ls, 0);
+    CHECK(verify_msg_has(bad, NULL, "line 8: cp 8 where the last checkpoint before this line "
+                         "is 4"));
+    lines_free(&ls);
+
+    /* a line without cp (an older format) is refused, by verify and open */
+    lines_copy(&ls, &orig);
+    replace_once(&ls.l[0], "\"cp\":0,", "");
+    lines_write(bad, &ls, 0);
+    CHECK(verify_msg_has(bad, NULL, "line 1: lacks cp"));
+    lines_free(&ls);
+    lines_copy(&ls, &orig);
+    replace_once(&ls.l[12], "\"cp\":12,", "");
+    lines_delete(&ls, 13);             /* end on the edited line */
+    lines_write(bad, &ls, 0);
+    {
+        struct audit *a = NULL;
+
+        CHECK_EQ_INT(audit_open(bad, VAULT, "alice", NULL, &a), -EBADMSG);
+        CHECK(a == NULL);
+        CHECK(strstr(pfs_err_msg(), "no \"cp\" field") != NULL);
+    }
+    lines_free(&ls);
+    lines_free(&orig);
+    remove_scratch();
+}
+
+/* A signing writer counts every event since the file's last checkpoint,
+ * including those another handle appended (learnt by re-reading the tail). */
+static void test_checkpoint_cadence_is_per_file(void)
+{
+    struct audit *a, *b;
+    char path[128];
+    struct lines ls;
+    uint64_t n;
+
+    make_scratch();
+    spool_path(path, sizeof path, "audit.log");
+    REQUIRE(audit_open(path, VAULT, "alice", alice_key, &a) == 0);
+    REQUIRE(audit_open(path, VAULT, "admin", NULL, &b) == 0);
+    audit_set_seal_every(a, 10);
+    for (int round = 0; round < 6; round++) {
+        CHECK(audit_event(a, NULL, "open", "/a", 0, 0) == 0);
+        for (int i = 0; i < 4; i++)
+            CHECK(audit_event(b, NULL, "grant", "/b", 0, 0) == 0);
+    }
+    audit_close(b);
+    audit_close(a);
+    lines_read(path, &ls);
+    /* a1 b4 a1 b4 a1 = 11 events, then a's checkpoint at seq 12 (counting
+     * only its own 3 events it would not have sealed yet) */
+    CHECK(line_is_checkpoint(&ls, 11));
+    for (size_t i = 0; i < 11; i++)
+        CHECK(!line_is_checkpoint(&ls, i));
+    CHECK_EQ_INT(line_int(&ls, 12, "cp"), 12);   /* b's next line learnt it */
+    CHECK(strstr(ls.l[12], "\"account\":\"admin\"") != NULL);
+    CHECK(line_is_checkpoint(&ls, ls.n - 1));
+    CHECK(audit_verify(path, key_of_alice, NULL, &n) == 0);
+    CHECK_EQ_INT(n, ls.n);
+    lines_free(&ls);
+
+    /* closing right after a checkpoint adds no second one */
+    REQUIRE(audit_open(path, VAULT, "alice", alice_key, &a) == 0);
+    audit_close(a);
+    lines_read(path, &ls);
+    CHECK_EQ_INT(ls.n, n);
+    lines_free(&ls);
+    remove_scratch();
+}
+
+/* A daemon killed before its closing checkpoint, then a signer-less admin
+ * and a new daemon: the spool verifies, and the new daemon seals the old
+ * tail as soon as the file's unsigned run reaches AUDIT_SEAL_EVERY. */
+static void test_crashed_writer_then_new_writers(void)
+{
+    const int crashed = 700, admin = 100, later = 400;
+    char path[128];
+    struct lines ls;
+    uint64_t n;
+    int status = -1;
+    pid_t child;
+
+    make_scratch();
+    spool_path(path, sizeof path, "audit.log");
+    fflush(stdout);
+    child = fork();
+    REQUIRE(child >= 0);
+    if (child == 0) {
+        struct audit *a;
+
+        if (audit_open(path, VAULT, "alice", alice_key, &a) != 0)
+            _exit(2);
+        for (int i = 0; i < crashed; i++)
+            if (audit_event(a, NULL, "write", "/Sales/x", 0, 4096) != 0)
+                _exit(1);
+        _exit(0);        /* killed: no audit_close, no closing checkpoint */
+    }
+    waitpid(child, &status, 0);
+    REQUIRE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    CHECK(audit_verify(path, key_of_alice, NULL, &n) == 0);
+    CHECK_EQ_INT(n, crashed);
+
+    write_events(path, "admin", NULL, admin);
+    CHECK(audit_verify(path, key_of_alice, NULL, &n) == 0);
+    CHECK_EQ_INT(n, crashed + admin);
+
+    write_events(path, "alice", alice_key, later);
+    lines_read(path, &ls);
+    REQUIRE(ls.n == (size_t)(crashed + admin + later + 2));
+    CHECK(line_is_checkpoint(&ls, AUDIT_SEAL_EVERY));   /* seq 1025 */
+    CHECK_EQ_INT(line_int(&ls, AUDIT_SEAL_EVERY, "cp"), 0);
+    CHECK_EQ_INT(line_int(&ls, AUDIT_SEAL_EVERY + 1, "cp"), AUDIT_SEAL_EVERY + 1);
+    CHECK(line_is_checkpoint(&ls, ls.n - 1));
+    CHECK(audit_verify(path, key_of_alice, NULL, &n) == 0);
+    CHECK_EQ_INT(n, ls.n);
+    lines_free(&ls);
+    remove_scratch();
+}
+
+/* Signer-less writers alone may leave AUDIT_SEAL_EVERY + AUDIT_UNSIGNED_SLACK
+ * events unsigned; one more is refused until a signing writer seals them. */
+static void test_unsigned_tail_limit(void)
+{
+    const int limit = (int)(AUDIT_SEAL_EVERY + AUDIT_UNSIGNED_SLACK);
+    char path[128], want[128];
+    uint64_t n;
+
+    make_scratch();
+    spool_path(path, sizeof path, "audit.log");
+    write_events(path, "admin", NULL, limit);
+    CHECK(audit_verify(path, key_of_alice, NULL, &n) == 0);
+    CHECK_EQ_INT(n, limit);
+    write_events(path, "admin", NULL, 1);
+    snprintf(want, sizeof want, "line %d: %d events after the last signed checkpoint",
+             limit + 1, limit + 1);
+    CHECK(verify_msg_has(path, key_of_alice, want));
+    CHECK(audit_verify(path, NULL, NULL, &n) == 0);    /* chain only: fine */
+    write_events(path, "alice", alice_key, 0);          /* open + close seals it */
+    CHECK(audit_verify(path, key_of_alice, NULL, &n) == 0);
+    CHECK_EQ_INT(n, limit + 2);
     remove_scratch();
 }
 
@@ -679,6 +977,11 @@ int main(void)
     RUN(test_signed_chain_verifies);
     RUN(test_unknown_signer_fails);
     RUN(test_tampering_detected);
+    RUN(test_stripped_checkpoints_detected);
+    RUN(test_cp_mismatch_detected);
+    RUN(test_checkpoint_cadence_is_per_file);
+    RUN(test_crashed_writer_then_new_writers);
+    RUN(test_unsigned_tail_limit);
     RUN(test_resume_and_two_handles_one_chain);
     RUN(test_oversized_event_refused);
     RUN(test_two_processes_one_chain);
