@@ -693,7 +693,7 @@ static int verify_line(struct verifier *v, const char *line, size_t len)
 {
     json_object *o;
     const char *prev, *op;
-    uint64_t seq;
+    uint64_t seq = 0;
     int rc = 0;
 
     if (memchr(line, '\0', len))
