@@ -372,8 +372,8 @@ static int folder_create(struct meta *meta, const char *vault_id, EVP_PKEY *memb
     rc = name_encrypt(keys, META_ROOT_INO, name, strlen(name), enc, &enclen);
     if (rc < 0)
         goto out;
-    /* Folder names are unique per key, not globally: reject a name this
-     * member already sees. */
+    /* A fresh key makes a collision with any existing entry all but
+     * impossible; the check guards the index all the same. */
     if (meta_dirent_lookup(meta, META_ROOT_INO, enc, enclen, &existing) == 0) {
         rc = pfs_err(-EEXIST, "a folder named \"%s\" already exists", name);
         goto out;
@@ -459,6 +459,20 @@ int vault_folder_create(struct vault *v, const char *name, uint64_t *folder_id)
 
     if (!(v->account.roles & ROLE_DATAADMIN))
         return pfs_err(-EACCES, "creating a folder needs the dataadmin role");
+    /* Names are encrypted per folder, so only folders this account holds can
+     * be compared: it never sees two folders of the same name. */
+    for (size_t i = 0; i < v->nfolders; i++) {
+        const struct folder_keys *k = vault_folder_keys(v, v->folders[i].id,
+                                                        v->folders[i].cur_version);
+        uint8_t enc[NAME_MAX_ENC];
+        size_t enclen = sizeof enc;
+        uint64_t ino;
+
+        if (k && name_encrypt(k, META_ROOT_INO, name, strlen(name), enc, &enclen) == 0 &&
+            meta_dirent_lookup(v->meta, META_ROOT_INO, enc, enclen, &ino) == 0 &&
+            ino == v->folders[i].root_ino)
+            return pfs_err(-EEXIST, "a folder named \"%s\" already exists", name);
+    }
     rc = meta_begin(v->meta);
     if (rc < 0)
         return rc;

@@ -28,6 +28,7 @@ static void usage(FILE *out)
 "       pactfs-admin keyd unlock|disable|enable ACCOUNT VAULT_DIR|--config FILE\n"
 "                    --keyd-admin-token FILE\n"
 "       pactfs-admin audit-verify VAULT_DIR|--config FILE\n"
+"       pactfs-admin folder-create NAME VAULT_DIR|--config FILE [--account A] [--passfile F]\n"
 "\n"
 "Create a vault on the embedded default in DIR: DIR/pactfs.conf, SQLite\n"
 "metadata (DIR/meta.db), three local-directory endpoints (DIR/stores/0..2,\n"
@@ -56,6 +57,8 @@ static void usage(FILE *out)
 "  --passfile); data stays readable.\n"
 "keyd: lift a lockout, disable or enable an account at the key service.\n"
 "audit-verify: check the audit spool's chain and checkpoint signatures.\n"
+"folder-create: a new contract folder (needs the dataadmin role); the account\n"
+"  gets read, write and manage rights on it.\n"
 "\n"
 "  --help, --version\n"
 "\n"
@@ -421,6 +424,42 @@ static int cmd_audit_verify(int argc, char **argv)
     return EXIT_OK;
 }
 
+static int cmd_folder_create(int argc, char **argv)
+{
+    struct vault_args a = { 0 };
+    struct vault *v = NULL;
+    const char *account = NULL, *name;
+    char *pw;
+    int rc, code;
+
+    if (parse_vault_args(argc, argv, &a, 1) < 0)
+        return EXIT_USAGE;
+    name = argv[optind];
+    code = open_vault(&a, &v, &account);
+    if (code != EXIT_OK)
+        return code;
+    secmem_harden_process();
+    pw = cli_read_password(a.passfile, NULL, "Password: ", 0);
+    if (!pw) {
+        fprintf(stderr, PROG ": %s\n", pfs_err_msg());
+        vault_close(v);
+        return EXIT_PASSWORD_INPUT;
+    }
+    rc = vault_unlock(v, account, pw);
+    secmem_free_str(pw);
+    if (rc == 0)
+        rc = vault_folder_create(v, name, NULL);
+    if (rc < 0) {
+        cli_report(PROG, rc);
+        code = cli_exit_code_for(rc);
+    } else {
+        printf("Created folder \"%s\"; \"%s\" can read, write and manage it.\n", name, account);
+        code = EXIT_OK;
+    }
+    vault_close(v);
+    return code;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -443,6 +482,8 @@ int main(int argc, char **argv)
         return cmd_rotate_share(argc - 1, argv + 1);
     if (!strcmp(argv[1], "keyd"))
         return cmd_keyd(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "folder-create"))
+        return cmd_folder_create(argc - 1, argv + 1);
     if (!strcmp(argv[1], "audit-verify"))
         return cmd_audit_verify(argc - 1, argv + 1);
     fprintf(stderr, PROG ": unknown command \"%s\"; try pactfs-admin --help\n", argv[1]);
