@@ -899,6 +899,18 @@ static int file_commit(struct fs *fs, struct fs_inode *in)
     return 0;
 }
 
+int fs_data_writeback_start(struct fs *fs, struct fs_inode *in)
+{
+    pthread_mutex_lock(&in->lock);
+    int err = 0;
+    if (in->file) {
+        queue_all_dirty(fs, in);
+        err = in->file->wb_error;
+    }
+    pthread_mutex_unlock(&in->lock);
+    return err;
+}
+
 int fs_data_flush(struct fs *fs, struct fs_inode *in)
 {
     pthread_mutex_lock(&in->lock);
@@ -1197,14 +1209,28 @@ void fs_data_fill_attr(struct fs_inode *in, struct stat *st)
     pthread_mutex_unlock(&in->lock);
 }
 
-void fs_data_mtime_set(struct fs_inode *in, int64_t mtime_ns)
+int fs_data_commit_hold(struct fs_inode *in)
 {
     pthread_mutex_lock(&in->lock);
-    if (in->file) {
-        in->file->mtime_ns = mtime_ns;
-        in->file->mtime_dirty = 0;
+    struct fs_file *f = in->file;
+    pthread_mutex_unlock(&in->lock);
+    if (!f)
+        return 0;
+    pthread_mutex_lock(&f->commit_lock);
+    return 1;
+}
+
+void fs_data_commit_release(struct fs_inode *in, int mtime_set, int64_t mtime_ns)
+{
+    pthread_mutex_lock(&in->lock);
+    struct fs_file *f = in->file;
+    if (mtime_set) {
+        f->mtime_ns = mtime_ns;
+        f->mtime_dirty = 0;
+        f->attr_gen++;
     }
     pthread_mutex_unlock(&in->lock);
+    pthread_mutex_unlock(&f->commit_lock);
 }
 
 int64_t fs_data_size(struct fs_inode *in)

@@ -117,13 +117,19 @@ int fs_data_read(struct fs *fs, struct fs_inode *in, uint64_t off, size_t size, 
                  size_t *got);
 int fs_data_write(struct fs *fs, struct fs_inode *in, uint64_t off, const void *buf,
                   size_t size);
+/* Start writing back every dirty chunk without waiting (close); returns
+ * an earlier write-back error of the file, if any. */
+int fs_data_writeback_start(struct fs *fs, struct fs_inode *in);
 /* Write back every dirty chunk, then one meta transaction (durable). */
 int fs_data_flush(struct fs *fs, struct fs_inode *in);
 int fs_data_truncate(struct fs *fs, struct fs_inode *in, uint64_t size);
 /* Override st_size/st_mtim with in-memory values when in has a data state. */
 void fs_data_fill_attr(struct fs_inode *in, struct stat *st);
-/* A setattr wrote mtime to the metadata: stop overriding it. */
-void fs_data_mtime_set(struct fs_inode *in, int64_t mtime_ns);
+/* Keep commits of in's data out while a setattr rewrites the inode row
+ * (returns 1 if held); release says whether it set mtime (then the
+ * in-memory mtime stops overriding the metadata). */
+int fs_data_commit_hold(struct fs_inode *in);
+void fs_data_commit_release(struct fs_inode *in, int mtime_set, int64_t mtime_ns);
 /* Current size (in-memory if attached), or -1 if no data state. */
 int64_t fs_data_size(struct fs_inode *in);
 void fs_data_flush_all(struct fs *fs);

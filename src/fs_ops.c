@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,8 +41,9 @@
 struct fs_handle {
     struct fs_inode *in;
     int writable;
-    uint64_t bytes_read;
-    uint64_t bytes_written;
+    int summarized;            /* a read/write summary was audited */
+    uint64_t bytes_read, bytes_written;
+    uint64_t audited_read, audited_written;
     pthread_mutex_t lock;
 };
 
@@ -601,15 +603,17 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int va
     int other = valid & ~(FUSE_SET_ATTR_SIZE | FUSE_SET_ATTR_FILE | FUSE_SET_ATTR_OPEN |
                           FUSE_SET_ATTR_FORCE);
     if (r == 0 && other) {
+        /* A commit of written data must not land between reading and
+         * rewriting the row, or it would undo an explicit mtime. */
         int64_t mtime = 0;
+        struct fs_inode *in = fs_inode_find(fs, ino);
+        int held = in && fs_data_commit_hold(in);
         r = setattr_meta(fs, req, ino, attr, valid, path, &mtime);
-        if (r == 0 && (valid & (FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_MTIME_NOW))) {
-            struct fs_inode *in = fs_inode_find(fs, ino);
-            if (in) {
-                fs_data_mtime_set(in, mtime);
-                fs_inode_put(fs, in, FS_REF_OP, 1);
-            }
-        }
+        if (held)
+            fs_data_commit_release(in, r == 0 && (valid & (FUSE_SET_ATTR_MTIME |
+                                                           FUSE_SET_ATTR_MTIME_NOW)), mtime);
+        if (in)
+            fs_inode_put(fs, in, FS_REF_OP, 1);
     }
     free(path);
     struct stat st;
@@ -1360,12 +1364,40 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
     fuse_reply_write(req, size);
 }
 
+/* The read/write summary of a handle: at close (flush), so it is in the
+ * audit trail in the order the application acted; again at release only
+ * for bytes moved after the last close of a duplicate. */
+static int handle_summary(struct fs *fs, fuse_req_t req, struct fs_handle *h, uint64_t ino)
+{
+    pthread_mutex_lock(&h->lock);
+    uint64_t dw = h->bytes_written - h->audited_written;
+    uint64_t dr = h->bytes_read - h->audited_read;
+    int first = !h->summarized;
+    h->audited_written = h->bytes_written;
+    h->audited_read = h->bytes_read;
+    h->summarized = 1;
+    pthread_mutex_unlock(&h->lock);
+    int r = 0;
+    if (!dw && !dr && !first)
+        return 0;
+    char *path = fs_path(fs, ino, NULL);
+    if (h->writable && (dw || first))
+        r = fs_audit(fs, req, "write", path, 0, dw);
+    if (r == 0 && (dr || (first && !h->writable)))
+        r = fs_audit(fs, req, "read", path, 0, dr);
+    free(path);
+    return r;
+}
+
 static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-    (void)ino;
+    /* close() waits for this: start the write-back and return; release
+     * (which the kernel sends without making close wait) completes it. */
+    struct fs *fs = req_fs(req);
     struct fs_handle *h = fi_handle(fi);
-    int r = h->writable ? fs_data_flush(req_fs(req), h->in) : 0;
-    fuse_reply_err(req, r < 0 ? EIO : 0);
+    int r = h->writable ? fs_data_writeback_start(fs, h->in) : 0;
+    int a = handle_summary(fs, req, h, ino);
+    fuse_reply_err(req, r < 0 || a < 0 ? EIO : 0);
 }
 
 static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
@@ -1384,12 +1416,7 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
     if (h->writable && fs_data_flush(fs, h->in) < 0)
         fprintf(stderr, "pactfs: write-back failed at close of inode %llu\n",
                 (unsigned long long)ino);
-    char *path = fs_path(fs, ino, NULL);
-    if (h->writable || h->bytes_written)
-        fs_audit(fs, req, "write", path, 0, h->bytes_written);
-    if (h->bytes_read || !h->writable)
-        fs_audit(fs, req, "read", path, 0, h->bytes_read);
-    free(path);
+    handle_summary(fs, req, h, ino);
     fs_inode_put(fs, h->in, FS_REF_OPEN, 1);
     handle_free(h);
     fuse_reply_err(req, 0);
@@ -1905,6 +1932,10 @@ static int serve(struct fs *fs, const char *mountpoint)
 
 int fs_mount_and_serve(struct vault *v, const char *mountpoint, const struct fs_options *o)
 {
+    /* Chunk buffers (1 MiB) come and go all the time: keep them on the heap
+     * instead of a fresh mmap (and page faults) for each. */
+    mallopt(M_MMAP_THRESHOLD, 64 << 20);
+    mallopt(M_TRIM_THRESHOLD, 256 << 20);
     struct fs *fs = calloc(1, sizeof *fs);
     if (!fs)
         return pfs_err(-ENOMEM, "out of memory");
