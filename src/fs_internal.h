@@ -26,6 +26,7 @@
 
 struct fs_data;      /* fs_data.c: worker pool, chunk cache, dirty budget */
 struct fs_file;      /* fs_data.c: per-inode data state (DEK, dirty chunks) */
+struct fs_handle;    /* fs_ops.c: an open file handle */
 
 /* One inode the kernel knows about (or an internal job still uses). */
 struct fs_inode {
@@ -64,6 +65,8 @@ struct fs {
     pthread_mutex_t meta_lock; /* the meta handle is not thread-safe */
     struct fs_itab itab;
     struct fs_data *data;
+    pthread_mutex_t handles_lock;  /* open handles, freed at unmount if the */
+    struct fs_handle *handles;     /* kernel dropped their release */
 };
 
 /* ---- fs_ops.c ---- */

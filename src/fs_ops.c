@@ -45,6 +45,7 @@ struct fs_handle {
     uint64_t bytes_read, bytes_written;
     uint64_t audited_read, audited_written;
     pthread_mutex_t lock;
+    struct fs_handle *prev, *next;   /* fs.handles */
 };
 
 static struct fs *req_fs(fuse_req_t req)
@@ -787,7 +788,7 @@ static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, cons
     reply_new_entry(fs, req, r, &mi, parent, name);
 }
 
-static struct fs_handle *handle_new(struct fs_inode *in, int writable)
+static struct fs_handle *handle_new(struct fs *fs, struct fs_inode *in, int writable)
 {
     struct fs_handle *h = calloc(1, sizeof *h);
     if (!h)
@@ -795,13 +796,34 @@ static struct fs_handle *handle_new(struct fs_inode *in, int writable)
     h->in = in;
     h->writable = writable;
     pthread_mutex_init(&h->lock, NULL);
+    pthread_mutex_lock(&fs->handles_lock);
+    h->next = fs->handles;
+    if (fs->handles)
+        fs->handles->prev = h;
+    fs->handles = h;
+    pthread_mutex_unlock(&fs->handles_lock);
     return h;
 }
 
-static void handle_free(struct fs_handle *h)
+static void handle_free(struct fs *fs, struct fs_handle *h)
 {
+    pthread_mutex_lock(&fs->handles_lock);
+    if (h->prev) h->prev->next = h->next; else fs->handles = h->next;
+    if (h->next) h->next->prev = h->prev;
+    pthread_mutex_unlock(&fs->handles_lock);
     pthread_mutex_destroy(&h->lock);
     free(h);
+}
+
+/* At unmount the kernel may drop releases still queued: close those
+ * handles here so their inodes can be retired. */
+static void handles_close_all(struct fs *fs)
+{
+    while (fs->handles) {
+        struct fs_handle *h = fs->handles;
+        fs_inode_put(fs, h->in, FS_REF_OPEN, 1);
+        handle_free(fs, h);
+    }
 }
 
 static int open_writable(int flags)
@@ -830,7 +852,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
     secmem_free(dek, DEK_LEN);
     struct fs_handle *h = NULL;
     if (r == 0) {
-        h = handle_new(in, 1);
+        h = handle_new(fs, in, 1);
         r = h ? 0 : -ENOMEM;
     }
     if (r < 0) {
@@ -851,7 +873,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
     if (fuse_reply_create(req, &e, fi) != 0) {
         fs_inode_put(fs, in, FS_REF_OPEN, 1);
         fs_inode_put(fs, in, FS_REF_LOOKUP, 1);
-        handle_free(h);
+        handle_free(fs, h);
     }
 }
 
@@ -1297,7 +1319,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     free(path);
     struct fs_handle *h = NULL;
     if (r == 0) {
-        h = handle_new(in, writable);
+        h = handle_new(fs, in, writable);
         r = h ? 0 : -ENOMEM;
     }
     if (r < 0) {
@@ -1310,7 +1332,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     fi->keep_cache = 0;
     if (fuse_reply_open(req, fi) != 0) {
         fs_inode_put(fs, in, FS_REF_OPEN, 1);
-        handle_free(h);
+        handle_free(fs, h);
     }
 }
 
@@ -1418,7 +1440,7 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
                 (unsigned long long)ino);
     handle_summary(fs, req, h, ino);
     fs_inode_put(fs, h->in, FS_REF_OPEN, 1);
-    handle_free(h);
+    handle_free(fs, h);
     fuse_reply_err(req, 0);
 }
 
@@ -1882,6 +1904,7 @@ static int fs_init_state(struct fs *fs, struct vault *v, const struct fs_options
     if (ro_only)
         fs->opt.read_only = 1;   /* a read-only grant mounts read-only */
     pthread_mutex_init(&fs->meta_lock, NULL);
+    pthread_mutex_init(&fs->handles_lock, NULL);
     int r = fs_itab_init(&fs->itab);
     if (r == 0)
         r = fs_data_start(fs);
@@ -1890,10 +1913,12 @@ static int fs_init_state(struct fs *fs, struct vault *v, const struct fs_options
 
 static void fs_fini_state(struct fs *fs)
 {
+    handles_close_all(fs);
     fs_itab_destroy(fs);
     fs_data_gc_run(fs);
     fs_data_stop(fs);
     pthread_mutex_destroy(&fs->meta_lock);
+    pthread_mutex_destroy(&fs->handles_lock);
 }
 
 static int serve(struct fs *fs, const char *mountpoint)
