@@ -67,6 +67,7 @@ struct fs_file {
     struct chunk_ref *drop;    /* uncommitted fragments to delete */
     size_t ndrop, capdrop;
     uint64_t seq_next;         /* sequential read detection */
+    uint64_t seq_write_next;   /* sequential write detection */
     uint64_t ra_until;         /* chunks below this were read ahead */
 };
 
@@ -956,6 +957,8 @@ int fs_data_write(struct fs *fs, struct fs_inode *in, uint64_t off, const void *
     int r = 0;
     pthread_mutex_lock(&in->lock);
     struct fs_file *f = in->file;
+    int sequential = off == f->seq_write_next || off == 0;
+    f->seq_write_next = end;
     while (pos < end) {
         uint64_t idx = pos / cs;
         uint32_t coff = (uint32_t)(pos % cs);
@@ -980,8 +983,9 @@ int fs_data_write(struct fs *fs, struct fs_inode *in, uint64_t off, const void *
         if (coff + n > c->len)
             c->len = coff + n;
         pos += n;
-        /* A completed chunk of a sequential write streams out now. */
-        if (c->len == cs && coff + n == cs)
+        /* A completed chunk of a sequential write streams out now (random
+         * writes keep their chunks dirty: they may come back to them). */
+        if (sequential && c->len == cs && coff + n == cs)
             chunk_queue_put(fs, in, c);
     }
     if (pos > off) {
