@@ -259,15 +259,23 @@ static int dec_any(struct fs *fs, const struct vault_folder *vf, uint64_t parent
 }
 
 /* AD for small sealed values: label || inode number (big-endian). */
-static int owner_ad(const char *label, uint64_t ino, uint8_t *ad, size_t *adlen)
+/* Associated data of a small sealed value: its purpose, its inode and, for
+ * an xattr, its name, so the database operator cannot move a value to
+ * another file or another attribute of the same file. */
+#define OWNER_AD_MAX (32 + 8 + NAME_MAX_PLAIN)
+
+static int owner_ad(const char *label, uint64_t ino, const char *extra, uint8_t *ad,
+                    size_t *adlen)
 {
     struct wbuf w;
     wbuf_init(&w);
     wbuf_put_bytes(&w, label, strlen(label));
     wbuf_put_u64(&w, ino);
+    if (extra)
+        wbuf_put_str(&w, extra);
     size_t len;
     uint8_t *p = wbuf_steal(&w, &len);
-    if (!p || len > 32) {
+    if (!p || len > OWNER_AD_MAX) {
         free(p);
         return -ENOMEM;
     }
@@ -278,11 +286,12 @@ static int owner_ad(const char *label, uint64_t ino, uint8_t *ad, size_t *adlen)
 }
 
 static int open_any(struct fs *fs, const struct vault_folder *vf, const char *label, uint64_t ino,
-                    const uint8_t *in, size_t inlen, uint8_t **out, size_t *outlen)
+                    const char *extra, const uint8_t *in, size_t inlen, uint8_t **out,
+                    size_t *outlen)
 {
-    uint8_t ad[32];
+    uint8_t ad[OWNER_AD_MAX];
     size_t adlen;
-    if (owner_ad(label, ino, ad, &adlen) < 0)
+    if (owner_ad(label, ino, extra, ad, &adlen) < 0)
         return -ENOMEM;
     const struct folder_keys *ks[KEYS_MAX];
     size_t nk = keys_to_try(fs, vf, ks, KEYS_MAX);
@@ -293,14 +302,14 @@ static int open_any(struct fs *fs, const struct vault_folder *vf, const char *la
 }
 
 static int seal_cur(struct fs *fs, const struct vault_folder *vf, const char *label, uint64_t ino,
-                    const void *pt, size_t n, uint8_t **out, size_t *outlen)
+                    const char *extra, const void *pt, size_t n, uint8_t **out, size_t *outlen)
 {
-    uint8_t ad[32];
+    uint8_t ad[OWNER_AD_MAX];
     size_t adlen;
     const struct folder_keys *k = cur_keys(fs, vf);
     if (!k)
         return -EACCES;
-    if (owner_ad(label, ino, ad, &adlen) < 0)
+    if (owner_ad(label, ino, extra, ad, &adlen) < 0)
         return -ENOMEM;
     return folder_meta_seal(k, ad, adlen, pt, n, out, outlen) < 0 ? -EIO : 0;
 }
@@ -677,7 +686,7 @@ static int node_insert(struct fs *fs, fuse_req_t req, const struct vault_folder 
     if (r == 0 && nn->link_target) {
         uint8_t *sealed = NULL;
         size_t slen = 0;
-        r = seal_cur(fs, vf, "symlink", mi->ino, nn->link_target, strlen(nn->link_target),
+        r = seal_cur(fs, vf, "symlink", mi->ino, NULL, nn->link_target, strlen(nn->link_target),
                      &sealed, &slen);
         if (r == 0)
             r = meta_symlink_set(fs->v->meta, mi->ino, sealed, slen);
@@ -1271,7 +1280,7 @@ static void op_readlink(fuse_req_t req, fuse_ino_t ino)
             r = -EINVAL;
     }
     if (r == 0)
-        r = open_any(fs, vf, "symlink", ino, sealed, slen, &plain, &plen);
+        r = open_any(fs, vf, "symlink", ino, NULL, sealed, slen, &plain, &plen);
     free(sealed);
     char *target = NULL;
     if (r == 0) {
@@ -1633,7 +1642,7 @@ static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const 
     uint8_t *sealed = NULL;
     size_t slen = 0;
     if (r == 0)
-        r = seal_cur(fs, vf, "xattr", ino, value, size, &sealed, &slen);
+        r = seal_cur(fs, vf, "xattr", ino, name, value, size, &sealed, &slen);
     if (r == 0) {
         char *path = fs_path(fs, ino, NULL);
         struct meta *m = fs->v->meta;
@@ -1680,7 +1689,7 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
             r = -ENODATA;
     }
     if (r == 0)
-        r = open_any(fs, vf, "xattr", ino, sealed, slen, &plain, &plen);
+        r = open_any(fs, vf, "xattr", ino, name, sealed, slen, &plain, &plen);
     free(sealed);
     if (r < 0)
         fuse_reply_err(req, errno_out(r));
