@@ -560,6 +560,13 @@ static void init_conf(struct pactfs_conf *c, const struct vault_init_opts *o, co
     c->share_keydir = strdup("keys");
     free(c->audit_spool);
     c->audit_spool = strdup("audit.log");
+    if (o->pg_conninfo) {
+        free(c->meta_backend);
+        c->meta_backend = strdup("postgresql");
+        free(c->meta_path);
+        c->meta_path = NULL;
+        c->meta_conninfo = strdup(o->pg_conninfo);
+    }
     if (o->keyd_url) {
         free(c->share_provider);
         c->share_provider = strdup("keyd");
@@ -602,6 +609,30 @@ static int init_account(struct meta *meta, const struct vault_init_opts *o, cons
     return rc;
 }
 
+/* Undo a failed init so it can simply be run again: remove what it made
+ * (empty directories only; the metadata file it created). */
+static void init_cleanup(const char *dir, const struct pactfs_conf *c, int made_sqlite)
+{
+    static const char *const meta_files[] = { "", "-wal", "-shm", "-journal" };
+    char path[4096];
+
+    if (made_sqlite)
+        for (size_t i = 0; i < sizeof meta_files / sizeof meta_files[0]; i++) {
+            snprintf(path, sizeof path, "%s/%s%s", dir, c->meta_path, meta_files[i]);
+            unlink(path);
+        }
+    for (unsigned i = 0; i < c->n_endpoints; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, c->endpoints[i].path);
+        rmdir(path);
+    }
+    snprintf(path, sizeof path, "%s/stores", dir);
+    rmdir(path);
+    if (c->share_keydir) {
+        snprintf(path, sizeof path, "%s/%s", dir, c->share_keydir);
+        rmdir(path);
+    }
+}
+
 int vault_init(const struct vault_init_opts *o)
 {
     struct pactfs_conf c;
@@ -614,7 +645,7 @@ int vault_init(const struct vault_init_opts *o)
     uint8_t raw_id[16];
     char vault_id[33], *p = NULL, *conf_path = NULL;
     uint64_t account_id = 0;
-    int rc;
+    int rc, made = 0;
 
     memset(&c, 0, sizeof c);
     rc = make_dir(o->dir, 0700);
@@ -631,6 +662,27 @@ int vault_init(const struct vault_init_opts *o)
         conf_free(&c);
         return pfs_err(-EINVAL, "k must be at least 2 and k+m at most %d", EC_MAX_FRAGS);
     }
+
+    /* The metadata store first: a database that already holds a vault
+     * must refuse before anything is created. */
+    if (o->pg_conninfo) {
+        uint8_t *id = NULL;
+        size_t idlen;
+
+        rc = meta_open_pg(o->pg_conninfo, 1, &meta);
+        if (rc == 0 && meta_param_get(meta, VAULT_PARAM_ID, &id, &idlen) == 0) {
+            free(id);
+            rc = pfs_err(-EEXIST, "the PostgreSQL database already holds a vault; give an "
+                         "empty database");
+        }
+    } else {
+        p = join(o->dir, c.meta_path);
+        rc = p ? meta_open_sqlite(p, 1, &meta) : -ENOMEM;
+        free(p);
+    }
+    if (rc < 0)
+        goto out;
+    made = 1;
 
     p = join(o->dir, "stores");
     rc = p ? make_dir(p, 0700) : -ENOMEM;
@@ -661,12 +713,6 @@ int vault_init(const struct vault_init_opts *o)
     }
     if (rc < 0)
         goto out;
-    p = join(o->dir, c.meta_path);
-    rc = p ? meta_open_sqlite(p, 1, &meta) : -ENOMEM;
-    free(p);
-    if (rc < 0)
-        goto out;
-
     rc = meta_begin(meta);
     if (rc < 0)
         goto out;
@@ -722,6 +768,13 @@ out:
     EVP_PKEY_free(key);
     if (meta)
         meta_close(meta);
+    if (rc < 0 && made) {
+        char keep[512];
+
+        snprintf(keep, sizeof keep, "%s", pfs_err_msg());
+        init_cleanup(o->dir, &c, !o->pg_conninfo);
+        pfs_err(rc, "%s", keep);
+    }
     share_provider_destroy(sp);
     conf_free(&c);
     return rc;

@@ -77,6 +77,9 @@ struct vault_init_opts {
     const char *keyd_cert_file;
     const char *keyd_key_file;
     const char *keyd_admin_token_file; /* enrollment needs the admin token */
+    /* Metadata in PostgreSQL instead of DIR/meta.db (libpq conninfo; a
+     * network connection needs sslmode=verify-full). */
+    const char *pg_conninfo;
 };
 int vault_init(const struct vault_init_opts *o);
 

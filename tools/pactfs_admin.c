@@ -49,6 +49,8 @@ static void usage(FILE *out)
 "                       of DIR/keys; with --keyd-ca FILE (its CA), optional\n"
 "                       --keyd-cert/--keyd-key (client certificate) and\n"
 "                       --keyd-admin-token FILE (needed to enroll the account)\n"
+"  --postgresql CONNINFO  keep the metadata in PostgreSQL (libpq conninfo; over\n"
+"                       the network with sslmode=verify-full sslrootcert=CA)\n"
 "\n"
 "passwd: change an account's password (--account NAME, --passfile OLD,\n"
 "  --new-passfile NEW; asked on the terminal otherwise).  The old password\n"
@@ -99,6 +101,7 @@ static int cmd_init(int argc, char **argv)
         { "keyd-cert", required_argument, NULL, 'E' },
         { "keyd-key", required_argument, NULL, 'K' },
         { "keyd-admin-token", required_argument, NULL, 'T' },
+        { "postgresql", required_argument, NULL, 'P' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
@@ -133,6 +136,7 @@ static int cmd_init(int argc, char **argv)
         case 'E': o.keyd_cert_file = optarg; break;
         case 'K': o.keyd_key_file = optarg; break;
         case 'T': o.keyd_admin_token_file = optarg; break;
+        case 'P': o.pg_conninfo = optarg; break;
         case 'h': usage(stdout); return EXIT_OK;
         default: usage(stderr); return EXIT_USAGE;
         }
