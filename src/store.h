@@ -47,6 +47,29 @@ struct store {
 /* create: make the directory (0700) if missing; otherwise it must exist. */
 int store_dir_open(const char *path, int create, struct store **out);
 
+/* An S3-compatible object store (store_s3.c): path-style
+ * https://host:port/bucket/object, SigV4, certificate verification always on.
+ * label names the endpoint in messages ("endpoint 2"; NULL: the url).
+ * create: make the bucket if missing; either way open proves the server,
+ * the credentials and the bucket with a one-key listing.  Errors:
+ * -EHOSTUNREACH server down or unreachable, -EPROTO TLS/certificate failure,
+ * -EACCES wrong access or secret key, -ENOENT no such bucket, -EINVAL bad
+ * settings.  On S3 del cannot tell an absent object (DELETE is idempotent)
+ * and returns 0; sync is a no-op (a completed PUT is durable); space is
+ * -ENOTSUP. */
+struct store_s3_config {
+    const char *url;          /* https://host[:port] */
+    const char *bucket;
+    const char *region;
+    const char *access_key;
+    const char *secret_key;
+    const char *ca_file;      /* NULL: the system CA bundle */
+    const char *cert_file;    /* optional client certificate and its key */
+    const char *key_file;
+    const char *label;
+};
+int store_s3_open(const struct store_s3_config *c, int create, struct store **out);
+
 /* An endpoint that cannot be reached at open time (store_offline.c): every
  * read finds nothing (so the object layer rebuilds from the other
  * endpoints' fragments) and every write fails with -EIO and a message that

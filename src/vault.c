@@ -69,6 +69,31 @@ static int check_vault_identity(struct vault *v)
 /* Up to m endpoints may be lost: they are replaced by offline stand-ins so
  * reads rebuild from parity (and writes fail loudly).  More than m lost
  * means some chunks cannot be read at all: refuse to open. */
+/* Open endpoint i.  A server that cannot be reached is not fatal here (the
+ * caller stands in an offline store); wrong credentials, an untrusted
+ * certificate or a missing bucket are configuration errors and are. */
+static int open_one_store(const struct endpoint_conf *e, unsigned i, struct store **out,
+                          char *desc, size_t desclen)
+{
+    char label[32];
+    int rc;
+
+    if (e->type == ENDPOINT_DIR) {
+        snprintf(desc, desclen, "dir:%s", e->path);
+        rc = store_dir_open(e->path, 0, out);
+        return rc == -ENOMEM || rc >= 0 ? rc : -EHOSTUNREACH;
+    }
+    snprintf(label, sizeof label, "endpoint %u", i + 1);
+    snprintf(desc, desclen, "s3:%s/%s", e->url, e->bucket);
+    struct store_s3_config sc = {
+        .url = e->url, .bucket = e->bucket, .region = e->region,
+        .access_key = e->access_key, .secret_key = e->secret_key,
+        .ca_file = e->tls.ca_file, .cert_file = e->tls.cert_file, .key_file = e->tls.key_file,
+        .label = label,
+    };
+    return store_s3_open(&sc, 0, out);
+}
+
 static int open_stores(struct vault *v)
 {
     const struct pactfs_conf *c = &v->conf;
@@ -77,14 +102,10 @@ static int open_stores(struct vault *v)
     int rc;
 
     for (unsigned i = 0; i < c->n_endpoints; i++) {
-        const struct endpoint_conf *e = &c->endpoints[i];
         char desc[300];
 
-        if (e->type != ENDPOINT_DIR)
-            return pfs_err(-ENOTSUP, "endpoint %u in %s is of type s3, which this build cannot "
-                           "reach yet", i + 1, c->file);
-        rc = store_dir_open(e->path, 0, &v->stores[i]);
-        if (rc == -ENOMEM)
+        rc = open_one_store(&c->endpoints[i], i, &v->stores[i], desc, sizeof desc);
+        if (rc < 0 && rc != -EHOSTUNREACH)
             return rc;
         if (rc < 0) {
             if (!offline)
@@ -92,8 +113,7 @@ static int open_stores(struct vault *v)
             offline++;
             fprintf(stderr, "pactfs: warning: endpoint %u is unavailable: %s; reading with "
                     "parity, writes will fail until it is restored\n", i + 1, pfs_err_msg());
-            snprintf(desc, sizeof desc, "dir:%s", e->path);
-            rc = store_offline_new(desc, "missing at mount time", &v->stores[i]);
+            rc = store_offline_new(desc, "missing or unreachable at mount time", &v->stores[i]);
             if (rc < 0)
                 return rc;
         }
