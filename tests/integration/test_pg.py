@@ -279,6 +279,38 @@ def test_init_with_unverified_network_conninfo_exits_3(tmp_path, pg):
     assert "sslmode" in p.stderr
 
 
+def test_workstation_role_with_table_rights_only_mounts_and_writes(tmp_path, pg, pg_vault):
+    """docs/operations-postgresql.md: the owner role inits (DDL), the
+    workstations use a role with DML rights only."""
+    v, role = pg_vault, "ws_%s" % secrets.token_hex(3)
+    passfile = str(tmp_path / "ws.pgpass")
+    pg.create_login_role(role, passfile)
+    pg.psql('GRANT CONNECT ON DATABASE "%s" TO %s' % (v.db, role))
+    pg.psql("GRANT USAGE ON SCHEMA public TO {0};"
+            "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {0};"
+            "GRANT USAGE, UPDATE ON ALL SEQUENCES IN SCHEMA public TO {0}".format(role), v.db)
+    ws = pg.conninfo(v.db, role=role, passfile=passfile)
+    # The role really is restricted: it may not change the schema.
+    p = subprocess.run(["psql", ws, "-c", "DROP TABLE chunks"], capture_output=True, text=True,
+                       timeout=30)
+    assert p.returncode != 0 and "must be owner" in p.stderr, (p.returncode, p.stderr)
+
+    set_conninfo(v, ws)
+    v.mount()
+    os.mkdir(v.path("by-ws"))
+    data = H.seeded_bytes(7, 2 * H.CHUNK + 5)
+    H.write_file(v.path("by-ws", "f.bin"), data, fsync=True)
+    os.rename(v.path("by-ws", "f.bin"), v.path("by-ws", "g.bin"))
+    os.setxattr(v.path("by-ws", "g.bin"), "user.k", b"v")
+    H.write_file(v.path("by-ws", "gone"), b"x")
+    os.unlink(v.path("by-ws", "gone"))
+    v.remount()
+    H.assert_same_bytes(H.read_file(v.path("by-ws", "g.bin")), data,
+                        "g.bin written by the DML-only role")
+    assert os.listdir(v.path("by-ws")) == ["g.bin"]
+    assert os.getxattr(v.path("by-ws", "g.bin"), "user.k") == b"v"
+
+
 def churn_files(d, stop, done):
     """Create small files, each fsynced then renamed, until stop is set;
     record in done the numbers whose fsync and rename returned."""
@@ -345,7 +377,8 @@ def test_sigkill_during_writes_keeps_fsynced_files(pg, pg_vault):
     for n in os.listdir(churn):
         i = int(n.split("-")[1])
         got = H.read_file(os.path.join(churn, n))
-        assert got in (b"", H.seeded_bytes(i, 100 + i)), "churn/%s is torn (%d bytes)" % (n, len(got))
+        assert got in (b"", H.seeded_bytes(i, 100 + i)), \
+            "churn/%s is torn (%d bytes)" % (n, len(got))
     size = os.stat(big).st_size
     assert len(H.read_file(big)) == size, "in-flight file: not every byte of it reads"
     H.write_file(v.path("after.bin"), b"after the crash", fsync=True)

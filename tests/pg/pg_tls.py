@@ -128,7 +128,7 @@ class PgTls:
         os.mkdir(self.pki, 0o755)
         self.port = free_port()
         self.role = ROLE
-        self.role_password = secrets.token_urlsafe(24)
+        self.role_password = None
         self.passfile = os.path.join(self.dir, "pgpass")
         self.running = False
         self.n_databases = 0
@@ -172,7 +172,7 @@ class PgTls:
             os.unlink(pwfile)
         # TCP only with TLS (hostssl); the superuser only over the socket.
         hba = ("local all %s peer\n"
-               "hostssl all %s 127.0.0.1/32 scram-sha-256\n" % (PG_USER, self.role))
+               "hostssl all all 127.0.0.1/32 scram-sha-256\n" % PG_USER)
         write_private(os.path.join(self.data, "pg_hba.conf"), hba, owner_uid=self.pg_uid)
 
     def start_server(self):
@@ -189,11 +189,16 @@ class PgTls:
         self.running = True
 
     def _create_role(self):
-        self.psql("CREATE ROLE %s LOGIN PASSWORD '%s'" % (self.role, self.role_password))
-        # libpq's password file: host:port:database:user:password, mode 0600
-        # (libpq ignores a file that group or others can read).
-        write_private(self.passfile, "127.0.0.1:%d:*:%s:%s\n"
-                      % (self.port, self.role, self.role_password))
+        self.role_password = self.create_login_role(self.role, self.passfile)
+
+    def create_login_role(self, name, passfile):
+        """A LOGIN role with a random password, written to passfile in
+        libpq's format (host:port:database:user:password, mode 0600: libpq
+        ignores a file that group or others can read).  Returns the password."""
+        password = secrets.token_urlsafe(24)
+        self.psql("CREATE ROLE %s LOGIN PASSWORD '%s'" % (name, password))
+        write_private(passfile, "127.0.0.1:%d:*:%s:%s\n" % (self.port, name, password))
+        return password
 
     # ------------------------------------------------------------ use
 
@@ -212,10 +217,11 @@ class PgTls:
         self.psql("REVOKE ALL ON DATABASE \"%s\" FROM PUBLIC" % name)
         return name
 
-    def conninfo(self, db, ca_file=None, sslmode="verify-full", port=None):
-        """libpq conninfo for the pactfs role, password from the passfile."""
-        parts = ["host=127.0.0.1", "port=%d" % (port or self.port), "dbname=%s" % db,
-                 "user=%s" % self.role, "passfile=%s" % self.passfile, "connect_timeout=10"]
+    def conninfo(self, db, ca_file=None, sslmode="verify-full", role=None, passfile=None):
+        """libpq conninfo (default: the pactfs role), password from a passfile."""
+        parts = ["host=127.0.0.1", "port=%d" % self.port, "dbname=%s" % db,
+                 "user=%s" % (role or self.role), "passfile=%s" % (passfile or self.passfile),
+                 "connect_timeout=10"]
         if sslmode:
             parts += ["sslmode=%s" % sslmode, "sslrootcert=%s" % (ca_file or self.ca_file)]
         return " ".join(parts)
