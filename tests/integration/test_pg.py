@@ -12,6 +12,7 @@ reason; they never skip.
 import os
 import re
 import secrets
+import signal
 import subprocess
 import sys
 import threading
@@ -32,15 +33,28 @@ EXIT_EXISTS = 11
 
 # ---------------------------------------------------------------- fixtures
 
+def _sigterm_as_interrupt(signum, frame):
+    raise KeyboardInterrupt("SIGTERM")
+
+
 @pytest.fixture(scope="session")
 def pg():
+    # postgres daemonizes: if the run is ended by SIGTERM (test.sh's
+    # `timeout`), turn it into an interrupt so this teardown still stops it.
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     try:
         server = pg_tls.PgTls.start()
     except (pg_tls.PgTlsError, OSError, KeyError) as e:
         pytest.fail("the test PostgreSQL (TLS on 127.0.0.1) could not start: %s" % e,
                     pytrace=False)
-    yield server
-    server.stop()
+    try:
+        yield server
+    finally:
+        server.stop()
+        if previous == signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def finish(v):
@@ -291,7 +305,7 @@ def test_workstation_role_with_table_rights_only_mounts_and_writes(tmp_path, pg,
             "GRANT USAGE, UPDATE ON ALL SEQUENCES IN SCHEMA public TO {0}".format(role), v.db)
     ws = pg.conninfo(v.db, role=role, passfile=passfile)
     # The role really is restricted: it may not change the schema.
-    p = subprocess.run(["psql", ws, "-c", "DROP TABLE chunks"], capture_output=True, text=True,
+    p = subprocess.run([os.path.join(pg.bin, "psql"), ws, "-c", "DROP TABLE chunks"], capture_output=True, text=True,
                        timeout=30)
     assert p.returncode != 0 and "must be owner" in p.stderr, (p.returncode, p.stderr)
 
