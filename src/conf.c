@@ -420,7 +420,7 @@ static int load_endpoints(const struct loader *ld, const config_setting_t *root,
 
 /* A PostgreSQL connection over the network must verify the server's
  * certificate; a unix socket stays on this host. */
-static int check_pg_conninfo(const struct loader *ld, const config_setting_t *s, const char *ci)
+int conf_pg_conninfo_check(const char *ci, char *why, size_t whylen)
 {
     char *perr = NULL;
     PQconninfoOption *opts = PQconninfoParse(ci, &perr);
@@ -428,10 +428,9 @@ static int check_pg_conninfo(const struct loader *ld, const config_setting_t *s,
     int rc = 0;
 
     if (!opts) {
-        rc = conf_fail(ld, s, -EINVAL, "not a valid libpq conninfo: %s",
-                       perr ? perr : "out of memory");
+        snprintf(why, whylen, "not a valid libpq conninfo: %s", perr ? perr : "out of memory");
         PQfreemem(perr);
-        return rc;
+        return -EINVAL;
     }
     for (PQconninfoOption *o = opts; o->keyword; o++) {
         if (!o->val)
@@ -445,12 +444,23 @@ static int check_pg_conninfo(const struct loader *ld, const config_setting_t *s,
     }
     bool over_network = hostaddr || (host && host[0] && host[0] != '/');
     if (over_network && (!sslmode || (strcmp(sslmode, "verify-full") != 0 &&
-                                      strcmp(sslmode, "verify-ca") != 0)))
-        rc = conf_fail(ld, s, -EINVAL, "a network connection must verify the server: add "
-                       "sslmode=verify-full (and sslrootcert=CA file); got sslmode=%s",
-                       sslmode ? sslmode : "(unset)");
+                                      strcmp(sslmode, "verify-ca") != 0))) {
+        snprintf(why, whylen, "a network connection must verify the server: add "
+                 "sslmode=verify-full (and sslrootcert=CA file); got sslmode=%s",
+                 sslmode ? sslmode : "(unset)");
+        rc = -EINVAL;
+    }
     PQconninfoFree(opts);
     return rc;
+}
+
+static int check_pg_conninfo(const struct loader *ld, const config_setting_t *s, const char *ci)
+{
+    char why[400];
+
+    if (conf_pg_conninfo_check(ci, why, sizeof why) == 0)
+        return 0;
+    return conf_fail(ld, s, -EINVAL, "%s", why);
 }
 
 static int load_metadata(const struct loader *ld, const config_setting_t *root,

@@ -689,7 +689,14 @@ int vault_init(const struct vault_init_opts *o)
         uint8_t *id = NULL;
         size_t idlen;
 
-        rc = meta_open_pg(o->pg_conninfo, 1, &meta);
+        char why[400];
+
+        /* Checked before connecting: libpq would otherwise happily start
+         * with an unverified (sslmode=prefer) connection. */
+        if (conf_pg_conninfo_check(o->pg_conninfo, why, sizeof why) < 0)
+            rc = pfs_err(-EINVAL, "--postgresql: %s", why);
+        else
+            rc = meta_open_pg(o->pg_conninfo, 1, &meta);
         if (rc == 0 && meta_param_get(meta, VAULT_PARAM_ID, &id, &idlen) == 0) {
             free(id);
             rc = pfs_err(-EEXIST, "the PostgreSQL database already holds a vault; give an "

@@ -283,9 +283,6 @@ def test_network_conninfo_without_verification_exits_3(pg, pg_vault, sslmode):
     assert not H.is_mounted(pg_vault.mnt)
 
 
-@pytest.mark.xfail(reason="init connects first (libpq default sslmode=prefer) and only then "
-                          "refuses the unverified TLS with -EPROTO, which maps to exit 6 "
-                          "(key service); conf_load's rule gives 3", strict=False)
 def test_init_with_unverified_network_conninfo_exits_3(tmp_path, pg):
     v = H.Vault(tmp_path)
     p = v.init("--postgresql", pg.conninfo(pg.create_database(), sslmode=None), check=False)
