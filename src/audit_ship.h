@@ -1,0 +1,112 @@
+/* Audit shipper: sends the local audit spool to an audit receiver.
+ *
+ * A thread tails the spool (src/audit.h, docs/format-audit.md) from a
+ * durable cursor file, <spool>.cursor, and POSTs batches of complete lines
+ * as application/x-ndjson to <url>/v1/events over HTTPS (libcurl,
+ * verification always on, TLS >= 1.2, optional client certificate).  The
+ * cursor advances only when the receiver answers 2xx; failures are retried
+ * with bounded exponential backoff.  After a crash the shipper resends from
+ * the cursor and the receiver (pactfs-auditd) drops lines it already holds,
+ * so nothing is lost or duplicated.  The body is plain newline-delimited
+ * JSON, so any collector that takes NDJSON over HTTP can receive it.
+ *
+ * The chain checker below is the receiver's incremental form of
+ * audit_verify(): pactfs-auditd and the tests use it.  Protocol and
+ * operation: docs/auditd.md.
+ */
+#ifndef PACTFS_AUDIT_SHIP_H
+#define PACTFS_AUDIT_SHIP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <openssl/evp.h>
+
+#include "conf.h"
+
+#define AUDIT_SHIP_MAX_LINES 512u              /* lines per batch */
+#define AUDIT_SHIP_MAX_BYTES (1024u * 1024u)   /* bytes per batch */
+#define AUDIT_SHIP_CURSOR_SUFFIX ".cursor"
+
+struct audit_ship_opts {
+    const char *spool_path;     /* the spool (cursor: spool_path + ".cursor") */
+    const char *url;            /* https://host:port (no trailing /v1/events) */
+    const struct tls_conf *tls; /* CA bundle, optional client cert; may be NULL */
+    unsigned poll_ms;           /* how often to look for new lines; 0 = 200 */
+    unsigned max_lines;         /* 0 = AUDIT_SHIP_MAX_LINES */
+    size_t max_bytes;           /* 0 = AUDIT_SHIP_MAX_BYTES */
+    unsigned backoff_min_ms;    /* first retry delay; 0 = 250 */
+    unsigned backoff_max_ms;    /* retry delay ceiling; 0 = 30000 */
+    unsigned timeout_ms;        /* one request; 0 = 30000 */
+};
+
+/* Where the shipper stands: everything before offset (seq, whose line
+ * hashes to hash) was acknowledged by the receiver. */
+struct audit_cursor {
+    uint64_t offset;            /* byte offset after the last acknowledged line */
+    uint64_t seq;               /* its seq, 0 if none yet */
+    char hash[65];              /* hex SHA-256 of that line, "" if none */
+};
+
+struct audit_ship_status {
+    struct audit_cursor cursor; /* last acknowledged position */
+    uint64_t batches_sent;      /* acknowledged batches since start */
+    unsigned failures;          /* consecutive failed attempts (0 after an ack) */
+    int last_error;             /* 0 or -errno of the last failure */
+    char last_message[256];     /* its pfs_err text */
+};
+
+struct audit_ship;
+
+/* Validate the options (https:// url, cert and key together) and start the
+ * shipping thread.  A missing spool is not an error (it is waited for). */
+int audit_ship_start(const struct audit_ship_opts *o, struct audit_ship **out);
+
+/* Stop the thread after shipping what the spool holds now, for at most
+ * drain_ms (in-flight requests are cut at the deadline).  Returns 0 if
+ * everything was acknowledged, else -ETIMEDOUT or the last error with
+ * pfs_err set; the rest stays in the spool for the next run.  Frees s. */
+int audit_ship_stop(struct audit_ship *s, unsigned drain_ms);
+
+/* Wake the thread now (new lines appended). */
+void audit_ship_kick(struct audit_ship *s);
+
+void audit_ship_get_status(struct audit_ship *s, struct audit_ship_status *st);
+
+/* Ship synchronously until the spool's current end is acknowledged, or the
+ * first failure (no retry).  *batches counts acknowledged batches. */
+int audit_ship_once(const struct audit_ship_opts *o, uint64_t *batches);
+
+/* The cursor file.  load: a missing file is the start of the spool (0);
+ * a malformed one is -EBADMSG.  store: tmp file, fsync, rename, fsync dir. */
+int audit_cursor_load(const char *spool_path, struct audit_cursor *c);
+int audit_cursor_store(const char *spool_path, const struct audit_cursor *c);
+
+/* ---- chain checking, one line at a time (the receiver's side) ---- */
+
+struct audit_chain {
+    uint64_t next_seq;          /* 1 for an empty chain */
+    uint64_t last_cp;           /* seq of the last checkpoint, 0 if none */
+    char prev_hex[65];          /* hash of the last line, zeros when empty */
+    char vault[65];             /* every line must name this vault ("" = any) */
+    int skip_signatures;        /* 1: structure and hashes only (re-reading a
+                                 * store whose signatures were checked on entry) */
+};
+
+typedef EVP_PKEY *(*audit_key_fn)(void *arg, const char *vault, const char *account);
+
+void audit_chain_init(struct audit_chain *c, const char *vault);
+
+/* Check that line (without its newline) continues the chain: seq, prev, cp,
+ * vault, and for checkpoints signed_hash and the RSA-PSS signature under
+ * key_for(arg, vault, account) (NULL key = refused; the returned key is
+ * freed here).  On success the chain advances; on failure it is unchanged
+ * and why holds a sentence.  Returns 0 or -EBADMSG. */
+int audit_chain_check(struct audit_chain *c, const char *line, size_t len,
+                      audit_key_fn key_for, void *arg, char *why, size_t whylen);
+
+/* Read seq and the hex hash of a line; 0 or -EBADMSG. */
+int audit_line_seq(const char *line, size_t len, uint64_t *seq);
+void audit_line_hash(const char *line, size_t len, char out[65]);
+
+#endif
