@@ -49,7 +49,7 @@ int store_dir_open(const char *path, int create, struct store **out);
 
 /* An S3-compatible object store (store_s3.c): path-style
  * https://host:port/bucket/object, SigV4, certificate verification always on.
- * label names the endpoint in messages ("endpoint 2"; NULL: the url).
+ * label names the endpoint in messages ("endpoint 2"; NULL: "the endpoint").
  * create: make the bucket if missing; either way open proves the server,
  * the credentials and the bucket with a one-key listing.  Errors:
  * -EHOSTUNREACH server down or unreachable, -EPROTO TLS/certificate failure,

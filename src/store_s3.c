@@ -69,7 +69,7 @@ struct handle_pool {
 struct s3_store {
     char *endpoint_url;        /* https://host:port, no trailing slash */
     char *bucket;
-    char *label;               /* "endpoint 2" or the URL, for messages */
+    char *label;               /* "endpoint 2", for messages */
     char *sigv4;               /* "aws:amz:REGION:s3" */
     char *access_key;
     char *secret_key;          /* secmem */
@@ -878,7 +878,7 @@ static struct s3_store *s3_store_new(const struct store_s3_config *c)
     pthread_mutex_init(&d->pool.lock, NULL);
     d->endpoint_url = strndup(c->url, c->url[ulen - 1] == '/' ? ulen - 1 : ulen);
     d->bucket = dup_opt(c->bucket, &oom);
-    d->label = dup_opt(c->label ? c->label : c->url, &oom);
+    d->label = dup_opt(c->label ? c->label : "the endpoint", &oom);
     d->access_key = dup_opt(c->access_key, &oom);
     d->secret_key = secmem_strdup(c->secret_key);
     d->ca_file = dup_opt(c->ca_file, &oom);
