@@ -33,7 +33,7 @@
 #define CURSOR_FILE_MAX 4096
 #define DEFAULT_POLL_MS 200u
 #define DEFAULT_BACKOFF_MIN_MS 250u
-#define DEFAULT_BACKOFF_MAX_MS 30000u
+#define DEFAULT_BACKOFF_MAX_MS 15000u
 #define DEFAULT_TIMEOUT_MS 30000u
 #define LOG_EVERY_FAILURES 20u              /* repeat a failure in the log this often */
 

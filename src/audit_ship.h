@@ -36,7 +36,7 @@ struct audit_ship_opts {
     unsigned max_lines;         /* 0 = AUDIT_SHIP_MAX_LINES */
     size_t max_bytes;           /* 0 = AUDIT_SHIP_MAX_BYTES */
     unsigned backoff_min_ms;    /* first retry delay; 0 = 250 */
-    unsigned backoff_max_ms;    /* retry delay ceiling; 0 = 30000 */
+    unsigned backoff_max_ms;    /* retry delay ceiling; 0 = 15000 */
     unsigned timeout_ms;        /* one request; 0 = 30000 */
 };
 

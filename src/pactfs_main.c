@@ -19,6 +19,7 @@
 #include <syslog.h>
 #include <unistd.h>
 
+#include "audit_ship.h"
 #include "cli.h"
 #include "crypto.h"
 #include "error.h"
@@ -303,6 +304,8 @@ static int serve(const struct mount_args *a, const char *password, int ready_fd)
     struct vault *v = NULL;
     struct fs_options fo = { 0 };
     struct audit_ctx who = { getuid(), getpid() };
+    struct audit_ship *ship = NULL;
+    enum { SHIP_DRAIN_MS = 5000 };      /* bound on sending the rest at unmount */
     const char *account;
     int rc, lock_fd = -1, code;
 
@@ -327,6 +330,18 @@ static int serve(const struct mount_args *a, const char *password, int ready_fd)
         vault_close(v);
         return rc == -EINVAL ? EXIT_CONFIG : cli_exit_code_for(rc);
     }
+    if (v->conf.audit_url) {
+        /* The spool stays the record; shipping runs beside it and retries. */
+        struct audit_ship_opts so = { .spool_path = v->conf.audit_spool,
+                                      .url = v->conf.audit_url, .tls = &v->conf.audit_tls };
+        rc = audit_ship_start(&so, &ship);
+        if (rc < 0) {
+            cli_report(PROG, rc);
+            vault_close(v);
+            close(lock_fd);
+            return EXIT_CONFIG;
+        }
+    }
     if (secmem_lock_all() < 0)
         fprintf(stderr, PROG ": warning: cannot lock memory (mlockall); plaintext could reach "
                 "swap: raise RLIMIT_MEMLOCK or disable swap\n");
@@ -344,6 +359,7 @@ static int serve(const struct mount_args *a, const char *password, int ready_fd)
         fprintf(stderr, PROG ": cannot write the audit spool %s (%s): not mounting\n",
                 v->conf.audit_spool, strerror(-rc));
         vault_close(v);
+        audit_ship_stop(ship, SHIP_DRAIN_MS);
         close(lock_fd);
         return EXIT_AUDIT;
     }
@@ -355,7 +371,9 @@ static int serve(const struct mount_args *a, const char *password, int ready_fd)
         cli_report(PROG, rc);
         code = EXIT_FUSE;
     }
-    vault_close(v);
+    vault_close(v);   /* writes the closing checkpoint: ship it too */
+    if (ship && audit_ship_stop(ship, SHIP_DRAIN_MS) < 0)
+        fprintf(stderr, PROG ": %s\n", pfs_err_msg());
     close(lock_fd);
     return code;
 }
