@@ -18,7 +18,8 @@ PY=/usr/bin/python3
 
 DEPS="build-essential autoconf automake pkg-config libfuse3-dev fuse3 libssl-dev libisal-dev
 libsqlite3-dev libpq-dev libconfig-dev libargon2-dev libcurl4-openssl-dev libjson-c-dev
-libmicrohttpd-dev python3 python3-pytest postgresql rsync attr openssl procps xxd"
+libmicrohttpd-dev libxml2-dev python3 python3-pytest postgresql rsync attr openssl procps xxd curl
+ceph-mon ceph-osd radosgw ceph-common uuid-runtime"
 
 log() { printf '\n=== %s\n' "$*"; }
 
@@ -123,6 +124,24 @@ if [ -d tests/integration ] && ls tests/integration/test_*.py >/dev/null 2>&1; t
         PACTFS_SANITIZED=1 run_integration "$ASAN" "ASan+UBSan"
     fi
 fi
+
+# The S3 endpoint against a real Ceph radosgw over TLS (the script starts
+# and stops its own cluster).
+run_s3_store() { # build-dir label
+    log "S3 store tests ($2)"
+    local out rc p f
+    out=$(mktemp)
+    timeout 600 tests/s3/run-store-test.sh "$1" >"$out" 2>&1
+    rc=$?
+    grep -E '^(not ok|# FAIL)' "$out" | head -20
+    p=$(grep -c '^ok ' "$out"); f=$(grep -c '^not ok ' "$out")
+    echo "$p passed, $f failed (exit $rc)"
+    [ "$rc" -ne 0 ] && [ "$f" -eq 0 ] && { f=1; tail -20 "$out"; }
+    add_counts "$p" "$f" 0
+    rm -f "$out"
+}
+run_s3_store "$REL" release
+run_s3_store "$ASAN" "ASan+UBSan"
 
 if [ "${PACTFS_SKIP_DISTCHECK:-0}" != 1 ]; then
     log "make distcheck"
