@@ -10,8 +10,11 @@
 #include <unistd.h>
 
 #include "error.h"
+#include "grants.h"
 #include "secmem.h"
 #include "keyring.h"
+#include "meta_backend.h"
+#include "registry.h"
 #include "vault.h"
 
 #define VAULT_PARAM_ID "vault_id"
@@ -75,23 +78,33 @@ static int check_vault_identity(struct vault *v)
 static int open_one_store(const struct endpoint_conf *e, unsigned i, struct store **out,
                           char *desc, size_t desclen)
 {
-    char label[32];
     int rc;
 
-    if (e->type == ENDPOINT_DIR) {
+    if (e->type == ENDPOINT_DIR)
         snprintf(desc, desclen, "dir:%s", e->path);
-        rc = store_dir_open(e->path, 0, out);
+    else
+        snprintf(desc, desclen, "s3:%s/%s", e->url, e->bucket);
+    rc = vault_open_endpoint(e, i, 0, out);
+    if (e->type == ENDPOINT_DIR)
         return rc == -ENOMEM || rc >= 0 ? rc : -EHOSTUNREACH;
-    }
+    return rc;
+}
+
+int vault_open_endpoint(const struct endpoint_conf *e, unsigned i, int create,
+                        struct store **out)
+{
+    char label[32];
+
+    if (e->type == ENDPOINT_DIR)
+        return store_dir_open(e->path, create, out);
     snprintf(label, sizeof label, "endpoint %u", i + 1);
-    snprintf(desc, desclen, "s3:%s/%s", e->url, e->bucket);
     struct store_s3_config sc = {
         .url = e->url, .bucket = e->bucket, .region = e->region,
         .access_key = e->access_key, .secret_key = e->secret_key,
         .ca_file = e->tls.ca_file, .cert_file = e->tls.cert_file, .key_file = e->tls.key_file,
         .label = label,
     };
-    return store_s3_open(&sc, 0, out);
+    return store_s3_open(&sc, create, out);
 }
 
 static int open_stores(struct vault *v)
@@ -174,11 +187,6 @@ int vault_open(const char *conf_path, struct vault **out)
 
 /* -------------------------------------------------------------- unlock */
 
-struct envelope_walk {
-    struct vault *v;
-    int rc;
-};
-
 static struct vault_folder *folder_slot(struct vault *v, uint64_t folder_id)
 {
     struct vault_folder *f = vault_folder_by_id(v, folder_id), *grown;
@@ -219,20 +227,57 @@ static int add_folder_key(struct vault_folder *f, uint32_t version, const uint8_
     return f->keys[version] ? 0 : -ENOMEM;
 }
 
-static int open_one_envelope(void *arg, const struct meta_envelope *e)
+/* Copies of the account's envelope rows: they are checked (which reads
+ * other rows) after the list statement is done. */
+struct envelope_rows {
+    struct meta_envelope *e;
+    size_t n;
+};
+
+static int envelope_row_add(void *arg, const struct meta_envelope *e)
 {
-    struct envelope_walk *w = arg;
-    struct vault *v = w->v;
+    struct envelope_rows *rows = arg;
+    struct meta_envelope *grown = realloc(rows->e, (rows->n + 1) * sizeof *grown);
+
+    if (!grown)
+        return -ENOMEM;
+    rows->e = grown;
+    grown[rows->n] = *e;
+    grown[rows->n].wrapped = meta_memdup(e->wrapped, e->wrapped_len);
+    if (!grown[rows->n].wrapped)
+        return -ENOMEM;
+    rows->n++;
+    return 0;
+}
+
+static void envelope_rows_free(struct envelope_rows *rows)
+{
+    for (size_t i = 0; i < rows->n; i++)
+        meta_envelope_clear(&rows->e[i]);
+    free(rows->e);
+}
+
+static int open_one_envelope(struct vault *v, const struct meta_envelope *e)
+{
     struct vault_folder *f;
-    uint8_t *fk = secmem_alloc(FOLDER_KEY_LEN);
+    const uint8_t *rsa;
+    size_t rsalen;
+    uint8_t *fk;
     int rc;
 
-    if (!fk) {
-        w->rc = -ENOMEM;
-        return 1;
+    /* The database operator writes these rows: only a grant signed by a
+     * registered dataadmin who manages the folder is opened. */
+    rc = grant_verify(v->meta, v->conf.vault_id, v->conf.root_fingerprint, e, &rsa, &rsalen);
+    if (rc < 0) {
+        fprintf(stderr, "pactfs: warning: the envelope of folder %llu (key version %u) is "
+                "ignored: its grant does not verify: %s\n",
+                (unsigned long long)e->folder_id, e->key_version, pfs_err_msg());
+        return 0;
     }
-    rc = envelope_open(v->priv, v->conf.vault_id, e->folder_id, e->key_version,
-                       e->wrapped, e->wrapped_len, fk);
+    fk = secmem_alloc(FOLDER_KEY_LEN);
+    if (!fk)
+        return -ENOMEM;
+    rc = envelope_open(v->priv, v->conf.vault_id, e->folder_id, e->key_version, rsa, rsalen, fk);
     if (rc < 0) {
         /* A forged or damaged envelope must not stop the mount of the rest. */
         fprintf(stderr, "pactfs: warning: the envelope of folder %llu (key version %u) does "
@@ -244,18 +289,33 @@ static int open_one_envelope(void *arg, const struct meta_envelope *e)
     f = folder_slot(v, e->folder_id);
     if (!f) {
         secmem_free(fk, FOLDER_KEY_LEN);
-        w->rc = -ENOMEM;
-        return 1;
+        return -ENOMEM;
     }
-    if (e->key_version == f->cur_version)
+    /* Rights come from the newest key version held (normally the current). */
+    if (e->key_version >= f->rights_version) {
         f->rights = e->rights;
+        f->rights_version = e->key_version;
+    }
     rc = add_folder_key(f, e->key_version, fk);
     secmem_free(fk, FOLDER_KEY_LEN);
-    if (rc < 0) {
-        w->rc = rc;
-        return 1;
+    return rc;
+}
+
+static int open_envelopes(struct vault *v)
+{
+    struct envelope_rows rows = { 0 };
+    int rc = meta_envelope_list_account(v->meta, v->account.id, envelope_row_add, &rows);
+
+    if (rc == 0 && rows.n && (v->account.roles & ROLE_SYSADMIN)) {
+        fprintf(stderr, "pactfs: warning: \"%s\" is a sysadmin and holds no folder keys; "
+                "its %zu envelope(s) are ignored\n", v->account.name, rows.n);
+        envelope_rows_free(&rows);
+        return 0;
     }
-    return 0;
+    for (size_t i = 0; rc == 0 && i < rows.n; i++)
+        rc = open_one_envelope(v, &rows.e[i]);
+    envelope_rows_free(&rows);
+    return rc;
 }
 
 static void audit_unlock_failure(struct vault *v, const char *account, int rc)
@@ -269,10 +329,30 @@ static void audit_unlock_failure(struct vault *v, const char *account, int rc)
     }
 }
 
+/* The account's registry record must verify up to the pinned root before
+ * its roles or key are trusted; key_name is what its key was sealed under. */
+static int check_registry(struct vault *v, const char *account, char *key_name, size_t len)
+{
+    struct registry_record r = { 0 };
+    int rc = registry_verify(v->meta, v->conf.vault_id, v->conf.root_fingerprint,
+                             v->account.id, &r);
+
+    if (rc < 0) {
+        char keep[512];
+
+        snprintf(keep, sizeof keep, "%s", pfs_err_msg());
+        return pfs_err(rc, "account \"%s\" does not verify in the signed account registry, "
+                       "nothing was unlocked: %s", account, keep);
+    }
+    snprintf(key_name, len, "%s", r.key_name);
+    registry_record_clear(&r);
+    return 0;
+}
+
 int vault_unlock(struct vault *v, const char *account, const char *password)
 {
-    struct envelope_walk w = { v, 0 };
     struct audit_ctx who = { getuid(), getpid() };
+    char key_name[META_ACCOUNT_NAME_MAX + 1];
     unsigned retry_after = 0;
     int rc;
 
@@ -285,13 +365,21 @@ int vault_unlock(struct vault *v, const char *account, const char *password)
     }
     if (rc < 0)
         return rc;
+    rc = check_registry(v, account, key_name, sizeof key_name);
+    if (rc < 0) {
+        char keep[1024];
+
+        snprintf(keep, sizeof keep, "%s", pfs_err_msg());
+        audit_unlock_failure(v, account, rc);
+        return pfs_err(rc, "%s", keep);
+    }
     if (v->account.disabled) {
         rc = pfs_err(-EPERM, "the account \"%s\" is disabled: ask a system administrator",
                      account);
         audit_unlock_failure(v, account, rc);
         return rc;
     }
-    rc = keyring_unlock(v->conf.vault_id, account, password, v->account.sealed_key,
+    rc = keyring_unlock(v->conf.vault_id, key_name, password, v->account.sealed_key,
                         v->account.sealed_key_len, v->sp, &v->priv, &retry_after);
     if (rc < 0) {
         char keep[512];
@@ -299,22 +387,34 @@ int vault_unlock(struct vault *v, const char *account, const char *password)
         if (rc == -EKEYREJECTED)
             snprintf(keep, sizeof keep, "wrong password for account \"%s\" (nothing was "
                      "unlocked; check the password and try again)", account);
-        else if (rc == -EBUSY)
-            snprintf(keep, sizeof keep, "%s", pfs_err_msg());
         else
             snprintf(keep, sizeof keep, "%s", pfs_err_msg());
         audit_unlock_failure(v, account, rc);
         return pfs_err(rc, "%s", keep);
     }
-    rc = meta_envelope_list_account(v->meta, v->account.id, open_one_envelope, &w);
-    if (rc == 0)
-        rc = w.rc;
+    rc = open_envelopes(v);
     if (rc < 0)
         return rc;
     rc = audit_open(v->conf.audit_spool, v->conf.vault_id, account, v->priv, &v->audit);
     if (rc < 0)
         return rc;
     return audit_event(v->audit, &who, "unlock", "/", 0, 0);
+}
+
+int vault_account_key_name(struct vault *v, const char *account, char *out, size_t outlen)
+{
+    struct registry_record r = { 0 };
+    struct meta_account a;
+    int rc = meta_account_get_by_name(v->meta, account, &a);
+
+    if (rc < 0)
+        return rc == -ENOENT ? pfs_err(-ENOENT, "no account \"%s\" in this vault", account) : rc;
+    rc = registry_verify(v->meta, v->conf.vault_id, v->conf.root_fingerprint, a.id, &r);
+    if (rc == 0)
+        snprintf(out, outlen, "%s", r.key_name);
+    registry_record_clear(&r);
+    meta_account_clear(&a);
+    return rc;
 }
 
 struct vault_folder *vault_folder_by_id(struct vault *v, uint64_t folder_id)
@@ -427,7 +527,10 @@ static int folder_create(struct meta *meta, const char *vault_id, EVP_PKEY *memb
     rc = envelope_seal(member, vault_id, f.id, 1, fk, &e.wrapped, &e.wrapped_len);
     if (rc < 0)
         goto out;
-    rc = meta_envelope_put(meta, &e);
+    /* The creator grants itself: the base of the folder's chain of grants. */
+    rc = grant_sign(member, vault_id, account_id, &e);
+    if (rc == 0)
+        rc = meta_envelope_put(meta, &e);
     free(e.wrapped);
     if (rc == 0 && folder_id)
         *folder_id = f.id;
@@ -609,23 +712,75 @@ static int init_root_inode(struct meta *meta)
     return meta_inode_create(meta, &root);
 }
 
-static int init_account(struct meta *meta, const struct vault_init_opts *o, const char *vault_id,
-                        struct share_provider *sp, EVP_PKEY **key, uint64_t *account_id)
+/* Create an account (key pair sealed under password, share enrolled) and
+ * its registry record signed by signer. */
+static int init_account(struct meta *meta, const char *vault_id, struct share_provider *sp,
+                        const struct vault_init_opts *o, const char *name, const char *password,
+                        uint32_t roles, EVP_PKEY *signer, uint64_t signer_id,
+                        EVP_PKEY **key, uint64_t *account_id)
 {
-    struct meta_account a = { .roles = ROLE_DATAADMIN | ROLE_USER, .created = time(NULL) };
+    struct meta_account a = { .roles = roles, .created = time(NULL) };
     int rc;
 
-    if (strlen(o->account) > META_ACCOUNT_NAME_MAX)
+    if (strlen(name) > META_ACCOUNT_NAME_MAX)
         return pfs_err(-EINVAL, "the account name is longer than %d characters",
                        META_ACCOUNT_NAME_MAX);
-    snprintf(a.name, sizeof a.name, "%s", o->account);
-    rc = keyring_create(vault_id, o->account, o->password, o->kdf, o->rsa_bits ? o->rsa_bits : 3072,
+    snprintf(a.name, sizeof a.name, "%s", name);
+    rc = keyring_create(vault_id, name, password, o->kdf, o->rsa_bits ? o->rsa_bits : 3072,
                         sp, &a.pubkey, &a.pubkey_len, &a.sealed_key, &a.sealed_key_len, key);
     if (rc < 0)
         return rc;
     rc = meta_account_add(meta, &a);
+    if (rc == 0)
+        rc = registry_certify(meta, vault_id, &a, name, signer, signer_id);
     *account_id = a.id;
     meta_account_clear(&a);
+    return rc;
+}
+
+/* The registry at init: a root key pair certifies the sysadmin, the
+ * sysadmin certifies the data account.  The root private key is wiped
+ * here (docs/accounts.md says why); its fingerprint goes into fp. */
+struct init_accounts {
+    char sysadmin_name[META_ACCOUNT_NAME_MAX + 8];
+    int sysadmin_enrolled, data_enrolled;
+    EVP_PKEY *data_key;
+    uint64_t data_id;
+    char root_fp[REGISTRY_FP_HEX + 1];
+};
+
+static int init_registry(struct meta *meta, const char *vault_id, struct share_provider *sp,
+                         const struct vault_init_opts *o, struct init_accounts *ia)
+{
+    const char *admin_pw = o->sysadmin_password ? o->sysadmin_password : o->password;
+    EVP_PKEY *root = NULL, *admin = NULL;
+    uint64_t admin_id = 0;
+    int rc;
+
+    snprintf(ia->sysadmin_name, sizeof ia->sysadmin_name, "%s%s",
+             o->sysadmin ? o->sysadmin : o->account, o->sysadmin ? "" : "-admin");
+    if (!strcmp(ia->sysadmin_name, o->account))
+        return pfs_err(-EINVAL, "the sysadmin and the data account must be two accounts: "
+                       "one account may not hold both sysadmin and dataadmin");
+    root = rsa_generate(o->rsa_bits ? o->rsa_bits : 3072);
+    if (!root)
+        return pfs_err(-EIO, "cannot generate the vault root key");
+    rc = registry_fingerprint_hex(root, ia->root_fp);
+    if (rc == 0)
+        rc = registry_root_store(meta, root);
+    if (rc == 0) {
+        rc = init_account(meta, vault_id, sp, o, ia->sysadmin_name, admin_pw, ROLE_SYSADMIN,
+                          root, REGISTRY_ROOT_SIGNER, &admin, &admin_id);
+        ia->sysadmin_enrolled = admin != NULL;
+    }
+    if (rc == 0) {
+        rc = init_account(meta, vault_id, sp, o, o->account, o->password,
+                          ROLE_DATAADMIN | ROLE_USER, admin, admin_id, &ia->data_key,
+                          &ia->data_id);
+        ia->data_enrolled = ia->data_key != NULL;
+    }
+    EVP_PKEY_free(admin);
+    EVP_PKEY_free(root);
     return rc;
 }
 
@@ -661,10 +816,9 @@ int vault_init(const struct vault_init_opts *o)
     struct store *st = NULL;
     struct audit *audit = NULL;
     struct audit_ctx who = { getuid(), getpid() };
-    EVP_PKEY *key = NULL;
+    struct init_accounts ia = { 0 };
     uint8_t raw_id[16];
     char vault_id[33], *p = NULL, *conf_path = NULL;
-    uint64_t account_id = 0;
     int rc, made = 0;
 
     memset(&c, 0, sizeof c);
@@ -751,9 +905,9 @@ int vault_init(const struct vault_init_opts *o)
     if (rc == 0)
         rc = init_root_inode(meta);
     if (rc == 0)
-        rc = init_account(meta, o, vault_id, sp, &key, &account_id);
+        rc = init_registry(meta, vault_id, sp, o, &ia);
     if (rc == 0)
-        rc = folder_create(meta, vault_id, key, account_id,
+        rc = folder_create(meta, vault_id, ia.data_key, ia.data_id,
                            o->folder_name ? o->folder_name : "Contracts",
                            RIGHT_READ | RIGHT_WRITE | RIGHT_MANAGE, NULL);
     if (rc < 0) {
@@ -761,8 +915,11 @@ int vault_init(const struct vault_init_opts *o)
 
         snprintf(keep, sizeof keep, "%s", pfs_err_msg());
         meta_rollback(meta);
-        /* The share was enrolled before the failure: forget it again. */
-        sp->ops->remove(sp, vault_id, o->account);
+        /* The shares were enrolled before the failure: forget them again. */
+        if (ia.data_enrolled)
+            sp->ops->remove(sp, vault_id, o->account);
+        if (ia.sysadmin_enrolled)
+            sp->ops->remove(sp, vault_id, ia.sysadmin_name);
         pfs_err(rc, "%s", keep);
         goto out;
     }
@@ -771,12 +928,14 @@ int vault_init(const struct vault_init_opts *o)
         goto out;
 
     p = join(o->dir, c.audit_spool);
-    rc = p ? audit_open(p, vault_id, o->account, key, &audit) : -ENOMEM;
+    rc = p ? audit_open(p, vault_id, o->account, ia.data_key, &audit) : -ENOMEM;
     free(p);
     if (rc == 0) {
         const char *folder = o->folder_name ? o->folder_name : "Contracts";
 
         rc = audit_event(audit, &who, "vault-init", o->dir, 0, 0);
+        if (rc == 0)
+            rc = audit_event(audit, &who, "account-create", ia.sysadmin_name, 0, 0);
         if (rc == 0)
             rc = audit_event(audit, &who, "account-create", o->account, 0, 0);
         if (rc == 0)
@@ -788,11 +947,12 @@ int vault_init(const struct vault_init_opts *o)
     if (rc < 0)
         goto out;
     /* The configuration comes last: its presence marks a complete vault. */
+    c.root_fingerprint = strdup(ia.root_fp);
     conf_path = join(o->dir, "pactfs.conf");
-    rc = conf_path ? conf_write(conf_path, &c) : -ENOMEM;
+    rc = !conf_path || !c.root_fingerprint ? -ENOMEM : conf_write(conf_path, &c);
 out:
     free(conf_path);
-    EVP_PKEY_free(key);
+    EVP_PKEY_free(ia.data_key);
     if (meta)
         meta_close(meta);
     if (rc < 0 && made) {

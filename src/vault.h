@@ -26,6 +26,7 @@ struct vault_folder {
     uint64_t root_ino;
     uint32_t rights;                 /* RIGHT_* */
     uint32_t cur_version;            /* key version for new data */
+    uint32_t rights_version;         /* key version whose envelope gave rights */
     struct folder_keys **keys;       /* index = key_version (NULL if not held) */
     uint32_t nkeys;
 };
@@ -48,6 +49,9 @@ struct vault {
  * -EKEYREJECTED wrong password, -EBUSY locked out, -EHOSTUNREACH key
  * service unreachable, -EIO store failure. */
 int vault_open(const char *conf_path, struct vault **out);
+/* Open endpoint i (0-based) of a configuration, of whichever type. */
+int vault_open_endpoint(const struct endpoint_conf *e, unsigned i, int create,
+                        struct store **out);
 int vault_unlock(struct vault *v, const char *account, const char *password);
 void vault_close(struct vault *v);
 
@@ -58,8 +62,10 @@ const struct folder_keys *vault_folder_keys(struct vault *v, uint64_t folder_id,
 
 /* Creation of a vault on the embedded default, for `pactfs-admin init`:
  * DIR/pactfs.conf, DIR/meta.db, DIR/stores/{0,1,2}, DIR/keys (0700),
- * DIR/audit.log, the first account (roles dataadmin|user) and a first
- * folder named folder_name with read|write|manage for it.
+ * DIR/audit.log, the vault root key (its fingerprint pinned in the conf),
+ * a sysadmin account certified by the root, the first data account (roles
+ * dataadmin|user) certified by the sysadmin, and a first folder named
+ * folder_name with read|write|manage for the data account.
  * -EEXIST if DIR already holds a vault. */
 struct vault_init_opts {
     const char *dir;
@@ -80,6 +86,9 @@ struct vault_init_opts {
     /* Metadata in PostgreSQL instead of DIR/meta.db (libpq conninfo; a
      * network connection needs sslmode=verify-full). */
     const char *pg_conninfo;
+    /* The sysadmin account (NULL: "<account>-admin" with the same password). */
+    const char *sysadmin;
+    const char *sysadmin_password;
 };
 int vault_init(const struct vault_init_opts *o);
 
@@ -91,5 +100,9 @@ int vault_account_store_sealed(struct vault *v, const char *account, const uint8
 /* Create a folder (dataadmin), its root directory and an envelope for the
  * unlocked account with all rights. */
 int vault_folder_create(struct vault *v, const char *name, uint64_t *folder_id);
+
+/* The name an account's key was sealed and enrolled under (it stays when
+ * a sysadmin renames the account), from its verified registry record. */
+int vault_account_key_name(struct vault *v, const char *account, char *out, size_t outlen);
 
 #endif

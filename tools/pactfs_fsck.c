@@ -31,6 +31,7 @@
 #include "meta.h"
 #include "object.h"
 #include "store.h"
+#include "vault.h"
 
 #define PROG "pactfs-fsck"
 #define VAULT_PARAM_ID "vault_id"
@@ -269,91 +270,28 @@ static int check_vault_identity(struct fsck *f)
     return rc;
 }
 
-/* A stand-in for an endpoint directory that is gone (failed disk): every
- * fragment on it reads as missing, so verify reports them and --repair,
- * which recreates the directory instead, rebuilds them. */
-static int absent_get(struct store *s, const char *n, void **d, size_t *l)
-{
-    (void)s; (void)n; (void)d; (void)l;
-    return -ENOENT;
-}
-static int absent_name_op(struct store *s, const char *n)
-{
-    (void)s; (void)n;
-    return -ENOENT;
-}
-static int absent_put(struct store *s, const char *n, const void *d, size_t l)
-{
-    (void)n; (void)d; (void)l;
-    return pfs_err(-EROFS, "endpoint %s is missing and fsck only writes it with --repair",
-                   s->desc);
-}
-static int absent_stat(struct store *s, const char *n, uint64_t *sz)
-{
-    (void)s; (void)n; (void)sz;
-    return -ENOENT;
-}
-static int absent_list(struct store *s, int (*cb)(void *, const char *, uint64_t), void *a)
-{
-    (void)s; (void)cb; (void)a;
-    return 0;
-}
-static int absent_sync(struct store *s)
-{
-    (void)s;
-    return 0;
-}
-static int absent_space(struct store *s, uint64_t *t, uint64_t *a)
-{
-    (void)s; (void)t; (void)a;
-    return -ENOTSUP;
-}
-static void absent_close(struct store *s)
-{
-    free(s->desc);
-    free(s);
-}
-
-static const struct store_ops absent_ops = {
-    .type = "absent",
-    .put = absent_put,
-    .get = absent_get,
-    .del = absent_name_op,
-    .stat = absent_stat,
-    .list = absent_list,
-    .sync = absent_sync,
-    .space = absent_space,
-    .close = absent_close,
-};
-
-static int absent_store_new(const char *path, struct store **out)
-{
-    struct store *s = calloc(1, sizeof *s);
-
-    if (!s || asprintf(&s->desc, "dir:%s", path) < 0) {
-        free(s);
-        return pfs_err(-ENOMEM, "out of memory");
-    }
-    s->ops = &absent_ops;
-    *out = s;
-    return 0;
-}
-
+/* A missing endpoint directory (failed disk) reads as an offline endpoint:
+ * every fragment on it counts as missing, so verify reports them, and
+ * --repair recreates the directory and rebuilds them. */
 static int open_endpoint(struct fsck *f, unsigned i)
 {
     const struct endpoint_conf *e = &f->conf.endpoints[i];
     struct stat st;
 
     if (e->type != ENDPOINT_DIR)
-        return pfs_err(-ENOTSUP, "endpoint %u in %s is of type s3, which this build cannot "
-                       "reach yet", i + 1, f->conf.file);
+        return vault_open_endpoint(e, i, 0, &f->stores[i]);
     if (stat(e->path, &st) < 0 && errno == ENOENT) {
+        char desc[4200];
+
         fprintf(stderr, PROG ": endpoint %u (%s) is missing: all its fragments count as "
                 "missing%s\n", i, e->path,
                 f->args.repair ? "; --repair recreates it and rebuilds them" : "");
         f->endpoint_absent[i] = 1;
-        if (!f->args.repair)
-            return absent_store_new(e->path, &f->stores[i]);
+        if (!f->args.repair) {
+            snprintf(desc, sizeof desc, "dir:%s", e->path);
+            return store_offline_new(desc, "its directory is missing; fsck only recreates it "
+                                     "with --repair", &f->stores[i]);
+        }
         return store_dir_open(e->path, 1, &f->stores[i]);
     }
     return store_dir_open(e->path, 0, &f->stores[i]);
