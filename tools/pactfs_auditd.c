@@ -90,6 +90,8 @@ struct request {
     char *body;
     size_t len, cap;
     bool too_big;
+    bool anonymous;              /* no verified client certificate: body discarded */
+    char cn[CN_MAX + 1];         /* the client certificate's CN */
 };
 
 struct answer {
@@ -967,11 +969,11 @@ static int client_identity(struct MHD_Connection *c, char *cn, size_t cnlen)
 static void route(struct auditd *d, struct MHD_Connection *c, const char *url, const char *method,
                   const struct request *r, struct answer *a)
 {
-    char cn[CN_MAX + 1];
+    const char *cn = r->cn;
     bool post = strcmp(method, MHD_HTTP_METHOD_POST) == 0;
     bool get = strcmp(method, MHD_HTTP_METHOD_GET) == 0;
 
-    if (client_identity(c, cn, sizeof cn) < 0) {
+    if (r->anonymous) {
         answer_error(a, 403, "a client certificate signed by the configured client CA "
                             "is required");
         return;
@@ -1024,6 +1026,8 @@ static enum MHD_Result send_answer(struct MHD_Connection *c, struct answer *a)
 
 static bool request_take(struct request *r, const char *data, size_t n)
 {
+    if (r->anonymous)
+        return true;
     if (r->too_big || r->len + n > AUDITD_MAX_BODY) {
         r->too_big = true;
         return true;
@@ -1055,6 +1059,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     if (!r) {
         if (!(r = calloc(1, sizeof *r)))
             return MHD_NO;
+        /* Identify the client before taking its body: no buffering for
+         * strangers. */
+        r->anonymous = client_identity(c, r->cn, sizeof r->cn) < 0;
         *con_cls = r;
         return MHD_YES;
     }
