@@ -192,6 +192,16 @@ int meta_begin(struct meta *m) { return m->ops->begin(m); }
 int meta_commit(struct meta *m) { return m->ops->commit(m); }
 int meta_rollback(struct meta *m) { return m->ops->rollback(m); }
 
+int meta_set_deferred_sync(struct meta *m, int deferred)
+{
+    return m->ops->set_deferred_sync ? m->ops->set_deferred_sync(m, deferred != 0) : 0;
+}
+
+int meta_sync(struct meta *m)
+{
+    return m->ops->sync ? m->ops->sync(m) : 0;
+}
+
 int meta_param_get(struct meta *m, const char *key, uint8_t **val, size_t *len)
 {
     int rc = check_param_key(key);

@@ -113,6 +113,17 @@ int meta_begin(struct meta *m);
 int meta_commit(struct meta *m);
 int meta_rollback(struct meta *m);
 
+/* ---- durability ---- */
+/* deferred = 1: meta_commit returns once the transaction is atomic and
+ * visible but maybe not yet on disk (SQLite: synchronous=NORMAL in WAL, so a
+ * crash may lose the last commits, never half of one); meta_sync() then makes
+ * every committed transaction durable.  Backends whose commits are always
+ * durable (PostgreSQL) accept it and do nothing.  Default 0: every commit is
+ * durable when meta_commit returns. */
+int meta_set_deferred_sync(struct meta *m, int deferred);
+/* Make every transaction committed so far durable (outside a transaction). */
+int meta_sync(struct meta *m);
+
 /* ---- vault parameters (small key/value blobs) ---- */
 int meta_param_get(struct meta *m, const char *key, uint8_t **val, size_t *len);
 int meta_param_set(struct meta *m, const char *key, const void *val, size_t len);

@@ -88,6 +88,10 @@ struct meta_ops {
     int (*xattr_list)(struct meta *m, uint64_t ino, meta_xattr_cb cb, void *arg);
 
     int (*stats)(struct meta *m, uint64_t *inodes, uint64_t *bytes);
+
+    /* Optional (NULL: every commit is already durable, nothing to do). */
+    int (*set_deferred_sync)(struct meta *m, int deferred);
+    int (*sync)(struct meta *m);
 };
 
 /* Wrap a backend handle in a struct meta (0 or -ENOMEM). */

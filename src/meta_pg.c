@@ -315,6 +315,23 @@ static int pg_commit(struct meta *m)
     return rc;
 }
 
+/* A PostgreSQL COMMIT returns once the server has it durable (with the
+ * server's default synchronous_commit = on), so there is nothing to defer
+ * and nothing left to sync. */
+static int pg_set_deferred_sync(struct meta *m, int deferred)
+{
+    (void)m;
+    (void)deferred;
+    return 0;
+}
+
+static int pg_sync(struct meta *m)
+{
+    if (PG(m)->in_txn)
+        return pfs_err(-EBUSY, "metadata sync inside a transaction: commit first");
+    return 0;
+}
+
 static int pg_rollback(struct meta *m)
 {
     struct pg *s = PG(m);
@@ -1562,4 +1579,6 @@ static const struct meta_ops pg_ops = {
     .xattr_remove = pg_xattr_remove,
     .xattr_list = pg_xattr_list,
     .stats = pg_stats,
+    .set_deferred_sync = pg_set_deferred_sync,
+    .sync = pg_sync,
 };

@@ -1,7 +1,9 @@
 #include "config.h"
 
 /* The embedded metadata backend: one SQLite file in WAL mode with
- * synchronous=FULL (a commit is on disk when meta_commit returns), foreign
+ * synchronous=FULL (a commit is on disk when meta_commit returns; the daemon
+ * switches to NORMAL with meta_set_deferred_sync and makes commits durable in
+ * batches with meta_sync, an fsync of the WAL file), foreign
  * keys on, and every statement prepared once per handle and reused, since
  * lookups, getattr and chunk records run thousands of times a second.
  * Schema and its meaning: docs/format-metadata.md. */
@@ -1392,12 +1394,16 @@ static void sq_free(struct sq *s)
     free(s);
 }
 
+static int sq_sync(struct meta *m);
+
 static void sq_close(struct meta *m)
 {
     struct sq *s = SQ(m);
 
     if (s && s->in_txn && !sqlite3_get_autocommit(s->db))
         exec_stmt(s, ST_ROLLBACK, "rollback at close");
+    if (s && !s->in_txn)
+        sq_sync(m);   /* deferred commits: durable before the handle goes */
     sq_free(s);
     m->impl = NULL;
 }
@@ -1407,6 +1413,42 @@ static int sq_exec(struct sq *s, const char *sql, const char *what)
     int rc = sqlite3_exec(s->db, sql, NULL, NULL, NULL);
 
     return rc == SQLITE_OK ? 0 : sq_error(s, sqlite3_extended_errcode(s->db), what);
+}
+
+/* NORMAL in WAL: a commit appends its frames to the WAL without an fsync.
+ * Transactions stay atomic (a torn tail of the WAL is ignored at recovery),
+ * only the last ones may be lost, until sq_sync. */
+static int sq_set_deferred_sync(struct meta *m, int deferred)
+{
+    struct sq *s = SQ(m);
+
+    if (s->in_txn)
+        return pfs_err(-EBUSY, "cannot change metadata durability inside a transaction");
+    return sq_exec(s, deferred ? "PRAGMA synchronous = NORMAL" : "PRAGMA synchronous = FULL",
+                   "set synchronous mode");
+}
+
+/* Every committed transaction is in the WAL file (or already checkpointed
+ * into the database, which a checkpoint syncs): one fsync of the WAL makes
+ * them all durable. */
+static int sq_sync(struct meta *m)
+{
+    struct sq *s = SQ(m);
+    sqlite3_file *wal = NULL;
+    int rc;
+
+    if (s->in_txn)
+        return pfs_err(-EBUSY, "metadata sync inside a transaction: commit first");
+    rc = sqlite3_file_control(s->db, "main", SQLITE_FCNTL_JOURNAL_POINTER, &wal);
+    if (rc != SQLITE_OK)
+        return sq_error(s, rc, "find the write-ahead log to sync");
+    if (!wal || !wal->pMethods)
+        return 0;   /* no WAL open: nothing was written through this handle */
+    rc = wal->pMethods->xSync(wal, SQLITE_SYNC_NORMAL);
+    if (rc != SQLITE_OK)
+        return pfs_err(-EIO, "cannot sync the write-ahead log of %s (error %d): the disk "
+                       "may be failing or full; check it, then remount", s->path, rc);
+    return 0;
 }
 
 /* One integer from a query with no parameters (0 if no row). */
@@ -1597,4 +1639,6 @@ static const struct meta_ops sqlite_ops = {
     .xattr_remove = sq_xattr_remove,
     .xattr_list = sq_xattr_list,
     .stats = sq_stats,
+    .set_deferred_sync = sq_set_deferred_sync,
+    .sync = sq_sync,
 };
