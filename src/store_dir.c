@@ -17,23 +17,37 @@
 #include "store.h"
 
 /* A local directory endpoint.  Object "abcdef" lives at DIR/ab/abcdef.  A put
- * writes DIR/ab/.tmp.<name>.<random>, fsyncs it and renames it over the final
- * name, so a reader sees the whole object or none.  Names starting with '.'
- * are never valid objects, so temp files cannot collide with objects and list
- * skips them.  Fan-out directories touched by a put or delete are fsynced in
- * store_sync(), once per batch. */
+ * writes DIR/ab/.tmp.<name>.<random> and renames it over the final name, so a
+ * reader sees the whole object or none.  Names starting with '.' are never
+ * valid objects, so temp files cannot collide with objects and list skips
+ * them.  Durability is batched in store_sync(): the files written since the
+ * last one are fdatasynced together (one journal commit covers them all
+ * instead of one per file), then the fan-out directories touched by a put or
+ * delete.  Until then a crash may leave a put's name with partial bytes;
+ * nothing points at such an object (the metadata records a chunk only after
+ * store_sync), and its checksum would not match anyway. */
 
 #define TMP_PREFIX ".tmp."
 #define STALE_TMP_SECONDS 3600
 #define NAME_MAX_LEN 128
 /* Fan-out dir names are two bytes of [0-9a-z._-]: index a 128 x 128 bitmap. */
 #define FANOUT_SLOTS (128 * 128)
+/* Written files kept open for the next store_sync (bounds the fds held;
+ * beyond it the putter syncs the batch itself). */
+#define PENDING_MAX 64
+/* Larger objects start their write-back at once, so the sync finds little
+ * left to write. */
+#define EARLY_WRITEBACK_MIN (64 * 1024)
 
 struct dir_store {
     int rootfd;
     pthread_mutex_t dirty_lock;
     int root_dirty;                       /* a fan-out dir was created */
     uint8_t dirty[FANOUT_SLOTS / 8];      /* fan-out dirs awaiting fsync */
+    int pending[PENDING_MAX];             /* written files awaiting fdatasync */
+    unsigned npending;
+    int sync_err;                         /* an fdatasync failed: sticky, since a
+                                             retry would wrongly succeed */
 };
 
 static struct dir_store *impl_of(struct store *s)
@@ -156,6 +170,44 @@ static int open_temp(struct store *s, const char *name, char *tmp, size_t tmplen
     return -EEXIST;
 }
 
+/* fdatasync and close a batch of written files; the first error is kept
+ * sticky in the store (the kernel reports a lost write only once). */
+static int sync_files(struct dir_store *d, const int *fds, unsigned n)
+{
+    int err = 0;
+
+    for (unsigned i = 0; i < n; i++) {
+        if (fdatasync(fds[i]) != 0 && !err)
+            err = errno;
+        close(fds[i]);
+    }
+    if (err) {
+        pthread_mutex_lock(&d->dirty_lock);
+        if (!d->sync_err)
+            d->sync_err = err;
+        pthread_mutex_unlock(&d->dirty_lock);
+    }
+    return err;
+}
+
+/* Keep fd for the next store_sync; when the batch is full, sync it here. */
+static int defer_sync(struct store *s, int fd)
+{
+    struct dir_store *d = impl_of(s);
+    int batch[PENDING_MAX];
+    unsigned n = 0;
+
+    pthread_mutex_lock(&d->dirty_lock);
+    if (d->npending == PENDING_MAX) {
+        n = d->npending;
+        memcpy(batch, d->pending, n * sizeof *batch);
+        d->npending = 0;
+    }
+    d->pending[d->npending++] = fd;
+    pthread_mutex_unlock(&d->dirty_lock);
+    return n ? sync_files(d, batch, n) : 0;
+}
+
 static int dir_put(struct store *s, const char *name, const void *data, size_t len)
 {
     struct dir_store *d = impl_of(s);
@@ -173,20 +225,20 @@ static int dir_put(struct store *s, const char *name, const void *data, size_t l
     if (fd < 0)
         return disk_error(s, "creating a temp file for", name, -fd);
     err = write_all(fd, data, len);
-    /* fdatasync: the bytes and the size, not the times, must survive a crash */
-    if (!err && fdatasync(fd) != 0)
-        err = errno;
-    if (close(fd) != 0 && !err)
-        err = errno;
+    if (!err && len >= EARLY_WRITEBACK_MIN)
+        sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);   /* a hint: errors show at sync */
     object_path(name, final, sizeof final);
     if (!err && renameat(d->rootfd, tmp, d->rootfd, final) != 0)
         err = errno;
     if (err) {
+        close(fd);
         unlinkat(d->rootfd, tmp, 0);
         return disk_error(s, "writing", name, err);
     }
     mark_dirty(d, dir, created);
-    return 0;
+    /* the bytes and the size (not the times) must be durable by store_sync */
+    err = defer_sync(s, fd);
+    return err ? disk_error(s, "syncing objects before", name, err) : 0;
 }
 
 static int read_all(int fd, uint8_t *p, size_t len)
@@ -408,7 +460,25 @@ static int dir_sync(struct store *s)
 {
     struct dir_store *d = impl_of(s);
     uint8_t todo[FANOUT_SLOTS / 8];
+    int files[PENDING_MAX];
+    unsigned nfiles;
     int root, err = 0;
+
+    /* Files first: their names must not become durable pointing at bytes
+     * that are not.  Take the batch so puts can go on meanwhile. */
+    pthread_mutex_lock(&d->dirty_lock);
+    nfiles = d->npending;
+    memcpy(files, d->pending, nfiles * sizeof *files);
+    d->npending = 0;
+    pthread_mutex_unlock(&d->dirty_lock);
+    sync_files(d, files, nfiles);
+    pthread_mutex_lock(&d->dirty_lock);
+    err = d->sync_err;
+    pthread_mutex_unlock(&d->dirty_lock);
+    if (err)
+        return pfs_err(-err, "endpoint %s: writing objects to disk failed (%s); what was "
+                       "written since the last sync may be lost: check the disk, then "
+                       "remount", s->desc, strerror(err));
 
     /* Take the set and clear it, so puts can go on while we fsync. */
     pthread_mutex_lock(&d->dirty_lock);
@@ -460,6 +530,8 @@ static void dir_close(struct store *s)
     struct dir_store *d = impl_of(s);
 
     if (d) {
+        sync_files(d, d->pending, d->npending);   /* what the last puts wrote */
+        d->npending = 0;
         if (d->rootfd >= 0)
             close(d->rootfd);
         pthread_mutex_destroy(&d->dirty_lock);
