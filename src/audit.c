@@ -463,24 +463,33 @@ static int wait_durable(struct audit *a, uint64_t ticket)
                    "until the filesystem is remounted", a->path, strerror(-a->sticky_err));
 }
 
+/* Under the mutex: append o (and a due checkpoint); *ticket for
+ * wait_durable.  Any failure but a refused event leaves the spool sticky. */
+static int append_event_locked(struct audit *a, json_object *o, bool force_checkpoint,
+                               uint64_t *ticket)
+{
+    int rc;
+
+    if (a->sticky_err)
+        return pfs_err(a->sticky_err, "audit spool %s failed earlier (%s); operations fail "
+                       "until the filesystem is remounted", a->path, strerror(-a->sticky_err));
+    rc = append_locked(a, o, force_checkpoint, ticket);
+    /* An event refused before any byte was written (too long, no
+     * memory) fails alone; anything else leaves the spool in doubt. */
+    if (rc && rc != -E2BIG && rc != -ENOMEM)
+        a->sticky_err = rc;
+    return rc;
+}
+
 static int record(struct audit *a, json_object *o, bool force_checkpoint)
 {
     uint64_t ticket = 0;
     int rc;
 
     pthread_mutex_lock(&a->mu);
-    if (a->sticky_err) {
-        rc = pfs_err(a->sticky_err, "audit spool %s failed earlier (%s); operations fail "
-                     "until the filesystem is remounted", a->path, strerror(-a->sticky_err));
-    } else {
-        rc = append_locked(a, o, force_checkpoint, &ticket);
-        /* An event refused before any byte was written (too long, no
-         * memory) fails alone; anything else leaves the spool in doubt. */
-        if (rc && rc != -E2BIG && rc != -ENOMEM)
-            a->sticky_err = rc;
-        if (!rc)
-            rc = wait_durable(a, ticket);
-    }
+    rc = append_event_locked(a, o, force_checkpoint, &ticket);
+    if (!rc)
+        rc = wait_durable(a, ticket);
     pthread_mutex_unlock(&a->mu);
     return rc;
 }
@@ -495,6 +504,36 @@ int audit_event(struct audit *a, const struct audit_ctx *who, const char *op,
         return pfs_err(-ENOMEM, "out of memory building an audit event");
     rc = record(a, o, false);
     json_object_put(o);
+    return rc;
+}
+
+/* Two phases for callers that append under their own lock (so the chain
+ * follows their order) and wait for the fdatasync after dropping it: the
+ * event is durable, and the operation may report success, only once
+ * audit_event_wait returned 0. */
+int audit_event_append(struct audit *a, const struct audit_ctx *who, const char *op,
+                       const char *path, int result, uint64_t bytes, uint64_t *ticket)
+{
+    json_object *o = event_object(a, who, op, path, result, bytes);
+    int rc;
+
+    *ticket = 0;
+    if (!o)
+        return pfs_err(-ENOMEM, "out of memory building an audit event");
+    pthread_mutex_lock(&a->mu);
+    rc = append_event_locked(a, o, false, ticket);
+    pthread_mutex_unlock(&a->mu);
+    json_object_put(o);
+    return rc;
+}
+
+int audit_event_wait(struct audit *a, uint64_t ticket)
+{
+    int rc;
+
+    pthread_mutex_lock(&a->mu);
+    rc = wait_durable(a, ticket);
+    pthread_mutex_unlock(&a->mu);
     return rc;
 }
 
