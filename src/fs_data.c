@@ -13,7 +13,9 @@
  * one meta transaction with every pending chunk and the inode's size and
  * mtime.  Fragments are therefore always durable before the metadata that
  * points at them; replaced chunks go to the deletion queue and their
- * fragments are deleted by a background job after the commit.
+ * fragments are deleted by a background job once the commit that dropped
+ * them is durable (meta_sync).  Commits themselves are made durable in
+ * batches: by fsync, and by the syncer thread every second.
  */
 
 #include <errno.h>
@@ -32,6 +34,7 @@
 #define READAHEAD_CHUNKS 4
 #define GC_BATCH 64
 #define REF_CACHE_CHUNKS 16384
+#define SYNC_PERIOD_MS 1000
 
 /* ------------------------------------------------------------------ */
 /* Types                                                               */
@@ -69,6 +72,14 @@ struct fs_file {
     uint64_t seq_next;         /* sequential read detection */
     uint64_t seq_write_next;   /* sequential write detection */
     uint64_t ra_until;         /* chunks below this were read ahead */
+    unsigned setattr_seq;      /* bumped (atomically) at every setattr of the
+                                  inode row, and setattr_active counts those
+                                  running: a commit gathered before or during
+                                  one must not write its older mtime */
+    unsigned setattr_active;   /* under the inode lock */
+    int fresh;                 /* created by this mount: no chunk version was
+                                  ever used, so puts skip the max-version query
+                                  (inode numbers are never reused) */
 };
 
 enum job_type { JOB_PUT, JOB_READAHEAD, JOB_REPAIR, JOB_GC };
@@ -111,6 +122,12 @@ struct fs_data {
     /* dirty budget */
     pthread_mutex_t dlock;
     size_t dirty_bytes, dirty_budget;
+    /* metadata syncer: makes deferred commits durable every SYNC_PERIOD_MS */
+    pthread_t syncer;
+    int syncer_started;
+    pthread_mutex_t slock;
+    pthread_cond_t scond;
+    int syncer_stop;
 };
 
 static size_t chunk_sz(const struct fs *fs) { return fs->chunk_size; }
@@ -523,8 +540,10 @@ int fs_data_attach(struct fs *fs, struct fs_inode *in, const uint8_t *dek)
     }
     struct fs_file *f = file_new();
     int r = f ? 0 : pfs_err(-ENOMEM, "out of memory opening inode %" PRIu64, in->ino);
-    if (r == 0 && dek)
+    if (r == 0 && dek) {
         memcpy(f->dek, dek, DEK_LEN);
+        f->fresh = 1;
+    }
     else if (r == 0)
         r = file_load(fs, in, f);
     if (r == 0)
@@ -709,6 +728,8 @@ static void job_put(struct fs *fs, struct fs_inode *in, uint64_t idx)
     if (!c || !c->buf || c->writing || c->loading)
         goto done;
     int r = 0;
+    if (!c->version_known && f->fresh)
+        c->version_known = 1;   /* max_version stays 0 */
     if (!c->version_known) {
         uint64_t v = 0;
         pthread_mutex_lock(&fs->meta_lock);
@@ -770,6 +791,9 @@ struct commit_set {
     uint64_t trunc_from, size, attr_gen;
     int64_t mtime_ns;
     int size_dirty, mtime_dirty;
+    unsigned setattr_seq;
+    int mtime_held;            /* a setattr was running at the gather */
+    int mtime_written;         /* commit_meta wrote mtime_ns */
     struct chunk_ref *drop;
     size_t ndrop;
 };
@@ -801,6 +825,8 @@ static int commit_gather(struct fs_file *f, struct commit_set *s)
     s->size_dirty = f->size_dirty;
     s->mtime_dirty = f->mtime_dirty;
     s->attr_gen = f->attr_gen;
+    s->setattr_seq = __atomic_load_n(&f->setattr_seq, __ATOMIC_ACQUIRE);
+    s->mtime_held = f->setattr_active > 0;
     s->drop = f->drop;
     s->ndrop = f->ndrop;
     f->drop = NULL;
@@ -808,7 +834,8 @@ static int commit_gather(struct fs_file *f, struct commit_set *s)
     return 0;
 }
 
-static int commit_meta(struct fs *fs, uint64_t ino, const struct commit_set *s)
+static int commit_meta(struct fs *fs, uint64_t ino, struct commit_set *s,
+                       const unsigned *setattr_seq)
 {
     struct meta *m = fs->v->meta;
     pthread_mutex_lock(&fs->meta_lock);
@@ -825,7 +852,11 @@ static int commit_meta(struct fs *fs, uint64_t ino, const struct commit_set *s)
     if (r == 0) {
         int64_t now = fs_now_ns();
         mi.size = s->size;
-        if (s->mtime_dirty)
+        /* A setattr since the gather may have set mtime explicitly (under
+         * meta_lock, like this check): its value wins. */
+        s->mtime_written = s->mtime_dirty && !s->mtime_held &&
+            __atomic_load_n(setattr_seq, __ATOMIC_ACQUIRE) == s->setattr_seq;
+        if (s->mtime_written)
             mi.mtime_ns = s->mtime_ns;
         mi.ctime_ns = now;
         r = meta_inode_update(m, &mi);
@@ -850,8 +881,11 @@ static void commit_settle(struct fs_file *f, struct commit_set *s, int ok)
                 c->ref.version == s->items[i].ref.version)
                 c->ref_state = REF_COMMITTED;
         }
-        if (f->attr_gen == s->attr_gen)
-            f->size_dirty = f->mtime_dirty = 0;
+        if (f->attr_gen == s->attr_gen) {
+            f->size_dirty = 0;
+            if (s->mtime_written || !s->mtime_dirty)
+                f->mtime_dirty = 0;   /* else a later commit writes it */
+        }
         return;
     }
     if (s->trunc_from != NO_TRUNC && s->trunc_from < f->trunc_from)
@@ -881,7 +915,7 @@ static int file_commit(struct fs *fs, struct fs_inode *in)
     if (work && s.n)
         r = object_layer_sync(fs->v->ol);
     if (work && r == 0)
-        r = commit_meta(fs, in->ino, &s);
+        r = commit_meta(fs, in->ino, &s, &f->setattr_seq);
     pthread_mutex_lock(&in->lock);
     commit_settle(f, &s, r == 0);
     pthread_mutex_unlock(&in->lock);
@@ -928,6 +962,24 @@ int fs_data_flush(struct fs *fs, struct fs_inode *in)
     pthread_mutex_unlock(&in->lock);
     int r = file_commit(fs, in);
     return err ? err : r;
+}
+
+int fs_data_meta_sync(struct fs *fs)
+{
+    pthread_mutex_lock(&fs->meta_lock);
+    int r = meta_sync(fs->v->meta);
+    pthread_mutex_unlock(&fs->meta_lock);
+    if (r < 0)
+        fprintf(stderr, "pactfs: cannot make metadata durable: %s\n", pfs_err_msg());
+    return r < 0 ? -EIO : 0;
+}
+
+int fs_data_fsync(struct fs *fs, struct fs_inode *in)
+{
+    int r = fs_data_flush(fs, in);
+    /* The commit (and every earlier one: the create, renames) on disk. */
+    int s = fs_data_meta_sync(fs);
+    return r < 0 ? r : s;
 }
 
 static void flush_one(struct fs *fs, struct fs_inode *in)
@@ -1215,26 +1267,32 @@ void fs_data_fill_attr(struct fs_inode *in, struct stat *st)
 
 int fs_data_commit_hold(struct fs_inode *in)
 {
+    /* No waiting for a running commit (it may be syncing fragments): the
+     * bump makes a commit that gathered before this setattr leave mtime
+     * alone, and attr_gen keeps its flags dirty for the next commit. */
     pthread_mutex_lock(&in->lock);
     struct fs_file *f = in->file;
+    if (f) {
+        __atomic_add_fetch(&f->setattr_seq, 1, __ATOMIC_RELEASE);
+        f->setattr_active++;
+        f->attr_gen++;
+    }
     pthread_mutex_unlock(&in->lock);
-    if (!f)
-        return 0;
-    pthread_mutex_lock(&f->commit_lock);
-    return 1;
+    return f != NULL;
 }
 
 void fs_data_commit_release(struct fs_inode *in, int mtime_set, int64_t mtime_ns)
 {
     pthread_mutex_lock(&in->lock);
     struct fs_file *f = in->file;
-    if (mtime_set) {
+    if (f && f->setattr_active)
+        f->setattr_active--;
+    if (f && mtime_set) {
         f->mtime_ns = mtime_ns;
         f->mtime_dirty = 0;
         f->attr_gen++;
     }
     pthread_mutex_unlock(&in->lock);
-    pthread_mutex_unlock(&f->commit_lock);
 }
 
 int64_t fs_data_size(struct fs_inode *in)
@@ -1265,16 +1323,48 @@ static int gc_collect(void *arg, uint64_t id, const struct chunk_ref *r)
     return 0;
 }
 
+/* Mark a batch of queue entries done in one transaction (their fragments
+ * are gone). */
+static void gc_mark_done(struct fs *fs, const uint64_t *ids, unsigned n)
+{
+    struct meta *m = fs->v->meta;
+    if (n == 0)
+        return;
+    pthread_mutex_lock(&fs->meta_lock);
+    int r = meta_begin(m);
+    for (unsigned i = 0; r == 0 && i < n; i++) {
+        r = meta_gc_done(m, ids[i]);
+        if (r == -ENOENT)
+            r = 0;
+    }
+    if (r == 0)
+        r = meta_commit(m);
+    else
+        meta_rollback(m);
+    pthread_mutex_unlock(&fs->meta_lock);
+    if (r < 0)   /* the entries come back; deleting again finds nothing */
+        fprintf(stderr, "pactfs: cannot update the deletion queue: %s\n", pfs_err_msg());
+}
+
 int fs_data_gc_run(struct fs *fs)
 {
     struct gc_batch *b = malloc(sizeof *b);
-    if (!b)
+    uint64_t *done_ids = malloc(GC_BATCH * sizeof *done_ids);
+    if (!b || !done_ids) {
+        free(b);
+        free(done_ids);
         return -ENOMEM;
+    }
     int r = 0;
     for (;;) {
         b->n = 0;
         pthread_mutex_lock(&fs->meta_lock);
         r = meta_gc_list(fs->v->meta, GC_BATCH, gc_collect, b);
+        /* Commits are deferred: the one that dropped these chunks must be
+         * on disk before their fragments go, or a crash could bring back
+         * records pointing at deleted fragments. */
+        if (r == 0 && b->n)
+            r = meta_sync(fs->v->meta);
         pthread_mutex_unlock(&fs->meta_lock);
         if (r < 0 || b->n == 0)
             break;
@@ -1284,14 +1374,13 @@ int fs_data_gc_run(struct fs *fs)
                 fprintf(stderr, "pactfs: cannot delete old fragments: %s\n", pfs_err_msg());
                 continue;
             }
-            pthread_mutex_lock(&fs->meta_lock);
-            if (meta_gc_done(fs->v->meta, b->ids[i]) == 0)
-                done++;
-            pthread_mutex_unlock(&fs->meta_lock);
+            done_ids[done++] = b->ids[i];
         }
+        gc_mark_done(fs, done_ids, done);
         if (done == 0)
             break;   /* nothing progresses: try again at the next kick */
     }
+    free(done_ids);
     free(b);
     return r;
 }
@@ -1354,6 +1443,47 @@ static void *worker_main(void *arg)
 }
 
 /* ------------------------------------------------------------------ */
+/* Metadata syncer                                                     */
+
+/* Metadata commits are deferred (meta_set_deferred_sync): this thread makes
+ * them durable every SYNC_PERIOD_MS, so a create, rename or unlink reaches
+ * the disk within about a second without each paying for an fsync.  fsync,
+ * fsyncdir, the gc and unmount sync at once. */
+static void *syncer_main(void *arg)
+{
+    struct fs *fs = arg;
+    struct fs_data *d = fs->data;
+    pthread_mutex_lock(&d->slock);
+    while (!d->syncer_stop) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += (long)(SYNC_PERIOD_MS % 1000) * 1000000L;
+        ts.tv_sec += SYNC_PERIOD_MS / 1000 + ts.tv_nsec / 1000000000L;
+        ts.tv_nsec %= 1000000000L;
+        pthread_cond_timedwait(&d->scond, &d->slock, &ts);
+        if (d->syncer_stop)
+            break;
+        pthread_mutex_unlock(&d->slock);
+        fs_data_meta_sync(fs);
+        pthread_mutex_lock(&d->slock);
+    }
+    pthread_mutex_unlock(&d->slock);
+    return NULL;
+}
+
+static void syncer_stop(struct fs_data *d)
+{
+    if (!d->syncer_started)
+        return;
+    pthread_mutex_lock(&d->slock);
+    d->syncer_stop = 1;
+    pthread_cond_broadcast(&d->scond);
+    pthread_mutex_unlock(&d->slock);
+    pthread_join(d->syncer, NULL);
+    d->syncer_started = 0;
+}
+
+/* ------------------------------------------------------------------ */
 /* Start / stop                                                        */
 
 int fs_data_start(struct fs *fs)
@@ -1380,6 +1510,8 @@ int fs_data_start(struct fs *fs)
     pthread_mutex_init(&d->clock, NULL);
     pthread_cond_init(&d->ccond, NULL);
     pthread_mutex_init(&d->dlock, NULL);
+    pthread_mutex_init(&d->slock, NULL);
+    pthread_cond_init(&d->scond, NULL);
     fs->data = d;
     for (unsigned i = 0; i < d->nthreads; i++) {
         int e = pthread_create(&d->threads[i], NULL, worker_main, fs);
@@ -1389,6 +1521,19 @@ int fs_data_start(struct fs *fs)
             return pfs_err(-e, "cannot start write-back threads: %s", strerror(e));
         }
     }
+    pthread_mutex_lock(&fs->meta_lock);
+    int r = meta_set_deferred_sync(fs->v->meta, 1);
+    pthread_mutex_unlock(&fs->meta_lock);
+    if (r < 0) {
+        fs_data_stop(fs);
+        return pfs_err(-EIO, "cannot configure the metadata store: %s", pfs_err_msg());
+    }
+    int e = pthread_create(&d->syncer, NULL, syncer_main, fs);
+    if (e) {
+        fs_data_stop(fs);
+        return pfs_err(-e, "cannot start the metadata sync thread: %s", strerror(e));
+    }
+    d->syncer_started = 1;
     return 0;
 }
 
@@ -1403,6 +1548,13 @@ void fs_data_stop(struct fs *fs)
     pthread_mutex_unlock(&d->qlock);
     for (unsigned i = 0; i < d->nthreads; i++)
         pthread_join(d->threads[i], NULL);
+    syncer_stop(d);
+    /* Every deferred commit on disk before the daemon goes; and back to
+     * durable commits for whoever uses the handle next. */
+    fs_data_meta_sync(fs);
+    pthread_mutex_lock(&fs->meta_lock);
+    meta_set_deferred_sync(fs->v->meta, 0);
+    pthread_mutex_unlock(&fs->meta_lock);
     while (d->lru_head) {
         struct cache_entry *e = d->lru_head;
         e->ready = 1;
@@ -1415,6 +1567,8 @@ void fs_data_stop(struct fs *fs)
     pthread_mutex_destroy(&d->clock);
     pthread_cond_destroy(&d->ccond);
     pthread_mutex_destroy(&d->dlock);
+    pthread_mutex_destroy(&d->slock);
+    pthread_cond_destroy(&d->scond);
     free(d);
     fs->data = NULL;
 }

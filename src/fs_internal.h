@@ -7,9 +7,13 @@
  *     fs_itab.lock is a leaf: nothing else is taken while it is held.
  *
  * No lock is held during object I/O (object_put_chunk / object_get_chunk /
- * object_layer_sync) nor during audit_event, except that metadata
- * operations audit inside their meta transaction (under meta_lock) so a
- * failed audit rolls the operation back (fail-closed).
+ * object_layer_sync) nor while waiting for the audit spool's fdatasync:
+ * metadata operations append their audit event inside their meta
+ * transaction (under meta_lock, so a failed append rolls the operation back:
+ * fail-closed) and wait for it to be durable after dropping the lock.
+ * Metadata commits are deferred (meta_set_deferred_sync) and made durable
+ * by fs_data_meta_sync: on fsync, fsyncdir, before the gc deletes
+ * fragments, every second, and at unmount (docs/design-fuse.md).
  */
 #ifndef PACTFS_FS_INTERNAL_H
 #define PACTFS_FS_INTERNAL_H
@@ -22,6 +26,7 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 
+#include "audit.h"
 #include "fs.h"
 
 struct fs_data;      /* fs_data.c: worker pool, chunk cache, dirty budget */
@@ -69,6 +74,17 @@ struct fs {
     struct fs_handle *handles;     /* kernel dropped their release */
 };
 
+/* ---- audit.c: two-phase audit_event ----
+ * Declared here until audit.h (not owned by the FUSE layer) takes them.
+ * audit_event_append writes the event into the chain now (same failure
+ * rules as audit_event) and gives a ticket; audit_event_wait returns once
+ * that event is durable (group commit with every other waiter), or -errno.
+ * Lets metadata operations append inside their transaction, under
+ * meta_lock, and wait for the fdatasync after dropping it. */
+int audit_event_append(struct audit *a, const struct audit_ctx *who, const char *op,
+                       const char *path, int result, uint64_t bytes, uint64_t *ticket);
+int audit_event_wait(struct audit *a, uint64_t ticket);
+
 /* ---- fs_ops.c ---- */
 extern const struct fuse_lowlevel_ops fs_lowlevel_ops;
 int64_t fs_now_ns(void);
@@ -78,6 +94,12 @@ char *fs_path(struct fs *fs, uint64_t ino, const char *name);
 /* Audit with the requester's uid/pid (req may be NULL: the daemon itself). */
 int fs_audit(struct fs *fs, fuse_req_t req, const char *op, const char *path, int result,
              uint64_t bytes);
+/* The same in two phases: append inside a meta transaction (a failure rolls
+ * it back), then fs_audit_wait after meta_lock is dropped and before the
+ * reply; both return 0 or -EIO. */
+int fs_audit_append(struct fs *fs, fuse_req_t req, const char *op, const char *path,
+                    int result, uint64_t bytes, uint64_t *ticket);
+int fs_audit_wait(struct fs *fs, const char *op, uint64_t ticket);
 
 /* ---- fs_inode.c ---- */
 int fs_itab_init(struct fs_itab *t);
@@ -123,8 +145,14 @@ int fs_data_write(struct fs *fs, struct fs_inode *in, uint64_t off, const void *
 /* Start writing back every dirty chunk without waiting (close); returns
  * an earlier write-back error of the file, if any. */
 int fs_data_writeback_start(struct fs *fs, struct fs_inode *in);
-/* Write back every dirty chunk, then one meta transaction (durable). */
+/* Write back every dirty chunk, then one meta transaction (atomic; durable
+ * at the next metadata sync, within about a second). */
 int fs_data_flush(struct fs *fs, struct fs_inode *in);
+/* fs_data_flush, then every metadata commit so far durable (fsync). */
+int fs_data_fsync(struct fs *fs, struct fs_inode *in);
+/* Make every metadata commit so far durable (meta_sync under meta_lock);
+ * 0 or -EIO (message on stderr). */
+int fs_data_meta_sync(struct fs *fs);
 int fs_data_truncate(struct fs *fs, struct fs_inode *in, uint64_t size);
 /* Override st_size/st_mtim with in-memory values when in has a data state. */
 void fs_data_fill_attr(struct fs_inode *in, struct stat *st);

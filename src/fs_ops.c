@@ -108,8 +108,7 @@ char *fs_path(struct fs *fs, uint64_t ino, const char *name)
     return p;
 }
 
-int fs_audit(struct fs *fs, fuse_req_t req, const char *op, const char *path, int result,
-             uint64_t bytes)
+static struct audit_ctx audit_who(fuse_req_t req)
 {
     struct audit_ctx who = { .uid = getuid(), .pid = getpid() };
     if (req) {
@@ -117,15 +116,42 @@ int fs_audit(struct fs *fs, fuse_req_t req, const char *op, const char *path, in
         who.uid = c->uid;
         who.pid = c->pid;
     }
+    return who;
+}
+
+static int audit_failed(const char *op)
+{
+    fprintf(stderr, "pactfs: audit spool write failed (%s); refusing %s\n", pfs_err_msg(), op);
+    return -EIO;
+}
+
+int fs_audit(struct fs *fs, fuse_req_t req, const char *op, const char *path, int result,
+             uint64_t bytes)
+{
     if (!fs->v->audit)
         return 0;
+    struct audit_ctx who = audit_who(req);
     int r = audit_event(fs->v->audit, &who, op, path ? path : "?", result, bytes);
-    if (r < 0) {
-        fprintf(stderr, "pactfs: audit spool write failed (%s); refusing %s\n",
-                pfs_err_msg(), op);
-        return -EIO;
-    }
-    return 0;
+    return r < 0 ? audit_failed(op) : 0;
+}
+
+int fs_audit_append(struct fs *fs, fuse_req_t req, const char *op, const char *path,
+                    int result, uint64_t bytes, uint64_t *ticket)
+{
+    *ticket = 0;
+    if (!fs->v->audit)
+        return 0;
+    struct audit_ctx who = audit_who(req);
+    int r = audit_event_append(fs->v->audit, &who, op, path ? path : "?", result, bytes,
+                               ticket);
+    return r < 0 ? audit_failed(op) : 0;
+}
+
+int fs_audit_wait(struct fs *fs, const char *op, uint64_t ticket)
+{
+    if (!fs->v->audit || ticket == 0)
+        return 0;
+    return audit_event_wait(fs->v->audit, ticket) < 0 ? audit_failed(op) : 0;
 }
 
 /* Audit a denied operation; -EACCES, or -EIO if even that cannot be audited. */
@@ -586,13 +612,16 @@ static int setattr_meta(struct fs *fs, fuse_req_t req, uint64_t ino, const struc
         r = apply_setattr(req, &mi, attr, valid);
     if (r == 0)
         r = meta_inode_update(m, &mi);
+    uint64_t ticket = 0;
     if (r == 0)
-        r = fs_audit(fs, req, "setattr", path, 0, 0);
+        r = fs_audit_append(fs, req, "setattr", path, 0, 0, &ticket);
     if (r == 0)
         r = meta_commit(m);
     else
         meta_rollback(m);
     pthread_mutex_unlock(&fs->meta_lock);
+    if (r == 0)   /* durable before the reply, waited for outside the lock */
+        r = fs_audit_wait(fs, "setattr", ticket);
     *mtime_out = mi.mtime_ns;
     return r;
 }
@@ -732,13 +761,16 @@ static int make_node(struct fs *fs, fuse_req_t req, uint64_t parent, const char 
         touch_dir(&dir, mi->ctime_ns, S_ISDIR(nn->mode) ? 1 : 0);
         r = meta_inode_update(m, &dir);
     }
+    uint64_t ticket = 0;
     if (r == 0)
-        r = fs_audit(fs, req, nn->op, path, 0, 0);
+        r = fs_audit_append(fs, req, nn->op, path, 0, 0, &ticket);
     if (r == 0)
         r = meta_commit(m);
     else
         meta_rollback(m);
     pthread_mutex_unlock(&fs->meta_lock);
+    if (r == 0)   /* durable before the reply, waited for outside the lock */
+        r = fs_audit_wait(fs, nn->op, ticket);
     free(path);
     if (r < 0 && r != -EEXIST && r != -ENOTDIR && r != -EACCES && r != -ENOENT)
         r = -EIO;
@@ -952,13 +984,16 @@ static int remove_entry(struct fs *fs, fuse_req_t req, uint64_t parent, const ch
         touch_dir(&dir, now, is_rmdir ? -1 : 0);
         r = meta_inode_update(m, &dir);
     }
+    uint64_t ticket = 0;
     if (r == 0)
-        r = fs_audit(fs, req, op, path, 0, 0);
+        r = fs_audit_append(fs, req, op, path, 0, 0, &ticket);
     if (r == 0)
         r = meta_commit(m);
     else
         meta_rollback(m);
     pthread_mutex_unlock(&fs->meta_lock);
+    if (r == 0)   /* durable before the reply, waited for outside the lock */
+        r = fs_audit_wait(fs, op, ticket);
     free(path);
     *ino_out = ino;
     *nlink_out = victim.nlink;
@@ -1117,7 +1152,8 @@ static int rename_move(struct fs *fs, struct rename_ctx *c, int64_t now)
     return r;
 }
 
-static int rename_locked(struct fs *fs, fuse_req_t req, struct rename_ctx *c, const char *path)
+static int rename_locked(struct fs *fs, fuse_req_t req, struct rename_ctx *c, const char *path,
+                         uint64_t *ticket)
 {
     struct meta *m = fs->v->meta;
     int64_t now = fs_now_ns();
@@ -1143,7 +1179,7 @@ static int rename_locked(struct fs *fs, fuse_req_t req, struct rename_ctx *c, co
     if (r == 0 && !same)
         r = (c->flags & RENAME_EXCHANGE) ? rename_exchange(fs, c, now) : rename_move(fs, c, now);
     if (r == 0)
-        r = fs_audit(fs, req, "rename", path, 0, 0);
+        r = fs_audit_append(fs, req, "rename", path, 0, 0, ticket);
     if (r == 0)
         r = meta_commit(m);
     else
@@ -1184,9 +1220,12 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
     char *path = malloc(plen);
     if (path)
         snprintf(path, plen, "%s -> %s", from ? from : "?", to ? to : "?");
+    uint64_t ticket = 0;
     pthread_mutex_lock(&fs->meta_lock);
-    r = rename_locked(fs, req, &c, path);
+    r = rename_locked(fs, req, &c, path, &ticket);
     pthread_mutex_unlock(&fs->meta_lock);
+    if (r == 0)   /* durable before the reply, waited for outside the lock */
+        r = fs_audit_wait(fs, "rename", ticket);
     free(from);
     free(to);
     free(path);
@@ -1249,13 +1288,16 @@ static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const 
         touch_dir(&dir, now, 0);
         r = meta_inode_update(m, &dir);
     }
+    uint64_t ticket = 0;
     if (r == 0)
-        r = fs_audit(fs, req, "link", path, 0, 0);
+        r = fs_audit_append(fs, req, "link", path, 0, 0, &ticket);
     if (r == 0)
         r = meta_commit(m);
     else
         meta_rollback(m);
     pthread_mutex_unlock(&fs->meta_lock);
+    if (r == 0)   /* durable before the reply, waited for outside the lock */
+        r = fs_audit_wait(fs, "link", ticket);
     free(path);
     if (r < 0)
         fuse_reply_err(req, errno_out(r));
@@ -1436,7 +1478,7 @@ static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_f
     (void)ino;
     (void)datasync;
     struct fs_handle *h = fi_handle(fi);
-    int r = fs_data_flush(req_fs(req), h->in);
+    int r = fs_data_fsync(req_fs(req), h->in);
     fuse_reply_err(req, r < 0 ? EIO : 0);
 }
 
@@ -1568,7 +1610,10 @@ static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fus
     (void)ino;
     (void)datasync;
     (void)fi;
-    fuse_reply_err(req, 0);   /* every metadata change is committed durably */
+    /* Entries (create, rename, unlink) are committed at once but made
+     * durable in batches: this makes all of them durable now. */
+    int r = fs_data_meta_sync(req_fs(req));
+    fuse_reply_err(req, r < 0 ? EIO : 0);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1660,13 +1705,16 @@ static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const 
             mi.ctime_ns = fs_now_ns();
             r = meta_inode_update(m, &mi);
         }
+        uint64_t ticket = 0;
         if (r == 0)
-            r = fs_audit(fs, req, "setxattr", path, 0, size);
+            r = fs_audit_append(fs, req, "setxattr", path, 0, size, &ticket);
         if (r == 0)
             r = meta_commit(m);
         else
             meta_rollback(m);
         pthread_mutex_unlock(&fs->meta_lock);
+        if (r == 0)   /* durable before the reply, waited for outside the lock */
+            r = fs_audit_wait(fs, "setxattr", ticket);
         free(path);
     }
     free(sealed);
@@ -1773,13 +1821,16 @@ static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
             if (r == -ENOENT)
                 r = -ENODATA;
         }
+        uint64_t ticket = 0;
         if (r == 0)
-            r = fs_audit(fs, req, "removexattr", path, 0, 0);
+            r = fs_audit_append(fs, req, "removexattr", path, 0, 0, &ticket);
         if (r == 0)
             r = meta_commit(m);
         else
             meta_rollback(m);
         pthread_mutex_unlock(&fs->meta_lock);
+        if (r == 0)   /* durable before the reply, waited for outside the lock */
+            r = fs_audit_wait(fs, "removexattr", ticket);
         free(path);
     }
     fuse_reply_err(req, r < 0 ? errno_out(r) : 0);
