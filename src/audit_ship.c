@@ -659,6 +659,12 @@ static int shipper_step(struct shipper *sh)
 
     if (rc)
         return rc > 0 ? 0 : rc;
+    if (sh->cursor_checked) {
+        struct stat st;
+        /* A spool cut below what was shipped is checked (and refused) again. */
+        if (fstat(sh->fd, &st) == 0 && (uint64_t)st.st_size < sh->cursor.offset)
+            sh->cursor_checked = false;
+    }
     if (!sh->cursor_checked) {
         if ((rc = audit_cursor_load(sh->sc.spool_path, &sh->cursor)) ||
             (rc = cursor_matches_spool(sh->fd, sh->sc.spool_path, &sh->cursor)))

@@ -634,6 +634,32 @@ static void test_forged_checkpoint_refused(void)
     CHECK(file_size(sf) <= 0);                    /* nothing kept */
 }
 
+/* A spool replaced behind the shipper's back is not shipped over the old
+ * stream: the cursor no longer matches. */
+static void test_replaced_spool_not_shipped(void)
+{
+    char sp[300], cpath[320];
+    struct audit_ship_opts o;
+    struct audit_cursor before;
+
+    snprintf(sp, sizeof sp, "%s/replaced.log", scratch);
+    snprintf(cpath, sizeof cpath, "%s.cursor", sp);
+    REQUIRE(add_events(sp, VAULT2, alice_key, 5) == 0);
+    REQUIRE(audit_cursor_store(sp, &(struct audit_cursor){ 0, 0, "" }) == 0);
+    REQUIRE(audit_cursor_load(spool, &before) == 0);
+    REQUIRE(audit_cursor_store(sp, &before) == 0);     /* a cursor far beyond this spool */
+    o = ship_opts(sp, rcv.url);
+    CHECK_EQ_INT(audit_ship_once(&o, NULL), -ESTALE);
+    CHECK(strstr(pfs_err_msg(), "shorter") != NULL);
+    CHECK_EQ_INT(cursor_offset(sp), before.offset);
+    /* Same length, other bytes: the hash at the cursor differs. */
+    before.offset = (uint64_t)file_size(sp);
+    REQUIRE(audit_cursor_store(sp, &before) == 0);
+    CHECK_EQ_INT(audit_ship_once(&o, NULL), -ESTALE);
+    CHECK(strstr(pfs_err_msg(), "does not hold") != NULL);
+    unlink(cpath);
+}
+
 static void test_queries_need_an_auditor_certificate(void)
 {
     struct body b;
@@ -742,6 +768,7 @@ int main(void)
     RUN(test_tampered_line_refused_and_not_stored);
     RUN(test_altered_duplicate_refused);
     RUN(test_forged_checkpoint_refused);
+    RUN(test_replaced_spool_not_shipped);
     RUN(test_queries_need_an_auditor_certificate);
     RUN(test_events_since);
     RUN(test_verify_notices_an_edited_store);
