@@ -1,0 +1,715 @@
+#include "config.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "buf.h"
+#include "envelope.h"
+#include "error.h"
+#include "grants.h"
+#include "keyring.h"
+#include "meta_backend.h"
+#include "registry.h"
+#include "secmem.h"
+
+#define GRANT_MAGIC "PFSG"
+#define GRANT_VERSION 1
+#define RIGHTS_KNOWN (RIGHT_READ | RIGHT_WRITE | RIGHT_MANAGE)
+
+/* ---------------------------------------------------------------- rights */
+
+int grants_rights_parse(const char *s, uint32_t *rights)
+{
+    static const char *const forms[] = { "read", "read,write", "read,write,manage" };
+    static const uint32_t masks[] = { RIGHT_READ, RIGHT_READ | RIGHT_WRITE,
+                                      RIGHT_READ | RIGHT_WRITE | RIGHT_MANAGE };
+
+    for (size_t i = 0; i < sizeof forms / sizeof forms[0]; i++)
+        if (!strcmp(s, forms[i])) {
+            *rights = masks[i];
+            return 0;
+        }
+    return pfs_err(-EINVAL, "rights \"%s\": give read, read,write or read,write,manage", s);
+}
+
+void grants_rights_format(uint32_t rights, char *out, size_t outlen)
+{
+    snprintf(out, outlen, "%s%s%s", rights & RIGHT_READ ? "read" : "",
+             rights & RIGHT_WRITE ? ",write" : "", rights & RIGHT_MANAGE ? ",manage" : "");
+}
+
+/* ------------------------------------------------------- signed envelopes */
+
+int grant_envelope_unpack(const uint8_t *blob, size_t len, const uint8_t **rsa, size_t *rsalen,
+                          const uint8_t **sig, size_t *siglen)
+{
+    struct rbuf b;
+    const uint8_t *magic = NULL;
+    uint8_t version = 0;
+
+    rbuf_init(&b, blob, len);
+    rbuf_get_ref(&b, &magic, 4);
+    rbuf_get_u8(&b, &version);
+    if (b.err || memcmp(magic, GRANT_MAGIC, 4) || version != GRANT_VERSION)
+        return pfs_err(-EBADMSG, "the envelope carries no grant signature (not made by "
+                       "pactfs-admin grant)");
+    rbuf_get_blob(&b, rsa, rsalen, 4096);
+    rbuf_get_blob(&b, sig, siglen, 1024);
+    if (rbuf_end(&b) < 0)
+        return pfs_err(-EBADMSG, "a signed envelope is malformed");
+    return 0;
+}
+
+/* The bytes the granter signs. */
+static int grant_tbs(const char *vault_id, const struct meta_envelope *e, uint64_t granter,
+                     const uint8_t *rsa, size_t rsalen, uint8_t **out, size_t *outlen)
+{
+    uint8_t h[SHA256_LEN];
+    struct wbuf b;
+
+    sha256(rsa, rsalen, h);
+    wbuf_init(&b);
+    wbuf_put_bytes(&b, GRANT_MAGIC, 4);
+    wbuf_put_u8(&b, GRANT_VERSION);
+    wbuf_put_str(&b, vault_id);
+    wbuf_put_u64(&b, e->folder_id);
+    wbuf_put_u64(&b, e->account_id);
+    wbuf_put_u32(&b, e->key_version);
+    wbuf_put_u32(&b, e->rights);
+    wbuf_put_u64(&b, granter);
+    wbuf_put_bytes(&b, h, sizeof h);
+    *out = wbuf_steal(&b, outlen);
+    return *out ? 0 : -ENOMEM;
+}
+
+static int grant_pack(const uint8_t *rsa, size_t rsalen, const uint8_t *sig, size_t siglen,
+                      uint8_t **out, size_t *outlen)
+{
+    struct wbuf b;
+
+    wbuf_init(&b);
+    wbuf_put_bytes(&b, GRANT_MAGIC, 4);
+    wbuf_put_u8(&b, GRANT_VERSION);
+    wbuf_put_blob(&b, rsa, rsalen);
+    wbuf_put_blob(&b, sig, siglen);
+    *out = wbuf_steal(&b, outlen);
+    return *out ? 0 : -ENOMEM;
+}
+
+int grant_sign(EVP_PKEY *granter, const char *vault_id, uint64_t granter_id,
+               struct meta_envelope *e)
+{
+    uint8_t *tbs = NULL, *sig = NULL, *packed = NULL;
+    size_t tbslen = 0, siglen = 0, packedlen = 0;
+    int rc;
+
+    rc = grant_tbs(vault_id, e, granter_id, e->wrapped, e->wrapped_len, &tbs, &tbslen);
+    if (rc == 0)
+        rc = sig_sign(granter, tbs, tbslen, &sig, &siglen);
+    if (rc == 0)
+        rc = grant_pack(e->wrapped, e->wrapped_len, sig, siglen, &packed, &packedlen);
+    free(tbs);
+    free(sig);
+    if (rc < 0)
+        return rc;
+    free(e->wrapped);
+    e->wrapped = packed;
+    e->wrapped_len = packedlen;
+    e->granted_by = granter_id;
+    return 0;
+}
+
+/* Every envelope row of a folder, copied (so no list statement stays open
+ * while the rows are checked). */
+struct envelope_set {
+    struct meta_envelope *e;
+    size_t n;
+};
+
+static void envelope_set_free(struct envelope_set *s)
+{
+    for (size_t i = 0; i < s->n; i++)
+        meta_envelope_clear(&s->e[i]);
+    free(s->e);
+    s->e = NULL;
+    s->n = 0;
+}
+
+static int envelope_set_add(void *arg, const struct meta_envelope *e)
+{
+    struct envelope_set *s = arg;
+    struct meta_envelope *grown = realloc(s->e, (s->n + 1) * sizeof *grown);
+
+    if (!grown)
+        return -ENOMEM;
+    s->e = grown;
+    grown[s->n] = *e;
+    grown[s->n].wrapped = meta_memdup(e->wrapped, e->wrapped_len);
+    if (!grown[s->n].wrapped)
+        return -ENOMEM;
+    s->n++;
+    return 0;
+}
+
+static int envelopes_of_folder(struct meta *m, uint64_t folder_id, struct envelope_set *s)
+{
+    int rc = meta_envelope_list_folder(m, folder_id, envelope_set_add, s);
+
+    if (rc < 0)
+        envelope_set_free(s);
+    return rc;
+}
+
+static int verify_at(struct meta *m, const char *vault_id, const char *root_fp,
+                     const struct meta_envelope *e, unsigned depth);
+
+/* Does the granter hold manage on the folder by a good grant? */
+static int granter_manages(struct meta *m, const char *vault_id, const char *root_fp,
+                           const struct meta_envelope *e, unsigned depth)
+{
+    struct envelope_set s = { 0 };
+    int rc;
+
+    if (e->granted_by == e->account_id)
+        return (e->rights & RIGHT_MANAGE) ? 0 : -EBADMSG;   /* the folder's creator */
+    if (depth >= GRANT_MAX_DEPTH)
+        return pfs_err(-EBADMSG, "the chain of manage grants on folder %" PRIu64 " is longer "
+                       "than %d or loops", e->folder_id, GRANT_MAX_DEPTH);
+    rc = envelopes_of_folder(m, e->folder_id, &s);
+    if (rc < 0)
+        return rc;
+    rc = -EBADMSG;
+    for (size_t i = 0; i < s.n && rc < 0; i++)
+        if (s.e[i].account_id == e->granted_by && (s.e[i].rights & RIGHT_MANAGE))
+            rc = verify_at(m, vault_id, root_fp, &s.e[i], depth + 1);
+    envelope_set_free(&s);
+    return rc;
+}
+
+static int verify_at(struct meta *m, const char *vault_id, const char *root_fp,
+                     const struct meta_envelope *e, unsigned depth)
+{
+    struct registry_record granter = { 0 };
+    const uint8_t *rsa, *sig;
+    size_t rsalen, siglen, tbslen = 0;
+    uint8_t *tbs = NULL;
+    EVP_PKEY *key = NULL;
+    int rc;
+
+    if (!e->rights || (e->rights & ~RIGHTS_KNOWN))
+        return pfs_err(-EBADMSG, "an envelope names unknown rights 0x%x", e->rights);
+    rc = grant_envelope_unpack(e->wrapped, e->wrapped_len, &rsa, &rsalen, &sig, &siglen);
+    if (rc == 0)
+        rc = registry_verified_key(m, vault_id, root_fp, e->granted_by, &granter, &key);
+    if (rc == 0 && (!(granter.roles & ROLE_DATAADMIN) || granter.disabled))
+        rc = pfs_err(-EBADMSG, "the grant was signed by \"%s\", which is not an enabled "
+                     "dataadmin", granter.name);
+    if (rc == 0)
+        rc = grant_tbs(vault_id, e, e->granted_by, rsa, rsalen, &tbs, &tbslen);
+    if (rc == 0 && sig_verify(key, tbs, tbslen, sig, siglen) < 0)
+        rc = pfs_err(-EBADMSG, "the grant signature of \"%s\" does not verify: the envelope "
+                     "row was forged or altered", granter.name);
+    if (rc == 0 && granter_manages(m, vault_id, root_fp, e, depth) < 0)
+        rc = pfs_err(-EBADMSG, "the grant was signed by \"%s\", who holds no manage right on "
+                     "this folder", granter.name);
+    free(tbs);
+    EVP_PKEY_free(key);
+    registry_record_clear(&granter);
+    return rc;
+}
+
+int grant_verify(struct meta *m, const char *vault_id, const char *root_fp,
+                 const struct meta_envelope *e, const uint8_t **rsa, size_t *rsalen)
+{
+    const uint8_t *sig;
+    size_t siglen;
+    int rc = verify_at(m, vault_id, root_fp, e, 0);
+
+    if (rc < 0)
+        return rc;
+    return grant_envelope_unpack(e->wrapped, e->wrapped_len, rsa, rsalen, &sig, &siglen);
+}
+
+/* ------------------------------------------------------- helpers */
+
+static int audit_admin(struct vault *v, const char *op, const char *what, int result)
+{
+    struct audit_ctx who = { getuid(), getpid() };
+    int arc;
+
+    if (!v->audit)
+        return result;
+    arc = audit_event(v->audit, &who, op, what, result, 0);
+    return result < 0 ? result : arc;
+}
+
+/* The folder named name among those this account holds (the top
+ * directory's name is encrypted under the key version of its creation). */
+static struct vault_folder *folder_by_name(struct vault *v, const char *name)
+{
+    for (size_t i = 0; i < v->nfolders; i++) {
+        struct vault_folder *f = &v->folders[i];
+
+        for (uint32_t ver = 0; ver < f->nkeys; ver++) {
+            uint8_t enc[NAME_MAX_ENC];
+            size_t enclen = sizeof enc;
+            uint64_t ino;
+
+            if (f->keys[ver] &&
+                name_encrypt(f->keys[ver], META_ROOT_INO, name, strlen(name), enc, &enclen) == 0 &&
+                meta_dirent_lookup(v->meta, META_ROOT_INO, enc, enclen, &ino) == 0 &&
+                ino == f->root_ino)
+                return f;
+        }
+    }
+    return NULL;
+}
+
+/* The unlocked account must manage the folder. */
+static int managed_folder(struct vault *v, const char *name, struct vault_folder **out)
+{
+    if (!(v->account.roles & ROLE_DATAADMIN))
+        return pfs_err(-EACCES, "\"%s\" is not a dataadmin: only a dataadmin who is a member "
+                       "of a folder with manage rights can grant or revoke it (a sysadmin "
+                       "holds no folder keys)", v->account.name);
+    *out = folder_by_name(v, name);
+    if (!*out)
+        return pfs_err(-EACCES, "\"%s\" holds no folder named \"%s\": only its members can "
+                       "grant it (check the name with ls on the mount)", v->account.name, name);
+    if (!((*out)->rights & RIGHT_MANAGE))
+        return pfs_err(-EACCES, "\"%s\" has no manage right on folder \"%s\"",
+                       v->account.name, name);
+    return 0;
+}
+
+/* A grantee: registered, verified, enabled, allowed to hold data. */
+static int grantee_key(struct vault *v, const char *name, uint32_t rights,
+                       struct meta_account *a, EVP_PKEY **key)
+{
+    struct registry_record r = { 0 };
+    int rc = meta_account_get_by_name(v->meta, name, a);
+
+    if (rc < 0)
+        return rc == -ENOENT ? pfs_err(-ENOENT, "no account \"%s\": a sysadmin creates it "
+                                       "with pactfs-admin account-add", name) : rc;
+    rc = registry_verified_key(v->meta, v->conf.vault_id, v->conf.root_fingerprint, a->id,
+                               &r, key);
+    if (rc < 0)
+        return pfs_err(rc, "refusing to grant to \"%s\": %s", name, pfs_err_msg());
+    if (r.disabled)
+        rc = pfs_err(-EPERM, "the account \"%s\" is disabled", name);
+    else if (r.roles & ROLE_SYSADMIN)
+        rc = pfs_err(-EPERM, "\"%s\" is a sysadmin, and a sysadmin holds no folder keys",
+                     name);
+    else if ((rights & RIGHT_MANAGE) && !(r.roles & ROLE_DATAADMIN))
+        rc = pfs_err(-EINVAL, "the manage right needs the dataadmin role, which \"%s\" lacks",
+                     name);
+    registry_record_clear(&r);
+    if (rc < 0) {
+        EVP_PKEY_free(*key);
+        *key = NULL;
+    }
+    return rc;
+}
+
+/* Open this account's own envelope of (folder, version) into fk. */
+static int own_folder_key(struct vault *v, uint64_t folder_id, uint32_t version,
+                          uint8_t fk[FOLDER_KEY_LEN])
+{
+    struct meta_envelope e;
+    const uint8_t *rsa;
+    size_t rsalen;
+    int rc = meta_envelope_get(v->meta, folder_id, v->account.id, version, &e);
+
+    if (rc < 0)
+        return rc;
+    rc = grant_verify(v->meta, v->conf.vault_id, v->conf.root_fingerprint, &e, &rsa, &rsalen);
+    if (rc == 0)
+        rc = envelope_open(v->priv, v->conf.vault_id, folder_id, version, rsa, rsalen, fk);
+    meta_envelope_clear(&e);
+    return rc;
+}
+
+/* Wrap fk for a member and store the signed envelope. */
+static int put_signed_envelope(struct vault *v, EVP_PKEY *member, uint64_t folder_id,
+                               uint64_t account_id, uint32_t version, uint32_t rights,
+                               const uint8_t fk[FOLDER_KEY_LEN])
+{
+    struct meta_envelope e = { .folder_id = folder_id, .account_id = account_id,
+                               .key_version = version, .rights = rights };
+    int rc = envelope_seal(member, v->conf.vault_id, folder_id, version, fk, &e.wrapped,
+                           &e.wrapped_len);
+
+    if (rc == 0)
+        rc = grant_sign(v->priv, v->conf.vault_id, v->account.id, &e);
+    if (rc == 0)
+        rc = meta_envelope_put(v->meta, &e);
+    free(e.wrapped);
+    return rc;
+}
+
+static int finish_txn(struct meta *m, int rc)
+{
+    if (rc < 0) {
+        char keep[512];
+
+        snprintf(keep, sizeof keep, "%s", pfs_err_msg());
+        meta_rollback(m);
+        return pfs_err(rc, "%s", keep);
+    }
+    return meta_commit(m);
+}
+
+/* ----------------------------------------------------------------- grant */
+
+static int wrap_all_versions(struct vault *v, const struct vault_folder *f, EVP_PKEY *member,
+                             uint64_t account_id, uint32_t rights)
+{
+    uint8_t *fk = secmem_alloc(FOLDER_KEY_LEN);
+    int rc = 0, wrapped = 0;
+
+    if (!fk)
+        return -ENOMEM;
+    for (uint32_t ver = 0; ver < f->nkeys && rc == 0; ver++) {
+        if (!f->keys[ver])
+            continue;
+        rc = own_folder_key(v, f->id, ver, fk);
+        if (rc == 0)
+            rc = put_signed_envelope(v, member, f->id, account_id, ver, rights, fk);
+        wrapped += rc == 0;
+    }
+    secmem_free(fk, FOLDER_KEY_LEN);
+    if (rc == 0 && !wrapped)
+        rc = pfs_err(-EACCES, "this account holds no key of the folder to wrap");
+    return rc;
+}
+
+int grants_grant(struct vault *v, const char *folder, const char *account, uint32_t rights)
+{
+    struct vault_folder *f = NULL;
+    struct meta_account a = { 0 };
+    EVP_PKEY *member = NULL;
+    char what[256], rs[32];
+    int rc;
+
+    grants_rights_format(rights, rs, sizeof rs);
+    snprintf(what, sizeof what, "/%s -> %s (%s)", folder, account, rs);
+    rc = managed_folder(v, folder, &f);
+    if (rc == 0)
+        rc = grantee_key(v, account, rights, &a, &member);
+    if (rc == 0 && a.id == v->account.id)
+        rc = pfs_err(-EINVAL, "an account cannot change its own rights; ask another manager");
+    if (rc == 0)
+        rc = meta_begin(v->meta);
+    if (rc == 0) {
+        /* Replacing: drop earlier rights (all versions) first. */
+        int drc = meta_envelope_delete(v->meta, f->id, a.id);
+
+        rc = drc == -ENOENT ? 0 : drc;
+        if (rc == 0)
+            rc = wrap_all_versions(v, f, member, a.id, rights);
+        rc = finish_txn(v->meta, rc);
+    }
+    EVP_PKEY_free(member);
+    meta_account_clear(&a);
+    return audit_admin(v, "grant", what, rc);
+}
+
+/* ---------------------------------------------------------------- revoke */
+
+/* Rights of an account on the folder: those of its newest key version. */
+static uint32_t member_rights(const struct envelope_set *s, uint64_t account_id)
+{
+    uint32_t best = 0, rights = 0;
+
+    for (size_t i = 0; i < s->n; i++)
+        if (s->e[i].account_id == account_id && s->e[i].key_version >= best) {
+            best = s->e[i].key_version;
+            rights = s->e[i].rights;
+        }
+    return rights;
+}
+
+static int seen_before(const struct envelope_set *s, size_t i)
+{
+    for (size_t j = 0; j < i; j++)
+        if (s->e[j].account_id == s->e[i].account_id)
+            return 1;
+    return 0;
+}
+
+/* Rows the revoked account granted would lose their voucher: the revoker
+ * re-signs those that verify today, so remaining members keep old data. */
+static int resign_rows_of(struct vault *v, const struct envelope_set *s, uint64_t revoked)
+{
+    int rc = 0;
+
+    for (size_t i = 0; i < s->n && rc == 0; i++) {
+        const struct meta_envelope *e = &s->e[i];
+        struct meta_envelope copy = *e;
+        const uint8_t *rsa;
+        size_t rsalen;
+
+        if (e->granted_by != revoked || e->account_id == revoked)
+            continue;
+        if (grant_verify(v->meta, v->conf.vault_id, v->conf.root_fingerprint, e, &rsa,
+                         &rsalen) < 0)
+            continue;
+        copy.wrapped = meta_memdup(rsa, rsalen);
+        copy.wrapped_len = rsalen;
+        if (!copy.wrapped)
+            return -ENOMEM;
+        rc = grant_sign(v->priv, v->conf.vault_id, v->account.id, &copy);
+        if (rc == 0)
+            rc = meta_envelope_put(v->meta, &copy);
+        free(copy.wrapped);
+    }
+    return rc;
+}
+
+/* The new key version, wrapped for every remaining member. */
+static int rotate_for_members(struct vault *v, const struct envelope_set *s, uint64_t folder_id,
+                              uint64_t revoked, uint32_t version, const uint8_t *fk)
+{
+    int rc = 0;
+
+    for (size_t i = 0; i < s->n && rc == 0; i++) {
+        uint64_t id = s->e[i].account_id;
+        EVP_PKEY *key = NULL;
+
+        if (id == revoked || seen_before(s, i))
+            continue;
+        if (registry_verified_key(v->meta, v->conf.vault_id, v->conf.root_fingerprint, id,
+                                  NULL, &key) < 0) {
+            fprintf(stderr, "pactfs-admin: warning: account %" PRIu64 " does not verify in the "
+                    "registry and gets no envelope for the new key: %s\n", id, pfs_err_msg());
+            continue;
+        }
+        rc = put_signed_envelope(v, key, folder_id, id, version, member_rights(s, id), fk);
+        EVP_PKEY_free(key);
+    }
+    return rc;
+}
+
+static int revoke_and_rotate(struct vault *v, struct vault_folder *f, uint64_t revoked,
+                             uint32_t *new_version)
+{
+    struct envelope_set s = { 0 };
+    struct meta_folder mf;
+    uint8_t *fk = secmem_alloc(FOLDER_KEY_LEN);
+    int rc;
+
+    if (!fk)
+        return -ENOMEM;
+    rc = meta_folder_get(v->meta, f->id, &mf);
+    if (rc == 0)
+        rc = envelopes_of_folder(v->meta, f->id, &s);
+    if (rc == 0 && !member_rights(&s, revoked))
+        rc = pfs_err(-ENOENT, "the account holds no envelope of this folder");
+    if (rc == 0)
+        rc = folder_key_generate(fk);
+    if (rc == 0)
+        rc = meta_begin(v->meta);
+    if (rc == 0) {
+        mf.key_version++;
+        rc = resign_rows_of(v, &s, revoked);
+        if (rc == 0)
+            rc = meta_envelope_delete(v->meta, f->id, revoked);
+        if (rc == 0)
+            rc = rotate_for_members(v, &s, f->id, revoked, mf.key_version, fk);
+        if (rc == 0)
+            rc = meta_folder_update(v->meta, &mf);
+        rc = finish_txn(v->meta, rc);
+    }
+    if (rc == 0)
+        *new_version = mf.key_version;
+    envelope_set_free(&s);
+    secmem_free(fk, FOLDER_KEY_LEN);
+    return rc;
+}
+
+int grants_revoke(struct vault *v, const char *folder, const char *account)
+{
+    struct vault_folder *f = NULL;
+    struct meta_account a = { 0 };
+    uint32_t version = 0;
+    char what[256];
+    int rc;
+
+    snprintf(what, sizeof what, "/%s -> %s", folder, account);
+    rc = managed_folder(v, folder, &f);
+    if (rc == 0) {
+        rc = meta_account_get_by_name(v->meta, account, &a);
+        if (rc == -ENOENT)
+            rc = pfs_err(-ENOENT, "no account \"%s\"", account);
+    }
+    if (rc == 0 && a.id == v->account.id)
+        rc = pfs_err(-EINVAL, "an account cannot revoke itself; ask another manager");
+    if (rc == 0)
+        rc = revoke_and_rotate(v, f, a.id, &version);
+    meta_account_clear(&a);
+    rc = audit_admin(v, "revoke", what, rc);
+    if (rc == 0) {
+        snprintf(what, sizeof what, "/%s key version %u", folder, version);
+        rc = audit_admin(v, "key-rotation", what, 0);
+    }
+    return rc;
+}
+
+/* ------------------------------------------------------- sysadmin actions */
+
+static int require_sysadmin(struct vault *v)
+{
+    if (!(v->account.roles & ROLE_SYSADMIN))
+        return pfs_err(-EACCES, "\"%s\" is not a sysadmin: only a sysadmin changes accounts",
+                       v->account.name);
+    return 0;
+}
+
+static int name_ok(const char *name)
+{
+    size_t n = strlen(name);
+
+    if (n == 0 || n > META_ACCOUNT_NAME_MAX || strspn(name, "abcdefghijklmnopqrstuvwxyz"
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-@") != n)
+        return pfs_err(-EINVAL, "account name \"%s\": 1 to %d letters, digits, '.', '_', '-' "
+                       "or '@'", name, META_ACCOUNT_NAME_MAX);
+    return 0;
+}
+
+int grants_account_add(struct vault *v, const char *name, uint32_t roles, const char *password,
+                       const struct pwkdf_params *kdf)
+{
+    struct meta_account a = { .roles = roles, .created = time(NULL) };
+    struct meta_account existing;
+    int rc, enrolled = 0;
+
+    rc = require_sysadmin(v);
+    if (rc == 0)
+        rc = name_ok(name);
+    if (rc == 0)
+        rc = registry_roles_check(roles);
+    if (rc == 0 && meta_account_get_by_name(v->meta, name, &existing) == 0) {
+        meta_account_clear(&existing);
+        rc = pfs_err(-EEXIST, "an account \"%s\" already exists", name);
+    }
+    if (rc == 0) {
+        snprintf(a.name, sizeof a.name, "%s", name);
+        rc = keyring_create(v->conf.vault_id, name, password, kdf, RSA_MIN_BITS, v->sp,
+                            &a.pubkey, &a.pubkey_len, &a.sealed_key, &a.sealed_key_len, NULL);
+        enrolled = rc == 0;
+    }
+    if (rc == 0)
+        rc = meta_begin(v->meta);
+    if (rc == 0) {
+        rc = meta_account_add(v->meta, &a);
+        if (rc == 0)
+            rc = registry_certify(v->meta, v->conf.vault_id, &a, name, v->priv, v->account.id);
+        rc = finish_txn(v->meta, rc);
+    }
+    if (rc < 0 && enrolled)
+        v->sp->ops->remove(v->sp, v->conf.vault_id, name);
+    meta_account_clear(&a);
+    return audit_admin(v, "account-create", name, rc);
+}
+
+/* Change a verified account's row and re-sign its record in one step. */
+static int account_change(struct vault *v, const char *name,
+                          int (*apply)(struct meta_account *a, const void *arg), const void *arg)
+{
+    struct meta_account a = { 0 };
+    int rc = require_sysadmin(v);
+
+    if (rc == 0) {
+        rc = meta_account_get_by_name(v->meta, name, &a);
+        if (rc == -ENOENT)
+            rc = pfs_err(-ENOENT, "no account \"%s\"", name);
+    }
+    if (rc == 0)
+        rc = registry_verify(v->meta, v->conf.vault_id, v->conf.root_fingerprint, a.id, NULL);
+    if (rc == 0 && a.id == v->account.id)
+        rc = pfs_err(-EINVAL, "a sysadmin cannot change its own account; ask another sysadmin");
+    if (rc == 0)
+        rc = apply(&a, arg);
+    if (rc == 0)
+        rc = meta_begin(v->meta);
+    if (rc == 0) {
+        rc = meta_account_update(v->meta, &a);
+        if (rc == 0)
+            rc = registry_certify(v->meta, v->conf.vault_id, &a, NULL, v->priv, v->account.id);
+        rc = finish_txn(v->meta, rc);
+    }
+    meta_account_clear(&a);
+    return rc;
+}
+
+static int apply_disabled(struct meta_account *a, const void *arg)
+{
+    a->disabled = *(const int *)arg;
+    return 0;
+}
+
+static int apply_name(struct meta_account *a, const void *arg)
+{
+    snprintf(a->name, sizeof a->name, "%s", (const char *)arg);
+    return 0;
+}
+
+static int apply_roles(struct meta_account *a, const void *arg)
+{
+    a->roles = *(const uint32_t *)arg;
+    return registry_roles_check(a->roles);
+}
+
+int grants_account_disable(struct vault *v, const char *name, int disabled)
+{
+    int rc = account_change(v, name, apply_disabled, &disabled);
+
+    return audit_admin(v, disabled ? "account-disable" : "account-enable", name, rc);
+}
+
+int grants_account_rename(struct vault *v, const char *old_name, const char *new_name)
+{
+    struct meta_account existing;
+    char what[2 * META_ACCOUNT_NAME_MAX + 8];
+    int rc = name_ok(new_name);
+
+    snprintf(what, sizeof what, "%s -> %s", old_name, new_name);
+    if (rc == 0 && meta_account_get_by_name(v->meta, new_name, &existing) == 0) {
+        meta_account_clear(&existing);
+        rc = pfs_err(-EEXIST, "an account \"%s\" already exists", new_name);
+    }
+    if (rc == 0)
+        rc = account_change(v, old_name, apply_name, new_name);
+    return audit_admin(v, "account-rename", what, rc);
+}
+
+int grants_account_set_roles(struct vault *v, const char *name, uint32_t roles)
+{
+    struct meta_account a;
+    char what[META_ACCOUNT_NAME_MAX + 80], rs[64];
+    int rc;
+
+    registry_roles_format(roles, rs, sizeof rs);
+    snprintf(what, sizeof what, "%s roles=%s", name, rs);
+    rc = registry_roles_check(roles);
+    /* A sysadmin holds no envelopes: refuse the role while it holds any. */
+    if (rc == 0 && (roles & ROLE_SYSADMIN) && meta_account_get_by_name(v->meta, name, &a) == 0) {
+        struct envelope_set s = { 0 };
+
+        rc = meta_envelope_list_account(v->meta, a.id, envelope_set_add, &s);
+        if (rc == 0 && s.n)
+            rc = pfs_err(-EINVAL, "\"%s\" still holds folder envelopes, and a sysadmin holds "
+                         "none: revoke its grants first", name);
+        envelope_set_free(&s);
+        meta_account_clear(&a);
+    }
+    if (rc == 0)
+        rc = account_change(v, name, apply_roles, &roles);
+    return audit_admin(v, "role-change", what, rc);
+}

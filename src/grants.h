@@ -1,0 +1,67 @@
+/* Grants: signed envelopes, grant, revoke (with folder key rotation) and
+ * the sysadmin's account actions.
+ *
+ * An envelope row's wrapped column holds a signed envelope:
+ *   "PFSG" u8 1 | blob(RSA-OAEP envelope) | blob(RSA-PSS signature)
+ * The granter (meta_envelope.granted_by) signs
+ *   "PFSG" u8 1 | str vault | u64 folder | u64 account | u32 key version |
+ *   u32 rights | u64 granter | SHA-256(RSA-OAEP envelope)
+ * A grant is good if the granter's registry record verifies (registry.h),
+ * the granter is an enabled dataadmin, the signature verifies, and the
+ * granter holds manage on that folder by a good grant itself (the folder's
+ * creator grants itself: the chain's base).  Layouts: docs/accounts.md.
+ */
+#ifndef PACTFS_GRANTS_H
+#define PACTFS_GRANTS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <openssl/evp.h>
+
+#include "meta.h"
+#include "vault.h"
+
+#define GRANT_MAX_DEPTH 16   /* longest chain of manage grants accepted */
+
+/* "read", "read,write", "read,write,manage" into RIGHT_*; -EINVAL otherwise. */
+int grants_rights_parse(const char *s, uint32_t *rights);
+void grants_rights_format(uint32_t rights, char *out, size_t outlen);
+
+/* Split a stored signed envelope (pointers into blob). */
+int grant_envelope_unpack(const uint8_t *blob, size_t len, const uint8_t **rsa, size_t *rsalen,
+                          const uint8_t **sig, size_t *siglen);
+
+/* Sign e: on input e->wrapped is the bare RSA-OAEP envelope (malloc'd); on
+ * output it is the signed container (malloc'd, the old one freed) and
+ * e->granted_by is granter_id. */
+int grant_sign(EVP_PKEY *granter, const char *vault_id, uint64_t granter_id,
+               struct meta_envelope *e);
+
+/* Verify the grant of e (see above).  On success rsa and rsalen point at the
+ * RSA-OAEP envelope inside e->wrapped.  -EBADMSG with a message otherwise. */
+int grant_verify(struct meta *m, const char *vault_id, const char *root_fp,
+                 const struct meta_envelope *e, const uint8_t **rsa, size_t *rsalen);
+
+/* As the unlocked dataadmin with manage on the folder named folder: wrap
+ * every key version it holds for account with rights (replacing earlier
+ * rights), signed.  Audited ("grant"). */
+int grants_grant(struct vault *v, const char *folder, const char *account, uint32_t rights);
+
+/* Remove every envelope of account on the folder and rotate the folder key:
+ * a new key version, wrapped for each remaining member with its rights.
+ * Data written afterwards uses it; existing data stays under the old
+ * versions.  Audited ("revoke", "key-rotation"). */
+int grants_revoke(struct vault *v, const char *folder, const char *account);
+
+/* ---- sysadmin actions on the registry (the unlocked account must be an
+ * enabled sysadmin); each is audited. ---- */
+/* New account with roles; password sets its sealed key; enrolls with the
+ * share provider. */
+int grants_account_add(struct vault *v, const char *name, uint32_t roles, const char *password,
+                       const struct pwkdf_params *kdf);
+int grants_account_disable(struct vault *v, const char *name, int disabled);
+int grants_account_rename(struct vault *v, const char *old_name, const char *new_name);
+int grants_account_set_roles(struct vault *v, const char *name, uint32_t roles);
+
+#endif

@@ -1,0 +1,432 @@
+#include "config.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "buf.h"
+#include "error.h"
+#include "registry.h"
+
+#define RECORD_MAGIC "PFSR"
+#define RECORD_VERSION 1
+#define ROOT_PARAM "registry.root"
+#define RECORD_MAX (64u * 1024u)
+#define ROLES_KNOWN (ROLE_SYSADMIN | ROLE_DATAADMIN | ROLE_AUDITOR | ROLE_USER)
+
+static const struct {
+    uint32_t bit;
+    const char *name;
+} role_names[] = {
+    { ROLE_SYSADMIN, "sysadmin" },
+    { ROLE_DATAADMIN, "dataadmin" },
+    { ROLE_AUDITOR, "auditor" },
+    { ROLE_USER, "user" },
+};
+
+void registry_record_clear(struct registry_record *r)
+{
+    free(r->raw);
+    memset(r, 0, sizeof *r);
+}
+
+/* ---------------------------------------------------------------- roles */
+
+int registry_roles_check(uint32_t roles)
+{
+    if (!roles || (roles & ~ROLES_KNOWN))
+        return pfs_err(-EINVAL, "an account needs at least one known role (sysadmin, "
+                       "dataadmin, auditor, user)");
+    if ((roles & ROLE_SYSADMIN) && (roles & ROLE_DATAADMIN))
+        return pfs_err(-EINVAL, "one account may not hold both sysadmin and dataadmin: system "
+                       "and data management are separated; create two accounts");
+    return 0;
+}
+
+int registry_roles_parse(const char *s, uint32_t *roles)
+{
+    char word[32];
+    const char *p = s;
+
+    *roles = 0;
+    while (p && *p) {
+        size_t n = strcspn(p, ",|");
+        size_t i;
+
+        if (n == 0 || n >= sizeof word)
+            return pfs_err(-EINVAL, "role list \"%s\": give sysadmin, dataadmin, auditor or "
+                           "user, separated by commas", s);
+        memcpy(word, p, n);
+        word[n] = '\0';
+        for (i = 0; i < sizeof role_names / sizeof role_names[0]; i++)
+            if (!strcmp(word, role_names[i].name))
+                break;
+        if (i == sizeof role_names / sizeof role_names[0])
+            return pfs_err(-EINVAL, "unknown role \"%s\": give sysadmin, dataadmin, auditor "
+                           "or user", word);
+        *roles |= role_names[i].bit;
+        p += n;
+        if (*p)
+            p++;
+    }
+    return registry_roles_check(*roles);
+}
+
+void registry_roles_format(uint32_t roles, char *out, size_t outlen)
+{
+    size_t used = 0;
+
+    out[0] = '\0';
+    for (size_t i = 0; i < sizeof role_names / sizeof role_names[0]; i++)
+        if (roles & role_names[i].bit) {
+            int n = snprintf(out + used, outlen - used, "%s%s", used ? "," : "",
+                             role_names[i].name);
+            if (n < 0 || (size_t)n >= outlen - used)
+                return;
+            used += (size_t)n;
+        }
+}
+
+/* ------------------------------------------------------------ encoding */
+
+int registry_fingerprint_hex(EVP_PKEY *key, char *out)
+{
+    uint8_t fp[SHA256_LEN];
+    int rc = rsa_fingerprint(key, fp);
+
+    if (rc == 0)
+        hex_encode(fp, sizeof fp, out);
+    return rc;
+}
+
+int registry_record_encode_tbs(const char *vault_id, const struct registry_record *r,
+                               uint8_t **out, size_t *outlen)
+{
+    struct wbuf b;
+
+    wbuf_init(&b);
+    wbuf_put_bytes(&b, RECORD_MAGIC, 4);
+    wbuf_put_u8(&b, RECORD_VERSION);
+    wbuf_put_str(&b, vault_id);
+    wbuf_put_u64(&b, r->account_id);
+    wbuf_put_str(&b, r->name);
+    wbuf_put_str(&b, r->key_name);
+    wbuf_put_u32(&b, r->roles);
+    wbuf_put_u8(&b, r->disabled ? 1 : 0);
+    wbuf_put_u64(&b, r->serial);
+    wbuf_put_blob(&b, r->pubkey, r->pubkey_len);
+    wbuf_put_u64(&b, r->signer_id);
+    *out = wbuf_steal(&b, outlen);
+    return *out ? 0 : -ENOMEM;
+}
+
+/* A name field: 1..META_ACCOUNT_NAME_MAX bytes, no NUL inside. */
+static int get_name(struct rbuf *r, char *dst)
+{
+    const uint8_t *p;
+    size_t n;
+
+    if (rbuf_get_blob(r, &p, &n, META_ACCOUNT_NAME_MAX) < 0 || n == 0 || memchr(p, 0, n))
+        return -EBADMSG;
+    memcpy(dst, p, n);
+    dst[n] = '\0';
+    return 0;
+}
+
+static int decode_tbs(const char *vault_id, const uint8_t *tbs, size_t len,
+                      struct registry_record *r)
+{
+    struct rbuf b;
+    const uint8_t *magic, *vid;
+    size_t vidlen;
+    uint8_t version = 0, disabled = 0;
+
+    rbuf_init(&b, tbs, len);
+    rbuf_get_ref(&b, &magic, 4);
+    rbuf_get_u8(&b, &version);
+    rbuf_get_blob(&b, &vid, &vidlen, 64);
+    rbuf_get_u64(&b, &r->account_id);
+    if (b.err || memcmp(magic, RECORD_MAGIC, 4) || version != RECORD_VERSION)
+        return -EBADMSG;
+    if (vidlen != strlen(vault_id) || memcmp(vid, vault_id, vidlen))
+        return pfs_err(-EBADMSG, "a registry record of another vault was found");
+    if (get_name(&b, r->name) < 0 || get_name(&b, r->key_name) < 0)
+        return -EBADMSG;
+    rbuf_get_u32(&b, &r->roles);
+    rbuf_get_u8(&b, &disabled);
+    rbuf_get_u64(&b, &r->serial);
+    rbuf_get_blob(&b, &r->pubkey, &r->pubkey_len, 4096);
+    rbuf_get_u64(&b, &r->signer_id);
+    if (rbuf_end(&b) < 0 || disabled > 1)
+        return -EBADMSG;
+    r->disabled = disabled;
+    return 0;
+}
+
+int registry_record_decode(const char *vault_id, const uint8_t *blob, size_t len,
+                           struct registry_record *r)
+{
+    struct rbuf b;
+    const uint8_t *tbs;
+    size_t tbslen;
+    int rc;
+
+    memset(r, 0, sizeof *r);
+    rbuf_init(&b, blob, len);
+    rbuf_get_blob(&b, &tbs, &tbslen, RECORD_MAX);
+    rbuf_get_blob(&b, &r->sig, &r->sig_len, 1024);
+    if (rbuf_end(&b) < 0)
+        return pfs_err(-EBADMSG, "a registry record is malformed");
+    rc = decode_tbs(vault_id, tbs, tbslen, r);
+    if (rc < 0 && !*pfs_err_msg())
+        pfs_err(rc, "a registry record is malformed");
+    return rc < 0 ? -EBADMSG : 0;
+}
+
+/* ---------------------------------------------------------- storage */
+
+static void record_param_key(uint64_t account_id, char *key, size_t keylen)
+{
+    snprintf(key, keylen, "registry.account.%" PRIu64, account_id);
+}
+
+int registry_root_store(struct meta *m, EVP_PKEY *root)
+{
+    uint8_t *der;
+    size_t len;
+    int rc = rsa_public_to_der(root, &der, &len);
+
+    if (rc < 0)
+        return rc;
+    rc = meta_param_set(m, ROOT_PARAM, der, len);
+    free(der);
+    return rc;
+}
+
+/* The stored record of an account, decoded (not yet verified). */
+static int record_get(struct meta *m, const char *vault_id, uint64_t account_id,
+                      struct registry_record *r)
+{
+    char key[64];
+    uint8_t *raw = NULL;
+    size_t len = 0;
+    int rc;
+
+    record_param_key(account_id, key, sizeof key);
+    rc = meta_param_get(m, key, &raw, &len);
+    if (rc == -ENOENT)
+        return pfs_err(-EBADMSG, "account %" PRIu64 " has no signed registry record: it was "
+                       "not created by a sysadmin (pactfs-admin account-add) and is not "
+                       "trusted", account_id);
+    if (rc < 0)
+        return rc;
+    pfs_err_clear();
+    rc = registry_record_decode(vault_id, raw, len, r);
+    if (rc < 0) {
+        free(raw);
+        return rc;
+    }
+    r->raw = raw;
+    return 0;
+}
+
+static int record_put(struct meta *m, const char *vault_id, const struct registry_record *r,
+                      EVP_PKEY *signer)
+{
+    uint8_t *tbs = NULL, *sig = NULL, *out;
+    size_t tbslen = 0, siglen = 0, outlen;
+    char key[64];
+    struct wbuf b;
+    int rc;
+
+    rc = registry_record_encode_tbs(vault_id, r, &tbs, &tbslen);
+    if (rc == 0)
+        rc = sig_sign(signer, tbs, tbslen, &sig, &siglen);
+    if (rc < 0) {
+        free(tbs);
+        return rc;
+    }
+    wbuf_init(&b);
+    wbuf_put_blob(&b, tbs, tbslen);
+    wbuf_put_blob(&b, sig, siglen);
+    free(tbs);
+    free(sig);
+    out = wbuf_steal(&b, &outlen);
+    if (!out)
+        return -ENOMEM;
+    record_param_key(r->account_id, key, sizeof key);
+    rc = meta_param_set(m, key, out, outlen);
+    free(out);
+    return rc;
+}
+
+int registry_certify(struct meta *m, const char *vault_id, const struct meta_account *a,
+                     const char *key_name, EVP_PKEY *signer, uint64_t signer_id)
+{
+    struct registry_record prev = { 0 }, r = { 0 };
+    int have_prev, rc;
+
+    rc = registry_roles_check(a->roles);
+    if (rc < 0)
+        return rc;
+    if (signer_id == a->id)
+        return pfs_err(-EINVAL, "an account cannot sign its own registry record");
+    have_prev = record_get(m, vault_id, a->id, &prev) == 0;
+    pfs_err_clear();
+    r.account_id = a->id;
+    snprintf(r.name, sizeof r.name, "%s", a->name);
+    snprintf(r.key_name, sizeof r.key_name, "%s",
+             key_name ? key_name : have_prev ? prev.key_name : a->name);
+    r.roles = a->roles;
+    r.disabled = a->disabled;
+    r.serial = have_prev ? prev.serial + 1 : 1;
+    r.pubkey = a->pubkey;
+    r.pubkey_len = a->pubkey_len;
+    r.signer_id = signer_id;
+    rc = record_put(m, vault_id, &r, signer);
+    registry_record_clear(&prev);
+    return rc;
+}
+
+/* ---------------------------------------------------------- verification */
+
+static int root_key(struct meta *m, const char *root_fp, EVP_PKEY **out)
+{
+    uint8_t *der = NULL, fp[SHA256_LEN];
+    char hex[REGISTRY_FP_HEX + 1];
+    size_t len = 0;
+    int rc = meta_param_get(m, ROOT_PARAM, &der, &len);
+
+    if (rc < 0)
+        return pfs_err(-EBADMSG, "the metadata store holds no vault root key: the account "
+                       "registry cannot be verified");
+    sha256(der, len, fp);
+    hex_encode(fp, sizeof fp, hex);
+    if (strcmp(hex, root_fp) != 0) {
+        free(der);
+        return pfs_err(-EBADMSG, "the vault root key in the metadata store does not match "
+                       "vault.root_fingerprint in pactfs.conf: the registry was replaced; "
+                       "refusing to trust any account");
+    }
+    *out = rsa_public_from_der(der, len);
+    free(der);
+    return *out ? 0 : pfs_err(-EBADMSG, "the vault root key in the metadata store is malformed");
+}
+
+/* The row must say exactly what the signed record says. */
+static int record_matches_row(const struct registry_record *r, const struct meta_account *a)
+{
+    const char *what = NULL;
+
+    if (strcmp(r->name, a->name))
+        what = "name";
+    else if (r->roles != a->roles)
+        what = "roles";
+    else if (!!r->disabled != !!a->disabled)
+        what = "disabled flag";
+    else if (r->pubkey_len != a->pubkey_len || memcmp(r->pubkey, a->pubkey, a->pubkey_len))
+        what = "public key";
+    if (!what)
+        return 0;
+    return pfs_err(-EBADMSG, "the %s of account \"%s\" in the accounts table differs from its "
+                   "signed registry record: the metadata store was altered outside "
+                   "pactfs-admin; refusing to trust this account (a sysadmin must check "
+                   "and re-issue it)", what, a->name);
+}
+
+static int verify_chain(struct meta *m, const char *vault_id, const char *root_fp,
+                        uint64_t account_id, unsigned depth, struct registry_record *out);
+
+/* The key that must have signed r: the root, or a verified, enabled sysadmin. */
+static int signer_key(struct meta *m, const char *vault_id, const char *root_fp,
+                      const struct registry_record *r, unsigned depth, EVP_PKEY **key)
+{
+    struct registry_record s = { 0 };
+    int rc;
+
+    if (r->signer_id == REGISTRY_ROOT_SIGNER)
+        return root_key(m, root_fp, key);
+    if (r->signer_id == r->account_id || depth >= REGISTRY_MAX_DEPTH)
+        return pfs_err(-EBADMSG, "the registry record of \"%s\" is signed in a loop or by a "
+                       "chain longer than %d sysadmins", r->name, REGISTRY_MAX_DEPTH);
+    rc = verify_chain(m, vault_id, root_fp, r->signer_id, depth + 1, &s);
+    if (rc == 0 && (!(s.roles & ROLE_SYSADMIN) || s.disabled))
+        rc = pfs_err(-EBADMSG, "the registry record of \"%s\" is signed by \"%s\", which is "
+                     "not an enabled sysadmin", r->name, s.name);
+    if (rc == 0) {
+        *key = rsa_public_from_der(s.pubkey, s.pubkey_len);
+        if (!*key)
+            rc = pfs_err(-EBADMSG, "the public key of \"%s\" is malformed", s.name);
+    }
+    registry_record_clear(&s);
+    return rc;
+}
+
+static int verify_chain(struct meta *m, const char *vault_id, const char *root_fp,
+                        uint64_t account_id, unsigned depth, struct registry_record *out)
+{
+    struct registry_record r = { 0 };
+    struct meta_account a;
+    EVP_PKEY *key = NULL;
+    uint8_t *tbs = NULL;
+    size_t tbslen = 0;
+    int rc;
+
+    rc = meta_account_get(m, account_id, &a);
+    if (rc < 0)
+        return rc == -ENOENT ? pfs_err(-EBADMSG, "account %" PRIu64 " named in the registry "
+                                       "does not exist", account_id) : rc;
+    rc = record_get(m, vault_id, account_id, &r);
+    if (rc == 0 && r.account_id != account_id)
+        rc = pfs_err(-EBADMSG, "the registry record stored for \"%s\" belongs to another "
+                     "account", a.name);
+    if (rc == 0)
+        rc = record_matches_row(&r, &a);
+    if (rc == 0)
+        rc = signer_key(m, vault_id, root_fp, &r, depth, &key);
+    if (rc == 0)
+        rc = registry_record_encode_tbs(vault_id, &r, &tbs, &tbslen);
+    if (rc == 0 && sig_verify(key, tbs, tbslen, r.sig, r.sig_len) < 0)
+        rc = pfs_err(-EBADMSG, "the registry signature over account \"%s\" does not verify: "
+                     "the record was forged or altered", a.name);
+    free(tbs);
+    EVP_PKEY_free(key);
+    meta_account_clear(&a);
+    if (rc == 0 && out)
+        *out = r;
+    else
+        registry_record_clear(&r);
+    return rc;
+}
+
+int registry_verify(struct meta *m, const char *vault_id, const char *root_fp,
+                    uint64_t account_id, struct registry_record *rec)
+{
+    if (!root_fp)
+        return pfs_err(-EINVAL, "pactfs.conf pins no vault.root_fingerprint, so the account "
+                       "registry cannot be verified: add the fingerprint your sysadmin "
+                       "published");
+    return verify_chain(m, vault_id, root_fp, account_id, 0, rec);
+}
+
+int registry_verified_key(struct meta *m, const char *vault_id, const char *root_fp,
+                          uint64_t account_id, struct registry_record *rec, EVP_PKEY **key)
+{
+    struct registry_record r = { 0 };
+    int rc = registry_verify(m, vault_id, root_fp, account_id, &r);
+
+    if (rc < 0)
+        return rc;
+    *key = rsa_public_from_der(r.pubkey, r.pubkey_len);
+    if (!*key) {
+        registry_record_clear(&r);
+        return pfs_err(-EBADMSG, "the public key of \"%s\" is malformed", r.name);
+    }
+    if (rec)
+        *rec = r;
+    else
+        registry_record_clear(&r);
+    return 0;
+}

@@ -1,0 +1,89 @@
+/* The signed account registry.
+ *
+ * The accounts table is written by whoever operates the metadata store, so
+ * a client never trusts its public keys or roles as such.  Every account
+ * has a registry record (name, roles, public key, disabled flag, serial,
+ * the name its key was enrolled under) signed by a sysadmin, whose own
+ * record is signed by a sysadmin ... up to the vault root key, whose
+ * SHA-256 fingerprint is pinned in every workstation's pactfs.conf
+ * (vault.root_fingerprint).  A record is only good if it is signed along
+ * that chain AND matches the accounts row field for field.
+ *
+ * Storage (no schema change): vault parameters
+ *   "registry.root"          the root public key (SubjectPublicKeyInfo DER)
+ *   "registry.account.<id>"  the account's signed record
+ * Byte layouts: docs/accounts.md.
+ */
+#ifndef PACTFS_REGISTRY_H
+#define PACTFS_REGISTRY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <openssl/evp.h>
+
+#include "crypto.h"
+#include "meta.h"
+
+#define REGISTRY_ROOT_SIGNER 0   /* signer_id of a record signed by the root key */
+#define REGISTRY_MAX_DEPTH 8     /* longest sysadmin chain accepted */
+#define REGISTRY_FP_HEX (2 * SHA256_LEN)
+
+/* One registry record as decoded (pubkey and sig point into the raw blob
+ * given to registry_record_decode, or are malloc'd by registry_record_get). */
+struct registry_record {
+    uint64_t account_id;
+    char name[META_ACCOUNT_NAME_MAX + 1];
+    char key_name[META_ACCOUNT_NAME_MAX + 1]; /* name the key was sealed and enrolled under */
+    uint32_t roles;
+    int disabled;
+    uint64_t serial;                          /* grows with every change */
+    const uint8_t *pubkey;
+    size_t pubkey_len;
+    uint64_t signer_id;                       /* REGISTRY_ROOT_SIGNER or a sysadmin */
+    const uint8_t *sig;
+    size_t sig_len;
+    uint8_t *raw;                             /* owned copy (registry_record_get) */
+};
+void registry_record_clear(struct registry_record *r);
+
+/* Roles must be non-empty and known, and never sysadmin with dataadmin. */
+int registry_roles_check(uint32_t roles);
+/* "user", "dataadmin,user" ... into a ROLE_* mask; -EINVAL names the bad word. */
+int registry_roles_parse(const char *s, uint32_t *roles);
+/* "dataadmin,user" from a mask (out needs 64 bytes). */
+void registry_roles_format(uint32_t roles, char *out, size_t outlen);
+
+/* Hex SHA-256 fingerprint of a public key (out: REGISTRY_FP_HEX + 1). */
+int registry_fingerprint_hex(EVP_PKEY *key, char *out);
+
+/* Store the root public key (vault init). */
+int registry_root_store(struct meta *m, EVP_PKEY *root);
+
+/* Sign a record for account a (its name, roles, disabled flag and public
+ * key as in a) and store it: signer_id REGISTRY_ROOT_SIGNER with the root
+ * key, else the signing sysadmin's id and key.  key_name NULL keeps the
+ * previous record's (or a->name for a new account); the serial is the
+ * previous record's + 1. */
+int registry_certify(struct meta *m, const char *vault_id, const struct meta_account *a,
+                     const char *key_name, EVP_PKEY *signer, uint64_t signer_id);
+
+/* Verify the record of account_id along the chain to the pinned root and
+ * against the accounts row.  *rec (optional) receives the verified record
+ * (free with registry_record_clear).  -EBADMSG with a message naming what
+ * differs when anything does not verify; -EINVAL if root_fp is NULL. */
+int registry_verify(struct meta *m, const char *vault_id, const char *root_fp,
+                    uint64_t account_id, struct registry_record *rec);
+
+/* The verified public key of an account (EVP_PKEY_free it). */
+int registry_verified_key(struct meta *m, const char *vault_id, const char *root_fp,
+                          uint64_t account_id, struct registry_record *rec, EVP_PKEY **key);
+
+/* Raw encoding, exposed for the unit tests: encode the signed part
+ * (everything but the signature) / decode a stored record. */
+int registry_record_encode_tbs(const char *vault_id, const struct registry_record *r,
+                               uint8_t **out, size_t *outlen);
+int registry_record_decode(const char *vault_id, const uint8_t *blob, size_t len,
+                           struct registry_record *r);
+
+#endif

@@ -1,0 +1,303 @@
+#include "config.h"
+
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "crypto.h"
+#include "envelope.h"
+#include "error.h"
+#include "grants.h"
+#include "meta.h"
+#include "meta_backend.h"
+#include "registry.h"
+#include "tap.h"
+
+#define VID "0123456789abcdef0123456789abcdef"
+
+/* Keys are generated once: RSA-3072 is slow. */
+static EVP_PKEY *root, *admin, *data, *user, *stranger;
+static char root_fp[REGISTRY_FP_HEX + 1];
+static char dbdir[64], dbpath[128];
+static struct meta *m;
+static uint64_t admin_id, data_id, user_id;
+
+static int add_account(const char *name, uint32_t roles, EVP_PKEY *key, uint64_t *id)
+{
+    struct meta_account a = { .roles = roles, .created = time(NULL) };
+    uint8_t sealed[8] = "sealed!";
+    int rc;
+
+    snprintf(a.name, sizeof a.name, "%s", name);
+    if (rsa_public_to_der(key, &a.pubkey, &a.pubkey_len) < 0)
+        return -ENOMEM;
+    a.sealed_key = sealed;
+    a.sealed_key_len = sizeof sealed;
+    rc = meta_account_add(m, &a);
+    *id = a.id;
+    free(a.pubkey);
+    return rc;
+}
+
+static void test_setup(void)
+{
+    root = rsa_generate(3072);
+    admin = rsa_generate(3072);
+    data = rsa_generate(3072);
+    user = rsa_generate(3072);
+    stranger = rsa_generate(3072);
+    REQUIRE(root && admin && data && user && stranger);
+    REQUIRE(registry_fingerprint_hex(root, root_fp) == 0);
+    snprintf(dbdir, sizeof dbdir, "/tmp/test_registry.XXXXXX");
+    REQUIRE(mkdtemp(dbdir));
+    snprintf(dbpath, sizeof dbpath, "%s/meta.db", dbdir);
+    REQUIRE(meta_open_sqlite(dbpath, 1, &m) == 0);
+    REQUIRE(registry_root_store(m, root) == 0);
+}
+
+/* Certify the accounts through the chain root -> admin -> data, user. */
+static void test_chain_verifies(void)
+{
+    struct meta_account a;
+    struct registry_record r = { 0 };
+
+    REQUIRE(m);
+    REQUIRE(add_account("admin", ROLE_SYSADMIN, admin, &admin_id) == 0);
+    REQUIRE(add_account("data", ROLE_DATAADMIN | ROLE_USER, data, &data_id) == 0);
+    REQUIRE(add_account("user", ROLE_USER, user, &user_id) == 0);
+    REQUIRE(meta_account_get(m, admin_id, &a) == 0);
+    CHECK_EQ_INT(registry_certify(m, VID, &a, NULL, root, REGISTRY_ROOT_SIGNER), 0);
+    meta_account_clear(&a);
+    REQUIRE(meta_account_get(m, data_id, &a) == 0);
+    CHECK_EQ_INT(registry_certify(m, VID, &a, NULL, admin, admin_id), 0);
+    meta_account_clear(&a);
+    REQUIRE(meta_account_get(m, user_id, &a) == 0);
+    CHECK_EQ_INT(registry_certify(m, VID, &a, NULL, admin, admin_id), 0);
+    meta_account_clear(&a);
+
+    CHECK_EQ_INT(registry_verify(m, VID, root_fp, admin_id, NULL), 0);
+    CHECK_EQ_INT(registry_verify(m, VID, root_fp, data_id, &r), 0);
+    CHECK_EQ_INT(r.roles, ROLE_DATAADMIN | ROLE_USER);
+    CHECK(strcmp(r.name, "data") == 0 && strcmp(r.key_name, "data") == 0);
+    CHECK_EQ_INT(r.signer_id, admin_id);
+    CHECK_EQ_INT(r.serial, 1);
+    registry_record_clear(&r);
+    /* No pinned fingerprint, or another one: nothing is trusted. */
+    CHECK_EQ_INT(registry_verify(m, VID, NULL, data_id, NULL), -EINVAL);
+    CHECK_EQ_INT(registry_verify(m, VID, "00000000000000000000000000000000"
+                                 "00000000000000000000000000000000", data_id, NULL), -EBADMSG);
+    /* Another vault's id does not verify either. */
+    CHECK_EQ_INT(registry_verify(m, "ffffffffffffffffffffffffffffffff", root_fp, data_id, NULL),
+                 -EBADMSG);
+}
+
+/* The database operator edits a row: each field is caught. */
+static void test_row_tampering_refused(void)
+{
+    struct meta_account a, orig;
+    uint8_t *der = NULL;
+    size_t len = 0;
+
+    REQUIRE(meta_account_get(m, user_id, &orig) == 0);
+    /* a flipped role */
+    REQUIRE(meta_account_get(m, user_id, &a) == 0);
+    a.roles = ROLE_DATAADMIN | ROLE_USER;
+    REQUIRE(meta_account_update(m, &a) == 0);
+    CHECK_EQ_INT(registry_verify(m, VID, root_fp, user_id, NULL), -EBADMSG);
+    CHECK(strstr(pfs_err_msg(), "roles") != NULL);
+    meta_account_clear(&a);
+    /* a swapped public key */
+    REQUIRE(meta_account_get(m, user_id, &a) == 0);
+    a.roles = orig.roles;
+    REQUIRE(rsa_public_to_der(stranger, &der, &len) == 0);
+    free(a.pubkey);
+    a.pubkey = der;
+    a.pubkey_len = len;
+    REQUIRE(meta_account_update(m, &a) == 0);
+    CHECK_EQ_INT(registry_verify(m, VID, root_fp, user_id, NULL), -EBADMSG);
+    CHECK(strstr(pfs_err_msg(), "public key") != NULL);
+    meta_account_clear(&a);
+    /* an enabled flag on a disabled account, a new name */
+    REQUIRE(meta_account_get(m, user_id, &a) == 0);
+    free(a.pubkey);
+    a.pubkey = meta_memdup(orig.pubkey, orig.pubkey_len);
+    snprintf(a.name, sizeof a.name, "mallory");
+    REQUIRE(meta_account_update(m, &a) == 0);
+    CHECK_EQ_INT(registry_verify(m, VID, root_fp, user_id, NULL), -EBADMSG);
+    CHECK(strstr(pfs_err_msg(), "name") != NULL);
+    meta_account_clear(&a);
+    /* restored: verifies again */
+    REQUIRE(meta_account_update(m, &orig) == 0);
+    CHECK_EQ_INT(registry_verify(m, VID, root_fp, user_id, NULL), 0);
+    meta_account_clear(&orig);
+}
+
+/* A row added without a record, a record signed by a non-sysadmin or by a
+ * key outside the chain, and a record copied onto another account. */
+static void test_forged_records_refused(void)
+{
+    struct meta_account a;
+    uint64_t mallory_id = 0;
+    uint8_t *rec = NULL;
+    size_t reclen = 0;
+    char key[64];
+
+    REQUIRE(add_account("mallory", ROLE_USER, stranger, &mallory_id) == 0);
+    CHECK_EQ_INT(registry_verify(m, VID, root_fp, mallory_id, NULL), -EBADMSG);
+    CHECK(strstr(pfs_err_msg(), "no signed registry record") != NULL);
+
+    REQUIRE(meta_account_get(m, mallory_id, &a) == 0);
+    /* signed by a dataadmin: not a sysadmin */
+    REQUIRE(registry_certify(m, VID, &a, NULL, data, data_id) == 0);
+    CHECK_EQ_INT(registry_verify(m, VID, root_fp, mallory_id, NULL), -EBADMSG);
+    CHECK(strstr(pfs_err_msg(), "not an enabled sysadmin") != NULL);
+    /* claims the admin as signer but signed with another key */
+    REQUIRE(registry_certify(m, VID, &a, NULL, stranger, admin_id) == 0);
+    CHECK_EQ_INT(registry_verify(m, VID, root_fp, mallory_id, NULL), -EBADMSG);
+    CHECK(strstr(pfs_err_msg(), "does not verify") != NULL);
+    /* claims the root but is signed by another key */
+    REQUIRE(registry_certify(m, VID, &a, NULL, stranger, REGISTRY_ROOT_SIGNER) == 0);
+    CHECK_EQ_INT(registry_verify(m, VID, root_fp, mallory_id, NULL), -EBADMSG);
+    /* self-signature is refused at signing */
+    CHECK_EQ_INT(registry_certify(m, VID, &a, NULL, stranger, mallory_id), -EINVAL);
+    meta_account_clear(&a);
+
+    /* the user's good record copied under mallory's id */
+    snprintf(key, sizeof key, "registry.account.%llu", (unsigned long long)user_id);
+    REQUIRE(meta_param_get(m, key, &rec, &reclen) == 0);
+    snprintf(key, sizeof key, "registry.account.%llu", (unsigned long long)mallory_id);
+    REQUIRE(meta_param_set(m, key, rec, reclen) == 0);
+    CHECK_EQ_INT(registry_verify(m, VID, root_fp, mallory_id, NULL), -EBADMSG);
+    /* a corrupted record */
+    rec[reclen / 2] ^= 1;
+    snprintf(key, sizeof key, "registry.account.%llu", (unsigned long long)user_id);
+    REQUIRE(meta_param_set(m, key, rec, reclen) == 0);
+    CHECK_EQ_INT(registry_verify(m, VID, root_fp, user_id, NULL), -EBADMSG);
+    rec[reclen / 2] ^= 1;
+    REQUIRE(meta_param_set(m, key, rec, reclen) == 0);
+    CHECK_EQ_INT(registry_verify(m, VID, root_fp, user_id, NULL), 0);
+    free(rec);
+}
+
+/* Disabling the signing sysadmin breaks what it signed; re-certifying
+ * bumps the serial. */
+static void test_disabled_signer_and_serial(void)
+{
+    struct meta_account a;
+    struct registry_record r = { 0 };
+
+    REQUIRE(meta_account_get(m, admin_id, &a) == 0);
+    a.disabled = 1;
+    REQUIRE(registry_certify(m, VID, &a, NULL, root, REGISTRY_ROOT_SIGNER) == 0);
+    REQUIRE(meta_account_update(m, &a) == 0);
+    CHECK_EQ_INT(registry_verify(m, VID, root_fp, admin_id, &r), 0);
+    CHECK_EQ_INT(r.serial, 2);
+    CHECK(r.disabled);
+    registry_record_clear(&r);
+    CHECK_EQ_INT(registry_verify(m, VID, root_fp, user_id, NULL), -EBADMSG);
+    a.disabled = 0;
+    REQUIRE(registry_certify(m, VID, &a, NULL, root, REGISTRY_ROOT_SIGNER) == 0);
+    REQUIRE(meta_account_update(m, &a) == 0);
+    CHECK_EQ_INT(registry_verify(m, VID, root_fp, user_id, NULL), 0);
+    meta_account_clear(&a);
+}
+
+static void test_roles(void)
+{
+    uint32_t roles = 0;
+    char out[64];
+
+    CHECK_EQ_INT(registry_roles_parse("dataadmin,user", &roles), 0);
+    CHECK_EQ_INT(roles, ROLE_DATAADMIN | ROLE_USER);
+    registry_roles_format(roles, out, sizeof out);
+    CHECK(strcmp(out, "dataadmin,user") == 0);
+    CHECK_EQ_INT(registry_roles_parse("sysadmin,dataadmin", &roles), -EINVAL);
+    CHECK_EQ_INT(registry_roles_parse("root", &roles), -EINVAL);
+    CHECK_EQ_INT(registry_roles_parse("", &roles), -EINVAL);
+    CHECK_EQ_INT(registry_roles_check(ROLE_SYSADMIN | ROLE_DATAADMIN), -EINVAL);
+    CHECK_EQ_INT(registry_roles_check(ROLE_SYSADMIN | ROLE_AUDITOR), 0);
+}
+
+/* Grants: the creator's self-grant is the base; a grant by a dataadmin
+ * without manage, by a non-dataadmin, or altered afterwards is refused. */
+static void test_grant_signatures(void)
+{
+    uint8_t fk[FOLDER_KEY_LEN];
+    struct meta_folder f = { .key_version = 1, .created = 1 };
+    struct meta_envelope own = { 0 }, e = { 0 };
+    const uint8_t *rsa;
+    size_t rsalen;
+
+    REQUIRE(folder_key_generate(fk) == 0);
+    REQUIRE(meta_folder_add(m, &f) == 0);
+    own.folder_id = e.folder_id = f.id;
+    own.account_id = data_id;
+    own.key_version = e.key_version = 1;
+    own.rights = RIGHT_READ | RIGHT_WRITE | RIGHT_MANAGE;
+    REQUIRE(envelope_seal(data, VID, f.id, 1, fk, &own.wrapped, &own.wrapped_len) == 0);
+    REQUIRE(grant_sign(data, VID, data_id, &own) == 0);
+    REQUIRE(meta_envelope_put(m, &own) == 0);
+    CHECK_EQ_INT(grant_verify(m, VID, root_fp, &own, &rsa, &rsalen), 0);
+
+    e.account_id = user_id;
+    e.rights = RIGHT_READ;
+    REQUIRE(envelope_seal(user, VID, f.id, 1, fk, &e.wrapped, &e.wrapped_len) == 0);
+    REQUIRE(grant_sign(data, VID, data_id, &e) == 0);
+    CHECK_EQ_INT(grant_verify(m, VID, root_fp, &e, &rsa, &rsalen), 0);
+    /* rights raised in the row after signing */
+    e.rights = RIGHT_READ | RIGHT_WRITE;
+    CHECK_EQ_INT(grant_verify(m, VID, root_fp, &e, &rsa, &rsalen), -EBADMSG);
+    e.rights = RIGHT_READ;
+    /* the sysadmin as granter (it holds no envelope, is no dataadmin) */
+    e.granted_by = admin_id;
+    CHECK_EQ_INT(grant_verify(m, VID, root_fp, &e, &rsa, &rsalen), -EBADMSG);
+    e.granted_by = data_id;
+    /* the granter loses its manage right */
+    REQUIRE(meta_envelope_delete(m, f.id, data_id) == 0);
+    CHECK_EQ_INT(grant_verify(m, VID, root_fp, &e, &rsa, &rsalen), -EBADMSG);
+    /* an unsigned (legacy) envelope */
+    {
+        struct meta_envelope bare = e;
+        int rc;
+
+        bare.wrapped = (uint8_t *)"xxxxxxxx";
+        bare.wrapped_len = 8;
+        rc = grant_verify(m, VID, root_fp, &bare, &rsa, &rsalen);
+        CHECK_EQ_INT(rc, -EBADMSG);
+    }
+    free(own.wrapped);
+    free(e.wrapped);
+}
+
+static void test_teardown(void)
+{
+    char p[160];
+
+    meta_close(m);
+    EVP_PKEY_free(root);
+    EVP_PKEY_free(admin);
+    EVP_PKEY_free(data);
+    EVP_PKEY_free(user);
+    EVP_PKEY_free(stranger);
+    for (const char *const *s = (const char *const[]){ "", "-wal", "-shm", NULL }; *s; s++) {
+        snprintf(p, sizeof p, "%s%s", dbpath, *s);
+        unlink(p);
+    }
+    CHECK_EQ_INT(rmdir(dbdir), 0);
+}
+
+int main(void)
+{
+    RUN(test_setup);
+    RUN(test_roles);
+    RUN(test_chain_verifies);
+    RUN(test_row_tampering_refused);
+    RUN(test_forged_records_refused);
+    RUN(test_disabled_signer_and_serial);
+    RUN(test_grant_signatures);
+    RUN(test_teardown);
+    return tap_done();
+}
