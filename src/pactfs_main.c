@@ -299,6 +299,34 @@ static int wait_for_child(pid_t child, int from_child)
 }
 
 /* Open, unlock and serve.  Runs in the daemon (or the foreground). */
+/* Open the vault and unlock the account: an exit code. */
+static int open_and_unlock(const struct mount_args *a, const char *password, struct vault **out)
+{
+    const char *account;
+    int rc = vault_open(a->conf_path, out);
+
+    if (rc < 0) {
+        cli_report(PROG, rc);
+        return rc == -EINVAL || rc == -ENOTSUP ? EXIT_CONFIG : cli_exit_code_for(rc);
+    }
+    account = a->account ? a->account : (*out)->conf.default_account;
+    if (!account) {
+        fprintf(stderr, PROG ": no account given and %s sets no vault.default_account: "
+                "use --account NAME\n", a->conf_path);
+        return EXIT_USAGE;
+    }
+    rc = vault_unlock(*out, account, password);
+    if (rc < 0) {
+        cli_report(PROG, rc);
+        return rc == -EINVAL ? EXIT_CONFIG : cli_exit_code_for(rc);
+    }
+    if ((*out)->nfolders == 0)
+        fprintf(stderr, PROG ": note: account \"%s\" holds no folder envelope yet; the mount "
+                "will be empty until a data administrator grants one\n", account);
+    return EXIT_OK;
+}
+
+/* Open, unlock and serve.  Runs in the daemon (or the foreground). */
 static int serve(const struct mount_args *a, const char *password, int ready_fd)
 {
     struct vault *v = NULL;
@@ -306,30 +334,14 @@ static int serve(const struct mount_args *a, const char *password, int ready_fd)
     struct audit_ctx who = { getuid(), getpid() };
     struct audit_ship *ship = NULL;
     enum { SHIP_DRAIN_MS = 5000 };      /* bound on sending the rest at unmount */
-    const char *account;
     int rc, lock_fd = -1, code;
 
     code = lock_vault(a->conf_path, &lock_fd);
     if (code != EXIT_OK)
         return code;
-    rc = vault_open(a->conf_path, &v);
-    if (rc < 0) {
-        cli_report(PROG, rc);
-        return rc == -EINVAL || rc == -ENOTSUP ? EXIT_CONFIG : cli_exit_code_for(rc);
-    }
-    account = a->account ? a->account : v->conf.default_account;
-    if (!account) {
-        fprintf(stderr, PROG ": no account given and %s sets no vault.default_account: "
-                "use --account NAME\n", a->conf_path);
-        vault_close(v);
-        return EXIT_USAGE;
-    }
-    rc = vault_unlock(v, account, password);
-    if (rc < 0) {
-        cli_report(PROG, rc);
-        vault_close(v);
-        return rc == -EINVAL ? EXIT_CONFIG : cli_exit_code_for(rc);
-    }
+    code = open_and_unlock(a, password, &v);
+    if (code != EXIT_OK)
+        goto out;
     if (v->conf.audit_url) {
         /* The spool stays the record; shipping runs beside it and retries. */
         struct audit_ship_opts so = { .spool_path = v->conf.audit_spool,
@@ -337,17 +349,13 @@ static int serve(const struct mount_args *a, const char *password, int ready_fd)
         rc = audit_ship_start(&so, &ship);
         if (rc < 0) {
             cli_report(PROG, rc);
-            vault_close(v);
-            close(lock_fd);
-            return EXIT_CONFIG;
+            code = EXIT_CONFIG;
+            goto out;
         }
     }
     if (secmem_lock_all() < 0)
         fprintf(stderr, PROG ": warning: cannot lock memory (mlockall); plaintext could reach "
                 "swap: raise RLIMIT_MEMLOCK or disable swap\n");
-    if (v->nfolders == 0)
-        fprintf(stderr, PROG ": note: account \"%s\" holds no folder envelope yet; the mount "
-                "will be empty until a data administrator grants one\n", account);
     fo.foreground = a->foreground;
     fo.debug = a->debug;
     fo.read_only = a->read_only;
@@ -358,10 +366,8 @@ static int serve(const struct mount_args *a, const char *password, int ready_fd)
     if (rc < 0) {
         fprintf(stderr, PROG ": cannot write the audit spool %s (%s): not mounting\n",
                 v->conf.audit_spool, strerror(-rc));
-        vault_close(v);
-        audit_ship_stop(ship, SHIP_DRAIN_MS);
-        close(lock_fd);
-        return EXIT_AUDIT;
+        code = EXIT_AUDIT;
+        goto out;
     }
     pidfile_write(a->mountpoint);
     rc = fs_mount_and_serve(v, a->mountpoint, &fo);
@@ -371,6 +377,7 @@ static int serve(const struct mount_args *a, const char *password, int ready_fd)
         cli_report(PROG, rc);
         code = EXIT_FUSE;
     }
+out:
     vault_close(v);   /* writes the closing checkpoint: ship it too */
     if (ship && audit_ship_stop(ship, SHIP_DRAIN_MS) < 0)
         fprintf(stderr, PROG ": %s\n", pfs_err_msg());
