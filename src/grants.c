@@ -299,8 +299,12 @@ static int grantee_key(struct vault *v, const char *name, uint32_t rights,
                                        "with pactfs-admin account-add", name) : rc;
     rc = registry_verified_key(v->meta, v->conf.vault_id, v->conf.root_fingerprint, a->id,
                                &r, key);
-    if (rc < 0)
-        return pfs_err(rc, "refusing to grant to \"%s\": %s", name, pfs_err_msg());
+    if (rc < 0) {
+        char keep[512];
+
+        snprintf(keep, sizeof keep, "%s", pfs_err_msg());
+        return pfs_err(rc, "refusing to grant to \"%s\": %s", name, keep);
+    }
     if (r.disabled)
         rc = pfs_err(-EPERM, "the account \"%s\" is disabled", name);
     else if (r.roles & ROLE_SYSADMIN)

@@ -13,7 +13,9 @@
 #include "crypto.h"
 #include "error.h"
 #include "exitcodes.h"
+#include "grants.h"
 #include "keyring.h"
+#include "registry.h"
 #include "secmem.h"
 #include "vault.h"
 
@@ -29,6 +31,13 @@ static void usage(FILE *out)
 "                    --keyd-admin-token FILE\n"
 "       pactfs-admin audit-verify VAULT_DIR|--config FILE\n"
 "       pactfs-admin folder-create NAME VAULT_DIR|--config FILE [--account A] [--passfile F]\n"
+"       pactfs-admin accounts VAULT_DIR|--config FILE\n"
+"       pactfs-admin account-add NAME VAULT_DIR --role ROLES --new-passfile F\n"
+"       pactfs-admin account-disable|account-enable NAME VAULT_DIR\n"
+"       pactfs-admin account-rename OLD NEW VAULT_DIR\n"
+"       pactfs-admin account-role NAME VAULT_DIR --role ROLES\n"
+"       pactfs-admin grant FOLDER ACCOUNT read|read,write|read,write,manage VAULT_DIR\n"
+"       pactfs-admin revoke FOLDER ACCOUNT VAULT_DIR\n"
 "\n"
 "Create a vault on the embedded default in DIR: DIR/pactfs.conf, SQLite\n"
 "metadata (DIR/meta.db), three local-directory endpoints (DIR/stores/0..2,\n"
@@ -38,8 +47,11 @@ static void usage(FILE *out)
 "\n"
 "Options of init:\n"
 "  --name NAME          vault name (default pactfs)\n"
-"  --account NAME       first account (asked on the terminal if missing)\n"
+"  --account NAME       first data account, dataadmin and user (asked if missing)\n"
 "  --passfile FILE      its password from the first line of FILE (else asked twice)\n"
+"  --sysadmin NAME      the sysadmin account (default ACCOUNT-admin; production:\n"
+"                       a separate person)\n"
+"  --sysadmin-passfile FILE  its password (default: the --passfile password)\n"
 "  --folder NAME        first contract folder (default Contracts)\n"
 "  --k K --m M          erasure coding: K data + M parity fragments (default 2 + 1)\n"
 "  --chunk-size BYTES   plaintext chunk size, a power of two (default 1048576)\n"
@@ -61,6 +73,15 @@ static void usage(FILE *out)
 "audit-verify: check the audit spool's chain and checkpoint signatures.\n"
 "folder-create: a new contract folder (needs the dataadmin role); the account\n"
 "  gets read, write and manage rights on it.\n"
+"accounts: list accounts, roles and whether each verifies in the signed registry.\n"
+"account-add, account-disable, account-enable, account-rename, account-role:\n"
+"  run as a sysadmin (--account ADMIN --passfile FILE).  ROLES: sysadmin,\n"
+"  dataadmin, auditor, user, comma-separated (never sysadmin with dataadmin).\n"
+"  The new account's password comes from --new-passfile; its owner changes it\n"
+"  with pactfs-admin passwd.  With a key service give --keyd-admin-token.\n"
+"grant, revoke: run as a dataadmin with manage on FOLDER.  revoke rotates the\n"
+"  folder key: data written afterwards is under a key the revoked account\n"
+"  never held.\n"
 "\n"
 "  --help, --version\n"
 "\n"
@@ -102,13 +123,15 @@ static int cmd_init(int argc, char **argv)
         { "keyd-key", required_argument, NULL, 'K' },
         { "keyd-admin-token", required_argument, NULL, 'T' },
         { "postgresql", required_argument, NULL, 'P' },
+        { "sysadmin", required_argument, NULL, 'S' },
+        { "sysadmin-passfile", required_argument, NULL, 'W' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
     struct vault_init_opts o = { 0 };
     struct pwkdf_params kdf;
-    const char *passfile = NULL;
-    char *account = NULL, *password;
+    const char *passfile = NULL, *admin_passfile = NULL;
+    char *account = NULL, *password, *admin_password = NULL;
     unsigned long v;
     int c, rc, kdf_set = 0;
 
@@ -137,6 +160,8 @@ static int cmd_init(int argc, char **argv)
         case 'K': o.keyd_key_file = optarg; break;
         case 'T': o.keyd_admin_token_file = optarg; break;
         case 'P': o.pg_conninfo = optarg; break;
+        case 'S': o.sysadmin = optarg; break;
+        case 'W': admin_passfile = optarg; break;
         case 'h': usage(stdout); return EXIT_OK;
         default: usage(stderr); return EXIT_USAGE;
         }
@@ -176,10 +201,21 @@ static int cmd_init(int argc, char **argv)
         return EXIT_PASSWORD_INPUT;
     }
     o.password = password;
+    if (admin_passfile) {
+        admin_password = cli_read_password(admin_passfile, NULL, "Password for the sysadmin: ", 1);
+        if (!admin_password) {
+            fprintf(stderr, PROG ": %s\n", pfs_err_msg());
+            secmem_free_str(password);
+            free(account);
+            return EXIT_PASSWORD_INPUT;
+        }
+        o.sysadmin_password = admin_password;
+    }
     secmem_harden_process();
     fprintf(stderr, "Creating the vault in %s (generating an RSA-3072 account key)...\n", o.dir);
     rc = vault_init(&o);
     secmem_free_str(password);
+    secmem_free_str(admin_password);
     if (rc < 0) {
         cli_report(PROG, rc);
         free(account);
@@ -188,6 +224,11 @@ static int cmd_init(int argc, char **argv)
     printf("Created vault in %s for account \"%s\" with folder \"%s\".\n"
            "Mount it with: pactfs mount %s MOUNTPOINT\n",
            o.dir, o.account, o.folder_name ? o.folder_name : "Contracts", o.dir);
+    if (o.sysadmin)
+        printf("Sysadmin account: \"%s\".\n", o.sysadmin);
+    else
+        printf("Sysadmin account: \"%s-admin\" (same password; in production give the "
+               "sysadmin to another person with --sysadmin).\n", o.account);
     free(account);
     return EXIT_OK;
 }
@@ -200,6 +241,7 @@ struct vault_args {
     const char *passfile;
     const char *new_passfile;
     const char *admin_token;
+    const char *role;
     char conf_buf[4096];
 };
 
@@ -212,6 +254,7 @@ static int parse_vault_args(int argc, char **argv, struct vault_args *a, int pos
         { "passfile", required_argument, NULL, 'p' },
         { "new-passfile", required_argument, NULL, 'n' },
         { "keyd-admin-token", required_argument, NULL, 'T' },
+        { "role", required_argument, NULL, 'r' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
@@ -225,6 +268,7 @@ static int parse_vault_args(int argc, char **argv, struct vault_args *a, int pos
         case 'p': a->passfile = optarg; break;
         case 'n': a->new_passfile = optarg; break;
         case 'T': a->admin_token = optarg; break;
+        case 'r': a->role = optarg; break;
         case 'h': usage(stdout); exit(EXIT_OK);
         default: usage(stderr); return -1;
         }
@@ -268,7 +312,7 @@ static int cmd_reseal(int argc, char **argv, int rotate)
     struct vault *v = NULL;
     struct meta_account acct;
     const char *account = NULL;
-    char *old_pw = NULL, *new_pw = NULL;
+    char *old_pw = NULL, *new_pw = NULL, key_name[META_ACCOUNT_NAME_MAX + 1];
     uint8_t *sealed = NULL;
     size_t sealed_len = 0;
     int rc, code;
@@ -285,6 +329,14 @@ static int cmd_reseal(int argc, char **argv, int rotate)
         vault_close(v);
         return EXIT_USAGE;
     }
+    /* The key stays sealed under the name it was created with (a rename
+     * changes only the account's name). */
+    rc = vault_account_key_name(v, account, key_name, sizeof key_name);
+    if (rc < 0) {
+        cli_report(PROG, rc);
+        code = cli_exit_code_for(rc);
+        goto out;
+    }
     old_pw = cli_read_password(a.passfile, NULL, "Current password: ", 0);
     if (old_pw && !rotate)
         new_pw = cli_read_password(a.new_passfile, NULL, "New password: ", 1);
@@ -294,10 +346,10 @@ static int cmd_reseal(int argc, char **argv, int rotate)
         goto out;
     }
     if (rotate)
-        rc = keyring_rotate_share(v->conf.vault_id, account, old_pw, acct.sealed_key,
+        rc = keyring_rotate_share(v->conf.vault_id, key_name, old_pw, acct.sealed_key,
                                   acct.sealed_key_len, v->sp, &sealed, &sealed_len);
     else
-        rc = keyring_change_password(v->conf.vault_id, account, old_pw, new_pw, NULL,
+        rc = keyring_change_password(v->conf.vault_id, key_name, old_pw, new_pw, NULL,
                                      acct.sealed_key, acct.sealed_key_len, v->sp,
                                      &sealed, &sealed_len);
     if (rc == 0)
@@ -376,23 +428,56 @@ static int cmd_keyd(int argc, char **argv)
 
 struct key_lookup {
     struct meta *meta;
+    const struct pactfs_conf *conf;
     EVP_PKEY *keys[64];
     size_t n;
+    const char *want;        /* name searched among the key names */
+    uint64_t found;
 };
 
-/* Public key of the account that signed a checkpoint, from the registry. */
+/* An account renamed since it signed: its key name is still the old one. */
+static int match_key_name(void *arg, const struct meta_account *a)
+{
+    struct key_lookup *kl = arg;
+    struct registry_record r = { 0 };
+
+    if (registry_verify(kl->meta, kl->conf->vault_id, kl->conf->root_fingerprint, a->id,
+                        &r) == 0 && !strcmp(r.key_name, kl->want))
+        kl->found = a->id;
+    registry_record_clear(&r);
+    return kl->found != 0;
+}
+
+/* Public key of the account that signed a checkpoint, from the registry
+ * (verified up to the pinned root when the configuration pins one). */
 static EVP_PKEY *key_for_account(void *arg, const char *account)
 {
     struct key_lookup *kl = arg;
     struct meta_account a;
-    EVP_PKEY *k;
+    EVP_PKEY *k = NULL;
 
     if (kl->n == sizeof kl->keys / sizeof kl->keys[0])
         return NULL;
-    if (meta_account_get_by_name(kl->meta, account, &a) < 0)
+    if (meta_account_get_by_name(kl->meta, account, &a) == 0) {
+        kl->found = a.id;
+        meta_account_clear(&a);
+    } else if (kl->conf->root_fingerprint) {
+        kl->want = account;
+        kl->found = 0;
+        meta_account_list(kl->meta, match_key_name, kl);
+    } else {
         return NULL;
-    k = rsa_public_from_der(a.pubkey, a.pubkey_len);
-    meta_account_clear(&a);
+    }
+    if (!kl->found)
+        return NULL;
+    if (kl->conf->root_fingerprint) {
+        if (registry_verified_key(kl->meta, kl->conf->vault_id, kl->conf->root_fingerprint,
+                                  kl->found, NULL, &k) < 0)
+            return NULL;
+    } else if (meta_account_get(kl->meta, kl->found, &a) == 0) {
+        k = rsa_public_from_der(a.pubkey, a.pubkey_len);
+        meta_account_clear(&a);
+    }
     if (k)
         kl->keys[kl->n++] = k;
     return k;
@@ -414,6 +499,7 @@ static int cmd_audit_verify(int argc, char **argv)
         return EXIT_CONFIG;
     }
     kl.meta = v->meta;
+    kl.conf = &v->conf;
     rc = audit_verify(v->conf.audit_spool, key_for_account, &kl, &events);
     for (size_t i = 0; i < kl.n; i++)
         EVP_PKEY_free(kl.keys[i]);
@@ -464,6 +550,242 @@ static int cmd_folder_create(int argc, char **argv)
     return code;
 }
 
+/* ---- accounts and grants ---- */
+
+/* Open the vault and unlock the acting account (--account, --passfile). */
+static int open_unlocked(const struct vault_args *a, struct vault **v, const char **account)
+{
+    char *pw;
+    int rc, code;
+
+    /* The key service wants its admin token to enroll or disable. */
+    if (a->admin_token)
+        setenv("PACTFS_KEYD_ADMIN_TOKEN_FILE", a->admin_token, 1);
+    code = open_vault(a, v, account);
+    if (code != EXIT_OK)
+        return code;
+    secmem_harden_process();
+    pw = cli_read_password(a->passfile, NULL, "Password: ", 0);
+    if (!pw) {
+        fprintf(stderr, PROG ": %s\n", pfs_err_msg());
+        vault_close(*v);
+        return EXIT_PASSWORD_INPUT;
+    }
+    rc = vault_unlock(*v, *account, pw);
+    secmem_free_str(pw);
+    if (rc < 0) {
+        cli_report(PROG, rc);
+        vault_close(*v);
+        return cli_exit_code_for(rc);
+    }
+    return EXIT_OK;
+}
+
+static int finish_command(struct vault *v, int rc, const char *done)
+{
+    int code = cli_exit_code_for(rc);
+
+    if (rc < 0)
+        cli_report(PROG, rc);
+    else
+        printf("%s\n", done);
+    vault_close(v);
+    return code;
+}
+
+static int cmd_account_add(int argc, char **argv)
+{
+    struct vault_args a = { 0 };
+    struct vault *v = NULL;
+    const char *account, *name;
+    char *new_pw, done[256];
+    uint32_t roles = 0;
+    int rc, code;
+
+    if (parse_vault_args(argc, argv, &a, 1) < 0)
+        return EXIT_USAGE;
+    name = argv[optind];
+    if (!a.role || registry_roles_parse(a.role, &roles) < 0) {
+        fprintf(stderr, PROG ": account-add needs --role ROLES: %s\n",
+                a.role ? pfs_err_msg() : "sysadmin, dataadmin, auditor or user");
+        return EXIT_USAGE;
+    }
+    code = open_unlocked(&a, &v, &account);
+    if (code != EXIT_OK)
+        return code;
+    new_pw = cli_read_password(a.new_passfile, NULL, "Password for the new account: ", 1);
+    if (!new_pw) {
+        fprintf(stderr, PROG ": %s\n", pfs_err_msg());
+        vault_close(v);
+        return EXIT_PASSWORD_INPUT;
+    }
+    rc = grants_account_add(v, name, roles, new_pw, NULL);
+    secmem_free_str(new_pw);
+    snprintf(done, sizeof done, "Created account \"%s\" (%s); its owner should change the "
+             "password with: pactfs-admin passwd --account %s", name, a.role, name);
+    return finish_command(v, rc, done);
+}
+
+/* Defence in depth: a key service also refuses the share of a disabled
+ * account (a local key directory has no such switch). */
+static void keyd_switch(struct vault *v, const char *name, int disabled)
+{
+    char key_name[META_ACCOUNT_NAME_MAX + 1];
+
+    if (strcmp(v->conf.share_provider, "keyd") != 0 ||
+        vault_account_key_name(v, name, key_name, sizeof key_name) < 0)
+        return;
+    if (share_keyd_admin(v->sp, disabled ? "disable" : "enable", v->conf.vault_id,
+                         key_name) < 0)
+        fprintf(stderr, PROG ": warning: the registry was changed but the key service was "
+                "not (%s); run pactfs-admin keyd %s %s\n", pfs_err_msg(),
+                disabled ? "disable" : "enable", key_name);
+}
+
+static int cmd_account_disable(int argc, char **argv, int disabled)
+{
+    struct vault_args a = { 0 };
+    struct vault *v = NULL;
+    const char *account, *name;
+    char done[200];
+    int rc, code;
+
+    if (parse_vault_args(argc, argv, &a, 1) < 0)
+        return EXIT_USAGE;
+    name = argv[optind];
+    code = open_unlocked(&a, &v, &account);
+    if (code != EXIT_OK)
+        return code;
+    rc = grants_account_disable(v, name, disabled);
+    if (rc == 0)
+        keyd_switch(v, name, disabled);
+    snprintf(done, sizeof done, "Account \"%s\" %s.", name, disabled ? "disabled" : "enabled");
+    return finish_command(v, rc, done);
+}
+
+static int cmd_account_rename(int argc, char **argv)
+{
+    struct vault_args a = { 0 };
+    struct vault *v = NULL;
+    const char *account, *old_name, *new_name;
+    char done[200];
+    int code;
+
+    if (parse_vault_args(argc, argv, &a, 2) < 0)
+        return EXIT_USAGE;
+    old_name = argv[optind];
+    new_name = argv[optind + 1];
+    code = open_unlocked(&a, &v, &account);
+    if (code != EXIT_OK)
+        return code;
+    snprintf(done, sizeof done, "Account \"%s\" is now \"%s\".", old_name, new_name);
+    return finish_command(v, grants_account_rename(v, old_name, new_name), done);
+}
+
+static int cmd_account_role(int argc, char **argv)
+{
+    struct vault_args a = { 0 };
+    struct vault *v = NULL;
+    const char *account, *name;
+    char done[200];
+    uint32_t roles = 0;
+    int code;
+
+    if (parse_vault_args(argc, argv, &a, 1) < 0)
+        return EXIT_USAGE;
+    name = argv[optind];
+    if (!a.role || registry_roles_parse(a.role, &roles) < 0) {
+        fprintf(stderr, PROG ": account-role needs --role ROLES: %s\n",
+                a.role ? pfs_err_msg() : "sysadmin, dataadmin, auditor or user");
+        return EXIT_USAGE;
+    }
+    code = open_unlocked(&a, &v, &account);
+    if (code != EXIT_OK)
+        return code;
+    snprintf(done, sizeof done, "Account \"%s\" now has roles %s.", name, a.role);
+    return finish_command(v, grants_account_set_roles(v, name, roles), done);
+}
+
+static int cmd_grant(int argc, char **argv)
+{
+    struct vault_args a = { 0 };
+    struct vault *v = NULL;
+    const char *account, *folder, *grantee;
+    char done[300];
+    uint32_t rights = 0;
+    int code;
+
+    if (parse_vault_args(argc, argv, &a, 3) < 0)
+        return EXIT_USAGE;
+    folder = argv[optind];
+    grantee = argv[optind + 1];
+    if (grants_rights_parse(argv[optind + 2], &rights) < 0) {
+        fprintf(stderr, PROG ": %s\n", pfs_err_msg());
+        return EXIT_USAGE;
+    }
+    code = open_unlocked(&a, &v, &account);
+    if (code != EXIT_OK)
+        return code;
+    snprintf(done, sizeof done, "\"%s\" can now %s folder \"%s\" (from its next mount).",
+             grantee, argv[optind + 2], folder);
+    return finish_command(v, grants_grant(v, folder, grantee, rights), done);
+}
+
+static int cmd_revoke(int argc, char **argv)
+{
+    struct vault_args a = { 0 };
+    struct vault *v = NULL;
+    const char *account, *folder, *target;
+    char done[300];
+    int code;
+
+    if (parse_vault_args(argc, argv, &a, 2) < 0)
+        return EXIT_USAGE;
+    folder = argv[optind];
+    target = argv[optind + 1];
+    code = open_unlocked(&a, &v, &account);
+    if (code != EXIT_OK)
+        return code;
+    snprintf(done, sizeof done, "\"%s\" no longer holds folder \"%s\"; its key was rotated "
+             "(members' mounts use the new key from their next mount; existing data stays "
+             "under the old key).", target, folder);
+    return finish_command(v, grants_revoke(v, folder, target), done);
+}
+
+static int print_account(void *arg, const struct meta_account *acct)
+{
+    struct vault *v = arg;
+    char roles[64];
+    int rc = registry_verify(v->meta, v->conf.vault_id, v->conf.root_fingerprint, acct->id,
+                             NULL);
+
+    registry_roles_format(acct->roles, roles, sizeof roles);
+    printf("%-24s %-24s %-9s %s%s\n", acct->name, roles, acct->disabled ? "disabled" : "enabled",
+           rc == 0 ? "verified" : "NOT VERIFIED: ", rc == 0 ? "" : pfs_err_msg());
+    return 0;
+}
+
+static int cmd_accounts(int argc, char **argv)
+{
+    struct vault_args a = { 0 };
+    struct vault *v = NULL;
+    int rc;
+
+    if (parse_vault_args(argc, argv, &a, 0) < 0)
+        return EXIT_USAGE;
+    rc = vault_open(a.conf_path, &v);
+    if (rc < 0) {
+        cli_report(PROG, rc);
+        return rc == -EINVAL || rc == -ENOENT ? EXIT_CONFIG : cli_exit_code_for(rc);
+    }
+    printf("%-24s %-24s %-9s %s\n", "ACCOUNT", "ROLES", "STATE", "REGISTRY");
+    rc = meta_account_list(v->meta, print_account, v);
+    if (rc < 0)
+        cli_report(PROG, rc);
+    vault_close(v);
+    return cli_exit_code_for(rc);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -490,6 +812,22 @@ int main(int argc, char **argv)
         return cmd_folder_create(argc - 1, argv + 1);
     if (!strcmp(argv[1], "audit-verify"))
         return cmd_audit_verify(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "accounts"))
+        return cmd_accounts(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "account-add"))
+        return cmd_account_add(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "account-disable"))
+        return cmd_account_disable(argc - 1, argv + 1, 1);
+    if (!strcmp(argv[1], "account-enable"))
+        return cmd_account_disable(argc - 1, argv + 1, 0);
+    if (!strcmp(argv[1], "account-rename"))
+        return cmd_account_rename(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "account-role"))
+        return cmd_account_role(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "grant"))
+        return cmd_grant(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "revoke"))
+        return cmd_revoke(argc - 1, argv + 1);
     fprintf(stderr, PROG ": unknown command \"%s\"; try pactfs-admin --help\n", argv[1]);
     return EXIT_USAGE;
 }
