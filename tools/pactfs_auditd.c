@@ -13,43 +13,37 @@
  */
 
 #include <dirent.h>
-#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <getopt.h>
 #include <json-c/json.h>
 #include <libconfig.h>
 #include <limits.h>
-#include <netdb.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <syslog.h>
 #include <unistd.h>
 
-#include <gnutls/gnutls.h>
 #include <microhttpd.h>
 #include <openssl/pem.h>
-#include <openssl/x509.h>
 
 #include "audit.h"
 #include "audit_ship.h"
 #include "error.h"
 #include "exitcodes.h"
 
+#include "https_service.h"
+
 #define AUDITD_DEFAULT_CONF "/etc/pactfs/auditd.conf"
-#define AUDITD_TLS_PRIORITIES "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2"
 #define AUDITD_MAX_BODY (2u * AUDIT_SHIP_MAX_BYTES)
 #define AUDITD_MAX_NAMES 64
 #define AUDITD_QUERY_LIMIT 100000u       /* lines per GET /v1/events answer */
-#define CN_MAX 256
+#define CN_MAX HTTPS_CN_MAX
 #define VAULT_ID_LEN 32
 #define ACCOUNT_MAX 64
 
@@ -86,14 +80,6 @@ struct auditd {
     struct stream *streams;
 };
 
-struct request {
-    char *body;
-    size_t len, cap;
-    bool too_big;
-    bool anonymous;              /* no verified client certificate: body discarded */
-    char cn[CN_MAX + 1];         /* the client certificate's CN */
-};
-
 struct answer {
     unsigned status;
     char *body;                  /* malloc'd */
@@ -101,53 +87,7 @@ struct answer {
     const char *type;
 };
 
-/* ================================================================ logging */
-
-static bool log_to_syslog;
-
-static void auditd_log(int prio, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void auditd_log(int prio, const char *fmt, ...)
-{
-    va_list ap;
-
-    va_start(ap, fmt);
-    if (log_to_syslog) {
-        vsyslog(prio, fmt, ap);
-    } else {
-        fprintf(stderr, "pactfs-auditd: ");
-        vfprintf(stderr, fmt, ap);
-        fputc('\n', stderr);
-    }
-    va_end(ap);
-}
-
 /* ================================================================ configuration */
-
-static char *resolve_path(const char *dir, const char *value)
-{
-    char *p = NULL;
-
-    if (value[0] == '/')
-        return strdup(value);
-    if (asprintf(&p, "%s/%s", dir, value) < 0)
-        return NULL;
-    return p;
-}
-
-static int conf_string(config_t *cfg, const char *dir, const char *name, bool is_path,
-                       bool required, char **out)
-{
-    const char *v;
-
-    if (!config_lookup_string(cfg, name, &v)) {
-        if (config_lookup(cfg, name))
-            return pfs_err(-EINVAL, "setting %s must be a string", name);
-        return required ? pfs_err(-EINVAL, "setting %s is required", name) : 0;
-    }
-    *out = is_path ? resolve_path(dir, v) : strdup(v);
-    return *out ? 0 : pfs_err(-ENOMEM, "out of memory");
-}
 
 static int conf_names(config_t *cfg, const char *name, char **out, size_t *n)
 {
@@ -187,54 +127,33 @@ static void auditd_conf_free(struct auditd_conf *c)
     memset(c, 0, sizeof *c);
 }
 
-static int auditd_conf_read(config_t *cfg, const char *dir, struct auditd_conf *c)
+static int auditd_conf_read(config_t *cfg, const char *dir, void *arg)
 {
-    int port = 0, rc;
+    struct auditd_conf *c = arg;
+    int rc;
 
-    rc = conf_string(cfg, dir, "listen_address", false, false, &c->listen_address);
-    rc = rc ? rc : conf_string(cfg, dir, "cert_file", true, true, &c->cert_file);
-    rc = rc ? rc : conf_string(cfg, dir, "key_file", true, true, &c->key_file);
-    rc = rc ? rc : conf_string(cfg, dir, "client_ca_file", true, true, &c->client_ca_file);
-    rc = rc ? rc : conf_string(cfg, dir, "store_dir", true, true, &c->store_dir);
-    rc = rc ? rc : conf_string(cfg, dir, "keys_dir", true, true, &c->keys_dir);
+    rc = https_conf_string(cfg, dir, "listen_address", false, false, &c->listen_address);
+    rc = rc ? rc : https_conf_uint(cfg, "port", 1, 65535, &c->port);
+    rc = rc ? rc : https_conf_string(cfg, dir, "cert_file", true, true, &c->cert_file);
+    rc = rc ? rc : https_conf_string(cfg, dir, "key_file", true, true, &c->key_file);
+    rc = rc ? rc : https_conf_string(cfg, dir, "client_ca_file", true, true, &c->client_ca_file);
+    rc = rc ? rc : https_conf_string(cfg, dir, "store_dir", true, true, &c->store_dir);
+    rc = rc ? rc : https_conf_string(cfg, dir, "keys_dir", true, true, &c->keys_dir);
     rc = rc ? rc : conf_names(cfg, "auditors", c->auditors, &c->n_auditors);
     rc = rc ? rc : conf_names(cfg, "senders", c->senders, &c->n_senders);
     if (rc)
         return rc;
     if (!c->listen_address && !(c->listen_address = strdup("127.0.0.1")))
         return pfs_err(-ENOMEM, "out of memory");
-    if (!config_lookup_int(cfg, "port", &port) || port < 1 || port > 65535)
+    if (c->port == 0)
         return pfs_err(-EINVAL, "setting port is required (1..65535)");
-    c->port = (unsigned)port;
     return 0;
 }
 
 static int auditd_conf_load(const char *path, struct auditd_conf *c)
 {
-    char *copy = strdup(path), *slash, *dir;
-    config_t cfg;
-    int rc = 0;
+    int rc = https_conf_load(path, auditd_conf_read, c);
 
-    if (!copy)
-        return pfs_err(-ENOMEM, "out of memory");
-    slash = strrchr(copy, '/');
-    if (slash && slash != copy)
-        *slash = '\0';
-    dir = slash ? (slash == copy ? "/" : copy) : ".";
-    config_init(&cfg);
-    if (!config_read_file(&cfg, path)) {
-        if (config_error_type(&cfg) == CONFIG_ERR_FILE_IO)
-            rc = pfs_err(-ENOENT, "cannot read %s: %s", path, strerror(errno));
-        else
-            rc = pfs_err(-EINVAL, "%s:%d: %s", path, config_error_line(&cfg),
-                         config_error_text(&cfg));
-    } else if ((rc = auditd_conf_read(&cfg, dir, c))) {
-        char msg[512];
-        snprintf(msg, sizeof msg, "%s", pfs_err_msg());
-        rc = pfs_err(rc, "%s: %s", path, msg);
-    }
-    config_destroy(&cfg);
-    free(copy);
     if (rc)
         auditd_conf_free(c);
     return rc;
@@ -389,7 +308,7 @@ static int stream_replay(struct stream *s)
     s->chain.skip_signatures = 1;   /* checked when they came in */
     while (!rc && (n = getline(&line, &cap, f)) > 0) {
         if (line[n - 1] != '\n') {
-            auditd_log(LOG_WARNING, "%s: cutting an unfinished last line at byte %llu (never "
+            https_log(LOG_WARNING, "%s: cutting an unfinished last line at byte %llu (never "
                        "acknowledged)", s->path, (unsigned long long)off);
             if (ftruncate(s->fd, (off_t)off) != 0 || fdatasync(s->fd) != 0)
                 rc = pfs_err(-errno, "cannot truncate %s: %s", s->path, strerror(errno));
@@ -649,7 +568,7 @@ static int ingest_store(struct stream *s, const struct ingest *in)
         rc = pfs_err(-(errno ? errno : EIO), "cannot append to %s: %s", s->path,
                      strerror(errno ? errno : EIO));
         if (ftruncate(s->fd, (off_t)s->size) != 0)
-            auditd_log(LOG_ERR, "cannot cut %s back to %llu bytes after a failed write",
+            https_log(LOG_ERR, "cannot cut %s back to %llu bytes after a failed write",
                        s->path, (unsigned long long)s->size);
         return rc;
     }
@@ -662,7 +581,7 @@ static int ingest_store(struct stream *s, const struct ingest *in)
     return rc;
 }
 
-static void handle_events_post(struct auditd *d, const char *cn, const struct request *r,
+static void handle_events_post(struct auditd *d, const char *cn, const struct https_request *r,
                                struct answer *a)
 {
     struct ingest in;
@@ -701,7 +620,7 @@ static void handle_events_post(struct auditd *d, const char *cn, const struct re
         answer_error(a, 500, "out of memory");
     }
     if (rc)
-        auditd_log(LOG_WARNING, "batch of %zu lines from \"%s\" for vault %s refused (%u)", in.n,
+        https_log(LOG_WARNING, "batch of %zu lines from \"%s\" for vault %s refused (%u)", in.n,
                    cn, vault, a->status);
     pthread_mutex_unlock(&d->mu);
     free(in.lines);
@@ -908,66 +827,10 @@ static void handle_verify(struct auditd *d, struct MHD_Connection *c, struct ans
     answer_json(a, rc ? 500 : 200, o);
 }
 
-/* ================================================================ TLS identity */
-
-typedef int (*gnutls_verify_fn)(gnutls_session_t, unsigned int *);
-typedef const gnutls_datum_t *(*gnutls_peers_fn)(gnutls_session_t, unsigned int *);
-
-/* libmicrohttpd already loaded GnuTLS: look its functions up at run time
- * rather than link it a second time. */
-static gnutls_session_t tls_session(struct MHD_Connection *c)
-{
-    const union MHD_ConnectionInfo *ci =
-        MHD_get_connection_info(c, MHD_CONNECTION_INFO_GNUTLS_SESSION);
-
-    return ci ? (gnutls_session_t)ci->tls_session : NULL;
-}
-
-static int cn_of_der(const unsigned char *der, long len, char *cn, size_t cnlen)
-{
-    X509 *x = d2i_X509(NULL, &der, len);
-    X509_NAME *subj = x ? X509_get_subject_name(x) : NULL;
-    int idx = subj ? X509_NAME_get_index_by_NID(subj, NID_commonName, -1) : -1;
-    unsigned char *utf8 = NULL;
-    int n = -1, rc = -EACCES;
-
-    if (idx >= 0)
-        n = ASN1_STRING_to_UTF8(&utf8, X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subj, idx)));
-    if (n > 0 && (size_t)n < cnlen && !memchr(utf8, '\0', (size_t)n)) {
-        memcpy(cn, utf8, (size_t)n);
-        cn[n] = '\0';
-        rc = 0;
-        for (int i = 0; i < n; i++)
-            if ((unsigned char)cn[i] < 0x20 || cn[i] == 0x7f)
-                rc = -EACCES;
-    }
-    OPENSSL_free(utf8);
-    X509_free(x);
-    return rc;
-}
-
-/* The verified client certificate's CN, or -EACCES. */
-static int client_identity(struct MHD_Connection *c, char *cn, size_t cnlen)
-{
-    gnutls_session_t s = tls_session(c);
-    gnutls_verify_fn verify = (gnutls_verify_fn)dlsym(RTLD_DEFAULT,
-                                                      "gnutls_certificate_verify_peers2");
-    gnutls_peers_fn peers = (gnutls_peers_fn)dlsym(RTLD_DEFAULT, "gnutls_certificate_get_peers");
-    const gnutls_datum_t *chain;
-    unsigned status = 0, n = 0;
-
-    if (!s || !verify || !peers || verify(s, &status) != 0 || status != 0)
-        return -EACCES;
-    chain = peers(s, &n);
-    if (!chain || n == 0)
-        return -EACCES;
-    return cn_of_der(chain[0].data, (long)chain[0].size, cn, cnlen);
-}
-
 /* ================================================================ HTTP */
 
 static void route(struct auditd *d, struct MHD_Connection *c, const char *url, const char *method,
-                  const struct request *r, struct answer *a)
+                  const struct https_request *r, struct answer *a)
 {
     const char *cn = r->cn;
     bool post = strcmp(method, MHD_HTTP_METHOD_POST) == 0;
@@ -1005,203 +868,38 @@ static void route(struct auditd *d, struct MHD_Connection *c, const char *url, c
     answer_error(a, 404, "no such resource: %s", url);
 }
 
-static enum MHD_Result send_answer(struct MHD_Connection *c, struct answer *a)
-{
-    struct MHD_Response *resp;
-    enum MHD_Result ret;
-
-    resp = MHD_create_response_from_buffer(a->len, a->body ? a->body : (void *)"",
-                                           a->body ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
-    if (!resp) {
-        free(a->body);
-        return MHD_NO;
-    }
-    a->body = NULL;
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, a->type ? a->type : "text/plain");
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
-    ret = MHD_queue_response(c, a->status, resp);
-    MHD_destroy_response(resp);
-    return ret;
-}
-
-static bool request_take(struct request *r, const char *data, size_t n)
-{
-    if (r->anonymous)
-        return true;
-    if (r->too_big || r->len + n > AUDITD_MAX_BODY) {
-        r->too_big = true;
-        return true;
-    }
-    if (r->len + n > r->cap) {
-        size_t cap = r->cap ? r->cap : 64 * 1024;
-        char *p;
-        while (cap < r->len + n)
-            cap *= 2;
-        if (!(p = realloc(r->body, cap)))
-            return false;
-        r->body = p;
-        r->cap = cap;
-    }
-    memcpy(r->body + r->len, data, n);
-    r->len += n;
-    return true;
-}
-
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
-                                  const char *method, const char *version,
-                                  const char *upload_data, size_t *upload_size, void **con_cls)
+                                  const char *method, struct https_request *r)
 {
-    struct auditd *d = cls;
-    struct request *r = *con_cls;
     struct answer a = { 0, NULL, 0, NULL };
 
-    (void)version;
-    if (!r) {
-        if (!(r = calloc(1, sizeof *r)))
-            return MHD_NO;
-        /* Identify the client before taking its body: no buffering for
-         * strangers. */
-        r->anonymous = client_identity(c, r->cn, sizeof r->cn) < 0;
-        *con_cls = r;
-        return MHD_YES;
-    }
-    if (*upload_size) {
-        if (!request_take(r, upload_data, *upload_size))
-            return MHD_NO;
-        *upload_size = 0;
-        return MHD_YES;
-    }
-    route(d, c, url, method, r, &a);
-    return send_answer(c, &a);
-}
-
-static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
-                         enum MHD_RequestTerminationCode toe)
-{
-    struct request *r = *con_cls;
-
-    (void)cls;
-    (void)c;
-    (void)toe;
-    if (!r)
-        return;
-    free(r->body);
-    free(r);
-    *con_cls = NULL;
-}
-
-static void on_mhd_log(void *cls, const char *fmt, va_list ap)
-{
-    char msg[512];
-
-    (void)cls;
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    msg[strcspn(msg, "\n")] = '\0';
-    auditd_log(LOG_WARNING, "http: %s", msg);
+    route(cls, c, url, method, r, &a);
+    return https_reply(c, a.status, a.type, a.body, a.len);
 }
 
 /* ================================================================ startup */
 
-static int read_file_text(const char *path, char **out)
-{
-    FILE *f = fopen(path, "re");
-    long n;
-    int rc = 0;
-
-    if (!f)
-        return pfs_err(-errno, "cannot open %s: %s", path, strerror(errno));
-    if (fseek(f, 0, SEEK_END) < 0 || (n = ftell(f)) <= 0 || n > 1 << 20 ||
-        fseek(f, 0, SEEK_SET) < 0) {
-        fclose(f);
-        return pfs_err(-EINVAL, "%s is empty or unreadable", path);
-    }
-    *out = calloc(1, (size_t)n + 1);
-    if (!*out)
-        rc = pfs_err(-ENOMEM, "out of memory");
-    else if (fread(*out, 1, (size_t)n, f) != (size_t)n) {
-        rc = pfs_err(-EIO, "cannot read %s", path);
-        free(*out);
-        *out = NULL;
-    }
-    fclose(f);
-    return rc;
-}
-
-static struct MHD_Daemon *start_http(struct auditd *d, const char *cert, const char *key,
-                                     const char *trust)
-{
-    struct sockaddr_storage ss;
-    struct addrinfo hints, *ai = NULL;
-    char port[8];
-    unsigned flags = MHD_USE_TLS | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
-
-    memset(&hints, 0, sizeof hints);
-    hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV | AI_PASSIVE;
-    hints.ai_socktype = SOCK_STREAM;
-    snprintf(port, sizeof port, "%u", d->conf.port);
-    if (getaddrinfo(d->conf.listen_address, port, &hints, &ai) != 0 || !ai) {
-        pfs_err(-EINVAL, "listen_address '%s' is not a numeric IP address",
-                d->conf.listen_address);
-        return NULL;
-    }
-    memset(&ss, 0, sizeof ss);
-    memcpy(&ss, ai->ai_addr, ai->ai_addrlen);
-    if (ai->ai_family == AF_INET6)
-        flags |= MHD_USE_IPv6;
-    freeaddrinfo(ai);
-    return MHD_start_daemon(flags, (uint16_t)d->conf.port, NULL, NULL, on_request, d,
-                            MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, d,
-                            MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-                            MHD_OPTION_NOTIFY_COMPLETED, on_completed, d,
-                            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30,
-                            MHD_OPTION_CONNECTION_LIMIT, (unsigned)256,
-                            MHD_OPTION_HTTPS_MEM_CERT, cert,
-                            MHD_OPTION_HTTPS_MEM_KEY, key,
-                            MHD_OPTION_HTTPS_MEM_TRUST, trust,
-                            MHD_OPTION_HTTPS_PRIORITIES, AUDITD_TLS_PRIORITIES,
-                            MHD_OPTION_END);
-}
-
 static int serve(struct auditd *d)
 {
-    char *cert = NULL, *key = NULL, *trust = NULL;
-    struct MHD_Daemon *mhd;
-    sigset_t set;
-    int sig, rc;
+    char note[PATH_MAX + 16];
+    const struct https_service svc = {
+        .listen_address = d->conf.listen_address,
+        .port = d->conf.port,
+        .cert_file = d->conf.cert_file,
+        .key_file = d->conf.key_file,
+        .client_ca_file = d->conf.client_ca_file,
+        .connection_timeout = 30,
+        .connection_limit = 256,
+        .max_body = AUDITD_MAX_BODY,
+        .identify_clients = true,
+        .handle = on_request,
+        .cls = d,
+        .listening_note = note,
+    };
+    int rc = mkdir_0700(d->conf.store_dir);
 
-    rc = read_file_text(d->conf.cert_file, &cert);
-    rc = rc ? rc : read_file_text(d->conf.key_file, &key);
-    rc = rc ? rc : read_file_text(d->conf.client_ca_file, &trust);
-    rc = rc ? rc : mkdir_0700(d->conf.store_dir);
-    if (rc)
-        goto out;
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
-    signal(SIGPIPE, SIG_IGN);
-    mhd = start_http(d, cert, key, trust);
-    if (!mhd) {
-        if (!pfs_err_msg()[0])
-            pfs_err(-EIO, "cannot listen on %s port %u with the certificate %s and key %s "
-                    "(port in use, or a certificate/key that GnuTLS cannot load)",
-                    d->conf.listen_address, d->conf.port, d->conf.cert_file, d->conf.key_file);
-        rc = -EIO;
-        goto out;
-    }
-    auditd_log(LOG_NOTICE, "listening on https://%s:%u (TLS >= 1.2, client certificates "
-               "required), store %s", d->conf.listen_address, d->conf.port, d->conf.store_dir);
-    sigwait(&set, &sig);
-    auditd_log(LOG_NOTICE, "stopping on signal %d", sig);
-    MHD_stop_daemon(mhd);
-out:
-    free(cert);
-    if (key) {
-        OPENSSL_cleanse(key, strlen(key));
-        free(key);
-    }
-    free(trust);
-    return rc;
+    snprintf(note, sizeof note, ", store %s", d->conf.store_dir);
+    return rc ? rc : https_service_run(&svc);
 }
 
 static void auditd_teardown(struct auditd *d)
@@ -1232,51 +930,29 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
-    static const struct option longopts[] = {
-        { "config", required_argument, NULL, 'c' },
-        { "foreground", no_argument, NULL, 'f' },
-        { "help", no_argument, NULL, 'h' },
-        { "version", no_argument, NULL, 'V' },
-        { NULL, 0, NULL, 0 },
-    };
-    const char *conf_path = AUDITD_DEFAULT_CONF;
-    bool foreground = false;
+    struct https_cmdline cmd;
     struct auditd d;
-    int opt, rc;
+    int rc;
 
-    while ((opt = getopt_long(argc, argv, "c:fhV", longopts, NULL)) != -1) {
-        switch (opt) {
-        case 'c': conf_path = optarg; break;
-        case 'f': foreground = true; break;
-        case 'h': usage(stdout); return EXIT_OK;
-        case 'V': printf("pactfs-auditd %s\n", PACKAGE_VERSION); return EXIT_OK;
-        default: usage(stderr); return EXIT_USAGE;
-        }
-    }
-    if (optind != argc) {
-        usage(stderr);
-        return EXIT_USAGE;
-    }
+    https_log_init("pactfs-auditd", false);
+    rc = https_cmdline_parse(argc, argv, AUDITD_DEFAULT_CONF, usage, &cmd);
+    if (rc >= 0)
+        return rc;
     umask(077);
     memset(&d, 0, sizeof d);
     pthread_mutex_init(&d.mu, NULL);
-    if (auditd_conf_load(conf_path, &d.conf) < 0) {
-        auditd_log(LOG_ERR, "%s", pfs_err_msg());
+    if (auditd_conf_load(cmd.conf_path, &d.conf) < 0) {
+        https_log(LOG_ERR, "%s", pfs_err_msg());
         pthread_mutex_destroy(&d.mu);
         return EXIT_CONFIG;
     }
-    if (!foreground) {
-        if (daemon(0, 0) < 0) {
-            auditd_log(LOG_ERR, "cannot detach: %s", strerror(errno));
-            auditd_teardown(&d);
-            return EXIT_FAILURE_OTHER;
-        }
-        openlog("pactfs-auditd", LOG_PID, LOG_DAEMON);
-        log_to_syslog = true;
+    if (!cmd.foreground && https_detach() < 0) {
+        auditd_teardown(&d);
+        return EXIT_FAILURE_OTHER;
     }
     rc = serve(&d);
     if (rc)
-        auditd_log(LOG_ERR, "%s", pfs_err_msg());
+        https_log(LOG_ERR, "%s", pfs_err_msg());
     auditd_teardown(&d);
     return rc ? (rc == -ENOENT || rc == -EINVAL ? EXIT_CONFIG : EXIT_FAILURE_OTHER) : EXIT_OK;
 }

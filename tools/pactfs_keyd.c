@@ -13,26 +13,19 @@
  *                  so a copy of the database alone yields no share.
  */
 
-#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <getopt.h>
 #include <limits.h>
 #include <netdb.h>
-#include <pthread.h>
-#include <signal.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <syslog.h>
 #include <time.h>
 #include <unistd.h>
 
-#include <gnutls/gnutls.h>
 #include <json-c/json.h>
 #include <libconfig.h>
 #include <microhttpd.h>
@@ -46,6 +39,8 @@
 #include "secmem.h"
 #include "share.h"
 
+#include "https_service.h"
+
 #define KEYD_MAX_BODY 4096
 #define KEYD_SALT_LEN 16
 #define KEYD_MASTER_KEY_LEN 32
@@ -53,7 +48,6 @@
 #define KEYD_TOKEN_MIN 16
 #define KEYD_DEFAULT_CONF "/etc/pactfs/keyd.conf"
 #define KEYD_SEALED_SHARE_LEN (SHARE_LEN + AEAD_OVERHEAD)
-#define KEYD_TLS_PRIORITIES "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2"
 
 struct keyd_conf {
     char *listen_address;
@@ -81,13 +75,6 @@ struct keyd {
     uint8_t *master_key;          /* secmem, KEYD_MASTER_KEY_LEN */
     uint8_t *admin_token_hash;    /* secmem, SHA256_LEN */
     bool require_client_cert;
-};
-
-/* One HTTP request being received. */
-struct request {
-    char *body;                   /* secmem, KEYD_MAX_BODY + 1 */
-    size_t len;
-    bool too_big;
 };
 
 /* What a handler decided; turned into the HTTP answer and the audit line. */
@@ -118,73 +105,7 @@ struct account_row {
     int64_t locked_until;
 };
 
-static bool log_to_syslog;
-
-static void keyd_log(int prio, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void keyd_log(int prio, const char *fmt, ...)
-{
-    va_list ap;
-
-    va_start(ap, fmt);
-    if (log_to_syslog) {
-        vsyslog(prio, fmt, ap);
-    } else {
-        char stamp[32];
-        time_t now = time(NULL);
-        struct tm tm;
-        gmtime_r(&now, &tm);
-        strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%SZ", &tm);
-        fprintf(stderr, "%s pactfs-keyd: ", stamp);
-        vfprintf(stderr, fmt, ap);
-        fputc('\n', stderr);
-    }
-    va_end(ap);
-}
-
 /* ---------------------------------------------------------------- config */
-
-static char *resolve_path(const char *dir, const char *value)
-{
-    char *out = NULL;
-
-    if (value[0] == '/')
-        return strdup(value);
-    if (asprintf(&out, "%s/%s", dir, value) < 0)
-        return NULL;
-    return out;
-}
-
-static int conf_string(config_t *cfg, const char *dir, const char *name, bool is_path,
-                       bool required, char **out)
-{
-    const char *v = NULL;
-
-    if (!config_lookup_string(cfg, name, &v)) {
-        if (config_lookup(cfg, name))
-            return pfs_err(-EINVAL, "setting '%s' must be a string", name);
-        if (required)
-            return pfs_err(-EINVAL, "setting '%s' is missing (see pactfs-keyd(8))", name);
-        return 0;
-    }
-    *out = is_path ? resolve_path(dir, v) : strdup(v);
-    return *out ? 0 : pfs_err(-ENOMEM, "out of memory reading setting '%s'", name);
-}
-
-static int conf_uint(config_t *cfg, const char *name, unsigned min, unsigned max,
-                     unsigned *out)
-{
-    int v;
-
-    if (!config_lookup(cfg, name))
-        return 0;   /* keep the default */
-    if (!config_lookup_int(cfg, name, &v))
-        return pfs_err(-EINVAL, "setting '%s' must be an integer", name);
-    if (v < (int)min || (unsigned)v > max)
-        return pfs_err(-EINVAL, "setting '%s' = %d is out of range %u..%u", name, v, min, max);
-    *out = (unsigned)v;
-    return 0;
-}
 
 static void keyd_conf_free(struct keyd_conf *c)
 {
@@ -200,28 +121,34 @@ static void keyd_conf_free(struct keyd_conf *c)
     memset(c, 0, sizeof *c);
 }
 
-static int keyd_conf_read(config_t *cfg, const char *dir, struct keyd_conf *c)
+static int keyd_conf_read(config_t *cfg, const char *dir, void *arg)
 {
+    struct keyd_conf *c = arg;
     int rc = 0;
 
-    rc = rc ? rc : conf_string(cfg, dir, "listen_address", false, false, &c->listen_address);
-    rc = rc ? rc : conf_uint(cfg, "port", 1, 65535, &c->port);
-    rc = rc ? rc : conf_string(cfg, dir, "cert_file", true, true, &c->cert_file);
-    rc = rc ? rc : conf_string(cfg, dir, "key_file", true, true, &c->key_file);
-    rc = rc ? rc : conf_string(cfg, dir, "client_ca_file", true, false, &c->client_ca_file);
-    rc = rc ? rc : conf_string(cfg, dir, "database", true, true, &c->database);
-    rc = rc ? rc : conf_string(cfg, dir, "admin_token_file", true, true, &c->admin_token_file);
-    rc = rc ? rc : conf_string(cfg, dir, "master_key_file", true, true, &c->master_key_file);
-    rc = rc ? rc : conf_string(cfg, dir, "audit_log", true, true, &c->audit_log);
-    rc = rc ? rc : conf_string(cfg, dir, "debug_capture", true, false, &c->debug_capture);
-    rc = rc ? rc : conf_uint(cfg, "lockout.max_failures", 1, 1000, &c->max_failures);
-    rc = rc ? rc : conf_uint(cfg, "lockout.lockout_seconds", 1, 86400 * 30, &c->lockout_seconds);
-    rc = rc ? rc : conf_uint(cfg, "lockout.failure_window_seconds", 1, 86400 * 30,
-                             &c->failure_window_seconds);
-    rc = rc ? rc : conf_uint(cfg, "lockout.source_max_failures", 1, 100000,
-                             &c->source_max_failures);
-    rc = rc ? rc : conf_uint(cfg, "lockout.source_lockout_seconds", 1, 86400 * 30,
-                             &c->source_lockout_seconds);
+    rc = rc ? rc : https_conf_string(cfg, dir, "listen_address", false, false,
+                                     &c->listen_address);
+    rc = rc ? rc : https_conf_uint(cfg, "port", 1, 65535, &c->port);
+    rc = rc ? rc : https_conf_string(cfg, dir, "cert_file", true, true, &c->cert_file);
+    rc = rc ? rc : https_conf_string(cfg, dir, "key_file", true, true, &c->key_file);
+    rc = rc ? rc : https_conf_string(cfg, dir, "client_ca_file", true, false,
+                                     &c->client_ca_file);
+    rc = rc ? rc : https_conf_string(cfg, dir, "database", true, true, &c->database);
+    rc = rc ? rc : https_conf_string(cfg, dir, "admin_token_file", true, true,
+                                     &c->admin_token_file);
+    rc = rc ? rc : https_conf_string(cfg, dir, "master_key_file", true, true,
+                                     &c->master_key_file);
+    rc = rc ? rc : https_conf_string(cfg, dir, "audit_log", true, true, &c->audit_log);
+    rc = rc ? rc : https_conf_string(cfg, dir, "debug_capture", true, false, &c->debug_capture);
+    rc = rc ? rc : https_conf_uint(cfg, "lockout.max_failures", 1, 1000, &c->max_failures);
+    rc = rc ? rc : https_conf_uint(cfg, "lockout.lockout_seconds", 1, 86400 * 30,
+                                   &c->lockout_seconds);
+    rc = rc ? rc : https_conf_uint(cfg, "lockout.failure_window_seconds", 1, 86400 * 30,
+                                   &c->failure_window_seconds);
+    rc = rc ? rc : https_conf_uint(cfg, "lockout.source_max_failures", 1, 100000,
+                                   &c->source_max_failures);
+    rc = rc ? rc : https_conf_uint(cfg, "lockout.source_lockout_seconds", 1, 86400 * 30,
+                                   &c->source_lockout_seconds);
     if (!rc && !c->listen_address && !(c->listen_address = strdup("127.0.0.1")))
         rc = pfs_err(-ENOMEM, "out of memory");
     return rc;
@@ -229,13 +156,8 @@ static int keyd_conf_read(config_t *cfg, const char *dir, struct keyd_conf *c)
 
 static int keyd_conf_load(const char *path, struct keyd_conf *c)
 {
-    config_t cfg;
-    char *copy = strdup(path);
-    char *slash;
     int rc;
 
-    if (!copy)
-        return pfs_err(-ENOMEM, "out of memory");
     memset(c, 0, sizeof *c);
     c->port = 8443;
     c->max_failures = 5;
@@ -243,69 +165,10 @@ static int keyd_conf_load(const char *path, struct keyd_conf *c)
     c->failure_window_seconds = 900;
     c->source_max_failures = 50;
     c->source_lockout_seconds = 300;
-    slash = strrchr(copy, '/');
-    if (slash)
-        *slash = '\0';
-    config_init(&cfg);
-    if (!config_read_file(&cfg, path)) {
-        if (config_error_type(&cfg) == CONFIG_ERR_FILE_IO)
-            rc = pfs_err(-ENOENT, "cannot read configuration %s: %s", path, strerror(errno));
-        else
-            rc = pfs_err(-EINVAL, "%s:%d: %s", path, config_error_line(&cfg),
-                         config_error_text(&cfg));
-    } else {
-        rc = keyd_conf_read(&cfg, slash ? copy : ".", c);
-        if (rc) {
-            char why[512];
-            snprintf(why, sizeof why, "%s", pfs_err_msg());
-            pfs_err(rc, "%s: %s", path, why);
-        }
-    }
-    config_destroy(&cfg);
-    free(copy);
+    rc = https_conf_load(path, keyd_conf_read, c);
     if (rc)
         keyd_conf_free(c);
     return rc;
-}
-
-/* Read a whole secret file into secure memory (NUL-terminated), refusing
- * files that others could read. */
-static int read_secret_file(const char *path, char **out, size_t *len)
-{
-    struct stat st;
-    char *buf;
-    size_t got = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-
-    if (fd < 0)
-        return pfs_err(-errno, "cannot open %s: %s", path, strerror(errno));
-    if (fstat(fd, &st) < 0 || st.st_size <= 0 || st.st_size > 65536) {
-        close(fd);
-        return pfs_err(-EINVAL, "%s is empty or too large", path);
-    }
-    if (st.st_mode & 077) {
-        close(fd);
-        return pfs_err(-EPERM, "%s is readable by others: chmod 600 it", path);
-    }
-    buf = secmem_alloc((size_t)st.st_size + 1);
-    if (!buf) {
-        close(fd);
-        return pfs_err(-ENOMEM, "out of memory reading %s", path);
-    }
-    while (got < (size_t)st.st_size) {
-        ssize_t n = read(fd, buf + got, (size_t)st.st_size - got);
-        if (n <= 0) {
-            int e = n < 0 ? errno : EIO;
-            close(fd);
-            secmem_free(buf, (size_t)st.st_size + 1);
-            return pfs_err(-e, "cannot read %s: %s", path, strerror(e));
-        }
-        got += (size_t)n;
-    }
-    close(fd);
-    *out = buf;
-    *len = got;
-    return 0;
 }
 
 /* Length of s without its trailing white space. */
@@ -320,7 +183,7 @@ static int load_master_key(struct keyd *k)
 {
     char *text;
     size_t len;
-    int rc = read_secret_file(k->conf.master_key_file, &text, &len);
+    int rc = https_read_secret_file(k->conf.master_key_file, true, &text, &len);
 
     if (rc)
         return rc;
@@ -347,7 +210,7 @@ static int load_admin_token(struct keyd *k)
 {
     char *text;
     size_t len, tlen;
-    int rc = read_secret_file(k->conf.admin_token_file, &text, &len);
+    int rc = https_read_secret_file(k->conf.admin_token_file, true, &text, &len);
 
     if (rc)
         return rc;
@@ -628,14 +491,14 @@ static int audit_write(struct keyd *k, const char *remote, const char *op,
             memcpy(buf, line, len);
             buf[len] = '\n';
             if (write(k->audit_fd, buf, len + 1) != (ssize_t)(len + 1) || fsync(k->audit_fd) < 0)
-                keyd_log(LOG_ERR, "cannot write audit log %s: %s", k->conf.audit_log,
+                https_log(LOG_ERR, "cannot write audit log %s: %s", k->conf.audit_log,
                          strerror(errno));
             else
                 rc = 0;
             free(buf);
         }
     }
-    keyd_log(LOG_INFO, "%s %s %s/%s -> %u %s", remote, op, f->vault ? f->vault : "-",
+    https_log(LOG_INFO, "%s %s %s/%s -> %u %s", remote, op, f->vault ? f->vault : "-",
              f->account ? f->account : "-", o->status, o->result);
     json_object_put(ev);
     return rc;
@@ -643,7 +506,7 @@ static int audit_write(struct keyd *k, const char *remote, const char *op,
 
 /* Test aid (off unless debug_capture is set): record the raw bodies the
  * service received so a test can prove what the client sends. */
-static void capture_body(struct keyd *k, const char *url, const struct request *r)
+static void capture_body(struct keyd *k, const char *url, const struct https_request *r)
 {
     json_object *ev;
     const char *line;
@@ -656,7 +519,7 @@ static void capture_body(struct keyd *k, const char *url, const struct request *
     json_object_object_add(ev, "body", json_object_new_string_len(r->body, (int)r->len));
     line = json_object_to_json_string_length(ev, JSON_C_TO_STRING_PLAIN, &len);
     if (write(k->capture_fd, line, len) < 0 || write(k->capture_fd, "\n", 1) < 0)
-        keyd_log(LOG_ERR, "cannot write debug capture: %s", strerror(errno));
+        https_log(LOG_ERR, "cannot write debug capture: %s", strerror(errno));
     json_object_put(ev);
 }
 
@@ -726,7 +589,7 @@ static void fields_free(struct fields *f)
 
 /* Parse the request body into a json object and decode its fields.  Every
  * known field is optional here; handlers check what they need. */
-static int body_parse(const struct request *r, json_object **objp, struct fields *f)
+static int body_parse(const struct https_request *r, json_object **objp, struct fields *f)
 {
     json_tokener *tok = json_tokener_new();
     json_object *obj;
@@ -1112,21 +975,6 @@ static const struct route *route_find(const char *url)
 
 /* ---------------------------------------------------------------- HTTP */
 
-static void remote_address(struct MHD_Connection *c, char *out, size_t outlen)
-{
-    const union MHD_ConnectionInfo *ci =
-        MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-    const struct sockaddr *sa = ci ? ci->client_addr : NULL;
-    socklen_t salen = 0;
-
-    snprintf(out, outlen, "unknown");
-    if (!sa)
-        return;
-    salen = sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
-    if (getnameinfo(sa, salen, out, (socklen_t)outlen, NULL, 0, NI_NUMERICHOST) != 0)
-        snprintf(out, outlen, "unknown");
-}
-
 /* Admin calls carry "Authorization: Bearer <token>". */
 static bool admin_token_ok(struct keyd *k, struct MHD_Connection *c)
 {
@@ -1142,69 +990,10 @@ static bool admin_token_ok(struct keyd *k, struct MHD_Connection *c)
     return ok;
 }
 
-typedef int (*gnutls_verify_fn)(gnutls_session_t, unsigned int *);
-
-/* With client_ca_file set, GnuTLS asks for a client certificate but leaves
- * the verdict to us.  libmicrohttpd already loaded GnuTLS, so look the
- * verifier up at run time rather than link GnuTLS a second time. */
+/* With client_ca_file set, only a verified client certificate may call. */
 static bool client_cert_ok(struct keyd *k, struct MHD_Connection *c)
 {
-    const union MHD_ConnectionInfo *ci;
-    gnutls_verify_fn verify;
-    unsigned status = 0;
-
-    if (!k->require_client_cert)
-        return true;
-    ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_GNUTLS_SESSION);
-    verify = (gnutls_verify_fn)dlsym(RTLD_DEFAULT, "gnutls_certificate_verify_peers2");
-    if (!ci || !ci->tls_session || !verify)
-        return false;
-    return verify((gnutls_session_t)ci->tls_session, &status) == 0 && status == 0;
-}
-
-struct secret_response {
-    size_t len;
-    char data[];
-};
-
-static void secret_response_free(void *cls)
-{
-    struct secret_response *sr = cls;
-
-    secmem_free(sr, sizeof *sr + sr->len);
-}
-
-/* Serialize obj into secure memory (the body may hold a share) and queue it. */
-static enum MHD_Result send_json(struct MHD_Connection *c, unsigned status, json_object *obj,
-                                 unsigned retry_after)
-{
-    size_t len;
-    const char *text = json_object_to_json_string_length(obj, JSON_C_TO_STRING_PLAIN, &len);
-    struct secret_response *sr = secmem_alloc(sizeof *sr + len);
-    struct MHD_Response *resp;
-    enum MHD_Result ret;
-
-    if (!sr)
-        return MHD_NO;
-    sr->len = len;
-    memcpy(sr->data, text, len);
-    secmem_wipe((char *)text, len);
-    resp = MHD_create_response_from_buffer_with_free_callback_cls(len, sr->data,
-                                                                  secret_response_free, sr);
-    if (!resp) {
-        secret_response_free(sr);
-        return MHD_NO;
-    }
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
-    if (retry_after) {
-        char v[16];
-        snprintf(v, sizeof v, "%u", retry_after);
-        MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, v);
-    }
-    ret = MHD_queue_response(c, status, resp);
-    MHD_destroy_response(resp);
-    return ret;
+    return !k->require_client_cert || https_client_verified(c);
 }
 
 static enum MHD_Result answer(struct MHD_Connection *c, const struct outcome *o)
@@ -1225,7 +1014,7 @@ static enum MHD_Result answer(struct MHD_Connection *c, const struct outcome *o)
         if (o->retry_after)
             json_object_object_add(obj, "retry_after", json_object_new_int((int)o->retry_after));
     }
-    ret = send_json(c, o->status, obj, o->retry_after);
+    ret = https_reply_secret_json(c, o->status, obj, o->retry_after);
     json_wipe_all_strings(obj);
     json_object_put(obj);
     return ret;
@@ -1243,7 +1032,7 @@ static void run_handler(struct keyd *k, const struct route *rt, const char *remo
     if (!rc)
         rc = db_exec(k, "COMMIT");
     if (rc) {
-        keyd_log(LOG_ERR, "%s %s: %s", remote, rt->op, pfs_err_msg());
+        https_log(LOG_ERR, "%s %s: %s", remote, rt->op, pfs_err_msg());
         sqlite3_exec(k->db, "ROLLBACK", NULL, NULL, NULL);
         secmem_free(o->share, SHARE_LEN);
         o->share = NULL;
@@ -1253,7 +1042,7 @@ static void run_handler(struct keyd *k, const struct route *rt, const char *remo
 }
 
 static enum MHD_Result dispatch(struct keyd *k, struct MHD_Connection *c, const char *url,
-                                const char *method, struct request *r)
+                                const char *method, struct https_request *r)
 {
     const struct route *rt = route_find(url);
     struct outcome o = { 0, NULL, 0, NULL };
@@ -1263,7 +1052,7 @@ static enum MHD_Result dispatch(struct keyd *k, struct MHD_Connection *c, const 
     enum MHD_Result ret;
 
     memset(&f, 0, sizeof f);
-    remote_address(c, remote, sizeof remote);
+    https_client_address(c, remote, sizeof remote);
     if (!rt)
         set_outcome(&o, 404, "not-found");
     else if (strcmp(method, MHD_HTTP_METHOD_POST) != 0)
@@ -1302,90 +1091,7 @@ static enum MHD_Result dispatch(struct keyd *k, struct MHD_Connection *c, const 
     return ret;
 }
 
-static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
-                                  const char *method, const char *version,
-                                  const char *upload_data, size_t *upload_size, void **con_cls)
-{
-    struct keyd *k = cls;
-    struct request *r = *con_cls;
-
-    (void)version;
-    if (!r) {
-        r = calloc(1, sizeof *r);
-        if (!r)
-            return MHD_NO;
-        r->body = secmem_alloc(KEYD_MAX_BODY + 1);
-        if (!r->body) {
-            free(r);
-            return MHD_NO;
-        }
-        *con_cls = r;
-        return MHD_YES;
-    }
-    if (*upload_size) {
-        if (r->len + *upload_size > KEYD_MAX_BODY)
-            r->too_big = true;
-        else {
-            memcpy(r->body + r->len, upload_data, *upload_size);
-            r->len += *upload_size;
-        }
-        *upload_size = 0;
-        return MHD_YES;
-    }
-    return dispatch(k, c, url, method, r);
-}
-
-static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
-                         enum MHD_RequestTerminationCode toe)
-{
-    struct request *r = *con_cls;
-
-    (void)cls;
-    (void)c;
-    (void)toe;
-    if (!r)
-        return;
-    secmem_free(r->body, KEYD_MAX_BODY + 1);
-    free(r);
-    *con_cls = NULL;
-}
-
-static void on_mhd_log(void *cls, const char *fmt, va_list ap)
-{
-    char msg[512];
-
-    (void)cls;
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    msg[strcspn(msg, "\n")] = '\0';
-    keyd_log(LOG_WARNING, "http: %s", msg);
-}
-
 /* ---------------------------------------------------------------- startup */
-
-static int read_public_file(const char *path, char **out)
-{
-    FILE *f = fopen(path, "re");
-    long n;
-    int rc = 0;
-
-    if (!f)
-        return pfs_err(-errno, "cannot open %s: %s", path, strerror(errno));
-    if (fseek(f, 0, SEEK_END) < 0 || (n = ftell(f)) <= 0 || n > 1 << 20 ||
-        fseek(f, 0, SEEK_SET) < 0) {
-        fclose(f);
-        return pfs_err(-EINVAL, "%s is empty or unreadable", path);
-    }
-    *out = calloc(1, (size_t)n + 1);
-    if (!*out)
-        rc = pfs_err(-ENOMEM, "out of memory");
-    else if (fread(*out, 1, (size_t)n, f) != (size_t)n) {
-        rc = pfs_err(-EIO, "cannot read %s", path);
-        free(*out);
-        *out = NULL;
-    }
-    fclose(f);
-    return rc;
-}
 
 static int open_append(const char *path, int *fd)
 {
@@ -1404,7 +1110,7 @@ static int keyd_setup(struct keyd *k)
     rc = rc ? rc : open_append(k->conf.audit_log, &k->audit_fd);
     if (!rc && k->conf.debug_capture) {
         rc = open_append(k->conf.debug_capture, &k->capture_fd);
-        keyd_log(LOG_WARNING, "debug_capture is on: every request body, authenticators "
+        https_log(LOG_WARNING, "debug_capture is on: every request body, authenticators "
                  "included, is written to %s; never use this outside tests",
                  k->conf.debug_capture);
     }
@@ -1425,90 +1131,32 @@ static void keyd_teardown(struct keyd *k)
     keyd_conf_free(&k->conf);
 }
 
-static struct MHD_Daemon *start_http(struct keyd *k, const char *cert, const char *key,
-                                     const char *trust)
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
+                                  const char *method, struct https_request *r)
 {
-    struct sockaddr_storage ss;
-    struct addrinfo hints, *ai = NULL;
-    struct MHD_OptionItem tls[6];
-    char port[8];
-    unsigned n = 0;
-    unsigned flags = MHD_USE_TLS | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
-
-    memset(&hints, 0, sizeof hints);
-    hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV | AI_PASSIVE;
-    hints.ai_socktype = SOCK_STREAM;
-    snprintf(port, sizeof port, "%u", k->conf.port);
-    if (getaddrinfo(k->conf.listen_address, port, &hints, &ai) != 0 || !ai) {
-        pfs_err(-EINVAL, "listen_address '%s' is not a numeric IP address",
-                k->conf.listen_address);
-        return NULL;
-    }
-    memset(&ss, 0, sizeof ss);
-    memcpy(&ss, ai->ai_addr, ai->ai_addrlen);
-    if (ai->ai_family == AF_INET6)
-        flags |= MHD_USE_IPv6;
-    freeaddrinfo(ai);
-    tls[n++] = (struct MHD_OptionItem){ MHD_OPTION_HTTPS_MEM_CERT, 0, (void *)cert };
-    tls[n++] = (struct MHD_OptionItem){ MHD_OPTION_HTTPS_MEM_KEY, 0, (void *)key };
-    tls[n++] = (struct MHD_OptionItem){ MHD_OPTION_HTTPS_PRIORITIES, 0,
-                                        (void *)KEYD_TLS_PRIORITIES };
-    if (trust)
-        tls[n++] = (struct MHD_OptionItem){ MHD_OPTION_HTTPS_MEM_TRUST, 0, (void *)trust };
-    tls[n++] = (struct MHD_OptionItem){ MHD_OPTION_END, 0, NULL };
-    return MHD_start_daemon(flags, (uint16_t)k->conf.port, NULL, NULL, on_request, k,
-                            MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, k,
-                            MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-                            MHD_OPTION_NOTIFY_COMPLETED, on_completed, k,
-                            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)15,
-                            MHD_OPTION_CONNECTION_LIMIT, (unsigned)128,
-                            MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)32,
-                            MHD_OPTION_ARRAY, tls,
-                            MHD_OPTION_END);
+    return dispatch(cls, c, url, method, r);
 }
 
 /* Load the TLS material, start listening, wait for SIGTERM/SIGINT. */
 static int serve(struct keyd *k)
 {
-    char *cert = NULL, *trust = NULL, *key = NULL;
-    size_t keylen = 0;
-    struct MHD_Daemon *d;
-    sigset_t set;
-    int sig, rc;
+    const struct https_service svc = {
+        .listen_address = k->conf.listen_address,
+        .port = k->conf.port,
+        .cert_file = k->conf.cert_file,
+        .key_file = k->conf.key_file,
+        .key_private_only = true,
+        .client_ca_file = k->conf.client_ca_file,
+        .connection_timeout = 15,
+        .connection_limit = 128,
+        .per_ip_connection_limit = 32,
+        .max_body = KEYD_MAX_BODY,
+        .secret_body = true,        /* authenticators */
+        .handle = on_request,
+        .cls = k,
+    };
 
-    rc = read_public_file(k->conf.cert_file, &cert);
-    rc = rc ? rc : read_secret_file(k->conf.key_file, &key, &keylen);
-    if (!rc && k->conf.client_ca_file)
-        rc = read_public_file(k->conf.client_ca_file, &trust);
-    if (rc)
-        goto out;
-    /* Block the stop signals before MHD starts its thread so only sigwait
-     * below receives them. */
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
-    signal(SIGPIPE, SIG_IGN);
-    d = start_http(k, cert, key, trust);
-    if (!d) {
-        if (!pfs_err_msg()[0])
-            pfs_err(-EIO, "cannot listen on %s port %u with the certificate %s and key %s "
-                    "(port in use, or a certificate/key that GnuTLS cannot load)",
-                    k->conf.listen_address, k->conf.port, k->conf.cert_file, k->conf.key_file);
-        rc = -EIO;
-        goto out;
-    }
-    keyd_log(LOG_NOTICE, "listening on https://%s:%u (TLS >= 1.2%s)", k->conf.listen_address,
-             k->conf.port, trust ? ", client certificates required" : "");
-    sigwait(&set, &sig);
-    keyd_log(LOG_NOTICE, "stopping on signal %d", sig);
-    MHD_stop_daemon(d);
-out:
-    free(cert);
-    free(trust);
-    if (key)
-        secmem_free(key, keylen + 1);
-    return rc;
+    return https_service_run(&svc);
 }
 
 static void usage(FILE *f)
@@ -1527,61 +1175,39 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
-    static const struct option longopts[] = {
-        { "config", required_argument, NULL, 'c' },
-        { "foreground", no_argument, NULL, 'f' },
-        { "help", no_argument, NULL, 'h' },
-        { "version", no_argument, NULL, 'V' },
-        { NULL, 0, NULL, 0 },
-    };
-    const char *conf_path = KEYD_DEFAULT_CONF;
-    bool foreground = false;
+    struct https_cmdline cmd;
     struct keyd k;
-    int opt, rc;
+    int rc;
 
-    while ((opt = getopt_long(argc, argv, "c:fhV", longopts, NULL)) != -1) {
-        switch (opt) {
-        case 'c': conf_path = optarg; break;
-        case 'f': foreground = true; break;
-        case 'h': usage(stdout); return EXIT_OK;
-        case 'V': printf("pactfs-keyd %s\n", PACKAGE_VERSION); return EXIT_OK;
-        default: usage(stderr); return EXIT_USAGE;
-        }
-    }
-    if (optind != argc) {
-        usage(stderr);
-        return EXIT_USAGE;
-    }
+    https_log_init("pactfs-keyd", true);
+    rc = https_cmdline_parse(argc, argv, KEYD_DEFAULT_CONF, usage, &cmd);
+    if (rc >= 0)
+        return rc;
     umask(077);
     if (secmem_harden_process() < 0)
-        keyd_log(LOG_WARNING, "cannot disable core dumps: %s", pfs_err_msg());
+        https_log(LOG_WARNING, "cannot disable core dumps: %s", pfs_err_msg());
     memset(&k, 0, sizeof k);
     k.audit_fd = k.capture_fd = -1;
-    if (keyd_conf_load(conf_path, &k.conf) < 0) {
-        keyd_log(LOG_ERR, "%s", pfs_err_msg());
+    if (keyd_conf_load(cmd.conf_path, &k.conf) < 0) {
+        https_log(LOG_ERR, "%s", pfs_err_msg());
         return EXIT_CONFIG;
     }
-    if (!foreground) {
-        if (daemon(0, 0) < 0) {
-            keyd_log(LOG_ERR, "cannot detach: %s", strerror(errno));
-            keyd_conf_free(&k.conf);
-            return EXIT_FAILURE_OTHER;
-        }
-        openlog("pactfs-keyd", LOG_PID, LOG_DAEMON);
-        log_to_syslog = true;
+    if (!cmd.foreground && https_detach() < 0) {
+        keyd_conf_free(&k.conf);
+        return EXIT_FAILURE_OTHER;
     }
     rc = keyd_setup(&k);
     if (rc) {
-        keyd_log(LOG_ERR, "%s", pfs_err_msg());
+        https_log(LOG_ERR, "%s", pfs_err_msg());
         keyd_teardown(&k);
         return rc == -EINVAL || rc == -ENOENT || rc == -EPERM ? EXIT_CONFIG : EXIT_STORE;
     }
     if (secmem_lock_failures())
-        keyd_log(LOG_WARNING, "%lu key buffers could not be locked in RAM (raise "
-                 "LimitMEMLOCK)", secmem_lock_failures());
+        https_log(LOG_WARNING, "%lu key buffers could not be locked in RAM (raise "
+                  "LimitMEMLOCK)", secmem_lock_failures());
     rc = serve(&k);
     if (rc)
-        keyd_log(LOG_ERR, "%s", pfs_err_msg());
+        https_log(LOG_ERR, "%s", pfs_err_msg());
     keyd_teardown(&k);
     return rc ? EXIT_FAILURE_OTHER : EXIT_OK;
 }
