@@ -13,6 +13,7 @@
 #include <json-c/json.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -156,7 +157,7 @@ static void zero_hash_hex(char out[HASH_HEX + 1])
     out[HASH_HEX] = '\0';
 }
 
-static void line_hash_hex(const char *line, size_t len, char out[HASH_HEX + 1])
+void audit_line_hash(const char *line, size_t len, char out[HASH_HEX + 1])
 {
     uint8_t h[SHA256_LEN];
 
@@ -164,13 +165,12 @@ static void line_hash_hex(const char *line, size_t len, char out[HASH_HEX + 1])
     hex_encode(h, sizeof h, out);
 }
 
-/* Parse one line as a JSON object, all bytes consumed. */
-static json_object *parse_line(const char *line, size_t len)
+struct json_object *audit_line_parse(const char *line, size_t len)
 {
-    json_tokener *tok = json_tokener_new();
+    json_tokener *tok;
     json_object *o;
 
-    if (!tok)
+    if (len > AUDIT_LINE_MAX || !(tok = json_tokener_new()))
         return NULL;
     o = json_tokener_parse_ex(tok, line, (int)len);
     if (o && (json_tokener_get_error(tok) != json_tokener_success ||
@@ -182,7 +182,7 @@ static json_object *parse_line(const char *line, size_t len)
     return o;
 }
 
-static int get_uint(json_object *o, const char *key, uint64_t *out)
+int audit_field_uint(json_object *o, const char *key, uint64_t *out)
 {
     json_object *v;
 
@@ -192,17 +192,32 @@ static int get_uint(json_object *o, const char *key, uint64_t *out)
     return 0;
 }
 
-static int get_seq(json_object *o, uint64_t *seq)
+const char *audit_field_str(json_object *o, const char *key)
 {
-    return get_uint(o, "seq", seq);
+    json_object *v;
+
+    if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_string))
+        return NULL;
+    return json_object_get_string(v);
+}
+
+int audit_line_seq(const char *line, size_t len, uint64_t *seq)
+{
+    json_object *o;
+    int rc;
+
+    if (memchr(line, '\0', len) || !(o = audit_line_parse(line, len)))
+        return -EBADMSG;
+    rc = audit_field_uint(o, "seq", seq);
+    json_object_put(o);
+    return rc;
 }
 
 static bool is_checkpoint(json_object *o)
 {
-    json_object *v;
+    const char *op = audit_field_str(o, "op");
 
-    return json_object_object_get_ex(o, "op", &v) && json_object_is_type(v, json_type_string) &&
-           strcmp(json_object_get_string(v), "checkpoint") == 0;
+    return op && strcmp(op, "checkpoint") == 0;
 }
 
 /* The checkpoint seq that the line after this one must carry as cp: the
@@ -213,7 +228,7 @@ static int cp_after_line(json_object *o, uint64_t seq, uint64_t *cp)
         *cp = seq;
         return 0;
     }
-    return get_uint(o, "cp", cp);
+    return audit_field_uint(o, "cp", cp);
 }
 
 /* Continue the chain from the spool's last line, which must be complete. */
@@ -255,8 +270,8 @@ static int read_tail(struct audit *a, off_t size)
         return pfs_err(-EBADMSG, "audit spool %s: last line longer than %u bytes", a->path,
                        AUDIT_LINE_MAX);
     }
-    o = parse_line(start, (size_t)(buf + want - 1 - start));
-    if (!o || get_seq(o, &seq) != 0) {
+    o = audit_line_parse(start, (size_t)(buf + want - 1 - start));
+    if (!o || audit_field_uint(o, "seq", &seq) != 0) {
         rc = pfs_err(-EBADMSG, "audit spool %s: the last line is not an audit event; run "
                      "'pactfs audit verify'", a->path);
     } else if (cp_after_line(o, seq, &a->last_cp) != 0) {
@@ -265,7 +280,7 @@ static int read_tail(struct audit *a, off_t size)
                      "verify', then move the spool aside", a->path);
     } else {
         a->next_seq = seq + 1;
-        line_hash_hex(start, (size_t)(buf + want - 1 - start), a->prev_hex);
+        audit_line_hash(start, (size_t)(buf + want - 1 - start), a->prev_hex);
         a->known_size = size;
     }
     json_object_put(o);
@@ -319,7 +334,7 @@ static int write_line(struct audit *a, const char *line, size_t len)
             n -= (ssize_t)take;
         }
     }
-    line_hash_hex(line, len, a->prev_hex);
+    audit_line_hash(line, len, a->prev_hex);
     a->known_size += (off_t)total;
     a->next_seq++;
     return 0;
@@ -646,16 +661,154 @@ void audit_close(struct audit *a)
     audit_free(a);
 }
 
-/* ---------- verification ---------- */
+/* ---------- the chain rules ---------- */
+
+void audit_chain_init(struct audit_chain *c, const char *vault)
+{
+    memset(c, 0, sizeof *c);
+    c->next_seq = 1;
+    zero_hash_hex(c->prev_hex);
+    snprintf(c->vault, sizeof c->vault, "%s", vault ? vault : "");
+}
+
+static int chain_refuse(char *why, size_t whylen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int chain_refuse(char *why, size_t whylen, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(why, whylen, fmt, ap);
+    va_end(ap);
+    return -EBADMSG;
+}
+
+static int checkpoint_signature_ok(const char *vault, const char *account, const char *hash,
+                                   const char *sig_hex, audit_key_fn key_for, void *arg,
+                                   char *why, size_t whylen)
+{
+    uint8_t sig[SIG_MAX];
+    size_t siglen = strlen(sig_hex) / 2, msglen = 0;
+    char *msg = NULL;
+    EVP_PKEY *key;
+    int rc;
+
+    if (strlen(sig_hex) % 2 || siglen == 0 || siglen > SIG_MAX ||
+        hex_decode(sig_hex, sig, siglen) != 0)
+        return chain_refuse(why, whylen, "checkpoint signature is not hex of a plausible length");
+    key = key_for ? key_for(arg, vault, account) : NULL;
+    if (!key)
+        return chain_refuse(why, whylen, "checkpoint signed by unknown account \"%.100s\"",
+                            account);
+    rc = checkpoint_message(vault, hash, &msg, &msglen);
+    if (!rc)
+        rc = sig_verify(key, msg, msglen, sig, siglen);
+    free(msg);
+    EVP_PKEY_free(key);
+    pfs_err_clear();
+    if (rc == -ENOMEM)
+        return chain_refuse(why, whylen, "out of memory checking a checkpoint");
+    if (rc)
+        return chain_refuse(why, whylen, "checkpoint signature does not verify: the chain "
+                            "before it was altered, or it was signed by another key");
+    return 0;
+}
+
+/* A checkpoint signs the hash of everything before it. */
+static int checkpoint_ok(const struct audit_chain *c, json_object *o, audit_key_fn key_for,
+                         void *arg, char *why, size_t whylen)
+{
+    const char *hash = audit_field_str(o, "signed_hash"), *sig_hex = audit_field_str(o, "sig");
+    const char *account = audit_field_str(o, "account"), *vault = audit_field_str(o, "vault");
+
+    if (!hash || !sig_hex || !account || !vault)
+        return chain_refuse(why, whylen, "checkpoint lacks signed_hash, sig, account or vault");
+    if (strcmp(hash, c->prev_hex) != 0)
+        return chain_refuse(why, whylen, "checkpoint signs a different chain (signed_hash "
+                            "differs from prev)");
+    if (c->skip_signatures)
+        return 0;
+    return checkpoint_signature_ok(vault, account, hash, sig_hex, key_for, arg, why, whylen);
+}
+
+/* cp must name the last checkpoint before the line: removing, inserting or
+ * forging a checkpoint shows even where the chain was recomputed. */
+static int cp_ok(const struct audit_chain *c, json_object *o, char *why, size_t whylen)
+{
+    uint64_t cp;
+
+    if (audit_field_uint(o, "cp", &cp) != 0)
+        return chain_refuse(why, whylen, "lacks cp (written by a pactfs older than spool "
+                            "format 2, or edited)");
+    if (cp != c->last_cp)
+        return chain_refuse(why, whylen, "cp %llu where the last checkpoint before this line "
+                            "is %llu (a checkpoint was removed or inserted, or cp was edited)",
+                            (unsigned long long)cp, (unsigned long long)c->last_cp);
+    return 0;
+}
+
+/* seq, vault and prev: the line's place in the chain. */
+static int place_ok(const struct audit_chain *c, json_object *o, uint64_t *seq, char *why,
+                    size_t whylen)
+{
+    const char *prev = audit_field_str(o, "prev"), *vault = audit_field_str(o, "vault");
+
+    if (audit_field_uint(o, "seq", seq) != 0 || !prev || !audit_field_str(o, "op"))
+        return chain_refuse(why, whylen, "lacks seq, prev or op");
+    if (c->vault[0] && (!vault || strcmp(vault, c->vault) != 0))
+        return chain_refuse(why, whylen, "seq %llu names vault \"%.64s\", not this stream's "
+                            "\"%s\"", (unsigned long long)*seq, vault ? vault : "",
+                            c->vault);
+    if (*seq != c->next_seq)
+        return chain_refuse(why, whylen, "seq %llu where %llu was expected (a line was deleted, "
+                            "inserted or moved)", (unsigned long long)*seq,
+                            (unsigned long long)c->next_seq);
+    if (strcmp(prev, c->prev_hex) != 0)
+        return chain_refuse(why, whylen, "prev does not match the hash of the line before (a "
+                            "line was edited, deleted or inserted)");
+    return 0;
+}
+
+int audit_chain_check(struct audit_chain *c, const char *line, size_t len,
+                      audit_key_fn key_for, void *arg, char *why, size_t whylen)
+{
+    json_object *o;
+    uint64_t seq = 0;
+    bool checkpoint;
+    int rc;
+
+    if (len > AUDIT_LINE_MAX)
+        return chain_refuse(why, whylen, "longer than the line limit (%u bytes)",
+                            AUDIT_LINE_MAX);
+    if (memchr(line, '\0', len))
+        return chain_refuse(why, whylen, "contains a NUL byte");
+    o = audit_line_parse(line, len);
+    if (!o)
+        return chain_refuse(why, whylen, "not a JSON object");
+    checkpoint = is_checkpoint(o);
+    rc = place_ok(c, o, &seq, why, whylen);
+    rc = rc ? rc : cp_ok(c, o, why, whylen);
+    if (!rc && checkpoint)
+        rc = checkpoint_ok(c, o, key_for, arg, why, whylen);
+    json_object_put(o);
+    if (rc)
+        return rc;
+    if (checkpoint)
+        c->last_cp = seq;
+    c->next_seq = seq + 1;
+    audit_line_hash(line, len, c->prev_hex);
+    return 0;
+}
+
+/* ---------- verification of a whole spool ---------- */
 
 struct verifier {
     const char *path;
     EVP_PKEY *(*key_for)(void *arg, const char *account);
     void *arg;
     uint64_t lineno;
-    uint64_t next_seq;
-    uint64_t last_cp;           /* seq (= line) of the last checkpoint, 0 if none */
-    char prev_hex[HASH_HEX + 1];
+    struct audit_chain chain;
 };
 
 static int bad_line(const struct verifier *v, const char *what)
@@ -664,106 +817,15 @@ static int bad_line(const struct verifier *v, const char *what)
                    (unsigned long long)v->lineno, what);
 }
 
-static const char *get_str(json_object *o, const char *key)
+/* audit_verify's callers keep their keys; the chain check frees the one it
+ * gets, so hand it a reference of its own. */
+static EVP_PKEY *verifier_key(void *arg, const char *vault, const char *account)
 {
-    json_object *f;
+    const struct verifier *v = arg;
+    EVP_PKEY *key = v->key_for(v->arg, account);
 
-    if (!json_object_object_get_ex(o, key, &f) || !json_object_is_type(f, json_type_string))
-        return NULL;
-    return json_object_get_string(f);
-}
-
-static int verify_checkpoint(const struct verifier *v, json_object *o)
-{
-    const char *hash = get_str(o, "signed_hash"), *sig_hex = get_str(o, "sig");
-    const char *account = get_str(o, "account"), *vault = get_str(o, "vault");
-    uint8_t sig[SIG_MAX];
-    size_t siglen;
-    char *msg;
-    size_t msglen = 0;
-    EVP_PKEY *key;
-    int rc;
-
-    if (!hash || !sig_hex || !account || !vault)
-        return bad_line(v, "checkpoint lacks signed_hash, sig, account or vault");
-    if (strcmp(hash, v->prev_hex) != 0)
-        return bad_line(v, "checkpoint signs a different chain (signed_hash differs from prev)");
-    if (!v->key_for)
-        return 0;
-    siglen = strlen(sig_hex) / 2;
-    if (strlen(sig_hex) % 2 || siglen > SIG_MAX || hex_decode(sig_hex, sig, siglen) != 0)
-        return bad_line(v, "checkpoint signature is not hex of a plausible length");
-    key = v->key_for(v->arg, account);
-    if (!key) {
-        char what[256];
-
-        snprintf(what, sizeof what, "checkpoint signed by unknown account \"%.100s\"", account);
-        return bad_line(v, what);
-    }
-    if ((rc = checkpoint_message(vault, hash, &msg, &msglen)))
-        return rc;
-    rc = sig_verify(key, msg, msglen, sig, siglen);
-    free(msg);
-    if (rc)
-        return bad_line(v, "checkpoint signature does not verify: the chain before it was "
-                        "altered, or it was signed by another key");
-    return 0;
-}
-
-/* cp must name the last checkpoint before the line: removing, inserting or
- * forging a checkpoint shows even where the chain was recomputed. */
-static int verify_cp(const struct verifier *v, json_object *o)
-{
-    char what[200];
-    uint64_t cp;
-
-    if (get_uint(o, "cp", &cp) != 0)
-        return bad_line(v, "lacks cp (written by a pactfs older than spool format 2, or "
-                        "edited)");
-    if (cp == v->last_cp)
-        return 0;
-    snprintf(what, sizeof what, "cp %llu where the last checkpoint before this line is %llu "
-             "(a checkpoint was removed or inserted, or cp was edited)",
-             (unsigned long long)cp, (unsigned long long)v->last_cp);
-    return bad_line(v, what);
-}
-
-static int verify_line(struct verifier *v, const char *line, size_t len)
-{
-    json_object *o;
-    const char *prev, *op;
-    uint64_t seq = 0;
-    int rc = 0;
-
-    if (memchr(line, '\0', len))
-        return bad_line(v, "contains a NUL byte");
-    o = parse_line(line, len);
-    if (!o)
-        return bad_line(v, "not a JSON object");
-    prev = get_str(o, "prev");
-    op = get_str(o, "op");
-    if (get_seq(o, &seq) != 0 || !prev || !op)
-        rc = bad_line(v, "lacks seq, prev or op");
-    else if (seq != v->next_seq) {
-        char what[128];
-
-        snprintf(what, sizeof what, "seq %llu where %llu was expected (a line was deleted, "
-                 "inserted or moved)", (unsigned long long)seq,
-                 (unsigned long long)v->next_seq);
-        rc = bad_line(v, what);
-    } else if (strcmp(prev, v->prev_hex) != 0)
-        rc = bad_line(v, "prev does not match the hash of the line before (a line was edited, "
-                      "deleted or inserted)");
-    else if ((rc = verify_cp(v, o)) == 0 && strcmp(op, "checkpoint") == 0)
-        rc = verify_checkpoint(v, o);
-    if (!rc && strcmp(op, "checkpoint") == 0)
-        v->last_cp = seq;
-    json_object_put(o);
-    if (!rc) {
-        v->next_seq++;
-        line_hash_hex(line, len, v->prev_hex);
-    }
-    return rc;
+    (void)vault;
+    return key && EVP_PKEY_up_ref(key) == 1 ? key : NULL;
 }
 
 /* Read one line into buf (cap bytes); 1 = got one, 0 = EOF, <0 = error. */
@@ -791,13 +853,13 @@ static int read_line(struct verifier *v, FILE *f, char *buf, size_t cap, size_t 
  * alone, so there may be only as many as honest writers leave unsigned. */
 static int verify_signed_tail(const struct verifier *v)
 {
-    uint64_t last = v->next_seq - 1, run = last - v->last_cp;
+    uint64_t last = v->chain.next_seq - 1, run = last - v->chain.last_cp;
     char since[48];
 
     if (!v->key_for || run <= (uint64_t)AUDIT_SEAL_EVERY + AUDIT_UNSIGNED_SLACK)
         return 0;
-    if (v->last_cp)
-        snprintf(since, sizeof since, "at line %llu", (unsigned long long)v->last_cp);
+    if (v->chain.last_cp)
+        snprintf(since, sizeof since, "at line %llu", (unsigned long long)v->chain.last_cp);
     else
         snprintf(since, sizeof since, "none in the spool");
     return pfs_err(-EBADMSG, "audit spool %s: line %llu: %llu events after the last signed "
@@ -812,8 +874,8 @@ int audit_verify(const char *spool_path,
                  EVP_PKEY *(*key_for)(void *arg, const char *account), void *arg,
                  uint64_t *events)
 {
-    struct verifier v = { .path = spool_path, .key_for = key_for, .arg = arg, .next_seq = 1 };
-    char *buf = malloc(AUDIT_LINE_MAX);
+    struct verifier v = { .path = spool_path, .key_for = key_for, .arg = arg };
+    char *buf = malloc(AUDIT_LINE_MAX), why[512];
     FILE *f;
     size_t len = 0;
     int rc;
@@ -828,14 +890,17 @@ int audit_verify(const char *spool_path,
         free(buf);
         return pfs_err(rc, "cannot open audit spool %s: %s", spool_path, strerror(-rc));
     }
-    zero_hash_hex(v.prev_hex);
+    audit_chain_init(&v.chain, NULL);
+    v.chain.skip_signatures = key_for == NULL;
     for (;;) {
         v.lineno++;
         rc = read_line(&v, f, buf, AUDIT_LINE_MAX, &len);
         if (rc <= 0)
             break;
-        if ((rc = verify_line(&v, buf, len)))
+        if (audit_chain_check(&v.chain, buf, len, verifier_key, &v, why, sizeof why)) {
+            rc = bad_line(&v, why);
             break;
+        }
         if (events)
             (*events)++;
     }

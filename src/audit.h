@@ -68,4 +68,44 @@ int audit_verify(const char *spool_path,
                  EVP_PKEY *(*key_for)(void *arg, const char *account), void *arg,
                  uint64_t *events);
 
+/* ---- the chain rules, one line at a time ----
+ * The one place the rules live: audit_verify, the shipper and
+ * pactfs-auditd's batch check all go through audit_chain_check. */
+
+struct json_object;
+
+struct audit_chain {
+    uint64_t next_seq;          /* 1 for an empty chain */
+    uint64_t last_cp;           /* seq of the last checkpoint, 0 if none */
+    char prev_hex[65];          /* hash of the last line, zeros when empty */
+    char vault[65];             /* every line must name this vault ("" = any) */
+    int skip_signatures;        /* 1: structure and hashes only (no key, or
+                                 * re-reading a store checked on entry) */
+};
+
+/* The public key of the account that signed a checkpoint of vault, or NULL
+ * if unknown; audit_chain_check frees the key it gets. */
+typedef EVP_PKEY *(*audit_key_fn)(void *arg, const char *vault, const char *account);
+
+void audit_chain_init(struct audit_chain *c, const char *vault);
+
+/* Check that line (without its newline) continues the chain: seq, prev, cp,
+ * vault, and for checkpoints signed_hash and, unless skip_signatures, the
+ * RSA-PSS signature under key_for(arg, vault, account) (NULL key =
+ * refused).  On success the chain advances; on failure it is unchanged and
+ * why holds a sentence.  Returns 0 or -EBADMSG. */
+int audit_chain_check(struct audit_chain *c, const char *line, size_t len,
+                      audit_key_fn key_for, void *arg, char *why, size_t whylen);
+
+/* One line (at most AUDIT_LINE_MAX bytes) as a JSON object, every byte
+ * consumed; NULL otherwise.  Release with json_object_put. */
+struct json_object *audit_line_parse(const char *line, size_t len);
+/* Fields of a parsed line: an integer (0 or -EBADMSG), a string (or NULL). */
+int audit_field_uint(struct json_object *o, const char *key, uint64_t *out);
+const char *audit_field_str(struct json_object *o, const char *key);
+/* The seq of a line; 0 or -EBADMSG. */
+int audit_line_seq(const char *line, size_t len, uint64_t *seq);
+/* Hex SHA-256 of a line (without its newline): what the next line's prev holds. */
+void audit_line_hash(const char *line, size_t len, char out[65]);
+
 #endif

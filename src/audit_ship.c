@@ -1,15 +1,14 @@
 #include "config.h"
 
 /* Audit shipper: tail the spool from a durable cursor, POST batches of whole
- * lines as NDJSON, advance the cursor only on a 2xx answer.  Also the
- * receiver's incremental chain check (the rules of audit_verify, one line
- * at a time).  Protocol: docs/auditd.md; spool layout: docs/format-audit.md. */
+ * lines as NDJSON, advance the cursor only on a 2xx answer.  Line parsing,
+ * hashing and the chain rules are audit.c's.  Protocol: docs/auditd.md;
+ * spool layout: docs/format-audit.md. */
 
 #include <errno.h>
 #include <fcntl.h>
 #include <json-c/json.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -27,8 +26,6 @@
 #include "error.h"
 
 #define HASH_HEX (2 * SHA256_LEN)
-#define SIG_MAX 1024                        /* RSA-8192 */
-#define CHECKPOINT_LABEL "pactfs audit checkpoint v1\n"
 #define REPLY_MAX (64u * 1024u)             /* receiver answers we keep */
 #define CURSOR_FILE_MAX 4096
 #define DEFAULT_POLL_MS 200u
@@ -36,189 +33,6 @@
 #define DEFAULT_BACKOFF_MAX_MS 15000u
 #define DEFAULT_TIMEOUT_MS 30000u
 #define LOG_EVERY_FAILURES 20u              /* repeat a failure in the log this often */
-
-/* ================================================================ lines */
-
-static json_object *parse_object(const char *line, size_t len)
-{
-    json_tokener *tok = json_tokener_new();
-    json_object *o;
-
-    if (!tok)
-        return NULL;
-    o = json_tokener_parse_ex(tok, line, (int)len);
-    if (o && (json_tokener_get_error(tok) != json_tokener_success ||
-              json_tokener_get_parse_end(tok) != len || !json_object_is_type(o, json_type_object))) {
-        json_object_put(o);
-        o = NULL;
-    }
-    json_tokener_free(tok);
-    return o;
-}
-
-static int get_uint(json_object *o, const char *key, uint64_t *out)
-{
-    json_object *v;
-
-    if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_int))
-        return -EBADMSG;
-    *out = json_object_get_uint64(v);
-    return 0;
-}
-
-static const char *get_str(json_object *o, const char *key)
-{
-    json_object *v;
-
-    if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_string))
-        return NULL;
-    return json_object_get_string(v);
-}
-
-void audit_line_hash(const char *line, size_t len, char out[65])
-{
-    uint8_t h[SHA256_LEN];
-
-    sha256(line, len, h);
-    hex_encode(h, sizeof h, out);
-}
-
-int audit_line_seq(const char *line, size_t len, uint64_t *seq)
-{
-    json_object *o;
-    int rc;
-
-    if (len > AUDIT_LINE_MAX || memchr(line, '\0', len))
-        return -EBADMSG;
-    o = parse_object(line, len);
-    if (!o)
-        return -EBADMSG;
-    rc = get_uint(o, "seq", seq);
-    json_object_put(o);
-    return rc;
-}
-
-/* ================================================================ chain */
-
-void audit_chain_init(struct audit_chain *c, const char *vault)
-{
-    memset(c, 0, sizeof *c);
-    c->next_seq = 1;
-    memset(c->prev_hex, '0', HASH_HEX);
-    c->prev_hex[HASH_HEX] = '\0';
-    snprintf(c->vault, sizeof c->vault, "%s", vault ? vault : "");
-}
-
-static int chain_refuse(char *why, size_t whylen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int chain_refuse(char *why, size_t whylen, const char *fmt, ...)
-{
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(why, whylen, fmt, ap);
-    va_end(ap);
-    return -EBADMSG;
-}
-
-static int checkpoint_signature_ok(const struct audit_chain *c, json_object *o,
-                                   audit_key_fn key_for, void *arg, char *why, size_t whylen)
-{
-    const char *hash = get_str(o, "signed_hash"), *sig_hex = get_str(o, "sig");
-    const char *account = get_str(o, "account"), *vault = get_str(o, "vault");
-    uint8_t sig[SIG_MAX];
-    size_t siglen;
-    char *msg = NULL;
-    EVP_PKEY *key;
-    int n, rc;
-
-    if (!hash || !sig_hex || !account || !vault)
-        return chain_refuse(why, whylen, "checkpoint lacks signed_hash, sig, account or vault");
-    if (strcmp(hash, c->prev_hex) != 0)
-        return chain_refuse(why, whylen, "checkpoint signs a different chain (signed_hash "
-                            "differs from prev)");
-    siglen = strlen(sig_hex) / 2;
-    if (strlen(sig_hex) % 2 || siglen == 0 || siglen > SIG_MAX ||
-        hex_decode(sig_hex, sig, siglen) != 0)
-        return chain_refuse(why, whylen, "checkpoint signature is not hex of a plausible length");
-    key = key_for ? key_for(arg, vault, account) : NULL;
-    if (!key)
-        return chain_refuse(why, whylen, "checkpoint signed by account \"%.64s\" whose public "
-                            "key is unknown here (install it in the keys directory)", account);
-    n = asprintf(&msg, "%s%s\n%s", CHECKPOINT_LABEL, vault, hash);
-    rc = n < 0 ? -ENOMEM : sig_verify(key, msg, (size_t)n, sig, siglen);
-    free(msg);
-    EVP_PKEY_free(key);
-    pfs_err_clear();
-    if (rc == -ENOMEM)
-        return chain_refuse(why, whylen, "out of memory checking a checkpoint");
-    if (rc)
-        return chain_refuse(why, whylen, "checkpoint signature by \"%.64s\" does not verify: "
-                            "the chain before it was altered, or another key signed it", account);
-    return 0;
-}
-
-/* Everything but the signature: the cheap structural rules. */
-static int chain_fields_ok(const struct audit_chain *c, json_object *o, uint64_t *seq,
-                           bool *checkpoint, char *why, size_t whylen)
-{
-    const char *prev = get_str(o, "prev"), *op = get_str(o, "op"), *vault = get_str(o, "vault");
-    uint64_t cp;
-
-    if (get_uint(o, "seq", seq) != 0 || !prev || !op || !vault)
-        return chain_refuse(why, whylen, "lacks seq, prev, op or vault");
-    if (c->vault[0] && strcmp(vault, c->vault) != 0)
-        return chain_refuse(why, whylen, "seq %llu names vault \"%.64s\", not this stream's "
-                            "\"%s\"", (unsigned long long)*seq, vault, c->vault);
-    if (*seq != c->next_seq)
-        return chain_refuse(why, whylen, "seq %llu where %llu was expected (a line is missing, "
-                            "inserted or moved)", (unsigned long long)*seq,
-                            (unsigned long long)c->next_seq);
-    if (strcmp(prev, c->prev_hex) != 0)
-        return chain_refuse(why, whylen, "seq %llu: prev does not match the hash of the line "
-                            "before (a line was edited, deleted or inserted)",
-                            (unsigned long long)*seq);
-    if (get_uint(o, "cp", &cp) != 0)
-        return chain_refuse(why, whylen, "seq %llu lacks cp", (unsigned long long)*seq);
-    if (cp != c->last_cp)
-        return chain_refuse(why, whylen, "seq %llu: cp %llu where the last checkpoint is %llu "
-                            "(a checkpoint was removed or inserted)", (unsigned long long)*seq,
-                            (unsigned long long)cp, (unsigned long long)c->last_cp);
-    *checkpoint = strcmp(op, "checkpoint") == 0;
-    return 0;
-}
-
-int audit_chain_check(struct audit_chain *c, const char *line, size_t len,
-                      audit_key_fn key_for, void *arg, char *why, size_t whylen)
-{
-    json_object *o;
-    uint64_t seq = 0;
-    bool checkpoint = false;
-    int rc;
-
-    if (len > AUDIT_LINE_MAX)
-        return chain_refuse(why, whylen, "line longer than %u bytes", AUDIT_LINE_MAX);
-    if (memchr(line, '\0', len))
-        return chain_refuse(why, whylen, "line contains a NUL byte");
-    o = parse_object(line, len);
-    if (!o)
-        return chain_refuse(why, whylen, "line is not a JSON object");
-    rc = chain_fields_ok(c, o, &seq, &checkpoint, why, whylen);
-    if (!rc && checkpoint && c->skip_signatures)
-        rc = strcmp(get_str(o, "signed_hash") ? get_str(o, "signed_hash") : "", c->prev_hex)
-                 ? chain_refuse(why, whylen, "checkpoint signs a different chain") : 0;
-    else if (!rc && checkpoint)
-        rc = checkpoint_signature_ok(c, o, key_for, arg, why, whylen);
-    json_object_put(o);
-    if (rc)
-        return rc;
-    if (checkpoint)
-        c->last_cp = seq;
-    c->next_seq = seq + 1;
-    audit_line_hash(line, len, c->prev_hex);
-    return 0;
-}
 
 /* ================================================================ cursor */
 
@@ -260,11 +74,11 @@ static bool hash_hex_ok(const char *h)
 
 static int cursor_from_json(json_object *o, struct audit_cursor *c)
 {
-    const char *hash = get_str(o, "hash");
+    const char *hash = audit_field_str(o, "hash");
     uint64_t version = 0;
 
-    if (get_uint(o, "version", &version) != 0 || version != 1 ||
-        get_uint(o, "offset", &c->offset) != 0 || get_uint(o, "seq", &c->seq) != 0 || !hash)
+    if (audit_field_uint(o, "version", &version) != 0 || version != 1 ||
+        audit_field_uint(o, "offset", &c->offset) != 0 || audit_field_uint(o, "seq", &c->seq) != 0 || !hash)
         return -EBADMSG;
     if (c->offset == 0 ? (c->seq != 0 || hash[0]) : (c->seq == 0 || !hash_hex_ok(hash)))
         return -EBADMSG;
@@ -289,7 +103,7 @@ int audit_cursor_load(const char *spool_path, struct audit_cursor *c)
     }
     while (!rc && len && (buf[len - 1] == '\n'))
         len--;
-    if (!rc && !(o = parse_object(buf, len)))
+    if (!rc && !(o = audit_line_parse(buf, len)))
         rc = -EBADMSG;
     if (!rc)
         rc = cursor_from_json(o, c);
@@ -516,8 +330,8 @@ static size_t on_reply(char *p, size_t size, size_t n, void *arg)
 /* What the receiver said, for the log: its "error" field or the raw text. */
 static void reply_message(const struct reply *r, char *out, size_t outlen)
 {
-    json_object *o = r->len ? parse_object(r->buf, r->len) : NULL;
-    const char *e = o ? get_str(o, "error") : NULL;
+    json_object *o = r->len ? audit_line_parse(r->buf, r->len) : NULL;
+    const char *e = o ? audit_field_str(o, "error") : NULL;
 
     snprintf(out, outlen, "%.300s", e ? e : r->buf);
     out[strcspn(out, "\r\n")] = '\0';

@@ -10,9 +10,8 @@
  * so nothing is lost or duplicated.  The body is plain newline-delimited
  * JSON, so any collector that takes NDJSON over HTTP can receive it.
  *
- * The chain checker below is the receiver's incremental form of
- * audit_verify(): pactfs-auditd and the tests use it.  Protocol and
- * operation: docs/auditd.md.
+ * The chain rules the receiver applies are audit_chain_check() in audit.h.
+ * Protocol and operation: docs/auditd.md.
  */
 #ifndef PACTFS_AUDIT_SHIP_H
 #define PACTFS_AUDIT_SHIP_H
@@ -22,6 +21,7 @@
 
 #include <openssl/evp.h>
 
+#include "audit.h"
 #include "conf.h"
 
 #define AUDIT_SHIP_MAX_LINES 512u              /* lines per batch */
@@ -81,32 +81,5 @@ int audit_ship_once(const struct audit_ship_opts *o, uint64_t *batches);
  * a malformed one is -EBADMSG.  store: tmp file, fsync, rename, fsync dir. */
 int audit_cursor_load(const char *spool_path, struct audit_cursor *c);
 int audit_cursor_store(const char *spool_path, const struct audit_cursor *c);
-
-/* ---- chain checking, one line at a time (the receiver's side) ---- */
-
-struct audit_chain {
-    uint64_t next_seq;          /* 1 for an empty chain */
-    uint64_t last_cp;           /* seq of the last checkpoint, 0 if none */
-    char prev_hex[65];          /* hash of the last line, zeros when empty */
-    char vault[65];             /* every line must name this vault ("" = any) */
-    int skip_signatures;        /* 1: structure and hashes only (re-reading a
-                                 * store whose signatures were checked on entry) */
-};
-
-typedef EVP_PKEY *(*audit_key_fn)(void *arg, const char *vault, const char *account);
-
-void audit_chain_init(struct audit_chain *c, const char *vault);
-
-/* Check that line (without its newline) continues the chain: seq, prev, cp,
- * vault, and for checkpoints signed_hash and the RSA-PSS signature under
- * key_for(arg, vault, account) (NULL key = refused; the returned key is
- * freed here).  On success the chain advances; on failure it is unchanged
- * and why holds a sentence.  Returns 0 or -EBADMSG. */
-int audit_chain_check(struct audit_chain *c, const char *line, size_t len,
-                      audit_key_fn key_for, void *arg, char *why, size_t whylen);
-
-/* Read seq and the hex hash of a line; 0 or -EBADMSG. */
-int audit_line_seq(const char *line, size_t len, uint64_t *seq);
-void audit_line_hash(const char *line, size_t len, char out[65]);
 
 #endif

@@ -465,33 +465,14 @@ static int split_lines(const char *body, size_t len, struct ingest *in)
     return 0;
 }
 
-static json_object *parse_line(const struct batch_line *l)
-{
-    json_tokener *tok = json_tokener_new();
-    json_object *o = NULL;
-
-    if (tok && l->len <= AUDIT_LINE_MAX)
-        o = json_tokener_parse_ex(tok, l->p, (int)l->len);
-    if (o && (json_tokener_get_error(tok) != json_tokener_success ||
-              json_tokener_get_parse_end(tok) != l->len)) {
-        json_object_put(o);
-        o = NULL;
-    }
-    json_tokener_free(tok);
-    return o;
-}
-
 static bool batch_vault(const struct batch_line *l, char *vault, size_t vlen)
 {
-    json_object *o = parse_line(l);
-    json_object *v;
-    bool ok = false;
+    json_object *o = audit_line_parse(l->p, l->len);
+    const char *v = o ? audit_field_str(o, "vault") : NULL;
+    bool ok = v && is_hex_id(v, VAULT_ID_LEN);
 
-    if (o && json_object_object_get_ex(o, "vault", &v) && json_object_is_type(v, json_type_string) &&
-        is_hex_id(json_object_get_string(v), VAULT_ID_LEN)) {
-        snprintf(vault, vlen, "%s", json_object_get_string(v));
-        ok = true;
-    }
+    if (ok)
+        snprintf(vault, vlen, "%s", v);
     json_object_put(o);
     return ok;
 }

@@ -411,6 +411,42 @@ static void test_chain_check_follows_audit_verify(void)
     free(buf);
 }
 
+static EVP_PKEY *alice_for_verify(void *arg, const char *account)
+{
+    (void)arg;
+    return strcmp(account, "alice") == 0 ? alice_key : NULL;
+}
+
+/* audit_verify and the receiver's line check are one set of rules: an
+ * edited line is refused by both, with the same sentence. */
+static void test_verify_and_chain_check_give_one_verdict(void)
+{
+    char path[300], why[512], want[600], *buf, *line, *nl, *p;
+    struct audit_chain c;
+    size_t len = 0;
+    uint64_t n = 0;
+    unsigned lineno = 1;
+    int rc = 0;
+
+    snprintf(path, sizeof path, "%s/one-verdict.log", scratch);
+    REQUIRE(add_events(path, VAULT, alice_key, 20) == 0);
+    buf = read_all(path, &len);
+    REQUIRE(buf && (p = strstr(buf, "file-7.pdf")));
+    p[5] = '8';                                   /* edit one event */
+    REQUIRE(write_file(path, buf) == 0);
+    audit_chain_init(&c, NULL);
+    for (line = buf; !rc && (nl = memchr(line, '\n', (size_t)(buf + len - line)));
+         line = nl + 1, lineno++)
+        rc = audit_chain_check(&c, line, (size_t)(nl - line), alice_only, NULL, why, sizeof why);
+    CHECK_EQ_INT(rc, -EBADMSG);
+    CHECK(strstr(why, "prev does not match") != NULL);
+    snprintf(want, sizeof want, "line %u: %s", lineno - 1, why);
+    CHECK_EQ_INT(audit_verify(path, alice_for_verify, NULL, &n), -EBADMSG);
+    CHECK(strstr(pfs_err_msg(), want) != NULL);
+    CHECK_EQ_INT(n, lineno - 2);
+    free(buf);
+}
+
 static void test_ship_whole_spool(void)
 {
     struct audit_ship_opts o = ship_opts(spool, rcv.url);
@@ -759,6 +795,7 @@ int main(void)
     }
     RUN(test_cursor_file);
     RUN(test_chain_check_follows_audit_verify);
+    RUN(test_verify_and_chain_check_give_one_verdict);
     RUN(test_ship_whole_spool);
     RUN(test_resend_after_lost_cursor_is_deduplicated);
     RUN(test_receiver_killed_midway_nothing_lost);
