@@ -4,18 +4,14 @@
  * with a test PKI from tests/keyd/mkca.sh plus an auditor certificate.
  * Needs ./pactfs-auditd (or $PACTFS_AUDITD) and $srcdir (make check). */
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -27,6 +23,7 @@
 #include "audit_ship.h"
 #include "crypto.h"
 #include "error.h"
+#include "server_harness.h"
 #include "tap.h"
 
 #define VAULT "0123456789abcdef0123456789abcdef"
@@ -55,27 +52,6 @@ static int write_file(const char *path, const char *text)
         return -1;
     ok = fputs(text, f) >= 0;
     return fclose(f) == 0 && ok ? 0 : -1;
-}
-
-static char *read_all(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    char *buf = NULL;
-    long n;
-
-    *len = 0;
-    if (!f)
-        return NULL;
-    if (fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0 &&
-        (buf = malloc((size_t)n + 1)) && fread(buf, 1, (size_t)n, f) == (size_t)n) {
-        buf[n] = '\0';
-        *len = (size_t)n;
-    } else {
-        free(buf);
-        buf = NULL;
-    }
-    fclose(f);
-    return buf;
 }
 
 static off_t file_size(const char *path)
@@ -117,40 +93,6 @@ static int add_events(const char *path, const char *vault, EVP_PKEY *key, unsign
 
 /* ------------------------------------------------------------ the receiver */
 
-static unsigned free_port(void)
-{
-    struct sockaddr_in sa;
-    socklen_t len = sizeof sa;
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    unsigned port = 0;
-
-    memset(&sa, 0, sizeof sa);
-    sa.sin_family = AF_INET;
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0 &&
-        getsockname(fd, (struct sockaddr *)&sa, &len) == 0)
-        port = ntohs(sa.sin_port);
-    if (fd >= 0)
-        close(fd);
-    return port;
-}
-
-static bool port_open(unsigned port)
-{
-    struct sockaddr_in sa;
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    bool ok;
-
-    memset(&sa, 0, sizeof sa);
-    sa.sin_family = AF_INET;
-    sa.sin_port = htons((uint16_t)port);
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ok = fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
-    if (fd >= 0)
-        close(fd);
-    return ok;
-}
-
 static const char *auditd_binary(void)
 {
     const char *p = getenv("PACTFS_AUDITD");
@@ -173,30 +115,7 @@ static int server_start(struct server *s)
     if (write_file(path, conf) < 0)
         return -1;
     snprintf(log, sizeof log, "%s/stderr.log", s->dir);
-    s->pid = fork();
-    if (s->pid < 0)
-        return -1;
-    if (s->pid == 0) {
-        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0600);
-        if (fd >= 0) {
-            dup2(fd, 2);
-            dup2(fd, 1);
-        }
-        execl(auditd_binary(), "pactfs-auditd", "-f", "-c", path, (char *)NULL);
-        _exit(127);
-    }
-    for (int i = 0; i < 200; i++) {
-        int st;
-        if (port_open(s->port))
-            return 0;
-        if (waitpid(s->pid, &st, WNOHANG) == s->pid) {
-            s->pid = 0;
-            printf("# pactfs-auditd exited early, see %s\n", log);
-            return -1;
-        }
-        usleep(50000);
-    }
-    return -1;
+    return harness_start(&s->pid, auditd_binary(), "pactfs-auditd", path, log, true, s->port);
 }
 
 static int server_new(struct server *s, const char *name)
@@ -205,7 +124,7 @@ static int server_new(struct server *s, const char *name)
     snprintf(s->dir, sizeof s->dir, "%s/%s", scratch, name);
     if (mkdir(s->dir, 0700) < 0)
         return -1;
-    s->port = free_port();
+    s->port = harness_free_port();
     snprintf(s->url, sizeof s->url, "https://127.0.0.1:%u", s->port);
     return server_start(s);
 }
@@ -213,22 +132,7 @@ static int server_new(struct server *s, const char *name)
 /* SIGTERM (or sig), wait 10 s at most; 0 if it exited with status 0. */
 static int server_stop(struct server *s, int sig)
 {
-    int st = 0;
-
-    if (s->pid <= 0)
-        return -1;
-    kill(s->pid, sig);
-    for (int i = 0; i < 200; i++) {
-        if (waitpid(s->pid, &st, WNOHANG) == s->pid) {
-            s->pid = 0;
-            return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -1;
-        }
-        usleep(50000);
-    }
-    kill(s->pid, SIGKILL);
-    waitpid(s->pid, &st, 0);
-    s->pid = 0;
-    return -1;
+    return harness_stop(&s->pid, sig, 10000);
 }
 
 static void stream_file(const struct server *s, const char *vault, char *out, size_t n)
@@ -308,7 +212,7 @@ static char *receiver_events(const char *vault, uint64_t since, size_t *len)
 static bool receiver_equals(const char *spool_path, const char *vault)
 {
     size_t a = 0, b = 0;
-    char *want = read_all(spool_path, &a), *got = receiver_events(vault, 0, &b);
+    char *want = harness_read_all(spool_path, &a), *got = receiver_events(vault, 0, &b);
     bool same = want && got && a == b && memcmp(want, got, a) == 0;
 
     if (!same)
@@ -390,7 +294,7 @@ static void test_chain_check_follows_audit_verify(void)
 
     snprintf(path, sizeof path, "%s/chain.log", scratch);
     REQUIRE(add_events(path, VAULT, alice_key, 120) == 0);
-    buf = read_all(path, &len);
+    buf = harness_read_all(path, &len);
     REQUIRE(buf);
     audit_chain_init(&c, VAULT);
     for (line = buf; (nl = memchr(line, '\n', (size_t)(buf + len - line))); line = nl + 1, n++)
@@ -430,7 +334,7 @@ static void test_verify_and_chain_check_give_one_verdict(void)
 
     snprintf(path, sizeof path, "%s/one-verdict.log", scratch);
     REQUIRE(add_events(path, VAULT, alice_key, 20) == 0);
-    buf = read_all(path, &len);
+    buf = harness_read_all(path, &len);
     REQUIRE(buf && (p = strstr(buf, "file-7.pdf")));
     p[5] = '8';                                   /* edit one event */
     REQUIRE(write_file(path, buf) == 0);
@@ -606,7 +510,7 @@ static void test_tampered_line_refused_and_not_stored(void)
     before = file_size(sf);
     REQUIRE(audit_cursor_load(spool, &cur) == 0);
     REQUIRE(add_events(spool, VAULT, alice_key, 30) == 0);
-    buf = read_all(spool, &len);
+    buf = harness_read_all(spool, &len);
     REQUIRE(buf);
     p = strstr(buf + cur.offset, "file-10.pdf");   /* a new, unshipped line */
     REQUIRE(p);
@@ -638,7 +542,7 @@ static void test_altered_duplicate_refused(void)
     struct audit_ship_opts o = ship_opts(NULL, rcv.url);
 
     snprintf(altered, sizeof altered, "%s/altered.log", scratch);
-    buf = read_all(spool, &len);
+    buf = harness_read_all(spool, &len);
     REQUIRE(buf);
     p = strstr(buf, "file-3.pdf");
     REQUIRE(p);

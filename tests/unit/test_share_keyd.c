@@ -4,19 +4,15 @@
  * PKI made by tests/keyd/mkca.sh.  Needs ./pactfs-keyd (or $PACTFS_KEYD) and
  * openssl on PATH. */
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -27,6 +23,7 @@
 #include "error.h"
 #include "keyring.h"
 #include "share.h"
+#include "server_harness.h"
 #include "tap.h"
 
 #define VAULT "0123456789abcdef0123456789abcdef"
@@ -79,32 +76,10 @@ static int write_file(const char *path, const char *text, mode_t mode)
     return close(fd);
 }
 
-static char *read_all(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    char *buf = NULL;
-    long n;
-
-    *len = 0;
-    if (!f)
-        return NULL;
-    if (fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0) {
-        buf = calloc(1, (size_t)n + 1);
-        if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
-            free(buf);
-            buf = NULL;
-        } else if (buf) {
-            *len = (size_t)n;
-        }
-    }
-    fclose(f);
-    return buf;
-}
-
 static bool file_contains(const char *path, const void *needle, size_t n)
 {
     size_t len;
-    char *buf = read_all(path, &len);
+    char *buf = harness_read_all(path, &len);
     bool found = buf && memmem(buf, len, needle, n) != NULL;
 
     free(buf);
@@ -123,40 +98,6 @@ static bool file_contains_secret(const char *path, const uint8_t *p, size_t n)
         if (*c >= 'a' && *c <= 'f')
             *c = (char)(*c - 'a' + 'A');
     return file_contains(path, hex, 2 * n);
-}
-
-static unsigned free_port(void)
-{
-    struct sockaddr_in sa;
-    socklen_t len = sizeof sa;
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    unsigned port = 0;
-
-    memset(&sa, 0, sizeof sa);
-    sa.sin_family = AF_INET;
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0 &&
-        getsockname(fd, (struct sockaddr *)&sa, &len) == 0)
-        port = ntohs(sa.sin_port);
-    if (fd >= 0)
-        close(fd);
-    return port;
-}
-
-static bool port_open(unsigned port)
-{
-    struct sockaddr_in sa;
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    bool ok;
-
-    memset(&sa, 0, sizeof sa);
-    sa.sin_family = AF_INET;
-    sa.sin_port = htons((uint16_t)port);
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ok = fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
-    if (fd >= 0)
-        close(fd);
-    return ok;
 }
 
 static const char *keyd_binary(void)
@@ -182,7 +123,7 @@ static int server_start(struct server *s, const char *name, const struct server_
     snprintf(s->dir, sizeof s->dir, "%s/%s", scratch, name);
     if (mkdir(s->dir, 0700) < 0)
         return -1;
-    s->port = free_port();
+    s->port = harness_free_port();
     snprintf(s->url, sizeof s->url, "https://127.0.0.1:%u", s->port);
     snprintf(conf, sizeof conf,
              "listen_address = \"127.0.0.1\";\nport = %u;\n"
@@ -201,51 +142,13 @@ static int server_start(struct server *s, const char *name, const struct server_
     if (write_file(path, conf, 0600) < 0)
         return -1;
     snprintf(log, sizeof log, "%s/stderr.log", s->dir);
-    s->pid = fork();
-    if (s->pid < 0)
-        return -1;
-    if (s->pid == 0) {
-        int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        if (fd >= 0) {
-            dup2(fd, 2);
-            dup2(fd, 1);
-        }
-        execl(keyd_binary(), "pactfs-keyd", "-f", "-c", path, (char *)NULL);
-        _exit(127);
-    }
-    for (int i = 0; i < 200; i++) {
-        int st;
-        if (port_open(s->port))
-            return 0;
-        if (waitpid(s->pid, &st, WNOHANG) == s->pid) {
-            s->pid = 0;
-            printf("# pactfs-keyd exited early, see %s\n", log);
-            return -1;
-        }
-        usleep(50000);
-    }
-    return -1;
+    return harness_start(&s->pid, keyd_binary(), "pactfs-keyd", path, log, false, s->port);
 }
 
 /* SIGTERM, wait (5 s at most); 0 if it exited cleanly (no leak report). */
 static int server_stop(struct server *s)
 {
-    int st = 0;
-
-    if (s->pid <= 0)
-        return -1;
-    kill(s->pid, SIGTERM);
-    for (int i = 0; i < 100; i++) {
-        if (waitpid(s->pid, &st, WNOHANG) == s->pid) {
-            s->pid = 0;
-            return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -1;
-        }
-        usleep(50000);
-    }
-    kill(s->pid, SIGKILL);
-    waitpid(s->pid, &st, 0);
-    s->pid = 0;
-    return -1;
+    return harness_stop(&s->pid, SIGTERM, 5000);
 }
 
 static void server_file(const struct server *s, const char *name, char *out, size_t n)
@@ -499,7 +402,7 @@ static void test_server_down_is_reported(void)
     unsigned retry = 0;
     int rc;
 
-    snprintf(url, sizeof url, "https://127.0.0.1:%u", free_port());
+    snprintf(url, sizeof url, "https://127.0.0.1:%u", harness_free_port());
     sp = client_for(url, "ca", NULL);
     REQUIRE(sp);
     fill(auth, 0x81);
