@@ -77,6 +77,7 @@ struct fs_file {
                                   running: a commit gathered before or during
                                   one must not write its older mtime */
     unsigned setattr_active;   /* under the inode lock */
+    uint64_t put_gen;          /* fs_data.put_gen after this file's last put */
     int fresh;                 /* created by this mount: no chunk version was
                                   ever used, so puts skip the max-version query
                                   (inode numbers are never reused) */
@@ -112,6 +113,8 @@ struct fs_data {
     pthread_cond_t qcond;
     struct job *qhead, *qtail;
     int stopping, gc_queued;
+    unsigned inode_jobs;       /* queued or running jobs holding an inode */
+    pthread_cond_t idle_cond;  /* inode_jobs reached 0 */
     /* chunk cache */
     pthread_mutex_t clock;
     pthread_cond_t ccond;
@@ -122,6 +125,9 @@ struct fs_data {
     /* dirty budget */
     pthread_mutex_t dlock;
     size_t dirty_bytes, dirty_budget;
+    /* object layer syncs: a put finishing takes the next put_gen; a sync
+     * that started after put_gen reached g covers every put up to g */
+    uint64_t put_gen, synced_gen;
     /* metadata syncer: makes deferred commits durable every SYNC_PERIOD_MS */
     pthread_t syncer;
     int syncer_started;
@@ -369,6 +375,8 @@ static void job_push(struct fs_data *d, struct job *j)
 {
     pthread_mutex_lock(&d->qlock);
     j->next = NULL;
+    if (j->in)
+        d->inode_jobs++;
     if (d->qtail) d->qtail->next = j; else d->qhead = j;
     d->qtail = j;
     pthread_cond_signal(&d->qcond);
@@ -771,6 +779,7 @@ static void job_put(struct fs *fs, struct fs_inode *in, uint64_t idx)
         c->ref = ref;
         c->ref_state = REF_PENDING;
         c->buf = NULL;
+        f->put_gen = __atomic_add_fetch(&fs->data->put_gen, 1, __ATOMIC_ACQ_REL);
         cache_adopt(fs->data, in->ino, idx, version, buf, len, cs);
         dirty_sub(fs->data, cs);
     }
@@ -788,7 +797,7 @@ struct commit_item {
 struct commit_set {
     struct commit_item *items;
     size_t n;
-    uint64_t trunc_from, size, attr_gen;
+    uint64_t trunc_from, size, attr_gen, put_gen;
     int64_t mtime_ns;
     int size_dirty, mtime_dirty;
     unsigned setattr_seq;
@@ -818,6 +827,7 @@ static int commit_gather(struct fs_file *f, struct commit_set *s)
                     s->n++;
                 }
     }
+    s->put_gen = f->put_gen;
     s->trunc_from = f->trunc_from;
     f->trunc_from = NO_TRUNC;
     s->size = f->size;
@@ -899,6 +909,37 @@ static void commit_settle(struct fs_file *f, struct commit_set *s, int ok)
     s->ndrop = 0;
 }
 
+/* Make every put up to put_gen durable: skipped when a sync that started
+ * after that put finished has already completed (a batch of files closed
+ * together pays for one sync). */
+static int fragments_sync(struct fs *fs, uint64_t put_gen)
+{
+    struct fs_data *d = fs->data;
+    if (__atomic_load_n(&d->synced_gen, __ATOMIC_ACQUIRE) >= put_gen)
+        return 0;
+    uint64_t start = __atomic_load_n(&d->put_gen, __ATOMIC_ACQUIRE);
+    int r = object_layer_sync(fs->v->ol);
+    if (r < 0)
+        return r;
+    uint64_t cur = __atomic_load_n(&d->synced_gen, __ATOMIC_ACQUIRE);
+    while (cur < start &&
+           !__atomic_compare_exchange_n(&d->synced_gen, &cur, start, 0, __ATOMIC_ACQ_REL,
+                                        __ATOMIC_ACQUIRE))
+        ;
+    return 0;
+}
+
+/* Version 1 of a chunk replaced nothing: no deletion queue entry to run. */
+static int commit_replaced_some(const struct commit_set *s)
+{
+    if (s->trunc_from != NO_TRUNC)
+        return 1;
+    for (size_t i = 0; i < s->n; i++)
+        if (s->items[i].ref.version != 1)
+            return 1;
+    return 0;
+}
+
 static int file_commit(struct fs *fs, struct fs_inode *in)
 {
     struct fs_file *f = in->file;
@@ -913,7 +954,7 @@ static int file_commit(struct fs *fs, struct fs_inode *in)
     }
     int work = s.n || s.trunc_from != NO_TRUNC || s.size_dirty || s.mtime_dirty;
     if (work && s.n)
-        r = object_layer_sync(fs->v->ol);
+        r = fragments_sync(fs, s.put_gen);
     if (work && r == 0)
         r = commit_meta(fs, in->ino, &s, &f->setattr_seq);
     pthread_mutex_lock(&in->lock);
@@ -922,6 +963,7 @@ static int file_commit(struct fs *fs, struct fs_inode *in)
     pthread_mutex_unlock(&f->commit_lock);
 
     drop_delete(fs, s.drop, s.ndrop);
+    int kick = r == 0 && commit_replaced_some(&s);
     free(s.items);
     if (r < 0) {
         char *p = fs_path(fs, in->ino, NULL);
@@ -929,7 +971,7 @@ static int file_commit(struct fs *fs, struct fs_inode *in)
         free(p);
         return -EIO;
     }
-    if (s.n || s.trunc_from != NO_TRUNC)
+    if (kick)
         fs_data_gc_kick(fs);
     return 0;
 }
@@ -994,6 +1036,16 @@ static void flush_one(struct fs *fs, struct fs_inode *in)
 void fs_data_flush_all(struct fs *fs)
 {
     fs_itab_each_file(fs, flush_one);
+    fs_data_quiesce(fs);
+}
+
+void fs_data_quiesce(struct fs *fs)
+{
+    struct fs_data *d = fs->data;
+    pthread_mutex_lock(&d->qlock);
+    while (d->inode_jobs)
+        pthread_cond_wait(&d->idle_cond, &d->qlock);
+    pthread_mutex_unlock(&d->qlock);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1082,6 +1134,24 @@ static void readahead_schedule(struct fs *fs, struct fs_inode *in, uint64_t last
         job_push(fs->data, j);
         f->ra_until = i + 1;
     }
+}
+
+void fs_data_prefetch(struct fs *fs, struct fs_inode *in)
+{
+    pthread_mutex_lock(&in->lock);
+    struct fs_file *f = in->file;
+    if (f && f->size > 0 && f->ra_until == 0) {
+        struct job *j = calloc(1, sizeof *j);
+        if (j) {
+            fs_inode_hold(fs, in);
+            j->type = JOB_READAHEAD;
+            j->in = in;
+            j->idx = 0;
+            job_push(fs->data, j);
+            f->ra_until = 1;
+        }
+    }
+    pthread_mutex_unlock(&in->lock);
 }
 
 static void job_readahead(struct fs *fs, struct fs_inode *in, uint64_t idx)
@@ -1416,8 +1486,15 @@ static void job_run(struct fs *fs, struct job *j)
         fs_data_gc_run(fs);
         break;
     }
-    if (j->in)
+    if (j->in) {
         fs_inode_put(fs, j->in, FS_REF_OP, 1);
+        /* Only now may unmount free the inode table (fs_data_quiesce). */
+        struct fs_data *d = fs->data;
+        pthread_mutex_lock(&d->qlock);
+        if (--d->inode_jobs == 0)
+            pthread_cond_broadcast(&d->idle_cond);
+        pthread_mutex_unlock(&d->qlock);
+    }
 }
 
 static void *worker_main(void *arg)
@@ -1512,6 +1589,7 @@ int fs_data_start(struct fs *fs)
     pthread_mutex_init(&d->dlock, NULL);
     pthread_mutex_init(&d->slock, NULL);
     pthread_cond_init(&d->scond, NULL);
+    pthread_cond_init(&d->idle_cond, NULL);
     fs->data = d;
     for (unsigned i = 0; i < d->nthreads; i++) {
         int e = pthread_create(&d->threads[i], NULL, worker_main, fs);
@@ -1569,6 +1647,7 @@ void fs_data_stop(struct fs *fs)
     pthread_mutex_destroy(&d->dlock);
     pthread_mutex_destroy(&d->slock);
     pthread_cond_destroy(&d->scond);
+    pthread_cond_destroy(&d->idle_cond);
     free(d);
     fs->data = NULL;
 }

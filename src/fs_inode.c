@@ -161,16 +161,14 @@ int fs_inode_delete_now(struct fs *fs, uint64_t ino)
     return r == -ENOENT ? 0 : r;
 }
 
-/* The last reference went: write back what is left, wipe the DEK, and
- * delete the inode if nothing links to it any more. */
+/* The last reference went (the caller wrote back what it could, and no job
+ * holds the inode): wipe the DEK, and delete the inode if nothing links to
+ * it any more.  No write-back here: a put it queued would hold a reference
+ * to an inode about to be freed. */
 static void inode_retire(struct fs *fs, struct fs_inode *in, int unlinked)
 {
-    if (in->file) {
-        if (!unlinked && fs_data_flush(fs, in) < 0)
-            fprintf(stderr, "pactfs: write-back of inode %llu failed at forget: %s\n",
-                    (unsigned long long)in->ino, pfs_err_msg());
+    if (in->file)
         fs_data_detach(fs, in);
-    }
     if (unlinked)
         fs_inode_delete_now(fs, in->ino);
     inode_free(in);
@@ -301,6 +299,12 @@ void fs_itab_destroy(struct fs *fs)
         pthread_mutex_unlock(&t->lock);
         if (!in)
             break;
+        /* Write back first, then let the jobs that did it drop their
+         * references before the inode is freed. */
+        if (in->file && !in->unlinked && fs_data_flush(fs, in) < 0)
+            fprintf(stderr, "pactfs: write-back of inode %llu failed at unmount: %s\n",
+                    (unsigned long long)in->ino, pfs_err_msg());
+        fs_data_quiesce(fs);
         inode_retire(fs, in, in->unlinked);
     }
     free(t->buckets);

@@ -65,6 +65,7 @@ struct fs {
     struct fuse_session *se;
     uint32_t chunk_size;
     int64_t mount_ns;          /* times of the virtual root */
+    double entry_timeout;      /* kernel entry/attribute cache, seconds */
     uid_t uid;                 /* owner of the virtual root */
     gid_t gid;
     pthread_mutex_t meta_lock; /* the meta handle is not thread-safe */
@@ -142,6 +143,9 @@ int fs_data_read(struct fs *fs, struct fs_inode *in, uint64_t off, size_t size, 
                  size_t *got);
 int fs_data_write(struct fs *fs, struct fs_inode *in, uint64_t off, const void *buf,
                   size_t size);
+/* Start fetching the first chunk in the background (at open, so the fetch
+ * overlaps the open's audit fdatasync). */
+void fs_data_prefetch(struct fs *fs, struct fs_inode *in);
 /* Start writing back every dirty chunk without waiting (close); returns
  * an earlier write-back error of the file, if any. */
 int fs_data_writeback_start(struct fs *fs, struct fs_inode *in);
@@ -163,7 +167,11 @@ int fs_data_commit_hold(struct fs_inode *in);
 void fs_data_commit_release(struct fs_inode *in, int mtime_set, int64_t mtime_ns);
 /* Current size (in-memory if attached), or -1 if no data state. */
 int64_t fs_data_size(struct fs_inode *in);
+/* At unmount: flush every file, then fs_data_quiesce. */
 void fs_data_flush_all(struct fs *fs);
+/* Wait until no queued or running job holds an inode reference (before
+ * the inode table is torn down at unmount). */
+void fs_data_quiesce(struct fs *fs);
 /* Delete fragments of chunks in the metadata deletion queue (background). */
 void fs_data_gc_kick(struct fs *fs);
 int fs_data_gc_run(struct fs *fs);

@@ -32,7 +32,12 @@
 #define RENAME_EXCHANGE (1 << 1)
 #endif
 
-#define ENTRY_TIMEOUT 1.0
+/* An embedded (SQLite) vault has one daemon writing it and every change
+ * goes through this mount, so the kernel's entries and attributes stay
+ * right for long; a shared (PostgreSQL) one may be changed by other
+ * workstations' mounts. */
+#define ENTRY_TIMEOUT_LOCAL 10.0
+#define ENTRY_TIMEOUT_SHARED 1.0
 #define ROOT_ENTRY_TIMEOUT 60.0   /* folder list changes rarely; fewer audited lookups */
 #define PATH_DEPTH_MAX 256
 #define FS_MAX_WRITE (1u << 20)
@@ -486,7 +491,7 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
         return;
     }
     reply_entry_for(fs, req, &mi, parent, name,
-                    parent == META_ROOT_INO ? ROOT_ENTRY_TIMEOUT : ENTRY_TIMEOUT);
+                    parent == META_ROOT_INO ? ROOT_ENTRY_TIMEOUT : fs->entry_timeout);
 }
 
 static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
@@ -512,7 +517,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
     if (r < 0)
         fuse_reply_err(req, -r);
     else
-        fuse_reply_attr(req, &st, ino == META_ROOT_INO ? ROOT_ENTRY_TIMEOUT : ENTRY_TIMEOUT);
+        fuse_reply_attr(req, &st, ino == META_ROOT_INO ? ROOT_ENTRY_TIMEOUT : fs->entry_timeout);
 }
 
 /* ------------------------------------------------------------------ */
@@ -661,7 +666,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int va
     if (r < 0)
         fuse_reply_err(req, -r);
     else
-        fuse_reply_attr(req, &st, ENTRY_TIMEOUT);
+        fuse_reply_attr(req, &st, fs->entry_timeout);
 }
 
 /* ------------------------------------------------------------------ */
@@ -783,7 +788,7 @@ static void reply_new_entry(struct fs *fs, fuse_req_t req, int r, const struct m
     if (r < 0)
         fuse_reply_err(req, -r);
     else
-        reply_entry_for(fs, req, mi, parent, name, ENTRY_TIMEOUT);
+        reply_entry_for(fs, req, mi, parent, name, fs->entry_timeout);
 }
 
 static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
@@ -910,7 +915,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
     stat_from_meta(fs, &mi, &e.attr);
     e.ino = mi.ino;
     e.generation = 1;
-    e.attr_timeout = e.entry_timeout = ENTRY_TIMEOUT;
+    e.attr_timeout = e.entry_timeout = fs->entry_timeout;
     if (fuse_reply_create(req, &e, fi) != 0) {
         fs_inode_put(fs, in, FS_REF_OPEN, 1);
         fs_inode_put(fs, in, FS_REF_LOOKUP, 1);
@@ -1302,7 +1307,7 @@ static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const 
     if (r < 0)
         fuse_reply_err(req, errno_out(r));
     else
-        reply_entry_for(fs, req, &mi, newparent, newname, ENTRY_TIMEOUT);
+        reply_entry_for(fs, req, &mi, newparent, newname, fs->entry_timeout);
 }
 
 static void op_readlink(fuse_req_t req, fuse_ino_t ino)
@@ -1359,6 +1364,8 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
         in = fs_inode_get(fs, ino, vf->id, S_IFREG, FS_REF_OPEN);
         r = in ? fs_data_attach(fs, in, NULL) : -ENOMEM;
     }
+    if (r == 0 && !(fi->flags & O_TRUNC) && (fi->flags & O_ACCMODE) != O_WRONLY)
+        fs_data_prefetch(fs, in);
     char *path = fs_path(fs, ino, NULL);
     if (r == 0 && (fi->flags & O_TRUNC) && fs_data_size(in) != 0) {
         r = fs_data_truncate(fs, in, 0);
@@ -1957,6 +1964,8 @@ static int fs_init_state(struct fs *fs, struct vault *v, const struct fs_options
     fs->mount_ns = fs_now_ns();
     fs->uid = getuid();
     fs->gid = getgid();
+    fs->entry_timeout = strcmp(v->conf.meta_backend, "sqlite") == 0 ? ENTRY_TIMEOUT_LOCAL
+                                                                      : ENTRY_TIMEOUT_SHARED;
     int ro_only = v->nfolders > 0;
     for (size_t i = 0; i < v->nfolders; i++)
         if (v->folders[i].rights & RIGHT_WRITE)
