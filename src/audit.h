@@ -57,6 +57,15 @@ void audit_set_seal_every(struct audit *a, unsigned n);
 int audit_event(struct audit *a, const struct audit_ctx *who, const char *op,
                 const char *path, int result, uint64_t bytes);
 
+/* audit_event in two phases: append writes the event into the chain now
+ * (same failure rules) and gives a ticket; wait returns once that event is
+ * durable (group commit with every other waiter), or -errno.  Lets a caller
+ * append inside its own transaction, under its lock, and wait for the
+ * fdatasync after dropping the lock — before it answers. */
+int audit_event_append(struct audit *a, const struct audit_ctx *who, const char *op,
+                       const char *path, int result, uint64_t bytes, uint64_t *ticket);
+int audit_event_wait(struct audit *a, uint64_t ticket);
+
 /* Verify a spool: chain continuity, cp fields and checkpoint signatures.
  * Returns 0, or -EBADMSG with pfs_err naming the first bad line.  *events
  * gets the count checked.  key_for returns the public key of the account

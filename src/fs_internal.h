@@ -75,17 +75,6 @@ struct fs {
     struct fs_handle *handles;     /* kernel dropped their release */
 };
 
-/* ---- audit.c: two-phase audit_event ----
- * Declared here until audit.h (not owned by the FUSE layer) takes them.
- * audit_event_append writes the event into the chain now (same failure
- * rules as audit_event) and gives a ticket; audit_event_wait returns once
- * that event is durable (group commit with every other waiter), or -errno.
- * Lets metadata operations append inside their transaction, under
- * meta_lock, and wait for the fdatasync after dropping it. */
-int audit_event_append(struct audit *a, const struct audit_ctx *who, const char *op,
-                       const char *path, int result, uint64_t bytes, uint64_t *ticket);
-int audit_event_wait(struct audit *a, uint64_t ticket);
-
 /* ---- fs_ops.c ---- */
 extern const struct fuse_lowlevel_ops fs_lowlevel_ops;
 int64_t fs_now_ns(void);

@@ -2035,7 +2035,11 @@ int fs_mount_and_serve(struct vault *v, const char *mountpoint, const struct fs_
         return pfs_err(-ENOMEM, "out of memory");
     int r = fs_init_state(fs, v, o);
     if (r == 0) {
-        delete_orphans(fs);
+        /* Orphans are a crash's leftovers only when this workstation is the
+         * vault's sole user; with shared PostgreSQL metadata another
+         * workstation may still hold them open (pactfs-fsck cleans up). */
+        if (strcmp(v->conf.meta_backend, "sqlite") == 0)
+            delete_orphans(fs);
         fs_data_gc_kick(fs);
         r = serve(fs, mountpoint);
     }
