@@ -598,7 +598,7 @@ static int cmd_account_add(int argc, char **argv)
     struct vault_args a = { 0 };
     struct vault *v = NULL;
     const char *account, *name;
-    char *new_pw, done[256];
+    char *new_pw, done[4400];
     uint32_t roles = 0;
     int rc, code;
 
@@ -622,7 +622,8 @@ static int cmd_account_add(int argc, char **argv)
     rc = grants_account_add(v, name, roles, new_pw, NULL);
     secmem_free_str(new_pw);
     snprintf(done, sizeof done, "Created account \"%s\" (%s); its owner should change the "
-             "password with: pactfs-admin passwd --account %s", name, a.role, name);
+             "password with: pactfs-admin passwd --account %s --config %s", name, a.role, name,
+             a.conf_path);
     return finish_command(v, rc, done);
 }
 
