@@ -159,6 +159,28 @@ int fs_audit_wait(struct fs *fs, const char *op, uint64_t ticket)
     return audit_event_wait(fs->v->audit, ticket) < 0 ? audit_failed(op) : 0;
 }
 
+/* End a metadata operation begun with meta_begin under meta_lock: append
+ * its audit event inside the transaction, commit (or roll back on error),
+ * drop the lock, then wait for the event's fdatasync outside it, so the
+ * event is durable before the reply without holding others up. */
+static int meta_op_end(struct fs *fs, fuse_req_t req, const char *op, const char *path,
+                       uint64_t bytes, int r)
+{
+    struct meta *m = fs->v->meta;
+    uint64_t ticket = 0;
+
+    if (r == 0)
+        r = fs_audit_append(fs, req, op, path, 0, bytes, &ticket);
+    if (r == 0)
+        r = meta_commit(m);
+    else
+        meta_rollback(m);
+    pthread_mutex_unlock(&fs->meta_lock);
+    if (r == 0)
+        r = fs_audit_wait(fs, op, ticket);
+    return r;
+}
+
 /* Audit a denied operation; -EACCES, or -EIO if even that cannot be audited. */
 static int deny(struct fs *fs, fuse_req_t req, const char *op, uint64_t ino, const char *name)
 {
@@ -617,16 +639,7 @@ static int setattr_meta(struct fs *fs, fuse_req_t req, uint64_t ino, const struc
         r = apply_setattr(req, &mi, attr, valid);
     if (r == 0)
         r = meta_inode_update(m, &mi);
-    uint64_t ticket = 0;
-    if (r == 0)
-        r = fs_audit_append(fs, req, "setattr", path, 0, 0, &ticket);
-    if (r == 0)
-        r = meta_commit(m);
-    else
-        meta_rollback(m);
-    pthread_mutex_unlock(&fs->meta_lock);
-    if (r == 0)   /* durable before the reply, waited for outside the lock */
-        r = fs_audit_wait(fs, "setattr", ticket);
+    r = meta_op_end(fs, req, "setattr", path, 0, r);
     *mtime_out = mi.mtime_ns;
     return r;
 }
@@ -766,16 +779,7 @@ static int make_node(struct fs *fs, fuse_req_t req, uint64_t parent, const char 
         touch_dir(&dir, mi->ctime_ns, S_ISDIR(nn->mode) ? 1 : 0);
         r = meta_inode_update(m, &dir);
     }
-    uint64_t ticket = 0;
-    if (r == 0)
-        r = fs_audit_append(fs, req, nn->op, path, 0, 0, &ticket);
-    if (r == 0)
-        r = meta_commit(m);
-    else
-        meta_rollback(m);
-    pthread_mutex_unlock(&fs->meta_lock);
-    if (r == 0)   /* durable before the reply, waited for outside the lock */
-        r = fs_audit_wait(fs, nn->op, ticket);
+    r = meta_op_end(fs, req, nn->op, path, 0, r);
     free(path);
     if (r < 0 && r != -EEXIST && r != -ENOTDIR && r != -EACCES && r != -ENOENT)
         r = -EIO;
@@ -989,16 +993,7 @@ static int remove_entry(struct fs *fs, fuse_req_t req, uint64_t parent, const ch
         touch_dir(&dir, now, is_rmdir ? -1 : 0);
         r = meta_inode_update(m, &dir);
     }
-    uint64_t ticket = 0;
-    if (r == 0)
-        r = fs_audit_append(fs, req, op, path, 0, 0, &ticket);
-    if (r == 0)
-        r = meta_commit(m);
-    else
-        meta_rollback(m);
-    pthread_mutex_unlock(&fs->meta_lock);
-    if (r == 0)   /* durable before the reply, waited for outside the lock */
-        r = fs_audit_wait(fs, op, ticket);
+    r = meta_op_end(fs, req, op, path, 0, r);
     free(path);
     *ino_out = ino;
     *nlink_out = victim.nlink;
@@ -1293,16 +1288,7 @@ static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const 
         touch_dir(&dir, now, 0);
         r = meta_inode_update(m, &dir);
     }
-    uint64_t ticket = 0;
-    if (r == 0)
-        r = fs_audit_append(fs, req, "link", path, 0, 0, &ticket);
-    if (r == 0)
-        r = meta_commit(m);
-    else
-        meta_rollback(m);
-    pthread_mutex_unlock(&fs->meta_lock);
-    if (r == 0)   /* durable before the reply, waited for outside the lock */
-        r = fs_audit_wait(fs, "link", ticket);
+    r = meta_op_end(fs, req, "link", path, 0, r);
     free(path);
     if (r < 0)
         fuse_reply_err(req, errno_out(r));
@@ -1712,16 +1698,7 @@ static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const 
             mi.ctime_ns = fs_now_ns();
             r = meta_inode_update(m, &mi);
         }
-        uint64_t ticket = 0;
-        if (r == 0)
-            r = fs_audit_append(fs, req, "setxattr", path, 0, size, &ticket);
-        if (r == 0)
-            r = meta_commit(m);
-        else
-            meta_rollback(m);
-        pthread_mutex_unlock(&fs->meta_lock);
-        if (r == 0)   /* durable before the reply, waited for outside the lock */
-            r = fs_audit_wait(fs, "setxattr", ticket);
+        r = meta_op_end(fs, req, "setxattr", path, size, r);
         free(path);
     }
     free(sealed);
@@ -1828,16 +1805,7 @@ static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
             if (r == -ENOENT)
                 r = -ENODATA;
         }
-        uint64_t ticket = 0;
-        if (r == 0)
-            r = fs_audit_append(fs, req, "removexattr", path, 0, 0, &ticket);
-        if (r == 0)
-            r = meta_commit(m);
-        else
-            meta_rollback(m);
-        pthread_mutex_unlock(&fs->meta_lock);
-        if (r == 0)   /* durable before the reply, waited for outside the lock */
-            r = fs_audit_wait(fs, "removexattr", ticket);
+        r = meta_op_end(fs, req, "removexattr", path, 0, r);
         free(path);
     }
     fuse_reply_err(req, r < 0 ? errno_out(r) : 0);
