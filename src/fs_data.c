@@ -58,6 +58,10 @@ struct fs_file {
     uint8_t *dek;              /* secmem, DEK_LEN */
     uint64_t size;
     int64_t mtime_ns;
+    int64_t ctime_ns;          /* last data change (write, truncate): the
+                                  ctime a stat reported; a commit never
+                                  writes its own time (POSIX: ctime is when
+                                  the inode changed, not when it was saved) */
     int size_dirty, mtime_dirty;
     uint64_t attr_gen;         /* bumps on every size/mtime change */
     struct fs_chunk **tab;
@@ -798,7 +802,7 @@ struct commit_set {
     struct commit_item *items;
     size_t n;
     uint64_t trunc_from, size, attr_gen, put_gen;
-    int64_t mtime_ns;
+    int64_t mtime_ns, ctime_ns;
     int size_dirty, mtime_dirty;
     unsigned setattr_seq;
     int mtime_held;            /* a setattr was running at the gather */
@@ -832,6 +836,7 @@ static int commit_gather(struct fs_file *f, struct commit_set *s)
     f->trunc_from = NO_TRUNC;
     s->size = f->size;
     s->mtime_ns = f->mtime_ns;
+    s->ctime_ns = f->ctime_ns;
     s->size_dirty = f->size_dirty;
     s->mtime_dirty = f->mtime_dirty;
     s->attr_gen = f->attr_gen;
@@ -860,7 +865,6 @@ static int commit_meta(struct fs *fs, uint64_t ino, struct commit_set *s,
     if (r == 0)
         r = meta_inode_get(m, ino, &mi);
     if (r == 0) {
-        int64_t now = fs_now_ns();
         mi.size = s->size;
         /* A setattr since the gather may have set mtime explicitly (under
          * meta_lock, like this check): its value wins. */
@@ -868,7 +872,8 @@ static int commit_meta(struct fs *fs, uint64_t ino, struct commit_set *s,
             __atomic_load_n(setattr_seq, __ATOMIC_ACQUIRE) == s->setattr_seq;
         if (s->mtime_written)
             mi.mtime_ns = s->mtime_ns;
-        mi.ctime_ns = now;
+        if (s->ctime_ns > mi.ctime_ns)   /* a later setattr's ctime stays */
+            mi.ctime_ns = s->ctime_ns;
         r = meta_inode_update(m, &mi);
     }
     if (r == 0)
@@ -1095,7 +1100,7 @@ int fs_data_write(struct fs *fs, struct fs_inode *in, uint64_t off, const void *
     if (pos > off) {
         if (pos > f->size)
             f->size = pos;
-        f->mtime_ns = fs_now_ns();
+        f->mtime_ns = f->ctime_ns = fs_now_ns();
         f->size_dirty = f->mtime_dirty = 1;
         f->attr_gen++;
     }
@@ -1305,7 +1310,7 @@ int fs_data_truncate(struct fs *fs, struct fs_inode *in, uint64_t size)
     }
     if (r == 0) {
         f->size = size;
-        f->mtime_ns = fs_now_ns();
+        f->mtime_ns = f->ctime_ns = fs_now_ns();
         f->size_dirty = f->mtime_dirty = 1;
         f->attr_gen++;
     }
@@ -1329,7 +1334,11 @@ void fs_data_fill_attr(struct fs_inode *in, struct stat *st)
         if (f->mtime_dirty) {
             st->st_mtim.tv_sec = f->mtime_ns / 1000000000;
             st->st_mtim.tv_nsec = f->mtime_ns % 1000000000;
-            st->st_ctim = st->st_mtim;
+        }
+        /* exactly what the commit will write (see commit_meta) */
+        if (f->ctime_ns > (int64_t)st->st_ctim.tv_sec * 1000000000 + st->st_ctim.tv_nsec) {
+            st->st_ctim.tv_sec = f->ctime_ns / 1000000000;
+            st->st_ctim.tv_nsec = f->ctime_ns % 1000000000;
         }
     }
     pthread_mutex_unlock(&in->lock);
