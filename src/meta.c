@@ -6,9 +6,11 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/xattr.h>
 
 #include "buf.h"
+#include "conf.h"
 #include "error.h"
 #include "meta.h"
 #include "meta_backend.h"
@@ -178,6 +180,20 @@ void meta_envelope_clear(struct meta_envelope *e)
         return;
     free(e->wrapped);
     memset(e, 0, sizeof *e);
+}
+
+int meta_open(const struct pactfs_conf *c, struct meta **out)
+{
+    struct stat st;
+
+    if (strcmp(c->meta_backend, "sqlite") == 0) {
+        if (stat(c->meta_path, &st) < 0)
+            return pfs_err(-ENOENT, "the metadata store %s does not exist: check "
+                           "metadata.path in %s or restore it from backup", c->meta_path,
+                           c->file);
+        return meta_open_sqlite(c->meta_path, 0, out);
+    }
+    return meta_open_pg(c->meta_conninfo, 0, out);
 }
 
 void meta_close(struct meta *m)

@@ -1,10 +1,11 @@
-/* The metadata store: one interface, one file per backend
- * (meta_sqlite.c embedded default, meta_pg.c for many workstations).
+/* The metadata store: one interface, one SQL layer (meta_sql.c: schema,
+ * statements, rules) over one driver per database (meta_sqlite.c embedded
+ * default, meta_pg.c for many workstations).
  *
  * What it holds is listed in docs/format.md ("Metadata schema"); every value
  * that would reveal content (names, symlink targets, xattrs, keys) arrives
  * here already encrypted, so the database operator sees tree shape, sizes
- * and times only.  The schema is versioned; meta_open migrates forward.
+ * and times only.  The schema is versioned; opening migrates it forward.
  *
  * Every call returns 0 or a negative errno (-ENOENT when a row is absent,
  * -EEXIST on a unique conflict, -EIO for a backend failure with pfs_err set).
@@ -102,6 +103,11 @@ struct meta_dirent {
 };
 
 /* ---- opening ---- */
+struct pactfs_conf;
+/* The existing store the configuration names (metadata.backend): the
+ * SQLite file at metadata.path or the PostgreSQL conninfo.  The schema is
+ * migrated forward (docs/format-metadata.md). */
+int meta_open(const struct pactfs_conf *c, struct meta **out);
 /* SQLite file at path; create: make it (and the schema) if missing. */
 int meta_open_sqlite(const char *path, int create, struct meta **out);
 /* PostgreSQL by libpq conninfo (TLS settings inside it). */

@@ -1,10 +1,10 @@
-/* The contract between meta.c and a metadata backend (meta_sqlite.c,
- * meta_pg.c): one function pointer per public meta_* call, same arguments
- * and same return convention.  meta.c checks the arguments that do not
- * depend on the backend (name lengths, chunk ref shape, flags) before it
- * dispatches, so a backend may assume them.
+/* The contract between meta.c and the SQL layer (meta_sql.c, which runs
+ * over one driver per database, see meta_sql.h): one function pointer per
+ * public meta_* call, same arguments and same return convention.  meta.c
+ * checks the arguments that do not depend on the backend (name lengths,
+ * chunk ref shape, flags) before it dispatches, so the layer may assume them.
  *
- * Helpers shared by the backends (decoding untrusted rows) live here too.
+ * Helpers for decoding untrusted rows live here too.
  */
 #ifndef PACTFS_META_BACKEND_H
 #define PACTFS_META_BACKEND_H
@@ -25,7 +25,7 @@ typedef int (*meta_gc_cb)(void *arg, uint64_t id, const struct chunk_ref *r);
 typedef int (*meta_xattr_cb)(void *arg, const uint8_t *name, size_t nlen);
 
 struct meta_ops {
-    const char *name;                 /* "sqlite", "postgresql" */
+    const char *name;                 /* "sql" */
     void (*close)(struct meta *m);    /* frees m->impl only */
 
     int (*begin)(struct meta *m);

@@ -40,15 +40,7 @@ static int path_exists(const char *p)
 
 static int open_meta(struct vault *v)
 {
-    const struct pactfs_conf *c = &v->conf;
-
-    if (strcmp(c->meta_backend, "sqlite") == 0) {
-        if (!path_exists(c->meta_path))
-            return pfs_err(-ENOENT, "the metadata store %s does not exist: check metadata.path "
-                           "in %s or restore it from backup", c->meta_path, c->file);
-        return meta_open_sqlite(c->meta_path, 0, &v->meta);
-    }
-    return meta_open_pg(c->meta_conninfo, 0, &v->meta);
+    return meta_open(&v->conf, &v->meta);
 }
 
 /* The metadata must belong to the vault the configuration names, or a

@@ -240,17 +240,7 @@ static int lock_vault(struct fsck *f)
 
 static int open_meta(struct fsck *f)
 {
-    const struct pactfs_conf *c = &f->conf;
-    struct stat st;
-
-    if (strcmp(c->meta_backend, "sqlite") == 0) {
-        if (stat(c->meta_path, &st) < 0)
-            return pfs_err(-ENOENT, "the metadata store %s does not exist: check "
-                           "metadata.path in %s or restore it from backup", c->meta_path,
-                           c->file);
-        return meta_open_sqlite(c->meta_path, 0, &f->meta);
-    }
-    return meta_open_pg(c->meta_conninfo, 0, &f->meta);
+    return meta_open(&f->conf, &f->meta);
 }
 
 /* A mistyped path must not make fsck judge one vault by another's records. */

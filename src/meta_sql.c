@@ -1,0 +1,1724 @@
+#include "config.h"
+
+/* The metadata store written once over any SQL driver (meta_sql.h): the
+ * schema and its migrations, the statements, the row decoders (every row is
+ * untrusted input: lengths, ranges and column types are checked before use),
+ * the rules that span several tables, transactions and statement groups.
+ * meta_sqlite.c and meta_pg.c only run the SQL.
+ * Schema and its meaning: docs/format-metadata.md. */
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/xattr.h>
+#include <time.h>
+
+#include "error.h"
+#include "meta.h"
+#include "meta_backend.h"
+#include "meta_sql.h"
+
+/* ---- schema and migrations ---- */
+
+/* migrations[v] brings a store from schema version v to v + 1.  Every
+ * integer is {INT} (BIGINT on PostgreSQL, so each binary integer result is
+ * exactly 8 bytes). */
+static const char *const migrations[META_SCHEMA_VERSION] = {
+    /* 0 -> 1: the first schema */
+    "CREATE TABLE params (key TEXT PRIMARY KEY, value {BLOB} NOT NULL);"
+    "CREATE TABLE accounts (id {ID},"
+    " name TEXT NOT NULL UNIQUE, roles {INT} NOT NULL, disabled {INT} NOT NULL,"
+    " pubkey {BLOB} NOT NULL, sealed_key {BLOB} NOT NULL, created {INT} NOT NULL);"
+    "CREATE TABLE folders (id {ID},"
+    " root_ino {INT} NOT NULL, key_version {INT} NOT NULL, created {INT} NOT NULL);"
+    "CREATE TABLE envelopes (folder_id {INT} NOT NULL REFERENCES folders(id),"
+    " account_id {INT} NOT NULL REFERENCES accounts(id), key_version {INT} NOT NULL,"
+    " rights {INT} NOT NULL, granted_by {INT} NOT NULL, wrapped {BLOB} NOT NULL,"
+    " PRIMARY KEY (folder_id, account_id, key_version));"
+    "CREATE INDEX envelopes_by_account ON envelopes(account_id);"
+    "{INO_SEQ}"
+    "CREATE TABLE inodes (ino {INO_ID},"
+    " folder_id {INT} NOT NULL, mode {INT} NOT NULL, uid {INT} NOT NULL,"
+    " gid {INT} NOT NULL, nlink {INT} NOT NULL, size {INT} NOT NULL,"
+    " rdev {INT} NOT NULL, atime_ns {INT} NOT NULL, mtime_ns {INT} NOT NULL,"
+    " ctime_ns {INT} NOT NULL, key_version {INT} NOT NULL, wrapped_dek {BLOB} NOT NULL);"
+    "CREATE INDEX inodes_orphans ON inodes(ino) WHERE nlink = 0;"
+    "CREATE TABLE dirents (cookie {ID_ALWAYS},"
+    " parent {INT} NOT NULL REFERENCES inodes(ino), name {BLOB} NOT NULL,"
+    " ino {INT} NOT NULL REFERENCES inodes(ino), mode {INT} NOT NULL,"
+    " UNIQUE (parent, name));"
+    "CREATE INDEX dirents_by_parent ON dirents(parent, cookie);"
+    "CREATE INDEX dirents_by_ino ON dirents(ino);"
+    "CREATE TABLE symlinks (ino {INT} PRIMARY KEY REFERENCES inodes(ino),"
+    " target {BLOB} NOT NULL);"
+    "CREATE TABLE xattrs (ino {INT} NOT NULL REFERENCES inodes(ino),"
+    " name {BLOB} NOT NULL, value {BLOB} NOT NULL, PRIMARY KEY (ino, name));"
+    "CREATE TABLE chunks (ino {INT} NOT NULL REFERENCES inodes(ino),"
+    " idx {INT} NOT NULL, version {INT} NOT NULL, chunk_id {BLOB} NOT NULL,"
+    " plain_len {INT} NOT NULL, sealed_len {INT} NOT NULL, k {INT} NOT NULL,"
+    " m {INT} NOT NULL, rotation {INT} NOT NULL, sums {BLOB} NOT NULL,"
+    " PRIMARY KEY (ino, idx));"
+    "CREATE TABLE chunk_versions (ino {INT} NOT NULL REFERENCES inodes(ino),"
+    " idx {INT} NOT NULL, max_version {INT} NOT NULL, PRIMARY KEY (ino, idx));"
+    "CREATE TABLE gc_queue (id {ID_ALWAYS},"
+    " chunk_id {BLOB} NOT NULL, version {INT} NOT NULL, plain_len {INT} NOT NULL,"
+    " sealed_len {INT} NOT NULL, k {INT} NOT NULL, m {INT} NOT NULL,"
+    " rotation {INT} NOT NULL, sums {BLOB} NOT NULL, queued {INT} NOT NULL);",
+};
+
+/* ---- statements ---- */
+
+enum st {
+    ST_PARAM_GET, ST_PARAM_SET,
+    ST_ACCOUNT_ADD, ST_ACCOUNT_GET, ST_ACCOUNT_BY_NAME, ST_ACCOUNT_UPDATE, ST_ACCOUNT_EXISTS,
+    ST_ACCOUNT_LIST,
+    ST_FOLDER_ADD, ST_FOLDER_GET, ST_FOLDER_UPDATE, ST_FOLDER_LIST,
+    ST_ENV_PUT, ST_ENV_GET, ST_ENV_DELETE, ST_ENV_LIST_ACCOUNT, ST_ENV_LIST_FOLDER,
+    ST_INODE_CREATE, ST_INODE_GET, ST_INODE_EXISTS, ST_INODE_UPDATE, ST_INODE_DELETE,
+    ST_INODE_LINKED, ST_ORPHANS,
+    ST_SYMLINK_SET, ST_SYMLINK_GET, ST_SYMLINK_DELETE, ST_XATTRS_DELETE_ALL,
+    ST_DIRENT_LOOKUP, ST_DIRENT_ADD, ST_DIRENT_REMOVE, ST_DIRENT_LIST, ST_DIRENT_COUNT,
+    ST_CHUNK_GET, ST_CHUNK_UPSERT, ST_CHUNK_LIST_INO, ST_CHUNK_LIST_ALL,
+    ST_GC_QUEUE_ONE, ST_GC_QUEUE_FROM, ST_CHUNKS_DELETE_FROM, ST_MAXVER_GET, ST_MAXVER_SET,
+    ST_MAXVER_DELETE,
+    ST_GC_LIST, ST_GC_DONE,
+    ST_XATTR_GET, ST_XATTR_INSERT, ST_XATTR_REPLACE, ST_XATTR_UPSERT, ST_XATTR_REMOVE,
+    ST_XATTR_LIST,
+    ST_STATS,
+    ST_CHUNK_PUT_ONE, ST_CHUNK_TRUNCATE_ONE, ST_INODE_DELETE_ONE, ST_INODE_SEQ_ADVANCE,
+    ST_COUNT
+};
+
+static const char *const stmt_sql[ST_COUNT] = {
+    [ST_PARAM_GET] = "SELECT value FROM params WHERE key = ?1",
+    [ST_PARAM_SET] = "INSERT INTO params (key, value) VALUES (?1, ?2)"
+                     " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    /* conflicts are detected without an error, which would abort a
+     * PostgreSQL transaction */
+    [ST_ACCOUNT_ADD] = "INSERT INTO accounts (name, roles, disabled, pubkey, sealed_key, created)"
+                       " VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING RETURNING id",
+    [ST_ACCOUNT_GET] = "SELECT " ACCOUNT_COLS " FROM accounts WHERE id = ?1",
+    [ST_ACCOUNT_BY_NAME] = "SELECT " ACCOUNT_COLS " FROM accounts WHERE name = ?1",
+    [ST_ACCOUNT_UPDATE] = "UPDATE accounts SET name = ?2, roles = ?3, disabled = ?4,"
+                          " pubkey = ?5, sealed_key = ?6, created = ?7 WHERE id = ?1"
+                          " AND NOT EXISTS (SELECT 1 FROM accounts WHERE name = ?2"
+                          " AND id <> ?1)",
+    [ST_ACCOUNT_EXISTS] = "SELECT id FROM accounts WHERE id = ?1",
+    [ST_ACCOUNT_LIST] = "SELECT " ACCOUNT_COLS " FROM accounts ORDER BY id",
+    [ST_FOLDER_ADD] = "INSERT INTO folders (root_ino, key_version, created) VALUES (?1, ?2, ?3)"
+                      " RETURNING id",
+    [ST_FOLDER_GET] = "SELECT " FOLDER_COLS " FROM folders WHERE id = ?1",
+    [ST_FOLDER_UPDATE] = "UPDATE folders SET root_ino = ?2, key_version = ?3, created = ?4"
+                         " WHERE id = ?1",
+    [ST_FOLDER_LIST] = "SELECT " FOLDER_COLS " FROM folders ORDER BY id",
+    [ST_ENV_PUT] = "INSERT INTO envelopes (" ENVELOPE_COLS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+                   " ON CONFLICT (folder_id, account_id, key_version) DO UPDATE SET"
+                   " rights = excluded.rights, granted_by = excluded.granted_by,"
+                   " wrapped = excluded.wrapped",
+    [ST_ENV_GET] = "SELECT " ENVELOPE_COLS " FROM envelopes"
+                   " WHERE folder_id = ?1 AND account_id = ?2 AND key_version = ?3",
+    [ST_ENV_DELETE] = "DELETE FROM envelopes WHERE folder_id = ?1 AND account_id = ?2",
+    [ST_ENV_LIST_ACCOUNT] = "SELECT " ENVELOPE_COLS " FROM envelopes WHERE account_id = ?1"
+                            " ORDER BY folder_id, key_version",
+    [ST_ENV_LIST_FOLDER] = "SELECT " ENVELOPE_COLS " FROM envelopes WHERE folder_id = ?1"
+                           " ORDER BY account_id, key_version",
+    [ST_INODE_CREATE] = "INSERT INTO inodes (" INODE_COLS ") VALUES"
+                        " ({NEW_INO}, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+                        " ON CONFLICT DO NOTHING RETURNING ino",
+    [ST_INODE_GET] = "SELECT " INODE_COLS " FROM inodes WHERE ino = ?1",
+    [ST_INODE_EXISTS] = "SELECT ino FROM inodes WHERE ino = ?1",
+    [ST_INODE_UPDATE] = "UPDATE inodes SET folder_id = ?2, mode = ?3, uid = ?4, gid = ?5,"
+                        " nlink = ?6, size = ?7, rdev = ?8, atime_ns = ?9, mtime_ns = ?10,"
+                        " ctime_ns = ?11, key_version = ?12, wrapped_dek = ?13 WHERE ino = ?1",
+    [ST_INODE_DELETE] = "DELETE FROM inodes WHERE ino = ?1",
+    [ST_INODE_LINKED] = "SELECT count(*) FROM dirents WHERE ino = ?1 OR parent = ?1",
+    [ST_ORPHANS] = "SELECT ino FROM inodes WHERE nlink = 0 ORDER BY ino",
+    [ST_SYMLINK_SET] = "INSERT INTO symlinks (ino, target) VALUES (?1, ?2)"
+                       " ON CONFLICT (ino) DO UPDATE SET target = excluded.target",
+    [ST_SYMLINK_GET] = "SELECT target FROM symlinks WHERE ino = ?1",
+    [ST_SYMLINK_DELETE] = "DELETE FROM symlinks WHERE ino = ?1",
+    [ST_XATTRS_DELETE_ALL] = "DELETE FROM xattrs WHERE ino = ?1",
+    [ST_DIRENT_LOOKUP] = "SELECT ino FROM dirents WHERE parent = ?1 AND name = ?2",
+    [ST_DIRENT_ADD] = "INSERT INTO dirents (parent, name, ino, mode) VALUES (?1, ?2, ?3, ?4)"
+                      " ON CONFLICT DO NOTHING",
+    [ST_DIRENT_REMOVE] = "DELETE FROM dirents WHERE parent = ?1 AND name = ?2",
+    /* in pages, so a reader that stops early (a full readdir buffer) does
+     * not pull a whole large directory over the network */
+    [ST_DIRENT_LIST] = "SELECT cookie, ino, mode, name FROM dirents"
+                       " WHERE parent = ?1 AND cookie > ?2 ORDER BY cookie LIMIT ?3",
+    [ST_DIRENT_COUNT] = "SELECT count(*) FROM dirents WHERE parent = ?1",
+    [ST_CHUNK_GET] = "SELECT " CHUNK_COLS " FROM chunks WHERE ino = ?1 AND idx = ?2",
+    [ST_CHUNK_UPSERT] = "INSERT INTO chunks (ino, idx, " CHUNK_COLS ") VALUES"
+                        " (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+                        " ON CONFLICT (ino, idx) DO UPDATE SET chunk_id = excluded.chunk_id,"
+                        " version = excluded.version, plain_len = excluded.plain_len,"
+                        " sealed_len = excluded.sealed_len, k = excluded.k, m = excluded.m,"
+                        " rotation = excluded.rotation, sums = excluded.sums",
+    [ST_CHUNK_LIST_INO] = "SELECT ino, idx, " CHUNK_COLS " FROM chunks WHERE ino = ?1"
+                          " ORDER BY idx",
+    [ST_CHUNK_LIST_ALL] = "SELECT ino, idx, " CHUNK_COLS " FROM chunks ORDER BY ino, idx",
+    [ST_GC_QUEUE_ONE] = "INSERT INTO gc_queue (" CHUNK_COLS ", queued) SELECT " CHUNK_COLS
+                        ", CAST(?3 AS {INT}) FROM chunks WHERE ino = ?1 AND idx = ?2",
+    [ST_GC_QUEUE_FROM] = "INSERT INTO gc_queue (" CHUNK_COLS ", queued) SELECT " CHUNK_COLS
+                         ", CAST(?3 AS {INT}) FROM chunks WHERE ino = ?1 AND idx >= ?2"
+                         " ORDER BY idx",
+    [ST_CHUNKS_DELETE_FROM] = "DELETE FROM chunks WHERE ino = ?1 AND idx >= ?2",
+    [ST_MAXVER_GET] = "SELECT max_version FROM chunk_versions WHERE ino = ?1 AND idx = ?2",
+    [ST_MAXVER_SET] = "INSERT INTO chunk_versions (ino, idx, max_version) VALUES (?1, ?2, ?3)"
+                      " ON CONFLICT (ino, idx) DO UPDATE SET max_version = CASE WHEN"
+                      " excluded.max_version > chunk_versions.max_version THEN"
+                      " excluded.max_version ELSE chunk_versions.max_version END",
+    [ST_MAXVER_DELETE] = "DELETE FROM chunk_versions WHERE ino = ?1",
+    [ST_GC_LIST] = "SELECT id, " CHUNK_COLS " FROM gc_queue ORDER BY id LIMIT ?1",
+    [ST_GC_DONE] = "DELETE FROM gc_queue WHERE id = ?1",
+    [ST_XATTR_GET] = "SELECT value FROM xattrs WHERE ino = ?1 AND name = ?2",
+    [ST_XATTR_INSERT] = "INSERT INTO xattrs (ino, name, value) VALUES (?1, ?2, ?3)"
+                        " ON CONFLICT DO NOTHING",
+    [ST_XATTR_REPLACE] = "UPDATE xattrs SET value = ?3 WHERE ino = ?1 AND name = ?2",
+    [ST_XATTR_UPSERT] = "INSERT INTO xattrs (ino, name, value) VALUES (?1, ?2, ?3)"
+                        " ON CONFLICT (ino, name) DO UPDATE SET value = excluded.value",
+    [ST_XATTR_REMOVE] = "DELETE FROM xattrs WHERE ino = ?1 AND name = ?2",
+    [ST_XATTR_LIST] = "SELECT name FROM xattrs WHERE ino = ?1 ORDER BY name",
+    [ST_STATS] = "SELECT count(*), CAST(coalesce(sum(size), 0) AS {INT}) FROM inodes",
+    /* filled from the dialect (NULL there: not used) */
+    [ST_CHUNK_PUT_ONE] = NULL,
+    [ST_CHUNK_TRUNCATE_ONE] = NULL,
+    [ST_INODE_DELETE_ONE] = NULL,
+    [ST_INODE_SEQ_ADVANCE] = NULL,
+};
+
+#define DIRENT_PAGE 256
+
+struct msql {
+    const struct msql_driver *drv;
+    void *db;
+    int in_txn;                 /* inside meta_begin .. commit/rollback */
+    char *sql[ST_COUNT];        /* statements with the dialect filled in */
+};
+
+static const struct meta_ops sql_ops;
+
+static struct msql *H(struct meta *m)
+{
+    return m->impl;
+}
+
+/* Replace each {WORD} of tmpl with the dialect's text: a malloc'd string. */
+static const char *dialect_word(const struct msql_dialect *d, const char *w, size_t n)
+{
+    static const struct { const char *name; size_t off; } words[] = {
+        { "BLOB", offsetof(struct msql_dialect, blob) },
+        { "INT", offsetof(struct msql_dialect, integer) },
+        { "ID", offsetof(struct msql_dialect, id) },
+        { "ID_ALWAYS", offsetof(struct msql_dialect, id_always) },
+        { "INO_ID", offsetof(struct msql_dialect, ino_id) },
+        { "INO_SEQ", offsetof(struct msql_dialect, ino_seq) },
+        { "NEW_INO", offsetof(struct msql_dialect, new_ino) },
+    };
+
+    for (size_t i = 0; i < sizeof words / sizeof words[0]; i++)
+        if (strlen(words[i].name) == n && memcmp(words[i].name, w, n) == 0)
+            return *(const char *const *)((const char *)d + words[i].off);
+    return NULL;
+}
+
+static char *sql_expand(const struct msql_dialect *d, const char *tmpl)
+{
+    size_t cap = strlen(tmpl) * 2 + 256, len = 0;
+    char *out = malloc(cap);
+
+    while (out && *tmpl) {
+        const char *end = *tmpl == '{' ? strchr(tmpl, '}') : NULL;
+        const char *word = end ? dialect_word(d, tmpl + 1, (size_t)(end - tmpl - 1)) : NULL;
+        size_t n = word ? strlen(word) : 1;
+
+        if (len + n + 1 > cap) {
+            char *bigger = realloc(out, cap = (len + n + 1) * 2);
+
+            if (!bigger) {
+                free(out);
+                return NULL;
+            }
+            out = bigger;
+        }
+        memcpy(out + len, word ? word : tmpl, n);
+        len += n;
+        tmpl = word ? end + 1 : tmpl + 1;
+    }
+    if (out)
+        out[len] = '\0';
+    return out;
+}
+
+static int expand_statements(struct msql *h)
+{
+    const struct msql_dialect *d = h->drv->dialect;
+    const char *tmpl[ST_COUNT];
+
+    memcpy(tmpl, stmt_sql, sizeof tmpl);
+    tmpl[ST_CHUNK_PUT_ONE] = d->chunk_put;
+    tmpl[ST_CHUNK_TRUNCATE_ONE] = d->chunk_truncate;
+    tmpl[ST_INODE_DELETE_ONE] = d->inode_delete;
+    tmpl[ST_INODE_SEQ_ADVANCE] = d->inode_seq_advance;
+    for (int i = 0; i < ST_COUNT; i++)
+        if (tmpl[i] && !(h->sql[i] = sql_expand(d, tmpl[i])))
+            return pfs_err(-ENOMEM, "out of memory preparing metadata statements");
+    return 0;
+}
+
+/* ---- one statement in use ---- */
+
+struct q {
+    struct msql *h;
+    struct msql_stmt *st;
+};
+
+static int q_prepare(struct msql *h, int id, const char *sql, struct q *q)
+{
+    q->h = h;
+    q->st = NULL;
+    return h->drv->prepare(h->db, id, sql, &q->st);
+}
+
+static int q_open(struct msql *h, enum st id, struct q *q)
+{
+    return q_prepare(h, (int)id, h->sql[id], q);
+}
+
+static void q_close(struct q *q)
+{
+    if (q->st)
+        q->h->drv->finish(q->st);
+    q->st = NULL;
+}
+
+static void q_i64(struct q *q, int col, int64_t v)
+{
+    q->h->drv->bind_i64(q->st, col, v);
+}
+
+static void q_u64(struct q *q, int col, uint64_t v)
+{
+    q_i64(q, col, (int64_t)v);
+}
+
+static void q_blob(struct q *q, int col, const void *p, size_t n)
+{
+    q->h->drv->bind_blob(q->st, col, p, n);
+}
+
+static void q_text(struct q *q, int col, const char *t)
+{
+    q->h->drv->bind_text(q->st, col, t);
+}
+
+static int q_step(struct q *q, const char *what)
+{
+    return q->h->drv->step(q->st, what);
+}
+
+/* Run a statement that returns no rows; *changes (optional) gets the row count. */
+static int q_run(struct q *q, const char *what, long *changes)
+{
+    int rc = q_step(q, what);
+
+    if (rc > 0)
+        rc = 0;
+    if (rc == 0 && changes)
+        *changes = q->h->drv->changes(q->st);
+    q_close(q);
+    return rc;
+}
+
+static int64_t col_i64(struct q *q, int col)
+{
+    return q->h->drv->col_i64(q->st, col);
+}
+
+static const void *col_blob(struct q *q, int col, size_t *len)
+{
+    return q->h->drv->col_blob(q->st, col, len);
+}
+
+/* After reading a row's columns: -EBADMSG if one had the wrong type. */
+static int row_status(struct q *q, const char *what)
+{
+    if (q->st->bad)
+        return pfs_err(-EBADMSG, "metadata store: malformed %s row (a column has the "
+                       "wrong type or is empty); the database was altered or is corrupt",
+                       what);
+    return 0;
+}
+
+/* A malloc'd copy of a blob column, bounded by max. */
+static int col_blob_dup(struct q *q, int col, const char *what, size_t max, uint8_t **out,
+                        size_t *len)
+{
+    const void *p = col_blob(q, col, len);
+    int rc = row_status(q, what);
+
+    if (rc == 0)
+        rc = meta_check_row_len(what, *len, max);
+    if (rc)
+        return rc;
+    *out = meta_memdup(p, *len);
+    return *out ? 0 : pfs_err(-ENOMEM, "out of memory reading %s", what);
+}
+
+/* The first column of the one row of a statement: *found = 0 if no row. */
+static int q_one_i64(struct q *q, const char *what, int64_t *out, int *found)
+{
+    int rc = q_step(q, what);
+
+    *out = 0;
+    *found = rc > 0;
+    if (rc > 0) {
+        *out = col_i64(q, 0);
+        rc = row_status(q, what);
+    }
+    q_close(q);
+    return rc;
+}
+
+/* Run a statement bound to (ino) or (ino, idx[, now]). */
+static int run_ino_stmt(struct msql *h, enum st id, uint64_t ino, int nargs, uint64_t idx,
+                        const char *what, long *changes)
+{
+    struct q q;
+    int rc = q_open(h, id, &q);
+
+    if (rc)
+        return rc;
+    q_u64(&q, 1, ino);
+    if (nargs >= 2)
+        q_u64(&q, 2, idx);
+    if (nargs >= 3)
+        q_i64(&q, 3, (int64_t)time(NULL));
+    return q_run(&q, what, changes);
+}
+
+/* One integer from a statement bound to (key[, key2]). */
+static int query_i64(struct msql *h, enum st id, uint64_t key, int nargs, uint64_t key2,
+                     const char *what, int64_t *out, int *found)
+{
+    struct q q;
+    int rc = q_open(h, id, &q);
+
+    if (rc)
+        return rc;
+    q_u64(&q, 1, key);
+    if (nargs >= 2)
+        q_u64(&q, 2, key2);
+    return q_one_i64(&q, what, out, found);
+}
+
+/* ---- transactions and statement groups ---- */
+
+static int h_exec(struct msql *h, const char *sql, const char *what)
+{
+    return h->drv->exec(h->db, sql, what);
+}
+
+static enum msql_txn_state txn_state(struct msql *h)
+{
+    return h->drv->txn_state(h->db);
+}
+
+static int sql_begin(struct meta *m)
+{
+    struct msql *h = H(m);
+    int rc;
+
+    if (h->in_txn)
+        return pfs_err(-EBUSY, "metadata transaction already open: transactions do not "
+                       "nest; commit or roll back first");
+    rc = h_exec(h, h->drv->dialect->begin, "begin transaction");
+    if (rc == 0)
+        h->in_txn = 1;
+    return rc;
+}
+
+static int sql_commit(struct meta *m)
+{
+    struct msql *h = H(m);
+    enum msql_txn_state state;
+    int rc;
+
+    if (!h->in_txn)
+        return pfs_err(-EINVAL, "metadata commit without a transaction");
+    h->in_txn = 0;
+    state = txn_state(h);
+    if (state != MSQL_ACTIVE) {
+        if (state == MSQL_FAILED)
+            h_exec(h, "ROLLBACK", "rollback");
+        return pfs_err(-EIO, "metadata commit: the transaction was rolled back after an "
+                       "earlier error; nothing was written");
+    }
+    rc = h_exec(h, "COMMIT", "commit");
+    /* a failed commit leaves nothing half done: roll back so the handle is usable */
+    if (rc && txn_state(h) != MSQL_IDLE)
+        h_exec(h, "ROLLBACK", "rollback");
+    return rc;
+}
+
+static int sql_rollback(struct meta *m)
+{
+    struct msql *h = H(m);
+
+    if (!h->in_txn)
+        return pfs_err(-EINVAL, "metadata rollback without a transaction");
+    h->in_txn = 0;
+    if (txn_state(h) == MSQL_IDLE)
+        return 0;
+    return h_exec(h, "ROLLBACK", "rollback");
+}
+
+/* Several statements that succeed or fail together, inside or outside a
+ * caller's transaction. */
+static int group_begin(struct msql *h)
+{
+    if (h->in_txn && txn_state(h) == MSQL_FAILED)
+        return pfs_err(-EIO, "metadata: the transaction was aborted by an earlier error; "
+                       "roll it back");
+    return h_exec(h, h->in_txn ? "SAVEPOINT pfs_group" : h->drv->dialect->begin, "begin");
+}
+
+static int group_end(struct msql *h, int rc)
+{
+    int rc2;
+
+    if (txn_state(h) == MSQL_IDLE)
+        return rc;      /* the database already rolled back after a hard error */
+    if (h->in_txn) {
+        if (rc)
+            h_exec(h, "ROLLBACK TO pfs_group", "rollback to savepoint");
+        rc2 = h_exec(h, "RELEASE pfs_group", "release savepoint");
+        return rc ? rc : rc2;
+    }
+    if (rc == 0) {
+        rc = h_exec(h, "COMMIT", "commit");
+        if (rc == 0)
+            return 0;
+    }
+    if (txn_state(h) != MSQL_IDLE)
+        h_exec(h, "ROLLBACK", "rollback");
+    return rc;
+}
+
+/* ---- params ---- */
+
+static int sql_param_get(struct meta *m, const char *key, uint8_t **val, size_t *len)
+{
+    struct q q;
+    int rc = q_open(H(m), ST_PARAM_GET, &q);
+
+    if (rc)
+        return rc;
+    q_text(&q, 1, key);
+    rc = q_step(&q, "param get");
+    if (rc == 0)
+        rc = pfs_err(-ENOENT, "vault parameter '%s' is not set", key);
+    else if (rc > 0)
+        rc = col_blob_dup(&q, 0, "parameter value", META_BLOB_MAX, val, len);
+    q_close(&q);
+    return rc;
+}
+
+static int sql_param_set(struct meta *m, const char *key, const void *val, size_t len)
+{
+    struct q q;
+    int rc = q_open(H(m), ST_PARAM_SET, &q);
+
+    if (rc)
+        return rc;
+    q_text(&q, 1, key);
+    q_blob(&q, 2, val, len);
+    return q_run(&q, "param set", NULL);
+}
+
+/* ---- accounts ---- */
+
+static void bind_account(struct q *q, const struct meta_account *a, int first)
+{
+    q_text(q, first, a->name);
+    q_i64(q, first + 1, a->roles);
+    q_i64(q, first + 2, a->disabled ? 1 : 0);
+    q_blob(q, first + 3, a->pubkey, a->pubkey_len);
+    q_blob(q, first + 4, a->sealed_key, a->sealed_key_len);
+    q_i64(q, first + 5, a->created);
+}
+
+static int read_account(struct q *q, struct meta_account *a)
+{
+    size_t nlen;
+    const void *name = col_blob(q, 1, &nlen);
+    int rc = meta_check_row_len("account name", nlen, META_ACCOUNT_NAME_MAX);
+
+    memset(a, 0, sizeof *a);
+    if (rc == 0 && nlen == 0)
+        rc = pfs_err(-EBADMSG, "metadata store: an account has an empty name; the database "
+                     "was altered or is corrupt");
+    if (rc)
+        return rc;
+    a->id = (uint64_t)col_i64(q, 0);
+    memcpy(a->name, name, nlen);
+    a->roles = (uint32_t)col_i64(q, 2);
+    a->disabled = col_i64(q, 3) != 0;
+    a->created = col_i64(q, 6);
+    rc = row_status(q, "account");
+    if (rc == 0)
+        rc = col_blob_dup(q, 4, "account public key", META_BLOB_MAX, &a->pubkey,
+                          &a->pubkey_len);
+    if (rc == 0)
+        rc = col_blob_dup(q, 5, "sealed account key", META_BLOB_MAX, &a->sealed_key,
+                          &a->sealed_key_len);
+    if (rc)
+        meta_account_clear(a);
+    return rc;
+}
+
+static int sql_account_add(struct meta *m, struct meta_account *a)
+{
+    struct q q;
+    int64_t id;
+    int found;
+    int rc = q_open(H(m), ST_ACCOUNT_ADD, &q);
+
+    if (rc)
+        return rc;
+    bind_account(&q, a, 1);
+    rc = q_one_i64(&q, "account add", &id, &found);
+    if (rc == 0 && !found)
+        rc = pfs_err(-EEXIST, "an account named '%s' already exists", a->name);
+    if (rc == 0)
+        a->id = (uint64_t)id;
+    return rc;
+}
+
+static int account_fetch(struct q *q, struct meta_account *out, const char *who)
+{
+    int rc = q_step(q, "account get");
+
+    if (rc == 0)
+        rc = pfs_err(-ENOENT, "no account %s", who);
+    else if (rc > 0)
+        rc = read_account(q, out);
+    q_close(q);
+    return rc;
+}
+
+static int sql_account_get(struct meta *m, uint64_t id, struct meta_account *out)
+{
+    struct q q;
+    char who[32];
+    int rc = q_open(H(m), ST_ACCOUNT_GET, &q);
+
+    if (rc)
+        return rc;
+    q_u64(&q, 1, id);
+    snprintf(who, sizeof who, "with id %llu", (unsigned long long)id);
+    return account_fetch(&q, out, who);
+}
+
+static int sql_account_get_by_name(struct meta *m, const char *name, struct meta_account *out)
+{
+    struct q q;
+    int rc = q_open(H(m), ST_ACCOUNT_BY_NAME, &q);
+
+    if (rc)
+        return rc;
+    q_text(&q, 1, name);
+    return account_fetch(&q, out, "by that name");
+}
+
+/* A name taken by another account updates nothing instead of raising a
+ * unique violation (which would abort a PostgreSQL transaction). */
+static int sql_account_update(struct meta *m, const struct meta_account *a)
+{
+    struct q q;
+    long changes = 0;
+    int64_t id;
+    int found;
+    int rc = q_open(H(m), ST_ACCOUNT_UPDATE, &q);
+
+    if (rc)
+        return rc;
+    q_u64(&q, 1, a->id);
+    bind_account(&q, a, 2);
+    rc = q_run(&q, "account update", &changes);
+    if (rc || changes)
+        return rc;
+    rc = query_i64(H(m), ST_ACCOUNT_EXISTS, a->id, 1, 0, "account update", &id, &found);
+    if (rc == 0)
+        rc = found ? pfs_err(-EEXIST, "an account named '%s' already exists", a->name)
+                   : pfs_err(-ENOENT, "no account with id %llu", (unsigned long long)a->id);
+    return rc;
+}
+
+static int sql_account_list(struct meta *m, meta_account_cb cb, void *arg)
+{
+    struct q q;
+    int rc = q_open(H(m), ST_ACCOUNT_LIST, &q);
+
+    while (rc == 0 && (rc = q_step(&q, "account list")) > 0) {
+        struct meta_account a;
+
+        rc = read_account(&q, &a);
+        if (rc)
+            break;
+        rc = cb(arg, &a);
+        meta_account_clear(&a);
+        if (rc) {
+            rc = meta_cb_result(rc);
+            break;
+        }
+    }
+    q_close(&q);
+    return rc;
+}
+
+/* ---- folders ---- */
+
+static int read_folder(struct q *q, struct meta_folder *f)
+{
+    f->id = (uint64_t)col_i64(q, 0);
+    f->root_ino = (uint64_t)col_i64(q, 1);
+    f->key_version = (uint32_t)col_i64(q, 2);
+    f->created = col_i64(q, 3);
+    return row_status(q, "folder");
+}
+
+static int sql_folder_add(struct meta *m, struct meta_folder *f)
+{
+    struct q q;
+    int64_t id;
+    int found;
+    int rc = q_open(H(m), ST_FOLDER_ADD, &q);
+
+    if (rc)
+        return rc;
+    q_u64(&q, 1, f->root_ino);
+    q_i64(&q, 2, f->key_version);
+    q_i64(&q, 3, f->created);
+    rc = q_one_i64(&q, "folder add", &id, &found);
+    if (rc == 0 && !found)
+        rc = pfs_err(-EIO, "metadata folder add returned no id");
+    if (rc == 0)
+        f->id = (uint64_t)id;
+    return rc;
+}
+
+static int sql_folder_get(struct meta *m, uint64_t id, struct meta_folder *out)
+{
+    struct q q;
+    int rc = q_open(H(m), ST_FOLDER_GET, &q);
+
+    if (rc)
+        return rc;
+    q_u64(&q, 1, id);
+    rc = q_step(&q, "folder get");
+    if (rc == 0)
+        rc = pfs_err(-ENOENT, "no folder with id %llu", (unsigned long long)id);
+    else if (rc > 0)
+        rc = read_folder(&q, out);
+    q_close(&q);
+    return rc;
+}
+
+static int sql_folder_update(struct meta *m, const struct meta_folder *f)
+{
+    struct q q;
+    long changes = 0;
+    int rc = q_open(H(m), ST_FOLDER_UPDATE, &q);
+
+    if (rc)
+        return rc;
+    q_u64(&q, 1, f->id);
+    q_u64(&q, 2, f->root_ino);
+    q_i64(&q, 3, f->key_version);
+    q_i64(&q, 4, f->created);
+    rc = q_run(&q, "folder update", &changes);
+    if (rc == 0 && changes == 0)
+        rc = pfs_err(-ENOENT, "no folder with id %llu", (unsigned long long)f->id);
+    return rc;
+}
+
+static int sql_folder_list(struct meta *m, meta_folder_cb cb, void *arg)
+{
+    struct q q;
+    int rc = q_open(H(m), ST_FOLDER_LIST, &q);
+
+    while (rc == 0 && (rc = q_step(&q, "folder list")) > 0) {
+        struct meta_folder f;
+
+        rc = read_folder(&q, &f);
+        if (rc == 0)
+            rc = cb(arg, &f);
+        if (rc) {
+            rc = meta_cb_result(rc);
+            break;
+        }
+    }
+    q_close(&q);
+    return rc;
+}
+
+/* ---- envelopes ---- */
+
+static int read_envelope(struct q *q, struct meta_envelope *e)
+{
+    int rc;
+
+    memset(e, 0, sizeof *e);
+    e->folder_id = (uint64_t)col_i64(q, 0);
+    e->account_id = (uint64_t)col_i64(q, 1);
+    e->key_version = (uint32_t)col_i64(q, 2);
+    e->rights = (uint32_t)col_i64(q, 3);
+    e->granted_by = (uint64_t)col_i64(q, 4);
+    rc = row_status(q, "envelope");
+    return rc ? rc : col_blob_dup(q, 5, "envelope", META_BLOB_MAX, &e->wrapped,
+                                  &e->wrapped_len);
+}
+
+static int sql_envelope_put(struct meta *m, const struct meta_envelope *e)
+{
+    struct q q;
+    int rc = q_open(H(m), ST_ENV_PUT, &q);
+
+    if (rc)
+        return rc;
+    q_u64(&q, 1, e->folder_id);
+    q_u64(&q, 2, e->account_id);
+    q_i64(&q, 3, e->key_version);
+    q_i64(&q, 4, e->rights);
+    q_u64(&q, 5, e->granted_by);
+    q_blob(&q, 6, e->wrapped, e->wrapped_len);
+    return q_run(&q, "envelope put", NULL);
+}
+
+static int sql_envelope_get(struct meta *m, uint64_t folder_id, uint64_t account_id,
+                            uint32_t key_version, struct meta_envelope *out)
+{
+    struct q q;
+    int rc = q_open(H(m), ST_ENV_GET, &q);
+
+    if (rc)
+        return rc;
+    q_u64(&q, 1, folder_id);
+    q_u64(&q, 2, account_id);
+    q_i64(&q, 3, key_version);
+    rc = q_step(&q, "envelope get");
+    if (rc == 0)
+        rc = pfs_err(-ENOENT, "no envelope of folder %llu for account %llu (key version %u)",
+                     (unsigned long long)folder_id, (unsigned long long)account_id,
+                     key_version);
+    else if (rc > 0)
+        rc = read_envelope(&q, out);
+    q_close(&q);
+    return rc;
+}
+
+static int sql_envelope_delete(struct meta *m, uint64_t folder_id, uint64_t account_id)
+{
+    struct q q;
+    long changes = 0;
+    int rc = q_open(H(m), ST_ENV_DELETE, &q);
+
+    if (rc)
+        return rc;
+    q_u64(&q, 1, folder_id);
+    q_u64(&q, 2, account_id);
+    rc = q_run(&q, "envelope delete", &changes);
+    if (rc == 0 && changes == 0)
+        rc = pfs_err(-ENOENT, "no envelope of folder %llu for account %llu",
+                     (unsigned long long)folder_id, (unsigned long long)account_id);
+    return rc;
+}
+
+static int envelope_list(struct msql *h, enum st id, uint64_t key, meta_envelope_cb cb,
+                         void *arg)
+{
+    struct q q;
+    int rc = q_open(h, id, &q);
+
+    if (rc == 0)
+        q_u64(&q, 1, key);
+    while (rc == 0 && (rc = q_step(&q, "envelope list")) > 0) {
+        struct meta_envelope e;
+
+        rc = read_envelope(&q, &e);
+        if (rc)
+            break;
+        rc = cb(arg, &e);
+        meta_envelope_clear(&e);
+        if (rc) {
+            rc = meta_cb_result(rc);
+            break;
+        }
+    }
+    q_close(&q);
+    return rc;
+}
+
+static int sql_envelope_list_account(struct meta *m, uint64_t account_id,
+                                     meta_envelope_cb cb, void *arg)
+{
+    return envelope_list(H(m), ST_ENV_LIST_ACCOUNT, account_id, cb, arg);
+}
+
+static int sql_envelope_list_folder(struct meta *m, uint64_t folder_id, meta_envelope_cb cb,
+                                    void *arg)
+{
+    return envelope_list(H(m), ST_ENV_LIST_FOLDER, folder_id, cb, arg);
+}
+
+/* ---- inodes ---- */
+
+/* Parameters 2..13 of INODE_COLS (everything but ino). */
+static void bind_inode_fields(struct q *q, const struct meta_inode *i)
+{
+    q_u64(q, 2, i->folder_id);
+    q_i64(q, 3, i->mode);
+    q_i64(q, 4, i->uid);
+    q_i64(q, 5, i->gid);
+    q_i64(q, 6, i->nlink);
+    q_u64(q, 7, i->size);
+    q_u64(q, 8, i->rdev);
+    q_i64(q, 9, i->atime_ns);
+    q_i64(q, 10, i->mtime_ns);
+    q_i64(q, 11, i->ctime_ns);
+    q_i64(q, 12, i->key_version);
+    q_blob(q, 13, i->wrapped_dek, i->wrapped_dek_len);
+}
+
+static int read_inode(struct q *q, struct meta_inode *i)
+{
+    size_t dlen;
+    const void *dek = col_blob(q, 12, &dlen);
+    int rc = meta_check_row_len("wrapped file key", dlen, sizeof i->wrapped_dek);
+
+    memset(i, 0, sizeof *i);
+    if (rc)
+        return rc;
+    i->ino = (uint64_t)col_i64(q, 0);
+    i->folder_id = (uint64_t)col_i64(q, 1);
+    i->mode = (uint32_t)col_i64(q, 2);
+    i->uid = (uint32_t)col_i64(q, 3);
+    i->gid = (uint32_t)col_i64(q, 4);
+    i->nlink = (uint32_t)col_i64(q, 5);
+    i->size = (uint64_t)col_i64(q, 6);
+    i->rdev = (uint64_t)col_i64(q, 7);
+    i->atime_ns = col_i64(q, 8);
+    i->mtime_ns = col_i64(q, 9);
+    i->ctime_ns = col_i64(q, 10);
+    i->key_version = (uint32_t)col_i64(q, 11);
+    if (dlen)           /* an empty blob may come back as NULL */
+        memcpy(i->wrapped_dek, dek, dlen);
+    i->wrapped_dek_len = (uint32_t)dlen;
+    return row_status(q, "inode");
+}
+
+static int sql_inode_create(struct meta *m, struct meta_inode *i)
+{
+    struct msql *h = H(m);
+    struct q q;
+    int64_t ino;
+    int found;
+    int rc = q_open(h, ST_INODE_CREATE, &q);
+
+    if (rc)
+        return rc;
+    if (i->ino)
+        q_u64(&q, 1, i->ino);
+    else
+        h->drv->bind_null(q.st, 1);   /* a fresh number, never one used before */
+    bind_inode_fields(&q, i);
+    rc = q_one_i64(&q, "inode create", &ino, &found);
+    if (rc == 0 && !found)
+        return pfs_err(-EEXIST, "inode %llu already exists", (unsigned long long)i->ino);
+    if (rc == 0 && i->ino && h->sql[ST_INODE_SEQ_ADVANCE])
+        rc = run_ino_stmt(h, ST_INODE_SEQ_ADVANCE, i->ino, 1, 0, "inode create", NULL);
+    if (rc == 0)
+        i->ino = (uint64_t)ino;
+    return rc;
+}
+
+static int sql_inode_get(struct meta *m, uint64_t ino, struct meta_inode *out)
+{
+    struct q q;
+    int rc = q_open(H(m), ST_INODE_GET, &q);
+
+    if (rc)
+        return rc;
+    q_u64(&q, 1, ino);
+    rc = q_step(&q, "inode get");
+    if (rc == 0)
+        rc = pfs_err(-ENOENT, "no inode %llu", (unsigned long long)ino);
+    else if (rc > 0)
+        rc = read_inode(&q, out);
+    q_close(&q);
+    return rc;
+}
+
+static int sql_inode_update(struct meta *m, const struct meta_inode *i)
+{
+    struct q q;
+    long changes = 0;
+    int rc = q_open(H(m), ST_INODE_UPDATE, &q);
+
+    if (rc)
+        return rc;
+    q_u64(&q, 1, i->ino);
+    bind_inode_fields(&q, i);
+    rc = q_run(&q, "inode update", &changes);
+    if (rc == 0 && changes == 0)
+        rc = pfs_err(-ENOENT, "no inode %llu", (unsigned long long)i->ino);
+    return rc;
+}
+
+/* Move chunk records of ino with idx >= from to the deletion queue. */
+static int chunks_to_gc(struct msql *h, uint64_t ino, uint64_t from)
+{
+    int rc = run_ino_stmt(h, ST_GC_QUEUE_FROM, ino, 3, from, "queue chunks for deletion",
+                          NULL);
+
+    if (rc == 0)
+        rc = run_ino_stmt(h, ST_CHUNKS_DELETE_FROM, ino, 2, from, "chunk delete", NULL);
+    return rc;
+}
+
+static int inode_delete_rows(struct msql *h, uint64_t ino, long *changes)
+{
+    int rc = chunks_to_gc(h, ino, 0);
+
+    if (rc == 0)
+        rc = run_ino_stmt(h, ST_MAXVER_DELETE, ino, 1, 0, "chunk version delete", NULL);
+    if (rc == 0)
+        rc = run_ino_stmt(h, ST_SYMLINK_DELETE, ino, 1, 0, "symlink delete", NULL);
+    if (rc == 0)
+        rc = run_ino_stmt(h, ST_XATTRS_DELETE_ALL, ino, 1, 0, "xattr delete", NULL);
+    if (rc == 0)
+        rc = run_ino_stmt(h, ST_INODE_DELETE, ino, 1, 0, "inode delete", changes);
+    return rc;
+}
+
+static int sql_inode_delete(struct meta *m, uint64_t ino)
+{
+    struct msql *h = H(m);
+    int64_t linked;
+    long changes = 0;
+    int found;
+    /* checked first: a foreign key error would abort a PostgreSQL transaction */
+    int rc = query_i64(h, ST_INODE_LINKED, ino, 1, 0, "inode delete", &linked, &found);
+
+    if (rc == 0 && linked)
+        return pfs_err(-EBUSY, "inode %llu still has directory entries; remove them "
+                       "before deleting it", (unsigned long long)ino);
+    if (rc)
+        return rc;
+    if (h->sql[ST_INODE_DELETE_ONE]) {
+        rc = run_ino_stmt(h, ST_INODE_DELETE_ONE, ino, 3, 0, "inode delete", &changes);
+    } else {
+        rc = group_begin(h);
+        if (rc == 0)
+            rc = group_end(h, inode_delete_rows(h, ino, &changes));
+    }
+    if (rc == 0 && changes == 0)
+        rc = pfs_err(-ENOENT, "no inode %llu", (unsigned long long)ino);
+    return rc;
+}
+
+static int sql_inode_list_orphans(struct meta *m, meta_ino_cb cb, void *arg)
+{
+    struct q q;
+    int rc = q_open(H(m), ST_ORPHANS, &q);
+
+    while (rc == 0 && (rc = q_step(&q, "orphan list")) > 0) {
+        uint64_t ino = (uint64_t)col_i64(&q, 0);
+
+        rc = row_status(&q, "orphan list");
+        if (rc == 0)
+            rc = cb(arg, ino);
+        if (rc) {
+            rc = meta_cb_result(rc);
+            break;
+        }
+    }
+    q_close(&q);
+    return rc;
+}
+
+static int sql_symlink_set(struct meta *m, uint64_t ino, const uint8_t *target, size_t len)
+{
+    struct q q;
+    int rc = q_open(H(m), ST_SYMLINK_SET, &q);
+
+    if (rc)
+        return rc;
+    q_u64(&q, 1, ino);
+    q_blob(&q, 2, target, len);
+    return q_run(&q, "symlink set", NULL);
+}
+
+/* One blob from a statement bound to (ino[, name]); no row: `absent`. */
+static int query_blob(struct msql *h, enum st id, uint64_t ino, const uint8_t *name,
+                      size_t nlen, const char *what, int absent, uint8_t **out, size_t *len)
+{
+    struct q q;
+    int rc = q_open(h, id, &q);
+
+    if (rc)
+        return rc;
+    q_u64(&q, 1, ino);
+    if (name)
+        q_blob(&q, 2, name, nlen);
+    rc = q_step(&q, what);
+    if (rc == 0)
+        rc = absent;
+    else if (rc > 0)
+        rc = col_blob_dup(&q, 0, what, META_BLOB_MAX, out, len);
+    q_close(&q);
+    return rc;
+}
+
+static int sql_symlink_get(struct meta *m, uint64_t ino, uint8_t **target, size_t *len)
+{
+    int rc = query_blob(H(m), ST_SYMLINK_GET, ino, NULL, 0, "symlink target", -ENOENT,
+                        target, len);
+
+    if (rc == -ENOENT)
+        pfs_err(rc, "no symlink target for inode %llu", (unsigned long long)ino);
+    return rc;
+}
+
+/* ---- directory entries ---- */
+
+static int sql_dirent_lookup(struct meta *m, uint64_t parent, const uint8_t *name, size_t len,
+                             uint64_t *ino)
+{
+    struct q q;
+    int64_t v;
+    int found;
+    int rc = q_open(H(m), ST_DIRENT_LOOKUP, &q);
+
+    if (rc)
+        return rc;
+    q_u64(&q, 1, parent);
+    q_blob(&q, 2, name, len);
+    rc = q_one_i64(&q, "lookup", &v, &found);
+    if (rc == 0 && !found)
+        return -ENOENT;    /* a normal miss: no message, lookups miss often */
+    if (rc == 0)
+        *ino = (uint64_t)v;
+    return rc;
+}
+
+static int sql_dirent_add(struct meta *m, uint64_t parent, const uint8_t *name, size_t len,
+                          uint64_t ino, uint32_t mode)
+{
+    struct q q;
+    long changes = 0;
+    int rc = q_open(H(m), ST_DIRENT_ADD, &q);
+
+    if (rc)
+        return rc;
+    q_u64(&q, 1, parent);
+    q_blob(&q, 2, name, len);
+    q_u64(&q, 3, ino);
+    q_i64(&q, 4, mode);
+    rc = q_run(&q, "directory entry add", &changes);
+    if (rc == 0 && changes == 0)
+        rc = pfs_err(-EEXIST, "the name already exists in directory %llu",
+                     (unsigned long long)parent);
+    return rc;
+}
+
+static int sql_dirent_remove(struct meta *m, uint64_t parent, const uint8_t *name, size_t len)
+{
+    struct q q;
+    long changes = 0;
+    int rc = q_open(H(m), ST_DIRENT_REMOVE, &q);
+
+    if (rc)
+        return rc;
+    q_u64(&q, 1, parent);
+    q_blob(&q, 2, name, len);
+    rc = q_run(&q, "directory entry remove", &changes);
+    if (rc == 0 && changes == 0)
+        rc = pfs_err(-ENOENT, "no such entry in directory %llu", (unsigned long long)parent);
+    return rc;
+}
+
+static int read_dirent(struct q *q, struct meta_dirent *d)
+{
+    d->cookie = (uint64_t)col_i64(q, 0);
+    d->ino = (uint64_t)col_i64(q, 1);
+    d->mode = (uint32_t)col_i64(q, 2);
+    d->name = col_blob(q, 3, &d->name_len);
+    if (q->st->bad)
+        return row_status(q, "directory entry");
+    if (d->name_len == 0)
+        return pfs_err(-EBADMSG, "metadata store: empty name in directory; the database "
+                       "was altered or is corrupt");
+    return meta_check_row_len("directory entry name", d->name_len, META_NAME_MAX);
+}
+
+/* One page of entries after *after; *rows = how many were read. */
+static int dirent_page(struct msql *h, uint64_t parent, uint64_t *after, meta_dirent_cb cb,
+                       void *arg, int *rows)
+{
+    struct q q;
+    int rc = q_open(h, ST_DIRENT_LIST, &q);
+
+    *rows = 0;
+    if (rc == 0) {
+        q_u64(&q, 1, parent);
+        q_u64(&q, 2, *after);
+        q_i64(&q, 3, DIRENT_PAGE);
+    }
+    while (rc == 0 && (rc = q_step(&q, "directory list")) > 0) {
+        struct meta_dirent d;
+
+        (*rows)++;
+        rc = read_dirent(&q, &d);
+        if (rc)
+            break;
+        *after = d.cookie;
+        rc = cb(arg, &d);
+        if (rc) {
+            rc = rc < 0 ? rc : 1;
+            break;
+        }
+    }
+    q_close(&q);
+    return rc;
+}
+
+static int sql_dirent_list(struct meta *m, uint64_t parent, uint64_t after, meta_dirent_cb cb,
+                           void *arg)
+{
+    int rows, rc;
+
+    do
+        rc = dirent_page(H(m), parent, &after, cb, arg, &rows);
+    while (rc == 0 && rows == DIRENT_PAGE);
+    return meta_cb_result(rc);
+}
+
+static int sql_dirent_count(struct meta *m, uint64_t parent, uint64_t *count)
+{
+    int64_t v;
+    int found;
+    int rc = query_i64(H(m), ST_DIRENT_COUNT, parent, 1, 0, "directory count", &v, &found);
+
+    if (rc == 0 && !found)
+        rc = pfs_err(-EIO, "metadata directory count returned no row");
+    if (rc == 0)
+        *count = (uint64_t)v;
+    return rc;
+}
+
+/* ---- chunks ---- */
+
+/* Decode the CHUNK_COLS starting at column first. */
+static int read_chunk(struct q *q, int first, struct chunk_ref *out)
+{
+    struct meta_chunk_row row;
+
+    row.chunk_id = col_blob(q, first, &row.chunk_id_len);
+    row.version = col_i64(q, first + 1);
+    row.plain_len = col_i64(q, first + 2);
+    row.sealed_len = col_i64(q, first + 3);
+    row.k = col_i64(q, first + 4);
+    row.m = col_i64(q, first + 5);
+    row.rotation = col_i64(q, first + 6);
+    row.sums = col_blob(q, first + 7, &row.sums_len);
+    if (q->st->bad)
+        return row_status(q, "chunk");
+    return meta_chunk_row_decode(&row, out);
+}
+
+static int sql_chunk_get(struct meta *m, uint64_t ino, uint64_t idx, struct chunk_ref *out)
+{
+    struct q q;
+    int rc = q_open(H(m), ST_CHUNK_GET, &q);
+
+    if (rc)
+        return rc;
+    q_u64(&q, 1, ino);
+    q_u64(&q, 2, idx);
+    rc = q_step(&q, "chunk get");
+    if (rc == 0)
+        rc = -ENOENT;      /* a hole: normal, no message */
+    else if (rc > 0)
+        rc = read_chunk(&q, 0, out);
+    q_close(&q);
+    return rc;
+}
+
+static int sql_chunk_max_version(struct meta *m, uint64_t ino, uint64_t idx,
+                                 uint64_t *version)
+{
+    int64_t v;
+    int found;
+    int rc = query_i64(H(m), ST_MAXVER_GET, ino, 2, idx, "chunk version get", &v, &found);
+
+    if (rc == 0 && v < 0)
+        rc = pfs_err(-EBADMSG, "metadata store: negative chunk version");
+    if (rc == 0)
+        *version = (uint64_t)v;
+    return rc;
+}
+
+/* ino, idx and the CHUNK_COLS as parameters 1..10. */
+static void bind_chunk(struct q *q, uint64_t ino, uint64_t idx, const struct chunk_ref *r)
+{
+    q_u64(q, 1, ino);
+    q_u64(q, 2, idx);
+    q_blob(q, 3, r->chunk_id, CHUNK_ID_LEN);
+    q_u64(q, 4, r->version);
+    q_i64(q, 5, r->plain_len);
+    q_i64(q, 6, r->sealed_len);
+    q_i64(q, 7, r->k);
+    q_i64(q, 8, r->m);
+    q_i64(q, 9, r->rotation);
+    q_blob(q, 10, r->sums, meta_chunk_sums_len(r));
+}
+
+static int chunk_write(struct msql *h, enum st id, uint64_t ino, uint64_t idx,
+                       const struct chunk_ref *r)
+{
+    struct q q;
+    int rc = q_open(h, id, &q);
+
+    if (rc)
+        return rc;
+    bind_chunk(&q, ino, idx, r);
+    if (id == ST_CHUNK_PUT_ONE)
+        q_i64(&q, 11, (int64_t)time(NULL));
+    return q_run(&q, "chunk put", NULL);
+}
+
+/* The old ref to the deletion queue, the new ref in place, the version
+ * high-water mark raised. */
+static int chunk_put_rows(struct msql *h, uint64_t ino, uint64_t idx, const struct chunk_ref *r)
+{
+    struct q q;
+    int rc = run_ino_stmt(h, ST_GC_QUEUE_ONE, ino, 3, idx, "queue chunk for deletion", NULL);
+
+    if (rc == 0)
+        rc = chunk_write(h, ST_CHUNK_UPSERT, ino, idx, r);
+    if (rc == 0)
+        rc = q_open(h, ST_MAXVER_SET, &q);
+    if (rc == 0) {
+        q_u64(&q, 1, ino);
+        q_u64(&q, 2, idx);
+        q_u64(&q, 3, r->version);
+        rc = q_run(&q, "chunk version set", NULL);
+    }
+    return rc;
+}
+
+static int sql_chunk_put(struct meta *m, uint64_t ino, uint64_t idx, const struct chunk_ref *r)
+{
+    struct msql *h = H(m);
+    uint64_t max;
+    int64_t exists;
+    int found;
+    int rc = sql_chunk_max_version(m, ino, idx, &max);
+
+    if (rc == 0 && r->version <= max)
+        return pfs_err(-EINVAL, "chunk %llu of inode %llu: version %llu is not above the "
+                       "highest used (%llu); versions are never reused",
+                       (unsigned long long)idx, (unsigned long long)ino,
+                       (unsigned long long)r->version, (unsigned long long)max);
+    /* checked first: a foreign key error would abort a PostgreSQL transaction */
+    if (rc == 0)
+        rc = query_i64(h, ST_INODE_EXISTS, ino, 1, 0, "chunk put", &exists, &found);
+    if (rc == 0 && !found)
+        return pfs_err(-ENOENT, "chunk put: no inode %llu", (unsigned long long)ino);
+    if (rc)
+        return rc;
+    if (h->sql[ST_CHUNK_PUT_ONE])
+        return chunk_write(h, ST_CHUNK_PUT_ONE, ino, idx, r);
+    rc = group_begin(h);
+    return rc ? rc : group_end(h, chunk_put_rows(h, ino, idx, r));
+}
+
+static int sql_chunk_truncate(struct meta *m, uint64_t ino, uint64_t from_idx)
+{
+    struct msql *h = H(m);
+    int rc;
+
+    if (h->sql[ST_CHUNK_TRUNCATE_ONE])
+        return run_ino_stmt(h, ST_CHUNK_TRUNCATE_ONE, ino, 3, from_idx, "chunk truncate",
+                            NULL);
+    rc = group_begin(h);
+    return rc ? rc : group_end(h, chunks_to_gc(h, ino, from_idx));
+}
+
+static int sql_chunk_list(struct meta *m, uint64_t ino, meta_chunk_cb cb, void *arg)
+{
+    struct q q;
+    int rc = q_open(H(m), ino ? ST_CHUNK_LIST_INO : ST_CHUNK_LIST_ALL, &q);
+
+    if (rc == 0 && ino)
+        q_u64(&q, 1, ino);
+    while (rc == 0 && (rc = q_step(&q, "chunk list")) > 0) {
+        struct chunk_ref r;
+        uint64_t cino = (uint64_t)col_i64(&q, 0), idx = (uint64_t)col_i64(&q, 1);
+
+        rc = read_chunk(&q, 2, &r);
+        if (rc == 0)
+            rc = cb(arg, cino, idx, &r);
+        if (rc) {
+            rc = meta_cb_result(rc);
+            break;
+        }
+    }
+    q_close(&q);
+    return rc;
+}
+
+/* ---- deletion queue ---- */
+
+static int sql_gc_list(struct meta *m, unsigned limit, meta_gc_cb cb, void *arg)
+{
+    struct q q;
+    int rc = q_open(H(m), ST_GC_LIST, &q);
+
+    if (rc == 0)
+        q_i64(&q, 1, limit ? (int64_t)limit : INT64_MAX);
+    while (rc == 0 && (rc = q_step(&q, "deletion queue list")) > 0) {
+        struct chunk_ref r;
+        uint64_t id = (uint64_t)col_i64(&q, 0);
+
+        rc = read_chunk(&q, 1, &r);
+        if (rc == 0)
+            rc = cb(arg, id, &r);
+        if (rc) {
+            rc = meta_cb_result(rc);
+            break;
+        }
+    }
+    q_close(&q);
+    return rc;
+}
+
+static int sql_gc_done(struct meta *m, uint64_t id)
+{
+    long changes = 0;
+    int rc = run_ino_stmt(H(m), ST_GC_DONE, id, 1, 0, "deletion queue done", &changes);
+
+    if (rc == 0 && changes == 0)
+        rc = pfs_err(-ENOENT, "no deletion queue entry %llu", (unsigned long long)id);
+    return rc;
+}
+
+/* ---- extended attributes ---- */
+
+static enum st xattr_set_stmt(int flags)
+{
+    if (flags == XATTR_CREATE)
+        return ST_XATTR_INSERT;
+    if (flags == XATTR_REPLACE)
+        return ST_XATTR_REPLACE;
+    return ST_XATTR_UPSERT;
+}
+
+static int sql_xattr_set(struct meta *m, uint64_t ino, const uint8_t *name, size_t nlen,
+                         const uint8_t *val, size_t vlen, int flags)
+{
+    struct msql *h = H(m);
+    struct q q;
+    long changes = 0;
+    int64_t exists;
+    int found;
+    /* checked first: a foreign key error would abort a PostgreSQL transaction */
+    int rc = query_i64(h, ST_INODE_EXISTS, ino, 1, 0, "xattr set", &exists, &found);
+
+    if (rc == 0 && !found)
+        return pfs_err(-ENOENT, "xattr set: no inode %llu", (unsigned long long)ino);
+    if (rc == 0)
+        rc = q_open(h, xattr_set_stmt(flags), &q);
+    if (rc)
+        return rc;
+    q_u64(&q, 1, ino);
+    q_blob(&q, 2, name, nlen);
+    q_blob(&q, 3, val, vlen);
+    rc = q_run(&q, "xattr set", &changes);
+    if (rc == 0 && changes == 0)
+        rc = flags == XATTR_CREATE ? pfs_err(-EEXIST, "extended attribute exists") : -ENODATA;
+    return rc;
+}
+
+static int sql_xattr_get(struct meta *m, uint64_t ino, const uint8_t *name, size_t nlen,
+                         uint8_t **val, size_t *vlen)
+{
+    return query_blob(H(m), ST_XATTR_GET, ino, name, nlen, "xattr value", -ENODATA, val,
+                      vlen);
+}
+
+static int sql_xattr_remove(struct meta *m, uint64_t ino, const uint8_t *name, size_t nlen)
+{
+    struct q q;
+    long changes = 0;
+    int rc = q_open(H(m), ST_XATTR_REMOVE, &q);
+
+    if (rc)
+        return rc;
+    q_u64(&q, 1, ino);
+    q_blob(&q, 2, name, nlen);
+    rc = q_run(&q, "xattr remove", &changes);
+    return rc == 0 && changes == 0 ? -ENODATA : rc;
+}
+
+static int sql_xattr_list(struct meta *m, uint64_t ino, meta_xattr_cb cb, void *arg)
+{
+    struct q q;
+    int rc = q_open(H(m), ST_XATTR_LIST, &q);
+
+    if (rc == 0)
+        q_u64(&q, 1, ino);
+    while (rc == 0 && (rc = q_step(&q, "xattr list")) > 0) {
+        size_t nlen;
+        const uint8_t *name = col_blob(&q, 0, &nlen);
+
+        rc = row_status(&q, "xattr");
+        if (rc == 0)
+            rc = meta_check_row_len("xattr name", nlen, META_NAME_MAX);
+        if (rc == 0)
+            rc = cb(arg, name, nlen);
+        if (rc) {
+            rc = meta_cb_result(rc);
+            break;
+        }
+    }
+    q_close(&q);
+    return rc;
+}
+
+/* ---- statistics ---- */
+
+static int sql_stats(struct meta *m, uint64_t *inodes, uint64_t *bytes)
+{
+    struct q q;
+    int rc = q_open(H(m), ST_STATS, &q);
+
+    if (rc)
+        return rc;
+    rc = q_step(&q, "statistics");
+    if (rc > 0) {
+        *inodes = (uint64_t)col_i64(&q, 0);
+        *bytes = (uint64_t)col_i64(&q, 1);
+        rc = row_status(&q, "statistics");
+    } else if (rc == 0) {
+        rc = pfs_err(-EIO, "metadata statistics returned no row");
+    }
+    q_close(&q);
+    return rc;
+}
+
+/* ---- durability ---- */
+
+static int sql_set_deferred_sync(struct meta *m, int deferred)
+{
+    struct msql *h = H(m);
+
+    if (h->in_txn)
+        return pfs_err(-EBUSY, "cannot change metadata durability inside a transaction");
+    return h->drv->set_deferred_sync ? h->drv->set_deferred_sync(h->db, deferred) : 0;
+}
+
+static int sql_sync(struct meta *m)
+{
+    struct msql *h = H(m);
+
+    if (h->in_txn)
+        return pfs_err(-EBUSY, "metadata sync inside a transaction: commit first");
+    return h->drv->sync ? h->drv->sync(h->db) : 0;
+}
+
+/* ---- opening, migrations, closing ---- */
+
+static void msql_free(struct msql *h)
+{
+    if (!h)
+        return;
+    if (h->db)
+        h->drv->close(h->db);
+    for (int i = 0; i < ST_COUNT; i++)
+        free(h->sql[i]);
+    free(h);
+}
+
+static void sql_close(struct meta *m)
+{
+    struct msql *h = H(m);
+
+    if (h && h->in_txn && txn_state(h) != MSQL_IDLE)
+        h_exec(h, "ROLLBACK", "rollback at close");
+    if (h && !h->in_txn)
+        sql_sync(m);   /* deferred commits: durable before the handle goes */
+    msql_free(h);
+    m->impl = NULL;
+}
+
+/* One integer from a statement without parameters (0 if no row). */
+static int query_int(struct msql *h, const char *tmpl, int64_t *out)
+{
+    char *sql = sql_expand(h->drv->dialect, tmpl);
+    struct q q;
+    int found, rc;
+
+    if (!sql)
+        return pfs_err(-ENOMEM, "out of memory checking the metadata schema");
+    rc = q_prepare(h, -1, sql, &q);
+    if (rc == 0)
+        rc = q_one_i64(&q, "schema check", out, &found);
+    free(sql);
+    return rc;
+}
+
+/* The stored schema version: 0 for a store without our tables; an error
+ * for one that holds someone else's tables. */
+static int schema_version(struct msql *h, int64_t *version)
+{
+    int64_t has_table, tables;
+    int rc = query_int(h, h->drv->dialect->has_version_table, &has_table);
+
+    if (rc == 0 && has_table)
+        return query_int(h, "SELECT version FROM schema_version", version);
+    if (rc == 0)
+        rc = query_int(h, h->drv->dialect->table_count, &tables);
+    if (rc == 0 && tables)
+        return pfs_err(-EINVAL, "%s holds tables but is not a pactfs metadata store (no "
+                       "schema_version table); check the configured location",
+                       h->drv->describe(h->db));
+    *version = 0;
+    return rc;
+}
+
+static int exec_template(struct msql *h, const char *tmpl, const char *what)
+{
+    char *sql = sql_expand(h->drv->dialect, tmpl);
+    int rc = sql ? h_exec(h, sql, what) : pfs_err(-ENOMEM, "out of memory in %s", what);
+
+    free(sql);
+    return rc;
+}
+
+static int run_migrations(struct msql *h, int64_t from)
+{
+    char sql[96];
+    int rc = 0;
+
+    if (from == 0)
+        rc = exec_template(h, "CREATE TABLE schema_version (version {INT} NOT NULL);"
+                           "INSERT INTO schema_version VALUES (0);", "create schema table");
+    for (int64_t v = from; rc == 0 && v < META_SCHEMA_VERSION; v++) {
+        rc = exec_template(h, migrations[v], "schema migration");
+        snprintf(sql, sizeof sql, "UPDATE schema_version SET version = %lld",
+                 (long long)v + 1);
+        if (rc == 0)
+            rc = h_exec(h, sql, "schema version update");
+    }
+    return rc;
+}
+
+/* Bring the schema to META_SCHEMA_VERSION in one transaction (the dialect's
+ * migration_begin also serialises concurrent openers where needed). */
+static int migrate(struct msql *h)
+{
+    int64_t version;
+    int rc = h_exec(h, h->drv->dialect->migration_begin, "begin migration");
+
+    if (rc)
+        return rc;
+    rc = schema_version(h, &version);
+    if (rc == 0 && version > META_SCHEMA_VERSION)
+        rc = pfs_err(-EPROTONOSUPPORT, "%s has schema version %lld, newer than this pactfs "
+                     "knows (%d); upgrade pactfs", h->drv->describe(h->db),
+                     (long long)version, META_SCHEMA_VERSION);
+    if (rc == 0 && version < 0)
+        rc = pfs_err(-EBADMSG, "%s has an invalid schema version", h->drv->describe(h->db));
+    if (rc == 0 && version < META_SCHEMA_VERSION)
+        rc = run_migrations(h, version);
+    if (rc == 0)
+        return h_exec(h, "COMMIT", "commit migration");
+    if (txn_state(h) != MSQL_IDLE)
+        h->drv->exec(h->db, "ROLLBACK", "rollback migration");
+    return rc;
+}
+
+int meta_sql_open(const struct msql_driver *drv, void *db, struct meta **out)
+{
+    struct msql *h = calloc(1, sizeof *h);
+    int rc;
+
+    if (!h) {
+        drv->close(db);
+        return pfs_err(-ENOMEM, "out of memory opening the metadata store");
+    }
+    h->drv = drv;
+    h->db = db;
+    rc = expand_statements(h);
+    if (rc == 0)
+        rc = migrate(h);
+    if (rc == 0)
+        rc = meta_handle_new(&sql_ops, h, out);
+    if (rc)
+        msql_free(h);
+    return rc;
+}
+
+static const struct meta_ops sql_ops = {
+    .name = "sql",
+    .close = sql_close,
+    .begin = sql_begin,
+    .commit = sql_commit,
+    .rollback = sql_rollback,
+    .param_get = sql_param_get,
+    .param_set = sql_param_set,
+    .account_add = sql_account_add,
+    .account_get = sql_account_get,
+    .account_get_by_name = sql_account_get_by_name,
+    .account_update = sql_account_update,
+    .account_list = sql_account_list,
+    .folder_add = sql_folder_add,
+    .folder_get = sql_folder_get,
+    .folder_update = sql_folder_update,
+    .folder_list = sql_folder_list,
+    .envelope_put = sql_envelope_put,
+    .envelope_get = sql_envelope_get,
+    .envelope_delete = sql_envelope_delete,
+    .envelope_list_account = sql_envelope_list_account,
+    .envelope_list_folder = sql_envelope_list_folder,
+    .inode_create = sql_inode_create,
+    .inode_get = sql_inode_get,
+    .inode_update = sql_inode_update,
+    .inode_delete = sql_inode_delete,
+    .inode_list_orphans = sql_inode_list_orphans,
+    .symlink_set = sql_symlink_set,
+    .symlink_get = sql_symlink_get,
+    .dirent_lookup = sql_dirent_lookup,
+    .dirent_add = sql_dirent_add,
+    .dirent_remove = sql_dirent_remove,
+    .dirent_list = sql_dirent_list,
+    .dirent_count = sql_dirent_count,
+    .chunk_get = sql_chunk_get,
+    .chunk_put = sql_chunk_put,
+    .chunk_truncate = sql_chunk_truncate,
+    .chunk_list = sql_chunk_list,
+    .chunk_max_version = sql_chunk_max_version,
+    .gc_list = sql_gc_list,
+    .gc_done = sql_gc_done,
+    .xattr_set = sql_xattr_set,
+    .xattr_get = sql_xattr_get,
+    .xattr_remove = sql_xattr_remove,
+    .xattr_list = sql_xattr_list,
+    .stats = sql_stats,
+    .set_deferred_sync = sql_set_deferred_sync,
+    .sync = sql_sync,
+};
