@@ -27,6 +27,7 @@
 #include "audit.h"
 #include "crypto.h"
 #include "error.h"
+#include "fileio.h"
 
 #define HASH_HEX (2 * SHA256_LEN)
 #define SIG_MAX 1024                    /* RSA-8192 */
@@ -554,27 +555,6 @@ int audit_event_wait(struct audit *a, uint64_t ticket)
 
 /* ---------- open / close ---------- */
 
-static int fsync_parent(const char *path)
-{
-    char *copy = strdup(path);
-    char *slash = copy ? strrchr(copy, '/') : NULL;
-    int fd, rc = 0;
-
-    if (!copy)
-        return -ENOMEM;
-    if (slash == copy)
-        slash[1] = '\0';
-    else if (slash)
-        *slash = '\0';
-    fd = open(slash ? copy : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0 || fsync(fd) != 0)
-        rc = -errno;
-    if (fd >= 0)
-        close(fd);
-    free(copy);
-    return rc;
-}
-
 static void audit_free(struct audit *a)
 {
     if (a->fd >= 0)
@@ -596,7 +576,7 @@ static int open_spool(struct audit *a)
     if (a->fd < 0)
         return pfs_err(-errno, "cannot open audit spool %s: %s", a->path, strerror(errno));
     /* The spool's directory entry must survive a crash as well as its lines. */
-    if ((rc = fsync_parent(a->path)))
+    if ((rc = fileio_fsync_parent(a->path)))
         return pfs_err(rc, "cannot sync the directory of audit spool %s: %s", a->path,
                        strerror(-rc));
     while (flock(a->fd, LOCK_EX) != 0)

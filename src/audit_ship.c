@@ -24,6 +24,7 @@
 #include "audit_ship.h"
 #include "crypto.h"
 #include "error.h"
+#include "fileio.h"
 
 #define HASH_HEX (2 * SHA256_LEN)
 #define REPLY_MAX (64u * 1024u)             /* receiver answers we keep */
@@ -118,69 +119,19 @@ int audit_cursor_load(const char *spool_path, struct audit_cursor *c)
     return rc;
 }
 
-static int write_all_sync(int fd, const char *p, size_t n)
-{
-    while (n) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return -errno ? -errno : -EIO;
-        p += w;
-        n -= (size_t)w;
-    }
-    return fsync(fd) == 0 ? 0 : -errno;
-}
-
-static int fsync_dir_of(const char *path)
-{
-    char *copy = strdup(path), *slash;
-    int fd, rc = 0;
-
-    if (!copy)
-        return -ENOMEM;
-    slash = strrchr(copy, '/');
-    if (slash == copy)
-        slash[1] = '\0';
-    else if (slash)
-        *slash = '\0';
-    fd = open(slash ? copy : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0 || fsync(fd) != 0)
-        rc = -errno;
-    if (fd >= 0)
-        close(fd);
-    free(copy);
-    return rc;
-}
-
 int audit_cursor_store(const char *spool_path, const struct audit_cursor *c)
 {
-    char *path = cursor_path(spool_path), *tmp = NULL, text[256];
-    int fd = -1, rc = 0, n;
+    char *path = cursor_path(spool_path), text[256];
+    int rc, n;
 
     n = snprintf(text, sizeof text, "{\"version\":1,\"offset\":%llu,\"seq\":%llu,\"hash\":\"%s\"}\n",
                  (unsigned long long)c->offset, (unsigned long long)c->seq, c->hash);
-    if (!path || asprintf(&tmp, "%s.tmp", path) < 0) {
-        free(path);
+    if (!path)
         return pfs_err(-ENOMEM, "out of memory");
-    }
-    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0)
-        rc = -errno;
-    if (!rc)
-        rc = write_all_sync(fd, text, (size_t)n);
-    if (fd >= 0 && close(fd) != 0 && !rc)
-        rc = -errno;
-    if (!rc && rename(tmp, path) != 0)
-        rc = -errno;
-    if (!rc)
-        rc = fsync_dir_of(path);
-    if (rc) {
-        unlink(tmp);
+    rc = fileio_atomic_write(path, text, (size_t)n, 0);
+    if (rc)
         rc = pfs_err(rc, "cannot write the audit shipper cursor %s: %s (check the spool "
                      "directory's space and permissions)", path, strerror(-rc));
-    }
-    free(tmp);
     free(path);
     return rc;
 }

@@ -24,6 +24,7 @@
 
 #include "conf.h"
 #include "error.h"
+#include "fileio.h"
 #include "secmem.h"
 
 #define CHUNK_MIN (64u * 1024u)
@@ -897,19 +898,6 @@ static void write_all_sections(struct writer *w, const struct pactfs_conf *c)
                   c, fill_cache);
 }
 
-static int fsync_dir(const char *dir)
-{
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    int rc = 0;
-
-    if (fd < 0)
-        return -errno;
-    if (fsync(fd) != 0)
-        rc = -errno;
-    close(fd);
-    return rc;
-}
-
 static int target_dir(const char *path, char **out)
 {
     char *copy = strdup(path);
@@ -926,14 +914,18 @@ static int target_dir(const char *path, char **out)
     return 0;
 }
 
-/* Write through f, flush and fsync; closes f in every case. */
-static int write_and_sync(FILE *f, struct writer *w, const struct pactfs_conf *c)
+/* Render the file into memory (written in one go by fileio_atomic_write). */
+static int render(struct writer *w, const struct pactfs_conf *c, char **text, size_t *len)
 {
+    FILE *f = open_memstream(text, len);
     int rc;
 
+    if (!f)
+        return -errno;
+    w->f = f;
     write_all_sections(w, c);
     rc = w->err;
-    if (!rc && (fflush(f) != 0 || ferror(f) || fsync(fileno(f)) != 0))
+    if (!rc && (fflush(f) != 0 || ferror(f)))
         rc = errno ? -errno : -EIO;
     if (fclose(f) != 0 && !rc)
         rc = -errno;
@@ -943,44 +935,22 @@ static int write_and_sync(FILE *f, struct writer *w, const struct pactfs_conf *c
 int conf_write(const char *path, const struct pactfs_conf *c)
 {
     struct writer w = { 0 };
-    char *dir = NULL, *tmp = NULL;
-    FILE *f;
-    int fd, rc;
+    char *dir = NULL, *text = NULL;
+    size_t len = 0;
+    int rc;
 
     if (!c->vault_name || !c->vault_id || !c->meta_backend || !c->share_provider)
         return pfs_err(-EINVAL, "cannot write %s: vault name, vault id, metadata backend and "
                        "key provider must be set", path);
     if ((rc = target_dir(path, &dir)))
         return rc;
-    if (asprintf(&tmp, "%s.tmp.XXXXXX", path) < 0) {
-        free(dir);
-        return pfs_err(-ENOMEM, "out of memory writing the configuration");
-    }
-    fd = mkostemp(tmp, O_CLOEXEC);
-    if (fd < 0) {
-        rc = pfs_err(-errno, "cannot create %s: %s", tmp, strerror(errno));
-        goto out;
-    }
-    f = fchmod(fd, 0600) == 0 ? fdopen(fd, "w") : NULL;
-    if (!f) {
-        rc = pfs_err(-errno, "cannot write %s: %s", tmp, strerror(errno));
-        close(fd);
-        unlink(tmp);
-        goto out;
-    }
-    w.f = f;
     w.dir = dir;
-    rc = write_and_sync(f, &w, c);
-    if (!rc && rename(tmp, path) != 0)
-        rc = -errno;
+    rc = render(&w, c, &text, &len);
     if (!rc)
-        rc = fsync_dir(dir);
-    if (rc) {
-        unlink(tmp);
+        rc = fileio_atomic_write(path, text, len, 0);
+    if (rc)
         pfs_err(rc, "cannot write configuration %s: %s", path, strerror(-rc));
-    }
-out:
-    free(tmp);
+    free(text);
     free(dir);
     return rc;
 }

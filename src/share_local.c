@@ -12,6 +12,7 @@
 #include "buf.h"
 #include "crypto.h"
 #include "error.h"
+#include "fileio.h"
 #include "secmem.h"
 #include "share.h"
 
@@ -134,50 +135,24 @@ static int record_load(const char *path, struct share_record *rec)
     return rc;
 }
 
-static int fsync_dir(const char *dir)
+static int sync_keydir(const struct share_provider *sp)
 {
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    int rc = 0;
+    int rc = fileio_fsync_dir(keydir_of(sp));
 
-    if (fd < 0 || fsync(fd) != 0)
-        rc = pfs_err(-errno, "cannot sync key directory %s: %s", dir, strerror(errno));
-    if (fd >= 0)
-        close(fd);
-    return rc;
+    return rc ? pfs_err(rc, "cannot sync key directory %s: %s", keydir_of(sp), strerror(-rc))
+              : 0;
 }
 
-static int write_all(int fd, const uint8_t *p, size_t n)
-{
-    while (n) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return -(w < 0 ? errno : EIO);
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
-/* Atomic store: tmp file, fsync, then link() (no clobber, for enroll) or
- * rename() (replace), then fsync the directory. */
+/* Atomic store (fileio): a temporary file, fsync, then link() (no clobber,
+ * for enroll) or rename() (replace), then fsync the directory. */
 static int record_store(const struct share_provider *sp, const char *path,
                         const struct share_record *rec, int exclusive)
 {
-    char tmp[PATH_MAX], rndhex[17];
-    uint8_t *data, rnd[8];
+    uint8_t *data;
     struct wbuf w;
     size_t len;
-    int fd, rc, n;
+    int rc;
 
-    /* A random suffix: two threads or processes never share a temp file. */
-    if ((rc = crypto_random(rnd, sizeof rnd)) != 0)
-        return rc;
-    hex_encode(rnd, sizeof rnd, rndhex);
-    n = snprintf(tmp, sizeof tmp, "%s.tmp.%s", path, rndhex);
-    if (n < 0 || (size_t)n >= sizeof tmp)
-        return pfs_err(-ENAMETOOLONG, "key directory path too long");
     wbuf_init_secure(&w);
     wbuf_put_bytes(&w, SHARE_MAGIC, 4);
     wbuf_put_u8(&w, SHARE_FILE_VERSION);
@@ -187,36 +162,14 @@ static int record_store(const struct share_provider *sp, const char *path,
     data = wbuf_steal(&w, &len);
     if (!data)
         return pfs_err(-ENOMEM, "out of secure memory");
-    fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-    if (fd < 0) {
-        rc = pfs_err(-errno, "cannot create %s: %s", tmp, strerror(errno));
-        secmem_free(data, len);
-        return rc;
-    }
-    rc = write_all(fd, data, len);
+    rc = fileio_atomic_write(path, data, len, exclusive ? FILEIO_NO_REPLACE : 0);
     secmem_free(data, len);
-    if (rc == 0 && fsync(fd) != 0)
-        rc = -errno;
-    if (close(fd) != 0 && rc == 0)
-        rc = -errno;
-    if (rc) {
-        unlink(tmp);
-        return pfs_err(rc, "cannot write share file %s: %s", tmp, strerror(-rc));
-    }
-    if (exclusive) {
-        rc = link(tmp, path) == 0 ? 0 : -errno;
-        unlink(tmp);
-        if (rc == -EEXIST)
-            return pfs_err(rc, "the account already has a share in %s; remove it first",
-                           keydir_of(sp));
-    } else {
-        rc = rename(tmp, path) == 0 ? 0 : -errno;
-        if (rc)
-            unlink(tmp);
-    }
+    if (rc == -EEXIST && exclusive)
+        return pfs_err(rc, "the account already has a share in %s; remove it first",
+                       keydir_of(sp));
     if (rc)
-        return pfs_err(rc, "cannot install share file %s: %s", path, strerror(-rc));
-    return fsync_dir(keydir_of(sp));
+        return pfs_err(rc, "cannot write share file %s: %s", path, strerror(-rc));
+    return sync_keydir(sp);
 }
 
 static int reject(void)
@@ -372,7 +325,7 @@ static int local_remove(struct share_provider *sp, const char *vault_id, const c
     if (unlink(path) != 0)
         return pfs_err(-errno, "cannot remove the share of account %s: %s", account,
                        strerror(errno));
-    return fsync_dir(keydir_of(sp));
+    return sync_keydir(sp);
 }
 
 static void local_destroy(struct share_provider *sp)
