@@ -1,12 +1,14 @@
 #include "config.h"
 
-/* Audit spool: one JSON object per line, each line carrying the SHA-256 of
- * the line before it, signed checkpoints every so often.  Appends are group
- * committed: a caller writes its line under the mutex (and flock for other
- * processes), then waits until one fdatasync that began after its write has
- * completed; whoever finds no flush running becomes the flusher for everyone
- * queued behind it.  Any write or sync failure is sticky: from then on every
- * event fails, so the filesystem fails closed.  Layout: docs/format-audit.md. */
+/* Audit spool, format 3: one JSON object per line.  Every line carries the
+ * SHA-256 of the spool's previous line (prev) and of its session's previous
+ * line (sprev); a signing session checkpoints its own chain under its own
+ * account key.  Appends are group committed: a caller writes its line under
+ * the mutex (and flock for other processes), then waits until one
+ * fdatasync that began after its write has completed; whoever finds no
+ * flush running becomes the flusher for everyone queued behind it.  Any
+ * write or sync failure is sticky: from then on every event fails, so the
+ * filesystem fails closed.  Layout: docs/format-audit.md. */
 
 #include <errno.h>
 #include <fcntl.h>
@@ -25,30 +27,48 @@
 #include <unistd.h>
 
 #include "audit.h"
+#include "audit_proof.h"
 #include "crypto.h"
 #include "error.h"
 #include "fileio.h"
 
 #define HASH_HEX (2 * SHA256_LEN)
+#define SESSION_HEX 32
 #define SIG_MAX 1024                    /* RSA-8192 */
-#define CHECKPOINT_LABEL "pactfs audit checkpoint v1\n"
+#define CHECKPOINT_LABEL_V2 "pactfs audit checkpoint v1\n"
+#define CHECKPOINT_LABEL "pactfs audit session checkpoint v3\n"
 
 struct audit {
     pthread_mutex_t mu;
     pthread_cond_t flushed_cv;
+    pthread_cond_t seal_cv;
     int fd;
     char *path;
     char *vault_id;
     char *account;
+    uint64_t account_id;
+    char *proof;
     char host[256];
     EVP_PKEY *signer;
     unsigned seal_every;
 
-    /* chain tail, valid while known_size equals the file's size */
+    /* the spool's tail, valid while known_size equals the file's size */
     uint64_t next_seq;
-    uint64_t last_cp;           /* seq of the file's last checkpoint, 0 if none */
     char prev_hex[HASH_HEX + 1];
     off_t known_size;
+
+    /* this handle's session */
+    char session[SESSION_HEX + 1];
+    uint64_t next_sseq;
+    char sprev[HASH_HEX + 1];
+    unsigned run;               /* events since the session's last checkpoint */
+    struct timespec run_start;  /* CLOCK_MONOTONIC of the oldest of them */
+
+    /* the sealer: checkpoints within AUDIT_SEAL_MS of an event */
+    pthread_t sealer;
+    pid_t sealer_pid;           /* process that started it (0: none) */
+    bool sealer_stop;
+    bool closing;               /* audit_close: no new sealer */
 
     /* group commit: tickets count lines this handle appended */
     uint64_t appended;
@@ -117,8 +137,9 @@ static int add_field(json_object *o, const char *key, json_object *v)
     return 0;
 }
 
-/* The event without its place in the chain: seq, cp and prev are added
- * first as placeholders so they keep their position when set under the lock. */
+/* The event without its place in the chains: seq, sseq, prev and sprev are
+ * added first as placeholders so they keep their position when set under
+ * the lock. */
 static json_object *event_object(const struct audit *a, const struct audit_ctx *who,
                                  const char *op, const char *path, int result, uint64_t bytes)
 {
@@ -130,10 +151,13 @@ static json_object *event_object(const struct audit *a, const struct audit_ctx *
     rfc3339_now(when, sizeof when);
     process_name(pid, proc, sizeof proc);
     result_name(result, res, sizeof res);
-    if (!o || add_field(o, "seq", json_object_new_uint64(0)) ||
+    if (!o || add_field(o, "v", json_object_new_int(AUDIT_FORMAT)) ||
+        add_field(o, "seq", json_object_new_uint64(0)) ||
         add_field(o, "time", json_object_new_string(when)) ||
         add_field(o, "vault", json_object_new_string(a->vault_id)) ||
         add_field(o, "host", json_object_new_string(a->host)) ||
+        add_field(o, "session", json_object_new_string(a->session)) ||
+        add_field(o, "sseq", json_object_new_uint64(0)) ||
         add_field(o, "account", json_object_new_string(a->account)) ||
         add_field(o, "uid", json_object_new_int64(uid)) ||
         add_field(o, "pid", json_object_new_int64(pid)) ||
@@ -142,8 +166,8 @@ static json_object *event_object(const struct audit *a, const struct audit_ctx *
         add_field(o, "path", json_object_new_string(path ? path : "")) ||
         add_field(o, "result", json_object_new_string(res)) ||
         add_field(o, "bytes", json_object_new_uint64(bytes)) ||
-        add_field(o, "cp", json_object_new_uint64(0)) ||
-        add_field(o, "prev", json_object_new_string(""))) {
+        add_field(o, "prev", json_object_new_string("")) ||
+        add_field(o, "sprev", json_object_new_string(""))) {
         json_object_put(o);
         return NULL;
     }
@@ -214,25 +238,14 @@ int audit_line_seq(const char *line, size_t len, uint64_t *seq)
     return rc;
 }
 
-static bool is_checkpoint(json_object *o)
+static bool op_is(json_object *o, const char *name)
 {
     const char *op = audit_field_str(o, "op");
 
-    return op && strcmp(op, "checkpoint") == 0;
+    return op && strcmp(op, name) == 0;
 }
 
-/* The checkpoint seq that the line after this one must carry as cp: the
- * line's own seq if it is a checkpoint, else the cp it carries. */
-static int cp_after_line(json_object *o, uint64_t seq, uint64_t *cp)
-{
-    if (is_checkpoint(o)) {
-        *cp = seq;
-        return 0;
-    }
-    return audit_field_uint(o, "cp", cp);
-}
-
-/* Continue the chain from the spool's last line, which must be complete. */
+/* Continue the spool chain from its last line, which must be complete. */
 static int read_tail(struct audit *a, off_t size)
 {
     size_t want = size < (off_t)AUDIT_LINE_MAX + 1 ? (size_t)size : AUDIT_LINE_MAX + 1;
@@ -245,7 +258,6 @@ static int read_tail(struct audit *a, off_t size)
 
     if (size == 0) {
         a->next_seq = 1;
-        a->last_cp = 0;
         zero_hash_hex(a->prev_hex);
         a->known_size = 0;
         return 0;
@@ -262,7 +274,8 @@ static int read_tail(struct audit *a, off_t size)
     if (buf[want - 1] != '\n') {
         free(buf);
         return pfs_err(-EBADMSG, "audit spool %s ends with an incomplete line (interrupted "
-                       "write?): run 'pactfs audit verify', then move the spool aside", a->path);
+                       "write?): run 'pactfs-admin audit-verify', then move the spool aside",
+                       a->path);
     }
     start = memrchr(buf, '\n', want - 1);
     start = start ? start + 1 : buf;
@@ -274,11 +287,7 @@ static int read_tail(struct audit *a, off_t size)
     o = audit_line_parse(start, (size_t)(buf + want - 1 - start));
     if (!o || audit_field_uint(o, "seq", &seq) != 0) {
         rc = pfs_err(-EBADMSG, "audit spool %s: the last line is not an audit event; run "
-                     "'pactfs audit verify'", a->path);
-    } else if (cp_after_line(o, seq, &a->last_cp) != 0) {
-        rc = pfs_err(-EBADMSG, "audit spool %s: the last line has no \"cp\" field (written "
-                     "by a pactfs older than spool format 2, or edited); run 'pactfs audit "
-                     "verify', then move the spool aside", a->path);
+                     "'pactfs-admin audit-verify'", a->path);
     } else {
         a->next_seq = seq + 1;
         audit_line_hash(start, (size_t)(buf + want - 1 - start), a->prev_hex);
@@ -336,20 +345,23 @@ static int write_line(struct audit *a, const char *line, size_t len)
         }
     }
     audit_line_hash(line, len, a->prev_hex);
+    audit_line_hash(line, len, a->sprev);
     a->known_size += (off_t)total;
     a->next_seq++;
+    a->next_sseq++;
     return 0;
 }
 
-/* Give the event its place in the chain, serialise and append it. */
+/* Give the event its place in both chains, serialise and append it. */
 static int append_object(struct audit *a, json_object *o)
 {
     const char *line;
     size_t len = 0;
 
     if (json_object_object_add(o, "seq", json_object_new_uint64(a->next_seq)) != 0 ||
-        json_object_object_add(o, "cp", json_object_new_uint64(a->last_cp)) != 0 ||
-        json_object_object_add(o, "prev", json_object_new_string(a->prev_hex)) != 0)
+        json_object_object_add(o, "sseq", json_object_new_uint64(a->next_sseq)) != 0 ||
+        json_object_object_add(o, "prev", json_object_new_string(a->prev_hex)) != 0 ||
+        json_object_object_add(o, "sprev", json_object_new_string(a->sprev)) != 0)
         return pfs_err(-ENOMEM, "out of memory writing an audit event");
     line = json_object_to_json_string_length(o, JSON_C_TO_STRING_PLAIN |
                                              JSON_C_TO_STRING_NOSLASHESCAPE, &len);
@@ -361,11 +373,14 @@ static int append_object(struct audit *a, json_object *o)
     return write_line(a, line, len);
 }
 
-/* The message a checkpoint signs: a label (so the signature cannot pass
- * for any other kind), the vault, and the hash of the chain so far. */
-static int checkpoint_message(const char *vault, const char *hash_hex, char **msg, size_t *len)
+/* What a checkpoint signs: a label (so the signature cannot pass for any
+ * other kind of signed object), the vault, the session, and the hash of
+ * the session's chain so far. */
+static int checkpoint_message(const char *vault, const char *session, const char *hash_hex,
+                              char **msg, size_t *len)
 {
-    int n = asprintf(msg, "%s%s\n%s", CHECKPOINT_LABEL, vault, hash_hex);
+    int n = session ? asprintf(msg, "%s%s\n%s\n%s", CHECKPOINT_LABEL, vault, session, hash_hex)
+                    : asprintf(msg, "%s%s\n%s", CHECKPOINT_LABEL_V2, vault, hash_hex);
 
     if (n < 0)
         return pfs_err(-ENOMEM, "out of memory signing an audit checkpoint");
@@ -376,7 +391,6 @@ static int checkpoint_message(const char *vault, const char *hash_hex, char **ms
 static int append_checkpoint(struct audit *a)
 {
     json_object *o = event_object(a, NULL, "checkpoint", "", 0, 0);
-    uint64_t seq = a->next_seq;
     uint8_t *sig = NULL;
     char *msg = NULL, *sig_hex = NULL;
     size_t msglen = 0, siglen = 0;
@@ -384,21 +398,21 @@ static int append_checkpoint(struct audit *a)
 
     if (!o)
         return pfs_err(-ENOMEM, "out of memory writing an audit checkpoint");
-    rc = checkpoint_message(a->vault_id, a->prev_hex, &msg, &msglen);
+    rc = checkpoint_message(a->vault_id, a->session, a->sprev, &msg, &msglen);
     if (!rc)
         rc = sig_sign(a->signer, msg, msglen, &sig, &siglen);
     if (!rc && !(sig_hex = malloc(2 * siglen + 1)))
         rc = pfs_err(-ENOMEM, "out of memory writing an audit checkpoint");
     if (!rc) {
         hex_encode(sig, siglen, sig_hex);
-        if (add_field(o, "signed_hash", json_object_new_string(a->prev_hex)) ||
+        if (add_field(o, "signed_hash", json_object_new_string(a->sprev)) ||
             add_field(o, "sig", json_object_new_string(sig_hex)))
             rc = pfs_err(-ENOMEM, "out of memory writing an audit checkpoint");
     }
     if (!rc)
         rc = append_object(a, o);
     if (!rc)
-        a->last_cp = seq;
+        a->run = 0;
     free(sig_hex);
     free(sig);
     free(msg);
@@ -406,21 +420,11 @@ static int append_checkpoint(struct audit *a)
     return rc;
 }
 
-/* Events since the file's last checkpoint, whoever wrote them: the run a
- * signing writer must close before it reaches seal_every, so crashed and
- * signer-less writers' lines get signed too (docs/format-audit.md). */
-static uint64_t unsigned_run(const struct audit *a)
+static bool checkpoint_due(const struct audit *a, bool force)
 {
-    return a->next_seq - 1 - a->last_cp;
-}
-
-static bool checkpoint_due(const struct audit *a, bool at_close)
-{
-    if (!a->signer)
+    if (!a->signer || a->run == 0)
         return false;
-    if (at_close)   /* a spool already ending in a checkpoint needs no other */
-        return a->next_seq == 1 || unsigned_run(a) > 0;
-    return unsigned_run(a) >= a->seal_every;
+    return force || a->run >= a->seal_every;
 }
 
 /* Under the mutex: append o (and a checkpoint when due, or when forced)
@@ -436,8 +440,13 @@ static int append_locked(struct audit *a, json_object *o, bool force_checkpoint,
     rc = sync_tail(a);
     if (!rc && o) {
         rc = append_object(a, o);
-        if (!rc)
+        if (!rc) {
             a->appended++;
+            if (a->run++ == 0) {
+                clock_gettime(CLOCK_MONOTONIC, &a->run_start);
+                pthread_cond_signal(&a->seal_cv);
+            }
+        }
     }
     if (!rc && checkpoint_due(a, force_checkpoint)) {
         rc = append_checkpoint(a);
@@ -448,6 +457,7 @@ static int append_locked(struct audit *a, json_object *o, bool force_checkpoint,
     *ticket = a->appended;
     return rc;
 }
+static void sealer_ensure(struct audit *a);
 
 /* Under the mutex: return once a flush that started after our append has
  * completed.  The first waiter to find no flush running does it for all. */
@@ -503,6 +513,7 @@ static int record(struct audit *a, json_object *o, bool force_checkpoint)
     int rc;
 
     pthread_mutex_lock(&a->mu);
+    sealer_ensure(a);
     rc = append_event_locked(a, o, force_checkpoint, &ticket);
     if (!rc)
         rc = wait_durable(a, ticket);
@@ -537,6 +548,7 @@ int audit_event_append(struct audit *a, const struct audit_ctx *who, const char 
     if (!o)
         return pfs_err(-ENOMEM, "out of memory building an audit event");
     pthread_mutex_lock(&a->mu);
+    sealer_ensure(a);
     rc = append_event_locked(a, o, false, ticket);
     pthread_mutex_unlock(&a->mu);
     json_object_put(o);
@@ -553,6 +565,79 @@ int audit_event_wait(struct audit *a, uint64_t ticket)
     return rc;
 }
 
+/* ---------- the sealer ---------- */
+
+static void deadline_after(const struct timespec *start, unsigned ms, struct timespec *out)
+{
+    out->tv_sec = start->tv_sec + ms / 1000;
+    out->tv_nsec = start->tv_nsec + (long)(ms % 1000) * 1000000L;
+    if (out->tv_nsec >= 1000000000L) {
+        out->tv_sec++;
+        out->tv_nsec -= 1000000000L;
+    }
+}
+
+static bool reached(const struct timespec *t)
+{
+    struct timespec now;
+
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return now.tv_sec > t->tv_sec || (now.tv_sec == t->tv_sec && now.tv_nsec >= t->tv_nsec);
+}
+
+/* Checkpoint the session no later than AUDIT_SEAL_MS after its oldest
+ * unsigned event, so a crash leaves at most that much unsigned. */
+static void *sealer_run(void *arg)
+{
+    struct audit *a = arg;
+    struct timespec due;
+
+    pthread_mutex_lock(&a->mu);
+    while (!a->sealer_stop && !a->sticky_err) {
+        uint64_t ticket = 0;
+
+        if (a->run == 0) {
+            pthread_cond_wait(&a->seal_cv, &a->mu);
+            continue;
+        }
+        /* a little early, so the bound holds with the signing time */
+        deadline_after(&a->run_start, AUDIT_SEAL_MS - 200, &due);
+        if (!reached(&due)) {
+            pthread_cond_timedwait(&a->seal_cv, &a->mu, &due);
+            continue;
+        }
+        if (append_event_locked(a, NULL, true, &ticket) == 0)
+            wait_durable(a, ticket);
+    }
+    pthread_mutex_unlock(&a->mu);
+    return NULL;
+}
+
+/* Under the mutex.  Started at the first event of this process: a handle
+ * opened before a fork has no thread in the child. */
+static void sealer_ensure(struct audit *a)
+{
+    if (!a->signer || a->closing || a->sealer_pid == getpid())
+        return;
+    a->sealer_stop = false;
+    if (pthread_create(&a->sealer, NULL, sealer_run, a) == 0)
+        a->sealer_pid = getpid();
+}
+
+static void sealer_stop(struct audit *a)
+{
+    pthread_mutex_lock(&a->mu);
+    if (a->sealer_pid != getpid()) {
+        pthread_mutex_unlock(&a->mu);
+        return;
+    }
+    a->sealer_stop = true;
+    pthread_cond_broadcast(&a->seal_cv);
+    pthread_mutex_unlock(&a->mu);
+    pthread_join(a->sealer, NULL);
+    a->sealer_pid = 0;
+}
+
 /* ---------- open / close ---------- */
 
 static void audit_free(struct audit *a)
@@ -560,11 +645,13 @@ static void audit_free(struct audit *a)
     if (a->fd >= 0)
         close(a->fd);
     EVP_PKEY_free(a->signer);
+    pthread_cond_destroy(&a->seal_cv);
     pthread_cond_destroy(&a->flushed_cv);
     pthread_mutex_destroy(&a->mu);
     free(a->path);
     free(a->vault_id);
     free(a->account);
+    free(a->proof);
     free(a);
 }
 
@@ -588,10 +675,48 @@ static int open_spool(struct audit *a)
     return rc;
 }
 
-int audit_open(const char *spool_path, const char *vault_id, const char *account,
-               EVP_PKEY *signer, struct audit **out)
+/* The session-start event, and for a signing session its first checkpoint
+ * (which signs the start, proof included). */
+static int session_start(struct audit *a)
+{
+    json_object *o = event_object(a, NULL, "session-start", "", 0, 0);
+    int rc = 0;
+
+    if (!o)
+        return pfs_err(-ENOMEM, "out of memory starting an audit session");
+    if (add_field(o, "account_id", json_object_new_uint64(a->account_id)) ||
+        (a->proof && add_field(o, "proof", json_object_new_string(a->proof))))
+        rc = pfs_err(-ENOMEM, "out of memory starting an audit session");
+    if (!rc)
+        rc = record(a, o, true);
+    json_object_put(o);
+    return rc;
+}
+
+static int identity_take(struct audit *a, const struct audit_identity *id)
+{
+    a->account = strdup(id && id->account ? id->account : "");
+    if (!a->account)
+        return -ENOMEM;
+    if (!id || !id->signer)
+        return 0;
+    if (!id->proof || !*id->proof)
+        return pfs_err(-EINVAL, "a signing audit session needs its account's registry proof");
+    a->account_id = id->account_id;
+    if (!(a->proof = strdup(id->proof)))
+        return -ENOMEM;
+    if (EVP_PKEY_up_ref(id->signer) != 1)
+        return pfs_err(-ENOMEM, "cannot take a reference to the audit signing key");
+    a->signer = id->signer;
+    return 0;
+}
+
+int audit_open(const char *spool_path, const char *vault_id, const struct audit_identity *id,
+               struct audit **out)
 {
     struct audit *a = calloc(1, sizeof *a);
+    pthread_condattr_t ca;
+    uint8_t sid[SESSION_HEX / 2];
     int rc;
 
     *out = NULL;
@@ -600,23 +725,28 @@ int audit_open(const char *spool_path, const char *vault_id, const char *account
     a->fd = -1;
     pthread_mutex_init(&a->mu, NULL);
     pthread_cond_init(&a->flushed_cv, NULL);
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&a->seal_cv, &ca);
+    pthread_condattr_destroy(&ca);
     a->seal_every = AUDIT_SEAL_EVERY;
+    a->next_sseq = 1;
+    zero_hash_hex(a->sprev);
     a->path = strdup(spool_path);
     a->vault_id = strdup(vault_id ? vault_id : "");
-    a->account = strdup(account ? account : "");
-    if (!a->path || !a->vault_id || !a->account) {
+    rc = !a->path || !a->vault_id ? -ENOMEM : identity_take(a, id);
+    if (rc == 0 && crypto_random(sid, sizeof sid) != 0)
+        rc = pfs_err(-EIO, "no randomness for an audit session id");
+    if (rc) {
         audit_free(a);
-        return pfs_err(-ENOMEM, "out of memory opening audit spool %s", spool_path);
+        return rc == -ENOMEM ? pfs_err(rc, "out of memory opening audit spool %s", spool_path)
+                             : rc;
     }
+    hex_encode(sid, sizeof sid, a->session);
     if (gethostname(a->host, sizeof a->host - 1) != 0)
         snprintf(a->host, sizeof a->host, "unknown");
-    if (signer && EVP_PKEY_up_ref(signer) == 1)
-        a->signer = signer;
-    else if (signer) {
-        audit_free(a);
-        return pfs_err(-ENOMEM, "cannot take a reference to the audit signing key");
-    }
-    if ((rc = open_spool(a))) {
+    if ((rc = open_spool(a)) || (rc = session_start(a))) {
+        sealer_stop(a);
         audit_free(a);
         return rc;
     }
@@ -624,31 +754,97 @@ int audit_open(const char *spool_path, const char *vault_id, const char *account
     return 0;
 }
 
+const char *audit_session_id(const struct audit *a)
+{
+    return a->session;
+}
+
 void audit_set_seal_every(struct audit *a, unsigned n)
 {
     pthread_mutex_lock(&a->mu);
-    /* Above AUDIT_SEAL_EVERY the spool would fail verification with keys. */
+    /* Above AUDIT_SEAL_EVERY the session would fail verification. */
     a->seal_every = n < 1 ? 1 : n > AUDIT_SEAL_EVERY ? AUDIT_SEAL_EVERY : n;
     pthread_mutex_unlock(&a->mu);
 }
 
 void audit_close(struct audit *a)
 {
+    json_object *o;
+
     if (!a)
         return;
-    if (a->signer && !a->sticky_err)
-        record(a, NULL, true);   /* failure already recorded in pfs_err */
+    a->closing = true;
+    sealer_stop(a);
+    if (!a->sticky_err && (o = event_object(a, NULL, "session-end", "", 0, 0))) {
+        record(a, o, true);   /* failure already recorded in pfs_err */
+        json_object_put(o);
+    }
     audit_free(a);
 }
 
 /* ---------- the chain rules ---------- */
 
-void audit_chain_init(struct audit_chain *c, const char *vault)
+/* A session between its session-start and its close. */
+struct audit_session_state {
+    char id[SESSION_HEX + 1];
+    char account[256];
+    uint64_t account_id;
+    uint64_t next_sseq;
+    char prev[HASH_HEX + 1];
+    unsigned run;               /* lines since its last checkpoint (all, if unsigned) */
+    bool is_signed;             /* opened with a registry proof */
+    bool ended;                 /* session-end seen: only its checkpoint may follow */
+    EVP_PKEY *key;              /* the signer's key (from the proof) */
+};
+
+void audit_chain_init(struct audit_chain *c, const char *vault, const char *root_fp)
 {
     memset(c, 0, sizeof *c);
     c->next_seq = 1;
     zero_hash_hex(c->prev_hex);
     snprintf(c->vault, sizeof c->vault, "%s", vault ? vault : "");
+    snprintf(c->root_fp, sizeof c->root_fp, "%s", root_fp ? root_fp : "");
+}
+
+void audit_chain_free(struct audit_chain *c)
+{
+    for (size_t i = 0; i < c->nopen; i++)
+        EVP_PKEY_free(c->open[i].key);
+    free(c->open);
+    c->open = NULL;
+    c->nopen = c->capopen = 0;
+}
+
+int audit_chain_copy(struct audit_chain *dst, const struct audit_chain *src)
+{
+    *dst = *src;
+    dst->open = NULL;
+    if (src->capopen) {
+        dst->open = malloc(src->capopen * sizeof *dst->open);
+        if (!dst->open) {
+            dst->nopen = dst->capopen = 0;
+            return -ENOMEM;
+        }
+        memcpy(dst->open, src->open, src->nopen * sizeof *dst->open);
+    }
+    for (size_t i = 0; i < dst->nopen; i++)
+        if (dst->open[i].key && EVP_PKEY_up_ref(dst->open[i].key) != 1)
+            dst->open[i].key = NULL;
+    return 0;
+}
+
+static struct audit_session_state *session_find(struct audit_chain *c, const char *id)
+{
+    for (size_t i = 0; i < c->nopen; i++)
+        if (strcmp(c->open[i].id, id) == 0)
+            return &c->open[i];
+    return NULL;
+}
+
+static void session_remove(struct audit_chain *c, struct audit_session_state *s)
+{
+    EVP_PKEY_free(s->key);
+    *s = c->open[--c->nopen];
 }
 
 static int chain_refuse(char *why, size_t whylen, const char *fmt, ...)
@@ -664,43 +860,34 @@ static int chain_refuse(char *why, size_t whylen, const char *fmt, ...)
     return -EBADMSG;
 }
 
-static int checkpoint_signature_ok(const char *vault, const char *account, const char *hash,
-                                   const char *sig_hex, audit_key_fn key_for, void *arg,
-                                   char *why, size_t whylen)
+static int signature_ok(EVP_PKEY *key, const char *vault, const char *session,
+                        const char *hash, const char *sig_hex)
 {
     uint8_t sig[SIG_MAX];
     size_t siglen = strlen(sig_hex) / 2, msglen = 0;
     char *msg = NULL;
-    EVP_PKEY *key;
     int rc;
 
     if (strlen(sig_hex) % 2 || siglen == 0 || siglen > SIG_MAX ||
         hex_decode(sig_hex, sig, siglen) != 0)
-        return chain_refuse(why, whylen, "checkpoint signature is not hex of a plausible length");
-    key = key_for ? key_for(arg, vault, account) : NULL;
-    if (!key)
-        return chain_refuse(why, whylen, "checkpoint signed by unknown account \"%.100s\"",
-                            account);
-    rc = checkpoint_message(vault, hash, &msg, &msglen);
+        return -EINVAL;
+    rc = checkpoint_message(vault, session, hash, &msg, &msglen);
     if (!rc)
         rc = sig_verify(key, msg, msglen, sig, siglen);
     free(msg);
-    EVP_PKEY_free(key);
     pfs_err_clear();
-    if (rc == -ENOMEM)
-        return chain_refuse(why, whylen, "out of memory checking a checkpoint");
-    if (rc)
-        return chain_refuse(why, whylen, "checkpoint signature does not verify: the chain "
-                            "before it was altered, or it was signed by another key");
-    return 0;
+    return rc;
 }
 
-/* A checkpoint signs the hash of everything before it. */
-static int checkpoint_ok(const struct audit_chain *c, json_object *o, audit_key_fn key_for,
-                         void *arg, char *why, size_t whylen)
+/* ---- format 2: one file-wide chain of checkpoints naming their signer ---- */
+
+static int v2_checkpoint_ok(const struct audit_chain *c, json_object *o, audit_key_fn key_for,
+                            void *arg, char *why, size_t whylen)
 {
     const char *hash = audit_field_str(o, "signed_hash"), *sig_hex = audit_field_str(o, "sig");
     const char *account = audit_field_str(o, "account"), *vault = audit_field_str(o, "vault");
+    EVP_PKEY *key;
+    int rc;
 
     if (!hash || !sig_hex || !account || !vault)
         return chain_refuse(why, whylen, "checkpoint lacks signed_hash, sig, account or vault");
@@ -709,18 +896,27 @@ static int checkpoint_ok(const struct audit_chain *c, json_object *o, audit_key_
                             "differs from prev)");
     if (c->skip_signatures)
         return 0;
-    return checkpoint_signature_ok(vault, account, hash, sig_hex, key_for, arg, why, whylen);
+    key = key_for ? key_for(arg, vault, account) : NULL;
+    if (!key)
+        return chain_refuse(why, whylen, "format 2 checkpoint signed by unknown account "
+                            "\"%.100s\"", account);
+    rc = signature_ok(key, vault, NULL, hash, sig_hex);
+    EVP_PKEY_free(key);
+    if (rc == -EINVAL)
+        return chain_refuse(why, whylen, "checkpoint signature is not hex of a plausible length");
+    if (rc)
+        return chain_refuse(why, whylen, "checkpoint signature does not verify: the chain "
+                            "before it was altered, or it was signed by another key");
+    return 0;
 }
 
-/* cp must name the last checkpoint before the line: removing, inserting or
- * forging a checkpoint shows even where the chain was recomputed. */
-static int cp_ok(const struct audit_chain *c, json_object *o, char *why, size_t whylen)
+/* cp must name the last checkpoint before the line. */
+static int v2_cp_ok(const struct audit_chain *c, json_object *o, char *why, size_t whylen)
 {
     uint64_t cp;
 
     if (audit_field_uint(o, "cp", &cp) != 0)
-        return chain_refuse(why, whylen, "lacks cp (written by a pactfs older than spool "
-                            "format 2, or edited)");
+        return chain_refuse(why, whylen, "lacks cp (a format 1 line, or edited)");
     if (cp != c->last_cp)
         return chain_refuse(why, whylen, "cp %llu where the last checkpoint before this line "
                             "is %llu (a checkpoint was removed or inserted, or cp was edited)",
@@ -728,7 +924,204 @@ static int cp_ok(const struct audit_chain *c, json_object *o, char *why, size_t 
     return 0;
 }
 
-/* seq, vault and prev: the line's place in the chain. */
+static int v2_tail_ok(const struct audit_chain *c, char *why, size_t whylen)
+{
+    uint64_t run = c->next_seq - 1 - c->last_cp;
+
+    if (c->skip_signatures || c->seen_v3 || run <= AUDIT_V2_UNSIGNED_MAX)
+        return 0;
+    return chain_refuse(why, whylen, "%llu format 2 events after the last signed checkpoint "
+                        "(%s), more than the %u allowed: checkpoints were removed and the "
+                        "chain rewritten; compare with the audit receiver's copy",
+                        (unsigned long long)run, c->last_cp ? "of format 2" : "none",
+                        AUDIT_V2_UNSIGNED_MAX);
+}
+
+/* ---- format 3: sessions ---- */
+
+static bool is_session_id(const char *s)
+{
+    if (!s || strlen(s) != SESSION_HEX)
+        return false;
+    for (const char *p = s; *p; p++)
+        if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')))
+            return false;
+    return true;
+}
+
+/* A session-start: a new session; with a proof, the signer's key from the
+ * registry proof, checked against the pinned root. */
+static int session_start_ok(const struct audit_chain *c, json_object *o, const char *id,
+                            const char *account, const char *sprev,
+                            struct audit_session_state *fresh, char *why, size_t whylen)
+{
+    const char *proof = audit_field_str(o, "proof"), *vault = audit_field_str(o, "vault");
+    struct audit_signer signer;
+    char pwhy[256];
+
+    if (!op_is(o, "session-start"))
+        return chain_refuse(why, whylen, "sseq 1 of session %s is not a session-start (the "
+                            "session's first lines were removed)", id);
+    if (strspn(sprev, "0") != HASH_HEX || sprev[HASH_HEX])
+        return chain_refuse(why, whylen, "session-start with a non-zero sprev");
+    memset(fresh, 0, sizeof *fresh);
+    snprintf(fresh->id, sizeof fresh->id, "%s", id);
+    snprintf(fresh->account, sizeof fresh->account, "%s", account);
+    zero_hash_hex(fresh->prev);
+    fresh->next_sseq = 1;
+    if (audit_field_uint(o, "account_id", &fresh->account_id) != 0)
+        return chain_refuse(why, whylen, "session-start lacks account_id");
+    if (!proof)
+        return 0;
+    fresh->is_signed = true;
+    if (!c->skip_signatures && !c->root_fp[0])
+        return chain_refuse(why, whylen, "no root fingerprint is known for vault %s, so the "
+                            "registry proof of session %s cannot be checked (configure the "
+                            "vault's root fingerprint)", vault ? vault : "?", id);
+    if (audit_proof_verify(vault ? vault : "", c->root_fp, proof, !c->skip_signatures,
+                           &signer, pwhy, sizeof pwhy) != 0)
+        return chain_refuse(why, whylen, "the registry proof of session %s does not verify: %s",
+                            id, pwhy);
+    fresh->key = signer.key;
+    if (signer.account_id != fresh->account_id || strcmp(signer.name, account) != 0) {
+        EVP_PKEY_free(fresh->key);
+        fresh->key = NULL;
+        return chain_refuse(why, whylen, "session %s names account \"%.100s\" (id %llu) but its "
+                            "registry proof is for \"%s\" (id %llu)", id, account,
+                            (unsigned long long)fresh->account_id, signer.name,
+                            (unsigned long long)signer.account_id);
+    }
+    return 0;
+}
+
+/* A checkpoint signs its own session's chain, under the key its
+ * session-start proved: never the key of whoever the line names. */
+static int session_checkpoint_ok(const struct audit_chain *c, const struct audit_session_state *s,
+                                 json_object *o, char *why, size_t whylen)
+{
+    const char *hash = audit_field_str(o, "signed_hash"), *sig_hex = audit_field_str(o, "sig");
+    int rc;
+
+    if (!s->is_signed)
+        return chain_refuse(why, whylen, "checkpoint in session %s, which no account signed",
+                            s->id);
+    if (!hash || !sig_hex)
+        return chain_refuse(why, whylen, "checkpoint lacks signed_hash or sig");
+    if (strcmp(hash, s->prev) != 0)
+        return chain_refuse(why, whylen, "checkpoint signs a different chain (signed_hash "
+                            "differs from sprev)");
+    if (c->skip_signatures)
+        return 0;
+    rc = s->key ? signature_ok(s->key, c->vault[0] ? c->vault : audit_field_str(o, "vault"),
+                               s->id, hash, sig_hex) : -EKEYREJECTED;
+    if (rc == -EINVAL)
+        return chain_refuse(why, whylen, "checkpoint signature is not hex of a plausible length");
+    if (rc)
+        return chain_refuse(why, whylen, "checkpoint signature does not verify under the key of "
+                            "account \"%s\" (id %llu), which opened session %s: the session's "
+                            "lines were altered, or another account signed", s->account,
+                            (unsigned long long)s->account_id, s->id);
+    return 0;
+}
+
+/* A line of a session already open. */
+static int session_next_ok(const struct audit_chain *c, const struct audit_session_state *s,
+                           json_object *o, uint64_t sseq, const char *account,
+                           const char *sprev, char *why, size_t whylen)
+{
+    if (sseq != s->next_sseq)
+        return chain_refuse(why, whylen, "sseq %llu where %llu was expected in session %s (a "
+                            "line of that session was deleted, inserted or moved)",
+                            (unsigned long long)sseq, (unsigned long long)s->next_sseq, s->id);
+    if (strcmp(sprev, s->prev) != 0)
+        return chain_refuse(why, whylen, "sprev does not match the hash of the previous line of "
+                            "session %s (a line of it was edited, deleted or inserted)", s->id);
+    if (strcmp(account, s->account) != 0)
+        return chain_refuse(why, whylen, "names account \"%.100s\" in session %s, which \"%s\" "
+                            "opened", account, s->id, s->account);
+    if (op_is(o, "session-start"))
+        return chain_refuse(why, whylen, "a second session-start in session %s", s->id);
+    if (op_is(o, "checkpoint"))
+        return session_checkpoint_ok(c, s, o, why, whylen);
+    if (s->ended)
+        return chain_refuse(why, whylen, "an event after the session-end of session %s", s->id);
+    if (s->run >= AUDIT_SEAL_EVERY)
+        return chain_refuse(why, whylen, s->is_signed ?
+                            "more than %u events of session %s without a checkpoint (its signer "
+                            "checkpoints every %u: events were inserted or checkpoints removed)" :
+                            "more than %u events in session %s, which no account signed (an "
+                            "unsigned session holds at most %u)", AUDIT_SEAL_EVERY, s->id,
+                            AUDIT_SEAL_EVERY);
+    return 0;
+}
+
+/* Check the line's session fields; *fresh filled (and *is_new set) for a
+ * session-start.  Changes nothing in c. */
+static int session_ok(struct audit_chain *c, json_object *o, struct audit_session_state *fresh,
+                      bool *is_new, char *why, size_t whylen)
+{
+    const char *id = audit_field_str(o, "session"), *sprev = audit_field_str(o, "sprev");
+    const char *account = audit_field_str(o, "account");
+    struct audit_session_state *s;
+    uint64_t sseq;
+
+    *is_new = false;
+    if (!is_session_id(id) || !sprev || !account || audit_field_uint(o, "sseq", &sseq) != 0)
+        return chain_refuse(why, whylen, "lacks session, sseq, sprev or account");
+    s = session_find(c, id);
+    if (sseq == 1) {
+        if (s)
+            return chain_refuse(why, whylen, "session %s starts twice", id);
+        *is_new = true;
+        return session_start_ok(c, o, id, account, sprev, fresh, why, whylen);
+    }
+    if (!s)
+        return chain_refuse(why, whylen, "session %s is not open here (its session-start is "
+                            "missing, or it had ended)", id);
+    return session_next_ok(c, s, o, sseq, account, sprev, why, whylen);
+}
+
+/* The line passed: advance its session. */
+static int session_advance(struct audit_chain *c, json_object *o, struct audit_session_state *fresh,
+                           bool is_new, const char *line, size_t len)
+{
+    struct audit_session_state *s;
+
+    if (is_new) {
+        if (c->nopen == c->capopen) {
+            size_t cap = c->capopen ? 2 * c->capopen : 16;
+            struct audit_session_state *p = realloc(c->open, cap * sizeof *p);
+
+            if (!p) {
+                EVP_PKEY_free(fresh->key);
+                return -ENOMEM;
+            }
+            c->open = p;
+            c->capopen = cap;
+        }
+        c->open[c->nopen++] = *fresh;
+        c->sessions++;
+        c->unsigned_sessions += !fresh->is_signed;
+    }
+    s = session_find(c, audit_field_str(o, "session"));
+    s->next_sseq++;
+    audit_line_hash(line, len, s->prev);
+    if (op_is(o, "checkpoint")) {
+        s->run = 0;
+        if (s->ended)
+            session_remove(c, s);
+        return 0;
+    }
+    s->run++;
+    if (op_is(o, "session-end")) {
+        s->ended = true;
+        if (!s->is_signed)
+            session_remove(c, s);
+    }
+    return 0;
+}
+
+/* seq, vault and prev: the line's place in the spool chain. */
 static int place_ok(const struct audit_chain *c, json_object *o, uint64_t *seq, char *why,
                     size_t whylen)
 {
@@ -750,12 +1143,50 @@ static int place_ok(const struct audit_chain *c, json_object *o, uint64_t *seq, 
     return 0;
 }
 
+static int check_v2(struct audit_chain *c, json_object *o, audit_key_fn key_for, void *arg,
+                    uint64_t seq, char *why, size_t whylen)
+{
+    int rc;
+
+    if (c->seen_v3)
+        return chain_refuse(why, whylen, "a format 2 line after format 3 lines (lines were "
+                            "rewritten in the older format)");
+    rc = v2_cp_ok(c, o, why, whylen);
+    if (!rc && op_is(o, "checkpoint"))
+        rc = v2_checkpoint_ok(c, o, key_for, arg, why, whylen);
+    if (!rc && op_is(o, "checkpoint"))
+        c->last_cp = seq;
+    if (!rc)
+        c->v2_lines++;
+    return rc;
+}
+
+static int check_v3(struct audit_chain *c, json_object *o, const char *line, size_t len,
+                    char *why, size_t whylen)
+{
+    struct audit_session_state fresh;
+    bool is_new = false;
+    uint64_t v = 0;
+    int rc;
+
+    if (audit_field_uint(o, "v", &v) != 0 || v != AUDIT_FORMAT)
+        return chain_refuse(why, whylen, "event format \"v\" %llu is not one this build reads "
+                            "(%d)", (unsigned long long)v, AUDIT_FORMAT);
+    if ((rc = v2_tail_ok(c, why, whylen)))
+        return rc;
+    if ((rc = session_ok(c, o, &fresh, &is_new, why, whylen)))
+        return rc;
+    if (session_advance(c, o, &fresh, is_new, line, len))
+        return chain_refuse(why, whylen, "out of memory tracking audit sessions");
+    c->seen_v3 = 1;
+    return 0;
+}
+
 int audit_chain_check(struct audit_chain *c, const char *line, size_t len,
                       audit_key_fn key_for, void *arg, char *why, size_t whylen)
 {
     json_object *o;
     uint64_t seq = 0;
-    bool checkpoint;
     int rc;
 
     if (len > AUDIT_LINE_MAX)
@@ -766,26 +1197,29 @@ int audit_chain_check(struct audit_chain *c, const char *line, size_t len,
     o = audit_line_parse(line, len);
     if (!o)
         return chain_refuse(why, whylen, "not a JSON object");
-    checkpoint = is_checkpoint(o);
     rc = place_ok(c, o, &seq, why, whylen);
-    rc = rc ? rc : cp_ok(c, o, why, whylen);
-    if (!rc && checkpoint)
-        rc = checkpoint_ok(c, o, key_for, arg, why, whylen);
+    if (!rc)
+        rc = json_object_object_get_ex(o, "v", NULL) ? check_v3(c, o, line, len, why, whylen)
+                                                     : check_v2(c, o, key_for, arg, seq, why,
+                                                                whylen);
     json_object_put(o);
     if (rc)
         return rc;
-    if (checkpoint)
-        c->last_cp = seq;
     c->next_seq = seq + 1;
     audit_line_hash(line, len, c->prev_hex);
     return 0;
+}
+
+int audit_chain_finish(const struct audit_chain *c, char *why, size_t whylen)
+{
+    return v2_tail_ok(c, why, whylen);
 }
 
 /* ---------- verification of a whole spool ---------- */
 
 struct verifier {
     const char *path;
-    EVP_PKEY *(*key_for)(void *arg, const char *account);
+    audit_v2_key_fn key_for;
     void *arg;
     uint64_t lineno;
     struct audit_chain chain;
@@ -802,7 +1236,7 @@ static int bad_line(const struct verifier *v, const char *what)
 static EVP_PKEY *verifier_key(void *arg, const char *vault, const char *account)
 {
     const struct verifier *v = arg;
-    EVP_PKEY *key = v->key_for(v->arg, account);
+    EVP_PKEY *key = v->key_for ? v->key_for(v->arg, account) : NULL;
 
     (void)vault;
     return key && EVP_PKEY_up_ref(key) == 1 ? key : NULL;
@@ -829,39 +1263,18 @@ static int read_line(struct verifier *v, FILE *f, char *buf, size_t cap, size_t 
     return 1;
 }
 
-/* With keys: the lines after the last checkpoint are protected by the chain
- * alone, so there may be only as many as honest writers leave unsigned. */
-static int verify_signed_tail(const struct verifier *v)
+int audit_verify(const char *spool_path, const char *root_fp, audit_v2_key_fn v2_key_for,
+                 void *arg, struct audit_verify_result *res)
 {
-    uint64_t last = v->chain.next_seq - 1, run = last - v->chain.last_cp;
-    char since[48];
-
-    if (!v->key_for || run <= (uint64_t)AUDIT_SEAL_EVERY + AUDIT_UNSIGNED_SLACK)
-        return 0;
-    if (v->chain.last_cp)
-        snprintf(since, sizeof since, "at line %llu", (unsigned long long)v->chain.last_cp);
-    else
-        snprintf(since, sizeof since, "none in the spool");
-    return pfs_err(-EBADMSG, "audit spool %s: line %llu: %llu events after the last signed "
-                   "checkpoint (%s), more than the %u allowed: checkpoints were removed and "
-                   "the chain rewritten, or writers without a signing key appended that many; "
-                   "compare with the audit receiver's copy", v->path,
-                   (unsigned long long)last, (unsigned long long)run, since,
-                   AUDIT_SEAL_EVERY + AUDIT_UNSIGNED_SLACK);
-}
-
-int audit_verify(const char *spool_path,
-                 EVP_PKEY *(*key_for)(void *arg, const char *account), void *arg,
-                 uint64_t *events)
-{
-    struct verifier v = { .path = spool_path, .key_for = key_for, .arg = arg };
-    char *buf = malloc(AUDIT_LINE_MAX), why[512];
+    struct verifier v = { .path = spool_path, .key_for = v2_key_for, .arg = arg };
+    struct audit_verify_result r = { 0 };
+    char *buf = malloc(AUDIT_LINE_MAX), why[768];
     FILE *f;
     size_t len = 0;
     int rc;
 
-    if (events)
-        *events = 0;
+    if (res)
+        *res = r;
     if (!buf)
         return pfs_err(-ENOMEM, "out of memory verifying %s", spool_path);
     f = fopen(spool_path, "re");
@@ -870,8 +1283,8 @@ int audit_verify(const char *spool_path,
         free(buf);
         return pfs_err(rc, "cannot open audit spool %s: %s", spool_path, strerror(-rc));
     }
-    audit_chain_init(&v.chain, NULL);
-    v.chain.skip_signatures = key_for == NULL;
+    audit_chain_init(&v.chain, NULL, root_fp);
+    v.chain.skip_signatures = !root_fp && !v2_key_for;
     for (;;) {
         v.lineno++;
         rc = read_line(&v, f, buf, AUDIT_LINE_MAX, &len);
@@ -881,11 +1294,18 @@ int audit_verify(const char *spool_path,
             rc = bad_line(&v, why);
             break;
         }
-        if (events)
-            (*events)++;
+        r.events++;
     }
-    if (rc == 0)
-        rc = verify_signed_tail(&v);
+    if (rc == 0 && audit_chain_finish(&v.chain, why, sizeof why)) {
+        v.lineno = v.chain.next_seq - 1;
+        rc = bad_line(&v, why);
+    }
+    r.sessions = v.chain.sessions;
+    r.unsigned_sessions = v.chain.unsigned_sessions;
+    r.v2_lines = v.chain.v2_lines;
+    if (res)
+        *res = r;
+    audit_chain_free(&v.chain);
     fclose(f);
     free(buf);
     return rc;

@@ -1,21 +1,24 @@
 /* Audit events: JSON lines, chained, spooled durably, shipped.
  *
- * Each event is one JSON object per line with: seq, time (RFC 3339 UTC with
- * nanoseconds), vault, host, account, uid, pid, process, op, path, result
- * ("ok", "denied" or an errno name), bytes, cp (seq of the last checkpoint
- * line before it, 0 if none), prev (hex SHA-256 of the previous line, all
- * zeros for the first).  A "checkpoint" event carries an RSA-PSS signature
- * by the account key over the hash of everything before it, so deletion,
- * insertion or editing is detected by audit_verify().  A handle with a
- * signer writes one at close and whenever the spool's run of events since
- * its last checkpoint (whoever wrote them) reaches AUDIT_SEAL_EVERY.
+ * Format 3 (docs/format-audit.md).  Every handle is one session (a mount,
+ * one pactfs-admin run, ...) that writes its own chain inside the shared
+ * spool: each line carries the spool-wide seq/prev chain and its session's
+ * id, sseq and sprev (hash of the session's previous line).  A signed
+ * session opens with a session-start event carrying its account's registry
+ * proof (src/audit_proof.h), and its checkpoints sign the hash of its own
+ * chain only, with its own account key: a checkpoint is checked under the
+ * key the session-start proof gives, never the key of whichever account a
+ * line names, so no account can re-sign another's events.  A signing
+ * handle checkpoints after AUDIT_SEAL_EVERY events and no later than
+ * AUDIT_SEAL_MS after its oldest unsigned event (a sealer thread), and at
+ * close, after its session-end event.
  *
  * audit_event() returns only after the line is durably in the spool
  * (group commit: concurrent callers share one fdatasync).  If the spool
  * cannot be written it returns -errno and the caller must fail the
  * operation (fail-closed).  Several processes (the daemon, pactfs-admin)
  * may append to one spool: appends hold flock(LOCK_EX) and re-read the
- * chain tail if another process wrote since.  Layout: docs/format-audit.md.
+ * spool's tail if another process wrote since.
  */
 #ifndef PACTFS_AUDIT_H
 #define PACTFS_AUDIT_H
@@ -28,12 +31,17 @@
 
 struct audit;
 
-/* Most events a signing writer leaves between two checkpoints of the file. */
-#define AUDIT_SEAL_EVERY 1024u
-/* Further unsigned events audit_verify tolerates after the last checkpoint
- * when checking signatures: signer-less writers (pactfs-admin, failed
- * unlocks) and the tail of a writer that crashed before its closing one. */
-#define AUDIT_UNSIGNED_SLACK 256u
+/* Event format written by this build (the "v" field). */
+#define AUDIT_FORMAT 3
+/* Most events of a session without a checkpoint after them: a signing
+ * session checkpoints after this many, and an unsigned session (no account
+ * key: a failed unlock, pactfs-fsck) may hold no more than this many. */
+#define AUDIT_SEAL_EVERY 64u
+/* A signing session checkpoints no later than this after an event. */
+#define AUDIT_SEAL_MS 1000u
+/* Format 2 spools (one file-wide chain of checkpoints): most unsigned
+ * lines after the last checkpoint that audit_verify accepts. */
+#define AUDIT_V2_UNSIGNED_MAX 1280u
 /* Longest line audit_verify accepts (and audit_event writes). */
 #define AUDIT_LINE_MAX (64u * 1024u)
 
@@ -42,15 +50,26 @@ struct audit_ctx {          /* who did it */
     pid_t pid;
 };
 
-/* Open (create) the spool; resumes the chain from its last line.
- * signer may be NULL (then no checkpoints are signed); the handle takes its
- * own reference, the caller keeps and frees theirs.  account may be NULL
- * (written as ""). */
-int audit_open(const char *spool_path, const char *vault_id, const char *account,
-               EVP_PKEY *signer, struct audit **out);
+/* Who writes a session.  signer NULL: an unsigned session (no
+ * checkpoints; at most AUDIT_SEAL_EVERY events verify).  With a signer,
+ * proof is its registry proof (audit_proof_build) and account_id its id. */
+struct audit_identity {
+    const char *account;        /* NULL = "" */
+    uint64_t account_id;        /* 0 if unknown */
+    EVP_PKEY *signer;           /* the handle takes its own reference */
+    const char *proof;          /* hex registry proof; required with signer */
+};
+
+/* Open (create) the spool, resume its chain from its last line and start a
+ * session: a session-start event (and, signed, its first checkpoint),
+ * durable before this returns.  id may be NULL (unsigned, account ""). */
+int audit_open(const char *spool_path, const char *vault_id, const struct audit_identity *id,
+               struct audit **out);
+/* The session id (32 hex) of a handle. */
+const char *audit_session_id(const struct audit *a);
 void audit_close(struct audit *a);
-/* Make this handle checkpoint after n events since the file's last
- * checkpoint (clamped to 1..AUDIT_SEAL_EVERY). */
+/* Make this handle checkpoint after n events of its session (clamped to
+ * 1..AUDIT_SEAL_EVERY). */
 void audit_set_seal_every(struct audit *a, unsigned n);
 
 /* result: 0 = ok, -EACCES/-EPERM = denied, other -errno = failed. */
@@ -66,45 +85,68 @@ int audit_event_append(struct audit *a, const struct audit_ctx *who, const char 
                        const char *path, int result, uint64_t bytes, uint64_t *ticket);
 int audit_event_wait(struct audit *a, uint64_t ticket);
 
-/* Verify a spool: chain continuity, cp fields and checkpoint signatures.
- * Returns 0, or -EBADMSG with pfs_err naming the first bad line.  *events
- * gets the count checked.  key_for returns the public key of the account
- * that signed a checkpoint (caller keeps ownership), or NULL if unknown
- * (that is a verification failure); key_for NULL skips signature checks.
- * With key_for, a spool ending more than AUDIT_SEAL_EVERY +
- * AUDIT_UNSIGNED_SLACK events after its last checkpoint is refused. */
-int audit_verify(const char *spool_path,
-                 EVP_PKEY *(*key_for)(void *arg, const char *account), void *arg,
-                 uint64_t *events);
+/* Format 2 checkpoints name their signer: the public key of that account
+ * (caller keeps ownership), or NULL if unknown.  Only format 2 lines use it. */
+typedef EVP_PKEY *(*audit_v2_key_fn)(void *arg, const char *account);
+
+struct audit_verify_result {
+    uint64_t events;            /* lines checked */
+    uint64_t sessions;          /* format 3 sessions */
+    uint64_t unsigned_sessions; /* ... without a signer (no account vouches for them) */
+    uint64_t v2_lines;          /* lines in format 2 (before the first format 3 line) */
+};
+
+/* Verify a spool: the spool chain, every session's chain, the registry
+ * proof of every signed session against root_fp (the vault's pinned root
+ * fingerprint) and every checkpoint under its session's key.  Returns 0,
+ * or -EBADMSG with pfs_err naming the first bad line.  root_fp NULL and
+ * v2_key_for NULL: structure and hashes only. */
+int audit_verify(const char *spool_path, const char *root_fp, audit_v2_key_fn v2_key_for,
+                 void *arg, struct audit_verify_result *res);
 
 /* ---- the chain rules, one line at a time ----
  * The one place the rules live: audit_verify, the shipper and
  * pactfs-auditd's batch check all go through audit_chain_check. */
 
 struct json_object;
+struct audit_session_state;
 
 struct audit_chain {
     uint64_t next_seq;          /* 1 for an empty chain */
-    uint64_t last_cp;           /* seq of the last checkpoint, 0 if none */
+    uint64_t last_cp;           /* format 2: seq of the last checkpoint, 0 if none */
     char prev_hex[65];          /* hash of the last line, zeros when empty */
     char vault[65];             /* every line must name this vault ("" = any) */
+    char root_fp[65];           /* the vault's pinned root fingerprint ("" = unknown) */
     int skip_signatures;        /* 1: structure and hashes only (no key, or
                                  * re-reading a store checked on entry) */
+    int seen_v3;                /* a format 3 line was seen: no format 2 after it */
+    uint64_t v2_lines;
+    uint64_t sessions, unsigned_sessions;
+    struct audit_session_state *open;   /* sessions not yet closed */
+    size_t nopen, capopen;
 };
 
-/* The public key of the account that signed a checkpoint of vault, or NULL
- * if unknown; audit_chain_check frees the key it gets. */
+/* Format 2 checkpoints: the public key of the account that signed a
+ * checkpoint of vault, or NULL if unknown; audit_chain_check frees it. */
 typedef EVP_PKEY *(*audit_key_fn)(void *arg, const char *vault, const char *account);
 
-void audit_chain_init(struct audit_chain *c, const char *vault);
+/* root_fp may be NULL (then signed sessions cannot be checked: refused
+ * unless skip_signatures). */
+void audit_chain_init(struct audit_chain *c, const char *vault, const char *root_fp);
+void audit_chain_free(struct audit_chain *c);
+/* dst = a deep copy of src (dst is overwritten, not freed); 0 or -ENOMEM. */
+int audit_chain_copy(struct audit_chain *dst, const struct audit_chain *src);
 
-/* Check that line (without its newline) continues the chain: seq, prev, cp,
- * vault, and for checkpoints signed_hash and, unless skip_signatures, the
- * RSA-PSS signature under key_for(arg, vault, account) (NULL key =
- * refused).  On success the chain advances; on failure it is unchanged and
- * why holds a sentence.  Returns 0 or -EBADMSG. */
+/* Check that line (without its newline) continues the chain: seq, prev,
+ * vault, its session's sseq, sprev and account, the registry proof of a
+ * session-start and every checkpoint's signature (unless skip_signatures);
+ * format 2 lines by the format 2 rules (cp, key_for).  On success the chain
+ * advances; on failure it is unchanged and why holds a sentence.  Returns 0
+ * or -EBADMSG. */
 int audit_chain_check(struct audit_chain *c, const char *line, size_t len,
                       audit_key_fn key_for, void *arg, char *why, size_t whylen);
+/* At the end of a stream: refuse a format 2 tail longer than allowed. */
+int audit_chain_finish(const struct audit_chain *c, char *why, size_t whylen);
 
 /* One line (at most AUDIT_LINE_MAX bytes) as a JSON object, every byte
  * consumed; NULL otherwise.  Release with json_object_put. */

@@ -13,6 +13,7 @@
 #include "grants.h"
 #include "secmem.h"
 #include "keyring.h"
+#include "audit_proof.h"
 #include "meta_backend.h"
 #include "registry.h"
 #include "vault.h"
@@ -310,12 +311,37 @@ static int open_envelopes(struct vault *v)
     return rc;
 }
 
+/* A signed audit session for account_id (private key key), with its
+ * registry proof built from the metadata store (src/audit_proof.h). */
+static int audit_open_account(const char *spool_path, struct meta *m, const char *vault_id,
+                              const char *root_fp, const char *account, uint64_t account_id,
+                              EVP_PKEY *key, struct audit **out)
+{
+    struct audit_identity id = { .account = account, .account_id = account_id, .signer = key };
+    char *proof = NULL;
+    int rc = audit_proof_build(m, vault_id, root_fp, account_id, &proof);
+
+    *out = NULL;
+    if (rc < 0) {
+        char keep[512];
+
+        snprintf(keep, sizeof keep, "%s", pfs_err_msg());
+        return pfs_err(rc, "cannot open an audit session for \"%s\": %s", account, keep);
+    }
+    id.proof = proof;
+    rc = audit_open(spool_path, vault_id, &id, out);
+    free(proof);
+    return rc;
+}
+
 static void audit_unlock_failure(struct vault *v, const char *account, int rc)
 {
     struct audit *a = NULL;
     struct audit_ctx who = { getuid(), getpid() };
+    struct audit_identity id = { .account = account };
 
-    if (audit_open(v->conf.audit_spool, v->conf.vault_id, account, NULL, &a) == 0) {
+    /* No key was unlocked: an unsigned session (docs/format-audit.md). */
+    if (audit_open(v->conf.audit_spool, v->conf.vault_id, &id, &a) == 0) {
         audit_event(a, &who, "unlock", "/", rc, 0);
         audit_close(a);
     }
@@ -387,7 +413,9 @@ int vault_unlock(struct vault *v, const char *account, const char *password)
     rc = open_envelopes(v);
     if (rc < 0)
         return rc;
-    rc = audit_open(v->conf.audit_spool, v->conf.vault_id, account, v->priv, &v->audit);
+    rc = audit_open_account(v->conf.audit_spool, v->meta, v->conf.vault_id,
+                            v->conf.root_fingerprint, account, v->account.id, v->priv,
+                            &v->audit);
     if (rc < 0)
         return rc;
     return audit_event(v->audit, &who, "unlock", "/", 0, 0);
@@ -558,8 +586,12 @@ int vault_account_store_sealed(struct vault *v, const char *account, const uint8
         return pfs_err(rc, "the key service already took the change, but the new sealed key "
                        "could not be stored (%s): the account cannot unlock until this is "
                        "retried; keep the new password", pfs_err_msg());
-    if (!audit && audit_open(v->conf.audit_spool, v->conf.vault_id, account, NULL, &audit) < 0)
-        return 0;
+    if (!audit) {
+        struct audit_identity id = { .account = account };
+
+        if (audit_open(v->conf.audit_spool, v->conf.vault_id, &id, &audit) < 0)
+            return 0;
+    }
     arc = audit_event(audit, &who, audit_op, account, 0, 0);
     if (audit != v->audit)
         audit_close(audit);
@@ -738,6 +770,8 @@ struct init_accounts {
     int sysadmin_enrolled, data_enrolled;
     EVP_PKEY *data_key;
     uint64_t data_id;
+    EVP_PKEY *admin_key;         /* the sysadmin's, for its audit session */
+    uint64_t admin_id;
     char root_fp[REGISTRY_FP_HEX + 1];
 };
 
@@ -771,7 +805,8 @@ static int init_registry(struct meta *meta, const char *vault_id, struct share_p
                           &ia->data_id);
         ia->data_enrolled = ia->data_key != NULL;
     }
-    EVP_PKEY_free(admin);
+    ia->admin_key = admin;
+    ia->admin_id = admin_id;
     EVP_PKEY_free(root);
     return rc;
 }
@@ -919,23 +954,32 @@ int vault_init(const struct vault_init_opts *o)
     if (rc < 0)
         goto out;
 
+    /* Two sessions: the sysadmin made the vault and its accounts, the data
+     * account made its first folder and holds its envelope. */
     p = join(o->dir, c.audit_spool);
-    rc = p ? audit_open(p, vault_id, o->account, ia.data_key, &audit) : -ENOMEM;
-    free(p);
+    rc = p ? audit_open_account(p, meta, vault_id, ia.root_fp, ia.sysadmin_name, ia.admin_id,
+                                ia.admin_key, &audit) : -ENOMEM;
     if (rc == 0) {
-        const char *folder = o->folder_name ? o->folder_name : "Contracts";
-
         rc = audit_event(audit, &who, "vault-init", o->dir, 0, 0);
         if (rc == 0)
             rc = audit_event(audit, &who, "account-create", ia.sysadmin_name, 0, 0);
         if (rc == 0)
             rc = audit_event(audit, &who, "account-create", o->account, 0, 0);
-        if (rc == 0)
-            rc = audit_event(audit, &who, "folder-create", folder, 0, 0);
+        audit_close(audit);
+    }
+    if (rc == 0)
+        rc = audit_open_account(p, meta, vault_id, ia.root_fp, o->account, ia.data_id,
+                                ia.data_key, &audit);
+    if (rc == 0) {
+        const char *folder = o->folder_name ? o->folder_name : "Contracts";
+
+        rc = audit_event(audit, &who, "folder-create", folder, 0, 0);
         if (rc == 0)
             rc = audit_event(audit, &who, "grant", folder, 0, 0);
         audit_close(audit);
     }
+    free(p);
+    p = NULL;
     if (rc < 0)
         goto out;
     /* The configuration comes last: its presence marks a complete vault. */
@@ -945,6 +989,7 @@ int vault_init(const struct vault_init_opts *o)
 out:
     free(conf_path);
     EVP_PKEY_free(ia.data_key);
+    EVP_PKEY_free(ia.admin_key);
     if (meta)
         meta_close(meta);
     if (rc < 0 && made) {

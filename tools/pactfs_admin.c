@@ -488,7 +488,7 @@ static int cmd_audit_verify(int argc, char **argv)
     struct vault_args a = { 0 };
     struct vault *v = NULL;
     struct key_lookup kl = { 0 };
-    uint64_t events = 0;
+    struct audit_verify_result res;
     int rc;
 
     if (parse_vault_args(argc, argv, &a, 0) < 0)
@@ -500,7 +500,9 @@ static int cmd_audit_verify(int argc, char **argv)
     }
     kl.meta = v->meta;
     kl.conf = &v->conf;
-    rc = audit_verify(v->conf.audit_spool, key_for_account, &kl, &events);
+    /* Format 3 sessions prove their signer from the pinned root; format 2
+     * lines (older spools) name theirs and are looked up by name. */
+    rc = audit_verify(v->conf.audit_spool, v->conf.root_fingerprint, key_for_account, &kl, &res);
     for (size_t i = 0; i < kl.n; i++)
         EVP_PKEY_free(kl.keys[i]);
     if (rc < 0) {
@@ -508,8 +510,17 @@ static int cmd_audit_verify(int argc, char **argv)
         vault_close(v);
         return EXIT_INTEGRITY;
     }
-    printf("%s: %llu events, chain and checkpoint signatures intact.\n",
-           v->conf.audit_spool, (unsigned long long)events);
+    printf("%s: %llu events in %llu sessions, chains and checkpoint signatures intact.\n",
+           v->conf.audit_spool, (unsigned long long)res.events,
+           (unsigned long long)res.sessions);
+    if (res.unsigned_sessions)
+        printf("  %llu session(s) had no account key (failed unlocks, fsck): their events are "
+               "chained but vouched for by no account.\n",
+               (unsigned long long)res.unsigned_sessions);
+    if (res.v2_lines)
+        printf("  %llu line(s) in the older format 2: their checkpoints name their own signer, "
+               "so an account could have re-signed them; compare with the receiver's copy.\n",
+               (unsigned long long)res.v2_lines);
     vault_close(v);
     return EXIT_OK;
 }

@@ -4,7 +4,8 @@
  * batches of spool lines (NDJSON) over HTTPS with a client certificate; the
  * certificate's CN names the sending host.  Per (vault, host) stream the
  * receiver checks that each batch continues the chain it holds (seq, prev,
- * cp, checkpoint signatures with the account keys from keys_dir), drops
+ * each session's chain, its registry proof against the vault's pinned root
+ * fingerprint and its checkpoint signatures: audit_chain_check), drops
  * lines it already holds (a shipper resends after a crash), refuses a batch
  * that breaks the chain with 409 and keeps nothing of it, and appends the
  * rest to an append-only file, fsynced before the answer.  Auditors (CNs
@@ -54,7 +55,10 @@ struct auditd_conf {
     char *key_file;
     char *client_ca_file;
     char *store_dir;
-    char *keys_dir;
+    char *keys_dir;                      /* format 2 spools only */
+    char *vault_ids[AUDITD_MAX_NAMES];   /* vaults and their pinned root */
+    char *root_fps[AUDITD_MAX_NAMES];
+    size_t n_vaults;
     char *auditors[AUDITD_MAX_NAMES];    /* CNs that may query */
     size_t n_auditors;
     char *senders[AUDITD_MAX_NAMES];     /* CNs that may send; none = any */
@@ -112,6 +116,42 @@ static int conf_names(config_t *cfg, const char *name, char **out, size_t *n)
     return 0;
 }
 
+static bool is_hex_id(const char *s, size_t n);
+
+/* vaults = ( { id = "<32 hex>"; root_fingerprint = "<64 hex>"; }, ... ):
+ * the registry root each vault's signed sessions must prove their signer
+ * from (pactfs.conf vault.root_fingerprint of that vault). */
+static int conf_vaults(config_t *cfg, struct auditd_conf *c)
+{
+    config_setting_t *s = config_lookup(cfg, "vaults");
+    int count;
+
+    if (!s)
+        return 0;
+    if (!config_setting_is_list(s))
+        return pfs_err(-EINVAL, "setting vaults must be a list of groups: ( { id = \"...\"; "
+                       "root_fingerprint = \"...\"; } )");
+    count = config_setting_length(s);
+    if (count > AUDITD_MAX_NAMES)
+        return pfs_err(-EINVAL, "setting vaults lists more than %d vaults", AUDITD_MAX_NAMES);
+    for (int i = 0; i < count; i++) {
+        config_setting_t *g = config_setting_get_elem(s, (unsigned)i);
+        const char *id = NULL, *fp = NULL;
+
+        if (!config_setting_lookup_string(g, "id", &id) ||
+            !config_setting_lookup_string(g, "root_fingerprint", &fp) ||
+            !is_hex_id(id, VAULT_ID_LEN) || !is_hex_id(fp, 64))
+            return pfs_err(-EINVAL, "vaults entry %d needs id (32 lower-case hex digits) and "
+                           "root_fingerprint (64, as vault.root_fingerprint in that vault's "
+                           "pactfs.conf)", i + 1);
+        c->vault_ids[c->n_vaults] = strdup(id);
+        c->root_fps[c->n_vaults] = strdup(fp);
+        if (!c->vault_ids[c->n_vaults++] || !c->root_fps[c->n_vaults - 1])
+            return pfs_err(-ENOMEM, "out of memory");
+    }
+    return 0;
+}
+
 static void auditd_conf_free(struct auditd_conf *c)
 {
     free(c->listen_address);
@@ -120,6 +160,10 @@ static void auditd_conf_free(struct auditd_conf *c)
     free(c->client_ca_file);
     free(c->store_dir);
     free(c->keys_dir);
+    for (size_t i = 0; i < c->n_vaults; i++) {
+        free(c->vault_ids[i]);
+        free(c->root_fps[i]);
+    }
     for (size_t i = 0; i < c->n_auditors; i++)
         free(c->auditors[i]);
     for (size_t i = 0; i < c->n_senders; i++)
@@ -138,7 +182,8 @@ static int auditd_conf_read(config_t *cfg, const char *dir, void *arg)
     rc = rc ? rc : https_conf_string(cfg, dir, "key_file", true, true, &c->key_file);
     rc = rc ? rc : https_conf_string(cfg, dir, "client_ca_file", true, true, &c->client_ca_file);
     rc = rc ? rc : https_conf_string(cfg, dir, "store_dir", true, true, &c->store_dir);
-    rc = rc ? rc : https_conf_string(cfg, dir, "keys_dir", true, true, &c->keys_dir);
+    rc = rc ? rc : https_conf_string(cfg, dir, "keys_dir", true, false, &c->keys_dir);
+    rc = rc ? rc : conf_vaults(cfg, c);
     rc = rc ? rc : conf_names(cfg, "auditors", c->auditors, &c->n_auditors);
     rc = rc ? rc : conf_names(cfg, "senders", c->senders, &c->n_senders);
     if (rc)
@@ -251,7 +296,7 @@ static EVP_PKEY *account_key(void *arg, const char *vault, const char *account)
     char path[PATH_MAX];
     EVP_PKEY *k = NULL;
 
-    if (!account_name_ok(account) || !is_hex_id(vault, VAULT_ID_LEN))
+    if (!d->conf.keys_dir || !account_name_ok(account) || !is_hex_id(vault, VAULT_ID_LEN))
         return NULL;
     snprintf(path, sizeof path, "%s/%s/%s.pem", d->conf.keys_dir, vault, account);
     k = read_pubkey(path);
@@ -260,6 +305,15 @@ static EVP_PKEY *account_key(void *arg, const char *vault, const char *account)
         k = read_pubkey(path);
     }
     return k;
+}
+
+/* The pinned root fingerprint of a configured vault, or NULL. */
+static const char *vault_root_fp(const struct auditd *d, const char *vault)
+{
+    for (size_t i = 0; i < d->conf.n_vaults; i++)
+        if (strcmp(d->conf.vault_ids[i], vault) == 0)
+            return d->conf.root_fps[i];
+    return NULL;
 }
 
 /* ================================================================ streams */
@@ -271,6 +325,7 @@ static void stream_free(struct stream *s)
     free(s->name);
     free(s->path);
     free(s->offsets);
+    audit_chain_free(&s->chain);
     free(s);
 }
 
@@ -346,7 +401,7 @@ static int stream_open(struct auditd *d, const char *vault, const char *name, st
         return pfs_err(-ENOMEM, "out of memory");
     s->fd = -1;
     snprintf(s->vault, sizeof s->vault, "%s", vault);
-    audit_chain_init(&s->chain, vault);
+    audit_chain_init(&s->chain, vault, vault_root_fp(d, vault));
     if (asprintf(&dir, "%s/%s", d->conf.store_dir, vault) < 0 ||
         asprintf(&s->path, "%s/%s.ndjson", dir, name) < 0 || !(s->name = strdup(name))) {
         free(dir);
@@ -500,9 +555,12 @@ static int stored_line_equal(const struct stream *s, uint64_t seq, const struct 
 static int ingest_check(struct auditd *d, const struct stream *s, struct ingest *in,
                         struct answer *a)
 {
-    char why[512];
+    char why[768];
 
-    in->chain = s->chain;
+    if (audit_chain_copy(&in->chain, &s->chain) != 0) {
+        answer_error(a, 500, "out of memory checking a batch");
+        return -ENOMEM;
+    }
     for (size_t i = 0; i < in->n; i++) {
         const struct batch_line *l = &in->lines[i];
         uint64_t seq = 0;
@@ -533,7 +591,7 @@ static int ingest_check(struct auditd *d, const struct stream *s, struct ingest 
 }
 
 /* Append the new lines with one write, fsync, then index them. */
-static int ingest_store(struct stream *s, const struct ingest *in)
+static int ingest_store(struct stream *s, struct ingest *in)
 {
     const struct batch_line *first = &in->lines[in->first_new], *last = &in->lines[in->n - 1];
     size_t len = (size_t)(last->p + last->len - first->p);
@@ -557,7 +615,9 @@ static int ingest_store(struct stream *s, const struct ingest *in)
         rc = stream_note_line(s, s->chain.next_seq - 1 + (i - in->first_new), off);
         off += in->lines[i].len + 1;
     }
+    audit_chain_free(&s->chain);
     s->chain = in->chain;
+    memset(&in->chain, 0, sizeof in->chain);
     s->size = off;
     return rc;
 }
@@ -604,6 +664,7 @@ static void handle_events_post(struct auditd *d, const char *cn, const struct ht
         https_log(LOG_WARNING, "batch of %zu lines from \"%s\" for vault %s refused (%u)", in.n,
                    cn, vault, a->status);
     pthread_mutex_unlock(&d->mu);
+    audit_chain_free(&in.chain);
     free(in.lines);
 }
 
@@ -753,7 +814,7 @@ static json_object *verify_stream(struct auditd *d, const char *vault, const cha
     struct verify_keys vk = { .d = d, .vault = vault };
     json_object *o = json_object_new_object();
     char host[CN_MAX + 1], path[PATH_MAX];
-    uint64_t events = 0;
+    struct audit_verify_result res;
     int rc;
 
     if (!o)
@@ -761,11 +822,15 @@ static json_object *verify_stream(struct auditd *d, const char *vault, const cha
     unescape_name(name, host, sizeof host);
     snprintf(path, sizeof path, "%s/%s/%s.ndjson", d->conf.store_dir, vault, name);
     pfs_err_clear();
-    rc = audit_verify(path, verify_key_for, &vk, &events);
+    rc = audit_verify(path, vault_root_fp(d, vault), d->conf.keys_dir ? verify_key_for : NULL,
+                      &vk, &res);
     for (size_t i = 0; i < vk.n; i++)
         EVP_PKEY_free(vk.keys[i]);
     json_object_object_add(o, "host", json_object_new_string(host));
-    json_object_object_add(o, "events", json_object_new_int64((int64_t)events));
+    json_object_object_add(o, "events", json_object_new_int64((int64_t)res.events));
+    json_object_object_add(o, "sessions", json_object_new_int64((int64_t)res.sessions));
+    json_object_object_add(o, "unsigned_sessions",
+                           json_object_new_int64((int64_t)res.unsigned_sessions));
     json_object_object_add(o, "ok", json_object_new_boolean(rc == 0));
     if (rc)
         json_object_object_add(o, "error", json_object_new_string(pfs_err_msg()));

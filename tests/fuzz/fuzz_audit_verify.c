@@ -6,13 +6,15 @@
  * workstation disk and is what an auditor feeds to `pactfs audit verify`, so
  * a tampered spool must be reported, never crash the verifier.  Seeds
  * (format 2, with cp fields): signed, two writers, and a crashed signing
- * writer followed by a signer-less one. */
+ * writer followed by a signer-less one; format 3 lines reach the session
+ * rules and the registry proof decoder. */
 
 #include <errno.h>
 #include <string.h>
 
 #include "audit.h"
 #include "error.h"
+#include "registry.h"
 #include "fuzz.h"
 
 FUZZ_TARGET("audit_verify", 2000);
@@ -46,14 +48,18 @@ static EVP_PKEY *key_for(void *arg, const char *account)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    uint64_t events_chain = 0, events_signed = 0;
+    struct audit_verify_result chain = { 0 }, sig = { 0 };
+    char root_fp[65];
     int chain_rc, signed_rc;
 
     setup_once();
     if (fuzz_write_file(spool_path, data, size) != 0)
         return 0;
-    chain_rc = audit_verify(spool_path, NULL, NULL, &events_chain);
-    signed_rc = audit_verify(spool_path, key_for, NULL, &events_signed);
+    /* the test key stands for the vault root too (format 3 proofs) */
+    if (registry_fingerprint_hex(alice_key, root_fp) != 0)
+        return 0;
+    chain_rc = audit_verify(spool_path, NULL, NULL, NULL, &chain);
+    signed_rc = audit_verify(spool_path, root_fp, key_for, NULL, &sig);
     FUZZ_ASSERT(chain_rc == 0 || chain_rc == -EBADMSG);
     FUZZ_ASSERT(signed_rc == 0 || signed_rc == -EBADMSG);
     if (chain_rc != 0)
@@ -62,12 +68,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (signed_rc == 0) {
         fuzz_accepted++;
         FUZZ_ASSERT(chain_rc == 0);
-        FUZZ_ASSERT(events_signed == events_chain);
-        /* A long spool passes with keys only if something was signed. */
-        if (events_signed > AUDIT_SEAL_EVERY + AUDIT_UNSIGNED_SLACK)
+        FUZZ_ASSERT(sig.events == chain.events);
+        /* A long format 2 spool passes with keys only if something was signed. */
+        if (sig.v2_lines > AUDIT_V2_UNSIGNED_MAX)
             FUZZ_ASSERT(memmem(data, size, "\"checkpoint\"", 12) != NULL);
     }
     /* Every counted event is at least "{}\n" in the file. */
-    FUZZ_ASSERT(events_chain <= size / 3 + 1);
+    FUZZ_ASSERT(chain.events <= size / 3 + 1);
     return 0;
 }

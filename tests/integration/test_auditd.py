@@ -2,14 +2,12 @@
 every event of the spool reaches the receiver, in order, with a chain that
 verifies; with the receiver down the mount keeps working on the spool and
 the events arrive once the receiver is back."""
-import base64
 import http.client
 import json
 import os
 import re
 import signal
 import socket
-import sqlite3
 import ssl
 import subprocess
 import time
@@ -52,21 +50,35 @@ class Receiver:
     def __init__(self, base):
         self.base = str(base)
         self.pki = os.path.join(self.base, "pki")
-        self.keys = os.path.join(self.base, "keys")
         self.logdir = os.path.join(self.base, "auditd-logs")
-        os.makedirs(self.keys, exist_ok=True)
         os.makedirs(self.logdir, exist_ok=True)
         make_pki(self.pki)
         self.port = free_port()
         self.url = "https://127.0.0.1:%d" % self.port
         self.conf = os.path.join(self.base, "auditd.conf")
+        self.vaults = []
+        self.write_conf()
+        self.proc = None
+        self.starts = 0
+
+    def write_conf(self):
+        vaults = ",\n".join('  { id = "%s"; root_fingerprint = "%s"; }' % v for v in self.vaults)
         with open(self.conf, "w") as f:
             f.write('listen_address = "127.0.0.1";\nport = %d;\n'
                     'cert_file = "pki/server.pem";\nkey_file = "pki/server.key";\n'
-                    'client_ca_file = "pki/ca.pem";\nstore_dir = "store";\nkeys_dir = "keys";\n'
+                    'client_ca_file = "pki/ca.pem";\nstore_dir = "store";\n'
                     'auditors = [ "pactfs test auditor" ];\n' % self.port)
-        self.proc = None
-        self.starts = 0
+            if vaults:
+                f.write("vaults = (\n%s\n);\n" % vaults)
+
+    def add_vault(self, vault_id, root_fp):
+        """Pin a vault's root (from its pactfs.conf): the receiver learns every
+        account key from the registry proofs the sessions carry."""
+        self.vaults.append((vault_id, root_fp))
+        self.write_conf()
+        if self.proc:
+            assert self.stop() == 0
+            self.start()
 
     def start(self):
         log = open(os.path.join(self.logdir, "stderr-%d.log" % self.starts), "wb")
@@ -132,8 +144,8 @@ def receiver(tmp_path):
 
 
 def ship_to(vault, r):
-    """Point the vault's audit section at the receiver and give the
-    receiver the account's public key (from the metadata store)."""
+    """Point the vault's audit section at the receiver and pin the vault's
+    root fingerprint there (no account keys are installed)."""
     with open(vault.conf) as f:
         text = f.read()
     block = ('audit = {\n    spool = "audit.log";\n    url = "%s";\n    ca_file = "%s";\n'
@@ -144,16 +156,9 @@ def ship_to(vault, r):
     assert n == 1, "no audit section in %s" % vault.conf
     with open(vault.conf, "w") as f:
         f.write(text)
-    db = sqlite3.connect(os.path.join(vault.dir, "meta.db"))
-    try:
-        der = db.execute("SELECT pubkey FROM accounts WHERE name = ?", (H.ACCOUNT,)).fetchone()[0]
-    finally:
-        db.close()
-    b64 = base64.b64encode(der).decode()
-    pem = "-----BEGIN PUBLIC KEY-----\n%s\n-----END PUBLIC KEY-----\n" % "\n".join(
-        b64[i:i + 64] for i in range(0, len(b64), 64))
-    with open(os.path.join(r.keys, H.ACCOUNT + ".pem"), "w") as f:
-        f.write(pem)
+    vid = re.search(r'\bid\s*=\s*"([0-9a-f]{32})"', text).group(1)
+    fp = re.search(r'root_fingerprint\s*=\s*"([0-9a-f]{64})"', text).group(1)
+    r.add_vault(vid, fp)
 
 
 def spool_bytes(vault):

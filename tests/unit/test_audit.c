@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "audit.h"
+#include "audit_test_registry.h"
 #include "crypto.h"
 #include "error.h"
 #include "tap.h"
@@ -21,7 +22,10 @@
 #define VAULT "0123456789abcdef0123456789abcdef"
 
 static char scratch[64];
-static EVP_PKEY *alice_key, *mallory_key;
+static EVP_PKEY *alice_key, *mallory_key, *root_key, *other_root;
+static char *alice_proof, *mallory_proof;
+static char root_fp[65], other_fp[65];
+#define ZERO64 "0000000000000000000000000000000000000000000000000000000000000000"
 
 static void make_scratch(void)
 {
@@ -124,24 +128,37 @@ static int64_t field_int(json_object *o, const char *k)
     return json_object_object_get_ex(o, k, &v) ? json_object_get_int64(v) : -1;
 }
 
-static EVP_PKEY *key_of_alice(void *arg, const char *account)
+
+static struct audit *open_signed(const char *path, const char *account, EVP_PKEY *key,
+                                 const char *proof, uint64_t id)
 {
-    (void)arg;
-    return strcmp(account, "alice") == 0 ? alice_key : NULL;
+    struct audit_identity who = { .account = account, .account_id = id, .signer = key,
+                                  .proof = proof };
+    struct audit *a = NULL;
+
+    if (audit_open(path, VAULT, &who, &a) != 0) {
+        printf("# audit_open: %s\n", pfs_err_msg());
+        return NULL;
+    }
+    return a;
 }
 
-static EVP_PKEY *wrong_key(void *arg, const char *account)
+static struct audit *open_alice(const char *path)
 {
-    (void)arg;
-    (void)account;
-    return mallory_key;
+    return open_signed(path, "alice", alice_key, alice_proof, 2);
 }
 
-static int verify_msg_has(const char *path, EVP_PKEY *(*kf)(void *, const char *),
-                          const char *needle)
+static struct audit *open_unsigned(const char *path, const char *account)
 {
-    uint64_t n;
-    int rc = audit_verify(path, kf, NULL, &n);
+    struct audit_identity who = { .account = account };
+    struct audit *a = NULL;
+
+    return audit_open(path, VAULT, &who, &a) == 0 ? a : NULL;
+}
+
+static int verify_msg_has(const char *path, const char *fp, const char *needle)
+{
+    int rc = audit_verify(path, fp, NULL, NULL, NULL);
 
     if (rc != -EBADMSG || !strstr(pfs_err_msg(), needle)) {
         printf("# verify rc %d, message: %s (wanted \"%s\")\n", rc, pfs_err_msg(), needle);
@@ -150,20 +167,67 @@ static int verify_msg_has(const char *path, EVP_PKEY *(*kf)(void *, const char *
     return 1;
 }
 
+static int line_is(const char *line, const char *op)
+{
+    json_object *o = json_tokener_parse(line);
+    int is = o && field_str(o, "op") && strcmp(field_str(o, "op"), op) == 0;
+
+    json_object_put(o);
+    return is;
+}
+
+/* Recompute seq/prev and every session's sseq/sprev after lines were
+ * removed or edited, as someone without any key can. */
+static void rechain(struct lines *ls)
+{
+    char prev[65] = ZERO64, ids[64][33], sprev[64][65];
+    uint64_t sseq[64];
+    size_t nses = 0;
+
+    for (size_t i = 0; i < ls->n; i++) {
+        json_object *o = json_tokener_parse(ls->l[i]);
+        const char *id = field_str(o, "session");
+        size_t s = 0;
+        const char *txt;
+        size_t len = 0;
+
+        while (s < nses && strcmp(ids[s], id))
+            s++;
+        if (s == nses) {
+            snprintf(ids[nses], 33, "%s", id);
+            snprintf(sprev[nses], 65, "%s", ZERO64);
+            sseq[nses++] = 0;
+        }
+        json_object_object_add(o, "seq", json_object_new_uint64(i + 1));
+        json_object_object_add(o, "sseq", json_object_new_uint64(++sseq[s]));
+        json_object_object_add(o, "prev", json_object_new_string(prev));
+        json_object_object_add(o, "sprev", json_object_new_string(sprev[s]));
+        if (strcmp(field_str(o, "op"), "checkpoint") == 0)
+            json_object_object_add(o, "signed_hash", json_object_new_string(sprev[s]));
+        txt = json_object_to_json_string_length(o, JSON_C_TO_STRING_PLAIN |
+                                                JSON_C_TO_STRING_NOSLASHESCAPE, &len);
+        free(ls->l[i]);
+        ls->l[i] = strdup(txt);
+        audit_line_hash(txt, len, prev);
+        memcpy(sprev[s], prev, 65);
+        json_object_put(o);
+    }
+}
+
 /* ---------- cases ---------- */
 
 static void test_events_are_json_with_every_field(void)
 {
     struct audit *a;
     struct audit_ctx who = { .uid = 1234, .pid = getpid() };
+    struct audit_verify_result res;
     char path[128], comm[64] = "", host[256] = "";
     struct lines ls;
-    uint64_t n;
     FILE *f;
 
     make_scratch();
     spool_path(path, sizeof path, "audit.log");
-    REQUIRE(audit_open(path, VAULT, "alice", NULL, &a) == 0);
+    REQUIRE((a = open_unsigned(path, "alice")));
     CHECK(audit_event(a, &who, "create", "/Sales/a \"b\"\nc.pdf", 0, 0) == 0);
     CHECK(audit_event(a, &who, "open", "/HR/x", -EACCES, 0) == 0);
     CHECK(audit_event(a, NULL, "write", "/Sales/y", -ENOENT, 123456789012ULL) == 0);
@@ -177,54 +241,58 @@ static void test_events_are_json_with_every_field(void)
     }
     gethostname(host, sizeof host - 1);
     lines_read(path, &ls);
-    REQUIRE(ls.n == 3);   /* no signer: no checkpoint at close */
+    REQUIRE(ls.n == 5);   /* start, 3 events, end; no signer: no checkpoint */
+    CHECK(line_is(ls.l[0], "session-start") && line_is(ls.l[4], "session-end"));
     for (size_t i = 0; i < ls.n; i++) {
         json_object *o = json_tokener_parse(ls.l[i]);
 
         REQUIRE(o);
+        CHECK_EQ_INT(field_int(o, "v"), AUDIT_FORMAT);
         CHECK_EQ_INT(field_int(o, "seq"), (int64_t)i + 1);
+        CHECK_EQ_INT(field_int(o, "sseq"), (int64_t)i + 1);
         CHECK(strcmp(field_str(o, "vault"), VAULT) == 0);
+        CHECK(strlen(field_str(o, "session")) == 32);
         CHECK(strcmp(field_str(o, "account"), "alice") == 0);
         CHECK(strcmp(field_str(o, "host"), host) == 0);
         CHECK(strcmp(field_str(o, "process"), comm) == 0);
-        CHECK_EQ_INT(field_int(o, "pid"), getpid());
         CHECK(strlen(field_str(o, "time")) == 30 && field_str(o, "time")[29] == 'Z');
-        CHECK(strlen(field_str(o, "prev")) == 64);
-        CHECK_EQ_INT(field_int(o, "cp"), 0);   /* no checkpoint yet */
-        if (i == 0) {
-            CHECK(strcmp(field_str(o, "prev"), "0000000000000000000000000000000000000000000000000000000000000000") == 0);
+        CHECK(strcmp(field_str(o, "prev"), field_str(o, "sprev")) == 0);   /* one session */
+        if (i == 0)
+            CHECK(strcmp(field_str(o, "prev"), ZERO64) == 0 && !field_str(o, "proof"));
+        if (i == 1) {
             CHECK(strcmp(field_str(o, "path"), "/Sales/a \"b\"\nc.pdf") == 0);
             CHECK(strcmp(field_str(o, "result"), "ok") == 0);
             CHECK_EQ_INT(field_int(o, "uid"), 1234);
             CHECK(strcmp(field_str(o, "op"), "create") == 0);
-        } else if (i == 1) {
+        } else if (i == 2) {
             CHECK(strcmp(field_str(o, "result"), "denied") == 0);
-        } else {
-            uint8_t h[SHA256_LEN];
+        } else if (i == 3) {
             char hex[65];
 
             CHECK(strcmp(field_str(o, "result"), "ENOENT") == 0);
             CHECK_EQ_INT(field_int(o, "bytes"), 123456789012LL);
             CHECK_EQ_INT(field_int(o, "uid"), getuid());
-            sha256(ls.l[1], strlen(ls.l[1]), h);
-            hex_encode(h, sizeof h, hex);
+            audit_line_hash(ls.l[2], strlen(ls.l[2]), hex);
             CHECK(strcmp(field_str(o, "prev"), hex) == 0);
         }
         json_object_put(o);
     }
-    CHECK(audit_verify(path, NULL, NULL, &n) == 0);
-    CHECK_EQ_INT(n, 3);
+    CHECK(audit_verify(path, NULL, NULL, NULL, &res) == 0);
+    CHECK_EQ_INT(res.events, 5);
+    CHECK(audit_verify(path, root_fp, NULL, NULL, &res) == 0);
+    CHECK_EQ_INT(res.sessions, 1);
+    CHECK_EQ_INT(res.unsigned_sessions, 1);
     lines_free(&ls);
     remove_scratch();
 }
 
-/* A spool of 10 events with checkpoints after events 3, 6, 9 and at close. */
+/* Ten events, checkpoints after every 3 (and at start and close). */
 static void write_signed_spool(const char *path)
 {
-    struct audit *a;
+    struct audit *a = open_alice(path);
     char p[32];
 
-    if (audit_open(path, VAULT, "alice", alice_key, &a) != 0)
+    if (!a)
         abort();
     audit_set_seal_every(a, 3);
     for (int i = 0; i < 10; i++) {
@@ -235,524 +303,316 @@ static void write_signed_spool(const char *path)
     audit_close(a);
 }
 
-static void test_signed_chain_verifies(void)
+static void test_signed_session_verifies(void)
 {
+    struct audit_verify_result res;
     char path[128];
     struct lines ls;
-    uint64_t n = 0;
     int checkpoints = 0;
 
     make_scratch();
     spool_path(path, sizeof path, "audit.log");
     write_signed_spool(path);
     lines_read(path, &ls);
-    CHECK_EQ_INT(ls.n, 14);
+    REQUIRE(ls.n >= 17);
+    CHECK(line_is(ls.l[0], "session-start") && line_is(ls.l[1], "checkpoint"));
+    CHECK(strstr(ls.l[0], alice_proof) != NULL);
+    CHECK(line_is(ls.l[ls.n - 2], "session-end") && line_is(ls.l[ls.n - 1], "checkpoint"));
     for (size_t i = 0; i < ls.n; i++) {
         json_object *o = json_tokener_parse(ls.l[i]);
 
         REQUIRE(o);
         if (strcmp(field_str(o, "op"), "checkpoint") == 0) {
             checkpoints++;
-            CHECK(strcmp(field_str(o, "signed_hash"), field_str(o, "prev")) == 0);
-            CHECK(strcmp(field_str(o, "account"), "alice") == 0);
+            CHECK(strcmp(field_str(o, "signed_hash"), field_str(o, "sprev")) == 0);
             CHECK(field_str(o, "sig") && strlen(field_str(o, "sig")) == 768);
         }
         json_object_put(o);
     }
-    CHECK_EQ_INT(checkpoints, 4);
-    CHECK(ls.l[3] && strstr(ls.l[3], "\"checkpoint\""));
-    /* cp names the last checkpoint line before each line */
-    {
-        static const int64_t want_cp[14] = { 0, 0, 0, 0, 4, 4, 4, 4, 8, 8, 8, 8, 12, 12 };
-
-        for (size_t i = 0; i < ls.n && i < 14; i++) {
-            json_object *o = json_tokener_parse(ls.l[i]);
-
-            REQUIRE(o);
-            CHECK_EQ_INT(field_int(o, "cp"), want_cp[i]);
-            json_object_put(o);
-        }
-    }
-    CHECK(audit_verify(path, key_of_alice, NULL, &n) == 0);
-    CHECK_EQ_INT(n, 14);
-    /* A key that did not sign, or no key at all, fails at the first checkpoint. */
-    CHECK(verify_msg_has(path, wrong_key, "line 4:"));
-    CHECK(verify_msg_has(path, wrong_key, "signature does not verify"));
-    /* Without keys only the chain is checked. */
-    CHECK(audit_verify(path, NULL, NULL, &n) == 0);
+    CHECK(checkpoints >= 5);
+    CHECK(audit_verify(path, root_fp, NULL, NULL, &res) == 0);
+    CHECK_EQ_INT(res.events, ls.n);
+    CHECK_EQ_INT(res.sessions, 1);
+    CHECK_EQ_INT(res.unsigned_sessions, 0);
+    /* Another vault root: the proof does not verify, at the session-start. */
+    CHECK(verify_msg_has(path, other_fp, "line 1: the registry proof"));
+    /* Without a root: a signed session cannot be checked. */
+    CHECK(audit_verify(path, NULL, NULL, NULL, NULL) == 0);
     lines_free(&ls);
     remove_scratch();
 }
 
-static EVP_PKEY *nobody(void *arg, const char *account)
+/* Re-sign the checkpoint at idx with key (naming account, if given). */
+static void resign_checkpoint(struct lines *ls, size_t idx, EVP_PKEY *key, const char *account)
 {
-    (void)arg;
-    (void)account;
-    return NULL;
+    json_object *o = json_tokener_parse(ls->l[idx]);
+    char *msg = NULL, hex[1024];
+    uint8_t *sig = NULL;
+    size_t siglen = 0;
+
+    REQUIRE(o && strcmp(field_str(o, "op"), "checkpoint") == 0);
+    REQUIRE(asprintf(&msg, "pactfs audit session checkpoint v3\n%s\n%s\n%s", VAULT,
+                     field_str(o, "session"), field_str(o, "signed_hash")) > 0);
+    REQUIRE(sig_sign(key, msg, strlen(msg), &sig, &siglen) == 0);
+    hex_encode(sig, siglen, hex);
+    if (account)
+        json_object_object_add(o, "account", json_object_new_string(account));
+    json_object_object_add(o, "sig", json_object_new_string(hex));
+    free(ls->l[idx]);
+    ls->l[idx] = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN |
+                                                       JSON_C_TO_STRING_NOSLASHESCAPE));
+    json_object_put(o);
+    free(sig);
+    free(msg);
 }
 
-static void test_unknown_signer_fails(void)
+/* The checkpoint is checked under the session's key, not the signer the
+ * line names; and a session cannot borrow another account's proof. */
+static void test_other_account_cannot_sign(void)
 {
-    char path[128];
+    char path[128], bad[160];
+    struct lines ls;
+    struct audit *a;
 
     make_scratch();
     spool_path(path, sizeof path, "audit.log");
     write_signed_spool(path);
-    CHECK(verify_msg_has(path, nobody, "unknown account \"alice\""));
+    lines_read(path, &ls);
+    /* mallory re-signs alice's checkpoint at line 6 with its own key */
+    resign_checkpoint(&ls, 5, mallory_key, "mallory");
+    rechain(&ls);
+    snprintf(bad, sizeof bad, "%s/resigned.log", scratch);
+    lines_write(bad, &ls, 0);
+    CHECK(verify_msg_has(bad, root_fp, "line 6:"));
+    CHECK(verify_msg_has(bad, root_fp, "names account \"mallory\""));
+    lines_free(&ls);
+    /* same, but naming alice: the signature fails under alice's key */
+    lines_read(path, &ls);
+    resign_checkpoint(&ls, 5, mallory_key, NULL);
+    rechain(&ls);
+    lines_write(bad, &ls, 0);
+    CHECK(verify_msg_has(bad, root_fp, "line 6: checkpoint signature does not verify under "
+                         "the key of account \"alice\""));
+    lines_free(&ls);
+    /* mallory's key and proof, claiming to be alice */
+    snprintf(bad, sizeof bad, "%s/borrowed.log", scratch);
+    REQUIRE((a = open_signed(bad, "alice", mallory_key, mallory_proof, 2)));
+    audit_event(a, NULL, "open", "/x", 0, 0);
+    audit_close(a);
+    CHECK(verify_msg_has(bad, root_fp, "line 1: session"));
+    CHECK(verify_msg_has(bad, root_fp, "registry proof is for \"mallory\""));
     remove_scratch();
-}
-
-/* Recompute seq, prev, signed_hash (and cp when fix_cp) of every line after
- * an edit, as a forger without the signing key would. */
-static void rechain_cp(struct lines *ls, int fix_cp)
-{
-    char prev[65];
-    int64_t cp = 0;
-
-    memset(prev, '0', 64);
-    prev[64] = '\0';
-    for (size_t i = 0; i < ls->n; i++) {
-        json_object *o = json_tokener_parse(ls->l[i]);
-        uint8_t h[SHA256_LEN];
-
-        json_object_object_add(o, "seq", json_object_new_int64((int64_t)i + 1));
-        if (fix_cp)
-            json_object_object_add(o, "cp", json_object_new_int64(cp));
-        if (strcmp(field_str(o, "op"), "checkpoint") == 0)
-            cp = (int64_t)i + 1;
-        json_object_object_add(o, "prev", json_object_new_string(prev));
-        if (json_object_object_get_ex(o, "signed_hash", NULL))
-            json_object_object_add(o, "signed_hash", json_object_new_string(prev));
-        free(ls->l[i]);
-        ls->l[i] = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN |
-                                                         JSON_C_TO_STRING_NOSLASHESCAPE));
-        json_object_put(o);
-        sha256(ls->l[i], strlen(ls->l[i]), h);
-        hex_encode(h, sizeof h, prev);
-    }
-}
-
-static void rechain(struct lines *ls)
-{
-    rechain_cp(ls, 1);
-}
-
-static void replace_once(char **line, const char *from, const char *to)
-{
-    char *at = strstr(*line, from);
-    char *out;
-
-    if (!at)
-        abort();
-    if (asprintf(&out, "%.*s%s%s", (int)(at - *line), *line, to, at + strlen(from)) < 0)
-        abort();
-    free(*line);
-    *line = out;
 }
 
 static void test_tampering_detected(void)
 {
-    char good[128], bad[128];
-    struct lines orig, ls;
-    uint64_t n;
-
-    make_scratch();
-    spool_path(good, sizeof good, "audit.log");
-    spool_path(bad, sizeof bad, "tampered.log");
-    write_signed_spool(good);
-    lines_read(good, &orig);
-    REQUIRE(orig.n == 14);
-
-    /* edit line 2: the next line's prev no longer matches */
-    lines_copy(&ls, &orig);
-    replace_once(&ls.l[1], "/Sales/f1", "/Sales/f7");
-    lines_write(bad, &ls, 0);
-    CHECK(verify_msg_has(bad, key_of_alice, "line 3:"));
-    lines_free(&ls);
-
-    /* edit a checkpoint's signature */
-    lines_copy(&ls, &orig);
-    replace_once(&ls.l[3], "\"sig\":\"", "\"sig\":\"00");
-    ls.l[3][strlen(ls.l[3]) - 4] = '"';
-    ls.l[3][strlen(ls.l[3]) - 3] = '}';
-    ls.l[3][strlen(ls.l[3]) - 2] = '\0';
-    lines_write(bad, &ls, 0);
-    CHECK(verify_msg_has(bad, key_of_alice, "line 4:"));
-    lines_free(&ls);
-
-    /* delete line 5 */
-    lines_copy(&ls, &orig);
-    lines_delete(&ls, 4);
-    lines_write(bad, &ls, 0);
-    CHECK(verify_msg_has(bad, key_of_alice, "line 5:"));
-    lines_free(&ls);
-
-    /* insert a copy of line 2 after it */
-    lines_copy(&ls, &orig);
-    lines_insert(&ls, 2, orig.l[1]);
-    lines_write(bad, &ls, 0);
-    CHECK(verify_msg_has(bad, key_of_alice, "line 3:"));
-    lines_free(&ls);
-
-    /* reorder lines 6 and 7 */
-    lines_copy(&ls, &orig);
-    {
-        char *t = ls.l[5];
-
-        ls.l[5] = ls.l[6];
-        ls.l[6] = t;
-    }
-    lines_write(bad, &ls, 0);
-    CHECK(verify_msg_has(bad, key_of_alice, "line 6:"));
-    lines_free(&ls);
-
-    /* cut the two events just before the last checkpoint, keep the checkpoint */
-    lines_copy(&ls, &orig);
-    lines_delete(&ls, 11);
-    lines_delete(&ls, 11);
-    lines_write(bad, &ls, 0);
-    CHECK(verify_msg_has(bad, key_of_alice, "line 12:"));
-    lines_free(&ls);
-
-    /* truncate in the middle of the last line */
-    lines_copy(&ls, &orig);
-    ls.l[13][20] = '\0';
-    lines_write(bad, &ls, 1);
-    CHECK(verify_msg_has(bad, key_of_alice, "line 14: incomplete"));
-    lines_free(&ls);
-
-    /* delete line 2 and recompute every seq/prev after it: the chain is
-     * consistent again, only the checkpoint signature betrays it */
-    lines_copy(&ls, &orig);
-    lines_delete(&ls, 1);
-    rechain(&ls);
-    lines_write(bad, &ls, 0);
-    CHECK(audit_verify(bad, NULL, NULL, &n) == 0);
-    CHECK(verify_msg_has(bad, key_of_alice, "line 3:"));
-    lines_free(&ls);
-
-    /* Documented limit: cutting whole lines off the end leaves a valid,
-     * shorter chain; only the event count (or the receiver's copy) shows it. */
-    lines_copy(&ls, &orig);
-    lines_delete(&ls, 13);
-    lines_delete(&ls, 12);
-    lines_write(bad, &ls, 0);
-    CHECK(audit_verify(bad, key_of_alice, NULL, &n) == 0);
-    CHECK_EQ_INT(n, 12);
-    lines_free(&ls);
-
-    lines_free(&orig);
-    remove_scratch();
-}
-
-/* ---------- cp and the unsigned tail ---------- */
-
-static int64_t line_int(const struct lines *ls, size_t idx, const char *key)
-{
-    json_object *o = idx < ls->n ? json_tokener_parse(ls->l[idx]) : NULL;
-    int64_t v = o ? field_int(o, key) : -2;
-
-    json_object_put(o);
-    return v;
-}
-
-static int line_is_checkpoint(const struct lines *ls, size_t idx)
-{
-    return idx < ls->n && strstr(ls->l[idx], "\"op\":\"checkpoint\"") != NULL;
-}
-
-static void strip_checkpoints(struct lines *ls)
-{
-    for (size_t i = ls->n; i-- > 0;)
-        if (line_is_checkpoint(ls, i))
-            lines_delete(ls, i);
-}
-
-static void write_events(const char *path, const char *account, EVP_PKEY *key, int count)
-{
-    struct audit *a;
-
-    if (audit_open(path, VAULT, account, key, &a) != 0)
-        abort();
-    for (int i = 0; i < count; i++)
-        if (audit_event(a, NULL, "open", "/Sales/f", 0, (uint64_t)i) != 0)
-            abort();
-    audit_close(a);
-}
-
-/* The fuzzer's finding: strip every checkpoint, edit an event, renumber and
- * re-chain with consistent cp fields.  No key is needed for that, so only
- * the length of the unsigned tail can betray it. */
-static void test_stripped_checkpoints_detected(void)
-{
-    const int events = (int)(AUDIT_SEAL_EVERY + AUDIT_UNSIGNED_SLACK) + 20;
-    char good[128], bad[128], want[128];
-    struct lines orig, ls;
-    uint64_t n;
-
-    make_scratch();
-    spool_path(good, sizeof good, "audit.log");
-    spool_path(bad, sizeof bad, "forged.log");
-    write_events(good, "alice", alice_key, events);
-    lines_read(good, &orig);
-    REQUIRE(orig.n == (size_t)events + 2);   /* one periodic, one at close */
-    CHECK(line_is_checkpoint(&orig, AUDIT_SEAL_EVERY));
-    CHECK(line_is_checkpoint(&orig, orig.n - 1));
-    CHECK(audit_verify(good, key_of_alice, NULL, &n) == 0);
-
-    lines_copy(&ls, &orig);
-    strip_checkpoints(&ls);
-    REQUIRE(ls.n == (size_t)events);
-    replace_once(&ls.l[7], "\"bytes\":7", "\"bytes\":9999");
-    rechain(&ls);
-    lines_write(bad, &ls, 0);
-    CHECK(audit_verify(bad, NULL, NULL, &n) == 0);   /* the chain alone is fooled */
-    CHECK_EQ_INT(n, events);
-    snprintf(want, sizeof want, "line %d: %d events after the last signed checkpoint "
-             "(none in the spool)", events, events);
-    CHECK(verify_msg_has(bad, key_of_alice, want));
-    lines_free(&ls);
-
-    /* Keeping the first checkpoint and forging after it leaves a tail that
-     * is still too long. */
-    lines_copy(&ls, &orig);
-    lines_delete(&ls, ls.n - 1);
-    replace_once(&ls.l[AUDIT_SEAL_EVERY + 3], "\"bytes\":", "\"bytes\":1");
-    rechain(&ls);
-    lines_write(bad, &ls, 0);
-    CHECK(audit_verify(bad, NULL, NULL, &n) == 0);
-    CHECK(audit_verify(bad, key_of_alice, NULL, &n) == 0);   /* 20 after line 1025: allowed */
-    lines_free(&ls);
-
-    /* Stripping without fixing cp is caught by the chain alone. */
-    lines_copy(&ls, &orig);
-    strip_checkpoints(&ls);
-    rechain_cp(&ls, 0);
-    lines_write(bad, &ls, 0);
-    snprintf(want, sizeof want, "line %u: cp %u where the last checkpoint before this line is 0",
-             AUDIT_SEAL_EVERY + 1, AUDIT_SEAL_EVERY + 1);
-    CHECK(verify_msg_has(bad, NULL, want));
-    lines_free(&ls);
-
-    /* Documented limit: a spool shorter than the allowed tail can be
-     * rewritten whole without a key (only the receiver's copy shows it). */
-    write_signed_spool(good);      /* appends 10 events and 4 checkpoints */
-    lines_free(&orig);
-    lines_read(good, &orig);
-    lines_copy(&ls, &orig);
-    while (ls.n > 14)
-        lines_delete(&ls, 0);
-    strip_checkpoints(&ls);
-    rechain(&ls);
-    lines_write(bad, &ls, 0);
-    CHECK(audit_verify(bad, key_of_alice, NULL, &n) == 0);
-    CHECK_EQ_INT(n, 10);
-    lines_free(&ls);
-    lines_free(&orig);
-    remove_scratch();
-}
-
-static void test_cp_mismatch_detected(void)
-{
-    char good[128], bad[128];
-    struct lines orig, ls;
-
-    make_scratch();
-    spool_path(good, sizeof good, "audit.log");
-    spool_path(bad, sizeof bad, "tampered.log");
-    write_signed_spool(good);
-    lines_read(good, &orig);
-    REQUIRE(orig.n == 14);
-
-    /* an event claiming no checkpoint before it */
-    lines_copy(&ls, &orig);
-    replace_once(&ls.l[5], "\"cp\":4,", "\"cp\":0,");
-    rechain_cp(&ls, 0);
-    lines_write(bad, &ls, 0);
-    CHECK(verify_msg_has(bad, NULL, "line 6: cp 0 where the last checkpoint before this line "
-                         "is 4"));
-    lines_free(&ls);
-
-    /* a checkpoint removed (line 8), chain recomputed, cp left alone */
-    lines_copy(&ls, &orig);
-    lines_delete(&ls, 7);
-    rechain_cp(&ls, 0);
-    lines_write(bad, &ls, 0);
-    CHECK(verify_msg_has(bad, NULL, "line 8: cp 8 where the last checkpoint before this line "
-                         "is 4"));
-    lines_free(&ls);
-
-    /* a line without cp (an older format) is refused, by verify and open */
-    lines_copy(&ls, &orig);
-    replace_once(&ls.l[0], "\"cp\":0,", "");
-    lines_write(bad, &ls, 0);
-    CHECK(verify_msg_has(bad, NULL, "line 1: lacks cp"));
-    lines_free(&ls);
-    lines_copy(&ls, &orig);
-    replace_once(&ls.l[12], "\"cp\":12,", "");
-    lines_delete(&ls, 13);             /* end on the edited line */
-    lines_write(bad, &ls, 0);
-    {
-        struct audit *a = NULL;
-
-        CHECK_EQ_INT(audit_open(bad, VAULT, "alice", NULL, &a), -EBADMSG);
-        CHECK(a == NULL);
-        CHECK(strstr(pfs_err_msg(), "no \"cp\" field") != NULL);
-    }
-    lines_free(&ls);
-    lines_free(&orig);
-    remove_scratch();
-}
-
-/* A signing writer counts every event since the file's last checkpoint,
- * including those another handle appended (learnt by re-reading the tail). */
-static void test_checkpoint_cadence_is_per_file(void)
-{
-    struct audit *a, *b;
-    char path[128];
-    struct lines ls;
-    uint64_t n;
+    char path[128], bad[160];
+    struct lines ls, t;
 
     make_scratch();
     spool_path(path, sizeof path, "audit.log");
-    REQUIRE(audit_open(path, VAULT, "alice", alice_key, &a) == 0);
-    REQUIRE(audit_open(path, VAULT, "admin", NULL, &b) == 0);
-    audit_set_seal_every(a, 10);
-    for (int round = 0; round < 6; round++) {
+    write_signed_spool(path);
+    snprintf(bad, sizeof bad, "%s/bad.log", scratch);
+    lines_read(path, &ls);
+    /* edit an event: the next line's prev */
+    lines_copy(&t, &ls);
+    {
+        char *p = strstr(t.l[3], "/Sales/f1");
+
+        REQUIRE(p);
+        p[8] = '7';
+    }
+    lines_write(bad, &t, 0);
+    CHECK(verify_msg_has(bad, NULL, "line 5: prev does not match"));
+    /* ... and with both chains recomputed: the session's next checkpoint */
+    rechain(&t);
+    lines_write(bad, &t, 0);
+    CHECK(audit_verify(bad, NULL, NULL, NULL, NULL) == 0);   /* the chains alone are fooled */
+    CHECK(verify_msg_has(bad, root_fp, "line 6: checkpoint signature does not verify"));
+    lines_free(&t);
+    /* delete an event and recompute: the checkpoint after it fails */
+    lines_copy(&t, &ls);
+    lines_delete(&t, 2);
+    rechain(&t);
+    lines_write(bad, &t, 0);
+    CHECK(verify_msg_has(bad, root_fp, "line 5: checkpoint signature does not verify"));
+    lines_free(&t);
+    /* a truncated last line */
+    lines_copy(&t, &ls);
+    lines_write(bad, &t, 1);
+    CHECK(verify_msg_has(bad, NULL, "incomplete last line"));
+    lines_free(&t);
+    /* the session's head removed */
+    lines_copy(&t, &ls);
+    lines_delete(&t, 0);
+    rechain(&t);
+    lines_write(bad, &t, 0);
+    CHECK(verify_msg_has(bad, NULL, "line 1: sseq 1 of session"));
+    lines_free(&t);
+    lines_free(&ls);
+    remove_scratch();
+}
+
+/* At most AUDIT_SEAL_EVERY events of a session stand without a checkpoint:
+ * removing checkpoints shows even where both chains were recomputed. */
+static void test_stripped_checkpoints_detected(void)
+{
+    char path[128], bad[160];
+    struct audit *a;
+    struct lines ls;
+
+    make_scratch();
+    spool_path(path, sizeof path, "audit.log");
+    REQUIRE((a = open_alice(path)));
+    for (int i = 0; i < 200; i++)
+        CHECK(audit_event(a, NULL, "open", "/f", 0, 0) == 0);
+    audit_close(a);
+    CHECK(audit_verify(path, root_fp, NULL, NULL, NULL) == 0);
+    lines_read(path, &ls);
+    for (size_t i = 0; i < ls.n;)
+        if (line_is(ls.l[i], "checkpoint"))
+            lines_delete(&ls, i);
+        else
+            i++;
+    rechain(&ls);
+    snprintf(bad, sizeof bad, "%s/stripped.log", scratch);
+    lines_write(bad, &ls, 0);
+    CHECK(verify_msg_has(bad, NULL, "line 65: more than 64 events of session"));
+    lines_free(&ls);
+    remove_scratch();
+}
+
+/* The sealer signs a quiet session within AUDIT_SEAL_MS of its last event. */
+static void test_sealed_within_a_second(void)
+{
+    char path[128];
+    struct audit *a;
+    struct lines ls;
+
+    make_scratch();
+    spool_path(path, sizeof path, "audit.log");
+    REQUIRE((a = open_alice(path)));
+    CHECK(audit_event(a, NULL, "open", "/quiet", 0, 0) == 0);
+    usleep((AUDIT_SEAL_MS + 300) * 1000);
+    lines_read(path, &ls);
+    CHECK_EQ_INT(ls.n, 4);
+    CHECK(ls.n && line_is(ls.l[ls.n - 1], "checkpoint"));
+    lines_free(&ls);
+    audit_close(a);
+    CHECK(audit_verify(path, root_fp, NULL, NULL, NULL) == 0);
+    remove_scratch();
+}
+
+static void test_unsigned_session_limit(void)
+{
+    char path[128];
+    struct audit *a;
+
+    make_scratch();
+    spool_path(path, sizeof path, "audit.log");
+    REQUIRE((a = open_unsigned(path, "fsck")));
+    for (unsigned i = 0; i < AUDIT_SEAL_EVERY + 5; i++)
+        audit_event(a, NULL, "fsck", "/", 0, 0);
+    audit_close(a);
+    CHECK(verify_msg_has(path, root_fp, "line 65: more than 64 events in session"));
+    remove_scratch();
+}
+
+/* Sessions interleave in one spool, each keeps its own chain. */
+static void test_interleaved_sessions(void)
+{
+    struct audit_verify_result res;
+    struct audit *a, *b, *c;
+    char path[128];
+
+    make_scratch();
+    spool_path(path, sizeof path, "audit.log");
+    REQUIRE((a = open_alice(path)));
+    REQUIRE((b = open_unsigned(path, "admin")));
+    REQUIRE((c = open_signed(path, "mallory", mallory_key, mallory_proof, 3)));
+    for (int i = 0; i < 150; i++) {
         CHECK(audit_event(a, NULL, "open", "/a", 0, 0) == 0);
-        for (int i = 0; i < 4; i++)
+        CHECK(audit_event(c, NULL, "open", "/c", 0, 0) == 0);
+        if (i < 30)
             CHECK(audit_event(b, NULL, "grant", "/b", 0, 0) == 0);
     }
     audit_close(b);
     audit_close(a);
-    lines_read(path, &ls);
-    /* a1 b4 a1 b4 a1 = 11 events, then a's checkpoint at seq 12 (counting
-     * only its own 3 events it would not have sealed yet) */
-    CHECK(line_is_checkpoint(&ls, 11));
-    for (size_t i = 0; i < 11; i++)
-        CHECK(!line_is_checkpoint(&ls, i));
-    CHECK_EQ_INT(line_int(&ls, 12, "cp"), 12);   /* b's next line learnt it */
-    CHECK(strstr(ls.l[12], "\"account\":\"admin\"") != NULL);
-    CHECK(line_is_checkpoint(&ls, ls.n - 1));
-    CHECK(audit_verify(path, key_of_alice, NULL, &n) == 0);
-    CHECK_EQ_INT(n, ls.n);
-    lines_free(&ls);
-
-    /* closing right after a checkpoint adds no second one */
-    REQUIRE(audit_open(path, VAULT, "alice", alice_key, &a) == 0);
+    audit_close(c);
+    CHECK(audit_verify(path, root_fp, NULL, NULL, &res) == 0);
+    CHECK_EQ_INT(res.sessions, 3);
+    CHECK_EQ_INT(res.unsigned_sessions, 1);
+    /* a session continues in a new handle only as a new session */
+    REQUIRE((a = open_alice(path)));
     audit_close(a);
-    lines_read(path, &ls);
-    CHECK_EQ_INT(ls.n, n);
-    lines_free(&ls);
+    CHECK(audit_verify(path, root_fp, NULL, NULL, &res) == 0);
+    CHECK_EQ_INT(res.sessions, 4);
     remove_scratch();
 }
 
-/* A daemon killed before its closing checkpoint, then a signer-less admin
- * and a new daemon: the spool verifies, and the new daemon seals the old
- * tail as soon as the file's unsigned run reaches AUDIT_SEAL_EVERY. */
-static void test_crashed_writer_then_new_writers(void)
+/* Format 2 spools are still read: their checkpoints by the signer they name. */
+static EVP_PKEY *v2_key(void *arg, const char *account)
 {
-    const int crashed = 700, admin = 100, later = 400;
-    char path[128];
+    (void)arg;
+    return strcmp(account, "alice") == 0 ? alice_key : NULL;
+}
+
+static void test_format2_prefix_still_verifies(void)
+{
+    struct audit_verify_result res;
+    char path[128], h1[65], h2[65], *l1 = NULL, *l2 = NULL, *msg = NULL, sighex[1024];
+    uint8_t *sig = NULL;
+    size_t siglen = 0;
+    struct audit *a;
     struct lines ls;
-    uint64_t n;
-    int status = -1;
-    pid_t child;
+    FILE *f;
 
     make_scratch();
     spool_path(path, sizeof path, "audit.log");
-    fflush(stdout);
-    child = fork();
-    REQUIRE(child >= 0);
-    if (child == 0) {
-        struct audit *a;
-
-        if (audit_open(path, VAULT, "alice", alice_key, &a) != 0)
-            _exit(2);
-        for (int i = 0; i < crashed; i++)
-            if (audit_event(a, NULL, "write", "/Sales/x", 0, 4096) != 0)
-                _exit(1);
-        _exit(0);        /* killed: no audit_close, no closing checkpoint */
-    }
-    waitpid(child, &status, 0);
-    REQUIRE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-    CHECK(audit_verify(path, key_of_alice, NULL, &n) == 0);
-    CHECK_EQ_INT(n, crashed);
-
-    write_events(path, "admin", NULL, admin);
-    CHECK(audit_verify(path, key_of_alice, NULL, &n) == 0);
-    CHECK_EQ_INT(n, crashed + admin);
-
-    write_events(path, "alice", alice_key, later);
-    lines_read(path, &ls);
-    REQUIRE(ls.n == (size_t)(crashed + admin + later + 2));
-    CHECK(line_is_checkpoint(&ls, AUDIT_SEAL_EVERY));   /* seq 1025 */
-    CHECK_EQ_INT(line_int(&ls, AUDIT_SEAL_EVERY, "cp"), 0);
-    CHECK_EQ_INT(line_int(&ls, AUDIT_SEAL_EVERY + 1, "cp"), AUDIT_SEAL_EVERY + 1);
-    CHECK(line_is_checkpoint(&ls, ls.n - 1));
-    CHECK(audit_verify(path, key_of_alice, NULL, &n) == 0);
-    CHECK_EQ_INT(n, ls.n);
-    lines_free(&ls);
-    remove_scratch();
-}
-
-/* Signer-less writers alone may leave AUDIT_SEAL_EVERY + AUDIT_UNSIGNED_SLACK
- * events unsigned; one more is refused until a signing writer seals them. */
-static void test_unsigned_tail_limit(void)
-{
-    const int limit = (int)(AUDIT_SEAL_EVERY + AUDIT_UNSIGNED_SLACK);
-    char path[128], want[128];
-    uint64_t n;
-
-    make_scratch();
-    spool_path(path, sizeof path, "audit.log");
-    write_events(path, "admin", NULL, limit);
-    CHECK(audit_verify(path, key_of_alice, NULL, &n) == 0);
-    CHECK_EQ_INT(n, limit);
-    write_events(path, "admin", NULL, 1);
-    snprintf(want, sizeof want, "line %d: %d events after the last signed checkpoint",
-             limit + 1, limit + 1);
-    CHECK(verify_msg_has(path, key_of_alice, want));
-    CHECK(audit_verify(path, NULL, NULL, &n) == 0);    /* chain only: fine */
-    write_events(path, "alice", alice_key, 0);          /* open + close seals it */
-    CHECK(audit_verify(path, key_of_alice, NULL, &n) == 0);
-    CHECK_EQ_INT(n, limit + 2);
-    remove_scratch();
-}
-
-static void test_resume_and_two_handles_one_chain(void)
-{
-    struct audit *a, *b;
-    char path[128];
-    struct lines ls;
-    uint64_t n;
-
-    make_scratch();
-    spool_path(path, sizeof path, "audit.log");
-    REQUIRE(audit_open(path, VAULT, "alice", alice_key, &a) == 0);
-    CHECK(audit_event(a, NULL, "mount", "/", 0, 0) == 0);
-    REQUIRE(audit_open(path, VAULT, "admin", NULL, &b) == 0);
-    for (int i = 0; i < 5; i++) {
-        CHECK(audit_event(a, NULL, "open", "/a", 0, 0) == 0);
-        CHECK(audit_event(b, NULL, "grant", "/b", 0, 0) == 0);
-        CHECK(audit_event(b, NULL, "grant", "/b", 0, 0) == 0);
-    }
-    audit_close(b);
-    CHECK(audit_event(a, NULL, "umount", "/", 0, 0) == 0);
-    audit_close(a);     /* signs a checkpoint over both handles' lines */
-    CHECK(audit_verify(path, key_of_alice, NULL, &n) == 0);
-    CHECK_EQ_INT(n, 1 + 15 + 1 + 1);
-
-    /* a new handle continues the chain where the file ends */
-    REQUIRE(audit_open(path, VAULT, "alice", NULL, &a) == 0);
-    CHECK(audit_event(a, NULL, "mount", "/", 0, 0) == 0);
+    REQUIRE(asprintf(&l1, "{\"seq\":1,\"time\":\"2026-01-01T00:00:00.000000000Z\",\"vault\":"
+                     "\"%s\",\"host\":\"h\",\"account\":\"alice\",\"uid\":0,\"pid\":1,\"process"
+                     "\":\"p\",\"op\":\"open\",\"path\":\"/old\",\"result\":\"ok\",\"bytes\":0,"
+                     "\"cp\":0,\"prev\":\"%s\"}", VAULT, ZERO64) > 0);
+    audit_line_hash(l1, strlen(l1), h1);
+    REQUIRE(asprintf(&msg, "pactfs audit checkpoint v1\n%s\n%s", VAULT, h1) > 0);
+    REQUIRE(sig_sign(alice_key, msg, strlen(msg), &sig, &siglen) == 0);
+    hex_encode(sig, siglen, sighex);
+    REQUIRE(asprintf(&l2, "{\"seq\":2,\"time\":\"2026-01-01T00:00:00.000000000Z\",\"vault\":"
+                     "\"%s\",\"host\":\"h\",\"account\":\"alice\",\"uid\":0,\"pid\":1,\"process"
+                     "\":\"p\",\"op\":\"checkpoint\",\"path\":\"\",\"result\":\"ok\",\"bytes\":0,"
+                     "\"cp\":0,\"prev\":\"%s\",\"signed_hash\":\"%s\",\"sig\":\"%s\"}", VAULT, h1,
+                     h1, sighex) > 0);
+    audit_line_hash(l2, strlen(l2), h2);
+    f = fopen(path, "w");
+    REQUIRE(f);
+    fprintf(f, "%s\n%s\n", l1, l2);
+    fclose(f);
+    REQUIRE((a = open_alice(path)));
+    CHECK(audit_event(a, NULL, "open", "/new", 0, 0) == 0);
     audit_close(a);
-    CHECK(audit_verify(path, key_of_alice, NULL, &n) == 0);
-    CHECK_EQ_INT(n, 19);
+    CHECK(audit_verify(path, root_fp, v2_key, NULL, &res) == 0);
+    CHECK_EQ_INT(res.v2_lines, 2);
+    CHECK_EQ_INT(res.sessions, 1);
     lines_read(path, &ls);
-    REQUIRE(ls.n == 19);
-    CHECK(strstr(ls.l[18], "\"seq\":19,") != NULL);
+    CHECK(strstr(ls.l[2], h2) != NULL);   /* the first format 3 line chains to the old tail */
+    /* a format 2 line after format 3 ones: refused */
+    {
+        char last[65], *l3 = NULL;
+
+        audit_line_hash(ls.l[ls.n - 1], strlen(ls.l[ls.n - 1]), last);
+        REQUIRE(asprintf(&l3, "{\"seq\":%zu,\"vault\":\"%s\",\"account\":\"alice\",\"op\":"
+                         "\"open\",\"path\":\"/x\",\"cp\":2,\"prev\":\"%s\"}", ls.n + 1, VAULT,
+                         last) > 0);
+        lines_insert(&ls, ls.n, l3);
+        free(l3);
+    }
+    lines_write(path, &ls, 0);
+    CHECK(verify_msg_has(path, NULL, "format 2 line after format 3"));
     lines_free(&ls);
+    free(l1);
+    free(l2);
+    free(msg);
+    free(sig);
     remove_scratch();
 }
 
@@ -762,56 +622,20 @@ static void test_oversized_event_refused(void)
     struct audit *a;
     char path[128];
     char *huge = malloc(AUDIT_LINE_MAX);
-    uint64_t n;
+    struct audit_verify_result n;
 
     REQUIRE(huge);
     memset(huge, 'p', AUDIT_LINE_MAX - 1);
     huge[AUDIT_LINE_MAX - 1] = '\0';
     make_scratch();
     spool_path(path, sizeof path, "audit.log");
-    REQUIRE(audit_open(path, VAULT, "alice", NULL, &a) == 0);
+    REQUIRE((a = open_unsigned(path, "alice")));
     CHECK_EQ_INT(audit_event(a, NULL, "open", huge, 0, 0), -E2BIG);
     CHECK(audit_event(a, NULL, "open", "/ok", 0, 0) == 0);
     audit_close(a);
-    CHECK(audit_verify(path, NULL, NULL, &n) == 0);
-    CHECK_EQ_INT(n, 1);
+    CHECK(audit_verify(path, NULL, NULL, NULL, &n) == 0);
+    CHECK_EQ_INT(n.events, 3);
     free(huge);
-    remove_scratch();
-}
-
-/* Two processes appending at once still make one chain. */
-static void test_two_processes_one_chain(void)
-{
-    char path[128];
-    struct audit *a;
-    uint64_t n;
-    int status = -1, failures = 0;
-    pid_t child;
-
-    make_scratch();
-    spool_path(path, sizeof path, "audit.log");
-    fflush(stdout);
-    child = fork();
-    REQUIRE(child >= 0);
-    if (child == 0) {
-        int bad = 0;
-
-        if (audit_open(path, VAULT, "admin", NULL, &a) != 0)
-            _exit(2);
-        for (int i = 0; i < 300; i++)
-            bad += audit_event(a, NULL, "grant", "/child", 0, 0) != 0;
-        audit_close(a);
-        _exit(bad ? 1 : 0);
-    }
-    REQUIRE(audit_open(path, VAULT, "alice", NULL, &a) == 0);
-    for (int i = 0; i < 300; i++)
-        failures += audit_event(a, NULL, "open", "/parent", 0, 0) != 0;
-    audit_close(a);
-    waitpid(child, &status, 0);
-    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-    CHECK_EQ_INT(failures, 0);
-    CHECK(audit_verify(path, NULL, NULL, &n) == 0);
-    CHECK_EQ_INT(n, 600);
     remove_scratch();
 }
 
@@ -827,9 +651,50 @@ static void test_open_refuses_torn_tail(void)
     REQUIRE(f);
     fputs("{\"seq\":1,\"op\":\"mo", f);
     fclose(f);
-    CHECK_EQ_INT(audit_open(path, VAULT, "alice", NULL, &a), -EBADMSG);
+    {
+        struct audit_identity id = { .account = "alice" };
+
+        CHECK_EQ_INT(audit_open(path, VAULT, &id, &a), -EBADMSG);
+    }
     CHECK(a == NULL);
     CHECK(strstr(pfs_err_msg(), "incomplete line") != NULL);
+    remove_scratch();
+}
+
+/* Two processes appending at once: one spool chain, two sessions. */
+static void test_two_processes_one_chain(void)
+{
+    struct audit_verify_result res;
+    char path[128];
+    struct audit *a;
+    int status = -1, failures = 0;
+    pid_t child;
+
+    make_scratch();
+    spool_path(path, sizeof path, "audit.log");
+    fflush(stdout);
+    child = fork();
+    REQUIRE(child >= 0);
+    if (child == 0) {
+        int bad = 0;
+
+        if (!(a = open_signed(path, "mallory", mallory_key, mallory_proof, 3)))
+            _exit(2);
+        for (int i = 0; i < 300; i++)
+            bad += audit_event(a, NULL, "grant", "/child", 0, 0) != 0;
+        audit_close(a);
+        _exit(bad ? 1 : 0);
+    }
+    REQUIRE((a = open_alice(path)));
+    for (int i = 0; i < 300; i++)
+        failures += audit_event(a, NULL, "open", "/parent", 0, 0) != 0;
+    audit_close(a);
+    waitpid(child, &status, 0);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    CHECK_EQ_INT(failures, 0);
+    CHECK(audit_verify(path, root_fp, NULL, NULL, &res) == 0);
+    CHECK_EQ_INT(res.sessions, 2);
+    CHECK(res.events >= 600 + 2 * 6);
     remove_scratch();
 }
 
@@ -864,12 +729,12 @@ static void test_concurrent_events(void)
     struct timespec t0, t1;
     char path[128];
     struct lines ls;
-    uint64_t n;
+    struct audit_verify_result n;
     int dup = 0, failures = 0;
 
     make_scratch();
     spool_path(path, sizeof path, "audit.log");
-    REQUIRE(audit_open(path, VAULT, "alice", alice_key, &a) == 0);
+    REQUIRE((a = open_alice(path)));
     audit_set_seal_every(a, 300);
     clock_gettime(CLOCK_MONOTONIC, &t0);
     for (int i = 0; i < THREADS; i++) {
@@ -885,9 +750,9 @@ static void test_concurrent_events(void)
            (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
     audit_close(a);
     CHECK_EQ_INT(failures, 0);
-    CHECK(audit_verify(path, key_of_alice, NULL, &n) == 0);
+    CHECK(audit_verify(path, root_fp, NULL, NULL, &n) == 0);
     lines_read(path, &ls);
-    CHECK_EQ_INT(n, ls.n);
+    CHECK_EQ_INT(n.events, ls.n);
     memset(seen, 0, sizeof seen);
     for (size_t i = 0; i < ls.n; i++) {
         json_object *o = json_tokener_parse(ls.l[i]);
@@ -922,7 +787,7 @@ static void test_full_spool_fails_closed(void)
     struct audit *a;
     int rc = 0, mounted = 0;
     char buf[4096];
-    uint64_t n;
+    struct audit_verify_result n;
 
     make_scratch();
     snprintf(mnt, sizeof mnt, "%s/tiny", scratch);
@@ -934,7 +799,7 @@ static void test_full_spool_fails_closed(void)
         printf("# cannot mount tmpfs (%s): using /dev/full\n", strerror(errno));
         snprintf(path, sizeof path, "/dev/full");
     }
-    REQUIRE(audit_open(path, VAULT, "alice", NULL, &a) == 0);
+    REQUIRE((a = open_unsigned(path, "alice")));
     if (mounted) {
         int fd;
 
@@ -958,8 +823,8 @@ static void test_full_spool_fails_closed(void)
     audit_close(a);
     if (mounted) {
         /* no partial line was left behind */
-        CHECK(audit_verify(path, NULL, NULL, &n) == 0);
-        CHECK(n >= 1);
+        CHECK(audit_verify(path, NULL, NULL, NULL, &n) == 0);
+        CHECK(n.events >= 1);
         CHECK(umount(mnt) == 0);
     }
     remove_scratch();
@@ -969,26 +834,38 @@ int main(void)
 {
     alice_key = rsa_generate(3072);
     mallory_key = rsa_generate(3072);
-    if (!alice_key || !mallory_key) {
+    root_key = rsa_generate(3072);
+    other_root = rsa_generate(3072);
+    if (!alice_key || !mallory_key || !root_key || !other_root) {
         printf("Bail out! cannot generate RSA keys: %s\n", pfs_err_msg());
         return 1;
     }
+    alice_proof = test_registry_proof(VAULT, root_key, 2, "alice", alice_key, root_fp);
+    mallory_proof = test_registry_proof(VAULT, root_key, 3, "mallory", mallory_key, root_fp);
+    free(test_registry_proof(VAULT, other_root, 2, "alice", alice_key, other_fp));
+    if (!alice_proof || !mallory_proof) {
+        printf("Bail out! cannot build registry proofs: %s\n", pfs_err_msg());
+        return 1;
+    }
     RUN(test_events_are_json_with_every_field);
-    RUN(test_signed_chain_verifies);
-    RUN(test_unknown_signer_fails);
+    RUN(test_signed_session_verifies);
+    RUN(test_other_account_cannot_sign);
     RUN(test_tampering_detected);
     RUN(test_stripped_checkpoints_detected);
-    RUN(test_cp_mismatch_detected);
-    RUN(test_checkpoint_cadence_is_per_file);
-    RUN(test_crashed_writer_then_new_writers);
-    RUN(test_unsigned_tail_limit);
-    RUN(test_resume_and_two_handles_one_chain);
+    RUN(test_sealed_within_a_second);
+    RUN(test_unsigned_session_limit);
+    RUN(test_interleaved_sessions);
+    RUN(test_format2_prefix_still_verifies);
     RUN(test_oversized_event_refused);
     RUN(test_two_processes_one_chain);
     RUN(test_open_refuses_torn_tail);
     RUN(test_concurrent_events);
     RUN(test_full_spool_fails_closed);
+    free(alice_proof);
+    free(mallory_proof);
     EVP_PKEY_free(alice_key);
     EVP_PKEY_free(mallory_key);
+    EVP_PKEY_free(root_key);
+    EVP_PKEY_free(other_root);
     return tap_done();
 }

@@ -20,6 +20,7 @@
 #include <openssl/pem.h>
 
 #include "audit.h"
+#include "audit_test_registry.h"
 #include "audit_ship.h"
 #include "crypto.h"
 #include "error.h"
@@ -31,7 +32,8 @@
 #define SENDER_CN_FILE "pactfs%20test%20client.ndjson"   /* escaped CN of client.pem */
 
 static char scratch[128], pki[200], spool[256];
-static EVP_PKEY *alice_key, *other_key;
+static EVP_PKEY *alice_key, *other_key, *root_key;
+static char root_fp[65];
 
 struct server {
     pid_t pid;
@@ -61,25 +63,19 @@ static off_t file_size(const char *path)
     return stat(path, &st) == 0 ? st.st_size : -1;
 }
 
-static int write_pubkey(const char *path, EVP_PKEY *k)
-{
-    FILE *f = fopen(path, "w");
-    int ok;
-
-    if (!f)
-        return -1;
-    ok = PEM_write_PUBKEY(f, k) == 1;
-    return fclose(f) == 0 && ok ? 0 : -1;
-}
-
-/* Append n events to a spool, checkpointing every 50 like a busy writer. */
-static int add_events(const char *path, const char *vault, EVP_PKEY *key, unsigned n)
+/* Append n events to a spool in a session of alice (id 2) whose registry
+ * proof holds proof_key, signed with key, checkpointing every 50. */
+static int add_events_as(const char *path, const char *vault, EVP_PKEY *key,
+                         EVP_PKEY *proof_key, unsigned n)
 {
     struct audit *a = NULL;
     struct audit_ctx who = { 1000, getpid() };
-    char p[64];
-    int rc = audit_open(path, vault, "alice", key, &a);
+    char p[64], *proof = test_registry_proof(vault, root_key, 2, "alice", proof_key, root_fp);
+    struct audit_identity id = { .account = "alice", .account_id = 2, .signer = key,
+                                 .proof = proof };
+    int rc = proof ? audit_open(path, vault, &id, &a) : -ENOMEM;
 
+    free(proof);
     if (rc)
         return rc;
     audit_set_seal_every(a, 50);
@@ -89,6 +85,11 @@ static int add_events(const char *path, const char *vault, EVP_PKEY *key, unsign
     }
     audit_close(a);
     return rc;
+}
+
+static int add_events(const char *path, const char *vault, EVP_PKEY *key, unsigned n)
+{
+    return add_events_as(path, vault, key, key, n);
 }
 
 /* ------------------------------------------------------------ the receiver */
@@ -109,8 +110,10 @@ static int server_start(struct server *s)
              "listen_address = \"127.0.0.1\";\nport = %u;\n"
              "cert_file = \"%s/server.pem\";\nkey_file = \"%s/server.key\";\n"
              "client_ca_file = \"%s/ca.pem\";\nstore_dir = \"store\";\n"
-             "keys_dir = \"%s/keys\";\nauditors = [ \"pactfs test auditor\" ];\n",
-             s->port, pki, pki, pki, scratch);
+             "vaults = ( { id = \"%s\"; root_fingerprint = \"%s\"; },\n"
+             "           { id = \"%s\"; root_fingerprint = \"%s\"; } );\n"
+             "auditors = [ \"pactfs test auditor\" ];\n",
+             s->port, pki, pki, pki, VAULT, root_fp, VAULT2, root_fp);
     snprintf(path, sizeof path, "%s/auditd.conf", s->dir);
     if (write_file(path, conf) < 0)
         return -1;
@@ -296,29 +299,25 @@ static void test_chain_check_follows_audit_verify(void)
     REQUIRE(add_events(path, VAULT, alice_key, 120) == 0);
     buf = harness_read_all(path, &len);
     REQUIRE(buf);
-    audit_chain_init(&c, VAULT);
+    audit_chain_init(&c, VAULT, root_fp);
     for (line = buf; (nl = memchr(line, '\n', (size_t)(buf + len - line))); line = nl + 1, n++)
         if (audit_chain_check(&c, line, (size_t)(nl - line), alice_only, NULL, why, sizeof why))
             bad++;
     CHECK_EQ_INT(bad, 0);
     CHECK_EQ_INT(c.next_seq, n + 1);
-    CHECK(c.last_cp > 0);
+    CHECK_EQ_INT(c.sessions, 1);
     /* The same lines again do not continue the chain (seq 1 after n). */
     line = buf;
     nl = memchr(line, '\n', len);
     CHECK_EQ_INT(audit_chain_check(&c, line, (size_t)(nl - line), alice_only, NULL, why,
                                    sizeof why), -EBADMSG);
     /* Another vault's stream refuses the line. */
-    audit_chain_init(&c, VAULT2);
+    audit_chain_free(&c);
+    audit_chain_init(&c, VAULT2, root_fp);
     CHECK_EQ_INT(audit_chain_check(&c, line, (size_t)(nl - line), alice_only, NULL, why,
                                    sizeof why), -EBADMSG);
+    audit_chain_free(&c);
     free(buf);
-}
-
-static EVP_PKEY *alice_for_verify(void *arg, const char *account)
-{
-    (void)arg;
-    return strcmp(account, "alice") == 0 ? alice_key : NULL;
 }
 
 /* audit_verify and the receiver's line check are one set of rules: an
@@ -328,7 +327,7 @@ static void test_verify_and_chain_check_give_one_verdict(void)
     char path[300], why[512], want[600], *buf, *line, *nl, *p;
     struct audit_chain c;
     size_t len = 0;
-    uint64_t n = 0;
+    struct audit_verify_result n;
     unsigned lineno = 1;
     int rc = 0;
 
@@ -338,16 +337,17 @@ static void test_verify_and_chain_check_give_one_verdict(void)
     REQUIRE(buf && (p = strstr(buf, "file-7.pdf")));
     p[5] = '8';                                   /* edit one event */
     REQUIRE(write_file(path, buf) == 0);
-    audit_chain_init(&c, NULL);
+    audit_chain_init(&c, NULL, root_fp);
     for (line = buf; !rc && (nl = memchr(line, '\n', (size_t)(buf + len - line)));
          line = nl + 1, lineno++)
         rc = audit_chain_check(&c, line, (size_t)(nl - line), alice_only, NULL, why, sizeof why);
     CHECK_EQ_INT(rc, -EBADMSG);
     CHECK(strstr(why, "prev does not match") != NULL);
     snprintf(want, sizeof want, "line %u: %s", lineno - 1, why);
-    CHECK_EQ_INT(audit_verify(path, alice_for_verify, NULL, &n), -EBADMSG);
+    audit_chain_free(&c);
+    CHECK_EQ_INT(audit_verify(path, root_fp, NULL, NULL, &n), -EBADMSG);
     CHECK(strstr(pfs_err_msg(), want) != NULL);
-    CHECK_EQ_INT(n, lineno - 2);
+    CHECK_EQ_INT(n.events, lineno - 2);
     free(buf);
 }
 
@@ -559,14 +559,14 @@ static void test_altered_duplicate_refused(void)
     CHECK(receiver_equals(spool, VAULT));
 }
 
-/* Checkpoints signed by a key the receiver does not hold for alice. */
+/* Checkpoints signed by a key other than the one alice's registry proof holds. */
 static void test_forged_checkpoint_refused(void)
 {
     char sp[300], sf[400];
     struct audit_ship_opts o;
 
     snprintf(sp, sizeof sp, "%s/forged.log", scratch);
-    REQUIRE(add_events(sp, VAULT2, other_key, 60) == 0);
+    REQUIRE(add_events_as(sp, VAULT2, other_key, alice_key, 60) == 0);
     o = ship_opts(sp, rcv.url);
     CHECK_EQ_INT(audit_ship_once(&o, NULL), -EBADMSG);
     CHECK(strstr(pfs_err_msg(), "signature") != NULL);
@@ -677,12 +677,10 @@ static int setup(void)
     }
     alice_key = rsa_generate(3072);
     other_key = rsa_generate(3072);
-    snprintf(path, sizeof path, "%s/keys", scratch);
-    if (!alice_key || !other_key || mkdir(path, 0700) < 0)
+    root_key = rsa_generate(3072);
+    if (!alice_key || !other_key || !root_key || registry_fingerprint_hex(root_key, root_fp))
         return -1;
-    snprintf(path, sizeof path, "%s/keys/alice.pem", scratch);
-    if (write_pubkey(path, alice_key) < 0)
-        return -1;
+    (void)path;
     snprintf(spool, sizeof spool, "%s/audit.log", scratch);
     curl_global_init(CURL_GLOBAL_DEFAULT);
     return server_new(&rcv, "main");
@@ -716,6 +714,7 @@ int main(void)
     RUN(test_receiver_stops_cleanly);
     EVP_PKEY_free(alice_key);
     EVP_PKEY_free(other_key);
+    EVP_PKEY_free(root_key);
     curl_global_cleanup();
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", scratch);
     if (system(cmd) != 0)
