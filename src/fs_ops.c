@@ -190,6 +190,37 @@ static int deny(struct fs *fs, fuse_req_t req, const char *op, uint64_t ino, con
     return r < 0 ? r : -EACCES;
 }
 
+static int may_create_folders(const struct fs *fs)
+{
+    return !fs->opt.read_only && (fs->v->account.roles & ROLE_DATAADMIN);
+}
+
+/* A change at the top of the mount other than a dataadmin's mkdir: say why
+ * in the log (at most one line a second, so a file manager probing the top
+ * cannot flood it), audit it as denied, -EACCES. */
+static int root_deny(struct fs *fs, fuse_req_t req, const char *op, const char *name)
+{
+    static int64_t last_ns;
+    static unsigned suppressed;
+    int64_t now = fs_now_ns();
+    int64_t last = __atomic_load_n(&last_ns, __ATOMIC_RELAXED);
+    if (now - last >= 1000000000 &&
+        __atomic_compare_exchange_n(&last_ns, &last, now, 0, __ATOMIC_RELAXED,
+                                    __ATOMIC_RELAXED)) {
+        unsigned n = __atomic_exchange_n(&suppressed, 0, __ATOMIC_RELAXED);
+        const char *how = !strcmp(op, "mkdir")
+            ? (fs->opt.read_only ? "this mount is read-only"
+                                 : "creating a contract folder needs the dataadmin role")
+            : "put files inside a contract folder";
+        fprintf(stderr, "pactfs: %s \"%s\" at the top of the mount refused for account "
+                "\"%s\": only contract folders live there and %s (%u similar refusals "
+                "not logged)\n", op, name ? name : "", fs->v->account.name, how, n);
+    } else {
+        __atomic_add_fetch(&suppressed, 1, __ATOMIC_RELAXED);
+    }
+    return deny(fs, req, op, META_ROOT_INO, name);
+}
+
 /* ------------------------------------------------------------------ */
 /* Folders, keys and names                                             */
 
@@ -219,7 +250,7 @@ static int folder_check(struct fs *fs, fuse_req_t req, uint64_t ino, uint32_t ne
     if ((need & RIGHT_WRITE) && fs->opt.read_only)
         return -EROFS;
     if (ino == META_ROOT_INO)
-        return (need & RIGHT_WRITE) ? deny(fs, req, op, ino, name) : 0;
+        return (need & RIGHT_WRITE) ? root_deny(fs, req, op, name) : 0;
     uint64_t fid = 0;
     int r = inode_folder_id(fs, ino, &fid);
     if (r < 0)
@@ -374,13 +405,14 @@ static void root_stat(struct fs *fs, struct stat *st)
 {
     memset(st, 0, sizeof *st);
     st->st_ino = META_ROOT_INO;
-    st->st_mode = S_IFDIR | 0755;
+    /* Writable only for who can create folders there (mkdir by a dataadmin). */
+    st->st_mode = S_IFDIR | (may_create_folders(fs) ? 0755 : 0555);
     st->st_nlink = 2 + fs->v->nfolders;
     st->st_uid = fs->uid;
     st->st_gid = fs->gid;
     st->st_size = 4096;
     st->st_blksize = 4096;
-    ns_to_ts(fs->mount_ns, &st->st_atim);
+    ns_to_ts(__atomic_load_n(&fs->mount_ns, __ATOMIC_RELAXED), &st->st_atim);
     st->st_mtim = st->st_ctim = st->st_atim;
 }
 
@@ -795,9 +827,62 @@ static void reply_new_entry(struct fs *fs, fuse_req_t req, int r, const struct m
         reply_entry_for(fs, req, mi, parent, name, fs->entry_timeout);
 }
 
+/* mkdir at the root by a dataadmin: a new contract folder, exactly as
+ * `pactfs-admin folder-create` makes it (folder key, this account's
+ * envelope and signed grant), audited as folder-create in the same
+ * transaction; then its envelope is opened so it shows at once. */
+static int root_mkdir(struct fs *fs, fuse_req_t req, const char *name, struct meta_inode *mi)
+{
+    if (fs->opt.read_only)
+        return -EROFS;
+    if (!may_create_folders(fs))
+        return root_deny(fs, req, "mkdir", name);
+    int r = name_check(name);
+    if (r < 0)
+        return r;
+    char *path = fs_path(fs, META_ROOT_INO, name);
+    struct meta *m = fs->v->meta;
+    uint64_t id = 0, ticket = 0;
+    pthread_mutex_lock(&fs->meta_lock);
+    r = meta_begin(m);
+    if (r == 0)
+        r = vault_folder_create_txn(fs->v, name, &id);
+    if (r == 0)
+        r = fs_audit_append(fs, req, "folder-create", path, 0, 0, &ticket);
+    if (r == 0)
+        r = meta_commit(m);
+    else
+        meta_rollback(m);
+    if (r == 0 && vault_folder_load(fs->v, id) < 0)
+        r = -EIO;
+    struct vault_folder *vf = r == 0 ? vault_folder_by_id(fs->v, id) : NULL;
+    if (vf)
+        r = meta_inode_get(m, vf->root_ino, mi);
+    pthread_mutex_unlock(&fs->meta_lock);
+    if (r == 0)
+        __atomic_store_n(&fs->mount_ns, fs_now_ns(), __ATOMIC_RELAXED);   /* root's times */
+    if (r < 0 && r != -EEXIST)
+        fprintf(stderr, "pactfs: cannot create contract folder \"%s\": %s\n", name,
+                pfs_err_msg());
+    if (r == 0)
+        r = fs_audit_wait(fs, "folder-create", ticket);
+    free(path);
+    return r < 0 && r != -EEXIST ? -EIO : r;
+}
+
 static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
 {
     struct fs *fs = req_fs(req);
+    if (parent == META_ROOT_INO) {
+        struct meta_inode mi;
+        int r = root_mkdir(fs, req, name, &mi);
+        if (r < 0)
+            fuse_reply_err(req, r == -EACCES || r == -EEXIST || r == -EROFS ||
+                           r == -ENAMETOOLONG || r == -EINVAL ? -r : EIO);
+        else
+            reply_entry_for(fs, req, &mi, META_ROOT_INO, name, ROOT_ENTRY_TIMEOUT);
+        return;
+    }
     struct new_node nn = { .mode = S_IFDIR | (mode & 07777), .op = "mkdir" };
     struct meta_inode mi;
     int r = make_node(fs, req, parent, name, &nn, &mi);

@@ -191,15 +191,32 @@ static struct vault_folder *folder_slot(struct vault *v, uint64_t folder_id)
     rc = meta_folder_get(v->meta, folder_id, &mf);
     if (rc < 0)
         return NULL;
-    grown = realloc(v->folders, (v->nfolders + 1) * sizeof *grown);
+    /* Grown by copy, never realloc: a mount adds a folder (mkdir at its
+     * root) while other threads hold pointers into the array, so the old
+     * one stays allocated until vault_close, and the new one is published
+     * before the count that makes its last entry reachable. */
+    grown = malloc((v->nfolders + 1) * sizeof *grown);
     if (!grown)
         return NULL;
-    v->folders = grown;
-    f = &v->folders[v->nfolders++];
+    if (v->nfolders)
+        memcpy(grown, v->folders, v->nfolders * sizeof *grown);
+    f = &grown[v->nfolders];
     memset(f, 0, sizeof *f);
     f->id = mf.id;
     f->root_ino = mf.root_ino;
     f->cur_version = mf.key_version;
+    if (v->folders) {
+        void **retired = realloc(v->retired_folders, (v->nretired + 1) * sizeof *retired);
+
+        if (!retired) {
+            free(grown);
+            return NULL;
+        }
+        retired[v->nretired++] = v->folders;
+        v->retired_folders = retired;
+    }
+    __atomic_store_n(&v->folders, grown, __ATOMIC_RELEASE);
+    __atomic_store_n(&v->nfolders, v->nfolders + 1, __ATOMIC_RELEASE);
     return f;
 }
 
@@ -467,6 +484,9 @@ void vault_close(struct vault *v)
         free(v->folders[i].keys);
     }
     free(v->folders);
+    for (size_t i = 0; i < v->nretired; i++)
+        free(v->retired_folders[i]);
+    free(v->retired_folders);
     EVP_PKEY_free(v->priv);
     meta_account_clear(&v->account);
     share_provider_destroy(v->sp);
@@ -598,12 +618,8 @@ int vault_account_store_sealed(struct vault *v, const char *account, const uint8
     return arc;
 }
 
-int vault_folder_create(struct vault *v, const char *name, uint64_t *folder_id)
+int vault_folder_create_txn(struct vault *v, const char *name, uint64_t *folder_id)
 {
-    struct audit_ctx who = { getuid(), getpid() };
-    uint64_t id = 0;
-    int rc;
-
     if (!(v->account.roles & ROLE_DATAADMIN))
         return pfs_err(-EACCES, "creating a folder needs the dataadmin role");
     /* Names are encrypted per folder, so only folders this account holds can
@@ -620,11 +636,37 @@ int vault_folder_create(struct vault *v, const char *name, uint64_t *folder_id)
             ino == v->folders[i].root_ino)
             return pfs_err(-EEXIST, "a folder named \"%s\" already exists", name);
     }
+    return folder_create(v->meta, v->conf.vault_id, v->priv, v->account.id, name,
+                         RIGHT_READ | RIGHT_WRITE | RIGHT_MANAGE, folder_id);
+}
+
+int vault_folder_load(struct vault *v, uint64_t folder_id)
+{
+    struct envelope_rows rows = { 0 };
+    int rc = meta_envelope_list_account(v->meta, v->account.id, envelope_row_add, &rows);
+
+    for (size_t i = 0; rc == 0 && i < rows.n; i++)
+        if (rows.e[i].folder_id == folder_id)
+            rc = open_one_envelope(v, &rows.e[i]);
+    envelope_rows_free(&rows);
+    if (rc == 0 && !vault_folder_by_id(v, folder_id))
+        rc = pfs_err(-EIO, "the envelope of the new folder %llu does not open",
+                     (unsigned long long)folder_id);
+    return rc;
+}
+
+int vault_folder_create(struct vault *v, const char *name, uint64_t *folder_id)
+{
+    struct audit_ctx who = { getuid(), getpid() };
+    uint64_t id = 0;
+    int rc;
+
+    if (!(v->account.roles & ROLE_DATAADMIN))
+        return pfs_err(-EACCES, "creating a folder needs the dataadmin role");
     rc = meta_begin(v->meta);
     if (rc < 0)
         return rc;
-    rc = folder_create(v->meta, v->conf.vault_id, v->priv, v->account.id, name,
-                       RIGHT_READ | RIGHT_WRITE | RIGHT_MANAGE, &id);
+    rc = vault_folder_create_txn(v, name, &id);
     rc = rc < 0 ? (meta_rollback(v->meta), rc) : meta_commit(v->meta);
     if (v->audit) {
         int arc = audit_event(v->audit, &who, "folder-create", name, rc, 0);

@@ -40,8 +40,10 @@ struct vault {
     struct audit *audit;             /* NULL until unlocked */
     struct meta_account account;     /* the unlocked account */
     EVP_PKEY *priv;                  /* its private key (NULL until unlocked) */
-    struct vault_folder *folders;
+    struct vault_folder *folders;    /* grown by copy (see folder_slot) */
     size_t nfolders;
+    void **retired_folders;          /* earlier arrays, freed at close */
+    size_t nretired;
 };
 
 /* Exit-code-worthy failures come back as negative errno with pfs_err set:
@@ -100,6 +102,12 @@ int vault_account_store_sealed(struct vault *v, const char *account, const uint8
 /* Create a folder (dataadmin), its root directory and an envelope for the
  * unlocked account with all rights. */
 int vault_folder_create(struct vault *v, const char *name, uint64_t *folder_id);
+/* The same inside the caller's metadata transaction, without the audit
+ * event (a mount's mkdir at its root audits in its own transaction). */
+int vault_folder_create_txn(struct vault *v, const char *name, uint64_t *folder_id);
+/* Open this account's envelope of folder_id and add the folder to
+ * v->folders (after a create), verifying its grant as unlock does. */
+int vault_folder_load(struct vault *v, uint64_t folder_id);
 
 /* The name an account's key was sealed and enrolled under (it stays when
  * a sysadmin renames the account), from its verified registry record. */

@@ -333,6 +333,30 @@ class Vault:
         LIVE_VAULTS.discard(self)
 
 
+class AccountMount(Vault):
+    """The same vault mounted as another account, on its own mountpoint."""
+
+    def __init__(self, vault, account, passfile):
+        super().__init__(vault.base, name="as-" + account)
+        self.dir = vault.dir
+        self.account = account
+        self.account_pass = passfile
+
+    def mount_args(self, mnt=None, passfile=None, extra=()):
+        return ["mount", self.dir, mnt or self.mnt, "--account", self.account,
+                "--passfile", passfile or self.account_pass] + list(extra)
+
+
+def teardown(v):
+    """Unmount v (cleanly if possible, else by force); its sanitizer reports."""
+    try:
+        if is_mounted(v.mnt) or v.daemon_pid or v.fg_proc:
+            v.unmount(check=True)
+    finally:
+        v.emergency_teardown()
+    return sanitizer_reports(v.logdir)
+
+
 def kill_quietly(pid):
     try:
         os.kill(pid, signal.SIGKILL)

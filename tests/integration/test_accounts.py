@@ -20,22 +20,7 @@ BOB_PASSWORD = "bob's own long passphrase 7"
 EXIT_USAGE, EXIT_ACCESS, EXIT_INTEGRITY = 2, 13, 14
 
 
-class AccountMount(H.Vault):
-    """The same vault mounted as another account, on its own mountpoint."""
-
-    def __init__(self, vault, account, passfile):
-        super().__init__(vault.base, name="as-" + account)
-        self.dir = vault.dir
-        self.account = account
-        self.account_pass = passfile
-
-    def mount_args(self, mnt=None, passfile=None, extra=()):
-        return ["mount", self.dir, mnt or self.mnt, "--account", self.account,
-                "--passfile", passfile or self.account_pass] + list(extra)
-
-    @property
-    def folder(self):
-        return os.path.join(self.mnt, H.FOLDER)
+AccountMount = H.AccountMount
 
 
 def finish(v):
