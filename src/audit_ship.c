@@ -25,6 +25,7 @@
 #include "crypto.h"
 #include "error.h"
 #include "fileio.h"
+#include "https.h"
 
 #define HASH_HEX (2 * SHA256_LEN)
 #define REPLY_MAX (64u * 1024u)             /* receiver answers we keep */
@@ -297,24 +298,6 @@ struct shipper_conf {
     size_t max_bytes;
 };
 
-static void tls_setup(CURL *h, const struct shipper_conf *sc)
-{
-    curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
-    curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
-    curl_easy_setopt(h, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
-    if (sc->ca_file)
-        curl_easy_setopt(h, CURLOPT_CAINFO, sc->ca_file);
-    if (sc->cert_file) {
-        curl_easy_setopt(h, CURLOPT_SSLCERT, sc->cert_file);
-        curl_easy_setopt(h, CURLOPT_SSLKEY, sc->key_file);
-    }
-#if LIBCURL_VERSION_NUM >= 0x075500
-    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "https");
-#else
-    curl_easy_setopt(h, CURLOPT_PROTOCOLS, (long)CURLPROTO_HTTPS);
-#endif
-}
-
 /* Abort a transfer once the stop deadline has passed. */
 struct deadline {
     _Atomic int64_t at_ms;      /* 0 = none */
@@ -357,7 +340,7 @@ static int post_batch(CURL *h, const struct shipper_conf *sc, struct deadline *d
     }
     hdrs = more;
     curl_easy_reset(h);
-    tls_setup(h, sc);
+    https_setup(h, &(struct https_tls){ sc->ca_file, sc->cert_file, sc->key_file });
     curl_easy_setopt(h, CURLOPT_URL, sc->events_url);
     curl_easy_setopt(h, CURLOPT_POSTFIELDS, b->buf);
     curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)b->len);
@@ -367,8 +350,6 @@ static int post_batch(CURL *h, const struct shipper_conf *sc, struct deadline *d
     curl_easy_setopt(h, CURLOPT_WRITEDATA, r);
     curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)sc->timeout_ms);
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)sc->timeout_ms);
-    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
     curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
     curl_easy_setopt(h, CURLOPT_XFERINFODATA, dl);
@@ -528,7 +509,7 @@ static int shipper_init(struct shipper *sh, const struct audit_ship_opts *o)
     sh->fd = -1;
     if ((rc = shipper_conf_make(o, &sh->sc)))
         return rc;
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+    if (https_global_init() != 0) {
         shipper_free(sh);
         return pfs_err(-ENOMEM, "cannot initialise libcurl");
     }

@@ -18,6 +18,7 @@
 
 #include "crypto.h"
 #include "error.h"
+#include "https.h"
 #include "secmem.h"
 #include "share.h"
 
@@ -202,54 +203,36 @@ static int transport_error(const struct keyd_client *kc, CURL *c, CURLcode cc,
 {
     const char *why = errbuf[0] ? errbuf : curl_easy_strerror(cc);
 
-    switch (cc) {
-    case CURLE_COULDNT_CONNECT:
+    switch (https_classify(cc)) {
+    case HTTPS_REFUSED:
         return pfs_err(-ECONNREFUSED, "pactfs-keyd is not reachable at %s: is it running? (%s)",
                        kc->url, why);
-    case CURLE_COULDNT_RESOLVE_HOST:
+    case HTTPS_UNRESOLVED:
         return pfs_err(-EHOSTUNREACH, "cannot resolve the host in the key service URL %s: "
                        "check keyd url (%s)", kc->url, why);
-    case CURLE_OPERATION_TIMEDOUT:
+    case HTTPS_TIMEOUT:
         return pfs_err(-EHOSTUNREACH, "pactfs-keyd at %s did not answer within %ld ms: check "
                        "the network and that it is running", kc->url, kc->timeout_ms);
-    case CURLE_PEER_FAILED_VERIFICATION:
+    case HTTPS_TLS_PEER:
         return tls_failure(kc, c, why);
-    case CURLE_SSL_CACERT_BADFILE:
+    case HTTPS_TLS_CA_FILE:
         return pfs_err(-EINVAL, "cannot load the key service CA bundle %s: check keyd ca_file "
                        "(%s)", kc->ca_file ? kc->ca_file : "(system)", why);
-    case CURLE_SSL_CERTPROBLEM:
+    case HTTPS_TLS_CLIENT_CERT:
         return pfs_err(-EINVAL, "cannot use the client certificate %s / key %s for the key "
                        "service: check keyd cert_file and key_file (%s)",
                        kc->cert_file ? kc->cert_file : "-", kc->key_file ? kc->key_file : "-",
                        why);
-    case CURLE_SSL_CONNECT_ERROR:
+    case HTTPS_TLS_HANDSHAKE:
         return pfs_err(-EHOSTUNREACH, "the TLS handshake with pactfs-keyd at %s failed (%s): "
                        "it needs TLS 1.2 or later%s", kc->url, why,
                        kc->cert_file ? "" : ", and may require a client certificate "
                        "(keyd cert_file/key_file)");
-    case CURLE_WRITE_ERROR:
+    case HTTPS_WRITE_ABORTED:
         return pfs_err(-EPROTO, "pactfs-keyd at %s sent an oversized answer", kc->url);
     default:
         return pfs_err(-EHOSTUNREACH, "cannot talk to pactfs-keyd at %s: %s", kc->url, why);
     }
-}
-
-static void set_tls_options(const struct keyd_client *kc, CURL *c)
-{
-    curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 1L);
-    curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 2L);
-    curl_easy_setopt(c, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
-    if (kc->ca_file)
-        curl_easy_setopt(c, CURLOPT_CAINFO, kc->ca_file);
-    if (kc->cert_file)
-        curl_easy_setopt(c, CURLOPT_SSLCERT, kc->cert_file);
-    if (kc->key_file)
-        curl_easy_setopt(c, CURLOPT_SSLKEY, kc->key_file);
-#if LIBCURL_VERSION_NUM >= 0x075500
-    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "https");
-#else
-    curl_easy_setopt(c, CURLOPT_PROTOCOLS, (long)CURLPROTO_HTTPS);
-#endif
 }
 
 /* Parse a reply body (JSON object) if there is one. */
@@ -316,9 +299,7 @@ static int keyd_post(const struct keyd_client *kc, const char *path, json_object
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &r);
     curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, kc->timeout_ms);
     curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, kc->timeout_ms);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
-    set_tls_options(kc, c);
+    https_setup(c, &(struct https_tls){ kc->ca_file, kc->cert_file, kc->key_file });
     cc = curl_easy_perform(c);
     if (cc != CURLE_OK) {
         rc = transport_error(kc, c, r.overflow ? CURLE_WRITE_ERROR : cc, errbuf);
@@ -540,7 +521,7 @@ int share_keyd_open(const struct keyd_client_config *cfg, struct share_provider 
                        "is reached over TLS only", cfg && cfg->url ? cfg->url : "");
     if (!cfg->cert_file != !cfg->key_file)
         return pfs_err(-EINVAL, "keyd cert_file and key_file go together: set both or neither");
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+    if (https_global_init() != 0)
         return pfs_err(-ENOMEM, "cannot initialise libcurl");
     kc = calloc(1, sizeof *kc);
     sp = calloc(1, sizeof *sp);

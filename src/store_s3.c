@@ -33,6 +33,7 @@
 
 #include "crypto.h"
 #include "error.h"
+#include "https.h"
 #include "secmem.h"
 #include "store.h"
 
@@ -327,29 +328,14 @@ static void sha256_hex(const void *p, size_t n, char out[2 * SHA256_LEN + 1])
     out[2 * SHA256_LEN] = '\0';
 }
 
-static void set_tls_options(CURL *h, const struct s3_store *d)
-{
-    curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
-    curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
-    curl_easy_setopt(h, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
-    if (d->ca_file)
-        curl_easy_setopt(h, CURLOPT_CAINFO, d->ca_file);
-    if (d->cert_file) {
-        curl_easy_setopt(h, CURLOPT_SSLCERT, d->cert_file);
-        curl_easy_setopt(h, CURLOPT_SSLKEY, d->key_file);
-    }
-    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "https");
-}
-
 static void set_request_options(struct transfer *t, const struct s3_store *d,
                                 const char *url, struct curl_slist *hdrs, struct upload *up)
 {
     CURL *h = t->h;
     struct s3_request *rq = t->rq;
 
+    https_setup(h, &(struct https_tls){ d->ca_file, d->cert_file, d->key_file });
     curl_easy_setopt(h, CURLOPT_URL, url);
-    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, (long)CONNECT_TIMEOUT_S);
     curl_easy_setopt(h, CURLOPT_TIMEOUT, (long)REQUEST_TIMEOUT_S);
     curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
@@ -362,7 +348,6 @@ static void set_request_options(struct transfer *t, const struct s3_store *d,
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, t);
-    set_tls_options(h, d);
     if (strcmp(rq->method, "PUT") == 0) {
         curl_easy_setopt(h, CURLOPT_UPLOAD, 1L);
         curl_easy_setopt(h, CURLOPT_READFUNCTION, on_upload);
@@ -460,17 +445,12 @@ static void perform_once(struct s3_store *d, CURL *h, const char *url, struct s3
 
 static int is_connection_failure(CURLcode rc)
 {
-    return rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST ||
-           rc == CURLE_OPERATION_TIMEDOUT;
+    return https_is_unreachable(https_classify(rc));
 }
 
 static int is_tls_failure(CURLcode rc)
 {
-    return rc == CURLE_PEER_FAILED_VERIFICATION || rc == CURLE_SSL_CONNECT_ERROR ||
-           rc == CURLE_SSL_CACERT_BADFILE || rc == CURLE_SSL_CERTPROBLEM ||
-           rc == CURLE_SSL_CIPHER || rc == CURLE_SSL_ISSUER_ERROR ||
-           rc == CURLE_SSL_CRL_BADFILE || rc == CURLE_SSL_PINNEDPUBKEYNOTMATCH ||
-           rc == CURLE_SSL_ENGINE_INITFAILED;
+    return https_is_tls(https_classify(rc));
 }
 
 static int worth_retrying(const struct s3_request *rq)
@@ -829,7 +809,7 @@ static int libs_rc;
 /* Both libraries want one global initialisation before threads use them. */
 static void init_libs(void)
 {
-    libs_rc = curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK ? 0 : -EIO;
+    libs_rc = https_global_init();
 #ifdef S3_HAVE_LIBXML
     xmlInitParser();
 #endif
