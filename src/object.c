@@ -1,7 +1,6 @@
 #include "config.h"
 
 #include <errno.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +11,7 @@
 #include "error.h"
 #include "object.h"
 #include "store.h"
+#include "workq.h"
 
 /* Sealed chunk (docs/format-objects.md):
  *   u8 format (1) || u8 alg (1 = AES-256-GCM) || nonce(12) || ct || tag(16)
@@ -32,12 +32,6 @@
 
 enum io_op { IO_PUT, IO_GET, IO_DEL, IO_SYNC };
 
-struct io_batch {
-    pthread_mutex_t lock;
-    pthread_cond_t done;
-    unsigned pending;
-};
-
 struct io_job {
     enum io_op op;
     struct store *store;
@@ -49,20 +43,13 @@ struct io_job {
     uint8_t *sum_out;         /* IO_PUT: SHA-256 of what was written */
     int rc;
     char msg[JOB_MSG_LEN];    /* pfs_err text: the slot is per thread */
-    struct io_batch *batch;
-    struct io_job *next;
 };
 
 struct object_layer {
     struct store **stores;
     unsigned n, k, m;
     struct ec_codec *codec;
-    pthread_mutex_t qlock;
-    pthread_cond_t qcond;
-    struct io_job *qhead, *qtail;
-    int stopping;
-    unsigned nthreads;
-    pthread_t threads[POOL_MAX_THREADS];
+    struct workq *pool;       /* fragments of one chunk in parallel */
 };
 
 /* Read straight into the destination when the backend can. */
@@ -128,101 +115,26 @@ static void job_run(struct io_job *j)
         snprintf(j->msg, sizeof j->msg, "%s", pfs_err_msg());
 }
 
-static void job_finish(struct io_job *j)
+static void run_job_at(void *arg, unsigned i)
 {
-    struct io_batch *b = j->batch;
-
-    pthread_mutex_lock(&b->lock);
-    if (--b->pending == 0)
-        pthread_cond_signal(&b->done);
-    pthread_mutex_unlock(&b->lock);
+    job_run(&((struct io_job *)arg)[i]);
 }
 
-static void *pool_worker(void *arg)
-{
-    struct object_layer *ol = arg;
-
-    for (;;) {
-        struct io_job *j;
-        pthread_mutex_lock(&ol->qlock);
-        while (!ol->qhead && !ol->stopping)
-            pthread_cond_wait(&ol->qcond, &ol->qlock);
-        if (!ol->qhead) {
-            pthread_mutex_unlock(&ol->qlock);
-            return NULL;
-        }
-        j = ol->qhead;
-        ol->qhead = j->next;
-        if (!ol->qhead)
-            ol->qtail = NULL;
-        pthread_mutex_unlock(&ol->qlock);
-        job_run(j);
-        job_finish(j);
-    }
-}
-
-/* Run jobs[0..count-1] in parallel: the caller takes the first itself and
- * the pool the rest.  Returns when all are done. */
+/* Run jobs[0..count-1] in parallel (the pool and the caller); returns when
+ * all are done. */
 static void run_jobs(struct object_layer *ol, struct io_job *jobs, unsigned count)
 {
-    struct io_batch b;
-
-    if (count == 0)
-        return;
-    pthread_mutex_init(&b.lock, NULL);
-    pthread_cond_init(&b.done, NULL);
-    b.pending = count - 1;
-    if (count > 1) {
-        pthread_mutex_lock(&ol->qlock);
-        for (unsigned i = 1; i < count; i++) {
-            jobs[i].batch = &b;
-            jobs[i].next = NULL;
-            if (ol->qtail)
-                ol->qtail->next = &jobs[i];
-            else
-                ol->qhead = &jobs[i];
-            ol->qtail = &jobs[i];
-        }
-        pthread_cond_broadcast(&ol->qcond);
-        pthread_mutex_unlock(&ol->qlock);
-    }
-    job_run(&jobs[0]);
-    pthread_mutex_lock(&b.lock);
-    while (b.pending)
-        pthread_cond_wait(&b.done, &b.lock);
-    pthread_mutex_unlock(&b.lock);
-    pthread_mutex_destroy(&b.lock);
-    pthread_cond_destroy(&b.done);
+    workq_for(ol->pool, count, run_job_at, jobs);
 }
 
 /* ---- layer lifecycle ---- */
-
-static void pool_stop(struct object_layer *ol)
-{
-    pthread_mutex_lock(&ol->qlock);
-    ol->stopping = 1;
-    pthread_cond_broadcast(&ol->qcond);
-    pthread_mutex_unlock(&ol->qlock);
-    for (unsigned i = 0; i < ol->nthreads; i++)
-        pthread_join(ol->threads[i], NULL);
-    ol->nthreads = 0;
-}
 
 static int pool_start(struct object_layer *ol)
 {
     unsigned want = 2 * ol->n;
 
-    if (want > POOL_MAX_THREADS)
-        want = POOL_MAX_THREADS;
-    for (unsigned i = 0; i < want; i++) {
-        int e = pthread_create(&ol->threads[i], NULL, pool_worker, ol);
-        if (e) {
-            pool_stop(ol);
-            return pfs_err(-e, "cannot start storage I/O threads: %s", strerror(e));
-        }
-        ol->nthreads++;
-    }
-    return 0;
+    return workq_new(want < POOL_MAX_THREADS ? want : POOL_MAX_THREADS, "storage I/O",
+                     &ol->pool);
 }
 
 int object_layer_new(struct store **stores, unsigned n, unsigned k, unsigned m,
@@ -253,8 +165,6 @@ int object_layer_new(struct store **stores, unsigned n, unsigned k, unsigned m,
         free(ol);
         return rc;
     }
-    pthread_mutex_init(&ol->qlock, NULL);
-    pthread_cond_init(&ol->qcond, NULL);
     rc = pool_start(ol);
     if (rc) {
         object_layer_free(ol);
@@ -268,9 +178,7 @@ void object_layer_free(struct object_layer *ol)
 {
     if (!ol)
         return;
-    pool_stop(ol);
-    pthread_mutex_destroy(&ol->qlock);
-    pthread_cond_destroy(&ol->qcond);
+    workq_free(ol->pool);
     ec_free(ol->codec);
     free(ol->stores);
     free(ol);

@@ -15,7 +15,6 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <limits.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +31,7 @@
 #include "object.h"
 #include "store.h"
 #include "vault.h"
+#include "workq.h"
 
 #define PROG "pactfs-fsck"
 #define VAULT_PARAM_ID "vault_id"
@@ -445,9 +445,9 @@ struct tally {
  * endpoints idle between round trips. */
 struct verify_batch {
     struct object_layer *ol;
+    struct workq *pool;       /* VERIFY_THREADS - 1 threads beside this one */
     struct chunk_item v[VERIFY_BATCH];
-    unsigned n, next;
-    pthread_mutex_t lock;
+    unsigned n;
 };
 
 struct verify_walk {
@@ -479,34 +479,16 @@ static void verify_item(struct object_layer *ol, struct chunk_item *it)
         snprintf(it->why, sizeof it->why, "%s", pfs_err_msg());
 }
 
-static void *verify_worker(void *arg)
+static void verify_at(void *arg, unsigned i)
 {
     struct verify_batch *b = arg;
 
-    for (;;) {
-        unsigned i;
-
-        pthread_mutex_lock(&b->lock);
-        i = b->next++;
-        pthread_mutex_unlock(&b->lock);
-        if (i >= b->n)
-            return NULL;
-        verify_item(b->ol, &b->v[i]);
-    }
+    verify_item(b->ol, &b->v[i]);
 }
 
 static void verify_batch_run(struct verify_batch *b)
 {
-    pthread_t threads[VERIFY_THREADS - 1];
-    unsigned started = 0;
-
-    b->next = 0;
-    while (started < VERIFY_THREADS - 1 && started + 1 < b->n &&
-           pthread_create(&threads[started], NULL, verify_worker, b) == 0)
-        started++;
-    verify_worker(b);
-    for (unsigned i = 0; i < started; i++)
-        pthread_join(threads[i], NULL);
+    workq_for(b->pool, b->n, verify_at, b);
 }
 
 /* Verify the queued chunks and keep the damaged ones. */
@@ -616,13 +598,17 @@ static int run_verify(struct fsck *f, struct verify_walk *w)
     if (!w->batch)
         return report(EXIT_FAILURE_OTHER, "out of memory");
     w->batch->ol = f->ol;
-    pthread_mutex_init(&w->batch->lock, NULL);
+    if (workq_new(VERIFY_THREADS - 1, "verify", &w->batch->pool) < 0) {
+        free(w->batch);
+        w->batch = NULL;
+        return report(EXIT_FAILURE_OTHER, "cannot start the verify threads");
+    }
     progress_start(&w->prog, f, "verifying", total);
     rc = meta_chunk_list(f->meta, 0, verify_one, w);
     if (rc == 0 && w->rc == 0 && w->batch->n)
         verify_flush(w);
     progress_end(&w->prog);
-    pthread_mutex_destroy(&w->batch->lock);
+    workq_free(w->batch->pool);
     free(w->batch);
     w->batch = NULL;
     if (rc < 0 || w->rc < 0)

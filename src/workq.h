@@ -1,0 +1,33 @@
+/* One pool of worker threads for every parallel job in pactfs: the storage
+ * I/O of a chunk's fragments (object.c), the chunks fsck verifies at once.
+ *
+ * Two ways to use it:
+ * - workq_for: run fn(arg, i) for every i < n in parallel and return when
+ *   all have run; the calling thread works too, so a pool with no free
+ *   thread still makes progress;
+ * - workq_push: queue one item to run later on a pool thread (the item
+ *   lives until its run function has returned).
+ * Items run in queue order; workq_free runs what is queued, then stops.
+ */
+#ifndef PACTFS_WORKQ_H
+#define PACTFS_WORKQ_H
+
+struct workq;
+
+struct workq_item {
+    void (*run)(struct workq_item *it);
+    struct workq_item *next;          /* the queue's */
+};
+
+/* nthreads pool threads (at least 1).  0 or -errno with a message naming
+ * what the pool is for. */
+int workq_new(unsigned nthreads, const char *what, struct workq **out);
+void workq_free(struct workq *q);
+unsigned workq_threads(const struct workq *q);
+
+void workq_push(struct workq *q, struct workq_item *it);
+
+/* fn(arg, i) for i in 0..n-1, spread over the pool and the caller. */
+void workq_for(struct workq *q, unsigned n, void (*fn)(void *arg, unsigned i), void *arg);
+
+#endif
