@@ -175,6 +175,15 @@ int cli_exit_code_for(int neg_errno)
     }
 }
 
+int cli_open_exit_code(int neg_errno)
+{
+    switch (neg_errno) {
+    case -EINVAL: case -ENOTSUP: return EXIT_CONFIG;
+    case -EBADMSG: return EXIT_STORE;   /* a corrupt metadata store is unusable */
+    default: return cli_exit_code_for(neg_errno);
+    }
+}
+
 void cli_report(const char *prog, int neg_errno)
 {
     const char *msg = pfs_err_msg();

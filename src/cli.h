@@ -21,6 +21,10 @@ char *cli_read_line(const char *prompt);
 /* Map a negative errno from vault_open/vault_unlock to an exit code. */
 int cli_exit_code_for(int neg_errno);
 
+/* The exit code for a failed vault_open: bad settings are 3, a missing,
+ * unreadable or corrupt store 7. */
+int cli_open_exit_code(int neg_errno);
+
 /* "pactfs: <message>" on stderr, from pfs_err_msg() or strerror. */
 void cli_report(const char *prog, int neg_errno);
 

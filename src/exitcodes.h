@@ -20,6 +20,7 @@ enum pactfs_exit {
     EXIT_ACCESS = 13,         /* the account lacks the role or right for this */
     EXIT_INTEGRITY = 14,      /* fsck/audit verify found damage it could not repair */
     EXIT_AUDIT = 15,          /* the audit spool could not be written */
+    EXIT_NOT_FOUND = 16,      /* the named account or folder does not exist */
 };
 
 #endif

@@ -307,7 +307,7 @@ static int open_and_unlock(const struct mount_args *a, const char *password, str
 
     if (rc < 0) {
         cli_report(PROG, rc);
-        return rc == -EINVAL || rc == -ENOTSUP ? EXIT_CONFIG : cli_exit_code_for(rc);
+        return cli_open_exit_code(rc);
     }
     account = a->account ? a->account : (*out)->conf.default_account;
     if (!account) {
@@ -318,6 +318,8 @@ static int open_and_unlock(const struct mount_args *a, const char *password, str
     rc = vault_unlock(*out, account, password);
     if (rc < 0) {
         cli_report(PROG, rc);
+        if ((*out)->audit_failed)
+            return EXIT_AUDIT;
         return rc == -EINVAL ? EXIT_CONFIG : cli_exit_code_for(rc);
     }
     if ((*out)->nfolders == 0)

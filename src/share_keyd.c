@@ -131,9 +131,10 @@ static int admin_header(const struct keyd_client *kc, char **out, size_t *outlen
                        "--keyd-admin-token FILE or set %s to the file that holds it",
                        KEYD_ADMIN_TOKEN_ENV);
     f = fopen(path, "re");
-    if (!f)
-        return pfs_err(-errno, "cannot read the key-service admin token %s: %s", path,
-                       strerror(errno));
+    if (!f)   /* never echo the name: a token given inline would land in a log */
+        return pfs_err(-EINVAL, "cannot read the file named by --keyd-admin-token (or %s): "
+                       "%s; it takes a FILE holding the admin token, not the token itself",
+                       KEYD_ADMIN_TOKEN_ENV, strerror(errno));
     h = secmem_alloc(cap);
     if (!h) {
         fclose(f);
@@ -351,8 +352,9 @@ static int answer_status(const struct keyd_client *kc, const struct keyd_answer 
         return 0;
     case 401:
         if (admin)
-            return pfs_err(-EACCES, "the key service at %s refused the admin token in %s",
-                           kc->url, getenv(KEYD_ADMIN_TOKEN_ENV));
+            return pfs_err(-EACCES, "the key service at %s refused the admin token (the "
+                           "file named by --keyd-admin-token or %s): check it holds the "
+                           "service's current admin token", kc->url, KEYD_ADMIN_TOKEN_ENV);
         return pfs_err(-EKEYREJECTED, "the key service refused the password of %s (wrong "
                        "password, or the account is not enrolled there)", account);
     case 429:

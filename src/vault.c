@@ -433,9 +433,11 @@ int vault_unlock(struct vault *v, const char *account, const char *password)
     rc = audit_open_account(v->conf.audit_spool, v->meta, v->conf.vault_id,
                             v->conf.root_fingerprint, account, v->account.id, v->priv,
                             &v->audit);
-    if (rc < 0)
-        return rc;
-    return audit_event(v->audit, &who, "unlock", "/", 0, 0);
+    if (rc == 0)
+        rc = audit_event(v->audit, &who, "unlock", "/", 0, 0);
+    /* Fail closed, and say it was the audit trail (exit 15, not 13). */
+    v->audit_failed = rc < 0;
+    return rc;
 }
 
 int vault_account_key_name(struct vault *v, const char *account, char *out, size_t outlen)

@@ -38,6 +38,7 @@ struct vault {
     struct object_layer *ol;
     struct share_provider *sp;
     struct audit *audit;             /* NULL until unlocked */
+    int audit_failed;                /* vault_unlock failed writing the audit spool */
     struct meta_account account;     /* the unlocked account */
     EVP_PKEY *priv;                  /* its private key (NULL until unlocked) */
     struct vault_folder *folders;    /* grown by copy (see folder_slot) */

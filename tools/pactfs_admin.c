@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,73 +22,55 @@
 
 #define PROG "pactfs-admin"
 
-static void usage(FILE *out)
+/* One row per subcommand (the table is at the end of this file): its
+ * synopsis and help text, the positional arguments before VAULT_DIR, and the
+ * common options it accepts.  `pactfs-admin CMD --help` prints its row; a
+ * missing argument is named from args.  A new subcommand adds a row here, a
+ * section in docs/man/pactfs-admin.8 and, if it exits with a new code, a line
+ * in docs/exit-codes.md. */
+enum {
+    OPT_CONFIG = 1 << 0,      /* --config FILE instead of VAULT_DIR */
+    OPT_ACCOUNT = 1 << 1,     /* --account NAME: the acting account */
+    OPT_PASSFILE = 1 << 2,    /* --passfile FILE: its password */
+    OPT_NEW_PASSFILE = 1 << 3,
+    OPT_ADMIN_TOKEN = 1 << 4, /* --keyd-admin-token FILE */
+    OPT_ROLE = 1 << 5,
+};
+#define OPT_ACTING (OPT_CONFIG | OPT_ACCOUNT | OPT_PASSFILE)
+
+struct command {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *args;         /* positionals before VAULT_DIR, space-separated */
+    unsigned opts;            /* OPT_* accepted */
+    const char *summary;      /* one line for the command list */
+    const char *synopsis;     /* after "pactfs-admin NAME " */
+    const char *help;         /* what it does and its options */
+};
+
+static const struct command *current;   /* the subcommand being run */
+
+static void command_usage(const struct command *c, FILE *out)
 {
-    fprintf(out,
-"Usage: pactfs-admin init [OPTIONS] DIR\n"
-"       pactfs-admin passwd [OPTIONS] VAULT_DIR|--config FILE\n"
-"       pactfs-admin rotate-share [OPTIONS] VAULT_DIR|--config FILE\n"
-"       pactfs-admin keyd unlock|disable|enable ACCOUNT VAULT_DIR|--config FILE\n"
-"                    --keyd-admin-token FILE\n"
-"       pactfs-admin audit-verify VAULT_DIR|--config FILE\n"
-"       pactfs-admin folder-create NAME VAULT_DIR|--config FILE [--account A] [--passfile F]\n"
-"       pactfs-admin accounts VAULT_DIR|--config FILE\n"
-"       pactfs-admin account-add NAME VAULT_DIR --role ROLES --new-passfile F\n"
-"       pactfs-admin account-disable|account-enable NAME VAULT_DIR\n"
-"       pactfs-admin account-rename OLD NEW VAULT_DIR\n"
-"       pactfs-admin account-role NAME VAULT_DIR --role ROLES\n"
-"       pactfs-admin grant FOLDER ACCOUNT read|read,write|read,write,manage VAULT_DIR\n"
-"       pactfs-admin revoke FOLDER ACCOUNT VAULT_DIR\n"
-"\n"
-"Create a vault on the embedded default in DIR: DIR/pactfs.conf, SQLite\n"
-"metadata (DIR/meta.db), three local-directory endpoints (DIR/stores/0..2,\n"
-"k=2 data + m=1 parity fragments per chunk), a separate key-share directory\n"
-"(DIR/keys), the audit spool (DIR/audit.log), a first account and a first\n"
-"contract folder it can read, write and manage.\n"
-"\n"
-"Options of init:\n"
-"  --name NAME          vault name (default pactfs)\n"
-"  --account NAME       first data account, dataadmin and user (asked if missing)\n"
-"  --passfile FILE      its password from the first line of FILE (else asked twice)\n"
-"  --sysadmin NAME      the sysadmin account (default ACCOUNT-admin; production:\n"
-"                       a separate person)\n"
-"  --sysadmin-passfile FILE  its password (default: the --passfile password)\n"
-"  --folder NAME        first contract folder (default Contracts)\n"
-"  --k K --m M          erasure coding: K data + M parity fragments (default 2 + 1)\n"
-"  --chunk-size BYTES   plaintext chunk size, a power of two (default 1048576)\n"
-"  --kdf-time T         Argon2id passes (default 3)\n"
-"  --kdf-memory KIB     Argon2id memory in KiB (default 65536)\n"
-"  --keyd-url URL       keep key shares in pactfs-keyd at URL (https) instead\n"
-"                       of DIR/keys; with --keyd-ca FILE (its CA), optional\n"
-"                       --keyd-cert/--keyd-key (client certificate) and\n"
-"                       --keyd-admin-token FILE (needed to enroll the account)\n"
-"  --postgresql CONNINFO  keep the metadata in PostgreSQL (libpq conninfo; over\n"
-"                       the network with sslmode=verify-full sslrootcert=CA)\n"
-"\n"
-"passwd: change an account's password (--account NAME, --passfile OLD,\n"
-"  --new-passfile NEW; asked on the terminal otherwise).  The old password\n"
-"  stops working at once.\n"
-"rotate-share: replace the account's key share by a fresh one (--account,\n"
-"  --passfile); data stays readable.\n"
-"keyd: lift a lockout, disable or enable an account at the key service.\n"
-"audit-verify: check the audit spool's chain and checkpoint signatures.\n"
-"folder-create: a new contract folder (needs the dataadmin role); the account\n"
-"  gets read, write and manage rights on it.\n"
-"accounts: list accounts, roles and whether each verifies in the signed registry.\n"
-"account-add, account-disable, account-enable, account-rename, account-role:\n"
-"  run as a sysadmin (--account ADMIN --passfile FILE).  ROLES: sysadmin,\n"
-"  dataadmin, auditor, user, comma-separated (never sysadmin with dataadmin).\n"
-"  The new account's password comes from --new-passfile; its owner changes it\n"
-"  with pactfs-admin passwd.  With a key service give --keyd-admin-token.\n"
-"grant, revoke: run as a dataadmin with manage on FOLDER.  revoke rotates the\n"
-"  folder key: data written afterwards is under a key the revoked account\n"
-"  never held.\n"
-"\n"
-"  --help, --version\n"
-"\n"
-"Exit codes: 0 ok, 2 usage, 3 bad settings, 4 wrong password, 5 locked out,\n"
-"6 key service unreachable, 11 a vault already exists in DIR, 12 no password\n"
-"could be read, 14 audit trail damaged, 1 other failure (see pactfs-admin(8)).\n");
+    fprintf(out, "Usage: pactfs-admin %s %s\n\n%s", c->name, c->synopsis, c->help);
+}
+
+/* A command line mistake: say what is wrong, then the command's synopsis. */
+__attribute__((format(printf, 1, 2)))
+static int usage_error(const char *fmt, ...)
+{
+    va_list ap;
+
+    fprintf(stderr, PROG "%s%s: ", current ? " " : "", current ? current->name : "");
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    if (current)
+        fprintf(stderr, "\nUsage: pactfs-admin %s %s\n(pactfs-admin %s --help for more)\n",
+                current->name, current->synopsis, current->name);
+    else
+        fprintf(stderr, "\n(pactfs-admin --help for more)\n");
+    return EXIT_USAGE;
 }
 
 static int parse_uint(const char *opt, const char *s, unsigned long max, unsigned long *out)
@@ -162,14 +145,14 @@ static int cmd_init(int argc, char **argv)
         case 'P': o.pg_conninfo = optarg; break;
         case 'S': o.sysadmin = optarg; break;
         case 'W': admin_passfile = optarg; break;
-        case 'h': usage(stdout); return EXIT_OK;
-        default: usage(stderr); return EXIT_USAGE;
+        case 'h': command_usage(current, stdout); return EXIT_OK;
+        default: return usage_error("unknown option or missing option value");
         }
     }
-    if (argc - optind != 1) {
-        usage(stderr);
-        return EXIT_USAGE;
-    }
+    if (argc - optind < 1)
+        return usage_error("missing DIR (the directory to create the vault in)");
+    if (argc - optind > 1)
+        return usage_error("unexpected argument \"%s\"", argv[optind + 1]);
     o.dir = argv[optind];
     if (o.m && !o.k) {
         fprintf(stderr, PROG ": --m needs --k too\n");
@@ -245,7 +228,32 @@ struct vault_args {
     char conf_buf[4096];
 };
 
-/* Common options; positional arguments are left in argv[optind..]. */
+static const struct {
+    unsigned bit;
+    const char *name;
+} opt_names[] = {
+    { OPT_CONFIG, "--config" }, { OPT_ACCOUNT, "--account" }, { OPT_PASSFILE, "--passfile" },
+    { OPT_NEW_PASSFILE, "--new-passfile" }, { OPT_ADMIN_TOKEN, "--keyd-admin-token" },
+    { OPT_ROLE, "--role" },
+};
+
+/* The n-th (0-based) word of a space-separated list, into out. */
+static const char *nth_word(const char *list, int n, char *out, size_t outlen)
+{
+    for (; n > 0 && list; n--) {
+        list = strchr(list, ' ');
+        if (list)
+            list++;
+    }
+    if (!list)
+        return NULL;
+    snprintf(out, outlen, "%.*s", (int)strcspn(list, " "), list);
+    return out;
+}
+
+/* Common options of the current command; positional arguments are left in
+ * argv[optind..].  Options the command does not take are refused, never
+ * silently ignored. */
 static int parse_vault_args(int argc, char **argv, struct vault_args *a, int positionals)
 {
     static const struct option opts[] = {
@@ -258,33 +266,52 @@ static int parse_vault_args(int argc, char **argv, struct vault_args *a, int pos
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
-    int c;
+    unsigned used = 0, allowed = current ? current->opts : ~0u;
+    int c, have, want;
+    char word[64];
 
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
-        case 'c': a->conf_path = optarg; break;
-        case 'a': a->account = optarg; break;
-        case 'p': a->passfile = optarg; break;
-        case 'n': a->new_passfile = optarg; break;
-        case 'T': a->admin_token = optarg; break;
-        case 'r': a->role = optarg; break;
-        case 'h': usage(stdout); exit(EXIT_OK);
-        default: usage(stderr); return -1;
+        case 'c': a->conf_path = optarg; used |= OPT_CONFIG; break;
+        case 'a': a->account = optarg; used |= OPT_ACCOUNT; break;
+        case 'p': a->passfile = optarg; used |= OPT_PASSFILE; break;
+        case 'n': a->new_passfile = optarg; used |= OPT_NEW_PASSFILE; break;
+        case 'T': a->admin_token = optarg; used |= OPT_ADMIN_TOKEN; break;
+        case 'r': a->role = optarg; used |= OPT_ROLE; break;
+        case 'h': command_usage(current, stdout); exit(EXIT_OK);
+        default: usage_error("unknown option or missing option value"); return -1;
         }
     }
-    if (!a->conf_path) {
-        if (argc - optind != positionals + 1) {
-            usage(stderr);
+    for (size_t i = 0; i < sizeof opt_names / sizeof opt_names[0]; i++)
+        if ((used & opt_names[i].bit) && !(allowed & opt_names[i].bit)) {
+            usage_error("%s does not apply to this command", opt_names[i].name);
             return -1;
         }
-        snprintf(a->conf_buf, sizeof a->conf_buf, "%s/pactfs.conf", argv[argc - 1]);
-        a->conf_path = a->conf_buf;
-    } else if (argc - optind != positionals) {
-        usage(stderr);
+    have = argc - optind;
+    want = positionals + (a->conf_path ? 0 : 1);
+    if (have < want) {
+        if (!nth_word(current ? current->args : "", have, word, sizeof word))
+            snprintf(word, sizeof word, "VAULT_DIR (or --config FILE)");
+        usage_error("missing %s", word);
         return -1;
     }
+    if (have > want) {
+        usage_error("unexpected argument \"%s\"", argv[optind + want]);
+        return -1;
+    }
+    if (!a->conf_path) {
+        snprintf(a->conf_buf, sizeof a->conf_buf, "%s/pactfs.conf", argv[argc - 1]);
+        a->conf_path = a->conf_buf;
+    }
     return 0;
+}
+
+/* After the vault is open, a name that does not resolve is the caller's
+ * mistake (16), not a broken store (7). */
+static int admin_exit_code(int rc)
+{
+    return rc == -ENOENT ? EXIT_NOT_FOUND : cli_exit_code_for(rc);
 }
 
 static int open_vault(const struct vault_args *a, struct vault **v, const char **account)
@@ -294,7 +321,7 @@ static int open_vault(const struct vault_args *a, struct vault **v, const char *
     *account = NULL;
     if (rc < 0) {
         cli_report(PROG, rc);
-        return rc == -EINVAL || rc == -ENOENT ? EXIT_CONFIG : cli_exit_code_for(rc);
+        return rc == -ENOENT ? EXIT_CONFIG : cli_open_exit_code(rc);
     }
     *account = a->account ? a->account : (*v)->conf.default_account;
     if (!*account) {
@@ -327,7 +354,7 @@ static int cmd_reseal(int argc, char **argv, int rotate)
     if (rc < 0) {
         fprintf(stderr, PROG ": no account \"%s\" in this vault\n", account);
         vault_close(v);
-        return EXIT_USAGE;
+        return EXIT_NOT_FOUND;
     }
     /* The key stays sealed under the name it was created with (a rename
      * changes only the account's name). */
@@ -423,7 +450,7 @@ static int cmd_keyd(int argc, char **argv)
         printf("Key service: %s of \"%s\" done.\n", op, account);
     share_provider_destroy(sp);
     conf_free(&c);
-    return cli_exit_code_for(rc);
+    return admin_exit_code(rc);
 }
 
 struct key_lookup {
@@ -496,7 +523,7 @@ static int cmd_audit_verify(int argc, char **argv)
     rc = vault_open(a.conf_path, &v);
     if (rc < 0) {
         cli_report(PROG, rc);
-        return EXIT_CONFIG;
+        return rc == -ENOENT ? EXIT_CONFIG : cli_open_exit_code(rc);
     }
     kl.meta = v->meta;
     kl.conf = &v->conf;
@@ -552,7 +579,7 @@ static int cmd_folder_create(int argc, char **argv)
         rc = vault_folder_create(v, name, NULL);
     if (rc < 0) {
         cli_report(PROG, rc);
-        code = cli_exit_code_for(rc);
+        code = v->audit_failed ? EXIT_AUDIT : admin_exit_code(rc);
     } else {
         printf("Created folder \"%s\"; \"%s\" can read, write and manage it.\n", name, account);
         code = EXIT_OK;
@@ -586,15 +613,16 @@ static int open_unlocked(const struct vault_args *a, struct vault **v, const cha
     secmem_free_str(pw);
     if (rc < 0) {
         cli_report(PROG, rc);
+        code = (*v)->audit_failed ? EXIT_AUDIT : admin_exit_code(rc);
         vault_close(*v);
-        return cli_exit_code_for(rc);
+        return code;
     }
     return EXIT_OK;
 }
 
 static int finish_command(struct vault *v, int rc, const char *done)
 {
-    int code = cli_exit_code_for(rc);
+    int code = admin_exit_code(rc);
 
     if (rc < 0)
         cli_report(PROG, rc);
@@ -673,6 +701,16 @@ static int cmd_account_disable(int argc, char **argv, int disabled)
         keyd_switch(v, name, disabled);
     snprintf(done, sizeof done, "Account \"%s\" %s.", name, disabled ? "disabled" : "enabled");
     return finish_command(v, rc, done);
+}
+
+static int cmd_account_disable_cmd(int argc, char **argv)
+{
+    return cmd_account_disable(argc, argv, 1);
+}
+
+static int cmd_account_enable_cmd(int argc, char **argv)
+{
+    return cmd_account_disable(argc, argv, 0);
 }
 
 static int cmd_account_rename(int argc, char **argv)
@@ -788,7 +826,7 @@ static int cmd_accounts(int argc, char **argv)
     rc = vault_open(a.conf_path, &v);
     if (rc < 0) {
         cli_report(PROG, rc);
-        return rc == -EINVAL || rc == -ENOENT ? EXIT_CONFIG : cli_exit_code_for(rc);
+        return rc == -ENOENT ? EXIT_CONFIG : cli_open_exit_code(rc);
     }
     printf("%-24s %-24s %-9s %s\n", "ACCOUNT", "ROLES", "STATE", "REGISTRY");
     rc = meta_account_list(v->meta, print_account, v);
@@ -796,6 +834,134 @@ static int cmd_accounts(int argc, char **argv)
         cli_report(PROG, rc);
     vault_close(v);
     return cli_exit_code_for(rc);
+}
+
+static const struct command commands[] = {
+    { "init", cmd_init, "DIR", 0,
+      "create a vault (configuration, metadata, endpoints, first accounts)", "[OPTIONS] DIR",
+"Create a vault on the embedded default in DIR: DIR/pactfs.conf, SQLite\n"
+"metadata (DIR/meta.db), three local-directory endpoints (DIR/stores/0..2,\n"
+"k=2 data + m=1 parity fragments per chunk), a separate key-share directory\n"
+"(DIR/keys), the audit spool (DIR/audit.log), the vault root key, a sysadmin,\n"
+"a first account and a first contract folder it can read, write and manage.\n"
+"Refuses a DIR that already holds a vault (exit 11).\n"
+"\n"
+"  --name NAME          vault name (default pactfs)\n"
+"  --account NAME       first data account, dataadmin and user (asked if missing)\n"
+"  --passfile FILE      its password from the first line of FILE (else asked twice)\n"
+"  --sysadmin NAME      the sysadmin account (default ACCOUNT-admin; production:\n"
+"                       a separate person)\n"
+"  --sysadmin-passfile FILE  its password (default: the --passfile password)\n"
+"  --folder NAME        first contract folder (default Contracts)\n"
+"  --k K --m M          erasure coding: K data + M parity fragments (default 2 + 1)\n"
+"  --chunk-size BYTES   plaintext chunk size, a power of two (default 1048576)\n"
+"  --kdf-time T         Argon2id passes (default 3)\n"
+"  --kdf-memory KIB     Argon2id memory in KiB (default 65536)\n"
+"  --keyd-url URL       keep key shares in pactfs-keyd at URL (https) instead\n"
+"                       of DIR/keys; with --keyd-ca FILE (its CA), optional\n"
+"                       --keyd-cert/--keyd-key (client certificate) and\n"
+"                       --keyd-admin-token FILE (a file holding the token)\n"
+"  --postgresql CONNINFO  keep the metadata in PostgreSQL (libpq conninfo; over\n"
+"                       the network with sslmode=verify-full sslrootcert=CA)\n" },
+    { "passwd", cmd_passwd, "", OPT_ACTING | OPT_NEW_PASSFILE,
+      "change an account's password",
+      "[--account NAME] [--passfile OLD] [--new-passfile NEW] VAULT_DIR|--config FILE",
+"Change an account's password.  The old password stops working at once; the\n"
+"data and the key share stay.  Passwords are asked on the terminal unless\n"
+"--passfile (the current one) and --new-passfile (the new one) name files.\n" },
+    { "rotate-share", cmd_rotate_share, "", OPT_ACTING,
+      "replace an account's key share",
+      "[--account NAME] [--passfile FILE] VAULT_DIR|--config FILE",
+"Replace the account's key share (local key directory or key service) by a\n"
+"fresh one and re-seal its private key; the password and data stay.\n" },
+    { "keyd", cmd_keyd, "OPERATION ACCOUNT", OPT_CONFIG | OPT_ADMIN_TOKEN,
+      "lift a lockout, disable or enable an account at the key service",
+      "unlock|disable|enable ACCOUNT --keyd-admin-token FILE VAULT_DIR|--config FILE",
+"Ask the key service named in the vault's configuration to lift a lockout\n"
+"(unlock), refuse every share release (disable) or allow them again (enable)\n"
+"for ACCOUNT.  --keyd-admin-token names a FILE holding the key service's\n"
+"admin token (never the token itself, which would show in ps and history);\n"
+"$PACTFS_KEYD_ADMIN_TOKEN_FILE is used when the option is absent.\n" },
+    { "audit-verify", cmd_audit_verify, "", OPT_CONFIG,
+      "check the audit spool's chain and signatures", "VAULT_DIR|--config FILE",
+"Check the audit spool's hash chain and every checkpoint signature against\n"
+"the signed account registry.  Exit 14 if the chain is broken, an event was\n"
+"edited, inserted or removed, or a signature does not verify.\n" },
+    { "folder-create", cmd_folder_create, "NAME", OPT_ACTING,
+      "create a contract folder (dataadmin)",
+      "NAME [--account NAME] [--passfile FILE] VAULT_DIR|--config FILE",
+"Create a contract folder (the acting account needs the dataadmin role); it\n"
+"gets read, write and manage rights on it.  Exit 11 if the name exists.\n" },
+    { "accounts", cmd_accounts, "", OPT_CONFIG,
+      "list accounts, roles and registry verification", "VAULT_DIR|--config FILE",
+"List accounts, their roles and state, and whether each verifies in the\n"
+"signed registry (chained to the pinned root key).\n" },
+    { "account-add", cmd_account_add, "NAME", OPT_ACTING | OPT_NEW_PASSFILE | OPT_ROLE |
+      OPT_ADMIN_TOKEN,
+      "register an account (sysadmin)",
+      "NAME --role ROLES [--new-passfile FILE] [--keyd-admin-token FILE] --account ADMIN "
+      "[--passfile FILE] VAULT_DIR|--config FILE",
+"Register an account (run as a sysadmin).  ROLES: sysadmin, dataadmin,\n"
+"auditor, user, comma-separated (never sysadmin with dataadmin).  The new\n"
+"account's first password comes from --new-passfile (else asked twice); its\n"
+"owner changes it with pactfs-admin passwd.  With a key service, the admin\n"
+"token enrolls its share there.\n" },
+    { "account-disable", cmd_account_disable_cmd, "NAME", OPT_ACTING | OPT_ADMIN_TOKEN,
+      "disable an account (sysadmin)",
+      "NAME --account ADMIN [--passfile FILE] [--keyd-admin-token FILE] VAULT_DIR|--config FILE",
+"Disable an account (run as a sysadmin): it can no longer unlock; a key\n"
+"service also stops releasing its share.\n" },
+    { "account-enable", cmd_account_enable_cmd, "NAME", OPT_ACTING | OPT_ADMIN_TOKEN,
+      "enable a disabled account (sysadmin)",
+      "NAME --account ADMIN [--passfile FILE] [--keyd-admin-token FILE] VAULT_DIR|--config FILE",
+"Enable a disabled account again (run as a sysadmin).\n" },
+    { "account-rename", cmd_account_rename, "OLD NEW", OPT_ACTING,
+      "rename an account (sysadmin)",
+      "OLD NEW --account ADMIN [--passfile FILE] VAULT_DIR|--config FILE",
+"Rename an account (run as a sysadmin); its keys and grants stay.\n" },
+    { "account-role", cmd_account_role, "NAME", OPT_ACTING | OPT_ROLE,
+      "set an account's roles (sysadmin)",
+      "NAME --role ROLES --account ADMIN [--passfile FILE] VAULT_DIR|--config FILE",
+"Set an account's roles (run as a sysadmin); ROLES as for account-add.\n" },
+    { "grant", cmd_grant, "FOLDER ACCOUNT RIGHTS", OPT_ACTING,
+      "give an account rights on a folder (dataadmin)",
+      "FOLDER ACCOUNT read|read,write|read,write,manage [--account NAME] [--passfile FILE] "
+      "VAULT_DIR|--config FILE",
+"Give ACCOUNT an envelope for FOLDER with RIGHTS (run as a dataadmin who can\n"
+"manage FOLDER).  ACCOUNT must be registered by a sysadmin (exit 16 if not).\n" },
+    { "revoke", cmd_revoke, "FOLDER ACCOUNT", OPT_ACTING,
+      "remove an account's rights and rotate the folder key",
+      "FOLDER ACCOUNT [--account NAME] [--passfile FILE] VAULT_DIR|--config FILE",
+"Remove ACCOUNT's envelope for FOLDER and rotate the folder key (run as a\n"
+"dataadmin who can manage FOLDER): data written afterwards is under a key\n"
+"the revoked account never held.\n" },
+};
+static const size_t ncommands = sizeof commands / sizeof commands[0];
+
+static void usage(FILE *out)
+{
+    fprintf(out, "Usage:");
+    for (size_t i = 0; i < ncommands; i++)
+        fprintf(out, "%s pactfs-admin %s %s\n", i ? "      " : "", commands[i].name,
+                commands[i].synopsis);
+    fprintf(out,
+"       pactfs-admin --help | --version | COMMAND --help\n"
+"\n"
+"VAULT_DIR is the directory pactfs-admin init made (its pactfs.conf is read);\n"
+"--config FILE names the configuration instead.  Commands that act as an\n"
+"account take --account NAME (default: vault.default_account) and --passfile\n"
+"FILE (else the password is asked on the terminal).\n"
+"\n"
+"Commands:\n");
+    for (size_t i = 0; i < ncommands; i++)
+        fprintf(out, "  %-16s %s\n", commands[i].name, commands[i].summary);
+    fprintf(out,
+"\n"
+"`pactfs-admin COMMAND --help` describes a command and its options;\n"
+"pactfs-admin(8) has them all.  Exit codes: docs/exit-codes.md (0 ok, 2 usage,\n"
+"3 settings, 4 wrong password, 5 locked out, 6 key service unreachable,\n"
+"7 store, 11 exists, 12 no password, 13 access denied, 14 integrity,\n"
+"15 audit spool, 16 no such account or folder, 1 other failure).\n");
 }
 
 int main(int argc, char **argv)
@@ -812,34 +978,11 @@ int main(int argc, char **argv)
         printf("pactfs-admin %s\n", PACKAGE_VERSION);
         return EXIT_OK;
     }
-    if (!strcmp(argv[1], "init"))
-        return cmd_init(argc - 1, argv + 1);
-    if (!strcmp(argv[1], "passwd"))
-        return cmd_passwd(argc - 1, argv + 1);
-    if (!strcmp(argv[1], "rotate-share"))
-        return cmd_rotate_share(argc - 1, argv + 1);
-    if (!strcmp(argv[1], "keyd"))
-        return cmd_keyd(argc - 1, argv + 1);
-    if (!strcmp(argv[1], "folder-create"))
-        return cmd_folder_create(argc - 1, argv + 1);
-    if (!strcmp(argv[1], "audit-verify"))
-        return cmd_audit_verify(argc - 1, argv + 1);
-    if (!strcmp(argv[1], "accounts"))
-        return cmd_accounts(argc - 1, argv + 1);
-    if (!strcmp(argv[1], "account-add"))
-        return cmd_account_add(argc - 1, argv + 1);
-    if (!strcmp(argv[1], "account-disable"))
-        return cmd_account_disable(argc - 1, argv + 1, 1);
-    if (!strcmp(argv[1], "account-enable"))
-        return cmd_account_disable(argc - 1, argv + 1, 0);
-    if (!strcmp(argv[1], "account-rename"))
-        return cmd_account_rename(argc - 1, argv + 1);
-    if (!strcmp(argv[1], "account-role"))
-        return cmd_account_role(argc - 1, argv + 1);
-    if (!strcmp(argv[1], "grant"))
-        return cmd_grant(argc - 1, argv + 1);
-    if (!strcmp(argv[1], "revoke"))
-        return cmd_revoke(argc - 1, argv + 1);
+    for (size_t i = 0; i < ncommands; i++)
+        if (!strcmp(argv[1], commands[i].name)) {
+            current = &commands[i];
+            return current->run(argc - 1, argv + 1);
+        }
     fprintf(stderr, PROG ": unknown command \"%s\"; try pactfs-admin --help\n", argv[1]);
     return EXIT_USAGE;
 }

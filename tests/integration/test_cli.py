@@ -167,3 +167,45 @@ def test_foreground_mount_stays_until_unmounted(new_vault):
     H.write_file(new_vault.path("fg.txt"), b"fg")
     new_vault.unmount()
     assert new_vault.fg_rc == 0, "pactfs -f exit %s after a clean unmount" % new_vault.fg_rc
+
+
+# ---- pactfs-admin: per-command help and specific messages (issue 13) ----
+
+ADMIN_COMMANDS = ["init", "passwd", "rotate-share", "keyd", "audit-verify", "folder-create",
+                  "accounts", "account-add", "account-disable", "account-enable",
+                  "account-rename", "account-role", "grant", "revoke"]
+
+
+def test_admin_every_command_has_help_and_a_man_section(new_vault):
+    man = open(os.path.join(os.path.dirname(__file__), "..", "..", "docs", "man",
+                            "pactfs-admin.8")).read().replace("\\-", "-")
+    top = new_vault.admin("--help")
+    assert top.returncode == 0
+    for cmd in ADMIN_COMMANDS:
+        p = new_vault.admin(cmd, "--help")
+        assert p.returncode == 0, (cmd, p.stderr)
+        assert p.stdout.startswith("Usage: pactfs-admin %s " % cmd), p.stdout[:200]
+        assert len(p.stdout.splitlines()) < 40, "%s --help is the whole manual" % cmd
+        assert re.search(r"^  %s\s" % re.escape(cmd), top.stdout, re.M), cmd
+        assert re.search(r'^\.SS "?%s\b' % re.escape(cmd), man, re.M), \
+            "pactfs-admin(8) has no section for %s" % cmd
+
+
+def test_admin_missing_argument_is_named(new_vault):
+    p = new_vault.admin("grant", "Contracts")
+    assert_exit(p, 2, r"missing account")
+    assert len((p.stdout + p.stderr).splitlines()) <= 4, "the whole usage was printed"
+    p = new_vault.admin("grant", "Contracts", "bob", "read")
+    assert_exit(p, 2, r"missing vault_dir")
+    p = new_vault.admin("revoke", "Contracts", "bob", new_vault.dir, "extra")
+    assert_exit(p, 2, r"unexpected argument \"extra\"|unexpected argument")
+    p = new_vault.admin("init")
+    assert_exit(p, 2, r"missing dir")
+
+
+def test_admin_option_that_does_not_apply_is_refused(new_vault):
+    # --account used to be silently ignored by keyd (the account is positional).
+    p = new_vault.admin("keyd", "unlock", "alice", new_vault.dir, "--account", "bob")
+    assert_exit(p, 2, r"--account does not apply")
+    p = new_vault.admin("accounts", new_vault.dir, "--role", "user")
+    assert_exit(p, 2, r"--role does not apply")
