@@ -20,6 +20,7 @@ struct fs_options {
     int read_only;      /* mount read-only (also forced for read-only grants) */
     int allow_other;
     int ready_fd;       /* >= 0: write one byte here once the mount is live, then close */
+    struct mount_peers *peers;   /* other mounts of the vault here (NULL: alone) */
 };
 
 /* Mount v (already unlocked) at mountpoint and serve until unmounted or a

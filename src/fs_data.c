@@ -543,6 +543,41 @@ static int file_load(struct fs *fs, struct fs_inode *in, struct fs_file *f)
     return 0;
 }
 
+/* Close-to-open against other mounts of the vault on this machine: at an
+ * open, a file this mount has nothing unsaved of forgets what it knew of
+ * the stored file (size, mtime, chunk records, versions), so it reads what
+ * the other mount last committed.  A file with unsaved data keeps its own
+ * view: its next commit replaces the other's. */
+void fs_data_revalidate(struct fs *fs, struct fs_inode *in)
+{
+    pthread_mutex_lock(&in->lock);
+    struct fs_file *f = in->file;
+    int busy = !f || f->inflight || f->loading || f->size_dirty || f->mtime_dirty ||
+               f->trunc_from != NO_TRUNC || f->ndrop;
+    for (size_t i = 0; !busy && i < f->ntab; i++)
+        for (struct fs_chunk *c = f->tab[i]; c && !busy; c = c->next)
+            busy = c->buf || c->loading || c->writing || c->queued ||
+                   c->ref_state == REF_PENDING;
+    struct meta_inode mi;
+    if (!busy) {
+        pthread_mutex_lock(&fs->meta_lock);
+        busy = meta_inode_get(fs->v->meta, in->ino, &mi) < 0;
+        pthread_mutex_unlock(&fs->meta_lock);
+    }
+    if (!busy) {
+        for (size_t i = 0; i < f->ntab; i++)
+            for (struct fs_chunk *c = f->tab[i]; c; c = c->next) {
+                c->ref_state = REF_UNKNOWN;
+                c->version_known = 0;
+            }
+        f->size = mi.size;
+        f->mtime_ns = mi.mtime_ns;
+        f->fresh = 0;
+        f->ra_until = 0;
+    }
+    pthread_mutex_unlock(&in->lock);
+}
+
 int fs_data_attach(struct fs *fs, struct fs_inode *in, const uint8_t *dek)
 {
     pthread_mutex_lock(&in->lock);
@@ -1329,8 +1364,12 @@ void fs_data_fill_attr(struct fs_inode *in, struct stat *st)
     pthread_mutex_lock(&in->lock);
     struct fs_file *f = in->file;
     if (f) {
-        st->st_size = (off_t)f->size;
-        st->st_blocks = (blkcnt_t)((f->size + 511) / 512);
+        /* A size not dirty is the stored one, which another mount of the
+         * vault may have changed since this file was attached. */
+        if (f->size_dirty) {
+            st->st_size = (off_t)f->size;
+            st->st_blocks = (blkcnt_t)((f->size + 511) / 512);
+        }
         if (f->mtime_dirty) {
             st->st_mtim.tv_sec = f->mtime_ns / 1000000000;
             st->st_mtim.tv_nsec = f->mtime_ns % 1000000000;

@@ -65,7 +65,10 @@ struct fs {
     struct fuse_session *se;
     uint32_t chunk_size;
     int64_t mount_ns;          /* times of the virtual root */
-    double entry_timeout;      /* kernel entry/attribute cache, seconds */
+    double entry_timeout;      /* kernel entry/attribute cache, seconds, while
+                                  this is the vault's only mount here */
+    int64_t alone_checked_ns;  /* when fs_alone last asked mount_peers */
+    int alone;                 /* its answer */
     uid_t uid;                 /* owner of the virtual root */
     gid_t gid;
     pthread_mutex_t meta_lock; /* the meta handle is not thread-safe */
@@ -78,6 +81,9 @@ struct fs {
 /* ---- fs_ops.c ---- */
 extern const struct fuse_lowlevel_ops fs_lowlevel_ops;
 int64_t fs_now_ns(void);
+/* 1 while no other mount of this vault is live on this machine (asked at
+ * most once a second). */
+int fs_alone(struct fs *fs);
 /* Plaintext path of ino (+ "/" name if name != NULL) inside the mount,
  * malloc'd; best effort ("?" for unknown ancestors). */
 char *fs_path(struct fs *fs, uint64_t ino, const char *name);
@@ -125,6 +131,9 @@ void fs_data_stop(struct fs *fs);
 /* Make sure in has a data state: DEK unwrapped, size loaded.  dek != NULL:
  * a brand-new empty file whose DEK is already known. */
 int fs_data_attach(struct fs *fs, struct fs_inode *in, const uint8_t *dek);
+/* At open while another mount of the vault is live: forget the stored
+ * state of a file with nothing unsaved (close-to-open). */
+void fs_data_revalidate(struct fs *fs, struct fs_inode *in);
 /* Wipe and free the data state (DEK, buffers); uncommitted fragments are
  * deleted.  Dirty data must have been flushed. */
 void fs_data_detach(struct fs *fs, struct fs_inode *in);

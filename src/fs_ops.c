@@ -23,6 +23,7 @@
 #include "envelope.h"
 #include "error.h"
 #include "fs_internal.h"
+#include "mount_peers.h"
 #include "secmem.h"
 
 #ifndef RENAME_NOREPLACE
@@ -63,6 +64,26 @@ int64_t fs_now_ns(void)
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+int fs_alone(struct fs *fs)
+{
+    int64_t now = fs_now_ns();
+    if (now - __atomic_load_n(&fs->alone_checked_ns, __ATOMIC_ACQUIRE) >= 1000000000) {
+        __atomic_store_n(&fs->alone, mount_peers_alone(fs->opt.peers), __ATOMIC_RELAXED);
+        __atomic_store_n(&fs->alone_checked_ns, now, __ATOMIC_RELEASE);
+    }
+    return __atomic_load_n(&fs->alone, __ATOMIC_RELAXED);
+}
+
+/* How long the kernel may keep entries and attributes: long while this is
+ * the vault's only mount here (every change goes through it), as short as
+ * on shared metadata while another mount may change the vault. */
+static double cache_timeout(struct fs *fs)
+{
+    if (fs->entry_timeout > ENTRY_TIMEOUT_SHARED && !fs_alone(fs))
+        return ENTRY_TIMEOUT_SHARED;
+    return fs->entry_timeout;
 }
 
 static void ns_to_ts(int64_t ns, struct timespec *ts)
@@ -545,7 +566,7 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
         return;
     }
     reply_entry_for(fs, req, &mi, parent, name,
-                    parent == META_ROOT_INO ? ROOT_ENTRY_TIMEOUT : fs->entry_timeout);
+                    parent == META_ROOT_INO ? ROOT_ENTRY_TIMEOUT : cache_timeout(fs));
 }
 
 static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
@@ -571,7 +592,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
     if (r < 0)
         fuse_reply_err(req, -r);
     else
-        fuse_reply_attr(req, &st, ino == META_ROOT_INO ? ROOT_ENTRY_TIMEOUT : fs->entry_timeout);
+        fuse_reply_attr(req, &st, ino == META_ROOT_INO ? ROOT_ENTRY_TIMEOUT : cache_timeout(fs));
 }
 
 /* ------------------------------------------------------------------ */
@@ -711,7 +732,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int va
     if (r < 0)
         fuse_reply_err(req, -r);
     else
-        fuse_reply_attr(req, &st, fs->entry_timeout);
+        fuse_reply_attr(req, &st, cache_timeout(fs));
 }
 
 /* ------------------------------------------------------------------ */
@@ -824,7 +845,7 @@ static void reply_new_entry(struct fs *fs, fuse_req_t req, int r, const struct m
     if (r < 0)
         fuse_reply_err(req, -r);
     else
-        reply_entry_for(fs, req, mi, parent, name, fs->entry_timeout);
+        reply_entry_for(fs, req, mi, parent, name, cache_timeout(fs));
 }
 
 /* mkdir at the root by a dataadmin: a new contract folder, exactly as
@@ -1004,7 +1025,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
     stat_from_meta(fs, &mi, &e.attr);
     e.ino = mi.ino;
     e.generation = 1;
-    e.attr_timeout = e.entry_timeout = fs->entry_timeout;
+    e.attr_timeout = e.entry_timeout = cache_timeout(fs);
     if (fuse_reply_create(req, &e, fi) != 0) {
         fs_inode_put(fs, in, FS_REF_OPEN, 1);
         fs_inode_put(fs, in, FS_REF_LOOKUP, 1);
@@ -1378,7 +1399,7 @@ static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const 
     if (r < 0)
         fuse_reply_err(req, errno_out(r));
     else
-        reply_entry_for(fs, req, &mi, newparent, newname, fs->entry_timeout);
+        reply_entry_for(fs, req, &mi, newparent, newname, cache_timeout(fs));
 }
 
 static void op_readlink(fuse_req_t req, fuse_ino_t ino)
@@ -1435,6 +1456,8 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
         in = fs_inode_get(fs, ino, vf->id, S_IFREG, FS_REF_OPEN);
         r = in ? fs_data_attach(fs, in, NULL) : -ENOMEM;
     }
+    if (r == 0 && !fs_alone(fs))
+        fs_data_revalidate(fs, in);
     if (r == 0 && !(fi->flags & O_TRUNC) && (fi->flags & O_ACCMODE) != O_WRONLY)
         fs_data_prefetch(fs, in);
     char *path = fs_path(fs, ino, NULL);
@@ -1546,7 +1569,10 @@ static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
      * (which the kernel sends without making close wait) completes it. */
     struct fs *fs = req_fs(req);
     struct fs_handle *h = fi_handle(fi);
-    int r = h->writable ? fs_data_writeback_start(fs, h->in) : 0;
+    /* With another mount of the vault live, close commits before it
+     * returns, so an open there afterwards sees the data (close-to-open). */
+    int r = !h->writable ? 0 : fs_alone(fs) ? fs_data_writeback_start(fs, h->in)
+                                            : fs_data_flush(fs, h->in);
     int a = handle_summary(fs, req, h, ino);
     fuse_reply_err(req, r < 0 || a < 0 ? EIO : 0);
 }
@@ -2037,7 +2063,8 @@ static void fs_fini_state(struct fs *fs)
 {
     handles_close_all(fs);
     fs_itab_destroy(fs);
-    fs_data_gc_run(fs);
+    if (!fs->opt.read_only)
+        fs_data_gc_run(fs);
     fs_data_stop(fs);
     pthread_mutex_destroy(&fs->meta_lock);
     pthread_mutex_destroy(&fs->handles_lock);
@@ -2091,9 +2118,13 @@ int fs_mount_and_serve(struct vault *v, const char *mountpoint, const struct fs_
         /* Orphans are a crash's leftovers only when this workstation is the
          * vault's sole user; with shared PostgreSQL metadata another
          * workstation may still hold them open (pactfs-fsck cleans up). */
-        if (strcmp(v->conf.meta_backend, "sqlite") == 0)
+        /* The same holds for another mount of the vault on this machine;
+         * and a read-only mount changes nothing at all. */
+        if (strcmp(v->conf.meta_backend, "sqlite") == 0 && !fs->opt.read_only &&
+            fs_alone(fs))
             delete_orphans(fs);
-        fs_data_gc_kick(fs);
+        if (!fs->opt.read_only)
+            fs_data_gc_kick(fs);
         r = serve(fs, mountpoint);
     }
     if (fs->data)

@@ -25,6 +25,7 @@
 #include "error.h"
 #include "exitcodes.h"
 #include "fs.h"
+#include "mount_peers.h"
 #include "secmem.h"
 #include "vault.h"
 
@@ -160,42 +161,26 @@ static int check_mountpoint(const char *mp)
     return EXIT_OK;
 }
 
-/* One mount per vault configuration on this machine: a lock next to the
- * configuration, held for the life of the daemon. */
-static int lock_vault(const char *conf_path, int *fd_out)
+/* Join the other mounts of this vault on this machine (mount_peers.h):
+ * one mount per mountpoint, none beside a repair. */
+static int join_peers(const struct mount_args *a, struct mount_peers **out)
 {
-    char path[PATH_MAX];
-    int fd;
+    int rc = mount_peers_join(a->conf_path, a->mountpoint, out);
 
-    snprintf(path, sizeof path, "%s.lock", conf_path);
-    fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (fd < 0) {
-        fprintf(stderr, PROG ": cannot create the lock %s: %s\n", path, strerror(errno));
-        return EXIT_STORE;
-    }
-    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
-        fprintf(stderr, PROG ": this vault is already mounted on this machine (%s is held); "
-                "unmount it first\n", path);
-        close(fd);
-        return EXIT_ALREADY_MOUNTED;
-    }
-    *fd_out = fd;
-    return EXIT_OK;
+    if (rc == 0)
+        return EXIT_OK;
+    fprintf(stderr, PROG ": %s\n", pfs_err_msg());
+    return rc == -EBUSY ? EXIT_ALREADY_MOUNTED : EXIT_STORE;
 }
 
 /* The daemon's pid, by mountpoint, so `pactfs umount` can wait for the
  * final flush. */
 static void pidfile_path(const char *mountpoint, char *out, size_t n)
 {
-    char real[PATH_MAX];
-    uint8_t h[SHA256_LEN];
-    char hex[2 * SHA256_LEN + 1];
+    char id[MOUNTPOINT_ID_LEN + 1];
 
-    if (!realpath(mountpoint, real))
-        snprintf(real, sizeof real, "%s", mountpoint);
-    sha256(real, strlen(real), h);
-    hex_encode(h, 8, hex);
-    snprintf(out, n, PID_DIR "/%s.pid", hex);
+    mountpoint_id(mountpoint, id);
+    snprintf(out, n, PID_DIR "/%s.pid", id);
 }
 
 static void pidfile_write(const char *mountpoint)
@@ -336,9 +321,10 @@ static int serve(const struct mount_args *a, const char *password, int ready_fd)
     struct audit_ctx who = { getuid(), getpid() };
     struct audit_ship *ship = NULL;
     enum { SHIP_DRAIN_MS = 5000 };      /* bound on sending the rest at unmount */
-    int rc, lock_fd = -1, code;
+    struct mount_peers *peers = NULL;
+    int rc, code;
 
-    code = lock_vault(a->conf_path, &lock_fd);
+    code = join_peers(a, &peers);
     if (code != EXIT_OK)
         return code;
     code = open_and_unlock(a, password, &v);
@@ -363,6 +349,7 @@ static int serve(const struct mount_args *a, const char *password, int ready_fd)
     fo.read_only = a->read_only;
     fo.allow_other = a->allow_other;
     fo.ready_fd = ready_fd;
+    fo.peers = peers;
     /* Fail closed: no mount that the audit trail does not know about. */
     rc = audit_event(v->audit, &who, "mount", a->mountpoint, 0, 0);
     if (rc < 0) {
@@ -383,7 +370,7 @@ out:
     vault_close(v);   /* writes the closing checkpoint: ship it too */
     if (ship && audit_ship_stop(ship, SHIP_DRAIN_MS) < 0)
         fprintf(stderr, PROG ": %s\n", pfs_err_msg());
-    close(lock_fd);
+    mount_peers_leave(peers);
     return code;
 }
 

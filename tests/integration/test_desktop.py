@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import stat
+import time
 import zipfile
 
 import pactfs_helpers as H
@@ -143,3 +144,85 @@ def test_root_is_honest_and_dataadmin_mkdir_creates_a_folder(new_vault):
         assert denied and denied[-1]["result"] == "denied", denied
     finally:
         finish(bob)
+
+
+# ------------------------------------------- several mounts of one vault
+
+class SecondMount(H.AccountMount):
+    """The same account's vault at another mountpoint."""
+
+    def __init__(self, vault, tag):
+        super().__init__(vault, H.ACCOUNT, vault.passfile)
+        self.mnt = os.path.join(vault.base, "second-%s-mnt" % tag)
+        os.makedirs(self.mnt, exist_ok=True)
+
+
+def wait_until(cond, what, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.1)
+    raise AssertionError("after %ss: %s" % (timeout, what))
+
+
+def test_user_rw_and_backup_ro_mounts_at_once(new_vault):
+    v = new_vault
+    bob = add_user(v)      # the backup account: read on the folder, mounts -r
+    v.admin("grant", H.FOLDER, BOB, "read", v.dir, "--passfile", v.passfile, check=True)
+    second = SecondMount(v, "alice")
+    try:
+        v.mount()
+        files = {"a.txt": H.seeded_bytes(1, 5000), "b.bin": H.seeded_bytes(2, 2 * H.CHUNK + 7),
+                 "c.txt": b"to be deleted"}
+        for n, data in files.items():
+            H.write_file(v.path(n), data)
+        # A file unlinked while open: no later mount may take it for a
+        # crash's orphan while this one still reads it.
+        held = open(v.path("c.txt"), "rb")
+        os.unlink(v.path("c.txt"))
+        del files["c.txt"]
+
+        bob.mount(extra=["-r"])            # was exit 9: "already mounted"
+        second.mount()                     # the same account elsewhere, read-write
+        assert held.read() == b"to be deleted"
+        held.close()
+        for m in (bob, second):
+            assert sorted(os.listdir(m.folder)) == sorted(files)
+            for n, data in files.items():
+                H.assert_same_bytes(H.read_file(os.path.join(m.folder, n)), data, n)
+        # one mountpoint stays one mount, and no repair runs beside a mount
+        p = v.pactfs(*v.mount_args())
+        assert p.returncode == 9, (p.returncode, p.stderr)
+        p = H.run([H.binary("pactfs-fsck"), v.dir, "--repair"], env=v.env)
+        assert p.returncode == 9, (p.returncode, p.stdout, p.stderr)
+
+        # Changes by the read-write mount reach the others within the
+        # short cache time (close-to-open for contents).
+        new_a = H.seeded_bytes(3, 3 * H.CHUNK + 11)
+        H.write_file(v.path("a.txt"), new_a)
+        H.write_file(v.path("d.txt"), b"new")
+        os.unlink(v.path("b.bin"))
+        files.update({"a.txt": new_a, "d.txt": b"new"})
+        del files["b.bin"]
+        for m in (bob, second):
+            wait_until(lambda: sorted(os.listdir(m.folder)) == sorted(files),
+                       "%s lists %s" % (m.mnt, sorted(os.listdir(m.folder))))
+            wait_until(lambda: os.stat(os.path.join(m.folder, "a.txt")).st_size == len(new_a),
+                       "%s: a.txt has the new size" % m.mnt)
+            H.assert_same_bytes(H.read_file(os.path.join(m.folder, "a.txt")), new_a, m.mnt)
+        # ... and the same the other way round, between the two writers
+        H.write_file(os.path.join(second.folder, "e.txt"), b"from the second mount")
+        wait_until(lambda: os.path.exists(v.path("e.txt")), "e.txt reaches the first mount")
+        assert H.read_file(v.path("e.txt")) == b"from the second mount"
+        # the backup mount stays read-only
+        assert H.errno_of(H.write_file, os.path.join(bob.folder, "x"), b"x") == errno.EROFS
+    finally:
+        finish(second)
+        finish(bob)
+    v.unmount()
+    # Every session's events are in the spool, each chain verifies.
+    accounts = {e["account"] for e in audit_events(v) if e["op"] == "read"}
+    assert {H.ACCOUNT, BOB} <= accounts, accounts
+    p = v.admin("audit-verify", v.dir, "--passfile", v.passfile)
+    assert p.returncode == 0, p.stdout + p.stderr
