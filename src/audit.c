@@ -109,23 +109,35 @@ static void process_name(pid_t pid, char *out, size_t len)
     fclose(f);
 }
 
-static void result_name(int result, char *out, size_t len)
+/* "ok", "denied" (EACCES, EPERM) or "error"; errno_name the errno's name. */
+static const char *result_name(int result, char *errno_name, size_t len)
 {
-    const char *name;
+    const char *name = result < 0 ? strerrorname_np(-result) : NULL;
 
-    if (result == 0) {
-        snprintf(out, len, "ok");
-        return;
-    }
-    if (result == -EACCES || result == -EPERM) {
-        snprintf(out, len, "denied");
-        return;
-    }
-    name = result < 0 ? strerrorname_np(-result) : NULL;
+    errno_name[0] = '\0';
+    if (result == 0)
+        return "ok";
     if (name)
-        snprintf(out, len, "%s", name);
+        snprintf(errno_name, len, "%s", name);
     else
-        snprintf(out, len, "E%d", result < 0 ? -result : result);
+        snprintf(errno_name, len, "E%d", result < 0 ? -result : result);
+    return result == -EACCES || result == -EPERM ? "denied" : "error";
+}
+
+static void ns_to_rfc3339(int64_t ns, char *out, size_t len)
+{
+    time_t s = (time_t)(ns / 1000000000);
+    long frac = (long)(ns % 1000000000);
+    struct tm tm;
+    char base[32];
+
+    if (frac < 0) {
+        frac += 1000000000;
+        s--;
+    }
+    gmtime_r(&s, &tm);
+    strftime(base, sizeof base, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out, len, "%s.%09ldZ", base, frac);
 }
 
 static int add_field(json_object *o, const char *key, json_object *v)
@@ -137,20 +149,59 @@ static int add_field(json_object *o, const char *key, json_object *v)
     return 0;
 }
 
+/* file, errno and the changed fields, after the common ones. */
+static int add_details(json_object *o, const char *errno_name, const struct audit_detail *d)
+{
+    char buf[48];
+
+    if (errno_name[0] && add_field(o, "errno", json_object_new_string(errno_name)))
+        return -ENOMEM;
+    if (!d)
+        return 0;
+    if (d->file && add_field(o, "file", json_object_new_uint64(d->file)))
+        return -ENOMEM;
+    if (d->dest && add_field(o, "dest", json_object_new_string(d->dest)))
+        return -ENOMEM;
+    if (d->set & AUDIT_SET_MODE) {
+        snprintf(buf, sizeof buf, "%04o", d->mode & 07777);
+        if (add_field(o, "mode", json_object_new_string(buf)))
+            return -ENOMEM;
+    }
+    if (d->set & AUDIT_SET_OWNER) {
+        snprintf(buf, sizeof buf, "%u:%u", d->uid, d->gid);
+        if (add_field(o, "owner", json_object_new_string(buf)))
+            return -ENOMEM;
+    }
+    if (d->set & AUDIT_SET_ATIME) {
+        ns_to_rfc3339(d->atime_ns, buf, sizeof buf);
+        if (add_field(o, "atime", json_object_new_string(buf)))
+            return -ENOMEM;
+    }
+    if (d->set & AUDIT_SET_MTIME) {
+        ns_to_rfc3339(d->mtime_ns, buf, sizeof buf);
+        if (add_field(o, "mtime", json_object_new_string(buf)))
+            return -ENOMEM;
+    }
+    if ((d->set & AUDIT_SET_SIZE) && add_field(o, "size", json_object_new_uint64(d->size)))
+        return -ENOMEM;
+    return 0;
+}
+
 /* The event without its place in the chains: seq, sseq, prev and sprev are
  * added first as placeholders so they keep their position when set under
  * the lock. */
 static json_object *event_object(const struct audit *a, const struct audit_ctx *who,
-                                 const char *op, const char *path, int result, uint64_t bytes)
+                                 const char *op, const char *path, int result, uint64_t bytes,
+                                 const struct audit_detail *d)
 {
     json_object *o = json_object_new_object();
     uid_t uid = who ? who->uid : getuid();
     pid_t pid = who ? who->pid : getpid();
-    char when[48], proc[64], res[32];
+    char when[48], proc[64], errno_name[32];
+    const char *res = result_name(result, errno_name, sizeof errno_name);
 
     rfc3339_now(when, sizeof when);
     process_name(pid, proc, sizeof proc);
-    result_name(result, res, sizeof res);
     if (!o || add_field(o, "v", json_object_new_int(AUDIT_FORMAT)) ||
         add_field(o, "seq", json_object_new_uint64(0)) ||
         add_field(o, "time", json_object_new_string(when)) ||
@@ -167,7 +218,8 @@ static json_object *event_object(const struct audit *a, const struct audit_ctx *
         add_field(o, "result", json_object_new_string(res)) ||
         add_field(o, "bytes", json_object_new_uint64(bytes)) ||
         add_field(o, "prev", json_object_new_string("")) ||
-        add_field(o, "sprev", json_object_new_string(""))) {
+        add_field(o, "sprev", json_object_new_string("")) ||
+        add_details(o, errno_name, d)) {
         json_object_put(o);
         return NULL;
     }
@@ -390,7 +442,7 @@ static int checkpoint_message(const char *vault, const char *session, const char
 
 static int append_checkpoint(struct audit *a)
 {
-    json_object *o = event_object(a, NULL, "checkpoint", "", 0, 0);
+    json_object *o = event_object(a, NULL, "checkpoint", "", 0, 0, NULL);
     uint8_t *sig = NULL;
     char *msg = NULL, *sig_hex = NULL;
     size_t msglen = 0, siglen = 0;
@@ -524,7 +576,14 @@ static int record(struct audit *a, json_object *o, bool force_checkpoint)
 int audit_event(struct audit *a, const struct audit_ctx *who, const char *op,
                 const char *path, int result, uint64_t bytes)
 {
-    json_object *o = event_object(a, who, op, path, result, bytes);
+    return audit_event_detail(a, who, op, path, result, bytes, NULL);
+}
+
+int audit_event_detail(struct audit *a, const struct audit_ctx *who, const char *op,
+                       const char *path, int result, uint64_t bytes,
+                       const struct audit_detail *d)
+{
+    json_object *o = event_object(a, who, op, path, result, bytes, d);
     int rc;
 
     if (!o)
@@ -541,7 +600,14 @@ int audit_event(struct audit *a, const struct audit_ctx *who, const char *op,
 int audit_event_append(struct audit *a, const struct audit_ctx *who, const char *op,
                        const char *path, int result, uint64_t bytes, uint64_t *ticket)
 {
-    json_object *o = event_object(a, who, op, path, result, bytes);
+    return audit_event_append_detail(a, who, op, path, result, bytes, NULL, ticket);
+}
+
+int audit_event_append_detail(struct audit *a, const struct audit_ctx *who, const char *op,
+                              const char *path, int result, uint64_t bytes,
+                              const struct audit_detail *d, uint64_t *ticket)
+{
+    json_object *o = event_object(a, who, op, path, result, bytes, d);
     int rc;
 
     *ticket = 0;
@@ -679,7 +745,7 @@ static int open_spool(struct audit *a)
  * (which signs the start, proof included). */
 static int session_start(struct audit *a)
 {
-    json_object *o = event_object(a, NULL, "session-start", "", 0, 0);
+    json_object *o = event_object(a, NULL, "session-start", "", 0, 0, NULL);
     int rc = 0;
 
     if (!o)
@@ -775,7 +841,7 @@ void audit_close(struct audit *a)
         return;
     a->closing = true;
     sealer_stop(a);
-    if (!a->sticky_err && (o = event_object(a, NULL, "session-end", "", 0, 0))) {
+    if (!a->sticky_err && (o = event_object(a, NULL, "session-end", "", 0, 0, NULL))) {
         record(a, o, true);   /* failure already recorded in pfs_err */
         json_object_put(o);
     }

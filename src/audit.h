@@ -72,7 +72,24 @@ void audit_close(struct audit *a);
  * 1..AUDIT_SEAL_EVERY). */
 void audit_set_seal_every(struct audit *a, unsigned n);
 
-/* result: 0 = ok, -EACCES/-EPERM = denied, other -errno = failed. */
+/* What an event concerns beyond its path (all optional). */
+#define AUDIT_SET_MODE  0x1u
+#define AUDIT_SET_OWNER 0x2u
+#define AUDIT_SET_ATIME 0x4u
+#define AUDIT_SET_MTIME 0x8u
+#define AUDIT_SET_SIZE  0x10u
+struct audit_detail {
+    uint64_t file;              /* inode id ("file"), 0 = none */
+    const char *dest;           /* rename/link destination ("dest") */
+    unsigned set;               /* AUDIT_SET_*: which fields below changed */
+    uint32_t mode;              /* "mode", octal permission bits */
+    uint32_t uid, gid;          /* "owner": "uid:gid" */
+    int64_t atime_ns, mtime_ns; /* "atime", "mtime": RFC 3339 */
+    uint64_t size;              /* "size" */
+};
+
+/* result: 0 = ok, -EACCES/-EPERM = denied, other -errno = error; the line
+ * carries "result" ("ok", "denied" or "error") and, unless ok, "errno". */
 int audit_event(struct audit *a, const struct audit_ctx *who, const char *op,
                 const char *path, int result, uint64_t bytes);
 
@@ -83,6 +100,13 @@ int audit_event(struct audit *a, const struct audit_ctx *who, const char *op,
  * fdatasync after dropping the lock — before it answers. */
 int audit_event_append(struct audit *a, const struct audit_ctx *who, const char *op,
                        const char *path, int result, uint64_t bytes, uint64_t *ticket);
+/* The same with details (d may be NULL). */
+int audit_event_detail(struct audit *a, const struct audit_ctx *who, const char *op,
+                       const char *path, int result, uint64_t bytes,
+                       const struct audit_detail *d);
+int audit_event_append_detail(struct audit *a, const struct audit_ctx *who, const char *op,
+                              const char *path, int result, uint64_t bytes,
+                              const struct audit_detail *d, uint64_t *ticket);
 int audit_event_wait(struct audit *a, uint64_t ticket);
 
 /* Format 2 checkpoints name their signer: the public key of that account

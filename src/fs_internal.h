@@ -96,6 +96,12 @@ int fs_audit(struct fs *fs, fuse_req_t req, const char *op, const char *path, in
 int fs_audit_append(struct fs *fs, fuse_req_t req, const char *op, const char *path,
                     int result, uint64_t bytes, uint64_t *ticket);
 int fs_audit_wait(struct fs *fs, const char *op, uint64_t ticket);
+/* The same with the file id and changed fields (d may be NULL). */
+int fs_audit_detail(struct fs *fs, fuse_req_t req, const char *op, const char *path,
+                    int result, uint64_t bytes, const struct audit_detail *d);
+int fs_audit_append_detail(struct fs *fs, fuse_req_t req, const char *op, const char *path,
+                           int result, uint64_t bytes, const struct audit_detail *d,
+                           uint64_t *ticket);
 
 /* ---- fs_inode.c ---- */
 int fs_itab_init(struct fs_itab *t);

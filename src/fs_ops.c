@@ -154,22 +154,35 @@ static int audit_failed(const char *op)
 int fs_audit(struct fs *fs, fuse_req_t req, const char *op, const char *path, int result,
              uint64_t bytes)
 {
+    return fs_audit_detail(fs, req, op, path, result, bytes, NULL);
+}
+
+int fs_audit_detail(struct fs *fs, fuse_req_t req, const char *op, const char *path,
+                    int result, uint64_t bytes, const struct audit_detail *d)
+{
     if (!fs->v->audit)
         return 0;
     struct audit_ctx who = audit_who(req);
-    int r = audit_event(fs->v->audit, &who, op, path ? path : "?", result, bytes);
+    int r = audit_event_detail(fs->v->audit, &who, op, path ? path : "?", result, bytes, d);
     return r < 0 ? audit_failed(op) : 0;
 }
 
 int fs_audit_append(struct fs *fs, fuse_req_t req, const char *op, const char *path,
                     int result, uint64_t bytes, uint64_t *ticket)
 {
+    return fs_audit_append_detail(fs, req, op, path, result, bytes, NULL, ticket);
+}
+
+int fs_audit_append_detail(struct fs *fs, fuse_req_t req, const char *op, const char *path,
+                           int result, uint64_t bytes, const struct audit_detail *d,
+                           uint64_t *ticket)
+{
     *ticket = 0;
     if (!fs->v->audit)
         return 0;
     struct audit_ctx who = audit_who(req);
-    int r = audit_event_append(fs->v->audit, &who, op, path ? path : "?", result, bytes,
-                               ticket);
+    int r = audit_event_append_detail(fs->v->audit, &who, op, path ? path : "?", result,
+                                      bytes, d, ticket);
     return r < 0 ? audit_failed(op) : 0;
 }
 
@@ -184,14 +197,14 @@ int fs_audit_wait(struct fs *fs, const char *op, uint64_t ticket)
  * its audit event inside the transaction, commit (or roll back on error),
  * drop the lock, then wait for the event's fdatasync outside it, so the
  * event is durable before the reply without holding others up. */
-static int meta_op_end(struct fs *fs, fuse_req_t req, const char *op, const char *path,
-                       uint64_t bytes, int r)
+static int meta_op_end_detail(struct fs *fs, fuse_req_t req, const char *op, const char *path,
+                              uint64_t bytes, int r, const struct audit_detail *d)
 {
     struct meta *m = fs->v->meta;
     uint64_t ticket = 0;
 
     if (r == 0)
-        r = fs_audit_append(fs, req, op, path, 0, bytes, &ticket);
+        r = fs_audit_append_detail(fs, req, op, path, 0, bytes, d, &ticket);
     if (r == 0)
         r = meta_commit(m);
     else
@@ -202,13 +215,38 @@ static int meta_op_end(struct fs *fs, fuse_req_t req, const char *op, const char
     return r;
 }
 
-/* Audit a denied operation; -EACCES, or -EIO if even that cannot be audited. */
-static int deny(struct fs *fs, fuse_req_t req, const char *op, uint64_t ino, const char *name)
+static int meta_op_end(struct fs *fs, fuse_req_t req, const char *op, const char *path,
+                       uint64_t bytes, int r)
+{
+    return meta_op_end_detail(fs, req, op, path, bytes, r, NULL);
+}
+
+/* Audit a refused operation (EACCES: denied; EROFS on a read-only mount);
+ * returns why, or -EIO if even that cannot be audited.  dest: a rename's. */
+static int refuse_dest(struct fs *fs, fuse_req_t req, const char *op, uint64_t ino,
+                       const char *name, int why, const char *dest)
 {
     char *path = fs_path(fs, ino, name);
-    int r = fs_audit(fs, req, op, path, -EACCES, 0);
+    struct audit_detail d = { .file = name ? 0 : ino, .dest = dest };
+    int r = fs_audit_detail(fs, req, op, path, why, 0, &d);
     free(path);
-    return r < 0 ? r : -EACCES;
+    return r < 0 ? r : why;
+}
+
+/* Audit op on ino (its path and file id); 0, or -EIO if it cannot be. */
+static int audit_ino(struct fs *fs, fuse_req_t req, const char *op, uint64_t ino, int result,
+                     uint64_t bytes)
+{
+    char *path = fs_path(fs, ino, NULL);
+    struct audit_detail d = { .file = ino };
+    int r = fs_audit_detail(fs, req, op, path, result, bytes, &d);
+    free(path);
+    return r;
+}
+
+static int deny(struct fs *fs, fuse_req_t req, const char *op, uint64_t ino, const char *name)
+{
+    return refuse_dest(fs, req, op, ino, name, -EACCES, NULL);
 }
 
 static int may_create_folders(const struct fs *fs)
@@ -219,7 +257,8 @@ static int may_create_folders(const struct fs *fs)
 /* A change at the top of the mount other than a dataadmin's mkdir: say why
  * in the log (at most one line a second, so a file manager probing the top
  * cannot flood it), audit it as denied, -EACCES. */
-static int root_deny(struct fs *fs, fuse_req_t req, const char *op, const char *name)
+static int root_deny(struct fs *fs, fuse_req_t req, const char *op, const char *name,
+                     const char *dest)
 {
     static int64_t last_ns;
     static unsigned suppressed;
@@ -239,7 +278,7 @@ static int root_deny(struct fs *fs, fuse_req_t req, const char *op, const char *
     } else {
         __atomic_add_fetch(&suppressed, 1, __ATOMIC_RELAXED);
     }
-    return deny(fs, req, op, META_ROOT_INO, name);
+    return refuse_dest(fs, req, op, META_ROOT_INO, name, -EACCES, dest);
 }
 
 /* ------------------------------------------------------------------ */
@@ -264,22 +303,29 @@ static int inode_folder_id(struct fs *fs, uint64_t ino, uint64_t *folder_id)
 
 /* The folder ino belongs to (*vf NULL for the virtual root), with the
  * rights in need checked: -EACCES (audited), -EROFS, -EIO. */
-static int folder_check(struct fs *fs, fuse_req_t req, uint64_t ino, uint32_t need,
-                        const char *op, const char *name, struct vault_folder **vf)
+static int folder_check_dest(struct fs *fs, fuse_req_t req, uint64_t ino, uint32_t need,
+                             const char *op, const char *name, const char *dest,
+                             struct vault_folder **vf)
 {
     *vf = NULL;
     if ((need & RIGHT_WRITE) && fs->opt.read_only)
-        return -EROFS;
+        return refuse_dest(fs, req, op, ino, name, -EROFS, dest);
     if (ino == META_ROOT_INO)
-        return (need & RIGHT_WRITE) ? root_deny(fs, req, op, name) : 0;
+        return (need & RIGHT_WRITE) ? root_deny(fs, req, op, name, dest) : 0;
     uint64_t fid = 0;
     int r = inode_folder_id(fs, ino, &fid);
     if (r < 0)
         return r == -ENOENT ? -ENOENT : -EIO;
     *vf = vault_folder_by_id(fs->v, fid);
     if (!*vf || ((*vf)->rights & need) != need)
-        return deny(fs, req, op, ino, name);
+        return refuse_dest(fs, req, op, ino, name, -EACCES, dest);
     return 0;
+}
+
+static int folder_check(struct fs *fs, fuse_req_t req, uint64_t ino, uint32_t need,
+                        const char *op, const char *name, struct vault_folder **vf)
+{
+    return folder_check_dest(fs, req, ino, need, op, name, NULL, vf);
 }
 
 static const struct folder_keys *cur_keys(struct fs *fs, const struct vault_folder *vf)
@@ -558,7 +604,8 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
     }
     if (r == 0 && parent == META_ROOT_INO) {
         char *path = fs_path(fs, META_ROOT_INO, name);
-        r = fs_audit(fs, req, "lookup", path, 0, 0);
+        struct audit_detail d = { .file = ino };
+        r = fs_audit_detail(fs, req, "lookup", path, 0, 0, &d);
         free(path);
     }
     if (r < 0) {
@@ -675,8 +722,51 @@ static int setattr_size(struct fs *fs, fuse_req_t req, uint64_t ino, uint64_t si
     if (r == 0)
         r = fs_data_truncate(fs, in, size);
     fs_inode_put(fs, in, FS_REF_OP, 1);
-    int a = fs_audit(fs, req, "truncate", path, r, size);
+    struct audit_detail d = { .file = ino, .set = AUDIT_SET_SIZE, .size = size };
+    int a = fs_audit_detail(fs, req, "truncate", path, r, size, &d);
     return r < 0 ? (r == -EACCES ? r : -EIO) : a;
+}
+
+/* chmod, chown or utimens when only one kind of field changes. */
+static const char *setattr_op(int valid)
+{
+    int mode = valid & FUSE_SET_ATTR_MODE;
+    int owner = valid & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID);
+    int times = valid & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_ATIME_NOW | FUSE_SET_ATTR_MTIME |
+                         FUSE_SET_ATTR_MTIME_NOW);
+    if (mode && !owner && !times)
+        return "chmod";
+    if (owner && !mode && !times)
+        return "chown";
+    if (times && !mode && !owner)
+        return "utimens";
+    return "setattr";
+}
+
+/* The fields a setattr asked to change, with their new values (as
+ * applied to mi when it succeeded, as asked otherwise). */
+static struct audit_detail setattr_detail(uint64_t ino, const struct meta_inode *mi,
+                                          const struct stat *a, int valid)
+{
+    struct audit_detail d = { .file = ino };
+    if (valid & FUSE_SET_ATTR_MODE) {
+        d.set |= AUDIT_SET_MODE;
+        d.mode = a->st_mode & 07777;
+    }
+    if (valid & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
+        d.set |= AUDIT_SET_OWNER;
+        d.uid = (valid & FUSE_SET_ATTR_UID) ? a->st_uid : mi->uid;
+        d.gid = (valid & FUSE_SET_ATTR_GID) ? a->st_gid : mi->gid;
+    }
+    if (valid & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_ATIME_NOW)) {
+        d.set |= AUDIT_SET_ATIME;
+        d.atime_ns = (valid & FUSE_SET_ATTR_ATIME_NOW) ? mi->atime_ns : ts_to_ns(&a->st_atim);
+    }
+    if (valid & (FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_MTIME_NOW)) {
+        d.set |= AUDIT_SET_MTIME;
+        d.mtime_ns = (valid & FUSE_SET_ATTR_MTIME_NOW) ? mi->mtime_ns : ts_to_ns(&a->st_mtim);
+    }
+    return d;
 }
 
 static int setattr_meta(struct fs *fs, fuse_req_t req, uint64_t ino, const struct stat *attr,
@@ -684,6 +774,7 @@ static int setattr_meta(struct fs *fs, fuse_req_t req, uint64_t ino, const struc
 {
     struct meta *m = fs->v->meta;
     struct meta_inode mi;
+    memset(&mi, 0, sizeof mi);
     pthread_mutex_lock(&fs->meta_lock);
     int r = meta_begin(m);
     if (r == 0)
@@ -692,7 +783,12 @@ static int setattr_meta(struct fs *fs, fuse_req_t req, uint64_t ino, const struc
         r = apply_setattr(req, &mi, attr, valid);
     if (r == 0)
         r = meta_inode_update(m, &mi);
-    r = meta_op_end(fs, req, "setattr", path, 0, r);
+    struct audit_detail d = setattr_detail(ino, &mi, attr, valid);
+    const char *op = setattr_op(valid);
+    int failed = r;
+    r = meta_op_end_detail(fs, req, op, path, 0, r, &d);
+    if (failed < 0 && fs_audit_detail(fs, req, op, path, failed, 0, &d) < 0)
+        r = -EIO;
     *mtime_out = mi.mtime_ns;
     return r;
 }
@@ -857,7 +953,7 @@ static int root_mkdir(struct fs *fs, fuse_req_t req, const char *name, struct me
     if (fs->opt.read_only)
         return -EROFS;
     if (!may_create_folders(fs))
-        return root_deny(fs, req, "mkdir", name);
+        return root_deny(fs, req, "mkdir", name, NULL);
     int r = name_check(name);
     if (r < 0)
         return r;
@@ -1308,10 +1404,14 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
     if (flags & ~(unsigned)(RENAME_NOREPLACE | RENAME_EXCHANGE))
         r = -EINVAL;
     struct vault_folder *vf2 = NULL;
+    char *dest = fs_path(fs, newparent, newname);
     if (r == 0)
-        r = folder_check(fs, req, parent, RIGHT_READ | RIGHT_WRITE, "rename", name, &c.vf);
+        r = folder_check_dest(fs, req, parent, RIGHT_READ | RIGHT_WRITE, "rename", name, dest,
+                              &c.vf);
     if (r == 0)
-        r = folder_check(fs, req, newparent, RIGHT_READ | RIGHT_WRITE, "rename", newname, &vf2);
+        r = folder_check_dest(fs, req, newparent, RIGHT_READ | RIGHT_WRITE, "rename", newname,
+                              dest, &vf2);
+    free(dest);
     if (r == 0 && c.vf != vf2)
         r = -EXDEV;
     if (r == 0)
@@ -1432,6 +1532,8 @@ static void op_readlink(fuse_req_t req, fuse_ino_t ino)
         }
     }
     free(plain);
+    if (r != -EACCES && r != -EROFS && audit_ino(fs, req, "readlink", ino, r, 0) < 0)
+        r = -EIO;
     if (r < 0)
         fuse_reply_err(req, errno_out(r));
     else
@@ -1461,13 +1563,15 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     if (r == 0 && !(fi->flags & O_TRUNC) && (fi->flags & O_ACCMODE) != O_WRONLY)
         fs_data_prefetch(fs, in);
     char *path = fs_path(fs, ino, NULL);
+    struct audit_detail d = { .file = ino, .set = AUDIT_SET_SIZE };
     if (r == 0 && (fi->flags & O_TRUNC) && fs_data_size(in) != 0) {
         r = fs_data_truncate(fs, in, 0);
         if (r == 0)
-            r = fs_audit(fs, req, "truncate", path, 0, 0);
+            r = fs_audit_detail(fs, req, "truncate", path, 0, 0, &d);
     }
+    d.set = 0;
     if (r == 0)
-        r = fs_audit(fs, req, "open", path, 0, 0);
+        r = fs_audit_detail(fs, req, "open", path, 0, 0, &d);
     free(path);
     struct fs_handle *h = NULL;
     if (r == 0) {
@@ -1496,7 +1600,6 @@ static struct fs_handle *fi_handle(struct fuse_file_info *fi)
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                     struct fuse_file_info *fi)
 {
-    (void)ino;
     struct fs *fs = req_fs(req);
     struct fs_handle *h = fi_handle(fi);
     uint8_t *buf = malloc(size ? size : 1);
@@ -1507,6 +1610,8 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     size_t got = 0;
     int r = fs_data_read(fs, h->in, (uint64_t)off, size, buf, &got);
     if (r < 0) {
+        /* a failed read is an error with its errno, never "read ok" */
+        audit_ino(fs, req, "read", ino, r == -EACCES ? -EACCES : -EIO, 0);
         fuse_reply_err(req, EIO);
     } else {
         pthread_mutex_lock(&h->lock);
@@ -1554,12 +1659,10 @@ static int handle_summary(struct fs *fs, fuse_req_t req, struct fs_handle *h, ui
     int r = 0;
     if (!dw && !dr && !first)
         return 0;
-    char *path = fs_path(fs, ino, NULL);
     if (h->writable && (dw || first))
-        r = fs_audit(fs, req, "write", path, 0, dw);
+        r = audit_ino(fs, req, "write", ino, 0, dw);
     if (r == 0 && (dr || (first && !h->writable)))
-        r = fs_audit(fs, req, "read", path, 0, dr);
-    free(path);
+        r = audit_ino(fs, req, "read", ino, 0, dr);
     return r;
 }
 
@@ -1606,7 +1709,9 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 {
     struct fs *fs = req_fs(req);
     struct vault_folder *vf;
-    int r = folder_check(fs, req, ino, RIGHT_READ, "opendir", NULL, &vf);
+    int r = folder_check(fs, req, ino, RIGHT_READ, "readdir", NULL, &vf);
+    if (r == 0)   /* a listing is audited once per directory handle */
+        r = audit_ino(fs, req, "readdir", ino, 0, 0);
     if (r < 0) {
         fuse_reply_err(req, errno_out(r));
         return;
@@ -1834,6 +1939,9 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
     if (r == 0)
         r = open_any(fs, vf, "xattr", ino, name, sealed, slen, &plain, &plen);
     free(sealed);
+    if (r != -EACCES && r != -ENODATA && r != -EOPNOTSUPP && vf &&
+        audit_ino(fs, req, "getxattr", ino, r, plen) < 0)
+        r = -EIO;
     if (r < 0)
         fuse_reply_err(req, errno_out(r));
     else if (size == 0)
@@ -1889,6 +1997,8 @@ static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
         if (r == 0)
             r = c.err;
     }
+    if (r != -EACCES && c.vf && audit_ino(fs, req, "listxattr", ino, r, c.used) < 0)
+        r = -EIO;
     if (r < 0)
         fuse_reply_err(req, errno_out(r));
     else if (size == 0)
@@ -2017,8 +2127,10 @@ static int mount_options(const struct fs *fs, char *out, size_t cap)
     for (size_t i = 0; name[i] && j + 1 < sizeof safe; i++)   /* no option separators */
         safe[j++] = (name[i] == ',' || name[i] == '\\' || name[i] == ' ') ? '_' : name[i];
     safe[j] = '\0';
-    int n = snprintf(out, cap, "fsname=pactfs:%s,subtype=pactfs,default_permissions%s%s", safe,
-                     fs->opt.allow_other ? ",allow_other" : "", fs->opt.read_only ? ",ro" : "");
+    /* A read-only mount is not "ro" for the kernel: refused writes must reach
+     * folder_check, which answers EROFS and audits them (docs/format-audit.md). */
+    int n = snprintf(out, cap, "fsname=pactfs:%s,subtype=pactfs,default_permissions%s", safe,
+                     fs->opt.allow_other ? ",allow_other" : "");
     return n < 0 || (size_t)n >= cap ? -EINVAL : 0;
 }
 

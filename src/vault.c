@@ -351,17 +351,28 @@ static int audit_open_account(const char *spool_path, struct meta *m, const char
     return rc;
 }
 
-static void audit_unlock_failure(struct vault *v, const char *account, int rc)
+int vault_audit_failure(struct vault *v, const char *account, const char *op, const char *what,
+                        int rc)
 {
     struct audit *a = NULL;
     struct audit_ctx who = { getuid(), getpid() };
     struct audit_identity id = { .account = account };
+    int arc;
 
+    if (v->audit)
+        return audit_event(v->audit, &who, op, what, rc, 0);
     /* No key was unlocked: an unsigned session (docs/format-audit.md). */
-    if (audit_open(v->conf.audit_spool, v->conf.vault_id, &id, &a) == 0) {
-        audit_event(a, &who, "unlock", "/", rc, 0);
+    arc = audit_open(v->conf.audit_spool, v->conf.vault_id, &id, &a);
+    if (arc == 0) {
+        arc = audit_event(a, &who, op, what, rc, 0);
         audit_close(a);
     }
+    return arc;
+}
+
+static void audit_unlock_failure(struct vault *v, const char *account, int rc)
+{
+    vault_audit_failure(v, account, "unlock", "/", rc);
 }
 
 /* The account's registry record must verify up to the pinned root before
@@ -663,8 +674,10 @@ int vault_folder_create(struct vault *v, const char *name, uint64_t *folder_id)
     uint64_t id = 0;
     int rc;
 
-    if (!(v->account.roles & ROLE_DATAADMIN))
+    if (!(v->account.roles & ROLE_DATAADMIN)) {
+        vault_audit_failure(v, v->account.name, "folder-create", name, -EACCES);
         return pfs_err(-EACCES, "creating a folder needs the dataadmin role");
+    }
     rc = meta_begin(v->meta);
     if (rc < 0)
         return rc;

@@ -97,6 +97,11 @@ int vault_init(const struct vault_init_opts *o);
 
 /* Replace the unlocked-or-not account's sealed key (after a password
  * change or share rotation) and audit it. */
+/* Audit a failed or refused action of account: in the vault's session
+ * when one is open, else in an unsigned session of its own.  0 or -errno. */
+int vault_audit_failure(struct vault *v, const char *account, const char *op, const char *what,
+                        int rc);
+
 int vault_account_store_sealed(struct vault *v, const char *account, const uint8_t *sealed,
                                size_t sealed_len, const char *audit_op);
 

@@ -383,6 +383,8 @@ static int cmd_reseal(int argc, char **argv, int rotate)
         rc = vault_account_store_sealed(v, account, sealed, sealed_len,
                                         rotate ? "share-rotate" : "password-change");
     if (rc < 0) {
+        vault_audit_failure(v, account, rotate ? "share-rotate" : "password-change", account,
+                            rc);
         if (rc == -EKEYREJECTED)
             fprintf(stderr, PROG ": wrong password for account \"%s\"; nothing was changed\n",
                     account);

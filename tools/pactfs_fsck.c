@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "conf.h"
+#include "audit.h"
 #include "crypto.h"
 #include "error.h"
 #include "exitcodes.h"
@@ -57,6 +58,7 @@ struct fsck {
     int endpoint_absent[EC_MAX_FRAGS];
     struct object_layer *ol;
     int lock_fd;
+    struct audit *audit;        /* an unsigned session: fsck holds no account key */
 };
 
 /* ------------------------------------------------------------ messages */
@@ -328,6 +330,7 @@ static int fsck_open(struct fsck *f)
 
 static void fsck_close(struct fsck *f)
 {
+    audit_close(f->audit);
     if (f->ol)
         object_layer_free(f->ol);
     for (unsigned i = 0; i < EC_MAX_FRAGS; i++)
@@ -938,21 +941,69 @@ static int print_summary(const struct fsck *f, const struct verify_walk *w)
 
 /* ---------------------------------------------------------------- main */
 
+/* Each step is an audit event: ok, or the exit code's meaning as an errno
+ * (damage: EBADMSG, storage: EIO).  Fail closed: a step that changes
+ * storage does not run unless its start could be recorded. */
+static int fsck_audit(struct fsck *f, const char *op, int code, uint64_t count)
+{
+    struct audit_ctx who = { getuid(), getpid() };
+    int result = code == EXIT_OK ? 0 : code == EXIT_INTEGRITY ? -EBADMSG : -EIO;
+
+    if (!f->audit)
+        return 0;
+    if (audit_event(f->audit, &who, op, f->conf.vault_name, result, count) < 0) {
+        fprintf(stderr, PROG ": cannot write the audit spool %s: %s\n", f->conf.audit_spool,
+                pfs_err_msg());
+        return -EIO;
+    }
+    return 0;
+}
+
+static int fsck_audit_open(struct fsck *f)
+{
+    struct audit_identity id = { .account = "" };
+
+    if (audit_open(f->conf.audit_spool, f->conf.vault_id, &id, &f->audit) < 0) {
+        fprintf(stderr, PROG ": cannot open the audit spool %s: %s\n", f->conf.audit_spool,
+                pfs_err_msg());
+        return EXIT_AUDIT;
+    }
+    return EXIT_OK;
+}
+
 static int fsck_run(struct fsck *f)
 {
     struct verify_walk w = { .f = f };
     int code, other = EXIT_OK;
 
+    code = fsck_audit_open(f);
+    if (code != EXIT_OK)
+        return code;
     if (f->args.gc) {
         code = run_gc(f);
+        if (fsck_audit(f, "fsck-gc", code, 0) < 0)
+            return EXIT_AUDIT;
         if (code != EXIT_OK)
             return code;
     }
     code = run_verify(f, &w);
-    if (code == EXIT_OK && f->args.repair && w.t.repairable)
-        code = run_repair(f, &w);
-    if (code == EXIT_OK && f->args.orphans)
+    if (fsck_audit(f, "fsck-verify", code == EXIT_OK && (w.t.repairable || w.t.unrecoverable)
+                   ? EXIT_INTEGRITY : code, w.t.checked) < 0)
+        return EXIT_AUDIT;
+    if (code == EXIT_OK && f->args.repair) {
+        if (w.t.repairable)
+            code = run_repair(f, &w);
+        if (fsck_audit(f, "fsck-repair", code == EXIT_OK && (w.t.repaired < w.t.repairable ||
+                                                             w.t.unrecoverable)
+                       ? EXIT_INTEGRITY : code, w.t.repaired) < 0)
+            return EXIT_AUDIT;
+    }
+    if (code == EXIT_OK && f->args.orphans) {
         other = run_orphans(f);
+        if (fsck_audit(f, f->args.delete_orphans ? "fsck-delete-orphans" : "fsck-orphans",
+                       other, 0) < 0)
+            return EXIT_AUDIT;
+    }
     if (code == EXIT_OK)
         code = print_summary(f, &w);
     free(w.damaged.v);

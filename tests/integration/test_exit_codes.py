@@ -288,6 +288,7 @@ SCENARIOS = {
     (15, "pactfs"): lambda c: (immutable_audit_spool(c), mount(c))[1],
     (15, "pactfs-admin"): lambda c: (immutable_audit_spool(c),
                                      c.admin_as("folder-create", "HR"))[1],
+    (15, "pactfs-fsck"): lambda c: (immutable_audit_spool(c), fsck(c))[1],
     (16, "pactfs-admin"): lambda c: c.admin_as("grant", H.FOLDER, "nobody", "read"),
 }
 

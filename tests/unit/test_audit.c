@@ -266,10 +266,12 @@ static void test_events_are_json_with_every_field(void)
             CHECK(strcmp(field_str(o, "op"), "create") == 0);
         } else if (i == 2) {
             CHECK(strcmp(field_str(o, "result"), "denied") == 0);
+            CHECK(strcmp(field_str(o, "errno"), "EACCES") == 0);
         } else if (i == 3) {
             char hex[65];
 
-            CHECK(strcmp(field_str(o, "result"), "ENOENT") == 0);
+            CHECK(strcmp(field_str(o, "result"), "error") == 0);
+            CHECK(strcmp(field_str(o, "errno"), "ENOENT") == 0);
             CHECK_EQ_INT(field_int(o, "bytes"), 123456789012LL);
             CHECK_EQ_INT(field_int(o, "uid"), getuid());
             audit_line_hash(ls.l[2], strlen(ls.l[2]), hex);
