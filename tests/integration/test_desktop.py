@@ -224,5 +224,5 @@ def test_user_rw_and_backup_ro_mounts_at_once(new_vault):
     # Every session's events are in the spool, each chain verifies.
     accounts = {e["account"] for e in audit_events(v) if e["op"] == "read"}
     assert {H.ACCOUNT, BOB} <= accounts, accounts
-    p = v.admin("audit-verify", v.dir, "--passfile", v.passfile)
+    p = v.admin("audit-verify", v.dir)
     assert p.returncode == 0, p.stdout + p.stderr
