@@ -9,6 +9,7 @@
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>
+#include <openssl/hmac.h>
 #include <openssl/kdf.h>
 #include <openssl/params.h>
 #include <openssl/rand.h>
@@ -97,6 +98,19 @@ void sha256(const void *p, size_t n, uint8_t out[SHA256_LEN])
         ERR_clear_error();
         abort();
     }
+}
+
+int hmac_sha256(const void *key, size_t keylen, const void *p, size_t n,
+                uint8_t out[SHA256_LEN])
+{
+    unsigned int outlen = 0;
+
+    if (keylen > INT_MAX || !HMAC(EVP_sha256(), key, (int)keylen, p, n, out, &outlen)
+        || outlen != SHA256_LEN) {
+        ERR_clear_error();
+        return pfs_err(-EIO, "HMAC-SHA-256 failed");
+    }
+    return 0;
 }
 
 int crypto_memcmp(const void *a, const void *b, size_t n)

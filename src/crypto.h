@@ -32,6 +32,10 @@ int crypto_random(void *buf, size_t n);
 
 void sha256(const void *p, size_t n, uint8_t out[SHA256_LEN]);
 
+/* HMAC-SHA-256 (RFC 2104): 0 or -EIO. */
+int hmac_sha256(const void *key, size_t keylen, const void *p, size_t n,
+                uint8_t out[SHA256_LEN]);
+
 /* Constant-time comparison: 0 if equal. */
 int crypto_memcmp(const void *a, const void *b, size_t n);
 

@@ -8,9 +8,15 @@
  * The protocol is documented in docs/keyd.md.
  *
  * What it stores:
- *   verifier     = SHA-256(salt || auth), salt random per account
+ *   verifier     = HMAC-SHA-256(verifier key, "pactfs-keyd v2 verifier",
+ *                  vault, account, SHA-256(salt || auth)), salt random per
+ *                  account, verifier key = HKDF(master key), so a copy of
+ *                  the database (with the metadata store) allows no offline
+ *                  password guessing;
  *   sealed_share = AES-256-GCM(master key, share), AD = vault and account,
  *                  so a copy of the database alone yields no share.
+ * Databases of schema 1 (verifier = SHA-256(salt || auth)) are migrated in
+ * one transaction when the service starts (db_migrate_v2).
  */
 
 #include <errno.h>
@@ -48,6 +54,11 @@
 #define KEYD_TOKEN_MIN 16
 #define KEYD_DEFAULT_CONF "/etc/pactfs/keyd.conf"
 #define KEYD_SEALED_SHARE_LEN (SHARE_LEN + AEAD_OVERHEAD)
+/* PRAGMA user_version of keyd.db: 0 or 1 = plain salted-hash verifiers,
+ * 2 = verifiers keyed by the verifier key (docs/keyd.md). */
+#define KEYD_SCHEMA_VERSION 2
+#define KEYD_VERIFIER_KEY_LABEL "pactfs-keyd v2 verifier key"
+#define KEYD_VERIFIER_LABEL "pactfs-keyd v2 verifier"
 
 struct keyd_conf {
     char *listen_address;
@@ -73,6 +84,7 @@ struct keyd {
     int audit_fd;
     int capture_fd;
     uint8_t *master_key;          /* secmem, KEYD_MASTER_KEY_LEN */
+    uint8_t *verifier_key;        /* secmem, SHA256_LEN: HKDF(master key) */
     uint8_t *admin_token_hash;    /* secmem, SHA256_LEN */
     bool require_client_cert;
 };
@@ -188,7 +200,8 @@ static int load_master_key(struct keyd *k)
     if (rc)
         return rc;
     k->master_key = secmem_alloc(KEYD_MASTER_KEY_LEN);
-    if (!k->master_key)
+    k->verifier_key = secmem_alloc(SHA256_LEN);
+    if (!k->master_key || !k->verifier_key)
         rc = pfs_err(-ENOMEM, "out of memory");
     else if (trimmed_len(text, len) != 2 * KEYD_MASTER_KEY_LEN)
         rc = pfs_err(-EINVAL, "%s must hold 64 hex digits (make one with: "
@@ -199,6 +212,10 @@ static int load_master_key(struct keyd *k)
         if (hex_decode(text, k->master_key, KEYD_MASTER_KEY_LEN) < 0)
             rc = pfs_err(-EINVAL, "%s is not hex (make one with: openssl rand -hex 32)",
                          k->conf.master_key_file);
+        else
+            rc = hkdf_sha256(k->master_key, KEYD_MASTER_KEY_LEN, NULL, 0,
+                             KEYD_VERIFIER_KEY_LABEL, strlen(KEYD_VERIFIER_KEY_LABEL),
+                             k->verifier_key, SHA256_LEN);
     }
     secmem_free(text, len + 1);
     return rc;
@@ -399,20 +416,46 @@ static int source_store(struct keyd *k, const char *addr, const struct source_ro
 
 /* ---------------------------------------------------------------- secrets */
 
-static void make_verifier(const uint8_t salt[KEYD_SALT_LEN], const uint8_t *auth,
+/* Key a schema-1 verifier, SHA-256(salt || auth), into the stored one:
+ * HMAC-SHA-256(verifier key, label, vault, account, inner).  Without the
+ * verifier key (derived from the master key, which is not in the database)
+ * a copy of the database cannot check a guessed password.  On failure the
+ * output is random, a verifier nobody can match, so the login fails. */
+static void key_verifier(struct keyd *k, const char *vault, const char *account,
+                         const uint8_t inner[SHA256_LEN], uint8_t out[SHA256_LEN])
+{
+    struct wbuf b;
+    uint8_t *msg;
+    size_t len = 0;
+
+    wbuf_init_secure(&b);
+    wbuf_put_str(&b, KEYD_VERIFIER_LABEL);
+    wbuf_put_str(&b, vault);
+    wbuf_put_str(&b, account);
+    wbuf_put_bytes(&b, inner, SHA256_LEN);
+    msg = wbuf_steal(&b, &len);
+    if (!msg || hmac_sha256(k->verifier_key, SHA256_LEN, msg, len, out) != 0)
+        crypto_random(out, SHA256_LEN);
+    if (msg)
+        secmem_free(msg, len);
+}
+
+static void make_verifier(struct keyd *k, const char *vault, const char *account,
+                          const uint8_t salt[KEYD_SALT_LEN], const uint8_t *auth,
                           uint8_t out[SHA256_LEN])
 {
-    uint8_t *in = secmem_alloc(KEYD_SALT_LEN + SHARE_AUTH_LEN);
+    uint8_t *in = secmem_alloc(KEYD_SALT_LEN + SHARE_AUTH_LEN + SHA256_LEN);
+    uint8_t *inner = in + KEYD_SALT_LEN + SHARE_AUTH_LEN;
 
     if (!in) {
-        /* Out of memory: a verifier nobody can match, so the login fails. */
         crypto_random(out, SHA256_LEN);
         return;
     }
     memcpy(in, salt, KEYD_SALT_LEN);
     memcpy(in + KEYD_SALT_LEN, auth, SHARE_AUTH_LEN);
-    sha256(in, KEYD_SALT_LEN + SHARE_AUTH_LEN, out);
-    secmem_free(in, KEYD_SALT_LEN + SHARE_AUTH_LEN);
+    sha256(in, KEYD_SALT_LEN + SHARE_AUTH_LEN, inner);
+    key_verifier(k, vault, account, inner, out);
+    secmem_free(in, KEYD_SALT_LEN + SHARE_AUTH_LEN + SHA256_LEN);
 }
 
 /* Associated data that binds a sealed share to its vault and account. */
@@ -457,6 +500,139 @@ static int share_open(struct keyd *k, const char *vault, const char *account,
         return pfs_err(rc, "a stored share does not open under the master key "
                        "(wrong master_key_file or a tampered database)");
     return 0;
+}
+
+/* ---------------------------------------------------------------- schema */
+
+static int db_user_version(struct keyd *k, int *version)
+{
+    sqlite3_stmt *st = db_prepare(k, "PRAGMA user_version");
+    int rc = 0;
+
+    if (!st)
+        return -EIO;
+    if (sqlite3_step(st) == SQLITE_ROW)
+        *version = sqlite3_column_int(st, 0);
+    else
+        rc = pfs_err(-EIO, "database %s: cannot read its schema version: %s",
+                     k->conf.database, sqlite3_errmsg(k->db));
+    sqlite3_finalize(st);
+    return rc;
+}
+
+/* Re-key one schema-1 row: its stored SHA-256(salt || auth) becomes the
+ * keyed verifier.  The row's share must open under this master key first:
+ * re-keying under a wrong key would lock every account out for good. */
+static int db_rekey_row(struct keyd *k, int64_t rowid)
+{
+    sqlite3_stmt *st = db_prepare(k, "SELECT vault, account, verifier, sealed_share"
+                                     " FROM accounts WHERE rowid = ?1");
+    uint8_t inner[SHA256_LEN], verifier[SHA256_LEN], sealed[KEYD_SEALED_SHARE_LEN];
+    uint8_t *share = secmem_alloc(SHARE_LEN);
+    char *vault = NULL, *account = NULL;
+    int rc = share ? 0 : pfs_err(-ENOMEM, "out of memory");
+
+    if (!st)
+        rc = -EIO;
+    else
+        sqlite3_bind_int64(st, 1, rowid);
+    if (!rc && sqlite3_step(st) != SQLITE_ROW)
+        rc = pfs_err(-EIO, "database read failed: %s", sqlite3_errmsg(k->db));
+    if (!rc) {
+        vault = strdup((const char *)sqlite3_column_text(st, 0));
+        account = strdup((const char *)sqlite3_column_text(st, 1));
+        rc = vault && account ? 0 : pfs_err(-ENOMEM, "out of memory");
+        rc = rc ? rc : copy_blob(st, 2, inner, sizeof inner);
+        rc = rc ? rc : copy_blob(st, 3, sealed, sizeof sealed);
+    }
+    sqlite3_finalize(st);
+    rc = rc ? rc : share_open(k, vault, account, sealed, share);
+    if (!rc) {
+        key_verifier(k, vault, account, inner, verifier);
+        st = db_prepare(k, "UPDATE accounts SET verifier = ?2 WHERE rowid = ?1");
+        if (!st)
+            rc = -EIO;
+        else {
+            sqlite3_bind_int64(st, 1, rowid);
+            sqlite3_bind_blob(st, 2, verifier, sizeof verifier, SQLITE_STATIC);
+            rc = db_step_done(k, st);
+        }
+    }
+    secmem_wipe(inner, sizeof inner);
+    secmem_free(share, SHARE_LEN);
+    free(vault);
+    free(account);
+    return rc;
+}
+
+/* The rowids of every account, so the re-keying does not update rows under
+ * a running SELECT. */
+static int db_account_rowids(struct keyd *k, int64_t **ids, size_t *n)
+{
+    sqlite3_stmt *st = db_prepare(k, "SELECT rowid FROM accounts");
+    size_t cap = 0;
+    int r;
+
+    *ids = NULL;
+    *n = 0;
+    if (!st)
+        return -EIO;
+    while ((r = sqlite3_step(st)) == SQLITE_ROW) {
+        if (*n == cap) {
+            int64_t *m = realloc(*ids, (cap = cap ? 2 * cap : 64) * sizeof *m);
+            if (!m) {
+                sqlite3_finalize(st);
+                return pfs_err(-ENOMEM, "out of memory");
+            }
+            *ids = m;
+        }
+        (*ids)[(*n)++] = sqlite3_column_int64(st, 0);
+    }
+    sqlite3_finalize(st);
+    return r == SQLITE_DONE ? 0 : pfs_err(-EIO, "database read failed: %s",
+                                          sqlite3_errmsg(k->db));
+}
+
+/* Schema 1 -> 2 in one transaction: every verifier re-keyed at once (no
+ * login needed), secure_delete overwrites the old values in the file. */
+static int db_migrate_v2(struct keyd *k)
+{
+    int64_t *ids = NULL;
+    size_t n = 0;
+    int rc = db_exec(k, "BEGIN IMMEDIATE");
+
+    rc = rc ? rc : db_account_rowids(k, &ids, &n);
+    for (size_t i = 0; !rc && i < n; i++)
+        rc = db_rekey_row(k, ids[i]);
+    free(ids);
+    rc = rc ? rc : db_exec(k, "PRAGMA user_version = 2");
+    rc = rc ? rc : db_exec(k, "COMMIT");
+    if (rc) {
+        char why[512];
+
+        snprintf(why, sizeof why, "%s", pfs_err_msg());
+        sqlite3_exec(k->db, "ROLLBACK", NULL, NULL, NULL);
+        return pfs_err(rc, "database %s: migrating the login verifiers to schema 2 failed, "
+                       "nothing was changed: %s", k->conf.database, why);
+    }
+    if (n)
+        https_log(LOG_NOTICE, "database %s: %zu login verifiers re-keyed under the master "
+                  "key (schema 2); copies and backups made before now still hold the "
+                  "old unkeyed verifiers: destroy them", k->conf.database, n);
+    return 0;
+}
+
+static int db_migrate(struct keyd *k)
+{
+    int version = 0, rc = db_user_version(k, &version);
+
+    if (rc || version == KEYD_SCHEMA_VERSION)
+        return rc;
+    if (version > KEYD_SCHEMA_VERSION)
+        return pfs_err(-EINVAL, "database %s has schema %d; this pactfs-keyd reads up to "
+                       "schema %d (upgrade pactfs-keyd)", k->conf.database, version,
+                       KEYD_SCHEMA_VERSION);
+    return db_migrate_v2(k);
 }
 
 /* ---------------------------------------------------------------- audit */
@@ -721,7 +897,8 @@ static int authenticate(struct keyd *k, const char *remote, const struct fields 
     if (rc || o->status)
         return rc;
     /* Same work whether or not the account exists: the answer is uniform. */
-    make_verifier(row->found ? row->salt : dummy_salt, auth, computed);
+    make_verifier(k, f->vault, f->account, row->found ? row->salt : dummy_salt, auth,
+                  computed);
     match = row->found && CRYPTO_memcmp(computed, row->verifier, SHA256_LEN) == 0;
     secmem_wipe(computed, sizeof computed);
     if (!match) {
@@ -741,13 +918,13 @@ static int authenticate(struct keyd *k, const char *remote, const struct fields 
     return rc;
 }
 
-static int new_secret_row(const uint8_t *auth, uint8_t salt[KEYD_SALT_LEN],
-                          uint8_t verifier[SHA256_LEN])
+static int new_secret_row(struct keyd *k, const struct fields *f, const uint8_t *auth,
+                          uint8_t salt[KEYD_SALT_LEN], uint8_t verifier[SHA256_LEN])
 {
     int rc = crypto_random(salt, KEYD_SALT_LEN);
 
     if (!rc)
-        make_verifier(salt, auth, verifier);
+        make_verifier(k, f->vault, f->account, salt, auth, verifier);
     return rc;
 }
 
@@ -785,7 +962,7 @@ static int handle_enroll(struct keyd *k, const char *remote, const struct fields
         set_outcome(o, 409, "exists");
         return 0;
     }
-    rc = new_secret_row(f->auth, salt, verifier);
+    rc = new_secret_row(k, f, f->auth, salt, verifier);
     rc = rc ? rc : new_share(k, f, o, sealed);
     if (rc)
         return rc;
@@ -836,7 +1013,7 @@ static int handle_change_auth(struct keyd *k, const char *remote, const struct f
     rc = authenticate(k, remote, f, f->auth, &row, o);
     if (rc || o->status)
         return rc;
-    rc = new_secret_row(f->new_auth, salt, verifier);
+    rc = new_secret_row(k, f, f->new_auth, salt, verifier);
     if (rc)
         return rc;
     st = db_prepare(k, "UPDATE accounts SET salt = ?3, verifier = ?4, updated = ?5"
@@ -1107,6 +1284,7 @@ static int keyd_setup(struct keyd *k)
 
     rc = rc ? rc : load_admin_token(k);
     rc = rc ? rc : db_open(k);
+    rc = rc ? rc : db_migrate(k);
     rc = rc ? rc : open_append(k->conf.audit_log, &k->audit_fd);
     if (!rc && k->conf.debug_capture) {
         rc = open_append(k->conf.debug_capture, &k->capture_fd);
@@ -1127,6 +1305,7 @@ static void keyd_teardown(struct keyd *k)
     if (k->capture_fd >= 0)
         close(k->capture_fd);
     secmem_free(k->master_key, KEYD_MASTER_KEY_LEN);
+    secmem_free(k->verifier_key, SHA256_LEN);
     secmem_free(k->admin_token_hash, SHA256_LEN);
     keyd_conf_free(&k->conf);
 }

@@ -15,6 +15,8 @@ values, not guesses.
 import ctypes
 import ctypes.util
 import glob
+import hashlib
+import hmac
 import json
 import os
 import re
@@ -813,3 +815,126 @@ def test_login_through_recording_proxy_has_no_password_nor_key_half(kvault, keyd
     found = find_secrets(sent, {"password": H.PASSWORD, "pwkey": pwkey, "key half": half,
                                 "share": share})
     assert not found, "the workstation sent %s to the key service" % ", ".join(found)
+
+
+# ---------------------------------------------------------------- keyed verifiers
+
+VERIFIER_KEY_LABEL = "pactfs-keyd v2 verifier key"
+VERIFIER_LABEL = b"pactfs-keyd v2 verifier"
+
+
+def auth_of(password, vault_dir, account):
+    """The login authenticator of account, recomputed as keyring.c does."""
+    t, m, p, salt = sealed_key_params(vault_dir, account)
+    return hkdf(argon2id(password.encode(), salt, t, m, p), "pactfs v1 share auth")
+
+
+def unkeyed_verifier(salt, auth):
+    """Schema 1: what a thief of keyd.db can recompute from a guess."""
+    return hashlib.sha256(salt + auth).digest()
+
+
+def keyed_verifier(master_key, vault, account, inner):
+    """Schema 2 (docs/keyd.md): needs the master key, which is not in keyd.db."""
+    key = hkdf(master_key, VERIFIER_KEY_LABEL)
+    msg = blob(VERIFIER_LABEL) + blob(vault.encode()) + blob(account.encode()) + inner
+    return hmac.new(key, msg, hashlib.sha256).digest()
+
+
+def keyd_schema(k):
+    db = sqlite3.connect("file:%s?mode=ro" % k.file("keyd.db"), uri=True)
+    try:
+        return db.execute("PRAGMA user_version").fetchone()[0]
+    finally:
+        db.close()
+
+
+def test_stolen_keyd_db_and_metadata_allow_no_offline_guessing(kvault, keyd):
+    """The attack: a thief holds keyd.db and meta.db (not the master key
+    file) and tries passwords offline, the true one among them."""
+    v = kvault
+    keyd.restart()      # the database file as a backup would copy it
+    assert keyd_schema(keyd) == 2
+    stolen = os.path.join(v.base, "stolen-keyd.db")
+    shutil.copy(keyd.file("keyd.db"), stolen)
+    db = sqlite3.connect(stolen)
+    try:
+        rows = db.execute("SELECT vault, account, salt, verifier FROM accounts").fetchall()
+    finally:
+        db.close()
+    assert {r[1] for r in rows} >= {H.ACCOUNT}, rows
+    guesses = [OTHER_PASSWORD, NEW_PASSWORD, H.PASSWORD]
+    for vault, account, salt, verifier in rows:
+        salt, verifier = bytes(salt), bytes(verifier)
+        for guess in guesses:
+            auth = auth_of(guess, v.dir, account)
+            assert unkeyed_verifier(salt, auth) != verifier, \
+                "the stored verifier of %s confirms the guess %r offline" % (account, guess)
+        # With the master key (kept outside the database) the true password
+        # does match: the verifier is keyed, not random.
+        inner = unkeyed_verifier(salt, auth_of(H.PASSWORD, v.dir, account))
+        assert keyed_verifier(keyd.master_key, vault, account, inner) == verifier
+        assert keyed_verifier(os.urandom(32), vault, account, inner) != verifier
+    v.mount()
+    v.unmount()
+    assert len(logins(keyd, "released")) == 1, keyd.audit_events()
+
+
+def test_schema1_database_rekeyed_at_start(kvault, keyd):
+    """A keyd.db written by the previous pactfs-keyd (verifier =
+    SHA-256(salt || auth), user_version 0) is re-keyed in one step at start:
+    no unkeyed verifier is left, and logins work as before."""
+    v = kvault
+    rc = keyd.stop()
+    assert rc == 0
+    db = sqlite3.connect(keyd.file("keyd.db"))
+    try:
+        rows = db.execute("SELECT vault, account, salt FROM accounts").fetchall()
+        old = {}
+        for vault, account, salt in rows:
+            old[account] = unkeyed_verifier(bytes(salt), auth_of(H.PASSWORD, v.dir, account))
+            db.execute("UPDATE accounts SET verifier = ? WHERE vault = ? AND account = ?",
+                       (old[account], vault, account))
+        db.execute("PRAGMA user_version = 0")
+        db.commit()
+    finally:
+        db.close()
+    assert H.ACCOUNT in old
+    keyd.start()
+    assert keyd_schema(keyd) == 2
+    assert "re-keyed under the master key" in keyd.read_stderr(), keyd.read_stderr()
+    data = keyd.read("keyd.db")
+    for account, verifier in old.items():
+        assert verifier not in data, "the unkeyed verifier of %s is still in keyd.db" % account
+    for vault, account, _, salt, verifier in keyd.accounts():
+        assert verifier == keyed_verifier(keyd.master_key, vault, account, old[account])
+    v.mount()
+    v.unmount()
+    bad = passfile(v, "bad.pass", OTHER_PASSWORD)
+    mount_refused(v, bad, EXIT_BAD_PASSWORD, "wrong password after the migration")
+    # A restart does not re-key twice.
+    keyd.restart()
+    v.mount()
+    v.unmount()
+
+
+def test_schema1_migration_refuses_a_wrong_master_key(kvault, keyd):
+    """Re-keying under a wrong master key would lock every account out for
+    good: the service refuses to start and changes nothing."""
+    rc = keyd.stop()
+    assert rc == 0
+    db = sqlite3.connect(keyd.file("keyd.db"))
+    try:
+        db.execute("PRAGMA user_version = 1")
+        db.commit()
+    finally:
+        db.close()
+    before = keyd.read("keyd.db")
+    right = keyd.master_key
+    write_secret(keyd.file("master.key"), os.urandom(32).hex() + "\n")
+    with pytest.raises(AssertionError):
+        keyd.start()
+    keyd.proc = None
+    assert "wrong master_key_file" in keyd.read_stderr(), keyd.read_stderr()
+    assert keyd.read("keyd.db") == before
+    write_secret(keyd.file("master.key"), right.hex() + "\n")

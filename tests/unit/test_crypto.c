@@ -361,6 +361,20 @@ static void test_sha256(void)
     CHECK_MEM(d, want, 32);
 }
 
+/* RFC 4231 test cases 1 and 2. */
+static void test_hmac_sha256_rfc4231(void)
+{
+    uint8_t key[20], d[32], want[32];
+
+    memset(key, 0x0b, sizeof key);
+    CHECK_EQ_INT(hmac_sha256(key, sizeof key, "Hi There", 8, d), 0);
+    hex_decode("b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7", want, 32);
+    CHECK_MEM(d, want, 32);
+    CHECK_EQ_INT(hmac_sha256("Jefe", 4, "what do ya want for nothing?", 28, d), 0);
+    hex_decode("5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843", want, 32);
+    CHECK_MEM(d, want, 32);
+}
+
 /* The hot path runs in FUSE worker threads: the primitives must be safe to
  * call concurrently (shared algorithm objects, per-call contexts). */
 static void *seal_open_worker(void *arg)
@@ -420,6 +434,7 @@ int main(void)
     RUN(test_der_roundtrip);
     RUN(test_hex_and_memcmp);
     RUN(test_sha256);
+    RUN(test_hmac_sha256_rfc4231);
     RUN(test_threads);
     EVP_PKEY_free(rsa_a);
     EVP_PKEY_free(rsa_b);
