@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -14,93 +15,153 @@
 #include "secmem.h"
 
 #define PASSWORD_MAX 1024
+#define SECRET_BUF (PASSWORD_MAX + 2)
 
-/* Read one line from fp into secure memory, without the newline. */
-static char *read_secret_line(FILE *fp)
+/* Read the first line of fd straight into locked memory with read(2): no
+ * stdio buffer (which would keep a copy in the heap after fclose) ever
+ * holds the password.  drain: read the rest of a pipe so its writer does
+ * not die of SIGPIPE (the rest is wiped, not kept). */
+static char *read_secret_fd(int fd, int drain)
 {
-    char *buf = secmem_alloc(PASSWORD_MAX + 2);
-    size_t len;
+    char *buf = secmem_alloc(SECRET_BUF);
+    size_t len = 0, eol;
+    char *out;
 
     if (!buf)
         return NULL;
-    if (!fgets(buf, PASSWORD_MAX + 2, fp)) {
-        secmem_free(buf, PASSWORD_MAX + 2);
+    for (;;) {
+        ssize_t n = len < SECRET_BUF ? read(fd, buf + len, SECRET_BUF - len) : 0;
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            pfs_err(-errno, "cannot read the password: %s", strerror(errno));
+            secmem_free(buf, SECRET_BUF);
+            return NULL;
+        }
+        if (n == 0 || memchr(buf + len, '\n', (size_t)n)) {
+            len += (size_t)n;
+            break;
+        }
+        len += (size_t)n;
+    }
+    while (drain) {
+        char rest[256];
+        ssize_t n = read(fd, rest, sizeof rest);
+        secmem_wipe(rest, sizeof rest);
+        if (n == 0 || (n < 0 && errno != EINTR))
+            break;
+    }
+    for (eol = 0; eol < len && buf[eol] != '\n' && buf[eol] != '\r'; eol++)
+        ;
+    if (len == 0) {
+        secmem_free(buf, SECRET_BUF);
         return NULL;
     }
-    len = strcspn(buf, "\r\n");
-    if (len > PASSWORD_MAX) {
-        secmem_free(buf, PASSWORD_MAX + 2);
+    if (eol > PASSWORD_MAX) {
+        secmem_free(buf, SECRET_BUF);
         pfs_err(-EINVAL, "the password is longer than %d bytes", PASSWORD_MAX);
         return NULL;
     }
-    buf[len] = '\0';
-    {
-        char *out = secmem_strdup(buf);
-        secmem_free(buf, PASSWORD_MAX + 2);
-        return out;
-    }
+    buf[eol] = '\0';
+    out = secmem_strdup(buf);
+    secmem_free(buf, SECRET_BUF);
+    return out;
 }
 
 static char *password_from_file(const char *path)
 {
-    FILE *fp = fopen(path, "re");
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
     char *pw;
 
-    if (!fp) {
+    if (fd < 0) {
         pfs_err(-errno, "cannot read the password file %s: %s", path, strerror(errno));
         return NULL;
     }
-    pw = read_secret_line(fp);
-    fclose(fp);
+    pw = read_secret_fd(fd, 0);
+    close(fd);
     if (!pw && !*pfs_err_msg())
         pfs_err(-EINVAL, "the password file %s is empty", path);
     return pw;
 }
 
+/* `sh -c CMD` with its standard output on a pipe we read() (no popen: its
+ * FILE buffer would keep the password in the heap). */
 static char *password_from_command(const char *cmd)
 {
-    FILE *fp = popen(cmd, "r");
+    int p[2], status = 0;
+    pid_t child;
     char *pw;
-    int status;
 
-    if (!fp) {
+    if (pipe2(p, O_CLOEXEC) < 0) {
         pfs_err(-errno, "cannot run the --extpass command: %s", strerror(errno));
         return NULL;
     }
-    pw = read_secret_line(fp);
-    status = pclose(fp);
-    if (status != 0) {
+    child = fork();
+    if (child < 0) {
+        pfs_err(-errno, "cannot run the --extpass command: %s", strerror(errno));
+        close(p[0]);
+        close(p[1]);
+        return NULL;
+    }
+    if (child == 0) {
+        if (dup2(p[1], STDOUT_FILENO) < 0)
+            _exit(127);
+        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+        _exit(127);
+    }
+    close(p[1]);
+    pw = read_secret_fd(p[0], 1);
+    close(p[0]);
+    while (waitpid(child, &status, 0) < 0 && errno == EINTR)
+        ;
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
         if (pw)
             secmem_free_str(pw);
         pfs_err(-EINVAL, "the --extpass command \"%s\" failed (status %d)", cmd, status);
         return NULL;
     }
-    if (!pw)
+    if (!pw && !*pfs_err_msg())
         pfs_err(-EINVAL, "the --extpass command \"%s\" printed no password", cmd);
     return pw;
 }
 
+static void write_all(int fd, const char *s)
+{
+    size_t n = strlen(s);
+
+    while (n > 0) {
+        ssize_t w = write(fd, s, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return;
+        s += w;
+        n -= (size_t)w;
+    }
+}
+
 static char *password_from_tty(const char *prompt)
 {
-    FILE *tty = fopen("/dev/tty", "r+e");
+    int tty = open("/dev/tty", O_RDWR | O_NOCTTY | O_CLOEXEC);
     struct termios old, noecho;
+    int restore = 0;
     char *pw;
 
-    if (!tty) {
+    if (tty < 0) {
         pfs_err(-ENOTTY, "no terminal to ask the password on: use --passfile FILE or --extpass CMD");
         return NULL;
     }
-    fputs(prompt, tty);
-    fflush(tty);
-    if (tcgetattr(fileno(tty), &old) == 0) {
+    write_all(tty, prompt);
+    if (tcgetattr(tty, &old) == 0) {
         noecho = old;
         noecho.c_lflag &= ~(tcflag_t)ECHO;
-        tcsetattr(fileno(tty), TCSAFLUSH, &noecho);
+        restore = tcsetattr(tty, TCSAFLUSH, &noecho) == 0;
     }
-    pw = read_secret_line(tty);
-    tcsetattr(fileno(tty), TCSAFLUSH, &old);
-    fputc('\n', tty);
-    fclose(tty);
+    pw = read_secret_fd(tty, 0);
+    if (restore)
+        tcsetattr(tty, TCSAFLUSH, &old);
+    write_all(tty, "\n");
+    close(tty);
     return pw;
 }
 

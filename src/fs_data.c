@@ -220,7 +220,7 @@ static void cache_remove_locked(struct fs_data *d, struct cache_entry *e)
     lru_unlink(d, e);
     if (e->ready)
         d->cache_bytes -= e->cost;
-    free(e->buf);
+    secmem_plain_free(e->buf);
     free(e);
 }
 
@@ -247,21 +247,19 @@ static void cache_release(struct fs_data *d, struct cache_entry *e)
     pthread_mutex_unlock(&d->clock);
 }
 
-/* Hand a plaintext buffer (malloc'd) to the cache; it owns it afterwards. */
+/* Hand a plaintext buffer (secmem_plain_alloc) to the cache; it owns it
+ * afterwards. */
 static void cache_adopt(struct fs_data *d, uint64_t ino, uint64_t idx, uint64_t ver,
                         uint8_t *buf, uint32_t len, size_t cap)
 {
     struct cache_entry *e = calloc(1, sizeof *e);
     if (!e) {
-        free(buf);
+        secmem_plain_free(buf);
         return;
     }
     if (len < cap / 2) {   /* small tail chunks should not pin a whole chunk */
-        uint8_t *shrunk = realloc(buf, len ? len : 1);
-        if (shrunk) {
-            buf = shrunk;
-            cap = len ? len : 1;
-        }
+        secmem_plain_shrink(buf, len ? len : 1);
+        cap = len ? len : 1;
     }
     e->ino = ino; e->idx = idx; e->version = ver;
     e->buf = buf; e->len = len; e->cost = cap; e->ready = 1;
@@ -318,11 +316,11 @@ static int cache_acquire(struct fs *fs, uint64_t ino, uint64_t idx, const struct
         pthread_cond_wait(&d->ccond, &d->clock);
     }
     struct cache_entry *e = calloc(1, sizeof *e);
-    uint8_t *buf = malloc(ref->plain_len ? ref->plain_len : 1);
+    uint8_t *buf = secmem_plain_alloc(ref->plain_len ? ref->plain_len : 1);
     if (!e || !buf) {
         pthread_mutex_unlock(&d->clock);
         free(e);
-        free(buf);
+        secmem_plain_free(buf);
         return pfs_err(-ENOMEM, "out of memory for a chunk of inode %" PRIu64, ino);
     }
     e->ino = ino; e->idx = idx; e->version = ref->version; e->refs = 1;
@@ -338,7 +336,7 @@ static int cache_acquire(struct fs *fs, uint64_t ino, uint64_t idx, const struct
         e->cost = 0;
         e->buf = NULL;
         cache_remove_locked(d, e);
-        free(buf);
+        secmem_plain_free(buf);
     } else {
         e->buf = buf;
         e->len = ref->plain_len;
@@ -616,7 +614,7 @@ void fs_data_detach(struct fs *fs, struct fs_inode *in)
         while (c) {
             struct fs_chunk *next = c->next;
             if (c->buf) {
-                free(c->buf);
+                secmem_plain_free(c->buf);
                 dirty_sub(fs->data, chunk_sz(fs));
             }
             if (c->ref_state == REF_PENDING)
@@ -696,7 +694,7 @@ static int chunk_make_dirty(struct fs *fs, struct fs_inode *in, struct fs_chunk 
                             uint32_t keep_len)
 {
     size_t cs = chunk_sz(fs);
-    uint8_t *buf = malloc(cs);
+    uint8_t *buf = secmem_plain_alloc(cs);
     if (!buf)
         return pfs_err(-ENOMEM, "out of memory for a dirty chunk");
     dirty_add(fs->data, cs);
@@ -722,7 +720,7 @@ static int chunk_make_dirty(struct fs *fs, struct fs_inode *in, struct fs_chunk 
             pthread_cond_broadcast(&in->cond);
         }
         if (r < 0) {
-            free(buf);
+            secmem_plain_free(buf);
             dirty_sub(fs->data, cs);
             return r;
         }
@@ -1292,7 +1290,7 @@ static void drop_chunks_from(struct fs *fs, struct fs_file *f, uint64_t keep)
             if (c->idx < keep)
                 continue;
             if (c->buf) {
-                free(c->buf);
+                secmem_plain_free(c->buf);
                 c->buf = NULL;
                 c->len = 0;
                 dirty_sub(fs->data, chunk_sz(fs));

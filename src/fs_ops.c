@@ -1602,7 +1602,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 {
     struct fs *fs = req_fs(req);
     struct fs_handle *h = fi_handle(fi);
-    uint8_t *buf = malloc(size ? size : 1);
+    uint8_t *buf = secmem_plain_alloc(size ? size : 1);
     if (!buf) {
         fuse_reply_err(req, ENOMEM);
         return;
@@ -1619,7 +1619,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
         pthread_mutex_unlock(&h->lock);
         fuse_reply_buf(req, (const char *)buf, got);
     }
-    free(buf);
+    secmem_plain_free(buf);
 }
 
 static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,

@@ -313,8 +313,23 @@ static int open_and_unlock(const struct mount_args *a, const char *password, str
     return EXIT_OK;
 }
 
-/* Open, unlock and serve.  Runs in the daemon (or the foreground). */
-static int serve(const struct mount_args *a, const char *password, int ready_fd)
+/* Lock the plaintext pool to the cache budget (cut to RLIMIT_MEMLOCK) and
+ * say in the mount log what is locked and what is not. */
+static void memory_report(const struct vault *v)
+{
+    enum { READ_SLACK_MIB = 16 };   /* read replies and chunks in flight */
+    size_t cache = v->conf.cache_mib ? v->conf.cache_mib : 256;
+    size_t dirty = v->conf.dirty_mib ? v->conf.dirty_mib : 256;
+    char line[1024];
+
+    secmem_plain_budget((cache + dirty + READ_SLACK_MIB) << 20);
+    secmem_describe(line, sizeof line);
+    fprintf(stderr, PROG ": %s\n", line);
+}
+
+/* Open, unlock and serve.  Runs in the daemon (or the foreground).  The
+ * password is wiped and freed as soon as the account is unlocked. */
+static int serve(const struct mount_args *a, char **password, int ready_fd)
 {
     struct vault *v = NULL;
     struct fs_options fo = { 0 };
@@ -327,7 +342,20 @@ static int serve(const struct mount_args *a, const char *password, int ready_fd)
     code = join_peers(a, &peers);
     if (code != EXIT_OK)
         return code;
-    code = open_and_unlock(a, password, &v);
+    /* Keys are always locked: here, in the process that keeps them (memory
+     * locks do not survive fork), and refuse to start if that fails. */
+    if (secmem_relock(*password, strlen(*password) + 1) < 0
+        || secmem_init_openssl_heap() < 0) {
+        fprintf(stderr, PROG ": %s\n", pfs_err_msg());
+        secmem_free_str(*password);
+        *password = NULL;
+        mount_peers_leave(peers);
+        return EXIT_CONFIG;
+    }
+    code = open_and_unlock(a, *password, &v);
+    secmem_free_str(*password);
+    *password = NULL;
+    secmem_clear_registers();
     if (code != EXIT_OK)
         goto out;
     if (v->conf.audit_url) {
@@ -341,9 +369,7 @@ static int serve(const struct mount_args *a, const char *password, int ready_fd)
             goto out;
         }
     }
-    if (secmem_lock_all() < 0)
-        fprintf(stderr, PROG ": warning: cannot lock memory (mlockall); plaintext could reach "
-                "swap: raise RLIMIT_MEMLOCK or disable swap\n");
+    memory_report(v);
     fo.foreground = a->foreground;
     fo.debug = a->debug;
     fo.read_only = a->read_only;
@@ -402,12 +428,13 @@ static int cmd_mount(int argc, char **argv)
     a.mountpoint = mountpoint_abs;
     secmem_harden_process();
     password = cli_read_password(a.passfile, a.extpass, "Password: ", 0);
+    secmem_clear_registers();   /* before any thread inherits them */
     if (!password) {
         fprintf(stderr, PROG ": %s\n", pfs_err_msg());
         return EXIT_PASSWORD_INPUT;
     }
     if (a.foreground) {
-        code = serve(&a, password, -1);
+        code = serve(&a, &password, -1);
         secmem_free_str(password);
         return code;
     }
@@ -450,7 +477,7 @@ static int cmd_mount(int argc, char **argv)
          * never became live.  The relay is not joined: a copy the FUSE
          * layer kept open must not hang the exit. */
         pthread_detach(t);
-        code = serve(&a, password, dup(relay_pipe[1]));
+        code = serve(&a, &password, dup(relay_pipe[1]));
         secmem_free_str(password);
         close(relay_pipe[1]);
     }

@@ -1,8 +1,11 @@
 #include "config.h"
 
 #include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -15,11 +18,25 @@
 #include "error.h"
 #include "secmem.h"
 
-static atomic_ulong lock_failures;
+/* Room kept for key pages when the plaintext budget is cut to the limit:
+ * one page per open file's data key, folder keys, shares, TLS keys. */
+#define KEY_RESERVE ((size_t)1 << 20)
+/* OpenSSL secure heap: private-key numbers of the account and root keys
+ * and the temporaries of private-key operations (a power of two). */
+#define OPENSSL_HEAP_SIZE ((size_t)128 << 10)
+#define OPENSSL_HEAP_MIN 32
+/* Freed plaintext buffers kept (wiped, still locked) for reuse, so a busy
+ * cache does not map and lock a fresh chunk for every miss. */
+#define PLAIN_SPARES 8
+#define PLAIN_SPARE_MAX ((size_t)4 << 20)
+#define PLAIN_MAGIC 0x70667370u   /* "pfsp" */
 
-/* Allocations are whole pages: munlock() on free must not unlock a page
- * shared with another live secret, and madvise(MADV_DONTDUMP) needs page
- * alignment.  Key buffers are few and small, so the waste is acceptable. */
+static atomic_ulong lock_failures;
+static atomic_size_t key_bytes;
+static atomic_int warned_once;
+
+/* ------------------------------------------------------------ limits */
+
 static size_t page_size(void)
 {
     long ps = sysconf(_SC_PAGESIZE);   /* a constant in glibc, no syscall */
@@ -36,6 +53,88 @@ static size_t round_to_pages(size_t n)
     return (n + ps - 1) / ps * ps;
 }
 
+/* A "Name: value" field of /proc/self/status, as text after the colon. */
+static int proc_status_field(const char *name, char *out, size_t outlen)
+{
+    FILE *f = fopen("/proc/self/status", "re");
+    char line[256];
+    size_t nl = strlen(name);
+    int found = -1;
+
+    if (!f)
+        return -1;
+    while (fgets(line, sizeof line, f))
+        if (!strncmp(line, name, nl) && line[nl] == ':') {
+            snprintf(out, outlen, "%s", line + nl + 1);
+            found = 0;
+            break;
+        }
+    fclose(f);
+    return found;
+}
+
+static size_t locked_now(void)
+{
+    char v[64];
+    unsigned long long kib = 0;
+
+    if (proc_status_field("VmLck", v, sizeof v) == 0)
+        sscanf(v, "%llu", &kib);
+    return (size_t)kib << 10;
+}
+
+static int have_cap_ipc_lock(void)
+{
+    char v[64];
+    unsigned long long caps = 0;
+
+    if (proc_status_field("CapEff", v, sizeof v) != 0 || sscanf(v, "%llx", &caps) != 1)
+        return 0;
+    return (caps >> 14) & 1;   /* CAP_IPC_LOCK */
+}
+
+/* RLIMIT_MEMLOCK in bytes; SIZE_MAX when it does not apply. */
+static size_t memlock_limit(void)
+{
+    struct rlimit rl;
+
+    if (have_cap_ipc_lock() || getrlimit(RLIMIT_MEMLOCK, &rl) != 0
+        || rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= SIZE_MAX)
+        return SIZE_MAX;
+    return (size_t)rl.rlim_cur;
+}
+
+static void limit_text(char *buf, size_t len)
+{
+    size_t lim = memlock_limit();
+
+    if (lim == SIZE_MAX)
+        snprintf(buf, len, "%s", have_cap_ipc_lock() ? "no limit (CAP_IPC_LOCK)"
+                                                     : "RLIMIT_MEMLOCK unlimited");
+    else
+        snprintf(buf, len, "RLIMIT_MEMLOCK %zu KiB", lim >> 10);
+}
+
+/* ------------------------------------------------------------ keys */
+
+static void key_lock_failed(size_t len, int err)
+{
+    char lim[64];
+
+    limit_text(lim, sizeof lim);
+    atomic_fetch_add(&lock_failures, 1);
+    pfs_err(-ENOMEM, "cannot lock %zu bytes of key memory in RAM (mlock: %s; %s, %zu KiB "
+            "locked already): refusing to keep keys in swappable memory; raise the limit "
+            "(LimitMEMLOCK= in the systemd unit, ulimit -l, limits.conf) or grant "
+            "CAP_IPC_LOCK", len, strerror(err), lim, locked_now() >> 10);
+    /* Callers may replace the message with a shorter one: say it once here. */
+    if (atomic_exchange(&warned_once, 1) == 0)
+        fprintf(stderr, "pactfs: %s\n", pfs_err_msg());
+}
+
+/* Allocations are whole pages: munlock() on free must not unlock a page
+ * shared with another live secret, and madvise(MADV_DONTDUMP) needs page
+ * alignment.  Key buffers are few and small, so the waste is acceptable. */
 void *secmem_alloc(size_t n)
 {
     size_t len = round_to_pages(n);
@@ -44,12 +143,29 @@ void *secmem_alloc(size_t n)
     if (len == 0 || posix_memalign(&p, page_size(), len) != 0)
         return NULL;
     memset(p, 0, len);
-    if (mlock(p, len) != 0)
-        atomic_fetch_add(&lock_failures, 1);
+    if (mlock(p, len) != 0) {
+        int err = errno;
+
+        free(p);
+        key_lock_failed(len, err);
+        return NULL;
+    }
+    atomic_fetch_add(&key_bytes, len);
 #ifdef MADV_DONTDUMP
     (void)madvise(p, len, MADV_DONTDUMP);
 #endif
     return p;
+}
+
+int secmem_relock(void *p, size_t n)
+{
+    size_t len = round_to_pages(n);
+
+    if (p && mlock(p, len) != 0) {
+        key_lock_failed(len, errno);
+        return -ENOMEM;
+    }
+    return 0;
 }
 
 void secmem_free(void *p, size_t n)
@@ -65,6 +181,7 @@ void secmem_free(void *p, size_t n)
     (void)madvise(p, len, MADV_DODUMP);
 #endif
     (void)munlock(p, len);
+    atomic_fetch_sub(&key_bytes, len);
     free(p);
 }
 
@@ -101,6 +218,50 @@ unsigned long secmem_lock_failures(void)
     return atomic_load(&lock_failures);
 }
 
+/* Vector registers keep whatever the last string or crypto routine loaded
+ * (glibc's strlen and memcpy, SHA, AES-NI, Argon2): a password among them.
+ * They are copied into a new thread at pthread_create() and written to the
+ * stack whenever they are saved (the dynamic linker's lazy binding, signal
+ * delivery), so a password that was wiped in memory reappeared in a thread
+ * stack of the mounted daemon.  Zero them after handling a secret. */
+#if defined(__x86_64__)
+static void clear_zmm_high(void)
+{
+    __asm__ volatile(
+        "vpxord %%zmm16, %%zmm16, %%zmm16\n\tvpxord %%zmm17, %%zmm17, %%zmm17\n\t"
+        "vpxord %%zmm18, %%zmm18, %%zmm18\n\tvpxord %%zmm19, %%zmm19, %%zmm19\n\t"
+        "vpxord %%zmm20, %%zmm20, %%zmm20\n\tvpxord %%zmm21, %%zmm21, %%zmm21\n\t"
+        "vpxord %%zmm22, %%zmm22, %%zmm22\n\tvpxord %%zmm23, %%zmm23, %%zmm23\n\t"
+        "vpxord %%zmm24, %%zmm24, %%zmm24\n\tvpxord %%zmm25, %%zmm25, %%zmm25\n\t"
+        "vpxord %%zmm26, %%zmm26, %%zmm26\n\tvpxord %%zmm27, %%zmm27, %%zmm27\n\t"
+        "vpxord %%zmm28, %%zmm28, %%zmm28\n\tvpxord %%zmm29, %%zmm29, %%zmm29\n\t"
+        "vpxord %%zmm30, %%zmm30, %%zmm30\n\tvpxord %%zmm31, %%zmm31, %%zmm31"
+        ::: "memory");
+}
+#endif
+
+void secmem_clear_registers(void)
+{
+#if defined(__x86_64__)
+    if (__builtin_cpu_supports("avx512f"))
+        clear_zmm_high();
+    if (__builtin_cpu_supports("avx"))
+        __asm__ volatile("vzeroall" ::: "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5",
+                         "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12",
+                         "xmm13", "xmm14", "xmm15", "memory");
+    else
+        __asm__ volatile(
+            "pxor %%xmm0, %%xmm0\n\tpxor %%xmm1, %%xmm1\n\tpxor %%xmm2, %%xmm2\n\t"
+            "pxor %%xmm3, %%xmm3\n\tpxor %%xmm4, %%xmm4\n\tpxor %%xmm5, %%xmm5\n\t"
+            "pxor %%xmm6, %%xmm6\n\tpxor %%xmm7, %%xmm7\n\tpxor %%xmm8, %%xmm8\n\t"
+            "pxor %%xmm9, %%xmm9\n\tpxor %%xmm10, %%xmm10\n\tpxor %%xmm11, %%xmm11\n\t"
+            "pxor %%xmm12, %%xmm12\n\tpxor %%xmm13, %%xmm13\n\tpxor %%xmm14, %%xmm14\n\t"
+            "pxor %%xmm15, %%xmm15"
+            ::: "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8",
+                "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "memory");
+#endif
+}
+
 int secmem_harden_process(void)
 {
     struct rlimit no_core = { 0, 0 };
@@ -114,11 +275,249 @@ int secmem_harden_process(void)
     return 0;
 }
 
-int secmem_lock_all(void)
+int secmem_init_openssl_heap(void)
 {
-    if (mlockall(MCL_CURRENT | MCL_FUTURE) != 0)
-        return pfs_err(-errno, "cannot lock process memory (mlockall): %s; raise "
-                       "RLIMIT_MEMLOCK (ulimit -l, LimitMEMLOCK= in systemd) or grant "
-                       "CAP_IPC_LOCK", strerror(errno));
-    return 0;
+    char lim[64];
+    int r;
+
+    if (CRYPTO_secure_malloc_initialized())
+        return 0;
+    r = CRYPTO_secure_malloc_init(OPENSSL_HEAP_SIZE, OPENSSL_HEAP_MIN);
+    if (r == 1)
+        return 0;
+    if (r == 2)
+        CRYPTO_secure_malloc_done();   /* made but not locked: do not use it */
+    limit_text(lim, sizeof lim);
+    atomic_fetch_add(&lock_failures, 1);
+    return pfs_err(-ENOMEM, "cannot lock the %zu KiB secure heap for private keys (%s, "
+                   "%zu KiB locked already): raise the limit (LimitMEMLOCK= in the systemd "
+                   "unit, ulimit -l) or grant CAP_IPC_LOCK", OPENSSL_HEAP_SIZE >> 10, lim,
+                   locked_now() >> 10);
+}
+
+/* ------------------------------------------------------------ plaintext */
+
+/* Each buffer is its own anonymous mapping with this header in front. */
+struct plain_hdr {
+    uint32_t magic;
+    uint32_t locked;
+    size_t maplen;
+};
+#define PLAIN_HDR_LEN 64
+
+static struct {
+    pthread_mutex_t lock;
+    size_t budget, want;
+    size_t locked;             /* locked bytes, in use or spare */
+    size_t unlocked;           /* unlocked bytes in use */
+    unsigned long unlocked_allocs;
+    void *spare[PLAIN_SPARES];
+    unsigned nspare;
+} pool = { .lock = PTHREAD_MUTEX_INITIALIZER };
+
+static void plain_unmap(void *base, size_t len, int locked);
+
+/* Unmap the spare buffers (they are wiped already). */
+static void plain_spares_release(void)
+{
+    for (;;) {
+        struct plain_hdr *h = NULL;
+
+        pthread_mutex_lock(&pool.lock);
+        if (pool.nspare)
+            h = pool.spare[--pool.nspare];
+        pthread_mutex_unlock(&pool.lock);
+        if (!h)
+            return;
+        h->magic = 0;
+        plain_unmap(h, h->maplen, (int)h->locked);
+    }
+}
+
+size_t secmem_plain_budget(size_t want)
+{
+    size_t lim, used, budget = want;
+
+    plain_spares_release();
+    lim = memlock_limit();
+    used = locked_now();
+
+    if (lim != SIZE_MAX) {
+        size_t room = lim > used + KEY_RESERVE ? lim - used - KEY_RESERVE : 0;
+        if (room < budget)
+            budget = room;
+    }
+    pthread_mutex_lock(&pool.lock);
+    pool.want = want;
+    pool.budget = budget;
+    pthread_mutex_unlock(&pool.lock);
+    return budget;
+}
+
+static struct plain_hdr *plain_hdr(void *p)
+{
+    struct plain_hdr *h = (struct plain_hdr *)((uint8_t *)p - PLAIN_HDR_LEN);
+
+    if (h->magic != PLAIN_MAGIC)
+        abort();   /* not from secmem_plain_alloc: a bug, never continue */
+    return h;
+}
+
+static void *plain_spare_take(size_t maplen)
+{
+    void *base = NULL;
+
+    pthread_mutex_lock(&pool.lock);
+    for (unsigned i = 0; i < pool.nspare; i++) {
+        struct plain_hdr *h = pool.spare[i];
+        if (h->maplen == maplen) {
+            base = h;
+            pool.spare[i] = pool.spare[--pool.nspare];
+            break;
+        }
+    }
+    pthread_mutex_unlock(&pool.lock);
+    return base;
+}
+
+/* Lock [base, base+len) if the budget has room; the header says which. */
+static void plain_account_new(struct plain_hdr *h)
+{
+    int reserve;
+
+    pthread_mutex_lock(&pool.lock);
+    reserve = pool.locked + h->maplen <= pool.budget;
+    if (reserve)
+        pool.locked += h->maplen;
+    pthread_mutex_unlock(&pool.lock);
+    h->locked = reserve && mlock(h, h->maplen) == 0;
+    pthread_mutex_lock(&pool.lock);
+    if (reserve && !h->locked)
+        pool.locked -= h->maplen;
+    if (!h->locked) {
+        pool.unlocked += h->maplen;
+        pool.unlocked_allocs++;
+    }
+    pthread_mutex_unlock(&pool.lock);
+}
+
+void *secmem_plain_alloc(size_t n)
+{
+    size_t maplen = n > SIZE_MAX - PLAIN_HDR_LEN ? 0 : round_to_pages(n + PLAIN_HDR_LEN);
+    struct plain_hdr *h;
+
+    if (maplen == 0)
+        return NULL;
+    h = plain_spare_take(maplen);
+    if (h)
+        return (uint8_t *)h + PLAIN_HDR_LEN;
+    h = mmap(NULL, maplen, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (h == MAP_FAILED)
+        return NULL;
+#ifdef MADV_DONTDUMP
+    (void)madvise(h, maplen, MADV_DONTDUMP);
+#endif
+    h->magic = PLAIN_MAGIC;
+    h->maplen = maplen;
+    plain_account_new(h);
+    return (uint8_t *)h + PLAIN_HDR_LEN;
+}
+
+static void plain_unmap(void *base, size_t len, int locked)
+{
+    pthread_mutex_lock(&pool.lock);
+    if (locked)
+        pool.locked -= len;
+    else
+        pool.unlocked -= len;
+    pthread_mutex_unlock(&pool.lock);
+    if (locked)
+        (void)munlock(base, len);
+    (void)munmap(base, len);
+}
+
+void secmem_plain_shrink(void *p, size_t n)
+{
+    struct plain_hdr *h;
+    size_t keep;
+
+    if (!p)
+        return;
+    h = plain_hdr(p);
+    keep = round_to_pages(n + PLAIN_HDR_LEN);
+    if (keep >= h->maplen)
+        return;
+    OPENSSL_cleanse((uint8_t *)h + keep, h->maplen - keep);
+    plain_unmap((uint8_t *)h + keep, h->maplen - keep, (int)h->locked);
+    h->maplen = keep;
+}
+
+void secmem_plain_free(void *p)
+{
+    struct plain_hdr *h;
+    int kept = 0;
+
+    if (!p)
+        return;
+    h = plain_hdr(p);
+    OPENSSL_cleanse(p, h->maplen - PLAIN_HDR_LEN);
+    if (h->locked && h->maplen <= PLAIN_SPARE_MAX) {
+        pthread_mutex_lock(&pool.lock);
+        if (pool.nspare < PLAIN_SPARES) {
+            pool.spare[pool.nspare++] = h;
+            kept = 1;
+        }
+        pthread_mutex_unlock(&pool.lock);
+    }
+    if (!kept) {
+        size_t len = h->maplen;
+        int locked = (int)h->locked;
+
+        h->magic = 0;
+        plain_unmap(h, len, locked);
+    }
+}
+
+/* ------------------------------------------------------------ report */
+
+void secmem_stats(struct secmem_stats *s)
+{
+    memset(s, 0, sizeof *s);
+    s->key_bytes = atomic_load(&key_bytes);
+    pthread_mutex_lock(&pool.lock);
+    s->plain_budget = pool.budget;
+    s->plain_want = pool.want;
+    s->plain_locked = pool.locked;
+    s->plain_unlocked = pool.unlocked;
+    s->plain_unlocked_allocs = pool.unlocked_allocs;
+    pthread_mutex_unlock(&pool.lock);
+    s->openssl_heap = CRYPTO_secure_malloc_initialized() ? OPENSSL_HEAP_SIZE : 0;
+    s->memlock_limit = memlock_limit();
+    s->cap_ipc_lock = have_cap_ipc_lock();
+}
+
+void secmem_describe(char *buf, size_t len)
+{
+    struct secmem_stats s;
+    char lim[64];
+
+    secmem_stats(&s);
+    limit_text(lim, sizeof lim);
+    if (s.plain_budget >= s.plain_want)
+        snprintf(buf, len, "memory (%s): keys locked (%zu KiB of key pages, %zu KiB "
+                 "OpenSSL secure heap); plaintext cache and write buffers locked as used, "
+                 "up to %zu MiB; not locked: thread stacks, libfuse request buffers, the "
+                 "kernel page cache; core dumps off", lim, s.key_bytes >> 10,
+                 s.openssl_heap >> 10, s.plain_budget >> 20);
+    else
+        snprintf(buf, len, "memory (%s): keys locked (%zu KiB of key pages, %zu KiB "
+                 "OpenSSL secure heap); only %zu KiB of plaintext can be locked, so "
+                 "plaintext beyond that (cache and write buffers, budget %zu MiB) is NOT "
+                 "locked and can reach swap: raise the limit to %zu MiB (LimitMEMLOCK=, "
+                 "ulimit -l) or use encrypted swap; not locked either: thread stacks, "
+                 "libfuse request buffers, the kernel page cache; core dumps off", lim,
+                 s.key_bytes >> 10, s.openssl_heap >> 10, s.plain_budget >> 10,
+                 s.plain_want >> 20,
+                 (s.plain_want + KEY_RESERVE + locked_now() - s.plain_locked + (1 << 20) - 1)
+                     >> 20);
 }

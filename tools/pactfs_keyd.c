@@ -1382,8 +1382,8 @@ int main(int argc, char **argv)
         return rc == -EINVAL || rc == -ENOENT || rc == -EPERM ? EXIT_CONFIG : EXIT_STORE;
     }
     if (secmem_lock_failures())
-        https_log(LOG_WARNING, "%lu key buffers could not be locked in RAM (raise "
-                  "LimitMEMLOCK)", secmem_lock_failures());
+        https_log(LOG_WARNING, "%lu key buffers were refused because they could not be "
+                  "locked in RAM (raise LimitMEMLOCK)", secmem_lock_failures());
     rc = serve(&k);
     if (rc)
         https_log(LOG_ERR, "%s", pfs_err_msg());

@@ -1,0 +1,204 @@
+"""What a mounted pactfs daemon keeps in memory, and what it locks.
+
+- An idle mount locks its keys (VmLck > 0) but not the whole process: the
+  old mlockall() pinned 500 MB to 1 GB (every thread stack) on the demo vault.
+- A mount by an ordinary user under RLIMIT_MEMLOCK 8 MiB (setpriv to
+  nobody + prlimit) still locks its keys, and says in its log that
+  plaintext past the limit is not locked.
+- After unlock no copy of the password nor of any value derived from it
+  (Argon2id output, key half, authenticator, unlock key) is left anywhere
+  in the daemon's memory: every writable mapping is read through
+  /proc/PID/mem and searched, with the file content the test wrote as the
+  positive control that the dump sees the daemon's data.
+"""
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+import pactfs_helpers as H
+from test_keyd import hkdf, password_parts, spellings
+
+OLD_MLOCKALL_KIB = 980 * 1024          # measured with mlockall on the demo vault
+IDLE_LOCK_MAX_KIB = 16 * 1024          # keys, OpenSSL's secure heap, a few spares
+LOW_LIMIT = 8 << 20                    # an ordinary user's usual RLIMIT_MEMLOCK
+NOBODY = 65534
+
+
+def status_kib(pid, field):
+    with open("/proc/%d/status" % pid) as f:
+        m = re.search(r"^%s:\s+(\d+) kB" % field, f.read(), re.M)
+    assert m, "no %s in /proc/%d/status" % (field, pid)
+    return int(m.group(1))
+
+
+def write_and_read(path, size=4 << 20):
+    data = os.urandom(size)
+    with open(path, "wb") as f:
+        f.write(data)
+    with open(path, "rb") as f:
+        assert f.read() == data
+    return data
+
+
+def test_idle_mount_locks_keys_not_the_process(tmp_path):
+    v = H.Vault(tmp_path)
+    v.init()
+    p = v.mount()
+    try:
+        pid = v.daemon_pid
+        assert pid, "no daemon pid for %s" % v.mnt
+        time.sleep(0.5)
+        lck, rss = status_kib(pid, "VmLck"), status_kib(pid, "VmRSS")
+        print("idle mount: VmLck %d kB, VmRSS %d kB" % (lck, rss))
+        assert 0 < lck <= IDLE_LOCK_MAX_KIB, \
+            "idle VmLck %d kB: keys must be locked, the process must not (old: %d kB)" \
+            % (lck, OLD_MLOCKALL_KIB)
+        assert re.search(r"memory \(.*\): keys locked", p.stderr), p.stderr
+        write_and_read(v.path("big.bin"))
+        busy = status_kib(pid, "VmLck")
+        print("after a 4 MiB write and read: VmLck %d kB" % busy)
+        assert busy > lck, "plaintext buffers of the cache are not locked"
+        assert busy < OLD_MLOCKALL_KIB // 10
+    finally:
+        v.unmount()
+
+
+# ---------------------------------------------------------------- ordinary user
+
+def as_nobody(argv, timeout=60):
+    return subprocess.run(["prlimit", "--memlock=%d" % LOW_LIMIT, "setpriv",
+                           "--reuid", str(NOBODY), "--regid", str(NOBODY),
+                           "--clear-groups"] + argv, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def dev_fuse_for_users():
+    """Debian makes /dev/fuse 0666; some containers leave it 0600 (root
+    only), which keeps libfuse from mounting for an ordinary user."""
+    mode = os.stat("/dev/fuse").st_mode & 0o777
+    if mode != 0o666:
+        os.chmod("/dev/fuse", 0o666)
+    yield
+    if mode != 0o666:
+        os.chmod("/dev/fuse", mode)
+
+
+def test_ordinary_user_with_8mib_limit_still_locks_keys(dev_fuse_for_users):
+    if not shutil.which("setpriv") or not shutil.which("prlimit"):
+        pytest.skip("setpriv and prlimit (util-linux) are needed")
+    base = tempfile.mkdtemp(prefix="pactfs-memlock-")
+    os.chmod(base, 0o755)
+    os.chown(base, NOBODY, NOBODY)
+    vault, mnt, pw = (os.path.join(base, n) for n in ("vault", "mnt", "pw"))
+    pid = None
+    try:
+        os.mkdir(mnt)
+        os.chown(mnt, NOBODY, NOBODY)
+        with open(pw, "w") as f:
+            f.write(H.PASSWORD + "\n")
+        os.chmod(pw, 0o600)
+        os.chown(pw, NOBODY, NOBODY)
+        p = as_nobody([H.binary("pactfs-admin"), "init", vault, "--name", "itest",
+                       "--account", H.ACCOUNT, "--passfile", pw, "--kdf-time", "1",
+                       "--kdf-memory", "8192"])
+        assert p.returncode == 0, p.stderr
+        p = as_nobody([H.binary("pactfs"), "mount", vault, mnt, "--account", H.ACCOUNT,
+                       "--passfile", pw])
+        assert p.returncode == 0, p.stderr
+        assert H.wait_mounted(mnt), "no mount at %s" % mnt
+        [pid] = H.find_daemon_pids(mnt)
+        with open("/proc/%d/status" % pid) as f:
+            uid = re.search(r"^Uid:\s+(\d+)", f.read(), re.M).group(1)
+        assert int(uid) == NOBODY
+        with open("/proc/%d/limits" % pid) as f:
+            assert re.search(r"Max locked memory\s+%d\s+%d" % (LOW_LIMIT, LOW_LIMIT), f.read())
+        lck = status_kib(pid, "VmLck")
+        print("ordinary user, RLIMIT_MEMLOCK 8 MiB, idle: VmLck %d kB" % lck)
+        assert lck > 0, "an ordinary user's mount locks no key at all"
+        assert "RLIMIT_MEMLOCK 8192 KiB" in p.stderr and "NOT locked" in p.stderr, p.stderr
+        r = as_nobody(["sh", "-c", "head -c 12582912 /dev/urandom > %s/%s/big && cat %s/%s/big"
+                       " > /dev/null" % (mnt, H.FOLDER, mnt, H.FOLDER)])
+        assert r.returncode == 0, r.stderr
+        busy = status_kib(pid, "VmLck")
+        print("ordinary user after 12 MiB written and read: VmLck %d kB" % busy)
+        assert lck < busy <= LOW_LIMIT >> 10
+        r = as_nobody([H.binary("pactfs"), "umount", mnt])
+        assert r.returncode == 0, r.stderr
+        pid = None
+    finally:
+        if pid:
+            H.fusermount_u(mnt, lazy=True)
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
+        shutil.rmtree(base, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- no password left
+
+def local_shares(v):
+    """Every share in the vault's local key directory (docs/format-keys.md)."""
+    keys = os.path.join(v.dir, "keys")
+    out = []
+    for n in os.listdir(keys):
+        data = H.read_file(os.path.join(keys, n))
+        if data[:4] == b"PFSS" and len(data) == 85:
+            out.append(data[5:37])
+    assert out, "no share file in %s" % keys
+    return out
+
+
+def writable_memory(pid):
+    """The bytes of every writable mapping of pid, as root reads them."""
+    chunks = []
+    with open("/proc/%d/maps" % pid) as maps, open("/proc/%d/mem" % pid, "rb", 0) as mem:
+        for line in maps:
+            fields = line.split()
+            lo, hi = (int(x, 16) for x in fields[0].split("-"))
+            if "w" not in fields[1] or (len(fields) > 5 and fields[5] == "[vvar]"):
+                continue
+            try:
+                chunks.append(os.pread(mem.fileno(), hi - lo, lo))
+            except OSError:
+                continue
+    return chunks
+
+
+@pytest.mark.parametrize("how", ["passfile", "extpass"])
+def test_daemon_memory_holds_no_password_nor_derived_value(tmp_path, how):
+    v = H.Vault(tmp_path)
+    v.init()
+    pwkey, half, auth = password_parts(H.PASSWORD, v.dir)
+    secrets = {"password": H.PASSWORD.encode(), "argon2id output": pwkey,
+               "key half": half, "authenticator": auth}
+    for i, share in enumerate(local_shares(v)):
+        secrets["unlock key %d" % i] = hkdf(half + share, "pactfs v1 unlock key")
+    if how == "extpass":
+        v.pactfs("mount", v.dir, v.mnt, "--account", H.ACCOUNT,
+                 "--extpass", "cat %s" % v.passfile, check=True)
+        assert H.wait_mounted(v.mnt)
+        H.LIVE_VAULTS.add(v)
+        [v.daemon_pid] = H.find_daemon_pids(v.mnt)
+    else:
+        v.mount()
+    try:
+        content = write_and_read(v.path("contract.bin"), 256 << 10)
+        time.sleep(0.5)
+        memory = writable_memory(v.daemon_pid)
+        total = sum(len(c) for c in memory)
+        print("searched %d MiB of writable mappings of pid %d" % (total >> 20, v.daemon_pid))
+        # The dump sees the daemon's data: the plaintext just read is there.
+        assert any(content[:4096] in c for c in memory), \
+            "the dump does not show the file content the daemon holds"
+        found = sorted(name for name, s in secrets.items()
+                       if any(form in c for c in memory for form in spellings(s)))
+        assert not found, "the mounted daemon's memory still holds: %s" % ", ".join(found)
+    finally:
+        v.unmount()
