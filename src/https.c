@@ -5,15 +5,23 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "https.h"
+#include "secmem.h"
 
 static pthread_once_t global_once = PTHREAD_ONCE_INIT;
 static int global_rc;
 
 static void global_init(void)
 {
-    global_rc = curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK ? 0 : -EIO;
+    /* libcurl copies a small POST body (the key service's login, with the
+     * password-derived authenticator) into its request buffer: every block
+     * it frees is wiped. */
+    global_rc = curl_global_init_mem(CURL_GLOBAL_DEFAULT, malloc, secmem_wiping_free,
+                                     secmem_wiping_realloc, strdup, calloc) == CURLE_OK
+        ? 0 : -EIO;
 }
 
 int https_global_init(void)

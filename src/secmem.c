@@ -13,6 +13,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <malloc.h>
 #include <openssl/crypto.h>
 
 #include "error.h"
@@ -476,6 +477,40 @@ void secmem_plain_free(void *p)
         h->magic = 0;
         plain_unmap(h, len, locked);
     }
+}
+
+/* ------------------------------------------------------------ wiping heap */
+
+/* For libraries that copy secrets into their own heap blocks (libcurl
+ * copies a small POST body, the key service's login with the authenticator,
+ * into its request buffer and frees it unwiped): free and realloc that
+ * wipe every block they release. */
+void secmem_wiping_free(void *p)
+{
+    if (p) {
+        OPENSSL_cleanse(p, malloc_usable_size(p));
+        free(p);
+    }
+}
+
+void *secmem_wiping_realloc(void *p, size_t n)
+{
+    size_t old;
+    void *q;
+
+    if (!p)
+        return malloc(n);
+    if (n == 0) {
+        secmem_wiping_free(p);
+        return NULL;
+    }
+    old = malloc_usable_size(p);
+    q = malloc(n);
+    if (!q)
+        return NULL;
+    memcpy(q, p, old < n ? old : n);
+    secmem_wiping_free(p);
+    return q;
 }
 
 /* ------------------------------------------------------------ report */

@@ -77,6 +77,12 @@ void secmem_plain_shrink(void *p, size_t n);
 /* Wipe and release; p may be NULL. */
 void secmem_plain_free(void *p);
 
+/* free() and realloc() that wipe every heap block they release, for
+ * libraries that copy secrets into their own buffers (libcurl, set up in
+ * https.c).  For malloc'd memory only. */
+void secmem_wiping_free(void *p);
+void *secmem_wiping_realloc(void *p, size_t n);
+
 /* ---- report ---- */
 
 struct secmem_stats {

@@ -22,6 +22,8 @@ import pytest
 
 import pactfs_helpers as H
 from test_keyd import hkdf, password_parts, spellings
+# pactfs-keyd fixtures, for the mount whose share comes from the key service
+from test_keyd import keyd, keyd_factory, kvault, pki, vault_factory  # noqa: F401
 
 OLD_MLOCKALL_KIB = 980 * 1024          # measured with mlockall on the demo vault
 IDLE_LOCK_MAX_KIB = 16 * 1024          # keys, OpenSSL's secure heap, a few spares
@@ -171,15 +173,47 @@ def writable_memory(pid):
     return chunks
 
 
+def password_secrets(v, shares):
+    """The password and every value derived from it (docs/format-keys.md)."""
+    pwkey, half, auth = password_parts(H.PASSWORD, v.dir)
+    secrets = {"password": H.PASSWORD.encode(), "argon2id output": pwkey,
+               "key half": half, "authenticator": auth}
+    for i, share in enumerate(shares):
+        secrets["unlock key %d" % i] = hkdf(half + share, "pactfs v1 unlock key")
+    return secrets
+
+
+def assert_no_secret_in_daemon(v, secrets):
+    content = write_and_read(v.path("contract.bin"), 256 << 10)
+    time.sleep(0.5)
+    memory = writable_memory(v.daemon_pid)
+    total = sum(len(c) for c in memory)
+    print("searched %d MiB of writable mappings of pid %d" % (total >> 20, v.daemon_pid))
+    # The dump sees the daemon's data: the plaintext just read is there.
+    assert any(content[:4096] in c for c in memory), \
+        "the dump does not show the file content the daemon holds"
+    found = sorted(name for name, s in secrets.items()
+                   if any(form in c for c in memory for form in spellings(s)))
+    assert not found, "the mounted daemon's memory still holds: %s" % ", ".join(found)
+
+
+def test_keyd_mount_memory_holds_no_password_nor_authenticator(kvault, keyd):
+    """The authenticator travels to the key service in a JSON body over TLS:
+    no copy of it, nor of the password, is left once the mount is live."""
+    v = kvault
+    shares = [share for _, _, share, _, _ in keyd.accounts()]
+    v.mount()
+    try:
+        assert_no_secret_in_daemon(v, password_secrets(v, shares))
+    finally:
+        v.unmount()
+
+
 @pytest.mark.parametrize("how", ["passfile", "extpass"])
 def test_daemon_memory_holds_no_password_nor_derived_value(tmp_path, how):
     v = H.Vault(tmp_path)
     v.init()
-    pwkey, half, auth = password_parts(H.PASSWORD, v.dir)
-    secrets = {"password": H.PASSWORD.encode(), "argon2id output": pwkey,
-               "key half": half, "authenticator": auth}
-    for i, share in enumerate(local_shares(v)):
-        secrets["unlock key %d" % i] = hkdf(half + share, "pactfs v1 unlock key")
+    secrets = password_secrets(v, local_shares(v))
     if how == "extpass":
         v.pactfs("mount", v.dir, v.mnt, "--account", H.ACCOUNT,
                  "--extpass", "cat %s" % v.passfile, check=True)
@@ -189,16 +223,6 @@ def test_daemon_memory_holds_no_password_nor_derived_value(tmp_path, how):
     else:
         v.mount()
     try:
-        content = write_and_read(v.path("contract.bin"), 256 << 10)
-        time.sleep(0.5)
-        memory = writable_memory(v.daemon_pid)
-        total = sum(len(c) for c in memory)
-        print("searched %d MiB of writable mappings of pid %d" % (total >> 20, v.daemon_pid))
-        # The dump sees the daemon's data: the plaintext just read is there.
-        assert any(content[:4096] in c for c in memory), \
-            "the dump does not show the file content the daemon holds"
-        found = sorted(name for name, s in secrets.items()
-                       if any(form in c for c in memory for form in spellings(s)))
-        assert not found, "the mounted daemon's memory still holds: %s" % ", ".join(found)
+        assert_no_secret_in_daemon(v, secrets)
     finally:
         v.unmount()
