@@ -298,9 +298,9 @@ static bool is_power_of_two(uint64_t v)
 static int load_coding(const struct loader *ld, const config_setting_t *root,
                        struct pactfs_conf *c)
 {
-    static const char *const known[] = { "k", "m", "chunk_size", NULL };
+    static const char *const known[] = { "k", "m", "chunk_size", "min_write_fragments", NULL };
     const config_setting_t *g = config_setting_get_member(root, "coding");
-    uint64_t k = c->k, m = c->m, chunk = c->chunk_size;
+    uint64_t k = c->k, m = c->m, chunk = c->chunk_size, wmin = 0;
     int rc;
 
     if (!g)
@@ -312,8 +312,15 @@ static int load_coding(const struct loader *ld, const config_setting_t *root,
         (rc = get_uint(ld, g, "m", 0, EC_MAX_FRAGS - 2, "m must be >= 0 and k + m <= 16", &m)) ||
         (rc = get_uint(ld, g, "chunk_size", CHUNK_MIN, CHUNK_MAX,
                        "chunk_size must be a power of two from 65536 (64 KiB) to 16777216 (16 MiB)",
-                       &chunk)))
+                       &chunk)) ||
+        (rc = get_uint(ld, g, "min_write_fragments", 0, EC_MAX_FRAGS,
+                       "min_write_fragments must be between k and k + m", &wmin)))
         return rc;
+    if (wmin && (wmin < k || wmin > k + m))
+        return conf_fail(ld, config_setting_get_member(g, "min_write_fragments"), -EINVAL,
+                         "min_write_fragments = %llu must be between k = %llu and k + m = %llu",
+                         (unsigned long long)wmin, (unsigned long long)k,
+                         (unsigned long long)(k + m));
     if (k + m > EC_MAX_FRAGS)
         return conf_fail(ld, config_setting_get_member(g, "m") ? config_setting_get_member(g, "m") : g,
                          -EINVAL, "k + m = %llu; at most %d fragments per chunk are allowed",
@@ -324,6 +331,7 @@ static int load_coding(const struct loader *ld, const config_setting_t *root,
                          "... 1048576 ... 16777216", (unsigned long long)chunk);
     c->k = (unsigned)k;
     c->m = (unsigned)m;
+    c->min_write_fragments = (unsigned)wmin;
     c->chunk_size = (uint32_t)chunk;
     return 0;
 }
@@ -816,6 +824,8 @@ static void fill_coding(struct writer *w, config_setting_t *g, const struct pact
     add_int(w, g, "k", c->k);
     add_int(w, g, "m", c->m);
     add_int(w, g, "chunk_size", c->chunk_size);
+    if (c->min_write_fragments)
+        add_int(w, g, "min_write_fragments", c->min_write_fragments);
 }
 
 static void fill_endpoints(struct writer *w, config_setting_t *l, const struct pactfs_conf *c)

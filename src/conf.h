@@ -38,6 +38,7 @@ struct pactfs_conf {
     char *root_fingerprint; /* hex SHA-256 of the vault root public key (NULL until set) */
     char *default_account;  /* account `pactfs mount` uses without --account */
     unsigned k, m;
+    unsigned min_write_fragments; /* fewest fragments a write stores (k..k+m); 0: k */
     uint32_t chunk_size;    /* bytes, power of two, 64 KiB .. 16 MiB */
     unsigned n_endpoints;
     struct endpoint_conf endpoints[EC_MAX_FRAGS];

@@ -14,6 +14,8 @@
 
 #include "vault.h"
 
+struct audit_ship;
+
 struct fs_options {
     int foreground;     /* informational; daemonizing is the caller's job */
     int debug;          /* libfuse debug output */
@@ -21,6 +23,10 @@ struct fs_options {
     int allow_other;
     int ready_fd;       /* >= 0: write one byte here once the mount is live, then close */
     struct mount_peers *peers;   /* other mounts of the vault here (NULL: alone) */
+    const char *mountpoint;    /* for the status file */
+    const char *status_path;   /* NULL: none; JSON for `pactfs status` */
+    const char *metrics_path;  /* NULL: none; Prometheus text exposition */
+    struct audit_ship *ship;   /* NULL: audit shipping off */
 };
 
 /* Mount v (already unlocked) at mountpoint and serve until unmounted or a

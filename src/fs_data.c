@@ -35,6 +35,7 @@
 #define GC_BATCH 64
 #define REF_CACHE_CHUNKS 16384
 #define SYNC_PERIOD_MS 1000
+#define REPAIR_PERIOD_MS 5000
 
 /* ------------------------------------------------------------------ */
 /* Types                                                               */
@@ -98,6 +99,12 @@ struct job {
     struct job *next;
 };
 
+struct pending_repair {
+    struct chunk_ref ref;
+    uint32_t mask;
+    struct pending_repair *next;
+};
+
 struct cache_entry {
     uint64_t ino, idx, version;
     uint8_t *buf;
@@ -138,6 +145,17 @@ struct fs_data {
     pthread_mutex_t slock;
     pthread_cond_t scond;
     int syncer_stop;
+    /* degraded writes: fragments that could not be stored, retried by the
+     * syncer every REPAIR_PERIOD_MS until their endpoint takes them */
+    pthread_mutex_t hlock;
+    struct pending_repair *repairs;
+    struct fs_health health;
+    uint32_t degraded_eps;     /* endpoints whose last put failed (log once) */
+    int wb_trouble;            /* a put failed and none fully succeeded since */
+    /* inodes whose last reference went while their write-back failed: kept
+     * (with an op reference) so the data stays, flushed again each period */
+    struct fs_inode **stuck;
+    size_t nstuck, capstuck;
 };
 
 static size_t chunk_sz(const struct fs *fs) { return fs->chunk_size; }
@@ -293,6 +311,9 @@ static void cache_drop_ino(struct fs_data *d, uint64_t ino)
 }
 
 static void queue_repair(struct fs *fs, const struct chunk_ref *ref, uint32_t mask);
+static void repair_later(struct fs *fs, const struct chunk_ref *ref, uint32_t missing);
+static void endpoints_recovered(struct fs *fs, const struct chunk_ref *ref);
+static void stuck_retry(struct fs *fs, int final);
 
 /* The plaintext of one stored chunk version, from the cache or the stores.
  * Concurrent readers of the same chunk share one fetch. */
@@ -798,15 +819,25 @@ static void job_put(struct fs *fs, struct fs_inode *in, uint64_t idx)
     pthread_mutex_unlock(&in->lock);
 
     struct chunk_ref ref;
-    r = object_put_chunk(fs->v->ol, f->dek, in->ino, idx, version, buf, len, &ref);
+    uint32_t missing = 0;
+    r = object_put_chunk_degraded(fs->v->ol, f->dek, in->ino, idx, version, buf, len, &ref,
+                                  &missing);
+    if (r == 0 && missing)
+        repair_later(fs, &ref, missing);
+    else if (r == 0)
+        endpoints_recovered(fs, &ref);
 
     pthread_mutex_lock(&in->lock);
     c->writing = 0;
     c->max_version = version;   /* never reuse a version, even a failed one */
     if (r < 0) {
         char *p = fs_path(fs, in->ino, NULL);
-        fprintf(stderr, "pactfs: write-back of chunk %" PRIu64 " of %s failed: %s\n",
-                idx, p ? p : "?", pfs_err_msg());
+        fprintf(stderr, "pactfs: write-back of chunk %" PRIu64 " of %s failed (kept in "
+                "memory and retried at the next flush): %s\n", idx, p ? p : "?",
+                pfs_err_msg());
+        fs_health_note_error(fs, pfs_err_msg());
+        __atomic_add_fetch(&fs->data->health.writeback_errors, 1, __ATOMIC_RELAXED);
+        __atomic_store_n(&fs->data->wb_trouble, 1, __ATOMIC_RELAXED);
         free(p);
         if (!f->wb_error)
             f->wb_error = -EIO;
@@ -1074,6 +1105,7 @@ static void flush_one(struct fs *fs, struct fs_inode *in)
 void fs_data_flush_all(struct fs *fs)
 {
     fs_itab_each_file(fs, flush_one);
+    stuck_retry(fs, 1);
     fs_data_quiesce(fs);
 }
 
@@ -1501,6 +1533,186 @@ int fs_data_gc_run(struct fs *fs)
     return r;
 }
 
+/* ------------------------------------------------------------------ */
+/* Degraded writes and their repair                                    */
+
+void fs_health_note_error(struct fs *fs, const char *msg)
+{
+    struct fs_data *d = fs->data;
+    pthread_mutex_lock(&d->hlock);
+    snprintf(d->health.last_error, sizeof d->health.last_error, "%s", msg);
+    d->health.last_error_time = time(NULL);
+    pthread_mutex_unlock(&d->hlock);
+}
+
+/* A put stored fewer than k+m fragments: count it, say so once per
+ * endpoint going bad, and keep the missing ones for the repairer. */
+static void repair_later(struct fs *fs, const struct chunk_ref *ref, uint32_t missing)
+{
+    struct fs_data *d = fs->data;
+    struct pending_repair *p = calloc(1, sizeof *p);
+    char why[512];
+    uint32_t eps = 0, newly;
+
+    snprintf(why, sizeof why, "%s", pfs_err_msg());
+    for (unsigned i = 0; i < (unsigned)ref->k + ref->m; i++)
+        if (missing & (1u << i))
+            eps |= 1u << object_fragment_store(fs->v->ol, ref, i);
+    pthread_mutex_lock(&d->hlock);
+    d->health.degraded_writes++;
+    newly = eps & ~d->degraded_eps;
+    d->degraded_eps |= eps;
+    if (p) {
+        p->ref = *ref;
+        p->mask = missing;
+        p->next = d->repairs;
+        d->repairs = p;
+        d->health.repair_queue++;
+    } else {
+        d->health.repairs_lost++;
+    }
+    snprintf(d->health.last_error, sizeof d->health.last_error, "%s", why);
+    d->health.last_error_time = time(NULL);
+    pthread_mutex_unlock(&d->hlock);
+    if (newly)
+        fprintf(stderr, "pactfs: degraded write: endpoint mask 0x%x failed (%s); writes go on "
+                "with the fragments that could be stored (at least %u), the missing ones "
+                "are repaired when the endpoint is back\n", newly, why,
+                object_layer_write_min(fs->v->ol));
+    if (!p)
+        fprintf(stderr, "pactfs: out of memory queueing a repair: run pactfs-fsck --repair\n");
+}
+
+/* A full put: the endpoints it used are healthy again. */
+static void endpoints_recovered(struct fs *fs, const struct chunk_ref *ref)
+{
+    struct fs_data *d = fs->data;
+    uint32_t eps = 0;
+
+    __atomic_store_n(&d->wb_trouble, 0, __ATOMIC_RELAXED);
+    if (!__atomic_load_n(&d->degraded_eps, __ATOMIC_RELAXED))
+        return;
+    for (unsigned i = 0; i < (unsigned)ref->k + ref->m; i++)
+        eps |= 1u << object_fragment_store(fs->v->ol, ref, i);
+    pthread_mutex_lock(&d->hlock);
+    d->degraded_eps &= ~eps;
+    pthread_mutex_unlock(&d->hlock);
+}
+
+/* One pass over the pending repairs (syncer thread, and at unmount): a
+ * chunk whose fragments are all present again leaves the list; one that has
+ * fewer than k good fragments left was deleted since (or is lost: fsck says
+ * which) and leaves it too; the rest wait for the next pass. */
+static void repairs_run(struct fs *fs)
+{
+    struct fs_data *d = fs->data;
+    pthread_mutex_lock(&d->hlock);
+    struct pending_repair *list = d->repairs;
+    d->repairs = NULL;
+    pthread_mutex_unlock(&d->hlock);
+
+    struct pending_repair *keep = NULL;
+    uint64_t done = 0, failed = 0, gone = 0;
+    while (list) {
+        struct pending_repair *p = list;
+        list = p->next;
+        uint32_t bad = 0;
+        int r = object_verify_chunk(fs->v->ol, &p->ref, &bad);
+        if (r == 0 && bad)
+            r = object_repair_chunk(fs->v->ol, &p->ref, bad);
+        if (r == 0 && bad)
+            r = object_layer_sync(fs->v->ol);
+        if (r == 0) {
+            done += bad != 0;
+            free(p);
+        } else if (r == -EIO && bad == 0) {
+            gone++;            /* verify found fewer than k: nothing to rebuild from */
+            free(p);
+        } else {
+            failed++;
+            p->next = keep;
+            keep = p;
+        }
+    }
+    pthread_mutex_lock(&d->hlock);
+    /* Entries added meanwhile stay in front of the kept ones. */
+    struct pending_repair **tail = &d->repairs;
+    while (*tail)
+        tail = &(*tail)->next;
+    *tail = keep;
+    d->health.repairs_done += done;
+    d->health.repair_queue -= done + gone;
+    d->health.repair_attempts_failed += failed;
+    pthread_mutex_unlock(&d->hlock);
+    if (done)
+        fprintf(stderr, "pactfs: repaired the missing fragments of %" PRIu64 " chunk(s) "
+                "written while an endpoint was failing\n", done);
+    if (gone)
+        fprintf(stderr, "pactfs: %" PRIu64 " chunk(s) queued for repair no longer have k "
+                "good fragments (deleted since, or lost: run pactfs-fsck)\n", gone);
+}
+
+int fs_data_in_trouble(struct fs *fs)
+{
+    return fs->data && __atomic_load_n(&fs->data->wb_trouble, __ATOMIC_RELAXED);
+}
+
+int fs_data_keep_for_retry(struct fs *fs, struct fs_inode *in)
+{
+    struct fs_data *d = fs->data;
+    int kept = 0;
+    pthread_mutex_lock(&d->hlock);
+    if (d->nstuck == d->capstuck) {
+        size_t cap = d->capstuck ? 2 * d->capstuck : 16;
+        struct fs_inode **n = realloc(d->stuck, cap * sizeof *n);
+        if (n) {
+            d->stuck = n;
+            d->capstuck = cap;
+        }
+    }
+    if (d->nstuck < d->capstuck) {
+        d->stuck[d->nstuck++] = in;
+        d->health.stuck_files = d->nstuck;
+        kept = 1;
+    }
+    pthread_mutex_unlock(&d->hlock);
+    return kept;
+}
+
+/* Flush the kept inodes again; release (and so retire) those that made it,
+ * or all of them when final (unmount: nothing can keep the data longer). */
+static void stuck_retry(struct fs *fs, int final)
+{
+    struct fs_data *d = fs->data;
+    pthread_mutex_lock(&d->hlock);
+    struct fs_inode **list = d->stuck;
+    size_t n = d->nstuck;
+    d->stuck = NULL;
+    d->nstuck = d->capstuck = 0;
+    pthread_mutex_unlock(&d->hlock);
+    for (size_t i = 0; i < n; i++) {
+        if (fs_data_flush(fs, list[i]) == 0 || final)
+            fs_inode_put(fs, list[i], FS_REF_OP, 1);
+        else if (!fs_data_keep_for_retry(fs, list[i]))
+            fs_inode_put(fs, list[i], FS_REF_OP, 1);
+    }
+    free(list);
+    pthread_mutex_lock(&d->hlock);
+    d->health.stuck_files = d->nstuck;
+    pthread_mutex_unlock(&d->hlock);
+}
+
+void fs_data_health(struct fs *fs, struct fs_health *out)
+{
+    struct fs_data *d = fs->data;
+    pthread_mutex_lock(&d->hlock);
+    *out = d->health;
+    pthread_mutex_unlock(&d->hlock);
+    pthread_mutex_lock(&d->dlock);
+    out->dirty_bytes = d->dirty_bytes;
+    pthread_mutex_unlock(&d->dlock);
+}
+
 static void job_repair(struct fs *fs, const struct chunk_ref *ref, uint32_t mask)
 {
     char id[2 * CHUNK_ID_LEN + 1];
@@ -1576,6 +1788,7 @@ static void *syncer_main(void *arg)
 {
     struct fs *fs = arg;
     struct fs_data *d = fs->data;
+    unsigned ticks = 0;
     pthread_mutex_lock(&d->slock);
     while (!d->syncer_stop) {
         struct timespec ts;
@@ -1588,6 +1801,13 @@ static void *syncer_main(void *arg)
             break;
         pthread_mutex_unlock(&d->slock);
         fs_data_meta_sync(fs);
+        if (++ticks % (REPAIR_PERIOD_MS / SYNC_PERIOD_MS) == 0) {
+            if (__atomic_load_n(&d->health.repair_queue, __ATOMIC_RELAXED))
+                repairs_run(fs);
+            if (__atomic_load_n(&d->nstuck, __ATOMIC_RELAXED))
+                stuck_retry(fs, 0);
+        }
+        fs_status_tick(fs);
         pthread_mutex_lock(&d->slock);
     }
     pthread_mutex_unlock(&d->slock);
@@ -1635,6 +1855,7 @@ int fs_data_start(struct fs *fs)
     pthread_mutex_init(&d->dlock, NULL);
     pthread_mutex_init(&d->slock, NULL);
     pthread_cond_init(&d->scond, NULL);
+    pthread_mutex_init(&d->hlock, NULL);
     pthread_cond_init(&d->idle_cond, NULL);
     fs->data = d;
     for (unsigned i = 0; i < d->nthreads; i++) {
@@ -1658,6 +1879,7 @@ int fs_data_start(struct fs *fs)
         return pfs_err(-e, "cannot start the metadata sync thread: %s", strerror(e));
     }
     d->syncer_started = 1;
+    fs_status_tick(fs);   /* `pactfs status` works from the start */
     return 0;
 }
 
@@ -1673,6 +1895,19 @@ void fs_data_stop(struct fs *fs)
     for (unsigned i = 0; i < d->nthreads; i++)
         pthread_join(d->threads[i], NULL);
     syncer_stop(d);
+    if (d->repairs)
+        repairs_run(fs);   /* the endpoint may be back by now */
+    if (d->repairs) {
+        fprintf(stderr, "pactfs: %" PRIu64 " chunk(s) still miss fragments on a failing "
+                "endpoint at unmount: run pactfs-fsck --repair once it is back\n",
+                d->health.repair_queue);
+        fs_health_unmount_report(fs, d->health.repair_queue);
+    }
+    while (d->repairs) {
+        struct pending_repair *p = d->repairs;
+        d->repairs = p->next;
+        free(p);
+    }
     /* Every deferred commit on disk before the daemon goes; and back to
      * durable commits for whoever uses the handle next. */
     fs_data_meta_sync(fs);
@@ -1693,6 +1928,7 @@ void fs_data_stop(struct fs *fs)
     pthread_mutex_destroy(&d->dlock);
     pthread_mutex_destroy(&d->slock);
     pthread_cond_destroy(&d->scond);
+    pthread_mutex_destroy(&d->hlock);
     pthread_cond_destroy(&d->idle_cond);
     free(d);
     fs->data = NULL;

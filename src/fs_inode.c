@@ -194,9 +194,12 @@ void fs_inode_put(struct fs *fs, struct fs_inode *in, enum fs_ref kind, uint64_t
     if (!last)
         return;
 
-    if (in->file && !unlinked && fs_data_flush(fs, in) < 0)
-        fprintf(stderr, "pactfs: write-back of inode %llu failed: %s\n",
-                (unsigned long long)in->ino, pfs_err_msg());
+    if (in->file && !unlinked && fs_data_flush(fs, in) < 0) {
+        fprintf(stderr, "pactfs: write-back of inode %llu failed: %s; its data stays in "
+                "memory and is retried\n", (unsigned long long)in->ino, pfs_err_msg());
+        if (fs_data_keep_for_retry(fs, in))
+            return;   /* our op reference keeps it */
+    }
 
     pthread_mutex_lock(&t->lock);
     in->nref--;

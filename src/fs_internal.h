@@ -180,4 +180,31 @@ void fs_data_quiesce(struct fs *fs);
 void fs_data_gc_kick(struct fs *fs);
 int fs_data_gc_run(struct fs *fs);
 
+/* Health figures of the data path (fs_data.c), for the status. */
+struct fs_health {
+    uint64_t dirty_bytes;            /* write-back backlog */
+    uint64_t writeback_errors;       /* puts that failed (data kept, retried) */
+    uint64_t degraded_writes;        /* puts that stored fewer than k+m fragments */
+    uint64_t repair_queue;           /* chunks with fragments still missing */
+    uint64_t repairs_done;
+    uint64_t repair_attempts_failed;
+    uint64_t repairs_lost;           /* could not even be queued (out of memory) */
+    uint64_t stuck_files;            /* closed files whose data waits in write-back */
+    char last_error[512];
+    int64_t last_error_time;
+};
+void fs_data_health(struct fs *fs, struct fs_health *out);
+void fs_health_note_error(struct fs *fs, const char *msg);
+/* A put failed and none fully succeeded since: close waits for the
+ * write-back so it can report the error. */
+int fs_data_in_trouble(struct fs *fs);
+/* The last reference of in went but its write-back failed: keep it (the
+ * caller's op reference) and retry; 0 if it could not be kept. */
+int fs_data_keep_for_retry(struct fs *fs, struct fs_inode *in);
+
+/* fs_status.c: rewrite the status file and metrics (syncer thread); audit
+ * the repairs left at unmount. */
+void fs_status_tick(struct fs *fs);
+void fs_health_unmount_report(struct fs *fs, uint64_t chunks);
+
 #endif

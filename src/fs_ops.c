@@ -1673,9 +1673,12 @@ static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     struct fs *fs = req_fs(req);
     struct fs_handle *h = fi_handle(fi);
     /* With another mount of the vault live, close commits before it
-     * returns, so an open there afterwards sees the data (close-to-open). */
-    int r = !h->writable ? 0 : fs_alone(fs) ? fs_data_writeback_start(fs, h->in)
-                                            : fs_data_flush(fs, h->in);
+     * returns, so an open there afterwards sees the data (close-to-open);
+     * with an endpoint failing, so that it reports what could not be
+     * stored (the data stays and is retried). */
+    int r = !h->writable ? 0
+          : fs_alone(fs) && !fs_data_in_trouble(fs) ? fs_data_writeback_start(fs, h->in)
+          : fs_data_flush(fs, h->in);
     int a = handle_summary(fs, req, h, ino);
     fuse_reply_err(req, r < 0 || a < 0 ? EIO : 0);
 }

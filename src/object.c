@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "buf.h"
 #include "crypto.h"
@@ -43,11 +44,16 @@ struct io_job {
     uint8_t *sum_out;         /* IO_PUT: SHA-256 of what was written */
     int rc;
     char msg[JOB_MSG_LEN];    /* pfs_err text: the slot is per thread */
+    struct object_layer *ol;  /* for the endpoint's health figures */
+    unsigned ep;              /* endpoint index */
 };
 
 struct object_layer {
     struct store **stores;
     unsigned n, k, m;
+    unsigned write_min;       /* fewest fragments a put must store */
+    pthread_mutex_t stats_lock;
+    struct object_endpoint_stats *stats;   /* n of them */
     struct ec_codec *codec;
     struct workq *pool;       /* fragments of one chunk in parallel */
 };
@@ -91,8 +97,44 @@ static int job_get(struct io_job *j)
     return rc;
 }
 
+static int64_t now_us(clockid_t clk)
+{
+    struct timespec ts;
+
+    clock_gettime(clk, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* What the status shows of each endpoint: the last operation's outcome and
+ * latency, counts, and the last error. */
+static void job_account(struct io_job *j, int64_t latency_us)
+{
+    struct object_endpoint_stats *st;
+    /* A missing fragment is the fragment's problem, not the endpoint's. */
+    int failed = j->rc && !(j->op == IO_GET && j->rc == -ENOENT);
+
+    if (!j->ol)
+        return;
+    st = &j->ol->stats[j->ep];
+    pthread_mutex_lock(&j->ol->stats_lock);
+    st->ops++;
+    st->last_ok = !failed;
+    if (j->op == IO_PUT)        /* only a put proves the endpoint takes data */
+        st->put_failing = failed;
+    if (failed) {
+        st->errors++;
+        st->last_error_time = now_us(CLOCK_REALTIME) / 1000000;
+        snprintf(st->last_error, sizeof st->last_error, "%s", j->msg);
+    } else {
+        st->last_latency_us = (uint64_t)latency_us;
+    }
+    pthread_mutex_unlock(&j->ol->stats_lock);
+}
+
 static void job_run(struct io_job *j)
 {
+    int64_t t0 = now_us(CLOCK_MONOTONIC);
+
     switch (j->op) {
     case IO_PUT:
         if (j->sum_out)
@@ -113,6 +155,7 @@ static void job_run(struct io_job *j)
     }
     if (j->rc)
         snprintf(j->msg, sizeof j->msg, "%s", pfs_err_msg());
+    job_account(j, now_us(CLOCK_MONOTONIC) - t0);
 }
 
 static void run_job_at(void *arg, unsigned i)
@@ -159,8 +202,18 @@ int object_layer_new(struct store **stores, unsigned n, unsigned k, unsigned m,
     ol->n = n;
     ol->k = k;
     ol->m = m;
+    ol->write_min = k + m;
+    ol->stats = calloc(n, sizeof *ol->stats);
+    if (!ol->stats) {
+        free(ol->stores);
+        free(ol);
+        return pfs_err(-ENOMEM, "out of memory creating the object layer");
+    }
+    pthread_mutex_init(&ol->stats_lock, NULL);
     rc = ec_new(k, m, &ol->codec);
     if (rc) {
+        pthread_mutex_destroy(&ol->stats_lock);
+        free(ol->stats);
         free(ol->stores);
         free(ol);
         return rc;
@@ -180,8 +233,35 @@ void object_layer_free(struct object_layer *ol)
         return;
     workq_free(ol->pool);
     ec_free(ol->codec);
+    pthread_mutex_destroy(&ol->stats_lock);
+    free(ol->stats);
     free(ol->stores);
     free(ol);
+}
+
+int object_layer_set_write_min(struct object_layer *ol, unsigned min)
+{
+    if (min < ol->k || min > ol->k + ol->m)
+        return pfs_err(-EINVAL, "a write needs between k = %u and k + m = %u fragments, "
+                       "not %u", ol->k, ol->k + ol->m, min);
+    ol->write_min = min;
+    return 0;
+}
+
+unsigned object_layer_write_min(const struct object_layer *ol)
+{
+    return ol->write_min;
+}
+
+void object_layer_endpoint_stats(struct object_layer *ol, unsigned i,
+                                 struct object_endpoint_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    if (i >= ol->n)
+        return;
+    pthread_mutex_lock(&ol->stats_lock);
+    *out = ol->stats[i];
+    pthread_mutex_unlock(&ol->stats_lock);
 }
 
 unsigned object_layer_nstores(const struct object_layer *ol)
@@ -271,7 +351,9 @@ static void fill_job(struct io_job *j, enum io_op op, struct object_layer *ol,
 {
     memset(j, 0, sizeof *j);
     j->op = op;
-    j->store = ol->stores[object_fragment_store(ol, ref, frag)];
+    j->ol = ol;
+    j->ep = object_fragment_store(ol, ref, frag);
+    j->store = ol->stores[j->ep];
     object_fragment_name(ref->chunk_id, frag, j->name);
     j->len = len;
 }
@@ -306,6 +388,13 @@ static void delete_fragments(struct object_layer *ol, const struct chunk_ref *re
 int object_put_chunk(struct object_layer *ol, const uint8_t dek[32], uint64_t ino,
                      uint64_t idx, uint64_t version, const void *plain, size_t len,
                      struct chunk_ref *out)
+{
+    return object_put_chunk_degraded(ol, dek, ino, idx, version, plain, len, out, NULL);
+}
+
+int object_put_chunk_degraded(struct object_layer *ol, const uint8_t dek[32], uint64_t ino,
+                              uint64_t idx, uint64_t version, const void *plain, size_t len,
+                              struct chunk_ref *out, uint32_t *missing)
 {
     unsigned nf = ol->k + ol->m;
     size_t sealed_len, fraglen;
@@ -347,13 +436,30 @@ int object_put_chunk(struct object_layer *ol, const uint8_t dek[32], uint64_t in
     }
     run_jobs(ol, jobs, nf);
     free(buf);
+    uint32_t failed = 0;
+    unsigned stored = 0, first = nf;
     for (unsigned i = 0; i < nf; i++) {
         if (jobs[i].rc) {
-            rc = jobs[i].rc;
-            /* Leave no orphan fragments of a chunk nobody will reference. */
-            delete_fragments(ol, out, nf);
-            return pfs_err(rc, "%s", jobs[i].msg);
+            failed |= 1u << i;
+            if (first == nf)
+                first = i;
+        } else {
+            stored++;
         }
+    }
+    if (failed && (!missing || stored < ol->write_min)) {
+        /* Leave no orphan fragments of a chunk nobody will reference. */
+        delete_fragments(ol, out, nf);
+        if (!missing)
+            return pfs_err(jobs[first].rc, "%s", jobs[first].msg);
+        return pfs_err(-EIO, "only %u of %u fragments could be stored and this vault "
+                       "needs %u (coding.min_write_fragments); first problem: %s", stored,
+                       nf, ol->write_min, jobs[first].msg);
+    }
+    if (missing) {
+        *missing = failed;
+        if (failed)   /* the caller logs which endpoint and why */
+            pfs_err(jobs[first].rc, "%s", jobs[first].msg);
     }
     return 0;
 }
@@ -611,11 +717,19 @@ int object_layer_sync(struct object_layer *ol)
     for (unsigned i = 0; i < ol->n; i++) {
         jobs[i].op = IO_SYNC;
         jobs[i].store = ol->stores[i];
+        jobs[i].ol = ol;
+        jobs[i].ep = i;
     }
     run_jobs(ol, jobs, ol->n);
-    for (unsigned i = 0; i < ol->n && rc == 0; i++)
-        if (jobs[i].rc)
+    unsigned nfailed = 0;
+    for (unsigned i = 0; i < ol->n; i++)
+        if (jobs[i].rc && nfailed++ == 0)
             rc = pfs_err(jobs[i].rc, "%s", jobs[i].msg);
+    /* A degraded put already left the failing endpoints' fragments missing
+     * (and queued for repair); their sync failing loses nothing more, as
+     * long as every chunk still has write_min fragments elsewhere. */
+    if (rc && ol->write_min < ol->k + ol->m && nfailed <= ol->k + ol->m - ol->write_min)
+        rc = 0;
     free(jobs);
     return rc;
 }

@@ -62,6 +62,33 @@ int object_put_chunk(struct object_layer *ol, const uint8_t dek[32], uint64_t in
                      uint64_t idx, uint64_t version, const void *plain, size_t len,
                      struct chunk_ref *out);
 
+/* The same, but with some endpoints failing: succeeds if at least
+ * object_layer_write_min() fragments were stored.  *missing gets bit i set
+ * for each fragment i that could not be (the caller records it for repair;
+ * the ref's checksums cover it, so a repair needs no key); then
+ * pfs_err_msg() names the first failure. */
+int object_put_chunk_degraded(struct object_layer *ol, const uint8_t dek[32], uint64_t ino,
+                              uint64_t idx, uint64_t version, const void *plain, size_t len,
+                              struct chunk_ref *out, uint32_t *missing);
+
+/* Fewest fragments object_put_chunk_degraded must store: k..k+m (the
+ * vault's coding.min_write_fragments; default of the layer: k+m, i.e. no
+ * degraded writes). */
+int object_layer_set_write_min(struct object_layer *ol, unsigned min);
+unsigned object_layer_write_min(const struct object_layer *ol);
+
+/* Health of endpoint i as seen by this process's operations. */
+struct object_endpoint_stats {
+    uint64_t ops, errors;          /* operations done, failed */
+    uint64_t last_latency_us;      /* of the last successful one */
+    int last_ok;                   /* the last one succeeded */
+    int put_failing;               /* the last put to it failed */
+    int64_t last_error_time;       /* unix seconds; 0: never */
+    char last_error[256];
+};
+void object_layer_endpoint_stats(struct object_layer *ol, unsigned i,
+                                 struct object_endpoint_stats *out);
+
 /* Gather, decode, open.  plain must hold ref->plain_len bytes.  *bad_mask
  * (optional) gets bit i set for each fragment missing or corrupt. */
 int object_get_chunk(struct object_layer *ol, const uint8_t dek[32], uint64_t ino,
@@ -81,7 +108,8 @@ int object_repair_chunk(struct object_layer *ol, const struct chunk_ref *ref,
 /* Delete every fragment of a chunk (missing ones are not an error). */
 int object_delete_chunk(struct object_layer *ol, const struct chunk_ref *ref);
 
-/* Durability barrier across all endpoints. */
+/* Durability barrier across all endpoints.  With degraded writes allowed
+ * (write_min < k+m), up to k+m-write_min endpoints may fail it. */
 int object_layer_sync(struct object_layer *ol);
 
 #endif

@@ -21,6 +21,7 @@
 
 #include "audit_ship.h"
 #include "cli.h"
+#include "status_show.h"
 #include "crypto.h"
 #include "error.h"
 #include "exitcodes.h"
@@ -38,6 +39,7 @@ static void usage(FILE *out)
 "Usage: pactfs mount [OPTIONS] VAULT_DIR MOUNTPOINT\n"
 "       pactfs mount [OPTIONS] --config FILE MOUNTPOINT\n"
 "       pactfs umount MOUNTPOINT\n"
+"       pactfs status [--json] [MOUNTPOINT]\n"
 "\n"
 "Mount a pactfs vault: its contract folders appear under MOUNTPOINT as plain\n"
 "files; everything stored is encrypted and dispersed across the endpoints.\n"
@@ -54,7 +56,12 @@ static void usage(FILE *out)
 "  --help, --version\n"
 "\n"
 "Unmount with `pactfs umount MOUNTPOINT` or `fusermount3 -u MOUNTPOINT`;\n"
-"either flushes all data first.  Exit codes: see pactfs(1).\n");
+"either flushes all data first.\n"
+"\n"
+"status shows each running mount (or MOUNTPOINT's): account, endpoints with\n"
+"their state and latency, write-back backlog, degraded writes and the repair\n"
+"queue, audit spool and shipping lag, the last error; --json prints the\n"
+"daemon's status file as is.  Exit codes: see pactfs(1).\n");
 }
 
 struct mount_args {
@@ -173,14 +180,35 @@ static int join_peers(const struct mount_args *a, struct mount_peers **out)
     return rc == -EBUSY ? EXIT_ALREADY_MOUNTED : EXIT_STORE;
 }
 
+/* The runtime directory: /run/pactfs for root, else
+ * $XDG_RUNTIME_DIR/pactfs (/run/user/UID/pactfs). */
+static void runtime_dir(char *out, size_t n)
+{
+    /* (callers leave room for a file name after it) */
+    const char *xdg = getenv("XDG_RUNTIME_DIR");
+
+    if (getuid() != 0 && xdg && *xdg == '/')
+        snprintf(out, n, "%s/pactfs", xdg);
+    else
+        snprintf(out, n, PID_DIR);
+}
+
+/* RUNTIME_DIR/<mountpoint id><suffix> */
+static void runtime_file(const char *mountpoint, const char *suffix, char *out, size_t n)
+{
+    char dir[PATH_MAX], id[MOUNTPOINT_ID_LEN + 1];
+
+    mountpoint_id(mountpoint, id);
+    runtime_dir(dir, sizeof dir - 64);
+    if (snprintf(out, n, "%s/%s%.16s", dir, id, suffix) >= (int)n)
+        out[0] = '\0';
+}
+
 /* The daemon's pid, by mountpoint, so `pactfs umount` can wait for the
  * final flush. */
 static void pidfile_path(const char *mountpoint, char *out, size_t n)
 {
-    char id[MOUNTPOINT_ID_LEN + 1];
-
-    mountpoint_id(mountpoint, id);
-    snprintf(out, n, PID_DIR "/%s.pid", id);
+    runtime_file(mountpoint, ".pid", out, n);
 }
 
 static void pidfile_write(const char *mountpoint)
@@ -188,7 +216,8 @@ static void pidfile_write(const char *mountpoint)
     char path[PATH_MAX];
     FILE *fp;
 
-    mkdir(PID_DIR, 0700);
+    runtime_dir(path, sizeof path);
+    mkdir(path, 0755);   /* status files are readable; they hold no secret */
     pidfile_path(mountpoint, path, sizeof path);
     fp = fopen(path, "we");
     if (fp) {
@@ -202,6 +231,10 @@ static void pidfile_remove(const char *mountpoint)
     char path[PATH_MAX];
 
     pidfile_path(mountpoint, path, sizeof path);
+    unlink(path);
+    runtime_file(mountpoint, STATUS_SUFFIX, path, sizeof path);
+    unlink(path);
+    runtime_file(mountpoint, METRICS_SUFFIX, path, sizeof path);
     unlink(path);
 }
 
@@ -338,6 +371,7 @@ static int serve(const struct mount_args *a, char **password, int ready_fd)
     enum { SHIP_DRAIN_MS = 5000 };      /* bound on sending the rest at unmount */
     struct mount_peers *peers = NULL;
     int rc, code;
+    char status_path[PATH_MAX], metrics_path[PATH_MAX];
 
     code = join_peers(a, &peers);
     if (code != EXIT_OK)
@@ -376,6 +410,12 @@ static int serve(const struct mount_args *a, char **password, int ready_fd)
     fo.allow_other = a->allow_other;
     fo.ready_fd = ready_fd;
     fo.peers = peers;
+    fo.mountpoint = a->mountpoint;
+    runtime_file(a->mountpoint, STATUS_SUFFIX, status_path, sizeof status_path);
+    runtime_file(a->mountpoint, METRICS_SUFFIX, metrics_path, sizeof metrics_path);
+    fo.status_path = status_path;
+    fo.metrics_path = metrics_path;
+    fo.ship = ship;
     /* Fail closed: no mount that the audit trail does not know about. */
     rc = audit_event(v->audit, &who, "mount", a->mountpoint, 0, 0);
     if (rc < 0) {
@@ -539,6 +579,21 @@ int main(int argc, char **argv)
         return cmd_mount(argc - 1, argv + 1);
     if (!strcmp(argv[1], "umount") || !strcmp(argv[1], "unmount"))
         return cmd_umount(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "status")) {
+        char dir[PATH_MAX], one[PATH_MAX];
+        int json = argc > 2 && !strcmp(argv[2], "--json");
+        const char *mnt = argc > 2 + json ? argv[2 + json] : NULL;
+
+        if (argc > 3 + json || (argc > 2 && argv[argc - 1][0] == '-' &&
+                                strcmp(argv[argc - 1], "--json"))) {
+            fprintf(stderr, "Usage: pactfs status [--json] [MOUNTPOINT]\n");
+            return EXIT_USAGE;
+        }
+        runtime_dir(dir, sizeof dir);
+        if (mnt)
+            runtime_file(mnt, STATUS_SUFFIX, one, sizeof one);
+        return status_show(dir, mnt ? one : NULL, mnt, json);
+    }
     fprintf(stderr, PROG ": unknown command \"%s\"; try pactfs --help\n", argv[1]);
     return EXIT_USAGE;
 }

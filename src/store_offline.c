@@ -1,6 +1,8 @@
 /* A storage endpoint that is known to be unreachable: the stand-in that
  * lets the object layer read with parity while an endpoint is lost, and
- * refuses writes loudly rather than writing fewer fragments than promised. */
+ * fails every write loudly; the object layer then stores the other
+ * fragments if the vault allows degraded writes (coding.min_write_fragments)
+ * and queues the missing one for repair. */
 #include "config.h"
 
 #include <errno.h>
@@ -18,7 +20,7 @@ static int offline_write_refused(struct store *s)
 {
     struct offline *o = s->impl;
 
-    return pfs_err(-EIO, "endpoint %s is offline (%s): writes are refused until it is "
+    return pfs_err(-EIO, "endpoint %s is offline (%s): nothing can be written to it until it is "
                    "restored; then run pactfs-fsck --repair", s->desc, o->reason);
 }
 

@@ -118,7 +118,8 @@ static int open_stores(struct vault *v)
                 snprintf(first_problem, sizeof first_problem, "%s", pfs_err_msg());
             offline++;
             fprintf(stderr, "pactfs: warning: endpoint %u is unavailable: %s; reading with "
-                    "parity, writes will fail until it is restored\n", i + 1, pfs_err_msg());
+                    "parity; writes store the other fragments (degraded) until a remount finds it "
+                    "again, then pactfs-fsck --repair fills in the missing ones\n", i + 1, pfs_err_msg());
             rc = store_offline_new(desc, "missing or unreachable at mount time", &v->stores[i]);
             if (rc < 0)
                 return rc;
@@ -128,7 +129,11 @@ static int open_stores(struct vault *v)
         return pfs_err(-EIO, "%u of %u endpoints are unavailable and at most %u may be (m): "
                        "the data cannot be read. First problem: %s", offline, c->n_endpoints,
                        c->m, first_problem);
-    return object_layer_new(v->stores, c->n_endpoints, c->k, c->m, &v->ol);
+    rc = object_layer_new(v->stores, c->n_endpoints, c->k, c->m, &v->ol);
+    if (rc == 0)   /* degraded writes: default k, so up to m endpoints may be down */
+        rc = object_layer_set_write_min(v->ol, c->min_write_fragments ? c->min_write_fragments
+                                                                      : c->k);
+    return rc;
 }
 
 static int open_share_provider(struct vault *v)

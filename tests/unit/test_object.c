@@ -215,6 +215,57 @@ static void test_put_failure_cleans_up(void)
     rig_down(&r);
 }
 
+/* Degraded put: with one endpoint failing and write_min = k, the chunk is
+ * stored with the missing fragment in the mask, reads back, and a repair
+ * (once the endpoint works) makes it whole; with write_min = k + m the put
+ * fails and leaves nothing behind. */
+static void test_degraded_put_then_repair(void)
+{
+    static struct store_ops broken_ops;
+    const struct store_ops *good_ops;
+    struct rig r;
+    uint8_t *in = pattern(7000, 21), *out = malloc(7000);
+    struct chunk_ref ref;
+    uint32_t missing = 0, bad = 0;
+    struct object_endpoint_stats st;
+    int objects = 0;
+
+    REQUIRE(out && rig_up(&r, 3, 2, 1) == 0);
+    good_ops = r.stores[1]->ops;
+    broken_ops = *good_ops;
+    broken_ops.put = failing_put;
+    r.stores[1]->ops = &broken_ops;
+    CHECK_EQ_INT(object_layer_set_write_min(r.ol, 1), -EINVAL);
+    CHECK_EQ_INT(object_layer_set_write_min(r.ol, 4), -EINVAL);
+    CHECK_EQ_INT(object_layer_set_write_min(r.ol, 2), 0);
+    CHECK_EQ_INT(object_put_chunk_degraded(r.ol, dek, 5, 0, 1, in, 7000, &ref, &missing), 0);
+    CHECK_EQ_INT(missing, 1u << 1);             /* rotation 0: fragment 1 on store 1 */
+    object_layer_endpoint_stats(r.ol, 1, &st);
+    CHECK(st.put_failing && st.errors == 1 && strstr(st.last_error, "disk full"));
+    CHECK_EQ_INT(object_get_chunk(r.ol, dek, 5, 0, &ref, out, NULL), 0);
+    CHECK(memcmp(in, out, 7000) == 0);
+    r.stores[1]->ops = good_ops;                 /* the endpoint is back */
+    CHECK_EQ_INT(object_verify_chunk(r.ol, &ref, &bad), 0);
+    CHECK_EQ_INT(bad, 1u << 1);
+    CHECK_EQ_INT(object_repair_chunk(r.ol, &ref, bad), 0);
+    CHECK_EQ_INT(object_verify_chunk(r.ol, &ref, &bad), 0);
+    CHECK_EQ_INT(bad, 0);
+    CHECK_EQ_INT(object_delete_chunk(r.ol, &ref), 0);
+
+    r.stores[1]->ops = &broken_ops;
+    CHECK_EQ_INT(object_layer_set_write_min(r.ol, 3), 0);
+    CHECK_EQ_INT(object_put_chunk_degraded(r.ol, dek, 5, 0, 2, in, 7000, &ref, &missing),
+                 -EIO);
+    CHECK(strstr(pfs_err_msg(), "min_write_fragments") != NULL);
+    r.stores[1]->ops = good_ops;
+    for (unsigned i = 0; i < 3; i++)
+        CHECK_EQ_INT(store_list(r.stores[i], count_objects, &objects), 0);
+    CHECK_EQ_INT(objects, 0);
+    free(in);
+    free(out);
+    rig_down(&r);
+}
+
 static void test_empty_chunk_refused(void)
 {
     struct rig r;
@@ -582,6 +633,7 @@ int main(void)
     RUN(test_roundtrip_sizes);
     RUN(test_roundtrip_without_get_into);
     RUN(test_put_failure_cleans_up);
+    RUN(test_degraded_put_then_repair);
     RUN(test_empty_chunk_refused);
     RUN(test_fragment_placement);
     RUN(test_survives_m_bad_fragments);
