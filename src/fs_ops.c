@@ -268,10 +268,11 @@ static int root_deny(struct fs *fs, fuse_req_t req, const char *op, const char *
         __atomic_compare_exchange_n(&last_ns, &last, now, 0, __ATOMIC_RELAXED,
                                     __ATOMIC_RELAXED)) {
         unsigned n = __atomic_exchange_n(&suppressed, 0, __ATOMIC_RELAXED);
-        const char *how = !strcmp(op, "mkdir")
-            ? (fs->opt.read_only ? "this mount is read-only"
-                                 : "creating a contract folder needs the dataadmin role")
-            : "put files inside a contract folder";
+        const char *how = strcmp(op, "mkdir") ? "put files inside a contract folder"
+            : fs->opt.read_only ? "this mount is read-only"
+            : name && name[0] == '.' ? "a contract folder's name does not start with a dot "
+                                       "(a trash directory is not supported here)"
+            : "creating a contract folder needs the dataadmin role";
         fprintf(stderr, "pactfs: %s \"%s\" at the top of the mount refused for account "
                 "\"%s\": only contract folders live there and %s (%u similar refusals "
                 "not logged)\n", op, name ? name : "", fs->v->account.name, how, n);
@@ -952,7 +953,10 @@ static int root_mkdir(struct fs *fs, fuse_req_t req, const char *name, struct me
 {
     if (fs->opt.read_only)
         return -EROFS;
-    if (!may_create_folders(fs))
+    /* Desktops probe the top of every mount with hidden names (the
+     * freedesktop.org trash's .Trash-UID, .xdg-volume-info): those must
+     * never become contract folders. */
+    if (!may_create_folders(fs) || name[0] == '.')
         return root_deny(fs, req, "mkdir", name, NULL);
     int r = name_check(name);
     if (r < 0)
