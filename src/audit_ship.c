@@ -735,3 +735,13 @@ int audit_ship_stop(struct audit_ship *s, unsigned drain_ms)
     free(s);
     return rc;
 }
+
+int audit_ship_pending(const struct pactfs_conf *c, unsigned timeout_ms)
+{
+    struct audit_ship_opts o = { .spool_path = c->audit_spool, .url = c->audit_url,
+                                 .tls = &c->audit_tls, .timeout_ms = timeout_ms };
+
+    if (!c->audit_url || !c->audit_spool)
+        return 0;
+    return audit_ship_once(&o, NULL);
+}

@@ -77,6 +77,13 @@ void audit_ship_get_status(struct audit_ship *s, struct audit_ship_status *st);
  * first failure (no retry).  *batches counts acknowledged batches. */
 int audit_ship_once(const struct audit_ship_opts *o, uint64_t *batches);
 
+/* Ship what the spool of vault configuration c holds now, once, with
+ * requests cut after timeout_ms: how pactfs-admin and pactfs-fsck send their
+ * events with nothing mounted.  0 when c names no receiver; on failure the
+ * events stay in the spool (the buffer) for the next shipping, pfs_err says
+ * why. */
+int audit_ship_pending(const struct pactfs_conf *c, unsigned timeout_ms);
+
 /* The cursor file.  load: a missing file is the start of the spool (0);
  * a malformed one is -EBADMSG.  store: tmp file, fsync, rename, fsync dir. */
 int audit_cursor_load(const char *spool_path, struct audit_cursor *c);

@@ -14,6 +14,7 @@
 #include "secmem.h"
 #include "keyring.h"
 #include "audit_proof.h"
+#include "audit_ship.h"
 #include "meta_backend.h"
 #include "registry.h"
 #include "vault.h"
@@ -490,12 +491,24 @@ const struct folder_keys *vault_folder_keys(struct vault *v, uint64_t folder_id,
     return f->keys[key_version];
 }
 
+static int ship_at_close;   /* vault_ship_at_close */
+
+void vault_ship_at_close(int on)
+{
+    ship_at_close = on;
+}
+
 void vault_close(struct vault *v)
 {
     if (!v)
         return;
     if (v->audit)
         audit_close(v->audit);
+    /* after the session's closing checkpoint, so it leaves with the rest */
+    if (ship_at_close && v->conf.audit_url && audit_ship_pending(&v->conf, 10000) < 0)
+        fprintf(stderr, "pactfs: warning: audit events not shipped yet (%s); they wait in "
+                "%s for the next run or 'pactfs-admin audit-ship'\n", pfs_err_msg(),
+                v->conf.audit_spool);
     for (size_t i = 0; i < v->nfolders; i++) {
         for (uint32_t j = 0; j < v->folders[i].nkeys; j++)
             folder_keys_free(v->folders[i].keys[j]);
@@ -785,6 +798,12 @@ static void init_conf(struct pactfs_conf *c, const struct vault_init_opts *o, co
         c->keyd_tls.ca_file = o->keyd_ca_file ? realpath(o->keyd_ca_file, NULL) : NULL;
         c->keyd_tls.cert_file = o->keyd_cert_file ? realpath(o->keyd_cert_file, NULL) : NULL;
         c->keyd_tls.key_file = o->keyd_key_file ? realpath(o->keyd_key_file, NULL) : NULL;
+    }
+    if (o->audit_url) {
+        c->audit_url = strdup(o->audit_url);
+        c->audit_tls.ca_file = o->audit_ca_file ? realpath(o->audit_ca_file, NULL) : NULL;
+        c->audit_tls.cert_file = o->audit_cert_file ? realpath(o->audit_cert_file, NULL) : NULL;
+        c->audit_tls.key_file = o->audit_key_file ? realpath(o->audit_key_file, NULL) : NULL;
     }
 }
 

@@ -57,6 +57,10 @@ int vault_open_endpoint(const struct endpoint_conf *e, unsigned i, int create,
                         struct store **out);
 int vault_unlock(struct vault *v, const char *account, const char *password);
 void vault_close(struct vault *v);
+/* Make vault_close ship the audit spool to the configured receiver (one
+ * attempt, the spool is the buffer): pactfs-admin, which runs without the
+ * mount daemon's shipper. */
+void vault_ship_at_close(int on);
 
 /* Folder lookups for the unlocked account (NULL if it holds no envelope). */
 struct vault_folder *vault_folder_by_id(struct vault *v, uint64_t folder_id);
@@ -86,6 +90,9 @@ struct vault_init_opts {
     const char *keyd_cert_file;
     const char *keyd_key_file;
     const char *keyd_admin_token_file; /* enrollment needs the admin token */
+    /* Audit receiver (pactfs-auditd) the vault's events are shipped to. */
+    const char *audit_url;
+    const char *audit_ca_file, *audit_cert_file, *audit_key_file;
     /* Metadata in PostgreSQL instead of DIR/meta.db (libpq conninfo; a
      * network connection needs sslmode=verify-full). */
     const char *pg_conninfo;

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "audit_ship.h"
 #include "cli.h"
 #include "crypto.h"
 #include "error.h"
@@ -102,6 +103,10 @@ static int cmd_init(int argc, char **argv)
         { "kdf-memory", required_argument, NULL, 'M' },
         { "keyd-url", required_argument, NULL, 'U' },
         { "keyd-ca", required_argument, NULL, 'C' },
+        { "audit-url", required_argument, NULL, '1' },
+        { "audit-ca", required_argument, NULL, '2' },
+        { "audit-cert", required_argument, NULL, '3' },
+        { "audit-key", required_argument, NULL, '4' },
         { "keyd-cert", required_argument, NULL, 'E' },
         { "keyd-key", required_argument, NULL, 'K' },
         { "keyd-admin-token", required_argument, NULL, 'T' },
@@ -143,6 +148,10 @@ static int cmd_init(int argc, char **argv)
         case 'K': o.keyd_key_file = optarg; break;
         case 'T': o.keyd_admin_token_file = optarg; break;
         case 'P': o.pg_conninfo = optarg; break;
+        case '1': o.audit_url = optarg; break;
+        case '2': o.audit_ca_file = optarg; break;
+        case '3': o.audit_cert_file = optarg; break;
+        case '4': o.audit_key_file = optarg; break;
         case 'S': o.sysadmin = optarg; break;
         case 'W': admin_passfile = optarg; break;
         case 'h': command_usage(current, stdout); return EXIT_OK;
@@ -203,6 +212,14 @@ static int cmd_init(int argc, char **argv)
         cli_report(PROG, rc);
         free(account);
         return rc == -EEXIST ? EXIT_EXISTS : cli_exit_code_for(rc);
+    }
+    if (o.audit_url) {   /* init's own events leave at once, like every command's */
+        char conf[4096];
+        struct vault *made = NULL;
+
+        snprintf(conf, sizeof conf, "%s/pactfs.conf", o.dir);
+        if (vault_open(conf, &made) == 0)
+            vault_close(made);
     }
     printf("Created vault in %s for account \"%s\" with folder \"%s\".\n"
            "Mount it with: pactfs mount %s MOUNTPOINT\n",
@@ -512,21 +529,57 @@ static EVP_PKEY *key_for_account(void *arg, const char *account)
     return k;
 }
 
+/* Parse VAULT_DIR|--config and open the vault without unlocking any
+ * account: an exit code. */
+static int open_vault_plain(int argc, char **argv, struct vault_args *a, struct vault **v)
+{
+    int rc;
+
+    if (parse_vault_args(argc, argv, a, 0) < 0)
+        return EXIT_USAGE;
+    rc = vault_open(a->conf_path, v);
+    if (rc < 0) {
+        cli_report(PROG, rc);
+        return rc == -ENOENT ? EXIT_CONFIG : cli_open_exit_code(rc);
+    }
+    return EXIT_OK;
+}
+
+static int cmd_audit_ship(int argc, char **argv)
+{
+    struct vault_args a = { 0 };
+    struct vault *v = NULL;
+    int rc, code = open_vault_plain(argc, argv, &a, &v);
+
+    if (code != EXIT_OK)
+        return code;
+    if (!v->conf.audit_url) {
+        fprintf(stderr, PROG ": %s sets no audit.url: there is no receiver to ship to\n",
+                a.conf_path);
+        vault_close(v);
+        return EXIT_CONFIG;
+    }
+    rc = audit_ship_pending(&v->conf, 30000);
+    if (rc < 0) {
+        cli_report(PROG, rc);
+        vault_close(v);
+        return EXIT_STORE;
+    }
+    printf("%s: everything in the spool is at %s.\n", v->conf.audit_spool, v->conf.audit_url);
+    vault_close(v);
+    return EXIT_OK;
+}
+
 static int cmd_audit_verify(int argc, char **argv)
 {
     struct vault_args a = { 0 };
     struct vault *v = NULL;
     struct key_lookup kl = { 0 };
     struct audit_verify_result res;
-    int rc;
+    int rc, code = open_vault_plain(argc, argv, &a, &v);
 
-    if (parse_vault_args(argc, argv, &a, 0) < 0)
-        return EXIT_USAGE;
-    rc = vault_open(a.conf_path, &v);
-    if (rc < 0) {
-        cli_report(PROG, rc);
-        return rc == -ENOENT ? EXIT_CONFIG : cli_open_exit_code(rc);
-    }
+    if (code != EXIT_OK)
+        return code;
     kl.meta = v->meta;
     kl.conf = &v->conf;
     /* Format 3 sessions prove their signer from the pinned root; format 2
@@ -821,15 +874,10 @@ static int cmd_accounts(int argc, char **argv)
 {
     struct vault_args a = { 0 };
     struct vault *v = NULL;
-    int rc;
+    int rc, code = open_vault_plain(argc, argv, &a, &v);
 
-    if (parse_vault_args(argc, argv, &a, 0) < 0)
-        return EXIT_USAGE;
-    rc = vault_open(a.conf_path, &v);
-    if (rc < 0) {
-        cli_report(PROG, rc);
-        return rc == -ENOENT ? EXIT_CONFIG : cli_open_exit_code(rc);
-    }
+    if (code != EXIT_OK)
+        return code;
     printf("%-24s %-24s %-9s %s\n", "ACCOUNT", "ROLES", "STATE", "REGISTRY");
     rc = meta_account_list(v->meta, print_account, v);
     if (rc < 0)
@@ -864,7 +912,11 @@ static const struct command commands[] = {
 "                       --keyd-cert/--keyd-key (client certificate) and\n"
 "                       --keyd-admin-token FILE (a file holding the token)\n"
 "  --postgresql CONNINFO  keep the metadata in PostgreSQL (libpq conninfo; over\n"
-"                       the network with sslmode=verify-full sslrootcert=CA)\n" },
+"                       the network with sslmode=verify-full sslrootcert=CA)\n"
+"  --audit-url URL      ship the audit trail to pactfs-auditd at URL (https),\n"
+"                       with --audit-ca FILE (its CA) and --audit-cert/--audit-key\n"
+"                       (this machine's client certificate); pactfs, pactfs-admin\n"
+"                       and pactfs-fsck then ship their events themselves\n" },
     { "passwd", cmd_passwd, "", OPT_ACTING | OPT_NEW_PASSFILE,
       "change an account's password",
       "[--account NAME] [--passfile OLD] [--new-passfile NEW] VAULT_DIR|--config FILE",
@@ -889,6 +941,13 @@ static const struct command commands[] = {
 "Check the audit spool's hash chain and every checkpoint signature against\n"
 "the signed account registry.  Exit 14 if the chain is broken, an event was\n"
 "edited, inserted or removed, or a signature does not verify.\n" },
+    { "audit-ship", cmd_audit_ship, "", OPT_CONFIG,
+      "send the audit spool to the receiver now", "VAULT_DIR|--config FILE",
+"Send what the audit spool holds and the receiver (audit.url) has not yet\n"
+"acknowledged, once, with nothing mounted.  Every pactfs-admin command\n"
+"already does this at exit; a systemd timer running this catches up after\n"
+"the receiver was down.  Exit 7 if the receiver could not take them (they stay\n"
+"in the spool), 3 if the vault configures no receiver.\n" },
     { "folder-create", cmd_folder_create, "NAME", OPT_ACTING,
       "create a contract folder (dataadmin)",
       "NAME [--account NAME] [--passfile FILE] VAULT_DIR|--config FILE",
@@ -980,6 +1039,8 @@ int main(int argc, char **argv)
         printf("pactfs-admin %s\n", PACKAGE_VERSION);
         return EXIT_OK;
     }
+    /* Admin actions leave the machine whether or not a vault is mounted. */
+    vault_ship_at_close(1);
     for (size_t i = 0; i < ncommands; i++)
         if (!strcmp(argv[1], commands[i].name)) {
             current = &commands[i];

@@ -25,6 +25,7 @@
 
 #include "conf.h"
 #include "audit.h"
+#include "audit_ship.h"
 #include "crypto.h"
 #include "error.h"
 #include "exitcodes.h"
@@ -331,6 +332,9 @@ static int fsck_open(struct fsck *f)
 static void fsck_close(struct fsck *f)
 {
     audit_close(f->audit);
+    if (f->audit && f->conf.audit_url && audit_ship_pending(&f->conf, 10000) < 0)
+        fprintf(stderr, PROG ": warning: audit events not shipped yet (%s); they wait in %s\n",
+                pfs_err_msg(), f->conf.audit_spool);
     if (f->ol)
         object_layer_free(f->ol);
     for (unsigned i = 0; i < EC_MAX_FRAGS; i++)

@@ -256,3 +256,59 @@ def test_receiver_down_at_unmount_resumes_at_next_mount(new_vault, receiver):
     new_vault.unmount()
     wait_receiver_has_spool(new_vault, receiver)
     assert receiver.verify(vid)["ok"] is True
+
+
+@pytest.mark.timeout_s(600)
+def test_admin_and_fsck_events_reach_the_receiver_with_nothing_mounted(new_vault, receiver):
+    """pactfs-admin and pactfs-fsck ship at exit (the spool is the buffer);
+    `pactfs-admin audit-ship` catches up after the receiver was down."""
+    v = new_vault
+    ship_to(v, receiver)
+    vid = vault_id(v)
+    p = v.admin("folder-create", "Shipped", v.dir, "--account", H.ACCOUNT,
+                "--passfile", v.passfile)
+    assert p.returncode == 0, p.stderr
+    got = receiver.events(vid)
+    assert got == spool_bytes(v), "the admin's events did not reach the receiver at exit"
+    assert b'"op":"folder-create"' in got
+    p = H.run([H.binary("pactfs-fsck"), v.dir])
+    assert p.returncode == 0, p.stdout + p.stderr
+    got = receiver.events(vid)
+    assert got == spool_bytes(v) and b'"op":"fsck-verify"' in got
+
+    assert receiver.stop() == 0
+    p = v.admin("folder-create", "WhileDown", v.dir, "--account", H.ACCOUNT,
+                "--passfile", v.passfile)
+    assert p.returncode == 0 and "not shipped yet" in p.stderr, p.stderr
+    receiver.start()
+    assert receiver.events(vid) != spool_bytes(v)
+    p = v.admin("audit-ship", v.dir)
+    assert p.returncode == 0, p.stderr
+    assert receiver.events(vid) == spool_bytes(v)
+    assert receiver.verify(vid)["ok"] is True
+
+
+@pytest.mark.timeout_s(600)
+def test_init_sets_up_shipping(tmp_path, receiver):
+    """pactfs-admin init --audit-url/--audit-ca/--audit-cert/--audit-key writes
+    the audit section; once the receiver pins the vault's root, the init's own
+    sessions (sysadmin, then the data account) arrive with nothing mounted."""
+    v = H.Vault(tmp_path / "shipped")
+    v.init("--audit-url", receiver.url, "--audit-ca", os.path.join(receiver.pki, "ca.pem"),
+           "--audit-cert", os.path.join(receiver.pki, "client.pem"),
+           "--audit-key", os.path.join(receiver.pki, "client.key"))
+    try:
+        with open(v.conf) as f:
+            text = f.read()
+        assert receiver.url in text, text
+        vid = re.search(r'\bid\s*=\s*"([0-9a-f]{32})"', text).group(1)
+        fp = re.search(r'root_fingerprint\s*=\s*"([0-9a-f]{64})"', text).group(1)
+        receiver.add_vault(vid, fp)
+        p = v.admin("audit-ship", v.dir)
+        assert p.returncode == 0, p.stderr
+        got = receiver.events(vid)
+        assert got == spool_bytes(v)
+        assert b'"op":"vault-init"' in got and b'"op":"grant"' in got
+        assert receiver.verify(vid)["ok"] is True
+    finally:
+        v.emergency_teardown()
