@@ -1389,6 +1389,21 @@ int fs_data_truncate(struct fs *fs, struct fs_inode *in, uint64_t size)
 /* ------------------------------------------------------------------ */
 /* Attributes                                                          */
 
+/* Bytes held by the chunks known in memory (dirty buffers, put and
+ * committed records); under in->lock. */
+static uint64_t chunks_held(const struct fs_file *f)
+{
+    uint64_t n = 0;
+    for (size_t i = 0; i < f->ntab; i++)
+        for (const struct fs_chunk *c = f->tab[i]; c; c = c->next) {
+            if (c->buf)
+                n += c->len;
+            else if (c->ref_state == REF_COMMITTED || c->ref_state == REF_PENDING)
+                n += c->ref.plain_len;
+        }
+    return n;
+}
+
 void fs_data_fill_attr(struct fs_inode *in, struct stat *st)
 {
     pthread_mutex_lock(&in->lock);
@@ -1398,7 +1413,14 @@ void fs_data_fill_attr(struct fs_inode *in, struct stat *st)
          * vault may have changed since this file was attached. */
         if (f->size_dirty) {
             st->st_size = (off_t)f->size;
-            st->st_blocks = (blkcnt_t)((f->size + 511) / 512);
+            /* du while unsaved: the larger of what the metadata and the
+             * memory know the chunks hold, never more than the size */
+            uint64_t held = (uint64_t)st->st_blocks * 512, mem = chunks_held(f);
+            if (mem > held)
+                held = mem;
+            if (held > f->size)
+                held = f->size;
+            st->st_blocks = (blkcnt_t)((held + 511) / 512);
         }
         if (f->mtime_dirty) {
             st->st_mtim.tv_sec = f->mtime_ns / 1000000000;

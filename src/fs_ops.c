@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "buf.h"
+#include "capacity.h"
 #include "envelope.h"
 #include "error.h"
 #include "fs_internal.h"
@@ -484,6 +485,23 @@ static void root_stat(struct fs *fs, struct stat *st)
     st->st_mtim = st->st_ctim = st->st_atim;
 }
 
+/* st_blocks counts the plaintext the file's chunks hold, so du is honest
+ * about sparse files.  A file of at most one chunk is counted by its size
+ * (off by under one chunk, and the small-file path pays no query).  Called
+ * without meta_lock. */
+static blkcnt_t stored_blocks(struct fs *fs, const struct meta_inode *mi)
+{
+    uint64_t bytes = mi->size, held;
+    if (S_ISREG(mi->mode) && mi->size > fs->chunk_size) {
+        pthread_mutex_lock(&fs->meta_lock);
+        int r = meta_chunk_bytes(fs->v->meta, mi->ino, &held);
+        pthread_mutex_unlock(&fs->meta_lock);
+        if (r == 0 && held < bytes)
+            bytes = held;
+    }
+    return (blkcnt_t)((bytes + 511) / 512);
+}
+
 static void stat_from_meta(struct fs *fs, const struct meta_inode *mi, struct stat *st)
 {
     memset(st, 0, sizeof *st);
@@ -495,7 +513,7 @@ static void stat_from_meta(struct fs *fs, const struct meta_inode *mi, struct st
     st->st_rdev = mi->rdev;
     st->st_size = (off_t)mi->size;
     st->st_blksize = (blksize_t)fs->chunk_size;
-    st->st_blocks = (blkcnt_t)((mi->size + 511) / 512);
+    st->st_blocks = stored_blocks(fs, mi);
     ns_to_ts(mi->atime_ns, &st->st_atim);
     ns_to_ts(mi->mtime_ns, &st->st_mtim);
     ns_to_ts(mi->ctime_ns, &st->st_ctim);
@@ -1835,6 +1853,12 @@ static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fus
 /* ------------------------------------------------------------------ */
 /* statfs                                                              */
 
+/* What df shows (docs/design-fuse.md, "statfs"): free is what the user can
+ * still store given the coding and the endpoints' free space (capacity.h),
+ * used is the plaintext bytes the vault's chunks hold, size is their sum.
+ * Inodes: the used count is real; the metadata store has no inode table to
+ * run out of, so free inodes are reported as 2^32, "plenty", like other
+ * network filesystems with no fixed inode table. */
 static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 {
     (void)ino;
@@ -1842,30 +1866,30 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
     struct statvfs sv;
     memset(&sv, 0, sizeof sv);
     const unsigned long bsize = 4096;
-    uint64_t min_total = UINT64_MAX, min_avail = UINT64_MAX;
     unsigned n = object_layer_nstores(fs->v->ol);
+    struct store_space_info sp[EC_MAX_FRAGS];
+    int known[sizeof sp / sizeof sp[0]];
+    if (n > sizeof sp / sizeof sp[0])
+        n = sizeof sp / sizeof sp[0];
     for (unsigned i = 0; i < n; i++) {
         struct store *s = object_layer_store(fs->v->ol, i);
-        uint64_t total = 0, avail = 0;
-        if (s && s->ops->space && s->ops->space(s, &total, &avail) == 0) {
-            if (total < min_total) min_total = total;
-            if (avail < min_avail) min_avail = avail;
-        }
+        known[i] = s && store_space(s, &sp[i]) == 0;
     }
     unsigned k = fs->v->conf.k ? fs->v->conf.k : 1;
-    if (min_total == UINT64_MAX)   /* no endpoint knows: report a large space */
-        min_total = min_avail = (uint64_t)1 << 50;
+    uint64_t avail = capacity_avail(sp, known, n, k, fs->v->conf.m);
     uint64_t inodes = 0, bytes = 0;
     pthread_mutex_lock(&fs->meta_lock);
-    meta_stats(fs->v->meta, &inodes, &bytes);
+    int r = meta_stats(fs->v->meta, &inodes, &bytes);
     pthread_mutex_unlock(&fs->meta_lock);
+    if (r < 0) {
+        fuse_reply_err(req, EIO);
+        return;
+    }
     sv.f_bsize = sv.f_frsize = bsize;
-    sv.f_blocks = (fsblkcnt_t)(min_total / bsize * k);
-    sv.f_bfree = sv.f_bavail = (fsblkcnt_t)(min_avail / bsize * k);
-    if (sv.f_blocks < sv.f_bfree)
-        sv.f_blocks = sv.f_bfree;
-    sv.f_files = (fsfilcnt_t)(inodes + 1000000);
-    sv.f_ffree = sv.f_favail = 1000000;
+    sv.f_bfree = sv.f_bavail = (fsblkcnt_t)(avail / bsize);
+    sv.f_blocks = sv.f_bfree + (fsblkcnt_t)((bytes + bsize - 1) / bsize);
+    sv.f_ffree = sv.f_favail = (fsfilcnt_t)1 << 32;
+    sv.f_files = (fsfilcnt_t)inodes + sv.f_ffree;
     sv.f_namemax = NAME_MAX_PLAIN;
     fuse_reply_statfs(req, &sv);
 }

@@ -464,3 +464,8 @@ int meta_stats(struct meta *m, uint64_t *inodes, uint64_t *bytes)
 {
     return m->ops->stats(m, inodes, bytes);
 }
+
+int meta_chunk_bytes(struct meta *m, uint64_t ino, uint64_t *bytes)
+{
+    return m->ops->chunk_bytes(m, ino, bytes);
+}

@@ -215,7 +215,12 @@ int meta_xattr_list(struct meta *m, uint64_t ino,
                     int (*cb)(void *arg, const uint8_t *name, size_t nlen), void *arg);
 
 /* ---- statistics for statfs ---- */
+/* inodes: rows in the inode table; bytes: plaintext bytes held by the
+ * committed chunks (what the vault stores, holes excluded). */
 int meta_stats(struct meta *m, uint64_t *inodes, uint64_t *bytes);
+/* Plaintext bytes held by the committed chunks of one file (its st_blocks:
+ * holes of a sparse file hold nothing). */
+int meta_chunk_bytes(struct meta *m, uint64_t ino, uint64_t *bytes);
 
 /* The backend's function table; each backend file fills one. */
 struct meta_ops;

@@ -88,6 +88,7 @@ struct meta_ops {
     int (*xattr_list)(struct meta *m, uint64_t ino, meta_xattr_cb cb, void *arg);
 
     int (*stats)(struct meta *m, uint64_t *inodes, uint64_t *bytes);
+    int (*chunk_bytes)(struct meta *m, uint64_t ino, uint64_t *bytes);
 
     /* Optional (NULL: every commit is already durable, nothing to do). */
     int (*set_deferred_sync)(struct meta *m, int deferred);

@@ -85,7 +85,7 @@ enum st {
     ST_GC_LIST, ST_GC_DONE,
     ST_XATTR_GET, ST_XATTR_INSERT, ST_XATTR_REPLACE, ST_XATTR_UPSERT, ST_XATTR_REMOVE,
     ST_XATTR_LIST,
-    ST_STATS,
+    ST_STATS, ST_CHUNK_BYTES,
     ST_CHUNK_PUT_ONE, ST_CHUNK_TRUNCATE_ONE, ST_INODE_DELETE_ONE, ST_INODE_SEQ_ADVANCE,
     ST_COUNT
 };
@@ -180,7 +180,11 @@ static const char *const stmt_sql[ST_COUNT] = {
                         " ON CONFLICT (ino, name) DO UPDATE SET value = excluded.value",
     [ST_XATTR_REMOVE] = "DELETE FROM xattrs WHERE ino = ?1 AND name = ?2",
     [ST_XATTR_LIST] = "SELECT name FROM xattrs WHERE ino = ?1 ORDER BY name",
-    [ST_STATS] = "SELECT count(*), CAST(coalesce(sum(size), 0) AS {INT}) FROM inodes",
+    /* bytes: plaintext the chunks hold (holes of sparse files excluded) */
+    [ST_STATS] = "SELECT (SELECT count(*) FROM inodes),"
+                 " (SELECT CAST(coalesce(sum(plain_len), 0) AS {INT}) FROM chunks)",
+    [ST_CHUNK_BYTES] = "SELECT CAST(coalesce(sum(plain_len), 0) AS {INT}) FROM chunks"
+                       " WHERE ino = ?1",
     /* filled from the dialect (NULL there: not used) */
     [ST_CHUNK_PUT_ONE] = NULL,
     [ST_CHUNK_TRUNCATE_ONE] = NULL,
@@ -1520,6 +1524,19 @@ static int sql_stats(struct meta *m, uint64_t *inodes, uint64_t *bytes)
     return rc;
 }
 
+static int sql_chunk_bytes(struct meta *m, uint64_t ino, uint64_t *bytes)
+{
+    int64_t v;
+    int found;
+    int rc = query_i64(H(m), ST_CHUNK_BYTES, ino, 1, 0, "file stored bytes", &v, &found);
+
+    if (rc == 0 && v < 0)
+        rc = pfs_err(-EBADMSG, "metadata store: negative chunk length sum");
+    if (rc == 0)
+        *bytes = (uint64_t)v;
+    return rc;
+}
+
 /* ---- durability ---- */
 
 static int sql_set_deferred_sync(struct meta *m, int deferred)
@@ -1719,6 +1736,7 @@ static const struct meta_ops sql_ops = {
     .xattr_remove = sql_xattr_remove,
     .xattr_list = sql_xattr_list,
     .stats = sql_stats,
+    .chunk_bytes = sql_chunk_bytes,
     .set_deferred_sync = sql_set_deferred_sync,
     .sync = sql_sync,
 };

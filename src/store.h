@@ -11,10 +11,19 @@
 #ifndef PACTFS_STORE_H
 #define PACTFS_STORE_H
 
+#include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
 
 struct store;
+
+/* What an endpoint can still hold (store_space). */
+struct store_space_info {
+    uint64_t total;   /* bytes of the filesystem or quota holding the endpoint */
+    uint64_t avail;   /* bytes an unprivileged writer can still use there */
+    uint64_t fs_id;   /* equal for endpoints on one filesystem (st_dev), which
+                       * therefore share total and avail */
+};
 
 struct store_ops {
     const char *type;
@@ -29,8 +38,9 @@ struct store_ops {
                 void *arg);
     /* Make every completed put durable (fsync the directories touched). */
     int (*sync)(struct store *s);
-    /* Bytes free on the endpoint (statvfs); -ENOTSUP where unknown. */
-    int (*space)(struct store *s, uint64_t *total, uint64_t *avail);
+    /* Space on the endpoint (statvfs + st_dev); NULL or -ENOTSUP where the
+     * endpoint has no notion of free space (S3, an offline endpoint). */
+    int (*space)(struct store *s, struct store_space_info *out);
     void (*close)(struct store *s);
     /* Optional (NULL: use get): read an object expected to hold exactly len
      * bytes straight into buf, saving a copy on the read path.  -ENOENT if
@@ -89,6 +99,8 @@ static inline int store_list(struct store *s, int (*cb)(void *, const char *, ui
 { return s->ops->list(s, cb, a); }
 static inline int store_sync(struct store *s)
 { return s->ops->sync(s); }
+static inline int store_space(struct store *s, struct store_space_info *out)
+{ return s->ops->space ? s->ops->space(s, out) : -ENOTSUP; }
 static inline void store_close(struct store *s)
 { if (s) s->ops->close(s); }
 

@@ -513,15 +513,17 @@ static int dir_sync(struct store *s)
     return 0;
 }
 
-static int dir_space(struct store *s, uint64_t *total, uint64_t *avail)
+static int dir_space(struct store *s, struct store_space_info *out)
 {
     struct statvfs v;
+    struct stat st;
 
-    if (fstatvfs(impl_of(s)->rootfd, &v) != 0)
+    if (fstatvfs(impl_of(s)->rootfd, &v) != 0 || fstat(impl_of(s)->rootfd, &st) != 0)
         return pfs_err(-errno, "endpoint %s: cannot read free space: %s", s->desc,
                        strerror(errno));
-    *total = (uint64_t)v.f_blocks * v.f_frsize;
-    *avail = (uint64_t)v.f_bavail * v.f_frsize;
+    out->total = (uint64_t)v.f_blocks * v.f_frsize;
+    out->avail = (uint64_t)v.f_bavail * v.f_frsize;
+    out->fs_id = (uint64_t)st.st_dev;
     return 0;
 }
 

@@ -67,9 +67,9 @@ static int offline_sync(struct store *s)
     return 0;
 }
 
-static int offline_space(struct store *s, uint64_t *total, uint64_t *avail)
+static int offline_space(struct store *s, struct store_space_info *out)
 {
-    (void)s; (void)total; (void)avail;
+    (void)s; (void)out;
     return -ENOTSUP;
 }
 

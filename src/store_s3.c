@@ -755,11 +755,12 @@ static int s3_sync(struct store *s)
     return 0;
 }
 
-static int s3_space(struct store *s, uint64_t *total, uint64_t *avail)
+/* S3 has no free-space notion (a bucket grows until a quota the API does
+ * not expose): statfs treats the endpoint as unlimited. */
+static int s3_space(struct store *s, struct store_space_info *out)
 {
     (void)s;
-    (void)total;
-    (void)avail;
+    (void)out;
     return -ENOTSUP;
 }
 

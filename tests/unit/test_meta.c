@@ -810,7 +810,27 @@ static void test_stats(void)
     i.size = 24;
     REQUIRE(meta_inode_create(m, &i) == 0);
     CHECK_EQ_INT(meta_stats(m, &inodes, &bytes), 0);
+    /* bytes count what the chunks hold, not the sizes: both files are holes */
+    CHECK(inodes == 2 && bytes == 0);
+    struct chunk_ref r;
+    make_ref(&r, 1, 1);
+    r.plain_len = 1000;
+    REQUIRE(meta_chunk_put(m, i.ino, 0, &r) == 0);
+    make_ref(&r, 2, 1);
+    r.plain_len = 24;
+    REQUIRE(meta_chunk_put(m, i.ino, 3, &r) == 0);
+    CHECK_EQ_INT(meta_stats(m, &inodes, &bytes), 0);
     CHECK(inodes == 2 && bytes == 1024);
+    uint64_t held = 9;
+    CHECK_EQ_INT(meta_chunk_bytes(m, i.ino, &held), 0);
+    CHECK(held == 1024);
+    CHECK_EQ_INT(meta_chunk_bytes(m, i.ino - 1, &held), 0);   /* the other file: a hole */
+    CHECK(held == 0);
+    REQUIRE(meta_chunk_truncate(m, i.ino, 1) == 0);   /* truncated away: not held */
+    CHECK_EQ_INT(meta_stats(m, &inodes, &bytes), 0);
+    CHECK(bytes == 1000);
+    CHECK_EQ_INT(meta_chunk_bytes(m, i.ino, &held), 0);
+    CHECK(held == 1000);
     finish(m);
 }
 

@@ -262,14 +262,18 @@ static void test_open_missing_without_create(void)
 static void test_space(void)
 {
     struct store *s;
-    uint64_t total = 0, avail = 0;
+    struct store_space_info sp = { 0, 0, 0 };
+    struct stat st;
 
     scratch_new();
     s = open_scratch_store();
     REQUIRE(s != NULL);
-    CHECK_EQ_INT(s->ops->space(s, &total, &avail), 0);
-    CHECK(total > 0);
-    CHECK(avail <= total);
+    CHECK_EQ_INT(store_space(s, &sp), 0);
+    CHECK(sp.total > 0);
+    CHECK(sp.avail <= sp.total);
+    /* endpoints on one filesystem are recognised by st_dev */
+    REQUIRE(stat(scratch, &st) == 0);
+    CHECK(sp.fs_id == (uint64_t)st.st_dev);
     store_close(s);
     scratch_remove();
 }
