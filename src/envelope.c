@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "buf.h"
 #include "envelope.h"
@@ -13,6 +14,7 @@
 #define DEK_AD_LABEL    "pactfs v1 dek"
 #define NAME_AD_LABEL   "pactfs v1 name"
 #define META_AD_LABEL   "pactfs v1 folder meta"
+#define BIND_LABEL      "pactfs v2 dirent"
 #define WRAPPED_VERSION 1
 
 /* ---- folder keys ---- */
@@ -39,7 +41,8 @@ struct folder_keys *folder_keys_derive(const uint8_t fk[FOLDER_KEY_LEN], uint32_
     k->key_version = key_version;
     if (derive_one(fk, "pactfs v1 folder dek wrap", k->wrap_key, sizeof k->wrap_key)
         || derive_one(fk, "pactfs v1 folder names", k->name_key, sizeof k->name_key)
-        || derive_one(fk, "pactfs v1 folder metadata", k->meta_key, sizeof k->meta_key)) {
+        || derive_one(fk, "pactfs v1 folder metadata", k->meta_key, sizeof k->meta_key)
+        || derive_one(fk, "pactfs v2 folder dirent binding", k->bind_key, sizeof k->bind_key)) {
         folder_keys_free(k);
         return NULL;
     }
@@ -214,6 +217,60 @@ int name_decrypt(const struct folder_keys *fk, uint64_t parent_ino,
     }
     out[len] = '\0';
     *outlen = len;
+    return 0;
+}
+
+/* ---- directory entries bound to their child ---- */
+
+static int bind_mac(const struct folder_keys *fk, uint64_t parent_ino, const uint8_t *enc,
+                    size_t enclen, uint64_t child_ino, uint32_t mode, uint8_t out[DIRENT_BIND_LEN])
+{
+    struct wbuf w;
+    uint8_t *msg;
+    size_t n;
+    int rc;
+
+    wbuf_init(&w);
+    wbuf_put_bytes(&w, BIND_LABEL, strlen(BIND_LABEL));
+    wbuf_put_u64(&w, parent_ino);
+    wbuf_put_blob(&w, enc, enclen);
+    wbuf_put_u64(&w, child_ino);
+    wbuf_put_u32(&w, mode & S_IFMT);
+    msg = wbuf_steal(&w, &n);
+    if (!msg)
+        return pfs_err(-ENOMEM, "out of memory");
+    rc = hmac_sha256(fk->bind_key, sizeof fk->bind_key, msg, n, out + 1);
+    free(msg);
+    out[0] = DIRENT_BIND_VERSION;
+    return rc;
+}
+
+int dirent_bind(const struct folder_keys *fk, uint64_t parent_ino, const uint8_t *enc,
+                size_t enclen, uint64_t child_ino, uint32_t mode, uint8_t out[DIRENT_BIND_LEN])
+{
+    return bind_mac(fk, parent_ino, enc, enclen, child_ino, mode, out);
+}
+
+int dirent_bind_check(const struct folder_keys *fk, uint64_t parent_ino, const uint8_t *enc,
+                      size_t enclen, uint64_t child_ino, uint32_t mode, const uint8_t *bind,
+                      size_t bindlen)
+{
+    uint8_t want[DIRENT_BIND_LEN];
+    int rc;
+
+    if (bindlen == 0)
+        return pfs_err(-EBADMSG, "check \"entry binding\" failed: the entry has no binding "
+                       "(not upgraded to format 2, or the binding was removed)");
+    if (bindlen != DIRENT_BIND_LEN || bind[0] != DIRENT_BIND_VERSION)
+        return pfs_err(-EBADMSG, "check \"entry binding\" failed: malformed binding "
+                       "(%zu bytes)", bindlen);
+    rc = bind_mac(fk, parent_ino, enc, enclen, child_ino, mode, want);
+    if (rc < 0)
+        return rc;
+    if (crypto_memcmp(want, bind, DIRENT_BIND_LEN) != 0)
+        return pfs_err(-EBADMSG, "check \"entry binding\" failed: the entry does not point at "
+                       "the inode (%llu) and type it was written for (entry swapped or "
+                       "redirected)", (unsigned long long)child_ino);
     return 0;
 }
 

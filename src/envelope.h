@@ -7,6 +7,8 @@
  *   name_key  "pactfs v1 folder names" (64B) AES-256-SIV over names
  *   meta_key  "pactfs v1 folder metadata"    AES-256-GCM over symlink
  *                                             targets and xattr values
+ *   bind_key  "pactfs v2 folder dirent binding"  HMAC-SHA-256 binding a
+ *                                             directory entry to its child
  * The envelope of a member is RSA-OAEP-SHA-256(member public key, FK) with
  * the OAEP label binding vault id, folder id and key version.
  * Byte layouts: docs/format.md.
@@ -34,6 +36,7 @@ struct folder_keys {
     uint8_t wrap_key[AEAD_KEY_LEN];
     uint8_t name_key[SIV_KEY_LEN];
     uint8_t meta_key[AEAD_KEY_LEN];
+    uint8_t bind_key[SHA256_LEN];
 };
 
 int folder_key_generate(uint8_t fk[FOLDER_KEY_LEN]);
@@ -66,6 +69,23 @@ int name_encrypt(const struct folder_keys *fk, uint64_t parent_ino,
  * authenticate (wrong folder or tampered). */
 int name_decrypt(const struct folder_keys *fk, uint64_t parent_ino,
                  const uint8_t *in, size_t inlen, char *out, size_t *outlen);
+
+/* A directory entry's binding: the encrypted name (deterministic, so the
+ * lookup stays indexed) says nothing about the child the row points at, so
+ * each entry also carries
+ *   bind = u8 version (2) || HMAC-SHA-256(bind_key, "pactfs v2 dirent"
+ *          || u64 parent || blob(encrypted name) || u64 child ino
+ *          || u32 type bits of the child)
+ * under the same folder key version as its name.  A row whose ino or type
+ * was changed, or that was moved to another directory, fails the check. */
+#define DIRENT_BIND_VERSION 2
+#define DIRENT_BIND_LEN (1 + SHA256_LEN)
+int dirent_bind(const struct folder_keys *fk, uint64_t parent_ino, const uint8_t *enc,
+                size_t enclen, uint64_t child_ino, uint32_t mode, uint8_t out[DIRENT_BIND_LEN]);
+/* 0, or -EBADMSG with pfs_err naming the check "entry binding". */
+int dirent_bind_check(const struct folder_keys *fk, uint64_t parent_ino, const uint8_t *enc,
+                      size_t enclen, uint64_t child_ino, uint32_t mode, const uint8_t *bind,
+                      size_t bindlen);
 
 /* Small metadata values (symlink targets, xattr values); label names the
  * purpose and owner (e.g. "symlink" + ino).  *out malloc'd. */

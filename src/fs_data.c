@@ -27,6 +27,7 @@
 
 #include "envelope.h"
 #include "error.h"
+#include "filecommit.h"
 #include "fs_internal.h"
 #include "secmem.h"
 
@@ -86,6 +87,10 @@ struct fs_file {
     int fresh;                 /* created by this mount: no chunk version was
                                   ever used, so puts skip the max-version query
                                   (inode numbers are never reused) */
+    uint8_t *fc_key;           /* secmem FC_KEY_LEN: the commitment key */
+    struct fc_list fc;         /* chunk records as last verified or committed
+                                  (under in->lock) */
+    uint64_t fc_gen;           /* generation of that commitment */
 };
 
 enum job_type { JOB_PUT, JOB_READAHEAD, JOB_REPAIR, JOB_GC };
@@ -522,23 +527,86 @@ static void drop_delete(struct fs *fs, struct chunk_ref *list, size_t n)
 /* ------------------------------------------------------------------ */
 /* Attach / detach                                                     */
 
+static void file_free(struct fs_file *f)
+{
+    secmem_free(f->dek, DEK_LEN);
+    secmem_free(f->fc_key, FC_KEY_LEN);
+    fc_list_free(&f->fc);
+    free(f->tab);
+    free(f);
+}
+
 static struct fs_file *file_new(void)
 {
     struct fs_file *f = calloc(1, sizeof *f);
     if (!f)
         return NULL;
     f->dek = secmem_alloc(DEK_LEN);
+    f->fc_key = secmem_alloc(FC_KEY_LEN);
     f->ntab = 16;
     f->tab = calloc(f->ntab, sizeof *f->tab);
-    if (!f->dek || !f->tab) {
-        secmem_free(f->dek, DEK_LEN);
-        free(f->tab);
-        free(f);
+    fc_list_init(&f->fc);
+    if (!f->dek || !f->fc_key || !f->tab) {
+        file_free(f);
         return NULL;
     }
     f->trunc_from = NO_TRUNC;
     pthread_mutex_init(&f->commit_lock, NULL);
     return f;
+}
+
+/* ---- the per-file commitment (filecommit.h) ---- */
+
+struct fc_load {
+    struct fc_list *l;
+    int rc;
+};
+
+static int fc_load_cb(void *arg, uint64_t ino, uint64_t idx, const struct chunk_ref *r)
+{
+    struct fc_load *ld = arg;
+    (void)ino;
+    ld->rc = fc_list_set(ld->l, idx, r);
+    return ld->rc < 0 ? ld->rc : 0;
+}
+
+/* Read every chunk record of mi and check them and mi's size against its
+ * commitment (meta_lock held).  On success *out holds the verified list and
+ * *gen its generation; else -EBADMSG (pfs_err names the check) or a
+ * metadata error. */
+static int fc_load_locked(struct fs *fs, const struct meta_inode *mi, const uint8_t *key,
+                          uint64_t min_gen, struct fc_list *out, uint64_t *gen)
+{
+    struct fc_list l;
+    struct fc_load ld = { &l, 0 };
+    struct fc_record rec;
+    fc_list_init(&l);
+    int r = meta_chunk_list(fs->v->meta, mi->ino, fc_load_cb, &ld);
+    if (r == 0)
+        r = fc_verify(key, mi->ino, mi->size, &l, mi->commitment, mi->commitment_len, min_gen,
+                      &rec);
+    if (r < 0) {
+        fc_list_free(&l);
+        return r;
+    }
+    fc_list_free(out);
+    *out = l;
+    *gen = rec.generation;
+    return 0;
+}
+
+int fs_data_commit_initial(const uint8_t *dek, struct meta_inode *mi)
+{
+    uint8_t *key = secmem_alloc(FC_KEY_LEN);
+    struct fc_list empty;
+    fc_list_init(&empty);
+    int r = key ? fc_key_derive(dek, key) : -ENOMEM;
+    if (r == 0)
+        r = fc_seal(key, mi->ino, mi->size, 1, &empty, mi->commitment);
+    if (r == 0)
+        mi->commitment_len = FC_RECORD_LEN;
+    secmem_free(key, FC_KEY_LEN);
+    return r;
 }
 
 static int file_load(struct fs *fs, struct fs_inode *in, struct fs_file *f)
@@ -557,6 +625,17 @@ static int file_load(struct fs *fs, struct fs_inode *in, struct fs_file *f)
     if (r < 0)
         return pfs_err(-EIO, "inode %" PRIu64 ": its data key does not unwrap (%s)",
                        in->ino, pfs_err_msg());
+    r = fc_key_derive(f->dek, f->fc_key);
+    if (r < 0)
+        return pfs_err(-EIO, "inode %" PRIu64 ": cannot derive its commitment key", in->ino);
+    pthread_mutex_lock(&fs->meta_lock);
+    r = fc_load_locked(fs, &mi, f->fc_key, 0, &f->fc, &f->fc_gen);
+    pthread_mutex_unlock(&fs->meta_lock);
+    if (r == -EBADMSG)
+        return fs_tamper(fs, NULL, in->ino, NULL, pfs_err_msg());
+    if (r < 0)
+        return pfs_err(-EIO, "inode %" PRIu64 ": cannot read its chunk records (%s)", in->ino,
+                       pfs_err_msg());
     f->size = mi.size;
     f->mtime_ns = mi.mtime_ns;
     return 0;
@@ -567,7 +646,7 @@ static int file_load(struct fs *fs, struct fs_inode *in, struct fs_file *f)
  * the stored file (size, mtime, chunk records, versions), so it reads what
  * the other mount last committed.  A file with unsaved data keeps its own
  * view: its next commit replaces the other's. */
-void fs_data_revalidate(struct fs *fs, struct fs_inode *in)
+int fs_data_revalidate(struct fs *fs, struct fs_inode *in)
 {
     pthread_mutex_lock(&in->lock);
     struct fs_file *f = in->file;
@@ -578,9 +657,18 @@ void fs_data_revalidate(struct fs *fs, struct fs_inode *in)
             busy = c->buf || c->loading || c->writing || c->queued ||
                    c->ref_state == REF_PENDING;
     struct meta_inode mi;
+    int r = 0;
     if (!busy) {
+        /* the stored state, as another mount committed it, must verify
+         * against its commitment (and be no older than what this mount saw) */
         pthread_mutex_lock(&fs->meta_lock);
         busy = meta_inode_get(fs->v->meta, in->ino, &mi) < 0;
+        if (!busy) {
+            r = fc_load_locked(fs, &mi, f->fc_key, f->fc_gen, &f->fc, &f->fc_gen);
+            if (r == -EBADMSG)
+                r = fs_tamper(fs, NULL, in->ino, NULL, pfs_err_msg());
+            busy = r < 0;
+        }
         pthread_mutex_unlock(&fs->meta_lock);
     }
     if (!busy) {
@@ -595,6 +683,7 @@ void fs_data_revalidate(struct fs *fs, struct fs_inode *in)
         f->ra_until = 0;
     }
     pthread_mutex_unlock(&in->lock);
+    return r < 0 ? -EIO : 0;
 }
 
 int fs_data_attach(struct fs *fs, struct fs_inode *in, const uint8_t *dek)
@@ -607,8 +696,11 @@ int fs_data_attach(struct fs *fs, struct fs_inode *in, const uint8_t *dek)
     struct fs_file *f = file_new();
     int r = f ? 0 : pfs_err(-ENOMEM, "out of memory opening inode %" PRIu64, in->ino);
     if (r == 0 && dek) {
+        /* created by this mount with fs_data_commit_initial: generation 1 */
         memcpy(f->dek, dek, DEK_LEN);
         f->fresh = 1;
+        f->fc_gen = 1;
+        r = fc_key_derive(f->dek, f->fc_key);
     }
     else if (r == 0)
         r = file_load(fs, in, f);
@@ -616,10 +708,8 @@ int fs_data_attach(struct fs *fs, struct fs_inode *in, const uint8_t *dek)
         in->file = f;
     pthread_mutex_unlock(&in->lock);
     if (r < 0 && f) {
-        secmem_free(f->dek, DEK_LEN);
-        free(f->tab);
         pthread_mutex_destroy(&f->commit_lock);
-        free(f);
+        file_free(f);
     }
     return r;
 }
@@ -644,18 +734,47 @@ void fs_data_detach(struct fs *fs, struct fs_inode *in)
             c = next;
         }
     }
-    free(f->tab);
     drop_delete(fs, f->drop, f->ndrop);
     cache_drop_ino(fs->data, in->ino);
-    secmem_free(f->dek, DEK_LEN);
     pthread_mutex_destroy(&f->commit_lock);
-    free(f);
+    file_free(f);
 }
 
 /* ------------------------------------------------------------------ */
 /* Where the bytes of a chunk are                                       */
 
 enum chunk_src { SRC_HOLE, SRC_DIRTY, SRC_STORED };
+
+/* A chunk record just read (ref, or NULL for none) must be the one the
+ * verified commitment lists for idx (in->lock and meta_lock held).  If not,
+ * another workstation may have committed since: read the commitment and
+ * every record again, and accept a newer state that verifies.  Anything
+ * else is tampering: -EIO, reported.  Returns rc (0 or -ENOENT) when fine. */
+static int chunk_committed_check(struct fs *fs, struct fs_inode *in, uint64_t idx,
+                                 const struct chunk_ref *ref, int rc)
+{
+    struct fs_file *f = in->file;
+    const struct fc_entry *e = fc_list_find(&f->fc, idx);
+    if (ref ? fc_entry_matches(e, ref) : e == NULL)
+        return rc;
+    struct meta_inode mi;
+    char what[512];
+    int r = meta_inode_get(fs->v->meta, in->ino, &mi);
+    if (r == 0)
+        r = fc_load_locked(fs, &mi, f->fc_key, f->fc_gen, &f->fc, &f->fc_gen);
+    if (r == 0) {
+        e = fc_list_find(&f->fc, idx);
+        if (ref ? fc_entry_matches(e, ref) : e == NULL)
+            return rc;
+        r = pfs_err(-EBADMSG, "check \"chunk record\" failed");
+    }
+    if (r != -EBADMSG)
+        return r;
+    snprintf(what, sizeof what, "chunk %" PRIu64 " (%s): %s", idx,
+             ref ? (e ? "record is not the committed version" : "record where a hole was "
+                    "committed") : "record missing", pfs_err_msg());
+    return fs_tamper(fs, NULL, in->ino, NULL, what);
+}
 
 /* Under in->lock (takes meta_lock briefly). */
 static int chunk_source(struct fs *fs, struct fs_inode *in, uint64_t idx,
@@ -677,6 +796,8 @@ static int chunk_source(struct fs *fs, struct fs_inode *in, uint64_t idx,
     }
     pthread_mutex_lock(&fs->meta_lock);
     int r = meta_chunk_get(fs->v->meta, in->ino, idx, ref);
+    if (r == 0 || r == -ENOENT)
+        r = chunk_committed_check(fs, in, idx, r == 0 ? ref : NULL, r);
     pthread_mutex_unlock(&fs->meta_lock);
     if (r < 0 && r != -ENOENT)
         return r;
@@ -873,20 +994,30 @@ struct commit_set {
     int mtime_written;         /* commit_meta wrote mtime_ns */
     struct chunk_ref *drop;
     size_t ndrop;
+    struct fc_list fc;         /* the file's verified records at the gather,
+                                  then (commit_meta) the committed ones */
+    uint64_t fc_gen;           /* their generation, then the new one */
+    int fc_new;                /* commit_record sealed a new commitment */
 };
 
 /* Take what the next commit must record (in->lock held). */
 static int commit_gather(struct fs_file *f, struct commit_set *s)
 {
     memset(s, 0, sizeof *s);
+    fc_list_init(&s->fc);
+    if (fc_list_copy(&s->fc, &f->fc) < 0)
+        return -ENOMEM;
+    s->fc_gen = f->fc_gen;
     size_t n = 0;
     for (size_t i = 0; i < f->ntab; i++)
         for (struct fs_chunk *c = f->tab[i]; c; c = c->next)
             n += c->ref_state == REF_PENDING;
     if (n) {
         s->items = malloc(n * sizeof *s->items);
-        if (!s->items)
+        if (!s->items) {
+            fc_list_free(&s->fc);
             return -ENOMEM;
+        }
         for (size_t i = 0; i < f->ntab; i++)
             for (struct fs_chunk *c = f->tab[i]; c; c = c->next)
                 if (c->ref_state == REF_PENDING) {
@@ -913,21 +1044,51 @@ static int commit_gather(struct fs_file *f, struct commit_set *s)
     return 0;
 }
 
-static int commit_meta(struct fs *fs, uint64_t ino, struct commit_set *s,
+/* The new commitment of the file (meta_lock held, in the commit's
+ * transaction, before its chunk records change).  The base is the list this
+ * mount verified or committed last; if the stored commitment has moved on
+ * (another workstation committed), the stored records must verify first. */
+static int commit_record(struct fs *fs, struct fs_inode *in, struct meta_inode *mi,
+                         struct commit_set *s)
+{
+    struct fc_record rec;
+    if (fc_parse(mi->commitment, mi->commitment_len, &rec) < 0 || rec.generation != s->fc_gen) {
+        int r = fc_load_locked(fs, mi, in->file->fc_key, s->fc_gen, &s->fc, &s->fc_gen);
+        if (r == -EBADMSG)
+            return fs_tamper(fs, NULL, in->ino, NULL, pfs_err_msg());
+        if (r < 0)
+            return r;
+    }
+    if (s->trunc_from != NO_TRUNC)
+        fc_list_truncate(&s->fc, s->trunc_from);
+    for (size_t i = 0; i < s->n; i++)
+        if (fc_list_set(&s->fc, s->items[i].idx, &s->items[i].ref) < 0)
+            return -ENOMEM;
+    s->fc_gen++;
+    if (fc_seal(in->file->fc_key, in->ino, s->size, s->fc_gen, &s->fc, mi->commitment) < 0)
+        return -EIO;
+    mi->commitment_len = FC_RECORD_LEN;
+    s->fc_new = 1;
+    return 0;
+}
+
+static int commit_meta(struct fs *fs, struct fs_inode *in, struct commit_set *s,
                        const unsigned *setattr_seq)
 {
     struct meta *m = fs->v->meta;
+    uint64_t ino = in->ino;
+    struct meta_inode mi;
     pthread_mutex_lock(&fs->meta_lock);
     int r = meta_begin(m);
     if (r < 0)
         goto out;
-    if (s->trunc_from != NO_TRUNC)
+    r = meta_inode_get(m, ino, &mi);
+    if (r == 0)
+        r = commit_record(fs, in, &mi, s);
+    if (r == 0 && s->trunc_from != NO_TRUNC)
         r = meta_chunk_truncate(m, ino, s->trunc_from);
     for (size_t i = 0; r == 0 && i < s->n; i++)
         r = meta_chunk_put(m, ino, s->items[i].idx, &s->items[i].ref);
-    struct meta_inode mi;
-    if (r == 0)
-        r = meta_inode_get(m, ino, &mi);
     if (r == 0) {
         mi.size = s->size;
         /* A setattr since the gather may have set mtime explicitly (under
@@ -953,6 +1114,12 @@ out:
  * meanwhile); on failure put back what was taken. */
 static void commit_settle(struct fs_file *f, struct commit_set *s, int ok)
 {
+    if (ok && s->fc_new) {
+        fc_list_free(&f->fc);
+        f->fc = s->fc;
+        fc_list_init(&s->fc);
+        f->fc_gen = s->fc_gen;
+    }
     if (ok) {
         for (size_t i = 0; i < s->n; i++) {
             struct fs_chunk *c = chunk_find(f, s->items[i].idx);
@@ -1025,10 +1192,11 @@ static int file_commit(struct fs *fs, struct fs_inode *in)
     if (work && s.n)
         r = fragments_sync(fs, s.put_gen);
     if (work && r == 0)
-        r = commit_meta(fs, in->ino, &s, &f->setattr_seq);
+        r = commit_meta(fs, in, &s, &f->setattr_seq);
     pthread_mutex_lock(&in->lock);
     commit_settle(f, &s, r == 0);
     pthread_mutex_unlock(&in->lock);
+    fc_list_free(&s.fc);
     pthread_mutex_unlock(&f->commit_lock);
 
     drop_delete(fs, s.drop, s.ndrop);

@@ -102,6 +102,10 @@ int fs_audit_detail(struct fs *fs, fuse_req_t req, const char *op, const char *p
 int fs_audit_append_detail(struct fs *fs, fuse_req_t req, const char *op, const char *path,
                            int result, uint64_t bytes, const struct audit_detail *d,
                            uint64_t *ticket);
+/* The metadata store was altered (a check named in what failed) on ino
+ * (+ "/" name): a line on stderr naming the file and the check, an audit
+ * event "tamper" (result EIO); returns -EIO. */
+int fs_tamper(struct fs *fs, fuse_req_t req, uint64_t ino, const char *name, const char *what);
 
 /* ---- fs_inode.c ---- */
 int fs_itab_init(struct fs_itab *t);
@@ -138,8 +142,12 @@ void fs_data_stop(struct fs *fs);
  * a brand-new empty file whose DEK is already known. */
 int fs_data_attach(struct fs *fs, struct fs_inode *in, const uint8_t *dek);
 /* At open while another mount of the vault is live: forget the stored
- * state of a file with nothing unsaved (close-to-open). */
-void fs_data_revalidate(struct fs *fs, struct fs_inode *in);
+ * state of a file with nothing unsaved (close-to-open); the new state must
+ * verify against the file's commitment, else -EIO (tampering, reported). */
+int fs_data_revalidate(struct fs *fs, struct fs_inode *in);
+/* The commitment of a new, empty regular file (generation 1) into mi. */
+struct meta_inode;
+int fs_data_commit_initial(const uint8_t *dek, struct meta_inode *mi);
 /* Wipe and free the data state (DEK, buffers); uncommitted fragments are
  * deleted.  Dirty data must have been flushed. */
 void fs_data_detach(struct fs *fs, struct fs_inode *in);

@@ -373,10 +373,24 @@ static int enc_with(const struct folder_keys *k, uint64_t parent, const char *na
     return r < 0 ? -EIO : 0;
 }
 
+int fs_tamper(struct fs *fs, fuse_req_t req, uint64_t ino, const char *name, const char *what)
+{
+    char *path = fs_path(fs, ino, name);
+    fprintf(stderr, "pactfs: TAMPERING DETECTED on %s: %s; refusing it (EIO). The metadata "
+            "store was altered: restore it from a backup or ask the database operator\n",
+            path ? path : "?", what);
+    fs_audit(fs, req, "tamper", path, -EIO, 0);
+    free(path);
+    return -EIO;
+}
+
 /* Look name up in dir parent of folder vf under any held key version
- * (meta_lock held).  *found gets the encrypted form that matched. */
-static int dir_lookup_locked(struct fs *fs, const struct vault_folder *vf, uint64_t parent,
-                             const char *name, uint64_t *ino, struct enc_name *found)
+ * (meta_lock held).  *found gets the encrypted form that matched, *type
+ * the child's type bits.  The entry's binding must verify under the key
+ * version that encrypted its name, else -EIO (tampering, reported). */
+static int dir_lookup_locked(struct fs *fs, fuse_req_t req, const struct vault_folder *vf,
+                             uint64_t parent, const char *name, uint64_t *ino,
+                             struct enc_name *found, uint32_t *type)
 {
     const struct folder_keys *ks[KEYS_MAX];
     size_t nk = keys_to_try(fs, vf, ks, KEYS_MAX);
@@ -385,19 +399,37 @@ static int dir_lookup_locked(struct fs *fs, const struct vault_folder *vf, uint6
         return r;
     for (size_t i = 0; i < nk; i++) {
         struct enc_name e;
+        struct meta_dirent_rec rec;
         r = enc_with(ks[i], parent, name, &e);
         if (r < 0)
             return r;
-        r = meta_dirent_lookup(fs->v->meta, parent, e.b, e.len, ino);
+        r = meta_dirent_find(fs->v->meta, parent, e.b, e.len, &rec);
         if (r == 0) {
+            if (dirent_bind_check(ks[i], parent, e.b, e.len, rec.ino, rec.mode, rec.bind,
+                                  rec.bind_len) < 0)
+                return fs_tamper(fs, req, parent, name, pfs_err_msg());
+            *ino = rec.ino;
             if (found)
                 *found = e;
+            if (type)
+                *type = rec.mode & S_IFMT;
             return 0;
         }
         if (r != -ENOENT)
             return r;
     }
     return -ENOENT;
+}
+
+/* Add an entry for ino under name, bound to ino and its type with the key
+ * version that encrypted the name (meta_lock held, in a transaction). */
+static int dirent_add_bound(struct fs *fs, const struct folder_keys *k, uint64_t parent,
+                            const struct enc_name *e, uint64_t ino, uint32_t mode)
+{
+    uint8_t bind[DIRENT_BIND_LEN];
+    if (dirent_bind(k, parent, e->b, e->len, ino, mode, bind) < 0)
+        return -EIO;
+    return meta_dirent_add(fs->v->meta, parent, e->b, e->len, ino, mode, bind, sizeof bind);
 }
 
 static int dec_any(struct fs *fs, const struct vault_folder *vf, uint64_t parent,
@@ -575,8 +607,8 @@ static void touch_dir(struct meta_inode *dir, int64_t now, int nlink_delta)
 /* ------------------------------------------------------------------ */
 /* lookup, forget, getattr                                             */
 
-static int root_lookup(struct fs *fs, const char *name, struct vault_folder **out,
-                       uint64_t *ino)
+static int root_lookup(struct fs *fs, fuse_req_t req, const char *name,
+                       struct vault_folder **out, uint64_t *ino, uint32_t *type)
 {
     int r = name_check(name);
     if (r < 0)
@@ -587,7 +619,7 @@ static int root_lookup(struct fs *fs, const char *name, struct vault_folder **ou
         struct vault_folder *vf = &fs->v->folders[i];
         if (!(vf->rights & RIGHT_READ))
             continue;
-        r = dir_lookup_locked(fs, vf, META_ROOT_INO, name, ino, NULL);
+        r = dir_lookup_locked(fs, req, vf, META_ROOT_INO, name, ino, NULL, type);
         if (r == 0 && *ino != vf->root_ino)
             r = -ENOENT;   /* a dirent at the root that is not this folder's */
         if (r == 0)
@@ -604,14 +636,15 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
     struct fs *fs = req_fs(req);
     struct vault_folder *vf = NULL;
     uint64_t ino = 0;
+    uint32_t type = 0;
     int r;
     if (parent == META_ROOT_INO) {
-        r = root_lookup(fs, name, &vf, &ino);
+        r = root_lookup(fs, req, name, &vf, &ino, &type);
     } else {
         r = folder_check(fs, req, parent, RIGHT_READ, "lookup", name, &vf);
         if (r == 0) {
             pthread_mutex_lock(&fs->meta_lock);
-            r = dir_lookup_locked(fs, vf, parent, name, &ino, NULL);
+            r = dir_lookup_locked(fs, req, vf, parent, name, &ino, NULL, &type);
             pthread_mutex_unlock(&fs->meta_lock);
         }
     }
@@ -621,6 +654,9 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
         r = meta_inode_get(fs->v->meta, ino, &mi);
         pthread_mutex_unlock(&fs->meta_lock);
     }
+    if (r == 0 && ((mi.mode & S_IFMT) != type || mi.folder_id != vf->id))
+        r = fs_tamper(fs, req, parent, name, "check \"entry binding\" failed: the inode's "
+                      "type or folder is not the one its entry was written for");
     if (r == 0 && parent == META_ROOT_INO) {
         char *path = fs_path(fs, META_ROOT_INO, name);
         struct audit_detail d = { .file = ino };
@@ -896,6 +932,8 @@ static int node_insert(struct fs *fs, fuse_req_t req, const struct vault_folder 
             return -EIO;
         memcpy(mi->wrapped_dek, wrapped, DEK_WRAPPED_LEN);
         mi->wrapped_dek_len = DEK_WRAPPED_LEN;
+        if (fs_data_commit_initial(nn->dek, mi) < 0)
+            return -EIO;
         r = meta_inode_update(fs->v->meta, mi);
     }
     if (r == 0 && nn->link_target) {
@@ -936,13 +974,13 @@ static int make_node(struct fs *fs, fuse_req_t req, uint64_t parent, const char 
     if (r == 0 && !S_ISDIR(dir.mode))
         r = -ENOTDIR;
     if (r == 0) {
-        r = dir_lookup_locked(fs, vf, parent, name, &existing, NULL);
+        r = dir_lookup_locked(fs, req, vf, parent, name, &existing, NULL, NULL);
         r = r == 0 ? -EEXIST : (r == -ENOENT ? 0 : r);
     }
     if (r == 0)
         r = node_insert(fs, req, vf, &dir, nn, mi);
     if (r == 0)
-        r = meta_dirent_add(m, parent, en.b, en.len, mi->ino, mi->mode);
+        r = dirent_add_bound(fs, k, parent, &en, mi->ino, mi->mode);
     if (r == 0) {
         touch_dir(&dir, mi->ctime_ns, S_ISDIR(nn->mode) ? 1 : 0);
         r = meta_inode_update(m, &dir);
@@ -1198,7 +1236,7 @@ static int remove_entry(struct fs *fs, fuse_req_t req, uint64_t parent, const ch
     pthread_mutex_lock(&fs->meta_lock);
     r = meta_begin(m);
     if (r == 0)
-        r = dir_lookup_locked(fs, vf, parent, name, &ino, &en);
+        r = dir_lookup_locked(fs, req, vf, parent, name, &ino, &en, NULL);
     if (r == 0)
         r = meta_inode_get(m, ino, &victim);
     if (r == 0 && is_rmdir && !S_ISDIR(victim.mode))
@@ -1318,9 +1356,9 @@ static int rename_exchange(struct fs *fs, struct rename_ctx *c, int64_t now)
     if (r == 0)
         r = meta_dirent_remove(m, c->newparent, c->dst_en.b, c->dst_en.len);
     if (r == 0)
-        r = meta_dirent_add(m, c->newparent, a_new.b, a_new.len, c->src_ino, c->src.mode);
+        r = dirent_add_bound(fs, k, c->newparent, &a_new, c->src_ino, c->src.mode);
     if (r == 0)
-        r = meta_dirent_add(m, c->parent, b_new.b, b_new.len, c->dst_ino, c->dst.mode);
+        r = dirent_add_bound(fs, k, c->parent, &b_new, c->dst_ino, c->dst.mode);
     if (r == 0 && c->parent != c->newparent && S_ISDIR(c->src.mode) != S_ISDIR(c->dst.mode)) {
         /* a directory moved one way, a non-directory the other */
         int src_dir = S_ISDIR(c->src.mode);
@@ -1366,7 +1404,7 @@ static int rename_move(struct fs *fs, struct rename_ctx *c, int64_t now)
     if (r == 0)
         r = meta_dirent_remove(m, c->parent, c->src_en.b, c->src_en.len);
     if (r == 0)
-        r = meta_dirent_add(m, c->newparent, to.b, to.len, c->src_ino, c->src.mode);
+        r = dirent_add_bound(fs, k, c->newparent, &to, c->src_ino, c->src.mode);
     if (r == 0)
         r = adjust_parents(m, c->parent, c->newparent, S_ISDIR(c->src.mode), now);
     if (r == 0) {
@@ -1379,21 +1417,30 @@ static int rename_move(struct fs *fs, struct rename_ctx *c, int64_t now)
 static int rename_locked(struct fs *fs, fuse_req_t req, struct rename_ctx *c, const char *path,
                          uint64_t *ticket)
 {
+    uint32_t src_type = 0, dst_type = 0;
     struct meta *m = fs->v->meta;
     int64_t now = fs_now_ns();
     int r = meta_begin(m);
     if (r < 0)
         return r;
-    r = dir_lookup_locked(fs, c->vf, c->parent, c->name, &c->src_ino, &c->src_en);
+    r = dir_lookup_locked(fs, req, c->vf, c->parent, c->name, &c->src_ino, &c->src_en,
+                          &src_type);
     if (r == 0)
         r = meta_inode_get(m, c->src_ino, &c->src);
+    if (r == 0 && (c->src.mode & S_IFMT) != src_type)
+        r = fs_tamper(fs, req, c->parent, c->name, "check \"entry binding\" failed: the "
+                      "inode's type is not the one its entry was written for");
     if (r == 0) {
-        int t = dir_lookup_locked(fs, c->vf, c->newparent, c->newname, &c->dst_ino, &c->dst_en);
+        int t = dir_lookup_locked(fs, req, c->vf, c->newparent, c->newname, &c->dst_ino,
+                                  &c->dst_en, &dst_type);
         c->dst_exists = t == 0;
         if (t == 0)
             r = meta_inode_get(m, c->dst_ino, &c->dst);
         else if (t != -ENOENT)
             r = t;
+        if (r == 0 && t == 0 && (c->dst.mode & S_IFMT) != dst_type)
+            r = fs_tamper(fs, req, c->newparent, c->newname, "check \"entry binding\" failed: "
+                          "the inode's type is not the one its entry was written for");
     }
     if (r == 0 && (c->flags & RENAME_NOREPLACE) && c->dst_exists)
         r = -EEXIST;
@@ -1500,11 +1547,11 @@ static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const 
     if (r == 0 && mi.nlink == 0)
         r = -ENOENT;
     if (r == 0) {
-        r = dir_lookup_locked(fs, vf, newparent, newname, &existing, NULL);
+        r = dir_lookup_locked(fs, req, vf, newparent, newname, &existing, NULL, NULL);
         r = r == 0 ? -EEXIST : (r == -ENOENT ? 0 : r);
     }
     if (r == 0)
-        r = meta_dirent_add(m, newparent, en.b, en.len, ino, mi.mode);
+        r = dirent_add_bound(fs, k, newparent, &en, ino, mi.mode);
     if (r == 0) {
         mi.nlink++;
         mi.ctime_ns = now;
@@ -1581,7 +1628,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
         r = in ? fs_data_attach(fs, in, NULL) : -ENOMEM;
     }
     if (r == 0 && !fs_alone(fs))
-        fs_data_revalidate(fs, in);
+        r = fs_data_revalidate(fs, in);
     if (r == 0 && !(fi->flags & O_TRUNC) && (fi->flags & O_ACCMODE) != O_WRONLY)
         fs_data_prefetch(fs, in);
     char *path = fs_path(fs, ino, NULL);

@@ -360,17 +360,40 @@ int meta_symlink_get(struct meta *m, uint64_t ino, uint8_t **target, size_t *len
 int meta_dirent_lookup(struct meta *m, uint64_t parent, const uint8_t *name, size_t len,
                        uint64_t *ino)
 {
-    int rc = check_name(name, len);
+    struct meta_dirent_rec rec;
+    int rc = meta_dirent_find(m, parent, name, len, &rec);
 
-    return rc ? rc : m->ops->dirent_lookup(m, parent, name, len, ino);
+    if (rc == 0)
+        *ino = rec.ino;
+    return rc;
 }
 
-int meta_dirent_add(struct meta *m, uint64_t parent, const uint8_t *name, size_t len,
-                    uint64_t ino, uint32_t mode)
+int meta_dirent_find(struct meta *m, uint64_t parent, const uint8_t *name, size_t len,
+                     struct meta_dirent_rec *out)
 {
     int rc = check_name(name, len);
 
-    return rc ? rc : m->ops->dirent_add(m, parent, name, len, ino, mode);
+    return rc ? rc : m->ops->dirent_find(m, parent, name, len, out);
+}
+
+int meta_dirent_add(struct meta *m, uint64_t parent, const uint8_t *name, size_t len,
+                    uint64_t ino, uint32_t mode, const uint8_t *bind, size_t bind_len)
+{
+    int rc = check_name(name, len);
+
+    if (rc == 0 && bind_len > META_BIND_MAX)
+        rc = pfs_err(-EINVAL, "directory entry binding of %zu bytes", bind_len);
+    return rc ? rc : m->ops->dirent_add(m, parent, name, len, ino, mode, bind, bind_len);
+}
+
+int meta_dirent_set_bind(struct meta *m, uint64_t parent, const uint8_t *name, size_t len,
+                         const uint8_t *bind, size_t bind_len)
+{
+    int rc = check_name(name, len);
+
+    if (rc == 0 && bind_len > META_BIND_MAX)
+        rc = pfs_err(-EINVAL, "directory entry binding of %zu bytes", bind_len);
+    return rc ? rc : m->ops->dirent_set_bind(m, parent, name, len, bind, bind_len);
 }
 
 int meta_dirent_remove(struct meta *m, uint64_t parent, const uint8_t *name, size_t len)

@@ -32,7 +32,9 @@
 #include "object.h"
 
 #define META_ROOT_INO 1          /* the mount's root: virtual, lists folders */
-#define META_SCHEMA_VERSION 1
+#define META_SCHEMA_VERSION 2
+#define META_BIND_MAX 64         /* bytes of a directory entry's binding */
+#define META_COMMIT_MAX 64       /* bytes of a file's commitment record */
 #define META_NAME_MAX 512        /* bytes of an encrypted name */
 #define META_ACCOUNT_NAME_MAX 64
 
@@ -92,6 +94,8 @@ struct meta_inode {
     uint32_t key_version;   /* folder key version that wraps the DEK */
     uint8_t wrapped_dek[96];/* regular files: dek_wrap output */
     uint32_t wrapped_dek_len;
+    uint8_t commitment[META_COMMIT_MAX]; /* regular files: filecommit.h record */
+    uint32_t commitment_len;             /* 0: none (format 1, or removed) */
 };
 
 struct meta_dirent {
@@ -100,6 +104,16 @@ struct meta_dirent {
     uint32_t mode;          /* type bits of the target, for d_type */
     const uint8_t *name;    /* encrypted name; valid during the callback */
     size_t name_len;
+    const uint8_t *bind;    /* binding to the child (envelope.h), maybe empty */
+    size_t bind_len;
+};
+
+/* One entry found by name. */
+struct meta_dirent_rec {
+    uint64_t ino;
+    uint32_t mode;
+    uint8_t bind[META_BIND_MAX];
+    size_t bind_len;
 };
 
 /* ---- opening ---- */
@@ -177,8 +191,14 @@ int meta_symlink_get(struct meta *m, uint64_t ino, uint8_t **target, size_t *len
 /* ---- directory entries (name = encrypted name bytes) ---- */
 int meta_dirent_lookup(struct meta *m, uint64_t parent, const uint8_t *name, size_t len,
                        uint64_t *ino);
+/* The whole entry (target, type, binding); -ENOENT without a message. */
+int meta_dirent_find(struct meta *m, uint64_t parent, const uint8_t *name, size_t len,
+                     struct meta_dirent_rec *out);
 int meta_dirent_add(struct meta *m, uint64_t parent, const uint8_t *name, size_t len,
-                    uint64_t ino, uint32_t mode);
+                    uint64_t ino, uint32_t mode, const uint8_t *bind, size_t bind_len);
+/* Replace the binding of an existing entry (pactfs-admin upgrade). */
+int meta_dirent_set_bind(struct meta *m, uint64_t parent, const uint8_t *name, size_t len,
+                         const uint8_t *bind, size_t bind_len);
 int meta_dirent_remove(struct meta *m, uint64_t parent, const uint8_t *name, size_t len);
 /* Entries with cookie > after, in cookie order; cb returns nonzero to stop. */
 int meta_dirent_list(struct meta *m, uint64_t parent, uint64_t after,

@@ -62,10 +62,12 @@ struct meta_ops {
     int (*symlink_set)(struct meta *m, uint64_t ino, const uint8_t *target, size_t len);
     int (*symlink_get)(struct meta *m, uint64_t ino, uint8_t **target, size_t *len);
 
-    int (*dirent_lookup)(struct meta *m, uint64_t parent, const uint8_t *name, size_t len,
-                         uint64_t *ino);
+    int (*dirent_find)(struct meta *m, uint64_t parent, const uint8_t *name, size_t len,
+                       struct meta_dirent_rec *out);
     int (*dirent_add)(struct meta *m, uint64_t parent, const uint8_t *name, size_t len,
-                      uint64_t ino, uint32_t mode);
+                      uint64_t ino, uint32_t mode, const uint8_t *bind, size_t bind_len);
+    int (*dirent_set_bind)(struct meta *m, uint64_t parent, const uint8_t *name, size_t len,
+                           const uint8_t *bind, size_t bind_len);
     int (*dirent_remove)(struct meta *m, uint64_t parent, const uint8_t *name, size_t len);
     int (*dirent_list)(struct meta *m, uint64_t parent, uint64_t after,
                        meta_dirent_cb cb, void *arg);

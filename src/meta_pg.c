@@ -313,6 +313,7 @@ static const struct msql_dialect pg_dialect = {
     .ino_id = "BIGINT PRIMARY KEY DEFAULT nextval('inode_seq')",
     .ino_seq = "CREATE SEQUENCE inode_seq;",
     .new_ino = "COALESCE(?1::bigint, nextval('inode_seq'))",
+    .empty_blob = "''::bytea",
     .begin = "BEGIN",
     .migration_begin = "BEGIN; SELECT pg_advisory_xact_lock(" MIGRATION_LOCK_KEY ")",
     .has_version_table = "SELECT count(*) FROM pg_tables WHERE"

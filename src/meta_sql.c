@@ -65,6 +65,11 @@ static const char *const migrations[META_SCHEMA_VERSION] = {
     " chunk_id {BLOB} NOT NULL, version {INT} NOT NULL, plain_len {INT} NOT NULL,"
     " sealed_len {INT} NOT NULL, k {INT} NOT NULL, m {INT} NOT NULL,"
     " rotation {INT} NOT NULL, sums {BLOB} NOT NULL, queued {INT} NOT NULL);",
+    /* 1 -> 2: format 2 -- each directory entry's binding to its child, each
+     * regular file's commitment (empty until written; pactfs-admin upgrade
+     * computes them for existing entries and files) */
+    "ALTER TABLE dirents ADD COLUMN bind {BLOB} NOT NULL DEFAULT {EMPTY_BLOB};"
+    "ALTER TABLE inodes ADD COLUMN commitment {BLOB} NOT NULL DEFAULT {EMPTY_BLOB};",
 };
 
 /* ---- statements ---- */
@@ -78,7 +83,7 @@ enum st {
     ST_INODE_CREATE, ST_INODE_GET, ST_INODE_EXISTS, ST_INODE_UPDATE, ST_INODE_DELETE,
     ST_INODE_LINKED, ST_ORPHANS,
     ST_SYMLINK_SET, ST_SYMLINK_GET, ST_SYMLINK_DELETE, ST_XATTRS_DELETE_ALL,
-    ST_DIRENT_LOOKUP, ST_DIRENT_ADD, ST_DIRENT_REMOVE, ST_DIRENT_LIST, ST_DIRENT_COUNT,
+    ST_DIRENT_LOOKUP, ST_DIRENT_ADD, ST_DIRENT_SET_BIND, ST_DIRENT_REMOVE, ST_DIRENT_LIST, ST_DIRENT_COUNT,
     ST_CHUNK_GET, ST_CHUNK_UPSERT, ST_CHUNK_LIST_INO, ST_CHUNK_LIST_ALL,
     ST_GC_QUEUE_ONE, ST_GC_QUEUE_FROM, ST_CHUNKS_DELETE_FROM, ST_MAXVER_GET, ST_MAXVER_SET,
     ST_MAXVER_DELETE,
@@ -124,13 +129,14 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_ENV_LIST_FOLDER] = "SELECT " ENVELOPE_COLS " FROM envelopes WHERE folder_id = ?1"
                            " ORDER BY account_id, key_version",
     [ST_INODE_CREATE] = "INSERT INTO inodes (" INODE_COLS ") VALUES"
-                        " ({NEW_INO}, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+                        " ({NEW_INO}, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
                         " ON CONFLICT DO NOTHING RETURNING ino",
     [ST_INODE_GET] = "SELECT " INODE_COLS " FROM inodes WHERE ino = ?1",
     [ST_INODE_EXISTS] = "SELECT ino FROM inodes WHERE ino = ?1",
     [ST_INODE_UPDATE] = "UPDATE inodes SET folder_id = ?2, mode = ?3, uid = ?4, gid = ?5,"
                         " nlink = ?6, size = ?7, rdev = ?8, atime_ns = ?9, mtime_ns = ?10,"
-                        " ctime_ns = ?11, key_version = ?12, wrapped_dek = ?13 WHERE ino = ?1",
+                        " ctime_ns = ?11, key_version = ?12, wrapped_dek = ?13, commitment = ?14"
+                        " WHERE ino = ?1",
     [ST_INODE_DELETE] = "DELETE FROM inodes WHERE ino = ?1",
     [ST_INODE_LINKED] = "SELECT count(*) FROM dirents WHERE ino = ?1 OR parent = ?1",
     [ST_ORPHANS] = "SELECT ino FROM inodes WHERE nlink = 0 ORDER BY ino",
@@ -139,13 +145,15 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_SYMLINK_GET] = "SELECT target FROM symlinks WHERE ino = ?1",
     [ST_SYMLINK_DELETE] = "DELETE FROM symlinks WHERE ino = ?1",
     [ST_XATTRS_DELETE_ALL] = "DELETE FROM xattrs WHERE ino = ?1",
-    [ST_DIRENT_LOOKUP] = "SELECT ino FROM dirents WHERE parent = ?1 AND name = ?2",
-    [ST_DIRENT_ADD] = "INSERT INTO dirents (parent, name, ino, mode) VALUES (?1, ?2, ?3, ?4)"
+    [ST_DIRENT_LOOKUP] = "SELECT ino, mode, bind FROM dirents WHERE parent = ?1 AND name = ?2",
+    [ST_DIRENT_SET_BIND] = "UPDATE dirents SET bind = ?3 WHERE parent = ?1 AND name = ?2",
+    [ST_DIRENT_ADD] = "INSERT INTO dirents (parent, name, ino, mode, bind)"
+                      " VALUES (?1, ?2, ?3, ?4, ?5)"
                       " ON CONFLICT DO NOTHING",
     [ST_DIRENT_REMOVE] = "DELETE FROM dirents WHERE parent = ?1 AND name = ?2",
     /* in pages, so a reader that stops early (a full readdir buffer) does
      * not pull a whole large directory over the network */
-    [ST_DIRENT_LIST] = "SELECT cookie, ino, mode, name FROM dirents"
+    [ST_DIRENT_LIST] = "SELECT cookie, ino, mode, name, bind FROM dirents"
                        " WHERE parent = ?1 AND cookie > ?2 ORDER BY cookie LIMIT ?3",
     [ST_DIRENT_COUNT] = "SELECT count(*) FROM dirents WHERE parent = ?1",
     [ST_CHUNK_GET] = "SELECT " CHUNK_COLS " FROM chunks WHERE ino = ?1 AND idx = ?2",
@@ -219,6 +227,7 @@ static const char *dialect_word(const struct msql_dialect *d, const char *w, siz
         { "INO_ID", offsetof(struct msql_dialect, ino_id) },
         { "INO_SEQ", offsetof(struct msql_dialect, ino_seq) },
         { "NEW_INO", offsetof(struct msql_dialect, new_ino) },
+        { "EMPTY_BLOB", offsetof(struct msql_dialect, empty_blob) },
     };
 
     for (size_t i = 0; i < sizeof words / sizeof words[0]; i++)
@@ -879,7 +888,7 @@ static int sql_envelope_list_folder(struct meta *m, uint64_t folder_id, meta_env
 
 /* ---- inodes ---- */
 
-/* Parameters 2..13 of INODE_COLS (everything but ino). */
+/* Parameters 2..14 of INODE_COLS (everything but ino). */
 static void bind_inode_fields(struct q *q, const struct meta_inode *i)
 {
     q_u64(q, 2, i->folder_id);
@@ -894,17 +903,25 @@ static void bind_inode_fields(struct q *q, const struct meta_inode *i)
     q_i64(q, 11, i->ctime_ns);
     q_i64(q, 12, i->key_version);
     q_blob(q, 13, i->wrapped_dek, i->wrapped_dek_len);
+    q_blob(q, 14, i->commitment, i->commitment_len);
 }
 
 static int read_inode(struct q *q, struct meta_inode *i)
 {
     size_t dlen;
+    size_t clen;
     const void *dek = col_blob(q, 12, &dlen);
+    const void *com = col_blob(q, 13, &clen);
     int rc = meta_check_row_len("wrapped file key", dlen, sizeof i->wrapped_dek);
 
     memset(i, 0, sizeof *i);
+    if (rc == 0)
+        rc = meta_check_row_len("file commitment", clen, sizeof i->commitment);
     if (rc)
         return rc;
+    if (clen)
+        memcpy(i->commitment, com, clen);
+    i->commitment_len = (uint32_t)clen;
     i->ino = (uint64_t)col_i64(q, 0);
     i->folder_id = (uint64_t)col_i64(q, 1);
     i->mode = (uint32_t)col_i64(q, 2);
@@ -1098,28 +1115,36 @@ static int sql_symlink_get(struct meta *m, uint64_t ino, uint8_t **target, size_
 
 /* ---- directory entries ---- */
 
-static int sql_dirent_lookup(struct meta *m, uint64_t parent, const uint8_t *name, size_t len,
-                             uint64_t *ino)
+static int sql_dirent_find(struct meta *m, uint64_t parent, const uint8_t *name, size_t len,
+                           struct meta_dirent_rec *out)
 {
     struct q q;
-    int64_t v;
-    int found;
     int rc = q_open(H(m), ST_DIRENT_LOOKUP, &q);
 
     if (rc)
         return rc;
     q_u64(&q, 1, parent);
     q_blob(&q, 2, name, len);
-    rc = q_one_i64(&q, "lookup", &v, &found);
-    if (rc == 0 && !found)
-        return -ENOENT;    /* a normal miss: no message, lookups miss often */
-    if (rc == 0)
-        *ino = (uint64_t)v;
+    rc = q_step(&q, "lookup");
+    if (rc == 0) {
+        rc = -ENOENT;      /* a normal miss: no message, lookups miss often */
+    } else if (rc > 0) {
+        const void *b = col_blob(&q, 2, &out->bind_len);
+
+        out->ino = (uint64_t)col_i64(&q, 0);
+        out->mode = (uint32_t)col_i64(&q, 1);
+        rc = row_status(&q, "directory entry");
+        if (rc == 0)
+            rc = meta_check_row_len("directory entry binding", out->bind_len, sizeof out->bind);
+        if (rc == 0 && out->bind_len)
+            memcpy(out->bind, b, out->bind_len);
+    }
+    q_close(&q);
     return rc;
 }
 
 static int sql_dirent_add(struct meta *m, uint64_t parent, const uint8_t *name, size_t len,
-                          uint64_t ino, uint32_t mode)
+                          uint64_t ino, uint32_t mode, const uint8_t *bind, size_t bind_len)
 {
     struct q q;
     long changes = 0;
@@ -1131,10 +1156,29 @@ static int sql_dirent_add(struct meta *m, uint64_t parent, const uint8_t *name, 
     q_blob(&q, 2, name, len);
     q_u64(&q, 3, ino);
     q_i64(&q, 4, mode);
+    q_blob(&q, 5, bind, bind_len);
     rc = q_run(&q, "directory entry add", &changes);
     if (rc == 0 && changes == 0)
         rc = pfs_err(-EEXIST, "the name already exists in directory %llu",
                      (unsigned long long)parent);
+    return rc;
+}
+
+static int sql_dirent_set_bind(struct meta *m, uint64_t parent, const uint8_t *name, size_t len,
+                               const uint8_t *bind, size_t bind_len)
+{
+    struct q q;
+    long changes = 0;
+    int rc = q_open(H(m), ST_DIRENT_SET_BIND, &q);
+
+    if (rc)
+        return rc;
+    q_u64(&q, 1, parent);
+    q_blob(&q, 2, name, len);
+    q_blob(&q, 3, bind, bind_len);
+    rc = q_run(&q, "directory entry binding", &changes);
+    if (rc == 0 && changes == 0)
+        rc = pfs_err(-ENOENT, "no such entry in directory %llu", (unsigned long long)parent);
     return rc;
 }
 
@@ -1160,11 +1204,14 @@ static int read_dirent(struct q *q, struct meta_dirent *d)
     d->ino = (uint64_t)col_i64(q, 1);
     d->mode = (uint32_t)col_i64(q, 2);
     d->name = col_blob(q, 3, &d->name_len);
+    d->bind = col_blob(q, 4, &d->bind_len);
     if (q->st->bad)
         return row_status(q, "directory entry");
     if (d->name_len == 0)
         return pfs_err(-EBADMSG, "metadata store: empty name in directory; the database "
                        "was altered or is corrupt");
+    if (meta_check_row_len("directory entry binding", d->bind_len, META_BIND_MAX))
+        return -EBADMSG;
     return meta_check_row_len("directory entry name", d->name_len, META_NAME_MAX);
 }
 
@@ -1719,8 +1766,9 @@ static const struct meta_ops sql_ops = {
     .inode_list_orphans = sql_inode_list_orphans,
     .symlink_set = sql_symlink_set,
     .symlink_get = sql_symlink_get,
-    .dirent_lookup = sql_dirent_lookup,
+    .dirent_find = sql_dirent_find,
     .dirent_add = sql_dirent_add,
+    .dirent_set_bind = sql_dirent_set_bind,
     .dirent_remove = sql_dirent_remove,
     .dirent_list = sql_dirent_list,
     .dirent_count = sql_dirent_count,

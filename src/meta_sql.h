@@ -25,7 +25,7 @@
 #define FOLDER_COLS "id, root_ino, key_version, created"
 #define ENVELOPE_COLS "folder_id, account_id, key_version, rights, granted_by, wrapped"
 #define INODE_COLS "ino, folder_id, mode, uid, gid, nlink, size, rdev, atime_ns, mtime_ns," \
-                   " ctime_ns, key_version, wrapped_dek"
+                   " ctime_ns, key_version, wrapped_dek, commitment"
 #define CHUNK_COLS "chunk_id, version, plain_len, sealed_len, k, m, rotation, sums"
 
 /* One statement in use.  A driver's own statement struct starts with this
@@ -54,6 +54,7 @@ struct msql_dialect {
     const char *ino_id;        /* {INO_ID}: the inode number column */
     const char *ino_seq;       /* {INO_SEQ}: DDL before the inode table ("" if none) */
     const char *new_ino;       /* {NEW_INO}: ?1, or a fresh number when ?1 is NULL */
+    const char *empty_blob;    /* {EMPTY_BLOB}: literal of an empty byte string */
     const char *begin;         /* start a write transaction */
     const char *migration_begin; /* start the migration transaction (with its lock) */
     const char *has_version_table; /* one count: is there a schema_version table */

@@ -285,6 +285,7 @@ static const struct msql_dialect sqlite_dialect = {
     .ino_id = "INTEGER PRIMARY KEY AUTOINCREMENT",   /* never reuses a number */
     .ino_seq = "",
     .new_ino = "?1",                                   /* NULL: the next number */
+    .empty_blob = "x''",
     .begin = "BEGIN IMMEDIATE",
     .migration_begin = "BEGIN IMMEDIATE",
     .has_version_table = "SELECT count(*) FROM sqlite_master WHERE type = 'table'"

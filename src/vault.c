@@ -545,6 +545,7 @@ static int folder_create(struct meta *meta, const char *vault_id, EVP_PKEY *memb
     struct meta_inode dir = { 0 };
     struct meta_envelope e = { 0 };
     uint8_t enc[NAME_MAX_ENC];
+    uint8_t bind[DIRENT_BIND_LEN];
     size_t enclen = sizeof enc;
     uint64_t existing;
     int64_t t = now_ns();
@@ -588,7 +589,10 @@ static int folder_create(struct meta *meta, const char *vault_id, EVP_PKEY *memb
         goto out;
     /* The top directory's name is encrypted with the folder's own key under
      * the root: only members can even see that the folder exists. */
-    rc = meta_dirent_add(meta, META_ROOT_INO, enc, enclen, dir.ino, dir.mode);
+    rc = dirent_bind(keys, META_ROOT_INO, enc, enclen, dir.ino, dir.mode, bind);
+    if (rc == 0)
+        rc = meta_dirent_add(meta, META_ROOT_INO, enc, enclen, dir.ino, dir.mode, bind,
+                             sizeof bind);
     if (rc < 0)
         goto out;
     e.folder_id = f.id;

@@ -19,6 +19,7 @@
 #include "keyring.h"
 #include "registry.h"
 #include "secmem.h"
+#include "upgrade.h"
 #include "vault.h"
 
 #define PROG "pactfs-admin"
@@ -36,6 +37,7 @@ enum {
     OPT_NEW_PASSFILE = 1 << 3,
     OPT_ADMIN_TOKEN = 1 << 4, /* --keyd-admin-token FILE */
     OPT_ROLE = 1 << 5,
+    OPT_NO_BACKUP = 1 << 6,   /* upgrade: the operator backed up PostgreSQL */
 };
 #define OPT_ACTING (OPT_CONFIG | OPT_ACCOUNT | OPT_PASSFILE)
 
@@ -242,6 +244,7 @@ struct vault_args {
     const char *new_passfile;
     const char *admin_token;
     const char *role;
+    int no_backup;
     char conf_buf[4096];
 };
 
@@ -251,7 +254,7 @@ static const struct {
 } opt_names[] = {
     { OPT_CONFIG, "--config" }, { OPT_ACCOUNT, "--account" }, { OPT_PASSFILE, "--passfile" },
     { OPT_NEW_PASSFILE, "--new-passfile" }, { OPT_ADMIN_TOKEN, "--keyd-admin-token" },
-    { OPT_ROLE, "--role" },
+    { OPT_ROLE, "--role" }, { OPT_NO_BACKUP, "--no-backup" },
 };
 
 /* The n-th (0-based) word of a space-separated list, into out. */
@@ -280,6 +283,7 @@ static int parse_vault_args(int argc, char **argv, struct vault_args *a, int pos
         { "new-passfile", required_argument, NULL, 'n' },
         { "keyd-admin-token", required_argument, NULL, 'T' },
         { "role", required_argument, NULL, 'r' },
+        { "no-backup", no_argument, NULL, 'B' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
@@ -296,6 +300,7 @@ static int parse_vault_args(int argc, char **argv, struct vault_args *a, int pos
         case 'n': a->new_passfile = optarg; used |= OPT_NEW_PASSFILE; break;
         case 'T': a->admin_token = optarg; used |= OPT_ADMIN_TOKEN; break;
         case 'r': a->role = optarg; used |= OPT_ROLE; break;
+        case 'B': a->no_backup = 1; used |= OPT_NO_BACKUP; break;
         case 'h': command_usage(current, stdout); exit(EXIT_OK);
         default: usage_error("unknown option or missing option value"); return -1;
         }
@@ -886,6 +891,80 @@ static int cmd_accounts(int argc, char **argv)
     return cli_exit_code_for(rc);
 }
 
+/* ---- format upgrade ---- */
+
+/* SQLite: back meta.db up before anything migrates it; PostgreSQL: the
+ * operator's pg_dump, confirmed with --no-backup. */
+static int upgrade_backup(const struct vault_args *a)
+{
+    struct pactfs_conf c;
+    char err[512], bak[4200];
+    int made = 0, rc;
+
+    if (conf_load(a->conf_path, &c, err, sizeof err) < 0) {
+        fprintf(stderr, PROG ": %s\n", err);
+        return EXIT_CONFIG;
+    }
+    if (strcmp(c.meta_backend, "sqlite") != 0 && !a->no_backup) {
+        conf_free(&c);
+        fprintf(stderr, PROG ": the metadata is in PostgreSQL: back it up with pg_dump first, "
+                "then run upgrade again with --no-backup\n");
+        return EXIT_USAGE;
+    }
+    if (a->no_backup) {
+        conf_free(&c);
+        return EXIT_OK;
+    }
+    snprintf(bak, sizeof bak, "%s.pre-format2", c.meta_path);
+    rc = upgrade_backup_sqlite(c.meta_path, bak, &made);
+    conf_free(&c);
+    if (rc < 0) {
+        cli_report(PROG, rc);
+        return EXIT_STORE;
+    }
+    printf(made ? "Backed up the metadata to %s\n"
+                : "Keeping the backup an earlier run made: %s\n", bak);
+    return EXIT_OK;
+}
+
+static int cmd_upgrade(int argc, char **argv)
+{
+    struct vault_args a = { 0 };
+    struct vault *v = NULL;
+    struct upgrade_stats st;
+    struct audit_ctx who = { getuid(), getpid() };
+    const char *account = NULL;
+    int rc, code;
+
+    if (parse_vault_args(argc, argv, &a, 0) < 0)
+        return EXIT_USAGE;
+    code = upgrade_backup(&a);   /* before vault_open migrates the schema */
+    if (code != EXIT_OK)
+        return code;
+    code = open_unlocked(&a, &v, &account);
+    if (code != EXIT_OK)
+        return code;
+    rc = upgrade_folders(v, &st);
+    if (v->audit) {
+        int arc = audit_event(v->audit, &who, "upgrade", "/", rc,
+                              st.entries_bound + st.files_committed);
+        if (arc < 0 && rc == 0)
+            rc = arc;
+    }
+    printf("Format 2: %llu entries bound, %llu files committed, %llu already done, "
+           "%llu left alone with a problem (see above).\n",
+           (unsigned long long)st.entries_bound, (unsigned long long)st.files_committed,
+           (unsigned long long)st.already, (unsigned long long)st.problems);
+    if (rc < 0) {
+        cli_report(PROG, rc);
+        code = admin_exit_code(rc);
+    } else {
+        code = st.problems ? EXIT_INTEGRITY : EXIT_OK;
+    }
+    vault_close(v);
+    return code;
+}
+
 static const struct command commands[] = {
     { "init", cmd_init, "DIR", 0,
       "create a vault (configuration, metadata, endpoints, first accounts)", "[OPTIONS] DIR",
@@ -996,6 +1075,17 @@ static const struct command commands[] = {
 "Remove ACCOUNT's envelope for FOLDER and rotate the folder key (run as a\n"
 "dataadmin who can manage FOLDER): data written afterwards is under a key\n"
 "the revoked account never held.\n" },
+    { "upgrade", cmd_upgrade, "", OPT_ACTING | OPT_NO_BACKUP,
+      "bring a vault made before format 2 up to date",
+      "[--account NAME] [--passfile FILE] [--no-backup] VAULT_DIR|--config FILE",
+"With the vault unmounted: back up meta.db to meta.db.pre-format2 (SQLite\n"
+"online backup, before the schema migrates; kept if an earlier run made it;\n"
+"PostgreSQL: take a pg_dump and pass --no-backup), then, in every folder the\n"
+"account holds, bind each directory entry to the inode it points at and\n"
+"write each regular file's commitment over its chunk records and size.\n"
+"Resumable; a second run changes nothing.  A binding or commitment that\n"
+"exists but does not verify is reported and left alone (exit 14).  Members\n"
+"of folders this account does not hold run it with their own account.\n" },
 };
 static const size_t ncommands = sizeof commands / sizeof commands[0];
 

@@ -9,6 +9,8 @@ password from a libpq passfile (0600), so the password is never written
 into pactfs.conf.  If the cluster cannot start the tests fail with the
 reason; they never skip.
 """
+import errno
+import json
 import os
 import re
 import secrets
@@ -395,3 +397,62 @@ def test_sigkill_during_writes_keeps_fsynced_files(pg, pg_vault):
     H.write_file(v.path("after.bin"), b"after the crash", fsync=True)
     v.remount()
     assert H.read_file(v.path("after.bin")) == b"after the crash"
+
+
+def test_pg_chunk_tampering_is_eio_with_tamper_event(pg, pg_vault):
+    """Issue 7 attack 4 by the PostgreSQL operator (psql as the superuser):
+    a deleted chunk row, an older chunk row put back with its old
+    fragments, a changed size, a truncated chunk list.  Each file then
+    fails with EIO, a daemon line naming it and the check, and an audit
+    event `tamper` -- never zeros or old data."""
+    v = pg_vault
+    C = H.CHUNK
+    data = H.seeded_bytes(11, 3 * C + 999)
+    names = ["deleted.bin", "older.bin", "size.bin", "truncated.bin"]
+    v.mount()
+    for n in names:
+        H.write_file(v.path(n), data, fsync=True)
+    inos = {n: os.stat(v.path(n)).st_ino for n in names}
+    old_row = pg.psql("SELECT version, encode(chunk_id, 'hex'), plain_len, sealed_len, k, m,"
+                      " rotation, encode(sums, 'hex') FROM chunks WHERE ino = %d AND idx = 1"
+                      % inos["older.bin"], v.db).strip().split("|")
+    saved = {}
+    for i in range(3):
+        for p in H.fragment_files(v.store_dir(i)):
+            if os.path.basename(p).startswith(old_row[1]):
+                with open(p, "rb") as f:
+                    saved[p] = f.read()
+    assert len(saved) == 3, saved.keys()
+    with open(v.path("older.bin"), "r+b") as f:   # chunk 1 -> version 2
+        f.seek(C)
+        f.write(b"NEWER")
+    v.unmount()
+    for p, b in saved.items():
+        os.makedirs(os.path.dirname(p), exist_ok=True)
+        with open(p, "wb") as f:
+            f.write(b)
+    pg.psql("DELETE FROM chunks WHERE ino = %d AND idx = 1;"
+            "UPDATE chunks SET version = %s, chunk_id = decode('%s', 'hex'), plain_len = %s,"
+            " sealed_len = %s, k = %s, m = %s, rotation = %s, sums = decode('%s', 'hex')"
+            " WHERE ino = %d AND idx = 1;"
+            "UPDATE inodes SET size = size - 999 WHERE ino = %d;"
+            "DELETE FROM chunks WHERE ino = %d AND idx >= 1;"
+            "UPDATE inodes SET size = %d WHERE ino = %d;"
+            % ((inos["deleted.bin"],) + tuple(old_row) + (inos["older.bin"], inos["size.bin"],
+                                                         inos["truncated.bin"], C,
+                                                         inos["truncated.bin"])), v.db)
+    v.mount_foreground()
+    for n in names:
+        e = H.errno_of(H.read_file, v.path(n))
+        assert e == errno.EIO, "%s: %s" % (n, H.errname(e))
+    log = v.read_fg_log()
+    checks = {"deleted.bin": "chunk count", "older.bin": "commitment MAC",
+              "size.bin": "commitment MAC", "truncated.bin": "chunk count"}
+    for n, check in checks.items():
+        assert any("TAMPERING DETECTED" in ln and n in ln and check in ln
+                   for ln in log.splitlines()), "%s / %s not in:\n%s" % (n, check, log[-3000:])
+    with open(v.audit_log, "rb") as f:
+        events = [json.loads(ln) for ln in f.read().split(b"\n") if ln.strip()]
+    for n in names:
+        assert any(ev.get("op") == "tamper" and ev.get("path", "").endswith(n)
+                   for ev in events), "no tamper event for %s" % n

@@ -4,8 +4,10 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "envelope.h"
+#include "error.h"
 #include "secmem.h"
 #include "tap.h"
 
@@ -146,6 +148,42 @@ static void test_folder_meta(void)
     folder_keys_free(k);
 }
 
+static void test_dirent_binding(void)
+{
+    uint8_t fk[FOLDER_KEY_LEN], enc[NAME_MAX_ENC], enc2[NAME_MAX_ENC];
+    uint8_t b[DIRENT_BIND_LEN], b2[DIRENT_BIND_LEN];
+    size_t elen, elen2;
+    struct folder_keys *k, *k2;
+
+    REQUIRE(folder_key_generate(fk) == 0);
+    k = folder_keys_derive(fk, 1);
+    REQUIRE(folder_key_generate(fk) == 0);
+    k2 = folder_keys_derive(fk, 1);
+    REQUIRE(k && k2);
+    CHECK(memcmp(k->bind_key, k->wrap_key, AEAD_KEY_LEN) != 0);
+    REQUIRE(name_encrypt(k, 5, "approved.txt", 12, enc, &elen) == 0);
+    REQUIRE(name_encrypt(k, 5, "rejected.txt", 12, enc2, &elen2) == 0);
+    REQUIRE(dirent_bind(k, 5, enc, elen, 100, S_IFREG | 0644, b) == 0);
+    REQUIRE(dirent_bind(k, 5, enc2, elen2, 101, S_IFREG | 0600, b2) == 0);
+    CHECK_EQ_INT(dirent_bind_check(k, 5, enc, elen, 100, S_IFREG, b, sizeof b), 0);
+    /* permission bits are not bound (chmod does not rewrite entries) */
+    CHECK_EQ_INT(dirent_bind_check(k, 5, enc, elen, 100, S_IFREG | 0777, b, sizeof b), 0);
+    /* the two entries' targets swapped, with or without their bindings */
+    CHECK_EQ_INT(dirent_bind_check(k, 5, enc, elen, 101, S_IFREG, b, sizeof b), -EBADMSG);
+    CHECK(strstr(pfs_err_msg(), "entry binding") != NULL);
+    CHECK_EQ_INT(dirent_bind_check(k, 5, enc, elen, 101, S_IFREG, b2, sizeof b2), -EBADMSG);
+    /* another type, another parent, another folder key, no binding, short */
+    CHECK_EQ_INT(dirent_bind_check(k, 5, enc, elen, 100, S_IFDIR, b, sizeof b), -EBADMSG);
+    CHECK_EQ_INT(dirent_bind_check(k, 6, enc, elen, 100, S_IFREG, b, sizeof b), -EBADMSG);
+    CHECK_EQ_INT(dirent_bind_check(k2, 5, enc, elen, 100, S_IFREG, b, sizeof b), -EBADMSG);
+    CHECK_EQ_INT(dirent_bind_check(k, 5, enc, elen, 100, S_IFREG, b, 0), -EBADMSG);
+    CHECK_EQ_INT(dirent_bind_check(k, 5, enc, elen, 100, S_IFREG, b, sizeof b - 1), -EBADMSG);
+    b[7] ^= 1;
+    CHECK_EQ_INT(dirent_bind_check(k, 5, enc, elen, 100, S_IFREG, b, sizeof b), -EBADMSG);
+    folder_keys_free(k);
+    folder_keys_free(k2);
+}
+
 int main(void)
 {
     RUN(test_keys_setup);
@@ -154,6 +192,7 @@ int main(void)
     RUN(test_dek_bound_to_inode);
     RUN(test_names_roundtrip_and_binding);
     RUN(test_folder_meta);
+    RUN(test_dirent_binding);
     EVP_PKEY_free(alice);
     EVP_PKEY_free(bob);
     return tap_done();

@@ -569,13 +569,13 @@ static void test_dirents(void)
         inos[i] = make_inode(m, S_IFREG | 0644, 1);
         REQUIRE(inos[i]);
         CHECK_EQ_INT(meta_dirent_add(m, META_ROOT_INO, (const uint8_t *)names[i],
-                                     strlen(names[i]), inos[i], S_IFREG), 0);
+                                     strlen(names[i]), inos[i], S_IFREG, NULL, 0), 0);
     }
     CHECK_EQ_INT(meta_dirent_add(m, META_ROOT_INO, (const uint8_t *)"mid", 3, inos[0],
-                                 S_IFREG), -EEXIST);
+                                 S_IFREG, NULL, 0), -EEXIST);
     CHECK_EQ_INT(meta_dirent_add(m, META_ROOT_INO, (const uint8_t *)"ghost", 5, 987654,
-                                 S_IFREG), -ENOENT);
-    CHECK_EQ_INT(meta_dirent_add(m, META_ROOT_INO, (const uint8_t *)"", 0, inos[0], S_IFREG),
+                                 S_IFREG, NULL, 0), -ENOENT);
+    CHECK_EQ_INT(meta_dirent_add(m, META_ROOT_INO, (const uint8_t *)"", 0, inos[0], S_IFREG, NULL, 0),
                  -ENAMETOOLONG);
     REQUIRE(meta_dirent_lookup(m, META_ROOT_INO, (const uint8_t *)"mid", 3, &ino) == 0);
     CHECK_EQ_INT(ino, inos[2]);
@@ -630,7 +630,7 @@ static void test_name_bytes_stored_as_given(void)
     REQUIRE(m);
     REQUIRE(meta_inode_create(m, &root) == 0);
     ino = make_inode(m, S_IFREG | 0644, 1);
-    REQUIRE(meta_dirent_add(m, META_ROOT_INO, marker, mlen, ino, S_IFREG) == 0);
+    REQUIRE(meta_dirent_add(m, META_ROOT_INO, marker, mlen, ino, S_IFREG, NULL, 0) == 0);
     REQUIRE(meta_xattr_set(m, ino, marker, mlen, marker, mlen, 0) == 0);
     meta_close(m);
     /* exactly these bytes in the name columns: no transformation, no plain copy */
@@ -910,7 +910,7 @@ static void test_error_then_rollback(void)
     REQUIRE(meta_inode_create(m, &root) == 0);
     REQUIRE(meta_begin(m) == 0);
     CHECK_EQ_INT(meta_param_set(m, "half", "done", 4), 0);
-    CHECK_EQ_INT(meta_dirent_add(m, META_ROOT_INO, (const uint8_t *)"n", 1, 424242, S_IFREG),
+    CHECK_EQ_INT(meta_dirent_add(m, META_ROOT_INO, (const uint8_t *)"n", 1, 424242, S_IFREG, NULL, 0),
                  -ENOENT);
     CHECK_EQ_INT(meta_rollback(m), 0);
     CHECK_EQ_INT(meta_param_get(m, "half", &v, &n), -ENOENT);
@@ -941,7 +941,7 @@ static void test_hot_path_speed(void)
     for (int i = 0; i < 100; i++) {
         snprintf(name, sizeof name, "n%03d", i);
         uint64_t c = make_inode(m, S_IFREG | 0644, 1);
-        REQUIRE(meta_dirent_add(m, META_ROOT_INO, (const uint8_t *)name, 4, c, S_IFREG) == 0);
+        REQUIRE(meta_dirent_add(m, META_ROOT_INO, (const uint8_t *)name, 4, c, S_IFREG, NULL, 0) == 0);
     }
     REQUIRE(meta_commit(m) == 0);
     clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -1155,6 +1155,78 @@ static void test_opens_v1_store_made_before_shared_layer(void)
     CHECK(ref_equal(&r, &back));
     CHECK_EQ_INT(meta_inode_create(m, &fresh), 0);
     CHECK(fresh.ino > 7);
+    /* 1 -> 2: the entry has an empty binding and the file no commitment
+     * until pactfs-admin upgrade writes them */
+    struct meta_dirent_rec rec;
+    CHECK_EQ_INT(meta_dirent_find(m, 1, (const uint8_t *)"n", 1, &rec), 0);
+    CHECK(rec.ino == 7 && rec.mode == 32768 && rec.bind_len == 0);
+    CHECK_EQ_INT((int)got.commitment_len, 0);
+    CHECK_EQ_INT(meta_dirent_set_bind(m, 1, (const uint8_t *)"n", 1, (const uint8_t *)"BIND", 4),
+                 0);
+    CHECK_EQ_INT(meta_dirent_set_bind(m, 1, (const uint8_t *)"x", 1, (const uint8_t *)"B", 1),
+                 -ENOENT);
+    CHECK_EQ_INT(meta_dirent_find(m, 1, (const uint8_t *)"n", 1, &rec), 0);
+    CHECK(rec.bind_len == 4 && memcmp(rec.bind, "BIND", 4) == 0);
+    memcpy(got.commitment, "COMMIT", 6);
+    got.commitment_len = 6;
+    CHECK_EQ_INT(meta_inode_update(m, &got), 0);
+    CHECK_EQ_INT(meta_inode_get(m, 7, &got), 0);
+    CHECK(got.commitment_len == 6 && memcmp(got.commitment, "COMMIT", 6) == 0);
+    finish(m);
+}
+
+/* Bindings and commitments are stored as given, bounded, and listed. */
+struct bind_seen {
+    size_t n, len;
+    uint8_t b[META_BIND_MAX];
+};
+
+static int bind_cb(void *arg, const struct meta_dirent *d)
+{
+    struct bind_seen *s = arg;
+    s->n++;
+    s->len = d->bind_len;
+    if (d->bind_len <= sizeof s->b)
+        memcpy(s->b, d->bind, d->bind_len);
+    return 0;
+}
+
+static void test_bindings_and_commitments(void)
+{
+    struct meta *m = open_fresh();
+    struct meta_inode got, f = { .mode = S_IFREG | 0600, .nlink = 1 };
+    struct meta_dirent_rec rec;
+    struct bind_seen seen = { 0 };
+    uint8_t big[META_BIND_MAX + 1];
+
+    REQUIRE(m);
+    memset(big, 0xab, sizeof big);
+    memset(f.commitment, 0x5c, META_COMMIT_MAX);
+    f.commitment_len = META_COMMIT_MAX;
+    REQUIRE(meta_inode_create(m, &f) == 0);
+    CHECK_EQ_INT(meta_inode_get(m, f.ino, &got), 0);
+    CHECK(got.commitment_len == META_COMMIT_MAX && got.commitment[63] == 0x5c);
+    CHECK_EQ_INT(meta_dirent_add(m, META_ROOT_INO, (const uint8_t *)"e", 1, f.ino, f.mode, big,
+                                 META_BIND_MAX), 0);
+    CHECK_EQ_INT(meta_dirent_add(m, META_ROOT_INO, (const uint8_t *)"g", 1, f.ino, f.mode, big,
+                                 sizeof big), -EINVAL);
+    CHECK_EQ_INT(meta_dirent_find(m, META_ROOT_INO, (const uint8_t *)"e", 1, &rec), 0);
+    CHECK(rec.ino == f.ino && rec.bind_len == META_BIND_MAX && rec.bind[0] == 0xab);
+    CHECK_EQ_INT(meta_dirent_find(m, META_ROOT_INO, (const uint8_t *)"z", 1, &rec), -ENOENT);
+    CHECK_EQ_INT(meta_dirent_list(m, META_ROOT_INO, 0, bind_cb, &seen), 0);
+    CHECK(seen.n == 1 && seen.len == META_BIND_MAX && seen.b[5] == 0xab);
+    meta_close(m);
+    m = NULL;
+    /* an oversized value planted by the database operator is a bad row */
+    REQUIRE(B->raw_exec(strcmp(B->name, "sqlite") == 0
+                        ? "UPDATE inodes SET commitment = zeroblob(65);"
+                          " UPDATE dirents SET bind = zeroblob(65)"
+                        : "UPDATE inodes SET commitment = decode(repeat('00', 65), 'hex');"
+                          " UPDATE dirents SET bind = decode(repeat('00', 65), 'hex')") == 0);
+    REQUIRE(B->reopen(&m) == 0);
+    CHECK_EQ_INT(meta_inode_get(m, f.ino, &got), -EBADMSG);
+    CHECK_EQ_INT(meta_dirent_find(m, META_ROOT_INO, (const uint8_t *)"e", 1, &rec), -EBADMSG);
+    CHECK(meta_dirent_list(m, META_ROOT_INO, 0, bind_cb, &seen) < 0);
     finish(m);
 }
 
@@ -1204,6 +1276,7 @@ static const struct shared_case shared[] = {
     { "error_then_rollback", test_error_then_rollback },
     { "hot_path_speed", test_hot_path_speed },
     { "opens_v1_store_made_before_shared_layer", test_opens_v1_store_made_before_shared_layer },
+    { "bindings_and_commitments", test_bindings_and_commitments },
 };
 
 static void run_shared(const struct backend *b)
