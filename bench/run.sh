@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# bench/run.sh: pactfs side by side with gocryptfs and a plain FUSE
+# bench/run.sh: pactfs side by side with gocryptfs, securefs and a plain FUSE
 # passthrough, same machine, same run, same workloads; prints one table with
-# the figures and the ratio of pactfs to each peer.  See bench/README.md.
+# the medians and, on every row, how many times faster pactfs is than the
+# best encrypted peer and than each peer.  See bench/README.md.
 #
-#   bench/run.sh [--quick] [--only pactfs,gocryptfs,passthrough] [--repeat N] [--keep-log]
+#   bench/run.sh [--quick] [--only pactfs,gocryptfs,securefs,passthrough] [--repeat N] [--keep-log]
 #
 # Needs root (drop_caches, FUSE mounts).  pactfs binaries come from
 # $PACTFS_BUILD (or ./) and are built under /tmp when missing there.
@@ -12,21 +13,22 @@ shopt -s inherit_errexit
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 SRC_DIR=$(dirname "$BENCH_DIR")
-ALL_FS=(pactfs gocryptfs passthrough)
+ALL_FS=(pactfs gocryptfs securefs passthrough)
+PEERS=(gocryptfs securefs)   # the encrypted peers "best peer" is taken from
 
 # ---------------------------------------------------------------- options --
 QUICK=0
-ONLY="pactfs,gocryptfs,passthrough"
+ONLY="pactfs,gocryptfs,securefs,passthrough"
 KEEP_LOG=0
-REPEAT=1
+REPEAT=3
 
 usage() {
     cat <<EOF
 usage: $0 [--quick] [--only LIST] [--repeat N] [--keep-log]
   --quick       smoke run: 64 MiB files, 1,000-file tree, 5 s fio runs
-  --only LIST   comma-separated subset of: pactfs gocryptfs passthrough
-  --repeat N    N rounds, filesystems interleaved in each; the table shows
-                medians and the per-round figures follow it
+  --only LIST   comma-separated subset of: pactfs gocryptfs securefs passthrough
+  --repeat N    N rounds (default 3), filesystems interleaved in each; the
+                table shows medians and the per-round figures follow it
   --keep-log    copy the command log next to the results file
 environment: PACTFS_BUILD=DIR  build directory holding pactfs and pactfs-admin
 EOF
@@ -50,8 +52,8 @@ FS_LIST=()
 IFS=, read -r -a requested <<<"$ONLY"
 for fs in "${requested[@]}"; do
     case "$fs" in
-        pactfs|gocryptfs|passthrough) FS_LIST+=("$fs") ;;
-        *) echo "run.sh: --only: unknown filesystem '$fs' (pactfs, gocryptfs, passthrough)" >&2; exit 2 ;;
+        pactfs|gocryptfs|securefs|passthrough) FS_LIST+=("$fs") ;;
+        *) echo "run.sh: --only: unknown filesystem '$fs' (pactfs, gocryptfs, securefs, passthrough)" >&2; exit 2 ;;
     esac
 done
 [ ${#FS_LIST[@]} -gt 0 ] || { echo "run.sh: --only: nothing to run" >&2; exit 2; }
@@ -98,6 +100,7 @@ drop_caches() {
 ensure_packages() {
     local missing=()
     command -v gocryptfs >/dev/null || missing+=(gocryptfs)
+    command -v securefs >/dev/null || missing+=(securefs)
     command -v fio >/dev/null || missing+=(fio)
     command -v fusermount3 >/dev/null || missing+=(fuse3)
     command -v pkg-config >/dev/null || missing+=(pkg-config)
@@ -138,6 +141,10 @@ trap 'exit 130' INT TERM
 
 printf 'bench-password-%s\n' "$RANDOM$RANDOM" >"$PASSFILE"
 chmod 600 "$PASSFILE"
+# securefs takes a key file instead of a password (none on its command line)
+SECUREFS_KEY=$WORK/securefs.key
+head -c 32 /dev/urandom >"$SECUREFS_KEY"
+chmod 600 "$SECUREFS_KEY"
 
 # ------------------------------------------------------------------ inputs --
 # A deterministic synthetic source tree: dNN/sNN/ with 20 files per leaf
@@ -260,6 +267,10 @@ fs_setup() {
             mkdir -p "$base/cipher"
             gocryptfs -init -q -passfile "$PASSFILE" "$base/cipher" </dev/null >>"$LOG" 2>&1 \
                 || { log_tail; die "gocryptfs -init failed"; } ;;
+        securefs)
+            mkdir -p "$base/cipher"
+            securefs create --keyfile "$SECUREFS_KEY" "$base/cipher" </dev/null >>"$LOG" 2>&1 \
+                || { log_tail; die "securefs create failed"; } ;;
         passthrough)
             mkdir -p "$base/backing" ;;
     esac
@@ -273,6 +284,8 @@ fs_start_daemon() {
                 --passfile "$PASSFILE" -f </dev/null >>"$LOG" 2>&1 & ;;
         gocryptfs)
             gocryptfs -fg -q -passfile "$PASSFILE" "$base/cipher" "$mnt" </dev/null >>"$LOG" 2>&1 & ;;
+        securefs)   # foreground unless -b; Debian's defaults otherwise
+            securefs mount --keyfile "$SECUREFS_KEY" "$base/cipher" "$mnt" </dev/null >>"$LOG" 2>&1 & ;;
         passthrough)
             "$WORK/bin/passthrough" -f -o max_write=1048576 "$base/backing" "$mnt" \
                 </dev/null >>"$LOG" 2>&1 & ;;
@@ -447,12 +460,32 @@ median() {
         END { printf f "\n", (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 
-ratio() {   # pactfs / peer on the medians, or "-" when either is missing
-    local p q
-    p=$(median pactfs "$1")
-    q=$(median "$2" "$1")
-    case "$p$q" in *FAIL*|*-*) echo -; return ;; esac
-    awk -v p="$p" -v q="$q" 'BEGIN { if (q + 0 == 0) print "-"; else printf "%.2f", p / q }'
+# How many times faster pactfs is than a peer, on the medians, whatever the
+# unit: peer/pactfs for seconds, pactfs/peer for MiB/s and IOPS (above 1:
+# pactfs is faster).  "-" when either figure is missing or failed.
+speedup() {   # speedup WORKLOAD PACTFS_FIGURE PEER_FIGURE
+    case "$2$3" in *FAIL*|*-*) echo -; return ;; esac
+    awk -v p="$2" -v q="$3" -v secs="$([ "${UNIT[$1]}" = s ] && echo 1 || echo 0)" 'BEGIN {
+        if (secs) { if (p + 0 == 0) print "-"; else printf "%.2f", q / p }
+        else      { if (q + 0 == 0) print "-"; else printf "%.2f", p / q } }'
+}
+
+ratio() {   # ratio WORKLOAD PEER
+    speedup "$1" "$(median pactfs "$1")" "$(median "$2" "$1")"
+}
+
+# The best median among the encrypted peers that ran (lowest seconds,
+# highest MiB/s or IOPS), "-" if none.
+best_peer() {
+    local w=$1 fs v best=-
+    for fs in "${PEERS[@]}"; do
+        v=$(median "$fs" "$w")
+        case "$v" in FAIL|-) continue ;; esac
+        if [ "$best" = - ]; then best=$v
+        elif [ "${UNIT[$w]}" = s ]; then best=$(awk -v a="$best" -v b="$v" 'BEGIN { print (b < a) ? b : a }')
+        else best=$(awk -v a="$best" -v b="$v" 'BEGIN { print (b > a) ? b : a }'); fi
+    done
+    echo "$best"
 }
 
 print_report() {
@@ -462,18 +495,25 @@ print_report() {
     echo "pactfs benchmark, $(date '+%Y-%m-%d %H:%M %Z') on $(hostname)"
     echo "machine: $(nproc) cores ($cpu), $(free -g | awk '/^Mem:/ { print $2 }') GiB RAM, kernel $kernel"
     echo "backing stores: $(df -T "$WORK" | awk 'NR == 2 { print $1 " (" $2 ")" }') under $WORK; inputs in /dev/shm"
-    echo "versions: pactfs ($PACTFS_VERSION), $(gocryptfs -version 2>/dev/null | cut -d';' -f1), $(fio --version), libfuse $(pkg-config --modversion fuse3)"
+    echo "versions: pactfs ($PACTFS_VERSION), $(gocryptfs -version 2>/dev/null | cut -d';' -f1), securefs $(dpkg-query -W -f='${Version}' securefs 2>/dev/null || echo '?'), $(fio --version), libfuse $(pkg-config --modversion fuse3)"
     echo "mode: $([ "$QUICK" = 1 ] && echo quick || echo full); tree: $TREE_COUNT files in $TREE_DIRS dirs, $((TREE_BYTES / 1024)) KiB; fio file ${FIO_MIB} MiB, psync, iodepth 1, direct=0"
     echo "load average (1/5/15 min): $LOAD_BEFORE before, $LOAD_AFTER after; rounds: $REPEAT$([ "$REPEAT" -gt 1 ] && echo ', table shows medians')"
-    echo "ratio = pactfs / peer: above 1 is better for MiB/s and IOPS, worse for seconds"
+    echo "x = how many times faster pactfs is than the peer on that row (above 1: faster,"
+    echo "    below 1: slower), whatever the unit; best = the better of gocryptfs and securefs"
     echo
-    printf '%-36s %-6s %11s %11s %11s %10s %10s\n' workload unit pactfs gocryptfs passthrough "p/gocfs" "p/passth"
-    printf '%-36s %-6s %11s %11s %11s %10s %10s\n' "$(printf '%.0s-' {1..36})" ------ ----------- ----------- ----------- ---------- ----------
+    local fmt='%-36s %-6s %10s %10s %10s %10s %7s %7s %7s %7s\n'
+    # shellcheck disable=SC2059
+    printf "$fmt" workload unit pactfs gocryptfs securefs passthru "x best" "x gocfs" "x secfs" "x pass"
+    # shellcheck disable=SC2059
+    printf "$fmt" "$(printf '%.0s-' {1..36})" ------ ---------- ---------- ---------- ---------- ------- ------- ------- -------
     local w
     for w in "${WORKLOADS[@]}"; do
-        printf '%-36s %-6s %11s %11s %11s %10s %10s\n' "${LABEL[$w]}" "${UNIT[$w]}" \
-            "$(median pactfs "$w")" "$(median gocryptfs "$w")" "$(median passthrough "$w")" \
-            "$(ratio "$w" gocryptfs)" "$(ratio "$w" passthrough)"
+        # shellcheck disable=SC2059
+        printf "$fmt" "${LABEL[$w]}" "${UNIT[$w]}" \
+            "$(median pactfs "$w")" "$(median gocryptfs "$w")" "$(median securefs "$w")" \
+            "$(median passthrough "$w")" \
+            "$(speedup "$w" "$(median pactfs "$w")" "$(best_peer "$w")")" \
+            "$(ratio "$w" gocryptfs)" "$(ratio "$w" securefs)" "$(ratio "$w" passthrough)"
     done
     if [ "$REPEAT" -gt 1 ]; then
         echo
