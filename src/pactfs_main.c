@@ -240,6 +240,25 @@ static void pidfile_remove(const char *mountpoint)
 
 /* ---- logging once in the background: stderr lines go to syslog ---- */
 
+/* The priority of a daemon message, from what it says: failures are
+ * LOG_ERR, warnings and degraded operation LOG_WARNING, the rest
+ * LOG_NOTICE (journalctl -p warning shows what needs attention). */
+static int log_priority(const char *line)
+{
+    static const char *const err[] = { "failed", "cannot", "error", "lost", "corrupt",
+                                       "damage", "refused", NULL };
+    static const char *const warn[] = { "warning", "degraded", "still miss", "no longer",
+                                        NULL };
+
+    for (int i = 0; err[i]; i++)
+        if (strcasestr(line, err[i]))
+            return LOG_ERR;
+    for (int i = 0; warn[i]; i++)
+        if (strcasestr(line, warn[i]))
+            return LOG_WARNING;
+    return LOG_NOTICE;
+}
+
 static void *stderr_to_syslog(void *arg)
 {
     FILE *in = fdopen((int)(intptr_t)arg, "r");
@@ -249,7 +268,7 @@ static void *stderr_to_syslog(void *arg)
         return NULL;
     while (fgets(line, sizeof line, in)) {
         line[strcspn(line, "\n")] = '\0';
-        syslog(LOG_NOTICE, "%s", line);
+        syslog(log_priority(line), "%s", line);
     }
     fclose(in);
     return NULL;
