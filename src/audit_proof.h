@@ -10,9 +10,12 @@
  * session, renaming the account, or renaming it back, later changes nothing.
  *
  * Layout (then lower-case hex in the event's "proof" field):
- *   "PFAP" u8 version=1  blob root-key-DER  u8 n  n x blob record
+ *   "PFAP" u8 version=2  blob root-key-DER  u8 n  n x blob record
+ *          n x blob enrolment-proof (version 1: absent)
  * records[0] is the account's, records[i+1] signed records[i], the last is
- * signed by the root.  Byte layout of a record: docs/accounts.md.
+ * signed by the root.  A self-enrolled account's record names no key: its
+ * enrolment proof (enrol.h, empty for the others) binds it.  Byte layout of
+ * a record: docs/accounts.md.
  */
 #ifndef PACTFS_AUDIT_PROOF_H
 #define PACTFS_AUDIT_PROOF_H
@@ -39,9 +42,14 @@ struct audit_signer {
 int audit_proof_build(struct meta *m, const char *vault_id, const char *root_fp,
                       uint64_t account_id, char **hex);
 
-/* Encode a proof from its parts (root key DER, raw records account first). */
+/* Encode a proof from its parts (root key DER, raw records account first,
+ * and their enrolment proofs: NULL or empty where a record binds its key). */
 int audit_proof_encode(const uint8_t *root_der, size_t root_len, const uint8_t *const *records,
                        const size_t *lens, size_t n, char **hex);
+int audit_proof_encode_enrolled(const uint8_t *root_der, size_t root_len,
+                                const uint8_t *const *records, const size_t *lens,
+                                const uint8_t *const *enrols, const size_t *enrol_lens,
+                                size_t n, char **hex);
 
 /* Verify a proof offline: the root key hashes to root_fp, every record is
  * signed by the next (an enabled sysadmin) and the last by the root, the

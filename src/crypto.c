@@ -696,3 +696,49 @@ int hex_decode(const char *hex, uint8_t *out, size_t n)
     }
     return 0;
 }
+
+/* ---- Ed25519 (enrolment codes) ---- */
+
+EVP_PKEY *ed25519_from_seed(const uint8_t seed[32])
+{
+    EVP_PKEY *k = EVP_PKEY_new_raw_private_key(EVP_PKEY_ED25519, NULL, seed, 32);
+
+    if (!k)
+        ossl_err(-EIO, "Ed25519 key from seed");
+    return k;
+}
+
+int ed25519_public_raw(EVP_PKEY *key, uint8_t pub[ED25519_PUB_LEN])
+{
+    size_t len = ED25519_PUB_LEN;
+
+    if (EVP_PKEY_get_raw_public_key(key, pub, &len) != 1 || len != ED25519_PUB_LEN)
+        return ossl_err(-EIO, "Ed25519 public key");
+    return 0;
+}
+
+int ed25519_sign(EVP_PKEY *key, const void *msg, size_t n, uint8_t sig[ED25519_SIG_LEN])
+{
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    size_t len = ED25519_SIG_LEN;
+    int ok = md && EVP_DigestSignInit(md, NULL, NULL, NULL, key) == 1 &&
+             EVP_DigestSign(md, sig, &len, msg, n) == 1 && len == ED25519_SIG_LEN;
+
+    EVP_MD_CTX_free(md);
+    return ok ? 0 : ossl_err(-EIO, "Ed25519 signing");
+}
+
+int ed25519_verify(const uint8_t pub[ED25519_PUB_LEN], const void *msg, size_t n,
+                   const uint8_t *sig, size_t siglen)
+{
+    EVP_PKEY *k = EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, NULL, pub, ED25519_PUB_LEN);
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    int ok = k && md && siglen == ED25519_SIG_LEN &&
+             EVP_DigestVerifyInit(md, NULL, NULL, NULL, k) == 1 &&
+             EVP_DigestVerify(md, sig, siglen, msg, n) == 1;
+
+    ERR_clear_error();
+    EVP_MD_CTX_free(md);
+    EVP_PKEY_free(k);
+    return ok ? 0 : -EBADMSG;
+}

@@ -4,7 +4,7 @@
  *   AEAD       AES-256-GCM, 96-bit random nonce, 128-bit tag
  *   names      AES-256-SIV (deterministic, for indexed encrypted names)
  *   wrap       RSA-OAEP with SHA-256 (and MGF1-SHA-256), RSA >= 3072 bits
- *   signature  RSA-PSS with SHA-256
+ *   signature  RSA-PSS with SHA-256; Ed25519 for enrolment codes only
  *   KDF        HKDF-SHA-256; Argon2id for passwords
  *   checksum   SHA-256
  *
@@ -105,6 +105,17 @@ int rsa_unwrap(EVP_PKEY *priv, const void *label, size_t labellen,
 /* RSA-PSS-SHA-256 signatures. *sig is malloc'd.  verify: 0 or -EBADMSG. */
 int sig_sign(EVP_PKEY *priv, const void *msg, size_t n, uint8_t **sig, size_t *siglen);
 int sig_verify(EVP_PKEY *pub, const void *msg, size_t n, const uint8_t *sig, size_t siglen);
+
+/* Ed25519, used only for the key an enrolment code derives (enrol.h):
+ * the key from a 32-byte seed, its raw public key, sign and verify
+ * (0 or -EBADMSG). */
+#define ED25519_PUB_LEN 32
+#define ED25519_SIG_LEN 64
+EVP_PKEY *ed25519_from_seed(const uint8_t seed[32]);
+int ed25519_public_raw(EVP_PKEY *key, uint8_t pub[ED25519_PUB_LEN]);
+int ed25519_sign(EVP_PKEY *key, const void *msg, size_t n, uint8_t sig[ED25519_SIG_LEN]);
+int ed25519_verify(const uint8_t pub[ED25519_PUB_LEN], const void *msg, size_t n,
+                   const uint8_t *sig, size_t siglen);
 
 /* Lower-case hex of n bytes into out (2n+1 bytes). */
 void hex_encode(const uint8_t *p, size_t n, char *out);

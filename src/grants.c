@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "buf.h"
+#include "enrol.h"
 #include "envelope.h"
 #include "error.h"
 #include "grants.h"
@@ -586,12 +587,52 @@ static int name_ok(const char *name)
     return 0;
 }
 
-int grants_account_add(struct vault *v, const char *name, uint32_t roles, const char *password,
-                       const struct pwkdf_params *kdf)
+/* The account a sysadmin acts on: it exists, its record verifies (pending
+ * or enrolled), and it is not the sysadmin's own. */
+static int sysadmin_target(struct vault *v, const char *name, struct meta_account *a,
+                           struct registry_record *r)
+{
+    int rc = require_sysadmin(v);
+
+    if (rc == 0) {
+        rc = meta_account_get_by_name(v->meta, name, a);
+        if (rc == -ENOENT)
+            rc = pfs_err(-ENOENT, "no account \"%s\"", name);
+    }
+    if (rc == 0)
+        rc = registry_verify_pending(v->meta, v->conf.vault_id, v->conf.root_fingerprint, a->id,
+                                     r);
+    if (rc == 0 && a->id == v->account.id)
+        rc = pfs_err(-EINVAL, "a sysadmin cannot change its own account; ask another sysadmin");
+    return rc;
+}
+
+/* A new enrolment code for account a (whose id is known) and its record,
+ * signed, pending until the code's holder enrols. */
+static int register_pending(struct vault *v, const struct meta_account *a, const char *key_name,
+                            const struct registry_details *d, unsigned valid_s,
+                            char code[ENROL_CODE_TEXT_MAX])
+{
+    uint8_t pub[ED25519_PUB_LEN];
+    int rc = enrol_code_generate(code);
+
+    if (rc == 0)
+        rc = enrol_code_public(v->conf.vault_id, a->id, code, pub);
+    if (rc == 0)
+        rc = registry_certify_ex(v->meta, v->conf.vault_id, a, key_name, d, pub,
+                                 (int64_t)time(NULL) + (valid_s ? valid_s : ENROL_DEFAULT_VALID_S),
+                                 v->priv, v->account.id);
+    return rc;
+}
+
+int grants_account_add(struct vault *v, const char *name, uint32_t roles,
+                       const struct registry_details *d, unsigned valid_s,
+                       char code[ENROL_CODE_TEXT_MAX])
 {
     struct meta_account a = { .roles = roles, .created = time(NULL) };
     struct meta_account existing;
-    int rc, enrolled = 0;
+    char what[META_ACCOUNT_NAME_MAX + 80], rs[64];
+    int rc;
 
     rc = require_sysadmin(v);
     if (rc == 0)
@@ -602,24 +643,56 @@ int grants_account_add(struct vault *v, const char *name, uint32_t roles, const 
         meta_account_clear(&existing);
         rc = pfs_err(-EEXIST, "an account \"%s\" already exists", name);
     }
-    if (rc == 0) {
-        snprintf(a.name, sizeof a.name, "%s", name);
-        rc = keyring_create(v->conf.vault_id, name, password, kdf, RSA_MIN_BITS, v->sp,
-                            &a.pubkey, &a.pubkey_len, &a.sealed_key, &a.sealed_key_len, NULL);
-        enrolled = rc == 0;
-    }
+    snprintf(a.name, sizeof a.name, "%s", name);
+    /* The account has no key until its owner enrols (accounts.h). */
     if (rc == 0)
         rc = meta_begin(v->meta);
     if (rc == 0) {
         rc = meta_account_add(v->meta, &a);
         if (rc == 0)
-            rc = registry_certify(v->meta, v->conf.vault_id, &a, name, v->priv, v->account.id);
+            rc = register_pending(v, &a, name, d, valid_s, code);
         rc = finish_txn(v->meta, rc);
     }
-    if (rc < 0 && enrolled)
-        v->sp->ops->remove(v->sp, v->conf.vault_id, name);
     meta_account_clear(&a);
-    return audit_admin(v, "account-create", name, rc);
+    registry_roles_format(roles, rs, sizeof rs);
+    snprintf(what, sizeof what, "%s roles=%s", name, rs);
+    return audit_admin(v, "account-create", what, rc);
+}
+
+int grants_account_reenrol(struct vault *v, const char *name, unsigned valid_s,
+                           char code[ENROL_CODE_TEXT_MAX])
+{
+    struct registry_record r = { 0 };
+    struct meta_account a = { 0 };
+    int rc = sysadmin_target(v, name, &a, &r);
+
+    if (rc == 0) {
+        /* The old key stops counting: the row and record name none until
+         * the person enrols again; its folders must be granted anew. */
+        free(a.pubkey);
+        free(a.sealed_key);
+        a.pubkey = a.sealed_key = NULL;
+        a.pubkey_len = a.sealed_key_len = 0;
+        rc = meta_begin(v->meta);
+    }
+    if (rc == 0) {
+        rc = meta_account_update(v->meta, &a);
+        if (rc == 0)
+            rc = register_pending(v, &a, r.key_name, NULL, valid_s, code);
+        rc = finish_txn(v->meta, rc);
+    }
+    /* The old share goes too, so the old password opens nothing even with
+     * an old sealed key put back. */
+    if (rc == 0) {
+        int src = v->sp->ops->remove(v->sp, v->conf.vault_id, r.key_name);
+
+        if (src < 0 && src != -ENOENT)
+            fprintf(stderr, "pactfs-admin: warning: the old key share of \"%s\" could not be "
+                    "removed (%s)\n", name, pfs_err_msg());
+    }
+    registry_record_clear(&r);
+    meta_account_clear(&a);
+    return audit_admin(v, "account-reenrol", name, rc);
 }
 
 /* Change a verified account's row and re-sign its record in one step. */
@@ -627,17 +700,8 @@ static int account_change(struct vault *v, const char *name,
                           int (*apply)(struct meta_account *a, const void *arg), const void *arg)
 {
     struct meta_account a = { 0 };
-    int rc = require_sysadmin(v);
+    int rc = sysadmin_target(v, name, &a, NULL);
 
-    if (rc == 0) {
-        rc = meta_account_get_by_name(v->meta, name, &a);
-        if (rc == -ENOENT)
-            rc = pfs_err(-ENOENT, "no account \"%s\"", name);
-    }
-    if (rc == 0)
-        rc = registry_verify(v->meta, v->conf.vault_id, v->conf.root_fingerprint, a.id, NULL);
-    if (rc == 0 && a.id == v->account.id)
-        rc = pfs_err(-EINVAL, "a sysadmin cannot change its own account; ask another sysadmin");
     if (rc == 0)
         rc = apply(&a, arg);
     if (rc == 0)

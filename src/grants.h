@@ -19,7 +19,9 @@
 
 #include <openssl/evp.h>
 
+#include "enrol.h"
 #include "meta.h"
+#include "registry.h"
 #include "vault.h"
 
 #define GRANT_MAX_DEPTH 16   /* longest chain of manage grants accepted */
@@ -56,10 +58,17 @@ int grants_revoke(struct vault *v, const char *folder, const char *account);
 
 /* ---- sysadmin actions on the registry (the unlocked account must be an
  * enabled sysadmin); each is audited. ---- */
-/* New account with roles; password sets its sealed key; enrolls with the
- * share provider. */
-int grants_account_add(struct vault *v, const char *name, uint32_t roles, const char *password,
-                       const struct pwkdf_params *kdf);
+/* Register a new account with roles and details (NULL: none): no key, a
+ * one-time enrolment code (code, valid valid_s seconds, 0: the default)
+ * that its owner gives to pactfs-admin enroll (accounts.h). */
+int grants_account_add(struct vault *v, const char *name, uint32_t roles,
+                       const struct registry_details *d, unsigned valid_s,
+                       char code[ENROL_CODE_TEXT_MAX]);
+/* A lost password: the account's key stops counting (row and record name
+ * none, its share is removed) and a new code is issued; its folders must
+ * be granted again after the person enrols. */
+int grants_account_reenrol(struct vault *v, const char *name, unsigned valid_s,
+                           char code[ENROL_CODE_TEXT_MAX]);
 int grants_account_disable(struct vault *v, const char *name, int disabled);
 int grants_account_rename(struct vault *v, const char *old_name, const char *new_name);
 int grants_account_set_roles(struct vault *v, const char *name, uint32_t roles);

@@ -1,6 +1,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -387,17 +388,22 @@ int keyring_change_password(const char *vault_id, const char *account,
     rc = unseal(vault_id, old_password, &h, sp, olds, &key, NULL);
     if (rc == 0)
         rc = keyring_derive_password_parts(new_password, &p, news->key_half, news->auth);
-    if (rc == 0) {
+    /* Switch the verifier first: a failure there leaves the old password
+     * fully working.  Then replace the share, so an older sealed key put
+     * back opens nothing even with its password; should that fail, the new
+     * password still seals with the old share (and a warning says so). */
+    if (rc == 0)
+        rc = sp->ops->change_auth(sp, vault_id, account, olds->auth, news->auth);
+    if (rc == 0 && sp->ops->rotate(sp, vault_id, account, news->auth, news->share) < 0) {
+        fprintf(stderr, "pactfs: warning: the password was changed but the key share could "
+                "not be replaced (%s); run pactfs-admin rotate-share\n", pfs_err_msg());
         memcpy(news->share, olds->share, SHARE_LEN);
-        rc = unlock_key_derive(news);
     }
-    /* Seal first, switch the verifier last: a failure before the switch
-     * leaves the old password fully working. */
+    if (rc == 0)
+        rc = unlock_key_derive(news);
     if (rc == 0)
         rc = sealed_build(vault_id, account, &p, h.rsa_bits, news->unlock_key, key,
                           new_sealed, new_sealed_len);
-    if (rc == 0)
-        rc = sp->ops->change_auth(sp, vault_id, account, olds->auth, news->auth);
     if (rc) {
         free(*new_sealed);
         *new_sealed = NULL;

@@ -44,8 +44,10 @@ int keyring_unlock(const char *vault_id, const char *account, const char *passwo
                    struct share_provider *sp, EVP_PKEY **priv_out,
                    unsigned *retry_after);
 
-/* Re-seal under a new password (new salt, params NULL = defaults) and
- * replace the provider's verifier; the old password stops working. */
+/* Re-seal under a new password (new salt, params NULL = defaults),
+ * replace the provider's verifier and then its share: the old password
+ * stops working, and an older sealed key put back opens nothing (its
+ * share is gone). */
 int keyring_change_password(const char *vault_id, const char *account,
                             const char *old_password, const char *new_password,
                             const struct pwkdf_params *params,

@@ -7,11 +7,12 @@
 #include <string.h>
 
 #include "buf.h"
+#include "enrol.h"
 #include "error.h"
 #include "registry.h"
 
 #define RECORD_MAGIC "PFSR"
-#define RECORD_VERSION 1
+#define RECORD_VERSION 2            /* 1: no details, no enrolment code */
 #define ROOT_PARAM "registry.root"
 #define RECORD_MAX (64u * 1024u)
 #define ROLES_KNOWN (ROLE_SYSADMIN | ROLE_DATAADMIN | ROLE_AUDITOR | ROLE_USER)
@@ -29,6 +30,7 @@ static const struct {
 void registry_record_clear(struct registry_record *r)
 {
     free(r->raw);
+    free(r->enrol_raw);
     memset(r, 0, sizeof *r);
 }
 
@@ -108,7 +110,7 @@ int registry_record_encode_tbs(const char *vault_id, const struct registry_recor
 
     wbuf_init(&b);
     wbuf_put_bytes(&b, RECORD_MAGIC, 4);
-    wbuf_put_u8(&b, RECORD_VERSION);
+    wbuf_put_u8(&b, r->version ? r->version : RECORD_VERSION);
     wbuf_put_str(&b, vault_id);
     wbuf_put_u64(&b, r->account_id);
     wbuf_put_str(&b, r->name);
@@ -118,6 +120,14 @@ int registry_record_encode_tbs(const char *vault_id, const struct registry_recor
     wbuf_put_u64(&b, r->serial);
     wbuf_put_blob(&b, r->pubkey, r->pubkey_len);
     wbuf_put_u64(&b, r->signer_id);
+    if (r->version != 1) {
+        wbuf_put_str(&b, r->details.full_name);
+        wbuf_put_str(&b, r->details.email);
+        wbuf_put_str(&b, r->details.department);
+        wbuf_put_u64(&b, (uint64_t)r->details.expires);
+        wbuf_put_blob(&b, r->code_pub, r->has_code ? ED25519_PUB_LEN : 0);
+        wbuf_put_u64(&b, (uint64_t)r->code_expires);
+    }
     *out = wbuf_steal(&b, outlen);
     return *out ? 0 : -ENOMEM;
 }
@@ -135,6 +145,41 @@ static int get_name(struct rbuf *r, char *dst)
     return 0;
 }
 
+/* A detail field: 0..REGISTRY_DETAIL_MAX bytes, no NUL inside. */
+static int get_detail(struct rbuf *r, char *dst)
+{
+    const uint8_t *p;
+    size_t n;
+
+    if (rbuf_get_blob(r, &p, &n, REGISTRY_DETAIL_MAX) < 0 || memchr(p, 0, n))
+        return -EBADMSG;
+    memcpy(dst, p, n);
+    dst[n] = '\0';
+    return 0;
+}
+
+static int decode_v2_fields(struct rbuf *b, struct registry_record *r)
+{
+    const uint8_t *code;
+    size_t codelen = 0;
+    uint64_t expires = 0, code_expires = 0;
+
+    if (get_detail(b, r->details.full_name) < 0 || get_detail(b, r->details.email) < 0 ||
+        get_detail(b, r->details.department) < 0)
+        return -EBADMSG;
+    rbuf_get_u64(b, &expires);
+    rbuf_get_blob(b, &code, &codelen, ED25519_PUB_LEN);
+    rbuf_get_u64(b, &code_expires);
+    if (b->err || (codelen && codelen != ED25519_PUB_LEN))
+        return -EBADMSG;
+    r->details.expires = (int64_t)expires;
+    r->has_code = codelen != 0;
+    if (codelen)
+        memcpy(r->code_pub, code, ED25519_PUB_LEN);
+    r->code_expires = (int64_t)code_expires;
+    return 0;
+}
+
 static int decode_tbs(const char *vault_id, const uint8_t *tbs, size_t len,
                       struct registry_record *r)
 {
@@ -148,8 +193,9 @@ static int decode_tbs(const char *vault_id, const uint8_t *tbs, size_t len,
     rbuf_get_u8(&b, &version);
     rbuf_get_blob(&b, &vid, &vidlen, 64);
     rbuf_get_u64(&b, &r->account_id);
-    if (b.err || memcmp(magic, RECORD_MAGIC, 4) || version != RECORD_VERSION)
+    if (b.err || memcmp(magic, RECORD_MAGIC, 4) || version < 1 || version > RECORD_VERSION)
         return -EBADMSG;
+    r->version = version;
     if (vidlen != strlen(vault_id) || memcmp(vid, vault_id, vidlen))
         return pfs_err(-EBADMSG, "a registry record of another vault was found");
     if (get_name(&b, r->name) < 0 || get_name(&b, r->key_name) < 0)
@@ -159,6 +205,8 @@ static int decode_tbs(const char *vault_id, const uint8_t *tbs, size_t len,
     rbuf_get_u64(&b, &r->serial);
     rbuf_get_blob(&b, &r->pubkey, &r->pubkey_len, 4096);
     rbuf_get_u64(&b, &r->signer_id);
+    if (version >= 2 && decode_v2_fields(&b, r) < 0)
+        return -EBADMSG;
     if (rbuf_end(&b) < 0 || disabled > 1)
         return -EBADMSG;
     r->disabled = disabled;
@@ -265,6 +313,14 @@ static int record_put(struct meta *m, const char *vault_id, const struct registr
 int registry_certify(struct meta *m, const char *vault_id, const struct meta_account *a,
                      const char *key_name, EVP_PKEY *signer, uint64_t signer_id)
 {
+    return registry_certify_ex(m, vault_id, a, key_name, NULL, NULL, 0, signer, signer_id);
+}
+
+int registry_certify_ex(struct meta *m, const char *vault_id, const struct meta_account *a,
+                        const char *key_name, const struct registry_details *details,
+                        const uint8_t *code_pub, int64_t code_expires,
+                        EVP_PKEY *signer, uint64_t signer_id)
+{
     struct registry_record prev = { 0 }, r = { 0 };
     int have_prev, rc;
 
@@ -285,7 +341,28 @@ int registry_certify(struct meta *m, const char *vault_id, const struct meta_acc
     r.pubkey = a->pubkey;
     r.pubkey_len = a->pubkey_len;
     r.signer_id = signer_id;
+    r.version = RECORD_VERSION;
+    if (details)
+        r.details = *details;
+    else if (have_prev)
+        r.details = prev.details;
+    if (code_pub) {
+        r.has_code = 1;
+        memcpy(r.code_pub, code_pub, ED25519_PUB_LEN);
+        r.code_expires = code_expires;
+    } else if (have_prev) {
+        r.has_code = prev.has_code;
+        memcpy(r.code_pub, prev.code_pub, ED25519_PUB_LEN);
+        r.code_expires = prev.code_expires;
+    }
+    if (r.has_code) {
+        /* The person's enrolment proof binds the key, not this signature. */
+        r.pubkey = NULL;
+        r.pubkey_len = 0;
+    }
     rc = record_put(m, vault_id, &r, signer);
+    if (rc == 0 && code_pub)    /* a new code: an earlier enrolment no longer counts */
+        rc = enrol_proof_store(m, a->id, NULL, 0);
     registry_record_clear(&prev);
     return rc;
 }
@@ -337,7 +414,8 @@ static int record_matches_row(const struct registry_record *r, const struct meta
 }
 
 static int verify_chain(struct meta *m, const char *vault_id, const char *root_fp,
-                        uint64_t account_id, unsigned depth, struct registry_record *out);
+                        uint64_t account_id, unsigned depth, int allow_pending,
+                        struct registry_record *out);
 
 /* The key that must have signed r: the root, or a verified, enabled sysadmin. */
 static int signer_key(struct meta *m, const char *vault_id, const char *root_fp,
@@ -351,7 +429,7 @@ static int signer_key(struct meta *m, const char *vault_id, const char *root_fp,
     if (r->signer_id == r->account_id || depth >= REGISTRY_MAX_DEPTH)
         return pfs_err(-EBADMSG, "the registry record of \"%s\" is signed in a loop or by a "
                        "chain longer than %d sysadmins", r->name, REGISTRY_MAX_DEPTH);
-    rc = verify_chain(m, vault_id, root_fp, r->signer_id, depth + 1, &s);
+    rc = verify_chain(m, vault_id, root_fp, r->signer_id, depth + 1, 0, &s);
     if (rc == 0 && (!(s.roles & ROLE_SYSADMIN) || s.disabled))
         rc = pfs_err(-EBADMSG, "the registry record of \"%s\" is signed by \"%s\", which is "
                      "not an enabled sysadmin", r->name, s.name);
@@ -364,8 +442,38 @@ static int signer_key(struct meta *m, const char *vault_id, const char *root_fp,
     return rc;
 }
 
+/* A record registered for self-enrolment names no key itself: the key is
+ * the one its enrolment proof binds under the record's code key (enrol.h).
+ * No proof (or an emptied one) leaves the account pending. */
+static int resolve_enrolment(struct meta *m, const char *vault_id, struct registry_record *r)
+{
+    size_t len = 0;
+    int rc;
+
+    if (r->pubkey_len || !r->has_code)
+        return 0;
+    rc = enrol_proof_load(m, r->account_id, &r->enrol_raw, &len);
+    if (rc == -ENOENT)
+        return 0;
+    if (rc < 0)
+        return rc;
+    rc = enrol_proof_verify(vault_id, r->account_id, r->code_pub, r->key_name, r->enrol_raw,
+                            len, &r->pubkey, &r->pubkey_len, &r->enrolled_at);
+    if (rc == 0 && r->enrolled_at > r->code_expires)
+        rc = pfs_err(-EBADMSG, "account \"%s\" was enrolled after its enrolment code had "
+                     "expired", r->name);
+    if (rc < 0) {
+        r->pubkey = NULL;
+        r->pubkey_len = 0;
+        return rc;
+    }
+    r->enrolled = 1;
+    return 0;
+}
+
 static int verify_chain(struct meta *m, const char *vault_id, const char *root_fp,
-                        uint64_t account_id, unsigned depth, struct registry_record *out)
+                        uint64_t account_id, unsigned depth, int allow_pending,
+                        struct registry_record *out)
 {
     struct registry_record r = { 0 };
     struct meta_account a;
@@ -383,14 +491,19 @@ static int verify_chain(struct meta *m, const char *vault_id, const char *root_f
         rc = pfs_err(-EBADMSG, "the registry record stored for \"%s\" belongs to another "
                      "account", a.name);
     if (rc == 0)
-        rc = record_matches_row(&r, &a);
-    if (rc == 0)
         rc = signer_key(m, vault_id, root_fp, &r, depth, &key);
     if (rc == 0)
         rc = registry_record_encode_tbs(vault_id, &r, &tbs, &tbslen);
     if (rc == 0 && sig_verify(key, tbs, tbslen, r.sig, r.sig_len) < 0)
         rc = pfs_err(-EBADMSG, "the registry signature over account \"%s\" does not verify: "
                      "the record was forged or altered", a.name);
+    if (rc == 0)
+        rc = resolve_enrolment(m, vault_id, &r);
+    if (rc == 0)
+        rc = record_matches_row(&r, &a);
+    if (rc == 0 && !allow_pending && !r.pubkey_len)
+        rc = pfs_err(-EACCES, "account \"%s\" has not enrolled yet: its owner runs "
+                     "pactfs-admin enroll with the code a sysadmin gave them", a.name);
     free(tbs);
     EVP_PKEY_free(key);
     meta_account_clear(&a);
@@ -408,7 +521,15 @@ int registry_verify(struct meta *m, const char *vault_id, const char *root_fp,
         return pfs_err(-EINVAL, "pactfs.conf pins no vault.root_fingerprint, so the account "
                        "registry cannot be verified: add the fingerprint your sysadmin "
                        "published");
-    return verify_chain(m, vault_id, root_fp, account_id, 0, rec);
+    return verify_chain(m, vault_id, root_fp, account_id, 0, 0, rec);
+}
+
+int registry_verify_pending(struct meta *m, const char *vault_id, const char *root_fp,
+                            uint64_t account_id, struct registry_record *rec)
+{
+    if (!root_fp)
+        return registry_verify(m, vault_id, root_fp, account_id, rec);
+    return verify_chain(m, vault_id, root_fp, account_id, 0, 1, rec);
 }
 
 int registry_verified_key(struct meta *m, const char *vault_id, const char *root_fp,

@@ -28,6 +28,15 @@
 #define REGISTRY_ROOT_SIGNER 0   /* signer_id of a record signed by the root key */
 #define REGISTRY_MAX_DEPTH 8     /* longest sysadmin chain accepted */
 #define REGISTRY_FP_HEX (2 * SHA256_LEN)
+#define REGISTRY_DETAIL_MAX 128  /* full name, e-mail, department */
+
+/* What an enterprise keeps about an account (signed with the record). */
+struct registry_details {
+    char full_name[REGISTRY_DETAIL_MAX + 1];
+    char email[REGISTRY_DETAIL_MAX + 1];
+    char department[REGISTRY_DETAIL_MAX + 1];
+    int64_t expires;                          /* unix seconds; 0 never */
+};
 
 /* One registry record as decoded (pubkey and sig point into the raw blob
  * given to registry_record_decode, or are malloc'd by registry_record_get). */
@@ -38,12 +47,22 @@ struct registry_record {
     uint32_t roles;
     int disabled;
     uint64_t serial;                          /* grows with every change */
-    const uint8_t *pubkey;
-    size_t pubkey_len;
+    const uint8_t *pubkey;                    /* empty while enrolment is pending; */
+    size_t pubkey_len;                        /* verified: the enrolled key */
     uint64_t signer_id;                       /* REGISTRY_ROOT_SIGNER or a sysadmin */
+    /* version 2 (version 1 records read with these empty) */
+    uint8_t version;
+    struct registry_details details;
+    int has_code;                             /* registered for self-enrolment */
+    uint8_t code_pub[ED25519_PUB_LEN];        /* the enrolment code's key (enrol.h) */
+    int64_t code_expires;
+    /* set by verification */
+    int enrolled;                             /* pubkey came from an enrolment proof */
+    int64_t enrolled_at;
     const uint8_t *sig;
     size_t sig_len;
     uint8_t *raw;                             /* owned copy (registry_record_get) */
+    uint8_t *enrol_raw;                       /* owned copy of the enrolment proof */
 };
 void registry_record_clear(struct registry_record *r);
 
@@ -68,12 +87,27 @@ int registry_root_store(struct meta *m, EVP_PKEY *root);
 int registry_certify(struct meta *m, const char *vault_id, const struct meta_account *a,
                      const char *key_name, EVP_PKEY *signer, uint64_t signer_id);
 
+/* As registry_certify, and: details (NULL keeps the previous record's);
+ * code_pub non-NULL registers the account for self-enrolment with that
+ * code key until code_expires (the account row then has no key yet and the
+ * previous enrolment proof is dropped). */
+int registry_certify_ex(struct meta *m, const char *vault_id, const struct meta_account *a,
+                        const char *key_name, const struct registry_details *details,
+                        const uint8_t *code_pub, int64_t code_expires,
+                        EVP_PKEY *signer, uint64_t signer_id);
+
 /* Verify the record of account_id along the chain to the pinned root and
  * against the accounts row.  *rec (optional) receives the verified record
  * (free with registry_record_clear).  -EBADMSG with a message naming what
  * differs when anything does not verify; -EINVAL if root_fp is NULL. */
 int registry_verify(struct meta *m, const char *vault_id, const char *root_fp,
                     uint64_t account_id, struct registry_record *rec);
+
+/* As registry_verify, but an account registered for self-enrolment that
+ * has not enrolled yet verifies too (rec->pubkey_len == 0 then).
+ * registry_verify refuses it with -EACCES ("has not enrolled yet"). */
+int registry_verify_pending(struct meta *m, const char *vault_id, const char *root_fp,
+                            uint64_t account_id, struct registry_record *rec);
 
 /* The verified public key of an account (EVP_PKEY_free it). */
 int registry_verified_key(struct meta *m, const char *vault_id, const char *root_fp,

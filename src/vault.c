@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "enrol.h"
 #include "error.h"
 #include "grants.h"
 #include "secmem.h"
@@ -397,8 +398,11 @@ static int check_registry(struct vault *v, const char *account, char *key_name, 
                        "nothing was unlocked: %s", account, keep);
     }
     snprintf(key_name, len, "%s", r.key_name);
+    if (r.details.expires && (int64_t)time(NULL) > r.details.expires)
+        rc = pfs_err(-EPERM, "the account \"%s\" expired (its registry record says so): ask "
+                     "a system administrator", account);
     registry_record_clear(&r);
-    return 0;
+    return rc;
 }
 
 int vault_unlock(struct vault *v, const char *account, const char *password)
@@ -847,6 +851,40 @@ static int init_account(struct meta *meta, const char *vault_id, struct share_pr
     return rc;
 }
 
+/* The first data account as every later one: the sysadmin registers it
+ * with an enrolment code and the enrolment runs here on the person's
+ * behalf with their password (docs/accounts.md: init is run by whoever
+ * will own both accounts of a demo vault). */
+static int init_enrolled_account(struct meta *meta, const char *vault_id,
+                                 struct share_provider *sp, const struct vault_init_opts *o,
+                                 EVP_PKEY *admin, uint64_t admin_id, EVP_PKEY **key,
+                                 uint64_t *account_id)
+{
+    struct meta_account a = { .roles = ROLE_DATAADMIN | ROLE_USER, .created = time(NULL) };
+    char code[ENROL_CODE_TEXT_MAX];
+    uint8_t pub[ED25519_PUB_LEN];
+    int rc;
+
+    if (strlen(o->account) > META_ACCOUNT_NAME_MAX)
+        return pfs_err(-EINVAL, "the account name is longer than %d characters",
+                       META_ACCOUNT_NAME_MAX);
+    snprintf(a.name, sizeof a.name, "%s", o->account);
+    rc = meta_account_add(meta, &a);
+    if (rc == 0)
+        rc = enrol_code_generate(code);
+    if (rc == 0)
+        rc = enrol_code_public(vault_id, a.id, code, pub);
+    if (rc == 0)
+        rc = registry_certify_ex(meta, vault_id, &a, o->account, NULL, pub,
+                                 (int64_t)time(NULL) + ENROL_DEFAULT_VALID_S, admin, admin_id);
+    if (rc == 0)
+        rc = enrol_account_key(meta, vault_id, sp, a.id, o->account, code, o->password,
+                                o->kdf, o->rsa_bits, key);
+    explicit_bzero(code, sizeof code);
+    *account_id = a.id;
+    return rc;
+}
+
 /* The registry at init: a root key pair certifies the sysadmin, the
  * sysadmin certifies the data account.  The root private key is wiped
  * here (docs/accounts.md says why); its fingerprint goes into fp. */
@@ -885,9 +923,8 @@ static int init_registry(struct meta *meta, const char *vault_id, struct share_p
         ia->sysadmin_enrolled = admin != NULL;
     }
     if (rc == 0) {
-        rc = init_account(meta, vault_id, sp, o, o->account, o->password,
-                          ROLE_DATAADMIN | ROLE_USER, admin, admin_id, &ia->data_key,
-                          &ia->data_id);
+        rc = init_enrolled_account(meta, vault_id, sp, o, admin, admin_id, &ia->data_key,
+                                   &ia->data_id);
         ia->data_enrolled = ia->data_key != NULL;
     }
     ia->admin_key = admin;

@@ -8,8 +8,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "accounts.h"
 #include "audit_ship.h"
 #include "cli.h"
 #include "crypto.h"
@@ -38,6 +40,9 @@ enum {
     OPT_ADMIN_TOKEN = 1 << 4, /* --keyd-admin-token FILE */
     OPT_ROLE = 1 << 5,
     OPT_NO_BACKUP = 1 << 6,   /* upgrade: the operator backed up PostgreSQL */
+    OPT_CODE_FILE = 1 << 7,   /* --code-file FILE: an enrolment code */
+    OPT_DETAILS = 1 << 8,     /* --full-name --email --department --expires */
+    OPT_CODE_VALID = 1 << 9,  /* --code-valid-hours H */
 };
 #define OPT_ACTING (OPT_CONFIG | OPT_ACCOUNT | OPT_PASSFILE)
 
@@ -245,6 +250,9 @@ struct vault_args {
     const char *admin_token;
     const char *role;
     int no_backup;
+    const char *code_file;
+    const char *full_name, *email, *department, *expires;
+    unsigned long code_valid_h;
     char conf_buf[4096];
 };
 
@@ -255,6 +263,9 @@ static const struct {
     { OPT_CONFIG, "--config" }, { OPT_ACCOUNT, "--account" }, { OPT_PASSFILE, "--passfile" },
     { OPT_NEW_PASSFILE, "--new-passfile" }, { OPT_ADMIN_TOKEN, "--keyd-admin-token" },
     { OPT_ROLE, "--role" }, { OPT_NO_BACKUP, "--no-backup" },
+    { OPT_CODE_FILE, "--code-file" },
+    { OPT_DETAILS, "--full-name/--email/--department/--expires" },
+    { OPT_CODE_VALID, "--code-valid-hours" },
 };
 
 /* The n-th (0-based) word of a space-separated list, into out. */
@@ -284,6 +295,12 @@ static int parse_vault_args(int argc, char **argv, struct vault_args *a, int pos
         { "keyd-admin-token", required_argument, NULL, 'T' },
         { "role", required_argument, NULL, 'r' },
         { "no-backup", no_argument, NULL, 'B' },
+        { "code-file", required_argument, NULL, 'C' },
+        { "full-name", required_argument, NULL, 'N' },
+        { "email", required_argument, NULL, 'e' },
+        { "department", required_argument, NULL, 'd' },
+        { "expires", required_argument, NULL, 'x' },
+        { "code-valid-hours", required_argument, NULL, 'H' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
@@ -301,6 +318,15 @@ static int parse_vault_args(int argc, char **argv, struct vault_args *a, int pos
         case 'T': a->admin_token = optarg; used |= OPT_ADMIN_TOKEN; break;
         case 'r': a->role = optarg; used |= OPT_ROLE; break;
         case 'B': a->no_backup = 1; used |= OPT_NO_BACKUP; break;
+        case 'C': a->code_file = optarg; used |= OPT_CODE_FILE; break;
+        case 'N': a->full_name = optarg; used |= OPT_DETAILS; break;
+        case 'e': a->email = optarg; used |= OPT_DETAILS; break;
+        case 'd': a->department = optarg; used |= OPT_DETAILS; break;
+        case 'x': a->expires = optarg; used |= OPT_DETAILS; break;
+        case 'H': if (parse_uint("--code-valid-hours", optarg, 24 * 90, &a->code_valid_h) ||
+                      !a->code_valid_h) return -1;
+                  used |= OPT_CODE_VALID;
+                  break;
         case 'h': command_usage(current, stdout); exit(EXIT_OK);
         default: usage_error("unknown option or missing option value"); return -1;
         }
@@ -692,12 +718,67 @@ static int finish_command(struct vault *v, int rc, const char *done)
     return code;
 }
 
+/* "YYYY-MM-DD" (end of that day, UTC) or "never" into unix seconds. */
+static int parse_expiry(const char *s, int64_t *out)
+{
+    struct tm tm = { 0 };
+    const char *end;
+
+    if (!strcmp(s, "never")) {
+        *out = 0;
+        return 0;
+    }
+    end = strptime(s, "%Y-%m-%d", &tm);
+    if (!end || *end) {
+        fprintf(stderr, PROG ": --expires wants a date YYYY-MM-DD or never, not \"%s\"\n", s);
+        return -1;
+    }
+    tm.tm_hour = 23;
+    tm.tm_min = 59;
+    tm.tm_sec = 59;
+    *out = (int64_t)timegm(&tm);
+    return 0;
+}
+
+static int detail_copy(const char *opt, const char *val, char *dst)
+{
+    if (strlen(val) > REGISTRY_DETAIL_MAX) {
+        fprintf(stderr, PROG ": %s is longer than %d bytes\n", opt, REGISTRY_DETAIL_MAX);
+        return -1;
+    }
+    strcpy(dst, val);
+    return 0;
+}
+
+/* The details given on the command line over base (the current ones). */
+static int details_from_args(const struct vault_args *a, struct registry_details *d)
+{
+    if ((a->full_name && detail_copy("--full-name", a->full_name, d->full_name) < 0) ||
+        (a->email && detail_copy("--email", a->email, d->email) < 0) ||
+        (a->department && detail_copy("--department", a->department, d->department) < 0) ||
+        (a->expires && parse_expiry(a->expires, &d->expires) < 0))
+        return -1;
+    return 0;
+}
+
+static void print_code(const char *name, const char *code, unsigned long valid_h)
+{
+    time_t until = time(NULL) + (time_t)(valid_h ? valid_h * 3600 : ENROL_DEFAULT_VALID_S);
+    char when[64];
+
+    strftime(when, sizeof when, "%Y-%m-%d %H:%M UTC", gmtime(&until));
+    printf("Enrolment code for \"%s\" (single use, valid until %s):\n%s\n"
+           "Hand it to its owner out of band; they run on their own workstation:\n"
+           "  pactfs-admin enroll %s VAULT_DIR\n", name, when, code, name);
+}
+
 static int cmd_account_add(int argc, char **argv)
 {
     struct vault_args a = { 0 };
+    struct registry_details d;
     struct vault *v = NULL;
     const char *account, *name;
-    char *new_pw, done[4400];
+    char enrol_code[ENROL_CODE_TEXT_MAX];
     uint32_t roles = 0;
     int rc, code;
 
@@ -709,21 +790,83 @@ static int cmd_account_add(int argc, char **argv)
                 a.role ? pfs_err_msg() : "sysadmin, dataadmin, auditor or user");
         return EXIT_USAGE;
     }
+    memset(&d, 0, sizeof d);
+    if (details_from_args(&a, &d) < 0)
+        return EXIT_USAGE;
     code = open_unlocked(&a, &v, &account);
     if (code != EXIT_OK)
         return code;
-    new_pw = cli_read_password(a.new_passfile, NULL, "Password for the new account: ", 1);
-    if (!new_pw) {
+    rc = grants_account_add(v, name, roles, &d, (unsigned)(a.code_valid_h * 3600), enrol_code);
+    if (rc == 0)
+        print_code(name, enrol_code, a.code_valid_h);
+    explicit_bzero(enrol_code, sizeof enrol_code);
+    return finish_command(v, rc, rc == 0 ? "The account can receive grants once enrolled." : "");
+}
+
+static int cmd_account_reenrol(int argc, char **argv)
+{
+    struct vault_args a = { 0 };
+    struct vault *v = NULL;
+    const char *account, *name;
+    char enrol_code[ENROL_CODE_TEXT_MAX];
+    int rc, code;
+
+    if (parse_vault_args(argc, argv, &a, 1) < 0)
+        return EXIT_USAGE;
+    name = argv[optind];
+    code = open_unlocked(&a, &v, &account);
+    if (code != EXIT_OK)
+        return code;
+    rc = grants_account_reenrol(v, name, (unsigned)(a.code_valid_h * 3600), enrol_code);
+    if (rc == 0)
+        print_code(name, enrol_code, a.code_valid_h);
+    explicit_bzero(enrol_code, sizeof enrol_code);
+    return finish_command(v, rc, rc == 0 ? "Its old key no longer counts; once it has enrolled "
+                          "again, a dataadmin grants its folders anew." : "");
+}
+
+/* pactfs-admin enroll NAME VAULT: run by the account's owner. */
+static int cmd_enroll(int argc, char **argv)
+{
+    struct vault_args a = { 0 };
+    struct vault *v = NULL;
+    const char *name;
+    char *enrol_code = NULL, *pw = NULL, fp[REGISTRY_FP_HEX + 1];
+    int rc;
+
+    if (parse_vault_args(argc, argv, &a, 1) < 0)
+        return EXIT_USAGE;
+    name = argv[optind];
+    /* A key service still wants its admin token to enrol a share. */
+    if (a.admin_token)
+        setenv("PACTFS_KEYD_ADMIN_TOKEN_FILE", a.admin_token, 1);
+    rc = vault_open(a.conf_path, &v);
+    if (rc < 0) {
+        cli_report(PROG, rc);
+        return rc == -EINVAL || rc == -ENOENT ? EXIT_CONFIG : cli_exit_code_for(rc);
+    }
+    secmem_harden_process();
+    enrol_code = cli_read_password(a.code_file, NULL, "Enrolment code: ", 0);
+    if (enrol_code)
+        pw = cli_read_password(a.new_passfile, NULL, "Choose your password: ", 1);
+    if (!enrol_code || !pw) {
         fprintf(stderr, PROG ": %s\n", pfs_err_msg());
+        secmem_free_str(enrol_code);
         vault_close(v);
         return EXIT_PASSWORD_INPUT;
     }
-    rc = grants_account_add(v, name, roles, new_pw, NULL);
-    secmem_free_str(new_pw);
-    snprintf(done, sizeof done, "Created account \"%s\" (%s); its owner should change the "
-             "password with: pactfs-admin passwd --account %s --config %s", name, a.role, name,
-             a.conf_path);
-    return finish_command(v, rc, done);
+    fprintf(stderr, "Generating the RSA-3072 key of \"%s\" on this machine...\n", name);
+    rc = accounts_enrol(v, name, enrol_code, pw, NULL, fp);
+    secmem_free_str(enrol_code);
+    secmem_free_str(pw);
+    if (rc == 0)
+        printf("Enrolled \"%s\". Its public key fingerprint (SHA-256):\n%s\n"
+               "Tell it to the dataadmin who grants you folders, so they can check it.\n",
+               name, fp);
+    else
+        cli_report(PROG, rc);
+    vault_close(v);
+    return cli_exit_code_for(rc);
 }
 
 /* Defence in depth: a key service also refuses the share of a disabled
@@ -865,13 +1008,24 @@ static int cmd_revoke(int argc, char **argv)
 static int print_account(void *arg, const struct meta_account *acct)
 {
     struct vault *v = arg;
-    char roles[64];
-    int rc = registry_verify(v->meta, v->conf.vault_id, v->conf.root_fingerprint, acct->id,
-                             NULL);
+    struct registry_record r = { 0 };
+    char roles[64], state[96];
+    int rc = registry_verify_pending(v->meta, v->conf.vault_id, v->conf.root_fingerprint,
+                                     acct->id, &r);
 
     registry_roles_format(acct->roles, roles, sizeof roles);
+    if (rc == 0 && !r.pubkey_len) {
+        time_t until = (time_t)r.code_expires;
+        char when[40];
+
+        strftime(when, sizeof when, "%Y-%m-%d %H:%M UTC", gmtime(&until));
+        snprintf(state, sizeof state, "verified, enrolment pending (code valid until %s)", when);
+    } else {
+        snprintf(state, sizeof state, "verified");
+    }
     printf("%-24s %-24s %-9s %s%s\n", acct->name, roles, acct->disabled ? "disabled" : "enabled",
-           rc == 0 ? "verified" : "NOT VERIFIED: ", rc == 0 ? "" : pfs_err_msg());
+           rc == 0 ? state : "NOT VERIFIED: ", rc == 0 ? "" : pfs_err_msg());
+    registry_record_clear(&r);
     return 0;
 }
 
@@ -999,9 +1153,10 @@ static const struct command commands[] = {
     { "passwd", cmd_passwd, "", OPT_ACTING | OPT_NEW_PASSFILE,
       "change an account's password",
       "[--account NAME] [--passfile OLD] [--new-passfile NEW] VAULT_DIR|--config FILE",
-"Change an account's password.  The old password stops working at once; the\n"
-"data and the key share stay.  Passwords are asked on the terminal unless\n"
-"--passfile (the current one) and --new-passfile (the new one) name files.\n" },
+"Change an account's password.  The old password stops working at once, and\n"
+"the key share is replaced too, so an older sealed key put back opens nothing;\n"
+"the data stays.  Passwords are asked on the terminal unless --passfile (the\n"
+"current one) and --new-passfile (the new one) name files.\n" },
     { "rotate-share", cmd_rotate_share, "", OPT_ACTING,
       "replace an account's key share",
       "[--account NAME] [--passfile FILE] VAULT_DIR|--config FILE",
@@ -1036,16 +1191,38 @@ static const struct command commands[] = {
       "list accounts, roles and registry verification", "VAULT_DIR|--config FILE",
 "List accounts, their roles and state, and whether each verifies in the\n"
 "signed registry (chained to the pinned root key).\n" },
-    { "account-add", cmd_account_add, "NAME", OPT_ACTING | OPT_NEW_PASSFILE | OPT_ROLE |
-      OPT_ADMIN_TOKEN,
-      "register an account (sysadmin)",
-      "NAME --role ROLES [--new-passfile FILE] [--keyd-admin-token FILE] --account ADMIN "
-      "[--passfile FILE] VAULT_DIR|--config FILE",
+    { "account-add", cmd_account_add, "NAME", OPT_ACTING | OPT_ROLE | OPT_DETAILS |
+      OPT_CODE_VALID,
+      "register an account and print its enrolment code (sysadmin)",
+      "NAME --role ROLES [--full-name N] [--email E] [--department D] "
+      "[--expires YYYY-MM-DD|never] [--code-valid-hours H] --account ADMIN [--passfile FILE] "
+      "VAULT_DIR|--config FILE",
 "Register an account (run as a sysadmin).  ROLES: sysadmin, dataadmin,\n"
-"auditor, user, comma-separated (never sysadmin with dataadmin).  The new\n"
-"account's first password comes from --new-passfile (else asked twice); its\n"
-"owner changes it with pactfs-admin passwd.  With a key service, the admin\n"
-"token enrolls its share there.\n" },
+"auditor, user, comma-separated (never sysadmin with dataadmin).  The details\n"
+"are signed into its registry record; an account past --expires does not\n"
+"unlock.  No key and no password are made: a one-time enrolment code is\n"
+"printed (single use, valid --code-valid-hours, default 72) to hand to the\n"
+"account's owner out of band, who runs pactfs-admin enroll on their own\n"
+"workstation.  The account receives grants once enrolled.\n" },
+    { "enroll", cmd_enroll, "NAME", OPT_CONFIG | OPT_CODE_FILE | OPT_NEW_PASSFILE |
+      OPT_ADMIN_TOKEN,
+      "enrol your account with its one-time code (the account's owner)",
+      "NAME [--code-file FILE] [--new-passfile FILE] [--keyd-admin-token FILE] "
+      "VAULT_DIR|--config FILE",
+"Run by the account's owner on their own workstation with the code a sysadmin\n"
+"gave them (--code-file, else asked): the RSA key pair is generated here, the\n"
+"password chosen here (--new-passfile, else asked twice), a fresh key share\n"
+"enrolled, and the key bound to the name by a proof signed with the code.\n"
+"Prints the key's fingerprint: tell it to the dataadmin who grants you\n"
+"folders.  Wrong code: exit 4; already enrolled: 11; expired code: 13.  With\n"
+"a key service, enrolling the share still needs --keyd-admin-token.\n" },
+    { "account-reenrol", cmd_account_reenrol, "NAME", OPT_ACTING | OPT_CODE_VALID |
+      OPT_ADMIN_TOKEN,
+      "void an account's key and issue a new enrolment code (sysadmin)",
+      "NAME [--code-valid-hours H] --account ADMIN [--passfile FILE] VAULT_DIR|--config FILE",
+"The lost-password path (run as a sysadmin): the account's key stops counting,\n"
+"its key share is removed and a new one-time code is printed.  After its owner\n"
+"enrols again, a dataadmin grants its folders anew.  Never a password reset.\n" },
     { "account-disable", cmd_account_disable_cmd, "NAME", OPT_ACTING | OPT_ADMIN_TOKEN,
       "disable an account (sysadmin)",
       "NAME --account ADMIN [--passfile FILE] [--keyd-admin-token FILE] VAULT_DIR|--config FILE",

@@ -6,8 +6,11 @@ alice (dataadmin, user, made by init), alice-admin (sysadmin, made by init)
 and bob (user, added by the sysadmin).
 """
 import errno
+import hashlib
 import json
 import os
+import re
+import shutil
 import sqlite3
 
 import pytest
@@ -40,12 +43,34 @@ def accounts(new_vault):
     bob_pw = os.path.join(v.base, "bob.pass")
     with open(bob_pw, "w") as f:
         f.write(BOB_PASSWORD + "\n")
-    admin("account-add", BOB, v.dir, "--role", "user", "--new-passfile", bob_pw,
-          "--account", ADMIN, vault=v)
+    add_and_enrol(v, BOB, bob_pw)
     mounts = {BOB: AccountMount(v, BOB, bob_pw), ADMIN: AccountMount(v, ADMIN, v.passfile)}
     yield v, mounts
     for m in mounts.values():
         finish(m)
+
+
+def add_account(v, name, *extra, role="user"):
+    """account-add by the sysadmin; returns the enrolment code it printed."""
+    p = admin("account-add", name, v.dir, "--role", role, "--account", ADMIN, *extra, vault=v)
+    m = re.search(r"^([A-Z2-7]{4}(?:-[A-Z2-7]{4}){7})$", p.stdout, re.M)
+    assert m, "no enrolment code in:\n" + p.stdout
+    return m.group(1)
+
+
+def enrol(v, name, code, passfile, expect=0):
+    """pactfs-admin enroll as the account's owner would run it."""
+    codefile = os.path.join(v.base, name + ".code")
+    with open(codefile, "w") as f:
+        f.write(code + "\n")
+    p = v.admin("enroll", name, v.dir, "--code-file", codefile, "--new-passfile", passfile)
+    assert p.returncode == expect, "enroll %s -> exit %d (want %d)\n%s%s" % (
+        name, p.returncode, expect, p.stdout, p.stderr)
+    return p
+
+
+def add_and_enrol(v, name, passfile, role="user"):
+    enrol(v, name, add_account(v, name, role=role), passfile)
 
 
 def admin(*args, vault, expect=0):
@@ -240,15 +265,14 @@ def test_forged_grant_ignored(accounts):
 
 def test_role_conflict_refused(accounts, tmp_path):
     v, _ = accounts
-    p = admin("account-add", "carol", v.dir, "--role", "sysadmin,dataadmin", "--new-passfile",
-              v.passfile, "--account", ADMIN, vault=v, expect=EXIT_USAGE)
+    p = admin("account-add", "carol", v.dir, "--role", "sysadmin,dataadmin",
+              "--account", ADMIN, vault=v, expect=EXIT_USAGE)
     assert "both sysadmin and dataadmin" in p.stderr
     p = admin("account-role", H.ACCOUNT, v.dir, "--role", "sysadmin", "--account", ADMIN,
               vault=v, expect=3)
     assert "holds folder envelopes" in p.stderr
     # A dataadmin cannot manage accounts at all.
-    admin("account-add", "carol", v.dir, "--role", "user", "--new-passfile", v.passfile,
-          vault=v, expect=EXIT_ACCESS)
+    admin("account-add", "carol", v.dir, "--role", "user", vault=v, expect=EXIT_ACCESS)
     # init refuses one account for both jobs.
     other = H.Vault(tmp_path, name="other")
     p = other.init("--sysadmin", H.ACCOUNT, check=False)
@@ -284,3 +308,210 @@ def test_read_only_mount_rename_and_disable(accounts):
     assert {"account-create", "account-rename", "account-disable"} <= ops
     p = v.admin("audit-verify", v.dir)
     assert p.returncode == 0, p.stdout + p.stderr
+
+
+# ---------------------------------------------------------------- enrolment
+
+EXIT_BAD_PASSWORD, EXIT_EXISTS = 4, 11
+
+
+def sql(v, query, args=()):
+    """One statement on a vault's (or a copy's) meta.db, connection closed
+    after (the files are swapped under it by restore)."""
+    c = sqlite3.connect(v if isinstance(v, str) else os.path.join(v.dir, "meta.db"),
+                        timeout=30)
+    try:
+        with c:
+            return c.execute(query, args).fetchall()
+    finally:
+        c.close()
+
+
+def snapshot(v, where):
+    """What the sysadmin (who also runs the machine's disks) keeps: the
+    metadata store and the local key directory."""
+    os.makedirs(where)
+    shutil.copy2(os.path.join(v.dir, "meta.db"), where)
+    shutil.copytree(os.path.join(v.dir, "keys"), os.path.join(where, "keys"))
+
+
+def restore(v, where, keys=True, meta=True):
+    if meta:
+        for suffix in ("-wal", "-shm"):
+            p = os.path.join(v.dir, "meta.db" + suffix)
+            if os.path.exists(p):
+                os.unlink(p)
+        shutil.copy2(os.path.join(where, "meta.db"), os.path.join(v.dir, "meta.db"))
+    if keys:
+        shutil.rmtree(os.path.join(v.dir, "keys"))
+        shutil.copytree(os.path.join(where, "keys"), os.path.join(v.dir, "keys"))
+
+
+def share_file_name(v, account):
+    """The local key directory's file of an account (share_local.c)."""
+    with open(v.conf) as f:
+        vault_id = re.search(r'^\s*id = "([0-9a-f]+)";', f.read(), re.M).group(1)
+    return hashlib.sha256((vault_id + "/" + account).encode()).hexdigest()
+
+
+def test_enrolment_code_is_single_use_and_checked(new_vault):
+    v = new_vault
+    carol_pw = os.path.join(v.base, "carol.pass")
+    with open(carol_pw, "w") as f:
+        f.write("carol's own passphrase, 2 words more\n")
+    code = add_account(v, "carol", "--full-name", "Carol C", "--email", "carol@example.com",
+                       "--department", "Legal")
+    # Pending: listed as such, no key in the row, no grant possible.
+    p = v.admin("accounts", v.dir)
+    assert re.search(r"^carol .*enrolment pending", p.stdout, re.M), p.stdout
+    with db(v) as c:
+        assert c.execute("SELECT length(pubkey), length(sealed_key) FROM accounts WHERE "
+                         "name = 'carol'").fetchone() == (0, 0)
+    p = admin("grant", H.FOLDER, "carol", "read", v.dir, vault=v, expect=EXIT_ACCESS)
+    assert "not enrolled" in p.stderr, p.stderr
+    # A wrong code (one letter changed) is refused; the right one works once.
+    wrong = ("A" if code[0] != "A" else "B") + code[1:]
+    p = enrol(v, "carol", wrong, carol_pw, expect=EXIT_BAD_PASSWORD)
+    assert "wrong enrolment code" in p.stderr, p.stderr
+    p = enrol(v, "carol", code, carol_pw)
+    fp = re.search(r"^([0-9a-f]{64})$", p.stdout, re.M).group(1)
+    p = enrol(v, "carol", code, carol_pw, expect=EXIT_EXISTS)
+    assert "works once" in p.stderr, p.stderr
+    admin("grant", H.FOLDER, "carol", "read", v.dir, vault=v)
+    carol = AccountMount(v, "carol", carol_pw)
+    try:
+        assert with_mount(carol, lambda: os.listdir(carol.mnt)) == [H.FOLDER]
+    finally:
+        finish(carol)
+    # The enrolment is audited under carol's new key, with its fingerprint.
+    ev = [e for e in audit_events(v) if e["op"] == "account-enrol" and e["account"] == "carol"]
+    assert [e.get("errno") or e["result"] for e in ev] == ["EKEYREJECTED", "ok", "EEXIST"], ev
+    assert fp in ev[1]["path"], ev
+    p = v.admin("audit-verify", v.dir)
+    assert p.returncode == 0, p.stdout + p.stderr
+
+
+def test_forged_enrolment_refused(accounts):
+    """The database operator cannot bind a key of its own to a registered
+    account: neither by swapping the row's key nor by a proof of its own."""
+    v, mounts = accounts
+    bob = mounts[BOB]
+    bob_id = account_id(v, BOB)
+    with db(v) as c:
+        alice = c.execute("SELECT id, pubkey, sealed_key FROM accounts WHERE name = ?",
+                          (H.ACCOUNT,)).fetchone()
+        (proof,) = c.execute("SELECT value FROM params WHERE key = ?",
+                             ("registry.enrol.%d" % bob_id,)).fetchone()
+        (alice_proof,) = c.execute("SELECT value FROM params WHERE key = ?",
+                                   ("registry.enrol.%d" % alice[0],)).fetchone()
+        bob_row = c.execute("SELECT pubkey, sealed_key FROM accounts WHERE id = ?",
+                            (bob_id,)).fetchone()
+        # alice's key and proof put on bob (the operator's "own" enrolled key).
+        c.execute("UPDATE accounts SET pubkey = ?, sealed_key = ? WHERE id = ?",
+                  (alice[1], alice[2], bob_id))
+        c.execute("UPDATE params SET value = ? WHERE key = ?",
+                  (alice_proof, "registry.enrol.%d" % bob_id))
+    p = admin("grant", H.FOLDER, BOB, "read", v.dir, vault=v, expect=EXIT_INTEGRITY)
+    assert "enrolment proof" in p.stderr, p.stderr
+    # A flipped byte in bob's own proof.
+    bad = bytearray(proof)
+    bad[-5] ^= 1
+    with db(v) as c:
+        c.execute("UPDATE accounts SET pubkey = ?, sealed_key = ? WHERE id = ?",
+                  (bob_row[0], bob_row[1], bob_id))
+        c.execute("UPDATE params SET value = ? WHERE key = ?",
+                  (bytes(bad), "registry.enrol.%d" % bob_id))
+    p = bob.mount(check=False)
+    assert p.returncode == EXIT_INTEGRITY and "enrolment proof" in p.stderr, p.stderr
+    with db(v) as c:
+        c.execute("UPDATE params SET value = ? WHERE key = ?",
+                  (proof, "registry.enrol.%d" % bob_id))
+    admin("grant", H.FOLDER, BOB, "read", v.dir, vault=v)
+
+
+def test_sysadmin_cannot_open_enrolled_account(new_vault):
+    """The sysadmin registers dave, keeps copies of the metadata store and of
+    the key directory at every step, and tries every password it knows (its
+    own, the code) on every copy: nothing opens.  dave changes his password;
+    his older sealed key put back opens nothing even with his old password
+    (the share was replaced).  A re-registration by the sysadmin gives a new
+    key that opens none of dave's folders, and is audited."""
+    v = new_vault
+    snaps = os.path.join(v.base, "snaps")
+    dave_pw = os.path.join(v.base, "dave.pass")
+    dave_pw2 = os.path.join(v.base, "dave2.pass")
+    with open(dave_pw, "w") as f:
+        f.write("dave's first passphrase of six words\n")
+    with open(dave_pw2, "w") as f:
+        f.write("dave's second passphrase, also long\n")
+    code = add_account(v, "dave")
+    code_pw = os.path.join(v.base, "code.pass")
+    with open(code_pw, "w") as f:
+        f.write(code + "\n")
+    snapshot(v, os.path.join(snaps, "registered"))
+    enrol(v, "dave", code, dave_pw)
+    admin("grant", H.FOLDER, "dave", "read,write", v.dir, vault=v)
+    dave = AccountMount(v, "dave", dave_pw)
+    try:
+        with_mount(dave, lambda: H.write_file(os.path.join(dave.folder, "dave.txt"),
+                                              b"dave's contract", fsync=True))
+        snapshot(v, os.path.join(snaps, "enrolled"))
+        p = admin("passwd", v.dir, "--account", "dave", "--passfile", dave_pw,
+                  "--new-passfile", dave_pw2, vault=v)
+        snapshot(v, os.path.join(snaps, "changed"))
+        ((old_sealed,),) = sql(v, "SELECT sealed_key FROM accounts WHERE name = 'dave'")
+        # passwd replaced the share itself, not only its verifier.
+        share_file = share_file_name(v, "dave")
+        shares = []
+        for snap in ("enrolled", "changed"):
+            with open(os.path.join(snaps, snap, "keys", share_file), "rb") as f:
+                shares.append(f.read()[5:37])
+        assert shares[0] != shares[1]
+        sysadmin_knows = [v.passfile, code_pw]
+        for snap in ("registered", "enrolled", "changed"):
+            restore(v, os.path.join(snaps, snap))
+            for pw in sysadmin_knows:
+                p = dave.pactfs(*dave.mount_args(passfile=pw))
+                assert p.returncode != 0, "%s: dave opened with %s" % (snap, pw)
+                assert not H.is_mounted(dave.mnt)
+        # The older sealed key (from before the password change) with dave's
+        # old password: its share is gone, so nothing opens.
+        restore(v, os.path.join(snaps, "changed"))
+        ((enrolled_sealed,),) = sql(os.path.join(snaps, "enrolled", "meta.db"),
+                                    "SELECT sealed_key FROM accounts WHERE name = 'dave'")
+        assert enrolled_sealed != old_sealed
+        sql(v, "UPDATE accounts SET sealed_key = ? WHERE name = 'dave'", (enrolled_sealed,))
+        p = dave.pactfs(*dave.mount_args(passfile=dave_pw))
+        assert p.returncode == EXIT_BAD_PASSWORD, p.stdout + p.stderr
+        # Put right, dave opens with the new password.
+        sql(v, "UPDATE accounts SET sealed_key = ? WHERE name = 'dave'", (old_sealed,))
+        dave.account_pass = dave_pw2
+        assert with_mount(dave, lambda: H.read_file(os.path.join(dave.folder, "dave.txt"))) \
+            == b"dave's contract"
+
+        # Takeover by re-registration: a new key, none of dave's folders.
+        p = admin("account-reenrol", "dave", v.dir, "--account", ADMIN, vault=v)
+        code2 = re.search(r"^([A-Z2-7]{4}(?:-[A-Z2-7]{4}){7})$", p.stdout, re.M).group(1)
+        p = dave.pactfs(*dave.mount_args(passfile=dave_pw2))
+        assert p.returncode != 0, "the old key still opens after re-registration"
+        enrol(v, "dave", code2, v.passfile)
+        dave.account_pass = v.passfile
+        assert with_mount(dave, lambda: os.listdir(dave.mnt)) == []
+        ops = [(e["account"], e["op"]) for e in audit_events(v)]
+        assert (ADMIN, "account-reenrol") in ops and ("dave", "account-enrol") in ops
+    finally:
+        finish(dave)
+
+
+def test_expired_account_refused(new_vault):
+    v = new_vault
+    pw = os.path.join(v.base, "erin.pass")
+    with open(pw, "w") as f:
+        f.write("erin's passphrase, long enough\n")
+    enrol(v, "erin", add_account(v, "erin", "--expires", "2001-01-01"), pw)
+    erin = AccountMount(v, "erin", pw)
+    try:
+        p = erin.mount(check=False)
+        assert p.returncode == EXIT_ACCESS and "expired" in p.stderr, p.stderr
+    finally:
+        finish(erin)

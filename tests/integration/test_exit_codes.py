@@ -210,10 +210,15 @@ def mounted_then(ctx, fn):
 
 
 def add_bob(ctx):
+    """The sysadmin registers bob, bob enrols with the code (docs/accounts.md)."""
     v = ctx.vault
-    pw = ctx.file("bob.pass", H.PASSWORD + "\n")
-    p = v.admin("account-add", "bob", v.dir, "--role", "user", "--new-passfile", pw,
+    pw = ctx.file("bob.pass", "an enrolment passphrase, long enough\n")
+    p = v.admin("account-add", "bob", v.dir, "--role", "user",
                 "--account", H.ACCOUNT + "-admin", "--passfile", v.passfile)
+    assert p.returncode == 0, p.stderr
+    code = re.search(r"^([A-Z2-7]{4}(?:-[A-Z2-7]{4}){7})$", p.stdout, re.M).group(1)
+    p = v.admin("enroll", "bob", v.dir, "--code-file", ctx.file("bob.code", code + "\n"),
+                "--new-passfile", pw)
     assert p.returncode == 0, p.stderr
     return pw
 

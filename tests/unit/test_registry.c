@@ -7,7 +7,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "buf.h"
 #include "crypto.h"
+#include "enrol.h"
 #include "envelope.h"
 #include "error.h"
 #include "grants.h"
@@ -272,6 +274,142 @@ static void test_grant_signatures(void)
     free(e.wrapped);
 }
 
+/* Codes: text form round trip, case and dashes ignored, junk refused. */
+static void test_enrolment_codes(void)
+{
+    char code[ENROL_CODE_TEXT_MAX], lower[ENROL_CODE_TEXT_MAX];
+    uint8_t a[ED25519_PUB_LEN], b[ED25519_PUB_LEN];
+
+    REQUIRE(enrol_code_generate(code) == 0);
+    CHECK_EQ_INT(strlen(code), 39);
+    for (size_t i = 0, j = 0; i <= strlen(code); i++)
+        if (code[i] != '-')
+            lower[j++] = (char)(code[i] >= 'A' && code[i] <= 'Z' ? code[i] + 32 : code[i]);
+    CHECK_EQ_INT(enrol_code_public(VID, 7, code, a), 0);
+    CHECK_EQ_INT(enrol_code_public(VID, 7, lower, b), 0);
+    CHECK_MEM(a, b, sizeof a);
+    CHECK_EQ_INT(enrol_code_public(VID, 8, code, b), 0);     /* bound to the account */
+    CHECK(memcmp(a, b, sizeof a) != 0);
+    CHECK_EQ_INT(enrol_code_public(VID, 7, "ABCD-EFGH", b), -EINVAL);
+    CHECK_EQ_INT(enrol_code_public(VID, 7, "0000-0000-0000-0000-0000-0000-0000-0000", b), -EINVAL);
+}
+
+/* A pending account verifies only as pending; the person's proof under the
+ * record's code binds the key; a proof made with another code, for another
+ * account, or altered, does not. */
+static void test_enrolment_binding(void)
+{
+    struct meta_account a = { .roles = ROLE_USER, .created = 1 };
+    struct registry_record r = { 0 };
+    char code[ENROL_CODE_TEXT_MAX], other[ENROL_CODE_TEXT_MAX];
+    uint8_t pub[ED25519_PUB_LEN], *proof = NULL, *bad = NULL;
+    size_t prooflen = 0, badlen = 0;
+    int64_t now = time(NULL);
+
+    snprintf(a.name, sizeof a.name, "pending");
+    REQUIRE(meta_account_add(m, &a) == 0);
+    REQUIRE(enrol_code_generate(code) == 0 && enrol_code_generate(other) == 0);
+    REQUIRE(enrol_code_public(VID, a.id, code, pub) == 0);
+    REQUIRE(registry_certify_ex(m, VID, &a, NULL, NULL, pub, now + 3600, admin, admin_id) == 0);
+    CHECK_EQ_INT(registry_verify(m, VID, root_fp, a.id, NULL), -EACCES);
+    CHECK_EQ_INT(registry_verify_pending(m, VID, root_fp, a.id, &r), 0);
+    CHECK_EQ_INT(r.pubkey_len, 0);
+    CHECK(r.has_code && r.code_expires == now + 3600);
+    registry_record_clear(&r);
+
+    /* The person enrols with the stranger key. */
+    REQUIRE(rsa_public_to_der(stranger, &a.pubkey, &a.pubkey_len) == 0);
+    REQUIRE(meta_account_update(m, &a) == 0);
+    CHECK_EQ_INT(registry_verify(m, VID, root_fp, a.id, NULL), -EBADMSG);  /* no proof */
+    REQUIRE(enrol_proof_make(VID, a.id, other, "pending", stranger, now, &bad, &badlen) == 0);
+    REQUIRE(enrol_proof_store(m, a.id, bad, badlen) == 0);
+    CHECK_EQ_INT(registry_verify(m, VID, root_fp, a.id, NULL), -EBADMSG);  /* wrong code */
+    free(bad);
+    REQUIRE(enrol_proof_make(VID, a.id + 1, code, "pending", stranger, now, &bad, &badlen) == 0);
+    REQUIRE(enrol_proof_store(m, a.id, bad, badlen) == 0);
+    CHECK_EQ_INT(registry_verify(m, VID, root_fp, a.id, NULL), -EBADMSG);  /* other account */
+    free(bad);
+    REQUIRE(enrol_proof_make(VID, a.id, code, "pending", stranger, now + 7200, &bad,
+                             &badlen) == 0);
+    REQUIRE(enrol_proof_store(m, a.id, bad, badlen) == 0);
+    CHECK_EQ_INT(registry_verify(m, VID, root_fp, a.id, NULL), -EBADMSG);  /* after expiry */
+    REQUIRE(enrol_proof_make(VID, a.id, code, "pending", stranger, now, &proof, &prooflen) == 0);
+    REQUIRE(enrol_proof_store(m, a.id, proof, prooflen) == 0);
+    CHECK_EQ_INT(registry_verify(m, VID, root_fp, a.id, &r), 0);
+    CHECK(r.enrolled && r.pubkey_len == a.pubkey_len);
+    registry_record_clear(&r);
+    /* A sysadmin's later change keeps the person's proof as the binding. */
+    a.roles = ROLE_USER | ROLE_AUDITOR;
+    REQUIRE(meta_account_update(m, &a) == 0);
+    REQUIRE(registry_certify(m, VID, &a, NULL, admin, admin_id) == 0);
+    CHECK_EQ_INT(registry_verify(m, VID, root_fp, a.id, &r), 0);
+    CHECK(r.enrolled && r.serial == 2);
+    registry_record_clear(&r);
+    /* The row's key swapped for another one: refused. */
+    free(a.pubkey);
+    REQUIRE(rsa_public_to_der(user, &a.pubkey, &a.pubkey_len) == 0);
+    REQUIRE(meta_account_update(m, &a) == 0);
+    CHECK_EQ_INT(registry_verify(m, VID, root_fp, a.id, NULL), -EBADMSG);
+    /* One flipped bit anywhere in the proof: refused. */
+    free(a.pubkey);
+    REQUIRE(rsa_public_to_der(stranger, &a.pubkey, &a.pubkey_len) == 0);
+    REQUIRE(meta_account_update(m, &a) == 0);
+    free(bad);
+    bad = malloc(prooflen);
+    REQUIRE(bad);
+    for (size_t i = 0; i < prooflen; i += 97) {
+        memcpy(bad, proof, prooflen);
+        bad[i] ^= 0x10;
+        REQUIRE(enrol_proof_store(m, a.id, bad, prooflen) == 0);
+        CHECK(registry_verify(m, VID, root_fp, a.id, NULL) < 0);
+    }
+    /* A new code (re-enrolment) voids the proof. */
+    REQUIRE(enrol_proof_store(m, a.id, proof, prooflen) == 0);
+    CHECK_EQ_INT(registry_verify(m, VID, root_fp, a.id, NULL), 0);
+    REQUIRE(enrol_code_public(VID, a.id, other, pub) == 0);
+    REQUIRE(registry_certify_ex(m, VID, &a, NULL, NULL, pub, now + 3600, admin, admin_id) == 0);
+    CHECK(registry_verify(m, VID, root_fp, a.id, NULL) < 0);
+    free(bad);
+    free(proof);
+    meta_account_clear(&a);
+}
+
+/* A version 1 record (vaults made before details and codes) still reads
+ * and verifies. */
+static void test_record_v1(void)
+{
+    struct registry_record r = { 0 }, got = { 0 };
+    struct meta_account a;
+    uint8_t *tbs = NULL, *sig = NULL, *rec = NULL;
+    size_t tbslen = 0, siglen = 0, reclen = 0;
+    struct wbuf w;
+
+    REQUIRE(meta_account_get(m, user_id, &a) == 0);
+    r.version = 1;
+    r.account_id = user_id;
+    snprintf(r.name, sizeof r.name, "%s", a.name);
+    snprintf(r.key_name, sizeof r.key_name, "%s", a.name);
+    r.roles = a.roles;
+    r.serial = 9;
+    r.pubkey = a.pubkey;
+    r.pubkey_len = a.pubkey_len;
+    r.signer_id = data_id;
+    REQUIRE(registry_record_encode_tbs(VID, &r, &tbs, &tbslen) == 0);
+    REQUIRE(sig_sign(admin, tbs, tbslen, &sig, &siglen) == 0);
+    wbuf_init(&w);
+    wbuf_put_blob(&w, tbs, tbslen);
+    wbuf_put_blob(&w, sig, siglen);
+    rec = wbuf_steal(&w, &reclen);
+    REQUIRE(registry_record_decode(VID, rec, reclen, &got) == 0);
+    CHECK_EQ_INT(got.version, 1);
+    CHECK_EQ_INT(got.serial, 9);
+    CHECK(!got.has_code && !got.details.full_name[0]);
+    free(rec);
+    free(tbs);
+    free(sig);
+    meta_account_clear(&a);
+}
+
 static void test_teardown(void)
 {
     char p[160];
@@ -298,6 +436,9 @@ int main(void)
     RUN(test_forged_records_refused);
     RUN(test_disabled_signer_and_serial);
     RUN(test_grant_signatures);
+    RUN(test_enrolment_codes);
+    RUN(test_enrolment_binding);
+    RUN(test_record_v1);
     RUN(test_teardown);
     return tap_done();
 }

@@ -1,0 +1,114 @@
+#include "config.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "accounts.h"
+#include "audit_proof.h"
+#include "enrol.h"
+#include "error.h"
+#include "keyring.h"
+#include "meta_backend.h"
+
+/* The account's record must be sysadmin-signed, registered for
+ * self-enrolment, not enrolled yet, and code must be its live code. */
+static int check_pending(struct vault *v, const char *name, const char *code,
+                         struct meta_account *a, struct registry_record *r)
+{
+    uint8_t pub[ED25519_PUB_LEN];
+    int rc = meta_account_get_by_name(v->meta, name, a);
+
+    if (rc == -ENOENT)
+        return pfs_err(-ENOENT, "no account \"%s\" in vault %s: a sysadmin registers it first "
+                       "(pactfs-admin account-add)", name, v->conf.vault_name);
+    if (rc < 0)
+        return rc;
+    rc = registry_verify_pending(v->meta, v->conf.vault_id, v->conf.root_fingerprint, a->id, r);
+    if (rc < 0)
+        return rc;
+    if (!r->has_code)
+        return pfs_err(-EINVAL, "account \"%s\" was not registered for self-enrolment", name);
+    if (r->pubkey_len)
+        return pfs_err(-EEXIST, "account \"%s\" is already enrolled and an enrolment code "
+                       "works once. If you lost your password, ask a sysadmin to register "
+                       "you again (pactfs-admin account-reenrol)", name);
+    if ((int64_t)time(NULL) > r->code_expires)
+        return pfs_err(-EACCES, "the enrolment code of \"%s\" has expired: ask a sysadmin for "
+                       "a new one (pactfs-admin account-reenrol)", name);
+    rc = enrol_code_public(v->conf.vault_id, a->id, code, pub);
+    if (rc == 0 && crypto_memcmp(pub, r->code_pub, sizeof pub))
+        rc = pfs_err(-EKEYREJECTED, "wrong enrolment code for account \"%s\"", name);
+    return rc;
+}
+
+int accounts_audit(struct vault *v, const char *account, uint64_t account_id, EVP_PKEY *signer,
+                   const char *op, const char *what, int rc)
+{
+    struct audit_ctx who = { getuid(), getpid() };
+    struct audit_identity id = { .account = account, .account_id = account_id };
+    struct audit *audit = NULL;
+    char keep[512], *proof = NULL;
+    int arc = 0;
+
+    snprintf(keep, sizeof keep, "%s", pfs_err_msg());
+    /* Signed with the account's key when it is at hand (its registry proof
+     * travels with the session), else an unsigned session. */
+    if (signer) {
+        arc = audit_proof_build(v->meta, v->conf.vault_id, v->conf.root_fingerprint,
+                                account_id, &proof);
+        id.signer = signer;
+        id.proof = proof;
+    }
+    if (arc == 0)
+        arc = audit_open(v->conf.audit_spool, v->conf.vault_id, &id, &audit);
+    if (arc == 0)
+        arc = audit_event(audit, &who, op, what, rc, 0);
+    audit_close(audit);
+    free(proof);
+    if (rc < 0)
+        return pfs_err(rc, "%s", keep);
+    return arc;
+}
+
+int accounts_enrol(struct vault *v, const char *name, const char *code, const char *password,
+                   const struct pwkdf_params *kdf, char *fingerprint)
+{
+    struct registry_record r = { 0 };
+    struct meta_account a = { 0 };
+    EVP_PKEY *key = NULL;
+    char what[META_ACCOUNT_NAME_MAX + REGISTRY_FP_HEX + 32];
+    int rc = check_pending(v, name, code, &a, &r);
+
+    if (rc == 0)
+        rc = meta_begin(v->meta);
+    if (rc == 0) {
+        rc = enrol_account_key(v->meta, v->conf.vault_id, v->sp, a.id, r.key_name, code,
+                                password, kdf, 0, &key);
+        if (rc == 0) {
+            rc = meta_commit(v->meta);
+            if (rc < 0)
+                v->sp->ops->remove(v->sp, v->conf.vault_id, r.key_name);
+        } else {
+            meta_rollback(v->meta);
+        }
+    }
+    registry_record_clear(&r);
+    /* What every client will check from now on. */
+    if (rc == 0)
+        rc = registry_verify(v->meta, v->conf.vault_id, v->conf.root_fingerprint, a.id, NULL);
+    if (rc == 0)
+        rc = registry_fingerprint_hex(key, fingerprint);
+    if (rc == 0) {
+        snprintf(what, sizeof what, "%s key %s", name, fingerprint);
+        rc = accounts_audit(v, name, a.id, key, "account-enrol", what, 0);
+    } else if (a.id) {
+        accounts_audit(v, name, a.id, NULL, "account-enrol", name, rc);
+    }
+    EVP_PKEY_free(key);
+    meta_account_clear(&a);
+    return rc;
+}

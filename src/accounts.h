@@ -1,0 +1,38 @@
+/* The account lifecycle on the person's side: self-enrolment with a
+ * one-time code (enrol.h has the proof, registry.h the record).
+ *
+ * A sysadmin registers the account (grants_account_add) and hands the code
+ * over; the person runs accounts_enrol on their own workstation: the key
+ * pair is generated there, sealed under their password with a fresh share
+ * enrolled at the share provider, and bound to the name by the enrolment
+ * proof.  No administrator ever sees the password or the private key.
+ */
+#ifndef PACTFS_ACCOUNTS_H
+#define PACTFS_ACCOUNTS_H
+
+#include <stdint.h>
+
+#include <openssl/evp.h>
+
+#include "crypto.h"
+#include "meta.h"
+#include "registry.h"
+#include "share.h"
+#include "vault.h"
+
+/* Enrol the account name of an opened (not unlocked) vault with code:
+ * checks that the sysadmin-signed record is pending, the code is the one
+ * it commits to and has not expired, then enrol_account_key, then
+ * verifies the result and audits "account-enrol" under the new key.
+ * fingerprint (REGISTRY_FP_HEX + 1) receives the new key's fingerprint.
+ * -EKEYREJECTED wrong code, -EEXIST already enrolled, -EACCES expired. */
+int accounts_enrol(struct vault *v, const char *name, const char *code, const char *password,
+                   const struct pwkdf_params *kdf, char *fingerprint);
+
+/* One audit event in account's name outside an unlocked session: signed
+ * with signer (and its registry proof) when given, else unsigned.  rc is
+ * passed through (or the audit failure if rc is 0). */
+int accounts_audit(struct vault *v, const char *account, uint64_t account_id, EVP_PKEY *signer,
+                   const char *op, const char *what, int rc);
+
+#endif
