@@ -25,6 +25,15 @@
 
 #define MIB ((size_t)1 << 20)
 
+/* AddressSanitizer makes mlock() a no-op (it cannot lock its shadow
+ * memory): VmLck then stays 0 and no lock ever fails, so the checks that
+ * read VmLck or need a refused lock run in the release build only. */
+#ifdef __SANITIZE_ADDRESS__
+#define LOCKS_REAL 0
+#else
+#define LOCKS_REAL 1
+#endif
+
 static size_t vmlck(void)
 {
     FILE *f = fopen("/proc/self/status", "re");
@@ -47,7 +56,7 @@ static void test_key_pages_locked_and_wiped(void)
     uint8_t *k = secmem_alloc(32);
 
     REQUIRE(k);
-    CHECK(vmlck() >= before + 4096);
+    CHECK(!LOCKS_REAL || vmlck() >= before + 4096);
     secmem_stats(&st);
     CHECK(st.key_bytes >= 4096);
     memset(k, 0xa5, 32);
@@ -71,7 +80,7 @@ static void test_plain_pool_locks_to_budget(void)
     secmem_stats(&st);
     CHECK(st.plain_locked == 2 * MIB);
     CHECK(st.plain_unlocked == MIB);
-    CHECK(vmlck() >= before + 2 * MIB);
+    CHECK(!LOCKS_REAL || vmlck() >= before + 2 * MIB);
     secmem_plain_shrink(a, 100);
     CHECK(a[99] == 1);
     secmem_stats(&st);
@@ -185,15 +194,17 @@ static void test_ordinary_user_limits(void)
     /* 8 MiB, no CAP_IPC_LOCK: keys are locked, and so is plaintext up to
      * what the limit leaves; the rest works unlocked and the log says so. */
     CHECK(r.key_ok);
-    CHECK(r.vmlck_with_key >= 4096);
+    CHECK(!LOCKS_REAL || r.vmlck_with_key >= 4096);
     CHECK(r.budget > 0 && r.budget <= 7 * MIB);
     CHECK(r.plain_ok);
     CHECK(r.plain_unlocked >= 4 * MIB);
     CHECK(r.says_not_locked);
     /* Below what keys need: refused with a message, never unlocked keys. */
-    CHECK(r.heap_refused_64k);
-    CHECK(r.keys_refused_64k);
-    CHECK(r.refusal_names_limit);
+    if (LOCKS_REAL) {
+        CHECK(r.heap_refused_64k);
+        CHECK(r.keys_refused_64k);
+        CHECK(r.refusal_names_limit);
+    }
 }
 
 int main(void)
