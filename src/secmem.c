@@ -241,8 +241,20 @@ static void clear_zmm_high(void)
 }
 #endif
 
+/* The stack below the caller: deeper calls that handled the secret (and
+ * register spills, e.g. by the dynamic linker's lazy binding) left copies
+ * there. */
+static void __attribute__((noinline)) wipe_stack_below(void)
+{
+    unsigned char pad[64 * 1024];
+
+    OPENSSL_cleanse(pad, sizeof pad);
+    __asm__ volatile("" : : "r"(pad) : "memory");
+}
+
 void secmem_clear_registers(void)
 {
+    wipe_stack_below();
 #if defined(__x86_64__)
     if (__builtin_cpu_supports("avx512f"))
         clear_zmm_high();

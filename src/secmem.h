@@ -46,10 +46,12 @@ void secmem_free_str(char *s);
 /* How many key allocations were refused because they could not be locked. */
 unsigned long secmem_lock_failures(void);
 
-/* Zero the CPU's vector registers (x86-64; elsewhere a no-op), which
+/* Wipe 64 KiB of stack below the caller (deeper calls and register spills
+ * left copies there) and zero the CPU's vector registers (x86-64), which
  * string and crypto routines leave holding the last secret they touched:
  * a thread created later inherits them and saves them on its stack.  Call
- * after reading or using a password, before creating threads. */
+ * from a shallow frame after reading or using a password, before creating
+ * threads. */
 void secmem_clear_registers(void);
 
 /* Process-wide hardening for programs that hold keys: no core dumps
