@@ -231,6 +231,8 @@ int cli_exit_code_for(int neg_errno)
     case -EEXIST: return EXIT_EXISTS;
     case -EACCES: case -EPERM: return EXIT_ACCESS;
     case -EBADMSG: return EXIT_INTEGRITY;
+    case -ESTALE: return EXIT_ROLLBACK;
+    case -EPROTONOSUPPORT: return EXIT_CONFIG;
     case -ENOENT: case -EIO: case -ENOSPC: case -EROFS: return EXIT_STORE;
     default: return EXIT_FAILURE_OTHER;
     }

@@ -427,13 +427,37 @@ static int load_endpoints(const struct loader *ld, const config_setting_t *root,
     return 0;
 }
 
+/* Every element of a libpq host list is a unix socket directory. */
+static bool hosts_all_local(const char *host)
+{
+    const char *p = host;
+
+    if (!host || !*host)
+        return true;                /* libpq's default: the unix socket */
+    while (*p) {
+        size_t n = strcspn(p, ",");
+
+        if (n == 0 || p[0] != '/')
+            return false;
+        p += n;
+        if (*p == ',')
+            p++;
+    }
+    return true;
+}
+
 /* A PostgreSQL connection over the network must verify the server's
- * certificate; a unix socket stays on this host. */
+ * certificate AND its name (sslmode=verify-full): verify-ca accepts any
+ * certificate of the CA, so anyone holding one can stand in for the server.
+ * A unix socket stays on this host.  Checked before any connection is made
+ * (so before libpq sends a password), with libpq's environment fallbacks
+ * (PGHOST, PGHOSTADDR, PGSSLMODE), and a service file is refused because
+ * its host and TLS settings would escape this check. */
 int conf_pg_conninfo_check(const char *ci, char *why, size_t whylen)
 {
     char *perr = NULL;
     PQconninfoOption *opts = PQconninfoParse(ci, &perr);
-    const char *host = NULL, *hostaddr = NULL, *sslmode = NULL;
+    const char *host = NULL, *hostaddr = NULL, *sslmode = NULL, *service = NULL;
     int rc = 0;
 
     if (!opts) {
@@ -450,13 +474,28 @@ int conf_pg_conninfo_check(const char *ci, char *why, size_t whylen)
             hostaddr = o->val;
         else if (strcmp(o->keyword, "sslmode") == 0)
             sslmode = o->val;
+        else if (strcmp(o->keyword, "service") == 0)
+            service = o->val;
     }
-    bool over_network = hostaddr || (host && host[0] && host[0] != '/');
-    if (over_network && (!sslmode || (strcmp(sslmode, "verify-full") != 0 &&
-                                      strcmp(sslmode, "verify-ca") != 0))) {
-        snprintf(why, whylen, "a network connection must verify the server: add "
-                 "sslmode=verify-full (and sslrootcert=CA file); got sslmode=%s",
-                 sslmode ? sslmode : "(unset)");
+    if (!host)
+        host = getenv("PGHOST");
+    if (!hostaddr)
+        hostaddr = getenv("PGHOSTADDR");
+    if (!sslmode)
+        sslmode = getenv("PGSSLMODE");
+    if (!service)
+        service = getenv("PGSERVICE");
+    bool over_network = (hostaddr && *hostaddr) || !hosts_all_local(host);
+    if (service && *service) {
+        snprintf(why, whylen, "a libpq service (service=%s or PGSERVICE) is refused: its host "
+                 "and TLS settings would escape the transport check; write host=, sslmode="
+                 "verify-full and sslrootcert= into the conninfo", service);
+        rc = -EINVAL;
+    } else if (over_network && (!sslmode || strcmp(sslmode, "verify-full") != 0)) {
+        snprintf(why, whylen, "a network connection must verify the server's certificate and "
+                 "name: give sslmode=verify-full (and sslrootcert=CA file); got sslmode=%s%s",
+                 sslmode ? sslmode : "(unset)", sslmode && !strcmp(sslmode, "verify-ca") ?
+                 " (verify-ca accepts any certificate of the CA for any host)" : "");
         rc = -EINVAL;
     }
     PQconninfoFree(opts);

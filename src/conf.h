@@ -71,8 +71,10 @@ void conf_defaults(struct pactfs_conf *c);
 int conf_write(const char *path, const struct pactfs_conf *c);
 void conf_free(struct pactfs_conf *c);
 
-/* The transport rule for a PostgreSQL conninfo: a network host needs
- * sslmode=verify-full or verify-ca.  0, or -EINVAL with the reason in why. */
+/* The transport rule for a PostgreSQL conninfo, checked before connecting:
+ * a network host needs sslmode=verify-full (verify-ca and weaker refused,
+ * libpq's PGHOST/PGHOSTADDR/PGSSLMODE taken into account, a service file
+ * refused).  0, or -EINVAL with the reason in why. */
 int conf_pg_conninfo_check(const char *conninfo, char *why, size_t whylen);
 
 #endif

@@ -21,6 +21,7 @@ enum pactfs_exit {
     EXIT_INTEGRITY = 14,      /* fsck/audit verify found damage it could not repair */
     EXIT_AUDIT = 15,          /* the audit spool could not be written */
     EXIT_NOT_FOUND = 16,      /* the named account or folder does not exist */
+    EXIT_ROLLBACK = 17,       /* the metadata is older than the anchored vault head */
 };
 
 #endif

@@ -11,6 +11,8 @@
 #include "buf.h"
 #include "enrol.h"
 #include "envelope.h"
+#include "folder_state.h"
+#include "vault_head.h"
 #include "error.h"
 #include "grants.h"
 #include "keyring.h"
@@ -394,9 +396,36 @@ static int wrap_all_versions(struct vault *v, const struct vault_folder *f, EVP_
     return rc;
 }
 
+/* The folder's verified signed state, which the unlocked account must
+ * manage by it. */
+static int managed_state(struct vault *v, const struct vault_folder *f, struct folder_state *st)
+{
+    int rc;
+
+    if (v->legacy)
+        return pfs_err(-EPROTONOSUPPORT, "this vault has no signed folder states yet: run "
+                       "pactfs-admin upgrade first");
+    rc = folder_state_load(v->meta, v->conf.vault_id, v->conf.root_fingerprint, f->id, st,
+                           NULL, NULL);
+    if (rc < 0) {
+        char keep[512];
+
+        snprintf(keep, sizeof keep, "%s", pfs_err_msg());
+        return pfs_err(rc == -ENOENT ? -EPROTONOSUPPORT : rc, "%s%s", keep, rc == -ENOENT ?
+                       ": a manager of the folder runs pactfs-admin upgrade first" : "");
+    }
+    if (!(folder_state_rights(st, v->account.id) & RIGHT_MANAGE)) {
+        folder_state_clear(st);
+        return pfs_err(-EACCES, "\"%s\" does not manage this folder by its signed state",
+                       v->account.name);
+    }
+    return 0;
+}
+
 int grants_grant(struct vault *v, const char *folder, const char *account, uint32_t rights)
 {
     struct vault_folder *f = NULL;
+    struct folder_state st = { 0 };
     struct meta_account a = { 0 };
     EVP_PKEY *member = NULL;
     char what[256], rs[32];
@@ -405,6 +434,8 @@ int grants_grant(struct vault *v, const char *folder, const char *account, uint3
     grants_rights_format(rights, rs, sizeof rs);
     snprintf(what, sizeof what, "/%s -> %s (%s)", folder, account, rs);
     rc = managed_folder(v, folder, &f);
+    if (rc == 0)
+        rc = managed_state(v, f, &st);
     if (rc == 0)
         rc = grantee_key(v, account, rights, &a, &member);
     if (rc == 0 && a.id == v->account.id)
@@ -418,8 +449,20 @@ int grants_grant(struct vault *v, const char *folder, const char *account, uint3
         rc = drc == -ENOENT ? 0 : drc;
         if (rc == 0)
             rc = wrap_all_versions(v, f, member, a.id, rights);
+        /* The new member list, signed (and the vault head with it). */
+        if (rc == 0)
+            rc = folder_state_set_member(&st, a.id, rights);
+        if (rc == 0) {
+            st.counter++;
+            rc = folder_state_store(v->meta, v->conf.vault_id, v->priv, v->account.id, &st);
+        }
+        if (rc == 0)
+            rc = vault_head_advance(v->meta, v->conf.vault_id, v->priv, v->account.id);
         rc = finish_txn(v->meta, rc);
     }
+    if (rc == 0)
+        rc = vault_anchor_head(v);
+    folder_state_clear(&st);
     EVP_PKEY_free(member);
     meta_account_clear(&a);
     return audit_admin(v, "grant", what, rc);
@@ -427,23 +470,10 @@ int grants_grant(struct vault *v, const char *folder, const char *account, uint3
 
 /* ---------------------------------------------------------------- revoke */
 
-/* Rights of an account on the folder: those of its newest key version. */
-static uint32_t member_rights(const struct envelope_set *s, uint64_t account_id)
+static int has_rows(const struct envelope_set *s, uint64_t account_id)
 {
-    uint32_t best = 0, rights = 0;
-
     for (size_t i = 0; i < s->n; i++)
-        if (s->e[i].account_id == account_id && s->e[i].key_version >= best) {
-            best = s->e[i].key_version;
-            rights = s->e[i].rights;
-        }
-    return rights;
-}
-
-static int seen_before(const struct envelope_set *s, size_t i)
-{
-    for (size_t j = 0; j < i; j++)
-        if (s->e[j].account_id == s->e[i].account_id)
+        if (s->e[i].account_id == account_id)
             return 1;
     return 0;
 }
@@ -477,63 +507,165 @@ static int resign_rows_of(struct vault *v, const struct envelope_set *s, uint64_
     return rc;
 }
 
-/* The new key version, wrapped for every remaining member. */
-static int rotate_for_members(struct vault *v, const struct envelope_set *s, uint64_t folder_id,
-                              uint64_t revoked, uint32_t version, const uint8_t *fk)
+/* The verified grant of a member at the state's key version: the rights to
+ * carry over.  Rows the database operator wrote are never taken as such. */
+static int member_grant(struct vault *v, const struct envelope_set *s, uint64_t account_id,
+                        uint32_t version, uint32_t *rights)
+{
+    for (size_t i = 0; i < s->n; i++) {
+        const struct meta_envelope *e = &s->e[i];
+        const uint8_t *rsa;
+        size_t rsalen;
+
+        if (e->account_id != account_id || e->key_version != version)
+            continue;
+        if (grant_verify(v->meta, v->conf.vault_id, v->conf.root_fingerprint, e, &rsa,
+                         &rsalen) == 0) {
+            *rights = e->rights;
+            return 0;
+        }
+    }
+    return pfs_err(-EBADMSG, "it holds no verified grant of key version %u", version);
+}
+
+/* A member who gets the new key: its registry record verifies, it is
+ * enabled and not a sysadmin. */
+static int member_key(struct vault *v, uint64_t account_id, uint32_t rights, EVP_PKEY **key)
+{
+    struct registry_record r = { 0 };
+    int rc = registry_verified_key(v->meta, v->conf.vault_id, v->conf.root_fingerprint,
+                                   account_id, &r, key);
+
+    if (rc == 0 && r.disabled)
+        rc = pfs_err(-EPERM, "\"%s\" is disabled", r.name);
+    else if (rc == 0 && (r.roles & ROLE_SYSADMIN))
+        rc = pfs_err(-EPERM, "\"%s\" is a sysadmin", r.name);
+    else if (rc == 0 && (rights & RIGHT_MANAGE) && !(r.roles & ROLE_DATAADMIN))
+        rc = pfs_err(-EPERM, "\"%s\" is no longer a dataadmin", r.name);
+    registry_record_clear(&r);
+    if (rc < 0) {
+        EVP_PKEY_free(*key);
+        *key = NULL;
+    }
+    return rc;
+}
+
+/* The new key version, wrapped for every member of the verified state
+ * (but the revoked one) whose grant verifies; next receives the new
+ * member list. */
+static int rotate_for_members(struct vault *v, const struct envelope_set *s,
+                              const struct folder_state *st, uint64_t revoked, uint32_t version,
+                              const uint8_t *fk, struct folder_state *next)
 {
     int rc = 0;
 
-    for (size_t i = 0; i < s->n && rc == 0; i++) {
+    /* Rows of accounts the signed state does not list were planted or
+     * replayed: they get nothing, and it is said. */
+    for (size_t i = 0; i < s->n; i++) {
         uint64_t id = s->e[i].account_id;
+        char what[160];
+        int seen = 0;
+
+        for (size_t j = 0; j < i && !seen; j++)
+            seen = s->e[j].account_id == id;
+        if (seen || id == revoked || folder_state_rights(st, id))
+            continue;
+        fprintf(stderr, "pactfs-admin: warning: account %" PRIu64 " has envelope rows in the "
+                "folder but is no member by its signed state (planted or replayed rows): it "
+                "gets no envelope for the new key\n", id);
+        snprintf(what, sizeof what, "folder:%" PRIu64 " rows of account %" PRIu64 " not in "
+                 "the signed folder state", st->folder_id, id);
+        audit_admin(v, "tamper", what, -EBADMSG);
+    }
+    for (size_t i = 0; i < st->nmembers && rc == 0; i++) {
+        uint64_t id = st->members[i].account_id;
+        uint32_t rights = 0;
         EVP_PKEY *key = NULL;
 
-        if (id == revoked || seen_before(s, i))
+        if (id == revoked)
             continue;
-        if (registry_verified_key(v->meta, v->conf.vault_id, v->conf.root_fingerprint, id,
-                                  NULL, &key) < 0) {
-            fprintf(stderr, "pactfs-admin: warning: account %" PRIu64 " does not verify in the "
-                    "registry and gets no envelope for the new key: %s\n", id, pfs_err_msg());
+        if (id == v->account.id) {
+            rights = st->members[i].rights;          /* the revoker, unlocked */
+            rc = member_key(v, id, rights, &key);
+        } else {
+            rc = member_grant(v, s, id, st->key_version, &rights);
+            if (rc == 0)
+                rc = member_key(v, id, rights, &key);
+        }
+        if (rc < 0) {
+            fprintf(stderr, "pactfs-admin: warning: account %" PRIu64 " gets no envelope for "
+                    "the new key and leaves the folder: %s\n", id, pfs_err_msg());
+            rc = 0;
             continue;
         }
-        rc = put_signed_envelope(v, key, folder_id, id, version, member_rights(s, id), fk);
+        rc = put_signed_envelope(v, key, st->folder_id, id, version, rights, fk);
+        if (rc == 0)
+            rc = folder_state_set_member(next, id, rights);
         EVP_PKEY_free(key);
     }
     return rc;
+}
+
+static uint32_t newest_version(const struct envelope_set *s, uint32_t floor)
+{
+    for (size_t i = 0; i < s->n; i++)
+        if (s->e[i].key_version > floor)
+            floor = s->e[i].key_version;
+    return floor;
 }
 
 static int revoke_and_rotate(struct vault *v, struct vault_folder *f, uint64_t revoked,
                              uint32_t *new_version)
 {
     struct envelope_set s = { 0 };
+    struct folder_state st = { 0 }, next = { 0 };
     struct meta_folder mf;
     uint8_t *fk = secmem_alloc(FOLDER_KEY_LEN);
     int rc;
 
     if (!fk)
         return -ENOMEM;
-    rc = meta_folder_get(v->meta, f->id, &mf);
+    rc = managed_state(v, f, &st);
+    if (rc == 0)
+        rc = meta_folder_get(v->meta, f->id, &mf);
     if (rc == 0)
         rc = envelopes_of_folder(v->meta, f->id, &s);
-    if (rc == 0 && !member_rights(&s, revoked))
-        rc = pfs_err(-ENOENT, "the account holds no envelope of this folder");
+    if (rc == 0 && !folder_state_rights(&st, revoked) && !has_rows(&s, revoked))
+        rc = pfs_err(-ENOENT, "the account is not a member of this folder");
     if (rc == 0)
         rc = folder_key_generate(fk);
     if (rc == 0)
         rc = meta_begin(v->meta);
     if (rc == 0) {
-        mf.key_version++;
+        /* Above every version any row or the folders table names: a new
+         * version never meets an old row. */
+        next.folder_id = st.folder_id;
+        next.counter = st.counter + 1;
+        next.key_version = newest_version(&s, st.key_version > mf.key_version ?
+                                          st.key_version : mf.key_version) + 1;
+        mf.key_version = next.key_version;
         rc = resign_rows_of(v, &s, revoked);
         if (rc == 0)
             rc = meta_envelope_delete(v->meta, f->id, revoked);
+        if (rc == -ENOENT)
+            rc = 0;
         if (rc == 0)
-            rc = rotate_for_members(v, &s, f->id, revoked, mf.key_version, fk);
+            rc = rotate_for_members(v, &s, &st, revoked, next.key_version, fk, &next);
         if (rc == 0)
             rc = meta_folder_update(v->meta, &mf);
+        if (rc == 0)
+            rc = folder_state_store(v->meta, v->conf.vault_id, v->priv, v->account.id, &next);
+        if (rc == 0)
+            rc = vault_head_advance(v->meta, v->conf.vault_id, v->priv, v->account.id);
         rc = finish_txn(v->meta, rc);
     }
     if (rc == 0)
-        *new_version = mf.key_version;
+        rc = vault_anchor_head(v);
+    if (rc == 0)
+        *new_version = next.key_version;
     envelope_set_free(&s);
+    folder_state_clear(&st);
+    folder_state_clear(&next);
     secmem_free(fk, FOLDER_KEY_LEN);
     return rc;
 }
@@ -622,6 +754,8 @@ static int register_pending(struct vault *v, const struct meta_account *a, const
         rc = registry_certify_ex(v->meta, v->conf.vault_id, a, key_name, d, pub,
                                  (int64_t)time(NULL) + (valid_s ? valid_s : ENROL_DEFAULT_VALID_S),
                                  v->priv, v->account.id);
+    if (rc == 0)
+        rc = vault_head_advance(v->meta, v->conf.vault_id, v->priv, v->account.id);
     return rc;
 }
 
@@ -653,6 +787,8 @@ int grants_account_add(struct vault *v, const char *name, uint32_t roles,
             rc = register_pending(v, &a, name, d, valid_s, code);
         rc = finish_txn(v->meta, rc);
     }
+    if (rc == 0)
+        rc = vault_anchor_head(v);
     meta_account_clear(&a);
     registry_roles_format(roles, rs, sizeof rs);
     snprintf(what, sizeof what, "%s roles=%s", name, rs);
@@ -710,8 +846,12 @@ static int account_change(struct vault *v, const char *name,
         rc = meta_account_update(v->meta, &a);
         if (rc == 0)
             rc = registry_certify(v->meta, v->conf.vault_id, &a, NULL, v->priv, v->account.id);
+        if (rc == 0)
+            rc = vault_head_advance(v->meta, v->conf.vault_id, v->priv, v->account.id);
         rc = finish_txn(v->meta, rc);
     }
+    if (rc == 0)
+        rc = vault_anchor_head(v);
     meta_account_clear(&a);
     return rc;
 }
@@ -780,4 +920,102 @@ int grants_account_set_roles(struct vault *v, const char *name, uint32_t roles)
     if (rc == 0)
         rc = account_change(v, name, apply_roles, &roles);
     return audit_admin(v, "role-change", what, rc);
+}
+
+/* ------------------------------------------------------------ upgrade */
+
+/* The first signed state of a format-1 folder this account manages: its
+ * newest key version the account holds, and every account with a verified
+ * grant of that version that may hold data, with that grant's rights. */
+static int first_state(struct vault *v, const struct vault_folder *f, struct folder_state *st)
+{
+    struct envelope_set s = { 0 };
+    struct meta_folder mf;
+    uint32_t kv = 0;
+    int rc;
+
+    for (uint32_t ver = 0; ver < f->nkeys; ver++)
+        if (f->keys[ver])
+            kv = ver;
+    memset(st, 0, sizeof *st);
+    st->folder_id = f->id;
+    st->counter = 1;
+    st->key_version = kv;
+    rc = envelopes_of_folder(v->meta, f->id, &s);
+    for (size_t i = 0; rc == 0 && i < s.n; i++) {
+        uint64_t id = s.e[i].account_id;
+        uint32_t rights = 0;
+        EVP_PKEY *key = NULL;
+
+        if (s.e[i].key_version != kv || folder_state_rights(st, id))
+            continue;
+        if (member_grant(v, &s, id, kv, &rights) < 0 || member_key(v, id, rights, &key) < 0) {
+            fprintf(stderr, "pactfs-admin: warning: folder %" PRIu64 ": account %" PRIu64
+                    " is left out of the signed member list: %s\n", f->id, id, pfs_err_msg());
+            continue;
+        }
+        EVP_PKEY_free(key);
+        rc = folder_state_set_member(st, id, rights);
+    }
+    if (rc == 0 && !(folder_state_rights(st, v->account.id) & RIGHT_MANAGE))
+        rc = pfs_err(-EACCES, "\"%s\" holds no verified manage grant of key version %u",
+                     v->account.name, kv);
+    /* The folders row follows the signed state from now on. */
+    if (rc == 0 && (rc = meta_folder_get(v->meta, f->id, &mf)) == 0 && mf.key_version != kv) {
+        mf.key_version = kv;
+        rc = meta_folder_update(v->meta, &mf);
+    }
+    envelope_set_free(&s);
+    if (rc < 0)
+        folder_state_clear(st);
+    return rc;
+}
+
+int grants_upgrade_state(struct vault *v, unsigned *signed_folders, unsigned *left)
+{
+    uint8_t *head = NULL;
+    size_t headlen = 0;
+    int rc = 0;
+
+    *signed_folders = *left = 0;
+    for (size_t i = 0; rc == 0 && i < v->nfolders; i++) {
+        struct vault_folder *f = &v->folders[i];
+        struct folder_state st;
+
+        if (folder_state_load(v->meta, v->conf.vault_id, v->conf.root_fingerprint, f->id, &st,
+                              NULL, NULL) == 0) {
+            folder_state_clear(&st);
+            continue;
+        }
+        if (!(v->account.roles & ROLE_DATAADMIN) || !(f->rights & RIGHT_MANAGE)) {
+            (*left)++;
+            continue;
+        }
+        rc = meta_begin(v->meta);
+        if (rc < 0)
+            break;
+        rc = first_state(v, f, &st);
+        if (rc == 0)
+            rc = folder_state_store(v->meta, v->conf.vault_id, v->priv, v->account.id, &st);
+        if (rc == 0)
+            rc = vault_head_advance(v->meta, v->conf.vault_id, v->priv, v->account.id);
+        folder_state_clear(&st);
+        rc = finish_txn(v->meta, rc);
+        *signed_folders += rc == 0;
+    }
+    /* A vault whose folders this account does not manage still gets its
+     * first head (over the registry), from a sysadmin or a dataadmin. */
+    if (rc == 0 && meta_param_get(v->meta, VAULT_HEAD_PARAM, &head, &headlen) == -ENOENT) {
+        rc = meta_begin(v->meta);
+        if (rc == 0) {
+            rc = vault_head_advance(v->meta, v->conf.vault_id, v->priv, v->account.id);
+            rc = finish_txn(v->meta, rc);
+        }
+    }
+    free(head);
+    if (rc == 0)
+        rc = meta_param_set(v->meta, "format_version", "2", 1);
+    if (rc == 0)
+        rc = vault_anchor_head(v);
+    return audit_admin(v, "upgrade-signed-state", "/", rc);
 }

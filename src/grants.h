@@ -56,6 +56,16 @@ int grants_grant(struct vault *v, const char *folder, const char *account, uint3
  * versions.  Audited ("revoke", "key-rotation"). */
 int grants_revoke(struct vault *v, const char *folder, const char *account);
 
+/* Format 1 -> 2 (pactfs-admin upgrade, on a vault unlocked with
+ * v->allow_legacy): every folder the account manages that has no signed
+ * state gets one (counter 1; its newest key version the account holds; the
+ * accounts with a verified grant of that version that are enabled and may
+ * hold data, with that grant's rights), then the vault gets its first
+ * signed head if it has none, and the head is anchored.  Folders managed by
+ * others are counted in *left: each of their managers runs upgrade too.
+ * Audited ("upgrade-signed-state"). */
+int grants_upgrade_state(struct vault *v, unsigned *signed_folders, unsigned *left);
+
 /* ---- sysadmin actions on the registry (the unlocked account must be an
  * enabled sysadmin); each is audited. ---- */
 /* Register a new account with roles and details (NULL: none): no key, a

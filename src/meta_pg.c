@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "buf.h"
+#include "conf.h"
 #include "error.h"
 #include "meta.h"
 #include "meta_sql.h"
@@ -366,7 +367,7 @@ static int check_transport(struct pg *s)
     opts = PQconninfo(s->conn);
     for (PQconninfoOption *o = opts; o && o->keyword; o++)
         if (strcmp(o->keyword, "sslmode") == 0 && o->val &&
-            (strcmp(o->val, "verify-full") == 0 || strcmp(o->val, "verify-ca") == 0))
+            strcmp(o->val, "verify-full") == 0)
             verified = 1;
     PQconninfoFree(opts);
     if (!PQsslInUse(s->conn) || !verified)
@@ -384,6 +385,11 @@ static void ignore_notice(void *arg, const char *message)
 
 static int pg_connect(struct pg *s, const char *conninfo)
 {
+    char why[512];
+
+    /* Before libpq connects, so no password goes over an unverified link. */
+    if (conf_pg_conninfo_check(conninfo, why, sizeof why) < 0)
+        return pfs_err(-EINVAL, "the PostgreSQL conninfo is refused: %s", why);
     s->conn = PQconnectdb(conninfo);
     if (!s->conn)
         return pfs_err(-ENOMEM, "out of memory connecting to PostgreSQL");

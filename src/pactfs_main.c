@@ -51,6 +51,10 @@ static void usage(FILE *out)
 "  --extpass CMD     read the password from the output of CMD\n"
 "  --read-only, -r   mount read-only\n"
 "  --allow-other     let other local users use the mount (needs root)\n"
+"  --accept-metadata-rollback\n"
+"                    mount although the metadata is older than the newest\n"
+"                    signed vault head seen (exit 17 otherwise); audited, and\n"
+"                    the older head becomes the anchor\n"
 "  -f                stay in the foreground (logs go to stderr)\n"
 "  -d                FUSE debug output (implies -f)\n"
 "  --help, --version\n"
@@ -70,7 +74,7 @@ struct mount_args {
     const char *account;
     const char *passfile;
     const char *extpass;
-    int foreground, debug, read_only, allow_other;
+    int foreground, debug, read_only, allow_other, accept_rollback;
 };
 
 static char conf_buf[PATH_MAX];
@@ -85,6 +89,7 @@ static int parse_mount_args(int argc, char **argv, struct mount_args *a)
         { "extpass", required_argument, NULL, 'e' },
         { "read-only", no_argument, NULL, 'r' },
         { "allow-other", no_argument, NULL, 'o' },
+        { "accept-metadata-rollback", no_argument, NULL, 'R' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
@@ -99,6 +104,7 @@ static int parse_mount_args(int argc, char **argv, struct mount_args *a)
         case 'e': a->extpass = optarg; break;
         case 'r': a->read_only = 1; break;
         case 'o': a->allow_other = 1; break;
+        case 'R': a->accept_rollback = 1; break;
         case 'f': a->foreground = 1; break;
         case 'd': a->debug = a->foreground = 1; break;
         case 'h': usage(stdout); exit(EXIT_OK);
@@ -352,6 +358,7 @@ static int open_and_unlock(const struct mount_args *a, const char *password, str
                 "use --account NAME\n", a->conf_path);
         return EXIT_USAGE;
     }
+    (*out)->accept_rollback = a->accept_rollback;
     rc = vault_unlock(*out, account, password);
     if (rc < 0) {
         cli_report(PROG, rc);

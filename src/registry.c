@@ -369,7 +369,7 @@ int registry_certify_ex(struct meta *m, const char *vault_id, const struct meta_
 
 /* ---------------------------------------------------------- verification */
 
-static int root_key(struct meta *m, const char *root_fp, EVP_PKEY **out)
+int registry_root_key(struct meta *m, const char *root_fp, EVP_PKEY **out)
 {
     uint8_t *der = NULL, fp[SHA256_LEN];
     char hex[REGISTRY_FP_HEX + 1];
@@ -425,7 +425,7 @@ static int signer_key(struct meta *m, const char *vault_id, const char *root_fp,
     int rc;
 
     if (r->signer_id == REGISTRY_ROOT_SIGNER)
-        return root_key(m, root_fp, key);
+        return registry_root_key(m, root_fp, key);
     if (r->signer_id == r->account_id || depth >= REGISTRY_MAX_DEPTH)
         return pfs_err(-EBADMSG, "the registry record of \"%s\" is signed in a loop or by a "
                        "chain longer than %d sysadmins", r->name, REGISTRY_MAX_DEPTH);

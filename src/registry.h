@@ -76,6 +76,9 @@ void registry_roles_format(uint32_t roles, char *out, size_t outlen);
 /* Hex SHA-256 fingerprint of a public key (out: REGISTRY_FP_HEX + 1). */
 int registry_fingerprint_hex(EVP_PKEY *key, char *out);
 
+/* The vault root public key, checked against the pinned fingerprint. */
+int registry_root_key(struct meta *m, const char *root_fp, EVP_PKEY **out);
+
 /* Store the root public key (vault init). */
 int registry_root_store(struct meta *m, EVP_PKEY *root);
 
@@ -83,7 +86,9 @@ int registry_root_store(struct meta *m, EVP_PKEY *root);
  * key as in a) and store it: signer_id REGISTRY_ROOT_SIGNER with the root
  * key, else the signing sysadmin's id and key.  key_name NULL keeps the
  * previous record's (or a->name for a new account); the serial is the
- * previous record's + 1. */
+ * previous record's + 1.  The caller then signs the next vault head
+ * (vault_head_advance) in the same transaction, or every client refuses the
+ * metadata (the head no longer matches the records). */
 int registry_certify(struct meta *m, const char *vault_id, const struct meta_account *a,
                      const char *key_name, EVP_PKEY *signer, uint64_t signer_id);
 

@@ -13,6 +13,7 @@
 #ifndef PACTFS_SHARE_H
 #define PACTFS_SHARE_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #define SHARE_LEN 32
@@ -43,6 +44,17 @@ struct share_provider_ops {
                   const uint8_t auth[SHARE_AUTH_LEN], uint8_t share_out[SHARE_LEN]);
     /* Forget the account's share for good. */
     int (*remove)(struct share_provider *sp, const char *vault_id, const char *account);
+    /* The newest signed vault head seen for vault_id (vault_head.h), kept
+     * outside the metadata store: its counter, the SHA-256 of the stored
+     * head and, where the provider keeps it, the head itself (*blob NULL
+     * otherwise; malloc'd).  -ENOENT if nothing is anchored yet, -EOPNOTSUPP
+     * if the provider cannot anchor.  anchor_put replaces the anchor when
+     * counter is not lower than the one kept (-ESTALE otherwise, unless
+     * force: the audited override of a detected rollback). */
+    int (*anchor_get)(struct share_provider *sp, const char *vault_id, uint64_t *counter,
+                      uint8_t hash[32], uint8_t **blob, size_t *len);
+    int (*anchor_put)(struct share_provider *sp, const char *vault_id, uint64_t counter,
+                      const uint8_t hash[32], const uint8_t *blob, size_t len, int force);
     void (*destroy)(struct share_provider *sp);
 };
 

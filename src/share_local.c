@@ -172,6 +172,7 @@ static int record_store(const struct share_provider *sp, const char *path,
     return sync_keydir(sp);
 }
 
+
 static int reject(void)
 {
     return pfs_err(-EKEYREJECTED, "wrong password (the local key directory holds no share "
@@ -328,6 +329,102 @@ static int local_remove(struct share_provider *sp, const char *vault_id, const c
     return sync_keydir(sp);
 }
 
+
+/* ---- the vault head anchor: "PFSA" u8 1 | u64 counter | sha256 | blob(head)
+ * in the file of the pseudo-account ANCHOR_NAME (no account name can be it:
+ * '#' is not allowed in them).  docs/format-keys.md. ---- */
+#define ANCHOR_MAGIC "PFSA"
+#define ANCHOR_NAME "#vault-head"
+#define ANCHOR_MAX (16u * 1024u * 1024u + 128u)
+
+static int anchor_read(const char *path, uint64_t *counter, uint8_t hash[SHA256_LEN],
+                       uint8_t **blob, size_t *len)
+{
+    struct rbuf r;
+    struct stat st;
+    const uint8_t *magic = NULL, *p = NULL;
+    uint8_t *data = NULL, version = 0;
+    ssize_t got;
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    int rc;
+
+    if (fd < 0)
+        return errno == ENOENT ? -ENOENT
+                               : pfs_err(-errno, "cannot open %s: %s", path, strerror(errno));
+    if (fstat(fd, &st) != 0 || st.st_size <= 0 || (uint64_t)st.st_size > ANCHOR_MAX) {
+        close(fd);
+        return pfs_err(-EBADMSG, "the vault head anchor %s has a bad size", path);
+    }
+    data = malloc((size_t)st.st_size);
+    got = data ? read(fd, data, (size_t)st.st_size) : -1;
+    close(fd);
+    if (got != st.st_size) {
+        free(data);
+        return pfs_err(-EIO, "cannot read the vault head anchor %s", path);
+    }
+    rbuf_init(&r, data, (size_t)got);
+    rbuf_get_ref(&r, &magic, 4);
+    rbuf_get_u8(&r, &version);
+    rbuf_get_u64(&r, counter);
+    rbuf_get_bytes(&r, hash, SHA256_LEN);
+    rbuf_get_blob(&r, &p, len, ANCHOR_MAX);
+    rc = r.err || memcmp(magic, ANCHOR_MAGIC, 4) || version != 1 || rbuf_end(&r) < 0
+             ? pfs_err(-EBADMSG, "the vault head anchor %s is malformed", path) : 0;
+    if (rc == 0 && blob) {
+        *blob = malloc(*len ? *len : 1);
+        if (!*blob)
+            rc = -ENOMEM;
+        else
+            memcpy(*blob, p, *len);
+    }
+    free(data);
+    return rc;
+}
+
+static int local_anchor_get(struct share_provider *sp, const char *vault_id, uint64_t *counter,
+                            uint8_t hash[SHA256_LEN], uint8_t **blob, size_t *len)
+{
+    char path[PATH_MAX];
+    int rc = record_path(sp, vault_id, ANCHOR_NAME, path, sizeof path);
+
+    return rc < 0 ? rc : anchor_read(path, counter, hash, blob, len);
+}
+
+static int local_anchor_put(struct share_provider *sp, const char *vault_id, uint64_t counter,
+                            const uint8_t hash[SHA256_LEN], const uint8_t *blob, size_t len,
+                            int force)
+{
+    char path[PATH_MAX];
+    uint64_t have = 0;
+    uint8_t *data, old_hash[SHA256_LEN];
+    size_t dlen, oldlen = 0;
+    struct wbuf w;
+    int rc = record_path(sp, vault_id, ANCHOR_NAME, path, sizeof path);
+
+    if (rc < 0)
+        return rc;
+    rc = anchor_read(path, &have, old_hash, NULL, &oldlen);
+    if (rc < 0 && rc != -ENOENT && !force)
+        return rc;
+    if (rc == 0 && counter < have && !force)
+        return pfs_err(-ESTALE, "the local key directory has seen vault head %llu, newer "
+                       "than %llu", (unsigned long long)have, (unsigned long long)counter);
+    wbuf_init(&w);
+    wbuf_put_bytes(&w, ANCHOR_MAGIC, 4);
+    wbuf_put_u8(&w, 1);
+    wbuf_put_u64(&w, counter);
+    wbuf_put_bytes(&w, hash, SHA256_LEN);
+    wbuf_put_blob(&w, blob, len);
+    data = wbuf_steal(&w, &dlen);
+    if (!data)
+        return -ENOMEM;
+    rc = fileio_atomic_write(path, data, dlen, 0);
+    free(data);
+    if (rc)
+        return pfs_err(rc, "cannot write the vault head anchor %s: %s", path, strerror(-rc));
+    return sync_keydir(sp);
+}
+
 static void local_destroy(struct share_provider *sp)
 {
     struct local_impl *impl = sp->impl;
@@ -344,6 +441,8 @@ static const struct share_provider_ops local_ops = {
     .change_auth = local_change_auth,
     .rotate = local_rotate,
     .remove = local_remove,
+    .anchor_get = local_anchor_get,
+    .anchor_put = local_anchor_put,
     .destroy = local_destroy,
 };
 

@@ -18,11 +18,13 @@
 #include "audit_ship.h"
 #include "meta_backend.h"
 #include "registry.h"
+#include "folder_state.h"
 #include "vault.h"
+#include "vault_head.h"
 
 #define VAULT_PARAM_ID "vault_id"
 #define VAULT_PARAM_NAME "vault_name"
-#define FORMAT_VERSION "1"
+#define FORMAT_VERSION "2"   /* 2: signed folder states and vault head */
 
 static int64_t now_ns(void)
 {
@@ -274,7 +276,18 @@ static void envelope_rows_free(struct envelope_rows *rows)
     free(rows->e);
 }
 
-static int open_one_envelope(struct vault *v, const struct meta_envelope *e)
+/* Something in the metadata store was changed by hand: say so on stderr and
+ * in the audit trail (event "tamper"), with what was detected. */
+static void report_tamper(struct vault *v, uint64_t folder_id, const char *what)
+{
+    char path[64];
+
+    fprintf(stderr, "pactfs: warning: folder %llu: %s\n", (unsigned long long)folder_id, what);
+    snprintf(path, sizeof path, "folder:%llu", (unsigned long long)folder_id);
+    (void)vault_audit_failure(v, v->account.name, "tamper", path, -EBADMSG);
+}
+
+static int open_one_envelope(struct vault *v, const struct meta_envelope *e, uint32_t rights)
 {
     struct vault_folder *f;
     const uint8_t *rsa;
@@ -308,13 +321,91 @@ static int open_one_envelope(struct vault *v, const struct meta_envelope *e)
         secmem_free(fk, FOLDER_KEY_LEN);
         return -ENOMEM;
     }
-    /* Rights come from the newest key version held (normally the current). */
-    if (e->key_version >= f->rights_version) {
+    if (rights) {
+        f->rights = rights;              /* from the signed folder state */
+    } else if (e->key_version >= f->rights_version) {
+        /* Format 1 (upgrade only): rights of the newest key version held. */
         f->rights = e->rights;
         f->rights_version = e->key_version;
     }
     rc = add_folder_key(f, e->key_version, fk);
     secmem_free(fk, FOLDER_KEY_LEN);
+    return rc;
+}
+
+/* The account's rows of one folder, checked against the folder's signed
+ * state: the account must be a member, rights and the key version for new
+ * data come from the state, and rows of newer key versions than the state
+ * names are ignored. */
+static int open_folder(struct vault *v, const struct envelope_rows *rows, uint64_t folder_id)
+{
+    struct folder_state st;
+    struct meta_folder mf;
+    uint32_t rights = 0;
+    char what[768];
+    int rc;
+
+    rc = v->legacy ? -ENOENT
+                   : folder_state_load(v->meta, v->conf.vault_id, v->conf.root_fingerprint,
+                                       folder_id, &st, NULL, NULL);
+    /* Format 1, or a folder no manager has upgraded yet: pactfs-admin
+     * upgrade reads it the old way to sign its first state. */
+    if (rc == -ENOENT && v->allow_legacy) {
+        for (size_t i = 0; i < rows->n; i++)
+            if (rows->e[i].folder_id == folder_id) {
+                rc = open_one_envelope(v, &rows->e[i], 0);
+                if (rc < 0)
+                    return rc;
+            }
+        return 0;
+    }
+    if (rc == -ENOMEM)
+        return rc;
+    if (rc < 0) {
+        snprintf(what, sizeof what, "left out: %s%s", pfs_err_msg(), rc == -ENOENT ?
+                 " (a manager of the folder runs pactfs-admin upgrade)" : "");
+        report_tamper(v, folder_id, what);
+        return 0;
+    }
+    rights = folder_state_rights(&st, v->account.id);
+    if (!rights) {
+        snprintf(what, sizeof what, "this account's envelope rows are ignored: it is not a "
+                 "member by the folder's signed state (counter %llu): revoked, or the rows "
+                 "were planted or replayed", (unsigned long long)st.counter);
+        report_tamper(v, folder_id, what);
+        folder_state_clear(&st);
+        return 0;
+    }
+    if (meta_folder_get(v->meta, folder_id, &mf) == 0 && mf.key_version != st.key_version) {
+        snprintf(what, sizeof what, "the folders table names key version %u but the signed "
+                 "folder state names %u: the row was altered; new data goes under version %u",
+                 mf.key_version, st.key_version, st.key_version);
+        report_tamper(v, folder_id, what);
+    }
+    for (size_t i = 0; i < rows->n; i++) {
+        const struct meta_envelope *e = &rows->e[i];
+
+        if (e->folder_id != folder_id)
+            continue;
+        if (e->key_version > st.key_version) {
+            snprintf(what, sizeof what, "an envelope row for key version %u, newer than the "
+                     "signed state's %u, is ignored", e->key_version, st.key_version);
+            report_tamper(v, folder_id, what);
+            continue;
+        }
+        rc = open_one_envelope(v, e, rights);
+        if (rc < 0)
+            break;
+    }
+    if (rc == 0) {
+        struct vault_folder *f = vault_folder_by_id(v, folder_id);
+
+        if (f) {
+            f->cur_version = st.key_version;
+            f->rights = rights;
+        }
+    }
+    folder_state_clear(&st);
     return rc;
 }
 
@@ -329,8 +420,14 @@ static int open_envelopes(struct vault *v)
         envelope_rows_free(&rows);
         return 0;
     }
-    for (size_t i = 0; rc == 0 && i < rows.n; i++)
-        rc = open_one_envelope(v, &rows.e[i]);
+    for (size_t i = 0; rc == 0 && i < rows.n; i++) {
+        int seen = 0;
+
+        for (size_t j = 0; j < i && !seen; j++)
+            seen = rows.e[j].folder_id == rows.e[i].folder_id;
+        if (!seen)
+            rc = open_folder(v, &rows, rows.e[i].folder_id);
+    }
     envelope_rows_free(&rows);
     return rc;
 }
@@ -380,6 +477,98 @@ int vault_audit_failure(struct vault *v, const char *account, const char *op, co
 static void audit_unlock_failure(struct vault *v, const char *account, int rc)
 {
     vault_audit_failure(v, account, "unlock", "/", rc);
+}
+
+/* ------------------------------------------------------------ freshness */
+
+static int anchor_put(struct vault *v, const struct vault_head *h, const uint8_t *raw,
+                      size_t rawlen, int force)
+{
+    uint8_t hash[SHA256_LEN];
+    int rc;
+
+    if (!v->sp->ops->anchor_put)
+        return 0;
+    sha256(raw, rawlen, hash);
+    rc = v->sp->ops->anchor_put(v->sp, v->conf.vault_id, h->counter, hash, raw, rawlen, force);
+    return rc == -EOPNOTSUPP ? 0 : rc;
+}
+
+int vault_anchor_head(struct vault *v)
+{
+    struct vault_head h;
+    uint8_t *raw = NULL;
+    size_t rawlen = 0;
+    int rc = vault_head_load(v->meta, v->conf.vault_id, v->conf.root_fingerprint, &h, &raw,
+                             &rawlen);
+
+    if (rc == 0)
+        rc = anchor_put(v, &h, raw, rawlen, 0);
+    vault_head_clear(&h);
+    free(raw);
+    return rc;
+}
+
+/* The metadata's signed vault head must verify and be no older than the
+ * one anchored outside the metadata store. */
+static int check_freshness(struct vault *v, const char *account)
+{
+    struct vault_head h = { 0 };
+    uint8_t *raw = NULL, *ablob = NULL, ahash[SHA256_LEN];
+    size_t rawlen = 0, alen = 0;
+    uint64_t acounter = 0;
+    char source[512], keep[1024];
+    int rc, arc = -EOPNOTSUPP;
+
+    snprintf(source, sizeof source, "the %s share provider (%s)", v->sp->ops->name,
+             v->conf.share_keydir ? v->conf.share_keydir : v->conf.keyd_url ?
+             v->conf.keyd_url : "?");
+    if (v->sp->ops->anchor_get)
+        arc = v->sp->ops->anchor_get(v->sp, v->conf.vault_id, &acounter, ahash, &ablob, &alen);
+    if (arc < 0 && arc != -ENOENT && arc != -EOPNOTSUPP) {
+        free(ablob);
+        return arc;
+    }
+    if (arc == -EOPNOTSUPP)
+        fprintf(stderr, "pactfs: warning: the %s share provider keeps no vault head anchor: "
+                "a restored older copy of the metadata would not be detected\n",
+                v->sp->ops->name);
+    rc = vault_head_load(v->meta, v->conf.vault_id, v->conf.root_fingerprint, &h, &raw,
+                         &rawlen);
+    if (rc == -ENOENT && arc == 0)
+        rc = pfs_err(-ESTALE, "the metadata holds no signed vault head, but %s has seen head "
+                     "%llu: the vault head was deleted or an old (format 1) copy of the "
+                     "metadata was restored", source, (unsigned long long)acounter);
+    else if (rc == -ENOENT && v->allow_legacy) {
+        v->legacy = 1;
+        free(ablob);
+        return 0;
+    } else if (rc == -ENOENT)
+        rc = pfs_err(-EPROTONOSUPPORT, "the metadata of %s has no signed vault head (vault "
+                     "format 1): a dataadmin runs pactfs-admin upgrade %s first",
+                     v->conf.file, v->conf.file);
+    if (rc == 0 && arc == 0)
+        rc = vault_head_check_anchor(v->conf.vault_id, raw, rawlen, &h, acounter, ahash, ablob,
+                                     alen, source);
+    free(ablob);
+    if (rc == -ESTALE && v->accept_rollback && raw) {
+        snprintf(keep, sizeof keep, "%s", pfs_err_msg());
+        fprintf(stderr, "pactfs: warning: ACCEPTING OLDER METADATA (--accept-metadata-rollback):"
+                " %s\n", keep);
+        (void)vault_audit_failure(v, account, "rollback-accepted", keep, 0);
+        rc = anchor_put(v, &h, raw, rawlen, 1);
+    } else if (rc == -ESTALE || rc == -EBADMSG) {
+        snprintf(keep, sizeof keep, "%s", pfs_err_msg());
+        (void)vault_audit_failure(v, account, rc == -ESTALE ? "rollback" : "tamper", keep, rc);
+        rc = pfs_err(rc, "%s; nothing was unlocked%s", keep, rc == -ESTALE ?
+                     " (if this older metadata must be used, mount once with "
+                     "--accept-metadata-rollback: it is audited)" : "");
+    } else if (rc == 0) {
+        rc = anchor_put(v, &h, raw, rawlen, 0);
+    }
+    vault_head_clear(&h);
+    free(raw);
+    return rc;
 }
 
 /* The account's registry record must verify up to the pinned root before
@@ -435,6 +624,9 @@ int vault_unlock(struct vault *v, const char *account, const char *password)
         audit_unlock_failure(v, account, rc);
         return rc;
     }
+    rc = check_freshness(v, account);
+    if (rc < 0)
+        return rc;
     rc = keyring_unlock(v->conf.vault_id, key_name, password, v->account.sealed_key,
                         v->account.sealed_key_len, v->sp, &v->priv, &retry_after);
     if (rc < 0) {
@@ -448,15 +640,19 @@ int vault_unlock(struct vault *v, const char *account, const char *password)
         audit_unlock_failure(v, account, rc);
         return pfs_err(rc, "%s", keep);
     }
-    rc = open_envelopes(v);
-    if (rc < 0)
-        return rc;
     rc = audit_open_account(v->conf.audit_spool, v->meta, v->conf.vault_id,
                             v->conf.root_fingerprint, account, v->account.id, v->priv,
                             &v->audit);
-    if (rc == 0)
-        rc = audit_event(v->audit, &who, "unlock", "/", 0, 0);
     /* Fail closed, and say it was the audit trail (exit 15, not 13). */
+    v->audit_failed = rc < 0;
+    if (rc < 0)
+        return rc;
+    /* After the audit session opens: what open_envelopes finds altered in
+     * the metadata is written to it ("tamper"). */
+    rc = open_envelopes(v);
+    if (rc < 0)
+        return rc;
+    rc = audit_event(v->audit, &who, "unlock", "/", 0, 0);
     v->audit_failed = rc < 0;
     return rc;
 }
@@ -611,6 +807,18 @@ static int folder_create(struct meta *meta, const char *vault_id, EVP_PKEY *memb
     if (rc == 0)
         rc = meta_envelope_put(meta, &e);
     free(e.wrapped);
+    /* Its first signed state: key version 1, the creator as the manager
+     * (this also signs the next vault head). */
+    if (rc == 0) {
+        struct folder_state st = { .folder_id = f.id, .counter = 1, .key_version = 1 };
+
+        rc = folder_state_set_member(&st, account_id, rights);
+        if (rc == 0)
+            rc = folder_state_store(meta, vault_id, member, account_id, &st);
+        if (rc == 0)
+            rc = vault_head_advance(meta, vault_id, member, account_id);
+        folder_state_clear(&st);
+    }
     if (rc == 0 && folder_id)
         *folder_id = f.id;
 out:
@@ -684,9 +892,8 @@ int vault_folder_load(struct vault *v, uint64_t folder_id)
     struct envelope_rows rows = { 0 };
     int rc = meta_envelope_list_account(v->meta, v->account.id, envelope_row_add, &rows);
 
-    for (size_t i = 0; rc == 0 && i < rows.n; i++)
-        if (rows.e[i].folder_id == folder_id)
-            rc = open_one_envelope(v, &rows.e[i]);
+    if (rc == 0)
+        rc = open_folder(v, &rows, folder_id);
     envelope_rows_free(&rows);
     if (rc == 0 && !vault_folder_by_id(v, folder_id))
         rc = pfs_err(-EIO, "the envelope of the new folder %llu does not open",
@@ -709,6 +916,8 @@ int vault_folder_create(struct vault *v, const char *name, uint64_t *folder_id)
         return rc;
     rc = vault_folder_create_txn(v, name, &id);
     rc = rc < 0 ? (meta_rollback(v->meta), rc) : meta_commit(v->meta);
+    if (rc == 0)
+        rc = vault_anchor_head(v);
     if (v->audit) {
         int arc = audit_event(v->audit, &who, "folder-create", name, rc, 0);
 
@@ -846,6 +1055,8 @@ static int init_account(struct meta *meta, const char *vault_id, struct share_pr
     rc = meta_account_add(meta, &a);
     if (rc == 0)
         rc = registry_certify(meta, vault_id, &a, name, signer, signer_id);
+    if (rc == 0)
+        rc = vault_head_advance(meta, vault_id, signer, signer_id);
     *account_id = a.id;
     meta_account_clear(&a);
     return rc;
@@ -877,6 +1088,8 @@ static int init_enrolled_account(struct meta *meta, const char *vault_id,
     if (rc == 0)
         rc = registry_certify_ex(meta, vault_id, &a, o->account, NULL, pub,
                                  (int64_t)time(NULL) + ENROL_DEFAULT_VALID_S, admin, admin_id);
+    if (rc == 0)
+        rc = vault_head_advance(meta, vault_id, admin, admin_id);
     if (rc == 0)
         rc = enrol_account_key(meta, vault_id, sp, a.id, o->account, code, o->password,
                                 o->kdf, o->rsa_bits, key);
@@ -955,6 +1168,30 @@ static void init_cleanup(const char *dir, const struct pactfs_conf *c, int made_
         snprintf(path, sizeof path, "%s/%s", dir, c->share_keydir);
         rmdir(path);
     }
+}
+
+/* The first vault head, anchored in the share provider. */
+static int init_anchor(struct meta *meta, const char *vault_id, struct share_provider *sp)
+{
+    uint8_t *raw = NULL, hash[SHA256_LEN];
+    size_t len = 0;
+    struct vault_head h;
+    const uint8_t *tbs, *sig;
+    size_t tbslen, siglen;
+    int rc = meta_param_get(meta, VAULT_HEAD_PARAM, &raw, &len);
+
+    if (rc == 0)
+        rc = vault_head_decode(vault_id, raw, len, &h, &tbs, &tbslen, &sig, &siglen);
+    if (rc == 0) {
+        sha256(raw, len, hash);
+        rc = sp->ops->anchor_put ? sp->ops->anchor_put(sp, vault_id, h.counter, hash, raw, len, 0)
+                                 : 0;
+        if (rc == -EOPNOTSUPP)
+            rc = 0;
+        vault_head_clear(&h);
+    }
+    free(raw);
+    return rc;
 }
 
 int vault_init(const struct vault_init_opts *o)
@@ -1073,6 +1310,8 @@ int vault_init(const struct vault_init_opts *o)
         goto out;
     }
     rc = meta_commit(meta);
+    if (rc == 0)
+        rc = init_anchor(meta, vault_id, sp);
     if (rc < 0)
         goto out;
 

@@ -20,12 +20,13 @@
 #include "object.h"
 #include "share.h"
 
-/* One contract folder the account holds an envelope for. */
+/* One contract folder the account holds an envelope for and is a member
+ * of by the folder's verified signed state (folder_state.h). */
 struct vault_folder {
     uint64_t id;
     uint64_t root_ino;
-    uint32_t rights;                 /* RIGHT_* */
-    uint32_t cur_version;            /* key version for new data */
+    uint32_t rights;                 /* RIGHT_*, from the signed folder state */
+    uint32_t cur_version;            /* key version for new data (signed state) */
     uint32_t rights_version;         /* key version whose envelope gave rights */
     struct folder_keys **keys;       /* index = key_version (NULL if not held) */
     uint32_t nkeys;
@@ -45,6 +46,11 @@ struct vault {
     size_t nfolders;
     void **retired_folders;          /* earlier arrays, freed at close */
     size_t nretired;
+    /* Set before vault_unlock: */
+    int accept_rollback;             /* mount --accept-metadata-rollback (audited) */
+    int allow_legacy;                /* pactfs-admin upgrade: a vault without a head */
+    /* Set by vault_unlock: */
+    int legacy;                      /* no signed vault head yet (format 1) */
 };
 
 /* Exit-code-worthy failures come back as negative errno with pfs_err set:
@@ -55,7 +61,18 @@ int vault_open(const char *conf_path, struct vault **out);
 /* Open endpoint i (0-based) of a configuration, of whichever type. */
 int vault_open_endpoint(const struct endpoint_conf *e, unsigned i, int create,
                         struct store **out);
+/* Unlock also checks the freshness of the metadata: the signed vault head
+ * must verify and be no older than the one anchored in the share provider
+ * (-ESTALE, audited "rollback", unless v->accept_rollback: then audited
+ * "rollback-accepted" and the anchor is reset).  A vault without a head is
+ * refused (-EPROTONOSUPPORT: run pactfs-admin upgrade) unless
+ * v->allow_legacy.  Folders whose signed state does not verify, is older
+ * than the head, or disagrees with the folders table are left out with a
+ * warning and an audited "tamper" event. */
 int vault_unlock(struct vault *v, const char *account, const char *password);
+/* After a change signed a new vault head: anchor it (no-op if the
+ * provider cannot anchor). */
+int vault_anchor_head(struct vault *v);
 void vault_close(struct vault *v);
 /* Make vault_close ship the audit spool to the configured receiver (one
  * attempt, the spool is the buffer): pactfs-admin, which runs without the

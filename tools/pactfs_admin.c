@@ -253,6 +253,7 @@ struct vault_args {
     const char *code_file;
     const char *full_name, *email, *department, *expires;
     unsigned long code_valid_h;
+    int allow_legacy;          /* upgrade: unlock a vault without a signed head */
     char conf_buf[4096];
 };
 
@@ -689,6 +690,7 @@ static int open_unlocked(const struct vault_args *a, struct vault **v, const cha
     if (code != EXIT_OK)
         return code;
     secmem_harden_process();
+    (*v)->allow_legacy = a->allow_legacy;
     pw = cli_read_password(a->passfile, NULL, "Password: ", 0);
     if (!pw) {
         fprintf(stderr, PROG ": %s\n", pfs_err_msg());
@@ -1095,10 +1097,19 @@ static int cmd_upgrade(int argc, char **argv)
     code = upgrade_backup(&a);   /* before vault_open migrates the schema */
     if (code != EXIT_OK)
         return code;
+    a.allow_legacy = 1;          /* a vault without a signed head yet */
     code = open_unlocked(&a, &v, &account);
     if (code != EXIT_OK)
         return code;
     rc = upgrade_folders(v, &st);
+    if (rc == 0) {
+        unsigned done = 0, left = 0;
+
+        rc = grants_upgrade_state(v, &done, &left);
+        if (rc == 0)
+            printf("Signed folder states: %u folder(s) signed now, %u left for their "
+                   "managers; the vault head is signed and anchored.\n", done, left);
+    }
     if (v->audit) {
         int arc = audit_event(v->audit, &who, "upgrade", "/", rc,
                               st.entries_bound + st.files_committed);
@@ -1262,7 +1273,10 @@ static const struct command commands[] = {
 "write each regular file's commitment over its chunk records and size.\n"
 "Resumable; a second run changes nothing.  A binding or commitment that\n"
 "exists but does not verify is reported and left alone (exit 14).  Members\n"
-"of folders this account does not hold run it with their own account.\n" },
+"of folders this account does not hold run it with their own account.\n"
+"It also signs the first state (key version, members) of each folder the\n"
+"account manages and the vault's first signed head, anchored in the key\n"
+"directory; run it as the manager (a dataadmin) of every folder.\n" },
 };
 static const size_t ncommands = sizeof commands / sizeof commands[0];
 

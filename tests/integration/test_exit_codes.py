@@ -236,6 +236,19 @@ def few_fds(prog_argv, n=5):
     return H.run(["sh", "-c", "ulimit -n %d && exec \"$@\"" % n, "sh"] + prog_argv)
 
 
+def older_metadata(c):
+    """The database operator restores a copy of meta.db older than a change
+    (the workstation's key directory has anchored the newer vault head)."""
+    v = c.vault
+    db = os.path.join(v.dir, "meta.db")
+    shutil.copyfile(db, db + ".old")
+    c.admin_as("folder-create", "HR")
+    for suffix in ("-wal", "-shm"):
+        if os.path.exists(db + suffix):
+            os.unlink(db + suffix)
+    shutil.copyfile(db + ".old", db)
+
+
 SCENARIOS = {
     (0, "pactfs"): lambda c: mount(c),
     (0, "pactfs-admin"): lambda c: c.vault.admin("accounts", c.vault.dir),
@@ -295,6 +308,8 @@ SCENARIOS = {
                                      c.admin_as("folder-create", "HR"))[1],
     (15, "pactfs-fsck"): lambda c: (immutable_audit_spool(c), fsck(c))[1],
     (16, "pactfs-admin"): lambda c: c.admin_as("grant", H.FOLDER, "nobody", "read"),
+    (17, "pactfs"): lambda c: (older_metadata(c), mount(c))[1],
+    (17, "pactfs-admin"): lambda c: (older_metadata(c), c.admin_as("folder-create", "Legal"))[1],
 }
 
 # Documented but not reproducible by a test without breaking the machine.

@@ -272,7 +272,7 @@ def test_server_certificate_from_another_ca_is_refused(pg, pg_vault):
     pg_vault.mount()
 
 
-@pytest.mark.parametrize("sslmode", [None, "require", "prefer", "disable"])
+@pytest.mark.parametrize("sslmode", [None, "require", "prefer", "disable", "verify-ca"])
 def test_network_conninfo_without_verification_exits_3(pg, pg_vault, sslmode):
     ci = pg.conninfo(pg_vault.db, sslmode=None)
     if sslmode:
@@ -283,6 +283,27 @@ def test_network_conninfo_without_verification_exits_3(pg, pg_vault, sslmode):
                                                                   p.stderr)
     assert "sslmode" in p.stderr and "verify-full" in p.stderr, p.stderr
     assert not H.is_mounted(pg_vault.mnt)
+
+
+def test_verify_ca_refused_before_any_byte_is_sent(tmp_path):
+    """verify-ca accepts any certificate of the CA for any host: refused, and
+    before libpq connects (a listener sees no connection, so no password)."""
+    import socket
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    listener.setblocking(False)
+    port = listener.getsockname()[1]
+    v = H.Vault(tmp_path)
+    try:
+        p = v.init("--postgresql", "host=127.0.0.1 port=%d dbname=x user=pactfs password=secret "
+                   "sslmode=verify-ca sslrootcert=/nonexistent" % port, check=False)
+        assert p.returncode == EXIT_CONFIG, "exit %d\n%s" % (p.returncode, p.stderr)
+        assert "verify-full" in p.stderr and "verify-ca" in p.stderr, p.stderr
+        with pytest.raises(BlockingIOError):
+            listener.accept()
+    finally:
+        listener.close()
 
 
 def test_init_with_unverified_network_conninfo_exits_3(tmp_path, pg):

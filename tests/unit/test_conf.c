@@ -396,6 +396,35 @@ static void test_pg_unix_socket_allowed(void)
     remove_scratch();
 }
 
+/* The PostgreSQL transport rule, before any connection. */
+static void test_pg_conninfo_rule(void)
+{
+    char why[512];
+
+    CHECK_EQ_INT(conf_pg_conninfo_check("host=db.example sslmode=verify-full sslrootcert=/c",
+                                        why, sizeof why), 0);
+    CHECK_EQ_INT(conf_pg_conninfo_check("host=db.example sslmode=verify-ca", why, sizeof why),
+                 -EINVAL);
+    CHECK(strstr(why, "verify-full") != NULL);
+    CHECK_EQ_INT(conf_pg_conninfo_check("hostaddr=10.0.0.1 sslmode=require", why, sizeof why),
+                 -EINVAL);
+    /* a host list with one network host among sockets */
+    CHECK_EQ_INT(conf_pg_conninfo_check("host=/run/postgresql,db.example", why, sizeof why),
+                 -EINVAL);
+    CHECK_EQ_INT(conf_pg_conninfo_check("host=/run/postgresql,/tmp dbname=x", why, sizeof why),
+                 0);
+    CHECK_EQ_INT(conf_pg_conninfo_check("service=pactfs", why, sizeof why), -EINVAL);
+    CHECK(strstr(why, "service") != NULL);
+    /* libpq's environment fallbacks count */
+    setenv("PGHOST", "db.example", 1);
+    CHECK_EQ_INT(conf_pg_conninfo_check("dbname=x", why, sizeof why), -EINVAL);
+    setenv("PGSSLMODE", "verify-full", 1);
+    CHECK_EQ_INT(conf_pg_conninfo_check("dbname=x", why, sizeof why), 0);
+    unsetenv("PGHOST");
+    unsetenv("PGSSLMODE");
+    CHECK_EQ_INT(conf_pg_conninfo_check("dbname=x", why, sizeof why), 0);
+}
+
 int main(void)
 {
     RUN(test_load_base_and_resolve_paths);
@@ -405,5 +434,6 @@ int main(void)
     RUN(test_validation_messages);
     RUN(test_missing_file);
     RUN(test_pg_unix_socket_allowed);
+    RUN(test_pg_conninfo_rule);
     return tap_done();
 }

@@ -1,0 +1,97 @@
+#include "config.h"
+
+/* The parsers of the signed folder state and the signed vault head
+ * (folder_state_decode, folder_state_verify_blob, vault_head_decode,
+ * vault_head_not_older, vault_head_check_anchor), all fed from the metadata
+ * store, whose operator is untrusted.  The first input byte picks the
+ * parser (even: folder state, odd: vault head); the rest is the blob.  The
+ * seeds were signed with fuzz_test_key(), so valid ones reach the
+ * signature check and the comparisons.
+ *
+ * Invariants: an accepted folder state has sorted, unique members with
+ * known non-empty rights, a counter and a key version; verification never
+ * accepts what decoding refused; an accepted head has sorted entries and
+ * is "not older" than itself and equal to its own anchor, and strictly
+ * newer heads never compare as older by counter alone. */
+
+#include <errno.h>
+
+#include "error.h"
+#include "folder_state.h"
+#include "fuzz.h"
+#include "vault_head.h"
+
+FUZZ_TARGET("signed_state", 3000);
+
+#define FUZZ_VAULT "0123456789abcdef0123456789abcdef"
+
+static EVP_PKEY *key;
+
+static void try_state(const uint8_t *data, size_t size)
+{
+    struct folder_state s, v;
+    const uint8_t *tbs, *sig;
+    size_t tbslen, siglen;
+    int drc = folder_state_decode(FUZZ_VAULT, data, size, &s, &tbs, &tbslen, &sig, &siglen);
+    int vrc = folder_state_verify_blob(FUZZ_VAULT, data, size, key, &v);
+
+    FUZZ_ASSERT(drc == 0 || drc == -EBADMSG || drc == -ENOMEM);
+    FUZZ_ASSERT(vrc < 0 || drc == 0);
+    if (drc == 0) {
+        fuzz_accepted++;
+        FUZZ_ASSERT(s.counter && s.key_version && s.nmembers <= FOLDER_STATE_MAX_MEMBERS);
+        for (size_t i = 0; i < s.nmembers; i++) {
+            FUZZ_ASSERT(s.members[i].rights && !(s.members[i].rights & ~7u));
+            FUZZ_ASSERT(i == 0 || s.members[i - 1].account_id < s.members[i].account_id);
+            FUZZ_ASSERT(folder_state_rights(&s, s.members[i].account_id) ==
+                        s.members[i].rights);
+        }
+        FUZZ_ASSERT(tbs >= data && tbs + tbslen <= data + size);
+        folder_state_clear(&s);
+    }
+    if (vrc == 0)
+        folder_state_clear(&v);
+}
+
+static void try_head(const uint8_t *data, size_t size)
+{
+    struct vault_head h;
+    const uint8_t *tbs, *sig;
+    size_t tbslen, siglen;
+    uint8_t hash[SHA256_LEN];
+    int rc = vault_head_decode(FUZZ_VAULT, data, size, &h, &tbs, &tbslen, &sig, &siglen);
+
+    FUZZ_ASSERT(rc == 0 || rc == -EBADMSG || rc == -ENOMEM);
+    if (rc < 0)
+        return;
+    fuzz_accepted++;
+    FUZZ_ASSERT(h.counter > 0);
+    for (size_t i = 1; i < h.nfolders; i++)
+        FUZZ_ASSERT(h.folders[i - 1].folder_id < h.folders[i].folder_id);
+    for (size_t i = 1; i < h.naccounts; i++)
+        FUZZ_ASSERT(h.accounts[i - 1].account_id < h.accounts[i].account_id);
+    FUZZ_ASSERT(vault_head_not_older(&h, &h, "itself") == 0);
+    sha256(data, size, hash);
+    FUZZ_ASSERT(vault_head_check_anchor(FUZZ_VAULT, data, size, &h, h.counter, hash, data, size,
+                                        "itself") == 0);
+    if (h.counter > 1)
+        FUZZ_ASSERT(vault_head_check_anchor(FUZZ_VAULT, data, size, &h, h.counter - 1, hash,
+                                            NULL, 0, "an older anchor") == 0);
+    if (h.counter < UINT64_MAX)
+        FUZZ_ASSERT(vault_head_check_anchor(FUZZ_VAULT, data, size, &h, h.counter + 1, hash,
+                                            NULL, 0, "a newer anchor") == -ESTALE);
+    vault_head_clear(&h);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    if (!key)
+        key = fuzz_test_key();
+    if (size < 1)
+        return 0;
+    if (data[0] & 1)
+        try_head(data + 1, size - 1);
+    else
+        try_state(data + 1, size - 1);
+    return 0;
+}
