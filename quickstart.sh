@@ -17,7 +17,7 @@ ACCOUNT=demo
 FOLDER=Contracts
 DEPS="build-essential autoconf automake pkg-config libfuse3-dev fuse3 libssl-dev
 libisal-dev libsqlite3-dev libpq-dev libconfig-dev libargon2-dev libcurl4-openssl-dev
-libjson-c-dev libmicrohttpd-dev libxml2-dev"
+libjson-c-dev libmicrohttpd-dev libxml2-dev libpwquality-dev cracklib-runtime"
 
 say() { printf '\n==> %s\n' "$*"; }
 die() { printf 'quickstart: %s\n' "$*" >&2; exit 1; }

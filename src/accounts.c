@@ -13,6 +13,7 @@
 #include "error.h"
 #include "keyring.h"
 #include "meta_backend.h"
+#include "pwpolicy.h"
 
 /* The account's record must be sysadmin-signed, registered for
  * self-enrolment, not enrolled yet, and code must be its live code. */
@@ -79,15 +80,23 @@ int accounts_enrol(struct vault *v, const char *name, const char *code, const ch
 {
     struct registry_record r = { 0 };
     struct meta_account a = { 0 };
+    struct pwpolicy policy;
     EVP_PKEY *key = NULL;
     char what[META_ACCOUNT_NAME_MAX + REGISTRY_FP_HEX + 32];
     int rc = check_pending(v, name, code, &a, &r);
 
+    /* The policy before the slow key generation. */
+    if (rc == 0)
+        rc = pwpolicy_load(v->meta, v->conf.vault_id, v->conf.root_fingerprint, &policy);
+    if (rc == 0)
+        rc = pwpolicy_check(&policy, password, NULL, name);
     if (rc == 0)
         rc = meta_begin(v->meta);
     if (rc == 0) {
         rc = enrol_account_key(v->meta, v->conf.vault_id, v->sp, a.id, r.key_name, code,
-                                password, kdf, 0, &key);
+                               password, kdf, 0, &key);
+        if (rc == 0)
+            rc = pwpolicy_history_add(v->meta, v->conf.vault_id, a.id, key, password, &policy);
         if (rc == 0) {
             rc = meta_commit(v->meta);
             if (rc < 0)
@@ -109,6 +118,50 @@ int accounts_enrol(struct vault *v, const char *name, const char *code, const ch
         accounts_audit(v, name, a.id, NULL, "account-enrol", name, rc);
     }
     EVP_PKEY_free(key);
+    meta_account_clear(&a);
+    return rc;
+}
+
+int accounts_passwd(struct vault *v, const char *account, const char *old_password,
+                    const char *new_password)
+{
+    char key_name[META_ACCOUNT_NAME_MAX + 1];
+    struct meta_account a = { 0 };
+    struct pwpolicy policy;
+    EVP_PKEY *priv = NULL;
+    uint8_t *sealed = NULL;
+    size_t sealed_len = 0;
+    int rc = meta_account_get_by_name(v->meta, account, &a);
+
+    if (rc == -ENOENT)
+        return pfs_err(-ENOENT, "no account \"%s\" in this vault", account);
+    if (rc < 0)
+        return rc;
+    /* The key stays sealed under the name it was created with (a rename
+     * changes only the account's name). */
+    rc = vault_account_key_name(v, account, key_name, sizeof key_name);
+    if (rc == 0)
+        rc = keyring_unlock(v->conf.vault_id, key_name, old_password, a.sealed_key,
+                            a.sealed_key_len, v->sp, &priv, NULL);
+    if (rc == 0) {
+        rc = pwpolicy_load(v->meta, v->conf.vault_id, v->conf.root_fingerprint, &policy);
+        if (rc == 0)
+            rc = pwpolicy_check(&policy, new_password, old_password, account);
+        if (rc == 0)
+            rc = pwpolicy_history_check(v->meta, v->conf.vault_id, a.id, priv, new_password);
+    }
+    if (rc == 0)
+        rc = keyring_change_password(v->conf.vault_id, key_name, old_password, new_password,
+                                     NULL, a.sealed_key, a.sealed_key_len, v->sp, &sealed,
+                                     &sealed_len);
+    if (rc == 0)
+        rc = vault_account_store_sealed(v, account, sealed, sealed_len, "password-change");
+    if (rc == 0 && pwpolicy_history_add(v->meta, v->conf.vault_id, a.id, priv, new_password,
+                                        &policy) < 0)
+        fprintf(stderr, "pactfs-admin: warning: the password was changed but could not be "
+                "added to the reuse history: %s\n", pfs_err_msg());
+    free(sealed);
+    EVP_PKEY_free(priv);
     meta_account_clear(&a);
     return rc;
 }

@@ -29,6 +29,13 @@
 int accounts_enrol(struct vault *v, const char *name, const char *code, const char *password,
                    const struct pwkdf_params *kdf, char *fingerprint);
 
+/* Change the password of account (not necessarily unlocked): the vault's
+ * policy (pwpolicy.h: quality and reuse), then keyring_change_password
+ * (the share is replaced too), the new sealed key stored and the password
+ * remembered.  (pactfs-admin audits a refusal, PWPOLICY_REFUSED.) */
+int accounts_passwd(struct vault *v, const char *account, const char *old_password,
+                    const char *new_password);
+
 /* One audit event in account's name outside an unlocked session: signed
  * with signer (and its registry proof) when given, else unsigned.  rc is
  * passed through (or the audit failure if rc is 0). */

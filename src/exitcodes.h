@@ -22,6 +22,7 @@ enum pactfs_exit {
     EXIT_AUDIT = 15,          /* the audit spool could not be written */
     EXIT_NOT_FOUND = 16,      /* the named account or folder does not exist */
     EXIT_ROLLBACK = 17,       /* the metadata is older than the anchored vault head */
+    EXIT_PASSWORD_POLICY = 18,/* the new password is refused by the vault's policy */
 };
 
 #endif

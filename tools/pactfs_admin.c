@@ -19,6 +19,7 @@
 #include "exitcodes.h"
 #include "grants.h"
 #include "keyring.h"
+#include "pwpolicy.h"
 #include "registry.h"
 #include "secmem.h"
 #include "upgrade.h"
@@ -43,6 +44,7 @@ enum {
     OPT_CODE_FILE = 1 << 7,   /* --code-file FILE: an enrolment code */
     OPT_DETAILS = 1 << 8,     /* --full-name --email --department --expires */
     OPT_CODE_VALID = 1 << 9,  /* --code-valid-hours H */
+    OPT_POLICY = 1 << 10,     /* --min-length --dictionary --history */
 };
 #define OPT_ACTING (OPT_CONFIG | OPT_ACCOUNT | OPT_PASSFILE)
 
@@ -254,6 +256,8 @@ struct vault_args {
     const char *full_name, *email, *department, *expires;
     unsigned long code_valid_h;
     int allow_legacy;          /* upgrade: unlock a vault without a signed head */
+    long min_length, history;            /* -1: not given */
+    int dictionary;                      /* -1: not given */
     char conf_buf[4096];
 };
 
@@ -267,6 +271,7 @@ static const struct {
     { OPT_CODE_FILE, "--code-file" },
     { OPT_DETAILS, "--full-name/--email/--department/--expires" },
     { OPT_CODE_VALID, "--code-valid-hours" },
+    { OPT_POLICY, "--min-length/--dictionary/--history" },
 };
 
 /* The n-th (0-based) word of a space-separated list, into out. */
@@ -302,13 +307,18 @@ static int parse_vault_args(int argc, char **argv, struct vault_args *a, int pos
         { "department", required_argument, NULL, 'd' },
         { "expires", required_argument, NULL, 'x' },
         { "code-valid-hours", required_argument, NULL, 'H' },
+        { "min-length", required_argument, NULL, 'L' },
+        { "history", required_argument, NULL, 'R' },
+        { "dictionary", required_argument, NULL, 'D' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
     unsigned used = 0, allowed = current ? current->opts : ~0u;
+    unsigned long n;
     int c, have, want;
     char word[64];
 
+    a->min_length = a->history = a->dictionary = -1;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
@@ -328,6 +338,15 @@ static int parse_vault_args(int argc, char **argv, struct vault_args *a, int pos
                       !a->code_valid_h) return -1;
                   used |= OPT_CODE_VALID;
                   break;
+        case 'L': if (parse_uint("--min-length", optarg, 1024, &n)) return -1;
+                  a->min_length = (long)n; used |= OPT_POLICY; break;
+        case 'R': if (parse_uint("--history", optarg, PWPOLICY_HISTORY_MAX, &n)) return -1;
+                  a->history = (long)n; used |= OPT_POLICY; break;
+        case 'D': if (strcmp(optarg, "yes") && strcmp(optarg, "no")) {
+                      usage_error("--dictionary wants yes or no");
+                      return -1;
+                  }
+                  a->dictionary = !strcmp(optarg, "yes"); used |= OPT_POLICY; break;
         case 'h': command_usage(current, stdout); exit(EXIT_OK);
         default: usage_error("unknown option or missing option value"); return -1;
         }
@@ -421,16 +440,15 @@ static int cmd_reseal(int argc, char **argv, int rotate)
         code = EXIT_PASSWORD_INPUT;
         goto out;
     }
-    if (rotate)
+    if (rotate) {
         rc = keyring_rotate_share(v->conf.vault_id, key_name, old_pw, acct.sealed_key,
                                   acct.sealed_key_len, v->sp, &sealed, &sealed_len);
-    else
-        rc = keyring_change_password(v->conf.vault_id, key_name, old_pw, new_pw, NULL,
-                                     acct.sealed_key, acct.sealed_key_len, v->sp,
-                                     &sealed, &sealed_len);
-    if (rc == 0)
-        rc = vault_account_store_sealed(v, account, sealed, sealed_len,
-                                        rotate ? "share-rotate" : "password-change");
+        if (rc == 0)
+            rc = vault_account_store_sealed(v, account, sealed, sealed_len, "share-rotate");
+    } else {
+        /* Policy (quality, reuse), new seal, new share: accounts.h. */
+        rc = accounts_passwd(v, account, old_pw, new_pw);
+    }
     if (rc < 0) {
         vault_audit_failure(v, account, rotate ? "share-rotate" : "password-change", account,
                             rc);
@@ -825,6 +843,70 @@ static int cmd_account_reenrol(int argc, char **argv)
     explicit_bzero(enrol_code, sizeof enrol_code);
     return finish_command(v, rc, rc == 0 ? "Its old key no longer counts; once it has enrolled "
                           "again, a dataadmin grants its folders anew." : "");
+}
+
+static void policy_format(const struct pwpolicy *p, char *out, size_t len)
+{
+    snprintf(out, len, "min-length=%u dictionary=%s history=%u", p->min_length,
+             p->dictionary ? "yes" : "no", p->history);
+}
+
+/* pactfs-admin password-policy VAULT [--min-length N] [--dictionary yes|no]
+ * [--history N]: show it, or (as a sysadmin) change it. */
+static int cmd_password_policy(int argc, char **argv)
+{
+    struct vault_args a = { 0 };
+    struct vault *v = NULL;
+    struct pwpolicy p;
+    const char *account;
+    char before[96], after[96], what[256];
+    int rc, code;
+
+    if (parse_vault_args(argc, argv, &a, 0) < 0)
+        return EXIT_USAGE;
+    if (a.min_length < 0 && a.history < 0 && a.dictionary < 0) {
+        rc = vault_open(a.conf_path, &v);
+        if (rc == 0)
+            rc = pwpolicy_load(v->meta, v->conf.vault_id, v->conf.root_fingerprint, &p);
+        if (rc == 0) {
+            policy_format(&p, before, sizeof before);
+            printf("%s\n", before);
+        } else {
+            cli_report(PROG, rc);
+        }
+        vault_close(v);
+        return cli_exit_code_for(rc);
+    }
+    code = open_unlocked(&a, &v, &account);
+    if (code != EXIT_OK)
+        return code;
+    rc = v->account.roles & ROLE_SYSADMIN ? 0 :
+         pfs_err(-EACCES, "\"%s\" is not a sysadmin: only a sysadmin sets the password "
+                 "policy", account);
+    before[0] = after[0] = '\0';
+    if (rc == 0) {
+        /* A policy that does not verify is replaced from the defaults. */
+        if (pwpolicy_load(v->meta, v->conf.vault_id, v->conf.root_fingerprint, &p) < 0)
+            pwpolicy_defaults(&p);
+        policy_format(&p, before, sizeof before);
+        if (a.min_length >= 0)
+            p.min_length = (unsigned)a.min_length;
+        if (a.history >= 0)
+            p.history = (unsigned)a.history;
+        if (a.dictionary >= 0)
+            p.dictionary = a.dictionary;
+        policy_format(&p, after, sizeof after);
+        rc = pwpolicy_store(v->meta, v->conf.vault_id, &p, v->priv, v->account.id);
+    }
+    snprintf(what, sizeof what, "password policy %s -> %s", before, after);
+    if (v->audit) {
+        struct audit_ctx who = { getuid(), getpid() };
+        int arc = audit_event(v->audit, &who, "policy-change", what, rc, 0);
+
+        rc = rc < 0 ? rc : arc;
+    }
+    snprintf(what, sizeof what, "Password policy: %s.", after);
+    return finish_command(v, rc, what);
 }
 
 /* pactfs-admin enroll NAME VAULT: run by the account's owner. */
@@ -1227,6 +1309,16 @@ static const struct command commands[] = {
 "Prints the key's fingerprint: tell it to the dataadmin who grants you\n"
 "folders.  Wrong code: exit 4; already enrolled: 11; expired code: 13.  With\n"
 "a key service, enrolling the share still needs --keyd-admin-token.\n" },
+    { "password-policy", cmd_password_policy, "", OPT_ACTING | OPT_POLICY,
+      "show or set the vault's password policy (sysadmin sets)",
+      "[--min-length N] [--dictionary yes|no] [--history N] [--account ADMIN] "
+      "[--passfile FILE] VAULT_DIR|--config FILE",
+"Without options, print the vault's password policy (no password needed).\n"
+"With options, a sysadmin changes it (signed, audited as policy-change):\n"
+"--min-length N (8..1024, default 12), --dictionary yes|no (cracklib check,\n"
+"default yes), --history N (how many earlier passwords may not return,\n"
+"default 5, at most 24).  enroll and passwd refuse a password it rejects\n"
+"(exit 18).\n" },
     { "account-reenrol", cmd_account_reenrol, "NAME", OPT_ACTING | OPT_CODE_VALID |
       OPT_ADMIN_TOKEN,
       "void an account's key and issue a new enrolment code (sysadmin)",

@@ -19,7 +19,7 @@ import pactfs_helpers as H
 
 ADMIN = H.ACCOUNT + "-admin"
 BOB = "bob"
-BOB_PASSWORD = "bob's own long passphrase 7"
+BOB_PASSWORD = "my own long passphrase 7, kept"
 EXIT_USAGE, EXIT_ACCESS, EXIT_INTEGRITY = 2, 13, 14
 
 
@@ -358,7 +358,7 @@ def test_enrolment_code_is_single_use_and_checked(new_vault):
     v = new_vault
     carol_pw = os.path.join(v.base, "carol.pass")
     with open(carol_pw, "w") as f:
-        f.write("carol's own passphrase, 2 words more\n")
+        f.write("an own passphrase, 2 words more\n")
     code = add_account(v, "carol", "--full-name", "Carol C", "--email", "carol@example.com",
                        "--department", "Legal")
     # Pending: listed as such, no key in the row, no grant possible.
@@ -441,9 +441,9 @@ def test_sysadmin_cannot_open_enrolled_account(new_vault):
     dave_pw = os.path.join(v.base, "dave.pass")
     dave_pw2 = os.path.join(v.base, "dave2.pass")
     with open(dave_pw, "w") as f:
-        f.write("dave's first passphrase of six words\n")
+        f.write("the first passphrase of six words\n")
     with open(dave_pw2, "w") as f:
-        f.write("dave's second passphrase, also long\n")
+        f.write("the second passphrase, also long\n")
     code = add_account(v, "dave")
     code_pw = os.path.join(v.base, "code.pass")
     with open(code_pw, "w") as f:
@@ -507,7 +507,7 @@ def test_expired_account_refused(new_vault):
     v = new_vault
     pw = os.path.join(v.base, "erin.pass")
     with open(pw, "w") as f:
-        f.write("erin's passphrase, long enough\n")
+        f.write("a passphrase, long enough for it\n")
     enrol(v, "erin", add_account(v, "erin", "--expires", "2001-01-01"), pw)
     erin = AccountMount(v, "erin", pw)
     try:
@@ -515,3 +515,69 @@ def test_expired_account_refused(new_vault):
         assert p.returncode == EXIT_ACCESS and "expired" in p.stderr, p.stderr
     finally:
         finish(erin)
+
+
+# ---------------------------------------------------------- password policy
+
+EXIT_POLICY = 18
+
+
+def passfile(v, name, text):
+    p = os.path.join(v.base, name)
+    with open(p, "w") as f:
+        f.write(text + "\n")
+    return p
+
+
+def test_password_policy(accounts):
+    v, mounts = accounts
+    bob = mounts[BOB]
+    # Enrolment: too short, a dictionary word, the account's name.
+    code = add_account(v, "frank")
+    for pw, why in (("a", "fewer than 12"), ("dictionary12", "dictionary"),
+                    ("frank-frank-frank", "user name")):
+        p = enrol(v, "frank", code, passfile(v, "f.pass", pw), expect=EXIT_POLICY)
+        assert why in p.stderr, p.stderr
+    refused = [e for e in audit_events(v) if e["op"] == "account-enrol" and
+               e["account"] == "frank"]
+    assert len(refused) == 3 and all(e.get("errno") == "EDOM" for e in refused), refused
+    enrol(v, "frank", code, passfile(v, "f.pass", "quite a long and odd passphrase"))
+
+    # passwd: no reuse of the current or an earlier password.
+    pw2 = passfile(v, "bob2.pass", "second long passphrase for the test")
+    admin("passwd", v.dir, "--account", BOB, "--passfile", bob.account_pass,
+          "--new-passfile", pw2, vault=v)
+    p = admin("passwd", v.dir, "--account", BOB, "--passfile", pw2, "--new-passfile",
+              bob.account_pass, vault=v, expect=EXIT_POLICY)
+    assert "used before" in p.stderr, p.stderr
+    p = admin("passwd", v.dir, "--account", BOB, "--passfile", pw2, "--new-passfile",
+              pw2, vault=v, expect=EXIT_POLICY)
+    ev = [e for e in audit_events(v) if e["op"] == "password-change" and e["account"] == BOB]
+    assert [e.get("errno") or e["result"] for e in ev] == ["ok", "EDOM", "EDOM"], ev
+    # The history holds keyed hashes only: no plain SHA-256 of a password.
+    ((hist,),) = sql(v, "SELECT value FROM params WHERE key = ?",
+                     ("account.pwhistory.%d" % account_id(v, BOB),))
+    assert len(hist) == 64
+    for pw in (BOB_PASSWORD, "second long passphrase for the test"):
+        assert hashlib.sha256(pw.encode()).digest() not in hist
+
+    # The sysadmin raises the minimum; a dataadmin cannot change the policy.
+    admin("password-policy", v.dir, "--min-length", "40", vault=v, expect=EXIT_ACCESS)
+    admin("password-policy", v.dir, "--min-length", "40", "--account", ADMIN, vault=v)
+    p = v.admin("password-policy", v.dir)
+    assert "min-length=40" in p.stdout, p.stdout + p.stderr
+    p = admin("passwd", v.dir, "--account", BOB, "--passfile", pw2, "--new-passfile",
+              passfile(v, "bob3.pass", "a third one, long but not forty"), vault=v,
+              expect=EXIT_POLICY)
+    assert "fewer than 40" in p.stderr, p.stderr
+    assert any(e["op"] == "policy-change" and e["account"] == ADMIN for e in audit_events(v))
+    # The database operator lowers it: the signature no longer verifies and
+    # nothing is accepted until a sysadmin sets it again.
+    ((raw,),) = sql(v, "SELECT value FROM params WHERE key = 'policy.password'")
+    forged = bytearray(raw)
+    i = forged.find(bytes([0, 0, 0, 40]))
+    forged[i + 3] = 8
+    sql(v, "UPDATE params SET value = ? WHERE key = 'policy.password'", (bytes(forged),))
+    p = admin("passwd", v.dir, "--account", BOB, "--passfile", pw2, "--new-passfile",
+              passfile(v, "bob4.pass", "short one 9"), vault=v, expect=EXIT_INTEGRITY)
+    assert "policy does not verify" in p.stderr, p.stderr

@@ -310,6 +310,8 @@ SCENARIOS = {
     (16, "pactfs-admin"): lambda c: c.admin_as("grant", H.FOLDER, "nobody", "read"),
     (17, "pactfs"): lambda c: (older_metadata(c), mount(c))[1],
     (17, "pactfs-admin"): lambda c: (older_metadata(c), c.admin_as("folder-create", "Legal"))[1],
+    (18, "pactfs-admin"): lambda c: c.admin_as("passwd", "--new-passfile",
+                                               c.file("weak.pass", "a\n")),
 }
 
 # Documented but not reproducible by a test without breaking the machine.
