@@ -24,8 +24,9 @@ from test_accounts import AccountMount, add_and_enrol, admin, audit_events, fini
 
 SRC_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 EXIT_INTEGRITY, EXIT_ROLLBACK = 14, 17
-PASSWORDS = {"bob": "bob's own long passphrase 7", "carol": "carol's long passphrase 8",
-             "dave": "dave's long passphrase 9", "erin": "erin's long passphrase 10"}
+# Passphrases that pass the vault's password policy (not the account name).
+PASSWORDS = {"bob": "first member's long passphrase 7", "carol": "second member's long passphrase 8",
+             "dave": "third member's long passphrase 9", "erin": "fourth member's long passphrase 10"}
 
 
 # ------------------------------------------------------------ the two stores
