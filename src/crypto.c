@@ -16,6 +16,7 @@
 #include <openssl/rsa.h>
 #include <openssl/x509.h>
 
+#include "buf.h"
 #include "crypto.h"
 #include "error.h"
 #include "secmem.h"
@@ -741,4 +742,22 @@ int ed25519_verify(const uint8_t pub[ED25519_PUB_LEN], const void *msg, size_t n
     EVP_MD_CTX_free(md);
     EVP_PKEY_free(k);
     return ok ? 0 : -EBADMSG;
+}
+
+int sig_sign_container(EVP_PKEY *priv, const void *tbs, size_t n, uint8_t **out,
+                       size_t *outlen)
+{
+    uint8_t *sig = NULL;
+    size_t siglen = 0;
+    struct wbuf b;
+    int rc = sig_sign(priv, tbs, n, &sig, &siglen);
+
+    if (rc < 0)
+        return rc;
+    wbuf_init(&b);
+    wbuf_put_blob(&b, tbs, n);
+    wbuf_put_blob(&b, sig, siglen);
+    free(sig);
+    *out = wbuf_steal(&b, outlen);
+    return *out ? 0 : -ENOMEM;
 }

@@ -104,6 +104,10 @@ int rsa_unwrap(EVP_PKEY *priv, const void *label, size_t labellen,
 
 /* RSA-PSS-SHA-256 signatures. *sig is malloc'd.  verify: 0 or -EBADMSG. */
 int sig_sign(EVP_PKEY *priv, const void *msg, size_t n, uint8_t **sig, size_t *siglen);
+/* Sign tbs and return the container every signed record uses:
+ * blob(tbs) || blob(signature) (buf.h blobs), malloc'd in *out. */
+int sig_sign_container(EVP_PKEY *priv, const void *tbs, size_t n, uint8_t **out,
+                       size_t *outlen);
 int sig_verify(EVP_PKEY *pub, const void *msg, size_t n, const uint8_t *sig, size_t siglen);
 
 /* Ed25519, used only for the key an enrolment code derives (enrol.h):

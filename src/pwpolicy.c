@@ -50,9 +50,8 @@ static int policy_tbs(const char *vault_id, const struct pwpolicy *p, uint64_t s
 int pwpolicy_store(struct meta *m, const char *vault_id, const struct pwpolicy *p,
                    EVP_PKEY *signer, uint64_t signer_id)
 {
-    uint8_t *tbs = NULL, *sig = NULL, *out;
-    size_t tbslen = 0, siglen = 0, outlen;
-    struct wbuf b;
+    uint8_t *tbs = NULL, *out = NULL;
+    size_t tbslen = 0, outlen = 0;
     int rc;
 
     if (p->min_length < 8 || p->min_length > 1024 || p->history > PWPOLICY_HISTORY_MAX)
@@ -60,17 +59,12 @@ int pwpolicy_store(struct meta *m, const char *vault_id, const struct pwpolicy *
                        "the history at most %d", PWPOLICY_HISTORY_MAX);
     rc = policy_tbs(vault_id, p, signer_id, &tbs, &tbslen);
     if (rc == 0)
-        rc = sig_sign(signer, tbs, tbslen, &sig, &siglen);
+        rc = sig_sign_container(signer, tbs, tbslen, &out, &outlen);
     if (rc == 0) {
-        wbuf_init(&b);
-        wbuf_put_blob(&b, tbs, tbslen);
-        wbuf_put_blob(&b, sig, siglen);
-        out = wbuf_steal(&b, &outlen);
-        rc = out ? meta_param_set(m, POLICY_PARAM, out, outlen) : -ENOMEM;
+        rc = meta_param_set(m, POLICY_PARAM, out, outlen);
         free(out);
     }
     free(tbs);
-    free(sig);
     return rc;
 }
 

@@ -61,24 +61,15 @@ static int encode_tbs(const char *vault_id, const struct vault_head *h, uint8_t 
 int vault_head_sign(EVP_PKEY *signer, const char *vault_id, uint64_t signer_id,
                     struct vault_head *h, uint8_t **blob, size_t *blob_len)
 {
-    uint8_t *tbs = NULL, *sig = NULL;
-    size_t tbslen = 0, siglen = 0;
-    struct wbuf b;
+    uint8_t *tbs = NULL;
+    size_t tbslen = 0;
     int rc;
 
     h->signer_id = signer_id;
     rc = encode_tbs(vault_id, h, &tbs, &tbslen);
     if (rc == 0)
-        rc = sig_sign(signer, tbs, tbslen, &sig, &siglen);
-    if (rc == 0) {
-        wbuf_init(&b);
-        wbuf_put_blob(&b, tbs, tbslen);
-        wbuf_put_blob(&b, sig, siglen);
-        *blob = wbuf_steal(&b, blob_len);
-        rc = *blob ? 0 : -ENOMEM;
-    }
+        rc = sig_sign_container(signer, tbs, tbslen, blob, blob_len);
     free(tbs);
-    free(sig);
     return rc;
 }
 
