@@ -234,6 +234,7 @@ int cli_exit_code_for(int neg_errno)
     case -ESTALE: return EXIT_ROLLBACK;
     case -EPROTONOSUPPORT: return EXIT_CONFIG;
     case -EDOM: return EXIT_PASSWORD_POLICY;     /* PWPOLICY_REFUSED */
+    case -ECANCELED: return EXIT_DUTY;           /* GRANTS_DUTY_REFUSED */
     case -ENOENT: case -EIO: case -ENOSPC: case -EROFS: return EXIT_STORE;
     default: return EXIT_FAILURE_OTHER;
     }

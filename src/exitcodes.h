@@ -23,6 +23,7 @@ enum pactfs_exit {
     EXIT_NOT_FOUND = 16,      /* the named account or folder does not exist */
     EXIT_ROLLBACK = 17,       /* the metadata is older than the anchored vault head */
     EXIT_PASSWORD_POLICY = 18,/* the new password is refused by the vault's policy */
+    EXIT_DUTY = 19,           /* a separation-of-duties rule refused an account change */
 };
 
 #endif

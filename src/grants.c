@@ -831,15 +831,64 @@ int grants_account_reenrol(struct vault *v, const char *name, unsigned valid_s,
     return audit_admin(v, "account-reenrol", name, rc);
 }
 
+/* Enabled, enrolled, unexpired dataadmins other than one account. */
+struct dataadmin_count {
+    struct vault *v;
+    uint64_t except;
+    unsigned n;
+};
+
+static int count_dataadmin(void *arg, const struct meta_account *a)
+{
+    struct dataadmin_count *c = arg;
+    struct registry_record r = { 0 };
+
+    if (a->id != c->except && (a->roles & ROLE_DATAADMIN) && !a->disabled &&
+        registry_verify(c->v->meta, c->v->conf.vault_id, c->v->conf.root_fingerprint, a->id,
+                        &r) == 0 &&
+        !(r.details.expires && (int64_t)time(NULL) > r.details.expires))
+        c->n++;
+    registry_record_clear(&r);
+    return 0;
+}
+
+/* The last enabled dataadmin is neither demoted nor disabled: nobody could
+ * grant or revoke any folder again, and grants could no longer be made. */
+static int keeps_a_dataadmin(struct vault *v, const struct meta_account *before,
+                             const struct meta_account *after)
+{
+    struct dataadmin_count c = { v, before->id, 0 };
+    int rc;
+
+    if (!(before->roles & ROLE_DATAADMIN) || before->disabled ||
+        ((after->roles & ROLE_DATAADMIN) && !after->disabled))
+        return 0;
+    rc = meta_account_list(v->meta, count_dataadmin, &c);
+    pfs_err_clear();
+    if (rc < 0)
+        return rc;
+    if (c.n)
+        return 0;
+    return pfs_err(GRANTS_DUTY_REFUSED, "\"%s\" is the last enabled dataadmin of this vault: "
+                   "%s it would leave nobody who can grant or revoke a folder; give the "
+                   "dataadmin role to another enrolled account first", before->name,
+                   after->disabled ? "disabling" : "demoting");
+}
+
 /* Change a verified account's row and re-sign its record in one step. */
 static int account_change(struct vault *v, const char *name,
                           int (*apply)(struct meta_account *a, const void *arg), const void *arg)
 {
-    struct meta_account a = { 0 };
+    struct meta_account a = { 0 }, before = { 0 };
     int rc = sysadmin_target(v, name, &a, NULL);
 
-    if (rc == 0)
+    if (rc == 0) {
+        before = a;
+        before.pubkey = before.sealed_key = NULL;   /* a shallow copy: scalars only */
         rc = apply(&a, arg);
+    }
+    if (rc == 0)
+        rc = keeps_a_dataadmin(v, &before, &a);
     if (rc == 0)
         rc = meta_begin(v->meta);
     if (rc == 0) {

@@ -14,6 +14,7 @@
 #ifndef PACTFS_GRANTS_H
 #define PACTFS_GRANTS_H
 
+#include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -25,6 +26,9 @@
 #include "vault.h"
 
 #define GRANT_MAX_DEPTH 16   /* longest chain of manage grants accepted */
+/* A separation-of-duties rule refused an account change (the last enabled
+ * dataadmin would be demoted or disabled): pactfs-admin exits 19. */
+#define GRANTS_DUTY_REFUSED (-ECANCELED)
 
 /* "read", "read,write", "read,write,manage" into RIGHT_*; -EINVAL otherwise. */
 int grants_rights_parse(const char *s, uint32_t *rights);

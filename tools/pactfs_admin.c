@@ -1330,7 +1330,8 @@ static const struct command commands[] = {
       "disable an account (sysadmin)",
       "NAME --account ADMIN [--passfile FILE] [--keyd-admin-token FILE] VAULT_DIR|--config FILE",
 "Disable an account (run as a sysadmin): it can no longer unlock; a key\n"
-"service also stops releasing its share.\n" },
+"service also stops releasing its share.  The last enabled dataadmin cannot\n"
+"be disabled (exit 19).\n" },
     { "account-enable", cmd_account_enable_cmd, "NAME", OPT_ACTING | OPT_ADMIN_TOKEN,
       "enable a disabled account (sysadmin)",
       "NAME --account ADMIN [--passfile FILE] [--keyd-admin-token FILE] VAULT_DIR|--config FILE",
@@ -1342,7 +1343,8 @@ static const struct command commands[] = {
     { "account-role", cmd_account_role, "NAME", OPT_ACTING | OPT_ROLE,
       "set an account's roles (sysadmin)",
       "NAME --role ROLES --account ADMIN [--passfile FILE] VAULT_DIR|--config FILE",
-"Set an account's roles (run as a sysadmin); ROLES as for account-add.\n" },
+"Set an account's roles (run as a sysadmin); ROLES as for account-add.  The\n"
+"last enabled dataadmin keeps its role (exit 19) until another holds it.\n" },
     { "grant", cmd_grant, "FOLDER ACCOUNT RIGHTS", OPT_ACTING,
       "give an account rights on a folder (dataadmin)",
       "FOLDER ACCOUNT read|read,write|read,write,manage [--account NAME] [--passfile FILE] "
@@ -1395,7 +1397,8 @@ static void usage(FILE *out)
 "pactfs-admin(8) has them all.  Exit codes: docs/exit-codes.md (0 ok, 2 usage,\n"
 "3 settings, 4 wrong password, 5 locked out, 6 key service unreachable,\n"
 "7 store, 11 exists, 12 no password, 13 access denied, 14 integrity,\n"
-"15 audit spool, 16 no such account or folder, 1 other failure).\n");
+"15 audit spool, 16 no such account or folder, 17 metadata rollback,\n"
+"18 password policy, 19 separation of duties, 1 other failure).\n");
 }
 
 int main(int argc, char **argv)

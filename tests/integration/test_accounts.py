@@ -581,3 +581,46 @@ def test_password_policy(accounts):
     p = admin("passwd", v.dir, "--account", BOB, "--passfile", pw2, "--new-passfile",
               passfile(v, "bob4.pass", "short one 9"), vault=v, expect=EXIT_INTEGRITY)
     assert "policy does not verify" in p.stderr, p.stderr
+
+
+# ------------------------------------------------------ separation of duties
+
+EXIT_DUTY = 19
+
+
+def duty_events(v, op):
+    return [e for e in audit_events(v) if e["op"] == op and e["account"] == ADMIN]
+
+
+def test_last_dataadmin_is_protected(accounts):
+    """A sysadmin alone cannot cut all data management: the last enabled,
+    enrolled dataadmin is neither demoted nor disabled (exit 19, audited)."""
+    v, _ = accounts
+    for args in (("account-role", H.ACCOUNT, v.dir, "--role", "user"),
+                 ("account-disable", H.ACCOUNT, v.dir)):
+        p = admin(*args, "--account", ADMIN, vault=v, expect=EXIT_DUTY)
+        assert "last enabled dataadmin" in p.stderr, p.stderr
+    assert duty_events(v, "role-change")[-1].get("errno") == "ECANCELED"
+    assert duty_events(v, "account-disable")[-1].get("errno") == "ECANCELED"
+
+    # A registered dataadmin that has not enrolled does not count.
+    add_account(v, "dave", role="dataadmin,user")
+    admin("account-role", H.ACCOUNT, v.dir, "--role", "user", "--account", ADMIN, vault=v,
+          expect=EXIT_DUTY)
+    # Nor does one the database operator (or the sysadmin editing meta.db)
+    # makes up: bob's row flipped to dataadmin,user does not verify.
+    sql(v, "UPDATE accounts SET roles = 10 WHERE name = ?", (BOB,))
+    admin("account-role", H.ACCOUNT, v.dir, "--role", "user", "--account", ADMIN, vault=v,
+          expect=EXIT_DUTY)
+    sql(v, "UPDATE accounts SET roles = 8 WHERE name = ?", (BOB,))
+
+    # With a second enrolled dataadmin the first can go, and then the
+    # second is the last one.
+    carol_pw = passfile(v, "carol.pass", "a colourful long passphrase 3")
+    add_and_enrol(v, "carol", carol_pw, role="dataadmin,user")
+    admin("account-role", H.ACCOUNT, v.dir, "--role", "user", "--account", ADMIN, vault=v)
+    p = admin("account-disable", "carol", v.dir, "--account", ADMIN, vault=v,
+              expect=EXIT_DUTY)
+    assert '"carol" is the last enabled dataadmin' in p.stderr, p.stderr
+    p = v.admin("accounts", v.dir)
+    assert re.search(r"^%s\s+user\b" % re.escape(H.ACCOUNT), p.stdout, re.M), p.stdout

@@ -312,6 +312,9 @@ SCENARIOS = {
     (17, "pactfs-admin"): lambda c: (older_metadata(c), c.admin_as("folder-create", "Legal"))[1],
     (18, "pactfs-admin"): lambda c: c.admin_as("passwd", "--new-passfile",
                                                c.file("weak.pass", "a\n")),
+    # The last enabled dataadmin (alice, made by init) is not demoted.
+    (19, "pactfs-admin"): lambda c: c.admin_as("account-role", H.ACCOUNT, "--role", "user",
+                                               account=H.ACCOUNT + "-admin"),
 }
 
 # Documented but not reproducible by a test without breaking the machine.
