@@ -1,4 +1,6 @@
-/* Shared state of the FUSE front end (fs_ops.c, fs_inode.c, fs_data.c).
+/* Shared state of the filesystem core (fs_core.c, fs_inode.c, fs_data.c,
+ * fs_status.c, in libpactfs.a) and of its FUSE front end (fs_ops.c).
+ * Nothing here knows FUSE.
  *
  * Lock order (never take a lock to the left while holding one to its right):
  *
@@ -18,9 +20,6 @@
 #ifndef PACTFS_FS_INTERNAL_H
 #define PACTFS_FS_INTERNAL_H
 
-#define FUSE_USE_VERSION 34
-
-#include <fuse_lowlevel.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <sys/stat.h>
@@ -32,6 +31,15 @@
 struct fs_data;      /* fs_data.c: worker pool, chunk cache, dirty budget */
 struct fs_file;      /* fs_data.c: per-inode data state (DEK, dirty chunks) */
 struct fs_handle;    /* fs_ops.c: an open file handle */
+struct fuse_session; /* the FUSE front end's session (fs_ops.c) */
+
+/* Who asks for an operation (the requesting process), for the permission
+ * checks and the audit; NULL where a function takes one: the daemon. */
+struct fs_caller {
+    uid_t uid;
+    gid_t gid;
+    pid_t pid;
+};
 
 /* One inode the kernel knows about (or an internal job still uses). */
 struct fs_inode {
@@ -78,8 +86,7 @@ struct fs {
     struct fs_handle *handles;     /* kernel dropped their release */
 };
 
-/* ---- fs_ops.c ---- */
-extern const struct fuse_lowlevel_ops fs_lowlevel_ops;
+/* ---- fs_core.c (more in fs_core.h) ---- */
 int64_t fs_now_ns(void);
 /* 1 while no other mount of this vault is live on this machine (asked at
  * most once a second). */
@@ -87,25 +94,26 @@ int fs_alone(struct fs *fs);
 /* Plaintext path of ino (+ "/" name if name != NULL) inside the mount,
  * malloc'd; best effort ("?" for unknown ancestors). */
 char *fs_path(struct fs *fs, uint64_t ino, const char *name);
-/* Audit with the requester's uid/pid (req may be NULL: the daemon itself). */
-int fs_audit(struct fs *fs, fuse_req_t req, const char *op, const char *path, int result,
-             uint64_t bytes);
+/* Audit with the caller's uid/pid (who may be NULL: the daemon itself). */
+int fs_audit(struct fs *fs, const struct fs_caller *who, const char *op, const char *path,
+             int result, uint64_t bytes);
 /* The same in two phases: append inside a meta transaction (a failure rolls
  * it back), then fs_audit_wait after meta_lock is dropped and before the
  * reply; both return 0 or -EIO. */
-int fs_audit_append(struct fs *fs, fuse_req_t req, const char *op, const char *path,
+int fs_audit_append(struct fs *fs, const struct fs_caller *who, const char *op, const char *path,
                     int result, uint64_t bytes, uint64_t *ticket);
 int fs_audit_wait(struct fs *fs, const char *op, uint64_t ticket);
 /* The same with the file id and changed fields (d may be NULL). */
-int fs_audit_detail(struct fs *fs, fuse_req_t req, const char *op, const char *path,
+int fs_audit_detail(struct fs *fs, const struct fs_caller *who, const char *op, const char *path,
                     int result, uint64_t bytes, const struct audit_detail *d);
-int fs_audit_append_detail(struct fs *fs, fuse_req_t req, const char *op, const char *path,
-                           int result, uint64_t bytes, const struct audit_detail *d,
-                           uint64_t *ticket);
+int fs_audit_append_detail(struct fs *fs, const struct fs_caller *who, const char *op,
+                           const char *path, int result, uint64_t bytes,
+                           const struct audit_detail *d, uint64_t *ticket);
 /* The metadata store was altered (a check named in what failed) on ino
  * (+ "/" name): a line on stderr naming the file and the check, an audit
  * event "tamper" (result EIO); returns -EIO. */
-int fs_tamper(struct fs *fs, fuse_req_t req, uint64_t ino, const char *name, const char *what);
+int fs_tamper(struct fs *fs, const struct fs_caller *who, uint64_t ino, const char *name,
+              const char *what);
 
 /* ---- fs_inode.c ---- */
 int fs_itab_init(struct fs_itab *t);

@@ -1,5 +1,7 @@
 #include "config.h"
 
+#define FUSE_USE_VERSION 34
+
 /* One function per FUSE low-level operation: rights, names, metadata and
  * audit.  File bytes are fs_data.c's job, inode lifetimes fs_inode.c's.
  *
@@ -9,6 +11,7 @@
  */
 
 #include <errno.h>
+#include <fuse_lowlevel.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <malloc.h>
@@ -23,7 +26,7 @@
 #include "capacity.h"
 #include "envelope.h"
 #include "error.h"
-#include "fs_internal.h"
+#include "fs_core.h"
 #include "mount_peers.h"
 #include "secmem.h"
 
@@ -34,14 +37,7 @@
 #define RENAME_EXCHANGE (1 << 1)
 #endif
 
-/* An embedded (SQLite) vault has one daemon writing it and every change
- * goes through this mount, so the kernel's entries and attributes stay
- * right for long; a shared (PostgreSQL) one may be changed by other
- * workstations' mounts. */
-#define ENTRY_TIMEOUT_LOCAL 10.0
-#define ENTRY_TIMEOUT_SHARED 1.0
 #define ROOT_ENTRY_TIMEOUT 60.0   /* folder list changes rarely; fewer audited lookups */
-#define PATH_DEPTH_MAX 256
 #define FS_MAX_WRITE (1u << 20)
 
 /* An open file handle: which inode, what it did (for the audit summary). */
@@ -60,37 +56,14 @@ static struct fs *req_fs(fuse_req_t req)
     return fuse_req_userdata(req);
 }
 
-int64_t fs_now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-int fs_alone(struct fs *fs)
-{
-    int64_t now = fs_now_ns();
-    if (now - __atomic_load_n(&fs->alone_checked_ns, __ATOMIC_ACQUIRE) >= 1000000000) {
-        __atomic_store_n(&fs->alone, mount_peers_alone(fs->opt.peers), __ATOMIC_RELAXED);
-        __atomic_store_n(&fs->alone_checked_ns, now, __ATOMIC_RELEASE);
-    }
-    return __atomic_load_n(&fs->alone, __ATOMIC_RELAXED);
-}
-
 /* How long the kernel may keep entries and attributes: long while this is
  * the vault's only mount here (every change goes through it), as short as
  * on shared metadata while another mount may change the vault. */
 static double cache_timeout(struct fs *fs)
 {
-    if (fs->entry_timeout > ENTRY_TIMEOUT_SHARED && !fs_alone(fs))
-        return ENTRY_TIMEOUT_SHARED;
+    if (fs->entry_timeout > FS_ENTRY_TIMEOUT_SHARED && !fs_alone(fs))
+        return FS_ENTRY_TIMEOUT_SHARED;
     return fs->entry_timeout;
-}
-
-static void ns_to_ts(int64_t ns, struct timespec *ts)
-{
-    ts->tv_sec = ns / 1000000000;
-    ts->tv_nsec = ns % 1000000000;
 }
 
 static int64_t ts_to_ns(const struct timespec *ts)
@@ -99,121 +72,26 @@ static int64_t ts_to_ns(const struct timespec *ts)
 }
 
 /* ------------------------------------------------------------------ */
-/* Paths and audit                                                     */
+/* The caller                                                          */
 
-char *fs_path(struct fs *fs, uint64_t ino, const char *name)
+/* Who sent req: the identity the core checks and audits. */
+static struct fs_caller caller_of(fuse_req_t req)
 {
-    char *parts[PATH_DEPTH_MAX];
-    size_t n = 0;
-    char buf[NAME_MAX_PLAIN + 1];
-    uint64_t cur = ino;
-    while (cur != META_ROOT_INO && n < PATH_DEPTH_MAX) {
-        uint64_t parent;
-        if (fs_inode_name(fs, cur, &parent, buf, sizeof buf) < 0) {
-            parts[n++] = strdup("?");
-            break;
-        }
-        parts[n++] = strdup(buf);
-        cur = parent;
-    }
-    size_t len = 2 + (name ? strlen(name) + 1 : 0);
-    for (size_t i = 0; i < n; i++)
-        len += (parts[i] ? strlen(parts[i]) : 1) + 1;
-    char *p = malloc(len);
-    if (p) {
-        size_t off = 0;
-        p[0] = '\0';
-        for (size_t i = n; i-- > 0;)
-            off += (size_t)snprintf(p + off, len - off, "/%s", parts[i] ? parts[i] : "?");
-        if (name)
-            off += (size_t)snprintf(p + off, len - off, "/%s", name);
-        if (off == 0)
-            snprintf(p, len, "/");
-    }
-    for (size_t i = 0; i < n; i++)
-        free(parts[i]);
-    return p;
-}
-
-static struct audit_ctx audit_who(fuse_req_t req)
-{
-    struct audit_ctx who = { .uid = getuid(), .pid = getpid() };
-    if (req) {
-        const struct fuse_ctx *c = fuse_req_ctx(req);
-        who.uid = c->uid;
-        who.pid = c->pid;
-    }
+    const struct fuse_ctx *c = fuse_req_ctx(req);
+    struct fs_caller who = { .uid = c->uid, .gid = c->gid, .pid = c->pid };
     return who;
 }
 
-static int audit_failed(const char *op)
-{
-    fprintf(stderr, "pactfs: audit spool write failed (%s); refusing %s\n", pfs_err_msg(), op);
-    return -EIO;
-}
+/* The caller of req as a pointer valid in the enclosing block. */
+#define WHO(req) ((struct fs_caller[]){ caller_of(req) })
 
-int fs_audit(struct fs *fs, fuse_req_t req, const char *op, const char *path, int result,
-             uint64_t bytes)
-{
-    return fs_audit_detail(fs, req, op, path, result, bytes, NULL);
-}
-
-int fs_audit_detail(struct fs *fs, fuse_req_t req, const char *op, const char *path,
-                    int result, uint64_t bytes, const struct audit_detail *d)
-{
-    if (!fs->v->audit)
-        return 0;
-    struct audit_ctx who = audit_who(req);
-    int r = audit_event_detail(fs->v->audit, &who, op, path ? path : "?", result, bytes, d);
-    return r < 0 ? audit_failed(op) : 0;
-}
-
-int fs_audit_append(struct fs *fs, fuse_req_t req, const char *op, const char *path,
-                    int result, uint64_t bytes, uint64_t *ticket)
-{
-    return fs_audit_append_detail(fs, req, op, path, result, bytes, NULL, ticket);
-}
-
-int fs_audit_append_detail(struct fs *fs, fuse_req_t req, const char *op, const char *path,
-                           int result, uint64_t bytes, const struct audit_detail *d,
-                           uint64_t *ticket)
-{
-    *ticket = 0;
-    if (!fs->v->audit)
-        return 0;
-    struct audit_ctx who = audit_who(req);
-    int r = audit_event_append_detail(fs->v->audit, &who, op, path ? path : "?", result,
-                                      bytes, d, ticket);
-    return r < 0 ? audit_failed(op) : 0;
-}
-
-int fs_audit_wait(struct fs *fs, const char *op, uint64_t ticket)
-{
-    if (!fs->v->audit || ticket == 0)
-        return 0;
-    return audit_event_wait(fs->v->audit, ticket) < 0 ? audit_failed(op) : 0;
-}
-
-/* End a metadata operation begun with meta_begin under meta_lock: append
- * its audit event inside the transaction, commit (or roll back on error),
- * drop the lock, then wait for the event's fdatasync outside it, so the
- * event is durable before the reply without holding others up. */
+/* The core's checks and audit for the operations not yet moved into it
+ * (fs_core.h); they go as each group of operations moves. */
 static int meta_op_end_detail(struct fs *fs, fuse_req_t req, const char *op, const char *path,
                               uint64_t bytes, int r, const struct audit_detail *d)
 {
-    struct meta *m = fs->v->meta;
-    uint64_t ticket = 0;
-
-    if (r == 0)
-        r = fs_audit_append_detail(fs, req, op, path, 0, bytes, d, &ticket);
-    if (r == 0)
-        r = meta_commit(m);
-    else
-        meta_rollback(m);
-    pthread_mutex_unlock(&fs->meta_lock);
-    if (r == 0)
-        r = fs_audit_wait(fs, op, ticket);
-    return r;
+    struct fs_caller who = caller_of(req);
+    return fs_meta_op_end_detail(fs, &who, op, path, bytes, r, d);
 }
 
 static int meta_op_end(struct fs *fs, fuse_req_t req, const char *op, const char *path,
@@ -222,27 +100,18 @@ static int meta_op_end(struct fs *fs, fuse_req_t req, const char *op, const char
     return meta_op_end_detail(fs, req, op, path, bytes, r, NULL);
 }
 
-/* Audit a refused operation (EACCES: denied; EROFS on a read-only mount);
- * returns why, or -EIO if even that cannot be audited.  dest: a rename's. */
 static int refuse_dest(struct fs *fs, fuse_req_t req, const char *op, uint64_t ino,
                        const char *name, int why, const char *dest)
 {
-    char *path = fs_path(fs, ino, name);
-    struct audit_detail d = { .file = name ? 0 : ino, .dest = dest };
-    int r = fs_audit_detail(fs, req, op, path, why, 0, &d);
-    free(path);
-    return r < 0 ? r : why;
+    struct fs_caller who = caller_of(req);
+    return fs_refuse(fs, &who, op, ino, name, why, dest);
 }
 
-/* Audit op on ino (its path and file id); 0, or -EIO if it cannot be. */
 static int audit_ino(struct fs *fs, fuse_req_t req, const char *op, uint64_t ino, int result,
                      uint64_t bytes)
 {
-    char *path = fs_path(fs, ino, NULL);
-    struct audit_detail d = { .file = ino };
-    int r = fs_audit_detail(fs, req, op, path, result, bytes, &d);
-    free(path);
-    return r;
+    struct fs_caller who = caller_of(req);
+    return fs_audit_ino(fs, &who, op, ino, result, bytes);
 }
 
 static int deny(struct fs *fs, fuse_req_t req, const char *op, uint64_t ino, const char *name)
@@ -250,78 +119,19 @@ static int deny(struct fs *fs, fuse_req_t req, const char *op, uint64_t ino, con
     return refuse_dest(fs, req, op, ino, name, -EACCES, NULL);
 }
 
-static int may_create_folders(const struct fs *fs)
-{
-    return !fs->opt.read_only && (fs->v->account.roles & ROLE_DATAADMIN);
-}
-
-/* A change at the top of the mount other than a dataadmin's mkdir: say why
- * in the log (at most one line a second, so a file manager probing the top
- * cannot flood it), audit it as denied, -EACCES. */
 static int root_deny(struct fs *fs, fuse_req_t req, const char *op, const char *name,
                      const char *dest)
 {
-    static int64_t last_ns;
-    static unsigned suppressed;
-    int64_t now = fs_now_ns();
-    int64_t last = __atomic_load_n(&last_ns, __ATOMIC_RELAXED);
-    if (now - last >= 1000000000 &&
-        __atomic_compare_exchange_n(&last_ns, &last, now, 0, __ATOMIC_RELAXED,
-                                    __ATOMIC_RELAXED)) {
-        unsigned n = __atomic_exchange_n(&suppressed, 0, __ATOMIC_RELAXED);
-        const char *how = strcmp(op, "mkdir") ? "put files inside a contract folder"
-            : fs->opt.read_only ? "this mount is read-only"
-            : name && name[0] == '.' ? "a contract folder's name does not start with a dot "
-                                       "(a trash directory is not supported here)"
-            : "creating a contract folder needs the dataadmin role";
-        fprintf(stderr, "pactfs: %s \"%s\" at the top of the mount refused for account "
-                "\"%s\": only contract folders live there and %s (%u similar refusals "
-                "not logged)\n", op, name ? name : "", fs->v->account.name, how, n);
-    } else {
-        __atomic_add_fetch(&suppressed, 1, __ATOMIC_RELAXED);
-    }
-    return refuse_dest(fs, req, op, META_ROOT_INO, name, -EACCES, dest);
+    struct fs_caller who = caller_of(req);
+    return fs_root_deny(fs, &who, op, name, dest);
 }
 
-/* ------------------------------------------------------------------ */
-/* Folders, keys and names                                             */
-
-static int inode_folder_id(struct fs *fs, uint64_t ino, uint64_t *folder_id)
-{
-    struct fs_inode *in = fs_inode_find(fs, ino);
-    if (in) {
-        *folder_id = in->folder_id;
-        fs_inode_put(fs, in, FS_REF_OP, 1);
-        return 0;
-    }
-    struct meta_inode mi;
-    pthread_mutex_lock(&fs->meta_lock);
-    int r = meta_inode_get(fs->v->meta, ino, &mi);
-    pthread_mutex_unlock(&fs->meta_lock);
-    if (r == 0)
-        *folder_id = mi.folder_id;
-    return r;
-}
-
-/* The folder ino belongs to (*vf NULL for the virtual root), with the
- * rights in need checked: -EACCES (audited), -EROFS, -EIO. */
 static int folder_check_dest(struct fs *fs, fuse_req_t req, uint64_t ino, uint32_t need,
                              const char *op, const char *name, const char *dest,
                              struct vault_folder **vf)
 {
-    *vf = NULL;
-    if ((need & RIGHT_WRITE) && fs->opt.read_only)
-        return refuse_dest(fs, req, op, ino, name, -EROFS, dest);
-    if (ino == META_ROOT_INO)
-        return (need & RIGHT_WRITE) ? root_deny(fs, req, op, name, dest) : 0;
-    uint64_t fid = 0;
-    int r = inode_folder_id(fs, ino, &fid);
-    if (r < 0)
-        return r == -ENOENT ? -ENOENT : -EIO;
-    *vf = vault_folder_by_id(fs->v, fid);
-    if (!*vf || ((*vf)->rights & need) != need)
-        return refuse_dest(fs, req, op, ino, name, -EACCES, dest);
-    return 0;
+    struct fs_caller who = caller_of(req);
+    return fs_folder_check_dest(fs, &who, ino, need, op, name, dest, vf);
 }
 
 static int folder_check(struct fs *fs, fuse_req_t req, uint64_t ino, uint32_t need,
@@ -330,250 +140,14 @@ static int folder_check(struct fs *fs, fuse_req_t req, uint64_t ino, uint32_t ne
     return folder_check_dest(fs, req, ino, need, op, name, NULL, vf);
 }
 
-static const struct folder_keys *cur_keys(struct fs *fs, const struct vault_folder *vf)
-{
-    return vault_folder_keys(fs->v, vf->id, vf->cur_version);
-}
-
-/* Key versions to try for reading: the current one first, then older. */
-static size_t keys_to_try(struct fs *fs, const struct vault_folder *vf,
-                          const struct folder_keys **out, size_t cap)
-{
-    size_t n = 0;
-    const struct folder_keys *k = cur_keys(fs, vf);
-    if (k && n < cap)
-        out[n++] = k;
-    for (uint32_t i = vf->nkeys; i-- > 0 && n < cap;)
-        if (vf->keys[i] && vf->keys[i] != k)
-            out[n++] = vf->keys[i];
-    return n;
-}
-
-#define KEYS_MAX 64
-
-struct enc_name {
-    uint8_t b[NAME_MAX_ENC + 16];
-    size_t len;
-};
-
-static int name_check(const char *name)
-{
-    size_t len = strlen(name);
-    if (len == 0)
-        return -EINVAL;
-    if (len > NAME_MAX_PLAIN)
-        return -ENAMETOOLONG;
-    return 0;
-}
-
-static int enc_with(const struct folder_keys *k, uint64_t parent, const char *name,
-                    struct enc_name *e)
-{
-    int r = name_encrypt(k, parent, name, strlen(name), e->b, &e->len);
-    return r < 0 ? -EIO : 0;
-}
-
-int fs_tamper(struct fs *fs, fuse_req_t req, uint64_t ino, const char *name, const char *what)
-{
-    char *path = fs_path(fs, ino, name);
-    fprintf(stderr, "pactfs: TAMPERING DETECTED on %s: %s; refusing it (EIO). The metadata "
-            "store was altered: restore it from a backup or ask the database operator\n",
-            path ? path : "?", what);
-    fs_audit(fs, req, "tamper", path, -EIO, 0);
-    free(path);
-    return -EIO;
-}
-
-/* Look name up in dir parent of folder vf under any held key version
- * (meta_lock held).  *found gets the encrypted form that matched, *type
- * the child's type bits.  The entry's binding must verify under the key
- * version that encrypted its name, else -EIO (tampering, reported). */
 static int dir_lookup_locked(struct fs *fs, fuse_req_t req, const struct vault_folder *vf,
                              uint64_t parent, const char *name, uint64_t *ino,
-                             struct enc_name *found, uint32_t *type)
+                             struct fs_name *found, uint32_t *type)
 {
-    const struct folder_keys *ks[KEYS_MAX];
-    size_t nk = keys_to_try(fs, vf, ks, KEYS_MAX);
-    int r = name_check(name);
-    if (r < 0)
-        return r;
-    for (size_t i = 0; i < nk; i++) {
-        struct enc_name e;
-        struct meta_dirent_rec rec;
-        r = enc_with(ks[i], parent, name, &e);
-        if (r < 0)
-            return r;
-        r = meta_dirent_find(fs->v->meta, parent, e.b, e.len, &rec);
-        if (r == 0) {
-            if (dirent_bind_check(ks[i], parent, e.b, e.len, rec.ino, rec.mode, rec.bind,
-                                  rec.bind_len) < 0)
-                return fs_tamper(fs, req, parent, name, pfs_err_msg());
-            *ino = rec.ino;
-            if (found)
-                *found = e;
-            if (type)
-                *type = rec.mode & S_IFMT;
-            return 0;
-        }
-        if (r != -ENOENT)
-            return r;
-    }
-    return -ENOENT;
+    struct fs_caller who = caller_of(req);
+    return fs_dir_lookup_locked(fs, &who, vf, parent, name, ino, found, type);
 }
 
-/* Add an entry for ino under name, bound to ino and its type with the key
- * version that encrypted the name (meta_lock held, in a transaction). */
-static int dirent_add_bound(struct fs *fs, const struct folder_keys *k, uint64_t parent,
-                            const struct enc_name *e, uint64_t ino, uint32_t mode)
-{
-    uint8_t bind[DIRENT_BIND_LEN];
-    if (dirent_bind(k, parent, e->b, e->len, ino, mode, bind) < 0)
-        return -EIO;
-    return meta_dirent_add(fs->v->meta, parent, e->b, e->len, ino, mode, bind, sizeof bind);
-}
-
-static int dec_any(struct fs *fs, const struct vault_folder *vf, uint64_t parent,
-                   const uint8_t *in, size_t inlen, char *out, size_t *outlen)
-{
-    const struct folder_keys *ks[KEYS_MAX];
-    size_t nk = keys_to_try(fs, vf, ks, KEYS_MAX);
-    for (size_t i = 0; i < nk; i++)
-        if (name_decrypt(ks[i], parent, in, inlen, out, outlen) == 0)
-            return 0;
-    return -EBADMSG;
-}
-
-/* AD for small sealed values: label || inode number (big-endian). */
-/* Associated data of a small sealed value: its purpose, its inode and, for
- * an xattr, its name, so the database operator cannot move a value to
- * another file or another attribute of the same file. */
-#define OWNER_AD_MAX (32 + 8 + NAME_MAX_PLAIN)
-
-static int owner_ad(const char *label, uint64_t ino, const char *extra, uint8_t *ad,
-                    size_t *adlen)
-{
-    struct wbuf w;
-    wbuf_init(&w);
-    wbuf_put_bytes(&w, label, strlen(label));
-    wbuf_put_u64(&w, ino);
-    if (extra)
-        wbuf_put_str(&w, extra);
-    size_t len;
-    uint8_t *p = wbuf_steal(&w, &len);
-    if (!p || len > OWNER_AD_MAX) {
-        free(p);
-        return -ENOMEM;
-    }
-    memcpy(ad, p, len);
-    *adlen = len;
-    free(p);
-    return 0;
-}
-
-static int open_any(struct fs *fs, const struct vault_folder *vf, const char *label, uint64_t ino,
-                    const char *extra, const uint8_t *in, size_t inlen, uint8_t **out,
-                    size_t *outlen)
-{
-    uint8_t ad[OWNER_AD_MAX];
-    size_t adlen;
-    if (owner_ad(label, ino, extra, ad, &adlen) < 0)
-        return -ENOMEM;
-    const struct folder_keys *ks[KEYS_MAX];
-    size_t nk = keys_to_try(fs, vf, ks, KEYS_MAX);
-    for (size_t i = 0; i < nk; i++)
-        if (folder_meta_open(ks[i], ad, adlen, in, inlen, out, outlen) == 0)
-            return 0;
-    return -EIO;
-}
-
-static int seal_cur(struct fs *fs, const struct vault_folder *vf, const char *label, uint64_t ino,
-                    const char *extra, const void *pt, size_t n, uint8_t **out, size_t *outlen)
-{
-    uint8_t ad[OWNER_AD_MAX];
-    size_t adlen;
-    const struct folder_keys *k = cur_keys(fs, vf);
-    if (!k)
-        return -EACCES;
-    if (owner_ad(label, ino, extra, ad, &adlen) < 0)
-        return -ENOMEM;
-    return folder_meta_seal(k, ad, adlen, pt, n, out, outlen) < 0 ? -EIO : 0;
-}
-
-/* ------------------------------------------------------------------ */
-/* Attributes                                                          */
-
-static void root_stat(struct fs *fs, struct stat *st)
-{
-    memset(st, 0, sizeof *st);
-    st->st_ino = META_ROOT_INO;
-    /* Writable only for who can create folders there (mkdir by a dataadmin). */
-    st->st_mode = S_IFDIR | (may_create_folders(fs) ? 0755 : 0555);
-    st->st_nlink = 2 + fs->v->nfolders;
-    st->st_uid = fs->uid;
-    st->st_gid = fs->gid;
-    st->st_size = 4096;
-    st->st_blksize = 4096;
-    ns_to_ts(__atomic_load_n(&fs->mount_ns, __ATOMIC_RELAXED), &st->st_atim);
-    st->st_mtim = st->st_ctim = st->st_atim;
-}
-
-/* st_blocks counts the plaintext the file's chunks hold, so du is honest
- * about sparse files.  A file of at most one chunk is counted by its size
- * (off by under one chunk, and the small-file path pays no query).  Called
- * without meta_lock. */
-static blkcnt_t stored_blocks(struct fs *fs, const struct meta_inode *mi)
-{
-    uint64_t bytes = mi->size, held;
-    if (S_ISREG(mi->mode) && mi->size > fs->chunk_size) {
-        pthread_mutex_lock(&fs->meta_lock);
-        int r = meta_chunk_bytes(fs->v->meta, mi->ino, &held);
-        pthread_mutex_unlock(&fs->meta_lock);
-        if (r == 0 && held < bytes)
-            bytes = held;
-    }
-    return (blkcnt_t)((bytes + 511) / 512);
-}
-
-static void stat_from_meta(struct fs *fs, const struct meta_inode *mi, struct stat *st)
-{
-    memset(st, 0, sizeof *st);
-    st->st_ino = mi->ino;
-    st->st_mode = mi->mode;
-    st->st_nlink = mi->nlink;
-    st->st_uid = mi->uid;
-    st->st_gid = mi->gid;
-    st->st_rdev = mi->rdev;
-    st->st_size = (off_t)mi->size;
-    st->st_blksize = (blksize_t)fs->chunk_size;
-    st->st_blocks = stored_blocks(fs, mi);
-    ns_to_ts(mi->atime_ns, &st->st_atim);
-    ns_to_ts(mi->mtime_ns, &st->st_mtim);
-    ns_to_ts(mi->ctime_ns, &st->st_ctim);
-}
-
-/* Attributes of ino with in-memory size/mtime of open files. */
-static int inode_stat(struct fs *fs, uint64_t ino, struct stat *st)
-{
-    if (ino == META_ROOT_INO) {
-        root_stat(fs, st);
-        return 0;
-    }
-    struct meta_inode mi;
-    pthread_mutex_lock(&fs->meta_lock);
-    int r = meta_inode_get(fs->v->meta, ino, &mi);
-    pthread_mutex_unlock(&fs->meta_lock);
-    if (r < 0)
-        return r == -ENOENT ? -ENOENT : -EIO;
-    stat_from_meta(fs, &mi, st);
-    struct fs_inode *in = fs_inode_find(fs, ino);
-    if (in) {
-        fs_data_fill_attr(in, st);
-        fs_inode_put(fs, in, FS_REF_OP, 1);
-    }
-    return 0;
-}
-
-/* Reply with an entry the kernel now holds one lookup reference on. */
 static void reply_entry_for(struct fs *fs, fuse_req_t req, const struct meta_inode *mi,
                             uint64_t parent, const char *name, double timeout)
 {
@@ -585,7 +159,7 @@ static void reply_entry_for(struct fs *fs, fuse_req_t req, const struct meta_ino
         return;
     }
     fs_inode_set_name(fs, mi->ino, parent, name);
-    stat_from_meta(fs, mi, &e.attr);
+    fs_stat_from_meta(fs, mi, &e.attr);
     fs_data_fill_attr(in, &e.attr);
     e.ino = mi->ino;
     e.generation = 1;
@@ -607,62 +181,12 @@ static void touch_dir(struct meta_inode *dir, int64_t now, int nlink_delta)
 /* ------------------------------------------------------------------ */
 /* lookup, forget, getattr                                             */
 
-static int root_lookup(struct fs *fs, fuse_req_t req, const char *name,
-                       struct vault_folder **out, uint64_t *ino, uint32_t *type)
-{
-    int r = name_check(name);
-    if (r < 0)
-        return r;
-    pthread_mutex_lock(&fs->meta_lock);
-    r = -ENOENT;
-    for (size_t i = 0; i < fs->v->nfolders && r == -ENOENT; i++) {
-        struct vault_folder *vf = &fs->v->folders[i];
-        if (!(vf->rights & RIGHT_READ))
-            continue;
-        r = dir_lookup_locked(fs, req, vf, META_ROOT_INO, name, ino, NULL, type);
-        if (r == 0 && *ino != vf->root_ino)
-            r = -ENOENT;   /* a dirent at the root that is not this folder's */
-        if (r == 0)
-            *out = vf;
-        else if (r != -ENOENT)
-            break;
-    }
-    pthread_mutex_unlock(&fs->meta_lock);
-    return r;
-}
-
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
     struct fs *fs = req_fs(req);
-    struct vault_folder *vf = NULL;
-    uint64_t ino = 0;
-    uint32_t type = 0;
-    int r;
-    if (parent == META_ROOT_INO) {
-        r = root_lookup(fs, req, name, &vf, &ino, &type);
-    } else {
-        r = folder_check(fs, req, parent, RIGHT_READ, "lookup", name, &vf);
-        if (r == 0) {
-            pthread_mutex_lock(&fs->meta_lock);
-            r = dir_lookup_locked(fs, req, vf, parent, name, &ino, NULL, &type);
-            pthread_mutex_unlock(&fs->meta_lock);
-        }
-    }
+    struct fs_caller who = caller_of(req);
     struct meta_inode mi;
-    if (r == 0) {
-        pthread_mutex_lock(&fs->meta_lock);
-        r = meta_inode_get(fs->v->meta, ino, &mi);
-        pthread_mutex_unlock(&fs->meta_lock);
-    }
-    if (r == 0 && ((mi.mode & S_IFMT) != type || mi.folder_id != vf->id))
-        r = fs_tamper(fs, req, parent, name, "check \"entry binding\" failed: the inode's "
-                      "type or folder is not the one its entry was written for");
-    if (r == 0 && parent == META_ROOT_INO) {
-        char *path = fs_path(fs, META_ROOT_INO, name);
-        struct audit_detail d = { .file = ino };
-        r = fs_audit_detail(fs, req, "lookup", path, 0, 0, &d);
-        free(path);
-    }
+    int r = fs_lookup(fs, &who, parent, name, &mi);
     if (r < 0) {
         fuse_reply_err(req, r == -ENOENT || r == -EACCES || r == -ENAMETOOLONG ? -r : EIO);
         return;
@@ -690,7 +214,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
     (void)fi;
     struct fs *fs = req_fs(req);
     struct stat st;
-    int r = inode_stat(fs, ino, &st);
+    int r = fs_getattr(fs, ino, &st);
     if (r < 0)
         fuse_reply_err(req, -r);
     else
@@ -778,7 +302,7 @@ static int setattr_size(struct fs *fs, fuse_req_t req, uint64_t ino, uint64_t si
         r = fs_data_truncate(fs, in, size);
     fs_inode_put(fs, in, FS_REF_OP, 1);
     struct audit_detail d = { .file = ino, .set = AUDIT_SET_SIZE, .size = size };
-    int a = fs_audit_detail(fs, req, "truncate", path, r, size, &d);
+    int a = fs_audit_detail(fs, WHO(req), "truncate", path, r, size, &d);
     return r < 0 ? (r == -EACCES ? r : -EIO) : a;
 }
 
@@ -842,7 +366,7 @@ static int setattr_meta(struct fs *fs, fuse_req_t req, uint64_t ino, const struc
     const char *op = setattr_op(valid);
     int failed = r;
     r = meta_op_end_detail(fs, req, op, path, 0, r, &d);
-    if (failed < 0 && fs_audit_detail(fs, req, op, path, failed, 0, &d) < 0)
+    if (failed < 0 && fs_audit_detail(fs, WHO(req), op, path, failed, 0, &d) < 0)
         r = -EIO;
     *mtime_out = mi.mtime_ns;
     return r;
@@ -879,7 +403,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int va
     free(path);
     struct stat st;
     if (r == 0)
-        r = inode_stat(fs, ino, &st);
+        r = fs_getattr(fs, ino, &st);
     if (r < 0)
         fuse_reply_err(req, -r);
     else
@@ -904,7 +428,7 @@ static int node_insert(struct fs *fs, fuse_req_t req, const struct vault_folder 
 {
     const struct fuse_ctx *c = fuse_req_ctx(req);
     int64_t now = fs_now_ns();
-    const struct folder_keys *k = cur_keys(fs, vf);
+    const struct folder_keys *k = fs_cur_keys(fs, vf);
     if (!k)
         return -EACCES;
     memset(mi, 0, sizeof *mi);
@@ -939,8 +463,8 @@ static int node_insert(struct fs *fs, fuse_req_t req, const struct vault_folder 
     if (r == 0 && nn->link_target) {
         uint8_t *sealed = NULL;
         size_t slen = 0;
-        r = seal_cur(fs, vf, "symlink", mi->ino, NULL, nn->link_target, strlen(nn->link_target),
-                     &sealed, &slen);
+        r = fs_sealed_seal(fs, vf, "symlink", mi->ino, NULL, nn->link_target,
+                           strlen(nn->link_target), &sealed, &slen);
         if (r == 0)
             r = meta_symlink_set(fs->v->meta, mi->ino, sealed, slen);
         free(sealed);
@@ -956,12 +480,12 @@ static int make_node(struct fs *fs, fuse_req_t req, uint64_t parent, const char 
     int r = folder_check(fs, req, parent, RIGHT_READ | RIGHT_WRITE, nn->op, name, &vf);
     if (r < 0)
         return r;
-    r = name_check(name);
+    r = fs_name_check(name);
     if (r < 0)
         return r;
-    const struct folder_keys *k = cur_keys(fs, vf);
-    struct enc_name en;
-    if (!k || enc_with(k, parent, name, &en) < 0)
+    const struct folder_keys *k = fs_cur_keys(fs, vf);
+    struct fs_name en;
+    if (!k || fs_name_enc(k, parent, name, &en) < 0)
         return -EIO;
     char *path = fs_path(fs, parent, name);
     struct meta *m = fs->v->meta;
@@ -980,7 +504,7 @@ static int make_node(struct fs *fs, fuse_req_t req, uint64_t parent, const char 
     if (r == 0)
         r = node_insert(fs, req, vf, &dir, nn, mi);
     if (r == 0)
-        r = dirent_add_bound(fs, k, parent, &en, mi->ino, mi->mode);
+        r = fs_dirent_add_bound(fs, k, parent, &en, mi->ino, mi->mode);
     if (r == 0) {
         touch_dir(&dir, mi->ctime_ns, S_ISDIR(nn->mode) ? 1 : 0);
         r = meta_inode_update(m, &dir);
@@ -1012,9 +536,9 @@ static int root_mkdir(struct fs *fs, fuse_req_t req, const char *name, struct me
     /* Desktops probe the top of every mount with hidden names (the
      * freedesktop.org trash's .Trash-UID, .xdg-volume-info): those must
      * never become contract folders. */
-    if (!may_create_folders(fs) || name[0] == '.')
+    if (!fs_may_create_folders(fs) || name[0] == '.')
         return root_deny(fs, req, "mkdir", name, NULL);
-    int r = name_check(name);
+    int r = fs_name_check(name);
     if (r < 0)
         return r;
     char *path = fs_path(fs, META_ROOT_INO, name);
@@ -1025,7 +549,7 @@ static int root_mkdir(struct fs *fs, fuse_req_t req, const char *name, struct me
     if (r == 0)
         r = vault_folder_create_txn(fs->v, name, &id);
     if (r == 0)
-        r = fs_audit_append(fs, req, "folder-create", path, 0, 0, &ticket);
+        r = fs_audit_append(fs, WHO(req), "folder-create", path, 0, 0, &ticket);
     if (r == 0)
         r = meta_commit(m);
     else
@@ -1178,7 +702,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
     fi->fh = (uint64_t)(uintptr_t)h;
     struct fuse_entry_param e;
     memset(&e, 0, sizeof e);
-    stat_from_meta(fs, &mi, &e.attr);
+    fs_stat_from_meta(fs, &mi, &e.attr);
     e.ino = mi.ino;
     e.generation = 1;
     e.attr_timeout = e.entry_timeout = cache_timeout(fs);
@@ -1230,7 +754,7 @@ static int remove_entry(struct fs *fs, fuse_req_t req, uint64_t parent, const ch
     char *path = fs_path(fs, parent, name);
     struct meta *m = fs->v->meta;
     int64_t now = fs_now_ns();
-    struct enc_name en;
+    struct fs_name en;
     struct meta_inode victim, dir;
     uint64_t ino = 0;
     pthread_mutex_lock(&fs->meta_lock);
@@ -1304,9 +828,9 @@ struct rename_ctx {
     uint64_t parent, newparent;
     const char *name, *newname;
     unsigned flags;
-    struct enc_name src_en, dst_en_cur;   /* as stored; target under current keys */
-    struct enc_name dst_en;               /* target as stored (if it exists) */
-    struct enc_name src_en_cur;           /* source name in newparent... for exchange */
+    struct fs_name src_en, dst_en_cur;   /* as stored; target under current keys */
+    struct fs_name dst_en;               /* target as stored (if it exists) */
+    struct fs_name src_en_cur;           /* source name in newparent... for exchange */
     uint64_t src_ino, dst_ino;
     struct meta_inode src, dst;
     int dst_exists;
@@ -1347,18 +871,18 @@ static int adjust_parents(struct meta *m, uint64_t from, uint64_t to, int moved_
 static int rename_exchange(struct fs *fs, struct rename_ctx *c, int64_t now)
 {
     struct meta *m = fs->v->meta;
-    const struct folder_keys *k = cur_keys(fs, c->vf);
-    struct enc_name a_new, b_new;   /* src under newname/newparent, dst under name/parent */
-    if (!k || enc_with(k, c->newparent, c->newname, &a_new) < 0 ||
-        enc_with(k, c->parent, c->name, &b_new) < 0)
+    const struct folder_keys *k = fs_cur_keys(fs, c->vf);
+    struct fs_name a_new, b_new;   /* src under newname/newparent, dst under name/parent */
+    if (!k || fs_name_enc(k, c->newparent, c->newname, &a_new) < 0 ||
+        fs_name_enc(k, c->parent, c->name, &b_new) < 0)
         return -EIO;
     int r = meta_dirent_remove(m, c->parent, c->src_en.b, c->src_en.len);
     if (r == 0)
         r = meta_dirent_remove(m, c->newparent, c->dst_en.b, c->dst_en.len);
     if (r == 0)
-        r = dirent_add_bound(fs, k, c->newparent, &a_new, c->src_ino, c->src.mode);
+        r = fs_dirent_add_bound(fs, k, c->newparent, &a_new, c->src_ino, c->src.mode);
     if (r == 0)
-        r = dirent_add_bound(fs, k, c->parent, &b_new, c->dst_ino, c->dst.mode);
+        r = fs_dirent_add_bound(fs, k, c->parent, &b_new, c->dst_ino, c->dst.mode);
     if (r == 0 && c->parent != c->newparent && S_ISDIR(c->src.mode) != S_ISDIR(c->dst.mode)) {
         /* a directory moved one way, a non-directory the other */
         int src_dir = S_ISDIR(c->src.mode);
@@ -1378,9 +902,9 @@ static int rename_exchange(struct fs *fs, struct rename_ctx *c, int64_t now)
 static int rename_move(struct fs *fs, struct rename_ctx *c, int64_t now)
 {
     struct meta *m = fs->v->meta;
-    const struct folder_keys *k = cur_keys(fs, c->vf);
-    struct enc_name to;
-    if (!k || enc_with(k, c->newparent, c->newname, &to) < 0)
+    const struct folder_keys *k = fs_cur_keys(fs, c->vf);
+    struct fs_name to;
+    if (!k || fs_name_enc(k, c->newparent, c->newname, &to) < 0)
         return -EIO;
     int r = 0;
     if (c->dst_exists) {
@@ -1404,7 +928,7 @@ static int rename_move(struct fs *fs, struct rename_ctx *c, int64_t now)
     if (r == 0)
         r = meta_dirent_remove(m, c->parent, c->src_en.b, c->src_en.len);
     if (r == 0)
-        r = dirent_add_bound(fs, k, c->newparent, &to, c->src_ino, c->src.mode);
+        r = fs_dirent_add_bound(fs, k, c->newparent, &to, c->src_ino, c->src.mode);
     if (r == 0)
         r = adjust_parents(m, c->parent, c->newparent, S_ISDIR(c->src.mode), now);
     if (r == 0) {
@@ -1428,7 +952,7 @@ static int rename_locked(struct fs *fs, fuse_req_t req, struct rename_ctx *c, co
     if (r == 0)
         r = meta_inode_get(m, c->src_ino, &c->src);
     if (r == 0 && (c->src.mode & S_IFMT) != src_type)
-        r = fs_tamper(fs, req, c->parent, c->name, "check \"entry binding\" failed: the "
+        r = fs_tamper(fs, WHO(req), c->parent, c->name, "check \"entry binding\" failed: the "
                       "inode's type is not the one its entry was written for");
     if (r == 0) {
         int t = dir_lookup_locked(fs, req, c->vf, c->newparent, c->newname, &c->dst_ino,
@@ -1439,7 +963,7 @@ static int rename_locked(struct fs *fs, fuse_req_t req, struct rename_ctx *c, co
         else if (t != -ENOENT)
             r = t;
         if (r == 0 && t == 0 && (c->dst.mode & S_IFMT) != dst_type)
-            r = fs_tamper(fs, req, c->newparent, c->newname, "check \"entry binding\" failed: "
+            r = fs_tamper(fs, WHO(req), c->newparent, c->newname, "check \"entry binding\" failed: "
                           "the inode's type is not the one its entry was written for");
     }
     if (r == 0 && (c->flags & RENAME_NOREPLACE) && c->dst_exists)
@@ -1450,7 +974,7 @@ static int rename_locked(struct fs *fs, fuse_req_t req, struct rename_ctx *c, co
     if (r == 0 && !same)
         r = (c->flags & RENAME_EXCHANGE) ? rename_exchange(fs, c, now) : rename_move(fs, c, now);
     if (r == 0)
-        r = fs_audit_append(fs, req, "rename", path, 0, 0, ticket);
+        r = fs_audit_append(fs, WHO(req), "rename", path, 0, 0, ticket);
     if (r == 0)
         r = meta_commit(m);
     else
@@ -1484,7 +1008,7 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
     if (r == 0 && c.vf != vf2)
         r = -EXDEV;
     if (r == 0)
-        r = name_check(newname);
+        r = fs_name_check(newname);
     if (r < 0) {
         fuse_reply_err(req, errno_out(r));
         return;
@@ -1524,10 +1048,10 @@ static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const 
     if (r == 0 && vf != vf2)
         r = -EXDEV;
     if (r == 0)
-        r = name_check(newname);
-    const struct folder_keys *k = r == 0 ? cur_keys(fs, vf) : NULL;
-    struct enc_name en;
-    if (r == 0 && (!k || enc_with(k, newparent, newname, &en) < 0))
+        r = fs_name_check(newname);
+    const struct folder_keys *k = r == 0 ? fs_cur_keys(fs, vf) : NULL;
+    struct fs_name en;
+    if (r == 0 && (!k || fs_name_enc(k, newparent, newname, &en) < 0))
         r = -EIO;
     if (r < 0) {
         fuse_reply_err(req, errno_out(r));
@@ -1551,7 +1075,7 @@ static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const 
         r = r == 0 ? -EEXIST : (r == -ENOENT ? 0 : r);
     }
     if (r == 0)
-        r = dirent_add_bound(fs, k, newparent, &en, ino, mi.mode);
+        r = fs_dirent_add_bound(fs, k, newparent, &en, ino, mi.mode);
     if (r == 0) {
         mi.nlink++;
         mi.ctime_ns = now;
@@ -1588,7 +1112,7 @@ static void op_readlink(fuse_req_t req, fuse_ino_t ino)
             r = -EINVAL;
     }
     if (r == 0)
-        r = open_any(fs, vf, "symlink", ino, NULL, sealed, slen, &plain, &plen);
+        r = fs_sealed_open(fs, vf, "symlink", ino, NULL, sealed, slen, &plain, &plen);
     free(sealed);
     char *target = NULL;
     if (r == 0) {
@@ -1636,11 +1160,11 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     if (r == 0 && (fi->flags & O_TRUNC) && fs_data_size(in) != 0) {
         r = fs_data_truncate(fs, in, 0);
         if (r == 0)
-            r = fs_audit_detail(fs, req, "truncate", path, 0, 0, &d);
+            r = fs_audit_detail(fs, WHO(req), "truncate", path, 0, 0, &d);
     }
     d.set = 0;
     if (r == 0)
-        r = fs_audit_detail(fs, req, "open", path, 0, 0, &d);
+        r = fs_audit_detail(fs, WHO(req), "open", path, 0, 0, &d);
     free(path);
     struct fs_handle *h = NULL;
     if (r == 0) {
@@ -1779,11 +1303,8 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 
 static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-    struct fs *fs = req_fs(req);
-    struct vault_folder *vf;
-    int r = folder_check(fs, req, ino, RIGHT_READ, "readdir", NULL, &vf);
-    if (r == 0)   /* a listing is audited once per directory handle */
-        r = audit_ino(fs, req, "readdir", ino, 0, 0);
+    struct fs_caller who = caller_of(req);
+    int r = fs_opendir(req_fs(req), &who, ino);
     if (r < 0) {
         fuse_reply_err(req, errno_out(r));
         return;
@@ -1792,88 +1313,42 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
     fuse_reply_open(req, fi);
 }
 
-struct readdir_ctx {
-    struct fs *fs;
+struct readdir_buf {
     fuse_req_t req;
-    struct vault_folder *vf;   /* NULL at the root */
-    uint64_t parent;
     char *buf;
     size_t size, used;
-    int full;
 };
 
-/* Offsets: 1 and 2 after "." and "..", then dirent cookie + 2. */
-#define DIRENT_OFF_BASE 2
-
-static int add_dirent(struct readdir_ctx *c, const char *name, uint64_t ino, uint32_t mode,
-                      off_t next)
+static int add_dirent(void *arg, const char *name, uint64_t ino, uint32_t mode,
+                      uint64_t next)
 {
+    struct readdir_buf *c = arg;
     struct stat st;
     memset(&st, 0, sizeof st);
     st.st_ino = ino;
     st.st_mode = mode & S_IFMT;
     size_t need = fuse_add_direntry(c->req, NULL, 0, name, NULL, 0);
-    if (c->used + need > c->size) {
-        c->full = 1;
+    if (c->used + need > c->size)
         return 1;
-    }
-    fuse_add_direntry(c->req, c->buf + c->used, c->size - c->used, name, &st, next);
+    fuse_add_direntry(c->req, c->buf + c->used, c->size - c->used, name, &st, (off_t)next);
     c->used += need;
     return 0;
-}
-
-static int readdir_cb(void *arg, const struct meta_dirent *d)
-{
-    struct readdir_ctx *c = arg;
-    char name[NAME_MAX_ENC + 16];
-    size_t nlen = 0;
-    struct vault_folder *vf = c->vf;
-    if (d->name_len > NAME_MAX_ENC)
-        return 0;
-    if (!vf) {
-        for (size_t i = 0; i < c->fs->v->nfolders && !vf; i++)
-            if (c->fs->v->folders[i].root_ino == d->ino &&
-                (c->fs->v->folders[i].rights & RIGHT_READ))
-                vf = &c->fs->v->folders[i];
-        if (!vf)
-            return 0;   /* a folder this account holds no envelope for */
-    }
-    if (dec_any(c->fs, vf, c->parent, d->name, d->name_len, name, &nlen) < 0) {
-        fprintf(stderr, "pactfs: skipping an entry of directory %llu whose name does not "
-                "decrypt\n", (unsigned long long)c->parent);
-        return 0;
-    }
-    return add_dirent(c, name, d->ino, d->mode, (off_t)(d->cookie + DIRENT_OFF_BASE));
 }
 
 static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                        struct fuse_file_info *fi)
 {
     (void)fi;
-    struct fs *fs = req_fs(req);
-    struct readdir_ctx c = { .fs = fs, .req = req, .parent = ino, .size = size };
-    int r = folder_check(fs, req, ino, RIGHT_READ, "readdir", NULL, &c.vf);
-    if (r < 0) {
-        fuse_reply_err(req, errno_out(r));
-        return;
-    }
+    struct fs_caller who = caller_of(req);
+    struct readdir_buf c = { .req = req, .size = size };
     c.buf = malloc(size ? size : 1);
     if (!c.buf) {
         fuse_reply_err(req, ENOMEM);
         return;
     }
-    if (off < 1)
-        add_dirent(&c, ".", ino, S_IFDIR, 1);
-    if (off < 2 && !c.full)
-        add_dirent(&c, "..", ino, S_IFDIR, 2);
-    if (!c.full) {
-        uint64_t after = off > DIRENT_OFF_BASE ? (uint64_t)off - DIRENT_OFF_BASE : 0;
-        pthread_mutex_lock(&fs->meta_lock);
-        r = meta_dirent_list(fs->v->meta, ino, after, readdir_cb, &c);
-        pthread_mutex_unlock(&fs->meta_lock);
-    }
+    int r = fs_readdir(req_fs(req), &who, ino, off > 0 ? (uint64_t)off : 0, add_dirent, &c);
     if (r < 0 && c.used == 0)
-        fuse_reply_err(req, EIO);
+        fuse_reply_err(req, errno_out(r));
     else
         fuse_reply_buf(req, c.buf, c.used);
     free(c.buf);
@@ -1900,45 +1375,14 @@ static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fus
 /* ------------------------------------------------------------------ */
 /* statfs                                                              */
 
-/* What df shows (docs/design-fuse.md, "statfs"): free is what the user can
- * still store given the coding and the endpoints' free space (capacity.h),
- * used is the plaintext bytes the vault's chunks hold, size is their sum.
- * Inodes: the used count is real; the metadata store has no inode table to
- * run out of, so free inodes are reported as 2^32, "plenty", like other
- * network filesystems with no fixed inode table. */
 static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 {
     (void)ino;
-    struct fs *fs = req_fs(req);
     struct statvfs sv;
-    memset(&sv, 0, sizeof sv);
-    const unsigned long bsize = 4096;
-    unsigned n = object_layer_nstores(fs->v->ol);
-    struct store_space_info sp[EC_MAX_FRAGS];
-    int known[sizeof sp / sizeof sp[0]];
-    if (n > sizeof sp / sizeof sp[0])
-        n = sizeof sp / sizeof sp[0];
-    for (unsigned i = 0; i < n; i++) {
-        struct store *s = object_layer_store(fs->v->ol, i);
-        known[i] = s && store_space(s, &sp[i]) == 0;
-    }
-    unsigned k = fs->v->conf.k ? fs->v->conf.k : 1;
-    uint64_t avail = capacity_avail(sp, known, n, k, fs->v->conf.m);
-    uint64_t inodes = 0, bytes = 0;
-    pthread_mutex_lock(&fs->meta_lock);
-    int r = meta_stats(fs->v->meta, &inodes, &bytes);
-    pthread_mutex_unlock(&fs->meta_lock);
-    if (r < 0) {
+    if (fs_statfs(req_fs(req), &sv) < 0)
         fuse_reply_err(req, EIO);
-        return;
-    }
-    sv.f_bsize = sv.f_frsize = bsize;
-    sv.f_bfree = sv.f_bavail = (fsblkcnt_t)(avail / bsize);
-    sv.f_blocks = sv.f_bfree + (fsblkcnt_t)((bytes + bsize - 1) / bsize);
-    sv.f_ffree = sv.f_favail = (fsfilcnt_t)1 << 32;
-    sv.f_files = (fsfilcnt_t)inodes + sv.f_ffree;
-    sv.f_namemax = NAME_MAX_PLAIN;
-    fuse_reply_statfs(req, &sv);
+    else
+        fuse_reply_statfs(req, &sv);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1946,7 +1390,7 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 
 static int xattr_prepare(struct fs *fs, fuse_req_t req, uint64_t ino, const char *name,
                          uint32_t need, const char *op, struct vault_folder **vf,
-                         struct enc_name *en)
+                         struct fs_name *en)
 {
     if (strncmp(name, "user.", 5) != 0)
         return -ENOTSUP;
@@ -1955,13 +1399,13 @@ static int xattr_prepare(struct fs *fs, fuse_req_t req, uint64_t ino, const char
         return r;
     if (!*vf)
         return (need & RIGHT_WRITE) ? -EACCES : -ENODATA;
-    r = name_check(name);
+    r = fs_name_check(name);
     if (r < 0)
         return -ERANGE;
-    const struct folder_keys *k = cur_keys(fs, *vf);
+    const struct folder_keys *k = fs_cur_keys(fs, *vf);
     if (!k)
         return -EIO;
-    return enc_with(k, ino, name, en);
+    return fs_name_enc(k, ino, name, en);
 }
 
 static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
@@ -1969,12 +1413,12 @@ static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const 
 {
     struct fs *fs = req_fs(req);
     struct vault_folder *vf = NULL;
-    struct enc_name en;
+    struct fs_name en;
     int r = xattr_prepare(fs, req, ino, name, RIGHT_READ | RIGHT_WRITE, "setxattr", &vf, &en);
     uint8_t *sealed = NULL;
     size_t slen = 0;
     if (r == 0)
-        r = seal_cur(fs, vf, "xattr", ino, name, value, size, &sealed, &slen);
+        r = fs_sealed_seal(fs, vf, "xattr", ino, name, value, size, &sealed, &slen);
     if (r == 0) {
         char *path = fs_path(fs, ino, NULL);
         struct meta *m = fs->v->meta;
@@ -2003,7 +1447,7 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
 {
     struct fs *fs = req_fs(req);
     struct vault_folder *vf = NULL;
-    struct enc_name en;
+    struct fs_name en;
     int r = xattr_prepare(fs, req, ino, name, RIGHT_READ, "getxattr", &vf, &en);
     uint8_t *sealed = NULL, *plain = NULL;
     size_t slen = 0, plen = 0;
@@ -2015,7 +1459,7 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
             r = -ENODATA;
     }
     if (r == 0)
-        r = open_any(fs, vf, "xattr", ino, name, sealed, slen, &plain, &plen);
+        r = fs_sealed_open(fs, vf, "xattr", ino, name, sealed, slen, &plain, &plen);
     free(sealed);
     if (r != -EACCES && r != -ENODATA && r != -EOPNOTSUPP && vf &&
         audit_ino(fs, req, "getxattr", ino, r, plen) < 0)
@@ -2045,7 +1489,7 @@ static int xlist_cb(void *arg, const uint8_t *name, size_t nlen)
     struct xlist_ctx *c = arg;
     char plain[NAME_MAX_ENC + 16];
     size_t plen = 0;
-    if (nlen > NAME_MAX_ENC || dec_any(c->fs, c->vf, c->ino, name, nlen, plain, &plen) < 0)
+    if (nlen > NAME_MAX_ENC || fs_name_dec_any(c->fs, c->vf, c->ino, name, nlen, plain, &plen) < 0)
         return 0;
     plen = strlen(plain);
     if (c->used + plen + 1 > c->cap) {
@@ -2092,7 +1536,7 @@ static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 {
     struct fs *fs = req_fs(req);
     struct vault_folder *vf = NULL;
-    struct enc_name en;
+    struct fs_name en;
     int r = xattr_prepare(fs, req, ino, name, RIGHT_READ | RIGHT_WRITE, "removexattr", &vf, &en);
     if (r == 0) {
         char *path = fs_path(fs, ino, NULL);
@@ -2168,35 +1612,6 @@ const struct fuse_lowlevel_ops fs_lowlevel_ops = {
 /* ------------------------------------------------------------------ */
 /* Mount and serve                                                     */
 
-static int orphan_collect(void *arg, uint64_t ino)
-{
-    uint64_t **list = arg;
-    size_t n = (size_t)(*list)[0];
-    uint64_t *p = realloc(*list, (n + 2) * sizeof *p);
-    if (!p)
-        return 1;
-    p[n + 1] = ino;
-    p[0] = n + 1;
-    *list = p;
-    return 0;
-}
-
-/* Inodes left with nlink 0 by a crash while open: delete them now. */
-static void delete_orphans(struct fs *fs)
-{
-    uint64_t *list = calloc(1, sizeof *list);
-    if (!list)
-        return;
-    pthread_mutex_lock(&fs->meta_lock);
-    int r = meta_inode_list_orphans(fs->v->meta, orphan_collect, &list);
-    pthread_mutex_unlock(&fs->meta_lock);
-    if (r < 0)
-        fprintf(stderr, "pactfs: cannot list orphan inodes: %s\n", pfs_err_msg());
-    for (uint64_t i = 1; i <= list[0]; i++)
-        fs_inode_delete_now(fs, list[i]);
-    free(list);
-}
-
 static int mount_options(const struct fs *fs, char *out, size_t cap)
 {
     const char *name = fs->v->conf.vault_name ? fs->v->conf.vault_name : "vault";
@@ -2224,40 +1639,10 @@ static void signal_ready(int fd)
     close(fd);
 }
 
-static int fs_init_state(struct fs *fs, struct vault *v, const struct fs_options *o)
-{
-    memset(fs, 0, sizeof *fs);
-    fs->v = v;
-    fs->opt = *o;
-    fs->chunk_size = v->conf.chunk_size ? v->conf.chunk_size : (1u << 20);
-    fs->mount_ns = fs_now_ns();
-    fs->uid = getuid();
-    fs->gid = getgid();
-    fs->entry_timeout = strcmp(v->conf.meta_backend, "sqlite") == 0 ? ENTRY_TIMEOUT_LOCAL
-                                                                      : ENTRY_TIMEOUT_SHARED;
-    int ro_only = v->nfolders > 0;
-    for (size_t i = 0; i < v->nfolders; i++)
-        if (v->folders[i].rights & RIGHT_WRITE)
-            ro_only = 0;
-    if (ro_only)
-        fs->opt.read_only = 1;   /* a read-only grant mounts read-only */
-    pthread_mutex_init(&fs->meta_lock, NULL);
-    pthread_mutex_init(&fs->handles_lock, NULL);
-    int r = fs_itab_init(&fs->itab);
-    if (r == 0)
-        r = fs_data_start(fs);
-    return r;
-}
-
 static void fs_fini_state(struct fs *fs)
 {
     handles_close_all(fs);
-    fs_itab_destroy(fs);
-    if (!fs->opt.read_only)
-        fs_data_gc_run(fs);
-    fs_data_stop(fs);
-    pthread_mutex_destroy(&fs->meta_lock);
-    pthread_mutex_destroy(&fs->handles_lock);
+    fs_core_stop(fs);
 }
 
 static int serve(struct fs *fs, const char *mountpoint)
@@ -2303,7 +1688,7 @@ int fs_mount_and_serve(struct vault *v, const char *mountpoint, const struct fs_
     struct fs *fs = calloc(1, sizeof *fs);
     if (!fs)
         return pfs_err(-ENOMEM, "out of memory");
-    int r = fs_init_state(fs, v, o);
+    int r = fs_core_start(fs, v, o);
     if (r == 0) {
         /* Orphans are a crash's leftovers only when this workstation is the
          * vault's sole user; with shared PostgreSQL metadata another
@@ -2312,7 +1697,7 @@ int fs_mount_and_serve(struct vault *v, const char *mountpoint, const struct fs_
          * and a read-only mount changes nothing at all. */
         if (strcmp(v->conf.meta_backend, "sqlite") == 0 && !fs->opt.read_only &&
             fs_alone(fs))
-            delete_orphans(fs);
+            fs_core_delete_orphans(fs);
         if (!fs->opt.read_only)
             fs_data_gc_kick(fs);
         r = serve(fs, mountpoint);

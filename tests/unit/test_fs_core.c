@@ -1,0 +1,202 @@
+/* The filesystem core without a mount (fs_core.h): a vault made by
+ * vault_init in a temporary directory, unlocked, and the core called as
+ * the FUSE front end calls it.  Namespace: lookup, getattr, readdir,
+ * rights, refusals and tampering caught by the entry binding. */
+#include "config.h"
+
+#include <errno.h>
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "crypto.h"
+#include "error.h"
+#include "fs_core.h"
+#include "tap.h"
+#include "vault.h"
+
+#define PASSWORD "correct horse battery staple"
+
+static char dir[] = "/tmp/pactfs-fscore-XXXXXX";
+static struct vault *v;
+static struct fs fs;
+static const struct fs_caller alice = { .uid = 1000, .gid = 1000, .pid = 4242 };
+
+static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *f)
+{
+    (void)st;
+    (void)flag;
+    (void)f;
+    return remove(p);
+}
+
+/* One vault for the whole run (its three RSA keys take seconds): account
+ * alice (dataadmin|user) with folder "proj".  Each case starts the core on
+ * it and stops it; the case that tampers with it runs last. */
+static int make_vault(void)
+{
+    struct pwkdf_params fast;
+    if (pwkdf_params_default(&fast) < 0)
+        return -1;
+    fast.t_cost = 1;
+    fast.m_cost_kib = 1024;
+    if (!mkdtemp(dir))
+        return -1;
+    struct vault_init_opts o = { .dir = dir,
+                                 .vault_name = "core",
+                                 .account = "alice",
+                                 .password = PASSWORD,
+                                 .folder_name = "proj",
+                                 .kdf = &fast,
+                                 .rsa_bits = 0 };
+    if (vault_init(&o) < 0) {
+        printf("# vault_init: %s\n", pfs_err_msg());
+        return -1;
+    }
+    char conf[256];
+    snprintf(conf, sizeof conf, "%s/pactfs.conf", dir);
+    if (vault_open(conf, &v) < 0 || vault_unlock(v, "alice", PASSWORD) < 0) {
+        printf("# vault_open/unlock: %s\n", pfs_err_msg());
+        return -1;
+    }
+    return 0;
+}
+
+static int setup(int read_only)
+{
+    struct fs_options fo = { .read_only = read_only, .ready_fd = -1 };
+    return v ? fs_core_start(&fs, v, &fo) : -1;
+}
+
+static void teardown(void)
+{
+    fs_core_stop(&fs);
+}
+
+struct listing {
+    char names[16][64];
+    uint64_t next[16];
+    size_t n, cap;
+};
+
+static int collect(void *arg, const char *name, uint64_t ino, uint32_t mode, uint64_t next)
+{
+    (void)ino;
+    (void)mode;
+    struct listing *l = arg;
+    if (l->n >= l->cap)
+        return 1;
+    snprintf(l->names[l->n], sizeof l->names[0], "%s", name);
+    l->next[l->n++] = next;
+    return 0;
+}
+
+static void test_root_and_folder_lookup(void)
+{
+    REQUIRE(setup(0) == 0);
+    struct stat st;
+    CHECK_EQ_INT(fs_getattr(&fs, META_ROOT_INO, &st), 0);
+    CHECK(S_ISDIR(st.st_mode));
+    CHECK_EQ_INT(st.st_mode & 0777, 0755);   /* a dataadmin may create folders */
+    struct meta_inode mi;
+    CHECK_EQ_INT(fs_lookup(&fs, &alice, META_ROOT_INO, "proj", &mi), 0);
+    CHECK(S_ISDIR(mi.mode));
+    CHECK(mi.ino == v->folders[0].root_ino);
+    CHECK(mi.folder_id == v->folders[0].id);
+    CHECK_EQ_INT(fs_getattr(&fs, mi.ino, &st), 0);
+    CHECK(st.st_ino == mi.ino);
+    CHECK_EQ_INT(fs_lookup(&fs, &alice, META_ROOT_INO, "other", &mi), -ENOENT);
+    CHECK_EQ_INT(fs_lookup(&fs, &alice, v->folders[0].root_ino, "nothing", &mi), -ENOENT);
+    char longname[300];
+    memset(longname, 'a', sizeof longname - 1);
+    longname[sizeof longname - 1] = '\0';
+    CHECK_EQ_INT(fs_lookup(&fs, &alice, v->folders[0].root_ino, longname, &mi), -ENAMETOOLONG);
+    CHECK_EQ_INT(fs_lookup(&fs, &alice, v->folders[0].root_ino, "", &mi), -EINVAL);
+    CHECK_EQ_INT(fs_getattr(&fs, 999999, &st), -ENOENT);
+    teardown();
+}
+
+static void test_readdir_root_and_offsets(void)
+{
+    REQUIRE(setup(0) == 0);
+    struct listing l = { .cap = 16 };
+    CHECK_EQ_INT(fs_opendir(&fs, &alice, META_ROOT_INO), 0);
+    CHECK_EQ_INT(fs_readdir(&fs, &alice, META_ROOT_INO, 0, collect, &l), 0);
+    REQUIRE(l.n == 3);
+    CHECK(strcmp(l.names[0], ".") == 0);
+    CHECK(strcmp(l.names[1], "..") == 0);
+    CHECK(strcmp(l.names[2], "proj") == 0);
+    /* Resuming after an entry gives the ones after it only. */
+    struct listing rest = { .cap = 16 };
+    CHECK_EQ_INT(fs_readdir(&fs, &alice, META_ROOT_INO, l.next[1], collect, &rest), 0);
+    CHECK_EQ_INT(rest.n, 1);
+    struct listing end = { .cap = 16 };
+    CHECK_EQ_INT(fs_readdir(&fs, &alice, META_ROOT_INO, l.next[2], collect, &end), 0);
+    CHECK_EQ_INT(end.n, 0);
+    /* A full buffer stops the listing without an error. */
+    struct listing one = { .cap = 1 };
+    CHECK_EQ_INT(fs_readdir(&fs, &alice, META_ROOT_INO, 0, collect, &one), 0);
+    CHECK_EQ_INT(one.n, 1);
+    /* An empty folder lists only its dots. */
+    struct listing f = { .cap = 16 };
+    CHECK_EQ_INT(fs_readdir(&fs, &alice, v->folders[0].root_ino, 0, collect, &f), 0);
+    CHECK_EQ_INT(f.n, 2);
+    teardown();
+}
+
+static void test_rights_and_read_only(void)
+{
+    REQUIRE(setup(1) == 0);
+    struct vault_folder *vf = NULL;
+    uint64_t root = v->folders[0].root_ino;
+    CHECK_EQ_INT(fs_folder_check(&fs, &alice, root, RIGHT_READ, "lookup", NULL, &vf), 0);
+    CHECK(vf == &v->folders[0]);
+    CHECK_EQ_INT(fs_folder_check(&fs, &alice, root, RIGHT_WRITE, "create", "x", &vf), -EROFS);
+    CHECK_EQ_INT(fs_folder_check(&fs, &alice, META_ROOT_INO, RIGHT_WRITE, "mkdir", "x", &vf),
+                 -EROFS);
+    struct stat st;
+    CHECK_EQ_INT(fs_getattr(&fs, META_ROOT_INO, &st), 0);
+    CHECK_EQ_INT(st.st_mode & 0777, 0555);   /* read-only: no folder creation */
+    /* A folder without the right asked for is refused (audited). */
+    uint32_t rights = v->folders[0].rights;
+    v->folders[0].rights = RIGHT_READ;
+    fs.opt.read_only = 0;
+    CHECK_EQ_INT(fs_folder_check(&fs, &alice, root, RIGHT_WRITE, "create", "x", &vf), -EACCES);
+    v->folders[0].rights = rights;
+    /* A change at the top of the mount other than mkdir is refused. */
+    CHECK_EQ_INT(fs_folder_check(&fs, &alice, META_ROOT_INO, RIGHT_WRITE, "create", "x", &vf),
+                 -EACCES);
+    teardown();
+}
+
+/* The database operator changes the type of a folder's root inode: the
+ * entry binding no longer matches and the lookup is refused (EIO). */
+static void test_tampered_inode_type(void)
+{
+    REQUIRE(setup(0) == 0);
+    struct meta_inode mi;
+    REQUIRE(fs_lookup(&fs, &alice, META_ROOT_INO, "proj", &mi) == 0);
+    mi.mode = S_IFREG | 0644;
+    REQUIRE(meta_begin(v->meta) == 0);
+    REQUIRE(meta_inode_update(v->meta, &mi) == 0);
+    REQUIRE(meta_commit(v->meta) == 0);
+    CHECK_EQ_INT(fs_lookup(&fs, &alice, META_ROOT_INO, "proj", &mi), -EIO);
+    teardown();
+}
+
+int main(void)
+{
+    if (make_vault() < 0)
+        printf("# cannot make the test vault\n");
+    RUN(test_root_and_folder_lookup);
+    RUN(test_readdir_root_and_offsets);
+    RUN(test_rights_and_read_only);
+    RUN(test_tampered_inode_type);   /* last: it alters the vault */
+    if (v)
+        vault_close(v);
+    nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    return tap_done();
+}
