@@ -515,7 +515,9 @@ static int load_metadata(const struct loader *ld, const config_setting_t *root,
                          struct pactfs_conf *c)
 {
     static const char *const sqlite_known[] = { "backend", "path", NULL };
-    static const char *const pg_known[] = { "backend", "conninfo", NULL };
+    static const char *const pg_known[] = { "backend", "conninfo", "lease_seconds",
+                                            "poll_ms", NULL };
+    uint64_t lease = 30, poll_ms = 1000;
     const config_setting_t *g = config_setting_get_member(root, "metadata");
     int rc;
 
@@ -533,8 +535,12 @@ static int load_metadata(const struct loader *ld, const config_setting_t *root,
     }
     if (strcmp(c->meta_backend, "postgresql") == 0) {
         if ((rc = check_known_members(ld, g, pg_known, "for backend \"postgresql\"")) ||
-            (rc = get_string(ld, g, "conninfo", true, STR_PLAIN, &c->meta_conninfo)))
+            (rc = get_string(ld, g, "conninfo", true, STR_PLAIN, &c->meta_conninfo)) ||
+            (rc = get_uint(ld, g, "lease_seconds", 3, 3600, "3 .. 3600 seconds", &lease)) ||
+            (rc = get_uint(ld, g, "poll_ms", 50, 60000, "50 .. 60000 milliseconds", &poll_ms)))
             return rc;
+        c->meta_lease_s = (uint32_t)lease;
+        c->meta_poll_ms = (uint32_t)poll_ms;
         return check_pg_conninfo(ld, config_setting_get_member(g, "conninfo"), c->meta_conninfo);
     }
     return conf_fail(ld, config_setting_get_member(g, "backend"), -EINVAL,
@@ -714,6 +720,8 @@ void conf_defaults(struct pactfs_conf *c)
     c->chunk_size = 1024u * 1024u;
     c->cache_mib = 256;
     c->dirty_mib = 256;
+    c->meta_lease_s = 30;
+    c->meta_poll_ms = 1000;
     c->workers = 4;
     c->meta_backend = strdup("sqlite");
     c->share_provider = strdup("local");

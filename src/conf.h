@@ -46,6 +46,8 @@ struct pactfs_conf {
     char *meta_backend;     /* "sqlite" or "postgresql" */
     char *meta_path;        /* sqlite: absolute path */
     char *meta_conninfo;    /* postgresql: libpq conninfo */
+    uint32_t meta_lease_s;  /* postgresql: a mount's session lease (default 30) */
+    uint32_t meta_poll_ms;  /* postgresql: change feed poll period (default 1000) */
 
     char *share_provider;   /* "local" or "keyd" */
     char *share_keydir;     /* local: absolute path */

@@ -44,7 +44,9 @@ int fs_alone(struct fs *fs)
         __atomic_store_n(&fs->alone, mount_peers_alone(fs->opt.peers), __ATOMIC_RELAXED);
         __atomic_store_n(&fs->alone_checked_ns, now, __ATOMIC_RELEASE);
     }
-    return __atomic_load_n(&fs->alone, __ATOMIC_RELAXED);
+    /* other workstations' sessions: counted by fs_watch (the pactfs program) */
+    return __atomic_load_n(&fs->alone, __ATOMIC_RELAXED) &&
+           __atomic_load_n(&fs->remote_peers, __ATOMIC_ACQUIRE) == 0;
 }
 
 void fs_ns_to_ts(int64_t ns, struct timespec *ts)

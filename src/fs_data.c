@@ -29,6 +29,7 @@
 #include "error.h"
 #include "filecommit.h"
 #include "fs_internal.h"
+#include "meta_shared.h"
 #include "secmem.h"
 
 #define NO_TRUNC UINT64_MAX
@@ -1082,7 +1083,10 @@ static int commit_meta(struct fs *fs, struct fs_inode *in, struct commit_set *s,
     int r = meta_begin(m);
     if (r < 0)
         goto out;
-    r = meta_inode_get(m, ino, &mi);
+    /* writers of this file on other workstations commit one at a time */
+    r = meta_inode_lock(m, ino);
+    if (r == 0)
+        r = meta_inode_get(m, ino, &mi);
     if (r == 0)
         r = commit_record(fs, in, &mi, s);
     if (r == 0 && s->trunc_from != NO_TRUNC)

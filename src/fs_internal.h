@@ -82,6 +82,9 @@ struct fs {
     pthread_mutex_t meta_lock; /* the meta handle is not thread-safe */
     struct fs_itab itab;
     struct fs_data *data;
+    struct fs_watch *watch;    /* fs_watch.c: sessions, change feed (or NULL) */
+    uint64_t remote_peers;     /* atomic: other workstations' live sessions
+                                  (fs_watch; 0 without one) */
     pthread_mutex_t handles_lock;  /* open handles, freed at unmount if the */
     struct fs_handle *handles;     /* kernel dropped their release */
 };
@@ -217,6 +220,16 @@ int fs_data_in_trouble(struct fs *fs);
 /* The last reference of in went but its write-back failed: keep it (the
  * caller's op reference) and retry; 0 if it could not be kept. */
 int fs_data_keep_for_retry(struct fs *fs, struct fs_inode *in);
+
+/* ---- fs_watch.c: several workstations on PostgreSQL ---- */
+/* Join the vault's sessions and follow its change feed (nothing on SQLite);
+ * before the mount serves.  0 or -errno with a message. */
+int fs_watch_start(struct fs *fs);
+/* End the session (its holds and locks go) and the thread; after the FUSE
+ * loop ended, before the session is destroyed. */
+void fs_watch_stop(struct fs *fs);
+/* This mount's session id in the store, 0 without a watch. */
+uint64_t fs_watch_session(struct fs *fs);
 
 /* fs_status.c: rewrite the status file and metrics (syncer thread); audit
  * the repairs left at unmount. */

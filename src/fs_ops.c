@@ -1672,6 +1672,7 @@ static int serve(struct fs *fs, const char *mountpoint)
     r = fuse_session_loop_mt(fs->se, &cfg);
     /* The loop ended (unmount or signal): write everything back first. */
     fs_data_flush_all(fs);
+    fs_watch_stop(fs);
     fuse_session_unmount(fs->se);
     fuse_remove_signal_handlers(fs->se);
     fuse_session_destroy(fs->se);
@@ -1689,6 +1690,8 @@ int fs_mount_and_serve(struct vault *v, const char *mountpoint, const struct fs_
     if (!fs)
         return pfs_err(-ENOMEM, "out of memory");
     int r = fs_core_start(fs, v, o);
+    if (r == 0)
+        r = fs_watch_start(fs);
     if (r == 0) {
         /* Orphans are a crash's leftovers only when this workstation is the
          * vault's sole user; with shared PostgreSQL metadata another
@@ -1701,6 +1704,7 @@ int fs_mount_and_serve(struct vault *v, const char *mountpoint, const struct fs_
         if (!fs->opt.read_only)
             fs_data_gc_kick(fs);
         r = serve(fs, mountpoint);
+        fs_watch_stop(fs);   /* if serve failed before its loop */
     }
     if (fs->data)
         fs_fini_state(fs);

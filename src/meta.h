@@ -32,7 +32,7 @@
 #include "object.h"
 
 #define META_ROOT_INO 1          /* the mount's root: virtual, lists folders */
-#define META_SCHEMA_VERSION 2
+#define META_SCHEMA_VERSION 3
 #define META_BIND_MAX 64         /* bytes of a directory entry's binding */
 #define META_COMMIT_MAX 64       /* bytes of a file's commitment record */
 #define META_NAME_MAX 512        /* bytes of an encrypted name */

@@ -15,6 +15,7 @@
 
 #include <errno.h>
 #include <libpq-fe.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +28,8 @@
 
 /* Serialises schema migrations across workstations (an arbitrary constant). */
 #define MIGRATION_LOCK_KEY "7065616374667301"
+/* The channel of change notifications (one database holds one vault). */
+#define PG_CHANNEL "pactfs_changes"
 
 /* Shared statements' texts, rewritten to $N once per connection. */
 #define PG_CACHE 128
@@ -34,6 +37,7 @@
 
 struct pg {
     PGconn *conn;
+    int listening;                /* LISTEN sent (meta_change_wait) */
     char *sql[PG_CACHE];
 };
 
@@ -273,6 +277,47 @@ static const char *pg_describe(void *db)
     return "the PostgreSQL metadata store";
 }
 
+/* Drain the notifications that arrived: 1 if any. */
+static int pg_drain_notify(struct pg *s)
+{
+    PGnotify *n;
+    int got = 0;
+
+    while ((n = PQnotifies(s->conn)) != NULL) {
+        got = 1;
+        PQfreemem(n);
+    }
+    return got;
+}
+
+static int pg_wait_notify(void *db, int timeout_ms)
+{
+    struct pg *s = db;
+
+    if (!s->listening) {
+        int rc = pg_exec(s, "LISTEN " PG_CHANNEL, "listen for changes");
+
+        if (rc)
+            return rc;
+        s->listening = 1;
+    }
+    if (PQconsumeInput(s->conn) == 0)
+        return pfs_err(-EIO, "PostgreSQL connection lost while waiting for changes: %s",
+                       PQerrorMessage(s->conn));
+    if (pg_drain_notify(s))
+        return 1;
+    struct pollfd pfd = { .fd = PQsocket(s->conn), .events = POLLIN };
+    if (pfd.fd < 0)
+        return pfs_err(-EIO, "PostgreSQL connection lost while waiting for changes");
+    int n = poll(&pfd, 1, timeout_ms);
+    if (n <= 0)
+        return 0;
+    if (PQconsumeInput(s->conn) == 0)
+        return pfs_err(-EIO, "PostgreSQL connection lost while waiting for changes: %s",
+                       PQerrorMessage(s->conn));
+    return pg_drain_notify(s);
+}
+
 static void pg_close(void *db)
 {
     struct pg *s = db;
@@ -306,6 +351,25 @@ static void pg_close(void *db)
     CHUNK_COLS "), queued AS (INSERT INTO gc_queue (" CHUNK_COLS ", queued) SELECT " \
     CHUNK_COLS ", ?3::bigint FROM gone ORDER BY idx)"
 
+/* The change feed (meta_shared.h): one trigger function for inodes and
+ * dirents; the origin is the session the connection named (meta_set_origin),
+ * and every change also wakes the listening mounts (one NOTIFY per
+ * transaction: identical notifications are folded). */
+#define PG_CHANGE_TRIGGERS \
+    "CREATE FUNCTION pactfs_changed() RETURNS trigger LANGUAGE plpgsql AS $f$" \
+    " DECLARE r RECORD; p BIGINT := 0; BEGIN" \
+    " IF TG_OP = 'DELETE' THEN r := OLD; ELSE r := NEW; END IF;" \
+    " IF TG_TABLE_NAME = 'dirents' THEN p := r.parent; END IF;" \
+    " INSERT INTO changes (ino, parent, origin, at) VALUES (r.ino, p," \
+    " COALESCE(NULLIF(current_setting('pactfs.origin', true), ''), '0')::bigint," \
+    " CAST(extract(epoch FROM clock_timestamp()) AS BIGINT));" \
+    " PERFORM pg_notify('" PG_CHANNEL "', '');" \
+    " RETURN NULL; END $f$;" \
+    "CREATE TRIGGER inodes_changed AFTER INSERT OR UPDATE OR DELETE ON inodes" \
+    " FOR EACH ROW EXECUTE FUNCTION pactfs_changed();" \
+    "CREATE TRIGGER dirents_changed AFTER INSERT OR UPDATE OR DELETE ON dirents" \
+    " FOR EACH ROW EXECUTE FUNCTION pactfs_changed();"
+
 static const struct msql_dialect pg_dialect = {
     .blob = "BYTEA",
     .integer = "BIGINT",
@@ -315,6 +379,11 @@ static const struct msql_dialect pg_dialect = {
     .ino_seq = "CREATE SEQUENCE inode_seq;",
     .new_ino = "COALESCE(?1::bigint, nextval('inode_seq'))",
     .empty_blob = "''::bytea",
+    .now = "CAST(extract(epoch FROM clock_timestamp()) AS BIGINT)",
+    .change_triggers = PG_CHANGE_TRIGGERS,
+    .inode_lock = "SELECT ino FROM inodes WHERE ino = ?1 FOR UPDATE",
+    .set_origin = "SET pactfs.origin = ",
+    .notify = "NOTIFY " PG_CHANNEL,
     .begin = "BEGIN",
     .migration_begin = "BEGIN; SELECT pg_advisory_xact_lock(" MIGRATION_LOCK_KEY ")",
     .has_version_table = "SELECT count(*) FROM pg_tables WHERE"
@@ -349,6 +418,7 @@ static const struct msql_driver pg_driver = {
     .exec = pg_exec,
     .txn_state = pg_txn_state,
     .describe = pg_describe,
+    .wait_notify = pg_wait_notify,
     .close = pg_close,
 };
 

@@ -17,6 +17,7 @@
 #include "error.h"
 #include "meta.h"
 #include "meta_backend.h"
+#include "meta_shared.h"
 #include "meta_sql.h"
 
 /* ---- schema and migrations ---- */
@@ -70,6 +71,23 @@ static const char *const migrations[META_SCHEMA_VERSION] = {
      * computes them for existing entries and files) */
     "ALTER TABLE dirents ADD COLUMN bind {BLOB} NOT NULL DEFAULT {EMPTY_BLOB};"
     "ALTER TABLE inodes ADD COLUMN commitment {BLOB} NOT NULL DEFAULT {EMPTY_BLOB};",
+    /* 2 -> 3: several workstations (meta_shared.h) -- the change feed every
+     * change of an inode or directory entry writes (database triggers, and
+     * a NOTIFY on PostgreSQL), sessions with leases, the inodes a session
+     * holds open, advisory locks */
+    "CREATE TABLE changes (seq {ID_ALWAYS}, ino {INT} NOT NULL, parent {INT} NOT NULL,"
+    " origin {INT} NOT NULL, at {INT} NOT NULL);"
+    "CREATE INDEX changes_by_at ON changes(at);"
+    "CREATE TABLE sessions (id {ID_ALWAYS}, account {INT} NOT NULL, host TEXT NOT NULL,"
+    " started {INT} NOT NULL, expires {INT} NOT NULL);"
+    "CREATE TABLE holds (session {INT} NOT NULL, ino {INT} NOT NULL,"
+    " PRIMARY KEY (session, ino));"
+    "CREATE INDEX holds_by_ino ON holds(ino);"
+    "CREATE TABLE locks (id {ID_ALWAYS}, ino {INT} NOT NULL, session {INT} NOT NULL,"
+    " owner {INT} NOT NULL, kind {INT} NOT NULL, type {INT} NOT NULL,"
+    " start_off {INT} NOT NULL, end_off {INT} NOT NULL, pid {INT} NOT NULL);"
+    "CREATE INDEX locks_by_ino ON locks(ino);"
+    "{CHANGE_TRIGGERS}",
 };
 
 /* ---- statements ---- */
@@ -91,7 +109,11 @@ enum st {
     ST_XATTR_GET, ST_XATTR_INSERT, ST_XATTR_REPLACE, ST_XATTR_UPSERT, ST_XATTR_REMOVE,
     ST_XATTR_LIST,
     ST_STATS, ST_CHUNK_BYTES,
+    ST_CHANGE_LAST, ST_CHANGE_LIST, ST_CHANGE_PRUNE,
+    ST_SESSION_OPEN, ST_SESSION_RENEW, ST_SESSION_OTHERS, ST_SESSION_REAP, ST_SESSION_CLOSE,
+    ST_HOLDS_ORPHANED, ST_LOCKS_ORPHANED, ST_HOLDS_CLOSE, ST_LOCKS_CLOSE,
     ST_CHUNK_PUT_ONE, ST_CHUNK_TRUNCATE_ONE, ST_INODE_DELETE_ONE, ST_INODE_SEQ_ADVANCE,
+    ST_INODE_LOCK,
     ST_COUNT
 };
 
@@ -193,11 +215,27 @@ static const char *const stmt_sql[ST_COUNT] = {
                  " (SELECT CAST(coalesce(sum(plain_len), 0) AS {INT}) FROM chunks)",
     [ST_CHUNK_BYTES] = "SELECT CAST(coalesce(sum(plain_len), 0) AS {INT}) FROM chunks"
                        " WHERE ino = ?1",
+    /* several workstations (meta_shared.h); times are the database's clock */
+    [ST_CHANGE_LAST] = "SELECT CAST(coalesce(max(seq), 0) AS {INT}) FROM changes",
+    [ST_CHANGE_LIST] = "SELECT seq, ino, parent, origin FROM changes WHERE seq > ?1"
+                       " ORDER BY seq LIMIT ?2",
+    [ST_CHANGE_PRUNE] = "DELETE FROM changes WHERE at < {NOW} - ?1",
+    [ST_SESSION_OPEN] = "INSERT INTO sessions (account, host, started, expires)"
+                        " VALUES (?1, ?2, {NOW}, {NOW} + ?3) RETURNING id",
+    [ST_SESSION_RENEW] = "UPDATE sessions SET expires = {NOW} + ?2 WHERE id = ?1",
+    [ST_SESSION_OTHERS] = "SELECT count(*) FROM sessions WHERE id <> ?1 AND expires > {NOW}",
+    [ST_SESSION_REAP] = "DELETE FROM sessions WHERE expires <= {NOW}",
+    [ST_SESSION_CLOSE] = "DELETE FROM sessions WHERE id = ?1",
+    [ST_HOLDS_ORPHANED] = "DELETE FROM holds WHERE session NOT IN (SELECT id FROM sessions)",
+    [ST_LOCKS_ORPHANED] = "DELETE FROM locks WHERE session NOT IN (SELECT id FROM sessions)",
+    [ST_HOLDS_CLOSE] = "DELETE FROM holds WHERE session = ?1",
+    [ST_LOCKS_CLOSE] = "DELETE FROM locks WHERE session = ?1",
     /* filled from the dialect (NULL there: not used) */
     [ST_CHUNK_PUT_ONE] = NULL,
     [ST_CHUNK_TRUNCATE_ONE] = NULL,
     [ST_INODE_DELETE_ONE] = NULL,
     [ST_INODE_SEQ_ADVANCE] = NULL,
+    [ST_INODE_LOCK] = NULL,
 };
 
 #define DIRENT_PAGE 256
@@ -228,6 +266,8 @@ static const char *dialect_word(const struct msql_dialect *d, const char *w, siz
         { "INO_SEQ", offsetof(struct msql_dialect, ino_seq) },
         { "NEW_INO", offsetof(struct msql_dialect, new_ino) },
         { "EMPTY_BLOB", offsetof(struct msql_dialect, empty_blob) },
+        { "NOW", offsetof(struct msql_dialect, now) },
+        { "CHANGE_TRIGGERS", offsetof(struct msql_dialect, change_triggers) },
     };
 
     for (size_t i = 0; i < sizeof words / sizeof words[0]; i++)
@@ -274,6 +314,7 @@ static int expand_statements(struct msql *h)
     tmpl[ST_CHUNK_TRUNCATE_ONE] = d->chunk_truncate;
     tmpl[ST_INODE_DELETE_ONE] = d->inode_delete;
     tmpl[ST_INODE_SEQ_ADVANCE] = d->inode_seq_advance;
+    tmpl[ST_INODE_LOCK] = d->inode_lock;
     for (int i = 0; i < ST_COUNT; i++)
         if (tmpl[i] && !(h->sql[i] = sql_expand(d, tmpl[i])))
             return pfs_err(-ENOMEM, "out of memory preparing metadata statements");
@@ -1788,3 +1829,185 @@ static const struct meta_ops sql_ops = {
     .set_deferred_sync = sql_set_deferred_sync,
     .sync = sql_sync,
 };
+
+/* ---- several workstations (meta_shared.h) ---- */
+
+int meta_change_last(struct meta *m, uint64_t *seq)
+{
+    struct q q;
+    int64_t v;
+    int found;
+    int rc = q_open(H(m), ST_CHANGE_LAST, &q);
+
+    if (rc == 0)
+        rc = q_one_i64(&q, "change feed", &v, &found);
+    if (rc == 0 && v < 0)
+        rc = pfs_err(-EBADMSG, "metadata store: negative change sequence number");
+    if (rc == 0)
+        *seq = (uint64_t)v;
+    return rc;
+}
+
+int meta_change_list(struct meta *m, uint64_t after, unsigned limit,
+                     int (*cb)(void *arg, const struct meta_change *c), void *arg)
+{
+    struct q q;
+    int rc = q_open(H(m), ST_CHANGE_LIST, &q);
+
+    if (rc)
+        return rc;
+    q_u64(&q, 1, after);
+    q_i64(&q, 2, limit);
+    while ((rc = q_step(&q, "change feed")) > 0) {
+        struct meta_change c = {
+            .seq = (uint64_t)col_i64(&q, 0), .ino = (uint64_t)col_i64(&q, 1),
+            .parent = (uint64_t)col_i64(&q, 2), .origin = (uint64_t)col_i64(&q, 3),
+        };
+
+        rc = row_status(&q, "change feed");
+        if (rc == 0)
+            rc = cb(arg, &c);
+        if (rc) {
+            rc = meta_cb_result(rc);
+            break;
+        }
+    }
+    q_close(&q);
+    return rc;
+}
+
+int meta_change_prune(struct meta *m, int64_t age_s)
+{
+    struct q q;
+    int rc = q_open(H(m), ST_CHANGE_PRUNE, &q);
+
+    if (rc)
+        return rc;
+    q_i64(&q, 1, age_s);
+    return q_run(&q, "change feed pruning", NULL);
+}
+
+int meta_change_wait(struct meta *m, int timeout_ms)
+{
+    struct msql *h = H(m);
+
+    if (h->drv->wait_notify)
+        return h->drv->wait_notify(h->db, timeout_ms);
+    struct timespec ts = { timeout_ms / 1000, (long)(timeout_ms % 1000) * 1000000 };
+    while (nanosleep(&ts, &ts) < 0)
+        ;
+    return 0;
+}
+
+int meta_change_notify(struct meta *m)
+{
+    struct msql *h = H(m);
+
+    return h->drv->dialect->notify ? h_exec(h, h->drv->dialect->notify, "notify") : 0;
+}
+
+int meta_set_origin(struct meta *m, uint64_t origin)
+{
+    struct msql *h = H(m);
+    char sql[96];
+
+    if (!h->drv->dialect->set_origin)
+        return 0;
+    snprintf(sql, sizeof sql, "%s'%llu'", h->drv->dialect->set_origin,
+             (unsigned long long)origin);
+    return h_exec(h, sql, "set the change origin");
+}
+
+int meta_session_open(struct meta *m, uint64_t account, const char *host, int lease_s,
+                      uint64_t *id)
+{
+    struct q q;
+    int64_t v;
+    int found;
+    int rc = q_open(H(m), ST_SESSION_OPEN, &q);
+
+    if (rc)
+        return rc;
+    q_u64(&q, 1, account);
+    q_text(&q, 2, host);
+    q_i64(&q, 3, lease_s);
+    rc = q_one_i64(&q, "session start", &v, &found);
+    if (rc == 0 && (!found || v <= 0))
+        rc = pfs_err(-EIO, "metadata store: starting a session returned no id");
+    if (rc == 0)
+        *id = (uint64_t)v;
+    return rc;
+}
+
+int meta_session_renew(struct meta *m, uint64_t id, int lease_s)
+{
+    struct q q;
+    long n = 0;
+    int rc = q_open(H(m), ST_SESSION_RENEW, &q);
+
+    if (rc)
+        return rc;
+    q_u64(&q, 1, id);
+    q_i64(&q, 2, lease_s);
+    rc = q_run(&q, "session renewal", &n);
+    if (rc == 0 && n == 0)
+        rc = pfs_err(-ESTALE, "session %llu expired and was removed by another workstation",
+                     (unsigned long long)id);
+    return rc;
+}
+
+int meta_session_others(struct meta *m, uint64_t id, uint64_t *count)
+{
+    int64_t v;
+    int found;
+    int rc = query_i64(H(m), ST_SESSION_OTHERS, id, 1, 0, "session count", &v, &found);
+
+    if (rc == 0)
+        *count = v > 0 ? (uint64_t)v : 0;
+    return rc;
+}
+
+/* Statements without parameters, or bound to (id), in one group. */
+static int run_group(struct msql *h, const enum st *ids, size_t n, int with_id, uint64_t id,
+                     const char *what)
+{
+    int rc = group_begin(h);
+
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        struct q q;
+
+        rc = q_open(h, ids[i], &q);
+        if (rc == 0) {
+            if (with_id)
+                q_u64(&q, 1, id);
+            rc = q_run(&q, what, NULL);
+        }
+    }
+    return group_end(h, rc);
+}
+
+int meta_session_reap(struct meta *m)
+{
+    static const enum st ids[] = { ST_SESSION_REAP, ST_HOLDS_ORPHANED, ST_LOCKS_ORPHANED };
+
+    return run_group(H(m), ids, 3, 0, 0, "expired session removal");
+}
+
+int meta_session_close(struct meta *m, uint64_t id)
+{
+    static const enum st ids[] = { ST_SESSION_CLOSE, ST_HOLDS_CLOSE, ST_LOCKS_CLOSE };
+
+    return run_group(H(m), ids, 3, 1, id, "session end");
+}
+
+int meta_inode_lock(struct meta *m, uint64_t ino)
+{
+    struct msql *h = H(m);
+    int64_t v;
+    int found;
+
+    if (!h->in_txn)
+        return pfs_err(-EINVAL, "inode lock outside a transaction");
+    int rc = query_i64(h, ST_INODE_LOCK, ino, 1, 0, "inode lock", &v, &found);
+    return rc ? rc : found ? 0 : -ENOENT;
+}

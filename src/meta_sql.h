@@ -55,6 +55,18 @@ struct msql_dialect {
     const char *ino_seq;       /* {INO_SEQ}: DDL before the inode table ("" if none) */
     const char *new_ino;       /* {NEW_INO}: ?1, or a fresh number when ?1 is NULL */
     const char *empty_blob;    /* {EMPTY_BLOB}: literal of an empty byte string */
+    const char *now;           /* {NOW}: the database's clock, unix seconds */
+    const char *change_triggers; /* {CHANGE_TRIGGERS}: DDL of the triggers that write
+                                  the change feed (meta_shared.h) on every change
+                                  of inodes and dirents */
+    /* Inside a write transaction: take the inode row ?1 for the rest of it
+     * (other writers of that row wait; returns the row if it exists). */
+    const char *inode_lock;
+    /* The statement, up to its quoted number, that sets this connection's
+     * origin for the change feed (NULL: the triggers record origin 0). */
+    const char *set_origin;
+    /* Wake every connection waiting for changes (NULL: none wait). */
+    const char *notify;
     const char *begin;         /* start a write transaction */
     const char *migration_begin; /* start the migration transaction (with its lock) */
     const char *has_version_table; /* one count: is there a schema_version table */
@@ -100,6 +112,9 @@ struct msql_driver {
 
     /* What the messages call this store ("metadata store /x/meta.db"). */
     const char *(*describe)(void *db);
+    /* Optional: wait up to timeout_ms for a change notification (1),
+     * else 0; < 0 on a lost connection.  NULL: no notifications (polling). */
+    int (*wait_notify)(void *db, int timeout_ms);
     /* Optional durability controls (NULL: every commit is durable). */
     int (*set_deferred_sync)(void *db, int deferred);
     int (*sync)(void *db);

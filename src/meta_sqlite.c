@@ -291,6 +291,12 @@ static const struct msql_dialect sqlite_dialect = {
     .has_version_table = "SELECT count(*) FROM sqlite_master WHERE type = 'table'"
                          " AND name = 'schema_version'",
     .table_count = "SELECT count(*) FROM sqlite_master",
+    .now = "CAST(strftime('%s', 'now') AS INTEGER)",
+    /* no change feed: every mount of a SQLite vault is on this machine and
+     * the mounts there coordinate through mount_peers (design-fuse.md) */
+    .change_triggers = "",
+    /* BEGIN IMMEDIATE already keeps every other writer out */
+    .inode_lock = "SELECT ino FROM inodes WHERE ino = ?1",
 };
 
 static const struct msql_driver sqlite_driver = {

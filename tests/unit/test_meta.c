@@ -16,6 +16,7 @@
 
 #include "error.h"
 #include "meta.h"
+#include "meta_shared.h"
 #include "tap.h"
 
 /* ---- backends under test ---- */
@@ -1120,10 +1121,11 @@ static void test_opens_v1_store_made_before_shared_layer(void)
         ? "DROP TABLE params; DROP TABLE envelopes; DROP TABLE accounts; DROP TABLE folders;"
           " DROP TABLE dirents; DROP TABLE symlinks; DROP TABLE xattrs; DROP TABLE chunks;"
           " DROP TABLE chunk_versions; DROP TABLE gc_queue; DROP TABLE inodes;"
-          " DROP TABLE schema_version; DELETE FROM sqlite_sequence;"
+          " DROP TABLE schema_version; DROP TABLE changes; DROP TABLE sessions;"
+          " DROP TABLE holds; DROP TABLE locks; DELETE FROM sqlite_sequence;"
         : "DROP TABLE params, envelopes, accounts, folders, dirents, symlinks, xattrs, chunks,"
-          " chunk_versions, gc_queue, inodes, schema_version CASCADE;"
-          " DROP SEQUENCE inode_seq;";
+          " chunk_versions, gc_queue, inodes, schema_version, changes, sessions, holds,"
+          " locks CASCADE; DROP SEQUENCE inode_seq; DROP FUNCTION pactfs_changed();";
 
     REQUIRE(m);
     meta_close(m);
@@ -1253,6 +1255,87 @@ static void test_sqlite_rejects_mistyped_columns(void)
     finish(m);
 }
 
+/* Several workstations (meta_shared.h): sessions with leases on the
+ * database's clock, reaped when a workstation stops renewing; the change
+ * feed written by triggers (PostgreSQL) with the writer's origin and a
+ * notification to listening connections; the commit's row lock. */
+struct feed_seen {
+    size_t n;
+    struct meta_change c[8];
+};
+
+static int feed_cb(void *arg, const struct meta_change *c)
+{
+    struct feed_seen *f = arg;
+    if (f->n < 8)
+        f->c[f->n] = *c;
+    f->n++;
+    return 0;
+}
+
+static void test_sessions_and_change_feed(void)
+{
+    struct meta *m = open_fresh(), *m2 = NULL;
+    uint64_t s1 = 0, s2 = 0, n = 9, last = 0, ino;
+    struct feed_seen seen = { 0 };
+    int pg = strcmp(B->name, "pg") == 0;
+    char sql[128];
+
+    REQUIRE(m);
+    REQUIRE(B->reopen(&m2) == 0);
+    CHECK_EQ_INT(meta_session_open(m, 1, "ws1", 30, &s1), 0);
+    CHECK_EQ_INT(meta_session_open(m2, 2, "ws2", 30, &s2), 0);
+    CHECK(s1 && s2 && s1 != s2);
+    CHECK_EQ_INT(meta_session_others(m, s1, &n), 0);
+    CHECK(n == 1);
+    /* ws2 crashed: its lease lapses, ws1 reaps it; ws2 finds out at renewal */
+    snprintf(sql, sizeof sql, "UPDATE sessions SET expires = 0 WHERE id = %llu",
+             (unsigned long long)s2);
+    REQUIRE(B->raw_exec(sql) == 0);
+    CHECK_EQ_INT(meta_session_others(m, s1, &n), 0);
+    CHECK(n == 0);
+    CHECK_EQ_INT(meta_session_reap(m), 0);
+    CHECK_EQ_INT(meta_session_renew(m2, s2, 30), -ESTALE);
+    CHECK_EQ_INT(meta_session_renew(m, s1, 30), 0);
+
+    CHECK_EQ_INT(meta_change_last(m, &last), 0);
+    CHECK_EQ_INT(meta_change_wait(m2, 0), 0);          /* starts listening */
+    CHECK_EQ_INT(meta_set_origin(m, s1), 0);
+    ino = make_inode(m, S_IFREG | 0600, 1);
+    REQUIRE(ino);
+    CHECK_EQ_INT(meta_dirent_add(m, META_ROOT_INO, (const uint8_t *)"f", 1, ino,
+                                 S_IFREG | 0600, NULL, 0), 0);
+    CHECK_EQ_INT(meta_change_wait(m2, 3000), pg ? 1 : 0);
+    CHECK_EQ_INT(meta_change_list(m2, last, 100, feed_cb, &seen), 0);
+    if (pg) {
+        /* the inode row, then the entry naming its directory */
+        CHECK(seen.n == 2);
+        CHECK(seen.c[0].seq > last && seen.c[0].ino == ino && seen.c[0].parent == 0 &&
+              seen.c[0].origin == s1);
+        CHECK(seen.c[1].seq > seen.c[0].seq && seen.c[1].ino == ino &&
+              seen.c[1].parent == META_ROOT_INO);
+        CHECK_EQ_INT(meta_change_last(m2, &last), 0);
+        CHECK(last == seen.c[1].seq);
+        /* old changes are pruned */
+        REQUIRE(B->raw_exec("UPDATE changes SET at = 0") == 0);
+        CHECK_EQ_INT(meta_change_prune(m2, 600), 0);
+        seen.n = 0;
+        CHECK_EQ_INT(meta_change_list(m2, 0, 100, feed_cb, &seen), 0);
+        CHECK(seen.n == 0);
+    } else {
+        CHECK(seen.n == 0);   /* SQLite: no feed (one machine, mount_peers) */
+    }
+    CHECK_EQ_INT(meta_inode_lock(m, ino), -EINVAL);   /* outside a transaction */
+    REQUIRE(meta_begin(m) == 0);
+    CHECK_EQ_INT(meta_inode_lock(m, ino), 0);
+    CHECK_EQ_INT(meta_inode_lock(m, ino + 1000), -ENOENT);
+    CHECK_EQ_INT(meta_commit(m), 0);
+    CHECK_EQ_INT(meta_session_close(m, s1), 0);
+    CHECK_EQ_INT(meta_session_renew(m, s1, 30), -ESTALE);
+    meta_close(m2);
+    finish(m);
+}
+
 /* ---- runner ---- */
 
 struct shared_case {
@@ -1277,6 +1360,7 @@ static const struct shared_case shared[] = {
     { "hot_path_speed", test_hot_path_speed },
     { "opens_v1_store_made_before_shared_layer", test_opens_v1_store_made_before_shared_layer },
     { "bindings_and_commitments", test_bindings_and_commitments },
+    { "sessions_and_change_feed", test_sessions_and_change_feed },
 };
 
 static void run_shared(const struct backend *b)

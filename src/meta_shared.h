@@ -1,0 +1,67 @@
+/* The part of the metadata store that several workstations writing one
+ * vault need (schema 3, docs/format-metadata.md "Several workstations"):
+ *
+ *   change feed  every insert, update or delete of an inode row or a
+ *                directory entry appends (seq, ino, parent, origin) to
+ *                `changes`, written by database triggers so no writer can
+ *                forget it; on PostgreSQL the same trigger NOTIFYs
+ *                `pactfs_changes`, so a listening mount wakes at once
+ *                (polling is the fallback, and all SQLite has)
+ *   sessions     one row per mount with a lease the mount renews; the
+ *                database's clock decides expiry, so workstation clocks
+ *                do not matter
+ *
+ * Implemented once in meta_sql.c for every driver.  Everything read here
+ * is untrusted like any row: a forged change only makes a mount drop a
+ * cache, a forged session only makes it more careful (see
+ * docs/threat-model.md).  Not thread-safe on one handle, like meta.h.
+ */
+#ifndef PACTFS_META_SHARED_H
+#define PACTFS_META_SHARED_H
+
+#include <stdint.h>
+
+struct meta;
+
+struct meta_change {
+    uint64_t seq;       /* increasing (not always commit order on PostgreSQL) */
+    uint64_t ino;       /* the inode row changed, or the entry's target */
+    uint64_t parent;    /* the entry's directory; 0 for an inode row */
+    uint64_t origin;    /* the session that made it (0: unknown) */
+};
+
+/* Highest seq in the feed (0 if empty). */
+int meta_change_last(struct meta *m, uint64_t *seq);
+/* Up to limit changes with seq > after, in seq order. */
+int meta_change_list(struct meta *m, uint64_t after, unsigned limit,
+                     int (*cb)(void *arg, const struct meta_change *c), void *arg);
+/* Forget changes older than age_s seconds. */
+int meta_change_prune(struct meta *m, int64_t age_s);
+/* Wait up to timeout_ms for another connection's change: 1 notified, 0
+ * timed out (always 0 after sleeping without notifications, i.e. SQLite),
+ * -EIO if the connection is lost.  The first call starts listening. */
+int meta_change_wait(struct meta *m, int timeout_ms);
+/* Wake the connections waiting in meta_change_wait (sessions changed). */
+int meta_change_notify(struct meta *m);
+/* Record origin as the author of this connection's later changes (a
+ * no-op where the dialect cannot). */
+int meta_set_origin(struct meta *m, uint64_t origin);
+
+/* A new session of account on host with a lease of lease_s seconds. */
+int meta_session_open(struct meta *m, uint64_t account, const char *host, int lease_s,
+                      uint64_t *id);
+/* Extend the lease; -ESTALE if the session is gone (it expired and was
+ * reaped: its holds and locks are gone too). */
+int meta_session_renew(struct meta *m, uint64_t id, int lease_s);
+/* Live sessions other than id. */
+int meta_session_others(struct meta *m, uint64_t id, uint64_t *count);
+/* Remove expired sessions with their holds and locks. */
+int meta_session_reap(struct meta *m);
+/* End session id (at unmount), with its holds and locks. */
+int meta_session_close(struct meta *m, uint64_t id);
+
+/* Inside a transaction: lock inode ino's row until commit, so writers of
+ * one file on several workstations commit one after the other. */
+int meta_inode_lock(struct meta *m, uint64_t ino);
+
+#endif
