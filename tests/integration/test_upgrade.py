@@ -22,7 +22,15 @@ def db(v):
 
 
 def make_format1(v):
+    """Turn the new vault's meta.db into what format 1 (schema 1) wrote: no
+    schema-3 change feed, sessions, holds or locks, no schema-2 columns."""
     with db(v) as c:
+        triggers = [r[0] for r in c.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'trigger'")]
+        for t in triggers:
+            c.execute('DROP TRIGGER "%s"' % t)
+        for t in ("changes", "sessions", "holds", "locks"):
+            c.execute("DROP TABLE IF EXISTS %s" % t)
         c.execute("ALTER TABLE dirents DROP COLUMN bind")
         c.execute("ALTER TABLE inodes DROP COLUMN commitment")
         c.execute("UPDATE schema_version SET version = 1")
