@@ -219,15 +219,19 @@ int folder_state_load(struct meta *m, const char *vault_id, const char *root_fp,
                      "%" PRIu64 ": it was moved in the metadata store", folder_id, s->folder_id);
     if (rc == 0)
         rc = registry_verified_key(m, vault_id, root_fp, s->signer_id, &signer, &key);
-    if (rc == 0 && (!(signer.roles & ROLE_DATAADMIN) || signer.disabled))
-        rc = pfs_err(-EBADMSG, "the state of folder %" PRIu64 " was signed by \"%s\", which "
-                     "is not an enabled dataadmin", folder_id, signer.name);
     if (rc == 0 && !(folder_state_rights(s, s->signer_id) & RIGHT_MANAGE))
         rc = pfs_err(-EBADMSG, "the state of folder %" PRIu64 " was signed by \"%s\", who "
                      "does not manage it", folder_id, signer.name);
     if (rc == 0 && sig_verify(key, tbs, tbslen, sig, siglen) < 0)
         rc = pfs_err(-EBADMSG, "the signature of the state of folder %" PRIu64 " does not "
                      "verify: it was forged or altered in the metadata store", folder_id);
+    /* A signer demoted or disabled since: only the states it signed while
+     * it held the role count (listed in its record by the sysadmin). */
+    if (rc == 0 && (!(signer.roles & ROLE_DATAADMIN) || signer.disabled) &&
+        registry_retained(m, vault_id, &signer, blob, len) < 0)
+        rc = pfs_err(-EBADMSG, "the state of folder %" PRIu64 " was signed by \"%s\", which "
+                     "is not an enabled dataadmin and did not sign this state while it was "
+                     "one", folder_id, signer.name);
     EVP_PKEY_free(key);
     registry_record_clear(&signer);
     if (rc < 0) {

@@ -209,14 +209,17 @@ static int verify_at(struct meta *m, const char *vault_id, const char *root_fp,
     rc = grant_envelope_unpack(e->wrapped, e->wrapped_len, &rsa, &rsalen, &sig, &siglen);
     if (rc == 0)
         rc = registry_verified_key(m, vault_id, root_fp, e->granted_by, &granter, &key);
-    if (rc == 0 && (!(granter.roles & ROLE_DATAADMIN) || granter.disabled))
-        rc = pfs_err(-EBADMSG, "the grant was signed by \"%s\", which is not an enabled "
-                     "dataadmin", granter.name);
     if (rc == 0)
         rc = grant_tbs(vault_id, e, e->granted_by, rsa, rsalen, &tbs, &tbslen);
     if (rc == 0 && sig_verify(key, tbs, tbslen, sig, siglen) < 0)
         rc = pfs_err(-EBADMSG, "the grant signature of \"%s\" does not verify: the envelope "
                      "row was forged or altered", granter.name);
+    /* A granter demoted or disabled since keeps the grants it made while
+     * it held the role: the sysadmin listed them in its record then. */
+    if (rc == 0 && (!(granter.roles & ROLE_DATAADMIN) || granter.disabled) &&
+        registry_retained(m, vault_id, &granter, e->wrapped, e->wrapped_len) < 0)
+        rc = pfs_err(-EBADMSG, "the grant was signed by \"%s\", which is not an enabled "
+                     "dataadmin and did not make this grant while it was one", granter.name);
     if (rc == 0 && granter_manages(m, vault_id, root_fp, e, depth) < 0)
         rc = pfs_err(-EBADMSG, "the grant was signed by \"%s\", who holds no manage right on "
                      "this folder", granter.name);
@@ -875,11 +878,87 @@ static int keeps_a_dataadmin(struct vault *v, const struct meta_account *before,
                    after->disabled ? "disabling" : "demoting");
 }
 
-/* Change a verified account's row and re-sign its record in one step. */
+/* What an account signed as a dataadmin that verifies now: the SHA-256 of
+ * each folder state and each grant it signed (registry_certify_retaining). */
+struct signed_by {
+    struct vault *v;
+    uint64_t signer;
+    uint8_t (*h)[SHA256_LEN];
+    size_t n;
+};
+
+static int signed_by_add(struct signed_by *c, const uint8_t *obj, size_t len)
+{
+    uint8_t (*grown)[SHA256_LEN] = realloc(c->h, (c->n + 1) * sizeof *grown);
+
+    if (!grown)
+        return -ENOMEM;
+    c->h = grown;
+    sha256(obj, len, c->h[c->n++]);
+    return 0;
+}
+
+struct id_list {
+    uint64_t *id;
+    size_t n;
+};
+
+static int id_list_add(void *arg, const struct meta_folder *f)
+{
+    struct id_list *l = arg;
+    uint64_t *grown = realloc(l->id, (l->n + 1) * sizeof *grown);
+
+    if (!grown)
+        return -ENOMEM;
+    l->id = grown;
+    l->id[l->n++] = f->id;
+    return 0;
+}
+
+static int signed_by_folder(struct signed_by *c, uint64_t folder_id)
+{
+    struct vault *v = c->v;
+    struct folder_state st;
+    struct envelope_set s = { 0 };
+    uint8_t *raw = NULL;
+    size_t rawlen = 0;
+    const uint8_t *rsa;
+    size_t rsalen;
+    int rc = 0;
+
+    if (folder_state_load(v->meta, v->conf.vault_id, v->conf.root_fingerprint, folder_id, &st, &raw,
+                          &rawlen) == 0) {
+        if (st.signer_id == c->signer)
+            rc = signed_by_add(c, raw, rawlen);
+        folder_state_clear(&st);
+        free(raw);
+    }
+    if (rc == 0)
+        rc = envelopes_of_folder(v->meta, folder_id, &s);
+    for (size_t i = 0; rc == 0 && i < s.n; i++)
+        if (s.e[i].granted_by == c->signer &&
+            grant_verify(v->meta, v->conf.vault_id, v->conf.root_fingerprint, &s.e[i], &rsa,
+                         &rsalen) == 0)
+            rc = signed_by_add(c, s.e[i].wrapped, s.e[i].wrapped_len);
+    envelope_set_free(&s);
+    pfs_err_clear();
+    return rc;
+}
+
+static int may_sign_data(const struct meta_account *a)
+{
+    return (a->roles & ROLE_DATAADMIN) && !a->disabled;
+}
+
+/* Change a verified account's row and re-sign its record in one step.  An
+ * account that stops being an enabled dataadmin keeps what it signed until
+ * now (the list goes into its new record); nothing it signs later counts. */
 static int account_change(struct vault *v, const char *name,
                           int (*apply)(struct meta_account *a, const void *arg), const void *arg)
 {
     struct meta_account a = { 0 }, before = { 0 };
+    struct signed_by kept = { v, 0, NULL, 0 };
+    int retain = 0;
     int rc = sysadmin_target(v, name, &a, NULL);
 
     if (rc == 0) {
@@ -889,11 +968,24 @@ static int account_change(struct vault *v, const char *name,
     }
     if (rc == 0)
         rc = keeps_a_dataadmin(v, &before, &a);
+    if (rc == 0 && may_sign_data(&before) && !may_sign_data(&a)) {
+        retain = 1;
+        struct id_list ids = { NULL, 0 };
+
+        kept.signer = a.id;
+        rc = meta_folder_list(v->meta, id_list_add, &ids);   /* no statement left open */
+        for (size_t i = 0; rc == 0 && i < ids.n; i++)
+            rc = signed_by_folder(&kept, ids.id[i]);
+        free(ids.id);
+    }
     if (rc == 0)
         rc = meta_begin(v->meta);
     if (rc == 0) {
         rc = meta_account_update(v->meta, &a);
-        if (rc == 0)
+        if (rc == 0 && retain)
+            rc = registry_certify_retaining(v->meta, v->conf.vault_id, &a, kept.h, kept.n,
+                                            v->priv, v->account.id);
+        else if (rc == 0)
             rc = registry_certify(v->meta, v->conf.vault_id, &a, NULL, v->priv, v->account.id);
         if (rc == 0)
             rc = vault_head_advance(v->meta, v->conf.vault_id, v->priv, v->account.id);
@@ -901,6 +993,10 @@ static int account_change(struct vault *v, const char *name,
     }
     if (rc == 0)
         rc = vault_anchor_head(v);
+    if (rc == 0 && retain)
+        printf("%s keeps the %zu grants and folder states it signed as a dataadmin; it can sign "
+               "no new ones\n", a.name, kept.n);
+    free(kept.h);
     meta_account_clear(&a);
     return rc;
 }

@@ -12,7 +12,10 @@
 #include "registry.h"
 
 #define RECORD_MAGIC "PFSR"
-#define RECORD_VERSION 2            /* 1: no details, no enrolment code */
+#define RECORD_VERSION 3            /* 1: no details, no enrolment code; 2: no retained list */
+#define RETAINED_MAGIC "PFSK"
+#define RETAINED_VERSION 1
+#define RETAINED_MAX 32000u          /* a parameter holds at most 1 MiB */
 #define ROOT_PARAM "registry.root"
 #define RECORD_MAX (64u * 1024u)
 #define ROLES_KNOWN (ROLE_SYSADMIN | ROLE_DATAADMIN | ROLE_AUDITOR | ROLE_USER)
@@ -128,6 +131,8 @@ int registry_record_encode_tbs(const char *vault_id, const struct registry_recor
         wbuf_put_blob(&b, r->code_pub, r->has_code ? ED25519_PUB_LEN : 0);
         wbuf_put_u64(&b, (uint64_t)r->code_expires);
     }
+    if (r->version == 0 || r->version >= 3)
+        wbuf_put_blob(&b, r->retained, r->has_retained ? SHA256_LEN : 0);
     *out = wbuf_steal(&b, outlen);
     return *out ? 0 : -ENOMEM;
 }
@@ -207,6 +212,17 @@ static int decode_tbs(const char *vault_id, const uint8_t *tbs, size_t len,
     rbuf_get_u64(&b, &r->signer_id);
     if (version >= 2 && decode_v2_fields(&b, r) < 0)
         return -EBADMSG;
+    if (version >= 3) {
+        const uint8_t *h;
+        size_t hlen = 0;
+
+        rbuf_get_blob(&b, &h, &hlen, SHA256_LEN);
+        if (b.err || (hlen && hlen != SHA256_LEN))
+            return -EBADMSG;
+        r->has_retained = hlen != 0;
+        if (hlen)
+            memcpy(r->retained, h, SHA256_LEN);
+    }
     if (rbuf_end(&b) < 0 || disabled > 1)
         return -EBADMSG;
     r->disabled = disabled;
@@ -316,10 +332,24 @@ int registry_certify(struct meta *m, const char *vault_id, const struct meta_acc
     return registry_certify_ex(m, vault_id, a, key_name, NULL, NULL, 0, signer, signer_id);
 }
 
+static int certify(struct meta *m, const char *vault_id, const struct meta_account *a,
+                   const char *key_name, const struct registry_details *details,
+                   const uint8_t *code_pub, int64_t code_expires, const uint8_t *retained,
+                   EVP_PKEY *signer, uint64_t signer_id);
+
 int registry_certify_ex(struct meta *m, const char *vault_id, const struct meta_account *a,
                         const char *key_name, const struct registry_details *details,
                         const uint8_t *code_pub, int64_t code_expires,
                         EVP_PKEY *signer, uint64_t signer_id)
+{
+    return certify(m, vault_id, a, key_name, details, code_pub, code_expires, NULL, signer,
+                   signer_id);
+}
+
+static int certify(struct meta *m, const char *vault_id, const struct meta_account *a,
+                   const char *key_name, const struct registry_details *details,
+                   const uint8_t *code_pub, int64_t code_expires, const uint8_t *retained,
+                   EVP_PKEY *signer, uint64_t signer_id)
 {
     struct registry_record prev = { 0 }, r = { 0 };
     int have_prev, rc;
@@ -354,6 +384,13 @@ int registry_certify_ex(struct meta *m, const char *vault_id, const struct meta_
         r.has_code = prev.has_code;
         memcpy(r.code_pub, prev.code_pub, ED25519_PUB_LEN);
         r.code_expires = prev.code_expires;
+    }
+    if (retained) {
+        r.has_retained = 1;
+        memcpy(r.retained, retained, SHA256_LEN);
+    } else if (have_prev) {
+        r.has_retained = prev.has_retained;
+        memcpy(r.retained, prev.retained, SHA256_LEN);
     }
     if (r.has_code) {
         /* The person's enrolment proof binds the key, not this signature. */
@@ -550,4 +587,94 @@ int registry_verified_key(struct meta *m, const char *vault_id, const char *root
     else
         registry_record_clear(&r);
     return 0;
+}
+
+/* ---------------------------------------------------- retained signatures */
+
+static void retained_param_key(uint64_t account_id, char *key, size_t keylen)
+{
+    snprintf(key, keylen, "registry.retained.%" PRIu64, account_id);
+}
+
+static int hash_cmp(const void *a, const void *b)
+{
+    return memcmp(a, b, SHA256_LEN);
+}
+
+int registry_certify_retaining(struct meta *m, const char *vault_id, const struct meta_account *a,
+                               uint8_t (*hashes)[SHA256_LEN], size_t n, EVP_PKEY *signer,
+                               uint64_t signer_id)
+{
+    uint8_t list_hash[SHA256_LEN], *blob;
+    size_t len;
+    char key[64];
+    struct wbuf b;
+    int rc;
+
+    if (n > RETAINED_MAX)
+        return pfs_err(-E2BIG, "account \"%s\" signed more than %u grants and folder states",
+                       a->name, RETAINED_MAX);
+    if (n)
+        qsort(hashes, n, SHA256_LEN, hash_cmp);
+    wbuf_init(&b);
+    wbuf_put_bytes(&b, RETAINED_MAGIC, 4);
+    wbuf_put_u8(&b, RETAINED_VERSION);
+    wbuf_put_str(&b, vault_id);
+    wbuf_put_u64(&b, a->id);
+    wbuf_put_u32(&b, (uint32_t)n);
+    for (size_t i = 0; i < n; i++)
+        wbuf_put_bytes(&b, hashes[i], SHA256_LEN);
+    blob = wbuf_steal(&b, &len);
+    if (!blob)
+        return -ENOMEM;
+    sha256(blob, len, list_hash);
+    retained_param_key(a->id, key, sizeof key);
+    rc = meta_param_set(m, key, blob, len);
+    free(blob);
+    if (rc == 0)
+        rc = certify(m, vault_id, a, NULL, NULL, NULL, 0, list_hash, signer, signer_id);
+    return rc;
+}
+
+int registry_retained(struct meta *m, const char *vault_id, const struct registry_record *r,
+                      const uint8_t *obj, size_t objlen)
+{
+    uint8_t *blob = NULL, h[SHA256_LEN], want[SHA256_LEN];
+    const uint8_t *magic, *vid, *list;
+    size_t len = 0, vidlen;
+    uint64_t account = 0;
+    uint32_t n = 0;
+    uint8_t version = 0;
+    char key[64];
+    struct rbuf b;
+    int rc;
+
+    if (!r->has_retained)
+        return -ENOENT;
+    retained_param_key(r->account_id, key, sizeof key);
+    rc = meta_param_get(m, key, &blob, &len);
+    if (rc == -ENOENT)
+        return pfs_err(-EBADMSG, "the signatures \"%s\" made as a dataadmin are no longer "
+                       "listed in the metadata store: it was altered", r->name);
+    if (rc < 0)
+        return rc;
+    sha256(blob, len, h);
+    rbuf_init(&b, blob, len);
+    rbuf_get_ref(&b, &magic, 4);
+    rbuf_get_u8(&b, &version);
+    rbuf_get_blob(&b, &vid, &vidlen, 64);
+    rbuf_get_u64(&b, &account);
+    rbuf_get_u32(&b, &n);
+    rbuf_get_ref(&b, &list, (size_t)n * SHA256_LEN);
+    if (memcmp(h, r->retained, SHA256_LEN) || b.err || rbuf_end(&b) < 0 ||
+        memcmp(magic, RETAINED_MAGIC, 4) || version != RETAINED_VERSION ||
+        vidlen != strlen(vault_id) || memcmp(vid, vault_id, vidlen) || account != r->account_id) {
+        free(blob);
+        return pfs_err(-EBADMSG, "the list of signatures \"%s\" made as a dataadmin does not "
+                       "match its registry record: it was altered", r->name);
+    }
+    sha256(obj, objlen, want);
+    rc = bsearch(want, list, n, SHA256_LEN, hash_cmp) ? 0 : -ENOENT;
+    free(blob);
+    return rc;
 }

@@ -56,6 +56,10 @@ struct registry_record {
     int has_code;                             /* registered for self-enrolment */
     uint8_t code_pub[ED25519_PUB_LEN];        /* the enrolment code's key (enrol.h) */
     int64_t code_expires;
+    /* version 3: SHA-256 of the list of what the account signed while it
+     * held the dataadmin role (registry_certify_retaining) */
+    int has_retained;
+    uint8_t retained[SHA256_LEN];
     /* set by verification */
     int enrolled;                             /* pubkey came from an enrolment proof */
     int64_t enrolled_at;
@@ -100,6 +104,24 @@ int registry_certify_ex(struct meta *m, const char *vault_id, const struct meta_
                         const char *key_name, const struct registry_details *details,
                         const uint8_t *code_pub, int64_t code_expires,
                         EVP_PKEY *signer, uint64_t signer_id);
+
+/* The account loses the right to sign grants and folder states (demoted
+ * from dataadmin, disabled, re-enrolled): certify its new record a (as
+ * registry_certify) naming the SHA-256 hashes of the grants (signed
+ * envelopes) and folder states (stored blobs) it signed that verify now,
+ * while it still holds the role.  The list is stored as vault parameter
+ * "registry.retained.<id>" and its hash signed into the record, so those
+ * signatures stay good and any other signature the account makes later
+ * (or back-dates) is refused.  hashes is sorted in place. */
+int registry_certify_retaining(struct meta *m, const char *vault_id, const struct meta_account *a,
+                               uint8_t (*hashes)[SHA256_LEN], size_t n, EVP_PKEY *signer,
+                               uint64_t signer_id);
+
+/* Was obj (a signed envelope or folder state blob) signed by r's account
+ * while it held the dataadmin role, by r's retained list?  0 yes, -ENOENT
+ * no (or no list), -EBADMSG if the stored list does not match the record. */
+int registry_retained(struct meta *m, const char *vault_id, const struct registry_record *r,
+                      const uint8_t *obj, size_t objlen);
 
 /* Verify the record of account_id along the chain to the pinned root and
  * against the accounts row.  *rec (optional) receives the verified record

@@ -624,3 +624,56 @@ def test_last_dataadmin_is_protected(accounts):
     assert '"carol" is the last enabled dataadmin' in p.stderr, p.stderr
     p = v.admin("accounts", v.dir)
     assert re.search(r"^%s\s+user\b" % re.escape(H.ACCOUNT), p.stdout, re.M), p.stdout
+
+
+def envelope_row(v, name):
+    return sql(v, "SELECT e.wrapped, e.rights, e.granted_by FROM envelopes e JOIN accounts a "
+               "ON a.id = e.account_id WHERE a.name = ?", (name,))
+
+
+def test_demoted_dataadmin_keeps_grants(accounts):
+    """Grants and folder states signed by a dataadmin stay good after a
+    sysadmin demotes it (its record lists them), and it can sign nothing
+    new: its grant is refused, and an older signature of its own replayed
+    by the database operator is ignored."""
+    v, mounts = accounts
+    bob = mounts[BOB]
+    data = H.seeded_bytes(8, 70000)
+    with_mount(v, lambda: H.write_file(v.path("deal.pdf"), data, fsync=True))
+    carol_pw = passfile(v, "carol.pass", "a colourful long passphrase 3")
+    add_and_enrol(v, "carol", carol_pw, role="dataadmin,user")
+    admin("grant", H.FOLDER, BOB, "read,write", v.dir, vault=v)
+    older = envelope_row(v, BOB)            # alice's signature while a dataadmin
+    admin("grant", H.FOLDER, BOB, "read", v.dir, vault=v)
+    admin("grant", H.FOLDER, "carol", "read,write,manage", v.dir, vault=v)
+
+    p = admin("account-role", H.ACCOUNT, v.dir, "--role", "user", "--account", ADMIN, vault=v)
+    assert re.search(r"keeps the \d+ grants and folder states", p.stdout), p.stdout
+
+    # bob's grant (signed by alice) still mounts and reads; so does alice's own.
+    assert with_mount(bob, lambda: H.read_file(os.path.join(bob.folder, "deal.pdf"))) == data
+    assert with_mount(v, lambda: H.read_file(v.path("deal.pdf"))) == data
+
+    # The demoted account grants nothing any more.
+    p = admin("grant", H.FOLDER, BOB, "read,write", v.dir, vault=v, expect=EXIT_ACCESS)
+    assert "dataadmin" in p.stderr, p.stderr
+
+    # alice's earlier, replaced grant (read,write) put back by the database
+    # operator: a genuine signature of hers, but not one she held when
+    # demoted, so bob's row is ignored.
+    current = envelope_row(v, BOB)
+    sql(v, "UPDATE envelopes SET wrapped = ?, rights = ? WHERE account_id = ?",
+        (older[0][0], older[0][1], account_id(v, BOB)))
+    assert with_mount(bob, lambda: os.listdir(bob.mnt)) == []
+    sql(v, "UPDATE envelopes SET wrapped = ?, rights = ? WHERE account_id = ?",
+        (current[0][0], current[0][1], account_id(v, BOB)))
+
+    # carol manages through alice's kept grant: her grant to bob works.
+    admin("grant", H.FOLDER, BOB, "read,write", v.dir, "--account", "carol",
+          "--passfile", carol_pw, vault=v)
+    bob.mount()
+    try:
+        H.write_file(os.path.join(bob.folder, "by-bob.txt"), b"bob", fsync=True)
+        assert H.read_file(os.path.join(bob.folder, "deal.pdf")) == data
+    finally:
+        bob.unmount()

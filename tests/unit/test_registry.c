@@ -1,6 +1,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +13,7 @@
 #include "enrol.h"
 #include "envelope.h"
 #include "error.h"
+#include "folder_state.h"
 #include "grants.h"
 #include "meta.h"
 #include "meta_backend.h"
@@ -274,6 +276,124 @@ static void test_grant_signatures(void)
     free(e.wrapped);
 }
 
+/* A dataadmin demoted by a sysadmin keeps what it signed while it held the
+ * role (the sysadmin lists it in the demoting record); what it signs after,
+ * even claiming an old key version or counter, is refused. */
+static void test_retained_after_demotion(void)
+{
+    uint8_t fk[FOLDER_KEY_LEN], hashes[3][SHA256_LEN], *raw = NULL, *blob = NULL;
+    struct meta_folder f = { .key_version = 1, .created = 1 };
+    struct meta_envelope own = { 0 }, e = { 0 }, forged = { 0 };
+    struct folder_state st = { .counter = 1, .key_version = 1 }, got = { 0 }, late = { 0 };
+    struct meta_account a;
+    const uint8_t *rsa;
+    size_t rsalen, rawlen = 0, bloblen = 0;
+    char param[48];
+
+    REQUIRE(folder_key_generate(fk) == 0);
+    REQUIRE(meta_folder_add(m, &f) == 0);
+    own.folder_id = e.folder_id = forged.folder_id = f.id;
+    own.account_id = data_id;
+    own.key_version = e.key_version = forged.key_version = 1;
+    own.rights = RIGHT_READ | RIGHT_WRITE | RIGHT_MANAGE;
+    REQUIRE(envelope_seal(data, VID, f.id, 1, fk, &own.wrapped, &own.wrapped_len) == 0);
+    REQUIRE(grant_sign(data, VID, data_id, &own) == 0);
+    REQUIRE(meta_envelope_put(m, &own) == 0);
+    e.account_id = user_id;
+    e.rights = RIGHT_READ;
+    REQUIRE(envelope_seal(user, VID, f.id, 1, fk, &e.wrapped, &e.wrapped_len) == 0);
+    REQUIRE(grant_sign(data, VID, data_id, &e) == 0);
+    REQUIRE(meta_envelope_put(m, &e) == 0);
+    st.folder_id = f.id;
+    REQUIRE(folder_state_set_member(&st, data_id, own.rights) == 0);
+    REQUIRE(folder_state_set_member(&st, user_id, RIGHT_READ) == 0);
+    REQUIRE(folder_state_store(m, VID, data, data_id, &st) == 0);
+    REQUIRE(folder_state_load(m, VID, root_fp, f.id, &got, &raw, &rawlen) == 0);
+    folder_state_clear(&got);
+
+    /* Demoted to user, without a list: nothing of its verifies any more. */
+    REQUIRE(meta_account_get(m, data_id, &a) == 0);
+    a.roles = ROLE_USER;
+    REQUIRE(meta_account_update(m, &a) == 0);
+    REQUIRE(registry_certify(m, VID, &a, NULL, admin, admin_id) == 0);
+    CHECK_EQ_INT(grant_verify(m, VID, root_fp, &e, &rsa, &rsalen), -EBADMSG);
+    CHECK_EQ_INT(folder_state_load(m, VID, root_fp, f.id, &got, NULL, NULL), -EBADMSG);
+    /* With the list the sysadmin signs at demotion, all of it does. */
+    sha256(own.wrapped, own.wrapped_len, hashes[0]);
+    sha256(e.wrapped, e.wrapped_len, hashes[1]);
+    sha256(raw, rawlen, hashes[2]);
+    REQUIRE(registry_certify_retaining(m, VID, &a, hashes, 3, admin, admin_id) == 0);
+    CHECK_EQ_INT(grant_verify(m, VID, root_fp, &e, &rsa, &rsalen), 0);
+    CHECK_EQ_INT(grant_verify(m, VID, root_fp, &own, &rsa, &rsalen), 0);
+    CHECK_EQ_INT(folder_state_load(m, VID, root_fp, f.id, &got, NULL, NULL), 0);
+    folder_state_clear(&got);
+    /* A later rename keeps the list. */
+    snprintf(a.name, sizeof a.name, "data2");
+    REQUIRE(meta_account_update(m, &a) == 0);
+    REQUIRE(registry_certify(m, VID, &a, NULL, admin, admin_id) == 0);
+    CHECK_EQ_INT(grant_verify(m, VID, root_fp, &e, &rsa, &rsalen), 0);
+
+    /* Back-dated forgeries by the demoted account, with its real key: a grant
+     * of the old version with raised rights, and a newer folder state. */
+    forged.account_id = user_id;
+    forged.rights = RIGHT_READ | RIGHT_WRITE;
+    REQUIRE(envelope_seal(user, VID, f.id, 1, fk, &forged.wrapped, &forged.wrapped_len) == 0);
+    REQUIRE(grant_sign(data, VID, data_id, &forged) == 0);
+    CHECK_EQ_INT(grant_verify(m, VID, root_fp, &forged, &rsa, &rsalen), -EBADMSG);
+    CHECK(strstr(pfs_err_msg(), "did not make this grant while it was one") != NULL);
+    late.folder_id = f.id;
+    late.counter = 2;
+    late.key_version = 1;
+    REQUIRE(folder_state_set_member(&late, data_id, own.rights) == 0);
+    REQUIRE(folder_state_set_member(&late, user_id, RIGHT_READ | RIGHT_WRITE) == 0);
+    REQUIRE(folder_state_store(m, VID, data, data_id, &late) == 0);
+    CHECK_EQ_INT(folder_state_load(m, VID, root_fp, f.id, &got, NULL, NULL), -EBADMSG);
+    folder_state_param(f.id, param, sizeof param);
+    REQUIRE(meta_param_set(m, param, raw, rawlen) == 0);
+    CHECK_EQ_INT(folder_state_load(m, VID, root_fp, f.id, &got, NULL, NULL), 0);
+    folder_state_clear(&got);
+
+    /* The database operator adds the forgery's hash to the stored list: the
+     * list no longer matches the record's hash. */
+    {
+        char lp[64];
+        uint8_t *list = NULL;
+        size_t listlen = 0;
+
+        snprintf(lp, sizeof lp, "registry.retained.%" PRIu64, data_id);
+        REQUIRE(meta_param_get(m, lp, &list, &listlen) == 0);
+        blob = malloc(listlen + SHA256_LEN);
+        REQUIRE(blob);
+        memcpy(blob, list, listlen);
+        sha256(forged.wrapped, forged.wrapped_len, blob + listlen);
+        bloblen = listlen + SHA256_LEN;
+        blob[4 + 1 + 4 + 32 + 8 + 3]++;   /* n, after magic, version, vault, account */
+        REQUIRE(meta_param_set(m, lp, blob, bloblen) == 0);
+        CHECK_EQ_INT(grant_verify(m, VID, root_fp, &forged, &rsa, &rsalen), -EBADMSG);
+        CHECK_EQ_INT(grant_verify(m, VID, root_fp, &e, &rsa, &rsalen), -EBADMSG);
+        REQUIRE(meta_param_set(m, lp, list, listlen) == 0);
+        CHECK_EQ_INT(grant_verify(m, VID, root_fp, &e, &rsa, &rsalen), 0);
+        free(list);
+    }
+
+    /* Promoted again: signs as any dataadmin (restore its name and roles). */
+    snprintf(a.name, sizeof a.name, "data");
+    a.roles = ROLE_DATAADMIN | ROLE_USER;
+    REQUIRE(meta_account_update(m, &a) == 0);
+    REQUIRE(registry_certify(m, VID, &a, NULL, admin, admin_id) == 0);
+    CHECK_EQ_INT(grant_verify(m, VID, root_fp, &forged, &rsa, &rsalen), 0);
+    meta_account_clear(&a);
+    REQUIRE(meta_envelope_delete(m, f.id, data_id) == 0);
+    REQUIRE(meta_envelope_delete(m, f.id, user_id) == 0);
+    folder_state_clear(&st);
+    folder_state_clear(&late);
+    free(raw);
+    free(blob);
+    free(own.wrapped);
+    free(e.wrapped);
+    free(forged.wrapped);
+}
+
 /* Codes: text form round trip, case and dashes ignored, junk refused. */
 static void test_enrolment_codes(void)
 {
@@ -436,6 +556,7 @@ int main(void)
     RUN(test_forged_records_refused);
     RUN(test_disabled_signer_and_serial);
     RUN(test_grant_signatures);
+    RUN(test_retained_after_demotion);
     RUN(test_enrolment_codes);
     RUN(test_enrolment_binding);
     RUN(test_record_v1);
