@@ -757,3 +757,53 @@ void fs_core_delete_orphans(struct fs *fs)
         fs_inode_delete_now(fs, list[i]);
     free(list);
 }
+
+/* ---- creating nodes ---- */
+
+int fs_node_insert(struct fs *fs, uid_t uid, gid_t gid, const struct vault_folder *vf,
+                   const struct meta_inode *dir, struct fs_new_node *nn, struct meta_inode *mi)
+{
+    int64_t now = fs_now_ns();
+    const struct folder_keys *k = fs_cur_keys(fs, vf);
+    if (!k)
+        return -EACCES;
+    memset(mi, 0, sizeof *mi);
+    mi->folder_id = vf->id;
+    mi->mode = nn->mode;
+    mi->uid = uid;
+    mi->gid = (dir->mode & S_ISGID) ? dir->gid : gid;
+    if (S_ISDIR(nn->mode) && (dir->mode & S_ISGID))
+        mi->mode |= S_ISGID;
+    mi->nlink = S_ISDIR(nn->mode) ? 2 : 1;
+    mi->rdev = nn->rdev;
+    mi->atime_ns = mi->mtime_ns = mi->ctime_ns = now;
+    mi->key_version = vf->cur_version;
+    if (nn->link_target)
+        mi->size = strlen(nn->link_target);
+    int r = meta_inode_create(fs->v->meta, mi);
+    if (r < 0)
+        return r;
+    if (S_ISREG(nn->mode)) {
+        uint8_t wrapped[DEK_WRAPPED_LEN];
+        r = dek_generate(nn->dek);
+        if (r == 0)
+            r = dek_wrap(k, mi->ino, nn->dek, wrapped);
+        if (r < 0)
+            return -EIO;
+        memcpy(mi->wrapped_dek, wrapped, DEK_WRAPPED_LEN);
+        mi->wrapped_dek_len = DEK_WRAPPED_LEN;
+        if (fs_data_commit_initial(nn->dek, mi) < 0)
+            return -EIO;
+        r = meta_inode_update(fs->v->meta, mi);
+    }
+    if (r == 0 && nn->link_target) {
+        uint8_t *sealed = NULL;
+        size_t slen = 0;
+        r = fs_sealed_seal(fs, vf, "symlink", mi->ino, NULL, nn->link_target,
+                           strlen(nn->link_target), &sealed, &slen);
+        if (r == 0)
+            r = meta_symlink_set(fs->v->meta, mi->ino, sealed, slen);
+        free(sealed);
+    }
+    return r;
+}

@@ -118,6 +118,22 @@ int fs_sealed_open(struct fs *fs, const struct vault_folder *vf, const char *lab
 int fs_sealed_seal(struct fs *fs, const struct vault_folder *vf, const char *label, uint64_t ino,
                    const char *extra, const void *pt, size_t n, uint8_t **out, size_t *outlen);
 
+/* ---- creating nodes ---- */
+
+struct fs_new_node {
+    uint32_t mode;
+    uint64_t rdev;
+    const char *link_target;   /* symlinks */
+    uint8_t *dek;              /* regular files: secmem DEK_LEN, filled */
+    const char *op;
+};
+/* The inode row of a new node of (uid, gid) in folder vf under directory
+ * dir: a regular file's DEK (wrapped under the folder's current key) and
+ * first commitment, a symlink's sealed target (meta_lock held, in a
+ * transaction; the caller adds the entry). */
+int fs_node_insert(struct fs *fs, uid_t uid, gid_t gid, const struct vault_folder *vf,
+                   const struct meta_inode *dir, struct fs_new_node *nn, struct meta_inode *mi);
+
 /* ---- attributes ---- */
 
 void fs_ns_to_ts(int64_t ns, struct timespec *ts);

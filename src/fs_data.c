@@ -38,6 +38,8 @@
 #define REF_CACHE_CHUNKS 16384
 #define SYNC_PERIOD_MS 1000
 #define REPAIR_PERIOD_MS 5000
+#define COMMIT_CONFLICT 1       /* commit_meta: another version was committed
+                                   since this mount's changes began */
 
 /* ------------------------------------------------------------------ */
 /* Types                                                               */
@@ -92,9 +94,13 @@ struct fs_file {
     struct fc_list fc;         /* chunk records as last verified or committed
                                   (under in->lock) */
     uint64_t fc_gen;           /* generation of that commitment */
+    uint64_t base_gen;         /* the generation this mount's unsaved changes
+                                  build on (open, revalidate, its own last
+                                  commit): a commit that finds a newer one
+                                  stored keeps both versions (fs_conflict.c) */
 };
 
-enum job_type { JOB_PUT, JOB_READAHEAD, JOB_REPAIR, JOB_GC };
+enum job_type { JOB_PUT, JOB_READAHEAD, JOB_REPAIR, JOB_GC, JOB_INVAL };
 
 struct job {
     enum job_type type;
@@ -445,6 +451,16 @@ void fs_data_gc_kick(struct fs *fs)
     job_push(d, j);
 }
 
+void fs_data_inval_later(struct fs *fs, uint64_t ino)
+{
+    struct job *j = fs->inval_inode ? calloc(1, sizeof *j) : NULL;
+    if (!j)
+        return;
+    j->type = JOB_INVAL;
+    j->idx = ino;
+    job_push(fs->data, j);
+}
+
 /* ------------------------------------------------------------------ */
 /* Per-file chunk table                                                */
 
@@ -527,6 +543,21 @@ static void drop_delete(struct fs *fs, struct chunk_ref *list, size_t n)
 
 /* ------------------------------------------------------------------ */
 /* Attach / detach                                                     */
+
+/* Forget c's dirty bytes and uncommitted fragments (in->lock held); its
+ * record state becomes st. */
+static void chunk_forget(struct fs *fs, struct fs_file *f, struct fs_chunk *c, int st)
+{
+    if (c->buf) {
+        secmem_plain_free(c->buf);
+        c->buf = NULL;
+        c->len = 0;
+        dirty_sub(fs->data, chunk_sz(fs));
+    }
+    if (c->ref_state == REF_PENDING)
+        drop_add(f, &c->ref);
+    c->ref_state = st;
+}
 
 static void file_free(struct fs_file *f)
 {
@@ -639,6 +670,7 @@ static int file_load(struct fs *fs, struct fs_inode *in, struct fs_file *f)
                        pfs_err_msg());
     f->size = mi.size;
     f->mtime_ns = mi.mtime_ns;
+    f->base_gen = f->fc_gen;
     return 0;
 }
 
@@ -647,16 +679,23 @@ static int file_load(struct fs *fs, struct fs_inode *in, struct fs_file *f)
  * the stored file (size, mtime, chunk records, versions), so it reads what
  * the other mount last committed.  A file with unsaved data keeps its own
  * view: its next commit replaces the other's. */
-int fs_data_revalidate(struct fs *fs, struct fs_inode *in)
+/* f holds changes not yet committed, or work on them (in->lock held). */
+static int file_unsaved(const struct fs_file *f)
 {
-    pthread_mutex_lock(&in->lock);
-    struct fs_file *f = in->file;
     int busy = !f || f->inflight || f->loading || f->size_dirty || f->mtime_dirty ||
                f->trunc_from != NO_TRUNC || f->ndrop;
     for (size_t i = 0; !busy && i < f->ntab; i++)
         for (struct fs_chunk *c = f->tab[i]; c && !busy; c = c->next)
             busy = c->buf || c->loading || c->writing || c->queued ||
                    c->ref_state == REF_PENDING;
+    return busy;
+}
+
+int fs_data_revalidate(struct fs *fs, struct fs_inode *in)
+{
+    pthread_mutex_lock(&in->lock);
+    struct fs_file *f = in->file;
+    int busy = file_unsaved(f);
     struct meta_inode mi;
     int r = 0;
     if (!busy) {
@@ -680,6 +719,7 @@ int fs_data_revalidate(struct fs *fs, struct fs_inode *in)
             }
         f->size = mi.size;
         f->mtime_ns = mi.mtime_ns;
+        f->base_gen = f->fc_gen;
         f->fresh = 0;
         f->ra_until = 0;
     }
@@ -700,7 +740,7 @@ int fs_data_attach(struct fs *fs, struct fs_inode *in, const uint8_t *dek)
         /* created by this mount with fs_data_commit_initial: generation 1 */
         memcpy(f->dek, dek, DEK_LEN);
         f->fresh = 1;
-        f->fc_gen = 1;
+        f->fc_gen = f->base_gen = 1;
         r = fc_key_derive(f->dek, f->fc_key);
     }
     else if (r == 0)
@@ -763,6 +803,8 @@ static int chunk_committed_check(struct fs *fs, struct fs_inode *in, uint64_t id
     int r = meta_inode_get(fs->v->meta, in->ino, &mi);
     if (r == 0)
         r = fc_load_locked(fs, &mi, f->fc_key, f->fc_gen, &f->fc, &f->fc_gen);
+    if (r == 0 && !file_unsaved(f))
+        f->base_gen = f->fc_gen;   /* nothing of ours to lose: the newer state is the base */
     if (r == 0) {
         e = fc_list_find(&f->fc, idx);
         if (ref ? fc_entry_matches(e, ref) : e == NULL)
@@ -998,6 +1040,7 @@ struct commit_set {
     struct fc_list fc;         /* the file's verified records at the gather,
                                   then (commit_meta) the committed ones */
     uint64_t fc_gen;           /* their generation, then the new one */
+    uint64_t base_gen;         /* fs_file.base_gen at the gather */
     int fc_new;                /* commit_record sealed a new commitment */
 };
 
@@ -1009,6 +1052,7 @@ static int commit_gather(struct fs_file *f, struct commit_set *s)
     if (fc_list_copy(&s->fc, &f->fc) < 0)
         return -ENOMEM;
     s->fc_gen = f->fc_gen;
+    s->base_gen = f->base_gen;
     size_t n = 0;
     for (size_t i = 0; i < f->ntab; i++)
         for (struct fs_chunk *c = f->tab[i]; c; c = c->next)
@@ -1053,7 +1097,13 @@ static int commit_record(struct fs *fs, struct fs_inode *in, struct meta_inode *
                          struct commit_set *s)
 {
     struct fc_record rec;
-    if (fc_parse(mi->commitment, mi->commitment_len, &rec) < 0 || rec.generation != s->fc_gen) {
+    int parsed = fc_parse(mi->commitment, mi->commitment_len, &rec) == 0;
+    /* Someone else committed data since this mount's changes began: never
+     * mix chunks of two versions; both are kept (file_commit). */
+    if (parsed && rec.generation > s->base_gen &&
+        (s->n || s->trunc_from != NO_TRUNC || s->size_dirty))
+        return COMMIT_CONFLICT;
+    if (!parsed || rec.generation != s->fc_gen) {
         int r = fc_load_locked(fs, mi, in->file->fc_key, s->fc_gen, &s->fc, &s->fc_gen);
         if (r == -EBADMSG)
             return fs_tamper(fs, NULL, in->ino, NULL, pfs_err_msg());
@@ -1124,6 +1174,8 @@ static void commit_settle(struct fs_file *f, struct commit_set *s, int ok)
         fc_list_init(&s->fc);
         f->fc_gen = s->fc_gen;
     }
+    if (ok)
+        f->base_gen = f->fc_gen;
     if (ok) {
         for (size_t i = 0; i < s->n; i++) {
             struct fs_chunk *c = chunk_find(f, s->items[i].idx);
@@ -1180,6 +1232,50 @@ static int commit_replaced_some(const struct commit_set *s)
     return 0;
 }
 
+/* After a conflict whose copy now holds this mount's version: forget that
+ * version here (dirty buffers, chunks put but never committed, truncation)
+ * and take the stored state, the other writer's (commit_lock held). */
+static int conflict_discard(struct fs *fs, struct fs_inode *in)
+{
+    struct fs_file *f = in->file;
+    struct meta_inode mi;
+    pthread_mutex_lock(&in->lock);
+    while (f->inflight || f->loading)
+        pthread_cond_wait(&in->cond, &in->lock);
+    for (size_t i = 0; i < f->ntab; i++)
+        for (struct fs_chunk *c = f->tab[i]; c; c = c->next) {
+            chunk_forget(fs, f, c, REF_UNKNOWN);
+            c->version_known = 0;   /* max_version stays: never reused */
+        }
+    f->trunc_from = NO_TRUNC;
+    f->size_dirty = f->mtime_dirty = 0;
+    f->attr_gen++;
+    f->fresh = 0;
+    f->ra_until = 0;
+    struct chunk_ref *drop = f->drop;
+    size_t ndrop = f->ndrop;
+    f->drop = NULL;
+    f->ndrop = f->capdrop = 0;
+    pthread_mutex_lock(&fs->meta_lock);
+    int r = meta_inode_get(fs->v->meta, in->ino, &mi);
+    if (r == 0)
+        r = fc_load_locked(fs, &mi, f->fc_key, f->fc_gen, &f->fc, &f->fc_gen);
+    if (r == -EBADMSG)
+        r = fs_tamper(fs, NULL, in->ino, NULL, pfs_err_msg());
+    pthread_mutex_unlock(&fs->meta_lock);
+    if (r == 0) {
+        f->size = mi.size;
+        f->mtime_ns = mi.mtime_ns;
+        f->base_gen = f->fc_gen;
+    }
+    pthread_mutex_unlock(&in->lock);
+    drop_delete(fs, drop, ndrop);
+    /* this mount's plaintext of its own versions (their numbers may be the
+     * other writer's too) must not serve the other version */
+    cache_drop_ino(fs->data, in->ino);
+    return r;
+}
+
 static int file_commit(struct fs *fs, struct fs_inode *in)
 {
     struct fs_file *f = in->file;
@@ -1201,6 +1297,15 @@ static int file_commit(struct fs *fs, struct fs_inode *in)
     commit_settle(f, &s, r == 0);
     pthread_mutex_unlock(&in->lock);
     fc_list_free(&s.fc);
+    if (r == COMMIT_CONFLICT) {
+        /* both versions stay: this mount's goes to a conflict copy beside
+         * the file, the file keeps the one committed first */
+        r = fs_conflict_copy(fs, in);
+        if (r == 0)
+            r = conflict_discard(fs, in);
+        if (r == 0)
+            fs_data_inval_later(fs, in->ino);
+    }
     pthread_mutex_unlock(&f->commit_lock);
 
     drop_delete(fs, s.drop, s.ndrop);
@@ -1490,19 +1595,9 @@ int fs_data_read(struct fs *fs, struct fs_inode *in, uint64_t off, size_t size, 
 static void drop_chunks_from(struct fs *fs, struct fs_file *f, uint64_t keep)
 {
     for (size_t i = 0; i < f->ntab; i++)
-        for (struct fs_chunk *c = f->tab[i]; c; c = c->next) {
-            if (c->idx < keep)
-                continue;
-            if (c->buf) {
-                secmem_plain_free(c->buf);
-                c->buf = NULL;
-                c->len = 0;
-                dirty_sub(fs->data, chunk_sz(fs));
-            }
-            if (c->ref_state == REF_PENDING)
-                drop_add(f, &c->ref);
-            c->ref_state = REF_HOLE;   /* the commit removes the records */
-        }
+        for (struct fs_chunk *c = f->tab[i]; c; c = c->next)
+            if (c->idx >= keep)
+                chunk_forget(fs, f, c, REF_HOLE);   /* the commit removes the records */
 }
 
 /* The new last chunk gets cut to tail bytes so an extension reads zeros. */
@@ -1930,6 +2025,10 @@ static void job_run(struct fs *fs, struct job *j)
         break;
     case JOB_REPAIR:
         job_repair(fs, &j->ref, j->mask);
+        break;
+    case JOB_INVAL:
+        if (fs->inval_inode)
+            fs->inval_inode(fs, j->idx);
         break;
     case JOB_GC:
         pthread_mutex_lock(&fs->data->qlock);

@@ -85,6 +85,9 @@ struct fs {
     struct fs_watch *watch;    /* fs_watch.c: sessions, change feed (or NULL) */
     uint64_t remote_peers;     /* atomic: other workstations' live sessions
                                   (fs_watch; 0 without one) */
+    /* The front end's "drop what the kernel cached of ino" (NULL: none);
+     * called from a worker thread, never inside a request. */
+    void (*inval_inode)(struct fs *fs, uint64_t ino);
     pthread_mutex_t handles_lock;  /* open handles, freed at unmount if the */
     struct fs_handle *handles;     /* kernel dropped their release */
 };
@@ -198,6 +201,17 @@ void fs_data_quiesce(struct fs *fs);
 /* Delete fragments of chunks in the metadata deletion queue (background). */
 void fs_data_gc_kick(struct fs *fs);
 int fs_data_gc_run(struct fs *fs);
+
+/* Have fs->inval_inode(ino) called soon from a worker thread. */
+void fs_data_inval_later(struct fs *fs, uint64_t ino);
+
+/* ---- fs_conflict.c ---- */
+/* A commit of in found another version committed since this mount's
+ * changes began: save this mount's version (what fs_data_read returns
+ * now) as a new file "NAME (conflict ACCOUNT YYYY-MM-DD HHMM).EXT" beside
+ * it, under the folder's current key, audited as "conflict" (commit_lock
+ * of in held).  0 or -EIO with a message. */
+int fs_conflict_copy(struct fs *fs, struct fs_inode *in);
 
 /* Health figures of the data path (fs_data.c), for the status. */
 struct fs_health {

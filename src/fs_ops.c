@@ -413,68 +413,18 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int va
 /* ------------------------------------------------------------------ */
 /* Creating nodes                                                      */
 
-struct new_node {
-    uint32_t mode;
-    uint64_t rdev;
-    const char *link_target;   /* symlinks */
-    uint8_t *dek;              /* regular files: secmem DEK_LEN, filled */
-    const char *op;
-};
-
-/* Create the inode row, its DEK or symlink target (meta_lock held, in a
- * transaction). */
+/* Create the inode row, its DEK or symlink target for the caller of req
+ * (meta_lock held, in a transaction). */
 static int node_insert(struct fs *fs, fuse_req_t req, const struct vault_folder *vf,
-                       const struct meta_inode *dir, struct new_node *nn, struct meta_inode *mi)
+                       const struct meta_inode *dir, struct fs_new_node *nn, struct meta_inode *mi)
 {
     const struct fuse_ctx *c = fuse_req_ctx(req);
-    int64_t now = fs_now_ns();
-    const struct folder_keys *k = fs_cur_keys(fs, vf);
-    if (!k)
-        return -EACCES;
-    memset(mi, 0, sizeof *mi);
-    mi->folder_id = vf->id;
-    mi->mode = nn->mode;
-    mi->uid = c->uid;
-    mi->gid = (dir->mode & S_ISGID) ? dir->gid : c->gid;
-    if (S_ISDIR(nn->mode) && (dir->mode & S_ISGID))
-        mi->mode |= S_ISGID;
-    mi->nlink = S_ISDIR(nn->mode) ? 2 : 1;
-    mi->rdev = nn->rdev;
-    mi->atime_ns = mi->mtime_ns = mi->ctime_ns = now;
-    mi->key_version = vf->cur_version;
-    if (nn->link_target)
-        mi->size = strlen(nn->link_target);
-    int r = meta_inode_create(fs->v->meta, mi);
-    if (r < 0)
-        return r;
-    if (S_ISREG(nn->mode)) {
-        uint8_t wrapped[DEK_WRAPPED_LEN];
-        r = dek_generate(nn->dek);
-        if (r == 0)
-            r = dek_wrap(k, mi->ino, nn->dek, wrapped);
-        if (r < 0)
-            return -EIO;
-        memcpy(mi->wrapped_dek, wrapped, DEK_WRAPPED_LEN);
-        mi->wrapped_dek_len = DEK_WRAPPED_LEN;
-        if (fs_data_commit_initial(nn->dek, mi) < 0)
-            return -EIO;
-        r = meta_inode_update(fs->v->meta, mi);
-    }
-    if (r == 0 && nn->link_target) {
-        uint8_t *sealed = NULL;
-        size_t slen = 0;
-        r = fs_sealed_seal(fs, vf, "symlink", mi->ino, NULL, nn->link_target,
-                           strlen(nn->link_target), &sealed, &slen);
-        if (r == 0)
-            r = meta_symlink_set(fs->v->meta, mi->ino, sealed, slen);
-        free(sealed);
-    }
-    return r;
+    return fs_node_insert(fs, c->uid, c->gid, vf, dir, nn, mi);
 }
 
 /* mkdir, create, mknod, symlink: one meta transaction that also audits. */
 static int make_node(struct fs *fs, fuse_req_t req, uint64_t parent, const char *name,
-                     struct new_node *nn, struct meta_inode *mi)
+                     struct fs_new_node *nn, struct meta_inode *mi)
 {
     struct vault_folder *vf;
     int r = folder_check(fs, req, parent, RIGHT_READ | RIGHT_WRITE, nn->op, name, &vf);
@@ -584,7 +534,7 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
             reply_entry_for(fs, req, &mi, META_ROOT_INO, name, ROOT_ENTRY_TIMEOUT);
         return;
     }
-    struct new_node nn = { .mode = S_IFDIR | (mode & 07777), .op = "mkdir" };
+    struct fs_new_node nn = { .mode = S_IFDIR | (mode & 07777), .op = "mkdir" };
     struct meta_inode mi;
     int r = make_node(fs, req, parent, name, &nn, &mi);
     reply_new_entry(fs, req, r, &mi, parent, name);
@@ -598,7 +548,7 @@ static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
         fuse_reply_err(req, EPERM);   /* no device nodes inside a vault */
         return;
     }
-    struct new_node nn = { .mode = mode, .rdev = rdev, .op = "create" };
+    struct fs_new_node nn = { .mode = mode, .rdev = rdev, .op = "create" };
     uint8_t *dek = secmem_alloc(DEK_LEN);
     if (!dek) {
         fuse_reply_err(req, ENOMEM);
@@ -618,7 +568,7 @@ static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, cons
         fuse_reply_err(req, ENAMETOOLONG);
         return;
     }
-    struct new_node nn = { .mode = S_IFLNK | 0777, .link_target = link, .op = "symlink" };
+    struct fs_new_node nn = { .mode = S_IFLNK | 0777, .link_target = link, .op = "symlink" };
     struct meta_inode mi;
     int r = make_node(fs, req, parent, name, &nn, &mi);
     reply_new_entry(fs, req, r, &mi, parent, name);
@@ -671,7 +621,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
                       struct fuse_file_info *fi)
 {
     struct fs *fs = req_fs(req);
-    struct new_node nn = { .mode = S_IFREG | (mode & 07777), .op = "create" };
+    struct fs_new_node nn = { .mode = S_IFREG | (mode & 07777), .op = "create" };
     uint8_t *dek = secmem_alloc(DEK_LEN);
     if (!dek) {
         fuse_reply_err(req, ENOMEM);
@@ -1645,6 +1595,15 @@ static void fs_fini_state(struct fs *fs)
     fs_core_stop(fs);
 }
 
+/* fs->inval_inode: the kernel drops attributes and pages of ino (from a
+ * worker thread, after a conflict copy replaced this mount's version). */
+static void inval_inode(struct fs *fs, uint64_t ino)
+{
+    struct fuse_session *se = __atomic_load_n(&fs->se, __ATOMIC_ACQUIRE);
+    if (se)
+        fuse_lowlevel_notify_inval_inode(se, ino, 0, 0);
+}
+
 static int serve(struct fs *fs, const char *mountpoint)
 {
     char opts[256];
@@ -1667,10 +1626,12 @@ static int serve(struct fs *fs, const char *mountpoint)
         return pfs_err(-ENODEV, "the kernel refused to mount %s (is /dev/fuse available and "
                        "fusermount3 installed?)", mountpoint);
     }
+    fs->inval_inode = inval_inode;
     signal_ready(fs->opt.ready_fd);
     struct fuse_loop_config cfg = { .clone_fd = 0, .max_idle_threads = 10 };
     r = fuse_session_loop_mt(fs->se, &cfg);
     /* The loop ended (unmount or signal): write everything back first. */
+    fs->inval_inode = NULL;
     fs_data_flush_all(fs);
     fs_watch_stop(fs);
     fuse_session_unmount(fs->se);
