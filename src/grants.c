@@ -277,7 +277,7 @@ static struct vault_folder *folder_by_name(struct vault *v, const char *name)
 }
 
 /* The unlocked account must manage the folder. */
-static int managed_folder(struct vault *v, const char *name, struct vault_folder **out)
+int grants_managed_folder(struct vault *v, const char *name, struct vault_folder **out)
 {
     if (!(v->account.roles & ROLE_DATAADMIN))
         return pfs_err(-EACCES, "\"%s\" is not a dataadmin: only a dataadmin who is a member "
@@ -436,7 +436,7 @@ int grants_grant(struct vault *v, const char *folder, const char *account, uint3
 
     grants_rights_format(rights, rs, sizeof rs);
     snprintf(what, sizeof what, "/%s -> %s (%s)", folder, account, rs);
-    rc = managed_folder(v, folder, &f);
+    rc = grants_managed_folder(v, folder, &f);
     if (rc == 0)
         rc = managed_state(v, f, &st);
     if (rc == 0)
@@ -682,7 +682,7 @@ int grants_revoke(struct vault *v, const char *folder, const char *account)
     int rc;
 
     snprintf(what, sizeof what, "/%s -> %s", folder, account);
-    rc = managed_folder(v, folder, &f);
+    rc = grants_managed_folder(v, folder, &f);
     if (rc == 0) {
         rc = meta_account_get_by_name(v->meta, account, &a);
         if (rc == -ENOENT)

@@ -54,6 +54,11 @@ int grant_verify(struct meta *m, const char *vault_id, const char *root_fp,
  * rights), signed.  Audited ("grant"). */
 int grants_grant(struct vault *v, const char *folder, const char *account, uint32_t rights);
 
+/* The folder named name among those the unlocked account holds, which it
+ * must manage (a dataadmin with manage by the signed folder state):
+ * -EACCES with a message otherwise. */
+int grants_managed_folder(struct vault *v, const char *name, struct vault_folder **out);
+
 /* Remove every envelope of account on the folder and rotate the folder key:
  * a new key version, wrapped for each remaining member with its rights.
  * Data written afterwards uses it; existing data stays under the old

@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +23,7 @@
 #include "pwpolicy.h"
 #include "registry.h"
 #include "secmem.h"
+#include "rekey.h"
 #include "upgrade.h"
 #include "vault.h"
 
@@ -45,6 +47,7 @@ enum {
     OPT_DETAILS = 1 << 8,     /* --full-name --email --department --expires */
     OPT_CODE_VALID = 1 << 9,  /* --code-valid-hours H */
     OPT_POLICY = 1 << 10,     /* --min-length --dictionary --history */
+    OPT_REKEY = 1 << 11,      /* revoke --rekey */
 };
 #define OPT_ACTING (OPT_CONFIG | OPT_ACCOUNT | OPT_PASSFILE)
 
@@ -258,6 +261,7 @@ struct vault_args {
     int allow_legacy;          /* upgrade: unlock a vault without a signed head */
     long min_length, history;            /* -1: not given */
     int dictionary;                      /* -1: not given */
+    int rekey;                           /* revoke --rekey */
     char conf_buf[4096];
 };
 
@@ -272,6 +276,7 @@ static const struct {
     { OPT_DETAILS, "--full-name/--email/--department/--expires" },
     { OPT_CODE_VALID, "--code-valid-hours" },
     { OPT_POLICY, "--min-length/--dictionary/--history" },
+    { OPT_REKEY, "--rekey" },
 };
 
 /* The n-th (0-based) word of a space-separated list, into out. */
@@ -310,6 +315,7 @@ static int parse_vault_args(int argc, char **argv, struct vault_args *a, int pos
         { "min-length", required_argument, NULL, 'L' },
         { "history", required_argument, NULL, 'R' },
         { "dictionary", required_argument, NULL, 'D' },
+        { "rekey", no_argument, NULL, 'K' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
@@ -347,6 +353,7 @@ static int parse_vault_args(int argc, char **argv, struct vault_args *a, int pos
                       return -1;
                   }
                   a->dictionary = !strcmp(optarg, "yes"); used |= OPT_POLICY; break;
+        case 'K': a->rekey = 1; used |= OPT_REKEY; break;
         case 'h': command_usage(current, stdout); exit(EXIT_OK);
         default: usage_error("unknown option or missing option value"); return -1;
         }
@@ -1068,13 +1075,75 @@ static int cmd_grant(int argc, char **argv)
     return finish_command(v, grants_grant(v, folder, grantee, rights), done);
 }
 
+/* ---- re-keying (rekey.h) ---- */
+
+struct rekey_bar {
+    int tty;
+    const char *folder;
+    int64_t last;        /* CLOCK_MONOTONIC ms of the last line */
+    int drawn;
+};
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* A bar on a terminal (10 updates a second), else a line every 5 s. */
+static void rekey_progress(void *arg, const struct rekey_stats *st)
+{
+    struct rekey_bar *b = arg;
+    uint64_t done = st->rekeyed + st->already + st->left;
+    int64_t now = now_ms();
+    char bar[31];
+    unsigned fill;
+
+    if (now - b->last < (b->tty ? 100 : 5000) && done != st->files)
+        return;
+    b->last = now;
+    if (!b->tty) {
+        if (done != st->files)
+            fprintf(stderr, PROG ": rekey /%s: %" PRIu64 "/%" PRIu64 " files\n", b->folder, done,
+                    st->files);
+        return;
+    }
+    fill = st->files ? (unsigned)(done * 30 / st->files) : 30;
+    memset(bar, '#', fill);
+    memset(bar + fill, '.', 30 - fill);
+    bar[30] = '\0';
+    fprintf(stderr, "\rrekey /%s [%s] %" PRIu64 "/%" PRIu64 " files, %.1f MiB re-sealed",
+            b->folder, bar, done, st->files, (double)st->bytes / (1024.0 * 1024.0));
+    b->drawn = 1;
+}
+
+/* Re-key folder on an unlocked vault and say what was done. */
+static int run_rekey(struct vault *v, const char *folder)
+{
+    struct rekey_bar bar = { isatty(STDERR_FILENO), folder, 0, 0 };
+    struct rekey_stats st;
+    int rc = rekey_folder(v, folder, rekey_progress, &bar, &st);
+
+    if (bar.drawn)
+        fputc('\n', stderr);
+    if (rc == 0 || rc == -EBADMSG)
+        printf("Folder \"%s\": %" PRIu64 " files re-keyed under fresh data keys (%" PRIu64
+               " chunks, %.1f MiB), %" PRIu64 " already under the current key, %" PRIu64
+               " left.\n", folder, st.rekeyed, st.chunks, (double)st.bytes / (1024.0 * 1024.0),
+               st.already, st.left);
+    return rc;
+}
+
 static int cmd_revoke(int argc, char **argv)
 {
     struct vault_args a = { 0 };
     struct vault *v = NULL;
+    struct vault_folder *f = NULL;
     const char *account, *folder, *target;
-    char done[300];
-    int code;
+    char done[400];
+    int code, rc;
 
     if (parse_vault_args(argc, argv, &a, 2) < 0)
         return EXIT_USAGE;
@@ -1084,9 +1153,39 @@ static int cmd_revoke(int argc, char **argv)
     if (code != EXIT_OK)
         return code;
     snprintf(done, sizeof done, "\"%s\" no longer holds folder \"%s\"; its key was rotated "
-             "(members' mounts use the new key from their next mount; existing data stays "
-             "under the old key).", target, folder);
-    return finish_command(v, grants_revoke(v, folder, target), done);
+             "(members' mounts use the new key from their next mount; %s).", target, folder,
+             a.rekey ? "existing files were re-keyed" : "existing data stays under the old "
+             "key until pactfs-admin rekey");
+    rc = grants_revoke(v, folder, target);
+    if (rc == 0 && a.rekey) {
+        /* the new key version this process just wrapped for itself */
+        rc = grants_managed_folder(v, folder, &f);
+        if (rc == 0)
+            rc = vault_folder_load(v, f->id);
+        if (rc == 0)
+            rc = run_rekey(v, folder);
+        if (rc < 0)
+            fprintf(stderr, PROG ": the revoke and key rotation are done; the re-keying is "
+                    "not: run pactfs-admin rekey %s to finish it\n", folder);
+    }
+    return finish_command(v, rc, done);
+}
+
+static int cmd_rekey(int argc, char **argv)
+{
+    struct vault_args a = { 0 };
+    struct vault *v = NULL;
+    const char *account, *folder;
+    int code;
+
+    if (parse_vault_args(argc, argv, &a, 1) < 0)
+        return EXIT_USAGE;
+    folder = argv[optind];
+    code = open_unlocked(&a, &v, &account);
+    if (code != EXIT_OK)
+        return code;
+    return finish_command(v, run_rekey(v, folder), "Every file of the folder is under its "
+                          "current key version.");
 }
 
 static int print_account(void *arg, const struct meta_account *acct)
@@ -1351,12 +1450,26 @@ static const struct command commands[] = {
       "VAULT_DIR|--config FILE",
 "Give ACCOUNT an envelope for FOLDER with RIGHTS (run as a dataadmin who can\n"
 "manage FOLDER).  ACCOUNT must be registered by a sysadmin (exit 16 if not).\n" },
-    { "revoke", cmd_revoke, "FOLDER ACCOUNT", OPT_ACTING,
+    { "revoke", cmd_revoke, "FOLDER ACCOUNT", OPT_ACTING | OPT_REKEY,
       "remove an account's rights and rotate the folder key",
-      "FOLDER ACCOUNT [--account NAME] [--passfile FILE] VAULT_DIR|--config FILE",
+      "FOLDER ACCOUNT [--rekey] [--account NAME] [--passfile FILE] VAULT_DIR|--config FILE",
 "Remove ACCOUNT's envelope for FOLDER and rotate the folder key (run as a\n"
 "dataadmin who can manage FOLDER): data written afterwards is under a key\n"
-"the revoked account never held.\n" },
+"the revoked account never held.  Existing files keep their data keys until\n"
+"re-keyed: --rekey does it at once (as pactfs-admin rekey FOLDER).\n" },
+    { "rekey", cmd_rekey, "FOLDER", OPT_ACTING,
+      "re-encrypt a folder's files under fresh data keys (after a revoke)",
+      "FOLDER [--account NAME] [--passfile FILE] VAULT_DIR|--config FILE",
+"Give every file of FOLDER that is not yet under the folder's current key\n"
+"version a fresh data key wrapped under it, and re-seal its chunks (run as a\n"
+"dataadmin who can manage FOLDER, after a revoke): keys a revoked account\n"
+"saved open nothing current afterwards.  The old fragments go to the deletion\n"
+"queue.  Resumable: stopped at any point, a second run finishes the files\n"
+"left; a file is done when its data key unwraps under the current key\n"
+"version.  A file a mount commits meanwhile is done again.  A progress bar on a\n"
+"terminal.  Files whose commitment or entry binding does not verify are\n"
+"listed and left alone (exit 14).  Names, symlink targets and extended\n"
+"attributes stay under their key version.\n" },
     { "upgrade", cmd_upgrade, "", OPT_ACTING | OPT_NO_BACKUP,
       "bring a vault made before format 2 up to date",
       "[--account NAME] [--passfile FILE] [--no-backup] VAULT_DIR|--config FILE",

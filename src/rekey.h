@@ -1,0 +1,66 @@
+/* Re-keying a folder's existing files after a revoke (pactfs-admin rekey,
+ * revoke --rekey).
+ *
+ * A revoke rotates the folder key: data written afterwards is under a key
+ * the revoked account never held.  But every existing file keeps its data
+ * key (DEK), wrapped under an old folder key version the revoked account
+ * held, and its chunks stay sealed under that DEK; new writes to such a
+ * file are sealed under the same DEK.  Re-keying gives each file a fresh
+ * random DEK wrapped under the folder's current key version (from the
+ * verified signed folder state) and re-seals every chunk under it:
+ *
+ *   for each regular file reachable from the folder's top directory
+ *   (entries checked against their bindings):
+ *     done already  its DEK unwraps under the current key version: skipped
+ *                   (the check is cryptographic, not a database flag, so a
+ *                   row altered to name the current version is not "done");
+ *     otherwise     its commitment must verify under the old DEK (else it
+ *                   is reported as tampered and left alone: never blessed);
+ *                   every chunk is read, opened and sealed again under a
+ *                   fresh DEK as a new chunk version, fragments made
+ *                   durable; then one transaction takes the file's row lock
+ *                   (the lock the mount's commit takes), checks that the
+ *                   row and its commitment are still the ones read (a mount
+ *                   committed meanwhile: the file is done again, up to
+ *                   REKEY_RETRIES times), records the new chunk records
+ *                   (the replaced ones go to the deletion queue), the new
+ *                   wrapped DEK and the next commitment generation.
+ *
+ * A run can be stopped at any point and run again: each file is one
+ * transaction, and the done check above decides what is left.  Names, symlink targets
+ * and extended attributes stay under the key version they were written
+ * with (docs/accounts.md, "Re-keying").
+ */
+#ifndef PACTFS_REKEY_H
+#define PACTFS_REKEY_H
+
+#include <stdint.h>
+
+#include "vault.h"
+
+#define REKEY_RETRIES 5   /* attempts per file while mounts commit it */
+
+struct rekey_stats {
+    uint64_t files;        /* regular files found */
+    uint64_t rekeyed;      /* given a fresh DEK in this run */
+    uint64_t already;      /* under the current key version already */
+    uint64_t left;         /* could not be re-keyed (reported on stderr) */
+    uint64_t tampered;     /* of those: a commitment or binding that does
+                              not verify */
+    uint64_t chunks;       /* chunks re-sealed */
+    uint64_t bytes;        /* plaintext bytes re-sealed */
+    uint64_t retries;      /* files done again after a concurrent commit */
+};
+
+/* Called after each file (and once with the total before the first). */
+typedef void (*rekey_progress_fn)(void *arg, const struct rekey_stats *st);
+
+/* Re-key every file of the folder named folder, which the unlocked account
+ * must manage and whose current key version it must hold.  0 when every
+ * file is under the current key version; -EBADMSG when some are left
+ * (tampered or unreadable: listed on stderr); other negative errno on
+ * failure.  Audited ("rekey"). */
+int rekey_folder(struct vault *v, const char *folder, rekey_progress_fn progress, void *arg,
+                 struct rekey_stats *st);
+
+#endif

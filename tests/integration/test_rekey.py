@@ -1,0 +1,197 @@
+"""Re-keying after a revoke (issue 7): pactfs-admin revoke --rekey, rekey.
+
+The attack: while still a member, bob keeps everything he can (every folder
+key his envelopes open, the data key of every file; tests/tools/keyprobe
+does it with the library, as a modified client would).  After the revoke
+and the re-keying, those saved keys are tried on what the metadata and the
+stores hold now: no current wrapped data key unwraps and no current chunk
+opens, while the remaining members read every file.
+"""
+import os
+import signal
+import sqlite3
+import subprocess
+import time
+
+import pytest
+
+import pactfs_helpers as H
+from test_accounts import admin, audit_events
+from test_signed_state import add_users
+
+EXIT_INTEGRITY = 14
+
+
+def keyprobe(*args):
+    p = H.run([os.path.join(H.build_dir(), "tests", "tools", "keyprobe")] + [str(a) for a in args])
+    assert p.returncode == 0, "keyprobe %s -> %d\n%s%s" % (args[0], p.returncode, p.stdout,
+                                                          p.stderr)
+    if args[0] == "try":
+        return dict(kv.split("=") for kv in p.stdout.split())
+
+
+def probe(v, saved):
+    got = {k: int(x) for k, x in keyprobe("try", v.conf, saved).items()}
+    assert got["files"] > 0 and got["chunks"] > 0, got
+    return got
+
+
+def db(v):
+    return sqlite3.connect(os.path.join(v.dir, "meta.db"), timeout=30)
+
+
+def files_of(v, n, size, prefix="f"):
+    """n files of size bytes (+ a subdirectory, a sparse file, a hard link)."""
+    want = {}
+    os.makedirs(v.path("sub"), exist_ok=True)
+    for i in range(n):
+        name = os.path.join("sub" if i % 3 == 0 else "", "%s%03d.pdf" % (prefix, i))
+        want[name] = H.seeded_bytes(i + 1, size + i * 1000)
+        H.write_file(v.path(name), want[name])
+    with open(v.path("sparse.bin"), "wb") as f:
+        f.seek(3 * 1024 * 1024)
+        f.write(b"tail")
+    want["sparse.bin"] = b"\0" * (3 * 1024 * 1024) + b"tail"
+    os.link(v.path(list(want)[1]), v.path("link.pdf"))
+    want["link.pdf"] = want[list(want)[1]]
+    os.sync()
+    return want
+
+
+def read_all(mnt_folder, want):
+    for name, data in want.items():
+        H.assert_same_bytes(H.read_file(os.path.join(mnt_folder, name)), data, name)
+
+
+def key_versions(v):
+    with db(v) as c:
+        return sorted(r[0] for r in c.execute(
+            "SELECT key_version FROM inodes WHERE folder_id <> 0 AND (mode & 61440) = 32768"))
+
+
+def members_with_files(v, tmp_path, grants, n, size):
+    """Accounts granted {name: rights}, n files written by alice, and what
+    bob, still a member, saves: his folder keys and every file's data key."""
+    mounts = add_users(v, list(grants))
+    for name, rights in grants.items():
+        admin("grant", H.FOLDER, name, rights, v.dir, vault=v)
+    v.mount()
+    want = files_of(v, n, size)
+    v.unmount()
+    saved = str(tmp_path / "bob.saved")
+    keyprobe("save", v.conf, "bob", mounts["bob"].account_pass, saved)
+    return mounts, want, saved
+
+
+def test_revoke_rekey_saved_keys_open_nothing(new_vault, tmp_path):
+    v = new_vault
+    mounts, want, saved = members_with_files(v, tmp_path, {"bob": "read,write", "carol": "read"},
+                                             7, 1500 * 1024)
+    before = probe(v, saved)
+    assert before["unwrapped"] == before["files"] and before["opened"] == before["chunks"], \
+        "control: the saved keys must open the files before the revoke: %s" % before
+    with db(v) as c:
+        (gc_before,) = c.execute("SELECT count(*) FROM gc_queue").fetchone()
+
+    p = admin("revoke", H.FOLDER, "bob", "--rekey", v.dir, vault=v)
+    assert "re-keyed under fresh data keys" in p.stdout, p.stdout
+    assert "0 left" in p.stdout, p.stdout
+
+    after = probe(v, saved)
+    assert after["unwrapped"] == 0 and after["opened"] == 0, \
+        "bob's saved keys still open current data after the re-keying: %s" % after
+    assert after["chunks"] == before["chunks"]
+    assert set(key_versions(v)) == {2}
+    with db(v) as c:
+        (gc_after,) = c.execute("SELECT count(*) FROM gc_queue").fetchone()
+    assert gc_after >= gc_before + before["chunks"], "old fragments not queued for deletion"
+
+    # the remaining members read everything
+    v.mount()
+    read_all(v.folder, want)
+    H.write_file(v.path("after.txt"), b"written after the re-keying", fsync=True)
+    v.unmount()
+    carol = mounts["carol"]
+    carol.mount()
+    try:
+        read_all(carol.folder, want)
+        assert H.read_file(os.path.join(carol.folder, "after.txt")) == b"written after the re-keying"
+    finally:
+        carol.unmount()
+    assert probe(v, saved)["opened"] == 0
+
+    rekeys = [e for e in audit_events(v) if e["op"] == "rekey"]
+    assert rekeys and rekeys[-1]["result"] == "ok", rekeys
+    assert "files re-keyed" in rekeys[-1]["path"]
+
+    # a second run finds everything done
+    p = admin("rekey", H.FOLDER, v.dir, vault=v)
+    assert "0 files re-keyed" in p.stdout and "0 left" in p.stdout, p.stdout
+
+
+def test_rekey_resumes_after_kill_and_trusts_no_row(new_vault, tmp_path):
+    v = new_vault
+    _, want, saved = members_with_files(v, tmp_path, {"bob": "read"}, 60, 600 * 1024)
+    admin("revoke", H.FOLDER, "bob", v.dir, vault=v)
+    total = len(key_versions(v))
+    assert set(key_versions(v)) == {1}
+
+    # killed in the middle
+    proc = subprocess.Popen([H.binary("pactfs-admin"), "rekey", H.FOLDER, v.dir, "--passfile",
+                             v.passfile], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=v.env)
+    deadline = time.time() + 120
+    done = 0
+    while time.time() < deadline and proc.poll() is None:
+        done = key_versions(v).count(2)
+        if done >= 2:
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.005)
+    proc.wait()
+    done = key_versions(v).count(2)
+    assert 0 < done < total, "the kill did not land mid-way (%d of %d done)" % (done, total)
+    assert probe(v, saved)["opened"] > 0          # not finished: old keys still open some
+
+    # the database operator marks a file not yet done as done: the rerun
+    # does not take the row's word for it (its data key does not unwrap
+    # under the version it names), reports it and exits 14
+    with db(v) as c:
+        (ino,) = c.execute("SELECT ino FROM inodes WHERE key_version = 1 AND (mode & 61440) = "
+                           "32768 LIMIT 1").fetchone()
+        c.execute("UPDATE inodes SET key_version = 2 WHERE ino = ?", (ino,))
+    p = admin("rekey", H.FOLDER, v.dir, vault=v, expect=EXIT_INTEGRITY)
+    assert "inode %d" % ino in p.stderr and "does not unwrap" in p.stderr, p.stderr
+    assert "1 left" in p.stdout, p.stdout
+    with db(v) as c:
+        c.execute("UPDATE inodes SET key_version = 1 WHERE ino = ?", (ino,))
+
+    # the rerun finishes what is left
+    p = admin("rekey", H.FOLDER, v.dir, vault=v)
+    assert "0 left" in p.stdout, p.stdout
+    assert set(key_versions(v)) == {2}
+    after = probe(v, saved)
+    assert after["opened"] == 0 and after["unwrapped"] == 0, after
+    v.mount()
+    try:
+        read_all(v.folder, want)
+    finally:
+        v.unmount()
+
+
+def test_rekey_refuses_a_tampered_file(new_vault):
+    """A file whose chunk rows were put back to an older state is not
+    re-sealed (that would bless the tampering): reported, exit 14."""
+    v = new_vault
+    add_users(v, ["bob"])
+    admin("grant", H.FOLDER, "bob", "read", v.dir, vault=v)
+    v.mount()
+    H.write_file(v.path("a.pdf"), H.seeded_bytes(5, 300000), fsync=True)
+    ino = os.stat(v.path("a.pdf")).st_ino
+    v.unmount()
+    with db(v) as c:
+        c.execute("DELETE FROM chunks WHERE ino = ? AND idx = 0", (ino,))
+    admin("revoke", H.FOLDER, "bob", v.dir, vault=v)
+    p = admin("rekey", H.FOLDER, v.dir, vault=v, expect=EXIT_INTEGRITY)
+    assert "inode %d" % ino in p.stderr and "commitment" in p.stderr, p.stderr
+    assert "left alone" in p.stderr
