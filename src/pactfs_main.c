@@ -366,6 +366,11 @@ static int open_and_unlock(const struct mount_args *a, const char *password, str
             return EXIT_AUDIT;
         return rc == -EINVAL ? EXIT_CONFIG : cli_exit_code_for(rc);
     }
+    rc = vault_check_mount_role(*out, a->mountpoint);
+    if (rc < 0) {
+        cli_report(PROG, rc);
+        return rc == -EACCES ? EXIT_ACCESS : EXIT_AUDIT;
+    }
     if ((*out)->nfolders == 0)
         fprintf(stderr, PROG ": note: account \"%s\" holds no folder envelope yet; the mount "
                 "will be empty until a data administrator grants one\n", account);

@@ -691,6 +691,24 @@ const struct folder_keys *vault_folder_keys(struct vault *v, uint64_t folder_id,
     return f->keys[key_version];
 }
 
+int vault_check_mount_role(struct vault *v, const char *mountpoint)
+{
+    struct audit_ctx who = { getuid(), getpid() };
+    char roles[64];
+    int rc, arc;
+
+    if (v->account.roles & (ROLE_USER | ROLE_DATAADMIN))
+        return 0;
+    registry_roles_format(v->account.roles, roles, sizeof roles);
+    arc = v->audit ? audit_event(v->audit, &who, "mount", mountpoint, -EACCES, 0) : 0;
+    rc = pfs_err(-EACCES, "account \"%s\" has the role %s and no data role: only user and "
+                 "dataadmin accounts mount contract folders (a backup account is a user with "
+                 "read grants); an auditor verifies the trail with pactfs-admin audit-verify, a "
+                 "sysadmin manages accounts with pactfs-admin; refused and audited",
+                 v->account.name, roles);
+    return arc < 0 ? arc : rc;
+}
+
 static int ship_at_close;   /* vault_ship_at_close */
 
 void vault_ship_at_close(int on)

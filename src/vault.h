@@ -70,6 +70,11 @@ int vault_open_endpoint(const struct endpoint_conf *e, unsigned i, int create,
  * than the head, or disagrees with the folders table are left out with a
  * warning and an audited "tamper" event. */
 int vault_unlock(struct vault *v, const char *account, const char *password);
+/* May the unlocked account mount data?  Only user and dataadmin accounts
+ * do (a backup account is a user with read grants); a sysadmin or an
+ * auditor without one of those roles is refused with -EACCES, and the
+ * refusal is audited as a denied "mount" of mountpoint. */
+int vault_check_mount_role(struct vault *v, const char *mountpoint);
 /* After a change signed a new vault head: anchor it (no-op if the
  * provider cannot anchor). */
 int vault_anchor_head(struct vault *v);

@@ -202,7 +202,9 @@ def test_sysadmin_cannot_grant(accounts):
     with db(v) as c:
         assert c.execute("SELECT COUNT(*) FROM envelopes WHERE account_id = ?",
                          (admin_id,)).fetchone()[0] == 0
-    assert with_mount(mounts[ADMIN], lambda: os.listdir(mounts[ADMIN].mnt)) == []
+    # And it mounts no data at all (roles: only user and dataadmin mount).
+    p = mounts[ADMIN].mount(check=False)
+    assert p.returncode == EXIT_ACCESS and "no data role" in p.stderr, p.stderr
     # Nor can a plain user who is no member, nor can a dataadmin grant a folder it lacks.
     admin("grant", "Nonexistent", BOB, "read", v.dir, vault=v, expect=EXIT_ACCESS)
 
@@ -675,5 +677,40 @@ def test_demoted_dataadmin_keeps_grants(accounts):
     try:
         H.write_file(os.path.join(bob.folder, "by-bob.txt"), b"bob", fsync=True)
         assert H.read_file(os.path.join(bob.folder, "deal.pdf")) == data
+    finally:
+        bob.unmount()
+
+
+def test_auditor_verifies_but_mounts_no_data(accounts):
+    """Roles are enforced: an auditor verifies the audit trail but mounts no
+    data (exit 13, audited as a denied mount); a user with only read grants
+    (a backup account) mounts read-only."""
+    v, mounts = accounts
+    pw = passfile(v, "audrey.pass", "an auditor's long passphrase 5")
+    add_and_enrol(v, "audrey", pw, role="auditor")
+    audrey = AccountMount(v, "audrey", pw)
+    p = audrey.mount(check=False)
+    try:
+        assert p.returncode == EXIT_ACCESS, p.stdout + p.stderr
+        assert 'account "audrey" has the role auditor and no data role' in p.stderr, p.stderr
+        assert not H.is_mounted(audrey.mnt)
+    finally:
+        finish(audrey)
+    denied = [e for e in audit_events(v) if e["op"] == "mount" and e["account"] == "audrey"]
+    assert denied and denied[-1]["result"] == "denied", denied
+    # Its refusal is part of a signed session the auditor itself verifies.
+    p = v.admin("audit-verify", v.dir)
+    assert p.returncode == 0, p.stdout + p.stderr
+    # An auditor who is also a user mounts (the role it has for data).
+    admin("account-role", "audrey", v.dir, "--role", "auditor,user", "--account", ADMIN,
+          vault=v)
+    admin("grant", H.FOLDER, "audrey", "read", v.dir, vault=v)
+    assert with_mount(audrey, lambda: os.listdir(audrey.mnt)) == [H.FOLDER]
+    # A backup account: a user with a read grant, mounted read-only.
+    bob = mounts[BOB]
+    admin("grant", H.FOLDER, BOB, "read", v.dir, vault=v)
+    bob.mount(extra=["-r"])
+    try:
+        assert os.listdir(bob.mnt) == [H.FOLDER]
     finally:
         bob.unmount()
