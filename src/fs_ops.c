@@ -459,7 +459,8 @@ static int make_node(struct fs *fs, fuse_req_t req, uint64_t parent, const char 
         touch_dir(&dir, mi->ctime_ns, S_ISDIR(nn->mode) ? 1 : 0);
         r = meta_inode_update(m, &dir);
     }
-    r = meta_op_end(fs, req, nn->op, path, 0, r);
+    struct audit_detail d = { .file = r == 0 ? mi->ino : 0 };
+    r = meta_op_end_detail(fs, req, nn->op, path, 0, r, &d);
     free(path);
     if (r < 0 && r != -EEXIST && r != -ENOTDIR && r != -EACCES && r != -ENOENT)
         r = -EIO;
@@ -729,7 +730,7 @@ static int remove_entry(struct fs *fs, fuse_req_t req, uint64_t parent, const ch
         touch_dir(&dir, now, is_rmdir ? -1 : 0);
         r = meta_inode_update(m, &dir);
     }
-    r = meta_op_end(fs, req, op, path, 0, r);
+    r = meta_op_end_detail(fs, req, op, path, 0, r, &(struct audit_detail){ .file = ino });
     free(path);
     *ino_out = ino;
     *nlink_out = victim.nlink;
@@ -924,7 +925,8 @@ static int rename_locked(struct fs *fs, fuse_req_t req, struct rename_ctx *c, co
     if (r == 0 && !same)
         r = (c->flags & RENAME_EXCHANGE) ? rename_exchange(fs, c, now) : rename_move(fs, c, now);
     if (r == 0)
-        r = fs_audit_append(fs, WHO(req), "rename", path, 0, 0, ticket);
+        r = fs_audit_append_detail(fs, WHO(req), "rename", path, 0, 0,
+                                   &(struct audit_detail){ .file = c->src_ino }, ticket);
     if (r == 0)
         r = meta_commit(m);
     else
@@ -1037,7 +1039,7 @@ static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const 
         touch_dir(&dir, now, 0);
         r = meta_inode_update(m, &dir);
     }
-    r = meta_op_end(fs, req, "link", path, 0, r);
+    r = meta_op_end_detail(fs, req, "link", path, 0, r, &(struct audit_detail){ .file = ino });
     free(path);
     if (r < 0)
         fuse_reply_err(req, errno_out(r));

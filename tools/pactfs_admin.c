@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <json-c/json.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +14,8 @@
 #include <unistd.h>
 
 #include "accounts.h"
+#include "audit_query.h"
+#include "audit_report.h"
 #include "audit_ship.h"
 #include "cli.h"
 #include "crypto.h"
@@ -662,6 +665,222 @@ static int cmd_audit_verify(int argc, char **argv)
                (unsigned long long)res.v2_lines);
     vault_close(v);
     return EXIT_OK;
+}
+
+/* ---- audit query, summary, denied (auditors) ---- */
+
+static int open_unlocked(const struct vault_args *a, struct vault **v, const char **account);
+
+struct collected {
+    struct json_object **evs;
+    size_t n, cap;
+};
+
+static int collect_event(void *arg, struct json_object *ev, const char *line, size_t len)
+{
+    struct collected *c = arg;
+
+    (void)line;
+    (void)len;
+    if (c->n == c->cap) {
+        size_t cap = c->cap ? 2 * c->cap : 256;
+        struct json_object **p = realloc(c->evs, cap * sizeof *p);
+        if (!p)
+            return -ENOMEM;
+        c->evs = p;
+        c->cap = cap;
+    }
+    c->evs[c->n++] = json_object_get(ev);
+    return 0;
+}
+
+struct audit_cmd {
+    struct vault_args va;
+    struct audit_filter f;
+    enum audit_out fmt;
+    enum audit_report kind;
+    const char *receiver, *ca, *cert, *key;
+};
+
+static int parse_audit_args(int argc, char **argv, struct audit_cmd *q)
+{
+    static const struct option opts[] = {
+        { "config", required_argument, NULL, 'c' },
+        { "account", required_argument, NULL, 'a' },
+        { "passfile", required_argument, NULL, 'p' },
+        { "by", required_argument, NULL, 'b' },
+        { "path", required_argument, NULL, 'P' },
+        { "file", required_argument, NULL, 'F' },
+        { "op", required_argument, NULL, 'o' },
+        { "result", required_argument, NULL, 'r' },
+        { "from", required_argument, NULL, 'f' },
+        { "until", required_argument, NULL, 'u' },
+        { "follow-renames", no_argument, NULL, 'R' },
+        { "all", no_argument, NULL, 'A' },
+        { "format", required_argument, NULL, 'm' },
+        { "receiver", required_argument, NULL, 'U' },
+        { "ca", required_argument, NULL, 'C' },
+        { "cert", required_argument, NULL, 'E' },
+        { "key", required_argument, NULL, 'K' },
+        { "help", no_argument, NULL, 'h' },
+        { NULL, 0, NULL, 0 },
+    };
+    static const char *const names[] = {
+        ['b'] = "account", ['P'] = "path", ['F'] = "file", ['o'] = "op", ['r'] = "result",
+        ['f'] = "from", ['u'] = "until",
+    };
+    int c, rc;
+
+    q->f.skip_checkpoints = 1;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c': q->va.conf_path = optarg; break;
+        case 'a': q->va.account = optarg; break;
+        case 'p': q->va.passfile = optarg; break;
+        case 'b': case 'P': case 'F': case 'o': case 'r': case 'f': case 'u':
+            rc = audit_filter_set(&q->f, names[c], optarg);
+            if (rc) {
+                usage_error("--%s: %s", c == 'b' ? "by" : names[c], pfs_err_msg());
+                return -1;
+            }
+            break;
+        case 'R': audit_filter_set(&q->f, "follow_renames", "1"); break;
+        case 'A': q->f.skip_checkpoints = 0; break;
+        case 'm': if (audit_out_parse(optarg, &q->fmt)) {
+                      usage_error("--format wants table, json or csv, not \"%s\"", optarg);
+                      return -1;
+                  }
+                  break;
+        case 'U': q->receiver = optarg; break;
+        case 'C': q->ca = optarg; break;
+        case 'E': q->cert = optarg; break;
+        case 'K': q->key = optarg; break;
+        case 'h': command_usage(current, stdout); exit(EXIT_OK);
+        default: usage_error("unknown option or missing option value"); return -1;
+        }
+    }
+    if (q->f.follow_renames && !q->f.path) {
+        usage_error("--follow-renames needs --path (the files whose names match it)");
+        return -1;
+    }
+    if (!q->receiver && (q->ca || q->cert || q->key)) {
+        usage_error("--ca, --cert and --key are for --receiver");
+        return -1;
+    }
+    if (q->receiver && (!q->cert || !q->key)) {
+        usage_error("--receiver needs the auditor's certificate: --cert FILE --key FILE");
+        return -1;
+    }
+    if (argc - optind < 1 + !q->va.conf_path) {
+        usage_error(argc - optind < 1 ? "missing query, summary or denied" :
+                    "missing VAULT_DIR (or --config FILE)");
+        return -1;
+    }
+    if (argc - optind > 1 + !q->va.conf_path) {
+        usage_error("unexpected argument \"%s\"", argv[optind + 1 + !q->va.conf_path]);
+        return -1;
+    }
+    if (!strcmp(argv[optind], "query"))
+        q->kind = AUDIT_REPORT_EVENTS;
+    else if (!strcmp(argv[optind], "summary"))
+        q->kind = AUDIT_REPORT_SUMMARY;
+    else if (!strcmp(argv[optind], "denied"))
+        q->kind = AUDIT_REPORT_DENIED;
+    else {
+        usage_error("\"%s\" is none of query, summary, denied", argv[optind]);
+        return -1;
+    }
+    if (!q->va.conf_path) {
+        snprintf(q->va.conf_buf, sizeof q->va.conf_buf, "%s/pactfs.conf", argv[argc - 1]);
+        q->va.conf_path = q->va.conf_buf;
+    }
+    return 0;
+}
+
+/* Read the trail (local spool, verified first, or the receiver), select,
+ * print: an exit code. */
+static int audit_answer(struct vault *v, struct audit_cmd *q, uint64_t *count)
+{
+    struct audit_remote r = {
+        .url = q->receiver,
+        .tls = { q->ca ? q->ca : v->conf.audit_tls.ca_file, q->cert, q->key },
+        .vault = v->conf.vault_id, .f = &q->f, .forward_path = 1,
+    };
+    struct collected col = { 0 };
+    int rc;
+
+    if (!q->receiver) {
+        struct key_lookup kl = { .meta = v->meta, .conf = &v->conf };
+        struct audit_verify_result res;
+
+        rc = audit_verify(v->conf.audit_spool, v->conf.root_fingerprint, key_for_account, &kl,
+                          &res);
+        for (size_t i = 0; i < kl.n; i++)
+            EVP_PKEY_free(kl.keys[i]);
+        if (rc < 0) {
+            cli_report(PROG, rc);
+            fprintf(stderr, PROG ": the local audit spool does not verify; nothing is "
+                    "answered from it (compare it with the receiver's copy)\n");
+            return EXIT_INTEGRITY;
+        }
+        rc = audit_query_run(&q->f, audit_scan_spool, v->conf.audit_spool, collect_event, &col);
+    } else {
+        rc = audit_query_run(&q->f, audit_scan_remote, &r, collect_event, &col);
+    }
+    if (rc == 0)
+        rc = audit_report_print(stdout, q->fmt, q->kind, col.evs, col.n);
+    for (size_t i = 0; i < col.n; i++)
+        json_object_put(col.evs[i]);
+    free(col.evs);
+    *count = col.n;
+    if (rc < 0) {
+        cli_report(PROG, rc);
+        return rc == -EACCES ? EXIT_ACCESS : rc == -EHOSTUNREACH || rc == -EIO ? EXIT_STORE :
+               rc == -EBADMSG ? EXIT_INTEGRITY : EXIT_FAILURE_OTHER;
+    }
+    return EXIT_OK;
+}
+
+static int cmd_audit(int argc, char **argv)
+{
+    struct audit_cmd q = { .fmt = AUDIT_OUT_TABLE };
+    struct vault *v = NULL;
+    const char *account = NULL;
+    uint64_t count = 0;
+    int code, rc;
+
+    audit_filter_init(&q.f);
+    if (parse_audit_args(argc, argv, &q) < 0) {
+        audit_filter_free(&q.f);
+        return EXIT_USAGE;
+    }
+    code = open_unlocked(&q.va, &v, &account);
+    if (code != EXIT_OK) {
+        audit_filter_free(&q.f);
+        return code;
+    }
+    if (!(v->account.roles & ROLE_AUDITOR)) {
+        rc = pfs_err(-EACCES, "\"%s\" is not an auditor: only auditor accounts query the "
+                     "audit trail", account);
+        (void)vault_audit_failure(v, account, "audit-query", "", rc);
+        cli_report(PROG, rc);
+        audit_filter_free(&q.f);
+        vault_close(v);
+        return EXIT_ACCESS;
+    }
+    code = audit_answer(v, &q, &count);
+    if (v->audit) {   /* the question is audited, not its answer or the names asked for */
+        struct audit_ctx who = { getuid(), getpid() };
+        rc = audit_event(v->audit, &who, "audit-query", "", code == EXIT_OK ? 0 : -EIO, count);
+        if (rc < 0 && code == EXIT_OK) {
+            cli_report(PROG, rc);
+            code = EXIT_AUDIT;
+        }
+    }
+    audit_filter_free(&q.f);
+    vault_close(v);
+    return code;
 }
 
 static int cmd_folder_create(int argc, char **argv)
@@ -1367,6 +1586,38 @@ static const struct command commands[] = {
 "Check the audit spool's hash chain and every checkpoint signature against\n"
 "the signed account registry.  Exit 14 if the chain is broken, an event was\n"
 "edited, inserted or removed, or a signature does not verify.\n" },
+    { "audit", cmd_audit, "query|summary|denied", OPT_ACTING,
+      "ask the audit trail: events, per-account summary, denied accesses (auditor)",
+      "query|summary|denied [--by ACCOUNT[,..]] [--path PREFIX|GLOB [--follow-renames]] "
+      "[--file ID[,..]] [--op OP[,..]] [--result ok|denied|error] [--from TIME] "
+      "[--until TIME] [--all] [--format table|json|csv] [--receiver URL --cert FILE "
+      "--key FILE [--ca FILE]] [--account AUDITOR] [--passfile FILE] VAULT_DIR|--config FILE",
+"Answer an auditor's question from the local audit spool (verified first:\n"
+"exit 14 if it does not) or from pactfs-auditd (--receiver URL with the\n"
+"auditor's client certificate --cert/--key, --ca its CA, default audit.ca_file),\n"
+"which filters on its side with the same parameters.  The acting account\n"
+"(--account) must be an auditor (exit 13 otherwise); the query is audited as\n"
+"audit-query, without the names asked for.\n"
+"\n"
+"  query     the selected events, oldest first\n"
+"  summary   one row per account: events, sessions, denied, errors, failed\n"
+"            unlocks, reads and writes with their bytes, admin actions, first\n"
+"            and last event\n"
+"  denied    the denied accesses: refused operations and failed unlocks\n"
+"\n"
+"Filters (all must hold; a comma list means any of its values):\n"
+"  --by ACCOUNT         the account of the session\n"
+"  --path P             a path prefix (whole components) or a glob (* ? [...],\n"
+"                       * also matches /); a rename matches by either name\n"
+"  --follow-renames     with --path: also every event of the files (by file id)\n"
+"                       that ever had a matching name, under any name\n"
+"  --file ID            the file id (inode id, stable across renames)\n"
+"  --op OP              the operation (read, write, open, rename, grant, ...)\n"
+"  --result R           ok, denied or error\n"
+"  --from T, --until T  time range, from inclusive, until exclusive, UTC:\n"
+"                       YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ\n"
+"  --all                include checkpoint events (left out unless --op names them)\n"
+"  --format F           table (default), json (one event per line) or csv\n" },
     { "audit-ship", cmd_audit_ship, "", OPT_CONFIG,
       "send the audit spool to the receiver now", "VAULT_DIR|--config FILE",
 "Send what the audit spool holds and the receiver (audit.url) has not yet\n"

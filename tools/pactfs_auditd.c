@@ -34,6 +34,7 @@
 #include <openssl/pem.h>
 
 #include "audit.h"
+#include "audit_query.h"
 #include "audit_ship.h"
 #include "error.h"
 #include "exitcodes.h"
@@ -709,12 +710,52 @@ static void free_names(char **names, size_t n)
     free(names);
 }
 
-static bool query_args(struct MHD_Connection *c, struct answer *a, const char **vault,
-                       const char **host, uint64_t *since)
+/* The parameters of a GET: every one must be known (a typo must not
+ * silently widen an auditor's question). */
+struct get_args {
+    struct answer *a;
+    struct audit_filter *f;      /* NULL: no filter parameters allowed */
+    bool bad;
+};
+
+static enum MHD_Result check_arg(void *cls, enum MHD_ValueKind kind, const char *key,
+                                 const char *value)
+{
+    struct get_args *g = cls;
+    int rc;
+
+    (void)kind;
+    if (g->bad)
+        return MHD_NO;
+    if (!strcmp(key, "vault") || !strcmp(key, "host") ||
+        (g->f && !strcmp(key, "since")))
+        return MHD_YES;
+    if (!g->f) {
+        answer_error(g->a, 400, "unknown parameter \"%s\" (this request takes vault and host)",
+                     key);
+        g->bad = true;
+        return MHD_NO;
+    }
+    pfs_err_clear();
+    rc = audit_filter_set(g->f, key, value ? value : "");
+    if (rc) {
+        answer_error(g->a, 400, "%s", pfs_err_msg()[0] ? pfs_err_msg() : strerror(-rc));
+        g->bad = true;
+        return MHD_NO;
+    }
+    return MHD_YES;
+}
+
+static bool query_args(struct MHD_Connection *c, struct answer *a, struct audit_filter *f,
+                       const char **vault, const char **host, uint64_t *since)
 {
     const char *s = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "since");
+    struct get_args g = { a, f, false };
     char *end = NULL;
 
+    MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, check_arg, &g);
+    if (g.bad)
+        return false;
     *vault = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "vault");
     *host = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "host");
     *since = 0;
@@ -759,32 +800,101 @@ static int stream_lines_after(const struct stream *s, uint64_t since, size_t *bu
     return 0;
 }
 
+/* The stored streams of a query as one audit source: each stream's lines
+ * after since, stream after stream (name order). */
+struct stored_source {
+    struct auditd *d;
+    const char *vault;
+    char **names;
+    size_t n;
+    uint64_t since;
+};
+
+static int scan_stored(void *src, audit_each_fn each, void *arg)
+{
+    struct stored_source *ss = src;
+    int rc = 0;
+
+    for (size_t i = 0; i < ss->n && !rc; i++) {
+        struct stream *s;
+        size_t budget = SIZE_MAX, len = 0;
+        char *text = NULL;
+
+        rc = stream_get(ss->d, ss->vault, ss->names[i], &s);
+        rc = rc ? rc : stream_lines_after(s, ss->since, &budget, &text, &len);
+        if (rc == 0 && text)
+            rc = audit_scan_text(s->path, text, len, each, arg);
+        free(text);
+    }
+    return rc;
+}
+
+struct matches {
+    char *out;
+    size_t len, cap, count;
+};
+
+static int keep_match(void *arg, json_object *ev, const char *line, size_t len)
+{
+    struct matches *m = arg;
+
+    (void)ev;
+    if (m->count == AUDITD_QUERY_LIMIT)
+        return 1;                       /* the answer is full */
+    if (m->len + len + 2 > m->cap) {
+        size_t cap = m->cap ? m->cap : 65536;
+        char *p;
+        while (cap < m->len + len + 2)
+            cap *= 2;
+        if (!(p = realloc(m->out, cap)))
+            return -ENOMEM;
+        m->out = p;
+        m->cap = cap;
+    }
+    memcpy(m->out + m->len, line, len);
+    m->len += len;
+    m->out[m->len++] = '\n';
+    m->out[m->len] = '\0';
+    m->count++;
+    return 0;
+}
+
 static void handle_events_get(struct auditd *d, struct MHD_Connection *c, struct answer *a)
 {
-    const char *vault, *host;
-    uint64_t since;
-    char **names = NULL, *out = NULL;
-    size_t n = 0, outlen = 0, budget = AUDITD_QUERY_LIMIT;
+    struct stored_source ss = { .d = d };
+    struct audit_filter f;
+    struct matches m = { 0 };
+    const char *host;
     int rc;
 
-    if (!query_args(c, a, &vault, &host, &since))
+    audit_filter_init(&f);
+    if (!query_args(c, a, &f, &ss.vault, &host, &ss.since)) {
+        audit_filter_free(&f);
         return;
+    }
     pthread_mutex_lock(&d->mu);
-    rc = list_streams(d, vault, host, &names, &n);
-    for (size_t i = 0; i < n && !rc; i++) {
-        struct stream *s;
-        rc = stream_get(d, vault, names[i], &s);
-        rc = rc ? rc : stream_lines_after(s, since, &budget, &out, &outlen);
+    rc = list_streams(d, ss.vault, host, &ss.names, &ss.n);
+    if (rc == 0 && f.nparams == 0) {      /* everything after since: the bytes as stored */
+        size_t budget = AUDITD_QUERY_LIMIT;
+        for (size_t i = 0; i < ss.n && !rc; i++) {
+            struct stream *s;
+            rc = stream_get(d, ss.vault, ss.names[i], &s);
+            rc = rc ? rc : stream_lines_after(s, ss.since, &budget, &m.out, &m.len);
+        }
+    } else if (rc == 0) {                 /* filtered here, as audit query filters a spool */
+        rc = audit_query_run(&f, scan_stored, &ss, keep_match, &m);
+        rc = rc > 0 ? 0 : rc;
     }
     pthread_mutex_unlock(&d->mu);
-    free_names(names, n);
+    free_names(ss.names, ss.n);
+    audit_filter_free(&f);
     if (rc) {
-        free(out);
+        free(m.out);
         answer_error(a, 500, "%s", pfs_err_msg()[0] ? pfs_err_msg() : strerror(-rc));
         return;
     }
-    answer_set(a, 200, "application/x-ndjson", out ? out : strdup(""));
-    a->len = outlen;
+    answer_set(a, 200, "application/x-ndjson", m.out ? m.out : strdup(""));
+    a->len = m.len;
 }
 
 struct verify_keys {
@@ -847,7 +957,7 @@ static void handle_verify(struct auditd *d, struct MHD_Connection *c, struct ans
     bool all_ok = true;
     int rc;
 
-    if (!query_args(c, a, &vault, &host, &since))
+    if (!query_args(c, a, NULL, &vault, &host, &since))
         return;
     o = json_object_new_object();
     arr = json_object_new_array();
