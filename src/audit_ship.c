@@ -21,6 +21,7 @@
 #include <curl/curl.h>
 
 #include "audit.h"
+#include "audit_query.h"
 #include "audit_ship.h"
 #include "crypto.h"
 #include "error.h"
@@ -744,4 +745,61 @@ int audit_ship_pending(const struct pactfs_conf *c, unsigned timeout_ms)
     if (!c->audit_url || !c->audit_spool)
         return 0;
     return audit_ship_once(&o, NULL);
+}
+
+/* The time of the line starting at offset, or 0 if there is none yet. */
+static int64_t line_time_at(int fd, uint64_t offset)
+{
+    char *buf = malloc(AUDIT_LINE_MAX + 1);
+    ssize_t got;
+    int64_t ns = 0;
+
+    if (!buf)
+        return 0;
+    got = pread(fd, buf, AUDIT_LINE_MAX + 1, (off_t)offset);
+    if (got > 0) {
+        char *nl = memchr(buf, '\n', (size_t)got);
+        json_object *o = nl ? audit_line_parse(buf, (size_t)(nl - buf)) : NULL;
+        const char *t = o ? audit_field_str(o, "time") : NULL;
+        if (!t || audit_time_parse(t, &ns) != 0)
+            ns = 0;
+        json_object_put(o);
+    }
+    free(buf);
+    return ns;
+}
+
+int audit_ship_backlog(const char *spool_path, const struct audit_cursor *cur,
+                       struct audit_backlog *b)
+{
+    struct audit_cursor c;
+    char *cpath = cursor_path(spool_path);
+    struct stat st;
+    int fd, rc = 0;
+
+    memset(b, 0, sizeof *b);
+    if (!cpath)
+        return -ENOMEM;
+    if (stat(cpath, &st) == 0)
+        b->last_ack_s = (int64_t)st.st_mtime;
+    free(cpath);
+    if (cur)
+        c = *cur;
+    else if ((rc = audit_cursor_load(spool_path, &c)) < 0)
+        return rc;
+    b->acknowledged_seq = c.seq;
+    fd = open(spool_path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return errno == ENOENT ? 0 : -errno;
+    if (fstat(fd, &st) == 0) {
+        b->spool_bytes = (uint64_t)st.st_size;
+        if (b->spool_bytes > c.offset) {
+            b->unshipped_bytes = b->spool_bytes - c.offset;
+            b->oldest_unshipped_ns = line_time_at(fd, c.offset);
+        }
+    } else {
+        rc = -errno;
+    }
+    close(fd);
+    return rc;
 }

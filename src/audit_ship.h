@@ -84,6 +84,20 @@ int audit_ship_once(const struct audit_ship_opts *o, uint64_t *batches);
  * why. */
 int audit_ship_pending(const struct pactfs_conf *c, unsigned timeout_ms);
 
+/* How far shipping lags behind the spool: pactfs status and the metrics. */
+struct audit_backlog {
+    uint64_t spool_bytes;
+    uint64_t unshipped_bytes;       /* spool bytes after the acknowledged cursor */
+    uint64_t acknowledged_seq;
+    int64_t oldest_unshipped_ns;    /* "time" of the first line not acknowledged; 0: none */
+    int64_t last_ack_s;             /* when the receiver last acknowledged (the cursor
+                                     * file's mtime); 0: never */
+};
+/* cur: the shipper's cursor if it runs in this process, NULL to read the
+ * cursor file.  0 or -errno (a missing spool is empty). */
+int audit_ship_backlog(const char *spool_path, const struct audit_cursor *cur,
+                       struct audit_backlog *b);
+
 /* The cursor file.  load: a missing file is the start of the spool (0);
  * a malformed one is -EBADMSG.  store: tmp file, fsync, rename, fsync dir. */
 int audit_cursor_load(const char *spool_path, struct audit_cursor *c);

@@ -97,28 +97,34 @@ static json_object *endpoints_json(struct fs *fs, FILE *prom)
 static json_object *audit_json(struct fs *fs, FILE *prom)
 {
     json_object *a = json_object_new_object();
-    struct stat st;
-    uint64_t spool = 0, lag;
+    struct audit_ship_status ss;
+    struct audit_backlog b;
+    int64_t now = (int64_t)time(NULL), age = 0;
 
-    if (stat(fs->v->conf.audit_spool, &st) == 0)
-        spool = (uint64_t)st.st_size;
+    if (fs->opt.ship)
+        audit_ship_get_status(fs->opt.ship, &ss);
+    (void)audit_ship_backlog(fs->v->conf.audit_spool, fs->opt.ship ? &ss.cursor : NULL, &b);
     json_object_object_add(a, "spool", json_object_new_string(fs->v->conf.audit_spool));
-    add_u64(a, "spool_bytes", spool);
-    fprintf(prom, "pactfs_audit_spool_bytes %" PRIu64 "\n", spool);
+    add_u64(a, "spool_bytes", b.spool_bytes);
+    fprintf(prom, "pactfs_audit_spool_bytes %" PRIu64 "\n", b.spool_bytes);
     if (!fs->opt.ship) {
         json_object_object_add(a, "shipping", json_object_new_string("off"));
         return a;
     }
-    struct audit_ship_status ss;
-    audit_ship_get_status(fs->opt.ship, &ss);
-    lag = spool > ss.cursor.offset ? spool - ss.cursor.offset : 0;
+    if (b.oldest_unshipped_ns && now > b.oldest_unshipped_ns / 1000000000)
+        age = now - b.oldest_unshipped_ns / 1000000000;
     json_object_object_add(a, "shipping", json_object_new_string(fs->v->conf.audit_url));
-    add_u64(a, "unshipped_bytes", lag);
-    add_u64(a, "acknowledged_seq", ss.cursor.seq);
+    add_u64(a, "unshipped_bytes", b.unshipped_bytes);
+    add_u64(a, "oldest_unshipped_age_seconds", (uint64_t)age);
+    add_u64(a, "last_ack_time", (uint64_t)b.last_ack_s);
+    add_u64(a, "acknowledged_seq", b.acknowledged_seq);
     json_object_object_add(a, "consecutive_failures", json_object_new_int((int)ss.failures));
     json_object_object_add(a, "last_error", json_object_new_string(ss.last_message));
     fprintf(prom, "pactfs_audit_unshipped_bytes %" PRIu64 "\n"
-                "pactfs_audit_ship_failures %u\n", lag, ss.failures);
+                "pactfs_audit_oldest_unshipped_age_seconds %" PRId64 "\n"
+                "pactfs_audit_last_ack_time_seconds %" PRId64 "\n"
+                "pactfs_audit_ship_failures %u\n", b.unshipped_bytes, age, b.last_ack_s,
+                ss.failures);
     return a;
 }
 

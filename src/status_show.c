@@ -39,8 +39,21 @@ static json_object *sub(json_object *o, const char *k)
     return o && json_object_object_get_ex(o, k, &v) ? v : NULL;
 }
 
+/* A unix time as "YYYY-MM-DD HH:MM:SS UTC", or "never" for 0. */
+static const char *when(int64_t t, char buf[32])
+{
+    time_t tt = (time_t)t;
+    struct tm tm;
+
+    if (!t || !gmtime_r(&tt, &tm))
+        return "never";
+    strftime(buf, 32, "%Y-%m-%d %H:%M:%S UTC", &tm);
+    return buf;
+}
+
 static void print_human(json_object *o)
 {
+    char ack[32];
     json_object *eps = sub(o, "endpoints"), *w = sub(o, "writes"), *a = sub(o, "audit");
     int64_t age = (int64_t)time(NULL) - num(o, "time");
     pid_t pid = (pid_t)num(o, "pid");
@@ -75,8 +88,10 @@ static void print_human(json_object *o)
     if (!strcmp(str(a, "shipping"), "off"))
         printf(", shipping off\n");
     else
-        printf(", shipping to %s: %" PRId64 " bytes not yet acknowledged, %" PRId64
-               " consecutive failures%s%s\n", str(a, "shipping"), num(a, "unshipped_bytes"),
+        printf(", shipping to %s: %" PRId64 " bytes not yet acknowledged (oldest %" PRId64
+               " s old), last acknowledgement %s, %" PRId64 " consecutive failures%s%s\n",
+               str(a, "shipping"), num(a, "unshipped_bytes"),
+               num(a, "oldest_unshipped_age_seconds"), when(num(a, "last_ack_time"), ack),
                num(a, "consecutive_failures"), *str(a, "last_error") ? "; last: " : "",
                str(a, "last_error"));
     if (*str(w, "last_error"))

@@ -312,3 +312,47 @@ def test_init_sets_up_shipping(tmp_path, receiver):
         assert receiver.verify(vid)["ok"] is True
     finally:
         v.emergency_teardown()
+
+
+@pytest.mark.timeout_s(600)
+def test_shipping_lag_is_visible_in_status_and_metrics(new_vault, receiver):
+    """pactfs status and the Prometheus textfile show the spool size, the
+    unshipped bytes, the age of the oldest unshipped event and the last
+    acknowledgement; the lag grows while the receiver is down and clears
+    once it is back."""
+    from test_degraded import status, wait_status
+    v = new_vault
+    ship_to(v, receiver)
+    v.mount()
+    st = wait_status(v, lambda s: s["audit"]["unshipped_bytes"] == 0 and
+                     s["audit"]["last_ack_time"] > 0, ARRIVAL_WAIT_S)
+    assert st["audit"]["unshipped_bytes"] == 0 and st["audit"]["last_ack_time"] > 0, st
+    first_ack = st["audit"]["last_ack_time"]
+    assert st["audit"]["oldest_unshipped_age_seconds"] == 0
+    assert receiver.stop() == 0
+    file_operations(v, "lag")
+    time.sleep(4)
+    st = wait_status(v, lambda s: s["audit"]["oldest_unshipped_age_seconds"] >= 3 and
+                     s["audit"]["consecutive_failures"] > 0, 30)
+    a = st["audit"]
+    assert a["oldest_unshipped_age_seconds"] >= 3 and a["consecutive_failures"] > 0, a
+    assert 0 < a["unshipped_bytes"] < a["spool_bytes"] <= len(spool_bytes(v)), a
+    assert a["last_ack_time"] >= first_ack, a
+    with open(st["metrics_file"]) as f:
+        prom = f.read()
+    metrics = dict(ln.split(" ", 1) for ln in prom.splitlines() if ln.startswith("pactfs_audit"))
+    assert int(metrics["pactfs_audit_unshipped_bytes"]) > 0, prom
+    assert int(metrics["pactfs_audit_oldest_unshipped_age_seconds"]) >= 3, prom
+    assert int(metrics["pactfs_audit_last_ack_time_seconds"]) >= first_ack, prom
+    assert int(metrics["pactfs_audit_ship_failures"]) > 0, prom
+    p = v.pactfs("status", v.mnt)
+    assert "not yet acknowledged (oldest" in p.stdout and "last acknowledgement 20" in p.stdout, \
+        p.stdout
+    receiver.start()
+    t_back = time.time()
+    st = wait_status(v, lambda s: s["audit"]["unshipped_bytes"] == 0, ARRIVAL_WAIT_S)
+    assert st["audit"]["unshipped_bytes"] == 0, st
+    assert st["audit"]["oldest_unshipped_age_seconds"] == 0
+    assert st["audit"]["last_ack_time"] >= int(t_back) - 1
+    assert st["audit"]["consecutive_failures"] == 0
+    v.unmount()
