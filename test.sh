@@ -111,7 +111,7 @@ start_postgres || echo "test.sh: PostgreSQL could not start; its backend tests w
 
 REL=$TOP/build/release ASAN=$TOP/build/asan
 log "build (release)"; build "$REL" || { echo "0 passed, 1 failed"; exit 1; }
-log "build (ASan+UBSan)"; build "$ASAN" --enable-sanitizers || { echo "0 passed, 1 failed"; exit 1; }
+log "build (ASan+UBSan, crash points)"; build "$ASAN" --enable-sanitizers --enable-crash-points || { echo "0 passed, 1 failed"; exit 1; }
 
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1

@@ -28,6 +28,7 @@
 
 #include "audit.h"
 #include "audit_proof.h"
+#include "crashpoint.h"
 #include "crypto.h"
 #include "error.h"
 #include "fileio.h"
@@ -75,6 +76,17 @@ struct audit {
     uint64_t durable;
     bool flushing;
     int sticky_err;
+    uint64_t flush_begun;       /* fdatasyncs started (one at a time) */
+    uint64_t flush_done;        /* the last one completed */
+    off_t flushed_size;         /* spool size when the last completed one began */
+
+    /* deferred group commit (audit_set_group_commit): events are answered
+     * once written; the committer makes them durable within commit_ms */
+    unsigned commit_ms;         /* 0: every event waits for its fdatasync */
+    pthread_cond_t commit_cv;
+    pthread_t committer;
+    pid_t committer_pid;        /* process that started it (0: none) */
+    bool committer_stop;
 };
 
 /* ---------- event fields ---------- */
@@ -510,35 +522,72 @@ static int append_locked(struct audit *a, json_object *o, bool force_checkpoint,
     return rc;
 }
 static void sealer_ensure(struct audit *a);
+static void deadline_after(const struct timespec *start, unsigned ms, struct timespec *out);
+static bool reached(const struct timespec *t);
+
+/* Under the mutex (dropped during the call): one fdatasync of the spool,
+ * covering every line written to the file before it began, by any handle
+ * or process.  Failure is sticky. */
+static void flush_locked(struct audit *a)
+{
+    uint64_t covers = a->appended;
+    struct stat st;
+    off_t size = fstat(a->fd, &st) == 0 ? st.st_size : -1;
+
+    a->flushing = true;
+    a->flush_begun++;
+    pthread_mutex_unlock(&a->mu);
+    crash_point("audit-before-fdatasync");
+    int rc = fdatasync(a->fd) == 0 ? 0 : -errno;
+    crash_point("audit-after-fdatasync");
+    pthread_mutex_lock(&a->mu);
+    a->flushing = false;
+    a->flush_done = a->flush_begun;
+    if (rc)
+        a->sticky_err = pfs_err(rc, "cannot sync audit spool %s: %s; operations fail "
+                                "until the filesystem is remounted", a->path, strerror(-rc));
+    else {
+        if (covers > a->durable)
+            a->durable = covers;
+        if (size >= 0)
+            a->flushed_size = size;
+    }
+    pthread_cond_broadcast(&a->flushed_cv);
+}
+
+static int sticky_failure(const struct audit *a)
+{
+    return pfs_err(a->sticky_err, "audit spool %s failed earlier (%s); operations fail "
+                   "until the filesystem is remounted", a->path, strerror(-a->sticky_err));
+}
 
 /* Under the mutex: return once a flush that started after our append has
  * completed.  The first waiter to find no flush running does it for all. */
 static int wait_durable(struct audit *a, uint64_t ticket)
 {
     while (a->durable < ticket && !a->sticky_err) {
-        if (a->flushing) {
+        if (a->flushing)
             pthread_cond_wait(&a->flushed_cv, &a->mu);
-            continue;
-        }
-        uint64_t covers = a->appended;
-
-        a->flushing = true;
-        pthread_mutex_unlock(&a->mu);
-        int rc = fdatasync(a->fd) == 0 ? 0 : -errno;
-        pthread_mutex_lock(&a->mu);
-        a->flushing = false;
-        if (rc)
-            a->sticky_err = pfs_err(rc, "cannot sync audit spool %s: %s; operations fail "
-                                    "until the filesystem is remounted", a->path,
-                                    strerror(-rc));
-        else if (covers > a->durable)
-            a->durable = covers;
-        pthread_cond_broadcast(&a->flushed_cv);
+        else
+            flush_locked(a);
     }
-    if (a->durable >= ticket)
+    return a->durable >= ticket ? 0 : sticky_failure(a);
+}
+
+/* Under the mutex: with deferred group commit, an event is answered once
+ * it is in the spool file (a process crash cannot lose it: the kernel
+ * holds the page) and the committer makes it durable within commit_ms;
+ * otherwise wait for its fdatasync. */
+static int settle(struct audit *a, uint64_t ticket)
+{
+    if (a->commit_ms && a->committer_pid == getpid()) {
+        if (a->sticky_err)
+            return sticky_failure(a);
+        if (a->durable < ticket)
+            pthread_cond_signal(&a->commit_cv);
         return 0;
-    return pfs_err(a->sticky_err, "audit spool %s failed earlier (%s); operations fail "
-                   "until the filesystem is remounted", a->path, strerror(-a->sticky_err));
+    }
+    return wait_durable(a, ticket);
 }
 
 /* Under the mutex: append o (and a due checkpoint); *ticket for
@@ -549,8 +598,7 @@ static int append_event_locked(struct audit *a, json_object *o, bool force_check
     int rc;
 
     if (a->sticky_err)
-        return pfs_err(a->sticky_err, "audit spool %s failed earlier (%s); operations fail "
-                       "until the filesystem is remounted", a->path, strerror(-a->sticky_err));
+        return sticky_failure(a);
     rc = append_locked(a, o, force_checkpoint, ticket);
     /* An event refused before any byte was written (too long, no
      * memory) fails alone; anything else leaves the spool in doubt. */
@@ -568,7 +616,7 @@ static int record(struct audit *a, json_object *o, bool force_checkpoint)
     sealer_ensure(a);
     rc = append_event_locked(a, o, force_checkpoint, &ticket);
     if (!rc)
-        rc = wait_durable(a, ticket);
+        rc = settle(a, ticket);
     pthread_mutex_unlock(&a->mu);
     return rc;
 }
@@ -626,9 +674,116 @@ int audit_event_wait(struct audit *a, uint64_t ticket)
     int rc;
 
     pthread_mutex_lock(&a->mu);
-    rc = wait_durable(a, ticket);
+    rc = settle(a, ticket);
     pthread_mutex_unlock(&a->mu);
     return rc;
+}
+
+int audit_sync(struct audit *a)
+{
+    struct stat st;
+    uint64_t target;
+    int rc = 0;
+
+    pthread_mutex_lock(&a->mu);
+    /* Nothing written to the file (by anyone) since the last completed
+     * flush began, and none running: already durable. */
+    if (!a->sticky_err && !a->flushing && a->durable >= a->appended &&
+        fstat(a->fd, &st) == 0 && st.st_size == a->flushed_size)
+        goto out;
+    /* A flush running now may have begun before the caller's last write:
+     * wait for one that begins after this call. */
+    target = a->flush_begun + 1;
+    while (a->flush_done < target && !a->sticky_err) {
+        if (a->flushing)
+            pthread_cond_wait(&a->flushed_cv, &a->mu);
+        else
+            flush_locked(a);
+    }
+out:
+    if (a->sticky_err)
+        rc = sticky_failure(a);
+    pthread_mutex_unlock(&a->mu);
+    return rc;
+}
+
+/* ---------- deferred group commit ---------- */
+
+/* Make appended events durable no later than commit_ms after the first of
+ * them: wait out the window (so more events share the fdatasync), then
+ * flush.  The flush itself runs with the mutex dropped, so appends go on. */
+static void *committer_run(void *arg)
+{
+    struct audit *a = arg;
+    struct timespec due;
+
+    pthread_mutex_lock(&a->mu);
+    while (!a->committer_stop && !a->sticky_err) {
+        if (a->durable >= a->appended) {
+            pthread_cond_wait(&a->commit_cv, &a->mu);
+            continue;
+        }
+        clock_gettime(CLOCK_MONOTONIC, &due);
+        deadline_after(&due, a->commit_ms, &due);
+        while (!a->committer_stop && !reached(&due))
+            pthread_cond_timedwait(&a->commit_cv, &a->mu, &due);
+        wait_durable(a, a->appended);
+    }
+    pthread_mutex_unlock(&a->mu);
+    return NULL;
+}
+
+/* Stop one of the handle's threads (sealer, committer) if this process
+ * started it. */
+static void thread_stop(struct audit *a, pthread_t th, pid_t *pid, bool *stop,
+                        pthread_cond_t *cv)
+{
+    pthread_mutex_lock(&a->mu);
+    if (*pid != getpid()) {
+        pthread_mutex_unlock(&a->mu);
+        return;
+    }
+    *stop = true;
+    pthread_cond_broadcast(cv);
+    pthread_mutex_unlock(&a->mu);
+    pthread_join(th, NULL);
+    pthread_mutex_lock(&a->mu);
+    *pid = 0;
+    pthread_mutex_unlock(&a->mu);
+}
+
+static void committer_stop(struct audit *a)
+{
+    thread_stop(a, a->committer, &a->committer_pid, &a->committer_stop, &a->commit_cv);
+    pthread_mutex_lock(&a->mu);
+    a->commit_ms = 0;
+    /* what the committer had not flushed yet */
+    wait_durable(a, a->appended);
+    pthread_mutex_unlock(&a->mu);
+}
+
+int audit_set_group_commit(struct audit *a, unsigned ms)
+{
+    int e;
+
+    if (ms == 0) {
+        committer_stop(a);
+        return audit_sync(a);
+    }
+    pthread_mutex_lock(&a->mu);
+    a->commit_ms = ms > AUDIT_COMMIT_MS_MAX ? AUDIT_COMMIT_MS_MAX : ms;
+    if (a->committer_pid == getpid()) {
+        pthread_mutex_unlock(&a->mu);
+        return 0;
+    }
+    a->committer_stop = false;
+    e = pthread_create(&a->committer, NULL, committer_run, a);
+    if (e == 0)
+        a->committer_pid = getpid();
+    else
+        a->commit_ms = 0;
+    pthread_mutex_unlock(&a->mu);
+    return e ? pfs_err(-e, "cannot start the audit committer thread: %s", strerror(e)) : 0;
 }
 
 /* ---------- the sealer ---------- */
@@ -692,16 +847,7 @@ static void sealer_ensure(struct audit *a)
 
 static void sealer_stop(struct audit *a)
 {
-    pthread_mutex_lock(&a->mu);
-    if (a->sealer_pid != getpid()) {
-        pthread_mutex_unlock(&a->mu);
-        return;
-    }
-    a->sealer_stop = true;
-    pthread_cond_broadcast(&a->seal_cv);
-    pthread_mutex_unlock(&a->mu);
-    pthread_join(a->sealer, NULL);
-    a->sealer_pid = 0;
+    thread_stop(a, a->sealer, &a->sealer_pid, &a->sealer_stop, &a->seal_cv);
 }
 
 /* ---------- open / close ---------- */
@@ -712,6 +858,7 @@ static void audit_free(struct audit *a)
         close(a->fd);
     EVP_PKEY_free(a->signer);
     pthread_cond_destroy(&a->seal_cv);
+    pthread_cond_destroy(&a->commit_cv);
     pthread_cond_destroy(&a->flushed_cv);
     pthread_mutex_destroy(&a->mu);
     free(a->path);
@@ -794,6 +941,7 @@ int audit_open(const char *spool_path, const char *vault_id, const struct audit_
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&a->seal_cv, &ca);
+    pthread_cond_init(&a->commit_cv, &ca);
     pthread_condattr_destroy(&ca);
     a->seal_every = AUDIT_SEAL_EVERY;
     a->next_sseq = 1;
@@ -841,6 +989,7 @@ void audit_close(struct audit *a)
         return;
     a->closing = true;
     sealer_stop(a);
+    committer_stop(a);
     if (!a->sticky_err && (o = event_object(a, NULL, "session-end", "", 0, 0, NULL))) {
         record(a, o, true);   /* failure already recorded in pfs_err */
         json_object_put(o);

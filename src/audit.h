@@ -109,6 +109,25 @@ int audit_event_append_detail(struct audit *a, const struct audit_ctx *who, cons
                               const struct audit_detail *d, uint64_t *ticket);
 int audit_event_wait(struct audit *a, uint64_t ticket);
 
+/* Deferred group commit (the mounted daemon).  ms > 0: from now on
+ * audit_event*() and audit_event_wait() return once the event is written
+ * to the spool file (the kernel holds it: a crash of the process cannot
+ * lose it) without waiting for its fdatasync, and a committer thread makes
+ * every event durable no later than ms (at most AUDIT_COMMIT_MS_MAX) after
+ * it was written, one fdatasync for all of them.  A failed fdatasync is
+ * sticky as ever: every later event fails.  Whoever makes state durable
+ * that events describe (the metadata store) calls audit_sync first: the
+ * write-ahead rule.  ms 0: stop the committer, make everything durable and
+ * go back to waiting per event.  0 or -errno. */
+#define AUDIT_COMMIT_MS 4u
+#define AUDIT_COMMIT_MS_MAX 100u
+int audit_set_group_commit(struct audit *a, unsigned ms);
+/* Make every line written to the spool file so far durable, by this or any
+ * other handle or process: returns once an fdatasync that began after the
+ * call has completed (at once if nothing was written since the last one
+ * began).  0, or -errno (sticky, as for events). */
+int audit_sync(struct audit *a);
+
 /* Format 2 checkpoints name their signer: the public key of that account
  * (caller keeps ownership), or NULL if unknown.  Only format 2 lines use it. */
 typedef EVP_PKEY *(*audit_v2_key_fn)(void *arg, const char *account);

@@ -22,6 +22,7 @@
 #include "capacity.h"
 #include "envelope.h"
 #include "error.h"
+#include "crashpoint.h"
 #include "fs_core.h"
 #include "mount_peers.h"
 
@@ -152,9 +153,12 @@ int fs_audit_wait(struct fs *fs, const char *op, uint64_t ticket)
 }
 
 /* End a metadata operation begun with meta_begin under meta_lock: append
- * its audit event inside the transaction, commit (or roll back on error),
- * drop the lock, then wait for the event's fdatasync outside it, so the
- * event is durable before the reply without holding others up. */
+ * its audit event inside the transaction (written to the spool before the
+ * commit, so no crash of the daemon can leave the change without it),
+ * commit (or roll back on error), drop the lock.  With the mount's
+ * deferred group commit (audit_set_group_commit) fs_audit_wait does not
+ * wait for the fdatasync: the committer makes the event durable within a
+ * few ms, and no metadata sync happens before it (meta_set_presync). */
 int fs_meta_op_end_detail(struct fs *fs, const struct fs_caller *who, const char *op,
                           const char *path, uint64_t bytes, int r, const struct audit_detail *d)
 {
@@ -163,10 +167,12 @@ int fs_meta_op_end_detail(struct fs *fs, const struct fs_caller *who, const char
 
     if (r == 0)
         r = fs_audit_append_detail(fs, who, op, path, 0, bytes, d, &ticket);
+    crash_point("op-after-append");
     if (r == 0)
         r = meta_commit(m);
     else
         meta_rollback(m);
+    crash_point("op-after-commit");
     pthread_mutex_unlock(&fs->meta_lock);
     if (r == 0)
         r = fs_audit_wait(fs, op, ticket);

@@ -2166,6 +2166,13 @@ int fs_data_start(struct fs *fs)
         fs_data_stop(fs);
         return pfs_err(-EIO, "cannot configure the metadata store: %s", pfs_err_msg());
     }
+    /* Operations no longer wait for their audit event's fdatasync: the
+     * committer makes events durable within AUDIT_COMMIT_MS, and every
+     * metadata sync makes them durable first (meta_set_presync). */
+    if (fs->v->audit && audit_set_group_commit(fs->v->audit, AUDIT_COMMIT_MS) < 0) {
+        fs_data_stop(fs);
+        return pfs_err(-EIO, "cannot start the audit group commit: %s", pfs_err_msg());
+    }
     int e = pthread_create(&d->syncer, NULL, syncer_main, fs);
     if (e) {
         fs_data_stop(fs);
@@ -2201,9 +2208,12 @@ void fs_data_stop(struct fs *fs)
         d->repairs = p->next;
         free(p);
     }
-    /* Every deferred commit on disk before the daemon goes; and back to
-     * durable commits for whoever uses the handle next. */
+    /* Every deferred commit on disk before the daemon goes (its events
+     * first); and back to durable commits and events for whoever uses the
+     * handles next. */
     fs_data_meta_sync(fs);
+    if (fs->v->audit)
+        audit_set_group_commit(fs->v->audit, 0);
     pthread_mutex_lock(&fs->meta_lock);
     meta_set_deferred_sync(fs->v->meta, 0);
     pthread_mutex_unlock(&fs->meta_lock);

@@ -213,6 +213,12 @@ int meta_set_deferred_sync(struct meta *m, int deferred)
     return m->ops->set_deferred_sync ? m->ops->set_deferred_sync(m, deferred != 0) : 0;
 }
 
+void meta_set_presync(struct meta *m, int (*fn)(void *arg), void *arg)
+{
+    m->presync = fn;
+    m->presync_arg = arg;
+}
+
 int meta_sync(struct meta *m)
 {
     return m->ops->sync ? m->ops->sync(m) : 0;

@@ -143,6 +143,15 @@ int meta_rollback(struct meta *m);
 int meta_set_deferred_sync(struct meta *m, int deferred);
 /* Make every transaction committed so far durable (outside a transaction). */
 int meta_sync(struct meta *m);
+/* The write-ahead rule: fn(arg) runs before anything committed becomes
+ * durable through this handle -- before every COMMIT whose commit is
+ * durable at once (PostgreSQL; SQLite unless deferred) and before
+ * meta_sync -- and a failure fails that commit or sync.  (A single call
+ * outside meta_begin/meta_commit on a handle that is not deferred commits
+ * by itself without the hook: audited changes use a transaction.)  The vault makes
+ * its audit spool durable there (audit_sync), so no metadata change is
+ * ever durable before the audit event describing it.  fn NULL: none. */
+void meta_set_presync(struct meta *m, int (*fn)(void *arg), void *arg);
 
 /* ---- vault parameters (small key/value blobs) ---- */
 int meta_param_get(struct meta *m, const char *key, uint8_t **val, size_t *len);
@@ -247,6 +256,8 @@ struct meta_ops;
 struct meta {
     const struct meta_ops *ops;
     void *impl;
+    int (*presync)(void *arg);  /* meta_set_presync */
+    void *presync_arg;
 };
 
 #endif

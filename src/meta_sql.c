@@ -14,6 +14,7 @@
 #include <sys/xattr.h>
 #include <time.h>
 
+#include "crashpoint.h"
 #include "error.h"
 #include "meta.h"
 #include "meta_backend.h"
@@ -243,7 +244,9 @@ static const char *const stmt_sql[ST_COUNT] = {
 struct msql {
     const struct msql_driver *drv;
     void *db;
+    struct meta *m;             /* the handle wrapping this one (presync) */
     int in_txn;                 /* inside meta_begin .. commit/rollback */
+    int deferred;               /* commits are made durable by sql_sync */
     char *sql[ST_COUNT];        /* statements with the dialect filled in */
 };
 
@@ -252,6 +255,23 @@ static const struct meta_ops sql_ops;
 static struct msql *H(struct meta *m)
 {
     return m->impl;
+}
+
+/* The write-ahead rule (meta_set_presync): before anything this handle
+ * committed can become durable, the hook (the audit spool's sync) runs. */
+static int h_presync(struct msql *h)
+{
+    return h->m && h->m->presync ? h->m->presync(h->m->presync_arg) : 0;
+}
+
+static int h_exec(struct msql *h, const char *sql, const char *what);
+
+/* COMMIT: durable at once unless deferred, so the hook runs first. */
+static int h_commit(struct msql *h, const char *what)
+{
+    int rc = h->deferred ? 0 : h_presync(h);
+
+    return rc ? rc : h_exec(h, "COMMIT", what);
 }
 
 /* Replace each {WORD} of tmpl with the dialect's text: a malloc'd string. */
@@ -509,7 +529,7 @@ static int sql_commit(struct meta *m)
         return pfs_err(-EIO, "metadata commit: the transaction was rolled back after an "
                        "earlier error; nothing was written");
     }
-    rc = h_exec(h, "COMMIT", "commit");
+    rc = h_commit(h, "commit");
     /* a failed commit leaves nothing half done: roll back so the handle is usable */
     if (rc && txn_state(h) != MSQL_IDLE)
         h_exec(h, "ROLLBACK", "rollback");
@@ -551,7 +571,7 @@ static int group_end(struct msql *h, int rc)
         return rc ? rc : rc2;
     }
     if (rc == 0) {
-        rc = h_exec(h, "COMMIT", "commit");
+        rc = h_commit(h, "commit");
         if (rc == 0)
             return 0;
     }
@@ -1633,7 +1653,12 @@ static int sql_set_deferred_sync(struct meta *m, int deferred)
 
     if (h->in_txn)
         return pfs_err(-EBUSY, "cannot change metadata durability inside a transaction");
-    return h->drv->set_deferred_sync ? h->drv->set_deferred_sync(h->db, deferred) : 0;
+    if (!h->drv->set_deferred_sync)
+        return 0;
+    int rc = h->drv->set_deferred_sync(h->db, deferred);
+    if (rc == 0)
+        h->deferred = deferred != 0;
+    return rc;
 }
 
 static int sql_sync(struct meta *m)
@@ -1642,7 +1667,14 @@ static int sql_sync(struct meta *m)
 
     if (h->in_txn)
         return pfs_err(-EBUSY, "metadata sync inside a transaction: commit first");
-    return h->drv->sync ? h->drv->sync(h->db) : 0;
+    if (!h->drv->sync)
+        return 0;
+    int rc = h_presync(h);
+    crash_point("meta-after-presync");
+    if (rc == 0)
+        rc = h->drv->sync(h->db);
+    crash_point("meta-after-sync");
+    return rc;
 }
 
 /* ---- opening, migrations, closing ---- */
@@ -1751,7 +1783,7 @@ static int migrate(struct msql *h)
     if (rc == 0 && version < META_SCHEMA_VERSION)
         rc = run_migrations(h, version);
     if (rc == 0)
-        return h_exec(h, "COMMIT", "commit migration");
+        return h_commit(h, "commit migration");
     if (txn_state(h) != MSQL_IDLE)
         h->drv->exec(h->db, "ROLLBACK", "rollback migration");
     return rc;
@@ -1775,6 +1807,8 @@ int meta_sql_open(const struct msql_driver *drv, void *db, struct meta **out)
         rc = meta_handle_new(&sql_ops, h, out);
     if (rc)
         msql_free(h);
+    else
+        h->m = *out;
     return rc;
 }
 

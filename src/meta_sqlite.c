@@ -35,6 +35,8 @@ struct sq_stmt {
 struct sq {
     sqlite3 *db;
     char *path;
+    int deferred;                 /* synchronous=NORMAL: sq_sync checkpoints */
+    int wal_pages;                /* frames in the WAL after the last commit */
     char desc[64 + 4096];
     struct sq_stmt *cache[SQ_CACHE];
 };
@@ -236,8 +238,30 @@ static const char *sq_describe(void *db)
  * only the last ones may be lost, until sq_sync. */
 static int sq_set_deferred_sync(void *db, int deferred)
 {
-    return sq_exec(db, deferred ? "PRAGMA synchronous = NORMAL" : "PRAGMA synchronous = FULL",
-                   "set synchronous mode");
+    struct sq *s = db;
+    int rc = sq_exec(db, deferred ? "PRAGMA synchronous = NORMAL" : "PRAGMA synchronous = FULL",
+                     "set synchronous mode");
+
+    if (rc == 0)
+        s->deferred = deferred;
+    return rc;
+}
+
+/* Checkpoints copy the WAL into the database and sync both, which makes
+ * commits durable: with deferred commits only sq_sync may do that (after
+ * the write-ahead hook, meta_set_presync), so SQLite's own automatic
+ * checkpoint at commit is replaced by this hook, which checkpoints at
+ * commit only when every commit is durable anyway (synchronous=FULL, the
+ * hook ran before COMMIT). */
+#define WAL_CHECKPOINT_PAGES 1000
+static int sq_wal_hook(void *arg, sqlite3 *db, const char *name, int pages)
+{
+    struct sq *s = arg;
+
+    s->wal_pages = pages;
+    if (!s->deferred && pages >= WAL_CHECKPOINT_PAGES)
+        sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    return SQLITE_OK;
 }
 
 /* Every committed transaction is in the WAL file (or already checkpointed
@@ -257,6 +281,12 @@ static int sq_sync(void *db)
     if (rc != SQLITE_OK)
         return pfs_err(-EIO, "cannot sync the write-ahead log of %s (error %d): the disk "
                        "may be failing or full; check it, then remount", s->path, rc);
+    if (s->deferred && s->wal_pages >= WAL_CHECKPOINT_PAGES) {
+        rc = sqlite3_wal_checkpoint_v2(s->db, "main", SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+        if (rc != SQLITE_OK && rc != SQLITE_BUSY)
+            return sq_error(s, rc, "checkpoint the write-ahead log");
+        s->wal_pages = 0;
+    }
     return 0;
 }
 
@@ -342,6 +372,7 @@ static int configure_connection(struct sq *s)
     if (!wal)
         return pfs_err(-EIO, "cannot switch %s to WAL journal mode: %s", s->path,
                        sqlite3_errmsg(s->db));
+    sqlite3_wal_hook(s->db, sq_wal_hook, s);
     /* NORMAL in WAL may lose the last commits on power loss; we promise durability */
     return sq_exec(s, "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
                    "configure connection");

@@ -594,6 +594,14 @@ static int check_registry(struct vault *v, const char *account, char *key_name, 
     return rc;
 }
 
+/* meta_set_presync: the audit spool durable before the metadata it describes. */
+static int vault_audit_presync(void *arg)
+{
+    struct vault *v = arg;
+
+    return v->audit ? audit_sync(v->audit) : 0;
+}
+
 int vault_unlock(struct vault *v, const char *account, const char *password)
 {
     struct audit_ctx who = { getuid(), getpid() };
@@ -647,6 +655,8 @@ int vault_unlock(struct vault *v, const char *account, const char *password)
     v->audit_failed = rc < 0;
     if (rc < 0)
         return rc;
+    /* Write-ahead: nothing committed becomes durable before its events. */
+    meta_set_presync(v->meta, vault_audit_presync, v);
     /* After the audit session opens: what open_envelopes finds altered in
      * the metadata is written to it ("tamper"). */
     rc = open_envelopes(v);
@@ -720,8 +730,12 @@ void vault_close(struct vault *v)
 {
     if (!v)
         return;
-    if (v->audit)
-        audit_close(v->audit);
+    if (v->audit) {
+        audit_close(v->audit);   /* every event durable */
+        v->audit = NULL;
+    }
+    if (v->meta)
+        meta_set_presync(v->meta, NULL, NULL);
     /* after the session's closing checkpoint, so it leaves with the rest */
     if (ship_at_close && v->conf.audit_url && audit_ship_pending(&v->conf, 10000) < 0)
         fprintf(stderr, "pactfs: warning: audit events not shipped yet (%s); they wait in "

@@ -1338,6 +1338,67 @@ static void test_sessions_and_change_feed(void)
 
 /* ---- runner ---- */
 
+/* The write-ahead hook (meta_set_presync): runs before every commit that
+ * is durable at once and before meta_sync, never before a deferred commit;
+ * a failing hook fails the commit (nothing written) and the sync. */
+struct presync_probe {
+    int calls;
+    int fail;
+};
+
+static int presync_probe(void *arg)
+{
+    struct presync_probe *p = arg;
+
+    p->calls++;
+    return p->fail ? -EIO : 0;
+}
+
+static void test_presync_write_ahead(void)
+{
+    struct meta *m = open_fresh();
+    struct presync_probe p = { 0, 0 };
+    uint8_t *v = NULL;
+    size_t n;
+    int deferrable;
+
+    REQUIRE(m);
+    meta_set_presync(m, presync_probe, &p);
+    REQUIRE(meta_begin(m) == 0);
+    CHECK_EQ_INT(meta_param_set(m, "k", "one", 3), 0);
+    CHECK_EQ_INT(meta_commit(m), 0);
+    CHECK_EQ_INT(p.calls, 1);                   /* durable commit: hook first */
+
+    p.fail = 1;                                 /* the audit cannot be synced */
+    REQUIRE(meta_begin(m) == 0);
+    CHECK_EQ_INT(meta_param_set(m, "k", "two", 3), 0);
+    CHECK(meta_commit(m) < 0);
+    REQUIRE(meta_param_get(m, "k", &v, &n) == 0);
+    CHECK(n == 3 && memcmp(v, "one", 3) == 0);  /* rolled back */
+    free(v);
+    p.fail = 0;
+
+    REQUIRE(meta_set_deferred_sync(m, 1) == 0);
+    /* SQLite defers; PostgreSQL commits stay durable (hook at each). */
+    deferrable = strcmp(B->name, "sqlite") == 0;
+    p.calls = 0;
+    REQUIRE(meta_begin(m) == 0);
+    CHECK_EQ_INT(meta_param_set(m, "k", "three", 5), 0);
+    CHECK_EQ_INT(meta_commit(m), 0);
+    CHECK_EQ_INT(p.calls, deferrable ? 0 : 1);
+    p.calls = 0;
+    CHECK_EQ_INT(meta_sync(m), 0);
+    CHECK_EQ_INT(p.calls, deferrable ? 1 : 0);
+    if (deferrable) {
+        p.fail = 1;
+        CHECK(meta_sync(m) < 0);
+        p.fail = 0;
+    }
+    REQUIRE(meta_set_deferred_sync(m, 0) == 0);
+    meta_set_presync(m, NULL, NULL);
+    finish(m);
+}
+
 struct shared_case {
     const char *name;
     void (*fn)(void);
@@ -1361,6 +1422,7 @@ static const struct shared_case shared[] = {
     { "opens_v1_store_made_before_shared_layer", test_opens_v1_store_made_before_shared_layer },
     { "bindings_and_commitments", test_bindings_and_commitments },
     { "sessions_and_change_feed", test_sessions_and_change_feed },
+    { "presync_write_ahead", test_presync_write_ahead },
 };
 
 static void run_shared(const struct backend *b)
