@@ -27,6 +27,7 @@
 #include "envelope.h"
 #include "error.h"
 #include "fs_core.h"
+#include "fs_locks.h"
 #include "mount_peers.h"
 #include "secmem.h"
 
@@ -1217,6 +1218,7 @@ static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
      * (which the kernel sends without making close wait) completes it. */
     struct fs *fs = req_fs(req);
     struct fs_handle *h = fi_handle(fi);
+    fs_locks_flush(fs, ino, fi);
     /* With another mount of the vault live, close commits before it
      * returns, so an open there afterwards sees the data (close-to-open);
      * with an endpoint failing, so that it reports what could not be
@@ -1245,6 +1247,7 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
         fprintf(stderr, "pactfs: write-back failed at close of inode %llu\n",
                 (unsigned long long)ino);
     handle_summary(fs, req, h, ino);
+    fs_locks_release(fs, ino, fi);
     fs_inode_put(fs, h->in, FS_REF_OPEN, 1);
     handle_free(fs, h);
     fuse_reply_err(req, 0);
@@ -1511,7 +1514,7 @@ static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 
 static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
-    (void)userdata;
+    struct fs *fs = userdata;
     conn->max_write = FS_MAX_WRITE;
     if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC)
         conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
@@ -1519,10 +1522,14 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
         conn->want |= FUSE_CAP_PARALLEL_DIROPS;
     if (conn->capable & FUSE_CAP_ASYNC_READ)
         conn->want |= FUSE_CAP_ASYNC_READ;
-    /* Locks stay local to this kernel; no splice (buffers are sealed anyway). */
+    /* Advisory locks: in the metadata store, shared by every workstation,
+     * on PostgreSQL (fs_locks.c); else kept by this kernel, per mount.  No
+     * splice (buffers are sealed anyway). */
     conn->want &= ~(unsigned)(FUSE_CAP_POSIX_LOCKS | FUSE_CAP_FLOCK_LOCKS |
                               FUSE_CAP_SPLICE_READ | FUSE_CAP_SPLICE_WRITE |
                               FUSE_CAP_SPLICE_MOVE | FUSE_CAP_WRITEBACK_CACHE);
+    if (fs_locks_shared(fs))
+        conn->want |= conn->capable & (FUSE_CAP_POSIX_LOCKS | FUSE_CAP_FLOCK_LOCKS);
     conn->max_background = 64;
     conn->congestion_threshold = 48;
     conn->time_gran = 1;
@@ -1549,6 +1556,9 @@ const struct fuse_lowlevel_ops fs_lowlevel_ops = {
     .flush = op_flush,
     .release = op_release,
     .fsync = op_fsync,
+    .getlk = fs_locks_getlk,
+    .setlk = fs_locks_setlk,
+    .flock = fs_locks_flock,
     .opendir = op_opendir,
     .readdir = op_readdir,
     .releasedir = op_releasedir,

@@ -64,4 +64,29 @@ int meta_session_close(struct meta *m, uint64_t id);
  * one file on several workstations commit one after the other. */
 int meta_inode_lock(struct meta *m, uint64_t ino);
 
+/* Advisory locks shared across workstations (table locks).  A lock is held
+ * by (session, owner) -- owner is the kernel's lock owner id on that
+ * workstation -- over [start, end] (end INT64_MAX: to the end of the file);
+ * kind 0 is POSIX/OFD (fcntl), 1 is BSD (flock), and the kinds never
+ * conflict with each other (as on Linux).  type: F_RDLCK or F_WRLCK.
+ * Locks of sessions whose lease expired never conflict (and are deleted
+ * with the session). */
+struct meta_lock {
+    uint64_t ino, session, owner;
+    int kind, type;
+    int64_t start, end;
+    uint32_t pid;
+};
+#define META_LOCK_POSIX 0
+#define META_LOCK_FLOCK 1
+/* Inside a transaction after meta_inode_lock(l->ino): 1 and *conflict
+ * filled if a live lock of another holder conflicts with l, else 0. */
+int meta_lock_conflict(struct meta *m, const struct meta_lock *l, struct meta_lock *conflict);
+/* Inside the same transaction: l's holder gives up [l->start, l->end] of
+ * its locks of l->kind on l->ino (the parts outside stay), then, unless
+ * l->type is F_UNLCK, holds l. */
+int meta_lock_set(struct meta *m, const struct meta_lock *l);
+/* Every lock of (session, owner) on ino of kind (at close). */
+int meta_lock_release(struct meta *m, uint64_t session, uint64_t ino, uint64_t owner, int kind);
+
 #endif

@@ -8,6 +8,7 @@
  * Schema and its meaning: docs/format-metadata.md. */
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -115,6 +116,7 @@ enum st {
     ST_HOLDS_ORPHANED, ST_LOCKS_ORPHANED, ST_HOLDS_CLOSE, ST_LOCKS_CLOSE,
     ST_CHUNK_PUT_ONE, ST_CHUNK_TRUNCATE_ONE, ST_INODE_DELETE_ONE, ST_INODE_SEQ_ADVANCE,
     ST_INODE_LOCK,
+    ST_LOCK_CONFLICT, ST_LOCK_MINE, ST_LOCK_DELETE, ST_LOCK_INSERT, ST_LOCK_RELEASE,
     ST_COUNT
 };
 
@@ -237,6 +239,20 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_INODE_DELETE_ONE] = NULL,
     [ST_INODE_SEQ_ADVANCE] = NULL,
     [ST_INODE_LOCK] = NULL,
+    /* advisory locks: ?1 ino, ?2 kind, ?3 session, ?4 owner, ?5..?6 range,
+     * ?7 the lowest type that conflicts (F_RDLCK 0 / F_WRLCK 1) */
+    [ST_LOCK_CONFLICT] = "SELECT type, start_off, end_off, pid, session, owner FROM locks"
+                         " WHERE ino = ?1 AND kind = ?2 AND NOT (session = ?3 AND owner = ?4)"
+                         " AND start_off <= ?6 AND end_off >= ?5 AND type >= ?7"
+                         " AND session IN (SELECT id FROM sessions WHERE expires > {NOW})"
+                         " ORDER BY start_off LIMIT 1",
+    [ST_LOCK_MINE] = "SELECT id, type, start_off, end_off FROM locks WHERE ino = ?1 AND kind = ?2"
+                     " AND session = ?3 AND owner = ?4 AND start_off <= ?6 AND end_off >= ?5",
+    [ST_LOCK_DELETE] = "DELETE FROM locks WHERE id = ?1",
+    [ST_LOCK_INSERT] = "INSERT INTO locks (ino, kind, session, owner, start_off, end_off, type,"
+                       " pid) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    [ST_LOCK_RELEASE] = "DELETE FROM locks WHERE ino = ?1 AND kind = ?2 AND session = ?3"
+                        " AND owner = ?4",
 };
 
 #define DIRENT_PAGE 256
@@ -2044,4 +2060,117 @@ int meta_inode_lock(struct meta *m, uint64_t ino)
         return pfs_err(-EINVAL, "inode lock outside a transaction");
     int rc = query_i64(h, ST_INODE_LOCK, ino, 1, 0, "inode lock", &v, &found);
     return rc ? rc : found ? 0 : -ENOENT;
+}
+
+/* ---- advisory locks (meta_shared.h) ---- */
+
+/* Bind (ino, kind, session, owner[, start, end]) as ?1..?4[, ?5, ?6]. */
+static void lock_bind(struct q *q, const struct meta_lock *l, int range)
+{
+    q_u64(q, 1, l->ino);
+    q_i64(q, 2, l->kind);
+    q_u64(q, 3, l->session);
+    q_u64(q, 4, l->owner);
+    if (range) {
+        q_i64(q, 5, l->start);
+        q_i64(q, 6, l->end);
+    }
+}
+
+int meta_lock_conflict(struct meta *m, const struct meta_lock *l, struct meta_lock *conflict)
+{
+    struct q q;
+    int rc = q_open(H(m), ST_LOCK_CONFLICT, &q);
+
+    if (rc)
+        return rc;
+    lock_bind(&q, l, 1);
+    q_i64(&q, 7, l->type == F_WRLCK ? F_RDLCK : F_WRLCK);
+    rc = q_step(&q, "advisory lock");
+    if (rc > 0) {
+        *conflict = (struct meta_lock){
+            .ino = l->ino, .kind = l->kind, .type = (int)col_i64(&q, 0),
+            .start = col_i64(&q, 1), .end = col_i64(&q, 2), .pid = (uint32_t)col_i64(&q, 3),
+            .session = (uint64_t)col_i64(&q, 4), .owner = (uint64_t)col_i64(&q, 5),
+        };
+        rc = row_status(&q, "advisory lock");
+        if (rc == 0 && ((conflict->type != F_RDLCK && conflict->type != F_WRLCK) ||
+                        conflict->start < 0 || conflict->end < conflict->start))
+            rc = pfs_err(-EBADMSG, "metadata store: malformed advisory lock row");
+        rc = rc ? rc : 1;
+    }
+    q_close(&q);
+    return rc;
+}
+
+static int lock_insert(struct msql *h, const struct meta_lock *l, int type, int64_t start,
+                       int64_t end)
+{
+    struct q q;
+    int rc = q_open(h, ST_LOCK_INSERT, &q);
+
+    if (rc)
+        return rc;
+    lock_bind(&q, l, 0);
+    q_i64(&q, 5, start);
+    q_i64(&q, 6, end);
+    q_i64(&q, 7, type);
+    q_i64(&q, 8, l->pid);
+    return q_run(&q, "advisory lock", NULL);
+}
+
+#define LOCK_SPLIT_MAX 64   /* own locks overlapping one request */
+
+int meta_lock_set(struct meta *m, const struct meta_lock *l)
+{
+    struct msql *h = H(m);
+    struct { int64_t id, type, start, end; } mine[LOCK_SPLIT_MAX];
+    size_t n = 0;
+    struct q q;
+    int rc = q_open(h, ST_LOCK_MINE, &q);
+
+    if (rc)
+        return rc;
+    lock_bind(&q, l, 1);
+    while ((rc = q_step(&q, "advisory lock")) > 0 && n < LOCK_SPLIT_MAX) {
+        mine[n].id = col_i64(&q, 0);
+        mine[n].type = col_i64(&q, 1);
+        mine[n].start = col_i64(&q, 2);
+        mine[n].end = col_i64(&q, 3);
+        rc = row_status(&q, "advisory lock");
+        if (rc)
+            break;
+        n++;
+    }
+    q_close(&q);
+    if (rc > 0)
+        return pfs_err(-ENOLCK, "more than %d locks of one owner overlap one request",
+                       LOCK_SPLIT_MAX);
+    /* give up the range, keep what lies outside it */
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        rc = q_open(h, ST_LOCK_DELETE, &q);
+        if (rc == 0) {
+            q_i64(&q, 1, mine[i].id);
+            rc = q_run(&q, "advisory lock", NULL);
+        }
+        if (rc == 0 && mine[i].start < l->start)
+            rc = lock_insert(h, l, (int)mine[i].type, mine[i].start, l->start - 1);
+        if (rc == 0 && mine[i].end > l->end)
+            rc = lock_insert(h, l, (int)mine[i].type, l->end + 1, mine[i].end);
+    }
+    if (rc == 0 && l->type != F_UNLCK)
+        rc = lock_insert(h, l, l->type, l->start, l->end);
+    return rc;
+}
+
+int meta_lock_release(struct meta *m, uint64_t session, uint64_t ino, uint64_t owner, int kind)
+{
+    struct meta_lock l = { .ino = ino, .session = session, .owner = owner, .kind = kind };
+    struct q q;
+    int rc = q_open(H(m), ST_LOCK_RELEASE, &q);
+
+    if (rc)
+        return rc;
+    lock_bind(&q, &l, 0);
+    return q_run(&q, "advisory lock release", NULL);
 }

@@ -7,10 +7,15 @@ test_pg.py).  The endpoints are the first workstation's three local store
 directories, shared by path: the tests exercise the metadata coordination,
 not S3 (test_s3.py covers Ceph RGW).
 """
+import errno
+import fcntl
 import json
 import os
 import re
 import shutil
+import signal
+import struct
+import threading
 import time
 
 import pytest
@@ -58,21 +63,40 @@ def read_or_none(path):
         return None
 
 
-@pytest.fixture
-def office(tmp_path, pg):  # noqa: F811
-    """A PostgreSQL vault and two workstations; both mounted."""
+def add_conf(v, extra_conf):
+    with open(v.conf) as f:
+        text = f.read()
+    text = re.sub(r'(conninfo\s*=\s*"[^"]*";)', r'\1 ' + extra_conf, text)
+    with open(v.conf, "w") as f:
+        f.write(text)
+
+
+def workstations(tmp_path, pg, n=2, extra_conf=""):  # noqa: F811
+    """A PostgreSQL vault and n workstations (its configuration copied),
+    all mounted; unmounted at the end (a SIGKILLed one lazily)."""
     v = H.Vault(tmp_path)
     v.db = pg.create_database()
     v.conninfo = pg.conninfo(v.db)
     v.init("--postgresql", v.conninfo)
-    ws = [v, Workstation(v, "ws2")]
+    if extra_conf:
+        add_conf(v, extra_conf)
+    ws = [v] + [Workstation(v, "ws%d" % i) for i in range(2, n + 1)]
     try:
         for w in ws:
             w.mount()
         yield ws
     finally:
         for w in reversed(ws):
+            if w.daemon_pid and not os.path.exists("/proc/%d" % w.daemon_pid):
+                H.fusermount_u(w.mnt, lazy=True)
+                w.daemon_pid = None
             finish(w)
+
+
+@pytest.fixture
+def office(tmp_path, pg):  # noqa: F811
+    """A PostgreSQL vault and two workstations; both mounted."""
+    yield from workstations(tmp_path, pg)
 
 
 def sessions(pg, db):
@@ -183,3 +207,133 @@ def test_concurrent_writers_keep_both_versions(pg, office):
     until(lambda: read_or_none(a.path("contract.docx")) == b"b after the conflict",
           BOUND_S + SLACK_S)
     assert len([x for x in os.listdir(a.folder) if CONFLICT_RE.match(x)]) == 1
+
+
+# ------------------------------------------------------------ advisory locks
+
+LEASE_S = 3
+
+
+@pytest.fixture
+def office_short_lease(tmp_path, pg):  # noqa: F811
+    """Two workstations with a 3 s session lease (crash tests)."""
+    yield from workstations(tmp_path, pg, extra_conf="lease_seconds = %d;" % LEASE_S)
+
+
+FLOCK_FMT = "hhxxxxqqixxxx"   # struct flock on x86_64 / aarch64 Linux
+
+
+def getlk(fd, cmd, typ, start, length):
+    res = fcntl.fcntl(fd, cmd, struct.pack(FLOCK_FMT, typ, 0, start, length, 0))
+    t, _, s, ln, _ = struct.unpack(FLOCK_FMT, res)
+    return t, s, ln
+
+
+def would_block(fn, *args):
+    try:
+        fn(*args)
+        return False
+    except OSError as e:
+        assert e.errno in (errno.EAGAIN, errno.EACCES), e
+        return True
+
+
+def test_locks_are_shared_across_workstations(pg, office):
+    a, b = office
+    H.write_file(a.path("contract.odt"), b"x" * 100)
+    until(lambda: os.path.exists(b.path("contract.odt")), BOUND_S + SLACK_S)
+    fa = os.open(a.path("contract.odt"), os.O_RDWR)
+    fb = os.open(b.path("contract.odt"), os.O_RDWR)
+    try:
+        # flock: a's exclusive lock denies b, shared locks coexist
+        fcntl.flock(fa, fcntl.LOCK_EX)
+        assert would_block(fcntl.flock, fb, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert would_block(fcntl.flock, fb, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        fcntl.flock(fa, fcntl.LOCK_SH)                   # downgrade
+        fcntl.flock(fb, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        assert would_block(fcntl.flock, fa, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fb, fcntl.LOCK_UN)
+        fcntl.flock(fa, fcntl.LOCK_UN)
+        # a blocking flock on b waits for a's unlock
+        fcntl.flock(fa, fcntl.LOCK_EX)
+        got = {}
+
+        def wait_b():
+            t0 = time.monotonic()
+            fcntl.flock(fb, fcntl.LOCK_EX)
+            got["after"] = time.monotonic() - t0
+        th = threading.Thread(target=wait_b)
+        th.start()
+        time.sleep(0.6)
+        assert "after" not in got
+        fcntl.flock(fa, fcntl.LOCK_UN)
+        th.join(10)
+        assert got.get("after", 0) >= 0.5, got
+        fcntl.flock(fb, fcntl.LOCK_UN)
+
+        # fcntl byte ranges: a write-locks bytes 0..9
+        fcntl.lockf(fa, fcntl.LOCK_EX, 10, 0)
+        assert would_block(fcntl.lockf, fb, fcntl.LOCK_EX | fcntl.LOCK_NB, 5, 5)
+        assert would_block(fcntl.lockf, fb, fcntl.LOCK_SH | fcntl.LOCK_NB, 1, 9)
+        fcntl.lockf(fb, fcntl.LOCK_EX | fcntl.LOCK_NB, 10, 10)   # 10..19 is free
+        t, s, ln = getlk(fb, fcntl.F_GETLK, fcntl.F_WRLCK, 0, 0)
+        assert (t, s, ln) == (fcntl.F_WRLCK, 0, 10), (t, s, ln)
+        # a unlocks the middle: 0..2 and 8..9 stay a's, 3..7 is free
+        fcntl.lockf(fa, fcntl.LOCK_UN, 5, 3)
+        fcntl.lockf(fb, fcntl.LOCK_EX | fcntl.LOCK_NB, 5, 3)
+        assert would_block(fcntl.lockf, fb, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 8)
+        assert would_block(fcntl.lockf, fb, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 2)
+        fcntl.lockf(fb, fcntl.LOCK_UN, 0, 0)
+        # POSIX locks go when their process closes any descriptor of the file
+        os.close(fa)
+        fa = None
+        fcntl.lockf(fb, fcntl.LOCK_EX | fcntl.LOCK_NB, 0, 0)
+        fcntl.lockf(fb, fcntl.LOCK_UN, 0, 0)
+        # OFD locks (owned by the open file): held until its last close
+        fa = os.open(a.path("contract.odt"), os.O_RDWR)
+        fcntl.fcntl(fa, fcntl.F_OFD_SETLK, struct.pack(FLOCK_FMT, fcntl.F_WRLCK, 0, 0, 0, 0))
+        assert would_block(fcntl.fcntl, fb, fcntl.F_OFD_SETLK,
+                           struct.pack(FLOCK_FMT, fcntl.F_RDLCK, 0, 50, 1, 0))
+        t, _, _ = getlk(fb, fcntl.F_OFD_GETLK, fcntl.F_RDLCK, 0, 0)
+        assert t == fcntl.F_WRLCK
+        os.close(fa)
+        fa = None
+        until(lambda: not would_block(fcntl.fcntl, fb, fcntl.F_OFD_SETLK,
+                                      struct.pack(FLOCK_FMT, fcntl.F_RDLCK, 0, 50, 1, 0)),
+              BOUND_S)
+    finally:
+        for fd in (fa, fb):
+            if fd is not None:
+                os.close(fd)
+    assert int(pg.psql("SELECT count(*) FROM locks", a.db).strip()) == 0
+
+
+def test_crashed_workstation_locks_go_with_its_lease(pg, office_short_lease):
+    a, b = office_short_lease
+    H.write_file(a.path("contract.odt"), b"x")
+    until(lambda: os.path.exists(b.path("contract.odt")), BOUND_S + SLACK_S)
+    fa = os.open(a.path("contract.odt"), os.O_RDWR)
+    fcntl.flock(fa, fcntl.LOCK_EX)
+    fcntl.lockf(fa, fcntl.LOCK_EX, 0, 0)
+    fb = os.open(b.path("contract.odt"), os.O_RDWR)
+    try:
+        assert would_block(fcntl.flock, fb, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert would_block(fcntl.lockf, fb, fcntl.LOCK_EX | fcntl.LOCK_NB, 0, 0)
+        os.kill(a.daemon_pid, signal.SIGKILL)
+        t0 = time.monotonic()
+        # still a's until its lease runs out (renewed every lease/3 before)
+        waited = until(lambda: not would_block(fcntl.flock, fb, fcntl.LOCK_EX | fcntl.LOCK_NB),
+                       LEASE_S + SLACK_S + 1)
+        fcntl.lockf(fb, fcntl.LOCK_EX | fcntl.LOCK_NB, 0, 0)
+        assert LEASE_S * 2 / 3 - 0.5 <= time.monotonic() - t0 <= LEASE_S + SLACK_S + 1, waited
+        print("lock free %.2f s after the SIGKILL (lease %d s)" % (waited, LEASE_S))
+    finally:
+        os.close(fb)
+        try:
+            os.close(fa)
+        except OSError:
+            pass
+    # the dead session, and its locks, are deleted by the live one
+    until(lambda: int(pg.psql("SELECT count(*) FROM sessions", a.db).strip()) == 1,
+          LEASE_S + SLACK_S)
+    assert int(pg.psql("SELECT count(*) FROM locks", a.db).strip()) == 0

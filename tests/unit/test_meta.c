@@ -1336,6 +1336,85 @@ static void test_sessions_and_change_feed(void)
     finish(m);
 }
 
+/* One lock attempt as the mount makes it: 1 conflict, 0 taken. */
+static int lock_try(struct meta *m, struct meta_lock *l, struct meta_lock *c)
+{
+    int r = meta_begin(m);
+    if (r == 0)
+        r = meta_inode_lock(m, l->ino);
+    if (r == 0 && l->type != F_UNLCK)
+        r = meta_lock_conflict(m, l, c);
+    if (r == 0)
+        r = meta_lock_set(m, l);
+    if (r == 0)
+        return meta_commit(m);
+    meta_rollback(m);
+    return r;
+}
+
+static void test_advisory_locks(void)
+{
+    struct meta *m = open_fresh();
+    uint64_t s1 = 0, s2 = 0, ino;
+    struct meta_lock c;
+    char sql[128];
+
+    REQUIRE(m);
+    REQUIRE(meta_session_open(m, 1, "ws1", 30, &s1) == 0);
+    REQUIRE(meta_session_open(m, 2, "ws2", 30, &s2) == 0);
+    ino = make_inode(m, S_IFREG | 0600, 1);
+    REQUIRE(ino);
+    struct meta_lock a = { .ino = ino, .session = s1, .owner = 7, .kind = META_LOCK_POSIX,
+                           .type = F_WRLCK, .start = 0, .end = 99, .pid = 11 };
+    struct meta_lock b = { .ino = ino, .session = s2, .owner = 7, .kind = META_LOCK_POSIX,
+                           .type = F_RDLCK, .start = 50, .end = 50 };
+    CHECK_EQ_INT(lock_try(m, &a, &c), 0);
+    CHECK_EQ_INT(lock_try(m, &b, &c), 1);   /* same owner id, other session */
+    CHECK(c.type == F_WRLCK && c.start == 0 && c.end == 99 && c.pid == 11 && c.session == s1);
+    /* flock locks never meet POSIX ones */
+    struct meta_lock fb = b;
+    fb.kind = META_LOCK_FLOCK;
+    fb.type = F_WRLCK;
+    CHECK_EQ_INT(lock_try(m, &fb, &c), 0);
+    /* a gives up 40..59: 0..39 and 60..99 stay */
+    struct meta_lock un = a;
+    un.type = F_UNLCK;
+    un.start = 40;
+    un.end = 59;
+    CHECK_EQ_INT(lock_try(m, &un, &c), 0);
+    CHECK_EQ_INT(lock_try(m, &b, &c), 0);
+    b.start = 39;
+    CHECK_EQ_INT(lock_try(m, &b, &c), 1);
+    CHECK(c.start == 0 && c.end == 39);
+    b.start = b.end = 60;
+    CHECK_EQ_INT(lock_try(m, &b, &c), 1);
+    CHECK(c.start == 60 && c.end == 99);
+    /* read locks share; a's own new lock replaces its old ones in range */
+    a.type = F_RDLCK;
+    a.start = 0;
+    a.end = INT64_MAX;
+    CHECK_EQ_INT(lock_try(m, &a, &c), 0);
+    CHECK_EQ_INT(lock_try(m, &b, &c), 0);
+    /* a session whose lease ran out holds nothing */
+    struct meta_lock w = { .ino = ino, .session = s2, .owner = 8, .kind = META_LOCK_POSIX,
+                           .type = F_WRLCK, .start = 0, .end = INT64_MAX };
+    CHECK_EQ_INT(lock_try(m, &w, &c), 1);
+    snprintf(sql, sizeof sql, "UPDATE sessions SET expires = 0 WHERE id = %llu",
+             (unsigned long long)s1);
+    REQUIRE(B->raw_exec(sql) == 0);
+    CHECK_EQ_INT(lock_try(m, &w, &c), 1);   /* b's own read lock, another owner */
+    CHECK_EQ_INT(meta_lock_release(m, s2, ino, 7, META_LOCK_POSIX), 0);
+    CHECK_EQ_INT(lock_try(m, &w, &c), 0);
+    CHECK_EQ_INT(meta_session_reap(m), 0);
+    CHECK_EQ_INT(meta_session_close(m, s2), 0);
+    w.session = 0;
+    w.owner = 1;
+    CHECK_EQ_INT(meta_begin(m), 0);
+    CHECK_EQ_INT(meta_lock_conflict(m, &w, &c), 0);   /* every lock went with its session */
+    CHECK_EQ_INT(meta_commit(m), 0);
+    finish(m);
+}
+
 /* ---- runner ---- */
 
 /* The write-ahead hook (meta_set_presync): runs before every commit that
@@ -1423,6 +1502,7 @@ static const struct shared_case shared[] = {
     { "bindings_and_commitments", test_bindings_and_commitments },
     { "sessions_and_change_feed", test_sessions_and_change_feed },
     { "presync_write_ahead", test_presync_write_ahead },
+    { "advisory_locks", test_advisory_locks },
 };
 
 static void run_shared(const struct backend *b)
