@@ -65,8 +65,13 @@ char *fs_path(struct fs *fs, uint64_t ino, const char *name)
     size_t n = 0;
     char buf[NAME_MAX_PLAIN + 1];
     uint64_t cur = ino;
+    char *top = NULL;   /* a virtual directory of the trash the path starts in */
     while (cur != META_ROOT_INO && n < PATH_DEPTH_MAX) {
         uint64_t parent;
+        if (fs_is_virtual(cur)) {
+            top = fs_trash_vpath(fs, cur);
+            break;
+        }
         if (fs_inode_name(fs, cur, &parent, buf, sizeof buf) < 0) {
             parts[n++] = strdup("?");
             break;
@@ -74,13 +79,15 @@ char *fs_path(struct fs *fs, uint64_t ino, const char *name)
         parts[n++] = strdup(buf);
         cur = parent;
     }
-    size_t len = 2 + (name ? strlen(name) + 1 : 0);
+    size_t len = 2 + (name ? strlen(name) + 1 : 0) + (top ? strlen(top) : 0);
     for (size_t i = 0; i < n; i++)
         len += (parts[i] ? strlen(parts[i]) : 1) + 1;
     char *p = malloc(len);
     if (p) {
         size_t off = 0;
         p[0] = '\0';
+        if (top)
+            off += (size_t)snprintf(p, len, "%s", top);
         for (size_t i = n; i-- > 0;)
             off += (size_t)snprintf(p + off, len - off, "/%s", parts[i] ? parts[i] : "?");
         if (name)
@@ -90,7 +97,38 @@ char *fs_path(struct fs *fs, uint64_t ino, const char *name)
     }
     for (size_t i = 0; i < n; i++)
         free(parts[i]);
+    free(top);
     return p;
+}
+
+void fs_trash_topname(const struct fs *fs, char *out, size_t cap)
+{
+    snprintf(out, cap, ".Trash-%lu", (unsigned long)fs->uid);
+}
+
+char *fs_trash_vpath(struct fs *fs, uint64_t ino)
+{
+    char top[40], buf[96];
+    if (!fs_is_virtual(ino))
+        return NULL;
+    fs_trash_topname(fs, top, sizeof top);
+    const char *sub = ino == FS_TRASH_FILES_INO      ? "/files"
+                    : ino == FS_TRASH_INFO_INO       ? "/info"
+                    : ino == FS_TRASH_EXPUNGED_INO   ? "/expunged"
+                    : ino == FS_TRASH_INO            ? ""
+                                                     : "/info/?";
+    snprintf(buf, sizeof buf, "/%s%s", top, sub);
+    return strdup(buf);
+}
+
+int fs_trash_reserved(struct fs *fs, uint64_t parent, const char *name)
+{
+    if (strncmp(name, FS_TRASH_HIDDEN_PREFIX, sizeof FS_TRASH_HIDDEN_PREFIX - 1) != 0)
+        return 0;
+    for (size_t i = 0; i < fs->v->nfolders; i++)
+        if (fs->v->folders[i].root_ino == parent)
+            return 1;
+    return 0;
 }
 
 /* Who an audit event names: the caller, or the daemon itself (NULL). */
@@ -235,7 +273,7 @@ int fs_root_deny(struct fs *fs, const struct fs_caller *who, const char *op, con
         const char *how = strcmp(op, "mkdir") ? "put files inside a contract folder"
             : fs->opt.read_only               ? "this mount is read-only"
             : name && name[0] == '.' ? "a contract folder's name does not start with a dot "
-                                       "(a trash directory is not supported here)"
+                                       "(the trash is .Trash-UID of the user who mounted)"
                                      : "creating a contract folder needs the dataadmin role";
         fprintf(stderr,
                 "pactfs: %s \"%s\" at the top of the mount refused for account "
@@ -279,6 +317,8 @@ int fs_folder_check_dest(struct fs *fs, const struct fs_caller *who, uint64_t in
         return fs_refuse(fs, who, op, ino, name, -EROFS, dest);
     if (ino == META_ROOT_INO)
         return (need & RIGHT_WRITE) ? fs_root_deny(fs, who, op, name, dest) : 0;
+    if (fs_is_virtual(ino))   /* the trash's own entries: fs_trash.c decides */
+        return (need & RIGHT_WRITE) ? fs_refuse(fs, who, op, ino, name, -EPERM, dest) : 0;
     uint64_t fid = 0;
     int r = inode_folder_id(fs, ino, &fid);
     if (r < 0)
@@ -301,8 +341,8 @@ const struct folder_keys *fs_cur_keys(struct fs *fs, const struct vault_folder *
 }
 
 /* Key versions to try for reading: the current one first, then older. */
-static size_t keys_to_try(struct fs *fs, const struct vault_folder *vf,
-                          const struct folder_keys **out, size_t cap)
+size_t fs_keys_to_try(struct fs *fs, const struct vault_folder *vf,
+                      const struct folder_keys **out, size_t cap)
 {
     size_t n = 0;
     const struct folder_keys *k = fs_cur_keys(fs, vf);
@@ -352,7 +392,7 @@ int fs_dir_lookup_locked(struct fs *fs, const struct fs_caller *who, const struc
                          uint32_t *type)
 {
     const struct folder_keys *ks[FS_KEYS_MAX];
-    size_t nk = keys_to_try(fs, vf, ks, FS_KEYS_MAX);
+    size_t nk = fs_keys_to_try(fs, vf, ks, FS_KEYS_MAX);
     int r = fs_name_check(name);
     if (r < 0)
         return r;
@@ -395,7 +435,7 @@ int fs_name_dec_any(struct fs *fs, const struct vault_folder *vf, uint64_t paren
                     const uint8_t *in, size_t inlen, char *out, size_t *outlen)
 {
     const struct folder_keys *ks[FS_KEYS_MAX];
-    size_t nk = keys_to_try(fs, vf, ks, FS_KEYS_MAX);
+    size_t nk = fs_keys_to_try(fs, vf, ks, FS_KEYS_MAX);
     for (size_t i = 0; i < nk; i++)
         if (name_decrypt(ks[i], parent, in, inlen, out, outlen) == 0)
             return 0;
@@ -437,7 +477,7 @@ int fs_sealed_open(struct fs *fs, const struct vault_folder *vf, const char *lab
     if (owner_ad(label, ino, extra, ad, &adlen) < 0)
         return -ENOMEM;
     const struct folder_keys *ks[FS_KEYS_MAX];
-    size_t nk = keys_to_try(fs, vf, ks, FS_KEYS_MAX);
+    size_t nk = fs_keys_to_try(fs, vf, ks, FS_KEYS_MAX);
     for (size_t i = 0; i < nk; i++)
         if (folder_meta_open(ks[i], ad, adlen, in, inlen, out, outlen) == 0)
             return 0;
@@ -571,6 +611,8 @@ int fs_lookup(struct fs *fs, const struct fs_caller *who, uint64_t parent, const
         r = root_lookup(fs, who, name, &vf, &ino, &type);
     } else {
         r = fs_folder_check(fs, who, parent, RIGHT_READ, "lookup", name, &vf);
+        if (r == 0 && fs_trash_reserved(fs, parent, name))
+            r = -ENOENT;   /* the account trashes' hidden directories */
         if (r == 0) {
             pthread_mutex_lock(&fs->meta_lock);
             r = fs_dir_lookup_locked(fs, who, vf, parent, name, &ino, NULL, &type);
@@ -638,6 +680,8 @@ static int readdir_cb(void *arg, const struct meta_dirent *d)
                 (unsigned long long)c->parent);
         return 0;
     }
+    if (c->vf && fs_trash_reserved(c->fs, c->parent, name))
+        return 0;   /* a trash's hidden directory */
     return c->fn(c->arg, name, d->ino, d->mode, d->cookie + FS_DIRENT_OFF_BASE);
 }
 

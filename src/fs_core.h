@@ -30,6 +30,32 @@
 #define FS_ENTRY_TIMEOUT_LOCAL 10.0
 #define FS_ENTRY_TIMEOUT_SHARED 1.0
 
+/* ---- the trash's virtual inodes (fs_trash.h) ---- */
+
+/* Inode numbers of the trash's virtual entries (the store's are far below). */
+#define FS_VIRT_MIN (1ULL << 60)
+#define FS_TRASH_PEND_BIT (1ULL << 60)   /* a .trashinfo being written */
+#define FS_TRASH_INFO_BIT (1ULL << 61)   /* info/NAME.trashinfo of inode ino */
+#define FS_TRASH_INO ((1ULL << 62) | 1)  /* .Trash-UID at the top */
+#define FS_TRASH_FILES_INO ((1ULL << 62) | 2)
+#define FS_TRASH_INFO_INO ((1ULL << 62) | 3)
+#define FS_TRASH_EXPUNGED_INO ((1ULL << 62) | 4)
+/* Name prefix of each folder's hidden per-account trash directory. */
+#define FS_TRASH_HIDDEN_PREFIX ".pactfs-trash."
+
+static inline int fs_is_virtual(uint64_t ino)
+{
+    return ino >= FS_VIRT_MIN;
+}
+
+/* name in parent is a folder's hidden trash directory (parent is a
+ * folder's top): never listed, looked up, created or removed there. */
+int fs_trash_reserved(struct fs *fs, uint64_t parent, const char *name);
+/* The name of this mount's trash at the top: ".Trash-UID". */
+void fs_trash_topname(const struct fs *fs, char *out, size_t cap);
+/* "/.Trash-UID/files" and so on, malloc'd; NULL if ino is not virtual. */
+char *fs_trash_vpath(struct fs *fs, uint64_t ino);
+
 /* ---- lifetime ---- */
 
 /* Fill fs for the unlocked vault v (a read-only grant forces a read-only
@@ -89,6 +115,9 @@ struct fs_name {
 
 /* The folder's keys for new data (NULL if this account lacks them). */
 const struct folder_keys *fs_cur_keys(struct fs *fs, const struct vault_folder *vf);
+/* Key versions to try for reading, the current one first; how many. */
+size_t fs_keys_to_try(struct fs *fs, const struct vault_folder *vf,
+                      const struct folder_keys **out, size_t cap);
 /* -EINVAL (empty), -ENAMETOOLONG or 0. */
 int fs_name_check(const char *name);
 /* name encrypted under key version k for directory parent. */

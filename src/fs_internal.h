@@ -83,6 +83,7 @@ struct fs {
     struct fs_itab itab;
     struct fs_data *data;
     struct fs_watch *watch;    /* fs_watch.c: sessions, change feed (or NULL) */
+    struct fs_trash *trash;    /* fs_trash.c: pending .trashinfo files */
     uint64_t remote_peers;     /* atomic: other workstations' live sessions
                                   (fs_watch; 0 without one) */
     /* The front end's "drop what the kernel cached of ino" (NULL: none);

@@ -28,6 +28,7 @@
 #include "error.h"
 #include "fs_core.h"
 #include "fs_locks.h"
+#include "fs_trash.h"
 #include "mount_peers.h"
 #include "secmem.h"
 
@@ -43,7 +44,8 @@
 
 /* An open file handle: which inode, what it did (for the audit summary). */
 struct fs_handle {
-    struct fs_inode *in;
+    struct fs_inode *in;       /* NULL: a virtual file of the trash (vino) */
+    uint64_t vino;
     int writable;
     int summarized;            /* a read/write summary was audited */
     uint64_t bytes_read, bytes_written;
@@ -182,9 +184,40 @@ static void touch_dir(struct meta_inode *dir, int64_t now, int nlink_delta)
 /* ------------------------------------------------------------------ */
 /* lookup, forget, getattr                                             */
 
+/* Reply with a virtual entry of the trash: never cached, it changes
+ * behind the kernel's back (a .trashinfo becomes another inode). */
+static void reply_virtual_entry(fuse_req_t req, const struct stat *st)
+{
+    struct fuse_entry_param e;
+    memset(&e, 0, sizeof e);
+    e.attr = *st;
+    e.ino = st->st_ino;
+    e.generation = 1;
+    fuse_reply_entry(req, &e);
+}
+
+static void trash_lookup(struct fs *fs, fuse_req_t req, uint64_t parent, const char *name)
+{
+    struct fs_caller who = caller_of(req);
+    struct meta_inode mi;
+    struct stat st;
+    int real = 0;
+    int r = fs_trash_lookup(fs, &who, parent, name, &mi, &st, &real);
+    if (r < 0)
+        fuse_reply_err(req, r == -ENOENT || r == -EACCES || r == -ENAMETOOLONG ? -r : EIO);
+    else if (real)
+        reply_entry_for(fs, req, &mi, parent, name, cache_timeout(fs));
+    else
+        reply_virtual_entry(req, &st);
+}
+
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
     struct fs *fs = req_fs(req);
+    if (fs_is_virtual(parent) || (parent == META_ROOT_INO && fs_trash_is_topname(fs, name))) {
+        trash_lookup(fs, req, parent, name);
+        return;
+    }
     struct fs_caller who = caller_of(req);
     struct meta_inode mi;
     int r = fs_lookup(fs, &who, parent, name, &mi);
@@ -215,11 +248,13 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
     (void)fi;
     struct fs *fs = req_fs(req);
     struct stat st;
-    int r = fs_getattr(fs, ino, &st);
+    int r = fs_is_virtual(ino) ? fs_trash_getattr(fs, ino, &st) : fs_getattr(fs, ino, &st);
     if (r < 0)
         fuse_reply_err(req, -r);
     else
-        fuse_reply_attr(req, &st, ino == META_ROOT_INO ? ROOT_ENTRY_TIMEOUT : cache_timeout(fs));
+        fuse_reply_attr(req, &st, ino == META_ROOT_INO ? ROOT_ENTRY_TIMEOUT
+                                  : fs_is_virtual(ino)   ? 0
+                                                         : cache_timeout(fs));
 }
 
 /* ------------------------------------------------------------------ */
@@ -379,6 +414,18 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int va
     (void)fi;
     struct fs *fs = req_fs(req);
     struct vault_folder *vf;
+    if (fs_is_virtual(ino)) {   /* only a .trashinfo being written changes */
+        struct stat st;
+        int r = (valid & FUSE_SET_ATTR_SIZE) ? fs_trash_file_truncate(fs, ino, attr->st_size)
+                                              : -EPERM;
+        if (r == 0)
+            r = fs_trash_getattr(fs, ino, &st);
+        if (r < 0)
+            fuse_reply_err(req, -r);
+        else
+            fuse_reply_attr(req, &st, 0);
+        return;
+    }
     int r = folder_check(fs, req, ino, RIGHT_READ | RIGHT_WRITE,
                          (valid & FUSE_SET_ATTR_SIZE) ? "truncate" : "setattr", NULL, &vf);
     if (r == 0 && ino == META_ROOT_INO)
@@ -431,6 +478,8 @@ static int make_node(struct fs *fs, fuse_req_t req, uint64_t parent, const char 
     int r = folder_check(fs, req, parent, RIGHT_READ | RIGHT_WRITE, nn->op, name, &vf);
     if (r < 0)
         return r;
+    if (fs_trash_reserved(fs, parent, name))
+        return -EPERM;   /* a name kept for the trash's hidden directories */
     r = fs_name_check(name);
     if (r < 0)
         return r;
@@ -526,6 +575,15 @@ static int root_mkdir(struct fs *fs, fuse_req_t req, const char *name, struct me
 static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
 {
     struct fs *fs = req_fs(req);
+    if ((parent == META_ROOT_INO && fs_trash_is_topname(fs, name)) || parent == FS_TRASH_INO) {
+        /* the trash's directories exist (a file manager makes sure) */
+        struct meta_inode mi;
+        struct stat st;
+        int real = 0;
+        int r = fs_trash_lookup(fs, WHO(req), parent, name, &mi, &st, &real);
+        fuse_reply_err(req, r == 0 ? EEXIST : EPERM);
+        return;
+    }
     if (parent == META_ROOT_INO) {
         struct meta_inode mi;
         int r = root_mkdir(fs, req, name, &mi);
@@ -609,7 +667,8 @@ static void handles_close_all(struct fs *fs)
 {
     while (fs->handles) {
         struct fs_handle *h = fs->handles;
-        fs_inode_put(fs, h->in, FS_REF_OPEN, 1);
+        if (h->in)
+            fs_inode_put(fs, h->in, FS_REF_OPEN, 1);
         handle_free(fs, h);
     }
 }
@@ -619,10 +678,39 @@ static int open_writable(int flags)
     return (flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC);
 }
 
+/* A .trashinfo written into the trash's info/ before the rename that
+ * trashes its entry (fs_trash.h): memory only. */
+static void trash_info_create(struct fs *fs, fuse_req_t req, const char *name,
+                              struct fuse_file_info *fi)
+{
+    struct fuse_entry_param e;
+    memset(&e, 0, sizeof e);
+    int r = fs->opt.read_only ? -EROFS : fs_trash_pend_create(fs, WHO(req), name, &e.attr);
+    struct fs_handle *h = r == 0 ? handle_new(fs, NULL, 1) : NULL;
+    if (r == 0 && !h) {
+        fs_trash_pend_unlink(fs, name);
+        r = -ENOMEM;
+    }
+    if (r < 0) {
+        fuse_reply_err(req, r == -EEXIST || r == -EROFS || r == -ENAMETOOLONG ? -r : EIO);
+        return;
+    }
+    h->vino = e.ino = e.attr.st_ino;
+    e.generation = 1;
+    fi->fh = (uint64_t)(uintptr_t)h;
+    fi->direct_io = 1;
+    if (fuse_reply_create(req, &e, fi) != 0)
+        handle_free(fs, h);
+}
+
 static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
                       struct fuse_file_info *fi)
 {
     struct fs *fs = req_fs(req);
+    if (parent == FS_TRASH_INFO_INO) {
+        trash_info_create(fs, req, name, fi);
+        return;
+    }
     struct fs_new_node nn = { .mode = S_IFREG | (mode & 07777), .op = "create" };
     uint8_t *dek = secmem_alloc(DEK_LEN);
     if (!dek) {
@@ -695,15 +783,22 @@ static int dir_is_empty(struct meta *m, uint64_t ino)
     return n == 0 ? 0 : -ENOTEMPTY;
 }
 
-static int remove_entry(struct fs *fs, fuse_req_t req, uint64_t parent, const char *name,
-                        int is_rmdir, uint64_t *ino_out, uint32_t *nlink_out)
+/* Remove name from parent; in the trash, parent is the real directory
+ * and kparent the one the kernel knows (for the audit path), and op
+ * says what the removal is (NULL: unlink or rmdir). */
+static int remove_entry(struct fs *fs, fuse_req_t req, uint64_t parent, uint64_t kparent,
+                        const char *name, int is_rmdir, const char *op, uint64_t *ino_out,
+                        uint32_t *nlink_out)
 {
-    const char *op = is_rmdir ? "rmdir" : "unlink";
+    if (!op)
+        op = is_rmdir ? "rmdir" : "unlink";
     struct vault_folder *vf;
     int r = folder_check(fs, req, parent, RIGHT_READ | RIGHT_WRITE, op, name, &vf);
     if (r < 0)
         return r;
-    char *path = fs_path(fs, parent, name);
+    if (fs_trash_reserved(fs, parent, name))
+        return -ENOENT;
+    char *path = fs_path(fs, kparent, name);
     struct meta *m = fs->v->meta;
     int64_t now = fs_now_ns();
     struct fs_name en;
@@ -754,9 +849,32 @@ static int errno_out(int r)
 static void op_unlink_common(fuse_req_t req, fuse_ino_t parent, const char *name, int is_rmdir)
 {
     struct fs *fs = req_fs(req);
-    uint64_t ino = 0;
+    uint64_t ino = 0, real = parent;
     uint32_t nlink = 1;
-    int r = remove_entry(fs, req, parent, name, is_rmdir, &ino, &nlink);
+    const char *op = NULL;
+    int r = 0;
+    if (parent == FS_TRASH_INFO_INO && !is_rmdir) {
+        /* a pending .trashinfo goes; a generated one goes with its entry */
+        r = fs->opt.read_only ? -EROFS : fs_trash_pend_unlink(fs, name);
+        if (r == -ENOENT) {
+            struct meta_inode mi;
+            struct stat st;
+            int isreal;
+            if (fs_trash_lookup(fs, WHO(req), parent, name, &mi, &st, &isreal) == 0)
+                r = -EPERM;
+        }
+        fuse_reply_err(req, -r);
+        return;
+    }
+    if (fs_is_virtual(parent)) {
+        struct vault_folder *vf;
+        r = fs_trash_resolve(fs, WHO(req), parent, name, &real, &vf);
+        /* deleting from files/ empties that entry from the trash; GVFS
+         * deletes what it moved to expunged/ (audited then) */
+        op = parent == FS_TRASH_FILES_INO ? "trash-empty" : NULL;
+    }
+    if (r == 0)
+        r = remove_entry(fs, req, real, parent, name, is_rmdir, op, &ino, &nlink);
     if (r == 0)
         maybe_delete(fs, ino, nlink);
     fuse_reply_err(req, r < 0 ? errno_out(r) : 0);
@@ -788,7 +906,16 @@ struct rename_ctx {
     int dst_exists;
     uint64_t victim;                      /* ino whose nlink may have reached 0 */
     uint32_t victim_nlink;
+    /* the trash (fs_trash.h): parent and newparent are the real
+     * directories, these the ones the kernel named */
+    uint64_t kparent, knewparent;
+    const char *op;                       /* "rename", "trash", "restore", "trash-empty" */
+    int info;                             /* TRASH_INFO_* */
+    char *info_text;                      /* the .trashinfo to store */
+    size_t info_len;
 };
+
+enum { TRASH_INFO_KEEP, TRASH_INFO_SET, TRASH_INFO_DROP };
 
 /* Type rules of rename(2) for an existing target (meta_lock held). */
 static int rename_target_ok(struct meta *m, const struct rename_ctx *c)
@@ -925,8 +1052,12 @@ static int rename_locked(struct fs *fs, fuse_req_t req, struct rename_ctx *c, co
     int same = r == 0 && c->dst_exists && c->dst_ino == c->src_ino;
     if (r == 0 && !same)
         r = (c->flags & RENAME_EXCHANGE) ? rename_exchange(fs, c, now) : rename_move(fs, c, now);
+    if (r == 0 && c->info == TRASH_INFO_SET)   /* sealed on the entry, under its folder key */
+        r = fs_trash_info_set_locked(fs, c->vf, c->src_ino, c->info_text, c->info_len);
+    if (r == 0 && c->info == TRASH_INFO_DROP)
+        r = fs_trash_info_remove_locked(fs, c->vf, c->src_ino);
     if (r == 0)
-        r = fs_audit_append_detail(fs, WHO(req), "rename", path, 0, 0,
+        r = fs_audit_append_detail(fs, WHO(req), c->op, path, 0, 0,
                                    &(struct audit_detail){ .file = c->src_ino }, ticket);
     if (r == 0)
         r = meta_commit(m);
@@ -935,27 +1066,101 @@ static int rename_locked(struct fs *fs, fuse_req_t req, struct rename_ctx *c, co
     return r;
 }
 
+/* A rename from or into the trash's files/ or expunged/: those become the
+ * real directories in the entry's own folder (made if missing), so the
+ * entry keeps its folder's keys and rights; what it is (trash, restore,
+ * trash-empty) decides the audit and the .trashinfo.  A rename inside
+ * info/ is a client writing a .trashinfo (fs_trash.h): returns 1 when
+ * done, 0 to go on, -errno. */
+static int trash_rename_map(struct fs *fs, fuse_req_t req, struct rename_ctx *c)
+{
+    struct fs_caller who = caller_of(req);
+    uint64_t kp = c->kparent, knp = c->knewparent;
+    int r;
+    if (fs->opt.read_only)
+        return -EROFS;
+    if (c->flags & RENAME_EXCHANGE)
+        return -EINVAL;
+    if (kp == FS_TRASH_INFO_INO && knp == FS_TRASH_INFO_INO) {
+        r = fs_trash_pend_rename(fs, c->name, c->newname, c->flags & RENAME_NOREPLACE);
+        return r < 0 ? r : 1;
+    }
+    if ((fs_is_virtual(kp) && !fs_trash_is_merged(kp)) ||
+        (fs_is_virtual(knp) && !fs_trash_is_merged(knp)))
+        return -EPERM;
+    struct vault_folder *vf = NULL;
+    if (fs_trash_is_merged(kp)) {
+        r = fs_trash_resolve(fs, &who, kp, c->name, &c->parent, &vf);
+        if (r < 0)
+            return r;
+    }
+    if (fs_trash_is_merged(knp)) {
+        if (!vf) {
+            r = fs_folder_check(fs, &who, kp, RIGHT_READ | RIGHT_WRITE, "trash", c->name, &vf);
+            if (r < 0)
+                return r;
+        }
+        /* one name in the merged directory: not beside another folder's */
+        uint64_t other;
+        struct vault_folder *ovf = NULL;
+        r = fs_trash_resolve(fs, &who, knp, c->newname, &other, &ovf);
+        if (r == 0 && ovf != vf)
+            return -EEXIST;
+        if (r < 0 && r != -ENOENT)
+            return r;
+        r = fs_trash_subdir(fs, &who, vf, knp, &c->newparent);
+        if (r < 0)
+            return r;
+    }
+    c->op = "rename";
+    if (!fs_is_virtual(kp) && knp == FS_TRASH_FILES_INO) {
+        char *orig = fs_path(fs, kp, c->name);
+        r = orig ? fs_trash_info_make(fs, orig, c->newname, &c->info_text, &c->info_len)
+                 : -ENOMEM;
+        free(orig);
+        if (r < 0)
+            return r;
+        c->op = "trash";
+        c->info = TRASH_INFO_SET;
+    } else if (kp == FS_TRASH_FILES_INO && knp != FS_TRASH_FILES_INO) {
+        c->op = knp == FS_TRASH_EXPUNGED_INO ? "trash-empty" : "restore";
+        c->info = TRASH_INFO_DROP;
+    }
+    return 0;
+}
+
 static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
                       const char *newname, unsigned int flags)
 {
     struct fs *fs = req_fs(req);
     struct rename_ctx c;
     memset(&c, 0, sizeof c);
-    c.parent = parent;
-    c.newparent = newparent;
+    c.parent = c.kparent = parent;
+    c.newparent = c.knewparent = newparent;
     c.name = name;
     c.newname = newname;
     c.flags = flags;
+    c.op = "rename";
     int r = 0;
     if (flags & ~(unsigned)(RENAME_NOREPLACE | RENAME_EXCHANGE))
         r = -EINVAL;
+    if (r == 0 && (fs_is_virtual(parent) || fs_is_virtual(newparent))) {
+        r = trash_rename_map(fs, req, &c);
+        if (r == 1) {
+            fuse_reply_err(req, 0);
+            return;
+        }
+    }
+    if (r == 0 && (fs_trash_reserved(fs, c.parent, name) ||
+                   fs_trash_reserved(fs, c.newparent, newname)))
+        r = -EPERM;
     struct vault_folder *vf2 = NULL;
     char *dest = fs_path(fs, newparent, newname);
     if (r == 0)
-        r = folder_check_dest(fs, req, parent, RIGHT_READ | RIGHT_WRITE, "rename", name, dest,
+        r = folder_check_dest(fs, req, c.parent, RIGHT_READ | RIGHT_WRITE, c.op, name, dest,
                               &c.vf);
     if (r == 0)
-        r = folder_check_dest(fs, req, newparent, RIGHT_READ | RIGHT_WRITE, "rename", newname,
+        r = folder_check_dest(fs, req, c.newparent, RIGHT_READ | RIGHT_WRITE, c.op, newname,
                               dest, &vf2);
     free(dest);
     if (r == 0 && c.vf != vf2)
@@ -963,6 +1168,7 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
     if (r == 0)
         r = fs_name_check(newname);
     if (r < 0) {
+        free(c.info_text);
         fuse_reply_err(req, errno_out(r));
         return;
     }
@@ -977,13 +1183,16 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
     r = rename_locked(fs, req, &c, path, &ticket);
     pthread_mutex_unlock(&fs->meta_lock);
     if (r == 0)   /* durable before the reply, waited for outside the lock */
-        r = fs_audit_wait(fs, "rename", ticket);
+        r = fs_audit_wait(fs, c.op, ticket);
     free(from);
     free(to);
     free(path);
+    free(c.info_text);
     if (r == 0) {
         if (c.victim)
             maybe_delete(fs, c.victim, c.victim_nlink);
+        if (c.info == TRASH_INFO_SET)   /* the client's .trashinfo is stored now */
+            fs_trash_pend_drop(fs, newname);
         fs_inode_set_name(fs, c.src_ino, newparent, newname);
         if (flags & RENAME_EXCHANGE)
             fs_inode_set_name(fs, c.dst_ino, parent, name);
@@ -1000,6 +1209,8 @@ static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const 
         r = folder_check(fs, req, newparent, RIGHT_READ | RIGHT_WRITE, "link", newname, &vf2);
     if (r == 0 && vf != vf2)
         r = -EXDEV;
+    if (r == 0 && fs_trash_reserved(fs, newparent, newname))
+        r = -EPERM;
     if (r == 0)
         r = fs_name_check(newname);
     const struct folder_keys *k = r == 0 ? fs_cur_keys(fs, vf) : NULL;
@@ -1090,9 +1301,39 @@ static void op_readlink(fuse_req_t req, fuse_ino_t ino)
 /* ------------------------------------------------------------------ */
 /* open, read, write, flush, release, fsync                            */
 
+/* A .trashinfo of the trash (pending: writable; generated: read-only). */
+static void trash_open(struct fs *fs, fuse_req_t req, uint64_t ino, struct fuse_file_info *fi)
+{
+    struct stat st;
+    int writable = open_writable(fi->flags);
+    int r = fs_trash_getattr(fs, ino, &st);
+    if (r == 0 && S_ISDIR(st.st_mode))
+        r = -EISDIR;
+    if (r == 0 && writable && !(ino & FS_TRASH_PEND_BIT))
+        r = -EACCES;
+    if (r == 0 && (fi->flags & O_TRUNC))
+        r = fs_trash_file_truncate(fs, ino, 0);
+    struct fs_handle *h = r == 0 ? handle_new(fs, NULL, writable) : NULL;
+    if (r == 0 && !h)
+        r = -ENOMEM;
+    if (r < 0) {
+        fuse_reply_err(req, errno_out(r));
+        return;
+    }
+    h->vino = ino;
+    fi->fh = (uint64_t)(uintptr_t)h;
+    fi->direct_io = 1;
+    if (fuse_reply_open(req, fi) != 0)
+        handle_free(fs, h);
+}
+
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     struct fs *fs = req_fs(req);
+    if (fs_is_virtual(ino)) {
+        trash_open(fs, req, ino, fi);
+        return;
+    }
     int writable = open_writable(fi->flags);
     struct vault_folder *vf;
     int r = folder_check(fs, req, ino, RIGHT_READ | (writable ? RIGHT_WRITE : 0), "open", NULL,
@@ -1154,7 +1395,8 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
         return;
     }
     size_t got = 0;
-    int r = fs_data_read(fs, h->in, (uint64_t)off, size, buf, &got);
+    int r = h->in ? fs_data_read(fs, h->in, (uint64_t)off, size, buf, &got)
+                  : fs_trash_file_read(fs, h->vino, (uint64_t)off, size, buf, &got);
     if (r < 0) {
         /* a failed read is an error with its errno, never "read ok" */
         audit_ino(fs, req, "read", ino, r == -EACCES ? -EACCES : -EIO, 0);
@@ -1178,7 +1420,8 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
         fuse_reply_err(req, EBADF);
         return;
     }
-    int r = fs_data_write(fs, h->in, (uint64_t)off, buf, size);
+    int r = h->in ? fs_data_write(fs, h->in, (uint64_t)off, buf, size)
+                  : fs_trash_file_write(fs, h->vino, (uint64_t)off, buf, size);
     if (r < 0) {
         fuse_reply_err(req, errno_out(r));
         return;
@@ -1218,6 +1461,10 @@ static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
      * (which the kernel sends without making close wait) completes it. */
     struct fs *fs = req_fs(req);
     struct fs_handle *h = fi_handle(fi);
+    if (!h->in) {   /* a .trashinfo of the trash: memory only */
+        fuse_reply_err(req, 0);
+        return;
+    }
     fs_locks_flush(fs, ino, fi);
     /* With another mount of the vault live, close commits before it
      * returns, so an open there afterwards sees the data (close-to-open);
@@ -1235,7 +1482,7 @@ static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_f
     (void)ino;
     (void)datasync;
     struct fs_handle *h = fi_handle(fi);
-    int r = fs_data_fsync(req_fs(req), h->in);
+    int r = h->in ? fs_data_fsync(req_fs(req), h->in) : 0;
     fuse_reply_err(req, r < 0 ? EIO : 0);
 }
 
@@ -1243,6 +1490,11 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 {
     struct fs *fs = req_fs(req);
     struct fs_handle *h = fi_handle(fi);
+    if (!h->in) {
+        handle_free(fs, h);
+        fuse_reply_err(req, 0);
+        return;
+    }
     if (h->writable && fs_data_flush(fs, h->in) < 0)
         fprintf(stderr, "pactfs: write-back failed at close of inode %llu\n",
                 (unsigned long long)ino);
@@ -1259,7 +1511,18 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     struct fs_caller who = caller_of(req);
-    int r = fs_opendir(req_fs(req), &who, ino);
+    struct fs *fs = req_fs(req);
+    struct stat st;
+    int r;
+    if (fs_is_virtual(ino)) {   /* the trash's directories, audited the same */
+        r = fs_trash_getattr(fs, ino, &st);
+        if (r == 0 && !S_ISDIR(st.st_mode))
+            r = -ENOTDIR;
+        if (r == 0)
+            r = fs_audit_ino(fs, &who, "readdir", ino, 0, 0);
+    } else {
+        r = fs_opendir(fs, &who, ino);
+    }
     if (r < 0) {
         fuse_reply_err(req, errno_out(r));
         return;
@@ -1301,7 +1564,9 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
         fuse_reply_err(req, ENOMEM);
         return;
     }
-    int r = fs_readdir(req_fs(req), &who, ino, off > 0 ? (uint64_t)off : 0, add_dirent, &c);
+    uint64_t from = off > 0 ? (uint64_t)off : 0;
+    int r = fs_is_virtual(ino) ? fs_trash_readdir(req_fs(req), &who, ino, from, add_dirent, &c)
+                               : fs_readdir(req_fs(req), &who, ino, from, add_dirent, &c);
     if (r < 0 && c.used == 0)
         fuse_reply_err(req, errno_out(r));
     else
@@ -1447,6 +1712,8 @@ static int xlist_cb(void *arg, const uint8_t *name, size_t nlen)
     if (nlen > NAME_MAX_ENC || fs_name_dec_any(c->fs, c->vf, c->ino, name, nlen, plain, &plen) < 0)
         return 0;
     plen = strlen(plain);
+    if (strncmp(plain, "user.", 5) != 0)
+        return 0;   /* the trash's sealed .trashinfo (fs_trash.c) is no user xattr */
     if (c->used + plen + 1 > c->cap) {
         size_t n = (c->cap ? c->cap * 2 : 256) + plen + 1;
         char *p = realloc(c->buf, n);
@@ -1604,6 +1871,7 @@ static void signal_ready(int fd)
 static void fs_fini_state(struct fs *fs)
 {
     handles_close_all(fs);
+    fs_trash_fini(fs);
     fs_core_stop(fs);
 }
 
@@ -1663,6 +1931,8 @@ int fs_mount_and_serve(struct vault *v, const char *mountpoint, const struct fs_
     if (!fs)
         return pfs_err(-ENOMEM, "out of memory");
     int r = fs_core_start(fs, v, o);
+    if (r == 0)
+        r = fs_trash_init(fs);
     if (r == 0)
         r = fs_watch_start(fs);
     if (r == 0) {

@@ -10,8 +10,6 @@ import stat
 import time
 import zipfile
 
-import pytest
-
 import pactfs_helpers as H
 
 
@@ -235,22 +233,3 @@ def test_user_rw_and_backup_ro_mounts_at_once(new_vault):
     assert {H.ACCOUNT, BOB} <= accounts, accounts
     p = v.admin("audit-verify", v.dir)
     assert p.returncode == 0, p.stdout + p.stderr
-
-
-# ------------------------------------------------------------ the trash
-
-@pytest.mark.skipif(not shutil.which("gio"), reason="gio (libglib2.0-bin) is not installed")
-def test_trash_attempt_leaves_no_folder_behind(vault):
-    """No trash yet (docs/desktop.md): a file manager's attempt to make
-    .Trash-UID at the top must fail cleanly, never create a contract folder
-    named .Trash-UID, and leave the file where it was."""
-    f = vault.path("keep.txt")
-    H.write_file(f, b"still here")
-    p = H.run(["gio", "trash", f])
-    assert p.returncode != 0, p.stdout + p.stderr
-    assert "trash directory" in p.stderr, p.stderr
-    assert os.listdir(vault.mnt) == [H.FOLDER]
-    assert H.read_file(f) == b"still here"
-    assert H.errno_of(os.mkdir, os.path.join(vault.mnt, ".Trash-%d" % os.getuid())) == errno.EACCES
-    assert not [e for e in audit_events(vault) if e["op"] == "folder-create" and
-                e["path"].startswith("/.")]
