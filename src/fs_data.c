@@ -40,6 +40,9 @@
 #define REPAIR_PERIOD_MS 5000
 #define COMMIT_CONFLICT 1       /* commit_meta: another version was committed
                                    since this mount's changes began */
+#define COMMIT_REKEYED 2        /* commit_meta: the file got a fresh DEK
+                                   (pactfs-admin rekey): adopt it, write again */
+#define REKEY_ROUNDS 3          /* flushes retried after adopting a new DEK */
 
 /* ------------------------------------------------------------------ */
 /* Types                                                               */
@@ -98,6 +101,16 @@ struct fs_file {
                                   build on (open, revalidate, its own last
                                   commit): a commit that finds a newer one
                                   stored keeps both versions (fs_conflict.c) */
+    /* The wrapped DEK this mount's dek came from (wrapped_len 0: created
+     * here, compared by unwrapping): a row with another one was re-keyed
+     * (rekey.h) and its new DEK is adopted (file_adopt_dek). */
+    uint32_t key_version;
+    uint32_t wrapped_len;
+    uint8_t wrapped_dek[DEK_WRAPPED_LEN];
+    uint8_t **retired;         /* DEK and commitment-key buffers replaced by
+                                  an adoption: a reader may still hold one;
+                                  wiped and freed at detach */
+    size_t nretired;
 };
 
 enum job_type { JOB_PUT, JOB_READAHEAD, JOB_REPAIR, JOB_GC, JOB_INVAL };
@@ -572,6 +585,9 @@ static void chunk_forget(struct fs *fs, struct fs_file *f, struct fs_chunk *c, i
 
 static void file_free(struct fs_file *f)
 {
+    for (size_t i = 0; i < f->nretired; i++)   /* pairs: DEK, commitment key */
+        secmem_free(f->retired[i], i % 2 ? FC_KEY_LEN : DEK_LEN);
+    free(f->retired);
     secmem_free(f->dek, DEK_LEN);
     secmem_free(f->fc_key, FC_KEY_LEN);
     fc_list_free(&f->fc);
@@ -652,6 +668,148 @@ int fs_data_commit_initial(const uint8_t *dek, struct meta_inode *mi)
     return r;
 }
 
+/* ---- a file re-keyed while open (pactfs-admin rekey, rekey.h) ---- */
+
+static void file_note_dek(struct fs_file *f, const struct meta_inode *mi)
+{
+    f->key_version = mi->key_version;
+    f->wrapped_len = mi->wrapped_dek_len <= sizeof f->wrapped_dek ? mi->wrapped_dek_len : 0;
+    memcpy(f->wrapped_dek, mi->wrapped_dek, f->wrapped_len);
+}
+
+/* Does the row hold another DEK than the one this mount uses?  A file
+ * created by this mount is compared by unwrapping the row's. */
+static int file_rekeyed(struct fs *fs, struct fs_file *f, const struct meta_inode *mi)
+{
+    if (f->wrapped_len)
+        return mi->key_version != f->key_version || mi->wrapped_dek_len != f->wrapped_len ||
+               memcmp(mi->wrapped_dek, f->wrapped_dek, f->wrapped_len) != 0;
+    const struct folder_keys *k = vault_folder_keys(fs->v, mi->folder_id, mi->key_version);
+    uint8_t *dek = secmem_alloc(DEK_LEN);
+    int same = k && dek && dek_unwrap(k, mi->ino, mi->wrapped_dek, mi->wrapped_dek_len, dek) == 0
+               && memcmp(dek, f->dek, DEK_LEN) == 0;
+    secmem_free(dek, DEK_LEN);
+    if (same)
+        file_note_dek(f, mi);
+    return !same;
+}
+
+static int file_retire_keys(struct fs_file *f)
+{
+    uint8_t **r = realloc(f->retired, (f->nretired + 2) * sizeof *r);
+    if (!r)
+        return -ENOMEM;
+    f->retired = r;
+    r[f->nretired++] = f->dek;
+    r[f->nretired++] = f->fc_key;
+    return 0;
+}
+
+static int fc_load_locked(struct fs *fs, const struct meta_inode *mi, const uint8_t *key,
+                          uint64_t min_gen, struct fc_list *out, uint64_t *gen);
+
+/* The stored row of the file has a new DEK: a dataadmin re-keyed it (its
+ * commitment, under the new DEK, carries on the generations).  Take the
+ * new DEK and commitment; chunks this mount put under the old DEK but has
+ * not committed become dirty again (read back under the old DEK), so they
+ * are sealed anew under the new one: nothing unsaved is lost.  If the new
+ * generation is the re-keying of the version this mount's changes build
+ * on, it becomes their base (a re-keying changes no content); otherwise
+ * the next commit keeps both versions as any concurrent commit would.
+ * in->lock held (dropped while puts and loads finish), meta_lock not. */
+static int file_adopt_dek(struct fs *fs, struct fs_inode *in)
+{
+    struct fs_file *f = in->file;
+    while (f->inflight || f->loading)
+        pthread_cond_wait(&in->cond, &in->lock);
+    uint8_t *dek = secmem_alloc(DEK_LEN), *key = secmem_alloc(FC_KEY_LEN);
+    size_t cs = chunk_sz(fs);
+    struct meta_inode mi;
+    struct fc_list l;
+    uint64_t gen = 0;
+    fc_list_init(&l);
+    int r = dek && key ? 0 : pfs_err(-ENOMEM, "out of memory adopting a new data key");
+    pthread_mutex_lock(&fs->meta_lock);
+    if (r == 0)
+        r = meta_inode_get(fs->v->meta, in->ino, &mi);
+    if (r == 0 && !file_rekeyed(fs, f, &mi)) {
+        pthread_mutex_unlock(&fs->meta_lock);
+        goto out;                 /* adopted meanwhile */
+    }
+    const struct folder_keys *k = NULL;
+    if (r == 0) {
+        k = vault_folder_keys(fs->v, mi.folder_id, mi.key_version);
+        if (!k && vault_folder_load(fs->v, mi.folder_id) == 0)   /* rotated since the mount */
+            k = vault_folder_keys(fs->v, mi.folder_id, mi.key_version);
+        if (!k)
+            r = pfs_err(-EACCES, "inode %" PRIu64 " was re-keyed under folder key version %u, "
+                        "which this mount does not hold: unmount and mount again", in->ino,
+                        mi.key_version);
+    }
+    if (r == 0 && dek_unwrap(k, in->ino, mi.wrapped_dek, mi.wrapped_dek_len, dek) < 0)
+        r = fs_tamper(fs, NULL, in->ino, NULL, "check \"data key\" failed: the row's new "
+                      "wrapped data key does not unwrap");
+    if (r == 0)
+        r = fc_key_derive(dek, key);
+    if (r == 0) {
+        r = fc_load_locked(fs, &mi, key, f->fc_gen, &l, &gen);
+        if (r == -EBADMSG)
+            r = fs_tamper(fs, NULL, in->ino, NULL, pfs_err_msg());
+    }
+    pthread_mutex_unlock(&fs->meta_lock);
+    /* this mount's uncommitted chunks, sealed under the old DEK */
+    for (size_t i = 0; r == 0 && i < f->ntab; i++)
+        for (struct fs_chunk *c = f->tab[i]; r == 0 && c; c = c->next) {
+            if (c->ref_state != REF_PENDING || c->buf)
+                continue;
+            uint8_t *buf = secmem_plain_alloc(cs);
+            r = buf ? object_get_chunk(fs->v->ol, f->dek, in->ino, c->idx, &c->ref, buf, NULL)
+                    : -ENOMEM;
+            if (r < 0) {
+                secmem_plain_free(buf);
+                r = pfs_err(-EIO, "inode %" PRIu64 " was re-keyed; its unsaved chunk %" PRIu64
+                            " cannot be read back to seal it under the new key (%s)", in->ino,
+                            c->idx, pfs_err_msg());
+                break;
+            }
+            dirty_add(fs->data, cs);
+            drop_add(f, &c->ref);
+            c->buf = buf;
+            c->len = c->ref.plain_len;
+            c->ref_state = REF_UNKNOWN;
+        }
+    if (r == 0 && file_retire_keys(f) < 0)
+        r = pfs_err(-ENOMEM, "out of memory adopting a new data key");
+    if (r < 0)
+        goto out;
+    for (size_t i = 0; i < f->ntab; i++)
+        for (struct fs_chunk *c = f->tab[i]; c; c = c->next) {
+            if (c->ref_state != REF_PENDING)
+                c->ref_state = REF_UNKNOWN;
+            c->version_known = 0;   /* max_version stays: never reused */
+        }
+    __atomic_store_n(&f->dek, dek, __ATOMIC_RELEASE);
+    __atomic_store_n(&f->fc_key, key, __ATOMIC_RELEASE);
+    dek = key = NULL;
+    fc_list_free(&f->fc);
+    f->fc = l;
+    fc_list_init(&l);
+    if (f->base_gen == f->fc_gen && gen == f->fc_gen + 1)
+        f->base_gen = gen;
+    f->fc_gen = gen;
+    f->fresh = 0;
+    f->ra_until = 0;
+    file_note_dek(f, &mi);
+    /* plaintext cached under this mount's own versions, whose numbers the
+     * re-keying may have taken, must not serve the new records */
+    cache_drop_ino(fs->data, in->ino);
+out:
+    fc_list_free(&l);
+    secmem_free(dek, DEK_LEN);
+    secmem_free(key, FC_KEY_LEN);
+    return r;
+}
+
 static int file_load(struct fs *fs, struct fs_inode *in, struct fs_file *f)
 {
     struct meta_inode mi;
@@ -671,6 +829,7 @@ static int file_load(struct fs *fs, struct fs_inode *in, struct fs_file *f)
     r = fc_key_derive(f->dek, f->fc_key);
     if (r < 0)
         return pfs_err(-EIO, "inode %" PRIu64 ": cannot derive its commitment key", in->ino);
+    file_note_dek(f, &mi);
     pthread_mutex_lock(&fs->meta_lock);
     r = fc_load_locked(fs, &mi, f->fc_key, 0, &f->fc, &f->fc_gen);
     pthread_mutex_unlock(&fs->meta_lock);
@@ -709,6 +868,16 @@ int fs_data_revalidate(struct fs *fs, struct fs_inode *in)
     int busy = file_unsaved(f);
     struct meta_inode mi;
     int r = 0;
+    if (!busy) {
+        /* re-keyed since this mount read it: take the new DEK first */
+        pthread_mutex_lock(&fs->meta_lock);
+        int rekeyed = meta_inode_get(fs->v->meta, in->ino, &mi) == 0 &&
+                      file_rekeyed(fs, f, &mi);
+        pthread_mutex_unlock(&fs->meta_lock);
+        if (rekeyed)
+            r = file_adopt_dek(fs, in);
+        busy = r < 0 || file_unsaved(f);
+    }
     if (!busy) {
         /* the stored state, as another mount committed it, must verify
          * against its commitment (and be no older than what this mount saw) */
@@ -812,6 +981,8 @@ static int chunk_committed_check(struct fs *fs, struct fs_inode *in, uint64_t id
     struct meta_inode mi;
     char what[512];
     int r = meta_inode_get(fs->v->meta, in->ino, &mi);
+    if (r == 0 && file_rekeyed(fs, f, &mi))
+        return -EKEYEXPIRED;      /* chunk_source adopts the new DEK */
     if (r == 0)
         r = fc_load_locked(fs, &mi, f->fc_key, f->fc_gen, &f->fc, &f->fc_gen);
     if (r == 0 && !file_unsaved(f))
@@ -831,8 +1002,8 @@ static int chunk_committed_check(struct fs *fs, struct fs_inode *in, uint64_t id
 }
 
 /* Under in->lock (takes meta_lock briefly). */
-static int chunk_source(struct fs *fs, struct fs_inode *in, uint64_t idx,
-                        struct chunk_ref *ref, enum chunk_src *src)
+static int chunk_source_once(struct fs *fs, struct fs_inode *in, uint64_t idx,
+                             struct chunk_ref *ref, enum chunk_src *src)
 {
     struct fs_chunk *c = chunk_find(in->file, idx);
     if (c && c->buf) {
@@ -871,6 +1042,22 @@ static int chunk_source(struct fs *fs, struct fs_inode *in, uint64_t idx,
     return 0;
 }
 
+/* The same, adopting a new DEK if the file was re-keyed since it was read:
+ * the record then found is sealed under it (file_adopt_dek). */
+static int chunk_source(struct fs *fs, struct fs_inode *in, uint64_t idx,
+                        struct chunk_ref *ref, enum chunk_src *src)
+{
+    int r = chunk_source_once(fs, in, idx, ref, src);
+    if (r == -EKEYEXPIRED) {
+        r = file_adopt_dek(fs, in);
+        if (r == 0)
+            r = chunk_source_once(fs, in, idx, ref, src);
+        if (r == -EKEYEXPIRED)
+            r = pfs_err(-EIO, "inode %" PRIu64 " is being re-keyed again and again", in->ino);
+    }
+    return r;
+}
+
 /* Wait until chunk idx is neither loading nor being written (in->lock held).
  * Returns the (possibly re-created) chunk. */
 static struct fs_chunk *chunk_wait_idle(struct fs_inode *in, uint64_t idx)
@@ -899,12 +1086,20 @@ static int chunk_make_dirty(struct fs *fs, struct fs_inode *in, struct fs_chunk 
         struct chunk_ref ref;
         enum chunk_src src;
         int r = chunk_source(fs, in, c->idx, &ref, &src);
+        if (r == 0 && c->buf) {
+            /* made dirty by another writer while a re-keyed DEK was
+             * adopted (the lock was dropped): that buffer is the chunk */
+            secmem_plain_free(buf);
+            dirty_sub(fs->data, cs);
+            return 0;
+        }
         if (r == 0 && src == SRC_STORED) {
+            const uint8_t *dek = in->file->dek;   /* the one ref is sealed under */
             c->loading = 1;
             in->file->loading++;
             pthread_mutex_unlock(&in->lock);
             struct cache_entry *e = NULL;
-            r = cache_acquire(fs, in->ino, c->idx, &ref, in->file->dek, &e);
+            r = cache_acquire(fs, in->ino, c->idx, &ref, dek, &e);
             if (r == 0) {
                 len = e->len < keep_len ? e->len : keep_len;
                 memcpy(buf, e->buf, len);
@@ -1108,6 +1303,10 @@ static int commit_record(struct fs *fs, struct fs_inode *in, struct meta_inode *
                          struct commit_set *s)
 {
     struct fc_record rec;
+    /* A dataadmin gave the file a fresh DEK: this mount's chunks are sealed
+     * under the old one (file_commit adopts the new one and writes again). */
+    if (file_rekeyed(fs, in->file, mi))
+        return COMMIT_REKEYED;
     int parsed = fc_parse(mi->commitment, mi->commitment_len, &rec) == 0;
     /* Someone else committed data since this mount's changes began: never
      * mix chunks of two versions; both are kept (file_commit). */
@@ -1316,6 +1515,13 @@ static int file_commit(struct fs *fs, struct fs_inode *in)
             r = conflict_discard(fs, in);
         if (r == 0)
             fs_data_inval_later(fs, in->ino);
+    } else if (r == COMMIT_REKEYED) {
+        /* re-keyed: take the new DEK; fs_data_flush puts and commits again */
+        pthread_mutex_lock(&in->lock);
+        r = file_adopt_dek(fs, in);
+        pthread_mutex_unlock(&in->lock);
+        if (r == 0)
+            r = COMMIT_REKEYED;
     }
     pthread_mutex_unlock(&f->commit_lock);
 
@@ -1330,7 +1536,7 @@ static int file_commit(struct fs *fs, struct fs_inode *in)
     }
     if (kick)
         fs_data_gc_kick(fs);
-    return 0;
+    return r == COMMIT_REKEYED ? COMMIT_REKEYED : 0;
 }
 
 int fs_data_writeback_start(struct fs *fs, struct fs_inode *in)
@@ -1353,13 +1559,24 @@ int fs_data_flush(struct fs *fs, struct fs_inode *in)
         pthread_mutex_unlock(&in->lock);
         return 0;
     }
-    queue_all_dirty(fs, in);
-    while (f->inflight)
-        pthread_cond_wait(&in->cond, &in->lock);
-    int err = f->wb_error;
-    f->wb_error = 0;
-    pthread_mutex_unlock(&in->lock);
-    int r = file_commit(fs, in);
+    int r = 0, err = 0;
+    for (int round = 0; round < REKEY_ROUNDS; round++) {
+        if (round)
+            pthread_mutex_lock(&in->lock);
+        queue_all_dirty(fs, in);
+        while (f->inflight)
+            pthread_cond_wait(&in->cond, &in->lock);
+        if (!err)
+            err = f->wb_error;
+        f->wb_error = 0;
+        pthread_mutex_unlock(&in->lock);
+        r = file_commit(fs, in);
+        if (r != COMMIT_REKEYED)
+            break;
+    }
+    if (r == COMMIT_REKEYED)
+        r = pfs_err(-EIO, "inode %" PRIu64 " was re-keyed %d times while being saved",
+                    in->ino, REKEY_ROUNDS);
     return err ? err : r;
 }
 
@@ -1519,11 +1736,12 @@ static void job_readahead(struct fs *fs, struct fs_inode *in, uint64_t idx)
     pthread_mutex_lock(&in->lock);
     struct fs_chunk *c = chunk_find(in->file, idx);
     int r = (c && c->loading) ? -EBUSY : chunk_source(fs, in, idx, &ref, &src);
+    const uint8_t *dek = in->file->dek;
     pthread_mutex_unlock(&in->lock);
     if (r < 0 || src != SRC_STORED)
         return;
     struct cache_entry *e = NULL;
-    if (cache_acquire(fs, in->ino, idx, &ref, in->file->dek, &e) == 0)
+    if (cache_acquire(fs, in->ino, idx, &ref, dek, &e) == 0)
         cache_release(fs->data, e);
 }
 
@@ -1577,13 +1795,15 @@ int fs_data_read(struct fs *fs, struct fs_inode *in, uint64_t off, size_t size, 
         if (r < 0)
             break;
         if (src == SRC_DIRTY) {
+            c = chunk_find(f, idx);   /* the lock may have been dropped (re-keyed) */
             copy_from_chunk(dst, c->buf, c->len, coff, n);
         } else if (src == SRC_HOLE) {
             memset(dst, 0, n);
         } else {
+            const uint8_t *dek = f->dek;   /* the one ref is sealed under */
             pthread_mutex_unlock(&in->lock);
             struct cache_entry *e = NULL;
-            r = cache_acquire(fs, in->ino, idx, &ref, f->dek, &e);
+            r = cache_acquire(fs, in->ino, idx, &ref, dek, &e);
             if (r == 0) {
                 copy_from_chunk(dst, e->buf, e->len, coff, n);
                 cache_release(fs->data, e);

@@ -27,7 +27,10 @@
  *                   wrapped DEK and the next commitment generation.
  *
  * A run can be stopped at any point and run again: each file is one
- * transaction, and the done check above decides what is left.  Names, symlink targets
+ * transaction, and the done check above decides what is left.  A mount
+ * that has a re-keyed file open adopts its new DEK at its next save or
+ * read (fs_data.c, file_adopt_dek), so its writes are not lost.  Names,
+ * symlink targets
  * and extended attributes stay under the key version they were written
  * with (docs/accounts.md, "Re-keying").
  */

@@ -189,6 +189,19 @@ int vault_open(const char *conf_path, struct vault **out)
 
 /* -------------------------------------------------------------- unlock */
 
+/* An array replaced by a grown copy while other threads may still read it:
+ * freed at vault_close. */
+static int retire_array(struct vault *v, void *old)
+{
+    void **retired = realloc(v->retired_folders, (v->nretired + 1) * sizeof *retired);
+
+    if (!retired)
+        return -ENOMEM;
+    retired[v->nretired++] = old;
+    v->retired_folders = retired;
+    return 0;
+}
+
 static struct vault_folder *folder_slot(struct vault *v, uint64_t folder_id)
 {
     struct vault_folder *f = vault_folder_by_id(v, folder_id), *grown;
@@ -214,31 +227,34 @@ static struct vault_folder *folder_slot(struct vault *v, uint64_t folder_id)
     f->id = mf.id;
     f->root_ino = mf.root_ino;
     f->cur_version = mf.key_version;
-    if (v->folders) {
-        void **retired = realloc(v->retired_folders, (v->nretired + 1) * sizeof *retired);
-
-        if (!retired) {
-            free(grown);
-            return NULL;
-        }
-        retired[v->nretired++] = v->folders;
-        v->retired_folders = retired;
+    if (v->folders && retire_array(v, v->folders) < 0) {
+        free(grown);
+        return NULL;
     }
     __atomic_store_n(&v->folders, grown, __ATOMIC_RELEASE);
     __atomic_store_n(&v->nfolders, v->nfolders + 1, __ATOMIC_RELEASE);
     return f;
 }
 
-static int add_folder_key(struct vault_folder *f, uint32_t version, const uint8_t fk[FOLDER_KEY_LEN])
+static int add_folder_key(struct vault *v, struct vault_folder *f, uint32_t version,
+                          const uint8_t fk[FOLDER_KEY_LEN])
 {
     if (version >= f->nkeys) {
-        struct folder_keys **grown = realloc(f->keys, (version + 1) * sizeof *grown);
+        /* Grown by copy like folder_slot: a mount loads a rotated key
+         * version (vault_folder_load, a re-keyed file) while other threads
+         * read the array; the old one stays allocated until vault_close. */
+        struct folder_keys **grown = calloc(version + 1, sizeof *grown);
 
         if (!grown)
             return -ENOMEM;
-        memset(grown + f->nkeys, 0, (version + 1 - f->nkeys) * sizeof *grown);
-        f->keys = grown;
-        f->nkeys = version + 1;
+        if (f->nkeys)
+            memcpy(grown, f->keys, f->nkeys * sizeof *grown);
+        if (f->keys && retire_array(v, f->keys) < 0) {
+            free(grown);
+            return -ENOMEM;
+        }
+        __atomic_store_n(&f->keys, grown, __ATOMIC_RELEASE);
+        __atomic_store_n(&f->nkeys, version + 1, __ATOMIC_RELEASE);
     }
     if (f->keys[version])
         return 0;
@@ -328,7 +344,7 @@ static int open_one_envelope(struct vault *v, const struct meta_envelope *e, uin
         f->rights = e->rights;
         f->rights_version = e->key_version;
     }
-    rc = add_folder_key(f, e->key_version, fk);
+    rc = add_folder_key(v, f, e->key_version, fk);
     secmem_free(fk, FOLDER_KEY_LEN);
     return rc;
 }

@@ -1717,7 +1717,8 @@ static const struct command commands[] = {
 "saved open nothing current afterwards.  The old fragments go to the deletion\n"
 "queue.  Resumable: stopped at any point, a second run finishes the files\n"
 "left; a file is done when its data key unwraps under the current key\n"
-"version.  A file a mount commits meanwhile is done again.  A progress bar on a\n"
+"version.  Safe while the folder is mounted: a file a mount commits meanwhile\n"
+"is done again, and the mount adopts the new key.  A progress bar on a\n"
 "terminal.  Files whose commitment or entry binding does not verify are\n"
 "listed and left alone (exit 14).  Names, symlink targets and extended\n"
 "attributes stay under their key version.\n" },

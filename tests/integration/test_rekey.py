@@ -195,3 +195,80 @@ def test_rekey_refuses_a_tampered_file(new_vault):
     p = admin("rekey", H.FOLDER, v.dir, vault=v, expect=EXIT_INTEGRITY)
     assert "inode %d" % ino in p.stderr and "commitment" in p.stderr, p.stderr
     assert "left alone" in p.stderr
+
+
+def test_rekey_while_mounted_loses_no_write(new_vault, tmp_path):
+    """alice's mount was started before the revoke (it holds only the old
+    key version) and keeps writing while the folder is re-keyed: a file
+    with unsaved changes across the re-keying, and a writer that saves a
+    file again and again.  Every write is kept, in the file itself (no
+    conflict copy, no tamper event), and nothing current opens with bob's
+    saved keys."""
+    import threading
+    v = new_vault
+    _, want, saved = members_with_files(v, tmp_path, {"bob": "read"}, 24, 700 * 1024)
+    v.mount()
+    try:
+        # unsaved changes held across the re-keying
+        held = v.path("held.pdf")
+        base = H.seeded_bytes(77, 2 * 1024 * 1024 + 5000)
+        H.write_file(held, base, fsync=True)
+        fd = os.open(held, os.O_RDWR)
+        os.pwrite(fd, b"A" * 5000, 10)
+
+        # a writer saving another file over and over
+        busy = v.path("busy.pdf")
+        stop, state = threading.Event(), {"last": None, "error": None}
+
+        def writer():
+            i = 0
+            try:
+                while not stop.is_set():
+                    i += 1
+                    data = H.seeded_bytes(1000 + i, 1024 * 1024 + i)
+                    with open(busy, "wb") as f:
+                        f.write(data)
+                        f.flush()
+                        os.fsync(f.fileno())
+                    state["last"] = (i, data)
+            except OSError as e:
+                state["error"] = e
+        t = threading.Thread(target=writer)
+        t.start()
+        time.sleep(0.3)
+        p = admin("revoke", H.FOLDER, "bob", "--rekey", v.dir, vault=v)
+        time.sleep(0.3)
+        stop.set()
+        t.join(60)
+        assert state["error"] is None, "the writer failed during the re-keying: %r" % state["error"]
+        assert "0 left" in p.stdout, p.stdout
+
+        # the held changes are saved after the re-keying, plus a new one
+        os.pwrite(fd, b"B" * 3000, 1024 * 1024 + 100)
+        os.fsync(fd)
+        os.close(fd)
+        expect = bytearray(base)
+        expect[10:5010] = b"A" * 5000
+        expect[1024 * 1024 + 100:1024 * 1024 + 3100] = b"B" * 3000
+        H.assert_same_bytes(H.read_file(held), bytes(expect), "held.pdf")
+        H.assert_same_bytes(H.read_file(busy), state["last"][1], "busy.pdf")
+        read_all(v.folder, want)
+        names = os.listdir(v.folder)
+        assert not [n for n in names if "conflict" in n], names
+    finally:
+        v.unmount()
+    tampers = [e for e in audit_events(v) if e["op"] == "tamper"]
+    assert not tampers, tampers
+
+    # all of it is under the new key: rekey finds nothing left, and bob's
+    # saved keys open nothing (the re-written file included)
+    p = admin("rekey", H.FOLDER, v.dir, vault=v)
+    assert "0 files re-keyed" in p.stdout, p.stdout
+    after = probe(v, saved)
+    assert after["opened"] == 0 and after["unwrapped"] == 0, after
+    v.mount()
+    try:
+        H.assert_same_bytes(H.read_file(held), bytes(expect), "held.pdf after remount")
+        H.assert_same_bytes(H.read_file(busy), state["last"][1], "busy.pdf after remount")
+    finally:
+        v.unmount()
