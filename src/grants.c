@@ -21,7 +21,7 @@
 #include "secmem.h"
 
 #define GRANT_MAGIC "PFSG"
-#define GRANT_VERSION 1
+#define GRANT_VERSION 2             /* 1: no time */
 #define RIGHTS_KNOWN (RIGHT_READ | RIGHT_WRITE | RIGHT_MANAGE)
 
 /* ---------------------------------------------------------------- rights */
@@ -48,29 +48,53 @@ void grants_rights_format(uint32_t rights, char *out, size_t outlen)
 
 /* ------------------------------------------------------- signed envelopes */
 
-int grant_envelope_unpack(const uint8_t *blob, size_t len, const uint8_t **rsa, size_t *rsalen,
-                          const uint8_t **sig, size_t *siglen)
+/* Version 2 adds the time of the grant (signed). */
+static int unpack(const uint8_t *blob, size_t len, const uint8_t **rsa, size_t *rsalen,
+                  const uint8_t **sig, size_t *siglen, uint8_t *version, int64_t *when)
 {
     struct rbuf b;
     const uint8_t *magic = NULL;
-    uint8_t version = 0;
+    uint64_t t = 0;
 
+    *version = 0;
     rbuf_init(&b, blob, len);
     rbuf_get_ref(&b, &magic, 4);
-    rbuf_get_u8(&b, &version);
-    if (b.err || memcmp(magic, GRANT_MAGIC, 4) || version != GRANT_VERSION)
+    rbuf_get_u8(&b, version);
+    if (b.err || memcmp(magic, GRANT_MAGIC, 4) || *version < 1 || *version > GRANT_VERSION)
         return pfs_err(-EBADMSG, "the envelope carries no grant signature (not made by "
                        "pactfs-admin grant)");
     rbuf_get_blob(&b, rsa, rsalen, 4096);
     rbuf_get_blob(&b, sig, siglen, 1024);
+    if (*version >= 2)
+        rbuf_get_u64(&b, &t);
     if (rbuf_end(&b) < 0)
         return pfs_err(-EBADMSG, "a signed envelope is malformed");
+    *when = (int64_t)t;
     return 0;
+}
+
+int grant_envelope_unpack(const uint8_t *blob, size_t len, const uint8_t **rsa, size_t *rsalen,
+                          const uint8_t **sig, size_t *siglen)
+{
+    uint8_t version;
+    int64_t when;
+
+    return unpack(blob, len, rsa, rsalen, sig, siglen, &version, &when);
+}
+
+int grant_envelope_time(const uint8_t *blob, size_t len, int64_t *when)
+{
+    const uint8_t *rsa, *sig;
+    size_t rsalen, siglen;
+    uint8_t version;
+
+    return unpack(blob, len, &rsa, &rsalen, &sig, &siglen, &version, when);
 }
 
 /* The bytes the granter signs. */
 static int grant_tbs(const char *vault_id, const struct meta_envelope *e, uint64_t granter,
-                     const uint8_t *rsa, size_t rsalen, uint8_t **out, size_t *outlen)
+                     const uint8_t *rsa, size_t rsalen, uint8_t version, int64_t when,
+                     uint8_t **out, size_t *outlen)
 {
     uint8_t h[SHA256_LEN];
     struct wbuf b;
@@ -78,7 +102,7 @@ static int grant_tbs(const char *vault_id, const struct meta_envelope *e, uint64
     sha256(rsa, rsalen, h);
     wbuf_init(&b);
     wbuf_put_bytes(&b, GRANT_MAGIC, 4);
-    wbuf_put_u8(&b, GRANT_VERSION);
+    wbuf_put_u8(&b, version);
     wbuf_put_str(&b, vault_id);
     wbuf_put_u64(&b, e->folder_id);
     wbuf_put_u64(&b, e->account_id);
@@ -86,12 +110,14 @@ static int grant_tbs(const char *vault_id, const struct meta_envelope *e, uint64
     wbuf_put_u32(&b, e->rights);
     wbuf_put_u64(&b, granter);
     wbuf_put_bytes(&b, h, sizeof h);
+    if (version >= 2)
+        wbuf_put_u64(&b, (uint64_t)when);
     *out = wbuf_steal(&b, outlen);
     return *out ? 0 : -ENOMEM;
 }
 
 static int grant_pack(const uint8_t *rsa, size_t rsalen, const uint8_t *sig, size_t siglen,
-                      uint8_t **out, size_t *outlen)
+                      int64_t when, uint8_t **out, size_t *outlen)
 {
     struct wbuf b;
 
@@ -100,6 +126,7 @@ static int grant_pack(const uint8_t *rsa, size_t rsalen, const uint8_t *sig, siz
     wbuf_put_u8(&b, GRANT_VERSION);
     wbuf_put_blob(&b, rsa, rsalen);
     wbuf_put_blob(&b, sig, siglen);
+    wbuf_put_u64(&b, (uint64_t)when);
     *out = wbuf_steal(&b, outlen);
     return *out ? 0 : -ENOMEM;
 }
@@ -109,13 +136,15 @@ int grant_sign(EVP_PKEY *granter, const char *vault_id, uint64_t granter_id,
 {
     uint8_t *tbs = NULL, *sig = NULL, *packed = NULL;
     size_t tbslen = 0, siglen = 0, packedlen = 0;
+    int64_t now = (int64_t)time(NULL);
     int rc;
 
-    rc = grant_tbs(vault_id, e, granter_id, e->wrapped, e->wrapped_len, &tbs, &tbslen);
+    rc = grant_tbs(vault_id, e, granter_id, e->wrapped, e->wrapped_len, GRANT_VERSION, now, &tbs,
+                   &tbslen);
     if (rc == 0)
         rc = sig_sign(granter, tbs, tbslen, &sig, &siglen);
     if (rc == 0)
-        rc = grant_pack(e->wrapped, e->wrapped_len, sig, siglen, &packed, &packedlen);
+        rc = grant_pack(e->wrapped, e->wrapped_len, sig, siglen, now, &packed, &packedlen);
     free(tbs);
     free(sig);
     if (rc < 0)
@@ -127,14 +156,7 @@ int grant_sign(EVP_PKEY *granter, const char *vault_id, uint64_t granter_id,
     return 0;
 }
 
-/* Every envelope row of a folder, copied (so no list statement stays open
- * while the rows are checked). */
-struct envelope_set {
-    struct meta_envelope *e;
-    size_t n;
-};
-
-static void envelope_set_free(struct envelope_set *s)
+void grant_rows_free(struct grant_rows *s)
 {
     for (size_t i = 0; i < s->n; i++)
         meta_envelope_clear(&s->e[i]);
@@ -143,9 +165,9 @@ static void envelope_set_free(struct envelope_set *s)
     s->n = 0;
 }
 
-static int envelope_set_add(void *arg, const struct meta_envelope *e)
+static int grant_rows_add(void *arg, const struct meta_envelope *e)
 {
-    struct envelope_set *s = arg;
+    struct grant_rows *s = arg;
     struct meta_envelope *grown = realloc(s->e, (s->n + 1) * sizeof *grown);
 
     if (!grown)
@@ -159,12 +181,21 @@ static int envelope_set_add(void *arg, const struct meta_envelope *e)
     return 0;
 }
 
-static int envelopes_of_folder(struct meta *m, uint64_t folder_id, struct envelope_set *s)
+int grant_rows_folder(struct meta *m, uint64_t folder_id, struct grant_rows *s)
 {
-    int rc = meta_envelope_list_folder(m, folder_id, envelope_set_add, s);
+    int rc = meta_envelope_list_folder(m, folder_id, grant_rows_add, s);
 
     if (rc < 0)
-        envelope_set_free(s);
+        grant_rows_free(s);
+    return rc;
+}
+
+int grant_rows_account(struct meta *m, uint64_t account_id, struct grant_rows *s)
+{
+    int rc = meta_envelope_list_account(m, account_id, grant_rows_add, s);
+
+    if (rc < 0)
+        grant_rows_free(s);
     return rc;
 }
 
@@ -175,7 +206,7 @@ static int verify_at(struct meta *m, const char *vault_id, const char *root_fp,
 static int granter_manages(struct meta *m, const char *vault_id, const char *root_fp,
                            const struct meta_envelope *e, unsigned depth)
 {
-    struct envelope_set s = { 0 };
+    struct grant_rows s = { 0 };
     int rc;
 
     if (e->granted_by == e->account_id)
@@ -183,14 +214,14 @@ static int granter_manages(struct meta *m, const char *vault_id, const char *roo
     if (depth >= GRANT_MAX_DEPTH)
         return pfs_err(-EBADMSG, "the chain of manage grants on folder %" PRIu64 " is longer "
                        "than %d or loops", e->folder_id, GRANT_MAX_DEPTH);
-    rc = envelopes_of_folder(m, e->folder_id, &s);
+    rc = grant_rows_folder(m, e->folder_id, &s);
     if (rc < 0)
         return rc;
     rc = -EBADMSG;
     for (size_t i = 0; i < s.n && rc < 0; i++)
         if (s.e[i].account_id == e->granted_by && (s.e[i].rights & RIGHT_MANAGE))
             rc = verify_at(m, vault_id, root_fp, &s.e[i], depth + 1);
-    envelope_set_free(&s);
+    grant_rows_free(&s);
     return rc;
 }
 
@@ -200,17 +231,18 @@ static int verify_at(struct meta *m, const char *vault_id, const char *root_fp,
     struct registry_record granter = { 0 };
     const uint8_t *rsa, *sig;
     size_t rsalen, siglen, tbslen = 0;
-    uint8_t *tbs = NULL;
+    uint8_t *tbs = NULL, version = 0;
+    int64_t when = 0;
     EVP_PKEY *key = NULL;
     int rc;
 
     if (!e->rights || (e->rights & ~RIGHTS_KNOWN))
         return pfs_err(-EBADMSG, "an envelope names unknown rights 0x%x", e->rights);
-    rc = grant_envelope_unpack(e->wrapped, e->wrapped_len, &rsa, &rsalen, &sig, &siglen);
+    rc = unpack(e->wrapped, e->wrapped_len, &rsa, &rsalen, &sig, &siglen, &version, &when);
     if (rc == 0)
         rc = registry_verified_key(m, vault_id, root_fp, e->granted_by, &granter, &key);
     if (rc == 0)
-        rc = grant_tbs(vault_id, e, e->granted_by, rsa, rsalen, &tbs, &tbslen);
+        rc = grant_tbs(vault_id, e, e->granted_by, rsa, rsalen, version, when, &tbs, &tbslen);
     if (rc == 0 && sig_verify(key, tbs, tbslen, sig, siglen) < 0)
         rc = pfs_err(-EBADMSG, "the grant signature of \"%s\" does not verify: the envelope "
                      "row was forged or altered", granter.name);
@@ -274,6 +306,18 @@ static struct vault_folder *folder_by_name(struct vault *v, const char *name)
         }
     }
     return NULL;
+}
+
+int grants_folder_id(struct vault *v, const char *name, uint64_t *id)
+{
+    struct vault_folder *f = folder_by_name(v, name);
+
+    if (!f)
+        return pfs_err(-ENOENT, "account \"%s\" holds no folder \"%s\" (only a member can "
+                       "name a folder: its name is encrypted under the folder key)",
+                       v->account.name, name);
+    *id = f->id;
+    return 0;
 }
 
 /* The unlocked account must manage the folder. */
@@ -473,7 +517,7 @@ int grants_grant(struct vault *v, const char *folder, const char *account, uint3
 
 /* ---------------------------------------------------------------- revoke */
 
-static int has_rows(const struct envelope_set *s, uint64_t account_id)
+static int has_rows(const struct grant_rows *s, uint64_t account_id)
 {
     for (size_t i = 0; i < s->n; i++)
         if (s->e[i].account_id == account_id)
@@ -483,7 +527,7 @@ static int has_rows(const struct envelope_set *s, uint64_t account_id)
 
 /* Rows the revoked account granted would lose their voucher: the revoker
  * re-signs those that verify today, so remaining members keep old data. */
-static int resign_rows_of(struct vault *v, const struct envelope_set *s, uint64_t revoked)
+static int resign_rows_of(struct vault *v, const struct grant_rows *s, uint64_t revoked)
 {
     int rc = 0;
 
@@ -512,7 +556,7 @@ static int resign_rows_of(struct vault *v, const struct envelope_set *s, uint64_
 
 /* The verified grant of a member at the state's key version: the rights to
  * carry over.  Rows the database operator wrote are never taken as such. */
-static int member_grant(struct vault *v, const struct envelope_set *s, uint64_t account_id,
+static int member_grant(struct vault *v, const struct grant_rows *s, uint64_t account_id,
                         uint32_t version, uint32_t *rights)
 {
     for (size_t i = 0; i < s->n; i++) {
@@ -556,7 +600,7 @@ static int member_key(struct vault *v, uint64_t account_id, uint32_t rights, EVP
 /* The new key version, wrapped for every member of the verified state
  * (but the revoked one) whose grant verifies; next receives the new
  * member list. */
-static int rotate_for_members(struct vault *v, const struct envelope_set *s,
+static int rotate_for_members(struct vault *v, const struct grant_rows *s,
                               const struct folder_state *st, uint64_t revoked, uint32_t version,
                               const uint8_t *fk, struct folder_state *next)
 {
@@ -609,7 +653,7 @@ static int rotate_for_members(struct vault *v, const struct envelope_set *s,
     return rc;
 }
 
-static uint32_t newest_version(const struct envelope_set *s, uint32_t floor)
+static uint32_t newest_version(const struct grant_rows *s, uint32_t floor)
 {
     for (size_t i = 0; i < s->n; i++)
         if (s->e[i].key_version > floor)
@@ -620,7 +664,7 @@ static uint32_t newest_version(const struct envelope_set *s, uint32_t floor)
 static int revoke_and_rotate(struct vault *v, struct vault_folder *f, uint64_t revoked,
                              uint32_t *new_version)
 {
-    struct envelope_set s = { 0 };
+    struct grant_rows s = { 0 };
     struct folder_state st = { 0 }, next = { 0 };
     struct meta_folder mf;
     uint8_t *fk = secmem_alloc(FOLDER_KEY_LEN);
@@ -632,7 +676,7 @@ static int revoke_and_rotate(struct vault *v, struct vault_folder *f, uint64_t r
     if (rc == 0)
         rc = meta_folder_get(v->meta, f->id, &mf);
     if (rc == 0)
-        rc = envelopes_of_folder(v->meta, f->id, &s);
+        rc = grant_rows_folder(v->meta, f->id, &s);
     if (rc == 0 && !folder_state_rights(&st, revoked) && !has_rows(&s, revoked))
         rc = pfs_err(-ENOENT, "the account is not a member of this folder");
     if (rc == 0)
@@ -666,7 +710,7 @@ static int revoke_and_rotate(struct vault *v, struct vault_folder *f, uint64_t r
         rc = vault_anchor_head(v);
     if (rc == 0)
         *new_version = next.key_version;
-    envelope_set_free(&s);
+    grant_rows_free(&s);
     folder_state_clear(&st);
     folder_state_clear(&next);
     secmem_free(fk, FOLDER_KEY_LEN);
@@ -919,7 +963,7 @@ static int signed_by_folder(struct signed_by *c, uint64_t folder_id)
 {
     struct vault *v = c->v;
     struct folder_state st;
-    struct envelope_set s = { 0 };
+    struct grant_rows s = { 0 };
     uint8_t *raw = NULL;
     size_t rawlen = 0;
     const uint8_t *rsa;
@@ -934,13 +978,13 @@ static int signed_by_folder(struct signed_by *c, uint64_t folder_id)
         free(raw);
     }
     if (rc == 0)
-        rc = envelopes_of_folder(v->meta, folder_id, &s);
+        rc = grant_rows_folder(v->meta, folder_id, &s);
     for (size_t i = 0; rc == 0 && i < s.n; i++)
         if (s.e[i].granted_by == c->signer &&
             grant_verify(v->meta, v->conf.vault_id, v->conf.root_fingerprint, &s.e[i], &rsa,
                          &rsalen) == 0)
             rc = signed_by_add(c, s.e[i].wrapped, s.e[i].wrapped_len);
-    envelope_set_free(&s);
+    grant_rows_free(&s);
     pfs_err_clear();
     return rc;
 }
@@ -1053,13 +1097,13 @@ int grants_account_set_roles(struct vault *v, const char *name, uint32_t roles)
     rc = registry_roles_check(roles);
     /* A sysadmin holds no envelopes: refuse the role while it holds any. */
     if (rc == 0 && (roles & ROLE_SYSADMIN) && meta_account_get_by_name(v->meta, name, &a) == 0) {
-        struct envelope_set s = { 0 };
+        struct grant_rows s = { 0 };
 
-        rc = meta_envelope_list_account(v->meta, a.id, envelope_set_add, &s);
+        rc = meta_envelope_list_account(v->meta, a.id, grant_rows_add, &s);
         if (rc == 0 && s.n)
             rc = pfs_err(-EINVAL, "\"%s\" still holds folder envelopes, and a sysadmin holds "
                          "none: revoke its grants first", name);
-        envelope_set_free(&s);
+        grant_rows_free(&s);
         meta_account_clear(&a);
     }
     if (rc == 0)
@@ -1074,7 +1118,7 @@ int grants_account_set_roles(struct vault *v, const char *name, uint32_t roles)
  * grant of that version that may hold data, with that grant's rights. */
 static int first_state(struct vault *v, const struct vault_folder *f, struct folder_state *st)
 {
-    struct envelope_set s = { 0 };
+    struct grant_rows s = { 0 };
     struct meta_folder mf;
     uint32_t kv = 0;
     int rc;
@@ -1086,7 +1130,7 @@ static int first_state(struct vault *v, const struct vault_folder *f, struct fol
     st->folder_id = f->id;
     st->counter = 1;
     st->key_version = kv;
-    rc = envelopes_of_folder(v->meta, f->id, &s);
+    rc = grant_rows_folder(v->meta, f->id, &s);
     for (size_t i = 0; rc == 0 && i < s.n; i++) {
         uint64_t id = s.e[i].account_id;
         uint32_t rights = 0;
@@ -1110,7 +1154,7 @@ static int first_state(struct vault *v, const struct vault_folder *f, struct fol
         mf.key_version = kv;
         rc = meta_folder_update(v->meta, &mf);
     }
-    envelope_set_free(&s);
+    grant_rows_free(&s);
     if (rc < 0)
         folder_state_clear(st);
     return rc;

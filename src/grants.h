@@ -2,10 +2,11 @@
  * the sysadmin's account actions.
  *
  * An envelope row's wrapped column holds a signed envelope:
- *   "PFSG" u8 1 | blob(RSA-OAEP envelope) | blob(RSA-PSS signature)
+ *   "PFSG" u8 2 | blob(RSA-OAEP envelope) | blob(RSA-PSS signature) | i64 time
  * The granter (meta_envelope.granted_by) signs
- *   "PFSG" u8 1 | str vault | u64 folder | u64 account | u32 key version |
- *   u32 rights | u64 granter | SHA-256(RSA-OAEP envelope)
+ *   "PFSG" u8 2 | str vault | u64 folder | u64 account | u32 key version |
+ *   u32 rights | u64 granter | SHA-256(RSA-OAEP envelope) | i64 time
+ * (version 1, still read: no time in either)
  * A grant is good if the granter's registry record verifies (registry.h),
  * the granter is an enabled dataadmin, the signature verifies, and the
  * granter holds manage on that folder by a good grant itself (the folder's
@@ -38,6 +39,20 @@ void grants_rights_format(uint32_t rights, char *out, size_t outlen);
 int grant_envelope_unpack(const uint8_t *blob, size_t len, const uint8_t **rsa, size_t *rsalen,
                           const uint8_t **sig, size_t *siglen);
 
+/* Envelope rows copied out of the store (so no list statement stays open
+ * while they are checked); free with grant_rows_free. */
+struct grant_rows {
+    struct meta_envelope *e;
+    size_t n;
+};
+int grant_rows_folder(struct meta *m, uint64_t folder_id, struct grant_rows *s);
+int grant_rows_account(struct meta *m, uint64_t account_id, struct grant_rows *s);
+void grant_rows_free(struct grant_rows *s);
+
+/* The time a grant was signed (unix seconds; 0 for a version 1 grant, made
+ * before grants carried it).  Only meaningful once grant_verify passed. */
+int grant_envelope_time(const uint8_t *blob, size_t len, int64_t *when);
+
 /* Sign e: on input e->wrapped is the bare RSA-OAEP envelope (malloc'd); on
  * output it is the signed container (malloc'd, the old one freed) and
  * e->granted_by is granter_id. */
@@ -58,6 +73,10 @@ int grants_grant(struct vault *v, const char *folder, const char *account, uint3
  * must manage (a dataadmin with manage by the signed folder state):
  * -EACCES with a message otherwise. */
 int grants_managed_folder(struct vault *v, const char *name, struct vault_folder **out);
+
+/* The id of the folder named name among those the unlocked account holds
+ * (its name is decrypted with the folder key); -ENOENT otherwise. */
+int grants_folder_id(struct vault *v, const char *name, uint64_t *id);
 
 /* Remove every envelope of account on the folder and rotate the folder key:
  * a new key version, wrapped for each remaining member with its rights.

@@ -25,6 +25,7 @@
 #include "keyring.h"
 #include "pwpolicy.h"
 #include "registry.h"
+#include "review.h"
 #include "secmem.h"
 #include "rekey.h"
 #include "upgrade.h"
@@ -51,6 +52,7 @@ enum {
     OPT_CODE_VALID = 1 << 9,  /* --code-valid-hours H */
     OPT_POLICY = 1 << 10,     /* --min-length --dictionary --history */
     OPT_REKEY = 1 << 11,      /* revoke --rekey */
+    OPT_JSON = 1 << 12,       /* --json: machine-readable output */
 };
 #define OPT_ACTING (OPT_CONFIG | OPT_ACCOUNT | OPT_PASSFILE)
 
@@ -265,6 +267,7 @@ struct vault_args {
     long min_length, history;            /* -1: not given */
     int dictionary;                      /* -1: not given */
     int rekey;                           /* revoke --rekey */
+    int json;                            /* --json */
     char conf_buf[4096];
 };
 
@@ -279,7 +282,7 @@ static const struct {
     { OPT_DETAILS, "--full-name/--email/--department/--expires" },
     { OPT_CODE_VALID, "--code-valid-hours" },
     { OPT_POLICY, "--min-length/--dictionary/--history" },
-    { OPT_REKEY, "--rekey" },
+    { OPT_REKEY, "--rekey" }, { OPT_JSON, "--json" },
 };
 
 /* The n-th (0-based) word of a space-separated list, into out. */
@@ -319,6 +322,7 @@ static int parse_vault_args(int argc, char **argv, struct vault_args *a, int pos
         { "history", required_argument, NULL, 'R' },
         { "dictionary", required_argument, NULL, 'D' },
         { "rekey", no_argument, NULL, 'K' },
+        { "json", no_argument, NULL, 'J' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
@@ -357,6 +361,7 @@ static int parse_vault_args(int argc, char **argv, struct vault_args *a, int pos
                   }
                   a->dictionary = !strcmp(optarg, "yes"); used |= OPT_POLICY; break;
         case 'K': a->rekey = 1; used |= OPT_REKEY; break;
+        case 'J': a->json = 1; used |= OPT_JSON; break;
         case 'h': command_usage(current, stdout); exit(EXIT_OK);
         default: usage_error("unknown option or missing option value"); return -1;
         }
@@ -591,11 +596,12 @@ static EVP_PKEY *key_for_account(void *arg, const char *account)
 
 /* Parse VAULT_DIR|--config and open the vault without unlocking any
  * account: an exit code. */
-static int open_vault_plain(int argc, char **argv, struct vault_args *a, struct vault **v)
+static int open_vault_plain_n(int argc, char **argv, struct vault_args *a, struct vault **v,
+                              int positionals)
 {
     int rc;
 
-    if (parse_vault_args(argc, argv, a, 0) < 0)
+    if (parse_vault_args(argc, argv, a, positionals) < 0)
         return EXIT_USAGE;
     rc = vault_open(a->conf_path, v);
     if (rc < 0) {
@@ -603,6 +609,11 @@ static int open_vault_plain(int argc, char **argv, struct vault_args *a, struct 
         return rc == -ENOENT ? EXIT_CONFIG : cli_open_exit_code(rc);
     }
     return EXIT_OK;
+}
+
+static int open_vault_plain(int argc, char **argv, struct vault_args *a, struct vault **v)
+{
+    return open_vault_plain_n(argc, argv, a, v, 0);
 }
 
 static int cmd_audit_ship(int argc, char **argv)
@@ -1447,6 +1458,60 @@ static int cmd_accounts(int argc, char **argv)
     return cli_exit_code_for(rc);
 }
 
+/* ---- access review (review.h) ---- */
+
+/* Print a review (review.h) as text or --json, or report its failure. */
+static int finish_review(struct vault *v, int rc, json_object *o, int json,
+                         void (*text)(json_object *, FILE *))
+{
+    int code = EXIT_OK;
+
+    if (rc < 0) {
+        cli_report(PROG, rc);
+        code = admin_exit_code(rc);
+    } else if (json) {
+        printf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY |
+                                                     JSON_C_TO_STRING_NOSLASHESCAPE));
+    } else {
+        text(o, stdout);
+    }
+    json_object_put(o);
+    vault_close(v);
+    return code;
+}
+
+static int cmd_account_show(int argc, char **argv)
+{
+    struct vault_args a = { 0 };
+    struct vault *v = NULL;
+    json_object *o = NULL;
+    int rc, code = open_vault_plain_n(argc, argv, &a, &v, 1);
+
+    if (code != EXIT_OK)
+        return code;
+    rc = review_account(v->meta, v->conf.vault_id, v->conf.root_fingerprint, argv[optind], &o);
+    return finish_review(v, rc, o, a.json, review_print_account);
+}
+
+static int cmd_folder_members(int argc, char **argv)
+{
+    struct vault_args a = { 0 };
+    struct vault *v = NULL;
+    const char *account;
+    json_object *o = NULL;
+    uint64_t id = 0;
+    int rc, code = parse_vault_args(argc, argv, &a, 1) < 0 ? EXIT_USAGE
+                   : open_unlocked(&a, &v, &account);
+
+    if (code != EXIT_OK)
+        return code;
+    rc = grants_folder_id(v, argv[optind], &id);
+    if (rc == 0)
+        rc = review_folder(v->meta, v->conf.vault_id, v->conf.root_fingerprint, id,
+                           argv[optind], &o);
+    return finish_review(v, rc, o, a.json, review_print_folder);
+}
+
 /* ---- format upgrade ---- */
 
 /* SQLite: back meta.db up before anything migrates it; PostgreSQL: the
@@ -1634,6 +1699,25 @@ static const struct command commands[] = {
       "list accounts, roles and registry verification", "VAULT_DIR|--config FILE",
 "List accounts, their roles and state, and whether each verifies in the\n"
 "signed registry (chained to the pinned root key).\n" },
+    { "account-show", cmd_account_show, "NAME", OPT_CONFIG | OPT_JSON,
+      "show an account as the signed registry says (access review)",
+      "NAME [--json] VAULT_DIR|--config FILE",
+"Show what the verified registry says about an account: roles, status\n"
+"(enabled, disabled, expired, pending), details, enrolment time and the key's\n"
+"SHA-256 fingerprint (check it with the person before granting), who signed\n"
+"the record, and its verified grants (folder ids, rights, granted by whom\n"
+"and when).  Rows that do not verify are counted, never shown as rights.  No\n"
+"password needed.  --json: one JSON object.  Exit 16 if there is no such\n"
+"account.\n" },
+    { "folder-members", cmd_folder_members, "FOLDER", OPT_ACTING | OPT_JSON,
+      "list who holds which rights on a folder (access review)",
+      "FOLDER [--json] [--account NAME] [--passfile FILE] VAULT_DIR|--config FILE",
+"List the members of FOLDER by its verified signed state: each account's\n"
+"rights and status, and who granted its envelope and when (verified grants\n"
+"only).  The acting account must hold the folder (its name is encrypted\n"
+"under the folder key): a dataadmin managing it, or any member.  --json: one\n"
+"JSON object.  Exit 16 if the account holds no such folder, 14 if the\n"
+"folder's signed state does not verify.\n" },
     { "account-add", cmd_account_add, "NAME", OPT_ACTING | OPT_ROLE | OPT_DETAILS |
       OPT_CODE_VALID,
       "register an account and print its enrolment code (sysadmin)",

@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import sqlite3
+import time
 
 import pytest
 
@@ -714,3 +715,67 @@ def test_auditor_verifies_but_mounts_no_data(accounts):
         assert os.listdir(bob.mnt) == [H.FOLDER]
     finally:
         bob.unmount()
+
+
+def show(name, v, *extra, expect=0):
+    """account-show needs no password."""
+    p = v.admin("account-show", name, v.dir, *extra)
+    assert p.returncode == expect, p.stdout + p.stderr
+    return p
+
+
+def test_access_review(accounts):
+    """account-show and folder-members say what the verified state says:
+    roles, status, enrolment and key fingerprint, who granted which rights
+    and when; rows that do not verify are not shown as rights."""
+    v, _ = accounts
+    carol_pw = passfile(v, "carol.pass", "a colourful long passphrase 3")
+    code = add_account(v, "carol", "--full-name", "Carol Jones", "--email", "carol@example.com",
+                       "--department", "Legal", "--expires", "2099-01-31")
+    p = enrol(v, "carol", code, carol_pw)
+    fp = re.search(r"\b([0-9a-f]{64})\b", p.stdout + p.stderr).group(1)
+    admin("grant", H.FOLDER, BOB, "read", v.dir, vault=v)
+    admin("grant", H.FOLDER, "carol", "read,write", v.dir, vault=v)
+
+    p = show("carol", v, "--json")
+    c = json.loads(p.stdout)
+    assert c["verified"] and c["roles"] == ["user"] and c["status"] == "enabled", c
+    assert (c["full_name"], c["email"], c["department"]) == (
+        "Carol Jones", "carol@example.com", "Legal")
+    assert c["expires"].startswith("2099-01-31"), c
+    assert c["enrolment"]["state"] == "enrolled" and c["enrolment"]["key_fingerprint"] == fp
+    assert c["record"]["signed_by"] == ADMIN
+    [g] = c["grants"]
+    assert (g["rights"], g["granted_by"], g["member"]) == ("read,write", H.ACCOUNT, True), g
+    assert g["granted_at"].startswith(time.strftime("%Y-%m-%d", time.gmtime())), g
+    p = show("carol", v)
+    assert re.search(r"^status\s+enabled$", p.stdout, re.M), p.stdout
+    assert "SHA-256 " + fp in p.stdout and "Carol Jones" in p.stdout, p.stdout
+
+    p = admin("folder-members", H.FOLDER, v.dir, "--json", vault=v)
+    f = json.loads(p.stdout)
+    members = {m["account"]: m for m in f["members"]}
+    assert set(members) == {H.ACCOUNT, BOB, "carol"}, members
+    assert members[BOB]["rights"] == "read" and members[BOB]["granted_by"] == H.ACCOUNT
+    assert members[H.ACCOUNT]["rights"] == "read,write,manage"
+    assert f["state"]["signed_by"] == H.ACCOUNT
+    p = admin("folder-members", H.FOLDER, v.dir, vault=v)
+    assert re.search(r"^carol\s+read,write\s+enabled\s+%s\s+\d{4}-" % re.escape(H.ACCOUNT),
+                     p.stdout, re.M), p.stdout
+
+    # The database operator raises bob's rights in his row: not shown as
+    # rights (the row does not verify; the state still says read).
+    sql(v, "UPDATE envelopes SET rights = 7 WHERE account_id = ?", (account_id(v, BOB),))
+    b = json.loads(show(BOB, v, "--json").stdout)
+    assert b["grants"] == [] and b["unverified_rows"] == 1, b
+    f = json.loads(admin("folder-members", H.FOLDER, v.dir, "--json", vault=v).stdout)
+    bob = [m for m in f["members"] if m["account"] == BOB][0]
+    assert bob["rights"] == "read" and bob["granted_by"] is None and "note" in bob, bob
+
+    # A folder the acting account does not hold cannot be named.
+    admin("folder-members", "Nope", v.dir, vault=v, expect=16)
+    show("nobody", v, expect=16)
+    # bob (a member) may review; a non-member sysadmin cannot name the folder.
+    admin("folder-members", H.FOLDER, v.dir, "--account", "carol", "--passfile", carol_pw,
+          vault=v)
+    admin("folder-members", H.FOLDER, v.dir, "--account", ADMIN, vault=v, expect=16)

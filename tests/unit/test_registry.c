@@ -394,6 +394,65 @@ static void test_retained_after_demotion(void)
     free(forged.wrapped);
 }
 
+/* A version 1 grant (made before grants carried their time) still
+ * verifies; its time reads as 0.  Version 2 carries the signing time. */
+static void test_grant_v1_still_verifies(void)
+{
+    uint8_t fk[FOLDER_KEY_LEN], h[SHA256_LEN], *rsa_env = NULL, *tbs, *sig = NULL;
+    struct meta_folder f = { .key_version = 1, .created = 1 };
+    struct meta_envelope own = { 0 }, v1 = { 0 };
+    size_t rsa_len = 0, tbslen, siglen = 0, rsalen;
+    const uint8_t *rsa;
+    int64_t when = -1;
+    struct wbuf b;
+
+    REQUIRE(folder_key_generate(fk) == 0);
+    REQUIRE(meta_folder_add(m, &f) == 0);
+    own.folder_id = v1.folder_id = f.id;
+    own.account_id = v1.account_id = data_id;
+    own.key_version = v1.key_version = 1;
+    own.rights = v1.rights = RIGHT_READ | RIGHT_WRITE | RIGHT_MANAGE;
+    REQUIRE(envelope_seal(data, VID, f.id, 1, fk, &own.wrapped, &own.wrapped_len) == 0);
+    REQUIRE(grant_sign(data, VID, data_id, &own) == 0);
+    CHECK_EQ_INT(grant_envelope_time(own.wrapped, own.wrapped_len, &when), 0);
+    CHECK(when > 1700000000 && when <= (int64_t)time(NULL));
+    /* the same envelope signed in the version 1 layout */
+    REQUIRE(envelope_seal(data, VID, f.id, 1, fk, &rsa_env, &rsa_len) == 0);
+    sha256(rsa_env, rsa_len, h);
+    wbuf_init(&b);
+    wbuf_put_bytes(&b, "PFSG", 4);
+    wbuf_put_u8(&b, 1);
+    wbuf_put_str(&b, VID);
+    wbuf_put_u64(&b, f.id);
+    wbuf_put_u64(&b, data_id);
+    wbuf_put_u32(&b, 1);
+    wbuf_put_u32(&b, v1.rights);
+    wbuf_put_u64(&b, data_id);
+    wbuf_put_bytes(&b, h, sizeof h);
+    tbs = wbuf_steal(&b, &tbslen);
+    REQUIRE(tbs && sig_sign(data, tbs, tbslen, &sig, &siglen) == 0);
+    wbuf_init(&b);
+    wbuf_put_bytes(&b, "PFSG", 4);
+    wbuf_put_u8(&b, 1);
+    wbuf_put_blob(&b, rsa_env, rsa_len);
+    wbuf_put_blob(&b, sig, siglen);
+    v1.wrapped = wbuf_steal(&b, &v1.wrapped_len);
+    v1.granted_by = data_id;
+    REQUIRE(meta_envelope_put(m, &v1) == 0);
+    CHECK_EQ_INT(grant_verify(m, VID, root_fp, &v1, &rsa, &rsalen), 0);
+    CHECK_EQ_INT(grant_envelope_time(v1.wrapped, v1.wrapped_len, &when), 0);
+    CHECK_EQ_INT(when, 0);
+    /* its rights raised: refused as for version 2 */
+    v1.rights = RIGHT_READ;
+    CHECK_EQ_INT(grant_verify(m, VID, root_fp, &v1, &rsa, &rsalen), -EBADMSG);
+    REQUIRE(meta_envelope_delete(m, f.id, data_id) == 0);
+    free(tbs);
+    free(sig);
+    free(rsa_env);
+    free(own.wrapped);
+    free(v1.wrapped);
+}
+
 /* Codes: text form round trip, case and dashes ignored, junk refused. */
 static void test_enrolment_codes(void)
 {
@@ -557,6 +616,7 @@ int main(void)
     RUN(test_disabled_signer_and_serial);
     RUN(test_grant_signatures);
     RUN(test_retained_after_demotion);
+    RUN(test_grant_v1_still_verifies);
     RUN(test_enrolment_codes);
     RUN(test_enrolment_binding);
     RUN(test_record_v1);
