@@ -65,7 +65,8 @@ int accounts_audit(struct vault *v, const char *account, uint64_t account_id, EV
         id.proof = proof;
     }
     if (arc == 0)
-        arc = audit_open(v->conf.audit_spool, v->conf.vault_id, &id, &audit);
+        arc = vault_audit_open(v->meta, v->conf.audit_spool, v->conf.vault_id,
+                               v->conf.root_fingerprint, &id, &audit);
     if (arc == 0)
         arc = audit_event(audit, &who, op, what, rc, 0);
     audit_close(audit);

@@ -14,6 +14,7 @@
 #include <fcntl.h>
 #include <json-c/json.h>
 #include <limits.h>
+#include <openssl/crypto.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -27,6 +28,7 @@
 #include <unistd.h>
 
 #include "audit.h"
+#include "audit_names.h"
 #include "audit_proof.h"
 #include "crashpoint.h"
 #include "crypto.h"
@@ -87,6 +89,12 @@ struct audit {
     pthread_t committer;
     pid_t committer_pid;        /* process that started it (0: none) */
     bool committer_stop;
+
+    /* names sealed to the auditors (audit_names.h) */
+    bool sealing;
+    uint8_t names_key[AUDIT_NAMES_SESSION_KEY];
+    char *names_wrapped;        /* hex, in the session-start */
+    char names_kid[AUDIT_NAMES_KID_HEX + 1];
 };
 
 /* ---------- event fields ---------- */
@@ -206,12 +214,35 @@ static json_object *event_object(const struct audit *a, const struct audit_ctx *
                                  const char *op, const char *path, int result, uint64_t bytes,
                                  const struct audit_detail *d)
 {
-    json_object *o = json_object_new_object();
+    json_object *o;
+    struct audit_detail nodest;
+    char *names = NULL;
     uid_t uid = who ? who->uid : getuid();
     pid_t pid = who ? who->pid : getpid();
     char when[48], proc[64], errno_name[32];
     const char *res = result_name(result, errno_name, sizeof errno_name);
 
+    /* A sealing session: path and dest only inside "names". */
+    if (a->sealing && ((path && *path) || (d && d->dest))) {
+        json_object *inner = json_object_new_object();
+        int rc = !inner || add_field(inner, "path", json_object_new_string(path ? path : ""))
+                 || (d && d->dest && add_field(inner, "dest", json_object_new_string(d->dest)));
+        if (!rc)
+            rc = audit_names_seal(a->names_key, a->vault_id, a->session,
+                                  json_object_to_json_string_ext(
+                                      inner, JSON_C_TO_STRING_PLAIN |
+                                      JSON_C_TO_STRING_NOSLASHESCAPE), &names);
+        json_object_put(inner);
+        if (rc)
+            return NULL;
+        path = "";
+        if (d) {
+            nodest = *d;
+            nodest.dest = NULL;
+            d = &nodest;
+        }
+    }
+    o = json_object_new_object();
     rfc3339_now(when, sizeof when);
     process_name(pid, proc, sizeof proc);
     if (!o || add_field(o, "v", json_object_new_int(AUDIT_FORMAT)) ||
@@ -231,10 +262,12 @@ static json_object *event_object(const struct audit *a, const struct audit_ctx *
         add_field(o, "bytes", json_object_new_uint64(bytes)) ||
         add_field(o, "prev", json_object_new_string("")) ||
         add_field(o, "sprev", json_object_new_string("")) ||
-        add_details(o, errno_name, d)) {
+        add_details(o, errno_name, d) ||
+        (names && add_field(o, "names", json_object_new_string(names)))) {
         json_object_put(o);
-        return NULL;
+        o = NULL;
     }
+    free(names);
     return o;
 }
 
@@ -865,6 +898,8 @@ static void audit_free(struct audit *a)
     free(a->vault_id);
     free(a->account);
     free(a->proof);
+    free(a->names_wrapped);
+    OPENSSL_cleanse(a->names_key, sizeof a->names_key);
     free(a);
 }
 
@@ -898,7 +933,9 @@ static int session_start(struct audit *a)
     if (!o)
         return pfs_err(-ENOMEM, "out of memory starting an audit session");
     if (add_field(o, "account_id", json_object_new_uint64(a->account_id)) ||
-        (a->proof && add_field(o, "proof", json_object_new_string(a->proof))))
+        (a->proof && add_field(o, "proof", json_object_new_string(a->proof))) ||
+        (a->sealing && (add_field(o, "names_kid", json_object_new_string(a->names_kid)) ||
+                        add_field(o, "names_key", json_object_new_string(a->names_wrapped)))))
         rc = pfs_err(-ENOMEM, "out of memory starting an audit session");
     if (!rc)
         rc = record(a, o, true);
@@ -957,6 +994,17 @@ int audit_open(const char *spool_path, const char *vault_id, const struct audit_
                              : rc;
     }
     hex_encode(sid, sizeof sid, a->session);
+    if (id && id->names_pub) {   /* a session key for the names, wrapped to the auditors */
+        if (crypto_random(a->names_key, sizeof a->names_key) != 0 ||
+            audit_names_wrap_session(id->names_pub, a->vault_id, a->session, a->names_key,
+                                     &a->names_wrapped) != 0) {
+            audit_free(a);
+            return pfs_err(-EIO, "cannot seal this audit session's names to the audit names "
+                           "key");
+        }
+        snprintf(a->names_kid, sizeof a->names_kid, "%s", id->names_kid ? id->names_kid : "");
+        a->sealing = true;
+    }
     if (gethostname(a->host, sizeof a->host - 1) != 0)
         snprintf(a->host, sizeof a->host, "unknown");
     if ((rc = open_spool(a)) || (rc = session_start(a))) {
@@ -1384,9 +1432,10 @@ static int check_v3(struct audit_chain *c, json_object *o, const char *line, siz
     uint64_t v = 0;
     int rc;
 
-    if (audit_field_uint(o, "v", &v) != 0 || v != AUDIT_FORMAT)
+    if (audit_field_uint(o, "v", &v) != 0 || v < AUDIT_FORMAT_MIN_V3 || v > AUDIT_FORMAT)
         return chain_refuse(why, whylen, "event format \"v\" %llu is not one this build reads "
-                            "(%d)", (unsigned long long)v, AUDIT_FORMAT);
+                            "(%d to %d)", (unsigned long long)v, AUDIT_FORMAT_MIN_V3,
+                            AUDIT_FORMAT);
     if ((rc = v2_tail_ok(c, why, whylen)))
         return rc;
     if ((rc = session_ok(c, o, &fresh, &is_new, why, whylen)))

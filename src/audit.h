@@ -31,8 +31,11 @@
 
 struct audit;
 
-/* Event format written by this build (the "v" field). */
-#define AUDIT_FORMAT 3
+/* Event format written by this build (the "v" field): 4 = format 3 with
+ * names optionally sealed to the auditors (audit_names.h).  Format 3
+ * lines are read and verified by the same rules. */
+#define AUDIT_FORMAT 4
+#define AUDIT_FORMAT_MIN_V3 3
 /* Most events of a session without a checkpoint after them: a signing
  * session checkpoints after this many, and an unsigned session (no account
  * key: a failed unlock, pactfs-fsck) may hold no more than this many. */
@@ -58,6 +61,10 @@ struct audit_identity {
     uint64_t account_id;        /* 0 if unknown */
     EVP_PKEY *signer;           /* the handle takes its own reference */
     const char *proof;          /* hex registry proof; required with signer */
+    /* The vault's audit names key (audit_names_for_writer), or NULL: with
+     * it, every path and dest of the session is sealed to the auditors. */
+    EVP_PKEY *names_pub;
+    const char *names_kid;
 };
 
 /* Open (create) the spool, resume its chain from its last line and start a

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fnmatch.h>
 #include <json-c/json.h>
+#include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -255,6 +256,9 @@ static int event_path_matches(const struct audit_filter *f, json_object *ev)
 {
     const char *p = audit_field_str(ev, "path"), *dest = audit_field_str(ev, "dest");
 
+    if (audit_field_str(ev, "names"))
+        return f->sealed_may_match;
+
     if (p) {
         const char *arrow = strstr(p, " -> ");
         if (arrow) {
@@ -497,13 +501,17 @@ static size_t on_body(char *data, size_t size, size_t n, void *arg)
     return add;
 }
 
+/* Which parameters the receiver applies.  Without forward_path the path
+ * is matched here (sealed names), and with follow_renames nothing is
+ * forwarded: the files' ids come from path matches of any operation and
+ * any time, which only this side can see. */
 static int forwarded(const struct audit_remote *r, const char *name)
 {
     if (r->forward_path)
         return 1;
-    if (!strcmp(name, "path") || !strcmp(name, "follow_renames"))
+    if (r->f->follow_renames)
         return 0;
-    return strcmp(name, "file") || !r->f->follow_renames;
+    return strcmp(name, "path") != 0;
 }
 
 static int remote_url(CURL *h, const struct audit_remote *r, char **out)
@@ -580,4 +588,120 @@ int audit_scan_remote(void *remote, audit_each_fn each, void *arg)
     }
     free(b.buf);
     return rc;
+}
+
+/* ---------------------------------------------------------------- sealed names */
+
+struct audit_session_key {
+    char session[33];
+    int ok;
+    uint8_t key[AUDIT_NAMES_SESSION_KEY];
+};
+
+struct reveal_pass {
+    struct audit_revealed *r;
+    audit_each_fn each;
+    void *arg;
+};
+
+static struct audit_session_key *session_key(struct audit_revealed *r, const char *session)
+{
+    for (size_t i = 0; i < r->nkeys; i++)
+        if (!strcmp(r->keys[i].session, session))
+            return &r->keys[i];
+    return NULL;
+}
+
+static int learn_session(struct audit_revealed *r, json_object *ev, const char *session)
+{
+    const char *wrapped = audit_field_str(ev, "names_key");
+    struct audit_session_key *k;
+
+    if (!wrapped || strlen(session) >= sizeof k->session || session_key(r, session))
+        return 0;
+    if (r->nkeys == r->capkeys) {
+        size_t cap = r->capkeys ? 2 * r->capkeys : 16;
+        struct audit_session_key *p = realloc(r->keys, cap * sizeof *p);
+        if (!p)
+            return -ENOMEM;
+        r->keys = p;
+        r->capkeys = cap;
+    }
+    k = &r->keys[r->nkeys++];
+    memset(k, 0, sizeof *k);
+    snprintf(k->session, sizeof k->session, "%s", session);
+    k->ok = r->names_priv && audit_names_unwrap_session(r->names_priv, r->vault, session,
+                                                         wrapped, k->key) == 0;
+    return 0;
+}
+
+/* Replace "names" by the path and dest it seals. */
+static void reveal(struct audit_revealed *r, json_object *ev, const char *session)
+{
+    const char *sealed = audit_field_str(ev, "names");
+    struct audit_session_key *k = session ? session_key(r, session) : NULL;
+    json_object *inner = NULL;
+    char *plain = NULL;
+
+    if (!sealed)
+        return;
+    if (k && k->ok && audit_names_open(k->key, r->vault, session, sealed, &plain) == 0)
+        inner = audit_line_parse(plain, strlen(plain));
+    if (inner) {
+        const char *p = audit_field_str(inner, "path"), *d = audit_field_str(inner, "dest");
+        json_object_object_add(ev, "path", json_object_new_string(p ? p : ""));
+        if (d)
+            json_object_object_add(ev, "dest", json_object_new_string(d));
+        json_object_object_del(ev, "names");
+        json_object_put(inner);
+    } else {
+        r->sealed_unopened++;
+    }
+    free(plain);
+}
+
+static int reveal_one(void *arg, json_object *ev, const char *line, size_t len)
+{
+    struct reveal_pass *p = arg;
+    const char *session = audit_field_str(ev, "session"), *op = audit_field_str(ev, "op");
+    int rc = 0;
+
+    if (session && op && !strcmp(op, "session-start"))
+        rc = learn_session(p->r, ev, session);
+    if (rc == 0)
+        reveal(p->r, ev, session);
+    return rc ? rc : p->each(p->arg, ev, line, len);
+}
+
+int audit_scan_revealed(void *revealed, audit_each_fn each, void *arg)
+{
+    struct audit_revealed *r = revealed;
+    struct reveal_pass p = { r, each, arg };
+
+    r->sealed_unopened = 0;
+    return r->scan(r->src, reveal_one, &p);
+}
+
+static int learn_only(void *arg, json_object *ev, const char *line, size_t len)
+{
+    struct audit_revealed *r = arg;
+    const char *session = audit_field_str(ev, "session"), *op = audit_field_str(ev, "op");
+
+    (void)line;
+    (void)len;
+    return session && op && !strcmp(op, "session-start") ? learn_session(r, ev, session) : 0;
+}
+
+int audit_revealed_learn(struct audit_revealed *r, audit_scan_fn scan, void *src)
+{
+    return scan(src, learn_only, r);
+}
+
+void audit_revealed_free(struct audit_revealed *r)
+{
+    if (r->keys)
+        OPENSSL_cleanse(r->keys, r->capkeys * sizeof *r->keys);
+    free(r->keys);
+    r->keys = NULL;
+    r->nkeys = r->capkeys = 0;
 }

@@ -27,6 +27,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <openssl/evp.h>
+
+#include "audit_names.h"
 #include "https.h"
 
 struct json_object;
@@ -44,6 +47,10 @@ struct audit_filter {
     /* Only on the client: leave out chain bookkeeping (checkpoint events)
      * unless op names them. */
     int skip_checkpoints;
+    /* On the receiver: an event whose names are sealed ("names") may match
+     * a path (it cannot tell); the querying auditor decides after opening
+     * them.  Off: a sealed event matches no path. */
+    int sealed_may_match;
     /* The parameters as given, to forward to a receiver. */
     char *names[AUDIT_QUERY_PARAMS], *values[AUDIT_QUERY_PARAMS];
     size_t nparams;
@@ -93,5 +100,25 @@ struct audit_remote {
     unsigned timeout_ms;             /* 0 = 60000 */
 };
 int audit_scan_remote(void *remote, audit_each_fn each, void *arg);
+
+/* A source whose sealed names are opened for an auditor: every
+ * session-start's session key is unwrapped with names_priv (the audit
+ * names key's private half, or NULL), and each event's "names" replaced by
+ * its path and dest.  Events that cannot be opened keep "names". */
+struct audit_revealed {
+    audit_scan_fn scan;
+    void *src;
+    EVP_PKEY *names_priv;
+    const char *vault;
+    /* session keys seen so far (kept across scans) */
+    struct audit_session_key *keys;
+    size_t nkeys, capkeys;
+    uint64_t sealed_unopened;   /* events whose names stayed sealed (last scan) */
+};
+int audit_scan_revealed(void *revealed, audit_each_fn each, void *arg);
+/* Learn the session keys of every session-start of a source (a receiver's
+ * filtered answer may leave them out). */
+int audit_revealed_learn(struct audit_revealed *r, audit_scan_fn scan, void *src);
+void audit_revealed_free(struct audit_revealed *r);
 
 #endif

@@ -14,6 +14,7 @@
 #include "grants.h"
 #include "secmem.h"
 #include "keyring.h"
+#include "audit_names.h"
 #include "audit_proof.h"
 #include "audit_ship.h"
 #include "meta_backend.h"
@@ -450,6 +451,25 @@ static int open_envelopes(struct vault *v)
 
 /* A signed audit session for account_id (private key key), with its
  * registry proof built from the metadata store (src/audit_proof.h). */
+int vault_audit_open(struct meta *m, const char *spool_path, const char *vault_id,
+                     const char *root_fp, struct audit_identity *id, struct audit **out)
+{
+    char kid[AUDIT_NAMES_KID_HEX + 1];
+    EVP_PKEY *names = NULL;
+    int rc = root_fp ? audit_names_for_writer(m, vault_id, root_fp, spool_path, &names, kid) : 0;
+
+    *out = NULL;
+    if (rc < 0)
+        return rc;
+    id->names_pub = names;
+    id->names_kid = names ? kid : NULL;
+    rc = audit_open(spool_path, vault_id, id, out);
+    id->names_pub = NULL;
+    id->names_kid = NULL;
+    EVP_PKEY_free(names);
+    return rc;
+}
+
 static int audit_open_account(const char *spool_path, struct meta *m, const char *vault_id,
                               const char *root_fp, const char *account, uint64_t account_id,
                               EVP_PKEY *key, struct audit **out)
@@ -466,7 +486,7 @@ static int audit_open_account(const char *spool_path, struct meta *m, const char
         return pfs_err(rc, "cannot open an audit session for \"%s\": %s", account, keep);
     }
     id.proof = proof;
-    rc = audit_open(spool_path, vault_id, &id, out);
+    rc = vault_audit_open(m, spool_path, vault_id, root_fp, &id, out);
     free(proof);
     return rc;
 }
@@ -482,7 +502,8 @@ int vault_audit_failure(struct vault *v, const char *account, const char *op, co
     if (v->audit)
         return audit_event(v->audit, &who, op, what, rc, 0);
     /* No key was unlocked: an unsigned session (docs/format-audit.md). */
-    arc = audit_open(v->conf.audit_spool, v->conf.vault_id, &id, &a);
+    arc = vault_audit_open(v->meta, v->conf.audit_spool, v->conf.vault_id,
+                           v->conf.root_fingerprint, &id, &a);
     if (arc == 0) {
         arc = audit_event(a, &who, op, what, rc, 0);
         audit_close(a);

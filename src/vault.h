@@ -126,6 +126,12 @@ int vault_init(const struct vault_init_opts *o);
 
 /* Replace the unlocked-or-not account's sealed key (after a password
  * change or share rotation) and audit it. */
+/* Open an audit session on spool_path whose names are sealed to the
+ * vault's audit names key when it has one (audit_names_for_writer: fails
+ * closed if that key was removed or replaced after this machine used it).
+ * id's names fields are set here. */
+int vault_audit_open(struct meta *m, const char *spool_path, const char *vault_id,
+                     const char *root_fp, struct audit_identity *id, struct audit **out);
 /* Audit a failed or refused action of account: in the vault's session
  * when one is open, else in an unsigned session of its own.  0 or -errno. */
 int vault_audit_failure(struct vault *v, const char *account, const char *op, const char *what,

@@ -154,6 +154,9 @@ static void print_events_table(FILE *out, struct json_object **evs, size_t n)
     for (size_t i = 0; i < n; i++) {
         struct json_object *ev = evs[i];
         const char *t = str(ev, "time"), *dest = str(ev, "dest"), *path = str(ev, "path");
+
+        if (*str(ev, "names"))
+            path = "(sealed)";
         char when[20], result[32], file[24] = "-";
         uint64_t id = num(ev, "file");
 

@@ -811,15 +811,18 @@ static int parse_audit_args(int argc, char **argv, struct audit_cmd *q)
 
 /* Read the trail (local spool, verified first, or the receiver), select,
  * print: an exit code. */
-static int audit_answer(struct vault *v, struct audit_cmd *q, uint64_t *count)
+static int audit_answer(struct vault *v, struct audit_cmd *q, EVP_PKEY *names_priv,
+                        uint64_t *count)
 {
     struct audit_remote r = {
         .url = q->receiver,
         .tls = { q->ca ? q->ca : v->conf.audit_tls.ca_file, q->cert, q->key },
-        .vault = v->conf.vault_id, .f = &q->f, .forward_path = 1,
+        .vault = v->conf.vault_id, .f = &q->f,
+        .forward_path = 0,      /* names are sealed: paths are matched here, once opened */
     };
+    struct audit_revealed rv = { .names_priv = names_priv, .vault = v->conf.vault_id };
     struct collected col = { 0 };
-    int rc;
+    int rc = 0;
 
     if (!q->receiver) {
         struct key_lookup kl = { .meta = v->meta, .conf = &v->conf };
@@ -835,12 +838,32 @@ static int audit_answer(struct vault *v, struct audit_cmd *q, uint64_t *count)
                     "answered from it (compare it with the receiver's copy)\n");
             return EXIT_INTEGRITY;
         }
-        rc = audit_query_run(&q->f, audit_scan_spool, v->conf.audit_spool, collect_event, &col);
+        rv.scan = audit_scan_spool;
+        rv.src = v->conf.audit_spool;
     } else {
-        rc = audit_query_run(&q->f, audit_scan_remote, &r, collect_event, &col);
+        struct audit_filter starts;
+        struct audit_remote sr = r;
+
+        /* The session keys first: the filtered answer may leave out the
+         * session-starts that carry them. */
+        audit_filter_init(&starts);
+        rc = audit_filter_set(&starts, "op", "session-start");
+        sr.f = &starts;
+        if (rc == 0 && names_priv)
+            rc = audit_revealed_learn(&rv, audit_scan_remote, &sr);
+        audit_filter_free(&starts);
+        rv.scan = audit_scan_remote;
+        rv.src = &r;
     }
     if (rc == 0)
+        rc = audit_query_run(&q->f, audit_scan_revealed, &rv, collect_event, &col);
+    if (rc == 0)
         rc = audit_report_print(stdout, q->fmt, q->kind, col.evs, col.n);
+    if (rc == 0 && rv.sealed_unopened)
+        fprintf(stderr, PROG ": %llu event(s) have names sealed to an audit names key this "
+                "account does not hold: shown as (sealed), and no --path matches them\n",
+                (unsigned long long)rv.sealed_unopened);
+    audit_revealed_free(&rv);
     for (size_t i = 0; i < col.n; i++)
         json_object_put(col.evs[i]);
     free(col.evs);
@@ -856,6 +879,7 @@ static int audit_answer(struct vault *v, struct audit_cmd *q, uint64_t *count)
 static int cmd_audit(int argc, char **argv)
 {
     struct audit_cmd q = { .fmt = AUDIT_OUT_TABLE };
+    EVP_PKEY *names_priv = NULL;
     struct vault *v = NULL;
     const char *account = NULL;
     uint64_t count = 0;
@@ -880,7 +904,18 @@ static int cmd_audit(int argc, char **argv)
         vault_close(v);
         return EXIT_ACCESS;
     }
-    code = audit_answer(v, &q, &count);
+    rc = audit_names_private(v->meta, v->conf.vault_id, v->conf.root_fingerprint, v->priv,
+                             v->account.id, &names_priv);
+    if (rc == -ENOENT) {
+        fprintf(stderr, PROG ": note: %s; sealed names stay sealed\n", pfs_err_msg());
+    } else if (rc < 0) {
+        cli_report(PROG, rc);
+        audit_filter_free(&q.f);
+        vault_close(v);
+        return EXIT_INTEGRITY;
+    }
+    code = audit_answer(v, &q, names_priv, &count);
+    EVP_PKEY_free(names_priv);
     if (v->audit) {   /* the question is audited, not its answer or the names asked for */
         struct audit_ctx who = { getuid(), getpid() };
         rc = audit_event(v->audit, &who, "audit-query", "", code == EXIT_OK ? 0 : -EIO, count);
@@ -1305,6 +1340,71 @@ static int cmd_grant(int argc, char **argv)
     return finish_command(v, grants_grant(v, folder, grantee, rights), done);
 }
 
+/* ---- the audit names key (auditors) ---- */
+
+static int cmd_audit_key(int argc, char **argv)
+{
+    struct vault_args a = { 0 };
+    struct vault *v = NULL;
+    struct meta_account target;
+    const char *account, *op, *name = NULL;
+    char kid[AUDIT_NAMES_KID_HEX + 1] = "", what[300];
+    struct audit_ctx who = { getuid(), getpid() };
+    int grant = 0, rc, code, arc;
+
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "grant"))
+            grant = 1;
+    if (parse_vault_args(argc, argv, &a, grant ? 2 : 1) < 0)
+        return EXIT_USAGE;
+    op = argv[optind];
+    if (strcmp(op, "create") && strcmp(op, "grant"))
+        return usage_error("\"%s\" is neither create nor grant", op);
+    if (grant)
+        name = argv[optind + 1];
+    code = open_unlocked(&a, &v, &account);
+    if (code != EXIT_OK)
+        return code;
+    rc = meta_begin(v->meta);
+    if (rc == 0 && !grant) {
+        rc = audit_names_create(v->meta, v->conf.vault_id, v->conf.root_fingerprint, v->priv,
+                                v->account.id, kid);
+    } else if (rc == 0) {
+        rc = meta_account_get_by_name(v->meta, name, &target);
+        if (rc == -ENOENT)
+            rc = pfs_err(-ENOENT, "no account \"%s\" in this vault", name);
+        if (rc == 0) {
+            rc = audit_names_grant(v->meta, v->conf.vault_id, v->conf.root_fingerprint,
+                                   v->priv, v->account.id, target.id);
+            meta_account_clear(&target);
+        }
+    }
+    snprintf(what, sizeof what, "%s%s", grant ? "to " : "key ", grant ? name : kid);
+    arc = v->audit ? audit_event(v->audit, &who, grant ? "audit-key-grant" : "audit-key-create",
+                                 what, rc, 0) : 0;
+    if (rc == 0 && arc < 0)
+        rc = arc;
+    if (rc == 0)
+        rc = meta_commit(v->meta);
+    else
+        meta_rollback(v->meta);
+    if (rc == 0 && !grant) {
+        /* This machine pins the key at once (the next session checks it). */
+        EVP_PKEY *pub = NULL;
+        rc = audit_names_for_writer(v->meta, v->conf.vault_id, v->conf.root_fingerprint,
+                                    v->conf.audit_spool, &pub, kid);
+        EVP_PKEY_free(pub);
+    }
+    snprintf(what, sizeof what, grant ?
+             "\"%s\" can now read the names sealed in the audit trail." :
+             "The audit names key %s is made: from each session's next start, paths and names "
+             "in audit events are sealed to it; give it to other auditors with pactfs-admin "
+             "audit-key grant NAME.", grant ? name : kid);
+    if (rc < 0 && arc < 0)
+        v->audit_failed = 1;
+    return finish_command(v, rc, what);
+}
+
 /* ---- re-keying (rekey.h) ---- */
 
 struct rekey_bar {
@@ -1683,6 +1783,19 @@ static const struct command commands[] = {
 "                       YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ\n"
 "  --all                include checkpoint events (left out unless --op names them)\n"
 "  --format F           table (default), json (one event per line) or csv\n" },
+    { "audit-key", cmd_audit_key, "create|grant ACCOUNT", OPT_ACTING,
+      "make the audit names key, or give it to another auditor (auditor)",
+      "create|grant ACCOUNT [--account AUDITOR] [--passfile FILE] VAULT_DIR|--config FILE",
+"Paths and names in audit events are sealed to the vault's audit names key;\n"
+"only auditors holding it read them (pactfs-admin audit query).\n"
+"\n"
+"  create         make the key (once per vault, by an auditor: its public half\n"
+"                 is signed by that auditor, its private half reaches auditors\n"
+"                 only through envelopes under their own keys); exit 11 if the\n"
+"                 vault has one.  Sessions started afterwards seal their names;\n"
+"                 earlier events stay as they were written.\n"
+"  grant ACCOUNT  give ACCOUNT (an enrolled auditor) an envelope of the key\n"
+"                 (run by an auditor who holds it)\n" },
     { "audit-ship", cmd_audit_ship, "", OPT_CONFIG,
       "send the audit spool to the receiver now", "VAULT_DIR|--config FILE",
 "Send what the audit spool holds and the receiver (audit.url) has not yet\n"

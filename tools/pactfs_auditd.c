@@ -868,6 +868,7 @@ static void handle_events_get(struct auditd *d, struct MHD_Connection *c, struct
     int rc;
 
     audit_filter_init(&f);
+    f.sealed_may_match = 1;     /* sealed names: the auditor matches paths after opening */
     if (!query_args(c, a, &f, &ss.vault, &host, &ss.since)) {
         audit_filter_free(&f);
         return;
