@@ -260,7 +260,8 @@ static int load_vault(const struct loader *ld, const config_setting_t *root,
                       struct pactfs_conf *c)
 {
     static const char *const known[] = { "name", "id", "root_fingerprint",
-                                         "default_account", NULL };
+                                         "default_account", "endpoint_markers", NULL };
+    char *markers = NULL;
     const config_setting_t *g = config_setting_get_member(root, "vault");
     int rc;
 
@@ -271,8 +272,18 @@ static int load_vault(const struct loader *ld, const config_setting_t *root,
     if ((rc = get_string(ld, g, "name", true, STR_PLAIN, &c->vault_name)) ||
         (rc = get_string(ld, g, "id", true, STR_PLAIN, &c->vault_id)) ||
         (rc = get_string(ld, g, "root_fingerprint", false, STR_PLAIN, &c->root_fingerprint)) ||
-        (rc = get_string(ld, g, "default_account", false, STR_PLAIN, &c->default_account)))
+        (rc = get_string(ld, g, "default_account", false, STR_PLAIN, &c->default_account)) ||
+        (rc = get_string(ld, g, "endpoint_markers", false, STR_PLAIN, &markers)))
         return rc;
+    if (markers) {
+        int ok = !strcmp(markers, "required") || !strcmp(markers, "optional");
+
+        c->endpoint_markers_required = !strcmp(markers, "required");
+        free(markers);
+        if (!ok)
+            return conf_fail(ld, config_setting_get_member(g, "endpoint_markers"), -EINVAL,
+                             "must be \"required\" or \"optional\"");
+    }
     if (strlen(c->vault_name) > NAME_MAX_LEN)
         return conf_fail(ld, config_setting_get_member(g, "name"), -EINVAL,
                          "longer than %d characters", NAME_MAX_LEN);
@@ -864,6 +875,8 @@ static void fill_vault(struct writer *w, config_setting_t *g, const struct pactf
     add_str(w, g, "id", c->vault_id);
     add_str(w, g, "root_fingerprint", c->root_fingerprint);
     add_str(w, g, "default_account", c->default_account);
+    if (c->endpoint_markers_required)
+        add_str(w, g, "endpoint_markers", "required");
 }
 
 static void fill_coding(struct writer *w, config_setting_t *g, const struct pactfs_conf *c)

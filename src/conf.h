@@ -37,6 +37,7 @@ struct pactfs_conf {
     char *vault_id;         /* 32 hex chars, fixed at init */
     char *root_fingerprint; /* hex SHA-256 of the vault root public key (NULL until set) */
     char *default_account;  /* account `pactfs mount` uses without --account */
+    int endpoint_markers_required; /* vault.endpoint_markers = "required" (endpoint.h) */
     unsigned k, m;
     unsigned min_write_fragments; /* fewest fragments a write stores (k..k+m); 0: k */
     uint32_t chunk_size;    /* bytes, power of two, 64 KiB .. 16 MiB */

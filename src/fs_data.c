@@ -125,6 +125,7 @@ struct job {
 };
 
 struct pending_repair {
+    uint64_t ino, idx;         /* the chunk's place (the persisted queue, fs_repairq.c) */
     struct chunk_ref ref;
     uint32_t mask;
     struct pending_repair *next;
@@ -347,7 +348,8 @@ static void cache_drop_ino(struct fs_data *d, uint64_t ino)
 }
 
 static void queue_repair(struct fs *fs, const struct chunk_ref *ref, uint32_t mask);
-static void repair_later(struct fs *fs, const struct chunk_ref *ref, uint32_t missing);
+static void repair_later(struct fs *fs, uint64_t ino, uint64_t idx, const struct chunk_ref *ref,
+                         uint32_t missing);
 static void endpoints_recovered(struct fs *fs, const struct chunk_ref *ref);
 static void stuck_retry(struct fs *fs, int final);
 
@@ -1157,6 +1159,7 @@ static void job_put(struct fs *fs, struct fs_inode *in, uint64_t idx)
 {
     struct fs_file *f = in->file;
     size_t cs = chunk_sz(fs);
+    char *audit_path = NULL;   /* the first failure after a success is audited */
     pthread_mutex_lock(&in->lock);
     struct fs_chunk *c = chunk_find(f, idx);
     if (c)
@@ -1193,7 +1196,7 @@ static void job_put(struct fs *fs, struct fs_inode *in, uint64_t idx)
     r = object_put_chunk_degraded(fs->v->ol, f->dek, in->ino, idx, version, buf, len, &ref,
                                   &missing);
     if (r == 0 && missing)
-        repair_later(fs, &ref, missing);
+        repair_later(fs, in->ino, idx, &ref, missing);
     else if (r == 0)
         endpoints_recovered(fs, &ref);
 
@@ -1207,7 +1210,8 @@ static void job_put(struct fs *fs, struct fs_inode *in, uint64_t idx)
                 pfs_err_msg());
         fs_health_note_error(fs, pfs_err_msg());
         __atomic_add_fetch(&fs->data->health.writeback_errors, 1, __ATOMIC_RELAXED);
-        __atomic_store_n(&fs->data->wb_trouble, 1, __ATOMIC_RELAXED);
+        if (!__atomic_exchange_n(&fs->data->wb_trouble, 1, __ATOMIC_RELAXED))
+            audit_path = p, p = NULL;
         free(p);
         if (!f->wb_error)
             f->wb_error = -EIO;
@@ -1225,6 +1229,9 @@ done:
     f->inflight--;
     pthread_cond_broadcast(&in->cond);
     pthread_mutex_unlock(&in->lock);
+    if (audit_path)
+        fs_audit(fs, NULL, "writeback-failed", audit_path, -EIO, idx);
+    free(audit_path);
 }
 
 struct commit_item {
@@ -1531,6 +1538,7 @@ static int file_commit(struct fs *fs, struct fs_inode *in)
     if (r < 0) {
         char *p = fs_path(fs, in->ino, NULL);
         fprintf(stderr, "pactfs: cannot commit %s: %s\n", p ? p : "?", pfs_err_msg());
+        fs_audit(fs, NULL, "commit-failed", p, -EIO, 0);
         free(p);
         return -EIO;
     }
@@ -1602,7 +1610,9 @@ static void flush_one(struct fs *fs, struct fs_inode *in)
 {
     if (fs_data_flush(fs, in) < 0) {
         char *p = fs_path(fs, in->ino, NULL);
-        fprintf(stderr, "pactfs: could not write back %s at unmount\n", p ? p : "?");
+        fprintf(stderr, "pactfs: could not write back %s at unmount: its unsaved data is "
+                "lost\n", p ? p : "?");
+        fs_audit(fs, NULL, "writeback-lost", p, -EIO, 0);
         free(p);
     }
 }
@@ -2067,7 +2077,8 @@ void fs_health_note_error(struct fs *fs, const char *msg)
 
 /* A put stored fewer than k+m fragments: count it, say so once per
  * endpoint going bad, and keep the missing ones for the repairer. */
-static void repair_later(struct fs *fs, const struct chunk_ref *ref, uint32_t missing)
+static void repair_later(struct fs *fs, uint64_t ino, uint64_t idx, const struct chunk_ref *ref,
+                         uint32_t missing)
 {
     struct fs_data *d = fs->data;
     struct pending_repair *p = calloc(1, sizeof *p);
@@ -2083,6 +2094,8 @@ static void repair_later(struct fs *fs, const struct chunk_ref *ref, uint32_t mi
     newly = eps & ~d->degraded_eps;
     d->degraded_eps |= eps;
     if (p) {
+        p->ino = ino;
+        p->idx = idx;
         p->ref = *ref;
         p->mask = missing;
         p->next = d->repairs;
@@ -2094,13 +2107,22 @@ static void repair_later(struct fs *fs, const struct chunk_ref *ref, uint32_t mi
     snprintf(d->health.last_error, sizeof d->health.last_error, "%s", why);
     d->health.last_error_time = time(NULL);
     pthread_mutex_unlock(&d->hlock);
-    if (newly)
+    if (newly) {
+        char what[600];
+
         fprintf(stderr, "pactfs: degraded write: endpoint mask 0x%x failed (%s); writes go on "
                 "with the fragments that could be stored (at least %u), the missing ones "
                 "are repaired when the endpoint is back\n", newly, why,
                 object_layer_write_min(fs->v->ol));
+        snprintf(what, sizeof what, "endpoint mask 0x%x: %s", newly, why);
+        fs_audit(fs, NULL, "degraded-write", what, -EIO, 0);
+    }
     if (!p)
         fprintf(stderr, "pactfs: out of memory queueing a repair: run pactfs-fsck --repair\n");
+    /* Persisted, so a crash or an unmount does not forget it. */
+    if (fs_repairq_add(fs, ino, idx, ref->chunk_id) < 0)
+        fprintf(stderr, "pactfs: warning: %s; pactfs-fsck --repair finds the chunk anyway\n",
+                pfs_err_msg());
 }
 
 /* A full put: the endpoints it used are healthy again. */
@@ -2119,6 +2141,30 @@ static void endpoints_recovered(struct fs *fs, const struct chunk_ref *ref)
     pthread_mutex_unlock(&d->hlock);
 }
 
+/* Repairs that failed reach the log and the audit trail, at most once a
+ * minute while they keep failing (the endpoint is still down): bytes is
+ * the number of chunks. */
+static void repair_failures_report(struct fs *fs, uint64_t failed, uint64_t gone)
+{
+    static int64_t last;
+    int64_t now = time(NULL);
+    char what[600];
+
+    if (gone) {
+        snprintf(what, sizeof what, "%" PRIu64 " chunk(s) queued for repair have fewer than k "
+                 "good fragments", gone);
+        fs_audit(fs, NULL, "repair-failed", what, -EIO, gone);
+    }
+    if (!failed || now - __atomic_load_n(&last, __ATOMIC_RELAXED) < 60)
+        return;
+    __atomic_store_n(&last, now, __ATOMIC_RELAXED);
+    fprintf(stderr, "pactfs: warning: repair of %" PRIu64 " chunk(s) failed this pass, retried "
+            "every 5 s: %s\n", failed, pfs_err_msg());
+    snprintf(what, sizeof what, "%" PRIu64 " chunk(s) not repaired yet: %s", failed,
+             pfs_err_msg());
+    fs_audit(fs, NULL, "repair-failed", what, -EIO, failed);
+}
+
 /* One pass over the pending repairs (syncer thread, and at unmount): a
  * chunk whose fragments are all present again leaves the list; one that has
  * fewer than k good fragments left was deleted since (or is lost: fsck says
@@ -2133,6 +2179,8 @@ static void repairs_run(struct fs *fs)
 
     struct pending_repair *keep = NULL;
     uint64_t done = 0, failed = 0, gone = 0;
+    uint8_t (*finished)[CHUNK_ID_LEN] = NULL;
+    size_t nfinished = 0, capfinished = 0;
     while (list) {
         struct pending_repair *p = list;
         list = p->next;
@@ -2142,6 +2190,17 @@ static void repairs_run(struct fs *fs)
             r = object_repair_chunk(fs->v->ol, &p->ref, bad);
         if (r == 0 && bad)
             r = object_layer_sync(fs->v->ol);
+        int finish = r == 0 || (r == -EIO && bad == 0);
+        if (finish && nfinished == capfinished) {
+            size_t cap = capfinished ? 2 * capfinished : 16;
+            uint8_t (*grown)[CHUNK_ID_LEN] = realloc(finished, cap * sizeof *grown);
+            if (grown) {
+                finished = grown;
+                capfinished = cap;
+            }
+        }
+        if (finish && nfinished < capfinished)
+            memcpy(finished[nfinished++], p->ref.chunk_id, CHUNK_ID_LEN);
         if (r == 0) {
             done += bad != 0;
             free(p);
@@ -2170,6 +2229,34 @@ static void repairs_run(struct fs *fs)
     if (gone)
         fprintf(stderr, "pactfs: %" PRIu64 " chunk(s) queued for repair no longer have k "
                 "good fragments (deleted since, or lost: run pactfs-fsck)\n", gone);
+    repair_failures_report(fs, failed, gone);
+    fs_repairq_remove(fs, (const uint8_t (*)[CHUNK_ID_LEN])finished, nfinished);
+    free(finished);
+}
+
+/* A chunk named by the persisted queue: verify and repair it like the
+ * ones this mount wrote (every fragment is checked: mask all). */
+static int repair_loaded(void *arg, uint64_t ino, uint64_t idx, const struct chunk_ref *ref)
+{
+    struct fs *fs = arg;
+    struct fs_data *d = fs->data;
+    struct pending_repair *p;
+
+    if ((unsigned)ref->k + ref->m > EC_MAX_FRAGS)
+        return 0;   /* a malformed record: reads refuse it, fsck reports it */
+    p = calloc(1, sizeof *p);
+    if (!p)
+        return -ENOMEM;
+    p->ino = ino;
+    p->idx = idx;
+    p->ref = *ref;
+    p->mask = (1u << (ref->k + ref->m)) - 1;
+    pthread_mutex_lock(&d->hlock);
+    p->next = d->repairs;
+    d->repairs = p;
+    d->health.repair_queue++;
+    pthread_mutex_unlock(&d->hlock);
+    return 0;
 }
 
 int fs_data_in_trouble(struct fs *fs)
@@ -2238,9 +2325,11 @@ static void job_repair(struct fs *fs, const struct chunk_ref *ref, uint32_t mask
     char id[2 * CHUNK_ID_LEN + 1];
     hex_encode(ref->chunk_id, CHUNK_ID_LEN, id);
     int r = object_repair_chunk(fs->v->ol, ref, mask);
-    if (r < 0)
+    if (r < 0) {
         fprintf(stderr, "pactfs: repair of chunk %s fragments (mask 0x%x) failed: %s\n", id,
                 mask, pfs_err_msg());
+        repair_failures_report(fs, 1, 0);
+    }
     else
         fprintf(stderr, "pactfs: repaired chunk %s fragments (mask 0x%x)\n", id, mask);
 }
@@ -2404,12 +2493,25 @@ int fs_data_start(struct fs *fs)
         fs_data_stop(fs);
         return pfs_err(-EIO, "cannot start the audit group commit: %s", pfs_err_msg());
     }
+    uint64_t loaded = 0;
+    int lr = fs_repairq_load(fs, repair_loaded, fs, &loaded);
+    if (lr < 0)
+        fprintf(stderr, "pactfs: warning: cannot read the repair queue %s.repair: %s; "
+                "pactfs-fsck --repair finds what is missing anyway\n", c->audit_spool,
+                strerror(-lr));
+    else if (loaded)
+        fprintf(stderr, "pactfs: %" PRIu64 " chunk(s) left with missing fragments by an "
+                "earlier mount are repaired in the background\n", loaded);
     int e = pthread_create(&d->syncer, NULL, syncer_main, fs);
     if (e) {
         fs_data_stop(fs);
         return pfs_err(-e, "cannot start the metadata sync thread: %s", strerror(e));
     }
     d->syncer_started = 1;
+    if (fs_endpoints_start(fs) < 0) {
+        fs_data_stop(fs);
+        return pfs_err(-EAGAIN, "cannot start the endpoint watcher thread");
+    }
     fs_status_tick(fs);   /* `pactfs status` works from the start */
     return 0;
 }
@@ -2425,13 +2527,15 @@ void fs_data_stop(struct fs *fs)
     pthread_mutex_unlock(&d->qlock);
     for (unsigned i = 0; i < d->nthreads; i++)
         pthread_join(d->threads[i], NULL);
+    fs_endpoints_stop(fs);
     syncer_stop(d);
     if (d->repairs)
         repairs_run(fs);   /* the endpoint may be back by now */
     if (d->repairs) {
         fprintf(stderr, "pactfs: %" PRIu64 " chunk(s) still miss fragments on a failing "
-                "endpoint at unmount: run pactfs-fsck --repair once it is back\n",
-                d->health.repair_queue);
+                "endpoint at unmount: kept in %s.repair, repaired by the next mount once "
+                "the endpoint is back (or by pactfs-fsck --repair)\n",
+                d->health.repair_queue, fs->v->conf.audit_spool);
         fs_health_unmount_report(fs, d->health.repair_queue);
     }
     while (d->repairs) {

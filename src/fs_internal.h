@@ -84,6 +84,7 @@ struct fs {
     struct fs_data *data;
     struct fs_watch *watch;    /* fs_watch.c: sessions, change feed (or NULL) */
     struct fs_trash *trash;    /* fs_trash.c: pending .trashinfo files */
+    struct fs_epwatch *epwatch; /* fs_endpoints.c: endpoint identity watcher */
     uint64_t remote_peers;     /* atomic: other workstations' live sessions
                                   (fs_watch; 0 without one) */
     /* The front end's "drop what the kernel cached of ino" (NULL: none);
@@ -235,6 +236,23 @@ int fs_data_in_trouble(struct fs *fs);
 /* The last reference of in went but its write-back failed: keep it (the
  * caller's op reference) and retry; 0 if it could not be kept. */
 int fs_data_keep_for_retry(struct fs *fs, struct fs_inode *in);
+
+/* ---- fs_repairq.c: the persisted repair queue (SPOOL.repair) ---- */
+struct chunk_ref;
+int fs_repairq_add(struct fs *fs, uint64_t ino, uint64_t idx, const uint8_t id[16]);
+void fs_repairq_remove(struct fs *fs, const uint8_t (*ids)[16], size_t n);
+/* Hand each listed chunk that is still current to cb (its record from the
+ * metadata); stale lines are dropped from the file. */
+int fs_repairq_load(struct fs *fs,
+                    int (*cb)(void *arg, uint64_t ino, uint64_t idx, const struct chunk_ref *ref),
+                    void *arg, uint64_t *loaded);
+
+/* ---- fs_endpoints.c: the endpoint watcher ---- */
+#define ENDPOINT_CHECK_MS 5000
+/* Check every endpoint's identity and reachability every ENDPOINT_CHECK_MS
+ * (endpoint.h), logging and auditing each change. */
+int fs_endpoints_start(struct fs *fs);
+void fs_endpoints_stop(struct fs *fs);
 
 /* ---- fs_watch.c: several workstations on PostgreSQL ---- */
 /* Join the vault's sessions and follow its change feed (nothing on SQLite);

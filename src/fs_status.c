@@ -20,14 +20,17 @@
 #include <unistd.h>
 
 #include "audit_ship.h"
+#include "endpoint.h"
 #include "fileio.h"
 #include "fs_internal.h"
+#include "vault.h"
 
 #define STATUS_FORMAT 1
 
-static const char *endpoint_state(struct store *s, const struct object_endpoint_stats *st)
+static const char *endpoint_state(enum endpoint_state ident,
+                                  const struct object_endpoint_stats *st)
 {
-    if (!strcmp(s->ops->type, "offline"))
+    if (ident != ENDPOINT_OK)
         return "offline";
     if (st->put_failing || (st->ops && !st->last_ok))
         return "failing";
@@ -70,11 +73,16 @@ static json_object *endpoints_json(struct fs *fs, FILE *prom)
         const char *state;
         json_object *e = json_object_new_object();
 
+        char why[400];
+        enum endpoint_state ident = endpoint_set_state(fs->v->eps, i, why, sizeof why);
+
         object_layer_endpoint_stats(ol, i, &st);
-        state = endpoint_state(s, &st);
+        state = endpoint_state(ident, &st);
         json_object_object_add(e, "index", json_object_new_int((int)i));
         json_object_object_add(e, "endpoint", json_object_new_string(s->desc));
         json_object_object_add(e, "state", json_object_new_string(state));
+        json_object_object_add(e, "identity", json_object_new_string(endpoint_state_name(ident)));
+        json_object_object_add(e, "offline_reason", json_object_new_string(why));
         json_object_object_add(e, "latency_ms",
                                json_object_new_double((double)st.last_latency_us / 1000.0));
         add_u64(e, "operations", st.ops);

@@ -74,7 +74,9 @@ static void print_human(json_object *o)
                num(e, "index"), str(e, "state"), str(e, "endpoint"),
                json_object_get_double(sub(e, "latency_ms")), num(e, "operations"),
                num(e, "errors"));
-        if (*str(e, "last_error"))
+        if (*str(e, "offline_reason"))
+            printf("      offline (%s): %s\n", str(e, "identity"), str(e, "offline_reason"));
+        else if (*str(e, "last_error"))
             printf("      last error: %s\n", str(e, "last_error"));
     }
     printf("  writes: %" PRId64 " bytes in write-back, %" PRId64 " write-back errors, %" PRId64

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "enrol.h"
+#include "endpoint.h"
 #include "error.h"
 #include "grants.h"
 #include "secmem.h"
@@ -67,73 +68,43 @@ static int check_vault_identity(struct vault *v)
     return rc;
 }
 
-/* Up to m endpoints may be lost: they are replaced by offline stand-ins so
- * reads rebuild from parity (and writes fail loudly).  More than m lost
- * means some chunks cannot be read at all: refuse to open. */
-/* Open endpoint i.  A server that cannot be reached is not fatal here (the
- * caller stands in an offline store); wrong credentials, an untrusted
- * certificate or a missing bucket are configuration errors and are. */
-static int open_one_store(const struct endpoint_conf *e, unsigned i, struct store **out,
-                          char *desc, size_t desclen)
-{
-    int rc;
-
-    if (e->type == ENDPOINT_DIR)
-        snprintf(desc, desclen, "dir:%s", e->path);
-    else
-        snprintf(desc, desclen, "s3:%s/%s", e->url, e->bucket);
-    rc = vault_open_endpoint(e, i, 0, out);
-    if (e->type == ENDPOINT_DIR)
-        return rc == -ENOMEM || rc >= 0 ? rc : -EHOSTUNREACH;
-    return rc;
-}
-
 int vault_open_endpoint(const struct endpoint_conf *e, unsigned i, int create,
                         struct store **out)
 {
-    char label[32];
+    return endpoint_open_store(e, i, create, out);
+}
 
-    if (e->type == ENDPOINT_DIR)
-        return store_dir_open(e->path, create, out);
-    snprintf(label, sizeof label, "endpoint %u", i + 1);
-    struct store_s3_config sc = {
-        .url = e->url, .bucket = e->bucket, .region = e->region,
-        .access_key = e->access_key, .secret_key = e->secret_key,
-        .ca_file = e->tls.ca_file, .cert_file = e->tls.cert_file, .key_file = e->tls.key_file,
-        .label = label,
-    };
-    return store_s3_open(&sc, create, out);
+/* Every endpoint behind a guard (endpoint.c): one that is unreachable or
+ * not the endpoint it should be (its signed marker) is offline, so reads
+ * rebuild from parity and writes store the other fragments.  More than m
+ * offline means some chunks cannot be read at all: refuse to open. */
+static int tolerate_offline;   /* vault_tolerate_offline_endpoints */
+
+void vault_tolerate_offline_endpoints(int on)
+{
+    tolerate_offline = on;
 }
 
 static int open_stores(struct vault *v)
 {
     const struct pactfs_conf *c = &v->conf;
     unsigned offline = 0;
-    char first_problem[512] = "";
-    int rc;
+    int rc = endpoint_set_open(c, v->meta, &offline, &v->eps);
 
-    for (unsigned i = 0; i < c->n_endpoints; i++) {
-        char desc[300];
+    if (rc < 0)
+        return rc;
+    for (unsigned i = 0; i < c->n_endpoints; i++)
+        v->stores[i] = endpoint_set_store(v->eps, i);
+    if (offline > c->m && !tolerate_offline) {
+        char why[400], first[520] = "";
 
-        rc = open_one_store(&c->endpoints[i], i, &v->stores[i], desc, sizeof desc);
-        if (rc < 0 && rc != -EHOSTUNREACH)
-            return rc;
-        if (rc < 0) {
-            if (!offline)
-                snprintf(first_problem, sizeof first_problem, "%s", pfs_err_msg());
-            offline++;
-            fprintf(stderr, "pactfs: warning: endpoint %u is unavailable: %s; reading with "
-                    "parity; writes store the other fragments (degraded) until a remount finds it "
-                    "again, then pactfs-fsck --repair fills in the missing ones\n", i + 1, pfs_err_msg());
-            rc = store_offline_new(desc, "missing or unreachable at mount time", &v->stores[i]);
-            if (rc < 0)
-                return rc;
-        }
-    }
-    if (offline > c->m)
-        return pfs_err(-EIO, "%u of %u endpoints are unavailable and at most %u may be (m): "
+        for (unsigned i = 0; i < c->n_endpoints && !first[0]; i++)
+            if (endpoint_set_state(v->eps, i, why, sizeof why) != ENDPOINT_OK)
+                snprintf(first, sizeof first, "endpoint %u: %s", i, why);
+        return pfs_err(-EIO, "%u of %u endpoints are offline and at most %u may be (m): "
                        "the data cannot be read. First problem: %s", offline, c->n_endpoints,
-                       c->m, first_problem);
+                       c->m, first);
+    }
     rc = object_layer_new(v->stores, c->n_endpoints, c->k, c->m, &v->ol);
     if (rc == 0)   /* degraded writes: default k, so up to m endpoints may be down */
         rc = object_layer_set_write_min(v->ol, c->min_write_fragments ? c->min_write_fragments
@@ -792,8 +763,7 @@ void vault_close(struct vault *v)
     share_provider_destroy(v->sp);
     if (v->ol)
         object_layer_free(v->ol);
-    for (unsigned i = 0; i < EC_MAX_FRAGS; i++)
-        store_close(v->stores[i]);
+    endpoint_set_free(v->eps);   /* closes the guards in v->stores */
     if (v->meta)
         meta_close(v->meta);
     conf_free(&v->conf);
@@ -1228,6 +1198,10 @@ static void init_cleanup(const char *dir, const struct pactfs_conf *c, int made_
             unlink(path);
         }
     for (unsigned i = 0; i < c->n_endpoints; i++) {
+        snprintf(path, sizeof path, "%s/%s/pa/" ENDPOINT_MARK_OBJECT, dir, c->endpoints[i].path);
+        unlink(path);
+        snprintf(path, sizeof path, "%s/%s/pa", dir, c->endpoints[i].path);
+        rmdir(path);
         snprintf(path, sizeof path, "%s/%s", dir, c->endpoints[i].path);
         rmdir(path);
     }
@@ -1260,6 +1234,27 @@ static int init_anchor(struct meta *meta, const char *vault_id, struct share_pro
         vault_head_clear(&h);
     }
     free(raw);
+    return rc;
+}
+
+/* Each endpoint's signed marker (endpoint.h), by the sysadmin; from now on
+ * this workstation requires them. */
+static int init_markers(const char *dir, struct pactfs_conf *c, const char *vault_id,
+                        EVP_PKEY *admin, uint64_t admin_id)
+{
+    int rc = 0;
+
+    for (unsigned i = 0; rc == 0 && i < c->n_endpoints; i++) {
+        struct store *st = NULL;
+        char *p = join(dir, c->endpoints[i].path);
+
+        rc = p ? store_dir_open(p, 0, &st) : -ENOMEM;
+        if (rc == 0)
+            rc = endpoint_mark_write(st, vault_id, i, c->n_endpoints, admin, admin_id);
+        store_close(st);
+        free(p);
+    }
+    c->endpoint_markers_required = rc == 0;
     return rc;
 }
 
@@ -1381,6 +1376,8 @@ int vault_init(const struct vault_init_opts *o)
     rc = meta_commit(meta);
     if (rc == 0)
         rc = init_anchor(meta, vault_id, sp);
+    if (rc == 0 && ia.admin_key)
+        rc = init_markers(o->dir, &c, vault_id, ia.admin_key, ia.admin_id);
     if (rc < 0)
         goto out;
 

@@ -35,7 +35,8 @@ struct vault_folder {
 struct vault {
     struct pactfs_conf conf;
     struct meta *meta;
-    struct store *stores[EC_MAX_FRAGS];
+    struct store *stores[EC_MAX_FRAGS];  /* guards of eps (endpoint.h) */
+    struct endpoint_set *eps;
     struct object_layer *ol;
     struct share_provider *sp;
     struct audit *audit;             /* NULL until unlocked */
@@ -58,6 +59,9 @@ struct vault {
  * -EKEYREJECTED wrong password, -EBUSY locked out, -EHOSTUNREACH key
  * service unreachable, -EIO store failure. */
 int vault_open(const char *conf_path, struct vault **out);
+/* Let vault_open succeed with more than m endpoints offline (pactfs-admin
+ * endpoint-mark, which is how replaced endpoints come back). */
+void vault_tolerate_offline_endpoints(int on);
 /* Open endpoint i (0-based) of a configuration, of whichever type. */
 int vault_open_endpoint(const struct endpoint_conf *e, unsigned i, int create,
                         struct store **out);

@@ -19,6 +19,7 @@
 #include "audit_ship.h"
 #include "cli.h"
 #include "crypto.h"
+#include "endpoint.h"
 #include "error.h"
 #include "exitcodes.h"
 #include "grants.h"
@@ -53,6 +54,7 @@ enum {
     OPT_POLICY = 1 << 10,     /* --min-length --dictionary --history */
     OPT_REKEY = 1 << 11,      /* revoke --rekey */
     OPT_JSON = 1 << 12,       /* --json: machine-readable output */
+    OPT_ENDPOINT = 1 << 13,   /* endpoint-mark: --endpoint N, --force */
 };
 #define OPT_ACTING (OPT_CONFIG | OPT_ACCOUNT | OPT_PASSFILE)
 
@@ -268,6 +270,8 @@ struct vault_args {
     int dictionary;                      /* -1: not given */
     int rekey;                           /* revoke --rekey */
     int json;                            /* --json */
+    long endpoint;                       /* -1: every endpoint */
+    int force;
     char conf_buf[4096];
 };
 
@@ -283,6 +287,7 @@ static const struct {
     { OPT_CODE_VALID, "--code-valid-hours" },
     { OPT_POLICY, "--min-length/--dictionary/--history" },
     { OPT_REKEY, "--rekey" }, { OPT_JSON, "--json" },
+    { OPT_ENDPOINT, "--endpoint/--force" },
 };
 
 /* The n-th (0-based) word of a space-separated list, into out. */
@@ -323,6 +328,8 @@ static int parse_vault_args(int argc, char **argv, struct vault_args *a, int pos
         { "dictionary", required_argument, NULL, 'D' },
         { "rekey", no_argument, NULL, 'K' },
         { "json", no_argument, NULL, 'J' },
+        { "endpoint", required_argument, NULL, 'E' },
+        { "force", no_argument, NULL, 'F' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
@@ -331,7 +338,7 @@ static int parse_vault_args(int argc, char **argv, struct vault_args *a, int pos
     int c, have, want;
     char word[64];
 
-    a->min_length = a->history = a->dictionary = -1;
+    a->min_length = a->history = a->dictionary = a->endpoint = -1;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
@@ -362,6 +369,9 @@ static int parse_vault_args(int argc, char **argv, struct vault_args *a, int pos
                   a->dictionary = !strcmp(optarg, "yes"); used |= OPT_POLICY; break;
         case 'K': a->rekey = 1; used |= OPT_REKEY; break;
         case 'J': a->json = 1; used |= OPT_JSON; break;
+        case 'E': if (parse_uint("--endpoint", optarg, EC_MAX_FRAGS - 1, &n)) return -1;
+                  a->endpoint = (long)n; used |= OPT_ENDPOINT; break;
+        case 'F': a->force = 1; used |= OPT_ENDPOINT; break;
         case 'h': command_usage(current, stdout); exit(EXIT_OK);
         default: usage_error("unknown option or missing option value"); return -1;
         }
@@ -1695,6 +1705,123 @@ static int cmd_upgrade(int argc, char **argv)
     return code;
 }
 
+/* Mark one endpoint (opened directly, not through the vault's guard). */
+static int mark_one(struct vault *v, unsigned i, int force, unsigned *marked)
+{
+    const struct pactfs_conf *c = &v->conf;
+    struct audit_ctx who = { getuid(), getpid() };
+    struct store *st = NULL;
+    enum endpoint_state state;
+    char why[400], what[600];
+    int rc = endpoint_open_store(&c->endpoints[i], i, 1, &st);
+
+    if (rc < 0) {
+        cli_report(PROG, rc);
+        return rc;
+    }
+    state = endpoint_mark_read(st, v->meta, c->vault_id, c->root_fingerprint, i, why,
+                               sizeof why, NULL, NULL);
+    if (state == ENDPOINT_OK) {
+        printf("endpoint %u (%s): marked already\n", i, st->desc);
+        store_close(st);
+        return 0;
+    }
+    if (state == ENDPOINT_UNREACHABLE ||
+        (state != ENDPOINT_UNMARKED && !force)) {
+        rc = pfs_err(state == ENDPOINT_UNREACHABLE ? -EIO : -EEXIST,
+                     "endpoint %u (%s): %s%s", i, st->desc, why,
+                     state == ENDPOINT_UNREACHABLE ? "" :
+                     "; left alone. If endpoints were swapped, put each back where the "
+                     "configuration says; --force marks it as this endpoint anyway (its "
+                     "fragments are then checked and repaired by pactfs-fsck --repair)");
+        cli_report(PROG, rc);
+        store_close(st);
+        return rc;
+    }
+    rc = endpoint_mark_write(st, c->vault_id, i, c->n_endpoints, v->priv, v->account.id);
+    snprintf(what, sizeof what, "endpoint %u %s%s", i, st->desc,
+             state == ENDPOINT_UNMARKED ? "" : " (--force over a marker that did not fit)");
+    if (v->audit) {
+        int arc = audit_event(v->audit, &who, "endpoint-mark", what, rc, 0);
+
+        rc = rc < 0 ? rc : arc;
+    }
+    if (rc < 0)
+        cli_report(PROG, rc);
+    else {
+        printf("endpoint %u (%s): marked\n", i, st->desc);
+        (*marked)++;
+    }
+    store_close(st);
+    return rc;
+}
+
+/* pactfs-admin endpoint-mark [--endpoint N] [--force]: a sysadmin writes the
+ * signed endpoint markers (endpoint.h) and pins them as required. */
+static int cmd_endpoint_mark(int argc, char **argv)
+{
+    struct vault_args a = { 0 };
+    struct vault *v = NULL;
+    const char *account;
+    unsigned marked = 0, ok = 0;
+    int rc = 0, first_rc = 0, code;
+
+    if (parse_vault_args(argc, argv, &a, 0) < 0)
+        return EXIT_USAGE;
+    vault_tolerate_offline_endpoints(1);   /* this is how they come back */
+    code = open_unlocked(&a, &v, &account);
+    if (code != EXIT_OK)
+        return code;
+    if (!(v->account.roles & ROLE_SYSADMIN)) {
+        rc = pfs_err(-EACCES, "\"%s\" is not a sysadmin: only a sysadmin marks endpoints",
+                     account);
+        return finish_command(v, rc, "");
+    }
+    if (a.endpoint >= (long)v->conf.n_endpoints) {
+        rc = pfs_err(-EINVAL, "--endpoint %ld: the vault has endpoints 0 to %u", a.endpoint,
+                     v->conf.n_endpoints - 1);
+        return finish_command(v, rc, "");
+    }
+    for (unsigned i = 0; i < v->conf.n_endpoints; i++) {
+        if (a.endpoint >= 0 && i != (unsigned)a.endpoint)
+            continue;
+        rc = mark_one(v, i, a.force, &marked);
+        if (rc < 0 && !first_rc)
+            first_rc = rc;
+    }
+    /* Required from now on once every endpoint verifies. */
+    for (unsigned i = 0; i < v->conf.n_endpoints; i++) {
+        struct store *st = NULL;
+        char why[400];
+
+        if (endpoint_open_store(&v->conf.endpoints[i], i, 0, &st) == 0 &&
+            endpoint_mark_read(st, v->meta, v->conf.vault_id, v->conf.root_fingerprint, i,
+                               why, sizeof why, NULL, NULL) == ENDPOINT_OK)
+            ok++;
+        store_close(st);
+    }
+    if (ok == v->conf.n_endpoints && !v->conf.endpoint_markers_required) {
+        v->conf.endpoint_markers_required = 1;
+        rc = conf_write(v->conf.file, &v->conf);
+        if (rc < 0)
+            fprintf(stderr, PROG ": cannot pin the markers in %s: %s\n", v->conf.file,
+                    pfs_err_msg());
+        else
+            printf("Every endpoint is marked: %s now requires it (vault.endpoint_markers = "
+                   "\"required\"); copy that setting to the other workstations' "
+                   "configurations.\n", v->conf.file);
+        if (rc < 0 && !first_rc)
+            first_rc = rc;
+    }
+    code = first_rc ? admin_exit_code(first_rc) : EXIT_OK;
+    if (!first_rc)
+        printf("%u endpoint(s) marked now.%s\n", marked,
+               marked ? " An endpoint that was replaced gets its fragments back with "
+               "pactfs-fsck --repair." : "");
+    vault_close(v);
+    return code;
+}
+
 static const struct command commands[] = {
     { "init", cmd_init, "DIR", 0,
       "create a vault (configuration, metadata, endpoints, first accounts)", "[OPTIONS] DIR",
@@ -1919,6 +2046,19 @@ static const struct command commands[] = {
 "terminal.  Files whose commitment or entry binding does not verify are\n"
 "listed and left alone (exit 14).  Names, symlink targets and extended\n"
 "attributes stay under their key version.\n" },
+    { "endpoint-mark", cmd_endpoint_mark, "", OPT_ACTING | OPT_ENDPOINT,
+      "write the endpoints' signed identity markers (sysadmin)",
+      "[--endpoint N] [--force] --account ADMIN [--passfile FILE] VAULT_DIR|--config FILE",
+"Write each endpoint's marker (vault id and endpoint index, signed by this\n"
+"sysadmin; endpoint N only with --endpoint N, 0-based as in pactfs status),\n"
+"creating a missing endpoint directory.  A mount treats an endpoint without a\n"
+"good marker as offline and never writes to it.  Endpoints already marked are\n"
+"left alone; one holding another vault's or another endpoint's marker, or one\n"
+"that does not verify, is refused (exit 11) unless --force.  Once every\n"
+"endpoint verifies, the configuration pins vault.endpoint_markers =\n"
+"\"required\".  Run it for a vault made before markers, and after replacing an\n"
+"endpoint (then pactfs-fsck --repair rebuilds its fragments).  Audited as\n"
+"endpoint-mark.\n" },
     { "upgrade", cmd_upgrade, "", OPT_ACTING | OPT_NO_BACKUP,
       "bring a vault made before format 2 up to date",
       "[--account NAME] [--passfile FILE] [--no-backup] VAULT_DIR|--config FILE",

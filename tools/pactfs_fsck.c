@@ -27,6 +27,7 @@
 #include "audit.h"
 #include "audit_ship.h"
 #include "crypto.h"
+#include "endpoint.h"
 #include "error.h"
 #include "exitcodes.h"
 #include "meta.h"
@@ -266,6 +267,31 @@ static int check_vault_identity(struct fsck *f)
 /* A missing endpoint directory (failed disk) reads as an offline endpoint:
  * every fragment on it counts as missing, so verify reports them, and
  * --repair recreates the directory and rebuilds them. */
+/* An endpoint whose marker (endpoint.h) is not this vault's endpoint i is
+ * never written to nor cleaned: it stands offline, its fragments count as
+ * missing. */
+static int check_marker(struct fsck *f, unsigned i)
+{
+    enum endpoint_state st;
+    char why[400], desc[4200];
+
+    st = endpoint_mark_read(f->stores[i], f->meta, f->conf.vault_id, f->conf.root_fingerprint,
+                            i, why, sizeof why, NULL, NULL);
+    if (st == ENDPOINT_OK || st == ENDPOINT_UNREACHABLE ||
+        (st == ENDPOINT_UNMARKED && !f->conf.endpoint_markers_required))
+        return 0;
+    fprintf(stderr, PROG ": endpoint %u (%s) is offline (%s): %s; its fragments count as "
+            "missing and nothing is written to or deleted from it%s\n", i, f->stores[i]->desc,
+            endpoint_state_name(st), why, st == ENDPOINT_UNMARKED ?
+            ". If it is the right endpoint (a replacement), a sysadmin marks it with "
+            "pactfs-admin endpoint-mark, then pactfs-fsck --repair rebuilds it" : "");
+    snprintf(desc, sizeof desc, "%s", f->stores[i]->desc);
+    store_close(f->stores[i]);
+    f->stores[i] = NULL;
+    f->endpoint_absent[i] = 1;
+    return store_offline_new(desc, why, &f->stores[i]);
+}
+
 static int open_endpoint(struct fsck *f, unsigned i)
 {
     const struct endpoint_conf *e = &f->conf.endpoints[i];
@@ -275,12 +301,17 @@ static int open_endpoint(struct fsck *f, unsigned i)
         return vault_open_endpoint(e, i, 0, &f->stores[i]);
     if (stat(e->path, &st) < 0 && errno == ENOENT) {
         char desc[4200];
+        /* A replacement must be marked first, or it would stay offline. */
+        int rebuild = f->args.repair && !f->conf.endpoint_markers_required;
 
         fprintf(stderr, PROG ": endpoint %u (%s) is missing: all its fragments count as "
                 "missing%s\n", i, e->path,
-                f->args.repair ? "; --repair recreates it and rebuilds them" : "");
+                rebuild ? "; --repair recreates it and rebuilds them" :
+                f->conf.endpoint_markers_required ? "; a sysadmin recreates it with "
+                "pactfs-admin endpoint-mark --endpoint N, then pactfs-fsck --repair rebuilds "
+                "its fragments" : "");
         f->endpoint_absent[i] = 1;
-        if (!f->args.repair) {
+        if (!rebuild) {
             snprintf(desc, sizeof desc, "dir:%s", e->path);
             return store_offline_new(desc, "its directory is missing; fsck only recreates it "
                                      "with --repair", &f->stores[i]);
@@ -296,6 +327,8 @@ static int open_stores(struct fsck *f)
 
     for (unsigned i = 0; i < f->conf.n_endpoints; i++) {
         rc = open_endpoint(f, i);
+        if (rc == 0 && !f->endpoint_absent[i])
+            rc = check_marker(f, i);
         if (rc < 0)
             return rc;
     }
@@ -794,7 +827,7 @@ static int scan_object(void *arg, const char *name, uint64_t size)
 {
     struct orphan_scan *sc = arg;
 
-    if (named_by_record(sc, name))
+    if (named_by_record(sc, name) || !strcmp(name, ENDPOINT_MARK_OBJECT))
         return 0;
     if (sc->n == sc->cap) {
         size_t cap = sc->cap ? 2 * sc->cap : 16;

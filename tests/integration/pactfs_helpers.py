@@ -425,12 +425,17 @@ def assert_same_bytes(got, want, what):
                              % (what, len(got), len(want), first_difference(got, want)))
 
 
+ENDPOINT_MARKER = "pactfs-endpoint"   # the endpoint's signed identity marker
+
+
 def fragment_files(store_dir):
-    """Every regular file below a store directory (the fragments)."""
+    """Every regular file below a store directory but its identity marker
+    (the fragments)."""
     out = []
     for root, _, files in os.walk(store_dir):
         for n in files:
-            out.append(os.path.join(root, n))
+            if n != ENDPOINT_MARKER:
+                out.append(os.path.join(root, n))
     return sorted(out)
 
 

@@ -188,6 +188,16 @@ def test_missing_endpoint_directory_rebuilt_by_repair(vault):
     assert p.returncode == EXIT_INTEGRITY, p.stdout + p.stderr
     assert "missing" in p.stdout and not os.path.exists(vault.store_dir(1))
 
+    # A replacement is not rebuilt before a sysadmin has marked it (endpoint
+    # identity): fsck never writes into an endpoint it cannot identify.
+    p = fsck(vault, "--repair")
+    assert p.returncode != 0 and "endpoint-mark" in p.stderr, p.stdout + p.stderr
+    assert not os.path.exists(vault.store_dir(1))
+    p = vault.admin("endpoint-mark", "--endpoint", "1", "--account", H.ACCOUNT + "-admin",
+                    "--passfile", vault.passfile, vault.dir)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "endpoint 1 (" in p.stdout and "marked" in p.stdout, p.stdout
+
     p = fsck(vault, "--repair")
     assert p.returncode == 0, p.stdout + p.stderr
     after = {k: sha256_of(v) for k, v in fragments(vault).items() if v.startswith(vault.store_dir(1))}

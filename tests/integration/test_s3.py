@@ -7,6 +7,7 @@ fails with the reason (no skip).  Every vault gets its own three buckets.
 """
 import errno
 import hashlib
+import json
 import os
 import re
 import shlex
@@ -176,6 +177,13 @@ class S3Vault(H.Vault):
             rgw.make_bucket(i, b)
         self.use_endpoints()
         H.rmtree(os.path.join(self.dir, "stores"))   # nothing may be stored there
+        self.mark_endpoints()
+
+    def mark_endpoints(self, *extra):
+        """New buckets: the sysadmin writes their identity markers."""
+        p = self.admin("endpoint-mark", *extra, "--account", H.ACCOUNT + "-admin",
+                       "--passfile", self.passfile, self.dir)
+        assert p.returncode == 0, p.stdout + p.stderr
 
     def use_endpoints(self, **kw):
         rewrite_endpoints(self, s3_endpoints_conf(self.rgw, self.buckets, **kw))
@@ -227,7 +235,10 @@ def test_files_round_trip_through_remount(s3vault):
     check_all(files)
     for i in range(N_ENDPOINTS):
         objs = s3vault.objects(i)
-        assert objs, "bucket %s on endpoint %d holds no fragments" % (s3vault.buckets[i], i + 1)
+        assert (H.ENDPOINT_MARKER, ) == tuple(k for k, _ in objs if k == H.ENDPOINT_MARKER), \
+            "bucket %s has no identity marker" % s3vault.buckets[i]
+        objs = [(k, sz) for k, sz in objs if k != H.ENDPOINT_MARKER]
+        assert objs, "bucket %s on endpoint %d holds no fragments" % (s3vault.buckets[i], i)
         assert all(re.fullmatch(r"[0-9a-f]{32}\.\d+", k) for k, _ in objs), objs[:5]
     assert not os.path.exists(os.path.join(s3vault.dir, "stores")), "data went to local dirs"
 
@@ -279,7 +290,7 @@ def test_one_radosgw_down_reads_with_parity_writes_degrade_then_recover(s3vault)
     try:
         # Down at mount time: the mount warns and reads rebuild from parity.
         p = s3vault.mount()
-        assert "endpoint 2" in p.stderr and "unavailable" in p.stderr, p.stderr
+        assert "endpoint 1 (" in p.stderr and "is offline" in p.stderr, p.stderr
         check_all(files)
         # Degraded write (coding.min_write_fragments defaults to k): stored
         # on the two live endpoints, the missing fragments left for repair.
@@ -322,11 +333,39 @@ def test_radosgw_killed_while_mounted(s3vault):
     check_all(files)
 
 
+def test_empty_bucket_in_place_of_an_endpoint_is_never_written(s3vault):
+    """Endpoint identity on S3: a fresh bucket configured in place of
+    endpoint 2 holds no marker: offline, nothing written to it; marking it
+    (a replacement) makes it used again and fsck rebuilds it."""
+    s3vault.mount()
+    files = populate(s3vault)
+    s3vault.unmount()
+    s3vault.buckets[2] = s3vault.buckets[2] + "-new"
+    s3vault.rgw.make_bucket(2, s3vault.buckets[2])
+    s3vault.use_endpoints()
+    p = s3vault.mount()
+    assert "endpoint 2 (" in p.stderr and "no endpoint marker" in p.stderr, p.stderr
+    st = json.loads(s3vault.pactfs("status", "--json", s3vault.mnt).stdout)
+    assert st["endpoints"][2]["identity"] == "unmarked", st
+    data = H.seeded_bytes(13, H.CHUNK + 3)
+    H.write_file(s3vault.path("degraded.bin"), data, fsync=True)
+    check_all(files)
+    s3vault.unmount()
+    assert s3vault.objects(2) == [], "pactfs wrote into an unmarked bucket"
+    s3vault.mark_endpoints("--endpoint", "2")
+    p = H.run([H.binary("pactfs-fsck"), "-q", "--repair", s3vault.dir], env=s3vault.env)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert len(s3vault.objects(2)) > 3
+    s3vault.mount()
+    check_all(files)
+    H.assert_same_bytes(H.read_file(s3vault.path("degraded.bin")), data, "after repair")
+
+
 def test_wrong_secret_key_is_a_clear_error(s3vault):
     s3vault.use_endpoints(secret="not-the-right-secret-key", bad_index=1)
     p = s3vault.mount(check=False)
     assert p.returncode != 0, "mounted with a wrong secret key"
-    assert "secret key for endpoint 2 is wrong" in p.stderr, p.stderr
+    assert "secret key for endpoint 1 is wrong" in p.stderr, p.stderr
     assert not H.is_mounted(s3vault.mnt)
 
 

@@ -254,10 +254,10 @@ static void test_wrong_secret_names_the_secret(void)
 
     c.secret_key = "definitely-not-the-secret";
     c.bucket = bucket;
-    c.label = "endpoint 2";
+    c.label = "endpoint 1";
     CHECK_EQ_INT(store_s3_open(&c, 0, &s), -EACCES);
     CHECK(s == NULL);
-    CHECK(strstr(pfs_err_msg(), "secret key for endpoint 2 is wrong") != NULL);
+    CHECK(strstr(pfs_err_msg(), "secret key for endpoint 1 is wrong") != NULL);
     printf("# %s\n", pfs_err_msg());
 }
 
