@@ -89,6 +89,7 @@ struct audit {
     pthread_t committer;
     pid_t committer_pid;        /* process that started it (0: none) */
     bool committer_stop;
+    bool committer_idle;        /* waiting for an event (not in a window) */
 
     /* names sealed to the auditors (audit_names.h) */
     bool sealing;
@@ -616,7 +617,9 @@ static int settle(struct audit *a, uint64_t ticket)
     if (a->commit_ms && a->committer_pid == getpid()) {
         if (a->sticky_err)
             return sticky_failure(a);
-        if (a->durable < ticket)
+        /* wake the committer only when it sleeps for want of work: a
+         * wake per event would cost a context switch per operation */
+        if (a->durable < ticket && a->committer_idle)
             pthread_cond_signal(&a->commit_cv);
         return 0;
     }
@@ -753,7 +756,9 @@ static void *committer_run(void *arg)
     pthread_mutex_lock(&a->mu);
     while (!a->committer_stop && !a->sticky_err) {
         if (a->durable >= a->appended) {
+            a->committer_idle = true;
             pthread_cond_wait(&a->commit_cv, &a->mu);
+            a->committer_idle = false;
             continue;
         }
         clock_gettime(CLOCK_MONOTONIC, &due);

@@ -168,6 +168,7 @@ struct fs_data {
     /* metadata syncer: makes deferred commits durable every SYNC_PERIOD_MS */
     pthread_t syncer;
     int syncer_started;
+    int gc_wanted;              /* fs_data_gc_kick since the syncer's last pass */
     pthread_mutex_t slock;
     pthread_cond_t scond;
     int syncer_stop;
@@ -455,11 +456,27 @@ static void queue_repair(struct fs *fs, const struct chunk_ref *ref, uint32_t ma
     job_push(fs->data, j);
 }
 
+/* Deletion-queue work is batched: a kick only marks it wanted and the
+ * syncer queues the gc job after its next metadata sync (within
+ * SYNC_PERIOD_MS), so an rm -rf of thousands of files costs a few gc
+ * passes -- each one a metadata sync under meta_lock, which every
+ * namespace operation waits behind -- not one per unlink. */
+static void gc_queue_job(struct fs_data *d);
+
 void fs_data_gc_kick(struct fs *fs)
 {
     struct fs_data *d = fs->data;
     if (!d)
         return;
+    if (__atomic_load_n(&d->syncer_started, __ATOMIC_ACQUIRE)) {
+        __atomic_store_n(&d->gc_wanted, 1, __ATOMIC_RELEASE);
+        return;
+    }
+    gc_queue_job(d);
+}
+
+static void gc_queue_job(struct fs_data *d)
+{
     pthread_mutex_lock(&d->qlock);
     int already = d->gc_queued;
     d->gc_queued = 1;
@@ -2414,6 +2431,8 @@ static void *syncer_main(void *arg)
             break;
         pthread_mutex_unlock(&d->slock);
         fs_data_meta_sync(fs);
+        if (__atomic_exchange_n(&d->gc_wanted, 0, __ATOMIC_ACQ_REL))
+            gc_queue_job(d);
         if (++ticks % (REPAIR_PERIOD_MS / SYNC_PERIOD_MS) == 0) {
             if (__atomic_load_n(&d->health.repair_queue, __ATOMIC_RELAXED))
                 repairs_run(fs);
