@@ -28,6 +28,7 @@
 
 /* Serialises schema migrations across workstations (an arbitrary constant). */
 #define MIGRATION_LOCK_KEY "7065616374667301"
+#define HEAD_LOCK_KEY "7065616374667302"      /* "pactfs" 02: the vault head */
 /* The channel of change notifications (one database holds one vault). */
 #define PG_CHANNEL "pactfs_changes"
 
@@ -382,6 +383,9 @@ static const struct msql_dialect pg_dialect = {
     .now = "CAST(extract(epoch FROM clock_timestamp()) AS BIGINT)",
     .change_triggers = PG_CHANGE_TRIGGERS,
     .inode_lock = "SELECT ino FROM inodes WHERE ino = ?1 FOR UPDATE",
+    /* held to commit; READ COMMITTED: the statements after it see what the
+     * previous holder committed (its head, its folder states) */
+    .head_lock = "SELECT pg_advisory_xact_lock(" HEAD_LOCK_KEY ")",
     .set_origin = "SET pactfs.origin = ",
     .notify = "NOTIFY " PG_CHANNEL,
     .begin = "BEGIN",

@@ -64,6 +64,12 @@ int meta_session_close(struct meta *m, uint64_t id);
  * one file on several workstations commit one after the other. */
 int meta_inode_lock(struct meta *m, uint64_t ino);
 
+/* Inside a transaction: hold the vault head's lock until commit, so that
+ * changes of the signed state (vault_head_advance) commit one after the
+ * other (PostgreSQL: a transaction-level advisory lock; SQLite: its write
+ * transactions are serial already, a no-op; outside a transaction too). */
+int meta_head_lock(struct meta *m);
+
 /* Advisory locks shared across workstations (table locks).  A lock is held
  * by (session, owner) -- owner is the kernel's lock owner id on that
  * workstation -- over [start, end] (end INT64_MAX: to the end of the file);

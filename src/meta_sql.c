@@ -115,7 +115,7 @@ enum st {
     ST_SESSION_OPEN, ST_SESSION_RENEW, ST_SESSION_OTHERS, ST_SESSION_REAP, ST_SESSION_CLOSE,
     ST_HOLDS_ORPHANED, ST_LOCKS_ORPHANED, ST_HOLDS_CLOSE, ST_LOCKS_CLOSE,
     ST_CHUNK_PUT_ONE, ST_CHUNK_TRUNCATE_ONE, ST_INODE_DELETE_ONE, ST_INODE_SEQ_ADVANCE,
-    ST_INODE_LOCK,
+    ST_INODE_LOCK, ST_HEAD_LOCK,
     ST_LOCK_CONFLICT, ST_LOCK_MINE, ST_LOCK_DELETE, ST_LOCK_INSERT, ST_LOCK_RELEASE,
     ST_COUNT
 };
@@ -239,6 +239,7 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_INODE_DELETE_ONE] = NULL,
     [ST_INODE_SEQ_ADVANCE] = NULL,
     [ST_INODE_LOCK] = NULL,
+    [ST_HEAD_LOCK] = NULL,
     /* advisory locks: ?1 ino, ?2 kind, ?3 session, ?4 owner, ?5..?6 range,
      * ?7 the lowest type that conflicts (F_RDLCK 0 / F_WRLCK 1) */
     [ST_LOCK_CONFLICT] = "SELECT type, start_off, end_off, pid, session, owner FROM locks"
@@ -351,6 +352,7 @@ static int expand_statements(struct msql *h)
     tmpl[ST_INODE_DELETE_ONE] = d->inode_delete;
     tmpl[ST_INODE_SEQ_ADVANCE] = d->inode_seq_advance;
     tmpl[ST_INODE_LOCK] = d->inode_lock;
+    tmpl[ST_HEAD_LOCK] = d->head_lock;
     for (int i = 0; i < ST_COUNT; i++)
         if (tmpl[i] && !(h->sql[i] = sql_expand(d, tmpl[i])))
             return pfs_err(-ENOMEM, "out of memory preparing metadata statements");
@@ -2060,6 +2062,17 @@ int meta_inode_lock(struct meta *m, uint64_t ino)
         return pfs_err(-EINVAL, "inode lock outside a transaction");
     int rc = query_i64(h, ST_INODE_LOCK, ino, 1, 0, "inode lock", &v, &found);
     return rc ? rc : found ? 0 : -ENOENT;
+}
+
+int meta_head_lock(struct meta *m)
+{
+    struct msql *h = H(m);
+    struct q q;
+
+    if (!h->in_txn || !h->sql[ST_HEAD_LOCK])   /* outside one (init): nothing to hold */
+        return 0;
+    int rc = q_open(h, ST_HEAD_LOCK, &q);
+    return rc ? rc : q_run(&q, "vault head lock", NULL);
 }
 
 /* ---- advisory locks (meta_shared.h) ---- */

@@ -62,6 +62,11 @@ struct msql_dialect {
     /* Inside a write transaction: take the inode row ?1 for the rest of it
      * (other writers of that row wait; returns the row if it exists). */
     const char *inode_lock;
+    /* Optional (NULL: the dialect's write transactions are serial anyway).
+     * Inside a write transaction: serialize every change of the signed
+     * state (vault_head_advance) until commit, so two administrators never
+     * sign two heads with one counter. */
+    const char *head_lock;
     /* The statement, up to its quoted number, that sets this connection's
      * origin for the change feed (NULL: the triggers record origin 0). */
     const char *set_origin;

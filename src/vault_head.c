@@ -10,6 +10,7 @@
 #include "buf.h"
 #include "error.h"
 #include "folder_state.h"
+#include "meta_shared.h"
 #include "registry.h"
 #include "vault_head.h"
 
@@ -346,7 +347,13 @@ int vault_head_advance(struct meta *m, const char *vault_id, EVP_PKEY *signer,
     uint8_t *blob = NULL, *out = NULL;
     int rc, have_prev;
 
-    rc = meta_param_get(m, VAULT_HEAD_PARAM, &blob, &len);
+    /* Two administrators at once (PostgreSQL): the second waits here until
+     * the first commits, then sees its head and its folder states; a state
+     * it changed from an older read is refused below (not_older), so the
+     * counter never forks and no change is lost silently. */
+    rc = meta_head_lock(m);
+    if (rc == 0)
+        rc = meta_param_get(m, VAULT_HEAD_PARAM, &blob, &len);
     have_prev = rc == 0;
     if (rc < 0 && rc != -ENOENT)
         return rc;
@@ -357,8 +364,16 @@ int vault_head_advance(struct meta *m, const char *vault_id, EVP_PKEY *signer,
             return rc;
     }
     rc = vault_head_compute(m, vault_id, &cur);
-    if (rc == 0 && have_prev)
+    if (rc == 0 && have_prev) {
         rc = vault_head_not_older(&prev, &cur, "the vault head being replaced");
+        if (rc == -ESTALE) {
+            char why[700];
+            snprintf(why, sizeof why, "%s", pfs_err_msg());
+            rc = pfs_err(-ESTALE, "another administrator changed the same state at the same "
+                         "time, or the metadata was rolled back (%s); nothing was changed: "
+                         "run the command again", why);
+        }
+    }
     if (rc == 0) {
         cur.counter = prev.counter + 1;
         cur.time = (int64_t)time(NULL);

@@ -477,3 +477,49 @@ def test_pg_chunk_tampering_is_eio_with_tamper_event(pg, pg_vault):
     for n in names:
         assert any(ev.get("op") == "tamper" and ev.get("path", "").endswith(n)
                    for ev in events), "no tamper event for %s" % n
+
+
+def head_counter(pg, db):
+    """The counter of the signed vault head stored in the database."""
+    hexblob = pg.psql("SELECT encode(value, 'hex') FROM params WHERE key = 'vault_head'",
+                      db).strip()
+    blob = bytes.fromhex(hexblob)
+    tbs = blob[4:4 + int.from_bytes(blob[0:4], "big")]   # blob(tbs) | blob(sig)
+    assert tbs[:4] == b"PFSH"
+    off = 9 + int.from_bytes(tbs[5:9], "big")            # magic, version, str(vault id)
+    return int.from_bytes(tbs[off:off + 8], "big")
+
+
+def test_two_admins_at_once_do_not_fork_the_head(pg, pg_vault):
+    """Two pactfs-admin processes change the signed state at the same time
+    (each creates a folder: a new signed folder state and a new vault head,
+    in one transaction on its own connection).  Without serialising the
+    head advance both read head N and write N+1, the second overwriting
+    the first: a head that does not list the other's folder, so every
+    client refuses the metadata.  With it every change gets its own
+    counter and the head covers all of them."""
+    v = pg_vault
+    start = head_counter(pg, v.db)
+    names = []
+    for rnd in range(4):
+        procs = []
+        for i in range(2):
+            name = "Parallel%d%s" % (rnd, "ab"[i])
+            names.append(name)
+            procs.append(subprocess.Popen(
+                [H.binary("pactfs-admin"), "folder-create", name, v.dir, "--passfile",
+                 v.passfile], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=v.env))
+        for p in procs:
+            out, err = p.communicate(timeout=120)
+            assert p.returncode == 0, "concurrent folder-create -> %d\n%s" % (
+                p.returncode, err.decode())
+    assert head_counter(pg, v.db) == start + len(names), "the head counter forked"
+    v.mount()
+    try:
+        got = os.listdir(v.mnt)
+    finally:
+        v.unmount()
+    assert sorted(set(names) & set(got)) == sorted(names), got
+    with open(v.audit_log) as f:
+        tampers = [e for e in map(json.loads, filter(str.strip, f)) if e["op"] == "tamper"]
+    assert not tampers, tampers
