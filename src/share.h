@@ -18,6 +18,8 @@
 
 #define SHARE_LEN 32
 #define SHARE_AUTH_LEN 32
+/* pactfs-keyd's anchor token: u64 expiry || HMAC-SHA-256 (docs/keyd.md). */
+#define KEYD_ANCHOR_TOKEN_LEN 40
 
 struct share_provider;
 

@@ -35,6 +35,10 @@ struct keyd_client {
     char *key_file;
     char *admin_token_file;   /* NULL: $PACTFS_KEYD_ADMIN_TOKEN_FILE */
     long timeout_ms;
+    /* The anchor token the last login returned (not password-derived: a
+     * capability to advance the vault head anchor), and its account. */
+    char anchor_account[256];
+    char anchor_token[2 * KEYD_ANCHOR_TOKEN_LEN + 1];
 };
 
 /* A reply body being received, in secure memory. */
@@ -71,6 +75,7 @@ static void keyd_client_free(struct keyd_client *kc)
     free(kc->cert_file);
     free(kc->key_file);
     free(kc->admin_token_file);
+    secmem_wipe(kc->anchor_token, sizeof kc->anchor_token);
     free(kc);
 }
 
@@ -406,6 +411,22 @@ static int answer_share(const struct keyd_client *kc, const struct keyd_answer *
     return 0;
 }
 
+/* A login's answer carries the token that lets this client advance the
+ * vault head anchor (pactfs-keyd without anchors sends none). */
+static void keep_anchor_token(struct keyd_client *kc, const struct keyd_answer *ans,
+                              const char *account)
+{
+    json_object *v;
+
+    if (ans->body && json_object_object_get_ex(ans->body, "anchor_token", &v) &&
+        json_object_is_type(v, json_type_string) &&
+        json_object_get_string_len(v) == 2 * KEYD_ANCHOR_TOKEN_LEN &&
+        strlen(account) < sizeof kc->anchor_account) {
+        memcpy(kc->anchor_token, json_object_get_string(v), sizeof kc->anchor_token);
+        snprintf(kc->anchor_account, sizeof kc->anchor_account, "%s", account);
+    }
+}
+
 /* One call: build nothing, send body, check the answer, maybe read a share. */
 static int keyd_call(struct share_provider *sp, const char *path, json_object *body,
                      const char *account, bool admin, uint8_t *share_out,
@@ -423,6 +444,8 @@ static int keyd_call(struct share_provider *sp, const char *path, json_object *b
         rc = answer_status(kc, &ans, account, admin, retry_after);
     if (!rc && share_out)
         rc = answer_share(kc, &ans, share_out);
+    if (!rc && share_out)
+        keep_anchor_token(sp->impl, &ans, account);
     json_wipe_put(ans.body);
     return rc;
 }
@@ -494,19 +517,100 @@ int share_keyd_admin(struct share_provider *sp, const char *op, const char *vaul
     return keyd_call(sp, path, request_body(vault_id, account), account, true, NULL, NULL);
 }
 
-/* Not yet served by pactfs-keyd: vault.c falls back to no anchor. */
+/* The vault head anchor kept by pactfs-keyd (docs/keyd.md, "Vault head
+ * anchors").  A service without the endpoints answers 404 "not-found":
+ * -EOPNOTSUPP, and vault.c warns that it keeps no anchor. */
+static int anchor_http(const struct keyd_client *kc, const struct keyd_answer *ans,
+                       const char *what)
+{
+    const char *err = answer_error(ans);
+
+    if (ans->status == 404 && strcmp(err, "no-anchor") != 0)
+        return -EOPNOTSUPP;
+    if (ans->status == 401)
+        return pfs_err(-EACCES, "the key service at %s refused to %s the vault head anchor "
+                       "(no valid anchor token: the login was before the service kept "
+                       "anchors, or the account is disabled)", kc->url, what);
+    if (ans->status == 403)
+        return pfs_err(-EACCES, "the key service at %s requires a client certificate it "
+                       "trusts: set keyd cert_file and key_file", kc->url);
+    if (ans->status != 200 && ans->status != 404 && ans->status != 409)
+        return pfs_err(-EIO, "the key service at %s answered HTTP %ld to %s the vault head "
+                       "anchor (%s)", kc->url, ans->status, what, err);
+    return 0;
+}
+
 static int keyd_anchor_get(struct share_provider *sp, const char *vault_id, uint64_t *counter,
                            uint8_t hash[32], uint8_t **blob, size_t *len)
 {
-    (void)sp, (void)vault_id, (void)counter, (void)hash, (void)blob, (void)len;
-    return -EOPNOTSUPP;
+    const struct keyd_client *kc = sp->impl;
+    json_object *body = json_object_new_object(), *c, *h;
+    struct keyd_answer ans;
+    int rc;
+
+    *blob = NULL;
+    *len = 0;
+    if (!body)
+        return -ENOMEM;
+    json_object_object_add(body, "vault", json_object_new_string(vault_id));
+    rc = keyd_post(kc, "/v1/anchor-get", body, false, &ans);
+    json_object_put(body);
+    if (rc == 0)
+        rc = anchor_http(kc, &ans, "read");
+    if (rc == 0 && ans.status == 404)
+        rc = -ENOENT;
+    if (rc == 0 && (!ans.body || !json_object_object_get_ex(ans.body, "counter", &c) ||
+                    !json_object_object_get_ex(ans.body, "hash", &h) ||
+                    !json_object_is_type(c, json_type_int) || json_object_get_int64(c) < 0 ||
+                    !json_object_is_type(h, json_type_string) ||
+                    json_object_get_string_len(h) != 64 ||
+                    hex_decode(json_object_get_string(h), hash, 32) < 0))
+        rc = pfs_err(-EPROTO, "the key service at %s sent a malformed vault head anchor",
+                     kc->url);
+    if (rc == 0)
+        *counter = (uint64_t)json_object_get_int64(c);
+    json_object_put(ans.body);
+    return rc;
 }
 
 static int keyd_anchor_put(struct share_provider *sp, const char *vault_id, uint64_t counter,
                            const uint8_t hash[32], const uint8_t *blob, size_t len, int force)
 {
-    (void)sp, (void)vault_id, (void)counter, (void)hash, (void)blob, (void)len, (void)force;
-    return -EOPNOTSUPP;
+    const struct keyd_client *kc = sp->impl;
+    bool admin = !kc->anchor_token[0];
+    json_object *body, *c;
+    struct keyd_answer ans;
+    int rc;
+
+    (void)blob, (void)len;   /* only (counter, hash): a head can be megabytes */
+    if (admin && !kc->admin_token_file && !getenv(KEYD_ADMIN_TOKEN_ENV))
+        return -EOPNOTSUPP;   /* no login yet (enroll, init): the next unlock advances it */
+    body = json_object_new_object();
+    if (!body)
+        return -ENOMEM;
+    json_object_object_add(body, "vault", json_object_new_string(vault_id));
+    json_object_object_add(body, "counter", json_object_new_int64((int64_t)counter));
+    add_hex(body, "hash", hash, 32);
+    if (!admin) {
+        json_object_object_add(body, "account", json_object_new_string(kc->anchor_account));
+        json_object_object_add(body, "token", json_object_new_string(kc->anchor_token));
+    }
+    if (force)
+        json_object_object_add(body, "force", json_object_new_boolean(1));
+    rc = keyd_post(kc, "/v1/anchor-put", body, admin, &ans);
+    json_wipe_put(body);
+    if (rc == 0)
+        rc = anchor_http(kc, &ans, "advance");
+    if (rc == 0 && ans.status == 409) {
+        int64_t have = ans.body && json_object_object_get_ex(ans.body, "counter", &c) ?
+                       json_object_get_int64(c) : -1;
+        rc = pfs_err(-ESTALE, "the key service at %s has seen vault head %lld, %s %llu",
+                     kc->url, (long long)have, strcmp(answer_error(&ans), "fork") == 0 ?
+                     "a different head with the same counter as" : "newer than",
+                     (unsigned long long)counter);
+    }
+    json_object_put(ans.body);
+    return rc;
 }
 
 static void keyd_destroy(struct share_provider *sp)

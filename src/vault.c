@@ -502,7 +502,7 @@ static int anchor_put(struct vault *v, const struct vault_head *h, const uint8_t
     return rc == -EOPNOTSUPP ? 0 : rc;
 }
 
-int vault_anchor_head(struct vault *v)
+static int anchor_current(struct vault *v, int force)
 {
     struct vault_head h;
     uint8_t *raw = NULL;
@@ -511,10 +511,15 @@ int vault_anchor_head(struct vault *v)
                              &rawlen);
 
     if (rc == 0)
-        rc = anchor_put(v, &h, raw, rawlen, 0);
+        rc = anchor_put(v, &h, raw, rawlen, force);
     vault_head_clear(&h);
     free(raw);
     return rc;
+}
+
+int vault_anchor_head(struct vault *v)
+{
+    return anchor_current(v, 0);
 }
 
 /* The metadata's signed vault head must verify and be no older than the
@@ -565,6 +570,7 @@ static int check_freshness(struct vault *v, const char *account)
                 " %s\n", keep);
         (void)vault_audit_failure(v, account, "rollback-accepted", keep, 0);
         rc = anchor_put(v, &h, raw, rawlen, 1);
+        v->anchor_after_login = 2;
     } else if (rc == -ESTALE || rc == -EBADMSG) {
         snprintf(keep, sizeof keep, "%s", pfs_err_msg());
         (void)vault_audit_failure(v, account, rc == -ESTALE ? "rollback" : "tamper", keep, rc);
@@ -573,6 +579,7 @@ static int check_freshness(struct vault *v, const char *account)
                      "--accept-metadata-rollback: it is audited)" : "");
     } else if (rc == 0) {
         rc = anchor_put(v, &h, raw, rawlen, 0);
+        v->anchor_after_login = 1;
     }
     vault_head_clear(&h);
     free(raw);
@@ -655,6 +662,19 @@ int vault_unlock(struct vault *v, const char *account, const char *password)
             snprintf(keep, sizeof keep, "%s", pfs_err_msg());
         audit_unlock_failure(v, account, rc);
         return pfs_err(rc, "%s", keep);
+    }
+    /* A key service accepts anchor updates from a logged-in account only:
+     * what check_freshness could not anchor before the login, now (a
+     * forced one is the audited override above; a race with another
+     * writer's newer head is no reason to refuse this unlock). */
+    if (v->anchor_after_login) {
+        rc = anchor_current(v, v->anchor_after_login == 2);
+        if (rc == -ESTALE && v->anchor_after_login == 1) {
+            fprintf(stderr, "pactfs: warning: %s\n", pfs_err_msg());
+            rc = 0;
+        }
+        if (rc < 0)
+            return rc;
     }
     rc = audit_open_account(v->conf.audit_spool, v->meta, v->conf.vault_id,
                             v->conf.root_fingerprint, account, v->account.id, v->priv,

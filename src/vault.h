@@ -52,6 +52,8 @@ struct vault {
     int allow_legacy;                /* pactfs-admin upgrade: a vault without a head */
     /* Set by vault_unlock: */
     int legacy;                      /* no signed vault head yet (format 1) */
+    int anchor_after_login;          /* anchor the head again once logged in:
+                                        1 advance, 2 force (accepted rollback) */
 };
 
 /* Exit-code-worthy failures come back as negative errno with pfs_err set:

@@ -17,6 +17,14 @@
  *                  so a copy of the database alone yields no share.
  * Databases of schema 1 (verifier = SHA-256(salt || auth)) are migrated in
  * one transaction when the service starts (db_migrate_v2).
+ *
+ * It also anchors each vault's signed head (vault_head.h): the newest
+ * (counter, SHA-256 of the head) a client reported, in table anchors,
+ * which only grows.  Clients read it before trusting a metadata store's
+ * head (/v1/anchor-get) and advance it after they advance the head
+ * (/v1/anchor-put), authenticated by the anchor token a login returned
+ * (HMAC under a key derived from the master key, bound to the vault, the
+ * account and an expiry) or the admin token.  docs/keyd.md.
  */
 
 #include <errno.h>
@@ -58,6 +66,8 @@
  * 2 = verifiers keyed by the verifier key (docs/keyd.md). */
 #define KEYD_SCHEMA_VERSION 2
 #define KEYD_VERIFIER_KEY_LABEL "pactfs-keyd v2 verifier key"
+#define KEYD_ANCHOR_KEY_LABEL "pactfs-keyd v1 anchor token key"
+#define KEYD_ANCHOR_TOKEN_LIFE (400LL * 86400)          /* longer than any mount */
 #define KEYD_VERIFIER_LABEL "pactfs-keyd v2 verifier"
 
 struct keyd_conf {
@@ -85,6 +95,7 @@ struct keyd {
     int capture_fd;
     uint8_t *master_key;          /* secmem, KEYD_MASTER_KEY_LEN */
     uint8_t *verifier_key;        /* secmem, SHA256_LEN: HKDF(master key) */
+    uint8_t *anchor_key;          /* secmem, SHA256_LEN: HKDF(master key), anchor tokens */
     uint8_t *admin_token_hash;    /* secmem, SHA256_LEN */
     bool require_client_cert;
 };
@@ -95,6 +106,10 @@ struct outcome {
     const char *result;           /* short word for the audit log and error */
     unsigned retry_after;
     uint8_t *share;               /* secmem SHARE_LEN when a share is returned */
+    char anchor_token[2 * KEYD_ANCHOR_TOKEN_LEN + 1];   /* login: "" if none */
+    bool has_anchor;              /* anchor-get: the vault's anchor */
+    int64_t anchor_counter;
+    uint8_t anchor_hash[SHA256_LEN];
 };
 
 /* The fields of a request body, secrets decoded into secmem. */
@@ -104,6 +119,12 @@ struct fields {
     const char *source;
     uint8_t *auth;                /* secmem SHARE_AUTH_LEN each, NULL if absent */
     uint8_t *new_auth;
+    /* anchor-put */
+    int64_t counter;              /* -1: absent */
+    bool has_hash, force, admin_ok;
+    uint8_t hash[SHA256_LEN];
+    bool has_token;
+    uint8_t token[KEYD_ANCHOR_TOKEN_LEN];
 };
 
 struct account_row {
@@ -201,7 +222,8 @@ static int load_master_key(struct keyd *k)
         return rc;
     k->master_key = secmem_alloc(KEYD_MASTER_KEY_LEN);
     k->verifier_key = secmem_alloc(SHA256_LEN);
-    if (!k->master_key || !k->verifier_key)
+    k->anchor_key = secmem_alloc(SHA256_LEN);
+    if (!k->master_key || !k->verifier_key || !k->anchor_key)
         rc = pfs_err(-ENOMEM, "out of memory");
     else if (trimmed_len(text, len) != 2 * KEYD_MASTER_KEY_LEN)
         rc = pfs_err(-EINVAL, "%s must hold 64 hex digits (make one with: "
@@ -216,6 +238,10 @@ static int load_master_key(struct keyd *k)
             rc = hkdf_sha256(k->master_key, KEYD_MASTER_KEY_LEN, NULL, 0,
                              KEYD_VERIFIER_KEY_LABEL, strlen(KEYD_VERIFIER_KEY_LABEL),
                              k->verifier_key, SHA256_LEN);
+        if (rc == 0)
+            rc = hkdf_sha256(k->master_key, KEYD_MASTER_KEY_LEN, NULL, 0,
+                             KEYD_ANCHOR_KEY_LABEL, strlen(KEYD_ANCHOR_KEY_LABEL),
+                             k->anchor_key, SHA256_LEN);
     }
     secmem_free(text, len + 1);
     return rc;
@@ -258,7 +284,10 @@ static const char keyd_schema[] =
     " PRIMARY KEY(vault, account));"
     "CREATE TABLE IF NOT EXISTS sources("
     " addr TEXT PRIMARY KEY, failures INTEGER NOT NULL DEFAULT 0,"
-    " first_failure INTEGER NOT NULL DEFAULT 0, locked_until INTEGER NOT NULL DEFAULT 0);";
+    " first_failure INTEGER NOT NULL DEFAULT 0, locked_until INTEGER NOT NULL DEFAULT 0);"
+    "CREATE TABLE IF NOT EXISTS anchors("
+    " vault TEXT PRIMARY KEY, counter INTEGER NOT NULL, hash BLOB NOT NULL,"
+    " account TEXT NOT NULL, updated INTEGER NOT NULL);";
 
 static int db_exec(struct keyd *k, const char *sql)
 {
@@ -654,6 +683,10 @@ static int audit_write(struct keyd *k, const char *remote, const char *op,
         json_object_object_add(ev, "account", json_object_new_string(f->account));
     if (f->source)
         json_object_object_add(ev, "source", json_object_new_string(f->source));
+    if (f->counter >= 0)
+        json_object_object_add(ev, "counter", json_object_new_int64(f->counter));
+    if (f->force)
+        json_object_object_add(ev, "force", json_object_new_boolean(1));
     json_object_object_add(ev, "status", json_object_new_int((int)o->status));
     json_object_object_add(ev, "result", json_object_new_string(o->result));
     if (o->retry_after)
@@ -763,6 +796,41 @@ static void fields_free(struct fields *f)
     memset(f, 0, sizeof *f);
 }
 
+static int field_hex(json_object *obj, const char *key, uint8_t *out, size_t n, bool *has)
+{
+    json_object *v;
+
+    if (!json_object_object_get_ex(obj, key, &v))
+        return 0;
+    if (!json_object_is_type(v, json_type_string) ||
+        json_object_get_string_len(v) != (int)(2 * n) ||
+        hex_decode(json_object_get_string(v), out, n) < 0)
+        return -EINVAL;
+    *has = true;
+    return 0;
+}
+
+/* counter (integer >= 0), hash, token (hex), force (boolean). */
+static int field_anchor(json_object *obj, struct fields *f)
+{
+    json_object *v;
+    int rc;
+
+    f->counter = -1;
+    if (json_object_object_get_ex(obj, "counter", &v)) {
+        if (!json_object_is_type(v, json_type_int) || json_object_get_int64(v) < 0)
+            return -EINVAL;
+        f->counter = json_object_get_int64(v);
+    }
+    if (json_object_object_get_ex(obj, "force", &v)) {
+        if (!json_object_is_type(v, json_type_boolean))
+            return -EINVAL;
+        f->force = json_object_get_boolean(v);
+    }
+    rc = field_hex(obj, "hash", f->hash, SHA256_LEN, &f->has_hash);
+    return rc ? rc : field_hex(obj, "token", f->token, KEYD_ANCHOR_TOKEN_LEN, &f->has_token);
+}
+
 /* Parse the request body into a json object and decode its fields.  Every
  * known field is optional here; handlers check what they need. */
 static int body_parse(const struct https_request *r, json_object **objp, struct fields *f)
@@ -772,6 +840,7 @@ static int body_parse(const struct https_request *r, json_object **objp, struct 
     int rc = 0;
 
     memset(f, 0, sizeof *f);
+    f->counter = -1;
     *objp = NULL;
     if (!tok)
         return -ENOMEM;
@@ -794,6 +863,7 @@ static int body_parse(const struct https_request *r, json_object **objp, struct 
     if (!f->auth)
         rc = rc ? rc : field_auth(obj, "old_auth", &f->auth);
     rc = rc ? rc : field_auth(obj, "new_auth", &f->new_auth);
+    rc = rc ? rc : field_anchor(obj, f);
     *objp = obj;
     return rc;
 }
@@ -981,6 +1051,9 @@ static int handle_enroll(struct keyd *k, const char *remote, const struct fields
     return rc;
 }
 
+static int anchor_token_make(struct keyd *k, const char *vault, const char *account,
+                             int64_t expires, char out[2 * KEYD_ANCHOR_TOKEN_LEN + 1]);
+
 static int handle_login(struct keyd *k, const char *remote, const struct fields *f,
                         struct outcome *o)
 {
@@ -994,7 +1067,161 @@ static int handle_login(struct keyd *k, const char *remote, const struct fields 
         return pfs_err(-ENOMEM, "out of memory");
     rc = share_open(k, f->vault, f->account, row.sealed_share, o->share);
     if (!rc)
+        rc = anchor_token_make(k, f->vault, f->account, (int64_t)time(NULL) +
+                               KEYD_ANCHOR_TOKEN_LIFE, o->anchor_token);
+    if (!rc)
         set_outcome(o, 200, "released");
+    return rc;
+}
+
+/* ---- vault head anchors ---- */
+
+/* token = u64 expiry (big endian) || HMAC(anchor key, label, vault, account,
+ * expiry); hex into out (2 * KEYD_ANCHOR_TOKEN_LEN + 1) or raw into raw. */
+static int anchor_token_mac(struct keyd *k, const char *vault, const char *account,
+                            int64_t expires, uint8_t raw[KEYD_ANCHOR_TOKEN_LEN])
+{
+    struct wbuf w;
+    uint8_t *msg;
+    size_t len;
+    int rc;
+
+    for (int i = 0; i < 8; i++)
+        raw[i] = (uint8_t)((uint64_t)expires >> (56 - 8 * i));
+    wbuf_init(&w);
+    wbuf_put_str(&w, KEYD_ANCHOR_KEY_LABEL);
+    wbuf_put_str(&w, vault);
+    wbuf_put_str(&w, account);
+    wbuf_put_bytes(&w, raw, 8);
+    msg = wbuf_steal(&w, &len);
+    rc = msg ? hmac_sha256(k->anchor_key, SHA256_LEN, msg, len, raw + 8) : -ENOMEM;
+    free(msg);
+    return rc ? pfs_err(-EIO, "cannot make an anchor token") : 0;
+}
+
+static int anchor_token_make(struct keyd *k, const char *vault, const char *account,
+                             int64_t expires, char out[2 * KEYD_ANCHOR_TOKEN_LEN + 1])
+{
+    uint8_t raw[KEYD_ANCHOR_TOKEN_LEN];
+    int rc = anchor_token_mac(k, vault, account, expires, raw);
+
+    if (!rc)
+        hex_encode(raw, sizeof raw, out);
+    return rc;
+}
+
+/* The caller may move the anchor: the admin token, or an unexpired anchor
+ * token of an enrolled, enabled account of this vault. */
+static int anchor_caller_ok(struct keyd *k, const struct fields *f, bool *ok)
+{
+    uint8_t want[KEYD_ANCHOR_TOKEN_LEN];
+    struct account_row row;
+    int64_t expires = 0;
+    int rc;
+
+    *ok = f->admin_ok;
+    if (*ok || !f->has_token || !f->account)
+        return 0;
+    for (int i = 0; i < 8; i++)
+        expires = (int64_t)(((uint64_t)expires << 8) | f->token[i]);
+    if (expires < (int64_t)time(NULL))
+        return 0;
+    rc = anchor_token_mac(k, f->vault, f->account, expires, want);
+    if (rc)
+        return rc;
+    if (CRYPTO_memcmp(want, f->token, sizeof want) != 0)
+        return 0;
+    rc = account_load(k, f->vault, f->account, &row);
+    *ok = !rc && row.found && !row.disabled;
+    return rc;
+}
+
+static int anchor_load(struct keyd *k, const char *vault, struct outcome *o)
+{
+    sqlite3_stmt *st = db_prepare(k, "SELECT counter, hash FROM anchors WHERE vault = ?1");
+    int r;
+
+    if (!st)
+        return -EIO;
+    sqlite3_bind_text(st, 1, vault, -1, SQLITE_STATIC);
+    r = sqlite3_step(st);
+    o->has_anchor = r == SQLITE_ROW && sqlite3_column_bytes(st, 1) == SHA256_LEN;
+    if (o->has_anchor) {
+        o->anchor_counter = sqlite3_column_int64(st, 0);
+        memcpy(o->anchor_hash, sqlite3_column_blob(st, 1), SHA256_LEN);
+    }
+    sqlite3_finalize(st);
+    return r == SQLITE_ROW || r == SQLITE_DONE ? 0
+           : pfs_err(-EIO, "database read failed: %s", sqlite3_errmsg(k->db));
+}
+
+static int handle_anchor_get(struct keyd *k, const char *remote, const struct fields *f,
+                             struct outcome *o)
+{
+    int rc;
+
+    (void)remote;
+    if (!f->vault) {
+        set_outcome(o, 400, "bad-request");
+        return 0;
+    }
+    rc = anchor_load(k, f->vault, o);
+    if (!rc)
+        set_outcome(o, o->has_anchor ? 200 : 404, o->has_anchor ? "anchor" : "no-anchor");
+    return rc;
+}
+
+/* The anchor only grows: a lower counter (an older head) or the same
+ * counter with another hash (a forked head) is refused with 409, unless
+ * force (a client's audited --accept-metadata-rollback). */
+static int handle_anchor_put(struct keyd *k, const char *remote, const struct fields *f,
+                             struct outcome *o)
+{
+    struct outcome cur = { 0 };
+    sqlite3_stmt *st;
+    bool ok = false;
+    unsigned retry = 0;
+    int rc;
+
+    if (!f->vault || f->counter < 0 || !f->has_hash) {
+        set_outcome(o, 400, "bad-request");
+        return 0;
+    }
+    rc = anchor_caller_ok(k, f, &ok);
+    if (!rc && !ok) {
+        rc = source_record_failure(k, remote, (int64_t)time(NULL), &retry);
+        set_outcome(o, 401, "rejected");
+        return rc;
+    }
+    rc = rc ? rc : anchor_load(k, f->vault, &cur);
+    if (rc)
+        return rc;
+    if (cur.has_anchor && !f->force && f->counter < cur.anchor_counter) {
+        set_outcome(o, 409, "stale");
+        o->has_anchor = true;
+        o->anchor_counter = cur.anchor_counter;
+        return 0;
+    }
+    if (cur.has_anchor && !f->force && f->counter == cur.anchor_counter &&
+        memcmp(f->hash, cur.anchor_hash, SHA256_LEN) != 0) {
+        set_outcome(o, 409, "fork");
+        o->has_anchor = true;
+        o->anchor_counter = cur.anchor_counter;
+        return 0;
+    }
+    st = db_prepare(k, "INSERT OR REPLACE INTO anchors(vault, counter, hash, account, updated)"
+                       " VALUES(?1, ?2, ?3, ?4, ?5)");
+    if (!st)
+        return -EIO;
+    sqlite3_bind_text(st, 1, f->vault, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, f->counter);
+    sqlite3_bind_blob(st, 3, f->hash, SHA256_LEN, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, f->account ? f->account : "(admin)", -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 5, (int64_t)time(NULL));
+    rc = db_step_done(k, st);
+    if (!rc)
+        set_outcome(o, 200, f->force && cur.has_anchor && f->counter < cur.anchor_counter
+                    ? "forced" : "anchored");
     return rc;
 }
 
@@ -1140,6 +1367,8 @@ static const struct route routes[] = {
     { "/v1/disable", "disable", true, handle_disable },
     { "/v1/enable", "enable", true, handle_enable },
     { "/v1/remove", "remove", true, handle_remove },
+    { "/v1/anchor-get", "anchor-get", false, handle_anchor_get },
+    { "/v1/anchor-put", "anchor-put", false, handle_anchor_put },
 };
 
 static const struct route *route_find(const char *url)
@@ -1178,6 +1407,13 @@ static enum MHD_Result answer(struct MHD_Connection *c, const struct outcome *o)
     json_object *obj = json_object_new_object();
     enum MHD_Result ret;
 
+    if (o->has_anchor) {
+        char hex[2 * SHA256_LEN + 1];
+        hex_encode(o->anchor_hash, SHA256_LEN, hex);
+        json_object_object_add(obj, "counter", json_object_new_int64(o->anchor_counter));
+        if (o->status == 200)
+            json_object_object_add(obj, "hash", json_object_new_string(hex));
+    }
     if (o->status == 200) {
         if (o->share) {
             char hex[2 * SHARE_LEN + 1];
@@ -1186,6 +1422,8 @@ static enum MHD_Result answer(struct MHD_Connection *c, const struct outcome *o)
             secmem_wipe(hex, sizeof hex);
         }
         json_object_object_add(obj, "result", json_object_new_string(o->result));
+        if (o->anchor_token[0])
+            json_object_object_add(obj, "anchor_token", json_object_new_string(o->anchor_token));
     } else {
         json_object_object_add(obj, "error", json_object_new_string(o->result));
         if (o->retry_after)
@@ -1222,13 +1460,14 @@ static enum MHD_Result dispatch(struct keyd *k, struct MHD_Connection *c, const 
                                 const char *method, struct https_request *r)
 {
     const struct route *rt = route_find(url);
-    struct outcome o = { 0, NULL, 0, NULL };
+    struct outcome o = { 0 };
     struct fields f;
     json_object *body = NULL;
     char remote[NI_MAXHOST];
     enum MHD_Result ret;
 
     memset(&f, 0, sizeof f);
+    f.counter = -1;
     https_client_address(c, remote, sizeof remote);
     if (!rt)
         set_outcome(&o, 404, "not-found");
@@ -1248,8 +1487,10 @@ static enum MHD_Result dispatch(struct keyd *k, struct MHD_Connection *c, const 
             db_exec(k, "COMMIT");
         }
         set_outcome(&o, 401, "rejected");
-    } else
+    } else {
+        f.admin_ok = !rt->admin && admin_token_ok(k, c);   /* anchor-put by an admin */
         run_handler(k, rt, remote, &f, &o);
+    }
     capture_body(k, url, r);
     /* Fail closed: a share is not released unless its release is on record. */
     if (audit_write(k, remote, rt ? rt->op : "unknown", &f, &o) < 0 && rt &&
@@ -1306,6 +1547,7 @@ static void keyd_teardown(struct keyd *k)
         close(k->capture_fd);
     secmem_free(k->master_key, KEYD_MASTER_KEY_LEN);
     secmem_free(k->verifier_key, SHA256_LEN);
+    secmem_free(k->anchor_key, SHA256_LEN);
     secmem_free(k->admin_token_hash, SHA256_LEN);
     keyd_conf_free(&k->conf);
 }
