@@ -450,8 +450,50 @@ static int head_matches(const struct vault_head *h, const struct vault_head *now
     return 0;
 }
 
+static int head_load_once(struct meta *m, const char *vault_id, const char *root_fp,
+                          struct vault_head *h, uint8_t **raw, size_t *raw_len);
+
+/* Did the stored head change since blob was read?  (PostgreSQL outside a
+ * transaction: each statement sees what was committed when it started, so
+ * an administrator's commit between reading the head and reading the
+ * folder states makes them disagree for a moment.) */
+static int head_moved(struct meta *m, const uint8_t *blob, size_t len)
+{
+    uint8_t *now = NULL;
+    size_t nlen = 0;
+    int moved = meta_param_get(m, VAULT_HEAD_PARAM, &now, &nlen) == 0 &&
+                (nlen != len || memcmp(now, blob, len) != 0);
+
+    free(now);
+    return moved;
+}
+
 int vault_head_load(struct meta *m, const char *vault_id, const char *root_fp,
                     struct vault_head *h, uint8_t **raw, size_t *raw_len)
+{
+    uint8_t *blob = NULL;
+    size_t len = 0;
+    int rc;
+
+    for (int tries = 0;; tries++) {
+        rc = head_load_once(m, vault_id, root_fp, h, &blob, &len);
+        if (rc != -EBADMSG || tries == 3 || !blob || !head_moved(m, blob, len))
+            break;
+        free(blob);               /* a concurrent change committed: read again */
+        blob = NULL;
+    }
+    if (rc == 0 && raw) {
+        *raw = blob;
+        *raw_len = len;
+    } else {
+        free(blob);
+    }
+    return rc;
+}
+
+/* One attempt; *raw receives the stored blob also on -EBADMSG. */
+static int head_load_once(struct meta *m, const char *vault_id, const char *root_fp,
+                          struct vault_head *h, uint8_t **raw, size_t *raw_len)
 {
     struct vault_head now = { 0 };
     const uint8_t *tbs, *sig;
@@ -478,18 +520,11 @@ int vault_head_load(struct meta *m, const char *vault_id, const char *root_fp,
         rc = head_matches(h, &now);
     EVP_PKEY_free(key);
     vault_head_clear(&now);
-    if (rc < 0) {
+    if (rc < 0)
         vault_head_clear(h);
-        free(blob);
-        return rc;
-    }
-    if (raw) {
-        *raw = blob;
-        *raw_len = len;
-    } else {
-        free(blob);
-    }
-    return 0;
+    *raw = blob;
+    *raw_len = len;
+    return rc;
 }
 
 int vault_head_check_anchor(const char *vault_id, const uint8_t *raw, size_t raw_len,
