@@ -692,7 +692,8 @@ static void trash_info_create(struct fs *fs, fuse_req_t req, const char *name,
         r = -ENOMEM;
     }
     if (r < 0) {
-        fuse_reply_err(req, r == -EEXIST || r == -EROFS || r == -ENAMETOOLONG ? -r : EIO);
+        fuse_reply_err(req, r == -EEXIST || r == -EROFS || r == -ENAMETOOLONG || r == -ENOSPC
+                                ? -r : EIO);
         return;
     }
     h->vino = e.ino = e.attr.st_ino;

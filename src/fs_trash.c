@@ -15,6 +15,7 @@
 #define INFO_SUFFIX ".trashinfo"
 #define INFO_XATTR "pactfs.trashinfo"   /* never a "user." name: not listed */
 #define PEND_MAX (64 * 1024)            /* a .trashinfo is a few lines */
+#define PEND_COUNT_MAX 256              /* memory only: bounded */
 
 /* A .trashinfo a client is writing into info/ (memory only). */
 struct pend {
@@ -29,6 +30,7 @@ struct pend {
 struct fs_trash {
     pthread_mutex_t lock;
     struct pend *pend;
+    unsigned npend;
     uint64_t next_id;
     char topname[40];   /* ".Trash-UID" */
     char hidden[48];    /* the account's hidden directory in each folder */
@@ -632,7 +634,10 @@ int fs_trash_pend_create(struct fs *fs, const struct fs_caller *who, const char 
     pthread_mutex_lock(&t->lock);
     if (pend_find(t, name, 0)) {
         r = -EEXIST;
+    } else if (t->npend >= PEND_COUNT_MAX) {
+        r = -ENOSPC;   /* a client that writes .trashinfo files and never trashes */
     } else {
+        t->npend++;
         p->ino = FS_TRASH_PEND_BIT | ++t->next_id;
         p->next = t->pend;
         t->pend = p;
@@ -652,6 +657,7 @@ static int pend_remove_locked(struct fs_trash *t, const char *name)
             struct pend *p = *pp;
             *pp = p->next;
             pend_free(p);
+            t->npend--;
             return 0;
         }
     }

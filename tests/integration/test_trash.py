@@ -223,6 +223,19 @@ def test_trash_refusals(vault):
                                                    ("trash-empty", "ok")], ev
     assert not [e for e in audit_events(v) if e["op"] == "folder-create" and
                 e["path"].startswith("/.")]
+    # what a client writes into info/ stays in memory until its rename, so
+    # it is bounded
+    info = os.path.join(td, "info")
+    made = 0
+    for i in range(300):
+        if H.errno_of(lambda: open(os.path.join(info, "x%d.trashinfo" % i), "x").close()):
+            break
+        made += 1
+    assert made == 256
+    assert H.errno_of(open, os.path.join(info, "one-more.trashinfo"), "x") == errno.ENOSPC
+    for i in range(made):
+        os.unlink(os.path.join(info, "x%d.trashinfo" % i))
+    assert os.listdir(info) == []
 
 
 NOBODY = 65534
