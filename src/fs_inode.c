@@ -4,7 +4,13 @@
  * which are open, and which jobs still use them.  An inode whose link count
  * reached zero stays in the metadata (nlink 0, data intact) until its last
  * reference goes, then it is deleted; a crash leaves it as an orphan that
- * the next mount deletes. */
+ * the next mount deletes.
+ *
+ * On PostgreSQL (a session per mount, fs->session) every open inode is also
+ * held in the store (table holds, while nopen > 0), and an inode with no
+ * link left is deleted only when no other live session holds it: the last
+ * close on any workstation deletes it (fs_watch.c deletes those of dead
+ * sessions). */
 
 #include <errno.h>
 #include <stdio.h>
@@ -13,6 +19,7 @@
 
 #include "error.h"
 #include "fs_internal.h"
+#include "meta_shared.h"
 
 #define ITAB_INITIAL_BUCKETS 1024
 
@@ -106,6 +113,46 @@ static void ref_take(struct fs_inode *in, enum fs_ref kind, uint64_t n)
         in->nref += (unsigned)n;
 }
 
+/* Make the store's hold of in match whether this mount has it open
+ * (nothing without a session).  After the last close here, an inode with
+ * no link left that nobody else holds is deleted. */
+static void hold_sync(struct fs *fs, struct fs_inode *in)
+{
+    uint64_t session = __atomic_load_n(&fs->session, __ATOMIC_ACQUIRE);
+    if (!session)
+        return;
+    struct meta_inode mi;
+    int gone = 0;
+    pthread_mutex_lock(&in->lock);
+    pthread_mutex_lock(&fs->itab.lock);
+    int want = in->nopen > 0;
+    pthread_mutex_unlock(&fs->itab.lock);
+    if (want != in->held) {
+        pthread_mutex_lock(&fs->meta_lock);
+        int r = meta_hold_set(fs->v->meta, session, in->ino, want);
+        if (r == 0)
+            in->held = want;
+        if (r == 0 && !want)
+            gone = meta_inode_get(fs->v->meta, in->ino, &mi) == 0 && mi.nlink == 0;
+        pthread_mutex_unlock(&fs->meta_lock);
+        if (r < 0)
+            fprintf(stderr, "pactfs: cannot %s inode %llu as open in the metadata store: %s\n",
+                    want ? "record" : "clear", (unsigned long long)in->ino, pfs_err_msg());
+    }
+    pthread_mutex_unlock(&in->lock);
+    if (gone)   /* unlinked on another workstation while open here */
+        fs_inode_delete_now(fs, in->ino);
+}
+
+/* After a new session: hold again what is open. */
+static void rehold(struct fs *fs, struct fs_inode *in)
+{
+    pthread_mutex_lock(&in->lock);
+    in->held = 0;
+    pthread_mutex_unlock(&in->lock);
+    hold_sync(fs, in);
+}
+
 struct fs_inode *fs_inode_get(struct fs *fs, uint64_t ino, uint64_t folder_id, uint32_t mode,
                               enum fs_ref kind)
 {
@@ -127,6 +174,8 @@ struct fs_inode *fs_inode_get(struct fs *fs, uint64_t ino, uint64_t folder_id, u
     }
     ref_take(in, kind, 1);
     pthread_mutex_unlock(&t->lock);
+    if (kind == FS_REF_OPEN)
+        hold_sync(fs, in);
     return in;
 }
 
@@ -148,10 +197,31 @@ struct fs_inode *fs_inode_find(struct fs *fs, uint64_t ino)
     return in;
 }
 
+/* Delete ino unless another live session holds it open or it got a link
+ * again (meta_lock held): one transaction with the inode row taken. */
+static int delete_unheld_locked(struct fs *fs, uint64_t session, uint64_t ino)
+{
+    struct meta *m = fs->v->meta;
+    int r = meta_begin(m);
+    int began = r == 0;
+    if (r == 0)
+        r = meta_inode_lock(m, ino);
+    if (r == 0)
+        r = meta_orphan_unheld(m, session, ino);
+    if (r == 1)
+        r = meta_inode_delete(m, ino);
+    if (began && r == 0)
+        r = meta_commit(m);
+    else if (began)
+        meta_rollback(m);
+    return r;
+}
+
 int fs_inode_delete_now(struct fs *fs, uint64_t ino)
 {
+    uint64_t session = __atomic_load_n(&fs->session, __ATOMIC_ACQUIRE);
     pthread_mutex_lock(&fs->meta_lock);
-    int r = meta_inode_delete(fs->v->meta, ino);
+    int r = session ? delete_unheld_locked(fs, session, ino) : meta_inode_delete(fs->v->meta, ino);
     pthread_mutex_unlock(&fs->meta_lock);
     if (r < 0 && r != -ENOENT)
         fprintf(stderr, "pactfs: cannot delete unlinked inode %llu: %s\n",
@@ -174,7 +244,7 @@ static void inode_retire(struct fs *fs, struct fs_inode *in, int unlinked)
     inode_free(in);
 }
 
-void fs_inode_put(struct fs *fs, struct fs_inode *in, enum fs_ref kind, uint64_t n)
+static void put_ref(struct fs *fs, struct fs_inode *in, enum fs_ref kind, uint64_t n)
 {
     struct fs_itab *t = &fs->itab;
     pthread_mutex_lock(&t->lock);
@@ -210,6 +280,23 @@ void fs_inode_put(struct fs *fs, struct fs_inode *in, enum fs_ref kind, uint64_t
     pthread_mutex_unlock(&t->lock);
     if (last)
         inode_retire(fs, in, unlinked);
+}
+
+void fs_inode_put(struct fs *fs, struct fs_inode *in, enum fs_ref kind, uint64_t n)
+{
+    if (kind != FS_REF_OPEN || !__atomic_load_n(&fs->session, __ATOMIC_ACQUIRE)) {
+        put_ref(fs, in, kind, n);
+        return;
+    }
+    fs_inode_hold(fs, in);   /* in stays while its hold goes */
+    put_ref(fs, in, kind, n);
+    hold_sync(fs, in);
+    put_ref(fs, in, FS_REF_OP, 1);
+}
+
+void fs_inode_rehold_all(struct fs *fs)
+{
+    fs_itab_each_file(fs, rehold);
 }
 
 void fs_inode_forget(struct fs *fs, uint64_t ino, uint64_t nlookup)

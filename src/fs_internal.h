@@ -50,6 +50,8 @@ struct fs_inode {
     uint64_t nlookup;          /* kernel lookup count */
     unsigned nopen;            /* open file handles */
     unsigned nref;             /* in-flight operations and jobs */
+    int held;                  /* under lock: a holds row of this mount's session
+                                  exists (fs_inode.c, PostgreSQL) */
     int unlinked;              /* nlink reached 0: delete when unreferenced */
     uint64_t parent;           /* last known parent and plaintext name */
     char *name;                /* (for audit paths; best effort) */
@@ -87,6 +89,8 @@ struct fs {
     struct fs_epwatch *epwatch; /* fs_endpoints.c: endpoint identity watcher */
     uint64_t remote_peers;     /* atomic: other workstations' live sessions
                                   (fs_watch; 0 without one) */
+    uint64_t session;          /* atomic: this mount's session in the store
+                                  (fs_watch; 0: none, SQLite) */
     /* The front end's "drop what the kernel cached of ino" (NULL: none);
      * called from a worker thread, never inside a request. */
     void (*inval_inode)(struct fs *fs, uint64_t ino);
@@ -148,8 +152,12 @@ int fs_inode_mark_unlinked(struct fs *fs, uint64_t ino);
 int fs_inode_name(struct fs *fs, uint64_t ino, uint64_t *parent, char *name, size_t cap);
 /* Call fn for every inode with a data state (used by flush-all at unmount). */
 void fs_itab_each_file(struct fs *fs, void (*fn)(struct fs *fs, struct fs_inode *in));
-/* Delete inode ino from the metadata (and its data); locks meta itself. */
+/* Delete inode ino from the metadata (and its data); locks meta itself.
+ * With a session: only if it has no link and no other live session holds
+ * it open (else that session's last close deletes it). */
 int fs_inode_delete_now(struct fs *fs, uint64_t ino);
+/* A new session (the old one expired): hold every open inode again. */
+void fs_inode_rehold_all(struct fs *fs);
 
 /* ---- fs_data.c ---- */
 int fs_data_start(struct fs *fs);

@@ -79,7 +79,61 @@ static int session_start(struct fs_watch *w)
         r = meta_session_others(w->m, w->session, &w->fs->remote_peers);
     if (r == 0)
         r = meta_change_notify(w->m);   /* the others learn of this mount at once */
+    if (r == 0)
+        __atomic_store_n(&w->fs->session, w->session, __ATOMIC_RELEASE);
     return r;
+}
+
+static int orphan_collect(void *arg, uint64_t ino)
+{
+    uint64_t **list = arg;
+    uint64_t n = (*list)[0] + 1;
+    uint64_t *l = realloc(*list, (n + 1) * sizeof *l);
+    if (!l)
+        return -ENOMEM;
+    l[0] = n;
+    l[n] = ino;
+    *list = l;
+    return 0;
+}
+
+/* Inodes with no link left that no live session holds open (their holder
+ * crashed, or they predate holds): deleted, each in a transaction that
+ * checks again with the row taken.  Writable mounts only. */
+static void orphans_reap(struct fs_watch *w)
+{
+    if (w->fs->opt.read_only)
+        return;
+    uint64_t *list = calloc(1, sizeof *list);
+    if (!list)
+        return;
+    int r = meta_orphans_unheld_list(w->m, orphan_collect, &list);
+    uint64_t done = 0;
+    for (uint64_t i = 1; r == 0 && i <= list[0]; i++) {
+        r = meta_begin(w->m);
+        int began = r == 0;
+        if (r == 0)
+            r = meta_inode_lock(w->m, list[i]);
+        if (r == 0)
+            r = meta_orphan_unheld(w->m, 0, list[i]);
+        if (r == 1 && (r = meta_inode_delete(w->m, list[i])) == 0)
+            done++;
+        if (began && r == 0)
+            r = meta_commit(w->m);
+        else if (began)
+            meta_rollback(w->m);
+        if (r == -ENOENT)
+            r = 0;   /* someone else was quicker */
+    }
+    if (r < 0)
+        fprintf(stderr, "pactfs: cannot delete orphaned inodes (unlinked, no longer open "
+                "anywhere): %s\n", pfs_err_msg());
+    if (done) {
+        fprintf(stderr, "pactfs: deleted %llu inode(s) unlinked while open on a workstation "
+                "whose session ended\n", (unsigned long long)done);
+        fs_data_gc_kick(w->fs);
+    }
+    free(list);
 }
 
 static void count_others(struct fs_watch *w)
@@ -101,9 +155,13 @@ static void renew(struct fs_watch *w)
             r = meta_set_origin(w->fs->v->meta, w->session);
             pthread_mutex_unlock(&w->fs->meta_lock);
         }
+        if (r == 0)
+            fs_inode_rehold_all(w->fs);
     }
     if (r == 0)
         r = meta_session_reap(w->m);
+    if (r == 0)
+        orphans_reap(w);
     if (r < 0) {
         fprintf(stderr, "pactfs: cannot renew this mount's session in the metadata store: %s\n",
                 pfs_err_msg());
@@ -304,6 +362,8 @@ void fs_watch_stop(struct fs *fs)
     __atomic_store_n(&w->stop, 1, __ATOMIC_RELEASE);
     if (w->started)
         pthread_join(w->thread, NULL);
+    /* fs->session stays: the inodes still unlinked at teardown are deleted
+     * only if no other live session holds them */
     if (meta_session_close(w->m, w->session) < 0)
         fprintf(stderr, "pactfs: cannot end this mount's session (it expires in %d s): %s\n",
                 w->lease_s, pfs_err_msg());

@@ -70,6 +70,18 @@ int meta_inode_lock(struct meta *m, uint64_t ino);
  * transactions are serial already, a no-op; outside a transaction too). */
 int meta_head_lock(struct meta *m);
 
+/* Open files (table holds): a session holds the inodes its mount has open,
+ * so an inode unlinked on one workstation while another still reads it is
+ * deleted only when no live session holds it any more. */
+int meta_hold_set(struct meta *m, uint64_t session, uint64_t ino, int held);
+/* Inside a transaction after meta_inode_lock(ino): 1 if ino has no link
+ * left and no live session other than session holds it (delete it now),
+ * else 0 (-ENOENT: no such inode). */
+int meta_orphan_unheld(struct meta *m, uint64_t session, uint64_t ino);
+/* Inodes with no link left that no live session holds: a crash's or a
+ * dead session's leftovers. */
+int meta_orphans_unheld_list(struct meta *m, int (*cb)(void *arg, uint64_t ino), void *arg);
+
 /* Advisory locks shared across workstations (table locks).  A lock is held
  * by (session, owner) -- owner is the kernel's lock owner id on that
  * workstation -- over [start, end] (end INT64_MAX: to the end of the file);

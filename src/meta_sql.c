@@ -117,6 +117,7 @@ enum st {
     ST_CHUNK_PUT_ONE, ST_CHUNK_TRUNCATE_ONE, ST_INODE_DELETE_ONE, ST_INODE_SEQ_ADVANCE,
     ST_INODE_LOCK, ST_HEAD_LOCK,
     ST_LOCK_CONFLICT, ST_LOCK_MINE, ST_LOCK_DELETE, ST_LOCK_INSERT, ST_LOCK_RELEASE,
+    ST_HOLD_ADD, ST_HOLD_DROP, ST_HOLD_UNHELD, ST_ORPHANS_UNHELD,
     ST_COUNT
 };
 
@@ -254,6 +255,16 @@ static const char *const stmt_sql[ST_COUNT] = {
                        " pid) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     [ST_LOCK_RELEASE] = "DELETE FROM locks WHERE ino = ?1 AND kind = ?2 AND session = ?3"
                         " AND owner = ?4",
+    /* open files: ?1 ino, ?2 session */
+    [ST_HOLD_ADD] = "INSERT INTO holds (ino, session) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+    [ST_HOLD_DROP] = "DELETE FROM holds WHERE ino = ?1 AND session = ?2",
+    [ST_HOLD_UNHELD] = "SELECT CAST(CASE WHEN nlink = 0 AND NOT EXISTS (SELECT 1 FROM holds h"
+                       " JOIN sessions s ON s.id = h.session WHERE h.ino = ?1"
+                       " AND h.session <> ?2 AND s.expires > {NOW}) THEN 1 ELSE 0 END AS {INT})"
+                       " FROM inodes WHERE ino = ?1",
+    [ST_ORPHANS_UNHELD] = "SELECT ino FROM inodes WHERE nlink = 0 AND NOT EXISTS (SELECT 1"
+                          " FROM holds h JOIN sessions s ON s.id = h.session"
+                          " WHERE h.ino = inodes.ino AND s.expires > {NOW}) ORDER BY ino",
 };
 
 #define DIRENT_PAGE 256
@@ -1129,15 +1140,16 @@ static int sql_inode_delete(struct meta *m, uint64_t ino)
     return rc;
 }
 
-static int sql_inode_list_orphans(struct meta *m, meta_ino_cb cb, void *arg)
+/* Call cb for every inode number statement id returns. */
+static int ino_list(struct msql *h, enum st id, const char *what, meta_ino_cb cb, void *arg)
 {
     struct q q;
-    int rc = q_open(H(m), ST_ORPHANS, &q);
+    int rc = q_open(h, id, &q);
 
-    while (rc == 0 && (rc = q_step(&q, "orphan list")) > 0) {
+    while (rc == 0 && (rc = q_step(&q, what)) > 0) {
         uint64_t ino = (uint64_t)col_i64(&q, 0);
 
-        rc = row_status(&q, "orphan list");
+        rc = row_status(&q, what);
         if (rc == 0)
             rc = cb(arg, ino);
         if (rc) {
@@ -1147,6 +1159,11 @@ static int sql_inode_list_orphans(struct meta *m, meta_ino_cb cb, void *arg)
     }
     q_close(&q);
     return rc;
+}
+
+static int sql_inode_list_orphans(struct meta *m, meta_ino_cb cb, void *arg)
+{
+    return ino_list(H(m), ST_ORPHANS, "orphan list", cb, arg);
 }
 
 static int sql_symlink_set(struct meta *m, uint64_t ino, const uint8_t *target, size_t len)
@@ -2186,4 +2203,26 @@ int meta_lock_release(struct meta *m, uint64_t session, uint64_t ino, uint64_t o
         return rc;
     lock_bind(&q, &l, 0);
     return q_run(&q, "advisory lock release", NULL);
+}
+
+/* ---- open files across workstations (meta_shared.h) ---- */
+
+int meta_hold_set(struct meta *m, uint64_t session, uint64_t ino, int held)
+{
+    return run_ino_stmt(H(m), held ? ST_HOLD_ADD : ST_HOLD_DROP, ino, 2, session,
+                        "open-file hold", NULL);
+}
+
+int meta_orphan_unheld(struct meta *m, uint64_t session, uint64_t ino)
+{
+    int64_t v;
+    int found;
+    int rc = query_i64(H(m), ST_HOLD_UNHELD, ino, 2, session, "open-file hold", &v, &found);
+
+    return rc ? rc : !found ? -ENOENT : v != 0;
+}
+
+int meta_orphans_unheld_list(struct meta *m, int (*cb)(void *arg, uint64_t ino), void *arg)
+{
+    return ino_list(H(m), ST_ORPHANS_UNHELD, "orphan list", cb, arg);
 }

@@ -1352,18 +1352,34 @@ static int lock_try(struct meta *m, struct meta_lock *l, struct meta_lock *c)
     return r;
 }
 
-static void test_advisory_locks(void)
+/* A fresh store with two live sessions and one regular file. */
+static struct meta *two_sessions_and_a_file(uint64_t *s1, uint64_t *s2, uint64_t *ino)
 {
     struct meta *m = open_fresh();
-    uint64_t s1 = 0, s2 = 0, ino;
-    struct meta_lock c;
+
+    if (!m || meta_session_open(m, 1, "ws1", 30, s1) || meta_session_open(m, 2, "ws2", 30, s2))
+        return NULL;
+    *ino = make_inode(m, S_IFREG | 0600, 1);
+    return *ino ? m : NULL;
+}
+
+/* The lease of session id runs out. */
+static int expire_session(uint64_t id)
+{
     char sql[128];
 
+    snprintf(sql, sizeof sql, "UPDATE sessions SET expires = 0 WHERE id = %llu",
+             (unsigned long long)id);
+    return B->raw_exec(sql);
+}
+
+static void test_advisory_locks(void)
+{
+    uint64_t s1 = 0, s2 = 0, ino = 0;
+    struct meta *m = two_sessions_and_a_file(&s1, &s2, &ino);
+    struct meta_lock c;
+
     REQUIRE(m);
-    REQUIRE(meta_session_open(m, 1, "ws1", 30, &s1) == 0);
-    REQUIRE(meta_session_open(m, 2, "ws2", 30, &s2) == 0);
-    ino = make_inode(m, S_IFREG | 0600, 1);
-    REQUIRE(ino);
     struct meta_lock a = { .ino = ino, .session = s1, .owner = 7, .kind = META_LOCK_POSIX,
                            .type = F_WRLCK, .start = 0, .end = 99, .pid = 11 };
     struct meta_lock b = { .ino = ino, .session = s2, .owner = 7, .kind = META_LOCK_POSIX,
@@ -1399,9 +1415,7 @@ static void test_advisory_locks(void)
     struct meta_lock w = { .ino = ino, .session = s2, .owner = 8, .kind = META_LOCK_POSIX,
                            .type = F_WRLCK, .start = 0, .end = INT64_MAX };
     CHECK_EQ_INT(lock_try(m, &w, &c), 1);
-    snprintf(sql, sizeof sql, "UPDATE sessions SET expires = 0 WHERE id = %llu",
-             (unsigned long long)s1);
-    REQUIRE(B->raw_exec(sql) == 0);
+    REQUIRE(expire_session(s1) == 0);
     CHECK_EQ_INT(lock_try(m, &w, &c), 1);   /* b's own read lock, another owner */
     CHECK_EQ_INT(meta_lock_release(m, s2, ino, 7, META_LOCK_POSIX), 0);
     CHECK_EQ_INT(lock_try(m, &w, &c), 0);
@@ -1412,6 +1426,45 @@ static void test_advisory_locks(void)
     CHECK_EQ_INT(meta_begin(m), 0);
     CHECK_EQ_INT(meta_lock_conflict(m, &w, &c), 0);   /* every lock went with its session */
     CHECK_EQ_INT(meta_commit(m), 0);
+    finish(m);
+}
+
+static int ino_count(void *arg, uint64_t ino)
+{
+    (void)ino;
+    (*(int *)arg)++;
+    return 0;
+}
+
+static void test_open_file_holds(void)
+{
+    uint64_t s1 = 0, s2 = 0, ino = 0;
+    struct meta *m = two_sessions_and_a_file(&s1, &s2, &ino);
+    struct meta_inode mi;
+    int n = 0;
+
+    REQUIRE(m);
+    CHECK_EQ_INT(meta_hold_set(m, s2, ino, 1), 0);
+    CHECK_EQ_INT(meta_hold_set(m, s2, ino, 1), 0);   /* idempotent */
+    CHECK_EQ_INT(meta_orphan_unheld(m, s1, ino), 0);   /* still linked */
+    REQUIRE(meta_inode_get(m, ino, &mi) == 0);
+    mi.nlink = 0;
+    REQUIRE(meta_inode_update(m, &mi) == 0);
+    CHECK_EQ_INT(meta_orphan_unheld(m, s1, ino), 0);   /* ws2 has it open */
+    CHECK_EQ_INT(meta_orphan_unheld(m, s2, ino), 1);   /* ws2 itself may delete it */
+    CHECK_EQ_INT(meta_orphans_unheld_list(m, ino_count, &n), 0);
+    CHECK(n == 0);
+    /* ws2's lease runs out: the orphan is nobody's */
+    REQUIRE(expire_session(s2) == 0);
+    CHECK_EQ_INT(meta_orphan_unheld(m, s1, ino), 1);
+    CHECK_EQ_INT(meta_orphans_unheld_list(m, ino_count, &n), 0);
+    CHECK(n == 1);
+    CHECK_EQ_INT(meta_session_reap(m), 0);
+    CHECK_EQ_INT(meta_hold_set(m, s1, ino, 1), 0);
+    CHECK_EQ_INT(meta_orphan_unheld(m, 0, ino), 0);
+    CHECK_EQ_INT(meta_hold_set(m, s1, ino, 0), 0);
+    CHECK_EQ_INT(meta_orphan_unheld(m, 0, ino), 1);
+    CHECK_EQ_INT(meta_orphan_unheld(m, 0, ino + 1000), -ENOENT);
     finish(m);
 }
 
@@ -1503,6 +1556,7 @@ static const struct shared_case shared[] = {
     { "sessions_and_change_feed", test_sessions_and_change_feed },
     { "presync_write_ahead", test_presync_write_ahead },
     { "advisory_locks", test_advisory_locks },
+    { "open_file_holds", test_open_file_holds },
 };
 
 static void run_shared(const struct backend *b)
