@@ -84,6 +84,9 @@ struct fs_file {
     uint64_t seq_next;         /* sequential read detection */
     uint64_t seq_write_next;   /* sequential write detection */
     uint64_t ra_until;         /* chunks below this were read ahead */
+    uint64_t behind_idx[2];    /* drop-behind: the last two stored chunks a */
+    uint64_t behind_ver[2];    /* sequential read served, newest first */
+    unsigned behind_n;
     unsigned setattr_seq;      /* bumped (atomically) at every setattr of the
                                   inode row, and setattr_active counts those
                                   running: a commit gathered before or during
@@ -1772,6 +1775,38 @@ static void job_readahead(struct fs *fs, struct fs_inode *in, uint64_t idx)
         cache_release(fs->data, e);
 }
 
+/* Drop-behind for sequential reads (in->lock held): when a read moves on
+ * to a new stored chunk, the chunk two behind it leaves the cache (the
+ * kernel may still ask for the one just behind, out of order).  A file
+ * streamed once then neither fills the cache with plaintext nobody reads
+ * again (the daemon's memory stays small) nor needs a fresh locked buffer
+ * -- page faults, zeroing, mlock -- for every chunk: freed buffers go back
+ * to the pool's spares for the read-ahead of the next ones. */
+static void drop_behind(struct fs *fs, struct fs_inode *in, uint64_t idx, uint64_t ver)
+{
+    struct fs_file *f = in->file;
+    if (f->behind_n && f->behind_idx[0] == idx)
+        return;
+    if (f->behind_n == 2) {
+        struct fs_data *d = fs->data;
+        pthread_mutex_lock(&d->clock);
+        struct cache_entry *e = cache_find(d, in->ino, f->behind_idx[1], f->behind_ver[1]);
+        if (e && e->ready) {
+            if (e->refs == 0)
+                cache_remove_locked(d, e);
+            else
+                e->stale = 1;   /* removed at its last release */
+        }
+        pthread_mutex_unlock(&d->clock);
+    }
+    f->behind_idx[1] = f->behind_idx[0];
+    f->behind_ver[1] = f->behind_ver[0];
+    f->behind_idx[0] = idx;
+    f->behind_ver[0] = ver;
+    if (f->behind_n < 2)
+        f->behind_n++;
+}
+
 /* Copy bytes [coff, coff+n) of a chunk whose valid length is len; zeros
  * past len (a chunk cut by truncate and extended again). */
 static void copy_from_chunk(uint8_t *dst, const uint8_t *chunk, uint32_t len, uint32_t coff,
@@ -1799,10 +1834,13 @@ int fs_data_read(struct fs *fs, struct fs_inode *in, uint64_t off, size_t size, 
         return 0;
     }
     uint64_t end = off + size < f->size ? off + size : f->size;
-    if (off == f->seq_next || off / cs == f->seq_next / cs)
+    int sequential = off == f->seq_next || off / cs == f->seq_next / cs;
+    if (sequential)
         readahead_schedule(fs, in, (end - 1) / cs);
-    else
+    else {
         f->ra_until = 0;
+        f->behind_n = 0;
+    }
     f->seq_next = end;
 
     uint64_t pos = off;
@@ -1838,6 +1876,8 @@ int fs_data_read(struct fs *fs, struct fs_inode *in, uint64_t off, size_t size, 
             pthread_mutex_lock(&in->lock);
             if (r < 0)
                 break;
+            if (sequential && in->file == f)
+                drop_behind(fs, in, idx, ref.version);
         }
         pos += n;
     }
