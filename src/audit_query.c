@@ -142,8 +142,12 @@ static int check_list(const char *name, const char *value, const char *const *al
     return 0;
 }
 
+/* All the ids or none (a bad item leaves the filter as it was). */
 static int parse_files(struct audit_filter *f, const char *value)
 {
+    uint64_t *ids = NULL;
+    size_t n = 0;
+
     for (const char *p = value; p;) {
         char *end;
         unsigned long long id;
@@ -151,18 +155,35 @@ static int parse_files(struct audit_filter *f, const char *value)
 
         errno = 0;
         id = strtoull(p, &end, 10);
-        if (errno || end == p || (*end && *end != ',') || !isdigit((unsigned char)*p) || !id)
+        if (errno || end == p || (*end && *end != ',') || !isdigit((unsigned char)*p) || !id) {
+            free(ids);
             return pfs_err(-EINVAL, "file=%s: file ids are positive numbers, comma-separated",
                            value);
-        if (f->nfiles >= FILES_MAX)
+        }
+        if (f->nfiles + n >= FILES_MAX) {
+            free(ids);
             return pfs_err(-EINVAL, "file=: at most %u file ids", FILES_MAX);
-        grown = realloc(f->files, (f->nfiles + 1) * sizeof *grown);
-        if (!grown)
+        }
+        grown = realloc(ids, (n + 1) * sizeof *grown);
+        if (!grown) {
+            free(ids);
             return -ENOMEM;
-        f->files = grown;
-        f->files[f->nfiles++] = id;
+        }
+        ids = grown;
+        ids[n++] = id;
         p = *end ? end + 1 : NULL;
     }
+    {
+        uint64_t *all = realloc(f->files, (f->nfiles + n) * sizeof *all);
+        if (!all) {
+            free(ids);
+            return -ENOMEM;
+        }
+        memcpy(all + f->nfiles, ids, n * sizeof *ids);
+        f->files = all;
+        f->nfiles += n;
+    }
+    free(ids);
     return 0;
 }
 

@@ -386,6 +386,10 @@ static int answer_status(const struct keyd_client *kc, const struct keyd_answer 
         return pfs_err(-EINVAL, "the key service at %s rejected the request as malformed "
                        "(%s)", kc->url, answer_error(ans));
     default:
+        if (ans->status >= 500 && strcmp(answer_error(ans), "audit-unavailable") == 0)
+            return pfs_err(-EIO, "the key service at %s could not write the action to its "
+                           "audit trail, so it did nothing (fail-closed): see its log",
+                           kc->url);
         if (ans->status >= 500)
             return pfs_err(-EIO, "the key service at %s failed internally (HTTP %ld): see "
                            "its log", kc->url, ans->status);

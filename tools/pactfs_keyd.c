@@ -27,6 +27,7 @@
  * account and an expiry) or the admin token.  docs/keyd.md.
  */
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -36,6 +37,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/types.h>
 #include <syslog.h>
 #include <time.h>
 #include <unistd.h>
@@ -46,6 +48,8 @@
 #include <openssl/crypto.h>
 #include <sqlite3.h>
 
+#include "audit.h"
+#include "audit_ship.h"
 #include "buf.h"
 #include "crypto.h"
 #include "error.h"
@@ -80,6 +84,9 @@ struct keyd_conf {
     char *admin_token_file;
     char *master_key_file;
     char *audit_log;
+    char *trail_dir;           /* admin actions in the project's audit format, per vault */
+    char *audit_url;           /* optional: ship them to pactfs-auditd */
+    struct tls_conf audit_tls;
     char *debug_capture;       /* tests only: raw request bodies */
     unsigned max_failures;
     unsigned lockout_seconds;
@@ -98,6 +105,14 @@ struct keyd {
     uint8_t *anchor_key;          /* secmem, SHA256_LEN: HKDF(master key), anchor tokens */
     uint8_t *admin_token_hash;    /* secmem, SHA256_LEN */
     bool require_client_cert;
+    struct trail_shipper *shippers;
+};
+
+/* One vault's trail of admin actions and its shipper (audit_url). */
+struct trail_shipper {
+    struct trail_shipper *next;
+    char vault[33];
+    struct audit_ship *ship;
 };
 
 /* What a handler decided; turned into the HTTP answer and the audit line. */
@@ -150,6 +165,11 @@ static void keyd_conf_free(struct keyd_conf *c)
     free(c->admin_token_file);
     free(c->master_key_file);
     free(c->audit_log);
+    free(c->trail_dir);
+    free(c->audit_url);
+    free(c->audit_tls.ca_file);
+    free(c->audit_tls.cert_file);
+    free(c->audit_tls.key_file);
     free(c->debug_capture);
     memset(c, 0, sizeof *c);
 }
@@ -172,6 +192,14 @@ static int keyd_conf_read(config_t *cfg, const char *dir, void *arg)
     rc = rc ? rc : https_conf_string(cfg, dir, "master_key_file", true, true,
                                      &c->master_key_file);
     rc = rc ? rc : https_conf_string(cfg, dir, "audit_log", true, true, &c->audit_log);
+    rc = rc ? rc : https_conf_string(cfg, dir, "trail_dir", true, false, &c->trail_dir);
+    rc = rc ? rc : https_conf_string(cfg, dir, "audit_url", false, false, &c->audit_url);
+    rc = rc ? rc : https_conf_string(cfg, dir, "audit_ca_file", true, false,
+                                     &c->audit_tls.ca_file);
+    rc = rc ? rc : https_conf_string(cfg, dir, "audit_cert_file", true, false,
+                                     &c->audit_tls.cert_file);
+    rc = rc ? rc : https_conf_string(cfg, dir, "audit_key_file", true, false,
+                                     &c->audit_tls.key_file);
     rc = rc ? rc : https_conf_string(cfg, dir, "debug_capture", true, false, &c->debug_capture);
     rc = rc ? rc : https_conf_uint(cfg, "lockout.max_failures", 1, 1000, &c->max_failures);
     rc = rc ? rc : https_conf_uint(cfg, "lockout.lockout_seconds", 1, 86400 * 30,
@@ -184,6 +212,14 @@ static int keyd_conf_read(config_t *cfg, const char *dir, void *arg)
                                    &c->source_lockout_seconds);
     if (!rc && !c->listen_address && !(c->listen_address = strdup("127.0.0.1")))
         rc = pfs_err(-ENOMEM, "out of memory");
+    if (!rc && !c->trail_dir) {   /* default: "trail" beside the database */
+        const char *slash = strrchr(c->database, '/');
+        if (asprintf(&c->trail_dir, "%.*strail", slash ? (int)(slash - c->database + 1) : 0,
+                     c->database) < 0) {
+            c->trail_dir = NULL;
+            rc = pfs_err(-ENOMEM, "out of memory");
+        }
+    }
     return rc;
 }
 
@@ -711,6 +747,129 @@ static int audit_write(struct keyd *k, const char *remote, const char *op,
              f->account ? f->account : "-", o->status, o->result);
     json_object_put(ev);
     return rc;
+}
+
+/* ---------------------------------------------------------------- trail */
+
+/* Admin actions in the project's audit format (docs/format-audit.md), one
+ * spool per vault in trail_dir, each action an unsigned session of its own
+ * (pactfs-keyd holds no account key) whose account names the officer.
+ * Written before the action commits: if it cannot be written, the action
+ * is rolled back (fail-closed).  With audit_url, a shipper per vault sends
+ * the spool to pactfs-auditd like the workstations' shippers. */
+
+static bool vault_id_ok(const char *v)
+{
+    size_t n = v ? strlen(v) : 0;
+
+    if (n != 32)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!((v[i] >= '0' && v[i] <= '9') || (v[i] >= 'a' && v[i] <= 'f')))
+            return false;
+    return true;
+}
+
+static void trail_path(const struct keyd *k, const char *vault, char *out, size_t len)
+{
+    snprintf(out, len, "%s/%s.log", k->conf.trail_dir, vault);
+}
+
+static int status_result(unsigned status)
+{
+    if (status >= 200 && status < 300)
+        return 0;
+    switch (status) {
+    case 401: case 403: return -EACCES;
+    case 404: return -ENOENT;
+    case 409: return -EEXIST;
+    case 423: case 429: return -EBUSY;
+    case 400: return -EINVAL;
+    default: return -EIO;
+    }
+}
+
+static int trail_event(struct keyd *k, const char *officer, const char *op,
+                       const struct fields *f, unsigned status)
+{
+    struct audit_identity id = { .account = officer };
+    struct audit_ctx who = { getuid(), getpid() };
+    char path[PATH_MAX], name[64];
+    struct audit *a = NULL;
+    int rc;
+
+    trail_path(k, f->vault, path, sizeof path);
+    snprintf(name, sizeof name, "keyd-%s", op);
+    rc = audit_open(path, f->vault, &id, &a);
+    if (rc == 0)
+        rc = audit_event(a, &who, name, f->account ? f->account : "", status_result(status), 0);
+    audit_close(a);
+    if (rc < 0)
+        https_log(LOG_ERR, "cannot write the audit trail %s: %s", path, pfs_err_msg());
+    return rc;
+}
+
+static void trail_ship(struct keyd *k, const char *vault)
+{
+    struct audit_ship_opts o = { .tls = &k->conf.audit_tls, .url = k->conf.audit_url };
+    struct trail_shipper *t;
+    char path[PATH_MAX];
+
+    if (!k->conf.audit_url)
+        return;
+    for (t = k->shippers; t; t = t->next)
+        if (!strcmp(t->vault, vault)) {
+            audit_ship_kick(t->ship);
+            return;
+        }
+    trail_path(k, vault, path, sizeof path);
+    o.spool_path = path;
+    if (!(t = calloc(1, sizeof *t)))
+        return;
+    snprintf(t->vault, sizeof t->vault, "%s", vault);
+    if (audit_ship_start(&o, &t->ship) < 0) {
+        https_log(LOG_ERR, "cannot ship the audit trail %s: %s", path, pfs_err_msg());
+        free(t);
+        return;
+    }
+    t->next = k->shippers;
+    k->shippers = t;
+}
+
+/* At start: ship what every vault's trail holds. */
+static int trail_setup(struct keyd *k)
+{
+    DIR *d;
+    struct dirent *e;
+
+    if (mkdir(k->conf.trail_dir, 0700) < 0 && errno != EEXIST)
+        return pfs_err(-errno, "cannot create the audit trail directory %s: %s",
+                       k->conf.trail_dir, strerror(errno));
+    if (!k->conf.audit_url || !(d = opendir(k->conf.trail_dir)))
+        return 0;
+    while ((e = readdir(d))) {
+        char vault[33];
+        size_t n = strlen(e->d_name);
+        if (n == 36 && !strcmp(e->d_name + 32, ".log")) {
+            snprintf(vault, sizeof vault, "%.32s", e->d_name);
+            if (vault_id_ok(vault))
+                trail_ship(k, vault);
+        }
+    }
+    closedir(d);
+    return 0;
+}
+
+static void trail_teardown(struct keyd *k)
+{
+    while (k->shippers) {
+        struct trail_shipper *t = k->shippers;
+        k->shippers = t->next;
+        if (audit_ship_stop(t->ship, 5000) < 0)
+            https_log(LOG_WARNING, "audit trail of vault %s not all shipped (it stays in %s): "
+                      "%s", t->vault, k->conf.trail_dir, pfs_err_msg());
+        free(t);
+    }
 }
 
 /* Test aid (off unless debug_capture is set): record the raw bodies the
@@ -1438,12 +1597,16 @@ static enum MHD_Result answer(struct MHD_Connection *c, const struct outcome *o)
 /* Run a handler inside one IMMEDIATE transaction: a failure counter and the
  * verdict it leads to are written together or not at all. */
 static void run_handler(struct keyd *k, const struct route *rt, const char *remote,
-                        const struct fields *f, struct outcome *o)
+                        const char *officer, const struct fields *f, struct outcome *o)
 {
-    int rc = db_exec(k, "BEGIN IMMEDIATE");
+    int rc = db_exec(k, "BEGIN IMMEDIATE"), trail = 0;
 
     if (!rc)
         rc = rt->fn(k, remote, f, o);
+    /* An admin action is on the vault's trail before it takes effect. */
+    if (!rc && rt->admin && vault_id_ok(f->vault) &&
+        trail_event(k, officer, rt->op, f, o->status) < 0)
+        rc = trail = -EIO;
     if (!rc)
         rc = db_exec(k, "COMMIT");
     if (rc) {
@@ -1452,8 +1615,10 @@ static void run_handler(struct keyd *k, const struct route *rt, const char *remo
         secmem_free(o->share, SHARE_LEN);
         o->share = NULL;
         o->retry_after = 0;
-        set_outcome(o, 500, "internal");
+        set_outcome(o, 500, trail ? "audit-unavailable" : "internal");
     }
+    if (rt->admin && vault_id_ok(f->vault))
+        trail_ship(k, f->vault);
 }
 
 static enum MHD_Result dispatch(struct keyd *k, struct MHD_Connection *c, const char *url,
@@ -1463,12 +1628,17 @@ static enum MHD_Result dispatch(struct keyd *k, struct MHD_Connection *c, const 
     struct outcome o = { 0 };
     struct fields f;
     json_object *body = NULL;
-    char remote[NI_MAXHOST];
+    char remote[NI_MAXHOST], cn[HTTPS_CN_MAX + 1] = "", officer[HTTPS_CN_MAX + 16];
     enum MHD_Result ret;
 
     memset(&f, 0, sizeof f);
     f.counter = -1;
     https_client_address(c, remote, sizeof remote);
+    /* Who acts on the trail: the client certificate's CN, else the token. */
+    if (https_client_cn(c, cn, sizeof cn) == 0 && cn[0])
+        snprintf(officer, sizeof officer, "keyd:%s", cn);
+    else
+        snprintf(officer, sizeof officer, "keyd:admin-token");
     if (!rt)
         set_outcome(&o, 404, "not-found");
     else if (strcmp(method, MHD_HTTP_METHOD_POST) != 0)
@@ -1487,9 +1657,13 @@ static enum MHD_Result dispatch(struct keyd *k, struct MHD_Connection *c, const 
             db_exec(k, "COMMIT");
         }
         set_outcome(&o, 401, "rejected");
+        if (vault_id_ok(f.vault)) {     /* a refused officer is on the trail too */
+            (void)trail_event(k, officer, rt->op, &f, o.status);
+            trail_ship(k, f.vault);
+        }
     } else {
         f.admin_ok = !rt->admin && admin_token_ok(k, c);   /* anchor-put by an admin */
-        run_handler(k, rt, remote, &f, &o);
+        run_handler(k, rt, remote, officer, &f, &o);
     }
     capture_body(k, url, r);
     /* Fail closed: a share is not released unless its release is on record. */
@@ -1527,6 +1701,7 @@ static int keyd_setup(struct keyd *k)
     rc = rc ? rc : db_open(k);
     rc = rc ? rc : db_migrate(k);
     rc = rc ? rc : open_append(k->conf.audit_log, &k->audit_fd);
+    rc = rc ? rc : trail_setup(k);
     if (!rc && k->conf.debug_capture) {
         rc = open_append(k->conf.debug_capture, &k->capture_fd);
         https_log(LOG_WARNING, "debug_capture is on: every request body, authenticators "
@@ -1539,6 +1714,7 @@ static int keyd_setup(struct keyd *k)
 
 static void keyd_teardown(struct keyd *k)
 {
+    trail_teardown(k);
     if (k->db)
         sqlite3_close(k->db);
     if (k->audit_fd >= 0)

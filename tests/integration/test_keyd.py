@@ -99,6 +99,7 @@ class Keyd:
         self.proc = None
         self.cert = "server"
         self.stderr_logs = []
+        self.extra_conf = ""
 
     @property
     def url(self):
@@ -125,7 +126,7 @@ class Keyd:
             'lockout: { max_failures = %d; lockout_seconds = %d; failure_window_seconds = 900;'
             ' source_max_failures = 1000; source_lockout_seconds = %d; };\n'
             % (self.port, self.pki, self.cert, self.pki, self.cert,
-               MAX_FAILURES, self.lockout_s, self.lockout_s))
+               MAX_FAILURES, self.lockout_s, self.lockout_s)) + self.extra_conf
         write_secret(self.file("keyd.conf"), conf)
 
     def start(self, cert="server"):
@@ -938,3 +939,64 @@ def test_schema1_migration_refuses_a_wrong_master_key(kvault, keyd):
     assert "wrong master_key_file" in keyd.read_stderr(), keyd.read_stderr()
     assert keyd.read("keyd.db") == before
     write_secret(keyd.file("master.key"), right.hex() + "\n")
+
+
+@pytest.mark.timeout_s(600)
+def test_admin_actions_on_the_vault_trail_and_at_the_receiver(kvault, keyd, tmp_path):
+    """enroll, unlock, disable and enable are written in the project's audit format
+    (a spool per vault, each action an unsigned session naming the officer)
+    before they take effect, shipped to pactfs-auditd (which verifies the
+    chain), and refused when the trail cannot be written."""
+    from test_auditd import Receiver
+    v = kvault
+    vid = re.search(r'\bid\s*=\s*"([0-9a-f]{32})"', open(v.conf).read()).group(1)
+    r = Receiver(tmp_path / "auditd")
+    r.start()
+    try:
+        keyd.extra_conf = ('audit_url = "%s";\naudit_ca_file = "%s";\naudit_cert_file = "%s";\n'
+                           'audit_key_file = "%s";\n'
+                           % (r.url, os.path.join(r.pki, "ca.pem"),
+                              os.path.join(r.pki, "client.pem"),
+                              os.path.join(r.pki, "client.key")))
+        keyd.restart()
+        for op in ("unlock", "disable", "enable"):
+            p = admin_keyd(v, keyd, op)
+            assert p.returncode == 0, p.stderr
+        bad = os.path.join(v.base, "bad.token")
+        write_secret(bad, "not-the-token\n")
+        assert admin_keyd(v, keyd, "disable", token_file=bad).returncode != 0
+        trail = keyd.file(os.path.join("trail", vid + ".log"))
+        evs = [json.loads(ln) for ln in open(trail)]
+        acts = [(e["op"], e["path"], e["result"], e["account"]) for e in evs
+                if e["op"].startswith("keyd-")]
+        assert acts == [("keyd-enroll", H.ACCOUNT + "-admin", "ok", "keyd:admin-token"),
+                        ("keyd-enroll", H.ACCOUNT, "ok", "keyd:admin-token"),   # init
+                        ("keyd-unlock", H.ACCOUNT, "ok", "keyd:admin-token"),
+                        ("keyd-disable", H.ACCOUNT, "ok", "keyd:admin-token"),
+                        ("keyd-enable", H.ACCOUNT, "ok", "keyd:admin-token"),
+                        ("keyd-disable", H.ACCOUNT, "denied", "keyd:admin-token")], acts
+        assert all(e["v"] == 4 and e["vault"] == vid for e in evs)
+        # At the receiver: the same bytes, a chain that verifies, filters work.
+        deadline = time.time() + 60
+        while time.time() < deadline and r.events(vid) != open(trail, "rb").read():
+            time.sleep(0.5)
+        assert r.events(vid) == open(trail, "rb").read()
+        assert r.verify(vid)["ok"] is True
+        status, body = r.get("/v1/events?vault=%s&op=keyd-disable&result=ok" % vid)
+        assert status == 200 and len(body.splitlines()) == 1, body
+
+        # Fail-closed: the trail cannot be written, so nothing is done.
+        H.run(["chattr", "+i", trail], check=True)
+        try:
+            p = admin_keyd(v, keyd, "disable")
+            assert p.returncode != 0 and "audit trail" in p.stderr, p.stderr
+            v.mount()                 # still enabled: the refused disable did nothing
+            v.unmount()
+        finally:
+            H.run(["chattr", "-i", trail], check=True)
+        p = admin_keyd(v, keyd, "disable")
+        assert p.returncode == 0, p.stderr
+        assert [json.loads(ln)["op"] for ln in open(trail)][-2] == "keyd-disable"
+        assert admin_keyd(v, keyd, "enable").returncode == 0
+    finally:
+        assert r.stop() == 0
