@@ -1,7 +1,8 @@
 /* The filesystem core without a mount (fs_core.h): a vault made by
  * vault_init in a temporary directory, unlocked, and the core called as
  * the FUSE front end calls it.  Namespace: lookup, getattr, readdir,
- * rights, refusals and tampering caught by the entry binding. */
+ * rights, refusals and tampering caught by the entry binding; the trash's
+ * virtual directories, pending .trashinfo files and hidden directories. */
 #include "config.h"
 
 #include <errno.h>
@@ -15,6 +16,7 @@
 #include "crypto.h"
 #include "error.h"
 #include "fs_core.h"
+#include "fs_trash.h"
 #include "tap.h"
 #include "vault.h"
 
@@ -172,6 +174,79 @@ static void test_rights_and_read_only(void)
     teardown();
 }
 
+static void test_trash_core(void)
+{
+    REQUIRE(setup(0) == 0);
+    REQUIRE(fs_trash_init(&fs) == 0);
+    char top[40];
+    fs_trash_topname(&fs, top, sizeof top);
+    CHECK(fs_trash_is_topname(&fs, top));
+    CHECK(!fs_trash_is_topname(&fs, ".Trash"));
+    struct stat st;
+    CHECK_EQ_INT(fs_trash_getattr(&fs, FS_TRASH_INO, &st), 0);
+    CHECK(S_ISDIR(st.st_mode) && (st.st_mode & 0777) == 0700 && st.st_uid == fs.uid);
+    struct listing l = { .cap = 16 };
+    CHECK_EQ_INT(fs_trash_readdir(&fs, &alice, FS_TRASH_INO, 0, collect, &l), 0);
+    REQUIRE(l.n == 5);
+    CHECK(strcmp(l.names[2], "files") == 0 && strcmp(l.names[3], "info") == 0 &&
+          strcmp(l.names[4], "expunged") == 0);
+    char *vp = fs_trash_vpath(&fs, FS_TRASH_FILES_INO);
+    char want[64];
+    snprintf(want, sizeof want, "/%s/files", top);
+    CHECK(vp && strcmp(vp, want) == 0);
+    free(vp);
+
+    /* a .trashinfo written before the rename: memory only */
+    const char *info = "[Trash Info]\nPath=x\nDeletionDate=2020-01-02T03:04:05\n";
+    CHECK_EQ_INT(fs_trash_pend_create(&fs, &alice, "ü b.txt.trashinfo", &st), 0);
+    uint64_t pino = st.st_ino;
+    CHECK(pino & FS_TRASH_PEND_BIT);
+    CHECK_EQ_INT(fs_trash_pend_create(&fs, &alice, "ü b.txt.trashinfo", &st), -EEXIST);
+    CHECK_EQ_INT(fs_trash_file_write(&fs, pino, 0, info, strlen(info)), 0);
+    CHECK_EQ_INT(fs_trash_file_write(&fs, FS_TRASH_INFO_BIT | 5, 0, "x", 1), -EPERM);
+    uint8_t buf[128];
+    size_t got = 0;
+    CHECK_EQ_INT(fs_trash_file_read(&fs, pino, 0, sizeof buf, buf, &got), 0);
+    CHECK(got == strlen(info) && memcmp(buf, info, got) == 0);
+    char *content = NULL;
+    size_t len = 0;
+    CHECK_EQ_INT(fs_trash_info_make(&fs, "/proj/a b/ü b.txt", "ü b.txt", &content, &len), 0);
+    CHECK(content && strcmp(content, "[Trash Info]\nPath=proj/a%20b/%C3%BC%20b.txt\n"
+                                     "DeletionDate=2020-01-02T03:04:05\n") == 0);
+    CHECK(len == strlen(content));
+    free(content);
+    CHECK_EQ_INT(fs_trash_pend_rename(&fs, "ü b.txt.trashinfo", "c.trashinfo", 0), 0);
+    CHECK_EQ_INT(fs_trash_pend_unlink(&fs, "ü b.txt.trashinfo"), -ENOENT);
+    CHECK_EQ_INT(fs_trash_getattr(&fs, pino, &st), 0);
+    CHECK(st.st_size == (off_t)strlen(info));
+    fs_trash_pend_drop(&fs, "c");
+    CHECK_EQ_INT(fs_trash_getattr(&fs, pino, &st), -ENOENT);
+
+    /* the hidden directory: made on first use, never listed nor found */
+    struct vault_folder *vf = &v->folders[0];
+    uint64_t files = 0, again = 0, rp;
+    struct vault_folder *found;
+    CHECK_EQ_INT(fs_trash_resolve(&fs, &alice, FS_TRASH_FILES_INO, "a", &rp, &found), -ENOENT);
+    CHECK_EQ_INT(fs_trash_subdir(&fs, &alice, vf, FS_TRASH_FILES_INO, &files), 0);
+    CHECK_EQ_INT(fs_trash_subdir(&fs, &alice, vf, FS_TRASH_FILES_INO, &again), 0);
+    CHECK(files != 0 && files == again);
+    char hidden[48];
+    snprintf(hidden, sizeof hidden, FS_TRASH_HIDDEN_PREFIX "%llu",
+             (unsigned long long)v->account.id);
+    CHECK(fs_trash_reserved(&fs, vf->root_ino, hidden));
+    CHECK(!fs_trash_reserved(&fs, files, hidden));
+    struct meta_inode mi;
+    CHECK_EQ_INT(fs_lookup(&fs, &alice, vf->root_ino, hidden, &mi), -ENOENT);
+    struct listing f = { .cap = 16 };
+    CHECK_EQ_INT(fs_readdir(&fs, &alice, vf->root_ino, 0, collect, &f), 0);
+    CHECK_EQ_INT(f.n, 2);   /* only the dots */
+    struct listing t = { .cap = 16 };
+    CHECK_EQ_INT(fs_trash_readdir(&fs, &alice, FS_TRASH_FILES_INO, 0, collect, &t), 0);
+    CHECK_EQ_INT(t.n, 2);
+    fs_trash_fini(&fs);
+    teardown();
+}
+
 /* The database operator changes the type of a folder's root inode: the
  * entry binding no longer matches and the lookup is refused (EIO). */
 static void test_tampered_inode_type(void)
@@ -194,6 +269,7 @@ int main(void)
     RUN(test_root_and_folder_lookup);
     RUN(test_readdir_root_and_offsets);
     RUN(test_rights_and_read_only);
+    RUN(test_trash_core);
     RUN(test_tampered_inode_type);   /* last: it alters the vault */
     if (v)
         vault_close(v);
