@@ -565,7 +565,7 @@ int fs_getattr(struct fs *fs, uint64_t ino, struct stat *st)
     fs_stat_from_meta(fs, &mi, st);
     struct fs_inode *in = fs_inode_find(fs, ino);
     if (in) {
-        fs_data_fill_attr(in, st);
+        fs_data_fill_attr(in, &mi, st);
         fs_inode_put(fs, in, FS_REF_OP, 1);
     }
     return 0;

@@ -1969,13 +1969,28 @@ static uint64_t chunks_held(const struct fs_file *f)
     return n;
 }
 
-void fs_data_fill_attr(struct fs_inode *in, struct stat *st)
+/* mi was read without in->lock: a commit of this mount may have landed
+ * and settled (clearing size_dirty) since, so the row can be older than
+ * what this mount committed.  The commitment's generation tells. */
+static int row_older_than_file(const struct meta_inode *mi, const struct fs_file *f)
+{
+    struct fc_record rec;
+    if (fc_parse(mi->commitment, mi->commitment_len, &rec) < 0)
+        return 0;
+    return rec.generation < f->fc_gen;
+}
+
+void fs_data_fill_attr(struct fs_inode *in, const struct meta_inode *mi, struct stat *st)
 {
     pthread_mutex_lock(&in->lock);
     struct fs_file *f = in->file;
     if (f) {
         /* A size not dirty is the stored one, which another mount of the
-         * vault may have changed since this file was attached. */
+         * vault may have changed since this file was attached -- unless
+         * the row was read before this mount's own latest commit. */
+        int stale = !f->size_dirty && S_ISREG(mi->mode) && row_older_than_file(mi, f);
+        if (stale)
+            st->st_size = (off_t)f->size;
         if (f->size_dirty) {
             st->st_size = (off_t)f->size;
             /* du while unsaved: the larger of what the metadata and the

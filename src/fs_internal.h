@@ -194,8 +194,9 @@ int fs_data_fsync(struct fs *fs, struct fs_inode *in);
  * 0 or -EIO (message on stderr). */
 int fs_data_meta_sync(struct fs *fs);
 int fs_data_truncate(struct fs *fs, struct fs_inode *in, uint64_t size);
-/* Override st_size/st_mtim with in-memory values when in has a data state. */
-void fs_data_fill_attr(struct fs_inode *in, struct stat *st);
+/* Override st_size/st_mtim with in-memory values when in has a data state;
+ * mi is the row st was made from (its commitment dates it). */
+void fs_data_fill_attr(struct fs_inode *in, const struct meta_inode *mi, struct stat *st);
 /* Keep commits of in's data out while a setattr rewrites the inode row
  * (returns 1 if held); release says whether it set mtime (then the
  * in-memory mtime stops overriding the metadata). */

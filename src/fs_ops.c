@@ -163,7 +163,7 @@ static void reply_entry_for(struct fs *fs, fuse_req_t req, const struct meta_ino
     }
     fs_inode_set_name(fs, mi->ino, parent, name);
     fs_stat_from_meta(fs, mi, &e.attr);
-    fs_data_fill_attr(in, &e.attr);
+    fs_data_fill_attr(in, mi, &e.attr);
     e.ino = mi->ino;
     e.generation = 1;
     e.attr_timeout = timeout;

@@ -196,6 +196,24 @@ def test_rename_exchange(workdir):
     assert e == errno.ENOENT
 
 
+
+def test_size_is_right_while_background_commits_land(workdir):
+    """A lookup or getattr that read the inode row just before this mount's
+    background commit of the file landed must not report the row's older
+    size (the kernel then served b'' for data just written).  Each round
+    writes small files, renames them (a fresh lookup) and reads them back
+    at once, while the commits of the earlier writes land."""
+    wrong = []
+    for i in range(200):
+        a = put(os.path.join(workdir, "a%d" % i), b"AAAA")
+        b = put(os.path.join(workdir, "b%d" % i), b"BB")
+        H.renameat2(a, b, H.RENAME_EXCHANGE)
+        got = (os.stat(a).st_size, H.read_file(a), H.read_file(b))
+        if got != (2, b"BB", b"AAAA"):
+            wrong.append((i, got))
+    assert not wrong, "stale sizes after rename: %s" % wrong[:5]
+
+
 # ----------------------------------------------------------- attributes
 
 def test_chmod(workdir):
