@@ -385,12 +385,22 @@ run_fio() {
     jq -r ".jobs[0].$side.iops | floor" "$out"
 }
 
+# Resident memory (VmRSS, KiB) of a filesystem's daemon, "-" if unknown.
+daemon_rss_kib() {
+    local pid=${MOUNT_PID[$1]:-}
+    [ -n "$pid" ] && awk '/^VmRSS:/ { print $2; found = 1 } END { if (!found) print "-" }' \
+        "/proc/$pid/status" 2>/dev/null || echo -
+}
+declare -A RSS_IDLE=() RSS_END=()
+
 bench_one() {
     local fs=$1 d
     progress "== $fs: round $ROUND of $REPEAT, setting up"
     fs_setup "$fs"
     fs_mount "$fs"
     d=${DATA[$fs]}
+    sleep 1   # idle: mounted, nothing done yet
+    RSS_IDLE[$fs]="${RSS_IDLE[$fs]:-}${RSS_IDLE[$fs]:+ }$(daemon_rss_kib "$fs")"
 
     progress "$fs: ${LABEL[a]}"
     if timed dd if="$SHM/random.bin" of="$d/big" bs=1M conv=fsync; then
@@ -443,6 +453,7 @@ bench_one() {
     if iops=$(run_fio "$fs" randwrite); then add_result "$fs" h "$iops"
     else record_failure "$fs" h; fi
 
+    RSS_END[$fs]="${RSS_END[$fs]:-}${RSS_END[$fs]:+ }$(daemon_rss_kib "$fs")"
     rm -f "$d/fio.dat"
     fs_umount "$fs"
     progress "== $fs: done"
@@ -525,6 +536,13 @@ print_report() {
             done
         done
     fi
+    echo
+    echo "daemon resident memory (VmRSS, KiB, per round): idle = 1 s after the mount,"
+    echo "end = after the last workload (fio randwrite), before the unmount"
+    local fs
+    for fs in "${ALL_FS[@]}"; do
+        [ -n "${RSS_IDLE[$fs]:-}" ] && printf '  %-12s idle %-24s end %s\n' "$fs" "${RSS_IDLE[$fs]}" "${RSS_END[$fs]:--}"
+    done
     if [ ${#NOTES[@]} -gt 0 ]; then
         echo
         printf 'note: %s\n' "${NOTES[@]}"
