@@ -704,6 +704,27 @@ static void trash_info_create(struct fs *fs, fuse_req_t req, const char *name,
         handle_free(fs, h);
 }
 
+static void create_found_existing(struct fs *fs, fuse_req_t req, uint64_t parent,
+                                  const char *name, struct fuse_file_info *fi);
+
+/* Reply to a create with in (a lookup and an open reference taken, the
+ * handle in fi->fh); both go again if the kernel does not take them. */
+static void reply_create(struct fs *fs, fuse_req_t req, const struct stat *st,
+                         struct fs_inode *in, struct fuse_file_info *fi)
+{
+    struct fuse_entry_param e;
+    memset(&e, 0, sizeof e);
+    e.attr = *st;
+    e.ino = in->ino;
+    e.generation = 1;
+    e.attr_timeout = e.entry_timeout = cache_timeout(fs);
+    if (fuse_reply_create(req, &e, fi) != 0) {
+        fs_inode_put(fs, in, FS_REF_OPEN, 1);
+        fs_inode_put(fs, in, FS_REF_LOOKUP, 1);
+        handle_free(fs, (struct fs_handle *)(uintptr_t)fi->fh);
+    }
+}
+
 static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
                       struct fuse_file_info *fi)
 {
@@ -721,6 +742,11 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
     nn.dek = dek;
     struct meta_inode mi;
     int r = make_node(fs, req, parent, name, &nn, &mi);
+    if (r == -EEXIST && !(fi->flags & O_EXCL)) {
+        secmem_free(dek, DEK_LEN);
+        create_found_existing(fs, req, parent, name, fi);
+        return;
+    }
     struct fs_inode *in = NULL;
     if (r == 0) {
         in = fs_inode_get(fs, mi.ino, mi.folder_id, mi.mode, FS_REF_LOOKUP);
@@ -741,17 +767,9 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
     fs_inode_set_name(fs, mi.ino, parent, name);
     fs_inode_get(fs, mi.ino, mi.folder_id, mi.mode, FS_REF_OPEN);
     fi->fh = (uint64_t)(uintptr_t)h;
-    struct fuse_entry_param e;
-    memset(&e, 0, sizeof e);
-    fs_stat_from_meta(fs, &mi, &e.attr);
-    e.ino = mi.ino;
-    e.generation = 1;
-    e.attr_timeout = e.entry_timeout = cache_timeout(fs);
-    if (fuse_reply_create(req, &e, fi) != 0) {
-        fs_inode_put(fs, in, FS_REF_OPEN, 1);
-        fs_inode_put(fs, in, FS_REF_LOOKUP, 1);
-        handle_free(fs, h);
-    }
+    struct stat st;
+    fs_stat_from_meta(fs, &mi, &st);
+    reply_create(fs, req, &st, in, fi);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1328,13 +1346,11 @@ static void trash_open(struct fs *fs, fuse_req_t req, uint64_t ino, struct fuse_
         handle_free(fs, h);
 }
 
-static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+/* Open regular file ino for req (rights, data state, O_TRUNC, audit): a
+ * handle in fi->fh and *inp holding an open reference, or -errno. */
+static int open_file(struct fs *fs, fuse_req_t req, uint64_t ino, struct fuse_file_info *fi,
+                     struct fs_inode **inp)
 {
-    struct fs *fs = req_fs(req);
-    if (fs_is_virtual(ino)) {
-        trash_open(fs, req, ino, fi);
-        return;
-    }
     int writable = open_writable(fi->flags);
     struct vault_folder *vf;
     int r = folder_check(fs, req, ino, RIGHT_READ | (writable ? RIGHT_WRITE : 0), "open", NULL,
@@ -1369,15 +1385,63 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     if (r < 0) {
         if (in)
             fs_inode_put(fs, in, FS_REF_OPEN, 1);
-        fuse_reply_err(req, errno_out(r));
-        return;
+        return r;
     }
     fi->fh = (uint64_t)(uintptr_t)h;
     fi->keep_cache = 0;
+    *inp = in;
+    return 0;
+}
+
+static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    struct fs *fs = req_fs(req);
+    if (fs_is_virtual(ino)) {
+        trash_open(fs, req, ino, fi);
+        return;
+    }
+    struct fs_inode *in = NULL;
+    int r = open_file(fs, req, ino, fi, &in);
+    if (r < 0) {
+        fuse_reply_err(req, errno_out(r));
+        return;
+    }
     if (fuse_reply_open(req, fi) != 0) {
         fs_inode_put(fs, in, FS_REF_OPEN, 1);
-        handle_free(fs, h);
+        handle_free(fs, (struct fs_handle *)(uintptr_t)fi->fh);
     }
+}
+
+/* create(O_CREAT without O_EXCL) lost a race: another mount (or another
+ * workstation) made the name since the kernel's lookup.  open(2) must then
+ * open that file, as on a local filesystem. */
+static void create_found_existing(struct fs *fs, fuse_req_t req, uint64_t parent,
+                                  const char *name, struct fuse_file_info *fi)
+{
+    struct fs_caller who = caller_of(req);
+    struct meta_inode mi;
+    struct fs_inode *in = NULL;
+    int r = fs_lookup(fs, &who, parent, name, &mi);
+    if (r == 0 && !S_ISREG(mi.mode))
+        r = S_ISDIR(mi.mode) ? -EISDIR : -EEXIST;
+    if (r == 0)
+        r = open_file(fs, req, mi.ino, fi, &in);
+    struct fs_inode *lk = r == 0 ? fs_inode_get(fs, mi.ino, mi.folder_id, mi.mode,
+                                                FS_REF_LOOKUP) : NULL;
+    if (r == 0 && !lk)
+        r = -ENOMEM;
+    if (r < 0) {
+        if (in) {
+            fs_inode_put(fs, in, FS_REF_OPEN, 1);
+            handle_free(fs, (struct fs_handle *)(uintptr_t)fi->fh);
+        }
+        fuse_reply_err(req, errno_out(r));
+        return;
+    }
+    fs_inode_set_name(fs, mi.ino, parent, name);
+    struct stat st;
+    fs_getattr(fs, mi.ino, &st);
+    reply_create(fs, req, &st, in, fi);
 }
 
 static struct fs_handle *fi_handle(struct fuse_file_info *fi)

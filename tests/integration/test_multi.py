@@ -391,3 +391,27 @@ def test_orphan_of_a_crashed_workstation_is_deleted_after_its_lease(pg, office_s
         held.close()
     except OSError:
         pass
+
+
+def test_open_o_creat_racing_another_workstation_opens_its_file(pg, office):
+    """open(O_CREAT) without O_EXCL on two workstations at once: the one
+    whose create finds the name taken opens that file (was EEXIST)."""
+    a, b = office
+    errs = []
+
+    def create(w, n, data):
+        try:
+            with open(w.path(n), "ab") as f:
+                f.write(data)
+        except OSError as e:
+            errs.append((w.mnt, n, e))
+    for k in range(15):
+        ts = [threading.Thread(target=create, args=(w, "log%d.txt" % k, b"%d\n" % i))
+              for i, w in enumerate((a, b))]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(30)
+    assert not errs, errs[:3]
+    with pytest.raises(FileExistsError):
+        os.open(b.path("log0.txt"), os.O_CREAT | os.O_EXCL | os.O_WRONLY)

@@ -13,6 +13,7 @@ import re
 import shlex
 import socket
 import subprocess
+import threading
 import time
 import uuid
 import xml.etree.ElementTree as ET
@@ -20,6 +21,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 import pactfs_helpers as H
+from test_pg import pg  # noqa: F401  (the session's PostgreSQL)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 S3_SCRIPTS = os.path.join(os.path.dirname(HERE), "s3")
@@ -405,3 +407,135 @@ def test_copy_100_mib_throughput(s3vault, tmp_path):
     print("\n100 MiB over 3 radosgw endpoints: cp+fsync %.1f s (%.1f MiB/s), then unmount "
           "%.1f s; cold read %.1f s (%.1f MiB/s)"
           % (t_write, 100 / t_write, t_unmount, t_read, 100 / t_read))
+
+
+# ------------------------------------------- three workstations on one vault
+
+def tree_of(root):
+    """{relative path: sha256 of content} of every file under root."""
+    out = {}
+    for d, _, files in os.walk(root):
+        for n in files:
+            p = os.path.join(d, n)
+            with open(p, "rb") as f:
+                out[os.path.relpath(p, root)] = hashlib.sha256(f.read()).hexdigest()
+    return out
+
+
+def office_work(w, i, rounds=6):
+    """One workstation's share of the day: files in its own directory and
+    in a shared one, written, renamed, deleted; one rewrite of a file
+    everybody rewrites."""
+    own = w.path("ws%d" % i)
+    shared = w.path("shared")
+    os.makedirs(own, exist_ok=True)
+    os.makedirs(shared, exist_ok=True)
+    for k in range(rounds):
+        H.write_file(os.path.join(own, "f%d" % k), H.seeded_bytes(100 * i + k, 3000 + 997 * k))
+        H.write_file(os.path.join(shared, "s%d-%d" % (i, k)), b"ws%d round %d\n" % (i, k))
+        if k % 2:
+            os.rename(os.path.join(own, "f%d" % (k - 1)), os.path.join(own, "r%d" % (k - 1)))
+            os.rename(os.path.join(shared, "s%d-%d" % (i, k)),
+                      os.path.join(shared, "t%d-%d" % (i, k)))
+        if k % 4 == 3:
+            os.unlink(os.path.join(own, "f%d" % k))
+            os.unlink(os.path.join(shared, "s%d-%d" % (i, k - 1)))
+    H.write_file(os.path.join(shared, "minutes.txt"), b"minutes as ws%d saved them\n" % i)
+
+
+def test_three_workstations_and_a_backup_on_radosgw(tmp_path, rgw, pg):  # noqa: F811
+    """Three independent mounts (own configuration, spool and caches, own
+    processes) of one vault on PostgreSQL and three radosgw over TLS work
+    at once; every mount then sees the same tree and bytes; inode numbers
+    are the store's, the same everywhere and after a remount; a backup
+    account's read-only mount reads while the others write."""
+    from test_desktop import BOB, add_user
+    from test_multi import Workstation, until
+    for i in range(N_ENDPOINTS):
+        if not rgw.alive(i):
+            rgw.restart(i)
+    v = S3Vault(tmp_path)
+    v.db = pg.create_database()
+    v.init("--postgresql", pg.conninfo(v.db))
+    v.setup_s3(rgw)
+    bob = add_user(v)
+    v.admin("grant", H.FOLDER, BOB, "read", v.dir, "--passfile", v.passfile, check=True)
+    ws = [v, Workstation(v, "ws2"), Workstation(v, "ws3")]
+    mounts = []
+    try:
+        for w in ws:
+            w.mount()
+            mounts.append(w)
+        errors = []
+
+        def run(w, i):
+            try:
+                office_work(w, i)
+            except Exception as e:   # reported below, with the workstation
+                errors.append("ws%d: %r" % (i, e))
+        threads = [threading.Thread(target=run, args=(w, i + 1)) for i, w in enumerate(ws)]
+        t0 = time.monotonic()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(300)
+        work_s = time.monotonic() - t0
+        assert not errors, errors
+        # every workstation converges on one tree with the same bytes
+        trees = {}
+
+        def same_everywhere():
+            trees.update({w.mnt: tree_of(w.folder) for w in ws})
+            return len({json.dumps(t, sort_keys=True) for t in trees.values()}) == 1
+        conv_s = until(same_everywhere, 5.0)
+        tree = trees[v.mnt]
+        for i in (1, 2, 3):
+            assert {"ws%d/%s" % (i, n) for n in ("f1", "f5", "r0", "r2", "r4")} <= set(tree), \
+                sorted(tree)
+            assert "ws%d/f3" % i not in tree and "ws%d/f0" % i not in tree
+            assert {"shared/t%d-1" % i, "shared/s%d-0" % i} <= set(tree)
+            assert "shared/s%d-2" % i not in tree and "shared/s%d-1" % i not in tree
+        minutes = [p for p in tree if p.startswith("shared/minutes")]
+        assert "shared/minutes.txt" in minutes, minutes
+        print("3 workstations: %d files, work %.1f s, same tree everywhere after %.2f s"
+              % (len(tree), work_s, conv_s))
+        # inode numbers come from the store: one file, one number, anywhere
+        inos = {os.stat(os.path.join(w.folder, "ws1", "r0")).st_ino for w in ws}
+        assert len(inos) == 1, inos
+        ws[1].unmount()
+        ws[1].mount()
+        assert os.stat(os.path.join(ws[1].folder, "ws1", "r0")).st_ino in inos
+        assert tree_of(ws[1].folder) == tree
+
+        # the backup account reads everything while alice keeps writing
+        bob.mount(extra=["-r"])
+        mounts.append(bob)
+        stop = threading.Event()
+        seen, problems = [], []
+
+        def backup():
+            while not stop.is_set():
+                try:
+                    seen.append(len(tree_of(bob.folder)))
+                except FileNotFoundError:
+                    pass   # a file renamed between listing and reading
+                except OSError as e:
+                    problems.append(repr(e))
+        th = threading.Thread(target=backup)
+        th.start()
+        k, t0 = 0, time.monotonic()
+        while len(seen) < 3 and time.monotonic() - t0 < 60:   # alice writes meanwhile
+            H.write_file(ws[2].path("ws3", "late%d" % k), H.seeded_bytes(900 + k, 50000))
+            k += 1
+        stop.set()
+        th.join(60)
+        assert not problems, problems[:5]
+        assert len(seen) >= 3 and k >= 1, (seen, k)
+        until(lambda: "ws3/late%d" % (k - 1) in tree_of(bob.folder), 5.0)
+        assert tree_of(bob.folder) == tree_of(v.folder)
+        assert H.errno_of(H.write_file, os.path.join(bob.folder, "x"), b"x") == errno.EROFS
+    finally:
+        reports = []
+        for m in reversed(mounts):
+            reports += H.teardown(m)
+        assert not reports, reports
