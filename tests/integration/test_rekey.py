@@ -17,6 +17,8 @@ import pytest
 
 import pactfs_helpers as H
 from test_accounts import admin, audit_events
+from test_multi import office  # noqa: F401  (two PostgreSQL workstations)
+from test_pg import pg  # noqa: F401  (the session's PostgreSQL)
 from test_signed_state import add_users
 
 EXIT_INTEGRITY = 14
@@ -272,3 +274,40 @@ def test_rekey_while_mounted_loses_no_write(new_vault, tmp_path):
         H.assert_same_bytes(H.read_file(busy), state["last"][1], "busy.pdf after remount")
     finally:
         v.unmount()
+
+
+def test_rekey_on_postgresql_while_two_workstations_have_the_file(pg, office, tmp_path):  # noqa: F811
+    """PostgreSQL, two workstations mounted before the revoke: b holds
+    unsaved changes of a file while the folder is re-keyed from a third
+    process, then saves; a reads the file.  Both adopt the new data key
+    (the row lock and the change feed of several workstations), b's
+    changes are in the file (no conflict copy), and bob's saved keys open
+    nothing that is stored now."""
+    from test_multi import BOUND_S, SLACK_S, read_or_none, until
+    a, b = office
+    mounts = add_users(a, ["bob"])
+    admin("grant", H.FOLDER, "bob", "read", a.dir, vault=a)
+    n = 2 * H.CHUNK + 100
+    old = H.seeded_bytes(11, n)
+    H.write_file(a.path("deal.pdf"), old, fsync=True)
+    until(lambda: read_or_none(b.path("deal.pdf")) == old, BOUND_S + SLACK_S)
+    saved = str(tmp_path / "bob.saved")
+    keyprobe("save", a.conf, "bob", mounts["bob"].account_pass, saved)
+    assert probe(a, saved)["opened"] > 0
+
+    fb = os.open(b.path("deal.pdf"), os.O_RDWR)
+    os.pwrite(fb, b"B" * 4000, H.CHUNK + 5)
+    p = admin("revoke", H.FOLDER, "bob", "--rekey", a.dir, vault=a)
+    assert "1 files re-keyed" in p.stdout and "0 left" in p.stdout, p.stdout
+    os.close(fb)                                     # b saves after the re-keying
+    want = bytearray(old)
+    want[H.CHUNK + 5:H.CHUNK + 4005] = b"B" * 4000
+    # (correctness, not latency: the bound of test_multi plus room for a
+    # loaded machine and the adoption's key loading)
+    until(lambda: read_or_none(a.path("deal.pdf")) == bytes(want), BOUND_S + SLACK_S + 10)
+    H.assert_same_bytes(H.read_file(b.path("deal.pdf")), bytes(want), "deal.pdf on b")
+    for w in (a, b):
+        assert not [x for x in os.listdir(w.folder) if "conflict" in x], os.listdir(w.folder)
+        assert not [e for e in audit_events(w) if e["op"] == "tamper"]
+    after = probe(a, saved)
+    assert after["opened"] == 0 and after["unwrapped"] == 0, after
