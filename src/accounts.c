@@ -49,6 +49,13 @@ static int check_pending(struct vault *v, const char *name, const char *code,
 int accounts_audit(struct vault *v, const char *account, uint64_t account_id, EVP_PKEY *signer,
                    const char *op, const char *what, int rc)
 {
+    return accounts_audit_detail(v, account, account_id, signer, op, what, rc, NULL);
+}
+
+int accounts_audit_detail(struct vault *v, const char *account, uint64_t account_id,
+                          EVP_PKEY *signer, const char *op, const char *what, int rc,
+                          const struct audit_detail *d)
+{
     struct audit_ctx who = { getuid(), getpid() };
     struct audit_identity id = { .account = account, .account_id = account_id };
     struct audit *audit = NULL;
@@ -68,7 +75,7 @@ int accounts_audit(struct vault *v, const char *account, uint64_t account_id, EV
         arc = vault_audit_open(v->meta, v->conf.audit_spool, v->conf.vault_id,
                                v->conf.root_fingerprint, &id, &audit);
     if (arc == 0)
-        arc = audit_event(audit, &who, op, what, rc, 0);
+        arc = audit_event_detail(audit, &who, op, what, rc, 0, d);
     audit_close(audit);
     free(proof);
     if (rc < 0)
@@ -113,8 +120,12 @@ int accounts_enrol(struct vault *v, const char *name, const char *code, const ch
     if (rc == 0)
         rc = registry_fingerprint_hex(key, fingerprint);
     if (rc == 0) {
+        char after[REGISTRY_FP_HEX + 32];
+        struct audit_detail d = { .before = "pending", .after = after };
+
         snprintf(what, sizeof what, "%s key %s", name, fingerprint);
-        rc = accounts_audit(v, name, a.id, key, "account-enrol", what, 0);
+        snprintf(after, sizeof after, "enrolled key %s", fingerprint);
+        rc = accounts_audit_detail(v, name, a.id, key, "account-enrol", what, 0, &d);
     } else if (a.id) {
         accounts_audit(v, name, a.id, NULL, "account-enrol", name, rc);
     }

@@ -41,5 +41,9 @@ int accounts_passwd(struct vault *v, const char *account, const char *old_passwo
  * passed through (or the audit failure if rc is 0). */
 int accounts_audit(struct vault *v, const char *account, uint64_t account_id, EVP_PKEY *signer,
                    const char *op, const char *what, int rc);
+/* The same with details (before/after of the change; d may be NULL). */
+int accounts_audit_detail(struct vault *v, const char *account, uint64_t account_id,
+                          EVP_PKEY *signer, const char *op, const char *what, int rc,
+                          const struct audit_detail *d);
 
 #endif

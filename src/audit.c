@@ -205,6 +205,10 @@ static int add_details(json_object *o, const char *errno_name, const struct audi
     }
     if ((d->set & AUDIT_SET_SIZE) && add_field(o, "size", json_object_new_uint64(d->size)))
         return -ENOMEM;
+    if (d->before && add_field(o, "before", json_object_new_string(d->before)))
+        return -ENOMEM;
+    if (d->after && add_field(o, "after", json_object_new_string(d->after)))
+        return -ENOMEM;
     return 0;
 }
 

@@ -93,6 +93,8 @@ struct audit_detail {
     uint32_t uid, gid;          /* "owner": "uid:gid" */
     int64_t atime_ns, mtime_ns; /* "atime", "mtime": RFC 3339 */
     uint64_t size;              /* "size" */
+    const char *before, *after; /* an administrative change: the state before and
+                                   after ("before", "after"), NULL = none */
 };
 
 /* result: 0 = ok, -EACCES/-EPERM = denied, other -errno = error; the line

@@ -674,10 +674,28 @@ static int read_config(const struct loader *ld, config_t *cfg)
                    config_error_text(cfg));
 }
 
+static int load_accounts(const struct loader *ld, const config_setting_t *root,
+                         struct pactfs_conf *c)
+{
+    static const char *const known[] = { "revocation_check_seconds", NULL };
+    const config_setting_t *g = config_setting_get_member(root, "accounts");
+    uint64_t secs = c->revocation_check_s;
+    int rc;
+
+    if (!g)
+        return 0;
+    if ((rc = require_group(ld, g)) || (rc = check_known_members(ld, g, known, "in accounts")) ||
+        (rc = get_uint(ld, g, "revocation_check_seconds", 1, 3600,
+                       "revocation_check_seconds must be 1 to 3600", &secs)))
+        return rc;
+    c->revocation_check_s = (uint32_t)secs;
+    return 0;
+}
+
 static int load_settings(const struct loader *ld, const config_t *cfg, struct pactfs_conf *c)
 {
     static const char *const known[] = { "vault", "coding", "endpoints", "metadata", "keys",
-                                         "audit", "cache", NULL };
+                                         "audit", "cache", "accounts", NULL };
     const config_setting_t *root = config_root_setting(cfg);
     int rc;
 
@@ -688,7 +706,8 @@ static int load_settings(const struct loader *ld, const config_t *cfg, struct pa
         (rc = load_metadata(ld, root, c)) ||
         (rc = load_keys(ld, root, c)) ||
         (rc = load_audit(ld, root, c)) ||
-        (rc = load_cache(ld, root, c)))
+        (rc = load_cache(ld, root, c)) ||
+        (rc = load_accounts(ld, root, c)))
         return rc;
     return 0;
 }
@@ -733,6 +752,7 @@ void conf_defaults(struct pactfs_conf *c)
     c->dirty_mib = 256;
     c->meta_lease_s = 30;
     c->meta_poll_ms = 1000;
+    c->revocation_check_s = 15;
     c->workers = 4;
     c->meta_backend = strdup("sqlite");
     c->share_provider = strdup("local");

@@ -49,6 +49,7 @@ struct pactfs_conf {
     char *meta_conninfo;    /* postgresql: libpq conninfo */
     uint32_t meta_lease_s;  /* postgresql: a mount's session lease (default 30) */
     uint32_t meta_poll_ms;  /* postgresql: change feed poll period (default 1000) */
+    uint32_t revocation_check_s; /* accounts: how often a mount re-checks its access (15) */
 
     char *share_provider;   /* "local" or "keyd" */
     char *share_keydir;     /* local: absolute path */

@@ -85,6 +85,7 @@ struct fs {
     struct fs_itab itab;
     struct fs_data *data;
     struct fs_watch *watch;    /* fs_watch.c: sessions, change feed (or NULL) */
+    struct fs_access *access;  /* fs_access.c: revocation reaching the mount (or NULL) */
     struct fs_trash *trash;    /* fs_trash.c: pending .trashinfo files */
     struct fs_epwatch *epwatch; /* fs_endpoints.c: endpoint identity watcher */
     uint64_t remote_peers;     /* atomic: other workstations' live sessions
@@ -262,6 +263,19 @@ int fs_repairq_load(struct fs *fs,
  * (endpoint.h), logging and auditing each change. */
 int fs_endpoints_start(struct fs *fs);
 void fs_endpoints_stop(struct fs *fs);
+
+/* ---- fs_access.c: running mounts follow revocation ---- */
+/* Start the thread that re-checks the account's access every
+ * accounts.revocation_check_seconds (before the mount serves); stop it
+ * (after the FUSE loop ended; wipes the keys it dropped). */
+int fs_access_start(struct fs *fs);
+void fs_access_stop(struct fs *fs);
+/* Check now (a notification said the vault changed). */
+void fs_access_poke(struct fs *fs);
+/* One check, in the caller's thread: 0 or -errno. */
+int fs_access_check_now(struct fs *fs);
+/* The rights this mount holds on folder_id now (0 once withdrawn). */
+uint32_t fs_folder_rights(struct fs *fs, uint64_t folder_id);
 
 /* ---- fs_watch.c: several workstations on PostgreSQL ---- */
 /* Join the vault's sessions and follow its change feed (nothing on SQLite);

@@ -1460,9 +1460,13 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
         return;
     }
     size_t got = 0;
-    int r = h->in ? fs_data_read(fs, h->in, (uint64_t)off, size, buf, &got)
+    int r = h->in && !(fs_folder_rights(fs, h->in->folder_id) & RIGHT_READ) ? -EACCES
+          : h->in ? fs_data_read(fs, h->in, (uint64_t)off, size, buf, &got)
                   : fs_trash_file_read(fs, h->vino, (uint64_t)off, size, buf, &got);
-    if (r < 0) {
+    if (r == -EACCES) {   /* access withdrawn while the file was open (fs_access.c) */
+        audit_ino(fs, req, "read", ino, -EACCES, 0);
+        fuse_reply_err(req, EACCES);
+    } else if (r < 0) {
         /* a failed read is an error with its errno, never "read ok" */
         audit_ino(fs, req, "read", ino, r == -EACCES ? -EACCES : -EIO, 0);
         fuse_reply_err(req, EIO);
@@ -1485,8 +1489,11 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
         fuse_reply_err(req, EBADF);
         return;
     }
-    int r = h->in ? fs_data_write(fs, h->in, (uint64_t)off, buf, size)
+    int r = h->in && !(fs_folder_rights(fs, h->in->folder_id) & RIGHT_WRITE) ? -EACCES
+          : h->in ? fs_data_write(fs, h->in, (uint64_t)off, buf, size)
                   : fs_trash_file_write(fs, h->vino, (uint64_t)off, buf, size);
+    if (r == -EACCES)
+        audit_ino(fs, req, "write", ino, -EACCES, 0);
     if (r < 0) {
         fuse_reply_err(req, errno_out(r));
         return;
@@ -2000,6 +2007,8 @@ int fs_mount_and_serve(struct vault *v, const char *mountpoint, const struct fs_
         r = fs_trash_init(fs);
     if (r == 0)
         r = fs_watch_start(fs);
+    if (r == 0)
+        r = fs_access_start(fs);
     if (r == 0) {
         /* Orphans are a crash's leftovers only when this workstation is the
          * vault's sole user; with shared PostgreSQL metadata another
@@ -2014,6 +2023,7 @@ int fs_mount_and_serve(struct vault *v, const char *mountpoint, const struct fs_
         r = serve(fs, mountpoint);
         fs_watch_stop(fs);   /* if serve failed before its loop */
     }
+    fs_access_stop(fs);
     if (fs->data)
         fs_fini_state(fs);
     free(fs);

@@ -293,6 +293,8 @@ static void *watch_main(void *arg)
         if (w->nabove && wait_ms > 100)
             wait_ms = 100;
         int r = meta_change_wait(w->m, wait_ms);
+        if (r > 0)
+            fs_access_poke(w->fs);   /* notified: a revoke may be among the changes */
         if (r >= 0)
             r = follow(w);
         if (r >= 0)

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "buf.h"
+#include "cosign.h"
 #include "enrol.h"
 #include "envelope.h"
 #include "folder_state.h"
@@ -17,6 +18,7 @@
 #include "grants.h"
 #include "keyring.h"
 #include "meta_backend.h"
+#include "meta_shared.h"
 #include "registry.h"
 #include "secmem.h"
 
@@ -286,6 +288,38 @@ static int audit_admin(struct vault *v, const char *op, const char *what, int re
     return result < 0 ? result : arc;
 }
 
+/* An account's state as the audit trail records it before and after a
+ * change (out: ACCOUNT_STATE_MAX bytes). */
+#define ACCOUNT_STATE_MAX 900
+static void account_state(const struct meta_account *a, const struct registry_details *d,
+                          char *out)
+{
+    char rs[64], exp[24] = "never";
+    time_t t = d ? (time_t)d->expires : 0;
+
+    registry_roles_format(a->roles, rs, sizeof rs);
+    if (t)
+        strftime(exp, sizeof exp, "%Y-%m-%d", gmtime(&t));
+    snprintf(out, ACCOUNT_STATE_MAX, "name=%s roles=%s status=%s full_name=\"%s\" "
+             "email=\"%s\" department=\"%s\" expires=%s", a->name, rs,
+             a->disabled ? "disabled" : "enabled", d ? d->full_name : "", d ? d->email : "",
+             d ? d->department : "", exp);
+}
+
+/* audit_admin with the state before and after (either may be NULL). */
+static int audit_change(struct vault *v, const char *op, const char *what, const char *before,
+                        const char *after, int result)
+{
+    struct audit_ctx who = { getuid(), getpid() };
+    struct audit_detail d = { .before = before, .after = after };
+    int arc;
+
+    if (!v->audit)
+        return result;
+    arc = audit_event_detail(v->audit, &who, op, what, result, 0, &d);
+    return result < 0 ? result : arc;
+}
+
 /* The folder named name among those this account holds (the top
  * directory's name is encrypted under the key version of its creation). */
 static struct vault_folder *folder_by_name(struct vault *v, const char *name)
@@ -417,6 +451,14 @@ static int finish_txn(struct meta *m, int rc)
         return pfs_err(rc, "%s", keep);
     }
     return meta_commit(m);
+}
+
+/* Running mounts re-check their access at once when notified (PostgreSQL;
+ * SQLite mounts find the change at their next check). */
+static void notify_mounts(struct vault *v)
+{
+    if (meta_change_notify(v->meta) < 0)
+        pfs_err_clear();
 }
 
 /* ----------------------------------------------------------------- grant */
@@ -736,6 +778,8 @@ int grants_revoke(struct vault *v, const char *folder, const char *account)
         rc = pfs_err(-EINVAL, "an account cannot revoke itself; ask another manager");
     if (rc == 0)
         rc = revoke_and_rotate(v, f, a.id, &version);
+    if (rc == 0)
+        notify_mounts(v);
     meta_account_clear(&a);
     rc = audit_admin(v, "revoke", what, rc);
     if (rc == 0) {
@@ -836,10 +880,15 @@ int grants_account_add(struct vault *v, const char *name, uint32_t roles,
     }
     if (rc == 0)
         rc = vault_anchor_head(v);
-    meta_account_clear(&a);
     registry_roles_format(roles, rs, sizeof rs);
     snprintf(what, sizeof what, "%s roles=%s", name, rs);
-    return audit_admin(v, "account-create", what, rc);
+    {
+        char after[ACCOUNT_STATE_MAX];
+
+        account_state(&a, d, after);
+        meta_account_clear(&a);
+        return audit_change(v, "account-create", what, NULL, after, rc);
+    }
 }
 
 int grants_account_reenrol(struct vault *v, const char *name, unsigned valid_s,
@@ -873,9 +922,18 @@ int grants_account_reenrol(struct vault *v, const char *name, unsigned valid_s,
             fprintf(stderr, "pactfs-admin: warning: the old key share of \"%s\" could not be "
                     "removed (%s)\n", name, pfs_err_msg());
     }
-    registry_record_clear(&r);
-    meta_account_clear(&a);
-    return audit_admin(v, "account-reenrol", name, rc);
+    {
+        char before[REGISTRY_FP_HEX + 40] = "pending", fp[REGISTRY_FP_HEX + 1];
+        EVP_PKEY *old = r.pubkey_len ? rsa_public_from_der(r.pubkey, r.pubkey_len) : NULL;
+
+        if (old && registry_fingerprint_hex(old, fp) == 0)
+            snprintf(before, sizeof before, "enrolled key %s", fp);
+        EVP_PKEY_free(old);
+        registry_record_clear(&r);
+        meta_account_clear(&a);
+        return audit_change(v, "account-reenrol", name, before, "pending (new enrolment code)",
+                            rc);
+    }
 }
 
 /* Enabled, enrolled, unexpired dataadmins other than one account. */
@@ -998,18 +1056,27 @@ static int may_sign_data(const struct meta_account *a)
  * account that stops being an enabled dataadmin keeps what it signed until
  * now (the list goes into its new record); nothing it signs later counts. */
 static int account_change(struct vault *v, const char *name,
-                          int (*apply)(struct meta_account *a, const void *arg), const void *arg)
+                          int (*apply)(struct meta_account *a, struct registry_details *d,
+                                       const void *arg),
+                          const void *arg, char was[ACCOUNT_STATE_MAX],
+                          char now[ACCOUNT_STATE_MAX])
 {
     struct meta_account a = { 0 }, before = { 0 };
+    struct registry_record r = { 0 };
+    struct registry_details d = { 0 };
     struct signed_by kept = { v, 0, NULL, 0 };
     int retain = 0;
-    int rc = sysadmin_target(v, name, &a, NULL);
+    int rc = sysadmin_target(v, name, &a, &r);
 
     if (rc == 0) {
         before = a;
         before.pubkey = before.sealed_key = NULL;   /* a shallow copy: scalars only */
-        rc = apply(&a, arg);
+        d = r.details;
+        account_state(&before, &d, was);
+        rc = apply(&a, &d, arg);
+        account_state(&a, &d, now);
     }
+    registry_record_clear(&r);
     if (rc == 0)
         rc = keeps_a_dataadmin(v, &before, &a);
     if (rc == 0 && may_sign_data(&before) && !may_sign_data(&a)) {
@@ -1030,13 +1097,16 @@ static int account_change(struct vault *v, const char *name,
             rc = registry_certify_retaining(v->meta, v->conf.vault_id, &a, kept.h, kept.n,
                                             v->priv, v->account.id);
         else if (rc == 0)
-            rc = registry_certify(v->meta, v->conf.vault_id, &a, NULL, v->priv, v->account.id);
+            rc = registry_certify_ex(v->meta, v->conf.vault_id, &a, NULL, &d, NULL, 0, v->priv,
+                                     v->account.id);
         if (rc == 0)
             rc = vault_head_advance(v->meta, v->conf.vault_id, v->priv, v->account.id);
         rc = finish_txn(v->meta, rc);
     }
     if (rc == 0)
         rc = vault_anchor_head(v);
+    if (rc == 0)
+        notify_mounts(v);
     if (rc == 0 && retain)
         printf("%s keeps the %zu grants and folder states it signed as a dataadmin; it can sign "
                "no new ones\n", a.name, kept.n);
@@ -1045,29 +1115,61 @@ static int account_change(struct vault *v, const char *name,
     return rc;
 }
 
-static int apply_disabled(struct meta_account *a, const void *arg)
+static int apply_disabled(struct meta_account *a, struct registry_details *d, const void *arg)
 {
+    (void)d;
     a->disabled = *(const int *)arg;
     return 0;
 }
 
-static int apply_name(struct meta_account *a, const void *arg)
+static int apply_name(struct meta_account *a, struct registry_details *d, const void *arg)
 {
+    (void)d;
     snprintf(a->name, sizeof a->name, "%s", (const char *)arg);
     return 0;
 }
 
-static int apply_roles(struct meta_account *a, const void *arg)
+static int apply_roles(struct meta_account *a, struct registry_details *d, const void *arg)
 {
+    (void)d;
     a->roles = *(const uint32_t *)arg;
     return registry_roles_check(a->roles);
 }
 
+/* Only the fields given change (NULL / GRANTS_EXPIRES_KEEP keep). */
+static int apply_details(struct meta_account *a, struct registry_details *d, const void *arg)
+{
+    const struct grants_details_change *c = arg;
+
+    (void)a;
+    if (c->full_name)
+        snprintf(d->full_name, sizeof d->full_name, "%s", c->full_name);
+    if (c->email)
+        snprintf(d->email, sizeof d->email, "%s", c->email);
+    if (c->department)
+        snprintf(d->department, sizeof d->department, "%s", c->department);
+    if (c->expires != GRANTS_EXPIRES_KEEP)
+        d->expires = c->expires;
+    return 0;
+}
+
 int grants_account_disable(struct vault *v, const char *name, int disabled)
 {
-    int rc = account_change(v, name, apply_disabled, &disabled);
+    char was[ACCOUNT_STATE_MAX] = "", now[ACCOUNT_STATE_MAX] = "";
+    int rc = account_change(v, name, apply_disabled, &disabled, was, now);
 
-    return audit_admin(v, disabled ? "account-disable" : "account-enable", name, rc);
+    return audit_change(v, disabled ? "account-disable" : "account-enable", name,
+                        was[0] ? was : NULL, now[0] ? now : NULL, rc);
+}
+
+int grants_account_set_details(struct vault *v, const char *name,
+                               const struct grants_details_change *c)
+{
+    char was[ACCOUNT_STATE_MAX] = "", now[ACCOUNT_STATE_MAX] = "";
+    int rc = account_change(v, name, apply_details, c, was, now);
+
+    return audit_change(v, "account-details", name, was[0] ? was : NULL, now[0] ? now : NULL,
+                        rc);
 }
 
 int grants_account_rename(struct vault *v, const char *old_name, const char *new_name)
@@ -1081,15 +1183,44 @@ int grants_account_rename(struct vault *v, const char *old_name, const char *new
         meta_account_clear(&existing);
         rc = pfs_err(-EEXIST, "an account \"%s\" already exists", new_name);
     }
+    char was[ACCOUNT_STATE_MAX] = "", now[ACCOUNT_STATE_MAX] = "";
+
     if (rc == 0)
-        rc = account_change(v, old_name, apply_name, new_name);
-    return audit_admin(v, "account-rename", what, rc);
+        rc = account_change(v, old_name, apply_name, new_name, was, now);
+    return audit_change(v, "account-rename", what, was[0] ? was : NULL, now[0] ? now : NULL, rc);
+}
+
+/* Giving or taking sysadmin or dataadmin needs a second sysadmin
+ * (cosign.h): 0 apply (cosigner: the proposer confirmed, or 0),
+ * COSIGN_PENDING stored as a proposal (was/now: the states for its event). */
+static int role_cosigned(struct vault *v, const char *name, uint32_t roles, uint64_t *cosigner,
+                         char was[ACCOUNT_STATE_MAX], char now[ACCOUNT_STATE_MAX])
+{
+    struct meta_account a = { 0 };
+    struct registry_record r = { 0 };
+    char key[64], content[96];
+    int rc = sysadmin_target(v, name, &a, &r);
+
+    *cosigner = 0;
+    if (rc == 0 && a.roles != roles &&
+        ((a.roles | roles) & (ROLE_SYSADMIN | ROLE_DATAADMIN))) {
+        snprintf(key, sizeof key, "role.%" PRIu64, a.id);
+        /* bound to the record it changes: a proposal outlives no other change */
+        snprintf(content, sizeof content, "roles=0x%x serial=%" PRIu64, roles, r.serial);
+        account_state(&a, &r.details, was);
+        a.roles = roles;
+        account_state(&a, &r.details, now);
+        rc = cosign_gate(v, key, content, cosigner);
+    }
+    registry_record_clear(&r);
+    meta_account_clear(&a);
+    return rc;
 }
 
 int grants_account_set_roles(struct vault *v, const char *name, uint32_t roles)
 {
     struct meta_account a;
-    char what[META_ACCOUNT_NAME_MAX + 80], rs[64];
+    char what[2 * META_ACCOUNT_NAME_MAX + 120], rs[64];
     int rc;
 
     registry_roles_format(roles, rs, sizeof rs);
@@ -1106,9 +1237,27 @@ int grants_account_set_roles(struct vault *v, const char *name, uint32_t roles)
         grant_rows_free(&s);
         meta_account_clear(&a);
     }
+    char was[ACCOUNT_STATE_MAX] = "", now[ACCOUNT_STATE_MAX] = "";
+    uint64_t cosigner = 0;
+
     if (rc == 0)
-        rc = account_change(v, name, apply_roles, &roles);
-    return audit_admin(v, "role-change", what, rc);
+        rc = role_cosigned(v, name, roles, &cosigner, was, now);
+    if (rc == COSIGN_PENDING) {
+        rc = audit_change(v, "role-change-proposed", what, was, now, 0);
+        return rc < 0 ? rc : COSIGN_PENDING;
+    }
+    if (rc == 0 && cosigner) {
+        struct registry_record c = { 0 };
+
+        if (registry_verify(v->meta, v->conf.vault_id, v->conf.root_fingerprint, cosigner,
+                            &c) == 0)
+            snprintf(what, sizeof what, "%s roles=%s (proposed by %s)", name, rs, c.name);
+        registry_record_clear(&c);
+        pfs_err_clear();
+    }
+    if (rc == 0)
+        rc = account_change(v, name, apply_roles, &roles, was, now);
+    return audit_change(v, "role-change", what, was[0] ? was : NULL, now[0] ? now : NULL, rc);
 }
 
 /* ------------------------------------------------------------ upgrade */

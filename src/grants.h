@@ -109,6 +109,22 @@ int grants_account_reenrol(struct vault *v, const char *name, unsigned valid_s,
                            char code[ENROL_CODE_TEXT_MAX]);
 int grants_account_disable(struct vault *v, const char *name, int disabled);
 int grants_account_rename(struct vault *v, const char *old_name, const char *new_name);
+/* Giving or taking sysadmin or dataadmin with two or more sysadmins (and
+ * the vault's co-signature setting on) is first a proposal: returns
+ * COSIGN_PENDING (cosign.h, positive); the same change by a second
+ * sysadmin applies it. */
 int grants_account_set_roles(struct vault *v, const char *name, uint32_t roles);
+/* Change an account's details and expiry: the fields given (NULL, or
+ * expires GRANTS_EXPIRES_KEEP, keep the current value; expires 0: never). */
+#define GRANTS_EXPIRES_KEEP INT64_MIN
+struct grants_details_change {
+    const char *full_name, *email, *department;
+    int64_t expires;
+};
+int grants_account_set_details(struct vault *v, const char *name,
+                               const struct grants_details_change *c);
+/* Each sysadmin action above is audited with who (the acting sysadmin),
+ * what (the op and the account) and the account's state before and after
+ * ("before", "after": name, roles, status, details, expiry). */
 
 #endif

@@ -21,6 +21,7 @@
 #include "crypto.h"
 #include "endpoint.h"
 #include "error.h"
+#include "cosign.h"
 #include "exitcodes.h"
 #include "grants.h"
 #include "keyring.h"
@@ -55,6 +56,7 @@ enum {
     OPT_REKEY = 1 << 11,      /* revoke --rekey */
     OPT_JSON = 1 << 12,       /* --json: machine-readable output */
     OPT_ENDPOINT = 1 << 13,   /* endpoint-mark: --endpoint N, --force */
+    OPT_REQUIRED = 1 << 14,   /* cosign-policy --required yes|no */
 };
 #define OPT_ACTING (OPT_CONFIG | OPT_ACCOUNT | OPT_PASSFILE)
 
@@ -272,6 +274,7 @@ struct vault_args {
     int json;                            /* --json */
     long endpoint;                       /* -1: every endpoint */
     int force;
+    int required;                        /* --required: -1 not given */
     char conf_buf[4096];
 };
 
@@ -288,6 +291,7 @@ static const struct {
     { OPT_POLICY, "--min-length/--dictionary/--history" },
     { OPT_REKEY, "--rekey" }, { OPT_JSON, "--json" },
     { OPT_ENDPOINT, "--endpoint/--force" },
+    { OPT_REKEY, "--rekey" }, { OPT_JSON, "--json" }, { OPT_REQUIRED, "--required" },
 };
 
 /* The n-th (0-based) word of a space-separated list, into out. */
@@ -330,6 +334,7 @@ static int parse_vault_args(int argc, char **argv, struct vault_args *a, int pos
         { "json", no_argument, NULL, 'J' },
         { "endpoint", required_argument, NULL, 'E' },
         { "force", no_argument, NULL, 'F' },
+        { "required", required_argument, NULL, 'Q' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
@@ -338,7 +343,7 @@ static int parse_vault_args(int argc, char **argv, struct vault_args *a, int pos
     int c, have, want;
     char word[64];
 
-    a->min_length = a->history = a->dictionary = a->endpoint = -1;
+    a->min_length = a->history = a->dictionary = a->endpoint = a->required = -1;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
@@ -372,6 +377,9 @@ static int parse_vault_args(int argc, char **argv, struct vault_args *a, int pos
         case 'E': if (parse_uint("--endpoint", optarg, EC_MAX_FRAGS - 1, &n)) return -1;
                   a->endpoint = (long)n; used |= OPT_ENDPOINT; break;
         case 'F': a->force = 1; used |= OPT_ENDPOINT; break;
+        case 'Q': if (strcmp(optarg, "yes") && strcmp(optarg, "no"))
+                      return usage_error("--required wants yes or no");
+                  a->required = !strcmp(optarg, "yes"); used |= OPT_REQUIRED; break;
         case 'h': command_usage(current, stdout); exit(EXIT_OK);
         default: usage_error("unknown option or missing option value"); return -1;
         }
@@ -1282,6 +1290,88 @@ static int cmd_account_enable_cmd(int argc, char **argv)
     return cmd_account_disable(argc, argv, 0);
 }
 
+/* pactfs-admin cosign-policy VAULT [--required yes|no] */
+static int cmd_cosign_policy(int argc, char **argv)
+{
+    struct vault_args a = { 0 };
+    struct vault *v = NULL;
+    const char *account;
+    char done[200], before[16], after[16], what[64];
+    unsigned n = 0;
+    uint64_t cosigner = 0;
+    int required = 1, rc, code;
+
+    if (parse_vault_args(argc, argv, &a, 0) < 0)
+        return EXIT_USAGE;
+    if (a.required < 0) {   /* show: no password */
+        struct vault_args plain = { 0 };
+
+        code = open_vault_plain_n(argc, argv, &plain, &v, 0);
+        if (code != EXIT_OK)
+            return code;
+        rc = cosign_needed(v, &required, &n);
+        if (rc == 0)
+            printf("Co-signature of sysadmin/dataadmin role changes: %s; %u enabled sysadmin(s), "
+                   "so it is %s now.\n", required ? "required" : "not required", n,
+                   required && n >= 2 ? "needed" : "not needed");
+        return finish_command(v, rc, "");
+    }
+    code = open_unlocked(&a, &v, &account);
+    if (code != EXIT_OK)
+        return code;
+    rc = !(v->account.roles & ROLE_SYSADMIN)
+         ? pfs_err(-EACCES, "\"%s\" is not a sysadmin", account) : cosign_needed(v, &required, &n);
+    snprintf(before, sizeof before, "required=%s", required ? "yes" : "no");
+    snprintf(after, sizeof after, "required=%s", a.required ? "yes" : "no");
+    /* Switching it off is itself a change two sysadmins make. */
+    if (rc == 0 && !a.required)
+        rc = cosign_gate(v, "policy.cosign.change", after, &cosigner);
+    if (rc == 0)
+        rc = cosign_set_required(v, a.required);
+    if (v->audit) {
+        struct audit_ctx who = { getuid(), getpid() };
+        struct audit_detail d = { .before = before, .after = after };
+
+        snprintf(what, sizeof what, "co-signature %s", rc == COSIGN_PENDING ? "proposed" : "set");
+        int arc = audit_event_detail(v->audit, &who, "policy-change", what,
+                                     rc == COSIGN_PENDING ? 0 : rc, 0, &d);
+        rc = rc < 0 ? rc : arc < 0 ? arc : rc;
+    }
+    snprintf(done, sizeof done, rc == COSIGN_PENDING ? "Proposed: %s once a second sysadmin "
+             "runs the same command." : "Co-signature setting: %s.", after);
+    return finish_command(v, rc == COSIGN_PENDING ? 0 : rc, done);
+}
+
+static int cmd_account_details(int argc, char **argv)
+{
+    struct vault_args a = { 0 };
+    struct vault *v = NULL;
+    struct registry_details d = { 0 };
+    struct grants_details_change c = { NULL, NULL, NULL, GRANTS_EXPIRES_KEEP };
+    const char *account;
+    char done[200];
+    int code = parse_vault_args(argc, argv, &a, 1) < 0 ? EXIT_USAGE : EXIT_OK;
+
+    if (code == EXIT_OK && details_from_args(&a, &d) < 0)
+        code = EXIT_USAGE;
+    if (code == EXIT_OK && !a.full_name && !a.email && !a.department && !a.expires) {
+        usage_error("give at least one of --full-name, --email, --department, --expires");
+        code = EXIT_USAGE;
+    }
+    if (code != EXIT_OK)
+        return code;
+    c.full_name = a.full_name ? d.full_name : NULL;
+    c.email = a.email ? d.email : NULL;
+    c.department = a.department ? d.department : NULL;
+    if (a.expires)
+        c.expires = d.expires;
+    code = open_unlocked(&a, &v, &account);
+    if (code != EXIT_OK)
+        return code;
+    snprintf(done, sizeof done, "The details of \"%s\" are changed.", argv[optind]);
+    return finish_command(v, grants_account_set_details(v, argv[optind], &c), done);
+}
+
 static int cmd_account_rename(int argc, char **argv)
 {
     struct vault_args a = { 0 };
@@ -1308,7 +1398,7 @@ static int cmd_account_role(int argc, char **argv)
     const char *account, *name;
     char done[200];
     uint32_t roles = 0;
-    int code;
+    int rc, code;
 
     if (parse_vault_args(argc, argv, &a, 1) < 0)
         return EXIT_USAGE;
@@ -1321,8 +1411,13 @@ static int cmd_account_role(int argc, char **argv)
     code = open_unlocked(&a, &v, &account);
     if (code != EXIT_OK)
         return code;
-    snprintf(done, sizeof done, "Account \"%s\" now has roles %s.", name, a.role);
-    return finish_command(v, grants_account_set_roles(v, name, roles), done);
+    rc = grants_account_set_roles(v, name, roles);
+    if (rc == COSIGN_PENDING)
+        snprintf(done, sizeof done, "Proposed: \"%s\" gets roles %s once a second sysadmin "
+                 "runs the same account-role command (within 7 days).", name, a.role);
+    else
+        snprintf(done, sizeof done, "Account \"%s\" now has roles %s.", name, a.role);
+    return finish_command(v, rc == COSIGN_PENDING ? 0 : rc, done);
 }
 
 static int cmd_grant(int argc, char **argv)
@@ -2010,6 +2105,22 @@ static const struct command commands[] = {
       "enable a disabled account (sysadmin)",
       "NAME --account ADMIN [--passfile FILE] [--keyd-admin-token FILE] VAULT_DIR|--config FILE",
 "Enable a disabled account again (run as a sysadmin).\n" },
+    { "cosign-policy", cmd_cosign_policy, "", OPT_ACTING | OPT_REQUIRED,
+      "show or set whether role changes need a second sysadmin",
+      "[--required yes|no] [--account ADMIN] [--passfile FILE] VAULT_DIR|--config FILE",
+"Without options, show whether giving or taking the sysadmin or dataadmin role\n"
+"needs a second sysadmin's co-signature (default: required, effective while\n"
+"the vault has two or more enabled sysadmins; no password needed).  With\n"
+"--required yes|no a sysadmin sets it (signed, audited as policy-change);\n"
+"switching it off is itself proposed by one sysadmin and made by a second.\n" },
+    { "account-details", cmd_account_details, "NAME", OPT_ACTING | OPT_DETAILS,
+      "change an account's details or expiry (sysadmin)",
+      "NAME [--full-name N] [--email E] [--department D] [--expires YYYY-MM-DD|never] "
+      "--account ADMIN [--passfile FILE] VAULT_DIR|--config FILE",
+"Change the details signed into an account's registry record (run as a\n"
+"sysadmin): only the options given change.  An account past --expires no\n"
+"longer unlocks, and a running mount of it withdraws its folders.  Audited\n"
+"as account-details with the state before and after.\n" },
     { "account-rename", cmd_account_rename, "OLD NEW", OPT_ACTING,
       "rename an account (sysadmin)",
       "OLD NEW --account ADMIN [--passfile FILE] VAULT_DIR|--config FILE",
@@ -2018,7 +2129,9 @@ static const struct command commands[] = {
       "set an account's roles (sysadmin)",
       "NAME --role ROLES --account ADMIN [--passfile FILE] VAULT_DIR|--config FILE",
 "Set an account's roles (run as a sysadmin); ROLES as for account-add.  The\n"
-"last enabled dataadmin keeps its role (exit 19) until another holds it.\n" },
+"last enabled dataadmin keeps its role (exit 19) until another holds it.  With\n"
+"two or more sysadmins, giving or taking sysadmin or dataadmin is first a\n"
+"proposal a second sysadmin confirms with the same command (cosign-policy).\n" },
     { "grant", cmd_grant, "FOLDER ACCOUNT RIGHTS", OPT_ACTING,
       "give an account rights on a folder (dataadmin)",
       "FOLDER ACCOUNT read|read,write|read,write,manage [--account NAME] [--passfile FILE] "

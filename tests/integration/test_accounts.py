@@ -779,3 +779,132 @@ def test_access_review(accounts):
     admin("folder-members", H.FOLDER, v.dir, "--account", "carol", "--passfile", carol_pw,
           vault=v)
     admin("folder-members", H.FOLDER, v.dir, "--account", ADMIN, vault=v, expect=16)
+
+
+CHECK_S = 2       # accounts.revocation_check_seconds in the revocation test
+
+
+def refused_within(fn, bound):
+    """Call fn until it raises OSError; return (elapsed seconds, errno)."""
+    t0 = time.monotonic()
+    while True:
+        try:
+            fn()
+        except OSError as e:
+            return time.monotonic() - t0, e.errno
+        assert time.monotonic() - t0 < bound, "still allowed after %.1f s" % bound
+        time.sleep(0.1)
+
+
+def test_revocation_reaches_running_mount(accounts):
+    """A revoke, and an account-disable, reach a mount that is running: within
+    accounts.revocation_check_seconds its folder keys are dropped, further
+    reads fail with EACCES (an open file too), and the withdrawal and the
+    denials are audited."""
+    v, mounts = accounts
+    with open(v.conf, "a") as f:
+        f.write("accounts = { revocation_check_seconds = %d; };\n" % CHECK_S)
+    big = H.seeded_bytes(3, 3 * 1024 * 1024)
+    with_mount(v, lambda: H.write_file(v.path("big.pdf"), big, fsync=True))
+    admin("grant", H.FOLDER, BOB, "read,write", v.dir, vault=v)
+    bob = mounts[BOB]
+    path = os.path.join(bob.folder, "big.pdf")
+    bob.mount_foreground()
+    try:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            assert os.pread(fd, 4096, 0) == big[:4096]
+            admin("revoke", H.FOLDER, BOB, v.dir, vault=v)
+            # an offset the kernel has not cached (nor read ahead) reaches the daemon
+            offs = iter(range(len(big) - 4096, 0, -64 * 1024))
+            took, err = refused_within(lambda: os.pread(fd, 4096, next(offs)), CHECK_S + 5)
+            assert err == errno.EACCES, err
+        finally:
+            os.close(fd)
+        assert took <= CHECK_S + 3, took
+        # new opens fail, and the folder no longer appears
+        with pytest.raises(OSError) as e:
+            H.read_file(path)
+        assert e.value.errno in (errno.EACCES, errno.ENOENT)
+        assert os.listdir(bob.mnt) == []
+    finally:
+        bob.unmount()
+    ev = [e for e in audit_events(v) if e["account"] == BOB]
+    revoked = [e for e in ev if e["op"] == "access-revoked"]
+    assert revoked and "revoked" in revoked[-1]["path"], revoked
+    assert any(e["op"] == "read" and e["result"] == "denied" for e in ev), ev[-10:]
+    assert "its keys are dropped from memory" in bob.read_fg_log()
+
+    # account-disable reaches a running mount the same way.
+    admin("grant", H.FOLDER, BOB, "read", v.dir, vault=v)
+    bob.mount()
+    try:
+        assert H.read_file(path)[:10] == big[:10]
+        admin("account-disable", BOB, v.dir, "--account", ADMIN, vault=v)
+        took, err = refused_within(lambda: os.listdir(bob.folder), CHECK_S + 5)
+        assert took <= CHECK_S + 3 and err in (errno.EACCES, errno.ENOENT), (took, err)
+    finally:
+        bob.unmount()
+    ev = [e for e in audit_events(v) if e["account"] == BOB and e["op"] == "access-revoked"]
+    assert "disabled" in ev[-1]["path"], ev
+
+
+def test_role_changes_need_a_second_sysadmin(accounts):
+    """With two sysadmins, giving or taking sysadmin/dataadmin is proposed by
+    one and applied when a second makes the same change (audited both
+    times); other role changes and a lone sysadmin are not held up; the
+    setting is shown, and switching it off also needs two."""
+    v, _ = accounts
+    sam_pw = passfile(v, "sam.pass", "a second admin's passphrase 4")
+    add_and_enrol(v, "sam", sam_pw, role="sysadmin")
+    p = v.admin("cosign-policy", v.dir)
+    assert "required; 2 enabled sysadmin(s), so it is needed now" in p.stdout, p.stdout
+    carol_pw = passfile(v, "carol.pass", "a colourful long passphrase 3")
+    add_and_enrol(v, "carol", carol_pw)
+
+    def roles(name):
+        return sql(v, "SELECT roles FROM accounts WHERE name = ?", (name,))[0][0]
+
+    user = roles("carol")
+    p = admin("account-role", "carol", v.dir, "--role", "dataadmin,user", "--account", ADMIN,
+              vault=v)
+    assert "Proposed" in p.stdout and roles("carol") == user, p.stdout
+    # the same sysadmin again: still a proposal
+    admin("account-role", "carol", v.dir, "--role", "dataadmin,user", "--account", ADMIN,
+          vault=v)
+    assert roles("carol") == user
+    # a different change by the second sysadmin does not confirm it
+    p = admin("account-role", "carol", v.dir, "--role", "dataadmin,auditor,user", "--account",
+              "sam", "--passfile", sam_pw, vault=v)
+    assert "Proposed" in p.stdout and roles("carol") == user
+    # the same change by the second applies it
+    admin("account-role", "carol", v.dir, "--role", "dataadmin,user", "--account", ADMIN,
+          vault=v)
+    p = admin("account-role", "carol", v.dir, "--role", "dataadmin,user", "--account", "sam",
+              "--passfile", sam_pw, vault=v)
+    assert "now has roles" in p.stdout, p.stdout
+    assert roles("carol") != user
+    assert v.admin("accounts", v.dir).stdout.count("verified") >= 4
+    evs = audit_events(v)
+    prop = [e for e in evs if e["op"] == "role-change-proposed"]
+    assert prop and "roles=dataadmin,user " in prop[-1]["after"], prop
+    done = [e for e in evs if e["op"] == "role-change" and e["result"] == "ok"][-1]
+    assert done["account"] == "sam" and "(proposed by %s)" % ADMIN in done["path"], done
+    # a proposal planted by the database operator (not signed) confirms nothing
+    sql(v, "UPDATE params SET value = X'00' WHERE key LIKE 'pending.role.%'")
+    p = admin("account-role", "carol", v.dir, "--role", "user", "--account", "sam",
+              "--passfile", sam_pw, vault=v)
+    assert "Proposed" in p.stdout and roles("carol") != user
+
+    # user <-> auditor: no co-signature needed
+    admin("account-role", "bob", v.dir, "--role", "auditor,user", "--account", ADMIN, vault=v)
+    assert roles(BOB) != user
+
+    # switching the setting off takes two as well; then one suffices
+    p = admin("cosign-policy", v.dir, "--required", "no", "--account", ADMIN, vault=v)
+    assert "Proposed" in p.stdout
+    admin("cosign-policy", v.dir, "--required", "no", "--account", "sam", "--passfile", sam_pw,
+          vault=v)
+    assert "not required" in v.admin("cosign-policy", v.dir).stdout
+    p = admin("account-role", "carol", v.dir, "--role", "user", "--account", ADMIN, vault=v)
+    assert "now has roles" in p.stdout and roles("carol") == user

@@ -12,7 +12,7 @@ import os
 import pytest
 
 import pactfs_helpers as H
-from test_accounts import ADMIN, BOB, accounts, admin  # noqa: F401
+from test_accounts import ADMIN, BOB, accounts, add_account, admin, enrol, passfile  # noqa: F401
 
 EXIT_ACCESS = 13
 
@@ -136,3 +136,52 @@ def test_every_operation_is_audited_with_its_fields(accounts):
     assert find(evs, "vault-init")["account"] == ADMIN
     assert {e["account"] for e in evs if e["op"] == "account-create"} == {ADMIN}
     assert v.admin("audit-verify", v.dir).returncode == 0
+
+
+def test_every_account_change_is_audited_with_before_and_after(accounts):
+    """create, enrol, rename, details, roles, disable, enable, expiry, re-enrol:
+    each event names who (the acting sysadmin, or the person enrolling), what
+    (op and account) and the account's state before and after."""
+    v, _ = accounts
+    pw = passfile(v, "erin.pass", "a quiet orange lantern 9")
+    code = add_account(v, "erin", "--full-name", "Erin Example", "--department", "Sales")
+    p = enrol(v, "erin", code, pw)
+    admin("account-rename", "erin", "erin2", v.dir, "--account", ADMIN, vault=v)
+    admin("account-details", "erin2", v.dir, "--email", "erin@example.com", "--department",
+          "Legal", "--account", ADMIN, vault=v)
+    admin("account-details", "erin2", v.dir, "--expires", "2099-12-31", "--account", ADMIN,
+          vault=v)
+    admin("account-role", "erin2", v.dir, "--role", "auditor,user", "--account", ADMIN, vault=v)
+    admin("account-disable", "erin2", v.dir, "--account", ADMIN, vault=v)
+    admin("account-enable", "erin2", v.dir, "--account", ADMIN, vault=v)
+    admin("account-reenrol", "erin2", v.dir, "--account", ADMIN, vault=v)
+    # a refused change is audited too, with the state it would have made
+    admin("account-details", "nobody", v.dir, "--email", "x@example.com", "--account", ADMIN,
+          vault=v, expect=16)
+
+    evs = events(v)
+    cr = find(evs, "account-create", "erin roles=user", account=ADMIN, result="ok")
+    assert "before" not in cr and 'full_name="Erin Example"' in cr["after"], cr
+    assert 'department="Sales"' in cr["after"] and "status=enabled" in cr["after"], cr
+    en = find(evs, "account-enrol", account="erin", result="ok")
+    fp = en["path"].split()[-1]
+    assert en["before"] == "pending" and en["after"] == "enrolled key " + fp, en
+    assert fp in p.stdout
+    rn = find(evs, "account-rename", "erin -> erin2", account=ADMIN, result="ok")
+    assert "name=erin " in rn["before"] and "name=erin2 " in rn["after"], rn
+    dt = [e for e in evs if e["op"] == "account-details" and e["result"] == "ok"]
+    assert len(dt) == 2 and all(e["account"] == ADMIN for e in dt), dt
+    assert 'email=""' in dt[0]["before"] and 'email="erin@example.com"' in dt[0]["after"]
+    assert 'department="Sales"' in dt[0]["before"] and 'department="Legal"' in dt[0]["after"]
+    assert "expires=never" in dt[1]["before"] and "expires=2099-12-31" in dt[1]["after"], dt
+    rl = find(evs, "role-change", "erin2 roles=auditor,user", account=ADMIN, result="ok")
+    assert "roles=user " in rl["before"] and "roles=auditor,user " in rl["after"], rl
+    ds = find(evs, "account-disable", "erin2", account=ADMIN, result="ok")
+    assert "status=enabled" in ds["before"] and "status=disabled" in ds["after"], ds
+    eb = find(evs, "account-enable", "erin2", account=ADMIN, result="ok")
+    assert "status=disabled" in eb["before"] and "status=enabled" in eb["after"], eb
+    re_ = find(evs, "account-reenrol", "erin2", account=ADMIN, result="ok")
+    assert re_["before"] == "enrolled key " + fp and re_["after"].startswith("pending"), re_
+    find(evs, "account-details", "nobody", account=ADMIN, result="error")
+    p = v.admin("audit-verify", v.dir)
+    assert p.returncode == 0, p.stdout + p.stderr

@@ -1,0 +1,38 @@
+/* Two sysadmins for the sensitive registry changes (docs/accounts.md,
+ * "Co-signature"): while a vault has two or more enabled sysadmins and its
+ * co-signature setting is on (the default), a change that gives or takes
+ * the sysadmin or dataadmin role is only proposed by the first sysadmin
+ * (a pending change it signs) and applied when a second, different
+ * sysadmin makes the same change.
+ *
+ * Storage (vault parameters, each blob(tbs) | blob(RSA-PSS signature)):
+ *   "policy.cosign"    the setting, content "required=yes" or "required=no"
+ *   "pending.<key>"    a proposal (empty once applied)
+ *   tbs = "PFSQ" | u8 1 | str vault_id | str key | str content |
+ *         u64 signer_id | i64 time
+ * signed by an enabled sysadmin verified in the registry.
+ */
+#ifndef PACTFS_COSIGN_H
+#define PACTFS_COSIGN_H
+
+#include <stdint.h>
+
+#include "vault.h"
+
+#define COSIGN_PENDING 1          /* cosign_gate: stored as a proposal */
+#define COSIGN_MAX_AGE_S (7 * 24 * 3600)
+
+/* Is a co-signature needed now?  *required: the vault's setting (on unless
+ * a verified setting says off); *sysadmins: enabled, verified sysadmins. */
+int cosign_needed(struct vault *v, int *required, unsigned *sysadmins);
+
+/* The unlocked sysadmin wants the change named key with content (the
+ * same text for the same change).  0: apply it now (*cosigner: the
+ * proposer it confirms, or 0 when no co-signature is needed);
+ * COSIGN_PENDING: stored as this sysadmin's proposal; -errno. */
+int cosign_gate(struct vault *v, const char *key, const char *content, uint64_t *cosigner);
+
+/* Set the vault's co-signature setting (signed by the unlocked sysadmin). */
+int cosign_set_required(struct vault *v, int required);
+
+#endif
