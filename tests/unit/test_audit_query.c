@@ -6,8 +6,10 @@
 
 #include <errno.h>
 #include <json-c/json.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "audit.h"
 #include "audit_names.h"
@@ -162,6 +164,99 @@ static void test_seal_and_open(void)
     EVP_PKEY_free(rsa);
 }
 
+/* Rewrite a spool written by this build into format 3 lines ("v":3),
+ * recomputing the chains (an unsigned session has no signature). */
+static int downgrade_to_v3(const char *path)
+{
+    char prev[65], line[8192], *sessions_prev[8] = { 0 }, *sessions[8] = { 0 };
+    FILE *in = fopen(path, "r");
+    char *out = NULL;
+    size_t outlen = 0, nsess = 0;
+    FILE *mem = open_memstream(&out, &outlen);
+
+    memset(prev, '0', 64);
+    prev[64] = '\0';
+    if (!in || !mem)
+        return -1;
+    while (fgets(line, sizeof line, in)) {
+        json_object *o = audit_line_parse(line, strcspn(line, "\n"));
+        const char *sid = o ? audit_field_str(o, "session") : NULL, *text;
+        size_t i, len;
+        char h[65];
+
+        if (!sid)
+            return -1;
+        for (i = 0; i < nsess && strcmp(sessions[i], sid); i++)
+            ;
+        if (i == nsess) {
+            sessions[nsess] = strdup(sid);
+            sessions_prev[nsess] = calloc(1, 65);
+            memset(sessions_prev[nsess], '0', 64);
+            nsess++;
+        }
+        json_object_object_add(o, "v", json_object_new_int(3));
+        json_object_object_add(o, "prev", json_object_new_string(prev));
+        json_object_object_add(o, "sprev", json_object_new_string(sessions_prev[i]));
+        text = json_object_to_json_string_length(o, JSON_C_TO_STRING_PLAIN |
+                                                 JSON_C_TO_STRING_NOSLASHESCAPE, &len);
+        fprintf(mem, "%s\n", text);
+        audit_line_hash(text, len, h);
+        memcpy(prev, h, sizeof h);
+        free(sessions_prev[i]);
+        sessions_prev[i] = strdup(h);
+        json_object_put(o);
+    }
+    fclose(in);
+    fclose(mem);
+    in = fopen(path, "w");
+    if (!in || fwrite(out, 1, outlen, in) != outlen)
+        return -1;
+    fclose(in);
+    free(out);
+    for (size_t i = 0; i < nsess; i++) {
+        free(sessions[i]);
+        free(sessions_prev[i]);
+    }
+    return 0;
+}
+
+/* A spool of format 3 lines (before this build) stays verifiable and is
+ * continued by format 4 sessions. */
+static void test_format3_spool_continued_by_format4(void)
+{
+    char dir[] = "/tmp/pactfs-aq-XXXXXX", path[128];
+    struct audit_identity id = { .account = "fsck" };
+    struct audit_ctx who = { 0, 1 };
+    struct audit_verify_result res;
+    struct audit *a = NULL;
+    FILE *f;
+    char line[8192];
+    int v3 = 0, v4 = 0;
+
+    REQUIRE(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/audit.log", dir);
+    REQUIRE(audit_open(path, VAULT, &id, &a) == 0);
+    CHECK(audit_event(a, &who, "fsck-verify", "vault", 0, 3) == 0);
+    audit_close(a);
+    REQUIRE(downgrade_to_v3(path) == 0);
+    CHECK(audit_verify(path, NULL, NULL, NULL, &res) == 0);
+    REQUIRE(audit_open(path, VAULT, &id, &a) == 0);     /* resumes after the v3 lines */
+    CHECK(audit_event(a, &who, "fsck-gc", "vault", 0, 0) == 0);
+    audit_close(a);
+    CHECK(audit_verify(path, NULL, NULL, NULL, &res) == 0);
+    CHECK_EQ_INT(res.sessions, 2);
+    REQUIRE((f = fopen(path, "r")));
+    while (fgets(line, sizeof line, f)) {
+        v3 += strncmp(line, "{\"v\":3,", 7) == 0;
+        v4 += strncmp(line, "{\"v\":4,", 7) == 0;
+    }
+    fclose(f);
+    CHECK_EQ_INT(v3, 3);
+    CHECK_EQ_INT(v4, 3);
+    unlink(path);
+    rmdir(dir);
+}
+
 int main(void)
 {
     RUN(test_times);
@@ -170,5 +265,6 @@ int main(void)
     RUN(test_paths);
     RUN(test_sealed_events);
     RUN(test_seal_and_open);
+    RUN(test_format3_spool_continued_by_format4);
     return tap_done();
 }
