@@ -425,13 +425,21 @@ static int open_envelopes(struct vault *v)
 int vault_audit_open(struct meta *m, const char *spool_path, const char *vault_id,
                      const char *root_fp, struct audit_identity *id, struct audit **out)
 {
-    char kid[AUDIT_NAMES_KID_HEX + 1];
+    char kid[AUDIT_NAMES_KID_HEX + 1], keep[1024];
     EVP_PKEY *names = NULL;
-    int rc = root_fp ? audit_names_for_writer(m, vault_id, root_fp, spool_path, &names, kid) : 0;
+    int rc;
 
+    /* A caller auditing a failure keeps its message in pfs_err: only a
+     * failure here replaces it. */
+    snprintf(keep, sizeof keep, "%s", pfs_err_msg());
+    rc = root_fp ? audit_names_for_writer(m, vault_id, root_fp, spool_path, &names, kid) : 0;
     *out = NULL;
     if (rc < 0)
         return rc;
+    if (keep[0])
+        pfs_err(0, "%s", keep);
+    else
+        pfs_err_clear();
     id->names_pub = names;
     id->names_kid = names ? kid : NULL;
     rc = audit_open(spool_path, vault_id, id, out);
