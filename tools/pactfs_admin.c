@@ -1790,6 +1790,9 @@ static int cmd_upgrade(int argc, char **argv)
            "%llu left alone with a problem (see above).\n",
            (unsigned long long)st.entries_bound, (unsigned long long)st.files_committed,
            (unsigned long long)st.already, (unsigned long long)st.problems);
+    if (!v->conf.endpoint_markers_required)
+        printf("Endpoint markers: this configuration does not require them yet; a sysadmin "
+               "writes them with pactfs-admin endpoint-mark (docs/operations-status.md).\n");
     if (rc < 0) {
         cli_report(PROG, rc);
         code = admin_exit_code(rc);
@@ -2185,7 +2188,8 @@ static const struct command commands[] = {
 "of folders this account does not hold run it with their own account.\n"
 "It also signs the first state (key version, members) of each folder the\n"
 "account manages and the vault's first signed head, anchored in the key\n"
-"directory; run it as the manager (a dataadmin) of every folder.\n" },
+"directory; run it as the manager (a dataadmin) of every folder.  Endpoint\n"
+"markers are a sysadmin's: pactfs-admin endpoint-mark.\n" },
 };
 static const size_t ncommands = sizeof commands / sizeof commands[0];
 

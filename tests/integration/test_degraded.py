@@ -89,6 +89,7 @@ def test_write_goes_on_with_one_endpoint_unwritable_then_repairs(new_vault, unwr
     ep = st["endpoints"][1]
     assert ep["state"] == "failing" and ep["errors"] > 0 and ep["last_error"], st
     assert "degraded write" in v.read_fg_log()
+    assert "degraded-write" in audit_ops(v), "the degraded write is not in the audit trail"
     metrics = metrics_text(v)
     assert re.search(r"^pactfs_degraded_writes_total [1-9]", metrics, re.M), metrics
     assert re.search(r'^pactfs_endpoint_up\{endpoint="1"\} 0$', metrics, re.M), metrics
@@ -105,6 +106,20 @@ def test_write_goes_on_with_one_endpoint_unwritable_then_repairs(new_vault, unwr
     assert re.search(r"\b0 repairable, 0 unrecoverable", p.stdout), p.stdout
     v.mount()
     H.assert_same_bytes(H.read_file(v.path("while-degraded.bin")), data, "after remount")
+
+
+def audit_ops(v):
+    """The operations of the daemon's own audit events (no caller)."""
+    ops = []
+    with open(v.audit_log) as f:
+        for line in f:
+            try:
+                ev = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(ev, dict) and ev.get("op"):
+                ops.append(ev["op"])
+    return ops
 
 
 def metrics_text(v):
@@ -129,6 +144,7 @@ def test_below_min_write_fragments_close_fails_and_data_is_kept(new_vault, unwri
     st = status(v)
     assert st["writes"]["writeback_errors"] >= 1 and st["writes"]["degraded_writes"] == 0, st
     assert st["writes"]["writeback_bytes"] > 0, "the data left write-back: %s" % st
+    assert "writeback-failed" in audit_ops(v), "the failed write-back is not audited"
     # Back: the next flush stores what was kept.
     H.run(["chattr", "-R", "-i", v.store_dir(2)], check=True)
     fd = os.open(v.path("strict.bin"), os.O_RDONLY)
