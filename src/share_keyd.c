@@ -131,10 +131,16 @@ static int admin_header(const struct keyd_client *kc, char **out, size_t *outlen
     size_t cap = sizeof prefix + 512, n;
     char *h;
 
+    if ((!path || !*path) && kc->cert_file) {
+        *out = NULL;        /* a key officer's client certificate (keyd officers) */
+        *outlen = 0;
+        return 0;
+    }
     if (!path || !*path)
-        return pfs_err(-EACCES, "this key-service operation needs the admin token: give "
-                       "--keyd-admin-token FILE or set %s to the file that holds it",
-                       KEYD_ADMIN_TOKEN_ENV);
+        return pfs_err(-EACCES, "this key-service operation needs the admin token or a key "
+                       "officer's client certificate: give --keyd-admin-token FILE or set %s "
+                       "to the file that holds it, or set keys.cert_file/key_file to your "
+                       "officer certificate", KEYD_ADMIN_TOKEN_ENV);
     f = fopen(path, "re");
     if (!f)   /* never echo the name: a token given inline would land in a log */
         return pfs_err(-EINVAL, "cannot read the file named by --keyd-admin-token (or %s): "

@@ -80,6 +80,8 @@ struct keyd_conf {
     char *cert_file;
     char *key_file;
     char *client_ca_file;      /* optional: require client certificates */
+    char **officers;           /* CNs of key officers' client certificates */
+    size_t nofficers;
     char *database;
     char *admin_token_file;
     char *master_key_file;
@@ -161,6 +163,9 @@ static void keyd_conf_free(struct keyd_conf *c)
     free(c->cert_file);
     free(c->key_file);
     free(c->client_ca_file);
+    for (size_t i = 0; i < c->nofficers; i++)
+        free(c->officers[i]);
+    free(c->officers);
     free(c->database);
     free(c->admin_token_file);
     free(c->master_key_file);
@@ -172,6 +177,38 @@ static void keyd_conf_free(struct keyd_conf *c)
     free(c->audit_tls.key_file);
     free(c->debug_capture);
     memset(c, 0, sizeof *c);
+}
+
+/* officers = [ "CN", ... ]: each key officer's client certificate CN.
+ * They act without the shared admin token, named on the log and trail. */
+static int keyd_conf_officers(config_t *cfg, struct keyd_conf *c)
+{
+    config_setting_t *s = config_lookup(cfg, "officers");
+    int n;
+
+    if (!s)
+        return 0;
+    n = config_setting_length(s);
+    if (!config_setting_is_array(s) || n < 1 || n > 256)
+        return pfs_err(-EINVAL, "officers must be a list of 1 to 256 certificate common "
+                       "names, e.g. officers = [ \"Jane Officer\" ];");
+    if (!c->client_ca_file)
+        return pfs_err(-EINVAL, "officers needs client_ca_file: an officer is known by a "
+                       "client certificate that CA signed");
+    c->officers = calloc((size_t)n, sizeof *c->officers);
+    if (!c->officers)
+        return pfs_err(-ENOMEM, "out of memory");
+    for (int i = 0; i < n; i++) {
+        const char *cn = config_setting_get_string_elem(s, i);
+
+        if (!cn || !*cn || strlen(cn) > HTTPS_CN_MAX)
+            return pfs_err(-EINVAL, "officers: entry %d is not a certificate common name", i + 1);
+        c->officers[i] = strdup(cn);
+        if (!c->officers[i])
+            return pfs_err(-ENOMEM, "out of memory");
+        c->nofficers++;
+    }
+    return 0;
 }
 
 static int keyd_conf_read(config_t *cfg, const char *dir, void *arg)
@@ -187,7 +224,8 @@ static int keyd_conf_read(config_t *cfg, const char *dir, void *arg)
     rc = rc ? rc : https_conf_string(cfg, dir, "client_ca_file", true, false,
                                      &c->client_ca_file);
     rc = rc ? rc : https_conf_string(cfg, dir, "database", true, true, &c->database);
-    rc = rc ? rc : https_conf_string(cfg, dir, "admin_token_file", true, true,
+    rc = rc ? rc : keyd_conf_officers(cfg, c);
+    rc = rc ? rc : https_conf_string(cfg, dir, "admin_token_file", true, c->nofficers == 0,
                                      &c->admin_token_file);
     rc = rc ? rc : https_conf_string(cfg, dir, "master_key_file", true, true,
                                      &c->master_key_file);
@@ -289,8 +327,11 @@ static int load_admin_token(struct keyd *k)
 {
     char *text;
     size_t len, tlen;
-    int rc = https_read_secret_file(k->conf.admin_token_file, true, &text, &len);
+    int rc;
 
+    if (!k->conf.admin_token_file)
+        return 0;   /* officers only: no shared token is accepted */
+    rc = https_read_secret_file(k->conf.admin_token_file, true, &text, &len);
     if (rc)
         return rc;
     tlen = trimmed_len(text, len);
@@ -1547,12 +1588,23 @@ static bool admin_token_ok(struct keyd *k, struct MHD_Connection *c)
     uint8_t got[SHA256_LEN];
     bool ok;
 
-    if (!h || strncmp(h, "Bearer ", 7) != 0)
+    if (!k->admin_token_hash || !h || strncmp(h, "Bearer ", 7) != 0)
         return false;
     sha256(h + 7, strlen(h + 7), got);
     ok = CRYPTO_memcmp(got, k->admin_token_hash, SHA256_LEN) == 0;
     secmem_wipe(got, sizeof got);
     return ok;
+}
+
+/* A verified client certificate whose CN is a configured officer. */
+static bool officer_ok(struct keyd *k, struct MHD_Connection *c, const char *cn)
+{
+    if (!cn[0] || !https_client_verified(c))
+        return false;
+    for (size_t i = 0; i < k->conf.nofficers; i++)
+        if (!strcmp(cn, k->conf.officers[i]))
+            return true;
+    return false;
 }
 
 /* With client_ca_file set, only a verified client certificate may call. */
@@ -1617,6 +1669,9 @@ static void run_handler(struct keyd *k, const struct route *rt, const char *remo
         o->retry_after = 0;
         set_outcome(o, 500, trail ? "audit-unavailable" : "internal");
     }
+    if (rt->admin)   /* the log names the person, not only an address */
+        https_log(LOG_NOTICE, "%s: %s of \"%s\" by %s: %d %s", remote, rt->op,
+                  f->account ? f->account : "?", officer, o->status, o->result);
     if (rt->admin && vault_id_ok(f->vault))
         trail_ship(k, f->vault);
 }
@@ -1649,7 +1704,7 @@ static enum MHD_Result dispatch(struct keyd *k, struct MHD_Connection *c, const 
         set_outcome(&o, 403, "client-certificate-required");
     else if (body_parse(r, &body, &f) < 0)
         set_outcome(&o, 400, "bad-request");
-    else if (rt->admin && !admin_token_ok(k, c)) {
+    else if (rt->admin && !officer_ok(k, c, cn) && !admin_token_ok(k, c)) {
         unsigned retry = 0;
         /* A guessed token counts against the source like a guessed auth. */
         if (db_exec(k, "BEGIN IMMEDIATE") == 0) {
@@ -1662,7 +1717,7 @@ static enum MHD_Result dispatch(struct keyd *k, struct MHD_Connection *c, const 
             trail_ship(k, f.vault);
         }
     } else {
-        f.admin_ok = !rt->admin && admin_token_ok(k, c);   /* anchor-put by an admin */
+        f.admin_ok = !rt->admin && (officer_ok(k, c, cn) || admin_token_ok(k, c));
         run_handler(k, rt, remote, officer, &f, &o);
     }
     capture_body(k, url, r);

@@ -1000,3 +1000,48 @@ def test_admin_actions_on_the_vault_trail_and_at_the_receiver(kvault, keyd, tmp_
         assert admin_keyd(v, keyd, "enable").returncode == 0
     finally:
         assert r.stop() == 0
+
+
+@pytest.mark.timeout_s(600)
+def test_officers_act_by_client_certificate(kvault, keyd):
+    """A key officer acts with their own client certificate (keyd officers,
+    client_ca_file), without the shared admin token: the officer's name is in
+    keyd's log and on the vault's trail; a certificate of someone who is not
+    an officer, without the token, is refused (and on the trail too)."""
+    v = kvault
+    vid = re.search(r'\bid\s*=\s*"([0-9a-f]{32})"', open(v.conf).read()).group(1)
+    keyd.stop()
+    keyd.extra_conf = ('client_ca_file = "%s";\nofficers = [ "pactfs test client" ];\n'
+                       % keyd.ca_file)
+    keyd.start()
+    with open(v.conf) as f:
+        text = f.read()
+    text, n = re.subn(r'(url = "https://127\.0\.0\.1:\d+";)',
+                      r'\1\n    cert_file = "%s";\n    key_file = "%s";'
+                      % (os.path.join(keyd.pki, "client.pem"),
+                         os.path.join(keyd.pki, "client.key")), text)
+    assert n == 1
+    with open(v.conf, "w") as f:
+        f.write(text)
+    env_token = os.environ.pop("PACTFS_KEYD_ADMIN_TOKEN_FILE", None)
+    try:
+        for op in ("disable", "enable"):
+            p = v.admin("keyd", op, H.ACCOUNT, v.dir)
+            assert p.returncode == 0, p.stdout + p.stderr
+        assert 'of "%s" by keyd:pactfs test client: 200' % H.ACCOUNT in keyd.read_stderr()
+        # the same certificate when it is not an officer: refused without the token
+        keyd.stop()
+        keyd.extra_conf = ('client_ca_file = "%s";\nofficers = [ "Jane Officer" ];\n'
+                           % keyd.ca_file)
+        keyd.start()
+        p = v.admin("keyd", "disable", H.ACCOUNT, v.dir)
+        assert p.returncode != 0, p.stdout + p.stderr
+    finally:
+        if env_token is not None:
+            os.environ["PACTFS_KEYD_ADMIN_TOKEN_FILE"] = env_token
+    trail = keyd.file(os.path.join("trail", vid + ".log"))
+    acts = [(e["op"], e["result"], e["account"]) for e in map(json.loads, open(trail))
+            if e["op"] in ("keyd-disable", "keyd-enable")]
+    assert acts == [("keyd-disable", "ok", "keyd:pactfs test client"),
+                    ("keyd-enable", "ok", "keyd:pactfs test client"),
+                    ("keyd-disable", "denied", "keyd:pactfs test client")], acts
