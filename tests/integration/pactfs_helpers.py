@@ -9,6 +9,7 @@ import ctypes
 import errno
 import glob
 import hashlib
+import json
 import os
 import random
 import shutil
@@ -423,6 +424,20 @@ def assert_same_bytes(got, want, what):
     if got != want:
         raise AssertionError("%s: %d bytes read, %d expected, first difference at offset %s"
                              % (what, len(got), len(want), first_difference(got, want)))
+
+
+def audit_events(v):
+    """The events of a vault's audit spool (JSON lines with an "op")."""
+    out = []
+    with open(v.audit_log) as f:
+        for line in f:
+            try:
+                ev = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(ev, dict) and ev.get("op"):
+                out.append(ev)
+    return out
 
 
 ENDPOINT_MARKER = "pactfs-endpoint"   # the endpoint's signed identity marker

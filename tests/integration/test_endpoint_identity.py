@@ -55,16 +55,7 @@ def files_under(d):
 
 
 def audit_ops(v):
-    ops = []
-    with open(v.audit_log) as f:
-        for line in f:
-            try:
-                ev = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(ev, dict) and "op" in ev:
-                ops.append((ev["op"], ev.get("path", "")))
-    return ops
+    return [(ev["op"], ev.get("path", "")) for ev in H.audit_events(v)]
 
 
 def admin_mark(v, *extra):
