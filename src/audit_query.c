@@ -562,9 +562,24 @@ static int remote_url(CURL *h, const struct audit_remote *r, char **out)
     return 0;
 }
 
+struct counting {
+    audit_each_fn each;
+    void *arg;
+    size_t n;
+};
+
+static int count_line(void *arg, json_object *ev, const char *line, size_t len)
+{
+    struct counting *c = arg;
+
+    c->n++;
+    return c->each(c->arg, ev, line, len);
+}
+
 int audit_scan_remote(void *remote, audit_each_fn each, void *arg)
 {
-    const struct audit_remote *r = remote;
+    struct audit_remote *r = remote;
+    struct counting cnt = { each, arg, 0 };
     struct body b = { 0 };
     char errbuf[CURL_ERROR_SIZE] = "", *url = NULL;
     long status = 0;
@@ -605,7 +620,9 @@ int audit_scan_remote(void *remote, audit_each_fn each, void *arg)
                      "the audit receiver at %s answered %ld: %.300s", r->url, status,
                      b.buf ? b.buf : "");
     } else {
-        rc = audit_scan_text(r->url, b.buf ? b.buf : "", b.len, each, arg);
+        rc = audit_scan_text(r->url, b.buf ? b.buf : "", b.len, count_line, &cnt);
+        if (cnt.n >= AUDIT_QUERY_LIMIT)
+            r->truncated = 1;
     }
     free(b.buf);
     return rc;

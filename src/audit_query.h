@@ -35,6 +35,8 @@
 struct json_object;
 
 #define AUDIT_QUERY_PARAMS 16
+/* Most lines a receiver returns for one GET /v1/events. */
+#define AUDIT_QUERY_LIMIT 100000u
 
 struct audit_filter {
     char *account, *path, *op, *result;   /* NULL: any (comma lists) */
@@ -98,6 +100,7 @@ struct audit_remote {
     const struct audit_filter *f;    /* parameters forwarded as given ... */
     int forward_path;                /* ... path, file and follow_renames only if set */
     unsigned timeout_ms;             /* 0 = 60000 */
+    int truncated;                   /* set: an answer held AUDIT_QUERY_LIMIT lines (cut) */
 };
 int audit_scan_remote(void *remote, audit_each_fn each, void *arg);
 

@@ -877,6 +877,10 @@ static int audit_answer(struct vault *v, struct audit_cmd *q, EVP_PKEY *names_pr
         rc = audit_query_run(&q->f, audit_scan_revealed, &rv, collect_event, &col);
     if (rc == 0)
         rc = audit_report_print(stdout, q->fmt, q->kind, col.evs, col.n);
+    if (rc == 0 && r.truncated)
+        fprintf(stderr, PROG ": the receiver cut its answer at %u events, so this answer may "
+                "be incomplete: narrow the question (--from/--until, --by, --op)\n",
+                AUDIT_QUERY_LIMIT);
     if (rc == 0 && rv.sealed_unopened)
         fprintf(stderr, PROG ": %llu event(s) have names sealed to an audit names key this "
                 "account does not hold: shown as (sealed), and no --path matches them\n",

@@ -44,7 +44,7 @@
 #define AUDITD_DEFAULT_CONF "/etc/pactfs/auditd.conf"
 #define AUDITD_MAX_BODY (2u * AUDIT_SHIP_MAX_BYTES)
 #define AUDITD_MAX_NAMES 64
-#define AUDITD_QUERY_LIMIT 100000u       /* lines per GET /v1/events answer */
+#define AUDITD_QUERY_LIMIT AUDIT_QUERY_LIMIT   /* lines per GET /v1/events answer */
 #define CN_MAX HTTPS_CN_MAX
 #define VAULT_ID_LEN 32
 #define ACCOUNT_MAX 64
