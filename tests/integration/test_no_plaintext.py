@@ -72,3 +72,33 @@ def test_no_plaintext_marker_anywhere_in_vault(vault):
     vault.mount()
     H.assert_same_bytes(H.read_file(f), content, "marker file after remount")
     assert os.getxattr(f, "user.note") == data_marker.encode()
+
+
+@pytest.mark.timeout_s(600)
+def test_no_plaintext_name_even_in_the_audit_spool_once_names_are_sealed(new_vault):
+    """With the vault's audit names key made by an auditor, the audit spool
+    joins the scan: names reach it only sealed (docs/format-audit.md)."""
+    from test_accounts import add_and_enrol
+    v = new_vault
+    pw = os.path.join(v.base, "carol.pass")
+    with open(pw, "w") as fh:
+        fh.write("auditing is my quiet profession 9\n")
+    add_and_enrol(v, "carol", pw, role="auditor")
+    p = v.admin("audit-key", "create", v.dir, "--account", "carol", "--passfile", pw)
+    assert p.returncode == 0, p.stdout + p.stderr
+    name_marker = "pfsname" + secrets.token_hex(10)
+    v.mount()
+    d = v.path(name_marker + "-dir")
+    os.mkdir(d)
+    f = os.path.join(d, name_marker + ".txt")
+    H.write_file(f, b"terms\n", fsync=True)
+    os.setxattr(f, "user.note", b"x")
+    os.symlink("target", os.path.join(d, "link-" + name_marker))
+    os.rename(f, f + "-renamed")
+    os.listdir(d)
+    v.unmount()
+    hits = scan(v, name_marker, skip_audit=False)
+    assert not hits, "plaintext name found:\n" + "\n".join(hits)
+    p = v.admin("audit", "query", "--path", "*" + name_marker + "*", "--account", "carol",
+                "--passfile", pw, v.dir)
+    assert p.returncode == 0 and name_marker + ".txt-renamed" in p.stdout, p.stdout + p.stderr
