@@ -869,6 +869,25 @@ int grants_account_add(struct vault *v, const char *name, uint32_t roles,
         rc = pfs_err(-EEXIST, "an account \"%s\" already exists", name);
     }
     snprintf(a.name, sizeof a.name, "%s", name);
+    /* A new sysadmin or dataadmin is a role change too: two sysadmins. */
+    if (rc == 0 && (roles & (ROLE_SYSADMIN | ROLE_DATAADMIN))) {
+        char key[META_ACCOUNT_NAME_MAX + 8], content[32];
+        uint64_t cosigner = 0;
+
+        snprintf(key, sizeof key, "add.%s", name);
+        snprintf(content, sizeof content, "roles=0x%x", roles);
+        rc = cosign_gate(v, key, content, &cosigner);
+        if (rc == COSIGN_PENDING) {
+            char after[ACCOUNT_STATE_MAX];
+
+            account_state(&a, d, after);
+            registry_roles_format(roles, rs, sizeof rs);
+            snprintf(what, sizeof what, "%s roles=%s", name, rs);
+            rc = audit_change(v, "account-create-proposed", what, NULL, after, 0);
+            meta_account_clear(&a);
+            return rc < 0 ? rc : COSIGN_PENDING;
+        }
+    }
     /* The account has no key until its owner enrols (accounts.h). */
     if (rc == 0)
         rc = meta_begin(v->meta);

@@ -99,6 +99,9 @@ int grants_upgrade_state(struct vault *v, unsigned *signed_folders, unsigned *le
 /* Register a new account with roles and details (NULL: none): no key, a
  * one-time enrolment code (code, valid valid_s seconds, 0: the default)
  * that its owner gives to pactfs-admin enroll (accounts.h). */
+/* With the sysadmin or dataadmin role and two or more sysadmins, the first
+ * call only proposes it (COSIGN_PENDING, no code); the same call by a
+ * second sysadmin registers it (cosign.h). */
 int grants_account_add(struct vault *v, const char *name, uint32_t roles,
                        const struct registry_details *d, unsigned valid_s,
                        char code[ENROL_CODE_TEXT_MAX]);

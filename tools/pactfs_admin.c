@@ -1114,6 +1114,9 @@ static int cmd_account_add(int argc, char **argv)
     if (rc == 0)
         print_code(name, enrol_code, a.code_valid_h);
     explicit_bzero(enrol_code, sizeof enrol_code);
+    if (rc == COSIGN_PENDING)
+        return finish_command(v, 0, "Proposed: the account is registered (and its code printed) "
+                              "once a second sysadmin runs the same account-add command.");
     return finish_command(v, rc, rc == 0 ? "The account can receive grants once enrolled." : "");
 }
 

@@ -896,6 +896,16 @@ def test_role_changes_need_a_second_sysadmin(accounts):
               "--passfile", sam_pw, vault=v)
     assert "Proposed" in p.stdout and roles("carol") != user
 
+    # a new dataadmin is proposed by one sysadmin, registered by the second
+    p = admin("account-add", "dan", v.dir, "--role", "dataadmin,user", "--account", ADMIN,
+              vault=v)
+    assert "Proposed" in p.stdout and not re.search(r"[A-Z2-7]{4}-[A-Z2-7]{4}", p.stdout)
+    assert sql(v, "SELECT COUNT(*) FROM accounts WHERE name = 'dan'")[0][0] == 0
+    assert [e for e in audit_events(v) if e["op"] == "account-create-proposed"]
+    code = add_account(v, "dan", "--account", "sam", "--passfile", sam_pw,
+                       role="dataadmin,user")
+    assert code and sql(v, "SELECT COUNT(*) FROM accounts WHERE name = 'dan'")[0][0] == 1
+
     # user <-> auditor: no co-signature needed
     admin("account-role", "bob", v.dir, "--role", "auditor,user", "--account", ADMIN, vault=v)
     assert roles(BOB) != user
