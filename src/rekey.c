@@ -193,19 +193,23 @@ static int reseal_chunks(struct vault *v, uint64_t ino, const uint8_t *old_dek,
  * one read (else -EAGAIN: a mount committed meanwhile). */
 static int record_file(struct vault *v, const struct meta_inode *was, const struct chunks *made,
                        uint32_t version, const struct folder_keys *k, const uint8_t *new_dek,
-                       uint64_t generation)
+                       uint64_t generation, int locked)
 {
     uint8_t *key = secmem_alloc(FC_KEY_LEN);
     struct meta_inode mi;
     struct fc_list l;
-    int rc = key ? meta_begin(v->meta) : -ENOMEM;
+    /* locked: the caller's transaction holds the row since it was read */
+    int rc = !key ? -ENOMEM : locked ? 0 : meta_begin(v->meta);
 
     fc_list_init(&l);
     if (rc < 0) {
+        if (locked)
+            meta_rollback(v->meta);
         secmem_free(key, FC_KEY_LEN);
         return rc;
     }
-    rc = meta_inode_lock(v->meta, was->ino);
+    if (!locked)
+        rc = meta_inode_lock(v->meta, was->ino);
     if (rc == 0)
         rc = meta_inode_get(v->meta, was->ino, &mi);
     if (rc == 0 && (mi.size != was->size || mi.key_version != was->key_version ||
@@ -242,9 +246,12 @@ static int record_file(struct vault *v, const struct meta_inode *was, const stru
 }
 
 /* 1 if the file is done (under version, its DEK unwraps), 0 if re-keyed
- * now, -EAGAIN to try again, -EBADMSG if left alone (reported). */
+ * now, -EAGAIN to try again, -EBADMSG if left alone (reported).
+ * locked: read and re-seal inside one transaction holding the file's row
+ * (for a file a mount keeps saving: commits of it wait; on SQLite every
+ * writer waits, so only files up to REKEY_LOCKED_MAX bytes). */
 static int rekey_file(struct vault *v, const struct vault_folder *vf, uint64_t ino,
-                      struct rekey_stats *st)
+                      struct rekey_stats *st, int locked)
 {
     const struct folder_keys *cur = vault_folder_keys(v, vf->id, vf->cur_version), *k;
     uint8_t *old_dek = secmem_alloc(DEK_LEN), *new_dek = secmem_alloc(DEK_LEN);
@@ -253,9 +260,20 @@ static int rekey_file(struct vault *v, const struct vault_folder *vf, uint64_t i
     struct meta_inode mi;
     struct fc_list l;
     struct fc_record rec;
-    int rc = old_dek && new_dek && key ? meta_inode_get(v->meta, ino, &mi) : -ENOMEM;
+    int rc = old_dek && new_dek && key ? 0 : -ENOMEM;
 
     fc_list_init(&l);
+    if (rc == 0 && locked) {
+        rc = meta_begin(v->meta);
+        if (rc == 0 && (rc = meta_inode_lock(v->meta, ino)) < 0)
+            meta_rollback(v->meta);
+        if (rc < 0)
+            locked = 0;           /* no transaction open */
+    }
+    if (rc == 0)
+        rc = meta_inode_get(v->meta, ino, &mi);
+    if (rc == 0 && locked && mi.size > REKEY_LOCKED_MAX)
+        rc = -EAGAIN;             /* too large to hold every writer for */
     if (rc == -ENOENT) {
         rc = 1;                       /* deleted meanwhile: nothing to do */
         goto out;
@@ -300,11 +318,15 @@ static int rekey_file(struct vault *v, const struct vault_folder *vf, uint64_t i
     if (rc == 0) {
         rc = object_layer_sync(v->ol);
         if (rc == 0)
-            rc = record_file(v, &mi, &made, vf->cur_version, cur, new_dek, rec.generation);
+            rc = record_file(v, &mi, &made, vf->cur_version, cur, new_dek, rec.generation,
+                             locked);
+        locked = 0;               /* record_file committed or rolled back */
         if (rc < 0)
             delete_new(v, &made, made.n);
     }
 out:
+    if (locked)
+        meta_rollback(v->meta);
     fc_list_free(&l);
     chunks_free(&old);
     chunks_free(&made);
@@ -334,16 +356,26 @@ int rekey_folder(struct vault *v, const char *folder, rekey_progress_fn progress
     st->files = files.n;
     if (rc == 0 && progress)
         progress(arg, st);
-    for (size_t i = 0; rc == 0 && i < files.n; i++) {
-        int r = -EAGAIN;
-        for (unsigned t = 0; r == -EAGAIN && t < REKEY_RETRIES; t++) {
-            if (t)
+    /* Optimistic first (a mount committing meanwhile makes the file be done
+     * again); a file that keeps changing is done last, holding its row. */
+    struct inos busy = { 0 };
+    for (size_t i = 0; rc == 0 && i < files.n + busy.n; i++) {
+        int last = i >= files.n, r = -EAGAIN;
+        uint64_t ino = last ? busy.v[i - files.n] : files.v[i];
+        for (unsigned t = 0; r == -EAGAIN && t < (last ? 1 : REKEY_RETRIES); t++) {
+            if (t || last)
                 st->retries++;
-            r = rekey_file(v, vf, files.v[i], st);
+            r = rekey_file(v, vf, ino, st, last);
         }
-        if (r == -EAGAIN)
-            r = pfs_err(-EBUSY, "inode %" PRIu64 " changed %d times while being re-keyed: "
-                        "run rekey again", files.v[i], REKEY_RETRIES);
+        if (r == -EAGAIN && !last) {
+            rc = inos_push(&busy, ino);
+            continue;
+        }
+        if (r == -EAGAIN) {
+            left_alone(st, 0, "inode", ino, "it was being written throughout the run (and is "
+                       "larger than a re-keying may hold every writer for)");
+            r = -EBADMSG;
+        }
         if (r == 1)
             st->already++;
         else if (r == 0)
@@ -354,10 +386,15 @@ int rekey_folder(struct vault *v, const char *folder, rekey_progress_fn progress
             progress(arg, st);
     }
     free(files.v);
-    if (rc == 0 && st->left)
+    free(busy.v);
+    if (rc == 0 && st->tampered)
         rc = pfs_err(-EBADMSG, "%" PRIu64 " of %" PRIu64 " files could not be re-keyed (listed "
                      "above; %" PRIu64 " failed an integrity check): they stay under a key "
                      "the revoked account may hold", st->left, st->files, st->tampered);
+    else if (rc == 0 && st->left)
+        rc = pfs_err(-EAGAIN, "%" PRIu64 " of %" PRIu64 " files could not be re-keyed (listed "
+                     "above): they stay under a key the revoked account may hold; run "
+                     "pactfs-admin rekey again", st->left, st->files);
     snprintf(what, sizeof what, "/%s key version %u: %" PRIu64 " files re-keyed, %" PRIu64
              " already, %" PRIu64 " left", folder, vf ? vf->cur_version : 0, st->rekeyed,
              st->already, st->left);

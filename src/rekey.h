@@ -22,7 +22,8 @@
  *                   (the lock the mount's commit takes), checks that the
  *                   row and its commitment are still the ones read (a mount
  *                   committed meanwhile: the file is done again, up to
- *                   REKEY_RETRIES times), records the new chunk records
+ *                   REKEY_RETRIES times, then once more at the end of the
+ *                   run holding the row throughout), records the new chunk records
  *                   (the replaced ones go to the deletion queue), the new
  *                   wrapped DEK and the next commitment generation.
  *
@@ -42,6 +43,10 @@
 #include "vault.h"
 
 #define REKEY_RETRIES 5   /* attempts per file while mounts commit it */
+/* A file still changing after them is done at the end of the run inside
+ * one transaction holding its row (its writers wait; on SQLite every
+ * writer does), up to this size; a larger one is reported and left. */
+#define REKEY_LOCKED_MAX (16ull << 20)
 
 struct rekey_stats {
     uint64_t files;        /* regular files found */
