@@ -163,8 +163,38 @@ static const char *account_gone(struct fs *fs, struct fs_access *a, char *buf, s
 
 struct verdict {
     uint32_t rights;       /* by the signed state; 0: drop */
+    uint32_t key_version;  /* the signed state's key version for new data */
     char why[160];
 };
+
+/* Open this account's envelope of the folder's new key version (meta_lock
+ * held); until it opens, writes to the folder are refused rather than
+ * sealed under the old key. */
+static void adopt_rotation(struct fs *fs, struct vault_folder *vf, uint32_t version)
+{
+    uint32_t old = vf->cur_version;
+    char *path = fs_path(fs, vf->root_ino, NULL);
+    char what[600];
+    int r = vault_folder_load(fs->v, vf->id);
+    if (r == 0 && !vault_folder_keys(fs->v, vf->id, version))
+        r = pfs_err(-EIO, "no envelope of key version %u opens for this account", version);
+    if (r == 0) {
+        snprintf(what, sizeof what, "%s (key version %u -> %u)", path ? path : "?", old, version);
+        fprintf(stderr, "pactfs: the folder key of %s was rotated; new data goes under key "
+                "version %u\n", path ? path : "a folder", version);
+        fs_audit(fs, NULL, "key-rotated", what, 0, 0);
+    } else {
+        snprintf(what, sizeof what, "%s (key version %u: %s)", path ? path : "?", version,
+                 pfs_err_msg());
+        fprintf(stderr, "pactfs: the folder key of %s was rotated to version %u, which this "
+                "mount cannot open (%s); writes to it are refused: unmount and mount again\n",
+                path ? path : "a folder", version, pfs_err_msg());
+        __atomic_store_n(&vf->rights, __atomic_load_n(&vf->rights, __ATOMIC_ACQUIRE) &
+                         ~(uint32_t)RIGHT_WRITE, __ATOMIC_RELEASE);
+        fs_audit(fs, NULL, "key-rotated", what, -EIO, 0);
+    }
+    free(path);
+}
 
 int fs_access_check_now(struct fs *fs)
 {
@@ -200,9 +230,18 @@ int fs_access_check_now(struct fs *fs)
             continue;
         }
         vd[i].rights = folder_state_rights(&st, v->account.id);
+        vd[i].key_version = st.key_version;
         if (!vd[i].rights)
             snprintf(vd[i].why, sizeof vd[i].why, "the account's access was revoked");
         folder_state_clear(&st);
+    }
+    /* A folder key rotated since the mount (someone else was revoked): new
+     * data must go under the new version at once, never under the old key
+     * the revoked account still holds. */
+    for (size_t i = 0; !gone && i < n; i++) {
+        struct vault_folder *vf = &v->folders[i];
+        if (vd[i].rights && vd[i].key_version > vf->cur_version)
+            adopt_rotation(fs, vf, vd[i].key_version);
     }
     pfs_err_clear();
     pthread_mutex_unlock(&fs->meta_lock);

@@ -849,6 +849,40 @@ def test_revocation_reaches_running_mount(accounts):
     assert "disabled" in ev[-1]["path"], ev
 
 
+
+def test_running_mount_writes_under_the_rotated_key(accounts):
+    """A revoke rotates the folder key: a mount that was running before it
+    must seal new files under the new key version within the check
+    interval, never under the old one the revoked account still holds."""
+    v, _ = accounts
+    with open(v.conf, "a") as f:
+        f.write("accounts = { revocation_check_seconds = %d; };\n" % CHECK_S)
+    admin("grant", H.FOLDER, BOB, "read,write", v.dir, vault=v)
+    v.mount_foreground()
+    try:
+        H.write_file(v.path("before.txt"), b"written before the revoke\n", fsync=True)
+        admin("revoke", H.FOLDER, BOB, v.dir, vault=v)
+        with db(v) as c:
+            (cur,) = c.execute("SELECT key_version FROM folders").fetchone()
+        time.sleep(CHECK_S + 3)
+        H.write_file(v.path("after.txt"), b"written after the revoke\n", fsync=True)
+        ino_before = os.stat(v.path("before.txt")).st_ino
+        ino_after = os.stat(v.path("after.txt")).st_ino
+        assert H.read_file(v.path("before.txt")) == b"written before the revoke\n"
+        log = v.read_fg_log()
+    finally:
+        v.unmount()
+    with db(v) as c:
+        kv = dict(c.execute("SELECT ino, key_version FROM inodes WHERE ino IN (?, ?)",
+                            (ino_before, ino_after)).fetchall())
+    assert kv[ino_before] < cur, (kv, cur)
+    assert kv[ino_after] == cur, "a file written after the revoke used key version %s, " \
+        "not the rotated %s" % (kv[ino_after], cur)
+    assert "was rotated; new data goes under key version %d" % cur in log, log
+    ev = [e for e in audit_events(v) if e["op"] == "key-rotated"]
+    assert ev and ev[-1]["result"] == "ok", ev
+
+
 def test_role_changes_need_a_second_sysadmin(accounts):
     """With two sysadmins, giving or taking sysadmin/dataadmin is proposed by
     one and applied when a second makes the same change (audited both
