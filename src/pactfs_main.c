@@ -341,8 +341,8 @@ static int wait_for_child(pid_t child, int from_child)
     return EXIT_FAILURE_OTHER;
 }
 
-/* Open, unlock and serve.  Runs in the daemon (or the foreground). */
-/* Open the vault and unlock the account: an exit code. */
+/* Open the vault (stages 1 and 2 of vault.h: storage, key provider) and
+ * unlock the account (stage 3): an exit code. */
 static int open_and_unlock(const struct mount_args *a, const char *password, struct vault **out)
 {
     const char *account;

@@ -43,122 +43,6 @@ static int path_exists(const char *p)
     return stat(p, &st) == 0;
 }
 
-/* ---------------------------------------------------------------- open */
-
-static int open_meta(struct vault *v)
-{
-    return meta_open(&v->conf, &v->meta);
-}
-
-/* The metadata must belong to the vault the configuration names, or a
- * mistyped path would mix two vaults' data. */
-static int check_vault_identity(struct vault *v)
-{
-    uint8_t *id = NULL;
-    size_t len = 0;
-    int rc = meta_param_get(v->meta, VAULT_PARAM_ID, &id, &len);
-
-    if (rc < 0)
-        return pfs_err(-EINVAL, "the metadata store of %s holds no vault id: it is not a pactfs vault",
-                       v->conf.file);
-    if (len != strlen(v->conf.vault_id) || memcmp(id, v->conf.vault_id, len) != 0)
-        rc = pfs_err(-EINVAL, "the metadata store belongs to another vault than %s names "
-                     "(vault.id differs): check metadata settings", v->conf.file);
-    free(id);
-    return rc;
-}
-
-int vault_open_endpoint(const struct endpoint_conf *e, unsigned i, int create,
-                        struct store **out)
-{
-    return endpoint_open_store(e, i, create, out);
-}
-
-/* Every endpoint behind a guard (endpoint.c): one that is unreachable or
- * not the endpoint it should be (its signed marker) is offline, so reads
- * rebuild from parity and writes store the other fragments.  More than m
- * offline means some chunks cannot be read at all: refuse to open. */
-static int tolerate_offline;   /* vault_tolerate_offline_endpoints */
-
-void vault_tolerate_offline_endpoints(int on)
-{
-    tolerate_offline = on;
-}
-
-static int open_stores(struct vault *v)
-{
-    const struct pactfs_conf *c = &v->conf;
-    unsigned offline = 0;
-    int rc = endpoint_set_open(c, v->meta, &offline, &v->eps);
-
-    if (rc < 0)
-        return rc;
-    for (unsigned i = 0; i < c->n_endpoints; i++)
-        v->stores[i] = endpoint_set_store(v->eps, i);
-    if (offline > c->m && !tolerate_offline) {
-        char why[400], first[520] = "";
-
-        for (unsigned i = 0; i < c->n_endpoints && !first[0]; i++)
-            if (endpoint_set_state(v->eps, i, why, sizeof why) != ENDPOINT_OK)
-                snprintf(first, sizeof first, "endpoint %u: %s", i, why);
-        return pfs_err(-EIO, "%u of %u endpoints are offline and at most %u may be (m): "
-                       "the data cannot be read. First problem: %s", offline, c->n_endpoints,
-                       c->m, first);
-    }
-    rc = object_layer_new(v->stores, c->n_endpoints, c->k, c->m, &v->ol);
-    if (rc == 0)   /* degraded writes: default k, so up to m endpoints may be down */
-        rc = object_layer_set_write_min(v->ol, c->min_write_fragments ? c->min_write_fragments
-                                                                      : c->k);
-    return rc;
-}
-
-static int open_share_provider(struct vault *v)
-{
-    const struct pactfs_conf *c = &v->conf;
-
-    if (strcmp(c->share_provider, "keyd") == 0) {
-        struct keyd_client_config kc = {
-            .url = c->keyd_url,
-            .ca_file = c->keyd_tls.ca_file,
-            .cert_file = c->keyd_tls.cert_file,
-            .key_file = c->keyd_tls.key_file,
-        };
-        return share_keyd_open(&kc, &v->sp);
-    }
-    return share_local_open(c->share_keydir, &v->sp);
-}
-
-int vault_open(const char *conf_path, struct vault **out)
-{
-    struct vault *v = calloc(1, sizeof *v);
-    char err[512];
-    int rc;
-
-    if (!v)
-        return -ENOMEM;
-    rc = conf_load(conf_path, &v->conf, err, sizeof err);
-    if (rc < 0) {
-        free(v);
-        return pfs_err(-EINVAL, "%s", err);
-    }
-    rc = open_meta(v);
-    if (rc == 0)
-        rc = check_vault_identity(v);
-    if (rc == 0)
-        rc = open_stores(v);
-    if (rc == 0)
-        rc = open_share_provider(v);
-    if (rc < 0) {
-        char keep[512];
-
-        snprintf(keep, sizeof keep, "%s", pfs_err_msg());
-        vault_close(v);
-        return pfs_err(rc, "%s", keep);
-    }
-    *out = v;
-    return 0;
-}
-
 /* -------------------------------------------------------------- unlock */
 
 /* An array replaced by a grown copy while other threads may still read it:
@@ -794,6 +678,8 @@ void vault_close(struct vault *v)
     endpoint_set_free(v->eps);   /* closes the guards in v->stores */
     if (v->meta)
         meta_close(v->meta);
+    if (v->locked)
+        close(v->lock_fd);
     conf_free(&v->conf);
     free(v);
 }

@@ -1,9 +1,9 @@
 /* A vault opened by one account: the glue the daemon and the tools share.
  *
- * vault_open reads the configuration and opens the metadata store, the
- * endpoints, the object layer and the share provider.  vault_unlock opens
- * the account's private key (password + share), then every envelope the
- * account holds, and the audit spool.  Nothing here knows about FUSE.
+ * Opened in stages (see "Opening in stages" below): storage, then the key
+ * provider, then the unlock of one account (its private key from password
+ * + share, every envelope it holds, the audit spool).  Nothing here knows
+ * about FUSE.
  */
 #ifndef PACTFS_VAULT_H
 #define PACTFS_VAULT_H
@@ -38,7 +38,8 @@ struct vault {
     struct store *stores[EC_MAX_FRAGS];  /* guards of eps (endpoint.h) */
     struct endpoint_set *eps;
     struct object_layer *ol;
-    struct share_provider *sp;
+    struct share_provider *sp;       /* NULL before stage 2 */
+    int lock_fd, locked;             /* vault_storage_opts.lock */
     struct audit *audit;             /* NULL until unlocked */
     int audit_failed;                /* vault_unlock failed writing the audit spool */
     struct meta_account account;     /* the unlocked account */
@@ -56,10 +57,39 @@ struct vault {
                                         1 advance, 2 force (accepted rollback) */
 };
 
-/* Exit-code-worthy failures come back as negative errno with pfs_err set:
+/* Opening in stages (vault_open.c), each for the programs that stop there:
+ *
+ * 1. storage (vault_open_storage): the configuration, the vault lock if
+ *    asked, the metadata store, its vault identity, the endpoints.  No key:
+ *    the keyless pactfs-fsck stops here (and opens its endpoints itself,
+ *    own_endpoints, because it must see a missing endpoint and rebuild it).
+ * 2. key provider (vault_open_key_provider): the local key directory or
+ *    the key service holding the second share.  pactfs-admin commands that
+ *    only read the registry stop here.
+ * 3. unlock (vault_unlock): one account's key, envelopes and audit session.
+ *
+ * Exit-code-worthy failures come back as negative errno with pfs_err set:
  * -ENOENT config or store missing, -EINVAL malformed config,
  * -EKEYREJECTED wrong password, -EBUSY locked out, -EHOSTUNREACH key
  * service unreachable, -EIO store failure. */
+enum vault_stage {
+    VAULT_STAGE_CONF,        /* the configuration file */
+    VAULT_STAGE_LOCK,        /* -EWOULDBLOCK: a mount or a repair holds it */
+    VAULT_STAGE_META,        /* the metadata store does not open */
+    VAULT_STAGE_IDENTITY,    /* -EINVAL: the store is not this vault's */
+    VAULT_STAGE_ENDPOINTS,   /* too many endpoints offline, or a bad one */
+};
+struct vault_storage_opts {
+    int lock;                /* hold CONF.lock exclusively until vault_close */
+    int own_endpoints;       /* the caller opens the endpoints (v->eps stays NULL) */
+};
+/* Stage 1.  o NULL: no lock, endpoints opened.  On failure *out is NULL
+ * and *failed (if not NULL) names the step that failed. */
+int vault_open_storage(const char *conf_path, const struct vault_storage_opts *o,
+                       struct vault **out, enum vault_stage *failed);
+/* Stage 2, on a vault opened by stage 1. */
+int vault_open_key_provider(struct vault *v);
+/* Stages 1 and 2 (no lock, endpoints opened). */
 int vault_open(const char *conf_path, struct vault **out);
 /* Let vault_open succeed with more than m endpoints offline (pactfs-admin
  * endpoint-mark, which is how replaced endpoints come back). */

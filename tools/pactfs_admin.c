@@ -415,15 +415,27 @@ static int admin_exit_code(int rc)
     return rc == -ENOENT ? EXIT_NOT_FOUND : cli_exit_code_for(rc);
 }
 
-static int open_vault(const struct vault_args *a, struct vault **v, const char **account)
+/* Stages 1 and 2 of the vault opening (vault.h): storage and the key
+ * provider, no account unlocked.  An exit code. */
+static int open_storage_and_keys(const struct vault_args *a, struct vault **v)
 {
     int rc = vault_open(a->conf_path, v);
 
-    *account = NULL;
     if (rc < 0) {
         cli_report(PROG, rc);
         return rc == -ENOENT ? EXIT_CONFIG : cli_open_exit_code(rc);
     }
+    return EXIT_OK;
+}
+
+/* Stages 1 and 2, and the account stage 3 will unlock. */
+static int open_vault(const struct vault_args *a, struct vault **v, const char **account)
+{
+    int code = open_storage_and_keys(a, v);
+
+    *account = NULL;
+    if (code != EXIT_OK)
+        return code;
     *account = a->account ? a->account : (*v)->conf.default_account;
     if (!*account) {
         fprintf(stderr, PROG ": no account given: use --account NAME\n");
@@ -617,16 +629,9 @@ static EVP_PKEY *key_for_account(void *arg, const char *account)
 static int open_vault_plain_n(int argc, char **argv, struct vault_args *a, struct vault **v,
                               int positionals)
 {
-    int rc;
-
     if (parse_vault_args(argc, argv, a, positionals) < 0)
         return EXIT_USAGE;
-    rc = vault_open(a->conf_path, v);
-    if (rc < 0) {
-        cli_report(PROG, rc);
-        return rc == -ENOENT ? EXIT_CONFIG : cli_open_exit_code(rc);
-    }
-    return EXIT_OK;
+    return open_storage_and_keys(a, v);
 }
 
 static int open_vault_plain(int argc, char **argv, struct vault_args *a, struct vault **v)
@@ -989,7 +994,8 @@ static int cmd_folder_create(int argc, char **argv)
 
 /* ---- accounts and grants ---- */
 
-/* Open the vault and unlock the acting account (--account, --passfile). */
+/* Open the vault (stages 1 and 2) and unlock the acting account (stage 3:
+ * --account, --passfile). */
 static int open_unlocked(const struct vault_args *a, struct vault **v, const char **account)
 {
     char *pw;

@@ -37,7 +37,6 @@
 #include "workq.h"
 
 #define PROG "pactfs-fsck"
-#define VAULT_PARAM_ID "vault_id"
 #define ORPHAN_MIN_AGE_S 600       /* older than any in-flight write of a mount */
 #define GC_BATCH 256
 #define TTY_REFRESH_NS 100000000LL /* progress bar: 10 updates a second */
@@ -54,12 +53,10 @@ struct fsck_args {
 
 struct fsck {
     struct fsck_args args;
-    struct pactfs_conf conf;
-    struct meta *meta;
+    struct vault *v;            /* stage 1 only: configuration, lock, metadata store */
     struct store *stores[EC_MAX_FRAGS];
     int endpoint_absent[EC_MAX_FRAGS];
     struct object_layer *ol;
-    int lock_fd;
     struct audit *audit;        /* an unsigned session: fsck holds no account key */
 };
 
@@ -222,48 +219,6 @@ static int parse_args(int argc, char **argv, struct fsck_args *a)
 
 /* -------------------------------------------------------------- opening */
 
-/* The same lock a mount holds for its lifetime (src/pactfs_main.c). */
-static int lock_vault(struct fsck *f)
-{
-    char path[PATH_MAX];
-
-    snprintf(path, sizeof path, "%s.lock", f->conf.file);
-    f->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (f->lock_fd < 0) {
-        fprintf(stderr, PROG ": cannot create the lock %s: %s\n", path, strerror(errno));
-        return EXIT_STORE;
-    }
-    if (flock(f->lock_fd, LOCK_EX | LOCK_NB) < 0) {
-        fprintf(stderr, PROG ": the vault is mounted on this machine (%s is held): unmount it "
-                "before --repair, --gc or --delete-orphans; verifying alone may run while "
-                "it is mounted\n", path);
-        return EXIT_ALREADY_MOUNTED;
-    }
-    return EXIT_OK;
-}
-
-static int open_meta(struct fsck *f)
-{
-    return meta_open(&f->conf, &f->meta);
-}
-
-/* A mistyped path must not make fsck judge one vault by another's records. */
-static int check_vault_identity(struct fsck *f)
-{
-    uint8_t *id = NULL;
-    size_t len = 0;
-    int rc = meta_param_get(f->meta, VAULT_PARAM_ID, &id, &len);
-
-    if (rc < 0)
-        return pfs_err(-EINVAL, "the metadata store named by %s holds no vault id: it is "
-                       "not a pactfs vault", f->conf.file);
-    if (len != strlen(f->conf.vault_id) || memcmp(id, f->conf.vault_id, len) != 0)
-        rc = pfs_err(-EINVAL, "the metadata store belongs to another vault than %s names "
-                     "(vault.id differs): check the metadata settings", f->conf.file);
-    free(id);
-    return rc;
-}
-
 /* A missing endpoint directory (failed disk) reads as an offline endpoint:
  * every fragment on it counts as missing, so verify reports them, and
  * --repair recreates the directory and rebuilds them. */
@@ -275,10 +230,10 @@ static int check_marker(struct fsck *f, unsigned i)
     enum endpoint_state st;
     char why[400], desc[4200];
 
-    st = endpoint_mark_read(f->stores[i], f->meta, f->conf.vault_id, f->conf.root_fingerprint,
+    st = endpoint_mark_read(f->stores[i], f->v->meta, f->v->conf.vault_id, f->v->conf.root_fingerprint,
                             i, why, sizeof why, NULL, NULL);
     if (st == ENDPOINT_OK || st == ENDPOINT_UNREACHABLE ||
-        (st == ENDPOINT_UNMARKED && !f->conf.endpoint_markers_required))
+        (st == ENDPOINT_UNMARKED && !f->v->conf.endpoint_markers_required))
         return 0;
     fprintf(stderr, PROG ": endpoint %u (%s) is offline (%s): %s; its fragments count as "
             "missing and nothing is written to or deleted from it%s\n", i, f->stores[i]->desc,
@@ -294,7 +249,7 @@ static int check_marker(struct fsck *f, unsigned i)
 
 static int open_endpoint(struct fsck *f, unsigned i)
 {
-    const struct endpoint_conf *e = &f->conf.endpoints[i];
+    const struct endpoint_conf *e = &f->v->conf.endpoints[i];
     struct stat st;
 
     if (e->type != ENDPOINT_DIR)
@@ -302,12 +257,12 @@ static int open_endpoint(struct fsck *f, unsigned i)
     if (stat(e->path, &st) < 0 && errno == ENOENT) {
         char desc[4200];
         /* A replacement must be marked first, or it would stay offline. */
-        int rebuild = f->args.repair && !f->conf.endpoint_markers_required;
+        int rebuild = f->args.repair && !f->v->conf.endpoint_markers_required;
 
         fprintf(stderr, PROG ": endpoint %u (%s) is missing: all its fragments count as "
                 "missing%s\n", i, e->path,
                 rebuild ? "; --repair recreates it and rebuilds them" :
-                f->conf.endpoint_markers_required ? "; a sysadmin recreates it with "
+                f->v->conf.endpoint_markers_required ? "; a sysadmin recreates it with "
                 "pactfs-admin endpoint-mark --endpoint N, then pactfs-fsck --repair rebuilds "
                 "its fragments" : "");
         f->endpoint_absent[i] = 1;
@@ -325,36 +280,44 @@ static int open_stores(struct fsck *f)
 {
     int rc;
 
-    for (unsigned i = 0; i < f->conf.n_endpoints; i++) {
+    for (unsigned i = 0; i < f->v->conf.n_endpoints; i++) {
         rc = open_endpoint(f, i);
         if (rc == 0 && !f->endpoint_absent[i])
             rc = check_marker(f, i);
         if (rc < 0)
             return rc;
     }
-    return object_layer_new(f->stores, f->conf.n_endpoints, f->conf.k, f->conf.m, &f->ol);
+    return object_layer_new(f->stores, f->v->conf.n_endpoints, f->v->conf.k, f->v->conf.m, &f->ol);
 }
 
+/* Stage 1 of the vault opening (vault.h) and no further: fsck holds no
+ * key.  It opens the endpoints itself: a missing one reads as offline
+ * (recreated by --repair), where a mount would refuse or write around it. */
 static int fsck_open(struct fsck *f)
 {
-    char err[512];
-    int rc, code;
+    struct vault_storage_opts o = {
+        .lock = f->args.repair || f->args.gc || f->args.delete_orphans,
+        .own_endpoints = 1,
+    };
+    enum vault_stage failed = VAULT_STAGE_CONF;
+    int rc = vault_open_storage(f->args.conf_path, &o, &f->v, &failed);
 
-    if (conf_load(f->args.conf_path, &f->conf, err, sizeof err) < 0) {
-        fprintf(stderr, PROG ": %s\n", err);
-        return EXIT_CONFIG;
+    if (rc < 0) {
+        switch (failed) {
+        case VAULT_STAGE_CONF:
+            return report(EXIT_CONFIG, "cannot read the configuration");
+        case VAULT_STAGE_LOCK:
+            if (rc != -EWOULDBLOCK)
+                return report(EXIT_STORE, "cannot create the lock");
+            fprintf(stderr, PROG ": %s: unmount it before --repair, --gc or --delete-orphans; "
+                    "verifying alone may run while it is mounted\n", pfs_err_msg());
+            return EXIT_ALREADY_MOUNTED;
+        case VAULT_STAGE_IDENTITY:
+            return report(EXIT_CONFIG, "the metadata store does not match the configuration");
+        default:
+            return report(EXIT_STORE, "cannot open the metadata store");
+        }
     }
-    if (f->args.repair || f->args.gc || f->args.delete_orphans) {
-        code = lock_vault(f);
-        if (code != EXIT_OK)
-            return code;
-    }
-    rc = open_meta(f);
-    if (rc < 0)
-        return report(EXIT_STORE, "cannot open the metadata store");
-    rc = check_vault_identity(f);
-    if (rc < 0)
-        return report(EXIT_CONFIG, "the metadata store does not match the configuration");
     rc = open_stores(f);
     if (rc < 0)
         return report(rc == -ENOTSUP || rc == -EINVAL ? EXIT_CONFIG : EXIT_STORE,
@@ -365,18 +328,14 @@ static int fsck_open(struct fsck *f)
 static void fsck_close(struct fsck *f)
 {
     audit_close(f->audit);
-    if (f->audit && f->conf.audit_url && audit_ship_pending(&f->conf, 10000) < 0)
+    if (f->audit && f->v->conf.audit_url && audit_ship_pending(&f->v->conf, 10000) < 0)
         fprintf(stderr, PROG ": warning: audit events not shipped yet (%s); they wait in %s\n",
-                pfs_err_msg(), f->conf.audit_spool);
+                pfs_err_msg(), f->v->conf.audit_spool);
     if (f->ol)
         object_layer_free(f->ol);
     for (unsigned i = 0; i < EC_MAX_FRAGS; i++)
         store_close(f->stores[i]);
-    if (f->meta)
-        meta_close(f->meta);
-    if (f->lock_fd >= 0)
-        close(f->lock_fd);
-    conf_free(&f->conf);
+    vault_close(f->v);   /* the metadata store, then the lock */
 }
 
 /* ------------------------------------------------------ chunk bookkeeping */
@@ -450,13 +409,13 @@ static int run_gc(struct fsck *f)
         return report(EXIT_FAILURE_OTHER, "out of memory");
     for (;;) {
         b->n = 0;
-        rc = meta_gc_list(f->meta, GC_BATCH, gc_collect, b);
+        rc = meta_gc_list(f->v->meta, GC_BATCH, gc_collect, b);
         if (rc < 0 || b->n == 0)
             break;
         for (unsigned i = 0; i < b->n && rc == 0; i++) {
             rc = object_delete_chunk(f->ol, &b->v[i].ref);
             if (rc == 0)
-                rc = meta_gc_done(f->meta, b->v[i].id);
+                rc = meta_gc_done(f->v->meta, b->v[i].id);
             if (rc == 0)
                 deleted++;
         }
@@ -575,7 +534,7 @@ static int still_current(struct fsck *f, const struct chunk_item *it)
 {
     struct chunk_ref now;
 
-    if (meta_chunk_get(f->meta, it->ino, it->idx, &now) < 0)
+    if (meta_chunk_get(f->v->meta, it->ino, it->idx, &now) < 0)
         return 0;
     return memcmp(now.chunk_id, it->ref.chunk_id, CHUNK_ID_LEN) == 0;
 }
@@ -631,7 +590,7 @@ static int run_verify(struct fsck *f, struct verify_walk *w)
     size_t kept = 0;
     int rc;
 
-    rc = meta_chunk_list(f->meta, 0, count_chunk, &total);
+    rc = meta_chunk_list(f->v->meta, 0, count_chunk, &total);
     if (rc < 0)
         return report(EXIT_STORE, "cannot list the chunk records");
     w->batch = calloc(1, sizeof *w->batch);
@@ -644,7 +603,7 @@ static int run_verify(struct fsck *f, struct verify_walk *w)
         return report(EXIT_FAILURE_OTHER, "cannot start the verify threads");
     }
     progress_start(&w->prog, f, "verifying", total);
-    rc = meta_chunk_list(f->meta, 0, verify_one, w);
+    rc = meta_chunk_list(f->v->meta, 0, verify_one, w);
     if (rc == 0 && w->rc == 0 && w->batch->n)
         verify_flush(w);
     progress_end(&w->prog);
@@ -850,7 +809,7 @@ static int scan_object(void *arg, const char *name, uint64_t size)
  * "abcd" at DIR/ab/abcd (docs/format-objects.md). */
 static int64_t object_age(const struct fsck *f, unsigned ep, const char *name)
 {
-    const struct endpoint_conf *e = &f->conf.endpoints[ep];
+    const struct endpoint_conf *e = &f->v->conf.endpoints[ep];
     char path[PATH_MAX];
     struct stat st;
 
@@ -920,9 +879,9 @@ static int run_orphans(struct fsck *f)
     uint64_t found = 0, deleted = 0, young = 0;
     int failed = 0, rc;
 
-    rc = meta_chunk_list(f->meta, 0, known_from_ref, &known);
+    rc = meta_chunk_list(f->v->meta, 0, known_from_ref, &known);
     if (rc == 0 && !known.oom)
-        rc = meta_gc_list(f->meta, 0, known_from_gc, &known);
+        rc = meta_gc_list(f->v->meta, 0, known_from_gc, &known);
     if (rc == 0 && known.oom)
         rc = pfs_err(-ENOMEM, "out of memory collecting chunk ids");
     if (rc < 0) {
@@ -930,7 +889,7 @@ static int run_orphans(struct fsck *f)
         return report(EXIT_STORE, "cannot list the chunk records");
     }
     qsort(known.v, known.n, sizeof *known.v, known_cmp);
-    for (unsigned ep = 0; ep < f->conf.n_endpoints && rc == 0; ep++)
+    for (unsigned ep = 0; ep < f->v->conf.n_endpoints && rc == 0; ep++)
         rc = scan_endpoint(f, &known, ep, &found, &deleted, &young, &failed);
     free(known.v);
     if (rc == 0 && deleted)
@@ -954,7 +913,7 @@ static int print_summary(const struct fsck *f, const struct verify_walk *w)
 
     printf("vault \"%s\": %" PRIu64 " chunks checked (%.1f MiB of fragments): %" PRIu64
            " healthy, %" PRIu64 " repairable, %" PRIu64 " unrecoverable",
-           f->conf.vault_name, t->checked, (double)t->bytes / MIB, t->healthy,
+           f->v->conf.vault_name, t->checked, (double)t->bytes / MIB, t->healthy,
            t->repairable, t->unrecoverable);
     if (t->changed)
         printf(", %" PRIu64 " rewritten while checking (skipped)", t->changed);
@@ -988,8 +947,8 @@ static int fsck_audit(struct fsck *f, const char *op, int code, uint64_t count)
 
     if (!f->audit)
         return 0;
-    if (audit_event(f->audit, &who, op, f->conf.vault_name, result, count) < 0) {
-        fprintf(stderr, PROG ": cannot write the audit spool %s: %s\n", f->conf.audit_spool,
+    if (audit_event(f->audit, &who, op, f->v->conf.vault_name, result, count) < 0) {
+        fprintf(stderr, PROG ": cannot write the audit spool %s: %s\n", f->v->conf.audit_spool,
                 pfs_err_msg());
         return -EIO;
     }
@@ -1000,8 +959,8 @@ static int fsck_audit_open(struct fsck *f)
 {
     struct audit_identity id = { .account = "" };
 
-    if (audit_open(f->conf.audit_spool, f->conf.vault_id, &id, &f->audit) < 0) {
-        fprintf(stderr, PROG ": cannot open the audit spool %s: %s\n", f->conf.audit_spool,
+    if (audit_open(f->v->conf.audit_spool, f->v->conf.vault_id, &id, &f->audit) < 0) {
+        fprintf(stderr, PROG ": cannot open the audit spool %s: %s\n", f->v->conf.audit_spool,
                 pfs_err_msg());
         return EXIT_AUDIT;
     }
@@ -1050,7 +1009,7 @@ static int fsck_run(struct fsck *f)
 
 int main(int argc, char **argv)
 {
-    struct fsck f = { .lock_fd = -1 };
+    struct fsck f = { 0 };
     int code;
 
     if (parse_args(argc, argv, &f.args) < 0)
