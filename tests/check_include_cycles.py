@@ -17,8 +17,11 @@ KNOWN = {
     # grants.c holds both the grant signature (grant_sign/grant_verify, used
     # by vault.c while opening envelopes) and the grant/revoke operations on
     # an open vault; the signature part moves to its own module below vault
-    # (issue 14) once the concurrent work on grants.c has landed.
-    ("grants", "vault"),
+    # (issue 14) once the concurrent work on grants.c has landed.  cosign
+    # (two-sysadmin role changes) is an operation on an open vault that
+    # grants' role change calls, so it sits in the same component until the
+    # split: cosign -> vault -> grants -> cosign.
+    ("cosign", "grants", "vault"),
 }
 
 files = [f for f in os.listdir(src) if f.endswith((".c", ".h"))]
