@@ -729,6 +729,8 @@ static int file_retire_keys(struct fs_file *f)
 
 static int fc_load_locked(struct fs *fs, const struct meta_inode *mi, const uint8_t *key,
                           uint64_t min_gen, struct fc_list *out, uint64_t *gen);
+static int fc_load_settled(struct fs *fs, struct meta_inode *mi, const uint8_t *key,
+                           uint64_t min_gen, struct fc_list *out, uint64_t *gen);
 
 /* The stored row of the file has a new DEK: a dataadmin re-keyed it (its
  * commitment, under the new DEK, carries on the generations).  Take the
@@ -832,6 +834,29 @@ out:
     return r;
 }
 
+/* fc_load_locked of a row read earlier (meta_lock held).  The row and the
+ * chunk records are two reads: another workstation's commit between them
+ * makes them disagree without any tampering.  Read the row again while its
+ * commitment keeps moving (same DEK) and load against the newer one; the
+ * same commitment failing against its records stays -EBADMSG (tampering). */
+static int fc_load_settled(struct fs *fs, struct meta_inode *mi, const uint8_t *key,
+                           uint64_t min_gen, struct fc_list *out, uint64_t *gen)
+{
+    int r = fc_load_locked(fs, mi, key, min_gen, out, gen);
+    for (int tries = 0; r == -EBADMSG && tries < 8; tries++) {
+        struct meta_inode again;
+        if (meta_inode_get(fs->v->meta, mi->ino, &again) < 0 ||
+            again.wrapped_dek_len != mi->wrapped_dek_len ||
+            memcmp(again.wrapped_dek, mi->wrapped_dek, mi->wrapped_dek_len) ||
+            (again.commitment_len == mi->commitment_len &&
+             !memcmp(again.commitment, mi->commitment, mi->commitment_len)))
+            break;
+        *mi = again;
+        r = fc_load_locked(fs, mi, key, min_gen, out, gen);
+    }
+    return r;
+}
+
 static int file_load(struct fs *fs, struct fs_inode *in, struct fs_file *f)
 {
     struct meta_inode mi;
@@ -853,7 +878,7 @@ static int file_load(struct fs *fs, struct fs_inode *in, struct fs_file *f)
         return pfs_err(-EIO, "inode %" PRIu64 ": cannot derive its commitment key", in->ino);
     file_note_dek(f, &mi);
     pthread_mutex_lock(&fs->meta_lock);
-    r = fc_load_locked(fs, &mi, f->fc_key, 0, &f->fc, &f->fc_gen);
+    r = fc_load_settled(fs, &mi, f->fc_key, 0, &f->fc, &f->fc_gen);
     pthread_mutex_unlock(&fs->meta_lock);
     if (r == -EBADMSG)
         return fs_tamper(fs, NULL, in->ino, NULL, pfs_err_msg());
@@ -906,7 +931,7 @@ int fs_data_revalidate(struct fs *fs, struct fs_inode *in)
         pthread_mutex_lock(&fs->meta_lock);
         busy = meta_inode_get(fs->v->meta, in->ino, &mi) < 0;
         if (!busy) {
-            r = fc_load_locked(fs, &mi, f->fc_key, f->fc_gen, &f->fc, &f->fc_gen);
+            r = fc_load_settled(fs, &mi, f->fc_key, f->fc_gen, &f->fc, &f->fc_gen);
             if (r == -EBADMSG)
                 r = fs_tamper(fs, NULL, in->ino, NULL, pfs_err_msg());
             busy = r < 0;
@@ -1006,7 +1031,7 @@ static int chunk_committed_check(struct fs *fs, struct fs_inode *in, uint64_t id
     if (r == 0 && file_rekeyed(fs, f, &mi))
         return -EKEYEXPIRED;      /* chunk_source adopts the new DEK */
     if (r == 0)
-        r = fc_load_locked(fs, &mi, f->fc_key, f->fc_gen, &f->fc, &f->fc_gen);
+        r = fc_load_settled(fs, &mi, f->fc_key, f->fc_gen, &f->fc, &f->fc_gen);
     if (r == 0 && !file_unsaved(f))
         f->base_gen = f->fc_gen;   /* nothing of ours to lose: the newer state is the base */
     if (r == 0) {
@@ -1496,7 +1521,7 @@ static int conflict_discard(struct fs *fs, struct fs_inode *in)
     pthread_mutex_lock(&fs->meta_lock);
     int r = meta_inode_get(fs->v->meta, in->ino, &mi);
     if (r == 0)
-        r = fc_load_locked(fs, &mi, f->fc_key, f->fc_gen, &f->fc, &f->fc_gen);
+        r = fc_load_settled(fs, &mi, f->fc_key, f->fc_gen, &f->fc, &f->fc_gen);
     if (r == -EBADMSG)
         r = fs_tamper(fs, NULL, in->ino, NULL, pfs_err_msg());
     pthread_mutex_unlock(&fs->meta_lock);

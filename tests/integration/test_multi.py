@@ -393,6 +393,47 @@ def test_orphan_of_a_crashed_workstation_is_deleted_after_its_lease(pg, office_s
         pass
 
 
+
+def test_reader_beside_a_writer_sees_no_tampering(pg, office):
+    """A workstation opening a file while another one commits it reads the
+    inode row and the chunk records in two statements; a commit landing
+    between them must not be taken for tampering (it was: the reader's
+    opens failed with EIO, audited as 'tamper')."""
+    a, b = office
+    H.write_file(a.path("hot.txt"), b"0" * 100)
+    stop = threading.Event()
+    errs = []
+
+    def writer():
+        i = 0
+        while not stop.is_set():
+            i += 1
+            try:
+                H.write_file(a.path("hot.txt"), (b"%d" % (i % 10)) * (100 + i % 50))
+            except OSError as e:
+                errs.append(("writer", e))
+    t = threading.Thread(target=writer)
+    t.start()
+    try:
+        deadline = time.monotonic() + 8
+        reads = 0
+        while time.monotonic() < deadline:
+            try:
+                data = H.read_file(b.path("hot.txt"))
+                reads += 1
+                assert len(set(data)) <= 1, "a read mixed two versions"
+            except OSError as e:
+                errs.append(("reader", e))
+    finally:
+        stop.set()
+        t.join(30)
+    assert reads > 50, reads
+    assert not errs, errs[:3]
+    # Known, not yet fixed: under this load the reader's trail can still
+    # hold a few 'tamper' events from a path that recovers (the read
+    # succeeds); the failed opens above were the visible part.
+
+
 def test_open_o_creat_racing_another_workstation_opens_its_file(pg, office):
     """open(O_CREAT) without O_EXCL on two workstations at once: the one
     whose create finds the name taken opens that file (was EEXIST)."""
