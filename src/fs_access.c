@@ -19,6 +19,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -111,6 +112,39 @@ static void sweep(struct fs_access *a, int all)
     a->ngrave = keep;
 }
 
+/* One inode of a withdrawn folder: its pages (also those mapped by a
+ * process) and attributes, then its name. */
+static void forget_inode(struct fs *fs, struct fs_inode *in)
+{
+    char name[NAME_MAX + 1];
+    uint64_t parent;
+    fs->inval_inode(fs, in->ino);
+    if (fs->inval_entry && fs_inode_name(fs, in->ino, &parent, name, sizeof name) == 0)
+        fs->inval_entry(fs, parent, name);
+}
+
+/* The kernel forgets what it cached of a withdrawn folder while the
+ * account was a member: every page, attribute and name of each inode of
+ * it the kernel holds (open ones too), the folder's name and the top-level
+ * listing.  Their next use reaches the daemon, which refuses it (rights are
+ * already 0).  Called with no lock held: the kernel waits for requests on
+ * those inodes that are under way (a read filling a page, a lookup in the
+ * directory), and their handlers may need any of the mount's locks; a read
+ * the kernel was still waiting for is dropped as well. */
+static void forget_in_kernel(struct fs *fs, const struct vault_folder *vf)
+{
+    if (!fs->inval_inode)
+        return;
+    fs_itab_each_in_folder(fs, vf->id, forget_inode);
+    struct fs_inode *root = fs_inode_find(fs, vf->root_ino);
+    if (root) {
+        if (root->folder_id != vf->id)
+            forget_inode(fs, root);
+        fs_inode_put(fs, root, FS_REF_OP, 1);
+    }
+    fs->inval_inode(fs, META_ROOT_INO);
+}
+
 /* The folder is gone for this account: no rights, no keys, audited. */
 static void drop_folder(struct fs_access *a, struct vault_folder *vf, const char *why)
 {
@@ -124,16 +158,13 @@ static void drop_folder(struct fs_access *a, struct vault_folder *vf, const char
         if (k)
             bury(a, k);
     }
+    forget_in_kernel(fs, vf);   /* before the log line: it says all is done */
     fprintf(stderr, "pactfs: access to %s withdrawn (%s): its keys are dropped from memory, "
             "further access is refused\n", path ? path : "a folder", why);
     char what[600];
     snprintf(what, sizeof what, "%s (%s)", path ? path : "?", why);
     fs_audit(fs, NULL, "access-revoked", what, -EACCES, 0);
     free(path);
-    if (fs->inval_inode) {
-        fs->inval_inode(fs, vf->root_ino);
-        fs->inval_inode(fs, META_ROOT_INO);
-    }
 }
 
 /* Why the account may no longer hold data (NULL: it may). */

@@ -351,17 +351,20 @@ int fs_inode_mark_unlinked(struct fs *fs, uint64_t ino)
     return in != NULL;
 }
 
-void fs_itab_each_file(struct fs *fs, void (*fn)(struct fs *fs, struct fs_inode *in))
+/* Call fn for every inode with a data state (folder_id 0), or every inode
+ * of folder_id: collected under the lock (with a reference each), acted on
+ * outside it. */
+static void itab_each(struct fs *fs, uint64_t folder_id,
+                      void (*fn)(struct fs *fs, struct fs_inode *in))
 {
     struct fs_itab *t = &fs->itab;
-    /* Collect under the lock (with a reference each), act outside it. */
     pthread_mutex_lock(&t->lock);
     size_t n = 0;
     struct fs_inode **list = malloc((t->count + 1) * sizeof *list);
     if (list) {
         for (size_t i = 0; i < t->nbuckets; i++)
             for (struct fs_inode *in = t->buckets[i]; in; in = in->hnext)
-                if (in->file) {
+                if (folder_id ? in->folder_id == folder_id : in->file != NULL) {
                     in->nref++;
                     list[n++] = in;
                 }
@@ -372,6 +375,18 @@ void fs_itab_each_file(struct fs *fs, void (*fn)(struct fs *fs, struct fs_inode 
         fs_inode_put(fs, list[i], FS_REF_OP, 1);
     }
     free(list);
+}
+
+void fs_itab_each_file(struct fs *fs, void (*fn)(struct fs *fs, struct fs_inode *in))
+{
+    itab_each(fs, 0, fn);
+}
+
+void fs_itab_each_in_folder(struct fs *fs, uint64_t folder_id,
+                            void (*fn)(struct fs *fs, struct fs_inode *in))
+{
+    if (folder_id)
+        itab_each(fs, folder_id, fn);
 }
 
 /* At unmount: every inode the kernel still held goes (unlinked ones are

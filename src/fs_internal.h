@@ -95,6 +95,8 @@ struct fs {
     /* The front end's "drop what the kernel cached of ino" (NULL: none);
      * called from a worker thread, never inside a request. */
     void (*inval_inode)(struct fs *fs, uint64_t ino);
+    /* ... and forget the name under parent (same rules). */
+    void (*inval_entry)(struct fs *fs, uint64_t parent, const char *name);
     pthread_mutex_t handles_lock;  /* open handles, freed at unmount if the */
     struct fs_handle *handles;     /* kernel dropped their release */
 };
@@ -153,6 +155,10 @@ int fs_inode_mark_unlinked(struct fs *fs, uint64_t ino);
 int fs_inode_name(struct fs *fs, uint64_t ino, uint64_t *parent, char *name, size_t cap);
 /* Call fn for every inode with a data state (used by flush-all at unmount). */
 void fs_itab_each_file(struct fs *fs, void (*fn)(struct fs *fs, struct fs_inode *in));
+/* Call fn for every inode of the folder the kernel may still hold (it
+ * must be called with no lock held: fn may talk to the kernel). */
+void fs_itab_each_in_folder(struct fs *fs, uint64_t folder_id,
+                            void (*fn)(struct fs *fs, struct fs_inode *in));
 /* Delete inode ino from the metadata (and its data); locks meta itself.
  * With a session: only if it has no link and no other live session holds
  * it open (else that session's last close deletes it). */

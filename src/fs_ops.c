@@ -1948,12 +1948,24 @@ static void fs_fini_state(struct fs *fs)
 }
 
 /* fs->inval_inode: the kernel drops attributes and pages of ino (from a
- * worker thread, after a conflict copy replaced this mount's version). */
+ * worker thread, after a conflict copy replaced this mount's version, or
+ * from fs_access when a folder is withdrawn).  The kernel waits for reads
+ * of those pages that are under way, so the caller holds no lock a request
+ * may need. */
 static void inval_inode(struct fs *fs, uint64_t ino)
 {
     struct fuse_session *se = __atomic_load_n(&fs->se, __ATOMIC_ACQUIRE);
     if (se)
         fuse_lowlevel_notify_inval_inode(se, ino, 0, 0);
+}
+
+/* fs->inval_entry: the kernel forgets the name under parent (its next use
+ * is a lookup); same rules (the kernel takes the directory's lock). */
+static void inval_entry(struct fs *fs, uint64_t parent, const char *name)
+{
+    struct fuse_session *se = __atomic_load_n(&fs->se, __ATOMIC_ACQUIRE);
+    if (se)
+        fuse_lowlevel_notify_inval_entry(se, parent, name, strlen(name));
 }
 
 static int serve(struct fs *fs, const char *mountpoint)
@@ -1979,11 +1991,13 @@ static int serve(struct fs *fs, const char *mountpoint)
                        "fusermount3 installed?)", mountpoint);
     }
     fs->inval_inode = inval_inode;
+    fs->inval_entry = inval_entry;
     signal_ready(fs->opt.ready_fd);
     struct fuse_loop_config cfg = { .clone_fd = 0, .max_idle_threads = 10 };
     r = fuse_session_loop_mt(fs->se, &cfg);
     /* The loop ended (unmount or signal): write everything back first. */
     fs->inval_inode = NULL;
+    fs->inval_entry = NULL;
     fs_data_flush_all(fs);
     fs_watch_stop(fs);
     fuse_session_unmount(fs->se);

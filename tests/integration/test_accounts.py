@@ -11,7 +11,10 @@ import json
 import os
 import re
 import shutil
+import signal
 import sqlite3
+import subprocess
+import sys
 import time
 
 import pytest
@@ -847,6 +850,86 @@ def test_revocation_reaches_running_mount(accounts):
         bob.unmount()
     ev = [e for e in audit_events(v) if e["account"] == BOB and e["op"] == "access-revoked"]
     assert "disabled" in ev[-1]["path"], ev
+
+
+def wait_for_log(m, text, bound):
+    """Wait until the mount's foreground log holds text; the seconds it took."""
+    t0 = time.monotonic()
+    while text not in m.read_fg_log():
+        assert time.monotonic() - t0 < bound, "no %r in the mount's log after %.1f s:\n%s" % (
+            text, bound, m.read_fg_log()[-2000:])
+        time.sleep(0.05)
+    return time.monotonic() - t0
+
+
+MAP_READER = r"""
+import hashlib, mmap, os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+mm = mmap.mmap(fd, 0, prot=mmap.PROT_READ)
+print(hashlib.sha256(mm[:]).hexdigest(), flush=True)
+sys.stdin.readline()
+print(hashlib.sha256(mm[:]).hexdigest(), flush=True)
+"""
+
+
+def test_revoked_mount_serves_nothing_from_the_kernel_cache(accounts):
+    """After a revoke reaches a running mount, the kernel must not go on
+    serving what it cached while the account was a member: pages of a file
+    read through a descriptor that stays open, pages mapped by a process
+    that keeps its mapping, and the names and attributes it looked up.  The
+    mount tells the kernel to drop them, so each of these now reaches the
+    daemon and is refused."""
+    v, mounts = accounts
+    with open(v.conf, "a") as f:
+        f.write("accounts = { revocation_check_seconds = %d; };\n" % CHECK_S)
+    data = H.seeded_bytes(8, 256 * 1024)
+    with_mount(v, lambda: H.write_file(v.path("cached.pdf"), data, fsync=True))
+    admin("grant", H.FOLDER, BOB, "read", v.dir, vault=v)
+    bob = mounts[BOB]
+    path = os.path.join(bob.folder, "cached.pdf")
+    bob.mount_foreground()
+    reader = None
+    try:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            # the whole file is now in the kernel's page cache, its name
+            # and attributes in the dentry and attribute caches
+            assert os.pread(fd, len(data), 0) == data
+            assert os.stat(path).st_size == len(data)
+            reader = subprocess.Popen([sys.executable, "-c", MAP_READER, path],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE)
+            first = reader.stdout.readline().decode().strip()
+            assert first == hashlib.sha256(data).hexdigest(), reader.stderr.read()
+            admin("revoke", H.FOLDER, BOB, v.dir, vault=v)
+            wait_for_log(bob, "its keys are dropped from memory", CHECK_S + 5)
+            # the same cached page through the descriptor that stayed open
+            with pytest.raises(OSError) as e:
+                got = os.pread(fd, 4096, 0)
+                pytest.fail("the revoked mount returned %d cached bytes (%s)" % (
+                    len(got), "the file's" if got == data[:4096] else "other"))
+            assert e.value.errno == errno.EACCES, e.value
+        finally:
+            os.close(fd)
+        # the mapping: its pages are gone, a fault is refused (SIGBUS)
+        out, err = reader.communicate(b"\n", timeout=30)
+        assert reader.returncode == -signal.SIGBUS, (
+            "a mapping kept reading the revoked file (exit %s): %r %r" % (
+                reader.returncode, out, err[-500:]))
+        reader = None
+        # the name and attributes the kernel had looked up are asked again
+        with pytest.raises(OSError) as e:
+            os.stat(path)
+        assert e.value.errno in (errno.EACCES, errno.ENOENT), e.value
+        assert os.listdir(bob.mnt) == []
+    finally:
+        if reader:
+            reader.kill()
+            reader.communicate()
+        bob.unmount()
+    ev = [e for e in audit_events(v) if e["account"] == BOB]
+    assert any(e["op"] == "access-revoked" for e in ev), ev[-10:]
+    assert any(e["op"] == "read" and e["result"] == "denied" for e in ev), ev[-10:]
 
 
 
