@@ -18,7 +18,6 @@
 #include "grants.h"
 #include "keyring.h"
 #include "meta_backend.h"
-#include "meta_shared.h"
 #include "registry.h"
 #include "secmem.h"
 
@@ -453,14 +452,6 @@ static int finish_txn(struct meta *m, int rc)
     return meta_commit(m);
 }
 
-/* Running mounts re-check their access at once when notified (PostgreSQL;
- * SQLite mounts find the change at their next check). */
-static void notify_mounts(struct vault *v)
-{
-    if (meta_change_notify(v->meta) < 0)
-        pfs_err_clear();
-}
-
 /* ----------------------------------------------------------------- grant */
 
 static int wrap_all_versions(struct vault *v, const struct vault_folder *f, EVP_PKEY *member,
@@ -778,8 +769,6 @@ int grants_revoke(struct vault *v, const char *folder, const char *account)
         rc = pfs_err(-EINVAL, "an account cannot revoke itself; ask another manager");
     if (rc == 0)
         rc = revoke_and_rotate(v, f, a.id, &version);
-    if (rc == 0)
-        notify_mounts(v);
     meta_account_clear(&a);
     rc = audit_admin(v, "revoke", what, rc);
     if (rc == 0) {
@@ -1124,8 +1113,6 @@ static int account_change(struct vault *v, const char *name,
     }
     if (rc == 0)
         rc = vault_anchor_head(v);
-    if (rc == 0)
-        notify_mounts(v);
     if (rc == 0 && retain)
         printf("%s keeps the %zu grants and folder states it signed as a dataadmin; it can sign "
                "no new ones\n", a.name, kept.n);

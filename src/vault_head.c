@@ -381,6 +381,11 @@ int vault_head_advance(struct meta *m, const char *vault_id, EVP_PKEY *signer,
     }
     if (rc == 0)
         rc = meta_param_set(m, VAULT_HEAD_PARAM, out, outlen);
+    /* Running mounts re-check their access when the head moves (fs_access):
+     * on PostgreSQL a NOTIFY in this transaction wakes them as it commits
+     * (none if it rolls back); SQLite mounts find it at their next check. */
+    if (rc == 0)
+        rc = meta_change_notify(m);
     free(out);
     vault_head_clear(&prev);
     vault_head_clear(&cur);

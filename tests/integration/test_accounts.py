@@ -20,6 +20,7 @@ import time
 import pytest
 
 import pactfs_helpers as H
+from test_pg import finish as pg_finish, pg  # noqa: F401  (the session's PostgreSQL)
 
 ADMIN = H.ACCOUNT + "-admin"
 BOB = "bob"
@@ -930,6 +931,80 @@ def test_revoked_mount_serves_nothing_from_the_kernel_cache(accounts):
     ev = [e for e in audit_events(v) if e["account"] == BOB]
     assert any(e["op"] == "access-revoked" for e in ev), ev[-10:]
     assert any(e["op"] == "read" and e["result"] == "denied" for e in ev), ev[-10:]
+
+
+NOTIFY_BOUND = 4   # seconds; the polling interval below is 600 s
+
+
+def test_revocation_reaches_running_mount_through_postgresql_notify(tmp_path, pg):
+    """On PostgreSQL a revoke, and an account-disable, reach a running mount
+    through LISTEN/NOTIFY: with accounts.revocation_check_seconds at 600 and
+    the change feed's poll_ms at 60000, only the notification can explain
+    the folder being withdrawn within a few seconds.  Reads through an open
+    file then fail with EACCES, and the withdrawal and the denial are
+    audited."""
+    v = H.Vault(tmp_path)
+    v.db = pg.create_database()
+    v.conninfo = pg.conninfo(v.db)
+    v.init("--postgresql", v.conninfo)
+    bob = None
+    try:
+        with open(v.conf) as f:
+            text = f.read()
+        text, n = re.subn(r"(\n\s*conninfo\s*=\s*\"[^\"]*\";)", r"\1\n    poll_ms = 60000;",
+                          text)
+        assert n == 1, text
+        with open(v.conf, "w") as f:
+            f.write(text + "accounts = { revocation_check_seconds = 600; };\n")
+        bob_pw = passfile(v, "bob.pass", BOB_PASSWORD)
+        add_and_enrol(v, BOB, bob_pw)
+        data = H.seeded_bytes(9, 64 * 1024)
+        with_mount(v, lambda: H.write_file(v.path("notified.pdf"), data, fsync=True))
+        admin("grant", H.FOLDER, BOB, "read", v.dir, vault=v)
+        bob = AccountMount(v, BOB, bob_pw)
+        path = os.path.join(bob.folder, "notified.pdf")
+        dropped = "its keys are dropped from memory"
+
+        bob.mount_foreground()
+        try:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                assert os.pread(fd, len(data), 0) == data
+                admin("revoke", H.FOLDER, BOB, v.dir, vault=v)
+                took = wait_for_log(bob, dropped, NOTIFY_BOUND)
+                with pytest.raises(OSError) as e:
+                    os.pread(fd, 4096, 0)
+                assert e.value.errno == errno.EACCES, e.value
+            finally:
+                os.close(fd)
+            assert os.listdir(bob.mnt) == []
+        finally:
+            bob.unmount()
+        ev = [e for e in audit_events(v) if e["account"] == BOB]
+        revoked = [e for e in ev if e["op"] == "access-revoked"]
+        assert revoked and "access was revoked" in revoked[-1]["path"], ev[-10:]
+        assert any(e["op"] == "read" and e["result"] == "denied" for e in ev), ev[-10:]
+        print("revoke reached the mount %.2f s after pactfs-admin returned" % took)
+
+        # account-disable (an account change, not a folder's) the same way
+        admin("grant", H.FOLDER, BOB, "read", v.dir, vault=v)
+        bob.mount_foreground()
+        try:
+            assert H.read_file(path) == data
+            admin("account-disable", BOB, v.dir, "--account", ADMIN, vault=v)
+            took = wait_for_log(bob, dropped, NOTIFY_BOUND)
+            with pytest.raises(OSError) as e:
+                H.read_file(path)
+            assert e.value.errno in (errno.EACCES, errno.ENOENT), e.value
+        finally:
+            bob.unmount()
+        ev = [e for e in audit_events(v) if e["account"] == BOB and e["op"] == "access-revoked"]
+        assert "disabled" in ev[-1]["path"], ev
+        print("account-disable reached the mount %.2f s after pactfs-admin returned" % took)
+    finally:
+        if bob:
+            finish(bob)
+        pg_finish(v)
 
 
 
