@@ -842,6 +842,9 @@ def keyed_verifier(master_key, vault, account, inner):
     return hmac.new(key, msg, hashlib.sha256).digest()
 
 
+KEYD_SCHEMA_VERSION = 3        # tools/keyd_store.h: 2 keyed verifiers, 3 anchors
+
+
 def keyd_schema(k):
     db = sqlite3.connect("file:%s?mode=ro" % k.file("keyd.db"), uri=True)
     try:
@@ -855,7 +858,7 @@ def test_stolen_keyd_db_and_metadata_allow_no_offline_guessing(kvault, keyd):
     file) and tries passwords offline, the true one among them."""
     v = kvault
     keyd.restart()      # the database file as a backup would copy it
-    assert keyd_schema(keyd) == 2
+    assert keyd_schema(keyd) == KEYD_SCHEMA_VERSION
     stolen = os.path.join(v.base, "stolen-keyd.db")
     shutil.copy(keyd.file("keyd.db"), stolen)
     db = sqlite3.connect(stolen)
@@ -902,7 +905,7 @@ def test_schema1_database_rekeyed_at_start(kvault, keyd):
         db.close()
     assert H.ACCOUNT in old
     keyd.start()
-    assert keyd_schema(keyd) == 2
+    assert keyd_schema(keyd) == KEYD_SCHEMA_VERSION
     assert "re-keyed under the master key" in keyd.read_stderr(), keyd.read_stderr()
     data = keyd.read("keyd.db")
     for account, verifier in old.items():
@@ -939,6 +942,66 @@ def test_schema1_migration_refuses_a_wrong_master_key(kvault, keyd):
     assert "wrong master_key_file" in keyd.read_stderr(), keyd.read_stderr()
     assert keyd.read("keyd.db") == before
     write_secret(keyd.file("master.key"), right.hex() + "\n")
+
+
+def keyd_query(k, sql):
+    db = sqlite3.connect("file:%s?mode=ro" % k.file("keyd.db"), uri=True)
+    try:
+        return db.execute(sql).fetchall()
+    finally:
+        db.close()
+
+
+def keyd_stopped_write(k, *statements):
+    """Stop the service and run statements on keyd.db as an operator would."""
+    assert k.stop() == 0
+    db = sqlite3.connect(k.file("keyd.db"))
+    try:
+        for sql in statements:
+            db.execute(sql)
+        db.commit()
+    finally:
+        db.close()
+
+
+def test_schema2_database_migrated_to_schema3(kvault, keyd):
+    """keyd.db of schema 2 comes in two kinds: written before the vault head
+    anchors (no table anchors) and after (table anchors, schema still 2).
+    Both are brought to schema 3 at start with their rows kept; a database
+    of a newer schema is refused unchanged."""
+    v = kvault
+    tables = "SELECT name FROM sqlite_master WHERE type = 'table'"
+    anchors = keyd_query(keyd, "SELECT vault, counter, hash FROM anchors")
+    assert anchors, "init did not anchor the vault head"
+    accounts = keyd.accounts()
+    keyd_stopped_write(keyd, "PRAGMA user_version = 2")
+    keyd.start()
+    assert keyd_schema(keyd) == KEYD_SCHEMA_VERSION
+    assert keyd.accounts() == accounts
+    assert keyd_query(keyd, "SELECT vault, counter, hash FROM anchors") == anchors
+    v.mount()
+    v.unmount()
+
+    # Before the anchors: no table, schema 2.
+    keyd_stopped_write(keyd, "DROP TABLE anchors", "PRAGMA user_version = 2")
+    assert ("anchors",) not in keyd_query(keyd, tables)
+    keyd.start()
+    assert keyd_schema(keyd) == KEYD_SCHEMA_VERSION
+    assert ("anchors",) in keyd_query(keyd, tables)
+    assert keyd.accounts() == accounts
+    v.mount()       # the login works; the mount anchors its head again
+    v.unmount()
+    assert len(keyd_query(keyd, "SELECT vault FROM anchors")) == 1
+
+    # A newer schema than this pactfs-keyd knows: refused, nothing changed.
+    keyd_stopped_write(keyd, "PRAGMA user_version = %d" % (KEYD_SCHEMA_VERSION + 1))
+    before = keyd.read("keyd.db")
+    with pytest.raises(AssertionError):
+        keyd.start()
+    keyd.proc = None
+    assert ("has schema %d; this pactfs-keyd reads up to schema %d"
+            % (KEYD_SCHEMA_VERSION + 1, KEYD_SCHEMA_VERSION)) in keyd.read_stderr()
+    assert keyd.read("keyd.db") == before
 
 
 @pytest.mark.timeout_s(600)

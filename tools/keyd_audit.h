@@ -1,0 +1,32 @@
+/* What pactfs-keyd records: every request and its outcome in its JSON-lines
+ * audit_log (docs/keyd.md), the officers' actions on each vault's trail in
+ * the project's audit format (docs/format-audit.md) with a shipper per
+ * vault to pactfs-auditd, and, in tests only, the raw request bodies. */
+#ifndef PACTFS_KEYD_AUDIT_H
+#define PACTFS_KEYD_AUDIT_H
+
+#include <stdbool.h>
+
+#include "https_service.h"
+#include "keyd.h"
+
+/* One line in audit_log for the request op from remote; fsync'd.  -EIO if
+ * it could not be written (the caller fails closed). */
+int keyd_audit_write(struct keyd *k, const char *remote, const char *op,
+                     const struct fields *f, const struct outcome *o);
+
+/* Is v a vault id (32 lower-case hex digits), so that it names a trail? */
+bool keyd_vault_id_ok(const char *v);
+/* officer's action op on f->account, answered status, on f->vault's trail. */
+int keyd_trail_event(struct keyd *k, const char *officer, const char *op,
+                     const struct fields *f, unsigned status);
+/* Ship vault's trail (audit_url), starting its shipper if need be. */
+void keyd_trail_ship(struct keyd *k, const char *vault);
+/* At start: create trail_dir, ship what every vault's trail holds. */
+int keyd_trail_setup(struct keyd *k);
+void keyd_trail_teardown(struct keyd *k);
+
+/* Test aid (debug_capture): the raw body the service received. */
+void keyd_capture_body(struct keyd *k, const char *url, const struct https_request *r);
+
+#endif

@@ -1,0 +1,546 @@
+#include "config.h"
+
+/* pactfs-keyd's HTTP side (keyd_handlers.h). */
+
+#include <errno.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <syslog.h>
+#include <time.h>
+
+#include <json-c/json.h>
+
+#include "error.h"
+#include "secmem.h"
+
+#include "keyd_audit.h"
+#include "keyd_handlers.h"
+#include "keyd_policy.h"
+
+/* json-c keeps parsed strings in its own heap: wipe the ones that held a
+ * secret before the object is released. */
+static void json_wipe_string(json_object *v)
+{
+    if (v && json_object_is_type(v, json_type_string))
+        secmem_wipe((char *)json_object_get_string(v), (size_t)json_object_get_string_len(v));
+}
+
+static void json_wipe_all_strings(json_object *obj)
+{
+    json_object_object_foreach(obj, key, val) {
+        (void)key;
+        json_wipe_string(val);
+    }
+}
+
+static bool name_is_valid(const char *s, size_t n)
+{
+    if (n == 0 || n > KEYD_NAME_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+            return false;
+    return true;
+}
+
+static int field_name(json_object *obj, const char *key, const char **out)
+{
+    json_object *v;
+
+    if (!json_object_object_get_ex(obj, key, &v))
+        return 0;
+    if (!json_object_is_type(v, json_type_string) ||
+        !name_is_valid(json_object_get_string(v), (size_t)json_object_get_string_len(v)) ||
+        strlen(json_object_get_string(v)) != (size_t)json_object_get_string_len(v))
+        return -EINVAL;
+    *out = json_object_get_string(v);
+    return 0;
+}
+
+static int field_auth(json_object *obj, const char *key, uint8_t **out)
+{
+    json_object *v;
+
+    if (!json_object_object_get_ex(obj, key, &v))
+        return 0;
+    if (!json_object_is_type(v, json_type_string) ||
+        json_object_get_string_len(v) != 2 * SHARE_AUTH_LEN)
+        return -EINVAL;
+    *out = secmem_alloc(SHARE_AUTH_LEN);
+    if (!*out)
+        return -ENOMEM;
+    return hex_decode(json_object_get_string(v), *out, SHARE_AUTH_LEN) < 0 ? -EINVAL : 0;
+}
+
+static void fields_free(struct fields *f)
+{
+    secmem_free(f->auth, SHARE_AUTH_LEN);
+    secmem_free(f->new_auth, SHARE_AUTH_LEN);
+    memset(f, 0, sizeof *f);
+}
+
+static int field_hex(json_object *obj, const char *key, uint8_t *out, size_t n, bool *has)
+{
+    json_object *v;
+
+    if (!json_object_object_get_ex(obj, key, &v))
+        return 0;
+    if (!json_object_is_type(v, json_type_string) ||
+        json_object_get_string_len(v) != (int)(2 * n) ||
+        hex_decode(json_object_get_string(v), out, n) < 0)
+        return -EINVAL;
+    *has = true;
+    return 0;
+}
+
+/* counter (integer >= 0), hash, token (hex), force (boolean). */
+static int field_anchor(json_object *obj, struct fields *f)
+{
+    json_object *v;
+    int rc;
+
+    f->counter = -1;
+    if (json_object_object_get_ex(obj, "counter", &v)) {
+        if (!json_object_is_type(v, json_type_int) || json_object_get_int64(v) < 0)
+            return -EINVAL;
+        f->counter = json_object_get_int64(v);
+    }
+    if (json_object_object_get_ex(obj, "force", &v)) {
+        if (!json_object_is_type(v, json_type_boolean))
+            return -EINVAL;
+        f->force = json_object_get_boolean(v);
+    }
+    rc = field_hex(obj, "hash", f->hash, SHA256_LEN, &f->has_hash);
+    return rc ? rc : field_hex(obj, "token", f->token, KEYD_ANCHOR_TOKEN_LEN, &f->has_token);
+}
+
+/* Parse the request body into a json object and decode its fields.  Every
+ * known field is optional here; handlers check what they need. */
+static int body_parse(const struct https_request *r, json_object **objp, struct fields *f)
+{
+    json_tokener *tok = json_tokener_new();
+    json_object *obj;
+    int rc = 0;
+
+    memset(f, 0, sizeof *f);
+    f->counter = -1;
+    *objp = NULL;
+    if (!tok)
+        return -ENOMEM;
+    obj = json_tokener_parse_ex(tok, r->body, (int)r->len);
+    if (!obj || json_tokener_get_error(tok) != json_tokener_success ||
+        json_tokener_get_parse_end(tok) != r->len ||
+        !json_object_is_type(obj, json_type_object)) {
+        json_tokener_free(tok);
+        if (obj) {
+            json_wipe_all_strings(obj);
+            json_object_put(obj);
+        }
+        return -EINVAL;
+    }
+    json_tokener_free(tok);
+    rc = rc ? rc : field_name(obj, "vault", &f->vault);
+    rc = rc ? rc : field_name(obj, "account", &f->account);
+    rc = rc ? rc : field_name(obj, "source", &f->source);
+    rc = rc ? rc : field_auth(obj, "auth", &f->auth);
+    if (!f->auth)
+        rc = rc ? rc : field_auth(obj, "old_auth", &f->auth);
+    rc = rc ? rc : field_auth(obj, "new_auth", &f->new_auth);
+    rc = rc ? rc : field_anchor(obj, f);
+    *objp = obj;
+    return rc;
+}
+
+/* ---------------------------------------------------------------- handlers */
+
+static int new_secret_row(struct keyd *k, const struct fields *f, const uint8_t *auth,
+                          uint8_t salt[KEYD_SALT_LEN], uint8_t verifier[SHA256_LEN])
+{
+    int rc = crypto_random(salt, KEYD_SALT_LEN);
+
+    if (!rc)
+        keyd_make_verifier(&k->secrets, f->vault, f->account, salt, auth, verifier);
+    return rc;
+}
+
+/* A fresh random share in secmem, sealed for the database. */
+static int new_share(struct keyd *k, const struct fields *f, struct outcome *o,
+                     uint8_t sealed[KEYD_SEALED_SHARE_LEN])
+{
+    int rc;
+
+    o->share = secmem_alloc(SHARE_LEN);
+    if (!o->share)
+        return pfs_err(-ENOMEM, "out of memory");
+    rc = crypto_random(o->share, SHARE_LEN);
+    return rc ? rc : keyd_share_seal(&k->secrets, f->vault, f->account, o->share, sealed);
+}
+
+static int handle_enroll(struct keyd *k, const char *remote, const struct fields *f,
+                         struct outcome *o)
+{
+    uint8_t salt[KEYD_SALT_LEN], verifier[SHA256_LEN], sealed[KEYD_SEALED_SHARE_LEN];
+    struct account_row row;
+    int64_t now = (int64_t)time(NULL);
+    int rc;
+
+    (void)remote;
+    if (!f->vault || !f->account || !f->auth) {
+        set_outcome(o, 400, "bad-request");
+        return 0;
+    }
+    rc = keyd_account_load(&k->store, f->vault, f->account, &row);
+    if (rc)
+        return rc;
+    if (row.found) {
+        set_outcome(o, 409, "exists");
+        return 0;
+    }
+    rc = new_secret_row(k, f, f->auth, salt, verifier);
+    rc = rc ? rc : new_share(k, f, o, sealed);
+    if (rc)
+        return rc;
+    rc = keyd_account_insert(&k->store, f->vault, f->account, salt, verifier, sealed, now);
+    if (!rc)
+        set_outcome(o, 200, "enrolled");
+    return rc;
+}
+
+static int handle_login(struct keyd *k, const char *remote, const struct fields *f,
+                        struct outcome *o)
+{
+    struct account_row row;
+    int rc = keyd_authenticate(k, remote, f, f->auth, &row, o);
+
+    if (rc || o->status)
+        return rc;
+    o->share = secmem_alloc(SHARE_LEN);
+    if (!o->share)
+        return pfs_err(-ENOMEM, "out of memory");
+    rc = keyd_share_open(&k->secrets, f->vault, f->account, row.sealed_share, o->share);
+    if (!rc)
+        rc = keyd_anchor_token_make(&k->secrets, f->vault, f->account,
+                                    (int64_t)time(NULL) + KEYD_ANCHOR_TOKEN_LIFE,
+                                    o->anchor_token);
+    if (!rc)
+        set_outcome(o, 200, "released");
+    return rc;
+}
+
+static int handle_anchor_get(struct keyd *k, const char *remote, const struct fields *f,
+                             struct outcome *o)
+{
+    struct anchor_row cur;
+    int rc;
+
+    (void)remote;
+    if (!f->vault) {
+        set_outcome(o, 400, "bad-request");
+        return 0;
+    }
+    rc = keyd_anchor_load(&k->store, f->vault, &cur);
+    o->has_anchor = cur.found;
+    o->anchor_counter = cur.counter;
+    memcpy(o->anchor_hash, cur.hash, SHA256_LEN);
+    if (!rc)
+        set_outcome(o, o->has_anchor ? 200 : 404, o->has_anchor ? "anchor" : "no-anchor");
+    return rc;
+}
+
+/* The anchor only grows: a lower counter (an older head) or the same
+ * counter with another hash (a forked head) is refused with 409, unless
+ * force (a client's audited --accept-metadata-rollback). */
+static int handle_anchor_put(struct keyd *k, const char *remote, const struct fields *f,
+                             struct outcome *o)
+{
+    struct anchor_row cur;
+    bool ok = false;
+    unsigned retry = 0;
+    int rc;
+
+    if (!f->vault || f->counter < 0 || !f->has_hash) {
+        set_outcome(o, 400, "bad-request");
+        return 0;
+    }
+    rc = keyd_anchor_caller_ok(k, f, &ok);
+    if (!rc && !ok) {
+        rc = keyd_source_record_failure(k, remote, (int64_t)time(NULL), &retry);
+        set_outcome(o, 401, "rejected");
+        return rc;
+    }
+    rc = rc ? rc : keyd_anchor_load(&k->store, f->vault, &cur);
+    if (rc)
+        return rc;
+    if (cur.found && !f->force && f->counter < cur.counter) {
+        set_outcome(o, 409, "stale");
+        o->has_anchor = true;
+        o->anchor_counter = cur.counter;
+        return 0;
+    }
+    if (cur.found && !f->force && f->counter == cur.counter &&
+        memcmp(f->hash, cur.hash, SHA256_LEN) != 0) {
+        set_outcome(o, 409, "fork");
+        o->has_anchor = true;
+        o->anchor_counter = cur.counter;
+        return 0;
+    }
+    rc = keyd_anchor_store(&k->store, f->vault, f->counter, f->hash,
+                           f->account ? f->account : "(admin)", (int64_t)time(NULL));
+    if (!rc)
+        set_outcome(o, 200, f->force && cur.found && f->counter < cur.counter
+                    ? "forced" : "anchored");
+    return rc;
+}
+
+static int handle_change_auth(struct keyd *k, const char *remote, const struct fields *f,
+                              struct outcome *o)
+{
+    uint8_t salt[KEYD_SALT_LEN], verifier[SHA256_LEN];
+    struct account_row row;
+    int rc;
+
+    if (!f->new_auth) {
+        set_outcome(o, 400, "bad-request");
+        return 0;
+    }
+    rc = keyd_authenticate(k, remote, f, f->auth, &row, o);
+    if (rc || o->status)
+        return rc;
+    rc = new_secret_row(k, f, f->new_auth, salt, verifier);
+    if (rc)
+        return rc;
+    rc = keyd_account_set_auth(&k->store, f->vault, f->account, salt, verifier,
+                               (int64_t)time(NULL));
+    if (!rc)
+        set_outcome(o, 200, "auth-changed");
+    return rc;
+}
+
+static int handle_rotate(struct keyd *k, const char *remote, const struct fields *f,
+                         struct outcome *o)
+{
+    uint8_t sealed[KEYD_SEALED_SHARE_LEN];
+    struct account_row row;
+    int rc = keyd_authenticate(k, remote, f, f->auth, &row, o);
+
+    if (rc || o->status)
+        return rc;
+    rc = new_share(k, f, o, sealed);
+    if (rc)
+        return rc;
+    rc = keyd_account_set_share(&k->store, f->vault, f->account, sealed, (int64_t)time(NULL));
+    if (!rc)
+        set_outcome(o, 200, "rotated");
+    return rc;
+}
+
+/* The administrative changes are one UPDATE/DELETE each; 404 if no row. */
+static int admin_account_change(struct keyd *k, const struct fields *f,
+                                enum keyd_account_action action, const char *result,
+                                struct outcome *o)
+{
+    bool found;
+    int rc;
+
+    if (!f->vault || !f->account) {
+        set_outcome(o, 400, "bad-request");
+        return 0;
+    }
+    rc = keyd_account_act(&k->store, f->vault, f->account, action, &found);
+    if (!rc)
+        set_outcome(o, found ? 200 : 404, found ? result : "unknown-account");
+    return rc;
+}
+
+static int handle_unlock(struct keyd *k, const char *remote, const struct fields *f,
+                         struct outcome *o)
+{
+    (void)remote;
+    if (f->source && !f->account) {
+        int rc = keyd_source_delete(&k->store, f->source);
+        if (!rc)
+            set_outcome(o, 200, "source-unlocked");
+        return rc;
+    }
+    return admin_account_change(k, f, KEYD_ACCOUNT_UNLOCK, "unlocked", o);
+}
+
+static int handle_disable(struct keyd *k, const char *remote, const struct fields *f,
+                          struct outcome *o)
+{
+    (void)remote;
+    return admin_account_change(k, f, KEYD_ACCOUNT_DISABLE, "disabled", o);
+}
+
+static int handle_enable(struct keyd *k, const char *remote, const struct fields *f,
+                         struct outcome *o)
+{
+    (void)remote;
+    return admin_account_change(k, f, KEYD_ACCOUNT_ENABLE, "enabled", o);
+}
+
+static int handle_remove(struct keyd *k, const char *remote, const struct fields *f,
+                         struct outcome *o)
+{
+    (void)remote;
+    return admin_account_change(k, f, KEYD_ACCOUNT_REMOVE, "removed", o);
+}
+
+typedef int (*handler_fn)(struct keyd *, const char *, const struct fields *, struct outcome *);
+
+struct route {
+    const char *path;
+    const char *op;
+    bool admin;
+    handler_fn fn;
+};
+
+static const struct route routes[] = {
+    { "/v1/enroll", "enroll", true, handle_enroll },
+    { "/v1/login", "login", false, handle_login },
+    { "/v1/change-auth", "change-auth", false, handle_change_auth },
+    { "/v1/rotate", "rotate", false, handle_rotate },
+    { "/v1/unlock", "unlock", true, handle_unlock },
+    { "/v1/disable", "disable", true, handle_disable },
+    { "/v1/enable", "enable", true, handle_enable },
+    { "/v1/remove", "remove", true, handle_remove },
+    { "/v1/anchor-get", "anchor-get", false, handle_anchor_get },
+    { "/v1/anchor-put", "anchor-put", false, handle_anchor_put },
+};
+
+static const struct route *route_find(const char *url)
+{
+    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++)
+        if (strcmp(routes[i].path, url) == 0)
+            return &routes[i];
+    return NULL;
+}
+
+/* ---------------------------------------------------------------- HTTP */
+
+static enum MHD_Result answer(struct MHD_Connection *c, const struct outcome *o)
+{
+    json_object *obj = json_object_new_object();
+    enum MHD_Result ret;
+
+    if (o->has_anchor) {
+        char hex[2 * SHA256_LEN + 1];
+        hex_encode(o->anchor_hash, SHA256_LEN, hex);
+        json_object_object_add(obj, "counter", json_object_new_int64(o->anchor_counter));
+        if (o->status == 200)
+            json_object_object_add(obj, "hash", json_object_new_string(hex));
+    }
+    if (o->status == 200) {
+        if (o->share) {
+            char hex[2 * SHARE_LEN + 1];
+            hex_encode(o->share, SHARE_LEN, hex);
+            json_object_object_add(obj, "share", json_object_new_string(hex));
+            secmem_wipe(hex, sizeof hex);
+        }
+        json_object_object_add(obj, "result", json_object_new_string(o->result));
+        if (o->anchor_token[0])
+            json_object_object_add(obj, "anchor_token", json_object_new_string(o->anchor_token));
+    } else {
+        json_object_object_add(obj, "error", json_object_new_string(o->result));
+        if (o->retry_after)
+            json_object_object_add(obj, "retry_after", json_object_new_int((int)o->retry_after));
+    }
+    ret = https_reply_secret_json(c, o->status, obj, o->retry_after);
+    json_wipe_all_strings(obj);
+    json_object_put(obj);
+    return ret;
+}
+
+/* Run a handler inside one IMMEDIATE transaction: a failure counter and the
+ * verdict it leads to are written together or not at all. */
+static void run_handler(struct keyd *k, const struct route *rt, const char *remote,
+                        const char *officer, const struct fields *f, struct outcome *o)
+{
+    int rc = keyd_store_begin(&k->store), trail = 0;
+
+    if (!rc)
+        rc = rt->fn(k, remote, f, o);
+    /* An admin action is on the vault's trail before it takes effect. */
+    if (!rc && rt->admin && keyd_vault_id_ok(f->vault) &&
+        keyd_trail_event(k, officer, rt->op, f, o->status) < 0)
+        rc = trail = -EIO;
+    if (!rc)
+        rc = keyd_store_commit(&k->store);
+    if (rc) {
+        https_log(LOG_ERR, "%s %s: %s", remote, rt->op, pfs_err_msg());
+        keyd_store_rollback(&k->store);
+        secmem_free(o->share, SHARE_LEN);
+        o->share = NULL;
+        o->retry_after = 0;
+        set_outcome(o, 500, trail ? "audit-unavailable" : "internal");
+    }
+    if (rt->admin)   /* the log names the person, not only an address */
+        https_log(LOG_NOTICE, "%s: %s of \"%s\" by %s: %d %s", remote, rt->op,
+                  f->account ? f->account : "?", officer, o->status, o->result);
+    if (rt->admin && keyd_vault_id_ok(f->vault))
+        keyd_trail_ship(k, f->vault);
+}
+
+enum MHD_Result keyd_dispatch(struct keyd *k, struct MHD_Connection *c, const char *url,
+                              const char *method, struct https_request *r)
+{
+    const struct route *rt = route_find(url);
+    struct outcome o = { 0 };
+    struct fields f;
+    json_object *body = NULL;
+    char remote[NI_MAXHOST], cn[HTTPS_CN_MAX + 1] = "", officer[HTTPS_CN_MAX + 16];
+    enum MHD_Result ret;
+
+    memset(&f, 0, sizeof f);
+    f.counter = -1;
+    https_client_address(c, remote, sizeof remote);
+    /* Who acts on the trail: the client certificate's CN, else the token. */
+    if (https_client_cn(c, cn, sizeof cn) == 0 && cn[0])
+        snprintf(officer, sizeof officer, "keyd:%s", cn);
+    else
+        snprintf(officer, sizeof officer, "keyd:admin-token");
+    if (!rt)
+        set_outcome(&o, 404, "not-found");
+    else if (strcmp(method, MHD_HTTP_METHOD_POST) != 0)
+        set_outcome(&o, 405, "method-not-allowed");
+    else if (r->too_big)
+        set_outcome(&o, 413, "too-large");
+    else if (!keyd_client_cert_ok(k, c))
+        set_outcome(&o, 403, "client-certificate-required");
+    else if (body_parse(r, &body, &f) < 0)
+        set_outcome(&o, 400, "bad-request");
+    else if (rt->admin && !keyd_officer_ok(k, c, cn) && !keyd_admin_token_ok(k, c)) {
+        unsigned retry = 0;
+        /* A guessed token counts against the source like a guessed auth. */
+        if (keyd_store_begin(&k->store) == 0) {
+            keyd_source_record_failure(k, remote, (int64_t)time(NULL), &retry);
+            keyd_store_commit(&k->store);
+        }
+        set_outcome(&o, 401, "rejected");
+        if (keyd_vault_id_ok(f.vault)) {     /* a refused officer is on the trail too */
+            (void)keyd_trail_event(k, officer, rt->op, &f, o.status);
+            keyd_trail_ship(k, f.vault);
+        }
+    } else {
+        f.admin_ok = !rt->admin && (keyd_officer_ok(k, c, cn) || keyd_admin_token_ok(k, c));
+        run_handler(k, rt, remote, officer, &f, &o);
+    }
+    keyd_capture_body(k, url, r);
+    /* Fail closed: a share is not released unless its release is on record. */
+    if (keyd_audit_write(k, remote, rt ? rt->op : "unknown", &f, &o) < 0 && rt &&
+        rt->fn == handle_login && o.share) {
+        secmem_free(o.share, SHARE_LEN);
+        o.share = NULL;
+        set_outcome(&o, 500, "audit-unavailable");
+    }
+    ret = answer(c, &o);
+    secmem_free(o.share, SHARE_LEN);
+    fields_free(&f);
+    if (body) {
+        json_wipe_all_strings(body);
+        json_object_put(body);
+    }
+    return ret;
+}
