@@ -763,6 +763,7 @@ int fs_core_start(struct fs *fs, struct vault *v, const struct fs_options *o)
     if (ro_only)
         fs->opt.read_only = 1; /* a read-only grant mounts read-only */
     pthread_mutex_init(&fs->meta_lock, NULL);
+    pthread_mutex_init(&fs->retired_lock, NULL);
     pthread_mutex_init(&fs->handles_lock, NULL);
     int r = fs_itab_init(&fs->itab);
     if (r == 0)
@@ -776,6 +777,8 @@ void fs_core_stop(struct fs *fs)
     if (!fs->opt.read_only)
         fs_data_gc_run(fs);
     fs_data_stop(fs);
+    free(fs->retired);
+    pthread_mutex_destroy(&fs->retired_lock);
     pthread_mutex_destroy(&fs->meta_lock);
     pthread_mutex_destroy(&fs->handles_lock);
 }

@@ -2510,6 +2510,7 @@ static void *syncer_main(void *arg)
         if (d->syncer_stop)
             break;
         pthread_mutex_unlock(&d->slock);
+        fs_inode_retired_flush(fs);
         fs_data_meta_sync(fs);
         if (__atomic_exchange_n(&d->gc_wanted, 0, __ATOMIC_ACQ_REL))
             gc_queue_job(d);

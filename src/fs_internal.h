@@ -83,6 +83,10 @@ struct fs {
     gid_t gid;
     pthread_mutex_t meta_lock; /* the meta handle is not thread-safe */
     struct fs_itab itab;
+    pthread_mutex_t retired_lock;
+    uint64_t *retired;         /* unlinked inodes the kernel forgot, their rows
+                                  deleted in batches (fs_inode_retired_flush) */
+    size_t nretired, capretired;
     struct fs_data *data;
     struct fs_watch *watch;    /* fs_watch.c: sessions, change feed (or NULL) */
     struct fs_access *access;  /* fs_access.c: revocation reaching the mount (or NULL) */
@@ -163,6 +167,11 @@ void fs_itab_each_in_folder(struct fs *fs, uint64_t folder_id,
  * With a session: only if it has no link and no other live session holds
  * it open (else that session's last close deletes it). */
 int fs_inode_delete_now(struct fs *fs, uint64_t ino);
+/* Delete the rows of the unlinked inodes retired since the last call, in
+ * one transaction (the syncer every second, unmount; a full batch by
+ * itself).  Until then such an inode is an orphan (nlink 0) nothing shows:
+ * a crash leaves it to the next mount's orphan sweep. */
+void fs_inode_retired_flush(struct fs *fs);
 /* A new session (the old one expired): hold every open inode again. */
 void fs_inode_rehold_all(struct fs *fs);
 

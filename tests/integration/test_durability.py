@@ -196,3 +196,47 @@ def test_crash_point(new_vault, point, hit):
     crashed_teardown(v)
     v.env = {k: val for k, val in v.env.items() if k != "PACTFS_CRASH_AT"}
     check_trail(v, [s for s in acked if s[0] != "died"])
+
+
+def _orphan_rows(vault):
+    db = sqlite3.connect(os.path.join(vault.dir, "meta.db"), timeout=30)
+    try:
+        return db.execute("SELECT count(*) FROM inodes WHERE nlink = 0").fetchone()[0]
+    finally:
+        db.close()
+
+
+def test_removed_files_rows_go_in_batches_and_a_crash_leaves_orphans_the_next_mount_deletes(vault):
+    """The inode rows of removed files are deleted in batches once the
+    kernel forgot them (a full batch at once, the rest by the metadata
+    syncer within about a second), not in one transaction each.  A SIGKILL
+    before a batch went leaves rows with no link, which the next mount's
+    orphan sweep deletes; their fragments go with them."""
+    d = vault.path("batch")
+    os.mkdir(d)
+    for i in range(300):   # more than one batch (128)
+        H.write_file(os.path.join(d, "f%03d" % i), b"y" * (100 + i))
+    H.rmtree(d)
+    assert not os.path.exists(d)
+    deadline = time.time() + 20
+    while _orphan_rows(vault) and time.time() < deadline:
+        time.sleep(0.2)
+    assert _orphan_rows(vault) == 0, "rows of removed files still there after 20 s"
+
+    d = vault.path("killed")
+    os.mkdir(d)
+    for i in range(60):
+        H.write_file(os.path.join(d, "g%03d" % i), b"z" * 2000, fsync=(i == 59))
+    for i in range(60):
+        os.unlink(os.path.join(d, "g%03d" % i))
+    vault.kill_daemon()
+    H.wait_pid_gone(vault.daemon_pid, 30)
+    H.fusermount_u(vault.mnt, lazy=True)
+    left = _orphan_rows(vault)
+    print("rows without a link left by the SIGKILL: %d" % left)
+    vault.mount()
+    assert os.listdir(vault.path("killed")) == []
+    assert _orphan_rows(vault) == 0, "the next mount did not delete the orphans"
+    vault.unmount()
+    fsck = H.run([H.binary("pactfs-fsck"), vault.dir], env=vault.env)
+    assert fsck.returncode == 0, fsck.stdout + fsck.stderr
