@@ -79,6 +79,12 @@ void secmem_plain_shrink(void *p, size_t n);
 /* Wipe and release; p may be NULL. */
 void secmem_plain_free(void *p);
 
+/* The same when only the first n bytes of p were ever written since it was
+ * allocated: only those are wiped (buffers come from the pool zeroed or
+ * fresh, so the rest holds nothing).  For chunk-sized buffers that held a
+ * small file. */
+void secmem_plain_free_upto(void *p, size_t n);
+
 /* free() and realloc() that wipe every heap block they release, for
  * libraries that copy secrets into their own buffers (libcurl, set up in
  * https.c).  For malloc'd memory only. */

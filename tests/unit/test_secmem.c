@@ -24,6 +24,9 @@
 #include "tap.h"
 
 #define MIB ((size_t)1 << 20)
+/* Keys asked for under a 64 KiB limit: far more than fit in 64 KiB of
+ * key slabs (64-byte slots), so the limit must refuse some. */
+#define KEYS_TRIED 4096
 
 /* AddressSanitizer makes mlock() a no-op (it cannot lock its shadow
  * memory): VmLck then stays 0 and no lock ever fails, so the checks that
@@ -53,15 +56,51 @@ static void test_key_pages_locked_and_wiped(void)
 {
     size_t before = vmlck();
     struct secmem_stats st;
-    uint8_t *k = secmem_alloc(32);
+    uint8_t *k = secmem_alloc(32), *k2;
 
     REQUIRE(k);
     CHECK(!LOCKS_REAL || vmlck() >= before + 4096);
     secmem_stats(&st);
     CHECK(st.key_bytes >= 4096);
+    for (unsigned i = 0; i < 32; i++)
+        CHECK(k[i] == 0);
     memset(k, 0xa5, 32);
+    /* A small key is a slot of a locked slab: freed, the slot is wiped
+     * (the slab stays mapped and locked), and handed out zeroed again. */
     secmem_free(k, 32);
-    CHECK(vmlck() == before);
+    unsigned left = 0;
+    for (unsigned i = 0; i < 64; i++)
+        left += k[i] != 0 && (i >= sizeof(void *));
+    CHECK_EQ_INT(left, 0);
+    k2 = secmem_alloc(32);
+    REQUIRE(k2);
+    CHECK(k2 == k);   /* the slot is reused: no new locking per key */
+    for (unsigned i = 0; i < 64; i++)
+        CHECK(k2[i] == 0);
+    CHECK(!LOCKS_REAL || vmlck() >= before + 4096);
+    secmem_free(k2, 32);
+    /* Many keys at once all stay locked; two live ones never overlap. */
+    static uint8_t *many[3000];
+    for (unsigned i = 0; i < 3000; i++) {
+        many[i] = secmem_alloc(i % 2 ? 32 : 64);
+        REQUIRE(many[i]);
+        memset(many[i], (int)(i & 0xff), i % 2 ? 32 : 64);
+    }
+    unsigned bad = 0;
+    for (unsigned i = 0; i < 3000; i++)
+        bad += many[i][(i % 2 ? 32 : 64) - 1] != (uint8_t)(i & 0xff);
+    CHECK_EQ_INT(bad, 0);
+    for (unsigned i = 0; i < 3000; i++)
+        secmem_free(many[i], i % 2 ? 32 : 64);
+    /* A larger buffer is whole pages, unlocked again when freed. */
+    size_t mid = vmlck();
+    uint8_t *big = secmem_alloc(100);
+    REQUIRE(big);
+    CHECK(((uintptr_t)big & 4095) == 0);
+    CHECK(!LOCKS_REAL || vmlck() >= mid + 4096);
+    memset(big, 0xa5, 100);
+    secmem_free(big, 100);
+    CHECK(vmlck() == mid);
 }
 
 static void test_plain_pool_locks_to_budget(void)
@@ -98,6 +137,37 @@ static void test_plain_pool_locks_to_budget(void)
     secmem_plain_budget(0);
 }
 
+/* A chunk-sized buffer that held a small file is wiped only as far as it
+ * was written, and goes back to the pool all zeros for the next file. */
+static void test_plain_free_upto_wipes_what_was_written(void)
+{
+    size_t n = MIB - 4096;
+    uint8_t *a, *b;
+    size_t nonzero = 0;
+
+    CHECK(secmem_plain_budget(4 * MIB) == 4 * MIB);
+    a = secmem_plain_alloc(n);
+    REQUIRE(a);
+    memset(a, 0x5a, 3000);
+    secmem_plain_free_upto(a, 3000);
+    b = secmem_plain_alloc(n);
+    REQUIRE(b);
+    CHECK(b == a);   /* the locked spare, reused */
+    for (size_t i = 0; i < n; i++)
+        nonzero += b[i] != 0;
+    CHECK_EQ_INT((int)nonzero, 0);
+    memset(b, 0x5a, n);
+    secmem_plain_free(b);   /* a full wipe stays the default */
+    b = secmem_plain_alloc(n);
+    REQUIRE(b);
+    nonzero = 0;
+    for (size_t i = 0; i < n; i++)
+        nonzero += b[i] != 0;
+    CHECK_EQ_INT((int)nonzero, 0);
+    secmem_plain_free(b);
+    secmem_plain_budget(0);
+}
+
 static void test_openssl_heap_holds_private_keys(void)
 {
     EVP_PKEY *key;
@@ -130,7 +200,7 @@ static void low_limit_child(int fd)
     struct low_limit_report r = { 0 };
     struct rlimit rl = { 8 * MIB, 8 * MIB };
     char line[1024];
-    void *keys[64];
+    static void *keys[KEYS_TRIED];
     unsigned nkeys = 0;
     uint8_t *plain[12];
 
@@ -160,9 +230,9 @@ static void low_limit_child(int fd)
     rl.rlim_cur = rl.rlim_max = 64 << 10;
     if (setrlimit(RLIMIT_MEMLOCK, &rl) == 0 && vmlck() < (64 << 10)) {
         r.heap_refused_64k = secmem_init_openssl_heap() < 0;
-        while (nkeys < 64 && (keys[nkeys] = secmem_alloc(32)) != NULL)
+        while (nkeys < KEYS_TRIED && (keys[nkeys] = secmem_alloc(32)) != NULL)
             nkeys++;
-        r.keys_refused_64k = nkeys < 64;
+        r.keys_refused_64k = nkeys < KEYS_TRIED;
         r.refusal_names_limit = strstr(pfs_err_msg(), "RLIMIT_MEMLOCK 64 KiB") != NULL;
         while (nkeys)
             secmem_free(keys[--nkeys], 32);
@@ -213,6 +283,7 @@ int main(void)
     RUN(test_ordinary_user_limits);
     RUN(test_key_pages_locked_and_wiped);
     RUN(test_plain_pool_locks_to_budget);
+    RUN(test_plain_free_upto_wipes_what_was_written);
     RUN(test_openssl_heap_holds_private_keys);
     return tap_done();
 }
