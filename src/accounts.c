@@ -105,6 +105,11 @@ int accounts_enrol(struct vault *v, const char *name, const char *code, const ch
                                password, kdf, 0, &key);
         if (rc == 0)
             rc = pwpolicy_history_add(v->meta, v->conf.vault_id, a.id, key, password, &policy);
+        /* A sysadmin vouches for the sysadmins and dataadmins it finds:
+         * a role one sysadmin gives alone later is not on its list. */
+        if (rc == 0 && (a.roles & ROLE_SYSADMIN))
+            rc = registry_endorse_current(v->meta, v->conf.vault_id, v->conf.root_fingerprint,
+                                          key, a.id, NULL);
         if (rc == 0) {
             rc = meta_commit(v->meta);
             if (rc < 0)

@@ -16,17 +16,12 @@
 #define ITEM_VERSION 1
 #define SETTING_KEY "policy.cosign"
 
-struct signed_item {
-    char content[256];
-    uint64_t signer;
-    int64_t time;
-};
-
-static int item_put(struct vault *v, const char *param, const char *key, const char *content)
+static int item_sign(struct vault *v, const char *key, const char *content, uint8_t **out,
+                     size_t *outlen)
 {
     struct wbuf b;
-    uint8_t *tbs, *out = NULL;
-    size_t tbslen, outlen = 0;
+    uint8_t *tbs;
+    size_t tbslen;
     int rc;
 
     wbuf_init(&b);
@@ -40,8 +35,17 @@ static int item_put(struct vault *v, const char *param, const char *key, const c
     tbs = wbuf_steal(&b, &tbslen);
     if (!tbs)
         return -ENOMEM;
-    rc = sig_sign_container(v->priv, tbs, tbslen, &out, &outlen);
+    rc = sig_sign_container(v->priv, tbs, tbslen, out, outlen);
     free(tbs);
+    return rc;
+}
+
+static int item_put(struct vault *v, const char *param, const char *key, const char *content)
+{
+    uint8_t *out = NULL;
+    size_t outlen = 0;
+    int rc = item_sign(v, key, content, &out, &outlen);
+
     if (rc == 0)
         rc = meta_param_set(v->meta, param, out, outlen);
     free(out);
@@ -49,52 +53,27 @@ static int item_put(struct vault *v, const char *param, const char *key, const c
 }
 
 /* A stored item under param for key: -ENOENT if none (or emptied),
- * -EBADMSG if it does not verify (signer no enabled sysadmin, altered). */
-static int item_get(struct vault *v, const char *param, const char *key, struct signed_item *it)
+ * -EBADMSG if it does not verify (signer no enabled sysadmin, altered).
+ * raw (optional) receives its bytes. */
+static int item_get(struct vault *v, const char *param, const char *key,
+                    struct registry_item *it, uint8_t **raw_out, size_t *raw_len)
 {
-    uint8_t *raw = NULL, version = 0;
-    const uint8_t *tbs, *sig, *magic, *vid, *k, *c;
-    size_t len = 0, tbslen, siglen, vidlen, klen, clen;
-    uint64_t t = 0;
-    struct rbuf b, r;
-    struct registry_record rec = { 0 };
-    EVP_PKEY *pub = NULL;
+    uint8_t *raw = NULL;
+    size_t len = 0;
     int rc = meta_param_get(v->meta, param, &raw, &len);
 
     if (rc < 0 || len == 0) {
         free(raw);
         return rc < 0 && rc != -ENOENT ? rc : -ENOENT;
     }
-    rbuf_init(&b, raw, len);
-    rbuf_get_blob(&b, &tbs, &tbslen, 4096);
-    rbuf_get_blob(&b, &sig, &siglen, 1024);
-    rbuf_init(&r, tbs, b.err ? 0 : tbslen);
-    rbuf_get_ref(&r, &magic, 4);
-    rbuf_get_u8(&r, &version);
-    rbuf_get_blob(&r, &vid, &vidlen, 64);
-    rbuf_get_blob(&r, &k, &klen, 128);
-    rbuf_get_blob(&r, &c, &clen, sizeof it->content - 1);
-    rbuf_get_u64(&r, &it->signer);
-    rbuf_get_u64(&r, &t);
-    rc = rbuf_end(&b) < 0 || rbuf_end(&r) < 0 || memcmp(magic, MAGIC, 4) || version != ITEM_VERSION ||
-         vidlen != strlen(v->conf.vault_id) || memcmp(vid, v->conf.vault_id, vidlen) ||
-         klen != strlen(key) || memcmp(k, key, klen) ? -EBADMSG : 0;
-    if (rc == 0) {
-        memcpy(it->content, c, clen);
-        it->content[clen] = '\0';
-        it->time = (int64_t)t;
-        rc = registry_verified_key(v->meta, v->conf.vault_id, v->conf.root_fingerprint,
-                                   it->signer, &rec, &pub);
+    rc = registry_item_verify(v->meta, v->conf.vault_id, v->conf.root_fingerprint, raw, len,
+                              key, it);
+    if (rc == 0 && raw_out) {
+        *raw_out = raw;
+        *raw_len = len;
+        raw = NULL;
     }
-    if (rc == 0 && (!(rec.roles & ROLE_SYSADMIN) || rec.disabled))
-        rc = -EBADMSG;
-    if (rc == 0 && sig_verify(pub, tbs, tbslen, sig, siglen) < 0)
-        rc = -EBADMSG;
-    EVP_PKEY_free(pub);
-    registry_record_clear(&rec);
     free(raw);
-    if (rc < 0)
-        pfs_err_clear();
     return rc < 0 ? -EBADMSG : 0;
 }
 
@@ -118,43 +97,87 @@ static int count_sysadmin(void *arg, const struct meta_account *a)
 
 int cosign_needed(struct vault *v, int *required, unsigned *sysadmins)
 {
-    struct signed_item it;
     struct admin_count c = { v, 0 };
-    int rc = item_get(v, SETTING_KEY, SETTING_KEY, &it);
+    int rc;
 
-    /* On unless a verified setting says off: the database operator can
-     * only bring the default back. */
-    *required = !(rc == 0 && !strcmp(it.content, "required=no"));
+    /* On unless a verified setting says off and the two sysadmins who
+     * switched it off signed beside it (as clients read it, registry.h):
+     * the database operator or one sysadmin can only bring the default back. */
+    *required = !registry_cosign_policy_off(v->meta, v->conf.vault_id, v->conf.root_fingerprint);
     rc = meta_account_list(v->meta, count_sysadmin, &c);
     pfs_err_clear();
     *sysadmins = c.n;
     return rc < 0 ? rc : 0;
 }
 
-int cosign_gate(struct vault *v, const char *key, const char *content, uint64_t *cosigner)
+int cosign_gate_attest(struct vault *v, const char *key, const char *content,
+                       uint64_t *cosigner, uint8_t **attest, size_t *attest_len)
 {
-    struct signed_item it;
+    struct registry_item it;
     char param[160];
     unsigned n = 0;
     int required = 1;
+    uint8_t *prop = NULL;
+    size_t proplen = 0;
     int rc = cosign_needed(v, &required, &n);
 
     *cosigner = 0;
+    if (attest) {
+        *attest = NULL;
+        *attest_len = 0;
+    }
     if (rc < 0)
         return rc;
     if (!required || n < 2)
         return 0;
     snprintf(param, sizeof param, "pending.%s", key);
-    if (item_get(v, param, key, &it) == 0 && !strcmp(it.content, content) &&
+    if (item_get(v, param, key, &it, &prop, &proplen) == 0 && !strcmp(it.content, content) &&
         it.signer != v->account.id && (int64_t)time(NULL) - it.time <= COSIGN_MAX_AGE_S) {
         *cosigner = it.signer;
-        return meta_param_set(v->meta, param, "", 0);   /* used: it applies once */
+        rc = 0;
+        if (attest) {     /* the proposal and this sysadmin's confirmation */
+            uint8_t *conf = NULL;
+            size_t conflen = 0;
+            struct wbuf b;
+
+            rc = item_sign(v, key, content, &conf, &conflen);
+            if (rc == 0) {
+                wbuf_init(&b);
+                wbuf_put_blob(&b, prop, proplen);
+                wbuf_put_blob(&b, conf, conflen);
+                *attest = wbuf_steal(&b, attest_len);
+                rc = *attest ? 0 : -ENOMEM;
+            }
+            free(conf);
+        }
+        free(prop);
+        return rc < 0 ? rc : meta_param_set(v->meta, param, "", 0);   /* used: it applies once */
     }
+    free(prop);
     rc = item_put(v, param, key, content);
     return rc < 0 ? rc : COSIGN_PENDING;
 }
 
-int cosign_set_required(struct vault *v, int required)
+int cosign_gate(struct vault *v, const char *key, const char *content, uint64_t *cosigner)
 {
-    return item_put(v, SETTING_KEY, SETTING_KEY, required ? "required=yes" : "required=no");
+    return cosign_gate_attest(v, key, content, cosigner, NULL, NULL);
+}
+
+int cosign_store_attest(struct vault *v, uint64_t account_id, const uint8_t *attest,
+                        size_t len)
+{
+    char param[64];
+
+    snprintf(param, sizeof param, "registry.cosig.%" PRIu64, account_id);
+    return meta_param_set(v->meta, param, attest ? attest : (const uint8_t *)"", attest ? len : 0);
+}
+
+int cosign_set_required(struct vault *v, int required, const uint8_t *attest, size_t len)
+{
+    int rc = item_put(v, SETTING_KEY, SETTING_KEY, required ? "required=yes" : "required=no");
+
+    if (rc == 0)
+        rc = meta_param_set(v->meta, SETTING_KEY ".cosig", attest ? attest : (const uint8_t *)"",
+                            attest ? len : 0);
+    return rc;
 }

@@ -32,7 +32,19 @@ int cosign_needed(struct vault *v, int *required, unsigned *sysadmins);
  * COSIGN_PENDING: stored as this sysadmin's proposal; -errno. */
 int cosign_gate(struct vault *v, const char *key, const char *content, uint64_t *cosigner);
 
-/* Set the vault's co-signature setting (signed by the unlocked sysadmin). */
-int cosign_set_required(struct vault *v, int required);
+/* As cosign_gate; when it applies a confirmed proposal, *attest (malloc'd)
+ * is blob(the proposal) | blob(this sysadmin's confirmation, signed now):
+ * the co-signature clients check (registry.h, "Co-signed roles"). */
+int cosign_gate_attest(struct vault *v, const char *key, const char *content,
+                       uint64_t *cosigner, uint8_t **attest, size_t *attest_len);
+
+/* Store the co-signature of account_id's privileged roles
+ * ("registry.cosig.<id>"; NULL empties it), in the caller's transaction. */
+int cosign_store_attest(struct vault *v, uint64_t account_id, const uint8_t *attest,
+                        size_t len);
+
+/* Set the vault's co-signature setting (signed by the unlocked sysadmin);
+ * attest: the two sysadmins' items that switched it off (NULL if none). */
+int cosign_set_required(struct vault *v, int required, const uint8_t *attest, size_t len);
 
 #endif

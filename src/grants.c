@@ -846,6 +846,8 @@ int grants_account_add(struct vault *v, const char *name, uint32_t roles,
     struct meta_account a = { .roles = roles, .created = time(NULL) };
     struct meta_account existing;
     char what[META_ACCOUNT_NAME_MAX + 80], rs[64];
+    uint8_t *add_attest = NULL;
+    size_t add_attest_len = 0;
     int rc;
 
     rc = require_sysadmin(v);
@@ -865,7 +867,7 @@ int grants_account_add(struct vault *v, const char *name, uint32_t roles,
 
         snprintf(key, sizeof key, "add.%s", name);
         snprintf(content, sizeof content, "roles=0x%x", roles);
-        rc = cosign_gate(v, key, content, &cosigner);
+        rc = cosign_gate_attest(v, key, content, &cosigner, &add_attest, &add_attest_len);
         if (rc == COSIGN_PENDING) {
             char after[ACCOUNT_STATE_MAX];
 
@@ -882,10 +884,13 @@ int grants_account_add(struct vault *v, const char *name, uint32_t roles,
         rc = meta_begin(v->meta);
     if (rc == 0) {
         rc = meta_account_add(v->meta, &a);
+        if (rc == 0 && add_attest)
+            rc = cosign_store_attest(v, a.id, add_attest, add_attest_len);
         if (rc == 0)
             rc = register_pending(v, &a, name, d, valid_s, code);
         rc = finish_txn(v->meta, rc);
     }
+    free(add_attest);
     if (rc == 0)
         rc = vault_anchor_head(v);
     registry_roles_format(roles, rs, sizeof rs);
@@ -1063,11 +1068,11 @@ static int may_sign_data(const struct meta_account *a)
 /* Change a verified account's row and re-sign its record in one step.  An
  * account that stops being an enabled dataadmin keeps what it signed until
  * now (the list goes into its new record); nothing it signs later counts. */
-static int account_change(struct vault *v, const char *name,
-                          int (*apply)(struct meta_account *a, struct registry_details *d,
-                                       const void *arg),
-                          const void *arg, char was[ACCOUNT_STATE_MAX],
-                          char now[ACCOUNT_STATE_MAX])
+static int account_change_attested(struct vault *v, const char *name,
+                                   int (*apply)(struct meta_account *a,
+                                                struct registry_details *d, const void *arg),
+                                   const void *arg, const uint8_t *attest, size_t attest_len,
+                                   char was[ACCOUNT_STATE_MAX], char now[ACCOUNT_STATE_MAX])
 {
     struct meta_account a = { 0 }, before = { 0 };
     struct registry_record r = { 0 };
@@ -1101,6 +1106,9 @@ static int account_change(struct vault *v, const char *name,
         rc = meta_begin(v->meta);
     if (rc == 0) {
         rc = meta_account_update(v->meta, &a);
+        /* the two sysadmins' co-signature clients check (cosign.h) */
+        if (rc == 0 && attest)
+            rc = cosign_store_attest(v, a.id, attest, attest_len);
         if (rc == 0 && retain)
             rc = registry_certify_retaining(v->meta, v->conf.vault_id, &a, kept.h, kept.n,
                                             v->priv, v->account.id);
@@ -1119,6 +1127,15 @@ static int account_change(struct vault *v, const char *name,
     free(kept.h);
     meta_account_clear(&a);
     return rc;
+}
+
+static int account_change(struct vault *v, const char *name,
+                          int (*apply)(struct meta_account *a, struct registry_details *d,
+                                       const void *arg),
+                          const void *arg, char was[ACCOUNT_STATE_MAX],
+                          char now[ACCOUNT_STATE_MAX])
+{
+    return account_change_attested(v, name, apply, arg, NULL, 0, was, now);
 }
 
 static int apply_disabled(struct meta_account *a, struct registry_details *d, const void *arg)
@@ -1200,6 +1217,7 @@ int grants_account_rename(struct vault *v, const char *old_name, const char *new
  * (cosign.h): 0 apply (cosigner: the proposer confirmed, or 0),
  * COSIGN_PENDING stored as a proposal (was/now: the states for its event). */
 static int role_cosigned(struct vault *v, const char *name, uint32_t roles, uint64_t *cosigner,
+                         uint8_t **attest, size_t *attest_len,
                          char was[ACCOUNT_STATE_MAX], char now[ACCOUNT_STATE_MAX])
 {
     struct meta_account a = { 0 };
@@ -1216,7 +1234,7 @@ static int role_cosigned(struct vault *v, const char *name, uint32_t roles, uint
         account_state(&a, &r.details, was);
         a.roles = roles;
         account_state(&a, &r.details, now);
-        rc = cosign_gate(v, key, content, cosigner);
+        rc = cosign_gate_attest(v, key, content, cosigner, attest, attest_len);
     }
     registry_record_clear(&r);
     meta_account_clear(&a);
@@ -1245,9 +1263,23 @@ int grants_account_set_roles(struct vault *v, const char *name, uint32_t roles)
     }
     char was[ACCOUNT_STATE_MAX] = "", now[ACCOUNT_STATE_MAX] = "";
     uint64_t cosigner = 0;
+    uint8_t *attest = NULL;
+    size_t attest_len = 0;
 
     if (rc == 0)
-        rc = role_cosigned(v, name, roles, &cosigner, was, now);
+        rc = role_cosigned(v, name, roles, &cosigner, &attest, &attest_len, was, now);
+    /* Given alone, the sysadmin role needs the new sysadmin's endorsement,
+     * which it signs when it enrols (registry.h): register a new account. */
+    if (rc == 0 && !attest && (roles & ROLE_SYSADMIN) &&
+        meta_account_get_by_name(v->meta, name, &a) == 0) {
+        if (!(a.roles & ROLE_SYSADMIN))
+            rc = pfs_err(-EINVAL, "\"%s\" would become a sysadmin given by one sysadmin alone, "
+                         "and clients trust such a sysadmin only with the endorsement it signs "
+                         "when it enrols: register a new account with account-add --role "
+                         "sysadmin instead (or, with two sysadmins, make the change co-signed)",
+                         name);
+        meta_account_clear(&a);
+    }
     if (rc == COSIGN_PENDING) {
         rc = audit_change(v, "role-change-proposed", what, was, now, 0);
         return rc < 0 ? rc : COSIGN_PENDING;
@@ -1262,7 +1294,8 @@ int grants_account_set_roles(struct vault *v, const char *name, uint32_t roles)
         pfs_err_clear();
     }
     if (rc == 0)
-        rc = account_change(v, name, apply_roles, &roles, was, now);
+        rc = account_change_attested(v, name, apply_roles, &roles, attest, attest_len, was, now);
+    free(attest);
     return audit_change(v, "role-change", what, was[0] ? was : NULL, now[0] ? now : NULL, rc);
 }
 

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "buf.h"
 #include "enrol.h"
@@ -12,7 +13,8 @@
 #include "registry.h"
 
 #define RECORD_MAGIC "PFSR"
-#define RECORD_VERSION 3            /* 1: no details, no enrolment code; 2: no retained list */
+#define RECORD_VERSION 4            /* 1: no details, no enrolment code; 2: no retained list;
+                                       3: same layout, before co-signatures were verified */
 #define RETAINED_MAGIC "PFSK"
 #define RETAINED_VERSION 1
 #define RETAINED_MAX 32000u          /* a parameter holds at most 1 MiB */
@@ -398,6 +400,9 @@ static int certify(struct meta *m, const char *vault_id, const struct meta_accou
         r.pubkey_len = 0;
     }
     rc = record_put(m, vault_id, &r, signer);
+    /* What a sysadmin signs alone it endorses (registry_endorse_add). */
+    if (rc == 0 && signer_id != REGISTRY_ROOT_SIGNER)
+        rc = registry_endorse_add(m, vault_id, signer, signer_id, a->id, a->roles);
     if (rc == 0 && code_pub)    /* a new code: an earlier enrolment no longer counts */
         rc = enrol_proof_store(m, a->id, NULL, 0);
     registry_record_clear(&prev);
@@ -450,13 +455,21 @@ static int record_matches_row(const struct registry_record *r, const struct meta
                    "and re-issue it)", what, a->name);
 }
 
+struct cosign_ctx {
+    struct meta *m;
+    const char *vault_id, *root_fp;
+    int enforce;                 /* -1: not decided yet for this verification */
+};
 static int verify_chain(struct meta *m, const char *vault_id, const char *root_fp,
                         uint64_t account_id, unsigned depth, int allow_pending,
-                        struct registry_record *out);
+                        struct cosign_ctx *cs, struct registry_record *out);
+static int cosign_record_ok(struct cosign_ctx *cs, const struct registry_record *r,
+                            unsigned depth);
 
 /* The key that must have signed r: the root, or a verified, enabled sysadmin. */
 static int signer_key(struct meta *m, const char *vault_id, const char *root_fp,
-                      const struct registry_record *r, unsigned depth, EVP_PKEY **key)
+                      const struct registry_record *r, unsigned depth, struct cosign_ctx *cs,
+                      EVP_PKEY **key)
 {
     struct registry_record s = { 0 };
     int rc;
@@ -466,7 +479,7 @@ static int signer_key(struct meta *m, const char *vault_id, const char *root_fp,
     if (r->signer_id == r->account_id || depth >= REGISTRY_MAX_DEPTH)
         return pfs_err(-EBADMSG, "the registry record of \"%s\" is signed in a loop or by a "
                        "chain longer than %d sysadmins", r->name, REGISTRY_MAX_DEPTH);
-    rc = verify_chain(m, vault_id, root_fp, r->signer_id, depth + 1, 0, &s);
+    rc = verify_chain(m, vault_id, root_fp, r->signer_id, depth + 1, 0, cs, &s);
     if (rc == 0 && (!(s.roles & ROLE_SYSADMIN) || s.disabled))
         rc = pfs_err(-EBADMSG, "the registry record of \"%s\" is signed by \"%s\", which is "
                      "not an enabled sysadmin", r->name, s.name);
@@ -510,7 +523,7 @@ static int resolve_enrolment(struct meta *m, const char *vault_id, struct regist
 
 static int verify_chain(struct meta *m, const char *vault_id, const char *root_fp,
                         uint64_t account_id, unsigned depth, int allow_pending,
-                        struct registry_record *out)
+                        struct cosign_ctx *cs, struct registry_record *out)
 {
     struct registry_record r = { 0 };
     struct meta_account a;
@@ -528,7 +541,7 @@ static int verify_chain(struct meta *m, const char *vault_id, const char *root_f
         rc = pfs_err(-EBADMSG, "the registry record stored for \"%s\" belongs to another "
                      "account", a.name);
     if (rc == 0)
-        rc = signer_key(m, vault_id, root_fp, &r, depth, &key);
+        rc = signer_key(m, vault_id, root_fp, &r, depth, cs, &key);
     if (rc == 0)
         rc = registry_record_encode_tbs(vault_id, &r, &tbs, &tbslen);
     if (rc == 0 && sig_verify(key, tbs, tbslen, r.sig, r.sig_len) < 0)
@@ -541,6 +554,8 @@ static int verify_chain(struct meta *m, const char *vault_id, const char *root_f
     if (rc == 0 && !allow_pending && !r.pubkey_len)
         rc = pfs_err(-EACCES, "account \"%s\" has not enrolled yet: its owner runs "
                      "pactfs-admin enroll with the code a sysadmin gave them", a.name);
+    if (rc == 0 && cs)
+        rc = cosign_record_ok(cs, &r, depth);
     free(tbs);
     EVP_PKEY_free(key);
     meta_account_clear(&a);
@@ -558,7 +573,9 @@ int registry_verify(struct meta *m, const char *vault_id, const char *root_fp,
         return pfs_err(-EINVAL, "pactfs.conf pins no vault.root_fingerprint, so the account "
                        "registry cannot be verified: add the fingerprint your sysadmin "
                        "published");
-    return verify_chain(m, vault_id, root_fp, account_id, 0, 0, rec);
+    struct cosign_ctx cs = { m, vault_id, root_fp, -1 };
+
+    return verify_chain(m, vault_id, root_fp, account_id, 0, 0, &cs, rec);
 }
 
 int registry_verify_pending(struct meta *m, const char *vault_id, const char *root_fp,
@@ -566,7 +583,9 @@ int registry_verify_pending(struct meta *m, const char *vault_id, const char *ro
 {
     if (!root_fp)
         return registry_verify(m, vault_id, root_fp, account_id, rec);
-    return verify_chain(m, vault_id, root_fp, account_id, 0, 1, rec);
+    struct cosign_ctx cs = { m, vault_id, root_fp, -1 };
+
+    return verify_chain(m, vault_id, root_fp, account_id, 0, 1, &cs, rec);
 }
 
 int registry_verified_key(struct meta *m, const char *vault_id, const char *root_fp,
@@ -676,5 +695,516 @@ int registry_retained(struct meta *m, const char *vault_id, const struct registr
     sha256(obj, objlen, want);
     rc = bsearch(want, list, n, SHA256_LEN, hash_cmp) ? 0 : -ENOENT;
     free(blob);
+    return rc;
+}
+
+/* ------------------------------------------------------ co-signed roles */
+
+#define PRIV_ROLES (ROLE_SYSADMIN | ROLE_DATAADMIN)
+#define ITEM_MAGIC "PFSQ"
+#define ITEM_VERSION 1
+#define ENDORSE_MAGIC "PFSN"
+#define ENDORSE_VERSION 1
+#define ENDORSE_MAX 20000u
+
+int registry_item_decode(const char *vault_id, const uint8_t *raw, size_t len,
+                         struct registry_item *it, const uint8_t **tbs, size_t *tbslen,
+                         const uint8_t **sig, size_t *siglen)
+{
+    const uint8_t *magic, *vid, *k, *c;
+    size_t vidlen, klen, clen;
+    uint64_t t = 0;
+    uint8_t version = 0;
+    struct rbuf b, r;
+
+    memset(it, 0, sizeof *it);
+    rbuf_init(&b, raw, len);
+    rbuf_get_blob(&b, tbs, tbslen, 4096);
+    rbuf_get_blob(&b, sig, siglen, 1024);
+    rbuf_init(&r, *tbs, b.err ? 0 : *tbslen);
+    rbuf_get_ref(&r, &magic, 4);
+    rbuf_get_u8(&r, &version);
+    rbuf_get_blob(&r, &vid, &vidlen, 64);
+    rbuf_get_blob(&r, &k, &klen, REGISTRY_ITEM_KEY_MAX);
+    rbuf_get_blob(&r, &c, &clen, REGISTRY_ITEM_CONTENT_MAX);
+    rbuf_get_u64(&r, &it->signer);
+    rbuf_get_u64(&r, &t);
+    if (rbuf_end(&b) < 0 || rbuf_end(&r) < 0 || memcmp(magic, ITEM_MAGIC, 4) ||
+        version != ITEM_VERSION || vidlen != strlen(vault_id) || memcmp(vid, vault_id, vidlen) ||
+        memchr(k, 0, klen) || memchr(c, 0, clen))
+        return -EBADMSG;
+    memcpy(it->key, k, klen);
+    memcpy(it->content, c, clen);
+    it->time = (int64_t)t;
+    return 0;
+}
+
+/* raw is an item signed by a sysadmin whose record verifies (with the
+ * co-signature rules when cs is given), under key when key is not NULL. */
+static int item_check(struct cosign_ctx *cs, struct meta *m, const char *vault_id,
+                      const char *root_fp, unsigned depth, const uint8_t *raw, size_t len,
+                      const char *key, int allow_disabled, struct registry_item *it)
+{
+    const uint8_t *tbs, *sig;
+    size_t tbslen, siglen;
+    struct registry_record s = { 0 };
+    EVP_PKEY *pub = NULL;
+    int rc = registry_item_decode(vault_id, raw, len, it, &tbs, &tbslen, &sig, &siglen);
+
+    if (rc == 0 && key && strcmp(it->key, key))
+        rc = -EBADMSG;
+    if (rc == 0)
+        rc = verify_chain(m, vault_id, root_fp, it->signer, depth, 0, cs, &s);
+    if (rc == 0 && (!(s.roles & ROLE_SYSADMIN) || (s.disabled && !allow_disabled)))
+        rc = -EBADMSG;
+    if (rc == 0 && !(pub = rsa_public_from_der(s.pubkey, s.pubkey_len)))
+        rc = -EBADMSG;
+    if (rc == 0 && sig_verify(pub, tbs, tbslen, sig, siglen) < 0)
+        rc = -EBADMSG;
+    EVP_PKEY_free(pub);
+    registry_record_clear(&s);
+    return rc < 0 ? -EBADMSG : 0;
+}
+
+int registry_item_verify(struct meta *m, const char *vault_id, const char *root_fp,
+                         const uint8_t *raw, size_t len, const char *key,
+                         struct registry_item *it)
+{
+    struct cosign_ctx cs = { m, vault_id, root_fp, -1 };
+    int rc;
+
+    if (!root_fp)
+        return -EBADMSG;
+    rc = item_check(&cs, m, vault_id, root_fp, 0, raw, len, key, 0, it);
+    pfs_err_clear();
+    return rc;
+}
+
+/* Two items by two different sysadmins stating the same (key, content). */
+static int pair_check(struct cosign_ctx *cs, unsigned depth, const uint8_t *blob, size_t len,
+                      struct registry_item it[2])
+{
+    const uint8_t *p[2];
+    size_t n[2];
+    struct rbuf b;
+
+    rbuf_init(&b, blob, len);
+    rbuf_get_blob(&b, &p[0], &n[0], 8192);
+    rbuf_get_blob(&b, &p[1], &n[1], 8192);
+    if (rbuf_end(&b) < 0)
+        return -EBADMSG;
+    for (int i = 0; i < 2; i++)
+        if (item_check(cs, cs->m, cs->vault_id, cs->root_fp, depth, p[i], n[i], NULL, 1,
+                       &it[i]) < 0)
+            return -EBADMSG;
+    if (it[0].signer == it[1].signer || strcmp(it[0].key, it[1].key) ||
+        strcmp(it[0].content, it[1].content))
+        return -EBADMSG;
+    return 0;
+}
+
+/* Vault parameter "<prefix>.<id>". */
+static int param_get_id(struct meta *m, uint8_t **raw, size_t *len, const char *prefix,
+                        uint64_t id)
+{
+    char param[64];
+
+    snprintf(param, sizeof param, "%s.%" PRIu64, prefix, id);
+    return meta_param_get(m, param, raw, len);
+}
+
+/* 0: r's privileged roles carry a valid co-signature (registry.cosig.<id>);
+ * -ENOENT none (or for other roles); -EBADMSG one that does not verify. */
+static int attested(struct cosign_ctx *cs, const struct registry_record *r, unsigned depth)
+{
+    struct registry_item it[2];
+    uint8_t *raw = NULL;
+    size_t len = 0;
+    unsigned roles = 0;
+    char role_key[64], add_key[META_ACCOUNT_NAME_MAX + 8];
+    int rc = param_get_id(cs->m, &raw, &len, "registry.cosig", r->account_id);
+
+    if (rc < 0 || len == 0) {
+        free(raw);
+        return -ENOENT;
+    }
+    rc = pair_check(cs, depth, raw, len, it);
+    free(raw);
+    snprintf(role_key, sizeof role_key, "role.%" PRIu64, r->account_id);
+    snprintf(add_key, sizeof add_key, "add.%s", r->key_name);
+    if (rc == 0 && strcmp(it[0].key, role_key) && strcmp(it[0].key, add_key))
+        rc = -EBADMSG;
+    if (rc == 0 && (sscanf(it[0].content, "roles=0x%x", &roles) != 1 ||
+                    (roles & PRIV_ROLES) != (r->roles & PRIV_ROLES)))
+        rc = -ENOENT;      /* about another role: this one is not co-signed */
+    return rc;
+}
+
+struct id_vec {
+    uint64_t *id;
+    size_t n;
+};
+
+static int id_vec_add(void *arg, const struct meta_account *a)
+{
+    struct id_vec *v = arg;
+    uint64_t *n = realloc(v->id, (v->n + 1) * sizeof *n);
+
+    if (!n)
+        return -ENOMEM;
+    v->id = n;
+    v->id[v->n++] = a->id;
+    return 0;
+}
+
+/* "required=no" counts only with the proposal and confirmation of two
+ * sysadmins beside it (policy.cosign.cosig), each one verified itself. */
+static int policy_off(struct cosign_ctx *cs, unsigned depth)
+{
+    struct cosign_ctx strict = { cs->m, cs->vault_id, cs->root_fp, 1 };
+    struct registry_item it, two[2];
+    uint8_t *raw = NULL;
+    size_t len = 0;
+    int off = 0;
+
+    if (meta_param_get(cs->m, "policy.cosign", &raw, &len) == 0 && len &&
+        item_check(&strict, cs->m, cs->vault_id, cs->root_fp, depth, raw, len, "policy.cosign",
+                   0, &it) == 0 && !strcmp(it.content, "required=no")) {
+        free(raw);
+        raw = NULL;
+        off = meta_param_get(cs->m, "policy.cosign.cosig", &raw, &len) == 0 && len &&
+              pair_check(&strict, depth, raw, len, two) == 0 &&
+              !strcmp(two[0].key, "policy.cosign.change") && !strcmp(two[0].content, "required=no");
+    }
+    free(raw);
+    return off;
+}
+
+int registry_cosign_policy_off(struct meta *m, const char *vault_id, const char *root_fp)
+{
+    struct cosign_ctx cs = { m, vault_id, root_fp, 1 };
+    int off = root_fp ? policy_off(&cs, 0) : 0;
+
+    pfs_err_clear();
+    return off;
+}
+
+/* Enforced while two or more enabled sysadmins verify and no setting
+ * signed by two of them switched it off. */
+static int cosign_enforced(struct cosign_ctx *cs, unsigned depth)
+{
+    struct id_vec ids = { NULL, 0 };
+    unsigned n = 0;
+    int rc = meta_account_list(cs->m, id_vec_add, &ids);
+
+    for (size_t i = 0; rc == 0 && i < ids.n && n < 2; i++) {
+        struct registry_record a = { 0 };
+
+        if (verify_chain(cs->m, cs->vault_id, cs->root_fp, ids.id[i], 0, 0, NULL, &a) == 0 &&
+            (a.roles & ROLE_SYSADMIN) && !a.disabled)
+            n++;
+        registry_record_clear(&a);
+    }
+    free(ids.id);
+    pfs_err_clear();
+    if (rc < 0)
+        return 1;             /* fail closed */
+    return n >= 2 && !policy_off(cs, depth);
+}
+
+struct endorse_entry {
+    uint64_t id;
+    uint32_t priv;
+};
+
+/* The entries of an endorsement that verifies under key and names signer;
+ * -EBADMSG otherwise.  *e malloc'd. */
+static int endorse_decode(const char *vault_id, const uint8_t *raw, size_t len, EVP_PKEY *key,
+                          uint64_t signer, struct endorse_entry **e, size_t *n)
+{
+    const uint8_t *tbs, *sig, *magic, *vid;
+    size_t tbslen, siglen, vidlen;
+    uint64_t who = 0, t = 0;
+    uint32_t cnt = 0;
+    uint8_t version = 0;
+    struct rbuf b, r;
+
+    *e = NULL;
+    *n = 0;
+    rbuf_init(&b, raw, len);
+    rbuf_get_blob(&b, &tbs, &tbslen, 12u * ENDORSE_MAX + 256);
+    rbuf_get_blob(&b, &sig, &siglen, 1024);
+    if (rbuf_end(&b) < 0 || sig_verify(key, tbs, tbslen, sig, siglen) < 0)
+        return -EBADMSG;
+    rbuf_init(&r, tbs, tbslen);
+    rbuf_get_ref(&r, &magic, 4);
+    rbuf_get_u8(&r, &version);
+    rbuf_get_blob(&r, &vid, &vidlen, 64);
+    rbuf_get_u64(&r, &who);
+    rbuf_get_u64(&r, &t);
+    rbuf_get_u32(&r, &cnt);
+    if (r.err || memcmp(magic, ENDORSE_MAGIC, 4) || version != ENDORSE_VERSION ||
+        vidlen != strlen(vault_id) || memcmp(vid, vault_id, vidlen) || who != signer ||
+        cnt > ENDORSE_MAX)
+        return -EBADMSG;
+    *e = calloc(cnt + 1u, sizeof **e);
+    if (!*e)
+        return -ENOMEM;
+    for (uint32_t i = 0; i < cnt; i++) {
+        rbuf_get_u64(&r, &(*e)[i].id);
+        rbuf_get_u32(&r, &(*e)[i].priv);
+    }
+    if (rbuf_end(&r) < 0) {
+        free(*e);
+        *e = NULL;
+        return -EBADMSG;
+    }
+    *n = cnt;
+    return 0;
+}
+
+/* Does the endorsement list (id, privileged roles)?  0 yes, -ENOENT no,
+ * -EBADMSG if it does not verify. */
+static int endorsement_lists(const char *vault_id, const uint8_t *raw, size_t len,
+                             EVP_PKEY *key, uint64_t signer, uint64_t id, uint32_t priv)
+{
+    struct endorse_entry *e;
+    size_t n;
+    int rc = endorse_decode(vault_id, raw, len, key, signer, &e, &n);
+
+    if (rc == 0) {
+        rc = -ENOENT;
+        for (size_t i = 0; i < n; i++)
+            if (e[i].id == id && e[i].priv == priv)
+                rc = 0;
+    }
+    free(e);
+    return rc;
+}
+
+/* A privileged record without a co-signature (signed while its signer was
+ * the only sysadmin, or before co-signatures were verified): every other
+ * sysadmin that endorsed the registry as it found it must list it, and at
+ * least one must (records of format 3 and earlier: none yet is enough). */
+static int endorsed(struct cosign_ctx *cs, const struct registry_record *r, unsigned depth)
+{
+    struct id_vec ids = { NULL, 0 };
+    uint32_t priv = r->roles & PRIV_ROLES;
+    unsigned listed = 0, endorsers = 0;
+    char refused[META_ACCOUNT_NAME_MAX + 1] = "", missing[META_ACCOUNT_NAME_MAX + 1] = "";
+    int rc = meta_account_list(cs->m, id_vec_add, &ids);
+
+    for (size_t i = 0; rc == 0 && i < ids.n && !refused[0]; i++) {
+        struct registry_record y = { 0 };
+        EVP_PKEY *key = NULL;
+        uint8_t *raw = NULL;
+        size_t len = 0;
+
+        if (ids.id[i] == r->signer_id ||
+            verify_chain(cs->m, cs->vault_id, cs->root_fp, ids.id[i], 0, 0, NULL, &y) < 0 ||
+            !(y.roles & ROLE_SYSADMIN)) {
+            registry_record_clear(&y);
+            continue;
+        }
+        if (param_get_id(cs->m, &raw, &len, "registry.endorse", y.account_id) < 0 ||
+            !len) {
+            /* Not endorsed yet: an old record, or a sysadmin co-signed in
+             * (it endorses with cosign-endorse); else the list was removed. */
+            if (y.version >= 4 && y.signer_id != REGISTRY_ROOT_SIGNER &&
+                attested(cs, &y, depth + 1) < 0)
+                snprintf(missing, sizeof missing, "%s", y.name);
+        } else {
+            endorsers++;
+            key = rsa_public_from_der(y.pubkey, y.pubkey_len);
+            int e = key ? endorsement_lists(cs->vault_id, raw, len, key, y.account_id,
+                                            r->account_id, priv) : -EBADMSG;
+            if (e == 0)
+                listed++;
+            else
+                snprintf(refused, sizeof refused, "%s", y.name);
+        }
+        EVP_PKEY_free(key);
+        free(raw);
+        registry_record_clear(&y);
+    }
+    free(ids.id);
+    pfs_err_clear();
+    if (rc < 0)
+        return rc;
+    if (refused[0])
+        return pfs_err(-EBADMSG, "the %s role of \"%s\" was given by one sysadmin alone and "
+                       "sysadmin \"%s\" never endorsed it: a role change needs a second "
+                       "sysadmin's co-signature (docs/accounts.md, \"Co-signature\"); refusing "
+                       "to trust this account", priv & ROLE_SYSADMIN ? "sysadmin" : "dataadmin",
+                       r->name, refused);
+    if (missing[0])
+        return pfs_err(-EBADMSG, "the %s role of \"%s\" is not co-signed and sysadmin \"%s\" "
+                       "has not endorsed the registry (its endorsement is missing: removed "
+                       "from the metadata store, or never made: \"%s\" runs pactfs-admin "
+                       "cosign-endorse); refusing to trust this account",
+                       priv & ROLE_SYSADMIN ? "sysadmin" : "dataadmin", r->name, missing,
+                       missing);
+    if (!listed && (r->version >= 4 || endorsers))
+        return pfs_err(-EBADMSG, "the %s role of \"%s\" is neither co-signed by a second "
+                       "sysadmin nor endorsed by one: a single sysadmin gave it; refusing to "
+                       "trust this account", priv & ROLE_SYSADMIN ? "sysadmin" : "dataadmin",
+                       r->name);
+    return 0;
+}
+
+static int cosign_record_ok(struct cosign_ctx *cs, const struct registry_record *r,
+                            unsigned depth)
+{
+    struct registry_record s = { 0 };
+    int rc;
+
+    if (!(r->roles & PRIV_ROLES) || r->signer_id == REGISTRY_ROOT_SIGNER)
+        return 0;
+    if (depth >= REGISTRY_MAX_DEPTH)
+        return pfs_err(-EBADMSG, "the co-signatures of \"%s\" go deeper than %d sysadmins",
+                       r->name, REGISTRY_MAX_DEPTH);
+    /* A sysadmin whose record is of this format signs records of it only:
+     * an older format put in by one sysadmin would escape the rules. */
+    if (r->version < 4 &&
+        verify_chain(cs->m, cs->vault_id, cs->root_fp, r->signer_id, 0, 0, NULL, &s) == 0 &&
+        s.version >= 4) {
+        registry_record_clear(&s);
+        return pfs_err(-EBADMSG, "the registry record of \"%s\" is of the format before "
+                       "co-signatures (3) but signed by a sysadmin whose own record is newer: "
+                       "it was written outside pactfs-admin; refusing to trust this account",
+                       r->name);
+    }
+    registry_record_clear(&s);
+    pfs_err_clear();
+    if (cs->enforce < 0)
+        cs->enforce = cosign_enforced(cs, depth);
+    if (!cs->enforce)
+        return 0;
+    rc = attested(cs, r, depth + 1);
+    if (rc == 0)
+        return 0;
+    pfs_err_clear();
+    return endorsed(cs, r, depth);
+}
+
+/* ------------------------------------------------------- endorsements */
+
+static int endorse_store(struct meta *m, const char *vault_id, EVP_PKEY *key, uint64_t signer,
+                         const struct endorse_entry *e, size_t n)
+{
+    struct wbuf b;
+    uint8_t *tbs, *out = NULL;
+    size_t tbslen, outlen = 0;
+    char param[64];
+    int rc;
+
+    wbuf_init(&b);
+    wbuf_put_bytes(&b, ENDORSE_MAGIC, 4);
+    wbuf_put_u8(&b, ENDORSE_VERSION);
+    wbuf_put_str(&b, vault_id);
+    wbuf_put_u64(&b, signer);
+    wbuf_put_u64(&b, (uint64_t)time(NULL));
+    wbuf_put_u32(&b, (uint32_t)n);
+    for (size_t i = 0; i < n; i++) {
+        wbuf_put_u64(&b, e[i].id);
+        wbuf_put_u32(&b, e[i].priv);
+    }
+    tbs = wbuf_steal(&b, &tbslen);
+    if (!tbs)
+        return -ENOMEM;
+    rc = sig_sign_container(key, tbs, tbslen, &out, &outlen);
+    free(tbs);
+    snprintf(param, sizeof param, "registry.endorse.%" PRIu64, signer);
+    if (rc == 0)
+        rc = meta_param_set(m, param, out, outlen);
+    free(out);
+    return rc;
+}
+
+/* The entries of signer's own endorsement, if it verifies under key. */
+static int endorse_load(struct meta *m, const char *vault_id, EVP_PKEY *key, uint64_t signer,
+                        struct endorse_entry **e, size_t *n)
+{
+    uint8_t *raw = NULL;
+    size_t len = 0;
+    int rc;
+
+    *e = NULL;
+    *n = 0;
+    if (param_get_id(m, &raw, &len, "registry.endorse", signer) < 0 || !len) {
+        free(raw);
+        pfs_err_clear();
+        return 0;
+    }
+    rc = endorse_decode(vault_id, raw, len, key, signer, e, n);
+    free(raw);
+    return rc == -EBADMSG ? 0 : rc;     /* not its own: start afresh */
+}
+
+int registry_endorse_add(struct meta *m, const char *vault_id, EVP_PKEY *key, uint64_t signer,
+                         uint64_t id, uint32_t roles)
+{
+    struct endorse_entry *e = NULL, *g;
+    size_t n = 0, i;
+    int rc = endorse_load(m, vault_id, key, signer, &e, &n);
+
+    for (i = 0; rc == 0 && i < n && e[i].id != id; i++)
+        ;
+    if (rc == 0 && !(roles & PRIV_ROLES)) {      /* no longer: drop it if listed */
+        if (i < n) {
+            e[i] = e[n - 1];
+            rc = endorse_store(m, vault_id, key, signer, e, n - 1);
+        }
+        free(e);
+        return rc;
+    }
+    if (rc == 0 && i == n) {
+        if (n >= ENDORSE_MAX || !(g = realloc(e, (n + 1) * sizeof *e)))
+            rc = -ENOMEM;
+        else {
+            e = g;
+            n++;
+        }
+    }
+    if (rc == 0) {
+        e[i].id = id;
+        e[i].priv = roles & PRIV_ROLES;
+        rc = endorse_store(m, vault_id, key, signer, e, n);
+    }
+    free(e);
+    return rc;
+}
+
+int registry_endorse_current(struct meta *m, const char *vault_id, const char *root_fp,
+                             EVP_PKEY *key, uint64_t signer, size_t *count)
+{
+    struct id_vec ids = { NULL, 0 };
+    struct endorse_entry *e = NULL;
+    size_t n = 0;
+    int rc = meta_account_list(m, id_vec_add, &ids);
+
+    e = calloc(ids.n + 1, sizeof *e);
+    if (!e)
+        rc = -ENOMEM;
+    for (size_t i = 0; rc == 0 && i < ids.n; i++) {
+        struct registry_record a = { 0 };
+
+        /* As verified without the co-signature rules: what this sysadmin
+         * finds when it joins (or upgrades) is what it vouches for. */
+        if (verify_chain(m, vault_id, root_fp, ids.id[i], 0, 0, NULL, &a) == 0 &&
+            (a.roles & PRIV_ROLES)) {
+            e[n].id = a.account_id;
+            e[n].priv = a.roles & PRIV_ROLES;
+            n++;
+        }
+        registry_record_clear(&a);
+    }
+    pfs_err_clear();
+    free(ids.id);
+    if (rc == 0)
+        rc = endorse_store(m, vault_id, key, signer, e, n);
+    free(e);
+    if (count)
+        *count = n;
     return rc;
 }

@@ -140,6 +140,54 @@ int registry_verify_pending(struct meta *m, const char *vault_id, const char *ro
 int registry_verified_key(struct meta *m, const char *vault_id, const char *root_fp,
                           uint64_t account_id, struct registry_record *rec, EVP_PKEY **key);
 
+/* ---- Co-signed roles (docs/accounts.md, "Co-signature").
+ *
+ * While two or more enabled sysadmins verify and the vault's co-signature
+ * setting is on (only switched off by two of them: "policy.cosign" says
+ * "required=no" and "policy.cosign.cosig" holds both their items), a
+ * record giving the sysadmin or dataadmin role is trusted (registry_verify)
+ * only if it is signed by the root key, or
+ *  - "registry.cosig.<id>" = blob(item) | blob(item): the proposal and the
+ *    confirmation (cosign.h item layout) of two different sysadmins, key
+ *    "role.<id>" or "add.<key name>", content "roles=0x<mask>..." whose
+ *    sysadmin/dataadmin bits are the record's, or
+ *  - it was given while its signer was the only sysadmin: then every other
+ *    sysadmin's endorsement "registry.endorse.<id>" lists it
+ *      blob(tbs) | blob(RSA-PSS signature by that sysadmin)
+ *      tbs = "PFSN" | u8 1 | str vault_id | u64 signer | i64 time | u32 n |
+ *            n x (u64 account_id, u32 privileged roles)
+ *    (a sysadmin endorses what it finds when it enrols, and adds what it
+ *    signs while alone).  Records of format 3 and earlier without any
+ *    endorsement yet are trusted as before (an upgraded vault). */
+#define REGISTRY_ITEM_KEY_MAX 128
+#define REGISTRY_ITEM_CONTENT_MAX 255
+struct registry_item {
+    char key[REGISTRY_ITEM_KEY_MAX + 1];
+    char content[REGISTRY_ITEM_CONTENT_MAX + 1];
+    uint64_t signer;
+    int64_t time;
+};
+/* Decode a signed item ("PFSQ"); tbs and sig point into raw. */
+int registry_item_decode(const char *vault_id, const uint8_t *raw, size_t len,
+                         struct registry_item *it, const uint8_t **tbs, size_t *tbslen,
+                         const uint8_t **sig, size_t *siglen);
+/* It decodes, is under key (if not NULL), and is signed by an enabled
+ * sysadmin whose record verifies.  0 or -EBADMSG. */
+int registry_item_verify(struct meta *m, const char *vault_id, const char *root_fp,
+                         const uint8_t *raw, size_t len, const char *key,
+                         struct registry_item *it);
+/* 1 if the co-signature setting is off as clients read it (the setting
+ * and the two sysadmins' items beside it verify), else 0. */
+int registry_cosign_policy_off(struct meta *m, const char *vault_id, const char *root_fp);
+/* signer's endorsement lists account id with roles' privileged bits (or
+ * no longer lists it when roles holds neither).  certify calls it. */
+int registry_endorse_add(struct meta *m, const char *vault_id, EVP_PKEY *key, uint64_t signer,
+                         uint64_t id, uint32_t roles);
+/* signer's endorsement lists every account holding sysadmin or dataadmin
+ * whose record verifies now (*count: how many). */
+int registry_endorse_current(struct meta *m, const char *vault_id, const char *root_fp,
+                             EVP_PKEY *key, uint64_t signer, size_t *count);
+
 /* Raw encoding, exposed for the unit tests: encode the signed part
  * (everything but the signature) / decode a stored record. */
 int registry_record_encode_tbs(const char *vault_id, const struct registry_record *r,

@@ -1336,11 +1336,17 @@ static int cmd_cosign_policy(int argc, char **argv)
          ? pfs_err(-EACCES, "\"%s\" is not a sysadmin", account) : cosign_needed(v, &required, &n);
     snprintf(before, sizeof before, "required=%s", required ? "yes" : "no");
     snprintf(after, sizeof after, "required=%s", a.required ? "yes" : "no");
-    /* Switching it off is itself a change two sysadmins make. */
+    /* Switching it off is itself a change two sysadmins make; clients
+     * honour "off" only with both their items beside it. */
+    uint8_t *attest = NULL;
+    size_t attest_len = 0;
+
     if (rc == 0 && !a.required)
-        rc = cosign_gate(v, "policy.cosign.change", after, &cosigner);
+        rc = cosign_gate_attest(v, "policy.cosign.change", after, &cosigner, &attest,
+                                &attest_len);
     if (rc == 0)
-        rc = cosign_set_required(v, a.required);
+        rc = cosign_set_required(v, a.required, attest, attest_len);
+    free(attest);
     if (v->audit) {
         struct audit_ctx who = { getuid(), getpid() };
         struct audit_detail d = { .before = before, .after = after };
