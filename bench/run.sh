@@ -5,6 +5,7 @@
 # best encrypted peer and than each peer.  See bench/README.md.
 #
 #   bench/run.sh [--quick] [--only pactfs,gocryptfs,securefs,passthrough] [--repeat N] [--keep-log]
+#                [--ab DIR]
 #
 # Needs root (drop_caches, FUSE mounts).  pactfs binaries come from
 # $PACTFS_BUILD (or ./) and are built under /tmp when missing there.
@@ -13,7 +14,7 @@ shopt -s inherit_errexit
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 SRC_DIR=$(dirname "$BENCH_DIR")
-ALL_FS=(pactfs gocryptfs securefs passthrough)
+ALL_FS=(pactfs pactfs-b gocryptfs securefs passthrough)
 PEERS=(gocryptfs securefs)   # the encrypted peers "best peer" is taken from
 
 # ---------------------------------------------------------------- options --
@@ -21,15 +22,21 @@ QUICK=0
 ONLY="pactfs,gocryptfs,securefs,passthrough"
 KEEP_LOG=0
 REPEAT=3
+AB_DIR=
+PACTFS_B_BIN=
 
 usage() {
     cat <<EOF
-usage: $0 [--quick] [--only LIST] [--repeat N] [--keep-log]
+usage: $0 [--quick] [--only LIST] [--repeat N] [--keep-log] [--ab DIR]
   --quick       smoke run: 64 MiB files, 1,000-file tree, 5 s fio runs
   --only LIST   comma-separated subset of: pactfs gocryptfs securefs passthrough
   --repeat N    N rounds (default 3), filesystems interleaved in each; the
                 table shows medians and the per-round figures follow it
   --keep-log    copy the command log next to the results file
+  --ab DIR      A/B of two pactfs builds: also run the pactfs binaries in DIR
+                as "pactfs-b", right beside pactfs in every round (the order
+                of the two alternates per round), and print their medians
+                and ratio per row under the table
 environment: PACTFS_BUILD=DIR  build directory holding pactfs and pactfs-admin
 EOF
 }
@@ -42,6 +49,8 @@ while [ $# -gt 0 ]; do
         --repeat) [ $# -ge 2 ] || { usage >&2; exit 2; }; REPEAT=$2; shift ;;
         --repeat=*) REPEAT=${1#--repeat=} ;;
         --keep-log) KEEP_LOG=1 ;;
+        --ab) [ $# -ge 2 ] || { usage >&2; exit 2; }; AB_DIR=$2; shift ;;
+        --ab=*) AB_DIR=${1#--ab=} ;;
         -h|--help) usage; exit 0 ;;
         *) echo "run.sh: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
     esac
@@ -56,6 +65,15 @@ for fs in "${requested[@]}"; do
         *) echo "run.sh: --only: unknown filesystem '$fs' (pactfs, gocryptfs, securefs, passthrough)" >&2; exit 2 ;;
     esac
 done
+if [ -n "$AB_DIR" ]; then
+    [ -x "$AB_DIR/pactfs" ] && [ -x "$AB_DIR/pactfs-admin" ] \
+        || { echo "run.sh: --ab: no pactfs and pactfs-admin in '$AB_DIR'" >&2; exit 2; }
+    PACTFS_B_BIN=$(cd "$AB_DIR" && pwd)
+    has_pactfs=0
+    for fs in "${FS_LIST[@]}"; do [ "$fs" = pactfs ] && has_pactfs=1; done
+    [ "$has_pactfs" = 1 ] || FS_LIST+=(pactfs)
+    FS_LIST+=(pactfs-b)
+fi
 [ ${#FS_LIST[@]} -gt 0 ] || { echo "run.sh: --only: nothing to run" >&2; exit 2; }
 case "$REPEAT" in
     ''|*[!0-9]*|0) echo "run.sh: --repeat wants a whole number >= 1, not '$REPEAT'" >&2; exit 2 ;;
@@ -243,7 +261,8 @@ find_or_build_pactfs() {
             || { log_tail; die "pactfs did not build (log above; set PACTFS_BUILD to a build dir)"; }
         PACTFS_BIN=$top/obj
     fi
-    if ldd "$PACTFS_BIN/pactfs" 2>/dev/null | grep -q -E 'libasan|libubsan'; then
+    if ldd "$PACTFS_BIN/pactfs" ${PACTFS_B_BIN:+"$PACTFS_B_BIN/pactfs"} 2>/dev/null \
+            | grep -q -E 'libasan|libubsan'; then
         progress "WARNING: $PACTFS_BIN/pactfs is a sanitizer build; its figures will be far too slow"
     fi
 }
@@ -259,8 +278,8 @@ fs_setup() {
     rm -rf "$base"   # a fresh store each round
     mkdir -p "$base/mnt"
     case "$fs" in
-        pactfs)
-            "$PACTFS_BIN/pactfs-admin" init "$base/vault" --name bench --account bench \
+        pactfs|pactfs-b)
+            "$(pactfs_bin "$fs")/pactfs-admin" init "$base/vault" --name bench --account bench \
                 --passfile "$PASSFILE" --kdf-time 1 --kdf-memory 65536 </dev/null >>"$LOG" 2>&1 \
                 || { log_tail; die "pactfs-admin init failed"; } ;;
         gocryptfs)
@@ -276,11 +295,14 @@ fs_setup() {
     esac
 }
 
+# The pactfs binaries of pactfs (A) or pactfs-b (B, --ab).
+pactfs_bin() { if [ "$1" = pactfs-b ]; then echo "$PACTFS_B_BIN"; else echo "$PACTFS_BIN"; fi; }
+
 fs_start_daemon() {
     local fs=$1 base=$WORK/$1 mnt=$WORK/$1/mnt
     case "$fs" in
-        pactfs)
-            "$PACTFS_BIN/pactfs" mount "$base/vault" "$mnt" --account bench \
+        pactfs|pactfs-b)
+            "$(pactfs_bin "$fs")/pactfs" mount "$base/vault" "$mnt" --account bench \
                 --passfile "$PASSFILE" -f </dev/null >>"$LOG" 2>&1 & ;;
         gocryptfs)
             gocryptfs -fg -q -passfile "$PASSFILE" "$base/cipher" "$mnt" </dev/null >>"$LOG" 2>&1 & ;;
@@ -310,7 +332,7 @@ fs_mount() {
     done
     mountpoint -q "$mnt" || { log_tail; die "$fs did not mount at $mnt within 120 s"; }
     MOUNTED[$mnt]=1
-    if [ "$fs" = pactfs ]; then
+    if [ "$fs" = pactfs ] || [ "$fs" = pactfs-b ]; then
         DATA[$fs]=$mnt/Contracts   # files live inside a contract folder
         [ -d "${DATA[$fs]}" ] || die "pactfs mounted but $mnt/Contracts is missing"
     else
@@ -391,11 +413,12 @@ daemon_rss_kib() {
     [ -n "$pid" ] && awk '/^VmRSS:/ { print $2; found = 1 } END { if (!found) print "-" }' \
         "/proc/$pid/status" 2>/dev/null || echo -
 }
-declare -A RSS_IDLE=() RSS_END=()
+declare -A RSS_IDLE=() RSS_END=() LOADS=()
 
 bench_one() {
     local fs=$1 d
     progress "== $fs: round $ROUND of $REPEAT, setting up"
+    LOADS[$fs]="${LOADS[$fs]:-}${LOADS[$fs]:+ }$(cut -d' ' -f1 /proc/loadavg)"
     fs_setup "$fs"
     fs_mount "$fs"
     d=${DATA[$fs]}
@@ -526,6 +549,21 @@ print_report() {
             "$(speedup "$w" "$(median pactfs "$w")" "$(best_peer "$w")")" \
             "$(ratio "$w" gocryptfs)" "$(ratio "$w" securefs)" "$(ratio "$w" passthrough)"
     done
+    if [ -n "$AB_DIR" ]; then
+        echo
+        echo "A/B: pactfs = $PACTFS_BIN, pactfs-b = $PACTFS_B_BIN (--ab), run beside each other in"
+        echo "every round, alternating which goes first; A/B = how many times faster pactfs is than"
+        echo "pactfs-b on the medians (below 1: pactfs is slower by 1 - A/B)"
+        local abfmt='%-36s %-6s %10s %10s %7s\n'
+        # shellcheck disable=SC2059
+        printf "$abfmt" workload unit pactfs pactfs-b "A/B"
+        for w in "${WORKLOADS[@]}"; do
+            # shellcheck disable=SC2059
+            printf "$abfmt" "${LABEL[$w]}" "${UNIT[$w]}" "$(median pactfs "$w")" \
+                "$(median pactfs-b "$w")" "$(ratio "$w" pactfs-b)"
+        done
+        echo "1-min load average at the start of each round: pactfs ${LOADS[pactfs]:--}; pactfs-b ${LOADS[pactfs-b]:--}"
+    fi
     if [ "$REPEAT" -gt 1 ]; then
         echo
         echo "per-round figures (the table shows their medians):"
@@ -559,7 +597,10 @@ has pactfs "${FS_LIST[@]}" && find_or_build_pactfs
 
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 for ((ROUND = 1; ROUND <= REPEAT; ROUND++)); do
-    for fs in "${ALL_FS[@]}"; do
+    order=("${ALL_FS[@]}")
+    # --ab: B before A every other round, so a drift in load hits both alike
+    [ $((ROUND % 2)) = 0 ] && order=(pactfs-b pactfs gocryptfs securefs passthrough)
+    for fs in "${order[@]}"; do
         if has "$fs" "${FS_LIST[@]}"; then bench_one "$fs"; fi
     done
 done

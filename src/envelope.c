@@ -347,3 +347,25 @@ int folder_meta_open(const struct folder_keys *fk, const void *ad, size_t adlen,
     *outlen = n;
     return 0;
 }
+
+int folder_meta_ad(const char *label, uint64_t ino, const char *extra, uint8_t *ad, size_t *adlen)
+{
+    struct wbuf w;
+    size_t len;
+    uint8_t *p;
+
+    wbuf_init(&w);
+    wbuf_put_bytes(&w, label, strlen(label));
+    wbuf_put_u64(&w, ino);
+    if (extra)
+        wbuf_put_str(&w, extra);
+    p = wbuf_steal(&w, &len);
+    if (!p || len > FOLDER_META_AD_MAX) {
+        free(p);
+        return -ENOMEM;
+    }
+    memcpy(ad, p, len);
+    *adlen = len;
+    free(p);
+    return 0;
+}

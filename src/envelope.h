@@ -93,5 +93,12 @@ int folder_meta_seal(const struct folder_keys *fk, const void *ad, size_t adlen,
                      const void *pt, size_t n, uint8_t **out, size_t *outlen);
 int folder_meta_open(const struct folder_keys *fk, const void *ad, size_t adlen,
                      const uint8_t *in, size_t inlen, uint8_t **out, size_t *outlen);
+/* Their associated data: label || u64 ino || blob(extra) if any (the
+ * purpose, the inode and, for an xattr, its plaintext name), so the
+ * database operator cannot move a value to another file or another
+ * attribute of the same file.  ad needs FOLDER_META_AD_MAX bytes. */
+#define FOLDER_META_AD_MAX (32 + 8 + 4 + NAME_MAX_PLAIN)
+int folder_meta_ad(const char *label, uint64_t ino, const char *extra, uint8_t *ad,
+                   size_t *adlen);
 
 #endif

@@ -227,6 +227,34 @@ static void adopt_rotation(struct fs *fs, struct vault_folder *vf, uint32_t vers
     free(path);
 }
 
+int fs_keys_catch_up_locked(struct fs *fs, uint64_t folder_id)
+{
+    struct vault *v = fs->v;
+    struct vault_folder *vf = NULL;
+    struct meta_folder mf;
+    struct folder_state st;
+    size_t n = __atomic_load_n(&v->nfolders, __ATOMIC_ACQUIRE);
+
+    for (size_t i = 0; i < n && !vf; i++)
+        if (v->folders[i].id == folder_id)
+            vf = &v->folders[i];
+    /* the folder row is only a hint (unsigned): the signed state decides */
+    if (!vf || !__atomic_load_n(&vf->rights, __ATOMIC_ACQUIRE) ||
+        meta_folder_get(v->meta, folder_id, &mf) < 0 || mf.key_version <= vf->cur_version) {
+        pfs_err_clear();
+        return 0;
+    }
+    uint32_t was = vf->cur_version;
+    if (folder_state_load(v->meta, v->conf.vault_id, v->conf.root_fingerprint, folder_id, &st,
+                          NULL, NULL) == 0) {
+        if (folder_state_rights(&st, v->account.id) && st.key_version > was)
+            adopt_rotation(fs, vf, st.key_version);
+        folder_state_clear(&st);
+    }
+    pfs_err_clear();
+    return vf->cur_version != was;
+}
+
 int fs_access_check_now(struct fs *fs)
 {
     struct fs_access *a = fs->access;

@@ -396,26 +396,33 @@ int fs_dir_lookup_locked(struct fs *fs, const struct fs_caller *who, const struc
     int r = fs_name_check(name);
     if (r < 0)
         return r;
-    for (size_t i = 0; i < nk; i++) {
-        struct fs_name e;
-        struct meta_dirent_rec rec;
-        r = fs_name_enc(ks[i], parent, name, &e);
-        if (r < 0)
-            return r;
-        r = meta_dirent_find(fs->v->meta, parent, e.b, e.len, &rec);
-        if (r == 0) {
-            if (dirent_bind_check(ks[i], parent, e.b, e.len, rec.ino, rec.mode, rec.bind,
-                                  rec.bind_len) < 0)
-                return fs_tamper(fs, who, parent, name, pfs_err_msg());
-            *ino = rec.ino;
-            if (found)
-                *found = e;
-            if (type)
-                *type = rec.mode & S_IFMT;
-            return 0;
+    for (int round = 0; round < 2; round++) {
+        for (size_t i = 0; i < nk; i++) {
+            struct fs_name e;
+            struct meta_dirent_rec rec;
+            r = fs_name_enc(ks[i], parent, name, &e);
+            if (r < 0)
+                return r;
+            r = meta_dirent_find(fs->v->meta, parent, e.b, e.len, &rec);
+            if (r == 0) {
+                if (dirent_bind_check(ks[i], parent, e.b, e.len, rec.ino, rec.mode, rec.bind,
+                                      rec.bind_len) < 0)
+                    return fs_tamper(fs, who, parent, name, pfs_err_msg());
+                *ino = rec.ino;
+                if (found)
+                    *found = e;
+                if (type)
+                    *type = rec.mode & S_IFMT;
+                return 0;
+            }
+            if (r != -ENOENT)
+                return r;
         }
-        if (r != -ENOENT)
-            return r;
+        /* not found: under a key version this mount has not picked up yet
+         * (pactfs-admin rekey re-seals names under the newest)? */
+        if (round || !fs_keys_catch_up_locked(fs, vf->id))
+            break;
+        nk = fs_keys_to_try(fs, vf, ks, FS_KEYS_MAX);
     }
     return -ENOENT;
 }
@@ -435,46 +442,24 @@ int fs_name_dec_any(struct fs *fs, const struct vault_folder *vf, uint64_t paren
                     const uint8_t *in, size_t inlen, char *out, size_t *outlen)
 {
     const struct folder_keys *ks[FS_KEYS_MAX];
-    size_t nk = fs_keys_to_try(fs, vf, ks, FS_KEYS_MAX);
-    for (size_t i = 0; i < nk; i++)
-        if (name_decrypt(ks[i], parent, in, inlen, out, outlen) == 0)
-            return 0;
-    return -EBADMSG;
-}
-
-/* AD for small sealed values: label || inode number (big-endian). */
-/* Associated data of a small sealed value: its purpose, its inode and, for
- * an xattr, its name, so the database operator cannot move a value to
- * another file or another attribute of the same file. */
-#define OWNER_AD_MAX (32 + 8 + NAME_MAX_PLAIN)
-
-static int owner_ad(const char *label, uint64_t ino, const char *extra, uint8_t *ad, size_t *adlen)
-{
-    struct wbuf w;
-    wbuf_init(&w);
-    wbuf_put_bytes(&w, label, strlen(label));
-    wbuf_put_u64(&w, ino);
-    if (extra)
-        wbuf_put_str(&w, extra);
-    size_t len;
-    uint8_t *p = wbuf_steal(&w, &len);
-    if (!p || len > OWNER_AD_MAX) {
-        free(p);
-        return -ENOMEM;
+    for (int round = 0; round < 2; round++) {
+        size_t nk = fs_keys_to_try(fs, vf, ks, FS_KEYS_MAX);
+        for (size_t i = 0; i < nk; i++)
+            if (name_decrypt(ks[i], parent, in, inlen, out, outlen) == 0)
+                return 0;
+        if (round || !fs_keys_catch_up_locked(fs, vf->id))
+            break;
     }
-    memcpy(ad, p, len);
-    *adlen = len;
-    free(p);
-    return 0;
+    return -EBADMSG;
 }
 
 int fs_sealed_open(struct fs *fs, const struct vault_folder *vf, const char *label, uint64_t ino,
                    const char *extra, const uint8_t *in, size_t inlen, uint8_t **out,
                    size_t *outlen)
 {
-    uint8_t ad[OWNER_AD_MAX];
+    uint8_t ad[FOLDER_META_AD_MAX];
     size_t adlen;
-    if (owner_ad(label, ino, extra, ad, &adlen) < 0)
+    if (folder_meta_ad(label, ino, extra, ad, &adlen) < 0)
         return -ENOMEM;
     const struct folder_keys *ks[FS_KEYS_MAX];
     size_t nk = fs_keys_to_try(fs, vf, ks, FS_KEYS_MAX);
@@ -484,15 +469,30 @@ int fs_sealed_open(struct fs *fs, const struct vault_folder *vf, const char *lab
     return -EIO;
 }
 
+int fs_sealed_open_fresh(struct fs *fs, const struct vault_folder *vf, const char *label,
+                         uint64_t ino, const char *extra, const uint8_t *in, size_t inlen,
+                         uint8_t **out, size_t *outlen)
+{
+    int r = fs_sealed_open(fs, vf, label, ino, extra, in, inlen, out, outlen);
+    if (r == -EIO) {
+        pthread_mutex_lock(&fs->meta_lock);
+        int again = fs_keys_catch_up_locked(fs, vf->id);
+        pthread_mutex_unlock(&fs->meta_lock);
+        if (again)
+            r = fs_sealed_open(fs, vf, label, ino, extra, in, inlen, out, outlen);
+    }
+    return r;
+}
+
 int fs_sealed_seal(struct fs *fs, const struct vault_folder *vf, const char *label, uint64_t ino,
                    const char *extra, const void *pt, size_t n, uint8_t **out, size_t *outlen)
 {
-    uint8_t ad[OWNER_AD_MAX];
+    uint8_t ad[FOLDER_META_AD_MAX];
     size_t adlen;
     const struct folder_keys *k = fs_cur_keys(fs, vf);
     if (!k)
         return -EACCES;
-    if (owner_ad(label, ino, extra, ad, &adlen) < 0)
+    if (folder_meta_ad(label, ino, extra, ad, &adlen) < 0)
         return -ENOMEM;
     return folder_meta_seal(k, ad, adlen, pt, n, out, outlen) < 0 ? -EIO : 0;
 }

@@ -122,7 +122,9 @@ size_t fs_keys_to_try(struct fs *fs, const struct vault_folder *vf,
 int fs_name_check(const char *name);
 /* name encrypted under key version k for directory parent. */
 int fs_name_enc(const struct folder_keys *k, uint64_t parent, const char *name, struct fs_name *e);
-/* Decrypt a stored name under any held key version of vf; -EBADMSG. */
+/* Decrypt a stored name under any held key version of vf (and a newer one
+ * the signed state names, fs_keys_catch_up_locked); -EBADMSG.  meta_lock
+ * held. */
 int fs_name_dec_any(struct fs *fs, const struct vault_folder *vf, uint64_t parent,
                     const uint8_t *in, size_t inlen, char *out, size_t *outlen);
 /* Look name up in dir parent of folder vf under any held key version
@@ -144,6 +146,11 @@ int fs_dirent_add_bound(struct fs *fs, const struct folder_keys *k, uint64_t par
 int fs_sealed_open(struct fs *fs, const struct vault_folder *vf, const char *label, uint64_t ino,
                    const char *extra, const uint8_t *in, size_t inlen, uint8_t **out,
                    size_t *outlen);
+/* fs_sealed_open, and if nothing held opens it, once more after picking up
+ * a newer folder key version (fs_keys_catch_up_locked); meta_lock not held. */
+int fs_sealed_open_fresh(struct fs *fs, const struct vault_folder *vf, const char *label,
+                         uint64_t ino, const char *extra, const uint8_t *in, size_t inlen,
+                         uint8_t **out, size_t *outlen);
 int fs_sealed_seal(struct fs *fs, const struct vault_folder *vf, const char *label, uint64_t ino,
                    const char *extra, const void *pt, size_t n, uint8_t **out, size_t *outlen);
 

@@ -289,6 +289,12 @@ void fs_access_stop(struct fs *fs);
 void fs_access_poke(struct fs *fs);
 /* One check, in the caller's thread: 0 or -errno. */
 int fs_access_check_now(struct fs *fs);
+/* A name, symlink target or xattr of folder_id opens under no held key
+ * version: if the folder's signed state names a newer one (a rotation this
+ * mount has not picked up yet, and pactfs-admin rekey re-sealed the row
+ * under it), adopt it now rather than at the next periodic check.  1 if
+ * the keys changed (try again), else 0.  meta_lock held. */
+int fs_keys_catch_up_locked(struct fs *fs, uint64_t folder_id);
 /* The rights this mount holds on folder_id now (0 once withdrawn). */
 uint32_t fs_folder_rights(struct fs *fs, uint64_t folder_id);
 

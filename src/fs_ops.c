@@ -1295,7 +1295,7 @@ static void op_readlink(fuse_req_t req, fuse_ino_t ino)
             r = -EINVAL;
     }
     if (r == 0)
-        r = fs_sealed_open(fs, vf, "symlink", ino, NULL, sealed, slen, &plain, &plen);
+        r = fs_sealed_open_fresh(fs, vf, "symlink", ino, NULL, sealed, slen, &plain, &plen);
     free(sealed);
     char *target = NULL;
     if (r == 0) {
@@ -1700,6 +1700,38 @@ static int xattr_prepare(struct fs *fs, fuse_req_t req, uint64_t ino, const char
     return fs_name_enc(k, ino, name, en);
 }
 
+/* The stored row of xattr name of ino under any held key version (a
+ * revoke rotates the key; pactfs-admin rekey re-seals older rows under the
+ * newest): its encrypted name in *en and, if val, its sealed value.
+ * -ENODATA if none.  meta_lock held. */
+static int xattr_find_locked(struct fs *fs, const struct vault_folder *vf, uint64_t ino,
+                             const char *name, struct fs_name *en, uint8_t **val, size_t *vlen)
+{
+    const struct folder_keys *ks[FS_KEYS_MAX];
+    for (int round = 0; round < 2; round++) {
+        size_t nk = fs_keys_to_try(fs, vf, ks, FS_KEYS_MAX);
+        for (size_t i = 0; i < nk; i++) {
+            uint8_t *v = NULL;
+            size_t vl = 0;
+            int r = fs_name_enc(ks[i], ino, name, en);
+            if (r == 0)
+                r = meta_xattr_get(fs->v->meta, ino, en->b, en->len, &v, &vl);
+            if (r == -ENOENT || r == -ENODATA)
+                continue;
+            if (r == 0 && val) {
+                *val = v;
+                *vlen = vl;
+            } else {
+                free(v);
+            }
+            return r;
+        }
+        if (round || !fs_keys_catch_up_locked(fs, vf->id))
+            break;
+    }
+    return -ENODATA;
+}
+
 static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
                         size_t size, int flags)
 {
@@ -1716,6 +1748,13 @@ static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const 
         struct meta *m = fs->v->meta;
         pthread_mutex_lock(&fs->meta_lock);
         r = meta_begin(m);
+        struct fs_name old;
+        if (r == 0 && xattr_find_locked(fs, vf, ino, name, &old, NULL, NULL) == 0 &&
+            (old.len != en.len || memcmp(old.b, en.b, en.len))) {
+            /* the value is under an older key version: replaced by this one */
+            r = flags == XATTR_CREATE ? -EEXIST : meta_xattr_remove(m, ino, old.b, old.len);
+            flags = 0;
+        }
         if (r == 0) {
             r = meta_xattr_set(m, ino, en.b, en.len, sealed, slen, flags);
             if (r == -EEXIST && !(flags & XATTR_CREATE))
@@ -1745,13 +1784,11 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
     size_t slen = 0, plen = 0;
     if (r == 0) {
         pthread_mutex_lock(&fs->meta_lock);
-        r = meta_xattr_get(fs->v->meta, ino, en.b, en.len, &sealed, &slen);
+        r = xattr_find_locked(fs, vf, ino, name, &en, &sealed, &slen);
         pthread_mutex_unlock(&fs->meta_lock);
-        if (r == -ENOENT)
-            r = -ENODATA;
     }
     if (r == 0)
-        r = fs_sealed_open(fs, vf, "xattr", ino, name, sealed, slen, &plain, &plen);
+        r = fs_sealed_open_fresh(fs, vf, "xattr", ino, name, sealed, slen, &plain, &plen);
     free(sealed);
     if (r != -EACCES && r != -ENODATA && r != -EOPNOTSUPP && vf &&
         audit_ino(fs, req, "getxattr", ino, r, plen) < 0)
@@ -1837,6 +1874,8 @@ static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
         struct meta *m = fs->v->meta;
         pthread_mutex_lock(&fs->meta_lock);
         r = meta_begin(m);
+        if (r == 0)
+            r = xattr_find_locked(fs, vf, ino, name, &en, NULL, NULL);
         if (r == 0) {
             r = meta_xattr_remove(m, ino, en.b, en.len);
             if (r == -ENOENT)

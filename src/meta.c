@@ -402,6 +402,21 @@ int meta_dirent_set_bind(struct meta *m, uint64_t parent, const uint8_t *name, s
     return rc ? rc : m->ops->dirent_set_bind(m, parent, name, len, bind, bind_len);
 }
 
+int meta_reseal(struct meta *m, const struct meta_reseal *r)
+{
+    int rc = check_blob("sealed value", r->old_val, r->old_val_len);
+
+    if (!rc)
+        rc = check_blob("sealed value", r->new_val, r->new_val_len);
+    if (!rc && r->kind != META_RESEAL_SYMLINK)
+        rc = check_name(r->old_name, r->old_name_len);
+    if (!rc && r->kind != META_RESEAL_SYMLINK)
+        rc = check_name(r->new_name, r->new_name_len);
+    if (!rc && r->kind == META_RESEAL_DIRENT && r->new_val_len > META_BIND_MAX)
+        rc = pfs_err(-EINVAL, "directory entry binding of %zu bytes", r->new_val_len);
+    return rc ? rc : m->ops->reseal(m, r);
+}
+
 int meta_dirent_remove(struct meta *m, uint64_t parent, const uint8_t *name, size_t len)
 {
     int rc = check_name(name, len);

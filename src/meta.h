@@ -209,6 +209,21 @@ int meta_dirent_add(struct meta *m, uint64_t parent, const uint8_t *name, size_t
 int meta_dirent_set_bind(struct meta *m, uint64_t parent, const uint8_t *name, size_t len,
                          const uint8_t *bind, size_t bind_len);
 int meta_dirent_remove(struct meta *m, uint64_t parent, const uint8_t *name, size_t len);
+/* A row sealed again under another folder key version (pactfs-admin rekey,
+ * src/rekey.c), as one compare-and-swap: the row is changed only if it is
+ * still exactly the old one (a mount that changed it meanwhile wins).
+ *   DIRENT   owner = parent, ino = the child; name, val = the binding
+ *   SYMLINK  owner = ino; val = the target (name unused)
+ *   XATTR    owner = ino; name, val = the attribute's name and value
+ * 0, or -ENOENT (no message) when the row is no longer the old one. */
+enum meta_reseal_kind { META_RESEAL_DIRENT, META_RESEAL_SYMLINK, META_RESEAL_XATTR };
+struct meta_reseal {
+    enum meta_reseal_kind kind;
+    uint64_t owner, ino;
+    const uint8_t *old_name, *old_val, *new_name, *new_val;
+    size_t old_name_len, old_val_len, new_name_len, new_val_len;
+};
+int meta_reseal(struct meta *m, const struct meta_reseal *r);
 /* Entries with cookie > after, in cookie order; cb returns nonzero to stop. */
 int meta_dirent_list(struct meta *m, uint64_t parent, uint64_t after,
                      int (*cb)(void *arg, const struct meta_dirent *d), void *arg);

@@ -69,6 +69,7 @@ struct meta_ops {
     int (*dirent_set_bind)(struct meta *m, uint64_t parent, const uint8_t *name, size_t len,
                            const uint8_t *bind, size_t bind_len);
     int (*dirent_remove)(struct meta *m, uint64_t parent, const uint8_t *name, size_t len);
+    int (*reseal)(struct meta *m, const struct meta_reseal *r);
     int (*dirent_list)(struct meta *m, uint64_t parent, uint64_t after,
                        meta_dirent_cb cb, void *arg);
     int (*dirent_count)(struct meta *m, uint64_t parent, uint64_t *count);

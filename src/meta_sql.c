@@ -103,7 +103,8 @@ enum st {
     ST_INODE_CREATE, ST_INODE_GET, ST_INODE_EXISTS, ST_INODE_UPDATE, ST_INODE_DELETE,
     ST_INODE_LINKED, ST_ORPHANS,
     ST_SYMLINK_SET, ST_SYMLINK_GET, ST_SYMLINK_DELETE, ST_XATTRS_DELETE_ALL,
-    ST_DIRENT_LOOKUP, ST_DIRENT_ADD, ST_DIRENT_SET_BIND, ST_DIRENT_REMOVE, ST_DIRENT_LIST, ST_DIRENT_COUNT,
+    ST_DIRENT_LOOKUP, ST_DIRENT_ADD, ST_DIRENT_SET_BIND, ST_DIRENT_REMOVE,
+    ST_DIRENT_RESEAL, ST_SYMLINK_RESEAL, ST_XATTR_RESEAL, ST_DIRENT_LIST, ST_DIRENT_COUNT,
     ST_CHUNK_GET, ST_CHUNK_UPSERT, ST_CHUNK_LIST_INO, ST_CHUNK_LIST_ALL,
     ST_GC_QUEUE_ONE, ST_GC_QUEUE_FROM, ST_CHUNKS_DELETE_FROM, ST_MAXVER_GET, ST_MAXVER_SET,
     ST_MAXVER_DELETE,
@@ -177,6 +178,13 @@ static const char *const stmt_sql[ST_COUNT] = {
                       " VALUES (?1, ?2, ?3, ?4, ?5)"
                       " ON CONFLICT DO NOTHING",
     [ST_DIRENT_REMOVE] = "DELETE FROM dirents WHERE parent = ?1 AND name = ?2",
+    /* compare-and-swap (meta_reseal): the cookie stays, so a readdir
+     * going on elsewhere neither loses nor repeats the entry */
+    [ST_DIRENT_RESEAL] = "UPDATE dirents SET name = ?4, bind = ?5"
+                         " WHERE parent = ?1 AND name = ?2 AND bind = ?3 AND ino = ?6",
+    [ST_SYMLINK_RESEAL] = "UPDATE symlinks SET target = ?3 WHERE ino = ?1 AND target = ?2",
+    [ST_XATTR_RESEAL] = "UPDATE xattrs SET name = ?4, value = ?5"
+                        " WHERE ino = ?1 AND name = ?2 AND value = ?3",
     /* in pages, so a reader that stops early (a full readdir buffer) does
      * not pull a whole large directory over the network */
     [ST_DIRENT_LIST] = "SELECT cookie, ino, mode, name, bind FROM dirents"
@@ -1294,6 +1302,31 @@ static int sql_dirent_remove(struct meta *m, uint64_t parent, const uint8_t *nam
     return rc;
 }
 
+static int sql_reseal(struct meta *m, const struct meta_reseal *r)
+{
+    static const enum st ids[] = { ST_DIRENT_RESEAL, ST_SYMLINK_RESEAL, ST_XATTR_RESEAL };
+    struct q q;
+    long changes = 0;
+    int rc = q_open(H(m), ids[r->kind], &q);
+
+    if (rc)
+        return rc;
+    q_u64(&q, 1, r->owner);
+    if (r->kind == META_RESEAL_SYMLINK) {
+        q_blob(&q, 2, r->old_val, r->old_val_len);
+        q_blob(&q, 3, r->new_val, r->new_val_len);
+    } else {
+        q_blob(&q, 2, r->old_name, r->old_name_len);
+        q_blob(&q, 3, r->old_val, r->old_val_len);
+        q_blob(&q, 4, r->new_name, r->new_name_len);
+        q_blob(&q, 5, r->new_val, r->new_val_len);
+    }
+    if (r->kind == META_RESEAL_DIRENT)
+        q_u64(&q, 6, r->ino);
+    rc = q_run(&q, "re-sealing a row", &changes);
+    return rc == 0 && changes == 0 ? -ENOENT : rc;
+}
+
 static int read_dirent(struct q *q, struct meta_dirent *d)
 {
     d->cookie = (uint64_t)col_i64(q, 0);
@@ -1880,6 +1913,7 @@ static const struct meta_ops sql_ops = {
     .dirent_add = sql_dirent_add,
     .dirent_set_bind = sql_dirent_set_bind,
     .dirent_remove = sql_dirent_remove,
+    .reseal = sql_reseal,
     .dirent_list = sql_dirent_list,
     .dirent_count = sql_dirent_count,
     .chunk_get = sql_chunk_get,

@@ -26,18 +26,30 @@ struct inos {
     size_t n, cap;
 };
 
+/* Room for one more of n elements of size in the array whose pointer is
+ * at pv (capacity *cap); the pointer is moved with memcpy, whatever its
+ * type. */
+static int room_for_one(void *pv, size_t *cap, size_t n, size_t size)
+{
+    void *p;
+    if (n < *cap)
+        return 0;
+    size_t c = *cap ? *cap * 2 : 64;
+    memcpy(&p, pv, sizeof p);
+    p = realloc(p, c * size);
+    if (!p)
+        return pfs_err(-ENOMEM, "out of memory listing the folder");
+    memcpy(pv, &p, sizeof p);
+    *cap = c;
+    return 0;
+}
+
 static int inos_push(struct inos *l, uint64_t ino)
 {
-    if (l->n == l->cap) {
-        size_t cap = l->cap ? l->cap * 2 : 256;
-        uint64_t *p = realloc(l->v, cap * sizeof *p);
-        if (!p)
-            return pfs_err(-ENOMEM, "out of memory listing the folder");
-        l->v = p;
-        l->cap = cap;
-    }
-    l->v[l->n++] = ino;
-    return 0;
+    int rc = room_for_one(&l->v, &l->cap, l->n, sizeof *l->v);
+    if (rc == 0)
+        l->v[l->n++] = ino;
+    return rc;
 }
 
 static int inos_has(const struct inos *l, uint64_t ino)
@@ -48,12 +60,51 @@ static int inos_has(const struct inos *l, uint64_t ino)
     return 0;
 }
 
+/* A directory entry verified under an older key version than the current. */
+struct ent {
+    uint64_t parent, ino;
+    uint32_t mode, version;
+    uint8_t name[NAME_MAX_ENC];
+    size_t name_len;
+    uint8_t bind[DIRENT_BIND_LEN];
+};
+
+struct ents {
+    struct ent *v;
+    size_t n, cap;
+};
+
+static int ents_push(struct ents *l, const struct ent *e)
+{
+    int rc = room_for_one(&l->v, &l->cap, l->n, sizeof *l->v);
+    if (rc == 0)
+        l->v[l->n++] = *e;
+    return rc;
+}
+
+/* What the walk finds: directories, regular files, other inodes (symlinks
+ * and the rest, for their targets and xattrs), names to re-seal. */
+struct tree {
+    struct inos dirs, files, others;
+    struct ents old_names;
+};
+
+static void tree_free(struct tree *t)
+{
+    free(t->dirs.v);
+    free(t->files.v);
+    free(t->others.v);
+    free(t->old_names.v);
+    memset(t, 0, sizeof *t);
+}
+
 struct walk {
     struct vault *v;
     const struct vault_folder *vf;
     uint64_t dir;
-    struct inos *dirs, *files;
+    struct tree *t;
     struct rekey_stats *st;
+    int root;                 /* listing the vault root: only the folder's entry */
     int rc;
 };
 
@@ -70,42 +121,64 @@ static int walk_cb(void *arg, const struct meta_dirent *d)
 {
     struct walk *w = arg;
     const struct vault_folder *vf = w->vf;
+    struct tree *t = w->t;
+    uint32_t ver = 0;
     int ok = 0;
 
-    for (uint32_t i = vf->nkeys; i-- > 0 && !ok;) {
+    if (w->root && d->ino != vf->root_ino)
+        return 0;             /* another folder's name: not ours to judge */
+    for (uint32_t i = vf->nkeys; i-- > 0 && !ok && d->name_len <= NAME_MAX_ENC;) {
         char plain[NAME_MAX_ENC + 1];
         size_t plen;
         if (vf->keys[i] &&
             name_decrypt(vf->keys[i], w->dir, d->name, d->name_len, plain, &plen) == 0)
             ok = dirent_bind_check(vf->keys[i], w->dir, d->name, d->name_len, d->ino, d->mode,
                                    d->bind, d->bind_len) == 0 ? 1 : -1;
+        secmem_wipe(plain, sizeof plain);
+        ver = i;
     }
     if (ok <= 0) {
+        w->st->meta_left++;
         left_alone(w->st, 1, "an entry of directory inode", w->dir,
                    ok < 0 ? "its binding does not verify (tampering?)"
                           : "its name does not decrypt with this account's keys");
         return 0;
     }
-    if (S_ISDIR(d->mode) && !inos_has(w->dirs, d->ino))
-        w->rc = inos_push(w->dirs, d->ino);
-    else if (S_ISREG(d->mode) && !inos_has(w->files, d->ino))   /* hard links once */
-        w->rc = inos_push(w->files, d->ino);
+    w->st->names++;
+    if (ver != vf->cur_version) {
+        struct ent e = { .parent = w->dir, .ino = d->ino, .mode = d->mode, .version = ver,
+                         .name_len = d->name_len };
+        memcpy(e.name, d->name, d->name_len);
+        memcpy(e.bind, d->bind, DIRENT_BIND_LEN);    /* verified: that long */
+        w->rc = ents_push(&t->old_names, &e);
+    }
+    if (w->rc == 0 && w->root)
+        return 0;             /* the top directory is listed already */
+    if (w->rc == 0 && S_ISDIR(d->mode) && !inos_has(&t->dirs, d->ino))
+        w->rc = inos_push(&t->dirs, d->ino);
+    else if (w->rc == 0 && S_ISREG(d->mode) && !inos_has(&t->files, d->ino))  /* links once */
+        w->rc = inos_push(&t->files, d->ino);
+    else if (w->rc == 0 && !S_ISDIR(d->mode) && !S_ISREG(d->mode) && !inos_has(&t->others, d->ino))
+        w->rc = inos_push(&t->others, d->ino);
     return w->rc;
 }
 
-static int folder_files(struct vault *v, const struct vault_folder *vf, struct inos *files,
-                        struct rekey_stats *st)
+static int folder_tree(struct vault *v, const struct vault_folder *vf, struct tree *t,
+                       struct rekey_stats *st)
 {
-    struct inos dirs = { 0 };
-    int rc = inos_push(&dirs, vf->root_ino);
+    struct walk top = { v, vf, META_ROOT_INO, t, st, 1, 0 };
+    int rc = inos_push(&t->dirs, vf->root_ino);
 
-    for (size_t i = 0; rc == 0 && i < dirs.n; i++) {
-        struct walk w = { v, vf, dirs.v[i], &dirs, files, st, 0 };
-        rc = meta_dirent_list(v->meta, dirs.v[i], 0, walk_cb, &w);
+    if (rc == 0)
+        rc = meta_dirent_list(v->meta, META_ROOT_INO, 0, walk_cb, &top);
+    if (rc == 0)
+        rc = top.rc;
+    for (size_t i = 0; rc == 0 && i < t->dirs.n; i++) {
+        struct walk w = { v, vf, t->dirs.v[i], t, st, 0, 0 };
+        rc = meta_dirent_list(v->meta, t->dirs.v[i], 0, walk_cb, &w);
         if (rc == 0)
             rc = w.rc;
     }
-    free(dirs.v);
     return rc;
 }
 
@@ -336,11 +409,288 @@ out:
     return rc;
 }
 
+/* ---- names, symlink targets, xattrs ---- */
+
+static void meta_left_alone(struct rekey_stats *st, int tampered, const char *what, uint64_t ino,
+                            const char *why)
+{
+    st->meta_left++;
+    left_alone(st, tampered, what, ino, why);
+}
+
+/* One row changed by compare-and-swap in its own transaction: 0 (also when
+ * a mount changed the row since it was verified: reported and left). */
+static int reseal_row(struct vault *v, const struct meta_reseal *r, struct rekey_stats *st,
+                      const char *what, uint64_t ino)
+{
+    int rc = meta_begin(v->meta);
+
+    if (rc == 0)
+        rc = meta_reseal(v->meta, r);
+    if (rc == 0)
+        rc = meta_commit(v->meta);
+    else
+        meta_rollback(v->meta);
+    if (rc == -ENOENT) {
+        meta_left_alone(st, 0, what, ino, "it changed while being re-sealed (a mount renamed, "
+                        "removed or set it): run pactfs-admin rekey again");
+        return 0;
+    }
+    if (rc == 0)
+        st->resealed++;
+    return rc;
+}
+
+static int reseal_name(struct vault *v, const struct vault_folder *vf, const struct ent *e,
+                       struct rekey_stats *st)
+{
+    const struct folder_keys *cur = vault_folder_keys(v, vf->id, vf->cur_version);
+    const struct folder_keys *k = vault_folder_keys(v, vf->id, e->version);
+    char plain[NAME_MAX_ENC + 1];
+    uint8_t enc[NAME_MAX_ENC], bind[DIRENT_BIND_LEN];
+    size_t plen, enclen = sizeof enc;
+    struct meta_dirent_rec rec;
+    int rc = k && name_decrypt(k, e->parent, e->name, e->name_len, plain, &plen) == 0 ? 0 : -EIO;
+
+    if (rc == 0)
+        rc = name_encrypt(cur, e->parent, plain, plen, enc, &enclen);
+    secmem_wipe(plain, sizeof plain);
+    if (rc == 0)
+        rc = dirent_bind(cur, e->parent, enc, enclen, e->ino, e->mode, bind);
+    if (rc < 0)
+        return pfs_err(rc, "re-sealing an entry of directory inode %" PRIu64 ": %s", e->parent,
+                       pfs_err_msg());
+    /* two entries of one name, one per key version (written by a mount
+     * that had not picked up the rotation): both stay, for a person */
+    rc = meta_dirent_find(v->meta, e->parent, enc, enclen, &rec);
+    if (rc == 0) {
+        meta_left_alone(st, 0, "an entry of directory inode", e->parent, "the same name is "
+                        "there under the current key version too (one of the two must go: "
+                        "rename one from a mount)");
+        return 0;
+    }
+    if (rc != -ENOENT)
+        return rc;
+    struct meta_reseal r = { .kind = META_RESEAL_DIRENT, .owner = e->parent, .ino = e->ino,
+                             .old_name = e->name, .old_name_len = e->name_len,
+                             .old_val = e->bind, .old_val_len = DIRENT_BIND_LEN,
+                             .new_name = enc, .new_name_len = enclen,
+                             .new_val = bind, .new_val_len = sizeof bind };
+    return reseal_row(v, &r, st, "an entry of directory inode", e->parent);
+}
+
+/* Open a small sealed value under any held key version (the current one
+ * first): the version, or -1 if none opens.  *pt malloc'd. */
+static int open_any(const struct vault_folder *vf, const uint8_t *ad, size_t adlen,
+                    const uint8_t *in, size_t inlen, uint8_t **pt, size_t *ptlen)
+{
+    for (uint32_t i = vf->nkeys; i-- > 0;)
+        if (vf->keys[i] && folder_meta_open(vf->keys[i], ad, adlen, in, inlen, pt, ptlen) == 0)
+            return (int)i;
+    return -1;
+}
+
+static void free_plain(uint8_t *pt, size_t n)
+{
+    if (pt)
+        secmem_wipe(pt, n);
+    free(pt);
+}
+
+static int reseal_symlink(struct vault *v, const struct vault_folder *vf, uint64_t ino,
+                          struct rekey_stats *st)
+{
+    const struct folder_keys *cur = vault_folder_keys(v, vf->id, vf->cur_version);
+    uint8_t ad[FOLDER_META_AD_MAX], *sealed = NULL, *pt = NULL, *fresh = NULL;
+    size_t adlen, slen, ptlen = 0, flen;
+    int ver, rc = meta_symlink_get(v->meta, ino, &sealed, &slen);
+
+    if (rc == -ENOENT) {
+        meta_left_alone(st, 1, "symlink inode", ino, "it has no target row (tampering?)");
+        return 0;
+    }
+    if (rc == 0)
+        rc = folder_meta_ad("symlink", ino, NULL, ad, &adlen);
+    if (rc < 0)
+        goto out;
+    st->values++;
+    ver = open_any(vf, ad, adlen, sealed, slen, &pt, &ptlen);
+    if (ver < 0) {
+        meta_left_alone(st, 1, "symlink inode", ino, "its target opens under no key version "
+                        "this account holds (tampering?)");
+    } else if ((uint32_t)ver != vf->cur_version) {
+        st->meta_todo++;
+        rc = folder_meta_seal(cur, ad, adlen, pt, ptlen, &fresh, &flen);
+        if (rc == 0) {
+            struct meta_reseal r = { .kind = META_RESEAL_SYMLINK, .owner = ino,
+                                     .old_val = sealed, .old_val_len = slen,
+                                     .new_val = fresh, .new_val_len = flen };
+            rc = reseal_row(v, &r, st, "symlink inode", ino);
+        }
+        st->meta_done++;
+    }
+out:
+    free_plain(pt, ptlen);
+    free(sealed);
+    free(fresh);
+    return rc;
+}
+
+struct xname {
+    uint8_t b[NAME_MAX_ENC];
+    size_t len;
+};
+
+struct xnames {
+    struct xname *v;
+    size_t n, cap;
+    int rc;
+};
+
+static int xname_cb(void *arg, const uint8_t *name, size_t nlen)
+{
+    struct xnames *x = arg;
+    if ((x->rc = room_for_one(&x->v, &x->cap, x->n, sizeof *x->v)) < 0)
+        return x->rc;
+    /* one too long to be ours is kept empty: reported as not decrypting */
+    x->v[x->n].len = nlen <= NAME_MAX_ENC ? nlen : NAME_MAX_ENC + 1;
+    memcpy(x->v[x->n].b, name, nlen <= NAME_MAX_ENC ? nlen : 0);
+    x->n++;
+    return 0;
+}
+
+/* One xattr (its encrypted name enc) of ino. */
+static int reseal_xattr(struct vault *v, const struct vault_folder *vf, uint64_t ino,
+                        const uint8_t *enc, size_t enclen, struct rekey_stats *st)
+{
+    const struct folder_keys *cur = vault_folder_keys(v, vf->id, vf->cur_version);
+    char plain[NAME_MAX_ENC + 1];
+    uint8_t ad[FOLDER_META_AD_MAX], *sealed = NULL, *pt = NULL, *fresh = NULL, *was = NULL;
+    uint8_t newname[NAME_MAX_ENC];
+    size_t plen = 0, adlen = 0, slen = 0, ptlen = 0, flen = 0, wlen = 0, nlen = sizeof newname;
+    int nver = -1, ver = -1, rc = 0;
+
+    st->values++;
+    for (uint32_t i = vf->nkeys; i-- > 0 && nver < 0 && enclen <= NAME_MAX_ENC;)
+        if (vf->keys[i] && name_decrypt(vf->keys[i], ino, enc, enclen, plain, &plen) == 0)
+            nver = (int)i;
+    if (nver >= 0)
+        rc = meta_xattr_get(v->meta, ino, enc, enclen, &sealed, &slen);
+    if (rc == -ENOENT || rc == -ENODATA)
+        goto out;                     /* removed meanwhile */
+    /* a user xattr's value is bound to its name, the trash's record is not
+     * (fs_trash.c): whichever opens */
+    static const char *const labels[] = { "xattr", "trashinfo" };
+    for (size_t l = 0; rc == 0 && nver >= 0 && ver < 0 && l < 2; l++) {
+        rc = folder_meta_ad(labels[l], ino, l == 0 ? plain : NULL, ad, &adlen);
+        if (rc == 0)
+            ver = open_any(vf, ad, adlen, sealed, slen, &pt, &ptlen);
+    }
+    if (rc < 0)
+        goto out;
+    if (ver < 0) {
+        meta_left_alone(st, 1, "an xattr of inode", ino, nver < 0 ?
+                        "its name decrypts under no key version this account holds "
+                        "(tampering?)" : "its value opens under no key version this account "
+                        "holds (tampering?)");
+        goto out;
+    }
+    if ((uint32_t)nver == vf->cur_version && (uint32_t)ver == vf->cur_version)
+        goto out;                     /* done */
+    st->meta_todo++;
+    rc = name_encrypt(cur, ino, plain, plen, newname, &nlen);
+    if (rc == 0)
+        rc = folder_meta_seal(cur, ad, adlen, pt, ptlen, &fresh, &flen);
+    if (rc < 0)
+        goto out;
+    if ((uint32_t)nver != vf->cur_version &&
+        meta_xattr_get(v->meta, ino, newname, nlen, &was, &wlen) == 0) {
+        /* set again by a mount under the current version: that one is newer */
+        rc = meta_begin(v->meta);
+        if (rc == 0)
+            rc = meta_xattr_remove(v->meta, ino, enc, enclen);
+        if (rc == 0)
+            rc = meta_commit(v->meta);
+        else
+            meta_rollback(v->meta);
+        st->resealed += rc == 0;
+        rc = rc == -ENOENT || rc == -ENODATA ? 0 : rc;
+    } else {
+        struct meta_reseal r = { .kind = META_RESEAL_XATTR, .owner = ino,
+                                 .old_name = enc, .old_name_len = enclen,
+                                 .old_val = sealed, .old_val_len = slen,
+                                 .new_name = newname, .new_name_len = nlen,
+                                 .new_val = fresh, .new_val_len = flen };
+        rc = reseal_row(v, &r, st, "an xattr of inode", ino);
+    }
+    st->meta_done++;
+out:
+    secmem_wipe(plain, sizeof plain);
+    free_plain(pt, ptlen);
+    free(sealed);
+    free(fresh);
+    free(was);
+    return rc;
+}
+
+static int reseal_xattrs(struct vault *v, const struct vault_folder *vf, uint64_t ino,
+                         struct rekey_stats *st)
+{
+    struct xnames x = { 0 };
+    int rc = meta_xattr_list(v->meta, ino, xname_cb, &x);
+
+    if (rc == 0)
+        rc = x.rc;
+    for (size_t i = 0; rc == 0 && i < x.n; i++)
+        rc = reseal_xattr(v, vf, ino, x.v[i].b, x.v[i].len, st);
+    free(x.v);
+    return rc;
+}
+
+/* Every name, symlink target and xattr the walk reached, under the current
+ * key version. */
+static int reseal_meta(struct vault *v, const struct vault_folder *vf, struct tree *t,
+                       rekey_progress_fn progress, void *arg, struct rekey_stats *st)
+{
+    const struct inos *all[] = { &t->dirs, &t->files, &t->others };
+    int rc = 0;
+
+    st->meta_todo = t->old_names.n;
+    for (size_t i = 0; rc == 0 && i < t->old_names.n; i++) {
+        rc = reseal_name(v, vf, &t->old_names.v[i], st);
+        st->meta_done++;
+        if (progress)
+            progress(arg, st);
+    }
+    for (size_t i = 0; rc == 0 && i < t->others.n; i++) {
+        struct meta_inode mi;
+        rc = meta_inode_get(v->meta, t->others.v[i], &mi);
+        if (rc == -ENOENT) {
+            rc = 0;                   /* removed meanwhile */
+            continue;
+        }
+        if (rc == 0 && mi.folder_id != vf->id)
+            meta_left_alone(st, 1, "inode", mi.ino, "its row names another folder");
+        else if (rc == 0 && S_ISLNK(mi.mode))
+            rc = reseal_symlink(v, vf, mi.ino, st);
+        if (progress)
+            progress(arg, st);
+    }
+    for (size_t a = 0; a < sizeof all / sizeof all[0]; a++)
+        for (size_t i = 0; rc == 0 && i < all[a]->n; i++) {
+            rc = reseal_xattrs(v, vf, all[a]->v[i], st);
+            if (progress)
+                progress(arg, st);
+        }
+    return rc;
+}
+
 int rekey_folder(struct vault *v, const char *folder, rekey_progress_fn progress, void *arg,
                  struct rekey_stats *st)
 {
     struct audit_ctx who = { getuid(), getpid() };
     struct vault_folder *vf = NULL;
+    struct tree tr = { 0 };
     struct inos files = { 0 };
     char what[600];
     int rc;
@@ -352,7 +702,8 @@ int rekey_folder(struct vault *v, const char *folder, rekey_progress_fn progress
                      "%u (its signed state names it): ask the manager who rotated it",
                      vf->cur_version);
     if (rc == 0)
-        rc = folder_files(v, vf, &files, st);
+        rc = folder_tree(v, vf, &tr, st);
+    files = tr.files;
     st->files = files.n;
     if (rc == 0 && progress)
         progress(arg, st);
@@ -385,19 +736,24 @@ int rekey_folder(struct vault *v, const char *folder, rekey_progress_fn progress
         if (progress)
             progress(arg, st);
     }
-    free(files.v);
     free(busy.v);
+    if (rc == 0)
+        rc = reseal_meta(v, vf, &tr, progress, arg, st);
+    tree_free(&tr);
     if (rc == 0 && st->tampered)
-        rc = pfs_err(-EBADMSG, "%" PRIu64 " of %" PRIu64 " files could not be re-keyed (listed "
-                     "above; %" PRIu64 " failed an integrity check): they stay under a key "
-                     "the revoked account may hold", st->left, st->files, st->tampered);
+        rc = pfs_err(-EBADMSG, "%" PRIu64 " files and %" PRIu64 " names, symlink targets or "
+                     "xattrs could not be re-keyed (listed above; %" PRIu64 " failed an "
+                     "integrity check): they stay under a key the revoked account may hold",
+                     st->left - st->meta_left, st->meta_left, st->tampered);
     else if (rc == 0 && st->left)
-        rc = pfs_err(-EAGAIN, "%" PRIu64 " of %" PRIu64 " files could not be re-keyed (listed "
-                     "above): they stay under a key the revoked account may hold; run "
-                     "pactfs-admin rekey again", st->left, st->files);
+        rc = pfs_err(-EAGAIN, "%" PRIu64 " files and %" PRIu64 " names, symlink targets or "
+                     "xattrs could not be re-keyed (listed above): they stay under a key the "
+                     "revoked account may hold; run pactfs-admin rekey again",
+                     st->left - st->meta_left, st->meta_left);
     snprintf(what, sizeof what, "/%s key version %u: %" PRIu64 " files re-keyed, %" PRIu64
-             " already, %" PRIu64 " left", folder, vf ? vf->cur_version : 0, st->rekeyed,
-             st->already, st->left);
+             " already, %" PRIu64 " left; %" PRIu64 " names, symlink targets and xattrs "
+             "re-sealed", folder, vf ? vf->cur_version : 0, st->rekeyed, st->already,
+             st->left - st->meta_left, st->resealed);
     if (v->audit) {
         int arc = audit_event(v->audit, &who, "rekey", what, rc, 0);
         if (rc == 0)

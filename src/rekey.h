@@ -27,13 +27,33 @@
  *                   (the replaced ones go to the deletion queue), the new
  *                   wrapped DEK and the next commitment generation.
  *
- * A run can be stopped at any point and run again: each file is one
- * transaction, and the done check above decides what is left.  A mount
- * that has a re-keyed file open adopts its new DEK at its next save or
- * read (fs_data.c, file_adopt_dek), so its writes are not lost.  Names,
- * symlink targets
- * and extended attributes stay under the key version they were written
- * with (docs/accounts.md, "Re-keying").
+ * Then every name, symlink target and extended attribute of the folder
+ * not yet under the current key version is sealed again under it:
+ *
+ *   names     each directory entry reached by the walk (and the folder's
+ *             own entry in the root), once its name decrypted and its
+ *             binding verified under the version that sealed it, gets its
+ *             name encrypted and its binding (to the same parent, child
+ *             and type) computed under the current version;
+ *   values    each symlink target and xattr (name and value) of an inode
+ *             reached is opened under the version that sealed it (its
+ *             associated data binds it to the inode and, for an xattr, its
+ *             name) and sealed again under the current version;
+ *
+ * each one row changed by a compare-and-swap in its own transaction
+ * (meta_reseal: changed only if still exactly the row verified, so a
+ * mount's rename, unlink or setxattr meanwhile wins and the row is left
+ * for the next run).  A row that decrypts under no held version, or whose
+ * binding does not verify, is reported and left (tampered).  Done is again
+ * cryptographic: a row that opens under the current version.  Mounts find
+ * the re-sealed rows under the current version; one that has not picked up
+ * the rotation yet does so at the first name or value it cannot open
+ * (fs_keys_catch_up_locked).  Docs: docs/accounts.md, "Re-keying".
+ *
+ * A run can be stopped at any point and run again: each file and each row
+ * is one transaction, and the done checks above decide what is left.  A
+ * mount that has a re-keyed file open adopts its new DEK at its next save
+ * or read (fs_data.c, file_adopt_dek), so its writes are not lost.
  */
 #ifndef PACTFS_REKEY_H
 #define PACTFS_REKEY_H
@@ -58,6 +78,14 @@ struct rekey_stats {
     uint64_t chunks;       /* chunks re-sealed */
     uint64_t bytes;        /* plaintext bytes re-sealed */
     uint64_t retries;      /* files done again after a concurrent commit */
+    /* names, symlink targets and xattrs (after the files) */
+    uint64_t names;        /* directory entries found (the folder's own
+                              name in the root included) */
+    uint64_t values;       /* symlink targets and xattrs found */
+    uint64_t resealed;     /* names and values sealed again in this run */
+    uint64_t meta_left;    /* of left: names and values */
+    uint64_t meta_todo;    /* names and values found under an older version */
+    uint64_t meta_done;    /* of those, dealt with so far (progress) */
 };
 
 /* Called after each file (and once with the total before the first). */

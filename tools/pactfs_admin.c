@@ -1555,9 +1555,21 @@ static void rekey_progress(void *arg, const struct rekey_stats *st)
     char bar[31];
     unsigned fill;
 
-    if (now - b->last < (b->tty ? 100 : 5000) && done != st->files)
+    if (now - b->last < (b->tty ? 100 : 5000) && (done != st->files || st->meta_todo))
         return;
     b->last = now;
+    if (done == st->files && st->meta_todo) {
+        /* after the files: names, symlink targets and xattrs */
+        if (b->tty) {
+            fprintf(stderr, "\rrekey /%s names, symlink targets, xattrs: %" PRIu64 "/%" PRIu64
+                    " re-sealed\033[K", b->folder, st->meta_done, st->meta_todo);
+            b->drawn = 1;
+        } else {
+            fprintf(stderr, PROG ": rekey /%s: %" PRIu64 "/%" PRIu64 " names, symlink targets "
+                    "and xattrs\n", b->folder, st->meta_done, st->meta_todo);
+        }
+        return;
+    }
     if (!b->tty) {
         if (done != st->files)
             fprintf(stderr, PROG ": rekey /%s: %" PRIu64 "/%" PRIu64 " files\n", b->folder, done,
@@ -1586,7 +1598,13 @@ static int run_rekey(struct vault *v, const char *folder)
         printf("Folder \"%s\": %" PRIu64 " files re-keyed under fresh data keys (%" PRIu64
                " chunks, %.1f MiB), %" PRIu64 " already under the current key, %" PRIu64
                " left.\n", folder, st.rekeyed, st.chunks, (double)st.bytes / (1024.0 * 1024.0),
-               st.already, st.left);
+               st.already, st.left - st.meta_left);
+    if (rc == 0 || rc == -EBADMSG)
+        printf("Names, symlink targets and xattrs: %" PRIu64 " re-sealed under the current "
+               "key, %" PRIu64 " already (%" PRIu64 " names, %" PRIu64 " targets and xattrs "
+               "in all), %" PRIu64 " left.\n", st.resealed,
+               st.names + st.values - st.resealed - st.meta_left, st.names, st.values,
+               st.meta_left);
     return rc;
 }
 
@@ -1607,9 +1625,11 @@ static int cmd_revoke(int argc, char **argv)
     if (code != EXIT_OK)
         return code;
     snprintf(done, sizeof done, "\"%s\" no longer holds folder \"%s\"; its key was rotated "
-             "(members' mounts use the new key from their next mount; %s).", target, folder,
-             a.rekey ? "existing files were re-keyed" : "existing data stays under the old "
-             "key until pactfs-admin rekey");
+             "(members' running mounts pick it up within accounts.revocation_check_seconds; "
+             "%s).", target, folder,
+             a.rekey ? "existing files, names, symlink targets and xattrs were re-keyed"
+             : "existing data, names, symlink targets and xattrs stay under the old key until "
+             "pactfs-admin rekey");
     rc = grants_revoke(v, folder, target);
     if (rc == 0 && a.rekey) {
         /* the new key version this process just wrapped for itself */
@@ -2165,8 +2185,9 @@ static const struct command commands[] = {
       "FOLDER ACCOUNT [--rekey] [--account NAME] [--passfile FILE] VAULT_DIR|--config FILE",
 "Remove ACCOUNT's envelope for FOLDER and rotate the folder key (run as a\n"
 "dataadmin who can manage FOLDER): data written afterwards is under a key\n"
-"the revoked account never held.  Existing files keep their data keys until\n"
-"re-keyed: --rekey does it at once (as pactfs-admin rekey FOLDER).\n" },
+"the revoked account never held.  Existing files keep their data keys, and\n"
+"names, symlink targets and xattrs their key version, until re-keyed: --rekey\n"
+"does it at once (as pactfs-admin rekey FOLDER).\n" },
     { "rekey", cmd_rekey, "FOLDER", OPT_ACTING,
       "re-encrypt a folder's files under fresh data keys (after a revoke)",
       "FOLDER [--account NAME] [--passfile FILE] VAULT_DIR|--config FILE",
@@ -2179,8 +2200,10 @@ static const struct command commands[] = {
 "version.  Safe while the folder is mounted: a file a mount commits meanwhile\n"
 "is done again, and the mount adopts the new key.  A progress bar on a\n"
 "terminal.  Files whose commitment or entry binding does not verify are\n"
-"listed and left alone (exit 14).  Names, symlink targets and extended\n"
-"attributes stay under their key version.\n" },
+"listed and left alone (exit 14).  Then every name, symlink target and\n"
+"extended attribute of FOLDER not under the current key version is sealed\n"
+"again under it (rows that do not verify: listed, left, exit 14; a row a\n"
+"mount changed meanwhile: left for the next run, exit 1).\n" },
     { "endpoint-mark", cmd_endpoint_mark, "", OPT_ACTING | OPT_ENDPOINT,
       "write the endpoints' signed identity markers (sysadmin)",
       "[--endpoint N] [--force] --account ADMIN [--passfile FILE] VAULT_DIR|--config FILE",

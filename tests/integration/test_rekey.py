@@ -28,7 +28,7 @@ def keyprobe(*args):
     p = H.run([os.path.join(H.build_dir(), "tests", "tools", "keyprobe")] + [str(a) for a in args])
     assert p.returncode == 0, "keyprobe %s -> %d\n%s%s" % (args[0], p.returncode, p.stdout,
                                                           p.stderr)
-    if args[0] == "try":
+    if args[0] in ("try", "try-meta"):
         return dict(kv.split("=") for kv in p.stdout.split())
 
 
@@ -311,3 +311,154 @@ def test_rekey_on_postgresql_while_two_workstations_have_the_file(pg, office, tm
         assert not [e for e in audit_events(w) if e["op"] == "tamper"]
     after = probe(a, saved)
     assert after["opened"] == 0 and after["unwrapped"] == 0, after
+
+
+# ---- names, symlink targets and xattrs (sealed under the folder key) ----
+
+def meta_rows(v, fid, hints=()):
+    """What the database operator reads of the folder with sqlite3: every
+    directory entry pointing into it (the folder's own name in the root
+    included), every symlink target and xattr of its inodes, as keyprobe
+    try-meta lines."""
+    lines = ["hint " + h.encode().hex() for h in hints]
+    with db(v) as c:
+        for parent, name in c.execute(
+                "SELECT d.parent, d.name FROM dirents d JOIN inodes i ON i.ino = d.ino "
+                "WHERE i.folder_id = ?", (fid,)):
+            lines.append("name %d %s" % (parent, bytes(name).hex()))
+        for ino, target in c.execute(
+                "SELECT s.ino, s.target FROM symlinks s JOIN inodes i ON i.ino = s.ino "
+                "WHERE i.folder_id = ?", (fid,)):
+            lines.append("symlink %d %s" % (ino, bytes(target).hex()))
+        for ino, name, value in c.execute(
+                "SELECT x.ino, x.name, x.value FROM xattrs x JOIN inodes i ON i.ino = x.ino "
+                "WHERE i.folder_id = ?", (fid,)):
+            lines.append("xattr %d %s %s" % (ino, bytes(name).hex(), bytes(value).hex()))
+    return lines
+
+
+def probe_meta(v, fid, saved, tmp_path, hints=()):
+    rows = tmp_path / "rows.txt"
+    rows.write_text("\n".join(meta_rows(v, fid, hints)) + "\n")
+    return {k: int(x) for k, x in keyprobe("try-meta", saved, rows).items()}
+
+
+def folder_of(v, path):
+    with db(v) as c:
+        return c.execute("SELECT folder_id FROM inodes WHERE ino = ?",
+                         (os.stat(path).st_ino,)).fetchone()[0]
+
+
+XATTRS = {"user.client": b"ACME Corp, merger code BLUEBIRD", "user.note": b"price 41.5M"}
+XATTR_ON = ("merger-bluebird/drafts/offer-acme.pdf", "merger-bluebird", "")   # "": the top
+
+
+def names_targets_xattrs(v):
+    """Secret names, a symlink, a fifo, xattrs on a file and two directories."""
+    os.makedirs(v.path("merger-bluebird/drafts"))
+    H.write_file(v.path("merger-bluebird/drafts/offer-acme.pdf"), b"offer", fsync=True)
+    os.symlink("merger-bluebird/drafts/offer-acme.pdf", v.path("latest-offer"))
+    os.mkfifo(v.path("merger-bluebird/pipe"))
+    for p in XATTR_ON:
+        for k, val in XATTRS.items():
+            os.setxattr(v.path(p), k, val)
+    os.sync()
+
+
+def see_names_targets_xattrs(folder):
+    """What a member's mount shows: every name, the target, the xattrs."""
+    assert sorted(os.listdir(os.path.join(folder, "merger-bluebird"))) == ["drafts", "pipe"]
+    assert os.listdir(os.path.join(folder, "merger-bluebird/drafts")) == ["offer-acme.pdf"]
+    assert os.readlink(os.path.join(folder, "latest-offer")) == \
+        "merger-bluebird/drafts/offer-acme.pdf"
+    assert H.read_file(os.path.join(folder, "latest-offer")) == b"offer"
+    for p in XATTR_ON:
+        full = os.path.join(folder, p)
+        assert sorted(os.listxattr(full)) == sorted(XATTRS), p
+        for k, val in XATTRS.items():
+            assert os.getxattr(full, k) == val, (p, k)
+
+
+def test_rekey_reseals_names_targets_and_xattrs(new_vault, tmp_path):
+    """bob saves his folder keys while a member.  After revoke --rekey, no
+    directory entry name, symlink target or xattr (name or value) in
+    meta.db opens with them, read with sqlite3 and tried with the project's
+    crypto; a mount started before the revoke and a new one see them all at
+    once."""
+    v = new_vault
+    mounts = add_users(v, ["bob", "carol"])
+    admin("grant", H.FOLDER, "bob", "read,write", v.dir, vault=v)
+    admin("grant", H.FOLDER, "carol", "read", v.dir, vault=v)
+    v.mount()
+    names_targets_xattrs(v)
+    fid = folder_of(v, v.folder)
+    v.unmount()
+    saved = str(tmp_path / "bob.saved")
+    keyprobe("save", v.conf, "bob", mounts["bob"].account_pass, saved)
+    before = probe_meta(v, fid, saved, tmp_path, XATTRS)
+    # control: the folder's name and 5 entries; 1 target; 3 inodes x 2 xattrs
+    assert before == {"names": 6, "names_opened": 6, "symlinks": 1, "symlinks_opened": 1,
+                      "xattrs": 6, "xattr_names_opened": 6, "xattr_values_opened": 6}, before
+
+    carol = mounts["carol"]
+    carol.mount()                    # mounted before the revoke: holds key version 1 only
+    try:
+        see_names_targets_xattrs(carol.folder)
+        p = admin("revoke", H.FOLDER, "bob", "--rekey", v.dir, vault=v)
+        assert "Names, symlink targets and xattrs: 13 re-sealed" in p.stdout, p.stdout
+        assert "in all), 0 left." in p.stdout, p.stdout
+        # right after the re-keying, before any periodic check
+        see_names_targets_xattrs(carol.folder)
+    finally:
+        carol.unmount()
+    after = probe_meta(v, fid, saved, tmp_path, XATTRS)
+    assert after == {"names": 6, "names_opened": 0, "symlinks": 1, "symlinks_opened": 0,
+                     "xattrs": 6, "xattr_names_opened": 0, "xattr_values_opened": 0}, \
+        "bob's saved folder key still opens rows in meta.db: %s" % after
+    v.mount()
+    try:
+        see_names_targets_xattrs(v.folder)
+        os.setxattr(v.path("merger-bluebird"), "user.note", b"changed")
+        assert os.getxattr(v.path("merger-bluebird"), "user.note") == b"changed"
+    finally:
+        v.unmount()
+    rekeys = [e for e in audit_events(v) if e["op"] == "rekey"]
+    assert "13 names, symlink targets and xattrs re-sealed" in rekeys[-1]["path"], rekeys[-1]
+    p = admin("rekey", H.FOLDER, v.dir, vault=v)
+    assert "0 re-sealed" in p.stdout and "0 left" in p.stdout, p.stdout
+
+
+def test_rekey_trusts_no_name_or_xattr_row(new_vault, tmp_path):
+    """The database operator moves a sealed xattr value to another file and
+    points an entry at another child: rekey re-seals neither (that would
+    bless them), reports both, exits 14, and re-seals everything else."""
+    v = new_vault
+    mounts = add_users(v, ["bob"])
+    admin("grant", H.FOLDER, "bob", "read", v.dir, vault=v)
+    v.mount()
+    names_targets_xattrs(v)
+    H.write_file(v.path("other.pdf"), b"x", fsync=True)
+    fid = folder_of(v, v.folder)
+    a = os.stat(v.path("merger-bluebird/drafts/offer-acme.pdf")).st_ino
+    d = os.stat(v.path("merger-bluebird")).st_ino
+    other = os.stat(v.path("other.pdf")).st_ino
+    v.unmount()
+    saved = str(tmp_path / "bob.saved")
+    keyprobe("save", v.conf, "bob", mounts["bob"].account_pass, saved)
+    with db(v) as c:
+        # the value of one of the file's xattrs, moved onto the directory's row
+        (val,) = c.execute("SELECT value FROM xattrs WHERE ino = ? LIMIT 1", (a,)).fetchone()
+        (xname,) = c.execute("SELECT name FROM xattrs WHERE ino = ? LIMIT 1", (d,)).fetchone()
+        c.execute("UPDATE xattrs SET value = ? WHERE ino = ? AND name = ?", (val, d, xname))
+        # other.pdf's entry now points at the offer
+        c.execute("UPDATE dirents SET ino = ? WHERE ino = ?", (a, other))
+    p = admin("revoke", H.FOLDER, "bob", "--rekey", v.dir, vault=v, expect=EXIT_INTEGRITY)
+    assert "an xattr of inode %d" % d in p.stderr and "opens under no key" in p.stderr, p.stderr
+    assert "binding does not verify" in p.stderr, p.stderr
+    assert "2 left." in p.stdout, p.stdout
+    after = probe_meta(v, fid, saved, tmp_path, XATTRS)
+    # only the two altered rows stay under the old key (the moved value is
+    # bound to the offer's inode, so the probe, which binds each value to
+    # its row's inode, does not count it)
+    assert after["names_opened"] == 1 and after["symlinks_opened"] == 0, after
+    assert after["xattr_names_opened"] == 1, after

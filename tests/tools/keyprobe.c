@@ -12,6 +12,14 @@
  *       folder keys on every file's current wrapped data key, and the
  *       saved and so unwrapped data keys on every current chunk; prints
  *       "files=F chunks=C unwrapped=U opened=O"
+ *   keyprobe try-meta SAVED ROWS
+ *       no vault at all: ROWS holds rows as the database operator reads
+ *       them with sqlite3, in hex, one a line ("name PARENT NAME",
+ *       "symlink INO TARGET", "xattr INO NAME VALUE", and "hint NAME":
+ *       an xattr name known in plaintext from before); try every saved
+ *       folder key (under every key version label up to 16) on each;
+ *       prints "names=.. names_opened=.. symlinks=.. symlinks_opened=..
+ *       xattrs=.. xattr_names_opened=.. xattr_values_opened=.."
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -215,12 +223,141 @@ static int do_try(const char *conf, const char *savedp)
     return 0;
 }
 
+static int load_saved(const char *savedp, struct saved *s)
+{
+    char line[256];
+    FILE *f = fopen(savedp, "r");
+    if (!f)
+        return -1;
+    while (fgets(line, sizeof line, f)) {
+        char hex[130];
+        if (s->nfk < MAXS && sscanf(line, "fk %" SCNu64 " %u %128s", &s->folder[s->nfk],
+                                    &s->version[s->nfk], hex) == 3 &&
+            hex_in(hex, s->fk[s->nfk], FOLDER_KEY_LEN) == 0)
+            s->nfk++;
+    }
+    fclose(f);
+    return 0;
+}
+
+/* hex field i (0-based, after the kind) of line into a malloc'd buffer */
+static uint8_t *hex_field(const char *line, int i, size_t *len)
+{
+    const char *p = line;
+    for (int k = 0; k <= i + 1 && p; k++) {
+        p = strchr(p, ' ');
+        if (p)
+            p++;
+    }
+    if (!p)
+        return NULL;
+    size_t n = strcspn(p, " \n");
+    uint8_t *out = malloc(n / 2 + 1);
+    if (out && hex_in(p, out, n / 2) < 0) {
+        free(out);
+        return NULL;
+    }
+    *len = n / 2;
+    return out;
+}
+
+#define LABELS_MAX 16
+
+static int do_try_meta(const char *savedp, const char *rowsp)
+{
+    static struct saved s;
+    static char hints[64][NAME_MAX_ENC + 1];
+    size_t nhints = 0;
+    unsigned names = 0, names_opened = 0, links = 0, links_opened = 0, xattrs = 0,
+             xnames_opened = 0, xvalues_opened = 0;
+    char line[8192];
+    FILE *f;
+
+    if (load_saved(savedp, &s) < 0 || !(f = fopen(rowsp, "r")))
+        return 1;
+    while (fgets(line, sizeof line, f)) {
+        size_t n;
+        uint8_t *h = strncmp(line, "hint ", 5) ? NULL : hex_field(line, -1, &n);
+        if (h && nhints < 64 && n <= NAME_MAX_PLAIN) {
+            memcpy(hints[nhints], h, n);
+            hints[nhints++][n] = 0;
+        }
+        free(h);
+    }
+    rewind(f);
+    while (fgets(line, sizeof line, f)) {
+        char kind[16];
+        uint64_t owner;
+        size_t alen = 0, blen = 0;
+        uint8_t *a, *b = NULL;
+        int got_a = 0, got_b = 0;
+
+        if (sscanf(line, "%15s %" SCNu64, kind, &owner) != 2 || !strcmp(kind, "hint"))
+            continue;
+        a = hex_field(line, 0, &alen);
+        if (!strcmp(kind, "xattr"))
+            b = hex_field(line, 1, &blen);
+        for (size_t j = 0; a && j < s.nfk; j++)
+            for (uint32_t label = 1; label <= LABELS_MAX; label++) {
+                struct folder_keys *k = folder_keys_derive(s.fk[j], label);
+                char plain[NAME_MAX_ENC + 1];
+                size_t plen, outlen, adlen;
+                uint8_t ad[FOLDER_META_AD_MAX], *out = NULL;
+                if (!k)
+                    continue;
+                if (strcmp(kind, "symlink") && alen <= NAME_MAX_ENC &&
+                    name_decrypt(k, owner, a, alen, plain, &plen) == 0) {
+                    got_a = 1;
+                    if (nhints < 64)
+                        snprintf(hints[nhints++], sizeof hints[0], "%s", plain);
+                }
+                if (!strcmp(kind, "symlink") &&
+                    folder_meta_ad("symlink", owner, NULL, ad, &adlen) == 0 &&
+                    folder_meta_open(k, ad, adlen, a, alen, &out, &outlen) == 0)
+                    got_a = 1;
+                free(out);
+                out = NULL;
+                /* a value: with every name known, and as the trash's record */
+                for (size_t x = 0; b && x <= nhints; x++)
+                    if (folder_meta_ad(x < nhints ? "xattr" : "trashinfo", owner,
+                                       x < nhints ? hints[x] : NULL, ad, &adlen) == 0 &&
+                        folder_meta_open(k, ad, adlen, b, blen, &out, &outlen) == 0) {
+                        got_b = 1;
+                        free(out);
+                        out = NULL;
+                    }
+                folder_keys_free(k);
+            }
+        if (!strcmp(kind, "name")) {
+            names++;
+            names_opened += got_a;
+        } else if (!strcmp(kind, "symlink")) {
+            links++;
+            links_opened += got_a;
+        } else if (!strcmp(kind, "xattr")) {
+            xattrs++;
+            xnames_opened += got_a;
+            xvalues_opened += got_b;
+        }
+        free(a);
+        free(b);
+    }
+    fclose(f);
+    printf("names=%u names_opened=%u symlinks=%u symlinks_opened=%u xattrs=%u "
+           "xattr_names_opened=%u xattr_values_opened=%u\n", names, names_opened, links,
+           links_opened, xattrs, xnames_opened, xvalues_opened);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 6 && !strcmp(argv[1], "save"))
         return do_save(argv[2], argv[3], argv[4], argv[5]);
     if (argc == 4 && !strcmp(argv[1], "try"))
         return do_try(argv[2], argv[3]);
-    fprintf(stderr, "usage: keyprobe save CONF ACCOUNT PASSFILE OUT | try CONF SAVED\n");
+    if (argc == 4 && !strcmp(argv[1], "try-meta"))
+        return do_try_meta(argv[2], argv[3]);
+    fprintf(stderr, "usage: keyprobe save CONF ACCOUNT PASSFILE OUT | try CONF SAVED | "
+            "try-meta SAVED ROWS\n");
     return 2;
 }

@@ -1232,6 +1232,81 @@ static void test_bindings_and_commitments(void)
     finish(m);
 }
 
+/* meta_reseal (pactfs-admin rekey): each kind changes its row only while it
+ * is exactly the old one; an entry keeps its readdir cookie. */
+static int cookie_cb(void *arg, const struct meta_dirent *d)
+{
+    uint64_t *c = arg;
+    if (d->ino == c[1] && !c[0])
+        c[0] = d->cookie;
+    return 0;
+}
+
+#define U (const uint8_t *)
+static void test_reseal_compare_and_swap(void)
+{
+    struct meta *m = open_fresh();
+    struct meta_inode f = { .mode = S_IFREG | 0600, .nlink = 1 };
+    struct meta_inode l = { .mode = S_IFLNK | 0777, .nlink = 1 };
+    struct meta_dirent_rec rec;
+    uint64_t ino, cookie[2] = { 0 }, cookie2[2] = { 0 };
+    uint8_t *val = NULL;
+    size_t vlen = 0;
+
+    REQUIRE(m);
+    REQUIRE(meta_inode_create(m, &f) == 0);
+    REQUIRE(meta_inode_create(m, &l) == 0);
+    REQUIRE(meta_dirent_add(m, META_ROOT_INO, U "old", 3, f.ino, f.mode, U "B1", 2) == 0);
+    REQUIRE(meta_dirent_add(m, META_ROOT_INO, U "other", 5, l.ino, l.mode, U "B9", 2) == 0);
+    cookie[1] = cookie2[1] = f.ino;
+    REQUIRE(meta_dirent_list(m, META_ROOT_INO, 0, cookie_cb, cookie) == 0);
+    REQUIRE(meta_symlink_set(m, l.ino, U "T1", 2) == 0);
+    REQUIRE(meta_xattr_set(m, f.ino, U "x1", 2, U "V1", 2, 0) == 0);
+
+    struct meta_reseal d = { .kind = META_RESEAL_DIRENT, .owner = META_ROOT_INO, .ino = f.ino,
+                             .old_name = U "old", .old_name_len = 3, .old_val = U "B1",
+                             .old_val_len = 2, .new_name = U "new", .new_name_len = 3,
+                             .new_val = U "B2", .new_val_len = 2 };
+    /* not the row verified: another child, another binding */
+    d.ino = l.ino;
+    CHECK_EQ_INT(meta_reseal(m, &d), -ENOENT);
+    d.ino = f.ino;
+    d.old_val = U "BX";
+    CHECK_EQ_INT(meta_reseal(m, &d), -ENOENT);
+    d.old_val = U "B1";
+    CHECK_EQ_INT(meta_dirent_lookup(m, META_ROOT_INO, U "old", 3, &ino), 0);
+    CHECK_EQ_INT(meta_reseal(m, &d), 0);
+    CHECK_EQ_INT(meta_dirent_lookup(m, META_ROOT_INO, U "old", 3, &ino), -ENOENT);
+    CHECK_EQ_INT(meta_dirent_find(m, META_ROOT_INO, U "new", 3, &rec), 0);
+    CHECK(rec.ino == f.ino && rec.bind_len == 2 && memcmp(rec.bind, "B2", 2) == 0);
+    CHECK_EQ_INT(meta_dirent_list(m, META_ROOT_INO, 0, cookie_cb, cookie2), 0);
+    CHECK(cookie[0] && cookie2[0] == cookie[0]);   /* same readdir position */
+    CHECK_EQ_INT(meta_reseal(m, &d), -ENOENT);       /* done once only */
+
+    struct meta_reseal s = { .kind = META_RESEAL_SYMLINK, .owner = l.ino, .old_val = U "TX",
+                             .old_val_len = 2, .new_val = U "T2", .new_val_len = 2 };
+    CHECK_EQ_INT(meta_reseal(m, &s), -ENOENT);
+    s.old_val = U "T1";
+    CHECK_EQ_INT(meta_reseal(m, &s), 0);
+    CHECK_EQ_INT(meta_symlink_get(m, l.ino, &val, &vlen), 0);
+    CHECK(vlen == 2 && memcmp(val, "T2", 2) == 0);
+    free(val);
+
+    struct meta_reseal x = { .kind = META_RESEAL_XATTR, .owner = f.ino, .old_name = U "x1",
+                             .old_name_len = 2, .old_val = U "VX", .old_val_len = 2,
+                             .new_name = U "x2", .new_name_len = 2, .new_val = U "V2",
+                             .new_val_len = 2 };
+    CHECK_EQ_INT(meta_reseal(m, &x), -ENOENT);       /* a value set meanwhile wins */
+    x.old_val = U "V1";
+    CHECK_EQ_INT(meta_reseal(m, &x), 0);
+    CHECK_EQ_INT(meta_xattr_get(m, f.ino, U "x1", 2, &val, &vlen), -ENODATA);
+    CHECK_EQ_INT(meta_xattr_get(m, f.ino, U "x2", 2, &val, &vlen), 0);
+    CHECK(vlen == 2 && memcmp(val, "V2", 2) == 0);
+    free(val);
+    finish(m);
+}
+#undef U
+
 /* An edited SQLite file can hold any type in any column: a value of the
  * wrong type is a bad row, never silently converted; an empty account name
  * (an empty blob, read back as a NULL pointer) is rejected too. */
@@ -1553,6 +1628,7 @@ static const struct shared_case shared[] = {
     { "hot_path_speed", test_hot_path_speed },
     { "opens_v1_store_made_before_shared_layer", test_opens_v1_store_made_before_shared_layer },
     { "bindings_and_commitments", test_bindings_and_commitments },
+    { "reseal_compare_and_swap", test_reseal_compare_and_swap },
     { "sessions_and_change_feed", test_sessions_and_change_feed },
     { "presync_write_ahead", test_presync_write_ahead },
     { "advisory_locks", test_advisory_locks },
