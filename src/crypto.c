@@ -744,6 +744,38 @@ int ed25519_verify(const uint8_t pub[ED25519_PUB_LEN], const void *msg, size_t n
     return ok ? 0 : -EBADMSG;
 }
 
+int sig_container_open(const uint8_t *blob, size_t len, size_t max_tbs, const char magic[4],
+                       uint8_t version, const char *vault_id, struct rbuf *r,
+                       struct sig_container *c, const char **why)
+{
+    struct rbuf outer;
+    const uint8_t *m = NULL, *vid = NULL;
+    size_t vidlen = 0;
+    uint8_t v = 0;
+
+    rbuf_init(&outer, blob, len);
+    rbuf_get_blob(&outer, &c->tbs, &c->tbs_len, max_tbs);
+    rbuf_get_blob(&outer, &c->sig, &c->sig_len, 1024);
+    *why = "container";
+    if (rbuf_end(&outer) < 0)
+        return -EBADMSG;
+    rbuf_init(r, c->tbs, c->tbs_len);
+    rbuf_get_ref(r, &m, 4);
+    rbuf_get_u8(r, &v);
+    *why = "magic or version";
+    if (r->err || memcmp(m, magic, 4) || v != version)
+        return -EBADMSG;
+    rbuf_get_blob(r, &vid, &vidlen, 256);
+    *why = "header";
+    if (r->err)
+        return -EBADMSG;
+    *why = "another vault";
+    if (vidlen != strlen(vault_id) || memcmp(vid, vault_id, vidlen))
+        return -EXDEV;
+    *why = NULL;
+    return 0;
+}
+
 int sig_sign_container(EVP_PKEY *priv, const void *tbs, size_t n, uint8_t **out,
                        size_t *outlen)
 {

@@ -109,6 +109,19 @@ int sig_sign(EVP_PKEY *priv, const void *msg, size_t n, uint8_t **sig, size_t *s
 int sig_sign_container(EVP_PKEY *priv, const void *tbs, size_t n, uint8_t **out,
                        size_t *outlen);
 int sig_verify(EVP_PKEY *pub, const void *msg, size_t n, const uint8_t *sig, size_t siglen);
+/* Open such a container of a vault's signed record: its tbs must start with
+ * magic (4 bytes) | u8 version | str vault_id.  0 (r reads the tbs after
+ * the vault id; c points into blob), -EXDEV if it names another vault, or
+ * -EBADMSG; *why says what is wrong ("container", "magic or version",
+ * "header", "another vault"). */
+struct rbuf;
+struct sig_container {
+    const uint8_t *tbs, *sig;
+    size_t tbs_len, sig_len;
+};
+int sig_container_open(const uint8_t *blob, size_t len, size_t max_tbs, const char magic[4],
+                       uint8_t version, const char *vault_id, struct rbuf *r,
+                       struct sig_container *c, const char **why);
 
 /* Ed25519, used only for the key an enrolment code derives (enrol.h):
  * the key from a 32-byte seed, its raw public key, sign and verify

@@ -38,6 +38,7 @@
 #define REF_CACHE_CHUNKS 16384
 #define SYNC_PERIOD_MS 1000
 #define REPAIR_PERIOD_MS 5000
+#define FILE_HEAD_PERIOD_MS 5000
 #define COMMIT_CONFLICT 1       /* commit_meta: another version was committed
                                    since this mount's changes began */
 #define COMMIT_REKEYED 2        /* commit_meta: the file got a fresh DEK
@@ -885,6 +886,18 @@ static int file_load(struct fs *fs, struct fs_inode *in, struct fs_file *f)
     file_note_dek(f, &mi);
     pthread_mutex_lock(&fs->meta_lock);
     r = fc_load_settled(fs, &mi, f->fc_key, 0, &f->fc, &f->fc_gen);
+    /* The signed file head's floor: a verified commitment older than it is
+     * an older version put back.  The floor may have been refreshed after
+     * the row was read: read it once more before calling it tampering. */
+    uint64_t floor = vault_file_floor(fs->v, in->ino);
+    if (r == 0 && f->fc_gen < floor && meta_inode_get(fs->v->meta, in->ino, &mi) == 0 &&
+        !file_rekeyed(fs, f, &mi))
+        r = fc_load_settled(fs, &mi, f->fc_key, 0, &f->fc, &f->fc_gen);
+    if (r == 0 && f->fc_gen < floor)
+        r = pfs_err(-EBADMSG, "check \"file head\" failed: its commitment has generation %"
+                    PRIu64 ", older than generation %" PRIu64 " that the signed file head "
+                    "records (an older version of the file was put back in the metadata "
+                    "store)", f->fc_gen, floor);
     pthread_mutex_unlock(&fs->meta_lock);
     if (r == -EBADMSG)
         return fs_tamper(fs, NULL, in->ino, NULL, pfs_err_msg());
@@ -1428,6 +1441,8 @@ static int commit_meta(struct fs *fs, struct fs_inode *in, struct commit_set *s,
         r = meta_commit(m);
     else
         meta_rollback(m);
+    if (r == 0)
+        vault_file_head_note_commit(fs->v);   /* the signed file head follows, batched */
 out:
     pthread_mutex_unlock(&fs->meta_lock);
     return r;
@@ -2503,6 +2518,24 @@ static void *worker_main(void *arg)
  * them durable every SYNC_PERIOD_MS, so a create, rename or unlink reaches
  * the disk within about a second without each paying for an fsync.  fsync,
  * fsyncdir, the gc and unmount sync at once. */
+/* The signed file head (vault_filehead.c): signed by the syncer every
+ * FILE_HEAD_PERIOD_MS while this mount commits files, and at unmount, after
+ * the commits it covers are durable; never on an operation's path. */
+static void fs_data_file_head_advance(struct fs *fs)
+{
+    pthread_mutex_lock(&fs->meta_lock);
+    int r = fs->opt.read_only ? vault_file_head_refresh(fs->v)   /* writes nothing */
+                              : vault_file_head_advance(fs->v);
+    if (r == 0 && !fs->opt.read_only)
+        r = meta_sync(fs->v->meta);
+    pthread_mutex_unlock(&fs->meta_lock);
+    if (r == 0)
+        vault_file_head_anchor(fs->v);   /* durable first: a crash never leaves it ahead */
+    if (r < 0 && r != -ESTALE && r != -EBADMSG)
+        fprintf(stderr, "pactfs: cannot advance the signed file head (retried): %s\n",
+                pfs_err_msg());
+}
+
 static void *syncer_main(void *arg)
 {
     struct fs *fs = arg;
@@ -2523,7 +2556,9 @@ static void *syncer_main(void *arg)
         fs_data_meta_sync(fs);
         if (__atomic_exchange_n(&d->gc_wanted, 0, __ATOMIC_ACQ_REL))
             gc_queue_job(d);
-        if (++ticks % (REPAIR_PERIOD_MS / SYNC_PERIOD_MS) == 0) {
+        if (++ticks % (FILE_HEAD_PERIOD_MS / SYNC_PERIOD_MS) == 0)
+            fs_data_file_head_advance(fs);
+        if (ticks % (REPAIR_PERIOD_MS / SYNC_PERIOD_MS) == 0) {
             if (__atomic_load_n(&d->health.repair_queue, __ATOMIC_RELAXED))
                 repairs_run(fs);
             if (__atomic_load_n(&d->nstuck, __ATOMIC_RELAXED))
@@ -2654,8 +2689,9 @@ void fs_data_stop(struct fs *fs)
     }
     /* Every deferred commit on disk before the daemon goes (its events
      * first); and back to durable commits and events for whoever uses the
-     * handles next. */
+     * handles next.  The file head then covers every commit of this mount. */
     fs_data_meta_sync(fs);
+    fs_data_file_head_advance(fs);
     if (fs->v->audit)
         audit_set_group_commit(fs->v->audit, 0);
     pthread_mutex_lock(&fs->meta_lock);

@@ -15,6 +15,7 @@
 #include "folder_state.h"
 #include "vault_head.h"
 #include "error.h"
+#include "file_head.h"
 #include "grants.h"
 #include "keyring.h"
 #include "meta_backend.h"
@@ -921,7 +922,11 @@ int grants_account_reenrol(struct vault *v, const char *name, unsigned valid_s,
         rc = meta_begin(v->meta);
     }
     if (rc == 0) {
-        rc = meta_account_update(v->meta, &a);
+        /* a signed file head of this account's mounts would stop verifying */
+        rc = file_head_resign(v->meta, v->conf.vault_id, v->conf.root_fingerprint, a.id,
+                              v->priv, v->account.id);
+        if (rc == 0)
+            rc = meta_account_update(v->meta, &a);
         if (rc == 0)
             rc = register_pending(v, &a, r.key_name, NULL, valid_s, code);
         rc = finish_txn(v->meta, rc);

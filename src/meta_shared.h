@@ -82,6 +82,12 @@ int meta_orphan_unheld(struct meta *m, uint64_t session, uint64_t ino);
  * dead session's leftovers. */
 int meta_orphans_unheld_list(struct meta *m, int (*cb)(void *arg, uint64_t ino), void *arg);
 
+/* Every inode with a commitment record (regular files), by inode number:
+ * cb(arg, ino, record bytes) in one statement (one consistent view), for
+ * the signed file head (file_head.h). */
+int meta_commitment_list(struct meta *m, int (*cb)(void *arg, uint64_t ino,
+                                                   const uint8_t *com, size_t len), void *arg);
+
 /* Advisory locks shared across workstations (table locks).  A lock is held
  * by (session, owner) -- owner is the kernel's lock owner id on that
  * workstation -- over [start, end] (end INT64_MAX: to the end of the file);

@@ -119,6 +119,7 @@ enum st {
     ST_INODE_LOCK, ST_HEAD_LOCK,
     ST_LOCK_CONFLICT, ST_LOCK_MINE, ST_LOCK_DELETE, ST_LOCK_INSERT, ST_LOCK_RELEASE,
     ST_HOLD_ADD, ST_HOLD_DROP, ST_HOLD_UNHELD, ST_ORPHANS_UNHELD,
+    ST_COMMITMENT_LIST,
     ST_COUNT
 };
 
@@ -273,6 +274,9 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_ORPHANS_UNHELD] = "SELECT ino FROM inodes WHERE nlink = 0 AND NOT EXISTS (SELECT 1"
                           " FROM holds h JOIN sessions s ON s.id = h.session"
                           " WHERE h.ino = inodes.ino AND s.expires > {NOW}) ORDER BY ino",
+    /* the signed file head (file_head.h): every stored commitment */
+    [ST_COMMITMENT_LIST] = "SELECT ino, commitment FROM inodes WHERE length(commitment) > 0"
+                           " ORDER BY ino",
 };
 
 #define DIRENT_PAGE 256
@@ -2259,4 +2263,27 @@ int meta_orphan_unheld(struct meta *m, uint64_t session, uint64_t ino)
 int meta_orphans_unheld_list(struct meta *m, int (*cb)(void *arg, uint64_t ino), void *arg)
 {
     return ino_list(H(m), ST_ORPHANS_UNHELD, "orphan list", cb, arg);
+}
+
+int meta_commitment_list(struct meta *m, int (*cb)(void *arg, uint64_t ino,
+                                                   const uint8_t *com, size_t len), void *arg)
+{
+    struct q q;
+    int rc = q_open(H(m), ST_COMMITMENT_LIST, &q);
+
+    while (rc == 0 && (rc = q_step(&q, "commitment list")) > 0) {
+        size_t len = 0;
+        uint64_t ino = (uint64_t)col_i64(&q, 0);
+        const uint8_t *com = col_blob(&q, 1, &len);
+
+        rc = row_status(&q, "commitment list");
+        if (rc == 0)
+            rc = cb(arg, ino, com, len);
+        if (rc) {
+            rc = meta_cb_result(rc);
+            break;
+        }
+    }
+    q_close(&q);
+    return rc;
 }

@@ -53,8 +53,8 @@ static void usage(FILE *out)
 "  --allow-other     let other local users use the mount (needs root)\n"
 "  --accept-metadata-rollback\n"
 "                    mount although the metadata is older than the newest\n"
-"                    signed vault head seen (exit 17 otherwise); audited, and\n"
-"                    the older head becomes the anchor\n"
+"                    signed vault head or file head seen (exit 17 otherwise);\n"
+"                    audited, and the older head becomes the anchor\n"
 "  -f                stay in the foreground (logs go to stderr)\n"
 "  -d                FUSE debug output (implies -f)\n"
 "  --help, --version\n"
@@ -370,6 +370,13 @@ static int open_and_unlock(const struct mount_args *a, const char *password, str
     if (rc < 0) {
         cli_report(PROG, rc);
         return rc == -EACCES ? EXIT_ACCESS : EXIT_AUDIT;
+    }
+    /* The signed file head: no older than its anchor (exit 17), verified
+     * (exit 14); its floors are checked when files open. */
+    rc = vault_file_head_open(*out);
+    if (rc < 0) {
+        cli_report(PROG, rc);
+        return cli_exit_code_for(rc);
     }
     if ((*out)->nfolders == 0)
         fprintf(stderr, PROG ": note: account \"%s\" holds no folder envelope yet; the mount "

@@ -670,6 +670,7 @@ void vault_close(struct vault *v)
     for (size_t i = 0; i < v->nretired; i++)
         free(v->retired_folders[i]);
     free(v->retired_folders);
+    vault_file_head_close(v);
     EVP_PKEY_free(v->priv);
     meta_account_clear(&v->account);
     share_provider_destroy(v->sp);

@@ -55,7 +55,27 @@ struct vault {
     int legacy;                      /* no signed vault head yet (format 1) */
     int anchor_after_login;          /* anchor the head again once logged in:
                                         1 advance, 2 force (accepted rollback) */
+    struct file_head_state *fhead;   /* vault_file_head_open (mounts only) */
 };
+
+/* The signed file head of a mounted vault (vault_filehead.c, file_head.h).
+ * open: after vault_unlock, verify the stored head and check it against
+ * its anchor (-ESTALE: older than the anchor or deleted, -EBADMSG: does not
+ * verify; audited, unless v->accept_rollback).  floor: the lowest
+ * commitment generation file ino may have (0: none known).  note_commit:
+ * a file commit landed (O(1)).  advance: if commits were noted, sign and
+ * store the next head and anchor it; else re-read the stored head if
+ * another mount advanced it (refresh).  Callers hold whatever serialises
+ * their use of v->meta, and make the metadata durable before anchoring. */
+int vault_file_head_open(struct vault *v);
+uint64_t vault_file_floor(struct vault *v, uint64_t ino);
+void vault_file_head_note_commit(struct vault *v);
+int vault_file_head_advance(struct vault *v);
+int vault_file_head_refresh(struct vault *v);
+/* Anchor the head the last advance signed, once it is durable (outside any
+ * lock that operations wait for: with pactfs-keyd it is a request). */
+void vault_file_head_anchor(struct vault *v);
+void vault_file_head_close(struct vault *v);
 
 /* Opening in stages (vault_open.c), each for the programs that stop there:
  *

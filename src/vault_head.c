@@ -84,25 +84,21 @@ int vault_head_decode(const char *vault_id, const uint8_t *blob, size_t len,
                       struct vault_head *h, const uint8_t **tbs, size_t *tbs_len,
                       const uint8_t **sig, size_t *sig_len)
 {
-    struct rbuf outer, r;
-    const uint8_t *magic = NULL, *vid = NULL;
-    size_t vidlen = 0;
-    uint8_t version = 0;
+    struct rbuf r;
+    struct sig_container c = { 0 };
+    const char *why = NULL;
     uint64_t t = 0;
     uint32_t n = 0;
+    int rc;
 
     memset(h, 0, sizeof *h);
-    rbuf_init(&outer, blob, len);
-    rbuf_get_blob(&outer, tbs, tbs_len, VAULT_HEAD_MAX_BLOB);
-    rbuf_get_blob(&outer, sig, sig_len, 1024);
-    if (rbuf_end(&outer) < 0)
-        return bad(h, "container");
-    rbuf_init(&r, *tbs, *tbs_len);
-    rbuf_get_ref(&r, &magic, 4);
-    rbuf_get_u8(&r, &version);
-    if (r.err || memcmp(magic, HEAD_MAGIC, 4) || version != HEAD_VERSION)
-        return bad(h, "magic or version");
-    rbuf_get_blob(&r, &vid, &vidlen, 256);
+    rc = sig_container_open(blob, len, VAULT_HEAD_MAX_BLOB, HEAD_MAGIC, HEAD_VERSION, vault_id,
+                            &r, &c, &why);
+    *tbs = c.tbs, *tbs_len = c.tbs_len, *sig = c.sig, *sig_len = c.sig_len;
+    if (rc == -EXDEV)
+        return pfs_err(-EBADMSG, "the signed vault head names another vault");
+    if (rc < 0)
+        return bad(h, why);
     rbuf_get_u64(&r, &h->counter);
     rbuf_get_u32(&r, &h->format);
     rbuf_get_u64(&r, &h->signer_id);
@@ -111,8 +107,6 @@ int vault_head_decode(const char *vault_id, const uint8_t *blob, size_t len,
     rbuf_get_u32(&r, &n);
     if (r.err)
         return bad(h, "header");
-    if (vidlen != strlen(vault_id) || memcmp(vid, vault_id, vidlen))
-        return pfs_err(-EBADMSG, "the signed vault head names another vault");
     if (!h->counter)
         return bad(h, "zero counter");
     if (n > HEAD_MAX_ENTRIES || (size_t)n * FOLDER_ENTRY_LEN > rbuf_remaining(&r))

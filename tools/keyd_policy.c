@@ -136,12 +136,23 @@ int keyd_anchor_caller_ok(struct keyd *k, const struct fields *f, bool *ok)
         expires = (int64_t)(((uint64_t)expires << 8) | f->token[i]);
     if (expires < (int64_t)time(NULL))
         return 0;
-    rc = keyd_anchor_token_mac(&k->secrets, f->vault, f->account, expires, want);
+    /* The file head's slot, VAULT#files (src/file_head.h), moves with the
+     * vault's token. */
+    char base[KEYD_NAME_MAX + 1];
+    const char *vault = f->vault;
+    size_t n = strlen(vault), sl = strlen(KEYD_FILES_SLOT);
+
+    if (n > sl && n <= KEYD_NAME_MAX && strcmp(vault + n - sl, KEYD_FILES_SLOT) == 0) {
+        memcpy(base, vault, n - sl);
+        base[n - sl] = '\0';
+        vault = base;
+    }
+    rc = keyd_anchor_token_mac(&k->secrets, vault, f->account, expires, want);
     if (rc)
         return rc;
     if (CRYPTO_memcmp(want, f->token, sizeof want) != 0)
         return 0;
-    rc = keyd_account_load(&k->store, f->vault, f->account, &row);
+    rc = keyd_account_load(&k->store, vault, f->account, &row);
     *ok = !rc && row.found && !row.disabled;
     return rc;
 }

@@ -4,7 +4,8 @@
  * (folder_state_decode, folder_state_verify_blob, vault_head_decode,
  * vault_head_not_older, vault_head_check_anchor), all fed from the metadata
  * store, whose operator is untrusted.  The first input byte picks the
- * parser (even: folder state, odd: vault head); the rest is the blob.  The
+ * parser (2: file head, else even: folder state, odd: vault head); the
+ * rest is the blob.  The
  * seeds were signed with fuzz_test_key(), so valid ones reach the
  * signature check and the comparisons.
  *
@@ -17,6 +18,7 @@
 #include <errno.h>
 
 #include "error.h"
+#include "file_head.h"
 #include "folder_state.h"
 #include "fuzz.h"
 #include "vault_head.h"
@@ -83,13 +85,45 @@ static void try_head(const uint8_t *data, size_t size)
     vault_head_clear(&h);
 }
 
+/* The signed file head (file_head_decode, file_head_floor,
+ * file_head_not_older, file_head_check_anchor): an accepted one has sorted
+ * entries with non-zero floors, finds each of them, and is not older than
+ * itself nor than its own anchor. */
+static void try_file_head(const uint8_t *data, size_t size)
+{
+    struct file_head h;
+    struct sig_container c;
+    uint8_t hash[SHA256_LEN];
+    int rc = file_head_decode(FUZZ_VAULT, data, size, &h, &c);
+
+    FUZZ_ASSERT(rc == 0 || rc == -EBADMSG || rc == -ENOMEM);
+    if (rc < 0)
+        return;
+    fuzz_accepted++;
+    FUZZ_ASSERT(h.counter > 0);
+    for (size_t i = 0; i < h.n; i++) {
+        FUZZ_ASSERT(h.e[i].generation > 0);
+        FUZZ_ASSERT(i == 0 || h.e[i - 1].ino < h.e[i].ino);
+        FUZZ_ASSERT(file_head_floor(&h, h.e[i].ino) == h.e[i].generation);
+    }
+    FUZZ_ASSERT(file_head_not_older(&h, &h, "itself") == 0);
+    sha256(data, size, hash);
+    FUZZ_ASSERT(file_head_check_anchor(&h, data, size, h.counter, hash, "itself") == 0);
+    if (h.counter < UINT64_MAX)
+        FUZZ_ASSERT(file_head_check_anchor(&h, data, size, h.counter + 1, hash, "newer")
+                    == -ESTALE);
+    file_head_clear(&h);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (!key)
         key = fuzz_test_key();
     if (size < 1)
         return 0;
-    if (data[0] & 1)
+    if (data[0] == 2)
+        try_file_head(data + 1, size - 1);
+    else if (data[0] & 1)
         try_head(data + 1, size - 1);
     else
         try_state(data + 1, size - 1);

@@ -420,6 +420,25 @@ def test_sigkill_during_writes_keeps_fsynced_files(pg, pg_vault):
     assert H.read_file(v.path("after.bin")) == b"after the crash"
 
 
+def save_fragments(v, chunk_ids):
+    """The fragments of these chunks (hex ids), as the operator keeps them by
+    not running the deletion queue: {path: bytes}."""
+    saved = {}
+    for i in range(3):
+        for p in H.fragment_files(v.store_dir(i)):
+            if any(os.path.basename(p).startswith(c) for c in chunk_ids):
+                with open(p, "rb") as f:
+                    saved[p] = f.read()
+    return saved
+
+
+def put_fragments_back(saved):
+    for p, b in saved.items():
+        os.makedirs(os.path.dirname(p), exist_ok=True)
+        with open(p, "wb") as f:
+            f.write(b)
+
+
 def test_pg_chunk_tampering_is_eio_with_tamper_event(pg, pg_vault):
     """Issue 7 attack 4 by the PostgreSQL operator (psql as the superuser):
     a deleted chunk row, an older chunk row put back with its old
@@ -437,21 +456,13 @@ def test_pg_chunk_tampering_is_eio_with_tamper_event(pg, pg_vault):
     old_row = pg.psql("SELECT version, encode(chunk_id, 'hex'), plain_len, sealed_len, k, m,"
                       " rotation, encode(sums, 'hex') FROM chunks WHERE ino = %d AND idx = 1"
                       % inos["older.bin"], v.db).strip().split("|")
-    saved = {}
-    for i in range(3):
-        for p in H.fragment_files(v.store_dir(i)):
-            if os.path.basename(p).startswith(old_row[1]):
-                with open(p, "rb") as f:
-                    saved[p] = f.read()
+    saved = save_fragments(v, [old_row[1]])
     assert len(saved) == 3, saved.keys()
     with open(v.path("older.bin"), "r+b") as f:   # chunk 1 -> version 2
         f.seek(C)
         f.write(b"NEWER")
     v.unmount()
-    for p, b in saved.items():
-        os.makedirs(os.path.dirname(p), exist_ok=True)
-        with open(p, "wb") as f:
-            f.write(b)
+    put_fragments_back(saved)
     pg.psql("DELETE FROM chunks WHERE ino = %d AND idx = 1;"
             "UPDATE chunks SET version = %s, chunk_id = decode('%s', 'hex'), plain_len = %s,"
             " sealed_len = %s, k = %s, m = %s, rotation = %s, sums = decode('%s', 'hex')"
@@ -523,3 +534,44 @@ def test_two_admins_at_once_do_not_fork_the_head(pg, pg_vault):
     with open(v.audit_log) as f:
         tampers = [e for e in map(json.loads, filter(str.strip, f)) if e["op"] == "tamper"]
     assert not tampers, tampers
+
+
+def test_pg_one_file_rolled_back_is_eio(pg, pg_vault):
+    """Issue 7: the PostgreSQL operator keeps a copy of one file's rows (in
+    tables of its own) and its fragments, lets the owner save a new version,
+    then puts the older rows and fragments back.  The signed file head
+    (generation floors, anchored in the key directory) makes the file fail:
+    EIO, the daemon names it and the check "file head", audit `tamper` --
+    never the older text."""
+    v = pg_vault
+    v1 = b"v1: the supplier may terminate at any time.\n" * 40000
+    v2 = b"v2: the supplier may NOT terminate before 2030.\n" * 40000
+    v.mount()
+    os.makedirs(v.folder, exist_ok=True)
+    H.write_file(v.path("contract.txt"), v1, fsync=True)
+    ino = os.stat(v.path("contract.txt")).st_ino
+    v.unmount()
+    pg.psql("CREATE TABLE kept_inode AS SELECT * FROM inodes WHERE ino = %d;"
+            "CREATE TABLE kept_chunks AS SELECT * FROM chunks WHERE ino = %d;" % (ino, ino),
+            v.db)
+    ids = pg.psql("SELECT encode(chunk_id, 'hex') FROM kept_chunks", v.db).split()
+    saved = save_fragments(v, ids)
+    assert ids and len(saved) == 3 * len(ids), (ids, saved.keys())
+    v.mount()
+    H.write_file(v.path("contract.txt"), v2, fsync=True)
+    v.unmount()
+    put_fragments_back(saved)
+    pg.psql("UPDATE inodes i SET size = k.size, mtime_ns = k.mtime_ns, ctime_ns = k.ctime_ns,"
+            " commitment = k.commitment FROM kept_inode k WHERE i.ino = k.ino;"
+            "DELETE FROM chunks WHERE ino = %d;"
+            "INSERT INTO chunks SELECT * FROM kept_chunks;" % ino, v.db)
+    v.mount_foreground()
+    e = H.errno_of(H.read_file, v.path("contract.txt"))
+    assert e == errno.EIO, "the rolled-back file gave %s" % H.errname(e)
+    log = v.read_fg_log()
+    assert any("TAMPERING DETECTED" in ln and "contract.txt" in ln and "file head" in ln
+               for ln in log.splitlines()), log[-3000:]
+    with open(v.audit_log, "rb") as f:
+        events = [json.loads(ln) for ln in f.read().split(b"\n") if ln.strip()]
+    assert any(ev.get("op") == "tamper" and ev.get("path", "").endswith("contract.txt")
+               for ev in events)

@@ -9,6 +9,7 @@ code with those two columns dropped and schema_version set back to 1 is,
 row for row, the vault the previous release would have written.
 """
 import errno
+import hashlib
 import os
 import sqlite3
 
@@ -23,8 +24,15 @@ def db(v):
 
 def make_format1(v):
     """Turn the new vault's meta.db into what format 1 (schema 1) wrote: no
-    schema-3 change feed, sessions, holds or locks, no schema-2 columns."""
+    schema-3 change feed, sessions, holds or locks, no schema-2 columns, no
+    signed file head (nor its anchor in the key directory)."""
     with db(v) as c:
+        (vid,) = c.execute("SELECT value FROM params WHERE key = 'vault_id'").fetchone()
+        vid = vid if isinstance(vid, bytes) else vid.encode()
+        c.execute("DELETE FROM params WHERE key = 'file_head'")
+        slot = hashlib.sha256(vid + b"#files/#vault-head").hexdigest()
+        if os.path.exists(os.path.join(v.dir, "keys", slot)):
+            os.unlink(os.path.join(v.dir, "keys", slot))
         triggers = [r[0] for r in c.execute(
             "SELECT name FROM sqlite_master WHERE type = 'trigger'")]
         for t in triggers:

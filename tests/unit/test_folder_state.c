@@ -15,6 +15,7 @@
 #include "error.h"
 #include "folder_state.h"
 #include "meta.h"
+#include "meta_test_accounts.h"
 #include "registry.h"
 #include "tap.h"
 #include "vault_head.h"
@@ -38,23 +39,7 @@ static uint64_t admin_id, data_id, data2_id, user_id, folder_a, folder_b;
 static int add_account(const char *name, uint32_t roles, EVP_PKEY *key, EVP_PKEY *signer,
                        uint64_t signer_id, uint64_t *id)
 {
-    struct meta_account a = { .roles = roles, .created = time(NULL) };
-    uint8_t sealed[8] = "sealed!";
-    int rc;
-
-    snprintf(a.name, sizeof a.name, "%s", name);
-    if (rsa_public_to_der(key, &a.pubkey, &a.pubkey_len) < 0)
-        return -ENOMEM;
-    a.sealed_key = sealed;
-    a.sealed_key_len = sizeof sealed;
-    rc = meta_account_add(m, &a);
-    *id = a.id;
-    if (rc == 0)
-        rc = registry_certify(m, VID, &a, NULL, signer, signer_id);
-    if (rc == 0)
-        rc = vault_head_advance(m, VID, signer, signer_id);
-    free(a.pubkey);
-    return rc;
+    return test_account_add(m, VID, name, roles, key, signer, signer_id, id);
 }
 
 static int add_folder(uint64_t *id)
@@ -80,11 +65,7 @@ static void test_setup(void)
     user = rsa_generate(3072);
     REQUIRE(root && admin && data && data2 && user);
     REQUIRE(registry_fingerprint_hex(root, root_fp) == 0);
-    snprintf(dbdir, sizeof dbdir, "/tmp/test_folder_state.XXXXXX");
-    REQUIRE(mkdtemp(dbdir));
-    snprintf(dbpath, sizeof dbpath, "%s/meta.db", dbdir);
-    REQUIRE(meta_open_sqlite(dbpath, 1, &m) == 0);
-    REQUIRE(registry_root_store(m, root) == 0);
+    REQUIRE(test_meta_open("test_folder_state", root, dbdir, dbpath, &m) == 0);
     REQUIRE(add_account("admin", ROLE_SYSADMIN, admin, root, REGISTRY_ROOT_SIGNER,
                         &admin_id) == 0);
     REQUIRE(add_account("data", ROLE_DATAADMIN | ROLE_USER, data, admin, admin_id,

@@ -17,6 +17,7 @@
 #include "grants.h"
 #include "meta.h"
 #include "meta_backend.h"
+#include "meta_test_accounts.h"
 #include "registry.h"
 #include "tap.h"
 
@@ -31,16 +32,9 @@ static uint64_t admin_id, data_id, user_id;
 
 static int add_account(const char *name, uint32_t roles, EVP_PKEY *key, uint64_t *id)
 {
-    struct meta_account a = { .roles = roles, .created = time(NULL) };
-    uint8_t sealed[8] = "sealed!";
-    int rc;
+    struct meta_account a;
+    int rc = test_account_row(m, name, roles, key, &a);
 
-    snprintf(a.name, sizeof a.name, "%s", name);
-    if (rsa_public_to_der(key, &a.pubkey, &a.pubkey_len) < 0)
-        return -ENOMEM;
-    a.sealed_key = sealed;
-    a.sealed_key_len = sizeof sealed;
-    rc = meta_account_add(m, &a);
     *id = a.id;
     free(a.pubkey);
     return rc;
