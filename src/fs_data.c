@@ -1,7 +1,7 @@
 #include "config.h"
 
 /* File data: chunk arithmetic, dirty chunks, write-back, the plaintext
- * chunk cache and the worker pool.
+ * chunk cache and the jobs the mount's pool (workq.h) runs.
  *
  * A chunk of an open file is in one of three places:
  *   dirty     plaintext in c->buf (never written, or changed since)
@@ -31,6 +31,7 @@
 #include "fs_internal.h"
 #include "meta_shared.h"
 #include "secmem.h"
+#include "workq.h"
 
 #define NO_TRUNC UINT64_MAX
 #define READAHEAD_CHUNKS 4
@@ -123,12 +124,13 @@ struct fs_file {
 enum job_type { JOB_PUT, JOB_READAHEAD, JOB_REPAIR, JOB_GC, JOB_INVAL };
 
 struct job {
+    struct workq_item item;    /* first: the pool runs &item */
+    struct fs *fs;
     enum job_type type;
     struct fs_inode *in;       /* holds an op reference (PUT, READAHEAD) */
     uint64_t idx;
     uint32_t mask;
     struct chunk_ref ref;
-    struct job *next;
 };
 
 struct pending_repair {
@@ -150,13 +152,10 @@ struct cache_entry {
 
 struct fs_data {
     struct fs *fs;
-    pthread_t *threads;
-    unsigned nthreads;
-    /* job queue */
+    struct workq *pool;        /* cache.workers threads running the jobs */
+    /* job accounting */
     pthread_mutex_t qlock;
-    pthread_cond_t qcond;
-    struct job *qhead, *qtail;
-    int stopping, gc_queued;
+    int gc_queued;
     unsigned inode_jobs;       /* queued or running jobs holding an inode */
     pthread_cond_t idle_cond;  /* inode_jobs reached 0 */
     /* chunk cache */
@@ -440,18 +439,22 @@ static int cache_acquire(struct fs *fs, uint64_t ino, uint64_t idx, const struct
 }
 
 /* ------------------------------------------------------------------ */
-/* Worker pool                                                         */
+/* Jobs                                                                */
 
+static void job_item_run(struct workq_item *it);
+
+/* Queue j on the pool, in order.  Once fs_data_stop has stopped the pool
+ * a job stays queued and never runs. */
 static void job_push(struct fs_data *d, struct job *j)
 {
-    pthread_mutex_lock(&d->qlock);
-    j->next = NULL;
-    if (j->in)
+    j->fs = d->fs;
+    j->item.run = job_item_run;
+    if (j->in) {
+        pthread_mutex_lock(&d->qlock);
         d->inode_jobs++;
-    if (d->qtail) d->qtail->next = j; else d->qhead = j;
-    d->qtail = j;
-    pthread_cond_signal(&d->qcond);
-    pthread_mutex_unlock(&d->qlock);
+        pthread_mutex_unlock(&d->qlock);
+    }
+    workq_push(d->pool, &j->item);
 }
 
 static void queue_repair(struct fs *fs, const struct chunk_ref *ref, uint32_t mask)
@@ -2489,26 +2492,12 @@ static void job_run(struct fs *fs, struct job *j)
     }
 }
 
-static void *worker_main(void *arg)
+static void job_item_run(struct workq_item *it)
 {
-    struct fs *fs = arg;
-    struct fs_data *d = fs->data;
-    for (;;) {
-        pthread_mutex_lock(&d->qlock);
-        while (!d->qhead && !d->stopping)
-            pthread_cond_wait(&d->qcond, &d->qlock);
-        struct job *j = d->qhead;
-        if (j) {
-            d->qhead = j->next;
-            if (!d->qhead)
-                d->qtail = NULL;
-        }
-        pthread_mutex_unlock(&d->qlock);
-        if (!j)
-            return NULL;   /* stopping and drained */
-        job_run(fs, j);
-        free(j);
-    }
+    struct job *j = (struct job *)it;
+
+    job_run(j->fs, j);
+    free(j);
 }
 
 /* ------------------------------------------------------------------ */
@@ -2597,16 +2586,11 @@ int fs_data_start(struct fs *fs)
     d->dirty_budget = (size_t)(c->dirty_mib ? c->dirty_mib : 256) << 20;
     d->cnbuckets = 4096;
     d->cbuckets = calloc(d->cnbuckets, sizeof *d->cbuckets);
-    d->nthreads = c->workers ? c->workers : 4;
-    d->threads = calloc(d->nthreads, sizeof *d->threads);
-    if (!d->cbuckets || !d->threads) {
-        free(d->cbuckets);
-        free(d->threads);
+    if (!d->cbuckets) {
         free(d);
         return pfs_err(-ENOMEM, "out of memory starting the data path");
     }
     pthread_mutex_init(&d->qlock, NULL);
-    pthread_cond_init(&d->qcond, NULL);
     pthread_mutex_init(&d->clock, NULL);
     pthread_cond_init(&d->ccond, NULL);
     pthread_mutex_init(&d->dlock, NULL);
@@ -2615,13 +2599,12 @@ int fs_data_start(struct fs *fs)
     pthread_mutex_init(&d->hlock, NULL);
     pthread_cond_init(&d->idle_cond, NULL);
     fs->data = d;
-    for (unsigned i = 0; i < d->nthreads; i++) {
-        int e = pthread_create(&d->threads[i], NULL, worker_main, fs);
-        if (e) {
-            d->nthreads = i;
-            fs_data_stop(fs);
-            return pfs_err(-e, "cannot start write-back threads: %s", strerror(e));
-        }
+    int wr = workq_new(c->workers ? c->workers : 4, "write-back", &d->pool);
+    if (wr < 0) {
+        char why[512];
+        snprintf(why, sizeof why, "%s", pfs_err_msg());
+        fs_data_stop(fs);
+        return pfs_err(wr, "%s", why);
     }
     pthread_mutex_lock(&fs->meta_lock);
     int r = meta_set_deferred_sync(fs->v->meta, 1);
@@ -2665,12 +2648,7 @@ void fs_data_stop(struct fs *fs)
     struct fs_data *d = fs->data;
     if (!d)
         return;
-    pthread_mutex_lock(&d->qlock);
-    d->stopping = 1;
-    pthread_cond_broadcast(&d->qcond);
-    pthread_mutex_unlock(&d->qlock);
-    for (unsigned i = 0; i < d->nthreads; i++)
-        pthread_join(d->threads[i], NULL);
+    workq_stop(d->pool);   /* runs every queued job first */
     fs_endpoints_stop(fs);
     syncer_stop(d);
     if (d->repairs)
@@ -2703,9 +2681,8 @@ void fs_data_stop(struct fs *fs)
         cache_remove_locked(d, e);
     }
     free(d->cbuckets);
-    free(d->threads);
+    workq_free(d->pool);
     pthread_mutex_destroy(&d->qlock);
-    pthread_cond_destroy(&d->qcond);
     pthread_mutex_destroy(&d->clock);
     pthread_cond_destroy(&d->ccond);
     pthread_mutex_destroy(&d->dlock);

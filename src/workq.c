@@ -10,7 +10,7 @@
 #include "error.h"
 #include "workq.h"
 
-#define WORKQ_MAX_THREADS 64
+#define WORKQ_MAX_THREADS 256      /* a mount's cache.workers goes up to 256 */
 
 struct workq {
     pthread_mutex_t lock;
@@ -51,7 +51,7 @@ static void *worker(void *arg)
     }
 }
 
-void workq_free(struct workq *q)
+void workq_stop(struct workq *q)
 {
     if (!q)
         return;
@@ -61,6 +61,14 @@ void workq_free(struct workq *q)
     pthread_mutex_unlock(&q->lock);
     for (unsigned i = 0; i < q->nthreads; i++)
         pthread_join(q->threads[i], NULL);
+    q->nthreads = 0;
+}
+
+void workq_free(struct workq *q)
+{
+    if (!q)
+        return;
+    workq_stop(q);
     pthread_cond_destroy(&q->cond);
     pthread_mutex_destroy(&q->lock);
     free(q);

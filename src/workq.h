@@ -1,5 +1,6 @@
 /* One pool of worker threads for every parallel job in pactfs: the storage
- * I/O of a chunk's fragments (object.c), the chunks fsck verifies at once.
+ * I/O of a chunk's fragments (object.c), the chunks fsck verifies at once,
+ * a mount's write-back, read-ahead, repair and gc jobs (fs_data.c).
  *
  * Two ways to use it:
  * - workq_for: run fn(arg, i) for every i < n in parallel and return when
@@ -7,7 +8,8 @@
  *   thread still makes progress;
  * - workq_push: queue one item to run later on a pool thread (the item
  *   lives until its run function has returned).
- * Items run in queue order; workq_free runs what is queued, then stops.
+ * Items run in queue order; workq_stop (or workq_free) runs what is queued,
+ * items those push included, then stops the threads.
  */
 #ifndef PACTFS_WORKQ_H
 #define PACTFS_WORKQ_H
@@ -22,6 +24,11 @@ struct workq_item {
 /* nthreads pool threads (at least 1).  0 or -errno with a message naming
  * what the pool is for. */
 int workq_new(unsigned nthreads, const char *what, struct workq **out);
+/* Run what is queued, then stop the threads (NULL: nothing).  An item
+ * pushed once they have stopped stays queued and never runs; the pool stays
+ * valid to push to until workq_free. */
+void workq_stop(struct workq *q);
+/* workq_stop, then free the pool (NULL: nothing). */
 void workq_free(struct workq *q);
 unsigned workq_threads(const struct workq *q);
 

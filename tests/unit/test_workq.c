@@ -133,10 +133,90 @@ static void test_for_with_busy_pool_and_push(void)
     }
 }
 
+/* What a mount's data path counts on (fs_data.c): one thread runs items
+ * in queue order; workq_stop runs what is queued, items those push
+ * included; an item pushed once the threads are gone stays queued and
+ * never runs; workq_for then runs on the caller alone. */
+struct rec {
+    struct workq_item item;
+    struct workq *q;
+    int id;
+    int *order;
+    _Atomic int *n;
+    struct rec *child;          /* pushed by this one when it runs */
+};
+
+static void rec_run(struct workq_item *it)
+{
+    struct rec *r = (struct rec *)it;
+
+    r->order[atomic_fetch_add(r->n, 1)] = r->id;
+    if (r->child)
+        workq_push(r->q, &r->child->item);
+}
+
+static void test_stop_drains_in_order_then_refuses_work(void)
+{
+    static struct counts c;
+    struct rec r[6];
+    int order[6] = { 0 };
+    _Atomic int n = 0;
+    struct gate g;
+    struct workq *q;
+
+    REQUIRE(workq_new(1, "test", &q) == 0);
+    memset(&g, 0, sizeof g);
+    pthread_mutex_init(&g.lock, NULL);
+    pthread_cond_init(&g.cond, NULL);
+    g.item.run = gate_run;
+    workq_push(q, &g.item);               /* holds the one thread */
+    for (int i = 0; i < 6; i++)
+        r[i] = (struct rec){ .item.run = rec_run, .q = q, .id = i + 1, .order = order,
+                             .n = &n };
+    r[2].child = &r[4];                   /* 5 is pushed by 3 as it runs */
+    for (int i = 0; i < 4; i++)
+        workq_push(q, &r[i].item);
+    pthread_mutex_lock(&g.lock);
+    g.open = 1;
+    pthread_cond_broadcast(&g.cond);
+    pthread_mutex_unlock(&g.lock);
+    workq_stop(q);
+    CHECK_EQ_INT(atomic_load(&n), 5);
+    for (int i = 0; i < 5; i++)
+        CHECK_EQ_INT(order[i], i + 1);
+    CHECK_EQ_INT((int)workq_threads(q), 0);
+    workq_push(q, &r[5].item);            /* after the stop: never runs */
+    memset(&c, 0, sizeof c);
+    workq_for(q, 10, count_at, &c);       /* the caller alone */
+    CHECK(each_once(&c, 10));
+    workq_free(q);
+    CHECK_EQ_INT(atomic_load(&n), 5);
+    pthread_cond_destroy(&g.cond);
+    pthread_mutex_destroy(&g.lock);
+    workq_stop(NULL);
+    workq_free(NULL);
+}
+
+/* cache.workers allows up to 256 write-back threads. */
+static void test_up_to_256_threads(void)
+{
+    static struct counts c;
+    struct workq *q;
+
+    REQUIRE(workq_new(256, "test", &q) == 0);
+    CHECK_EQ_INT((int)workq_threads(q), 256);
+    memset(&c, 0, sizeof c);
+    workq_for(q, 1000, count_at, &c);
+    CHECK(each_once(&c, 1000));
+    workq_free(q);
+}
+
 int main(void)
 {
     RUN(test_for_runs_each_index_once);
     RUN(test_shared_by_concurrent_callers);
     RUN(test_for_with_busy_pool_and_push);
+    RUN(test_stop_drains_in_order_then_refuses_work);
+    RUN(test_up_to_256_threads);
     return tap_done();
 }
