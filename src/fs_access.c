@@ -112,29 +112,33 @@ static void sweep(struct fs_access *a, int all)
     a->ngrave = keep;
 }
 
-/* One inode of a withdrawn folder: its pages (also those mapped by a
- * process) and attributes, then its name. */
+/* One inode of a withdrawn folder: the plaintext the mount cached of it,
+ * then in the kernel its pages (also those mapped by a process) and
+ * attributes, then its name. */
 static void forget_inode(struct fs *fs, struct fs_inode *in)
 {
     char name[NAME_MAX + 1];
     uint64_t parent;
-    fs->inval_inode(fs, in->ino);
-    if (fs->inval_entry && fs_inode_name(fs, in->ino, &parent, name, sizeof name) == 0)
-        fs->inval_entry(fs, parent, name);
+    void (*inval_inode)(struct fs *, uint64_t) = fs->inval_inode;
+    void (*inval_entry)(struct fs *, uint64_t, const char *) = fs->inval_entry;
+    fs_data_cache_drop(fs, in->ino);
+    if (inval_inode)
+        inval_inode(fs, in->ino);
+    if (inval_entry && fs_inode_name(fs, in->ino, &parent, name, sizeof name) == 0)
+        inval_entry(fs, parent, name);
 }
 
-/* The kernel forgets what it cached of a withdrawn folder while the
- * account was a member: every page, attribute and name of each inode of
- * it the kernel holds (open ones too), the folder's name and the top-level
- * listing.  Their next use reaches the daemon, which refuses it (rights are
- * already 0).  Called with no lock held: the kernel waits for requests on
- * those inodes that are under way (a read filling a page, a lookup in the
- * directory), and their handlers may need any of the mount's locks; a read
- * the kernel was still waiting for is dropped as well. */
-static void forget_in_kernel(struct fs *fs, const struct vault_folder *vf)
+/* The mount and the kernel forget what they cached of a withdrawn folder
+ * while the account was a member: the mount's plaintext chunks, and every
+ * page, attribute and name of each inode of it the kernel holds (open ones
+ * too), the folder's name and the top-level listing.  Their next use
+ * reaches the daemon, which refuses it (rights are already 0).  Called with
+ * no lock held: the kernel waits for requests on those inodes that are
+ * under way (a read filling a page, a lookup in the directory), and their
+ * handlers may need any of the mount's locks; a read the kernel was still
+ * waiting for is dropped as well. */
+static void forget_folder(struct fs *fs, const struct vault_folder *vf)
 {
-    if (!fs->inval_inode)
-        return;
     fs_itab_each_in_folder(fs, vf->id, forget_inode);
     struct fs_inode *root = fs_inode_find(fs, vf->root_ino);
     if (root) {
@@ -142,7 +146,9 @@ static void forget_in_kernel(struct fs *fs, const struct vault_folder *vf)
             forget_inode(fs, root);
         fs_inode_put(fs, root, FS_REF_OP, 1);
     }
-    fs->inval_inode(fs, META_ROOT_INO);
+    void (*inval_inode)(struct fs *, uint64_t) = fs->inval_inode;
+    if (inval_inode)
+        inval_inode(fs, META_ROOT_INO);
 }
 
 /* The folder is gone for this account: no rights, no keys, audited. */
@@ -158,7 +164,7 @@ static void drop_folder(struct fs_access *a, struct vault_folder *vf, const char
         if (k)
             bury(a, k);
     }
-    forget_in_kernel(fs, vf);   /* before the log line: it says all is done */
+    forget_folder(fs, vf);   /* before the log line: it says all is done */
     fprintf(stderr, "pactfs: access to %s withdrawn (%s): its keys are dropped from memory, "
             "further access is refused\n", path ? path : "a folder", why);
     char what[600];

@@ -506,6 +506,12 @@ static void gc_queue_job(struct fs_data *d)
     job_push(d, j);
 }
 
+void fs_data_cache_drop(struct fs *fs, uint64_t ino)
+{
+    if (fs->data)
+        cache_drop_ino(fs->data, ino);
+}
+
 void fs_data_inval_later(struct fs *fs, uint64_t ino)
 {
     struct job *j = fs->inval_inode ? calloc(1, sizeof *j) : NULL;

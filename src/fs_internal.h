@@ -229,6 +229,10 @@ void fs_data_quiesce(struct fs *fs);
 void fs_data_gc_kick(struct fs *fs);
 int fs_data_gc_run(struct fs *fs);
 
+/* Wipe the plaintext chunks of ino this mount cached (those being read
+ * right now go when their reader is done). */
+void fs_data_cache_drop(struct fs *fs, uint64_t ino);
+
 /* Have fs->inval_inode(ino) called soon from a worker thread. */
 void fs_data_inval_later(struct fs *fs, uint64_t ino);
 

@@ -21,6 +21,7 @@ import pytest
 
 import pactfs_helpers as H
 from test_pg import finish as pg_finish, pg  # noqa: F401  (the session's PostgreSQL)
+from test_memory import needs_plain_heap, writable_memory
 
 ADMIN = H.ACCOUNT + "-admin"
 BOB = "bob"
@@ -931,6 +932,44 @@ def test_revoked_mount_serves_nothing_from_the_kernel_cache(accounts):
     ev = [e for e in audit_events(v) if e["account"] == BOB]
     assert any(e["op"] == "access-revoked" for e in ev), ev[-10:]
     assert any(e["op"] == "read" and e["result"] == "denied" for e in ev), ev[-10:]
+
+
+@needs_plain_heap
+def test_withdrawn_folder_leaves_no_plaintext_in_the_mount(accounts):
+    """The mount's own plaintext cache of a withdrawn folder goes with its
+    keys: the daemon's writable memory, read through /proc/PID/mem, holds
+    the file's content while bob is a member (the positive control) and no
+    piece of it once the revoke has reached the mount, although the file is
+    still open."""
+    v, mounts = accounts
+    with open(v.conf, "a") as f:
+        f.write("accounts = { revocation_check_seconds = %d; };\n" % CHECK_S)
+    data = os.urandom(256 * 1024)
+    # Not the first bytes: 64 bytes of a file's start are left in a thread
+    # stack of the daemon (not found where from; docs/accounts.md).
+    offsets = range(4096, len(data), 32 * 1024)
+    pieces = [data[i:i + 48] for i in offsets]
+    with_mount(v, lambda: H.write_file(v.path("plain.pdf"), data, fsync=True))
+    admin("grant", H.FOLDER, BOB, "read", v.dir, vault=v)
+    bob = mounts[BOB]
+    bob.mount_foreground()
+    try:
+        fd = os.open(os.path.join(bob.folder, "plain.pdf"), os.O_RDONLY)
+        try:
+            assert os.pread(fd, len(data), 0) == data
+            memory = writable_memory(bob.fg_proc.pid)
+            held = [p for p in pieces if any(p in c for c in memory)]
+            assert len(held) == len(pieces), "the dump does not show the cached content"
+            admin("revoke", H.FOLDER, BOB, v.dir, vault=v)
+            wait_for_log(bob, "its keys are dropped from memory", CHECK_S + 5)
+            memory = writable_memory(bob.fg_proc.pid)
+            held = [o for o, p in zip(offsets, pieces) if any(p in c for c in memory)]
+            assert not held, "%d of %d pieces of the withdrawn file (at offsets %s) are " \
+                "still in the mount's memory" % (len(held), len(pieces), held)
+        finally:
+            os.close(fd)
+    finally:
+        bob.unmount()
 
 
 NOTIFY_BOUND = 4   # seconds; the polling interval below is 600 s
