@@ -13,16 +13,34 @@
 #include "audit.h"
 #include "audit_report.h"
 
+/* The index of s in names (n of them), or -1. */
+static int pick(const char *s, const char *const *names, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (!strcmp(s, names[i]))
+            return i;
+    return -1;
+}
+
 int audit_out_parse(const char *s, enum audit_out *out)
 {
-    if (!strcmp(s, "table"))
-        *out = AUDIT_OUT_TABLE;
-    else if (!strcmp(s, "json"))
-        *out = AUDIT_OUT_JSON;
-    else if (!strcmp(s, "csv"))
-        *out = AUDIT_OUT_CSV;
-    else
+    static const char *const names[] = { "table", "json", "csv" };   /* enum audit_out */
+    int i = pick(s, names, 3);
+
+    if (i < 0)
         return -1;
+    *out = (enum audit_out)i;
+    return 0;
+}
+
+int audit_report_parse(const char *s, enum audit_report *kind)
+{
+    static const char *const names[] = { "query", "summary", "denied" };   /* enum audit_report */
+    int i = pick(s, names, 3);
+
+    if (i < 0)
+        return -1;
+    *kind = (enum audit_report)i;
     return 0;
 }
 

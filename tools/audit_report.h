@@ -15,6 +15,9 @@ enum audit_report { AUDIT_REPORT_EVENTS, AUDIT_REPORT_SUMMARY, AUDIT_REPORT_DENI
 /* "table", "json" or "csv": 0, or -1. */
 int audit_out_parse(const char *s, enum audit_out *out);
 
+/* "query" (the events), "summary" or "denied": 0, or -1. */
+int audit_report_parse(const char *s, enum audit_report *kind);
+
 /* Is the event a denied access: result denied, or a failed unlock? */
 int audit_report_is_denial(struct json_object *ev);
 
