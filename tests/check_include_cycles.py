@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Fails (TAP 'not ok') when the modules of src/ include each other in a
-cycle.  A module is a .c file and its .h (x.c + x.h = module x); a header
+"""Fails (TAP 'not ok') when the modules of src/ and tools/ (the programs'
+own modules, e.g. pactfs-keyd's keyd_*) include each other in a cycle.  A module is a .c file and its .h (x.c + x.h = module x); a header
 with no .c of its name belongs to the module named by its longest prefix
 before an underscore that has a .c (meta_backend.h is part of meta), else it
 is its own module.  x depends on y when any file of x includes "y.h".  The
@@ -11,7 +11,8 @@ any other cycle fails.  A known cycle that is gone is reported so the entry
 can be removed."""
 import os, re, sys
 
-src = os.path.join(os.environ.get("srcdir", os.path.join(os.path.dirname(__file__), "..")), "src")
+top = os.environ.get("srcdir", os.path.join(os.path.dirname(__file__), ".."))
+dirs = [os.path.join(top, d) for d in ("src", "tools")]
 inc = re.compile(r'^\s*#\s*include\s+"([^"/]+)\.h"', re.M)
 KNOWN = {
     # grants.c holds both the grant signature (grant_sign/grant_verify, used
@@ -24,7 +25,8 @@ KNOWN = {
     ("cosign", "grants", "vault"),
 }
 
-files = [f for f in os.listdir(src) if f.endswith((".c", ".h"))]
+paths = {f: os.path.join(d, f) for d in dirs for f in os.listdir(d) if f.endswith((".c", ".h"))}
+files = sorted(paths)
 names = {os.path.splitext(f)[0] for f in files}
 with_c = {os.path.splitext(f)[0] for f in files if f.endswith(".c")}
 
@@ -41,7 +43,7 @@ mods = {module(n) for n in names}
 deps = {m: set() for m in mods}
 for f in files:
     m = module(os.path.splitext(f)[0])
-    with open(os.path.join(src, f), encoding="utf-8", errors="replace") as fh:
+    with open(paths[f], encoding="utf-8", errors="replace") as fh:
         for d in inc.findall(fh.read()):
             if d in names and module(d) != m:
                 deps[m].add(module(d))
@@ -77,8 +79,8 @@ if cycles:
         print("# include cycle between modules: " + ", ".join(c))
         for a in c:
             print("#   %s includes %s" % (a, ", ".join(sorted(deps[a] & set(c)))))
-    print("not ok 1 - src modules include each other in a cycle; move the shared part "
+    print("not ok 1 - modules include each other in a cycle; move the shared part "
           "into a lower module (docs/design.md, module map)")
     sys.exit(1)
-print("ok 1 - no include cycle between the %d modules of src/ (known: %s)"
+print("ok 1 - no include cycle between the %d modules of src/ and tools/ (known: %s)"
       % (len(mods), ", ".join(" <-> ".join(k) for k in sorted(found & KNOWN)) or "none"))
