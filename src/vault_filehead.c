@@ -25,6 +25,8 @@ struct file_head_state {
     int anchor_warned;
     uint64_t reported;            /* a rolled-back head reported at this counter */
     uint64_t pending_counter;     /* signed, not yet anchored (0: none) */
+    uint8_t seen_hash[SHA256_LEN];  /* of the stored head last verified (seen set) */
+    int seen;
     uint8_t pending_hash[SHA256_LEN];
 };
 
@@ -193,6 +195,8 @@ int vault_file_head_advance(struct vault *v)
     s->h = next;
     s->pending_counter = next.counter;    /* anchored once durable (vault_file_head_anchor) */
     sha256(raw, rawlen, s->pending_hash);
+    memcpy(s->seen_hash, s->pending_hash, SHA256_LEN);
+    s->seen = 1;
     pthread_mutex_unlock(&s->lock);
     free(raw);
     return 0;
@@ -225,10 +229,23 @@ int vault_file_head_refresh(struct vault *v)
 
     if (!s)
         return 0;
+    /* unchanged bytes (the common case): nothing to verify again */
+    uint8_t now[SHA256_LEN];
+    if (meta_param_get(v->meta, FILE_HEAD_PARAM, &raw, &rawlen) == 0) {
+        sha256(raw, rawlen, now);
+        free(raw);
+        raw = NULL;
+        if (s->seen && memcmp(now, s->seen_hash, SHA256_LEN) == 0)
+            return 0;
+    }
     rc = file_head_load(v->meta, v->conf.vault_id, v->conf.root_fingerprint, &h, &raw,
                         &rawlen);
     if (rc == -ENOENT && !s->h.counter)
         return 0;
+    if (rc == 0) {
+        sha256(raw, rawlen, s->seen_hash);   /* verified: compared by its bytes next time */
+        s->seen = 1;
+    }
     if (rc == 0 && h.counter == s->h.counter) {
         file_head_clear(&h);
         free(raw);
