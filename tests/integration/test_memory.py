@@ -240,3 +240,41 @@ def test_daemon_memory_holds_no_password_nor_derived_value(tmp_path, how):
         assert_no_secret_in_daemon(v, secrets)
     finally:
         v.unmount()
+
+
+@needs_plain_heap
+def test_removed_files_plaintext_leaves_the_daemon(tmp_path):
+    """Small files read into the chunk cache and then removed: once the
+    kernel forgot them their plaintext is wiped from the daemon (the cache
+    drops an inode's entries through an index by inode, not a walk of the
+    whole cache; a small file's write buffer is wiped as far as it was
+    written).  Written in one mount, read in the next, so libfuse's request
+    buffers (not locked, not wiped: docs/threat-model.md) never held it."""
+    v = H.Vault(tmp_path)
+    v.init()
+    v.mount()
+    try:
+        d = v.path("gone")
+        os.mkdir(d)
+        keep = os.urandom(3000)
+        H.write_file(v.path("kept.bin"), keep)
+        contents = [os.urandom(1000 + 97 * i) for i in range(40)]
+        for i, c in enumerate(contents):
+            H.write_file(os.path.join(d, "f%02d" % i), c)
+        v.remount()
+        for i, c in enumerate(contents):
+            assert H.read_file(os.path.join(d, "f%02d" % i)) == c
+        assert H.read_file(v.path("kept.bin")) == keep
+        memory = writable_memory(v.daemon_pid)
+        # positive control: the dump sees the cache
+        assert sum(any(c[:512] in m for m in memory) for c in contents) == len(contents), \
+            "the dump does not show the cached plaintext"
+        H.rmtree(d)
+        assert not os.path.exists(d)
+        time.sleep(1.5)   # the forgets, then a syncer pass
+        memory = writable_memory(v.daemon_pid)
+        left = [i for i, c in enumerate(contents) if any(c[:512] in m for m in memory)]
+        assert not left, "plaintext of removed files still in the daemon: %s" % left
+        assert any(keep[:512] in m for m in memory), "a file not removed lost its cache entry"
+    finally:
+        v.unmount()
