@@ -99,6 +99,36 @@ static int code_key(const char *vault_id, uint64_t account_id, const char *code,
     return rc;
 }
 
+static int code_sign(void *arg, const uint8_t *msg, size_t n, uint8_t sig[64])
+{
+    const struct enrol_signer *s = arg;
+    EVP_PKEY *k = NULL;
+    int rc = code_key(s->vault_id, s->account_id, s->code, &k);
+
+    if (rc == 0)
+        rc = ed25519_sign(k, msg, n, sig);
+    EVP_PKEY_free(k);
+    return rc;
+}
+
+void enrol_signer_set(struct share_provider *sp, struct enrol_signer *s)
+{
+    sp->enrol_sign = s ? code_sign : NULL;
+    sp->enrol_sign_arg = s;
+}
+
+int enrol_code_register(struct share_provider *sp, const char *vault_id, uint64_t account_id,
+                        const char *key_name, const char *code, int64_t expires)
+{
+    uint8_t pub[ED25519_PUB_LEN];
+    int rc;
+
+    if (!sp->ops->register_code)
+        return 0;
+    rc = enrol_code_public(vault_id, account_id, code, pub);
+    return rc ? rc : sp->ops->register_code(sp, vault_id, key_name, pub, expires);
+}
+
 int enrol_code_public(const char *vault_id, uint64_t account_id, const char *code,
                       uint8_t pub[ED25519_PUB_LEN])
 {
@@ -294,7 +324,11 @@ int enrol_account_key(struct meta *m, const char *vault_id, struct share_provide
     free(a.sealed_key);
     a.pubkey = a.sealed_key = NULL;
     a.pubkey_len = a.sealed_key_len = 0;
+    struct enrol_signer signer = { vault_id, account_id, code };
+
+    enrol_signer_set(sp, &signer);
     rc = keyring_create_fresh(vault_id, key_name, password, kdf, rsa_bits, sp, &a, &key);
+    enrol_signer_set(sp, NULL);
     if (rc < 0) {
         meta_account_clear(&a);
         return rc;

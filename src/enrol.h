@@ -42,6 +42,20 @@ int enrol_code_generate(char out[ENROL_CODE_TEXT_MAX]);
 int enrol_code_public(const char *vault_id, uint64_t account_id, const char *code,
                       uint8_t pub[ED25519_PUB_LEN]);
 
+/* The code a share provider's enrolment is signed with (share.h
+ * enrol_sign): set for the duration of one enrolment, NULL clears. */
+struct enrol_signer {
+    const char *vault_id;
+    uint64_t account_id;
+    const char *code;
+};
+void enrol_signer_set(struct share_provider *sp, struct enrol_signer *s);
+
+/* Register the code's public key (for vault, account id) under key_name at
+ * a provider that checks codes (pactfs-keyd: an admin call); 0 with others. */
+int enrol_code_register(struct share_provider *sp, const char *vault_id, uint64_t account_id,
+                        const char *key_name, const char *code, int64_t expires);
+
 /* The proof for (vault, account id, code, key name, account key); *out is
  * malloc'd. */
 int enrol_proof_make(const char *vault_id, uint64_t account_id, const char *code,

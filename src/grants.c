@@ -827,16 +827,19 @@ static int register_pending(struct vault *v, const struct meta_account *a, const
                             char code[ENROL_CODE_TEXT_MAX])
 {
     uint8_t pub[ED25519_PUB_LEN];
+    int64_t expires = (int64_t)time(NULL) + (valid_s ? valid_s : ENROL_DEFAULT_VALID_S);
     int rc = enrol_code_generate(code);
 
     if (rc == 0)
         rc = enrol_code_public(v->conf.vault_id, a->id, code, pub);
     if (rc == 0)
-        rc = registry_certify_ex(v->meta, v->conf.vault_id, a, key_name, d, pub,
-                                 (int64_t)time(NULL) + (valid_s ? valid_s : ENROL_DEFAULT_VALID_S),
+        rc = registry_certify_ex(v->meta, v->conf.vault_id, a, key_name, d, pub, expires,
                                  v->priv, v->account.id);
     if (rc == 0)
         rc = vault_head_advance(v->meta, v->conf.vault_id, v->priv, v->account.id);
+    /* The key service enrols the share only with the same code. */
+    if (rc == 0)
+        rc = enrol_code_register(v->sp, v->conf.vault_id, a->id, key_name, code, expires);
     return rc;
 }
 

@@ -58,11 +58,20 @@ struct share_provider_ops {
     int (*anchor_put)(struct share_provider *sp, const char *vault_id, uint64_t counter,
                       const uint8_t hash[32], const uint8_t *blob, size_t len, int force);
     void (*destroy)(struct share_provider *sp);
+    /* Optional (pactfs-keyd): register the public key of a person's
+     * one-time enrolment code for (vault_id, account), valid until expires;
+     * an admin call.  enroll then needs the code's signature (enrol_sign). */
+    int (*register_code)(struct share_provider *sp, const char *vault_id, const char *account,
+                         const uint8_t code_pub[32], int64_t expires);
 };
 
 struct share_provider {
     const struct share_provider_ops *ops;
     void *impl;
+    /* Set around an enrolment (enrol.h): signs msg with the enrolment
+     * code's key (Ed25519, 64-byte signature). */
+    int (*enrol_sign)(void *arg, const uint8_t *msg, size_t n, uint8_t sig[64]);
+    void *enrol_sign_arg;
 };
 
 /* The embedded default: shares in keydir (created 0700 if missing). */

@@ -362,6 +362,10 @@ static int answer_status(const struct keyd_client *kc, const struct keyd_answer 
     case 200:
         return 0;
     case 401:
+        if (strcmp(answer_error(ans), "code-required") == 0)
+            return pfs_err(-EACCES, "the key service at %s enrols an account only with its "
+                           "one-time enrolment code (pactfs-admin enroll), not with the admin "
+                           "token", kc->url);
         if (admin)
             return pfs_err(-EACCES, "the key service at %s refused the admin token (the "
                            "file named by --keyd-admin-token or %s): check it holds the "
@@ -377,6 +381,18 @@ static int answer_status(const struct keyd_client *kc, const struct keyd_answer 
                        "wait, or ask a key officer to lift it at once "
                        "(pactfs-admin keyd unlock %s VAULT_DIR)", account, retry, account);
     case 403:
+        if (strcmp(answer_error(ans), "no-code") == 0)
+            return pfs_err(-EACCES, "the key service at %s holds no enrolment code for %s (never "
+                           "registered, or already used once): ask a sysadmin for a new one "
+                           "(pactfs-admin account-reenrol)", kc->url, account);
+        if (strcmp(answer_error(ans), "code-rejected") == 0)
+            return pfs_err(-EKEYREJECTED, "the key service at %s refused the enrolment code of "
+                           "%s: it is not the code registered for this account", kc->url,
+                           account);
+        if (strcmp(answer_error(ans), "code-expired") == 0)
+            return pfs_err(-EACCES, "the enrolment code of %s has expired at the key service "
+                           "%s: ask a sysadmin for a new one (pactfs-admin account-reenrol)",
+                           account, kc->url);
         if (strcmp(answer_error(ans), "disabled") == 0)
             return pfs_err(-EPERM, "%s is disabled at the key service: ask an administrator",
                            account);
@@ -462,14 +478,56 @@ static int keyd_call(struct share_provider *sp, const char *path, json_object *b
 
 /* ------------------------------------------------------------- ops */
 
+/* The code's key signs "pactfs-keyd v1 enroll" | u32 len | vault | u32 len |
+ * account | auth (docs/keyd.md, "Enrolment by code"). */
 static int keyd_enroll(struct share_provider *sp, const char *vault_id, const char *account,
                        const uint8_t auth[SHARE_AUTH_LEN], uint8_t share_out[SHARE_LEN])
 {
+    static const char label[] = "pactfs-keyd v1 enroll";
+    size_t vl = strlen(vault_id), al = strlen(account), n = 0;
+    uint8_t msg[sizeof label + 8 + 2 * 256 + SHARE_AUTH_LEN], sig[64];
+    json_object *body;
+    int rc;
+
+    if (!sp->enrol_sign)
+        return pfs_err(-EACCES, "enrolling %s at the key service needs the person's one-time "
+                       "enrolment code (pactfs-admin enroll)", account);
+    if (vl > 255 || al > 255)
+        return pfs_err(-EINVAL, "a vault id or account name is too long for the key service");
+    memcpy(msg, label, sizeof label - 1);
+    n = sizeof label - 1;
+    for (int i = 3; i >= 0; i--)
+        msg[n++] = (uint8_t)(vl >> (8 * i));
+    memcpy(msg + n, vault_id, vl);
+    n += vl;
+    for (int i = 3; i >= 0; i--)
+        msg[n++] = (uint8_t)(al >> (8 * i));
+    memcpy(msg + n, account, al);
+    n += al;
+    memcpy(msg + n, auth, SHARE_AUTH_LEN);
+    n += SHARE_AUTH_LEN;
+    rc = sp->enrol_sign(sp->enrol_sign_arg, msg, n, sig);
+    secmem_wipe(msg, sizeof msg);
+    if (rc < 0)
+        return rc;
+    body = request_body(vault_id, account);
+    if (body) {
+        add_hex(body, "auth", auth, SHARE_AUTH_LEN);
+        add_hex(body, "code_sig", sig, sizeof sig);
+    }
+    return keyd_call(sp, "/v1/enroll", body, account, false, share_out, NULL);
+}
+
+static int keyd_register_code(struct share_provider *sp, const char *vault_id,
+                              const char *account, const uint8_t code_pub[32], int64_t expires)
+{
     json_object *body = request_body(vault_id, account);
 
-    if (body)
-        add_hex(body, "auth", auth, SHARE_AUTH_LEN);
-    return keyd_call(sp, "/v1/enroll", body, account, true, share_out, NULL);
+    if (body) {
+        add_hex(body, "code_pub", code_pub, 32);
+        json_object_object_add(body, "expires", json_object_new_int64(expires));
+    }
+    return keyd_call(sp, "/v1/enrol-code", body, account, true, NULL, NULL);
 }
 
 static int keyd_fetch(struct share_provider *sp, const char *vault_id, const char *account,
@@ -632,6 +690,7 @@ static void keyd_destroy(struct share_provider *sp)
 static const struct share_provider_ops keyd_ops = {
     .name = "keyd",
     .enroll = keyd_enroll,
+    .register_code = keyd_register_code,
     .fetch = keyd_fetch,
     .change_auth = keyd_change_auth,
     .rotate = keyd_rotate,

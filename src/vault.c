@@ -1002,8 +1002,20 @@ static int init_account(struct meta *meta, const char *vault_id, struct share_pr
         return pfs_err(-EINVAL, "the account name is longer than %d characters",
                        META_ACCOUNT_NAME_MAX);
     snprintf(a.name, sizeof a.name, "%s", name);
-    rc = keyring_create(vault_id, name, password, o->kdf, o->rsa_bits ? o->rsa_bits : 3072,
-                        sp, &a.pubkey, &a.pubkey_len, &a.sealed_key, &a.sealed_key_len, key);
+    /* A key service enrols only with a code: init registers one of its own
+     * for this account (it holds the admin credential) and uses it at once. */
+    char code[ENROL_CODE_TEXT_MAX];
+    struct enrol_signer code_signer = { vault_id, 0, code };
+
+    rc = enrol_code_generate(code);
+    if (rc == 0)
+        rc = enrol_code_register(sp, vault_id, 0, name, code, (int64_t)time(NULL) + 600);
+    enrol_signer_set(sp, &code_signer);
+    if (rc == 0)
+        rc = keyring_create(vault_id, name, password, o->kdf, o->rsa_bits ? o->rsa_bits : 3072,
+                            sp, &a.pubkey, &a.pubkey_len, &a.sealed_key, &a.sealed_key_len, key);
+    enrol_signer_set(sp, NULL);
+    explicit_bzero(code, sizeof code);
     if (rc < 0)
         return rc;
     rc = meta_account_add(meta, &a);
@@ -1044,6 +1056,9 @@ static int init_enrolled_account(struct meta *meta, const char *vault_id,
                                  (int64_t)time(NULL) + ENROL_DEFAULT_VALID_S, admin, admin_id);
     if (rc == 0)
         rc = vault_head_advance(meta, vault_id, admin, admin_id);
+    if (rc == 0)
+        rc = enrol_code_register(sp, vault_id, a.id, o->account, code,
+                                 (int64_t)time(NULL) + ENROL_DEFAULT_VALID_S);
     if (rc == 0)
         rc = enrol_account_key(meta, vault_id, sp, a.id, o->account, code, o->password,
                                 o->kdf, o->rsa_bits, key);

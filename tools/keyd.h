@@ -87,6 +87,11 @@ struct fields {
     uint8_t hash[SHA256_LEN];
     bool has_token;
     uint8_t token[KEYD_ANCHOR_TOKEN_LEN];
+    /* enrol-code / enroll */
+    bool has_code_pub, has_code_sig;
+    uint8_t code_pub[32];
+    uint8_t code_sig[64];
+    int64_t expires;              /* -1: absent */
 };
 
 static inline void set_outcome(struct outcome *o, unsigned status, const char *result)

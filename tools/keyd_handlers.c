@@ -116,6 +116,23 @@ static int field_anchor(json_object *obj, struct fields *f)
     return rc ? rc : field_hex(obj, "token", f->token, KEYD_ANCHOR_TOKEN_LEN, &f->has_token);
 }
 
+/* code_pub, code_sig (hex), expires (integer). */
+static int field_code(json_object *obj, struct fields *f)
+{
+    json_object *v;
+    int rc;
+
+    f->expires = -1;
+    if (json_object_object_get_ex(obj, "expires", &v)) {
+        if (!json_object_is_type(v, json_type_int) || json_object_get_int64(v) < 0)
+            return -EINVAL;
+        f->expires = json_object_get_int64(v);
+    }
+    rc = field_hex(obj, "code_pub", f->code_pub, sizeof f->code_pub, &f->has_code_pub);
+    return rc ? rc : field_hex(obj, "code_sig", f->code_sig, sizeof f->code_sig,
+                               &f->has_code_sig);
+}
+
 /* Parse the request body into a json object and decode its fields.  Every
  * known field is optional here; handlers check what they need. */
 static int body_parse(const struct https_request *r, json_object **objp, struct fields *f)
@@ -149,6 +166,7 @@ static int body_parse(const struct https_request *r, json_object **objp, struct 
         rc = rc ? rc : field_auth(obj, "old_auth", &f->auth);
     rc = rc ? rc : field_auth(obj, "new_auth", &f->new_auth);
     rc = rc ? rc : field_anchor(obj, f);
+    rc = rc ? rc : field_code(obj, f);
     *objp = obj;
     return rc;
 }
@@ -178,33 +196,102 @@ static int new_share(struct keyd *k, const struct fields *f, struct outcome *o,
     return rc ? rc : keyd_share_seal(&k->secrets, f->vault, f->account, o->share, sealed);
 }
 
+/* What the enrolment code's key signs: the account's first authenticator
+ * at this service (docs/keyd.md, "Enrolment by code"). */
+static size_t enroll_message(const struct fields *f, uint8_t *out, size_t cap)
+{
+    static const char label[] = "pactfs-keyd v1 enroll";
+    size_t vl = strlen(f->vault), al = strlen(f->account), n = 0;
+
+    if (sizeof label - 1 + 8 + vl + al + SHARE_AUTH_LEN > cap)
+        return 0;
+    memcpy(out, label, sizeof label - 1);
+    n = sizeof label - 1;
+    for (int i = 3; i >= 0; i--)
+        out[n++] = (uint8_t)(vl >> (8 * i));
+    memcpy(out + n, f->vault, vl);
+    n += vl;
+    for (int i = 3; i >= 0; i--)
+        out[n++] = (uint8_t)(al >> (8 * i));
+    memcpy(out + n, f->account, al);
+    n += al;
+    memcpy(out + n, f->auth, SHARE_AUTH_LEN);
+    return n + SHARE_AUTH_LEN;
+}
+
+/* Enrolment needs the person's one-time code (registered by an officer or
+ * the sysadmin's pactfs-admin with /v1/enrol-code): its key's signature
+ * over the new authenticator.  The admin token or an officer alone enrols
+ * nobody.  A re-enrolment replaces the account's earlier secret and share. */
 static int handle_enroll(struct keyd *k, const char *remote, const struct fields *f,
                          struct outcome *o)
 {
     uint8_t salt[KEYD_SALT_LEN], verifier[SHA256_LEN], sealed[KEYD_SEALED_SHARE_LEN];
+    uint8_t pub[KEYD_CODE_PUB_LEN], msg[2 * KEYD_NAME_MAX + 128];
     struct account_row row;
-    int64_t now = (int64_t)time(NULL);
+    int64_t now = (int64_t)time(NULL), expires = 0;
+    unsigned retry = 0;
+    bool found = false;
+    size_t mlen;
     int rc;
 
-    (void)remote;
     if (!f->vault || !f->account || !f->auth) {
         set_outcome(o, 400, "bad-request");
         return 0;
     }
-    rc = keyd_account_load(&k->store, f->vault, f->account, &row);
-    if (rc)
-        return rc;
-    if (row.found) {
-        set_outcome(o, 409, "exists");
+    if (!f->has_code_sig) {
+        set_outcome(o, 401, "code-required");
         return 0;
     }
-    rc = new_secret_row(k, f, f->auth, salt, verifier);
+    rc = keyd_code_load(&k->store, f->vault, f->account, pub, &expires, &found);
+    if (rc)
+        return rc;
+    mlen = enroll_message(f, msg, sizeof msg);
+    if (!found || !mlen || ed25519_verify(pub, msg, mlen, f->code_sig, sizeof f->code_sig) < 0) {
+        rc = keyd_source_record_failure(k, remote, now, &retry);
+        set_outcome(o, retry ? 429 : 403, retry ? "locked" : found ? "code-rejected" : "no-code");
+        o->retry_after = retry;
+        return rc;
+    }
+    rc = keyd_code_delete(&k->store, f->vault, f->account);      /* single use */
+    if (!rc && expires < now) {
+        set_outcome(o, 403, "code-expired");
+        return 0;
+    }
+    rc = rc ? rc : keyd_account_load(&k->store, f->vault, f->account, &row);
+    rc = rc ? rc : new_secret_row(k, f, f->auth, salt, verifier);
     rc = rc ? rc : new_share(k, f, o, sealed);
     if (rc)
         return rc;
-    rc = keyd_account_insert(&k->store, f->vault, f->account, salt, verifier, sealed, now);
+    if (row.found) {
+        rc = keyd_account_set_auth(&k->store, f->vault, f->account, salt, verifier, now);
+        rc = rc ? rc : keyd_account_set_share(&k->store, f->vault, f->account, sealed, now);
+        rc = rc ? rc : keyd_account_set_failures(&k->store, f->vault, f->account, 0, 0, 0);
+    } else {
+        rc = keyd_account_insert(&k->store, f->vault, f->account, salt, verifier, sealed, now);
+    }
     if (!rc)
-        set_outcome(o, 200, "enrolled");
+        set_outcome(o, 200, row.found ? "re-enrolled" : "enrolled");
+    return rc;
+}
+
+/* An officer (or the admin token) registers the public key a person's
+ * enrolment code derives, with its expiry; the code itself never reaches
+ * the service. */
+static int handle_enrol_code(struct keyd *k, const char *remote, const struct fields *f,
+                             struct outcome *o)
+{
+    int rc;
+
+    (void)remote;
+    if (!f->vault || !f->account || !f->has_code_pub || f->expires < 0) {
+        set_outcome(o, 400, "bad-request");
+        return 0;
+    }
+    rc = keyd_code_store(&k->store, f->vault, f->account, f->code_pub, f->expires,
+                         (int64_t)time(NULL));
+    if (!rc)
+        set_outcome(o, 200, "code-registered");
     return rc;
 }
 
@@ -398,7 +485,8 @@ struct route {
 };
 
 static const struct route routes[] = {
-    { "/v1/enroll", "enroll", true, handle_enroll },
+    { "/v1/enroll", "enroll", false, handle_enroll },
+    { "/v1/enrol-code", "enrol-code", true, handle_enrol_code },
     { "/v1/login", "login", false, handle_login },
     { "/v1/change-auth", "change-auth", false, handle_change_auth },
     { "/v1/rotate", "rotate", false, handle_rotate },
@@ -459,11 +547,15 @@ static void run_handler(struct keyd *k, const struct route *rt, const char *remo
                         const char *officer, const struct fields *f, struct outcome *o)
 {
     int rc = keyd_store_begin(&k->store), trail = 0;
+    /* An enrolment is the code holder's act, on the trail as such. */
+    bool trailed = rt->admin || rt->fn == handle_enroll;
 
+    if (rt->fn == handle_enroll)
+        officer = "keyd:enrolment-code";
     if (!rc)
         rc = rt->fn(k, remote, f, o);
     /* An admin action is on the vault's trail before it takes effect. */
-    if (!rc && rt->admin && keyd_vault_id_ok(f->vault) &&
+    if (!rc && trailed && keyd_vault_id_ok(f->vault) &&
         keyd_trail_event(k, officer, rt->op, f, o->status) < 0)
         rc = trail = -EIO;
     if (!rc)
@@ -479,7 +571,7 @@ static void run_handler(struct keyd *k, const struct route *rt, const char *remo
     if (rt->admin)   /* the log names the person, not only an address */
         https_log(LOG_NOTICE, "%s: %s of \"%s\" by %s: %d %s", remote, rt->op,
                   f->account ? f->account : "?", officer, o->status, o->result);
-    if (rt->admin && keyd_vault_id_ok(f->vault))
+    if (trailed && keyd_vault_id_ok(f->vault))
         keyd_trail_ship(k, f->vault);
 }
 

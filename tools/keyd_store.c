@@ -323,15 +323,32 @@ static int db_migrate_v2(struct keyd_store *s, const struct keyd_secrets *sec)
 
 /* Schema 2 -> 3: table anchors.  pactfs-keyd releases that wrote schema 2
  * created it already (without a version of its own), hence IF NOT EXISTS. */
-static int db_migrate_v3(struct keyd_store *s)
+static int db_migrate_table(struct keyd_store *s, const char *create, int version,
+                            const char *what)
 {
     int rc = db_exec(s, "BEGIN IMMEDIATE");
 
-    rc = rc ? rc : db_exec(s, "CREATE TABLE IF NOT EXISTS anchors("
-                              " vault TEXT PRIMARY KEY, counter INTEGER NOT NULL,"
-                              " hash BLOB NOT NULL, account TEXT NOT NULL,"
-                              " updated INTEGER NOT NULL)");
-    return db_migration_end(s, rc, 3, "the vault head anchors");
+    rc = rc ? rc : db_exec(s, create);
+    return db_migration_end(s, rc, version, what);
+}
+
+static int db_migrate_v3(struct keyd_store *s)
+{
+    return db_migrate_table(s, "CREATE TABLE IF NOT EXISTS anchors("
+                               " vault TEXT PRIMARY KEY, counter INTEGER NOT NULL,"
+                               " hash BLOB NOT NULL, account TEXT NOT NULL,"
+                               " updated INTEGER NOT NULL)", 3, "the vault head anchors");
+}
+
+/* Schema 3 -> 4: table enrol_codes (per vault and account: the public key
+ * an enrolment code derives, its expiry; deleted when used). */
+static int db_migrate_v4(struct keyd_store *s)
+{
+    return db_migrate_table(s, "CREATE TABLE IF NOT EXISTS enrol_codes("
+                               " vault TEXT NOT NULL, account TEXT NOT NULL,"
+                               " code_pub BLOB NOT NULL, expires INTEGER NOT NULL,"
+                               " created INTEGER NOT NULL, PRIMARY KEY(vault, account))",
+                            4, "the enrolment codes");
 }
 
 /* Each step is a transaction of its own that ends by setting its version:
@@ -348,7 +365,9 @@ static int db_migrate(struct keyd_store *s, const struct keyd_secrets *sec)
                        KEYD_SCHEMA_VERSION);
     if (version < 2)
         rc = db_migrate_v2(s, sec);
-    return rc ? rc : db_migrate_v3(s);
+    if (!rc && version < 3)
+        rc = db_migrate_v3(s);
+    return rc ? rc : db_migrate_v4(s);
 }
 
 int keyd_store_open(struct keyd_store *s, const char *path, const struct keyd_secrets *sec)
@@ -492,4 +511,42 @@ int keyd_source_delete(struct keyd_store *s, const char *addr)
     if (!st)
         return -EIO;
     return db_step_done(s, st);
+}
+
+int keyd_code_store(struct keyd_store *s, const char *vault, const char *account,
+                    const uint8_t pub[KEYD_CODE_PUB_LEN], int64_t expires, int64_t now)
+{
+    sqlite3_stmt *st = row_stmt(s, "INSERT OR REPLACE INTO enrol_codes(vault, account,"
+                                   " code_pub, expires, created) VALUES(?1, ?2, ?3, ?4, ?5)",
+                                vault, account);
+
+    if (!st)
+        return -EIO;
+    sqlite3_bind_blob(st, 3, pub, KEYD_CODE_PUB_LEN, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 4, expires);
+    sqlite3_bind_int64(st, 5, now);
+    return db_step_done(s, st);
+}
+
+int keyd_code_load(struct keyd_store *s, const char *vault, const char *account,
+                   uint8_t pub[KEYD_CODE_PUB_LEN], int64_t *expires, bool *found)
+{
+    sqlite3_stmt *st = row_stmt(s, "SELECT code_pub, expires FROM enrol_codes"
+                                   " WHERE vault = ?1 AND account = ?2", vault, account);
+    int rc = db_step_row(s, st, found);
+
+    if (!rc && *found) {
+        rc = copy_blob(st, 0, pub, KEYD_CODE_PUB_LEN);
+        *expires = sqlite3_column_int64(st, 1);
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int keyd_code_delete(struct keyd_store *s, const char *vault, const char *account)
+{
+    sqlite3_stmt *st = row_stmt(s, "DELETE FROM enrol_codes WHERE vault = ?1 AND account = ?2",
+                                vault, account);
+
+    return st ? db_step_done(s, st) : -EIO;
 }

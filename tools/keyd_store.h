@@ -18,8 +18,10 @@
 #include "keyd_secrets.h"
 
 /* PRAGMA user_version of keyd.db: 0 or 1 = plain salted-hash verifiers,
- * 2 = verifiers keyed by the verifier key, 3 = table anchors (docs/keyd.md). */
-#define KEYD_SCHEMA_VERSION 3
+ * 2 = verifiers keyed by the verifier key, 3 = table anchors, 4 = table
+ * enrol_codes (docs/keyd.md). */
+#define KEYD_SCHEMA_VERSION 4
+#define KEYD_CODE_PUB_LEN 32
 
 struct keyd_store {
     sqlite3 *db;
@@ -86,6 +88,14 @@ int keyd_source_load(struct keyd_store *s, const char *addr, struct source_row *
 int keyd_source_store(struct keyd_store *s, const char *addr, const struct source_row *row);
 int keyd_source_delete(struct keyd_store *s, const char *addr);
 
+/* The public key of (vault, account)'s one-time enrolment code, until
+ * expires (a new one replaces it). */
+int keyd_code_store(struct keyd_store *s, const char *vault, const char *account,
+                    const uint8_t pub[KEYD_CODE_PUB_LEN], int64_t expires, int64_t now);
+int keyd_code_load(struct keyd_store *s, const char *vault, const char *account,
+                   uint8_t pub[KEYD_CODE_PUB_LEN], int64_t *expires, bool *found);
+/* Spent (single use) or expired. */
+int keyd_code_delete(struct keyd_store *s, const char *vault, const char *account);
 int keyd_anchor_load(struct keyd_store *s, const char *vault, struct anchor_row *row);
 /* account: who moved it ("(admin)" for the admin token). */
 int keyd_anchor_store(struct keyd_store *s, const char *vault, int64_t counter,

@@ -505,31 +505,33 @@ static const struct command commands[] = {
 "folder's signed state does not verify.\n" },
     { "account-add", NEED_UNLOCKED, prepare_account_add, cmd_account_add,
       "NAME", OPT_ACTING | OPT_ROLE | OPT_DETAILS |
-      OPT_CODE_VALID,
+      OPT_CODE_VALID | OPT_ADMIN_TOKEN,
       "register an account and print its enrolment code (sysadmin)",
       "NAME --role ROLES [--full-name N] [--email E] [--department D] "
       "[--expires YYYY-MM-DD|never] [--code-valid-hours H] --account ADMIN [--passfile FILE] "
-      "VAULT_DIR|--config FILE",
+      "[--keyd-admin-token FILE] VAULT_DIR|--config FILE",
 "Register an account (run as a sysadmin).  ROLES: sysadmin, dataadmin,\n"
 "auditor, user, comma-separated (never sysadmin with dataadmin).  The details\n"
 "are signed into its registry record; an account past --expires does not\n"
 "unlock.  No key and no password are made: a one-time enrolment code is\n"
 "printed (single use, valid --code-valid-hours, default 72) to hand to the\n"
 "account's owner out of band, who runs pactfs-admin enroll on their own\n"
-"workstation.  The account receives grants once enrolled.\n" },
+"workstation.  The account receives grants once enrolled.  With a key\n"
+"service, the code's public key is registered there too (an admin call:\n"
+"--keyd-admin-token or a key officer's certificate); the code never is.\n" },
     { "enroll", NEED_STORAGE, NULL, cmd_enroll,
       "NAME", OPT_CONFIG | OPT_CODE_FILE | OPT_NEW_PASSFILE |
       OPT_ADMIN_TOKEN,
       "enrol your account with its one-time code (the account's owner)",
-      "NAME [--code-file FILE] [--new-passfile FILE] [--keyd-admin-token FILE] "
-      "VAULT_DIR|--config FILE",
+      "NAME [--code-file FILE] [--new-passfile FILE] VAULT_DIR|--config FILE",
 "Run by the account's owner on their own workstation with the code a sysadmin\n"
 "gave them (--code-file, else asked): the RSA key pair is generated here, the\n"
 "password chosen here (--new-passfile, else asked twice), a fresh key share\n"
 "enrolled, and the key bound to the name by a proof signed with the code.\n"
 "Prints the key's fingerprint: tell it to the dataadmin who grants you\n"
 "folders.  Wrong code: exit 4; already enrolled: 11; expired code: 13.  With\n"
-"a key service, enrolling the share still needs --keyd-admin-token.\n" },
+"a key service, the code alone enrols the share there (signed with it; used\n"
+"once); the admin token does not and is not needed.\n" },
     { "password-policy", NEED_UNLOCKED, prepare_password_policy, cmd_password_policy,
       "", OPT_ACTING | OPT_POLICY,
       "show or set the vault's password policy (sysadmin sets)",
@@ -545,7 +547,8 @@ static const struct command commands[] = {
       "NAME", OPT_ACTING | OPT_CODE_VALID |
       OPT_ADMIN_TOKEN,
       "void an account's key and issue a new enrolment code (sysadmin)",
-      "NAME [--code-valid-hours H] --account ADMIN [--passfile FILE] VAULT_DIR|--config FILE",
+      "NAME [--code-valid-hours H] --account ADMIN [--passfile FILE] [--keyd-admin-token FILE] "
+      "VAULT_DIR|--config FILE",
 "The lost-password path (run as a sysadmin): the account's key stops counting,\n"
 "its key share is removed and a new one-time code is printed.  After its owner\n"
 "enrols again, a dataadmin grants its folders anew.  Never a password reset.\n" },

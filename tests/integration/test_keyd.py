@@ -17,6 +17,7 @@ import ctypes.util
 import glob
 import hashlib
 import hmac
+import http.client
 import json
 import os
 import re
@@ -842,7 +843,7 @@ def keyed_verifier(master_key, vault, account, inner):
     return hmac.new(key, msg, hashlib.sha256).digest()
 
 
-KEYD_SCHEMA_VERSION = 3        # tools/keyd_store.h: 2 keyed verifiers, 3 anchors
+KEYD_SCHEMA_VERSION = 4        # tools/keyd_store.h: 2 keyed verifiers, 3 anchors, 4 codes
 
 
 def keyd_schema(k):
@@ -1032,8 +1033,11 @@ def test_admin_actions_on_the_vault_trail_and_at_the_receiver(kvault, keyd, tmp_
         evs = [json.loads(ln) for ln in open(trail)]
         acts = [(e["op"], e["path"], e["result"], e["account"]) for e in evs
                 if e["op"].startswith("keyd-")]
-        assert acts == [("keyd-enroll", H.ACCOUNT + "-admin", "ok", "keyd:admin-token"),
-                        ("keyd-enroll", H.ACCOUNT, "ok", "keyd:admin-token"),   # init
+        # init: the admin token registers each code, the code enrols
+        assert acts == [("keyd-enrol-code", H.ACCOUNT + "-admin", "ok", "keyd:admin-token"),
+                        ("keyd-enroll", H.ACCOUNT + "-admin", "ok", "keyd:enrolment-code"),
+                        ("keyd-enrol-code", H.ACCOUNT, "ok", "keyd:admin-token"),
+                        ("keyd-enroll", H.ACCOUNT, "ok", "keyd:enrolment-code"),
                         ("keyd-unlock", H.ACCOUNT, "ok", "keyd:admin-token"),
                         ("keyd-disable", H.ACCOUNT, "ok", "keyd:admin-token"),
                         ("keyd-enable", H.ACCOUNT, "ok", "keyd:admin-token"),
@@ -1108,3 +1112,140 @@ def test_officers_act_by_client_certificate(kvault, keyd):
     assert acts == [("keyd-disable", "ok", "keyd:pactfs test client"),
                     ("keyd-enable", "ok", "keyd:pactfs test client"),
                     ("keyd-disable", "denied", "keyd:pactfs test client")], acts
+
+
+# ------------------------------------------------------ enrolment by code
+
+def keyd_post(k, path, body, token=None):
+    """One request to pactfs-keyd as any client could send it: (status, body)."""
+    ctx = ssl.create_default_context(cafile=k.ca_file)
+    c = http.client.HTTPSConnection("127.0.0.1", k.port, context=ctx, timeout=20)
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = "Bearer " + token
+    try:
+        c.request("POST", path, json.dumps(body), headers)
+        r = c.getresponse()
+        return r.status, json.loads(r.read() or b"{}")
+    finally:
+        c.close()
+
+
+def enroll_message(vault, account, auth):
+    """What the enrolment code's key signs (docs/keyd.md, "Enrolment by code")."""
+    return (b"pactfs-keyd v1 enroll" + struct.pack(">I", len(vault)) + vault.encode() +
+            struct.pack(">I", len(account)) + account.encode() + auth)
+
+
+def code_keys():
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives import serialization
+    k = Ed25519PrivateKey.generate()
+    pub = k.public_key().public_bytes(serialization.Encoding.Raw,
+                                      serialization.PublicFormat.Raw)
+    return k, pub
+
+
+def register_code(k, vault, account, pub, expires, token):
+    return keyd_post(k, "/v1/enrol-code", {"vault": vault, "account": account,
+                                           "code_pub": pub.hex(), "expires": expires},
+                     token=token)
+
+
+def enroll_signed(k, vault, account, key, auth=None, token=None):
+    auth = auth or os.urandom(32)
+    body = {"vault": vault, "account": account, "auth": auth.hex()}
+    if key is not None:
+        body["code_sig"] = key.sign(enroll_message(vault, account, auth)).hex()
+    return keyd_post(k, "/v1/enroll", body, token=token)
+
+
+def test_enrolment_at_keyd_needs_the_persons_code(kvault, keyd):
+    """pactfs-admin account-add registers the code's public key at the key
+    service (admin call); the person's pactfs-admin enroll, with no admin
+    token, enrols the share with the code.  At the service: a used code, an
+    expired one, another account's and the admin token alone are refused
+    (audited); keyd.db keeps only the code's public key."""
+    v = kvault
+    p = v.admin("account-add", "carol", v.dir, "--role", "user", "--account",
+                H.ACCOUNT + "-admin", "--passfile", v.passfile, "--keyd-admin-token",
+                keyd.token_file)
+    assert p.returncode == 0, p.stdout + p.stderr
+    code = re.search(r"^([A-Z2-7]{4}(?:-[A-Z2-7]{4}){7})$", p.stdout, re.M).group(1)
+    rows = keyd_query(keyd, "SELECT account, code_pub FROM enrol_codes")
+    assert [r[0] for r in rows] == ["carol"] and len(rows[0][1]) == 32, rows
+    assert code.replace("-", "").encode() not in keyd.read("keyd.db")
+    reg = [e for e in keyd.audit_events() if e["op"] == "enrol-code"]
+    assert reg and reg[-1]["result"] == "code-registered", reg
+
+    codefile = os.path.join(v.base, "carol.code")
+    write_secret(codefile, code + "\n")
+    pw = passfile(v, "carol.pass", "a violet harbour lamp 9 kept")
+    env = dict(v.env)
+    env.pop("PACTFS_KEYD_ADMIN_TOKEN_FILE", None)
+    p = subprocess.run([H.binary("pactfs-admin"), "enroll", "carol", v.dir, "--code-file",
+                        codefile, "--new-passfile", pw], env=env, capture_output=True,
+                       text=True, timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert [a[1] for a in keyd.accounts()].count("carol") == 1
+    assert keyd_query(keyd, "SELECT account FROM enrol_codes") == []
+    ev = [e for e in keyd.audit_events() if e["op"] == "enroll" and e.get("account") == "carol"]
+    assert [e["result"] for e in ev] == ["enrolled"], ev
+
+    vault = [a[0] for a in keyd.accounts()][0]
+    # the admin token alone enrols nobody
+    st, body = enroll_signed(keyd, vault, "dave", None, token=keyd.token)
+    assert (st, body.get("error")) == (401, "code-required"), (st, body)
+    # a code used once: gone
+    k1, pub1 = code_keys()
+    assert register_code(keyd, vault, "dave", pub1, int(time.time()) + 600, keyd.token)[0] == 200
+    assert enroll_signed(keyd, vault, "dave", k1)[0] == 200
+    st, body = enroll_signed(keyd, vault, "dave", k1)
+    assert (st, body.get("error")) == (403, "no-code"), (st, body)
+    # another account's code
+    k2, pub2 = code_keys()
+    register_code(keyd, vault, "erin", pub2, int(time.time()) + 600, keyd.token)
+    st, body = enroll_signed(keyd, vault, "erin", k1)
+    assert (st, body.get("error")) == (403, "code-rejected"), (st, body)
+    st, body = enroll_signed(keyd, vault, "frank", k2)
+    assert (st, body.get("error")) == (403, "no-code"), (st, body)
+    assert enroll_signed(keyd, vault, "erin", k2)[0] == 200     # its own still works
+    # an expired code
+    k3, pub3 = code_keys()
+    register_code(keyd, vault, "gus", pub3, int(time.time()) - 1, keyd.token)
+    st, body = enroll_signed(keyd, vault, "gus", k3)
+    assert (st, body.get("error")) == (403, "code-expired"), (st, body)
+    assert "gus" not in [a[1] for a in keyd.accounts()]
+    # registering a code is an admin call
+    st, _ = register_code(keyd, vault, "hal", pub3, int(time.time()) + 600, None)
+    assert st == 401
+    results = [(e.get("account"), e["result"]) for e in keyd.audit_events()
+               if e["op"] == "enroll"]
+    for want in [("dave", "code-required"), ("dave", "no-code"), ("erin", "code-rejected"),
+                 ("gus", "code-expired"), ("erin", "enrolled")]:
+        assert want in results, (want, results)
+
+    # carol mounts with the share her code enrolled
+    carol = H.AccountMount(v, "carol", pw)
+    try:
+        p = carol.mount(check=False)
+        # carol holds no folder yet: the mount itself proves the login
+        assert p.returncode == 0, p.stdout + p.stderr
+    finally:
+        finish_vault(carol)
+
+
+def test_schema3_database_migrated_to_schema4(kvault, keyd):
+    """keyd.db of schema 3 (no enrol_codes) is brought to 4 at start, rows kept."""
+    v = kvault
+    accounts = keyd.accounts()
+    keyd_stopped_write(keyd, "DROP TABLE enrol_codes", "PRAGMA user_version = 3")
+    keyd.start()
+    assert keyd_schema(keyd) == KEYD_SCHEMA_VERSION == 4
+    assert keyd.accounts() == accounts
+    vault = accounts[0][0]
+    k, pub = code_keys()
+    assert register_code(keyd, vault, "ivy", pub, int(time.time()) + 600, keyd.token)[0] == 200
+    assert enroll_signed(keyd, vault, "ivy", k)[0] == 200
+    v.mount()
+    v.unmount()

@@ -5,16 +5,14 @@ a workstation that never mounted the vault (no local anchor).
 
 Run against the real pactfs-keyd over TLS (the fixtures of test_keyd.py).
 """
-import http.client
 import json
 import os
 import shutil
 import sqlite3
-import ssl
 
 import pactfs_helpers as H
-from test_keyd import (Keyd, clone_vault, keyd, keyd_factory, kvault, pki,  # noqa: F401
-                       vault_factory)
+from test_keyd import (Keyd, clone_vault, keyd, keyd_factory, keyd_post, kvault,  # noqa: F401
+                       pki, vault_factory)
 
 EXIT_ROLLBACK = 17
 
@@ -42,17 +40,7 @@ def head_counter(vdir):
     return int.from_bytes(tbs[off:off + 8], "big")
 
 
-def post(k, path, body, token=None):
-    ctx = ssl.create_default_context(cafile=k.ca_file)
-    c = http.client.HTTPSConnection("127.0.0.1", k.port, context=ctx, timeout=30)
-    hdrs = {"Content-Type": "application/json"}
-    if token:
-        hdrs["Authorization"] = "Bearer " + token
-    c.request("POST", path, json.dumps(body), hdrs)
-    r = c.getresponse()
-    out = (r.status, json.loads(r.read() or b"{}"))
-    c.close()
-    return out
+post = keyd_post
 
 
 def events(v, op):
