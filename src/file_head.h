@@ -43,7 +43,7 @@
 
 #define FILE_HEAD_PARAM "file_head"
 #define FILE_HEAD_ANCHOR_SUFFIX "#files"
-#define FILE_HEAD_MAX_BLOB (256u * 1024u * 1024u)
+#define FILE_HEAD_MAX_BLOB (64u * 1024u * 1024u)   /* = META_LARGE_PARAM_MAX */
 
 struct fh_entry {
     uint64_t ino;

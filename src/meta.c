@@ -235,7 +235,9 @@ int meta_param_set(struct meta *m, const char *key, const void *val, size_t len)
 {
     int rc = check_param_key(key);
 
-    if (!rc)
+    if (!rc && len > META_BLOB_MAX && len <= META_PARAM_MAX(key))
+        rc = val ? 0 : -EINVAL;
+    else if (!rc)
         rc = check_blob("parameter value", val, len);
     return rc ? rc : m->ops->param_set(m, key, val, len);
 }

@@ -14,6 +14,12 @@
 /* Largest blob accepted from or written to the store (public keys, sealed
  * keys, envelopes, params, symlink targets, xattr values). */
 #define META_BLOB_MAX (1u << 20)
+/* The one larger parameter: the signed file head (file_head.h), 16 bytes a
+ * file the vault ever held, so up to 4 million files. */
+#define META_LARGE_PARAM_MAX (64u << 20)
+#define META_LARGE_PARAM_KEY "file_head"
+#define META_PARAM_MAX(key) \
+    (strcmp((key), META_LARGE_PARAM_KEY) == 0 ? META_LARGE_PARAM_MAX : META_BLOB_MAX)
 
 typedef int (*meta_account_cb)(void *arg, const struct meta_account *a);
 typedef int (*meta_folder_cb)(void *arg, const struct meta_folder *f);

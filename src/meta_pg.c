@@ -160,7 +160,7 @@ static void pg_bind_blob(struct msql_stmt *base, int col, const void *p, size_t 
     int i = param_slot(q, col);
 
     q->val[i] = n ? p : "";
-    q->len[i] = (int)n;     /* n <= META_BLOB_MAX, checked by meta.c */
+    q->len[i] = (int)n;     /* n <= META_LARGE_PARAM_MAX, checked by meta.c */
     q->fmt[i] = 1;
 }
 

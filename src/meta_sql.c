@@ -635,7 +635,7 @@ static int sql_param_get(struct meta *m, const char *key, uint8_t **val, size_t 
     if (rc == 0)
         rc = pfs_err(-ENOENT, "vault parameter '%s' is not set", key);
     else if (rc > 0)
-        rc = col_blob_dup(&q, 0, "parameter value", META_BLOB_MAX, val, len);
+        rc = col_blob_dup(&q, 0, "parameter value", META_PARAM_MAX(key), val, len);
     q_close(&q);
     return rc;
 }

@@ -320,6 +320,27 @@ static void test_resign(void)
     file_head_clear(&after);
 }
 
+/* The file head is the one parameter past 1 MiB (16 bytes a file: up to
+ * 4 million files); any other stays bounded. */
+static void test_large_head(void)
+{
+    size_t big = 3u << 20, len = 0;
+    uint8_t *v = calloc(1, big), *got = NULL, *keep = NULL;
+    size_t keeplen = 0;
+
+    REQUIRE(v);
+    REQUIRE(stored(&keep, &keeplen) == 0);
+    v[big - 1] = 0x5a;
+    CHECK_EQ_INT(meta_param_set(m, FILE_HEAD_PARAM, v, big), 0);
+    CHECK_EQ_INT(meta_param_get(m, FILE_HEAD_PARAM, &got, &len), 0);
+    CHECK(len == big && got && got[big - 1] == 0x5a);
+    CHECK_EQ_INT(meta_param_set(m, "some_other", v, big), -EINVAL);
+    CHECK_EQ_INT(store(keep, keeplen), 0);
+    free(got);
+    free(keep);
+    free(v);
+}
+
 static void test_teardown(void)
 {
     char p[160];
@@ -344,6 +365,7 @@ int main(void)
     RUN(test_replay_and_order);
     RUN(test_advance_keeps_floors);
     RUN(test_resign);
+    RUN(test_large_head);
     RUN(test_teardown);
     return tap_done();
 }
