@@ -456,3 +456,36 @@ def test_open_o_creat_racing_another_workstation_opens_its_file(pg, office):
     assert not errs, errs[:3]
     with pytest.raises(FileExistsError):
         os.open(b.path("log0.txt"), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+
+
+def test_running_workstation_takes_newer_file_floors(pg, office):
+    """Issue 7: b was mounted before a saved v2 of a contract and never
+    opened it.  a's mount signs the file head covering v2 within seconds;
+    b re-reads it while running.  The operator then puts v1's rows and
+    fragments back: b's first open fails (EIO, audited `tamper`), it never
+    reads v1 -- b did not see v2 itself, it learned the floor from a."""
+    from test_pg import put_fragments_back, save_fragments
+    a, b = office
+    v1 = b"v1: payment within 90 days.\n" * 50000
+    v2 = b"v2: payment within 30 days.\n" * 50000
+    os.makedirs(a.folder, exist_ok=True)
+    H.write_file(a.path("terms.txt"), v1, fsync=True)
+    ino = os.stat(a.path("terms.txt")).st_ino
+    time.sleep(6)                                   # a's file head covers v1
+    pg.psql("CREATE TABLE kept_inode AS SELECT * FROM inodes WHERE ino = %d;"
+            "CREATE TABLE kept_chunks AS SELECT * FROM chunks WHERE ino = %d;" % (ino, ino),
+            a.db)
+    ids = pg.psql("SELECT encode(chunk_id, 'hex') FROM kept_chunks", a.db).split()
+    saved = save_fragments(a, ids)
+    assert ids and len(saved) == 3 * len(ids)
+    H.write_file(a.path("terms.txt"), v2, fsync=True)
+    time.sleep(12)               # a signs the head covering v2, b re-reads it
+    put_fragments_back(saved)
+    pg.psql("UPDATE inodes i SET size = k.size, mtime_ns = k.mtime_ns, ctime_ns = k.ctime_ns,"
+            " commitment = k.commitment FROM kept_inode k WHERE i.ino = k.ino;"
+            "DELETE FROM chunks WHERE ino = %d;"
+            "INSERT INTO chunks SELECT * FROM kept_chunks;" % ino, a.db)
+    e = H.errno_of(H.read_file, b.path("terms.txt"))
+    assert e == errno.EIO, "b read the rolled-back file: %s" % H.errname(e)
+    tampers = [ev for ev in audit_events(b) if ev["op"] == "tamper"]
+    assert any(ev.get("path", "").endswith("terms.txt") for ev in tampers), tampers
