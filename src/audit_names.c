@@ -164,24 +164,15 @@ int audit_names_for_writer(struct meta *m, const char *vault_id, const char *roo
     char *path = pin_path(spool_path);
     int rc;
 
-    char keep[512];
-
     *pub = NULL;
     if (!path)
         return -ENOMEM;
-    /* The caller's message (e.g. why an unlock it audits failed) survives
-     * the lookup of a key that is simply not there. */
-    snprintf(keep, sizeof keep, "%s", pfs_err_msg());
     rc = pin_read(path, pinned);
     if (rc == 0) {
         rc = audit_names_public(m, vault_id, root_fp, pub, kid);
-        if (rc == -ENOENT && !pinned[0]) {
-            rc = 0;                          /* no key, never seen one: plaintext names */
-            if (keep[0])
-                pfs_err(-EIO, "%s", keep);
-            else
-                pfs_err_clear();
-        }
+        if (rc == -ENOENT && !pinned[0])
+            rc = 0;                          /* no key, never seen one: plaintext names
+                                              * (vault_audit_open keeps the caller's message) */
         else if (rc == -ENOENT)
             rc = pfs_err(-EBADMSG, "the vault's audit names key (%s) is gone from the "
                          "metadata store although this machine used it (%s): refusing to "
