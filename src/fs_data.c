@@ -1057,38 +1057,58 @@ void fs_data_detach(struct fs *fs, struct fs_inode *in)
 
 enum chunk_src { SRC_HOLE, SRC_DIRTY, SRC_STORED };
 
-/* A chunk record just read (ref, or NULL for none) must be the one the
- * verified commitment lists for idx (in->lock and meta_lock held).  If not,
- * another workstation may have committed since: read the commitment and
- * every record again, and accept a newer state that verifies.  Anything
- * else is tampering: -EIO, reported.  Returns rc (0 or -ENOENT) when fine. */
+/* A chunk record just read (buf if rc is 0, none if -ENOENT) must be the
+ * one the verified commitment lists for idx (in->lock and meta_lock held).
+ * If not, another workstation may have committed since: the record and the
+ * commitment are two reads, and commits keep landing between them while a
+ * writer saves.  So read the commitment again (verified, never older), and
+ * if the record still disagrees, the record again, then the commitment:
+ * a record that disagrees with a commitment whose generation did not move
+ * across its read is tampering (-EIO, reported).  Returns the record's rc
+ * (0, buf refilled, or -ENOENT) when it is the listed one. */
 static int chunk_committed_check(struct fs *fs, struct fs_inode *in, uint64_t idx,
-                                 const struct chunk_ref *ref, int rc)
+                                 struct chunk_ref *buf, int rc)
 {
     struct fs_file *f = in->file;
     const struct fc_entry *e = fc_list_find(&f->fc, idx);
-    if (ref ? fc_entry_matches(e, ref) : e == NULL)
+    if (rc == 0 ? fc_entry_matches(e, buf) : e == NULL)
         return rc;
     struct meta_inode mi;
     char what[512];
-    int r = meta_inode_get(fs->v->meta, in->ino, &mi);
-    if (r == 0 && file_rekeyed(fs, f, &mi))
-        return -EKEYEXPIRED;      /* chunk_source adopts the new DEK */
-    if (r == 0)
-        r = fc_load_settled(fs, &mi, f->fc_key, f->fc_gen, &f->fc, &f->fc_gen);
-    if (r == 0 && !file_unsaved(f))
-        f->base_gen = f->fc_gen;   /* nothing of ours to lose: the newer state is the base */
-    if (r == 0) {
+    int r = 0;
+    for (int tries = 0; tries < 16; tries++) {
+        uint64_t seen_gen = f->fc_gen;       /* the list before the record's read */
+        r = meta_inode_get(fs->v->meta, in->ino, &mi);
+        if (r == 0 && file_rekeyed(fs, f, &mi))
+            return -EKEYEXPIRED;  /* chunk_source adopts the new DEK */
+        if (r == 0)
+            r = fc_load_settled(fs, &mi, f->fc_key, f->fc_gen, &f->fc, &f->fc_gen);
+        if (r < 0)
+            break;
+        if (!file_unsaved(f))
+            f->base_gen = f->fc_gen;   /* nothing of ours to lose: the newer state is the base */
         e = fc_list_find(&f->fc, idx);
-        if (ref ? fc_entry_matches(e, ref) : e == NULL)
+        if (rc == 0 ? fc_entry_matches(e, buf) : e == NULL)
             return rc;
-        r = pfs_err(-EBADMSG, "check \"chunk record\" failed");
+        if (f->fc_gen == seen_gen) {
+            r = pfs_err(-EBADMSG, "check \"chunk record\" failed");
+            break;
+        }
+        rc = meta_chunk_get(fs->v->meta, in->ino, idx, buf);
+        if (rc < 0 && rc != -ENOENT)
+            return rc;
+        if (rc == 0 ? fc_entry_matches(e, buf) : e == NULL)
+            return rc;
     }
+    if (r == 0)
+        return pfs_err(-EIO, "inode %" PRIu64 " chunk %" PRIu64 ": the file kept changing "
+                       "under the read (another workstation is saving it): try again",
+                       in->ino, idx);
     if (r != -EBADMSG)
         return r;
     snprintf(what, sizeof what, "chunk %" PRIu64 " (%s): %s", idx,
-             ref ? (e ? "record is not the committed version" : "record where a hole was "
-                    "committed") : "record missing", pfs_err_msg());
+             rc == 0 ? (e ? "record is not the committed version" : "record where a hole was "
+                        "committed") : "record missing", pfs_err_msg());
     return fs_tamper(fs, NULL, in->ino, NULL, what);
 }
 
@@ -1113,7 +1133,7 @@ static int chunk_source_once(struct fs *fs, struct fs_inode *in, uint64_t idx,
     pthread_mutex_lock(&fs->meta_lock);
     int r = meta_chunk_get(fs->v->meta, in->ino, idx, ref);
     if (r == 0 || r == -ENOENT)
-        r = chunk_committed_check(fs, in, idx, r == 0 ? ref : NULL, r);
+        r = chunk_committed_check(fs, in, idx, ref, r);
     pthread_mutex_unlock(&fs->meta_lock);
     if (r < 0 && r != -ENOENT)
         return r;
