@@ -27,6 +27,7 @@
 #include "error.h"
 #include "fileio.h"
 #include "https.h"
+#include "log.h"
 
 #define HASH_HEX (2 * SHA256_LEN)
 #define REPLY_MAX (64u * 1024u)             /* receiver answers we keep */
@@ -556,11 +557,11 @@ struct audit_ship {
 
 static void ship_log_failure(struct audit_ship *s, int rc)
 {
-    /* stderr becomes syslog once the daemon is in the background */
+    /* log.h: syslog once the daemon is in the background */
     if (s->st.failures == 1 || s->st.failures % LOG_EVERY_FAILURES == 0)
-        fprintf(stderr, "pactfs: audit shipper: %s (attempt %u; events stay in the spool and "
-                "are retried)\n", pfs_err_msg()[0] ? pfs_err_msg() : strerror(-rc),
-                s->st.failures);
+        log_warning("audit shipper: %s (attempt %u; events stay in the spool and "
+                    "are retried)", pfs_err_msg()[0] ? pfs_err_msg() : strerror(-rc),
+                    s->st.failures);
 }
 
 static void ship_record(struct audit_ship *s, int rc)
@@ -568,8 +569,8 @@ static void ship_record(struct audit_ship *s, int rc)
     pthread_mutex_lock(&s->mu);
     if (rc == 1) {
         if (s->st.failures)
-            fprintf(stderr, "pactfs: audit shipper: the receiver acknowledges again after %u "
-                    "failed attempts\n", s->st.failures);
+            log_info("audit shipper: the receiver acknowledges again after %u "
+                     "failed attempts", s->st.failures);
         s->st.cursor = s->sh.cursor;
         s->st.batches_sent++;
         s->st.failures = 0;

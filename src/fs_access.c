@@ -31,6 +31,7 @@
 #include "folder_state.h"
 #include "fs_internal.h"
 #include "grants.h"
+#include "log.h"
 #include "registry.h"
 #include "vault_head.h"
 
@@ -165,8 +166,8 @@ static void drop_folder(struct fs_access *a, struct vault_folder *vf, const char
             bury(a, k);
     }
     forget_folder(fs, vf);   /* before the log line: it says all is done */
-    fprintf(stderr, "pactfs: access to %s withdrawn (%s): its keys are dropped from memory, "
-            "further access is refused\n", path ? path : "a folder", why);
+    log_warning("access to %s withdrawn (%s): its keys are dropped from memory, "
+                "further access is refused", path ? path : "a folder", why);
     char what[600];
     snprintf(what, sizeof what, "%s (%s)", path ? path : "?", why);
     fs_audit(fs, NULL, "access-revoked", what, -EACCES, 0);
@@ -217,15 +218,15 @@ static void adopt_rotation(struct fs *fs, struct vault_folder *vf, uint32_t vers
         r = pfs_err(-EIO, "no envelope of key version %u opens for this account", version);
     if (r == 0) {
         snprintf(what, sizeof what, "%s (key version %u -> %u)", path ? path : "?", old, version);
-        fprintf(stderr, "pactfs: the folder key of %s was rotated; new data goes under key "
-                "version %u\n", path ? path : "a folder", version);
+        log_info("the folder key of %s was rotated; new data goes under key "
+                 "version %u", path ? path : "a folder", version);
         fs_audit(fs, NULL, "key-rotated", what, 0, 0);
     } else {
         snprintf(what, sizeof what, "%s (key version %u: %s)", path ? path : "?", version,
                  pfs_err_msg());
-        fprintf(stderr, "pactfs: the folder key of %s was rotated to version %u, which this "
-                "mount cannot open (%s); writes to it are refused: unmount and mount again\n",
-                path ? path : "a folder", version, pfs_err_msg());
+        log_error("the folder key of %s was rotated to version %u, which this "
+                  "mount cannot open (%s); writes to it are refused: unmount and mount again",
+                  path ? path : "a folder", version, pfs_err_msg());
         __atomic_store_n(&vf->rights, __atomic_load_n(&vf->rights, __ATOMIC_ACQUIRE) &
                          ~(uint32_t)RIGHT_WRITE, __ATOMIC_RELEASE);
         fs_audit(fs, NULL, "key-rotated", what, -EIO, 0);
@@ -324,8 +325,8 @@ int fs_access_check_now(struct fs *fs)
             __atomic_store_n(&vf->rights, held & vd[i].rights, __ATOMIC_RELEASE);
             grants_rights_format(held & vd[i].rights, rs, sizeof rs);
             snprintf(path_what, sizeof path_what, "%s (rights now %s)", path ? path : "?", rs);
-            fprintf(stderr, "pactfs: rights on %s lowered to %s by the folder's signed state\n",
-                    path ? path : "a folder", rs);
+            log_info("rights on %s lowered to %s by the folder's signed state",
+                     path ? path : "a folder", rs);
             fs_audit(fs, NULL, "access-reduced", path_what, 0, 0);
             free(path);
         }
@@ -353,8 +354,8 @@ static void *access_main(void *arg)
         a->poke = 0;
         pthread_mutex_unlock(&a->lock);
         if (fs_access_check_now(a->fs) < 0)
-            fprintf(stderr, "pactfs: cannot re-check this account's access: %s\n",
-                    pfs_err_msg());
+            log_error("cannot re-check this account's access: %s",
+                      pfs_err_msg());
         sweep(a, 0);
         pthread_mutex_lock(&a->lock);
     }

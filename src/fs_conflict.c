@@ -29,6 +29,7 @@
 #include "envelope.h"
 #include "error.h"
 #include "fs_core.h"
+#include "log.h"
 #include "secmem.h"
 
 #define COPY_NAME_TRIES 20
@@ -195,14 +196,14 @@ int fs_conflict_copy(struct fs *fs, struct fs_inode *in)
     if (cin)
         fs_inode_put(fs, cin, FS_REF_OP, 1);
     if (r < 0)
-        fprintf(stderr, "pactfs: %s was changed elsewhere while this workstation changed it; "
-                "saving this workstation's version as %s failed (%s): it stays in memory "
-                "and is retried at the next flush\n", path ? path : "?",
-                copy_path ? copy_path : "a conflict copy", pfs_err_msg());
+        log_warning("%s was changed elsewhere while this workstation changed it; "
+                    "saving this workstation's version as %s failed (%s): it stays in memory "
+                    "and is retried at the next flush", path ? path : "?",
+                    copy_path ? copy_path : "a conflict copy", pfs_err_msg());
     else
-        fprintf(stderr, "pactfs: %s was changed elsewhere while this workstation changed it: "
-                "it keeps the version saved first; this workstation's version is %s\n",
-                path ? path : "?", copy_path ? copy_path : "?");
+        log_warning("%s was changed elsewhere while this workstation changed it: "
+                    "it keeps the version saved first; this workstation's version is %s",
+                    path ? path : "?", copy_path ? copy_path : "?");
     free(path);
     free(copy_path);
     return r < 0 ? -EIO : 0;

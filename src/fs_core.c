@@ -24,6 +24,7 @@
 #include "error.h"
 #include "crashpoint.h"
 #include "fs_core.h"
+#include "log.h"
 #include "mount_peers.h"
 
 #define PATH_DEPTH_MAX 256
@@ -144,7 +145,7 @@ static struct audit_ctx audit_who(const struct fs_caller *caller)
 
 static int audit_failed(const char *op)
 {
-    fprintf(stderr, "pactfs: audit spool write failed (%s); refusing %s\n", pfs_err_msg(), op);
+    log_error("audit spool write failed (%s); refusing %s", pfs_err_msg(), op);
     return -EIO;
 }
 
@@ -275,11 +276,10 @@ int fs_root_deny(struct fs *fs, const struct fs_caller *who, const char *op, con
             : name && name[0] == '.' ? "a contract folder's name does not start with a dot "
                                        "(the trash is .Trash-UID of the user who mounted)"
                                      : "creating a contract folder needs the dataadmin role";
-        fprintf(stderr,
-                "pactfs: %s \"%s\" at the top of the mount refused for account "
-                "\"%s\": only contract folders live there and %s (%u similar refusals "
-                "not logged)\n",
-                op, name ? name : "", fs->v->account.name, how, n);
+        log_warning("%s \"%s\" at the top of the mount refused for account "
+                    "\"%s\": only contract folders live there and %s (%u similar refusals "
+                    "not logged)",
+                    op, name ? name : "", fs->v->account.name, how, n);
     } else {
         __atomic_add_fetch(&suppressed, 1, __ATOMIC_RELAXED);
     }
@@ -374,10 +374,9 @@ int fs_tamper(struct fs *fs, const struct fs_caller *who, uint64_t ino, const ch
               const char *what)
 {
     char *path = fs_path(fs, ino, name);
-    fprintf(stderr,
-            "pactfs: TAMPERING DETECTED on %s: %s; refusing it (EIO). The metadata "
-            "store was altered: restore it from a backup or ask the database operator\n",
-            path ? path : "?", what);
+    log_error("TAMPERING DETECTED on %s: %s; refusing it (EIO). The metadata "
+              "store was altered: restore it from a backup or ask the database operator",
+              path ? path : "?", what);
     fs_audit(fs, who, "tamper", path, -EIO, 0);
     free(path);
     return -EIO;
@@ -674,10 +673,9 @@ static int readdir_cb(void *arg, const struct meta_dirent *d)
             return 0; /* a folder this account holds no envelope for */
     }
     if (fs_name_dec_any(c->fs, vf, c->parent, d->name, d->name_len, name, &nlen) < 0) {
-        fprintf(stderr,
-                "pactfs: skipping an entry of directory %llu whose name does not "
-                "decrypt\n",
-                (unsigned long long)c->parent);
+        log_warning("skipping an entry of directory %llu whose name does not "
+                    "decrypt",
+                    (unsigned long long)c->parent);
         return 0;
     }
     if (c->vf && fs_trash_reserved(c->fs, c->parent, name))
@@ -805,7 +803,7 @@ void fs_core_delete_orphans(struct fs *fs)
     int r = meta_inode_list_orphans(fs->v->meta, orphan_collect, &list);
     pthread_mutex_unlock(&fs->meta_lock);
     if (r < 0)
-        fprintf(stderr, "pactfs: cannot list orphan inodes: %s\n", pfs_err_msg());
+        log_error("cannot list orphan inodes: %s", pfs_err_msg());
     for (uint64_t i = 1; i <= list[0]; i++)
         fs_inode_delete_now(fs, list[i]);
     free(list);

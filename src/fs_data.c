@@ -29,6 +29,7 @@
 #include "error.h"
 #include "filecommit.h"
 #include "fs_internal.h"
+#include "log.h"
 #include "meta_shared.h"
 #include "secmem.h"
 #include "workq.h"
@@ -436,8 +437,8 @@ static int cache_acquire(struct fs *fs, uint64_t ino, uint64_t idx, const struct
         char *p = fs_path(fs, ino, NULL);
         char id[2 * CHUNK_ID_LEN + 1];
         hex_encode(ref->chunk_id, CHUNK_ID_LEN, id);
-        fprintf(stderr, "pactfs: cannot read chunk %" PRIu64 " (id %s) of %s (inode %" PRIu64
-                "): %s\n", idx, id, p ? p : "?", ino, pfs_err_msg());
+        log_error("cannot read chunk %" PRIu64 " (id %s) of %s (inode %" PRIu64
+                  "): %s", idx, id, p ? p : "?", ino, pfs_err_msg());
         free(p);
         return -EIO;
     }
@@ -445,8 +446,8 @@ static int cache_acquire(struct fs *fs, uint64_t ino, uint64_t idx, const struct
         char *p = fs_path(fs, ino, NULL);
         char id[2 * CHUNK_ID_LEN + 1];
         hex_encode(ref->chunk_id, CHUNK_ID_LEN, id);
-        fprintf(stderr, "pactfs: chunk %" PRIu64 " (id %s) of %s has bad fragments (mask 0x%x); "
-                "repairing in the background\n", idx, id, p ? p : "?", bad);
+        log_warning("chunk %" PRIu64 " (id %s) of %s has bad fragments (mask 0x%x); "
+                    "repairing in the background", idx, id, p ? p : "?", bad);
         free(p);
         queue_repair(fs, ref, bad);
     }
@@ -614,7 +615,7 @@ static void drop_delete(struct fs *fs, struct chunk_ref *list, size_t n)
 {
     for (size_t i = 0; i < n; i++)
         if (object_delete_chunk(fs->v->ol, &list[i]) < 0)
-            fprintf(stderr, "pactfs: cannot delete uncommitted fragments: %s\n", pfs_err_msg());
+            log_error("cannot delete uncommitted fragments: %s", pfs_err_msg());
     free(list);
 }
 
@@ -1315,9 +1316,9 @@ static void job_put(struct fs *fs, struct fs_inode *in, uint64_t idx)
     c->max_version = version;   /* never reuse a version, even a failed one */
     if (r < 0) {
         char *p = fs_path(fs, in->ino, NULL);
-        fprintf(stderr, "pactfs: write-back of chunk %" PRIu64 " of %s failed (kept in "
-                "memory and retried at the next flush): %s\n", idx, p ? p : "?",
-                pfs_err_msg());
+        log_error("write-back of chunk %" PRIu64 " of %s failed (kept in "
+                  "memory and retried at the next flush): %s", idx, p ? p : "?",
+                  pfs_err_msg());
         fs_health_note_error(fs, pfs_err_msg());
         __atomic_add_fetch(&fs->data->health.writeback_errors, 1, __ATOMIC_RELAXED);
         if (!__atomic_exchange_n(&fs->data->wb_trouble, 1, __ATOMIC_RELAXED))
@@ -1649,7 +1650,7 @@ static int file_commit(struct fs *fs, struct fs_inode *in)
     free(s.items);
     if (r < 0) {
         char *p = fs_path(fs, in->ino, NULL);
-        fprintf(stderr, "pactfs: cannot commit %s: %s\n", p ? p : "?", pfs_err_msg());
+        log_error("cannot commit %s: %s", p ? p : "?", pfs_err_msg());
         fs_audit(fs, NULL, "commit-failed", p, -EIO, 0);
         free(p);
         return -EIO;
@@ -1706,7 +1707,7 @@ int fs_data_meta_sync(struct fs *fs)
     int r = meta_sync(fs->v->meta);
     pthread_mutex_unlock(&fs->meta_lock);
     if (r < 0)
-        fprintf(stderr, "pactfs: cannot make metadata durable: %s\n", pfs_err_msg());
+        log_error("cannot make metadata durable: %s", pfs_err_msg());
     return r < 0 ? -EIO : 0;
 }
 
@@ -1722,8 +1723,8 @@ static void flush_one(struct fs *fs, struct fs_inode *in)
 {
     if (fs_data_flush(fs, in) < 0) {
         char *p = fs_path(fs, in->ino, NULL);
-        fprintf(stderr, "pactfs: could not write back %s at unmount: its unsaved data is "
-                "lost\n", p ? p : "?");
+        log_error("could not write back %s at unmount: its unsaved data is "
+                  "lost", p ? p : "?");
         fs_audit(fs, NULL, "writeback-lost", p, -EIO, 0);
         free(p);
     }
@@ -2187,7 +2188,7 @@ static void gc_mark_done(struct fs *fs, const uint64_t *ids, unsigned n)
         meta_rollback(m);
     pthread_mutex_unlock(&fs->meta_lock);
     if (r < 0)   /* the entries come back; deleting again finds nothing */
-        fprintf(stderr, "pactfs: cannot update the deletion queue: %s\n", pfs_err_msg());
+        log_error("cannot update the deletion queue: %s", pfs_err_msg());
 }
 
 int fs_data_gc_run(struct fs *fs)
@@ -2215,7 +2216,7 @@ int fs_data_gc_run(struct fs *fs)
         unsigned done = 0;
         for (unsigned i = 0; i < b->n; i++) {
             if (object_delete_chunk(fs->v->ol, &b->refs[i]) < 0) {
-                fprintf(stderr, "pactfs: cannot delete old fragments: %s\n", pfs_err_msg());
+                log_error("cannot delete old fragments: %s", pfs_err_msg());
                 continue;
             }
             done_ids[done++] = b->ids[i];
@@ -2276,19 +2277,19 @@ static void repair_later(struct fs *fs, uint64_t ino, uint64_t idx, const struct
     if (newly) {
         char what[600];
 
-        fprintf(stderr, "pactfs: degraded write: endpoint mask 0x%x failed (%s); writes go on "
-                "with the fragments that could be stored (at least %u), the missing ones "
-                "are repaired when the endpoint is back\n", newly, why,
-                object_layer_write_min(fs->v->ol));
+        log_warning("degraded write: endpoint mask 0x%x failed (%s); writes go on "
+                    "with the fragments that could be stored (at least %u), the missing ones "
+                    "are repaired when the endpoint is back", newly, why,
+                    object_layer_write_min(fs->v->ol));
         snprintf(what, sizeof what, "endpoint mask 0x%x: %s", newly, why);
         fs_audit(fs, NULL, "degraded-write", what, -EIO, 0);
     }
     if (!p)
-        fprintf(stderr, "pactfs: out of memory queueing a repair: run pactfs-fsck --repair\n");
+        log_error("out of memory queueing a repair: run pactfs-fsck --repair");
     /* Persisted, so a crash or an unmount does not forget it. */
     if (fs_repairq_add(fs, ino, idx, ref->chunk_id) < 0)
-        fprintf(stderr, "pactfs: warning: %s; pactfs-fsck --repair finds the chunk anyway\n",
-                pfs_err_msg());
+        log_warning("%s; pactfs-fsck --repair finds the chunk anyway",
+                    pfs_err_msg());
 }
 
 /* A full put: the endpoints it used are healthy again. */
@@ -2324,8 +2325,8 @@ static void repair_failures_report(struct fs *fs, uint64_t failed, uint64_t gone
     if (!failed || now - __atomic_load_n(&last, __ATOMIC_RELAXED) < 60)
         return;
     __atomic_store_n(&last, now, __ATOMIC_RELAXED);
-    fprintf(stderr, "pactfs: warning: repair of %" PRIu64 " chunk(s) failed this pass, retried "
-            "every 5 s: %s\n", failed, pfs_err_msg());
+    log_warning("repair of %" PRIu64 " chunk(s) failed this pass, retried "
+                "every 5 s: %s", failed, pfs_err_msg());
     snprintf(what, sizeof what, "%" PRIu64 " chunk(s) not repaired yet: %s", failed,
              pfs_err_msg());
     fs_audit(fs, NULL, "repair-failed", what, -EIO, failed);
@@ -2390,11 +2391,11 @@ static void repairs_run(struct fs *fs)
     d->health.repair_attempts_failed += failed;
     pthread_mutex_unlock(&d->hlock);
     if (done)
-        fprintf(stderr, "pactfs: repaired the missing fragments of %" PRIu64 " chunk(s) "
-                "written while an endpoint was failing\n", done);
+        log_info("repaired the missing fragments of %" PRIu64 " chunk(s) "
+                 "written while an endpoint was failing", done);
     if (gone)
-        fprintf(stderr, "pactfs: %" PRIu64 " chunk(s) queued for repair no longer have k "
-                "good fragments (deleted since, or lost: run pactfs-fsck)\n", gone);
+        log_error("%" PRIu64 " chunk(s) queued for repair no longer have k "
+                  "good fragments (deleted since, or lost: run pactfs-fsck)", gone);
     repair_failures_report(fs, failed, gone);
     fs_repairq_remove(fs, (const uint8_t (*)[CHUNK_ID_LEN])finished, nfinished);
     free(finished);
@@ -2492,12 +2493,12 @@ static void job_repair(struct fs *fs, const struct chunk_ref *ref, uint32_t mask
     hex_encode(ref->chunk_id, CHUNK_ID_LEN, id);
     int r = object_repair_chunk(fs->v->ol, ref, mask);
     if (r < 0) {
-        fprintf(stderr, "pactfs: repair of chunk %s fragments (mask 0x%x) failed: %s\n", id,
-                mask, pfs_err_msg());
+        log_error("repair of chunk %s fragments (mask 0x%x) failed: %s", id,
+                  mask, pfs_err_msg());
         repair_failures_report(fs, 1, 0);
     }
     else
-        fprintf(stderr, "pactfs: repaired chunk %s fragments (mask 0x%x)\n", id, mask);
+        log_info("repaired chunk %s fragments (mask 0x%x)", id, mask);
 }
 
 static void job_run(struct fs *fs, struct job *j)
@@ -2563,8 +2564,8 @@ static void fs_data_file_head_advance(struct fs *fs)
     if (r == 0)
         vault_file_head_anchor(fs->v);   /* durable first: a crash never leaves it ahead */
     if (r < 0 && r != -ESTALE && r != -EBADMSG)
-        fprintf(stderr, "pactfs: cannot advance the signed file head (retried): %s\n",
-                pfs_err_msg());
+        log_error("cannot advance the signed file head (retried): %s",
+                  pfs_err_msg());
 }
 
 static void *syncer_main(void *arg)
@@ -2668,12 +2669,12 @@ int fs_data_start(struct fs *fs)
     uint64_t loaded = 0;
     int lr = fs_repairq_load(fs, repair_loaded, fs, &loaded);
     if (lr < 0)
-        fprintf(stderr, "pactfs: warning: cannot read the repair queue %s.repair: %s; "
-                "pactfs-fsck --repair finds what is missing anyway\n", c->audit_spool,
-                strerror(-lr));
+        log_warning("cannot read the repair queue %s.repair: %s; "
+                    "pactfs-fsck --repair finds what is missing anyway", c->audit_spool,
+                    strerror(-lr));
     else if (loaded)
-        fprintf(stderr, "pactfs: %" PRIu64 " chunk(s) left with missing fragments by an "
-                "earlier mount are repaired in the background\n", loaded);
+        log_info("%" PRIu64 " chunk(s) left with missing fragments by an "
+                 "earlier mount are repaired in the background", loaded);
     int e = pthread_create(&d->syncer, NULL, syncer_main, fs);
     if (e) {
         fs_data_stop(fs);
@@ -2699,10 +2700,10 @@ void fs_data_stop(struct fs *fs)
     if (d->repairs)
         repairs_run(fs);   /* the endpoint may be back by now */
     if (d->repairs) {
-        fprintf(stderr, "pactfs: %" PRIu64 " chunk(s) still miss fragments on a failing "
-                "endpoint at unmount: kept in %s.repair, repaired by the next mount once "
-                "the endpoint is back (or by pactfs-fsck --repair)\n",
-                d->health.repair_queue, fs->v->conf.audit_spool);
+        log_warning("%" PRIu64 " chunk(s) still miss fragments on a failing "
+                    "endpoint at unmount: kept in %s.repair, repaired by the next mount once "
+                    "the endpoint is back (or by pactfs-fsck --repair)",
+                    d->health.repair_queue, fs->v->conf.audit_spool);
         fs_health_unmount_report(fs, d->health.repair_queue);
     }
     while (d->repairs) {

@@ -15,6 +15,7 @@
 
 #include "endpoint.h"
 #include "fs_internal.h"
+#include "log.h"
 #include "vault.h"
 
 struct fs_epwatch {
@@ -41,15 +42,15 @@ static void on_change(void *arg, unsigned i, enum endpoint_state before,
 
     (void)before;
     if (now == ENDPOINT_OK) {
-        fprintf(stderr, "pactfs: endpoint %u (%s) is back: reads, writes and repairs use it "
-                "again\n", i, s->desc);
+        log_info("endpoint %u (%s) is back: reads, writes and repairs use it "
+                 "again", i, s->desc);
         snprintf(what, sizeof what, "endpoint %u %s", i, s->desc);
         fs_audit(fs, NULL, "endpoint-back", what, 0, 0);
         return;
     }
-    fprintf(stderr, "pactfs: error: endpoint %u (%s) lost, now offline (%s): %s; nothing is "
-            "written to it, reads use parity and writes go on degraded while at most m "
-            "endpoints are offline\n", i, s->desc, endpoint_state_name(now), why);
+    log_error("endpoint %u (%s) lost, now offline (%s): %s; nothing is "
+              "written to it, reads use parity and writes go on degraded while at most m "
+              "endpoints are offline", i, s->desc, endpoint_state_name(now), why);
     snprintf(what, sizeof what, "endpoint %u %s: %s: %s", i, s->desc,
              endpoint_state_name(now), why);
     fs_audit(fs, NULL, "endpoint-lost", what, -EIO, 0);

@@ -19,6 +19,7 @@
 
 #include "error.h"
 #include "fs_internal.h"
+#include "log.h"
 #include "meta_shared.h"
 
 #define ITAB_INITIAL_BUCKETS 1024
@@ -136,8 +137,8 @@ static void hold_sync(struct fs *fs, struct fs_inode *in)
             gone = meta_inode_get(fs->v->meta, in->ino, &mi) == 0 && mi.nlink == 0;
         pthread_mutex_unlock(&fs->meta_lock);
         if (r < 0)
-            fprintf(stderr, "pactfs: cannot %s inode %llu as open in the metadata store: %s\n",
-                    want ? "record" : "clear", (unsigned long long)in->ino, pfs_err_msg());
+            log_error("cannot %s inode %llu as open in the metadata store: %s",
+                      want ? "record" : "clear", (unsigned long long)in->ino, pfs_err_msg());
     }
     pthread_mutex_unlock(&in->lock);
     if (gone)   /* unlinked on another workstation while open here */
@@ -224,8 +225,8 @@ int fs_inode_delete_now(struct fs *fs, uint64_t ino)
     int r = session ? delete_unheld_locked(fs, session, ino) : meta_inode_delete(fs->v->meta, ino);
     pthread_mutex_unlock(&fs->meta_lock);
     if (r < 0 && r != -ENOENT)
-        fprintf(stderr, "pactfs: cannot delete unlinked inode %llu: %s\n",
-                (unsigned long long)ino, pfs_err_msg());
+        log_error("cannot delete unlinked inode %llu: %s",
+                  (unsigned long long)ino, pfs_err_msg());
     else
         fs_data_gc_kick(fs);
     return r == -ENOENT ? 0 : r;
@@ -336,8 +337,8 @@ static void put_ref(struct fs *fs, struct fs_inode *in, enum fs_ref kind, uint64
         return;
 
     if (in->file && !unlinked && fs_data_flush(fs, in) < 0) {
-        fprintf(stderr, "pactfs: write-back of inode %llu failed: %s; its data stays in "
-                "memory and is retried\n", (unsigned long long)in->ino, pfs_err_msg());
+        log_error("write-back of inode %llu failed: %s; its data stays in "
+                  "memory and is retried", (unsigned long long)in->ino, pfs_err_msg());
         if (fs_data_keep_for_retry(fs, in))
             return;   /* our op reference keeps it */
     }
@@ -478,8 +479,8 @@ void fs_itab_destroy(struct fs *fs)
         /* Write back first, then let the jobs that did it drop their
          * references before the inode is freed. */
         if (in->file && !in->unlinked && fs_data_flush(fs, in) < 0)
-            fprintf(stderr, "pactfs: write-back of inode %llu failed at unmount: %s\n",
-                    (unsigned long long)in->ino, pfs_err_msg());
+            log_error("write-back of inode %llu failed at unmount: %s",
+                      (unsigned long long)in->ino, pfs_err_msg());
         fs_data_quiesce(fs);
         inode_retire(fs, in, in->unlinked);
     }

@@ -28,6 +28,7 @@
 
 #include "error.h"
 #include "fs_locks.h"
+#include "log.h"
 #include "meta.h"
 #include "meta_shared.h"
 
@@ -83,8 +84,8 @@ static int lock_try(struct fs *fs, const struct meta_lock *l, struct meta_lock *
         r = meta_commit(m);
     pthread_mutex_unlock(&fs->meta_lock);
     if (r < 0 && r != -ENOLCK)
-        fprintf(stderr, "pactfs: advisory lock on inode %llu: %s\n",
-                (unsigned long long)l->ino, pfs_err_msg());
+        log_error("advisory lock on inode %llu: %s",
+                  (unsigned long long)l->ino, pfs_err_msg());
     return r;
 }
 
@@ -185,9 +186,9 @@ static void release(struct fs *fs, uint64_t ino, uint64_t owner, int kind)
     int r = meta_lock_release(fs->v->meta, fs_watch_session(fs), ino, owner, kind);
     pthread_mutex_unlock(&fs->meta_lock);
     if (r < 0)
-        fprintf(stderr, "pactfs: cannot release the advisory locks on inode %llu (they go "
-                "when this mount's session ends): %s\n", (unsigned long long)ino,
-                pfs_err_msg());
+        log_warning("cannot release the advisory locks on inode %llu (they go "
+                    "when this mount's session ends): %s", (unsigned long long)ino,
+                    pfs_err_msg());
 }
 
 void fs_locks_flush(struct fs *fs, fuse_ino_t ino, const struct fuse_file_info *fi)

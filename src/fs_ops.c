@@ -29,6 +29,7 @@
 #include "fs_core.h"
 #include "fs_locks.h"
 #include "fs_trash.h"
+#include "log.h"
 #include "mount_peers.h"
 #include "secmem.h"
 
@@ -564,8 +565,8 @@ static int root_mkdir(struct fs *fs, fuse_req_t req, const char *name, struct me
     if (r == 0)
         __atomic_store_n(&fs->mount_ns, fs_now_ns(), __ATOMIC_RELAXED);   /* root's times */
     if (r < 0 && r != -EEXIST)
-        fprintf(stderr, "pactfs: cannot create contract folder \"%s\": %s\n", name,
-                pfs_err_msg());
+        log_error("cannot create contract folder \"%s\": %s", name,
+                  pfs_err_msg());
     if (r == 0)
         r = fs_audit_wait(fs, "folder-create", ticket);
     free(path);
@@ -1568,8 +1569,8 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
         return;
     }
     if (h->writable && fs_data_flush(fs, h->in) < 0)
-        fprintf(stderr, "pactfs: write-back failed at close of inode %llu\n",
-                (unsigned long long)ino);
+        log_error("write-back failed at close of inode %llu",
+                  (unsigned long long)ino);
     handle_summary(fs, req, h, ino);
     fs_locks_release(fs, ino, fi);
     fs_inode_put(fs, h->in, FS_REF_OPEN, 1);

@@ -26,6 +26,7 @@
 #include "error.h"
 #include "fileio.h"
 #include "fs_internal.h"
+#include "log.h"
 #include "meta.h"
 #include "vault.h"
 
@@ -158,8 +159,8 @@ void fs_repairq_remove(struct fs *fs, const uint8_t (*ids)[CHUNK_ID_LEN], size_t
     struct done_set d = { ids, n };
 
     if (n && rewrite(fs, keep_not_done, &d) < 0)
-        fprintf(stderr, "pactfs: warning: cannot update the repair queue %s.repair (its "
-                "entries are checked again at the next mount)\n", fs->v->conf.audit_spool);
+        log_warning("cannot update the repair queue %s.repair (its "
+                    "entries are checked again at the next mount)", fs->v->conf.audit_spool);
 }
 
 struct load {

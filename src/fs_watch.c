@@ -33,6 +33,7 @@
 
 #include "error.h"
 #include "fs_internal.h"
+#include "log.h"
 #include "meta.h"
 #include "meta_shared.h"
 
@@ -79,8 +80,11 @@ static int session_start(struct fs_watch *w)
         r = meta_session_others(w->m, w->session, &w->fs->remote_peers);
     if (r == 0)
         r = meta_change_notify(w->m);   /* the others learn of this mount at once */
-    if (r == 0)
+    if (r == 0) {
         __atomic_store_n(&w->fs->session, w->session, __ATOMIC_RELEASE);
+        log_debug("session %llu of this mount started on %s (lease %d s)",
+                  (unsigned long long)w->session, host, w->lease_s);
+    }
     return r;
 }
 
@@ -126,11 +130,11 @@ static void orphans_reap(struct fs_watch *w)
             r = 0;   /* someone else was quicker */
     }
     if (r < 0)
-        fprintf(stderr, "pactfs: cannot delete orphaned inodes (unlinked, no longer open "
-                "anywhere): %s\n", pfs_err_msg());
+        log_error("cannot delete orphaned inodes (unlinked, no longer open "
+                  "anywhere): %s", pfs_err_msg());
     if (done) {
-        fprintf(stderr, "pactfs: deleted %llu inode(s) unlinked while open on a workstation "
-                "whose session ended\n", (unsigned long long)done);
+        log_info("deleted %llu inode(s) unlinked while open on a workstation "
+                 "whose session ended", (unsigned long long)done);
         fs_data_gc_kick(w->fs);
     }
     free(list);
@@ -147,8 +151,8 @@ static void renew(struct fs_watch *w)
 {
     int r = meta_session_renew(w->m, w->session, w->lease_s);
     if (r == -ESTALE) {
-        fprintf(stderr, "pactfs: %s; starting a new session (advisory locks this mount "
-                "held may have been taken by others meanwhile)\n", pfs_err_msg());
+        log_warning("%s; starting a new session (advisory locks this mount "
+                    "held may have been taken by others meanwhile)", pfs_err_msg());
         r = session_start(w);
         if (r == 0) {
             pthread_mutex_lock(&w->fs->meta_lock);
@@ -163,8 +167,8 @@ static void renew(struct fs_watch *w)
     if (r == 0)
         orphans_reap(w);
     if (r < 0) {
-        fprintf(stderr, "pactfs: cannot renew this mount's session in the metadata store: %s\n",
-                pfs_err_msg());
+        log_error("cannot renew this mount's session in the metadata store: %s",
+                  pfs_err_msg());
         __atomic_store_n(&w->fs->remote_peers, 1, __ATOMIC_RELEASE);   /* unsure: not alone */
     }
 }
@@ -245,6 +249,9 @@ static int apply_cb(void *arg, const struct meta_change *c)
     struct fuse_session *se = __atomic_load_n(&fs->se, __ATOMIC_ACQUIRE);
     if (!se)
         return 0;
+    log_debug("change %llu from session %llu: inode %llu (directory %llu) dropped from the "
+              "kernel's caches", (unsigned long long)c->seq, (unsigned long long)c->origin,
+              (unsigned long long)c->ino, (unsigned long long)c->parent);
     if (c->parent) {
         inval_entry(fs, se, c);
         fuse_lowlevel_notify_inval_inode(se, c->parent, 0, 0);
@@ -284,7 +291,7 @@ static void *watch_main(void *arg)
         }
         if (now >= w->next_prune) {
             if (meta_change_prune(w->m, FEED_KEEP_S) < 0)
-                fprintf(stderr, "pactfs: cannot prune the change feed: %s\n", pfs_err_msg());
+                log_error("cannot prune the change feed: %s", pfs_err_msg());
             w->next_prune = now + (int64_t)FEED_PRUNE_S * 1000000000;
         }
         int64_t left_ms = (w->next_renew - mono_ns()) / 1000000;
@@ -300,7 +307,7 @@ static void *watch_main(void *arg)
         if (r >= 0)
             count_others(w);
         if (r < 0) {
-            fprintf(stderr, "pactfs: change feed: %s\n", pfs_err_msg());
+            log_error("change feed: %s", pfs_err_msg());
             struct timespec ts = { w->poll_ms / 1000, (long)(w->poll_ms % 1000) * 1000000 };
             nanosleep(&ts, NULL);
         }
@@ -367,8 +374,8 @@ void fs_watch_stop(struct fs *fs)
     /* fs->session stays: the inodes still unlinked at teardown are deleted
      * only if no other live session holds them */
     if (meta_session_close(w->m, w->session) < 0)
-        fprintf(stderr, "pactfs: cannot end this mount's session (it expires in %d s): %s\n",
-                w->lease_s, pfs_err_msg());
+        log_warning("cannot end this mount's session (it expires in %d s): %s",
+                    w->lease_s, pfs_err_msg());
     meta_close(w->m);
     free(w);
     fs->watch = NULL;

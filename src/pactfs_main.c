@@ -16,7 +16,6 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
-#include <syslog.h>
 #include <unistd.h>
 
 #include "audit_ship.h"
@@ -26,6 +25,7 @@
 #include "error.h"
 #include "exitcodes.h"
 #include "fs.h"
+#include "log.h"
 #include "mount_peers.h"
 #include "secmem.h"
 #include "vault.h"
@@ -56,7 +56,7 @@ static void usage(FILE *out)
 "                    signed vault head or file head seen (exit 17 otherwise);\n"
 "                    audited, and the older head becomes the anchor\n"
 "  -f                stay in the foreground (logs go to stderr)\n"
-"  -d                FUSE debug output (implies -f)\n"
+"  -d                FUSE debug output and the daemon's debug lines (implies -f)\n"
 "  --help, --version\n"
 "\n"
 "Unmount with `pactfs umount MOUNTPOINT` or `fusermount3 -u MOUNTPOINT`;\n"
@@ -112,7 +112,7 @@ static int parse_mount_args(int argc, char **argv, struct mount_args *a)
         }
     }
     if (a->passfile && a->extpass) {
-        fprintf(stderr, PROG ": give either --passfile or --extpass, not both\n");
+        log_error("give either --passfile or --extpass, not both");
         return -1;
     }
     if (!a->conf_path) {
@@ -143,23 +143,23 @@ static int check_mountpoint(const char *mp)
     int entries = 0;
 
     if (stat(mp, &st) < 0) {
-        fprintf(stderr, PROG ": the mountpoint %s does not exist: create it with mkdir -p %s\n",
-                mp, mp);
+        log_error("the mountpoint %s does not exist: create it with mkdir -p %s",
+                  mp, mp);
         return EXIT_MOUNTPOINT;
     }
     if (!S_ISDIR(st.st_mode)) {
-        fprintf(stderr, PROG ": the mountpoint %s is not a directory\n", mp);
+        log_error("the mountpoint %s is not a directory", mp);
         return EXIT_MOUNTPOINT;
     }
     snprintf(up, sizeof up, "%s/..", mp);
     if (stat(up, &parent) == 0 && parent.st_dev != st.st_dev) {
-        fprintf(stderr, PROG ": something is already mounted on %s: unmount it first "
-                "(pactfs umount %s)\n", mp, mp);
+        log_error("something is already mounted on %s: unmount it first "
+                  "(pactfs umount %s)", mp, mp);
         return EXIT_ALREADY_MOUNTED;
     }
     d = opendir(mp);
     if (!d) {
-        fprintf(stderr, PROG ": cannot open the mountpoint %s: %s\n", mp, strerror(errno));
+        log_error("cannot open the mountpoint %s: %s", mp, strerror(errno));
         return EXIT_MOUNTPOINT;
     }
     while ((e = readdir(d)) != NULL)
@@ -167,8 +167,8 @@ static int check_mountpoint(const char *mp)
             entries++;
     closedir(d);
     if (entries) {
-        fprintf(stderr, PROG ": the mountpoint %s is not empty: mount on an empty directory "
-                "(files there would be hidden)\n", mp);
+        log_error("the mountpoint %s is not empty: mount on an empty directory "
+                  "(files there would be hidden)", mp);
         return EXIT_MOUNTPOINT;
     }
     return EXIT_OK;
@@ -182,7 +182,7 @@ static int join_peers(const struct mount_args *a, struct mount_peers **out)
 
     if (rc == 0)
         return EXIT_OK;
-    fprintf(stderr, PROG ": %s\n", pfs_err_msg());
+    log_error("%s", pfs_err_msg());
     return rc == -EBUSY ? EXIT_ALREADY_MOUNTED : EXIT_STORE;
 }
 
@@ -244,55 +244,20 @@ static void pidfile_remove(const char *mountpoint)
     unlink(path);
 }
 
-/* ---- logging once in the background: stderr lines go to syslog ---- */
-
-/* The priority of a daemon message, from what it says: failures are
- * LOG_ERR, warnings and degraded operation LOG_WARNING, the rest
- * LOG_NOTICE (journalctl -p warning shows what needs attention). */
-static int log_priority(const char *line)
-{
-    static const char *const err[] = { "failed", "cannot", "error", "lost", "corrupt",
-                                       "damage", "refused", NULL };
-    static const char *const warn[] = { "warning", "degraded", "still miss", "no longer",
-                                        NULL };
-
-    for (int i = 0; err[i]; i++)
-        if (strcasestr(line, err[i]))
-            return LOG_ERR;
-    for (int i = 0; warn[i]; i++)
-        if (strcasestr(line, warn[i]))
-            return LOG_WARNING;
-    return LOG_NOTICE;
-}
-
-static void *stderr_to_syslog(void *arg)
-{
-    FILE *in = fdopen((int)(intptr_t)arg, "r");
-    char line[1024];
-
-    if (!in)
-        return NULL;
-    while (fgets(line, sizeof line, in)) {
-        line[strcspn(line, "\n")] = '\0';
-        syslog(log_priority(line), "%s", line);
-    }
-    fclose(in);
-    return NULL;
-}
+/* ---- daemonizing ---- */
 
 struct ready_relay {
     int from_fs;     /* the FUSE layer writes one byte here when live */
     int to_parent;   /* the waiting parent reads one byte from here */
 };
 
-/* Once the mount is live: detach from the terminal, send logs to syslog,
+/* Once the mount is live: detach from the terminal, send the log to syslog,
  * and release the parent, which then exits 0. */
 static void *relay_ready(void *arg)
 {
     struct ready_relay *r = arg;
     char b;
-    int p[2], devnull;
-    pthread_t t;
+    int devnull;
 
     if (read(r->from_fs, &b, 1) != 1) {
         close(r->from_fs);
@@ -305,13 +270,9 @@ static void *relay_ready(void *arg)
         dup2(devnull, STDOUT_FILENO);
         close(devnull);
     }
-    openlog(PROG, LOG_PID, LOG_DAEMON);
-    if (pipe(p) == 0) {
-        dup2(p[1], STDERR_FILENO);
-        close(p[1]);
-        if (pthread_create(&t, NULL, stderr_to_syslog, (void *)(intptr_t)p[0]) == 0)
-            pthread_detach(t);
-    }
+    if (pfs_log_to_syslog() < 0)
+        log_warning("cannot send stderr to syslog: messages not written through the log "
+                    "are lost from now on");
     b = 0;
     if (write(r->to_parent, &b, 1) != 1) {
         /* The parent is gone; nothing left to tell. */
@@ -336,9 +297,17 @@ static int wait_for_child(pid_t child, int from_child)
         return EXIT_FAILURE_OTHER;
     if (WIFEXITED(status))
         return WEXITSTATUS(status) ? WEXITSTATUS(status) : EXIT_FAILURE_OTHER;
-    fprintf(stderr, PROG ": the daemon died (signal %d) before the mount was ready\n",
-            WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+    log_error("the daemon died (signal %d) before the mount was ready",
+              WIFSIGNALED(status) ? WTERMSIG(status) : 0);
     return EXIT_FAILURE_OTHER;
+}
+
+/* What went wrong, from pfs_err_msg() or the errno. */
+static void report(int rc)
+{
+    const char *msg = pfs_err_msg();
+
+    log_error("%s", *msg ? msg : strerror(-rc));
 }
 
 /* Open the vault (stages 1 and 2 of vault.h: storage, key provider) and
@@ -349,26 +318,26 @@ static int open_and_unlock(const struct mount_args *a, const char *password, str
     int rc = vault_open(a->conf_path, out);
 
     if (rc < 0) {
-        cli_report(PROG, rc);
+        report(rc);
         return cli_open_exit_code(rc);
     }
     account = a->account ? a->account : (*out)->conf.default_account;
     if (!account) {
-        fprintf(stderr, PROG ": no account given and %s sets no vault.default_account: "
-                "use --account NAME\n", a->conf_path);
+        log_error("no account given and %s sets no vault.default_account: "
+                  "use --account NAME", a->conf_path);
         return EXIT_USAGE;
     }
     (*out)->accept_rollback = a->accept_rollback;
     rc = vault_unlock(*out, account, password);
     if (rc < 0) {
-        cli_report(PROG, rc);
+        report(rc);
         if ((*out)->audit_failed)
             return EXIT_AUDIT;
         return rc == -EINVAL ? EXIT_CONFIG : cli_exit_code_for(rc);
     }
     rc = vault_check_mount_role(*out, a->mountpoint);
     if (rc < 0) {
-        cli_report(PROG, rc);
+        report(rc);
         return rc == -EACCES ? EXIT_ACCESS : EXIT_AUDIT;
     }
     /* The signed file head: no older than its anchor (exit 17), verified
@@ -379,8 +348,8 @@ static int open_and_unlock(const struct mount_args *a, const char *password, str
         return cli_exit_code_for(rc);
     }
     if ((*out)->nfolders == 0)
-        fprintf(stderr, PROG ": note: account \"%s\" holds no folder envelope yet; the mount "
-                "will be empty until a data administrator grants one\n", account);
+        log_warning("account \"%s\" holds no folder envelope yet; the mount will be empty "
+                    "until a data administrator grants one", account);
     return EXIT_OK;
 }
 
@@ -395,7 +364,7 @@ static void memory_report(const struct vault *v)
 
     secmem_plain_budget((cache + dirty + READ_SLACK_MIB) << 20);
     secmem_describe(line, sizeof line);
-    fprintf(stderr, PROG ": %s\n", line);
+    log_info("%s", line);
 }
 
 /* Open, unlock and serve.  Runs in the daemon (or the foreground).  The
@@ -418,7 +387,7 @@ static int serve(const struct mount_args *a, char **password, int ready_fd)
      * locks do not survive fork), and refuse to start if that fails. */
     if (secmem_relock(*password, strlen(*password) + 1) < 0
         || secmem_init_openssl_heap() < 0) {
-        fprintf(stderr, PROG ": %s\n", pfs_err_msg());
+        log_error("%s", pfs_err_msg());
         secmem_free_str(*password);
         *password = NULL;
         mount_peers_leave(peers);
@@ -436,7 +405,7 @@ static int serve(const struct mount_args *a, char **password, int ready_fd)
                                       .url = v->conf.audit_url, .tls = &v->conf.audit_tls };
         rc = audit_ship_start(&so, &ship);
         if (rc < 0) {
-            cli_report(PROG, rc);
+            report(rc);
             code = EXIT_CONFIG;
             goto out;
         }
@@ -457,8 +426,8 @@ static int serve(const struct mount_args *a, char **password, int ready_fd)
     /* Fail closed: no mount that the audit trail does not know about. */
     rc = audit_event(v->audit, &who, "mount", a->mountpoint, 0, 0);
     if (rc < 0) {
-        fprintf(stderr, PROG ": cannot write the audit spool %s (%s): not mounting\n",
-                v->conf.audit_spool, strerror(-rc));
+        log_error("cannot write the audit spool %s (%s): not mounting",
+                  v->conf.audit_spool, strerror(-rc));
         code = EXIT_AUDIT;
         goto out;
     }
@@ -467,13 +436,13 @@ static int serve(const struct mount_args *a, char **password, int ready_fd)
     audit_event(v->audit, &who, "unmount", a->mountpoint, rc, 0);
     pidfile_remove(a->mountpoint);
     if (rc < 0) {
-        cli_report(PROG, rc);
+        report(rc);
         code = EXIT_FUSE;
     }
 out:
     vault_close(v);   /* writes the closing checkpoint: ship it too */
     if (ship && audit_ship_stop(ship, SHIP_DRAIN_MS) < 0)
-        fprintf(stderr, PROG ": %s\n", pfs_err_msg());
+        log_error("%s", pfs_err_msg());
     mount_peers_leave(peers);
     return code;
 }
@@ -488,9 +457,10 @@ static int cmd_mount(int argc, char **argv)
 
     if (parse_mount_args(argc, argv, &a) < 0)
         return EXIT_USAGE;
+    pfs_log_init(PROG, a.debug ? PFS_LOG_DEBUG : PFS_LOG_INFO);
     if (stat(a.conf_path, &st) < 0) {
-        fprintf(stderr, PROG ": no vault configuration at %s (%s): give the vault directory "
-                "made by `pactfs-admin init`, or --config FILE\n", a.conf_path, strerror(errno));
+        log_error("no vault configuration at %s (%s): give the vault directory "
+                  "made by `pactfs-admin init`, or --config FILE", a.conf_path, strerror(errno));
         return EXIT_CONFIG;
     }
     code = check_mountpoint(a.mountpoint);
@@ -498,8 +468,8 @@ static int cmd_mount(int argc, char **argv)
         return code;
     /* The daemon chdirs to "/", so relative paths would name other files. */
     if (!realpath(a.conf_path, conf_abs) || !realpath(a.mountpoint, mountpoint_abs)) {
-        fprintf(stderr, PROG ": cannot resolve %s or %s: %s\n", a.conf_path, a.mountpoint,
-                strerror(errno));
+        log_error("cannot resolve %s or %s: %s", a.conf_path, a.mountpoint,
+                  strerror(errno));
         return EXIT_CONFIG;
     }
     a.conf_path = conf_abs;
@@ -508,7 +478,7 @@ static int cmd_mount(int argc, char **argv)
     password = cli_read_password(a.passfile, a.extpass, "Password: ", 0);
     secmem_clear_registers();   /* before any thread inherits them */
     if (!password) {
-        fprintf(stderr, PROG ": %s\n", pfs_err_msg());
+        log_error("%s", pfs_err_msg());
         return EXIT_PASSWORD_INPUT;
     }
     if (a.foreground) {
@@ -518,13 +488,13 @@ static int cmd_mount(int argc, char **argv)
     }
     if (pipe(to_parent) < 0 || pipe(relay_pipe) < 0) {
         secmem_free_str(password);
-        perror(PROG ": pipe");
+        log_error("pipe: %s", strerror(errno));
         return EXIT_FAILURE_OTHER;
     }
     child = fork();
     if (child < 0) {
         secmem_free_str(password);
-        perror(PROG ": fork");
+        log_error("fork: %s", strerror(errno));
         return EXIT_FAILURE_OTHER;
     }
     if (child > 0) {
@@ -584,13 +554,13 @@ static int cmd_umount(int argc, char **argv)
     child = fork();
     if (child == 0) {
         execlp("fusermount3", "fusermount3", "-u", argv[1], (char *)NULL);
-        perror(PROG ": cannot run fusermount3 (install the fuse3 package)");
+        log_error("cannot run fusermount3 (install the fuse3 package): %s", strerror(errno));
         _exit(127);
     }
     if (child < 0 || waitpid(child, &status, 0) < 0 || !WIFEXITED(status) ||
         WEXITSTATUS(status) != 0) {
-        fprintf(stderr, PROG ": unmounting %s failed (is it mounted? is a file still open "
-                "there?)\n", argv[1]);
+        log_error("unmounting %s failed (is it mounted? is a file still open "
+                  "there?)", argv[1]);
         return EXIT_FUSE;
     }
     /* Wait (bounded) for the daemon to finish its final flush. */
@@ -632,6 +602,6 @@ int main(int argc, char **argv)
             runtime_file(mnt, STATUS_SUFFIX, one, sizeof one);
         return status_show(dir, mnt ? one : NULL, mnt, json);
     }
-    fprintf(stderr, PROG ": unknown command \"%s\"; try pactfs --help\n", argv[1]);
+    log_error("unknown command \"%s\"; try pactfs --help", argv[1]);
     return EXIT_USAGE;
 }
