@@ -38,7 +38,7 @@
 #define DEFAULT_TIMEOUT_MS 30000u
 #define LOG_EVERY_FAILURES 20u              /* repeat a failure in the log this often */
 
-/* ================================================================ cursor */
+/* ---- cursor ---- */
 
 static char *cursor_path(const char *spool_path)
 {
@@ -139,7 +139,7 @@ int audit_cursor_store(const char *spool_path, const struct audit_cursor *c)
     return rc;
 }
 
-/* ================================================================ reading the spool */
+/* ---- reading the spool ---- */
 
 struct batch {
     char *buf;                  /* max_bytes */
@@ -262,7 +262,7 @@ static int cursor_matches_spool(int fd, const char *spool_path, const struct aud
     return rc;
 }
 
-/* ================================================================ HTTP */
+/* ---- HTTP ---- */
 
 struct reply {
     char buf[REPLY_MAX];
@@ -374,7 +374,7 @@ static int post_batch(CURL *h, const struct shipper_conf *sc, struct deadline *d
                    said);
 }
 
-/* ================================================================ one step */
+/* ---- one step ---- */
 
 struct shipper {
     struct shipper_conf sc;
@@ -541,7 +541,7 @@ int audit_ship_once(const struct audit_ship_opts *o, uint64_t *batches)
     return rc;
 }
 
-/* ================================================================ the thread */
+/* ---- the thread ---- */
 
 struct audit_ship {
     struct shipper sh;

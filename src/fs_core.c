@@ -29,8 +29,7 @@
 
 #define PATH_DEPTH_MAX 256
 
-/* ------------------------------------------------------------------ */
-/* Clock and peers                                                     */
+/* ---- clock and peers ---- */
 
 int64_t fs_now_ns(void)
 {
@@ -57,8 +56,7 @@ void fs_ns_to_ts(int64_t ns, struct timespec *ts)
     ts->tv_nsec = ns % 1000000000;
 }
 
-/* ------------------------------------------------------------------ */
-/* Paths and audit                                                     */
+/* ---- paths and audit ---- */
 
 char *fs_path(struct fs *fs, uint64_t ino, const char *name)
 {
@@ -286,8 +284,7 @@ int fs_root_deny(struct fs *fs, const struct fs_caller *who, const char *op, con
     return fs_refuse(fs, who, op, META_ROOT_INO, name, -EACCES, dest);
 }
 
-/* ------------------------------------------------------------------ */
-/* Folders, keys and names                                             */
+/* ---- folders, keys and names ---- */
 
 static int inode_folder_id(struct fs *fs, uint64_t ino, uint64_t *folder_id)
 {
@@ -496,8 +493,7 @@ int fs_sealed_seal(struct fs *fs, const struct vault_folder *vf, const char *lab
     return folder_meta_seal(k, ad, adlen, pt, n, out, outlen) < 0 ? -EIO : 0;
 }
 
-/* ------------------------------------------------------------------ */
-/* Attributes                                                          */
+/* ---- attributes ---- */
 
 static void root_stat(struct fs *fs, struct stat *st)
 {
@@ -572,8 +568,7 @@ int fs_getattr(struct fs *fs, uint64_t ino, struct stat *st)
 
 /* Reply with an entry the kernel now holds one lookup reference on. */
 
-/* ------------------------------------------------------------------ */
-/* lookup                                                              */
+/* ---- lookup ---- */
 
 static int root_lookup(struct fs *fs, const struct fs_caller *who, const char *name,
                        struct vault_folder **out, uint64_t *ino, uint32_t *type)
@@ -636,8 +631,7 @@ int fs_lookup(struct fs *fs, const struct fs_caller *who, uint64_t parent, const
     return r;
 }
 
-/* ------------------------------------------------------------------ */
-/* Directories                                                         */
+/* ---- directories ---- */
 
 int fs_opendir(struct fs *fs, const struct fs_caller *who, uint64_t ino)
 {
@@ -701,8 +695,7 @@ int fs_readdir(struct fs *fs, const struct fs_caller *who, uint64_t ino, uint64_
     return r < 0 ? -EIO : 0;
 }
 
-/* ------------------------------------------------------------------ */
-/* statfs                                                              */
+/* ---- statfs ---- */
 
 /* What df shows (docs/design-fuse.md, "statfs"): free is what the user can
  * still store given the coding and the endpoints' free space (capacity.h),
@@ -740,8 +733,7 @@ int fs_statfs(struct fs *fs, struct statvfs *sv)
     return 0;
 }
 
-/* ------------------------------------------------------------------ */
-/* Lifetime                                                            */
+/* ---- lifetime ---- */
 
 int fs_core_start(struct fs *fs, struct vault *v, const struct fs_options *o)
 {

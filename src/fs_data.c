@@ -47,8 +47,7 @@
                                    (pactfs-admin rekey): adopt it, write again */
 #define REKEY_ROUNDS 3          /* flushes retried after adopting a new DEK */
 
-/* ------------------------------------------------------------------ */
-/* Types                                                               */
+/* ---- types ---- */
 
 struct fs_chunk {
     uint64_t idx;
@@ -198,8 +197,7 @@ struct fs_data {
 
 static size_t chunk_sz(const struct fs *fs) { return fs->chunk_size; }
 
-/* ------------------------------------------------------------------ */
-/* Dirty accounting                                                    */
+/* ---- dirty accounting ---- */
 
 static void dirty_add(struct fs_data *d, size_t n)
 {
@@ -223,8 +221,7 @@ static int dirty_over_budget(struct fs_data *d)
     return over;
 }
 
-/* ------------------------------------------------------------------ */
-/* Chunk cache (LRU of plaintext chunks keyed by ino, idx and version)  */
+/* ---- chunk cache (LRU of plaintext chunks keyed by ino, idx and version) ---- */
 
 static size_t cache_slot(const struct fs_data *d, uint64_t ino, uint64_t idx, uint64_t ver)
 {
@@ -455,8 +452,7 @@ static int cache_acquire(struct fs *fs, uint64_t ino, uint64_t idx, const struct
     return 0;
 }
 
-/* ------------------------------------------------------------------ */
-/* Jobs                                                                */
+/* ---- jobs ---- */
 
 static void job_item_run(struct workq_item *it);
 
@@ -539,8 +535,7 @@ void fs_data_inval_later(struct fs *fs, uint64_t ino)
     job_push(fs->data, j);
 }
 
-/* ------------------------------------------------------------------ */
-/* Per-file chunk table                                                */
+/* ---- per-file chunk table ---- */
 
 static size_t chunk_slot(const struct fs_file *f, uint64_t idx)
 {
@@ -619,8 +614,7 @@ static void drop_delete(struct fs *fs, struct chunk_ref *list, size_t n)
     free(list);
 }
 
-/* ------------------------------------------------------------------ */
-/* Attach / detach                                                     */
+/* ---- attach / detach ---- */
 
 /* Forget c's dirty bytes and uncommitted fragments (in->lock held); its
  * record state becomes st. */
@@ -1053,8 +1047,7 @@ void fs_data_detach(struct fs *fs, struct fs_inode *in)
     file_free(f);
 }
 
-/* ------------------------------------------------------------------ */
-/* Where the bytes of a chunk are                                       */
+/* ---- where the bytes of a chunk are ---- */
 
 enum chunk_src { SRC_HOLE, SRC_DIRTY, SRC_STORED };
 
@@ -1237,8 +1230,7 @@ static int chunk_make_dirty(struct fs *fs, struct fs_inode *in, struct fs_chunk 
     return 0;
 }
 
-/* ------------------------------------------------------------------ */
-/* Write-back                                                          */
+/* ---- write-back ---- */
 
 /* Queue a put of c (in->lock held). */
 static void chunk_queue_put(struct fs *fs, struct fs_inode *in, struct fs_chunk *c)
@@ -1746,8 +1738,7 @@ void fs_data_quiesce(struct fs *fs)
     pthread_mutex_unlock(&d->qlock);
 }
 
-/* ------------------------------------------------------------------ */
-/* Write                                                               */
+/* ---- write ---- */
 
 int fs_data_write(struct fs *fs, struct fs_inode *in, uint64_t off, const void *data,
                   size_t size)
@@ -1811,8 +1802,7 @@ int fs_data_write(struct fs *fs, struct fs_inode *in, uint64_t off, const void *
     return r;
 }
 
-/* ------------------------------------------------------------------ */
-/* Read                                                                */
+/* ---- read ---- */
 
 static void readahead_schedule(struct fs *fs, struct fs_inode *in, uint64_t last_idx)
 {
@@ -1981,8 +1971,7 @@ int fs_data_read(struct fs *fs, struct fs_inode *in, uint64_t off, size_t size, 
     return r < 0 ? -EIO : 0;
 }
 
-/* ------------------------------------------------------------------ */
-/* Truncate                                                            */
+/* ---- truncate ---- */
 
 /* Forget dirty and pending chunks at or past chunk keep (in->lock held). */
 static void drop_chunks_from(struct fs *fs, struct fs_file *f, uint64_t keep)
@@ -2046,8 +2035,7 @@ int fs_data_truncate(struct fs *fs, struct fs_inode *in, uint64_t size)
     return fs_data_flush(fs, in);
 }
 
-/* ------------------------------------------------------------------ */
-/* Attributes                                                          */
+/* ---- attributes ---- */
 
 /* Bytes held by the chunks known in memory (dirty buffers, put and
  * committed records); under in->lock. */
@@ -2148,8 +2136,7 @@ int64_t fs_data_size(struct fs_inode *in)
     return s;
 }
 
-/* ------------------------------------------------------------------ */
-/* Garbage collection and repair                                       */
+/* ---- garbage collection and repair ---- */
 
 struct gc_batch {
     uint64_t ids[GC_BATCH];
@@ -2230,8 +2217,7 @@ int fs_data_gc_run(struct fs *fs)
     return r;
 }
 
-/* ------------------------------------------------------------------ */
-/* Degraded writes and their repair                                    */
+/* ---- degraded writes and their repair ---- */
 
 void fs_health_note_error(struct fs *fs, const char *msg)
 {
@@ -2543,8 +2529,7 @@ static void job_item_run(struct workq_item *it)
     free(j);
 }
 
-/* ------------------------------------------------------------------ */
-/* Metadata syncer                                                     */
+/* ---- metadata syncer ---- */
 
 /* Metadata commits are deferred (meta_set_deferred_sync): this thread makes
  * them durable every SYNC_PERIOD_MS, so a create, rename or unlink reaches
@@ -2615,8 +2600,7 @@ static void syncer_stop(struct fs_data *d)
     d->syncer_started = 0;
 }
 
-/* ------------------------------------------------------------------ */
-/* Start / stop                                                        */
+/* ---- start / stop ---- */
 
 int fs_data_start(struct fs *fs)
 {

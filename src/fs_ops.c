@@ -75,8 +75,7 @@ static int64_t ts_to_ns(const struct timespec *ts)
     return (int64_t)ts->tv_sec * 1000000000 + ts->tv_nsec;
 }
 
-/* ------------------------------------------------------------------ */
-/* The caller                                                          */
+/* ---- the caller ---- */
 
 /* Who sent req: the identity the core checks and audits. */
 static struct fs_caller caller_of(fuse_req_t req)
@@ -182,8 +181,7 @@ static void touch_dir(struct meta_inode *dir, int64_t now, int nlink_delta)
         dir->nlink++;
 }
 
-/* ------------------------------------------------------------------ */
-/* lookup, forget, getattr                                             */
+/* ---- lookup, forget, getattr ---- */
 
 /* Reply with a virtual entry of the trash: never cached, it changes
  * behind the kernel's back (a .trashinfo becomes another inode). */
@@ -258,8 +256,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
                                                          : cache_timeout(fs));
 }
 
-/* ------------------------------------------------------------------ */
-/* setattr                                                             */
+/* ---- setattr ---- */
 
 static int caller_in_group(fuse_req_t req, gid_t gid)
 {
@@ -459,8 +456,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int va
         fuse_reply_attr(req, &st, cache_timeout(fs));
 }
 
-/* ------------------------------------------------------------------ */
-/* Creating nodes                                                      */
+/* ---- creating nodes ---- */
 
 /* Create the inode row, its DEK or symlink target for the caller of req
  * (meta_lock held, in a transaction). */
@@ -773,8 +769,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
     reply_create(fs, req, &st, in, fi);
 }
 
-/* ------------------------------------------------------------------ */
-/* Removing entries                                                    */
+/* ---- removing entries ---- */
 
 /* After a link went: nlink 0 means delete now, or at the last reference. */
 static void maybe_delete(struct fs *fs, uint64_t ino, uint32_t nlink)
@@ -910,8 +905,7 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
     op_unlink_common(req, parent, name, 1);
 }
 
-/* ------------------------------------------------------------------ */
-/* rename and link                                                     */
+/* ---- rename and link ---- */
 
 struct rename_ctx {
     struct vault_folder *vf;
@@ -1318,8 +1312,7 @@ static void op_readlink(fuse_req_t req, fuse_ino_t ino)
     free(target);
 }
 
-/* ------------------------------------------------------------------ */
-/* open, read, write, flush, release, fsync                            */
+/* ---- open, read, write, flush, release, fsync ---- */
 
 /* A .trashinfo of the trash (pending: writable; generated: read-only). */
 static void trash_open(struct fs *fs, fuse_req_t req, uint64_t ino, struct fuse_file_info *fi)
@@ -1578,8 +1571,7 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
     fuse_reply_err(req, 0);
 }
 
-/* ------------------------------------------------------------------ */
-/* Directories                                                         */
+/* ---- directories ---- */
 
 static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
@@ -1665,8 +1657,7 @@ static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fus
     fuse_reply_err(req, r < 0 ? EIO : 0);
 }
 
-/* ------------------------------------------------------------------ */
-/* statfs                                                              */
+/* ---- statfs ---- */
 
 static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 {
@@ -1678,8 +1669,7 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
         fuse_reply_statfs(req, &sv);
 }
 
-/* ------------------------------------------------------------------ */
-/* Extended attributes ("user." only)                                  */
+/* ---- extended attributes ("user." only) ---- */
 
 static int xattr_prepare(struct fs *fs, fuse_req_t req, uint64_t ino, const char *name,
                          uint32_t need, const char *op, struct vault_folder **vf,
@@ -1888,8 +1878,7 @@ static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
     fuse_reply_err(req, r < 0 ? errno_out(r) : 0);
 }
 
-/* ------------------------------------------------------------------ */
-/* init                                                                */
+/* ---- init ---- */
 
 static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
@@ -1950,8 +1939,7 @@ const struct fuse_lowlevel_ops fs_lowlevel_ops = {
     .create = op_create,
 };
 
-/* ------------------------------------------------------------------ */
-/* Mount and serve                                                     */
+/* ---- mount and serve ---- */
 
 static int mount_options(const struct fs *fs, char *out, size_t cap)
 {

@@ -66,7 +66,7 @@ int audit_report_is_denial(struct json_object *ev)
     return !strcmp(r, "denied") || (!strcmp(str(ev, "op"), "unlock") && strcmp(r, "ok") != 0);
 }
 
-/* ---------------------------------------------------------------- sorting */
+/* ---- sorting ---- */
 
 struct item {
     struct json_object *ev;
@@ -98,7 +98,7 @@ static int sort_events(struct json_object **evs, size_t n)
     return 0;
 }
 
-/* ---------------------------------------------------------------- CSV */
+/* ---- CSV ---- */
 
 static void csv_field(FILE *out, const char *s, int last)
 {
@@ -122,7 +122,7 @@ static void csv_row(FILE *out, const char *const *cells, size_t n)
         csv_field(out, cells[i], i + 1 == n);
 }
 
-/* ---------------------------------------------------------------- events */
+/* ---- events ---- */
 
 #define EV_COLS 13
 static const char *const ev_header[EV_COLS] = {
@@ -214,7 +214,7 @@ static void print_events(FILE *out, enum audit_out fmt, struct json_object **evs
     }
 }
 
-/* ---------------------------------------------------------------- summary */
+/* ---- summary ---- */
 
 struct account_sum {
     const char *account;
