@@ -20,6 +20,7 @@
 
 #include "buf.h"
 #include "crypto.h"
+#include "enrol.h"
 #include "error.h"
 #include "keyring.h"
 #include "share.h"
@@ -181,12 +182,41 @@ static struct share_provider *main_client(void)
     return client_for(main_srv.url, "ca", NULL);
 }
 
-/* Enroll account with auth; the share goes to share_out. */
+#define ACCOUNT_ID 7   /* any id: the code derives its key for (vault, id) */
+
+/* Register a fresh one-time code for account (an admin call, as
+ * pactfs-admin account-add does) into code; 0 or -errno. */
+static int register_code(struct share_provider *sp, const char *account,
+                         char code[ENROL_CODE_TEXT_MAX], int64_t expires)
+{
+    int rc = enrol_code_generate(code);
+
+    rc = rc ? rc : enrol_code_register(sp, VAULT, ACCOUNT_ID, account, code, expires);
+    if (rc)
+        printf("# register code for %s: %d %s\n", account, rc, pfs_err_msg());
+    return rc;
+}
+
+/* Enroll with code (as pactfs-admin enroll does); the share to share_out. */
+static int enroll_with(struct share_provider *sp, const char *account, const char *code,
+                       const uint8_t *auth, uint8_t *share_out)
+{
+    struct enrol_signer signer = { .vault_id = VAULT, .account_id = ACCOUNT_ID, .code = code };
+
+    enrol_signer_set(sp, &signer);
+    int rc = sp->ops->enroll(sp, VAULT, account, auth, share_out);
+    enrol_signer_set(sp, NULL);
+    return rc;
+}
+
+/* Enroll account with auth under a fresh code; the share to share_out. */
 static int enroll(struct share_provider *sp, const char *account, const uint8_t *auth,
                   uint8_t *share_out)
 {
-    int rc = sp->ops->enroll(sp, VAULT, account, auth, share_out);
+    char code[ENROL_CODE_TEXT_MAX];
+    int rc = register_code(sp, account, code, (int64_t)time(NULL) + 600);
 
+    rc = rc ? rc : enroll_with(sp, account, code, auth, share_out);
     if (rc == 0) {
         remember_secret(share_out);
         remember_secret(auth);
@@ -210,24 +240,42 @@ static void test_enroll_then_login_returns_same_share(void)
     CHECK_EQ_INT(sp->ops->fetch(sp, VAULT, "alice", auth, got, &retry), 0);
     CHECK_MEM(got, share, 32);
     CHECK_EQ_INT(retry, 0);
-    CHECK_EQ_INT(sp->ops->enroll(sp, VAULT, "alice", auth, got), -EEXIST);
     share_provider_destroy(sp);
 }
 
-static void test_enroll_needs_admin_token(void)
+/* A code enrols once; without one the service is not even asked. */
+static void test_enrolment_code_is_single_use(void)
 {
     struct share_provider *sp = main_client();
     uint8_t auth[32], share[32];
-    char bad[600];
+    char code[ENROL_CODE_TEXT_MAX];
 
     REQUIRE(sp);
-    fill(auth, 0x12);
+    fill(auth, 0x13);
+    CHECK_EQ_INT(sp->ops->enroll(sp, VAULT, "oscar", auth, share), -EACCES);
+    CHECK(strstr(pfs_err_msg(), "one-time") != NULL);
+    REQUIRE(register_code(sp, "oscar", code, (int64_t)time(NULL) + 600) == 0);
+    REQUIRE(enroll_with(sp, "oscar", code, auth, share) == 0);
+    remember_secret(share);
+    remember_secret(auth);
+    CHECK_EQ_INT(enroll_with(sp, "oscar", code, auth, share), -EACCES);
+    CHECK(strstr(pfs_err_msg(), "no enrolment code") != NULL);
+    share_provider_destroy(sp);
+}
+
+/* Registering a code is an admin call: no token or a wrong one is refused. */
+static void test_code_registration_needs_admin_token(void)
+{
+    struct share_provider *sp = main_client();
+    char code[ENROL_CODE_TEXT_MAX], bad[600];
+
+    REQUIRE(sp);
     unsetenv("PACTFS_KEYD_ADMIN_TOKEN_FILE");
-    CHECK_EQ_INT(sp->ops->enroll(sp, VAULT, "mallory", auth, share), -EACCES);
+    CHECK_EQ_INT(register_code(sp, "mallory", code, (int64_t)time(NULL) + 600), -EACCES);
     snprintf(bad, sizeof bad, "%s/bad-token", scratch);
     REQUIRE(write_file(bad, "not-the-token-at-all-0123456789\n", 0600) == 0);
     setenv("PACTFS_KEYD_ADMIN_TOKEN_FILE", bad, 1);
-    CHECK_EQ_INT(sp->ops->enroll(sp, VAULT, "mallory", auth, share), -EACCES);
+    CHECK_EQ_INT(register_code(sp, "mallory", code, (int64_t)time(NULL) + 600), -EACCES);
     CHECK(strstr(pfs_err_msg(), "refused the admin token") != NULL);
     setenv("PACTFS_KEYD_ADMIN_TOKEN_FILE", token_file, 1);
     share_provider_destroy(sp);
@@ -570,9 +618,16 @@ static void test_keyring_unlock_through_keyd(void)
     EVP_PKEY *priv = NULL;
     unsigned retry = 0;
 
+    char code[ENROL_CODE_TEXT_MAX];
+    struct enrol_signer signer = { .vault_id = VAULT, .account_id = ACCOUNT_ID, .code = code };
+
     REQUIRE(sp);
-    REQUIRE(keyring_create(VAULT, "judy", password, &p, 3072, sp, &pub, &pub_len,
-                           &sealed, &sealed_len, NULL) == 0);
+    REQUIRE(register_code(sp, "judy", code, (int64_t)time(NULL) + 600) == 0);
+    enrol_signer_set(sp, &signer);
+    int rc = keyring_create(VAULT, "judy", password, &p, 3072, sp, &pub, &pub_len, &sealed,
+                            &sealed_len, NULL);
+    enrol_signer_set(sp, NULL);
+    REQUIRE(rc == 0);
     CHECK_EQ_INT(keyring_unlock(VAULT, "judy", password, sealed, sealed_len, sp, &priv,
                                 &retry), 0);
     CHECK(priv != NULL);
@@ -667,7 +722,8 @@ int main(void)
         return tap_done();
     }
     RUN(test_enroll_then_login_returns_same_share);
-    RUN(test_enroll_needs_admin_token);
+    RUN(test_code_registration_needs_admin_token);
+    RUN(test_enrolment_code_is_single_use);
     RUN(test_wrong_auth_refused_and_counted);
     RUN(test_lockout_lifted_after_delay);
     RUN(test_lockout_lifted_by_admin_unlock);
