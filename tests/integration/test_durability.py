@@ -28,6 +28,7 @@ def say(*a):
     sys.stdout.write(" ".join(a) + "\n"); sys.stdout.flush()
 i = 0
 try:
+    os.makedirs(d, exist_ok=True)
     while i < 100000:
         p = os.path.join(d, "f%05d" % i)
         with open(p, "wb") as f:
@@ -64,8 +65,7 @@ def rel(vault, path):
 
 
 def start_workload(vault):
-    d = vault.path("load")
-    os.makedirs(d, exist_ok=True)
+    d = vault.path("load")   # made by the workload: the daemon may be dead already
     return subprocess.Popen([sys.executable, "-c", WORKLOAD, d], stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True)
 
@@ -168,8 +168,8 @@ def crash_points_built():
 CRASH_POINTS = [
     ("op-after-append", 60),            # event written, transaction not committed
     ("op-after-commit", 60),            # committed, event not yet fdatasynced
-    ("audit-before-fdatasync", 5),      # the group commit about to sync the spool
-    ("audit-after-fdatasync", 5),
+    ("audit-before-fdatasync", 20),     # the group commit about to sync the spool
+    ("audit-after-fdatasync", 20),      # (20: past the syncs of the mount itself)
     ("meta-after-presync", 3),          # metadata sync: spool synced, WAL not yet
     ("meta-after-sync", 3),
 ]
