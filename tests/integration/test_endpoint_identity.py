@@ -83,7 +83,7 @@ def test_renamed_away_and_replaced_while_mounted(new_vault):
     v = new_vault
     fast_checks(v)
     v.mount_foreground()
-    H.write_file(v.path("before.bin"), H.seeded_bytes(1, 300000))
+    H.write_file(v.path("before.bin"), H.seeded_bytes(1, 300000), fsync=True)   # its write-back done
     away = v.store_dir(1) + ".away"
     os.rename(v.store_dir(1), away)
     os.mkdir(v.store_dir(1), 0o700)          # an empty one put in its place
