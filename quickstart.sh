@@ -122,9 +122,10 @@ EOF
 show_ciphertext_only() {
     say "What the three stores hold (a few fragment files each)"
     for s in "$VAULT"/stores/*; do
-        n=$(find "$s" -type f | wc -l)
-        echo "$s: $n fragment files"
-        find "$s" -type f | head -n 3 | sed 's/^/    /'
+        # not the endpoint's identity marker (pactfs-endpoint), only fragments
+        n=$(find "$s" -type f ! -name pactfs-endpoint | wc -l)
+        echo "$s: $n fragment files (and the endpoint's identity marker)"
+        find "$s" -type f ! -name pactfs-endpoint | head -n 3 | sed 's/^/    /'
     done
     say "Searching the stores and the metadata for a sample phrase and a file name"
     if grep -rl -e "Harbour Street" -e "supply-agreement" "$VAULT"/stores "$VAULT"/meta.db* 2>/dev/null; then
