@@ -28,17 +28,11 @@
 #include "error.h"
 #include "fs_core.h"
 #include "fs_locks.h"
+#include "fs_namespace.h"
 #include "fs_trash.h"
 #include "log.h"
 #include "mount_peers.h"
 #include "secmem.h"
-
-#ifndef RENAME_NOREPLACE
-#define RENAME_NOREPLACE (1 << 0)
-#endif
-#ifndef RENAME_EXCHANGE
-#define RENAME_EXCHANGE (1 << 1)
-#endif
 
 #define ROOT_ENTRY_TIMEOUT 60.0   /* folder list changes rarely; fewer audited lookups */
 #define FS_MAX_WRITE (1u << 20)
@@ -122,13 +116,6 @@ static int deny(struct fs *fs, fuse_req_t req, const char *op, uint64_t ino, con
     return refuse_dest(fs, req, op, ino, name, -EACCES, NULL);
 }
 
-static int root_deny(struct fs *fs, fuse_req_t req, const char *op, const char *name,
-                     const char *dest)
-{
-    struct fs_caller who = caller_of(req);
-    return fs_root_deny(fs, &who, op, name, dest);
-}
-
 static int folder_check_dest(struct fs *fs, fuse_req_t req, uint64_t ino, uint32_t need,
                              const char *op, const char *name, const char *dest,
                              struct vault_folder **vf)
@@ -141,14 +128,6 @@ static int folder_check(struct fs *fs, fuse_req_t req, uint64_t ino, uint32_t ne
                         const char *op, const char *name, struct vault_folder **vf)
 {
     return folder_check_dest(fs, req, ino, need, op, name, NULL, vf);
-}
-
-static int dir_lookup_locked(struct fs *fs, fuse_req_t req, const struct vault_folder *vf,
-                             uint64_t parent, const char *name, uint64_t *ino,
-                             struct fs_name *found, uint32_t *type)
-{
-    struct fs_caller who = caller_of(req);
-    return fs_dir_lookup_locked(fs, &who, vf, parent, name, ino, found, type);
 }
 
 static void reply_entry_for(struct fs *fs, fuse_req_t req, const struct meta_inode *mi,
@@ -170,15 +149,6 @@ static void reply_entry_for(struct fs *fs, fuse_req_t req, const struct meta_ino
     e.entry_timeout = timeout;
     if (fuse_reply_entry(req, &e) != 0)
         fs_inode_put(fs, in, FS_REF_LOOKUP, 1);
-}
-
-static void touch_dir(struct meta_inode *dir, int64_t now, int nlink_delta)
-{
-    dir->mtime_ns = dir->ctime_ns = now;
-    if (nlink_delta < 0 && dir->nlink > 2)
-        dir->nlink--;
-    else if (nlink_delta > 0)
-        dir->nlink++;
 }
 
 /* ---- lookup, forget, getattr ---- */
@@ -458,62 +428,6 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int va
 
 /* ---- creating nodes ---- */
 
-/* Create the inode row, its DEK or symlink target for the caller of req
- * (meta_lock held, in a transaction). */
-static int node_insert(struct fs *fs, fuse_req_t req, const struct vault_folder *vf,
-                       const struct meta_inode *dir, struct fs_new_node *nn, struct meta_inode *mi)
-{
-    const struct fuse_ctx *c = fuse_req_ctx(req);
-    return fs_node_insert(fs, c->uid, c->gid, vf, dir, nn, mi);
-}
-
-/* mkdir, create, mknod, symlink: one meta transaction that also audits. */
-static int make_node(struct fs *fs, fuse_req_t req, uint64_t parent, const char *name,
-                     struct fs_new_node *nn, struct meta_inode *mi)
-{
-    struct vault_folder *vf;
-    int r = folder_check(fs, req, parent, RIGHT_READ | RIGHT_WRITE, nn->op, name, &vf);
-    if (r < 0)
-        return r;
-    if (fs_trash_reserved(fs, parent, name))
-        return -EPERM;   /* a name kept for the trash's hidden directories */
-    r = fs_name_check(name);
-    if (r < 0)
-        return r;
-    const struct folder_keys *k = fs_cur_keys(fs, vf);
-    struct fs_name en;
-    if (!k || fs_name_enc(k, parent, name, &en) < 0)
-        return -EIO;
-    char *path = fs_path(fs, parent, name);
-    struct meta *m = fs->v->meta;
-    pthread_mutex_lock(&fs->meta_lock);
-    struct meta_inode dir;
-    uint64_t existing;
-    r = meta_begin(m);
-    if (r == 0)
-        r = meta_inode_get(m, parent, &dir);
-    if (r == 0 && !S_ISDIR(dir.mode))
-        r = -ENOTDIR;
-    if (r == 0) {
-        r = dir_lookup_locked(fs, req, vf, parent, name, &existing, NULL, NULL);
-        r = r == 0 ? -EEXIST : (r == -ENOENT ? 0 : r);
-    }
-    if (r == 0)
-        r = node_insert(fs, req, vf, &dir, nn, mi);
-    if (r == 0)
-        r = fs_dirent_add_bound(fs, k, parent, &en, mi->ino, mi->mode);
-    if (r == 0) {
-        touch_dir(&dir, mi->ctime_ns, S_ISDIR(nn->mode) ? 1 : 0);
-        r = meta_inode_update(m, &dir);
-    }
-    struct audit_detail d = { .file = r == 0 ? mi->ino : 0 };
-    r = meta_op_end_detail(fs, req, nn->op, path, 0, r, &d);
-    free(path);
-    if (r < 0 && r != -EEXIST && r != -ENOTDIR && r != -EACCES && r != -ENOENT)
-        r = -EIO;
-    return r;
-}
-
 static void reply_new_entry(struct fs *fs, fuse_req_t req, int r, const struct meta_inode *mi,
                             uint64_t parent, const char *name)
 {
@@ -523,111 +437,31 @@ static void reply_new_entry(struct fs *fs, fuse_req_t req, int r, const struct m
         reply_entry_for(fs, req, mi, parent, name, cache_timeout(fs));
 }
 
-/* mkdir at the root by a dataadmin: a new contract folder, exactly as
- * `pactfs-admin folder-create` makes it (folder key, this account's
- * envelope and signed grant), audited as folder-create in the same
- * transaction; then its envelope is opened so it shows at once. */
-static int root_mkdir(struct fs *fs, fuse_req_t req, const char *name, struct meta_inode *mi)
-{
-    if (fs->opt.read_only)
-        return -EROFS;
-    /* Desktops probe the top of every mount with hidden names (the
-     * freedesktop.org trash's .Trash-UID, .xdg-volume-info): those must
-     * never become contract folders. */
-    if (!fs_may_create_folders(fs) || name[0] == '.')
-        return root_deny(fs, req, "mkdir", name, NULL);
-    int r = fs_name_check(name);
-    if (r < 0)
-        return r;
-    char *path = fs_path(fs, META_ROOT_INO, name);
-    struct meta *m = fs->v->meta;
-    uint64_t id = 0, ticket = 0;
-    pthread_mutex_lock(&fs->meta_lock);
-    r = meta_begin(m);
-    if (r == 0)
-        r = vault_folder_create_txn(fs->v, name, &id);
-    if (r == 0)
-        r = fs_audit_append(fs, WHO(req), "folder-create", path, 0, 0, &ticket);
-    if (r == 0)
-        r = meta_commit(m);
-    else
-        meta_rollback(m);
-    if (r == 0 && vault_folder_load(fs->v, id) < 0)
-        r = -EIO;
-    struct vault_folder *vf = r == 0 ? vault_folder_by_id(fs->v, id) : NULL;
-    if (vf)
-        r = meta_inode_get(m, vf->root_ino, mi);
-    pthread_mutex_unlock(&fs->meta_lock);
-    if (r == 0)
-        __atomic_store_n(&fs->mount_ns, fs_now_ns(), __ATOMIC_RELAXED);   /* root's times */
-    if (r < 0 && r != -EEXIST)
-        log_error("cannot create contract folder \"%s\": %s", name,
-                  pfs_err_msg());
-    if (r == 0)
-        r = fs_audit_wait(fs, "folder-create", ticket);
-    free(path);
-    return r < 0 && r != -EEXIST ? -EIO : r;
-}
-
 static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
 {
     struct fs *fs = req_fs(req);
-    if ((parent == META_ROOT_INO && fs_trash_is_topname(fs, name)) || parent == FS_TRASH_INO) {
-        /* the trash's directories exist (a file manager makes sure) */
-        struct meta_inode mi;
-        struct stat st;
-        int real = 0;
-        int r = fs_trash_lookup(fs, WHO(req), parent, name, &mi, &st, &real);
-        fuse_reply_err(req, r == 0 ? EEXIST : EPERM);
-        return;
-    }
-    if (parent == META_ROOT_INO) {
-        struct meta_inode mi;
-        int r = root_mkdir(fs, req, name, &mi);
-        if (r < 0)
-            fuse_reply_err(req, r == -EACCES || r == -EEXIST || r == -EROFS ||
-                           r == -ENAMETOOLONG || r == -EINVAL ? -r : EIO);
-        else
-            reply_entry_for(fs, req, &mi, META_ROOT_INO, name, ROOT_ENTRY_TIMEOUT);
-        return;
-    }
-    struct fs_new_node nn = { .mode = S_IFDIR | (mode & 07777), .op = "mkdir" };
     struct meta_inode mi;
-    int r = make_node(fs, req, parent, name, &nn, &mi);
-    reply_new_entry(fs, req, r, &mi, parent, name);
+    int r = fs_mkdir(fs, WHO(req), parent, name, mode, &mi);
+    if (r == 0 && parent == META_ROOT_INO)
+        reply_entry_for(fs, req, &mi, META_ROOT_INO, name, ROOT_ENTRY_TIMEOUT);
+    else
+        reply_new_entry(fs, req, r, &mi, parent, name);
 }
 
 static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
                      dev_t rdev)
 {
     struct fs *fs = req_fs(req);
-    if (!S_ISREG(mode) && !S_ISFIFO(mode) && !S_ISSOCK(mode)) {
-        fuse_reply_err(req, EPERM);   /* no device nodes inside a vault */
-        return;
-    }
-    struct fs_new_node nn = { .mode = mode, .rdev = rdev, .op = "create" };
-    uint8_t *dek = secmem_alloc(DEK_LEN);
-    if (!dek) {
-        fuse_reply_err(req, ENOMEM);
-        return;
-    }
-    nn.dek = dek;
     struct meta_inode mi;
-    int r = make_node(fs, req, parent, name, &nn, &mi);
-    secmem_free(dek, DEK_LEN);
+    int r = fs_mknod(fs, WHO(req), parent, name, mode, rdev, &mi);
     reply_new_entry(fs, req, r, &mi, parent, name);
 }
 
 static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
 {
     struct fs *fs = req_fs(req);
-    if (strlen(link) >= PATH_MAX) {
-        fuse_reply_err(req, ENAMETOOLONG);
-        return;
-    }
-    struct fs_new_node nn = { .mode = S_IFLNK | 0777, .link_target = link, .op = "symlink" };
     struct meta_inode mi;
-    int r = make_node(fs, req, parent, name, &nn, &mi);
+    int r = fs_symlink(fs, WHO(req), link, parent, name, &mi);
     reply_new_entry(fs, req, r, &mi, parent, name);
 }
 
@@ -738,7 +572,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
     }
     nn.dek = dek;
     struct meta_inode mi;
-    int r = make_node(fs, req, parent, name, &nn, &mi);
+    int r = fs_make_node(fs, WHO(req), parent, name, &nn, &mi);
     if (r == -EEXIST && !(fi->flags & O_EXCL)) {
         secmem_free(dek, DEK_LEN);
         create_found_existing(fs, req, parent, name, fi);
@@ -769,84 +603,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
     reply_create(fs, req, &st, in, fi);
 }
 
-/* ---- removing entries ---- */
-
-/* After a link went: nlink 0 means delete now, or at the last reference. */
-static void maybe_delete(struct fs *fs, uint64_t ino, uint32_t nlink)
-{
-    if (nlink == 0 && !fs_inode_mark_unlinked(fs, ino))
-        fs_inode_delete_now(fs, ino);
-}
-
-/* Drop one link of victim (meta_lock held, in a transaction). */
-static int drop_link(struct meta *m, struct meta_inode *victim, int64_t now)
-{
-    if (S_ISDIR(victim->mode))
-        victim->nlink = 0;
-    else if (victim->nlink > 0)
-        victim->nlink--;
-    victim->ctime_ns = now;
-    return meta_inode_update(m, victim);
-}
-
-static int dir_is_empty(struct meta *m, uint64_t ino)
-{
-    uint64_t n = 0;
-    int r = meta_dirent_count(m, ino, &n);
-    if (r < 0)
-        return r;
-    return n == 0 ? 0 : -ENOTEMPTY;
-}
-
-/* Remove name from parent; in the trash, parent is the real directory
- * and kparent the one the kernel knows (for the audit path), and op
- * says what the removal is (NULL: unlink or rmdir). */
-static int remove_entry(struct fs *fs, fuse_req_t req, uint64_t parent, uint64_t kparent,
-                        const char *name, int is_rmdir, const char *op, uint64_t *ino_out,
-                        uint32_t *nlink_out)
-{
-    if (!op)
-        op = is_rmdir ? "rmdir" : "unlink";
-    struct vault_folder *vf;
-    int r = folder_check(fs, req, parent, RIGHT_READ | RIGHT_WRITE, op, name, &vf);
-    if (r < 0)
-        return r;
-    if (fs_trash_reserved(fs, parent, name))
-        return -ENOENT;
-    char *path = fs_path(fs, kparent, name);
-    struct meta *m = fs->v->meta;
-    int64_t now = fs_now_ns();
-    struct fs_name en;
-    struct meta_inode victim, dir;
-    uint64_t ino = 0;
-    pthread_mutex_lock(&fs->meta_lock);
-    r = meta_begin(m);
-    if (r == 0)
-        r = dir_lookup_locked(fs, req, vf, parent, name, &ino, &en, NULL);
-    if (r == 0)
-        r = meta_inode_get(m, ino, &victim);
-    if (r == 0 && is_rmdir && !S_ISDIR(victim.mode))
-        r = -ENOTDIR;
-    if (r == 0 && !is_rmdir && S_ISDIR(victim.mode))
-        r = -EISDIR;
-    if (r == 0 && is_rmdir)
-        r = dir_is_empty(m, ino);
-    if (r == 0)
-        r = meta_dirent_remove(m, parent, en.b, en.len);
-    if (r == 0)
-        r = drop_link(m, &victim, now);
-    if (r == 0)
-        r = meta_inode_get(m, parent, &dir);
-    if (r == 0) {
-        touch_dir(&dir, now, is_rmdir ? -1 : 0);
-        r = meta_inode_update(m, &dir);
-    }
-    r = meta_op_end_detail(fs, req, op, path, 0, r, &(struct audit_detail){ .file = ino });
-    free(path);
-    *ino_out = ino;
-    *nlink_out = victim.nlink;
-    return r;
-}
+/* ---- removing entries, rename, links ---- */
 
 static int errno_out(int r)
 {
@@ -863,35 +620,7 @@ static int errno_out(int r)
 
 static void op_unlink_common(fuse_req_t req, fuse_ino_t parent, const char *name, int is_rmdir)
 {
-    struct fs *fs = req_fs(req);
-    uint64_t ino = 0, real = parent;
-    uint32_t nlink = 1;
-    const char *op = NULL;
-    int r = 0;
-    if (parent == FS_TRASH_INFO_INO && !is_rmdir) {
-        /* a pending .trashinfo goes; a generated one goes with its entry */
-        r = fs->opt.read_only ? -EROFS : fs_trash_pend_unlink(fs, name);
-        if (r == -ENOENT) {
-            struct meta_inode mi;
-            struct stat st;
-            int isreal;
-            if (fs_trash_lookup(fs, WHO(req), parent, name, &mi, &st, &isreal) == 0)
-                r = -EPERM;
-        }
-        fuse_reply_err(req, -r);
-        return;
-    }
-    if (fs_is_virtual(parent)) {
-        struct vault_folder *vf;
-        r = fs_trash_resolve(fs, WHO(req), parent, name, &real, &vf);
-        /* deleting from files/ empties that entry from the trash; GVFS
-         * deletes what it moved to expunged/ (audited then) */
-        op = parent == FS_TRASH_FILES_INO ? "trash-empty" : NULL;
-    }
-    if (r == 0)
-        r = remove_entry(fs, req, real, parent, name, is_rmdir, op, &ino, &nlink);
-    if (r == 0)
-        maybe_delete(fs, ino, nlink);
+    int r = fs_unlink(req_fs(req), WHO(req), parent, name, is_rmdir);
     fuse_reply_err(req, r < 0 ? errno_out(r) : 0);
 }
 
@@ -905,368 +634,18 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
     op_unlink_common(req, parent, name, 1);
 }
 
-/* ---- rename and link ---- */
-
-struct rename_ctx {
-    struct vault_folder *vf;
-    uint64_t parent, newparent;
-    const char *name, *newname;
-    unsigned flags;
-    struct fs_name src_en, dst_en_cur;   /* as stored; target under current keys */
-    struct fs_name dst_en;               /* target as stored (if it exists) */
-    struct fs_name src_en_cur;           /* source name in newparent... for exchange */
-    uint64_t src_ino, dst_ino;
-    struct meta_inode src, dst;
-    int dst_exists;
-    uint64_t victim;                      /* ino whose nlink may have reached 0 */
-    uint32_t victim_nlink;
-    /* the trash (fs_trash.h): parent and newparent are the real
-     * directories, these the ones the kernel named */
-    uint64_t kparent, knewparent;
-    const char *op;                       /* "rename", "trash", "restore", "trash-empty" */
-    int info;                             /* TRASH_INFO_* */
-    char *info_text;                      /* the .trashinfo to store */
-    size_t info_len;
-};
-
-enum { TRASH_INFO_KEEP, TRASH_INFO_SET, TRASH_INFO_DROP };
-
-/* Type rules of rename(2) for an existing target (meta_lock held). */
-static int rename_target_ok(struct meta *m, const struct rename_ctx *c)
-{
-    if (S_ISDIR(c->src.mode) && !S_ISDIR(c->dst.mode))
-        return -ENOTDIR;
-    if (!S_ISDIR(c->src.mode) && S_ISDIR(c->dst.mode))
-        return -EISDIR;
-    if (S_ISDIR(c->dst.mode))
-        return dir_is_empty(m, c->dst_ino);
-    return 0;
-}
-
-static int adjust_parents(struct meta *m, uint64_t from, uint64_t to, int moved_dir,
-                          int64_t now)
-{
-    struct meta_inode a, b;
-    int r = meta_inode_get(m, from, &a);
-    if (r < 0)
-        return r;
-    touch_dir(&a, now, (moved_dir && from != to) ? -1 : 0);
-    r = meta_inode_update(m, &a);
-    if (r < 0 || from == to)
-        return r;
-    r = meta_inode_get(m, to, &b);
-    if (r < 0)
-        return r;
-    touch_dir(&b, now, moved_dir ? 1 : 0);
-    return meta_inode_update(m, &b);
-}
-
-static int rename_exchange(struct fs *fs, struct rename_ctx *c, int64_t now)
-{
-    struct meta *m = fs->v->meta;
-    const struct folder_keys *k = fs_cur_keys(fs, c->vf);
-    struct fs_name a_new, b_new;   /* src under newname/newparent, dst under name/parent */
-    if (!k || fs_name_enc(k, c->newparent, c->newname, &a_new) < 0 ||
-        fs_name_enc(k, c->parent, c->name, &b_new) < 0)
-        return -EIO;
-    int r = meta_dirent_remove(m, c->parent, c->src_en.b, c->src_en.len);
-    if (r == 0)
-        r = meta_dirent_remove(m, c->newparent, c->dst_en.b, c->dst_en.len);
-    if (r == 0)
-        r = fs_dirent_add_bound(fs, k, c->newparent, &a_new, c->src_ino, c->src.mode);
-    if (r == 0)
-        r = fs_dirent_add_bound(fs, k, c->parent, &b_new, c->dst_ino, c->dst.mode);
-    if (r == 0 && c->parent != c->newparent && S_ISDIR(c->src.mode) != S_ISDIR(c->dst.mode)) {
-        /* a directory moved one way, a non-directory the other */
-        int src_dir = S_ISDIR(c->src.mode);
-        r = adjust_parents(m, src_dir ? c->parent : c->newparent,
-                           src_dir ? c->newparent : c->parent, 1, now);
-    } else if (r == 0) {
-        r = adjust_parents(m, c->parent, c->newparent, 0, now);
-    }
-    c->src.ctime_ns = c->dst.ctime_ns = now;
-    if (r == 0)
-        r = meta_inode_update(m, &c->src);
-    if (r == 0)
-        r = meta_inode_update(m, &c->dst);
-    return r;
-}
-
-static int rename_move(struct fs *fs, struct rename_ctx *c, int64_t now)
-{
-    struct meta *m = fs->v->meta;
-    const struct folder_keys *k = fs_cur_keys(fs, c->vf);
-    struct fs_name to;
-    if (!k || fs_name_enc(k, c->newparent, c->newname, &to) < 0)
-        return -EIO;
-    int r = 0;
-    if (c->dst_exists) {
-        r = rename_target_ok(m, c);
-        if (r == 0)
-            r = meta_dirent_remove(m, c->newparent, c->dst_en.b, c->dst_en.len);
-        if (r == 0)
-            r = drop_link(m, &c->dst, now);
-        if (r == 0 && S_ISDIR(c->dst.mode)) {
-            /* the replaced directory's ".." link to newparent goes */
-            struct meta_inode np;
-            r = meta_inode_get(m, c->newparent, &np);
-            if (r == 0) {
-                touch_dir(&np, now, -1);
-                r = meta_inode_update(m, &np);
-            }
-        }
-        c->victim = c->dst_ino;
-        c->victim_nlink = c->dst.nlink;
-    }
-    if (r == 0)
-        r = meta_dirent_remove(m, c->parent, c->src_en.b, c->src_en.len);
-    if (r == 0)
-        r = fs_dirent_add_bound(fs, k, c->newparent, &to, c->src_ino, c->src.mode);
-    if (r == 0)
-        r = adjust_parents(m, c->parent, c->newparent, S_ISDIR(c->src.mode), now);
-    if (r == 0) {
-        c->src.ctime_ns = now;
-        r = meta_inode_update(m, &c->src);
-    }
-    return r;
-}
-
-static int rename_locked(struct fs *fs, fuse_req_t req, struct rename_ctx *c, const char *path,
-                         uint64_t *ticket)
-{
-    uint32_t src_type = 0, dst_type = 0;
-    struct meta *m = fs->v->meta;
-    int64_t now = fs_now_ns();
-    int r = meta_begin(m);
-    if (r < 0)
-        return r;
-    r = dir_lookup_locked(fs, req, c->vf, c->parent, c->name, &c->src_ino, &c->src_en,
-                          &src_type);
-    if (r == 0)
-        r = meta_inode_get(m, c->src_ino, &c->src);
-    if (r == 0 && (c->src.mode & S_IFMT) != src_type)
-        r = fs_tamper(fs, WHO(req), c->parent, c->name, "check \"entry binding\" failed: the "
-                      "inode's type is not the one its entry was written for");
-    if (r == 0) {
-        int t = dir_lookup_locked(fs, req, c->vf, c->newparent, c->newname, &c->dst_ino,
-                                  &c->dst_en, &dst_type);
-        c->dst_exists = t == 0;
-        if (t == 0)
-            r = meta_inode_get(m, c->dst_ino, &c->dst);
-        else if (t != -ENOENT)
-            r = t;
-        if (r == 0 && t == 0 && (c->dst.mode & S_IFMT) != dst_type)
-            r = fs_tamper(fs, WHO(req), c->newparent, c->newname, "check \"entry binding\" failed: "
-                          "the inode's type is not the one its entry was written for");
-    }
-    if (r == 0 && (c->flags & RENAME_NOREPLACE) && c->dst_exists)
-        r = -EEXIST;
-    if (r == 0 && (c->flags & RENAME_EXCHANGE) && !c->dst_exists)
-        r = -ENOENT;
-    int same = r == 0 && c->dst_exists && c->dst_ino == c->src_ino;
-    if (r == 0 && !same)
-        r = (c->flags & RENAME_EXCHANGE) ? rename_exchange(fs, c, now) : rename_move(fs, c, now);
-    if (r == 0 && c->info == TRASH_INFO_SET)   /* sealed on the entry, under its folder key */
-        r = fs_trash_info_set_locked(fs, c->vf, c->src_ino, c->info_text, c->info_len);
-    if (r == 0 && c->info == TRASH_INFO_DROP)
-        r = fs_trash_info_remove_locked(fs, c->vf, c->src_ino);
-    if (r == 0)
-        r = fs_audit_append_detail(fs, WHO(req), c->op, path, 0, 0,
-                                   &(struct audit_detail){ .file = c->src_ino }, ticket);
-    if (r == 0)
-        r = meta_commit(m);
-    else
-        meta_rollback(m);
-    return r;
-}
-
-/* A rename from or into the trash's files/ or expunged/: those become the
- * real directories in the entry's own folder (made if missing), so the
- * entry keeps its folder's keys and rights; what it is (trash, restore,
- * trash-empty) decides the audit and the .trashinfo.  A rename inside
- * info/ is a client writing a .trashinfo (fs_trash.h): returns 1 when
- * done, 0 to go on, -errno. */
-static int trash_rename_map(struct fs *fs, fuse_req_t req, struct rename_ctx *c)
-{
-    struct fs_caller who = caller_of(req);
-    uint64_t kp = c->kparent, knp = c->knewparent;
-    int r;
-    if (fs->opt.read_only)
-        return -EROFS;
-    if (c->flags & RENAME_EXCHANGE)
-        return -EINVAL;
-    if (kp == FS_TRASH_INFO_INO && knp == FS_TRASH_INFO_INO) {
-        r = fs_trash_pend_rename(fs, c->name, c->newname, c->flags & RENAME_NOREPLACE);
-        return r < 0 ? r : 1;
-    }
-    if ((fs_is_virtual(kp) && !fs_trash_is_merged(kp)) ||
-        (fs_is_virtual(knp) && !fs_trash_is_merged(knp)))
-        return -EPERM;
-    struct vault_folder *vf = NULL;
-    if (fs_trash_is_merged(kp)) {
-        r = fs_trash_resolve(fs, &who, kp, c->name, &c->parent, &vf);
-        if (r < 0)
-            return r;
-    }
-    if (fs_trash_is_merged(knp)) {
-        if (!vf) {
-            r = fs_folder_check(fs, &who, kp, RIGHT_READ | RIGHT_WRITE, "trash", c->name, &vf);
-            if (r < 0)
-                return r;
-        }
-        /* one name in the merged directory: not beside another folder's */
-        uint64_t other;
-        struct vault_folder *ovf = NULL;
-        r = fs_trash_resolve(fs, &who, knp, c->newname, &other, &ovf);
-        if (r == 0 && ovf != vf)
-            return -EEXIST;
-        if (r < 0 && r != -ENOENT)
-            return r;
-        r = fs_trash_subdir(fs, &who, vf, knp, &c->newparent);
-        if (r < 0)
-            return r;
-    }
-    c->op = "rename";
-    if (!fs_is_virtual(kp) && knp == FS_TRASH_FILES_INO) {
-        char *orig = fs_path(fs, kp, c->name);
-        r = orig ? fs_trash_info_make(fs, orig, c->newname, &c->info_text, &c->info_len)
-                 : -ENOMEM;
-        free(orig);
-        if (r < 0)
-            return r;
-        c->op = "trash";
-        c->info = TRASH_INFO_SET;
-    } else if (kp == FS_TRASH_FILES_INO && knp != FS_TRASH_FILES_INO) {
-        c->op = knp == FS_TRASH_EXPUNGED_INO ? "trash-empty" : "restore";
-        c->info = TRASH_INFO_DROP;
-    }
-    return 0;
-}
-
 static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
                       const char *newname, unsigned int flags)
 {
-    struct fs *fs = req_fs(req);
-    struct rename_ctx c;
-    memset(&c, 0, sizeof c);
-    c.parent = c.kparent = parent;
-    c.newparent = c.knewparent = newparent;
-    c.name = name;
-    c.newname = newname;
-    c.flags = flags;
-    c.op = "rename";
-    int r = 0;
-    if (flags & ~(unsigned)(RENAME_NOREPLACE | RENAME_EXCHANGE))
-        r = -EINVAL;
-    if (r == 0 && (fs_is_virtual(parent) || fs_is_virtual(newparent))) {
-        r = trash_rename_map(fs, req, &c);
-        if (r == 1) {
-            fuse_reply_err(req, 0);
-            return;
-        }
-    }
-    if (r == 0 && (fs_trash_reserved(fs, c.parent, name) ||
-                   fs_trash_reserved(fs, c.newparent, newname)))
-        r = -EPERM;
-    struct vault_folder *vf2 = NULL;
-    char *dest = fs_path(fs, newparent, newname);
-    if (r == 0)
-        r = folder_check_dest(fs, req, c.parent, RIGHT_READ | RIGHT_WRITE, c.op, name, dest,
-                              &c.vf);
-    if (r == 0)
-        r = folder_check_dest(fs, req, c.newparent, RIGHT_READ | RIGHT_WRITE, c.op, newname,
-                              dest, &vf2);
-    free(dest);
-    if (r == 0 && c.vf != vf2)
-        r = -EXDEV;
-    if (r == 0)
-        r = fs_name_check(newname);
-    if (r < 0) {
-        free(c.info_text);
-        fuse_reply_err(req, errno_out(r));
-        return;
-    }
-    char *from = fs_path(fs, parent, name);
-    char *to = fs_path(fs, newparent, newname);
-    size_t plen = (from ? strlen(from) : 1) + (to ? strlen(to) : 1) + 5;
-    char *path = malloc(plen);
-    if (path)
-        snprintf(path, plen, "%s -> %s", from ? from : "?", to ? to : "?");
-    uint64_t ticket = 0;
-    pthread_mutex_lock(&fs->meta_lock);
-    r = rename_locked(fs, req, &c, path, &ticket);
-    pthread_mutex_unlock(&fs->meta_lock);
-    if (r == 0)   /* durable before the reply, waited for outside the lock */
-        r = fs_audit_wait(fs, c.op, ticket);
-    free(from);
-    free(to);
-    free(path);
-    free(c.info_text);
-    if (r == 0) {
-        if (c.victim)
-            maybe_delete(fs, c.victim, c.victim_nlink);
-        if (c.info == TRASH_INFO_SET)   /* the client's .trashinfo is stored now */
-            fs_trash_pend_drop(fs, newname);
-        fs_inode_set_name(fs, c.src_ino, newparent, newname);
-        if (flags & RENAME_EXCHANGE)
-            fs_inode_set_name(fs, c.dst_ino, parent, name);
-    }
+    int r = fs_rename(req_fs(req), WHO(req), parent, name, newparent, newname, flags);
     fuse_reply_err(req, r < 0 ? errno_out(r) : 0);
 }
 
 static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
 {
     struct fs *fs = req_fs(req);
-    struct vault_folder *vf, *vf2;
-    int r = folder_check(fs, req, ino, RIGHT_READ | RIGHT_WRITE, "link", NULL, &vf);
-    if (r == 0)
-        r = folder_check(fs, req, newparent, RIGHT_READ | RIGHT_WRITE, "link", newname, &vf2);
-    if (r == 0 && vf != vf2)
-        r = -EXDEV;
-    if (r == 0 && fs_trash_reserved(fs, newparent, newname))
-        r = -EPERM;
-    if (r == 0)
-        r = fs_name_check(newname);
-    const struct folder_keys *k = r == 0 ? fs_cur_keys(fs, vf) : NULL;
-    struct fs_name en;
-    if (r == 0 && (!k || fs_name_enc(k, newparent, newname, &en) < 0))
-        r = -EIO;
-    if (r < 0) {
-        fuse_reply_err(req, errno_out(r));
-        return;
-    }
-    char *path = fs_path(fs, newparent, newname);
-    struct meta *m = fs->v->meta;
-    int64_t now = fs_now_ns();
-    struct meta_inode mi, dir;
-    uint64_t existing;
-    pthread_mutex_lock(&fs->meta_lock);
-    r = meta_begin(m);
-    if (r == 0)
-        r = meta_inode_get(m, ino, &mi);
-    if (r == 0 && S_ISDIR(mi.mode))
-        r = -EPERM;
-    if (r == 0 && mi.nlink == 0)
-        r = -ENOENT;
-    if (r == 0) {
-        r = dir_lookup_locked(fs, req, vf, newparent, newname, &existing, NULL, NULL);
-        r = r == 0 ? -EEXIST : (r == -ENOENT ? 0 : r);
-    }
-    if (r == 0)
-        r = fs_dirent_add_bound(fs, k, newparent, &en, ino, mi.mode);
-    if (r == 0) {
-        mi.nlink++;
-        mi.ctime_ns = now;
-        r = meta_inode_update(m, &mi);
-    }
-    if (r == 0)
-        r = meta_inode_get(m, newparent, &dir);
-    if (r == 0) {
-        touch_dir(&dir, now, 0);
-        r = meta_inode_update(m, &dir);
-    }
-    r = meta_op_end_detail(fs, req, "link", path, 0, r, &(struct audit_detail){ .file = ino });
-    free(path);
+    struct meta_inode mi;
+    int r = fs_link(fs, WHO(req), ino, newparent, newname, &mi);
     if (r < 0)
         fuse_reply_err(req, errno_out(r));
     else
@@ -1275,36 +654,8 @@ static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const 
 
 static void op_readlink(fuse_req_t req, fuse_ino_t ino)
 {
-    struct fs *fs = req_fs(req);
-    struct vault_folder *vf;
-    int r = folder_check(fs, req, ino, RIGHT_READ, "readlink", NULL, &vf);
-    uint8_t *sealed = NULL, *plain = NULL;
-    size_t slen = 0, plen = 0;
-    if (r == 0 && !vf)
-        r = -EINVAL;
-    if (r == 0) {
-        pthread_mutex_lock(&fs->meta_lock);
-        r = meta_symlink_get(fs->v->meta, ino, &sealed, &slen);
-        pthread_mutex_unlock(&fs->meta_lock);
-        if (r == -ENOENT)
-            r = -EINVAL;
-    }
-    if (r == 0)
-        r = fs_sealed_open_fresh(fs, vf, "symlink", ino, NULL, sealed, slen, &plain, &plen);
-    free(sealed);
     char *target = NULL;
-    if (r == 0) {
-        target = malloc(plen + 1);
-        if (target) {
-            memcpy(target, plain, plen);
-            target[plen] = '\0';
-        } else {
-            r = -ENOMEM;
-        }
-    }
-    free(plain);
-    if (r != -EACCES && r != -EROFS && audit_ino(fs, req, "readlink", ino, r, 0) < 0)
-        r = -EIO;
+    int r = fs_readlink(req_fs(req), WHO(req), ino, &target);
     if (r < 0)
         fuse_reply_err(req, errno_out(r));
     else
