@@ -12,6 +12,7 @@
 #include "enrol.h"
 #include "error.h"
 #include "keyring.h"
+#include "log.h"
 #include "meta_backend.h"
 #include "pwpolicy.h"
 
@@ -175,8 +176,8 @@ int accounts_passwd(struct vault *v, const char *account, const char *old_passwo
         rc = vault_account_store_sealed(v, account, sealed, sealed_len, "password-change");
     if (rc == 0 && pwpolicy_history_add(v->meta, v->conf.vault_id, a.id, priv, new_password,
                                         &policy) < 0)
-        fprintf(stderr, "pactfs-admin: warning: the password was changed but could not be "
-                "added to the reuse history: %s\n", pfs_err_msg());
+        log_warning("the password was changed but could not be added to the reuse history: %s",
+                    pfs_err_msg());
     free(sealed);
     EVP_PKEY_free(priv);
     meta_account_clear(&a);

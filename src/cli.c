@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "log.h"
 #include "error.h"
 #include "exitcodes.h"
 #include "secmem.h"
@@ -249,12 +250,12 @@ int cli_open_exit_code(int neg_errno)
     }
 }
 
-void cli_report(const char *prog, int neg_errno)
+void cli_report(int neg_errno)
 {
     const char *msg = pfs_err_msg();
 
     if (*msg)
-        fprintf(stderr, "%s: %s\n", prog, msg);
+        log_error("%s", msg);
     else
-        fprintf(stderr, "%s: %s\n", prog, strerror(-neg_errno));
+        log_error("%s", strerror(-neg_errno));
 }

@@ -25,7 +25,8 @@ int cli_exit_code_for(int neg_errno);
  * unreadable or corrupt store 7. */
 int cli_open_exit_code(int neg_errno);
 
-/* "pactfs: <message>" on stderr, from pfs_err_msg() or strerror. */
-void cli_report(const char *prog, int neg_errno);
+/* The failure as an error line of the log ("PROG: error: <message>"), from
+ * pfs_err_msg() or strerror. */
+void cli_report(int neg_errno);
 
 #endif

@@ -14,6 +14,7 @@
 #include "crypto.h"
 #include "endpoint.h"
 #include "error.h"
+#include "log.h"
 #include "registry.h"
 
 #define MARK_MAGIC "PFSE"
@@ -467,9 +468,9 @@ static int try_online(struct endpoint_set *es, struct guard *g, int at_mount)
         if (st == ENDPOINT_UNMARKED && !need) {
             st = ENDPOINT_OK;
             if (at_mount)
-                fprintf(stderr, "pactfs: notice: endpoint %u (%s) holds no endpoint marker; "
-                        "this vault does not require them yet (a sysadmin runs pactfs-admin "
-                        "endpoint-mark)\n", g->index, fresh->desc);
+                log_info("endpoint %u (%s) holds no endpoint marker; this vault does not require "
+                         "them yet (a sysadmin runs pactfs-admin endpoint-mark)", g->index,
+                         fresh->desc);
         }
         if (st == ENDPOINT_OK && e->type == ENDPOINT_DIR && stat(e->path, &sb) < 0) {
             snprintf(why, sizeof why, "its directory is missing");
@@ -579,9 +580,9 @@ int endpoint_set_open(const struct pactfs_conf *c, struct meta *meta, unsigned *
         g->reported = g->state;
         if (g->state != ENDPOINT_OK) {
             (*offline)++;
-            fprintf(stderr, "pactfs: warning: endpoint %u (%s) is offline: %s; reading with "
-                    "parity, writes store the other fragments (degraded) and it is checked "
-                    "again every few seconds\n", i, es->guards[i]->desc, g->why);
+            log_warning("endpoint %u (%s) is offline: %s; reading with parity, writes store the "
+                        "other fragments (degraded) and it is checked again every few seconds",
+                        i, es->guards[i]->desc, g->why);
         }
     }
     *out = es;

@@ -18,6 +18,7 @@
 #include "file_head.h"
 #include "grants.h"
 #include "keyring.h"
+#include "log.h"
 #include "meta_backend.h"
 #include "registry.h"
 #include "secmem.h"
@@ -651,9 +652,9 @@ static int rotate_for_members(struct vault *v, const struct grant_rows *s,
             seen = s->e[j].account_id == id;
         if (seen || id == revoked || folder_state_rights(st, id))
             continue;
-        fprintf(stderr, "pactfs-admin: warning: account %" PRIu64 " has envelope rows in the "
-                "folder but is no member by its signed state (planted or replayed rows): it "
-                "gets no envelope for the new key\n", id);
+        log_warning("account %" PRIu64 " has envelope rows in the folder but is no member by its "
+                    "signed state (planted or replayed rows): it gets no envelope for the new key",
+                    id);
         snprintf(what, sizeof what, "folder:%" PRIu64 " rows of account %" PRIu64 " not in "
                  "the signed folder state", st->folder_id, id);
         audit_admin(v, "tamper", what, -EBADMSG);
@@ -674,8 +675,8 @@ static int rotate_for_members(struct vault *v, const struct grant_rows *s,
                 rc = member_key(v, id, rights, &key);
         }
         if (rc < 0) {
-            fprintf(stderr, "pactfs-admin: warning: account %" PRIu64 " gets no envelope for "
-                    "the new key and leaves the folder: %s\n", id, pfs_err_msg());
+            log_warning("account %" PRIu64 " gets no envelope for the new key and leaves the "
+                        "folder: %s", id, pfs_err_msg());
             rc = 0;
             continue;
         }
@@ -940,8 +941,8 @@ int grants_account_reenrol(struct vault *v, const char *name, unsigned valid_s,
         int src = v->sp->ops->remove(v->sp, v->conf.vault_id, r.key_name);
 
         if (src < 0 && src != -ENOENT)
-            fprintf(stderr, "pactfs-admin: warning: the old key share of \"%s\" could not be "
-                    "removed (%s)\n", name, pfs_err_msg());
+            log_warning("the old key share of \"%s\" could not be removed (%s)", name,
+                        pfs_err_msg());
     }
     {
         char before[REGISTRY_FP_HEX + 40] = "pending", fp[REGISTRY_FP_HEX + 1];
@@ -1335,8 +1336,8 @@ static int first_state(struct vault *v, const struct vault_folder *f, struct fol
         if (s.e[i].key_version != kv || folder_state_rights(st, id))
             continue;
         if (member_grant(v, &s, id, kv, &rights) < 0 || member_key(v, id, rights, &key) < 0) {
-            fprintf(stderr, "pactfs-admin: warning: folder %" PRIu64 ": account %" PRIu64
-                    " is left out of the signed member list: %s\n", f->id, id, pfs_err_msg());
+            log_warning("folder %" PRIu64 ": account %" PRIu64 " is left out of the signed member "
+                        "list: %s", f->id, id, pfs_err_msg());
             continue;
         }
         EVP_PKEY_free(key);

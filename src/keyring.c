@@ -9,6 +9,7 @@
 #include "crypto.h"
 #include "error.h"
 #include "keyring.h"
+#include "log.h"
 #include "secmem.h"
 
 /* Sealed account key layout (docs/format-keys.md):
@@ -395,8 +396,8 @@ int keyring_change_password(const char *vault_id, const char *account,
     if (rc == 0)
         rc = sp->ops->change_auth(sp, vault_id, account, olds->auth, news->auth);
     if (rc == 0 && sp->ops->rotate(sp, vault_id, account, news->auth, news->share) < 0) {
-        fprintf(stderr, "pactfs: warning: the password was changed but the key share could "
-                "not be replaced (%s); run pactfs-admin rotate-share\n", pfs_err_msg());
+        log_warning("the password was changed but the key share could not be replaced (%s); run "
+                    "pactfs-admin rotate-share", pfs_err_msg());
         memcpy(news->share, olds->share, SHARE_LEN);
     }
     if (rc == 0)

@@ -1,4 +1,4 @@
-/* The daemon's log (log.h). */
+/* The programs' log (log.h). */
 #include "config.h"
 
 #include <errno.h>
@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <syslog.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -15,6 +16,9 @@
 static const char *log_prog = "pactfs";
 static enum pfs_log_level log_max = PFS_LOG_INFO;
 static int log_syslog;     /* set once by pfs_log_to_syslog (atomic: threads are logging) */
+static int log_stamps;
+static int log_progress_open;   /* a progress line is on the terminal, unterminated */
+static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static const struct {
     const char *word;      /* after "PROG: " */
@@ -33,6 +37,36 @@ void pfs_log_init(const char *prog, enum pfs_log_level max)
     log_max = max;
 }
 
+void pfs_log_timestamps(int on)
+{
+    log_stamps = on;
+}
+
+void pfs_log_progress(const char *fmt, ...)
+{
+    va_list ap;
+
+    if (__atomic_load_n(&log_syslog, __ATOMIC_ACQUIRE))
+        return;
+    pthread_mutex_lock(&log_lock);
+    fputc('\r', stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fflush(stderr);
+    log_progress_open = 1;
+    pthread_mutex_unlock(&log_lock);
+}
+
+void pfs_log_progress_done(void)
+{
+    pthread_mutex_lock(&log_lock);
+    if (log_progress_open)
+        fputc('\n', stderr);
+    log_progress_open = 0;
+    pthread_mutex_unlock(&log_lock);
+}
+
 int pfs_log_enabled(enum pfs_log_level level)
 {
     return level <= log_max;
@@ -40,7 +74,7 @@ int pfs_log_enabled(enum pfs_log_level level)
 
 void pfs_log(enum pfs_log_level level, const char *fmt, ...)
 {
-    char msg[2048];
+    char msg[2048], stamp[32] = "";
     va_list ap;
     int saved = errno;
 
@@ -49,10 +83,23 @@ void pfs_log(enum pfs_log_level level, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    if (__atomic_load_n(&log_syslog, __ATOMIC_ACQUIRE))
+    if (__atomic_load_n(&log_syslog, __ATOMIC_ACQUIRE)) {
         syslog(levels[level].priority, "%s%s", levels[level].word, msg);
-    else
-        fprintf(stderr, "%s: %s%s\n", log_prog, levels[level].word, msg);
+        errno = saved;
+        return;
+    }
+    if (log_stamps) {
+        time_t now = time(NULL);
+        struct tm tm;
+
+        gmtime_r(&now, &tm);
+        strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%SZ ", &tm);
+    }
+    pthread_mutex_lock(&log_lock);
+    fprintf(stderr, "%s%s%s: %s%s\n", log_progress_open ? "\n" : "", stamp, log_prog,
+            levels[level].word, msg);
+    log_progress_open = 0;
+    pthread_mutex_unlock(&log_lock);
     errno = saved;
 }
 

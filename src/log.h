@@ -1,4 +1,7 @@
-/* The daemon's log: one line per message, one prefix format, four levels.
+/* The log of every program: one line per message, one prefix format, four
+ * levels.  The prefix is the program's name (pfs_log_init), so a library
+ * module's message reads "pactfs-admin: warning: ..." in pactfs-admin and
+ * "pactfs: warning: ..." in the daemon.
  *
  *   pactfs: error: cannot commit /Contracts/a.pdf: ...
  *   pactfs: warning: repair of 3 chunk(s) failed this pass, ...
@@ -32,6 +35,16 @@ void pfs_log_init(const char *prog, enum pfs_log_level max);
  * the line's words.  0, or -errno if stderr could not be redirected (the
  * module's own lines go to syslog all the same). */
 int pfs_log_to_syslog(void);
+
+/* Start each stderr line with a UTC time stamp, "2026-12-03T15:40:00Z "
+ * (pactfs-keyd and pactfs-auditd with --log-timestamps). */
+void pfs_log_timestamps(int on);
+
+/* A progress line ("\rrekey /C [####....] 3/9 files") on a terminal: drawn
+ * over itself, no newline.  A log line written while one is shown starts on
+ * a line of its own; pfs_log_progress_done ends the shown line. */
+void pfs_log_progress(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void pfs_log_progress_done(void);
 
 /* Would a message of this level be written? (to skip costly arguments) */
 int pfs_log_enabled(enum pfs_log_level level);

@@ -344,7 +344,7 @@ static int open_and_unlock(const struct mount_args *a, const char *password, str
      * (exit 14); its floors are checked when files open. */
     rc = vault_file_head_open(*out);
     if (rc < 0) {
-        cli_report(PROG, rc);
+        cli_report(rc);
         return cli_exit_code_for(rc);
     }
     if ((*out)->nfolders == 0)

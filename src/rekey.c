@@ -14,6 +14,7 @@
 #include "error.h"
 #include "filecommit.h"
 #include "grants.h"
+#include "log.h"
 #include "meta_shared.h"
 #include "rekey.h"
 #include "secmem.h"
@@ -114,7 +115,7 @@ static void left_alone(struct rekey_stats *st, int tampered, const char *what, u
 {
     st->left++;
     st->tampered += tampered != 0;
-    fprintf(stderr, "\npactfs-admin rekey: %s %" PRIu64 ": %s; left alone\n", what, ino, why);
+    log_warning("rekey: %s %" PRIu64 ": %s; left alone", what, ino, why);
 }
 
 static int walk_cb(void *arg, const struct meta_dirent *d)

@@ -17,6 +17,7 @@
 #include <openssl/crypto.h>
 
 #include "error.h"
+#include "log.h"
 #include "secmem.h"
 
 /* Room kept for key pages when the plaintext budget is cut to the limit:
@@ -130,7 +131,7 @@ static void key_lock_failed(size_t len, int err)
             "CAP_IPC_LOCK", len, strerror(err), lim, locked_now() >> 10);
     /* Callers may replace the message with a shorter one: say it once here. */
     if (atomic_exchange(&warned_once, 1) == 0)
-        fprintf(stderr, "pactfs: %s\n", pfs_err_msg());
+        log_error("%s", pfs_err_msg());
 }
 
 /* Small keys (an open file's data and commitment keys, 32 bytes each,

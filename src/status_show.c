@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "exitcodes.h"
+#include "log.h"
 #include "status_show.h"
 
 static const char *str(json_object *o, const char *k)
@@ -105,8 +106,7 @@ static int show_file(const char *path, int json)
     json_object *o = json_object_from_file(path);
 
     if (!o || !json_object_is_type(o, json_type_object)) {
-        fprintf(stderr, "pactfs: %s is not a status file (%s)\n", path,
-                json_util_get_last_err());
+        log_error("%s is not a status file (%s)", path, json_util_get_last_err());
         json_object_put(o);
         return -1;
     }
@@ -127,7 +127,7 @@ int status_show(const char *dir, const char *one, const char *mnt, int json)
 
     if (one) {
         if (show_file(one, json) < 0) {
-            fprintf(stderr, "pactfs: no pactfs mount at %s (no status in %s)\n", mnt, dir);
+            log_error("no pactfs mount at %s (no status in %s)", mnt, dir);
             return EXIT_MOUNTPOINT;
         }
         return EXIT_OK;
@@ -153,7 +153,7 @@ int status_show(const char *dir, const char *one, const char *mnt, int json)
             printf("]\n");
     }
     if (!shown && !json) {
-        fprintf(stderr, "pactfs: no running pactfs mount (nothing in %s)\n", dir);
+        log_error("no running pactfs mount (nothing in %s)", dir);
         return EXIT_MOUNTPOINT;
     }
     return EXIT_OK;

@@ -15,6 +15,7 @@
 #include "envelope.h"
 #include "error.h"
 #include "filecommit.h"
+#include "log.h"
 #include "secmem.h"
 #include "upgrade.h"
 
@@ -188,8 +189,8 @@ static void problem(struct upgrade_stats *st, uint64_t parent, const char *name,
                     const char *what)
 {
     st->problems++;
-    fprintf(stderr, "pactfs-admin upgrade: %s (entry %s of directory inode %" PRIu64 "): "
-            "left alone\n", what, name, parent);
+    log_warning("upgrade: %s (entry %s of directory inode %" PRIu64 "): left alone", what, name,
+                parent);
 }
 
 /* Give regular file ino a commitment if it has none (in a transaction). */

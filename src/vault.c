@@ -21,6 +21,7 @@
 #include "meta_backend.h"
 #include "registry.h"
 #include "folder_state.h"
+#include "log.h"
 #include "vault.h"
 #include "vault_head.h"
 
@@ -154,7 +155,7 @@ static void report_tamper(struct vault *v, uint64_t folder_id, const char *what)
 {
     char path[64];
 
-    fprintf(stderr, "pactfs: warning: folder %llu: %s\n", (unsigned long long)folder_id, what);
+    log_warning("folder %llu: %s", (unsigned long long)folder_id, what);
     snprintf(path, sizeof path, "folder:%llu", (unsigned long long)folder_id);
     (void)vault_audit_failure(v, v->account.name, "tamper", path, -EBADMSG);
 }
@@ -171,9 +172,9 @@ static int open_one_envelope(struct vault *v, const struct meta_envelope *e, uin
      * registered dataadmin who manages the folder is opened. */
     rc = grant_verify(v->meta, v->conf.vault_id, v->conf.root_fingerprint, e, &rsa, &rsalen);
     if (rc < 0) {
-        fprintf(stderr, "pactfs: warning: the envelope of folder %llu (key version %u) is "
-                "ignored: its grant does not verify: %s\n",
-                (unsigned long long)e->folder_id, e->key_version, pfs_err_msg());
+        log_warning("the envelope of folder %llu (key version %u) is ignored: its grant does not "
+                    "verify: %s",
+                    (unsigned long long)e->folder_id, e->key_version, pfs_err_msg());
         return 0;
     }
     fk = secmem_alloc(FOLDER_KEY_LEN);
@@ -182,9 +183,9 @@ static int open_one_envelope(struct vault *v, const struct meta_envelope *e, uin
     rc = envelope_open(v->priv, v->conf.vault_id, e->folder_id, e->key_version, rsa, rsalen, fk);
     if (rc < 0) {
         /* A forged or damaged envelope must not stop the mount of the rest. */
-        fprintf(stderr, "pactfs: warning: the envelope of folder %llu (key version %u) does "
-                "not open for this account and is ignored: %s\n",
-                (unsigned long long)e->folder_id, e->key_version, pfs_err_msg());
+        log_warning("the envelope of folder %llu (key version %u) does not open for this account "
+                    "and is ignored: %s",
+                    (unsigned long long)e->folder_id, e->key_version, pfs_err_msg());
         secmem_free(fk, FOLDER_KEY_LEN);
         return 0;
     }
@@ -287,8 +288,8 @@ static int open_envelopes(struct vault *v)
     int rc = meta_envelope_list_account(v->meta, v->account.id, envelope_row_add, &rows);
 
     if (rc == 0 && rows.n && (v->account.roles & ROLE_SYSADMIN)) {
-        fprintf(stderr, "pactfs: warning: \"%s\" is a sysadmin and holds no folder keys; "
-                "its %zu envelope(s) are ignored\n", v->account.name, rows.n);
+        log_warning("\"%s\" is a sysadmin and holds no folder keys; its %zu envelope(s) are "
+                    "ignored", v->account.name, rows.n);
         envelope_rows_free(&rows);
         return 0;
     }
@@ -435,9 +436,9 @@ static int check_freshness(struct vault *v, const char *account)
         return arc;
     }
     if (arc == -EOPNOTSUPP)
-        fprintf(stderr, "pactfs: warning: the %s share provider keeps no vault head anchor: "
-                "a restored older copy of the metadata would not be detected\n",
-                v->sp->ops->name);
+        log_warning("the %s share provider keeps no vault head anchor: a restored older copy of "
+                    "the metadata would not be detected",
+                    v->sp->ops->name);
     rc = vault_head_load(v->meta, v->conf.vault_id, v->conf.root_fingerprint, &h, &raw,
                          &rawlen);
     if (rc == -ENOENT && arc == 0)
@@ -458,8 +459,7 @@ static int check_freshness(struct vault *v, const char *account)
     free(ablob);
     if (rc == -ESTALE && v->accept_rollback && raw) {
         snprintf(keep, sizeof keep, "%s", pfs_err_msg());
-        fprintf(stderr, "pactfs: warning: ACCEPTING OLDER METADATA (--accept-metadata-rollback):"
-                " %s\n", keep);
+        log_warning("ACCEPTING OLDER METADATA (--accept-metadata-rollback): %s", keep);
         (void)vault_audit_failure(v, account, "rollback-accepted", keep, 0);
         rc = anchor_put(v, &h, raw, rawlen, 1);
         v->anchor_after_login = 2;
@@ -562,7 +562,7 @@ int vault_unlock(struct vault *v, const char *account, const char *password)
     if (v->anchor_after_login) {
         rc = anchor_current(v, v->anchor_after_login == 2);
         if (rc == -ESTALE && v->anchor_after_login == 1) {
-            fprintf(stderr, "pactfs: warning: %s\n", pfs_err_msg());
+            log_warning("%s", pfs_err_msg());
             rc = 0;
         }
         if (rc < 0)
@@ -658,9 +658,9 @@ void vault_close(struct vault *v)
         meta_set_presync(v->meta, NULL, NULL);
     /* after the session's closing checkpoint, so it leaves with the rest */
     if (ship_at_close && v->conf.audit_url && audit_ship_pending(&v->conf, 10000) < 0)
-        fprintf(stderr, "pactfs: warning: audit events not shipped yet (%s); they wait in "
-                "%s for the next run or 'pactfs-admin audit-ship'\n", pfs_err_msg(),
-                v->conf.audit_spool);
+        log_warning("audit events not shipped yet (%s); they wait in %s for the next run or "
+                    "'pactfs-admin audit-ship'", pfs_err_msg(),
+                    v->conf.audit_spool);
     for (size_t i = 0; i < v->nfolders; i++) {
         for (uint32_t j = 0; j < v->folders[i].nkeys; j++)
             folder_keys_free(v->folders[i].keys[j]);

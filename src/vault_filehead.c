@@ -15,6 +15,7 @@
 
 #include "error.h"
 #include "file_head.h"
+#include "log.h"
 #include "share.h"
 #include "vault.h"
 
@@ -58,10 +59,10 @@ static void anchor_hash_put(struct vault *v, uint64_t counter, const uint8_t has
     rc = v->sp->ops->anchor_put(v->sp, id, counter, hash, NULL, 0, 0);
     if (rc < 0 && rc != -ESTALE && !s->anchor_warned) {
         s->anchor_warned = 1;
-        fprintf(stderr, "pactfs: warning: cannot anchor the signed file head in the %s share "
-                "provider (%s): a file put back to an older version is detected only by "
-                "mounts that saw the newer one\n", v->sp->ops->name,
-                rc == -EOPNOTSUPP ? "it keeps no anchors" : pfs_err_msg());
+        log_warning("cannot anchor the signed file head in the %s share provider (%s): a file "
+                    "put back to an older version is detected only by mounts that saw the "
+                    "newer one", v->sp->ops->name,
+                    rc == -EOPNOTSUPP ? "it keeps no anchors" : pfs_err_msg());
     }
 }
 
@@ -84,8 +85,8 @@ int vault_file_head_open(struct vault *v)
         arc = v->sp->ops->anchor_get(v->sp, id, &acounter, ahash, &ablob, &alen);
     free(ablob);
     if (arc < 0 && arc != -ENOENT && arc != -EOPNOTSUPP) {
-        fprintf(stderr, "pactfs: warning: cannot read the file head anchor from %s: %s\n",
-                source, pfs_err_msg());
+        log_warning("cannot read the file head anchor from %s: %s",
+                    source, pfs_err_msg());
         arc = -EOPNOTSUPP;
     }
     rc = file_head_load(v->meta, v->conf.vault_id, v->conf.root_fingerprint, &s->h, &raw,
@@ -100,8 +101,7 @@ int vault_file_head_open(struct vault *v)
         rc = file_head_check_anchor(&s->h, raw, rawlen, acounter, ahash, source);
     if (rc == -ESTALE && v->accept_rollback) {
         snprintf(keep, sizeof keep, "%s", pfs_err_msg());
-        fprintf(stderr, "pactfs: warning: ACCEPTING AN OLDER FILE HEAD "
-                "(--accept-metadata-rollback): %s\n", keep);
+        log_warning("ACCEPTING AN OLDER FILE HEAD (--accept-metadata-rollback): %s", keep);
         (void)vault_audit_failure(v, v->account.name, "rollback-accepted", keep, 0);
         rc = 0;
         if (raw && v->sp->ops->anchor_put) {
@@ -178,7 +178,7 @@ int vault_file_head_advance(struct vault *v)
         snprintf(what, sizeof what, "the signed file head in the metadata store is older "
                  "than file head %" PRIu64 " this mount verified, or was altered: it was "
                  "rolled back; the newer floors were kept", s->h.counter);
-        fprintf(stderr, "pactfs: %s\n", what);
+        log_error("%s", what);
         (void)vault_audit_failure(v, v->account.name, "rollback", what, -ESTALE);
     }
     if (behind) {
@@ -187,7 +187,7 @@ int vault_file_head_advance(struct vault *v)
         snprintf(what, sizeof what, "inode %" PRIu64 " (and %zu other file(s)) holds a "
                  "commitment older than the signed file head allows: an older version was "
                  "put back in the metadata store", first_behind, behind - 1);
-        fprintf(stderr, "pactfs: %s\n", what);
+        log_error("%s", what);
         (void)vault_audit_failure(v, v->account.name, "tamper", what, -EBADMSG);
     }
     pthread_mutex_lock(&s->lock);
@@ -272,7 +272,7 @@ int vault_file_head_refresh(struct vault *v)
 
         s->reported = s->h.counter;     /* once per head: the next advance repairs it */
         snprintf(what, sizeof what, "%s", pfs_err_msg());
-        fprintf(stderr, "pactfs: %s\n", what);
+        log_error("%s", what);
         (void)vault_audit_failure(v, v->account.name, rc == -ESTALE ? "rollback" : "tamper",
                                   what, rc);
     }

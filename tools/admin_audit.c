@@ -176,7 +176,7 @@ static int audit_answer(struct vault *v, struct vault_args *q, enum audit_out fm
 
         rc = verify_spool(v, &res);
         if (rc < 0) {
-            cli_report(PROG, rc);
+            cli_report(rc);
             fprintf(stderr, PROG ": the local audit spool does not verify; nothing is "
                     "answered from it (compare it with the receiver's copy)\n");
             return EXIT_INTEGRITY;
@@ -216,7 +216,7 @@ static int audit_answer(struct vault *v, struct vault_args *q, enum audit_out fm
     free(col.evs);
     *count = col.n;
     if (rc < 0) {
-        cli_report(PROG, rc);
+        cli_report(rc);
         return rc == -EACCES ? EXIT_ACCESS : rc == -EHOSTUNREACH || rc == -EIO ? EXIT_STORE :
                rc == -EBADMSG ? EXIT_INTEGRITY : EXIT_FAILURE_OTHER;
     }

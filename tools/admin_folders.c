@@ -13,6 +13,7 @@
 #include "error.h"
 #include "exitcodes.h"
 #include "grants.h"
+#include "log.h"
 #include "rekey.h"
 #include "vault.h"
 
@@ -22,7 +23,6 @@ struct rekey_bar {
     int tty;
     const char *folder;
     int64_t last;        /* CLOCK_MONOTONIC ms of the last line */
-    int drawn;
 };
 
 static int64_t now_ms(void)
@@ -48,9 +48,8 @@ static void rekey_progress(void *arg, const struct rekey_stats *st)
     if (done == st->files && st->meta_todo) {
         /* after the files: names, symlink targets and xattrs */
         if (b->tty) {
-            fprintf(stderr, "\rrekey /%s names, symlink targets, xattrs: %" PRIu64 "/%" PRIu64
-                    " re-sealed\033[K", b->folder, st->meta_done, st->meta_todo);
-            b->drawn = 1;
+            pfs_log_progress("rekey /%s names, symlink targets, xattrs: %" PRIu64 "/%" PRIu64
+                             " re-sealed\033[K", b->folder, st->meta_done, st->meta_todo);
         } else {
             fprintf(stderr, PROG ": rekey /%s: %" PRIu64 "/%" PRIu64 " names, symlink targets "
                     "and xattrs\n", b->folder, st->meta_done, st->meta_todo);
@@ -67,20 +66,18 @@ static void rekey_progress(void *arg, const struct rekey_stats *st)
     memset(bar, '#', fill);
     memset(bar + fill, '.', 30 - fill);
     bar[30] = '\0';
-    fprintf(stderr, "\rrekey /%s [%s] %" PRIu64 "/%" PRIu64 " files, %.1f MiB re-sealed",
-            b->folder, bar, done, st->files, (double)st->bytes / (1024.0 * 1024.0));
-    b->drawn = 1;
+    pfs_log_progress("rekey /%s [%s] %" PRIu64 "/%" PRIu64 " files, %.1f MiB re-sealed", b->folder,
+                     bar, done, st->files, (double)st->bytes / (1024.0 * 1024.0));
 }
 
 /* Re-key folder on an unlocked vault and say what was done. */
 static int run_rekey(struct vault *v, const char *folder)
 {
-    struct rekey_bar bar = { isatty(STDERR_FILENO), folder, 0, 0 };
+    struct rekey_bar bar = { isatty(STDERR_FILENO), folder, 0 };
     struct rekey_stats st;
     int rc = rekey_folder(v, folder, rekey_progress, &bar, &st);
 
-    if (bar.drawn)
-        fputc('\n', stderr);
+    pfs_log_progress_done();
     if (rc == 0 || rc == -EBADMSG)
         printf("Folder \"%s\": %" PRIu64 " files re-keyed under fresh data keys (%" PRIu64
                " chunks, %.1f MiB), %" PRIu64 " already under the current key, %" PRIu64

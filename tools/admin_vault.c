@@ -141,7 +141,7 @@ int cmd_init(struct admin_ctx *ctx)
     secmem_free_str(password);
     secmem_free_str(admin_password);
     if (rc < 0) {
-        cli_report(PROG, rc);
+        cli_report(rc);
         free(account);
         return rc == -EEXIST ? EXIT_EXISTS : cli_exit_code_for(rc);
     }
@@ -354,7 +354,7 @@ static int mark_one(struct vault *v, unsigned i, int force, unsigned *marked)
     int rc = endpoint_open_store(&c->endpoints[i], i, 1, &st);
 
     if (rc < 0) {
-        cli_report(PROG, rc);
+        cli_report(rc);
         return rc;
     }
     state = endpoint_mark_read(st, v->meta, c->vault_id, c->root_fingerprint, i, why,
@@ -372,7 +372,7 @@ static int mark_one(struct vault *v, unsigned i, int force, unsigned *marked)
                      "; left alone. If endpoints were swapped, put each back where the "
                      "configuration says; --force marks it as this endpoint anyway (its "
                      "fragments are then checked and repaired by pactfs-fsck --repair)");
-        cli_report(PROG, rc);
+        cli_report(rc);
         store_close(st);
         return rc;
     }
@@ -385,7 +385,7 @@ static int mark_one(struct vault *v, unsigned i, int force, unsigned *marked)
         rc = rc < 0 ? rc : arc;
     }
     if (rc < 0)
-        cli_report(PROG, rc);
+        cli_report(rc);
     else {
         printf("endpoint %u (%s): marked\n", i, st->desc);
         (*marked)++;

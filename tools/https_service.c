@@ -24,6 +24,7 @@
 #include "error.h"
 #include "exitcodes.h"
 #include "https_service.h"
+#include "log.h"
 #include "secmem.h"
 
 #define TLS_PRIORITIES "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2"
@@ -34,36 +35,28 @@
 /* ================================================================ logging */
 
 static const char *log_program = "pactfs";
-static bool log_timestamps;
-static bool log_to_syslog;
 
+/* The services log through the programs' one log (src/log.h). */
 void https_log_init(const char *program, bool timestamps)
 {
     log_program = program;
-    log_timestamps = timestamps;
+    pfs_log_init(program, PFS_LOG_INFO);
+    pfs_log_timestamps(timestamps);
 }
 
 void https_log(int prio, const char *fmt, ...)
 {
+    enum pfs_log_level level = prio <= LOG_ERR       ? PFS_LOG_ERROR
+                               : prio == LOG_WARNING ? PFS_LOG_WARNING
+                               : prio <= LOG_INFO    ? PFS_LOG_INFO
+                                                     : PFS_LOG_DEBUG;
+    char msg[2048];
     va_list ap;
 
     va_start(ap, fmt);
-    if (log_to_syslog) {
-        vsyslog(prio, fmt, ap);
-    } else {
-        if (log_timestamps) {
-            char stamp[32];
-            time_t now = time(NULL);
-            struct tm tm;
-            gmtime_r(&now, &tm);
-            strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%SZ", &tm);
-            fprintf(stderr, "%s ", stamp);
-        }
-        fprintf(stderr, "%s: ", log_program);
-        vfprintf(stderr, fmt, ap);
-        fputc('\n', stderr);
-    }
+    vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    pfs_log(level, "%s", msg);
 }
 
 static void on_mhd_log(void *cls, const char *fmt, va_list ap)
@@ -115,8 +108,7 @@ int https_detach(void)
         https_log(LOG_ERR, "cannot detach: %s", strerror(e));
         return -e;
     }
-    openlog(log_program, LOG_PID, LOG_DAEMON);
-    log_to_syslog = true;
+    (void)pfs_log_to_syslog();
     return 0;
 }
 

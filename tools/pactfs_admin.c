@@ -21,6 +21,7 @@
 #include "erasure.h"
 #include "error.h"
 #include "exitcodes.h"
+#include "log.h"
 #include "pwpolicy.h"
 #include "secmem.h"
 
@@ -72,7 +73,7 @@ int admin_exit_code(int rc)
 
 int admin_fail(int rc, int code)
 {
-    cli_report(PROG, rc);
+    cli_report(rc);
     return code;
 }
 
@@ -690,6 +691,7 @@ static void usage(FILE *out)
 
 int main(int argc, char **argv)
 {
+    pfs_log_init(PROG, PFS_LOG_INFO);
     if (argc < 2) {
         usage(stderr);
         return EXIT_USAGE;

@@ -30,6 +30,7 @@
 #include "endpoint.h"
 #include "error.h"
 #include "exitcodes.h"
+#include "log.h"
 #include "meta.h"
 #include "object.h"
 #include "store.h"
@@ -1012,6 +1013,7 @@ int main(int argc, char **argv)
     struct fsck f = { 0 };
     int code;
 
+    pfs_log_init(PROG, PFS_LOG_INFO);
     if (parse_args(argc, argv, &f.args) < 0)
         return EXIT_USAGE;
     code = fsck_open(&f);
