@@ -39,6 +39,8 @@ struct fs_caller {
     uid_t uid;
     gid_t gid;
     pid_t pid;
+    const gid_t *groups;   /* supplementary groups, where a check needs them */
+    int ngroups;
 };
 
 /* One inode the kernel knows about (or an internal job still uses). */

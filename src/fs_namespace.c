@@ -8,6 +8,7 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "error.h"
 #include "fs_namespace.h"
@@ -678,3 +679,191 @@ int fs_readlink(struct fs *fs, const struct fs_caller *who, uint64_t ino, char *
     *target_out = target;
     return 0;
 }
+
+/* ---- attributes ---- */
+
+static int64_t ts_to_ns(const struct timespec *ts)
+{
+    return (int64_t)ts->tv_sec * 1000000000 + ts->tv_nsec;
+}
+
+static int caller_in_group(const struct fs_caller *who, gid_t gid)
+{
+    if (who->gid == gid)
+        return 1;
+    for (int i = 0; i < who->ngroups; i++)
+        if (who->groups[i] == gid)
+            return 1;
+    return 0;
+}
+
+/* POSIX chown rules: only root changes the owner; the owner may change the
+ * group to one of its own groups. */
+static int chown_allowed(const struct fs_caller *who, const struct meta_inode *mi, const struct stat *a,
+                         int valid)
+{
+    if (who->uid == 0)
+        return 0;
+    if ((valid & FS_SET_UID) && a->st_uid != mi->uid)
+        return -EPERM;
+    if ((valid & FS_SET_GID) && a->st_gid != mi->gid &&
+        (who->uid != mi->uid || !caller_in_group(who, a->st_gid)))
+        return -EPERM;
+    return 0;
+}
+
+static int apply_setattr(const struct fs_caller *who, struct meta_inode *mi, const struct stat *a, int valid)
+{
+    int64_t now = fs_now_ns();
+    if (valid & (FS_SET_UID | FS_SET_GID)) {
+        int r = chown_allowed(who, mi, a, valid);
+        if (r < 0)
+            return r;
+        if (valid & FS_SET_UID)
+            mi->uid = a->st_uid;
+        if (valid & FS_SET_GID)
+            mi->gid = a->st_gid;
+        if (who->uid != 0 && !S_ISDIR(mi->mode))
+            mi->mode &= ~(uint32_t)(S_ISUID | S_ISGID);
+    }
+    if (valid & FS_SET_MODE)
+        mi->mode = (mi->mode & S_IFMT) | (a->st_mode & 07777);
+    if (valid & FS_SET_ATIME_NOW)
+        mi->atime_ns = now;
+    else if (valid & FS_SET_ATIME)
+        mi->atime_ns = ts_to_ns(&a->st_atim);
+    if (valid & FS_SET_MTIME_NOW)
+        mi->mtime_ns = now;
+    else if (valid & FS_SET_MTIME)
+        mi->mtime_ns = ts_to_ns(&a->st_mtim);
+    mi->ctime_ns = (valid & FS_SET_CTIME) ? ts_to_ns(&a->st_ctim) : now;
+    return 0;
+}
+
+static int setattr_size(struct fs *fs, const struct fs_caller *who, uint64_t ino, uint64_t size,
+                        const char *path)
+{
+    struct meta_inode mi;
+    pthread_mutex_lock(&fs->meta_lock);
+    int r = meta_inode_get(fs->v->meta, ino, &mi);
+    pthread_mutex_unlock(&fs->meta_lock);
+    if (r < 0)
+        return r == -ENOENT ? r : -EIO;
+    if (S_ISDIR(mi.mode))
+        return -EISDIR;
+    if (!S_ISREG(mi.mode))
+        return -EINVAL;
+    struct fs_inode *in = fs_inode_get(fs, ino, mi.folder_id, mi.mode, FS_REF_OP);
+    if (!in)
+        return -ENOMEM;
+    r = fs_data_attach(fs, in, NULL);
+    if (r == 0)
+        r = fs_data_truncate(fs, in, size);
+    fs_inode_put(fs, in, FS_REF_OP, 1);
+    struct audit_detail d = { .file = ino, .set = AUDIT_SET_SIZE, .size = size };
+    int a = fs_audit_detail(fs, who, "truncate", path, r, size, &d);
+    return r < 0 ? (r == -EACCES ? r : -EIO) : a;
+}
+
+/* chmod, chown or utimens when only one kind of field changes. */
+static const char *setattr_op(int valid)
+{
+    int mode = valid & FS_SET_MODE;
+    int owner = valid & (FS_SET_UID | FS_SET_GID);
+    int times = valid & (FS_SET_ATIME | FS_SET_ATIME_NOW | FS_SET_MTIME | FS_SET_MTIME_NOW);
+    if (mode && !owner && !times)
+        return "chmod";
+    if (owner && !mode && !times)
+        return "chown";
+    if (times && !mode && !owner)
+        return "utimens";
+    return "setattr";
+}
+
+/* The fields a setattr asked to change, with their new values (as
+ * applied to mi when it succeeded, as asked otherwise). */
+static struct audit_detail setattr_detail(uint64_t ino, const struct meta_inode *mi,
+                                          const struct stat *a, int valid)
+{
+    struct audit_detail d = { .file = ino };
+    if (valid & FS_SET_MODE) {
+        d.set |= AUDIT_SET_MODE;
+        d.mode = a->st_mode & 07777;
+    }
+    if (valid & (FS_SET_UID | FS_SET_GID)) {
+        d.set |= AUDIT_SET_OWNER;
+        d.uid = (valid & FS_SET_UID) ? a->st_uid : mi->uid;
+        d.gid = (valid & FS_SET_GID) ? a->st_gid : mi->gid;
+    }
+    if (valid & (FS_SET_ATIME | FS_SET_ATIME_NOW)) {
+        d.set |= AUDIT_SET_ATIME;
+        d.atime_ns = (valid & FS_SET_ATIME_NOW) ? mi->atime_ns : ts_to_ns(&a->st_atim);
+    }
+    if (valid & (FS_SET_MTIME | FS_SET_MTIME_NOW)) {
+        d.set |= AUDIT_SET_MTIME;
+        d.mtime_ns = (valid & FS_SET_MTIME_NOW) ? mi->mtime_ns : ts_to_ns(&a->st_mtim);
+    }
+    return d;
+}
+
+static int setattr_meta(struct fs *fs, const struct fs_caller *who, uint64_t ino, const struct stat *attr,
+                        int valid, const char *path, int64_t *mtime_out)
+{
+    struct meta *m = fs->v->meta;
+    struct meta_inode mi;
+    memset(&mi, 0, sizeof mi);
+    pthread_mutex_lock(&fs->meta_lock);
+    int r = meta_begin(m);
+    if (r == 0)
+        r = meta_inode_get(m, ino, &mi);
+    if (r == 0)
+        r = apply_setattr(who, &mi, attr, valid);
+    if (r == 0)
+        r = meta_inode_update(m, &mi);
+    struct audit_detail d = setattr_detail(ino, &mi, attr, valid);
+    const char *op = setattr_op(valid);
+    int failed = r;
+    r = fs_meta_op_end_detail(fs, who, op, path, 0, r, &d);
+    if (failed < 0 && fs_audit_detail(fs, who, op, path, failed, 0, &d) < 0)
+        r = -EIO;
+    *mtime_out = mi.mtime_ns;
+    return r;
+}
+
+int fs_setattr(struct fs *fs, const struct fs_caller *who, uint64_t ino, const struct stat *attr,
+               int valid, struct stat *st)
+{
+    struct vault_folder *vf;
+    if (fs_is_virtual(ino)) {   /* only a .trashinfo being written changes */
+        int r = (valid & FS_SET_SIZE) ? fs_trash_file_truncate(fs, ino, attr->st_size) : -EPERM;
+        if (r == 0)
+            r = fs_trash_getattr(fs, ino, st);
+        return r;
+    }
+    int r = fs_folder_check(fs, who, ino, RIGHT_READ | RIGHT_WRITE,
+                            (valid & FS_SET_SIZE) ? "truncate" : "setattr", NULL, &vf);
+    if (r == 0 && ino == META_ROOT_INO)
+        r = fs_deny(fs, who, "setattr", ino, NULL);
+    char *path = r == 0 ? fs_path(fs, ino, NULL) : NULL;
+    if (r == 0 && (valid & FS_SET_SIZE))
+        r = setattr_size(fs, who, ino, (uint64_t)attr->st_size, path);
+    int other = valid & ~(FS_SET_SIZE | FS_SET_FILE | FS_SET_OPEN | FS_SET_FORCE);
+    if (r == 0 && other) {
+        /* A commit of written data must not land between reading and
+         * rewriting the row, or it would undo an explicit mtime. */
+        int64_t mtime = 0;
+        struct fs_inode *in = fs_inode_find(fs, ino);
+        int held = in && fs_data_commit_hold(in);
+        r = setattr_meta(fs, who, ino, attr, valid, path, &mtime);
+        if (held)
+            fs_data_commit_release(in, r == 0 && (valid & (FS_SET_MTIME | FS_SET_MTIME_NOW)),
+                                   mtime);
+        if (in)
+            fs_inode_put(fs, in, FS_REF_OP, 1);
+    }
+    free(path);
+    if (r == 0)
+        r = fs_getattr(fs, ino, st);
+    return r;
+}
+

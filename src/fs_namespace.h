@@ -70,4 +70,27 @@ int fs_link(struct fs *fs, const struct fs_caller *who, uint64_t ino, uint64_t n
  * ino is no symlink. */
 int fs_readlink(struct fs *fs, const struct fs_caller *who, uint64_t ino, char **target);
 
+/* What fs_setattr changes: the bits of FUSE's FUSE_SET_ATTR_* (the same
+ * values, checked where fs_ops.c passes them on). */
+#define FS_SET_MODE (1 << 0)
+#define FS_SET_UID (1 << 1)
+#define FS_SET_GID (1 << 2)
+#define FS_SET_SIZE (1 << 3)
+#define FS_SET_ATIME (1 << 4)
+#define FS_SET_MTIME (1 << 5)
+#define FS_SET_ATIME_NOW (1 << 7)
+#define FS_SET_MTIME_NOW (1 << 8)
+#define FS_SET_FORCE (1 << 9)
+#define FS_SET_CTIME (1 << 10)
+#define FS_SET_FILE (1 << 13)
+#define FS_SET_OPEN (1 << 15)
+/* chmod, chown (POSIX rules: only root changes the owner, the owner may
+ * change the group to one of its groups, who->groups), utimens and
+ * truncate of ino, from the fields of attr that valid names; audited as
+ * chmod, chown, utimens, setattr or truncate with the fields changed.  A
+ * .trashinfo being written may only be truncated.  *st gets the new
+ * attributes.  -EPERM, -EACCES, -EROFS, -EISDIR, -EINVAL, -ENOENT, -EIO. */
+int fs_setattr(struct fs *fs, const struct fs_caller *who, uint64_t ino, const struct stat *attr,
+               int valid, struct stat *st);
+
 #endif

@@ -29,6 +29,7 @@
 #include "fs_core.h"
 #include "fs_locks.h"
 #include "fs_namespace.h"
+#include "fs_xattr.h"
 #include "fs_trash.h"
 #include "log.h"
 #include "mount_peers.h"
@@ -64,11 +65,6 @@ static double cache_timeout(struct fs *fs)
     return fs->entry_timeout;
 }
 
-static int64_t ts_to_ns(const struct timespec *ts)
-{
-    return (int64_t)ts->tv_sec * 1000000000 + ts->tv_nsec;
-}
-
 /* ---- the caller ---- */
 
 /* Who sent req: the identity the core checks and audits. */
@@ -84,36 +80,11 @@ static struct fs_caller caller_of(fuse_req_t req)
 
 /* The core's checks and audit for the operations not yet moved into it
  * (fs_core.h); they go as each group of operations moves. */
-static int meta_op_end_detail(struct fs *fs, fuse_req_t req, const char *op, const char *path,
-                              uint64_t bytes, int r, const struct audit_detail *d)
-{
-    struct fs_caller who = caller_of(req);
-    return fs_meta_op_end_detail(fs, &who, op, path, bytes, r, d);
-}
-
-static int meta_op_end(struct fs *fs, fuse_req_t req, const char *op, const char *path,
-                       uint64_t bytes, int r)
-{
-    return meta_op_end_detail(fs, req, op, path, bytes, r, NULL);
-}
-
-static int refuse_dest(struct fs *fs, fuse_req_t req, const char *op, uint64_t ino,
-                       const char *name, int why, const char *dest)
-{
-    struct fs_caller who = caller_of(req);
-    return fs_refuse(fs, &who, op, ino, name, why, dest);
-}
-
 static int audit_ino(struct fs *fs, fuse_req_t req, const char *op, uint64_t ino, int result,
                      uint64_t bytes)
 {
     struct fs_caller who = caller_of(req);
     return fs_audit_ino(fs, &who, op, ino, result, bytes);
-}
-
-static int deny(struct fs *fs, fuse_req_t req, const char *op, uint64_t ino, const char *name)
-{
-    return refuse_dest(fs, req, op, ino, name, -EACCES, NULL);
 }
 
 static int folder_check_dest(struct fs *fs, fuse_req_t req, uint64_t ino, uint32_t need,
@@ -228,202 +199,33 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 
 /* ---- setattr ---- */
 
-static int caller_in_group(fuse_req_t req, gid_t gid)
-{
-    const struct fuse_ctx *c = fuse_req_ctx(req);
-    if (c->gid == gid)
-        return 1;
-    gid_t groups[64];
-    int n = fuse_req_getgroups(req, 64, groups);
-    for (int i = 0; i < n && i < 64; i++)
-        if (groups[i] == gid)
-            return 1;
-    return 0;
-}
-
-/* POSIX chown rules: only root changes the owner; the owner may change the
- * group to one of its own groups. */
-static int chown_allowed(fuse_req_t req, const struct meta_inode *mi, const struct stat *a,
-                         int valid)
-{
-    const struct fuse_ctx *c = fuse_req_ctx(req);
-    if (c->uid == 0)
-        return 0;
-    if ((valid & FUSE_SET_ATTR_UID) && a->st_uid != mi->uid)
-        return -EPERM;
-    if ((valid & FUSE_SET_ATTR_GID) && a->st_gid != mi->gid &&
-        (c->uid != mi->uid || !caller_in_group(req, a->st_gid)))
-        return -EPERM;
-    return 0;
-}
-
-static int apply_setattr(fuse_req_t req, struct meta_inode *mi, const struct stat *a, int valid)
-{
-    int64_t now = fs_now_ns();
-    if (valid & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
-        int r = chown_allowed(req, mi, a, valid);
-        if (r < 0)
-            return r;
-        if (valid & FUSE_SET_ATTR_UID)
-            mi->uid = a->st_uid;
-        if (valid & FUSE_SET_ATTR_GID)
-            mi->gid = a->st_gid;
-        if (fuse_req_ctx(req)->uid != 0 && !S_ISDIR(mi->mode))
-            mi->mode &= ~(uint32_t)(S_ISUID | S_ISGID);
-    }
-    if (valid & FUSE_SET_ATTR_MODE)
-        mi->mode = (mi->mode & S_IFMT) | (a->st_mode & 07777);
-    if (valid & FUSE_SET_ATTR_ATIME_NOW)
-        mi->atime_ns = now;
-    else if (valid & FUSE_SET_ATTR_ATIME)
-        mi->atime_ns = ts_to_ns(&a->st_atim);
-    if (valid & FUSE_SET_ATTR_MTIME_NOW)
-        mi->mtime_ns = now;
-    else if (valid & FUSE_SET_ATTR_MTIME)
-        mi->mtime_ns = ts_to_ns(&a->st_mtim);
-    mi->ctime_ns = (valid & FUSE_SET_ATTR_CTIME) ? ts_to_ns(&a->st_ctim) : now;
-    return 0;
-}
-
-static int setattr_size(struct fs *fs, fuse_req_t req, uint64_t ino, uint64_t size,
-                        const char *path)
-{
-    struct meta_inode mi;
-    pthread_mutex_lock(&fs->meta_lock);
-    int r = meta_inode_get(fs->v->meta, ino, &mi);
-    pthread_mutex_unlock(&fs->meta_lock);
-    if (r < 0)
-        return r == -ENOENT ? r : -EIO;
-    if (S_ISDIR(mi.mode))
-        return -EISDIR;
-    if (!S_ISREG(mi.mode))
-        return -EINVAL;
-    struct fs_inode *in = fs_inode_get(fs, ino, mi.folder_id, mi.mode, FS_REF_OP);
-    if (!in)
-        return -ENOMEM;
-    r = fs_data_attach(fs, in, NULL);
-    if (r == 0)
-        r = fs_data_truncate(fs, in, size);
-    fs_inode_put(fs, in, FS_REF_OP, 1);
-    struct audit_detail d = { .file = ino, .set = AUDIT_SET_SIZE, .size = size };
-    int a = fs_audit_detail(fs, WHO(req), "truncate", path, r, size, &d);
-    return r < 0 ? (r == -EACCES ? r : -EIO) : a;
-}
-
-/* chmod, chown or utimens when only one kind of field changes. */
-static const char *setattr_op(int valid)
-{
-    int mode = valid & FUSE_SET_ATTR_MODE;
-    int owner = valid & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID);
-    int times = valid & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_ATIME_NOW | FUSE_SET_ATTR_MTIME |
-                         FUSE_SET_ATTR_MTIME_NOW);
-    if (mode && !owner && !times)
-        return "chmod";
-    if (owner && !mode && !times)
-        return "chown";
-    if (times && !mode && !owner)
-        return "utimens";
-    return "setattr";
-}
-
-/* The fields a setattr asked to change, with their new values (as
- * applied to mi when it succeeded, as asked otherwise). */
-static struct audit_detail setattr_detail(uint64_t ino, const struct meta_inode *mi,
-                                          const struct stat *a, int valid)
-{
-    struct audit_detail d = { .file = ino };
-    if (valid & FUSE_SET_ATTR_MODE) {
-        d.set |= AUDIT_SET_MODE;
-        d.mode = a->st_mode & 07777;
-    }
-    if (valid & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
-        d.set |= AUDIT_SET_OWNER;
-        d.uid = (valid & FUSE_SET_ATTR_UID) ? a->st_uid : mi->uid;
-        d.gid = (valid & FUSE_SET_ATTR_GID) ? a->st_gid : mi->gid;
-    }
-    if (valid & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_ATIME_NOW)) {
-        d.set |= AUDIT_SET_ATIME;
-        d.atime_ns = (valid & FUSE_SET_ATTR_ATIME_NOW) ? mi->atime_ns : ts_to_ns(&a->st_atim);
-    }
-    if (valid & (FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_MTIME_NOW)) {
-        d.set |= AUDIT_SET_MTIME;
-        d.mtime_ns = (valid & FUSE_SET_ATTR_MTIME_NOW) ? mi->mtime_ns : ts_to_ns(&a->st_mtim);
-    }
-    return d;
-}
-
-static int setattr_meta(struct fs *fs, fuse_req_t req, uint64_t ino, const struct stat *attr,
-                        int valid, const char *path, int64_t *mtime_out)
-{
-    struct meta *m = fs->v->meta;
-    struct meta_inode mi;
-    memset(&mi, 0, sizeof mi);
-    pthread_mutex_lock(&fs->meta_lock);
-    int r = meta_begin(m);
-    if (r == 0)
-        r = meta_inode_get(m, ino, &mi);
-    if (r == 0)
-        r = apply_setattr(req, &mi, attr, valid);
-    if (r == 0)
-        r = meta_inode_update(m, &mi);
-    struct audit_detail d = setattr_detail(ino, &mi, attr, valid);
-    const char *op = setattr_op(valid);
-    int failed = r;
-    r = meta_op_end_detail(fs, req, op, path, 0, r, &d);
-    if (failed < 0 && fs_audit_detail(fs, WHO(req), op, path, failed, 0, &d) < 0)
-        r = -EIO;
-    *mtime_out = mi.mtime_ns;
-    return r;
-}
+_Static_assert(FS_SET_MODE == FUSE_SET_ATTR_MODE && FS_SET_UID == FUSE_SET_ATTR_UID &&
+               FS_SET_GID == FUSE_SET_ATTR_GID && FS_SET_SIZE == FUSE_SET_ATTR_SIZE &&
+               FS_SET_ATIME == FUSE_SET_ATTR_ATIME && FS_SET_MTIME == FUSE_SET_ATTR_MTIME &&
+               FS_SET_ATIME_NOW == FUSE_SET_ATTR_ATIME_NOW &&
+               FS_SET_MTIME_NOW == FUSE_SET_ATTR_MTIME_NOW &&
+               FS_SET_FORCE == FUSE_SET_ATTR_FORCE && FS_SET_CTIME == FUSE_SET_ATTR_CTIME &&
+               FS_SET_FILE == FUSE_SET_ATTR_FILE && FS_SET_OPEN == FUSE_SET_ATTR_OPEN,
+               "fs_setattr takes FUSE's setattr bits as they are");
 
 static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int valid,
                        struct fuse_file_info *fi)
 {
     (void)fi;
     struct fs *fs = req_fs(req);
-    struct vault_folder *vf;
-    if (fs_is_virtual(ino)) {   /* only a .trashinfo being written changes */
-        struct stat st;
-        int r = (valid & FUSE_SET_ATTR_SIZE) ? fs_trash_file_truncate(fs, ino, attr->st_size)
-                                              : -EPERM;
-        if (r == 0)
-            r = fs_trash_getattr(fs, ino, &st);
-        if (r < 0)
-            fuse_reply_err(req, -r);
-        else
-            fuse_reply_attr(req, &st, 0);
-        return;
+    struct fs_caller who = caller_of(req);
+    gid_t groups[64];
+    if ((valid & FUSE_SET_ATTR_GID) && who.uid != 0) {   /* chgrp: the caller's groups */
+        int n = fuse_req_getgroups(req, 64, groups);
+        who.groups = groups;
+        who.ngroups = n < 0 ? 0 : n > 64 ? 64 : n;
     }
-    int r = folder_check(fs, req, ino, RIGHT_READ | RIGHT_WRITE,
-                         (valid & FUSE_SET_ATTR_SIZE) ? "truncate" : "setattr", NULL, &vf);
-    if (r == 0 && ino == META_ROOT_INO)
-        r = deny(fs, req, "setattr", ino, NULL);
-    char *path = r == 0 ? fs_path(fs, ino, NULL) : NULL;
-    if (r == 0 && (valid & FUSE_SET_ATTR_SIZE))
-        r = setattr_size(fs, req, ino, (uint64_t)attr->st_size, path);
-    int other = valid & ~(FUSE_SET_ATTR_SIZE | FUSE_SET_ATTR_FILE | FUSE_SET_ATTR_OPEN |
-                          FUSE_SET_ATTR_FORCE);
-    if (r == 0 && other) {
-        /* A commit of written data must not land between reading and
-         * rewriting the row, or it would undo an explicit mtime. */
-        int64_t mtime = 0;
-        struct fs_inode *in = fs_inode_find(fs, ino);
-        int held = in && fs_data_commit_hold(in);
-        r = setattr_meta(fs, req, ino, attr, valid, path, &mtime);
-        if (held)
-            fs_data_commit_release(in, r == 0 && (valid & (FUSE_SET_ATTR_MTIME |
-                                                           FUSE_SET_ATTR_MTIME_NOW)), mtime);
-        if (in)
-            fs_inode_put(fs, in, FS_REF_OP, 1);
-    }
-    free(path);
     struct stat st;
-    if (r == 0)
-        r = fs_getattr(fs, ino, &st);
+    int r = fs_setattr(fs, &who, ino, attr, valid, &st);
     if (r < 0)
         fuse_reply_err(req, -r);
     else
-        fuse_reply_attr(req, &st, cache_timeout(fs));
+        fuse_reply_attr(req, &st, fs_is_virtual(ino) ? 0 : cache_timeout(fs));
 }
 
 /* ---- creating nodes ---- */
@@ -1022,210 +824,47 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 
 /* ---- extended attributes ("user." only) ---- */
 
-static int xattr_prepare(struct fs *fs, fuse_req_t req, uint64_t ino, const char *name,
-                         uint32_t need, const char *op, struct vault_folder **vf,
-                         struct fs_name *en)
-{
-    if (strncmp(name, "user.", 5) != 0)
-        return -ENOTSUP;
-    int r = folder_check(fs, req, ino, need, op, NULL, vf);
-    if (r < 0)
-        return r;
-    if (!*vf)
-        return (need & RIGHT_WRITE) ? -EACCES : -ENODATA;
-    r = fs_name_check(name);
-    if (r < 0)
-        return -ERANGE;
-    const struct folder_keys *k = fs_cur_keys(fs, *vf);
-    if (!k)
-        return -EIO;
-    return fs_name_enc(k, ino, name, en);
-}
-
-/* The stored row of xattr name of ino under any held key version (a
- * revoke rotates the key; pactfs-admin rekey re-seals older rows under the
- * newest): its encrypted name in *en and, if val, its sealed value.
- * -ENODATA if none.  meta_lock held. */
-static int xattr_find_locked(struct fs *fs, const struct vault_folder *vf, uint64_t ino,
-                             const char *name, struct fs_name *en, uint8_t **val, size_t *vlen)
-{
-    const struct folder_keys *ks[FS_KEYS_MAX];
-    for (int round = 0; round < 2; round++) {
-        size_t nk = fs_keys_to_try(fs, vf, ks, FS_KEYS_MAX);
-        for (size_t i = 0; i < nk; i++) {
-            uint8_t *v = NULL;
-            size_t vl = 0;
-            int r = fs_name_enc(ks[i], ino, name, en);
-            if (r == 0)
-                r = meta_xattr_get(fs->v->meta, ino, en->b, en->len, &v, &vl);
-            if (r == -ENOENT || r == -ENODATA)
-                continue;
-            if (r == 0 && val) {
-                *val = v;
-                *vlen = vl;
-            } else {
-                free(v);
-            }
-            return r;
-        }
-        if (round || !fs_keys_catch_up_locked(fs, vf->id))
-            break;
-    }
-    return -ENODATA;
-}
-
 static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
                         size_t size, int flags)
 {
-    struct fs *fs = req_fs(req);
-    struct vault_folder *vf = NULL;
-    struct fs_name en;
-    int r = xattr_prepare(fs, req, ino, name, RIGHT_READ | RIGHT_WRITE, "setxattr", &vf, &en);
-    uint8_t *sealed = NULL;
-    size_t slen = 0;
-    if (r == 0)
-        r = fs_sealed_seal(fs, vf, "xattr", ino, name, value, size, &sealed, &slen);
-    if (r == 0) {
-        char *path = fs_path(fs, ino, NULL);
-        struct meta *m = fs->v->meta;
-        pthread_mutex_lock(&fs->meta_lock);
-        r = meta_begin(m);
-        struct fs_name old;
-        if (r == 0 && xattr_find_locked(fs, vf, ino, name, &old, NULL, NULL) == 0 &&
-            (old.len != en.len || memcmp(old.b, en.b, en.len))) {
-            /* the value is under an older key version: replaced by this one */
-            r = flags == XATTR_CREATE ? -EEXIST : meta_xattr_remove(m, ino, old.b, old.len);
-            flags = 0;
-        }
-        if (r == 0) {
-            r = meta_xattr_set(m, ino, en.b, en.len, sealed, slen, flags);
-            if (r == -EEXIST && !(flags & XATTR_CREATE))
-                r = -EIO;
-            if (r == -ENOENT)
-                r = -ENODATA;
-        }
-        struct meta_inode mi;
-        if (r == 0 && meta_inode_get(m, ino, &mi) == 0) {
-            mi.ctime_ns = fs_now_ns();
-            r = meta_inode_update(m, &mi);
-        }
-        r = meta_op_end(fs, req, "setxattr", path, size, r);
-        free(path);
-    }
-    free(sealed);
+    int r = fs_setxattr(req_fs(req), WHO(req), ino, name, value, size, flags);
     fuse_reply_err(req, r < 0 ? errno_out(r) : 0);
+}
+
+/* The reply to getxattr and listxattr: the size asked for, or the bytes. */
+static void reply_xattr(fuse_req_t req, int r, const void *buf, size_t len, size_t size)
+{
+    if (r < 0)
+        fuse_reply_err(req, errno_out(r));
+    else if (size == 0)
+        fuse_reply_xattr(req, len);
+    else if (len > size)
+        fuse_reply_err(req, ERANGE);
+    else
+        fuse_reply_buf(req, buf, len);
 }
 
 static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 {
-    struct fs *fs = req_fs(req);
-    struct vault_folder *vf = NULL;
-    struct fs_name en;
-    int r = xattr_prepare(fs, req, ino, name, RIGHT_READ, "getxattr", &vf, &en);
-    uint8_t *sealed = NULL, *plain = NULL;
-    size_t slen = 0, plen = 0;
-    if (r == 0) {
-        pthread_mutex_lock(&fs->meta_lock);
-        r = xattr_find_locked(fs, vf, ino, name, &en, &sealed, &slen);
-        pthread_mutex_unlock(&fs->meta_lock);
-    }
-    if (r == 0)
-        r = fs_sealed_open_fresh(fs, vf, "xattr", ino, name, sealed, slen, &plain, &plen);
-    free(sealed);
-    if (r != -EACCES && r != -ENODATA && r != -EOPNOTSUPP && vf &&
-        audit_ino(fs, req, "getxattr", ino, r, plen) < 0)
-        r = -EIO;
-    if (r < 0)
-        fuse_reply_err(req, errno_out(r));
-    else if (size == 0)
-        fuse_reply_xattr(req, plen);
-    else if (plen > size)
-        fuse_reply_err(req, ERANGE);
-    else
-        fuse_reply_buf(req, (const char *)plain, plen);
-    free(plain);
-}
-
-struct xlist_ctx {
-    struct fs *fs;
-    struct vault_folder *vf;
-    uint64_t ino;
-    char *buf;
-    size_t used, cap;
-    int err;
-};
-
-static int xlist_cb(void *arg, const uint8_t *name, size_t nlen)
-{
-    struct xlist_ctx *c = arg;
-    char plain[NAME_MAX_ENC + 16];
-    size_t plen = 0;
-    if (nlen > NAME_MAX_ENC || fs_name_dec_any(c->fs, c->vf, c->ino, name, nlen, plain, &plen) < 0)
-        return 0;
-    plen = strlen(plain);
-    if (strncmp(plain, "user.", 5) != 0)
-        return 0;   /* the trash's sealed .trashinfo (fs_trash.c) is no user xattr */
-    if (c->used + plen + 1 > c->cap) {
-        size_t n = (c->cap ? c->cap * 2 : 256) + plen + 1;
-        char *p = realloc(c->buf, n);
-        if (!p) {
-            c->err = -ENOMEM;
-            return 1;
-        }
-        c->buf = p;
-        c->cap = n;
-    }
-    memcpy(c->buf + c->used, plain, plen + 1);
-    c->used += plen + 1;
-    return 0;
+    uint8_t *value = NULL;
+    size_t len = 0;
+    int r = fs_getxattr(req_fs(req), WHO(req), ino, name, &value, &len);
+    reply_xattr(req, r, value, len, size);
+    free(value);
 }
 
 static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
-    struct fs *fs = req_fs(req);
-    struct xlist_ctx c = { .fs = fs, .ino = ino };
-    int r = folder_check(fs, req, ino, RIGHT_READ, "listxattr", NULL, &c.vf);
-    if (r == 0 && c.vf) {
-        pthread_mutex_lock(&fs->meta_lock);
-        r = meta_xattr_list(fs->v->meta, ino, xlist_cb, &c);
-        pthread_mutex_unlock(&fs->meta_lock);
-        if (r == 0)
-            r = c.err;
-    }
-    if (r != -EACCES && c.vf && audit_ino(fs, req, "listxattr", ino, r, c.used) < 0)
-        r = -EIO;
-    if (r < 0)
-        fuse_reply_err(req, errno_out(r));
-    else if (size == 0)
-        fuse_reply_xattr(req, c.used);
-    else if (c.used > size)
-        fuse_reply_err(req, ERANGE);
-    else
-        fuse_reply_buf(req, c.buf, c.used);
-    free(c.buf);
+    char *list = NULL;
+    size_t len = 0;
+    int r = fs_listxattr(req_fs(req), WHO(req), ino, &list, &len);
+    reply_xattr(req, r, list, len, size);
+    free(list);
 }
 
 static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 {
-    struct fs *fs = req_fs(req);
-    struct vault_folder *vf = NULL;
-    struct fs_name en;
-    int r = xattr_prepare(fs, req, ino, name, RIGHT_READ | RIGHT_WRITE, "removexattr", &vf, &en);
-    if (r == 0) {
-        char *path = fs_path(fs, ino, NULL);
-        struct meta *m = fs->v->meta;
-        pthread_mutex_lock(&fs->meta_lock);
-        r = meta_begin(m);
-        if (r == 0)
-            r = xattr_find_locked(fs, vf, ino, name, &en, NULL, NULL);
-        if (r == 0) {
-            r = meta_xattr_remove(m, ino, en.b, en.len);
-            if (r == -ENOENT)
-                r = -ENODATA;
-        }
-        r = meta_op_end(fs, req, "removexattr", path, 0, r);
-        free(path);
-    }
+    int r = fs_removexattr(req_fs(req), WHO(req), ino, name);
     fuse_reply_err(req, r < 0 ? errno_out(r) : 0);
 }
 

@@ -17,53 +17,22 @@
 #include "error.h"
 #include "fs_core.h"
 #include "fs_trash.h"
+#include "fs_test_vault.h"
 #include "tap.h"
 #include "vault.h"
-
-#define PASSWORD "correct horse battery staple"
 
 static char dir[] = "/tmp/pactfs-fscore-XXXXXX";
 static struct vault *v;
 static struct fs fs;
 static const struct fs_caller alice = { .uid = 1000, .gid = 1000, .pid = 4242 };
 
-static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *f)
-{
-    (void)st;
-    (void)flag;
-    (void)f;
-    return remove(p);
-}
-
 /* One vault for the whole run (its three RSA keys take seconds): account
  * alice (dataadmin|user) with folder "proj".  Each case starts the core on
  * it and stops it; the case that tampers with it runs last. */
 static int make_vault(void)
 {
-    struct pwkdf_params fast;
-    if (pwkdf_params_default(&fast) < 0)
+    if (fs_test_vault_make(dir, "core", &v) < 0)
         return -1;
-    fast.t_cost = 1;
-    fast.m_cost_kib = 1024;
-    if (!mkdtemp(dir))
-        return -1;
-    struct vault_init_opts o = { .dir = dir,
-                                 .vault_name = "core",
-                                 .account = "alice",
-                                 .password = PASSWORD,
-                                 .folder_name = "proj",
-                                 .kdf = &fast,
-                                 .rsa_bits = 0 };
-    if (vault_init(&o) < 0) {
-        printf("# vault_init: %s\n", pfs_err_msg());
-        return -1;
-    }
-    char conf[256];
-    snprintf(conf, sizeof conf, "%s/pactfs.conf", dir);
-    if (vault_open(conf, &v) < 0 || vault_unlock(v, "alice", PASSWORD) < 0) {
-        printf("# vault_open/unlock: %s\n", pfs_err_msg());
-        return -1;
-    }
     return 0;
 }
 
@@ -271,8 +240,6 @@ int main(void)
     RUN(test_rights_and_read_only);
     RUN(test_trash_core);
     RUN(test_tampered_inode_type);   /* last: it alters the vault */
-    if (v)
-        vault_close(v);
-    nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    fs_test_vault_remove(dir, v);
     return tap_done();
 }
