@@ -209,6 +209,8 @@ static int add_details(json_object *o, const char *errno_name, const struct audi
         return -ENOMEM;
     if (d->after && add_field(o, "after", json_object_new_string(d->after)))
         return -ENOMEM;
+    if (d->extra_key && d->extra && add_field(o, d->extra_key, json_object_get(d->extra)))
+        return -ENOMEM;
     return 0;
 }
 

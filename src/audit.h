@@ -30,6 +30,7 @@
 #include <openssl/evp.h>
 
 struct audit;
+struct json_object;
 
 /* Event format written by this build (the "v" field): 4 = format 3 with
  * names optionally sealed to the auditors (audit_names.h).  Format 3
@@ -95,6 +96,11 @@ struct audit_detail {
     uint64_t size;              /* "size" */
     const char *before, *after; /* an administrative change: the state before and
                                    after ("before", "after"), NULL = none */
+    /* A service's own fields (pactfs-keyd: the request's vault, account,
+     * answer...): the object extra under the key extra_key; NULL = none.
+     * The event takes its own reference. */
+    const char *extra_key;
+    struct json_object *extra;
 };
 
 /* result: 0 = ok, -EACCES/-EPERM = denied, other -errno = error; the line
@@ -160,7 +166,6 @@ int audit_verify(const char *spool_path, const char *root_fp, audit_v2_key_fn v2
  * The one place the rules live: audit_verify, the shipper and
  * pactfs-auditd's batch check all go through audit_chain_check. */
 
-struct json_object;
 struct audit_session_state;
 
 struct audit_chain {

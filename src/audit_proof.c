@@ -63,6 +63,56 @@ int audit_proof_encode_enrolled(const uint8_t *root_der, size_t root_len,
     return *hex ? 0 : -ENOMEM;
 }
 
+int audit_proof_direct(const char *vault_id, EVP_PKEY *root, uint64_t account_id,
+                       const char *name, uint32_t roles, EVP_PKEY *key, char **hex)
+{
+    struct registry_record r = { .account_id = account_id, .roles = roles, .serial = 1,
+                                 .signer_id = REGISTRY_ROOT_SIGNER };
+    uint8_t *der = NULL, *root_der = NULL, *rec = NULL;
+    size_t derlen = 0, root_len = 0, reclen = 0;
+    int rc = rsa_public_to_der(key, &der, &derlen);
+
+    *hex = NULL;
+    snprintf(r.name, sizeof r.name, "%s", name);
+    snprintf(r.key_name, sizeof r.key_name, "%s", name);
+    r.pubkey = der;
+    r.pubkey_len = derlen;
+    rc = rc ? rc : registry_record_sign(vault_id, &r, root, &rec, &reclen);
+    rc = rc ? rc : rsa_public_to_der(root, &root_der, &root_len);
+    rc = rc ? rc : audit_proof_encode(root_der, root_len, (const uint8_t *const *)&rec, &reclen,
+                                      1, hex);
+    free(der);
+    free(root_der);
+    free(rec);
+    return rc;
+}
+
+int audit_proof_root_fp(const char *hex, char out[2 * SHA256_LEN + 1])
+{
+    size_t hexlen = hex ? strlen(hex) : 0, len = hexlen / 2;
+    const uint8_t *magic, *root_der = NULL;
+    size_t root_len = 0;
+    uint8_t *raw, version = 0, fp[SHA256_LEN];
+    struct rbuf b;
+    int rc = -EBADMSG;
+
+    if (hexlen == 0 || hexlen % 2 || hexlen > AUDIT_PROOF_MAX_HEX || !(raw = malloc(len)))
+        return -EBADMSG;
+    if (hex_decode(hex, raw, len) == 0) {
+        rbuf_init(&b, raw, len);
+        rbuf_get_ref(&b, &magic, 4);
+        rbuf_get_u8(&b, &version);
+        rbuf_get_blob(&b, &root_der, &root_len, BLOB_MAX);
+        if (!b.err && !memcmp(magic, PROOF_MAGIC, 4)) {
+            sha256(root_der, root_len, fp);
+            hex_encode(fp, sizeof fp, out);
+            rc = 0;
+        }
+    }
+    free(raw);
+    return rc;
+}
+
 static void record_param_key(uint64_t id, char *key, size_t len)
 {
     snprintf(key, len, "registry.account.%" PRIu64, id);

@@ -25,6 +25,7 @@
 
 #include <openssl/evp.h>
 
+#include "crypto.h"
 #include "meta.h"
 
 #define AUDIT_PROOF_MAX_HEX (48u * 1024u)
@@ -50,6 +51,18 @@ int audit_proof_encode_enrolled(const uint8_t *root_der, size_t root_len,
                                 const uint8_t *const *records, const size_t *lens,
                                 const uint8_t *const *enrols, const size_t *enrol_lens,
                                 size_t n, char **hex);
+
+/* The proof of a one-record registry: account (account_id, name, roles)
+ * holding key, its record signed directly by root.  root and key may be the
+ * same key pair: a service's own log (pactfs-keyd, docs/keyd.md) proves its
+ * signer that way, its root fingerprint being the key's own. */
+int audit_proof_direct(const char *vault_id, EVP_PKEY *root, uint64_t account_id,
+                       const char *name, uint32_t roles, EVP_PKEY *key, char **hex);
+
+/* The SHA-256 fingerprint (hex, 65 bytes) of the root key a proof carries,
+ * checked against nothing: what a reader compares with the fingerprint it
+ * holds.  0 or -EBADMSG. */
+int audit_proof_root_fp(const char *hex, char out[2 * SHA256_LEN + 1]);
 
 /* Verify a proof offline: the root key hashes to root_fp, every record is
  * signed by the next (an enabled sysadmin) and the last by the root, the

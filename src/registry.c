@@ -298,30 +298,30 @@ static int record_get(struct meta *m, const char *vault_id, uint64_t account_id,
     return 0;
 }
 
+int registry_record_sign(const char *vault_id, const struct registry_record *r,
+                         EVP_PKEY *signer, uint8_t **out, size_t *outlen)
+{
+    uint8_t *tbs = NULL;
+    size_t tbslen = 0;
+    int rc = registry_record_encode_tbs(vault_id, r, &tbs, &tbslen);
+
+    *out = NULL;
+    if (rc == 0)
+        rc = sig_sign_container(signer, tbs, tbslen, out, outlen);
+    free(tbs);
+    return rc;
+}
+
 static int record_put(struct meta *m, const char *vault_id, const struct registry_record *r,
                       EVP_PKEY *signer)
 {
-    uint8_t *tbs = NULL, *sig = NULL, *out;
-    size_t tbslen = 0, siglen = 0, outlen;
+    uint8_t *out;
+    size_t outlen;
     char key[64];
-    struct wbuf b;
-    int rc;
+    int rc = registry_record_sign(vault_id, r, signer, &out, &outlen);
 
-    rc = registry_record_encode_tbs(vault_id, r, &tbs, &tbslen);
-    if (rc == 0)
-        rc = sig_sign(signer, tbs, tbslen, &sig, &siglen);
-    if (rc < 0) {
-        free(tbs);
+    if (rc < 0)
         return rc;
-    }
-    wbuf_init(&b);
-    wbuf_put_blob(&b, tbs, tbslen);
-    wbuf_put_blob(&b, sig, siglen);
-    free(tbs);
-    free(sig);
-    out = wbuf_steal(&b, &outlen);
-    if (!out)
-        return -ENOMEM;
     record_param_key(r->account_id, key, sizeof key);
     rc = meta_param_set(m, key, out, outlen);
     free(out);

@@ -194,5 +194,9 @@ int registry_record_encode_tbs(const char *vault_id, const struct registry_recor
                                uint8_t **out, size_t *outlen);
 int registry_record_decode(const char *vault_id, const uint8_t *blob, size_t len,
                            struct registry_record *r);
+/* The stored form of r (blob tbs, blob signature) signed by signer:
+ * malloc'd in *out. */
+int registry_record_sign(const char *vault_id, const struct registry_record *r,
+                         EVP_PKEY *signer, uint8_t **out, size_t *outlen);
 
 #endif

@@ -140,6 +140,7 @@ int cmd_rekey(struct admin_ctx *c);
 
 /* admin_audit.c */
 int cmd_audit_ship(struct admin_ctx *c);
+int cmd_keyd_audit_verify(struct admin_ctx *c);
 int cmd_audit_verify(struct admin_ctx *c);
 int prepare_audit(struct admin_ctx *c);
 int cmd_audit(struct admin_ctx *c);

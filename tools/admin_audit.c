@@ -3,6 +3,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <getopt.h>
 #include <json-c/json.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +12,7 @@
 
 #include "admin.h"
 #include "audit.h"
+#include "audit_proof.h"
 #include "audit_query.h"
 #include "audit_report.h"
 #include "audit_ship.h"
@@ -128,6 +130,88 @@ int cmd_audit_verify(struct admin_ctx *c)
         printf("  %llu line(s) in the older format 2: their checkpoints name their own signer, "
                "so an account could have re-signed them; compare with the receiver's copy.\n",
                (unsigned long long)res.v2_lines);
+    return EXIT_OK;
+}
+
+/* ---- pactfs-keyd's own log ---- */
+
+/* The root fingerprint the first session-start of a keyd log proves its
+ * signer with; 0, or -EBADMSG if no line carries a proof. */
+static int keyd_log_fp(const char *path, char fp[65])
+{
+    FILE *f = fopen(path, "re");
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    int rc = -EBADMSG;
+
+    if (!f)
+        return pfs_err(-errno, "cannot read %s: %s", path, strerror(errno));
+    while (rc < 0 && (n = getline(&line, &cap, f)) > 0) {
+        json_object *o = audit_line_parse(line, (size_t)n - (line[n - 1] == '\n'));
+        const char *proof = o ? audit_field_str(o, "proof") : NULL;
+
+        if (proof && audit_proof_root_fp(proof, fp) == 0)
+            rc = 0;
+        json_object_put(o);
+    }
+    free(line);
+    fclose(f);
+    return rc < 0 ? pfs_err(rc, "%s holds no signed pactfs-keyd session: it is not the audit "
+                            "log of a pactfs-keyd that signs its log", path) : 0;
+}
+
+int cmd_keyd_audit_verify(struct admin_ctx *ctx)
+{
+    static const struct option opts[] = {
+        { "fingerprint", required_argument, NULL, 'f' },
+        { "help", no_argument, NULL, 'h' },
+        { NULL, 0, NULL, 0 },
+    };
+    struct audit_verify_result res;
+    const char *want = NULL, *path;
+    char fp[65];
+    int c, rc;
+
+    optind = 1;
+    while ((c = getopt_long(ctx->argc, ctx->argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'f': want = optarg; break;
+        case 'h': command_usage(current, stdout); return EXIT_OK;
+        default: return usage_error("unknown option or missing option value");
+        }
+    }
+    if (ctx->argc - optind != 1)
+        return usage_error(ctx->argc - optind < 1 ? "missing LOG (pactfs-keyd's audit_log)"
+                                                  : "one LOG at a time");
+    path = ctx->argv[optind];
+    if (want && (strlen(want) != 64 || strspn(want, "0123456789abcdef") != 64))
+        return usage_error("--fingerprint wants the 64 lower-case hex digits pactfs-keyd "
+                           "printed, not \"%s\"", want);
+    if ((rc = keyd_log_fp(path, fp)) < 0)
+        return admin_fail(rc, rc == -EBADMSG ? EXIT_INTEGRITY : EXIT_STORE);
+    if (want && strcmp(want, fp)) {
+        fprintf(stderr, PROG ": %s is signed by the key %s, not by the pactfs-keyd audit key "
+                "%s: the log was replaced and re-signed, or it belongs to another key "
+                "service\n", path, fp, want);
+        return EXIT_INTEGRITY;
+    }
+    rc = audit_verify(path, fp, NULL, NULL, &res);
+    if (rc < 0)
+        return admin_fail(rc, EXIT_INTEGRITY);
+    if (res.unsigned_sessions) {
+        fprintf(stderr, PROG ": %s: %llu session(s) carry no signature of the pactfs-keyd "
+                "audit key: someone who does not hold it added them\n", path,
+                (unsigned long long)res.unsigned_sessions);
+        return EXIT_INTEGRITY;
+    }
+    printf("%s: %llu events in %llu sessions, chains and checkpoint signatures intact, signed "
+           "by the pactfs-keyd audit key %s.\n", path, (unsigned long long)res.events,
+           (unsigned long long)res.sessions, fp);
+    if (!want)
+        printf("  Compare that fingerprint with the one pactfs-keyd printed when it made the "
+               "key\n  (--fingerprint FP checks it): a log re-signed with another key "
+               "verifies too.\n");
     return EXIT_OK;
 }
 

@@ -4,8 +4,8 @@
  *   keyd_secrets   master key and the keys derived from it, the admin
  *                  token's hash, verifiers, sealed shares, anchor tokens
  *   keyd_store     keyd.db: schema, migrations, queries
- *   keyd_audit     the JSON-lines request log, the vaults' trails in the
- *                  project's audit format and their shippers
+ *   keyd_audit     its own request log and the vaults' trails, both in the
+ *                  project's audit format, and the trails' shippers
  *   keyd_policy    lockouts and rate limits, who may do what
  *   keyd_handlers  request bodies, the handlers, routing, answers
  *   pactfs_keyd    settings, start-up, main
@@ -24,6 +24,8 @@
 #include "keyd_secrets.h"
 #include "keyd_store.h"
 
+struct audit;
+
 #define KEYD_MAX_BODY 4096
 #define KEYD_NAME_MAX 255
 #define KEYD_FILES_SLOT "#files"   /* the signed file head's anchor: VAULT#files */
@@ -40,7 +42,8 @@ struct keyd_conf {
     char *database;
     char *admin_token_file;
     char *master_key_file;
-    char *audit_log;
+    char *audit_log;           /* its own log, in the project's audit format */
+    char *audit_signing_key;   /* the key that signs it, sealed (keyd_secrets.h) */
     char *trail_dir;           /* admin actions in the project's audit format, per vault */
     char *audit_url;           /* optional: ship them to pactfs-auditd */
     struct tls_conf audit_tls;
@@ -56,7 +59,8 @@ struct keyd {
     struct keyd_conf conf;
     struct keyd_store store;
     struct keyd_secrets secrets;
-    int audit_fd;
+    struct audit *audit;       /* its own log: one signed session per run */
+    char audit_fp[65];         /* the signing key's fingerprint */
     int capture_fd;
     bool require_client_cert;
     struct trail_shipper *shippers;

@@ -16,8 +16,12 @@
 #include <json-c/json.h>
 
 #include "audit.h"
+#include "audit_proof.h"
 #include "audit_ship.h"
 #include "error.h"
+#include "fileio.h"
+#include "log.h"
+#include "registry.h"
 
 #include "keyd_audit.h"
 
@@ -28,49 +32,177 @@ struct trail_shipper {
     struct audit_ship *ship;
 };
 
+/* ---- its own log ----
+ * One signed session per run in audit_log, in the project's audit format
+ * (docs/format-audit.md): the session's account is "pactfs-keyd", its
+ * registry proof a one-record registry whose root is keyd's audit signing
+ * key itself, and its "vault" the first 32 hex digits of that key's
+ * fingerprint.  So `pactfs-admin keyd-audit-verify` checks the chains and
+ * every checkpoint signature with the fingerprint alone. */
+
+#define KEYD_AUDIT_ACCOUNT "pactfs-keyd"
+#define KEYD_AUDIT_ACCOUNT_ID 1
+
+/* The first line of path (at most AUDIT_LINE_MAX): 1 read, 0 none (no file,
+ * empty), -errno. */
+static int first_line(const char *path, char **line, size_t *len)
+{
+    FILE *f = fopen(path, "re");
+    size_t cap = 0;
+    ssize_t n;
+
+    *line = NULL;
+    if (!f)
+        return errno == ENOENT ? 0 : pfs_err(-errno, "cannot read %s: %s", path,
+                                             strerror(errno));
+    n = getline(line, &cap, f);
+    fclose(f);
+    if (n <= 0)
+        return 0;
+    *len = (size_t)n - ((*line)[n - 1] == '\n');
+    return 1;
+}
+
+/* Rename path to path.STAMP[suffix] (never over another file) and sync. */
+static int keep_aside(const char *path, const char *suffix, char *to, size_t tolen)
+{
+    char stamp[32];
+    time_t now = time(NULL);
+    struct tm tm;
+
+    gmtime_r(&now, &tm);
+    strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", &tm);
+    for (unsigned i = 0; i < 100; i++) {
+        snprintf(to, tolen, "%s.%s%s%.0u%s", path, stamp, i ? "-" : "", i, suffix);
+        if (link(path, to) == 0) {
+            if (unlink(path) < 0)
+                return pfs_err(-errno, "cannot move %s aside: %s", path, strerror(errno));
+            return fileio_fsync_parent(path);
+        }
+        if (errno != EEXIST)
+            return pfs_err(-errno, "cannot move %s aside to %s: %s", path, to, strerror(errno));
+    }
+    return pfs_err(-EEXIST, "cannot move %s aside: too many copies named %s.%s*", path, path,
+                   stamp);
+}
+
+/* An audit_log this key cannot continue is renamed, never lost: the
+ * JSON-lines log of earlier versions, or a log signed with another key. */
+static int keep_or_rotate(const char *path, const char *logid)
+{
+    json_object *o = NULL;
+    const char *vault;
+    char *line, to[PATH_MAX];
+    size_t len = 0;
+    int rc = first_line(path, &line, &len);
+
+    if (rc <= 0)
+        return rc;
+    rc = 0;
+    o = audit_line_parse(line, len);
+    vault = o ? audit_field_str(o, "vault") : NULL;
+    if (!o || !json_object_object_get_ex(o, "v", NULL)) {
+        rc = keep_aside(path, ".jsonl", to, sizeof to);
+        if (rc == 0)
+            log_warning("%s held the JSON-lines request log of an earlier version: kept as %s; "
+                        "the log goes on in the project's audit format", path, to);
+    } else if (!vault || strcmp(vault, logid)) {
+        rc = keep_aside(path, "", to, sizeof to);
+        if (rc == 0)
+            log_warning("%s was signed with another audit key (log %s): kept as %s; a new "
+                        "log begins with this key", path, vault ? vault : "?", to);
+    }
+    json_object_put(o);
+    free(line);
+    return rc;
+}
+
+int keyd_audit_open(struct keyd *k)
+{
+    struct audit_identity id = { .account = KEYD_AUDIT_ACCOUNT,
+                                 .account_id = KEYD_AUDIT_ACCOUNT_ID };
+    EVP_PKEY *key = NULL;
+    char logid[33], *proof = NULL;
+    bool created = false;
+    int rc = keyd_secrets_audit_key(&k->secrets, k->conf.audit_signing_key, &key, &created);
+
+    rc = rc ? rc : registry_fingerprint_hex(key, k->audit_fp);
+    snprintf(logid, sizeof logid, "%.32s", k->audit_fp);
+    rc = rc ? rc : audit_proof_direct(logid, key, KEYD_AUDIT_ACCOUNT_ID, KEYD_AUDIT_ACCOUNT,
+                                      ROLE_USER, key, &proof);
+    rc = rc ? rc : keep_or_rotate(k->conf.audit_log, logid);
+    id.signer = key;
+    id.proof = proof;
+    rc = rc ? rc : audit_open(k->conf.audit_log, logid, &id, &k->audit);
+    if (rc == 0)
+        log_info("audit log %s is signed with the key in %s, fingerprint %s%s", k->conf.audit_log,
+                 k->conf.audit_signing_key, k->audit_fp,
+                 created ? " (made now: record this fingerprint away from this host; "
+                           "pactfs-admin keyd-audit-verify --fingerprint checks the log "
+                           "against it)" : "");
+    EVP_PKEY_free(key);
+    free(proof);
+    return rc;
+}
+
+void keyd_audit_close(struct keyd *k)
+{
+    audit_close(k->audit);
+    k->audit = NULL;
+}
+
+/* The answer's HTTP status as an audit result (ok, denied, error). */
+static int status_result(unsigned status)
+{
+    if (status >= 200 && status < 300)
+        return 0;
+    switch (status) {
+    case 401: case 403: return -EACCES;
+    case 404: return -ENOENT;
+    case 409: return -EEXIST;
+    case 423: case 429: return -EBUSY;
+    case 400: return -EINVAL;
+    default: return -EIO;
+    }
+}
+
+static void put_str(json_object *o, const char *key, const char *v)
+{
+    if (v)
+        json_object_object_add(o, key, json_object_new_string(v));
+}
+
 int keyd_audit_write(struct keyd *k, const char *remote, const char *op,
                      const struct fields *f, const struct outcome *o)
 {
     json_object *ev = json_object_new_object();
-    const char *line;
-    size_t len;
-    int rc = -EIO;
+    struct audit_ctx who = { getuid(), getpid() };
+    struct audit_detail d = { .extra_key = "keyd", .extra = ev };
+    char path[2 * KEYD_NAME_MAX + 2];
+    int rc;
 
-    json_object_object_add(ev, "time", json_object_new_int64((int64_t)time(NULL)));
-    json_object_object_add(ev, "remote", json_object_new_string(remote));
-    json_object_object_add(ev, "op", json_object_new_string(op));
-    if (f->vault)
-        json_object_object_add(ev, "vault", json_object_new_string(f->vault));
-    if (f->account)
-        json_object_object_add(ev, "account", json_object_new_string(f->account));
-    if (f->source)
-        json_object_object_add(ev, "source", json_object_new_string(f->source));
+    put_str(ev, "remote", remote);
+    put_str(ev, "vault", f->vault);
+    put_str(ev, "account", f->account);
+    put_str(ev, "source", f->source);
     if (f->counter >= 0)
         json_object_object_add(ev, "counter", json_object_new_int64(f->counter));
     if (f->force)
         json_object_object_add(ev, "force", json_object_new_boolean(1));
     json_object_object_add(ev, "status", json_object_new_int((int)o->status));
-    json_object_object_add(ev, "result", json_object_new_string(o->result));
+    put_str(ev, "result", o->result);
     if (o->retry_after)
         json_object_object_add(ev, "retry_after", json_object_new_int((int)o->retry_after));
-    line = json_object_to_json_string_length(ev, JSON_C_TO_STRING_PLAIN, &len);
-    /* One write per line with O_APPEND, then fsync: a line is never torn and
-     * never lost once the answer has gone out. */
-    {
-        char *buf = malloc(len + 1);
-        if (buf) {
-            memcpy(buf, line, len);
-            buf[len] = '\n';
-            if (write(k->audit_fd, buf, len + 1) != (ssize_t)(len + 1) || fsync(k->audit_fd) < 0)
-                https_log(LOG_ERR, "cannot write audit log %s: %s", k->conf.audit_log,
-                         strerror(errno));
-            else
-                rc = 0;
-            free(buf);
-        }
+    snprintf(path, sizeof path, "%s%s%s", f->vault ? f->vault : "", f->account ? "/" : "",
+             f->account ? f->account : "");
+    /* Durable (group commit) before the answer goes out. */
+    rc = audit_event_detail(k->audit, &who, op, path, status_result(o->status), 0, &d);
+    if (rc < 0) {
+        https_log(LOG_ERR, "cannot write audit log %s: %s", k->conf.audit_log, pfs_err_msg());
+        rc = -EIO;
     }
     https_log(LOG_INFO, "%s %s %s/%s -> %u %s", remote, op, f->vault ? f->vault : "-",
-             f->account ? f->account : "-", o->status, o->result);
+              f->account ? f->account : "-", o->status, o->result);
     json_object_put(ev);
     return rc;
 }
@@ -97,20 +229,6 @@ bool keyd_vault_id_ok(const char *v)
 static void trail_path(const struct keyd *k, const char *vault, char *out, size_t len)
 {
     snprintf(out, len, "%s/%s.log", k->conf.trail_dir, vault);
-}
-
-static int status_result(unsigned status)
-{
-    if (status >= 200 && status < 300)
-        return 0;
-    switch (status) {
-    case 401: case 403: return -EACCES;
-    case 404: return -ENOENT;
-    case 409: return -EEXIST;
-    case 423: case 429: return -EBUSY;
-    case 400: return -EINVAL;
-    default: return -EIO;
-    }
 }
 
 int keyd_trail_event(struct keyd *k, const char *officer, const char *op,

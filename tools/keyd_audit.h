@@ -1,5 +1,6 @@
-/* What pactfs-keyd records: every request and its outcome in its JSON-lines
- * audit_log (docs/keyd.md), the officers' actions on each vault's trail in
+/* What pactfs-keyd records: every request and its outcome in its own
+ * audit_log, in the project's audit format signed with keyd's audit key
+ * (docs/keyd.md "Its own audit log"), the officers' actions on each vault's trail in
  * the project's audit format (docs/format-audit.md) with a shipper per
  * vault to pactfs-auditd, and, in tests only, the raw request bodies. */
 #ifndef PACTFS_KEYD_AUDIT_H
@@ -10,8 +11,14 @@
 #include "https_service.h"
 #include "keyd.h"
 
-/* One line in audit_log for the request op from remote; fsync'd.  -EIO if
- * it could not be written (the caller fails closed). */
+/* Open audit_log for this run: the audit signing key (made at the first
+ * start), a JSON-lines log of an earlier version or a log of another key
+ * renamed aside, a signed session started.  keyd_audit_close ends it. */
+int keyd_audit_open(struct keyd *k);
+void keyd_audit_close(struct keyd *k);
+
+/* One event in audit_log for the request op from remote, durable before
+ * this returns.  -EIO if it could not be written (the caller fails closed). */
 int keyd_audit_write(struct keyd *k, const char *remote, const char *op,
                      const struct fields *f, const struct outcome *o);
 

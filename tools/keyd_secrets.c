@@ -6,11 +6,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <openssl/crypto.h>
 
 #include "buf.h"
 #include "error.h"
+#include "fileio.h"
 #include "secmem.h"
 
 #include "https_service.h"
@@ -19,6 +21,11 @@
 #define KEYD_VERIFIER_KEY_LABEL "pactfs-keyd v2 verifier key"
 #define KEYD_ANCHOR_KEY_LABEL "pactfs-keyd v1 anchor token key"
 #define KEYD_VERIFIER_LABEL "pactfs-keyd v2 verifier"
+#define KEYD_AUDIT_KEY_LABEL "pactfs-keyd v1 audit key"
+#define KEYD_AUDIT_KEY_MAGIC "PFKA"
+#define KEYD_AUDIT_KEY_VERSION 1
+#define KEYD_AUDIT_KEY_HDR 5
+#define KEYD_AUDIT_KEY_BITS 3072
 
 /* Length of s without its trailing white space. */
 static size_t trimmed_len(const char *s, size_t n)
@@ -233,3 +240,88 @@ int keyd_anchor_token_make(const struct keyd_secrets *s, const char *vault,
     return rc;
 }
 
+
+/* ---- the audit signing key ---- */
+
+static int audit_key_kek(const struct keyd_secrets *s, uint8_t kek[AEAD_KEY_LEN])
+{
+    return hkdf_sha256(s->master_key, KEYD_MASTER_KEY_LEN, NULL, 0, KEYD_AUDIT_KEY_LABEL,
+                       strlen(KEYD_AUDIT_KEY_LABEL), kek, AEAD_KEY_LEN);
+}
+
+static int audit_key_open(const struct keyd_secrets *s, const char *path, const uint8_t *in,
+                          size_t len, EVP_PKEY **out)
+{
+    uint8_t *kek = secmem_alloc(AEAD_KEY_LEN), *der = NULL;
+    size_t derlen = len > KEYD_AUDIT_KEY_HDR + AEAD_OVERHEAD
+                        ? len - KEYD_AUDIT_KEY_HDR - AEAD_OVERHEAD : 0;
+    int rc = kek ? 0 : -ENOMEM;
+
+    if (rc == 0 && (!derlen || memcmp(in, KEYD_AUDIT_KEY_MAGIC, 4) ||
+                    in[4] != KEYD_AUDIT_KEY_VERSION))
+        rc = pfs_err(-EBADMSG, "%s is not a pactfs-keyd audit key file", path);
+    if (rc == 0 && !(der = secmem_alloc(derlen)))
+        rc = -ENOMEM;
+    rc = rc ? rc : audit_key_kek(s, kek);
+    if (rc == 0 && aead_open(kek, KEYD_AUDIT_KEY_LABEL, strlen(KEYD_AUDIT_KEY_LABEL),
+                             in + KEYD_AUDIT_KEY_HDR, len - KEYD_AUDIT_KEY_HDR, der) < 0)
+        rc = pfs_err(-EBADMSG, "%s does not open under this master key (altered, or made "
+                     "with another master key); move it away to start a new audit log "
+                     "with a new key", path);
+    if (rc == 0 && !(*out = rsa_private_from_der(der, derlen)))
+        rc = pfs_err(-EBADMSG, "%s holds no usable RSA key", path);
+    secmem_free(der, derlen);
+    secmem_free(kek, AEAD_KEY_LEN);
+    return rc;
+}
+
+static int audit_key_make(const struct keyd_secrets *s, const char *path, EVP_PKEY **out)
+{
+    uint8_t *kek = secmem_alloc(AEAD_KEY_LEN), *der = NULL, *file = NULL;
+    size_t derlen = 0, filelen = 0;
+    EVP_PKEY *key = rsa_generate(KEYD_AUDIT_KEY_BITS);
+    int rc = kek && key ? 0 : pfs_err(-ENOMEM, "cannot make the audit signing key");
+
+    rc = rc ? rc : rsa_private_to_der(key, &der, &derlen);
+    rc = rc ? rc : audit_key_kek(s, kek);
+    if (rc == 0 && !(file = malloc(filelen = KEYD_AUDIT_KEY_HDR + derlen + AEAD_OVERHEAD)))
+        rc = -ENOMEM;
+    if (rc == 0) {
+        memcpy(file, KEYD_AUDIT_KEY_MAGIC, 4);
+        file[4] = KEYD_AUDIT_KEY_VERSION;
+        rc = aead_seal(kek, KEYD_AUDIT_KEY_LABEL, strlen(KEYD_AUDIT_KEY_LABEL), der, derlen,
+                       file + KEYD_AUDIT_KEY_HDR);
+    }
+    if (rc == 0 && (rc = fileio_atomic_write(path, file, filelen, FILEIO_NO_REPLACE)) < 0)
+        rc = pfs_err(rc, "cannot write the audit signing key %s: %s", path, strerror(-rc));
+    if (der)
+        secmem_free(der, derlen);
+    secmem_free(kek, AEAD_KEY_LEN);
+    free(file);
+    if (rc == 0)
+        *out = key;
+    else
+        EVP_PKEY_free(key);
+    return rc;
+}
+
+int keyd_secrets_audit_key(const struct keyd_secrets *s, const char *path, EVP_PKEY **out,
+                           bool *created)
+{
+    char *text;
+    size_t len;
+    int rc;
+
+    *out = NULL;
+    *created = false;
+    if (access(path, F_OK) < 0 && errno == ENOENT) {
+        *created = true;
+        return audit_key_make(s, path, out);
+    }
+    rc = https_read_secret_file(path, true, &text, &len);
+    if (rc)
+        return rc;
+    rc = audit_key_open(s, path, (const uint8_t *)text, len, out);
+    secmem_free(text, len + 1);
+    return rc;
+}

@@ -10,7 +10,11 @@
  *   sealed_share = AES-256-GCM(master key, share), AD = vault and account,
  *                  so a copy of the database alone yields no share;
  *   anchor token = u64 expiry || HMAC(anchor key, label, vault, account,
- *                  expiry), anchor key = HKDF(master key).
+ *                  expiry), anchor key = HKDF(master key);
+ *   audit key    = the RSA-3072 key that signs keyd's own audit log, made
+ *                  at the first start and kept in audit_key_file as
+ *                  "PFKA" u8 1 || AES-256-GCM(HKDF(master key), PKCS#8 DER),
+ *                  so the file alone signs nothing.
  */
 #ifndef PACTFS_KEYD_SECRETS_H
 #define PACTFS_KEYD_SECRETS_H
@@ -55,6 +59,12 @@ int keyd_share_seal(const struct keyd_secrets *s, const char *vault, const char 
                     const uint8_t *share, uint8_t out[KEYD_SEALED_SHARE_LEN]);
 int keyd_share_open(const struct keyd_secrets *s, const char *vault, const char *account,
                     const uint8_t sealed[KEYD_SEALED_SHARE_LEN], uint8_t *share);
+
+/* keyd's audit signing key from path, or, if path does not exist, a new one
+ * written there (*created set).  -EBADMSG if the file does not open under
+ * this master key. */
+int keyd_secrets_audit_key(const struct keyd_secrets *s, const char *path, EVP_PKEY **out,
+                           bool *created);
 
 /* The raw anchor token of (vault, account) expiring at expires. */
 int keyd_anchor_token_mac(const struct keyd_secrets *s, const char *vault, const char *account,

@@ -416,7 +416,20 @@ static const struct command commands[] = {
       "check the audit spool's chain and signatures", "VAULT_DIR|--config FILE",
 "Check the audit spool's hash chain and every checkpoint signature against\n"
 "the signed account registry.  Exit 14 if the chain is broken, an event was\n"
-"edited, inserted or removed, or a signature does not verify.\n" },
+"edited, inserted or removed, or a signature does not verify.  pactfs-keyd's\n"
+"own log: pactfs-admin keyd-audit-verify.\n" },
+    { "keyd-audit-verify", NEED_NONE, NULL, cmd_keyd_audit_verify,
+      "LOG", 0,
+      "check pactfs-keyd's own audit log (chains, signatures of its audit key)",
+      "[--fingerprint FP] LOG",
+"Check the key service's own audit log (its audit_log setting): the hash\n"
+"chains and every checkpoint signature, made with the pactfs-keyd audit key\n"
+"whose fingerprint the log's sessions carry, and that every session is signed\n"
+"by it.  Needs no vault.  --fingerprint FP: the fingerprint pactfs-keyd printed\n"
+"when it made the key (recorded away from its host); without it the key the log\n"
+"names is taken and printed for you to compare.  Exit 14 if a line was edited,\n"
+"inserted or removed, a signature does not verify, a session is unsigned or\n"
+"the key is not FP.\n" },
     { "audit", NEED_UNLOCKED, prepare_audit, cmd_audit,
       "query|summary|denied", OPT_ACTING | OPT_AUDIT_QUERY | OPT_RECEIVER,
       "ask the audit trail: events, per-account summary, denied accesses (auditor)",

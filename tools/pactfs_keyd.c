@@ -55,6 +55,7 @@ static void keyd_conf_free(struct keyd_conf *c)
     free(c->admin_token_file);
     free(c->master_key_file);
     free(c->audit_log);
+    free(c->audit_signing_key);
     free(c->trail_dir);
     free(c->audit_url);
     free(c->audit_tls.ca_file);
@@ -96,6 +97,21 @@ static int keyd_conf_officers(config_t *cfg, struct keyd_conf *c)
     return 0;
 }
 
+/* *out, if not set, = name in the database's directory. */
+static int beside_database(const struct keyd_conf *c, const char *name, char **out)
+{
+    const char *slash = strrchr(c->database, '/');
+
+    if (*out)
+        return 0;
+    if (asprintf(out, "%.*s%s", slash ? (int)(slash - c->database + 1) : 0, c->database,
+                 name) < 0) {
+        *out = NULL;
+        return pfs_err(-ENOMEM, "out of memory");
+    }
+    return 0;
+}
+
 static int keyd_conf_read(config_t *cfg, const char *dir, void *arg)
 {
     struct keyd_conf *c = arg;
@@ -115,6 +131,8 @@ static int keyd_conf_read(config_t *cfg, const char *dir, void *arg)
     rc = rc ? rc : https_conf_string(cfg, dir, "master_key_file", true, true,
                                      &c->master_key_file);
     rc = rc ? rc : https_conf_string(cfg, dir, "audit_log", true, true, &c->audit_log);
+    rc = rc ? rc : https_conf_string(cfg, dir, "audit_signing_key", true, false,
+                                     &c->audit_signing_key);
     rc = rc ? rc : https_conf_string(cfg, dir, "trail_dir", true, false, &c->trail_dir);
     rc = rc ? rc : https_conf_string(cfg, dir, "audit_url", false, false, &c->audit_url);
     rc = rc ? rc : https_conf_string(cfg, dir, "audit_ca_file", true, false,
@@ -135,14 +153,9 @@ static int keyd_conf_read(config_t *cfg, const char *dir, void *arg)
                                    &c->source_lockout_seconds);
     if (!rc && !c->listen_address && !(c->listen_address = strdup("127.0.0.1")))
         rc = pfs_err(-ENOMEM, "out of memory");
-    if (!rc && !c->trail_dir) {   /* default: "trail" beside the database */
-        const char *slash = strrchr(c->database, '/');
-        if (asprintf(&c->trail_dir, "%.*strail", slash ? (int)(slash - c->database + 1) : 0,
-                     c->database) < 0) {
-            c->trail_dir = NULL;
-            rc = pfs_err(-ENOMEM, "out of memory");
-        }
-    }
+    /* defaults beside the database: "trail" and "audit-signing.key" */
+    rc = rc ? rc : beside_database(c, "trail", &c->trail_dir);
+    rc = rc ? rc : beside_database(c, "audit-signing.key", &c->audit_signing_key);
     return rc;
 }
 
@@ -178,7 +191,7 @@ static int keyd_setup(struct keyd *k)
 
     rc = rc ? rc : keyd_secrets_load_admin_token(&k->secrets, k->conf.admin_token_file);
     rc = rc ? rc : keyd_store_open(&k->store, k->conf.database, &k->secrets);
-    rc = rc ? rc : open_append(k->conf.audit_log, &k->audit_fd);
+    rc = rc ? rc : keyd_audit_open(k);
     rc = rc ? rc : keyd_trail_setup(k);
     if (!rc && k->conf.debug_capture) {
         rc = open_append(k->conf.debug_capture, &k->capture_fd);
@@ -194,8 +207,7 @@ static void keyd_teardown(struct keyd *k)
 {
     keyd_trail_teardown(k);
     keyd_store_close(&k->store);
-    if (k->audit_fd >= 0)
-        close(k->audit_fd);
+    keyd_audit_close(k);
     if (k->capture_fd >= 0)
         close(k->capture_fd);
     keyd_secrets_free(&k->secrets);
@@ -258,7 +270,7 @@ int main(int argc, char **argv)
     if (secmem_harden_process() < 0)
         https_log(LOG_WARNING, "cannot disable core dumps: %s", pfs_err_msg());
     memset(&k, 0, sizeof k);
-    k.audit_fd = k.capture_fd = -1;
+    k.capture_fd = -1;
     if (keyd_conf_load(cmd.conf_path, &k.conf) < 0) {
         https_log(LOG_ERR, "%s", pfs_err_msg());
         return EXIT_CONFIG;

@@ -191,8 +191,15 @@ class Keyd:
                         if os.path.exists(p)).decode(errors="replace")
 
     def audit_events(self):
-        return [json.loads(line) for line in self.read("audit.log").decode().splitlines()
-                if line.strip()]
+        """The requests in keyd's own audit log: its events in the project's
+        audit format carry the request in a "keyd" object; as flat dicts
+        (op, vault, account, status, result, ...)."""
+        out = []
+        for line in self.read("audit.log").decode().splitlines():
+            e = json.loads(line)
+            if "keyd" in e:
+                out.append(dict(e["keyd"], op=e["op"]))
+        return out
 
     def captured_requests(self):
         """(url, body dict) of every request the service received."""
@@ -1249,3 +1256,128 @@ def test_schema3_database_migrated_to_schema4(kvault, keyd):
     assert enroll_signed(keyd, vault, "ivy", k)[0] == 200
     v.mount()
     v.unmount()
+
+
+# ------------------------------------------------ keyd's own log: the project's audit format
+
+EXIT_INTEGRITY = 14
+
+
+def keyd_log_verify(log, fingerprint=None):
+    args = [H.binary("pactfs-admin"), "keyd-audit-verify", log]
+    if fingerprint:
+        args[2:2] = ["--fingerprint", fingerprint]
+    return subprocess.run(args, capture_output=True, text=True, timeout=120)
+
+
+def keyd_fingerprint(k):
+    m = re.search(r"fingerprint ([0-9a-f]{64})", k.read_stderr())
+    assert m, "pactfs-keyd printed no audit key fingerprint:\n" + k.read_stderr()
+    return m.group(1)
+
+
+def rechain(lines):
+    """What someone who can edit the log but not sign does after an edit:
+    recompute every line's prev, sprev and checkpoint signed_hash so that
+    the hash chains hold again (the signatures cannot be remade)."""
+    out, last, sess = [], None, {}
+    for line in lines:
+        e = json.loads(line)
+        if last is not None:
+            line = re.sub(r'"prev":"[0-9a-f]{64}"', '"prev":"%s"' % last, line, count=1)
+        s = e.get("session")
+        if s in sess:
+            line = re.sub(r'"sprev":"[0-9a-f]{64}"', '"sprev":"%s"' % sess[s], line, count=1)
+            line = re.sub(r'"signed_hash":"[0-9a-f]{64}"', '"signed_hash":"%s"' % sess[s],
+                          line, count=1)
+        h = hashlib.sha256(line.encode()).hexdigest()
+        last = sess[s] = h
+        out.append(line)
+    return out
+
+
+def test_keyd_log_is_signed_and_tampering_one_line_is_detected(kvault, keyd, tmp_path):
+    """keyd's per-request log is an audit log in the project's format, signed
+    with keyd's own audit key: the verifier accepts it as written and
+    refuses it after one line is edited, after the chains are recomputed
+    around the edit, and under another fingerprint."""
+    v = kvault
+    bad = passfile(v, "bad.pass", OTHER_PASSWORD)
+    mount_refused(v, bad, EXIT_BAD_PASSWORD, "wrong password")
+    v.mount()
+    v.unmount()
+    keyd.restart()          # a second session: sessions end and begin signed
+    fp = keyd_fingerprint(keyd)
+    assert keyd.file("audit-signing.key") and os.path.exists(keyd.file("audit-signing.key"))
+    assert keyd_fingerprint(keyd) == fp
+    log = keyd.file("audit.log")
+    p = keyd_log_verify(log, fp)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "signatures intact" in p.stdout and fp in p.stdout, p.stdout
+    assert re.search(r"in [2-9]\d* sessions", p.stdout), p.stdout
+    assert logins(keyd, "rejected") and logins(keyd, "released"), keyd.audit_events()
+    # the key file is sealed: it holds no RSA key in the clear
+    assert b"PRIVATE KEY" not in keyd.read("audit-signing.key")
+
+    lines = keyd.read("audit.log").decode().splitlines()
+    i = next(n for n, line in enumerate(lines)
+             if '"op":"login"' in line and '"result":"rejected"' in line)
+    forged = list(lines)
+    forged[i] = forged[i].replace('"result":"rejected"', '"result":"released"')
+    forged[i] = forged[i].replace('"result":"denied"', '"result":"ok"')
+    assert forged[i] != lines[i]
+    edited = str(tmp_path / "edited.log")
+    with open(edited, "w") as f:
+        f.write("\n".join(forged) + "\n")
+    p = keyd_log_verify(edited, fp)
+    assert p.returncode == EXIT_INTEGRITY, (p.returncode, p.stdout, p.stderr)
+    # named: the edited line, or the next one, whose prev no longer matches
+    m = re.search(r"line (\d+)", p.stderr)
+    assert m and int(m.group(1)) in (i + 1, i + 2), (i + 1, p.stderr)
+
+    rechained = str(tmp_path / "rechained.log")
+    with open(rechained, "w") as f:
+        f.write("\n".join(rechain(forged)) + "\n")
+    with open(str(tmp_path / "control.log"), "w") as f:
+        f.write("\n".join(rechain(lines)) + "\n")
+    # control: re-chaining the untouched lines changes nothing, so the
+    # refusal below is the signature's
+    assert keyd_log_verify(str(tmp_path / "control.log"), fp).returncode == 0
+    p = keyd_log_verify(rechained, fp)
+    assert p.returncode == EXIT_INTEGRITY, (p.returncode, p.stdout, p.stderr)
+    assert "signature" in p.stderr, p.stderr
+
+    # the whole log taken for another key's
+    p = keyd_log_verify(log, "0" * 64)
+    assert p.returncode == EXIT_INTEGRITY and fp in p.stderr, (p.returncode, p.stderr)
+
+
+def test_keyd_json_lines_log_of_an_earlier_version_is_kept_aside(keyd_factory):
+    """An audit_log of an earlier version (JSON lines) is renamed, byte for
+    byte, and the new log begins in the project's format; a log signed with
+    another key (the key file replaced) is kept aside the same way."""
+    k = keyd_factory(start=False)
+    old = (b'{"time":1795892771,"remote":"10.1.2.3","op":"login","vault":"' + b"a" * 32 +
+           b'","account":"alice","status":403,"result":"rejected"}\n')
+    with open(k.file("audit.log"), "wb") as f:
+        f.write(old)
+    k.start()
+    kept = glob.glob(k.file("audit.log.*.jsonl"))
+    assert len(kept) == 1 and H.read_file(kept[0]) == old, kept
+    assert "JSON-lines" in k.read_stderr() and kept[0] in k.read_stderr(), k.read_stderr()
+    first_fp = keyd_fingerprint(k)
+    k.stop()
+    assert keyd_log_verify(k.file("audit.log"), first_fp).returncode == 0
+
+    # a new key (the old one moved away): the old log is kept, a new one begins
+    os.rename(k.file("audit-signing.key"), k.file("audit-signing.key.old"))
+    k.start()
+    k.stop()
+    fps = re.findall(r"fingerprint ([0-9a-f]{64})", k.read_stderr())
+    assert len(set(fps)) == 2 and fps[0] == first_fp, fps
+    aside = [p for p in glob.glob(k.file("audit.log.*")) if not p.endswith(".jsonl")]
+    assert len(aside) == 1, aside
+    assert keyd_log_verify(aside[0], first_fp).returncode == 0
+    p = keyd_log_verify(k.file("audit.log"), fps[-1])
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert keyd_log_verify(k.file("audit.log"), first_fp).returncode == EXIT_INTEGRITY

@@ -10,7 +10,6 @@
 
 #include "audit.h"
 #include "audit_proof.h"
-#include "buf.h"
 #include "crypto.h"
 #include "registry.h"
 
@@ -21,9 +20,8 @@ static inline uint8_t *test_registry_record(const char *vault, uint64_t id, cons
                                             uint64_t signer_id, size_t *len)
 {
     struct registry_record r = { 0 };
-    uint8_t *der = NULL, *tbs = NULL, *sig = NULL;
-    size_t derlen = 0, tbslen = 0, siglen = 0;
-    struct wbuf b;
+    uint8_t *der = NULL, *out = NULL;
+    size_t derlen = 0;
 
     if (rsa_public_to_der(key, &der, &derlen) != 0)
         return NULL;
@@ -35,19 +33,10 @@ static inline uint8_t *test_registry_record(const char *vault, uint64_t id, cons
     r.pubkey = der;
     r.pubkey_len = derlen;
     r.signer_id = signer_id;
-    if (registry_record_encode_tbs(vault, &r, &tbs, &tbslen) != 0 ||
-        sig_sign(signer, tbs, tbslen, &sig, &siglen) != 0) {
-        free(der);
-        free(tbs);
-        return NULL;
-    }
-    wbuf_init(&b);
-    wbuf_put_blob(&b, tbs, tbslen);
-    wbuf_put_blob(&b, sig, siglen);
+    if (registry_record_sign(vault, &r, signer, &out, len) != 0)
+        out = NULL;
     free(der);
-    free(tbs);
-    free(sig);
-    return wbuf_steal(&b, len);
+    return out;
 }
 
 /* The proof of account (id, name, key) signed directly by root; root_fp
@@ -55,19 +44,11 @@ static inline uint8_t *test_registry_record(const char *vault, uint64_t id, cons
 static inline char *test_registry_proof(const char *vault, EVP_PKEY *root, uint64_t id,
                                         const char *name, EVP_PKEY *key, char *root_fp)
 {
-    uint8_t *rec, *root_der = NULL;
-    size_t reclen = 0, root_len = 0;
     char *hex = NULL;
 
     if (registry_fingerprint_hex(root, root_fp) != 0 ||
-        rsa_public_to_der(root, &root_der, &root_len) != 0)
+        audit_proof_direct(vault, root, id, name, ROLE_USER, key, &hex) != 0)
         return NULL;
-    rec = test_registry_record(vault, id, name, ROLE_USER, key, root, REGISTRY_ROOT_SIGNER,
-                               &reclen);
-    if (rec)
-        audit_proof_encode(root_der, root_len, (const uint8_t *const *)&rec, &reclen, 1, &hex);
-    free(rec);
-    free(root_der);
     return hex;
 }
 
