@@ -1480,7 +1480,7 @@ static int commit_meta(struct fs *fs, struct fs_inode *in, struct commit_set *s,
     else
         meta_rollback(m);
     if (r == 0)
-        vault_file_head_note_commit(fs->v);   /* the signed file head follows, batched */
+        vault_file_head_note_commit(fs->v, ino);   /* the signed file head follows, batched */
 out:
     pthread_mutex_unlock(&fs->meta_lock);
     return r;

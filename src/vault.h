@@ -63,13 +63,14 @@ struct vault {
  * its anchor (-ESTALE: older than the anchor or deleted, -EBADMSG: does not
  * verify; audited, unless v->accept_rollback).  floor: the lowest
  * commitment generation file ino may have (0: none known).  note_commit:
- * a file commit landed (O(1)).  advance: if commits were noted, sign and
- * store the next head and anchor it; else re-read the stored head if
- * another mount advanced it (refresh).  Callers hold whatever serialises
+ * file ino's commit landed (appended to a list).  advance: if commits were
+ * noted, rewrite their buckets, sign and store the next root; else re-read
+ * the stored root, and the buckets whose hash changed, if another mount
+ * advanced it (refresh).  Callers hold whatever serialises
  * their use of v->meta, and make the metadata durable before anchoring. */
 int vault_file_head_open(struct vault *v);
 uint64_t vault_file_floor(struct vault *v, uint64_t ino);
-void vault_file_head_note_commit(struct vault *v);
+void vault_file_head_note_commit(struct vault *v, uint64_t ino);
 int vault_file_head_advance(struct vault *v);
 int vault_file_head_refresh(struct vault *v);
 /* Anchor the head the last advance signed, once it is durable (outside any

@@ -22,12 +22,12 @@
 struct file_head_state {
     pthread_mutex_t lock;
     struct file_head h;           /* the newest head this mount verified */
-    uint64_t commits;             /* commits noted since the last advance */
+    uint64_t *dirty;              /* files committed since the last advance */
+    size_t ndirty, cap;
+    int dirty_oom;                /* a note was lost: the next advance rebuilds */
     int anchor_warned;
     uint64_t reported;            /* a rolled-back head reported at this counter */
     uint64_t pending_counter;     /* signed, not yet anchored (0: none) */
-    uint8_t seen_hash[SHA256_LEN];  /* of the stored head last verified (seen set) */
-    int seen;
     uint8_t pending_hash[SHA256_LEN];
 };
 
@@ -73,7 +73,7 @@ int vault_file_head_open(struct vault *v)
     size_t rawlen = 0, alen = 0;
     uint64_t acounter = 0;
     char id[300], source[600], keep[1024];
-    int rc, arc = -EOPNOTSUPP;
+    int rc, arc = -EOPNOTSUPP, accepted = 0;
 
     if (!s)
         return pfs_err(-ENOMEM, "out of memory");
@@ -89,8 +89,10 @@ int vault_file_head_open(struct vault *v)
                     source, pfs_err_msg());
         arc = -EOPNOTSUPP;
     }
-    rc = file_head_load(v->meta, v->conf.vault_id, v->conf.root_fingerprint, &s->h, &raw,
-                        &rawlen);
+    /* the root against its anchor first: an older head put back is a
+     * rollback (17) whether or not its buckets came back with it */
+    rc = file_head_load_root(v->meta, v->conf.vault_id, v->conf.root_fingerprint, &s->h, &raw,
+                             &rawlen);
     if (rc == -ENOENT && arc == 0)
         rc = pfs_err(-ESTALE, "the metadata holds no signed file head, but %s has seen file "
                      "head %" PRIu64 ": it was deleted from the metadata store", source,
@@ -99,25 +101,30 @@ int vault_file_head_open(struct vault *v)
         rc = 0;                   /* none yet: this mount's first advance makes one */
     else if (rc == 0 && arc == 0)
         rc = file_head_check_anchor(&s->h, raw, rawlen, acounter, ahash, source);
+    if (rc == 0 && raw)
+        rc = file_head_load_buckets(v->meta, v->conf.vault_id, &s->h);
     if (rc == -ESTALE && v->accept_rollback) {
         snprintf(keep, sizeof keep, "%s", pfs_err_msg());
         log_warning("ACCEPTING AN OLDER FILE HEAD (--accept-metadata-rollback): %s", keep);
         (void)vault_audit_failure(v, v->account.name, "rollback-accepted", keep, 0);
-        rc = 0;
-        if (raw && v->sp->ops->anchor_put) {
+        accepted = 1;
+        /* older, but its buckets must still be its own */
+        rc = raw ? file_head_load_buckets(v->meta, v->conf.vault_id, &s->h) : 0;
+        if (rc == 0 && raw && v->sp->ops->anchor_put) {
             uint8_t hash[SHA256_LEN];
 
             sha256(raw, rawlen, hash);
             (void)v->sp->ops->anchor_put(v->sp, id, s->h.counter, hash, NULL, 0, 1);
         }
-    } else if (rc == -ESTALE || rc == -EBADMSG) {
+    }
+    if (rc == -ESTALE || rc == -EBADMSG) {
         snprintf(keep, sizeof keep, "%s", pfs_err_msg());
         (void)vault_audit_failure(v, v->account.name, rc == -ESTALE ? "rollback" : "tamper",
                                   keep, rc);
         rc = pfs_err(rc, "%s; nothing was mounted%s", keep, rc == -ESTALE ?
                      " (if this older metadata must be used, mount once with "
                      "--accept-metadata-rollback: it is audited)" : "");
-    } else if (rc == 0 && raw) {
+    } else if (rc == 0 && raw && !accepted) {
         uint8_t hash[SHA256_LEN];
 
         sha256(raw, rawlen, hash);
@@ -144,34 +151,88 @@ uint64_t vault_file_floor(struct vault *v, uint64_t ino)
     return floor;
 }
 
-void vault_file_head_note_commit(struct vault *v)
+void vault_file_head_note_commit(struct vault *v, uint64_t ino)
 {
-    if (v->fhead)
-        __atomic_add_fetch(&v->fhead->commits, 1, __ATOMIC_RELAXED);
+    struct file_head_state *s = v->fhead;
+
+    if (!s)
+        return;
+    pthread_mutex_lock(&s->lock);
+    if (s->ndirty && s->dirty[s->ndirty - 1] == ino) {
+        /* the same file again (a save is often two commits) */
+    } else if (s->ndirty < s->cap) {
+        s->dirty[s->ndirty++] = ino;
+    } else {
+        size_t cap = s->cap ? s->cap * 2 : 256;
+        uint64_t *d = realloc(s->dirty, cap * sizeof *d);
+
+        if (d) {
+            s->dirty = d;
+            s->cap = cap;
+            s->dirty[s->ndirty++] = ino;
+        } else {
+            s->dirty_oom = 1;
+        }
+    }
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* Take the noted files (the caller owns *d). */
+static void take_dirty(struct file_head_state *s, uint64_t **d, size_t *n, int *oom)
+{
+    pthread_mutex_lock(&s->lock);
+    *d = s->dirty;
+    *n = s->ndirty;
+    *oom = s->dirty_oom;
+    s->dirty = NULL;
+    s->ndirty = s->cap = 0;
+    s->dirty_oom = 0;
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* Put back the notes of an advance that failed. */
+static void untake_dirty(struct vault *v, const uint64_t *d, size_t n, int oom)
+{
+    for (size_t i = 0; i < n; i++)
+        vault_file_head_note_commit(v, d[i]);
+    if (oom) {
+        pthread_mutex_lock(&v->fhead->lock);
+        v->fhead->dirty_oom = 1;
+        pthread_mutex_unlock(&v->fhead->lock);
+    }
 }
 
 int vault_file_head_advance(struct vault *v)
 {
     struct file_head_state *s = v->fhead;
-    struct file_head next;
+    struct fh_delta next;
     uint8_t *raw = NULL;
-    size_t rawlen = 0, behind = 0;
-    uint64_t first_behind = 0, commits;
-    int rc, rolled_back = 0;
+    uint64_t *dirty = NULL;
+    size_t rawlen = 0, behind = 0, ndirty = 0;
+    uint64_t first_behind = 0;
+    int rc, rolled_back = 0, oom = 0;
 
     if (!s || !v->priv)
         return 0;
-    commits = __atomic_load_n(&s->commits, __ATOMIC_RELAXED);
-    if (!commits)
+    take_dirty(s, &dirty, &ndirty, &oom);
+    if (!ndirty && !oom) {
+        free(dirty);
         return vault_file_head_refresh(v);
+    }
     /* s->h is only replaced by this thread (the mount's syncer): reading
-     * it without the lock is safe here. */
+     * it without the lock is safe here.  A lost note (out of memory): the
+     * head is rebuilt from every file's row, as a format-1 head is. */
+    if (oom)
+        s->h.version = 1;
     rc = file_head_advance(v->meta, v->conf.vault_id, v->conf.root_fingerprint, v->priv,
-                           v->account.id, &s->h, &next, &raw, &rawlen, &rolled_back, &behind,
-                           &first_behind);
-    if (rc < 0)
+                           v->account.id, &s->h, dirty, ndirty, &next, &raw, &rawlen,
+                           &rolled_back, &behind, &first_behind, NULL);
+    if (rc < 0) {
+        untake_dirty(v, dirty, ndirty, oom);
+        free(dirty);
         return rc;
-    __atomic_sub_fetch(&s->commits, commits, __ATOMIC_RELAXED);
+    }
+    free(dirty);
     if (rolled_back) {
         char what[300];
 
@@ -191,15 +252,15 @@ int vault_file_head_advance(struct vault *v)
         (void)vault_audit_failure(v, v->account.name, "tamper", what, -EBADMSG);
     }
     pthread_mutex_lock(&s->lock);
-    file_head_clear(&s->h);
-    s->h = next;
-    s->pending_counter = next.counter;    /* anchored once durable (vault_file_head_anchor) */
-    sha256(raw, rawlen, s->pending_hash);
-    memcpy(s->seen_hash, s->pending_hash, SHA256_LEN);
-    s->seen = 1;
+    rc = file_head_apply(&s->h, &next);
+    if (rc == 0) {
+        s->pending_counter = next.counter;  /* anchored once durable (vault_file_head_anchor) */
+        memcpy(s->pending_hash, next.raw_hash, SHA256_LEN);
+    }
     pthread_mutex_unlock(&s->lock);
+    file_head_delta_clear(&next);
     free(raw);
-    return 0;
+    return rc;
 }
 
 void vault_file_head_anchor(struct vault *v)
@@ -222,51 +283,26 @@ void vault_file_head_anchor(struct vault *v)
 int vault_file_head_refresh(struct vault *v)
 {
     struct file_head_state *s = v->fhead;
-    struct file_head h;
-    uint8_t *raw = NULL;
-    size_t rawlen = 0;
+    struct fh_delta d;
     int rc;
 
     if (!s)
         return 0;
-    /* unchanged bytes (the common case): nothing to verify again */
-    uint8_t now[SHA256_LEN];
-    if (meta_param_get(v->meta, FILE_HEAD_PARAM, &raw, &rawlen) == 0) {
-        sha256(raw, rawlen, now);
-        free(raw);
-        raw = NULL;
-        if (s->seen && memcmp(now, s->seen_hash, SHA256_LEN) == 0)
-            return 0;
-    }
-    rc = file_head_load(v->meta, v->conf.vault_id, v->conf.root_fingerprint, &h, &raw,
-                        &rawlen);
+    /* the root's bytes unchanged (the common case): nothing more is read */
+    rc = file_head_refresh(v->meta, v->conf.vault_id, v->conf.root_fingerprint, &s->h, &d,
+                           NULL);
     if (rc == -ENOENT && !s->h.counter)
         return 0;
-    if (rc == 0) {
-        sha256(raw, rawlen, s->seen_hash);   /* verified: compared by its bytes next time */
-        s->seen = 1;
-    }
-    if (rc == 0 && h.counter == s->h.counter) {
-        file_head_clear(&h);
-        free(raw);
-        return 0;
-    }
-    if (rc == 0 && h.counter > s->h.counter)
-        rc = file_head_not_older(&s->h, &h, "the head this mount verified");
-    else if (rc == 0 || rc == -ENOENT)
-        rc = pfs_err(-ESTALE, "the signed file head in the metadata store (%" PRIu64 ") is "
-                     "older than file head %" PRIu64 " this mount verified, or was removed: "
-                     "it was rolled back", rc == 0 ? h.counter : 0, s->h.counter);
-    if (rc == 0) {
+    if (rc == -ENOENT)
+        rc = pfs_err(-ESTALE, "the signed file head in the metadata store (0) is older than "
+                     "file head %" PRIu64 " this mount verified, or was removed: it was "
+                     "rolled back", s->h.counter);
+    if (rc == 0 && d.counter) {
         pthread_mutex_lock(&s->lock);
-        file_head_clear(&s->h);
-        s->h = h;
+        rc = file_head_apply(&s->h, &d);
         pthread_mutex_unlock(&s->lock);
-        free(raw);
-        return 0;
     }
-    file_head_clear(&h);
-    free(raw);
+    file_head_delta_clear(&d);
     if ((rc == -ESTALE || rc == -EBADMSG) && s->reported != s->h.counter) {
         char what[700];
 
@@ -287,6 +323,7 @@ void vault_file_head_close(struct vault *v)
         return;
     v->fhead = NULL;
     file_head_clear(&s->h);
+    free(s->dirty);
     pthread_mutex_destroy(&s->lock);
     free(s);
 }

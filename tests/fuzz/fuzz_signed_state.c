@@ -4,8 +4,8 @@
  * (folder_state_decode, folder_state_verify_blob, vault_head_decode,
  * vault_head_not_older, vault_head_check_anchor), all fed from the metadata
  * store, whose operator is untrusted.  The first input byte picks the
- * parser (2: file head, else even: folder state, odd: vault head); the
- * rest is the blob.  The
+ * parser (2: file head root, 4: file head bucket (8 bytes of bucket number
+ * first), else even: folder state, odd: vault head); the rest is the blob.  The
  * seeds were signed with fuzz_test_key(), so valid ones reach the
  * signature check and the comparisons.
  *
@@ -16,6 +16,8 @@
  * newer heads never compare as older by counter alone. */
 
 #include <errno.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "error.h"
 #include "file_head.h"
@@ -106,6 +108,8 @@ static void try_file_head(const uint8_t *data, size_t size)
         FUZZ_ASSERT(i == 0 || h.e[i - 1].ino < h.e[i].ino);
         FUZZ_ASSERT(file_head_floor(&h, h.e[i].ino) == h.e[i].generation);
     }
+    for (size_t i = 1; i < h.nb; i++)     /* format 2: buckets sorted */
+        FUZZ_ASSERT(h.b[i - 1].id < h.b[i].id);
     FUZZ_ASSERT(file_head_not_older(&h, &h, "itself") == 0);
     sha256(data, size, hash);
     FUZZ_ASSERT(file_head_check_anchor(&h, data, size, h.counter, hash, "itself") == 0);
@@ -113,6 +117,37 @@ static void try_file_head(const uint8_t *data, size_t size)
         FUZZ_ASSERT(file_head_check_anchor(&h, data, size, h.counter + 1, hash, "newer")
                     == -ESTALE);
     file_head_clear(&h);
+}
+
+/* A bucket of the format-2 file head (file_head_bucket_decode): an
+ * accepted one has 1 to 1024 sorted entries, each in its bucket, with
+ * non-zero floors, and encodes back to the same bytes. */
+static void try_file_head_bucket(const uint8_t *data, size_t size)
+{
+    struct fh_entry *e = NULL;
+    uint8_t *again = NULL;
+    size_t n = 0, len = 0;
+    uint64_t id = 0;
+    int rc;
+
+    if (size < 8)
+        return;
+    memcpy(&id, data, 8);
+    id &= 0xffff;
+    rc = file_head_bucket_decode(FUZZ_VAULT, id, data + 8, size - 8, &e, &n);
+    FUZZ_ASSERT(rc == 0 || rc == -EBADMSG);
+    if (rc < 0)
+        return;
+    fuzz_accepted++;
+    FUZZ_ASSERT(n >= 1 && n <= (1u << FILE_HEAD_BUCKET_SHIFT));
+    for (size_t i = 0; i < n; i++) {
+        FUZZ_ASSERT(e[i].generation > 0 && e[i].ino >> FILE_HEAD_BUCKET_SHIFT == id);
+        FUZZ_ASSERT(i == 0 || e[i - 1].ino < e[i].ino);
+    }
+    FUZZ_ASSERT(file_head_bucket_encode(FUZZ_VAULT, id, e, n, &again, &len) == 0);
+    FUZZ_ASSERT(len == size - 8 && memcmp(again, data + 8, len) == 0);
+    free(again);
+    free(e);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -123,6 +158,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     if (data[0] == 2)
         try_file_head(data + 1, size - 1);
+    else if (data[0] == 4)
+        try_file_head_bucket(data + 1, size - 1);
     else if (data[0] & 1)
         try_head(data + 1, size - 1);
     else

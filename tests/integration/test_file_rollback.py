@@ -51,7 +51,9 @@ def snapshot(v, ino):
         chunks = [dict(r) for r in c.execute("SELECT * FROM chunks WHERE ino = ?", (ino,))]
         maxver = [dict(r) for r in c.execute("SELECT * FROM chunk_versions WHERE ino = ?",
                                              (ino,))]
-        head = c.execute("SELECT value FROM params WHERE key = 'file_head'").fetchone()
+        # the whole signed file head: its root and (format 2) its buckets
+        head = c.execute("SELECT key, value FROM params WHERE key = 'file_head'"
+                         " OR key LIKE 'file_head/%'").fetchall()
     frags = {}
     ids = {r["chunk_id"].hex() for r in chunks}
     for i in range(3):
@@ -61,7 +63,7 @@ def snapshot(v, ino):
                     frags[p] = f.read()
     assert len(frags) == 3 * len(chunks), (len(frags), len(chunks))
     return {"ino": ino, "inode": inode, "chunks": chunks, "maxver": maxver, "frags": frags,
-            "head": head[0] if head else None}
+            "head": [tuple(r) for r in head] or None}
 
 
 def put_back(vdir, snap, stores=None, head=False):
@@ -90,7 +92,8 @@ def put_back(vdir, snap, stores=None, head=False):
             c.execute("INSERT INTO chunk_versions (%s) VALUES (%s)"
                       % (", ".join(r), ", ".join("?" * len(r))), list(r.values()))
         if head:
-            c.execute("UPDATE params SET value = ? WHERE key = 'file_head'", (snap["head"],))
+            c.execute("DELETE FROM params WHERE key = 'file_head' OR key LIKE 'file_head/%'")
+            c.executemany("INSERT INTO params (key, value) VALUES (?, ?)", snap["head"])
 
 
 def write_v1_then_v2(v, name="contract.txt"):
@@ -255,3 +258,104 @@ def test_new_workstation_detects_a_rolled_back_file(kvault, keyd, tmp_path):
         assert not H.is_mounted(w.mnt)
     finally:
         H.teardown(w)
+
+
+# ------------------------------------- format 2: the buckets of the head
+# The head's floors are in buckets of 1024 inode numbers (params rows
+# 'file_head/<n>'), each hashed into the signed root ('file_head'); an
+# advance rewrites only the buckets of the files committed since.  The
+# operator edits those rows with sqlite3.
+
+def head_rows(v):
+    with db(v) as c:
+        return dict(c.execute("SELECT key, value FROM params WHERE key LIKE 'file_head/%'"))
+
+
+def set_rows(v, rows):
+    with db(v) as c:
+        for k, val in rows.items():
+            c.execute("UPDATE params SET value = ? WHERE key = ?", (val, k))
+
+
+def assert_refused(v, code, text, op):
+    before = len(events(v, op))
+    p = v.pactfs(*v.mount_args())
+    assert p.returncode == code, (p.returncode, p.stdout, p.stderr)
+    assert text in p.stderr and "nothing was mounted" in p.stderr, p.stderr
+    assert not H.is_mounted(v.mnt)
+    assert len(events(v, op)) > before, events(v, op)
+
+
+def test_older_bucket_swapped_in_is_refused(tv):
+    """The file's older rows put back with the older bucket of its floors,
+    under the newer (anchored) root: the bucket's hash is not the one the
+    root signed (exit 14, `tamper`)."""
+    v = tv
+    v.mount()
+    os.makedirs(v.folder, exist_ok=True)
+    H.write_file(v.path("contract.txt"), V1[:5000], fsync=True)
+    ino = os.stat(v.path("contract.txt")).st_ino
+    v.unmount()
+    snap = snapshot(v, ino)
+    old = head_rows(v)
+    assert list(old) == ["file_head/0"], old
+    v.mount()
+    H.write_file(v.path("contract.txt"), V2[:5000], fsync=True)
+    v.unmount()
+    assert head_rows(v) != old
+    put_back(v.dir, snap)
+    set_rows(v, old)
+    assert_refused(v, 14, "bucket 0 (inodes 0-1023) of the signed file head", "tamper")
+    assert "does not match the hash the head signed" in v.pactfs(*v.mount_args()).stderr
+
+
+def test_deleted_bucket_is_refused(tv):
+    v = tv
+    with one_file_written(v) as c:
+        assert c.execute("DELETE FROM params WHERE key = 'file_head/0'").rowcount == 1
+    assert_refused(v, 14, "is missing from the metadata store: it was deleted", "tamper")
+
+
+def test_buckets_of_two_heads_mixed_are_refused(tv):
+    """Two files in two buckets (the second's inode number pushed past 1023
+    between mounts), each written twice: bucket 0 of the older head with
+    bucket 1 of the newer, under the newer root, is refused (14); the older
+    root with them is older than the anchor (17)."""
+    v = tv
+    v.mount()
+    os.makedirs(v.folder, exist_ok=True)
+    H.write_file(v.path("a.txt"), b"a1", fsync=True)
+    v.unmount()
+    with db(v) as c:      # test setup, not the attack: the next file in bucket 1
+        c.execute("UPDATE sqlite_sequence SET seq = 2000 WHERE name = 'inodes'")
+    v.mount()
+    H.write_file(v.path("b.txt"), b"b1", fsync=True)
+    assert os.stat(v.path("b.txt")).st_ino >= 1024
+    v.unmount()
+    with db(v) as c:
+        root_old = c.execute("SELECT value FROM params WHERE key = 'file_head'").fetchone()[0]
+    old = head_rows(v)
+    assert sorted(old) == ["file_head/0", "file_head/1"], old
+    v.mount()
+    H.write_file(v.path("a.txt"), b"a2", fsync=True)
+    H.write_file(v.path("b.txt"), b"b2", fsync=True)
+    v.unmount()
+    new = head_rows(v)
+    assert all(new[k] != old[k] for k in old)
+    with db(v) as c:
+        root_new = c.execute("SELECT value FROM params WHERE key = 'file_head'").fetchone()[0]
+    set_rows(v, {"file_head/0": old["file_head/0"]})
+    assert_refused(v, 14, "bucket 0 (inodes 0-1023)", "tamper")
+    set_rows(v, {"file_head/0": new["file_head/0"], "file_head/1": old["file_head/1"]})
+    assert_refused(v, 14, "bucket 1 (inodes 1024-2047)", "tamper")
+    with db(v) as c:
+        c.execute("UPDATE params SET value = ? WHERE key = 'file_head'", (root_old,))
+    set_rows(v, {"file_head/0": old["file_head/0"], "file_head/1": new["file_head/1"]})
+    assert_refused(v, EXIT_ROLLBACK, "older than", "rollback")
+    # the newer head put back whole: it mounts and reads the newer text
+    with db(v) as c:
+        c.execute("UPDATE params SET value = ? WHERE key = 'file_head'", (root_new,))
+    set_rows(v, new)
+    v.mount()
+    assert H.read_file(v.path("a.txt")) == b"a2" and H.read_file(v.path("b.txt")) == b"b2"
+    v.unmount()

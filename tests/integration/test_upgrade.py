@@ -12,6 +12,8 @@ import errno
 import hashlib
 import os
 import sqlite3
+import struct
+import time
 
 import pactfs_helpers as H
 
@@ -172,3 +174,99 @@ def test_upgrade_leaves_invalid_values_alone(new_vault):
         assert c.execute("SELECT bind FROM dirents WHERE ino = ?", (ino,)).fetchall() == before
     v.mount_foreground()
     assert H.errno_of(H.read_file, v.path("big.bin")) == errno.EIO
+
+
+def _blob(b):
+    return struct.pack(">I", len(b)) + b
+
+
+def _take(buf, pos):
+    (n,) = struct.unpack(">I", buf[pos:pos + 4])
+    return buf[pos + 4:pos + 4 + n], pos + 4 + n
+
+
+def file_head_floors(c):
+    """(version, counter, signer, {ino: floor}) of the stored signed file head."""
+    (root,) = c.execute("SELECT value FROM params WHERE key = 'file_head'").fetchone()
+    tbs, _ = _take(bytes(root), 0)
+    assert tbs[:4] == b"PFFH"
+    version = tbs[4]
+    _, pos = _take(tbs, 5)
+    counter, signer, _t, n = struct.unpack(">QQQI", tbs[pos:pos + 28])
+    pos += 28
+    floors = {}
+    if version == 1:
+        for i in range(n):
+            ino, gen = struct.unpack(">QQ", tbs[pos + 16 * i:pos + 16 * i + 16])
+            floors[ino] = gen
+        return version, counter, signer, floors
+    for i in range(n):
+        bid = struct.unpack(">Q", tbs[pos + 40 * i:pos + 40 * i + 8])[0]
+        want = tbs[pos + 40 * i + 8:pos + 40 * i + 40]
+        (b,) = c.execute("SELECT value FROM params WHERE key = ?",
+                         ("file_head/%d" % bid,)).fetchone()
+        b = bytes(b)
+        assert hashlib.sha256(b).digest() == want, bid
+        _, bp = _take(b, 5)
+        got_bid, cnt = struct.unpack(">QI", b[bp:bp + 12])
+        assert got_bid == bid
+        for k in range(cnt):
+            ino, gen = struct.unpack(">QQ", b[bp + 12 + 16 * k:bp + 28 + 16 * k])
+            floors[ino] = gen
+    return version, counter, signer, floors
+
+
+def test_format1_file_head_is_read_and_converted(new_vault):
+    """A vault whose signed file head the previous build wrote (format 1: one
+    signed list of every floor, anchored in the key directory by its hash)
+    mounts, its floors hold, and the first advance rewrites it as format 2
+    (a signed root over buckets) keeping every floor, a deleted file's too."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+    from test_audit_forgery import unseal_account_key
+
+    v = new_vault
+    v.mount()
+    write_tree(v)
+    v.unmount()
+    with db(v) as c:
+        version, counter, signer, floors = file_head_floors(c)
+        (vid,) = c.execute("SELECT value FROM params WHERE key = 'vault_id'").fetchone()
+    assert version == 2 and floors
+    vid = vid if isinstance(vid, bytes) else vid.encode()
+    # what the previous build wrote: format 1, one more commit's worth of
+    # floors (a file since deleted, ino 999999, generation 5), anchored
+    floors[999999] = 5
+    key = unseal_account_key(v, H.ACCOUNT, H.PASSWORD)
+    tbs = (b"PFFH" + bytes([1]) + _blob(vid) + struct.pack(">QQQI", counter + 1, signer,
+                                                             int(time.time()), len(floors))
+           + b"".join(struct.pack(">QQ", i, floors[i]) for i in sorted(floors)))
+    v1 = _blob(tbs) + _blob(key.sign(tbs, padding.PSS(mgf=padding.MGF1(hashes.SHA256()),
+                                                      salt_length=32), hashes.SHA256()))
+    with db(v) as c:
+        c.execute("DELETE FROM params WHERE key LIKE 'file_head/%'")
+        c.execute("UPDATE params SET value = ? WHERE key = 'file_head'", (v1,))
+    slot = hashlib.sha256(vid + b"#files/#vault-head").hexdigest()
+    with open(os.path.join(v.dir, "keys", slot), "wb") as f:
+        f.write(b"PFSA" + bytes([1]) + struct.pack(">Q", counter + 1)
+                + hashlib.sha256(v1).digest() + _blob(b""))
+    # it mounts and reads; a read-only look converts nothing
+    v.mount()
+    check_tree(v)
+    v.unmount()
+    with db(v) as c:
+        assert file_head_floors(c)[0] == 1
+    # the first commit's advance converts it
+    v.mount()
+    H.write_file(v.path("a.txt"), b"a new version\n", fsync=True)
+    v.unmount()
+    with db(v) as c:
+        version2, counter2, _, floors2 = file_head_floors(c)
+    assert version2 == 2 and counter2 >= counter + 2, (version2, counter2)
+    assert floors2[999999] == 5
+    ino_a = [i for i in floors if i != 999999]
+    assert all(floors2[i] >= floors[i] for i in ino_a), (floors, floors2)
+    # and it mounts again, against the new anchor
+    v.mount()
+    assert H.read_file(v.path("a.txt")) == b"a new version\n"
+    v.unmount()
