@@ -415,6 +415,25 @@ daemon_rss_kib() {
 }
 declare -A RSS_IDLE=() RSS_END=() LOADS=()
 
+# CPU seconds (utime + stime) the filesystem's daemon has used so far, "-"
+# if unknown.  Each timed workload records the daemon's share in DCPU[fs,w]
+# (less hurt by a loaded machine than wall time; shown in the --ab report).
+CLK_TCK=$(getconf CLK_TCK)
+daemon_cpu() {
+    local pid=${MOUNT_PID[$1]:-}
+    [ -n "$pid" ] && awk -v hz="$CLK_TCK" '{ sub(/^.*\) /, ""); printf "%.2f\n", ($12 + $13) / hz }' \
+        "/proc/$pid/stat" 2>/dev/null || echo -
+}
+declare -A DCPU=()
+CPU0=-
+cpu_mark() { CPU0=$(daemon_cpu "$1"); }
+cpu_record() {
+    local now
+    now=$(daemon_cpu "$1")
+    [ "$CPU0" = - ] || [ "$now" = - ] && return 0
+    DCPU[$1,$2]="${DCPU[$1,$2]:-}${DCPU[$1,$2]:+ }$(awk -v a="$CPU0" -v b="$now" 'BEGIN { printf "%.2f", b - a }')"
+}
+
 bench_one() {
     local fs=$1 d
     progress "== $fs: round $ROUND of $REPEAT, setting up"
@@ -426,37 +445,43 @@ bench_one() {
     RSS_IDLE[$fs]="${RSS_IDLE[$fs]:-}${RSS_IDLE[$fs]:+ }$(daemon_rss_kib "$fs")"
 
     progress "$fs: ${LABEL[a]}"
+    cpu_mark "$fs"
     if timed dd if="$SHM/random.bin" of="$d/big" bs=1M conv=fsync; then
-        record_mibs "$fs" a "$SEQ_MIB"
+        record_mibs "$fs" a "$SEQ_MIB"; cpu_record "$fs" a
     else record_failure "$fs" a; fi
 
     remount_cold "$fs"; d=${DATA[$fs]}
     progress "$fs: ${LABEL[b]}"
+    cpu_mark "$fs"
     if timed dd if="$d/big" of=/dev/null bs=1M; then
-        record_mibs "$fs" b "$SEQ_MIB"
+        record_mibs "$fs" b "$SEQ_MIB"; cpu_record "$fs" b
     else record_failure "$fs" b; fi
     cmp -s "$SHM/random.bin" "$d/big" || note "$fs: read-back of the ${SEQ_MIB} MiB file DIFFERS from what was written"
     rm -f "$d/big"
 
     progress "$fs: ${LABEL[c]}"
-    if timed tar xf "$SHM/tree.tar" -C "$d"; then record_seconds "$fs" c
+    cpu_mark "$fs"
+    if timed tar xf "$SHM/tree.tar" -C "$d"; then record_seconds "$fs" c; cpu_record "$fs" c
     else record_failure "$fs" c; fi
 
     remount_cold "$fs"; d=${DATA[$fs]}
     progress "$fs: ${LABEL[d]}"
-    if timed list_tree "$d/tree"; then record_seconds "$fs" d
+    cpu_mark "$fs"
+    if timed list_tree "$d/tree"; then record_seconds "$fs" d; cpu_record "$fs" d
     else record_failure "$fs" d; fi
 
     remount_cold "$fs"; d=${DATA[$fs]}
     progress "$fs: ${LABEL[e]}"
-    if timed read_every_file "$d/tree"; then record_seconds "$fs" e
+    cpu_mark "$fs"
+    if timed read_every_file "$d/tree"; then record_seconds "$fs" e; cpu_record "$fs" e
     else record_failure "$fs" e; fi
     # Untimed check that the tree came back intact (contents and count).
     tar df "$SHM/tree.tar" -C "$d" >>"$LOG" 2>&1 \
         || note "$fs: extracted tree DIFFERS from the archive (tar --compare)"
 
     progress "$fs: ${LABEL[f]}"
-    if timed rm -rf "$d/tree"; then record_seconds "$fs" f
+    cpu_mark "$fs"
+    if timed rm -rf "$d/tree"; then record_seconds "$fs" f; cpu_record "$fs" f
     else record_failure "$fs" f; fi
 
     progress "$fs: laying out the ${FIO_MIB} MiB fio file (untimed)"
@@ -484,6 +509,14 @@ bench_one() {
 
 # ------------------------------------------------------------------- report --
 # The median of one figure's rounds; FAIL if any round failed, - if none ran.
+# Median of the daemon CPU seconds of a workload, "-" if none.
+median_cpu() {
+    local values=${DCPU[$1,$2]:-}
+    [ -n "$values" ] || { echo -; return; }
+    tr ' ' '\n' <<<"$values" | sort -g | awk '{ v[NR] = $1 }
+        END { printf "%.2f\n", (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
 median() {
     local values=${RESULT[$1,$2]:-}
     [ -n "$values" ] || { echo -; return; }
@@ -563,6 +596,18 @@ print_report() {
                 "$(median pactfs-b "$w")" "$(ratio "$w" pactfs-b)"
         done
         echo "1-min load average at the start of each round: pactfs ${LOADS[pactfs]:--}; pactfs-b ${LOADS[pactfs-b]:--}"
+        echo
+        echo "daemon CPU seconds (utime + stime of the daemon during the workload), medians;"
+        echo "A/B = pactfs-b / pactfs (below 1: pactfs used more CPU)"
+        # shellcheck disable=SC2059
+        printf "$abfmt" workload unit pactfs pactfs-b "A/B"
+        for w in a b c d e f; do
+            local ca cb
+            ca=$(median_cpu pactfs "$w"); cb=$(median_cpu pactfs-b "$w")
+            # shellcheck disable=SC2059
+            printf "$abfmt" "${LABEL[$w]}" "cpu s" "$ca" "$cb" \
+                "$(awk -v a="$ca" -v b="$cb" 'BEGIN { if (a + 0 > 0 && b != "-") printf "%.2f", b / a; else print "-" }')"
+        done
     fi
     if [ "$REPEAT" -gt 1 ]; then
         echo
@@ -571,6 +616,7 @@ print_report() {
         for w in "${WORKLOADS[@]}"; do
             for fs in "${ALL_FS[@]}"; do
                 [ -n "${RESULT[$fs,$w]:-}" ] && printf '  %-36s %-12s %s\n' "${LABEL[$w]}" "$fs" "${RESULT[$fs,$w]}"
+                [ -n "${DCPU[$fs,$w]:-}" ] && printf '  %-36s %-12s %s\n' "  daemon CPU s" "$fs" "${DCPU[$fs,$w]}"
             done
         done
     fi

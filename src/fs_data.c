@@ -678,7 +678,9 @@ static int fc_load_cb(void *arg, uint64_t ino, uint64_t idx, const struct chunk_
 }
 
 /* Read every chunk record of mi and check them and mi's size against its
- * commitment (meta_lock held).  On success *out holds the verified list and
+ * commitment, inside the commit's write transaction (meta_lock held; the
+ * row mi was read and locked in that transaction, so no other commit lands
+ * between the two reads).  On success *out holds the verified list and
  * *gen its generation; else -EBADMSG (pfs_err names the check) or a
  * metadata error. */
 static int fc_load_locked(struct fs *fs, const struct meta_inode *mi, const uint8_t *key,
@@ -700,6 +702,120 @@ static int fc_load_locked(struct fs *fs, const struct meta_inode *mi, const uint
     *out = l;
     *gen = rec.generation;
     return 0;
+}
+
+/* A file's row and chunk records as one snapshot holds them
+ * (meta_inode_get_chunks: one statement).  The commitment is checked
+ * against the two together, so a disagreement is never another
+ * workstation's commit landing between two reads: it is tampering.  The
+ * snapshot also keeps the first records themselves, which seed the
+ * chunk-record cache (a small file is then read without another query),
+ * and the record of one wanted index. */
+#define SNAP_SEED_CHUNKS 256
+#define SNAP_NO_WANT UINT64_MAX
+
+struct fc_snap {
+    struct meta_inode mi;
+    struct fc_list l;
+    struct chunk_ref *seed;    /* the first records, in index order */
+    uint64_t *seed_idx;
+    size_t nseed, capseed;
+    uint64_t want;             /* SNAP_NO_WANT: none */
+    int want_found;
+    struct chunk_ref want_ref;
+};
+
+static void snap_init(struct fc_snap *s, uint64_t want)
+{
+    memset(s, 0, sizeof *s);
+    fc_list_init(&s->l);
+    s->want = want;
+}
+
+static void snap_free(struct fc_snap *s)
+{
+    fc_list_free(&s->l);
+    free(s->seed);
+    free(s->seed_idx);
+    snap_init(s, s->want);
+}
+
+static int snap_cb(void *arg, uint64_t ino, uint64_t idx, const struct chunk_ref *r)
+{
+    struct fc_snap *s = arg;
+    (void)ino;
+    int rc = fc_list_set(&s->l, idx, r);
+    if (rc < 0)
+        return rc;
+    if (idx == s->want) {
+        s->want_found = 1;
+        s->want_ref = *r;
+    }
+    if (s->nseed < SNAP_SEED_CHUNKS) {
+        if (s->nseed == s->capseed) {
+            size_t n = s->capseed ? s->capseed * 4 : 4;
+            struct chunk_ref *p = realloc(s->seed, n * sizeof *p);
+            if (p)
+                s->seed = p;
+            uint64_t *q = p ? realloc(s->seed_idx, n * sizeof *q) : NULL;
+            if (q)
+                s->seed_idx = q;
+            if (!p || !q)
+                return 0;      /* a cache, not the check: seed fewer */
+            s->capseed = n;
+        }
+        s->seed[s->nseed] = *r;
+        s->seed_idx[s->nseed++] = idx;
+    }
+    return 0;
+}
+
+/* Read ino's snapshot (meta_lock held). */
+static int snap_read(struct fs *fs, uint64_t ino, struct fc_snap *s)
+{
+    snap_free(s);
+    return meta_inode_get_chunks(fs->v->meta, ino, &s->mi, snap_cb, s);
+}
+
+/* Check the snapshot against its commitment under key, never older than
+ * min_gen: 0 (*gen its generation) or -EBADMSG naming the check. */
+static int snap_verify(const struct fc_snap *s, const uint8_t *key, uint64_t min_gen,
+                       uint64_t *gen)
+{
+    struct fc_record rec;
+    int r = fc_verify(key, s->mi.ino, s->mi.size, &s->l, s->mi.commitment,
+                      s->mi.commitment_len, min_gen, &rec);
+    if (r == 0)
+        *gen = rec.generation;
+    return r;
+}
+
+/* f takes the verified list of s (in->lock held). */
+static void snap_take_list(struct fs_file *f, struct fc_snap *s, uint64_t gen)
+{
+    fc_list_free(&f->fc);
+    f->fc = s->l;
+    fc_list_init(&s->l);
+    f->fc_gen = gen;
+}
+
+/* Seed f's chunk-record cache with the verified records of s, for chunks
+ * this mount holds nothing of (in->lock held).  A malformed record is not
+ * seeded: its read then fails as chunk_source_once says. */
+static void snap_seed(struct fs *fs, struct fs_file *f, const struct fc_snap *s)
+{
+    for (size_t i = 0; i < s->nseed; i++) {
+        if (s->seed[i].version == 0 || s->seed[i].plain_len > fs->chunk_size)
+            continue;
+        struct fs_chunk *c = chunk_find(f, s->seed_idx[i]);
+        if (!c && f->nchunks < REF_CACHE_CHUNKS)
+            c = chunk_get(f, s->seed_idx[i]);
+        if (!c || c->ref_state != REF_UNKNOWN || c->buf || c->loading || c->writing ||
+            c->queued)
+            continue;
+        c->ref = s->seed[i];
+        c->ref_state = REF_COMMITTED;
+    }
 }
 
 int fs_data_commit_initial(const uint8_t *dek, struct meta_inode *mi)
@@ -753,11 +869,6 @@ static int file_retire_keys(struct fs_file *f)
     return 0;
 }
 
-static int fc_load_locked(struct fs *fs, const struct meta_inode *mi, const uint8_t *key,
-                          uint64_t min_gen, struct fc_list *out, uint64_t *gen);
-static int fc_load_settled(struct fs *fs, struct meta_inode *mi, const uint8_t *key,
-                           uint64_t min_gen, struct fc_list *out, uint64_t *gen);
-
 /* The stored row of the file has a new DEK: a dataadmin re-keyed it (its
  * commitment, under the new DEK, carries on the generations).  Take the
  * new DEK and commitment; chunks this mount put under the old DEK but has
@@ -774,35 +885,35 @@ static int file_adopt_dek(struct fs *fs, struct fs_inode *in)
         pthread_cond_wait(&in->cond, &in->lock);
     uint8_t *dek = secmem_alloc(DEK_LEN), *key = secmem_alloc(FC_KEY_LEN);
     size_t cs = chunk_sz(fs);
-    struct meta_inode mi;
-    struct fc_list l;
+    struct fc_snap sn;
+    struct meta_inode *mi = &sn.mi;
     uint64_t gen = 0;
-    fc_list_init(&l);
+    snap_init(&sn, SNAP_NO_WANT);
     int r = dek && key ? 0 : pfs_err(-ENOMEM, "out of memory adopting a new data key");
     pthread_mutex_lock(&fs->meta_lock);
     if (r == 0)
-        r = meta_inode_get(fs->v->meta, in->ino, &mi);
-    if (r == 0 && !file_rekeyed(fs, f, &mi)) {
+        r = snap_read(fs, in->ino, &sn);
+    if (r == 0 && !file_rekeyed(fs, f, mi)) {
         pthread_mutex_unlock(&fs->meta_lock);
         goto out;                 /* adopted meanwhile */
     }
     const struct folder_keys *k = NULL;
     if (r == 0) {
-        k = vault_folder_keys(fs->v, mi.folder_id, mi.key_version);
-        if (!k && vault_folder_load(fs->v, mi.folder_id) == 0)   /* rotated since the mount */
-            k = vault_folder_keys(fs->v, mi.folder_id, mi.key_version);
+        k = vault_folder_keys(fs->v, mi->folder_id, mi->key_version);
+        if (!k && vault_folder_load(fs->v, mi->folder_id) == 0)   /* rotated since the mount */
+            k = vault_folder_keys(fs->v, mi->folder_id, mi->key_version);
         if (!k)
             r = pfs_err(-EACCES, "inode %" PRIu64 " was re-keyed under folder key version %u, "
                         "which this mount does not hold: unmount and mount again", in->ino,
-                        mi.key_version);
+                        mi->key_version);
     }
-    if (r == 0 && dek_unwrap(k, in->ino, mi.wrapped_dek, mi.wrapped_dek_len, dek) < 0)
+    if (r == 0 && dek_unwrap(k, in->ino, mi->wrapped_dek, mi->wrapped_dek_len, dek) < 0)
         r = fs_tamper(fs, NULL, in->ino, NULL, "check \"data key\" failed: the row's new "
                       "wrapped data key does not unwrap");
     if (r == 0)
         r = fc_key_derive(dek, key);
     if (r == 0) {
-        r = fc_load_locked(fs, &mi, key, f->fc_gen, &l, &gen);
+        r = snap_verify(&sn, key, f->fc_gen, &gen);
         if (r == -EBADMSG)
             r = fs_tamper(fs, NULL, in->ino, NULL, pfs_err_msg());
     }
@@ -842,92 +953,79 @@ static int file_adopt_dek(struct fs *fs, struct fs_inode *in)
     __atomic_store_n(&f->dek, dek, __ATOMIC_RELEASE);
     __atomic_store_n(&f->fc_key, key, __ATOMIC_RELEASE);
     dek = key = NULL;
-    fc_list_free(&f->fc);
-    f->fc = l;
-    fc_list_init(&l);
     if (f->base_gen == f->fc_gen && gen == f->fc_gen + 1)
         f->base_gen = gen;
-    f->fc_gen = gen;
+    snap_take_list(f, &sn, gen);
     f->fresh = 0;
     f->ra_until = 0;
-    file_note_dek(f, &mi);
+    file_note_dek(f, mi);
     /* plaintext cached under this mount's own versions, whose numbers the
      * re-keying may have taken, must not serve the new records */
     cache_drop_ino(fs->data, in->ino);
 out:
-    fc_list_free(&l);
+    snap_free(&sn);
     secmem_free(dek, DEK_LEN);
     secmem_free(key, FC_KEY_LEN);
     return r;
 }
 
-/* fc_load_locked of a row read earlier (meta_lock held).  The row and the
- * chunk records are two reads: another workstation's commit between them
- * makes them disagree without any tampering.  Read the row again while its
- * commitment keeps moving (same DEK) and load against the newer one; the
- * same commitment failing against its records stays -EBADMSG (tampering). */
-static int fc_load_settled(struct fs *fs, struct meta_inode *mi, const uint8_t *key,
-                           uint64_t min_gen, struct fc_list *out, uint64_t *gen)
-{
-    int r = fc_load_locked(fs, mi, key, min_gen, out, gen);
-    for (int tries = 0; r == -EBADMSG && tries < 8; tries++) {
-        struct meta_inode again;
-        if (meta_inode_get(fs->v->meta, mi->ino, &again) < 0 ||
-            again.wrapped_dek_len != mi->wrapped_dek_len ||
-            memcmp(again.wrapped_dek, mi->wrapped_dek, mi->wrapped_dek_len) ||
-            (again.commitment_len == mi->commitment_len &&
-             !memcmp(again.commitment, mi->commitment, mi->commitment_len)))
-            break;
-        *mi = again;
-        r = fc_load_locked(fs, mi, key, min_gen, out, gen);
-    }
-    return r;
-}
-
+/* Read the file's row and chunk records (one snapshot), unwrap its DEK and
+ * check the records against its commitment (in->lock held). */
 static int file_load(struct fs *fs, struct fs_inode *in, struct fs_file *f)
 {
-    struct meta_inode mi;
+    struct fc_snap sn;
+    uint64_t gen = 0;
+    snap_init(&sn, SNAP_NO_WANT);
     pthread_mutex_lock(&fs->meta_lock);
-    int r = meta_inode_get(fs->v->meta, in->ino, &mi);
+    int r = snap_read(fs, in->ino, &sn);
     pthread_mutex_unlock(&fs->meta_lock);
-    if (r < 0)
-        return r;
-    const struct folder_keys *k = vault_folder_keys(fs->v, mi.folder_id, mi.key_version);
-    if (!k)
-        return pfs_err(-EACCES, "inode %" PRIu64 ": folder key version %u is not held by "
-                       "this account", in->ino, mi.key_version);
-    r = dek_unwrap(k, in->ino, mi.wrapped_dek, mi.wrapped_dek_len, f->dek);
-    if (r < 0)
-        return pfs_err(-EIO, "inode %" PRIu64 ": its data key does not unwrap (%s)",
-                       in->ino, pfs_err_msg());
-    r = fc_key_derive(f->dek, f->fc_key);
-    if (r < 0)
-        return pfs_err(-EIO, "inode %" PRIu64 ": cannot derive its commitment key", in->ino);
-    file_note_dek(f, &mi);
-    pthread_mutex_lock(&fs->meta_lock);
-    r = fc_load_settled(fs, &mi, f->fc_key, 0, &f->fc, &f->fc_gen);
+    const struct folder_keys *k = NULL;
+    if (r == 0) {
+        k = vault_folder_keys(fs->v, sn.mi.folder_id, sn.mi.key_version);
+        if (!k)
+            r = pfs_err(-EACCES, "inode %" PRIu64 ": folder key version %u is not held by "
+                        "this account", in->ino, sn.mi.key_version);
+    }
+    if (r == 0 && dek_unwrap(k, in->ino, sn.mi.wrapped_dek, sn.mi.wrapped_dek_len, f->dek) < 0)
+        r = pfs_err(-EIO, "inode %" PRIu64 ": its data key does not unwrap (%s)", in->ino,
+                    pfs_err_msg());
+    if (r == 0 && fc_key_derive(f->dek, f->fc_key) < 0)
+        r = pfs_err(-EIO, "inode %" PRIu64 ": cannot derive its commitment key", in->ino);
+    if (r == 0) {
+        file_note_dek(f, &sn.mi);
+        r = snap_verify(&sn, f->fc_key, 0, &gen);
+    }
     /* The signed file head's floor: a verified commitment older than it is
      * an older version put back.  The floor may have been refreshed after
-     * the row was read: read it once more before calling it tampering. */
+     * the snapshot was read: read it once more before calling it
+     * tampering. */
     uint64_t floor = vault_file_floor(fs->v, in->ino);
-    if (r == 0 && f->fc_gen < floor && meta_inode_get(fs->v->meta, in->ino, &mi) == 0 &&
-        !file_rekeyed(fs, f, &mi))
-        r = fc_load_settled(fs, &mi, f->fc_key, 0, &f->fc, &f->fc_gen);
-    if (r == 0 && f->fc_gen < floor)
+    if (r == 0 && gen < floor) {
+        pthread_mutex_lock(&fs->meta_lock);
+        r = snap_read(fs, in->ino, &sn);
+        pthread_mutex_unlock(&fs->meta_lock);
+        if (r == 0 && file_rekeyed(fs, f, &sn.mi))
+            r = pfs_err(-EIO, "inode %" PRIu64 " was re-keyed while it was opened: try again",
+                        in->ino);
+        if (r == 0)
+            r = snap_verify(&sn, f->fc_key, 0, &gen);
+    }
+    if (r == 0 && gen < floor)
         r = pfs_err(-EBADMSG, "check \"file head\" failed: its commitment has generation %"
                     PRIu64 ", older than generation %" PRIu64 " that the signed file head "
                     "records (an older version of the file was put back in the metadata "
-                    "store)", f->fc_gen, floor);
-    pthread_mutex_unlock(&fs->meta_lock);
+                    "store)", gen, floor);
+    if (r == 0) {
+        snap_take_list(f, &sn, gen);
+        f->size = sn.mi.size;
+        f->mtime_ns = sn.mi.mtime_ns;
+        f->base_gen = f->fc_gen;
+        snap_seed(fs, f, &sn);
+    }
+    snap_free(&sn);
     if (r == -EBADMSG)
         return fs_tamper(fs, NULL, in->ino, NULL, pfs_err_msg());
-    if (r < 0)
-        return pfs_err(-EIO, "inode %" PRIu64 ": cannot read its chunk records (%s)", in->ino,
-                       pfs_err_msg());
-    f->size = mi.size;
-    f->mtime_ns = mi.mtime_ns;
-    f->base_gen = f->fc_gen;
-    return 0;
+    return r;
 }
 
 /* Close-to-open against other mounts of the vault on this machine: at an
@@ -952,43 +1050,49 @@ int fs_data_revalidate(struct fs *fs, struct fs_inode *in)
     pthread_mutex_lock(&in->lock);
     struct fs_file *f = in->file;
     int busy = file_unsaved(f);
-    struct meta_inode mi;
+    struct fc_snap sn;
+    uint64_t gen = 0;
     int r = 0;
-    if (!busy) {
-        /* re-keyed since this mount read it: take the new DEK first */
+    snap_init(&sn, SNAP_NO_WANT);
+    /* The stored state, as another mount committed it (one snapshot of the
+     * row and its records), must verify against its commitment and be no
+     * older than what this mount saw.  Re-keyed since this mount read it:
+     * take the new DEK first, then read again. */
+    for (int round = 0; !busy && round < 2; round++) {
         pthread_mutex_lock(&fs->meta_lock);
-        int rekeyed = meta_inode_get(fs->v->meta, in->ino, &mi) == 0 &&
-                      file_rekeyed(fs, f, &mi);
-        pthread_mutex_unlock(&fs->meta_lock);
-        if (rekeyed)
-            r = file_adopt_dek(fs, in);
-        busy = r < 0 || file_unsaved(f);
-    }
-    if (!busy) {
-        /* the stored state, as another mount committed it, must verify
-         * against its commitment (and be no older than what this mount saw) */
-        pthread_mutex_lock(&fs->meta_lock);
-        busy = meta_inode_get(fs->v->meta, in->ino, &mi) < 0;
-        if (!busy) {
-            r = fc_load_settled(fs, &mi, f->fc_key, f->fc_gen, &f->fc, &f->fc_gen);
-            if (r == -EBADMSG)
-                r = fs_tamper(fs, NULL, in->ino, NULL, pfs_err_msg());
-            busy = r < 0;
+        if (snap_read(fs, in->ino, &sn) < 0) {
+            pthread_mutex_unlock(&fs->meta_lock);
+            busy = 1;
+            break;
         }
+        if (file_rekeyed(fs, f, &sn.mi)) {
+            pthread_mutex_unlock(&fs->meta_lock);
+            r = file_adopt_dek(fs, in);
+            busy = r < 0 || file_unsaved(f) || round == 1;
+            continue;
+        }
+        r = snap_verify(&sn, f->fc_key, f->fc_gen, &gen);
+        if (r == -EBADMSG)
+            r = fs_tamper(fs, NULL, in->ino, NULL, pfs_err_msg());
         pthread_mutex_unlock(&fs->meta_lock);
-    }
-    if (!busy) {
+        busy = r < 0;
+        if (busy)
+            break;
         for (size_t i = 0; i < f->ntab; i++)
             for (struct fs_chunk *c = f->tab[i]; c; c = c->next) {
                 c->ref_state = REF_UNKNOWN;
                 c->version_known = 0;
             }
-        f->size = mi.size;
-        f->mtime_ns = mi.mtime_ns;
+        snap_take_list(f, &sn, gen);
+        snap_seed(fs, f, &sn);
+        f->size = sn.mi.size;
+        f->mtime_ns = sn.mi.mtime_ns;
         f->base_gen = f->fc_gen;
         f->fresh = 0;
         f->ra_until = 0;
+        break;
     }
+    snap_free(&sn);
     pthread_mutex_unlock(&in->lock);
     return r < 0 ? -EIO : 0;
 }
@@ -1053,13 +1157,12 @@ enum chunk_src { SRC_HOLE, SRC_DIRTY, SRC_STORED };
 
 /* A chunk record just read (buf if rc is 0, none if -ENOENT) must be the
  * one the verified commitment lists for idx (in->lock and meta_lock held).
- * If not, another workstation may have committed since: the record and the
- * commitment are two reads, and commits keep landing between them while a
- * writer saves.  So read the commitment again (verified, never older), and
- * if the record still disagrees, the record again, then the commitment:
- * a record that disagrees with a commitment whose generation did not move
- * across its read is tampering (-EIO, reported).  Returns the record's rc
- * (0, buf refilled, or -ENOENT) when it is the listed one. */
+ * If not, another workstation may have committed since this mount verified
+ * the list: read the row and every record again in one snapshot
+ * (meta_inode_get_chunks) and verify them (never older).  The record of
+ * idx is then taken from that snapshot: a snapshot that does not verify is
+ * tampering (-EIO, reported), never a race.  Returns the record's rc (0,
+ * buf refilled, or -ENOENT for a hole) when it is the listed one. */
 static int chunk_committed_check(struct fs *fs, struct fs_inode *in, uint64_t idx,
                                  struct chunk_ref *buf, int rc)
 {
@@ -1067,39 +1170,26 @@ static int chunk_committed_check(struct fs *fs, struct fs_inode *in, uint64_t id
     const struct fc_entry *e = fc_list_find(&f->fc, idx);
     if (rc == 0 ? fc_entry_matches(e, buf) : e == NULL)
         return rc;
-    struct meta_inode mi;
+    struct fc_snap sn;
+    uint64_t gen = 0;
     char what[512];
-    int r = 0;
-    for (int tries = 0; tries < 16; tries++) {
-        uint64_t seen_gen = f->fc_gen;       /* the list before the record's read */
-        r = meta_inode_get(fs->v->meta, in->ino, &mi);
-        if (r == 0 && file_rekeyed(fs, f, &mi))
-            return -EKEYEXPIRED;  /* chunk_source adopts the new DEK */
-        if (r == 0)
-            r = fc_load_settled(fs, &mi, f->fc_key, f->fc_gen, &f->fc, &f->fc_gen);
-        if (r < 0)
-            break;
+    snap_init(&sn, idx);
+    int r = snap_read(fs, in->ino, &sn);
+    if (r == 0 && file_rekeyed(fs, f, &sn.mi))
+        r = -EKEYEXPIRED;  /* chunk_source adopts the new DEK */
+    else if (r == 0)
+        r = snap_verify(&sn, f->fc_key, f->fc_gen, &gen);
+    if (r == 0) {
+        snap_take_list(f, &sn, gen);
         if (!file_unsaved(f))
             f->base_gen = f->fc_gen;   /* nothing of ours to lose: the newer state is the base */
-        e = fc_list_find(&f->fc, idx);
-        if (rc == 0 ? fc_entry_matches(e, buf) : e == NULL)
-            return rc;
-        if (f->fc_gen == seen_gen) {
-            r = pfs_err(-EBADMSG, "check \"chunk record\" failed");
-            break;
-        }
-        rc = meta_chunk_get(fs->v->meta, in->ino, idx, buf);
-        if (rc < 0 && rc != -ENOENT)
-            return rc;
-        if (rc == 0 ? fc_entry_matches(e, buf) : e == NULL)
-            return rc;
+        rc = sn.want_found ? 0 : -ENOENT;
+        if (rc == 0)
+            *buf = sn.want_ref;
     }
-    if (r == 0)
-        return pfs_err(-EIO, "inode %" PRIu64 " chunk %" PRIu64 ": the file kept changing "
-                       "under the read (another workstation is saving it): try again",
-                       in->ino, idx);
+    snap_free(&sn);
     if (r != -EBADMSG)
-        return r;
+        return r < 0 ? r : rc;
     snprintf(what, sizeof what, "chunk %" PRIu64 " (%s): %s", idx,
              rc == 0 ? (e ? "record is not the committed version" : "record where a hole was "
                         "committed") : "record missing", pfs_err_msg());
@@ -1560,7 +1650,6 @@ static int commit_replaced_some(const struct commit_set *s)
 static int conflict_discard(struct fs *fs, struct fs_inode *in)
 {
     struct fs_file *f = in->file;
-    struct meta_inode mi;
     pthread_mutex_lock(&in->lock);
     while (f->inflight || f->loading)
         pthread_cond_wait(&in->cond, &in->lock);
@@ -1578,18 +1667,23 @@ static int conflict_discard(struct fs *fs, struct fs_inode *in)
     size_t ndrop = f->ndrop;
     f->drop = NULL;
     f->ndrop = f->capdrop = 0;
+    struct fc_snap sn;
+    uint64_t gen = 0;
+    snap_init(&sn, SNAP_NO_WANT);
     pthread_mutex_lock(&fs->meta_lock);
-    int r = meta_inode_get(fs->v->meta, in->ino, &mi);
+    int r = snap_read(fs, in->ino, &sn);
     if (r == 0)
-        r = fc_load_settled(fs, &mi, f->fc_key, f->fc_gen, &f->fc, &f->fc_gen);
+        r = snap_verify(&sn, f->fc_key, f->fc_gen, &gen);
     if (r == -EBADMSG)
         r = fs_tamper(fs, NULL, in->ino, NULL, pfs_err_msg());
     pthread_mutex_unlock(&fs->meta_lock);
     if (r == 0) {
-        f->size = mi.size;
-        f->mtime_ns = mi.mtime_ns;
+        snap_take_list(f, &sn, gen);
+        f->size = sn.mi.size;
+        f->mtime_ns = sn.mi.mtime_ns;
         f->base_gen = f->fc_gen;
     }
+    snap_free(&sn);
     pthread_mutex_unlock(&in->lock);
     drop_delete(fs, drop, ndrop);
     /* this mount's plaintext of its own versions (their numbers may be the

@@ -459,6 +459,14 @@ int meta_chunk_list(struct meta *m, uint64_t ino, meta_chunk_cb cb, void *arg)
     return m->ops->chunk_list(m, ino, cb, arg);
 }
 
+int meta_inode_get_chunks(struct meta *m, uint64_t ino, struct meta_inode *out,
+                          int (*cb)(void *arg, uint64_t ino, uint64_t idx,
+                                    const struct chunk_ref *r),
+                          void *arg)
+{
+    return m->ops->inode_get_chunks(m, ino, out, cb, arg);
+}
+
 int meta_chunk_max_version(struct meta *m, uint64_t ino, uint64_t idx, uint64_t *version)
 {
     return m->ops->chunk_max_version(m, ino, idx, version);

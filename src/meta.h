@@ -241,6 +241,17 @@ int meta_chunk_truncate(struct meta *m, uint64_t ino, uint64_t from_idx);
 int meta_chunk_list(struct meta *m, uint64_t ino,
                     int (*cb)(void *arg, uint64_t ino, uint64_t idx, const struct chunk_ref *r),
                     void *arg);
+/* The inode row (into *out) and every chunk record of it (to cb, in index
+ * order), read in one statement and so from one snapshot of the store: a
+ * commit made through another connection is seen wholly or not at all.
+ * The per-file commitment is checked against what this returns, so a
+ * mismatch is never a race with another workstation (docs/design.md, "The
+ * read path").  -ENOENT (with a message) when there is no such inode; cb
+ * returns nonzero to stop (as meta_chunk_list). */
+int meta_inode_get_chunks(struct meta *m, uint64_t ino, struct meta_inode *out,
+                          int (*cb)(void *arg, uint64_t ino, uint64_t idx,
+                                    const struct chunk_ref *r),
+                          void *arg);
 /* Highest chunk version ever used for (ino, idx), 0 if none. */
 int meta_chunk_max_version(struct meta *m, uint64_t ino, uint64_t idx, uint64_t *version);
 

@@ -84,6 +84,8 @@ struct meta_ops {
     int (*chunk_put)(struct meta *m, uint64_t ino, uint64_t idx, const struct chunk_ref *ref);
     int (*chunk_truncate)(struct meta *m, uint64_t ino, uint64_t from_idx);
     int (*chunk_list)(struct meta *m, uint64_t ino, meta_chunk_cb cb, void *arg);
+    int (*inode_get_chunks)(struct meta *m, uint64_t ino, struct meta_inode *out,
+                            meta_chunk_cb cb, void *arg);
     int (*chunk_max_version)(struct meta *m, uint64_t ino, uint64_t idx, uint64_t *version);
 
     int (*gc_list)(struct meta *m, unsigned limit, meta_gc_cb cb, void *arg);

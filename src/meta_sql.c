@@ -105,7 +105,7 @@ enum st {
     ST_SYMLINK_SET, ST_SYMLINK_GET, ST_SYMLINK_DELETE, ST_XATTRS_DELETE_ALL,
     ST_DIRENT_LOOKUP, ST_DIRENT_ADD, ST_DIRENT_SET_BIND, ST_DIRENT_REMOVE,
     ST_DIRENT_RESEAL, ST_SYMLINK_RESEAL, ST_XATTR_RESEAL, ST_DIRENT_LIST, ST_DIRENT_COUNT,
-    ST_CHUNK_GET, ST_CHUNK_UPSERT, ST_CHUNK_LIST_INO, ST_CHUNK_LIST_ALL,
+    ST_CHUNK_GET, ST_CHUNK_UPSERT, ST_CHUNK_LIST_INO, ST_CHUNK_LIST_ALL, ST_INODE_CHUNKS,
     ST_GC_QUEUE_ONE, ST_GC_QUEUE_FROM, ST_CHUNKS_DELETE_FROM, ST_MAXVER_GET, ST_MAXVER_SET,
     ST_MAXVER_DELETE,
     ST_GC_LIST, ST_GC_DONE,
@@ -201,6 +201,15 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_CHUNK_LIST_INO] = "SELECT ino, idx, " CHUNK_COLS " FROM chunks WHERE ino = ?1"
                           " ORDER BY idx",
     [ST_CHUNK_LIST_ALL] = "SELECT ino, idx, " CHUNK_COLS " FROM chunks ORDER BY ino, idx",
+    /* meta_inode_get_chunks: the row and its chunk records in ONE statement,
+     * so from one snapshot (SQLite reads a statement from one WAL snapshot,
+     * PostgreSQL takes one snapshot per statement); column 14 says whether
+     * the row carries a chunk record (a file without any gives one row) */
+    [ST_INODE_CHUNKS] = "SELECT " INODE_COLS ", CAST(CASE WHEN c_ino IS NULL THEN 0 ELSE 1 END"
+                        " AS {INT}), c_idx, " CHUNK_COLS " FROM inodes LEFT JOIN"
+                        " (SELECT ino AS c_ino, idx AS c_idx, " CHUNK_COLS " FROM chunks"
+                        " WHERE ino = ?1) AS c ON c_ino = inodes.ino"
+                        " WHERE inodes.ino = ?1 ORDER BY c_idx",
     [ST_GC_QUEUE_ONE] = "INSERT INTO gc_queue (" CHUNK_COLS ", queued) SELECT " CHUNK_COLS
                         ", CAST(?3 AS {INT}) FROM chunks WHERE ino = ?1 AND idx = ?2",
     [ST_GC_QUEUE_FROM] = "INSERT INTO gc_queue (" CHUNK_COLS ", queued) SELECT " CHUNK_COLS
@@ -1542,6 +1551,17 @@ static int sql_chunk_truncate(struct meta *m, uint64_t ino, uint64_t from_idx)
     return rc ? rc : group_end(h, chunks_to_gc(h, ino, from_idx));
 }
 
+/* The record of the current row to cb: its index at column first, its
+ * CHUNK_COLS after it.  0, or what stops the list (meta_cb_result). */
+static int chunk_row_to(struct q *q, int first, uint64_t ino, meta_chunk_cb cb, void *arg)
+{
+    struct chunk_ref r;
+    uint64_t idx = (uint64_t)col_i64(q, first);
+    int rc = read_chunk(q, first + 1, &r);
+
+    return rc ? rc : cb(arg, ino, idx, &r);
+}
+
 static int sql_chunk_list(struct meta *m, uint64_t ino, meta_chunk_cb cb, void *arg)
 {
     struct q q;
@@ -1550,18 +1570,45 @@ static int sql_chunk_list(struct meta *m, uint64_t ino, meta_chunk_cb cb, void *
     if (rc == 0 && ino)
         q_u64(&q, 1, ino);
     while (rc == 0 && (rc = q_step(&q, "chunk list")) > 0) {
-        struct chunk_ref r;
-        uint64_t cino = (uint64_t)col_i64(&q, 0), idx = (uint64_t)col_i64(&q, 1);
-
-        rc = read_chunk(&q, 2, &r);
-        if (rc == 0)
-            rc = cb(arg, cino, idx, &r);
+        rc = chunk_row_to(&q, 1, (uint64_t)col_i64(&q, 0), cb, arg);
         if (rc) {
             rc = meta_cb_result(rc);
             break;
         }
     }
     q_close(&q);
+    return rc;
+}
+
+static int sql_inode_get_chunks(struct meta *m, uint64_t ino, struct meta_inode *out,
+                                meta_chunk_cb cb, void *arg)
+{
+    struct q q;
+    int rows = 0;
+    int rc = q_open(H(m), ST_INODE_CHUNKS, &q);
+
+    if (rc == 0)
+        q_u64(&q, 1, ino);
+    while (rc == 0 && (rc = q_step(&q, "inode and chunk records")) > 0) {
+        int64_t has = col_i64(&q, 14);
+
+        if (rows++ == 0 && (rc = read_inode(&q, out)) != 0)
+            break;
+        if (q.st->bad || (has != 0 && has != 1)) {
+            rc = row_status(&q, "inode and chunk records");
+            break;
+        }
+        if (!has)
+            continue;      /* no chunk record: the one row of the inode */
+        rc = chunk_row_to(&q, 15, ino, cb, arg);
+        if (rc) {
+            rc = meta_cb_result(rc);
+            break;
+        }
+    }
+    q_close(&q);
+    if (rc == 0 && rows == 0)
+        rc = pfs_err(-ENOENT, "no inode %llu", (unsigned long long)ino);
     return rc;
 }
 
@@ -1924,6 +1971,7 @@ static const struct meta_ops sql_ops = {
     .chunk_put = sql_chunk_put,
     .chunk_truncate = sql_chunk_truncate,
     .chunk_list = sql_chunk_list,
+    .inode_get_chunks = sql_inode_get_chunks,
     .chunk_max_version = sql_chunk_max_version,
     .gc_list = sql_gc_list,
     .gc_done = sql_gc_done,

@@ -395,10 +395,10 @@ def test_orphan_of_a_crashed_workstation_is_deleted_after_its_lease(pg, office_s
 
 
 def test_reader_beside_a_writer_sees_no_tampering(pg, office):
-    """A workstation opening a file while another one commits it reads the
-    inode row and the chunk records in two statements; a commit landing
-    between them must not be taken for tampering (it was: the reader's
-    opens failed with EIO, audited as 'tamper')."""
+    """A workstation opening a file while another one commits it must not
+    take that commit for tampering (it did while the inode row and the
+    chunk records were two reads: the reader's opens failed with EIO,
+    audited as 'tamper'; they are now one snapshot, meta_inode_get_chunks)."""
     a, b = office
     H.write_file(a.path("hot.txt"), b"0" * 100)
     stop = threading.Event()

@@ -762,6 +762,114 @@ static int xattr_count(void *arg, const uint8_t *name, size_t nlen)
     return 0;
 }
 
+/* meta_inode_get_chunks: the row and its records, and both from ONE
+ * snapshot: a commit made through another connection while the records
+ * are being handed out is not seen by that read (the per-file commitment
+ * relies on it: a row and records that disagree are then tampering, never
+ * a race). */
+struct snap_seen {
+    unsigned n;
+    uint64_t idx[8];
+    struct chunk_ref refs[8];
+    struct meta *other;        /* commits through it at the first record */
+    uint64_t ino;
+    int other_rc;
+};
+
+static int snap_collect(void *arg, uint64_t ino, uint64_t idx, const struct chunk_ref *r)
+{
+    struct snap_seen *s = arg;
+    struct meta_inode mi;
+
+    if (ino != s->ino || s->n >= 8)
+        return -EINVAL;
+    s->idx[s->n] = idx;
+    s->refs[s->n++] = *r;
+    if (s->other && s->n == 1) {
+        /* another workstation's commit: drops chunk 3, changes the size */
+        s->other_rc = meta_begin(s->other);
+        if (s->other_rc == 0)
+            s->other_rc = meta_chunk_truncate(s->other, ino, 2);
+        if (s->other_rc == 0)
+            s->other_rc = meta_inode_get(s->other, ino, &mi);
+        mi.size = 2222;
+        if (s->other_rc == 0)
+            s->other_rc = meta_inode_update(s->other, &mi);
+        if (s->other_rc == 0)
+            s->other_rc = meta_commit(s->other);
+    }
+    return 0;
+}
+
+static void test_inode_with_chunks_one_snapshot(void)
+{
+    struct meta *m = open_fresh(), *m2 = NULL;
+    struct chunk_ref r0, r1, r3;
+    struct meta_inode mi, got;
+    struct snap_seen seen = { 0 };
+    uint64_t a, b;
+
+    REQUIRE(m);
+    a = make_inode(m, S_IFREG | 0644, 1);
+    b = make_inode(m, S_IFREG | 0644, 1);
+    REQUIRE(a && b);
+    REQUIRE(meta_inode_get(m, a, &mi) == 0);
+    mi.size = 1111;
+    mi.commitment_len = 3;
+    memcpy(mi.commitment, "abc", 3);
+    REQUIRE(meta_inode_update(m, &mi) == 0);
+    make_ref(&r0, 10, 1);
+    make_ref(&r1, 11, 1);
+    make_ref(&r3, 13, 1);
+    REQUIRE(meta_chunk_put(m, a, 3, &r3) == 0);   /* out of order on purpose */
+    REQUIRE(meta_chunk_put(m, a, 0, &r0) == 0);
+    REQUIRE(meta_chunk_put(m, a, 1, &r1) == 0);
+
+    /* the row and every record, in index order */
+    seen.ino = a;
+    CHECK_EQ_INT(meta_inode_get_chunks(m, a, &got, snap_collect, &seen), 0);
+    CHECK_EQ_INT(got.ino, a);
+    CHECK_EQ_INT(got.size, 1111);
+    CHECK(got.commitment_len == 3 && memcmp(got.commitment, "abc", 3) == 0);
+    REQUIRE(seen.n == 3);
+    CHECK(seen.idx[0] == 0 && seen.idx[1] == 1 && seen.idx[2] == 3);
+    CHECK(ref_equal(&seen.refs[0], &r0) && ref_equal(&seen.refs[1], &r1) &&
+          ref_equal(&seen.refs[2], &r3));
+    /* a file without records: the row, no record; no inode: -ENOENT */
+    memset(&seen, 0, sizeof seen);
+    seen.ino = b;
+    CHECK_EQ_INT(meta_inode_get_chunks(m, b, &got, snap_collect, &seen), 0);
+    CHECK_EQ_INT(got.ino, b);
+    CHECK_EQ_INT(seen.n, 0);
+    CHECK_EQ_INT(meta_inode_get_chunks(m, 999999, &got, snap_collect, &seen), -ENOENT);
+
+    /* a commit through a second connection in the middle of the read */
+    REQUIRE(B->reopen(&m2) == 0);
+    memset(&seen, 0, sizeof seen);
+    seen.ino = a;
+    seen.other = m2;
+    CHECK_EQ_INT(meta_inode_get_chunks(m, a, &got, snap_collect, &seen), 0);
+    CHECK_EQ_INT(seen.other_rc, 0);
+    CHECK_EQ_INT(seen.n, 3);            /* chunk 3 was still there in the snapshot */
+    CHECK_EQ_INT(got.size, 1111);       /* and the row is the one of that snapshot */
+    /* the next read sees the commit, row and records together */
+    memset(&seen, 0, sizeof seen);
+    seen.ino = a;
+    CHECK_EQ_INT(meta_inode_get_chunks(m, a, &got, snap_collect, &seen), 0);
+    CHECK_EQ_INT(seen.n, 2);
+    CHECK_EQ_INT(got.size, 2222);
+    meta_close(m2);
+
+    /* a malformed record is refused, not skipped */
+    meta_close(m);
+    REQUIRE(B->raw_exec("UPDATE chunks SET sums = substr(sums, 1, 10) WHERE idx = 1") == 0);
+    REQUIRE(B->reopen(&m) == 0);
+    memset(&seen, 0, sizeof seen);
+    seen.ino = a;
+    CHECK_EQ_INT(meta_inode_get_chunks(m, a, &got, snap_collect, &seen), -EBADMSG);
+    finish(m);
+}
+
 static void test_xattrs(void)
 {
     struct meta *m = open_fresh();
@@ -1620,6 +1728,7 @@ static const struct shared_case shared[] = {
     { "dirents", test_dirents },
     { "name_bytes_stored_as_given", test_name_bytes_stored_as_given },
     { "chunks_and_gc", test_chunks_and_gc },
+    { "inode_with_chunks_one_snapshot", test_inode_with_chunks_one_snapshot },
     { "xattrs", test_xattrs },
     { "stats", test_stats },
     { "corrupt_rows", test_corrupt_rows },
