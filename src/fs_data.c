@@ -25,6 +25,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "crashpoint.h"
 #include "envelope.h"
 #include "error.h"
 #include "filecommit.h"
@@ -46,6 +47,12 @@
 #define COMMIT_REKEYED 2        /* commit_meta: the file got a fresh DEK
                                    (pactfs-admin rekey): adopt it, write again */
 #define REKEY_ROUNDS 3          /* flushes retried after adopting a new DEK */
+/* The batch committer (files released while this mount is alone): after
+ * the first queued file it waits this long for more, so files closed one
+ * after another (tar x, cp -r) share one fragment sync. */
+#define COMMIT_WINDOW_MS 3
+/* Files queued beyond this are committed by the releasing thread itself. */
+#define COMMIT_QUEUE_MAX 256
 
 /* ---- types ---- */
 
@@ -193,6 +200,15 @@ struct fs_data {
      * (with an op reference) so the data stays, flushed again each period */
     struct fs_inode **stuck;
     size_t nstuck, capstuck;
+    /* batch committer: released files (each with an op reference) whose
+     * puts, one shared fragment sync and commits it makes in batches */
+    pthread_mutex_t cqlock;
+    pthread_cond_t cqcond;      /* queued work, or stop */
+    pthread_cond_t cqidle;      /* queue empty and no batch running */
+    struct fs_inode **cq;
+    size_t ncq, capcq;
+    int cq_busy, cq_stop, cq_started;
+    pthread_t committer;
 };
 
 static size_t chunk_sz(const struct fs *fs) { return fs->chunk_size; }
@@ -1533,18 +1549,15 @@ static int commit_record(struct fs *fs, struct fs_inode *in, struct meta_inode *
     return 0;
 }
 
-static int commit_meta(struct fs *fs, struct fs_inode *in, struct commit_set *s,
-                       const unsigned *setattr_seq)
+/* One file's part of a commit transaction (meta_lock held, inside it). */
+static int commit_meta_body(struct fs *fs, struct fs_inode *in, struct commit_set *s,
+                            const unsigned *setattr_seq)
 {
     struct meta *m = fs->v->meta;
     uint64_t ino = in->ino;
     struct meta_inode mi;
-    pthread_mutex_lock(&fs->meta_lock);
-    int r = meta_begin(m);
-    if (r < 0)
-        goto out;
     /* writers of this file on other workstations commit one at a time */
-    r = meta_inode_lock(m, ino);
+    int r = meta_inode_lock(m, ino);
     if (r == 0)
         r = meta_inode_get(m, ino, &mi);
     if (r == 0)
@@ -1565,12 +1578,24 @@ static int commit_meta(struct fs *fs, struct fs_inode *in, struct commit_set *s,
             mi.ctime_ns = s->ctime_ns;
         r = meta_inode_update(m, &mi);
     }
+    return r;
+}
+
+static int commit_meta(struct fs *fs, struct fs_inode *in, struct commit_set *s,
+                       const unsigned *setattr_seq)
+{
+    struct meta *m = fs->v->meta;
+    pthread_mutex_lock(&fs->meta_lock);
+    int r = meta_begin(m);
+    if (r < 0)
+        goto out;
+    r = commit_meta_body(fs, in, s, setattr_seq);
     if (r == 0)
         r = meta_commit(m);
     else
         meta_rollback(m);
     if (r == 0)
-        vault_file_head_note_commit(fs->v, ino);   /* the signed file head follows, batched */
+        vault_file_head_note_commit(fs->v, in->ino);   /* the signed file head follows, batched */
 out:
     pthread_mutex_unlock(&fs->meta_lock);
     return r;
@@ -1622,6 +1647,7 @@ static int fragments_sync(struct fs *fs, uint64_t put_gen)
     if (__atomic_load_n(&d->synced_gen, __ATOMIC_ACQUIRE) >= put_gen)
         return 0;
     uint64_t start = __atomic_load_n(&d->put_gen, __ATOMIC_ACQUIRE);
+    __atomic_add_fetch(&d->health.fragment_syncs, 1, __ATOMIC_RELAXED);
     int r = object_layer_sync(fs->v->ol);
     if (r < 0)
         return r;
@@ -1709,6 +1735,8 @@ static int file_commit(struct fs *fs, struct fs_inode *in)
         r = fragments_sync(fs, s.put_gen);
     if (work && r == 0)
         r = commit_meta(fs, in, &s, &f->setattr_seq);
+    if (work && r == 0)
+        __atomic_add_fetch(&fs->data->health.file_commits, 1, __ATOMIC_RELAXED);
     pthread_mutex_lock(&in->lock);
     commit_settle(f, &s, r == 0);
     pthread_mutex_unlock(&in->lock);
@@ -1805,6 +1833,8 @@ int fs_data_fsync(struct fs *fs, struct fs_inode *in)
     return r < 0 ? r : s;
 }
 
+static void committer_drain(struct fs_data *d);
+
 static void flush_one(struct fs *fs, struct fs_inode *in)
 {
     if (fs_data_flush(fs, in) < 0) {
@@ -1818,9 +1848,269 @@ static void flush_one(struct fs *fs, struct fs_inode *in)
 
 void fs_data_flush_all(struct fs *fs)
 {
+    committer_drain(fs->data);
     fs_itab_each_file(fs, flush_one);
     stuck_retry(fs, 1);
     fs_data_quiesce(fs);
+}
+
+/* ---- batch committer ----
+ *
+ * tar x, cp -r and unpacking close small files one after another.  Each
+ * release used to commit its file at once: its puts, an object-layer sync
+ * (an fdatasync of each fragment file and an fsync of each fan-out
+ * directory: a journal commit per endpoint filesystem), one metadata
+ * transaction.  Now a release while the mount is alone queues the file
+ * here; the committer takes every file queued (waiting COMMIT_WINDOW_MS
+ * after the first for more), waits for their puts, makes all their
+ * fragments durable with one fragments_sync, then commits each file as
+ * fs_data_flush does (its fragments_sync is then skipped: covered).  Rule 1
+ * holds: every commit still follows the sync that covers its fragments.
+ * close() is unchanged (flush starts the puts and reports an earlier
+ * write-back error; release never reported to the application), and fsync
+ * commits its file itself (fs_data_fsync), not through the queue. */
+static int ino_order(const void *a, const void *b)
+{
+    uint64_t x = (*(struct fs_inode *const *)a)->ino, y = (*(struct fs_inode *const *)b)->ino;
+    return x < y ? -1 : x > y;
+}
+
+/* The commits of a batch in one metadata transaction (their fragments are
+ * synced first, rule 1).  A file whose commit lock is busy, or that has a
+ * write-back error to report, is left out; if any file's part fails (a
+ * conflict, a re-keying, an error) the whole transaction is rolled back and
+ * every file put back as it was: fs_data_flush then commits each alone,
+ * with the conflict and re-key handling of file_commit. */
+static void commit_batch_meta(struct fs *fs, struct fs_inode **batch, size_t n)
+{
+    struct commit_set *sets = calloc(n, sizeof *sets);
+    struct fs_inode **ins = calloc(n, sizeof *ins);
+    if (!sets || !ins) {
+        free(sets);
+        free(ins);
+        return;
+    }
+    size_t k = 0;
+    uint64_t gen = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct fs_inode *in = batch[i];
+        struct fs_file *f = in->file;
+        if (!f || (i && batch[i - 1] == in) || pthread_mutex_trylock(&f->commit_lock) != 0)
+            continue;
+        pthread_mutex_lock(&in->lock);
+        int r = f->inflight || f->wb_error ? -EAGAIN : commit_gather(f, &sets[k]);
+        pthread_mutex_unlock(&in->lock);
+        struct commit_set *cs = &sets[k];
+        if (r == 0 && !(cs->n || cs->trunc_from != NO_TRUNC || cs->size_dirty ||
+                        cs->mtime_dirty)) {
+            commit_settle(f, cs, 1);   /* nothing to commit */
+            fc_list_free(&cs->fc);
+            free(cs->items);
+            drop_delete(fs, cs->drop, cs->ndrop);
+            memset(cs, 0, sizeof *cs);
+            r = -ENODATA;
+        }
+        if (r < 0) {
+            pthread_mutex_unlock(&f->commit_lock);
+            continue;
+        }
+        if (cs->n && cs->put_gen > gen)
+            gen = cs->put_gen;
+        ins[k++] = in;
+    }
+    int r = 0;
+    if (k && gen)
+        r = fragments_sync(fs, gen);   /* covered by the batch's sync: skipped */
+    int ok = 0;
+    if (k && r == 0) {
+        struct meta *m = fs->v->meta;
+        pthread_mutex_lock(&fs->meta_lock);
+        r = meta_begin(m);
+        for (size_t i = 0; r == 0 && i < k; i++)
+            r = commit_meta_body(fs, ins[i], &sets[i], &ins[i]->file->setattr_seq);
+        if (r == 0)
+            r = meta_commit(m);
+        else if (meta_rollback(m) < 0)
+            log_error("cannot roll back a batch commit: %s", pfs_err_msg());
+        for (size_t i = 0; r == 0 && i < k; i++)
+            vault_file_head_note_commit(fs->v, ins[i]->ino);
+        pthread_mutex_unlock(&fs->meta_lock);
+        ok = r == 0;
+    }
+    for (size_t i = 0; i < k; i++) {
+        struct fs_inode *in = ins[i];
+        struct fs_file *f = in->file;
+        struct commit_set *cs = &sets[i];
+        pthread_mutex_lock(&in->lock);
+        commit_settle(f, cs, ok);
+        pthread_mutex_unlock(&in->lock);
+        fc_list_free(&cs->fc);
+        pthread_mutex_unlock(&f->commit_lock);
+        if (ok) {
+            __atomic_add_fetch(&fs->data->health.file_commits, 1, __ATOMIC_RELAXED);
+            drop_delete(fs, cs->drop, cs->ndrop);
+            if (commit_replaced_some(cs))
+                fs_data_gc_kick(fs);
+        }
+        free(cs->items);
+    }
+    free(sets);
+    free(ins);
+}
+
+static void commit_batch(struct fs *fs, struct fs_inode **batch, size_t n)
+{
+    uint64_t gen = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct fs_inode *in = batch[i];
+        pthread_mutex_lock(&in->lock);
+        struct fs_file *f = in->file;
+        if (f) {
+            queue_all_dirty(fs, in);
+            while (f->inflight)
+                pthread_cond_wait(&in->cond, &in->lock);
+            if (f->put_gen > gen)
+                gen = f->put_gen;
+        }
+        pthread_mutex_unlock(&in->lock);
+    }
+    crash_point("batch-before-sync");
+    /* A failure here is met again (sticky) by each file's own sync below,
+     * which logs and audits it as a release did. */
+    if (gen)
+        (void)fragments_sync(fs, gen);
+    crash_point("batch-after-sync");
+    qsort(batch, n, sizeof *batch, ino_order);   /* row locks in one order (PostgreSQL) */
+    commit_batch_meta(fs, batch, n);
+    crash_point("batch-after-commit");
+    /* what is left (errors to report, a conflict, a re-keying, writes since):
+     * each file as a release did */
+    for (size_t i = 0; i < n; i++) {
+        struct fs_inode *in = batch[i];
+        if (fs_data_flush(fs, in) < 0)
+            log_error("write-back failed at close of inode %" PRIu64, in->ino);
+        fs_inode_put(fs, in, FS_REF_OP, 1);
+    }
+    struct fs_data *d = fs->data;
+    pthread_mutex_lock(&d->qlock);
+    d->inode_jobs -= (unsigned)n;
+    if (d->inode_jobs == 0)
+        pthread_cond_broadcast(&d->idle_cond);
+    pthread_mutex_unlock(&d->qlock);
+}
+
+static void *committer_main(void *arg)
+{
+    struct fs *fs = arg;
+    struct fs_data *d = fs->data;
+    struct fs_inode **batch = NULL;
+    size_t cap = 0;
+    pthread_mutex_lock(&d->cqlock);
+    for (;;) {
+        while (!d->ncq && !d->cq_stop)
+            pthread_cond_wait(&d->cqcond, &d->cqlock);
+        if (!d->ncq)
+            break;   /* stopping, nothing left */
+        if (!d->cq_stop) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_nsec += COMMIT_WINDOW_MS * 1000000L;
+            ts.tv_sec += ts.tv_nsec / 1000000000L;
+            ts.tv_nsec %= 1000000000L;
+            while (d->ncq < COMMIT_QUEUE_MAX && !d->cq_stop &&
+                   pthread_cond_timedwait(&d->cqcond, &d->cqlock, &ts) == 0)
+                ;
+        }
+        /* swap the queue with the (empty) batch array */
+        struct fs_inode **q = d->cq;
+        size_t n = d->ncq, qcap = d->capcq;
+        d->cq = batch;
+        d->capcq = cap;
+        d->ncq = 0;
+        batch = q;
+        cap = qcap;
+        d->cq_busy = 1;
+        pthread_mutex_unlock(&d->cqlock);
+        commit_batch(fs, batch, n);
+        pthread_mutex_lock(&d->cqlock);
+        d->cq_busy = 0;
+        if (!d->ncq)
+            pthread_cond_broadcast(&d->cqidle);
+    }
+    d->cq_busy = 0;
+    pthread_cond_broadcast(&d->cqidle);
+    pthread_mutex_unlock(&d->cqlock);
+    free(batch);
+    return NULL;
+}
+
+int fs_data_release(struct fs *fs, struct fs_inode *in)
+{
+    struct fs_data *d = fs->data;
+    if (!__atomic_load_n(&d->cq_started, __ATOMIC_ACQUIRE) || !fs_alone(fs) ||
+        fs_data_in_trouble(fs))
+        return fs_data_flush(fs, in);
+    pthread_mutex_lock(&in->lock);
+    if (in->file)
+        queue_all_dirty(fs, in);   /* written since the flush */
+    pthread_mutex_unlock(&in->lock);
+    pthread_mutex_lock(&d->cqlock);
+    int queued = 0;
+    if (!d->cq_stop && d->ncq < COMMIT_QUEUE_MAX) {
+        if (d->ncq == d->capcq) {
+            size_t nc = d->capcq ? d->capcq * 2 : 32;
+            struct fs_inode **p = realloc(d->cq, nc * sizeof *p);
+            if (p) {
+                d->cq = p;
+                d->capcq = nc;
+            }
+        }
+        if (d->ncq < d->capcq) {
+            fs_inode_hold(fs, in);
+            pthread_mutex_lock(&d->qlock);
+            d->inode_jobs++;
+            pthread_mutex_unlock(&d->qlock);
+            d->cq[d->ncq++] = in;
+            queued = 1;
+            if (d->ncq == 1 || d->ncq == COMMIT_QUEUE_MAX)
+                pthread_cond_signal(&d->cqcond);
+        }
+    }
+    pthread_mutex_unlock(&d->cqlock);
+    return queued ? 0 : fs_data_flush(fs, in);
+}
+
+/* Every queued file committed (unmount, before the inode table goes). */
+static void committer_drain(struct fs_data *d)
+{
+    if (!d->cq_started)
+        return;
+    pthread_mutex_lock(&d->cqlock);
+    pthread_cond_signal(&d->cqcond);
+    while (d->ncq || d->cq_busy)
+        pthread_cond_wait(&d->cqidle, &d->cqlock);
+    pthread_mutex_unlock(&d->cqlock);
+}
+
+/* Set *stop under m, wake the thread t waiting on c, and join it. */
+static void thread_stop(pthread_mutex_t *m, pthread_cond_t *c, int *stop, pthread_t t)
+{
+    pthread_mutex_lock(m);
+    *stop = 1;
+    pthread_cond_broadcast(c);
+    pthread_mutex_unlock(m);
+    pthread_join(t, NULL);
+}
+
+static void committer_stop(struct fs_data *d)
+{
+    if (!d->cq_started)
+        return;
+    thread_stop(&d->cqlock, &d->cqcond, &d->cq_stop, d->committer);
+    __atomic_store_n(&d->cq_started, 0, __ATOMIC_RELEASE);
+    free(d->cq);
+    d->cq = NULL;
+    d->ncq = d->capcq = 0;
 }
 
 void fs_data_quiesce(struct fs *fs)
@@ -2686,11 +2976,7 @@ static void syncer_stop(struct fs_data *d)
 {
     if (!d->syncer_started)
         return;
-    pthread_mutex_lock(&d->slock);
-    d->syncer_stop = 1;
-    pthread_cond_broadcast(&d->scond);
-    pthread_mutex_unlock(&d->slock);
-    pthread_join(d->syncer, NULL);
+    thread_stop(&d->slock, &d->scond, &d->syncer_stop, d->syncer);
     d->syncer_started = 0;
 }
 
@@ -2722,6 +3008,9 @@ int fs_data_start(struct fs *fs)
     pthread_cond_init(&d->scond, NULL);
     pthread_mutex_init(&d->hlock, NULL);
     pthread_cond_init(&d->idle_cond, NULL);
+    pthread_mutex_init(&d->cqlock, NULL);
+    pthread_cond_init(&d->cqcond, NULL);
+    pthread_cond_init(&d->cqidle, NULL);
     fs->data = d;
     int wr = workq_new(c->workers ? c->workers : 4, "write-back", &d->pool);
     if (wr < 0) {
@@ -2759,6 +3048,12 @@ int fs_data_start(struct fs *fs)
         return pfs_err(-e, "cannot start the metadata sync thread: %s", strerror(e));
     }
     d->syncer_started = 1;
+    e = pthread_create(&d->committer, NULL, committer_main, fs);
+    if (e) {
+        fs_data_stop(fs);
+        return pfs_err(-e, "cannot start the commit thread: %s", strerror(e));
+    }
+    __atomic_store_n(&d->cq_started, 1, __ATOMIC_RELEASE);
     if (fs_endpoints_start(fs) < 0) {
         fs_data_stop(fs);
         return pfs_err(-EAGAIN, "cannot start the endpoint watcher thread");
@@ -2772,6 +3067,7 @@ void fs_data_stop(struct fs *fs)
     struct fs_data *d = fs->data;
     if (!d)
         return;
+    committer_stop(d);     /* commits what is queued (its puts need the pool) */
     workq_stop(d->pool);   /* runs every queued job first */
     fs_endpoints_stop(fs);
     syncer_stop(d);
@@ -2815,6 +3111,9 @@ void fs_data_stop(struct fs *fs)
     pthread_cond_destroy(&d->scond);
     pthread_mutex_destroy(&d->hlock);
     pthread_cond_destroy(&d->idle_cond);
+    pthread_mutex_destroy(&d->cqlock);
+    pthread_cond_destroy(&d->cqcond);
+    pthread_cond_destroy(&d->cqidle);
     free(d);
     fs->data = NULL;
 }

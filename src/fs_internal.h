@@ -206,6 +206,12 @@ int fs_data_writeback_start(struct fs *fs, struct fs_inode *in);
 /* Write back every dirty chunk, then one meta transaction (atomic; durable
  * at the next metadata sync, within about a second). */
 int fs_data_flush(struct fs *fs, struct fs_inode *in);
+/* Release of a written handle: while this mount is alone and no put
+ * failed, queue in for the batch committer (files released together share
+ * one fragment sync, then each is committed as fs_data_flush does) and
+ * return at once; otherwise fs_data_flush.  Errors: those of fs_data_flush
+ * (the batch logs and audits its own, as release did). */
+int fs_data_release(struct fs *fs, struct fs_inode *in);
 /* fs_data_flush, then every metadata commit so far durable (fsync). */
 int fs_data_fsync(struct fs *fs, struct fs_inode *in);
 /* Make every metadata commit so far durable (meta_sync under meta_lock);
@@ -256,6 +262,8 @@ struct fs_health {
     uint64_t repair_attempts_failed;
     uint64_t repairs_lost;           /* could not even be queued (out of memory) */
     uint64_t stuck_files;            /* closed files whose data waits in write-back */
+    uint64_t fragment_syncs;         /* object-layer syncs made for commits */
+    uint64_t file_commits;           /* data commits (chunk records, size) */
     char last_error[512];
     int64_t last_error_time;
 };

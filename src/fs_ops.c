@@ -714,7 +714,7 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
         fuse_reply_err(req, 0);
         return;
     }
-    if (h->writable && fs_data_flush(fs, h->in) < 0)
+    if (h->writable && fs_data_release(fs, h->in) < 0)
         log_error("write-back failed at close of inode %llu",
                   (unsigned long long)ino);
     handle_summary(fs, req, h, ino);

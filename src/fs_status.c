@@ -149,6 +149,8 @@ static json_object *writes_json(struct fs *fs, FILE *prom)
     add_u64(w, "closed_files_in_writeback", h.stuck_files);
     add_u64(w, "repairs_done", h.repairs_done);
     add_u64(w, "repair_attempts_failed", h.repair_attempts_failed);
+    add_u64(w, "file_commits", h.file_commits);
+    add_u64(w, "fragment_syncs", h.fragment_syncs);
     json_object_object_add(w, "min_write_fragments",
                            json_object_new_int((int)object_layer_write_min(fs->v->ol)));
     json_object_object_add(w, "last_error", json_object_new_string(h.last_error));
@@ -159,9 +161,11 @@ static json_object *writes_json(struct fs *fs, FILE *prom)
                 "pactfs_degraded_writes_total %" PRIu64 "\n"
                 "pactfs_repair_queue %" PRIu64 "\n"
                 "pactfs_repairs_done_total %" PRIu64 "\n"
-                "pactfs_repair_attempts_failed_total %" PRIu64 "\n",
+                "pactfs_repair_attempts_failed_total %" PRIu64 "\n"
+                "pactfs_file_commits_total %" PRIu64 "\n"
+                "pactfs_fragment_syncs_total %" PRIu64 "\n",
                 h.dirty_bytes, h.writeback_errors, h.degraded_writes, h.repair_queue,
-                h.repairs_done, h.repair_attempts_failed);
+                h.repairs_done, h.repair_attempts_failed, h.file_commits, h.fragment_syncs);
     return w;
 }
 
