@@ -222,6 +222,19 @@ int fs_meta_op_end(struct fs *fs, const struct fs_caller *who, const char *op, c
     return fs_meta_op_end_detail(fs, who, op, path, bytes, r, NULL);
 }
 
+int fs_errno_out(int r)
+{
+    switch (r) {
+    case -ENOENT: case -EEXIST: case -ENOTDIR: case -EISDIR: case -ENOTEMPTY:
+    case -EACCES: case -EPERM: case -EROFS: case -EXDEV: case -EINVAL:
+    case -ENAMETOOLONG: case -ENOMEM: case -ENODATA: case -ERANGE: case -ENOTSUP:
+    case -EMLINK:
+        return -r;
+    default:
+        return EIO;
+    }
+}
+
 /* Audit a refused operation (EACCES: denied; EROFS on a read-only mount);
  * returns why, or -EIO if even that cannot be audited.  dest: a rename's. */
 int fs_refuse(struct fs *fs, const struct fs_caller *who, const char *op, uint64_t ino,

@@ -89,6 +89,9 @@ int fs_audit_ino(struct fs *fs, const struct fs_caller *who, const char *op, uin
  * logged (rate-limited), audited as denied, -EACCES. */
 int fs_root_deny(struct fs *fs, const struct fs_caller *who, const char *op, const char *name,
                  const char *dest);
+/* The errno the kernel is told for r (< 0): the ones an application
+ * expects of a filesystem as they are, anything else EIO. */
+int fs_errno_out(int r);
 /* This mount may create contract folders (writable, dataadmin). */
 int fs_may_create_folders(const struct fs *fs);
 

@@ -471,8 +471,12 @@ void fs_itab_destroy(struct fs *fs)
         pthread_mutex_lock(&t->lock);
         for (size_t i = 0; i < t->nbuckets && !in; i++)
             in = t->buckets[i];
-        if (in)
+        if (in) {
             itab_unlink(t, in);
+            /* A job (read-ahead, write-back) may hold the last reference:
+             * its put must not free what is freed below. */
+            in->nref++;
+        }
         pthread_mutex_unlock(&t->lock);
         if (!in)
             break;

@@ -2,8 +2,12 @@
 
 #define FUSE_USE_VERSION 34
 
-/* One function per FUSE low-level operation: rights, names, metadata and
- * audit.  File bytes are fs_data.c's job, inode lifetimes fs_inode.c's.
+/* The FUSE front end: one function per FUSE low-level operation, which
+ * unpacks the kernel's arguments (the caller, a struct fs_caller), calls
+ * the filesystem core (fs_core.h, fs_namespace.h, fs_xattr.h, fs_file.h,
+ * fs_trash.h) and replies: entries and attributes with their cache
+ * timeouts, the open file handle in fi->fh, errors as fs_errno_out maps
+ * them.  Rights, names, metadata, audit and file bytes are the core's.
  *
  * The root (ino 1) is virtual: it lists the contract folders this account
  * holds envelopes for.  Every other inode belongs to one folder; its names
@@ -27,6 +31,7 @@
 #include "envelope.h"
 #include "error.h"
 #include "fs_core.h"
+#include "fs_file.h"
 #include "fs_locks.h"
 #include "fs_namespace.h"
 #include "fs_xattr.h"
@@ -37,18 +42,6 @@
 
 #define ROOT_ENTRY_TIMEOUT 60.0   /* folder list changes rarely; fewer audited lookups */
 #define FS_MAX_WRITE (1u << 20)
-
-/* An open file handle: which inode, what it did (for the audit summary). */
-struct fs_handle {
-    struct fs_inode *in;       /* NULL: a virtual file of the trash (vino) */
-    uint64_t vino;
-    int writable;
-    int summarized;            /* a read/write summary was audited */
-    uint64_t bytes_read, bytes_written;
-    uint64_t audited_read, audited_written;
-    pthread_mutex_t lock;
-    struct fs_handle *prev, *next;   /* fs.handles */
-};
 
 static struct fs *req_fs(fuse_req_t req)
 {
@@ -77,29 +70,6 @@ static struct fs_caller caller_of(fuse_req_t req)
 
 /* The caller of req as a pointer valid in the enclosing block. */
 #define WHO(req) ((struct fs_caller[]){ caller_of(req) })
-
-/* The core's checks and audit for the operations not yet moved into it
- * (fs_core.h); they go as each group of operations moves. */
-static int audit_ino(struct fs *fs, fuse_req_t req, const char *op, uint64_t ino, int result,
-                     uint64_t bytes)
-{
-    struct fs_caller who = caller_of(req);
-    return fs_audit_ino(fs, &who, op, ino, result, bytes);
-}
-
-static int folder_check_dest(struct fs *fs, fuse_req_t req, uint64_t ino, uint32_t need,
-                             const char *op, const char *name, const char *dest,
-                             struct vault_folder **vf)
-{
-    struct fs_caller who = caller_of(req);
-    return fs_folder_check_dest(fs, &who, ino, need, op, name, dest, vf);
-}
-
-static int folder_check(struct fs *fs, fuse_req_t req, uint64_t ino, uint32_t need,
-                        const char *op, const char *name, struct vault_folder **vf)
-{
-    return folder_check_dest(fs, req, ino, need, op, name, NULL, vf);
-}
 
 static void reply_entry_for(struct fs *fs, fuse_req_t req, const struct meta_inode *mi,
                             uint64_t parent, const char *name, double timeout)
@@ -267,163 +237,52 @@ static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, cons
     reply_new_entry(fs, req, r, &mi, parent, name);
 }
 
-static struct fs_handle *handle_new(struct fs *fs, struct fs_inode *in, int writable)
+/* A file handle for the kernel, and back. */
+static void set_fh(struct fuse_file_info *fi, struct fs_handle *h)
 {
-    struct fs_handle *h = calloc(1, sizeof *h);
-    if (!h)
-        return NULL;
-    h->in = in;
-    h->writable = writable;
-    pthread_mutex_init(&h->lock, NULL);
-    pthread_mutex_lock(&fs->handles_lock);
-    h->next = fs->handles;
-    if (fs->handles)
-        fs->handles->prev = h;
-    fs->handles = h;
-    pthread_mutex_unlock(&fs->handles_lock);
-    return h;
-}
-
-static void handle_free(struct fs *fs, struct fs_handle *h)
-{
-    pthread_mutex_lock(&fs->handles_lock);
-    if (h->prev) h->prev->next = h->next; else fs->handles = h->next;
-    if (h->next) h->next->prev = h->prev;
-    pthread_mutex_unlock(&fs->handles_lock);
-    pthread_mutex_destroy(&h->lock);
-    free(h);
-}
-
-/* At unmount the kernel may drop releases still queued: close those
- * handles here so their inodes can be retired. */
-static void handles_close_all(struct fs *fs)
-{
-    while (fs->handles) {
-        struct fs_handle *h = fs->handles;
-        if (h->in)
-            fs_inode_put(fs, h->in, FS_REF_OPEN, 1);
-        handle_free(fs, h);
-    }
-}
-
-static int open_writable(int flags)
-{
-    return (flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC);
-}
-
-/* A .trashinfo written into the trash's info/ before the rename that
- * trashes its entry (fs_trash.h): memory only. */
-static void trash_info_create(struct fs *fs, fuse_req_t req, const char *name,
-                              struct fuse_file_info *fi)
-{
-    struct fuse_entry_param e;
-    memset(&e, 0, sizeof e);
-    int r = fs->opt.read_only ? -EROFS : fs_trash_pend_create(fs, WHO(req), name, &e.attr);
-    struct fs_handle *h = r == 0 ? handle_new(fs, NULL, 1) : NULL;
-    if (r == 0 && !h) {
-        fs_trash_pend_unlink(fs, name);
-        r = -ENOMEM;
-    }
-    if (r < 0) {
-        fuse_reply_err(req, r == -EEXIST || r == -EROFS || r == -ENAMETOOLONG || r == -ENOSPC
-                                ? -r : EIO);
-        return;
-    }
-    h->vino = e.ino = e.attr.st_ino;
-    e.generation = 1;
     fi->fh = (uint64_t)(uintptr_t)h;
-    fi->direct_io = 1;
-    if (fuse_reply_create(req, &e, fi) != 0)
-        handle_free(fs, h);
+    if (!h->in)   /* a virtual file of the trash: no page cache */
+        fi->direct_io = 1;
+    else
+        fi->keep_cache = 0;
 }
 
-static void create_found_existing(struct fs *fs, fuse_req_t req, uint64_t parent,
-                                  const char *name, struct fuse_file_info *fi);
-
-/* Reply to a create with in (a lookup and an open reference taken, the
- * handle in fi->fh); both go again if the kernel does not take them. */
-static void reply_create(struct fs *fs, fuse_req_t req, const struct stat *st,
-                         struct fs_inode *in, struct fuse_file_info *fi)
+static struct fs_handle *fi_handle(struct fuse_file_info *fi)
 {
-    struct fuse_entry_param e;
-    memset(&e, 0, sizeof e);
-    e.attr = *st;
-    e.ino = in->ino;
-    e.generation = 1;
-    e.attr_timeout = e.entry_timeout = cache_timeout(fs);
-    if (fuse_reply_create(req, &e, fi) != 0) {
-        fs_inode_put(fs, in, FS_REF_OPEN, 1);
-        fs_inode_put(fs, in, FS_REF_LOOKUP, 1);
-        handle_free(fs, (struct fs_handle *)(uintptr_t)fi->fh);
-    }
+    return (struct fs_handle *)(uintptr_t)fi->fh;
 }
 
 static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
                       struct fuse_file_info *fi)
 {
     struct fs *fs = req_fs(req);
-    if (parent == FS_TRASH_INFO_INO) {
-        trash_info_create(fs, req, name, fi);
-        return;
-    }
-    struct fs_new_node nn = { .mode = S_IFREG | (mode & 07777), .op = "create" };
-    uint8_t *dek = secmem_alloc(DEK_LEN);
-    if (!dek) {
-        fuse_reply_err(req, ENOMEM);
-        return;
-    }
-    nn.dek = dek;
-    struct meta_inode mi;
-    int r = fs_make_node(fs, WHO(req), parent, name, &nn, &mi);
-    if (r == -EEXIST && !(fi->flags & O_EXCL)) {
-        secmem_free(dek, DEK_LEN);
-        create_found_existing(fs, req, parent, name, fi);
-        return;
-    }
-    struct fs_inode *in = NULL;
-    if (r == 0) {
-        in = fs_inode_get(fs, mi.ino, mi.folder_id, mi.mode, FS_REF_LOOKUP);
-        r = in ? fs_data_attach(fs, in, dek) : -ENOMEM;
-    }
-    secmem_free(dek, DEK_LEN);
+    struct fuse_entry_param e;
+    memset(&e, 0, sizeof e);
     struct fs_handle *h = NULL;
-    if (r == 0) {
-        h = handle_new(fs, in, 1);
-        r = h ? 0 : -ENOMEM;
-    }
+    int r = fs_create(fs, WHO(req), parent, name, mode, fi->flags, &e.attr, &h);
     if (r < 0) {
-        if (in)
-            fs_inode_put(fs, in, FS_REF_LOOKUP, 1);
         fuse_reply_err(req, -r);
         return;
     }
-    fs_inode_set_name(fs, mi.ino, parent, name);
-    fs_inode_get(fs, mi.ino, mi.folder_id, mi.mode, FS_REF_OPEN);
-    fi->fh = (uint64_t)(uintptr_t)h;
-    struct stat st;
-    fs_stat_from_meta(fs, &mi, &st);
-    reply_create(fs, req, &st, in, fi);
+    e.ino = e.attr.st_ino;
+    e.generation = 1;
+    if (h->in)   /* never cached: a .trashinfo becomes another inode */
+        e.attr_timeout = e.entry_timeout = cache_timeout(fs);
+    set_fh(fi, h);
+    if (fuse_reply_create(req, &e, fi) != 0) {   /* the kernel took neither */
+        struct fs_inode *in = h->in;
+        fs_handle_close(fs, h);
+        if (in)
+            fs_inode_put(fs, in, FS_REF_LOOKUP, 1);
+    }
 }
 
 /* ---- removing entries, rename, links ---- */
 
-static int errno_out(int r)
-{
-    switch (r) {
-    case -ENOENT: case -EEXIST: case -ENOTDIR: case -EISDIR: case -ENOTEMPTY:
-    case -EACCES: case -EPERM: case -EROFS: case -EXDEV: case -EINVAL:
-    case -ENAMETOOLONG: case -ENOMEM: case -ENODATA: case -ERANGE: case -ENOTSUP:
-    case -EMLINK:
-        return -r;
-    default:
-        return EIO;
-    }
-}
-
 static void op_unlink_common(fuse_req_t req, fuse_ino_t parent, const char *name, int is_rmdir)
 {
     int r = fs_unlink(req_fs(req), WHO(req), parent, name, is_rmdir);
-    fuse_reply_err(req, r < 0 ? errno_out(r) : 0);
+    fuse_reply_err(req, r < 0 ? fs_errno_out(r) : 0);
 }
 
 static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -440,7 +299,7 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
                       const char *newname, unsigned int flags)
 {
     int r = fs_rename(req_fs(req), WHO(req), parent, name, newparent, newname, flags);
-    fuse_reply_err(req, r < 0 ? errno_out(r) : 0);
+    fuse_reply_err(req, r < 0 ? fs_errno_out(r) : 0);
 }
 
 static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
@@ -449,7 +308,7 @@ static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const 
     struct meta_inode mi;
     int r = fs_link(fs, WHO(req), ino, newparent, newname, &mi);
     if (r < 0)
-        fuse_reply_err(req, errno_out(r));
+        fuse_reply_err(req, fs_errno_out(r));
     else
         reply_entry_for(fs, req, &mi, newparent, newname, cache_timeout(fs));
 }
@@ -459,7 +318,7 @@ static void op_readlink(fuse_req_t req, fuse_ino_t ino)
     char *target = NULL;
     int r = fs_readlink(req_fs(req), WHO(req), ino, &target);
     if (r < 0)
-        fuse_reply_err(req, errno_out(r));
+        fuse_reply_err(req, fs_errno_out(r));
     else
         fuse_reply_readlink(req, target);
     free(target);
@@ -467,241 +326,63 @@ static void op_readlink(fuse_req_t req, fuse_ino_t ino)
 
 /* ---- open, read, write, flush, release, fsync ---- */
 
-/* A .trashinfo of the trash (pending: writable; generated: read-only). */
-static void trash_open(struct fs *fs, fuse_req_t req, uint64_t ino, struct fuse_file_info *fi)
-{
-    struct stat st;
-    int writable = open_writable(fi->flags);
-    int r = fs_trash_getattr(fs, ino, &st);
-    if (r == 0 && S_ISDIR(st.st_mode))
-        r = -EISDIR;
-    if (r == 0 && writable && !(ino & FS_TRASH_PEND_BIT))
-        r = -EACCES;
-    if (r == 0 && (fi->flags & O_TRUNC))
-        r = fs_trash_file_truncate(fs, ino, 0);
-    struct fs_handle *h = r == 0 ? handle_new(fs, NULL, writable) : NULL;
-    if (r == 0 && !h)
-        r = -ENOMEM;
-    if (r < 0) {
-        fuse_reply_err(req, errno_out(r));
-        return;
-    }
-    h->vino = ino;
-    fi->fh = (uint64_t)(uintptr_t)h;
-    fi->direct_io = 1;
-    if (fuse_reply_open(req, fi) != 0)
-        handle_free(fs, h);
-}
-
-/* Open regular file ino for req (rights, data state, O_TRUNC, audit): a
- * handle in fi->fh and *inp holding an open reference, or -errno. */
-static int open_file(struct fs *fs, fuse_req_t req, uint64_t ino, struct fuse_file_info *fi,
-                     struct fs_inode **inp)
-{
-    int writable = open_writable(fi->flags);
-    struct vault_folder *vf;
-    int r = folder_check(fs, req, ino, RIGHT_READ | (writable ? RIGHT_WRITE : 0), "open", NULL,
-                         &vf);
-    if (r == 0 && !vf)
-        r = -EISDIR;
-    struct fs_inode *in = NULL;
-    if (r == 0) {
-        in = fs_inode_get(fs, ino, vf->id, S_IFREG, FS_REF_OPEN);
-        r = in ? fs_data_attach(fs, in, NULL) : -ENOMEM;
-    }
-    if (r == 0 && !fs_alone(fs))
-        r = fs_data_revalidate(fs, in);
-    if (r == 0 && !(fi->flags & O_TRUNC) && (fi->flags & O_ACCMODE) != O_WRONLY)
-        fs_data_prefetch(fs, in);
-    char *path = fs_path(fs, ino, NULL);
-    struct audit_detail d = { .file = ino, .set = AUDIT_SET_SIZE };
-    if (r == 0 && (fi->flags & O_TRUNC) && fs_data_size(in) != 0) {
-        r = fs_data_truncate(fs, in, 0);
-        if (r == 0)
-            r = fs_audit_detail(fs, WHO(req), "truncate", path, 0, 0, &d);
-    }
-    d.set = 0;
-    if (r == 0)
-        r = fs_audit_detail(fs, WHO(req), "open", path, 0, 0, &d);
-    free(path);
-    struct fs_handle *h = NULL;
-    if (r == 0) {
-        h = handle_new(fs, in, writable);
-        r = h ? 0 : -ENOMEM;
-    }
-    if (r < 0) {
-        if (in)
-            fs_inode_put(fs, in, FS_REF_OPEN, 1);
-        return r;
-    }
-    fi->fh = (uint64_t)(uintptr_t)h;
-    fi->keep_cache = 0;
-    *inp = in;
-    return 0;
-}
-
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     struct fs *fs = req_fs(req);
-    if (fs_is_virtual(ino)) {
-        trash_open(fs, req, ino, fi);
-        return;
-    }
-    struct fs_inode *in = NULL;
-    int r = open_file(fs, req, ino, fi, &in);
+    struct fs_handle *h = NULL;
+    int r = fs_open(fs, WHO(req), ino, fi->flags, &h);
     if (r < 0) {
-        fuse_reply_err(req, errno_out(r));
+        fuse_reply_err(req, fs_errno_out(r));
         return;
     }
-    if (fuse_reply_open(req, fi) != 0) {
-        fs_inode_put(fs, in, FS_REF_OPEN, 1);
-        handle_free(fs, (struct fs_handle *)(uintptr_t)fi->fh);
-    }
-}
-
-/* create(O_CREAT without O_EXCL) lost a race: another mount (or another
- * workstation) made the name since the kernel's lookup.  open(2) must then
- * open that file, as on a local filesystem. */
-static void create_found_existing(struct fs *fs, fuse_req_t req, uint64_t parent,
-                                  const char *name, struct fuse_file_info *fi)
-{
-    struct fs_caller who = caller_of(req);
-    struct meta_inode mi;
-    struct fs_inode *in = NULL;
-    int r = fs_lookup(fs, &who, parent, name, &mi);
-    if (r == 0 && !S_ISREG(mi.mode))
-        r = S_ISDIR(mi.mode) ? -EISDIR : -EEXIST;
-    if (r == 0)
-        r = open_file(fs, req, mi.ino, fi, &in);
-    struct fs_inode *lk = r == 0 ? fs_inode_get(fs, mi.ino, mi.folder_id, mi.mode,
-                                                FS_REF_LOOKUP) : NULL;
-    if (r == 0 && !lk)
-        r = -ENOMEM;
-    if (r < 0) {
-        if (in) {
-            fs_inode_put(fs, in, FS_REF_OPEN, 1);
-            handle_free(fs, (struct fs_handle *)(uintptr_t)fi->fh);
-        }
-        fuse_reply_err(req, errno_out(r));
-        return;
-    }
-    fs_inode_set_name(fs, mi.ino, parent, name);
-    struct stat st;
-    fs_getattr(fs, mi.ino, &st);
-    reply_create(fs, req, &st, in, fi);
-}
-
-static struct fs_handle *fi_handle(struct fuse_file_info *fi)
-{
-    return (struct fs_handle *)(uintptr_t)fi->fh;
+    set_fh(fi, h);
+    if (fuse_reply_open(req, fi) != 0)
+        fs_handle_close(fs, h);
 }
 
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                     struct fuse_file_info *fi)
 {
-    struct fs *fs = req_fs(req);
-    struct fs_handle *h = fi_handle(fi);
     uint8_t *buf = secmem_plain_alloc(size ? size : 1);
     if (!buf) {
         fuse_reply_err(req, ENOMEM);
         return;
     }
     size_t got = 0;
-    int r = h->in && !(fs_folder_rights(fs, h->in->folder_id) & RIGHT_READ) ? -EACCES
-          : h->in ? fs_data_read(fs, h->in, (uint64_t)off, size, buf, &got)
-                  : fs_trash_file_read(fs, h->vino, (uint64_t)off, size, buf, &got);
-    if (r == -EACCES) {   /* access withdrawn while the file was open (fs_access.c) */
-        audit_ino(fs, req, "read", ino, -EACCES, 0);
-        fuse_reply_err(req, EACCES);
-    } else if (r < 0) {
-        /* a failed read is an error with its errno, never "read ok" */
-        audit_ino(fs, req, "read", ino, r == -EACCES ? -EACCES : -EIO, 0);
-        fuse_reply_err(req, EIO);
-    } else {
-        pthread_mutex_lock(&h->lock);
-        h->bytes_read += got;
-        pthread_mutex_unlock(&h->lock);
+    int r = fs_handle_read(req_fs(req), WHO(req), fi_handle(fi), ino, (uint64_t)off, size, buf,
+                           &got);
+    if (r < 0)
+        fuse_reply_err(req, -r);
+    else
         fuse_reply_buf(req, (const char *)buf, got);
-    }
     secmem_plain_free(buf);
 }
 
 static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
                      struct fuse_file_info *fi)
 {
-    (void)ino;
-    struct fs *fs = req_fs(req);
-    struct fs_handle *h = fi_handle(fi);
-    if (!h->writable) {
-        fuse_reply_err(req, EBADF);
-        return;
-    }
-    int r = h->in && !(fs_folder_rights(fs, h->in->folder_id) & RIGHT_WRITE) ? -EACCES
-          : h->in ? fs_data_write(fs, h->in, (uint64_t)off, buf, size)
-                  : fs_trash_file_write(fs, h->vino, (uint64_t)off, buf, size);
-    if (r == -EACCES)
-        audit_ino(fs, req, "write", ino, -EACCES, 0);
-    if (r < 0) {
-        fuse_reply_err(req, errno_out(r));
-        return;
-    }
-    pthread_mutex_lock(&h->lock);
-    h->bytes_written += size;
-    pthread_mutex_unlock(&h->lock);
-    fuse_reply_write(req, size);
-}
-
-/* The read/write summary of a handle: at close (flush), so it is in the
- * audit trail in the order the application acted; again at release only
- * for bytes moved after the last close of a duplicate. */
-static int handle_summary(struct fs *fs, fuse_req_t req, struct fs_handle *h, uint64_t ino)
-{
-    pthread_mutex_lock(&h->lock);
-    uint64_t dw = h->bytes_written - h->audited_written;
-    uint64_t dr = h->bytes_read - h->audited_read;
-    int first = !h->summarized;
-    h->audited_written = h->bytes_written;
-    h->audited_read = h->bytes_read;
-    h->summarized = 1;
-    pthread_mutex_unlock(&h->lock);
-    int r = 0;
-    if (!dw && !dr && !first)
-        return 0;
-    if (h->writable && (dw || first))
-        r = audit_ino(fs, req, "write", ino, 0, dw);
-    if (r == 0 && (dr || (first && !h->writable)))
-        r = audit_ino(fs, req, "read", ino, 0, dr);
-    return r;
+    int r = fs_handle_write(req_fs(req), WHO(req), fi_handle(fi), ino, (uint64_t)off, buf, size);
+    if (r < 0)
+        fuse_reply_err(req, r == -EBADF ? EBADF : fs_errno_out(r));
+    else
+        fuse_reply_write(req, size);
 }
 
 static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-    /* close() waits for this: start the write-back and return; release
-     * (which the kernel sends without making close wait) completes it. */
     struct fs *fs = req_fs(req);
     struct fs_handle *h = fi_handle(fi);
-    if (!h->in) {   /* a .trashinfo of the trash: memory only */
-        fuse_reply_err(req, 0);
-        return;
-    }
-    fs_locks_flush(fs, ino, fi);
-    /* With another mount of the vault live, close commits before it
-     * returns, so an open there afterwards sees the data (close-to-open);
-     * with an endpoint failing, so that it reports what could not be
-     * stored (the data stays and is retried). */
-    int r = !h->writable ? 0
-          : fs_alone(fs) && !fs_data_in_trouble(fs) ? fs_data_writeback_start(fs, h->in)
-          : fs_data_flush(fs, h->in);
-    int a = handle_summary(fs, req, h, ino);
-    fuse_reply_err(req, r < 0 || a < 0 ? EIO : 0);
+    if (h->in)
+        fs_locks_flush(fs, ino, fi);
+    int r = fs_handle_flush(fs, WHO(req), h, ino);
+    fuse_reply_err(req, r < 0 ? EIO : 0);
 }
 
 static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
     (void)ino;
     (void)datasync;
-    struct fs_handle *h = fi_handle(fi);
-    int r = h->in ? fs_data_fsync(req_fs(req), h->in) : 0;
+    int r = fs_handle_fsync(req_fs(req), fi_handle(fi));
     fuse_reply_err(req, r < 0 ? EIO : 0);
 }
 
@@ -709,18 +390,11 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 {
     struct fs *fs = req_fs(req);
     struct fs_handle *h = fi_handle(fi);
-    if (!h->in) {
-        handle_free(fs, h);
-        fuse_reply_err(req, 0);
-        return;
+    if (h->in) {
+        fs_handle_finish(fs, WHO(req), h, ino);
+        fs_locks_release(fs, ino, fi);
     }
-    if (h->writable && fs_data_release(fs, h->in) < 0)
-        log_error("write-back failed at close of inode %llu",
-                  (unsigned long long)ino);
-    handle_summary(fs, req, h, ino);
-    fs_locks_release(fs, ino, fi);
-    fs_inode_put(fs, h->in, FS_REF_OPEN, 1);
-    handle_free(fs, h);
+    fs_handle_close(fs, h);
     fuse_reply_err(req, 0);
 }
 
@@ -742,7 +416,7 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
         r = fs_opendir(fs, &who, ino);
     }
     if (r < 0) {
-        fuse_reply_err(req, errno_out(r));
+        fuse_reply_err(req, fs_errno_out(r));
         return;
     }
     fi->fh = 0;
@@ -786,7 +460,7 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     int r = fs_is_virtual(ino) ? fs_trash_readdir(req_fs(req), &who, ino, from, add_dirent, &c)
                                : fs_readdir(req_fs(req), &who, ino, from, add_dirent, &c);
     if (r < 0 && c.used == 0)
-        fuse_reply_err(req, errno_out(r));
+        fuse_reply_err(req, fs_errno_out(r));
     else
         fuse_reply_buf(req, c.buf, c.used);
     free(c.buf);
@@ -828,14 +502,14 @@ static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const 
                         size_t size, int flags)
 {
     int r = fs_setxattr(req_fs(req), WHO(req), ino, name, value, size, flags);
-    fuse_reply_err(req, r < 0 ? errno_out(r) : 0);
+    fuse_reply_err(req, r < 0 ? fs_errno_out(r) : 0);
 }
 
 /* The reply to getxattr and listxattr: the size asked for, or the bytes. */
 static void reply_xattr(fuse_req_t req, int r, const void *buf, size_t len, size_t size)
 {
     if (r < 0)
-        fuse_reply_err(req, errno_out(r));
+        fuse_reply_err(req, fs_errno_out(r));
     else if (size == 0)
         fuse_reply_xattr(req, len);
     else if (len > size)
@@ -865,7 +539,7 @@ static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 {
     int r = fs_removexattr(req_fs(req), WHO(req), ino, name);
-    fuse_reply_err(req, r < 0 ? errno_out(r) : 0);
+    fuse_reply_err(req, r < 0 ? fs_errno_out(r) : 0);
 }
 
 /* ---- init ---- */
@@ -960,7 +634,7 @@ static void signal_ready(int fd)
 
 static void fs_fini_state(struct fs *fs)
 {
-    handles_close_all(fs);
+    fs_handles_close_all(fs);
     fs_trash_fini(fs);
     fs_core_stop(fs);
 }
