@@ -680,7 +680,9 @@ struct pbucket {
     size_t n;
     struct fh_entry *e;
     int force;                   /* the stored bytes do not verify: write anyway */
-    uint8_t hash[SHA256_LEN];    /* of the bytes written (plan_write) */
+    uint8_t hash[SHA256_LEN];    /* of its bytes (seal) */
+    uint8_t *blob;               /* its bytes, if they must be written (seal) */
+    size_t len;
 };
 
 struct plan {
@@ -690,8 +692,10 @@ struct plan {
 
 static void plan_clear(struct plan *p)
 {
-    for (size_t i = 0; i < p->nc; i++)
+    for (size_t i = 0; i < p->nc; i++) {
         free(p->c[i].e);
+        free(p->c[i].blob);
+    }
     free(p->c);
     memset(p, 0, sizeof *p);
 }
@@ -882,13 +886,124 @@ static int cmp_pbucket(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* Write the planned buckets whose bytes differ from what the stored root
- * (base, may be NULL) lists, and build the new root list: base's buckets
- * with the planned ones in their place. */
-static int plan_write(struct meta *m, const char *vault_id, const struct file_head *base,
-                      struct plan *p, struct fh_delta *d, struct fh_stats *st)
+/* An advance in three steps (file_head.h): what it read, what it will write. */
+struct fh_prep {
+    struct plan p;
+    struct file_head base;       /* the stored root's buckets it builds on (b only) */
+    int root_present;            /* the stored root as read: present, and its hash */
+    uint8_t root_hash[SHA256_LEN];
+    uint64_t counter;            /* of the new root */
+    int full, rolled_back;
+    size_t behind;
+    uint64_t first_behind;
+    struct fh_delta d;           /* seal */
+    uint8_t *raw;                /* the signed root (seal) */
+    size_t raw_len;
+};
+
+void file_head_prep_free(struct fh_prep *x)
 {
-    size_t nbase = base ? base->nb : 0, i = 0, j = 0;
+    if (!x)
+        return;
+    plan_clear(&x->p);
+    file_head_clear(&x->base);
+    file_head_delta_clear(&x->d);
+    free(x->raw);
+    free(x);
+}
+
+static uint64_t max_u64(uint64_t a, uint64_t b)
+{
+    return a > b ? a : b;
+}
+
+int file_head_prepare(struct meta *m, const char *vault_id, const char *root_fp,
+                      const struct file_head *known, const uint64_t *dirty, size_t ndirty,
+                      struct fh_prep **out, struct fh_stats *stats)
+{
+    struct file_head none = { 0 }, stored = { 0 }, prev = { 0 }, full = { 0 };
+    const struct file_head *base = NULL;
+    struct fh_stats dummy;
+    struct fh_stats *st = stats ? stats : &dummy;
+    struct fh_prep *x = calloc(1, sizeof *x);
+    uint8_t *sblob = NULL;
+    size_t slen = 0, older = 0, bad = 0;
+    int rc, have = 0;             /* 1: the stored root verified; 2: it is known's */
+
+    *out = NULL;
+    if (!x)
+        return pfs_err(-ENOMEM, "out of memory advancing the file head");
+    if (!known)
+        known = &none;
+    memset(st, 0, sizeof *st);
+    rc = read_root(m, &sblob, &slen, st);
+    if (rc == 0) {
+        x->root_present = 1;
+        sha256(sblob, slen, x->root_hash);
+        if (known->counter && memcmp(x->root_hash, known->raw_hash, SHA256_LEN) == 0)
+            have = 2;             /* this mount's own last head: nothing to verify */
+        else if ((rc = verify_root(m, vault_id, root_fp, sblob, slen, &stored)) == 0)
+            have = 1;
+        else if (rc == -EBADMSG)
+            x->rolled_back = 1, rc = 0;   /* altered: build on what this mount verified */
+    } else if (rc == -ENOENT) {
+        x->rolled_back = known->counter != 0;
+        rc = 0;
+    }
+    if (have == 1 && stored.counter < known->counter)
+        x->rolled_back = 1;
+    base = have == 2 ? known : have == 1 ? &stored : NULL;
+    if (rc == 0 && base && known->version == FH_VERSION && base->version == FH_VERSION) {
+        /* incremental: the buckets another writer changed, and this mount's */
+        if (have == 1)
+            rc = plan_differing(m, vault_id, known, &stored, &x->p, &older, &bad, st);
+        if (older || bad)
+            x->rolled_back = 1;
+        if (rc == 0)
+            rc = plan_dirty(m, known, dirty, ndirty, &x->p, &x->behind, &x->first_behind, st);
+        if (rc == 0 && base->nb && !(x->base.b = malloc(base->nb * sizeof *base->b)))
+            rc = pfs_err(-ENOMEM, "out of memory advancing the file head");
+        if (rc == 0 && base->nb) {
+            memcpy(x->base.b, base->b, base->nb * sizeof *base->b);
+            x->base.nb = base->nb;
+        }
+    } else if (rc == 0) {
+        /* in full: the first head of this vault, a format-1 head (the
+         * conversion), or a stored head that did not verify */
+        if (have == 1 && stored.version == FH_VERSION)
+            rc = load_all_buckets(m, vault_id, &stored, 0, &bad, st);
+        if (bad || (have == 1 && known->counter &&
+                    file_head_not_older(known, &stored, "the head this mount verified") < 0))
+            x->rolled_back = 1;
+        if (rc == 0)
+            rc = max_merge(known->e, known->n, stored.e, stored.n, &prev.e, &prev.n, NULL,
+                           NULL, NULL);
+        if (rc == 0)
+            rc = file_head_compute(m, &prev, &full, &x->behind, &x->first_behind);
+        if (rc == 0)
+            rc = plan_full(&full, &x->p);
+        x->full = 1;
+    }
+    x->counter = max_u64(have == 2 ? known->counter : stored.counter, known->counter) + 1;
+    free(sblob);
+    file_head_clear(&stored);
+    file_head_clear(&prev);
+    file_head_clear(&full);
+    if (rc < 0) {
+        file_head_prep_free(x);
+        return rc;
+    }
+    *out = x;
+    return 0;
+}
+
+int file_head_seal(struct fh_prep *x, EVP_PKEY *signer, const char *vault_id,
+                   uint64_t signer_id)
+{
+    struct file_head root = { 0 };
+    struct plan *p = &x->p;
+    struct fh_delta *d = &x->d;
+    size_t nbase = x->base.nb, i = 0, j = 0;
     int rc = 0;
 
     qsort(p->c, p->nc, sizeof *p->c, cmp_pbucket);
@@ -898,27 +1013,23 @@ static int plan_write(struct meta *m, const char *vault_id, const struct file_he
         return pfs_err(-ENOMEM, "out of memory advancing the file head");
     for (size_t k = 0; rc == 0 && k < p->nc; k++) {
         struct pbucket *c = &p->c[k];
-        const struct fh_bref *sb = base ? bref_find(base, c->id) : NULL;
-        uint8_t *blob = NULL;
-        size_t len = 0;
-        char key[64];
+        const struct fh_bref *sb = bref_find(&x->base, c->id);
 
-        rc = file_head_bucket_encode(vault_id, c->id, c->e, c->n, &blob, &len);
+        rc = file_head_bucket_encode(vault_id, c->id, c->e, c->n, &c->blob, &c->len);
         if (rc == 0)
-            sha256(blob, len, c->hash);
+            sha256(c->blob, c->len, c->hash);
         /* the bytes the stored root already lists (and that verified): no write */
-        if (rc == 0 && (c->force || !sb || memcmp(sb->hash, c->hash, SHA256_LEN) != 0)) {
-            file_head_bucket_key(c->id, key, sizeof key);
-            rc = meta_param_set(m, key, blob, len);
-            count(st, 1, len);
+        if (rc == 0 && !c->force && sb && memcmp(sb->hash, c->hash, SHA256_LEN) == 0) {
+            free(c->blob);
+            c->blob = NULL;
         }
-        free(blob);
     }
+    /* the new root: base's buckets with the planned ones in their place */
     while (rc == 0 && (i < nbase || j < p->nc)) {
-        if (j == p->nc || (i < nbase && base->b[i].id < p->c[j].id)) {
-            d->b[d->nb++] = base->b[i++];
+        if (j == p->nc || (i < nbase && x->base.b[i].id < p->c[j].id)) {
+            d->b[d->nb++] = x->base.b[i++];
         } else {
-            if (i < nbase && base->b[i].id == p->c[j].id)
+            if (i < nbase && x->base.b[i].id == p->c[j].id)
                 i++;
             d->b[d->nb].id = p->c[j].id;
             memcpy(d->b[d->nb].hash, p->c[j].hash, SHA256_LEN);
@@ -926,19 +1037,99 @@ static int plan_write(struct meta *m, const char *vault_id, const struct file_he
             j++;
         }
     }
+    if (rc == 0) {
+        root.counter = x->counter;
+        root.time = (int64_t)time(NULL);
+        root.b = d->b;
+        root.nb = d->nb;
+        rc = file_head_sign(signer, vault_id, signer_id, &root, &x->raw, &x->raw_len);
+    }
+    if (rc < 0)
+        return rc;
     /* the delta takes the planned buckets' floors */
-    for (size_t k = 0; rc == 0 && k < p->nc; k++) {
+    for (size_t k = 0; k < p->nc; k++) {
         d->c[k] = (struct fh_bucket){ .id = p->c[k].id, .n = p->c[k].n, .e = p->c[k].e };
         p->c[k].e = NULL;
     }
-    if (rc == 0)
-        d->nc = p->nc;
+    d->nc = p->nc;
+    d->full = x->full;
+    d->counter = root.counter;
+    d->signer_id = signer_id;
+    d->time = root.time;
+    d->version = FH_VERSION;
+    sha256(x->raw, x->raw_len, d->raw_hash);
+    return 0;
+}
+
+/* Write the sealed buckets and root, in the caller's transaction with the
+ * head lock held, if the stored root is still the one prepare read. */
+static int publish_locked(struct meta *m, struct fh_prep *x, struct fh_stats *st)
+{
+    uint8_t *blob = NULL, hash[SHA256_LEN];
+    size_t len = 0;
+    char key[64];
+    int rc = meta_param_get(m, FILE_HEAD_PARAM, &blob, &len);
+
+    if (rc == 0) {
+        sha256(blob, len, hash);
+        count(st, 0, len);
+    }
+    free(blob);
+    if (rc < 0 && rc != -ENOENT)
+        return rc;
+    if ((rc == 0) != x->root_present ||
+        (rc == 0 && memcmp(hash, x->root_hash, SHA256_LEN) != 0))
+        return -EAGAIN;           /* another writer advanced meanwhile */
+    rc = 0;
+    for (size_t k = 0; rc == 0 && k < x->p.nc; k++) {
+        if (!x->p.c[k].blob)
+            continue;
+        file_head_bucket_key(x->p.c[k].id, key, sizeof key);
+        rc = meta_param_set(m, key, x->p.c[k].blob, x->p.c[k].len);
+        count(st, 1, x->p.c[k].len);
+    }
+    if (rc == 0) {
+        rc = meta_param_set(m, FILE_HEAD_PARAM, x->raw, x->raw_len);
+        count(st, 1, x->raw_len);
+    }
     return rc;
 }
 
-static uint64_t max_u64(uint64_t a, uint64_t b)
+int file_head_publish(struct meta *m, struct fh_prep *x, struct fh_stats *stats)
 {
-    return a > b ? a : b;
+    int rc = meta_begin(m), in_txn = rc == 0;
+
+    if (stats)
+        memset(stats, 0, sizeof *stats);
+
+    /* Two mounts at once (PostgreSQL): the second waits here until the
+     * first committed, then finds the root moved (-EAGAIN). */
+    if (rc == 0)
+        rc = meta_head_lock(m);
+    if (rc == 0)
+        rc = publish_locked(m, x, stats);
+    if (rc == 0 && in_txn)
+        rc = meta_commit(m);
+    else if (in_txn)
+        meta_rollback(m);
+    return rc;
+}
+
+int file_head_prep_result(struct fh_prep *x, struct fh_delta *d, uint8_t **raw,
+                          size_t *raw_len, int *rolled_back, size_t *behind,
+                          uint64_t *first_behind)
+{
+    *d = x->d;
+    memset(&x->d, 0, sizeof x->d);
+    *raw = x->raw;
+    *raw_len = x->raw_len;
+    x->raw = NULL;
+    *rolled_back = x->rolled_back;
+    if (behind)
+        *behind = x->behind;
+    if (first_behind)
+        *first_behind = x->first_behind;
+    return 0;
 }
 
 int file_head_advance(struct meta *m, const char *vault_id, const char *root_fp,
@@ -947,111 +1138,38 @@ int file_head_advance(struct meta *m, const char *vault_id, const char *root_fp,
                       uint8_t **raw, size_t *raw_len, int *rolled_back, size_t *behind,
                       uint64_t *first_behind, struct fh_stats *stats)
 {
-    struct file_head none = { 0 }, stored = { 0 }, prev = { 0 }, full = { 0 }, root = { 0 };
-    const struct file_head *base = NULL;
-    struct fh_stats dummy;
-    struct fh_stats *st = stats ? stats : &dummy;
-    struct plan p = { 0 };
-    uint8_t *sblob = NULL, hash[SHA256_LEN];
-    size_t slen = 0, bhd = 0, older = 0, bad = 0;
-    uint64_t fb = 0;
-    int rc, in_txn, have = 0;     /* 1: the stored root verified; 2: it is known's */
+    struct fh_prep *x = NULL;
+    struct fh_stats wrote = { 0 };
+    int rc, in_txn;
 
-    if (!known)
-        known = &none;
     memset(d, 0, sizeof *d);
-    memset(st, 0, sizeof *st);
     *raw = NULL;
     *raw_len = 0;
     *rolled_back = 0;
     rc = meta_begin(m);
     in_txn = rc == 0;
-    /* Two mounts at once (PostgreSQL): the second waits here until the
-     * first committed, then builds on its head. */
+    /* everything in one transaction under the head lock: nothing moves */
     if (rc == 0)
         rc = meta_head_lock(m);
     if (rc == 0)
-        rc = read_root(m, &sblob, &slen, st);
-    if (rc == 0) {
-        sha256(sblob, slen, hash);
-        if (known->counter && memcmp(hash, known->raw_hash, SHA256_LEN) == 0)
-            have = 2;             /* this mount's own last head: nothing to verify */
-        else if ((rc = verify_root(m, vault_id, root_fp, sblob, slen, &stored)) == 0)
-            have = 1;
-        else if (rc == -EBADMSG)
-            *rolled_back = 1, rc = 0;   /* altered: build on what this mount verified */
-    } else if (rc == -ENOENT) {
-        *rolled_back = known->counter != 0;
-        rc = 0;
-    }
-    if (have == 1 && stored.counter < known->counter)
-        *rolled_back = 1;
-    base = have == 2 ? known : have == 1 ? &stored : NULL;
-    if (rc == 0 && base && known->version == FH_VERSION && base->version == FH_VERSION) {
-        /* incremental: the buckets another writer changed, and this mount's */
-        if (have == 1)
-            rc = plan_differing(m, vault_id, known, &stored, &p, &older, &bad, st);
-        if (older || bad)
-            *rolled_back = 1;
-        if (rc == 0)
-            rc = plan_dirty(m, known, dirty, ndirty, &p, &bhd, &fb, st);
-    } else if (rc == 0) {
-        /* in full: the first head of this vault, a format-1 head (the
-         * conversion), or a stored head that did not verify */
-        if (have == 1 && stored.version == FH_VERSION)
-            rc = load_all_buckets(m, vault_id, &stored, 0, &bad, st);
-        if (bad || (have == 1 && known->counter &&
-                    file_head_not_older(known, &stored, "the head this mount verified") < 0))
-            *rolled_back = 1;
-        if (rc == 0)
-            rc = max_merge(known->e, known->n, stored.e, stored.n, &prev.e, &prev.n, NULL,
-                           NULL, NULL);
-        if (rc == 0)
-            rc = file_head_compute(m, &prev, &full, &bhd, &fb);
-        if (rc == 0)
-            rc = plan_full(&full, &p);
-        d->full = 1;
-        base = NULL;
-    }
+        rc = file_head_prepare(m, vault_id, root_fp, known, dirty, ndirty, &x, stats);
     if (rc == 0)
-        rc = plan_write(m, vault_id, base, &p, d, st);
-    if (rc == 0) {
-        root.counter = max_u64(have == 2 ? known->counter : stored.counter, known->counter) + 1;
-        root.time = (int64_t)time(NULL);
-        root.b = d->b;
-        root.nb = d->nb;
-        rc = file_head_sign(signer, vault_id, signer_id, &root, raw, raw_len);
-        root.b = NULL;
-    }
-    if (rc == 0) {
-        rc = meta_param_set(m, FILE_HEAD_PARAM, *raw, *raw_len);
-        count(st, 1, *raw_len);
-    }
+        rc = file_head_seal(x, signer, vault_id, signer_id);
+    if (rc == 0)
+        rc = publish_locked(m, x, &wrote);
     if (rc == 0 && in_txn)
         rc = meta_commit(m);
     else if (in_txn)
         meta_rollback(m);
-    if (rc == 0) {
-        d->counter = root.counter;
-        d->signer_id = signer_id;
-        d->time = root.time;
-        d->version = FH_VERSION;
-        sha256(*raw, *raw_len, d->raw_hash);
-        if (behind)
-            *behind = bhd;
-        if (first_behind)
-            *first_behind = fb;
-    } else {
-        file_head_delta_clear(d);
-        free(*raw);
-        *raw = NULL;
-        *raw_len = 0;
+    if (rc == 0 && stats) {
+        stats->rows_read += wrote.rows_read;
+        stats->bytes_read += wrote.bytes_read;
+        stats->rows_written = wrote.rows_written;
+        stats->bytes_written = wrote.bytes_written;
     }
-    plan_clear(&p);
-    free(sblob);
-    file_head_clear(&stored);
-    file_head_clear(&prev);
-    file_head_clear(&full);
+    if (rc == 0)
+        file_head_prep_result(x, d, raw, raw_len, rolled_back, behind, first_behind);
+    file_head_prep_free(x);
     return rc;
 }
 

@@ -190,6 +190,26 @@ int file_head_advance(struct meta *m, const char *vault_id, const char *root_fp,
                       uint8_t **raw, size_t *raw_len, int *rolled_back, size_t *behind,
                       uint64_t *first_behind, struct fh_stats *stats);
 
+/* The same advance in three steps, so that the caller can sign without
+ * holding what serialises its use of m (the mount's metadata lock):
+ * prepare reads (the stored root, the buckets another writer changed, the
+ * dirty files' rows) and plans the buckets to write; seal encodes them and
+ * signs the root, touching no metadata; publish writes them in one
+ * transaction under the head lock only if the stored root is still the one
+ * prepare read (-EAGAIN otherwise: prepare again).  result hands over what
+ * file_head_advance returns. */
+struct fh_prep;
+int file_head_prepare(struct meta *m, const char *vault_id, const char *root_fp,
+                      const struct file_head *known, const uint64_t *dirty, size_t ndirty,
+                      struct fh_prep **out, struct fh_stats *stats);
+int file_head_seal(struct fh_prep *x, EVP_PKEY *signer, const char *vault_id,
+                   uint64_t signer_id);
+int file_head_publish(struct meta *m, struct fh_prep *x, struct fh_stats *stats);
+int file_head_prep_result(struct fh_prep *x, struct fh_delta *d, uint8_t **raw,
+                          size_t *raw_len, int *rolled_back, size_t *behind,
+                          uint64_t *first_behind);
+void file_head_prep_free(struct fh_prep *x);
+
 /* Another mount may have advanced the stored head: if its root's bytes
  * differ from known's, verify it and read only the buckets whose hash
  * changed.  0 with d->nb == 0 and d->counter == 0: nothing new; 0 with d

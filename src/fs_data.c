@@ -2921,12 +2921,13 @@ static void job_item_run(struct workq_item *it)
  * fsyncdir, the gc and unmount sync at once. */
 /* The signed file head (vault_filehead.c): signed by the syncer every
  * FILE_HEAD_PERIOD_MS while this mount commits files, and at unmount, after
- * the commits it covers are durable; never on an operation's path. */
+ * the commits it covers are durable; never on an operation's path.  The
+ * advance releases meta_lock while it signs (vault_file_head_advance). */
 static void fs_data_file_head_advance(struct fs *fs)
 {
     pthread_mutex_lock(&fs->meta_lock);
     int r = fs->opt.read_only ? vault_file_head_refresh(fs->v)   /* writes nothing */
-                              : vault_file_head_advance(fs->v);
+                              : vault_file_head_advance(fs->v, &fs->meta_lock);
     if (r == 0 && !fs->opt.read_only)
         r = meta_sync(fs->v->meta);
     pthread_mutex_unlock(&fs->meta_lock);

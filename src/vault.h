@@ -9,6 +9,7 @@
 #define PACTFS_VAULT_H
 
 #include <stddef.h>
+#include <pthread.h>
 #include <stdint.h>
 
 #include <openssl/evp.h>
@@ -71,7 +72,10 @@ struct vault {
 int vault_file_head_open(struct vault *v);
 uint64_t vault_file_floor(struct vault *v, uint64_t ino);
 void vault_file_head_note_commit(struct vault *v, uint64_t ino);
-int vault_file_head_advance(struct vault *v);
+/* advance: called with meta_lock held (the lock that serialises this
+ * mount's use of v->meta; NULL: sign under it too); it is released while
+ * the root is signed and held again on return. */
+int vault_file_head_advance(struct vault *v, pthread_mutex_t *meta_lock);
 int vault_file_head_refresh(struct vault *v);
 /* Anchor the head the last advance signed, once it is durable (outside any
  * lock that operations wait for: with pactfs-keyd it is a request). */

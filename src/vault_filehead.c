@@ -202,10 +202,11 @@ static void untake_dirty(struct vault *v, const uint64_t *d, size_t n, int oom)
     }
 }
 
-int vault_file_head_advance(struct vault *v)
+int vault_file_head_advance(struct vault *v, pthread_mutex_t *meta_lock)
 {
     struct file_head_state *s = v->fhead;
     struct fh_delta next;
+    struct fh_prep *x = NULL;
     uint8_t *raw = NULL;
     uint64_t *dirty = NULL;
     size_t rawlen = 0, behind = 0, ndirty = 0;
@@ -224,9 +225,33 @@ int vault_file_head_advance(struct vault *v)
      * head is rebuilt from every file's row, as a format-1 head is. */
     if (oom)
         s->h.version = 1;
-    rc = file_head_advance(v->meta, v->conf.vault_id, v->conf.root_fingerprint, v->priv,
-                           v->account.id, &s->h, dirty, ndirty, &next, &raw, &rawlen,
-                           &rolled_back, &behind, &first_behind, NULL);
+    /* Read and plan under meta_lock; sign (the RSA signature, the buckets'
+     * encoding and hashes) without it, so that the mount's other metadata
+     * operations do not wait for it; write under it again.  Safe because
+     * seal touches neither v->meta nor s->h (prepare copied what it
+     * needs), and publish writes only if the stored root is still the one
+     * prepare read, inside a transaction holding the head lock: another
+     * writer's advance meanwhile (another mount, or a re-signing by
+     * pactfs-admin) moves the root and makes it -EAGAIN, and then the
+     * whole advance runs again under the lock.  Commits this mount makes
+     * meanwhile are noted for the next advance; the floors read before
+     * them are lower bounds, which is all a floor has to be. */
+    rc = meta_lock ? file_head_prepare(v->meta, v->conf.vault_id, v->conf.root_fingerprint,
+                                       &s->h, dirty, ndirty, &x, NULL) : -EAGAIN;
+    if (rc == 0) {
+        pthread_mutex_unlock(meta_lock);
+        rc = file_head_seal(x, v->priv, v->conf.vault_id, v->account.id);
+        pthread_mutex_lock(meta_lock);
+    }
+    if (rc == 0)
+        rc = file_head_publish(v->meta, x, NULL);
+    if (rc == 0)
+        file_head_prep_result(x, &next, &raw, &rawlen, &rolled_back, &behind, &first_behind);
+    file_head_prep_free(x);
+    if (rc == -EAGAIN)
+        rc = file_head_advance(v->meta, v->conf.vault_id, v->conf.root_fingerprint, v->priv,
+                               v->account.id, &s->h, dirty, ndirty, &next, &raw, &rawlen,
+                               &rolled_back, &behind, &first_behind, NULL);
     if (rc < 0) {
         untake_dirty(v, dirty, ndirty, oom);
         free(dirty);
