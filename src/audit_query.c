@@ -16,6 +16,7 @@
 #include "audit.h"
 #include "audit_query.h"
 #include "error.h"
+#include "vec.h"
 
 #define FILES_MAX 4096u
 #define REMOTE_BODY_MAX (512u * 1024u * 1024u)
@@ -657,14 +658,8 @@ static int learn_session(struct audit_revealed *r, json_object *ev, const char *
 
     if (!wrapped || strlen(session) >= sizeof k->session || session_key(r, session))
         return 0;
-    if (r->nkeys == r->capkeys) {
-        size_t cap = r->capkeys ? 2 * r->capkeys : 16;
-        struct audit_session_key *p = realloc(r->keys, cap * sizeof *p);
-        if (!p)
-            return -ENOMEM;
-        r->keys = p;
-        r->capkeys = cap;
-    }
+    if (vec_reserve(&r->keys, &r->capkeys, r->nkeys + 1, sizeof *r->keys, 16) < 0)
+        return -ENOMEM;
     k = &r->keys[r->nkeys++];
     memset(k, 0, sizeof *k);
     snprintf(k->session, sizeof k->session, "%s", session);

@@ -16,6 +16,7 @@
 #include "filecommit.h"
 #include "meta_shared.h"
 #include "registry.h"
+#include "vec.h"
 
 #define FH_MAGIC "PFFH"
 #define FH_VERSION_1 1
@@ -288,15 +289,8 @@ static int put(struct merge *mg, uint64_t ino, uint64_t gen)
 {
     struct file_head *o = mg->out;
 
-    if (o->n == mg->cap) {
-        size_t cap = mg->cap ? mg->cap * 2 : 256;
-        struct fh_entry *e = realloc(o->e, cap * sizeof *e);
-
-        if (!e)
-            return pfs_err(-ENOMEM, "out of memory computing the file head");
-        o->e = e;
-        mg->cap = cap;
-    }
+    if (vec_reserve(&o->e, &mg->cap, o->n + 1, sizeof *o->e, 256) < 0)
+        return pfs_err(-ENOMEM, "out of memory computing the file head");
     o->e[o->n].ino = ino;
     o->e[o->n].generation = gen;
     o->n++;

@@ -11,6 +11,7 @@
 #include "error.h"
 #include "filecommit.h"
 #include "secmem.h"
+#include "vec.h"
 
 int fc_key_derive(const uint8_t dek[32], uint8_t key[FC_KEY_LEN])
 {
@@ -94,14 +95,8 @@ int fc_list_set(struct fc_list *l, uint64_t idx, const struct chunk_ref *ref)
     size_t pos = lower_bound(l, idx);
 
     if (pos == l->n || l->e[pos].idx != idx) {
-        if (l->n == l->cap) {
-            size_t cap = l->cap ? l->cap * 2 : 16;
-            struct fc_entry *e = realloc(l->e, cap * sizeof *e);
-            if (!e)
-                return pfs_err(-ENOMEM, "out of memory for a chunk list");
-            l->e = e;
-            l->cap = cap;
-        }
+        if (vec_reserve(&l->e, &l->cap, l->n + 1, sizeof *l->e, 16) < 0)
+            return pfs_err(-ENOMEM, "out of memory for a chunk list");
         memmove(l->e + pos + 1, l->e + pos, (l->n - pos) * sizeof *l->e);
         l->n++;
     }

@@ -11,6 +11,7 @@
 
 #include "error.h"
 #include "fs_trash.h"
+#include "vec.h"
 
 #define INFO_SUFFIX ".trashinfo"
 #define INFO_XATTR "pactfs.trashinfo"   /* never a "user." name: not listed */
@@ -498,14 +499,8 @@ struct ents {
 static int ents_add(struct ents *e, const char *name, const char *suffix, uint64_t ino,
                     uint32_t mode)
 {
-    if (e->n == e->cap) {
-        size_t cap = e->cap ? 2 * e->cap : 16;
-        struct ent *v = realloc(e->v, cap * sizeof *v);
-        if (!v)
-            return -ENOMEM;
-        e->v = v;
-        e->cap = cap;
-    }
+    if (vec_reserve(&e->v, &e->cap, e->n + 1, sizeof *e->v, 16) < 0)
+        return -ENOMEM;
     size_t len = strlen(name) + strlen(suffix) + 1;
     char *s = malloc(len);
     if (!s)

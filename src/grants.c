@@ -22,6 +22,7 @@
 #include "meta_backend.h"
 #include "registry.h"
 #include "secmem.h"
+#include "vec.h"
 
 #define GRANT_MAGIC "PFSG"
 #define GRANT_VERSION 2             /* 1: no time */
@@ -165,20 +166,18 @@ void grant_rows_free(struct grant_rows *s)
         meta_envelope_clear(&s->e[i]);
     free(s->e);
     s->e = NULL;
-    s->n = 0;
+    s->n = s->cap = 0;
 }
 
 static int grant_rows_add(void *arg, const struct meta_envelope *e)
 {
     struct grant_rows *s = arg;
-    struct meta_envelope *grown = realloc(s->e, (s->n + 1) * sizeof *grown);
 
-    if (!grown)
+    if (vec_reserve(&s->e, &s->cap, s->n + 1, sizeof *s->e, 16) < 0)
         return -ENOMEM;
-    s->e = grown;
-    grown[s->n] = *e;
-    grown[s->n].wrapped = meta_memdup(e->wrapped, e->wrapped_len);
-    if (!grown[s->n].wrapped)
+    s->e[s->n] = *e;
+    s->e[s->n].wrapped = meta_memdup(e->wrapped, e->wrapped_len);
+    if (!s->e[s->n].wrapped)
         return -ENOMEM;
     s->n++;
     return 0;
@@ -1008,35 +1007,20 @@ struct signed_by {
     struct vault *v;
     uint64_t signer;
     uint8_t (*h)[SHA256_LEN];
-    size_t n;
+    size_t n, cap;
 };
 
 static int signed_by_add(struct signed_by *c, const uint8_t *obj, size_t len)
 {
-    uint8_t (*grown)[SHA256_LEN] = realloc(c->h, (c->n + 1) * sizeof *grown);
-
-    if (!grown)
+    if (vec_reserve(&c->h, &c->cap, c->n + 1, sizeof *c->h, 16) < 0)
         return -ENOMEM;
-    c->h = grown;
     sha256(obj, len, c->h[c->n++]);
     return 0;
 }
 
-struct id_list {
-    uint64_t *id;
-    size_t n;
-};
-
 static int id_list_add(void *arg, const struct meta_folder *f)
 {
-    struct id_list *l = arg;
-    uint64_t *grown = realloc(l->id, (l->n + 1) * sizeof *grown);
-
-    if (!grown)
-        return -ENOMEM;
-    l->id = grown;
-    l->id[l->n++] = f->id;
-    return 0;
+    return vec_u64_push(arg, f->id);
 }
 
 static int signed_by_folder(struct signed_by *c, uint64_t folder_id)
@@ -1086,7 +1070,7 @@ static int account_change_attested(struct vault *v, const char *name,
     struct meta_account a = { 0 }, before = { 0 };
     struct registry_record r = { 0 };
     struct registry_details d = { 0 };
-    struct signed_by kept = { v, 0, NULL, 0 };
+    struct signed_by kept = { .v = v };
     int retain = 0;
     int rc = sysadmin_target(v, name, &a, &r);
 
@@ -1103,13 +1087,13 @@ static int account_change_attested(struct vault *v, const char *name,
         rc = keeps_a_dataadmin(v, &before, &a);
     if (rc == 0 && may_sign_data(&before) && !may_sign_data(&a)) {
         retain = 1;
-        struct id_list ids = { NULL, 0 };
+        struct vec_u64 ids = { 0 };
 
         kept.signer = a.id;
         rc = meta_folder_list(v->meta, id_list_add, &ids);   /* no statement left open */
         for (size_t i = 0; rc == 0 && i < ids.n; i++)
-            rc = signed_by_folder(&kept, ids.id[i]);
-        free(ids.id);
+            rc = signed_by_folder(&kept, ids.v[i]);
+        vec_u64_free(&ids);
     }
     if (rc == 0)
         rc = meta_begin(v->meta);

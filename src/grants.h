@@ -43,7 +43,7 @@ int grant_envelope_unpack(const uint8_t *blob, size_t len, const uint8_t **rsa, 
  * while they are checked); free with grant_rows_free. */
 struct grant_rows {
     struct meta_envelope *e;
-    size_t n;
+    size_t n, cap;
 };
 int grant_rows_folder(struct meta *m, uint64_t folder_id, struct grant_rows *s);
 int grant_rows_account(struct meta *m, uint64_t account_id, struct grant_rows *s);

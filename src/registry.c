@@ -11,6 +11,7 @@
 #include "enrol.h"
 #include "error.h"
 #include "registry.h"
+#include "vec.h"
 
 #define RECORD_MAGIC "PFSR"
 #define RECORD_VERSION 4            /* 1: no details, no enrolment code; 2: no retained list;
@@ -840,21 +841,9 @@ static int attested(struct cosign_ctx *cs, const struct registry_record *r, unsi
     return rc;
 }
 
-struct id_vec {
-    uint64_t *id;
-    size_t n;
-};
-
 static int id_vec_add(void *arg, const struct meta_account *a)
 {
-    struct id_vec *v = arg;
-    uint64_t *n = realloc(v->id, (v->n + 1) * sizeof *n);
-
-    if (!n)
-        return -ENOMEM;
-    v->id = n;
-    v->id[v->n++] = a->id;
-    return 0;
+    return vec_u64_push(arg, a->id);
 }
 
 /* "required=no" counts only with the proposal and confirmation of two
@@ -893,19 +882,19 @@ int registry_cosign_policy_off(struct meta *m, const char *vault_id, const char 
  * signed by two of them switched it off. */
 static int cosign_enforced(struct cosign_ctx *cs, unsigned depth)
 {
-    struct id_vec ids = { NULL, 0 };
+    struct vec_u64 ids = { 0 };
     unsigned n = 0;
     int rc = meta_account_list(cs->m, id_vec_add, &ids);
 
     for (size_t i = 0; rc == 0 && i < ids.n && n < 2; i++) {
         struct registry_record a = { 0 };
 
-        if (verify_chain(cs->m, cs->vault_id, cs->root_fp, ids.id[i], 0, 0, NULL, &a) == 0 &&
+        if (verify_chain(cs->m, cs->vault_id, cs->root_fp, ids.v[i], 0, 0, NULL, &a) == 0 &&
             (a.roles & ROLE_SYSADMIN) && !a.disabled)
             n++;
         registry_record_clear(&a);
     }
-    free(ids.id);
+    vec_u64_free(&ids);
     pfs_err_clear();
     if (rc < 0)
         return 1;             /* fail closed */
@@ -988,7 +977,7 @@ static int endorsement_lists(const char *vault_id, const uint8_t *raw, size_t le
  * least one must (records of format 3 and earlier: none yet is enough). */
 static int endorsed(struct cosign_ctx *cs, const struct registry_record *r, unsigned depth)
 {
-    struct id_vec ids = { NULL, 0 };
+    struct vec_u64 ids = { 0 };
     uint32_t priv = r->roles & PRIV_ROLES;
     unsigned listed = 0, endorsers = 0;
     char refused[META_ACCOUNT_NAME_MAX + 1] = "", missing[META_ACCOUNT_NAME_MAX + 1] = "";
@@ -1000,8 +989,8 @@ static int endorsed(struct cosign_ctx *cs, const struct registry_record *r, unsi
         uint8_t *raw = NULL;
         size_t len = 0;
 
-        if (ids.id[i] == r->signer_id ||
-            verify_chain(cs->m, cs->vault_id, cs->root_fp, ids.id[i], 0, 0, NULL, &y) < 0 ||
+        if (ids.v[i] == r->signer_id ||
+            verify_chain(cs->m, cs->vault_id, cs->root_fp, ids.v[i], 0, 0, NULL, &y) < 0 ||
             !(y.roles & ROLE_SYSADMIN)) {
             registry_record_clear(&y);
             continue;
@@ -1027,7 +1016,7 @@ static int endorsed(struct cosign_ctx *cs, const struct registry_record *r, unsi
         free(raw);
         registry_record_clear(&y);
     }
-    free(ids.id);
+    vec_u64_free(&ids);
     pfs_err_clear();
     if (rc < 0)
         return rc;
@@ -1178,7 +1167,7 @@ int registry_endorse_add(struct meta *m, const char *vault_id, EVP_PKEY *key, ui
 int registry_endorse_current(struct meta *m, const char *vault_id, const char *root_fp,
                              EVP_PKEY *key, uint64_t signer, size_t *count)
 {
-    struct id_vec ids = { NULL, 0 };
+    struct vec_u64 ids = { 0 };
     struct endorse_entry *e = NULL;
     size_t n = 0;
     int rc = meta_account_list(m, id_vec_add, &ids);
@@ -1191,7 +1180,7 @@ int registry_endorse_current(struct meta *m, const char *vault_id, const char *r
 
         /* As verified without the co-signature rules: what this sysadmin
          * finds when it joins (or upgrades) is what it vouches for. */
-        if (verify_chain(m, vault_id, root_fp, ids.id[i], 0, 0, NULL, &a) == 0 &&
+        if (verify_chain(m, vault_id, root_fp, ids.v[i], 0, 0, NULL, &a) == 0 &&
             (a.roles & PRIV_ROLES)) {
             e[n].id = a.account_id;
             e[n].priv = a.roles & PRIV_ROLES;
@@ -1200,7 +1189,7 @@ int registry_endorse_current(struct meta *m, const char *vault_id, const char *r
         registry_record_clear(&a);
     }
     pfs_err_clear();
-    free(ids.id);
+    vec_u64_free(&ids);
     if (rc == 0)
         rc = endorse_store(m, vault_id, key, signer, e, n);
     free(e);

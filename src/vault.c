@@ -119,36 +119,6 @@ static int add_folder_key(struct vault *v, struct vault_folder *f, uint32_t vers
     return f->keys[version] ? 0 : -ENOMEM;
 }
 
-/* Copies of the account's envelope rows: they are checked (which reads
- * other rows) after the list statement is done. */
-struct envelope_rows {
-    struct meta_envelope *e;
-    size_t n;
-};
-
-static int envelope_row_add(void *arg, const struct meta_envelope *e)
-{
-    struct envelope_rows *rows = arg;
-    struct meta_envelope *grown = realloc(rows->e, (rows->n + 1) * sizeof *grown);
-
-    if (!grown)
-        return -ENOMEM;
-    rows->e = grown;
-    grown[rows->n] = *e;
-    grown[rows->n].wrapped = meta_memdup(e->wrapped, e->wrapped_len);
-    if (!grown[rows->n].wrapped)
-        return -ENOMEM;
-    rows->n++;
-    return 0;
-}
-
-static void envelope_rows_free(struct envelope_rows *rows)
-{
-    for (size_t i = 0; i < rows->n; i++)
-        meta_envelope_clear(&rows->e[i]);
-    free(rows->e);
-}
-
 /* Something in the metadata store was changed by hand: say so on stderr and
  * in the audit trail (event "tamper"), with what was detected. */
 static void report_tamper(struct vault *v, uint64_t folder_id, const char *what)
@@ -210,7 +180,7 @@ static int open_one_envelope(struct vault *v, const struct meta_envelope *e, uin
  * state: the account must be a member, rights and the key version for new
  * data come from the state, and rows of newer key versions than the state
  * names are ignored. */
-static int open_folder(struct vault *v, const struct envelope_rows *rows, uint64_t folder_id)
+static int open_folder(struct vault *v, const struct grant_rows *rows, uint64_t folder_id)
 {
     struct folder_state st;
     struct meta_folder mf;
@@ -284,13 +254,13 @@ static int open_folder(struct vault *v, const struct envelope_rows *rows, uint64
 
 static int open_envelopes(struct vault *v)
 {
-    struct envelope_rows rows = { 0 };
-    int rc = meta_envelope_list_account(v->meta, v->account.id, envelope_row_add, &rows);
+    struct grant_rows rows = { 0 };
+    int rc = grant_rows_account(v->meta, v->account.id, &rows);
 
     if (rc == 0 && rows.n && (v->account.roles & ROLE_SYSADMIN)) {
         log_warning("\"%s\" is a sysadmin and holds no folder keys; its %zu envelope(s) are "
                     "ignored", v->account.name, rows.n);
-        envelope_rows_free(&rows);
+        grant_rows_free(&rows);
         return 0;
     }
     for (size_t i = 0; rc == 0 && i < rows.n; i++) {
@@ -301,7 +271,7 @@ static int open_envelopes(struct vault *v)
         if (!seen)
             rc = open_folder(v, &rows, rows.e[i].folder_id);
     }
-    envelope_rows_free(&rows);
+    grant_rows_free(&rows);
     return rc;
 }
 
@@ -843,12 +813,12 @@ int vault_folder_create_txn(struct vault *v, const char *name, uint64_t *folder_
 
 int vault_folder_load(struct vault *v, uint64_t folder_id)
 {
-    struct envelope_rows rows = { 0 };
-    int rc = meta_envelope_list_account(v->meta, v->account.id, envelope_row_add, &rows);
+    struct grant_rows rows = { 0 };
+    int rc = grant_rows_account(v->meta, v->account.id, &rows);
 
     if (rc == 0)
         rc = open_folder(v, &rows, folder_id);
-    envelope_rows_free(&rows);
+    grant_rows_free(&rows);
     if (rc == 0 && !vault_folder_by_id(v, folder_id))
         rc = pfs_err(-EIO, "the envelope of the new folder %llu does not open",
                      (unsigned long long)folder_id);

@@ -13,6 +13,7 @@
 #include "meta_shared.h"
 #include "registry.h"
 #include "vault_head.h"
+#include "vec.h"
 
 #define HEAD_MAGIC "PFSH"
 #define HEAD_VERSION 1
@@ -150,30 +151,14 @@ int vault_head_decode(const char *vault_id, const uint8_t *blob, size_t len,
 
 /* ------------------------------------------------ the metadata as it is */
 
-struct id_list {
-    uint64_t *ids;
-    size_t n;
-};
-
-static int id_add(struct id_list *l, uint64_t id)
-{
-    uint64_t *grown = realloc(l->ids, (l->n + 1) * sizeof *grown);
-
-    if (!grown)
-        return -ENOMEM;
-    l->ids = grown;
-    grown[l->n++] = id;
-    return 0;
-}
-
 static int folder_id_cb(void *arg, const struct meta_folder *f)
 {
-    return id_add(arg, f->id);
+    return vec_u64_push(arg, f->id);
 }
 
 static int account_id_cb(void *arg, const struct meta_account *a)
 {
-    return id_add(arg, a->id);
+    return vec_u64_push(arg, a->id);
 }
 
 static int cmp_u64(const void *a, const void *b)
@@ -239,7 +224,7 @@ static int account_entry(struct meta *m, const char *vault_id, uint64_t id,
 
 int vault_head_compute(struct meta *m, const char *vault_id, struct vault_head *h)
 {
-    struct id_list folders = { 0 }, accounts = { 0 };
+    struct vec_u64 folders = { 0 }, accounts = { 0 };
     int rc;
 
     memset(h, 0, sizeof *h);
@@ -255,23 +240,23 @@ int vault_head_compute(struct meta *m, const char *vault_id, struct vault_head *
     }
     if (rc == 0) {
         if (folders.n)
-            qsort(folders.ids, folders.n, sizeof *folders.ids, cmp_u64);
+            qsort(folders.v, folders.n, sizeof *folders.v, cmp_u64);
         if (accounts.n)
-            qsort(accounts.ids, accounts.n, sizeof *accounts.ids, cmp_u64);
+            qsort(accounts.v, accounts.n, sizeof *accounts.v, cmp_u64);
     }
     /* Only rows with a signed state or record count: a row without one is
      * trusted by nobody anyway (and a row whose state or record was
      * deleted no longer matches the head). */
     for (size_t i = 0; rc == 0 && i < folders.n; i++) {
-        rc = folder_entry(m, vault_id, folders.ids[i], &h->folders[h->nfolders]);
+        rc = folder_entry(m, vault_id, folders.v[i], &h->folders[h->nfolders]);
         h->nfolders += rc == 0 && h->folders[h->nfolders].counter;
     }
     for (size_t i = 0; rc == 0 && i < accounts.n; i++) {
-        rc = account_entry(m, vault_id, accounts.ids[i], &h->accounts[h->naccounts]);
+        rc = account_entry(m, vault_id, accounts.v[i], &h->accounts[h->naccounts]);
         h->naccounts += rc == 0 && h->accounts[h->naccounts].serial;
     }
-    free(folders.ids);
-    free(accounts.ids);
+    vec_u64_free(&folders);
+    vec_u64_free(&accounts);
     if (rc < 0)
         vault_head_clear(h);
     return rc;

@@ -35,6 +35,7 @@
 #include "object.h"
 #include "store.h"
 #include "vault.h"
+#include "vec.h"
 #include "workq.h"
 
 #define PROG "pactfs-fsck"
@@ -356,15 +357,8 @@ struct chunk_list {
 
 static struct chunk_item *chunk_list_add(struct chunk_list *l)
 {
-    if (l->n == l->cap) {
-        size_t cap = l->cap ? 2 * l->cap : 16;
-        struct chunk_item *grown = realloc(l->v, cap * sizeof *grown);
-
-        if (!grown)
-            return NULL;
-        l->v = grown;
-        l->cap = cap;
-    }
+    if (vec_reserve(&l->v, &l->cap, l->n + 1, sizeof *l->v, 16) < 0)
+        return NULL;
     memset(&l->v[l->n], 0, sizeof l->v[0]);
     return &l->v[l->n++];
 }
@@ -702,16 +696,9 @@ struct known_set {
 
 static int known_add(struct known_set *s, const struct chunk_ref *r, int queued)
 {
-    if (s->n == s->cap) {
-        size_t cap = s->cap ? 2 * s->cap : 256;
-        struct known_chunk *grown = realloc(s->v, cap * sizeof *grown);
-
-        if (!grown) {
-            s->oom = 1;
-            return 1;
-        }
-        s->v = grown;
-        s->cap = cap;
+    if (vec_reserve(&s->v, &s->cap, s->n + 1, sizeof *s->v, 256) < 0) {
+        s->oom = 1;
+        return 1;
     }
     memcpy(s->v[s->n].id, r->chunk_id, CHUNK_ID_LEN);
     s->v[s->n].rotation = r->rotation;
@@ -789,16 +776,9 @@ static int scan_object(void *arg, const char *name, uint64_t size)
 
     if (named_by_record(sc, name) || !strcmp(name, ENDPOINT_MARK_OBJECT))
         return 0;
-    if (sc->n == sc->cap) {
-        size_t cap = sc->cap ? 2 * sc->cap : 16;
-        struct orphan *grown = realloc(sc->v, cap * sizeof *grown);
-
-        if (!grown) {
-            sc->oom = 1;
-            return 1;
-        }
-        sc->v = grown;
-        sc->cap = cap;
+    if (vec_reserve(&sc->v, &sc->cap, sc->n + 1, sizeof *sc->v, 16) < 0) {
+        sc->oom = 1;
+        return 1;
     }
     snprintf(sc->v[sc->n].name, sizeof sc->v[0].name, "%s", name);
     sc->v[sc->n++].size = size;
