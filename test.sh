@@ -95,7 +95,7 @@ run_integration() { # build-dir label
     log "integration tests ($2)"
     local out rc
     out=$(mktemp)
-    PACTFS_BUILD="$1" timeout 1500 $PY -m pytest -q -p no:cacheprovider tests/integration 2>&1 | tee "$out" | tail -40
+    PACTFS_BUILD="$1" timeout 2400 $PY -m pytest -q -p no:cacheprovider tests/integration 2>&1 | tee "$out" | tail -40
     local line p f s e
     line=$(grep -E '^(=+ )?[0-9]+ (passed|failed|skipped|error)' "$out" | tail -1)
     p=$(grep -oE '[0-9]+ passed' <<<"$line" | grep -oE '[0-9]+'); f=$(grep -oE '[0-9]+ failed' <<<"$line" | grep -oE '[0-9]+')
