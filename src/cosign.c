@@ -6,11 +6,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
+#include "audit.h"
 #include "buf.h"
 #include "cosign.h"
 #include "error.h"
 #include "registry.h"
+#include "roster.h"
 
 #define MAGIC "PFSQ"
 #define ITEM_VERSION 1
@@ -98,7 +101,21 @@ static int count_sysadmin(void *arg, const struct meta_account *a)
 int cosign_needed(struct vault *v, int *required, unsigned *sysadmins)
 {
     struct admin_count c = { v, 0 };
+    struct roster ro;
+    struct roster_trust t;
     int rc;
+
+    /* With a role roster, its setting and its enabled sysadmins count: a
+     * sysadmin disabled or demoted in meta.db alone still counts. */
+    rc = roster_load(vault_roster_trust(v, &t), &ro, NULL, NULL);
+    if (rc == 0) {
+        *required = ro.required;
+        *sysadmins = roster_sysadmins(&ro);
+        roster_clear(&ro);
+        return 0;
+    }
+    if (rc != -ENOENT)
+        return rc;
 
     /* On unless a verified setting says off and the two sysadmins who
      * switched it off signed beside it (as clients read it, registry.h):
@@ -179,5 +196,189 @@ int cosign_set_required(struct vault *v, int required, const uint8_t *attest, si
     if (rc == 0)
         rc = meta_param_set(v->meta, SETTING_KEY ".cosig", attest ? attest : (const uint8_t *)"",
                             attest ? len : 0);
+    return rc;
+}
+
+/* A roster as the audit trail records it before and after a change. */
+#define ROSTER_STATE_MAX 900
+static void roster_state(struct vault *v, const struct roster *r, char *out)
+{
+    size_t at;
+
+    at = (size_t)snprintf(out, ROSTER_STATE_MAX, "step=%" PRIu64 " required=%s", r->counter,
+                          r->required ? "yes" : "no");
+    for (size_t i = 0; i < r->n && at < ROSTER_STATE_MAX; i++) {
+        struct meta_account a;
+        char rs[64], name[META_ACCOUNT_NAME_MAX + 24];
+
+        if (meta_account_get(v->meta, r->e[i].id, &a) == 0) {
+            snprintf(name, sizeof name, "%s", a.name);
+            meta_account_clear(&a);
+        } else {
+            snprintf(name, sizeof name, "#%" PRIu64, r->e[i].id);
+        }
+        registry_roles_format(r->e[i].priv, rs, sizeof rs);
+        at += (size_t)snprintf(out + at, ROSTER_STATE_MAX - at, " %s=%s%s", name, rs,
+                               r->e[i].disabled ? "(disabled)" : "");
+    }
+    pfs_err_clear();
+}
+
+static int audit_roster_op(struct vault *v, const char *op, const struct roster *before,
+                           const struct roster *after, const char *how, int rc)
+{
+    struct audit_ctx who = { getuid(), getpid() };
+    char b[ROSTER_STATE_MAX] = "", a[ROSTER_STATE_MAX] = "", what[96];
+    struct audit_detail d = { .before = before ? b : NULL, .after = a };
+    int arc;
+
+    char keep[1024];
+
+    if (!v->audit)
+        return rc;
+    snprintf(keep, sizeof keep, "%s", pfs_err_msg());
+    if (before)
+        roster_state(v, before, b);
+    roster_state(v, after, a);
+    if (keep[0])
+        pfs_err(0, "%s", keep);
+    snprintf(what, sizeof what, "role roster step %" PRIu64 " (%s)", after->counter, how);
+    arc = audit_event_detail(v->audit, &who, op, what, rc, 0, &d);
+    return rc < 0 ? rc : arc;
+}
+
+static int audit_roster(struct vault *v, const struct roster *before, const struct roster *after,
+                        const char *how, int rc)
+{
+    return audit_roster_op(v, "roster-change", before, after, how, rc);
+}
+
+int cosign_roster_step(struct vault *v, uint64_t id, uint32_t roles, int disabled, int required,
+                       const uint8_t *attest, size_t attest_len, int resign, uint64_t *counter)
+{
+    struct roster cur, next = { 0 };
+    int changed = 0;
+    struct roster_trust t;
+    int rc = roster_load(vault_roster_trust(v, &t), &cur, NULL, NULL);
+
+    if (counter)
+        *counter = 0;
+    if (rc == -ENOENT)
+        return 0;               /* a vault without a roster yet (cosign-endorse makes it) */
+    if (rc == 0)
+        rc = roster_next(&cur, id, roles, disabled, required, &next, &changed);
+    if (rc == 0 && (changed || resign)) {
+        if (changed && roster_sysadmins(&cur) >= 2 && cur.required && !attest)
+            rc = pfs_err(-EPERM, "this change of the role roster needs a second sysadmin's "
+                         "co-signature: propose it and have another sysadmin confirm it");
+        if (rc == 0)
+            rc = roster_store(&t, &next, v->priv, v->account.id, changed ? attest : NULL,
+                              changed ? attest_len : 0);
+        rc = audit_roster(v, &cur, &next, !changed ? "re-signed" : attest ? "co-signed" :
+                          "one sysadmin", rc);
+        if (rc == 0 && counter)
+            *counter = next.counter;
+    }
+    roster_clear(&cur);
+    roster_clear(&next);
+    return rc;
+}
+
+/* The first roster step from the registry as it verifies now: every
+ * account whose record verifies (co-signature rules of the vault without a
+ * roster included) and holds sysadmin or dataadmin. */
+struct first_ctx {
+    struct vault *v;
+    struct roster *r;
+    int rc;
+};
+
+static int first_add(void *arg, const struct meta_account *a)
+{
+    struct first_ctx *c = arg;
+    struct registry_record rec = { 0 };
+
+    if (c->rc == 0 &&
+        registry_verify_pending(c->v->meta, c->v->conf.vault_id, c->v->conf.root_fingerprint,
+                                a->id, &rec) == 0 && (rec.roles & ROSTER_PRIV))
+        c->rc = roster_set(c->r, a->id, rec.roles, rec.disabled);
+    registry_record_clear(&rec);
+    return 0;
+}
+
+int cosign_endorse(struct vault *v, size_t *endorsed, uint64_t *counter)
+{
+    struct roster cur, first = { 0 };
+    struct roster_trust t;
+    struct first_ctx fc = { v, &first, 0 };
+    char hex[2 * SHA256_LEN + 1], content[2 * SHA256_LEN + 16];
+    uint64_t cosigner = 0;
+    uint8_t *attest = NULL;
+    size_t attest_len = 0;
+    int required, rc;
+
+    *counter = 0;
+    *endorsed = 0;
+    if (!(v->account.roles & ROLE_SYSADMIN))
+        return pfs_err(-EACCES, "\"%s\" is not a sysadmin: only a sysadmin endorses the "
+                       "registry", v->account.name);
+    rc = roster_load(vault_roster_trust(v, &t), &cur, NULL, NULL);
+    if (rc != -ENOENT) {
+        /* A roster decides already; the endorsement is still refreshed for
+         * older clients (registry.h, "Co-signed roles"). */
+        if (rc == 0)
+            *counter = cur.counter;
+        roster_clear(&cur);
+        if (rc == 0)
+            rc = registry_endorse_current(v->meta, v->conf.vault_id, v->conf.root_fingerprint,
+                                          v->priv, v->account.id, endorsed);
+        return rc;
+    }
+    /* No roster yet (a vault from before it): the first step, from what
+     * verifies now, co-signed by two sysadmins while there are two. */
+    required = !registry_cosign_policy_off(v->meta, v->conf.vault_id, v->conf.root_fingerprint);
+    rc = roster_next(NULL, 0, 0, 0, required, &first, NULL);
+    if (rc == 0)
+        rc = meta_account_list(v->meta, first_add, &fc);
+    if (rc == 0)
+        rc = fc.rc;
+    pfs_err_clear();
+    if (rc == 0 && !roster_find(&first, v->account.id))
+        rc = pfs_err(-EBADMSG, "\"%s\" does not verify as a sysadmin itself: the registry must "
+                     "verify before its roster is signed", v->account.name);
+    if (rc == 0)
+        rc = registry_endorse_current(v->meta, v->conf.vault_id, v->conf.root_fingerprint,
+                                      v->priv, v->account.id, endorsed);
+    if (rc == 0 && roster_sysadmins(&first) >= 2 && required) {
+        roster_entries_hex(&first, hex);
+        snprintf(content, sizeof content, "entries=%s", hex);
+        rc = cosign_gate_attest(v, ROSTER_GENESIS_KEY, content, &cosigner, &attest,
+                                &attest_len);
+        if (rc == COSIGN_PENDING) {
+            int arc = audit_roster_op(v, "roster-change-proposed", NULL, &first, "first step",
+                                      0);
+
+            roster_clear(&first);
+            return arc < 0 ? arc : COSIGN_PENDING;
+        }
+    }
+    if (rc == 0)
+        rc = meta_begin(v->meta);
+    if (rc == 0) {
+        rc = roster_store(&t, &first, v->priv, v->account.id, attest, attest_len);
+        if (rc == 0)
+            rc = meta_commit(v->meta);
+        else
+            meta_rollback(v->meta);
+        rc = audit_roster(v, NULL, &first, attest ? "first step, co-signed" :
+                          "first step", rc);
+    }
+    if (rc == 0) {
+        *counter = first.counter;
+        rc = vault_roster_anchor_put(v->meta, v->conf.vault_id, v->conf.root_fingerprint, v->sp,
+                                     0);
+    }
+    free(attest);
+    roster_clear(&first);
     return rc;
 }

@@ -47,4 +47,23 @@ int cosign_store_attest(struct vault *v, uint64_t account_id, const uint8_t *att
  * attest: the two sysadmins' items that switched it off (NULL if none). */
 int cosign_set_required(struct vault *v, int required, const uint8_t *attest, size_t len);
 
+/* After a registry change, in the caller's transaction: the next step of
+ * the signed role roster (roster.h) with account id at (roles' sysadmin and
+ * dataadmin bits, disabled); id 0 changes no account, required -1 keeps
+ * the setting.  attest: the co-signature the change carries (needed while
+ * two or more enabled sysadmins are listed and the setting is on).  resign:
+ * sign a step even if nothing changed (re-enrolment of a signer).  No-op in
+ * a vault without a roster.  *counter (optional): the step made, or 0. */
+int cosign_roster_step(struct vault *v, uint64_t id, uint32_t roles, int disabled, int required,
+                       const uint8_t *attest, size_t attest_len, int resign, uint64_t *counter);
+
+/* pactfs-admin cosign-endorse: the unlocked sysadmin endorses every
+ * sysadmin and dataadmin that verifies now (registry.h), and, in a vault
+ * without a role roster yet, makes its first step from that verified
+ * state: signed alone with one enabled sysadmin (or the setting off),
+ * else proposed by the first sysadmin (COSIGN_PENDING) and made when a
+ * second one, whose own verification finds the same entries, runs it.
+ * *endorsed: accounts endorsed; *counter: the roster step now (0: none). */
+int cosign_endorse(struct vault *v, size_t *endorsed, uint64_t *counter);
+
 #endif

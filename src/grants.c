@@ -892,6 +892,8 @@ int grants_account_add(struct vault *v, const char *name, uint32_t roles,
             rc = cosign_store_attest(v, a.id, add_attest, add_attest_len);
         if (rc == 0)
             rc = register_pending(v, &a, name, d, valid_s, code);
+        if (rc == 0)
+            rc = cosign_roster_step(v, a.id, roles, 0, -1, add_attest, add_attest_len, 0, NULL);
         rc = finish_txn(v->meta, rc);
     }
     free(add_attest);
@@ -932,6 +934,9 @@ int grants_account_reenrol(struct vault *v, const char *name, unsigned valid_s,
             rc = meta_account_update(v->meta, &a);
         if (rc == 0)
             rc = register_pending(v, &a, r.key_name, NULL, valid_s, code);
+        /* the current roster step may be signed by the key that goes */
+        if (rc == 0 && (a.roles & ROLE_SYSADMIN))
+            rc = cosign_roster_step(v, 0, 0, 0, -1, NULL, 0, 1, NULL);
         rc = finish_txn(v->meta, rc);
     }
     /* The old share goes too, so the old password opens nothing even with
@@ -999,6 +1004,21 @@ static int keeps_a_dataadmin(struct vault *v, const struct meta_account *before,
                    "%s it would leave nobody who can grant or revoke a folder; give the "
                    "dataadmin role to another enrolled account first", before->name,
                    after->disabled ? "disabling" : "demoting");
+}
+
+/* keeps_a_dataadmin for disabling (or enabling) the account name. */
+static int keeps_a_dataadmin_by_name(struct vault *v, const char *name, int disabled)
+{
+    struct meta_account before = { 0 }, after;
+    int rc = meta_account_get_by_name(v->meta, name, &before);
+
+    if (rc < 0)
+        return rc;
+    after = before;
+    after.disabled = disabled;
+    rc = keeps_a_dataadmin(v, &before, &after);
+    meta_account_clear(&before);
+    return rc;
 }
 
 /* What an account signed as a dataadmin that verifies now: the SHA-256 of
@@ -1108,6 +1128,10 @@ static int account_change_attested(struct vault *v, const char *name,
         else if (rc == 0)
             rc = registry_certify_ex(v->meta, v->conf.vault_id, &a, NULL, &d, NULL, 0, v->priv,
                                      v->account.id);
+        /* the role roster follows (roster.h): co-signed where it must be */
+        if (rc == 0)
+            rc = cosign_roster_step(v, a.id, a.roles, a.disabled, -1, attest, attest_len, 0,
+                                    NULL);
         if (rc == 0)
             rc = vault_head_advance(v->meta, v->conf.vault_id, v->priv, v->account.id);
         rc = finish_txn(v->meta, rc);
@@ -1171,11 +1195,51 @@ static int apply_details(struct meta_account *a, struct registry_details *d, con
 
 int grants_account_disable(struct vault *v, const char *name, int disabled)
 {
-    char was[ACCOUNT_STATE_MAX] = "", now[ACCOUNT_STATE_MAX] = "";
-    int rc = account_change(v, name, apply_disabled, &disabled, was, now);
+    char was[ACCOUNT_STATE_MAX] = "", now[ACCOUNT_STATE_MAX] = "", what[META_ACCOUNT_NAME_MAX + 40];
+    const char *op = disabled ? "account-disable" : "account-enable";
+    struct meta_account a = { 0 };
+    struct registry_record r = { 0 };
+    uint64_t cosigner = 0;
+    uint8_t *attest = NULL;
+    size_t attest_len = 0;
+    int rc = sysadmin_target(v, name, &a, &r);
 
-    return audit_change(v, disabled ? "account-disable" : "account-enable", name,
-                        was[0] ? was : NULL, now[0] ? now : NULL, rc);
+    /* Disabling or enabling a sysadmin or dataadmin changes the role
+     * roster: two sysadmins while there are two (cosign.h). */
+    if (rc == 0 && (a.roles & (ROLE_SYSADMIN | ROLE_DATAADMIN)) && !!a.disabled != !!disabled) {
+        char key[64], content[96];
+
+        snprintf(key, sizeof key, "disable.%" PRIu64, a.id);
+        snprintf(content, sizeof content, "disabled=%d serial=%" PRIu64, !!disabled, r.serial);
+        account_state(&a, &r.details, was);
+        a.disabled = disabled;
+        account_state(&a, &r.details, now);
+        rc = keeps_a_dataadmin_by_name(v, name, disabled);
+        if (rc == 0)
+            rc = cosign_gate_attest(v, key, content, &cosigner, &attest, &attest_len);
+    }
+    registry_record_clear(&r);
+    meta_account_clear(&a);
+    if (rc == COSIGN_PENDING) {
+        snprintf(what, sizeof what, "%s-proposed", op);
+        rc = audit_change(v, what, name, was, now, 0);
+        return rc < 0 ? rc : COSIGN_PENDING;
+    }
+    snprintf(what, sizeof what, "%s", name);
+    if (rc == 0 && cosigner) {
+        struct registry_record c = { 0 };
+
+        if (registry_verify(v->meta, v->conf.vault_id, v->conf.root_fingerprint, cosigner,
+                            &c) == 0)
+            snprintf(what, sizeof what, "%s (proposed by %s)", name, c.name);
+        registry_record_clear(&c);
+        pfs_err_clear();
+    }
+    if (rc == 0)
+        rc = account_change_attested(v, name, apply_disabled, &disabled, attest, attest_len, was,
+                                     now);
+    free(attest);
+    return audit_change(v, op, what, was[0] ? was : NULL, now[0] ? now : NULL, rc);
 }
 
 int grants_account_set_details(struct vault *v, const char *name,

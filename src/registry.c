@@ -579,6 +579,14 @@ int registry_verify(struct meta *m, const char *vault_id, const char *root_fp,
     return verify_chain(m, vault_id, root_fp, account_id, 0, 0, &cs, rec);
 }
 
+int registry_verify_plain(struct meta *m, const char *vault_id, const char *root_fp,
+                          uint64_t account_id, struct registry_record *rec)
+{
+    if (!root_fp)
+        return registry_verify(m, vault_id, root_fp, account_id, rec);
+    return verify_chain(m, vault_id, root_fp, account_id, 0, 1, NULL, rec);
+}
+
 int registry_verify_pending(struct meta *m, const char *vault_id, const char *root_fp,
                             uint64_t account_id, struct registry_record *rec)
 {
@@ -1045,8 +1053,21 @@ static int cosign_record_ok(struct cosign_ctx *cs, const struct registry_record 
                             unsigned depth)
 {
     struct registry_record s = { 0 };
+    struct roster_trust t;
+    struct roster ro;
     int rc;
 
+    /* With a signed role roster, it decides (roster.h): every record's
+     * privileged roles and disabled flag must be the roster's. */
+    registry_roster_trust(&t, cs->m, cs->vault_id, cs->root_fp);
+    rc = roster_load(&t, &ro, NULL, NULL);
+    if (rc == 0) {
+        rc = roster_agrees(&ro, r->account_id, r->name, r->roles, r->disabled);
+        roster_clear(&ro);
+        return rc;
+    }
+    if (rc != -ENOENT)
+        return rc;
     if (!(r->roles & PRIV_ROLES) || r->signer_id == REGISTRY_ROOT_SIGNER)
         return 0;
     if (depth >= REGISTRY_MAX_DEPTH)
@@ -1196,4 +1217,58 @@ int registry_endorse_current(struct meta *m, const char *vault_id, const char *r
     if (count)
         *count = n;
     return rc;
+}
+
+/* ------------------------------------------------- the role roster's trust */
+
+static int trust_key(const struct roster_trust *t, uint64_t id, EVP_PKEY **pub)
+{
+    struct registry_record s = { 0 };
+    int rc = registry_verify_plain(t->m, t->vault_id, t->arg, id, &s);
+
+    *pub = NULL;
+    if (rc == 0 && !s.pubkey_len)
+        rc = pfs_err(-EBADMSG, "sysadmin \"%s\" has not enrolled", s.name);
+    if (rc == 0 && !(*pub = rsa_public_from_der(s.pubkey, s.pubkey_len)))
+        rc = pfs_err(-EBADMSG, "the public key of \"%s\" is malformed", s.name);
+    registry_record_clear(&s);
+    return rc;
+}
+
+static int trust_key_name(const struct roster_trust *t, uint64_t id, char *out, size_t len)
+{
+    struct registry_record s = { 0 };
+    int rc = registry_verify_plain(t->m, t->vault_id, t->arg, id, &s);
+
+    if (rc == 0)
+        snprintf(out, len, "%s", s.key_name);
+    registry_record_clear(&s);
+    return rc;
+}
+
+static int trust_item(const struct roster_trust *t, const uint8_t *raw, size_t len,
+                      struct roster_item *it, const uint8_t **tbs, size_t *tbslen,
+                      const uint8_t **sig, size_t *siglen)
+{
+    struct registry_item r;
+    int rc = registry_item_decode(t->vault_id, raw, len, &r, tbs, tbslen, sig, siglen);
+
+    if (rc == 0) {
+        snprintf(it->key, sizeof it->key, "%s", r.key);
+        snprintf(it->content, sizeof it->content, "%s", r.content);
+        it->signer = r.signer;
+        it->time = r.time;
+    }
+    return rc;
+}
+
+void registry_roster_trust(struct roster_trust *t, struct meta *m, const char *vault_id,
+                           const char *root_fp)
+{
+    t->m = m;
+    t->vault_id = vault_id;
+    t->arg = root_fp;
+    t->key = trust_key;
+    t->key_name = trust_key_name;
+    t->item = trust_item;
 }

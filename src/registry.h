@@ -24,6 +24,7 @@
 
 #include "crypto.h"
 #include "meta.h"
+#include "roster.h"
 
 #define REGISTRY_ROOT_SIGNER 0   /* signer_id of a record signed by the root key */
 #define REGISTRY_MAX_DEPTH 8     /* longest sysadmin chain accepted */
@@ -136,6 +137,11 @@ int registry_verify(struct meta *m, const char *vault_id, const char *root_fp,
 int registry_verify_pending(struct meta *m, const char *vault_id, const char *root_fp,
                             uint64_t account_id, struct registry_record *rec);
 
+/* As registry_verify_pending, without the co-signature and roster rules
+ * (what the role roster itself uses to find its signers' keys). */
+int registry_verify_plain(struct meta *m, const char *vault_id, const char *root_fp,
+                          uint64_t account_id, struct registry_record *rec);
+
 /* The verified public key of an account (EVP_PKEY_free it). */
 int registry_verified_key(struct meta *m, const char *vault_id, const char *root_fp,
                           uint64_t account_id, struct registry_record *rec, EVP_PKEY **key);
@@ -187,6 +193,12 @@ int registry_endorse_add(struct meta *m, const char *vault_id, EVP_PKEY *key, ui
  * whose record verifies now (*count: how many). */
 int registry_endorse_current(struct meta *m, const char *vault_id, const char *root_fp,
                              EVP_PKEY *key, uint64_t signer, size_t *count);
+
+/* What the role roster (roster.h) checks its signers and items with:
+ * keys of records verified along the chain (without the co-signature and
+ * roster rules themselves).  root_fp must outlive t. */
+void registry_roster_trust(struct roster_trust *t, struct meta *m, const char *vault_id,
+                           const char *root_fp);
 
 /* Raw encoding, exposed for the unit tests: encode the signed part
  * (everything but the signature) / decode a stored record. */

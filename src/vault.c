@@ -20,6 +20,7 @@
 #include "audit_ship.h"
 #include "meta_backend.h"
 #include "registry.h"
+#include "roster.h"
 #include "folder_state.h"
 #include "log.h"
 #include "vault.h"
@@ -382,7 +383,30 @@ static int anchor_current(struct vault *v, int force)
 
 int vault_anchor_head(struct vault *v)
 {
-    return anchor_current(v, 0);
+    int rc = anchor_current(v, 0);
+
+    /* the roster's too; another workstation anchoring a newer step
+     * meanwhile is no failure of this change */
+    if (rc == 0) {
+        rc = vault_roster_anchor_put(v->meta, v->conf.vault_id, v->conf.root_fingerprint, v->sp,
+                                     0);
+        if (rc == -ESTALE)
+            rc = 0;
+    }
+    return rc;
+}
+
+/* An older (-ESTALE) or altered (-EBADMSG) metadata found at unlock:
+ * audited, and the message says what to do. */
+static int refuse_unlock(struct vault *v, const char *account, int rc)
+{
+    char keep[1024];
+
+    snprintf(keep, sizeof keep, "%s", pfs_err_msg());
+    (void)vault_audit_failure(v, account, rc == -ESTALE ? "rollback" : "tamper", keep, rc);
+    return pfs_err(rc, "%s; nothing was unlocked%s", keep, rc == -ESTALE ?
+                   " (if this older metadata must be used, mount once with "
+                   "--accept-metadata-rollback: it is audited)" : "");
 }
 
 /* The metadata's signed vault head must verify and be no older than the
@@ -434,17 +458,92 @@ static int check_freshness(struct vault *v, const char *account)
         rc = anchor_put(v, &h, raw, rawlen, 1);
         v->anchor_after_login = 2;
     } else if (rc == -ESTALE || rc == -EBADMSG) {
-        snprintf(keep, sizeof keep, "%s", pfs_err_msg());
-        (void)vault_audit_failure(v, account, rc == -ESTALE ? "rollback" : "tamper", keep, rc);
-        rc = pfs_err(rc, "%s; nothing was unlocked%s", keep, rc == -ESTALE ?
-                     " (if this older metadata must be used, mount once with "
-                     "--accept-metadata-rollback: it is audited)" : "");
+        rc = refuse_unlock(v, account, rc);
     } else if (rc == 0) {
         rc = anchor_put(v, &h, raw, rawlen, 0);
         v->anchor_after_login = 1;
     }
     vault_head_clear(&h);
     free(raw);
+    return rc;
+}
+
+/* ------------------------------------------------------- role roster */
+
+const struct roster_trust *vault_roster_trust(const struct vault *v, struct roster_trust *t)
+{
+    registry_roster_trust(t, v->meta, v->conf.vault_id, v->conf.root_fingerprint);
+    return t;
+}
+
+static void roster_slot(const char *vault_id, char *out, size_t len)
+{
+    snprintf(out, len, "%s%s", vault_id, ROSTER_ANCHOR_SUFFIX);
+}
+
+int vault_roster_anchor_put(struct meta *m, const char *vault_id, const char *root_fp,
+                            struct share_provider *sp, int force)
+{
+    struct roster_trust t;
+    struct roster r;
+    char slot[300];
+    int rc;
+
+    if (!sp->ops->anchor_put)
+        return 0;
+    registry_roster_trust(&t, m, vault_id, root_fp);
+    rc = roster_load(&t, &r, NULL, NULL);
+    if (rc == -ENOENT)
+        return 0;
+    if (rc < 0)
+        return rc;
+    roster_slot(vault_id, slot, sizeof slot);
+    rc = sp->ops->anchor_put(sp, slot, r.counter, r.hash, NULL, 0, force);
+    roster_clear(&r);
+    return rc == -EOPNOTSUPP ? 0 : rc;
+}
+
+/* The signed role roster must verify and be no older than the step this
+ * workstation (or the key service) has seen (roster.h). */
+static int check_roster(struct vault *v, const char *account)
+{
+    struct roster_trust t;
+    struct roster r = { 0 };
+    uint8_t ahash[SHA256_LEN], *ablob = NULL;
+    size_t alen = 0;
+    uint64_t acounter = 0;
+    char slot[300], source[512], keep[1024];
+    int rc, arc = -EOPNOTSUPP;
+
+    snprintf(source, sizeof source, "the %s share provider (%s)", v->sp->ops->name,
+             v->conf.share_keydir ? v->conf.share_keydir : v->conf.keyd_url ?
+             v->conf.keyd_url : "?");
+    roster_slot(v->conf.vault_id, slot, sizeof slot);
+    if (v->sp->ops->anchor_get)
+        arc = v->sp->ops->anchor_get(v->sp, slot, &acounter, ahash, &ablob, &alen);
+    free(ablob);
+    if (arc < 0 && arc != -ENOENT && arc != -EOPNOTSUPP)
+        return arc;
+    rc = roster_load(vault_roster_trust(v, &t), &r, NULL, NULL);
+    if (rc == -ENOENT && arc == 0)
+        rc = pfs_err(-ESTALE, "the metadata holds no signed role roster, but %s has seen "
+                     "roster step %" PRIu64 ": it was deleted from the metadata store",
+                     source, acounter);
+    else if (rc == -ENOENT)
+        rc = 0;
+    else if (rc == 0 && arc == 0)
+        rc = roster_check_anchor(&t, &r, acounter, ahash, source);
+    roster_clear(&r);
+    if (rc == -ESTALE && v->accept_rollback) {
+        snprintf(keep, sizeof keep, "%s", pfs_err_msg());
+        fprintf(stderr, "pactfs: warning: ACCEPTING AN OLDER ROLE ROSTER "
+                "(--accept-metadata-rollback): %s\n", keep);
+        (void)vault_audit_failure(v, account, "rollback-accepted", keep, 0);
+        v->roster_force_anchor = 1;
+        rc = 0;
+    } else if (rc == -ESTALE || rc == -EBADMSG) {
+        rc = refuse_unlock(v, account, rc);
+    }
     return rc;
 }
 
@@ -510,6 +609,8 @@ int vault_unlock(struct vault *v, const char *account, const char *password)
         return rc;
     }
     rc = check_freshness(v, account);
+    if (rc == 0)
+        rc = check_roster(v, account);
     if (rc < 0)
         return rc;
     rc = keyring_unlock(v->conf.vault_id, key_name, password, v->account.sealed_key,
@@ -538,6 +639,12 @@ int vault_unlock(struct vault *v, const char *account, const char *password)
         if (rc < 0)
             return rc;
     }
+    /* the roster step verified above, anchored (after the login, as the head) */
+    rc = vault_roster_anchor_put(v->meta, v->conf.vault_id, v->conf.root_fingerprint, v->sp,
+                                 v->roster_force_anchor);
+    if (rc < 0 && rc != -ESTALE)
+        fprintf(stderr, "pactfs: warning: cannot anchor the signed role roster: %s\n",
+                pfs_err_msg());
     rc = audit_open_account(v->conf.audit_spool, v->meta, v->conf.vault_id,
                             v->conf.root_fingerprint, account, v->account.id, v->priv,
                             &v->audit);
@@ -1079,6 +1186,20 @@ static int init_registry(struct meta *meta, const char *vault_id, struct share_p
                                    &ia->data_id);
         ia->data_enrolled = ia->data_key != NULL;
     }
+    /* The first step of the role roster (roster.h): one sysadmin, one
+     * dataadmin, signed by the sysadmin. */
+    if (rc == 0) {
+        struct roster r = { 0 };
+        struct roster_trust t;
+
+        registry_roster_trust(&t, meta, vault_id, ia->root_fp);
+        rc = roster_next(NULL, admin_id, ROLE_SYSADMIN, 0, 1, &r, NULL);
+        if (rc == 0)
+            rc = roster_set(&r, ia->data_id, ROLE_DATAADMIN, 0);
+        if (rc == 0)
+            rc = roster_store(&t, &r, admin, admin_id, NULL, 0);
+        roster_clear(&r);
+    }
     ia->admin_key = admin;
     ia->admin_id = admin_id;
     EVP_PKEY_free(root);
@@ -1276,6 +1397,9 @@ int vault_init(const struct vault_init_opts *o)
     rc = meta_commit(meta);
     if (rc == 0)
         rc = init_anchor(meta, vault_id, sp);
+    if (rc == 0 && vault_roster_anchor_put(meta, vault_id, ia.root_fp, sp, 0) < 0)
+        fprintf(stderr, "pactfs-admin: warning: cannot anchor the signed role roster yet (%s): "
+                "the first unlock anchors it\n", pfs_err_msg());
     if (rc == 0 && ia.admin_key)
         rc = init_markers(o->dir, &c, vault_id, ia.admin_key, ia.admin_id);
     if (rc < 0)

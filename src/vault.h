@@ -50,6 +50,7 @@ struct vault {
     void **retired_folders;          /* earlier arrays, freed at close */
     size_t nretired;
     /* Set before vault_unlock: */
+    int roster_force_anchor;         /* an older roster accepted (audited) */
     int accept_rollback;             /* mount --accept-metadata-rollback (audited) */
     int allow_legacy;                /* pactfs-admin upgrade: a vault without a head */
     /* Set by vault_unlock: */
@@ -139,6 +140,16 @@ int vault_check_mount_role(struct vault *v, const char *mountpoint);
 /* After a change signed a new vault head: anchor it (no-op if the
  * provider cannot anchor). */
 int vault_anchor_head(struct vault *v);
+
+/* The registry's trust for the role roster of an open vault (t filled). */
+struct roster_trust;
+const struct roster_trust *vault_roster_trust(const struct vault *v, struct roster_trust *t);
+
+/* Anchor the current signed role roster step (roster.h) at the share
+ * provider (no-op without a roster or anchors; force: the audited
+ * override of a detected rollback). */
+int vault_roster_anchor_put(struct meta *m, const char *vault_id, const char *root_fp,
+                            struct share_provider *sp, int force);
 void vault_close(struct vault *v);
 /* Make vault_close ship the audit spool to the configured receiver (one
  * attempt, the spool is the buffer): pactfs-admin, which runs without the

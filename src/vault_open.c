@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "endpoint.h"
+#include "roster.h"
 #include "error.h"
 #include "meta_backend.h"
 #include "vault.h"
@@ -93,6 +94,20 @@ static int open_stores(struct vault *v)
         v->stores[i] = endpoint_set_store(v->eps, i);
     if (offline > c->m && !tolerate_offline) {
         char why[400], first[520] = "";
+        struct roster ro;
+
+        /* The markers are a sysadmin's signatures: with a role roster that
+         * does not verify, no sysadmin does; say that first. */
+        struct roster_trust t;
+
+        rc = roster_load(vault_roster_trust(v, &t), &ro, NULL, NULL);
+        roster_clear(&ro);
+        if (rc < 0 && rc != -ENOENT) {
+            snprintf(first, sizeof first, "%s", pfs_err_msg());
+            return pfs_err(-EBADMSG, "%s; so no sysadmin's signature verifies, not even the "
+                           "endpoints' markers (a sysadmin must check the metadata store)",
+                           first);
+        }
 
         for (unsigned i = 0; i < c->n_endpoints && !first[0]; i++)
             if (endpoint_set_state(v->eps, i, why, sizeof why) != ENDPOINT_OK)

@@ -166,5 +166,6 @@ int prepare_password_policy(struct admin_ctx *c);
 int cmd_password_policy(struct admin_ctx *c);
 int prepare_cosign_policy(struct admin_ctx *c);
 int cmd_cosign_policy(struct admin_ctx *c);
+int cmd_cosign_endorse(struct admin_ctx *c);
 
 #endif

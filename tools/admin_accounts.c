@@ -16,6 +16,7 @@
 #include "audit.h"
 #include "cli.h"
 #include "cosign.h"
+#include "roster.h"
 #include "error.h"
 #include "exitcodes.h"
 #include "grants.h"
@@ -135,9 +136,27 @@ int cmd_accounts(struct admin_ctx *c)
 {
     int rc;
 
+    struct vault *v = c->v;
+    struct roster ro;
+    struct roster_trust t;
+
     printf("%-24s %-24s %-9s %s\n", "ACCOUNT", "ROLES", "STATE", "REGISTRY");
-    rc = meta_account_list(c->v->meta, print_account, c->v);
-    return rc < 0 ? admin_fail(rc, cli_exit_code_for(rc)) : EXIT_OK;
+    rc = meta_account_list(v->meta, print_account, v);
+    if (rc < 0)
+        return admin_fail(rc, cli_exit_code_for(rc));
+    /* the signed role roster that decides the privileged roles (roster.h) */
+    rc = roster_load(vault_roster_trust(v, &t), &ro, NULL, NULL);
+    if (rc == 0)
+        printf("Role roster: step %" PRIu64 ", verified (%u enabled sysadmin(s), co-signature "
+               "%s).\n", ro.counter, roster_sysadmins(&ro), ro.required ? "required" :
+               "not required");
+    else if (rc == -ENOENT)
+        printf("Role roster: none yet (a vault made before it): a sysadmin runs pactfs-admin "
+               "cosign-endorse to make its first step.\n");
+    else
+        printf("Role roster: NOT VERIFIED: %s\n", pfs_err_msg());
+    roster_clear(&ro);
+    return EXIT_OK;
 }
 
 /* Print a review as text or --json. */
@@ -268,6 +287,12 @@ static int account_switch(struct admin_ctx *c, int disabled)
     const char *name = c->pos[0];
     int rc = grants_account_disable(c->v, name, disabled);
 
+    if (rc == COSIGN_PENDING) {
+        snprintf(c->done, sizeof c->done, "Proposed: \"%s\" is %s once a second sysadmin runs "
+                 "the same %s command (within 7 days).", name, disabled ? "disabled" : "enabled",
+                 disabled ? "account-disable" : "account-enable");
+        return 0;
+    }
     if (rc == 0)
         keyd_switch(c->v, name, disabled);
     snprintf(c->done, sizeof c->done, "Account \"%s\" %s.", name,
@@ -429,6 +454,12 @@ int cmd_cosign_policy(struct admin_ctx *c)
                                 &attest_len);
     if (rc == 0)
         rc = cosign_set_required(v, c->a.required, attest, attest_len);
+    /* the role roster carries the setting clients count by (roster.h) */
+    if (rc == 0)
+        rc = cosign_roster_step(v, 0, 0, 0, c->a.required, attest, attest_len, 0, NULL);
+    if (rc == 0)
+        rc = vault_roster_anchor_put(v->meta, v->conf.vault_id, v->conf.root_fingerprint, v->sp,
+                                     0);
     free(attest);
     if (v->audit) {
         struct audit_ctx who = { getuid(), getpid() };
@@ -441,5 +472,28 @@ int cmd_cosign_policy(struct admin_ctx *c)
     }
     snprintf(c->done, sizeof c->done, rc == COSIGN_PENDING ? "Proposed: %s once a second "
              "sysadmin runs the same command." : "Co-signature setting: %s.", after);
+    return rc == COSIGN_PENDING ? 0 : rc;
+}
+
+/* pactfs-admin cosign-endorse VAULT: this sysadmin's endorsement, and the
+ * first step of the role roster in a vault that has none yet. */
+int cmd_cosign_endorse(struct admin_ctx *c)
+{
+    size_t endorsed = 0;
+    uint64_t step = 0;
+    int rc = cosign_endorse(c->v, &endorsed, &step);
+    int arc = admin_audit_event(c->v, "cosign-endorse", "sysadmins and dataadmins endorsed",
+                                rc == COSIGN_PENDING ? 0 : rc, endorsed);
+
+    if (rc >= 0 && arc < 0)
+        rc = arc;
+
+    if (rc == COSIGN_PENDING)
+        snprintf(c->done, sizeof c->done, "Endorsed %zu sysadmin(s) and dataadmin(s). Proposed "
+                 "the first step of the role roster: it is made when a second sysadmin runs "
+                 "cosign-endorse (within 7 days).", endorsed);
+    else if (rc == 0)
+        snprintf(c->done, sizeof c->done, "Endorsed %zu sysadmin(s) and dataadmin(s). The role "
+                 "roster is at step %" PRIu64 ".", endorsed, step);
     return rc == COSIGN_PENDING ? 0 : rc;
 }

@@ -29,6 +29,7 @@ struct audit;
 #define KEYD_MAX_BODY 4096
 #define KEYD_NAME_MAX 255
 #define KEYD_FILES_SLOT "#files"   /* the signed file head's anchor: VAULT#files */
+#define KEYD_ROSTER_SLOT "#roster" /* the signed role roster's anchor: VAULT#roster */
 #define KEYD_DEFAULT_CONF "/etc/pactfs/keyd.conf"
 
 struct keyd_conf {

@@ -136,16 +136,20 @@ int keyd_anchor_caller_ok(struct keyd *k, const struct fields *f, bool *ok)
         expires = (int64_t)(((uint64_t)expires << 8) | f->token[i]);
     if (expires < (int64_t)time(NULL))
         return 0;
-    /* The file head's slot, VAULT#files (src/file_head.h), moves with the
-     * vault's token. */
+    /* The file head's slot, VAULT#files (src/file_head.h), and the role
+     * roster's, VAULT#roster (src/roster.h), move with the vault's token. */
     char base[KEYD_NAME_MAX + 1];
     const char *vault = f->vault;
-    size_t n = strlen(vault), sl = strlen(KEYD_FILES_SLOT);
+    static const char *const slots[] = { KEYD_FILES_SLOT, KEYD_ROSTER_SLOT };
 
-    if (n > sl && n <= KEYD_NAME_MAX && strcmp(vault + n - sl, KEYD_FILES_SLOT) == 0) {
-        memcpy(base, vault, n - sl);
-        base[n - sl] = '\0';
-        vault = base;
+    for (size_t i = 0; i < sizeof slots / sizeof slots[0] && vault == f->vault; i++) {
+        size_t n = strlen(vault), sl = strlen(slots[i]);
+
+        if (n > sl && n <= KEYD_NAME_MAX && strcmp(vault + n - sl, slots[i]) == 0) {
+            memcpy(base, vault, n - sl);
+            base[n - sl] = '\0';
+            vault = base;
+        }
     }
     rc = keyd_anchor_token_mac(&k->secrets, vault, f->account, expires, want);
     if (rc)

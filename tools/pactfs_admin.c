@@ -587,6 +587,19 @@ static const struct command commands[] = {
 "the vault has two or more enabled sysadmins; no password needed).  With\n"
 "--required yes|no a sysadmin sets it (signed, audited as policy-change);\n"
 "switching it off is itself proposed by one sysadmin and made by a second.\n" },
+    { "cosign-endorse", NEED_UNLOCKED, NULL, cmd_cosign_endorse,
+      "", OPT_ACTING,
+      "endorse the registry and sign the first role roster (sysadmin)",
+      "--account ADMIN [--passfile FILE] VAULT_DIR|--config FILE",
+"Run as a sysadmin: sign this sysadmin's endorsement of every sysadmin and\n"
+"dataadmin that verifies now (a sysadmin co-signed in from an existing\n"
+"account has none until it does).  In a vault without a signed role roster\n"
+"yet (made before it), also make the roster's first step from that verified\n"
+"state: with two or more enabled sysadmins the first one's run proposes it\n"
+"and a second one's run, finding the same entries, makes it.  Exit 13 if the\n"
+"account is not a sysadmin, 14 if its own record does not verify, 7 if the\n"
+"roster does not verify (nothing opens), 17 if the roster is older than the\n"
+"one this workstation or the key service has seen.\n" },
     { "account-details", NEED_UNLOCKED, prepare_account_details, cmd_account_details,
       "NAME", OPT_ACTING | OPT_DETAILS,
       "change an account's details or expiry (sysadmin)",

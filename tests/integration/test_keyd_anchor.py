@@ -21,8 +21,8 @@ def anchor(k, v):
     """(counter, hash) the service keeps for the vault, or None."""
     db = sqlite3.connect("file:%s?mode=ro" % k.file("keyd.db"), uri=True)
     try:
-        rows = db.execute("SELECT counter, hash FROM anchors"
-                          " WHERE vault NOT LIKE '%#files'").fetchall()   # the file head's
+        rows = db.execute("SELECT counter, hash FROM anchors"     # not VAULT#files,
+                          " WHERE vault NOT LIKE '%#%'").fetchall()    # VAULT#roster
     finally:
         db.close()
     return rows[0] if rows else None
@@ -129,3 +129,47 @@ def test_anchor_put_needs_a_login_or_the_admin_token(kvault, keyd):
     assert st == 200 and ans["counter"] == counter and bytes.fromhex(ans["hash"]) == bytes(h)
     st, ans = post(k, "/v1/anchor-get", {"vault": "no-such-vault"})
     assert st == 404 and ans["error"] == "no-anchor", (st, ans)
+
+
+def roster_counter(k):
+    db = sqlite3.connect("file:%s?mode=ro" % k.file("keyd.db"), uri=True)
+    try:
+        rows = db.execute("SELECT counter FROM anchors WHERE vault LIKE '%#roster'").fetchall()
+    finally:
+        db.close()
+    return rows[0][0] if rows else None
+
+
+def test_older_role_roster_refused_on_a_new_workstation(kvault, keyd, tmp_path):
+    """The role roster's anchor lives at the key service too (slot
+    VAULT#roster, docs/accounts.md "The role roster"): a workstation that
+    never mounted the vault refuses an older roster step put back in the
+    metadata, while the vault head (which does not cover the roster) is
+    current."""
+    v, k = kvault, keyd
+    assert roster_counter(k) == 1, "init did not anchor the role roster at the key service"
+    with sqlite3.connect(os.path.join(v.dir, "meta.db")) as c:
+        (first,) = c.execute("SELECT value FROM params WHERE key = 'registry.roster'").fetchone()
+    # a roster change (the co-signature setting) moves the service's anchor
+    p = v.admin("cosign-policy", v.dir, "--required", "no", "--account", H.ACCOUNT + "-admin",
+                "--passfile", v.passfile)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert roster_counter(k) == 2, roster_counter(k)
+
+    w = clone_vault(v, tmp_path, "workstation2")
+    try:
+        w.mount()                         # the current roster: fine
+        w.unmount()
+        # the operator puts step 1 back and removes step 2 from the history
+        with sqlite3.connect(os.path.join(w.dir, "meta.db")) as c:
+            c.execute("UPDATE params SET value = ? WHERE key = 'registry.roster'", (first,))
+            c.execute("DELETE FROM params WHERE key = 'registry.roster.2'")
+        # no local anchor of the roster on this workstation: only keyd knows
+        p = w.pactfs(*w.mount_args())
+        assert p.returncode == EXIT_ROLLBACK, (p.returncode, p.stdout, p.stderr)
+        assert "older roster was put back" in p.stderr and "keyd" in p.stderr, p.stderr
+        assert not H.is_mounted(w.mnt)
+        assert events(w, "rollback"), "no rollback audit event"
+        assert roster_counter(k) == 2, "a refused client moved the anchor"
+    finally:
+        H.teardown(w)
