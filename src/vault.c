@@ -536,8 +536,7 @@ static int check_roster(struct vault *v, const char *account)
     roster_clear(&r);
     if (rc == -ESTALE && v->accept_rollback) {
         snprintf(keep, sizeof keep, "%s", pfs_err_msg());
-        fprintf(stderr, "pactfs: warning: ACCEPTING AN OLDER ROLE ROSTER "
-                "(--accept-metadata-rollback): %s\n", keep);
+        log_warning("ACCEPTING AN OLDER ROLE ROSTER (--accept-metadata-rollback): %s", keep);
         (void)vault_audit_failure(v, account, "rollback-accepted", keep, 0);
         v->roster_force_anchor = 1;
         rc = 0;
@@ -643,8 +642,7 @@ int vault_unlock(struct vault *v, const char *account, const char *password)
     rc = vault_roster_anchor_put(v->meta, v->conf.vault_id, v->conf.root_fingerprint, v->sp,
                                  v->roster_force_anchor);
     if (rc < 0 && rc != -ESTALE)
-        fprintf(stderr, "pactfs: warning: cannot anchor the signed role roster: %s\n",
-                pfs_err_msg());
+        log_warning("cannot anchor the signed role roster: %s", pfs_err_msg());
     rc = audit_open_account(v->conf.audit_spool, v->meta, v->conf.vault_id,
                             v->conf.root_fingerprint, account, v->account.id, v->priv,
                             &v->audit);
@@ -1398,8 +1396,8 @@ int vault_init(const struct vault_init_opts *o)
     if (rc == 0)
         rc = init_anchor(meta, vault_id, sp);
     if (rc == 0 && vault_roster_anchor_put(meta, vault_id, ia.root_fp, sp, 0) < 0)
-        fprintf(stderr, "pactfs-admin: warning: cannot anchor the signed role roster yet (%s): "
-                "the first unlock anchors it\n", pfs_err_msg());
+        log_warning("cannot anchor the signed role roster yet (%s): the first unlock anchors "
+                    "it", pfs_err_msg());
     if (rc == 0 && ia.admin_key)
         rc = init_markers(o->dir, &c, vault_id, ia.admin_key, ia.admin_id);
     if (rc < 0)
