@@ -14,7 +14,10 @@
  * A dropped folder gets rights 0 (every later operation is EACCES, audited
  * as denied) and its key pointers are cleared; the keys themselves are
  * wiped and freed a grace period later, once operations that took a
- * pointer before have finished.  Each drop is audited ("access-revoked").
+ * pointer before have finished.  The per-file data keys of its open or
+ * cached inodes are wiped at once (fs_data_withdraw: it waits for the
+ * operations under way on each file).  Each drop is audited
+ * ("access-revoked").
  */
 
 #include <errno.h>
@@ -113,15 +116,16 @@ static void sweep(struct fs_access *a, int all)
     a->ngrave = keep;
 }
 
-/* One inode of a withdrawn folder: the plaintext the mount cached of it,
- * then in the kernel its pages (also those mapped by a process) and
- * attributes, then its name. */
+/* One inode of a withdrawn folder: its data key and commitment key and
+ * the plaintext the mount cached of it, then in the kernel its pages (also
+ * those mapped by a process) and attributes, then its name. */
 static void forget_inode(struct fs *fs, struct fs_inode *in)
 {
     char name[NAME_MAX + 1];
     uint64_t parent;
     void (*inval_inode)(struct fs *, uint64_t) = fs->inval_inode;
     void (*inval_entry)(struct fs *, uint64_t, const char *) = fs->inval_entry;
+    fs_data_withdraw(fs, in);
     fs_data_cache_drop(fs, in->ino);
     if (inval_inode)
         inval_inode(fs, in->ino);

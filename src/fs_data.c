@@ -126,6 +126,10 @@ struct fs_file {
                                   an adoption: a reader may still hold one;
                                   wiped and freed at detach */
     size_t nretired;
+    unsigned users;            /* readers using dek with in->lock dropped */
+    int withdrawn;             /* the folder was withdrawn from this account:
+                                  keys wiped, every use is EACCES
+                                  (fs_data_withdraw) */
 };
 
 enum job_type { JOB_PUT, JOB_READAHEAD, JOB_REPAIR, JOB_GC, JOB_INVAL };
@@ -899,6 +903,9 @@ static int file_adopt_dek(struct fs *fs, struct fs_inode *in)
     struct fs_file *f = in->file;
     while (f->inflight || f->loading)
         pthread_cond_wait(&in->cond, &in->lock);
+    if (f->withdrawn)
+        return pfs_err(-EACCES, "inode %" PRIu64 ": its folder was withdrawn from this "
+                       "account", in->ino);
     uint8_t *dek = secmem_alloc(DEK_LEN), *key = secmem_alloc(FC_KEY_LEN);
     size_t cs = chunk_sz(fs);
     struct fc_snap sn;
@@ -1065,6 +1072,10 @@ int fs_data_revalidate(struct fs *fs, struct fs_inode *in)
 {
     pthread_mutex_lock(&in->lock);
     struct fs_file *f = in->file;
+    if (f && f->withdrawn) {
+        pthread_mutex_unlock(&in->lock);
+        return -EACCES;
+    }
     int busy = file_unsaved(f);
     struct fc_snap sn;
     uint64_t gen = 0;
@@ -1165,6 +1176,36 @@ void fs_data_detach(struct fs *fs, struct fs_inode *in)
     cache_drop_ino(fs->data, in->ino);
     pthread_mutex_destroy(&f->commit_lock);
     file_free(f);
+}
+
+void fs_data_withdraw(struct fs *fs, struct fs_inode *in)
+{
+    pthread_mutex_lock(&in->lock);
+    struct fs_file *f = in->file;
+    pthread_mutex_unlock(&in->lock);
+    if (!f)
+        return;
+    /* a commit in progress seals with the commitment key: let it finish */
+    pthread_mutex_lock(&f->commit_lock);
+    pthread_mutex_lock(&in->lock);
+    f->withdrawn = 1;   /* nothing takes the keys from now on */
+    /* puts, loads and reads that took a key pointer before */
+    while (f->inflight || f->loading || f->users)
+        pthread_cond_wait(&in->cond, &in->lock);
+    secmem_wipe(f->dek, DEK_LEN);
+    secmem_wipe(f->fc_key, FC_KEY_LEN);
+    for (size_t i = 0; i < f->nretired; i++)   /* pairs: DEK, commitment key */
+        secmem_wipe(f->retired[i], i % 2 ? FC_KEY_LEN : DEK_LEN);
+    /* unsaved changes can no longer be sealed: their plaintext goes too */
+    for (size_t i = 0; i < f->ntab; i++)
+        for (struct fs_chunk *c = f->tab[i]; c; c = c->next)
+            if (c->buf)
+                chunk_forget(fs, f, c, REF_UNKNOWN);
+    f->size_dirty = f->mtime_dirty = 0;
+    f->trunc_from = NO_TRUNC;
+    pthread_mutex_unlock(&in->lock);
+    pthread_mutex_unlock(&f->commit_lock);
+    cache_drop_ino(fs->data, in->ino);
 }
 
 /* ---- where the bytes of a chunk are ---- */
@@ -1320,6 +1361,8 @@ static int chunk_make_dirty(struct fs *fs, struct fs_inode *in, struct fs_chunk 
             c->loading = 0;
             in->file->loading--;
             pthread_cond_broadcast(&in->cond);
+            if (r == 0 && in->file->withdrawn)
+                r = -EACCES;   /* its keys went meanwhile: keep no plaintext */
         }
         if (r < 0) {
             secmem_plain_free(buf);
@@ -1373,7 +1416,7 @@ static void job_put(struct fs *fs, struct fs_inode *in, uint64_t idx)
     struct fs_chunk *c = chunk_find(f, idx);
     if (c)
         c->queued = 0;
-    if (!c || !c->buf || c->writing || c->loading)
+    if (!c || !c->buf || c->writing || c->loading || f->withdrawn)
         goto done;
     int r = 0;
     if (!c->version_known && f->fresh)
@@ -1724,6 +1767,12 @@ static int file_commit(struct fs *fs, struct fs_inode *in)
     struct commit_set s;
     pthread_mutex_lock(&f->commit_lock);
     pthread_mutex_lock(&in->lock);
+    if (f->withdrawn) {
+        pthread_mutex_unlock(&in->lock);
+        pthread_mutex_unlock(&f->commit_lock);
+        return pfs_err(-EACCES, "inode %" PRIu64 " is not saved: its folder was withdrawn "
+                       "from this account", in->ino);
+    }
     int r = commit_gather(f, &s);
     pthread_mutex_unlock(&in->lock);
     if (r < 0) {
@@ -1790,9 +1839,9 @@ int fs_data_flush(struct fs *fs, struct fs_inode *in)
 {
     pthread_mutex_lock(&in->lock);
     struct fs_file *f = in->file;
-    if (!f) {
+    if (!f || f->withdrawn) {
         pthread_mutex_unlock(&in->lock);
-        return 0;
+        return f ? -EACCES : 0;
     }
     int r = 0, err = 0;
     for (int round = 0; round < REKEY_ROUNDS; round++) {
@@ -2134,6 +2183,10 @@ int fs_data_write(struct fs *fs, struct fs_inode *in, uint64_t off, const void *
     int r = 0;
     pthread_mutex_lock(&in->lock);
     struct fs_file *f = in->file;
+    if (f->withdrawn) {
+        pthread_mutex_unlock(&in->lock);
+        return -EACCES;
+    }
     int sequential = off == f->seq_write_next || off == 0;
     f->seq_write_next = end;
     while (pos < end) {
@@ -2232,16 +2285,24 @@ static void job_readahead(struct fs *fs, struct fs_inode *in, uint64_t idx)
 {
     struct chunk_ref ref;
     enum chunk_src src;
+    struct fs_file *f = in->file;
     pthread_mutex_lock(&in->lock);
-    struct fs_chunk *c = chunk_find(in->file, idx);
-    int r = (c && c->loading) ? -EBUSY : chunk_source(fs, in, idx, &ref, &src);
-    const uint8_t *dek = in->file->dek;
+    struct fs_chunk *c = chunk_find(f, idx);
+    int r = f->withdrawn ? -EACCES : (c && c->loading) ? -EBUSY
+            : chunk_source(fs, in, idx, &ref, &src);
+    const uint8_t *dek = f->dek;
+    if (r == 0 && src == SRC_STORED)
+        f->users++;
     pthread_mutex_unlock(&in->lock);
     if (r < 0 || src != SRC_STORED)
         return;
     struct cache_entry *e = NULL;
     if (cache_acquire(fs, in->ino, idx, &ref, dek, &e) == 0)
         cache_release(fs->data, e);
+    pthread_mutex_lock(&in->lock);
+    if (!--f->users)
+        pthread_cond_broadcast(&in->cond);
+    pthread_mutex_unlock(&in->lock);
 }
 
 /* Drop-behind for sequential reads (in->lock held): when a read moves on
@@ -2298,6 +2359,10 @@ int fs_data_read(struct fs *fs, struct fs_inode *in, uint64_t off, size_t size, 
     *got = 0;
     pthread_mutex_lock(&in->lock);
     struct fs_file *f = in->file;
+    if (f->withdrawn) {
+        pthread_mutex_unlock(&in->lock);
+        return -EACCES;
+    }
     if (off >= f->size || size == 0) {
         pthread_mutex_unlock(&in->lock);
         return 0;
@@ -2335,6 +2400,7 @@ int fs_data_read(struct fs *fs, struct fs_inode *in, uint64_t off, size_t size, 
             memset(dst, 0, n);
         } else {
             const uint8_t *dek = f->dek;   /* the one ref is sealed under */
+            f->users++;
             pthread_mutex_unlock(&in->lock);
             struct cache_entry *e = NULL;
             r = cache_acquire(fs, in->ino, idx, &ref, dek, &e);
@@ -2343,6 +2409,10 @@ int fs_data_read(struct fs *fs, struct fs_inode *in, uint64_t off, size_t size, 
                 cache_release(fs->data, e);
             }
             pthread_mutex_lock(&in->lock);
+            if (!--f->users)
+                pthread_cond_broadcast(&in->cond);
+            if (r == 0 && f->withdrawn)
+                r = -EACCES;   /* its keys went meanwhile */
             if (r < 0)
                 break;
             if (sequential && in->file == f)
@@ -2395,8 +2465,8 @@ int fs_data_truncate(struct fs *fs, struct fs_inode *in, uint64_t size)
     pthread_mutex_lock(&in->lock);
     while (f->inflight || f->loading)
         pthread_cond_wait(&in->cond, &in->lock);
-    int r = 0;
-    if (size < f->size) {
+    int r = f->withdrawn ? -EACCES : 0;
+    if (r == 0 && size < f->size) {
         uint64_t keep = (size + cs - 1) / cs;
         drop_chunks_from(fs, f, keep);
         if (keep < f->trunc_from)

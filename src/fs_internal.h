@@ -237,6 +237,13 @@ void fs_data_quiesce(struct fs *fs);
 void fs_data_gc_kick(struct fs *fs);
 int fs_data_gc_run(struct fs *fs);
 
+/* The folder of in was withdrawn from this account (fs_access.c): once
+ * the reads, puts and commits under way are done, wipe its data key and
+ * commitment key (also those a re-keying retired) and its unsaved
+ * plaintext; from then on every read, write, truncate and commit of it is
+ * EACCES, until the kernel forgets the inode.  Called with no lock held. */
+void fs_data_withdraw(struct fs *fs, struct fs_inode *in);
+
 /* Wipe the plaintext chunks of ino this mount cached (those being read
  * right now go when their reader is done). */
 void fs_data_cache_drop(struct fs *fs, uint64_t ino);

@@ -21,6 +21,7 @@ import pytest
 
 import pactfs_helpers as H
 from test_pg import finish as pg_finish, pg  # noqa: F401  (the session's PostgreSQL)
+from test_keyd import hkdf
 from test_memory import needs_plain_heap, writable_memory
 
 ADMIN = H.ACCOUNT + "-admin"
@@ -969,6 +970,61 @@ def test_withdrawn_folder_leaves_no_plaintext_in_the_mount(accounts):
                 "still in the mount's memory" % (len(held), len(pieces), held)
         finally:
             os.close(fd)
+    finally:
+        bob.unmount()
+
+
+def test_withdrawn_folder_leaves_no_data_key_in_the_mount(accounts):
+    """The per-file data key and commitment key of a withdrawn folder's file
+    go at the withdrawal, not when the kernel forgets the inode: the DEK,
+    unwrapped here with bob's own key (keyprobe), is in the daemon's
+    writable memory while the file is open and bob a member (the positive
+    control), and nowhere once the revoke has reached the mount, although
+    the file is still held open; later reads of the open file are EACCES."""
+    v, mounts = accounts
+    with open(v.conf, "a") as f:
+        f.write("accounts = { revocation_check_seconds = %d; };\n" % CHECK_S)
+    data = os.urandom(200 * 1024)
+    with_mount(v, lambda: H.write_file(v.path("keyed.pdf"), data, fsync=True))
+    admin("grant", H.FOLDER, BOB, "read,write", v.dir, vault=v)
+    bob = mounts[BOB]
+    saved = os.path.join(v.base, "bob.keys")
+    p = H.run([os.path.join(H.build_dir(), "tests", "tools", "keyprobe"), "save", v.conf, BOB,
+               bob.account_pass, saved])
+    assert p.returncode == 0, p.stdout + p.stderr
+    deks = {}
+    with open(saved) as f:
+        for line in f:
+            if line.startswith("dek "):
+                _, ino, hexkey = line.split()
+                deks[int(ino)] = bytes.fromhex(hexkey)
+    bob.mount_foreground()
+    try:
+        path = os.path.join(bob.folder, "keyed.pdf")
+        dek = deks[os.stat(path).st_ino]
+        keys = {"data key": dek, "commitment key": hkdf(dek, "pactfs v2 file commitment")}
+        fd = os.open(path, os.O_RDWR)
+        try:
+            assert os.pread(fd, len(data), 0) == data
+            os.pwrite(fd, b"unsaved", 100)   # a dirty chunk held by the mount
+            memory = writable_memory(bob.fg_proc.pid)
+            for what, key in keys.items():
+                assert any(key in c for c in memory), "the control failed: the open " \
+                    "file's %s is not in the mount's memory" % what
+            admin("revoke", H.FOLDER, BOB, v.dir, vault=v)
+            wait_for_log(bob, "its keys are dropped from memory", CHECK_S + 5)
+            memory = writable_memory(bob.fg_proc.pid)
+            held = [what for what, key in keys.items() if any(key in c for c in memory)]
+            assert not held, "the %s of a file of the withdrawn folder is still in the " \
+                "mount's memory while the file is open" % " and ".join(held)
+            with pytest.raises(OSError) as e:
+                os.pread(fd, 4096, 0)
+            assert e.value.errno == errno.EACCES, e.value
+        finally:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
     finally:
         bob.unmount()
 
