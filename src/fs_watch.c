@@ -13,7 +13,12 @@
  *     after poll_ms at the latest, it tells the kernel to drop what it
  *     cached of every inode and directory entry another session changed
  *     (fuse_lowlevel_notify_inval_inode / _entry), so this mount sees a
- *     change made elsewhere within about poll_ms (at once when notified).
+ *     change made elsewhere within about poll_ms (at once when notified);
+ *     a notification also wakes the revocation check (fs_access.c).  A
+ *     listening connection that broke is made again at once (retried with
+ *     a back-off up to poll_ms while the server is unreachable), and since
+ *     notifications sent meanwhile are lost, the feed and the revocation
+ *     check are run right after it listens again.
  *
  * The data state of a file (fs_data) is revalidated at open while another
  * session is live (close-to-open), so the feed only has to reach the
@@ -59,6 +64,7 @@ struct fs_watch {
     int64_t gap_since;         /* when a hole above floor was first seen, or 0 */
     int64_t next_renew, next_prune;
     uint64_t applied;          /* invalidations sent (for the log) */
+    int failing;               /* rounds failed in a row (connection lost) */
 };
 
 static int64_t mono_ns(void)
@@ -300,17 +306,29 @@ static void *watch_main(void *arg)
         if (w->nabove && wait_ms > 100)
             wait_ms = 100;
         int r = meta_change_wait(w->m, wait_ms);
+        if (r == META_CHANGE_RELISTENED)
+            log_warning("the connection listening for changes to the vault was lost and "
+                        "is made again; notifications sent meanwhile are lost, so this "
+                        "account's access and the change feed are checked again now");
         if (r > 0)
             fs_access_poke(w->fs);   /* notified: a revoke may be among the changes */
         if (r >= 0)
             r = follow(w);
         if (r >= 0)
             count_others(w);
-        if (r < 0) {
-            log_error("change feed: %s", pfs_err_msg());
-            struct timespec ts = { w->poll_ms / 1000, (long)(w->poll_ms % 1000) * 1000000 };
-            nanosleep(&ts, NULL);
+        if (r >= 0) {
+            w->failing = 0;
+            continue;
         }
+        /* a lost connection is made again by the next wait: try soon, then
+         * less often (up to poll_ms) while the server cannot be reached */
+        if (!w->failing++)
+            log_error("change feed: %s; trying again", pfs_err_msg());
+        int back_ms = 250 << (w->failing < 8 ? w->failing - 1 : 7);
+        if (back_ms > w->poll_ms)
+            back_ms = w->poll_ms;
+        struct timespec ts = { back_ms / 1000, (long)(back_ms % 1000) * 1000000 };
+        nanosleep(&ts, NULL);
     }
     return NULL;
 }

@@ -24,6 +24,7 @@
 #include "conf.h"
 #include "error.h"
 #include "meta.h"
+#include "meta_shared.h"
 #include "meta_sql.h"
 
 /* Serialises schema migrations across workstations (an arbitrary constant). */
@@ -31,6 +32,7 @@
 #define HEAD_LOCK_KEY "7065616374667302"      /* "pactfs" 02: the vault head */
 /* The channel of change notifications (one database holds one vault). */
 #define PG_CHANNEL "pactfs_changes"
+#define PG_LISTENER_NAME "pactfs-listen"   /* application_name of the listening connection */
 
 /* Shared statements' texts, rewritten to $N once per connection. */
 #define PG_CACHE 128
@@ -291,31 +293,66 @@ static int pg_drain_notify(struct pg *s)
     return got;
 }
 
+static int check_transport(struct pg *s);
+
+/* LISTEN, under a name an operator sees in pg_stat_activity. */
+static int pg_listen(struct pg *s)
+{
+    int rc = pg_exec(s, "SET application_name = '" PG_LISTENER_NAME "'; LISTEN " PG_CHANNEL,
+                     "listen for changes");
+
+    s->listening = rc == 0;
+    return rc;
+}
+
+/* The listening connection broke (its backend was terminated, the server
+ * restarted, the network failed): notifications sent meanwhile are lost.
+ * Connect again (the same conninfo, TLS checked again) and listen again:
+ * META_CHANGE_RELISTENED, so the caller looks at everything that may have
+ * changed; -EIO if the server cannot be reached yet. */
+static int pg_listen_again(struct pg *s)
+{
+    char was[256];
+
+    snprintf(was, sizeof was, "%s", PQerrorMessage(s->conn));
+    was[strcspn(was, "\n")] = '\0';
+    s->listening = 0;
+    PQreset(s->conn);
+    if (PQstatus(s->conn) != CONNECTION_OK)
+        return pfs_err(-EIO, "the PostgreSQL connection listening for changes was lost (%s) "
+                       "and connecting again failed: %s", was[0] ? was : "closed",
+                       PQerrorMessage(s->conn));
+    int rc = check_transport(s);
+
+    if (rc == 0)
+        rc = pg_listen(s);
+    return rc ? rc : META_CHANGE_RELISTENED;
+}
+
 static int pg_wait_notify(void *db, int timeout_ms)
 {
     struct pg *s = db;
 
+    if (PQstatus(s->conn) == CONNECTION_BAD)   /* a statement found it lost */
+        return pg_listen_again(s);
     if (!s->listening) {
-        int rc = pg_exec(s, "LISTEN " PG_CHANNEL, "listen for changes");
+        int rc = pg_listen(s);
 
         if (rc)
-            return rc;
-        s->listening = 1;
+            return PQstatus(s->conn) == CONNECTION_BAD ? pg_listen_again(s) : rc;
     }
     if (PQconsumeInput(s->conn) == 0)
-        return pfs_err(-EIO, "PostgreSQL connection lost while waiting for changes: %s",
-                       PQerrorMessage(s->conn));
+        return pg_listen_again(s);
     if (pg_drain_notify(s))
         return 1;
     struct pollfd pfd = { .fd = PQsocket(s->conn), .events = POLLIN };
     if (pfd.fd < 0)
-        return pfs_err(-EIO, "PostgreSQL connection lost while waiting for changes");
+        return pg_listen_again(s);
     int n = poll(&pfd, 1, timeout_ms);
     if (n <= 0)
         return 0;
-    if (PQconsumeInput(s->conn) == 0)
-        return pfs_err(-EIO, "PostgreSQL connection lost while waiting for changes: %s",
-                       PQerrorMessage(s->conn));
+    if (PQconsumeInput(s->conn) == 0 || PQstatus(s->conn) == CONNECTION_BAD)
+        return pg_listen_again(s);
     return pg_drain_notify(s);
 }
 

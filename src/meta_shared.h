@@ -39,7 +39,12 @@ int meta_change_list(struct meta *m, uint64_t after, unsigned limit,
 int meta_change_prune(struct meta *m, int64_t age_s);
 /* Wait up to timeout_ms for another connection's change: 1 notified, 0
  * timed out (always 0 after sleeping without notifications, i.e. SQLite),
- * -EIO if the connection is lost.  The first call starts listening. */
+ * META_CHANGE_RELISTENED if the connection had been lost and is made
+ * again, listening again (notifications sent meanwhile are lost: look at
+ * everything that may have changed), -EIO if it is lost and cannot be made
+ * again yet (the next call tries again).  The first call starts listening
+ * (on PostgreSQL under the application_name "pactfs-listen"). */
+#define META_CHANGE_RELISTENED 2
 int meta_change_wait(struct meta *m, int timeout_ms);
 /* Wake the connections waiting in meta_change_wait (sessions changed). */
 int meta_change_notify(struct meta *m);

@@ -1032,6 +1032,29 @@ def test_withdrawn_folder_leaves_no_data_key_in_the_mount(accounts):
 NOTIFY_BOUND = 4   # seconds; the polling interval below is 600 s
 
 
+def pg_vault_slow_checks(tmp_path, pg, name, seed):
+    """A PostgreSQL vault with revocation_check_seconds 600 and poll_ms
+    60000, so only a notification can explain a quick withdrawal; bob
+    enrolled (his password file is returned) with read access to the file
+    name (64 KiB, its content returned)."""
+    v = H.Vault(tmp_path)
+    v.db = pg.create_database()
+    v.conninfo = pg.conninfo(v.db)
+    v.init("--postgresql", v.conninfo)
+    with open(v.conf) as f:
+        text = f.read()
+    text, n = re.subn(r"(\n\s*conninfo\s*=\s*\"[^\"]*\";)", r"\1\n    poll_ms = 60000;", text)
+    assert n == 1, text
+    with open(v.conf, "w") as f:
+        f.write(text + "accounts = { revocation_check_seconds = 600; };\n")
+    bob_pw = passfile(v, "bob.pass", BOB_PASSWORD)
+    add_and_enrol(v, BOB, bob_pw)
+    data = H.seeded_bytes(seed, 64 * 1024)
+    with_mount(v, lambda: H.write_file(v.path(name), data, fsync=True))
+    admin("grant", H.FOLDER, BOB, "read", v.dir, vault=v)
+    return v, bob_pw, data
+
+
 def test_revocation_reaches_running_mount_through_postgresql_notify(tmp_path, pg):
     """On PostgreSQL a revoke, and an account-disable, reach a running mount
     through LISTEN/NOTIFY: with accounts.revocation_check_seconds at 600 and
@@ -1039,24 +1062,10 @@ def test_revocation_reaches_running_mount_through_postgresql_notify(tmp_path, pg
     the folder being withdrawn within a few seconds.  Reads through an open
     file then fail with EACCES, and the withdrawal and the denial are
     audited."""
-    v = H.Vault(tmp_path)
-    v.db = pg.create_database()
-    v.conninfo = pg.conninfo(v.db)
-    v.init("--postgresql", v.conninfo)
+    v = None
     bob = None
     try:
-        with open(v.conf) as f:
-            text = f.read()
-        text, n = re.subn(r"(\n\s*conninfo\s*=\s*\"[^\"]*\";)", r"\1\n    poll_ms = 60000;",
-                          text)
-        assert n == 1, text
-        with open(v.conf, "w") as f:
-            f.write(text + "accounts = { revocation_check_seconds = 600; };\n")
-        bob_pw = passfile(v, "bob.pass", BOB_PASSWORD)
-        add_and_enrol(v, BOB, bob_pw)
-        data = H.seeded_bytes(9, 64 * 1024)
-        with_mount(v, lambda: H.write_file(v.path("notified.pdf"), data, fsync=True))
-        admin("grant", H.FOLDER, BOB, "read", v.dir, vault=v)
+        v, bob_pw, data = pg_vault_slow_checks(tmp_path, pg, "notified.pdf", 9)
         bob = AccountMount(v, BOB, bob_pw)
         path = os.path.join(bob.folder, "notified.pdf")
         dropped = "its keys are dropped from memory"
@@ -1100,8 +1109,75 @@ def test_revocation_reaches_running_mount_through_postgresql_notify(tmp_path, pg
     finally:
         if bob:
             finish(bob)
-        pg_finish(v)
+        if v:
+            pg_finish(v)
 
+
+
+def listening_backends(pg, v, named_only=False):
+    """pids of the backends of v's database listening for changes: named
+    pactfs-listen; with none so named (a build that did not name it), the
+    mount's newest backend (the change-feed connection is opened after the
+    metadata connection)."""
+    q = ("SELECT pid FROM pg_stat_activity WHERE datname = '%s' AND backend_type = "
+         "'client backend'" % v.db)
+    named = [int(x) for x in pg.psql(q + " AND application_name = 'pactfs-listen'").split()]
+    if named or named_only:
+        return named
+    return [int(x) for x in pg.psql(q + " ORDER BY backend_start DESC LIMIT 1").split()]
+
+
+def test_revocation_reaches_running_mount_after_its_listening_connection_broke(tmp_path, pg):
+    """A NOTIFY lost to a broken connection is made up for at once, not by
+    the timer: with the mount stopped (SIGSTOP), its listening backend is
+    terminated (pg_terminate_backend, as a database operator or a server
+    restart would) and bob is revoked, so the revoke's NOTIFY reaches
+    nobody.  Once the mount runs again it must see the connection gone,
+    connect and LISTEN again, and re-check at once: the folder is withdrawn
+    within a few seconds although revocation_check_seconds is 600 and
+    poll_ms 60000, and the withdrawal is audited.  On the build before, the
+    listener stayed broken and only the 600 s timer was left."""
+    v = bob = None
+    try:
+        v, bob_pw, data = pg_vault_slow_checks(tmp_path, pg, "relisten.pdf", 10)
+        bob = AccountMount(v, BOB, bob_pw)
+        bob.mount_foreground()
+        path = os.path.join(bob.folder, "relisten.pdf")
+        try:
+            assert H.read_file(path) == data
+            before = listening_backends(pg, v)
+            assert len(before) == 1, before
+            # no descriptor in the mount may be open while it is stopped: a
+            # forked child closing it would wait for the stopped daemon
+            pid = bob.fg_proc.pid
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                assert pg.psql("SELECT pg_terminate_backend(%d)" % before[0]).strip() == "t"
+                admin("revoke", H.FOLDER, BOB, v.dir, vault=v)
+                # the revoke's NOTIFY went to nobody: the backend is gone
+                assert before[0] not in listening_backends(pg, v)
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            took = wait_for_log(bob, "its keys are dropped from memory", NOTIFY_BOUND)
+            log = bob.read_fg_log()
+            assert "listening for changes to the vault was lost and is made again" in log, \
+                log[-2000:]
+            with pytest.raises(OSError) as e:
+                H.read_file(path)
+            assert e.value.errno in (errno.EACCES, errno.ENOENT), e.value
+            after = listening_backends(pg, v, named_only=True)
+            assert len(after) == 1 and after != before, (before, after)
+        finally:
+            bob.unmount()
+        ev = [e for e in audit_events(v) if e["account"] == BOB]
+        revoked = [e for e in ev if e["op"] == "access-revoked"]
+        assert revoked and "access was revoked" in revoked[-1]["path"], ev[-10:]
+        print("the revoke reached the mount %.2f s after it ran again" % took)
+    finally:
+        if bob:
+            finish(bob)
+        if v:
+            pg_finish(v)
 
 
 def test_running_mount_writes_under_the_rotated_key(accounts):
