@@ -126,9 +126,17 @@ int accounts_enrol(struct vault *v, const char *name, const char *code, const ch
     if (rc == 0)
         rc = registry_fingerprint_hex(key, fingerprint);
     if (rc == 0) {
-        char after[REGISTRY_FP_HEX + 32];
-        struct audit_detail d = { .before = "pending", .after = after };
+        char after[REGISTRY_FP_HEX + 32], before[64] = "pending", code_id[17];
+        struct audit_detail d = { .before = before, .after = after };
+        uint8_t pub[ED25519_PUB_LEN], h[SHA256_LEN];
 
+        /* the code's id as pactfs-keyd's trail names it (docs/keyd.md) */
+        if (enrol_code_public(v->conf.vault_id, a.id, code, pub) == 0) {
+            sha256(pub, sizeof pub, h);
+            for (int i = 0; i < 8; i++)
+                snprintf(code_id + 2 * i, 3, "%02x", h[i]);
+            snprintf(before, sizeof before, "pending (code %s)", code_id);
+        }
         snprintf(what, sizeof what, "%s key %s", name, fingerprint);
         snprintf(after, sizeof after, "enrolled key %s", fingerprint);
         rc = accounts_audit_detail(v, name, a.id, key, "account-enrol", what, 0, &d);

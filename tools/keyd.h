@@ -77,6 +77,9 @@ struct outcome {
     bool has_anchor;              /* anchor-get: the vault's anchor */
     int64_t anchor_counter;
     uint8_t anchor_hash[SHA256_LEN];
+    /* enroll, enrol-code: the account's state at the service before and
+     * after, for the trail's account-change details ("" if none) */
+    char before[200], after[200];
 };
 
 /* The fields of a request body, secrets decoded into secmem. */

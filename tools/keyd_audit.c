@@ -177,7 +177,9 @@ int keyd_audit_write(struct keyd *k, const char *remote, const char *op,
 {
     json_object *ev = json_object_new_object();
     struct audit_ctx who = { getuid(), getpid() };
-    struct audit_detail d = { .extra_key = "keyd", .extra = ev };
+    struct audit_detail d = { .extra_key = "keyd", .extra = ev,
+                              .before = o->before[0] ? o->before : NULL,
+                              .after = o->after[0] ? o->after : NULL };
     char path[2 * KEYD_NAME_MAX + 2];
     int rc;
 
@@ -232,19 +234,25 @@ static void trail_path(const struct keyd *k, const char *vault, char *out, size_
 }
 
 int keyd_trail_event(struct keyd *k, const char *officer, const char *op,
-                     const struct fields *f, unsigned status)
+                     const struct fields *f, unsigned status, const struct outcome *o)
 {
     struct audit_identity id = { .account = officer };
     struct audit_ctx who = { getuid(), getpid() };
+    struct audit_detail d = { 0 };
     char path[PATH_MAX], name[64];
     struct audit *a = NULL;
     int rc;
 
+    if (o && o->before[0])
+        d.before = o->before;
+    if (o && o->after[0])
+        d.after = o->after;
     trail_path(k, f->vault, path, sizeof path);
     snprintf(name, sizeof name, "keyd-%s", op);
     rc = audit_open(path, f->vault, &id, &a);
     if (rc == 0)
-        rc = audit_event(a, &who, name, f->account ? f->account : "", status_result(status), 0);
+        rc = audit_event_detail(a, &who, name, f->account ? f->account : "",
+                                status_result(status), 0, d.before || d.after ? &d : NULL);
     audit_close(a);
     if (rc < 0)
         https_log(LOG_ERR, "cannot write the audit trail %s: %s", path, pfs_err_msg());

@@ -24,9 +24,11 @@ int keyd_audit_write(struct keyd *k, const char *remote, const char *op,
 
 /* Is v a vault id (32 lower-case hex digits), so that it names a trail? */
 bool keyd_vault_id_ok(const char *v);
-/* officer's action op on f->account, answered status, on f->vault's trail. */
+/* officer's action op on f->account, answered status, on f->vault's trail;
+ * o (may be NULL) adds the account's state before and after ("before",
+ * "after" details) when the handler described them. */
 int keyd_trail_event(struct keyd *k, const char *officer, const char *op,
-                     const struct fields *f, unsigned status);
+                     const struct fields *f, unsigned status, const struct outcome *o);
 /* Ship vault's trail (audit_url), starting its shipper if need be. */
 void keyd_trail_ship(struct keyd *k, const char *vault);
 /* At start: create trail_dir, ship what every vault's trail holds. */

@@ -12,6 +12,7 @@
 
 #include <json-c/json.h>
 
+#include "crypto.h"
 #include "error.h"
 #include "secmem.h"
 
@@ -223,6 +224,47 @@ static size_t enroll_message(const struct fields *f, uint8_t *out, size_t cap)
  * the sysadmin's pactfs-admin with /v1/enrol-code): its key's signature
  * over the new authenticator.  The admin token or an officer alone enrols
  * nobody.  A re-enrolment replaces the account's earlier secret and share. */
+/* A short public name of a secret-bearing blob: the first 8 bytes of its
+ * SHA-256, hex (a sealed share, a code's public key: neither opens or
+ * derives anything, and the code behind a code key has 160 random bits). */
+static void blob_id(const uint8_t *p, size_t n, char out[17])
+{
+    uint8_t h[SHA256_LEN];
+
+    sha256(p, n, h);
+    for (int i = 0; i < 8; i++)
+        snprintf(out + 2 * i, 3, "%02x", h[i]);
+}
+
+static void utc_time(int64_t t, char out[32])
+{
+    time_t tt = (time_t)t;
+    struct tm tm;
+
+    if (!t || !gmtime_r(&tt, &tm) || !strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm))
+        snprintf(out, 32, "unknown time");
+}
+
+/* The account's state at the service, for an account-change event. */
+static void describe_share(const struct account_row *row, char *out, size_t len)
+{
+    char id[17], at[32];
+
+    if (!row->found) {
+        snprintf(out, len, "no share");
+        return;
+    }
+    blob_id(row->sealed_share, sizeof row->sealed_share, id);
+    utc_time(row->updated, at);
+    int n = snprintf(out, len, "share %s set %s%s", id, at, row->disabled ? ", disabled" : "");
+    if (row->failures && n >= 0 && (size_t)n < len)
+        n += snprintf(out + n, len - (size_t)n, ", %u failed proofs", row->failures);
+    if (row->locked_until > (int64_t)time(NULL) && n >= 0 && (size_t)n < len) {
+        utc_time(row->locked_until, at);
+        snprintf(out + n, len - (size_t)n, ", locked until %s", at);
+    }
+}
+
 static int handle_enroll(struct keyd *k, const char *remote, const struct fields *f,
                          struct outcome *o)
 {
@@ -244,8 +286,18 @@ static int handle_enroll(struct keyd *k, const char *remote, const struct fields
         return 0;
     }
     rc = keyd_code_load(&k->store, f->vault, f->account, pub, &expires, &found);
+    rc = rc ? rc : keyd_account_load(&k->store, f->vault, f->account, &row);
     if (rc)
         return rc;
+    /* An account change on the trail: the share before and after, and
+     * which code (its key's id) did it; a refused one changes nothing. */
+    char code_id[17], share_id[17], now_s[32], before[120];
+    describe_share(&row, before, sizeof before);
+    if (found)
+        blob_id(pub, sizeof pub, code_id);
+    snprintf(o->before, sizeof o->before, "%s; %s%s", before, found ? "code " : "no code",
+             found ? code_id : "");
+    snprintf(o->after, sizeof o->after, "unchanged");
     mlen = enroll_message(f, msg, sizeof msg);
     if (!found || !mlen || ed25519_verify(pub, msg, mlen, f->code_sig, sizeof f->code_sig) < 0) {
         rc = keyd_source_record_failure(k, remote, now, &retry);
@@ -255,10 +307,10 @@ static int handle_enroll(struct keyd *k, const char *remote, const struct fields
     }
     rc = keyd_code_delete(&k->store, f->vault, f->account);      /* single use */
     if (!rc && expires < now) {
+        snprintf(o->after, sizeof o->after, "%s; code %s spent (expired)", before, code_id);
         set_outcome(o, 403, "code-expired");
         return 0;
     }
-    rc = rc ? rc : keyd_account_load(&k->store, f->vault, f->account, &row);
     rc = rc ? rc : new_secret_row(k, f, f->auth, salt, verifier);
     rc = rc ? rc : new_share(k, f, o, sealed);
     if (rc)
@@ -270,8 +322,14 @@ static int handle_enroll(struct keyd *k, const char *remote, const struct fields
     } else {
         rc = keyd_account_insert(&k->store, f->vault, f->account, salt, verifier, sealed, now);
     }
-    if (!rc)
+    if (!rc) {
+        blob_id(sealed, sizeof sealed, share_id);
+        utc_time(now, now_s);
+        snprintf(o->after, sizeof o->after, "share %s set %s%s by the holder of code %s "
+                 "from %s; code %s spent", share_id, now_s,
+                 row.found ? " (the earlier share destroyed)" : "", code_id, remote, code_id);
         set_outcome(o, 200, row.found ? "re-enrolled" : "enrolled");
+    }
     return rc;
 }
 
@@ -288,10 +346,30 @@ static int handle_enrol_code(struct keyd *k, const char *remote, const struct fi
         set_outcome(o, 400, "bad-request");
         return 0;
     }
+    uint8_t pub[KEYD_CODE_PUB_LEN];
+    int64_t expires = 0;
+    bool found = false;
+    char id[17], until[32];
+
+    rc = keyd_code_load(&k->store, f->vault, f->account, pub, &expires, &found);
+    if (rc)
+        return rc;
+    if (found) {
+        blob_id(pub, sizeof pub, id);
+        utc_time(expires, until);
+        snprintf(o->before, sizeof o->before, "code %s, expires %s", id, until);
+    } else {
+        snprintf(o->before, sizeof o->before, "no code");
+    }
     rc = keyd_code_store(&k->store, f->vault, f->account, f->code_pub, f->expires,
                          (int64_t)time(NULL));
-    if (!rc)
+    if (!rc) {
+        blob_id(f->code_pub, sizeof f->code_pub, id);
+        utc_time(f->expires, until);
+        snprintf(o->after, sizeof o->after, "code %s, expires %s%s", id, until,
+                 found ? " (the earlier code replaced)" : "");
         set_outcome(o, 200, "code-registered");
+    }
     return rc;
 }
 
@@ -428,6 +506,7 @@ static int admin_account_change(struct keyd *k, const struct fields *f,
                                 enum keyd_account_action action, const char *result,
                                 struct outcome *o)
 {
+    struct account_row before, after;
     bool found;
     int rc;
 
@@ -435,9 +514,15 @@ static int admin_account_change(struct keyd *k, const struct fields *f,
         set_outcome(o, 400, "bad-request");
         return 0;
     }
-    rc = keyd_account_act(&k->store, f->vault, f->account, action, &found);
-    if (!rc)
+    /* an account change: on the trail with the state before and after */
+    rc = keyd_account_load(&k->store, f->vault, f->account, &before);
+    rc = rc ? rc : keyd_account_act(&k->store, f->vault, f->account, action, &found);
+    rc = rc ? rc : keyd_account_load(&k->store, f->vault, f->account, &after);
+    if (!rc) {
+        describe_share(&before, o->before, sizeof o->before);
+        describe_share(&after, o->after, sizeof o->after);
         set_outcome(o, found ? 200 : 404, found ? result : "unknown-account");
+    }
     return rc;
 }
 
@@ -556,7 +641,7 @@ static void run_handler(struct keyd *k, const struct route *rt, const char *remo
         rc = rt->fn(k, remote, f, o);
     /* An admin action is on the vault's trail before it takes effect. */
     if (!rc && trailed && keyd_vault_id_ok(f->vault) &&
-        keyd_trail_event(k, officer, rt->op, f, o->status) < 0)
+        keyd_trail_event(k, officer, rt->op, f, o->status, o) < 0)
         rc = trail = -EIO;
     if (!rc)
         rc = keyd_store_commit(&k->store);
@@ -612,7 +697,7 @@ enum MHD_Result keyd_dispatch(struct keyd *k, struct MHD_Connection *c, const ch
         }
         set_outcome(&o, 401, "rejected");
         if (keyd_vault_id_ok(f.vault)) {     /* a refused officer is on the trail too */
-            (void)keyd_trail_event(k, officer, rt->op, &f, o.status);
+            (void)keyd_trail_event(k, officer, rt->op, &f, o.status, NULL);
             keyd_trail_ship(k, f.vault);
         }
     } else {

@@ -122,8 +122,8 @@ int keyd_account_load(struct keyd_store *s, const char *vault, const char *accou
                       struct account_row *row)
 {
     sqlite3_stmt *st = row_stmt(s,
-        "SELECT salt, verifier, sealed_share, disabled, failures, first_failure, locked_until"
-        " FROM accounts WHERE vault = ?1 AND account = ?2",
+        "SELECT salt, verifier, sealed_share, disabled, failures, first_failure, locked_until,"
+        " updated FROM accounts WHERE vault = ?1 AND account = ?2",
         vault, account);
     int rc;
 
@@ -137,6 +137,7 @@ int keyd_account_load(struct keyd_store *s, const char *vault, const char *accou
         row->failures = (unsigned)sqlite3_column_int(st, 4);
         row->first_failure = sqlite3_column_int64(st, 5);
         row->locked_until = sqlite3_column_int64(st, 6);
+        row->updated = sqlite3_column_int64(st, 7);
     }
     sqlite3_finalize(st);
     return rc;

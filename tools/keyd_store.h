@@ -37,6 +37,7 @@ struct account_row {
     unsigned failures;
     int64_t first_failure;
     int64_t locked_until;
+    int64_t updated;              /* when the share or verifier last changed */
 };
 
 struct source_row {

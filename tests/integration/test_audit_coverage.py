@@ -8,6 +8,7 @@ recorded as done by the sysadmin."""
 import errno
 import json
 import os
+import re
 
 import pytest
 
@@ -165,7 +166,10 @@ def test_every_account_change_is_audited_with_before_and_after(accounts):
     assert 'department="Sales"' in cr["after"] and "status=enabled" in cr["after"], cr
     en = find(evs, "account-enrol", account="erin", result="ok")
     fp = en["path"].split()[-1]
-    assert en["before"] == "pending" and en["after"] == "enrolled key " + fp, en
+    # the code's id as pactfs-keyd's trail names it (first 8 bytes of the
+    # SHA-256 of the code's public key, hex)
+    assert re.fullmatch(r"pending \(code [0-9a-f]{16}\)", en["before"]), en
+    assert en["after"] == "enrolled key " + fp, en
     assert fp in p.stdout
     rn = find(evs, "account-rename", "erin -> erin2", account=ADMIN, result="ok")
     assert "name=erin " in rn["before"] and "name=erin2 " in rn["after"], rn

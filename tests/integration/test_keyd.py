@@ -1167,6 +1167,117 @@ def enroll_signed(k, vault, account, key, auth=None, token=None):
     return keyd_post(k, "/v1/enroll", body, token=token)
 
 
+def short_id(blob):
+    """How the trails name a sealed share or a code's public key."""
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def test_keyd_enrolment_is_an_account_change_on_the_trail(kvault, keyd):
+    """An enrolment at the key service is an account change on the vault's
+    trail (the project's audit format): keyd-enroll carries the share before
+    and after (by the id of its sealed form, which opens nothing), who did
+    it (the holder of which code, from where) and the code's registration
+    (keyd-enrol-code) its code before and after; a refused enrolment says
+    nothing changed; a re-enrolment names the share it destroyed.  The
+    vault's own account-enrol event names the same code."""
+    v = kvault
+    vid = re.search(r'\bid\s*=\s*"([0-9a-f]{32})"', open(v.conf).read()).group(1)
+    trail = keyd.file(os.path.join("trail", vid + ".log"))
+
+    def changes(op, account):
+        evs = [json.loads(ln) for ln in open(trail)]
+        return [e for e in evs if e["op"] == op and e["path"] == account]
+
+    def code_of(account):
+        rows = keyd_query(keyd, "SELECT code_pub FROM enrol_codes WHERE account = '%s'"
+                          % account)
+        assert len(rows) == 1, rows
+        return short_id(rows[0][0])
+
+    def share_of(account):
+        (row,) = keyd_query(keyd, "SELECT sealed_share FROM accounts WHERE account = '%s'"
+                            % account)
+        return short_id(row[0])
+
+    def add_code(cmd):
+        p = v.admin(cmd, "carol", v.dir, *(("--role", "user") if cmd == "account-add" else ()),
+                    "--account", H.ACCOUNT + "-admin", "--passfile", v.passfile,
+                    "--keyd-admin-token", keyd.token_file)
+        assert p.returncode == 0, p.stdout + p.stderr
+        return re.search(r"^([A-Z2-7]{4}(?:-[A-Z2-7]{4}){7})$", p.stdout, re.M).group(1)
+
+    def enrol(code, password):
+        codefile = os.path.join(v.base, "carol.code")
+        write_secret(codefile, code + "\n")
+        env = dict(v.env)
+        env.pop("PACTFS_KEYD_ADMIN_TOKEN_FILE", None)
+        return subprocess.run([H.binary("pactfs-admin"), "enroll", "carol", v.dir,
+                               "--code-file", codefile, "--new-passfile",
+                               passfile(v, "carol.pass", password)],
+                              env=env, capture_output=True, text=True, timeout=300)
+
+    code = add_code("account-add")
+    cid = code_of("carol")
+    (reg,) = changes("keyd-enrol-code", "carol")
+    assert reg["before"] == "no code" and reg["after"].startswith("code %s, expires " % cid), reg
+    assert reg["account"] == "keyd:admin-token" and reg["result"] == "ok", reg
+
+    # a wrong code: refused, on the trail, nothing changed
+    vault = [a[0] for a in keyd.accounts()][0]
+    k_wrong, _ = code_keys()
+    st, body = enroll_signed(keyd, vault, "carol", k_wrong)
+    assert (st, body.get("error")) == (403, "code-rejected"), (st, body)
+    (bad,) = changes("keyd-enroll", "carol")
+    assert bad["result"] == "denied" and bad["account"] == "keyd:enrolment-code", bad
+    assert bad["before"] == "no share; code " + cid and bad["after"] == "unchanged", bad
+
+    p = enrol(code, "a violet harbour lamp 9 kept")
+    assert p.returncode == 0, p.stdout + p.stderr
+    first = share_of("carol")
+    ok = changes("keyd-enroll", "carol")[-1]
+    assert ok["result"] == "ok" and ok["account"] == "keyd:enrolment-code", ok
+    assert ok["before"] == "no share; code " + cid, ok
+    assert re.fullmatch(r"share %s set \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ by the holder of "
+                        r"code %s from 127\.0\.0\.1; code %s spent" % (first, cid, cid),
+                        ok["after"]), ok
+    en = [e for e in H.audit_events(v) if e["op"] == "account-enrol" and e["result"] == "ok"
+          and e["account"] == "carol"]
+    assert en and en[-1]["before"] == "pending (code %s)" % cid, en
+
+    # an officer's change (disable, enable) carries the share's state too
+    for op in ("disable", "enable"):
+        p = v.admin("keyd", op, "carol", v.dir, "--keyd-admin-token", keyd.token_file)
+        assert p.returncode == 0, p.stdout + p.stderr
+    dis, ena = changes("keyd-disable", "carol")[-1], changes("keyd-enable", "carol")[-1]
+    assert dis["before"].startswith("share %s set " % first), dis
+    assert "disabled" not in dis["before"] and dis["after"].endswith(", disabled"), dis
+    assert ena["before"] == dis["after"] and ena["after"] == dis["before"], ena
+
+    # a re-enrolment: the old share removed (keyd-remove names it), a new
+    # code, a new share
+    code2 = add_code("account-reenrol")
+    rm = changes("keyd-remove", "carol")[-1]
+    assert rm["before"].startswith("share %s set " % first) and rm["after"] == "no share", rm
+    cid2 = code_of("carol")
+    assert cid2 != cid
+    reg2 = changes("keyd-enrol-code", "carol")[-1]
+    assert reg2["before"] == "no code" and reg2["after"].startswith("code %s" % cid2), reg2
+    p = enrol(code2, "a copper lantern river 7 folded")
+    assert p.returncode == 0, p.stdout + p.stderr
+    second = share_of("carol")
+    assert second != first
+    again = changes("keyd-enroll", "carol")[-1]
+    assert again["before"] == "no share; code " + cid2, again
+    assert again["after"].startswith("share %s set " % second), again
+    assert "by the holder of code %s " % cid2 in again["after"], again
+    # the JSON log line carries the same
+    log = [e for e in keyd.audit_events() if e["op"] == "enroll" and e.get("account") == "carol"]
+    assert log[-1]["before"] == again["before"] and log[-1]["after"] == again["after"], log
+    # the vault's own trail still verifies
+    p = v.admin("audit-verify", v.dir)
+    assert p.returncode == 0, p.stdout + p.stderr
+
+
 def test_enrolment_at_keyd_needs_the_persons_code(kvault, keyd):
     """pactfs-admin account-add registers the code's public key at the key
     service (admin call); the person's pactfs-admin enroll, with no admin
