@@ -1299,6 +1299,10 @@ static int chunk_source_once(struct fs *fs, struct fs_inode *in, uint64_t idx,
 static int chunk_source(struct fs *fs, struct fs_inode *in, uint64_t idx,
                         struct chunk_ref *ref, enum chunk_src *src)
 {
+    /* the keys went while in->lock was dropped: nothing may check a record
+     * against a wiped commitment key (it would look like tampering) */
+    if (in->file->withdrawn)
+        return -EACCES;
     int r = chunk_source_once(fs, in, idx, ref, src);
     if (r == -EKEYEXPIRED) {
         r = file_adopt_dek(fs, in);
@@ -1841,7 +1845,9 @@ int fs_data_flush(struct fs *fs, struct fs_inode *in)
     struct fs_file *f = in->file;
     if (!f || f->withdrawn) {
         pthread_mutex_unlock(&in->lock);
-        return f ? -EACCES : 0;
+        return f ? pfs_err(-EACCES, "inode %" PRIu64 " is not saved: its folder was withdrawn "
+                           "from this account (its unsaved changes were discarded)", in->ino)
+                 : 0;
     }
     int r = 0, err = 0;
     for (int round = 0; round < REKEY_ROUNDS; round++) {
@@ -1947,7 +1953,8 @@ static void commit_batch_meta(struct fs *fs, struct fs_inode **batch, size_t n)
         if (!f || (i && batch[i - 1] == in) || pthread_mutex_trylock(&f->commit_lock) != 0)
             continue;
         pthread_mutex_lock(&in->lock);
-        int r = f->inflight || f->wb_error ? -EAGAIN : commit_gather(f, &sets[k]);
+        int r = f->inflight || f->wb_error || f->withdrawn ? -EAGAIN
+                : commit_gather(f, &sets[k]);
         pthread_mutex_unlock(&in->lock);
         struct commit_set *cs = &sets[k];
         if (r == 0 && !(cs->n || cs->trunc_from != NO_TRUNC || cs->size_dirty ||
@@ -2194,6 +2201,10 @@ int fs_data_write(struct fs *fs, struct fs_inode *in, uint64_t off, const void *
         uint32_t coff = (uint32_t)(pos % cs);
         uint32_t n = (uint32_t)((end - pos) < cs - coff ? (end - pos) : cs - coff);
         struct fs_chunk *c = chunk_wait_idle(in, idx);
+        if (f->withdrawn) {   /* while the lock was dropped: keep no plaintext */
+            r = -EACCES;
+            break;
+        }
         if (!c) {
             r = pfs_err(-ENOMEM, "out of memory writing inode %" PRIu64, in->ino);
             break;

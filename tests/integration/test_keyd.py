@@ -193,12 +193,14 @@ class Keyd:
     def audit_events(self):
         """The requests in keyd's own audit log: its events in the project's
         audit format carry the request in a "keyd" object; as flat dicts
-        (op, vault, account, status, result, ...)."""
+        (op, vault, account, status, result, ..., and before and after of an
+        account change)."""
         out = []
         for line in self.read("audit.log").decode().splitlines():
             e = json.loads(line)
             if "keyd" in e:
-                out.append(dict(e["keyd"], op=e["op"]))
+                out.append(dict(e["keyd"], op=e["op"],
+                                **{k: e[k] for k in ("before", "after") if k in e}))
         return out
 
     def captured_requests(self):
@@ -1270,7 +1272,7 @@ def test_keyd_enrolment_is_an_account_change_on_the_trail(kvault, keyd):
     assert again["before"] == "no share; code " + cid2, again
     assert again["after"].startswith("share %s set " % second), again
     assert "by the holder of code %s " % cid2 in again["after"], again
-    # the JSON log line carries the same
+    # keyd's own audit log carries the same
     log = [e for e in keyd.audit_events() if e["op"] == "enroll" and e.get("account") == "carol"]
     assert log[-1]["before"] == again["before"] and log[-1]["after"] == again["after"], log
     # the vault's own trail still verifies
