@@ -699,8 +699,8 @@ static int caller_in_group(const struct fs_caller *who, gid_t gid)
 
 /* POSIX chown rules: only root changes the owner; the owner may change the
  * group to one of its own groups. */
-static int chown_allowed(const struct fs_caller *who, const struct meta_inode *mi, const struct stat *a,
-                         int valid)
+static int chown_allowed(const struct fs_caller *who, const struct meta_inode *mi,
+                         const struct stat *a, int valid)
 {
     if (who->uid == 0)
         return 0;
@@ -712,7 +712,8 @@ static int chown_allowed(const struct fs_caller *who, const struct meta_inode *m
     return 0;
 }
 
-static int apply_setattr(const struct fs_caller *who, struct meta_inode *mi, const struct stat *a, int valid)
+static int apply_setattr(const struct fs_caller *who, struct meta_inode *mi, const struct stat *a,
+                         int valid)
 {
     int64_t now = fs_now_ns();
     if (valid & (FS_SET_UID | FS_SET_GID)) {
@@ -806,8 +807,9 @@ static struct audit_detail setattr_detail(uint64_t ino, const struct meta_inode 
     return d;
 }
 
-static int setattr_meta(struct fs *fs, const struct fs_caller *who, uint64_t ino, const struct stat *attr,
-                        int valid, const char *path, int64_t *mtime_out)
+static int setattr_meta(struct fs *fs, const struct fs_caller *who, uint64_t ino,
+                        const struct stat *attr, int valid, const char *path,
+                        int64_t *mtime_out)
 {
     struct meta *m = fs->v->meta;
     struct meta_inode mi;

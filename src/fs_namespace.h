@@ -1,11 +1,11 @@
 /* Namespace operations of the filesystem core, without FUSE: make, link,
- * remove (and, as they move here, rename, setattr) entries of a mount.
+ * rename and remove entries of a mount, and change their attributes.
  *
  * Each runs one metadata transaction under meta_lock with the caller's
  * rights checked (fs_folder_check) and its audit event appended inside
  * the transaction, durable before it returns (fs_meta_op_end).  Each
  * returns 0 or -errno; the errno is one the kernel may be told, or -EIO
- * (the FUSE front end, fs_ops.c, maps anything else to EIO).  A refusal
+ * (the FUSE front end, fs_ops.c, maps anything else to EIO: fs_errno_out).  A refusal
  * (-EACCES, -EROFS) has been audited.  The unit tests call these on a
  * vault in a temporary directory (tests/unit/test_fs_namespace.c).
  */
