@@ -5,7 +5,7 @@
 # best encrypted peer and than each peer.  See bench/README.md.
 #
 #   bench/run.sh [--quick] [--only pactfs,gocryptfs,securefs,passthrough] [--repeat N] [--keep-log]
-#                [--ab DIR]
+#                [--ab DIR] [--workloads LIST]
 #
 # Needs root (drop_caches, FUSE mounts).  pactfs binaries come from
 # $PACTFS_BUILD (or ./) and are built under /tmp when missing there.
@@ -22,12 +22,13 @@ QUICK=0
 ONLY="pactfs,gocryptfs,securefs,passthrough"
 KEEP_LOG=0
 REPEAT=3
+WORKLOAD_SET=a,b,c,d,e,f,g,h
 AB_DIR=
 PACTFS_B_BIN=
 
 usage() {
     cat <<EOF
-usage: $0 [--quick] [--only LIST] [--repeat N] [--keep-log] [--ab DIR]
+usage: $0 [--quick] [--only LIST] [--repeat N] [--keep-log] [--ab DIR] [--workloads LIST]
   --quick       smoke run: 64 MiB files, 1,000-file tree, 5 s fio runs
   --only LIST   comma-separated subset of: pactfs gocryptfs securefs passthrough
   --repeat N    N rounds (default 3), filesystems interleaved in each; the
@@ -37,6 +38,9 @@ usage: $0 [--quick] [--only LIST] [--repeat N] [--keep-log] [--ab DIR]
                 as "pactfs-b", right beside pactfs in every round (the order
                 of the two alternates per round), and print their medians
                 and ratio per row under the table
+  --workloads LIST  run only these workloads (letters of the table, e.g.
+                c,e,f for tar x, cold read-all and rm -rf; b needs a, and
+                d, e, f need c)
 environment: PACTFS_BUILD=DIR  build directory holding pactfs and pactfs-admin
 EOF
 }
@@ -48,6 +52,8 @@ while [ $# -gt 0 ]; do
         --only=*) ONLY=${1#--only=} ;;
         --repeat) [ $# -ge 2 ] || { usage >&2; exit 2; }; REPEAT=$2; shift ;;
         --repeat=*) REPEAT=${1#--repeat=} ;;
+        --workloads) [ $# -ge 2 ] || { usage >&2; exit 2; }; WORKLOAD_SET=$2; shift ;;
+        --workloads=*) WORKLOAD_SET=${1#--workloads=} ;;
         --keep-log) KEEP_LOG=1 ;;
         --ab) [ $# -ge 2 ] || { usage >&2; exit 2; }; AB_DIR=$2; shift ;;
         --ab=*) AB_DIR=${1#--ab=} ;;
@@ -75,6 +81,11 @@ if [ -n "$AB_DIR" ]; then
     FS_LIST+=(pactfs-b)
 fi
 [ ${#FS_LIST[@]} -gt 0 ] || { echo "run.sh: --only: nothing to run" >&2; exit 2; }
+want() { case ",$WORKLOAD_SET," in *,"$1",*) return 0 ;; esac; return 1; }
+if want b && ! want a; then echo "run.sh: --workloads: b needs a" >&2; exit 2; fi
+if { want d || want e || want f; } && ! want c; then
+    echo "run.sh: --workloads: d, e and f need c" >&2; exit 2
+fi
 case "$REPEAT" in
     ''|*[!0-9]*|0) echo "run.sh: --repeat wants a whole number >= 1, not '$REPEAT'" >&2; exit 2 ;;
 esac
@@ -427,11 +438,31 @@ daemon_cpu() {
 declare -A DCPU=()
 CPU0=-
 cpu_mark() { CPU0=$(daemon_cpu "$1"); }
-cpu_record() {
-    local now
+cpu_record() {   # read once the daemon went idle (work it queued counts)
+    local now prev i
     now=$(daemon_cpu "$1")
+    for ((i = 0; i < 50; i++)); do
+        prev=$now
+        sleep 0.2
+        now=$(daemon_cpu "$1")
+        [ "$now" = "$prev" ] && break
+    done
     [ "$CPU0" = - ] || [ "$now" = - ] && return 0
     DCPU[$1,$2]="${DCPU[$1,$2]:-}${DCPU[$1,$2]:+ }$(awk -v a="$CPU0" -v b="$now" 'BEGIN { printf "%.2f", b - a }')"
+}
+
+# One timed workload W on filesystem FS: its seconds and the daemon's CPU.
+timed_seconds() {   # timed_seconds FS W COMMAND...
+    local fs=$1 w=$2
+    shift 2
+    progress "$fs: ${LABEL[$w]}"
+    cpu_mark "$fs"
+    if timed "$@"; then
+        record_seconds "$fs" "$w"
+        cpu_record "$fs" "$w"
+    else
+        record_failure "$fs" "$w"
+    fi
 }
 
 bench_one() {
@@ -444,62 +475,67 @@ bench_one() {
     sleep 1   # idle: mounted, nothing done yet
     RSS_IDLE[$fs]="${RSS_IDLE[$fs]:-}${RSS_IDLE[$fs]:+ }$(daemon_rss_kib "$fs")"
 
-    progress "$fs: ${LABEL[a]}"
-    cpu_mark "$fs"
-    if timed dd if="$SHM/random.bin" of="$d/big" bs=1M conv=fsync; then
-        record_mibs "$fs" a "$SEQ_MIB"; cpu_record "$fs" a
-    else record_failure "$fs" a; fi
-
-    remount_cold "$fs"; d=${DATA[$fs]}
-    progress "$fs: ${LABEL[b]}"
-    cpu_mark "$fs"
-    if timed dd if="$d/big" of=/dev/null bs=1M; then
-        record_mibs "$fs" b "$SEQ_MIB"; cpu_record "$fs" b
-    else record_failure "$fs" b; fi
-    cmp -s "$SHM/random.bin" "$d/big" || note "$fs: read-back of the ${SEQ_MIB} MiB file DIFFERS from what was written"
-    rm -f "$d/big"
-
-    progress "$fs: ${LABEL[c]}"
-    cpu_mark "$fs"
-    if timed tar xf "$SHM/tree.tar" -C "$d"; then record_seconds "$fs" c; cpu_record "$fs" c
-    else record_failure "$fs" c; fi
-
-    remount_cold "$fs"; d=${DATA[$fs]}
-    progress "$fs: ${LABEL[d]}"
-    cpu_mark "$fs"
-    if timed list_tree "$d/tree"; then record_seconds "$fs" d; cpu_record "$fs" d
-    else record_failure "$fs" d; fi
-
-    remount_cold "$fs"; d=${DATA[$fs]}
-    progress "$fs: ${LABEL[e]}"
-    cpu_mark "$fs"
-    if timed read_every_file "$d/tree"; then record_seconds "$fs" e; cpu_record "$fs" e
-    else record_failure "$fs" e; fi
-    # Untimed check that the tree came back intact (contents and count).
-    tar df "$SHM/tree.tar" -C "$d" >>"$LOG" 2>&1 \
-        || note "$fs: extracted tree DIFFERS from the archive (tar --compare)"
-
-    progress "$fs: ${LABEL[f]}"
-    cpu_mark "$fs"
-    if timed rm -rf "$d/tree"; then record_seconds "$fs" f; cpu_record "$fs" f
-    else record_failure "$fs" f; fi
-
-    progress "$fs: laying out the ${FIO_MIB} MiB fio file (untimed)"
-    dd if="$SHM/random.bin" of="$d/fio.dat" bs=1M count="$FIO_MIB" conv=fsync >>"$LOG" 2>&1 \
-        || die "$fs: cannot write the fio file"
-    if [ "$FIO_MIB" -gt "$SEQ_MIB" ]; then   # random.bin is smaller: extend it
-        dd if=/dev/urandom of="$d/fio.dat" bs=1M seek="$SEQ_MIB" count=$((FIO_MIB - SEQ_MIB)) \
-            conv=fsync,notrunc >>"$LOG" 2>&1 || die "$fs: cannot write the fio file"
+    if want a; then
+        progress "$fs: ${LABEL[a]}"
+        cpu_mark "$fs"
+        if timed dd if="$SHM/random.bin" of="$d/big" bs=1M conv=fsync; then
+            record_mibs "$fs" a "$SEQ_MIB"; cpu_record "$fs" a
+        else record_failure "$fs" a; fi
     fi
 
-    remount_cold "$fs"; d=${DATA[$fs]}
-    local iops
-    progress "$fs: ${LABEL[g]} (starts cold)"
-    if iops=$(run_fio "$fs" randread); then add_result "$fs" g "$iops"
-    else record_failure "$fs" g; fi
-    progress "$fs: ${LABEL[h]}"
-    if iops=$(run_fio "$fs" randwrite); then add_result "$fs" h "$iops"
-    else record_failure "$fs" h; fi
+    if want b; then
+        remount_cold "$fs"; d=${DATA[$fs]}
+        progress "$fs: ${LABEL[b]}"
+        cpu_mark "$fs"
+        if timed dd if="$d/big" of=/dev/null bs=1M; then
+            record_mibs "$fs" b "$SEQ_MIB"; cpu_record "$fs" b
+        else record_failure "$fs" b; fi
+        cmp -s "$SHM/random.bin" "$d/big" || note "$fs: read-back of the ${SEQ_MIB} MiB file DIFFERS from what was written"
+    fi
+
+    rm -f "$d/big"
+
+    if want c; then
+        timed_seconds "$fs" c tar xf "$SHM/tree.tar" -C "$d"
+    fi
+
+    if want d; then
+        remount_cold "$fs"; d=${DATA[$fs]}
+        timed_seconds "$fs" d list_tree "$d/tree"
+    fi
+
+    if want e; then
+        remount_cold "$fs"; d=${DATA[$fs]}
+        timed_seconds "$fs" e read_every_file "$d/tree"
+        # Untimed check that the tree came back intact (contents and count).
+        tar df "$SHM/tree.tar" -C "$d" >>"$LOG" 2>&1 \
+            || note "$fs: extracted tree DIFFERS from the archive (tar --compare)"
+    fi
+
+    if want f; then
+        timed_seconds "$fs" f rm -rf "$d/tree"
+    fi
+
+    rm -rf "$d/tree"
+
+    if want g || want h; then
+        progress "$fs: laying out the ${FIO_MIB} MiB fio file (untimed)"
+        dd if="$SHM/random.bin" of="$d/fio.dat" bs=1M count="$FIO_MIB" conv=fsync >>"$LOG" 2>&1 \
+            || die "$fs: cannot write the fio file"
+        if [ "$FIO_MIB" -gt "$SEQ_MIB" ]; then   # random.bin is smaller: extend it
+            dd if=/dev/urandom of="$d/fio.dat" bs=1M seek="$SEQ_MIB" count=$((FIO_MIB - SEQ_MIB)) \
+                conv=fsync,notrunc >>"$LOG" 2>&1 || die "$fs: cannot write the fio file"
+        fi
+
+        remount_cold "$fs"; d=${DATA[$fs]}
+        local iops
+        progress "$fs: ${LABEL[g]} (starts cold)"
+        if iops=$(run_fio "$fs" randread); then add_result "$fs" g "$iops"
+        else record_failure "$fs" g; fi
+        progress "$fs: ${LABEL[h]}"
+        if iops=$(run_fio "$fs" randwrite); then add_result "$fs" h "$iops"
+        else record_failure "$fs" h; fi
+    fi
 
     RSS_END[$fs]="${RSS_END[$fs]:-}${RSS_END[$fs]:+ }$(daemon_rss_kib "$fs")"
     rm -f "$d/fio.dat"
