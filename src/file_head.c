@@ -1000,7 +1000,8 @@ int file_head_seal(struct fh_prep *x, EVP_PKEY *signer, const char *vault_id,
     size_t nbase = x->base.nb, i = 0, j = 0;
     int rc = 0;
 
-    qsort(p->c, p->nc, sizeof *p->c, cmp_pbucket);
+    if (p->nc)
+        qsort(p->c, p->nc, sizeof *p->c, cmp_pbucket);
     d->b = malloc((nbase + p->nc + 1) * sizeof *d->b);
     d->c = malloc((p->nc + 1) * sizeof *d->c);
     if (!d->b || !d->c)
@@ -1250,7 +1251,8 @@ int file_head_refresh(struct meta *m, const char *vault_id, const char *root_fp,
             free(sent);
     }
     if (rc == 0) {
-        qsort(p.c, p.nc, sizeof *p.c, cmp_pbucket);
+        if (p.nc)
+            qsort(p.c, p.nc, sizeof *p.c, cmp_pbucket);
         d->b = malloc((stored.nb + 1) * sizeof *d->b);
         d->c = malloc((p.nc + 1) * sizeof *d->c);
         rc = d->b && d->c ? 0 : pfs_err(-ENOMEM, "out of memory reading the file head");
