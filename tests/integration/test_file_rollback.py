@@ -10,6 +10,7 @@ pactfs-keyd.  The rolled-back file fails to open (EIO, a daemon line naming
 the file and the check "file head", an audit event `tamper`); a put-back
 older file head is refused at mount (exit 17, audited `rollback`).
 """
+import contextlib
 import errno
 import json
 import os
@@ -45,7 +46,7 @@ def events(v, op):
 
 def snapshot(v, ino):
     """What the operator copies of one file: its rows and its fragments."""
-    with db(v) as c:
+    with contextlib.closing(db(v)) as c:
         c.row_factory = sqlite3.Row
         inode = dict(c.execute("SELECT * FROM inodes WHERE ino = ?", (ino,)).fetchone())
         chunks = [dict(r) for r in c.execute("SELECT * FROM chunks WHERE ino = ?", (ino,))]
@@ -113,7 +114,9 @@ def write_v1_then_v2(v, name="contract.txt"):
 
 
 def file_head_counter(vdir):
-    with sqlite3.connect(os.path.join(vdir, "meta.db")) as c:
+    # closed here, not by a later garbage collection: that would remove
+    # meta.db-wal under a copy of the vault (clone_vault)
+    with contextlib.closing(sqlite3.connect(os.path.join(vdir, "meta.db"))) as c:
         row = c.execute("SELECT value FROM params WHERE key = 'file_head'").fetchone()
     assert row, "no signed file head in the metadata"
     blob = row[0]
@@ -267,7 +270,7 @@ def test_new_workstation_detects_a_rolled_back_file(kvault, keyd, tmp_path):
 # operator edits those rows with sqlite3.
 
 def head_rows(v):
-    with db(v) as c:
+    with contextlib.closing(db(v)) as c:
         return dict(c.execute("SELECT key, value FROM params WHERE key LIKE 'file_head/%'"))
 
 
