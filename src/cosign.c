@@ -375,10 +375,21 @@ int cosign_endorse(struct vault *v, size_t *endorsed, uint64_t *counter)
     }
     if (rc == 0) {
         *counter = first.counter;
-        rc = vault_roster_anchor_put(v->meta, v->conf.vault_id, v->conf.root_fingerprint, v->sp,
-                                     0);
+        rc = vault_anchor_head(v);           /* and the roster's first step */
     }
     free(attest);
     roster_clear(&first);
     return rc;
+}
+
+void cosign_roster_suffix(struct vault *v, char *out, size_t len)
+{
+    struct roster_trust t;
+    struct roster r;
+
+    out[0] = '\0';
+    if (roster_load(vault_roster_trust(v, &t), &r, NULL, NULL) == 0)
+        snprintf(out, len, " roster=%" PRIu64, r.counter);
+    roster_clear(&r);
+    pfs_err_clear();
 }

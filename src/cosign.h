@@ -66,4 +66,8 @@ int cosign_roster_step(struct vault *v, uint64_t id, uint32_t roles, int disable
  * *endorsed: accounts endorsed; *counter: the roster step now (0: none). */
 int cosign_endorse(struct vault *v, size_t *endorsed, uint64_t *counter);
 
+/* " roster=<current step>" (empty without a roster) for the content of a
+ * proposal: its co-signature then fits only the next step (roster.h). */
+void cosign_roster_suffix(struct vault *v, char *out, size_t len);
+
 #endif

@@ -866,11 +866,14 @@ int grants_account_add(struct vault *v, const char *name, uint32_t roles,
     snprintf(a.name, sizeof a.name, "%s", name);
     /* A new sysadmin or dataadmin is a role change too: two sysadmins. */
     if (rc == 0 && (roles & (ROLE_SYSADMIN | ROLE_DATAADMIN))) {
-        char key[META_ACCOUNT_NAME_MAX + 8], content[32];
+        char key[META_ACCOUNT_NAME_MAX + 8], content[80];
         uint64_t cosigner = 0;
 
+        char on[40];
+
+        cosign_roster_suffix(v, on, sizeof on);
         snprintf(key, sizeof key, "add.%s", name);
-        snprintf(content, sizeof content, "roles=0x%x", roles);
+        snprintf(content, sizeof content, "roles=0x%x%s", roles, on);
         rc = cosign_gate_attest(v, key, content, &cosigner, &add_attest, &add_attest_len);
         if (rc == COSIGN_PENDING) {
             char after[ACCOUNT_STATE_MAX];
@@ -1210,7 +1213,11 @@ int grants_account_disable(struct vault *v, const char *name, int disabled)
         char key[64], content[96];
 
         snprintf(key, sizeof key, "disable.%" PRIu64, a.id);
-        snprintf(content, sizeof content, "disabled=%d serial=%" PRIu64, !!disabled, r.serial);
+        char on[40];
+
+        cosign_roster_suffix(v, on, sizeof on);
+        snprintf(content, sizeof content, "disabled=%d serial=%" PRIu64 "%s", !!disabled, r.serial,
+                 on);
         account_state(&a, &r.details, was);
         a.disabled = disabled;
         account_state(&a, &r.details, now);
@@ -1287,7 +1294,10 @@ static int role_cosigned(struct vault *v, const char *name, uint32_t roles, uint
         ((a.roles | roles) & (ROLE_SYSADMIN | ROLE_DATAADMIN))) {
         snprintf(key, sizeof key, "role.%" PRIu64, a.id);
         /* bound to the record it changes: a proposal outlives no other change */
-        snprintf(content, sizeof content, "roles=0x%x serial=%" PRIu64, roles, r.serial);
+        char on[40];
+
+        cosign_roster_suffix(v, on, sizeof on);
+        snprintf(content, sizeof content, "roles=0x%x serial=%" PRIu64 "%s", roles, r.serial, on);
         account_state(&a, &r.details, was);
         a.roles = roles;
         account_state(&a, &r.details, now);

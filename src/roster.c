@@ -224,9 +224,20 @@ static int item_describes(const struct roster_trust *t, const struct roster *pre
     }
     if (c->n != 1)
         return 0;
+    /* bound to the step it builds on: an earlier co-signature does not fit */
+    {
+        const char *at = strstr(content, " roster=");
+        uint64_t on = 0;
+
+        if (!at || sscanf(at, " roster=%" SCNu64, &on) != 1 || on != prev->counter)
+            return 0;
+    }
     if (c->setting)
-        return !strcmp(key, "policy.cosign.change") &&
-               !strcmp(content, cur->required ? "required=yes" : "required=no");
+    {
+        const char *req = cur->required ? "required=yes " : "required=no ";
+
+        return !strcmp(key, "policy.cosign.change") && !strncmp(content, req, strlen(req));
+    }
     if (sscanf(key, "role.%" SCNu64, &id) == 1)
         return id == c->id && sscanf(content, "roles=0x%x", &mask) == 1 &&
                (mask & ROSTER_PRIV) == c->priv;
@@ -284,7 +295,8 @@ static int cosigned(const struct roster_trust *t, const struct roster *rules, co
                        "different sysadmins' (one of them its signer)", cur->counter);
     if (!item_describes(t, prev, cur, c, it[0].key, it[0].content))
         return pfs_err(-EBADMSG, "the co-signature of roster step %" PRIu64 " (\"%s\": \"%s\") "
-                       "is about another change than the step makes", cur->counter, it[0].key,
+                       "is about another change than the step makes, or was made on an earlier "
+                       "step (an earlier co-signature put back)", cur->counter, it[0].key,
                        it[0].content);
     /* a proposal made before the step it builds on is an old one put back */
     if (prev && (it[0].time < prev->time || it[1].time < prev->time))

@@ -9,8 +9,8 @@
  *  - while the earlier step has two or more enabled sysadmins and the
  *    setting on, a step that changes anything carries the co-signature of
  *    two of them (blob(proposal) | blob(confirmation), cosign.h items, one
- *    by the step's signer) describing exactly that change, the proposal
- *    no older than the earlier step.
+ *    by the step's signer) describing exactly that change and naming the
+ *    earlier step (" roster=<counter>" ending its content).
  * A registry record whose roles or disabled flag disagree with the
  * verified roster is refused (registry.c), so taking a role away, putting
  * an old co-signature back or disabling the other sysadmins by editing

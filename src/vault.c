@@ -385,13 +385,15 @@ int vault_anchor_head(struct vault *v)
 {
     int rc = anchor_current(v, 0);
 
-    /* the roster's too; another workstation anchoring a newer step
-     * meanwhile is no failure of this change */
+    /* the roster's too; the change is committed, so a failure here (another
+     * workstation anchored a newer step, an older key service refuses the
+     * slot) is a warning: the next unlock anchors it */
     if (rc == 0) {
-        rc = vault_roster_anchor_put(v->meta, v->conf.vault_id, v->conf.root_fingerprint, v->sp,
-                                     0);
-        if (rc == -ESTALE)
-            rc = 0;
+        int arc = vault_roster_anchor_put(v->meta, v->conf.vault_id, v->conf.root_fingerprint,
+                                          v->sp, 0);
+
+        if (arc < 0 && arc != -ESTALE)
+            log_warning("cannot anchor the signed role roster: %s", pfs_err_msg());
     }
     return rc;
 }

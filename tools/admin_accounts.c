@@ -449,17 +449,21 @@ int cmd_cosign_policy(struct admin_ctx *c)
     snprintf(after, sizeof after, "required=%s", c->a.required ? "yes" : "no");
     /* Switching it off is itself a change two sysadmins make; clients
      * honour "off" only with both their items beside it. */
-    if (rc == 0 && !c->a.required)
-        rc = cosign_gate_attest(v, "policy.cosign.change", after, &cosigner, &attest,
+    if (rc == 0 && !c->a.required) {
+        char content[64], on[40];
+
+        cosign_roster_suffix(v, on, sizeof on);
+        snprintf(content, sizeof content, "%s%s", after, on);
+        rc = cosign_gate_attest(v, "policy.cosign.change", content, &cosigner, &attest,
                                 &attest_len);
+    }
     if (rc == 0)
         rc = cosign_set_required(v, c->a.required, attest, attest_len);
     /* the role roster carries the setting clients count by (roster.h) */
     if (rc == 0)
         rc = cosign_roster_step(v, 0, 0, 0, c->a.required, attest, attest_len, 0, NULL);
     if (rc == 0)
-        rc = vault_roster_anchor_put(v->meta, v->conf.vault_id, v->conf.root_fingerprint, v->sp,
-                                     0);
+        rc = vault_anchor_head(v);           /* and the roster's step */
     free(attest);
     if (v->audit) {
         struct audit_ctx who = { getuid(), getpid() };

@@ -999,9 +999,11 @@ def test_schema2_database_migrated_to_schema3(kvault, keyd):
     assert keyd_schema(keyd) == KEYD_SCHEMA_VERSION
     assert ("anchors",) in keyd_query(keyd, tables)
     assert keyd.accounts() == accounts
-    v.mount()       # the login works; the mount anchors its head again
+    v.mount()       # the login works; the mount anchors its head (and role roster) again
     v.unmount()
-    assert len(keyd_query(keyd, "SELECT vault FROM anchors")) == 1
+    slots = sorted(r[0] for r in keyd_query(keyd, "SELECT vault FROM anchors"))
+    assert len([x for x in slots if "#" not in x]) == 1, slots
+    assert [x for x in slots if x.endswith("#roster")], slots
 
     # A newer schema than this pactfs-keyd knows: refused, nothing changed.
     keyd_stopped_write(keyd, "PRAGMA user_version = %d" % (KEYD_SCHEMA_VERSION + 1))

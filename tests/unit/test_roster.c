@@ -152,30 +152,30 @@ static void test_two_sysadmins_need_both(void)
     CHECK_EQ_INT(change(2, ROLE_SYSADMIN, 1, -1, 1, NULL, 0), -EBADMSG);
     CHECK_EQ_INT(change(0, 0, 0, 0, 1, NULL, 0), -EBADMSG);        /* the setting off */
     /* its own item twice */
-    att = pair(1, 1, "role.3", "roles=0x8 serial=4", now, &alen);
+    att = pair(1, 1, "role.3", "roles=0x8 serial=4 roster=2", now, &alen);
     CHECK_EQ_INT(change(3, ROLE_USER, 0, -1, 1, att, alen), -EBADMSG);
     free(att);
     /* a co-signature about another change */
-    att = pair(1, 2, "role.3", "roles=0x8 serial=4", now, &alen);
+    att = pair(1, 2, "role.3", "roles=0x8 serial=4 roster=2", now, &alen);
     CHECK_EQ_INT(change(2, ROLE_SYSADMIN, 1, -1, 1, att, alen), -EBADMSG);
     /* the right one */
     CHECK_EQ_INT(change(3, ROLE_USER, 0, -1, 1, att, alen), 0);
     REQUIRE(roster_load(&t, &r, &raw, &rawlen) == 0);
     CHECK(r.counter == 3 && !roster_find(&r, 3));
     roster_clear(&r);
-    /* the same co-signature again to give the role back: made before the
-     * step it builds on (the roster's time only grows) */
+    /* a co-signature made on an earlier step, to give the role back: it
+     * names that step */
     free(att);
-    att = pair(1, 2, "role.3", "roles=0xa serial=4", now - 3600, &alen);
+    att = pair(1, 2, "role.3", "roles=0xa serial=4 roster=2", now, &alen);
     CHECK_EQ_INT(change(3, ROLE_DATAADMIN | ROLE_USER, 0, -1, 1, att, alen), -EBADMSG);
     free(att);
     /* a re-signed step without a change needs one signature */
     CHECK_EQ_INT(change(0, 0, 0, -1, 2, NULL, 0), 0);
     /* disabling the other sysadmin: with the disable item of both */
-    att = pair(2, 1, "disable.2", "disabled=0 serial=5", now + 1, &alen);
+    att = pair(2, 1, "disable.2", "disabled=0 serial=5 roster=4", now, &alen);
     CHECK_EQ_INT(change(2, ROLE_SYSADMIN, 1, -1, 1, att, alen), -EBADMSG);   /* says enable */
     free(att);
-    att = pair(2, 1, "disable.2", "disabled=1 serial=5", now + 1, &alen);
+    att = pair(2, 1, "disable.2", "disabled=1 serial=5 roster=4", now, &alen);
     CHECK_EQ_INT(change(2, ROLE_SYSADMIN, 1, -1, 1, att, alen), 0);
     free(att);
     /* now one enabled sysadmin: it acts alone, the disabled one not at all */
