@@ -140,23 +140,30 @@ static void test_first_step_and_one_sysadmin(void)
     CHECK_EQ_INT(change(2, ROLE_SYSADMIN, 0, -1, 1, NULL, 0), 0);
 }
 
+/* The time of a co-signature made now: it must not be older than the roster
+ * step it builds on (a proposal made before its step is an old one put back),
+ * and steps are stamped when signed, which takes seconds under ASan. */
+static int64_t now(void)
+{
+    return (int64_t)time(NULL);
+}
+
 static void test_two_sysadmins_need_both(void)
 {
     struct roster r = { 0 };
     uint8_t *att, *raw = NULL;
     size_t alen, rawlen = 0;
-    int64_t now = (int64_t)time(NULL);
 
     /* alone: taking the dataadmin role, disabling the other sysadmin */
     CHECK_EQ_INT(change(3, ROLE_USER, 0, -1, 1, NULL, 0), -EBADMSG);
     CHECK_EQ_INT(change(2, ROLE_SYSADMIN, 1, -1, 1, NULL, 0), -EBADMSG);
     CHECK_EQ_INT(change(0, 0, 0, 0, 1, NULL, 0), -EBADMSG);        /* the setting off */
     /* its own item twice */
-    att = pair(1, 1, "role.3", "roles=0x8 serial=4 roster=2", now, &alen);
+    att = pair(1, 1, "role.3", "roles=0x8 serial=4 roster=2", now(), &alen);
     CHECK_EQ_INT(change(3, ROLE_USER, 0, -1, 1, att, alen), -EBADMSG);
     free(att);
     /* a co-signature about another change */
-    att = pair(1, 2, "role.3", "roles=0x8 serial=4 roster=2", now, &alen);
+    att = pair(1, 2, "role.3", "roles=0x8 serial=4 roster=2", now(), &alen);
     CHECK_EQ_INT(change(2, ROLE_SYSADMIN, 1, -1, 1, att, alen), -EBADMSG);
     /* the right one */
     CHECK_EQ_INT(change(3, ROLE_USER, 0, -1, 1, att, alen), 0);
@@ -166,16 +173,16 @@ static void test_two_sysadmins_need_both(void)
     /* a co-signature made on an earlier step, to give the role back: it
      * names that step */
     free(att);
-    att = pair(1, 2, "role.3", "roles=0xa serial=4 roster=2", now, &alen);
+    att = pair(1, 2, "role.3", "roles=0xa serial=4 roster=2", now(), &alen);
     CHECK_EQ_INT(change(3, ROLE_DATAADMIN | ROLE_USER, 0, -1, 1, att, alen), -EBADMSG);
     free(att);
     /* a re-signed step without a change needs one signature */
     CHECK_EQ_INT(change(0, 0, 0, -1, 2, NULL, 0), 0);
     /* disabling the other sysadmin: with the disable item of both */
-    att = pair(2, 1, "disable.2", "disabled=0 serial=5 roster=4", now, &alen);
+    att = pair(2, 1, "disable.2", "disabled=0 serial=5 roster=4", now(), &alen);
     CHECK_EQ_INT(change(2, ROLE_SYSADMIN, 1, -1, 1, att, alen), -EBADMSG);   /* says enable */
     free(att);
-    att = pair(2, 1, "disable.2", "disabled=1 serial=5 roster=4", now, &alen);
+    att = pair(2, 1, "disable.2", "disabled=1 serial=5 roster=4", now(), &alen);
     CHECK_EQ_INT(change(2, ROLE_SYSADMIN, 1, -1, 1, att, alen), 0);
     free(att);
     /* now one enabled sysadmin: it acts alone, the disabled one not at all */
@@ -198,6 +205,7 @@ static void test_history_and_anchor(void)
     CHECK_EQ_INT(roster_check_anchor(&t, &r, r.counter, r.hash, "test"), 0);
     CHECK_EQ_INT(roster_check_anchor(&t, &r, r.counter + 1, r.hash, "test"), -ESTALE);
     CHECK_EQ_INT(roster_check_anchor(&t, &r, r.counter, old.hash, "test"), -ESTALE);
+    roster_clear(&old);   /* roster_load below fills it from empty */
     /* step 1 put back as the current one: the history holds newer steps */
     REQUIRE(meta_param_set(m, ROSTER_PARAM, first, firstlen) == 0);
     CHECK_EQ_INT(roster_load(&t, &old, NULL, NULL), -EBADMSG);
@@ -217,11 +225,12 @@ static void test_history_and_anchor(void)
 
 static void test_teardown(void)
 {
+    static const char *const suffix[] = { "", "-wal", "-shm" };
     char path[160];
 
     meta_close(m);
-    for (const char *s = "\0-wal\0-shm\0"; *s || s[1]; s += strlen(s) + 1) {
-        snprintf(path, sizeof path, "%s%s", dbpath, s);
+    for (size_t i = 0; i < sizeof suffix / sizeof *suffix; i++) {
+        snprintf(path, sizeof path, "%s%s", dbpath, suffix[i]);
         unlink(path);
     }
     rmdir(dbdir);
