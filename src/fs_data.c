@@ -28,6 +28,7 @@
 #include "crashpoint.h"
 #include "envelope.h"
 #include "error.h"
+#include "gc.h"
 #include "filecommit.h"
 #include "fs_internal.h"
 #include "log.h"
@@ -37,7 +38,6 @@
 
 #define NO_TRUNC UINT64_MAX
 #define READAHEAD_CHUNKS 4
-#define GC_BATCH 64
 #define REF_CACHE_CHUNKS 16384
 #define SYNC_PERIOD_MS 1000
 #define REPAIR_PERIOD_MS 5000
@@ -2603,83 +2603,23 @@ int64_t fs_data_size(struct fs_inode *in)
 
 /* ---- garbage collection and repair ---- */
 
-struct gc_batch {
-    uint64_t ids[GC_BATCH];
-    struct chunk_ref refs[GC_BATCH];
-    unsigned n;
-};
-
-static int gc_collect(void *arg, uint64_t id, const struct chunk_ref *r)
+static void gc_meta_lock(void *arg)
 {
-    struct gc_batch *b = arg;
-    if (b->n >= GC_BATCH)
-        return 1;
-    b->ids[b->n] = id;
-    b->refs[b->n] = *r;
-    b->n++;
-    return 0;
+    pthread_mutex_lock(&((struct fs *)arg)->meta_lock);
 }
 
-/* Mark a batch of queue entries done in one transaction (their fragments
- * are gone). */
-static void gc_mark_done(struct fs *fs, const uint64_t *ids, unsigned n)
+static void gc_meta_unlock(void *arg)
 {
-    struct meta *m = fs->v->meta;
-    if (n == 0)
-        return;
-    pthread_mutex_lock(&fs->meta_lock);
-    int r = meta_begin(m);
-    for (unsigned i = 0; r == 0 && i < n; i++) {
-        r = meta_gc_done(m, ids[i]);
-        if (r == -ENOENT)
-            r = 0;
-    }
-    if (r == 0)
-        r = meta_commit(m);
-    else
-        meta_rollback(m);
-    pthread_mutex_unlock(&fs->meta_lock);
-    if (r < 0)   /* the entries come back; deleting again finds nothing */
-        log_error("cannot update the deletion queue: %s", pfs_err_msg());
+    pthread_mutex_unlock(&((struct fs *)arg)->meta_lock);
 }
 
+/* The deletion queue (gc.c, shared with pactfs-fsck --gc), under meta_lock;
+ * a chunk that cannot be deleted now is retried at the next kick. */
 int fs_data_gc_run(struct fs *fs)
 {
-    struct gc_batch *b = malloc(sizeof *b);
-    uint64_t *done_ids = malloc(GC_BATCH * sizeof *done_ids);
-    if (!b || !done_ids) {
-        free(b);
-        free(done_ids);
-        return -ENOMEM;
-    }
-    int r = 0;
-    for (;;) {
-        b->n = 0;
-        pthread_mutex_lock(&fs->meta_lock);
-        r = meta_gc_list(fs->v->meta, GC_BATCH, gc_collect, b);
-        /* Commits are deferred: the one that dropped these chunks must be
-         * on disk before their fragments go, or a crash could bring back
-         * records pointing at deleted fragments. */
-        if (r == 0 && b->n)
-            r = meta_sync(fs->v->meta);
-        pthread_mutex_unlock(&fs->meta_lock);
-        if (r < 0 || b->n == 0)
-            break;
-        unsigned done = 0;
-        for (unsigned i = 0; i < b->n; i++) {
-            if (object_delete_chunk(fs->v->ol, &b->refs[i]) < 0) {
-                log_error("cannot delete old fragments: %s", pfs_err_msg());
-                continue;
-            }
-            done_ids[done++] = b->ids[i];
-        }
-        gc_mark_done(fs, done_ids, done);
-        if (done == 0)
-            break;   /* nothing progresses: try again at the next kick */
-    }
-    free(done_ids);
-    free(b);
-    return r;
+    const struct gc_lock lk = { gc_meta_lock, gc_meta_unlock, fs };
+
+    return gc_run(fs->v->meta, fs->v->ol, &lk, NULL);
 }
 
 /* ---- degraded writes and their repair ---- */

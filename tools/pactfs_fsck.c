@@ -30,6 +30,7 @@
 #include "endpoint.h"
 #include "error.h"
 #include "exitcodes.h"
+#include "gc.h"
 #include "log.h"
 #include "meta.h"
 #include "object.h"
@@ -40,7 +41,6 @@
 
 #define PROG "pactfs-fsck"
 #define ORPHAN_MIN_AGE_S 600       /* older than any in-flight write of a mount */
-#define GC_BATCH 256
 #define TTY_REFRESH_NS 100000000LL /* progress bar: 10 updates a second */
 #define LOG_REFRESH_NS 5000000000LL/* plain progress lines: every 5 seconds */
 #define BAR_WIDTH 30
@@ -373,51 +373,14 @@ static uint64_t chunk_fragment_bytes(const struct chunk_ref *r)
 
 /* ------------------------------------------------------------------ gc */
 
-struct gc_entry {
-    uint64_t id;
-    struct chunk_ref ref;
-};
-
-struct gc_batch {
-    struct gc_entry v[GC_BATCH];
-    unsigned n;
-};
-
-static int gc_collect(void *arg, uint64_t id, const struct chunk_ref *r)
-{
-    struct gc_batch *b = arg;
-
-    b->v[b->n].id = id;
-    b->v[b->n++].ref = *r;
-    return b->n == GC_BATCH;
-}
-
-/* Delete queued chunks batch by batch; an entry leaves the queue only once
- * all its fragments are gone, so an interrupted run loses nothing. */
+/* Delete queued chunks batch by batch (gc.c, shared with the daemon); an
+ * entry leaves the queue only once all its fragments are gone, so an
+ * interrupted run loses nothing. */
 static int run_gc(struct fsck *f)
 {
-    struct gc_batch *b = malloc(sizeof *b);
     uint64_t deleted = 0;
-    int rc = 0;
+    int rc = gc_run(f->v->meta, f->ol, NULL, &deleted);
 
-    if (!b)
-        return report(EXIT_FAILURE_OTHER, "out of memory");
-    for (;;) {
-        b->n = 0;
-        rc = meta_gc_list(f->v->meta, GC_BATCH, gc_collect, b);
-        if (rc < 0 || b->n == 0)
-            break;
-        for (unsigned i = 0; i < b->n && rc == 0; i++) {
-            rc = object_delete_chunk(f->ol, &b->v[i].ref);
-            if (rc == 0)
-                rc = meta_gc_done(f->v->meta, b->v[i].id);
-            if (rc == 0)
-                deleted++;
-        }
-        if (rc < 0)
-            break;
-    }
-    free(b);
     if (rc == 0)
         rc = object_layer_sync(f->ol);
     printf("gc: %" PRIu64 " queued chunk%s deleted from the endpoints\n", deleted,
