@@ -3124,6 +3124,7 @@ void fs_data_stop(struct fs *fs)
     }
     free(d->cbuckets);
     free(d->ibuckets);
+    free(d->stuck);   /* a retry list the syncer re-made after the last flush */
     workq_free(d->pool);
     pthread_mutex_destroy(&d->qlock);
     pthread_mutex_destroy(&d->clock);

@@ -974,6 +974,7 @@ def test_withdrawn_folder_leaves_no_plaintext_in_the_mount(accounts):
         bob.unmount()
 
 
+@needs_plain_heap
 def test_withdrawn_folder_leaves_no_data_key_in_the_mount(accounts):
     """The per-file data key and commitment key of a withdrawn folder's file
     go at the withdrawal, not when the kernel forgets the inode: the DEK,
