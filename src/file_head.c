@@ -465,15 +465,8 @@ static int load_all_buckets(struct meta *m, const char *vault_id, struct file_he
             rc = 0;
             continue;
         }
-        if (rc == 0 && h->n + n > cap) {
-            size_t nc = (h->n + n) * 2;
-            struct fh_entry *ne = realloc(h->e, nc * sizeof *ne);
-
-            if (!ne)
-                rc = pfs_err(-ENOMEM, "out of memory loading the file head");
-            else
-                h->e = ne, cap = nc;
-        }
+        if (rc == 0 && vec_reserve(&h->e, &cap, h->n + n, sizeof *h->e, 16) < 0)
+            rc = pfs_err(-ENOMEM, "out of memory loading the file head");
         if (rc == 0) {
             memcpy(h->e + h->n, e, n * sizeof *e);
             h->n += n;
@@ -697,16 +690,9 @@ static void plan_clear(struct plan *p)
 /* Add bucket id with entries e (taken). */
 static int plan_add(struct plan *p, uint64_t id, struct fh_entry *e, size_t n, int force)
 {
-    if (p->nc == p->cap) {
-        size_t cap = p->cap ? p->cap * 2 : 16;
-        struct pbucket *c = realloc(p->c, cap * sizeof *c);
-
-        if (!c) {
-            free(e);
-            return pfs_err(-ENOMEM, "out of memory advancing the file head");
-        }
-        p->c = c;
-        p->cap = cap;
+    if (vec_reserve(&p->c, &p->cap, p->nc + 1, sizeof *p->c, 16) < 0) {
+        free(e);
+        return pfs_err(-ENOMEM, "out of memory advancing the file head");
     }
     p->c[p->nc++] = (struct pbucket){ .id = id, .n = n, .e = e, .force = force };
     return 0;
