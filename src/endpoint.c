@@ -287,18 +287,30 @@ static int get_into_by_get(struct store *s, const char *name, void *buf, size_t 
         return rc_;                                                             \
     } while (0)
 
-static int guard_put(struct store *s, const char *name, const void *data, size_t len)
+static int guard_put_any(struct store *s, const char *name, const void *data, size_t len,
+                         int fresh)
 {
     struct guard *g = guard_of(s);
     int rc;
 
     pthread_rwlock_rdlock(&g->lock);
     if (g->inner && guard_get_state(g) == ENDPOINT_OK && (!g->is_dir || dir_still_same(s, g)))
-        rc = store_put(g->inner, name, data, len);
+        rc = fresh ? store_put_new(g->inner, name, data, len)
+                   : store_put(g->inner, name, data, len);
     else
         rc = offline_refusal(s);
     pthread_rwlock_unlock(&g->lock);
     return rc;
+}
+
+static int guard_put(struct store *s, const char *name, const void *data, size_t len)
+{
+    return guard_put_any(s, name, data, len, 0);
+}
+
+static int guard_put_new(struct store *s, const char *name, const void *data, size_t len)
+{
+    return guard_put_any(s, name, data, len, 1);
 }
 
 static int guard_get(struct store *s, const char *name, void **data, size_t *len)
@@ -361,6 +373,7 @@ static const struct store_ops guard_ops = {
     .space = guard_space,
     .close = guard_close,
     .get_into = guard_get_into,
+    .put_new = guard_put_new,
 };
 
 /* ---------------------------------------------------------------- set */

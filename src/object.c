@@ -31,13 +31,13 @@
 
 /* ---- a small I/O pool: fragments of one chunk go to endpoints in parallel ---- */
 
-enum io_op { IO_PUT, IO_GET, IO_DEL, IO_SYNC };
+enum io_op { IO_PUT, IO_PUT_NEW, IO_GET, IO_DEL, IO_SYNC };
 
 struct io_job {
     enum io_op op;
     struct store *store;
     char name[OBJECT_NAME_MAX];
-    const uint8_t *src;       /* IO_PUT: bytes to write */
+    const uint8_t *src;       /* IO_PUT, IO_PUT_NEW: bytes to write */
     uint8_t *dst;             /* IO_GET: where good bytes go (NULL: check only) */
     size_t len;               /* expected fragment length */
     const uint8_t *want_sum;  /* IO_GET: expected SHA-256 */
@@ -52,11 +52,21 @@ struct object_layer {
     struct store **stores;
     unsigned n, k, m;
     unsigned write_min;       /* fewest fragments a put must store */
-    pthread_mutex_t stats_lock;
+    pthread_mutex_t stats_lock;              /* stats, and id_lead below */
     struct object_endpoint_stats *stats;   /* n of them */
     struct ec_codec *codec;
     struct workq *pool;       /* fragments of one chunk in parallel */
+    uint8_t id_lead;          /* first byte of new chunk ids (stats_lock) */
+    unsigned id_lead_left;    /* ids still to take it */
 };
+
+/* New chunk ids share their first byte for ID_LEAD_RUN ids in a row: it names
+ * the fan-out directory of every fragment of the chunk ("<id hex>.<i>", see
+ * store_dir.c), so the fragments of the files one batch commits land in one
+ * directory per endpoint and the batch's sync fsyncs that one instead of one
+ * per file.  The byte is drawn afresh after each run, so the directories
+ * still fill evenly; the other 15 bytes stay random (120 bits: unique). */
+#define ID_LEAD_RUN 128
 
 /* Read straight into the destination when the backend can. */
 static int job_get_into(struct io_job *j)
@@ -119,7 +129,7 @@ static void job_account(struct io_job *j, int64_t latency_us)
     pthread_mutex_lock(&j->ol->stats_lock);
     st->ops++;
     st->last_ok = !failed;
-    if (j->op == IO_PUT)        /* only a put proves the endpoint takes data */
+    if (j->op == IO_PUT || j->op == IO_PUT_NEW)   /* only a put proves it takes data */
         st->put_failing = failed;
     if (failed) {
         st->errors++;
@@ -137,9 +147,11 @@ static void job_run(struct io_job *j)
 
     switch (j->op) {
     case IO_PUT:
+    case IO_PUT_NEW:   /* a fresh chunk id: no temp name and rename needed */
         if (j->sum_out)
             sha256(j->src, j->len, j->sum_out);
-        j->rc = store_put(j->store, j->name, j->src, j->len);
+        j->rc = j->op == IO_PUT_NEW ? store_put_new(j->store, j->name, j->src, j->len)
+                                    : store_put(j->store, j->name, j->src, j->len);
         break;
     case IO_GET:
         j->rc = j->dst && j->store->ops->get_into ? job_get_into(j) : job_get(j);
@@ -360,6 +372,25 @@ static void fill_job(struct io_job *j, enum io_op op, struct object_layer *ol,
 
 /* ---- put ---- */
 
+static int new_chunk_id(struct object_layer *ol, uint8_t id[CHUNK_ID_LEN])
+{
+    uint8_t lead;
+    int rc = crypto_random(id, CHUNK_ID_LEN);
+
+    if (rc)
+        return rc;
+    pthread_mutex_lock(&ol->stats_lock);
+    if (ol->id_lead_left == 0) {
+        ol->id_lead = id[0];   /* random: this id starts the next run */
+        ol->id_lead_left = ID_LEAD_RUN;
+    }
+    ol->id_lead_left--;
+    lead = ol->id_lead;
+    pthread_mutex_unlock(&ol->stats_lock);
+    id[0] = lead;
+    return 0;
+}
+
 static int seal_into(const uint8_t dek[32], uint64_t ino, uint64_t idx, uint64_t version,
                      const void *plain, size_t len, uint8_t *out)
 {
@@ -413,7 +444,7 @@ int object_put_chunk_degraded(struct object_layer *ol, const uint8_t dek[32], ui
         return pfs_err(-ENOMEM, "out of memory sealing a chunk of %zu bytes", len);
     rc = seal_into(dek, ino, idx, version, plain, len, buf);
     if (rc == 0)
-        rc = crypto_random(out->chunk_id, CHUNK_ID_LEN);
+        rc = new_chunk_id(ol, out->chunk_id);
     if (rc) {
         free(buf);
         return rc;
@@ -430,7 +461,7 @@ int object_put_chunk_degraded(struct object_layer *ol, const uint8_t dek[32], ui
     out->m = (uint8_t)ol->m;
     out->rotation = (uint8_t)(idx % ol->n);
     for (unsigned i = 0; i < nf; i++) {
-        fill_job(&jobs[i], IO_PUT, ol, out, i, fraglen);
+        fill_job(&jobs[i], IO_PUT_NEW, ol, out, i, fraglen);
         jobs[i].src = frags[i];
         jobs[i].sum_out = out->sums[i];
     }

@@ -7,6 +7,11 @@
  * Object names are [0-9a-z._-]{1,128}.  A put is atomic (a reader sees the
  * whole object or none) and durable once store_sync() returns; backends may
  * defer directory syncs to store_sync() so a batch pays for them once.
+ * put_new is a put of a name that has never held other bytes and that
+ * nothing reads before the caller's next store_sync() (a fresh chunk's
+ * fragment: its record is committed only after that sync, rule 1 of
+ * docs/design-fuse.md): a backend may then write it in place, not atomically;
+ * a crash can leave it partly written, unreferenced, for fsck --orphans.
  */
 #ifndef PACTFS_STORE_H
 #define PACTFS_STORE_H
@@ -46,6 +51,9 @@ struct store_ops {
      * bytes straight into buf, saving a copy on the read path.  -ENOENT if
      * absent, -EBADMSG if its size differs; buf contents are then undefined. */
     int (*get_into)(struct store *s, const char *name, void *buf, size_t len);
+    /* Optional (NULL: use put): put under a fresh name (see above); -EEXIST
+     * if the name exists, which it never replaces. */
+    int (*put_new)(struct store *s, const char *name, const void *data, size_t len);
 };
 
 struct store {
@@ -89,6 +97,8 @@ int store_offline_new(const char *desc, const char *reason, struct store **out);
 
 static inline int store_put(struct store *s, const char *n, const void *d, size_t l)
 { return s->ops->put(s, n, d, l); }
+static inline int store_put_new(struct store *s, const char *n, const void *d, size_t l)
+{ return s->ops->put_new ? s->ops->put_new(s, n, d, l) : s->ops->put(s, n, d, l); }
 static inline int store_get(struct store *s, const char *n, void **d, size_t *l)
 { return s->ops->get(s, n, d, l); }
 static inline int store_del(struct store *s, const char *n)

@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "crashpoint.h"
 #include "error.h"
 #include "store.h"
 
@@ -20,12 +21,18 @@
  * writes DIR/ab/.tmp.<name>.<random> and renames it over the final name, so a
  * reader sees the whole object or none.  Names starting with '.' are never
  * valid objects, so temp files cannot collide with objects and list skips
- * them.  Durability is batched in store_sync(): the files written since the
+ * them.  A put_new (a fresh chunk's fragment: a name never used before, read
+ * by nobody until the commit that follows the next store_sync) creates the
+ * final name with O_EXCL and writes in place: no temp name, no rename.  A
+ * crash while it writes leaves that name short or empty, unreferenced, which
+ * fsck --orphans reports and --delete-orphans removes once it is 10 minutes
+ * old.  Durability is batched in store_sync(): the files written since the
  * last one are fdatasynced together (one journal commit covers them all
  * instead of one per file), then the fan-out directories touched by a put or
  * delete.  Until then a crash may leave a put's name with partial bytes;
  * nothing points at such an object (the metadata records a chunk only after
- * store_sync), and its checksum would not match anyway. */
+ * store_sync), and its checksum would not match anyway.  Fan-out directories
+ * known to exist are remembered, so a put does not ask mkdir each time. */
 
 #define TMP_PREFIX ".tmp."
 #define STALE_TMP_SECONDS 3600
@@ -44,6 +51,7 @@ struct dir_store {
     pthread_mutex_t dirty_lock;
     int root_dirty;                       /* a fan-out dir was created */
     uint8_t dirty[FANOUT_SLOTS / 8];      /* fan-out dirs awaiting fsync */
+    uint8_t known[FANOUT_SLOTS / 8];      /* fan-out dirs seen to exist */
     int pending[PENDING_MAX];             /* written files awaiting fdatasync */
     unsigned npending;
     int sync_err;                         /* an fdatasync failed: sticky, since a
@@ -136,25 +144,76 @@ static int write_all(int fd, const uint8_t *p, size_t len)
     return 0;
 }
 
-/* Create the fan-out directory if needed; *created tells whether it is new
- * (the root then needs an fsync for the entry to be durable). */
+static int known_test(struct dir_store *d, const char dir[3])
+{
+    unsigned slot = fanout_slot(dir);
+
+    pthread_mutex_lock(&d->dirty_lock);
+    int on = (d->known[slot / 8] >> (slot % 8)) & 1;
+    pthread_mutex_unlock(&d->dirty_lock);
+    return on;
+}
+
+static void known_set(struct dir_store *d, const char dir[3], int on)
+{
+    unsigned slot = fanout_slot(dir);
+
+    pthread_mutex_lock(&d->dirty_lock);
+    if (on)
+        d->known[slot / 8] |= (uint8_t)(1u << (slot % 8));
+    else
+        d->known[slot / 8] &= (uint8_t)~(1u << (slot % 8));
+    pthread_mutex_unlock(&d->dirty_lock);
+}
+
+/* Create the fan-out directory if needed; *created tells whether it is new.
+ * A directory seen before is taken to exist; a create under it that finds it
+ * gone (ENOENT) forgets it and asks again (create_in_fanout).  The root is
+ * marked for the next sync before the mkdir: a put that finds the directory
+ * just made by another thread must not have its sync miss the root's fsync. */
 static int ensure_fanout(struct store *s, const char dir[3], int *created)
 {
     struct dir_store *d = impl_of(s);
 
     *created = 0;
-    if (mkdirat(d->rootfd, dir, 0700) == 0) {
+    if (known_test(d, dir))
+        return 0;
+    mark_dirty(d, dir, 1);
+    if (mkdirat(d->rootfd, dir, 0700) == 0)
         *created = 1;
-        return 0;
-    }
-    if (errno == EEXIST)
-        return 0;
-    return disk_error(s, "creating directory for", dir, errno);
+    else if (errno != EEXIST)
+        return disk_error(s, "creating directory for", dir, errno);
+    known_set(d, dir, 1);
+    return 0;
 }
 
-static int open_temp(struct store *s, const char *name, char *tmp, size_t tmplen)
+/* openat(rel, O_WRONLY | O_CREAT | O_EXCL) in the fan-out dir of name, which
+ * is made first if missing; *created as for ensure_fanout.  fd or -errno
+ * (a negative pfs_err code when the directory cannot be made). */
+static int create_in_fanout(struct store *s, const char *name, const char *rel, int *created)
 {
     struct dir_store *d = impl_of(s);
+    char dir[3];
+    int rc, fd;
+
+    fanout_of(name, dir);
+    rc = ensure_fanout(s, dir, created);
+    if (rc)
+        return rc;
+    fd = openat(d->rootfd, rel, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0 && errno == ENOENT) {   /* removed behind our back: make it again */
+        known_set(d, dir, 0);
+        rc = ensure_fanout(s, dir, created);
+        if (rc)
+            return rc;
+        fd = openat(d->rootfd, rel, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    }
+    return fd >= 0 ? fd : -errno;
+}
+
+static int open_temp(struct store *s, const char *name, char *tmp, size_t tmplen,
+                     int *created)
+{
     char dir[3];
 
     fanout_of(name, dir);
@@ -163,9 +222,9 @@ static int open_temp(struct store *s, const char *name, char *tmp, size_t tmplen
         if (getrandom(&r, sizeof r, 0) != sizeof r)
             r = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32) ^ (uint64_t)attempt;
         snprintf(tmp, tmplen, "%s/" TMP_PREFIX "%s.%016llx", dir, name, (unsigned long long)r);
-        int fd = openat(d->rootfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-        if (fd >= 0 || errno != EEXIST)
-            return fd >= 0 ? fd : -errno;
+        int fd = create_in_fanout(s, name, tmp, created);
+        if (fd != -EEXIST)
+            return fd;
     }
     return -EEXIST;
 }
@@ -218,10 +277,7 @@ static int dir_put(struct store *s, const char *name, const void *data, size_t l
     if (rc)
         return rc;
     fanout_of(name, dir);
-    rc = ensure_fanout(s, dir, &created);
-    if (rc)
-        return rc;
-    fd = open_temp(s, name, tmp, sizeof tmp);
+    fd = open_temp(s, name, tmp, sizeof tmp, &created);
     if (fd < 0)
         return disk_error(s, "creating a temp file for", name, -fd);
     err = write_all(fd, data, len);
@@ -237,6 +293,37 @@ static int dir_put(struct store *s, const char *name, const void *data, size_t l
     }
     mark_dirty(d, dir, created);
     /* the bytes and the size (not the times) must be durable by store_sync */
+    err = defer_sync(s, fd);
+    return err ? disk_error(s, "syncing objects before", name, err) : 0;
+}
+
+static int dir_put_new(struct store *s, const char *name, const void *data, size_t len)
+{
+    struct dir_store *d = impl_of(s);
+    char dir[3], final[NAME_MAX_LEN + 8];
+    int rc, created, fd, err;
+
+    rc = check_name(s, name);
+    if (rc)
+        return rc;
+    fanout_of(name, dir);
+    object_path(name, final, sizeof final);
+    fd = create_in_fanout(s, name, final, &created);
+    if (fd == -EEXIST)
+        return pfs_err(-EEXIST, "endpoint %s: object %s exists already; a new object never "
+                       "replaces one (run pactfs-fsck on the vault)", s->desc, name);
+    if (fd < 0)
+        return disk_error(s, "creating", name, -fd);
+    crash_point("put-new-after-create");
+    err = write_all(fd, data, len);
+    if (!err && len >= EARLY_WRITEBACK_MIN)
+        sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);   /* a hint: errors show at sync */
+    if (err) {
+        close(fd);
+        unlinkat(d->rootfd, final, 0);   /* ours: O_EXCL made it */
+        return disk_error(s, "writing", name, err);
+    }
+    mark_dirty(d, dir, created);
     err = defer_sync(s, fd);
     return err ? disk_error(s, "syncing objects before", name, err) : 0;
 }
@@ -546,6 +633,7 @@ static void dir_close(struct store *s)
 static const struct store_ops dir_ops = {
     .type = "dir",
     .put = dir_put,
+    .put_new = dir_put_new,
     .get = dir_get,
     .del = dir_del,
     .stat = dir_stat,

@@ -175,6 +175,7 @@ CRASH_POINTS = [
     ("batch-before-sync", 20),          # batch commit: puts done, fragments not synced
     ("batch-after-sync", 20),           # fragments of the batch synced, none committed
     ("batch-after-commit", 20),         # the batch's one transaction committed, WAL not synced
+    ("put-new-after-create", 40),       # a fragment's file made in place, nothing written yet
 ]
 
 
@@ -184,6 +185,14 @@ def test_crash_point(new_vault, point, hit):
     if not crash_points_built():
         pytest.skip("pactfs built without --enable-crash-points")
     v = new_vault
+    acked = crash_at(v, point, hit)
+    check_trail(v, acked)
+    check_contents(v)
+
+
+def crash_at(v, point, hit):
+    """Mount with PACTFS_CRASH_AT=point:hit, run the workload until the
+    daemon dies there, tear the dead mount down; the steps it acknowledged."""
     v.env = dict(v.env, PACTFS_CRASH_AT="%s:%d" % (point, hit))
     v.mount()
     proc = start_workload(v)
@@ -198,8 +207,42 @@ def test_crash_point(new_vault, point, hit):
     H.wait_pid_gone(v.daemon_pid, 30) if v.daemon_pid else None
     crashed_teardown(v)
     v.env = {k: val for k, val in v.env.items() if k != "PACTFS_CRASH_AT"}
-    check_trail(v, [s for s in acked if s[0] != "died"])
-    check_contents(v)
+    return [s for s in acked if s[0] != "died"]
+
+
+@pytest.mark.timeout_s(600)
+def test_crash_inside_an_in_place_fragment_write_leaves_an_orphan_fsck_deletes(new_vault):
+    """A fresh chunk's fragments are written in place (no temp name, no
+    rename): a crash in the middle leaves the fragment's own name short or
+    empty.  Nothing names it (its record is committed only after the
+    batch's sync), so the vault reads back whole or empty files, fsck
+    verifies, and fsck --orphans finds the torn fragment; --delete-orphans
+    removes it once it is older than 10 minutes, and leaves every live
+    fragment."""
+    if not crash_points_built():
+        pytest.skip("pactfs built without --enable-crash-points")
+    v = new_vault
+    crash_at(v, "put-new-after-create", 40)
+    stores = os.path.join(v.dir, "stores")
+    torn = [os.path.join(dp, n) for dp, _, names in os.walk(stores) for n in names
+            if not n.startswith(".") and os.path.getsize(os.path.join(dp, n)) == 0]
+    assert torn, "the crash left no empty fragment file: the write was not in place"
+    check_contents(v)   # files whole or empty, fsck verifies every record
+
+    fsck = [H.binary("pactfs-fsck")]
+    p = H.run(fsck + ["--orphans", v.dir], env=v.env)
+    assert p.returncode == 0, p.stdout + p.stderr
+    for path in torn:
+        assert os.path.basename(path) + ", 0 bytes" in p.stdout, p.stdout
+    old = time.time() - 3600
+    for path in torn:
+        os.utime(path, (old, old))
+    p = H.run(fsck + ["--delete-orphans", v.dir], env=v.env)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert not any(os.path.exists(path) for path in torn), p.stdout
+    p = H.run([H.binary("pactfs-fsck"), v.dir], env=v.env)
+    assert p.returncode == 0, p.stdout + p.stderr
+    check_contents(v)   # nothing live was taken with the orphans
 
 
 def check_contents(vault):

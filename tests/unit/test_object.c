@@ -203,7 +203,7 @@ static void test_put_failure_cleans_up(void)
 
     REQUIRE(rig_up(&r, 3, 2, 1) == 0);
     broken_ops = *r.stores[1]->ops;
-    broken_ops.put = failing_put;
+    broken_ops.put = broken_ops.put_new = failing_put;
     r.stores[1]->ops = &broken_ops;
     CHECK_EQ_INT(object_put_chunk(r.ol, dek, 4, 0, 1, in, 3000, &ref), -ENOSPC);
     CHECK(strstr(pfs_err_msg(), "disk full") != NULL);
@@ -233,7 +233,7 @@ static void test_degraded_put_then_repair(void)
     REQUIRE(out && rig_up(&r, 3, 2, 1) == 0);
     good_ops = r.stores[1]->ops;
     broken_ops = *good_ops;
-    broken_ops.put = failing_put;
+    broken_ops.put = broken_ops.put_new = failing_put;
     r.stores[1]->ops = &broken_ops;
     CHECK_EQ_INT(object_layer_set_write_min(r.ol, 1), -EINVAL);
     CHECK_EQ_INT(object_layer_set_write_min(r.ol, 4), -EINVAL);
@@ -273,6 +273,48 @@ static void test_empty_chunk_refused(void)
 
     REQUIRE(rig_up(&r, 3, 2, 1) == 0);
     CHECK_EQ_INT(object_put_chunk(r.ol, dek, 1, 0, 1, "", 0, &ref), -EINVAL);
+    rig_down(&r);
+}
+
+/* Chunks put one after another share the first byte of their ids (so a
+ * batch's fragments share one fan-out directory per endpoint and one fsync
+ * of it), for a run of ids, and are otherwise distinct. */
+static void test_consecutive_chunk_ids_share_a_fanout_dir(void)
+{
+    struct rig r;
+    uint8_t *in = pattern(2000, 5), *out = malloc(2000);
+    struct chunk_ref refs[40];
+    unsigned same = 0, leads[256] = {0}, nleads = 0;
+
+    REQUIRE(out && rig_up(&r, 3, 2, 1) == 0);
+    for (unsigned i = 0; i < 40; i++)
+        REQUIRE(object_put_chunk(r.ol, dek, 9, i, 1, in, 2000, &refs[i]) == 0);
+    for (unsigned i = 1; i < 40; i++) {
+        same += refs[i].chunk_id[0] == refs[i - 1].chunk_id[0];
+        CHECK(memcmp(refs[i].chunk_id, refs[i - 1].chunk_id, CHUNK_ID_LEN) != 0);
+    }
+    for (unsigned i = 0; i < 40; i++)
+        nleads += leads[refs[i].chunk_id[0]]++ == 0;
+    /* one run of 128 ids, or two when these 40 straddle a new draw */
+    CHECK(same >= 38);
+    CHECK(nleads <= 2);
+    for (unsigned i = 0; i < 40; i++) {
+        CHECK_EQ_INT(object_get_chunk(r.ol, dek, 9, i, &refs[i], out, NULL), 0);
+        CHECK_MEM(out, in, 2000);
+    }
+    /* the lead byte is redrawn: 300 more ids cross at least two draws, and
+     * both drawing the byte already in use has odds of 1 in 65,536 */
+    unsigned changes = 0;
+    uint8_t prev = refs[39].chunk_id[0];
+    for (unsigned i = 0; i < 300; i++) {
+        struct chunk_ref ref;
+        REQUIRE(object_put_chunk(r.ol, dek, 10, i, 1, in, 100, &ref) == 0);
+        changes += ref.chunk_id[0] != prev;
+        prev = ref.chunk_id[0];
+    }
+    CHECK(changes >= 1 && changes <= 3);
+    free(in);
+    free(out);
     rig_down(&r);
 }
 
@@ -636,6 +678,7 @@ int main(void)
     RUN(test_degraded_put_then_repair);
     RUN(test_empty_chunk_refused);
     RUN(test_fragment_placement);
+    RUN(test_consecutive_chunk_ids_share_a_fanout_dir);
     RUN(test_survives_m_bad_fragments);
     RUN(test_beyond_m_is_eio);
     RUN(test_wrong_binding_is_eio);

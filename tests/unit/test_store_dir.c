@@ -132,6 +132,58 @@ static void test_overwrite_and_delete(void)
     scratch_remove();
 }
 
+/* The object holds exactly the string want. */
+static int holds(struct store *s, const char *name, const char *want)
+{
+    void *data = NULL;
+    size_t len = 0;
+    int ok = store_get(s, name, &data, &len) == 0 && len == strlen(want)
+             && memcmp(data, want, len) == 0;
+
+    free(data);
+    return ok;
+}
+
+/* put_new: the final name written in place (no temp file), never over an
+ * existing object; a fan-out directory removed behind the store's back (it
+ * remembers the ones it has seen) is made again. */
+static void test_put_new_in_place_never_replaces(void)
+{
+    struct store *s;
+    char path[160];
+    struct stat st;
+
+    scratch_new();
+    s = open_scratch_store();
+    REQUIRE(s != NULL);
+    REQUIRE(s->ops->put_new != NULL);
+    CHECK_EQ_INT(store_put_new(s, "cafe.0", "fresh bytes", 11), 0);
+    CHECK(holds(s, "cafe.0", "fresh bytes"));
+    snprintf(path, sizeof path, "%s/ep/ca/cafe.0", scratch);
+    CHECK(stat(path, &st) == 0);
+    CHECK_EQ_INT(st.st_mode & 0777, 0600);
+    /* an existing name is refused and keeps its bytes */
+    CHECK_EQ_INT(store_put_new(s, "cafe.0", "other", 5), -EEXIST);
+    CHECK(strstr(pfs_err_msg(), "cafe.0") != NULL);
+    CHECK(holds(s, "cafe.0", "fresh bytes"));
+    /* a plain put still replaces (repair writes a fragment back this way) */
+    CHECK_EQ_INT(store_put(s, "cafe.0", "repaired", 8), 0);
+    CHECK(holds(s, "cafe.0", "repaired"));
+    /* the fan-out dir removed after the store saw it: made again */
+    CHECK_EQ_INT(store_del(s, "cafe.0"), 0);
+    snprintf(path, sizeof path, "%s/ep/ca", scratch);
+    CHECK(rmdir(path) == 0);
+    CHECK_EQ_INT(store_put_new(s, "ca11.1", "again", 5), 0);
+    CHECK(holds(s, "ca11.1", "again"));
+    CHECK(stat(path, &st) == 0 && S_ISDIR(st.st_mode));
+    CHECK_EQ_INT(store_put(s, "ca22.1", "too", 3), 0);   /* and for a put */
+    snprintf(path, sizeof path, "%s/ep/ca", scratch);
+    CHECK(rmdir(path) != 0);   /* not empty: both objects are there */
+    CHECK_EQ_INT(store_sync(s), 0);
+    store_close(s);
+    scratch_remove();
+}
+
 static void test_bad_names_refused(void)
 {
     static const char *bad[] = {"", ".", "..", ".hidden", "a/b", "../x", "ABC", "a b",
@@ -350,6 +402,7 @@ int main(void)
     RUN(test_put_get_roundtrip);
     RUN(test_get_into);
     RUN(test_overwrite_and_delete);
+    RUN(test_put_new_in_place_never_replaces);
     RUN(test_bad_names_refused);
     RUN(test_list_skips_temp_files);
     RUN(test_stale_temp_cleanup);
