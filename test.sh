@@ -19,7 +19,7 @@ PY=/usr/bin/python3
 
 DEPS="build-essential autoconf automake pkg-config libfuse3-dev fuse3 libssl-dev libisal-dev
 libsqlite3-dev libpq-dev libconfig-dev libargon2-dev libcurl4-openssl-dev libjson-c-dev
-libmicrohttpd-dev libxml2-dev libpwquality-dev cracklib-runtime python3 python3-pytest python3-cryptography postgresql rsync attr libglib2.0-bin gvfs gvfs-daemons dbus-daemon restic borgbackup libreoffice-writer-nogui python3-uno unzip zip openssl procps xxd curl
+libmicrohttpd-dev libxml2-dev libpwquality-dev cracklib-runtime python3 python3-pytest python3-cryptography postgresql rsync attr libglib2.0-bin gvfs gvfs-daemons dbus-daemon restic borgbackup libreoffice-writer-nogui python3-uno unzip zip openssl procps xxd curl strace gdb
 ceph-mon ceph-osd radosgw ceph-common uuid-runtime"
 
 log() { printf '\n=== %s\n' "$*"; }

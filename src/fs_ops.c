@@ -36,6 +36,7 @@
 #include "fs_namespace.h"
 #include "fs_xattr.h"
 #include "fs_trash.h"
+#include "fuse_mount.h"
 #include "log.h"
 #include "mount_peers.h"
 #include "secmem.h"
@@ -676,7 +677,24 @@ static int serve(struct fs *fs, const char *mountpoint)
         fuse_session_destroy(fs->se);
         return pfs_err(-EIO, "cannot install signal handlers");
     }
-    if (fuse_session_mount(fs->se, mountpoint) != 0) {
+    /* An ordinary user mounts through fusermount3, started here without
+     * fork() (fuse_mount.h says why); root mounts with mount(2) itself. */
+    int user_fd = -1;
+    char fd_path[32];
+    if (geteuid() != 0) {
+        user_fd = fuse_mount_spawn(mountpoint, opts);
+        if (user_fd < 0) {
+            fuse_remove_signal_handlers(fs->se);
+            fuse_session_destroy(fs->se);
+            return user_fd;
+        }
+        fuse_mount_fd_path(user_fd, fd_path, sizeof fd_path);
+    }
+    if (fuse_session_mount(fs->se, user_fd >= 0 ? fd_path : mountpoint) != 0) {
+        if (user_fd >= 0) {
+            close(user_fd);
+            fuse_unmount_spawn(mountpoint);
+        }
         fuse_remove_signal_handlers(fs->se);
         fuse_session_destroy(fs->se);
         return pfs_err(-ENODEV, "the kernel refused to mount %s (is /dev/fuse available and "
@@ -692,10 +710,15 @@ static int serve(struct fs *fs, const char *mountpoint)
     fs->inval_entry = NULL;
     fs_data_flush_all(fs);
     fs_watch_stop(fs);
+    /* libfuse unmounts what it mounted; a user mount's descriptor came from
+     * fusermount3, so it is unmounted the same way, unless already gone. */
+    int unmount_user = user_fd >= 0 && !fuse_mount_gone(fuse_session_fd(fs->se));
     fuse_session_unmount(fs->se);
     fuse_remove_signal_handlers(fs->se);
-    fuse_session_destroy(fs->se);
+    fuse_session_destroy(fs->se);   /* closes the descriptor */
     fs->se = NULL;
+    if (unmount_user)
+        fuse_unmount_spawn(mountpoint);
     return r < 0 ? pfs_err(-EIO, "the FUSE loop failed: %s", strerror(-r)) : 0;
 }
 

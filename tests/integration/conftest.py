@@ -48,6 +48,7 @@ def watchdog(request):
 
     def fire():
         fired.set()
+        H.hang_report()
         for v in list(H.LIVE_VAULTS):
             v.emergency_teardown()
 

@@ -15,6 +15,7 @@ import random
 import shutil
 import signal
 import subprocess
+import sys
 import time
 
 CHUNK = 1 << 20                 # default chunk size (pactfs-admin init)
@@ -60,13 +61,91 @@ def sanitizer_reports(log_dir):
     return out
 
 
-def run(argv, timeout=CMD_TIMEOUT_S, env=None, check=False, input_bytes=None):
-    """Run a command with a time limit; returns CompletedProcess (text)."""
+# ---------------------------------------------------------------- hangs
+
+HANG_PROGRAMS = ("pactfs", "lt-pactfs", "pactfs-admin", "pactfs-keyd", "pactfs-auditd",
+                 "pactfs-fsck", "fusermount3")
+
+
+def _read(path, limit=4000):
     try:
-        p = subprocess.run(argv, input=input_bytes, stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, timeout=timeout, env=env)
+        with open(path, errors="replace") as f:
+            return f.read(limit)
+    except OSError as e:
+        return "(%s)" % e.strerror
+
+
+def _process_tree(root):
+    """root and every descendant, from /proc (children files need no walk)."""
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        for tid in os.listdir("/proc/%d/task" % pid) if os.path.isdir("/proc/%d/task" % pid) else ():
+            todo += [int(c) for c in _read("/proc/%d/task/%s/children" % (pid, tid)).split()
+                     if c.isdigit()]
+    return out
+
+
+def hang_report(extra_pids=()):
+    """What every pactfs process and FUSE connection is waiting on, for a
+    test that timed out: each thread's state, kernel wait channel and kernel
+    stack, gdb's user-space backtraces of the daemons, and the requests each
+    FUSE connection has outstanding.  Written to stderr (pytest shows it
+    with the failure) and returned."""
+    pids = set(p for root in extra_pids for p in _process_tree(root))
+    for d in os.listdir("/proc"):
+        if d.isdigit() and os.path.basename(_read("/proc/%s/comm" % d).strip()) in HANG_PROGRAMS:
+            pids.add(int(d))
+    lines = ["==== hang report (%s) ====" % time.strftime("%H:%M:%S")]
+    for conn in sorted(glob.glob("/sys/fs/fuse/connections/*")):
+        lines.append("fuse connection %s: waiting=%s" % (os.path.basename(conn),
+                                                         _read(conn + "/waiting").strip()))
+    for pid in sorted(pids):
+        cmd = _read("/proc/%d/cmdline" % pid).replace("\0", " ").strip()
+        lines.append("-- pid %d: %s" % (pid, cmd[:300]))
+        for tid in sorted(os.listdir("/proc/%d/task" % pid) if os.path.isdir("/proc/%d/task" % pid) else ()):
+            stat = _read("/proc/%d/task/%s/stat" % (pid, tid))
+            state = stat.rsplit(")", 1)[-1].split()[:1]
+            lines.append("   tid %s %s %s wchan=%s" % (
+                tid, _read("/proc/%d/task/%s/comm" % (pid, tid)).strip(), state,
+                _read("/proc/%d/task/%s/wchan" % (pid, tid)).strip()))
+            kstack = _read("/proc/%d/task/%s/stack" % (pid, tid)).strip()
+            if state == ["D"] or "fuse" in kstack:   # not the idle futex waits
+                lines += ["      " + l for l in kstack.splitlines()[:12]]
+        if os.path.basename(cmd.split(" ")[0]) in ("pactfs", "lt-pactfs") and shutil.which("gdb"):
+            try:
+                g = subprocess.run(["gdb", "-p", str(pid), "-batch", "-nx",
+                                    "-ex", "thread apply all bt 25"],
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
+                bt = [l for l in g.stdout.decode(errors="replace").splitlines()
+                      if l.startswith(("#", "Thread"))]
+                lines += ["      " + l[:200] for l in bt[:400]]
+            except (subprocess.TimeoutExpired, OSError) as e:
+                lines.append("   gdb: %s" % e)
+    lines.append("==== end of hang report ====")
+    text = "\n".join(lines)
+    sys.stderr.write(text + "\n")
+    return text
+
+
+def run(argv, timeout=CMD_TIMEOUT_S, env=None, check=False, input_bytes=None):
+    """Run a command with a time limit; returns CompletedProcess (text).  On
+    a timeout, the hang report (hang_report) is taken before the command is
+    killed."""
+    p = subprocess.Popen(argv, stdin=subprocess.PIPE if input_bytes is not None else None,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        out, err = p.communicate(input=input_bytes, timeout=timeout)
     except subprocess.TimeoutExpired as e:
+        hang_report([p.pid])
+        p.kill()
+        try:
+            p.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
         raise CmdFailed("timed out after %ss: %s" % (timeout, " ".join(map(str, argv)))) from e
+    p = subprocess.CompletedProcess(argv, p.returncode, out, err)
     p.stdout = p.stdout.decode(errors="replace")
     p.stderr = p.stderr.decode(errors="replace")
     if check and p.returncode != 0:
