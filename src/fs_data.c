@@ -2826,6 +2826,13 @@ int fs_data_keep_for_retry(struct fs *fs, struct fs_inode *in)
 {
     struct fs_data *d = fs->data;
     int kept = 0;
+    /* A withdrawn folder's unsaved data went with its keys: a retry could
+     * only fail again, on every syncer pass, for the mount's lifetime. */
+    pthread_mutex_lock(&in->lock);
+    int withdrawn = in->file && in->file->withdrawn;
+    pthread_mutex_unlock(&in->lock);
+    if (withdrawn)
+        return 0;
     pthread_mutex_lock(&d->hlock);
     if (d->nstuck == d->capstuck) {
         size_t cap = d->capstuck ? 2 * d->capstuck : 16;

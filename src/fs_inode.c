@@ -337,10 +337,15 @@ static void put_ref(struct fs *fs, struct fs_inode *in, enum fs_ref kind, uint64
         return;
 
     if (in->file && !unlinked && fs_data_flush(fs, in) < 0) {
-        log_error("write-back of inode %llu failed: %s; its data stays in "
-                  "memory and is retried", (unsigned long long)in->ino, pfs_err_msg());
-        if (fs_data_keep_for_retry(fs, in))
+        char why[512];
+        snprintf(why, sizeof why, "%s", pfs_err_msg());
+        if (fs_data_keep_for_retry(fs, in)) {
+            log_error("write-back of inode %llu failed: %s; its data stays in "
+                      "memory and is retried", (unsigned long long)in->ino, why);
             return;   /* our op reference keeps it */
+        }
+        log_error("write-back of inode %llu failed: %s; nothing is kept to retry",
+                  (unsigned long long)in->ino, why);
     }
 
     pthread_mutex_lock(&t->lock);

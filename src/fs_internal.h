@@ -280,7 +280,8 @@ void fs_health_note_error(struct fs *fs, const char *msg);
  * write-back so it can report the error. */
 int fs_data_in_trouble(struct fs *fs);
 /* The last reference of in went but its write-back failed: keep it (the
- * caller's op reference) and retry; 0 if it could not be kept. */
+ * caller's op reference) and retry; 0 if it could not be kept or a retry
+ * cannot succeed (its folder was withdrawn: the data went with the keys). */
 int fs_data_keep_for_retry(struct fs *fs, struct fs_inode *in);
 
 /* ---- fs_repairq.c: the persisted repair queue (SPOOL.repair) ---- */

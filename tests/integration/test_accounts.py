@@ -1030,6 +1030,38 @@ def test_withdrawn_folder_leaves_no_data_key_in_the_mount(accounts):
         bob.unmount()
 
 
+def test_withdrawn_folders_unsaved_file_is_not_kept_for_write_back(accounts):
+    """A file of a withdrawn folder with unsaved changes cannot be saved
+    (its keys and plaintext went at the withdrawal): once the kernel forgets
+    it, the mount does not keep it on the write-back retry list, where it
+    would fail again on every syncer pass and count as a closed file in
+    write-back for as long as the mount lives."""
+    v, mounts = accounts
+    with open(v.conf, "a") as f:
+        f.write("accounts = { revocation_check_seconds = %d; };\n" % CHECK_S)
+    with_mount(v, lambda: H.write_file(v.path("kept.pdf"), b"saved" * 1000, fsync=True))
+    admin("grant", H.FOLDER, BOB, "read,write", v.dir, vault=v)
+    bob = mounts[BOB]
+    bob.mount_foreground()
+    try:
+        fd = os.open(os.path.join(bob.folder, "kept.pdf"), os.O_RDWR)
+        try:
+            os.pwrite(fd, b"unsaved", 100)
+            admin("revoke", H.FOLDER, BOB, v.dir, vault=v)
+            wait_for_log(bob, "its keys are dropped from memory", CHECK_S + 5)
+        finally:
+            os.close(fd)
+        with open("/proc/sys/vm/drop_caches", "w") as f:   # the kernel forgets the inode
+            f.write("2\n")
+        time.sleep(3)   # several syncer passes
+        p = bob.pactfs("status", "--json", bob.mnt)
+        assert p.returncode == 0, p.stderr
+        writes = json.loads(p.stdout)["writes"]
+        assert writes["closed_files_in_writeback"] == 0, writes
+    finally:
+        bob.unmount()
+
+
 NOTIFY_BOUND = 4   # seconds; the polling interval below is 600 s
 
 
