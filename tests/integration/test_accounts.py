@@ -951,12 +951,9 @@ def test_withdrawn_folder_leaves_no_plaintext_in_the_mount(accounts):
     # in a thread's stack (fixed by linking with -z now; docs/accounts.md)
     offsets = range(0, len(data), 32 * 1024)
     pieces = [data[i:i + 48] for i in offsets]
-    with_mount(v, lambda: H.write_file(v.path("plain.pdf"), data, fsync=True))
-    admin("grant", H.FOLDER, BOB, "read", v.dir, vault=v)
-    bob = mounts[BOB]
-    bob.mount_foreground()
+    bob, path = bob_mounted_on_a_file(v, mounts, "plain.pdf", data, "read")
     try:
-        fd = os.open(os.path.join(bob.folder, "plain.pdf"), os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY)
         try:
             assert os.pread(fd, len(data), 0) == data
             memory = writable_memory(bob.fg_proc.pid)
@@ -975,6 +972,16 @@ def test_withdrawn_folder_leaves_no_plaintext_in_the_mount(accounts):
 
 
 @needs_plain_heap
+def bob_mounted_on_a_file(v, mounts, name, data, rights):
+    """alice writes name (fsync'd), bob is granted rights on the folder and
+    mounts in the foreground: bob's mount and the file's path in it."""
+    with_mount(v, lambda: H.write_file(v.path(name), data, fsync=True))
+    admin("grant", H.FOLDER, BOB, rights, v.dir, vault=v)
+    bob = mounts[BOB]
+    bob.mount_foreground()
+    return bob, os.path.join(bob.folder, name)
+
+
 def test_withdrawn_folder_leaves_no_data_key_in_the_mount(accounts):
     """The per-file data key and commitment key of a withdrawn folder's file
     go at the withdrawal, not when the kernel forgets the inode: the DEK,
@@ -1039,12 +1046,9 @@ def test_withdrawn_folders_unsaved_file_is_not_kept_for_write_back(accounts):
     v, mounts = accounts
     with open(v.conf, "a") as f:
         f.write("accounts = { revocation_check_seconds = %d; };\n" % CHECK_S)
-    with_mount(v, lambda: H.write_file(v.path("kept.pdf"), b"saved" * 1000, fsync=True))
-    admin("grant", H.FOLDER, BOB, "read,write", v.dir, vault=v)
-    bob = mounts[BOB]
-    bob.mount_foreground()
+    bob, path = bob_mounted_on_a_file(v, mounts, "kept.pdf", b"saved" * 1000, "read,write")
     try:
-        fd = os.open(os.path.join(bob.folder, "kept.pdf"), os.O_RDWR)
+        fd = os.open(path, os.O_RDWR)
         try:
             os.pwrite(fd, b"unsaved", 100)
             admin("revoke", H.FOLDER, BOB, v.dir, vault=v)
