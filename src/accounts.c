@@ -9,6 +9,7 @@
 
 #include "accounts.h"
 #include "audit_proof.h"
+#include "cosign.h"
 #include "enrol.h"
 #include "error.h"
 #include "keyring.h"
@@ -92,6 +93,7 @@ int accounts_enrol(struct vault *v, const char *name, const char *code, const ch
     struct pwpolicy policy;
     EVP_PKEY *key = NULL;
     char what[META_ACCOUNT_NAME_MAX + REGISTRY_FP_HEX + 32];
+    int awaits = 0;
     int rc = check_pending(v, name, code, &a, &r);
 
     /* The policy before the slow key generation. */
@@ -120,9 +122,17 @@ int accounts_enrol(struct vault *v, const char *name, const char *code, const ch
         }
     }
     registry_record_clear(&r);
-    /* What every client will check from now on. */
-    if (rc == 0)
+    /* What every client will check from now on: for a sysadmin or
+     * dataadmin of a roster that needs two sysadmins, a new key counts
+     * once two of them bound it (cosign-endorse): enrolled, not trusted yet. */
+    if (rc == 0) {
         rc = registry_verify(v->meta, v->conf.vault_id, v->conf.root_fingerprint, a.id, NULL);
+        if (rc < 0 && cosign_key_awaits(v, a.id, key)) {
+            pfs_err_clear();
+            rc = 0;
+            awaits = 1;
+        }
+    }
     if (rc == 0)
         rc = registry_fingerprint_hex(key, fingerprint);
     if (rc == 0) {
@@ -139,13 +149,28 @@ int accounts_enrol(struct vault *v, const char *name, const char *code, const ch
         }
         snprintf(what, sizeof what, "%s key %s", name, fingerprint);
         snprintf(after, sizeof after, "enrolled key %s", fingerprint);
-        rc = accounts_audit_detail(v, name, a.id, key, "account-enrol", what, 0, &d);
+        /* signed with the new key once clients trust it */
+        rc = accounts_audit_detail(v, name, a.id, awaits ? NULL : key, "account-enrol", what, 0,
+                                   &d);
+        /* a sysadmin of a roster one sysadmin changes alone binds its key
+         * itself (roster format 2); else two sysadmins do (cosign-endorse) */
+        if (rc == 0 && !awaits && (a.roles & ROLE_SYSADMIN)) {
+            char rb[1024], ra[1024];
+            struct audit_detail rd = { .before = rb, .after = ra };
+            int brc = cosign_enrol_bind(v, a.id, key, rb, ra, sizeof rb);
+
+            if (brc > 0)
+                brc = accounts_audit_detail(v, name, a.id, key, "roster-change",
+                                            "role roster (key of the enrolled sysadmin bound)",
+                                            0, &rd);
+            rc = brc < 0 ? brc : 0;
+        }
     } else if (a.id) {
         accounts_audit(v, name, a.id, NULL, "account-enrol", name, rc);
     }
     EVP_PKEY_free(key);
     meta_account_clear(&a);
-    return rc;
+    return rc < 0 ? rc : awaits ? ACCOUNTS_KEY_AWAITS : 0;
 }
 
 int accounts_passwd(struct vault *v, const char *account, const char *old_password,

@@ -25,7 +25,11 @@
  * it commits to and has not expired, then enrol_account_key, then
  * verifies the result and audits "account-enrol" under the new key.
  * fingerprint (REGISTRY_FP_HEX + 1) receives the new key's fingerprint.
- * -EKEYREJECTED wrong code, -EEXIST already enrolled, -EACCES expired. */
+ * -EKEYREJECTED wrong code, -EEXIST already enrolled, -EACCES expired;
+ * ACCOUNTS_KEY_AWAITS: enrolled, but the account is a sysadmin or dataadmin
+ * of a role roster that needs two sysadmins, and its new key counts once
+ * two of them bound it (cosign-endorse; the event is then unsigned). */
+#define ACCOUNTS_KEY_AWAITS 1
 int accounts_enrol(struct vault *v, const char *name, const char *code, const char *password,
                    const struct pwkdf_params *kdf, char *fingerprint);
 

@@ -220,6 +220,13 @@ static void roster_state(struct vault *v, const struct roster *r, char *out)
         registry_roles_format(r->e[i].priv, rs, sizeof rs);
         at += (size_t)snprintf(out + at, ROSTER_STATE_MAX - at, " %s=%s%s", name, rs,
                                r->e[i].disabled ? "(disabled)" : "");
+        if (r->version >= 2 && at < ROSTER_STATE_MAX) {   /* the key it binds, short */
+            char fp[2 * SHA256_LEN + 1] = "none";
+
+            if (memcmp(r->e[i].fp, (uint8_t[SHA256_LEN]){ 0 }, SHA256_LEN))
+                hex_encode(r->e[i].fp, 8, fp);
+            at += (size_t)snprintf(out + at, ROSTER_STATE_MAX - at, "(key %s)", fp);
+        }
     }
     pfs_err_clear();
 }
@@ -257,7 +264,7 @@ int cosign_roster_step(struct vault *v, uint64_t id, uint32_t roles, int disable
                        const uint8_t *attest, size_t attest_len, int resign, uint64_t *counter)
 {
     struct roster cur, next = { 0 };
-    int changed = 0;
+    int changed = 0, migrate = 0;
     struct roster_trust t;
     int rc = roster_load(vault_roster_trust(v, &t), &cur, NULL, NULL);
 
@@ -266,16 +273,25 @@ int cosign_roster_step(struct vault *v, uint64_t id, uint32_t roles, int disable
     if (rc == -ENOENT)
         return 0;               /* a vault without a roster yet (cosign-endorse makes it) */
     if (rc == 0)
-        rc = roster_next(&cur, id, roles, disabled, required, &next, &changed);
-    if (rc == 0 && (changed || resign)) {
-        if (changed && roster_sysadmins(&cur) >= 2 && cur.required && !attest)
+        rc = roster_next(&cur, id, roles, disabled, required, &next, NULL);
+    /* format 2 binds each account's key: the registry's now for a step
+     * after format 1 or one sysadmin's roster, else only for new entries */
+    if (rc == 0)
+        rc = roster_bind_keys(&t, &cur, &next);
+    if (rc == 0) {
+        changed = roster_changes(&cur, &next) > 0;
+        migrate = cur.version < next.version;
+    }
+    if (rc == 0 && (changed || resign || migrate)) {
+        if (changed && roster_needs_two(&cur) && !attest)
             rc = pfs_err(-EPERM, "this change of the role roster needs a second sysadmin's "
                          "co-signature: propose it and have another sysadmin confirm it");
         if (rc == 0)
             rc = roster_store(&t, &next, v->priv, v->account.id, changed ? attest : NULL,
                               changed ? attest_len : 0);
-        rc = audit_roster(v, &cur, &next, !changed ? "re-signed" : attest ? "co-signed" :
-                          "one sysadmin", rc);
+        rc = audit_roster(v, &cur, &next, changed ? (attest ? "co-signed" : "one sysadmin") :
+                          migrate ? "format 2: the keys the registry names bound" :
+                          "re-signed", rc);
         if (rc == 0 && counter)
             *counter = next.counter;
     }
@@ -306,7 +322,98 @@ static int first_add(void *arg, const struct meta_account *a)
     return 0;
 }
 
-int cosign_endorse(struct vault *v, size_t *endorsed, uint64_t *counter)
+static void account_name(struct vault *v, uint64_t id, char *out, size_t len)
+{
+    struct meta_account a;
+
+    if (meta_account_get(v->meta, id, &a) == 0) {
+        snprintf(out, len, "%s", a.name);
+        meta_account_clear(&a);
+    } else {
+        snprintf(out, len, "#%" PRIu64, id);
+        pfs_err_clear();
+    }
+}
+
+/* cosign-endorse with a roster: a roster of format 1, or one a single
+ * sysadmin changes alone, becomes format 2 binding the keys the registry
+ * names now (one step, this sysadmin's signature).  A roster that needs two
+ * sysadmins binds the new key of one account per run: proposed by the first
+ * sysadmin (item "key.<id>", content "fp=<hex> roster=<step>") and bound by
+ * a second one's run that finds the same key. */
+static int endorse_keys(struct vault *v, const struct roster_trust *t, const struct roster *cur,
+                        uint64_t *counter, char *note, size_t note_len)
+{
+    struct roster next = { 0 };
+    uint8_t fp[SHA256_LEN], *attest = NULL;
+    uint64_t id = 0, cosigner = 0, made = 0;
+    size_t attest_len = 0;
+    char key[48], content[2 * SHA256_LEN + 48], hex[2 * SHA256_LEN + 1], name[80], how[200];
+    int rc;
+
+    if (cur->version < 2 || !roster_needs_two(cur)) {
+        rc = meta_begin(v->meta);
+        if (rc == 0) {
+            rc = cosign_roster_step(v, 0, 0, 0, -1, NULL, 0, 0, &made);
+            if (rc == 0)
+                rc = meta_commit(v->meta);
+            else
+                meta_rollback(v->meta);
+        }
+        if (rc == 0 && made)
+            rc = vault_anchor_head(v);
+        if (rc == 0 && made) {
+            *counter = made;
+            snprintf(note, note_len, " Step %" PRIu64 " binds the keys the registry names "
+                     "now (role roster format 2).", made);
+        }
+        return rc;
+    }
+    if (!roster_stale_key(t, cur, &id, fp))
+        return 0;
+    account_name(v, id, name, sizeof name);
+    hex_encode(fp, SHA256_LEN, hex);
+    snprintf(key, sizeof key, "key.%" PRIu64, id);
+    snprintf(content, sizeof content, "fp=%s roster=%" PRIu64, hex, cur->counter);
+    rc = roster_next(cur, 0, 0, 0, -1, &next, NULL);
+    if (rc == 0)
+        rc = roster_set_key(&next, id, fp);
+    snprintf(how, sizeof how, "key of %s: %s", name, hex);
+    if (rc == 0)
+        rc = cosign_gate_attest(v, key, content, &cosigner, &attest, &attest_len);
+    if (rc == COSIGN_PENDING) {
+        int arc = audit_roster_op(v, "roster-change-proposed", cur, &next, how, 0);
+
+        snprintf(note, note_len, " Proposed to bind the new key of \"%s\" (fingerprint %s): "
+                 "it counts once a second sysadmin, having checked that fingerprint with "
+                 "\"%s\", runs cosign-endorse (within 7 days).", name, hex, name);
+        roster_clear(&next);
+        return arc < 0 ? arc : COSIGN_PENDING;
+    }
+    if (rc == 0)
+        rc = meta_begin(v->meta);
+    if (rc == 0) {
+        rc = roster_store(t, &next, v->priv, v->account.id, attest, attest_len);
+        if (rc == 0)
+            rc = meta_commit(v->meta);
+        else
+            meta_rollback(v->meta);
+        snprintf(how, sizeof how, "key of %s: %s, co-signed", name, hex);
+        rc = audit_roster(v, cur, &next, how, rc);
+    }
+    if (rc == 0) {
+        *counter = next.counter;
+        snprintf(note, note_len, " Step %" PRIu64 " binds the new key of \"%s\" (fingerprint "
+                 "%s), co-signed: it is trusted again.", next.counter, name, hex);
+        rc = vault_anchor_head(v);
+    }
+    free(attest);
+    roster_clear(&next);
+    return rc;
+}
+
+int cosign_endorse(struct vault *v, size_t *endorsed, uint64_t *counter, char *note,
+                   size_t note_len)
 {
     struct roster cur, first = { 0 };
     struct roster_trust t;
@@ -319,19 +426,23 @@ int cosign_endorse(struct vault *v, size_t *endorsed, uint64_t *counter)
 
     *counter = 0;
     *endorsed = 0;
+    note[0] = '\0';
     if (!(v->account.roles & ROLE_SYSADMIN))
         return pfs_err(-EACCES, "\"%s\" is not a sysadmin: only a sysadmin endorses the "
                        "registry", v->account.name);
     rc = roster_load(vault_roster_trust(v, &t), &cur, NULL, NULL);
     if (rc != -ENOENT) {
         /* A roster decides already; the endorsement is still refreshed for
-         * older clients (registry.h, "Co-signed roles"). */
+         * older clients (registry.h, "Co-signed roles"), and the keys the
+         * roster binds follow the registry (format 2). */
         if (rc == 0)
             *counter = cur.counter;
-        roster_clear(&cur);
         if (rc == 0)
             rc = registry_endorse_current(v->meta, v->conf.vault_id, v->conf.root_fingerprint,
                                           v->priv, v->account.id, endorsed);
+        if (rc == 0)
+            rc = endorse_keys(v, &t, &cur, counter, note, note_len);
+        roster_clear(&cur);
         return rc;
     }
     /* No roster yet (a vault from before it): the first step, from what
@@ -342,6 +453,8 @@ int cosign_endorse(struct vault *v, size_t *endorsed, uint64_t *counter)
         rc = meta_account_list(v->meta, first_add, &fc);
     if (rc == 0)
         rc = fc.rc;
+    if (rc == 0)
+        rc = roster_bind_keys(&t, NULL, &first);
     pfs_err_clear();
     if (rc == 0 && !roster_find(&first, v->account.id))
         rc = pfs_err(-EBADMSG, "\"%s\" does not verify as a sysadmin itself: the registry must "
@@ -392,4 +505,73 @@ void cosign_roster_suffix(struct vault *v, char *out, size_t len)
         snprintf(out, len, " roster=%" PRIu64, r.counter);
     roster_clear(&r);
     pfs_err_clear();
+}
+
+int cosign_key_awaits(struct vault *v, uint64_t id, EVP_PKEY *key)
+{
+    struct roster_trust t;
+    struct registry_record rec = { 0 };
+    struct roster r;
+    uint8_t fp[SHA256_LEN];
+    const struct roster_entry *e;
+    int awaits = 0;
+
+    if (roster_load(vault_roster_trust(v, &t), &r, NULL, NULL) == 0 && r.version >= 2 &&
+        roster_needs_two(&r) && (e = roster_find(&r, id)) != NULL &&
+        rsa_fingerprint(key, fp) == 0 && memcmp(fp, e->fp, SHA256_LEN) &&
+        registry_verify_plain(v->meta, v->conf.vault_id, v->conf.root_fingerprint, id,
+                              &rec) == 0 && rec.pubkey_len) {
+        uint8_t have[SHA256_LEN];
+
+        sha256(rec.pubkey, rec.pubkey_len, have);
+        awaits = !memcmp(have, fp, SHA256_LEN);
+    }
+    registry_record_clear(&rec);
+    roster_clear(&r);
+    pfs_err_clear();
+    return awaits;
+}
+
+int cosign_enrol_bind(struct vault *v, uint64_t id, EVP_PKEY *key, char *before, char *after,
+                      size_t len)
+{
+    struct roster_trust t;
+    struct roster cur, next = { 0 };
+    const struct roster_entry *e;
+    char b[ROSTER_STATE_MAX], a[ROSTER_STATE_MAX];
+    int rc = roster_load(vault_roster_trust(v, &t), &cur, NULL, NULL);
+
+    if (rc == -ENOENT) {
+        pfs_err_clear();
+        return 0;
+    }
+    if (rc == 0 && (roster_needs_two(&cur) || !(e = roster_find(&cur, id)) ||
+                    !(e->priv & ROLE_SYSADMIN) || e->disabled)) {
+        roster_clear(&cur);
+        return 0;
+    }
+    if (rc == 0)
+        rc = roster_next(&cur, 0, 0, 0, -1, &next, NULL);
+    if (rc == 0)
+        rc = roster_bind_keys(&t, &cur, &next);
+    if (rc == 0 && !roster_changes(&cur, &next) && cur.version == next.version)
+        rc = 1;                                  /* bound already */
+    if (rc == 0)
+        rc = meta_begin(v->meta);
+    if (rc == 0) {
+        rc = roster_store(&t, &next, key, id, NULL, 0);
+        if (rc == 0)
+            rc = meta_commit(v->meta);
+        else
+            meta_rollback(v->meta);
+    }
+    if (rc == 0) {
+        roster_state(v, &cur, b);
+        roster_state(v, &next, a);
+        snprintf(before, len, "%s", b);
+        snprintf(after, len, "%s", a);
+    }
+    roster_clear(&cur);
+    roster_clear(&next);
+    return rc == 1 ? 0 : rc < 0 ? rc : 1;
 }

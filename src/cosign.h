@@ -63,8 +63,29 @@ int cosign_roster_step(struct vault *v, uint64_t id, uint32_t roles, int disable
  * state: signed alone with one enabled sysadmin (or the setting off),
  * else proposed by the first sysadmin (COSIGN_PENDING) and made when a
  * second one, whose own verification finds the same entries, runs it.
- * *endorsed: accounts endorsed; *counter: the roster step now (0: none). */
-int cosign_endorse(struct vault *v, size_t *endorsed, uint64_t *counter);
+ * With a roster: a format 1 roster, or one a single sysadmin changes alone,
+ * gets a step of format 2 binding the keys the registry names now; one that
+ * needs two sysadmins binds the new key of one account whose registry key is
+ * not the bound one (re-enrolled), proposed by the first sysadmin (item
+ * "key.<id>") and bound by a second one's run (COSIGN_PENDING until then).
+ * *endorsed: accounts endorsed; *counter: the roster step now (0: none);
+ * note: what happened to the roster (empty: nothing). */
+int cosign_endorse(struct vault *v, size_t *endorsed, uint64_t *counter, char *note,
+                   size_t note_len);
+
+/* 1 if account id is listed by a role roster that needs two sysadmins and
+ * binds another key than key (which its record verifies with, save for
+ * that): it was enrolled anew and waits for cosign-endorse.  Else 0. */
+int cosign_key_awaits(struct vault *v, uint64_t id, EVP_PKEY *key);
+
+/* pactfs-admin enroll of account id, a sysadmin listed by a role roster
+ * that does not need two sysadmins (setting off, or fewer than two with a
+ * key bound): its new key signs the next step, binding the keys the
+ * registry names now (roster.h; as the one sysadmin could alone).  1 with
+ * the roster before and after (len bytes each) when a step was made, 0
+ * when none was needed, -errno. */
+int cosign_enrol_bind(struct vault *v, uint64_t id, EVP_PKEY *key, char *before, char *after,
+                      size_t len);
 
 /* " roster=<current step>" (empty without a roster) for the content of a
  * proposal: its co-signature then fits only the next step (roster.h). */

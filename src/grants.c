@@ -913,6 +913,47 @@ int grants_account_add(struct vault *v, const char *name, uint32_t roles,
     }
 }
 
+/* The registry records a sysadmin signed stop verifying when its key goes
+ * (re-enrolment): the acting sysadmin re-signs, unchanged, those that
+ * verify now (the roster decides their privileged roles, registry.h).  In
+ * the caller's transaction, before the key goes. */
+struct signed_records {
+    struct vault *v;
+    uint64_t signer;
+    struct vec_u64 ids;
+};
+
+static int signed_record_add(void *arg, const struct meta_account *a)
+{
+    struct signed_records *c = arg;
+    struct registry_record r = { 0 };
+    int rc = 0;
+
+    if (registry_verify_pending(c->v->meta, c->v->conf.vault_id, c->v->conf.root_fingerprint,
+                                a->id, &r) == 0 && r.signer_id == c->signer)
+        rc = vec_u64_push(&c->ids, a->id);
+    registry_record_clear(&r);
+    pfs_err_clear();
+    return rc;
+}
+
+static int resign_records_of(struct vault *v, uint64_t signer)
+{
+    struct signed_records c = { .v = v, .signer = signer };
+    int rc = meta_account_list(v->meta, signed_record_add, &c);
+
+    for (size_t i = 0; rc == 0 && i < c.ids.n; i++) {
+        struct meta_account a = { 0 };
+
+        rc = meta_account_get(v->meta, c.ids.v[i], &a);
+        if (rc == 0)
+            rc = registry_certify(v->meta, v->conf.vault_id, &a, NULL, v->priv, v->account.id);
+        meta_account_clear(&a);
+    }
+    vec_u64_free(&c.ids);
+    return rc;
+}
+
 int grants_account_reenrol(struct vault *v, const char *name, unsigned valid_s,
                            char code[ENROL_CODE_TEXT_MAX])
 {
@@ -933,6 +974,9 @@ int grants_account_reenrol(struct vault *v, const char *name, unsigned valid_s,
         /* a signed file head of this account's mounts would stop verifying */
         rc = file_head_resign(v->meta, v->conf.vault_id, v->conf.root_fingerprint, a.id,
                               v->priv, v->account.id);
+        /* and the registry records its old key signed */
+        if (rc == 0 && (a.roles & ROLE_SYSADMIN))
+            rc = resign_records_of(v, a.id);
         if (rc == 0)
             rc = meta_account_update(v->meta, &a);
         if (rc == 0)

@@ -1058,11 +1058,15 @@ static int cosign_record_ok(struct cosign_ctx *cs, const struct registry_record 
     int rc;
 
     /* With a signed role roster, it decides (roster.h): every record's
-     * privileged roles and disabled flag must be the roster's. */
+     * privileged roles, disabled flag and (version 2) key must be the
+     * roster's. */
     registry_roster_trust(&t, cs->m, cs->vault_id, cs->root_fp);
     rc = roster_load(&t, &ro, NULL, NULL);
     if (rc == 0) {
         rc = roster_agrees(&ro, r->account_id, r->name, r->roles, r->disabled);
+        /* and, version 2, its key must be the one the roster binds */
+        if (rc == 0)
+            rc = roster_key_agrees(&ro, r->account_id, r->name, r->pubkey, r->pubkey_len);
         roster_clear(&ro);
         return rc;
     }

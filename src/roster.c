@@ -13,10 +13,13 @@
 #include "roster.h"
 
 #define MAGIC "PFRS"
-#define ROSTER_VERSION 1
+#define ROSTER_VERSION 2           /* v1 (no key fingerprints) is read, never written */
 #define MAX_ENTRIES 20000u
-#define MAX_TBS (64u + 13u * MAX_ENTRIES + 256u)
-#define ENTRY_LEN (8 + 4 + 1)
+#define ENTRY_LEN_V1 (8 + 4 + 1)
+#define ENTRY_LEN (ENTRY_LEN_V1 + SHA256_LEN)
+#define MAX_TBS (64u + (unsigned)ENTRY_LEN * MAX_ENTRIES + 256u)
+
+static const uint8_t no_key[SHA256_LEN];
 
 void roster_clear(struct roster *r)
 {
@@ -34,6 +37,8 @@ static void put_entries(struct wbuf *b, const struct roster *r)
         wbuf_put_u64(b, r->e[i].id);
         wbuf_put_u32(b, r->e[i].priv);
         wbuf_put_u8(b, r->e[i].disabled);
+        if (r->version >= 2)
+            wbuf_put_bytes(b, r->e[i].fp, SHA256_LEN);
     }
 }
 
@@ -43,7 +48,7 @@ static uint8_t *encode_tbs(const char *vault_id, const struct roster *r, size_t 
 
     wbuf_init(&b);
     wbuf_put_bytes(&b, MAGIC, 4);
-    wbuf_put_u8(&b, ROSTER_VERSION);
+    wbuf_put_u8(&b, r->version);
     wbuf_put_str(&b, vault_id);
     wbuf_put_u64(&b, r->counter);
     wbuf_put_bytes(&b, r->prev, SHA256_LEN);
@@ -100,10 +105,16 @@ static int decode(const char *vault_id, const uint8_t *raw, size_t len, struct r
     rbuf_get_u64(&q, &t);
     rbuf_get_u8(&q, &r->required);
     rbuf_get_u32(&q, &n);
-    if (q.err || memcmp(magic, MAGIC, 4) || version != ROSTER_VERSION || !r->counter ||
-        n > MAX_ENTRIES || (size_t)n * ENTRY_LEN != rbuf_remaining(&q))
+    if (!q.err && !memcmp(magic, MAGIC, 4) && version > ROSTER_VERSION)
+        return pfs_err(-EBADMSG, "the signed role roster is of format version %u and this "
+                       "build reads versions 1 to %u: a newer pactfs wrote it; update pactfs "
+                       "on this workstation (it must not guess what the newer roster binds)",
+                       version, ROSTER_VERSION);
+    if (q.err || memcmp(magic, MAGIC, 4) || !version || !r->counter || n > MAX_ENTRIES ||
+        (size_t)n * (version >= 2 ? ENTRY_LEN : ENTRY_LEN_V1) != rbuf_remaining(&q))
         return pfs_err(-EBADMSG, "the signed role roster is malformed or of an unknown "
                        "version");
+    r->version = version;
     if (vidlen != strlen(vault_id) || memcmp(vid, vault_id, vidlen))
         return pfs_err(-EBADMSG, "the signed role roster names another vault");
     memcpy(r->prev, prev, SHA256_LEN);
@@ -115,6 +126,13 @@ static int decode(const char *vault_id, const uint8_t *raw, size_t len, struct r
         rbuf_get_u64(&q, &r->e[i].id);
         rbuf_get_u32(&q, &r->e[i].priv);
         rbuf_get_u8(&q, &r->e[i].disabled);
+        if (version >= 2) {
+            const uint8_t *fp = NULL;
+
+            rbuf_get_ref(&q, &fp, SHA256_LEN);
+            if (fp)
+                memcpy(r->e[i].fp, fp, SHA256_LEN);
+        }
         if (q.err || (i && r->e[i - 1].id >= r->e[i].id) || !r->e[i].priv ||
             (r->e[i].priv & ~ROSTER_PRIV)) {
             roster_clear(r);
@@ -141,19 +159,52 @@ const struct roster_entry *roster_find(const struct roster *r, uint64_t id)
     return NULL;
 }
 
+/* Version 2: an entry binds its account's key (all zero: none yet). */
+static int has_key(const struct roster *r, const struct roster_entry *e)
+{
+    return r->version < 2 || memcmp(e->fp, no_key, SHA256_LEN);
+}
+
 unsigned roster_sysadmins(const struct roster *r)
 {
     unsigned n = 0;
 
     for (size_t i = 0; i < r->n; i++)
-        if ((r->e[i].priv & ROLE_SYSADMIN) && !r->e[i].disabled)
+        if ((r->e[i].priv & ROLE_SYSADMIN) && !r->e[i].disabled && has_key(r, &r->e[i]))
             n++;
     return n;
 }
 
+int roster_needs_two(const struct roster *r)
+{
+    return r->required && roster_sysadmins(r) >= 2;
+}
+
 static int need_two(const struct roster *rules)
 {
-    return rules->required && roster_sysadmins(rules) >= 2;
+    return roster_needs_two(rules);
+}
+
+static void fp_hex(const uint8_t fp[SHA256_LEN], char out[2 * SHA256_LEN + 1])
+{
+    if (memcmp(fp, no_key, SHA256_LEN))
+        hex_encode(fp, SHA256_LEN, out);
+    else
+        snprintf(out, 2 * SHA256_LEN + 1, "none");
+}
+
+/* The key of (a version 2 roster that needs two sysadmins) must be the one
+ * the roster binds for e; a roster that does not need two binds nothing
+ * that one sysadmin could not change alone anyway. */
+static int key_bound(const struct roster *r, const struct roster_entry *e, EVP_PKEY *pub)
+{
+    uint8_t fp[SHA256_LEN];
+
+    if (r->version < 2 || !need_two(r))
+        return 0;
+    if (rsa_fingerprint(pub, fp) < 0)
+        return -EBADMSG;
+    return crypto_memcmp(fp, e->fp, SHA256_LEN) ? -EKEYREJECTED : 0;
 }
 
 /* ---- verification */
@@ -165,11 +216,24 @@ static int sysadmin_key(const struct roster_trust *t, const struct roster *rules
 {
     const struct roster_entry *e = roster_find(rules, id);
 
+    int rc;
+
     *pub = NULL;
     if (!e || !(e->priv & ROLE_SYSADMIN) || e->disabled)
         return pfs_err(-EBADMSG, "account %" PRIu64 " is not an enabled sysadmin in roster "
                        "step %" PRIu64, id, rules->counter);
-    return t->key(t, id, pub);
+    rc = t->key(t, id, pub);
+    if (rc == 0 && key_bound(rules, e, *pub) < 0) {
+        char hex[2 * SHA256_LEN + 1];
+
+        EVP_PKEY_free(*pub);
+        *pub = NULL;
+        fp_hex(e->fp, hex);
+        rc = pfs_err(-EBADMSG, "sysadmin %" PRIu64 " signs with a key roster step %" PRIu64
+                     " does not bind (it binds %s): a new key of a sysadmin counts once two "
+                     "sysadmins confirmed it", id, rules->counter, hex);
+    }
+    return rc;
 }
 
 struct change {
@@ -177,6 +241,8 @@ struct change {
     uint64_t id;            /* the (last) account changed */
     uint32_t priv;          /* its privileged roles now (0: no longer listed) */
     int disabled, added, setting;
+    int key;                /* the change is of the key it binds (fp: the new one) */
+    uint8_t fp[SHA256_LEN];
 };
 
 static void diff(const struct roster *a, const struct roster *b, struct change *c)
@@ -196,7 +262,14 @@ static void diff(const struct roster *a, const struct roster *b, struct change *
         } else {
             if (a->e[i].priv != b->e[j].priv || a->e[i].disabled != b->e[j].disabled) {
                 c->n++, c->id = b->e[j].id, c->priv = b->e[j].priv;
-                c->disabled = b->e[j].disabled, c->added = 0;
+                c->disabled = b->e[j].disabled, c->added = 0, c->key = 0;
+            }
+            /* a key bound anew (both steps of version 2; the first step of
+             * version 2 after version 1 binds what the registry names) */
+            if (a->version >= 2 && b->version >= 2 && memcmp(a->e[i].fp, b->e[j].fp, SHA256_LEN)) {
+                c->n++, c->id = b->e[j].id, c->priv = b->e[j].priv;
+                c->disabled = b->e[j].disabled, c->added = 0, c->key = 1;
+                memcpy(c->fp, b->e[j].fp, SHA256_LEN);
             }
             i++, j++;
         }
@@ -238,6 +311,15 @@ static int item_describes(const struct roster_trust *t, const struct roster *pre
 
         return !strcmp(key, "policy.cosign.change") && !strncmp(content, req, strlen(req));
     }
+    if (sscanf(key, "key.%" SCNu64, &id) == 1) {
+        char want_fp[2 * SHA256_LEN + 1], fp[2 * SHA256_LEN + 1] = "";
+
+        fp_hex(c->fp, want_fp);
+        return c->key && id == c->id && sscanf(content, "fp=%64[0-9a-fnoe]", fp) == 1 &&
+               !strcmp(fp, want_fp);
+    }
+    if (c->key)
+        return 0;
     if (sscanf(key, "role.%" SCNu64, &id) == 1)
         return id == c->id && sscanf(content, "roles=0x%x", &mask) == 1 &&
                (mask & ROSTER_PRIV) == c->priv;
@@ -321,6 +403,10 @@ static int step_ok(const struct roster_trust *t, const struct roster *prev, cons
     if (prev && (cur->counter != prev->counter + 1 || memcmp(cur->prev, prev->hash, SHA256_LEN)))
         rc = pfs_err(-EBADMSG, "roster step %" PRIu64 " does not follow step %" PRIu64,
                      cur->counter, prev->counter);
+    if (rc == 0 && prev && cur->version < prev->version)
+        rc = pfs_err(-EBADMSG, "roster step %" PRIu64 " is of format version %u after a step "
+                     "of version %u: a step without the key fingerprints was written in place "
+                     "of one with them", cur->counter, cur->version, prev->version);
     if (!prev && (cur->counter != 1 || memcmp(cur->prev, (uint8_t[SHA256_LEN]){ 0 }, SHA256_LEN)))
         rc = pfs_err(-EBADMSG, "roster step %" PRIu64 " has no step before it", cur->counter);
     if (rc == 0)
@@ -537,6 +623,82 @@ int roster_agrees(const struct roster *r, uint64_t id, const char *name, uint32_
                    e ? want : "not listed");
 }
 
+int roster_key_agrees(const struct roster *r, uint64_t id, const char *name,
+                      const uint8_t *pubkey, size_t pubkey_len)
+{
+    const struct roster_entry *e = roster_find(r, id);
+    uint8_t fp[SHA256_LEN];
+    char want[2 * SHA256_LEN + 1], has[2 * SHA256_LEN + 1];
+
+    /* not listed, no key (pending: it signs nothing), or a roster that
+     * binds no keys (version 1) or does not need two sysadmins */
+    if (!e || !pubkey_len || r->version < 2 || !need_two(r))
+        return 0;
+    sha256(pubkey, pubkey_len, fp);
+    if (!crypto_memcmp(fp, e->fp, SHA256_LEN))
+        return 0;
+    fp_hex(e->fp, want);
+    hex_encode(fp, SHA256_LEN, has);
+    return pfs_err(-EBADMSG, "the key of %s \"%s\" (fingerprint %s) is not the one the signed "
+                   "role roster binds (step %" PRIu64 ": %s): it was enrolled anew and a "
+                   "second sysadmin has not confirmed it yet, so it is not trusted as %s; two "
+                   "sysadmins confirm it with pactfs-admin cosign-endorse after checking the "
+                   "fingerprint with \"%s\" in person", e->priv & ROLE_SYSADMIN ? "sysadmin" :
+                   "dataadmin", name, has, r->counter, want,
+                   e->priv & ROLE_SYSADMIN ? "sysadmin" : "dataadmin", name);
+}
+
+int roster_bind_keys(const struct roster_trust *t, const struct roster *cur,
+                     struct roster *next)
+{
+    /* keys change only by a co-signed step while the roster needs two */
+    int all = !cur || cur->version < 2 || !need_two(cur);
+
+    next->version = ROSTER_VERSION;
+    for (size_t i = 0; i < next->n; i++) {
+        EVP_PKEY *pub = NULL;
+        struct roster_entry *e = &next->e[i];
+
+        if (!all && roster_find(cur, e->id))
+            continue;
+        memset(e->fp, 0, SHA256_LEN);
+        if (t->key(t, e->id, &pub) == 0 && rsa_fingerprint(pub, e->fp) < 0)
+            memset(e->fp, 0, SHA256_LEN);
+        EVP_PKEY_free(pub);
+    }
+    pfs_err_clear();
+    return 0;
+}
+
+int roster_stale_key(const struct roster_trust *t, const struct roster *r, uint64_t *id,
+                     uint8_t fp[SHA256_LEN])
+{
+    for (size_t i = 0; i < r->n; i++) {
+        EVP_PKEY *pub = NULL;
+        uint8_t now[SHA256_LEN];
+        int got = t->key(t, r->e[i].id, &pub) == 0 && rsa_fingerprint(pub, now) == 0;
+
+        EVP_PKEY_free(pub);
+        pfs_err_clear();
+        if (got && memcmp(now, r->e[i].fp, SHA256_LEN)) {
+            *id = r->e[i].id;
+            memcpy(fp, now, SHA256_LEN);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+int roster_set_key(struct roster *r, uint64_t id, const uint8_t fp[SHA256_LEN])
+{
+    for (size_t i = 0; i < r->n; i++)
+        if (r->e[i].id == id) {
+            memcpy(r->e[i].fp, fp, SHA256_LEN);
+            return 0;
+        }
+    return -ENOENT;
+}
+
 /* ---- making a step */
 
 static int entry_cmp(const void *a, const void *b)
@@ -549,6 +711,7 @@ static int entry_cmp(const void *a, const void *b)
 int roster_set(struct roster *r, uint64_t id, uint32_t priv, int disabled)
 {
     struct roster_entry *grown = realloc(r->e, (r->n + 1) * sizeof *grown);
+    uint8_t fp[SHA256_LEN] = { 0 };
     size_t n = 0;
 
     if (!grown)
@@ -557,7 +720,10 @@ int roster_set(struct roster *r, uint64_t id, uint32_t priv, int disabled)
     for (size_t i = 0; i < r->n; i++)
         if (r->e[i].id != id)
             r->e[n++] = r->e[i];
+        else
+            memcpy(fp, r->e[i].fp, SHA256_LEN);      /* the key it binds stays */
     if (priv & ROSTER_PRIV) {
+        memcpy(r->e[n].fp, fp, SHA256_LEN);
         r->e[n].id = id;
         r->e[n].priv = priv & ROSTER_PRIV;
         r->e[n].disabled = !!disabled;
@@ -566,6 +732,14 @@ int roster_set(struct roster *r, uint64_t id, uint32_t priv, int disabled)
     r->n = n;
     qsort(r->e, n, sizeof *r->e, entry_cmp);
     return 0;
+}
+
+unsigned roster_changes(const struct roster *a, const struct roster *b)
+{
+    struct change c;
+
+    diff(a, b, &c);
+    return c.n;
 }
 
 int roster_next(const struct roster *cur, uint64_t id, uint32_t priv, int disabled,
@@ -582,6 +756,7 @@ int roster_next(const struct roster *cur, uint64_t id, uint32_t priv, int disabl
     if (id && roster_set(next, id, priv, disabled) < 0)
         return -ENOMEM;
     next->counter = cur ? cur->counter + 1 : 1;
+    next->version = ROSTER_VERSION;
     if (cur)
         memcpy(next->prev, cur->hash, SHA256_LEN);
     next->required = required >= 0 ? (uint8_t)!!required : cur ? cur->required : 1;

@@ -22,9 +22,18 @@
  * "registry.roster.<counter>" (every step, kept)
  *   step = blob(tbs) | u64 signer | blob(RSA-PSS signature over tbs) |
  *          blob(co-signature or empty)
- *   tbs  = "PFRS" | u8 1 | str vault_id | u64 counter | sha256 prev |
+ *   tbs  = "PFRS" | u8 2 | str vault_id | u64 counter | sha256 prev |
  *          i64 time | u8 required | u32 n | n x (u64 account_id,
- *          u32 privileged roles, u8 disabled)          sorted by id
+ *          u32 privileged roles, u8 disabled, sha256 key)   sorted by id
+ * key: SHA-256 of the public key (DER) the account's registry record names,
+ * all zero while it has none.  Version 1 (written before 2026-12; read, never
+ * written) has no key field.  While a version 2 step needs two sysadmins
+ * (setting on, two or more enabled sysadmins with a key bound), a listed
+ * account whose registry key is not the bound one is not trusted, signs no
+ * step or co-signature, and binding a new key is a change like a role
+ * change (item "key.<id>", content "fp=<hex> roster=<counter>").  A step
+ * after a version 2 step is version 2; the first version 2 step after a
+ * version 1 step binds the keys the registry names (not a change).
  * prev is all zero in step 1.  Step 1 of a vault with two or more enabled
  * sysadmins carries their co-signature with key "roster.genesis" and
  * content "entries=<hex SHA-256 of the entries>" (cosign-endorse). */
@@ -48,6 +57,7 @@ struct roster_entry {
     uint64_t id;
     uint32_t priv;
     uint8_t disabled;
+    uint8_t fp[SHA256_LEN];             /* version 2: the key bound (zero: none) */
 };
 
 /* What the roster needs from the account registry (registry.c fills it:
@@ -73,6 +83,7 @@ struct roster_trust {
 };
 
 struct roster {
+    uint8_t version;
     uint64_t counter;
     uint8_t prev[SHA256_LEN];
     int64_t time;
@@ -89,8 +100,13 @@ int roster_decode(const char *vault_id, const uint8_t *raw, size_t len, struct r
 
 /* The entry of id, or NULL. */
 const struct roster_entry *roster_find(const struct roster *r, uint64_t id);
-/* Enabled sysadmins listed. */
+/* Enabled sysadmins listed (version 2: with a key bound). */
 unsigned roster_sysadmins(const struct roster *r);
+/* Does a change of r need two sysadmins (setting on, two or more)? */
+int roster_needs_two(const struct roster *r);
+/* How many changes b makes over a (each entry's roles/disabled, its bound
+ * key, the setting: one each). */
+unsigned roster_changes(const struct roster *a, const struct roster *b);
 
 /* Load and verify the current step against the one before it.  0, -ENOENT
  * when the vault has no roster, -EBADMSG (message) when it does not verify.
@@ -106,6 +122,24 @@ int roster_check_anchor(const struct roster_trust *t, const struct roster *cur, 
 /* Does account (id, roles, disabled) agree with the roster?  0 or -EBADMSG. */
 int roster_agrees(const struct roster *r, uint64_t id, const char *name, uint32_t roles,
                   int disabled);
+
+/* Is pubkey (DER; empty: pending) the key r binds for id?  0, or -EBADMSG
+ * naming the account and what to do (only while r needs two sysadmins). */
+int roster_key_agrees(const struct roster *r, uint64_t id, const char *name,
+                      const uint8_t *pubkey, size_t pubkey_len);
+
+/* next (made from cur, NULL for step 1) becomes version 2 and binds the
+ * keys the registry names now (t->key; none: zero): every entry's when cur
+ * is NULL, of version 1 or does not need two sysadmins, else only the
+ * entries cur does not list (a key changes by its own co-signed step). */
+int roster_bind_keys(const struct roster_trust *t, const struct roster *cur,
+                     struct roster *next);
+/* The first entry of r whose registry key (t->key) is not the one bound:
+ * 1 with *id and fp (the registry's), 0 if none. */
+int roster_stale_key(const struct roster_trust *t, const struct roster *r, uint64_t *id,
+                     uint8_t fp[SHA256_LEN]);
+/* Bind fp as id's key in r (-ENOENT: not listed). */
+int roster_set_key(struct roster *r, uint64_t id, const uint8_t fp[SHA256_LEN]);
 
 /* The hex SHA-256 of the entries and setting (step 1's co-signature). */
 void roster_entries_hex(const struct roster *r, char out[2 * SHA256_LEN + 1]);

@@ -1196,6 +1196,8 @@ static int init_registry(struct meta *meta, const char *vault_id, struct share_p
         rc = roster_next(NULL, admin_id, ROLE_SYSADMIN, 0, 1, &r, NULL);
         if (rc == 0)
             rc = roster_set(&r, ia->data_id, ROLE_DATAADMIN, 0);
+        if (rc == 0)            /* and the keys they enrolled (roster format 2) */
+            rc = roster_bind_keys(&t, NULL, &r);
         if (rc == 0)
             rc = roster_store(&t, &r, admin, admin_id, NULL, 0);
         roster_clear(&r);

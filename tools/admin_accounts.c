@@ -148,8 +148,10 @@ int cmd_accounts(struct admin_ctx *c)
     rc = roster_load(vault_roster_trust(v, &t), &ro, NULL, NULL);
     if (rc == 0)
         printf("Role roster: step %" PRIu64 ", verified (%u enabled sysadmin(s), co-signature "
-               "%s).\n", ro.counter, roster_sysadmins(&ro), ro.required ? "required" :
-               "not required");
+               "%s), format %u%s.\n", ro.counter, roster_sysadmins(&ro),
+               ro.required ? "required" : "not required", ro.version, ro.version >= 2 ?
+               " (binds each account's key)" : " (binds no keys: a sysadmin runs "
+               "pactfs-admin cosign-endorse to make it format 2)");
     else if (rc == -ENOENT)
         printf("Role roster: none yet (a vault made before it): a sysadmin runs pactfs-admin "
                "cosign-endorse to make its first step.\n");
@@ -248,7 +250,10 @@ int cmd_account_reenrol(struct admin_ctx *c)
         print_code(name, enrol_code, c->a.code_valid_h);
     explicit_bzero(enrol_code, sizeof enrol_code);
     snprintf(c->done, sizeof c->done, "Its old key no longer counts; once it has enrolled "
-             "again, a dataadmin grants its folders anew.");
+             "again, a dataadmin grants its folders anew. A sysadmin or dataadmin of a vault "
+             "that needs two sysadmins is trusted again only when two sysadmins bind its new "
+             "key (each runs pactfs-admin cosign-endorse after checking its fingerprint with "
+             "the person).");
     return rc;
 }
 
@@ -277,6 +282,11 @@ int cmd_enroll(struct admin_ctx *c)
     printf("Enrolled \"%s\". Its public key fingerprint (SHA-256):\n%s\n"
            "Tell it to the dataadmin who grants you folders, so they can check it.\n",
            name, fp);
+    if (rc == ACCOUNTS_KEY_AWAITS)
+        printf("\"%s\" is a sysadmin or dataadmin and the vault needs two sysadmins for "
+               "changes of those roles: the new key counts once two sysadmins bind it "
+               "(each runs pactfs-admin cosign-endorse after checking this fingerprint with "
+               "you). Until then \"%s\" is not trusted.\n", name, name);
     return EXIT_OK;
 }
 
@@ -485,19 +495,23 @@ int cmd_cosign_endorse(struct admin_ctx *c)
 {
     size_t endorsed = 0;
     uint64_t step = 0;
-    int rc = cosign_endorse(c->v, &endorsed, &step);
+    char note[400];
+    int rc = cosign_endorse(c->v, &endorsed, &step, note, sizeof note);
     int arc = admin_audit_event(c->v, "cosign-endorse", "sysadmins and dataadmins endorsed",
                                 rc == COSIGN_PENDING ? 0 : rc, endorsed);
 
     if (rc >= 0 && arc < 0)
         rc = arc;
 
-    if (rc == COSIGN_PENDING)
+    if (rc == COSIGN_PENDING && note[0])
+        snprintf(c->done, sizeof c->done, "Endorsed %zu sysadmin(s) and dataadmin(s).%s",
+                 endorsed, note);
+    else if (rc == COSIGN_PENDING)
         snprintf(c->done, sizeof c->done, "Endorsed %zu sysadmin(s) and dataadmin(s). Proposed "
                  "the first step of the role roster: it is made when a second sysadmin runs "
                  "cosign-endorse (within 7 days).", endorsed);
     else if (rc == 0)
         snprintf(c->done, sizeof c->done, "Endorsed %zu sysadmin(s) and dataadmin(s). The role "
-                 "roster is at step %" PRIu64 ".", endorsed, step);
+                 "roster is at step %" PRIu64 ".%s", endorsed, step, note);
     return rc == COSIGN_PENDING ? 0 : rc;
 }

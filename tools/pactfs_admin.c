@@ -565,7 +565,11 @@ static const struct command commands[] = {
       "VAULT_DIR|--config FILE",
 "The lost-password path (run as a sysadmin): the account's key stops counting,\n"
 "its key share is removed and a new one-time code is printed.  After its owner\n"
-"enrols again, a dataadmin grants its folders anew.  Never a password reset.\n" },
+"enrols again, a dataadmin grants its folders anew.  Never a password reset.\n"
+"A sysadmin or dataadmin of a vault that needs two sysadmins is trusted again\n"
+"only once two sysadmins bound its new key (cosign-endorse, after checking\n"
+"its fingerprint with the person); re-enrolling a sysadmin re-signs the\n"
+"registry records it had signed.\n" },
     { "account-disable", NEED_UNLOCKED, NULL, cmd_account_disable,
       "NAME", OPT_ACTING | OPT_ADMIN_TOKEN,
       "disable an account (sysadmin)",
@@ -589,14 +593,19 @@ static const struct command commands[] = {
 "switching it off is itself proposed by one sysadmin and made by a second.\n" },
     { "cosign-endorse", NEED_UNLOCKED, NULL, cmd_cosign_endorse,
       "", OPT_ACTING,
-      "endorse the registry and sign the first role roster (sysadmin)",
+      "endorse the registry, sign the first role roster, bind new keys (sysadmin)",
       "--account ADMIN [--passfile FILE] VAULT_DIR|--config FILE",
 "Run as a sysadmin: sign this sysadmin's endorsement of every sysadmin and\n"
 "dataadmin that verifies now (a sysadmin co-signed in from an existing\n"
 "account has none until it does).  In a vault without a signed role roster\n"
 "yet (made before it), also make the roster's first step from that verified\n"
 "state: with two or more enabled sysadmins the first one's run proposes it\n"
-"and a second one's run, finding the same entries, makes it.  Exit 13 if the\n"
+"and a second one's run, finding the same entries, makes it.  With a roster,\n"
+"bind keys (roster format 2): a format 1 roster, or one that needs a single\n"
+"sysadmin, gets a step binding the keys the registry names now; one that needs\n"
+"two binds the new key of one re-enrolled sysadmin or dataadmin a run,\n"
+"proposed by the first sysadmin's run and bound by a second one's that finds\n"
+"the same key (check the fingerprint with its owner first).  Exit 13 if the\n"
 "account is not a sysadmin, 14 if its own record does not verify, 7 if the\n"
 "roster does not verify (nothing opens), 17 if the roster is older than the\n"
 "one this workstation or the key service has seen.\n" },

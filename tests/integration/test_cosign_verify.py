@@ -7,6 +7,7 @@ must refuse the record; the same re-signing without a role change (the
 control) is accepted, so the refusal is the co-signature rule's."""
 import hashlib
 import os
+import re
 import struct
 import time
 
@@ -17,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import padding
 
 import pactfs_helpers as H
 from test_accounts import (ADMIN, BOB, AccountMount, accounts, add_and_enrol,  # noqa: F401
-                           passfile, sql as q)
+                           enrol, passfile, sql as q)
 from test_audit_forgery import unseal_account_key
 
 ROLE_SYSADMIN, ROLE_DATAADMIN, ROLE_USER = 0x1, 0x2, 0x8
@@ -142,33 +143,43 @@ def roster_parse(raw):
     (signer,) = struct.unpack(">Q", raw[pos:pos + 8])
     _, pos = take_blob(raw, pos + 8)
     attest, _ = take_blob(raw, pos)
+    version = tbs[4]
     vid, p = take_blob(tbs, 5)
     counter, = struct.unpack(">Q", tbs[p:p + 8])
     prev = tbs[p + 8:p + 40]
     when, = struct.unpack(">Q", tbs[p + 40:p + 48])
     required = tbs[p + 48]
     (n,) = struct.unpack(">I", tbs[p + 49:p + 53])
-    entries, q_ = {}, p + 53
+    # format 2 (roster.h): each entry also binds the account's key fingerprint
+    entries, keys, q_ = {}, {}, p + 53
     for _ in range(n):
         aid, priv, dis = struct.unpack(">QIB", tbs[q_:q_ + 13])
         entries[aid] = (priv, dis)
-        q_ += 13
+        keys[aid] = tbs[q_ + 13:q_ + 45] if version >= 2 else None
+        q_ += 45 if version >= 2 else 13
     return dict(vault_id=vid, counter=counter, prev=prev, time=when, required=required,
-                entries=entries, signer=signer, attest=attest)
+                entries=entries, keys=keys, version=version, signer=signer, attest=attest)
 
 
-def forge_roster_step(v, key, signer_id, entries=None, required=None, attest=b""):
+def forge_roster_step(v, key, signer_id, entries=None, required=None, attest=b"", keys=None,
+                      version=2):
     """The next roster step over the current one, signed by key alone (with
-    attest as its co-signature), written as current and into the history."""
+    attest as its co-signature), written as current and into the history.
+    keys: account id -> bound key fingerprint (default: the current step's)."""
     raw = param(v, "registry.roster")
     cur = roster_parse(raw)
     ent = dict(cur["entries"]) if entries is None else entries
     req = cur["required"] if required is None else required
-    tbs = (b"PFRS" + bytes([1]) + blob(cur["vault_id"]) +
+    fps = dict(cur["keys"])
+    fps.update(keys or {})
+
+    def entry(a):
+        e = struct.pack(">QIB", a, ent[a][0], ent[a][1])
+        return e + (fps.get(a) or bytes(32)) if version >= 2 else e
+    tbs = (b"PFRS" + bytes([version]) + blob(cur["vault_id"]) +
            struct.pack(">Q", cur["counter"] + 1) + hashlib.sha256(raw).digest() +
            struct.pack(">QB", max(int(time.time()), cur["time"]), req) +
-           struct.pack(">I", len(ent)) +
-           b"".join(struct.pack(">QIB", a, ent[a][0], ent[a][1]) for a in sorted(ent)))
+           struct.pack(">I", len(ent)) + b"".join(entry(a) for a in sorted(ent)))
     step = blob(tbs) + struct.pack(">Q", signer_id) + blob(sign(key, tbs)) + blob(attest)
     set_param(v, "registry.roster", step)
     set_param(v, "registry.roster.%d" % (cur["counter"] + 1), step)
@@ -466,6 +477,268 @@ def test_every_roster_change_is_audited_with_before_and_after(accounts):
     assert prop and "status=disabled" in prop[-1]["after"], prop
     ch = [e for e in evs if e["op"] == "roster-change" and e["result"] == "ok"]
     assert ch, evs[-5:]
-    last = ch[-1]
-    assert "sam=sysadmin" not in last["before"] and "sam=sysadmin" in last["after"], last
-    assert last["account"] == ADMIN and "step=" in last["before"], last
+    # sam added by the one sysadmin (no key bound yet), then its enrolment
+    # bound its key itself: the roster needed one sysadmin (format 2)
+    added, bound = ch[-2], ch[-1]
+    assert "sam=sysadmin" not in added["before"] and "sam=sysadmin(key none)" in added["after"], \
+        added
+    assert added["account"] == ADMIN and "step=" in added["before"], added
+    assert bound["account"] == "sam" and "sam=sysadmin(key none)" in bound["before"], bound
+    assert "sam=sysadmin(key none)" not in bound["after"] and "sam=sysadmin(key " in \
+        bound["after"], bound
+
+
+# ---- re-enrolment of a privileged account (roster format 2: bound keys)
+
+KEY_REFUSED = "is not the one the signed role roster binds"
+
+
+def reenrol_code(v, name, who=ADMIN, pw=None):
+    """account-reenrol by sysadmin who: the code it prints (to itself)."""
+    p = as_admin(v, "account-reenrol", name, who=who, pw=pw)
+    m = re.search(r"^([A-Z2-7]{4}(?:-[A-Z2-7]{4}){7})$", p.stdout, re.M)
+    assert m, p.stdout
+    return m.group(1)
+
+
+def key_fp(v, name):
+    """SHA-256 of the public key the accounts row names (DER)."""
+    (der,) = q(v, "SELECT pubkey FROM accounts WHERE name = ?", (name,))[0]
+    return hashlib.sha256(bytes(der)).digest()
+
+
+def bound_fp(v, name):
+    return roster_parse(param(v, "registry.roster"))["keys"][account_id(v, name)]
+
+
+def test_one_sysadmin_cannot_reenrol_another_and_hold_its_key(accounts):
+    """Two sysadmins (co-signature on).  alice-admin re-enrols sam, enrols
+    sam's account itself with the code it got and a password of its own:
+    the key it now holds is not bound by the roster, so sam's account is
+    not trusted; binding it takes a second sysadmin, and every forged
+    roster step that binds it alone is refused."""
+    v, mounts, sam_pw, key, admin_id = two_sysadmins(accounts)
+    sam_id = account_id(v, "sam")
+    # sam's enrolment bound its key (the roster then needed one sysadmin)
+    assert bound_fp(v, "sam") == key_fp(v, "sam")
+    assert "format 2" in roster_line(v) and "2 enabled sysadmin(s)" in roster_line(v)
+    old_step = roster_parse(param(v, "registry.roster"))["counter"]
+
+    code = reenrol_code(v, "sam")
+    taken_pw = passfile(v, "taken.pass", "the attacker's own passphrase 9")
+    p = enrol(v, "sam", code, taken_pw)
+    assert "is not trusted" in p.stdout and "cosign-endorse" in p.stdout, p.stdout
+    line = registry_line(v, "sam")
+    assert "NOT VERIFIED" in line and KEY_REFUSED in line and "cosign-endorse" in line, line
+    # the roster still counts sam with its old key: two are needed
+    assert "2 enabled sysadmin(s)" in roster_line(v)
+    assert bound_fp(v, "sam") != key_fp(v, "sam")
+    # the attacker as sam: no sysadmin action, no confirmation of its own proposal
+    p = as_admin(v, "account-role", BOB, "--role", "dataadmin,user")
+    assert "Proposed" in p.stdout, p.stdout
+    p = v.admin("account-role", BOB, "--role", "dataadmin,user", v.dir, "--account", "sam",
+                "--passfile", taken_pw)
+    assert p.returncode != 0 and KEY_REFUSED in p.stderr, p.stdout + p.stderr
+    assert roles_of(v, BOB)[0] == ROLE_USER
+    p = v.admin("cosign-endorse", v.dir, "--account", "sam", "--passfile", taken_pw)
+    assert p.returncode != 0 and KEY_REFUSED in p.stderr, p.stdout + p.stderr
+    # cosign-endorse by the attacker alone only proposes, also when run twice
+    for _ in range(2):
+        p = as_admin(v, "cosign-endorse")
+        assert "Proposed to bind the new key of \"sam\"" in p.stdout, p.stdout
+    assert "NOT VERIFIED" in registry_line(v, "sam")
+    assert param(v, "pending.key.%d" % sam_id)
+    evs = [e for e in H.audit_events(v) if e["op"] == "roster-change-proposed"]
+    assert evs and "key of sam" in evs[-1]["path"] + str(evs[-1]), evs[-1:]
+
+    # forged: the attacker binds the key itself (its own key unsealed,
+    # the step written into meta.db with sqlite3)
+    good = param(v, "registry.roster")
+    n = roster_parse(good)["counter"] + 1
+    assert n - 1 >= old_step
+    new_fp = key_fp(v, "sam")
+
+    def put_back():
+        q(v, "DELETE FROM params WHERE key = ?", ("registry.roster.%d" % n,))
+        set_param(v, "registry.roster", good)
+
+    forge_roster_step(v, key, admin_id, keys={sam_id: new_fp})
+    line = roster_line(v)
+    assert "NOT VERIFIED" in line and "no second sysadmin's co-signature" in line, line
+    p = as_admin(v, "account-role", BOB, "--role", "user", expect=7)
+    assert "signed role roster does not verify" in p.stderr, p.stderr
+    # ... with its own item twice as the co-signature
+    put_back()
+    vault_id = param(v, "vault_id")
+    content = "fp=%s roster=%d" % (new_fp.hex(), n - 1)
+    own = blob(item(key, vault_id, admin_id, "key.%d" % sam_id, content))
+    forge_roster_step(v, key, admin_id, keys={sam_id: new_fp}, attest=own + own)
+    assert "not two different sysadmins" in roster_line(v)
+    # ... with sam's new key (which it holds) as the second sysadmin
+    put_back()
+    sam_key = unseal_account_key(v, "sam", "the attacker's own passphrase 9")
+    other = blob(item(sam_key, vault_id, sam_id, "key.%d" % sam_id, content))
+    forge_roster_step(v, key, admin_id, keys={sam_id: new_fp}, attest=own + other)
+    line = roster_line(v)
+    assert "NOT VERIFIED" in line and "co-signature of roster step %d does not verify" % n \
+        in line, line
+    # ... or sam's binding dropped (then it would not count): a change too
+    put_back()
+    forge_roster_step(v, key, admin_id, keys={sam_id: bytes(32)})
+    assert "no second sysadmin's co-signature" in roster_line(v)
+    # ... or the step written in format 1 (binding no keys)
+    put_back()
+    forge_roster_step(v, key, admin_id, version=1)
+    line = roster_line(v)
+    assert "NOT VERIFIED" in line and "format version 1 after a step of version 2" in line, line
+    put_back()
+    assert "NOT VERIFIED" not in roster_line(v)
+    assert "NOT VERIFIED" in registry_line(v, "sam")
+    # the taken account can still not mount or sign anything (exit 14)
+    p = as_admin(v, "account-role", BOB, "--role", "user", who="sam", pw=taken_pw, expect=14)
+    assert KEY_REFUSED in p.stderr, p.stderr
+
+
+def three_sysadmins(accounts):
+    """alice-admin, sam and tom: tom added with two sysadmins (co-signed) and
+    its key bound by two (cosign-endorse), as an operator does it."""
+    v, mounts, sam_pw, key, admin_id = two_sysadmins(accounts)
+    tom_pw = passfile(v, "tom.pass", "a third admin's passphrase 7")
+    p = as_admin(v, "account-add", "tom", "--role", "sysadmin")
+    assert "Proposed" in p.stdout, p.stdout
+    p = as_admin(v, "account-add", "tom", "--role", "sysadmin", who="sam", pw=sam_pw)
+    code = re.search(r"^([A-Z2-7]{4}(?:-[A-Z2-7]{4}){7})$", p.stdout, re.M).group(1)
+    # sam holds the code: tom's key counts only once two sysadmins bind it
+    p = enrol(v, "tom", code, tom_pw)
+    assert "is not trusted" in p.stdout, p.stdout
+    assert "NOT VERIFIED" in registry_line(v, "tom")
+    assert "Proposed to bind" in as_admin(v, "cosign-endorse", who="sam", pw=sam_pw).stdout
+    p = as_admin(v, "cosign-endorse")
+    assert "binds the new key of \"tom\"" in p.stdout and "co-signed" in p.stdout, p.stdout
+    assert "NOT VERIFIED" not in registry_line(v, "tom")
+    assert "3 enabled sysadmin(s)" in roster_line(v)
+    return v, mounts, sam_pw, tom_pw, key, admin_id
+
+
+def test_reenrolled_sysadmin_key_counts_after_a_second_sysadmin(accounts):
+    """Three sysadmins: alice-admin re-enrols sam and enrols in its place;
+    the key becomes sam's (privileged) only when tom co-signs: the second
+    sysadmin is the check (it compares the fingerprint with sam first)."""
+    v, mounts, sam_pw, tom_pw, key, admin_id = three_sysadmins(accounts)
+    code = reenrol_code(v, "sam")
+    taken_pw = passfile(v, "taken.pass", "the attacker's own passphrase 9")
+    p = enrol(v, "sam", code, taken_pw)
+    fp = re.search(r"^([0-9a-f]{64})$", p.stdout, re.M).group(1)
+    assert "NOT VERIFIED" in registry_line(v, "sam")
+    p = as_admin(v, "cosign-endorse")
+    assert "Proposed to bind the new key of \"sam\" (fingerprint %s)" % fp in p.stdout, p.stdout
+    # before the second sysadmin: sam (the attacker's key) acts on nothing
+    p = as_admin(v, "account-role", BOB, "--role", "user", who="sam", pw=taken_pw, expect=14)
+    assert KEY_REFUSED in p.stderr
+    # the second sysadmin confirms the same key: bound, co-signed
+    p = as_admin(v, "cosign-endorse", who="tom", pw=tom_pw)
+    assert "binds the new key of \"sam\" (fingerprint %s), co-signed" % fp in p.stdout, p.stdout
+    assert bound_fp(v, "sam").hex() == fp
+    step = roster_parse(param(v, "registry.roster"))
+    assert step["attest"] and step["signer"] == account_id(v, "tom")
+    assert "NOT VERIFIED" not in registry_line(v, "sam")
+    ch = [e for e in H.audit_events(v) if e["op"] == "roster-change" and e["result"] == "ok"]
+    assert ch[-1]["account"] == "tom" and "key of sam" in str(ch[-1]), ch[-1]
+    assert "sam=sysadmin(key %s)" % fp[:16] in ch[-1]["after"], ch[-1]
+    # sam's new key signs again: it takes part in a co-signed change
+    p = as_admin(v, "account-role", BOB, "--role", "dataadmin,user", who="sam", pw=taken_pw)
+    assert "Proposed" in p.stdout
+    as_admin(v, "account-role", BOB, "--role", "dataadmin,user", who="tom", pw=tom_pw)
+    assert roles_of(v, BOB)[0] == ROLE_DATAADMIN | ROLE_USER
+
+
+def test_one_sysadmin_vault_reenrols_as_before(new_vault):
+    """Co-signature not needed (one sysadmin): a re-enrolled dataadmin is
+    trusted as soon as it enrolled, and the next roster step binds its key."""
+    v = new_vault
+    alice_pw = passfile(v, "alice2.pass", "a fresh passphrase for data 5")
+    assert "1 enabled sysadmin(s)" in roster_line(v) and "format 2" in roster_line(v)
+    old = bound_fp(v, H.ACCOUNT)
+    code = reenrol_code(v, H.ACCOUNT)
+    p = enrol(v, H.ACCOUNT, code, alice_pw)
+    assert "is not trusted" not in p.stdout, p.stdout
+    assert "NOT VERIFIED" not in registry_line(v, H.ACCOUNT)
+    # it acts as a dataadmin at once
+    p = v.admin("folder-create", "after-reenrol", v.dir, "--account", H.ACCOUNT,
+                "--passfile", alice_pw)
+    assert p.returncode == 0, p.stdout + p.stderr
+    # the roster still names its old key until a sysadmin's next step
+    assert bound_fp(v, H.ACCOUNT) == old != key_fp(v, H.ACCOUNT)
+    p = as_admin(v, "cosign-endorse")
+    assert "binds the keys the registry names now" in p.stdout, p.stdout
+    assert bound_fp(v, H.ACCOUNT) == key_fp(v, H.ACCOUNT)
+
+
+def test_format_1_roster_of_an_older_build_becomes_format_2(new_vault):
+    """A vault whose roster an older build wrote (format 1, no keys; its
+    steps signed by the sysadmin, written here with its unsealed key as that
+    build would): read and trusted as before; the first step the new build
+    writes (cosign-endorse here) is format 2 and binds the registry's keys."""
+    v = new_vault
+    with open(v.passfile) as f:
+        key = unseal_account_key(v, ADMIN, f.read().strip())
+    admin_id = account_id(v, ADMIN)
+    cur = roster_parse(param(v, "registry.roster"))
+    drop_roster(v)
+    vault_id = param(v, "vault_id")
+    ent = cur["entries"]
+    tbs = (b"PFRS" + bytes([1]) + blob(vault_id) + struct.pack(">Q", 1) + bytes(32) +
+           struct.pack(">QB", int(time.time()), 1) + struct.pack(">I", len(ent)) +
+           b"".join(struct.pack(">QIB", a, ent[a][0], ent[a][1]) for a in sorted(ent)))
+    step = blob(tbs) + struct.pack(">Q", admin_id) + blob(sign(key, tbs)) + blob(b"")
+    set_param(v, "registry.roster", step)
+    set_param(v, "registry.roster.1", step)
+    line = roster_line(v)
+    assert "step 1, verified" in line and "format 1" in line, line
+    assert "NOT VERIFIED" not in registry_line(v, H.ACCOUNT)
+    v.mount()
+    v.unmount()
+    p = as_admin(v, "cosign-endorse")
+    assert "Step 2 binds the keys the registry names now (role roster format 2)" in p.stdout, \
+        p.stdout
+    new = roster_parse(param(v, "registry.roster"))
+    assert new["version"] == 2 and new["counter"] == 2 and new["entries"] == ent
+    for name in (ADMIN, H.ACCOUNT):
+        assert new["keys"][account_id(v, name)] == key_fp(v, name), name
+    assert "format 2" in roster_line(v)
+    ch = [e for e in H.audit_events(v) if e["op"] == "roster-change" and e["result"] == "ok"]
+    assert ch and "format 2" in str(ch[-1]) and "(key " in ch[-1]["after"], ch[-1:]
+    v.mount()
+    v.unmount()
+
+
+@pytest.mark.skipif(not os.environ.get("PACTFS_OLD_BUILD"),
+                    reason="PACTFS_OLD_BUILD: a build dir of a commit before roster format 2")
+def test_vault_of_an_older_build_opens_and_the_older_build_refuses_format_2(tmp_path,
+                                                                          monkeypatch):
+    """A vault made by an older binary (roster format 1), opened by this
+    build; once this build wrote format 2, the older binary refuses the
+    roster (it must not read it as format 1) and says so."""
+    new = H.build_dir()
+    monkeypatch.setenv("PACTFS_BUILD", os.environ["PACTFS_OLD_BUILD"])
+    v = H.Vault(tmp_path)
+    v.init()
+    assert roster_parse(param(v, "registry.roster"))["version"] == 1
+    v.mount()
+    v.unmount()
+    monkeypatch.setenv("PACTFS_BUILD", new)
+    assert "format 1" in roster_line(v)
+    v.mount()
+    v.unmount()
+    p = as_admin(v, "cosign-endorse")
+    assert "binds the keys the registry names now" in p.stdout, p.stdout
+    assert roster_parse(param(v, "registry.roster"))["version"] == 2
+    v.mount()
+    v.unmount()
+    monkeypatch.setenv("PACTFS_BUILD", os.environ["PACTFS_OLD_BUILD"])
+    p = v.mount(check=False)
+    assert p.returncode != 0 and "unknown version" in p.stderr, p.stdout + p.stderr
+    p = v.admin("accounts", v.dir)
+    assert p.returncode != 0 and "signed role roster does not verify" in p.stderr and \
+        "unknown version" in p.stderr, p.stdout + p.stderr
+    monkeypatch.setenv("PACTFS_BUILD", new)
