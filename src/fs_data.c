@@ -1197,15 +1197,25 @@ void fs_data_withdraw(struct fs *fs, struct fs_inode *in)
     for (size_t i = 0; i < f->nretired; i++)   /* pairs: DEK, commitment key */
         secmem_wipe(f->retired[i], i % 2 ? FC_KEY_LEN : DEK_LEN);
     /* unsaved changes can no longer be sealed: their plaintext goes too */
+    int lost = f->size_dirty || f->mtime_dirty || f->trunc_from != NO_TRUNC;
     for (size_t i = 0; i < f->ntab; i++)
-        for (struct fs_chunk *c = f->tab[i]; c; c = c->next)
+        for (struct fs_chunk *c = f->tab[i]; c; c = c->next) {
+            lost |= c->buf != NULL || c->ref_state == REF_PENDING;
             if (c->buf)
                 chunk_forget(fs, f, c, REF_UNKNOWN);
+        }
     f->size_dirty = f->mtime_dirty = 0;
     f->trunc_from = NO_TRUNC;
     pthread_mutex_unlock(&in->lock);
     pthread_mutex_unlock(&f->commit_lock);
     cache_drop_ino(fs->data, in->ino);
+    if (lost) {   /* the moment they are lost, not at some later unmount */
+        char *p = fs_path(fs, in->ino, NULL);
+        log_error("%s: its unsaved changes are lost: the folder was withdrawn from this "
+                  "account before they were written back", p ? p : "?");
+        fs_audit(fs, NULL, "writeback-lost", p, -EACCES, 0);
+        free(p);
+    }
 }
 
 /* ---- where the bytes of a chunk are ---- */
@@ -1892,7 +1902,8 @@ static void committer_drain(struct fs_data *d);
 
 static void flush_one(struct fs *fs, struct fs_inode *in)
 {
-    if (fs_data_flush(fs, in) < 0) {
+    /* A withdrawn file's loss was logged and audited at the withdrawal. */
+    if (!fs_data_withdrawn(in) && fs_data_flush(fs, in) < 0) {
         char *p = fs_path(fs, in->ino, NULL);
         log_error("could not write back %s at unmount: its unsaved data is "
                   "lost", p ? p : "?");
@@ -2822,16 +2833,21 @@ int fs_data_in_trouble(struct fs *fs)
     return fs->data && __atomic_load_n(&fs->data->wb_trouble, __ATOMIC_RELAXED);
 }
 
+int fs_data_withdrawn(struct fs_inode *in)
+{
+    pthread_mutex_lock(&in->lock);
+    int withdrawn = in->file && in->file->withdrawn;
+    pthread_mutex_unlock(&in->lock);
+    return withdrawn;
+}
+
 int fs_data_keep_for_retry(struct fs *fs, struct fs_inode *in)
 {
     struct fs_data *d = fs->data;
     int kept = 0;
     /* A withdrawn folder's unsaved data went with its keys: a retry could
      * only fail again, on every syncer pass, for the mount's lifetime. */
-    pthread_mutex_lock(&in->lock);
-    int withdrawn = in->file && in->file->withdrawn;
-    pthread_mutex_unlock(&in->lock);
-    if (withdrawn)
+    if (fs_data_withdrawn(in))
         return 0;
     pthread_mutex_lock(&d->hlock);
     if (d->nstuck == d->capstuck) {

@@ -336,7 +336,9 @@ static void put_ref(struct fs *fs, struct fs_inode *in, enum fs_ref kind, uint64
     if (!last)
         return;
 
-    if (in->file && !unlinked && fs_data_flush(fs, in) < 0) {
+    /* (a withdrawn file has nothing to write back: its loss, if any, was
+     * audited at the withdrawal) */
+    if (in->file && !unlinked && !fs_data_withdrawn(in) && fs_data_flush(fs, in) < 0) {
         char why[512];
         snprintf(why, sizeof why, "%s", pfs_err_msg());
         if (fs_data_keep_for_retry(fs, in)) {

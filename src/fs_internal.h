@@ -279,6 +279,9 @@ void fs_health_note_error(struct fs *fs, const char *msg);
 /* A put failed and none fully succeeded since: close waits for the
  * write-back so it can report the error. */
 int fs_data_in_trouble(struct fs *fs);
+/* in's folder was withdrawn from this account (fs_data_withdraw): its keys
+ * and unsaved changes are gone, and so is anything to write back. */
+int fs_data_withdrawn(struct fs_inode *in);
 /* The last reference of in went but its write-back failed: keep it (the
  * caller's op reference) and retry; 0 if it could not be kept or a retry
  * cannot succeed (its folder was withdrawn: the data went with the keys). */

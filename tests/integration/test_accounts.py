@@ -971,7 +971,6 @@ def test_withdrawn_folder_leaves_no_plaintext_in_the_mount(accounts):
         bob.unmount()
 
 
-@needs_plain_heap
 def bob_mounted_on_a_file(v, mounts, name, data, rights):
     """alice writes name (fsync'd), bob is granted rights on the folder and
     mounts in the foreground: bob's mount and the file's path in it."""
@@ -982,6 +981,7 @@ def bob_mounted_on_a_file(v, mounts, name, data, rights):
     return bob, os.path.join(bob.folder, name)
 
 
+@needs_plain_heap
 def test_withdrawn_folder_leaves_no_data_key_in_the_mount(accounts):
     """The per-file data key and commitment key of a withdrawn folder's file
     go at the withdrawal, not when the kernel forgets the inode: the DEK,
@@ -1062,6 +1062,10 @@ def test_withdrawn_folders_unsaved_file_is_not_kept_for_write_back(accounts):
         assert p.returncode == 0, p.stderr
         writes = json.loads(p.stdout)["writes"]
         assert writes["closed_files_in_writeback"] == 0, writes
+        # The loss is on the trail, at the withdrawal (not left to an unmount).
+        lost = [e for e in audit_events(v) if e["op"] == "writeback-lost"]
+        assert [e["account"] for e in lost] == [BOB], lost
+        assert lost[0]["path"].endswith("kept.pdf"), lost
     finally:
         bob.unmount()
 
