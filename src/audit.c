@@ -112,22 +112,26 @@ static void rfc3339_now(char *out, size_t len)
     snprintf(out, len, "%s.%09ldZ", base, ts.tv_nsec);
 }
 
-/* Best effort: a process may be gone by the time we look. */
+/* Best effort: a process may be gone by the time we look.  One open and
+ * read, no stdio stream (this runs for every event: fopen's buffer
+ * allocation was 3 % of the daemon's CPU under tar x). */
 static void process_name(pid_t pid, char *out, size_t len)
 {
     char p[64];
-    FILE *f;
+    ssize_t n;
+    int fd;
 
     out[0] = '\0';
     snprintf(p, sizeof p, "/proc/%ld/comm", (long)pid);
-    f = fopen(p, "re");
-    if (!f)
+    fd = open(p, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
         return;
-    if (fgets(out, (int)len, f))
-        out[strcspn(out, "\n")] = '\0';
-    else
-        out[0] = '\0';
-    fclose(f);
+    do
+        n = read(fd, out, len - 1);
+    while (n < 0 && errno == EINTR);
+    close(fd);
+    out[n > 0 ? n : 0] = '\0';
+    out[strcspn(out, "\n")] = '\0';
 }
 
 /* "ok", "denied" (EACCES, EPERM) or "error"; errno_name the errno's name. */
