@@ -1,14 +1,18 @@
 #include "config.h"
 
-/* Audit spool, format 3: one JSON object per line.  Every line carries the
- * SHA-256 of the spool's previous line (prev) and of its session's previous
- * line (sprev); a signing session checkpoints its own chain under its own
- * account key.  Appends are group committed: a caller writes its line under
- * the mutex (and flock for other processes), then waits until one
- * fdatasync that began after its write has completed; whoever finds no
- * flush running becomes the flusher for everyone queued behind it.  Any
- * write or sync failure is sticky: from then on every event fails, so the
- * filesystem fails closed.  Layout: docs/format-audit.md. */
+/* Audit spool, formats 3 to 5: one JSON object per line.  Every line
+ * carries the SHA-256 of the spool's previous line (prev) and of its
+ * session's previous line (sprev); a signing session checkpoints its own
+ * chain under its own account key.  The sealer thread makes those RSA
+ * signatures with the mutex dropped, over the chain as it stood when it
+ * began, and appends the checkpoint (naming the line it signed, format 5)
+ * after the lines that came meanwhile.  Appends are group committed: a
+ * caller writes its line under the mutex (and flock for other processes),
+ * then waits until one fdatasync that began after its write has completed;
+ * whoever finds no flush running becomes the flusher for everyone queued
+ * behind it.  Any write or sync failure is sticky: from then on every
+ * event fails, so the filesystem fails closed.  Layout:
+ * docs/format-audit.md. */
 
 #include <errno.h>
 #include <fcntl.h>
@@ -40,11 +44,15 @@
 #define SIG_MAX 1024                    /* RSA-8192 */
 #define CHECKPOINT_LABEL_V2 "pactfs audit checkpoint v1\n"
 #define CHECKPOINT_LABEL "pactfs audit session checkpoint v3\n"
+/* Format 5: the checkpoint names the line it signs (signed_sseq), an
+ * earlier line of its session, so it can be signed off the append path. */
+#define CHECKPOINT_LABEL_V5 "pactfs audit session checkpoint v5\n"
 
 struct audit {
     pthread_mutex_t mu;
     pthread_cond_t flushed_cv;
     pthread_cond_t seal_cv;
+    pthread_cond_t sealed_cv;   /* a checkpoint was appended (or the spool failed) */
     int fd;
     char *path;
     char *vault_id;
@@ -64,8 +72,12 @@ struct audit {
     char session[SESSION_HEX + 1];
     uint64_t next_sseq;
     char sprev[HASH_HEX + 1];
-    unsigned run;               /* events since the session's last checkpoint */
+    unsigned run;               /* events after the last line a checkpoint signed */
     struct timespec run_start;  /* CLOCK_MONOTONIC of the oldest of them */
+    uint64_t covered_sseq;      /* sseq of the last line a checkpoint signed */
+    bool signing;               /* the sealer signs a snapshot of the chain now */
+    unsigned signing_run;       /* ... which covers this many of the run's events */
+    struct timespec next_start; /* CLOCK_MONOTONIC of the first event after it */
 
     /* the sealer: checkpoints within AUDIT_SEAL_MS of an event */
     pthread_t sealer;
@@ -483,12 +495,16 @@ static int append_object(struct audit *a, json_object *o)
 
 /* What a checkpoint signs: a label (so the signature cannot pass for any
  * other kind of signed object), the vault, the session, and the hash of
- * the session's chain so far. */
-static int checkpoint_message(const char *vault, const char *session, const char *hash_hex,
-                              char **msg, size_t *len)
+ * the session's chain up to the line signed; format 5 also names that
+ * line's sseq (signed_sseq > 0), format 3 signs the line just before the
+ * checkpoint and format 2 (session NULL) the spool's. */
+static int checkpoint_message(const char *vault, const char *session, uint64_t signed_sseq,
+                              const char *hash_hex, char **msg, size_t *len)
 {
-    int n = session ? asprintf(msg, "%s%s\n%s\n%s", CHECKPOINT_LABEL, vault, session, hash_hex)
-                    : asprintf(msg, "%s%s\n%s", CHECKPOINT_LABEL_V2, vault, hash_hex);
+    int n = !session ? asprintf(msg, "%s%s\n%s", CHECKPOINT_LABEL_V2, vault, hash_hex)
+            : signed_sseq ? asprintf(msg, "%s%s\n%s\n%llu\n%s", CHECKPOINT_LABEL_V5, vault,
+                                     session, (unsigned long long)signed_sseq, hash_hex)
+            : asprintf(msg, "%s%s\n%s\n%s", CHECKPOINT_LABEL, vault, session, hash_hex);
 
     if (n < 0)
         return pfs_err(-ENOMEM, "out of memory signing an audit checkpoint");
@@ -496,7 +512,11 @@ static int checkpoint_message(const char *vault, const char *session, const char
     return 0;
 }
 
-static int append_checkpoint(struct audit *a)
+/* A checkpoint line signing the session's line signed_sseq, whose hash is
+ * hash_hex.  Touches nothing in a but constants, so the sealer calls it
+ * with the mutex dropped: that is where the RSA signature is made. */
+static json_object *checkpoint_object(struct audit *a, uint64_t signed_sseq,
+                                      const char *hash_hex)
 {
     json_object *o = event_object(a, NULL, "checkpoint", "", 0, 0, NULL);
     uint8_t *sig = NULL;
@@ -504,35 +524,85 @@ static int append_checkpoint(struct audit *a)
     size_t msglen = 0, siglen = 0;
     int rc;
 
-    if (!o)
-        return pfs_err(-ENOMEM, "out of memory writing an audit checkpoint");
-    rc = checkpoint_message(a->vault_id, a->session, a->sprev, &msg, &msglen);
+    if (!o) {
+        pfs_err(-ENOMEM, "out of memory writing an audit checkpoint");
+        return NULL;
+    }
+    rc = checkpoint_message(a->vault_id, a->session, signed_sseq, hash_hex, &msg, &msglen);
     if (!rc)
         rc = sig_sign(a->signer, msg, msglen, &sig, &siglen);
     if (!rc && !(sig_hex = malloc(2 * siglen + 1)))
         rc = pfs_err(-ENOMEM, "out of memory writing an audit checkpoint");
     if (!rc) {
         hex_encode(sig, siglen, sig_hex);
-        if (add_field(o, "signed_hash", json_object_new_string(a->sprev)) ||
+        if (add_field(o, "signed_sseq", json_object_new_uint64(signed_sseq)) ||
+            add_field(o, "signed_hash", json_object_new_string(hash_hex)) ||
             add_field(o, "sig", json_object_new_string(sig_hex)))
             rc = pfs_err(-ENOMEM, "out of memory writing an audit checkpoint");
     }
-    if (!rc)
-        rc = append_object(a, o);
-    if (!rc)
-        a->run = 0;
     free(sig_hex);
     free(sig);
     free(msg);
+    if (rc) {
+        json_object_put(o);
+        return NULL;
+    }
+    return o;
+}
+
+/* Under the mutex and flock: a checkpoint o that signs line signed_sseq,
+ * which covered of the run's events end at. */
+static int append_checkpoint_object(struct audit *a, json_object *o, uint64_t signed_sseq,
+                                    unsigned covered)
+{
+    int rc = append_object(a, o);
+
+    if (rc)
+        return rc;
+    a->appended++;
+    a->covered_sseq = signed_sseq;
+    a->run -= covered < a->run ? covered : a->run;
+    if (a->run)
+        a->run_start = a->next_start;
+    pthread_cond_broadcast(&a->sealed_cv);
+    return 0;
+}
+
+/* Under the mutex and flock: sign the session's last line here and now
+ * (session start and end, and a handle with no sealer thread). */
+static int append_checkpoint(struct audit *a)
+{
+    uint64_t pos = a->next_sseq - 1;
+    json_object *o = checkpoint_object(a, pos, a->sprev);
+    int rc;
+
+    if (!o)
+        return -EIO;
+    rc = append_checkpoint_object(a, o, pos, a->run);
     json_object_put(o);
     return rc;
+}
+
+/* The sealer thread of this process signs in the background. */
+static bool sealer_active(const struct audit *a)
+{
+    return a->sealer_pid == getpid() && !a->sealer_stop;
+}
+
+/* The sealer starts signing once this many events are unsigned, so its
+ * checkpoint lands before AUDIT_SEAL_EVERY (seal_every) are. */
+static unsigned seal_trigger(const struct audit *a)
+{
+    unsigned t = a->seal_every - a->seal_every / 4;
+
+    return t ? t : 1;
 }
 
 static bool checkpoint_due(const struct audit *a, bool force)
 {
     if (!a->signer || a->run == 0)
         return false;
-    return force || a->run >= a->seal_every;
+    return force || (a->run >= a->seal_every && !sealer_active(a));
 }
 
 /* Under the mutex: append o (and a checkpoint when due, or when forced)
@@ -546,6 +616,10 @@ static int append_locked(struct audit *a, json_object *o, bool force_checkpoint,
         if (errno != EINTR)
             return pfs_err(-errno, "cannot lock audit spool %s: %s", a->path, strerror(errno));
     rc = sync_tail(a);
+    /* A full run and no sealer to sign it (it stopped while this event
+     * waited for it): sign here, before the event would be one too many. */
+    if (!rc && o && checkpoint_due(a, false))
+        rc = append_checkpoint(a);
     if (!rc && o) {
         rc = append_object(a, o);
         if (!rc) {
@@ -553,14 +627,15 @@ static int append_locked(struct audit *a, json_object *o, bool force_checkpoint,
             if (a->run++ == 0) {
                 clock_gettime(CLOCK_MONOTONIC, &a->run_start);
                 pthread_cond_signal(&a->seal_cv);
+            } else if (a->run == seal_trigger(a)) {
+                pthread_cond_signal(&a->seal_cv);
             }
+            if (a->signing && a->run == a->signing_run + 1)
+                clock_gettime(CLOCK_MONOTONIC, &a->next_start);
         }
     }
-    if (!rc && checkpoint_due(a, force_checkpoint)) {
+    if (!rc && checkpoint_due(a, force_checkpoint))
         rc = append_checkpoint(a);
-        if (!rc)
-            a->appended++;
-    }
     flock(a->fd, LOCK_UN);
     *ticket = a->appended;
     return rc;
@@ -643,6 +718,13 @@ static int append_event_locked(struct audit *a, json_object *o, bool force_check
 {
     int rc;
 
+    /* A full run: wait for the sealer's checkpoint (it started signing
+     * AUDIT_SEAL_EVERY / 4 events ago), so no event stands unsigned beyond
+     * the bound the verifier enforces. */
+    while (o && a->signer && a->run >= a->seal_every && sealer_active(a) && !a->sticky_err) {
+        pthread_cond_signal(&a->seal_cv);
+        pthread_cond_wait(&a->sealed_cv, &a->mu);
+    }
     if (a->sticky_err)
         return sticky_failure(a);
     rc = append_locked(a, o, force_checkpoint, ticket);
@@ -854,8 +936,55 @@ static bool reached(const struct timespec *t)
     return now.tv_sec > t->tv_sec || (now.tv_sec == t->tv_sec && now.tv_nsec >= t->tv_nsec);
 }
 
+/* Under the mutex (dropped while signing): sign the session's chain as it
+ * stands, then append the checkpoint after whatever lines came meanwhile.
+ * Events go on being appended and answered while the signature is made. */
+static void seal_in_background(struct audit *a)
+{
+    uint64_t pos = a->next_sseq - 1, ticket;
+    char hash[HASH_HEX + 1];
+    json_object *o;
+    int rc = 0;
+
+    memcpy(hash, a->sprev, sizeof hash);
+    a->signing = true;
+    a->signing_run = a->run;
+    pthread_mutex_unlock(&a->mu);
+    o = checkpoint_object(a, pos, hash);
+    pthread_mutex_lock(&a->mu);
+    a->signing = false;
+    if (!o)
+        rc = -EIO;
+    /* a checkpoint made meanwhile (at close) may already cover pos */
+    else if (!a->sticky_err && pos > a->covered_sseq) {
+        while (flock(a->fd, LOCK_EX) != 0)
+            if (errno != EINTR) {
+                rc = pfs_err(-errno, "cannot lock audit spool %s: %s", a->path,
+                             strerror(errno));
+                break;
+            }
+        if (!rc) {
+            rc = sync_tail(a);
+            if (!rc)
+                rc = append_checkpoint_object(a, o, pos, a->signing_run);
+            flock(a->fd, LOCK_UN);
+        }
+    }
+    json_object_put(o);
+    if (rc && !a->sticky_err)
+        a->sticky_err = rc;
+    if (rc) {
+        pthread_cond_broadcast(&a->sealed_cv);
+        pthread_cond_broadcast(&a->flushed_cv);
+        return;
+    }
+    ticket = a->appended;
+    settle(a, ticket);
+}
+
 /* Checkpoint the session no later than AUDIT_SEAL_MS after its oldest
- * unsigned event, so a crash leaves at most that much unsigned. */
+ * unsigned event, so a crash leaves at most that much unsigned, and start
+ * signing once seal_trigger events are unsigned. */
 static void *sealer_run(void *arg)
 {
     struct audit *a = arg;
@@ -863,21 +992,20 @@ static void *sealer_run(void *arg)
 
     pthread_mutex_lock(&a->mu);
     while (!a->sealer_stop && !a->sticky_err) {
-        uint64_t ticket = 0;
-
         if (a->run == 0) {
             pthread_cond_wait(&a->seal_cv, &a->mu);
             continue;
         }
         /* a little early, so the bound holds with the signing time */
         deadline_after(&a->run_start, AUDIT_SEAL_MS - 200, &due);
-        if (!reached(&due)) {
+        if (a->run < seal_trigger(a) && !reached(&due)) {
             pthread_cond_timedwait(&a->seal_cv, &a->mu, &due);
             continue;
         }
-        if (append_event_locked(a, NULL, true, &ticket) == 0)
-            wait_durable(a, ticket);
+        seal_in_background(a);
     }
+    /* appenders waiting for a checkpoint make it themselves from now on */
+    pthread_cond_broadcast(&a->sealed_cv);
     pthread_mutex_unlock(&a->mu);
     return NULL;
 }
@@ -889,6 +1017,7 @@ static void sealer_ensure(struct audit *a)
     if (!a->signer || a->closing || a->sealer_pid == getpid())
         return;
     a->sealer_stop = false;
+    a->signing = false;         /* a fork's copy of the parent's sealer state */
     if (pthread_create(&a->sealer, NULL, sealer_run, a) == 0)
         a->sealer_pid = getpid();
 }
@@ -906,6 +1035,7 @@ static void audit_free(struct audit *a)
         close(a->fd);
     EVP_PKEY_free(a->signer);
     pthread_cond_destroy(&a->seal_cv);
+    pthread_cond_destroy(&a->sealed_cv);
     pthread_cond_destroy(&a->commit_cv);
     pthread_cond_destroy(&a->flushed_cv);
     pthread_mutex_destroy(&a->mu);
@@ -990,6 +1120,7 @@ int audit_open(const char *spool_path, const char *vault_id, const struct audit_
     a->fd = -1;
     pthread_mutex_init(&a->mu, NULL);
     pthread_cond_init(&a->flushed_cv, NULL);
+    pthread_cond_init(&a->sealed_cv, NULL);
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&a->seal_cv, &ca);
@@ -1062,6 +1193,11 @@ void audit_close(struct audit *a)
 
 /* ---------- the chain rules ---------- */
 
+/* Lines of a signed session that may follow the last line a checkpoint
+ * signed: AUDIT_SEAL_EVERY events and the checkpoints among them (a writer
+ * leaves one or two; a spool with more is refused). */
+#define AUDIT_WINDOW (2 * AUDIT_SEAL_EVERY + 8)
+
 /* A session between its session-start and its close. */
 struct audit_session_state {
     char id[SESSION_HEX + 1];
@@ -1073,6 +1209,11 @@ struct audit_session_state {
     bool is_signed;             /* opened with a registry proof */
     bool ended;                 /* session-end seen: only its checkpoint may follow */
     EVP_PKEY *key;              /* the signer's key (from the proof) */
+    /* Signed sessions: the lines a format 5 checkpoint may still sign, those
+     * after the last line signed (covered), sseq q at q % AUDIT_WINDOW. */
+    uint64_t covered;
+    uint8_t hash[AUDIT_WINDOW][SHA256_LEN];
+    bool is_event[AUDIT_WINDOW];
 };
 
 void audit_chain_init(struct audit_chain *c, const char *vault, const char *root_fp)
@@ -1139,7 +1280,7 @@ static int chain_refuse(char *why, size_t whylen, const char *fmt, ...)
 }
 
 static int signature_ok(EVP_PKEY *key, const char *vault, const char *session,
-                        const char *hash, const char *sig_hex)
+                        uint64_t signed_sseq, const char *hash, const char *sig_hex)
 {
     uint8_t sig[SIG_MAX];
     size_t siglen = strlen(sig_hex) / 2, msglen = 0;
@@ -1149,7 +1290,7 @@ static int signature_ok(EVP_PKEY *key, const char *vault, const char *session,
     if (strlen(sig_hex) % 2 || siglen == 0 || siglen > SIG_MAX ||
         hex_decode(sig_hex, sig, siglen) != 0)
         return -EINVAL;
-    rc = checkpoint_message(vault, session, hash, &msg, &msglen);
+    rc = checkpoint_message(vault, session, signed_sseq, hash, &msg, &msglen);
     if (!rc)
         rc = sig_verify(key, msg, msglen, sig, siglen);
     free(msg);
@@ -1178,7 +1319,7 @@ static int v2_checkpoint_ok(const struct audit_chain *c, json_object *o, audit_k
     if (!key)
         return chain_refuse(why, whylen, "format 2 checkpoint signed by unknown account "
                             "\"%.100s\"", account);
-    rc = signature_ok(key, vault, NULL, hash, sig_hex);
+    rc = signature_ok(key, vault, NULL, 0, hash, sig_hex);
     EVP_PKEY_free(key);
     if (rc == -EINVAL)
         return chain_refuse(why, whylen, "checkpoint signature is not hex of a plausible length");
@@ -1272,12 +1413,49 @@ static int session_start_ok(const struct audit_chain *c, json_object *o, const c
     return 0;
 }
 
+/* Which line a checkpoint signs.  Format 3 and 4: the line just before it
+ * (signed_hash = sprev).  Format 5 (signed_sseq): a line of its session
+ * after the last one signed and before the checkpoint, whose hash is
+ * signed_hash (after a session-end: the session-end).  *pos its sseq. */
+static int checkpoint_place_ok(const struct audit_session_state *s, json_object *o,
+                               const char *hash, uint64_t *pos, char *why, size_t whylen)
+{
+    uint64_t v = 0, sseq = s->next_sseq;
+    uint8_t h[SHA256_LEN];
+
+    *pos = 0;
+    if (audit_field_uint(o, "v", &v) != 0 || v < 5) {
+        if (strcmp(hash, s->prev) != 0)
+            return chain_refuse(why, whylen, "checkpoint signs a different chain (signed_hash "
+                                "differs from sprev)");
+        return 0;
+    }
+    if (audit_field_uint(o, "signed_sseq", pos) != 0)
+        return chain_refuse(why, whylen, "format %llu checkpoint lacks signed_sseq",
+                            (unsigned long long)v);
+    if (*pos <= s->covered || *pos >= sseq)
+        return chain_refuse(why, whylen, "checkpoint signs line sseq %llu of session %s, which "
+                            "is not between its last signed line (sseq %llu) and the "
+                            "checkpoint (sseq %llu)", (unsigned long long)*pos, s->id,
+                            (unsigned long long)s->covered, (unsigned long long)sseq);
+    if (s->ended && *pos != sseq - 1)
+        return chain_refuse(why, whylen, "the checkpoint after the session-end of session %s "
+                            "does not sign the session-end", s->id);
+    if (strlen(hash) != HASH_HEX || hex_decode(hash, h, sizeof h) != 0 ||
+        memcmp(h, s->hash[*pos % AUDIT_WINDOW], sizeof h) != 0)
+        return chain_refuse(why, whylen, "checkpoint signs a different chain (signed_hash is "
+                            "not the hash of line sseq %llu of session %s)",
+                            (unsigned long long)*pos, s->id);
+    return 0;
+}
+
 /* A checkpoint signs its own session's chain, under the key its
  * session-start proved: never the key of whoever the line names. */
 static int session_checkpoint_ok(const struct audit_chain *c, const struct audit_session_state *s,
                                  json_object *o, char *why, size_t whylen)
 {
     const char *hash = audit_field_str(o, "signed_hash"), *sig_hex = audit_field_str(o, "sig");
+    uint64_t pos = 0;
     int rc;
 
     if (!s->is_signed)
@@ -1285,13 +1463,12 @@ static int session_checkpoint_ok(const struct audit_chain *c, const struct audit
                             s->id);
     if (!hash || !sig_hex)
         return chain_refuse(why, whylen, "checkpoint lacks signed_hash or sig");
-    if (strcmp(hash, s->prev) != 0)
-        return chain_refuse(why, whylen, "checkpoint signs a different chain (signed_hash "
-                            "differs from sprev)");
+    if ((rc = checkpoint_place_ok(s, o, hash, &pos, why, whylen)))
+        return rc;
     if (c->skip_signatures)
         return 0;
     rc = s->key ? signature_ok(s->key, c->vault[0] ? c->vault : audit_field_str(o, "vault"),
-                               s->id, hash, sig_hex) : -EKEYREJECTED;
+                               s->id, pos, hash, sig_hex) : -EKEYREJECTED;
     if (rc == -EINVAL)
         return chain_refuse(why, whylen, "checkpoint signature is not hex of a plausible length");
     if (rc)
@@ -1319,6 +1496,9 @@ static int session_next_ok(const struct audit_chain *c, const struct audit_sessi
                             "opened", account, s->id, s->account);
     if (op_is(o, "session-start"))
         return chain_refuse(why, whylen, "a second session-start in session %s", s->id);
+    if (s->is_signed && sseq - s->covered > AUDIT_WINDOW)
+        return chain_refuse(why, whylen, "more than %u lines of session %s after the last line "
+                            "a checkpoint signed", AUDIT_WINDOW, s->id);
     if (op_is(o, "checkpoint"))
         return session_checkpoint_ok(c, s, o, why, whylen);
     if (s->ended)
@@ -1364,6 +1544,8 @@ static int session_advance(struct audit_chain *c, json_object *o, struct audit_s
                            bool is_new, const char *line, size_t len)
 {
     struct audit_session_state *s;
+    uint8_t h[SHA256_LEN];
+    uint64_t sseq, v = 0, pos = 0;
 
     if (is_new) {
         if (c->nopen == c->capopen) {
@@ -1382,11 +1564,23 @@ static int session_advance(struct audit_chain *c, json_object *o, struct audit_s
         c->unsigned_sessions += !fresh->is_signed;
     }
     s = session_find(c, audit_field_str(o, "session"));
-    s->next_sseq++;
-    audit_line_hash(line, len, s->prev);
+    sseq = s->next_sseq++;
+    sha256(line, len, h);
+    hex_encode(h, sizeof h, s->prev);
+    if (s->is_signed) {
+        memcpy(s->hash[sseq % AUDIT_WINDOW], h, sizeof h);
+        s->is_event[sseq % AUDIT_WINDOW] = !op_is(o, "checkpoint");
+    }
     if (op_is(o, "checkpoint")) {
+        /* checked: format 5 signs signed_sseq, older formats the line before */
+        if (audit_field_uint(o, "v", &v) != 0 || v < 5 ||
+            audit_field_uint(o, "signed_sseq", &pos) != 0)
+            pos = sseq - 1;
+        s->covered = pos;
         s->run = 0;
-        if (s->ended)
+        for (uint64_t q = pos + 1; q < sseq; q++)
+            s->run += s->is_event[q % AUDIT_WINDOW];
+        if (s->ended && s->covered == sseq - 1)
             session_remove(c, s);
         return 0;
     }

@@ -1,6 +1,6 @@
 /* Audit events: JSON lines, chained, spooled durably, shipped.
  *
- * Format 3 (docs/format-audit.md).  Every handle is one session (a mount,
+ * Format 5 (docs/format-audit.md).  Every handle is one session (a mount,
  * one pactfs-admin run, ...) that writes its own chain inside the shared
  * spool: each line carries the spool-wide seq/prev chain and its session's
  * id, sseq and sprev (hash of the session's previous line).  A signed
@@ -9,9 +9,12 @@
  * chain only, with its own account key: a checkpoint is checked under the
  * key the session-start proof gives, never the key of whichever account a
  * line names, so no account can re-sign another's events.  A signing
- * handle checkpoints after AUDIT_SEAL_EVERY events and no later than
- * AUDIT_SEAL_MS after its oldest unsigned event (a sealer thread), and at
- * close, after its session-end event.
+ * handle's sealer thread signs the session's chain up to its last line
+ * off the append path (no event waits for the RSA signature, none waits
+ * for the mutex while it is made) and appends the checkpoint after the
+ * lines that came meanwhile, so that no more than AUDIT_SEAL_EVERY events
+ * stand unsigned and none longer than about AUDIT_SEAL_MS; at close, after
+ * its session-end event, the handle signs on the spot.
  *
  * audit_event() returns only after the line is durably in the spool
  * (group commit: concurrent callers share one fdatasync).  If the spool
@@ -32,10 +35,13 @@
 struct audit;
 struct json_object;
 
-/* Event format written by this build (the "v" field): 4 = format 3 with
- * names optionally sealed to the auditors (audit_names.h).  Format 3
- * lines are read and verified by the same rules. */
-#define AUDIT_FORMAT 4
+/* Event format written by this build (the "v" field): 5 = format 4 with
+ * checkpoints that name the line they sign (signed_sseq), so the sealer
+ * signs an earlier line off the append path; 4 = format 3 with names
+ * optionally sealed to the auditors (audit_names.h).  Format 3 and 4 lines
+ * are read and verified by their rules (a checkpoint signs the line before
+ * it). */
+#define AUDIT_FORMAT 5
 #define AUDIT_FORMAT_MIN_V3 3
 /* Most events of a session without a checkpoint after them: a signing
  * session checkpoints after this many, and an unsigned session (no account

@@ -22,6 +22,7 @@ from test_accounts import (ADMIN, BOB, BOB_PASSWORD, EXIT_INTEGRITY, accounts,  
 from test_keyd import argon2id
 
 CHECKPOINT_LABEL = b"pactfs audit session checkpoint v3\n"
+CHECKPOINT_LABEL_V5 = b"pactfs audit session checkpoint v5\n"
 STRUCTURAL = ("session-start", "checkpoint", "session-end")
 
 
@@ -63,8 +64,14 @@ def unseal_account_key(v, account, password):
     return serialization.load_der_private_key(der, password=None)
 
 
-def sign_checkpoint(key, vault, session, hash_hex):
-    msg = CHECKPOINT_LABEL + ("%s\n%s\n%s" % (vault, session, hash_hex)).encode()
+def sign_checkpoint(key, vault, session, hash_hex, signed_sseq=None):
+    """Format 5 (signed_sseq) names the line signed; format 3 and 4 sign the
+    line before the checkpoint."""
+    if signed_sseq is None:
+        msg = CHECKPOINT_LABEL + ("%s\n%s\n%s" % (vault, session, hash_hex)).encode()
+    else:
+        msg = CHECKPOINT_LABEL_V5 + ("%s\n%s\n%d\n%s" % (vault, session, signed_sseq,
+                                                        hash_hex)).encode()
     return key.sign(msg, padding.PSS(mgf=padding.MGF1(hashes.SHA256()),
                                      salt_length=32), hashes.SHA256()).hex()
 
@@ -74,17 +81,26 @@ def dumps(e):
 
 
 def rechain(events, key):
-    """Renumber and re-hash both chains; every checkpoint re-signed with key."""
+    """Renumber and re-hash both chains; every checkpoint re-signed with key.
+    A format 5 checkpoint keeps signing the line it signed if that line is
+    still there (else the line before it)."""
     lines, prev, sess = [], "0" * 64, {}
     for seq, e in enumerate(events, 1):
-        st = sess.setdefault(e["session"], {"sseq": 0, "prev": "0" * 64})
+        st = sess.setdefault(e["session"], {"sseq": 0, "prev": "0" * 64, "moved": {}})
         st["sseq"] += 1
+        old_sseq = e["sseq"]
         e["seq"], e["prev"], e["sseq"], e["sprev"] = seq, prev, st["sseq"], st["prev"]
-        if e["op"] == "checkpoint":
+        if e["op"] == "checkpoint" and "signed_sseq" in e:
+            e["signed_sseq"], e["signed_hash"] = st["moved"].get(
+                e["signed_sseq"], (st["sseq"] - 1, st["prev"]))
+            e["sig"] = sign_checkpoint(key, e["vault"], e["session"], e["signed_hash"],
+                                       e["signed_sseq"])
+        elif e["op"] == "checkpoint":
             e["signed_hash"] = st["prev"]
             e["sig"] = sign_checkpoint(key, e["vault"], e["session"], st["prev"])
         line = dumps(e)
         prev = st["prev"] = hashlib.sha256(line).hexdigest()
+        st["moved"][old_sseq] = (st["sseq"], prev)
         lines.append(line)
     return lines
 
@@ -138,10 +154,13 @@ def test_user_cannot_resign_another_accounts_events(accounts):
                   if e["op"] == "grant" and e["account"] == H.ACCOUNT and BOB in e["path"])
     forged[target]["path"] = forged[target]["path"].replace(BOB, "mallory")
     write_spool(v, rechain(forged, Resigner(original, bob_key)))
-    # The first checkpoint of alice's session after the edit is the line that fails.
+    # The first checkpoint of alice's session that signs the edit (a format 5
+    # checkpoint may sign a line before it) is the line that fails.
     sess = forged[target]["session"]
     bad = next(i for i in range(target, len(forged))
-               if forged[i]["session"] == sess and forged[i]["op"] == "checkpoint") + 1
+               if forged[i]["session"] == sess and forged[i]["op"] == "checkpoint"
+               and forged[i].get("signed_sseq", forged[i]["sseq"] - 1) >= forged[target]["sseq"]
+               ) + 1
     p = v.admin("audit-verify", v.dir)
     assert p.returncode == EXIT_INTEGRITY, p.stdout + p.stderr
     assert "line %d:" % bad in p.stderr and "does not verify" in p.stderr, p.stderr
@@ -170,7 +189,8 @@ class Resigner:
                      for e in events if e["op"] == "checkpoint"}
 
     def sign(self, msg, pad, alg):
-        session, hash_hex = msg.decode().rsplit("\n", 2)[-2:]
+        fields = msg.decode().split("\n")
+        session, hash_hex = fields[2], fields[-1]
         if (session, hash_hex) in self.orig:
             return bytes.fromhex(self.orig[(session, hash_hex)])
         return self.key.sign(msg, pad, alg)

@@ -1053,7 +1053,7 @@ def test_admin_actions_on_the_vault_trail_and_at_the_receiver(kvault, keyd, tmp_
                         ("keyd-disable", H.ACCOUNT, "ok", "keyd:admin-token"),
                         ("keyd-enable", H.ACCOUNT, "ok", "keyd:admin-token"),
                         ("keyd-disable", H.ACCOUNT, "denied", "keyd:admin-token")], acts
-        assert all(e["v"] == 4 and e["vault"] == vid for e in evs)
+        assert all(e["v"] == 5 and e["vault"] == vid for e in evs)
         # At the receiver: the same bytes, a chain that verifies, filters work.
         deadline = time.time() + 60
         while time.time() < deadline and r.events(vid) != open(trail, "rb").read():
@@ -1395,7 +1395,7 @@ def rechain(lines):
     """What someone who can edit the log but not sign does after an edit:
     recompute every line's prev, sprev and checkpoint signed_hash so that
     the hash chains hold again (the signatures cannot be remade)."""
-    out, last, sess = [], None, {}
+    out, last, sess, by_sseq = [], None, {}, {}
     for line in lines:
         e = json.loads(line)
         if last is not None:
@@ -1403,10 +1403,12 @@ def rechain(lines):
         s = e.get("session")
         if s in sess:
             line = re.sub(r'"sprev":"[0-9a-f]{64}"', '"sprev":"%s"' % sess[s], line, count=1)
-            line = re.sub(r'"signed_hash":"[0-9a-f]{64}"', '"signed_hash":"%s"' % sess[s],
+            # format 5 names the line it signs, older formats the line before
+            signed = by_sseq[(s, e["signed_sseq"])] if "signed_sseq" in e else sess[s]
+            line = re.sub(r'"signed_hash":"[0-9a-f]{64}"', '"signed_hash":"%s"' % signed,
                           line, count=1)
         h = hashlib.sha256(line.encode()).hexdigest()
-        last = sess[s] = h
+        last = sess[s] = by_sseq[(s, e.get("sseq"))] = h
         out.append(line)
     return out
 

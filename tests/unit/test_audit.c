@@ -179,7 +179,7 @@ static int line_is(const char *line, const char *op)
 
 /* Recompute seq/prev and every session's sseq/sprev after lines were
  * removed or edited, as someone without any key can. */
-static void rechain(struct lines *ls)
+static void rechain_ex(struct lines *ls, int keep_signed)
 {
     char prev[65] = ZERO64, ids[64][33], sprev[64][65];
     uint64_t sseq[64];
@@ -203,8 +203,11 @@ static void rechain(struct lines *ls)
         json_object_object_add(o, "sseq", json_object_new_uint64(++sseq[s]));
         json_object_object_add(o, "prev", json_object_new_string(prev));
         json_object_object_add(o, "sprev", json_object_new_string(sprev[s]));
-        if (strcmp(field_str(o, "op"), "checkpoint") == 0)
+        if (!keep_signed && strcmp(field_str(o, "op"), "checkpoint") == 0) {
             json_object_object_add(o, "signed_hash", json_object_new_string(sprev[s]));
+            if (field_int(o, "v") >= 5)   /* the line just before, as in format 4 */
+                json_object_object_add(o, "signed_sseq", json_object_new_uint64(sseq[s] - 1));
+        }
         txt = json_object_to_json_string_length(o, JSON_C_TO_STRING_PLAIN |
                                                 JSON_C_TO_STRING_NOSLASHESCAPE, &len);
         free(ls->l[i]);
@@ -213,6 +216,11 @@ static void rechain(struct lines *ls)
         memcpy(sprev[s], prev, 65);
         json_object_put(o);
     }
+}
+
+static void rechain(struct lines *ls)
+{
+    rechain_ex(ls, 0);
 }
 
 /* ---------- cases ---------- */
@@ -345,28 +353,63 @@ static void test_signed_session_verifies(void)
     remove_scratch();
 }
 
-/* Re-sign the checkpoint at idx with key (naming account, if given). */
-static void resign_checkpoint(struct lines *ls, size_t idx, EVP_PKEY *key, const char *account)
+/* What a checkpoint line signs (docs/format-audit.md): format 5 names the
+ * line signed, format 3 and 4 sign the line before. */
+static char *checkpoint_msg(json_object *o)
 {
-    json_object *o = json_tokener_parse(ls->l[idx]);
-    char *msg = NULL, hex[1024];
+    char *msg = NULL;
+
+    int n = field_int(o, "v") >= 5
+            ? asprintf(&msg, "pactfs audit session checkpoint v5\n%s\n%s\n%lld\n%s", VAULT,
+                       field_str(o, "session"), (long long)field_int(o, "signed_sseq"),
+                       field_str(o, "signed_hash"))
+            : asprintf(&msg, "pactfs audit session checkpoint v3\n%s\n%s\n%s", VAULT,
+                       field_str(o, "session"), field_str(o, "signed_hash"));
+
+    if (n < 0)
+        abort();
+    return msg;
+}
+
+/* Sign checkpoint o with key into its "sig" (as_v3: by the format 3 rule). */
+static void sign_into(json_object *o, EVP_PKEY *key, int as_v3)
+{
+    char *msg, hex[1024];
     uint8_t *sig = NULL;
     size_t siglen = 0;
 
-    REQUIRE(o && strcmp(field_str(o, "op"), "checkpoint") == 0);
-    REQUIRE(asprintf(&msg, "pactfs audit session checkpoint v3\n%s\n%s\n%s", VAULT,
-                     field_str(o, "session"), field_str(o, "signed_hash")) > 0);
-    REQUIRE(sig_sign(key, msg, strlen(msg), &sig, &siglen) == 0);
+    if (as_v3)
+        json_object_object_add(o, "v", json_object_new_int(3));
+    msg = checkpoint_msg(o);
+    if (as_v3)
+        json_object_object_add(o, "v", json_object_new_int(AUDIT_FORMAT));
+    if (sig_sign(key, msg, strlen(msg), &sig, &siglen) != 0)
+        abort();
     hex_encode(sig, siglen, hex);
-    if (account)
-        json_object_object_add(o, "account", json_object_new_string(account));
     json_object_object_add(o, "sig", json_object_new_string(hex));
+    free(sig);
+    free(msg);
+}
+
+/* Line idx becomes o's text (o released). */
+static void line_replace(struct lines *ls, size_t idx, json_object *o)
+{
     free(ls->l[idx]);
     ls->l[idx] = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN |
                                                        JSON_C_TO_STRING_NOSLASHESCAPE));
     json_object_put(o);
-    free(sig);
-    free(msg);
+}
+
+/* Re-sign the checkpoint at idx with key (naming account, if given). */
+static void resign_checkpoint(struct lines *ls, size_t idx, EVP_PKEY *key, const char *account)
+{
+    json_object *o = json_tokener_parse(ls->l[idx]);
+
+    REQUIRE(o && strcmp(field_str(o, "op"), "checkpoint") == 0);
+    sign_into(o, key, 0);
+    if (account)
+        json_object_object_add(o, "account", json_object_new_string(account));
+    line_replace(ls, idx, o);
 }
 
 /* The checkpoint is checked under the session's key, not the signer the
@@ -481,6 +524,215 @@ static void test_stripped_checkpoints_detected(void)
     snprintf(bad, sizeof bad, "%s/stripped.log", scratch);
     lines_write(bad, &ls, 0);
     CHECK(verify_msg_has(bad, NULL, "line 65: more than 64 events of session"));
+    lines_free(&ls);
+    remove_scratch();
+}
+
+/* Set what the checkpoint at idx signs (signed_sseq 0: remove the field,
+ * and sign it by the format 3 rule) and sign it with alice's own key, then
+ * recompute both chains around it (keeping every checkpoint's signed
+ * line): only the place rules can refuse it. */
+static void place_checkpoint(struct lines *ls, size_t idx, int64_t signed_sseq,
+                             const char *signed_hash)
+{
+    json_object *o = json_tokener_parse(ls->l[idx]);
+
+    REQUIRE(o && strcmp(field_str(o, "op"), "checkpoint") == 0);
+    json_object_object_add(o, "signed_hash", json_object_new_string(signed_hash));
+    if (signed_sseq)
+        json_object_object_add(o, "signed_sseq", json_object_new_int64(signed_sseq));
+    else
+        json_object_object_del(o, "signed_sseq");
+    sign_into(o, alice_key, !signed_sseq);
+    line_replace(ls, idx, o);
+    rechain_ex(ls, 1);
+}
+
+static void line_hash_at(const struct lines *ls, size_t idx, char out[65])
+{
+    audit_line_hash(ls->l[idx], strlen(ls->l[idx]), out);
+}
+
+/* Keep the first n lines (a spool cut after a crash). */
+static void lines_truncate(struct lines *ls, size_t n)
+{
+    while (ls->n > n)
+        free(ls->l[--ls->n]);
+}
+
+static void lines_swap(struct lines *ls, size_t i, size_t j)
+{
+    char *l = ls->l[i];
+
+    ls->l[i] = ls->l[j];
+    ls->l[j] = l;
+}
+
+/* A copy of ls with the checkpoint at idx signing line signed_sseq (0: by
+ * the format 3 rule) whose hash is that of line hash_idx of ls (or of
+ * foreign bytes, hash_idx -1), written to path; verified against needle
+ * (NULL: must verify). */
+static int placed_verdict(const struct lines *ls, const char *path, size_t keep, size_t idx,
+                          int64_t signed_sseq, int hash_idx, const char *needle)
+{
+    struct lines t;
+    char h[65];
+    int ok;
+
+    lines_copy(&t, ls);
+    lines_truncate(&t, keep);
+    if (hash_idx < 0)
+        audit_line_hash("not a line of this spool", 24, h);
+    else
+        line_hash_at(&t, (size_t)hash_idx, h);
+    place_checkpoint(&t, idx, signed_sseq, h);
+    lines_write(path, &t, 0);
+    lines_free(&t);
+    if (needle)
+        return verify_msg_has(path, root_fp, needle);
+    ok = audit_verify(path, root_fp, NULL, NULL, NULL) == 0;
+    if (!ok)
+        printf("# %s\n", pfs_err_msg());
+    return ok;
+}
+
+/* Format 5: a checkpoint names the line of its session it signs.  It may
+ * sign an earlier line than the one before it (that is how the sealer signs
+ * off the append path), but only a line of its own session's chain, after
+ * the last line signed and before itself.  Each bad case below carries a
+ * good signature by the session's own key, so only that rule refuses it. */
+static void test_misplaced_checkpoints_refused(void)
+{
+    char path[128], bad[160];
+    struct lines ls, t;
+
+    make_scratch();
+    spool_path(path, sizeof path, "audit.log");
+    snprintf(bad, sizeof bad, "%s/bad.log", scratch);
+    write_signed_spool(path);
+    /* lines: 1 start, 2 cp(1), 3-5 events, 6 cp(5), 7-9 events, 10 cp(9), ... */
+    lines_read(path, &ls);
+    REQUIRE(ls.n >= 17 && line_is(ls.l[5], "checkpoint") && line_is(ls.l[9], "checkpoint"));
+    CHECK(strstr(ls.l[5], "\"signed_sseq\":5,") != NULL);
+    /* control: re-signed in place by alice, the spool verifies (cut after
+     * line 8: the later checkpoints signed the original line 6) */
+    CHECK(placed_verdict(&ls, bad, 8, 5, 5, 4, NULL));
+    /* a checkpoint may sign an earlier line: line 6 moved after line 7 */
+    lines_copy(&t, &ls);
+    lines_truncate(&t, 8);
+    lines_swap(&t, 5, 6);
+    rechain_ex(&t, 1);
+    lines_write(bad, &t, 0);
+    lines_free(&t);
+    CHECK(audit_verify(bad, root_fp, NULL, NULL, NULL) == 0);
+    /* signed_hash naming a line that is not in the chain, or another line
+     * of the chain than the one it claims */
+    CHECK(placed_verdict(&ls, bad, ls.n, 5, 5, -1, "line 6: checkpoint signs a different chain "
+                         "(signed_hash is not the hash of line sseq 5"));
+    CHECK(placed_verdict(&ls, bad, ls.n, 5, 5, 3, "line 6: checkpoint signs a different chain"));
+    /* covering lines after it, or itself */
+    CHECK(placed_verdict(&ls, bad, ls.n, 5, 7, 6, "line 6: checkpoint signs line sseq 7 of "));
+    CHECK(placed_verdict(&ls, bad, ls.n, 5, 6, 4, "line 6: checkpoint signs line sseq 6 of "));
+    /* signing again a line already signed (line 10 naming line 5) */
+    CHECK(placed_verdict(&ls, bad, ls.n, 9, 5, 4, "line 10: checkpoint signs line sseq 5 of "));
+    CHECK(verify_msg_has(bad, root_fp, "its last signed line (sseq 5)"));
+    /* a format 5 checkpoint without signed_sseq, signed by the format 3 rule */
+    CHECK(placed_verdict(&ls, bad, ls.n, 5, 0, 4, "line 6: format 5 checkpoint lacks "
+                         "signed_sseq"));
+    /* the closing checkpoint must sign the session-end */
+    REQUIRE(line_is(ls.l[ls.n - 2], "session-end"));
+    CHECK(placed_verdict(&ls, bad, ls.n, ls.n - 1, (int64_t)ls.n - 2, (int)ls.n - 3,
+                         "does not sign the session-end"));
+    lines_free(&ls);
+    remove_scratch();
+}
+
+/* Trails of earlier builds (format 4: every checkpoint signs the line just
+ * before it, under the v3 label) still verify, and are continued by
+ * format 5 sessions. */
+static void test_format4_signed_spool_still_verifies(void)
+{
+    struct audit_verify_result res;
+    char path[128], bad[160];
+    struct lines ls, t;
+    struct audit *a;
+
+    make_scratch();
+    spool_path(path, sizeof path, "audit.log");
+    write_signed_spool(path);
+    lines_read(path, &ls);
+    for (size_t i = 0; i < ls.n; i++) {
+        json_object *o = json_tokener_parse(ls.l[i]);
+
+        json_object_object_add(o, "v", json_object_new_int(4));
+        json_object_object_del(o, "signed_sseq");
+        free(ls.l[i]);
+        ls.l[i] = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN |
+                                                        JSON_C_TO_STRING_NOSLASHESCAPE));
+        json_object_put(o);
+    }
+    rechain(&ls);
+    for (size_t i = 0; i < ls.n; i++)
+        if (line_is(ls.l[i], "checkpoint")) {
+            resign_checkpoint(&ls, i, alice_key, NULL);
+            rechain(&ls);
+        }
+    lines_write(path, &ls, 0);
+    CHECK(audit_verify(path, root_fp, NULL, NULL, &res) == 0);
+    CHECK_EQ_INT(res.events, ls.n);
+    /* a format 4 checkpoint signs the line before it, nothing else */
+    lines_copy(&t, &ls);
+    lines_swap(&t, 5, 6);
+    rechain_ex(&t, 1);
+    snprintf(bad, sizeof bad, "%s/bad.log", scratch);
+    lines_write(bad, &t, 0);
+    CHECK(verify_msg_has(bad, root_fp, "line 7: checkpoint signs a different chain "
+                         "(signed_hash differs from sprev)"));
+    lines_free(&t);
+    REQUIRE((a = open_alice(path)));
+    for (int i = 0; i < 100; i++)
+        CHECK(audit_event(a, NULL, "open", "/new", 0, 0) == 0);
+    audit_close(a);
+    CHECK(audit_verify(path, root_fp, NULL, NULL, &res) == 0);
+    CHECK_EQ_INT(res.sessions, 2);
+    lines_free(&ls);
+    remove_scratch();
+}
+
+/* The sealer signs in the background: events go on being appended while
+ * it signs, so checkpoints sign an earlier line than the one before them,
+ * and still no more than AUDIT_SEAL_EVERY events stand unsigned. */
+static void test_checkpoints_signed_off_the_append_path(void)
+{
+    char path[128];
+    struct lines ls;
+    struct audit *a;
+    int checkpoints = 0, earlier = 0;
+
+    make_scratch();
+    spool_path(path, sizeof path, "audit.log");
+    REQUIRE((a = open_alice(path)));
+    CHECK(audit_set_group_commit(a, AUDIT_COMMIT_MS) == 0);
+    for (int i = 0; i < 2000; i++) {    /* an operation's own work between events */
+        CHECK(audit_event(a, NULL, "open", "/busy", 0, 0) == 0);
+        usleep(50);
+    }
+    audit_close(a);
+    CHECK(audit_verify(path, root_fp, NULL, NULL, NULL) == 0);
+    lines_read(path, &ls);
+    for (size_t i = 0; i < ls.n; i++) {
+        json_object *o = json_tokener_parse(ls.l[i]);
+
+        if (strcmp(field_str(o, "op"), "checkpoint") == 0) {
+            checkpoints++;
+            CHECK(field_int(o, "signed_sseq") < field_int(o, "sseq"));
+            earlier += field_int(o, "signed_sseq") < field_int(o, "sseq") - 1;
+        }
+        json_object_put(o);
+    }
+    printf("# %d checkpoints, %d signed an earlier line\n", checkpoints, earlier);
+    CHECK(checkpoints >= 2000 / 64);
+    CHECK(earlier > 0);
     lines_free(&ls);
     remove_scratch();
 }
@@ -925,6 +1177,9 @@ int main(void)
     RUN(test_other_account_cannot_sign);
     RUN(test_tampering_detected);
     RUN(test_stripped_checkpoints_detected);
+    RUN(test_misplaced_checkpoints_refused);
+    RUN(test_format4_signed_spool_still_verifies);
+    RUN(test_checkpoints_signed_off_the_append_path);
     RUN(test_sealed_within_a_second);
     RUN(test_unsigned_session_limit);
     RUN(test_interleaved_sessions);
