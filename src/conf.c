@@ -309,9 +309,11 @@ static bool is_power_of_two(uint64_t v)
 static int load_coding(const struct loader *ld, const config_setting_t *root,
                        struct pactfs_conf *c)
 {
-    static const char *const known[] = { "k", "m", "chunk_size", "min_write_fragments", NULL };
+    static const char *const known[] = { "k", "m", "chunk_size", "min_write_fragments",
+                                         "pack_max", "pack_grace", NULL };
     const config_setting_t *g = config_setting_get_member(root, "coding");
     uint64_t k = c->k, m = c->m, chunk = c->chunk_size, wmin = 0;
+    uint64_t pack_max = c->pack_max, grace = c->pack_grace_s;
     int rc;
 
     if (!g)
@@ -325,7 +327,11 @@ static int load_coding(const struct loader *ld, const config_setting_t *root,
                        "chunk_size must be a power of two from 65536 (64 KiB) to 16777216 (16 MiB)",
                        &chunk)) ||
         (rc = get_uint(ld, g, "min_write_fragments", 0, EC_MAX_FRAGS,
-                       "min_write_fragments must be between k and k + m", &wmin)))
+                       "min_write_fragments must be between k and k + m", &wmin)) ||
+        (rc = get_uint(ld, g, "pack_max", 0, CONF_PACK_MAX_LIMIT,
+                       "pack_max must be from 0 (no packs) to 1048576 bytes", &pack_max)) ||
+        (rc = get_uint(ld, g, "pack_grace", 1, 30 * 86400,
+                       "pack_grace must be from 1 to 2592000 seconds (30 days)", &grace)))
         return rc;
     if (wmin && (wmin < k || wmin > k + m))
         return conf_fail(ld, config_setting_get_member(g, "min_write_fragments"), -EINVAL,
@@ -344,6 +350,8 @@ static int load_coding(const struct loader *ld, const config_setting_t *root,
     c->m = (unsigned)m;
     c->min_write_fragments = (unsigned)wmin;
     c->chunk_size = (uint32_t)chunk;
+    c->pack_max = (uint32_t)pack_max;
+    c->pack_grace_s = (uint32_t)grace;
     return 0;
 }
 
@@ -748,6 +756,8 @@ void conf_defaults(struct pactfs_conf *c)
     c->k = 2;
     c->m = 1;
     c->chunk_size = 1024u * 1024u;
+    c->pack_max = CONF_PACK_MAX_DEFAULT;
+    c->pack_grace_s = CONF_PACK_GRACE_DEFAULT_S;
     c->cache_mib = 256;
     c->dirty_mib = 256;
     c->meta_lease_s = 30;
@@ -906,6 +916,10 @@ static void fill_coding(struct writer *w, config_setting_t *g, const struct pact
     add_int(w, g, "chunk_size", c->chunk_size);
     if (c->min_write_fragments)
         add_int(w, g, "min_write_fragments", c->min_write_fragments);
+    if (c->pack_max != CONF_PACK_MAX_DEFAULT)
+        add_int(w, g, "pack_max", c->pack_max);
+    if (c->pack_grace_s != CONF_PACK_GRACE_DEFAULT_S)
+        add_int(w, g, "pack_grace", c->pack_grace_s);
 }
 
 static void fill_endpoints(struct writer *w, config_setting_t *l, const struct pactfs_conf *c)

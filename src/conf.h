@@ -30,6 +30,11 @@ struct endpoint_conf {
     struct tls_conf tls;
 };
 
+/* coding.pack_max and coding.pack_grace defaults (docs/config.md). */
+#define CONF_PACK_MAX_DEFAULT 65536u
+#define CONF_PACK_GRACE_DEFAULT_S 86400u
+#define CONF_PACK_MAX_LIMIT (1024u * 1024u)
+
 struct pactfs_conf {
     char *file;             /* absolute path of the file this came from */
     char *dir;              /* its directory */
@@ -41,6 +46,9 @@ struct pactfs_conf {
     unsigned k, m;
     unsigned min_write_fragments; /* fewest fragments a write stores (k..k+m); 0: k */
     uint32_t chunk_size;    /* bytes, power of two, 64 KiB .. 16 MiB */
+    uint32_t pack_max;      /* chunks sealed to at most this many bytes share pack
+                               objects (0: never); default CONF_PACK_MAX_DEFAULT */
+    uint32_t pack_grace_s;  /* a pack no record names is deleted this long after */
     unsigned n_endpoints;
     struct endpoint_conf endpoints[EC_MAX_FRAGS];
 

@@ -324,6 +324,12 @@ static int guard_get_into(struct store *s, const char *name, void *buf, size_t l
                                   : get_into_by_get(in_, name, buf, len), -ENOENT);
 }
 
+static int guard_get_range(struct store *s, const char *name, uint64_t off, void *buf,
+                           size_t len)
+{
+    GUARDED(s, store_get_range(in_, name, off, buf, len), -ENOENT);
+}
+
 static int guard_del(struct store *s, const char *name)
 {
     GUARDED(s, store_del(in_, name), offline_refusal(s));
@@ -373,6 +379,7 @@ static const struct store_ops guard_ops = {
     .space = guard_space,
     .close = guard_close,
     .get_into = guard_get_into,
+    .get_range = guard_get_range,
     .put_new = guard_put_new,
 };
 

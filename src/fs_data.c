@@ -42,6 +42,7 @@
 #define SYNC_PERIOD_MS 1000
 #define REPAIR_PERIOD_MS 5000
 #define FILE_HEAD_PERIOD_MS 5000
+#define PACK_SWEEP_PERIOD_MS 600000   /* a gc pass for free packs, at least this often */
 #define COMMIT_CONFLICT 1       /* commit_meta: another version was committed
                                    since this mount's changes began */
 #define COMMIT_REKEYED 2        /* commit_meta: the file got a fresh DEK
@@ -2630,7 +2631,7 @@ int fs_data_gc_run(struct fs *fs)
 {
     const struct gc_lock lk = { gc_meta_lock, gc_meta_unlock, fs };
 
-    return gc_run(fs->v->meta, fs->v->ol, &lk, NULL);
+    return gc_run(fs->v->meta, fs->v->ol, &lk, fs->v->conf.pack_grace_s, NULL);
 }
 
 /* ---- degraded writes and their repair ---- */
@@ -3004,7 +3005,12 @@ static void *syncer_main(void *arg)
             gc_queue_job(d);
         if (++ticks % (FILE_HEAD_PERIOD_MS / SYNC_PERIOD_MS) == 0)
             fs_data_file_head_advance(fs);
+        if (ticks % (PACK_SWEEP_PERIOD_MS / SYNC_PERIOD_MS) == 0 && !fs->opt.read_only)
+            gc_queue_job(d);   /* free packs whose grace ran out (gc_sweep_packs) */
         if (ticks % (REPAIR_PERIOD_MS / SYNC_PERIOD_MS) == 0) {
+            /* packs that failed to be written: retried even if nothing else syncs */
+            if (object_layer_packs_waiting(fs->v->ol) && object_layer_sync(fs->v->ol) < 0)
+                log_warning("small files' data still waits for an endpoint: %s", pfs_err_msg());
             if (__atomic_load_n(&d->health.repair_queue, __ATOMIC_RELAXED))
                 repairs_run(fs);
             if (__atomic_load_n(&d->nstuck, __ATOMIC_RELAXED))

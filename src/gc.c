@@ -3,6 +3,8 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
+#include <time.h>
 
 #include "error.h"
 #include "gc.h"
@@ -43,9 +45,10 @@ static int gc_collect(void *arg, uint64_t id, const struct chunk_ref *r)
 }
 
 /* The listed entries (their fragments are gone) leave the queue in one
- * transaction; an entry already gone is not an error. */
+ * transaction, and the packs they named go on the free list if no record
+ * names them any more; an entry already gone is not an error. */
 static int gc_mark_done(struct meta *m, const struct gc_lock *lk, const uint64_t *ids,
-                        unsigned n)
+                        const struct chunk_ref *const *refs, unsigned n)
 {
     if (n == 0)
         return 0;
@@ -56,6 +59,9 @@ static int gc_mark_done(struct meta *m, const struct gc_lock *lk, const uint64_t
         if (r == -ENOENT)
             r = 0;
     }
+    for (unsigned i = 0; r == 0 && i < n; i++)
+        if (refs[i]->packed)
+            r = meta_pack_release(m, refs[i]->pack, PACK_ID_LEN);
     if (r == 0)
         r = meta_commit(m);
     else
@@ -67,10 +73,11 @@ static int gc_mark_done(struct meta *m, const struct gc_lock *lk, const uint64_t
 }
 
 int gc_run(struct meta *m, struct object_layer *ol, const struct gc_lock *lk,
-           uint64_t *deleted)
+           uint32_t pack_grace_s, uint64_t *deleted)
 {
     struct gc_batch *b = malloc(sizeof *b);
     uint64_t *done_ids = malloc(GC_BATCH * sizeof *done_ids);
+    const struct chunk_ref *done_refs[GC_BATCH];
     int rc = 0;
 
     if (deleted)
@@ -103,9 +110,10 @@ int gc_run(struct meta *m, struct object_layer *ol, const struct gc_lock *lk,
                     rc = r;
                 continue;
             }
+            done_refs[done] = &b->refs[i];
             done_ids[done++] = b->ids[i];
         }
-        r = gc_mark_done(m, lk, done_ids, done);
+        r = gc_mark_done(m, lk, done_ids, done_refs, done);
         if (r < 0 && rc == 0)
             rc = r;
         if (r == 0 && deleted)
@@ -115,5 +123,85 @@ int gc_run(struct meta *m, struct object_layer *ol, const struct gc_lock *lk,
     }
     free(done_ids);
     free(b);
+    int rs = gc_sweep_packs(m, ol, lk, pack_grace_s, NULL);
+    return rc ? rc : rs;
+}
+
+struct pack_batch {
+    uint8_t ids[GC_BATCH][PACK_ID_LEN];
+    unsigned n;
+};
+
+static int pack_collect(void *arg, const uint8_t *pack, size_t len)
+{
+    struct pack_batch *b = arg;
+
+    if (b->n >= GC_BATCH)
+        return 1;
+    if (len != PACK_ID_LEN)   /* altered: nothing of ours; dropped below */
+        memset(b->ids[b->n], 0, PACK_ID_LEN);
+    else
+        memcpy(b->ids[b->n], pack, PACK_ID_LEN);
+    b->n++;
+    return 0;
+}
+
+/* Take one pack off the free list; 0 or -errno. */
+static int free_pack_forget(struct meta *m, const struct gc_lock *lk, const uint8_t *id)
+{
+    gc_lock(lk);
+    int r = meta_begin(m);
+    if (r == 0)
+        r = meta_free_pack_delete(m, id, PACK_ID_LEN);
+    if (r == 0)
+        r = meta_commit(m);
+    else
+        meta_rollback(m);
+    gc_unlock(lk);
+    return r;
+}
+
+int gc_sweep_packs(struct meta *m, struct object_layer *ol, const struct gc_lock *lk,
+                   uint32_t pack_grace_s, uint64_t *deleted)
+{
+    static const uint8_t zero[PACK_ID_LEN];
+    int64_t before = (int64_t)time(NULL) - pack_grace_s;
+    struct pack_batch b;
+    int rc = 0;
+
+    if (deleted)
+        *deleted = 0;
+    /* one batch per run: the list is short, and the next run goes on */
+    b.n = 0;
+    gc_lock(lk);
+    int r = meta_free_packs_list(m, before, GC_BATCH, pack_collect, &b);
+    if (r == 0 && b.n)   /* the releases must be on disk before packs go */
+        r = meta_sync(m);
+    gc_unlock(lk);
+    if (r < 0)
+        return r;
+    for (unsigned i = 0; i < b.n; i++) {
+        const uint8_t *id = b.ids[i];
+        int referenced = 1;
+        if (memcmp(id, zero, PACK_ID_LEN) == 0)
+            continue;
+        if ((int64_t)object_pack_time(id) > before)
+            continue;   /* made within the grace: a writer may not have committed yet */
+        gc_lock(lk);
+        r = meta_pack_referenced(m, id, PACK_ID_LEN, &referenced);
+        gc_unlock(lk);
+        if (r == 0 && !referenced)
+            r = object_delete_pack(ol, id);
+        if (r == 0)
+            r = free_pack_forget(m, lk, id);
+        if (r < 0) {
+            log_error("cannot delete a free pack: %s", pfs_err_msg());
+            if (rc == 0)
+                rc = r;
+            continue;
+        }
+        if (!referenced && deleted)
+            (*deleted)++;
+    }
     return rc;
 }

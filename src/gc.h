@@ -27,6 +27,17 @@ struct gc_lock {
  * deleted.  0 when the queue was emptied, else a negative errno (the
  * first failure). */
 int gc_run(struct meta *m, struct object_layer *ol, const struct gc_lock *lk,
-           uint64_t *deleted);
+           uint32_t pack_grace_s, uint64_t *deleted);
+
+/* Packs (docs/format-objects.md): a queue entry of a packed chunk removes
+ * only its standalone (repaired) fragments; when it leaves the queue, its
+ * pack goes on the free list if no record names the pack any more.  Then
+ * gc_run deletes each pack on the free list for more than pack_grace_s
+ * seconds whose id was also made that long ago, if still no record names
+ * it (one found again is taken off the list).  The grace covers a pack
+ * made durable whose other chunks are not committed yet: a writer that
+ * commits more than pack_grace_s after writing a pack may find it gone. */
+int gc_sweep_packs(struct meta *m, struct object_layer *ol, const struct gc_lock *lk,
+                   uint32_t pack_grace_s, uint64_t *deleted);
 
 #endif

@@ -93,6 +93,19 @@ int meta_chunk_row_decode(const struct meta_chunk_row *row, struct chunk_ref *ou
         return pfs_err(-EBADMSG, "metadata store: a chunk record's checksum column is %zu "
                        "bytes, expected %zu; the database was altered or is corrupt",
                        row->sums_len, meta_chunk_sums_len(out));
+    if (row->pack_len == 0 && row->pack_offs_len == 0)
+        return 0;
+    unsigned nf = (unsigned)out->k + out->m;
+    if (row->pack_len != PACK_ID_LEN || row->pack_offs_len != 4 * (size_t)nf)
+        return pfs_err(-EBADMSG, "metadata store: a chunk record's pack columns are %zu and %zu "
+                       "bytes, expected %d and %u; the database was altered or is corrupt",
+                       row->pack_len, row->pack_offs_len, PACK_ID_LEN, 4 * nf);
+    const uint8_t *o = row->pack_offs;
+    out->packed = 1;
+    memcpy(out->pack, row->pack, PACK_ID_LEN);
+    for (unsigned i = 0; i < nf; i++, o += 4)
+        out->pack_offs[i] = (uint32_t)o[0] << 24 | (uint32_t)o[1] << 16 |
+                            (uint32_t)o[2] << 8 | o[3];
     return 0;
 }
 

@@ -32,7 +32,7 @@
 #include "object.h"
 
 #define META_ROOT_INO 1          /* the mount's root: virtual, lists folders */
-#define META_SCHEMA_VERSION 3
+#define META_SCHEMA_VERSION 4
 #define META_BIND_MAX 64         /* bytes of a directory entry's binding */
 #define META_COMMIT_MAX 64       /* bytes of a file's commitment record */
 #define META_NAME_MAX 512        /* bytes of an encrypted name */
@@ -259,6 +259,19 @@ int meta_chunk_max_version(struct meta *m, uint64_t ino, uint64_t idx, uint64_t 
 int meta_gc_list(struct meta *m, unsigned limit,
                  int (*cb)(void *arg, uint64_t id, const struct chunk_ref *r), void *arg);
 int meta_gc_done(struct meta *m, uint64_t id);
+
+/* ---- packs (docs/format-objects.md): objects holding many chunks' fragments ---- */
+/* If no chunk record and no deletion queue entry names the pack any more,
+ * put it on the free list (since now); else nothing. */
+int meta_pack_release(struct meta *m, const uint8_t *pack, size_t len);
+/* Packs on the free list since before `before` (unix seconds), oldest
+ * first, at most limit; cb returns nonzero to stop. */
+int meta_free_packs_list(struct meta *m, int64_t before, unsigned limit,
+                         int (*cb)(void *arg, const uint8_t *pack, size_t len), void *arg);
+/* Whether a chunk record or a deletion queue entry names the pack. */
+int meta_pack_referenced(struct meta *m, const uint8_t *pack, size_t len, int *referenced);
+/* Take the pack off the free list (its objects are deleted, or it is in use). */
+int meta_free_pack_delete(struct meta *m, const uint8_t *pack, size_t len);
 
 /* ---- extended attributes (name and value already encrypted) ---- */
 int meta_xattr_set(struct meta *m, uint64_t ino, const uint8_t *name, size_t nlen,

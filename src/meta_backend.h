@@ -116,6 +116,8 @@ struct meta_chunk_row {
     int64_t version, plain_len, sealed_len, k, m, rotation;
     const void *sums;
     size_t sums_len;
+    const void *pack, *pack_offs;     /* both empty: not packed */
+    size_t pack_len, pack_offs_len;
 };
 
 /* Check a row from the (untrusted) store and fill *out: -EBADMSG with a

@@ -373,15 +373,16 @@ static void pg_close(void *db)
 #define PG_CHUNK_PUT \
     "WITH old AS (SELECT " CHUNK_COLS " FROM chunks WHERE ino = ?1 AND idx = ?2)," \
     " queued AS (INSERT INTO gc_queue (" CHUNK_COLS ", queued) SELECT " CHUNK_COLS "," \
-    " ?11::bigint FROM old)," \
+    " ?13::bigint FROM old)," \
     " ver AS (INSERT INTO chunk_versions (ino, idx, max_version) VALUES (?1, ?2, ?4)" \
     " ON CONFLICT (ino, idx) DO UPDATE SET" \
     " max_version = GREATEST(chunk_versions.max_version, EXCLUDED.max_version))" \
     " INSERT INTO chunks (ino, idx, " CHUNK_COLS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8," \
-    " ?9, ?10) ON CONFLICT (ino, idx) DO UPDATE SET chunk_id = EXCLUDED.chunk_id," \
+    " ?9, ?10, ?11, ?12) ON CONFLICT (ino, idx) DO UPDATE SET chunk_id = EXCLUDED.chunk_id," \
     " version = EXCLUDED.version, plain_len = EXCLUDED.plain_len," \
     " sealed_len = EXCLUDED.sealed_len, k = EXCLUDED.k, m = EXCLUDED.m," \
-    " rotation = EXCLUDED.rotation, sums = EXCLUDED.sums"
+    " rotation = EXCLUDED.rotation, sums = EXCLUDED.sums, pack = EXCLUDED.pack," \
+    " pack_offs = EXCLUDED.pack_offs"
 
 /* The chunks at or after ?2 to the deletion queue, in idx order. */
 #define PG_CHUNKS_TO_GC \

@@ -90,6 +90,17 @@ static const char *const migrations[META_SCHEMA_VERSION] = {
     " start_off {INT} NOT NULL, end_off {INT} NOT NULL, pid {INT} NOT NULL);"
     "CREATE INDEX locks_by_ino ON locks(ino);"
     "{CHANGE_TRIGGERS}",
+    /* 3 -> 4: packs (docs/format-objects.md) -- a small chunk's fragments
+     * live in a shared pack object: its id and each fragment's offset (u32
+     * BE each; both empty for a standalone chunk), and the free list of packs
+     * no record names any more, deleted by the gc after a grace period */
+    "ALTER TABLE chunks ADD COLUMN pack {BLOB} NOT NULL DEFAULT {EMPTY_BLOB};"
+    "ALTER TABLE chunks ADD COLUMN pack_offs {BLOB} NOT NULL DEFAULT {EMPTY_BLOB};"
+    "ALTER TABLE gc_queue ADD COLUMN pack {BLOB} NOT NULL DEFAULT {EMPTY_BLOB};"
+    "ALTER TABLE gc_queue ADD COLUMN pack_offs {BLOB} NOT NULL DEFAULT {EMPTY_BLOB};"
+    "CREATE INDEX chunks_by_pack ON chunks(pack) WHERE length(pack) > 0;"
+    "CREATE INDEX gc_queue_by_pack ON gc_queue(pack) WHERE length(pack) > 0;"
+    "CREATE TABLE free_packs (pack {BLOB} PRIMARY KEY, since {INT} NOT NULL);",
 };
 
 /* ---- statements ---- */
@@ -120,6 +131,7 @@ enum st {
     ST_LOCK_CONFLICT, ST_LOCK_MINE, ST_LOCK_DELETE, ST_LOCK_INSERT, ST_LOCK_RELEASE,
     ST_HOLD_ADD, ST_HOLD_DROP, ST_HOLD_UNHELD, ST_ORPHANS_UNHELD,
     ST_COMMITMENT_LIST,
+    ST_PACK_RELEASE, ST_FREE_PACKS_LIST, ST_PACK_REFERENCED, ST_FREE_PACK_DELETE,
     ST_COUNT
 };
 
@@ -193,11 +205,12 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_DIRENT_COUNT] = "SELECT count(*) FROM dirents WHERE parent = ?1",
     [ST_CHUNK_GET] = "SELECT " CHUNK_COLS " FROM chunks WHERE ino = ?1 AND idx = ?2",
     [ST_CHUNK_UPSERT] = "INSERT INTO chunks (ino, idx, " CHUNK_COLS ") VALUES"
-                        " (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+                        " (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
                         " ON CONFLICT (ino, idx) DO UPDATE SET chunk_id = excluded.chunk_id,"
                         " version = excluded.version, plain_len = excluded.plain_len,"
                         " sealed_len = excluded.sealed_len, k = excluded.k, m = excluded.m,"
-                        " rotation = excluded.rotation, sums = excluded.sums",
+                        " rotation = excluded.rotation, sums = excluded.sums,"
+                        " pack = excluded.pack, pack_offs = excluded.pack_offs",
     [ST_CHUNK_LIST_INO] = "SELECT ino, idx, " CHUNK_COLS " FROM chunks WHERE ino = ?1"
                           " ORDER BY idx",
     [ST_CHUNK_LIST_ALL] = "SELECT ino, idx, " CHUNK_COLS " FROM chunks ORDER BY ino, idx",
@@ -286,6 +299,17 @@ static const char *const stmt_sql[ST_COUNT] = {
     /* the signed file head (file_head.h): every stored commitment */
     [ST_COMMITMENT_LIST] = "SELECT ino, commitment FROM inodes WHERE length(commitment) > 0"
                            " ORDER BY ino",
+    /* packs: freed only when no chunk record or queue entry names them */
+    [ST_PACK_RELEASE] = "INSERT INTO free_packs (pack, since) SELECT ?1, CAST(?2 AS {INT})"
+                        " WHERE NOT EXISTS (SELECT 1 FROM chunks WHERE pack = ?1)"
+                        " AND NOT EXISTS (SELECT 1 FROM gc_queue WHERE pack = ?1)"
+                        " ON CONFLICT DO NOTHING",
+    [ST_FREE_PACKS_LIST] = "SELECT pack FROM free_packs WHERE since <= ?1 ORDER BY since"
+                           " LIMIT ?2",
+    [ST_PACK_REFERENCED] = "SELECT CAST(CASE WHEN EXISTS (SELECT 1 FROM chunks WHERE pack = ?1)"
+                           " OR EXISTS (SELECT 1 FROM gc_queue WHERE pack = ?1) THEN 1 ELSE 0"
+                           " END AS {INT})",
+    [ST_FREE_PACK_DELETE] = "DELETE FROM free_packs WHERE pack = ?1",
 };
 
 #define DIRENT_PAGE 256
@@ -1427,6 +1451,8 @@ static int read_chunk(struct q *q, int first, struct chunk_ref *out)
     row.m = col_i64(q, first + 5);
     row.rotation = col_i64(q, first + 6);
     row.sums = col_blob(q, first + 7, &row.sums_len);
+    row.pack = col_blob(q, first + 8, &row.pack_len);
+    row.pack_offs = col_blob(q, first + 9, &row.pack_offs_len);
     if (q->st->bad)
         return row_status(q, "chunk");
     return meta_chunk_row_decode(&row, out);
@@ -1464,8 +1490,10 @@ static int sql_chunk_max_version(struct meta *m, uint64_t ino, uint64_t idx,
     return rc;
 }
 
-/* ino, idx and the CHUNK_COLS as parameters 1..10. */
-static void bind_chunk(struct q *q, uint64_t ino, uint64_t idx, const struct chunk_ref *r)
+/* ino, idx and the CHUNK_COLS as parameters 1..12; offs holds the encoded
+ * pack offsets until the statement has run (bindings are not copied). */
+static void bind_chunk(struct q *q, uint64_t ino, uint64_t idx, const struct chunk_ref *r,
+                       uint8_t offs[4 * EC_MAX_FRAGS])
 {
     q_u64(q, 1, ino);
     q_u64(q, 2, idx);
@@ -1477,6 +1505,15 @@ static void bind_chunk(struct q *q, uint64_t ino, uint64_t idx, const struct chu
     q_i64(q, 8, r->m);
     q_i64(q, 9, r->rotation);
     q_blob(q, 10, r->sums, meta_chunk_sums_len(r));
+    unsigned nf = (unsigned)r->k + r->m;
+    for (unsigned i = 0; r->packed && i < nf; i++) {
+        offs[4 * i] = (uint8_t)(r->pack_offs[i] >> 24);
+        offs[4 * i + 1] = (uint8_t)(r->pack_offs[i] >> 16);
+        offs[4 * i + 2] = (uint8_t)(r->pack_offs[i] >> 8);
+        offs[4 * i + 3] = (uint8_t)r->pack_offs[i];
+    }
+    q_blob(q, 11, r->pack, r->packed ? PACK_ID_LEN : 0);
+    q_blob(q, 12, offs, r->packed ? 4 * nf : 0);
 }
 
 static int chunk_write(struct msql *h, enum st id, uint64_t ino, uint64_t idx,
@@ -1487,9 +1524,10 @@ static int chunk_write(struct msql *h, enum st id, uint64_t ino, uint64_t idx,
 
     if (rc)
         return rc;
-    bind_chunk(&q, ino, idx, r);
+    uint8_t offs[4 * EC_MAX_FRAGS];
+    bind_chunk(&q, ino, idx, r, offs);
     if (id == ST_CHUNK_PUT_ONE)
-        q_i64(&q, 11, (int64_t)time(NULL));
+        q_i64(&q, 13, (int64_t)time(NULL));
     return q_run(&q, "chunk put", NULL);
 }
 
@@ -1644,6 +1682,74 @@ static int sql_gc_done(struct meta *m, uint64_t id)
 
     if (rc == 0 && changes == 0)
         rc = pfs_err(-ENOENT, "no deletion queue entry %llu", (unsigned long long)id);
+    return rc;
+}
+
+/* ---- packs ---- */
+
+static int pack_stmt(struct meta *m, enum st id, const uint8_t *pack, size_t len,
+                     const char *what)
+{
+    struct q q;
+    int rc = q_open(H(m), id, &q);
+
+    if (rc)
+        return rc;
+    q_blob(&q, 1, pack, len);
+    if (id == ST_PACK_RELEASE)
+        q_i64(&q, 2, (int64_t)time(NULL));
+    return q_run(&q, what, NULL);
+}
+
+int meta_pack_release(struct meta *m, const uint8_t *pack, size_t len)
+{
+    return pack_stmt(m, ST_PACK_RELEASE, pack, len, "pack release");
+}
+
+int meta_free_pack_delete(struct meta *m, const uint8_t *pack, size_t len)
+{
+    return pack_stmt(m, ST_FREE_PACK_DELETE, pack, len, "free pack delete");
+}
+
+int meta_pack_referenced(struct meta *m, const uint8_t *pack, size_t len, int *referenced)
+{
+    struct q q;
+    int64_t v = 1;
+    int found = 0;
+    int rc = q_open(H(m), ST_PACK_REFERENCED, &q);
+
+    if (rc)
+        return rc;
+    q_blob(&q, 1, pack, len);
+    rc = q_one_i64(&q, "pack references", &v, &found);
+    *referenced = rc != 0 || !found || v != 0;   /* in doubt: in use */
+    return rc;
+}
+
+int meta_free_packs_list(struct meta *m, int64_t before, unsigned limit,
+                         int (*cb)(void *arg, const uint8_t *pack, size_t len), void *arg)
+{
+    struct q q;
+    int rc = q_open(H(m), ST_FREE_PACKS_LIST, &q);
+
+    if (rc)
+        return rc;
+    q_i64(&q, 1, before);
+    q_i64(&q, 2, limit ? (int64_t)limit : INT64_MAX);
+    while ((rc = q_step(&q, "free pack list")) > 0) {
+        size_t len = 0;
+        const uint8_t *p = col_blob(&q, 0, &len);
+        if (q.st->bad) {
+            rc = row_status(&q, "free pack");
+            break;
+        }
+        rc = cb(arg, p, len);
+        if (rc) {
+            rc = meta_cb_result(rc);
+            break;
+        }
+    }
+    q_close(&q);
     return rc;
 }
 

@@ -26,7 +26,8 @@
 #define ENVELOPE_COLS "folder_id, account_id, key_version, rights, granted_by, wrapped"
 #define INODE_COLS "ino, folder_id, mode, uid, gid, nlink, size, rdev, atime_ns, mtime_ns," \
                    " ctime_ns, key_version, wrapped_dek, commitment"
-#define CHUNK_COLS "chunk_id, version, plain_len, sealed_len, k, m, rotation, sums"
+#define CHUNK_COLS "chunk_id, version, plain_len, sealed_len, k, m, rotation, sums, pack," \
+                   " pack_offs"
 
 /* One statement in use.  A driver's own statement struct starts with this
  * header; the driver sets bad when a column read had the wrong type, size
@@ -81,7 +82,7 @@ struct msql_dialect {
     const char *inode_seq_advance;
     /* Optional single-statement forms of multi-table rules (NULL: the
      * shared code runs several statements in a group).  Parameters:
-     * chunk_put: ?1 ino, ?2 idx, ?3..?10 CHUNK_COLS, ?11 now (seconds);
+     * chunk_put: ?1 ino, ?2 idx, ?3..?12 CHUNK_COLS, ?13 now (seconds);
      * chunk_truncate: ?1 ino, ?2 from idx, ?3 now;
      * inode_delete: ?1 ino, ?2 from idx (0), ?3 now (directory entries are
      * checked before). */

@@ -10,6 +10,7 @@
 #include "crypto.h"
 #include "erasure.h"
 #include "error.h"
+#include "log.h"
 #include "object.h"
 #include "store.h"
 #include "workq.h"
@@ -19,7 +20,17 @@
  * AD = "pactfs v1 chunk" || u8 format || u8 alg || u64 ino || u64 idx || u64 version
  * The sealed bytes are zero padded to k * fraglen and split into k data
  * fragments; m parity fragments follow.  Fragment i goes to endpoint
- * (rotation + i) % n as "<chunk id hex>.<i>". */
+ * (rotation + i) % n as "<chunk id hex>.<i>".
+ *
+ * Packs: a chunk sealed to at most pack_max bytes is not written on its own.
+ * Its fragments are appended, in memory, to the open pack, one part per
+ * endpoint (fragment i to the part of endpoint (rotation + i) % n), and the
+ * ref records the pack id and each fragment's offset.  object_layer_sync
+ * writes each part as one object "<pack id hex>.p" and then syncs the
+ * endpoints, so a batch of small files costs one object and one fdatasync
+ * per endpoint instead of one per fragment, and the pack is durable before
+ * the commit that points at it (rule 1 of docs/design-fuse.md).  Each
+ * fragment is still checked by its SHA-256 in the ref. */
 
 #define CHUNK_FORMAT 1
 #define CHUNK_ALG_AES256GCM 1
@@ -28,6 +39,11 @@
 #define CHUNK_SEAL_OVERHEAD (CHUNK_HEADER_LEN + AEAD_OVERHEAD)
 #define JOB_MSG_LEN 256
 #define POOL_MAX_THREADS 32
+/* An open pack takes chunks until it holds this many bytes (all parts);
+ * later small chunks go standalone until the next sync writes it. */
+#define PACK_BYTES_MAX (8u << 20)
+#define PACK_SUFFIX ".p"
+
 
 /* ---- a small I/O pool: fragments of one chunk go to endpoints in parallel ---- */
 
@@ -41,6 +57,9 @@ struct io_job {
     uint8_t *dst;             /* IO_GET: where good bytes go (NULL: check only) */
     size_t len;               /* expected fragment length */
     const uint8_t *want_sum;  /* IO_GET: expected SHA-256 */
+    int ranged;               /* IO_GET: fraglen bytes at off of pack */
+    uint64_t off;
+    char pack[OBJECT_NAME_MAX];
     uint8_t *sum_out;         /* IO_PUT: SHA-256 of what was written */
     int rc;
     char msg[JOB_MSG_LEN];    /* pfs_err text: the slot is per thread */
@@ -58,6 +77,27 @@ struct object_layer {
     struct workq *pool;       /* fragments of one chunk in parallel */
     uint8_t id_lead;          /* first byte of new chunk ids (stats_lock) */
     unsigned id_lead_left;    /* ids still to take it */
+    size_t pack_max;          /* chunks sealed to at most this are packed */
+    pthread_mutex_t pack_lock;  /* open, failed */
+    struct pack *open;        /* being filled by puts */
+    struct pack *failed;      /* written in part: retried by the next sync */
+    pthread_mutex_t sync_lock;  /* one object_layer_sync at a time */
+};
+
+/* A pack being filled or written: one part (growing buffer) per endpoint. */
+struct pack_part {
+    uint8_t *buf;
+    size_t len, cap;
+    int written;              /* stored on its endpoint */
+    int tried;                /* a put was attempted: retry with an atomic put */
+};
+
+struct pack {
+    uint8_t id[PACK_ID_LEN];
+    size_t bytes;             /* all parts */
+    unsigned nchunks;
+    struct pack *next;
+    struct pack_part parts[]; /* n */
 };
 
 /* New chunk ids share their first byte for ID_LEAD_RUN ids in a row: it names
@@ -107,6 +147,38 @@ static int job_get(struct io_job *j)
     return rc;
 }
 
+/* A packed fragment: fraglen bytes at off of the pack's part; a fragment
+ * that is missing or bad there may have been repaired as a standalone
+ * object (j->name), which is tried next. */
+static int job_get_packed(struct io_job *j)
+{
+    uint8_t sum[SHA256_LEN], *tmp = NULL, *dst = j->dst;
+    int rc;
+
+    if (!dst && !(dst = tmp = malloc(j->len ? j->len : 1)))
+        return pfs_err(-ENOMEM, "out of memory reading fragment %s", j->name);
+    rc = store_get_range(j->store, j->pack, j->off, dst, j->len);
+    if (rc == 0) {
+        sha256(dst, j->len, sum);
+        if (crypto_memcmp(sum, j->want_sum, SHA256_LEN) != 0)
+            rc = pfs_err(-EBADMSG, "endpoint %s: fragment %s (at %llu in pack %s) fails its "
+                         "checksum", j->store->desc, j->name, (unsigned long long)j->off,
+                         j->pack);
+    } else if (rc == -ENOENT) {
+        pfs_err(rc, "endpoint %s: fragment %s missing (its pack %s is gone)", j->store->desc,
+                j->name, j->pack);
+    }
+    free(tmp);
+    if (rc == 0 || rc == -ENOMEM)
+        return rc;
+    char why[JOB_MSG_LEN];
+    snprintf(why, sizeof why, "%s", pfs_err_msg());
+    int alt = j->dst && j->store->ops->get_into ? job_get_into(j) : job_get(j);
+    if (alt == -ENOENT)   /* never repaired: the pack's problem is the one to tell */
+        return pfs_err(rc, "%s", why);
+    return alt;
+}
+
 static int64_t now_us(clockid_t clk)
 {
     struct timespec ts;
@@ -154,7 +226,10 @@ static void job_run(struct io_job *j)
                                     : store_put(j->store, j->name, j->src, j->len);
         break;
     case IO_GET:
-        j->rc = j->dst && j->store->ops->get_into ? job_get_into(j) : job_get(j);
+        if (j->ranged)
+            j->rc = job_get_packed(j);
+        else
+            j->rc = j->dst && j->store->ops->get_into ? job_get_into(j) : job_get(j);
         break;
     case IO_DEL:
         j->rc = store_del(j->store, j->name);
@@ -222,8 +297,12 @@ int object_layer_new(struct store **stores, unsigned n, unsigned k, unsigned m,
         return pfs_err(-ENOMEM, "out of memory creating the object layer");
     }
     pthread_mutex_init(&ol->stats_lock, NULL);
+    pthread_mutex_init(&ol->pack_lock, NULL);
+    pthread_mutex_init(&ol->sync_lock, NULL);
     rc = ec_new(k, m, &ol->codec);
     if (rc) {
+        pthread_mutex_destroy(&ol->sync_lock);
+        pthread_mutex_destroy(&ol->pack_lock);
         pthread_mutex_destroy(&ol->stats_lock);
         free(ol->stats);
         free(ol->stores);
@@ -239,12 +318,39 @@ int object_layer_new(struct store **stores, unsigned n, unsigned k, unsigned m,
     return 0;
 }
 
+static void pack_free(struct object_layer *ol, struct pack *p)
+{
+    if (!p)
+        return;
+    for (unsigned i = 0; i < ol->n; i++)
+        free(p->parts[i].buf);
+    free(p);
+}
+
+static void pack_list_free(struct object_layer *ol, struct pack *p)
+{
+    while (p) {
+        struct pack *next = p->next;
+        pack_free(ol, p);
+        p = next;
+    }
+}
+
 void object_layer_free(struct object_layer *ol)
 {
     if (!ol)
         return;
     workq_free(ol->pool);
     ec_free(ol->codec);
+    unsigned lost = ol->open ? ol->open->nchunks : 0;
+    for (struct pack *p = ol->failed; p; p = p->next)
+        lost += p->nchunks;
+    if (lost)   /* their commits never happened: nothing points at them */
+        log_warning("%u small chunks put but never made durable are dropped", lost);
+    pack_list_free(ol, ol->open);
+    pack_list_free(ol, ol->failed);
+    pthread_mutex_destroy(&ol->sync_lock);
+    pthread_mutex_destroy(&ol->pack_lock);
     pthread_mutex_destroy(&ol->stats_lock);
     free(ol->stats);
     free(ol->stores);
@@ -263,6 +369,15 @@ int object_layer_set_write_min(struct object_layer *ol, unsigned min)
 unsigned object_layer_write_min(const struct object_layer *ol)
 {
     return ol->write_min;
+}
+
+int object_layer_set_pack_max(struct object_layer *ol, size_t max)
+{
+    if (max > PACK_MAX_LIMIT)
+        return pfs_err(-EINVAL, "pack_max = %zu is above the limit of %d bytes", max,
+                       PACK_MAX_LIMIT);
+    ol->pack_max = max;
+    return 0;
 }
 
 void object_layer_endpoint_stats(struct object_layer *ol, unsigned i,
@@ -292,6 +407,21 @@ void object_fragment_name(const uint8_t chunk_id[CHUNK_ID_LEN], unsigned frag, c
 
     hex_encode(chunk_id, CHUNK_ID_LEN, hex);
     snprintf(out, OBJECT_NAME_MAX, "%s.%u", hex, frag);
+}
+
+void object_pack_name(const uint8_t pack[PACK_ID_LEN], char *out)
+{
+    char hex[2 * PACK_ID_LEN + 1];
+
+    hex_encode(pack, PACK_ID_LEN, hex);
+    snprintf(out, OBJECT_NAME_MAX, "%s" PACK_SUFFIX, hex);
+}
+
+uint32_t object_pack_time(const uint8_t pack[PACK_ID_LEN])
+{
+    const uint8_t *t = pack + PACK_ID_LEN - 4;
+
+    return (uint32_t)t[0] << 24 | (uint32_t)t[1] << 16 | (uint32_t)t[2] << 8 | t[3];
 }
 
 unsigned object_fragment_store(const struct object_layer *ol, const struct chunk_ref *ref,
@@ -355,6 +485,9 @@ static int check_ref(const struct object_layer *ol, const struct chunk_ref *ref)
         (uint64_t)ref->plain_len + CHUNK_SEAL_OVERHEAD != ref->sealed_len)
         return pfs_err(-EIO, "chunk %s: inconsistent lengths in metadata (plain %u, "
                        "sealed %u)", id, ref->plain_len, ref->sealed_len);
+    if (ref->packed && ref->sealed_len > PACK_MAX_LIMIT)
+        return pfs_err(-EIO, "chunk %s: a packed chunk of %u bytes in metadata (packs hold "
+                       "chunks up to %d)", id, ref->sealed_len, PACK_MAX_LIMIT);
     return 0;
 }
 
@@ -368,6 +501,11 @@ static void fill_job(struct io_job *j, enum io_op op, struct object_layer *ol,
     j->store = ol->stores[j->ep];
     object_fragment_name(ref->chunk_id, frag, j->name);
     j->len = len;
+    if (op == IO_GET && ref->packed) {
+        j->ranged = 1;
+        j->off = ref->pack_offs[frag];
+        object_pack_name(ref->pack, j->pack);
+    }
 }
 
 /* ---- put ---- */
@@ -416,6 +554,89 @@ static void delete_fragments(struct object_layer *ol, const struct chunk_ref *re
     run_jobs(ol, jobs, nfrags);
 }
 
+static int new_pack(struct object_layer *ol, struct pack **out)
+{
+    struct pack *p = calloc(1, sizeof *p + ol->n * sizeof p->parts[0]);
+    uint32_t now = (uint32_t)time(NULL);
+    int rc;
+
+    if (!p)
+        return pfs_err(-ENOMEM, "out of memory starting a pack");
+    rc = crypto_random(p->id, PACK_ID_LEN - 4);
+    if (rc) {
+        free(p);
+        return rc;
+    }
+    for (int i = 0; i < 4; i++)
+        p->id[PACK_ID_LEN - 1 - i] = (uint8_t)(now >> (8 * i));
+    *out = p;
+    return 0;
+}
+
+static int part_append(struct pack_part *part, const uint8_t *src, size_t len, uint32_t *off)
+{
+    if (part->len + len > part->cap) {
+        size_t cap = part->cap ? part->cap : 64 * 1024;
+        while (cap < part->len + len)
+            cap *= 2;
+        uint8_t *b = realloc(part->buf, cap);
+        if (!b)
+            return pfs_err(-ENOMEM, "out of memory filling a pack");
+        part->buf = b;
+        part->cap = cap;
+    }
+    memcpy(part->buf + part->len, src, len);
+    *off = (uint32_t)part->len;
+    part->len += len;
+    return 0;
+}
+
+/* Any endpoint whose last put failed: then puts go standalone, so a
+ * degraded write records exactly which fragments are missing. */
+static int any_put_failing(struct object_layer *ol)
+{
+    int failing = 0;
+
+    pthread_mutex_lock(&ol->stats_lock);
+    for (unsigned i = 0; i < ol->n && !failing; i++)
+        failing = ol->stats[i].put_failing;
+    pthread_mutex_unlock(&ol->stats_lock);
+    return failing;
+}
+
+/* Append the coded fragments of out to the open pack: 1 if packed, 0 if
+ * the chunk is to go standalone (not small, no room, an endpoint failing or
+ * a pack waiting for its retry), or -errno. */
+static int pack_chunk(struct object_layer *ol, struct chunk_ref *out, uint8_t **frags,
+                      size_t fraglen)
+{
+    unsigned nf = out->k + out->m;
+    int rc = 0;
+
+    if (out->sealed_len > ol->pack_max || any_put_failing(ol))
+        return 0;
+    pthread_mutex_lock(&ol->pack_lock);
+    if (ol->failed || (ol->open && ol->open->bytes + nf * fraglen > PACK_BYTES_MAX)) {
+        pthread_mutex_unlock(&ol->pack_lock);
+        return 0;
+    }
+    if (!ol->open)
+        rc = new_pack(ol, &ol->open);
+    for (unsigned i = 0; rc == 0 && i < nf; i++) {
+        struct pack_part *part = &ol->open->parts[object_fragment_store(ol, out, i)];
+        rc = part_append(part, frags[i], fraglen, &out->pack_offs[i]);
+    }
+    if (rc == 0) {
+        /* (a failed append leaves dead bytes in a part, named by no ref) */
+        ol->open->bytes += nf * fraglen;
+        ol->open->nchunks++;
+        memcpy(out->pack, ol->open->id, PACK_ID_LEN);
+        out->packed = 1;
+    }
+    pthread_mutex_unlock(&ol->pack_lock);
+    return rc ? rc : 1;
+}
+
 int object_put_chunk(struct object_layer *ol, const uint8_t dek[32], uint64_t ino,
                      uint64_t idx, uint64_t version, const void *plain, size_t len,
                      struct chunk_ref *out)
@@ -460,6 +681,16 @@ int object_put_chunk_degraded(struct object_layer *ol, const uint8_t dek[32], ui
     out->k = (uint8_t)ol->k;
     out->m = (uint8_t)ol->m;
     out->rotation = (uint8_t)(idx % ol->n);
+    /* small: the sums now, in this thread (a pack has no per-fragment job) */
+    for (unsigned i = 0; sealed_len <= ol->pack_max && i < nf; i++)
+        sha256(frags[i], fraglen, out->sums[i]);
+    rc = pack_chunk(ol, out, frags, fraglen);
+    if (rc != 0) {
+        free(buf);
+        if (rc > 0 && missing)
+            *missing = 0;
+        return rc < 0 ? rc : 0;
+    }
     for (unsigned i = 0; i < nf; i++) {
         fill_job(&jobs[i], IO_PUT_NEW, ol, out, i, fraglen);
         jobs[i].src = frags[i];
@@ -738,7 +969,122 @@ int object_delete_chunk(struct object_layer *ol, const struct chunk_ref *ref)
     return 0;
 }
 
-int object_layer_sync(struct object_layer *ol)
+int object_delete_pack(struct object_layer *ol, const uint8_t pack[PACK_ID_LEN])
+{
+    struct io_job *jobs = calloc(ol->n, sizeof *jobs);
+    int rc = 0;
+
+    if (!jobs)
+        return pfs_err(-ENOMEM, "out of memory deleting a pack");
+    for (unsigned i = 0; i < ol->n; i++) {
+        jobs[i].op = IO_DEL;
+        jobs[i].store = ol->stores[i];
+        jobs[i].ol = ol;
+        jobs[i].ep = i;
+        object_pack_name(pack, jobs[i].name);
+    }
+    run_jobs(ol, jobs, ol->n);
+    for (unsigned i = 0; i < ol->n && rc == 0; i++)
+        if (jobs[i].rc)
+            rc = pfs_err(jobs[i].rc, "%s", jobs[i].msg);
+    free(jobs);
+    return rc;
+}
+
+unsigned object_layer_packs_waiting(struct object_layer *ol)
+{
+    unsigned n = 0;
+
+    pthread_mutex_lock(&ol->pack_lock);
+    for (struct pack *p = ol->failed; p; p = p->next)
+        n++;
+    pthread_mutex_unlock(&ol->pack_lock);
+    return n;
+}
+
+/* The put job of every unwritten part of the packs in list (a first try
+ * writes in place under the fresh name; a retry replaces atomically). */
+static unsigned packs_jobs(struct object_layer *ol, struct pack *list, struct io_job *jobs)
+{
+    unsigned at = 0;
+
+    for (struct pack *p = list; p; p = p->next)
+        for (unsigned i = 0; i < ol->n; i++) {
+            struct pack_part *part = &p->parts[i];
+            if (!part->len || part->written)
+                continue;
+            if (jobs) {
+                struct io_job *j = &jobs[at];
+                j->op = part->tried ? IO_PUT : IO_PUT_NEW;
+                j->store = ol->stores[i];
+                j->ol = ol;
+                j->ep = i;
+                j->src = part->buf;
+                j->len = part->len;
+                object_pack_name(p->id, j->name);
+                part->tried = 1;
+            }
+            at++;
+        }
+    return at;
+}
+
+/* Write the packs in list.  Packs fully written, or missing parts on no
+ * more endpoints than degraded writes allow, are freed; the rest come back
+ * in *keep for the next sync.  0 or the first error. */
+static int packs_write(struct object_layer *ol, struct pack *list, struct pack **keep)
+{
+    unsigned count = packs_jobs(ol, list, NULL), at = 0;
+    struct io_job *jobs = calloc(count ? count : 1, sizeof *jobs);
+    int rc = 0;
+
+    *keep = NULL;
+    if (!jobs) {
+        *keep = list;
+        return pfs_err(-ENOMEM, "out of memory writing packs");
+    }
+    packs_jobs(ol, list, jobs);
+    run_jobs(ol, jobs, count);
+    while (list) {
+        struct pack *p = list;
+        unsigned failed = 0;
+        const char *why = "";
+        list = p->next;
+        for (unsigned i = 0; i < ol->n; i++) {
+            struct pack_part *part = &p->parts[i];
+            if (!part->len || part->written)
+                continue;
+            struct io_job *j = &jobs[at++];
+            if (j->rc == 0) {
+                part->written = 1;
+                continue;
+            }
+            failed++;
+            why = j->msg;
+            if (rc == 0)
+                rc = pfs_err(j->rc, "%s", j->msg);
+        }
+        if (failed && failed <= ol->k + ol->m - ol->write_min) {
+            char name[OBJECT_NAME_MAX];
+            object_pack_name(p->id, name);
+            log_warning("pack %s: its part on %u endpoint(s) could not be written (%s); its "
+                        "%u chunks are read from the other endpoints, and pactfs-fsck "
+                        "--repair restores the missing fragments", name, failed, why,
+                        p->nchunks);
+            failed = 0;
+        }
+        if (failed) {
+            p->next = *keep;
+            *keep = p;
+        } else {
+            pack_free(ol, p);
+        }
+    }
+    free(jobs);
+    return *keep ? rc : 0;
+}
+
+static int endpoints_sync(struct object_layer *ol)
 {
     struct io_job *jobs = calloc(ol->n, sizeof *jobs);
     int rc = 0;
@@ -763,4 +1109,36 @@ int object_layer_sync(struct object_layer *ol)
         rc = 0;
     free(jobs);
     return rc;
+}
+
+int object_layer_sync(struct object_layer *ol)
+{
+    struct pack *list, *keep = NULL;
+    int rc, rs;
+
+    /* One at a time: a sync that returns must cover the packs a concurrent
+     * one took, whose chunks its caller may be about to commit. */
+    pthread_mutex_lock(&ol->sync_lock);
+    pthread_mutex_lock(&ol->pack_lock);
+    list = ol->failed;
+    if (ol->open) {
+        ol->open->next = list;
+        list = ol->open;
+    }
+    ol->open = NULL;
+    ol->failed = NULL;
+    pthread_mutex_unlock(&ol->pack_lock);
+    rc = list ? packs_write(ol, list, &keep) : 0;
+    if (keep) {
+        pthread_mutex_lock(&ol->pack_lock);
+        struct pack **tail = &keep;
+        while (*tail)
+            tail = &(*tail)->next;
+        *tail = ol->failed;
+        ol->failed = keep;
+        pthread_mutex_unlock(&ol->pack_lock);
+    }
+    rs = endpoints_sync(ol);
+    pthread_mutex_unlock(&ol->sync_lock);
+    return rc ? rc : rs;
 }

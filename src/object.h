@@ -28,6 +28,12 @@
 #define CHUNK_ID_LEN 16
 #define FRAG_SUM_LEN SHA256_LEN
 #define OBJECT_NAME_MAX 48
+/* A pack's id: 12 random bytes and its creation time (u32 BE unix seconds),
+ * so the gc can tell a pack younger than its grace period without asking
+ * the (untrusted) metadata store. */
+#define PACK_ID_LEN 16
+/* Largest pack_max (coding.pack_max): chunks sealed to more go standalone. */
+#define PACK_MAX_LIMIT (1024 * 1024)   /* = CONF_PACK_MAX_LIMIT */
 
 /* What the metadata store records for one chunk version. */
 struct chunk_ref {
@@ -38,6 +44,12 @@ struct chunk_ref {
     uint8_t k, m;            /* coding used */
     uint8_t rotation;        /* fragment i lives on endpoint (rotation+i) % n */
     uint8_t sums[EC_MAX_FRAGS][FRAG_SUM_LEN];
+    /* Packed (docs/format-objects.md, "Packs"): fragment i is the fraglen
+     * bytes at pack_offs[i] of object "<pack hex>.p" on endpoint
+     * (rotation + i) % n; a repaired fragment is standalone, as unpacked. */
+    uint8_t packed;
+    uint8_t pack[PACK_ID_LEN];
+    uint32_t pack_offs[EC_MAX_FRAGS];
 };
 
 struct object_layer;
@@ -51,6 +63,10 @@ struct store *object_layer_store(const struct object_layer *ol, unsigned i);
 
 /* "<hex chunk id>.<frag index>" into out (OBJECT_NAME_MAX bytes). */
 void object_fragment_name(const uint8_t chunk_id[CHUNK_ID_LEN], unsigned frag, char *out);
+/* "<hex pack id>.p" into out (OBJECT_NAME_MAX bytes). */
+void object_pack_name(const uint8_t pack[PACK_ID_LEN], char *out);
+/* Creation time (unix seconds) written into a pack id. */
+uint32_t object_pack_time(const uint8_t pack[PACK_ID_LEN]);
 /* Endpoint index of fragment frag of ref. */
 unsigned object_fragment_store(const struct object_layer *ol, const struct chunk_ref *ref,
                                unsigned frag);
@@ -108,8 +124,22 @@ int object_repair_chunk(struct object_layer *ol, const struct chunk_ref *ref,
 /* Delete every fragment of a chunk (missing ones are not an error). */
 int object_delete_chunk(struct object_layer *ol, const struct chunk_ref *ref);
 
-/* Durability barrier across all endpoints.  With degraded writes allowed
- * (write_min < k+m), up to k+m-write_min endpoints may fail it. */
+/* Chunks sealed to at most max bytes are packed (0: none).  <= PACK_MAX_LIMIT. */
+int object_layer_set_pack_max(struct object_layer *ol, size_t max);
+
+/* Durability barrier across all endpoints: writes the open pack's parts
+ * (and retries parts that failed before), then syncs every endpoint.  One
+ * sync runs at a time.  With degraded writes allowed (write_min < k+m), up
+ * to k+m-write_min endpoints may fail it; a pack part lost that way is
+ * logged (its chunks read from the other endpoints; pactfs-fsck --repair
+ * restores it standalone). */
 int object_layer_sync(struct object_layer *ol);
+
+/* Packs that failed to be written and wait for the next sync's retry. */
+unsigned object_layer_packs_waiting(struct object_layer *ol);
+
+/* Delete the pack's object on every endpoint (missing ones are not an
+ * error): the gc, once no chunk record names the pack. */
+int object_delete_pack(struct object_layer *ol, const uint8_t pack[PACK_ID_LEN]);
 
 #endif

@@ -415,6 +415,44 @@ static int dir_get_into(struct store *s, const char *name, void *buf, size_t len
     return err ? disk_error(s, "reading", name, err) : 0;
 }
 
+static int dir_get_range(struct store *s, const char *name, uint64_t off, void *buf,
+                         size_t len)
+{
+    struct dir_store *d = impl_of(s);
+    char path[NAME_MAX_LEN + 8];
+    struct stat st;
+    int rc, fd, err;
+
+    rc = check_name(s, name);
+    if (rc)
+        return rc;
+    object_path(name, path, sizeof path);
+    fd = openat(d->rootfd, path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ENOENT)
+            return pfs_err(-ENOENT, "endpoint %s: object %s not found", s->desc, name);
+        return disk_error(s, "opening", name, errno);
+    }
+    err = fstat(fd, &st) != 0 ? errno : 0;
+    if (!err && (uint64_t)st.st_size < off + len) {
+        close(fd);
+        return pfs_err(-EBADMSG, "endpoint %s: object %s has %llu bytes, too short for "
+                       "%zu bytes at offset %llu", s->desc, name,
+                       (unsigned long long)st.st_size, len, (unsigned long long)off);
+    }
+    for (size_t done = 0; !err && done < len;) {
+        ssize_t r = pread(fd, (uint8_t *)buf + done, len - done, (off_t)(off + done));
+        if (r < 0 && errno != EINTR)
+            err = errno;
+        else if (r == 0)
+            err = EIO;   /* shrank under us: packs are written once, never truncated */
+        else if (r > 0)
+            done += (size_t)r;
+    }
+    close(fd);
+    return err ? disk_error(s, "reading", name, err) : 0;
+}
+
 static int dir_del(struct store *s, const char *name)
 {
     struct dir_store *d = impl_of(s);
@@ -642,6 +680,7 @@ static const struct store_ops dir_ops = {
     .space = dir_space,
     .close = dir_close,
     .get_into = dir_get_into,
+    .get_range = dir_get_range,
 };
 
 static int open_root(const char *path, int create)

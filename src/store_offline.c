@@ -42,6 +42,13 @@ static int offline_get_into(struct store *s, const char *name, void *buf, size_t
     return -ENOENT;
 }
 
+static int offline_get_range(struct store *s, const char *name, uint64_t off, void *buf,
+                             size_t len)
+{
+    (void)s; (void)name; (void)off; (void)buf; (void)len;
+    return -ENOENT;
+}
+
 static int offline_del(struct store *s, const char *name)
 {
     (void)name;
@@ -94,6 +101,7 @@ static const struct store_ops offline_ops = {
     .space = offline_space,
     .close = offline_close,
     .get_into = offline_get_into,
+    .get_range = offline_get_range,
 };
 
 int store_offline_new(const char *desc, const char *reason, struct store **out)

@@ -94,6 +94,7 @@ struct s3_request {
     const void *body;
     size_t body_len;
     struct body_sink *sink;    /* success body (NULL: discard) */
+    const char *range;         /* "first-last" bytes (GET), or NULL */
     /* results */
     long status;
     curl_off_t content_length;
@@ -435,6 +436,8 @@ static void perform_once(struct s3_store *d, CURL *h, const char *url, struct s3
         rq->sink->overflow = 0;
     }
     set_request_options(&t, d, url, hdrs, &up);
+    if (rq->range)
+        curl_easy_setopt(h, CURLOPT_RANGE, rq->range);
     rq->curl_rc = curl_easy_perform(h);
     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &rq->status);
     curl_easy_getinfo(h, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &rq->content_length);
@@ -604,6 +607,35 @@ static int s3_get_into(struct store *s, const char *name, void *buf, size_t len)
     if (sink.overflow || sink.len != len)
         return pfs_err(-EBADMSG, "endpoint %s: object %s has %s%zu bytes, expected %zu",
                        s->desc, name, sink.overflow ? "more than " : "", sink.len, len);
+    return 0;
+}
+
+/* A fragment inside a pack: GET with a Range, answered 206 with exactly
+ * len bytes (a server that ignores Range sends the whole object, which
+ * then overflows the fixed sink and is refused). */
+static int s3_get_range(struct store *s, const char *name, uint64_t off, void *buf,
+                        size_t len)
+{
+    struct body_sink sink = { .data = buf, .cap = len, .max = len, .fixed = 1 };
+    char range[48];
+    struct s3_request rq = { .method = "GET", .object = name, .sink = &sink, .range = range };
+    int rc = check_name(s, name);
+
+    if (rc)
+        return rc;
+    if (len == 0)
+        return pfs_err(-EINVAL, "endpoint %s: empty range of %s", s->desc, name);
+    snprintf(range, sizeof range, "%llu-%llu", (unsigned long long)off,
+             (unsigned long long)(off + len - 1));
+    rc = run_request(s, &rq);
+    if (rc == -EIO && rq.status == 416)
+        return pfs_err(-EBADMSG, "endpoint %s: object %s is too short for %zu bytes at "
+                       "offset %llu", s->desc, name, len, (unsigned long long)off);
+    if (rc)
+        return rc;
+    if (sink.overflow || sink.len != len)
+        return pfs_err(-EBADMSG, "endpoint %s: object %s gave %s%zu bytes for a range of "
+                       "%zu", s->desc, name, sink.overflow ? "more than " : "", sink.len, len);
     return 0;
 }
 
@@ -800,6 +832,7 @@ static const struct store_ops s3_ops = {
     .space = s3_space,
     .close = s3_close,
     .get_into = s3_get_into,
+    .get_range = s3_get_range,
 };
 
 /* ------------------------------------------------------------ open */

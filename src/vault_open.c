@@ -120,6 +120,8 @@ static int open_stores(struct vault *v)
     if (rc == 0)   /* degraded writes: default k, so up to m endpoints may be down */
         rc = object_layer_set_write_min(v->ol, c->min_write_fragments ? c->min_write_fragments
                                                                       : c->k);
+    if (rc == 0)
+        rc = object_layer_set_pack_max(v->ol, c->pack_max);
     return rc;
 }
 

@@ -379,7 +379,7 @@ static uint64_t chunk_fragment_bytes(const struct chunk_ref *r)
 static int run_gc(struct fsck *f)
 {
     uint64_t deleted = 0;
-    int rc = gc_run(f->v->meta, f->ol, NULL, &deleted);
+    int rc = gc_run(f->v->meta, f->ol, NULL, f->v->conf.pack_grace_s, &deleted);
 
     if (rc == 0)
         rc = object_layer_sync(f->ol);
@@ -507,9 +507,14 @@ static const char *fragment_state(struct fsck *f, const struct chunk_ref *r, uns
     *endpoint = object_fragment_store(f->ol, r, frag);
     object_fragment_name(r->chunk_id, frag, name);
     rc = store_stat(object_layer_store(f->ol, *endpoint), name, &size);
+    if (rc == 0 || !r->packed)
+        return rc == -ENOENT ? "missing" : rc < 0 ? "unreadable" : "corrupt";
+    /* packed, and not repaired as a standalone object: the pack tells */
+    object_pack_name(r->pack, name);
+    rc = store_stat(object_layer_store(f->ol, *endpoint), name, &size);
     if (rc == -ENOENT)
-        return "missing";
-    return rc < 0 ? "unreadable" : "corrupt";
+        return "missing (its pack is gone)";
+    return rc < 0 ? "unreadable" : "corrupt (its bytes in the pack fail their checksum)";
 }
 
 static void print_fragments(struct fsck *f, const struct chunk_item *it)
@@ -646,9 +651,11 @@ static int run_repair(struct fsck *f, struct verify_walk *w)
 
 /* ------------------------------------------------------------- orphans */
 
+/* A chunk a record names, or (is_pack) a pack one names or the free list
+ * holds: its "<id>.p" objects are known on every endpoint. */
 struct known_chunk {
     uint8_t id[CHUNK_ID_LEN];
-    uint8_t rotation, nfrags, queued;
+    uint8_t rotation, nfrags, queued, is_pack;
 };
 
 struct known_set {
@@ -657,17 +664,37 @@ struct known_set {
     int oom;
 };
 
-static int known_add(struct known_set *s, const struct chunk_ref *r, int queued)
+_Static_assert(PACK_ID_LEN == CHUNK_ID_LEN, "packs and chunks share the known set");
+
+static int known_add_id(struct known_set *s, const uint8_t *id, const struct chunk_ref *r,
+                        int queued)
 {
     if (vec_reserve(&s->v, &s->cap, s->n + 1, sizeof *s->v, 256) < 0) {
         s->oom = 1;
         return 1;
     }
-    memcpy(s->v[s->n].id, r->chunk_id, CHUNK_ID_LEN);
-    s->v[s->n].rotation = r->rotation;
-    s->v[s->n].nfrags = (uint8_t)(r->k + r->m);
+    memset(&s->v[s->n], 0, sizeof s->v[0]);
+    memcpy(s->v[s->n].id, id, CHUNK_ID_LEN);
+    if (r) {
+        s->v[s->n].rotation = r->rotation;
+        s->v[s->n].nfrags = (uint8_t)(r->k + r->m);
+    } else {
+        s->v[s->n].is_pack = 1;
+    }
     s->v[s->n++].queued = (uint8_t)queued;
     return 0;
+}
+
+static int known_add(struct known_set *s, const struct chunk_ref *r, int queued)
+{
+    if (known_add_id(s, r->chunk_id, r, queued))
+        return 1;
+    return r->packed ? known_add_id(s, r->pack, NULL, queued) : 0;
+}
+
+static int known_from_free_pack(void *arg, const uint8_t *pack, size_t len)
+{
+    return len == PACK_ID_LEN ? known_add_id(arg, pack, NULL, 1) : 0;
 }
 
 static int known_from_ref(void *arg, uint64_t ino, uint64_t idx, const struct chunk_ref *r)
@@ -702,7 +729,27 @@ struct orphan_scan {
     int oom;
 };
 
-/* Is name "<32 hex>.<frag>" with frag placed on this endpoint by a record? */
+/* A pack "<32 hex>.p" that a record or the free list names. */
+static int pack_named(const struct orphan_scan *sc, const struct known_chunk *key)
+{
+    size_t i;
+
+    /* many chunks name one pack, so several entries share its id */
+    const struct known_chunk *hit = bsearch(key, sc->known->v, sc->known->n, sizeof *key,
+                                            known_cmp);
+    if (!hit)
+        return 0;
+    i = (size_t)(hit - sc->known->v);
+    while (i > 0 && known_cmp(&sc->known->v[i - 1], key) == 0)
+        i--;
+    for (; i < sc->known->n && known_cmp(&sc->known->v[i], key) == 0; i++)
+        if (sc->known->v[i].is_pack)
+            return 1;
+    return 0;
+}
+
+/* Is name "<32 hex>.<frag>" with frag placed on this endpoint by a record,
+ * or a pack ("<32 hex>.p") one names? */
 static int named_by_record(const struct orphan_scan *sc, const char *name)
 {
     struct known_chunk key, *hit;
@@ -716,6 +763,9 @@ static int named_by_record(const struct orphan_scan *sc, const char *name)
     hex[2 * CHUNK_ID_LEN] = '\0';
     if (hex_decode(hex, key.id, CHUNK_ID_LEN) < 0)
         return 0;
+    object_pack_name(key.id, canonical);
+    if (strcmp(canonical, name) == 0)
+        return pack_named(sc, &key);
     errno = 0;
     frag = strtoul(name + 2 * CHUNK_ID_LEN + 1, &end, 10);
     if (errno || *end || frag >= EC_MAX_FRAGS)
@@ -725,6 +775,8 @@ static int named_by_record(const struct orphan_scan *sc, const char *name)
     if (strcmp(canonical, name) != 0)
         return 0;
     hit = bsearch(&key, sc->known->v, sc->known->n, sizeof key, known_cmp);
+    if (hit && hit->is_pack)   /* ids are random: a pack's id is no chunk's */
+        return 0;
     if (!hit)
         return 0;
     if (hit->queued)
@@ -826,6 +878,8 @@ static int run_orphans(struct fsck *f)
     rc = meta_chunk_list(f->v->meta, 0, known_from_ref, &known);
     if (rc == 0 && !known.oom)
         rc = meta_gc_list(f->v->meta, 0, known_from_gc, &known);
+    if (rc == 0 && !known.oom)
+        rc = meta_free_packs_list(f->v->meta, INT64_MAX, 0, known_from_free_pack, &known);
     if (rc == 0 && known.oom)
         rc = pfs_err(-ENOMEM, "out of memory collecting chunk ids");
     if (rc < 0) {

@@ -113,6 +113,8 @@ static void test_defaults_fill_missing_sections(void)
     CHECK_EQ_INT(c.k, 2);
     CHECK_EQ_INT(c.m, 1);
     CHECK_EQ_INT(c.chunk_size, 1 << 20);
+    CHECK_EQ_INT(c.pack_max, 65536);
+    CHECK_EQ_INT(c.pack_grace_s, 86400);
     CHECK_EQ_INT(c.cache_mib, 256);
     CHECK_EQ_INT(c.dirty_mib, 256);
     CHECK_EQ_INT(c.workers, 4);
@@ -157,6 +159,7 @@ static int conf_same(const struct pactfs_conf *a, const struct pactfs_conf *b)
         !str_eq(a->root_fingerprint, b->root_fingerprint) ||
         !str_eq(a->default_account, b->default_account) || a->k != b->k || a->m != b->m ||
         a->chunk_size != b->chunk_size || a->n_endpoints != b->n_endpoints ||
+        a->pack_max != b->pack_max || a->pack_grace_s != b->pack_grace_s ||
         !str_eq(a->meta_backend, b->meta_backend) || !str_eq(a->meta_path, b->meta_path) ||
         !str_eq(a->meta_conninfo, b->meta_conninfo) ||
         !str_eq(a->share_provider, b->share_provider) ||
@@ -184,7 +187,7 @@ static void test_round_trip_full(void)
         "vault = { name = \"Contracts \\\"EU\\\" \\\\ 2026\"; id = \"00112233445566778899aabbccddeeff\";\n"
         "  root_fingerprint = \"00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\";\n"
         "  default_account = \"bob\"; };\n"
-        "coding = { k = 3; m = 2; chunk_size = 65536; };\n"
+        "coding = { k = 3; m = 2; chunk_size = 65536; pack_max = 0; pack_grace = 600; };\n"
         "endpoints = ( { type = \"dir\"; path = \"a\"; }, { type = \"dir\"; path = \"/abs/b\"; },\n"
         "  { type = \"s3\"; url = \"https://127.0.0.1:9000\"; bucket = \"b1\"; region = \"us-east-1\";\n"
         "    access_key = \"AK\"; secret_key = \"S/K+=\"; ca_file = \"ca.pem\"; cert_file = \"c.pem\"; key_file = \"c.key\"; },\n"
@@ -211,6 +214,7 @@ static void test_round_trip_full(void)
     CHECK(strcmp(a.vault_name, "Contracts \"EU\" \\ 2026") == 0);
     CHECK_EQ_INT(a.endpoints[2].type, ENDPOINT_S3);
     CHECK(strcmp(a.endpoints[2].secret_key, "S/K+=") == 0);
+    CHECK(a.pack_max == 0 && a.pack_grace_s == 600);
     REQUIRE(conf_write(p2, &a) == 0);
     REQUIRE(stat(p2, &st) == 0);
     CHECK_EQ_INT(st.st_mode & 07777, 0600);
@@ -281,6 +285,8 @@ static const struct bad_case bad_cases[] = {
     { 2, "coding = { k = 10; m = 7; };", NULL, { ":2:", "k + m", "16" } },
     { 2, "coding = { k = 3; m = 1; };", NULL, { ":3:", "endpoints", "at least 4" } },
     { 2, "coding = { chunk_size = 100000; };", NULL, { ":2:", "coding.chunk_size", "power of two" } },
+    { 2, "coding = { pack_max = 2000000; };", NULL, { ":2:", "coding.pack_max", "1048576" } },
+    { 2, "coding = { pack_grace = 0; };", NULL, { ":2:", "coding.pack_grace", "seconds" } },
     { 2, "coding = { chunk_size = 32768; };", NULL, { ":2:", "coding.chunk_size", "65536" } },
     { 2, "coding = { chunk_size = 33554432; };", NULL, { ":2:", "coding.chunk_size", "16 MiB" } },
     { 2, "coding = { k = \"2\"; };", NULL, { ":2:", "coding.k", "integer" } },

@@ -1,7 +1,8 @@
 /* The deletion queue's garbage collection (src/gc.c), shared by the daemon
  * and pactfs-fsck --gc: queued chunks' fragments leave the endpoints, the
  * live ones stay, and a chunk whose fragments cannot be deleted stays
- * queued until a later run can. */
+ * queued until a later run can.  Packs: a pack goes only when no record
+ * names it, and only after its grace period. */
 #include "config.h"
 
 #include <errno.h>
@@ -109,6 +110,8 @@ static void test_setup(void)
     REQUIRE(meta_inode_create(v->meta, &i) == 0);
     ino = i.ino;
     memset(dek, 0x5a, sizeof dek);
+    /* standalone fragments first; test_packs turns packing on */
+    REQUIRE(object_layer_set_pack_max(v->ol, 0) == 0);
 }
 
 static void test_queued_fragments_go_live_ones_stay(void)
@@ -129,7 +132,7 @@ static void test_queued_fragments_go_live_ones_stay(void)
     scan();
     CHECK_EQ_INT(nfound, 6);
 
-    CHECK_EQ_INT(gc_run(v->meta, v->ol, &lk, &deleted), 0);
+    CHECK_EQ_INT(gc_run(v->meta, v->ol, &lk, 3600, &deleted), 0);
     CHECK(deleted == 1);
     CHECK_EQ_INT(queued(), 0);
     CHECK(locks > 0 && locks == unlocks);     /* every metadata call under the caller's lock */
@@ -145,7 +148,7 @@ static void test_queued_fragments_go_live_ones_stay(void)
     CHECK(out[0] == 2 && out[sizeof out - 1] == 2);   /* the live version still reads */
 
     /* an empty queue: nothing to do */
-    CHECK_EQ_INT(gc_run(v->meta, v->ol, NULL, &deleted), 0);
+    CHECK_EQ_INT(gc_run(v->meta, v->ol, NULL, 3600, &deleted), 0);
     CHECK(deleted == 0);
 }
 
@@ -170,17 +173,96 @@ static void test_undeletable_fragment_stays_queued(void)
     REQUIRE(fd >= 0);
     close(fd);
 
-    CHECK(gc_run(v->meta, v->ol, NULL, &deleted) < 0);
+    CHECK(gc_run(v->meta, v->ol, NULL, 3600, &deleted) < 0);
     CHECK(deleted == 0);
     CHECK_EQ_INT(queued(), 1);                /* kept for a later run */
 
     REQUIRE(unlink(inside) == 0);
     REQUIRE(rmdir(blocker) == 0);
-    CHECK_EQ_INT(gc_run(v->meta, v->ol, NULL, &deleted), 0);
+    CHECK_EQ_INT(gc_run(v->meta, v->ol, NULL, 3600, &deleted), 0);
     CHECK(deleted == 1);
     CHECK_EQ_INT(queued(), 0);
     scan();
     CHECK_EQ_INT(nfound, 3);                  /* version 3's fragments */
+}
+
+static int count_free(void *arg, const uint8_t *pack, size_t len)
+{
+    (void)pack;
+    (void)len;
+    (*(unsigned *)arg)++;
+    return 0;
+}
+
+static unsigned free_packs(void)
+{
+    unsigned n = 0;
+
+    return meta_free_packs_list(v->meta, INT64_MAX, 0, count_free, &n) == 0 ? n : 1000;
+}
+
+/* Two small chunks share one pack; replacing one leaves the pack (the other
+ * still names it); replacing both puts it on the free list, and only a run
+ * with the grace over deletes it, after which the live chunks still read. */
+static void test_packs(void)
+{
+    struct chunk_ref a1, b1, a2, b2, c;
+    uint64_t deleted = 99, ino2;
+    char out[3000], data[3000];
+    struct meta_inode i = { .mode = S_IFREG | 0600, .nlink = 1, .uid = 1000, .gid = 1000 };
+
+    /* drop what the earlier tests left, so only packs remain */
+    REQUIRE(meta_chunk_truncate(v->meta, ino, 0) == 0);
+    REQUIRE(gc_run(v->meta, v->ol, NULL, 3600, &deleted) == 0);
+    scan();
+    REQUIRE(nfound == 0);
+    REQUIRE(object_layer_set_pack_max(v->ol, 65536) == 0);
+    REQUIRE(meta_inode_create(v->meta, &i) == 0);
+    ino2 = i.ino;
+    REQUIRE(put_version(4, &a1) == 0);      /* ino chunk 0 */
+    memset(data, 7, sizeof data);
+    REQUIRE(object_put_chunk(v->ol, dek, ino2, 0, 1, data, sizeof data, &b1) == 0);
+    REQUIRE(object_layer_sync(v->ol) == 0);
+    REQUIRE(meta_chunk_put(v->meta, ino2, 0, &b1) == 0);
+    CHECK(a1.packed && b1.packed && memcmp(a1.pack, b1.pack, PACK_ID_LEN) != 0);
+    scan();
+    CHECK_EQ_INT(nfound, 6);                /* two packs, a part on each of 3 endpoints */
+    /* a put and its neighbour, synced together, share one pack */
+    REQUIRE(object_put_chunk(v->ol, dek, ino, 0, 5, data, sizeof data, &a2) == 0);
+    REQUIRE(object_put_chunk(v->ol, dek, ino2, 0, 2, data, sizeof data, &b2) == 0);
+    REQUIRE(object_layer_sync(v->ol) == 0);
+    CHECK(a2.packed && b2.packed && memcmp(a2.pack, b2.pack, PACK_ID_LEN) == 0);
+    CHECK(a2.pack_offs[0] != b2.pack_offs[0] || a2.rotation != b2.rotation);
+    REQUIRE(meta_chunk_put(v->meta, ino, 0, &a2) == 0);     /* a1 queued */
+    scan();
+    CHECK_EQ_INT(nfound, 9);
+    CHECK_EQ_INT(gc_run(v->meta, v->ol, NULL, 0, &deleted), 0);
+    CHECK(deleted == 1);
+    scan();
+    CHECK_EQ_INT(nfound, 6);                /* a1's pack went: nothing else named it */
+    CHECK_EQ_INT(free_packs(), 0);
+    /* b1 replaced by b2 (in a2's pack): with a grace of an hour the old pack stays */
+    REQUIRE(meta_chunk_put(v->meta, ino2, 0, &b2) == 0);
+    CHECK_EQ_INT(gc_run(v->meta, v->ol, NULL, 3600, &deleted), 0);
+    CHECK_EQ_INT(free_packs(), 1);
+    scan();
+    CHECK_EQ_INT(nfound, 6);
+    CHECK_EQ_INT(gc_sweep_packs(v->meta, v->ol, NULL, 0, &deleted), 0);
+    CHECK(deleted == 1);
+    CHECK_EQ_INT(free_packs(), 0);
+    scan();
+    CHECK_EQ_INT(nfound, 3);                /* the shared pack of a2 and b2 */
+    CHECK_EQ_INT(object_get_chunk(v->ol, dek, ino, 0, &a2, out, NULL), 0);
+    CHECK(out[0] == 7);
+    CHECK_EQ_INT(object_get_chunk(v->ol, dek, ino2, 0, &b2, out, NULL), 0);
+    CHECK(out[0] == 7 && out[sizeof out - 1] == 7);
+    /* one of two chunks in the shared pack replaced: the pack stays for b2 */
+    REQUIRE(object_put_chunk(v->ol, dek, ino, 0, 6, data, sizeof data, &c) == 0);
+    REQUIRE(object_layer_sync(v->ol) == 0);
+    REQUIRE(meta_chunk_put(v->meta, ino, 0, &c) == 0);
+    CHECK_EQ_INT(gc_run(v->meta, v->ol, NULL, 0, &deleted), 0);
+    CHECK_EQ_INT(free_packs(), 0);
+    CHECK_EQ_INT(object_get_chunk(v->ol, dek, ino2, 0, &b2, out, NULL), 0);
 }
 
 static void test_teardown(void)
@@ -195,6 +277,7 @@ int main(void)
     RUN(test_setup);
     RUN(test_queued_fragments_go_live_ones_stay);
     RUN(test_undeletable_fragment_stays_queued);
+    RUN(test_packs);
     RUN(test_teardown);
     return tap_done();
 }

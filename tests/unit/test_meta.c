@@ -220,7 +220,21 @@ static int ref_equal(const struct chunk_ref *a, const struct chunk_ref *b)
     return memcmp(a->chunk_id, b->chunk_id, CHUNK_ID_LEN) == 0 && a->version == b->version &&
            a->plain_len == b->plain_len && a->sealed_len == b->sealed_len && a->k == b->k &&
            a->m == b->m && a->rotation == b->rotation &&
-           memcmp(a->sums, b->sums, ((size_t)a->k + a->m) * FRAG_SUM_LEN) == 0;
+           memcmp(a->sums, b->sums, ((size_t)a->k + a->m) * FRAG_SUM_LEN) == 0 &&
+           a->packed == b->packed && (!a->packed ||
+           (memcmp(a->pack, b->pack, PACK_ID_LEN) == 0 &&
+            memcmp(a->pack_offs, b->pack_offs, ((size_t)a->k + a->m) * 4) == 0));
+}
+
+static void make_packed_ref(struct chunk_ref *r, uint8_t tag, uint64_t version,
+                            uint8_t pack_tag)
+{
+    make_ref(r, tag, version);
+    r->packed = 1;
+    memset(r->pack, pack_tag, PACK_ID_LEN);
+    r->pack_offs[0] = 0;
+    r->pack_offs[1] = 70000;
+    r->pack_offs[2] = 0xfffffff0u;   /* all 32 bits survive */
 }
 
 /* Collects deletion-queue entries. */
@@ -990,6 +1004,83 @@ static void test_corrupt_rows(void)
     finish(m);
 }
 
+static int list_free_pack(void *arg, const uint8_t *pack, size_t len)
+{
+    struct gc_seen *g = arg;
+
+    if (len == PACK_ID_LEN && g->n < 16)
+        memcpy(g->refs[g->n++].pack, pack, PACK_ID_LEN);
+    return 0;
+}
+
+/* Schema 4: a packed chunk's pack id and fragment offsets round trip,
+ * follow it into the deletion queue, and the pack reaches the free list
+ * only once no record or queue entry names it. */
+static void test_packs(void)
+{
+    struct meta *m = open_fresh();
+    struct chunk_ref a, b, got;
+    struct gc_seen gc = { 0 }, freed = { 0 };
+    uint8_t pack[PACK_ID_LEN];
+    int referenced = -1;
+    uint64_t ino;
+
+    REQUIRE(m);
+    ino = make_inode(m, S_IFREG | 0644, 1);
+    make_packed_ref(&a, 1, 1, 0xa5);
+    make_packed_ref(&b, 2, 1, 0xa5);
+    b.pack_offs[0] = 3000;
+    memset(pack, 0xa5, sizeof pack);
+    REQUIRE(meta_chunk_put(m, ino, 0, &a) == 0);
+    REQUIRE(meta_chunk_put(m, ino, 1, &b) == 0);
+    CHECK_EQ_INT(meta_chunk_get(m, ino, 0, &got), 0);
+    CHECK(got.packed && ref_equal(&got, &a));
+    CHECK_EQ_INT(meta_pack_referenced(m, pack, sizeof pack, &referenced), 0);
+    CHECK_EQ_INT(referenced, 1);
+    /* a release while chunks name the pack does nothing */
+    CHECK_EQ_INT(meta_pack_release(m, pack, sizeof pack), 0);
+    CHECK_EQ_INT(meta_free_packs_list(m, INT64_MAX, 0, list_free_pack, &freed), 0);
+    CHECK_EQ_INT(freed.n, 0);
+    /* chunk 0 replaced by a standalone version: its packed ref is queued */
+    make_ref(&a, 3, 2);
+    REQUIRE(meta_chunk_put(m, ino, 0, &a) == 0);
+    REQUIRE(meta_chunk_truncate(m, ino, 1) == 0);
+    CHECK_EQ_INT(meta_gc_list(m, 0, gc_collect, &gc), 0);
+    REQUIRE(gc.n == 2);
+    CHECK(gc.refs[0].packed && gc.refs[1].packed && gc.refs[1].pack_offs[0] == 3000);
+    /* queue entries still name it */
+    CHECK_EQ_INT(meta_pack_referenced(m, pack, sizeof pack, &referenced), 0);
+    CHECK_EQ_INT(referenced, 1);
+    CHECK_EQ_INT(meta_pack_release(m, pack, sizeof pack), 0);
+    CHECK_EQ_INT(meta_free_packs_list(m, INT64_MAX, 0, list_free_pack, &freed), 0);
+    CHECK_EQ_INT(freed.n, 0);
+    for (unsigned i = 0; i < gc.n; i++)
+        REQUIRE(meta_gc_done(m, gc.ids[i]) == 0);
+    CHECK_EQ_INT(meta_pack_referenced(m, pack, sizeof pack, &referenced), 0);
+    CHECK_EQ_INT(referenced, 0);
+    CHECK_EQ_INT(meta_pack_release(m, pack, sizeof pack), 0);
+    CHECK_EQ_INT(meta_pack_release(m, pack, sizeof pack), 0);   /* twice: one entry */
+    CHECK_EQ_INT(meta_free_packs_list(m, INT64_MAX, 0, list_free_pack, &freed), 0);
+    CHECK_EQ_INT(freed.n, 1);
+    CHECK(memcmp(freed.refs[0].pack, pack, sizeof pack) == 0);
+    freed.n = 0;   /* not yet on the list for long enough */
+    CHECK_EQ_INT(meta_free_packs_list(m, (int64_t)time(NULL) - 3600, 0, list_free_pack,
+                                      &freed), 0);
+    CHECK_EQ_INT(freed.n, 0);
+    CHECK_EQ_INT(meta_free_pack_delete(m, pack, sizeof pack), 0);
+    CHECK_EQ_INT(meta_free_packs_list(m, INT64_MAX, 0, list_free_pack, &freed), 0);
+    CHECK_EQ_INT(freed.n, 0);
+    /* a pack column of the wrong size is refused as altered */
+    make_packed_ref(&b, 4, 2, 0x5a);
+    REQUIRE(meta_chunk_put(m, ino, 1, &b) == 0);
+    CHECK_EQ_INT(corrupt_then_get(&m, "UPDATE chunks SET pack_offs = substr(pack_offs, 1, 8)"
+                                  " WHERE idx = 1", ino), 0);   /* idx 0 is read: fine */
+    REQUIRE(m);
+    CHECK_EQ_INT(meta_chunk_get(m, ino, 1, &got), -EBADMSG);
+    CHECK(strstr(pfs_err_msg(), "pack columns") != NULL);
+    finish(m);
+}
+
 static void test_refuses_future_schema(void)
 {
     struct meta *m = open_fresh();
@@ -1230,10 +1321,11 @@ static void test_opens_v1_store_made_before_shared_layer(void)
           " DROP TABLE dirents; DROP TABLE symlinks; DROP TABLE xattrs; DROP TABLE chunks;"
           " DROP TABLE chunk_versions; DROP TABLE gc_queue; DROP TABLE inodes;"
           " DROP TABLE schema_version; DROP TABLE changes; DROP TABLE sessions;"
-          " DROP TABLE holds; DROP TABLE locks; DELETE FROM sqlite_sequence;"
+          " DROP TABLE holds; DROP TABLE locks; DROP TABLE free_packs;"
+          " DELETE FROM sqlite_sequence;"
         : "DROP TABLE params, envelopes, accounts, folders, dirents, symlinks, xattrs, chunks,"
           " chunk_versions, gc_queue, inodes, schema_version, changes, sessions, holds,"
-          " locks CASCADE; DROP SEQUENCE inode_seq; DROP FUNCTION pactfs_changed();";
+          " locks, free_packs CASCADE; DROP SEQUENCE inode_seq; DROP FUNCTION pactfs_changed();";
 
     REQUIRE(m);
     meta_close(m);
@@ -1728,6 +1820,7 @@ static const struct shared_case shared[] = {
     { "dirents", test_dirents },
     { "name_bytes_stored_as_given", test_name_bytes_stored_as_given },
     { "chunks_and_gc", test_chunks_and_gc },
+    { "packs", test_packs },
     { "inode_with_chunks_one_snapshot", test_inode_with_chunks_one_snapshot },
     { "xattrs", test_xattrs },
     { "stats", test_stats },

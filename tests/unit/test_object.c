@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "crypto.h"
 #include "error.h"
@@ -261,6 +262,178 @@ static void test_degraded_put_then_repair(void)
     for (unsigned i = 0; i < 3; i++)
         CHECK_EQ_INT(store_list(r.stores[i], count_objects, &objects), 0);
     CHECK_EQ_INT(objects, 0);
+    free(in);
+    free(out);
+    rig_down(&r);
+}
+
+static int count_packs(void *arg, const char *name, uint64_t size)
+{
+    (void)size;
+    if (strlen(name) > 2 && strcmp(name + strlen(name) - 2, ".p") == 0)
+        ++*(int *)arg;
+    return 0;
+}
+
+static int packs_on(struct rig *r)
+{
+    int n = 0;
+
+    for (unsigned i = 0; i < r->n; i++)
+        if (store_list(r->stores[i], count_packs, &n) != 0)
+            return -1;
+    return n;
+}
+
+/* Small chunks go into one pack per sync (one part per endpoint), written
+ * at the sync, not at the put; a large one stays standalone; all read back
+ * and the parts hold no plaintext. */
+static void test_packs_roundtrip(void)
+{
+    static const char marker[] = "CONFIDENTIAL-CONTRACT-MARKER-4711";
+    static const size_t sizes[] = { 1, 100, 4095, 30000, 65000, 200000 };
+    struct chunk_ref ref[6];
+    struct rig r;
+    int objects = 0;
+
+    REQUIRE(rig_up(&r, 3, 2, 1) == 0);
+    CHECK_EQ_INT(object_layer_set_pack_max(r.ol, PACK_MAX_LIMIT + 1), -EINVAL);
+    REQUIRE(object_layer_set_pack_max(r.ol, 65536) == 0);
+    for (unsigned t = 0; t < 6; t++) {
+        uint8_t *in = pattern(sizes[t], t);
+        memcpy(in, marker, sizes[t] < sizeof marker ? sizes[t] : sizeof marker);
+        REQUIRE(object_put_chunk(r.ol, dek, 9, t, 1, in, sizes[t], &ref[t]) == 0);
+        free(in);
+    }
+    for (unsigned t = 0; t < 5; t++)   /* sealed up to 65536 bytes: packed */
+        CHECK(ref[t].packed && memcmp(ref[t].pack, ref[0].pack, PACK_ID_LEN) == 0);
+    CHECK(!ref[5].packed);
+    CHECK_EQ_INT(packs_on(&r), 0);          /* nothing written before the sync */
+    for (unsigned i = 0; i < 3; i++)
+        CHECK_EQ_INT(store_list(r.stores[i], count_objects, &objects), 0);
+    CHECK_EQ_INT(objects, 3);               /* the large chunk's fragments */
+    CHECK_EQ_INT(object_layer_sync(r.ol), 0);
+    CHECK_EQ_INT(packs_on(&r), 3);          /* one part on each endpoint */
+    CHECK_EQ_INT(object_layer_packs_waiting(r.ol), 0);
+    for (unsigned t = 0; t < 6; t++) {
+        uint8_t *in = pattern(sizes[t], t), *out = malloc(sizes[t]);
+        uint32_t bad = 99;
+        memcpy(in, marker, sizes[t] < sizeof marker ? sizes[t] : sizeof marker);
+        CHECK_EQ_INT(object_get_chunk(r.ol, dek, 9, t, &ref[t], out, &bad), 0);
+        CHECK_MEM(in, out, sizes[t]);
+        CHECK_EQ_INT(bad, 0);
+        free(in);
+        free(out);
+    }
+    char name[OBJECT_NAME_MAX];
+    object_pack_name(ref[0].pack, name);
+    for (unsigned i = 0; i < 3; i++) {
+        void *data;
+        size_t len;
+        REQUIRE(store_get(r.stores[i], name, &data, &len) == 0);
+        CHECK(memmem(data, len, marker, sizeof marker - 1) == NULL);
+        free(data);
+    }
+    CHECK(object_pack_time(ref[0].pack) + 5 >= (uint32_t)time(NULL));
+    rig_down(&r);
+}
+
+/* A packed fragment damaged in its pack: the read rebuilds from the others
+ * and names it; verify finds it; repair writes it standalone, which reads
+ * take from then on; deleting the chunk removes the standalone copy. */
+static void test_packed_fragment_repaired_standalone(void)
+{
+    struct rig r;
+    uint8_t *in = pattern(5000, 3), *out = malloc(5000);
+    struct chunk_ref ref;
+    uint32_t bad = 0;
+    char name[OBJECT_NAME_MAX];
+    void *data;
+    size_t len;
+    int objects = 0;
+
+    REQUIRE(out && rig_up(&r, 3, 2, 1) == 0);
+    REQUIRE(object_layer_set_pack_max(r.ol, 65536) == 0);
+    REQUIRE(object_put_chunk(r.ol, dek, 7, 0, 1, in, 5000, &ref) == 0);
+    REQUIRE(object_layer_sync(r.ol) == 0);
+    REQUIRE(ref.packed);
+    object_pack_name(ref.pack, name);
+    struct store *s0 = r.stores[object_fragment_store(r.ol, &ref, 0)];
+    REQUIRE(store_get(s0, name, &data, &len) == 0);
+    ((uint8_t *)data)[ref.pack_offs[0] + 10] ^= 0x40;
+    REQUIRE(store_put(s0, name, data, len) == 0);
+    free(data);
+    CHECK_EQ_INT(object_get_chunk(r.ol, dek, 7, 0, &ref, out, &bad), 0);
+    CHECK_MEM(in, out, 5000);
+    CHECK_EQ_INT(bad, 1u << 0);
+    CHECK_EQ_INT(object_verify_chunk(r.ol, &ref, &bad), 0);
+    CHECK_EQ_INT(bad, 1u << 0);
+    CHECK_EQ_INT(object_repair_chunk(r.ol, &ref, bad), 0);
+    CHECK_EQ_INT(object_layer_sync(r.ol), 0);
+    CHECK_EQ_INT(object_verify_chunk(r.ol, &ref, &bad), 0);
+    CHECK_EQ_INT(bad, 0);                   /* the standalone copy is read */
+    CHECK_EQ_INT(object_get_chunk(r.ol, dek, 7, 0, &ref, out, &bad), 0);
+    CHECK_MEM(in, out, 5000);
+    CHECK_EQ_INT(bad, 0);
+    /* with the whole pack gone on one endpoint: rebuilt, fragment named */
+    REQUIRE(store_del(r.stores[object_fragment_store(r.ol, &ref, 1)], name) == 0);
+    CHECK_EQ_INT(object_get_chunk(r.ol, dek, 7, 0, &ref, out, &bad), 0);
+    CHECK_EQ_INT(bad, 1u << 1);
+    CHECK_EQ_INT(object_delete_chunk(r.ol, &ref), 0);   /* standalone copies only */
+    CHECK_EQ_INT(packs_on(&r), 2);
+    CHECK_EQ_INT(object_delete_pack(r.ol, ref.pack), 0);
+    for (unsigned i = 0; i < 3; i++)
+        CHECK_EQ_INT(store_list(r.stores[i], count_objects, &objects), 0);
+    CHECK_EQ_INT(objects, 0);
+    free(in);
+    free(out);
+    rig_down(&r);
+}
+
+/* A pack part that cannot be written fails the sync (write_min = k + m),
+ * stays waiting, sends later small chunks standalone, and is written by the
+ * next sync once the endpoint takes it; with degraded writes (write_min =
+ * k) the sync succeeds without that part and the chunk still reads. */
+static void test_pack_write_failure_retried(void)
+{
+    static struct store_ops broken_ops;
+    const struct store_ops *good_ops;
+    struct rig r;
+    uint8_t *in = pattern(3000, 5), *out = malloc(3000);
+    struct chunk_ref ref, later;
+    uint32_t bad = 0;
+
+    REQUIRE(out && rig_up(&r, 3, 2, 1) == 0);
+    REQUIRE(object_layer_set_pack_max(r.ol, 65536) == 0);
+    REQUIRE(object_layer_set_write_min(r.ol, 3) == 0);
+    good_ops = r.stores[2]->ops;
+    broken_ops = *good_ops;
+    broken_ops.put = broken_ops.put_new = failing_put;
+    REQUIRE(object_put_chunk(r.ol, dek, 3, 0, 1, in, 3000, &ref) == 0);
+    REQUIRE(ref.packed);
+    r.stores[2]->ops = &broken_ops;
+    CHECK_EQ_INT(object_layer_sync(r.ol), -ENOSPC);
+    CHECK(strstr(pfs_err_msg(), "disk full") != NULL);
+    CHECK_EQ_INT(object_layer_packs_waiting(r.ol), 1);
+    r.stores[2]->ops = good_ops;
+    REQUIRE(object_put_chunk(r.ol, dek, 3, 1, 1, in, 3000, &later) == 0);
+    CHECK(!later.packed);                   /* while a pack waits, small chunks go alone */
+    CHECK_EQ_INT(object_layer_sync(r.ol), 0);
+    CHECK_EQ_INT(object_layer_packs_waiting(r.ol), 0);
+    CHECK_EQ_INT(object_get_chunk(r.ol, dek, 3, 0, &ref, out, &bad), 0);
+    CHECK_MEM(in, out, 3000);
+    CHECK_EQ_INT(bad, 0);
+
+    CHECK_EQ_INT(object_layer_set_write_min(r.ol, 2), 0);
+    REQUIRE(object_put_chunk(r.ol, dek, 3, 2, 1, in, 3000, &ref) == 0);
+    REQUIRE(ref.packed);
+    r.stores[2]->ops = &broken_ops;
+    CHECK_EQ_INT(object_layer_sync(r.ol), 0);
+    CHECK_EQ_INT(object_layer_packs_waiting(r.ol), 0);
+    r.stores[2]->ops = good_ops;
+    CHECK_EQ_INT(object_get_chunk(r.ol, dek, 3, 2, &ref, out, &bad), 0);
+    CHECK_MEM(in, out, 3000);
+    CHECK(bad != 0);                        /* the lost part's fragment, rebuilt */
     free(in);
     free(out);
     rig_down(&r);
@@ -677,6 +850,9 @@ int main(void)
     RUN(test_put_failure_cleans_up);
     RUN(test_degraded_put_then_repair);
     RUN(test_empty_chunk_refused);
+    RUN(test_packs_roundtrip);
+    RUN(test_packed_fragment_repaired_standalone);
+    RUN(test_pack_write_failure_retried);
     RUN(test_fragment_placement);
     RUN(test_consecutive_chunk_ids_share_a_fanout_dir);
     RUN(test_survives_m_bad_fragments);

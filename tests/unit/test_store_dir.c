@@ -104,6 +104,30 @@ static void test_get_into(void)
     scratch_remove();
 }
 
+/* A fragment inside a pack: a byte range of an object. */
+static void test_get_range(void)
+{
+    struct store *s;
+    char buf[16];
+
+    scratch_new();
+    s = open_scratch_store();
+    REQUIRE(s != NULL);
+    REQUIRE(s->ops->get_range != NULL);
+    CHECK_EQ_INT(store_put(s, "pack.p", "0123456789", 10), 0);
+    memset(buf, 0, sizeof buf);
+    CHECK_EQ_INT(store_get_range(s, "pack.p", 3, buf, 4), 0);
+    CHECK_MEM(buf, "3456", 4);
+    CHECK_EQ_INT(store_get_range(s, "pack.p", 0, buf, 10), 0);
+    CHECK_MEM(buf, "0123456789", 10);
+    CHECK_EQ_INT(store_get_range(s, "pack.p", 7, buf, 4), -EBADMSG);   /* past the end */
+    CHECK(strstr(pfs_err_msg(), "too short") != NULL);
+    CHECK_EQ_INT(store_get_range(s, "pack.q", 0, buf, 4), -ENOENT);
+    CHECK_EQ_INT(store_get_range(s, "../x", 0, buf, 4), -EINVAL);
+    store_close(s);
+    scratch_remove();
+}
+
 static void test_overwrite_and_delete(void)
 {
     struct store *s;
@@ -401,6 +425,7 @@ int main(void)
 {
     RUN(test_put_get_roundtrip);
     RUN(test_get_into);
+    RUN(test_get_range);
     RUN(test_overwrite_and_delete);
     RUN(test_put_new_in_place_never_replaces);
     RUN(test_bad_names_refused);
