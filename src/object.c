@@ -969,20 +969,29 @@ int object_delete_chunk(struct object_layer *ol, const struct chunk_ref *ref)
     return 0;
 }
 
-int object_delete_pack(struct object_layer *ol, const uint8_t pack[PACK_ID_LEN])
+/* One job of op per endpoint (calloc'd; NULL when out of memory). */
+static struct io_job *endpoint_jobs(struct object_layer *ol, enum io_op op)
 {
     struct io_job *jobs = calloc(ol->n, sizeof *jobs);
+
+    for (unsigned i = 0; jobs && i < ol->n; i++) {
+        jobs[i].op = op;
+        jobs[i].store = ol->stores[i];
+        jobs[i].ol = ol;
+        jobs[i].ep = i;
+    }
+    return jobs;
+}
+
+int object_delete_pack(struct object_layer *ol, const uint8_t pack[PACK_ID_LEN])
+{
+    struct io_job *jobs = endpoint_jobs(ol, IO_DEL);
     int rc = 0;
 
     if (!jobs)
         return pfs_err(-ENOMEM, "out of memory deleting a pack");
-    for (unsigned i = 0; i < ol->n; i++) {
-        jobs[i].op = IO_DEL;
-        jobs[i].store = ol->stores[i];
-        jobs[i].ol = ol;
-        jobs[i].ep = i;
+    for (unsigned i = 0; i < ol->n; i++)
         object_pack_name(pack, jobs[i].name);
-    }
     run_jobs(ol, jobs, ol->n);
     for (unsigned i = 0; i < ol->n && rc == 0; i++)
         if (jobs[i].rc)
@@ -1086,17 +1095,11 @@ static int packs_write(struct object_layer *ol, struct pack *list, struct pack *
 
 static int endpoints_sync(struct object_layer *ol)
 {
-    struct io_job *jobs = calloc(ol->n, sizeof *jobs);
+    struct io_job *jobs = endpoint_jobs(ol, IO_SYNC);
     int rc = 0;
 
     if (!jobs)
         return pfs_err(-ENOMEM, "out of memory syncing endpoints");
-    for (unsigned i = 0; i < ol->n; i++) {
-        jobs[i].op = IO_SYNC;
-        jobs[i].store = ol->stores[i];
-        jobs[i].ol = ol;
-        jobs[i].ep = i;
-    }
     run_jobs(ol, jobs, ol->n);
     unsigned nfailed = 0;
     for (unsigned i = 0; i < ol->n; i++)

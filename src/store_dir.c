@@ -345,31 +345,42 @@ static int read_all(int fd, uint8_t *p, size_t len)
     return 0;
 }
 
-static int dir_get(struct store *s, const char *name, void **data, size_t *len)
+/* Open an object for reading and fstat it: 0 with *fd open, or -errno with
+ * a message (-ENOENT: not there). */
+static int open_object(struct store *s, const char *name, int *fd, struct stat *st)
 {
     struct dir_store *d = impl_of(s);
     char path[NAME_MAX_LEN + 8];
-    struct stat st;
-    uint8_t *buf;
-    int rc, fd, err;
+    int rc = check_name(s, name), err;
 
-    *data = NULL;
-    *len = 0;
-    rc = check_name(s, name);
     if (rc)
         return rc;
     object_path(name, path, sizeof path);
-    fd = openat(d->rootfd, path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
+    *fd = openat(d->rootfd, path, O_RDONLY | O_CLOEXEC);
+    if (*fd < 0) {
         if (errno == ENOENT)
             return pfs_err(-ENOENT, "endpoint %s: object %s not found", s->desc, name);
         return disk_error(s, "opening", name, errno);
     }
-    if (fstat(fd, &st) != 0) {
+    if (fstat(*fd, st) != 0) {
         err = errno;
-        close(fd);
+        close(*fd);
         return disk_error(s, "reading", name, err);
     }
+    return 0;
+}
+
+static int dir_get(struct store *s, const char *name, void **data, size_t *len)
+{
+    struct stat st;
+    uint8_t *buf;
+    int fd, err, rc;
+
+    *data = NULL;
+    *len = 0;
+    rc = open_object(s, name, &fd, &st);
+    if (rc)
+        return rc;
     buf = malloc(st.st_size > 0 ? (size_t)st.st_size : 1);
     if (!buf) {
         close(fd);
@@ -388,29 +399,17 @@ static int dir_get(struct store *s, const char *name, void **data, size_t *len)
 
 static int dir_get_into(struct store *s, const char *name, void *buf, size_t len)
 {
-    struct dir_store *d = impl_of(s);
-    char path[NAME_MAX_LEN + 8];
     struct stat st;
-    int rc, fd, err;
+    int fd, err, rc = open_object(s, name, &fd, &st);
 
-    rc = check_name(s, name);
     if (rc)
         return rc;
-    object_path(name, path, sizeof path);
-    fd = openat(d->rootfd, path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        if (errno == ENOENT)
-            return pfs_err(-ENOENT, "endpoint %s: object %s not found", s->desc, name);
-        return disk_error(s, "opening", name, errno);
-    }
-    err = fstat(fd, &st) != 0 ? errno : 0;
-    if (!err && (uint64_t)st.st_size != len) {
+    if ((uint64_t)st.st_size != len) {
         close(fd);
         return pfs_err(-EBADMSG, "endpoint %s: object %s has %llu bytes, expected %zu",
                        s->desc, name, (unsigned long long)st.st_size, len);
     }
-    if (!err)
-        err = read_all(fd, buf, len);
+    err = read_all(fd, buf, len);
     close(fd);
     return err ? disk_error(s, "reading", name, err) : 0;
 }
@@ -418,23 +417,12 @@ static int dir_get_into(struct store *s, const char *name, void *buf, size_t len
 static int dir_get_range(struct store *s, const char *name, uint64_t off, void *buf,
                          size_t len)
 {
-    struct dir_store *d = impl_of(s);
-    char path[NAME_MAX_LEN + 8];
     struct stat st;
-    int rc, fd, err;
+    int fd, err = 0, rc = open_object(s, name, &fd, &st);
 
-    rc = check_name(s, name);
     if (rc)
         return rc;
-    object_path(name, path, sizeof path);
-    fd = openat(d->rootfd, path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        if (errno == ENOENT)
-            return pfs_err(-ENOENT, "endpoint %s: object %s not found", s->desc, name);
-        return disk_error(s, "opening", name, errno);
-    }
-    err = fstat(fd, &st) != 0 ? errno : 0;
-    if (!err && (uint64_t)st.st_size < off + len) {
+    if ((uint64_t)st.st_size < off + len) {
         close(fd);
         return pfs_err(-EBADMSG, "endpoint %s: object %s has %llu bytes, too short for "
                        "%zu bytes at offset %llu", s->desc, name,

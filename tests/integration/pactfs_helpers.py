@@ -11,6 +11,7 @@ import glob
 import hashlib
 import json
 import os
+import re
 import random
 import shutil
 import signal
@@ -298,6 +299,20 @@ class Vault:
         if check and p.returncode != 0:
             raise CmdFailed("pactfs-admin init -> exit %d\n%s%s" % (p.returncode, p.stdout, p.stderr))
         return p
+
+    def set_coding(self, **settings):
+        """Set (or replace) settings of the coding group of pactfs.conf,
+        e.g. set_coding(pack_max=0) for a test that edits fragment files."""
+        with open(self.conf) as f:
+            text = f.read()
+        m = re.search(r"coding = \{(.*?)\};", text, re.S)
+        assert m, "no coding group in " + self.conf
+        body = m.group(1)
+        for key, value in settings.items():
+            body = re.sub(r"\s*%s = [^;]*;" % key, "", body)
+            body = body.rstrip() + "\n    %s = %s;\n" % (key, value)
+        with open(self.conf, "w") as f:
+            f.write(text[:m.start(1)] + body + text[m.end(1):])
 
     def mount_args(self, mnt=None, passfile=None, extra=()):
         return ["mount", self.dir, mnt or self.mnt, "--account", ACCOUNT,
