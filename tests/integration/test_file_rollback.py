@@ -56,13 +56,15 @@ def snapshot(v, ino):
         head = c.execute("SELECT key, value FROM params WHERE key = 'file_head'"
                          " OR key LIKE 'file_head/%'").fetchall()
     frags = {}
-    ids = {r["chunk_id"].hex() for r in chunks}
+    # a small chunk's fragments live in a pack object (one per endpoint)
+    packs = {r["pack"].hex() for r in chunks if r["pack"]}
+    ids = {r["chunk_id"].hex() for r in chunks if not r["pack"]} | packs
     for i in range(3):
         for p in H.fragment_files(v.store_dir(i)):
             if any(os.path.basename(p).startswith(cid) for cid in ids):
                 with open(p, "rb") as f:
                     frags[p] = f.read()
-    assert len(frags) == 3 * len(chunks), (len(frags), len(chunks))
+    assert len(frags) == 3 * len(ids), (len(frags), len(chunks), len(packs))
     return {"ino": ino, "inode": inode, "chunks": chunks, "maxver": maxver, "frags": frags,
             "head": [tuple(r) for r in head] or None}
 
