@@ -2695,6 +2695,14 @@ static void repair_later(struct fs *fs, uint64_t ino, uint64_t idx, const struct
                     pfs_err_msg());
 }
 
+/* A pack part lost at a sync that degraded writes allow (object.h): its
+ * chunks' fragments there are repaired like a degraded put's. */
+static void pack_part_lost(void *arg, uint64_t ino, uint64_t idx, const struct chunk_ref *ref,
+                           uint32_t missing)
+{
+    repair_later(arg, ino, idx, ref, missing);
+}
+
 /* A full put: the endpoints it used are healthy again. */
 static void endpoints_recovered(struct fs *fs, const struct chunk_ref *ref)
 {
@@ -3110,6 +3118,7 @@ int fs_data_start(struct fs *fs)
         return pfs_err(-EAGAIN, "cannot start the endpoint watcher thread");
     }
     fs_status_tick(fs);   /* `pactfs status` works from the start */
+    object_layer_set_lost_cb(fs->v->ol, pack_part_lost, fs);
     return 0;
 }
 
@@ -3166,6 +3175,7 @@ void fs_data_stop(struct fs *fs)
     pthread_mutex_destroy(&d->cqlock);
     pthread_cond_destroy(&d->cqcond);
     pthread_cond_destroy(&d->cqidle);
+    object_layer_set_lost_cb(fs->v->ol, NULL, NULL);
     free(d);
     fs->data = NULL;
 }

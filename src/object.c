@@ -39,9 +39,10 @@
 #define CHUNK_SEAL_OVERHEAD (CHUNK_HEADER_LEN + AEAD_OVERHEAD)
 #define JOB_MSG_LEN 256
 #define POOL_MAX_THREADS 32
-/* An open pack takes chunks until it holds this many bytes (all parts);
- * later small chunks go standalone until the next sync writes it. */
+/* An open pack takes chunks until it holds this many bytes (all parts) or
+ * chunks; later small chunks go standalone until the next sync writes it. */
 #define PACK_BYTES_MAX (8u << 20)
+#define PACK_CHUNKS_MAX 4096
 #define PACK_SUFFIX ".p"
 
 
@@ -82,6 +83,14 @@ struct object_layer {
     struct pack *open;        /* being filled by puts */
     struct pack *failed;      /* written in part: retried by the next sync */
     pthread_mutex_t sync_lock;  /* one object_layer_sync at a time */
+    object_lost_fn lost_cb;   /* a pack part lost at a tolerant sync */
+    void *lost_arg;
+};
+
+/* What a pack remembers of each chunk, to report a lost part's fragments. */
+struct pack_chunk {
+    uint64_t ino, idx;
+    struct chunk_ref ref;
 };
 
 /* A pack being filled or written: one part (growing buffer) per endpoint. */
@@ -96,6 +105,7 @@ struct pack {
     uint8_t id[PACK_ID_LEN];
     size_t bytes;             /* all parts */
     unsigned nchunks;
+    struct pack_chunk *chunks;  /* nchunks of them */
     struct pack *next;
     struct pack_part parts[]; /* n */
 };
@@ -324,6 +334,7 @@ static void pack_free(struct object_layer *ol, struct pack *p)
         return;
     for (unsigned i = 0; i < ol->n; i++)
         free(p->parts[i].buf);
+    free(p->chunks);
     free(p);
 }
 
@@ -369,6 +380,12 @@ int object_layer_set_write_min(struct object_layer *ol, unsigned min)
 unsigned object_layer_write_min(const struct object_layer *ol)
 {
     return ol->write_min;
+}
+
+void object_layer_set_lost_cb(struct object_layer *ol, object_lost_fn fn, void *arg)
+{
+    ol->lost_cb = fn;
+    ol->lost_arg = arg;
 }
 
 int object_layer_set_pack_max(struct object_layer *ol, size_t max)
@@ -560,10 +577,15 @@ static int new_pack(struct object_layer *ol, struct pack **out)
     uint32_t now = (uint32_t)time(NULL);
     int rc;
 
+    if (p && !(p->chunks = calloc(PACK_CHUNKS_MAX, sizeof *p->chunks))) {
+        free(p);
+        p = NULL;
+    }
     if (!p)
         return pfs_err(-ENOMEM, "out of memory starting a pack");
     rc = crypto_random(p->id, PACK_ID_LEN - 4);
     if (rc) {
+        free(p->chunks);
         free(p);
         return rc;
     }
@@ -607,8 +629,8 @@ static int any_put_failing(struct object_layer *ol)
 /* Append the coded fragments of out to the open pack: 1 if packed, 0 if
  * the chunk is to go standalone (not small, no room, an endpoint failing or
  * a pack waiting for its retry), or -errno. */
-static int pack_chunk(struct object_layer *ol, struct chunk_ref *out, uint8_t **frags,
-                      size_t fraglen)
+static int pack_chunk(struct object_layer *ol, uint64_t ino, uint64_t idx,
+                      struct chunk_ref *out, uint8_t **frags, size_t fraglen)
 {
     unsigned nf = out->k + out->m;
     int rc = 0;
@@ -616,7 +638,8 @@ static int pack_chunk(struct object_layer *ol, struct chunk_ref *out, uint8_t **
     if (out->sealed_len > ol->pack_max || any_put_failing(ol))
         return 0;
     pthread_mutex_lock(&ol->pack_lock);
-    if (ol->failed || (ol->open && ol->open->bytes + nf * fraglen > PACK_BYTES_MAX)) {
+    if (ol->failed || (ol->open && (ol->open->bytes + nf * fraglen > PACK_BYTES_MAX ||
+                                    ol->open->nchunks == PACK_CHUNKS_MAX))) {
         pthread_mutex_unlock(&ol->pack_lock);
         return 0;
     }
@@ -629,9 +652,12 @@ static int pack_chunk(struct object_layer *ol, struct chunk_ref *out, uint8_t **
     if (rc == 0) {
         /* (a failed append leaves dead bytes in a part, named by no ref) */
         ol->open->bytes += nf * fraglen;
-        ol->open->nchunks++;
         memcpy(out->pack, ol->open->id, PACK_ID_LEN);
         out->packed = 1;
+        struct pack_chunk *pc = &ol->open->chunks[ol->open->nchunks++];
+        pc->ino = ino;
+        pc->idx = idx;
+        pc->ref = *out;
     }
     pthread_mutex_unlock(&ol->pack_lock);
     return rc ? rc : 1;
@@ -684,7 +710,7 @@ int object_put_chunk_degraded(struct object_layer *ol, const uint8_t dek[32], ui
     /* small: the sums now, in this thread (a pack has no per-fragment job) */
     for (unsigned i = 0; sealed_len <= ol->pack_max && i < nf; i++)
         sha256(frags[i], fraglen, out->sums[i]);
-    rc = pack_chunk(ol, out, frags, fraglen);
+    rc = pack_chunk(ol, ino, idx, out, frags, fraglen);
     if (rc != 0) {
         free(buf);
         if (rc > 0 && missing)
@@ -1038,6 +1064,31 @@ static unsigned packs_jobs(struct object_layer *ol, struct pack *list, struct io
     return at;
 }
 
+/* A tolerated loss: the fragments in p's unwritten parts are missing; tell
+ * the owner (to queue repairs) chunk by chunk, or say what fsck restores. */
+static void pack_report_lost(struct object_layer *ol, struct pack *p, const char *why)
+{
+    char name[OBJECT_NAME_MAX];
+
+    object_pack_name(p->id, name);
+    log_warning("pack %s: its part on an endpoint could not be written (%s); its chunks "
+                "are read from the other endpoints and their missing fragments are "
+                "repaired when the endpoint is back", name, why);
+    for (unsigned c = 0; ol->lost_cb && c < p->nchunks; c++) {
+        const struct chunk_ref *ref = &p->chunks[c].ref;
+        uint32_t missing = 0;
+        for (unsigned i = 0; i < (unsigned)ref->k + ref->m; i++) {
+            const struct pack_part *part = &p->parts[object_fragment_store(ol, ref, i)];
+            if (!part->written)
+                missing |= 1u << i;
+        }
+        if (missing) {
+            pfs_err(-EIO, "%s", why);
+            ol->lost_cb(ol->lost_arg, p->chunks[c].ino, p->chunks[c].idx, ref, missing);
+        }
+    }
+}
+
 /* Write the packs in list.  Packs fully written, or missing parts on no
  * more endpoints than degraded writes allow, are freed; the rest come back
  * in *keep for the next sync.  0 or the first error. */
@@ -1074,12 +1125,7 @@ static int packs_write(struct object_layer *ol, struct pack *list, struct pack *
                 rc = pfs_err(j->rc, "%s", j->msg);
         }
         if (failed && failed <= ol->k + ol->m - ol->write_min) {
-            char name[OBJECT_NAME_MAX];
-            object_pack_name(p->id, name);
-            log_warning("pack %s: its part on %u endpoint(s) could not be written (%s); its "
-                        "%u chunks are read from the other endpoints, and pactfs-fsck "
-                        "--repair restores the missing fragments", name, failed, why,
-                        p->nchunks);
+            pack_report_lost(ol, p, why);
             failed = 0;
         }
         if (failed) {

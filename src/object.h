@@ -135,6 +135,14 @@ int object_layer_set_pack_max(struct object_layer *ol, size_t max);
  * restores it standalone). */
 int object_layer_sync(struct object_layer *ol);
 
+/* A pack part lost at a sync that degraded writes tolerate: called, from
+ * inside object_layer_sync, for each chunk with fragments in that part
+ * (missing: their bits), with pfs_err_msg() naming the failure, so the
+ * caller queues their repair as for a degraded put. */
+typedef void (*object_lost_fn)(void *arg, uint64_t ino, uint64_t idx,
+                               const struct chunk_ref *ref, uint32_t missing);
+void object_layer_set_lost_cb(struct object_layer *ol, object_lost_fn fn, void *arg);
+
 /* Packs that failed to be written and wait for the next sync's retry. */
 unsigned object_layer_packs_waiting(struct object_layer *ol);
 

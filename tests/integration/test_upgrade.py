@@ -26,9 +26,17 @@ def db(v):
 
 def make_format1(v):
     """Turn the new vault's meta.db into what format 1 (schema 1) wrote: no
-    schema-3 change feed, sessions, holds or locks, no schema-2 columns, no
-    signed file head (nor its anchor in the key directory)."""
+    schema-4 packs, no schema-3 change feed, sessions, holds or locks, no
+    schema-2 columns, no signed file head (nor its anchor in the key
+    directory).  The vault must have been written with packs off."""
     with db(v) as c:
+        (packed,) = c.execute("SELECT count(*) FROM chunks WHERE length(pack) > 0").fetchone()
+        assert packed == 0, "written with packs: call v.set_coding(pack_max=0) first"
+        c.execute("DROP TABLE free_packs")
+        for t in ("chunks", "gc_queue"):
+            c.execute("DROP INDEX %s_by_pack" % t)
+            c.execute("ALTER TABLE %s DROP COLUMN pack" % t)
+            c.execute("ALTER TABLE %s DROP COLUMN pack_offs" % t)
         (vid,) = c.execute("SELECT value FROM params WHERE key = 'vault_id'").fetchone()
         vid = vid if isinstance(vid, bytes) else vid.encode()
         c.execute("DELETE FROM params WHERE key = 'file_head'")
@@ -83,6 +91,7 @@ def upgrade(v, *extra):
 
 def test_format1_vault_upgrades_mounts_and_reads(new_vault):
     v = new_vault
+    v.set_coding(pack_max=0)    # format 1 had no packs
     v.mount()
     write_tree(v)
     v.unmount()
@@ -127,9 +136,25 @@ def test_format1_vault_upgrades_mounts_and_reads(new_vault):
     assert "Keeping the backup" in p.stdout
     assert "0 entries bound, 0 files committed" in p.stdout, p.stdout
 
+    # the migrated store (schema 1 -> 4) takes packed chunks beside its
+    # standalone ones once packs are on
+    v.set_coding(pack_max=65536)
+    v.mount()
+    H.write_file(v.path("after-upgrade.txt"), b"packed now\n" * 50)
+    v.remount()
+    assert H.read_file(v.path("a.txt")) == TREE["a.txt"]
+    assert H.read_file(v.path("big.bin")) == bytes(want)
+    assert H.read_file(v.path("after-upgrade.txt")) == b"packed now\n" * 50
+    v.unmount()
+    with sqlite3.connect(os.path.join(v.dir, "meta.db")) as c:
+        assert c.execute("SELECT version FROM schema_version").fetchone()[0] == 4
+        assert c.execute("SELECT count(*) FROM chunks WHERE length(pack) > 0"
+                         ).fetchone()[0] == 1
+
 
 def test_upgrade_backup_is_taken_before_migration_and_run_resumes(new_vault):
     v = new_vault
+    v.set_coding(pack_max=0)    # format 1 had no packs
     v.mount()
     write_tree(v)
     v.unmount()

@@ -394,8 +394,27 @@ static void test_packed_fragment_repaired_standalone(void)
  * stays waiting, sends later small chunks standalone, and is written by the
  * next sync once the endpoint takes it; with degraded writes (write_min =
  * k) the sync succeeds without that part and the chunk still reads. */
+struct lost_seen {
+    unsigned calls;
+    uint64_t ino, idx;
+    uint32_t missing;
+};
+
+static void note_lost(void *arg, uint64_t ino, uint64_t idx, const struct chunk_ref *ref,
+                      uint32_t missing)
+{
+    struct lost_seen *l = arg;
+
+    (void)ref;
+    l->calls++;
+    l->ino = ino;
+    l->idx = idx;
+    l->missing = missing;
+}
+
 static void test_pack_write_failure_retried(void)
 {
+    struct lost_seen lost = { 0 };
     static struct store_ops broken_ops;
     const struct store_ops *good_ops;
     struct rig r;
@@ -425,11 +444,16 @@ static void test_pack_write_failure_retried(void)
     CHECK_EQ_INT(bad, 0);
 
     CHECK_EQ_INT(object_layer_set_write_min(r.ol, 2), 0);
+    object_layer_set_lost_cb(r.ol, note_lost, &lost);
     REQUIRE(object_put_chunk(r.ol, dek, 3, 2, 1, in, 3000, &ref) == 0);
     REQUIRE(ref.packed);
     r.stores[2]->ops = &broken_ops;
     CHECK_EQ_INT(object_layer_sync(r.ol), 0);
     CHECK_EQ_INT(object_layer_packs_waiting(r.ol), 0);
+    /* the owner hears which fragment is missing, to queue its repair */
+    CHECK_EQ_INT(lost.calls, 1);
+    CHECK(lost.ino == 3 && lost.idx == 2);
+    CHECK_EQ_INT(lost.missing, 1u << 0);       /* rotation 2: fragment 0 on store 2 */
     r.stores[2]->ops = good_ops;
     CHECK_EQ_INT(object_get_chunk(r.ol, dek, 3, 2, &ref, out, &bad), 0);
     CHECK_MEM(in, out, 3000);
