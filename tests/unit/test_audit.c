@@ -871,6 +871,61 @@ static void test_format2_prefix_still_verifies(void)
     remove_scratch();
 }
 
+/* Lines are written without json-c objects, but byte for byte as json-c
+ * writes them (the chains hash those bytes): every line equals json-c's own
+ * serialisation of it, whatever bytes its strings hold. */
+static void test_lines_are_json_c_bytes(void)
+{
+    struct audit_ctx who = { .uid = (uid_t)-2, .pid = 1 };
+    struct audit_detail d = { .file = 18446744073709551615ULL, .dest = "/to/\"x\"\\y/\x01\x7f",
+                              .set = AUDIT_SET_MODE | AUDIT_SET_OWNER | AUDIT_SET_ATIME |
+                                     AUDIT_SET_MTIME | AUDIT_SET_SIZE,
+                              .mode = 0104755, .uid = 4294967295u, .gid = 0,
+                              .atime_ns = -1, .mtime_ns = 1795892771123456789LL, .size = 0,
+                              .before = "name=a full_name=\"\xc3\xa9\"", .after = "" };
+    char path[128], all[256];
+    struct lines ls;
+    struct audit *a;
+
+    for (int i = 1; i < 256; i++)
+        all[i - 1] = (char)i;
+    all[255] = '\0';
+    make_scratch();
+    spool_path(path, sizeof path, "audit.log");
+    REQUIRE((a = open_alice(path)));
+    audit_set_seal_every(a, 2);
+    CHECK(audit_event(a, &who, "create", all, 0, 0) == 0);
+    CHECK(audit_event_detail(a, &who, "setattr", "/a/b\t\n\r\b\f.txt", -EPERM, 1, &d) == 0);
+    CHECK(audit_event_detail(a, NULL, "rename", "", -EIO, UINT64_MAX, &d) == 0);
+    d.extra_key = "keyd";
+    d.extra = json_tokener_parse("{\"remote\":\"10.0.0.1\",\"status\":429,\"ok\":true,"
+                                 "\"n\":null,\"l\":[1,\"a/b\",{\"x\":-3}],\"s\":\"\\u0001\"}");
+    REQUIRE(d.extra);
+    CHECK(audit_event_detail(a, NULL, "keyd-unlock", "v/acc", -1000, 0, &d) == 0);
+    json_object_put(d.extra);
+    audit_close(a);
+    REQUIRE((a = open_unsigned(path, "fsck \"\\/\"")));
+    CHECK(audit_event(a, &who, "fsck-verify", "/\xff\xfe", -ENOSPC, 7) == 0);
+    audit_close(a);
+    CHECK(audit_verify(path, root_fp, NULL, NULL, NULL) == 0);
+    lines_read(path, &ls);
+    CHECK(ls.n >= 12);
+    for (size_t i = 0; i < ls.n; i++) {
+        json_object *o = audit_line_parse(ls.l[i], strlen(ls.l[i]));
+        const char *again = o ? json_object_to_json_string_ext(
+                                    o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
+                              : "";
+
+        if (strcmp(again, ls.l[i]) != 0)
+            printf("# line %zu:\n#  %s\n#  %s (json-c)\n", i + 1, ls.l[i], again);
+        CHECK(strcmp(again, ls.l[i]) == 0);
+        json_object_put(o);
+    }
+    CHECK(strstr(ls.l[2], "\"path\":\"\\u0001") != NULL);
+    lines_free(&ls);
+    remove_scratch();
+}
+
 /* An oversized event fails alone; the spool and later events are fine. */
 static void test_oversized_event_refused(void)
 {
@@ -1184,6 +1239,7 @@ int main(void)
     RUN(test_unsigned_session_limit);
     RUN(test_interleaved_sessions);
     RUN(test_format2_prefix_still_verifies);
+    RUN(test_lines_are_json_c_bytes);
     RUN(test_oversized_event_refused);
     RUN(test_two_processes_one_chain);
     RUN(test_open_refuses_torn_tail);
