@@ -120,11 +120,12 @@ EOF
 }
 
 show_ciphertext_only() {
-    say "What the three stores hold (a few fragment files each)"
+    say "What the three stores hold (a few objects each)"
     for s in "$VAULT"/stores/*; do
-        # not the endpoint's identity marker (pactfs-endpoint), only fragments
+        # not the endpoint's identity marker (pactfs-endpoint): fragments
+        # ("<id>.<n>") and packs of small files' fragments ("<id>.p")
         n=$(find "$s" -type f ! -name pactfs-endpoint | wc -l)
-        echo "$s: $n fragment files (and the endpoint's identity marker)"
+        echo "$s: $n objects: fragments, or packs of small files' fragments (and the endpoint's identity marker)"
         find "$s" -type f ! -name pactfs-endpoint | head -n 3 | sed 's/^/    /'
     done
     say "Searching the stores and the metadata for a sample phrase and a file name"
