@@ -13,6 +13,7 @@
 #include "log.h"
 #include "object.h"
 #include "store.h"
+#include "vec.h"
 #include "workq.h"
 
 /* Sealed chunk (docs/format-objects.md):
@@ -105,7 +106,8 @@ struct pack {
     uint8_t id[PACK_ID_LEN];
     size_t bytes;             /* all parts */
     unsigned nchunks;
-    struct pack_chunk *chunks;  /* nchunks of them */
+    size_t capchunks;
+    struct pack_chunk *chunks;  /* nchunks of them (grown as needed) */
     struct pack *next;
     struct pack_part parts[]; /* n */
 };
@@ -577,10 +579,6 @@ static int new_pack(struct object_layer *ol, struct pack **out)
     uint32_t now = (uint32_t)time(NULL);
     int rc;
 
-    if (p && !(p->chunks = calloc(PACK_CHUNKS_MAX, sizeof *p->chunks))) {
-        free(p);
-        p = NULL;
-    }
     if (!p)
         return pfs_err(-ENOMEM, "out of memory starting a pack");
     rc = crypto_random(p->id, PACK_ID_LEN - 4);
@@ -645,6 +643,9 @@ static int pack_chunk(struct object_layer *ol, uint64_t ino, uint64_t idx,
     }
     if (!ol->open)
         rc = new_pack(ol, &ol->open);
+    if (rc == 0 && vec_reserve(&ol->open->chunks, &ol->open->capchunks,
+                               ol->open->nchunks + 1, sizeof *ol->open->chunks, 64) < 0)
+        rc = pfs_err(-ENOMEM, "out of memory filling a pack");
     for (unsigned i = 0; rc == 0 && i < nf; i++) {
         struct pack_part *part = &ol->open->parts[object_fragment_store(ol, out, i)];
         rc = part_append(part, frags[i], fraglen, &out->pack_offs[i]);
