@@ -25,6 +25,7 @@
 #include "conf.h"
 #include "error.h"
 #include "fileio.h"
+#include "object.h"
 #include "secmem.h"
 
 #define CHUNK_MIN (64u * 1024u)
@@ -328,7 +329,7 @@ static int load_coding(const struct loader *ld, const config_setting_t *root,
                        &chunk)) ||
         (rc = get_uint(ld, g, "min_write_fragments", 0, EC_MAX_FRAGS,
                        "min_write_fragments must be between k and k + m", &wmin)) ||
-        (rc = get_uint(ld, g, "pack_max", 0, CONF_PACK_MAX_LIMIT,
+        (rc = get_uint(ld, g, "pack_max", 0, PACK_MAX_LIMIT,
                        "pack_max must be from 0 (no packs) to 1048576 bytes", &pack_max)) ||
         (rc = get_uint(ld, g, "pack_grace", 1, 30 * 86400,
                        "pack_grace must be from 1 to 2592000 seconds (30 days)", &grace)))

@@ -33,7 +33,6 @@ struct endpoint_conf {
 /* coding.pack_max and coding.pack_grace defaults (docs/config.md). */
 #define CONF_PACK_MAX_DEFAULT 65536u
 #define CONF_PACK_GRACE_DEFAULT_S 86400u
-#define CONF_PACK_MAX_LIMIT (1024u * 1024u)
 
 struct pactfs_conf {
     char *file;             /* absolute path of the file this came from */

@@ -100,12 +100,12 @@ int meta_chunk_row_decode(const struct meta_chunk_row *row, struct chunk_ref *ou
         return pfs_err(-EBADMSG, "metadata store: a chunk record's pack columns are %zu and %zu "
                        "bytes, expected %d and %u; the database was altered or is corrupt",
                        row->pack_len, row->pack_offs_len, PACK_ID_LEN, 4 * nf);
-    const uint8_t *o = row->pack_offs;
+    struct rbuf r;
+    rbuf_init(&r, row->pack_offs, row->pack_offs_len);
+    for (unsigned i = 0; i < nf; i++)
+        rbuf_get_u32(&r, &out->pack_offs[i]);
     out->packed = 1;
     memcpy(out->pack, row->pack, PACK_ID_LEN);
-    for (unsigned i = 0; i < nf; i++, o += 4)
-        out->pack_offs[i] = (uint32_t)o[0] << 24 | (uint32_t)o[1] << 16 |
-                            (uint32_t)o[2] << 8 | o[3];
     return 0;
 }
 

@@ -46,7 +46,6 @@
 #define PACK_CHUNKS_MAX 4096
 #define PACK_SUFFIX ".p"
 
-
 /* ---- a small I/O pool: fragments of one chunk go to endpoints in parallel ---- */
 
 enum io_op { IO_PUT, IO_PUT_NEW, IO_GET, IO_DEL, IO_SYNC };
@@ -583,7 +582,6 @@ static int new_pack(struct object_layer *ol, struct pack **out)
         return pfs_err(-ENOMEM, "out of memory starting a pack");
     rc = crypto_random(p->id, PACK_ID_LEN - 4);
     if (rc) {
-        free(p->chunks);
         free(p);
         return rc;
     }
@@ -708,8 +706,10 @@ int object_put_chunk_degraded(struct object_layer *ol, const uint8_t dek[32], ui
     out->k = (uint8_t)ol->k;
     out->m = (uint8_t)ol->m;
     out->rotation = (uint8_t)(idx % ol->n);
-    /* small: the sums now, in this thread (a pack has no per-fragment job) */
-    for (unsigned i = 0; sealed_len <= ol->pack_max && i < nf; i++)
+    /* small: the sums now, in this thread (a pack has no per-fragment job);
+     * a small chunk that is not packed after all keeps them */
+    int summed = sealed_len <= ol->pack_max;
+    for (unsigned i = 0; summed && i < nf; i++)
         sha256(frags[i], fraglen, out->sums[i]);
     rc = pack_chunk(ol, ino, idx, out, frags, fraglen);
     if (rc != 0) {
@@ -721,7 +721,7 @@ int object_put_chunk_degraded(struct object_layer *ol, const uint8_t dek[32], ui
     for (unsigned i = 0; i < nf; i++) {
         fill_job(&jobs[i], IO_PUT_NEW, ol, out, i, fraglen);
         jobs[i].src = frags[i];
-        jobs[i].sum_out = out->sums[i];
+        jobs[i].sum_out = summed ? NULL : out->sums[i];
     }
     run_jobs(ol, jobs, nf);
     free(buf);
@@ -1179,12 +1179,8 @@ int object_layer_sync(struct object_layer *ol)
     ol->failed = NULL;
     pthread_mutex_unlock(&ol->pack_lock);
     rc = list ? packs_write(ol, list, &keep) : 0;
-    if (keep) {
+    if (keep) {   /* only a sync sets failed, and this one holds sync_lock */
         pthread_mutex_lock(&ol->pack_lock);
-        struct pack **tail = &keep;
-        while (*tail)
-            tail = &(*tail)->next;
-        *tail = ol->failed;
         ol->failed = keep;
         pthread_mutex_unlock(&ol->pack_lock);
     }

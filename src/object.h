@@ -33,7 +33,7 @@
  * the (untrusted) metadata store. */
 #define PACK_ID_LEN 16
 /* Largest pack_max (coding.pack_max): chunks sealed to more go standalone. */
-#define PACK_MAX_LIMIT (1024 * 1024)   /* = CONF_PACK_MAX_LIMIT */
+#define PACK_MAX_LIMIT (1024 * 1024)
 
 /* What the metadata store records for one chunk version. */
 struct chunk_ref {

@@ -19,8 +19,6 @@
 #include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
 
 struct store;
 
@@ -56,10 +54,9 @@ struct store_ops {
     /* Optional (NULL: use put): put under a fresh name (see above); -EEXIST
      * if the name exists, which it never replaces. */
     int (*put_new)(struct store *s, const char *name, const void *data, size_t len);
-    /* Optional (NULL: get the whole object and copy the range): read len
-     * bytes at offset off of an object (a fragment inside a pack object,
-     * docs/format-objects.md) into buf.  -ENOENT if absent, -EBADMSG if the
-     * object ends before off + len. */
+    /* Read len bytes at offset off of an object (a fragment inside a pack
+     * object, docs/format-objects.md) into buf.  -ENOENT if absent,
+     * -EBADMSG if the object ends before off + len. */
     int (*get_range)(struct store *s, const char *name, uint64_t off, void *buf, size_t len);
 };
 
@@ -110,21 +107,7 @@ static inline int store_get(struct store *s, const char *n, void **d, size_t *l)
 { return s->ops->get(s, n, d, l); }
 static inline int store_get_range(struct store *s, const char *n, uint64_t off, void *buf,
                                   size_t len)
-{
-    void *d = NULL;
-    size_t l = 0;
-    int rc;
-
-    if (s->ops->get_range)
-        return s->ops->get_range(s, n, off, buf, len);
-    rc = s->ops->get(s, n, &d, &l);
-    if (rc == 0 && (off > l || len > l - off))
-        rc = -EBADMSG;
-    if (rc == 0)
-        memcpy(buf, (const uint8_t *)d + off, len);
-    free(d);
-    return rc;
-}
+{ return s->ops->get_range(s, n, off, buf, len); }
 static inline int store_del(struct store *s, const char *n)
 { return s->ops->del(s, n); }
 static inline int store_stat(struct store *s, const char *n, uint64_t *sz)

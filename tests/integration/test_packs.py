@@ -180,9 +180,37 @@ def test_removed_files_packs_deleted_after_grace(vault):
         len(after), len(kept_packs))
     p = fsck(vault, "--orphans")
     assert p.returncode == 0 and "orphans: 0 found" in p.stdout, p.stdout
+    assert len(chunk_rows(vault)) == len(keep)   # the removed files' records are gone
     vault.remount()
     check(keep)
-    assert gone
+    assert all(not os.path.exists(f) for f in gone)
+
+
+def test_free_list_row_forged_for_a_live_pack_deletes_nothing(vault):
+    """The database operator puts a live pack on the free list, dated long
+    ago: the gc finds records still naming it and takes it off the list
+    without deleting anything."""
+    files = small_files(vault, 5)
+    vault.unmount()
+    vault.set_coding(pack_grace=1)
+    packs, _ = objects(vault)
+    live = {r[2] for r in chunk_rows(vault) if r[2]}
+    db = sqlite3.connect(os.path.join(vault.dir, "meta.db"))
+    for pack in live:
+        db.execute("INSERT INTO free_packs (pack, since) VALUES (x'%s', 1)" % pack)
+    db.commit()
+    db.close()
+    time.sleep(2)                             # the packs' own ids are older than the grace
+    p = fsck(vault, "--gc")
+    assert p.returncode == 0, p.stdout + p.stderr
+    after, _ = objects(vault)
+    assert sorted(after) == sorted(packs), "a live pack was deleted"
+    db = sqlite3.connect(os.path.join(vault.dir, "meta.db"))
+    (left,) = db.execute("SELECT count(*) FROM free_packs").fetchone()
+    db.close()
+    assert left == 0, "the forged rows stayed on the free list"
+    vault.remount()
+    check(files)
 
 
 def test_unreferenced_pack_is_an_orphan(vault):
