@@ -300,15 +300,21 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_COMMITMENT_LIST] = "SELECT ino, commitment FROM inodes WHERE length(commitment) > 0"
                            " ORDER BY ino",
     /* packs: freed only when no chunk record or queue entry names them */
+    /* "length(pack) > 0" repeats the partial indexes' condition: without
+     * it neither SQLite nor PostgreSQL may use them, and every release
+     * scanned both tables (test_meta's query-plan case) */
     [ST_PACK_RELEASE] = "INSERT INTO free_packs (pack, since) SELECT ?1, CAST(?2 AS {INT})"
-                        " WHERE NOT EXISTS (SELECT 1 FROM chunks WHERE pack = ?1)"
-                        " AND NOT EXISTS (SELECT 1 FROM gc_queue WHERE pack = ?1)"
+                        " WHERE NOT EXISTS (SELECT 1 FROM chunks WHERE pack = ?1"
+                        " AND length(pack) > 0)"
+                        " AND NOT EXISTS (SELECT 1 FROM gc_queue WHERE pack = ?1"
+                        " AND length(pack) > 0)"
                         " ON CONFLICT DO NOTHING",
     [ST_FREE_PACKS_LIST] = "SELECT pack FROM free_packs WHERE since <= ?1 ORDER BY since"
                            " LIMIT ?2",
-    [ST_PACK_REFERENCED] = "SELECT CAST(CASE WHEN EXISTS (SELECT 1 FROM chunks WHERE pack = ?1)"
-                           " OR EXISTS (SELECT 1 FROM gc_queue WHERE pack = ?1) THEN 1 ELSE 0"
-                           " END AS {INT})",
+    [ST_PACK_REFERENCED] = "SELECT CAST(CASE WHEN EXISTS (SELECT 1 FROM chunks WHERE pack = ?1"
+                           " AND length(pack) > 0)"
+                           " OR EXISTS (SELECT 1 FROM gc_queue WHERE pack = ?1"
+                           " AND length(pack) > 0) THEN 1 ELSE 0 END AS {INT})",
     [ST_FREE_PACK_DELETE] = "DELETE FROM free_packs WHERE pack = ?1",
 };
 
@@ -427,6 +433,12 @@ static int q_prepare(struct msql *h, int id, const char *sql, struct q *q)
     q->h = h;
     q->st = NULL;
     return h->drv->prepare(h->db, id, sql, &q->st);
+}
+
+const char *meta_sql_statement(struct meta *m, unsigned i, unsigned *count)
+{
+    *count = ST_COUNT;
+    return m->ops == &sql_ops && i < ST_COUNT ? H(m)->sql[i] : NULL;
 }
 
 static int q_open(struct msql *h, enum st id, struct q *q)

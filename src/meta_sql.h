@@ -132,4 +132,9 @@ struct msql_driver {
  * closed. */
 int meta_sql_open(const struct msql_driver *drv, void *db, struct meta **out);
 
+/* The text of shared statement i as this store prepares it (dialect filled
+ * in), NULL for one it does not use; *count = how many there are.  For the
+ * tests that check every statement's query plan. */
+const char *meta_sql_statement(struct meta *m, unsigned i, unsigned *count);
+
 #endif
