@@ -15,6 +15,14 @@
 
 #include <malloc.h>
 #include <openssl/crypto.h>
+#ifdef __SANITIZE_ADDRESS__
+#include <sanitizer/asan_interface.h>
+#define SLOT_POISON(p, n) ASAN_POISON_MEMORY_REGION(p, n)
+#define SLOT_UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION(p, n)
+#else
+#define SLOT_POISON(p, n) ((void)(p), (void)(n))
+#define SLOT_UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
 
 #include "error.h"
 #include "log.h"
@@ -27,8 +35,9 @@
  * and the temporaries of private-key operations (a power of two). */
 #define OPENSSL_HEAP_SIZE ((size_t)128 << 10)
 #define OPENSSL_HEAP_MIN 32
-/* Freed plaintext buffers kept (wiped, still locked) for reuse, so a busy
- * cache does not map and lock a fresh chunk for every miss. */
+/* Freed large plaintext buffers (chunks) kept (wiped, still locked) for
+ * reuse, so a busy cache does not map and lock a fresh chunk for every
+ * miss.  Small buffers are arena slots (below). */
 #define PLAIN_SPARES 8
 #define PLAIN_SPARE_MAX ((size_t)4 << 20)
 #define PLAIN_MAGIC 0x70667370u   /* "pfsp" */
@@ -395,25 +404,92 @@ int secmem_init_openssl_heap(void)
 
 /* ------------------------------------------------------------ plaintext */
 
-/* Each buffer is its own anonymous mapping with this header in front. */
+/* Every buffer has this header in front: a large buffer (more than
+ * SECMEM_PLAIN_SMALL_MAX) is its own anonymous mapping, a small one a slot
+ * of an arena. */
+struct plain_arena;
 struct plain_hdr {
-    uint32_t magic;
+    uint32_t magic;              /* PLAIN_MAGIC in use, PLAIN_FREE a free slot */
     uint32_t locked;
-    size_t maplen;
+    size_t maplen;               /* mapping length, or the arena's slot length */
+    struct plain_arena *arena;   /* NULL: a mapping of its own */
+    struct plain_hdr *next_free; /* a free slot: the next one of its arena */
 };
 #define PLAIN_HDR_LEN 64
+_Static_assert(sizeof(struct plain_hdr) <= PLAIN_HDR_LEN, "plain_hdr fits its 64 bytes");
+#define PLAIN_FREE 0x70667366u    /* "pfsf" */
+
+/* Small buffers (read replies, the read-ahead of small files and the cache
+ * entries that keep them) come from size classes carved out of arenas: a
+ * mapping of its own per buffer cost an mmap, an madvise, an mlock, a page
+ * fault per page and an munmap for every small file read, 10.6 % of the
+ * daemon's CPU in a cold read of 4,000 small files.
+ *
+ * A class is a whole number of pages, header included, at most 25 % over
+ * the page-rounded size (29-33 pages is the largest class: a 128 KiB read
+ * reply plus its header).  An arena holds slots of one class, about
+ * PLAIN_ARENA_TARGET bytes and at least PLAIN_ARENA_MIN_SLOTS slots; it is
+ * mapped, excluded from dumps and locked once (locked if the budget has
+ * room for the whole arena, else unlocked; an arena never changes) and
+ * unmapped whole.  A freed slot is wiped as far as it was written, as
+ * secmem_plain_free_upto says, before it goes back on its arena's free
+ * list, so a free slot holds zeros apart from its header (no secret: the
+ * magic, the class and the list link).  Allocation takes a slot of a
+ * locked arena of the class first, then a new locked arena while the
+ * budget has room, then an unlocked arena's slot, then a new unlocked
+ * arena.
+ *
+ * Bound: an arena all of whose slots are free is unmapped at once unless
+ * the entirely free arenas kept would exceed SECMEM_PLAIN_ARENA_KEEP
+ * (2 MiB); secmem_plain_budget() unmaps every entirely free arena.  So
+ * once the cache and the write buffers are dropped, at most 2 MiB of
+ * arenas stay mapped.  Free slots in an arena that still holds a live
+ * buffer stay with it (a class's arenas are filled from the head of its
+ * list and arenas that regain a free slot go to the tail, so live buffers
+ * gather in few arenas); live small buffers are bounded by their owners
+ * (the cache's budget, the dirty limit, the requests in flight).  At
+ * worst (one live buffer left in each arena) the slack is an arena per
+ * live buffer; in practice buffers allocated together (one read pass)
+ * are evicted together.
+ *
+ * Accounting, as for buffers of their own: pool.locked is every locked
+ * byte (whole locked arenas, with their free slots, as it counts locked
+ * spares), pool.unlocked the bytes of the unlocked slots in use. */
+static const uint8_t plain_class_pages[] = { 1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14, 16,
+                                             20, 24, 28, 33 };
+#define PLAIN_CLASSES (sizeof plain_class_pages / sizeof plain_class_pages[0])
+#define PLAIN_ARENA_TARGET ((size_t)512 << 10)
+#define PLAIN_ARENA_MIN_SLOTS 4
+_Static_assert(SECMEM_PLAIN_SMALL_MAX == 33 * 4096 - PLAIN_HDR_LEN,
+               "SECMEM_PLAIN_SMALL_MAX is the largest class's slot less the header");
+
+struct plain_arena {
+    struct plain_arena *prev, *next;   /* on pool.avail[cls][locked] while a slot is free */
+    uint8_t *base;
+    size_t len, slot;
+    unsigned nslots, nfree, cls;
+    int locked, listed;
+    struct plain_hdr *free;
+};
 
 static struct {
     pthread_mutex_t lock;
     size_t budget, want;
-    size_t locked;             /* locked bytes, in use or spare */
+    size_t locked;             /* locked bytes, in use, spare or arenas */
     size_t unlocked;           /* unlocked bytes in use */
     unsigned long unlocked_allocs;
     void *spare[PLAIN_SPARES];
     unsigned nspare;
+    /* arenas with a free slot, per class, [0] unlocked and [1] locked */
+    struct plain_arena *avail[PLAIN_CLASSES][2], *avail_tail[PLAIN_CLASSES][2];
+    size_t arena_bytes;        /* mapped by arenas */
+    size_t arena_free;         /* in their free slots */
+    size_t empty_bytes;        /* in arenas whose slots are all free */
+    unsigned narenas;
 } pool = { .lock = PTHREAD_MUTEX_INITIALIZER };
 
 static void plain_unmap(void *base, size_t len, int locked);
+static void plain_arenas_release_empty(size_t keep);
 
 /* Unmap the spare buffers (they are wiped already). */
 static void plain_spares_release(void)
@@ -437,6 +513,7 @@ size_t secmem_plain_budget(size_t want)
     size_t lim, used, budget = want;
 
     plain_spares_release();
+    plain_arenas_release_empty(0);
     lim = memlock_limit();
     used = locked_now();
 
@@ -455,11 +532,251 @@ size_t secmem_plain_budget(size_t want)
 static struct plain_hdr *plain_hdr(void *p)
 {
     struct plain_hdr *h = (struct plain_hdr *)((uint8_t *)p - PLAIN_HDR_LEN);
+    const struct plain_arena *a;
 
     if (h->magic != PLAIN_MAGIC)
-        abort();   /* not from secmem_plain_alloc: a bug, never continue */
+        abort();   /* not from secmem_plain_alloc, or freed: a bug, never continue */
+    a = h->arena;
+    if (a && ((uint8_t *)h < a->base || (uint8_t *)h >= a->base + a->len
+              || (size_t)((uint8_t *)h - a->base) % a->slot != 0 || h->maplen != a->slot))
+        abort();   /* a header that does not belong to its arena's slots */
     return h;
 }
+
+/* ---- arenas (pool.lock held unless said otherwise) */
+
+static void arena_list_add(struct plain_arena *a)
+{
+    struct plain_arena **head = &pool.avail[a->cls][a->locked];
+    struct plain_arena **tail = &pool.avail_tail[a->cls][a->locked];
+
+    a->next = NULL;
+    a->prev = *tail;
+    if (*tail)
+        (*tail)->next = a;
+    else
+        *head = a;
+    *tail = a;
+    a->listed = 1;
+}
+
+static void arena_list_del(struct plain_arena *a)
+{
+    if (!a->listed)
+        return;
+    if (a->prev)
+        a->prev->next = a->next;
+    else
+        pool.avail[a->cls][a->locked] = a->next;
+    if (a->next)
+        a->next->prev = a->prev;
+    else
+        pool.avail_tail[a->cls][a->locked] = a->prev;
+    a->prev = a->next = NULL;
+    a->listed = 0;
+}
+
+static size_t arena_len(unsigned cls)
+{
+    size_t slot = plain_class_pages[cls] * page_size();
+    size_t n = PLAIN_ARENA_TARGET / slot;
+
+    return (n < PLAIN_ARENA_MIN_SLOTS ? PLAIN_ARENA_MIN_SLOTS : n) * slot;
+}
+
+/* A new arena of class cls, locked if lock is set and mlock works; its
+ * slots all free.  No lock held (system calls). */
+static struct plain_arena *arena_map(unsigned cls, int lock)
+{
+    struct plain_arena *a = calloc(1, sizeof *a);
+
+    if (!a)
+        return NULL;
+    a->cls = cls;
+    a->slot = plain_class_pages[cls] * page_size();
+    a->len = arena_len(cls);
+    a->nslots = a->nfree = (unsigned)(a->len / a->slot);
+    a->base = mmap(NULL, a->len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (a->base == MAP_FAILED) {
+        free(a);
+        return NULL;
+    }
+#ifdef MADV_DONTDUMP
+    (void)madvise(a->base, a->len, MADV_DONTDUMP);
+#endif
+    a->locked = lock && mlock(a->base, a->len) == 0;
+    for (unsigned i = a->nslots; i-- > 0;) {
+        struct plain_hdr *h = (struct plain_hdr *)(a->base + (size_t)i * a->slot);
+
+        h->magic = PLAIN_FREE;
+        h->locked = (uint32_t)a->locked;
+        h->maplen = a->slot;
+        h->arena = a;
+        h->next_free = a->free;
+        a->free = h;
+        /* under ASan a free slot's data is poisoned: a use after free is
+         * caught there (here it would read another file's plaintext) */
+        SLOT_POISON((uint8_t *)h + PLAIN_HDR_LEN, a->slot - PLAIN_HDR_LEN);
+    }
+    return a;
+}
+
+/* Count a new arena in (its locked bytes were reserved by the caller). */
+static void arena_insert(struct plain_arena *a)
+{
+    pool.narenas++;
+    pool.arena_bytes += a->len;
+    pool.arena_free += a->len;
+    pool.empty_bytes += a->len;
+    arena_list_add(a);
+}
+
+/* Count an entirely free arena out; the caller unmaps it. */
+static void arena_remove(struct plain_arena *a)
+{
+    arena_list_del(a);
+    pool.narenas--;
+    pool.arena_bytes -= a->len;
+    pool.arena_free -= a->len;
+    pool.empty_bytes -= a->len;
+    if (a->locked)
+        pool.locked -= a->len;
+}
+
+/* No lock held; munmap unlocks what it unmaps. */
+static void arena_unmap(struct plain_arena *a)
+{
+    SLOT_UNPOISON(a->base, a->len);
+    (void)munmap(a->base, a->len);
+    free(a);
+}
+
+static struct plain_hdr *arena_take(struct plain_arena *a)
+{
+    struct plain_hdr *h = a->free;
+
+    if (h->magic != PLAIN_FREE || h->arena != a)
+        abort();   /* the free list was overwritten */
+    if (a->nfree == a->nslots)
+        pool.empty_bytes -= a->len;
+    a->free = h->next_free;
+    a->nfree--;
+    pool.arena_free -= a->slot;
+    if (a->nfree == 0)
+        arena_list_del(a);
+    if (!a->locked) {
+        pool.unlocked += a->slot;
+        pool.unlocked_allocs++;
+    }
+    h->next_free = NULL;
+    h->magic = PLAIN_MAGIC;
+    SLOT_UNPOISON((uint8_t *)h + PLAIN_HDR_LEN, a->slot - PLAIN_HDR_LEN);
+    return h;
+}
+
+static unsigned plain_class(size_t need)
+{
+    size_t pages = (need + page_size() - 1) / page_size();
+    unsigned c = 0;
+
+    while (plain_class_pages[c] < pages)
+        c++;
+    return c;
+}
+
+/* A slot for need bytes (header included, at most the largest class). */
+static struct plain_hdr *arena_alloc(size_t need)
+{
+    unsigned cls = plain_class(need);
+    size_t len = arena_len(cls);
+    struct plain_arena *a;
+    struct plain_hdr *h;
+    int reserve;
+
+    pthread_mutex_lock(&pool.lock);
+    a = pool.avail[cls][1];
+    if (!a) {
+        reserve = pool.locked + len <= pool.budget;
+        a = reserve ? NULL : pool.avail[cls][0];
+        if (!a) {
+            if (reserve)
+                pool.locked += len;
+            pthread_mutex_unlock(&pool.lock);
+            a = arena_map(cls, reserve);
+            pthread_mutex_lock(&pool.lock);
+            if (reserve && (!a || !a->locked))
+                pool.locked -= len;
+            if (!a) {
+                pthread_mutex_unlock(&pool.lock);
+                return NULL;
+            }
+            arena_insert(a);
+        }
+    }
+    h = arena_take(a);
+    pthread_mutex_unlock(&pool.lock);
+    return h;
+}
+
+/* h's slot back on its arena's free list, wiped already; its arena is
+ * unmapped if all its slots are free and the entirely free arenas kept
+ * would exceed SECMEM_PLAIN_ARENA_KEEP. */
+static void arena_free(struct plain_hdr *h)
+{
+    struct plain_arena *a = h->arena, *gone = NULL;
+
+    SLOT_POISON((uint8_t *)h + PLAIN_HDR_LEN, a->slot - PLAIN_HDR_LEN);
+    pthread_mutex_lock(&pool.lock);
+    h->magic = PLAIN_FREE;
+    h->next_free = a->free;
+    a->free = h;
+    a->nfree++;
+    pool.arena_free += a->slot;
+    if (!a->locked)
+        pool.unlocked -= a->slot;
+    if (a->nfree == a->nslots) {
+        pool.empty_bytes += a->len;
+        arena_list_del(a);
+        if (pool.empty_bytes > SECMEM_PLAIN_ARENA_KEEP) {
+            arena_remove(a);
+            gone = a;
+        } else {
+            arena_list_add(a);   /* at the tail: the partly used ones fill first */
+        }
+    } else if (a->nfree == 1) {
+        arena_list_add(a);
+    }
+    pthread_mutex_unlock(&pool.lock);
+    if (gone)
+        arena_unmap(gone);
+}
+
+/* Unmap entirely free arenas until at most keep bytes of them are left. */
+static void plain_arenas_release_empty(size_t keep)
+{
+    struct plain_arena *gone = NULL;
+
+    pthread_mutex_lock(&pool.lock);
+    for (unsigned c = 0; c < PLAIN_CLASSES; c++)
+        for (int l = 0; l < 2; l++)
+            for (struct plain_arena *a = pool.avail[c][l], *next; a; a = next) {
+                next = a->next;
+                if (a->nfree != a->nslots || pool.empty_bytes <= keep)
+                    continue;
+                arena_remove(a);
+                a->next = gone;
+                gone = a;
+            }
+    pthread_mutex_unlock(&pool.lock);
+    while (gone) {
+        struct plain_arena *a = gone;
+
+        gone = a->next;
+        arena_unmap(a);
+    }
+}
+
+/* ---- buffers of their own */
 
 static void *plain_spare_take(size_t maplen)
 {
@@ -501,9 +818,14 @@ static void plain_account_new(struct plain_hdr *h)
 
 void *secmem_plain_alloc(size_t n)
 {
-    size_t maplen = n > SIZE_MAX - PLAIN_HDR_LEN ? 0 : round_to_pages(n + PLAIN_HDR_LEN);
+    size_t maplen;
     struct plain_hdr *h;
 
+    if (n <= SECMEM_PLAIN_SMALL_MAX) {
+        h = arena_alloc((n ? n : 1) + PLAIN_HDR_LEN);
+        return h ? (uint8_t *)h + PLAIN_HDR_LEN : NULL;
+    }
+    maplen = n > SIZE_MAX - PLAIN_HDR_LEN ? 0 : round_to_pages(n + PLAIN_HDR_LEN);
     if (maplen == 0)
         return NULL;
     h = plain_spare_take(maplen);
@@ -517,6 +839,7 @@ void *secmem_plain_alloc(size_t n)
 #endif
     h->magic = PLAIN_MAGIC;
     h->maplen = maplen;
+    h->arena = NULL;
     plain_account_new(h);
     return (uint8_t *)h + PLAIN_HDR_LEN;
 }
@@ -533,6 +856,9 @@ static void plain_unmap(void *base, size_t len, int locked)
     (void)munmap(base, len);
 }
 
+/* A buffer of its own gives its tail pages back.  A slot of an arena
+ * cannot (its neighbours share the mapping, and the pointer must stay):
+ * the bytes past n are wiped and the slot is kept whole until freed. */
 void secmem_plain_shrink(void *p, size_t n)
 {
     struct plain_hdr *h;
@@ -541,6 +867,11 @@ void secmem_plain_shrink(void *p, size_t n)
     if (!p)
         return;
     h = plain_hdr(p);
+    if (h->arena) {
+        if (n < h->maplen - PLAIN_HDR_LEN)
+            OPENSSL_cleanse((uint8_t *)p + n, h->maplen - PLAIN_HDR_LEN - n);
+        return;
+    }
     keep = round_to_pages(n + PLAIN_HDR_LEN);
     if (keep >= h->maplen)
         return;
@@ -554,8 +885,9 @@ void secmem_plain_free(void *p)
     secmem_plain_free_upto(p, SIZE_MAX);
 }
 
-/* Spare buffers are all zeros (wiped when freed, or fresh from mmap), so a
- * caller that knows how much it wrote lets the wipe stop there. */
+/* Spare buffers and free slots are all zeros (wiped when freed, or fresh
+ * from mmap), so a caller that knows how much it wrote lets the wipe stop
+ * there. */
 void secmem_plain_free_upto(void *p, size_t n)
 {
     struct plain_hdr *h;
@@ -565,6 +897,10 @@ void secmem_plain_free_upto(void *p, size_t n)
         return;
     h = plain_hdr(p);
     OPENSSL_cleanse(p, n < h->maplen - PLAIN_HDR_LEN ? n : h->maplen - PLAIN_HDR_LEN);
+    if (h->arena) {
+        arena_free(h);
+        return;
+    }
     if (h->locked && h->maplen <= PLAIN_SPARE_MAX) {
         pthread_mutex_lock(&pool.lock);
         if (pool.nspare < PLAIN_SPARES) {
@@ -628,6 +964,9 @@ void secmem_stats(struct secmem_stats *s)
     s->plain_locked = pool.locked;
     s->plain_unlocked = pool.unlocked;
     s->plain_unlocked_allocs = pool.unlocked_allocs;
+    s->plain_arena_bytes = pool.arena_bytes;
+    s->plain_arena_free = pool.arena_free;
+    s->plain_arenas = pool.narenas;
     pthread_mutex_unlock(&pool.lock);
     s->openssl_heap = CRYPTO_secure_malloc_initialized() ? OPENSSL_HEAP_SIZE : 0;
     s->memlock_limit = memlock_limit();

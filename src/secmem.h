@@ -13,8 +13,11 @@
  * d, p, q, ...) in a locked secure heap as well.
  *
  * Plaintext (secmem_plain_alloc): chunk cache, dirty write-back buffers and
- * read replies.  Each buffer is its own mapping, excluded from core dumps
- * and wiped on free; it is locked while the locked pool has room.  The pool
+ * read replies.  A buffer of up to SECMEM_PLAIN_SMALL_MAX bytes is a slot
+ * of a size class in a shared arena (an arena is mapped and locked once,
+ * not per buffer); a larger one is its own mapping.  Every mapping is
+ * excluded from core dumps, every buffer wiped on free; memory is locked
+ * while the locked pool has room.  The pool
  * is sized by secmem_plain_budget() to the cache budget, cut to what
  * RLIMIT_MEMLOCK leaves after a reserve for keys.  Past it, buffers still
  * work but are NOT locked; secmem_describe() says so in one line. */
@@ -65,6 +68,13 @@ int secmem_init_openssl_heap(void);
 
 /* ---- plaintext ---- */
 
+/* The largest buffer served from arenas (a 33-page slot less its 64-byte
+ * header: a 128 KiB read reply fits); larger ones are mappings of their own. */
+#define SECMEM_PLAIN_SMALL_MAX ((size_t)33 * 4096 - 64)
+/* At most this many bytes of arenas whose slots are all free stay mapped
+ * (wiped, for reuse); secmem_plain_budget() unmaps all of them. */
+#define SECMEM_PLAIN_ARENA_KEEP ((size_t)2 << 20)
+
 /* Set how much plaintext may be locked: want bytes, cut to what the
  * memory-lock limit leaves after the key reserve.  Returns the budget.
  * Spare buffers kept for reuse are released first. */
@@ -73,7 +83,8 @@ size_t secmem_plain_budget(size_t want);
 /* n bytes (not zeroed) for plaintext; NULL only if out of memory. */
 void *secmem_plain_alloc(size_t n);
 
-/* Keep only the first n bytes of p (wipes and returns the rest). */
+/* Keep only the first n bytes of p (wipes the rest; a buffer of its own
+ * returns the pages past n, an arena slot keeps its size until freed). */
 void secmem_plain_shrink(void *p, size_t n);
 
 /* Wipe and release; p may be NULL. */
@@ -97,9 +108,13 @@ struct secmem_stats {
     size_t key_bytes;          /* locked key pages in use */
     size_t plain_budget;       /* plaintext bytes that may be locked */
     size_t plain_want;         /* what secmem_plain_budget() was asked for */
-    size_t plain_locked;       /* plaintext bytes locked now */
+    size_t plain_locked;       /* plaintext bytes locked now (in use, spare, whole
+                                  locked arenas with their free slots) */
     size_t plain_unlocked;     /* plaintext bytes in use that are not locked */
     unsigned long plain_unlocked_allocs;  /* buffers ever handed out unlocked */
+    size_t plain_arena_bytes;  /* mapped by small-buffer arenas, locked or not */
+    size_t plain_arena_free;   /* of those, in free (wiped) slots */
+    unsigned plain_arenas;     /* arenas mapped */
     size_t openssl_heap;       /* locked OpenSSL secure heap, 0 if none */
     size_t memlock_limit;      /* RLIMIT_MEMLOCK, SIZE_MAX if unlimited */
     int cap_ipc_lock;          /* the limit does not apply */

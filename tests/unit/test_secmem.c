@@ -10,6 +10,8 @@
 #include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -17,6 +19,10 @@
 #include <unistd.h>
 
 #include <openssl/crypto.h>
+
+#ifdef __SANITIZE_ADDRESS__
+#include <sanitizer/asan_interface.h>
+#endif
 
 #include "crypto.h"
 #include "error.h"
@@ -168,6 +174,324 @@ static void test_plain_free_upto_wipes_what_was_written(void)
     secmem_plain_budget(0);
 }
 
+/* ---- small plaintext buffers: slots of shared arenas */
+
+#define PG 4096
+static struct secmem_stats stats_now(void)
+{
+    struct secmem_stats st;
+
+    secmem_stats(&st);
+    return st;
+}
+
+/* Start from no arenas: every slot freed, every entirely free arena
+ * unmapped by the budget call. */
+static void arenas_reset(size_t budget)
+{
+    secmem_plain_budget(0);
+    secmem_plain_budget(budget);
+}
+
+static size_t count_nonzero(const uint8_t *p, size_t n)
+{
+    size_t c = 0;
+
+    for (size_t i = 0; i < n; i++)
+        c += p[i] != 0;
+    return c;
+}
+
+/* Many small buffers of varied sizes share a few arenas (one mapping and
+ * lock per arena, not per buffer), never overlap, and a freed slot serves
+ * the next buffer of its class even when the sizes differ. */
+static void test_plain_small_buffers_share_arenas(void)
+{
+    enum { N = 1000 };
+    static uint8_t *b[N];
+    static size_t len[N];
+    struct secmem_stats st;
+    size_t total = 0;
+    unsigned bad = 0;
+
+    arenas_reset(256 * MIB);
+    st = stats_now();
+    CHECK_EQ_INT((int)st.plain_arenas, 0);
+    for (unsigned i = 0; i < N; i++) {
+        len[i] = 200 + (size_t)i * 7919 % (64 << 10);
+        b[i] = secmem_plain_alloc(len[i]);
+        REQUIRE(b[i]);
+        memset(b[i], (int)(i & 0xff), len[i]);
+        total += len[i];
+    }
+    for (unsigned i = 0; i < N; i++)
+        bad += b[i][0] != (uint8_t)(i & 0xff) || b[i][len[i] - 1] != (uint8_t)(i & 0xff);
+    CHECK_EQ_INT(bad, 0);
+    st = stats_now();
+    /* 1,000 buffers of about 32 KiB each: about 32 MiB in arenas of about
+     * 512 KiB, well under 200 mappings (one each was 1,000) */
+    CHECK(st.plain_arenas >= 1 && st.plain_arenas < N / 5);
+    CHECK(st.plain_arena_bytes >= total && st.plain_arena_bytes < total * 3 / 2 + 16 * MIB);
+    CHECK(st.plain_locked == st.plain_arena_bytes);   /* all locked: the budget had room */
+    CHECK(st.plain_unlocked == 0);
+    for (unsigned i = 0; i < N; i++)
+        secmem_plain_free(b[i]);
+    st = stats_now();
+    CHECK(st.plain_arena_free == st.plain_arena_bytes);
+
+    /* 9 pages (8 and 164 bytes) and 10 pages (header included) are one class:
+     * the first's slot is reused for the second, with no new arena. */
+    arenas_reset(256 * MIB);
+    uint8_t *p = secmem_plain_alloc(8 * PG + 100);
+    REQUIRE(p);
+    unsigned arenas = stats_now().plain_arenas;
+    CHECK_EQ_INT((int)arenas, 1);
+    secmem_plain_free(p);
+    uint8_t *q = secmem_plain_alloc(10 * PG - 64);
+    REQUIRE(q);
+    CHECK(q == p);
+    CHECK_EQ_INT((int)stats_now().plain_arenas, 1);
+    /* a 128 KiB read reply is a slot too; a 1 MiB chunk is not */
+    uint8_t *r = secmem_plain_alloc(128 << 10);
+    REQUIRE(r);
+    CHECK_EQ_INT((int)stats_now().plain_arenas, 2);
+    uint8_t *big = secmem_plain_alloc(SECMEM_PLAIN_SMALL_MAX + 1);
+    REQUIRE(big);
+    CHECK_EQ_INT((int)stats_now().plain_arenas, 2);
+    secmem_plain_free(big);
+    secmem_plain_free(r);
+    secmem_plain_free(q);
+    secmem_plain_budget(0);
+}
+
+/* A freed slot is wiped before it is handed out again: in full by
+ * secmem_plain_free, as far as written by secmem_plain_free_upto; a
+ * shrunk slot's tail is wiped at once. */
+/* The next buffer of n bytes is the slot just freed at was, all zeros. */
+static uint8_t *realloc_same_slot_zeroed(const uint8_t *was, size_t n)
+{
+    uint8_t *p = secmem_plain_alloc(n);
+
+    CHECK(p != NULL && p == was);
+    if (p)
+        CHECK_EQ_INT((int)count_nonzero(p, n), 0);
+    return p;
+}
+
+static void test_plain_small_slots_wiped_before_reuse(void)
+{
+    size_t n = 5 * PG - 64;
+    uint8_t *p, *q;
+
+    arenas_reset(256 * MIB);
+    p = secmem_plain_alloc(18000);           /* 5 pages with the header */
+    REQUIRE(p);
+    memset(p, 0xa5, 18000);
+    secmem_plain_free(p);
+#ifdef __SANITIZE_ADDRESS__
+    /* a freed slot is poisoned: a use after free is reported */
+    CHECK(__asan_address_is_poisoned(p) && __asan_address_is_poisoned(p + n - 1));
+#endif
+    q = realloc_same_slot_zeroed(p, n);      /* the same class */
+    REQUIRE(q);
+    memset(q, 0x5a, 3000);
+    secmem_plain_free_upto(q, 3000);
+    p = realloc_same_slot_zeroed(q, n);
+    REQUIRE(p);
+    memset(p, 0x77, n);
+    secmem_plain_shrink(p, 100);
+    CHECK(p[99] == 0x77);
+    CHECK_EQ_INT((int)count_nonzero(p + 100, n - 100), 0);
+    secmem_plain_free_upto(p, 100);
+    q = realloc_same_slot_zeroed(p, n);
+    REQUIRE(q);
+    secmem_plain_free(q);
+    secmem_plain_budget(0);
+}
+
+/* Arenas are locked while the budget has room for a whole arena; the
+ * next ones are unlocked, and their slots in use are counted unlocked. */
+static void test_plain_small_accounting_past_budget(void)
+{
+    enum { MAXB = 256 };
+    static uint8_t *b[MAXB];
+    size_t slot = 16 * PG, n = slot - 64, arena, before = vmlck();
+    struct secmem_stats st;
+    unsigned long ua;
+    unsigned per, count;
+
+    arenas_reset(4 * MIB);
+    b[0] = secmem_plain_alloc(n);
+    REQUIRE(b[0]);
+    st = stats_now();
+    arena = st.plain_arena_bytes;
+    CHECK(arena >= 4 * slot && arena % slot == 0);
+    CHECK(st.plain_locked == arena);
+    secmem_plain_free(b[0]);
+    arenas_reset(2 * arena);                 /* room for two arenas */
+    ua = stats_now().plain_unlocked_allocs;
+    per = (unsigned)(arena / slot);
+    count = 3 * per;
+    REQUIRE(count <= MAXB);
+    for (unsigned i = 0; i < count; i++) {
+        b[i] = secmem_plain_alloc(n);
+        REQUIRE(b[i]);
+        memset(b[i], 9, n);
+    }
+    st = stats_now();
+    CHECK(st.plain_locked == 2 * arena);
+    CHECK(st.plain_unlocked == per * slot);
+    CHECK(st.plain_unlocked_allocs == ua + per);
+    CHECK(st.plain_arena_bytes == 3 * arena);
+    CHECK_EQ_INT((int)st.plain_arenas, 3);
+    CHECK(!LOCKS_REAL || vmlck() >= before + 2 * arena);
+    for (unsigned i = 0; i < count; i++)
+        secmem_plain_free(b[i]);
+    st = stats_now();
+    CHECK(st.plain_unlocked == 0);
+    CHECK(st.plain_arena_bytes <= SECMEM_PLAIN_ARENA_KEEP);
+    CHECK(st.plain_locked <= st.plain_arena_bytes);
+    secmem_plain_budget(0);                  /* releases the kept arenas */
+    st = stats_now();
+    CHECK(st.plain_locked == 0 && st.plain_unlocked == 0 && st.plain_arena_bytes == 0);
+    CHECK(!LOCKS_REAL || vmlck() <= before);
+}
+
+/* Many small buffers freed: the arenas left mapped drop back under the
+ * bound, all of them free. */
+static void test_plain_small_arenas_bounded(void)
+{
+    enum { N = 1500 };
+    static uint8_t *b[N];
+    struct secmem_stats st;
+
+    arenas_reset(512 * MIB);
+    for (unsigned i = 0; i < N; i++) {
+        b[i] = secmem_plain_alloc(1000 + (size_t)i * 104729 % (120 << 10));
+        REQUIRE(b[i]);
+        b[i][0] = 1;
+    }
+    st = stats_now();
+    CHECK(st.plain_arena_bytes > 32 * MIB);
+    /* freed in an order that leaves arenas partly used for a while */
+    for (unsigned i = 0; i < N; i += 2)
+        secmem_plain_free(b[i]);
+    for (unsigned i = 1; i < N; i += 2)
+        secmem_plain_free(b[i]);
+    st = stats_now();
+    CHECK(st.plain_arena_bytes <= SECMEM_PLAIN_ARENA_KEEP);
+    CHECK(st.plain_arena_free == st.plain_arena_bytes);
+    CHECK(st.plain_locked == st.plain_arena_bytes);
+    CHECK(st.plain_unlocked == 0);
+    secmem_plain_budget(0);
+    CHECK(stats_now().plain_arena_bytes == 0);
+}
+
+struct churn_arg {
+    unsigned seed, bad;
+};
+
+static void *churn(void *v)
+{
+    struct churn_arg *a = v;
+    uint8_t *held[16] = { 0 };
+    size_t len[16] = { 0 };
+
+    for (unsigned i = 0; i < 6000; i++) {
+        unsigned k = (a->seed = a->seed * 1103515245u + 12345u) >> 16 & 15;
+        if (held[k]) {
+            a->bad += held[k][0] != (uint8_t)k || held[k][len[k] - 1] != (uint8_t)k;
+            secmem_plain_free_upto(held[k], len[k]);
+            held[k] = NULL;
+        } else {
+            len[k] = 1 + (a->seed >> 4) % (100 << 10);
+            held[k] = secmem_plain_alloc(len[k]);
+            if (!held[k]) {
+                a->bad++;
+                continue;
+            }
+            a->bad += count_nonzero(held[k], len[k]) != 0;   /* handed out zeroed */
+            memset(held[k], (int)k, len[k]);
+        }
+    }
+    for (unsigned k = 0; k < 16; k++)
+        secmem_plain_free(held[k]);
+    return NULL;
+}
+
+/* Threads allocating and freeing small buffers concurrently get zeroed,
+ * private slots; the counters end at zero. */
+static void test_plain_small_threads(void)
+{
+    pthread_t t[4];
+    struct churn_arg a[4];
+    unsigned bad = 0;
+
+    arenas_reset(8 * MIB);                   /* some arenas locked, some not */
+    for (unsigned i = 0; i < 4; i++) {
+        a[i] = (struct churn_arg){ .seed = i + 1 };
+        REQUIRE(pthread_create(&t[i], NULL, churn, &a[i]) == 0);
+    }
+    for (unsigned i = 0; i < 4; i++) {
+        pthread_join(t[i], NULL);
+        bad += a[i].bad;
+    }
+    CHECK_EQ_INT((int)bad, 0);
+    CHECK(stats_now().plain_unlocked == 0);
+    secmem_plain_budget(0);
+    CHECK(stats_now().plain_locked == 0);
+}
+
+static int dies_by_abort(void (*fn)(void))
+{
+    int status = 0;
+    pid_t c = fork();
+
+    if (c == 0) {
+        signal(SIGABRT, SIG_DFL);
+        fn();
+        _exit(0);
+    }
+    if (c < 0 || waitpid(c, &status, 0) != c)
+        return 0;
+    return WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT;
+}
+
+static void free_foreign(void)
+{
+    static uint8_t fake[256];
+
+    memset(fake, 0x41, sizeof fake);
+    secmem_plain_free(fake + 64);
+}
+
+static void free_twice(void)
+{
+    uint8_t *keep = secmem_plain_alloc(100), *p = secmem_plain_alloc(100);
+
+    (void)keep;   /* keeps the arena mapped: the second free finds a free slot */
+    secmem_plain_free(p);
+    secmem_plain_free(p);
+}
+
+static void free_inside_slot(void)
+{
+    uint8_t *p = secmem_plain_alloc(3 * PG);
+
+    /* a copy of the header at the wrong place in the slot */
+    memcpy(p + PG, p - 64, 64);
+    secmem_plain_free(p + PG + 64);
+}
+
+/* A pointer that is not a live buffer of the pool aborts the process
+ * rather than freeing (and wiping or unmapping) someone else's memory. */
+static void test_plain_bad_header_aborts(void)
+{
+    CHECK(dies_by_abort(free_foreign));
+    CHECK(dies_by_abort(free_twice));
+    CHECK(dies_by_abort(free_inside_slot));
+}
+
 static void test_openssl_heap_holds_private_keys(void)
 {
     EVP_PKEY *key;
@@ -284,6 +608,12 @@ int main(void)
     RUN(test_key_pages_locked_and_wiped);
     RUN(test_plain_pool_locks_to_budget);
     RUN(test_plain_free_upto_wipes_what_was_written);
+    RUN(test_plain_small_buffers_share_arenas);
+    RUN(test_plain_small_slots_wiped_before_reuse);
+    RUN(test_plain_small_accounting_past_budget);
+    RUN(test_plain_small_arenas_bounded);
+    RUN(test_plain_small_threads);
+    RUN(test_plain_bad_header_aborts);
     RUN(test_openssl_heap_holds_private_keys);
     return tap_done();
 }
