@@ -373,9 +373,14 @@ static int configure_connection(struct sq *s)
         return pfs_err(-EIO, "cannot switch %s to WAL journal mode: %s", s->path,
                        sqlite3_errmsg(s->db));
     sqlite3_wal_hook(s->db, sq_wal_hook, s);
-    /* NORMAL in WAL may lose the last commits on power loss; we promise durability */
-    return sq_exec(s, "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
-                   "configure connection");
+    /* NORMAL in WAL may lose the last commits on power loss; we promise
+     * durability.  journal_size_limit 0: the WAL restarts after each
+     * checkpoint as an empty file, so commits append new blocks instead of
+     * overwriting old ones, which after the page cache dropped them cost a
+     * disk read each (a frame is not block-aligned): rm -rf of 4,000 files
+     * after a cold cache, 1.25x faster. */
+    return sq_exec(s, "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;"
+                   " PRAGMA journal_size_limit = 0;", "configure connection");
 }
 
 /* Create the file ourselves so it is 0600 from its first byte (SQLite gives

@@ -1261,6 +1261,38 @@ static void test_sqlite_statements_search_by_index(void)
     sq_cleanup();
 }
 
+/* After a checkpoint the WAL restarts empty (journal_size_limit 0), so
+ * later commits append fresh blocks rather than overwrite old ones. */
+static void test_sqlite_wal_restarts_empty_after_checkpoint(void)
+{
+    struct meta *m = NULL;
+    struct stat st;
+    char wal[160];
+    uint8_t value[3000];
+
+    REQUIRE(sq_fresh(&m) == 0);
+    REQUIRE(meta_set_deferred_sync(m, 1) == 0);
+    memset(value, 0x5a, sizeof value);
+    for (int t = 0; t < 60; t++) {   /* well over the 1,000-page checkpoint mark */
+        REQUIRE(meta_begin(m) == 0);
+        for (int i = 0; i < 30; i++) {
+            uint64_t ino = make_inode(m, 0100644, 1);
+            CHECK_EQ_INT(meta_xattr_set(m, ino, (const uint8_t *)"n", 1, value, sizeof value, 0), 0);
+        }
+        REQUIRE(meta_commit(m) == 0);
+    }
+    snprintf(wal, sizeof wal, "%s-wal", sq_path);
+    REQUIRE(stat(wal, &st) == 0);
+    CHECK(st.st_size > 4 << 20);
+    CHECK_EQ_INT(meta_sync(m), 0);           /* syncs, then checkpoints */
+    CHECK_EQ_INT(meta_param_set(m, "after", "checkpoint", 1), 0);   /* restarts the WAL */
+    REQUIRE(stat(wal, &st) == 0);
+    CHECK(st.st_size < 64 << 10);
+    REQUIRE(meta_set_deferred_sync(m, 0) == 0);
+    meta_close(m);
+    sq_cleanup();
+}
+
 static void test_sqlite_migrates_empty_file(void)
 {
     struct meta *m = NULL;
@@ -1937,6 +1969,7 @@ int main(void)
     RUN(test_sqlite_file_mode_and_open_flags);
     RUN(test_sqlite_migrates_empty_file);
     RUN(test_sqlite_statements_search_by_index);
+    RUN(test_sqlite_wal_restarts_empty_after_checkpoint);
     RUN(test_sqlite_refuses_foreign_database);
     RUN(test_sqlite_rejects_mistyped_columns);
     return tap_done();
