@@ -356,7 +356,10 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
         fuse_reply_err(req, -r);
     else
         fuse_reply_buf(req, (const char *)buf, got);
-    secmem_plain_free(buf);
+    /* A read fills exactly the got bytes it returns (a failed one may have
+     * filled more): wipe those, not the whole request, often 128 KiB for a
+     * file of a few. */
+    secmem_plain_free_upto(buf, r < 0 ? size : got);
 }
 
 static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,

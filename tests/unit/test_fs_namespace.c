@@ -431,8 +431,12 @@ static void test_open_files(void)
     REQUIRE(h);
     uint8_t buf[16];
     size_t got = 0;
+    memset(buf, 0xaa, sizeof buf);
     CHECK_EQ_INT(fs_handle_read(&fs, &alice, h, ino, 0, sizeof buf, buf, &got), 0);
     CHECK(got == 5 && memcmp(buf, "hello", 5) == 0);
+    /* nothing past got is written: op_read wipes only got bytes */
+    for (size_t i = got; i < sizeof buf; i++)
+        CHECK(buf[i] == 0xaa);
     CHECK_EQ_INT(fs_handle_write(&fs, &alice, h, ino, 0, "x", 1), -EBADF);
     /* the folder withdrawn while the file is open */
     uint32_t rights = v->folders[0].rights;
@@ -491,9 +495,14 @@ static void test_commit_write_reopen_read(void)
     CHECK_EQ_INT(fs_data_attach(&fs, in, NULL), 0);
     uint8_t back[6000];
     size_t got = 0;
+    memset(back, 0xaa, sizeof back);
     CHECK_EQ_INT(fs_data_read(&fs, in, 0, sizeof back, back, &got), 0);
     CHECK_EQ_INT(got, sizeof msg);
     CHECK_MEM(back, msg, sizeof msg);
+    size_t past = 0;   /* nothing past got is written: op_read wipes only got bytes */
+    for (size_t i = got; i < sizeof back; i++)
+        past += back[i] != 0xaa;
+    CHECK_EQ_INT(past, 0);
     fs_inode_put(&fs, in, FS_REF_OPEN, 1);
     teardown();
 
