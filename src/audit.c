@@ -129,7 +129,7 @@ static void rfc3339_now(char *out, size_t len)
 /* Best effort: a process may be gone by the time we look.  One open and
  * read, no stdio stream (this runs for every event: fopen's buffer
  * allocation was 3 % of the daemon's CPU under tar x). */
-static void process_name(pid_t pid, char *out, size_t len)
+static void process_name_read(pid_t pid, char *out, size_t len)
 {
     char p[64];
     ssize_t n;
@@ -146,6 +146,50 @@ static void process_name(pid_t pid, char *out, size_t len)
     close(fd);
     out[n > 0 ? n : 0] = '\0';
     out[strcspn(out, "\n")] = '\0';
+}
+
+/* The names read in the last PROCESS_NAME_TTL_MS, by pid: tar x makes 5
+ * events per file, and the open, read and close of /proc/PID/comm for
+ * each were 3.7 % of the daemon's CPU.  A process that renames itself or
+ * execs another program may show its former name for that long (the name
+ * is the process's own claim anyway: prctl sets any; uid and pid are the
+ * kernel's); a pid is not reused within it (pid_max wraps far slower). */
+#define AUDIT_PROCESS_MAX 64   /* comm is 16 bytes; room to spare */
+#define PROCESS_NAME_TTL_MS 100
+#define PROCESS_NAME_SLOTS 32
+static struct {
+    pthread_mutex_t lock;
+    struct {
+        pid_t pid;
+        int64_t at_ms;
+        char name[AUDIT_PROCESS_MAX];
+    } slot[PROCESS_NAME_SLOTS];
+} names_seen = { .lock = PTHREAD_MUTEX_INITIALIZER };
+
+static void process_name(pid_t pid, char *out, size_t len)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &now);
+    int64_t ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+    unsigned i = (unsigned)pid % PROCESS_NAME_SLOTS;
+    int hit = 0;
+
+    pthread_mutex_lock(&names_seen.lock);
+    if (pid > 0 && names_seen.slot[i].pid == pid && ms - names_seen.slot[i].at_ms < PROCESS_NAME_TTL_MS) {
+        snprintf(out, len, "%s", names_seen.slot[i].name);
+        hit = 1;
+    }
+    pthread_mutex_unlock(&names_seen.lock);
+    if (hit)
+        return;
+    process_name_read(pid, out, len);
+    if (pid <= 0 || !out[0])
+        return;   /* gone: nothing to remember */
+    pthread_mutex_lock(&names_seen.lock);
+    names_seen.slot[i].pid = pid;
+    names_seen.slot[i].at_ms = ms;
+    snprintf(names_seen.slot[i].name, sizeof names_seen.slot[i].name, "%s", out);
+    pthread_mutex_unlock(&names_seen.lock);
 }
 
 /* "ok", "denied" (EACCES, EPERM) or "error"; errno_name the errno's name. */
@@ -373,7 +417,7 @@ static struct evline *event_object(const struct audit *a, const struct audit_ctx
     char *names = NULL;
     uid_t uid = who ? who->uid : getuid();
     pid_t pid = who ? who->pid : getpid();
-    char when[48], proc[64], errno_name[32];
+    char when[48], proc[AUDIT_PROCESS_MAX], errno_name[32];
     const char *res = result_name(result, errno_name, sizeof errno_name);
 
     /* A sealing session: path and dest only inside "names". */

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -224,6 +225,43 @@ static void rechain(struct lines *ls)
 }
 
 /* ---------- cases ---------- */
+
+/* The process name is remembered per pid for a short while (audit.c,
+ * PROCESS_NAME_TTL_MS): a process that renames itself shows the new name
+ * once that has passed, and a gone process shows none. */
+static void test_process_name_follows_a_rename(void)
+{
+    struct audit *a;
+    struct audit_ctx who = { .uid = 1, .pid = getpid() };
+    struct audit_ctx gone = { .uid = 1, .pid = 0x3fffff00 };   /* above any pid_max in use */
+    char path[128], before[17] = "";
+    struct lines ls;
+    struct timespec pause = { 0, 150 * 1000000L };
+
+    make_scratch();
+    spool_path(path, sizeof path, "audit.log");
+    REQUIRE((a = open_unsigned(path, "alice")));
+    REQUIRE(prctl(PR_GET_NAME, before) == 0);
+    CHECK(audit_event(a, &who, "open", "/a", 0, 0) == 0);
+    REQUIRE(prctl(PR_SET_NAME, "renamed-proc") == 0);
+    nanosleep(&pause, NULL);
+    CHECK(audit_event(a, &who, "open", "/b", 0, 0) == 0);
+    CHECK(audit_event(a, &gone, "open", "/c", 0, 0) == 0);
+    prctl(PR_SET_NAME, before);
+    audit_close(a);
+    lines_read(path, &ls);
+    REQUIRE(ls.n == 5);   /* start, 3 events, end */
+    json_object *o1 = json_tokener_parse(ls.l[1]), *o2 = json_tokener_parse(ls.l[2]),
+                *o3 = json_tokener_parse(ls.l[3]);
+    REQUIRE(o1 && o2 && o3);
+    CHECK(strcmp(field_str(o1, "process"), before) == 0);
+    CHECK(strcmp(field_str(o2, "process"), "renamed-proc") == 0);
+    CHECK(strcmp(field_str(o3, "process"), "") == 0);
+    json_object_put(o1);
+    json_object_put(o2);
+    json_object_put(o3);
+    lines_free(&ls);
+}
 
 static void test_events_are_json_with_every_field(void)
 {
@@ -1242,6 +1280,7 @@ int main(void)
     RUN(test_lines_are_json_c_bytes);
     RUN(test_oversized_event_refused);
     RUN(test_two_processes_one_chain);
+    RUN(test_process_name_follows_a_rename);
     RUN(test_open_refuses_torn_tail);
     RUN(test_concurrent_events);
     RUN(test_full_spool_fails_closed);
