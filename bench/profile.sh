@@ -6,8 +6,8 @@
 #
 #   sudo bench/profile.sh tar|read|rm|seqw TREE.tar [OUT.data]
 #
-# TREE.tar: any tarball of small files (bench/run.sh's tree: run it with
-# --keep-log and tar its tree, or `tar cf` a source tree).  read and rm
+# TREE.tar: any tarball of small files (`tar cf tree.tar -C SRC .` of a
+# source tree; bench/run.sh's synthetic tree is not kept).  read and rm
 # first extract it untimed, sync and drop the page cache.  seqw writes 256
 # MiB.  PACTFS_BUILD=DIR: the build holding pactfs and pactfs-admin (else
 # ./).  Exit 0 when the workload and the profile succeeded, 1 otherwise,

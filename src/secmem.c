@@ -54,6 +54,21 @@ static size_t page_size(void)
     return ps > 0 ? (size_t)ps : 4096;
 }
 
+/* len bytes of fresh anonymous memory (all zeros) kept out of core dumps;
+ * NULL if it cannot be mapped.  Key slabs, plaintext arenas and plaintext
+ * buffers of their own all start here. */
+static void *map_nodump(size_t len)
+{
+    void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+    if (p == MAP_FAILED)
+        return NULL;
+#ifdef MADV_DONTDUMP
+    (void)madvise(p, len, MADV_DONTDUMP);
+#endif
+    return p;
+}
+
 static size_t round_to_pages(size_t n)
 {
     size_t ps = page_size();
@@ -170,16 +185,13 @@ static int slab_grow(void)
 
     if (slabs.n == KEY_SLABS_MAX)
         return -1;
-    b = mmap(NULL, KEY_SLAB_LEN, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (b == MAP_FAILED)
+    b = map_nodump(KEY_SLAB_LEN);
+    if (!b)
         return -1;
     if (mlock(b, KEY_SLAB_LEN) != 0) {
         munmap(b, KEY_SLAB_LEN);
         return -1;   /* the page path below reports the limit */
     }
-#ifdef MADV_DONTDUMP
-    (void)madvise(b, KEY_SLAB_LEN, MADV_DONTDUMP);
-#endif
     for (size_t off = KEY_SLAB_LEN; off >= KEY_SLOT; off -= KEY_SLOT) {
         void **slot = (void **)(b + off - KEY_SLOT);
         *slot = slabs.free_list;
@@ -596,14 +608,11 @@ static struct plain_arena *arena_map(unsigned cls, int lock)
     a->slot = plain_class_pages[cls] * page_size();
     a->len = arena_len(cls);
     a->nslots = a->nfree = (unsigned)(a->len / a->slot);
-    a->base = mmap(NULL, a->len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (a->base == MAP_FAILED) {
+    a->base = map_nodump(a->len);
+    if (!a->base) {
         free(a);
         return NULL;
     }
-#ifdef MADV_DONTDUMP
-    (void)madvise(a->base, a->len, MADV_DONTDUMP);
-#endif
     a->locked = lock && mlock(a->base, a->len) == 0;
     for (unsigned i = a->nslots; i-- > 0;) {
         struct plain_hdr *h = (struct plain_hdr *)(a->base + (size_t)i * a->slot);
@@ -831,12 +840,9 @@ void *secmem_plain_alloc(size_t n)
     h = plain_spare_take(maplen);
     if (h)
         return (uint8_t *)h + PLAIN_HDR_LEN;
-    h = mmap(NULL, maplen, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (h == MAP_FAILED)
+    h = map_nodump(maplen);
+    if (!h)
         return NULL;
-#ifdef MADV_DONTDUMP
-    (void)madvise(h, maplen, MADV_DONTDUMP);
-#endif
     h->magic = PLAIN_MAGIC;
     h->maplen = maplen;
     h->arena = NULL;
