@@ -1,10 +1,12 @@
 #include "config.h"
 
-/* Audit spool, formats 3 to 5: one JSON object per line.  Every line
+/* Audit spool, formats 3 to 6: one JSON object per line.  Every line
  * carries the SHA-256 of the spool's previous line (prev) and of its
  * session's previous line (sprev); a signing session checkpoints its own
- * chain under its own account key.  The sealer thread makes those RSA
- * signatures with the mutex dropped, over the chain as it stood when it
+ * chain: first under its account's RSA key (signing the session-start and
+ * the Ed25519 key of the session it names, format 6), then under that
+ * session key.  The sealer thread makes those signatures with the mutex
+ * dropped, over the chain as it stood when it
  * began, and appends the checkpoint (naming the line it signed, format 5)
  * after the lines that came meanwhile.  Appends are group committed: a
  * caller writes its line under the mutex (and flock for other processes),
@@ -48,6 +50,9 @@
 /* Format 5: the checkpoint names the line it signs (signed_sseq), an
  * earlier line of its session, so it can be signed off the append path. */
 #define CHECKPOINT_LABEL_V5 "pactfs audit session checkpoint v5\n"
+/* Format 6: every checkpoint of a session with a session key (ckey), its
+ * first (RSA, certifying the key) and the later ones (Ed25519). */
+#define CHECKPOINT_LABEL_V6 "pactfs audit session checkpoint v6\n"
 
 struct audit {
     pthread_mutex_t mu;
@@ -62,6 +67,7 @@ struct audit {
     char *proof;
     char host[256];
     EVP_PKEY *signer;
+    EVP_PKEY *ckey;             /* this session's Ed25519 checkpoint key */
     unsigned seal_every;
 
     /* the spool's tail, valid while known_size equals the file's size */
@@ -680,13 +686,15 @@ static int append_object(struct audit *a, const struct evline *l)
 /* What a checkpoint signs: a label (so the signature cannot pass for any
  * other kind of signed object), the vault, the session, and the hash of
  * the session's chain up to the line signed; format 5 also names that
- * line's sseq (signed_sseq > 0), format 3 signs the line just before the
+ * line's sseq (signed_sseq > 0), format 6 (a session with a session key,
+ * keyed) has a label of its own, format 3 signs the line just before the
  * checkpoint and format 2 (session NULL) the spool's. */
 static int checkpoint_message(const char *vault, const char *session, uint64_t signed_sseq,
-                              const char *hash_hex, char **msg, size_t *len)
+                              bool keyed, const char *hash_hex, char **msg, size_t *len)
 {
     int n = !session ? asprintf(msg, "%s%s\n%s", CHECKPOINT_LABEL_V2, vault, hash_hex)
-            : signed_sseq ? asprintf(msg, "%s%s\n%s\n%llu\n%s", CHECKPOINT_LABEL_V5, vault,
+            : signed_sseq ? asprintf(msg, "%s%s\n%s\n%llu\n%s",
+                                     keyed ? CHECKPOINT_LABEL_V6 : CHECKPOINT_LABEL_V5, vault,
                                      session, (unsigned long long)signed_sseq, hash_hex)
             : asprintf(msg, "%s%s\n%s\n%s", CHECKPOINT_LABEL, vault, session, hash_hex);
 
@@ -696,10 +704,31 @@ static int checkpoint_message(const char *vault, const char *session, uint64_t s
     return 0;
 }
 
+/* Under the mutex: the key of the session's next checkpoint.  The first
+ * is the account's (it signs the session-start, and with it ckey); the
+ * later ones are the session key's. */
+static EVP_PKEY *checkpoint_key(const struct audit *a)
+{
+    return a->ckey && a->covered_sseq > 0 ? a->ckey : a->signer;
+}
+
+/* sig_sign's contract for either kind of key: *sig malloc'd. */
+static int checkpoint_sign(EVP_PKEY *key, const char *msg, size_t msglen, uint8_t **sig,
+                           size_t *siglen)
+{
+    if (EVP_PKEY_get_id(key) != EVP_PKEY_ED25519)
+        return sig_sign(key, msg, msglen, sig, siglen);
+    if (!(*sig = malloc(ED25519_SIG_LEN)))
+        return pfs_err(-ENOMEM, "out of memory signing an audit checkpoint");
+    *siglen = ED25519_SIG_LEN;
+    return ed25519_sign(key, msg, msglen, *sig);
+}
+
 /* A checkpoint line signing the session's line signed_sseq, whose hash is
- * hash_hex.  Touches nothing in a but constants, so the sealer calls it
- * with the mutex dropped: that is where the RSA signature is made. */
-static struct evline *checkpoint_object(struct audit *a, uint64_t signed_sseq,
+ * hash_hex, under key (checkpoint_key).  Touches nothing in a but
+ * constants, so the sealer calls it with the mutex dropped: that is where
+ * the signature is made. */
+static struct evline *checkpoint_object(struct audit *a, EVP_PKEY *key, uint64_t signed_sseq,
                                         const char *hash_hex)
 {
     struct evline *o = event_object(a, NULL, "checkpoint", "", 0, 0, NULL);
@@ -712,9 +741,10 @@ static struct evline *checkpoint_object(struct audit *a, uint64_t signed_sseq,
         pfs_err(-ENOMEM, "out of memory writing an audit checkpoint");
         return NULL;
     }
-    rc = checkpoint_message(a->vault_id, a->session, signed_sseq, hash_hex, &msg, &msglen);
+    rc = checkpoint_message(a->vault_id, a->session, signed_sseq, a->ckey != NULL, hash_hex,
+                            &msg, &msglen);
     if (!rc)
-        rc = sig_sign(a->signer, msg, msglen, &sig, &siglen);
+        rc = checkpoint_sign(key, msg, msglen, &sig, &siglen);
     if (!rc && !(sig_hex = malloc(2 * siglen + 1)))
         rc = pfs_err(-ENOMEM, "out of memory writing an audit checkpoint");
     if (!rc) {
@@ -758,7 +788,7 @@ static int append_checkpoint_object(struct audit *a, const struct evline *o,
 static int append_checkpoint(struct audit *a)
 {
     uint64_t pos = a->next_sseq - 1;
-    struct evline *o = checkpoint_object(a, pos, a->sprev);
+    struct evline *o = checkpoint_object(a, checkpoint_key(a), pos, a->sprev);
     int rc;
 
     if (!o)
@@ -779,7 +809,7 @@ static bool sealer_active(const struct audit *a)
  * events early, twice what came during its last signature and two more,
  * at least 4 and at most a quarter of seal_every (where it starts).  As
  * late as that, so checkpoints stay close to one per seal_every events
- * (each signature is about 2 ms of CPU). */
+ * (an Ed25519 signature is some 50 us of CPU, the first, RSA, about 2 ms). */
 static unsigned seal_trigger(const struct audit *a)
 {
     unsigned most = a->seal_every / 4, m = a->seal_margin < most ? a->seal_margin : most;
@@ -1132,6 +1162,7 @@ static bool reached(const struct timespec *t)
 static void seal_in_background(struct audit *a)
 {
     uint64_t pos = a->next_sseq - 1, ticket;
+    EVP_PKEY *key = checkpoint_key(a);
     char hash[HASH_HEX + 1];
     struct evline *o;
     int rc = 0;
@@ -1140,7 +1171,8 @@ static void seal_in_background(struct audit *a)
     a->signing = true;
     a->signing_run = a->run;
     pthread_mutex_unlock(&a->mu);
-    o = checkpoint_object(a, pos, hash);
+    delay_point("audit-seal-sign");
+    o = checkpoint_object(a, key, pos, hash);
     pthread_mutex_lock(&a->mu);
     a->signing = false;
     if (!o)
@@ -1226,6 +1258,7 @@ static void audit_free(struct audit *a)
     if (a->fd >= 0)
         close(a->fd);
     EVP_PKEY_free(a->signer);
+    EVP_PKEY_free(a->ckey);
     pthread_cond_destroy(&a->seal_cv);
     pthread_cond_destroy(&a->sealed_cv);
     pthread_cond_destroy(&a->commit_cv);
@@ -1272,6 +1305,17 @@ static int session_start(struct audit *a)
     ev_u64(o, "account_id", a->account_id);
     if (a->proof)
         ev_str(o, "proof", a->proof);
+    if (a->ckey) {
+        uint8_t pub[ED25519_PUB_LEN];
+        char hex[2 * ED25519_PUB_LEN + 1];
+
+        if ((rc = ed25519_public_raw(a->ckey, pub))) {
+            evline_free(o);
+            return rc;
+        }
+        hex_encode(pub, sizeof pub, hex);
+        ev_str(o, "ckey", hex);
+    }
     if (a->sealing) {
         ev_str(o, "names_kid", a->names_kid);
         ev_str(o, "names_key", a->names_wrapped);
@@ -1282,6 +1326,28 @@ static int session_start(struct audit *a)
         rc = record(a, o, true);
     evline_free(o);
     return rc;
+}
+
+/* The session's Ed25519 checkpoint key: given, or made from 32 random
+ * bytes (OpenSSL keeps the private half in its secure heap where the
+ * process has one, as it does the account key). */
+static int session_key_take(struct audit *a, EVP_PKEY *given)
+{
+    uint8_t seed[32];
+
+    if (given) {
+        if (EVP_PKEY_get_id(given) != EVP_PKEY_ED25519)
+            return pfs_err(-EINVAL, "an audit session key must be an Ed25519 key");
+        if (EVP_PKEY_up_ref(given) != 1)
+            return pfs_err(-ENOMEM, "cannot take a reference to the audit session key");
+        a->ckey = given;
+        return 0;
+    }
+    if (crypto_random(seed, sizeof seed) != 0)
+        return pfs_err(-EIO, "no randomness for an audit session key");
+    a->ckey = ed25519_from_seed(seed);
+    OPENSSL_cleanse(seed, sizeof seed);
+    return a->ckey ? 0 : pfs_err(-EIO, "cannot make an audit session key");
 }
 
 static int identity_take(struct audit *a, const struct audit_identity *id)
@@ -1299,7 +1365,7 @@ static int identity_take(struct audit *a, const struct audit_identity *id)
     if (EVP_PKEY_up_ref(id->signer) != 1)
         return pfs_err(-ENOMEM, "cannot take a reference to the audit signing key");
     a->signer = id->signer;
-    return 0;
+    return session_key_take(a, id->checkpoint_key);
 }
 
 int audit_open(const char *spool_path, const char *vault_id, const struct audit_identity *id,
@@ -1406,6 +1472,8 @@ struct audit_session_state {
     bool is_signed;             /* opened with a registry proof */
     bool ended;                 /* session-end seen: only its checkpoint may follow */
     EVP_PKEY *key;              /* the signer's key (from the proof) */
+    bool has_ckey;              /* format 6: checkpoints after the first are ckey's */
+    uint8_t ckey[ED25519_PUB_LEN];
     /* Signed sessions: the lines a format 5 checkpoint may still sign, those
      * after the last line signed (covered), sseq q at q % AUDIT_WINDOW. */
     uint64_t covered;
@@ -1476,8 +1544,10 @@ static int chain_refuse(char *why, size_t whylen, const char *fmt, ...)
     return -EBADMSG;
 }
 
-static int signature_ok(EVP_PKEY *key, const char *vault, const char *session,
-                        uint64_t signed_sseq, const char *hash, const char *sig_hex)
+/* key: an RSA key, or NULL for the Ed25519 session key ckey. */
+static int signature_ok(EVP_PKEY *key, const uint8_t *ckey, const char *vault,
+                        const char *session, uint64_t signed_sseq, bool keyed,
+                        const char *hash, const char *sig_hex)
 {
     uint8_t sig[SIG_MAX];
     size_t siglen = strlen(sig_hex) / 2, msglen = 0;
@@ -1487,9 +1557,10 @@ static int signature_ok(EVP_PKEY *key, const char *vault, const char *session,
     if (strlen(sig_hex) % 2 || siglen == 0 || siglen > SIG_MAX ||
         hex_decode(sig_hex, sig, siglen) != 0)
         return -EINVAL;
-    rc = checkpoint_message(vault, session, signed_sseq, hash, &msg, &msglen);
+    rc = checkpoint_message(vault, session, signed_sseq, keyed, hash, &msg, &msglen);
     if (!rc)
-        rc = sig_verify(key, msg, msglen, sig, siglen);
+        rc = key ? sig_verify(key, msg, msglen, sig, siglen)
+                 : ed25519_verify(ckey, msg, msglen, sig, siglen);
     free(msg);
     pfs_err_clear();
     return rc;
@@ -1516,7 +1587,7 @@ static int v2_checkpoint_ok(const struct audit_chain *c, json_object *o, audit_k
     if (!key)
         return chain_refuse(why, whylen, "format 2 checkpoint signed by unknown account "
                             "\"%.100s\"", account);
-    rc = signature_ok(key, vault, NULL, 0, hash, sig_hex);
+    rc = signature_ok(key, NULL, vault, NULL, 0, false, hash, sig_hex);
     EVP_PKEY_free(key);
     if (rc == -EINVAL)
         return chain_refuse(why, whylen, "checkpoint signature is not hex of a plausible length");
@@ -1565,6 +1636,27 @@ static bool is_session_id(const char *s)
     return true;
 }
 
+/* Format 6: a signed session-start names its session's Ed25519 checkpoint
+ * key, which its first checkpoint (the account's) certifies. */
+static int session_key_ok(json_object *o, struct audit_session_state *fresh, char *why,
+                          size_t whylen)
+{
+    const char *ckey = audit_field_str(o, "ckey");
+    uint64_t v = 0;
+
+    if (audit_field_uint(o, "v", &v) != 0 || v < 6)
+        return 0;
+    if (!ckey || strlen(ckey) != 2 * ED25519_PUB_LEN ||
+        hex_decode(ckey, fresh->ckey, sizeof fresh->ckey) != 0) {
+        pfs_err_clear();
+        return chain_refuse(why, whylen, "format %llu session-start of session %s lacks its "
+                            "session key (ckey: %u hex bytes)", (unsigned long long)v,
+                            fresh->id, ED25519_PUB_LEN);
+    }
+    fresh->has_ckey = true;
+    return 0;
+}
+
 /* A session-start: a new session; with a proof, the signer's key from the
  * registry proof, checked against the pinned root. */
 static int session_start_ok(const struct audit_chain *c, json_object *o, const char *id,
@@ -1590,6 +1682,8 @@ static int session_start_ok(const struct audit_chain *c, json_object *o, const c
     if (!proof)
         return 0;
     fresh->is_signed = true;
+    if (session_key_ok(o, fresh, why, whylen))
+        return -EBADMSG;
     if (!c->skip_signatures && !c->root_fp[0])
         return chain_refuse(why, whylen, "no root fingerprint is known for vault %s, so the "
                             "registry proof of session %s cannot be checked (configure the "
@@ -1647,11 +1741,16 @@ static int checkpoint_place_ok(const struct audit_session_state *s, json_object 
 }
 
 /* A checkpoint signs its own session's chain, under the key its
- * session-start proved: never the key of whoever the line names. */
+ * session-start proved: never the key of whoever the line names.  In a
+ * session with a session key, only the first checkpoint is the account's:
+ * it signs the session-start, and so the key; the later ones must be the
+ * session key's (the account's own key is refused there too, so each
+ * checkpoint has exactly one key that verifies it). */
 static int session_checkpoint_ok(const struct audit_chain *c, const struct audit_session_state *s,
                                  json_object *o, char *why, size_t whylen)
 {
     const char *hash = audit_field_str(o, "signed_hash"), *sig_hex = audit_field_str(o, "sig");
+    bool by_ckey = s->has_ckey && s->covered > 0;
     uint64_t pos = 0;
     int rc;
 
@@ -1664,10 +1763,16 @@ static int session_checkpoint_ok(const struct audit_chain *c, const struct audit
         return rc;
     if (c->skip_signatures)
         return 0;
-    rc = s->key ? signature_ok(s->key, c->vault[0] ? c->vault : audit_field_str(o, "vault"),
-                               s->id, pos, hash, sig_hex) : -EKEYREJECTED;
+    rc = s->key ? signature_ok(by_ckey ? NULL : s->key, s->ckey,
+                               c->vault[0] ? c->vault : audit_field_str(o, "vault"), s->id, pos,
+                               s->has_ckey, hash, sig_hex) : -EKEYREJECTED;
     if (rc == -EINVAL)
         return chain_refuse(why, whylen, "checkpoint signature is not hex of a plausible length");
+    if (rc && by_ckey)
+        return chain_refuse(why, whylen, "checkpoint signature does not verify under the "
+                            "session key that account \"%s\" (id %llu) certified at the start "
+                            "of session %s: the session's lines were altered, or another key "
+                            "signed", s->account, (unsigned long long)s->account_id, s->id);
     if (rc)
         return chain_refuse(why, whylen, "checkpoint signature does not verify under the key of "
                             "account \"%s\" (id %llu), which opened session %s: the session's "

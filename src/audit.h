@@ -1,16 +1,20 @@
 /* Audit events: JSON lines, chained, spooled durably, shipped.
  *
- * Format 5 (docs/format-audit.md).  Every handle is one session (a mount,
+ * Format 6 (docs/format-audit.md).  Every handle is one session (a mount,
  * one pactfs-admin run, ...) that writes its own chain inside the shared
  * spool: each line carries the spool-wide seq/prev chain and its session's
  * id, sseq and sprev (hash of the session's previous line).  A signed
  * session opens with a session-start event carrying its account's registry
  * proof (src/audit_proof.h), and its checkpoints sign the hash of its own
- * chain only, with its own account key: a checkpoint is checked under the
- * key the session-start proof gives, never the key of whichever account a
- * line names, so no account can re-sign another's events.  A signing
- * handle's sealer thread signs the session's chain up to its last line
- * off the append path (no event waits for the RSA signature, none waits
+ * chain only: a checkpoint is checked under the key the session-start
+ * proof gives, never the key of whichever account a line names, so no
+ * account can re-sign another's events.  Format 6: the session-start also
+ * carries the public half of an Ed25519 key made for this session only
+ * (ckey); the session's first checkpoint, under the account's RSA key,
+ * signs the session-start and so certifies it, and every later checkpoint
+ * is an Ed25519 signature under it (about a fortieth of the RSA cost).  A
+ * signing handle's sealer thread signs the session's chain up to its last
+ * line off the append path (no event waits for the signature, none waits
  * for the mutex while it is made) and appends the checkpoint after the
  * lines that came meanwhile, so that no more than AUDIT_SEAL_EVERY events
  * stand unsigned and none longer than about AUDIT_SEAL_MS; at close, after
@@ -35,13 +39,15 @@
 struct audit;
 struct json_object;
 
-/* Event format written by this build (the "v" field): 5 = format 4 with
+/* Event format written by this build (the "v" field): 6 = format 5 with a
+ * per-session Ed25519 checkpoint key certified by the session's first
+ * (RSA) checkpoint; 5 = format 4 with
  * checkpoints that name the line they sign (signed_sseq), so the sealer
  * signs an earlier line off the append path; 4 = format 3 with names
  * optionally sealed to the auditors (audit_names.h).  Format 3 and 4 lines
  * are read and verified by their rules (a checkpoint signs the line before
  * it). */
-#define AUDIT_FORMAT 5
+#define AUDIT_FORMAT 6
 #define AUDIT_FORMAT_MIN_V3 3
 /* Most events of a session without a checkpoint after them: a signing
  * session checkpoints after this many, and an unsigned session (no account
@@ -72,6 +78,10 @@ struct audit_identity {
      * it, every path and dest of the session is sealed to the auditors. */
     EVP_PKEY *names_pub;
     const char *names_kid;
+    /* The session's Ed25519 checkpoint key, or NULL for a fresh random
+     * one (the normal case; tests pass their own to forge checkpoints the
+     * way the key's holder could).  The handle takes its own reference. */
+    EVP_PKEY *checkpoint_key;
 };
 
 /* Open (create) the spool, resume its chain from its last line and start a

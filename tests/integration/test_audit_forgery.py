@@ -3,7 +3,10 @@ format 3).  A plain user who can write the spool and holds its own account key
 (unsealed here exactly as pactfs does, from its password and its key share)
 rewrites the spool: drops its own events, edits the dataadmin's grant event,
 recomputes every chain and re-signs every checkpoint with its own key.
-`pactfs-admin audit-verify` must fail and name the line.  Renaming an account
+`pactfs-admin audit-verify` must fail and name the line.  Format 6: a
+session's checkpoints after its first are signed by the Ed25519 session key
+its session-start names; the attacker brings a session key of its own, which
+its account key can certify for its own sessions only.  Renaming an account
 (and renaming it back) leaves the trail verifiable."""
 import hashlib
 import json
@@ -13,6 +16,7 @@ import struct
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
@@ -23,6 +27,7 @@ from test_keyd import argon2id
 
 CHECKPOINT_LABEL = b"pactfs audit session checkpoint v3\n"
 CHECKPOINT_LABEL_V5 = b"pactfs audit session checkpoint v5\n"
+CHECKPOINT_LABEL_V6 = b"pactfs audit session checkpoint v6\n"
 STRUCTURAL = ("session-start", "checkpoint", "session-end")
 
 
@@ -64,40 +69,46 @@ def unseal_account_key(v, account, password):
     return serialization.load_der_private_key(der, password=None)
 
 
-def sign_checkpoint(key, vault, session, hash_hex, signed_sseq=None):
-    """Format 5 (signed_sseq) names the line signed; format 3 and 4 sign the
-    line before the checkpoint."""
-    if signed_sseq is None:
-        msg = CHECKPOINT_LABEL + ("%s\n%s\n%s" % (vault, session, hash_hex)).encode()
-    else:
-        msg = CHECKPOINT_LABEL_V5 + ("%s\n%s\n%d\n%s" % (vault, session, signed_sseq,
-                                                        hash_hex)).encode()
-    return key.sign(msg, padding.PSS(mgf=padding.MGF1(hashes.SHA256()),
-                                     salt_length=32), hashes.SHA256()).hex()
+PSS = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32)
+
+
+def checkpoint_message(e):
+    """Format 5 and 6 (signed_sseq) name the line signed, format 6 under a
+    label of its own; format 3 and 4 sign the line before the checkpoint."""
+    if "signed_sseq" not in e:
+        return CHECKPOINT_LABEL + ("%s\n%s\n%s" % (e["vault"], e["session"],
+                                                   e["signed_hash"])).encode()
+    label = CHECKPOINT_LABEL_V6 if e["v"] >= 6 else CHECKPOINT_LABEL_V5
+    return label + ("%s\n%s\n%d\n%s" % (e["vault"], e["session"], e["signed_sseq"],
+                                         e["signed_hash"])).encode()
 
 
 def dumps(e):
     return json.dumps(e, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def rechain(events, key):
-    """Renumber and re-hash both chains; every checkpoint re-signed with key.
-    A format 5 checkpoint keeps signing the line it signed if that line is
-    still there (else the line before it)."""
+def rechain(events, signer):
+    """Renumber and re-hash both chains; every checkpoint re-signed by
+    signer (a Resigner), which may also put its own session key into the
+    session-starts it rewrites.  A format 5 or 6 checkpoint keeps signing
+    the line it signed if that line is still there (else the line before)."""
     lines, prev, sess = [], "0" * 64, {}
     for seq, e in enumerate(events, 1):
-        st = sess.setdefault(e["session"], {"sseq": 0, "prev": "0" * 64, "moved": {}})
+        st = sess.setdefault(e["session"], {"sseq": 0, "prev": "0" * 64, "moved": {},
+                                            "checkpoints": 0})
         st["sseq"] += 1
         old_sseq = e["sseq"]
         e["seq"], e["prev"], e["sseq"], e["sprev"] = seq, prev, st["sseq"], st["prev"]
-        if e["op"] == "checkpoint" and "signed_sseq" in e:
-            e["signed_sseq"], e["signed_hash"] = st["moved"].get(
-                e["signed_sseq"], (st["sseq"] - 1, st["prev"]))
-            e["sig"] = sign_checkpoint(key, e["vault"], e["session"], e["signed_hash"],
-                                       e["signed_sseq"])
-        elif e["op"] == "checkpoint":
-            e["signed_hash"] = st["prev"]
-            e["sig"] = sign_checkpoint(key, e["vault"], e["session"], st["prev"])
+        if e["op"] == "session-start":
+            signer.start(e)
+        if e["op"] == "checkpoint":
+            if "signed_sseq" in e:
+                e["signed_sseq"], e["signed_hash"] = st["moved"].get(
+                    e["signed_sseq"], (st["sseq"] - 1, st["prev"]))
+            else:
+                e["signed_hash"] = st["prev"]
+            e["sig"] = signer.sign(e, checkpoint_message(e), st["checkpoints"] == 0)
+            st["checkpoints"] += 1
         line = dumps(e)
         prev = st["prev"] = hashlib.sha256(line).hexdigest()
         st["moved"][old_sseq] = (st["sseq"], prev)
@@ -144,7 +155,7 @@ def test_user_cannot_resign_another_accounts_events(accounts):
                      if e["op"] == "session-start" and e["account"] == BOB][-1]}
     own = [e for e in original
            if not (e["session"] in bob_sessions and e["op"] not in STRUCTURAL)]
-    write_spool(v, rechain([dict(e) for e in own], Resigner(original, bob_key)))
+    write_spool(v, rechain([dict(e) for e in own], Resigner(original, bob_key, bob_sessions)))
     p = v.admin("audit-verify", v.dir)
     assert p.returncode == 0, "control rewrite of bob's own session fails: " + p.stderr
 
@@ -153,7 +164,7 @@ def test_user_cannot_resign_another_accounts_events(accounts):
     target = next(i for i, e in enumerate(forged)
                   if e["op"] == "grant" and e["account"] == H.ACCOUNT and BOB in e["path"])
     forged[target]["path"] = forged[target]["path"].replace(BOB, "mallory")
-    write_spool(v, rechain(forged, Resigner(original, bob_key)))
+    write_spool(v, rechain(forged, Resigner(original, bob_key, bob_sessions)))
     # The first checkpoint of alice's session that signs the edit (a format 5
     # checkpoint may sign a line before it) is the line that fails.
     sess = forged[target]["session"]
@@ -171,7 +182,7 @@ def test_user_cannot_resign_another_accounts_events(accounts):
     start = next(e for e in forged if e["session"] == sess and e["op"] == "session-start")
     bobs = next(e for e in forged if e["account"] == BOB and e["op"] == "session-start")
     start.update(account=BOB, account_id=bobs["account_id"], proof=bobs["proof"])
-    write_spool(v, rechain(forged, Resigner(original, bob_key)))
+    write_spool(v, rechain(forged, Resigner(original, bob_key, bob_sessions)))
     p = v.admin("audit-verify", v.dir)
     assert p.returncode == EXIT_INTEGRITY, p.stdout + p.stderr
     first_alice = next(i for i, e in enumerate(forged)
@@ -181,19 +192,66 @@ def test_user_cannot_resign_another_accounts_events(accounts):
 
 class Resigner:
     """The attacker's signer: a checkpoint whose session chain is unchanged keeps
-    its original signature; every other one is signed with the attacker's key."""
+    its original signature; every other one is signed with the attacker's keys:
+    a session's first checkpoint with its account key, the later ones with a
+    session key of its own, which it puts into the session-starts of the
+    sessions it takes over (adopt: its own, or another account's)."""
 
-    def __init__(self, events, key):
-        self.key = key
+    def __init__(self, events, key, adopt):
+        self.key, self.adopt = key, adopt
+        self.session_key = Ed25519PrivateKey.generate()
         self.orig = {(e["session"], e.get("signed_hash")): e.get("sig")
                      for e in events if e["op"] == "checkpoint"}
 
-    def sign(self, msg, pad, alg):
-        fields = msg.decode().split("\n")
-        session, hash_hex = fields[2], fields[-1]
-        if (session, hash_hex) in self.orig:
-            return bytes.fromhex(self.orig[(session, hash_hex)])
-        return self.key.sign(msg, pad, alg)
+    def start(self, e):
+        if "ckey" in e and e["session"] in self.adopt:
+            e["ckey"] = self.session_key.public_key().public_bytes(
+                serialization.Encoding.Raw, serialization.PublicFormat.Raw).hex()
+
+    def sign(self, e, msg, first):
+        if (e["session"], e["signed_hash"]) in self.orig:
+            return self.orig[(e["session"], e["signed_hash"])]
+        if first or e["v"] < 6:
+            return self.key.sign(msg, PSS, hashes.SHA256()).hex()
+        return self.session_key.sign(msg).hex()
+
+
+def test_substituted_session_key_is_refused(accounts):
+    """bob puts a session key of his own into alice's session-start, edits
+    her grant and signs her later checkpoints with that key (format 6): the
+    first checkpoint of her session, her account's signature over the
+    session-start and so over its key, no longer verifies, and bob's account
+    key cannot remake it."""
+    v, mounts = accounts
+    make_history(v, mounts)
+    original = read_spool(v)
+    bob_key = unseal_account_key(v, BOB, BOB_PASSWORD)
+    bob_sessions = {[e["session"] for e in original
+                     if e["op"] == "session-start" and e["account"] == BOB][-1]}
+    forged = [dict(e) for e in original]
+    target = next(i for i, e in enumerate(forged)
+                  if e["op"] == "grant" and e["account"] == H.ACCOUNT and BOB in e["path"])
+    sess = forged[target]["session"]
+    start = next(e for e in forged if e["session"] == sess and e["op"] == "session-start")
+    assert start["v"] == 6 and len(start["ckey"]) == 64, start
+    genuine_key = start["ckey"]
+    # Control: with the session key left alone, bob's signatures fail at the
+    # first checkpoint after the edit, under alice's session key.
+    forged[target]["path"] = forged[target]["path"].replace(BOB, "mallory")
+    write_spool(v, rechain([dict(e) for e in forged], Resigner(original, bob_key, bob_sessions)))
+    p = v.admin("audit-verify", v.dir)
+    assert p.returncode == EXIT_INTEGRITY, p.stdout + p.stderr
+    assert "does not verify under the session key that account \"%s\"" % H.ACCOUNT \
+        in p.stderr, p.stderr
+    # The attack: bob's own session key in alice's session-start.
+    write_spool(v, rechain(forged, Resigner(original, bob_key, bob_sessions | {sess})))
+    assert next(e for e in read_spool(v) if e["session"] == sess)["ckey"] != genuine_key
+    first_cp = next(i for i, e in enumerate(forged)
+                    if e["session"] == sess and e["op"] == "checkpoint") + 1
+    p = v.admin("audit-verify", v.dir)
+    assert p.returncode == EXIT_INTEGRITY, p.stdout + p.stderr
+    assert "line %d: checkpoint signature does not verify under the key of account \"%s\"" \
+        % (first_cp, H.ACCOUNT) in p.stderr, p.stderr
 
 
 def test_renamed_and_renamed_back_account_keeps_trail_verifiable(accounts):

@@ -1053,7 +1053,7 @@ def test_admin_actions_on_the_vault_trail_and_at_the_receiver(kvault, keyd, tmp_
                         ("keyd-disable", H.ACCOUNT, "ok", "keyd:admin-token"),
                         ("keyd-enable", H.ACCOUNT, "ok", "keyd:admin-token"),
                         ("keyd-disable", H.ACCOUNT, "denied", "keyd:admin-token")], acts
-        assert all(e["v"] == 5 and e["vault"] == vid for e in evs)
+        assert all(e["v"] == 6 and e["vault"] == vid for e in evs)
         # At the receiver: the same bytes, a chain that verifies, filters work.
         deadline = time.time() + 60
         while time.time() < deadline and r.events(vid) != open(trail, "rb").read():

@@ -25,6 +25,9 @@
 
 static char scratch[64];
 static EVP_PKEY *alice_key, *mallory_key, *root_key, *other_root;
+/* Ed25519 session keys: alice's sessions use alice_ckey (so a test can
+ * make the checkpoints her mount could); mallory_ckey is anyone else's. */
+static EVP_PKEY *alice_ckey, *mallory_ckey;
 static char *alice_proof, *mallory_proof;
 static char root_fp[65], other_fp[65];
 #define ZERO64 "0000000000000000000000000000000000000000000000000000000000000000"
@@ -135,7 +138,8 @@ static struct audit *open_signed(const char *path, const char *account, EVP_PKEY
                                  const char *proof, uint64_t id)
 {
     struct audit_identity who = { .account = account, .account_id = id, .signer = key,
-                                  .proof = proof };
+                                  .proof = proof,
+                                  .checkpoint_key = key == alice_key ? alice_ckey : NULL };
     struct audit *a = NULL;
 
     if (audit_open(path, VAULT, &who, &a) != 0) {
@@ -366,6 +370,15 @@ static void test_signed_session_verifies(void)
     REQUIRE(ls.n >= 17);
     CHECK(line_is(ls.l[0], "session-start") && line_is(ls.l[1], "checkpoint"));
     CHECK(strstr(ls.l[0], alice_proof) != NULL);
+    {   /* format 6: the session-start names the session key */
+        uint8_t pub[ED25519_PUB_LEN];
+        char want[80];
+
+        REQUIRE(ed25519_public_raw(alice_ckey, pub) == 0);
+        snprintf(want, sizeof want, "\"ckey\":\"");
+        hex_encode(pub, sizeof pub, want + strlen(want));
+        CHECK(strstr(ls.l[0], want) != NULL);
+    }
     CHECK(line_is(ls.l[ls.n - 2], "session-end") && line_is(ls.l[ls.n - 1], "checkpoint"));
     for (size_t i = 0; i < ls.n; i++) {
         json_object *o = json_tokener_parse(ls.l[i]);
@@ -374,7 +387,9 @@ static void test_signed_session_verifies(void)
         if (strcmp(field_str(o, "op"), "checkpoint") == 0) {
             checkpoints++;
             CHECK(strcmp(field_str(o, "signed_hash"), field_str(o, "sprev")) == 0);
-            CHECK(field_str(o, "sig") && strlen(field_str(o, "sig")) == 768);
+            /* the first is RSA-3072 (the account's), the others Ed25519 */
+            CHECK(field_str(o, "sig") &&
+                  strlen(field_str(o, "sig")) == (checkpoints == 1 ? 768u : 128u));
         }
         json_object_put(o);
     }
@@ -398,7 +413,8 @@ static char *checkpoint_msg(json_object *o)
     char *msg = NULL;
 
     int n = field_int(o, "v") >= 5
-            ? asprintf(&msg, "pactfs audit session checkpoint v5\n%s\n%s\n%lld\n%s", VAULT,
+            ? asprintf(&msg, "pactfs audit session checkpoint v%d\n%s\n%s\n%lld\n%s",
+                       field_int(o, "v") >= 6 ? 6 : 5, VAULT,
                        field_str(o, "session"), (long long)field_int(o, "signed_sseq"),
                        field_str(o, "signed_hash"))
             : asprintf(&msg, "pactfs audit session checkpoint v3\n%s\n%s\n%s", VAULT,
@@ -409,19 +425,22 @@ static char *checkpoint_msg(json_object *o)
     return msg;
 }
 
-/* Sign checkpoint o with key into its "sig" (as_v3: by the format 3 rule). */
+/* Sign checkpoint o with key (RSA or Ed25519) into its "sig" (as_v3: by
+ * the format 3 rule). */
 static void sign_into(json_object *o, EVP_PKEY *key, int as_v3)
 {
     char *msg, hex[1024];
     uint8_t *sig = NULL;
-    size_t siglen = 0;
+    size_t siglen = ED25519_SIG_LEN;
 
     if (as_v3)
         json_object_object_add(o, "v", json_object_new_int(3));
     msg = checkpoint_msg(o);
     if (as_v3)
         json_object_object_add(o, "v", json_object_new_int(AUDIT_FORMAT));
-    if (sig_sign(key, msg, strlen(msg), &sig, &siglen) != 0)
+    if (EVP_PKEY_get_id(key) == EVP_PKEY_ED25519
+        ? !(sig = malloc(ED25519_SIG_LEN)) || ed25519_sign(key, msg, strlen(msg), sig) != 0
+        : sig_sign(key, msg, strlen(msg), &sig, &siglen) != 0)
         abort();
     hex_encode(sig, siglen, hex);
     json_object_object_add(o, "sig", json_object_new_string(hex));
@@ -470,12 +489,22 @@ static void test_other_account_cannot_sign(void)
     CHECK(verify_msg_has(bad, root_fp, "line 6:"));
     CHECK(verify_msg_has(bad, root_fp, "names account \"mallory\""));
     lines_free(&ls);
-    /* same, but naming alice: the signature fails under alice's key */
+    /* same, but naming alice, with mallory's account key or a session key
+     * of mallory's: the signature fails under alice's session key */
+    for (int k = 0; k < 2; k++) {
+        lines_read(path, &ls);
+        resign_checkpoint(&ls, 5, k ? mallory_ckey : mallory_key, NULL);
+        rechain(&ls);
+        lines_write(bad, &ls, 0);
+        CHECK(verify_msg_has(bad, root_fp, "line 6: checkpoint signature does not verify "
+                             "under the session key that account \"alice\""));
+        lines_free(&ls);
+    }
+    /* the first checkpoint, which certifies the session key, is alice's */
     lines_read(path, &ls);
-    resign_checkpoint(&ls, 5, mallory_key, NULL);
-    rechain(&ls);
+    resign_checkpoint(&ls, 1, mallory_key, NULL);
     lines_write(bad, &ls, 0);
-    CHECK(verify_msg_has(bad, root_fp, "line 6: checkpoint signature does not verify under "
+    CHECK(verify_msg_has(bad, root_fp, "line 2: checkpoint signature does not verify under "
                          "the key of account \"alice\""));
     lines_free(&ls);
     /* mallory's key and proof, claiming to be alice */
@@ -581,7 +610,7 @@ static void place_checkpoint(struct lines *ls, size_t idx, int64_t signed_sseq,
         json_object_object_add(o, "signed_sseq", json_object_new_int64(signed_sseq));
     else
         json_object_object_del(o, "signed_sseq");
-    sign_into(o, alice_key, !signed_sseq);
+    sign_into(o, idx == 1 ? alice_key : alice_ckey, !signed_sseq);
     line_replace(ls, idx, o);
     rechain_ex(ls, 1);
 }
@@ -606,6 +635,19 @@ static void lines_swap(struct lines *ls, size_t i, size_t j)
     ls->l[j] = l;
 }
 
+/* The spool at path verifies (needle NULL) or is refused with needle. */
+static int spool_verdict(const char *path, const char *needle)
+{
+    int ok;
+
+    if (needle)
+        return verify_msg_has(path, root_fp, needle);
+    ok = audit_verify(path, root_fp, NULL, NULL, NULL) == 0;
+    if (!ok)
+        printf("# %s\n", pfs_err_msg());
+    return ok;
+}
+
 /* A copy of ls with the checkpoint at idx signing line signed_sseq (0: by
  * the format 3 rule) whose hash is that of line hash_idx of ls (or of
  * foreign bytes, hash_idx -1), written to path; verified against needle
@@ -615,7 +657,6 @@ static int placed_verdict(const struct lines *ls, const char *path, size_t keep,
 {
     struct lines t;
     char h[65];
-    int ok;
 
     lines_copy(&t, ls);
     lines_truncate(&t, keep);
@@ -626,12 +667,7 @@ static int placed_verdict(const struct lines *ls, const char *path, size_t keep,
     place_checkpoint(&t, idx, signed_sseq, h);
     lines_write(path, &t, 0);
     lines_free(&t);
-    if (needle)
-        return verify_msg_has(path, root_fp, needle);
-    ok = audit_verify(path, root_fp, NULL, NULL, NULL) == 0;
-    if (!ok)
-        printf("# %s\n", pfs_err_msg());
-    return ok;
+    return spool_verdict(path, needle);
 }
 
 /* Format 5: a checkpoint names the line of its session it signs.  It may
@@ -675,7 +711,7 @@ static void test_misplaced_checkpoints_refused(void)
     CHECK(placed_verdict(&ls, bad, ls.n, 9, 5, 4, "line 10: checkpoint signs line sseq 5 of "));
     CHECK(verify_msg_has(bad, root_fp, "its last signed line (sseq 5)"));
     /* a format 5 checkpoint without signed_sseq, signed by the format 3 rule */
-    CHECK(placed_verdict(&ls, bad, ls.n, 5, 0, 4, "line 6: format 5 checkpoint lacks "
+    CHECK(placed_verdict(&ls, bad, ls.n, 5, 0, 4, "line 6: format 6 checkpoint lacks "
                          "signed_sseq"));
     /* the closing checkpoint must sign the session-end */
     REQUIRE(line_is(ls.l[ls.n - 2], "session-end"));
@@ -683,6 +719,130 @@ static void test_misplaced_checkpoints_refused(void)
                          "does not sign the session-end"));
     lines_free(&ls);
     remove_scratch();
+}
+
+/* Line idx's field key becomes val (NULL: removed). */
+static void set_field(struct lines *ls, size_t idx, const char *key, const char *val)
+{
+    json_object *o = json_tokener_parse(ls->l[idx]);
+
+    REQUIRE(o);
+    if (val)
+        json_object_object_add(o, key, json_object_new_string(val));
+    else
+        json_object_object_del(o, key);
+    line_replace(ls, idx, o);
+}
+
+/* Re-sign every checkpoint of a one-session spool in order, the first with
+ * first, the others with later, recomputing the chains after each. */
+static void resign_all(struct lines *ls, EVP_PKEY *first, EVP_PKEY *later)
+{
+    int n = 0;
+
+    rechain(ls);
+    for (size_t i = 0; i < ls->n; i++)
+        if (line_is(ls->l[i], "checkpoint")) {
+            resign_checkpoint(ls, i, n++ ? later : first, NULL);
+            rechain(ls);
+        }
+}
+
+/* A copy of ls with the session-start's ckey set to ckey_hex (NULL: kept),
+ * the first checkpoint dropped if drop_first, and every checkpoint
+ * re-signed (resign_all), written to path; verified against needle (NULL:
+ * must verify). */
+static int rewritten_verdict(const struct lines *ls, const char *path, const char *ckey_hex,
+                             int drop_first, EVP_PKEY *first, EVP_PKEY *later,
+                             const char *needle)
+{
+    struct lines t;
+
+    lines_copy(&t, ls);
+    if (ckey_hex)
+        set_field(&t, 0, "ckey", ckey_hex);
+    if (drop_first)
+        lines_delete(&t, 1);
+    resign_all(&t, first, later);
+    lines_write(path, &t, 0);
+    lines_free(&t);
+    return spool_verdict(path, needle);
+}
+
+/* Format 6: a session's checkpoints after its first are signed by the
+ * session key its session-start names, which that first checkpoint (the
+ * account's RSA key) certifies.  Someone who can write the spool but
+ * holds no account key cannot bring a session key of their own:
+ * substituting the start's key breaks the first checkpoint, dropping that
+ * checkpoint leaves the next one to be checked under the account's key.
+ * Each checkpoint has one key: a later one under the account's key is
+ * refused, and so is a format 6 start without a session key. */
+static void test_substituted_session_key_refused(void)
+{
+    char path[128], bad[160], hex[2 * ED25519_PUB_LEN + 1];
+    uint8_t pub[ED25519_PUB_LEN];
+    struct lines ls, t;
+
+    make_scratch();
+    spool_path(path, sizeof path, "audit.log");
+    snprintf(bad, sizeof bad, "%s/bad.log", scratch);
+    write_signed_spool(path);
+    lines_read(path, &ls);
+    REQUIRE(line_is(ls.l[1], "checkpoint") && line_is(ls.l[5], "checkpoint"));
+    REQUIRE(ed25519_public_raw(mallory_ckey, pub) == 0);
+    hex_encode(pub, sizeof pub, hex);
+    /* control: alice's own rewrite (her key certifies a new session key) */
+    CHECK(rewritten_verdict(&ls, bad, hex, 0, alice_key, mallory_ckey, NULL));
+    /* mallory's session key in alice's session-start: the first checkpoint
+     * kept as it was no longer verifies, nor can mallory remake it */
+    CHECK(rewritten_verdict(&ls, bad, hex, 0, mallory_key, mallory_ckey, "line 2: checkpoint "
+                            "signature does not verify under the key of account \"alice\""));
+    /* the certifying checkpoint dropped: the next one must be alice's RSA
+     * signature, even signed by the genuine session key */
+    CHECK(rewritten_verdict(&ls, bad, NULL, 1, alice_ckey, alice_ckey, "line 5: checkpoint "
+                            "signature does not verify under the key of account \"alice\""));
+    /* a later checkpoint under alice's account key instead of the session's */
+    lines_copy(&t, &ls);
+    resign_all(&t, alice_key, alice_ckey);
+    lines_write(bad, &t, 0);
+    CHECK(audit_verify(bad, root_fp, NULL, NULL, NULL) == 0);   /* control */
+    resign_checkpoint(&t, 5, alice_key, NULL);
+    rechain(&t);
+    lines_write(bad, &t, 0);
+    CHECK(verify_msg_has(bad, root_fp, "line 6: checkpoint signature does not verify under "
+                         "the session key"));
+    lines_free(&t);
+    /* a format 6 session-start without its key, or with a short one */
+    lines_copy(&t, &ls);
+    set_field(&t, 0, "ckey", NULL);
+    resign_all(&t, alice_key, alice_ckey);
+    lines_write(bad, &t, 0);
+    CHECK(verify_msg_has(bad, root_fp, "line 1: format 6 session-start of session"));
+    CHECK(verify_msg_has(bad, root_fp, "lacks its session key"));
+    hex[2 * ED25519_PUB_LEN - 2] = '\0';
+    set_field(&t, 0, "ckey", hex);
+    resign_all(&t, alice_key, alice_ckey);
+    lines_write(bad, &t, 0);
+    CHECK(verify_msg_has(bad, root_fp, "lacks its session key"));
+    lines_free(&t);
+    lines_free(&ls);
+    remove_scratch();
+}
+
+/* A session of this build appended to the spool at path (of one session
+ * of an earlier format) verifies with it. */
+static int continued_by_a_new_session(const char *path)
+{
+    struct audit_verify_result res;
+    struct audit *a = open_alice(path);
+
+    if (!a)
+        return 0;
+    for (int i = 0; i < 100; i++)
+        if (audit_event(a, NULL, "open", "/new", 0, 0) != 0)
+            return 0;
+    audit_close(a);
+    return audit_verify(path, root_fp, NULL, NULL, &res) == 0 && res.sessions == 2;
 }
 
 /* Trails of earlier builds (format 4: every checkpoint signs the line just
@@ -693,7 +853,6 @@ static void test_format4_signed_spool_still_verifies(void)
     struct audit_verify_result res;
     char path[128], bad[160];
     struct lines ls, t;
-    struct audit *a;
 
     make_scratch();
     spool_path(path, sizeof path, "audit.log");
@@ -727,19 +886,55 @@ static void test_format4_signed_spool_still_verifies(void)
     CHECK(verify_msg_has(bad, root_fp, "line 7: checkpoint signs a different chain "
                          "(signed_hash differs from sprev)"));
     lines_free(&t);
-    REQUIRE((a = open_alice(path)));
-    for (int i = 0; i < 100; i++)
-        CHECK(audit_event(a, NULL, "open", "/new", 0, 0) == 0);
-    audit_close(a);
+    CHECK(continued_by_a_new_session(path));
+    lines_free(&ls);
+    remove_scratch();
+}
+
+/* Trails of the previous build (format 5: no session key, every checkpoint
+ * the account's RSA signature under the v5 label) still verify, and a
+ * format 5 checkpoint is not taken for a session key's. */
+static void test_format5_signed_spool_still_verifies(void)
+{
+    struct audit_verify_result res;
+    char path[128], bad[160];
+    struct lines ls;
+
+    make_scratch();
+    spool_path(path, sizeof path, "audit.log");
+    snprintf(bad, sizeof bad, "%s/bad.log", scratch);
+    write_signed_spool(path);
+    lines_read(path, &ls);
+    for (size_t i = 0; i < ls.n; i++) {
+        json_object *o = json_tokener_parse(ls.l[i]);
+
+        json_object_object_add(o, "v", json_object_new_int(5));
+        json_object_object_del(o, "ckey");
+        line_replace(&ls, i, o);
+    }
+    resign_all(&ls, alice_key, alice_key);
+    lines_write(path, &ls, 0);
     CHECK(audit_verify(path, root_fp, NULL, NULL, &res) == 0);
-    CHECK_EQ_INT(res.sessions, 2);
+    CHECK_EQ_INT(res.events, ls.n);
+    /* a later checkpoint signed by the session key alice's format 6 mount
+     * would have: a format 5 session has none */
+    resign_checkpoint(&ls, 5, alice_ckey, NULL);
+    rechain(&ls);
+    lines_write(bad, &ls, 0);
+    CHECK(verify_msg_has(bad, root_fp, "line 6: checkpoint signature does not verify under "
+                         "the key of account \"alice\""));
+    /* continued by a format 6 session */
+    CHECK(continued_by_a_new_session(path));
     lines_free(&ls);
     remove_scratch();
 }
 
 /* The sealer signs in the background: events go on being appended while
  * it signs, so checkpoints sign an earlier line than the one before them,
- * and still no more than AUDIT_SEAL_EVERY events stand unsigned. */
+ * and still no more than AUDIT_SEAL_EVERY events stand unsigned.  An
+ * Ed25519 signature takes tens of microseconds, too short for events to
+ * land meanwhile on a loaded machine: with crash points compiled in, each
+ * signature is stretched to 3 ms (delay_point), and there some must. */
 static void test_checkpoints_signed_off_the_append_path(void)
 {
     char path[128];
@@ -749,6 +944,7 @@ static void test_checkpoints_signed_off_the_append_path(void)
 
     make_scratch();
     spool_path(path, sizeof path, "audit.log");
+    setenv("PACTFS_DELAY_AT", "audit-seal-sign:3", 1);
     REQUIRE((a = open_alice(path)));
     CHECK(audit_set_group_commit(a, AUDIT_COMMIT_MS) == 0);
     for (int i = 0; i < 2000; i++) {    /* an operation's own work between events */
@@ -756,6 +952,7 @@ static void test_checkpoints_signed_off_the_append_path(void)
         usleep(50);
     }
     audit_close(a);
+    unsetenv("PACTFS_DELAY_AT");
     CHECK(audit_verify(path, root_fp, NULL, NULL, NULL) == 0);
     lines_read(path, &ls);
     for (size_t i = 0; i < ls.n; i++) {
@@ -770,7 +967,9 @@ static void test_checkpoints_signed_off_the_append_path(void)
     }
     printf("# %d checkpoints, %d signed an earlier line\n", checkpoints, earlier);
     CHECK(checkpoints >= 2000 / 64);
+#ifdef PACTFS_CRASH_POINTS
     CHECK(earlier > 0);
+#endif
     lines_free(&ls);
     remove_scratch();
 }
@@ -1250,11 +1449,15 @@ static void test_full_spool_fails_closed(void)
 
 int main(void)
 {
+    static const uint8_t alice_seed[32] = { 'a' }, mallory_seed[32] = { 'm' };
+
     alice_key = rsa_generate(3072);
     mallory_key = rsa_generate(3072);
     root_key = rsa_generate(3072);
     other_root = rsa_generate(3072);
-    if (!alice_key || !mallory_key || !root_key || !other_root) {
+    alice_ckey = ed25519_from_seed(alice_seed);
+    mallory_ckey = ed25519_from_seed(mallory_seed);
+    if (!alice_key || !mallory_key || !root_key || !other_root || !alice_ckey || !mallory_ckey) {
         printf("Bail out! cannot generate RSA keys: %s\n", pfs_err_msg());
         return 1;
     }
@@ -1268,6 +1471,8 @@ int main(void)
     RUN(test_events_are_json_with_every_field);
     RUN(test_signed_session_verifies);
     RUN(test_other_account_cannot_sign);
+    RUN(test_substituted_session_key_refused);
+    RUN(test_format5_signed_spool_still_verifies);
     RUN(test_tampering_detected);
     RUN(test_stripped_checkpoints_detected);
     RUN(test_misplaced_checkpoints_refused);
@@ -1288,6 +1493,8 @@ int main(void)
     free(alice_proof);
     free(mallory_proof);
     EVP_PKEY_free(alice_key);
+    EVP_PKEY_free(alice_ckey);
+    EVP_PKEY_free(mallory_ckey);
     EVP_PKEY_free(mallory_key);
     EVP_PKEY_free(root_key);
     EVP_PKEY_free(other_root);
