@@ -557,6 +557,14 @@ void fs_stat_from_meta(struct fs *fs, const struct meta_inode *mi, struct stat *
     fs_ns_to_ts(mi->ctime_ns, &st->st_ctim);
 }
 
+int fs_inode_row(struct fs *fs, uint64_t ino, struct meta_inode *mi)
+{
+    pthread_mutex_lock(&fs->meta_lock);
+    int r = meta_inode_get(fs->v->meta, ino, mi);
+    pthread_mutex_unlock(&fs->meta_lock);
+    return r < 0 && r != -ENOENT ? -EIO : r;
+}
+
 /* Attributes of ino with in-memory size/mtime of open files. */
 int fs_getattr(struct fs *fs, uint64_t ino, struct stat *st)
 {
@@ -565,14 +573,13 @@ int fs_getattr(struct fs *fs, uint64_t ino, struct stat *st)
         return 0;
     }
     struct meta_inode mi;
-    pthread_mutex_lock(&fs->meta_lock);
-    int r = meta_inode_get(fs->v->meta, ino, &mi);
-    pthread_mutex_unlock(&fs->meta_lock);
+    int r = fs_inode_row(fs, ino, &mi);
     if (r < 0)
-        return r == -ENOENT ? -ENOENT : -EIO;
+        return r;
     fs_stat_from_meta(fs, &mi, st);
     struct fs_inode *in = fs_inode_find(fs, ino);
     if (in) {
+        fs_inode_note_mode(in, mi.mode);
         fs_data_fill_attr(in, &mi, st);
         fs_inode_put(fs, in, FS_REF_OP, 1);
     }

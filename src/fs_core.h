@@ -181,6 +181,8 @@ void fs_stat_from_meta(struct fs *fs, const struct meta_inode *mi, struct stat *
 /* Attributes of ino (the virtual root included) with the in-memory size
  * and mtime of open files. */
 int fs_getattr(struct fs *fs, uint64_t ino, struct stat *st);
+/* The stored row of ino (takes meta_lock): 0, -ENOENT or -EIO. */
+int fs_inode_row(struct fs *fs, uint64_t ino, struct meta_inode *mi);
 
 /* ---- namespace: lookup, directories, statfs ---- */
 

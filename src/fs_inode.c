@@ -180,6 +180,11 @@ struct fs_inode *fs_inode_get(struct fs *fs, uint64_t ino, uint64_t folder_id, u
     return in;
 }
 
+void fs_inode_note_mode(struct fs_inode *in, uint32_t mode)
+{
+    __atomic_store_n(&in->mode, mode, __ATOMIC_RELAXED);
+}
+
 void fs_inode_hold(struct fs *fs, struct fs_inode *in)
 {
     pthread_mutex_lock(&fs->itab.lock);

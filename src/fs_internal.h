@@ -47,7 +47,12 @@ struct fs_caller {
 struct fs_inode {
     uint64_t ino;
     uint64_t folder_id;
-    uint32_t mode;             /* type bits, for quick checks */
+    uint32_t mode;             /* the mode the kernel was last told (lookup,
+                                  getattr, setattr; atomic): the type for quick
+                                  checks, the rest for fs_kill_suidgid, which
+                                  must not query the store on every write;
+                                  set-ID bits it lacks are bits the kernel's
+                                  own check would not have seen either */
     /* protected by fs_itab.lock */
     uint64_t nlookup;          /* kernel lookup count */
     unsigned nopen;            /* open file handles */
@@ -144,6 +149,8 @@ void fs_itab_destroy(struct fs *fs);
 enum fs_ref { FS_REF_OP, FS_REF_LOOKUP, FS_REF_OPEN };
 struct fs_inode *fs_inode_get(struct fs *fs, uint64_t ino, uint64_t folder_id, uint32_t mode,
                               enum fs_ref kind);
+/* in->mode = mode, the mode the kernel is being told (a fresh row). */
+void fs_inode_note_mode(struct fs_inode *in, uint32_t mode);
 /* One more op reference on an inode the caller already holds. */
 void fs_inode_hold(struct fs *fs, struct fs_inode *in);
 /* Find ino and take an op reference, or NULL if the kernel never looked it up. */

@@ -712,10 +712,24 @@ static int chown_allowed(const struct fs_caller *who, const struct meta_inode *m
     return 0;
 }
 
+uint32_t fs_kill_bits(uint32_t mode)
+{
+    if (S_ISDIR(mode))
+        return 0;
+    uint32_t kill = mode & S_ISUID;
+    if ((mode & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP))
+        kill |= S_ISGID;
+    return kill;
+}
+
+/* Apply a setattr to the row mi; *killed: FS_SET_KILL_SUIDGID cleared
+ * bits.  Nobody else clears set-ID bits on a chown: without
+ * FUSE_HANDLE_KILLPRIV_V2 the kernel sends the cleared mode itself. */
 static int apply_setattr(const struct fs_caller *who, struct meta_inode *mi, const struct stat *a,
-                         int valid)
+                         int valid, int *killed)
 {
     int64_t now = fs_now_ns();
+    *killed = 0;
     if (valid & (FS_SET_UID | FS_SET_GID)) {
         int r = chown_allowed(who, mi, a, valid);
         if (r < 0)
@@ -724,8 +738,10 @@ static int apply_setattr(const struct fs_caller *who, struct meta_inode *mi, con
             mi->uid = a->st_uid;
         if (valid & FS_SET_GID)
             mi->gid = a->st_gid;
-        if (who->uid != 0 && !S_ISDIR(mi->mode))
-            mi->mode &= ~(uint32_t)(S_ISUID | S_ISGID);
+    }
+    if ((valid & FS_SET_KILL_SUIDGID) && fs_kill_bits(mi->mode)) {
+        mi->mode &= ~fs_kill_bits(mi->mode);
+        *killed = 1;
     }
     if (valid & FS_SET_MODE)
         mi->mode = (mi->mode & S_IFMT) | (a->st_mode & 07777);
@@ -745,11 +761,9 @@ static int setattr_size(struct fs *fs, const struct fs_caller *who, uint64_t ino
                         const char *path)
 {
     struct meta_inode mi;
-    pthread_mutex_lock(&fs->meta_lock);
-    int r = meta_inode_get(fs->v->meta, ino, &mi);
-    pthread_mutex_unlock(&fs->meta_lock);
+    int r = fs_inode_row(fs, ino, &mi);
     if (r < 0)
-        return r == -ENOENT ? r : -EIO;
+        return r;
     if (S_ISDIR(mi.mode))
         return -EISDIR;
     if (!S_ISREG(mi.mode))
@@ -818,17 +832,43 @@ static int setattr_meta(struct fs *fs, const struct fs_caller *who, uint64_t ino
     int r = meta_begin(m);
     if (r == 0)
         r = meta_inode_get(m, ino, &mi);
+    int killed = 0;
     if (r == 0)
-        r = apply_setattr(who, &mi, attr, valid);
+        r = apply_setattr(who, &mi, attr, valid, &killed);
     if (r == 0)
         r = meta_inode_update(m, &mi);
-    struct audit_detail d = setattr_detail(ino, &mi, attr, valid);
+    /* Cleared set-ID bits show as the mode set (the event of a write that
+     * cleared them is a chmod). */
+    struct stat shown = *attr;
+    if (killed && !(valid & FS_SET_MODE)) {
+        shown.st_mode = mi.mode;
+        valid |= FS_SET_MODE;
+    }
+    struct audit_detail d = setattr_detail(ino, &mi, &shown, valid);
     const char *op = setattr_op(valid);
     int failed = r;
     r = fs_meta_op_end_detail(fs, who, op, path, 0, r, &d);
     if (failed < 0 && fs_audit_detail(fs, who, op, path, failed, 0, &d) < 0)
         r = -EIO;
     *mtime_out = mi.mtime_ns;
+    return r;
+}
+
+/* The mode the kernel was last told for ino, else the stored one. */
+static int known_mode(struct fs *fs, uint64_t ino, uint32_t *mode)
+{
+    struct fs_inode *in = fs_inode_find(fs, ino);
+    uint32_t m = in ? __atomic_load_n(&in->mode, __ATOMIC_RELAXED) : 0;
+    if (in)
+        fs_inode_put(fs, in, FS_REF_OP, 1);
+    if (m & 07777) {   /* else maybe only the type is known */
+        *mode = m;
+        return 0;
+    }
+    struct meta_inode mi;
+    int r = fs_inode_row(fs, ino, &mi);
+    if (r == 0)
+        *mode = mi.mode;
     return r;
 }
 
@@ -846,6 +886,14 @@ int fs_setattr(struct fs *fs, const struct fs_caller *who, uint64_t ino, const s
                             (valid & FS_SET_SIZE) ? "truncate" : "setattr", NULL, &vf);
     if (r == 0 && ino == META_ROOT_INO)
         r = fs_deny(fs, who, "setattr", ino, NULL);
+    /* Alone (a truncate), the kernel's kill flag costs a transaction only
+     * when there is something to clear. */
+    if (r == 0 && (valid & FS_SET_KILL_SUIDGID) && !(valid & (FS_SET_MODE | FS_SET_UID | FS_SET_GID))) {
+        uint32_t mode = 0;
+        r = known_mode(fs, ino, &mode);
+        if (r == 0 && !fs_kill_bits(mode))
+            valid &= ~FS_SET_KILL_SUIDGID;
+    }
     char *path = r == 0 ? fs_path(fs, ino, NULL) : NULL;
     if (r == 0 && (valid & FS_SET_SIZE))
         r = setattr_size(fs, who, ino, (uint64_t)attr->st_size, path);
@@ -869,3 +917,16 @@ int fs_setattr(struct fs *fs, const struct fs_caller *who, uint64_t ino, const s
     return r;
 }
 
+int fs_kill_suidgid(struct fs *fs, const struct fs_caller *who, uint64_t ino)
+{
+    uint32_t mode = 0;
+    int r = fs_is_virtual(ino) ? 0 : known_mode(fs, ino, &mode);
+    if (r < 0 || !fs_kill_bits(mode))
+        return r;
+    struct stat a, st;
+    memset(&a, 0, sizeof a);
+    r = fs_setattr(fs, who, ino, &a, FS_SET_KILL_SUIDGID, &st);
+    if (r < 0)
+        return r;
+    return (st.st_mode & 07777) != (mode & 07777);
+}

@@ -82,15 +82,35 @@ int fs_readlink(struct fs *fs, const struct fs_caller *who, uint64_t ino, char *
 #define FS_SET_MTIME_NOW (1 << 8)
 #define FS_SET_FORCE (1 << 9)
 #define FS_SET_CTIME (1 << 10)
+#define FS_SET_KILL_SUIDGID (1 << 11)   /* the kernel's FATTR_KILL_SUIDGID */
 #define FS_SET_FILE (1 << 13)
 #define FS_SET_OPEN (1 << 15)
 /* chmod, chown (POSIX rules: only root changes the owner, the owner may
  * change the group to one of its groups, who->groups), utimens and
  * truncate of ino, from the fields of attr that valid names; audited as
- * chmod, chown, utimens, setattr or truncate with the fields changed.  A
- * .trashinfo being written may only be truncated.  *st gets the new
- * attributes.  -EPERM, -EACCES, -EROFS, -EISDIR, -EINVAL, -ENOENT, -EIO. */
+ * chmod, chown, utimens, setattr or truncate with the fields changed.  With
+ * FS_SET_KILL_SUIDGID (FUSE_HANDLE_KILLPRIV_V2: a chown of a non-directory,
+ * a truncate by a caller without CAP_FSETID) the stored mode also loses
+ * what fs_kill_bits names, before an explicit mode applies; a truncate
+ * changes the mode only when the mode the kernel was last told has such
+ * bits.  A .trashinfo being written may only be truncated.  *st gets the
+ * new attributes.  -EPERM, -EACCES, -EROFS, -EISDIR, -EINVAL, -ENOENT,
+ * -EIO. */
 int fs_setattr(struct fs *fs, const struct fs_caller *who, uint64_t ino, const struct stat *attr,
                int valid, struct stat *st);
+
+/* The bits a write, truncate or chown clears from mode (Linux, and the
+ * FUSE_HANDLE_KILLPRIV_V2 contract): S_ISUID, and S_ISGID when
+ * group-execute is set (a set-group-ID bit without it marks mandatory
+ * locking, not a privilege); none for a directory. */
+uint32_t fs_kill_bits(uint32_t mode);
+
+/* A write or an open with O_TRUNC by a caller without CAP_FSETID (the
+ * kernel's FUSE_WRITE_KILL_SUIDGID, FUSE_OPEN_KILL_SUIDGID): clear
+ * fs_kill_bits of ino's stored mode, audited as chmod.  Free when the mode
+ * the kernel was last told (lookup, getattr, setattr) has none: no query,
+ * no transaction.  1 when the mode changed (the kernel's cached one is then
+ * stale), 0 when not, -errno. */
+int fs_kill_suidgid(struct fs *fs, const struct fs_caller *who, uint64_t ino);
 
 #endif

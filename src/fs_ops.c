@@ -15,6 +15,7 @@
  */
 
 #include <errno.h>
+#include <fcntl.h>
 #include <fuse_lowlevel.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -37,6 +38,7 @@
 #include "fs_xattr.h"
 #include "fs_trash.h"
 #include "fuse_mount.h"
+#include "fuse_wire.h"
 #include "log.h"
 #include "mount_peers.h"
 #include "secmem.h"
@@ -82,6 +84,7 @@ static void reply_entry_for(struct fs *fs, fuse_req_t req, const struct meta_ino
         fuse_reply_err(req, ENOMEM);
         return;
     }
+    fs_inode_note_mode(in, mi->mode);
     fs_inode_set_name(fs, mi->ino, parent, name);
     fs_stat_from_meta(fs, mi, &e.attr);
     fs_data_fill_attr(in, mi, &e.attr);
@@ -176,7 +179,8 @@ _Static_assert(FS_SET_MODE == FUSE_SET_ATTR_MODE && FS_SET_UID == FUSE_SET_ATTR_
                FS_SET_ATIME_NOW == FUSE_SET_ATTR_ATIME_NOW &&
                FS_SET_MTIME_NOW == FUSE_SET_ATTR_MTIME_NOW &&
                FS_SET_FORCE == FUSE_SET_ATTR_FORCE && FS_SET_CTIME == FUSE_SET_ATTR_CTIME &&
-               FS_SET_FILE == FUSE_SET_ATTR_FILE && FS_SET_OPEN == FUSE_SET_ATTR_OPEN,
+               FS_SET_FILE == FUSE_SET_ATTR_FILE && FS_SET_OPEN == FUSE_SET_ATTR_OPEN &&
+               FS_SET_KILL_SUIDGID == FUSE_SET_ATTR_KILL_SUID,
                "fs_setattr takes FUSE's setattr bits as they are");
 
 static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int valid,
@@ -327,11 +331,35 @@ static void op_readlink(fuse_req_t req, fuse_ino_t ino)
 
 /* ---- open, read, write, flush, release, fsync ---- */
 
+/* Before a write, or at an open with O_TRUNC, by a caller without
+ * CAP_FSETID, the kernel asks (FUSE_HANDLE_KILLPRIV_V2) to clear the
+ * set-ID bits.  When that changed the mode, its cached attributes are
+ * dropped, else an exec could still see the old bits; not its pages: a
+ * write holds them locked until this request is answered. */
+static int kill_suidgid(fuse_req_t req, fuse_ino_t ino, enum fuse_wire_op op)
+{
+    struct fs *fs = req_fs(req);
+    int kill = fuse_wire_kill_suidgid(op);
+    if (kill < 0)   /* not known: assume a caller other than root lacks CAP_FSETID */
+        kill = fuse_wire_killpriv_v2() && fuse_req_ctx(req)->uid != 0;
+    int r = kill ? fs_kill_suidgid(fs, WHO(req), ino) : 0;
+    if (r > 0) {
+        fuse_lowlevel_notify_inval_inode(fs->se, ino, -1, 0);
+        r = 0;
+    }
+    return r;
+}
+
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     struct fs *fs = req_fs(req);
     struct fs_handle *h = NULL;
     int r = fs_open(fs, WHO(req), ino, fi->flags, &h);
+    if (r == 0 && (fi->flags & O_TRUNC) && h->in) {
+        r = kill_suidgid(req, ino, FUSE_WIRE_OPEN);
+        if (r < 0)
+            fs_handle_close(fs, h);
+    }
     if (r < 0) {
         fuse_reply_err(req, fs_errno_out(r));
         return;
@@ -365,7 +393,9 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
                      struct fuse_file_info *fi)
 {
-    int r = fs_handle_write(req_fs(req), WHO(req), fi_handle(fi), ino, (uint64_t)off, buf, size);
+    int r = kill_suidgid(req, ino, FUSE_WIRE_WRITE);
+    if (r == 0)
+        r = fs_handle_write(req_fs(req), WHO(req), fi_handle(fi), ino, (uint64_t)off, buf, size);
     if (r < 0)
         fuse_reply_err(req, r == -EBADF ? EBADF : fs_errno_out(r));
     else
@@ -564,6 +594,11 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
     conn->want &= ~(unsigned)(FUSE_CAP_POSIX_LOCKS | FUSE_CAP_FLOCK_LOCKS |
                               FUSE_CAP_SPLICE_READ | FUSE_CAP_SPLICE_WRITE |
                               FUSE_CAP_SPLICE_MOVE | FUSE_CAP_WRITEBACK_CACHE);
+    /* Never FUSE_HANDLE_KILLPRIV (v1): pactfs would have to clear set-ID
+     * bits on every write by a caller it cannot tell has CAP_FSETID.  v2,
+     * where the kernel says when, is negotiated by fuse_wire.c (libfuse
+     * 3.14 sends neither, though it sets v1 in want by default). */
+    conn->want &= ~(unsigned)FUSE_CAP_HANDLE_KILLPRIV;
     if (fs_locks_shared(fs))
         conn->want |= conn->capable & (FUSE_CAP_POSIX_LOCKS | FUSE_CAP_FLOCK_LOCKS);
     conn->max_background = 64;
@@ -703,6 +738,14 @@ static int serve(struct fs *fs, const char *mountpoint)
         return pfs_err(-ENODEV, "the kernel refused to mount %s (is /dev/fuse available and "
                        "fusermount3 installed?)", mountpoint);
     }
+    /* FUSE_HANDLE_KILLPRIV_V2, which libfuse 3.14 cannot negotiate: the
+     * kernel then stops probing security.capability before most writes
+     * and refreshing attributes at every chown, and pactfs clears the
+     * set-ID bits where it says so (docs/design-fuse.md). */
+    r = fuse_wire_install(fs->se);
+    if (r < 0)
+        log_warning("cannot take over the FUSE device I/O (%s): the kernel clears set-user-ID "
+                    "bits itself, at a few more requests per written file", strerror(-r));
     fs->inval_inode = inval_inode;
     fs->inval_entry = inval_entry;
     signal_ready(fs->opt.ready_fd);

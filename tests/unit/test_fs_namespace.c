@@ -365,6 +365,68 @@ static void test_setattr_and_xattrs(void)
 
 /* A read-only grant: every change is refused with EACCES, audited as
  * denied, and leaves the metadata as it was. */
+/* FUSE_HANDLE_KILLPRIV_V2: the kernel flags a chown, a truncate, a write
+ * or an O_TRUNC open and pactfs clears the set-ID bits (fs_kill_bits). */
+static void test_kill_suidgid(void)
+{
+    CHECK_EQ_INT(fs_kill_bits(S_IFREG | 06755), 06000);
+    CHECK_EQ_INT(fs_kill_bits(S_IFREG | 04700), 04000);
+    CHECK_EQ_INT(fs_kill_bits(S_IFREG | 02745), 0);   /* sgid without g+x: locking */
+    CHECK_EQ_INT(fs_kill_bits(S_IFREG | 02715), 02000);
+    CHECK_EQ_INT(fs_kill_bits(S_IFDIR | 06775), 0);
+    REQUIRE(setup() == 0);
+    struct meta_inode f, plain, mi;
+    REQUIRE(fs_mknod(&fs, &alice, top, "suid", S_IFREG | 06775, 0, &f) == 0);
+    REQUIRE(fs_mknod(&fs, &alice, top, "plain", S_IFREG | 0777, 0, &plain) == 0);
+    struct stat a, st;
+    memset(&a, 0, sizeof a);
+    /* a write or O_TRUNC open: nothing to clear costs nothing */
+    CHECK_NOT_AUDITED(fs_kill_suidgid(&fs, &alice, plain.ino), 0);
+    int mark = spool_lines();
+    CHECK_EQ_INT(fs_kill_suidgid(&fs, &alice, f.ino), 1);
+    struct event e;
+    CHECK_EQ_INT(events_since(mark, "chmod", &e), 1);
+    CHECK(e.file == f.ino && strcmp(e.result, "ok") == 0);
+    REQUIRE(meta_inode_get(v->meta, f.ino, &mi) == 0);
+    CHECK_EQ_INT(mi.mode & 07777, 0775);
+    CHECK_NOT_AUDITED(fs_kill_suidgid(&fs, &alice, f.ino), 0);
+    /* a truncate with the flag: no chmod when nothing is cleared */
+    a.st_size = 7;
+    mark = spool_lines();
+    CHECK_AUDITED(fs_setattr(&fs, &alice, plain.ino, &a, FS_SET_SIZE | FS_SET_KILL_SUIDGID, &st),
+                  0, "truncate", plain.ino);
+    CHECK_EQ_INT(events_since(mark, "chmod", NULL), 0);
+    REQUIRE(meta_inode_get(v->meta, plain.ino, &mi) == 0);
+    CHECK_EQ_INT(mi.mode & 07777, 0777);
+    a.st_mode = 04777;
+    REQUIRE(fs_setattr(&fs, &alice, plain.ino, &a, FS_SET_MODE, &st) == 0);
+    CHECK_AUDITED(fs_setattr(&fs, &alice, plain.ino, &a, FS_SET_SIZE | FS_SET_KILL_SUIDGID, &st),
+                  0, "chmod", plain.ino);
+    CHECK_EQ_INT(st.st_mode & 07777, 0777);
+    CHECK_EQ_INT(st.st_size, 7);
+    /* a chgrp: suid and sgid with g+x go, sgid without g+x stays, and
+     * nothing is cleared without the flag (the kernel then sends the mode) */
+    gid_t groups[] = { 777 };
+    struct fs_caller member = alice;
+    member.groups = groups;
+    member.ngroups = 1;
+    a.st_mode = 06775;
+    REQUIRE(fs_setattr(&fs, &alice, f.ino, &a, FS_SET_MODE, &st) == 0);
+    a.st_gid = 777;
+    CHECK_AUDITED(fs_setattr(&fs, &member, f.ino, &a, FS_SET_GID, &st), 0, "chown", f.ino);
+    CHECK_EQ_INT(st.st_mode & 07777, 06775);
+    a.st_gid = alice.gid;
+    CHECK_AUDITED(fs_setattr(&fs, &member, f.ino, &a, FS_SET_GID | FS_SET_KILL_SUIDGID, &st), 0,
+                  "setattr", f.ino);
+    CHECK_EQ_INT(st.st_mode & 07777, 0775);
+    a.st_mode = 02745;
+    REQUIRE(fs_setattr(&fs, &alice, f.ino, &a, FS_SET_MODE, &st) == 0);
+    CHECK_AUDITED(fs_setattr(&fs, &member, f.ino, &a, FS_SET_GID | FS_SET_KILL_SUIDGID, &st), 0,
+                  "chown", f.ino);
+    CHECK_EQ_INT(st.st_mode & 07777, 02745);
+    teardown();
+}
+
 static void test_read_only_grant_is_refused_and_audited(void)
 {
     REQUIRE(setup() == 0);
@@ -547,6 +609,7 @@ static const struct {
     CASE(test_unlink_rmdir),
     CASE(test_rename_and_link),
     CASE(test_setattr_and_xattrs),
+    CASE(test_kill_suidgid),
     CASE(test_read_only_grant_is_refused_and_audited),
     CASE(test_open_files),
     CASE(test_commit_write_reopen_read),   /* last: it alters the vault */
