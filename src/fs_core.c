@@ -579,8 +579,8 @@ int fs_getattr(struct fs *fs, uint64_t ino, struct stat *st)
     fs_stat_from_meta(fs, &mi, st);
     struct fs_inode *in = fs_inode_find(fs, ino);
     if (in) {
-        fs_inode_note_mode(in, mi.mode);
         fs_data_fill_attr(in, &mi, st);
+        fs_inode_note_mode(in, (uint32_t)st->st_mode);   /* with a kept chmod */
         fs_inode_put(fs, in, FS_REF_OP, 1);
     }
     return 0;

@@ -135,6 +135,14 @@ struct fs_file {
     int withdrawn;             /* the folder was withdrawn from this account:
                                   keys wiped, every use is EACCES
                                   (fs_data_withdraw) */
+    /* Deferred attributes (fs_data_defer_begin): chmod, chown and utimens
+     * of a file this mount created and has not saved yet, made while a
+     * handle writes it, ride in its first commit instead of a transaction
+     * each.  mtime goes to mtime_ns/mtime_dirty, ctime to ctime_ns. */
+    int unsaved_new;           /* created here; no commit settled since */
+    unsigned writers;          /* writable handles open (fs_data_writer_add) */
+    struct fs_attr_overlay ov; /* under in->lock; set 0: none */
+    uint64_t ov_gen;           /* bumps at every change of ov */
 };
 
 enum job_type { JOB_PUT, JOB_READAHEAD, JOB_REPAIR, JOB_GC, JOB_INVAL };
@@ -1142,6 +1150,7 @@ int fs_data_attach(struct fs *fs, struct fs_inode *in, const uint8_t *dek)
         /* created by this mount with fs_data_commit_initial: generation 1 */
         memcpy(f->dek, dek, DEK_LEN);
         f->fresh = 1;
+        f->unsaved_new = 1;
         f->fc_gen = f->base_gen = 1;
         r = fc_key_derive(f->dek, f->fc_key);
     }
@@ -1526,7 +1535,15 @@ struct commit_set {
     uint64_t fc_gen;           /* their generation, then the new one */
     uint64_t base_gen;         /* fs_file.base_gen at the gather */
     int fc_new;                /* commit_record sealed a new commitment */
+    struct fs_attr_overlay ov; /* deferred attributes at the gather */
+    uint64_t ov_gen;
 };
+
+/* Anything for a commit to write? */
+static int commit_has_work(const struct commit_set *s)
+{
+    return s->n || s->trunc_from != NO_TRUNC || s->size_dirty || s->mtime_dirty || s->ov.set;
+}
 
 /* Take what the next commit must record (in->lock held). */
 static int commit_gather(struct fs_file *f, struct commit_set *s)
@@ -1570,6 +1587,8 @@ static int commit_gather(struct fs_file *f, struct commit_set *s)
     s->ndrop = f->ndrop;
     f->drop = NULL;
     f->ndrop = f->capdrop = 0;
+    s->ov = f->ov;
+    s->ov_gen = f->ov_gen;
     return 0;
 }
 
@@ -1638,6 +1657,7 @@ static int commit_meta_body(struct fs *fs, struct fs_inode *in, struct commit_se
             mi.mtime_ns = s->mtime_ns;
         if (s->ctime_ns > mi.ctime_ns)   /* a later setattr's ctime stays */
             mi.ctime_ns = s->ctime_ns;
+        fs_attr_overlay_apply(&s->ov, &mi);
         r = meta_inode_update(m, &mi);
     }
     return r;
@@ -1673,8 +1693,13 @@ static void commit_settle(struct fs_file *f, struct commit_set *s, int ok)
         fc_list_init(&s->fc);
         f->fc_gen = s->fc_gen;
     }
-    if (ok)
+    if (ok) {
         f->base_gen = f->fc_gen;
+        /* saved: later attribute changes take their own transaction */
+        f->unsaved_new = 0;
+        if (f->ov_gen == s->ov_gen)
+            f->ov.set = 0;
+    }
     if (ok) {
         for (size_t i = 0; i < s->n; i++) {
             struct fs_chunk *c = chunk_find(f, s->items[i].idx);
@@ -1798,7 +1823,7 @@ static int file_commit(struct fs *fs, struct fs_inode *in)
         pthread_mutex_unlock(&f->commit_lock);
         return pfs_err(r, "out of memory committing inode %" PRIu64, in->ino);
     }
-    int work = s.n || s.trunc_from != NO_TRUNC || s.size_dirty || s.mtime_dirty;
+    int work = commit_has_work(&s);
     if (work && s.n)
         r = fragments_sync(fs, s.put_gen);
     if (work && r == 0)
@@ -1973,8 +1998,7 @@ static void commit_batch_meta(struct fs *fs, struct fs_inode **batch, size_t n)
                 : commit_gather(f, &sets[k]);
         pthread_mutex_unlock(&in->lock);
         struct commit_set *cs = &sets[k];
-        if (r == 0 && !(cs->n || cs->trunc_from != NO_TRUNC || cs->size_dirty ||
-                        cs->mtime_dirty)) {
+        if (r == 0 && !commit_has_work(cs)) {
             commit_settle(f, cs, 1);   /* nothing to commit */
             fc_list_free(&cs->fc);
             free(cs->items);
@@ -2570,6 +2594,7 @@ void fs_data_fill_attr(struct fs_inode *in, const struct meta_inode *mi, struct 
             st->st_mtim.tv_sec = f->mtime_ns / 1000000000;
             st->st_mtim.tv_nsec = f->mtime_ns % 1000000000;
         }
+        fs_attr_overlay_stat(&f->ov, st);
         /* exactly what the commit will write (see commit_meta) */
         if (f->ctime_ns > (int64_t)st->st_ctim.tv_sec * 1000000000 + st->st_ctim.tv_nsec) {
             st->st_ctim.tv_sec = f->ctime_ns / 1000000000;
@@ -2607,6 +2632,84 @@ void fs_data_commit_release(struct fs_inode *in, int mtime_set, int64_t mtime_ns
         f->attr_gen++;
     }
     pthread_mutex_unlock(&in->lock);
+}
+
+/* ---- deferred attributes ----
+ *
+ * tar, cp -p and rsync set the owner, mode and times through the open
+ * descriptor of each file they create, before they close it: three
+ * transactions per file, each its own COMMIT, while the file's data waits
+ * for the batch commit anyway.  Those changes are kept here instead (the
+ * overlay getattr shows at once) and written by the file's first commit,
+ * in the same transaction as its data.  The audit event is appended before
+ * the change is kept (commit_lock held: no commit can take it in between),
+ * so the write-ahead rule holds as for any change.  What a daemon crash can
+ * lose: the attributes together with the data of a file that was never
+ * saved -- the file then is as it was created (empty, its create-time mode,
+ * owner and times), never its data with some of them.  Only while the
+ * mount is the vault's only one (the batch committer's rule too), and only
+ * while a writable handle is open, whose release commits the file. */
+
+void fs_data_writer_add(struct fs_inode *in, int delta)
+{
+    pthread_mutex_lock(&in->lock);
+    struct fs_file *f = in->file;
+    if (f)
+        f->writers = delta < 0 && f->writers == 0 ? 0 : f->writers + (unsigned)delta;
+    pthread_mutex_unlock(&in->lock);
+}
+
+int fs_data_defer_begin(struct fs *fs, struct fs_inode *in)
+{
+    pthread_mutex_lock(&in->lock);
+    struct fs_file *f = in->file;
+    pthread_mutex_unlock(&in->lock);
+    if (!f)
+        return FS_DEFER_NO;
+    /* commit_lock: no commit gathers between the event and the keeping */
+    pthread_mutex_lock(&f->commit_lock);
+    pthread_mutex_lock(&in->lock);
+    int eligible = f->unsaved_new && f->writers > 0 && !f->withdrawn;
+    int pending = f->ov.set != 0;
+    pthread_mutex_unlock(&in->lock);
+    if (eligible && fs_alone(fs) && !fs_data_in_trouble(fs))
+        return FS_DEFER_YES;
+    pthread_mutex_unlock(&f->commit_lock);
+    return pending ? FS_DEFER_PENDING : FS_DEFER_NO;
+}
+
+void fs_data_defer_view(struct fs_inode *in, struct meta_inode *mi)
+{
+    pthread_mutex_lock(&in->lock);
+    struct fs_file *f = in->file;
+    fs_attr_overlay_apply(&f->ov, mi);
+    if (f->mtime_dirty)
+        mi->mtime_ns = f->mtime_ns;
+    if (f->ctime_ns > mi->ctime_ns)
+        mi->ctime_ns = f->ctime_ns;
+    pthread_mutex_unlock(&in->lock);
+}
+
+void fs_data_defer_keep(struct fs_inode *in, const struct meta_inode *mi, unsigned set)
+{
+    pthread_mutex_lock(&in->lock);
+    struct fs_file *f = in->file;
+    fs_attr_overlay_take(&f->ov, mi, set);
+    f->ov.set |= FS_OV_CTIME;   /* even alone, it makes the commit's work */
+    f->ov_gen++;
+    if (set & FS_OV_MTIME) {
+        f->mtime_ns = mi->mtime_ns;
+        f->mtime_dirty = 1;
+        f->attr_gen++;
+    }
+    if (mi->ctime_ns > f->ctime_ns)
+        f->ctime_ns = mi->ctime_ns;
+    pthread_mutex_unlock(&in->lock);
+}
+
+void fs_data_defer_end(struct fs_inode *in)
+{
+    pthread_mutex_unlock(&in->file->commit_lock);
 }
 
 int64_t fs_data_size(struct fs_inode *in)

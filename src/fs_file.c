@@ -23,6 +23,10 @@ static struct fs_handle *handle_new(struct fs *fs, struct fs_inode *in, int writ
         return NULL;
     h->in = in;
     h->writable = writable;
+    if (in && writable) {
+        fs_data_writer_add(in, 1);
+        h->counted = 1;
+    }
     pthread_mutex_init(&h->lock, NULL);
     pthread_mutex_lock(&fs->handles_lock);
     h->next = fs->handles;
@@ -43,8 +47,19 @@ static void handle_free(struct fs *fs, struct fs_handle *h)
     free(h);
 }
 
+/* Before the release's commit is queued: see fs_data_writer_add. */
+static void handle_uncount(struct fs_handle *h)
+{
+    if (h->counted) {
+        fs_data_writer_add(h->in, -1);
+        h->counted = 0;
+    }
+}
+
 void fs_handle_close(struct fs *fs, struct fs_handle *h)
 {
+    if (h->in)
+        handle_uncount(h);
     if (h->in)
         fs_inode_put(fs, h->in, FS_REF_OPEN, 1);
     handle_free(fs, h);
@@ -323,6 +338,7 @@ void fs_handle_finish(struct fs *fs, const struct fs_caller *who, struct fs_hand
 {
     if (!h->in)
         return;
+    handle_uncount(h);
     if (h->writable && fs_data_release(fs, h->in) < 0)
         log_error("write-back failed at close of inode %llu", (unsigned long long)ino);
     handle_summary(fs, who, h, ino);

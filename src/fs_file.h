@@ -22,6 +22,7 @@ struct fs_handle {
     struct fs_inode *in;       /* NULL: a virtual file of the trash (vino) */
     uint64_t vino;
     int writable;
+    int counted;               /* counted as a writer (fs_data_writer_add) */
     int summarized;            /* a read/write summary was audited */
     uint64_t bytes_read, bytes_written;
     uint64_t audited_read, audited_written;

@@ -26,6 +26,7 @@
 #include <sys/types.h>
 
 #include "audit.h"
+#include "attr_overlay.h"
 #include "fs.h"
 
 struct fs_data;      /* fs_data.c: worker pool, chunk cache, dirty budget */
@@ -233,6 +234,23 @@ void fs_data_fill_attr(struct fs_inode *in, const struct meta_inode *mi, struct 
  * in-memory mtime stops overriding the metadata). */
 int fs_data_commit_hold(struct fs_inode *in);
 void fs_data_commit_release(struct fs_inode *in, int mtime_set, int64_t mtime_ns);
+/* Deferred attributes (fs_data.c): a chmod, chown or utimens of a file
+ * this mount created and has not saved, while a handle writes it, is kept
+ * in memory and written by the file's first commit, with its data.
+ * fs_data_defer_begin: FS_DEFER_YES (then the caller audits, keeps with
+ * fs_data_defer_keep and calls fs_data_defer_end, which it must), else
+ * FS_DEFER_NO, or FS_DEFER_PENDING: not now, but kept changes wait
+ * (commit them with fs_data_flush before rewriting the row). */
+enum { FS_DEFER_NO, FS_DEFER_YES, FS_DEFER_PENDING };
+int fs_data_defer_begin(struct fs *fs, struct fs_inode *in);
+/* The row as the file will be: kept attributes, mtime and ctime over mi. */
+void fs_data_defer_view(struct fs_inode *in, struct meta_inode *mi);
+/* Keep mi's fields in set (FS_OV_*), its ctime, and mtime if FS_OV_MTIME. */
+void fs_data_defer_keep(struct fs_inode *in, const struct meta_inode *mi, unsigned set);
+void fs_data_defer_end(struct fs_inode *in);
+/* A writable handle of in opened (+1) or released (-1, before its commit
+ * is queued: a change kept while one is open is always followed by one). */
+void fs_data_writer_add(struct fs_inode *in, int delta);
 /* Current size (in-memory if attached), or -1 if no data state. */
 int64_t fs_data_size(struct fs_inode *in);
 /* At unmount: flush every file, then fs_data_quiesce. */

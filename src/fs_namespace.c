@@ -10,6 +10,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "crashpoint.h"
 #include "error.h"
 #include "fs_namespace.h"
 #include "fs_trash.h"
@@ -854,6 +855,75 @@ static int setattr_meta(struct fs *fs, const struct fs_caller *who, uint64_t ino
     return r;
 }
 
+/* The fields a setattr sets, as FS_OV_* (killed: it cleared set-ID bits). */
+static unsigned setattr_fields(int valid, int killed)
+{
+    unsigned set = 0;
+    if ((valid & FS_SET_MODE) || killed)
+        set |= FS_OV_MODE;
+    if (valid & FS_SET_UID)
+        set |= FS_OV_UID;
+    if (valid & FS_SET_GID)
+        set |= FS_OV_GID;
+    if (valid & (FS_SET_ATIME | FS_SET_ATIME_NOW))
+        set |= FS_OV_ATIME;
+    if (valid & (FS_SET_MTIME | FS_SET_MTIME_NOW))
+        set |= FS_OV_MTIME;
+    return set;
+}
+
+/* chmod, chown or utimens of a file this mount created and has not saved
+ * while a handle writes it: kept for the file's first commit instead of a
+ * transaction of its own (fs_data.c, "deferred attributes").  The event
+ * is appended before the change is kept, as the write-ahead rule wants.
+ * Returns 1 when done here (the result in *rc), 0 to take the row path. */
+static int setattr_deferred(struct fs *fs, const struct fs_caller *who, struct fs_inode *in,
+                            const struct stat *attr, int valid, const char *path, int *rc,
+                            struct stat *st)
+{
+    int how = fs_data_defer_begin(fs, in);
+    if (how == FS_DEFER_PENDING) {
+        /* changes kept earlier go first, or this row would precede them */
+        if (fs_data_flush(fs, in) < 0) {
+            *rc = -EIO;
+            return 1;
+        }
+        return 0;
+    }
+    if (how != FS_DEFER_YES)
+        return 0;
+    struct meta_inode mi;
+    int killed = 0;
+    int r = fs_inode_row(fs, in->ino, &mi);
+    if (r == 0) {
+        fs_data_defer_view(in, &mi);
+        r = apply_setattr(who, &mi, attr, valid, &killed);
+    }
+    struct stat shown = *attr;
+    if (killed && !(valid & FS_SET_MODE)) {
+        shown.st_mode = mi.mode;
+        valid |= FS_SET_MODE;
+    }
+    struct audit_detail d = setattr_detail(in->ino, &mi, &shown, valid);
+    const char *op = setattr_op(valid);
+    uint64_t ticket = 0;
+    int a = fs_audit_append_detail(fs, who, op, path, r, 0, &d, &ticket);
+    if (r == 0 && a == 0) {
+        fs_data_defer_keep(in, &mi, setattr_fields(valid, killed));
+        fs_inode_note_mode(in, mi.mode);
+        /* the attributes as fs_getattr would show them, without reading
+         * the row again */
+        fs_stat_from_meta(fs, &mi, st);
+        fs_data_fill_attr(in, &mi, st);
+    }
+    fs_data_defer_end(in);
+    crash_point("setattr-after-keep");
+    if (a == 0)
+        a = fs_audit_wait(fs, op, ticket);
+    *rc = a < 0 ? -EIO : r;
+    return 1;
+}
+
 /* The mode the kernel was last told for ino, else the stored one. */
 static int known_mode(struct fs *fs, uint64_t ino, uint32_t *mode)
 {
@@ -903,6 +973,11 @@ int fs_setattr(struct fs *fs, const struct fs_caller *who, uint64_t ino, const s
          * rewriting the row, or it would undo an explicit mtime. */
         int64_t mtime = 0;
         struct fs_inode *in = fs_inode_find(fs, ino);
+        if (in && setattr_deferred(fs, who, in, attr, valid, path, &r, st)) {
+            fs_inode_put(fs, in, FS_REF_OP, 1);
+            free(path);
+            return r;
+        }
         int held = in && fs_data_commit_hold(in);
         r = setattr_meta(fs, who, ino, attr, valid, path, &mtime);
         if (held)

@@ -84,10 +84,10 @@ static void reply_entry_for(struct fs *fs, fuse_req_t req, const struct meta_ino
         fuse_reply_err(req, ENOMEM);
         return;
     }
-    fs_inode_note_mode(in, mi->mode);
     fs_inode_set_name(fs, mi->ino, parent, name);
     fs_stat_from_meta(fs, mi, &e.attr);
     fs_data_fill_attr(in, mi, &e.attr);
+    fs_inode_note_mode(in, (uint32_t)e.attr.st_mode);   /* with a kept chmod */
     e.ino = mi->ino;
     e.generation = 1;
     e.attr_timeout = timeout;

@@ -31,12 +31,26 @@ try:
     os.makedirs(d, exist_ok=True)
     while i < 100000:
         p = os.path.join(d, "f%05d" % i)
-        with open(p, "wb") as f:
-            f.write(b"x" * (100 + i % 3000))
+        if i % 2:
+            # as tar x does: mode and times set through the descriptor
+            # before the close (they ride in the file's first commit);
+            # a name left by an earlier round goes first, as tar x does it
+            if os.path.lexists(p):
+                os.unlink(p)
+            fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            os.write(fd, b"x" * (100 + i % 3000))
+            os.fchmod(fd, 0o604)
+            os.utime(fd, (2000000 + i, 2000000 + i))
             if i % 25 == 24:
-                f.flush(); os.fsync(f.fileno())
-        os.chmod(p, 0o640)
-        os.utime(p, (1000000 + i, 1000000 + i))
+                os.fsync(fd)
+            os.close(fd)
+        else:
+            with open(p, "wb") as f:
+                f.write(b"x" * (100 + i % 3000))
+                if i % 25 == 24:
+                    f.flush(); os.fsync(f.fileno())
+            os.chmod(p, 0o640)
+            os.utime(p, (1000000 + i, 1000000 + i))
         say("create", p)
         if i % 5 == 4:
             q = os.path.join(d, "f%05d" % (i - 1))
@@ -163,6 +177,7 @@ def test_sigkill_under_small_file_load_leaves_no_change_without_its_event(vault)
         crashed_teardown(vault)
         shown = check_trail(vault, [s for s in acked if s and s[0] != "died"])
         assert shown > 0
+        check_contents(vault)
         vault.mount()
 
 
@@ -183,6 +198,7 @@ CRASH_POINTS = [
     ("batch-after-sync", 20),           # fragments of the batch synced, none committed
     ("batch-after-commit", 20),         # the batch's one transaction committed, WAL not synced
     ("put-new-after-create", 40),       # a fragment's file made in place, nothing written yet
+    ("setattr-after-keep", 30),         # fchmod/futimens kept for the file's first commit
 ]
 
 
@@ -255,15 +271,30 @@ def test_crash_inside_an_in_place_fragment_write_leaves_an_orphan_fsck_deletes(n
 def check_contents(vault):
     """Every file the workload wrote reads back whole, or empty if the
     crash came before its data commit (never a record pointing at missing
-    fragments: rule 1), and fsck verifies every chunk record."""
+    fragments: rule 1), and fsck verifies every chunk record.  A file whose
+    mode and times were set through its descriptor before the close has
+    them exactly when it has its data (they ride in the same commit): never
+    the data without them, never them on the empty file as created."""
     vault.mount()
     d = vault.path("load")
     for name in sorted(os.listdir(d)) if os.path.isdir(d) else []:
-        i = int(name[1:])
-        with open(os.path.join(d, name), "rb") as f:
+        i = int(name[1:])   # f00042, or r00042 once renamed
+        path = os.path.join(d, name)
+        with open(path, "rb") as f:
             data = f.read()
         assert data in (b"", b"x" * (100 + i % 3000)), (
             "%s: %d bytes after the crash, neither its data nor empty" % (name, len(data)))
+        if i % 2:
+            st = os.stat(path)
+            got = (oct(st.st_mode & 0o7777), st.st_mtime == 2000000 + i)
+            if data:
+                assert got == (oct(0o604), True), (
+                    "%s has its data but not the mode and mtime set before its close: %s"
+                    % (name, got))
+            else:
+                assert got[0] == oct(0o600), (
+                    "%s is empty (its data lost in the crash) but has mode %s: an attribute "
+                    "change survived without the data it came with" % (name, got[0]))
     vault.unmount()
     fsck = H.run([H.binary("pactfs-fsck"), vault.dir], env=vault.env)
     assert fsck.returncode == 0, fsck.stdout + fsck.stderr
