@@ -107,7 +107,13 @@ start_integration() { # build-dir output-file sanitized(0|1)
 report_integration() { # output-file label
     local out=$1 line p f s e
     log "integration tests ($2)"
-    tail -40 "$out"
+    # A failure's whole report (pytest's ERRORS and FAILURES sections, up
+    # to 600 lines), not only the tail: the output file goes below.
+    if grep -qE '^=+ (ERRORS|FAILURES) =+$' "$out"; then
+        sed -n '/^=* \(ERRORS\|FAILURES\) =*$/,$p' "$out" | head -600
+    else
+        tail -40 "$out"
+    fi
     line=$(grep -E '^(=+ )?[0-9]+ (passed|failed|skipped|error)' "$out" | tail -1)
     p=$(grep -oE '[0-9]+ passed' <<<"$line" | grep -oE '[0-9]+'); f=$(grep -oE '[0-9]+ failed' <<<"$line" | grep -oE '[0-9]+')
     s=$(grep -oE '[0-9]+ skipped' <<<"$line" | grep -oE '[0-9]+'); e=$(grep -oE '[0-9]+ errors?' <<<"$line" | grep -oE '[0-9]+')

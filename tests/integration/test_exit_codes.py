@@ -87,14 +87,17 @@ def fsck(ctx, *args):
     return H.run([H.binary("pactfs-fsck"), "-q", *args, ctx.vault.dir], env=ctx.vault.env)
 
 
-def run_server(prog, conf, timeout=20, then_term=False):
+def run_server(prog, conf, timeout=20, then_term=False, listen_timeout=180):
     """A server in the foreground; with then_term, SIGTERM it once it listens
-    (port in conf's first 'port = N;')."""
+    (port in conf's first 'port = N;').  Listening may take long: a first
+    start makes its keys (RSA-3072 under ASan on a loaded machine took over
+    20 s in the CI trial of 9f942ef, and the SIGTERM then came before the
+    server listened and had blocked it)."""
     argv = [H.binary(prog), "-f", "-c", conf]
     p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     if then_term:
         port = int(re.search(r"port = (\d+);", open(conf).read()).group(1))
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + listen_timeout
         while time.monotonic() < deadline and p.poll() is None:
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
