@@ -489,8 +489,13 @@ static int cache_acquire(struct fs *fs, uint64_t ino, uint64_t idx, const struct
 
 static void job_item_run(struct workq_item *it);
 
+static void job_done(struct fs *fs, struct job *j);
+
 /* Queue j on the pool, in order.  Once fs_data_stop has stopped the pool
- * a job stays queued and never runs. */
+ * (a gc the syncer queues as unmount drains the pool, a repair found by
+ * unmount's last reads) a job that stores or frees something runs here,
+ * in the caller, which holds no lock then; read-ahead and kernel
+ * invalidation are dropped: nobody reads any more. */
 static void job_push(struct fs_data *d, struct job *j)
 {
     j->fs = d->fs;
@@ -500,7 +505,14 @@ static void job_push(struct fs_data *d, struct job *j)
         d->inode_jobs++;
         pthread_mutex_unlock(&d->qlock);
     }
-    workq_push(d->pool, &j->item);
+    if (workq_push(d->pool, &j->item) == 0)
+        return;
+    if (j->type == JOB_READAHEAD || j->type == JOB_INVAL) {
+        job_done(d->fs, j);
+        free(j);
+        return;
+    }
+    job_item_run(&j->item);
 }
 
 static void queue_repair(struct fs *fs, const struct chunk_ref *ref, uint32_t mask)
@@ -3054,6 +3066,12 @@ static void job_run(struct fs *fs, struct job *j)
         fs_data_gc_run(fs);
         break;
     }
+    job_done(fs, j);
+}
+
+/* A job's end: its inode reference goes. */
+static void job_done(struct fs *fs, struct job *j)
+{
     if (j->in) {
         fs_inode_put(fs, j->in, FS_REF_OP, 1);
         /* Only now may unmount free the inode table (fs_data_quiesce). */

@@ -17,6 +17,7 @@ struct workq {
     pthread_cond_t cond;
     struct workq_item *head, *tail;
     int stopping;
+    unsigned live;                  /* threads not yet returned from worker() */
     unsigned nthreads;
     pthread_t threads[WORKQ_MAX_THREADS];
 };
@@ -44,9 +45,11 @@ static void *worker(void *arg)
         while (!q->head && !q->stopping)
             pthread_cond_wait(&q->cond, &q->lock);
         it = pop(q);
+        if (!it)
+            q->live--;     /* stopping and drained: workq_push refuses from now */
         pthread_mutex_unlock(&q->lock);
         if (!it)
-            return NULL;   /* stopping and drained */
+            return NULL;
         it->run(it);
     }
 }
@@ -88,9 +91,15 @@ int workq_new(unsigned nthreads, const char *what, struct workq **out)
     pthread_mutex_init(&q->lock, NULL);
     pthread_cond_init(&q->cond, NULL);
     for (unsigned i = 0; i < nthreads; i++) {
+        pthread_mutex_lock(&q->lock);
+        q->live++;                  /* before it runs: it may be stopped at once */
+        pthread_mutex_unlock(&q->lock);
         int e = pthread_create(&q->threads[i], NULL, worker, q);
 
         if (e) {
+            pthread_mutex_lock(&q->lock);
+            q->live--;
+            pthread_mutex_unlock(&q->lock);
             workq_free(q);
             return pfs_err(-e, "cannot start the %s threads: %s", what, strerror(e));
         }
@@ -105,9 +114,13 @@ unsigned workq_threads(const struct workq *q)
     return q->nthreads;
 }
 
-void workq_push(struct workq *q, struct workq_item *it)
+int workq_push(struct workq *q, struct workq_item *it)
 {
     pthread_mutex_lock(&q->lock);
+    if (q->stopping && !q->live) {
+        pthread_mutex_unlock(&q->lock);
+        return -ESHUTDOWN;   /* nobody would ever run it: the caller keeps it */
+    }
     it->next = NULL;
     if (q->tail)
         q->tail->next = it;
@@ -116,6 +129,7 @@ void workq_push(struct workq *q, struct workq_item *it)
     q->tail = it;
     pthread_cond_signal(&q->cond);
     pthread_mutex_unlock(&q->lock);
+    return 0;
 }
 
 /* ---- parallel for ---- */
@@ -202,7 +216,11 @@ void workq_for(struct workq *q, unsigned n, void (*fn)(void *arg, unsigned i), v
     for (unsigned i = 0; i < pushed; i++) {
         r.h[i].item.run = helper_run;
         r.h[i].run = &r;
-        workq_push(q, &r.h[i].item);
+        if (workq_push(q, &r.h[i].item) < 0) {   /* the pool is stopping */
+            pthread_mutex_lock(&r.lock);
+            r.helpers--;
+            pthread_mutex_unlock(&r.lock);
+        }
     }
     for_work(&r);
     if (pushed) {

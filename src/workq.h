@@ -24,15 +24,17 @@ struct workq_item {
 /* nthreads pool threads (at least 1).  0 or -errno with a message naming
  * what the pool is for. */
 int workq_new(unsigned nthreads, const char *what, struct workq **out);
-/* Run what is queued, then stop the threads (NULL: nothing).  An item
- * pushed once they have stopped stays queued and never runs; the pool stays
- * valid to push to until workq_free. */
+/* Run what is queued, then stop the threads (NULL: nothing).  Once they
+ * have stopped, workq_push refuses items; the pool stays valid to push to
+ * (and be refused) until workq_free. */
 void workq_stop(struct workq *q);
 /* workq_stop, then free the pool (NULL: nothing). */
 void workq_free(struct workq *q);
 unsigned workq_threads(const struct workq *q);
 
-void workq_push(struct workq *q, struct workq_item *it);
+/* Queue it: 0, or -ESHUTDOWN when the pool's threads have stopped and
+ * it would never run -- the item stays the caller's, to run or free. */
+int workq_push(struct workq *q, struct workq_item *it);
 
 /* fn(arg, i) for i in 0..n-1, spread over the pool and the caller. */
 void workq_for(struct workq *q, unsigned n, void (*fn)(void *arg, unsigned i), void *arg);
