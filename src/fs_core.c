@@ -715,6 +715,130 @@ int fs_readdir(struct fs *fs, const struct fs_caller *who, uint64_t ino, uint64_
     return r < 0 ? -EIO : 0;
 }
 
+/* ---- readdirplus ---- */
+
+/* An entry as listed, before its row is read. */
+struct plus_ent {
+    char *name;
+    uint64_t ino, next;
+    uint32_t mode;
+    int bound;              /* its binding checks under a key this mount holds */
+    struct meta_inode mi;
+    int has_row;
+};
+
+struct plus_ctx {
+    struct fs *fs;
+    const struct vault_folder *vf;
+    uint64_t parent;
+    const struct fs_plus_sink *sink;
+    struct plus_ent *v;
+    size_t n, cap;
+    int err;
+};
+
+/* The check fs_dir_lookup_locked makes of a found entry, under any key
+ * version a name may be sealed with (meta_lock held). */
+static int dirent_bound(struct fs *fs, const struct vault_folder *vf, uint64_t parent,
+                        const struct meta_dirent *d)
+{
+    const struct folder_keys *ks[FS_KEYS_MAX];
+    size_t nk = fs_keys_to_try(fs, vf, ks, FS_KEYS_MAX);
+    for (size_t i = 0; i < nk; i++)
+        if (dirent_bind_check(ks[i], parent, d->name, d->name_len, d->ino, d->mode, d->bind,
+                              d->bind_len) == 0)
+            return 1;
+    return 0;
+}
+
+static int plus_collect_cb(void *arg, const struct meta_dirent *d)
+{
+    struct plus_ctx *c = arg;
+    char name[NAME_MAX_ENC + 16];
+    size_t nlen = 0;
+    if (d->name_len > NAME_MAX_ENC)
+        return 0;
+    if (fs_name_dec_any(c->fs, c->vf, c->parent, d->name, d->name_len, name, &nlen) < 0) {
+        log_warning("skipping an entry of directory %llu whose name does not decrypt",
+                    (unsigned long long)c->parent);
+        return 0;
+    }
+    if (fs_trash_reserved(c->fs, c->parent, name))
+        return 0;   /* a trash's hidden directory */
+    if (c->sink->room(c->sink->arg, name))
+        return 1;
+    if (c->n == c->cap) {
+        size_t cap = c->cap ? c->cap * 2 : 32;
+        struct plus_ent *v = realloc(c->v, cap * sizeof *v);
+        if (!v) {
+            c->err = -ENOMEM;
+            return 1;
+        }
+        c->v = v;
+        c->cap = cap;
+    }
+    struct plus_ent *e = &c->v[c->n];
+    memset(e, 0, sizeof *e);
+    e->name = strdup(name);
+    if (!e->name) {
+        c->err = -ENOMEM;
+        return 1;
+    }
+    e->ino = d->ino;
+    e->mode = d->mode;
+    e->next = d->cookie + FS_DIRENT_OFF_BASE;
+    e->bound = dirent_bound(c->fs, c->vf, c->parent, d);
+    c->n++;
+    return 0;
+}
+
+static int plus_plain_fn(void *arg, const char *name, uint64_t ino, uint32_t mode,
+                         uint64_t next_off)
+{
+    const struct fs_plus_sink *sink = arg;
+    if (sink->room(sink->arg, name))
+        return 1;
+    sink->add(sink->arg, name, ino, mode, next_off, NULL);
+    return 0;
+}
+
+int fs_readdirplus(struct fs *fs, const struct fs_caller *who, uint64_t ino, uint64_t off,
+                   const struct fs_plus_sink *sink)
+{
+    if (ino == META_ROOT_INO)   /* folders: their lookups are audited */
+        return fs_readdir(fs, who, ino, off, plus_plain_fn, (void *)sink);
+    struct plus_ctx c = { .fs = fs, .parent = ino, .sink = sink };
+    struct vault_folder *vf;
+    int r = fs_folder_check(fs, who, ino, RIGHT_READ, "readdir", NULL, &vf);
+    if (r < 0)
+        return r;
+    c.vf = vf;
+    if (off < 1 && plus_plain_fn((void *)sink, ".", ino, S_IFDIR, 1))
+        return 0;
+    if (off < 2 && plus_plain_fn((void *)sink, "..", ino, S_IFDIR, 2))
+        return 0;
+    uint64_t after = off > FS_DIRENT_OFF_BASE ? off - FS_DIRENT_OFF_BASE : 0;
+    pthread_mutex_lock(&fs->meta_lock);
+    r = meta_dirent_list(fs->v->meta, ino, after, plus_collect_cb, &c);
+    /* The rows after the listing: a backend may hold one result at a time. */
+    for (size_t i = 0; i < c.n; i++) {
+        struct plus_ent *e = &c.v[i];
+        if (!e->bound || meta_inode_get(fs->v->meta, e->ino, &e->mi) < 0)
+            continue;
+        e->has_row = (e->mi.mode & S_IFMT) == (e->mode & S_IFMT) && e->mi.folder_id == vf->id;
+    }
+    pthread_mutex_unlock(&fs->meta_lock);
+    for (size_t i = 0; i < c.n; i++) {
+        struct plus_ent *e = &c.v[i];
+        sink->add(sink->arg, e->name, e->ino, e->mode, e->next, e->has_row ? &e->mi : NULL);
+        free(e->name);
+    }
+    free(c.v);
+    if (c.err)
+        return c.err;
+    return r < 0 ? -EIO : 0;
+}
+
 /* ---- statfs ---- */
 
 /* What df shows (docs/design-fuse.md, "statfs"): free is what the user can

@@ -205,6 +205,21 @@ typedef int (*fs_dirent_fn)(void *arg, const char *name, uint64_t ino, uint32_t 
  * (-EIO if the listing failed: the caller may still use what it got). */
 int fs_readdir(struct fs *fs, const struct fs_caller *who, uint64_t ino, uint64_t off,
                fs_dirent_fn fn, void *arg);
+/* READDIRPLUS: the same listing with the attributes of each entry, so the
+ * kernel needs no LOOKUP for it.  room(arg, name) reserves space for one
+ * entry (nonzero: full, stop); add(arg, ...) then emits it, mi NULL when
+ * it goes without attributes: ".", "..", every entry at the root (looking
+ * a folder up is audited) and an entry that fails a check a lookup makes
+ * (its binding, its row's type and folder), so that the kernel's LOOKUP
+ * reports it.  0 or -errno as fs_readdir. */
+struct fs_plus_sink {
+    int (*room)(void *arg, const char *name);
+    void (*add)(void *arg, const char *name, uint64_t ino, uint32_t mode, uint64_t next_off,
+                const struct meta_inode *mi);
+    void *arg;
+};
+int fs_readdirplus(struct fs *fs, const struct fs_caller *who, uint64_t ino, uint64_t off,
+                   const struct fs_plus_sink *sink);
 /* What df shows (docs/design-fuse.md, "statfs"). */
 int fs_statfs(struct fs *fs, struct statvfs *sv);
 

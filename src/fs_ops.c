@@ -500,6 +500,102 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     free(c.buf);
 }
 
+/* READDIRPLUS (fs_readdirplus): each entry with attributes carries one
+ * lookup reference the kernel takes, as a LOOKUP reply does. */
+struct plus_buf {
+    struct fs *fs;
+    fuse_req_t req;
+    uint64_t parent;
+    double timeout;
+    char *buf;
+    size_t size, reserved, used;
+    struct fs_inode **refs;   /* references handed out, put back if the reply fails */
+    size_t nrefs, caprefs;
+};
+
+static int plus_room(void *arg, const char *name)
+{
+    struct plus_buf *c = arg;
+    size_t need = fuse_add_direntry_plus(c->req, NULL, 0, name, NULL, 0);
+    if (c->reserved + need > c->size)
+        return 1;
+    c->reserved += need;
+    return 0;
+}
+
+static void plus_add(void *arg, const char *name, uint64_t ino, uint32_t mode,
+                     uint64_t next_off, const struct meta_inode *mi)
+{
+    struct plus_buf *c = arg;
+    struct fuse_entry_param e;
+    memset(&e, 0, sizeof e);
+    e.attr.st_ino = ino;
+    e.attr.st_mode = mode & S_IFMT;
+    struct fs_inode *in = NULL;
+    if (mi && c->nrefs == c->caprefs) {
+        size_t cap = c->caprefs ? c->caprefs * 2 : 32;
+        struct fs_inode **v = realloc(c->refs, cap * sizeof *v);
+        if (v) {
+            c->refs = v;
+            c->caprefs = cap;
+        }
+    }
+    if (mi && c->nrefs < c->caprefs)
+        in = fs_inode_get(c->fs, mi->ino, mi->folder_id, mi->mode, FS_REF_LOOKUP);
+    if (in) {   /* else without attributes: the kernel looks it up */
+        c->refs[c->nrefs++] = in;
+        fs_inode_set_name(c->fs, mi->ino, c->parent, name);
+        fs_stat_from_meta(c->fs, mi, &e.attr);
+        fs_data_fill_attr(in, mi, &e.attr);
+        fs_inode_note_mode(in, (uint32_t)e.attr.st_mode);   /* with a kept chmod */
+        e.ino = mi->ino;
+        e.generation = 1;
+        e.attr_timeout = c->timeout;
+        e.entry_timeout = c->timeout;
+    }
+    c->used += fuse_add_direntry_plus(c->req, c->buf + c->used, c->size - c->used, name, &e,
+                                      (off_t)next_off);
+}
+
+static int plus_virtual_fn(void *arg, const char *name, uint64_t ino, uint32_t mode,
+                           uint64_t next_off)
+{
+    if (plus_room(arg, name))
+        return 1;
+    plus_add(arg, name, ino, mode, next_off, NULL);
+    return 0;
+}
+
+static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                           struct fuse_file_info *fi)
+{
+    (void)fi;
+    struct fs *fs = req_fs(req);
+    struct fs_caller who = caller_of(req);
+    struct plus_buf c = { .fs = fs, .req = req, .parent = ino, .size = size,
+                          .timeout = cache_timeout(fs) };
+    c.buf = malloc(size ? size : 1);
+    if (!c.buf) {
+        fuse_reply_err(req, ENOMEM);
+        return;
+    }
+    uint64_t from = off > 0 ? (uint64_t)off : 0;
+    int r;
+    if (fs_is_virtual(ino)) {
+        r = fs_trash_readdir(fs, &who, ino, from, plus_virtual_fn, &c);
+    } else {
+        struct fs_plus_sink sink = { .room = plus_room, .add = plus_add, .arg = &c };
+        r = fs_readdirplus(fs, &who, ino, from, &sink);
+    }
+    int sent = r < 0 && c.used == 0 ? fuse_reply_err(req, fs_errno_out(r))
+                                    : fuse_reply_buf(req, c.buf, c.used);
+    for (size_t i = 0; i < c.nrefs; i++)   /* the kernel took none of them */
+        if (sent != 0 || (r < 0 && c.used == 0))
+            fs_inode_put(fs, c.refs[i], FS_REF_LOOKUP, 1);
+    free(c.refs);
+    free(c.buf);
+}
+
 static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     (void)ino;
@@ -632,6 +728,7 @@ const struct fuse_lowlevel_ops fs_lowlevel_ops = {
     .flock = fs_locks_flock,
     .opendir = op_opendir,
     .readdir = op_readdir,
+    .readdirplus = op_readdirplus,
     .releasedir = op_releasedir,
     .fsyncdir = op_fsyncdir,
     .statfs = op_statfs,

@@ -58,6 +58,53 @@ def test_readdir_many_entries(workdir):
     assert kinds["entry-00042"] == (False, False)
 
 
+def entry_attrs(path):
+    st = os.lstat(path)
+    return (st.st_ino, stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode), st.st_nlink,
+            st.st_uid, st.st_gid, st.st_size, st.st_mtime_ns)
+
+
+def test_listing_gives_each_entry_the_attributes_a_lookup_gives(vault):
+    """A listing (READDIRPLUS) hands the kernel each entry's attributes,
+    which lstat then uses with no LOOKUP: they must be the ones a lookup
+    gives, also for a file this mount is still writing."""
+    d = vault.path("plus")
+    os.mkdir(d)
+    f1 = put(os.path.join(d, "f1"), b"a" * 5000)
+    os.chmod(f1, 0o640)
+    os.utime(f1, ns=(1_600_000_000_000_000_000, 1_500_000_000_123_456_789))
+    f2 = put(os.path.join(d, "f2"), b"")
+    os.chown(f2, 1234, 5678)
+    os.mkdir(os.path.join(d, "sub"), 0o711)
+    os.symlink("f1", os.path.join(d, "link"))
+    os.link(f1, os.path.join(d, "hard"))
+    vault.unmount()
+    vault.mount()   # a fresh kernel cache: the first listing is READDIRPLUS
+    names = sorted(os.listdir(d))
+    assert names == ["f1", "f2", "hard", "link", "sub"]
+    listed = {n: entry_attrs(os.path.join(d, n)) for n in names}
+    with open("/proc/sys/vm/drop_caches", "w") as f:   # the kernel forgets the entries
+        f.write("2\n")
+    looked_up = {n: entry_attrs(os.path.join(d, n)) for n in names}
+    assert listed == looked_up
+    _, kind, mode, nlink, _, _, size, mtime = listed["f1"]
+    assert (kind, mode, nlink, size, mtime) == (stat.S_IFREG, 0o640, 2, 5000,
+                                                 1_500_000_000_123_456_789)
+    assert listed["f2"][4:6] == (1234, 5678)
+    assert listed["sub"][1:3] == (stat.S_IFDIR, 0o711)
+    assert listed["link"][1] == stat.S_IFLNK
+    fd = os.open(os.path.join(d, "w"), os.O_CREAT | os.O_WRONLY, 0o600)
+    try:
+        os.write(fd, b"x" * 10000)
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("2\n")
+        assert "w" in os.listdir(d)
+        assert os.lstat(os.path.join(d, "w")).st_size == 10000
+    finally:
+        os.close(fd)
+    assert H.read_file(os.path.join(d, "w")) == b"x" * 10000
+
+
 # ----------------------------------------------------------- create / open flags
 
 def test_create_o_excl_eexist(workdir):

@@ -96,7 +96,12 @@ def test_swapped_dirents_fail_to_open(tv, with_binding):
     check_detected(tv, "rejected.txt", "entry binding", before)
 
 
-def test_redirected_and_retyped_entries_fail(tv):
+@pytest.mark.parametrize("listed_first", [False, True])
+def test_redirected_and_retyped_entries_fail(tv, listed_first):
+    """listed_first: the directory is listed before the names are used, so
+    the kernel has what READDIRPLUS gave it and sends no LOOKUP for an
+    entry that came with attributes: each one must pass the lookup's
+    checks or come without them."""
     inos = mkfiles(tv, {"contract.txt": APPROVED, "other.txt": REJECTED})
     os.mkdir(tv.path("dir"))
     tv.unmount()
@@ -110,12 +115,38 @@ def test_redirected_and_retyped_entries_fail(tv):
                          ).fetchone()[0]
         c.execute("UPDATE dirents SET mode = 33188 WHERE ino = ?", (dino,))
     tv.mount_foreground()
+    if listed_first:
+        assert sorted(os.listdir(tv.folder)) == ["contract.txt", "dir", "other.txt"]
     expect_eio(tv.path("contract.txt"))
     assert H.read_file(tv.path("other.txt")) == REJECTED     # its own entry is intact
     e = H.errno_of(os.stat, tv.path("dir"))
     assert e == errno.EIO, "stat of the retyped entry gave %s" % H.errname(e)
     check_detected(tv, "contract.txt", "entry binding", before)
     check_detected(tv, "dir", "entry binding", before)
+
+
+@pytest.mark.parametrize("listed_first", [False, True])
+def test_retyped_inode_row_fails(tv, listed_first):
+    """The entry is intact but the inode row it names now says "regular
+    file" for a directory (or the reverse): the row is not what the entry
+    was written for."""
+    os.mkdir(tv.path("dir"))
+    inos = mkfiles(tv, {"contract.txt": APPROVED})
+    dino = os.stat(tv.path("dir")).st_ino
+    tv.unmount()
+    before = len(tamper_events(tv))
+    with db(tv) as c:
+        c.execute("UPDATE inodes SET mode = 33188 WHERE ino = ?", (dino,))
+        c.execute("UPDATE inodes SET mode = 16877 WHERE ino = ?", (inos["contract.txt"],))
+    tv.mount_foreground()
+    if listed_first:
+        assert sorted(os.listdir(tv.folder)) == ["contract.txt", "dir"]
+    e = H.errno_of(os.stat, tv.path("dir"))
+    assert e == errno.EIO, "stat of the retyped directory gave %s" % H.errname(e)
+    e = H.errno_of(os.stat, tv.path("contract.txt"))
+    assert e == errno.EIO, "stat of the retyped file gave %s" % H.errname(e)
+    check_detected(tv, "dir", "entry binding", before)
+    check_detected(tv, "contract.txt", "entry binding", before)
 
 
 def test_entry_moved_to_another_directory_fails(tv):

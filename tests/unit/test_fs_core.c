@@ -16,6 +16,7 @@
 #include "crypto.h"
 #include "error.h"
 #include "fs_core.h"
+#include "fs_namespace.h"
 #include "fs_trash.h"
 #include "fs_test_vault.h"
 #include "tap.h"
@@ -218,6 +219,89 @@ static void test_trash_core(void)
 
 /* The database operator changes the type of a folder's root inode: the
  * entry binding no longer matches and the lookup is refused (EIO). */
+/* READDIRPLUS's sink: room for cap entries, each kept with its row. */
+struct plus_listing {
+    char names[16][64];
+    uint64_t ino[16], next[16];
+    int has_row[16];
+    uint32_t row_mode[16];
+    size_t n, reserved, cap;
+};
+
+static int plus_room(void *arg, const char *name)
+{
+    (void)name;
+    struct plus_listing *l = arg;
+    if (l->reserved >= l->cap)
+        return 1;
+    l->reserved++;
+    return 0;
+}
+
+static void plus_add(void *arg, const char *name, uint64_t ino, uint32_t mode, uint64_t next,
+                     const struct meta_inode *mi)
+{
+    (void)mode;
+    struct plus_listing *l = arg;
+    snprintf(l->names[l->n], sizeof l->names[0], "%s", name);
+    l->ino[l->n] = ino;
+    l->next[l->n] = next;
+    l->has_row[l->n] = mi != NULL;
+    l->row_mode[l->n] = mi ? mi->mode : 0;
+    if (mi)
+        CHECK(mi->ino == ino);
+    l->n++;
+}
+
+static void test_readdirplus_rows_and_resumption(void)
+{
+    REQUIRE(setup(0) == 0);
+    uint64_t top = v->folders[0].root_ino;
+    struct meta_inode a, b;
+    REQUIRE(fs_mkdir(&fs, &alice, top, "plus-a", 0750, &a) == 0);
+    REQUIRE(fs_mknod(&fs, &alice, top, "plus-b", S_IFREG | 0640, 0, &b) == 0);
+    struct plus_listing l = { .cap = 16 };
+    struct fs_plus_sink sink = { .room = plus_room, .add = plus_add, .arg = &l };
+    CHECK_EQ_INT(fs_readdirplus(&fs, &alice, top, 0, &sink), 0);
+    REQUIRE(l.n == 4);
+    CHECK(strcmp(l.names[0], ".") == 0 && !l.has_row[0]);
+    CHECK(strcmp(l.names[1], "..") == 0 && !l.has_row[1]);
+    CHECK(strcmp(l.names[2], "plus-a") == 0 && l.has_row[2] && l.row_mode[2] == (S_IFDIR | 0750));
+    CHECK(strcmp(l.names[3], "plus-b") == 0 && l.has_row[3] && l.row_mode[3] == (S_IFREG | 0640));
+    CHECK(l.ino[3] == b.ino);
+    /* A full sink stops the listing; the next call resumes after the last
+     * entry taken, and none is given twice or lost. */
+    struct plus_listing one = { .cap = 3 };
+    sink.arg = &one;
+    CHECK_EQ_INT(fs_readdirplus(&fs, &alice, top, 0, &sink), 0);
+    REQUIRE(one.n == 3);
+    struct plus_listing rest = { .cap = 16 };
+    sink.arg = &rest;
+    CHECK_EQ_INT(fs_readdirplus(&fs, &alice, top, one.next[2], &sink), 0);
+    REQUIRE(rest.n == 1);
+    CHECK(strcmp(rest.names[0], "plus-b") == 0 && rest.has_row[0]);
+    /* The root's entries never carry rows: a folder's lookup is audited. */
+    struct plus_listing root = { .cap = 16 };
+    sink.arg = &root;
+    CHECK_EQ_INT(fs_readdirplus(&fs, &alice, META_ROOT_INO, 0, &sink), 0);
+    REQUIRE(root.n == 3);
+    CHECK(strcmp(root.names[2], "proj") == 0 && !root.has_row[2]);
+    /* A row whose type is not its entry's goes without (the lookup then
+     * reports the tampering). */
+    struct meta_inode t = b;
+    t.mode = S_IFDIR | 0755;
+    REQUIRE(meta_begin(v->meta) == 0);
+    REQUIRE(meta_inode_update(v->meta, &t) == 0);
+    REQUIRE(meta_commit(v->meta) == 0);
+    struct plus_listing bad = { .cap = 16 };
+    sink.arg = &bad;
+    CHECK_EQ_INT(fs_readdirplus(&fs, &alice, top, 0, &sink), 0);
+    REQUIRE(bad.n == 4);
+    CHECK(bad.has_row[2] && !bad.has_row[3]);
+    CHECK_EQ_INT(fs_lookup(&fs, &alice, top, "plus-b", &t), -EIO);
+    teardown();
+}
+
 static void test_tampered_inode_type(void)
 {
     REQUIRE(setup(0) == 0);
@@ -239,6 +323,7 @@ int main(void)
     RUN(test_readdir_root_and_offsets);
     RUN(test_rights_and_read_only);
     RUN(test_trash_core);
+    RUN(test_readdirplus_rows_and_resumption);   /* alters one file it made */
     RUN(test_tampered_inode_type);   /* last: it alters the vault */
     fs_test_vault_remove(dir, v);
     return tap_done();
