@@ -19,6 +19,7 @@
 #include "error.h"
 #include "meta.h"
 #include "meta_sql.h"
+#include "sqlite_walbuf.h"
 
 /* Shared statements are cached by id; ids are small and dense. */
 #define SQ_CACHE 128
@@ -409,7 +410,9 @@ int meta_open_sqlite(const char *path, int create, struct meta **out)
         return pfs_err(-ENOMEM, "out of memory opening %s", path);
     }
     snprintf(s->desc, sizeof s->desc, "metadata store %s", path);
-    rc = sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
+    /* walbuf: a commit's WAL frames in one write (sqlite_walbuf.c) */
+    rc = sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
+                         walbuf_vfs());
     if (rc != SQLITE_OK)
         rc = s->db ? sq_error(s, rc, "open")
                    : pfs_err(-ENOMEM, "out of memory opening %s", path);
