@@ -182,6 +182,18 @@ int fs_audit_append_detail(struct fs *fs, const struct fs_caller *who, const cha
     return r < 0 ? audit_failed(op) : 0;
 }
 
+const char *fs_setattr_op(unsigned set)
+{
+    unsigned times = set & (AUDIT_SET_ATIME | AUDIT_SET_MTIME);
+    if (set == AUDIT_SET_MODE)
+        return "chmod";
+    if (set == AUDIT_SET_OWNER)
+        return "chown";
+    if (times && set == times)
+        return "utimens";
+    return "setattr";
+}
+
 int fs_audit_wait(struct fs *fs, const char *op, uint64_t ticket)
 {
     if (!fs->v->audit || ticket == 0)

@@ -143,6 +143,11 @@ struct fs_file {
     unsigned writers;          /* writable handles open (fs_data_writer_add) */
     struct fs_attr_overlay ov; /* under in->lock; set 0: none */
     uint64_t ov_gen;           /* bumps at every change of ov */
+    /* The folded audit event of kept changes not yet appended
+     * (fs_data_defer_fold): changed under commit_lock and in->lock. */
+    int fold_pending;
+    struct fs_caller fold_who;   /* uid and pid only */
+    struct audit_detail fold;    /* the fields changed, their last values */
 };
 
 enum job_type { JOB_PUT, JOB_READAHEAD, JOB_REPAIR, JOB_GC, JOB_INVAL };
@@ -1836,7 +1841,10 @@ static int file_commit(struct fs *fs, struct fs_inode *in)
         return pfs_err(r, "out of memory committing inode %" PRIu64, in->ino);
     }
     int work = commit_has_work(&s);
-    if (work && s.n)
+    /* the kept changes' event before the commit that writes them */
+    if (work)
+        r = fs_data_fold_emit_held(fs, in);
+    if (work && r == 0 && s.n)
         r = fragments_sync(fs, s.put_gen);
     if (work && r == 0)
         r = commit_meta(fs, in, &s, &f->setattr_seq);
@@ -1944,6 +1952,9 @@ static void committer_drain(struct fs_data *d);
 
 static void flush_one(struct fs *fs, struct fs_inode *in)
 {
+    /* kept changes are audited even when they cannot be saved */
+    if (fs_data_fold_emit(fs, in) < 0)
+        log_error("cannot audit the attribute changes of inode %" PRIu64, in->ino);
     /* A withdrawn file's loss was logged and audited at the withdrawal. */
     if (!fs_data_withdrawn(in) && fs_data_flush(fs, in) < 0) {
         char *p = fs_path(fs, in->ino, NULL);
@@ -2017,6 +2028,17 @@ static void commit_batch_meta(struct fs *fs, struct fs_inode **batch, size_t n)
             drop_delete(fs, cs->drop, cs->ndrop);
             memset(cs, 0, sizeof *cs);
             r = -ENODATA;
+        }
+        /* the kept changes' event before the commit that writes them; if
+         * it cannot be appended, the file stays out (put back as it was) */
+        if (r == 0 && fs_data_fold_emit_held(fs, in) < 0) {
+            pthread_mutex_lock(&in->lock);
+            commit_settle(f, cs, 0);
+            pthread_mutex_unlock(&in->lock);
+            fc_list_free(&cs->fc);
+            free(cs->items);
+            memset(cs, 0, sizeof *cs);
+            r = -EIO;
         }
         if (r < 0) {
             pthread_mutex_unlock(&f->commit_lock);
@@ -2722,6 +2744,84 @@ void fs_data_defer_keep(struct fs_inode *in, const struct meta_inode *mi, unsign
 void fs_data_defer_end(struct fs_inode *in)
 {
     pthread_mutex_unlock(&in->file->commit_lock);
+}
+
+/* The folded event: chmod, chown and utimens of one file by one caller
+ * (tar sets all three through the descriptor before the close) become one
+ * event carrying every field, appended before anything can make them
+ * durable (the commit that writes them, which waits for commit_lock) and
+ * at the latest at the close of a handle.  Appended (and taken) under
+ * commit_lock, so exactly once. */
+int fs_data_fold_emit_held(struct fs *fs, struct fs_inode *in)
+{
+    struct fs_file *f = in->file;
+    pthread_mutex_lock(&in->lock);
+    int pending = f->fold_pending;
+    struct fs_caller who = f->fold_who;
+    struct audit_detail d = f->fold;
+    pthread_mutex_unlock(&in->lock);
+    if (!pending)
+        return 0;
+    const char *op = fs_setattr_op(d.set);
+    char *path = fs_path(fs, in->ino, NULL);
+    uint64_t ticket = 0;
+    int r = fs_audit_append_detail(fs, &who, op, path, 0, 0, &d, &ticket);
+    free(path);
+    if (r == 0) {
+        pthread_mutex_lock(&in->lock);
+        f->fold_pending = 0;
+        pthread_mutex_unlock(&in->lock);
+        r = fs_audit_wait(fs, op, ticket);
+    }
+    return r < 0 ? -EIO : 0;
+}
+
+int fs_data_fold_emit(struct fs *fs, struct fs_inode *in)
+{
+    pthread_mutex_lock(&in->lock);
+    struct fs_file *f = in->file;
+    int pending = f && f->fold_pending;
+    pthread_mutex_unlock(&in->lock);
+    if (!pending)
+        return 0;
+    pthread_mutex_lock(&f->commit_lock);
+    int r = fs_data_fold_emit_held(fs, in);
+    pthread_mutex_unlock(&f->commit_lock);
+    return r;
+}
+
+int fs_data_defer_fold(struct fs *fs, struct fs_inode *in, const struct fs_caller *who,
+                       const struct audit_detail *d)
+{
+    struct fs_file *f = in->file;
+    pthread_mutex_lock(&in->lock);
+    int other = f->fold_pending && (f->fold_who.uid != who->uid || f->fold_who.pid != who->pid);
+    pthread_mutex_unlock(&in->lock);
+    /* another caller's changes are theirs: their event goes first */
+    if (other && fs_data_fold_emit_held(fs, in) < 0)
+        return -EIO;
+    pthread_mutex_lock(&in->lock);
+    if (!f->fold_pending) {
+        memset(&f->fold, 0, sizeof f->fold);
+        f->fold.file = in->ino;
+        memset(&f->fold_who, 0, sizeof f->fold_who);
+        f->fold_who.uid = who->uid;
+        f->fold_who.pid = who->pid;
+        f->fold_pending = 1;
+    }
+    if (d->set & AUDIT_SET_MODE)
+        f->fold.mode = d->mode;
+    if (d->set & AUDIT_SET_OWNER) {
+        f->fold.uid = d->uid;
+        f->fold.gid = d->gid;
+    }
+    if (d->set & AUDIT_SET_ATIME)
+        f->fold.atime_ns = d->atime_ns;
+    if (d->set & AUDIT_SET_MTIME)
+        f->fold.mtime_ns = d->mtime_ns;
+    f->fold.set |= d->set;
+    pthread_mutex_unlock(&in->lock);
+    return 0;
 }
 
 int64_t fs_data_size(struct fs_inode *in)

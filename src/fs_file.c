@@ -323,7 +323,11 @@ int fs_handle_flush(struct fs *fs, const struct fs_caller *who, struct fs_handle
     int r = !h->writable ? 0
           : fs_alone(fs) && !fs_data_in_trouble(fs) ? fs_data_writeback_start(fs, h->in)
           : fs_data_flush(fs, h->in);
-    int a = handle_summary(fs, who, h, ino);
+    /* the folded event of attribute changes kept for the file's commit
+     * (fs_data_defer_fold), in the order the application acted */
+    int a = h->writable ? fs_data_fold_emit(fs, h->in) : 0;
+    if (handle_summary(fs, who, h, ino) < 0)
+        a = -EIO;
     return r < 0 || a < 0 ? -EIO : 0;
 }
 
@@ -339,6 +343,8 @@ void fs_handle_finish(struct fs *fs, const struct fs_caller *who, struct fs_hand
     if (!h->in)
         return;
     handle_uncount(h);
+    if (h->writable && fs_data_fold_emit(fs, h->in) < 0)
+        log_error("cannot audit the attribute changes of inode %llu", (unsigned long long)ino);
     if (h->writable && fs_data_release(fs, h->in) < 0)
         log_error("write-back failed at close of inode %llu", (unsigned long long)ino);
     handle_summary(fs, who, h, ino);

@@ -237,10 +237,11 @@ void fs_data_commit_release(struct fs_inode *in, int mtime_set, int64_t mtime_ns
 /* Deferred attributes (fs_data.c): a chmod, chown or utimens of a file
  * this mount created and has not saved, while a handle writes it, is kept
  * in memory and written by the file's first commit, with its data.
- * fs_data_defer_begin: FS_DEFER_YES (then the caller audits, keeps with
- * fs_data_defer_keep and calls fs_data_defer_end, which it must), else
- * FS_DEFER_NO, or FS_DEFER_PENDING: not now, but kept changes wait
- * (commit them with fs_data_flush before rewriting the row). */
+ * fs_data_defer_begin: FS_DEFER_YES (then the caller folds its event with
+ * fs_data_defer_fold, or audits a refusal after fs_data_fold_emit_held,
+ * keeps with fs_data_defer_keep and calls fs_data_defer_end, which it
+ * must), else FS_DEFER_NO, or FS_DEFER_PENDING: not now, but kept changes
+ * wait (commit them with fs_data_flush before rewriting the row). */
 enum { FS_DEFER_NO, FS_DEFER_YES, FS_DEFER_PENDING };
 int fs_data_defer_begin(struct fs *fs, struct fs_inode *in);
 /* The row as the file will be: kept attributes, mtime and ctime over mi. */
@@ -248,6 +249,22 @@ void fs_data_defer_view(struct fs_inode *in, struct meta_inode *mi);
 /* Keep mi's fields in set (FS_OV_*), its ctime, and mtime if FS_OV_MTIME. */
 void fs_data_defer_keep(struct fs_inode *in, const struct meta_inode *mi, unsigned set);
 void fs_data_defer_end(struct fs_inode *in);
+/* The audit event of kept changes is folded: one event (op by
+ * fs_setattr_op, the fields changed with their last values) per run of
+ * changes by one caller, appended before the commit that writes them or
+ * at the close of a handle of the file, whichever comes first, and before
+ * an event of another caller's change or of a refused one.  fold: add a
+ * successful change's event (between defer_begin and defer_end); 0, or
+ * -EIO when a pending event of another caller could not be appended. */
+int fs_data_defer_fold(struct fs *fs, struct fs_inode *in, const struct fs_caller *who,
+                       const struct audit_detail *d);
+/* Append the pending folded event, if any: _held between defer_begin and
+ * defer_end, fs_data_fold_emit otherwise (a handle's close).  0 or -EIO. */
+int fs_data_fold_emit_held(struct fs *fs, struct fs_inode *in);
+int fs_data_fold_emit(struct fs *fs, struct fs_inode *in);
+/* The op of a setattr event by the fields it carries (AUDIT_SET_*): chmod,
+ * chown or utimens when only one kind changes, else setattr. */
+const char *fs_setattr_op(unsigned audit_set);
 /* A writable handle of in opened (+1) or released (-1, before its commit
  * is queued: a change kept while one is open is always followed by one). */
 void fs_data_writer_add(struct fs_inode *in, int delta);

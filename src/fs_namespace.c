@@ -781,21 +781,6 @@ static int setattr_size(struct fs *fs, const struct fs_caller *who, uint64_t ino
     return r < 0 ? (r == -EACCES ? r : -EIO) : a;
 }
 
-/* chmod, chown or utimens when only one kind of field changes. */
-static const char *setattr_op(int valid)
-{
-    int mode = valid & FS_SET_MODE;
-    int owner = valid & (FS_SET_UID | FS_SET_GID);
-    int times = valid & (FS_SET_ATIME | FS_SET_ATIME_NOW | FS_SET_MTIME | FS_SET_MTIME_NOW);
-    if (mode && !owner && !times)
-        return "chmod";
-    if (owner && !mode && !times)
-        return "chown";
-    if (times && !mode && !owner)
-        return "utimens";
-    return "setattr";
-}
-
 /* The fields a setattr asked to change, with their new values (as
  * applied to mi when it succeeded, as asked otherwise). */
 static struct audit_detail setattr_detail(uint64_t ino, const struct meta_inode *mi,
@@ -846,7 +831,7 @@ static int setattr_meta(struct fs *fs, const struct fs_caller *who, uint64_t ino
         valid |= FS_SET_MODE;
     }
     struct audit_detail d = setattr_detail(ino, &mi, &shown, valid);
-    const char *op = setattr_op(valid);
+    const char *op = fs_setattr_op(d.set);
     int failed = r;
     r = fs_meta_op_end_detail(fs, who, op, path, 0, r, &d);
     if (failed < 0 && fs_audit_detail(fs, who, op, path, failed, 0, &d) < 0)
@@ -874,12 +859,14 @@ static unsigned setattr_fields(int valid, int killed)
 
 /* chmod, chown or utimens of a file this mount created and has not saved
  * while a handle writes it: kept for the file's first commit instead of a
- * transaction of its own (fs_data.c, "deferred attributes").  The event
- * is appended before the change is kept, as the write-ahead rule wants.
- * Returns 1 when done here (the result in *rc), 0 to take the row path. */
+ * transaction of its own (fs_data.c, "deferred attributes").  Its event is
+ * folded with the caller's other kept changes of the file into one,
+ * appended before any commit can write them (commit_lock held from here
+ * to the keeping), as the write-ahead rule wants; a refusal is audited at
+ * once, after the events it follows.  Returns 1 when done here (the
+ * result in *rc), 0 to take the row path. */
 static int setattr_deferred(struct fs *fs, const struct fs_caller *who, struct fs_inode *in,
-                            const struct stat *attr, int valid, const char *path, int *rc,
-                            struct stat *st)
+                            const struct stat *attr, int valid, int *rc, struct stat *st)
 {
     int how = fs_data_defer_begin(fs, in);
     if (how == FS_DEFER_PENDING) {
@@ -905,9 +892,17 @@ static int setattr_deferred(struct fs *fs, const struct fs_caller *who, struct f
         valid |= FS_SET_MODE;
     }
     struct audit_detail d = setattr_detail(in->ino, &mi, &shown, valid);
-    const char *op = setattr_op(valid);
-    uint64_t ticket = 0;
-    int a = fs_audit_append_detail(fs, who, op, path, r, 0, &d, &ticket);
+    int a;
+    if (r == 0) {
+        a = fs_data_defer_fold(fs, in, who, &d);
+    } else {
+        const char *op = fs_setattr_op(d.set);
+        char *path = fs_path(fs, in->ino, NULL);
+        a = fs_data_fold_emit_held(fs, in);
+        if (a == 0)
+            a = fs_audit_detail(fs, who, op, path, r, 0, &d);
+        free(path);
+    }
     if (r == 0 && a == 0) {
         fs_data_defer_keep(in, &mi, setattr_fields(valid, killed));
         fs_inode_note_mode(in, mi.mode);
@@ -918,8 +913,6 @@ static int setattr_deferred(struct fs *fs, const struct fs_caller *who, struct f
     }
     fs_data_defer_end(in);
     crash_point("setattr-after-keep");
-    if (a == 0)
-        a = fs_audit_wait(fs, op, ticket);
     *rc = a < 0 ? -EIO : r;
     return 1;
 }
@@ -964,20 +957,24 @@ int fs_setattr(struct fs *fs, const struct fs_caller *who, uint64_t ino, const s
         if (r == 0 && !fs_kill_bits(mode))
             valid &= ~FS_SET_KILL_SUIDGID;
     }
-    char *path = r == 0 ? fs_path(fs, ino, NULL) : NULL;
-    if (r == 0 && (valid & FS_SET_SIZE))
+    char *path = NULL;   /* made when an event needs it (a kept change's waits) */
+    if (r == 0 && (valid & FS_SET_SIZE)) {
+        path = fs_path(fs, ino, NULL);
         r = setattr_size(fs, who, ino, (uint64_t)attr->st_size, path);
+    }
     int other = valid & ~(FS_SET_SIZE | FS_SET_FILE | FS_SET_OPEN | FS_SET_FORCE);
     if (r == 0 && other) {
         /* A commit of written data must not land between reading and
          * rewriting the row, or it would undo an explicit mtime. */
         int64_t mtime = 0;
         struct fs_inode *in = fs_inode_find(fs, ino);
-        if (in && setattr_deferred(fs, who, in, attr, valid, path, &r, st)) {
+        if (in && setattr_deferred(fs, who, in, attr, valid, &r, st)) {
             fs_inode_put(fs, in, FS_REF_OP, 1);
             free(path);
             return r;
         }
+        if (!path)
+            path = fs_path(fs, ino, NULL);
         int held = in && fs_data_commit_hold(in);
         r = setattr_meta(fs, who, ino, attr, valid, path, &mtime);
         if (held)

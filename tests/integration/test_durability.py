@@ -274,7 +274,11 @@ def check_contents(vault):
     fragments: rule 1), and fsck verifies every chunk record.  A file whose
     mode and times were set through its descriptor before the close has
     them exactly when it has its data (they ride in the same commit): never
-    the data without them, never them on the empty file as created."""
+    the data without them, never them on the empty file as created.  And
+    never them without their audit event (folded into one per file,
+    appended before the commit that writes them)."""
+    chmodded = {e.get("file") for e in read_events(vault) if e.get("result") == "ok" and
+                e.get("op") in ("chmod", "setattr") and e.get("mode") == "0604"}
     vault.mount()
     d = vault.path("load")
     for name in sorted(os.listdir(d)) if os.path.isdir(d) else []:
@@ -291,6 +295,9 @@ def check_contents(vault):
                 assert got == (oct(0o604), True), (
                     "%s has its data but not the mode and mtime set before its close: %s"
                     % (name, got))
+                assert st.st_ino in chmodded, (
+                    "%s has the mode set through its descriptor, but the audit trail has "
+                    "no event of that change" % name)
             else:
                 assert got[0] == oct(0o600), (
                     "%s is empty (its data lost in the crash) but has mode %s: an attribute "
