@@ -760,6 +760,28 @@ static void test_deferred_attributes(void)
     CHECK_EQ_INT(fs_getattr(&fs, ino2, &st), 0);
     CHECK_EQ_INT(st.st_mode & 07777, 0604);
     fs_inode_forget(&fs, ino2, 1);
+
+    /* an fsync before the close commits the kept change: its event is
+     * appended before that commit, and not again at the close */
+    h = NULL;
+    REQUIRE(fs_create(&fs, &alice, top, "synced", 0600, O_WRONLY | O_CREAT | O_EXCL, &st,
+                      &h) == 0);
+    REQUIRE(h);
+    uint64_t ino3 = st.st_ino;
+    CHECK_EQ_INT(fs_handle_write(&fs, &alice, h, ino3, 0, "y", 1), 0);
+    a.st_mode = 0604;
+    CHECK_NOT_AUDITED(fs_setattr(&fs, &alice, ino3, &a, FS_SET_MODE, &st), 0);
+    mark = spool_lines();
+    CHECK_EQ_INT(fs_handle_fsync(&fs, h), 0);
+    CHECK_EQ_INT(events_since(mark, "chmod", NULL), 1);
+    REQUIRE(meta_inode_get(v->meta, ino3, &mi) == 0);
+    CHECK_EQ_INT(mi.mode & 07777, 0604);
+    mark = spool_lines();
+    CHECK_EQ_INT(fs_handle_flush(&fs, &alice, h, ino3), 0);
+    fs_handle_finish(&fs, &alice, h, ino3);
+    fs_handle_close(&fs, h);
+    CHECK_EQ_INT(events_since(mark, "chmod", NULL), 0);
+    fs_inode_forget(&fs, ino3, 1);
     teardown();
 }
 
