@@ -633,6 +633,18 @@ static void test_commit_write_reopen_read(void)
     teardown();
 }
 
+/* A new file of alice's in the folder, one byte written, its handle open:
+ * its inode, 0 on failure. */
+static uint64_t create_written(const char *name, struct fs_handle **h)
+{
+    struct stat st;
+    *h = NULL;
+    if (fs_create(&fs, &alice, top, name, 0600, O_WRONLY | O_CREAT | O_EXCL, &st, h) != 0 ||
+        !*h || fs_handle_write(&fs, &alice, *h, st.st_ino, 0, "x", 1) != 0)
+        return 0;
+    return st.st_ino;
+}
+
 /* chmod, chown and utimens of a file this mount created, while a handle
  * writes it and before it was ever saved, ride in the file's first commit
  * (fs_data.c, "deferred attributes"): shown at once, in the row only
@@ -739,12 +751,8 @@ static void test_deferred_attributes(void)
     /* kept, then released (its commit queued), then a chmod without a
      * writer, which takes the row path: it must come after the kept one,
      * never under it */
-    h = NULL;
-    REQUIRE(fs_create(&fs, &alice, top, "ordered", 0600, O_WRONLY | O_CREAT | O_EXCL, &st,
-                      &h) == 0);
-    REQUIRE(h);
-    uint64_t ino2 = st.st_ino;
-    CHECK_EQ_INT(fs_handle_write(&fs, &alice, h, ino2, 0, "x", 1), 0);
+    uint64_t ino2 = create_written("ordered", &h);
+    REQUIRE(ino2);
     a.st_mode = 0640;
     CHECK_EQ_INT(fs_setattr(&fs, &alice, ino2, &a, FS_SET_MODE, &st), 0);
     mark = spool_lines();   /* a release without a flush still appends it */
@@ -763,12 +771,8 @@ static void test_deferred_attributes(void)
 
     /* an fsync before the close commits the kept change: its event is
      * appended before that commit, and not again at the close */
-    h = NULL;
-    REQUIRE(fs_create(&fs, &alice, top, "synced", 0600, O_WRONLY | O_CREAT | O_EXCL, &st,
-                      &h) == 0);
-    REQUIRE(h);
-    uint64_t ino3 = st.st_ino;
-    CHECK_EQ_INT(fs_handle_write(&fs, &alice, h, ino3, 0, "y", 1), 0);
+    uint64_t ino3 = create_written("synced", &h);
+    REQUIRE(ino3);
     a.st_mode = 0604;
     CHECK_NOT_AUDITED(fs_setattr(&fs, &alice, ino3, &a, FS_SET_MODE, &st), 0);
     mark = spool_lines();
