@@ -1994,6 +1994,20 @@ static int ino_order(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* A gathered file left out of a batch's transaction: settled as done
+ * (done: nothing to commit) or put back as it was, its set emptied. */
+static void commit_set_leave(struct fs *fs, struct fs_inode *in, struct commit_set *cs, int done)
+{
+    pthread_mutex_lock(&in->lock);
+    commit_settle(in->file, cs, done);
+    pthread_mutex_unlock(&in->lock);
+    fc_list_free(&cs->fc);
+    free(cs->items);
+    if (done)
+        drop_delete(fs, cs->drop, cs->ndrop);
+    memset(cs, 0, sizeof *cs);
+}
+
 /* The commits of a batch in one metadata transaction (their fragments are
  * synced first, rule 1).  A file whose commit lock is busy, or that has a
  * write-back error to report, is left out; if any file's part fails (a
@@ -2022,22 +2036,13 @@ static void commit_batch_meta(struct fs *fs, struct fs_inode **batch, size_t n)
         pthread_mutex_unlock(&in->lock);
         struct commit_set *cs = &sets[k];
         if (r == 0 && !commit_has_work(cs)) {
-            commit_settle(f, cs, 1);   /* nothing to commit */
-            fc_list_free(&cs->fc);
-            free(cs->items);
-            drop_delete(fs, cs->drop, cs->ndrop);
-            memset(cs, 0, sizeof *cs);
+            commit_set_leave(fs, in, cs, 1);   /* nothing to commit */
             r = -ENODATA;
         }
         /* the kept changes' event before the commit that writes them; if
          * it cannot be appended, the file stays out (put back as it was) */
         if (r == 0 && fs_data_fold_emit_held(fs, in) < 0) {
-            pthread_mutex_lock(&in->lock);
-            commit_settle(f, cs, 0);
-            pthread_mutex_unlock(&in->lock);
-            fc_list_free(&cs->fc);
-            free(cs->items);
-            memset(cs, 0, sizeof *cs);
+            commit_set_leave(fs, in, cs, 0);
             r = -EIO;
         }
         if (r < 0) {
