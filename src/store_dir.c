@@ -15,6 +15,7 @@
 
 #include "crashpoint.h"
 #include "error.h"
+#include "fdcache.h"
 #include "store.h"
 
 /* A local directory endpoint.  Object "abcdef" lives at DIR/ab/abcdef.  A put
@@ -45,6 +46,10 @@
 /* Larger objects start their write-back at once, so the sync finds little
  * left to write. */
 #define EARLY_WRITEBACK_MIN (64 * 1024)
+/* Packs read by range stay open this long (fdcache.h): a directory's small
+ * files share a few packs, read one after another. */
+#define READ_FDS 16
+#define READ_FD_TTL_MS 500
 
 struct dir_store {
     int rootfd;
@@ -56,6 +61,7 @@ struct dir_store {
     unsigned npending;
     int sync_err;                         /* an fdatasync failed: sticky, since a
                                              retry would wrongly succeed */
+    struct fdcache *reads;                /* packs read by range (NULL: none kept) */
 };
 
 static struct dir_store *impl_of(struct store *s)
@@ -286,6 +292,8 @@ static int dir_put(struct store *s, const char *name, const void *data, size_t l
     object_path(name, final, sizeof final);
     if (!err && renameat(d->rootfd, tmp, d->rootfd, final) != 0)
         err = errno;
+    if (!err && d->reads)
+        fdcache_drop(d->reads, name);   /* replaced: a kept descriptor reads the old one */
     if (err) {
         close(fd);
         unlinkat(d->rootfd, tmp, 0);
@@ -414,31 +422,46 @@ static int dir_get_into(struct store *s, const char *name, void *buf, size_t len
     return err ? disk_error(s, "reading", name, err) : 0;
 }
 
+/* A range of a pack.  Packs are written once (put_new) and never rewritten
+ * in place, so a descriptor kept open a moment reads what a fresh open
+ * would, save for a pack removed or replaced behind our back, which is seen
+ * again within READ_FD_TTL_MS (its bytes are still checked against the
+ * record's sums). */
 static int dir_get_range(struct store *s, const char *name, uint64_t off, void *buf,
                          size_t len)
 {
-    struct stat st;
-    int fd, err = 0, rc = open_object(s, name, &fd, &st);
+    struct dir_store *d = impl_of(s);
+    uint64_t size = 0;
+    int err = 0, fd = d->reads ? fdcache_take(d->reads, name, &size) : -1;
 
-    if (rc)
-        return rc;
-    if ((uint64_t)st.st_size < off + len) {
-        close(fd);
-        return pfs_err(-EBADMSG, "endpoint %s: object %s has %llu bytes, too short for "
-                       "%zu bytes at offset %llu", s->desc, name,
-                       (unsigned long long)st.st_size, len, (unsigned long long)off);
+    if (fd < 0) {
+        struct stat st;
+        int rc = open_object(s, name, &fd, &st);
+        if (rc)
+            return rc;
+        size = (uint64_t)st.st_size;
+        if (d->reads)
+            fdcache_offer(d->reads, name, fd, size);
+    }
+    if (size < off + len) {
+        err = pfs_err(-EBADMSG, "endpoint %s: object %s has %llu bytes, too short for "
+                      "%zu bytes at offset %llu", s->desc, name, (unsigned long long)size,
+                      len, (unsigned long long)off);
     }
     for (size_t done = 0; !err && done < len;) {
         ssize_t r = pread(fd, (uint8_t *)buf + done, len - done, (off_t)(off + done));
         if (r < 0 && errno != EINTR)
-            err = errno;
+            err = disk_error(s, "reading", name, errno);
         else if (r == 0)
-            err = EIO;   /* shrank under us: packs are written once, never truncated */
+            err = disk_error(s, "reading", name, EIO);   /* packs are never truncated */
         else if (r > 0)
             done += (size_t)r;
     }
-    close(fd);
-    return err ? disk_error(s, "reading", name, err) : 0;
+    if (d->reads)
+        fdcache_done(d->reads, fd);
+    else
+        close(fd);
+    return err;
 }
 
 static int dir_del(struct store *s, const char *name)
@@ -450,6 +473,8 @@ static int dir_del(struct store *s, const char *name)
     if (rc)
         return rc;
     object_path(name, path, sizeof path);
+    if (d->reads)
+        fdcache_drop(d->reads, name);
     if (unlinkat(d->rootfd, path, 0) != 0) {
         if (errno == ENOENT)
             return pfs_err(-ENOENT, "endpoint %s: object %s not found", s->desc, name);
@@ -649,6 +674,7 @@ static void dir_close(struct store *s)
         d->npending = 0;
         if (d->rootfd >= 0)
             close(d->rootfd);
+        fdcache_free(d->reads);
         pthread_mutex_destroy(&d->dirty_lock);
         free(d);
     }
@@ -705,6 +731,7 @@ int store_dir_open(const char *path, int create, struct store **out)
         return pfs_err(-ENOMEM, "out of memory opening endpoint %s", path);
     }
     d->rootfd = fd;
+    d->reads = fdcache_new(READ_FDS, READ_FD_TTL_MS);   /* NULL: each read opens the pack */
     pthread_mutex_init(&d->dirty_lock, NULL);
     s->ops = &dir_ops;
     s->impl = d;

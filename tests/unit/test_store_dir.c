@@ -128,6 +128,70 @@ static void test_get_range(void)
     scratch_remove();
 }
 
+static int open_fds(void)
+{
+    int n = 0;
+    char path[64];
+
+    for (int fd = 0; fd < 4096; fd++) {
+        snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+        if (access(path, F_OK) == 0)
+            n++;
+    }
+    return n;
+}
+
+/* Packs read by range keep a descriptor open for a moment (fdcache.h): a
+ * delete or a replacement through the store is seen at once, a removal
+ * behind its back within the descriptor's lifetime (500 ms), and no
+ * descriptor outlives the store. */
+static void test_get_range_kept_descriptors(void)
+{
+    struct store *s;
+    char buf[16], path[160], name[32];
+    struct timespec later = {0, 700 * 1000 * 1000};
+    int fds0;
+
+    scratch_new();
+    fds0 = open_fds();
+    s = open_scratch_store();
+    REQUIRE(s != NULL);
+    CHECK_EQ_INT(store_put_new(s, "pack.a", "abcdefghij", 10), 0);
+    CHECK_EQ_INT(store_sync(s), 0);
+    CHECK_EQ_INT(store_get_range(s, "pack.a", 2, buf, 3), 0);
+    CHECK_MEM(buf, "cde", 3);
+    /* replaced through the store: the next read sees the new bytes */
+    CHECK_EQ_INT(store_put(s, "pack.a", "ABCDEFGHIJ", 10), 0);
+    CHECK_EQ_INT(store_get_range(s, "pack.a", 2, buf, 3), 0);
+    CHECK_MEM(buf, "CDE", 3);
+    /* deleted through the store: gone at once */
+    CHECK_EQ_INT(store_del(s, "pack.a"), 0);
+    CHECK_EQ_INT(store_get_range(s, "pack.a", 2, buf, 3), -ENOENT);
+    /* removed behind the store's back: gone once the descriptor's time is up */
+    CHECK_EQ_INT(store_put_new(s, "pack.b", "0123456789", 10), 0);
+    CHECK_EQ_INT(store_get_range(s, "pack.b", 0, buf, 4), 0);
+    snprintf(path, sizeof path, "%s/ep/pa/pack.b", scratch);
+    CHECK_EQ_INT(unlink(path), 0);
+    nanosleep(&later, NULL);
+    CHECK_EQ_INT(store_get_range(s, "pack.b", 0, buf, 4), -ENOENT);
+    /* more packs than kept descriptors: each still reads right */
+    for (int round = 0; round < 2; round++)
+        for (int i = 0; i < 40; i++) {
+            char want[8];
+            snprintf(name, sizeof name, "pk.%02d", i);
+            snprintf(want, sizeof want, "v%02d", i);
+            if (round == 0)
+                CHECK_EQ_INT(store_put_new(s, name, want, 3), 0);
+            memset(buf, 0, sizeof buf);
+            CHECK_EQ_INT(store_get_range(s, name, 0, buf, 3), 0);
+            CHECK_MEM(buf, want, 3);
+        }
+    CHECK_EQ_INT(store_get_range(s, "pk.07", 1, buf, 3), -EBADMSG);   /* past the end, kept */
+    store_close(s);
+    CHECK_EQ_INT(open_fds(), fds0);   /* every kept descriptor closed */
+    scratch_remove();
+}
+
 static void test_overwrite_and_delete(void)
 {
     struct store *s;
@@ -426,6 +490,7 @@ int main(void)
     RUN(test_put_get_roundtrip);
     RUN(test_get_into);
     RUN(test_get_range);
+    RUN(test_get_range_kept_descriptors);
     RUN(test_overwrite_and_delete);
     RUN(test_put_new_in_place_never_replaces);
     RUN(test_bad_names_refused);
