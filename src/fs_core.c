@@ -585,11 +585,14 @@ int fs_getattr(struct fs *fs, uint64_t ino, struct stat *st)
         return 0;
     }
     struct meta_inode mi;
-    int r = fs_inode_row(fs, ino, &mi);
-    if (r < 0)
-        return r;
-    fs_stat_from_meta(fs, &mi, st);
     struct fs_inode *in = fs_inode_find(fs, ino);
+    int r = in && fs_data_row_remembered(fs, in, &mi) ? 0 : fs_inode_row(fs, ino, &mi);
+    if (r < 0) {
+        if (in)
+            fs_inode_put(fs, in, FS_REF_OP, 1);
+        return r;
+    }
+    fs_stat_from_meta(fs, &mi, st);
     if (in) {
         fs_data_fill_attr(in, &mi, st);
         fs_inode_note_mode(in, (uint32_t)st->st_mode);   /* with a kept chmod */
@@ -909,6 +912,7 @@ int fs_core_start(struct fs *fs, struct vault *v, const struct fs_options *o)
     if (ro_only)
         fs->opt.read_only = 1; /* a read-only grant mounts read-only */
     pthread_mutex_init(&fs->meta_lock, NULL);
+    meta_set_row_hook(v->meta, fs_row_written, fs);
     pthread_mutex_init(&fs->retired_lock, NULL);
     pthread_mutex_init(&fs->handles_lock, NULL);
     int r = fs_itab_init(&fs->itab);
@@ -923,6 +927,7 @@ void fs_core_stop(struct fs *fs)
     if (!fs->opt.read_only)
         fs_data_gc_run(fs);
     fs_data_stop(fs);
+    meta_set_row_hook(fs->v->meta, NULL, NULL);
     free(fs->retired);
     pthread_mutex_destroy(&fs->retired_lock);
     pthread_mutex_destroy(&fs->meta_lock);

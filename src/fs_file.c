@@ -221,7 +221,7 @@ int fs_create(struct fs *fs, const struct fs_caller *who, uint64_t parent, const
     struct fs_inode *in = NULL;
     if (r == 0) {
         in = fs_inode_get(fs, mi.ino, mi.folder_id, mi.mode, FS_REF_LOOKUP);
-        r = in ? fs_data_attach(fs, in, dek) : -ENOMEM;
+        r = in ? fs_data_attach_created(fs, in, dek, &mi) : -ENOMEM;
     }
     secmem_free(dek, DEK_LEN);
     struct fs_handle *h = NULL;

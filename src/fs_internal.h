@@ -77,6 +77,8 @@ struct fs_itab {
     size_t count;
 };
 
+#define FS_ROW_GENS 1024
+
 struct fs {
     struct vault *v;
     struct fs_options opt;
@@ -90,6 +92,11 @@ struct fs {
     uid_t uid;                 /* owner of the virtual root */
     gid_t gid;
     pthread_mutex_t meta_lock; /* the meta handle is not thread-safe */
+    /* Bumped at every create, update or delete of an inode row whose number
+     * falls in the slot (meta_set_row_hook): a row remembered with its
+     * slot's count is the stored one while the count has not moved
+     * (fs_data_row_remembered). */
+    unsigned row_gen[FS_ROW_GENS];
     struct fs_itab itab;
     pthread_mutex_t retired_lock;
     uint64_t *retired;         /* unlinked inodes the kernel forgot, their rows
@@ -191,6 +198,16 @@ void fs_data_stop(struct fs *fs);
 /* Make sure in has a data state: DEK unwrapped, size loaded.  dek != NULL:
  * a brand-new empty file whose DEK is already known. */
 int fs_data_attach(struct fs *fs, struct fs_inode *in, const uint8_t *dek);
+/* fs_data_attach of a file this mount has just created: row is the row its
+ * create committed, remembered for fs_data_row_remembered. */
+int fs_data_attach_created(struct fs *fs, struct fs_inode *in, const uint8_t *dek,
+                           const struct meta_inode *row);
+/* Copy into *mi the row remembered at the create of in's file, if no write
+ * of an inode row in its slot happened since and this mount is the vault's
+ * only one (so nobody else wrote it): 1, else 0 (read the row). */
+int fs_data_row_remembered(struct fs *fs, struct fs_inode *in, struct meta_inode *mi);
+/* The row hook (meta_set_row_hook): arg is the struct fs. */
+void fs_row_written(void *arg, uint64_t ino);
 /* At open while another mount of the vault is live: forget the stored
  * state of a file with nothing unsaved (close-to-open); the new state must
  * verify against the file's commitment, else -EIO (tampering, reported). */

@@ -881,7 +881,7 @@ static int setattr_deferred(struct fs *fs, const struct fs_caller *who, struct f
         return 0;
     struct meta_inode mi;
     int killed = 0;
-    int r = fs_inode_row(fs, in->ino, &mi);
+    int r = fs_data_row_remembered(fs, in, &mi) ? 0 : fs_inode_row(fs, in->ino, &mi);
     if (r == 0) {
         fs_data_defer_view(in, &mi);
         r = apply_setattr(who, &mi, attr, valid, &killed);

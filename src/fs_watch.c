@@ -345,6 +345,8 @@ int fs_watch_start(struct fs *fs)
     w->poll_ms = (int)fs->v->conf.meta_poll_ms;
     int r = meta_open(&fs->v->conf, &w->m);
     if (r == 0)
+        meta_set_row_hook(w->m, fs_row_written, fs);   /* its orphan deletions */
+    if (r == 0)
         r = session_start(w);
     if (r == 0)
         r = meta_change_last(w->m, &w->floor);

@@ -232,6 +232,18 @@ void meta_set_presync(struct meta *m, int (*fn)(void *arg), void *arg)
     m->presync_arg = arg;
 }
 
+void meta_set_row_hook(struct meta *m, void (*fn)(void *arg, uint64_t ino), void *arg)
+{
+    m->row_hook = fn;
+    m->row_hook_arg = arg;
+}
+
+static void row_written(struct meta *m, uint64_t ino)
+{
+    if (m->row_hook)
+        m->row_hook(m->row_hook_arg, ino);
+}
+
 int meta_sync(struct meta *m)
 {
     return m->ops->sync ? m->ops->sync(m) : 0;
@@ -341,7 +353,11 @@ int meta_inode_create(struct meta *m, struct meta_inode *i)
 {
     int rc = check_inode(i);
 
-    return rc ? rc : m->ops->inode_create(m, i);
+    if (rc)
+        return rc;
+    rc = m->ops->inode_create(m, i);
+    row_written(m, i->ino);
+    return rc;
 }
 
 int meta_inode_get(struct meta *m, uint64_t ino, struct meta_inode *out)
@@ -353,12 +369,19 @@ int meta_inode_update(struct meta *m, const struct meta_inode *i)
 {
     int rc = check_inode(i);
 
-    return rc ? rc : m->ops->inode_update(m, i);
+    if (rc)
+        return rc;
+    rc = m->ops->inode_update(m, i);
+    row_written(m, i->ino);
+    return rc;
 }
 
 int meta_inode_delete(struct meta *m, uint64_t ino)
 {
-    return m->ops->inode_delete(m, ino);
+    int rc = m->ops->inode_delete(m, ino);
+
+    row_written(m, ino);
+    return rc;
 }
 
 int meta_inode_list_orphans(struct meta *m, meta_ino_cb cb, void *arg)

@@ -152,6 +152,10 @@ int meta_sync(struct meta *m);
  * its audit spool durable there (audit_sync), so no metadata change is
  * ever durable before the audit event describing it.  fn NULL: none. */
 void meta_set_presync(struct meta *m, int (*fn)(void *arg), void *arg);
+/* fn(arg, ino) runs at every create, update or delete of an inode row
+ * through this handle, whatever its result, so the caller can tell a row it
+ * remembers from one it must read again.  fn NULL: none. */
+void meta_set_row_hook(struct meta *m, void (*fn)(void *arg, uint64_t ino), void *arg);
 
 /* ---- vault parameters (small key/value blobs) ---- */
 int meta_param_get(struct meta *m, const char *key, uint8_t **val, size_t *len);
@@ -297,6 +301,8 @@ struct meta {
     void *impl;
     int (*presync)(void *arg);  /* meta_set_presync */
     void *presync_arg;
+    void (*row_hook)(void *arg, uint64_t ino);  /* meta_set_row_hook */
+    void *row_hook_arg;
 };
 
 #endif

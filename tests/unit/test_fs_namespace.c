@@ -645,6 +645,58 @@ static uint64_t create_written(const char *name, struct fs_handle **h)
     return st.st_ino;
 }
 
+/* getattr and a kept setattr of a file this mount has just created take the
+ * row its create committed from memory; any write of that inode's row
+ * through the vault's handle (the row hook) makes them read it again. */
+static void test_created_row_remembered(void)
+{
+    REQUIRE(setup() == 0);
+    struct fs_handle *h = NULL;
+    uint64_t ino = create_written("remembered", &h);
+    REQUIRE(ino != 0 && h && h->in);
+    struct meta_inode mi, row;
+    memset(&mi, 0, sizeof mi);
+    CHECK_EQ_INT(fs_data_row_remembered(&fs, h->in, &mi), 1);
+    REQUIRE(fs_inode_row(&fs, ino, &row) == 0);
+    CHECK_EQ_INT(mi.ino, row.ino);
+    CHECK_EQ_INT(mi.mode, row.mode);
+    CHECK_EQ_INT(mi.uid, row.uid);
+    CHECK_EQ_INT(mi.nlink, row.nlink);
+    CHECK_EQ_INT(mi.ctime_ns, row.ctime_ns);
+    CHECK_EQ_INT(mi.commitment_len, row.commitment_len);
+    CHECK_EQ_INT(memcmp(mi.commitment, row.commitment, row.commitment_len), 0);
+    CHECK_EQ_INT(memcmp(mi.wrapped_dek, row.wrapped_dek, row.wrapped_dek_len), 0);
+    /* a kept chmod writes no row: still remembered, and shown */
+    struct stat a, st;
+    memset(&a, 0, sizeof a);
+    a.st_mode = 0640;
+    CHECK_EQ_INT(fs_setattr(&fs, &alice, ino, &a, FS_SET_MODE, &st), 0);
+    CHECK_EQ_INT(st.st_mode & 07777, 0640);
+    CHECK_EQ_INT(fs_data_row_remembered(&fs, h->in, &mi), 1);
+    /* the row written through the handle (its link count, as a link does) */
+    row.nlink = 2;
+    pthread_mutex_lock(&fs.meta_lock);
+    int r = meta_begin(fs.v->meta);
+    if (r == 0)
+        r = meta_inode_update(fs.v->meta, &row);
+    if (r == 0)
+        r = meta_commit(fs.v->meta);
+    pthread_mutex_unlock(&fs.meta_lock);
+    CHECK_EQ_INT(r, 0);
+    CHECK_EQ_INT(fs_data_row_remembered(&fs, h->in, &mi), 0);
+    CHECK_EQ_INT(fs_getattr(&fs, ino, &st), 0);
+    CHECK_EQ_INT(st.st_nlink, 2);                /* read again */
+    CHECK_EQ_INT(st.st_mode & 07777, 0640);      /* the kept chmod still over it */
+    memset(&a, 0, sizeof a);
+    a.st_mode = 0604;
+    CHECK_EQ_INT(fs_setattr(&fs, &alice, ino, &a, FS_SET_MODE, &st), 0);
+    CHECK_EQ_INT(st.st_nlink, 2);                /* the kept setattr read it too */
+    CHECK_EQ_INT(st.st_mode & 07777, 0604);
+    fs_handle_finish(&fs, &alice, h, ino);
+    fs_handle_close(&fs, h);
+    teardown();
+}
+
 /* chmod, chown and utimens of a file this mount created, while a handle
  * writes it and before it was ever saved, ride in the file's first commit
  * (fs_data.c, "deferred attributes"): shown at once, in the row only
@@ -802,6 +854,7 @@ static const struct {
     CASE(test_read_only_grant_is_refused_and_audited),
     CASE(test_open_files),
     CASE(test_deferred_attributes),
+    CASE(test_created_row_remembered),
     CASE(test_commit_write_reopen_read),   /* last: it alters the vault */
 };
 
