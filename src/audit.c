@@ -110,6 +110,7 @@ struct audit {
     pid_t committer_pid;        /* process that started it (0: none) */
     bool committer_stop;
     bool committer_idle;        /* waiting for an event (not in a window) */
+    bool spool_held;            /* flock kept since our last line (spool_release) */
 
     /* names sealed to the auditors (audit_names.h) */
     bool sealing;
@@ -610,6 +611,47 @@ static int sync_tail(struct audit *a)
     return read_tail(a, st.st_size);
 }
 
+/* Under the mutex: the spool's flock, so another process's lines never
+ * interleave with ours, and its tail.  Kept from our last line on, nobody
+ * else can have appended: neither flock nor fstat is needed again. */
+static int spool_acquire(struct audit *a)
+{
+    if (a->spool_held)
+        return 0;
+    while (flock(a->fd, LOCK_EX) != 0)
+        if (errno != EINTR)
+            return pfs_err(-errno, "cannot lock audit spool %s: %s", a->path, strerror(errno));
+    int rc = sync_tail(a);
+    if (rc)
+        flock(a->fd, LOCK_UN);
+    return rc;
+}
+
+/* Under the mutex, after spool_acquire.  In a daemon with the group commit,
+ * the lock is kept after a line while a flush is due (one comes within
+ * commit_ms and releases it, spool_unhold), so a burst of events takes one
+ * flock and one fstat instead of one each: another process (pactfs-admin)
+ * appending to the same spool waits at most that long. */
+static void spool_release(struct audit *a, int ok)
+{
+    if (ok && a->commit_ms && a->committer_pid == getpid() && !a->sticky_err &&
+        a->durable < a->appended) {
+        a->spool_held = true;
+        return;
+    }
+    a->spool_held = false;
+    flock(a->fd, LOCK_UN);
+}
+
+/* Under the mutex: let other processes append again. */
+static void spool_unhold(struct audit *a)
+{
+    if (a->spool_held) {
+        a->spool_held = false;
+        flock(a->fd, LOCK_UN);
+    }
+}
+
 /* ---------- appending ---------- */
 
 /* Write line + newline at the end.  On failure, cut any partial line so the
@@ -829,12 +871,10 @@ static bool checkpoint_due(const struct audit *a, bool force)
 static int append_locked(struct audit *a, const struct evline *o, bool force_checkpoint,
                          uint64_t *ticket)
 {
-    int rc;
+    int rc = spool_acquire(a);
 
-    while (flock(a->fd, LOCK_EX) != 0)
-        if (errno != EINTR)
-            return pfs_err(-errno, "cannot lock audit spool %s: %s", a->path, strerror(errno));
-    rc = sync_tail(a);
+    if (rc)
+        return rc;
     /* A full run and no sealer to sign it (it stopped while this event
      * waited for it): sign here, before the event would be one too many. */
     if (!rc && o && checkpoint_due(a, false))
@@ -855,7 +895,7 @@ static int append_locked(struct audit *a, const struct evline *o, bool force_che
     }
     if (!rc && checkpoint_due(a, force_checkpoint))
         rc = append_checkpoint(a);
-    flock(a->fd, LOCK_UN);
+    spool_release(a, rc == 0);
     *ticket = a->appended;
     return rc;
 }
@@ -872,6 +912,7 @@ static void flush_locked(struct audit *a)
     struct stat st;
     off_t size = fstat(a->fd, &st) == 0 ? st.st_size : -1;
 
+    spool_unhold(a);   /* what it covers is written; others may go on */
     a->flushing = true;
     a->flush_begun++;
     pthread_mutex_unlock(&a->mu);
@@ -1079,6 +1120,7 @@ static void *committer_run(void *arg)
             pthread_cond_timedwait(&a->commit_cv, &a->mu, &due);
         wait_durable(a, a->appended);
     }
+    spool_unhold(a);   /* a failed spool flushes no more: never keep others out */
     pthread_mutex_unlock(&a->mu);
     return NULL;
 }
@@ -1109,6 +1151,7 @@ static void committer_stop(struct audit *a)
     a->commit_ms = 0;
     /* what the committer had not flushed yet */
     wait_durable(a, a->appended);
+    spool_unhold(a);
     pthread_mutex_unlock(&a->mu);
 }
 
@@ -1179,17 +1222,10 @@ static void seal_in_background(struct audit *a)
         rc = -EIO;
     /* a checkpoint made meanwhile (at close) may already cover pos */
     else if (!a->sticky_err && pos > a->covered_sseq) {
-        while (flock(a->fd, LOCK_EX) != 0)
-            if (errno != EINTR) {
-                rc = pfs_err(-errno, "cannot lock audit spool %s: %s", a->path,
-                             strerror(errno));
-                break;
-            }
+        rc = spool_acquire(a);
         if (!rc) {
-            rc = sync_tail(a);
-            if (!rc)
-                rc = append_checkpoint_object(a, o, pos, a->signing_run);
-            flock(a->fd, LOCK_UN);
+            rc = append_checkpoint_object(a, o, pos, a->signing_run);
+            spool_release(a, rc == 0);
             /* a->run: the events that came while it was signed */
             a->seal_margin = 2 * a->run + 2 < 4 ? 4 : 2 * a->run + 2;
         }
