@@ -412,6 +412,14 @@ int fs_dir_lookup_locked(struct fs *fs, const struct fs_caller *who, const struc
                          uint64_t parent, const char *name, uint64_t *ino, struct fs_name *found,
                          uint32_t *type)
 {
+    return fs_dir_lookup_known_locked(fs, who, vf, parent, name, NULL, NULL, ino, found, type);
+}
+
+int fs_dir_lookup_known_locked(struct fs *fs, const struct fs_caller *who,
+                               const struct vault_folder *vf, uint64_t parent, const char *name,
+                               const struct folder_keys *k, const struct fs_name *known,
+                               uint64_t *ino, struct fs_name *found, uint32_t *type)
+{
     const struct folder_keys *ks[FS_KEYS_MAX];
     size_t nk = fs_keys_to_try(fs, vf, ks, FS_KEYS_MAX);
     int r = fs_name_check(name);
@@ -421,8 +429,9 @@ int fs_dir_lookup_locked(struct fs *fs, const struct fs_caller *who, const struc
         for (size_t i = 0; i < nk; i++) {
             struct fs_name e;
             struct meta_dirent_rec rec;
-            r = fs_name_enc(ks[i], parent, name, &e);
-            if (r < 0)
+            if (known && ks[i] == k)
+                e = *known;   /* a name's encryption under a key is always the same */
+            else if ((r = fs_name_enc(ks[i], parent, name, &e)) < 0)
                 return r;
             r = meta_dirent_find(fs->v->meta, parent, e.b, e.len, &rec);
             if (r == 0) {

@@ -137,6 +137,12 @@ int fs_name_dec_any(struct fs *fs, const struct vault_folder *vf, uint64_t paren
 int fs_dir_lookup_locked(struct fs *fs, const struct fs_caller *who, const struct vault_folder *vf,
                          uint64_t parent, const char *name, uint64_t *ino, struct fs_name *found,
                          uint32_t *type);
+/* fs_dir_lookup_locked when the caller already holds name's encryption
+ * under key k (known), which is then not made again. */
+int fs_dir_lookup_known_locked(struct fs *fs, const struct fs_caller *who,
+                               const struct vault_folder *vf, uint64_t parent, const char *name,
+                               const struct folder_keys *k, const struct fs_name *known,
+                               uint64_t *ino, struct fs_name *found, uint32_t *type);
 /* Add an entry for ino under name, bound to ino and its type with the key
  * version that encrypted the name (meta_lock held, in a transaction). */
 int fs_dirent_add_bound(struct fs *fs, const struct folder_keys *k, uint64_t parent,

@@ -56,7 +56,7 @@ int fs_make_node(struct fs *fs, const struct fs_caller *who, uint64_t parent, co
     if (r == 0 && !S_ISDIR(dir.mode))
         r = -ENOTDIR;
     if (r == 0) {
-        r = fs_dir_lookup_locked(fs, who, vf, parent, name, &existing, NULL, NULL);
+        r = fs_dir_lookup_known_locked(fs, who, vf, parent, name, k, &en, &existing, NULL, NULL);
         r = r == 0 ? -EEXIST : (r == -ENOENT ? 0 : r);
     }
     if (r == 0)
