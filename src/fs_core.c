@@ -578,6 +578,52 @@ void fs_stat_from_meta(struct fs *fs, const struct meta_inode *mi, struct stat *
     fs_ns_to_ts(mi->ctime_ns, &st->st_ctim);
 }
 
+/* ---- remembered rows ---- */
+
+static unsigned *row_gen_slot(struct fs *fs, uint64_t ino)
+{
+    return &fs->row_gen[ino % FS_ROW_GENS];
+}
+
+void fs_row_written(void *arg, uint64_t ino)
+{
+    __atomic_add_fetch(row_gen_slot(arg, ino), 1, __ATOMIC_ACQ_REL);
+}
+
+unsigned fs_row_gen(struct fs *fs, uint64_t ino)
+{
+    return __atomic_load_n(row_gen_slot(fs, ino), __ATOMIC_ACQUIRE);
+}
+
+void fs_row_remember(struct fs *fs, uint64_t ino, const struct meta_inode *row, unsigned gen)
+{
+    struct fs_inode *in = fs_inode_find(fs, ino);
+    if (!in)
+        return;
+    pthread_mutex_lock(&in->lock);
+    if (!in->row)
+        in->row = malloc(sizeof *in->row);
+    if (in->row) {
+        *in->row = *row;
+        in->row_gen = gen;
+        in->row_ns = fs_now_ns();
+    }
+    pthread_mutex_unlock(&in->lock);
+    fs_inode_put(fs, in, FS_REF_OP, 1);
+}
+
+int fs_row_recall(struct fs *fs, struct fs_inode *in, struct meta_inode *mi)
+{
+    int64_t now = fs_now_ns();
+    pthread_mutex_lock(&in->lock);
+    int ok = in->row && in->row->ino == in->ino && fs_row_gen(fs, in->ino) == in->row_gen &&
+             now - in->row_ns < FS_ROW_KEEP_NS;
+    if (ok)
+        *mi = *in->row;
+    pthread_mutex_unlock(&in->lock);
+    return ok && fs_alone(fs);
+}
+
 int fs_inode_row(struct fs *fs, uint64_t ino, struct meta_inode *mi)
 {
     pthread_mutex_lock(&fs->meta_lock);
@@ -595,7 +641,7 @@ int fs_getattr(struct fs *fs, uint64_t ino, struct stat *st)
     }
     struct meta_inode mi;
     struct fs_inode *in = fs_inode_find(fs, ino);
-    int r = in && fs_data_row_remembered(fs, in, &mi) ? 0 : fs_inode_row(fs, ino, &mi);
+    int r = in && fs_row_recall(fs, in, &mi) ? 0 : fs_inode_row(fs, ino, &mi);
     if (r < 0) {
         if (in)
             fs_inode_put(fs, in, FS_REF_OP, 1);

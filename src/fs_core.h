@@ -171,6 +171,7 @@ struct fs_new_node {
     const char *link_target;   /* symlinks */
     uint8_t *dek;              /* regular files: secmem DEK_LEN, filled */
     const char *op;
+    unsigned row_gen;          /* out: the row's slot count once written (fs_row_remember) */
 };
 /* The inode row of a new node of (uid, gid) in folder vf under directory
  * dir: a regular file's DEK (wrapped under the folder's current key) and

@@ -148,12 +148,6 @@ struct fs_file {
     int fold_pending;
     struct fs_caller fold_who;   /* uid and pid only */
     struct audit_detail fold;    /* the fields changed, their last values */
-    /* The row this mount's create committed (fs_data_attach_created), and
-     * its row_gen slot's count then: tar's getattr and kept setattrs of the
-     * file it is writing need not read it again (fs_data_row_remembered). */
-    int row_known;
-    unsigned row_gen;
-    struct meta_inode row;
 };
 
 enum job_type { JOB_PUT, JOB_READAHEAD, JOB_REPAIR, JOB_GC, JOB_INVAL };
@@ -1158,50 +1152,6 @@ int fs_data_revalidate(struct fs *fs, struct fs_inode *in)
     snap_free(&sn);
     pthread_mutex_unlock(&in->lock);
     return r < 0 ? -EIO : 0;
-}
-
-static unsigned *row_gen_slot(struct fs *fs, uint64_t ino)
-{
-    return &fs->row_gen[ino % FS_ROW_GENS];
-}
-
-void fs_row_written(void *arg, uint64_t ino)
-{
-    __atomic_add_fetch(row_gen_slot(arg, ino), 1, __ATOMIC_ACQ_REL);
-}
-
-int fs_data_row_remembered(struct fs *fs, struct fs_inode *in, struct meta_inode *mi)
-{
-    pthread_mutex_lock(&in->lock);
-    struct fs_file *f = in->file;
-    int ok = f && f->row_known &&
-             __atomic_load_n(row_gen_slot(fs, in->ino), __ATOMIC_ACQUIRE) == f->row_gen;
-    if (ok)
-        *mi = f->row;
-    else if (f)
-        f->row_known = 0;   /* written since: read it from now on */
-    pthread_mutex_unlock(&in->lock);
-    return ok && fs_alone(fs);
-}
-
-int fs_data_attach_created(struct fs *fs, struct fs_inode *in, const uint8_t *dek,
-                           const struct meta_inode *row)
-{
-    /* the count before the attach: a write after the create commit (none
-     * can come before the kernel learns the inode) then shows */
-    unsigned gen = __atomic_load_n(row_gen_slot(fs, in->ino), __ATOMIC_ACQUIRE);
-    int r = fs_data_attach(fs, in, dek);
-    if (r == 0 && row->ino == in->ino) {
-        pthread_mutex_lock(&in->lock);
-        struct fs_file *f = in->file;
-        if (f && f->unsaved_new) {
-            f->row = *row;
-            f->row_gen = gen;
-            f->row_known = 1;
-        }
-        pthread_mutex_unlock(&in->lock);
-    }
-    return r;
 }
 
 int fs_data_attach(struct fs *fs, struct fs_inode *in, const uint8_t *dek)

@@ -221,7 +221,9 @@ int fs_create(struct fs *fs, const struct fs_caller *who, uint64_t parent, const
     struct fs_inode *in = NULL;
     if (r == 0) {
         in = fs_inode_get(fs, mi.ino, mi.folder_id, mi.mode, FS_REF_LOOKUP);
-        r = in ? fs_data_attach_created(fs, in, dek, &mi) : -ENOMEM;
+        r = in ? fs_data_attach(fs, in, dek) : -ENOMEM;
+        if (r == 0)
+            fs_row_remember(fs, mi.ino, &mi, nn.row_gen);   /* tar's getattr and setattrs */
     }
     secmem_free(dek, DEK_LEN);
     struct fs_handle *h = NULL;

@@ -101,6 +101,7 @@ static void inode_free(struct fs_inode *in)
     pthread_mutex_destroy(&in->lock);
     pthread_cond_destroy(&in->cond);
     free(in->name);
+    free(in->row);
     free(in);
 }
 

@@ -68,6 +68,9 @@ struct fs_inode {
     pthread_mutex_t lock;
     pthread_cond_t cond;
     struct fs_file *file;      /* data state of a regular file, or NULL */
+    struct meta_inode *row;    /* a row this mount wrote (fs_row_remember), or NULL */
+    unsigned row_gen;          /* its slot's count then */
+    int64_t row_ns;            /* when */
 };
 
 struct fs_itab {
@@ -78,6 +81,9 @@ struct fs_itab {
 };
 
 #define FS_ROW_GENS 1024
+/* A remembered row is no older than this (the kernel keeps attributes for
+ * up to FS_ENTRY_TIMEOUT_LOCAL anyway). */
+#define FS_ROW_KEEP_NS 1000000000LL
 
 struct fs {
     struct vault *v;
@@ -95,7 +101,7 @@ struct fs {
     /* Bumped at every create, update or delete of an inode row whose number
      * falls in the slot (meta_set_row_hook): a row remembered with its
      * slot's count is the stored one while the count has not moved
-     * (fs_data_row_remembered). */
+     * (fs_row_recall). */
     unsigned row_gen[FS_ROW_GENS];
     struct fs_itab itab;
     pthread_mutex_t retired_lock;
@@ -198,14 +204,17 @@ void fs_data_stop(struct fs *fs);
 /* Make sure in has a data state: DEK unwrapped, size loaded.  dek != NULL:
  * a brand-new empty file whose DEK is already known. */
 int fs_data_attach(struct fs *fs, struct fs_inode *in, const uint8_t *dek);
-/* fs_data_attach of a file this mount has just created: row is the row its
- * create committed, remembered for fs_data_row_remembered. */
-int fs_data_attach_created(struct fs *fs, struct fs_inode *in, const uint8_t *dek,
-                           const struct meta_inode *row);
-/* Copy into *mi the row remembered at the create of in's file, if no write
- * of an inode row in its slot happened since and this mount is the vault's
- * only one (so nobody else wrote it): 1, else 0 (read the row). */
-int fs_data_row_remembered(struct fs *fs, struct fs_inode *in, struct meta_inode *mi);
+/* Remembered rows (fs_core.c).  The slot count of ino now (read it right
+ * after writing the row, under meta_lock, inside the transaction). */
+unsigned fs_row_gen(struct fs *fs, uint64_t ino);
+/* After the transaction that wrote row committed: remember it on ino's
+ * inode (if the kernel knows it), with the count gen read after the write. */
+void fs_row_remember(struct fs *fs, uint64_t ino, const struct meta_inode *row, unsigned gen);
+/* Copy the row remembered on in into *mi if no write of an inode row in its
+ * slot happened since, it is less than FS_ROW_KEEP_NS old and this mount is
+ * the vault's only one: 1, else 0 (read the row).  For what is shown
+ * (getattr, a kept setattr), never for a row about to be written. */
+int fs_row_recall(struct fs *fs, struct fs_inode *in, struct meta_inode *mi);
 /* The row hook (meta_set_row_hook): arg is the struct fs. */
 void fs_row_written(void *arg, uint64_t ino);
 /* At open while another mount of the vault is live: forget the stored

@@ -61,15 +61,21 @@ int fs_make_node(struct fs *fs, const struct fs_caller *who, uint64_t parent, co
     }
     if (r == 0)
         r = fs_node_insert(fs, who->uid, who->gid, vf, &dir, nn, mi);
-    if (r == 0)
+    if (r == 0) {
+        nn->row_gen = fs_row_gen(fs, mi->ino);
         r = fs_dirent_add_bound(fs, k, parent, &en, mi->ino, mi->mode);
+    }
+    unsigned dir_gen = 0;
     if (r == 0) {
         touch_dir(&dir, mi->ctime_ns, S_ISDIR(nn->mode) ? 1 : 0);
         r = meta_inode_update(m, &dir);
+        dir_gen = fs_row_gen(fs, parent);
     }
     struct audit_detail d = { .file = r == 0 ? mi->ino : 0 };
     r = fs_meta_op_end_detail(fs, who, nn->op, path, 0, r, &d);
     free(path);
+    if (r == 0)
+        fs_row_remember(fs, parent, &dir, dir_gen);   /* the getattr the kernel sends next */
     if (r < 0 && r != -EEXIST && r != -ENOTDIR && r != -EACCES && r != -ENOENT)
         r = -EIO;
     return r;
@@ -238,12 +244,16 @@ static int remove_entry(struct fs *fs, const struct fs_caller *who, uint64_t par
         r = drop_link(m, &victim, now);
     if (r == 0)
         r = meta_inode_get(m, parent, &dir);
+    unsigned dir_gen = 0;
     if (r == 0) {
         touch_dir(&dir, now, is_rmdir ? -1 : 0);
         r = meta_inode_update(m, &dir);
+        dir_gen = fs_row_gen(fs, parent);
     }
     r = fs_meta_op_end_detail(fs, who, op, path, 0, r, &(struct audit_detail){ .file = ino });
     free(path);
+    if (r == 0)
+        fs_row_remember(fs, parent, &dir, dir_gen);   /* the getattr the kernel sends next */
     *ino_out = ino;
     *nlink_out = victim.nlink;
     return r;
@@ -881,7 +891,7 @@ static int setattr_deferred(struct fs *fs, const struct fs_caller *who, struct f
         return 0;
     struct meta_inode mi;
     int killed = 0;
-    int r = fs_data_row_remembered(fs, in, &mi) ? 0 : fs_inode_row(fs, in->ino, &mi);
+    int r = fs_row_recall(fs, in, &mi) ? 0 : fs_inode_row(fs, in->ino, &mi);
     if (r == 0) {
         fs_data_defer_view(in, &mi);
         r = apply_setattr(who, &mi, attr, valid, &killed);

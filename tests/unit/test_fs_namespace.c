@@ -645,18 +645,37 @@ static uint64_t create_written(const char *name, struct fs_handle **h)
     return st.st_ino;
 }
 
+/* Write an inode row through the vault's handle, as any mount's
+ * transaction does (the row hook sees it). */
+static int row_write(const struct meta_inode *row)
+{
+    pthread_mutex_lock(&fs.meta_lock);
+    int r = meta_begin(fs.v->meta);
+    if (r == 0)
+        r = meta_inode_update(fs.v->meta, row);
+    if (r == 0)
+        r = meta_commit(fs.v->meta);
+    else
+        meta_rollback(fs.v->meta);
+    pthread_mutex_unlock(&fs.meta_lock);
+    return r;
+}
+
 /* getattr and a kept setattr of a file this mount has just created take the
- * row its create committed from memory; any write of that inode's row
- * through the vault's handle (the row hook) makes them read it again. */
+ * row its create committed from memory, as getattr does for the directory
+ * a create or unlink just changed; any write of that inode's row through
+ * the vault's handle (the row hook) makes them read it again. */
 static void test_created_row_remembered(void)
 {
     REQUIRE(setup() == 0);
     struct fs_handle *h = NULL;
+    struct fs_inode *tin = fs_inode_get(&fs, top, v->folders[0].id, S_IFDIR, FS_REF_LOOKUP);
+    REQUIRE(tin != NULL);
     uint64_t ino = create_written("remembered", &h);
     REQUIRE(ino != 0 && h && h->in);
     struct meta_inode mi, row;
     memset(&mi, 0, sizeof mi);
-    CHECK_EQ_INT(fs_data_row_remembered(&fs, h->in, &mi), 1);
+    CHECK_EQ_INT(fs_row_recall(&fs, h->in, &mi), 1);
     REQUIRE(fs_inode_row(&fs, ino, &row) == 0);
     CHECK_EQ_INT(mi.ino, row.ino);
     CHECK_EQ_INT(mi.mode, row.mode);
@@ -672,18 +691,11 @@ static void test_created_row_remembered(void)
     a.st_mode = 0640;
     CHECK_EQ_INT(fs_setattr(&fs, &alice, ino, &a, FS_SET_MODE, &st), 0);
     CHECK_EQ_INT(st.st_mode & 07777, 0640);
-    CHECK_EQ_INT(fs_data_row_remembered(&fs, h->in, &mi), 1);
+    CHECK_EQ_INT(fs_row_recall(&fs, h->in, &mi), 1);
     /* the row written through the handle (its link count, as a link does) */
     row.nlink = 2;
-    pthread_mutex_lock(&fs.meta_lock);
-    int r = meta_begin(fs.v->meta);
-    if (r == 0)
-        r = meta_inode_update(fs.v->meta, &row);
-    if (r == 0)
-        r = meta_commit(fs.v->meta);
-    pthread_mutex_unlock(&fs.meta_lock);
-    CHECK_EQ_INT(r, 0);
-    CHECK_EQ_INT(fs_data_row_remembered(&fs, h->in, &mi), 0);
+    CHECK_EQ_INT(row_write(&row), 0);
+    CHECK_EQ_INT(fs_row_recall(&fs, h->in, &mi), 0);
     CHECK_EQ_INT(fs_getattr(&fs, ino, &st), 0);
     CHECK_EQ_INT(st.st_nlink, 2);                /* read again */
     CHECK_EQ_INT(st.st_mode & 07777, 0640);      /* the kept chmod still over it */
@@ -694,6 +706,28 @@ static void test_created_row_remembered(void)
     CHECK_EQ_INT(st.st_mode & 07777, 0604);
     fs_handle_finish(&fs, &alice, h, ino);
     fs_handle_close(&fs, h);
+    /* the folder's row as the create, then the unlink, wrote it */
+    struct meta_inode dm, drow;
+    CHECK_EQ_INT(fs_row_recall(&fs, tin, &dm), 1);
+    REQUIRE(fs_inode_row(&fs, top, &drow) == 0);
+    CHECK_EQ_INT(dm.mtime_ns, drow.mtime_ns);
+    CHECK_EQ_INT(dm.nlink, drow.nlink);
+    CHECK_EQ_INT(fs_unlink(&fs, &alice, top, "remembered", 0), 0);
+    CHECK_EQ_INT(fs_row_recall(&fs, tin, &dm), 1);
+    REQUIRE(fs_inode_row(&fs, top, &drow) == 0);
+    CHECK_EQ_INT(dm.mtime_ns, drow.mtime_ns);
+    CHECK_EQ_INT(dm.ctime_ns, drow.ctime_ns);
+    CHECK_EQ_INT(fs_getattr(&fs, top, &st), 0);
+    CHECK_EQ_INT((int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec, drow.mtime_ns);
+    /* the folder's row written through the handle: read again */
+    uint32_t was = drow.mode;
+    drow.mode = S_IFDIR | 0750;
+    CHECK_EQ_INT(row_write(&drow), 0);
+    CHECK_EQ_INT(fs_getattr(&fs, top, &st), 0);
+    CHECK_EQ_INT(st.st_mode & 07777, 0750);
+    drow.mode = was;
+    CHECK_EQ_INT(row_write(&drow), 0);
+    fs_inode_forget(&fs, top, 1);
     teardown();
 }
 
