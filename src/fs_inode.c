@@ -244,7 +244,8 @@ int fs_inode_delete_now(struct fs *fs, uint64_t ino)
  * to an inode about to be freed. */
 /* Delete a batch of retired inodes (fs_inode_delete_now's checks for each)
  * in one transaction: an rm -rf spent a fifth of the daemon's time in one
- * transaction per forgotten inode.  On an error the batch is rolled back
+ * transaction per forgotten inode, then a tenth in seven statements per
+ * inode (meta_inodes_delete makes them seven per batch).  On an error the batch is rolled back
  * and deleted one by one, which reports what failed. */
 static void delete_batch(struct fs *fs, const uint64_t *inos, size_t n)
 {
@@ -254,12 +255,13 @@ static void delete_batch(struct fs *fs, const uint64_t *inos, size_t n)
     struct meta *m = fs->v->meta;
     pthread_mutex_lock(&fs->meta_lock);
     int r = meta_begin(m);
-    for (size_t i = 0; r == 0 && i < n; i++) {
-        int d = session ? meta_inode_lock(m, inos[i]) : 0;
-        if (d == 0 && session)
+    /* without sessions (SQLite) no other mount holds one open: all at once */
+    if (r == 0 && !session)
+        r = meta_inodes_delete(m, inos, n);
+    for (size_t i = 0; r == 0 && session && i < n; i++) {
+        int d = meta_inode_lock(m, inos[i]);
+        if (d == 0)
             d = meta_orphan_unheld(m, session, inos[i]);
-        else if (d == 0)
-            d = 1;
         if (d == 1)
             d = meta_inode_delete(m, inos[i]);
         r = d == -ENOENT ? 0 : d;   /* gone already (another mount's sweep) */

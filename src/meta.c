@@ -384,6 +384,22 @@ int meta_inode_delete(struct meta *m, uint64_t ino)
     return rc;
 }
 
+int meta_inodes_delete(struct meta *m, const uint64_t *inos, size_t n)
+{
+    int rc = 0;
+
+    if (m->ops->inodes_delete)
+        rc = m->ops->inodes_delete(m, inos, n);
+    else
+        for (size_t i = 0; rc == 0 && i < n; i++) {
+            rc = m->ops->inode_delete(m, inos[i]);
+            rc = rc == -ENOENT ? 0 : rc;
+        }
+    for (size_t i = 0; i < n; i++)
+        row_written(m, inos[i]);
+    return rc;
+}
+
 int meta_inode_list_orphans(struct meta *m, meta_ino_cb cb, void *arg)
 {
     return m->ops->inode_list_orphans(m, cb, arg);

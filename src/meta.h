@@ -195,6 +195,10 @@ int meta_inode_update(struct meta *m, const struct meta_inode *i);
  * chunk goes to the deletion queue.  -EBUSY while a directory entry names it
  * (as target or parent). */
 int meta_inode_delete(struct meta *m, uint64_t ino);
+/* meta_inode_delete of n inodes in the caller's transaction, in a few
+ * statements for all (SQL backends); those already gone are skipped.
+ * -EBUSY while a directory entry names one of them: roll back. */
+int meta_inodes_delete(struct meta *m, const uint64_t *inos, size_t n);
 /* Inodes with nlink == 0 (left by a crash while open). */
 int meta_inode_list_orphans(struct meta *m,
                             int (*cb)(void *arg, uint64_t ino), void *arg);

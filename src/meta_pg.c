@@ -419,6 +419,7 @@ static const struct msql_dialect pg_dialect = {
     .new_ino = "COALESCE(?1::bigint, nextval('inode_seq'))",
     .empty_blob = "''::bytea",
     .now = "CAST(extract(epoch FROM clock_timestamp()) AS BIGINT)",
+    .ino_set = "SELECT CAST(value AS BIGINT) FROM json_array_elements_text(CAST(?1 AS json))",
     .change_triggers = PG_CHANGE_TRIGGERS,
     .inode_lock = "SELECT ino FROM inodes WHERE ino = ?1 FOR UPDATE",
     /* held to commit; READ COMMITTED: the statements after it see what the

@@ -60,6 +60,8 @@ struct msql_dialect {
     const char *change_triggers; /* {CHANGE_TRIGGERS}: DDL of the triggers that write
                                   the change feed (meta_shared.h) on every change
                                   of inodes and dirents */
+    const char *ino_set;       /* {INO_SET}: a query of the integers in the JSON
+                                  array bound to ?1 */
     /* Inside a write transaction: take the inode row ?1 for the rest of it
      * (other writers of that row wait; returns the row if it exists). */
     const char *inode_lock;

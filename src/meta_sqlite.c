@@ -323,6 +323,7 @@ static const struct msql_dialect sqlite_dialect = {
                          " AND name = 'schema_version'",
     .table_count = "SELECT count(*) FROM sqlite_master",
     .now = "CAST(strftime('%s', 'now') AS INTEGER)",
+    .ino_set = "SELECT value FROM json_each(?1)",
     /* no change feed: every mount of a SQLite vault is on this machine and
      * the mounts there coordinate through mount_peers (design-fuse.md) */
     .change_triggers = "",

@@ -816,6 +816,68 @@ static int snap_collect(void *arg, uint64_t ino, uint64_t idx, const struct chun
     return 0;
 }
 
+/* Many inodes deleted at once (an rm -rf's retired inodes): each one's
+ * chunks queued for deletion, its chunk versions, symlink target and xattrs
+ * gone with it, one already gone skipped; none deleted while one is still
+ * named by an entry. */
+static void test_inodes_delete_many(void)
+{
+    struct meta *m = open_fresh();
+    struct chunk_ref r1, r2, got;
+    struct gc_seen gc = { 0 };
+    struct meta_inode mi;
+    uint8_t *v = NULL;
+    size_t vl = 0;
+    uint64_t ino;
+
+    REQUIRE(m);
+    uint64_t a = make_inode(m, S_IFREG | 0644, 0), b = make_inode(m, S_IFLNK | 0777, 0),
+             c = make_inode(m, S_IFREG | 0644, 0), keep = make_inode(m, S_IFREG | 0644, 1),
+             named = make_inode(m, S_IFREG | 0644, 1), dir = make_inode(m, S_IFDIR | 0755, 2);
+    REQUIRE(a && b && c && keep && named && dir);
+    make_ref(&r1, 1, 1);
+    make_ref(&r2, 2, 1);
+    CHECK_EQ_INT(meta_chunk_put(m, a, 0, &r1), 0);
+    CHECK_EQ_INT(meta_chunk_put(m, a, 1, &r2), 0);
+    CHECK_EQ_INT(meta_chunk_put(m, keep, 0, &r1), 0);
+    CHECK_EQ_INT(meta_symlink_set(m, b, (const uint8_t *)"TARGET", 6), 0);
+    CHECK_EQ_INT(meta_xattr_set(m, c, (const uint8_t *)"n", 1, (const uint8_t *)"v", 1, 0), 0);
+    CHECK_EQ_INT(meta_dirent_add(m, dir, (const uint8_t *)"named", 5, named, S_IFREG | 0644,
+                                 NULL, 0), 0);
+
+    uint64_t gone[] = { a, b, c, 987654321 };   /* the last never existed */
+    CHECK_EQ_INT(meta_begin(m), 0);
+    CHECK_EQ_INT(meta_inodes_delete(m, gone, 4), 0);
+    CHECK_EQ_INT(meta_commit(m), 0);
+    for (int i = 0; i < 3; i++)
+        CHECK_EQ_INT(meta_inode_get(m, gone[i], &mi), -ENOENT);
+    CHECK_EQ_INT(meta_chunk_get(m, a, 0, &got), -ENOENT);
+    CHECK_EQ_INT(meta_symlink_get(m, b, &v, &vl), -ENOENT);
+    free(v);
+    v = NULL;
+    CHECK_EQ_INT(meta_xattr_get(m, c, (const uint8_t *)"n", 1, &v, &vl), -ENODATA);
+    free(v);
+    CHECK_EQ_INT(meta_gc_list(m, 0, gc_collect, &gc), 0);
+    REQUIRE(gc.n == 2);   /* a's two chunks, in order */
+    CHECK(ref_equal(&gc.refs[0], &r1) && ref_equal(&gc.refs[1], &r2));
+    REQUIRE(meta_inode_get(m, keep, &mi) == 0);   /* not in the set: untouched */
+    CHECK_EQ_INT(meta_chunk_get(m, keep, 0, &got), 0);
+
+    /* one of the set still named: -EBUSY, and the rolled-back set is whole */
+    uint64_t busy[] = { keep, named }, parent[] = { dir };
+    CHECK_EQ_INT(meta_begin(m), 0);
+    CHECK_EQ_INT(meta_inodes_delete(m, busy, 2), -EBUSY);
+    CHECK_EQ_INT(meta_rollback(m), 0);
+    CHECK_EQ_INT(meta_begin(m), 0);
+    CHECK_EQ_INT(meta_inodes_delete(m, parent, 1), -EBUSY);   /* a parent of an entry */
+    CHECK_EQ_INT(meta_rollback(m), 0);
+    CHECK_EQ_INT(meta_inode_get(m, keep, &mi), 0);
+    CHECK_EQ_INT(meta_inode_get(m, named, &mi), 0);
+    CHECK_EQ_INT(meta_inode_get(m, dir, &mi), 0);
+    CHECK_EQ_INT(meta_dirent_lookup(m, dir, (const uint8_t *)"named", 5, &ino), 0);
+    finish(m);
+}
+
 static void test_inode_with_chunks_one_snapshot(void)
 {
     struct meta *m = open_fresh(), *m2 = NULL;
@@ -1927,6 +1989,7 @@ static const struct shared_case shared[] = {
     { "dirents", test_dirents },
     { "name_bytes_stored_as_given", test_name_bytes_stored_as_given },
     { "chunks_and_gc", test_chunks_and_gc },
+    { "inodes_delete_many", test_inodes_delete_many },
     { "packs", test_packs },
     { "inode_with_chunks_one_snapshot", test_inode_with_chunks_one_snapshot },
     { "xattrs", test_xattrs },
