@@ -133,12 +133,11 @@ int fs_trash_reserved(struct fs *fs, uint64_t parent, const char *name)
 /* Who an audit event names: the caller, or the daemon itself (NULL). */
 static struct audit_ctx audit_who(const struct fs_caller *caller)
 {
-    struct audit_ctx who = { .uid = getuid(), .pid = getpid() };
-    if (caller) {
-        who.uid = caller->uid;
-        who.pid = caller->pid;
-    }
-    return who;
+    /* the daemon itself only when no caller (two system calls an event
+     * otherwise) */
+    if (caller)
+        return (struct audit_ctx){ .uid = caller->uid, .pid = caller->pid };
+    return (struct audit_ctx){ .uid = getuid(), .pid = getpid() };
 }
 
 static int audit_failed(const char *op)
