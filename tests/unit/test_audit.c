@@ -1403,24 +1403,29 @@ static void test_group_commit(void)
 static void test_group_commit_shares_the_spool(void)
 {
     struct audit_verify_result res;
-    char path[128];
+    char path[128], go;
     struct audit *a;
-    int status = -1, failures;
+    int status = -1, failures, ready[2];
     pid_t child;
 
     make_scratch();
     spool_path(path, sizeof path, "audit.log");
-    REQUIRE((a = open_alice(path)));
-    REQUIRE(audit_set_group_commit(a, AUDIT_COMMIT_MS) == 0);
+    REQUIRE(pipe(ready) == 0);
     fflush(stdout);
+    /* forked before the mount's handle starts its threads: a child forked
+     * from a threaded process may find the allocator's lock held forever
+     * (seen under AddressSanitizer) */
     child = fork();
     REQUIRE(child >= 0);
     if (child == 0) {
-        struct audit *b = open_signed(path, "mallory", mallory_key, mallory_proof, 3);
+        struct audit *b;
         double worst = 0;
         int bad = 0;
 
-        if (!b)
+        close(ready[1]);
+        if (read(ready[0], &go, 1) != 1)
+            _exit(4);
+        if (!(b = open_signed(path, "mallory", mallory_key, mallory_proof, 3)))
             _exit(2);
         for (int i = 0; i < 200; i++) {
             struct timespec t0, t1;
@@ -1436,6 +1441,12 @@ static void test_group_commit_shares_the_spool(void)
         fflush(stdout);
         _exit(bad ? 1 : worst > 2.0 ? 3 : 0);
     }
+    close(ready[0]);
+    REQUIRE((a = open_alice(path)));
+    REQUIRE(audit_set_group_commit(a, AUDIT_COMMIT_MS) == 0);
+    go = 1;
+    REQUIRE(write(ready[1], &go, 1) == 1);
+    close(ready[1]);
     /* bursts from the mount until the other process is done */
     failures = 0;
     pid_t reaped = 0;
