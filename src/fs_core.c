@@ -615,7 +615,7 @@ int fs_row_recall(struct fs *fs, struct fs_inode *in, struct meta_inode *mi)
 {
     int64_t now = fs_now_ns();
     pthread_mutex_lock(&in->lock);
-    int ok = in->row && in->row->ino == in->ino && fs_row_gen(fs, in->ino) == in->row_gen &&
+    int ok = in->row && fs_row_gen(fs, in->ino) == in->row_gen &&
              now - in->row_ns < FS_ROW_KEEP_NS;
     if (ok)
         *mi = *in->row;

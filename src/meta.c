@@ -386,15 +386,8 @@ int meta_inode_delete(struct meta *m, uint64_t ino)
 
 int meta_inodes_delete(struct meta *m, const uint64_t *inos, size_t n)
 {
-    int rc = 0;
+    int rc = m->ops->inodes_delete(m, inos, n);
 
-    if (m->ops->inodes_delete)
-        rc = m->ops->inodes_delete(m, inos, n);
-    else
-        for (size_t i = 0; rc == 0 && i < n; i++) {
-            rc = m->ops->inode_delete(m, inos[i]);
-            rc = rc == -ENOENT ? 0 : rc;
-        }
     for (size_t i = 0; i < n; i++)
         row_written(m, inos[i]);
     return rc;

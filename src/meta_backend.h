@@ -64,7 +64,7 @@ struct meta_ops {
     int (*inode_get)(struct meta *m, uint64_t ino, struct meta_inode *out);
     int (*inode_update)(struct meta *m, const struct meta_inode *i);
     int (*inode_delete)(struct meta *m, uint64_t ino);
-    int (*inodes_delete)(struct meta *m, const uint64_t *inos, size_t n);   /* optional */
+    int (*inodes_delete)(struct meta *m, const uint64_t *inos, size_t n);
     int (*inode_list_orphans)(struct meta *m, meta_ino_cb cb, void *arg);
     int (*symlink_set)(struct meta *m, uint64_t ino, const uint8_t *target, size_t len);
     int (*symlink_get)(struct meta *m, uint64_t ino, uint8_t **target, size_t *len);
