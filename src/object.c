@@ -57,7 +57,9 @@ struct io_job {
     const uint8_t *src;       /* IO_PUT, IO_PUT_NEW: bytes to write */
     uint8_t *dst;             /* IO_GET: where good bytes go (NULL: check only) */
     size_t len;               /* expected fragment length */
-    const uint8_t *want_sum;  /* IO_GET: expected SHA-256 */
+    const uint8_t *want_sum;  /* IO_GET: expected SHA-256, or NULL: not checked
+                                 here (object_get_chunk's first try, which
+                                 the chunk's GCM tag checks instead) */
     int ranged;               /* IO_GET: fraglen bytes at off of pack */
     uint64_t off;
     char pack[OBJECT_NAME_MAX];
@@ -125,7 +127,7 @@ static int job_get_into(struct io_job *j)
     uint8_t sum[SHA256_LEN];
     int rc = j->store->ops->get_into(j->store, j->name, j->dst, j->len);
 
-    if (rc)
+    if (rc || !j->want_sum)
         return rc;
     sha256(j->dst, j->len, sum);
     if (crypto_memcmp(sum, j->want_sum, SHA256_LEN) != 0)
@@ -147,8 +149,9 @@ static int job_get(struct io_job *j)
         rc = pfs_err(-EBADMSG, "endpoint %s: fragment %s has %zu bytes, expected %zu",
                      j->store->desc, j->name, got, j->len);
     } else {
-        sha256(data, got, sum);
-        if (crypto_memcmp(sum, j->want_sum, SHA256_LEN) != 0)
+        if (j->want_sum)
+            sha256(data, got, sum);
+        if (j->want_sum && crypto_memcmp(sum, j->want_sum, SHA256_LEN) != 0)
             rc = pfs_err(-EBADMSG, "endpoint %s: fragment %s fails its checksum",
                          j->store->desc, j->name);
         else if (j->dst)
@@ -169,7 +172,7 @@ static int job_get_packed(struct io_job *j)
     if (!dst && !(dst = tmp = malloc(j->len ? j->len : 1)))
         return pfs_err(-ENOMEM, "out of memory reading fragment %s", j->name);
     rc = store_get_range(j->store, j->pack, j->off, dst, j->len);
-    if (rc == 0) {
+    if (rc == 0 && j->want_sum) {
         sha256(dst, j->len, sum);
         if (crypto_memcmp(sum, j->want_sum, SHA256_LEN) != 0)
             rc = pfs_err(-EBADMSG, "endpoint %s: fragment %s (at %llu in pack %s) fails its "
@@ -755,11 +758,12 @@ int object_put_chunk_degraded(struct object_layer *ol, const uint8_t dek[32], ui
 
 /* ---- get ---- */
 
-/* Fetch fragments [from, to) into frags, checking size and sum; sets present[]
- * and bad bits. */
+/* Fetch fragments [from, to) into frags, checking size and (with check_sums)
+ * sum; sets present[] and bad bits. */
 static void fetch_fragments(struct object_layer *ol, const struct chunk_ref *ref,
                             unsigned from, unsigned to, size_t fraglen, uint8_t **frags,
-                            uint8_t *present, uint32_t *bad, char *first_msg)
+                            int check_sums, uint8_t *present, uint32_t *bad,
+                            char *first_msg)
 {
     struct io_job jobs[EC_MAX_FRAGS];
     unsigned count = to - from;
@@ -767,7 +771,7 @@ static void fetch_fragments(struct object_layer *ol, const struct chunk_ref *ref
     for (unsigned i = 0; i < count; i++) {
         fill_job(&jobs[i], IO_GET, ol, ref, from + i, fraglen);
         jobs[i].dst = frags ? frags[from + i] : NULL;
-        jobs[i].want_sum = ref->sums[from + i];
+        jobs[i].want_sum = check_sums ? ref->sums[from + i] : NULL;
     }
     run_jobs(ol, jobs, count);
     for (unsigned i = 0; i < count; i++) {
@@ -789,12 +793,35 @@ static unsigned count_present(const uint8_t *present, unsigned n)
     return c;
 }
 
+/* Data fragments that came unhashed, checked against their sums now; one
+ * that fails is fetched again the checked way (for a packed fragment that
+ * tries its standalone copy, where a repair put it). */
+static void check_fetched(struct object_layer *ol, const struct chunk_ref *ref,
+                          uint8_t **frags, size_t fraglen, uint8_t *present, uint32_t *bad,
+                          char *first_msg)
+{
+    uint8_t sum[SHA256_LEN];
+
+    for (unsigned i = 0; i < ref->k; i++) {
+        if (!present[i])
+            continue;
+        sha256(frags[i], fraglen, sum);
+        if (crypto_memcmp(sum, ref->sums[i], SHA256_LEN) == 0)
+            continue;
+        present[i] = 0;
+        fetch_fragments(ol, ref, i, i + 1, fraglen, frags, 1, present, bad, first_msg);
+    }
+}
+
 /* Gather the fragments of ref into buf ((k+m) * fraglen bytes, data first)
  * and rebuild whatever is missing.  Data fragments are fetched first; parity
- * only when one of them is bad (or always, with all_frags). */
+ * only when one of them is bad (or always, with all_frags).  check_data 0:
+ * the data fragments are fetched unhashed, for a caller whose GCM tag
+ * checks them; *unchecked then says that all came and none was hashed (if
+ * one did not come, the others are hashed before parity is fetched). */
 static int gather_chunk(struct object_layer *ol, const struct chunk_ref *ref,
                         struct ec_codec *codec, size_t fraglen, uint8_t *buf,
-                        int all_frags, uint32_t *bad)
+                        int all_frags, int check_data, uint32_t *bad, int *unchecked)
 {
     unsigned k = ref->k, nf = ref->k + ref->m, good;
     uint8_t *frags[EC_MAX_FRAGS], present[EC_MAX_FRAGS] = {0};
@@ -804,11 +831,20 @@ static int gather_chunk(struct object_layer *ol, const struct chunk_ref *ref,
     for (unsigned i = 0; i < nf; i++)
         frags[i] = buf + i * fraglen;
     *bad = 0;
-    fetch_fragments(ol, ref, 0, all_frags ? nf : k, fraglen, frags, present, bad, first_msg);
-    if (!all_frags && *bad == 0)
+    if (unchecked)
+        *unchecked = 0;
+    check_data = check_data || all_frags;
+    fetch_fragments(ol, ref, 0, all_frags ? nf : k, fraglen, frags, check_data, present, bad,
+                    first_msg);
+    if (!all_frags && *bad == 0) {
+        if (unchecked)
+            *unchecked = !check_data;
         return 0;   /* fast path: the data fragments are the sealed chunk */
+    }
+    if (!check_data)
+        check_fetched(ol, ref, frags, fraglen, present, bad, first_msg);
     if (!all_frags)
-        fetch_fragments(ol, ref, k, nf, fraglen, frags, present, bad, first_msg);
+        fetch_fragments(ol, ref, k, nf, fraglen, frags, 1, present, bad, first_msg);
     good = count_present(present, nf);
     chunk_id_hex(ref, id);
     if (good < k)
@@ -877,9 +913,22 @@ int object_get_chunk(struct object_layer *ol, const uint8_t dek[32], uint64_t in
         codec_release(ol, codec);
         return pfs_err(-ENOMEM, "out of memory reading a chunk");
     }
-    rc = gather_chunk(ol, ref, codec, fraglen, buf, 0, &bad);
+    /* The data fragments as they come, unhashed: the chunk's GCM tag (under
+     * this file's DEK, bound to ino, idx and version) authenticates every
+     * byte of them, and hashing them too was a third of a sequential
+     * read's CPU.  A tag that fails over unhashed fragments sends the read
+     * the checked way: fetched again with their recorded sums, which name
+     * a bad fragment (bad_mask: the caller has it repaired), parity
+     * rebuilding it. */
+    int unchecked = 0;
+    rc = gather_chunk(ol, ref, codec, fraglen, buf, 0, 0, &bad, &unchecked);
     if (rc == 0)
         rc = open_sealed(dek, ino, idx, ref, buf, plain);
+    if (rc && unchecked) {
+        rc = gather_chunk(ol, ref, codec, fraglen, buf, 0, 1, &bad, NULL);
+        if (rc == 0)
+            rc = open_sealed(dek, ino, idx, ref, buf, plain);
+    }
     free(buf);
     codec_release(ol, codec);
     if (bad_mask)
@@ -908,7 +957,7 @@ int object_verify_chunk(struct object_layer *ol, const struct chunk_ref *ref,
         return rc;
     fraglen = ec_fragment_len(codec, ref->sealed_len);
     codec_release(ol, codec);
-    fetch_fragments(ol, ref, 0, nf, fraglen, NULL, present, &bad, first_msg);
+    fetch_fragments(ol, ref, 0, nf, fraglen, NULL, 1, present, &bad, first_msg);
     *bad_mask = bad;
     good = count_present(present, nf);
     chunk_id_hex(ref, id);
@@ -970,7 +1019,7 @@ int object_repair_chunk(struct object_layer *ol, const struct chunk_ref *ref,
     for (unsigned i = 0; i < (unsigned)ref->k + ref->m; i++)
         frags[i] = buf + i * fraglen;
     /* Fetch everything: a fragment thought good may have gone bad since. */
-    rc = gather_chunk(ol, ref, codec, fraglen, buf, 1, &bad);
+    rc = gather_chunk(ol, ref, codec, fraglen, buf, 1, 1, &bad, NULL);
     if (rc == 0)
         rc = write_back(ol, ref, frags, fraglen, (bad | bad_mask) & all);
     free(buf);
