@@ -421,10 +421,23 @@ static void repair_later(struct fs *fs, uint64_t ino, uint64_t idx, const struct
 static void endpoints_recovered(struct fs *fs, const struct chunk_ref *ref);
 static void stuck_retry(struct fs *fs, int final);
 
+static void chunk_unreadable(struct fs *fs, uint64_t ino, uint64_t idx,
+                             const struct chunk_ref *ref, const char *why)
+{
+    char *p = fs_path(fs, ino, NULL);
+    char id[2 * CHUNK_ID_LEN + 1];
+    hex_encode(ref->chunk_id, CHUNK_ID_LEN, id);
+    log_error("cannot read chunk %" PRIu64 " (id %s) of %s (inode %" PRIu64 "): %s",
+              idx, id, p ? p : "?", ino, why);
+    free(p);
+}
+
 /* The plaintext of one stored chunk version, from the cache or the stores.
- * Concurrent readers of the same chunk share one fetch. */
-static int cache_acquire(struct fs *fs, uint64_t ino, uint64_t idx, const struct chunk_ref *ref,
-                         const uint8_t *dek, struct cache_entry **out)
+ * Concurrent readers of the same chunk share one fetch.  A failure is
+ * logged unless quiet (a caller that will ask for the record again first,
+ * chunk_replaced, logs it if it stands). */
+static int cache_load(struct fs *fs, uint64_t ino, uint64_t idx, const struct chunk_ref *ref,
+                      const uint8_t *dek, struct cache_entry **out, int quiet)
 {
     struct fs_data *d = fs->data;
     pthread_mutex_lock(&d->clock);
@@ -476,12 +489,8 @@ static int cache_acquire(struct fs *fs, uint64_t ino, uint64_t idx, const struct
     pthread_mutex_unlock(&d->clock);
 
     if (r < 0) {
-        char *p = fs_path(fs, ino, NULL);
-        char id[2 * CHUNK_ID_LEN + 1];
-        hex_encode(ref->chunk_id, CHUNK_ID_LEN, id);
-        log_error("cannot read chunk %" PRIu64 " (id %s) of %s (inode %" PRIu64
-                  "): %s", idx, id, p ? p : "?", ino, pfs_err_msg());
-        free(p);
+        if (!quiet)
+            chunk_unreadable(fs, ino, idx, ref, pfs_err_msg());
         return -EIO;
     }
     if (bad) {
@@ -495,6 +504,12 @@ static int cache_acquire(struct fs *fs, uint64_t ino, uint64_t idx, const struct
     }
     *out = e;
     return 0;
+}
+
+static int cache_acquire(struct fs *fs, uint64_t ino, uint64_t idx, const struct chunk_ref *ref,
+                         const uint8_t *dek, struct cache_entry **out)
+{
+    return cache_load(fs, ino, idx, ref, dek, out, 0);
 }
 
 /* ---- jobs ---- */
@@ -1362,6 +1377,35 @@ static int chunk_source(struct fs *fs, struct fs_inode *in, uint64_t idx,
     return r;
 }
 
+/* cache_load failed (quiet) for ref, a record of chunk idx this mount
+ * remembered or had just read.  A re-keying (pactfs-admin rekey) or
+ * another workstation's commit may have replaced that record since, and
+ * the replaced fragments gone with the deletion queue: ask the store for
+ * the record again (in->lock held; a re-keyed DEK is adopted on the way).
+ * 1: the chunk has another source now, worth one more try.  0: the record
+ * is still the one that failed (or is this mount's own uncommitted put),
+ * so the failure stands; it is logged here. */
+static int chunk_replaced(struct fs *fs, struct fs_inode *in, uint64_t idx,
+                          const struct chunk_ref *failed)
+{
+    char why[512];
+    snprintf(why, sizeof why, "%s", pfs_err_msg());
+    struct fs_chunk *c = chunk_find(in->file, idx);
+    int changed = 0;
+    if (!c || c->ref_state != REF_PENDING) {
+        if (c && c->ref_state == REF_COMMITTED)
+            c->ref_state = REF_UNKNOWN;   /* forget it: chunk_source asks the store */
+        struct chunk_ref ref;
+        enum chunk_src src;
+        if (chunk_source(fs, in, idx, &ref, &src) == 0)
+            changed = src != SRC_STORED || ref.version != failed->version ||
+                      memcmp(ref.chunk_id, failed->chunk_id, CHUNK_ID_LEN) != 0;
+    }
+    if (!changed)
+        chunk_unreadable(fs, in->ino, idx, failed, why);
+    return changed;
+}
+
 /* Wait until chunk idx is neither loading nor being written (in->lock held).
  * Returns the (possibly re-created) chunk. */
 static struct fs_chunk *chunk_wait_idle(struct fs_inode *in, uint64_t idx)
@@ -1386,7 +1430,7 @@ static int chunk_make_dirty(struct fs *fs, struct fs_inode *in, struct fs_chunk 
         return pfs_err(-ENOMEM, "out of memory for a dirty chunk");
     dirty_add(fs->data, cs);
     uint32_t len = 0;
-    if (keep_len) {
+    for (int tries = 0; keep_len; tries++) {
         struct chunk_ref ref;
         enum chunk_src src;
         int r = chunk_source(fs, in, c->idx, &ref, &src);
@@ -1403,7 +1447,7 @@ static int chunk_make_dirty(struct fs *fs, struct fs_inode *in, struct fs_chunk 
             in->file->loading++;
             pthread_mutex_unlock(&in->lock);
             struct cache_entry *e = NULL;
-            r = cache_acquire(fs, in->ino, c->idx, &ref, dek, &e);
+            r = cache_load(fs, in->ino, c->idx, &ref, dek, &e, 1);
             if (r == 0) {
                 len = e->len < keep_len ? e->len : keep_len;
                 memcpy(buf, e->buf, len);
@@ -1415,6 +1459,8 @@ static int chunk_make_dirty(struct fs *fs, struct fs_inode *in, struct fs_chunk 
             pthread_cond_broadcast(&in->cond);
             if (r == 0 && in->file->withdrawn)
                 r = -EACCES;   /* its keys went meanwhile: keep no plaintext */
+            if (r == -EIO && tries == 0 && chunk_replaced(fs, in, c->idx, &ref))
+                continue;      /* read it by its new record */
         }
         if (r < 0) {
             secmem_plain_free(buf);
@@ -1424,6 +1470,7 @@ static int chunk_make_dirty(struct fs *fs, struct fs_inode *in, struct fs_chunk 
         if (len < keep_len)   /* hole or short chunk: zeros */
             memset(buf + len, 0, keep_len - len);
         len = keep_len;
+        break;
     }
     c->buf = buf;
     c->len = len;
@@ -2481,7 +2528,7 @@ int fs_data_read(struct fs *fs, struct fs_inode *in, uint64_t off, size_t size, 
     }
     f->seq_next = end;
 
-    uint64_t pos = off;
+    uint64_t pos = off, retried_idx = UINT64_MAX;
     while (pos < end) {
         uint64_t idx = pos / cs;
         uint32_t coff = (uint32_t)(pos % cs);
@@ -2507,7 +2554,7 @@ int fs_data_read(struct fs *fs, struct fs_inode *in, uint64_t off, size_t size, 
             f->users++;
             pthread_mutex_unlock(&in->lock);
             struct cache_entry *e = NULL;
-            r = cache_acquire(fs, in->ino, idx, &ref, dek, &e);
+            r = cache_load(fs, in->ino, idx, &ref, dek, &e, 1);
             if (r == 0) {
                 copy_from_chunk(dst, e->buf, e->len, coff, n);
                 cache_release(fs->data, e);
@@ -2517,6 +2564,11 @@ int fs_data_read(struct fs *fs, struct fs_inode *in, uint64_t off, size_t size, 
                 pthread_cond_broadcast(&in->cond);
             if (r == 0 && f->withdrawn)
                 r = -EACCES;   /* its keys went meanwhile */
+            if (r == -EIO && retried_idx != idx && chunk_replaced(fs, in, idx, &ref)) {
+                retried_idx = idx;   /* once per chunk: read it by its new record */
+                r = 0;
+                continue;
+            }
             if (r < 0)
                 break;
             if (sequential && in->file == f)

@@ -199,6 +199,61 @@ def test_rekey_refuses_a_tampered_file(new_vault):
     assert "left alone" in p.stderr
 
 
+def test_a_file_held_open_across_the_rekey_reads_and_writes_by_its_new_records(new_vault, tmp_path):
+    """The mount remembers the chunk records it committed; the re-keying
+    replaces them and deletes the fragments they name.  A handle held open
+    across it still reads every byte (the kernel's pages dropped, so the
+    reads reach the daemon) and writes into a chunk it did not hold in
+    memory: the mount asks the store for a record whose fragments are gone
+    and adopts the new data key (was EIO: 'only 0 of 3 fragments good')."""
+    v = new_vault
+    members_with_files(v, tmp_path, {"bob": "read"}, 1, 1000)
+    v.mount()
+    try:
+        path = v.path("held-open.pdf")
+        data = bytearray(H.seeded_bytes(91, 3 * H.CHUNK + 777))
+        H.write_file(path, bytes(data), fsync=True)
+        fd = os.open(path, os.O_RDWR)
+        try:
+            os.pwrite(fd, b"Y" * 10, 5)
+            data[5:15] = b"Y" * 10
+            ino = os.fstat(fd).st_ino
+            with db(v) as c:
+                old_ids = [r[0].hex() for r in
+                           c.execute("SELECT chunk_id FROM chunks WHERE ino = ?", (ino,))]
+            assert len(old_ids) == 4, old_ids
+            p = admin("revoke", H.FOLDER, "bob", "--rekey", v.dir, vault=v)
+            assert "0 left" in p.stdout, p.stdout
+            # the mount's deletion queue runs at its next kick: an unlink
+            H.write_file(v.path("scratch"), H.seeded_bytes(3, H.CHUNK), fsync=True)
+            os.unlink(v.path("scratch"))
+
+            def old_fragments():
+                return [n for _, _, fs in os.walk(os.path.join(v.dir, "stores"))
+                        for n in fs if n.split(".")[0] in old_ids]
+            deadline = time.monotonic() + 20
+            while old_fragments() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert not old_fragments(), "the replaced fragments were never deleted"
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            H.assert_same_bytes(os.pread(fd, len(data), 0), bytes(data), "read after the rekey")
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            os.pwrite(fd, b"Z" * 100, 2 * H.CHUNK + 50)
+            data[2 * H.CHUNK + 50:2 * H.CHUNK + 150] = b"Z" * 100
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        H.assert_same_bytes(H.read_file(path), bytes(data), "after the write")
+    finally:
+        v.unmount()
+    assert not [e for e in audit_events(v) if e["op"] == "tamper"]
+    v.mount()
+    try:
+        H.assert_same_bytes(H.read_file(v.path("held-open.pdf")), bytes(data), "after remount")
+    finally:
+        v.unmount()
+
+
 def test_rekey_while_mounted_loses_no_write(new_vault, tmp_path):
     """alice's mount was started before the revoke (it holds only the old
     key version) and keeps writing while the folder is re-keyed: a file
