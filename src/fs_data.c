@@ -1378,15 +1378,18 @@ static int chunk_source(struct fs *fs, struct fs_inode *in, uint64_t idx,
 }
 
 /* cache_load failed (quiet) for ref, a record of chunk idx this mount
- * remembered or had just read.  A re-keying (pactfs-admin rekey) or
- * another workstation's commit may have replaced that record since, and
- * the replaced fragments gone with the deletion queue: ask the store for
- * the record again (in->lock held; a re-keyed DEK is adopted on the way).
- * 1: the chunk has another source now, worth one more try.  0: the record
- * is still the one that failed (or is this mount's own uncommitted put),
- * so the failure stands; it is logged here. */
+ * remembered or had just read, under dek_used.  A re-keying (pactfs-admin
+ * rekey) may have replaced that record since, and the replaced fragments
+ * gone with the deletion queue: ask the store for the record again
+ * (in->lock held; the new DEK is adopted on the way).  1: re-keyed, the
+ * chunk has a new record (same content), worth one more try.  0: the
+ * failure stands and is logged here -- the record is still the one that
+ * failed, or this mount's own uncommitted put, or another workstation
+ * saved new content since this handle's open (served, it would mix two
+ * versions in one read; the fragments of the version the handle reads are
+ * gone, so it must be opened again). */
 static int chunk_replaced(struct fs *fs, struct fs_inode *in, uint64_t idx,
-                          const struct chunk_ref *failed)
+                          const struct chunk_ref *failed, const uint8_t *dek_used)
 {
     char why[512];
     snprintf(why, sizeof why, "%s", pfs_err_msg());
@@ -1400,6 +1403,11 @@ static int chunk_replaced(struct fs *fs, struct fs_inode *in, uint64_t idx,
         if (chunk_source(fs, in, idx, &ref, &src) == 0)
             changed = src != SRC_STORED || ref.version != failed->version ||
                       memcmp(ref.chunk_id, failed->chunk_id, CHUNK_ID_LEN) != 0;
+    }
+    if (changed && in->file->dek == dek_used) {
+        snprintf(why, sizeof why, "another workstation saved the file since it was opened "
+                 "here and the version this handle reads is deleted: close and open it again");
+        changed = 0;
     }
     if (!changed)
         chunk_unreadable(fs, in->ino, idx, failed, why);
@@ -1459,7 +1467,7 @@ static int chunk_make_dirty(struct fs *fs, struct fs_inode *in, struct fs_chunk 
             pthread_cond_broadcast(&in->cond);
             if (r == 0 && in->file->withdrawn)
                 r = -EACCES;   /* its keys went meanwhile: keep no plaintext */
-            if (r == -EIO && tries == 0 && chunk_replaced(fs, in, c->idx, &ref))
+            if (r == -EIO && tries == 0 && chunk_replaced(fs, in, c->idx, &ref, dek))
                 continue;      /* read it by its new record */
         }
         if (r < 0) {
@@ -2564,7 +2572,7 @@ int fs_data_read(struct fs *fs, struct fs_inode *in, uint64_t off, size_t size, 
                 pthread_cond_broadcast(&in->cond);
             if (r == 0 && f->withdrawn)
                 r = -EACCES;   /* its keys went meanwhile */
-            if (r == -EIO && retried_idx != idx && chunk_replaced(fs, in, idx, &ref)) {
+            if (r == -EIO && retried_idx != idx && chunk_replaced(fs, in, idx, &ref, dek)) {
                 retried_idx = idx;   /* once per chunk: read it by its new record */
                 r = 0;
                 continue;
@@ -2680,8 +2688,13 @@ void fs_data_fill_attr(struct fs_inode *in, const struct meta_inode *mi, struct 
     if (f) {
         /* A size not dirty is the stored one, which another mount of the
          * vault may have changed since this file was attached -- unless
-         * the row was read before this mount's own latest commit. */
-        int stale = !f->size_dirty && S_ISREG(mi->mode) && row_older_than_file(mi, f);
+         * the row was read before this mount's own latest commit, or a
+         * handle is open here: its reads serve the version its open
+         * attached (close-to-open), and a larger size from a newer one
+         * would have the kernel pad those reads with zeros up to it. */
+        int open_here = __atomic_load_n(&in->nopen, __ATOMIC_ACQUIRE) > 0;
+        int stale = !f->size_dirty && S_ISREG(mi->mode) &&
+                    (open_here || row_older_than_file(mi, f));
         if (stale)
             st->st_size = (off_t)f->size;
         if (f->size_dirty) {

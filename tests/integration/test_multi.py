@@ -433,6 +433,32 @@ def test_reader_beside_a_writer_sees_no_tampering(pg, office):
     assert not tampers, json.dumps(tampers[:3])
 
 
+def test_a_handle_sees_the_size_of_the_version_it_reads(pg, office):
+    """A handle open on b reads the version its open attached (close-to-
+    open) while a commits a longer one.  b's fstat through that handle must
+    give that version's size: it gave the newer, longer one, so the kernel
+    padded the handle's reads with zeros up to it (a reader saw '5' * 145
+    + NUL).  After the close, b's next open reads the new version."""
+    a, b = office
+    H.write_file(a.path("pinned.txt"), b"1" * 100)
+    until(lambda: read_or_none(b.path("pinned.txt")) == b"1" * 100, BOUND_S + SLACK_S)
+    fd = os.open(b.path("pinned.txt"), os.O_RDONLY)
+    try:
+        H.write_file(a.path("pinned.txt"), b"2" * 150)
+        # b hears of the commit (its kernel drops the attributes) ...
+        until(lambda: os.stat(b.path("pinned.txt")).st_mtime_ns
+              == os.stat(a.path("pinned.txt")).st_mtime_ns, BOUND_S + SLACK_S)
+        size = os.fstat(fd).st_size
+        data = os.pread(fd, 4096, 0)
+        # ... and the handle still reads one whole version, of that size
+        assert data == b"1" * 100, data
+        assert size == len(data), (size, len(data))
+    finally:
+        os.close(fd)
+    until(lambda: read_or_none(b.path("pinned.txt")) == b"2" * 150, BOUND_S + SLACK_S)
+    assert os.stat(b.path("pinned.txt")).st_size == 150
+
+
 def test_open_o_creat_racing_another_workstation_opens_its_file(pg, office):
     """open(O_CREAT) without O_EXCL on two workstations at once: the one
     whose create finds the name taken opens that file (was EEXIST)."""
