@@ -436,8 +436,8 @@ static void chunk_unreadable(struct fs *fs, uint64_t ino, uint64_t idx,
  * Concurrent readers of the same chunk share one fetch.  A failure is
  * logged unless quiet (a caller that will ask for the record again first,
  * chunk_replaced, logs it if it stands). */
-static int cache_load(struct fs *fs, uint64_t ino, uint64_t idx, const struct chunk_ref *ref,
-                      const uint8_t *dek, struct cache_entry **out, int quiet)
+static int cache_acquire(struct fs *fs, uint64_t ino, uint64_t idx, const struct chunk_ref *ref,
+                         const uint8_t *dek, struct cache_entry **out, int quiet)
 {
     struct fs_data *d = fs->data;
     pthread_mutex_lock(&d->clock);
@@ -504,12 +504,6 @@ static int cache_load(struct fs *fs, uint64_t ino, uint64_t idx, const struct ch
     }
     *out = e;
     return 0;
-}
-
-static int cache_acquire(struct fs *fs, uint64_t ino, uint64_t idx, const struct chunk_ref *ref,
-                         const uint8_t *dek, struct cache_entry **out)
-{
-    return cache_load(fs, ino, idx, ref, dek, out, 0);
 }
 
 /* ---- jobs ---- */
@@ -1377,41 +1371,41 @@ static int chunk_source(struct fs *fs, struct fs_inode *in, uint64_t idx,
     return r;
 }
 
-/* cache_load failed (quiet) for ref, a record of chunk idx this mount
+/* cache_acquire failed (quiet) for ref, a record of chunk idx this mount
  * remembered or had just read, under dek_used.  A re-keying (pactfs-admin
- * rekey) may have replaced that record since, and the replaced fragments
- * gone with the deletion queue: ask the store for the record again
- * (in->lock held; the new DEK is adopted on the way).  1: re-keyed, the
- * chunk has a new record (same content), worth one more try.  0: the
- * failure stands and is logged here -- the record is still the one that
- * failed, or this mount's own uncommitted put, or another workstation
- * saved new content since this handle's open (served, it would mix two
- * versions in one read; the fragments of the version the handle reads are
- * gone, so it must be opened again). */
+ * rekey) replaces every record of a file, and the mount's deletion queue
+ * then removes the fragments they named: if the row now holds another DEK
+ * (or this mount adopted one meanwhile), adopt it -- which forgets the
+ * remembered records -- and return 1, worth one more try (a re-keying
+ * changes no content).  Otherwise return 0: the failure stands, logged
+ * here, and the remembered record stays, so the handle keeps failing
+ * rather than read another workstation's newer content into the version
+ * its open attached (in->lock held). */
 static int chunk_replaced(struct fs *fs, struct fs_inode *in, uint64_t idx,
                           const struct chunk_ref *failed, const uint8_t *dek_used)
 {
+    struct fs_file *f = in->file;
+    if (f->dek != dek_used)
+        return 1;
     char why[512];
     snprintf(why, sizeof why, "%s", pfs_err_msg());
-    struct fs_chunk *c = chunk_find(in->file, idx);
-    int changed = 0;
-    if (!c || c->ref_state != REF_PENDING) {
-        if (c && c->ref_state == REF_COMMITTED)
-            c->ref_state = REF_UNKNOWN;   /* forget it: chunk_source asks the store */
-        struct chunk_ref ref;
-        enum chunk_src src;
-        if (chunk_source(fs, in, idx, &ref, &src) == 0)
-            changed = src != SRC_STORED || ref.version != failed->version ||
-                      memcmp(ref.chunk_id, failed->chunk_id, CHUNK_ID_LEN) != 0;
-    }
-    if (changed && in->file->dek == dek_used) {
-        snprintf(why, sizeof why, "another workstation saved the file since it was opened "
-                 "here and the version this handle reads is deleted: close and open it again");
-        changed = 0;
-    }
-    if (!changed)
-        chunk_unreadable(fs, in->ino, idx, failed, why);
-    return changed;
+    struct meta_inode mi;
+    struct chunk_ref now;
+    pthread_mutex_lock(&fs->meta_lock);
+    int rekeyed = !f->withdrawn && meta_inode_get(fs->v->meta, in->ino, &mi) == 0 &&
+                  file_rekeyed(fs, f, &mi);
+    int saved_since = !rekeyed && meta_chunk_get(fs->v->meta, in->ino, idx, &now) == 0 &&
+                      now.version != failed->version;
+    pthread_mutex_unlock(&fs->meta_lock);
+    if (rekeyed) {
+        if (file_adopt_dek(fs, in) == 0)
+            return 1;
+        snprintf(why, sizeof why, "%s", pfs_err_msg());   /* why the adoption failed */
+    } else if (saved_since)
+        snprintf(why, sizeof why, "the file was saved again since it was opened here and the "
+                 "version this handle reads is deleted: close it and open it again");
+    chunk_unreadable(fs, in->ino, idx, failed, why);
+    return 0;
 }
 
 /* Wait until chunk idx is neither loading nor being written (in->lock held).
@@ -1455,7 +1449,7 @@ static int chunk_make_dirty(struct fs *fs, struct fs_inode *in, struct fs_chunk 
             in->file->loading++;
             pthread_mutex_unlock(&in->lock);
             struct cache_entry *e = NULL;
-            r = cache_load(fs, in->ino, c->idx, &ref, dek, &e, 1);
+            r = cache_acquire(fs, in->ino, c->idx, &ref, dek, &e, 1);
             if (r == 0) {
                 len = e->len < keep_len ? e->len : keep_len;
                 memcpy(buf, e->buf, len);
@@ -2456,7 +2450,7 @@ static void job_readahead(struct fs *fs, struct fs_inode *in, uint64_t idx)
     if (r < 0 || src != SRC_STORED)
         return;
     struct cache_entry *e = NULL;
-    if (cache_acquire(fs, in->ino, idx, &ref, dek, &e) == 0)
+    if (cache_acquire(fs, in->ino, idx, &ref, dek, &e, 0) == 0)
         cache_release(fs->data, e);
     pthread_mutex_lock(&in->lock);
     if (!--f->users)
@@ -2562,7 +2556,7 @@ int fs_data_read(struct fs *fs, struct fs_inode *in, uint64_t off, size_t size, 
             f->users++;
             pthread_mutex_unlock(&in->lock);
             struct cache_entry *e = NULL;
-            r = cache_load(fs, in->ino, idx, &ref, dek, &e, 1);
+            r = cache_acquire(fs, in->ino, idx, &ref, dek, &e, 1);
             if (r == 0) {
                 copy_from_chunk(dst, e->buf, e->len, coff, n);
                 cache_release(fs->data, e);

@@ -548,6 +548,23 @@ def fragment_files(store_dir):
     return sorted(out)
 
 
+def await_chunks_deleted(v, chunk_ids, timeout=20):
+    """Kick the deletion queue of v's mount (it runs after an unlink) and
+    wait until no fragment of the chunks named (hex ids) is left in v's
+    stores."""
+    write_file(v.path("gc-kick"), b"x", fsync=True)
+    os.unlink(v.path("gc-kick"))
+    stores = os.path.join(v.dir, "stores")
+
+    def left():
+        return [p for p in fragment_files(stores)
+                if os.path.basename(p).split(".")[0] in chunk_ids]
+    deadline = time.monotonic() + timeout
+    while left() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not left(), "the replaced fragments were not deleted within %ss: %s" % (timeout, left())
+
+
 def rmtree(path):
     shutil.rmtree(path, ignore_errors=True)
 

@@ -459,6 +459,39 @@ def test_a_handle_sees_the_size_of_the_version_it_reads(pg, office):
     assert os.stat(b.path("pinned.txt")).st_size == 150
 
 
+def test_a_handle_never_reads_another_workstations_newer_save(pg, office):
+    """b opens a file and reads none of it; a saves new content over it and
+    a's deletion queue removes the fragments of the version b's handle
+    attached.  b's reads through that handle fail (EIO) every time rather
+    than serve a's newer chunks under the old version's size (a retry must
+    not mix versions either); b's next open reads a's version whole."""
+    a, b = office
+    old = H.seeded_bytes(41, 3 * H.CHUNK)
+    new = H.seeded_bytes(42, 3 * H.CHUNK + 500)
+    H.write_file(a.path("swapped.pdf"), old, fsync=True)
+    until(lambda: os.path.exists(b.path("swapped.pdf")), BOUND_S + SLACK_S)
+    ino = os.stat(a.path("swapped.pdf")).st_ino
+    old_ids = pg.psql("SELECT encode(chunk_id, 'hex') FROM chunks WHERE ino = %d" % ino,
+                      a.db).split()
+    assert len(old_ids) == 3, old_ids
+    fd = os.open(b.path("swapped.pdf"), os.O_RDONLY)
+    try:
+        H.write_file(a.path("swapped.pdf"), new, fsync=True)
+        H.await_chunks_deleted(a, old_ids)
+        for _ in range(2):
+            try:
+                got = os.pread(fd, H.CHUNK, H.CHUNK)
+            except OSError as e:
+                assert e.errno == errno.EIO, e
+            else:
+                raise AssertionError("read %d bytes of a version the handle never opened: "
+                                     "old %s, new %s" % (len(got), got == old[H.CHUNK:2 * H.CHUNK],
+                                                         got == new[H.CHUNK:2 * H.CHUNK]))
+    finally:
+        os.close(fd)
+    H.assert_same_bytes(H.read_file(b.path("swapped.pdf")), new, "b after reopening")
+
+
 def test_open_o_creat_racing_another_workstation_opens_its_file(pg, office):
     """open(O_CREAT) without O_EXCL on two workstations at once: the one
     whose create finds the name taken opens that file (was EEXIST)."""
