@@ -7,6 +7,7 @@ and the re-keying, those saved keys are tried on what the metadata and the
 stores hold now: no current wrapped data key unwraps and no current chunk
 opens, while the remaining members read every file.
 """
+import errno
 import os
 import signal
 import sqlite3
@@ -242,6 +243,45 @@ def test_a_file_held_open_across_the_rekey_reads_and_writes_by_its_new_records(n
         H.assert_same_bytes(H.read_file(v.path("held-open.pdf")), bytes(data), "after remount")
     finally:
         v.unmount()
+
+
+def test_a_forged_data_key_in_the_row_is_not_adopted_by_a_held_handle(new_vault):
+    """The attack on the path above: while a handle is open, the database
+    operator swaps the file's wrapped data key for another file's (a valid
+    wrap, of the wrong inode) and a chunk's fragments are gone, so the
+    handle's read asks for the row again.  The forged key must not be
+    adopted: the read fails (EIO), a 'tamper' event names the file, and
+    the next read fails the same way."""
+    v = new_vault
+    v.mount()
+    try:
+        path = v.path("victim.pdf")
+        H.write_file(path, H.seeded_bytes(92, 3 * H.CHUNK), fsync=True)
+        H.write_file(v.path("other.pdf"), H.seeded_bytes(93, 1000), fsync=True)
+        ino, other = os.stat(path).st_ino, os.stat(v.path("other.pdf")).st_ino
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            with db(v) as c:
+                (chunk1,) = c.execute("SELECT chunk_id FROM chunks WHERE ino = ? AND idx = 1",
+                                      (ino,)).fetchone()
+                c.execute("UPDATE inodes SET wrapped_dek = (SELECT wrapped_dek FROM inodes"
+                          " WHERE ino = ?) WHERE ino = ?", (other, ino))
+            gone = [f for f in H.fragment_files(os.path.join(v.dir, "stores"))
+                    if os.path.basename(f).split(".")[0] == chunk1.hex()]
+            assert len(gone) == 3, gone
+            for f in gone:
+                os.unlink(f)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            for _ in range(2):
+                with pytest.raises(OSError) as e:
+                    os.pread(fd, H.CHUNK, H.CHUNK)
+                assert e.value.errno == errno.EIO, e.value
+        finally:
+            os.close(fd)
+    finally:
+        v.unmount()
+    tampers = [e for e in audit_events(v) if e["op"] == "tamper"]
+    assert tampers and all(e["path"].endswith("victim.pdf") for e in tampers), tampers
 
 
 def test_rekey_while_mounted_loses_no_write(new_vault, tmp_path):
